@@ -1,0 +1,292 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Options configures an Agent.
+type Options struct {
+	// Config is the agent configuration; see DefaultConfig.
+	Config Config
+	// Logger receives the agent's logs. Nil means silent.
+	Logger *slog.Logger
+	// Registry collects every metric the agent exposes on /metrics.
+	// Nil means NewRegistry(time.Now()).
+	Registry *prometheus.Registry
+	// Store is the policy store. Nil means one on Config.Policies.Dir,
+	// registered on Registry.
+	Store *PolicyStore
+	// ShutdownTimeout bounds how long Stop waits for in-flight requests.
+	// Default 15s.
+	ShutdownTimeout time.Duration
+}
+
+// Agent serves the HTTP API, gRPC and /metrics, and runs the policy store.
+type Agent struct {
+	cfg      Config
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	store    *PolicyStore
+	health   *Health
+	grpcHlth *health.Server
+	started  time.Time
+	timeout  time.Duration
+
+	mux      *http.ServeMux
+	grpc     *grpc.Server
+	httpSrv  *http.Server
+	metrics  *http.Server
+	ready    atomic.Bool
+	stopping atomic.Bool
+
+	mu     sync.Mutex          // guards addrs and cancel
+	addrs  map[string]net.Addr // bound listeners by name
+	cancel context.CancelFunc  // stops the goroutines Start began
+	wg     sync.WaitGroup
+	errc   chan error
+}
+
+// Names of the listeners, as used in logs and by Addr.
+const (
+	ListenerHTTP    = "http"
+	ListenerGRPC    = "grpc"
+	ListenerMetrics = "metrics"
+)
+
+// New builds an Agent. It binds nothing: Start does.
+func New(opts Options) (*Agent, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		cfg:      opts.Config,
+		logger:   opts.Logger,
+		registry: opts.Registry,
+		store:    opts.Store,
+		health:   NewHealth(),
+		grpcHlth: health.NewServer(),
+		started:  time.Now(),
+		timeout:  opts.ShutdownTimeout,
+		mux:      http.NewServeMux(),
+		addrs:    make(map[string]net.Addr),
+		errc:     make(chan error, 4),
+	}
+	if a.logger == nil {
+		a.logger = slog.New(slog.DiscardHandler)
+	}
+	if a.registry == nil {
+		a.registry = NewRegistry(a.started)
+	}
+	if a.timeout <= 0 {
+		a.timeout = 15 * time.Second
+	}
+	if a.store == nil {
+		s, err := NewPolicyStore(StoreOptions{Dir: a.cfg.Policies.Dir, Logger: a.logger, Registerer: a.registry})
+		if err != nil {
+			return nil, err
+		}
+		a.store = s
+	}
+	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	a.grpc = grpc.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
+
+	a.health.Register("policy_store", true, a.store.Health)
+	a.health.Register("grpc", true, func() ComponentHealth {
+		if a.ready.Load() {
+			return ComponentHealth{Status: StatusHealthy}
+		}
+		return ComponentHealth{Status: StatusUnhealthy, Message: "not serving"}
+	})
+
+	a.mux.Handle("GET /v1/monitoring/health", a.health)
+	a.mux.HandleFunc("GET /v1/monitoring/metrics", a.serveSystemStats)
+	a.mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	a.mux.HandleFunc("GET /readyz", a.serveReady)
+	a.registerAdmin(a.mux)
+	return a, nil
+}
+
+// Config is the configuration the agent was built with.
+func (a *Agent) Config() Config { return a.cfg }
+
+// Store is the agent's policy store.
+func (a *Agent) Store() *PolicyStore { return a.store }
+
+// Health is the agent's health registry; other components register there.
+func (a *Agent) Health() *Health { return a.health }
+
+// Registry is the registry served on /metrics.
+func (a *Agent) Registry() *prometheus.Registry { return a.registry }
+
+// HandleHTTP mounts a handler on the HTTP API port. Call it before Start.
+func (a *Agent) HandleHTTP(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// GRPCServer is the server on the gRPC port; register services before Start.
+func (a *Agent) GRPCServer() *grpc.Server { return a.grpc }
+
+// Addr is the bound address of a listener (ListenerHTTP, ListenerGRPC,
+// ListenerMetrics), or nil before Start or when it is disabled.
+func (a *Agent) Addr(name string) net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.addrs[name]
+}
+
+// Err delivers the first error a server hits after Start.
+func (a *Agent) Err() <-chan error { return a.errc }
+
+// Ready reports what /readyz reports.
+func (a *Agent) Ready() bool { return a.ready.Load() && a.store.Loaded() && !a.stopping.Load() }
+
+func (a *Agent) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if !a.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Start loads the policies, binds every listener and serves in the
+// background. It fails, binding nothing, if any port cannot be bound.
+func (a *Agent) Start(ctx context.Context) error {
+	if err := a.store.Reload(); err != nil {
+		return err
+	}
+	host := a.cfg.Server.Host
+	lns := map[string]int{ListenerHTTP: a.cfg.Server.HTTPPort, ListenerGRPC: a.cfg.Server.GRPCPort}
+	if a.cfg.Metrics.Enabled {
+		lns[ListenerMetrics] = a.cfg.Metrics.Port
+	}
+	bound := make(map[string]net.Listener, len(lns))
+	for _, name := range []string{ListenerHTTP, ListenerGRPC, ListenerMetrics} {
+		port, ok := lns[name]
+		if !ok {
+			continue
+		}
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			for _, l := range bound {
+				_ = l.Close()
+			}
+			return fmt.Errorf("agent: %s listener: %w", name, err)
+		}
+		bound[name] = ln
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.mu.Lock()
+	a.cancel = cancel
+	for name, ln := range bound {
+		a.addrs[name] = ln.Addr()
+	}
+	a.mu.Unlock()
+
+	a.httpSrv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+	a.serve(ListenerHTTP, bound[ListenerHTTP], a.httpSrv.Serve)
+	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
+	if ln := bound[ListenerMetrics]; ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle(a.cfg.Metrics.Path, metricsHandler(a.registry, a.registry))
+		a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+		a.serve(ListenerMetrics, ln, a.metrics.Serve)
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.store.Run(runCtx); err != nil {
+			a.fail(fmt.Errorf("agent: policy watcher: %w", err))
+		}
+	}()
+
+	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	a.ready.Store(true)
+	snap := a.store.Snapshot()
+	a.logger.Info("agent started", "version", Version, "policies", len(snap.Entries), "refused_policy_files", len(snap.Errors), "policies_dir", a.store.Dir())
+	return nil
+}
+
+func (a *Agent) serve(name string, ln net.Listener, serve func(net.Listener) error) {
+	a.logger.Info("listening", "listener", name, "addr", ln.Addr().String())
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			a.fail(fmt.Errorf("agent: %s server: %w", name, err))
+		}
+	}()
+}
+
+func (a *Agent) fail(err error) {
+	select {
+	case a.errc <- err:
+	default:
+	}
+}
+
+// Stop marks the agent not ready, lets in-flight requests finish (up to
+// ShutdownTimeout or ctx, whichever ends first) and stops every goroutine
+// Start began.
+func (a *Agent) Stop(ctx context.Context) error {
+	a.stopping.Store(true)
+	a.grpcHlth.Shutdown()
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+
+	var errs []error
+	for _, srv := range []*http.Server{a.httpSrv, a.metrics} {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			_ = srv.Close()
+		}
+	}
+	done := make(chan struct{})
+	go func() { a.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.grpc.Stop()
+		errs = append(errs, fmt.Errorf("agent: gRPC graceful stop: %w", ctx.Err()))
+	}
+	a.mu.Lock()
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	a.logger.Info("agent stopped")
+	return errors.Join(errs...)
+}
+
+// Run starts the agent, serves until ctx is done or a server fails, then
+// stops gracefully. It returns nil after a clean shutdown.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-a.errc:
+	}
+	return errors.Join(runErr, a.Stop(context.Background()))
+}

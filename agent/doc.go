@@ -1,0 +1,19 @@
+// Package agent is the FluxGate agent process: its configuration file, the
+// HTTP, gRPC and metrics servers, health and readiness, and the policy store
+// that loads policy files from a directory and reloads them live.
+//
+// An Agent is built with New from Options and served with Run (or Start and
+// Stop, which is how the fx module in module.go drives it). Everything an
+// Agent serves is bound at Start, so a port of 0 picks a free port and the
+// bound addresses are available from HTTPAddr, GRPCAddr and MetricsAddr.
+//
+// The PolicyStore is the single source of truth for loaded policies. It
+// publishes immutable PolicySnapshot values: readers never lock, and an
+// unchanged policy keeps the same *PolicyEntry across reloads so that
+// consumers can carry runtime state by identity. A change that fails to
+// parse or validate is refused and the last good version of that file keeps
+// running.
+//
+// All types here are safe for concurrent use unless their comment says
+// otherwise.
+package agent

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// apiError is the agent's JSON error body.
+type apiError struct {
+	Status int      `json:"-"`
+	Msg    string   `json:"error"`
+	Errors []string `json:"errors"`
+}
+
+func (e *apiError) Error() string {
+	if len(e.Errors) == 0 {
+		return fmt.Sprintf("agent answered %d: %s", e.Status, e.Msg)
+	}
+	return fmt.Sprintf("agent answered %d: %s:\n  %s", e.Status, e.Msg, strings.Join(e.Errors, "\n  "))
+}
+
+// do sends one admin request and decodes a JSON answer into out (if non-nil).
+// It returns the HTTP status.
+func (c *cli) do(ctx context.Context, method, path string, body []byte, accept string, out any) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	u, err := url.JoinPath(c.agentURL, path)
+	if err != nil {
+		return 0, nil, fmt.Errorf("bad --agent URL %q: %w", c.agentURL, err)
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/yaml")
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("cannot reach the agent at %s: %w", c.agentURL, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	if resp.StatusCode >= 400 {
+		ae := &apiError{Status: resp.StatusCode}
+		if json.Unmarshal(data, ae) != nil || ae.Msg == "" {
+			ae.Msg = strings.TrimSpace(string(data))
+		}
+		return resp.StatusCode, data, ae
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, data, fmt.Errorf("decode agent answer: %w", err)
+		}
+	}
+	return resp.StatusCode, data, nil
+}
+
+func policyPath(namespace, name string) string {
+	return "/v1/policies/" + url.PathEscape(namespace) + "/" + url.PathEscape(name)
+}

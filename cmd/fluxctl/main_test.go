@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/agent"
+)
+
+func startAgent(t *testing.T, token string) (*agent.Agent, string) {
+	t.Helper()
+	cfg := agent.DefaultConfig()
+	cfg.Server.Host = "127.0.0.1"
+	cfg.Server.HTTPPort, cfg.Server.GRPCPort = 0, 0
+	cfg.Metrics.Enabled = false
+	cfg.Policies.Dir = t.TempDir()
+	cfg.Admin.Token = token
+	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	return a, "http://" + a.Addr(agent.ListenerHTTP).String()
+}
+
+// run executes fluxctl in-process and returns stdout, stderr and the error.
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+const twoPolicies = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata:
+  name: alpha
+spec:
+  circuit:
+    components: []
+---
+apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata:
+  name: beta
+  namespace: team-b
+spec:
+  circuit:
+    evaluation_interval: 2s
+    components: []
+`
+
+func TestApplyGetDelete(t *testing.T) {
+	a, url := startAgent(t, "")
+	file := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(file, []byte(twoPolicies), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, _, err := run(t, "--agent", url, "apply", "-f", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "Policy default/alpha created\nPolicy team-b/beta created\n" {
+		t.Fatalf("apply output = %q", out)
+	}
+	out, _, err = run(t, "--agent", url, "apply", "-f", file)
+	if err != nil || !strings.Contains(out, "Policy default/alpha configured") {
+		t.Fatalf("re-apply = %q, %v", out, err)
+	}
+	if n := len(a.Store().Snapshot().Entries); n != 2 {
+		t.Fatalf("agent has %d policies", n)
+	}
+
+	out, _, err = run(t, "--agent", url, "get", "policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "NAMESPACE") || !strings.Contains(lines[1], "alpha") || !strings.Contains(lines[2], "beta") {
+		t.Fatalf("table = %q", out)
+	}
+
+	out, _, err = run(t, "--agent", url, "get", "policies", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list agent.PolicyList
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("-o json is not JSON: %v\n%s", err, out)
+	}
+	if len(list.Policies) != 2 || list.Policies[1].Namespace != "team-b" {
+		t.Fatalf("json list = %+v", list)
+	}
+	out, _, err = run(t, "--agent", url, "get", "policies", "-o", "yaml")
+	if err != nil || !strings.Contains(out, "name: beta") {
+		t.Fatalf("-o yaml = %q, %v", out, err)
+	}
+	out, _, err = run(t, "--agent", url, "get", "policy", "beta", "-n", "team-b")
+	if err != nil || !strings.Contains(out, "evaluation_interval: 2s") {
+		t.Fatalf("get policy beta = %q, %v", out, err)
+	}
+
+	out, _, err = run(t, "--agent", url, "delete", "policy", "alpha")
+	if err != nil || out != "policy default/alpha deleted\n" {
+		t.Fatalf("delete = %q, %v", out, err)
+	}
+	if _, _, err := run(t, "--agent", url, "delete", "policy", "alpha"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("deleting a missing policy: %v", err)
+	}
+	if n := len(a.Store().Snapshot().Entries); n != 1 {
+		t.Fatalf("agent has %d policies after delete", n)
+	}
+}
+
+func TestApplyNamespaceOverride(t *testing.T) {
+	a, url := startAgent(t, "")
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte(twoPolicies), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, "--agent", url, "apply", "-f", file, "--namespace", "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "Policy production/alpha created\nPolicy production/beta created\n" {
+		t.Fatalf("apply --namespace = %q", out)
+	}
+	for _, e := range a.Store().Snapshot().Entries {
+		if e.Key.Namespace != "production" || !strings.Contains(string(e.Source), "namespace: production") {
+			t.Fatalf("entry %s source:\n%s", e.Key, e.Source)
+		}
+	}
+}
+
+func TestApplyInvalidFileFailsLocallyWithPositions(t *testing.T) {
+	a, url := startAgent(t, "")
+	file := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(file, []byte("apiVersion: fluxgate.io/v1beta1\nkind: Policy\nmetadata: {name: x}\nspec:\n  circuit:\n    evaluation_interval: soon\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := run(t, "--agent", url, "apply", "-f", file)
+	if err == nil || !strings.Contains(err.Error(), file+":6:26:") {
+		t.Fatalf("apply of a bad file: %v", err)
+	}
+	if n := len(a.Store().Snapshot().Entries); n != 0 {
+		t.Fatalf("a bad file reached the agent: %d policies", n)
+	}
+}
+
+func TestTokenFromEnvironment(t *testing.T) {
+	_, url := startAgent(t, "tok")
+	if _, _, err := run(t, "--agent", url, "get", "policies"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without FLUXCTL_TOKEN: %v", err)
+	}
+	t.Setenv("FLUXCTL_TOKEN", "tok")
+	if _, _, err := run(t, "--agent", url, "get", "policies"); err != nil {
+		t.Fatalf("with FLUXCTL_TOKEN: %v", err)
+	}
+}
+
+func TestUnreachableAgent(t *testing.T) {
+	_, _, err := run(t, "--agent", "http://127.0.0.1:1", "get", "policies")
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the agent") {
+		t.Fatalf("unreachable agent: %v", err)
+	}
+}

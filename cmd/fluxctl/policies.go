@@ -1,0 +1,207 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+func newApplyCmd(c *cli) *cobra.Command {
+	var file, namespace string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or update the policies in FILE on the agent",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return fmt.Errorf("apply needs -f FILE")
+			}
+			var data []byte
+			var err error
+			if file == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			docs, err := policies.Parse(file, data)
+			if err != nil {
+				return err // positioned: file:line:col: message
+			}
+			if len(docs) == 0 {
+				return fmt.Errorf("%s holds no policy documents", file)
+			}
+			for _, d := range docs {
+				src, key := d.Source, d.Object.ObjectHeader().Key()
+				if namespace != "" && namespace != key.Namespace {
+					if src, err = withNamespace(src, namespace); err != nil {
+						return fmt.Errorf("%s:%d: %w", file, d.Line, err)
+					}
+					key.Namespace = namespace
+				}
+				status, _, err := c.do(cmd.Context(), http.MethodPut, policyPath(key.Namespace, key.Name), src, "application/json", nil)
+				if err != nil {
+					return fmt.Errorf("apply %s %s: %w", d.Object.ObjectHeader().Kind, key, err)
+				}
+				verb := "configured"
+				if status == http.StatusCreated {
+					verb = "created"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s\n", d.Object.ObjectHeader().Kind, key, verb)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "policy file (- for stdin)")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace to apply into (overrides metadata.namespace)")
+	return cmd
+}
+
+// withNamespace rewrites metadata.namespace of one YAML document.
+func withNamespace(src []byte, ns string) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, err
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, fmt.Errorf("not a YAML document")
+	}
+	meta := mappingValue(doc.Content[0], "metadata")
+	if meta == nil {
+		return nil, fmt.Errorf("document has no metadata")
+	}
+	if v := mappingValue(meta, "namespace"); v != nil {
+		v.SetString(ns)
+	} else {
+		k, v := &yaml.Node{}, &yaml.Node{}
+		k.SetString("namespace")
+		v.SetString(ns)
+		meta.Content = append(meta.Content, k, v)
+	}
+	return yaml.Marshal(&doc)
+}
+
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
+	if m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func newGetCmd(c *cli) *cobra.Command {
+	get := &cobra.Command{Use: "get", Short: "Show objects loaded on the agent"}
+	get.AddCommand(&cobra.Command{
+		Use:     "policies",
+		Aliases: []string{"policy"},
+		Short:   "List policies, or show one: get policy NAME [--namespace NS]",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, _ := cmd.Flags().GetString("namespace")
+			if len(args) == 1 {
+				return c.showPolicy(cmd, ns, args[0])
+			}
+			return c.listPolicies(cmd, ns)
+		},
+	})
+	get.PersistentFlags().StringP("namespace", "n", "", "only this namespace (default for a single policy: default)")
+	return get
+}
+
+func (c *cli) listPolicies(cmd *cobra.Command, ns string) error {
+	var list agent.PolicyList
+	if _, _, err := c.do(cmd.Context(), http.MethodGet, "/v1/policies", nil, "application/json", &list); err != nil {
+		return err
+	}
+	if ns != "" {
+		kept := list.Policies[:0]
+		for _, p := range list.Policies {
+			if p.Namespace == ns {
+				kept = append(kept, p)
+			}
+		}
+		list.Policies = kept
+	}
+	out := cmd.OutOrStdout()
+	switch c.output {
+	case "json":
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(list)
+	case "yaml":
+		return yaml.NewEncoder(out).Encode(list)
+	case "table":
+	default:
+		return fmt.Errorf("unknown output format %q (want table, json or yaml)", c.output)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tNAME\tKIND\tFILE\tAGE")
+	for _, p := range list.Policies {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Kind, p.File, time.Since(p.LoadedAt).Round(time.Second))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, e := range list.Errors {
+		fmt.Fprintln(cmd.ErrOrStderr(), "refused:", e)
+	}
+	return nil
+}
+
+func (c *cli) showPolicy(cmd *cobra.Command, ns, name string) error {
+	if ns == "" {
+		ns = "default"
+	}
+	out := cmd.OutOrStdout()
+	if c.output == "json" {
+		var pi agent.PolicyInfo
+		if _, _, err := c.do(cmd.Context(), http.MethodGet, policyPath(ns, name), nil, "application/json", &pi); err != nil {
+			return err
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(pi)
+	}
+	_, data, err := c.do(cmd.Context(), http.MethodGet, policyPath(ns, name), nil, "application/yaml", nil)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(data)
+	return err
+}
+
+func newDeleteCmd(c *cli) *cobra.Command {
+	del := &cobra.Command{Use: "delete", Short: "Delete objects from the agent"}
+	var ns string
+	p := &cobra.Command{
+		Use:   "policy NAME",
+		Short: "Delete a policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, _, err := c.do(cmd.Context(), http.MethodDelete, policyPath(ns, args[0]), nil, "application/json", nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy %s/%s deleted\n", ns, args[0])
+			return nil
+		},
+	}
+	p.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the policy")
+	del.AddCommand(p)
+	return del
+}

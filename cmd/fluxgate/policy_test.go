@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runPolicyValidate(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := newRootCmd()
+	var out, errb bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errb)
+	cmd.SetArgs(append([]string{"policy", "validate"}, args...))
+	err = cmd.Execute()
+	return out.String(), errb.String(), err
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const goodPolicies = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: a}
+spec: {circuit: {components: []}}
+---
+apiVersion: fluxgate.io/v1beta1
+kind: TrafficPolicy
+metadata: {name: b}
+spec: {targetRef: {name: web}}
+`
+
+func TestPolicyValidateOK(t *testing.T) {
+	dir := t.TempDir()
+	f1 := writeFile(t, dir, "one.yaml", goodPolicies)
+	f2 := writeFile(t, dir, "two.yaml", "apiVersion: fluxgate.io/v1beta1\nkind: Policy\nmetadata: {name: c}\nspec: {}\n")
+	stdout, stderr, err := runPolicyValidate(t, f1, f2)
+	if err != nil {
+		t.Fatalf("err = %v, stderr %q", err, stderr)
+	}
+	if stdout != "ok: 2 files, 3 policies\n" || stderr != "" {
+		t.Errorf("stdout %q, stderr %q", stdout, stderr)
+	}
+}
+
+func TestPolicyValidateBad(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", goodPolicies)
+	bad := writeFile(t, dir, "bad.yaml", "apiVersion: v1\nkind: Policy\nmetadata: {name: X}\nspec: {bogus: 1}\n")
+	missing := filepath.Join(dir, "missing.yaml")
+	stdout, stderr, err := runPolicyValidate(t, good, bad, missing)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("err = %v, want exit status 1", err)
+	}
+	want := []string{
+		bad + `:1:13: unsupported apiVersion "v1"; want fluxgate.io/v1beta1`,
+		bad + `:3:18: invalid name "X": must be lowercase letters, digits, '-' and '.', start and end with a letter or digit, at most 253 characters`,
+		bad + `:4:8: unknown field "bogus" in PolicySpec; valid fields: circuit, resources`,
+		missing + `: no such file or directory`,
+	}
+	if got := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, strings.Join(want, "\n"))
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q", stdout)
+	}
+	if got := err.Error(); got != "policy validate: 4 problems in 3 files" {
+		t.Errorf("error %q", got)
+	}
+}
+
+func TestPolicyValidateNoArgs(t *testing.T) {
+	if _, _, err := runPolicyValidate(t); err == nil {
+		t.Error("no error without files")
+	}
+}
+
+func TestPolicyValidateExamples(t *testing.T) {
+	files, _ := filepath.Glob("../../policies/examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples")
+	}
+	stdout, stderr, err := runPolicyValidate(t, files...)
+	if err != nil || !strings.HasPrefix(stdout, "ok: ") {
+		t.Errorf("examples: %v\n%s%s", err, stdout, stderr)
+	}
+}

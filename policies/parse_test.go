@@ -1,0 +1,516 @@
+package policies
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fluxgate/fluxgate/policies/strictyaml"
+)
+
+// expectedErrors pairs every testdata/*.bad.yaml file with the exact
+// problems Parse must report, in order.
+var expectedErrors = map[string][]string{
+	"bad-apiversion.bad.yaml": {
+		`bad-apiversion.bad.yaml:1:13: unsupported apiVersion "fluxgate.io/v1"; want fluxgate.io/v1beta1`,
+	},
+	"bad-duration.bad.yaml": {
+		`bad-duration.bad.yaml:6:26: invalid duration "fast": want a number with a unit, such as 100ms or 1m30s`,
+		`bad-duration.bad.yaml:14:26: evaluation_interval must be at least 10ms, got 1ms`,
+		`bad-duration.bad.yaml:23:29: invalid duration "-1s": must not be negative`,
+	},
+	"bad-kind.bad.yaml": {
+		`bad-kind.bad.yaml:2:7: unsupported kind "Flow"; want Policy or TrafficPolicy`,
+		`bad-kind.bad.yaml:3:18: invalid name "Bad_Name": must be lowercase letters, digits, '-' and '.', start and end with a letter or digit, at most 253 characters`,
+		`bad-kind.bad.yaml:6:1: missing required field "apiVersion"`,
+		`bad-kind.bad.yaml:6:1: missing required field "kind"`,
+	},
+	"bad-name.bad.yaml": {
+		`bad-name.bad.yaml:4:9: invalid name "Checkout_Policy": must be lowercase letters, digits, '-' and '.', start and end with a letter or digit, at most 253 characters`,
+		`bad-name.bad.yaml:5:14: invalid namespace "../etc": must be lowercase letters, digits, '-' and '.', start and end with a letter or digit, at most 253 characters`,
+	},
+	"bad-nesting.bad.yaml": {
+		`bad-nesting.bad.yaml:7:9: component kind "test_group.nested" must be written nested: test_group: {nested: ...}`,
+		`bad-nesting.bad.yaml:8:21: test_group must have exactly one key, the component kind; got 2: nested, extra`,
+		`bad-nesting.bad.yaml:9:9: a component must have exactly one key, the component kind; got 2: test_kind, test_group`,
+		`bad-nesting.bad.yaml:11:21: expected test_group to be a mapping with one key, the component kind; got sequence`,
+		`bad-nesting.bad.yaml:12:9: expected a component to be a mapping with one key, the component kind; got string "just-a-string"`,
+		`bad-nesting.bad.yaml:13:9: test_kind: gain must not be negative, got -1`,
+		`bad-nesting.bad.yaml:14:29: expected string, got int 5`,
+		`bad-nesting.bad.yaml:15:9: component must not be empty`,
+	},
+	"bad-regex.bad.yaml": {
+		"bad-regex.bad.yaml:12:53: invalid regex \"([a-z\": error parsing regexp: missing closing ]: `[a-z`",
+	},
+	"buckets.bad.yaml": {
+		`buckets.bad.yaml:9:35: buckets must be strictly increasing; bucket 2 (5) is not greater than bucket 1 (5)`,
+		`buckets.bad.yaml:11:9: at most one of static_buckets, linear_buckets, exponential_buckets, exponential_buckets_range may be set; got linear_buckets, exponential_buckets`,
+		`buckets.bad.yaml:15:20: at least one selector is required`,
+		`buckets.bad.yaml:16:38: start must be greater than 0, got 0`,
+		`buckets.bad.yaml:16:49: factor must be greater than 1, got 1`,
+		`buckets.bad.yaml:16:59: count must be between 1 and 1000, got 0`,
+		`buckets.bad.yaml:18:9: invalid flux meter name "bad name": must be letters, digits, '_', '-' and '.', start and end with a letter or digit, at most 253 characters`,
+		`buckets.bad.yaml:20:9: a classifier needs rules or rego`,
+		`buckets.bad.yaml:20:69: operator In needs at least one value`,
+		`buckets.bad.yaml:20:112: unknown operator "Maybe"; want In, NotIn, Exists or DoesNotExist`,
+		`buckets.bad.yaml:21:9: classifier must not be empty`,
+	},
+	"duplicate-document.bad.yaml": {
+		`duplicate-document.bad.yaml:9:9: duplicate object shop/p, first defined at line 1`,
+	},
+	"duplicate-key.bad.yaml": {
+		`duplicate-key.bad.yaml:5:3: duplicate key "name", first defined at line 4`,
+	},
+	"missing-required.bad.yaml": {
+		`missing-required.bad.yaml:4:3: missing required field "name" in Metadata`,
+		`missing-required.bad.yaml:10:13: missing required field "control_point" in Selector`,
+	},
+	"not-mapping.bad.yaml": {
+		`not-mapping.bad.yaml:1:1: expected a mapping with apiVersion, kind, metadata and spec, got sequence`,
+	},
+	"several.bad.yaml": {
+		`several.bad.yaml:5:14: missing required field "name" in TargetRef`,
+		`several.bad.yaml:7:16: unknown algorithm "random"; want round-robin, weighted-round-robin, least-request, adaptive`,
+		`several.bad.yaml:9:34: requestsPerSecond must be a positive number, got 0`,
+		`several.bad.yaml:9:48: burstSize must not be negative, got -1`,
+		`several.bad.yaml:9:66: invalid keyExtractor "cookie.session"; want "header.<Name>", "ip" or "label.<key>"`,
+		`several.bad.yaml:11:13: weight must be between 0 and 100, got 120`,
+		`several.bad.yaml:13:9: a match must set exactly one of header, cookie`,
+		`several.bad.yaml:14:9: a match must set exactly one of header, cookie`,
+		`several.bad.yaml:15:32: targetErrorRate must be between 0 and 1, got 1.5`,
+	},
+	"syntax.bad.yaml": {
+		`syntax.bad.yaml:2: syntax error: did not find expected ',' or '}'`,
+	},
+	"unknown-component.bad.yaml": {
+		`unknown-component.bad.yaml:7:9: unknown component kind "ema"; registered kinds: test_group.nested, test_kind`,
+		`unknown-component.bad.yaml:8:22: unknown component kind "test_group.other"; registered kinds: test_group.nested, test_kind`,
+	},
+	"unknown-field.bad.yaml": {
+		`unknown-field.bad.yaml:5:3: unknown field "nmespace" in Metadata; valid fields: labels, name, namespace`,
+		`unknown-field.bad.yaml:9:5: unknown field "evaluaton_interval" in Circuit; valid fields: components, evaluation_interval`,
+	},
+	"wrong-type.bad.yaml": {
+		`wrong-type.bad.yaml:4:9: expected string, got int 5`,
+		`wrong-type.bad.yaml:8:14: expected bool, got string "yes"`,
+		`wrong-type.bad.yaml:9:13: expected int, got string "ten"`,
+		`wrong-type.bad.yaml:10:14: expected mapping, got sequence`,
+	},
+}
+
+func TestParseBadFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.bad.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, path := range files {
+		name := filepath.Base(path)
+		seen[name] = true
+		t.Run(name, func(t *testing.T) {
+			want, ok := expectedErrors[name]
+			if !ok {
+				t.Fatalf("no expectedErrors entry for %s", name)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			docs, err := Parse(name, data)
+			if docs != nil {
+				t.Errorf("got %d documents with errors", len(docs))
+			}
+			var list strictyaml.ErrorList
+			if !errors.As(err, &list) {
+				t.Fatalf("error %v (%T) is not a strictyaml.ErrorList", err, err)
+			}
+			var got []string
+			for _, e := range list {
+				got = append(got, e.Error())
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("errors:\n got:\n\t%s\nwant:\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+			}
+		})
+	}
+	for name := range expectedErrors {
+		if !seen[name] {
+			t.Errorf("expectedErrors has %s, which is not in testdata", name)
+		}
+	}
+}
+
+func parseFile(t *testing.T, path string) []*Document {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := Parse(path, data)
+	if err != nil {
+		t.Fatalf("Parse(%s): %v", path, err)
+	}
+	return docs
+}
+
+// clearPositions zeroes component positions, which change when a document
+// is re-encoded.
+func clearPositions(o Object) Object {
+	if p, ok := o.(*Policy); ok {
+		for _, c := range p.Spec.Circuit.Components {
+			c.Line, c.Column = 0, 0
+		}
+	}
+	return o
+}
+
+func TestParseFull(t *testing.T) {
+	docs := parseFile(t, "testdata/full.yaml")
+	if len(docs) != 2 {
+		t.Fatalf("got %d documents, want 2", len(docs))
+	}
+	header := func(kind, ns, name string) Header {
+		return Header{APIVersion: APIVersion, Kind: kind, Metadata: Metadata{Name: name, Namespace: ns}}
+	}
+	wantPolicy := &Policy{
+		Header: header(KindPolicy, "shop", "service-protection"),
+		Spec: PolicySpec{
+			Resources: Resources{
+				FluxMeters: map[string]*FluxMeter{
+					"checkout-latency": {
+						Selectors: []Selector{{
+							ControlPoint: "ingress",
+							Service:      "checkout.shop.svc.cluster.local",
+							AgentGroup:   "default",
+							LabelMatcher: &LabelMatcher{
+								MatchLabels: map[string]string{"http.method": "GET"},
+								MatchList: []MatchRequirement{
+									{Key: "tier", Operator: OpIn, Values: []string{"gold", "silver"}},
+									{Key: "bot", Operator: OpDoesNotExist},
+								},
+								Expression: &MatchExpression{Any: &MatchExpressionList{Of: []*MatchExpression{
+									{LabelExists: "user"},
+									{LabelEquals: &EqualsMatchExpression{Label: "region", Value: "eu"}},
+									{LabelMatches: &MatchesMatchExpression{Label: "path", Regex: "^/api/"}},
+									{Not: &MatchExpression{LabelExists: "internal"}},
+								}}},
+							},
+						}},
+						AttributeKey:       DefaultAttributeKey,
+						ExponentialBuckets: &ExponentialBuckets{Start: 1, Factor: 2, Count: 4},
+					},
+					"defaults": {
+						Selectors:    []Selector{{ControlPoint: "egress", AgentGroup: "edge"}},
+						AttributeKey: DefaultAttributeKey,
+					},
+				},
+				Classifiers: []*Classifier{
+					{
+						Selectors: []Selector{{ControlPoint: "ingress", AgentGroup: "default"}},
+						Rules: map[string]*Rule{"user-agent": {
+							Extractor: &Extractor{From: "request.http.headers.user-agent"},
+							Telemetry: true,
+						}},
+					},
+					{
+						Selectors: []Selector{{ControlPoint: "ingress", AgentGroup: "default"}},
+						Rego: &Rego{
+							Module: "package fluxgate.example\ntier := \"gold\"\n",
+							Labels: map[string]*RegoLabel{"tier": {Telemetry: true}},
+						},
+					},
+				},
+			},
+			Circuit: Circuit{
+				EvaluationInterval: 500 * time.Millisecond,
+				Components: []*Component{
+					{Kind: "test_kind", Spec: &testKind{Signal: "a", Gain: 2}, Line: 46, Column: 9},
+					{Kind: "test_group.nested", Spec: &testNested{Signal: "b"}, Line: 47, Column: 9},
+				},
+			},
+		},
+	}
+	wantPolicy.Metadata.Labels = map[string]string{"team": "checkout"}
+	if got := docs[0].Object; !reflect.DeepEqual(got, wantPolicy) {
+		g, _ := json.MarshalIndent(got, "", " ")
+		w, _ := json.MarshalIndent(wantPolicy, "", " ")
+		t.Errorf("policy:\n got %s\nwant %s", g, w)
+	}
+	if docs[0].Line != 2 || docs[1].Line != 50 || docs[0].File != "testdata/full.yaml" {
+		t.Errorf("positions: %s:%d, %d", docs[0].File, docs[0].Line, docs[1].Line)
+	}
+
+	wantTraffic := &TrafficPolicy{
+		Header: header(KindTrafficPolicy, "default", "minimal"),
+		Spec: TrafficPolicySpec{
+			TargetRef: TargetRef{Name: "web"},
+			LoadBalancing: &LoadBalancing{
+				Algorithm:   RoundRobin,
+				HealthCheck: &HealthCheck{Interval: DefaultHealthCheckInterval, UnhealthyThreshold: DefaultUnhealthyThreshold},
+			},
+		},
+	}
+	if got := docs[1].Object; !reflect.DeepEqual(got, wantTraffic) {
+		t.Errorf("traffic policy:\n got %#v\nwant %#v", got, wantTraffic)
+	}
+	if key := docs[1].Object.ObjectHeader().Key(); key.String() != "default/minimal" {
+		t.Errorf("key %v", key)
+	}
+
+	fm := wantPolicy.Spec.Resources.FluxMeters
+	if got := fm["checkout-latency"].Buckets(); !reflect.DeepEqual(got, []float64{1, 2, 4, 8}) {
+		t.Errorf("exponential buckets %v", got)
+	}
+	if got := fm["defaults"].Buckets(); !reflect.DeepEqual(got, DefaultBuckets) {
+		t.Errorf("default buckets %v", got)
+	}
+}
+
+func TestBuckets(t *testing.T) {
+	for _, tt := range []struct {
+		fm   FluxMeter
+		want []float64
+	}{
+		{FluxMeter{StaticBuckets: &StaticBuckets{Buckets: []float64{1, 3}}}, []float64{1, 3}},
+		{FluxMeter{LinearBuckets: &LinearBuckets{Start: 10, Width: 5, Count: 3}}, []float64{10, 15, 20}},
+		{FluxMeter{ExponentialBucketsRange: &ExponentialBucketsRange{Min: 1, Max: 100, Count: 3}}, []float64{1, 10, 100}},
+		{FluxMeter{}, []float64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}},
+	} {
+		got := tt.fm.Buckets()
+		if len(got) != len(tt.want) {
+			t.Errorf("%+v: got %v, want %v", tt.fm, got, tt.want)
+			continue
+		}
+		for i := range got {
+			if d := got[i] - tt.want[i]; d > 1e-9 || d < -1e-9 {
+				t.Errorf("%+v: got %v, want %v", tt.fm, got, tt.want)
+			}
+		}
+	}
+}
+
+func TestExamples(t *testing.T) {
+	files, err := filepath.Glob("examples/*.yaml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	var traffic *TrafficPolicy
+	for _, f := range files {
+		for _, d := range parseFile(t, f) {
+			if tp, ok := d.Object.(*TrafficPolicy); ok {
+				traffic = tp
+			}
+		}
+	}
+	want := &TrafficPolicy{
+		Header: Header{APIVersion: APIVersion, Kind: KindTrafficPolicy,
+			Metadata: Metadata{Name: "checkout-service-policy", Namespace: "payments"}},
+		Spec: TrafficPolicySpec{
+			TargetRef: TargetRef{APIGroup: "apps/v1", Kind: "Deployment", Name: "checkout-service"},
+			LoadBalancing: &LoadBalancing{Algorithm: WeightedRoundRobin,
+				HealthCheck: &HealthCheck{Interval: 200 * time.Millisecond, UnhealthyThreshold: 3}},
+			RateLimit: &RateLimit{RequestsPerSecond: 1200, BurstSize: 150, KeyExtractor: "header.X-Client-Id"},
+			Canary: &Canary{Enabled: true, Weight: 10,
+				Match:   []CanaryMatch{{Header: &NameValueMatch{Name: "x-canary", Value: "true"}}},
+				Metrics: &CanaryMetrics{TargetErrorRate: 0.01, TargetP99Latency: 300 * time.Millisecond}},
+		},
+	}
+	if !reflect.DeepEqual(traffic, want) {
+		t.Errorf("got %#v\nwant %#v", traffic, want)
+	}
+}
+
+func TestPlaceholder(t *testing.T) {
+	docs := parseFile(t, "examples/placeholder.yaml")
+	p := docs[0].Object.(*Policy)
+	if p.Key() != (Key{"default", "placeholder"}) || p.Spec.Circuit.EvaluationInterval != time.Second ||
+		p.Spec.Circuit.Components == nil || len(p.Spec.Circuit.Components) != 0 {
+		t.Errorf("got %#v", p)
+	}
+}
+
+func TestEmptyFile(t *testing.T) {
+	for _, in := range []string{"", "# nothing\n", "---\n---\n"} {
+		docs, err := Parse("e.yaml", []byte(in))
+		if docs != nil || err != nil {
+			t.Errorf("%q: %v, %v", in, docs, err)
+		}
+	}
+}
+
+func TestSourceRoundTrip(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	examples, _ := filepath.Glob("examples/*.yaml")
+	for _, f := range append(files, examples...) {
+		if strings.HasSuffix(f, ".bad.yaml") {
+			continue
+		}
+		for _, d := range parseFile(t, f) {
+			again, err := Parse(f, d.Source)
+			if err != nil || len(again) != 1 {
+				t.Fatalf("%s: re-parse of Source: %v\n%s", f, err, d.Source)
+			}
+			if !reflect.DeepEqual(clearPositions(again[0].Object), clearPositions(d.Object)) {
+				t.Errorf("%s: Source parses to a different object:\n%s", f, d.Source)
+			}
+		}
+	}
+	docs := parseFile(t, "testdata/full.yaml")
+	if src := string(docs[0].Source); !strings.Contains(src, "# Two objects in one file") ||
+		!strings.Contains(src, "\n  resources:\n    flux_meters:\n") {
+		t.Errorf("Source lost comments or is not 2-space indented:\n%s", src)
+	}
+}
+
+func TestComponentMarshalYAML(t *testing.T) {
+	p := &Policy{Spec: PolicySpec{Circuit: Circuit{Components: []*Component{
+		{Kind: "test_kind", Spec: &testKind{Signal: "s", Gain: 3}},
+		{Kind: "test_group.nested", Spec: &testNested{Signal: "n"}},
+	}}}}
+	var buf strings.Builder
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(p.Spec.Circuit.Components); err != nil {
+		t.Fatal(err)
+	}
+	out := []byte(buf.String())
+	want := "- test_kind:\n    signal: s\n    gain: 3\n- test_group:\n    nested:\n      signal: \"n\"\n"
+	if string(out) != want {
+		t.Errorf("got\n%s\nwant\n%s", out, want)
+	}
+	var back []*Component
+	if err := strictyaml.Unmarshal("", out, &back); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range back {
+		c.Line, c.Column = 0, 0
+	}
+	if !reflect.DeepEqual(back, p.Spec.Circuit.Components) {
+		t.Errorf("round trip: got %#v", back)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	if got := ComponentKinds(); !reflect.DeepEqual(got, []string{"test_group.nested", "test_kind"}) {
+		t.Errorf("ComponentKinds() = %v", got)
+	}
+	newSpec := func() any { return &testNested{} }
+	for _, kind := range []string{"test_kind", "test_group", "test_kind.sub", "", "a.b.c", ".x", "x."} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("RegisterComponent(%q) did not panic", kind)
+				}
+			}()
+			RegisterComponent(kind, newSpec)
+		}()
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Errorf("RegisterComponent with a non-pointer spec did not panic")
+			}
+		}()
+		RegisterComponent("fresh_kind", func() any { return testNested{} })
+	}()
+	if got := len(ComponentKinds()); got != 2 {
+		t.Errorf("failed registrations changed the registry: %v", ComponentKinds())
+	}
+}
+
+func TestValidateInGo(t *testing.T) {
+	p := &Policy{Spec: PolicySpec{Circuit: Circuit{Components: []*Component{
+		{Kind: "test_kind", Spec: &testKind{Signal: "forbidden", Gain: -2}},
+		{Kind: "nope", Spec: &testKind{}},
+		{Kind: "test_group.nested", Spec: &testKind{}},
+		nil,
+	}}}}
+	p.Metadata.Name = "p"
+	p.SetDefaults()
+	err := p.Validate()
+	var got []string
+	for _, e := range unjoin(err) {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("%v is not a *FieldError", e)
+		}
+		got = append(got, fe.Error())
+	}
+	want := []string{
+		"spec.circuit.components[0]: test_kind: gain must not be negative, got -2",
+		"spec.circuit.components[0]: test_kind: signal name is forbidden",
+		`spec.circuit.components[1]: unknown component kind "nope"; registered kinds: test_group.nested, test_kind`,
+		"spec.circuit.components[2]: test_group.nested: spec has type *policies.testKind, want *policies.testNested",
+		"spec.circuit.components[3]: component must not be empty",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n\t%s\nwant\n\t%s", strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+	}
+
+	tp := &TrafficPolicy{Spec: TrafficPolicySpec{TargetRef: TargetRef{Name: "x"}}}
+	tp.Metadata.Name = "t"
+	tp.SetDefaults()
+	if err := tp.Validate(); err != nil {
+		t.Errorf("valid traffic policy: %v", err)
+	}
+	tp.Spec.RateLimit = &RateLimit{RequestsPerSecond: 1, KeyExtractor: "label."}
+	if err := tp.Validate(); err == nil || !strings.Contains(err.Error(), `spec.rateLimit.keyExtractor: invalid keyExtractor "label."`) {
+		t.Errorf("got %v", err)
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
+}
+
+func TestKeyExtractor(t *testing.T) {
+	for in, ok := range map[string]bool{
+		"": true, "ip": true, "header.X-Client-Id": true, "label.user": true,
+		"header.": false, "header.bad name": false, "label.": false, "cookie.x": false, "IP": false,
+	} {
+		if got := checkKeyExtractor(in) == ""; got != ok {
+			t.Errorf("checkKeyExtractor(%q) ok = %v, want %v", in, got, ok)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, glob := range []string{"testdata/*.yaml", "examples/*.yaml"} {
+		files, _ := filepath.Glob(glob)
+		for _, file := range files {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		docs, err := Parse("f.yaml", data)
+		if err != nil {
+			return
+		}
+		for _, d := range docs {
+			again, err := Parse("f.yaml", d.Source)
+			if err != nil {
+				t.Fatalf("Source of a valid document does not parse: %v\ninput:\n%s\nsource:\n%s", err, data, d.Source)
+			}
+			if len(again) != 1 {
+				t.Fatalf("Source holds %d documents, want 1", len(again))
+			}
+		}
+	})
+}
