@@ -1,0 +1,270 @@
+package controlpoint
+
+import (
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+// flowComponent is a compiled flow-control component. Implementations are
+// safe for concurrent use.
+type flowComponent interface {
+	// decide fills ld (whose identity fields are already set) for a flow.
+	// With take false (explain) it changes no state.
+	decide(now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision)
+	// undo gives back what decide took, for a flow that a later component
+	// rejected.
+	undo(now time.Time, labels map[string]string, tokens float64)
+	// carry adopts the runtime state of the previous version of the same
+	// component when its fundamentals did not change, and reports whether
+	// it did.
+	carry(old flowComponent) bool
+	// info is the component's identity.
+	info() *componentInfo
+}
+
+// componentInfo is what every compiled component knows about itself.
+type componentInfo struct {
+	policyName      string
+	policyNamespace string
+	id              string
+	typ             string
+	dryRun          bool
+	statusCode      int
+}
+
+func (c *componentInfo) info() *componentInfo { return c }
+
+// describe starts a decision with the component's identity.
+func (c *componentInfo) describe(ld *LimiterDecision) {
+	*ld = LimiterDecision{
+		ref:             ld.ref,
+		PolicyName:      c.policyName,
+		PolicyNamespace: c.policyNamespace,
+		ComponentID:     c.id,
+		ComponentType:   c.typ,
+		DryRun:          c.dryRun,
+		StatusCode:      c.statusCode,
+	}
+}
+
+// inputValue is a port value that a circuit may change at run time; a
+// constant port is set once at compile time. NaN means "no valid value".
+type inputValue struct{ bits atomic.Uint64 }
+
+func newInput(p *policies.InPort) *inputValue {
+	in := &inputValue{}
+	v, ok := p.Constant()
+	if !ok {
+		v = math.NaN() // a signal: invalid until the circuit writes it
+	}
+	in.set(v)
+	return in
+}
+
+func (in *inputValue) set(v float64) { in.bits.Store(math.Float64bits(v)) }
+func (in *inputValue) get() float64  { return math.Float64frombits(in.bits.Load()) }
+
+// valid reports whether v can drive an actuator.
+func valid(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 }
+
+// rateLimiter is a compiled flow_control.rate_limiter.
+type rateLimiter struct {
+	componentInfo
+	spec     *policies.RateLimiter
+	capacity *inputValue
+	fill     *inputValue
+	lim      *ratelimit.Limiter
+}
+
+var _ flowComponent = (*rateLimiter)(nil)
+
+func newRateLimiter(info componentInfo, spec *policies.RateLimiter) *rateLimiter {
+	info.typ = "rate_limiter"
+	info.dryRun = spec.DryRun
+	info.statusCode = spec.RequestParameters.DeniedResponseStatusCode
+	if info.statusCode == 0 {
+		info.statusCode = 429
+	}
+	r := &rateLimiter{
+		componentInfo: info,
+		spec:          spec,
+		capacity:      newInput(spec.InPorts.BucketCapacity),
+		fill:          newInput(spec.InPorts.FillAmount),
+	}
+	r.lim = ratelimit.New(ratelimit.Options{
+		Limits:           r.limits(),
+		MaxIdle:          spec.Parameters.MaxIdleTime,
+		DelayInitialFill: spec.Parameters.DelayInitialFill,
+	})
+	return r
+}
+
+func (r *rateLimiter) limits() ratelimit.Limits {
+	return ratelimit.Limits{
+		Capacity:   r.capacity.get(),
+		FillAmount: r.fill.get(),
+		Interval:   r.spec.Parameters.Interval,
+		Continuous: r.spec.Parameters.Continuous(),
+	}
+}
+
+// SetInputs changes the bucket capacity and fill amount, as a circuit
+// does every tick. Existing buckets are clamped on their next use.
+func (r *rateLimiter) SetInputs(capacity, fill float64) {
+	r.capacity.set(capacity)
+	r.fill.set(fill)
+	if valid(capacity) && valid(fill) {
+		r.lim.SetLimits(r.limits())
+	}
+}
+
+func (r *rateLimiter) cost(labels map[string]string, tokens float64) float64 {
+	if k := r.spec.RequestParameters.TokensLabelKey; k != "" {
+		if v, ok := labels[k]; ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
+				return f
+			}
+		}
+	}
+	return tokens
+}
+
+func (r *rateLimiter) key(labels map[string]string) string {
+	if k := r.spec.Parameters.LimitByLabelKey; k != "" {
+		return labels[k]
+	}
+	return ""
+}
+
+func (r *rateLimiter) decide(now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+	r.describe(ld)
+	ld.LimitKey = r.key(labels)
+	if !valid(r.capacity.get()) || !valid(r.fill.get()) {
+		ld.PassThrough = true
+		return
+	}
+	n := r.cost(labels, tokens)
+	var res ratelimit.Result
+	if take {
+		res = r.lim.Take(now, ld.LimitKey, n)
+	} else {
+		res = r.lim.Peek(now, ld.LimitKey, n)
+	}
+	ld.Remaining, ld.Limit, ld.Wait, ld.Reset = res.Remaining, res.Limit, res.Wait, res.Reset
+	if !res.Allowed {
+		ld.Dropped = true
+		ld.Reason = ReasonRateLimited
+	}
+}
+
+func (r *rateLimiter) undo(now time.Time, labels map[string]string, tokens float64) {
+	r.lim.Return(now, r.key(labels), r.cost(labels, tokens))
+}
+
+// carry keeps the buckets when the bucket identity (key, interval, fill
+// mode) is unchanged; new capacity and fill apply to them at once.
+func (r *rateLimiter) carry(old flowComponent) bool {
+	o, ok := old.(*rateLimiter)
+	if !ok {
+		return false
+	}
+	op, np := o.spec.Parameters, r.spec.Parameters
+	if op.LimitByLabelKey != np.LimitByLabelKey || op.Interval != np.Interval ||
+		op.Continuous() != np.Continuous() || op.MaxIdleTime != np.MaxIdleTime || op.DelayInitialFill != np.DelayInitialFill {
+		return false
+	}
+	// A port that reads a signal keeps the signal's last value.
+	if _, ok := r.spec.InPorts.BucketCapacity.Constant(); !ok {
+		r.capacity.set(o.capacity.get())
+	}
+	if _, ok := r.spec.InPorts.FillAmount.Constant(); !ok {
+		r.fill.set(o.fill.get())
+	}
+	r.lim = o.lim
+	if valid(r.capacity.get()) && valid(r.fill.get()) {
+		r.lim.SetLimits(r.limits())
+	}
+	return true
+}
+
+// sampler is a compiled flow_control.sampler.
+type sampler struct {
+	componentInfo
+	spec *policies.Sampler
+	pct  *inputValue
+}
+
+var _ flowComponent = (*sampler)(nil)
+
+func newSampler(info componentInfo, spec *policies.Sampler) *sampler {
+	info.typ = "sampler"
+	info.dryRun = spec.DryRun
+	info.statusCode = spec.Parameters.DeniedResponseStatusCode
+	if info.statusCode == 0 {
+		info.statusCode = 403
+	}
+	return &sampler{componentInfo: info, spec: spec, pct: newInput(spec.InPorts.AcceptPercentage)}
+}
+
+// SetInputs changes the accept percentage, as a circuit does.
+func (s *sampler) SetInputs(pct float64) { s.pct.set(pct) }
+
+func (s *sampler) decide(_ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
+	s.describe(ld)
+	pct := s.pct.get()
+	if !valid(pct) {
+		ld.PassThrough = true
+		return
+	}
+	ld.Limit = pct
+	var u float64 // uniform in [0, 100)
+	if k := s.spec.Parameters.SessionLabelKey; k != "" {
+		v, ok := labels[k]
+		if ok {
+			ld.LimitKey = v
+			u = float64(fnv1a(v)%1_000_000) / 10_000
+		} else {
+			u = rand.Float64() * 100
+		}
+	} else {
+		if !take {
+			// Explain cannot predict a coin toss; report the percentage.
+			return
+		}
+		u = rand.Float64() * 100
+	}
+	if u >= pct {
+		ld.Dropped = true
+		ld.Reason = ReasonNotSampled
+	}
+}
+
+func (s *sampler) undo(time.Time, map[string]string, float64) {}
+
+func (s *sampler) carry(old flowComponent) bool {
+	o, ok := old.(*sampler)
+	if !ok {
+		return false
+	}
+	if _, ok := s.spec.InPorts.AcceptPercentage.Constant(); !ok {
+		s.pct.set(o.pct.get())
+	}
+	return true
+}
+
+// fnv1a is the 64-bit FNV-1a hash: stable across processes and restarts,
+// so a sticky sampler gives a session the same answer on every agent.
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}

@@ -1,0 +1,129 @@
+package controlpoint
+
+import (
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// Request is one flow asking to pass a control point.
+type Request struct {
+	// ControlPoint names where the flow is, e.g. "ingress". Required.
+	ControlPoint string
+	// Labels are the flow's labels. Classifiers add theirs to this map
+	// (allocating it when nil), so limiters can select on them.
+	Labels map[string]string
+	// Tokens is the flow's cost; 0 means 1.
+	Tokens float64
+}
+
+// Reason says why a component rejected a flow.
+type Reason = controlpointpb.RejectReason
+
+// Reasons, as in the check API.
+const (
+	ReasonNone         = controlpointpb.RejectReason_REJECT_REASON_NONE
+	ReasonRateLimited  = controlpointpb.RejectReason_REJECT_REASON_RATE_LIMITED
+	ReasonNotSampled   = controlpointpb.RejectReason_REJECT_REASON_NOT_SAMPLED
+	ReasonNoTokens     = controlpointpb.RejectReason_REJECT_REASON_NO_TOKENS
+	ReasonFailedClosed = controlpointpb.RejectReason_REJECT_REASON_FAILED_CLOSED
+)
+
+// reasonLabel is the short form used in metrics, logs and headers.
+func reasonLabel(r Reason) string {
+	switch r {
+	case ReasonNone:
+		return "none"
+	case ReasonRateLimited:
+		return "rate_limited"
+	case ReasonNotSampled:
+		return "not_sampled"
+	case ReasonNoTokens:
+		return "no_tokens"
+	case ReasonFailedClosed:
+		return "failed_closed"
+	case controlpointpb.RejectReason_REJECT_REASON_BREAKER_OPEN:
+		return "breaker_open"
+	}
+	return "unknown"
+}
+
+// ReasonLabel is the short, lower-case name of a reason ("rate_limited"),
+// as it appears in metrics, logs and the X-FluxGate-Reason header.
+func ReasonLabel(r Reason) string { return reasonLabel(r) }
+
+// LimiterDecision is what one flow-control component decided.
+type LimiterDecision struct {
+	PolicyName      string
+	PolicyNamespace string
+	ComponentID     string
+	ComponentType   string // rate_limiter, sampler
+	// Dropped is true when the component rejected the flow, or with
+	// DryRun would have.
+	Dropped bool
+	DryRun  bool
+	Reason  Reason
+	// PassThrough is true when the component let the flow through because
+	// an input had no valid value.
+	PassThrough bool
+	Remaining   float64
+	Limit       float64
+	Wait        time.Duration
+	Reset       time.Duration
+	LimitKey    string
+	StatusCode  int // HTTP status of a rejection
+
+	ref int // index of the component in its control point's list
+}
+
+// tookTokens reports whether the component charged the flow.
+func (ld *LimiterDecision) tookTokens() bool { return !ld.Dropped && !ld.PassThrough }
+
+// ClassifierResult reports one classifier that matched the flow.
+type ClassifierResult struct {
+	PolicyName      string
+	PolicyNamespace string
+	Index           int
+	Labels          map[string]string
+	Error           string
+}
+
+// Decision is the engine's answer. Reuse one Decision across checks: Check
+// resets it and reuses its slices, which keeps the hot path free of
+// allocations.
+type Decision struct {
+	ControlPoint string
+	Accepted     bool
+	// Reason, StatusCode and Wait come from the component that rejected
+	// the flow (the first enforcing one).
+	Reason     Reason
+	StatusCode int
+	Wait       time.Duration
+	// Decider is the index in Limiters of the component that rejected the
+	// flow, or -1.
+	Decider     int
+	Limiters    []LimiterDecision
+	FluxMeters  []string // "namespace/policy/name"
+	Classifiers []ClassifierResult
+}
+
+func (d *Decision) reset(cp string) {
+	d.ControlPoint = cp
+	d.Accepted = true
+	d.Reason = ReasonNone
+	d.StatusCode = 0
+	d.Wait = 0
+	d.Decider = -1
+	d.Limiters = d.Limiters[:0]
+	d.FluxMeters = d.FluxMeters[:0]
+	d.Classifiers = d.Classifiers[:0]
+}
+
+// Rejector returns the decision of the component that rejected the flow,
+// or nil when it was accepted.
+func (d *Decision) Rejector() *LimiterDecision {
+	if d.Decider < 0 {
+		return nil
+	}
+	return &d.Limiters[d.Decider]
+}

@@ -1,0 +1,489 @@
+package controlpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/controlpoint/classifier"
+	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+// Options configures an Engine.
+type Options struct {
+	// AgentGroup is this agent's group; selectors of other groups are
+	// ignored. Default "default".
+	AgentGroup string
+	// Logger receives the sampled decision log and compile problems.
+	// Nil means silent.
+	Logger *slog.Logger
+	// Registerer receives fluxgate_flow_decisions_total. Nil means none.
+	Registerer prometheus.Registerer
+	// DecisionLogPerSecond bounds the decision log: at most this many
+	// rejections per second are logged. Default 10; negative disables it.
+	DecisionLogPerSecond float64
+	// MaxControlPoints caps how many distinct control point names appear
+	// in metrics and /v1/controlpoints; the rest share the value
+	// "__other__". Default 1000.
+	MaxControlPoints int
+}
+
+// Engine decides whether flows pass their control points. Check reads an
+// immutable snapshot through an atomic pointer; SetPolicies builds a new
+// one and swaps it in. An Engine is safe for concurrent use.
+type Engine struct {
+	opts      Options
+	logger    *slog.Logger
+	snap      atomic.Pointer[snapshot]
+	decisions *prometheus.CounterVec
+	points    *pointTracker
+	logLimit  *ratelimit.Limiter // decision log sampling
+
+	mu       sync.Mutex                         // serializes SetPolicies
+	compiled map[policies.Key]*compiledPolicy // guarded by mu
+}
+
+// New returns an Engine with no policies: it accepts every flow.
+func New(opts Options) (*Engine, error) {
+	if opts.AgentGroup == "" {
+		opts.AgentGroup = policies.DefaultAgentGroup
+	}
+	if opts.DecisionLogPerSecond == 0 {
+		opts.DecisionLogPerSecond = 10
+	}
+	if opts.MaxControlPoints <= 0 {
+		opts.MaxControlPoints = 1000
+	}
+	e := &Engine{
+		opts:     opts,
+		logger:   opts.Logger,
+		compiled: map[policies.Key]*compiledPolicy{},
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_flow_decisions_total",
+			Help: "Flow-control decisions by policy, component, control point, decision type and reason. Flows no component matches are counted with empty policy_name and reason no_match.",
+		}, []string{"policy_name", "component_id", "control_point", "decision_type", "reason"}),
+		points: newPointTracker(opts.MaxControlPoints),
+	}
+	if e.logger == nil {
+		e.logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DecisionLogPerSecond > 0 {
+		e.logLimit = ratelimit.New(ratelimit.Options{Limits: ratelimit.Limits{
+			Capacity: opts.DecisionLogPerSecond, FillAmount: opts.DecisionLogPerSecond, Interval: time.Second, Continuous: true,
+		}})
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(e.decisions); err != nil {
+			return nil, fmt.Errorf("controlpoint: register metrics: %w", err)
+		}
+	}
+	e.snap.Store(&snapshot{points: map[string]*point{}})
+	return e, nil
+}
+
+// Decision types as metric label values.
+const (
+	decisionAccepted = "DECISION_TYPE_ACCEPTED"
+	decisionRejected = "DECISION_TYPE_REJECTED"
+)
+
+// snapshot is what Check reads: per control point, what applies there.
+type snapshot struct {
+	points map[string]*point
+}
+
+// point is everything that applies at one control point, in evaluation
+// order: classifiers first, then flow-control components.
+type point struct {
+	name        string
+	classifiers []classifierRef
+	components  []componentRef
+	fluxMeters  []fluxMeterRef
+	noMatch     prometheus.Counter
+}
+
+type componentRef struct {
+	sels     []selector // any of them selects the flow
+	c        flowComponent
+	info     *componentInfo
+	accepted prometheus.Counter
+	rejected prometheus.Counter
+	dryRun   prometheus.Counter // would-be rejections of a dry-run component
+}
+
+type classifierRef struct {
+	sels   []selector
+	c      *classifier.Classifier
+	policy *compiledPolicy
+	index  int
+}
+
+type fluxMeterRef struct {
+	sels []selector
+	name string // namespace/policy/meter
+}
+
+func anyMatch(sels []selector, labels map[string]string) bool {
+	for i := range sels {
+		if sels[i].matches(labels) {
+			return true
+		}
+	}
+	return false
+}
+
+// compiledPolicy is a policy turned into engine parts.
+type compiledPolicy struct {
+	obj         *policies.Policy
+	key         policies.Key
+	components  []*compiledComponent
+	classifiers []*compiledClassifier
+	fluxMeters  []*compiledFluxMeter
+}
+
+type compiledComponent struct {
+	index int
+	sels  []selector
+	c     flowComponent
+	info  *componentInfo
+}
+
+type compiledClassifier struct {
+	sels []selector
+	c    *classifier.Classifier
+}
+
+type compiledFluxMeter struct {
+	name string
+	sels []selector
+}
+
+// Validate compiles a policy without installing it, so a policy store can
+// refuse a policy the engine cannot run (a Rego module that does not
+// compile, say) and keep its last good version.
+func (e *Engine) Validate(obj policies.Object) error {
+	p, ok := obj.(*policies.Policy)
+	if !ok {
+		return nil
+	}
+	_, err := e.compile(p)
+	return err
+}
+
+func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
+	cp := &compiledPolicy{obj: p, key: p.Key()}
+	var errs []error
+	for i, c := range p.Spec.Circuit.Components {
+		info := componentInfo{policyName: p.Metadata.Name, policyNamespace: p.Metadata.Namespace, id: strconv.Itoa(i)}
+		var fc flowComponent
+		var sels []policies.Selector
+		switch spec := c.Spec.(type) {
+		case *policies.RateLimiter:
+			r := newRateLimiter(info, spec)
+			fc, sels = r, spec.Selectors
+		case *policies.Sampler:
+			s := newSampler(info, spec)
+			fc, sels = s, spec.Selectors
+		default:
+			continue // not a flow-control component: the circuit runs it
+		}
+		compiled, err := compileSelectors(sels, e.opts.AgentGroup)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+			continue
+		}
+		cp.components = append(cp.components, &compiledComponent{index: i, sels: compiled, c: fc, info: fc.info()})
+	}
+	for i, c := range p.Spec.Resources.Classifiers {
+		sels, err := compileSelectors(c.Selectors, e.opts.AgentGroup)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.resources.classifiers[%d]: %w", i, err))
+			continue
+		}
+		cl, err := classifier.New(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.resources.classifiers[%d]: %w", i, err))
+			continue
+		}
+		cp.classifiers = append(cp.classifiers, &compiledClassifier{sels: sels, c: cl})
+	}
+	names := make([]string, 0, len(p.Spec.Resources.FluxMeters))
+	for n := range p.Spec.Resources.FluxMeters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sels, err := compileSelectors(p.Spec.Resources.FluxMeters[n].Selectors, e.opts.AgentGroup)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.resources.flux_meters.%s: %w", n, err))
+			continue
+		}
+		cp.fluxMeters = append(cp.fluxMeters, &compiledFluxMeter{name: cp.key.Namespace + "/" + cp.key.Name + "/" + n, sels: sels})
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("policy %s: %w", cp.key, errors.Join(errs...))
+	}
+	return cp, nil
+}
+
+// SetPolicies replaces the engine's policies. Policies whose object is the
+// same pointer as before are kept as they are; a changed policy keeps the
+// runtime state (buckets) of components whose fundamentals did not change.
+// A policy that fails to compile is left out and reported in the error;
+// the others are installed.
+func (e *Engine) SetPolicies(objs []*policies.Policy) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := make(map[policies.Key]*compiledPolicy, len(objs))
+	var errs []error
+	for _, p := range objs {
+		key := p.Key()
+		old := e.compiled[key]
+		if old != nil && old.obj == p {
+			next[key] = old
+			continue
+		}
+		cp, err := e.compile(p)
+		if err != nil {
+			errs = append(errs, err)
+			if old != nil {
+				next[key] = old // keep running the last version that compiled
+			}
+			continue
+		}
+		if old != nil {
+			carryState(old, cp)
+		}
+		next[key] = cp
+	}
+	e.compiled = next
+	old := e.snap.Load()
+	cur := e.build(next)
+	e.snap.Store(cur)
+	e.dropStaleSeries(old, cur)
+	return errors.Join(errs...)
+}
+
+// carryState hands the runtime state of old's components to cp's
+// components at the same index and of the same kind.
+func carryState(old, cp *compiledPolicy) {
+	byIndex := make(map[int]*compiledComponent, len(old.components))
+	for _, c := range old.components {
+		byIndex[c.index] = c
+	}
+	for _, c := range cp.components {
+		if o := byIndex[c.index]; o != nil {
+			c.c.carry(o.c)
+		}
+	}
+}
+
+// build assembles the per-control-point snapshot from compiled policies,
+// in policy key order, so evaluation order is stable.
+func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
+	keys := make([]policies.Key, 0, len(compiled))
+	for k := range compiled {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Namespace != keys[j].Namespace {
+			return keys[i].Namespace < keys[j].Namespace
+		}
+		return keys[i].Name < keys[j].Name
+	})
+	s := &snapshot{points: map[string]*point{}}
+	pointOf := func(name string) *point {
+		pt := s.points[name]
+		if pt == nil {
+			pt = &point{name: name, noMatch: e.decisions.WithLabelValues("", "", name, decisionAccepted, "no_match")}
+			s.points[name] = pt
+		}
+		return pt
+	}
+	for _, k := range keys {
+		cp := compiled[k]
+		for _, c := range cp.components {
+			for name, sels := range byControlPoint(c.sels) {
+				pt := pointOf(name)
+				cpl := name
+				pol, id := c.info.policyName, c.info.id
+				pt.components = append(pt.components, componentRef{
+					sels:     sels,
+					c:        c.c,
+					info:     c.info,
+					accepted: e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "none"),
+					rejected: e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, reasonLabel(rejectReasonOf(c.c))),
+					dryRun:   e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+reasonLabel(rejectReasonOf(c.c))),
+				})
+			}
+		}
+		for i, c := range cp.classifiers {
+			for name, sels := range byControlPoint(c.sels) {
+				pt := pointOf(name)
+				pt.classifiers = append(pt.classifiers, classifierRef{sels: sels, c: c.c, policy: cp, index: i})
+			}
+		}
+		for _, fm := range cp.fluxMeters {
+			for name, sels := range byControlPoint(fm.sels) {
+				pt := pointOf(name)
+				pt.fluxMeters = append(pt.fluxMeters, fluxMeterRef{sels: sels, name: fm.name})
+			}
+		}
+	}
+	return s
+}
+
+func rejectReasonOf(fc flowComponent) Reason {
+	if _, ok := fc.(*sampler); ok {
+		return ReasonNotSampled
+	}
+	return ReasonRateLimited
+}
+
+// byControlPoint groups selectors by their control point.
+func byControlPoint(sels []selector) map[string][]selector {
+	out := map[string][]selector{}
+	for _, s := range sels {
+		out[s.controlPoint] = append(out[s.controlPoint], s)
+	}
+	return out
+}
+
+// dropStaleSeries deletes the decision series of components that are gone,
+// so a removed policy leaves no series behind.
+func (e *Engine) dropStaleSeries(old, cur *snapshot) {
+	keep := map[string]bool{}
+	for _, pt := range cur.points {
+		for _, r := range pt.components {
+			keep[r.info.policyName+"\x00"+r.info.id+"\x00"+pt.name] = true
+		}
+	}
+	for _, pt := range old.points {
+		for _, r := range pt.components {
+			if keep[r.info.policyName+"\x00"+r.info.id+"\x00"+pt.name] {
+				continue
+			}
+			e.decisions.DeletePartialMatch(prometheus.Labels{
+				"policy_name": r.info.policyName, "component_id": r.info.id, "control_point": pt.name,
+			})
+		}
+	}
+}
+
+// Check decides whether the flow in req passes its control point, writing
+// the answer into d (which it resets first). It never blocks on I/O.
+func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Decision) {
+	d.reset(req.ControlPoint)
+	e.points.observe(req.ControlPoint, req.Labels)
+	pt := e.snap.Load().points[req.ControlPoint]
+	if pt == nil {
+		e.noMatch(req.ControlPoint)
+		return
+	}
+	if len(pt.classifiers) > 0 {
+		e.classify(ctx, pt, req, d)
+	}
+	labels := req.Labels
+	for i := range pt.fluxMeters {
+		if anyMatch(pt.fluxMeters[i].sels, labels) {
+			d.FluxMeters = append(d.FluxMeters, pt.fluxMeters[i].name)
+		}
+	}
+	tokens := req.Tokens
+	if tokens <= 0 {
+		tokens = 1
+	}
+	matched := false
+	for i := range pt.components {
+		ref := &pt.components[i]
+		if !anyMatch(ref.sels, labels) {
+			continue
+		}
+		matched = true
+		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
+		ld := &d.Limiters[len(d.Limiters)-1]
+		ref.c.decide(now, labels, tokens, true, ld)
+		switch {
+		case !ld.Dropped:
+			ref.accepted.Inc()
+			continue
+		case ld.DryRun:
+			ref.dryRun.Inc()
+			continue
+		}
+		ref.rejected.Inc()
+		d.Accepted = false
+		d.Decider = len(d.Limiters) - 1
+		d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
+		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider])
+		e.logDecision(now, d)
+		break
+	}
+	if !matched {
+		pt.noMatch.Inc()
+	}
+}
+
+// undo gives back the tokens that earlier components took for a flow that
+// was rejected after all.
+func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision) {
+	for i := range earlier {
+		if earlier[i].tookTokens() {
+			pt.components[earlier[i].ref].c.undo(now, labels, tokens)
+		}
+	}
+}
+
+func (e *Engine) noMatch(cp string) {
+	e.points.noMatchCounter(cp, e.decisions).Inc()
+}
+
+func (e *Engine) classify(ctx context.Context, pt *point, req *Request, d *Decision) {
+	if req.Labels == nil {
+		req.Labels = map[string]string{}
+	}
+	for i := range pt.classifiers {
+		ref := &pt.classifiers[i]
+		if !anyMatch(ref.sels, req.Labels) {
+			continue
+		}
+		res := ClassifierResult{PolicyName: ref.policy.key.Name, PolicyNamespace: ref.policy.key.Namespace, Index: ref.index}
+		labels, err := ref.c.Classify(ctx, req.ControlPoint, req.Labels)
+		if err != nil {
+			res.Error = err.Error()
+		}
+		for k, v := range labels {
+			req.Labels[k] = v
+		}
+		res.Labels = labels
+		d.Classifiers = append(d.Classifiers, res)
+	}
+}
+
+// logDecision writes a rejection to the sampled decision log.
+func (e *Engine) logDecision(now time.Time, d *Decision) {
+	if e.logLimit == nil || !e.logLimit.Take(now, "", 1).Allowed {
+		return
+	}
+	r := d.Rejector()
+	e.logger.Info("flow rejected",
+		"control_point", d.ControlPoint,
+		"policy_name", r.PolicyName,
+		"policy_namespace", r.PolicyNamespace,
+		"component_id", r.ComponentID,
+		"component_type", r.ComponentType,
+		"reason", reasonLabel(r.Reason),
+		"limit_key", r.LimitKey,
+		"remaining", r.Remaining,
+		"wait", r.Wait,
+	)
+}

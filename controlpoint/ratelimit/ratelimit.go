@@ -1,0 +1,235 @@
+// Package ratelimit implements the local token-bucket rate limiter behind
+// the flow_control.rate_limiter policy component.
+//
+// A Limiter holds one bucket per key (the value of the component's
+// limit_by_label_key, or "" when every flow shares a bucket). A bucket
+// starts full, holds at most Capacity tokens, and gains FillAmount tokens
+// per Interval, continuously or in whole intervals. Time is a parameter of
+// every call, so tests replay exact step tables.
+//
+// Limits can change at any time (SetLimits), for example every circuit
+// tick: a changed limit applies to existing buckets at once, clamped to the
+// new capacity on their next use. Buckets idle for MaxIdle are dropped by
+// Sweep, which keeps memory bounded however many distinct keys arrive.
+//
+// A Limiter is safe for concurrent use. Buckets are spread over shards, each
+// with its own mutex; Take on an existing bucket does not allocate.
+package ratelimit
+
+import (
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits are the parameters of every bucket of a Limiter.
+type Limits struct {
+	// Capacity is the most tokens a bucket holds. 0 rejects every flow.
+	Capacity float64
+	// FillAmount tokens are added per Interval.
+	FillAmount float64
+	Interval   time.Duration
+	// Continuous spreads the fill evenly over the interval; otherwise the
+	// whole FillAmount arrives at each interval boundary.
+	Continuous bool
+}
+
+// rate is the fill rate in tokens per nanosecond.
+func (l *Limits) rate() float64 {
+	if l.Interval <= 0 {
+		return 0
+	}
+	return l.FillAmount / float64(l.Interval)
+}
+
+// Options configures a Limiter.
+type Options struct {
+	Limits Limits
+	// MaxIdle is how long an untouched bucket is kept. Default 2h.
+	MaxIdle time.Duration
+	// DelayInitialFill starts new buckets empty instead of full.
+	DelayInitialFill bool
+}
+
+// Result is the outcome of Take or Peek.
+type Result struct {
+	Allowed   bool
+	Remaining float64       // tokens left after the call
+	Limit     float64       // the bucket capacity
+	Wait      time.Duration // until the requested tokens are available; 0 when allowed
+	Reset     time.Duration // until the bucket is full again
+}
+
+const numShards = 64
+
+// Limiter is a set of token buckets sharing one set of limits.
+type Limiter struct {
+	limits  atomic.Pointer[Limits]
+	maxIdle time.Duration
+	delay   bool
+	seed    maphash.Seed
+	shards  [numShards]shard
+}
+
+type shard struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket // guarded by mu
+}
+
+type bucket struct {
+	tokens float64
+	last   int64 // unix nanoseconds of the last refill
+}
+
+// New returns a Limiter with no buckets.
+func New(opts Options) *Limiter {
+	l := &Limiter{maxIdle: opts.MaxIdle, delay: opts.DelayInitialFill, seed: maphash.MakeSeed()}
+	if l.maxIdle <= 0 {
+		l.maxIdle = 2 * time.Hour
+	}
+	lim := opts.Limits
+	l.limits.Store(&lim)
+	for i := range l.shards {
+		l.shards[i].buckets = make(map[string]*bucket)
+	}
+	return l
+}
+
+// Limits returns the current limits.
+func (l *Limiter) Limits() Limits { return *l.limits.Load() }
+
+// SetLimits replaces the limits of every bucket. Existing buckets keep
+// their tokens, clamped to the new capacity when next used.
+func (l *Limiter) SetLimits(lim Limits) {
+	if cur := l.limits.Load(); *cur == lim {
+		return
+	}
+	l.limits.Store(&lim)
+}
+
+// Take removes n tokens from key's bucket if it holds them.
+func (l *Limiter) Take(now time.Time, key string, n float64) Result {
+	return l.do(now, key, n, true)
+}
+
+// Peek reports what Take would answer without changing the bucket.
+func (l *Limiter) Peek(now time.Time, key string, n float64) Result {
+	return l.do(now, key, n, false)
+}
+
+// Return puts n tokens back into key's bucket, for a flow that a later
+// component rejected after this one had admitted it.
+func (l *Limiter) Return(now time.Time, key string, n float64) {
+	lim := l.limits.Load()
+	sh := &l.shards[maphash.String(l.seed, key)%numShards]
+	sh.mu.Lock()
+	if b := sh.buckets[key]; b != nil {
+		refill(b, lim, now.UnixNano())
+		b.tokens = math.Min(b.tokens+n, lim.Capacity)
+	}
+	sh.mu.Unlock()
+}
+
+func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
+	lim := l.limits.Load()
+	t := now.UnixNano()
+	sh := &l.shards[maphash.String(l.seed, key)%numShards]
+	sh.mu.Lock()
+	stored := sh.buckets[key]
+	var b bucket // worked on by value; written back when taking
+	if stored != nil {
+		b = *stored
+	} else {
+		b = bucket{tokens: lim.Capacity, last: t}
+		if l.delay {
+			b.tokens = 0
+		}
+	}
+	refill(&b, lim, t)
+	res := Result{Limit: lim.Capacity}
+	if b.tokens >= n {
+		res.Allowed = true
+		b.tokens -= n
+	} else {
+		res.Wait = waitFor(n-b.tokens, lim)
+	}
+	res.Remaining = b.tokens
+	res.Reset = waitFor(lim.Capacity-b.tokens, lim)
+	if take {
+		if stored == nil {
+			stored = new(bucket)
+			sh.buckets[key] = stored
+		}
+		*stored = b
+	}
+	sh.mu.Unlock()
+	return res
+}
+
+// refill adds the tokens earned since b.last and clamps to the capacity.
+func refill(b *bucket, lim *Limits, now int64) {
+	elapsed := now - b.last
+	if elapsed > 0 {
+		if lim.Continuous {
+			b.tokens += float64(elapsed) * lim.rate()
+			b.last = now
+		} else if lim.Interval > 0 {
+			k := elapsed / int64(lim.Interval)
+			b.tokens += float64(k) * lim.FillAmount
+			b.last += k * int64(lim.Interval)
+		}
+	}
+	if b.tokens > lim.Capacity {
+		b.tokens = lim.Capacity
+	}
+}
+
+// waitFor is how long it takes to earn missing tokens; math.MaxInt64 when
+// they never come.
+func waitFor(missing float64, lim *Limits) time.Duration {
+	if missing <= 0 {
+		return 0
+	}
+	r := lim.rate()
+	if r <= 0 {
+		return time.Duration(math.MaxInt64)
+	}
+	if !lim.Continuous {
+		intervals := math.Ceil(missing / lim.FillAmount)
+		return time.Duration(intervals) * lim.Interval
+	}
+	return time.Duration(math.Ceil(missing / r))
+}
+
+// Sweep drops buckets untouched for MaxIdle and returns how many it
+// dropped. The agent calls it periodically.
+func (l *Limiter) Sweep(now time.Time) int {
+	cutoff := now.Add(-l.maxIdle).UnixNano()
+	dropped := 0
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		for k, b := range sh.buckets {
+			if b.last < cutoff {
+				delete(sh.buckets, k)
+				dropped++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return dropped
+}
+
+// Len is the number of buckets held.
+func (l *Limiter) Len() int {
+	n := 0
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		n += len(sh.buckets)
+		sh.mu.Unlock()
+	}
+	return n
+}

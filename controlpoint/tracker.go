@@ -1,0 +1,126 @@
+package controlpoint
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// OtherControlPoint is the value that stands for every control point past
+// the Options.MaxControlPoints cap, in metrics and in ControlPoints.
+const OtherControlPoint = "__other__"
+
+// maxLabelKeys caps the label keys remembered per control point.
+const maxLabelKeys = 100
+
+// pointTracker remembers the control points flows arrived at, with their
+// label keys, for /v1/controlpoints and for the no-match counter. User
+// input picks control point names, so the number tracked is capped.
+type pointTracker struct {
+	max   int
+	seen  atomic.Pointer[map[string]*pointStats] // copy on write; never modified once stored
+	mu    sync.Mutex                              // serializes writers of seen
+	other *pointStats
+}
+
+type pointStats struct {
+	checks  atomic.Uint64
+	noMatch atomic.Pointer[prometheus.Counter]
+	mu      sync.Mutex
+	keys    map[string]struct{} // guarded by mu
+}
+
+func newPointTracker(max int) *pointTracker {
+	t := &pointTracker{max: max, other: &pointStats{keys: map[string]struct{}{}}}
+	t.seen.Store(&map[string]*pointStats{})
+	return t
+}
+
+// stats returns the record of cp, creating it while under the cap. The
+// common case, a known control point, is one lock-free map read.
+func (t *pointTracker) stats(cp string) (*pointStats, string) {
+	if st, ok := (*t.seen.Load())[cp]; ok {
+		return st, cp
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cur := *t.seen.Load()
+	if st, ok := cur[cp]; ok {
+		return st, cp
+	}
+	if len(cur) >= t.max {
+		return t.other, OtherControlPoint
+	}
+	next := make(map[string]*pointStats, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	st := &pointStats{keys: map[string]struct{}{}}
+	next[cp] = st
+	t.seen.Store(&next)
+	return st, cp
+}
+
+// observe counts a flow at cp and, for a sample of flows, records its
+// label keys: the first 16 flows and then one in 64.
+func (t *pointTracker) observe(cp string, labels map[string]string) {
+	st, _ := t.stats(cp)
+	n := st.checks.Add(1)
+	if n > 16 && n%64 != 0 {
+		return
+	}
+	st.mu.Lock()
+	for k := range labels {
+		if len(st.keys) >= maxLabelKeys {
+			break
+		}
+		st.keys[k] = struct{}{}
+	}
+	st.mu.Unlock()
+}
+
+// noMatchCounter is the counter of flows at cp that nothing matched.
+func (t *pointTracker) noMatchCounter(cp string, vec *prometheus.CounterVec) prometheus.Counter {
+	st, label := t.stats(cp)
+	if c := st.noMatch.Load(); c != nil {
+		return *c
+	}
+	c := vec.WithLabelValues("", "", label, decisionAccepted, "no_match")
+	st.noMatch.Store(&c)
+	return c
+}
+
+// ControlPoint describes a control point flows have arrived at.
+type ControlPoint struct {
+	Name      string   `json:"name"`
+	Checks    uint64   `json:"checks"`
+	LabelKeys []string `json:"label_keys"`
+}
+
+func (t *pointTracker) list() []ControlPoint {
+	var out []ControlPoint
+	add := func(name string, st *pointStats) {
+		st.mu.Lock()
+		keys := make([]string, 0, len(st.keys))
+		for k := range st.keys {
+			keys = append(keys, k)
+		}
+		st.mu.Unlock()
+		sort.Strings(keys)
+		out = append(out, ControlPoint{Name: name, Checks: st.checks.Load(), LabelKeys: keys})
+	}
+	for name, st := range *t.seen.Load() {
+		add(name, st)
+	}
+	if t.other.checks.Load() > 0 {
+		add(OtherControlPoint, t.other)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// ControlPoints lists the control points flows have arrived at, with the
+// label keys seen there (sampled).
+func (e *Engine) ControlPoints() []ControlPoint { return e.points.list() }
