@@ -48,7 +48,7 @@ type Engine struct {
 	points    *pointTracker
 	logLimit  *ratelimit.Limiter // decision log sampling
 
-	mu       sync.Mutex                         // serializes SetPolicies
+	mu       sync.Mutex                       // serializes SetPolicies
 	compiled map[policies.Key]*compiledPolicy // guarded by mu
 }
 

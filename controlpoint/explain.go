@@ -11,12 +11,12 @@ import (
 type Explanation struct {
 	ControlPoint string `json:"control_point"`
 	// Labels are the flow's labels after classifiers ran.
-	Labels      map[string]string    `json:"labels"`
-	Accepted    bool                 `json:"accepted"`
-	Reason      string               `json:"reason"`
+	Labels      map[string]string     `json:"labels"`
+	Accepted    bool                  `json:"accepted"`
+	Reason      string                `json:"reason"`
 	Classifiers []ExplainedClassifier `json:"classifiers"`
-	FluxMeters  []string             `json:"flux_meters"`
-	Components  []ExplainedComponent `json:"components"`
+	FluxMeters  []string              `json:"flux_meters"`
+	Components  []ExplainedComponent  `json:"components"`
 	// NoPolicy is true when no policy has anything at this control point.
 	NoPolicy bool `json:"no_policy"`
 }

@@ -21,7 +21,7 @@ const maxLabelKeys = 100
 type pointTracker struct {
 	max   int
 	seen  atomic.Pointer[map[string]*pointStats] // copy on write; never modified once stored
-	mu    sync.Mutex                              // serializes writers of seen
+	mu    sync.Mutex                             // serializes writers of seen
 	other *pointStats
 }
 
