@@ -214,7 +214,7 @@ type LimiterDecision struct {
 	// How long until enough tokens for this flow are available.
 	WaitTime *durationpb.Duration `protobuf:"bytes,9,opt,name=wait_time,json=waitTime,proto3" json:"wait_time,omitempty"`
 	// How long until the bucket is full again, for RateLimit-Reset.
-	Reset_ *durationpb.Duration `protobuf:"bytes,10,opt,name=reset,proto3" json:"reset,omitempty"`
+	ResetTime *durationpb.Duration `protobuf:"bytes,10,opt,name=reset_time,json=resetTime,proto3" json:"reset_time,omitempty"`
 	// The component runs in dry-run mode: it counts, it never rejects.
 	DryRun bool `protobuf:"varint,11,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// The value of limit_by_label_key this decision was keyed on, if any.
@@ -316,9 +316,9 @@ func (x *LimiterDecision) GetWaitTime() *durationpb.Duration {
 	return nil
 }
 
-func (x *LimiterDecision) GetReset_() *durationpb.Duration {
+func (x *LimiterDecision) GetResetTime() *durationpb.Duration {
 	if x != nil {
-		return x.Reset_
+		return x.ResetTime
 	}
 	return nil
 }
@@ -541,7 +541,7 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\x06tokens\x18\x03 \x01(\x01R\x06tokens\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x03\n" +
 	"\x0fLimiterDecision\x12\x1f\n" +
 	"\vpolicy_name\x18\x01 \x01(\tR\n" +
 	"policyName\x12)\n" +
@@ -552,9 +552,10 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\x06reason\x18\x06 \x01(\x0e2%.fluxgate.flowcontrol.v1.RejectReasonR\x06reason\x12\x1c\n" +
 	"\tremaining\x18\a \x01(\x01R\tremaining\x12\x14\n" +
 	"\x05limit\x18\b \x01(\x01R\x05limit\x126\n" +
-	"\twait_time\x18\t \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x12/\n" +
-	"\x05reset\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\x05reset\x12\x17\n" +
+	"\twait_time\x18\t \x01(\v2\x19.google.protobuf.DurationR\bwaitTime\x128\n" +
+	"\n" +
+	"reset_time\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\tresetTime\x12\x17\n" +
 	"\adry_run\x18\v \x01(\bR\x06dryRun\x12\x1b\n" +
 	"\tlimit_key\x18\f \x01(\tR\blimitKey\"\xa9\x02\n" +
 	"\x10ClassifierResult\x12\x1f\n" +
@@ -625,7 +626,7 @@ var file_flowcontrol_proto_depIdxs = []int32{
 	6,  // 0: fluxgate.flowcontrol.v1.CheckRequest.labels:type_name -> fluxgate.flowcontrol.v1.CheckRequest.LabelsEntry
 	1,  // 1: fluxgate.flowcontrol.v1.LimiterDecision.reason:type_name -> fluxgate.flowcontrol.v1.RejectReason
 	9,  // 2: fluxgate.flowcontrol.v1.LimiterDecision.wait_time:type_name -> google.protobuf.Duration
-	9,  // 3: fluxgate.flowcontrol.v1.LimiterDecision.reset:type_name -> google.protobuf.Duration
+	9,  // 3: fluxgate.flowcontrol.v1.LimiterDecision.reset_time:type_name -> google.protobuf.Duration
 	7,  // 4: fluxgate.flowcontrol.v1.ClassifierResult.labels:type_name -> fluxgate.flowcontrol.v1.ClassifierResult.LabelsEntry
 	0,  // 5: fluxgate.flowcontrol.v1.CheckResponse.decision_type:type_name -> fluxgate.flowcontrol.v1.DecisionType
 	1,  // 6: fluxgate.flowcontrol.v1.CheckResponse.reject_reason:type_name -> fluxgate.flowcontrol.v1.RejectReason

@@ -1,0 +1,160 @@
+package controlpoint
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// Flow label keys for HTTP flows, shared by every HTTP adapter and the SDK
+// middleware, after the OpenTelemetry HTTP semantic conventions.
+const (
+	LabelHTTPMethod    = "http.method"
+	LabelHTTPTarget    = "http.target"
+	LabelHTTPHost      = "http.host"
+	LabelHTTPScheme    = "http.scheme"
+	LabelSourceAddress = "source.address"
+	// LabelHeaderPrefix + header name (lower case, "-" → "_").
+	LabelHeaderPrefix = "http.request.header."
+)
+
+// Response headers that explain a decision to HTTP clients.
+const (
+	HeaderDecision  = "X-FluxGate-Decision" // accepted | rejected
+	HeaderReason    = "X-FluxGate-Reason"   // rate_limited, not_sampled, ...
+	HeaderPolicy    = "X-FluxGate-Policy"   // namespace/name of the deciding policy
+	HeaderComponent = "X-FluxGate-Component"
+)
+
+// HeaderLabel is the flow label key of an HTTP header.
+func HeaderLabel(name string) string {
+	return LabelHeaderPrefix + strings.ReplaceAll(strings.ToLower(name), "-", "_")
+}
+
+// HTTPLabels returns the flow labels of an HTTP request: method, target
+// (path and query), host, scheme, every header, and the entries of a W3C
+// baggage header. Baggage entries do not override the other labels.
+func HTTPLabels(method, target, host, scheme string, header http.Header) map[string]string {
+	labels := make(map[string]string, len(header)+4)
+	for name, vals := range header {
+		if len(vals) > 0 {
+			labels[HeaderLabel(name)] = strings.Join(vals, ",")
+		}
+	}
+	for _, b := range header.Values("Baggage") {
+		ParseBaggage(b, labels)
+	}
+	labels[LabelHTTPMethod] = method
+	labels[LabelHTTPTarget] = target
+	labels[LabelHTTPHost] = host
+	labels[LabelHTTPScheme] = scheme
+	return labels
+}
+
+// RequestLabels is HTTPLabels for a request a Go server received, plus
+// the client address.
+func RequestLabels(r *http.Request) map[string]string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	labels := HTTPLabels(r.Method, r.URL.RequestURI(), r.Host, scheme, r.Header)
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		labels[LabelSourceAddress] = host
+	}
+	return labels
+}
+
+// ParseBaggage adds the members of a W3C baggage header value
+// ("k1=v1,k2=v2;prop") to labels, keeping labels already set. Malformed
+// members are skipped.
+func ParseBaggage(value string, labels map[string]string) {
+	for _, member := range strings.Split(value, ",") {
+		member, _, _ = strings.Cut(member, ";") // drop properties
+		k, v, ok := strings.Cut(member, "=")
+		if !ok {
+			continue
+		}
+		k = strings.TrimSpace(k)
+		if k == "" {
+			continue
+		}
+		if _, exists := labels[k]; exists {
+			continue
+		}
+		if dv, err := url.PathUnescape(strings.TrimSpace(v)); err == nil {
+			labels[k] = dv
+		}
+	}
+}
+
+// SetDecisionHeaders writes the headers that explain resp: the decision,
+// and for a rejection the reason, the deciding policy and component,
+// Retry-After, and the RateLimit-Limit / -Remaining / -Reset of the
+// limiter that denied. An accepted flow gets the RateLimit headers of the
+// rate limiter with the fewest tokens left.
+func SetDecisionHeaders(h http.Header, resp *pb.CheckResponse) {
+	var lim *pb.LimiterDecision
+	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+		h.Set(HeaderDecision, "rejected")
+		h.Set(HeaderReason, ReasonLabel(resp.GetRejectReason()))
+		for _, l := range resp.GetLimiterDecisions() {
+			if l.GetDropped() && !l.GetDryRun() {
+				lim = l
+				break
+			}
+		}
+		if lim != nil {
+			h.Set(HeaderPolicy, lim.GetPolicyNamespace()+"/"+lim.GetPolicyName())
+			h.Set(HeaderComponent, lim.GetComponentId())
+		}
+		if w := resp.GetWaitTime(); w != nil {
+			h.Set("Retry-After", ceilSeconds(w.AsDuration()))
+		}
+	} else {
+		h.Set(HeaderDecision, "accepted")
+		for _, l := range resp.GetLimiterDecisions() {
+			if l.GetComponentType() == "rate_limiter" && l.GetLimit() > 0 && (lim == nil || l.GetRemaining() < lim.GetRemaining()) {
+				lim = l
+			}
+		}
+	}
+	if lim != nil && lim.GetComponentType() == "rate_limiter" {
+		h.Set("RateLimit-Limit", strconv.FormatFloat(math.Floor(lim.GetLimit()), 'f', -1, 64))
+		h.Set("RateLimit-Remaining", strconv.FormatFloat(math.Floor(lim.GetRemaining()), 'f', -1, 64))
+		var reset time.Duration
+		if r := lim.GetResetTime(); r != nil {
+			reset = r.AsDuration()
+		}
+		h.Set("RateLimit-Reset", ceilSeconds(reset))
+	}
+}
+
+// DeniedStatus is the HTTP status for a rejected flow: the component's
+// denied_response_status_code, else 429 for rate limiting, 403 for not
+// sampled, 503 otherwise.
+func DeniedStatus(resp *pb.CheckResponse) int {
+	if c := resp.GetDeniedResponseStatusCode(); c >= 100 && c <= 599 {
+		return int(c)
+	}
+	switch resp.GetRejectReason() {
+	case pb.RejectReason_REJECT_REASON_RATE_LIMITED:
+		return http.StatusTooManyRequests
+	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
+		return http.StatusForbidden
+	}
+	return http.StatusServiceUnavailable
+}
+
+func ceilSeconds(d time.Duration) string {
+	if d <= 0 {
+		return "0"
+	}
+	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
+}
