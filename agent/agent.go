@@ -16,6 +16,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // Options configures an Agent.
@@ -28,8 +31,11 @@ type Options struct {
 	// Nil means NewRegistry(time.Now()).
 	Registry *prometheus.Registry
 	// Store is the policy store. Nil means one on Config.Policies.Dir,
-	// registered on Registry.
+	// registered on Registry, that refuses policies Engine cannot compile.
 	Store *PolicyStore
+	// Engine is the decision engine. Nil means one for the configured
+	// agent group, registered on Registry.
+	Engine *controlpoint.Engine
 	// ShutdownTimeout bounds how long Stop waits for in-flight requests.
 	// Default 15s.
 	ShutdownTimeout time.Duration
@@ -41,6 +47,7 @@ type Agent struct {
 	logger   *slog.Logger
 	registry *prometheus.Registry
 	store    *PolicyStore
+	engine   *controlpoint.Engine
 	health   *Health
 	grpcHlth *health.Server
 	started  time.Time
@@ -77,6 +84,7 @@ func New(opts Options) (*Agent, error) {
 		logger:   opts.Logger,
 		registry: opts.Registry,
 		store:    opts.Store,
+		engine:   opts.Engine,
 		health:   NewHealth(),
 		grpcHlth: health.NewServer(),
 		started:  time.Now(),
@@ -94,13 +102,21 @@ func New(opts Options) (*Agent, error) {
 	if a.timeout <= 0 {
 		a.timeout = 15 * time.Second
 	}
+	if a.engine == nil {
+		e, err := controlpoint.New(controlpoint.Options{AgentGroup: a.cfg.Agent.AgentGroup, Logger: a.logger, Registerer: a.registry})
+		if err != nil {
+			return nil, err
+		}
+		a.engine = e
+	}
 	if a.store == nil {
-		s, err := NewPolicyStore(StoreOptions{Dir: a.cfg.Policies.Dir, Logger: a.logger, Registerer: a.registry})
+		s, err := NewPolicyStore(StoreOptions{Dir: a.cfg.Policies.Dir, Logger: a.logger, Registerer: a.registry, Check: a.engine.Validate})
 		if err != nil {
 			return nil, err
 		}
 		a.store = s
 	}
+	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	a.grpc = grpc.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
@@ -122,6 +138,22 @@ func New(opts Options) (*Agent, error) {
 	a.registerAdmin(a.mux)
 	return a, nil
 }
+
+// installPolicies hands the store's policies to the decision engine.
+func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
+	var ps []*policies.Policy
+	for _, e := range cur.Sorted() {
+		if p, ok := e.Object.(*policies.Policy); ok {
+			ps = append(ps, p)
+		}
+	}
+	if err := a.engine.SetPolicies(ps); err != nil {
+		a.logger.Error("decision engine refused policies; their last good versions keep running", "err", err)
+	}
+}
+
+// Engine is the agent's decision engine.
+func (a *Agent) Engine() *controlpoint.Engine { return a.engine }
 
 // Config is the configuration the agent was built with.
 func (a *Agent) Config() Config { return a.cfg }
@@ -207,7 +239,11 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
 		a.serve(ListenerMetrics, ln, a.metrics.Serve)
 	}
-	a.wg.Add(1)
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		a.engine.Run(runCtx)
+	}()
 	go func() {
 		defer a.wg.Done()
 		if err := a.store.Run(runCtx); err != nil {

@@ -78,6 +78,10 @@ type StoreOptions struct {
 	ResyncInterval time.Duration
 	// Debounce coalesces bursts of file events. Default 20ms.
 	Debounce time.Duration
+	// Check, when set, vets every parsed policy beyond what the policies
+	// package validates (the decision engine compiles it, for example). A
+	// policy it refuses is refused like a parse error.
+	Check func(policies.Object) error
 }
 
 // PolicyStore loads policies from a directory, watches it and publishes
@@ -272,7 +276,7 @@ func (s *PolicyStore) readFileLocked(name string) {
 		return
 	}
 	st.hash = h
-	docs, err := policies.Parse(path, data)
+	docs, err := s.parse(path, data)
 	if err != nil {
 		st.err = err
 		s.reloadErrors.Inc()
@@ -280,6 +284,24 @@ func (s *PolicyStore) readFileLocked(name string) {
 		return
 	}
 	st.docs, st.err, st.modified = docs, nil, time.Now()
+}
+
+// parse parses and validates a file's documents, then runs the Check hook.
+func (s *PolicyStore) parse(path string, data []byte) ([]*policies.Document, error) {
+	docs, err := policies.Parse(path, data)
+	if err != nil || s.opts.Check == nil {
+		return docs, err
+	}
+	var errs []error
+	for _, d := range docs {
+		if err := s.opts.Check(d.Object); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: %w", path, d.Line, err))
+		}
+	}
+	if len(errs) > 0 {
+		return docs, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	return docs, nil
 }
 
 // publishLocked builds the entry set from the files' last good documents,

@@ -26,7 +26,7 @@ var ErrNotFound = errors.New("not found")
 // validation failure returns the policies package's positioned errors, and
 // nothing is written.
 func (s *PolicyStore) Put(key policies.Key, data []byte) (*PolicyEntry, bool, error) {
-	docs, err := policies.Parse("body", data)
+	docs, err := s.parse("body", data)
 	if err != nil {
 		return nil, false, err
 	}

@@ -487,3 +487,41 @@ func (e *Engine) logDecision(now time.Time, d *Decision) {
 		"wait", r.Wait,
 	)
 }
+
+// Run drops idle rate-limiter buckets every SweepInterval until ctx is
+// done. It is the only goroutine the engine needs.
+func (e *Engine) Run(ctx context.Context) {
+	t := time.NewTicker(SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			e.Sweep(now)
+		}
+	}
+}
+
+// SweepInterval is how often Run drops idle buckets.
+const SweepInterval = time.Minute
+
+// Sweep drops the buckets that have been idle longer than their limiter's
+// max_idle_time and returns how many it dropped.
+func (e *Engine) Sweep(now time.Time) int {
+	e.mu.Lock()
+	var lims []*ratelimit.Limiter
+	for _, cp := range e.compiled {
+		for _, c := range cp.components {
+			if r, ok := c.c.(*rateLimiter); ok {
+				lims = append(lims, r.lim)
+			}
+		}
+	}
+	e.mu.Unlock()
+	n := 0
+	for _, l := range lims {
+		n += l.Sweep(now)
+	}
+	return n
+}
