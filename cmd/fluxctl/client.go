@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // apiError is the agent's JSON error body.
@@ -26,9 +28,18 @@ func (e *apiError) Error() string {
 	return fmt.Sprintf("agent answered %d: %s:\n  %s", e.Status, e.Msg, strings.Join(e.Errors, "\n  "))
 }
 
-// do sends one admin request and decodes a JSON answer into out (if non-nil).
-// It returns the HTTP status.
+// do sends one request with a YAML body (if any) and decodes a JSON answer
+// into out (if non-nil). It returns the HTTP status and the raw answer.
 func (c *cli) do(ctx context.Context, method, path string, body []byte, accept string, out any) (int, []byte, error) {
+	return c.send(ctx, method, path, "application/yaml", body, accept, out)
+}
+
+// doJSON is do with a JSON body and a JSON answer.
+func (c *cli) doJSON(cmd *cobra.Command, method, path string, body []byte, out any) (int, []byte, error) {
+	return c.send(cmd.Context(), method, path, "application/json", body, "application/json", out)
+}
+
+func (c *cli) send(ctx context.Context, method, path, contentType string, body []byte, accept string, out any) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	u, err := url.JoinPath(c.agentURL, path)
@@ -44,7 +55,7 @@ func (c *cli) do(ctx context.Context, method, path string, body []byte, accept s
 		return 0, nil, err
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/yaml")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)

@@ -121,6 +121,7 @@ func newGetCmd(c *cli) *cobra.Command {
 		},
 	})
 	get.PersistentFlags().StringP("namespace", "n", "", "only this namespace (default for a single policy: default)")
+	get.AddCommand(newControlPointsCmd(c))
 	return get
 }
 
