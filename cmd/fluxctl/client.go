@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 )
 
 // apiError is the agent's JSON error body.
@@ -89,4 +90,20 @@ func (c *cli) send(ctx context.Context, method, path, contentType string, body [
 
 func policyPath(namespace, name string) string {
 	return "/v1/policies/" + url.PathEscape(namespace) + "/" + url.PathEscape(name)
+}
+
+// encode writes v as JSON or YAML when -o asks for it and reports whether
+// it did; for -o table it writes nothing and the caller prints a table.
+func (c *cli) encode(out io.Writer, v any) (bool, error) {
+	switch c.output {
+	case "json":
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return true, enc.Encode(v)
+	case "yaml":
+		return true, yaml.NewEncoder(out).Encode(v)
+	case "table":
+		return false, nil
+	}
+	return true, fmt.Errorf("unknown output format %q (want table, json or yaml)", c.output)
 }

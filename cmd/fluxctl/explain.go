@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 )
@@ -53,16 +52,8 @@ func newExplainCmd(c *cli) *cobra.Command {
 }
 
 func (c *cli) printExplanation(out io.Writer, x *controlpoint.Explanation) error {
-	switch c.output {
-	case "json":
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(x)
-	case "yaml":
-		return yaml.NewEncoder(out).Encode(x)
-	case "table":
-	default:
-		return fmt.Errorf("unknown output format %q (want table, json or yaml)", c.output)
+	if done, err := c.encode(out, x); done {
+		return err
 	}
 	verdict := "ACCEPTED"
 	if !x.Accepted {
@@ -133,13 +124,8 @@ func newControlPointsCmd(c *cli) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			switch c.output {
-			case "json":
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(resp)
-			case "yaml":
-				return yaml.NewEncoder(out).Encode(resp)
+			if done, err := c.encode(out, resp); done {
+				return err
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "CONTROL POINT\tCHECKS\tLABEL KEYS")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -140,16 +139,8 @@ func (c *cli) listPolicies(cmd *cobra.Command, ns string) error {
 		list.Policies = kept
 	}
 	out := cmd.OutOrStdout()
-	switch c.output {
-	case "json":
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
-	case "yaml":
-		return yaml.NewEncoder(out).Encode(list)
-	case "table":
-	default:
-		return fmt.Errorf("unknown output format %q (want table, json or yaml)", c.output)
+	if done, err := c.encode(out, list); done {
+		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAMESPACE\tNAME\tKIND\tFILE\tAGE")
@@ -175,9 +166,8 @@ func (c *cli) showPolicy(cmd *cobra.Command, ns, name string) error {
 		if _, _, err := c.do(cmd.Context(), http.MethodGet, policyPath(ns, name), nil, "application/json", &pi); err != nil {
 			return err
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(pi)
+		_, err := c.encode(out, pi)
+		return err
 	}
 	_, data, err := c.do(cmd.Context(), http.MethodGet, policyPath(ns, name), nil, "application/yaml", nil)
 	if err != nil {

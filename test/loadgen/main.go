@@ -1,0 +1,471 @@
+// Command loadgen measures the agent's check API against a no-op server of
+// the same message shapes, interleaved in one run, as issue 3 asks:
+//
+//   - gRPC closed loop: N concurrent callers on one connection, throughput
+//     and server CPU per call;
+//   - gRPC open loop: a fixed rate, latency measured from each call's
+//     intended send time (so a stall is not hidden), server cores used;
+//   - HTTP (POST /v1/check and GET /v1/check/http) with wrk, if installed.
+//
+// It builds and starts the real agent binary and a no-op server (this
+// program in -serve-noop mode) as child processes on loopback ports, runs
+// every measurement -reps times alternating agent and no-op, and prints
+// medians as a Markdown table. Everything stops by itself.
+//
+//	go run ./test/loadgen -reps 5 -duration 5s
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+var (
+	reps      = flag.Int("reps", 5, "repetitions of every measurement (medians are reported)")
+	duration  = flag.Duration("duration", 5*time.Second, "length of one measurement")
+	callers   = flag.Int("callers", 50, "concurrent callers in the closed loop")
+	rate      = flag.Int("rate", 5000, "checks per second in the open loop")
+	wrkConns  = flag.Int("wrk-connections", 50, "keep-alive connections for wrk")
+	agentBin  = flag.String("agent-bin", "", "fluxgate binary (default: go build ./cmd/fluxgate)")
+	serveNoop = flag.String("serve-noop", "", "internal: serve the no-op gRPC and HTTP servers on these addresses (grpc,http)")
+)
+
+func main() {
+	flag.Parse()
+	if *serveNoop != "" {
+		runNoop(*serveNoop)
+		return
+	}
+	if err := run(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// checkRequest is the flow every measurement sends: 8 labels, one
+// matching rate limiter on the agent.
+func checkRequest() *pb.CheckRequest {
+	return &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{
+		"user": "alice", "tier": "free", "http.method": "GET", "http.target": "/api/items",
+		"http.host": "example.com", "http.scheme": "https", "region": "eu", "app": "shop",
+	}}
+}
+
+const policy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: load}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          rate_limiter:
+            selectors:
+              - control_point: ingress
+                label_matcher: {match_labels: {tier: free}}
+            in_ports:
+              bucket_capacity: {constant_signal: {value: 1e12}}
+              fill_amount: {constant_signal: {value: 1e12}}
+            parameters: {limit_by_label_key: user, interval: 1s}
+`
+
+// proc is a child process serving gRPC and HTTP.
+type proc struct {
+	name     string
+	cmd      *exec.Cmd
+	grpcAddr string
+	httpAddr string
+}
+
+func (p *proc) cpuSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line, in clock ticks (100 Hz on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
+
+func (p *proc) peakRSSMiB() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+
+func run() error {
+	dir, err := os.MkdirTemp("", "fluxgate-loadgen-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := *agentBin
+	if bin == "" {
+		bin = filepath.Join(dir, "fluxgate")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/fluxgate")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build agent: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "load.yaml"), []byte(policy), 0o644); err != nil {
+		return err
+	}
+
+	agent := &proc{name: "agent", grpcAddr: freeAddr(), httpAddr: freeAddr()}
+	agent.cmd = exec.Command(bin, "agent")
+	agent.cmd.Dir = dir
+	agent.cmd.Env = append(os.Environ(),
+		"FLUXGATE_SERVER_HOST=127.0.0.1",
+		"FLUXGATE_SERVER_HTTP_PORT="+port(agent.httpAddr),
+		"FLUXGATE_SERVER_GRPC_PORT="+port(agent.grpcAddr),
+		"FLUXGATE_METRICS_PORT=0",
+		"FLUXGATE_LOG_LEVEL=warn",
+	)
+	noop := &proc{name: "no-op", grpcAddr: freeAddr(), httpAddr: freeAddr()}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	noop.cmd = exec.Command(self, "-serve-noop", noop.grpcAddr+","+noop.httpAddr)
+	for _, p := range []*proc{agent, noop} {
+		p.cmd.Stderr = os.Stderr
+		if err := p.cmd.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", p.name, err)
+		}
+		defer func() { _ = p.cmd.Process.Kill(); _, _ = p.cmd.Process.Wait() }()
+	}
+	if err := waitHTTP("http://"+agent.httpAddr+"/readyz", 20*time.Second); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if err := waitHTTP("http://"+noop.httpAddr+"/readyz", 20*time.Second); err != nil {
+		return fmt.Errorf("no-op: %w", err)
+	}
+
+	results := map[string][]map[string]float64{} // measurement → per rep → metric
+	record := func(key string, m map[string]float64) { results[key] = append(results[key], m) }
+	_, haveWrk := exec.LookPath("wrk")
+	for rep := 0; rep < *reps; rep++ {
+		for _, p := range []*proc{agent, noop} {
+			m, err := closedLoop(p)
+			if err != nil {
+				return err
+			}
+			record("grpc closed "+p.name, m)
+			m, err = openLoop(p)
+			if err != nil {
+				return err
+			}
+			record("grpc open "+p.name, m)
+			if haveWrk == nil {
+				for _, path := range []string{"/v1/check", "/v1/check/http"} {
+					m, err := wrk(dir, p, path)
+					if err != nil {
+						return err
+					}
+					record("http "+path+" "+p.name, m)
+				}
+			}
+		}
+		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
+	}
+	report(results, agent.peakRSSMiB(), haveWrk == nil)
+	return nil
+}
+
+func waitHTTP(url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready after %v", url, limit)
+}
+
+func dial(addr string) (pb.FlowControlServiceClient, *grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pb.NewFlowControlServiceClient(conn), conn, nil
+}
+
+// closedLoop runs -callers goroutines calling Check back to back.
+func closedLoop(p *proc) (map[string]float64, error) {
+	client, conn, err := dial(p.grpcAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := checkRequest()
+	if _, err := client.Check(context.Background(), req); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.name, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	var calls, failures atomic.Int64
+	cpu0, t0 := p.cpuSeconds(), time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < *callers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if _, err := client.Check(ctx, req); err != nil {
+					if ctx.Err() == nil {
+						failures.Add(1)
+					}
+					continue
+				}
+				calls.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(t0).Seconds()
+	cpu := p.cpuSeconds() - cpu0
+	n := float64(calls.Load())
+	return map[string]float64{
+		"calls/s":            n / elapsed,
+		"server µs CPU/call": cpu / n * 1e6,
+		"failures":           float64(failures.Load()),
+	}, nil
+}
+
+// openLoop sends -rate checks per second for -duration and measures each
+// from its intended send time.
+func openLoop(p *proc) (map[string]float64, error) {
+	client, conn, err := dial(p.grpcAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	req := checkRequest()
+	total := int(float64(*rate) * duration.Seconds())
+	lat := make([]time.Duration, total)
+	intended := make(chan int, total)
+	var failures atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now().Add(10 * time.Millisecond)
+	interval := time.Second / time.Duration(*rate)
+	for w := 0; w < 256; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range intended {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, err := client.Check(ctx, req)
+				cancel()
+				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
+				if err != nil {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	cpu0 := p.cpuSeconds()
+	for i := 0; i < total; i++ {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		intended <- i
+	}
+	close(intended)
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	cpu := p.cpuSeconds() - cpu0
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))]) / 1e6 }
+	return map[string]float64{
+		"p50 ms":       q(0.50),
+		"p99 ms":       q(0.99),
+		"server cores": cpu / elapsed,
+		"failures":     float64(failures.Load()),
+	}, nil
+}
+
+// wrk drives path with -wrk-connections keep-alive connections.
+func wrk(dir string, p *proc, path string) (map[string]float64, error) {
+	var args []string
+	if path == "/v1/check" {
+		body, _ := json.Marshal(map[string]any{"control_point": "ingress", "labels": checkRequest().Labels})
+		script := filepath.Join(dir, "post.lua")
+		lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\n", body)
+		if err := os.WriteFile(script, []byte(lua), 0o644); err != nil {
+			return nil, err
+		}
+		args = append(args, "-s", script)
+	} else {
+		args = append(args, "-H", "X-Original-URI: /api/items", "-H", "X-Original-Method: GET",
+			"-H", "X-User: alice", "-H", "X-Tier: free", "-H", "X-Region: eu")
+	}
+	threads := strconv.Itoa(max(1, runtime.NumCPU()/2))
+	args = append(args, "-t", threads, "-c", strconv.Itoa(*wrkConns), "-d", strconv.Itoa(int(duration.Seconds()))+"s", "http://"+p.httpAddr+path)
+	cpu0 := p.cpuSeconds()
+	out, err := exec.Command("wrk", args...).CombinedOutput()
+	cpu := p.cpuSeconds() - cpu0
+	if err != nil {
+		return nil, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	m := map[string]float64{"server cores": cpu / duration.Seconds()}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "Requests/sec:":
+			m["req/s"], _ = strconv.ParseFloat(f[1], 64)
+		case len(f) >= 5 && f[0] == "Non-2xx":
+			n, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			m["non-2xx"] = n
+		}
+	}
+	return m, nil
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func report(results map[string][]map[string]float64, rssMiB float64, haveWrk bool) {
+	med := func(key, metric string) float64 {
+		var xs []float64
+		for _, m := range results[key] {
+			xs = append(xs, m[metric])
+		}
+		return median(xs)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop, %d/s open loop.\n\n", *reps, *duration, *callers, *rate)
+	fmt.Fprintln(&b, "| measurement | agent | no-op | ratio |")
+	fmt.Fprintln(&b, "|---|---|---|---|")
+	row := func(label, key, metric string) {
+		a, n := med(key+" agent", metric), med(key+" no-op", metric)
+		fmt.Fprintf(&b, "| %s | %.3g | %.3g | %.2f |\n", label, a, n, a/n)
+	}
+	row("gRPC closed loop, calls/s", "grpc closed", "calls/s")
+	row("gRPC closed loop, server µs CPU per call", "grpc closed", "server µs CPU/call")
+	row("gRPC open loop, p50 ms", "grpc open", "p50 ms")
+	row("gRPC open loop, p99 ms", "grpc open", "p99 ms")
+	row("gRPC open loop, server cores", "grpc open", "server cores")
+	if haveWrk {
+		row("HTTP POST /v1/check, req/s", "http /v1/check", "req/s")
+		row("HTTP GET /v1/check/http, req/s", "http /v1/check/http", "req/s")
+	}
+	var fails float64
+	for _, ms := range results {
+		for _, m := range ms {
+			fails += m["failures"] + m["non-2xx"]
+		}
+	}
+	fmt.Fprintf(&b, "\nagent peak RSS: %.1f MiB; failed calls: %.0f\n", rssMiB, fails)
+	_, _ = io.Copy(os.Stdout, &b)
+}
+
+// noop answers every check with a fixed accepted decision of the agent's
+// shape, over gRPC and HTTP, doing no flow-control work.
+type noop struct {
+	pb.UnimplementedFlowControlServiceServer
+	resp *pb.CheckResponse
+}
+
+func (n *noop) Check(_ context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	if req.GetControlPoint() == "" {
+		return nil, errors.New("control_point is required")
+	}
+	return n.resp, nil
+}
+
+func runNoop(addrs string) {
+	grpcAddr, httpAddr, _ := strings.Cut(addrs, ",")
+	resp := &pb.CheckResponse{
+		DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED,
+		ControlPoint: "ingress",
+		LimiterDecisions: []*pb.LimiterDecision{{
+			PolicyName: "load", PolicyNamespace: "default", ComponentId: "0", ComponentType: "rate_limiter",
+			Remaining: 1e12, Limit: 1e12, LimitKey: "alice",
+		}},
+	}
+	lg, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterFlowControlServiceServer(srv, &noop{resp: resp})
+	go func() { _ = srv.Serve(lg) }()
+
+	body, _ := json.Marshal(map[string]any{"decision_type": "DECISION_TYPE_ACCEPTED", "control_point": "ingress",
+		"limiter_decisions": []map[string]any{{"policy_name": "load", "component_id": "0", "remaining": 1e12}}})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) })
+	mux.HandleFunc("POST /v1/check", func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+	mux.HandleFunc("GET /v1/check/http", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-FluxGate-Decision", "accepted")
+		w.WriteHeader(200)
+	})
+	log.Fatal((&http.Server{Addr: httpAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}).ListenAndServe())
+}
