@@ -17,7 +17,10 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -48,6 +51,8 @@ type Agent struct {
 	registry *prometheus.Registry
 	store    *PolicyStore
 	engine   *controlpoint.Engine
+	meters   *fluxmeter.Processor
+	otlp     *fluxmeter.Receiver
 	health   *Health
 	grpcHlth *health.Server
 	started  time.Time
@@ -55,8 +60,10 @@ type Agent struct {
 
 	mux      *http.ServeMux
 	grpc     *grpc.Server
+	otlpGRPC *grpc.Server
 	httpSrv  *http.Server
 	metrics  *http.Server
+	otlpHTTP *http.Server
 	ready    atomic.Bool
 	stopping atomic.Bool
 
@@ -69,9 +76,11 @@ type Agent struct {
 
 // Names of the listeners, as used in logs and by Addr.
 const (
-	ListenerHTTP    = "http"
-	ListenerGRPC    = "grpc"
-	ListenerMetrics = "metrics"
+	ListenerHTTP     = "http"
+	ListenerGRPC     = "grpc"
+	ListenerMetrics  = "metrics"
+	ListenerOTLPGRPC = "otlp_grpc"
+	ListenerOTLPHTTP = "otlp_http"
 )
 
 // New builds an Agent. It binds nothing: Start does.
@@ -116,6 +125,14 @@ func New(opts Options) (*Agent, error) {
 		}
 		a.store = s
 	}
+	a.meters = fluxmeter.New(fluxmeter.Options{Matcher: a.engine})
+	recv, err := fluxmeter.NewReceiver(a.meters, a.registry)
+	if err != nil {
+		return nil, err
+	}
+	a.otlp = recv
+	a.otlpGRPC = grpc.NewServer()
+	collectortrace.RegisterTraceServiceServer(a.otlpGRPC, recv)
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	a.grpc = grpc.NewServer()
@@ -150,6 +167,7 @@ func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
 	if err := a.engine.SetPolicies(ps); err != nil {
 		a.logger.Error("decision engine refused policies; their last good versions keep running", "err", err)
 	}
+	a.meters.SetPolicies(ps)
 }
 
 // Engine is the agent's decision engine.
@@ -202,12 +220,17 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	host := a.cfg.Server.Host
-	lns := map[string]int{ListenerHTTP: a.cfg.Server.HTTPPort, ListenerGRPC: a.cfg.Server.GRPCPort}
+	lns := map[string]int{
+		ListenerHTTP:     a.cfg.Server.HTTPPort,
+		ListenerGRPC:     a.cfg.Server.GRPCPort,
+		ListenerOTLPGRPC: a.cfg.OTLP.GRPCPort,
+		ListenerOTLPHTTP: a.cfg.OTLP.HTTPPort,
+	}
 	if a.cfg.Metrics.Enabled {
 		lns[ListenerMetrics] = a.cfg.Metrics.Port
 	}
 	bound := make(map[string]net.Listener, len(lns))
-	for _, name := range []string{ListenerHTTP, ListenerGRPC, ListenerMetrics} {
+	for _, name := range []string{ListenerHTTP, ListenerGRPC, ListenerMetrics, ListenerOTLPGRPC, ListenerOTLPHTTP} {
 		port, ok := lns[name]
 		if !ok {
 			continue
@@ -233,6 +256,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.httpSrv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
 	a.serve(ListenerHTTP, bound[ListenerHTTP], a.httpSrv.Serve)
 	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
+	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
+	otlpMux := http.NewServeMux()
+	otlpMux.Handle("/v1/traces", a.otlp)
+	a.otlpHTTP = &http.Server{Handler: otlpMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+	a.serve(ListenerOTLPHTTP, bound[ListenerOTLPHTTP], a.otlpHTTP.Serve)
 	if ln := bound[ListenerMetrics]; ln != nil {
 		mux := http.NewServeMux()
 		mux.Handle(a.cfg.Metrics.Path, metricsHandler(a.registry, a.registry))
@@ -286,7 +314,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 	defer cancel()
 
 	var errs []error
-	for _, srv := range []*http.Server{a.httpSrv, a.metrics} {
+	for _, srv := range []*http.Server{a.httpSrv, a.metrics, a.otlpHTTP} {
 		if srv == nil {
 			continue
 		}
@@ -296,11 +324,12 @@ func (a *Agent) Stop(ctx context.Context) error {
 		}
 	}
 	done := make(chan struct{})
-	go func() { a.grpc.GracefulStop(); close(done) }()
+	go func() { a.grpc.GracefulStop(); a.otlpGRPC.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		a.grpc.Stop()
+		a.otlpGRPC.Stop()
 		errs = append(errs, fmt.Errorf("agent: gRPC graceful stop: %w", ctx.Err()))
 	}
 	a.mu.Lock()

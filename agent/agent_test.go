@@ -43,6 +43,7 @@ func testConfig(dir string) Config {
 	cfg.Server.HTTPPort = 0
 	cfg.Server.GRPCPort = 0
 	cfg.Metrics.Port = 0
+	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
 	cfg.Policies.Dir = dir
 	return cfg
 }

@@ -525,3 +525,20 @@ func (e *Engine) Sweep(now time.Time) int {
 	}
 	return n
 }
+
+// MatchFluxMeters appends to dst the flux meters ("namespace/policy/name")
+// whose selectors match a flow at controlPoint with labels, and returns
+// it. Classifiers do not run. It lets the flux meter processor place spans
+// that do not name their flux meters.
+func (e *Engine) MatchFluxMeters(controlPoint string, labels map[string]string, dst []string) []string {
+	pt := e.snap.Load().points[controlPoint]
+	if pt == nil {
+		return dst
+	}
+	for i := range pt.fluxMeters {
+		if anyMatch(pt.fluxMeters[i].sels, labels) {
+			dst = append(dst, pt.fluxMeters[i].name)
+		}
+	}
+	return dst
+}

@@ -19,6 +19,7 @@ func startAgent(t *testing.T, token string) (*agent.Agent, string) {
 	cfg.Server.Host = "127.0.0.1"
 	cfg.Server.HTTPPort, cfg.Server.GRPCPort = 0, 0
 	cfg.Metrics.Enabled = false
+	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
 	cfg.Policies.Dir = t.TempDir()
 	cfg.Admin.Token = token
 	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})

@@ -80,11 +80,13 @@ func TestAgentRunsOnDefaultsAndStopsOnSIGTERM(t *testing.T) {
 		"FLUXGATE_SERVER_HTTP_PORT=0",
 		"FLUXGATE_SERVER_GRPC_PORT=0",
 		"FLUXGATE_METRICS_PORT=0",
+		"FLUXGATE_OTLP_GRPC_PORT=0",
+		"FLUXGATE_OTLP_HTTP_PORT=0",
 	}, "agent")
 
 	addrs := map[string]string{}
 	deadline := time.After(20 * time.Second)
-	for addrs["http"] == "" || addrs["metrics"] == "" || addrs["grpc"] == "" {
+	for addrs["http"] == "" || addrs["metrics"] == "" || addrs["grpc"] == "" || addrs["otlp_grpc"] == "" || addrs["otlp_http"] == "" {
 		select {
 		case l, ok := <-lines:
 			if !ok {

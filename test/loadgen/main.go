@@ -167,6 +167,8 @@ func run() error {
 		"FLUXGATE_SERVER_HTTP_PORT="+port(agent.httpAddr),
 		"FLUXGATE_SERVER_GRPC_PORT="+port(agent.grpcAddr),
 		"FLUXGATE_METRICS_PORT=0",
+		"FLUXGATE_OTLP_GRPC_PORT=0",
+		"FLUXGATE_OTLP_HTTP_PORT=0",
 		"FLUXGATE_LOG_LEVEL=warn",
 	)
 	noop := &proc{name: "no-op", grpcAddr: freeAddr(), httpAddr: freeAddr()}
