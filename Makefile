@@ -3,8 +3,8 @@
 
 GO        ?= go
 PKGS      ?= ./...
-# Debian packages the end-to-end tests start for real (none needed yet).
-DEB_PACKAGES ?=
+# Debian packages the end-to-end tests and load drivers start for real.
+DEB_PACKAGES ?= nginx-light prometheus wrk
 BIN       := bin
 LDFLAGS   := -s -w -X github.com/fluxgate/fluxgate/agent.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 

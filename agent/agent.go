@@ -153,6 +153,7 @@ func New(opts Options) (*Agent, error) {
 	})
 	a.mux.HandleFunc("GET /readyz", a.serveReady)
 	a.registerAdmin(a.mux)
+	a.registerCheckAPI()
 	return a, nil
 }
 

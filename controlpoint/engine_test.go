@@ -389,3 +389,13 @@ func BenchmarkCheck(b *testing.B) {
 		b.Fatalf("decision = %+v", d)
 	}
 }
+
+func TestInvalidUTF8ControlPointDoesNotPanic(t *testing.T) {
+	e := newEngine(t, prometheus.NewRegistry(), perUserLimit)
+	if d := check(e, t0, "bad\xff", nil); !d.Accepted {
+		t.Fatalf("decision = %+v", d)
+	}
+	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", OtherControlPoint, decisionAccepted, "no_match")); got != 1 {
+		t.Fatalf("overflow no_match = %v", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -14,6 +15,9 @@ import (
 var (
 	ErrNoControlPoint = errors.New("control_point is required")
 	ErrBadTokens      = errors.New("tokens must be a finite number >= 0")
+	// ErrBadControlPoint: the name becomes a metric label value, which
+	// must be UTF-8.
+	ErrBadControlPoint = errors.New("control_point must be valid UTF-8")
 )
 
 // RequestFromProto validates a check request and converts it. The labels
@@ -21,6 +25,9 @@ var (
 func RequestFromProto(in *pb.CheckRequest) (Request, error) {
 	if in.GetControlPoint() == "" {
 		return Request{}, ErrNoControlPoint
+	}
+	if !utf8.ValidString(in.GetControlPoint()) {
+		return Request{}, ErrBadControlPoint
 	}
 	t := in.GetTokens()
 	if math.IsNaN(t) || math.IsInf(t, 0) || t < 0 {

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -50,8 +51,8 @@ func (t *pointTracker) stats(cp string) (*pointStats, string) {
 	if st, ok := cur[cp]; ok {
 		return st, cp
 	}
-	if len(cur) >= t.max {
-		return t.other, OtherControlPoint
+	if len(cur) >= t.max || !utf8.ValidString(cp) {
+		return t.other, OtherControlPoint // metric label values must be UTF-8
 	}
 	next := make(map[string]*pointStats, len(cur)+1)
 	for k, v := range cur {

@@ -188,3 +188,8 @@ func (s *Sampler) Validate() []error {
 	}
 	return checkStatus(errs, "parameters.denied_response_status_code", s.Parameters.DeniedResponseStatusCode)
 }
+
+// OutPort is a component output: the signal it produces.
+type OutPort struct {
+	SignalName string `yaml:"signal_name"`
+}

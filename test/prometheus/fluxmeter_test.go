@@ -106,7 +106,9 @@ func TestSeedFluxMeterQueries(t *testing.T) {
 
 	const name = `flux_meter_name="checkout-latency"`
 	// The rate is evaluated inside the sending period: 4 s ending 1 s
-	// before the last flow (the series appears with the first flows).
+	// before the last flow (the series appears with the first flows). A
+	// window's first sample may fall between spans of one 9:1 batch, so
+	// the mean and the quantile are exact only to within 1%.
 	t.Logf("sent for %v", end.Sub(start))
 	queries := []struct {
 		q         string
@@ -114,9 +116,9 @@ func TestSeedFluxMeterQueries(t *testing.T) {
 		want, tol float64
 	}{
 		// Seed 002: average duration, requests per second, p95.
-		{`sum(increase(flux_meter_sum{` + name + `}[10s]))/sum(increase(flux_meter_count{` + name + `}[10s]))`, time.Time{}, 58, 0.01},
+		{`sum(increase(flux_meter_sum{` + name + `}[10s]))/sum(increase(flux_meter_count{` + name + `}[10s]))`, time.Time{}, 58, 0.58},
 		{`sum(rate(flux_meter_count{` + name + `}[4s]))`, end.Add(-time.Second), 100, 20},
-		{`histogram_quantile(0.95, sum(rate(flux_meter_bucket{` + name + `}[10s])) by (le))`, time.Time{}, 375, 0.01},
+		{`histogram_quantile(0.95, sum(rate(flux_meter_bucket{` + name + `}[10s])) by (le))`, time.Time{}, 375, 3.75},
 	}
 	for _, q := range queries {
 		got, err := prom.Scalar(ctx, q.q, q.at)

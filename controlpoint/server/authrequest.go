@@ -1,0 +1,152 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// Request headers that describe the original request to the auth_request
+// adapter. They are not flow labels.
+const (
+	HeaderControlPoint   = "X-FluxGate-Control-Point"
+	HeaderOriginalURI    = "X-Original-URI"
+	HeaderOriginalMethod = "X-Original-Method"
+	HeaderOriginalHost   = "X-Original-Host"
+)
+
+// notLabels are the request headers the auth_request adapter never turns
+// into labels: hop-by-hop headers (RFC 9110 7.6.1) and the headers that
+// describe the original request.
+var notLabels = map[string]bool{
+	"Connection":               true,
+	"Keep-Alive":               true,
+	"Proxy-Connection":         true,
+	"Proxy-Authenticate":       true,
+	"Proxy-Authorization":      true,
+	"Te":                       true,
+	"Trailer":                  true,
+	"Transfer-Encoding":        true,
+	"Upgrade":                  true,
+	"X-Original-Uri":           true,
+	"X-Original-Method":        true,
+	"X-Original-Host":          true,
+	"X-Forwarded-Uri":          true,
+	"X-Forwarded-Method":       true,
+	"X-Forwarded-Host":         true,
+	"X-Fluxgate-Control-Point": true,
+}
+
+var errNoOriginalURI = errors.New("X-Original-URI (or X-Forwarded-Uri) is required: the path and query of the original request")
+
+// authRequestFlow rebuilds the original request that an nginx
+// auth_request (or another forward-auth proxy's) subrequest describes.
+func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
+	h := r.Header
+	target := firstHeader(h, HeaderOriginalURI, "X-Forwarded-Uri")
+	if target == "" {
+		return controlpoint.Request{}, errNoOriginalURI
+	}
+	method := firstHeader(h, HeaderOriginalMethod, "X-Forwarded-Method")
+	if method == "" {
+		method = r.Method
+	}
+	host := firstHeader(h, HeaderOriginalHost, "X-Forwarded-Host")
+	if host == "" {
+		host = r.Host
+	}
+	scheme := "http"
+	if p := firstHop(h.Get("X-Forwarded-Proto")); p != "" {
+		scheme = strings.ToLower(p)
+	} else if r.TLS != nil {
+		scheme = "https"
+	}
+
+	// Hop-by-hop headers include those the Connection header names.
+	drop := notLabels
+	if conn := h.Values("Connection"); len(conn) > 0 {
+		drop = make(map[string]bool, len(notLabels)+2)
+		for k := range notLabels {
+			drop[k] = true
+		}
+		for _, v := range conn {
+			for _, name := range strings.Split(v, ",") {
+				drop[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name))] = true
+			}
+		}
+	}
+	header := make(http.Header, len(h))
+	for k, v := range h {
+		if !drop[textproto.CanonicalMIMEHeaderKey(k)] {
+			header[k] = v
+		}
+	}
+	labels := controlpoint.HTTPLabels(method, target, host, scheme, header)
+	src := strings.TrimSpace(h.Get("X-Real-IP"))
+	if src == "" {
+		src = firstHop(h.Get("X-Forwarded-For"))
+	}
+	if src != "" {
+		if ip, _, err := net.SplitHostPort(src); err == nil {
+			src = ip
+		}
+		labels[controlpoint.LabelSourceAddress] = src
+	}
+	cp := strings.TrimSpace(h.Get(HeaderControlPoint))
+	if cp == "" {
+		cp = DefaultControlPoint
+	}
+	if !utf8.ValidString(cp) {
+		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
+	}
+	return controlpoint.Request{ControlPoint: cp, Labels: labels}, nil
+}
+
+// serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:
+// 200 admits the original request; a rejection answers the denied status.
+// Both carry the decision headers, and an admission carries the Baggage
+// that the upstream should get (the client's plus the labels classifiers
+// created).
+func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
+	req, err := authRequestFlow(r)
+	if err != nil {
+		s.badRequest(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	baggage := strings.Join(r.Header.Values("Baggage"), ",")
+	resp := s.check(r.Context(), &req)
+	h := w.Header()
+	controlpoint.SetDecisionHeaders(h, resp)
+	h.Set("Cache-Control", "no-store")
+	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+		w.WriteHeader(controlpoint.DeniedStatus(resp))
+		return
+	}
+	if b := mergeBaggage(baggage, classifierLabels(resp)); b != "" {
+		h.Set("Baggage", b)
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// firstHeader is the first non-empty value of the named headers.
+func firstHeader(h http.Header, names ...string) string {
+	for _, n := range names {
+		if v := strings.TrimSpace(h.Get(n)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// firstHop is the first element of a comma-separated list header value.
+func firstHop(v string) string {
+	first, _, _ := strings.Cut(v, ",")
+	return strings.TrimSpace(first)
+}

@@ -1,0 +1,130 @@
+package server
+
+import (
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestAuthRequestFlow(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		method string
+		host   string
+		header http.Header
+		cp     string
+		want   map[string]string
+	}{{
+		name:   "nginx",
+		method: "GET",
+		host:   "127.0.0.1:8080",
+		header: http.Header{
+			"X-Original-Uri":    {"/orders?page=2"},
+			"X-Original-Method": {"POST"},
+			"X-Original-Host":   {"shop.example"},
+			"X-Forwarded-Proto": {"https"},
+			"X-Real-Ip":         {"203.0.113.7"},
+			"X-Forwarded-For":   {"198.51.100.1, 10.0.0.1"},
+			"X-User":            {"alice"},
+			"Connection":        {"close, X-Secret"},
+			"X-Secret":          {"hop"},
+			"Keep-Alive":        {"timeout=5"},
+			"Upgrade":           {"websocket"},
+			"Baggage":           {"tenant=acme%20corp;p=1,bad"},
+		},
+		cp: "ingress",
+		want: map[string]string{
+			"http.method": "POST", "http.target": "/orders?page=2", "http.host": "shop.example", "http.scheme": "https",
+			"source.address":                "203.0.113.7",
+			"http.request.header.x_user":    "alice",
+			"http.request.header.x_real_ip": "203.0.113.7", "http.request.header.x_forwarded_for": "198.51.100.1, 10.0.0.1",
+			"http.request.header.x_forwarded_proto": "https",
+			"http.request.header.baggage":           "tenant=acme%20corp;p=1,bad",
+			"tenant":                                "acme corp",
+		},
+	}, {
+		name:   "defaults and forward-auth headers",
+		method: "POST",
+		host:   "agent:8080",
+		header: http.Header{
+			"X-Forwarded-Uri":          {"/a"},
+			"X-Forwarded-Method":       {"PUT"},
+			"X-Forwarded-For":          {"198.51.100.1:4711, 10.0.0.1"},
+			"X-Fluxgate-Control-Point": {"checkout"},
+		},
+		cp: "checkout",
+		want: map[string]string{
+			"http.method": "PUT", "http.target": "/a", "http.host": "agent:8080", "http.scheme": "http",
+			"source.address":                      "198.51.100.1",
+			"http.request.header.x_forwarded_for": "198.51.100.1:4711, 10.0.0.1",
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "/v1/check/http", nil)
+			r.Host = tc.host
+			r.Header = tc.header
+			req, err := authRequestFlow(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.ControlPoint != tc.cp || !maps.Equal(req.Labels, tc.want) {
+				t.Fatalf("flow = %q %v\nwant %q %v", req.ControlPoint, req.Labels, tc.cp, tc.want)
+			}
+		})
+	}
+}
+
+func TestAuthRequest(t *testing.T) {
+	s, _ := newTestServer(t, perUserLimit, sampleNone)
+	hdr := func(kv ...string) http.Header {
+		h := http.Header{"X-Original-Uri": {"/orders"}, "X-Original-Method": {"GET"}}
+		for i := 0; i < len(kv); i += 2 {
+			h.Set(kv[i], kv[i+1])
+		}
+		return h
+	}
+	for i := range 5 {
+		w := serve(s, "GET", "/v1/check/http", "", hdr("X-User", "alice", "X-Tier", "free", "Baggage", "tenant=acme"))
+		if w.Code != 200 || w.Header().Get("X-FluxGate-Decision") != "accepted" {
+			t.Fatalf("check %d = %d %v", i, w.Code, w.Header())
+		}
+		// The upstream gets the client's baggage plus the classifier's labels.
+		if got := w.Header().Get("Baggage"); got != "tier=free,user=alice,tenant=acme" {
+			t.Fatalf("Baggage = %q", got)
+		}
+		if got := w.Header().Get("RateLimit-Remaining"); got != string(rune('4'-i)) {
+			t.Fatalf("check %d: RateLimit-Remaining = %q", i, got)
+		}
+	}
+	w := serve(s, "POST", "/v1/check/http", "", hdr("X-User", "alice", "X-Tier", "free"))
+	want := map[string]string{
+		"X-FluxGate-Decision": "rejected", "X-FluxGate-Reason": "rate_limited", "X-FluxGate-Policy": "default/per-user-limit",
+		"X-FluxGate-Component": "0", "Retry-After": "12", "RateLimit-Limit": "5", "RateLimit-Remaining": "0", "RateLimit-Reset": "60",
+	}
+	if w.Code != 429 {
+		t.Fatalf("6th check = %d", w.Code)
+	}
+	for k, v := range want {
+		if got := w.Header().Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+
+	w = serve(s, "GET", "/v1/check/http", "", hdr("X-FluxGate-Control-Point", "sampled"))
+	if w.Code != 403 || w.Header().Get("X-FluxGate-Reason") != "not_sampled" || w.Header().Get("X-FluxGate-Policy") != "default/sample-none" {
+		t.Fatalf("sampled out = %d %v", w.Code, w.Header())
+	}
+
+	// No policy at the control point: admitted, no baggage to add.
+	w = serve(s, "GET", "/v1/check/http", "", hdr("X-FluxGate-Control-Point", "elsewhere"))
+	if w.Code != 200 || w.Header().Get("Baggage") != "" {
+		t.Fatalf("unmatched = %d %v", w.Code, w.Header())
+	}
+
+	w = serve(s, "GET", "/v1/check/http", "", http.Header{"X-User": {"alice"}})
+	if w.Code != 400 || !strings.Contains(w.Body.String(), "X-Original-URI") {
+		t.Fatalf("no X-Original-URI = %d %s", w.Code, w.Body)
+	}
+}

@@ -1,0 +1,32 @@
+// Package server exposes a controlpoint.Engine to the outside world. Every
+// adapter turns its wire format into a controlpoint.Request, asks the one
+// engine, and writes the engine's decision back in its own terms, so the
+// same flow gets the same decision whichever way it arrives:
+//
+//   - gRPC fluxgate.flowcontrol.v1.FlowControlService/Check
+//     (RegisterGRPC). A malformed request fails with InvalidArgument; a
+//     caller whose deadline has already passed gets DeadlineExceeded.
+//   - Envoy ext_authz v3 envoy.service.auth.v3.Authorization/Check
+//     (RegisterGRPC). The control point is the "control-point" context
+//     extension (default "ingress"). A rejection becomes a denied_response
+//     with the HTTP status, Retry-After, RateLimit and X-FluxGate headers
+//     and a JSON body; an admission becomes an ok_response that passes the
+//     labels classifiers created downstream in the W3C baggage header.
+//   - HTTP JSON POST /v1/check (RegisterHTTP): the gRPC messages in
+//     protojson with proto field names and enum names. 200 for any
+//     decision, 400 with {"error": "..."} for malformed input, 413 for a
+//     body over 1 MiB.
+//   - nginx auth_request GET|POST /v1/check/http (RegisterHTTP): the
+//     original request is described by the subrequest's headers plus
+//     X-Original-URI, X-Original-Method, X-Original-Host (or the
+//     X-Forwarded-Uri/-Method/-Host of other forward-auth proxies),
+//     X-Forwarded-Proto and X-Real-IP / X-Forwarded-For. The control point
+//     is X-FluxGate-Control-Point (default "ingress"). 200 admits; a
+//     rejection answers controlpoint.DeniedStatus (429, 403 or 503). Both
+//     carry the decision headers for nginx to copy onto its response.
+//   - POST /v1/explain and GET /v1/controlpoints (RegisterHTTP), which show
+//     what the engine would decide and which control points it has seen.
+//
+// A Server is safe for concurrent use; its zero value is not usable, call
+// New.
+package server

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// ContextExtensionControlPoint is the ext_authz context extension that
+// names the control point, set per route in Envoy's configuration.
+const ContextExtensionControlPoint = "control-point"
+
+// authorization is Envoy's envoy.service.auth.v3.Authorization.
+type authorization struct {
+	authv3.UnimplementedAuthorizationServer
+	s *Server
+}
+
+var _ authv3.AuthorizationServer = authorization{}
+
+func registerAuthorization(g grpc.ServiceRegistrar, s *Server) {
+	authv3.RegisterAuthorizationServer(g, authorization{s: s})
+}
+
+// Check decides the HTTP request Envoy describes. It fails only when the
+// caller has already given up; every decision is an OK gRPC call whose
+// status field says allowed or denied.
+func (a authorization) Check(ctx context.Context, in *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	req, baggage := extAuthzFlow(in)
+	resp := a.s.check(ctx, &req)
+	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+		return deniedResponse(resp), nil
+	}
+	h := http.Header{}
+	controlpoint.SetDecisionHeaders(h, resp)
+	up := []*corev3.HeaderValueOption{setHeader(controlpoint.HeaderDecision, h.Get(controlpoint.HeaderDecision))}
+	if labels := classifierLabels(resp); len(labels) > 0 {
+		up = append(up, setHeader("baggage", mergeBaggage(baggage, labels)))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:              up,
+			ResponseHeadersToAdd: headerOptions(h),
+		}},
+	}, nil
+}
+
+// extAuthzFlow turns an ext_authz request into a flow, returning also the
+// request's baggage header.
+func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
+	attrs := in.GetAttributes()
+	cp := attrs.GetContextExtensions()[ContextExtensionControlPoint]
+	if cp == "" {
+		cp = DefaultControlPoint
+	}
+	hr := attrs.GetRequest().GetHttp()
+	header := make(http.Header, len(hr.GetHeaders()))
+	add := func(k, v string) {
+		if k == "" || k[0] == ':' { // HTTP/2 pseudo-headers are in the fields below
+			return
+		}
+		header.Add(k, v)
+	}
+	for k, v := range hr.GetHeaders() {
+		add(k, v)
+	}
+	if len(hr.GetHeaders()) == 0 { // Envoy with encode_raw_headers
+		for _, hv := range hr.GetHeaderMap().GetHeaders() {
+			v := hv.GetValue()
+			if v == "" {
+				v = string(hv.GetRawValue())
+			}
+			add(hv.GetKey(), v)
+		}
+	}
+	labels := controlpoint.HTTPLabels(hr.GetMethod(), hr.GetPath(), hr.GetHost(), hr.GetScheme(), header)
+	if addr := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(); addr != "" {
+		labels[controlpoint.LabelSourceAddress] = addr
+	}
+	return controlpoint.Request{ControlPoint: cp, Labels: labels}, strings.Join(header.Values("Baggage"), ",")
+}
+
+// deniedBody is the JSON body Envoy sends to a rejected client.
+type deniedBody struct {
+	Error             string `json:"error"`
+	Reason            string `json:"reason"`
+	Policy            string `json:"policy,omitempty"`
+	Component         string `json:"component,omitempty"`
+	RetryAfterSeconds string `json:"retry_after_seconds,omitempty"`
+}
+
+func deniedResponse(resp *pb.CheckResponse) *authv3.CheckResponse {
+	h := http.Header{}
+	controlpoint.SetDecisionHeaders(h, resp)
+	h.Set("Content-Type", "application/json")
+	reason := controlpoint.ReasonLabel(resp.GetRejectReason())
+	body, _ := json.Marshal(deniedBody{
+		Error:             "request rejected by flow control: " + reason,
+		Reason:            reason,
+		Policy:            h.Get(controlpoint.HeaderPolicy),
+		Component:         h.Get(controlpoint.HeaderComponent),
+		RetryAfterSeconds: h.Get("Retry-After"),
+	})
+	code := codes.PermissionDenied
+	if resp.GetRejectReason() == pb.RejectReason_REJECT_REASON_RATE_LIMITED {
+		code = codes.ResourceExhausted
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: "fluxgate: rejected: " + reason},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(controlpoint.DeniedStatus(resp))},
+			Headers: headerOptions(h),
+			Body:    string(body) + "\n",
+		}},
+	}
+}
+
+// headerOptions converts h into Envoy headers that replace any header of
+// the same name, in name order.
+func headerOptions(h http.Header) []*corev3.HeaderValueOption {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := make([]*corev3.HeaderValueOption, 0, len(names))
+	for _, k := range names {
+		out = append(out, setHeader(k, strings.Join(h[k], ",")))
+	}
+	return out
+}
+
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: strings.ToLower(k), Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
