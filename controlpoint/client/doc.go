@@ -1,0 +1,56 @@
+// Package client is FluxGate's Go SDK: it asks a control point whether to
+// admit a request, from inside an application.
+//
+// # Model
+//
+// A Checker answers one check request with one decision. There are two:
+//
+//   - NewLocal wraps an in-process controlpoint.Engine. No network; the
+//     answer costs about as much as the engine's Check.
+//   - NewRemote talks to an agent's gRPC check service over one
+//     persistent connection (HTTP/2, multiplexed), opened once and shared
+//     by every check until Close. It never opens a connection per request.
+//
+// A bare Checker returns an error when it cannot decide (agent down, slow,
+// malformed request). What to do then is a choice the application makes
+// once, explicitly, by wrapping the Checker in a Guard:
+//
+//   - every check gets a hard deadline (GuardOptions.Timeout, 10 ms by
+//     default; an earlier deadline of the caller's context wins);
+//   - on an error or a timeout the Guard answers with its FailureMode:
+//     FailOpen (the default) accepts the request, FailClosed rejects it
+//     with reason REJECT_REASON_FAILED_CLOSED and status 503, so a broken
+//     agent never looks like a rate limit (429);
+//   - failures are counted in fluxgate_client_check_failures_total{mode,
+//     reason} and, with a Logger, logged;
+//   - a circuit breaker stops paying the timeout on every request while
+//     the agent is down: after BreakerThreshold consecutive failures (5 by
+//     default) the Guard skips the agent for BreakerCoolDown (1 s) and
+//     applies the failure mode at once; then it lets exactly one probe
+//     through, closing the breaker if the probe succeeds and opening it for
+//     another cool-down if it fails. Checks arriving while the probe is in
+//     flight are not sent either. The state is exported as
+//     fluxgate_client_breaker_state (0 closed, 1 open, 2 half-open).
+//
+// A caller that goes away is not a failure of the agent: when the caller's
+// context is cancelled (an HTTP client disconnects, a gRPC client cancels),
+// the check in flight is cancelled with it, the Guard returns the context's
+// error, and nothing is counted.
+//
+// # Adapters
+//
+// Middleware (net/http) and UnaryServerInterceptor (gRPC) turn a request
+// into flow labels, check it at a control point ("ingress" by default)
+// with the request's own context, and answer a rejection themselves:
+// HTTP with controlpoint.DeniedStatus, the decision headers
+// (X-FluxGate-*, Retry-After, RateLimit-*) and a JSON body; gRPC with
+// ResourceExhausted, PermissionDenied or Unavailable and the same facts in
+// trailer metadata. An admitted request reaches the next handler with the
+// decision in its context (FromContext), so handlers and span emitters can
+// read the flux meter names.
+//
+// The adapters do not pick a failure mode: pass them a Guard. Given a bare
+// Checker that fails, they answer 503 / Unavailable.
+//
+// Local, Remote, Guard and the adapters are safe for concurrent use.
+package client

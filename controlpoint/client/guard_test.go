@@ -1,0 +1,351 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// slack is what a loaded 2-core machine may add to a deadline.
+const slack = 200 * time.Millisecond
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+// failures sums fluxgate_client_check_failures_total for one mode and
+// reason ("" for all reasons).
+func failures(t *testing.T, reg *prometheus.Registry, mode, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "fluxgate_client_check_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["mode"] == mode && (reason == "" || labels["reason"] == reason) {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func wantFailureMode(t *testing.T, mode FailureMode, resp *pb.CheckResponse) {
+	t.Helper()
+	if mode == FailOpen {
+		if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED || resp.GetRejectReason() != pb.RejectReason_REJECT_REASON_NONE {
+			t.Fatalf("fail-open decision = %v", resp)
+		}
+		return
+	}
+	if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_REJECTED ||
+		resp.GetRejectReason() != pb.RejectReason_REJECT_REASON_FAILED_CLOSED || resp.GetDeniedResponseStatusCode() != 503 {
+		t.Fatalf("fail-closed decision = %v", resp)
+	}
+}
+
+func TestGuardUnreachableAgent(t *testing.T) {
+	for _, mode := range []FailureMode{FailOpen, FailClosed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			const timeout = 50 * time.Millisecond
+			g := newGuard(t, newRemote(t, deadAddr(t)), GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
+			for i := range 3 {
+				start := time.Now()
+				resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+				if el := time.Since(start); el > timeout+slack {
+					t.Fatalf("check %d took %v, want at most %v", i, el, timeout+slack)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantFailureMode(t, mode, resp)
+			}
+			if got := failures(t, reg, mode.String(), ""); got != 3 {
+				t.Fatalf("failures{mode=%s} = %v, want 3", mode, got)
+			}
+		})
+	}
+}
+
+// hangingAgent serves checks that block until the caller gives up, and
+// reports what the server side saw.
+func hangingAgent(t *testing.T) (addr string, serverSaw <-chan error) {
+	saw := make(chan error, 16)
+	addr = startAgent(t, checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+		<-ctx.Done()
+		saw <- ctx.Err()
+		return nil, ctx.Err()
+	}))
+	return addr, saw
+}
+
+func TestGuardHangingAgent(t *testing.T) {
+	addr, serverSaw := hangingAgent(t)
+	remote := newRemote(t, addr)
+	for _, mode := range []FailureMode{FailOpen, FailClosed} {
+		t.Run(mode.String(), func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			const timeout = 50 * time.Millisecond
+			g := newGuard(t, remote, GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
+			start := time.Now()
+			resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+			el := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if el > timeout+slack || el < timeout {
+				t.Fatalf("check took %v, want between %v and %v", el, timeout, timeout+slack)
+			}
+			wantFailureMode(t, mode, resp)
+			if got := failures(t, reg, mode.String(), failTimeout); got != 1 {
+				t.Fatalf("failures{reason=timeout} = %v, want 1", got)
+			}
+			select {
+			case err := <-serverSaw:
+				if err == nil {
+					t.Fatal("server: context not done")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the agent never saw the check end: the deadline did not travel")
+			}
+		})
+	}
+	t.Run("caller deadline wins", func(t *testing.T) {
+		g := newGuard(t, remote, GuardOptions{Timeout: time.Minute, FailureMode: FailClosed})
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		resp, err := g.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"})
+		if el := time.Since(start); el > 50*time.Millisecond+slack {
+			t.Fatalf("check took %v with a 50ms caller deadline", el)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantFailureMode(t, FailClosed, resp)
+		<-serverSaw
+	})
+}
+
+func TestMiddlewareFailClosedWhenAgentDown(t *testing.T) {
+	g := newGuard(t, newRemote(t, deadAddr(t)), GuardOptions{FailureMode: FailClosed, Timeout: 50 * time.Millisecond})
+	h := Middleware(g, MiddlewareOptions{})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		t.Error("handler ran although the agent is down and the mode is fail-closed")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != 503 || rec.Header().Get("X-FluxGate-Reason") != "failed_closed" ||
+		rec.Body.String() != `{"error":"failed_closed","retry_after_seconds":0}`+"\n" {
+		t.Fatalf("status %d, headers %v, body %q", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+func TestGuardCallerCancelIsNotAFailure(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var calls atomic.Int32
+	c := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+		calls.Add(1)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	g := newGuard(t, c, GuardOptions{Registerer: reg, Timeout: time.Minute, BreakerThreshold: 1})
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Millisecond, cancel)
+		if _, err := g.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"}); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	}
+	if got := failures(t, reg, "fail_open", ""); got != 0 || calls.Load() != 3 || g.br.current() != breakerClosed {
+		t.Fatalf("failures %v, calls %d, breaker %v; want 0, 3, closed", got, calls.Load(), g.br.current())
+	}
+}
+
+// fakeAgent is a Checker that is up or down at will and counts calls.
+type fakeAgent struct {
+	up    atomic.Bool
+	calls atomic.Int32
+}
+
+func (f *fakeAgent) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	f.calls.Add(1)
+	if !f.up.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
+}
+
+// clock is a settable time for the breaker.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time   { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) set(t time.Time)  { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+func newClock(t time.Time) *clock { return &clock{t: t} }
+
+func TestGuardBreaker(t *testing.T) {
+	agent := &fakeAgent{}
+	clk := newClock(t0)
+	reg := prometheus.NewRegistry()
+	g := newGuard(t, agent, GuardOptions{
+		FailureMode: FailClosed, BreakerThreshold: 3, BreakerCoolDown: time.Second, Now: clk.now, Registerer: reg,
+	})
+	// With FailClosed, "accepted" means the agent answered.
+	steps := []struct {
+		at         time.Duration
+		up         bool
+		wantCalled bool
+		wantOK     bool
+		wantState  breakerState
+	}{
+		{0, false, true, false, breakerClosed},
+		{0, false, true, false, breakerClosed},
+		{0, false, true, false, breakerOpen}, // 3rd consecutive failure opens
+		{10 * time.Millisecond, false, false, false, breakerOpen},
+		{999 * time.Millisecond, true, false, false, breakerOpen}, // cooling down, even if the agent is back
+		{time.Second, false, true, false, breakerOpen},            // probe fails: another cool-down
+		{1500 * time.Millisecond, true, false, false, breakerOpen},
+		{2 * time.Second, true, true, true, breakerClosed}, // probe succeeds
+		{2 * time.Second, true, true, true, breakerClosed},
+		{2 * time.Second, false, true, false, breakerClosed}, // failure 1 of 3
+		{2 * time.Second, true, true, true, breakerClosed},   // a success resets the count
+		{2 * time.Second, false, true, false, breakerClosed},
+		{2 * time.Second, false, true, false, breakerClosed},
+		{2 * time.Second, false, true, false, breakerOpen},
+		{2 * time.Second, true, false, false, breakerOpen},
+	}
+	for i, s := range steps {
+		clk.set(t0.Add(s.at))
+		agent.up.Store(s.up)
+		before := agent.calls.Load()
+		resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		called := agent.calls.Load() > before
+		ok := resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED
+		if called != s.wantCalled || ok != s.wantOK || g.br.current() != s.wantState {
+			t.Fatalf("step %d (t0+%v, up=%v): called=%v ok=%v state=%v; want %v %v %v",
+				i, s.at, s.up, called, ok, g.br.current(), s.wantCalled, s.wantOK, s.wantState)
+		}
+	}
+	if got := failures(t, reg, "fail_closed", failBreakerOpen); got != 4 {
+		t.Fatalf("failures{reason=breaker_open} = %v, want 4", got)
+	}
+	if got := failures(t, reg, "fail_closed", failError); got != 8 {
+		t.Fatalf("failures{reason=error} = %v, want 8", got)
+	}
+	if got := testutil.ToFloat64(g.state); got != float64(breakerOpen) {
+		t.Fatalf("fluxgate_client_breaker_state = %v, want 1", got)
+	}
+}
+
+// While the probe is in flight, other checks do not reach the agent; a
+// probe whose caller goes away lets the next check probe.
+func TestGuardBreakerOneProbeAtATime(t *testing.T) {
+	clk := newClock(t0)
+	var calls atomic.Int32
+	entered := make(chan struct{}, 1)
+	release := make(chan error)
+	c := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+		calls.Add(1)
+		entered <- struct{}{}
+		select {
+		case err := <-release:
+			if err != nil {
+				return nil, err
+			}
+			return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	g := newGuard(t, c, GuardOptions{FailureMode: FailClosed, Timeout: time.Minute, BreakerThreshold: 1, BreakerCoolDown: time.Second, Now: clk.now})
+	req := &pb.CheckRequest{ControlPoint: "ingress"}
+	check := func(ctx context.Context) <-chan *pb.CheckResponse {
+		out := make(chan *pb.CheckResponse, 1)
+		go func() {
+			resp, _ := g.Check(ctx, req)
+			out <- resp
+		}()
+		return out
+	}
+	// One failure opens the breaker.
+	first := check(context.Background())
+	<-entered
+	release <- errors.New("down")
+	wantFailureMode(t, FailClosed, <-first)
+
+	// After the cool-down, a probe whose caller cancels.
+	clk.set(t0.Add(time.Second))
+	ctx, cancel := context.WithCancel(context.Background())
+	abandoned := check(ctx)
+	<-entered
+	resp, _ := g.Check(context.Background(), req) // skipped while the probe is in flight
+	wantFailureMode(t, FailClosed, resp)
+	cancel()
+	if resp := <-abandoned; resp != nil {
+		t.Fatalf("cancelled probe returned %v", resp)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d calls reached the agent, want 2", n)
+	}
+
+	// The next check probes at once and closes the breaker.
+	probe := check(context.Background())
+	<-entered
+	release <- nil
+	if resp := <-probe; resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
+		t.Fatalf("probe answered %v", resp)
+	}
+	if g.br.current() != breakerClosed {
+		t.Fatalf("breaker %v after a good probe", g.br.current())
+	}
+}
+
+func TestGuardBreakerDisabled(t *testing.T) {
+	agent := &fakeAgent{}
+	g := newGuard(t, agent, GuardOptions{BreakerThreshold: -1})
+	for range 20 {
+		resp, _ := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+		wantFailureMode(t, FailOpen, resp)
+	}
+	if n := agent.calls.Load(); n != 20 {
+		t.Fatalf("%d calls with the breaker disabled, want 20", n)
+	}
+}
+
+func TestNewGuardRegistrationConflict(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	newGuard(t, &fakeAgent{}, GuardOptions{Registerer: reg})
+	if _, err := NewGuard(&fakeAgent{}, GuardOptions{Registerer: reg}); err == nil {
+		t.Fatal("second Guard on one registry: no error")
+	}
+	reg = prometheus.NewRegistry()
+	for _, name := range []string{"a", "b"} {
+		wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"agent": name}, reg)
+		if _, err := NewGuard(&fakeAgent{}, GuardOptions{Registerer: wrapped}); err != nil {
+			t.Fatalf("wrapped registerer %s: %v", name, err)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"net/http"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// DefaultControlPoint is the control point of the adapters unless their
+// options name another.
+const DefaultControlPoint = "ingress"
+
+// MiddlewareOptions configures Middleware.
+type MiddlewareOptions struct {
+	// ControlPoint names where the check happens. Default "ingress".
+	ControlPoint string
+	// Labels returns extra flow labels for r, added over those of
+	// controlpoint.RequestLabels (method, target, host, scheme, headers,
+	// baggage, source address). Nil means none.
+	Labels func(r *http.Request) map[string]string
+	// Tokens returns the cost of r. Nil means 1.
+	Tokens func(r *http.Request) float64
+}
+
+// Middleware checks every request with c before the next handler runs.
+//
+// The check uses r.Context(), so a client that disconnects cancels it;
+// then nothing is written. A rejected request gets
+// controlpoint.DeniedStatus (429 rate limited, 403 not sampled, 503 failed
+// closed), the decision headers of controlpoint.SetDecisionHeaders and a
+// JSON body:
+//
+//	{"error":"rate_limited","policy":"default/per-user-limit","retry_after_seconds":12}
+//
+// An admitted request gets the decision headers and reaches next with the
+// decision in its context (FromContext). An error from c answers 503 with
+// {"error":"check_failed"}: pass a Guard to choose a failure mode instead.
+func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handler {
+	if opts.ControlPoint == "" {
+		opts.ControlPoint = DefaultControlPoint
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			labels := controlpoint.RequestLabels(r)
+			if opts.Labels != nil {
+				for k, v := range opts.Labels(r) {
+					labels[k] = v
+				}
+			}
+			req := &pb.CheckRequest{ControlPoint: opts.ControlPoint, Labels: labels}
+			if opts.Tokens != nil {
+				req.Tokens = opts.Tokens(r)
+			}
+			ctx := r.Context()
+			resp, err := c.Check(ctx, req)
+			if err != nil {
+				if ctx.Err() != nil {
+					return // the client is gone; nobody reads an answer
+				}
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
+				return
+			}
+			controlpoint.SetDecisionHeaders(w.Header(), resp)
+			if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+				writeJSON(w, controlpoint.DeniedStatus(resp), denied(resp))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(newContext(ctx, resp)))
+		})
+	}
+}
+
+// deniedBody is the JSON body of a rejected HTTP request.
+type deniedBody struct {
+	Error             string `json:"error"`
+	Policy            string `json:"policy,omitempty"`
+	RetryAfterSeconds int64  `json:"retry_after_seconds"`
+}
+
+func denied(resp *pb.CheckResponse) deniedBody {
+	b := deniedBody{Error: controlpoint.ReasonLabel(resp.GetRejectReason())}
+	if l := rejector(resp); l != nil {
+		b.Policy = l.GetPolicyNamespace() + "/" + l.GetPolicyName()
+	}
+	if w := resp.GetWaitTime(); w != nil {
+		b.RetryAfterSeconds = int64(math.Ceil(w.AsDuration().Seconds()))
+	}
+	return b
+}
+
+// rejector returns the limiter decision that rejected the flow, as
+// controlpoint.SetDecisionHeaders picks it, or nil.
+func rejector(resp *pb.CheckResponse) *pb.LimiterDecision {
+	for _, l := range resp.GetLimiterDecisions() {
+		if l.GetDropped() && !l.GetDryRun() {
+			return l
+		}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
+}
+
+type ctxKey struct{}
+
+func newContext(ctx context.Context, resp *pb.CheckResponse) context.Context {
+	return context.WithValue(ctx, ctxKey{}, resp)
+}
+
+// FromContext returns the decision that admitted the request whose
+// context is ctx, or nil. Handlers and span emitters read the flux meter
+// names (GetFluxMeterNames) and classifier labels from it. Do not modify it.
+func FromContext(ctx context.Context) *pb.CheckResponse {
+	resp, _ := ctx.Value(ctxKey{}).(*pb.CheckResponse)
+	return resp
+}
