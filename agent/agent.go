@@ -19,6 +19,7 @@ import (
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
+	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/policies"
@@ -51,6 +52,7 @@ type Agent struct {
 	registry *prometheus.Registry
 	store    *PolicyStore
 	engine   *controlpoint.Engine
+	circuits *circuit.Runtime
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
 	health   *Health
@@ -118,8 +120,13 @@ func New(opts Options) (*Agent, error) {
 		}
 		a.engine = e
 	}
+	rt, err := circuit.NewRuntime(circuit.Options{Actuators: a.engine, Logger: a.logger, Registerer: a.registry})
+	if err != nil {
+		return nil, err
+	}
+	a.circuits = rt
 	if a.store == nil {
-		s, err := NewPolicyStore(StoreOptions{Dir: a.cfg.Policies.Dir, Logger: a.logger, Registerer: a.registry, Check: a.engine.Validate})
+		s, err := NewPolicyStore(StoreOptions{Dir: a.cfg.Policies.Dir, Logger: a.logger, Registerer: a.registry, Check: a.checkPolicy})
 		if err != nil {
 			return nil, err
 		}
@@ -154,6 +161,7 @@ func New(opts Options) (*Agent, error) {
 	a.mux.HandleFunc("GET /readyz", a.serveReady)
 	a.registerAdmin(a.mux)
 	a.registerCheckAPI()
+	a.registerCircuitAPI()
 	return a, nil
 }
 
@@ -169,6 +177,18 @@ func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
 		a.logger.Error("decision engine refused policies; their last good versions keep running", "err", err)
 	}
 	a.meters.SetPolicies(ps)
+	if err := a.circuits.SetPolicies(ps); err != nil {
+		a.logger.Error("circuit runtime refused policies; their last good versions keep running", "err", err)
+	}
+}
+
+// checkPolicy is the store's check hook: a policy the decision engine or
+// the circuit runtime cannot compile is refused like a parse error.
+func (a *Agent) checkPolicy(obj policies.Object) error {
+	if err := a.circuits.Validate(obj); err != nil {
+		return err
+	}
+	return a.engine.Validate(obj)
 }
 
 // Engine is the agent's decision engine.
@@ -268,10 +288,14 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
 		a.serve(ListenerMetrics, ln, a.metrics.Serve)
 	}
-	a.wg.Add(2)
+	a.wg.Add(3)
 	go func() {
 		defer a.wg.Done()
 		a.engine.Run(runCtx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.circuits.Run(runCtx)
 	}()
 	go func() {
 		defer a.wg.Done()

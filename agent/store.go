@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fluxgate/fluxgate/policies"
+	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
 
 // PolicyEntry is one loaded policy document. Entries are immutable: a
@@ -294,7 +295,18 @@ func (s *PolicyStore) parse(path string, data []byte) ([]*policies.Document, err
 	}
 	var errs []error
 	for _, d := range docs {
-		if err := s.opts.Check(d.Object); err != nil {
+		err := s.opts.Check(d.Object)
+		var list strictyaml.ErrorList
+		switch {
+		case err == nil:
+		case errors.As(err, &list):
+			for _, e := range list { // positioned in the document: name the file
+				if e.File == "" {
+					e.File = path
+				}
+				errs = append(errs, e)
+			}
+		default:
 			errs = append(errs, fmt.Errorf("%s:%d: %w", path, d.Line, err))
 		}
 	}

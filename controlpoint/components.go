@@ -1,6 +1,7 @@
 package controlpoint
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -26,6 +27,8 @@ type flowComponent interface {
 	carry(old flowComponent) bool
 	// info is the component's identity.
 	info() *componentInfo
+	// setInput sets a signal-driven input port; NaN means no valid value.
+	setInput(port string, v float64) error
 }
 
 // componentInfo is what every compiled component knows about itself.
@@ -114,14 +117,21 @@ func (r *rateLimiter) limits() ratelimit.Limits {
 	}
 }
 
-// SetInputs changes the bucket capacity and fill amount, as a circuit
-// does every tick. Existing buckets are clamped on their next use.
-func (r *rateLimiter) SetInputs(capacity, fill float64) {
-	r.capacity.set(capacity)
-	r.fill.set(fill)
-	if valid(capacity) && valid(fill) {
+// setInput changes the bucket capacity or fill amount, as a circuit does
+// every tick. Existing buckets are clamped on their next use.
+func (r *rateLimiter) setInput(port string, v float64) error {
+	switch port {
+	case "bucket_capacity":
+		r.capacity.set(v)
+	case "fill_amount":
+		r.fill.set(v)
+	default:
+		return fmt.Errorf("rate_limiter has no input port %q", port)
+	}
+	if valid(r.capacity.get()) && valid(r.fill.get()) {
 		r.lim.SetLimits(r.limits())
 	}
+	return nil
 }
 
 func (r *rateLimiter) cost(labels map[string]string, tokens float64) float64 {
@@ -212,8 +222,14 @@ func newSampler(info componentInfo, spec *policies.Sampler) *sampler {
 	return &sampler{componentInfo: info, spec: spec, pct: newInput(spec.InPorts.AcceptPercentage)}
 }
 
-// SetInputs changes the accept percentage, as a circuit does.
-func (s *sampler) SetInputs(pct float64) { s.pct.set(pct) }
+// setInput changes the accept percentage, as a circuit does.
+func (s *sampler) setInput(port string, v float64) error {
+	if port != "accept_percentage" {
+		return fmt.Errorf("sampler has no input port %q", port)
+	}
+	s.pct.set(v)
+	return nil
+}
 
 func (s *sampler) decide(_ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
 	s.describe(ld)

@@ -542,3 +542,24 @@ func (e *Engine) MatchFluxMeters(controlPoint string, labels map[string]string, 
 	}
 	return dst
 }
+
+// SetComponentInput sets a signal-driven input port of a flow-control
+// component: the circuit of policy key calls it every tick (it implements
+// circuit.ActuatorSink). component is the index in spec.circuit.components;
+// NaN means the signal has no valid value, and the component falls back to
+// its declared mode (pass-through). The new value applies to the next
+// Check.
+func (e *Engine) SetComponentInput(key policies.Key, component int, port string, value float64) error {
+	e.mu.Lock()
+	cp := e.compiled[key]
+	e.mu.Unlock()
+	if cp == nil {
+		return fmt.Errorf("controlpoint: no policy %s", key)
+	}
+	for _, c := range cp.components {
+		if c.index == component {
+			return c.c.setInput(port, value)
+		}
+	}
+	return fmt.Errorf("controlpoint: policy %s has no flow-control component %d", key, component)
+}

@@ -3,6 +3,7 @@ package controlpoint
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -397,5 +398,40 @@ func TestInvalidUTF8ControlPointDoesNotPanic(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", OtherControlPoint, decisionAccepted, "no_match")); got != 1 {
 		t.Fatalf("overflow no_match = %v", got)
+	}
+}
+
+func TestSignalDrivenInputsApplyAtOnce(t *testing.T) {
+	src := strings.Replace(perUserLimit, "bucket_capacity: {constant_signal: {value: 5}}", "bucket_capacity: {signal_name: CAPACITY}", 1)
+	e := newEngine(t, nil, src)
+	key := policies.Key{Namespace: "default", Name: "per-user-limit"}
+	if err := e.SetComponentInput(key, 0, "bucket_capacity", 2); err != nil {
+		t.Fatal(err)
+	}
+	flow := map[string]string{"user": "alice", "tier": "free"}
+	var accepted int
+	for i := 0; i < 5; i++ {
+		if check(e, t0, "ingress", flow).Accepted {
+			accepted++
+		}
+	}
+	if accepted != 2 {
+		t.Fatalf("accepted %d with a capacity signal of 2", accepted)
+	}
+	// An invalid value falls back to pass-through.
+	if err := e.SetComponentInput(key, 0, "bucket_capacity", math.NaN()); err != nil {
+		t.Fatal(err)
+	}
+	if d := check(e, t0, "ingress", flow); !d.Accepted || !d.Limiters[0].PassThrough {
+		t.Fatalf("with an invalid capacity = %+v", d)
+	}
+	for _, bad := range []struct {
+		key  policies.Key
+		comp int
+		port string
+	}{{policies.Key{Namespace: "default", Name: "nope"}, 0, "bucket_capacity"}, {key, 3, "bucket_capacity"}, {key, 0, "volume"}} {
+		if err := e.SetComponentInput(bad.key, bad.comp, bad.port, 1); err == nil {
+			t.Errorf("SetComponentInput(%v, %d, %q) accepted", bad.key, bad.comp, bad.port)
+		}
 	}
 }

@@ -31,7 +31,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&c.agentURL, "agent", defAgent, "agent HTTP API base URL (env FLUXCTL_AGENT)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	c.token = os.Getenv("FLUXCTL_TOKEN")
-	root.AddCommand(newApplyCmd(c), newGetCmd(c), newDeleteCmd(c), newExplainCmd(c))
+	root.AddCommand(newApplyCmd(c), newGetCmd(c), newDeleteCmd(c), newExplainCmd(c), newSignalsCmd(c))
 	return root
 }
 

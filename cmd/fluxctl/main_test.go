@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,5 +178,69 @@ func TestUnreachableAgent(t *testing.T) {
 	_, _, err := run(t, "--agent", "http://127.0.0.1:1", "get", "policies")
 	if err == nil || !strings.Contains(err.Error(), "cannot reach the agent") {
 		t.Fatalf("unreachable agent: %v", err)
+	}
+}
+
+func TestExplainSignalsAndControlPoints(t *testing.T) {
+	_, url := startAgent(t, "")
+	policy := `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: limit}
+spec:
+  circuit:
+    evaluation_interval: 50ms
+    components:
+      - variable:
+          constant_output: {value: 2}
+          out_ports: {output: {signal_name: CAPACITY}}
+      - flow_control:
+          rate_limiter:
+            selectors:
+              - control_point: ingress
+                label_matcher: {match_labels: {tier: free}}
+            in_ports: {bucket_capacity: {signal_name: CAPACITY}, fill_amount: {constant_signal: {value: 0}}}
+            parameters: {interval: 1s, limit_by_label_key: user}
+`
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run(t, "--agent", url, "apply", "-f", file); err != nil {
+		t.Fatal(err)
+	}
+	// The circuit sets the capacity on its first tick.
+	var out string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		if out, _, err = run(t, "--agent", url, "signals", "limit"); err == nil && strings.Contains(out, "CAPACITY  2") {
+			break
+		}
+	}
+	if !strings.Contains(out, "CAPACITY  2      true") {
+		t.Fatalf("signals table:\n%s", out)
+	}
+	out, _, err := run(t, "--agent", url, "explain", "--control-point", "ingress", "-l", "tier=free", "-l", "user=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "control point ingress: ACCEPTED") || !strings.Contains(out, "default/limit") || !strings.Contains(out, "alice") {
+		t.Fatalf("explain:\n%s", out)
+	}
+	out, _, err = run(t, "--agent", url, "explain", "--control-point", "ingress", "-l", "tier=paid", "-o", "json")
+	if err != nil || !strings.Contains(out, `"matched": false`) {
+		t.Fatalf("explain json: %v\n%s", err, out)
+	}
+	if _, _, err := run(t, "--agent", url, "explain", "-l", "x=y"); err == nil {
+		t.Fatal("explain without a control point accepted")
+	}
+	// Checks make the control point show up.
+	resp, err := http.Post(url+"/v1/check", "application/json", strings.NewReader(`{"control_point":"ingress","labels":{"tier":"free"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	out, _, err = run(t, "--agent", url, "get", "controlpoints")
+	if err != nil || !strings.Contains(out, "ingress") || !strings.Contains(out, "tier") {
+		t.Fatalf("controlpoints: %v\n%s", err, out)
 	}
 }

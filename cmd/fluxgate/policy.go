@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fluxgate/fluxgate/circuit"
+	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
@@ -16,7 +18,7 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Work with policy files",
 	}
-	cmd.AddCommand(newPolicyValidateCmd())
+	cmd.AddCommand(newPolicyValidateCmd(), newPolicyGraphCmd())
 	return cmd
 }
 
@@ -35,6 +37,10 @@ func newPolicyValidateCmd() *cobra.Command {
 }
 
 func validatePolicyFiles(cmd *cobra.Command, files []string) error {
+	engine, err := controlpoint.New(controlpoint.Options{DecisionLogPerSecond: -1})
+	if err != nil {
+		return err
+	}
 	problems, objects := 0, 0
 	for _, file := range files {
 		data, err := os.ReadFile(file)
@@ -56,6 +62,12 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 			problems++
 		}
 		objects += len(docs)
+		for _, d := range docs {
+			for _, msg := range compileProblems(engine, file, d) {
+				fmt.Fprintln(cmd.ErrOrStderr(), msg)
+				problems++
+			}
+		}
 	}
 	if problems > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("policy validate: %s in %s",
@@ -73,4 +85,67 @@ func plural(n int, noun string) string {
 		return fmt.Sprintf("%d policies", n)
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// compileProblems runs the checks the agent runs before it accepts a
+// policy: the circuit must compile (wiring) and the decision engine must
+// compile its parts (Rego classifiers, say).
+func compileProblems(engine *controlpoint.Engine, file string, d *policies.Document) []string {
+	p, ok := d.Object.(*policies.Policy)
+	if !ok {
+		return nil
+	}
+	var out []string
+	_, err := circuit.Compile(p, circuit.Env{})
+	var list strictyaml.ErrorList
+	switch {
+	case errors.As(err, &list):
+		for _, e := range list {
+			e.File = file
+			out = append(out, e.Error())
+		}
+	case err != nil:
+		out = append(out, fmt.Sprintf("%s:%d: %v", file, d.Line, err))
+	}
+	if err := engine.Validate(p); err != nil {
+		out = append(out, fmt.Sprintf("%s:%d: %v", file, d.Line, err))
+	}
+	return out
+}
+
+func newPolicyGraphCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "graph FILE",
+		Short: "Print the circuit of each policy in FILE as a Graphviz (dot) or Mermaid graph",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "dot" && format != "mermaid" {
+				return fmt.Errorf("--format %q: want dot or mermaid", format)
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			docs, err := policies.Parse(args[0], data)
+			if err != nil {
+				return err
+			}
+			for _, d := range docs {
+				p, ok := d.Object.(*policies.Policy)
+				if !ok {
+					continue
+				}
+				dia := circuit.Describe(p)
+				if format == "dot" {
+					fmt.Fprint(cmd.OutOrStdout(), dia.DOT())
+				} else {
+					fmt.Fprint(cmd.OutOrStdout(), dia.Mermaid())
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "dot", "dot or mermaid")
+	return cmd
 }

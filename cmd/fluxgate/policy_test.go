@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,13 +10,7 @@ import (
 
 func runPolicyValidate(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	cmd := newRootCmd()
-	var out, errb bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&errb)
-	cmd.SetArgs(append([]string{"policy", "validate"}, args...))
-	err = cmd.Execute()
-	return out.String(), errb.String(), err
+	return runFluxgate(t, append([]string{"policy", "validate"}, args...)...)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -94,5 +87,54 @@ func TestPolicyValidateExamples(t *testing.T) {
 	stdout, stderr, err := runPolicyValidate(t, files...)
 	if err != nil || !strings.HasPrefix(stdout, "ok: ") {
 		t.Errorf("examples: %v\n%s%s", err, stdout, stderr)
+	}
+}
+
+const circuitPolicy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: loop}
+spec:
+  circuit:
+    components:
+      - arithmetic_combinator:
+          operator: mul
+          in_ports: {lhs: {signal_name: LATENCY}, rhs: {constant_signal: {value: 2}}}
+          out_ports: {output: {signal_name: LIMIT}}
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: ingress}]
+            in_ports: {bucket_capacity: {signal_name: LIMIT}, fill_amount: {constant_signal: {value: 10}}}
+            parameters: {interval: 1s}
+`
+
+func TestPolicyValidateReportsWiringErrors(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "loop.yaml", circuitPolicy)
+	_, stderr, err := runPolicyValidate(t, f)
+	if err == nil {
+		t.Fatal("a circuit reading a signal nobody produces validated")
+	}
+	want := f + `:7:9: arithmetic_combinator: in_ports.lhs: signal "LATENCY" has no producer` + "\n"
+	if stderr != want {
+		t.Fatalf("stderr = %q, want %q", stderr, want)
+	}
+}
+
+func TestPolicyGraph(t *testing.T) {
+	f := writeFile(t, t.TempDir(), "loop.yaml", circuitPolicy)
+	for _, tc := range []struct{ format, want string }{
+		{"dot", `c0 -> c1 [label="LIMIT"];`},
+		{"mermaid", `c0 -->|LIMIT| c1`},
+	} {
+		out, _, err := runFluxgate(t, "policy", "graph", f, "--format", tc.format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, tc.want) || !strings.Contains(out, "LATENCY (no producer)") {
+			t.Errorf("%s graph:\n%s\nwant it to contain %q", tc.format, out, tc.want)
+		}
+	}
+	if _, _, err := runFluxgate(t, "policy", "graph", f, "--format", "png"); err == nil {
+		t.Error("--format png accepted")
 	}
 }

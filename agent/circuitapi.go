@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/fluxgate/fluxgate/circuit"
+)
+
+// SignalsResponse is the body of GET /v1/signals/{namespace}/{name}.
+type SignalsResponse struct {
+	Policy  string            `json:"policy"`
+	At      time.Time         `json:"at"`
+	Signals []circuit.Reading `json:"signals"`
+}
+
+// registerCircuitAPI mounts the live signals of circuits and the dynamic
+// config of their variables.
+func (a *Agent) registerCircuitAPI() {
+	a.mux.HandleFunc("GET /v1/signals/{namespace}/{name}", a.getSignals)
+	a.mux.Handle("GET /v1/dynamic-config/{namespace}/{name}", a.requireToken(http.HandlerFunc(a.getDynamicConfig)))
+	a.mux.Handle("PUT /v1/dynamic-config/{namespace}/{name}", a.requireToken(http.HandlerFunc(a.putDynamicConfig)))
+}
+
+func (a *Agent) getSignals(w http.ResponseWriter, r *http.Request) {
+	key := requestKey(r)
+	readings, ok := a.circuits.Signals(key)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no running circuit for policy "+key.String())
+		return
+	}
+	writeJSON(w, http.StatusOK, SignalsResponse{Policy: key.String(), At: time.Now(), Signals: readings})
+}
+
+func (a *Agent) getDynamicConfig(w http.ResponseWriter, r *http.Request) {
+	vals := a.circuits.Dynamic().All(requestKey(r))
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	writeJSON(w, http.StatusOK, vals)
+}
+
+// putDynamicConfig replaces a policy's dynamic config with a JSON object of
+// numbers and booleans; variables pick the values up on their next tick,
+// without a policy reload.
+func (a *Agent) putDynamicConfig(w http.ResponseWriter, r *http.Request) {
+	key := requestKey(r)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
+	var vals map[string]any
+	if err := json.Unmarshal(body, &vals); err != nil {
+		writeError(w, http.StatusBadRequest, "dynamic config must be a JSON object: "+err.Error())
+		return
+	}
+	for k, v := range vals {
+		switch v.(type) {
+		case float64, bool:
+		default:
+			writeError(w, http.StatusBadRequest, "dynamic config value "+k+" must be a number or a boolean")
+			return
+		}
+	}
+	a.circuits.Dynamic().Set(key, vals)
+	a.logger.Info("dynamic config set", "policy", key.String(), "keys", len(vals))
+	writeJSON(w, http.StatusOK, vals)
+}
