@@ -376,6 +376,15 @@ func wrk(dir string, p *proc, path string) (map[string]float64, error) {
 	return m, nil
 }
 
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func median(xs []float64) float64 {
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
@@ -410,13 +419,17 @@ func report(results map[string][]map[string]float64, rssMiB float64, haveWrk boo
 		row("HTTP POST /v1/check, req/s", "http /v1/check", "req/s")
 		row("HTTP GET /v1/check/http, req/s", "http /v1/check/http", "req/s")
 	}
-	var fails float64
-	for _, ms := range results {
-		for _, m := range ms {
+	fmt.Fprintf(&b, "\nagent peak RSS: %.1f MiB\n", rssMiB)
+	keys := sortedKeys(results)
+	for _, k := range keys {
+		var fails float64
+		for _, m := range results[k] {
 			fails += m["failures"] + m["non-2xx"]
 		}
+		if fails > 0 {
+			fmt.Fprintf(&b, "failed calls in %s: %.0f over %d repetitions\n", k, fails, len(results[k]))
+		}
 	}
-	fmt.Fprintf(&b, "\nagent peak RSS: %.1f MiB; failed calls: %.0f\n", rssMiB, fails)
 	_, _ = io.Copy(os.Stdout, &b)
 }
 
