@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
@@ -24,6 +27,11 @@ type MiddlewareOptions struct {
 	Labels func(r *http.Request) map[string]string
 	// Tokens returns the cost of r. Nil means 1.
 	Tokens func(r *http.Request) float64
+	// Tracer, when set, records a span for every checked request with the
+	// Flux Meter attributes (control point, flux meters, decision, HTTP
+	// status, workload duration); use SpanEmitter.Tracer to export them to
+	// the agent. Nil records nothing.
+	Tracer trace.Tracer
 }
 
 // Middleware checks every request with c before the next handler runs.
@@ -66,10 +74,25 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 			}
 			controlpoint.SetDecisionHeaders(w.Header(), resp)
 			if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-				writeJSON(w, controlpoint.DeniedStatus(resp), denied(resp))
+				status := controlpoint.DeniedStatus(resp)
+				writeJSON(w, status, denied(resp))
+				if opts.Tracer != nil {
+					now := time.Now()
+					flowSpan(opts.Tracer, ctx, r, opts.ControlPoint, resp, status, now, now)
+				}
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(newContext(ctx, resp)))
+			if opts.Tracer == nil {
+				next.ServeHTTP(w, r.WithContext(newContext(ctx, resp)))
+				return
+			}
+			rec := &statusRecorder{ResponseWriter: w}
+			start := time.Now()
+			next.ServeHTTP(rec, r.WithContext(newContext(ctx, resp)))
+			if rec.status == 0 {
+				rec.status = http.StatusOK
+			}
+			flowSpan(opts.Tracer, ctx, r, opts.ControlPoint, resp, rec.status, start, time.Now())
 		})
 	}
 }

@@ -1,0 +1,259 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/fluxmeter"
+)
+
+// SpanOptions configures NewSpanEmitter.
+type SpanOptions struct {
+	// Endpoint is the agent's OTLP gRPC address (host:port, port 4317 by
+	// default on an agent). Required.
+	Endpoint string
+	// QueueSize bounds the spans waiting for export; when it is full new
+	// spans are dropped and counted. Default 4096.
+	QueueSize int
+	// BatchSize is the most spans per export. Default 512.
+	BatchSize int
+	// FlushInterval is the longest a span waits in the queue. Default 1s.
+	FlushInterval time.Duration
+	// ExportTimeout bounds one export. Default 5s.
+	ExportTimeout time.Duration
+	// Registerer receives fluxgate_client_spans_dropped_total and
+	// fluxgate_client_spans_exported_total. Nil means none.
+	Registerer prometheus.Registerer
+	// Logger receives export failures. Nil means silent.
+	Logger *slog.Logger
+}
+
+// SpanEmitter exports the spans that Middleware records to an agent over
+// OTLP, where they feed Flux Meters. It batches spans from a bounded queue:
+// a slow or absent agent costs dropped spans, never blocked requests.
+type SpanEmitter struct {
+	tp       *sdktrace.TracerProvider
+	proc     *queueProcessor
+	exported prometheus.Counter
+	dropped  prometheus.Counter
+}
+
+// NewSpanEmitter connects an OTLP exporter to opts.Endpoint. Close it to
+// flush and stop.
+func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error) {
+	if opts.Endpoint == "" {
+		return nil, errors.New("client: SpanOptions.Endpoint is required")
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = 4096
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 512
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = time.Second
+	}
+	if opts.ExportTimeout <= 0 {
+		opts.ExportTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(opts.Endpoint), otlptracegrpc.WithInsecure())
+	if err != nil {
+		return nil, fmt.Errorf("client: OTLP exporter: %w", err)
+	}
+	e := &SpanEmitter{
+		exported: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxgate_client_spans_exported_total",
+			Help: "Flow spans exported to the agent.",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxgate_client_spans_dropped_total",
+			Help: "Flow spans dropped because the export queue was full or an export failed.",
+		}),
+	}
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{e.exported, e.dropped} {
+			if err := opts.Registerer.Register(c); err != nil {
+				_ = exp.Shutdown(ctx)
+				return nil, fmt.Errorf("client: register span metrics: %w", err)
+			}
+		}
+	}
+	e.proc = newQueueProcessor(exp, opts, e.exported, e.dropped)
+	e.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e.proc))
+	return e, nil
+}
+
+// Tracer is the tracer to pass as MiddlewareOptions.Tracer.
+func (e *SpanEmitter) Tracer() trace.Tracer {
+	return e.tp.Tracer("github.com/fluxgate/fluxgate/controlpoint/client")
+}
+
+// Close exports what is queued (within ctx) and stops.
+func (e *SpanEmitter) Close(ctx context.Context) error { return e.tp.Shutdown(ctx) }
+
+// queueProcessor is a span processor with a bounded queue and one export
+// goroutine.
+type queueProcessor struct {
+	exp     sdktrace.SpanExporter
+	opts    SpanOptions
+	queue   chan sdktrace.ReadOnlySpan
+	flush   chan chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	ok      prometheus.Counter
+	dropped prometheus.Counter
+}
+
+func newQueueProcessor(exp sdktrace.SpanExporter, opts SpanOptions, ok, dropped prometheus.Counter) *queueProcessor {
+	p := &queueProcessor{exp: exp, opts: opts, queue: make(chan sdktrace.ReadOnlySpan, opts.QueueSize),
+		flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), ok: ok, dropped: dropped}
+	go p.run()
+	return p
+}
+
+func (p *queueProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+
+func (p *queueProcessor) OnEnd(s sdktrace.ReadOnlySpan) {
+	select {
+	case p.queue <- s:
+	default:
+		p.dropped.Inc()
+	}
+}
+
+func (p *queueProcessor) run() {
+	defer close(p.done)
+	batch := make([]sdktrace.ReadOnlySpan, 0, p.opts.BatchSize)
+	t := time.NewTicker(p.opts.FlushInterval)
+	defer t.Stop()
+	export := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), p.opts.ExportTimeout)
+		err := p.exp.ExportSpans(ctx, batch)
+		cancel()
+		if err != nil {
+			p.dropped.Add(float64(len(batch)))
+			p.opts.Logger.Warn("flow span export failed", "spans", len(batch), "err", err)
+		} else {
+			p.ok.Add(float64(len(batch)))
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+	drain := func() {
+		for {
+			select {
+			case s := <-p.queue:
+				batch = append(batch, s)
+				if len(batch) == p.opts.BatchSize {
+					export()
+				}
+			default:
+				export()
+				return
+			}
+		}
+	}
+	for {
+		select {
+		case s := <-p.queue:
+			batch = append(batch, s)
+			if len(batch) == p.opts.BatchSize {
+				export()
+			}
+		case <-t.C:
+			export()
+		case ack := <-p.flush:
+			drain()
+			close(ack)
+		case <-p.stop:
+			drain()
+			return
+		}
+	}
+}
+
+func (p *queueProcessor) ForceFlush(ctx context.Context) error {
+	ack := make(chan struct{})
+	select {
+	case p.flush <- ack:
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ack:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *queueProcessor) Shutdown(ctx context.Context) error {
+	p.once.Do(func() { close(p.stop) })
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return p.exp.Shutdown(ctx)
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// flowSpan records one flow: the attributes of the Flux Meter span
+// convention (see the fluxmeter package), with the workload duration
+// measured around the handler.
+func flowSpan(tr trace.Tracer, ctx context.Context, r *http.Request, cp string, resp *pb.CheckResponse, status int, start, end time.Time) {
+	_, sp := tr.Start(ctx, r.Method+" "+r.URL.Path, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindServer))
+	sp.SetAttributes(
+		attribute.String(fluxmeter.AttrControlPoint, cp),
+		attribute.StringSlice(fluxmeter.AttrFluxMeters, resp.GetFluxMeterNames()),
+		attribute.String(fluxmeter.AttrDecisionType, resp.GetDecisionType().String()),
+		attribute.Int(fluxmeter.AttrHTTPStatus, status),
+		attribute.Float64(fluxmeter.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
+		attribute.String("http.target", r.URL.RequestURI()),
+		attribute.String("http.method", r.Method),
+	)
+	sp.End(trace.WithTimestamp(end))
+}

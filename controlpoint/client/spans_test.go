@@ -1,0 +1,151 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	fgagent "github.com/fluxgate/fluxgate/agent"
+)
+
+const meteredLimit = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: metered}
+spec:
+  resources:
+    flux_meters:
+      latency:
+        selectors: [{control_point: ingress}]
+        static_buckets: {buckets: [1, 1000]}
+  circuit:
+    components:
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: ingress}]
+            in_ports:
+              bucket_capacity: {constant_signal: {value: 3}}
+              fill_amount: {constant_signal: {value: 0}}
+            parameters: {interval: 1s}
+`
+
+// TestMiddlewareSpansFeedFluxMeters runs the whole loop: middleware checks
+// with a remote agent, records a span per request, and the agent's flux
+// meter counts accepted and rejected flows apart.
+func TestMiddlewareSpansFeedFluxMeters(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(meteredLimit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fgagent.DefaultConfig()
+	cfg.Server.Host = "127.0.0.1"
+	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
+	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
+	cfg.Metrics.Enabled = false
+	cfg.Policies.Dir = dir
+	a, err := fgagent.New(fgagent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Stop(ctx) }()
+
+	remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	reg := prometheus.NewRegistry()
+	spans, err := NewSpanEmitter(ctx, SpanOptions{Endpoint: a.Addr(fgagent.ListenerOTLPGRPC).String(), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard, err := NewGuard(remote, GuardOptions{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := Middleware(guard, MiddlewareOptions{Tracer: spans.Tracer()})(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(5 * time.Millisecond)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	codes := map[int]int{}
+	for i := 0; i < 5; i++ {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("POST", "/orders", nil))
+		codes[w.Code]++
+	}
+	if codes[201] != 3 || codes[429] != 2 {
+		t.Fatalf("statuses = %v, want 3×201 and 2×429", codes)
+	}
+	if err := spans.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(spans.exported); got != 5 {
+		t.Fatalf("exported %v spans, want 5", got)
+	}
+
+	mfs, err := a.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "flux_meter" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var key []string
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "decision_type" || l.GetName() == "http_status_code" {
+					key = append(key, l.GetValue())
+				}
+			}
+			counts[strings.Join(key, " ")] = m.GetHistogram().GetSampleCount()
+			if strings.Contains(strings.Join(key, " "), "ACCEPTED") {
+				// 5 ms handlers: none under 1 ms, all under 1000 ms.
+				if b := m.GetHistogram().GetBucket(); b[0].GetCumulativeCount() != 0 || b[1].GetCumulativeCount() != 3 {
+					t.Errorf("accepted buckets = %v", b)
+				}
+			}
+		}
+	}
+	want := map[string]uint64{"DECISION_TYPE_ACCEPTED 201": 3, "DECISION_TYPE_REJECTED 429": 2}
+	if len(counts) != len(want) || counts["DECISION_TYPE_ACCEPTED 201"] != 3 || counts["DECISION_TYPE_REJECTED 429"] != 2 {
+		t.Fatalf("flux_meter series = %v, want %v", counts, want)
+	}
+}
+
+func TestSpanQueueDropsWhenFull(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	// Nothing listens on this port: exports fail and spans are dropped,
+	// never blocking the request path.
+	spans, err := NewSpanEmitter(context.Background(), SpanOptions{Endpoint: "127.0.0.1:1", QueueSize: 2, FlushInterval: time.Hour, ExportTimeout: 100 * time.Millisecond, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := spans.Tracer()
+	start := time.Now()
+	for i := 0; i < 10; i++ {
+		_, sp := tr.Start(context.Background(), "x")
+		sp.End()
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("ending 10 spans took %v", d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = spans.Close(ctx)
+	if got := testutil.ToFloat64(spans.dropped); got != 10 {
+		t.Fatalf("dropped = %v, want 10 (8 over the queue, 2 failed to export)", got)
+	}
+}
