@@ -138,3 +138,20 @@ func TestPolicyGraph(t *testing.T) {
 		t.Error("--format png accepted")
 	}
 }
+
+// The README's flow-control example is policies/examples/per-user-limit.yaml,
+// which TestPolicyValidateExamples validates.
+func TestREADMEExampleIsTheExampleFile(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile("../../policies/examples/per-user-limit.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := strings.Cut(string(example), "\n") // the comment line
+	if !strings.Contains(string(readme), "```yaml\n"+body+"```") {
+		t.Fatal("README's flow-control example and policies/examples/per-user-limit.yaml differ")
+	}
+}
