@@ -1,6 +1,7 @@
 package controlpoint
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -16,8 +17,9 @@ import (
 // safe for concurrent use.
 type flowComponent interface {
 	// decide fills ld (whose identity fields are already set) for a flow.
-	// With take false (explain) it changes no state.
-	decide(now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision)
+	// With take false (explain) it changes no state. ctx carries the
+	// caller's deadline, for components that may wait or call out.
+	decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision)
 	// undo gives back what decide took, for a flow that a later component
 	// rejected.
 	undo(now time.Time, labels map[string]string, tokens float64)
@@ -152,7 +154,7 @@ func (r *rateLimiter) key(labels map[string]string) string {
 	return ""
 }
 
-func (r *rateLimiter) decide(now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+func (r *rateLimiter) decide(_ context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
 	r.describe(ld)
 	ld.LimitKey = r.key(labels)
 	if !valid(r.capacity.get()) || !valid(r.fill.get()) {
@@ -231,7 +233,7 @@ func (s *sampler) setInput(port string, v float64) error {
 	return nil
 }
 
-func (s *sampler) decide(_ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
+func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
 	s.describe(ld)
 	pct := s.pct.get()
 	if !valid(pct) {

@@ -411,7 +411,7 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		matched = true
 		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
 		ld := &d.Limiters[len(d.Limiters)-1]
-		ref.c.decide(now, labels, tokens, true, ld)
+		ref.c.decide(ctx, now, labels, tokens, true, ld)
 		switch {
 		case !ld.Dropped:
 			ref.accepted.Inc()
