@@ -16,4 +16,8 @@ func init() {
 		s := spec.(*policies.Sampler)
 		return []InPort{{Name: "accept_percentage", Wire: s.InPorts.AcceptPercentage}}
 	})
+	RegisterActuator("flow_control.load_scheduler", func(spec any) []InPort {
+		s := spec.(*policies.LoadScheduler)
+		return []InPort{{Name: "load_multiplier", Wire: s.InPorts.LoadMultiplier}}
+	})
 }

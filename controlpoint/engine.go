@@ -193,6 +193,13 @@ func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
 		case *policies.Sampler:
 			s := newSampler(info, spec)
 			fc, sels = s, spec.Selectors
+		case *policies.LoadScheduler:
+			l, err := newLoadScheduler(info, spec)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+				continue
+			}
+			fc, sels = l, spec.Selectors
 		default:
 			continue // not a flow-control component: the circuit runs it
 		}
@@ -343,8 +350,11 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 }
 
 func rejectReasonOf(fc flowComponent) Reason {
-	if _, ok := fc.(*sampler); ok {
+	switch fc.(type) {
+	case *sampler:
 		return ReasonNotSampled
+	case *loadScheduler:
+		return ReasonNoTokens
 	}
 	return ReasonRateLimited
 }

@@ -1,0 +1,249 @@
+// Package scheduler is the weighted fair queue behind the
+// flow_control.load_scheduler component.
+//
+// A Scheduler admits tokens at a rate (SetRate), from a bucket that holds
+// a tenth of a second of that rate. A request that finds the bucket short
+// waits in a queue ordered by weighted-fair-queuing finish tags: each
+// workload advances its own virtual clock by tokens/weight, so a workload
+// with twice the weight gets twice the share of a saturated scheduler and
+// none starves. A request waits at most its timeout (and never past its
+// context's deadline), then is rejected.
+//
+// With no rate set, or a rate of +Inf, every request is admitted at once.
+// Unlike the rate limiter, a scheduler makes requests wait in real time,
+// so it reads a clock (New's argument, time.Now in production) instead of
+// taking `now` per call. A Scheduler is safe for concurrent use.
+package scheduler
+
+import (
+	"container/heap"
+	"context"
+	"math"
+	"sync"
+	"time"
+)
+
+// Request is one flow asking to be scheduled.
+type Request struct {
+	Workload string
+	// Weight is the workload's share; higher is served sooner. Values
+	// below 1 count as 1.
+	Weight float64
+	// Tokens is the flow's cost.
+	Tokens float64
+	// Timeout bounds the wait in the queue.
+	Timeout time.Duration
+}
+
+// Scheduler is a token-rate limited weighted fair queue.
+type Scheduler struct {
+	clock      func() time.Time
+	mu         sync.Mutex
+	rate       float64 // tokens per second; +Inf: unlimited
+	tokens     float64
+	last       time.Time
+	vt         float64            // virtual time: finish tag of the last dispatched request
+	lastFinish map[string]float64 // per workload
+	queue      waiters
+	timer      *time.Timer // armed while the queue waits for tokens
+	arrived    float64     // tokens requested since the last ArrivalRate call
+}
+
+// New returns a Scheduler that admits everything until SetRate. clock nil
+// means time.Now.
+func New(clock func() time.Time) *Scheduler {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Scheduler{clock: clock, rate: math.Inf(1), lastFinish: map[string]float64{}}
+}
+
+// SetRate sets the admission rate in tokens per second. NaN, +Inf or a
+// negative rate removes the limit; queued requests are then admitted at
+// once. 0 admits nothing: requests wait out their timeouts.
+func (s *Scheduler) SetRate(rate float64) {
+	if math.IsNaN(rate) || rate < 0 {
+		rate = math.Inf(1)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock()
+	s.refill(now)
+	s.rate = rate
+	if s.tokens > s.capacity() {
+		s.tokens = s.capacity()
+	}
+	s.dispatch(now)
+}
+
+// Rate is the current admission rate.
+func (s *Scheduler) Rate() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rate
+}
+
+// TakeArrivals returns the tokens requested since the previous call, so a
+// caller can measure the incoming rate once per tick.
+func (s *Scheduler) TakeArrivals() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.arrived
+	s.arrived = 0
+	return a
+}
+
+// QueueLen is the number of waiting requests.
+func (s *Scheduler) QueueLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+func (s *Scheduler) capacity() float64 {
+	switch {
+	case math.IsInf(s.rate, 1):
+		return math.Inf(1)
+	case s.rate == 0:
+		return 0
+	}
+	return math.Max(s.rate/10, 1)
+}
+
+func (s *Scheduler) refill(now time.Time) {
+	if !s.last.IsZero() && now.After(s.last) && !math.IsInf(s.rate, 1) {
+		s.tokens = math.Min(s.tokens+now.Sub(s.last).Seconds()*s.rate, s.capacity())
+	}
+	if s.last.IsZero() && !math.IsInf(s.rate, 1) {
+		s.tokens = s.capacity()
+	}
+	if now.After(s.last) {
+		s.last = now
+	}
+}
+
+// Admit schedules r: it returns at once when tokens are available and
+// nobody is queued, else waits for its turn up to r.Timeout or ctx's
+// deadline. It reports whether the request was admitted and how long it
+// waited.
+func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) {
+	weight := math.Max(r.Weight, 1)
+	s.mu.Lock()
+	now := s.clock()
+	s.arrived += r.Tokens
+	if math.IsInf(s.rate, 1) {
+		s.mu.Unlock()
+		return true, 0
+	}
+	s.refill(now)
+	if len(s.queue) == 0 && s.tokens >= r.Tokens {
+		s.tokens -= r.Tokens
+		s.mu.Unlock()
+		return true, 0
+	}
+	timeout := r.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave a millisecond to answer before the caller gives up.
+		timeout = min(timeout, time.Until(dl)-time.Millisecond)
+	}
+	if timeout <= 0 {
+		s.mu.Unlock()
+		return false, 0
+	}
+	start := math.Max(s.vt, s.lastFinish[r.Workload])
+	w := &waiter{finish: start + r.Tokens/weight, cost: r.Tokens / weight, tokens: r.Tokens, workload: r.Workload, ready: make(chan struct{})}
+	s.lastFinish[r.Workload] = w.finish
+	heap.Push(&s.queue, w)
+	s.dispatch(now)
+	s.mu.Unlock()
+
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	began := time.Now()
+	select {
+	case <-w.ready:
+		return true, time.Since(began)
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w.granted {
+		return true, time.Since(began)
+	}
+	s.withdraw(w)
+	return false, time.Since(began)
+}
+
+// withdraw removes a waiter that gave up. Its share of its workload's
+// virtual clock is given back: the workload's later waiters move up by its
+// cost, so flows that time out do not push their workload's next flows
+// further back (which would starve it under sustained overload). Called
+// with mu held.
+func (s *Scheduler) withdraw(w *waiter) {
+	heap.Remove(&s.queue, w.index)
+	for _, x := range s.queue {
+		if x.workload == w.workload && x.finish > w.finish {
+			x.finish -= w.cost
+		}
+	}
+	heap.Init(&s.queue)
+	if s.lastFinish[w.workload] >= w.finish {
+		s.lastFinish[w.workload] -= w.cost
+	}
+}
+
+// dispatch admits queued requests in finish-tag order while tokens last,
+// and arms a timer for when the head can be afforded. Called with mu held.
+func (s *Scheduler) dispatch(now time.Time) {
+	for len(s.queue) > 0 {
+		head := s.queue[0]
+		if !math.IsInf(s.rate, 1) && s.tokens < head.tokens {
+			break
+		}
+		heap.Pop(&s.queue)
+		if !math.IsInf(s.rate, 1) {
+			s.tokens -= head.tokens
+		}
+		s.vt = head.finish
+		head.granted = true
+		close(head.ready)
+	}
+	if len(s.queue) == 0 || s.timer != nil || s.rate <= 0 {
+		return
+	}
+	wait := time.Duration((s.queue[0].tokens - s.tokens) / s.rate * float64(time.Second))
+	s.timer = time.AfterFunc(max(wait, 100*time.Microsecond), func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.timer = nil
+		now := s.clock()
+		s.refill(now)
+		s.dispatch(now)
+	})
+}
+
+type waiter struct {
+	finish   float64 // guarded by Scheduler.mu
+	cost     float64 // tokens / weight: how far it moves its workload's clock
+	tokens   float64
+	workload string
+	ready    chan struct{}
+	granted  bool // guarded by Scheduler.mu
+	index    int  // in the heap
+}
+
+// waiters is a min-heap by finish tag.
+type waiters []*waiter
+
+func (q waiters) Len() int           { return len(q) }
+func (q waiters) Less(i, j int) bool { return q[i].finish < q[j].finish }
+func (q waiters) Swap(i, j int)      { q[i], q[j] = q[j], q[i]; q[i].index = i; q[j].index = j }
+func (q *waiters) Push(x any)        { w := x.(*waiter); w.index = len(*q); *q = append(*q, w) }
+func (q *waiters) Pop() any {
+	old := *q
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return w
+}
