@@ -23,6 +23,25 @@ type QueryAPI interface {
 	Query(ctx context.Context, query string, at time.Time) (float64, error)
 }
 
+// Closer is implemented by components that hold resources beyond Step,
+// such as the worker goroutine of query.promql. Runtime calls Close once,
+// when the circuit stops; the component is not stepped afterwards. Close
+// should be safe to call more than once.
+type Closer interface {
+	Close()
+}
+
+// Close closes the circuit's components that implement Closer. Runtime
+// calls it when a circuit stops; a caller that steps a Circuit itself
+// calls it when done with it.
+func (c *Circuit) Close() {
+	for _, n := range c.nodes {
+		if cl, ok := n.comp.(Closer); ok {
+			cl.Close()
+		}
+	}
+}
+
 // AlertSink receives alerts from alerter components.
 type AlertSink interface {
 	// Fire reports the alert active; Resolve reports it cleared.
@@ -208,6 +227,7 @@ func (r *Runtime) Run(ctx context.Context) {
 // up: the ticker drops the ticks it could not deliver, and they are
 // counted as missed.
 func (r *Runtime) runCircuit(ctx context.Context, c *Circuit) {
+	defer c.Close()
 	name := c.policy.Name
 	missed, ticks := r.missed.WithLabelValues(name), r.ticks.WithLabelValues(name)
 	gauges := make([]prometheus.Gauge, len(c.names))
