@@ -20,6 +20,7 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"github.com/fluxgate/fluxgate/circuit"
+	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/policies"
@@ -53,6 +54,8 @@ type Agent struct {
 	store    *PolicyStore
 	engine   *controlpoint.Engine
 	circuits *circuit.Runtime
+	query    querySource // PromQL for circuits: embedded TSDB or a Prometheus server
+	tsdb     *promql.Embedded
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
 	health   *Health
@@ -120,7 +123,10 @@ func New(opts Options) (*Agent, error) {
 		}
 		a.engine = e
 	}
-	rt, err := circuit.NewRuntime(circuit.Options{Actuators: a.engine, Logger: a.logger, Registerer: a.registry})
+	if err := a.newQuerySource(); err != nil {
+		return nil, err
+	}
+	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: a.engine, Logger: a.logger, Registerer: a.registry})
 	if err != nil {
 		return nil, err
 	}
@@ -235,8 +241,14 @@ func (a *Agent) serveReady(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Start loads the policies, binds every listener and serves in the
-// background. It fails, binding nothing, if any port cannot be bound.
-func (a *Agent) Start(ctx context.Context) error {
+// background. It fails, binding nothing and releasing what New opened, if
+// any port cannot be bound.
+func (a *Agent) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = a.query.Close() // New opened it; a failed agent is not restarted
+		}
+	}()
 	if err := a.store.Reload(); err != nil {
 		return err
 	}
@@ -297,6 +309,15 @@ func (a *Agent) Start(ctx context.Context) error {
 		defer a.wg.Done()
 		a.circuits.Run(runCtx)
 	}()
+	if a.tsdb != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			if err := a.tsdb.Run(runCtx); err != nil {
+				a.fail(fmt.Errorf("agent: embedded TSDB: %w", err))
+			}
+		}()
+	}
 	go func() {
 		defer a.wg.Done()
 		if err := a.store.Run(runCtx); err != nil {
@@ -363,6 +384,9 @@ func (a *Agent) Stop(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	a.wg.Wait()
+	if err := a.query.Close(); err != nil {
+		errs = append(errs, err)
+	}
 	a.logger.Info("agent stopped")
 	return errors.Join(errs...)
 }

@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // A circuit whose variable drives a rate limiter's capacity: changing the
@@ -82,4 +85,47 @@ func TestCircuitWiringErrorRefusesPolicyWithPosition(t *testing.T) {
 	if got := snap.Errors[0].Err.Error(); !strings.Contains(got, want) {
 		t.Fatalf("error = %q, want it to contain %q", got, want)
 	}
+}
+
+// The adaptive loop inside one agent: spans → flux meter → embedded TSDB →
+// PromQL signal in a circuit.
+const selfQuery = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: loop}
+spec:
+  resources:
+    flux_meters:
+      m: {selectors: [{control_point: ingress}], static_buckets: {buckets: [10, 100]}}
+  circuit:
+    evaluation_interval: 100ms
+    components:
+      - query:
+          promql:
+            query_string: sum(increase(flux_meter_count{flux_meter_name="m"}[1m]))
+            out_ports: {output: {signal_name: FLOWS}}
+`
+
+func TestCircuitQueriesTheEmbeddedTSDB(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.yaml"), selfQuery)
+	cfg := testConfig(dir)
+	cfg.TSDB.ScrapeInterval = 100 * time.Millisecond
+	a := startAgent(t, cfg)
+
+	body := `{"resourceSpans":[{"scopeSpans":[{"spans":[` +
+		`{"name":"a","attributes":[{"key":"fluxgate.control_point","value":{"stringValue":"ingress"}},{"key":"workload_duration_ms","value":{"doubleValue":5}}]},` +
+		`{"name":"b","attributes":[{"key":"fluxgate.control_point","value":{"stringValue":"ingress"}},{"key":"workload_duration_ms","value":{"doubleValue":50}}]}]}]}]}`
+	url := "http://" + a.Addr(ListenerOTLPHTTP).String() + "/v1/traces"
+	// The first export creates the series; later ones make it grow, so
+	// increase() has two samples to work with.
+	for i := 0; i < 3; i++ {
+		if r := doRequest(t, "POST", url, body, map[string]string{"Content-Type": "application/json"}); r.code != 200 {
+			t.Fatalf("OTLP export = %d %s", r.code, r.body)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitFor(t, "the FLOWS signal", func() bool {
+		readings, ok := a.circuits.Signals(policies.Key{Namespace: "default", Name: "loop"})
+		return ok && len(readings) == 1 && readings[0].Valid && readings[0].Value > 0
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -25,17 +26,20 @@ import (
 //	validate:"port"                      0..65535 (0 picks a free port)
 //	validate:"nonempty"                  a non-empty string
 //	validate:"urlpath"                   a string starting with "/"
+//	validate:"positive"                  a duration above zero
 //	validate:"oneof=debug|info|warn"     one of the listed values
 //
 // Several rules are separated by commas.
 type Config struct {
-	Server   ServerConfig   `yaml:"server"`
-	Metrics  MetricsConfig  `yaml:"metrics"`
-	OTLP     OTLPConfig     `yaml:"otlp"`
-	Policies PoliciesConfig `yaml:"policies"`
-	Admin    AdminConfig    `yaml:"admin"`
-	Log      LogConfig      `yaml:"log"`
-	Agent    AgentConfig    `yaml:"agent"`
+	Server     ServerConfig     `yaml:"server"`
+	Metrics    MetricsConfig    `yaml:"metrics"`
+	OTLP       OTLPConfig       `yaml:"otlp"`
+	Policies   PoliciesConfig   `yaml:"policies"`
+	Admin      AdminConfig      `yaml:"admin"`
+	Log        LogConfig        `yaml:"log"`
+	Agent      AgentConfig      `yaml:"agent"`
+	TSDB       TSDBConfig       `yaml:"tsdb"`
+	Prometheus PrometheusConfig `yaml:"prometheus"`
 }
 
 // ServerConfig is where the HTTP API and the gRPC services listen.
@@ -83,12 +87,14 @@ type AgentConfig struct {
 // the file nor the environment sets.
 func DefaultConfig() Config {
 	return Config{
-		Server:   ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081},
-		Metrics:  MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics"},
-		OTLP:     OTLPConfig{GRPCPort: 4317, HTTPPort: 4318},
-		Policies: PoliciesConfig{Dir: "./policies"},
-		Log:      LogConfig{Level: "info", Format: "json"},
-		Agent:    AgentConfig{AgentGroup: "default"},
+		Server:     ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081},
+		Metrics:    MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics"},
+		OTLP:       OTLPConfig{GRPCPort: 4317, HTTPPort: 4318},
+		Policies:   PoliciesConfig{Dir: "./policies"},
+		Log:        LogConfig{Level: "info", Format: "json"},
+		Agent:      AgentConfig{AgentGroup: "default"},
+		TSDB:       TSDBConfig{ScrapeInterval: time.Second, Retention: 2 * time.Hour},
+		Prometheus: PrometheusConfig{Timeout: 5 * time.Second},
 	}
 }
 
@@ -206,6 +212,10 @@ func (f configField) validate(v reflect.Value) []error {
 		case "nonempty":
 			if v.String() == "" {
 				errs = append(errs, fmt.Errorf("%s: must not be empty", f.key))
+			}
+		case "positive":
+			if v.Int() <= 0 {
+				errs = append(errs, fmt.Errorf("%s: must be positive, got %v", f.key, time.Duration(v.Int())))
 			}
 		case "urlpath":
 			if !strings.HasPrefix(v.String(), "/") {
