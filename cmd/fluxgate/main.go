@@ -25,6 +25,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newConfigCmd(),
 		newPolicyCmd(),
+		newSimCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -155,3 +155,26 @@ func TestREADMEExampleIsTheExampleFile(t *testing.T) {
 		t.Fatal("README's flow-control example and policies/examples/per-user-limit.yaml differ")
 	}
 }
+
+func TestSimWithPlantAndInputs(t *testing.T) {
+	out, _, err := runFluxgate(t, "sim", "../../policies/examples/service-protection.yaml", "--plant", "../../circuit/sim/testdata/checkout-plant.yaml", "-o", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 181 || !strings.HasPrefix(lines[0], "time_s,") || !strings.Contains(lines[0], "plant.latency_ms") || !strings.Contains(lines[0], "MULTIPLIER") {
+		t.Fatalf("sim csv: %d lines, header %q", len(lines), lines[0])
+	}
+	dir := t.TempDir()
+	csv := writeFile(t, dir, "in.csv", "time_s,LATENCY_RAW\n0,20\n1,20\n2,invalid\n3,500\n")
+	out, _, err = runFluxgate(t, "sim", "../../policies/examples/service-protection.yaml", "--inputs", csv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(strings.Split(strings.TrimSpace(out), "\n")); n != 5 {
+		t.Fatalf("sim table has %d lines, want a header and 4 ticks:\n%s", n, out)
+	}
+	if _, _, err := runFluxgate(t, "sim", "../../policies/examples/service-protection.yaml"); err == nil {
+		t.Fatal("sim without --inputs or --plant accepted")
+	}
+}
