@@ -322,11 +322,14 @@ func TestBuckets(t *testing.T) {
 	}
 }
 
+// policyExamples are the examples that use only the component kinds this
+// package registers. Examples with circuits need the circuit package's
+// kinds; cmd/fluxgate's TestPolicyValidateExamples checks every example
+// with the agent's full set of kinds and compile checks.
+var policyExamples = []string{"examples/placeholder.yaml", "examples/checkout-traffic.yaml", "examples/per-user-limit.yaml"}
+
 func TestExamples(t *testing.T) {
-	files, err := filepath.Glob("examples/*.yaml")
-	if err != nil || len(files) < 2 {
-		t.Fatalf("examples: %v %v", files, err)
-	}
+	files := policyExamples
 	var traffic *TrafficPolicy
 	for _, f := range files {
 		for _, d := range parseFile(t, f) {
@@ -373,8 +376,7 @@ func TestEmptyFile(t *testing.T) {
 
 func TestSourceRoundTrip(t *testing.T) {
 	files, _ := filepath.Glob("testdata/*.yaml")
-	examples, _ := filepath.Glob("examples/*.yaml")
-	for _, f := range append(files, examples...) {
+	for _, f := range append(files, policyExamples...) {
 		if strings.HasSuffix(f, ".bad.yaml") {
 			continue
 		}
@@ -515,8 +517,8 @@ func TestKeyExtractor(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, glob := range []string{"testdata/*.yaml", "examples/*.yaml"} {
-		files, _ := filepath.Glob(glob)
+	testdata, _ := filepath.Glob("testdata/*.yaml")
+	for _, files := range [][]string{testdata, policyExamples} {
 		for _, file := range files {
 			data, err := os.ReadFile(file)
 			if err != nil {
