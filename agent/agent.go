@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +56,8 @@ type Agent struct {
 	engine   *controlpoint.Engine
 	circuits *circuit.Runtime
 	query    querySource // PromQL for circuits: embedded TSDB or a Prometheus server
+	closers  []io.Closer // clients New opened (Redis), closed by Stop
+	alerts   *circuit.AlertmanagerSink
 	tsdb     *promql.Embedded
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
@@ -116,6 +119,9 @@ func New(opts Options) (*Agent, error) {
 	if a.timeout <= 0 {
 		a.timeout = 15 * time.Second
 	}
+	if err := a.setupRedis(); err != nil {
+		return nil, err
+	}
 	if a.engine == nil {
 		e, err := controlpoint.New(controlpoint.Options{AgentGroup: a.cfg.Agent.AgentGroup, Logger: a.logger, Registerer: a.registry})
 		if err != nil {
@@ -126,7 +132,15 @@ func New(opts Options) (*Agent, error) {
 	if err := a.newQuerySource(); err != nil {
 		return nil, err
 	}
-	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: a.engine, Logger: a.logger, Registerer: a.registry})
+	var alerts circuit.AlertSink
+	if addr := a.cfg.Alertmanager.Address; addr != "" {
+		sink, err := circuit.NewAlertmanagerSink(circuit.AlertmanagerOptions{Address: addr, Logger: a.logger})
+		if err != nil {
+			return nil, fmt.Errorf("agent: alertmanager.address: %w", err)
+		}
+		a.alerts, alerts = sink, sink
+	}
+	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: a.engine, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
 	if err != nil {
 		return nil, err
 	}
@@ -245,8 +259,10 @@ func (a *Agent) serveReady(w http.ResponseWriter, _ *http.Request) {
 // any port cannot be bound.
 func (a *Agent) Start(ctx context.Context) (err error) {
 	defer func() {
-		if err != nil {
-			_ = a.query.Close() // New opened it; a failed agent is not restarted
+		if err != nil { // release what New opened; a failed agent is not restarted
+			for _, c := range append([]io.Closer{a.query}, a.closers...) {
+				_ = c.Close()
+			}
 		}
 	}()
 	if err := a.store.Reload(); err != nil {
@@ -309,6 +325,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		defer a.wg.Done()
 		a.circuits.Run(runCtx)
 	}()
+	if a.alerts != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.alerts.Run(runCtx)
+		}()
+	}
 	if a.tsdb != nil {
 		a.wg.Add(1)
 		go func() {
@@ -384,8 +407,10 @@ func (a *Agent) Stop(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	a.wg.Wait()
-	if err := a.query.Close(); err != nil {
-		errs = append(errs, err)
+	for _, c := range append([]io.Closer{a.query}, a.closers...) {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	a.logger.Info("agent stopped")
 	return errors.Join(errs...)

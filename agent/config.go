@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"reflect"
 	"strconv"
@@ -31,15 +32,18 @@ import (
 //
 // Several rules are separated by commas.
 type Config struct {
-	Server     ServerConfig     `yaml:"server"`
-	Metrics    MetricsConfig    `yaml:"metrics"`
-	OTLP       OTLPConfig       `yaml:"otlp"`
-	Policies   PoliciesConfig   `yaml:"policies"`
-	Admin      AdminConfig      `yaml:"admin"`
-	Log        LogConfig        `yaml:"log"`
-	Agent      AgentConfig      `yaml:"agent"`
-	TSDB       TSDBConfig       `yaml:"tsdb"`
-	Prometheus PrometheusConfig `yaml:"prometheus"`
+	Server       ServerConfig       `yaml:"server"`
+	Metrics      MetricsConfig      `yaml:"metrics"`
+	OTLP         OTLPConfig         `yaml:"otlp"`
+	Policies     PoliciesConfig     `yaml:"policies"`
+	Admin        AdminConfig        `yaml:"admin"`
+	Log          LogConfig          `yaml:"log"`
+	Agent        AgentConfig        `yaml:"agent"`
+	TSDB         TSDBConfig         `yaml:"tsdb"`
+	Prometheus   PrometheusConfig   `yaml:"prometheus"`
+	Alertmanager AlertmanagerConfig `yaml:"alertmanager"`
+	Gateway      GatewayConfig      `yaml:"gateway"`
+	Redis        RedisConfig        `yaml:"redis"`
 }
 
 // ServerConfig is where the HTTP API and the gRPC services listen.
@@ -83,6 +87,17 @@ type AgentConfig struct {
 	AgentGroup string `yaml:"agent_group" validate:"nonempty" desc:"Agent group that policy selectors match with agent_group."`
 }
 
+// RedisConfig is the Redis that holds the buckets of global rate limiters
+// (rate_limiter parameters backend: redis). See redis.go.
+type RedisConfig struct {
+	Address     string        `yaml:"address" desc:"Redis host:port holding global rate limits (rate limiters with backend: redis); empty means no Redis."`
+	Addresses   []string      `yaml:"addresses" desc:"Redis Cluster seed nodes (host:port), instead of address."`
+	Password    string        `yaml:"password" desc:"Redis AUTH password; empty means none."`
+	DB          int           `yaml:"db" desc:"Redis database number (not with addresses: a cluster has only database 0)."`
+	TLS         bool          `yaml:"tls" desc:"Connect to Redis over TLS, verifying its certificate against the system roots."`
+	DialTimeout time.Duration `yaml:"dial_timeout" validate:"positive" desc:"Timeout of one connection attempt to Redis; each decision is bounded by its limiter's redis_timeout anyway."`
+}
+
 // DefaultConfig returns the configuration used for every key that neither
 // the file nor the environment sets.
 func DefaultConfig() Config {
@@ -95,6 +110,8 @@ func DefaultConfig() Config {
 		Agent:      AgentConfig{AgentGroup: "default"},
 		TSDB:       TSDBConfig{ScrapeInterval: time.Second, Retention: 2 * time.Hour},
 		Prometheus: PrometheusConfig{Timeout: 5 * time.Second},
+		Gateway:    GatewayConfig{Listen: "127.0.0.1:8000"},
+		Redis:      RedisConfig{DialTimeout: time.Second},
 	}
 }
 
@@ -193,6 +210,8 @@ func (c *Config) Validate() error {
 	for _, f := range configFields() {
 		errs = append(errs, f.validate(root.FieldByIndex(f.index))...)
 	}
+	errs = append(errs, c.Gateway.Validate())
+	errs = append(errs, c.Redis.Validate())
 	return errors.Join(errs...)
 }
 
@@ -309,4 +328,339 @@ func joinKey(prefix, name string) string {
 		return name
 	}
 	return prefix + "." + name
+}
+
+// GatewayConfig is the built-in reverse proxy that `fluxgate gateway` runs
+// (package gateway). Lists hold structs, so they are edited in the file,
+// not with `config set`.
+type GatewayConfig struct {
+	Listen    string           `yaml:"listen" desc:"Address (host:port) the built-in gateway listens on; used by fluxgate gateway only."`
+	Upstreams []UpstreamConfig `yaml:"upstreams" desc:"Upstream groups: name, algorithm, targets, health_check, outlier_detection, circuit_breaker, retries."`
+	Routes    []RouteConfig    `yaml:"routes" desc:"Routes, first match wins: id, match (path_prefix, host, headers), upstream, control_point, canary."`
+}
+
+// Gateway load-balancing algorithms.
+const (
+	AlgorithmRoundRobin         = "round-robin"
+	AlgorithmWeightedRoundRobin = "weighted-round-robin"
+	AlgorithmLeastRequest       = "least-request"
+	AlgorithmAdaptive           = "adaptive"
+)
+
+// GatewayAlgorithms lists the load-balancing algorithms.
+var GatewayAlgorithms = []string{AlgorithmRoundRobin, AlgorithmWeightedRoundRobin, AlgorithmLeastRequest, AlgorithmAdaptive}
+
+// UpstreamConfig is a group of interchangeable targets. Zero fields take
+// the defaults package gateway documents.
+type UpstreamConfig struct {
+	Name             string                  `yaml:"name"`
+	Algorithm        string                  `yaml:"algorithm,omitempty"` // default round-robin
+	Targets          []TargetConfig          `yaml:"targets"`
+	HealthCheck      *HealthCheckConfig      `yaml:"health_check,omitempty"`      // nil: no active checks
+	OutlierDetection *OutlierDetectionConfig `yaml:"outlier_detection,omitempty"` // nil: no passive checks
+	CircuitBreaker   *CircuitBreakerConfig   `yaml:"circuit_breaker,omitempty"`   // nil: no breaker
+	Retries          *RetriesConfig          `yaml:"retries,omitempty"`           // nil: defaults
+	// PanicThreshold is the share of healthy targets below which the
+	// group ignores health and spreads over all targets. Default 0.5.
+	PanicThreshold float64 `yaml:"panic_threshold,omitempty"`
+}
+
+// TargetConfig is one upstream server.
+type TargetConfig struct {
+	Address string `yaml:"address"`          // host:port
+	Weight  int    `yaml:"weight,omitempty"` // default 1
+}
+
+// HealthCheckConfig is an active HTTP health check: GET Path on every
+// target each Interval; UnhealthyThreshold failures in a row drain a
+// target, HealthyThreshold successes in a row return it.
+type HealthCheckConfig struct {
+	Path               string        `yaml:"path,omitempty"`                // default /healthz
+	Interval           time.Duration `yaml:"interval,omitempty"`            // default 5s
+	Timeout            time.Duration `yaml:"timeout,omitempty"`             // default 1s, at most interval
+	UnhealthyThreshold int           `yaml:"unhealthy_threshold,omitempty"` // default 3
+	HealthyThreshold   int           `yaml:"healthy_threshold,omitempty"`   // default 2
+}
+
+// OutlierDetectionConfig drains a target whose p95 latency or 5xx ratio
+// over Window exceeds its limit, and returns it after a back-off.
+type OutlierDetectionConfig struct {
+	P95Latency  time.Duration `yaml:"p95_latency,omitempty"`  // 0: latency not checked
+	ErrorRate   float64       `yaml:"error_rate,omitempty"`   // 0: errors not checked
+	Window      time.Duration `yaml:"window,omitempty"`       // default 10s
+	MinRequests int           `yaml:"min_requests,omitempty"` // default 10 in Window
+	// EjectFor is how long a drained target stays out. Default 5s.
+	EjectFor time.Duration `yaml:"eject_for,omitempty"`
+}
+
+// CircuitBreakerConfig is an upstream group's breaker (package
+// controlpoint/breaker); zero fields take its defaults.
+type CircuitBreakerConfig struct {
+	ErrorRate      float64       `yaml:"error_rate,omitempty"`
+	MinRequests    int           `yaml:"min_requests,omitempty"`
+	Window         time.Duration `yaml:"window,omitempty"`
+	OpenFor        time.Duration `yaml:"open_for,omitempty"`
+	HalfOpenProbes int           `yaml:"half_open_probes,omitempty"`
+}
+
+// RetriesConfig retries idempotent requests that failed to connect, on
+// another target, while retries stay within Budget of requests.
+type RetriesConfig struct {
+	Attempts int     `yaml:"attempts,omitempty"` // extra attempts per request, default 2; -1 disables
+	Budget   float64 `yaml:"budget,omitempty"`   // retries as a share of requests, default 0.2
+}
+
+// RouteConfig sends the requests it matches through a control point to
+// an upstream group.
+type RouteConfig struct {
+	ID           string        `yaml:"id"`
+	Match        RouteMatch    `yaml:"match,omitempty"`
+	Upstream     string        `yaml:"upstream"`
+	ControlPoint string        `yaml:"control_point,omitempty"` // default ingress
+	Canary       *CanaryConfig `yaml:"canary,omitempty"`
+}
+
+// RouteMatch matches a request when every field set matches.
+type RouteMatch struct {
+	PathPrefix string            `yaml:"path_prefix,omitempty"`
+	Host       string            `yaml:"host,omitempty"`    // exact, port ignored
+	Headers    map[string]string `yaml:"headers,omitempty"` // exact values
+}
+
+// CanaryConfig sends Weight percent of a route's traffic, and every
+// request that matches, to another upstream group.
+type CanaryConfig struct {
+	Upstream string        `yaml:"upstream"`
+	Weight   int           `yaml:"weight,omitempty"` // percent, 0..100
+	Match    []CanaryMatch `yaml:"match,omitempty"`
+	// Sticky keeps a client (by X-Client-Id, else its address) on the
+	// same side for a given weight.
+	Sticky bool `yaml:"sticky,omitempty"`
+}
+
+// CanaryMatch forces the canary for requests with a header or cookie.
+type CanaryMatch struct {
+	Header *NameValue `yaml:"header,omitempty"`
+	Cookie *NameValue `yaml:"cookie,omitempty"`
+}
+
+// NameValue is a header or cookie with its exact value.
+type NameValue struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
+}
+
+// UnmarshalStrictYAML decodes the section and reports each invalid value
+// at its position.
+func (c *GatewayConfig) UnmarshalStrictYAML(d *strictyaml.Decoder, n *yaml.Node) {
+	type plain GatewayConfig
+	before := d.ErrorCount()
+	d.Decode(n, (*plain)(c))
+	if d.ErrorCount() > before {
+		return
+	}
+	c.check(func(path []any, msg string) {
+		if len(path) == 1 {
+			// A key directly under gateway: position the error at its
+			// value, where the config loader names the key itself.
+			if v := valueOf(n, path[0]); v != nil {
+				_, msg, _ = strings.Cut(msg, ": ")
+				d.Errorf(v, "%s", msg)
+				return
+			}
+		}
+		d.Errorf(nodeAt(n, path), "%s", msg)
+	})
+}
+
+// Validate reports every invalid value of the section at once, each naming
+// its key, e.g. "gateway.upstreams[0].algorithm: must be one of …".
+func (c GatewayConfig) Validate() error {
+	var errs []error
+	c.check(func(_ []any, msg string) { errs = append(errs, errors.New(msg)) })
+	return errors.Join(errs...)
+}
+
+// valueOf returns the value node of key in the mapping n, or nil.
+func valueOf(n *yaml.Node, key any) *yaml.Node {
+	for n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// nodeAt finds the node of path (keys and list indexes) under n; for a
+// mapping key it returns the key node. It stops at the deepest node found.
+func nodeAt(n *yaml.Node, path []any) *yaml.Node {
+	for _, p := range path {
+		for (n.Kind == yaml.DocumentNode && len(n.Content) > 0) || (n.Kind == yaml.AliasNode && n.Alias != nil) {
+			if n.Kind == yaml.AliasNode {
+				n = n.Alias
+			} else {
+				n = n.Content[0]
+			}
+		}
+		switch p := p.(type) {
+		case string:
+			if n.Kind != yaml.MappingNode {
+				return n
+			}
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					if p == path[len(path)-1] {
+						return n.Content[i]
+					}
+					n, found = n.Content[i+1], true
+					break
+				}
+			}
+			if !found {
+				return n
+			}
+		case int:
+			if n.Kind != yaml.SequenceNode || p >= len(n.Content) {
+				return n
+			}
+			n = n.Content[p]
+		}
+	}
+	return n
+}
+
+// check calls report for every invalid value with its path under the
+// section and a message that names the full key.
+func (c *GatewayConfig) check(report func(path []any, msg string)) {
+	bad := func(path []any, format string, args ...any) {
+		var key strings.Builder
+		key.WriteString("gateway")
+		for _, p := range path {
+			switch p := p.(type) {
+			case string:
+				key.WriteString("." + p)
+			case int:
+				fmt.Fprintf(&key, "[%d]", p)
+			}
+		}
+		report(path, key.String()+": "+fmt.Sprintf(format, args...))
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			bad([]any{"listen"}, "must be host:port, got %q", c.Listen)
+		}
+	}
+	upstreams := make(map[string]bool)
+	for i, u := range c.Upstreams {
+		at := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }
+		switch {
+		case u.Name == "":
+			bad(at("name"), "must not be empty")
+		case upstreams[u.Name]:
+			bad(at("name"), "duplicate upstream %q", u.Name)
+		}
+		upstreams[u.Name] = true
+		if u.Algorithm != "" && !contains(GatewayAlgorithms, u.Algorithm) {
+			bad(at("algorithm"), "must be one of %s, got %q", strings.Join(GatewayAlgorithms, ", "), u.Algorithm)
+		}
+		if len(u.Targets) == 0 {
+			bad(at("targets"), "must list at least one target")
+		}
+		addrs := make(map[string]bool)
+		for j, t := range u.Targets {
+			if _, port, err := net.SplitHostPort(t.Address); err != nil || port == "" {
+				bad(at("targets", j, "address"), "must be host:port, got %q", t.Address)
+			} else if addrs[t.Address] {
+				bad(at("targets", j, "address"), "duplicate target %q", t.Address)
+			}
+			addrs[t.Address] = true
+			if t.Weight < 0 {
+				bad(at("targets", j, "weight"), "must not be negative, got %d", t.Weight)
+			}
+		}
+		if hc := u.HealthCheck; hc != nil {
+			if hc.Path != "" && !strings.HasPrefix(hc.Path, "/") {
+				bad(at("health_check", "path"), "must start with \"/\", got %q", hc.Path)
+			}
+			if hc.UnhealthyThreshold < 0 {
+				bad(at("health_check", "unhealthy_threshold"), "must not be negative, got %d", hc.UnhealthyThreshold)
+			}
+			if hc.HealthyThreshold < 0 {
+				bad(at("health_check", "healthy_threshold"), "must not be negative, got %d", hc.HealthyThreshold)
+			}
+			if hc.Interval > 0 && hc.Timeout > hc.Interval {
+				bad(at("health_check", "timeout"), "must not exceed interval %s, got %s", hc.Interval, hc.Timeout)
+			}
+		}
+		if od := u.OutlierDetection; od != nil {
+			if od.ErrorRate < 0 || od.ErrorRate > 1 {
+				bad(at("outlier_detection", "error_rate"), "must be in [0, 1], got %g", od.ErrorRate)
+			}
+			if od.MinRequests < 0 {
+				bad(at("outlier_detection", "min_requests"), "must not be negative, got %d", od.MinRequests)
+			}
+		}
+		if cb := u.CircuitBreaker; cb != nil {
+			if cb.ErrorRate < 0 || cb.ErrorRate > 1 {
+				bad(at("circuit_breaker", "error_rate"), "must be in [0, 1], got %g", cb.ErrorRate)
+			}
+			if cb.MinRequests < 0 {
+				bad(at("circuit_breaker", "min_requests"), "must not be negative, got %d", cb.MinRequests)
+			}
+			if cb.HalfOpenProbes < 0 {
+				bad(at("circuit_breaker", "half_open_probes"), "must not be negative, got %d", cb.HalfOpenProbes)
+			}
+		}
+		if r := u.Retries; r != nil {
+			if r.Attempts < -1 {
+				bad(at("retries", "attempts"), "must be -1 (off) or more, got %d", r.Attempts)
+			}
+			if r.Budget < 0 || r.Budget > 1 {
+				bad(at("retries", "budget"), "must be in [0, 1], got %g", r.Budget)
+			}
+		}
+		if u.PanicThreshold < 0 || u.PanicThreshold > 1 {
+			bad(at("panic_threshold"), "must be in [0, 1], got %g", u.PanicThreshold)
+		}
+	}
+	routes := make(map[string]bool)
+	for i, r := range c.Routes {
+		at := func(rest ...any) []any { return append([]any{"routes", i}, rest...) }
+		switch {
+		case r.ID == "":
+			bad(at("id"), "must not be empty")
+		case routes[r.ID]:
+			bad(at("id"), "duplicate route %q", r.ID)
+		}
+		routes[r.ID] = true
+		if p := r.Match.PathPrefix; p != "" && !strings.HasPrefix(p, "/") {
+			bad(at("match", "path_prefix"), "must start with \"/\", got %q", p)
+		}
+		if !upstreams[r.Upstream] {
+			bad(at("upstream"), "no upstream named %q", r.Upstream)
+		}
+		if cn := r.Canary; cn != nil {
+			if !upstreams[cn.Upstream] {
+				bad(at("canary", "upstream"), "no upstream named %q", cn.Upstream)
+			}
+			if cn.Weight < 0 || cn.Weight > 100 {
+				bad(at("canary", "weight"), "must be a percentage 0..100, got %d", cn.Weight)
+			}
+			for j, m := range cn.Match {
+				switch {
+				case (m.Header == nil) == (m.Cookie == nil):
+					bad(at("canary", "match", j), "must set exactly one of header, cookie")
+				case m.Header != nil && m.Header.Name == "", m.Cookie != nil && m.Cookie.Name == "":
+					bad(at("canary", "match", j), "name must not be empty")
+				}
+			}
+		}
+	}
 }

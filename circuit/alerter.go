@@ -129,7 +129,9 @@ func (a *alerter) Step(t Tick, in, _ []Signal) {
 		}
 	case a.firing && t.Now.Sub(a.lastTrue) >= a.timeout:
 		a.firing = false
-		a.notify(alertEvent{resolve: true, alert: a.alert})
+		resolved := a.alert
+		resolved.EndsAt = t.Now
+		a.notify(alertEvent{resolve: true, alert: resolved})
 	}
 }
 

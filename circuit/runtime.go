@@ -56,6 +56,8 @@ type Alert struct {
 	Labels      map[string]string
 	Annotations map[string]string
 	StartsAt    time.Time
+	// EndsAt is set when the alert is resolved: the tick that cleared it.
+	EndsAt time.Time
 }
 
 // Options configures a Runtime.

@@ -2,6 +2,7 @@ package controlpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -78,18 +79,25 @@ func (in *inputValue) get() float64  { return math.Float64frombits(in.bits.Load(
 // valid reports whether v can drive an actuator.
 func valid(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 }
 
-// rateLimiter is a compiled flow_control.rate_limiter.
+// rateLimiter is a compiled flow_control.rate_limiter. With backend
+// redis its buckets live in Redis (redis) and lim holds the local_fallback
+// buckets; otherwise lim holds the buckets.
 type rateLimiter struct {
 	componentInfo
 	spec     *policies.RateLimiter
+	params   policies.RateLimiterParameters // spec.Parameters with defaults
 	capacity *inputValue
 	fill     *inputValue
 	lim      *ratelimit.Limiter
+	redis    *ratelimit.RedisLimiter // nil for backend local
 }
 
 var _ flowComponent = (*rateLimiter)(nil)
 
-func newRateLimiter(info componentInfo, spec *policies.RateLimiter) *rateLimiter {
+// errNoRedis refuses a backend: redis limiter on an agent without Redis.
+var errNoRedis = errors.New("flow_control.rate_limiter: parameters.backend is redis, but this agent has no Redis: set redis.address (or redis.addresses) in the agent configuration")
+
+func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimit.RedisBackend) (*rateLimiter, error) {
 	info.typ = "rate_limiter"
 	info.dryRun = spec.DryRun
 	info.statusCode = spec.RequestParameters.DeniedResponseStatusCode
@@ -99,15 +107,42 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter) *rateLimiter
 	r := &rateLimiter{
 		componentInfo: info,
 		spec:          spec,
+		params:        spec.Parameters.WithDefaults(),
 		capacity:      newInput(spec.InPorts.BucketCapacity),
 		fill:          newInput(spec.InPorts.FillAmount),
 	}
-	r.lim = ratelimit.New(ratelimit.Options{
+	if r.params.Backend != policies.BackendRedis {
+		r.lim = ratelimit.New(ratelimit.Options{
+			Limits:           r.limits(),
+			MaxIdle:          spec.Parameters.MaxIdleTime,
+			DelayInitialFill: spec.Parameters.DelayInitialFill,
+		})
+		return r, nil
+	}
+	if rb == nil {
+		return nil, errNoRedis
+	}
+	r.redis = rb.NewLimiter(ratelimit.RedisLimiterOptions{
+		Scope:            info.policyNamespace + "/" + info.policyName + ":" + info.id,
+		Algorithm:        ratelimit.Algorithm(r.params.Algorithm),
 		Limits:           r.limits(),
+		Timeout:          r.params.RedisTimeout,
+		FailureMode:      ratelimit.FailureMode(r.params.FailureMode),
+		FallbackShare:    r.params.LocalFallbackShare,
 		MaxIdle:          spec.Parameters.MaxIdleTime,
 		DelayInitialFill: spec.Parameters.DelayInitialFill,
 	})
-	return r
+	r.lim = r.redis.Fallback()
+	return r, nil
+}
+
+// setLimits applies the current port values to the buckets.
+func (r *rateLimiter) setLimits() {
+	if r.redis != nil {
+		r.redis.SetLimits(r.limits())
+		return
+	}
+	r.lim.SetLimits(r.limits())
 }
 
 func (r *rateLimiter) limits() ratelimit.Limits {
@@ -131,7 +166,7 @@ func (r *rateLimiter) setInput(port string, v float64) error {
 		return fmt.Errorf("rate_limiter has no input port %q", port)
 	}
 	if valid(r.capacity.get()) && valid(r.fill.get()) {
-		r.lim.SetLimits(r.limits())
+		r.setLimits()
 	}
 	return nil
 }
@@ -154,7 +189,12 @@ func (r *rateLimiter) key(labels map[string]string) string {
 	return ""
 }
 
-func (r *rateLimiter) decide(_ context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+// decide asks the local buckets, or Redis within ctx and redis_timeout.
+// When Redis does not decide, the failure mode does, and ld.Failure says
+// so: fail_open admits as a pass-through (nothing to give back),
+// fail_closed rejects with FAILED_CLOSED and status 503, local_fallback
+// asks this agent's share bucket.
+func (r *rateLimiter) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
 	r.describe(ld)
 	ld.LimitKey = r.key(labels)
 	if !valid(r.capacity.get()) || !valid(r.fill.get()) {
@@ -163,9 +203,33 @@ func (r *rateLimiter) decide(_ context.Context, now time.Time, labels map[string
 	}
 	n := r.cost(labels, tokens)
 	var res ratelimit.Result
-	if take {
+	switch {
+	case r.redis != nil:
+		var rr ratelimit.RedisResult
+		if take {
+			rr = r.redis.Take(ctx, now, ld.LimitKey, n)
+		} else {
+			rr = r.redis.Peek(ctx, now, ld.LimitKey, n)
+		}
+		res = rr.Result
+		if rr.Failure != "" {
+			ld.Failure = r.params.FailureMode + ": " + rr.Failure
+			switch r.params.FailureMode {
+			case policies.FailOpen:
+				ld.PassThrough = true
+				ld.Limit = res.Limit
+				return
+			case policies.FailClosed:
+				ld.Limit = res.Limit
+				ld.Dropped = true
+				ld.Reason = ReasonFailedClosed
+				ld.StatusCode = 503
+				return
+			}
+		}
+	case take:
 		res = r.lim.Take(now, ld.LimitKey, n)
-	} else {
+	default:
 		res = r.lim.Peek(now, ld.LimitKey, n)
 	}
 	ld.Remaining, ld.Limit, ld.Wait, ld.Reset = res.Remaining, res.Limit, res.Wait, res.Reset
@@ -175,7 +239,13 @@ func (r *rateLimiter) decide(_ context.Context, now time.Time, labels map[string
 	}
 }
 
+// undo gives the tokens back. undo has no caller context, so a Redis
+// limiter's call is bounded by redis_timeout alone.
 func (r *rateLimiter) undo(now time.Time, labels map[string]string, tokens float64) {
+	if r.redis != nil {
+		r.redis.Return(context.Background(), now, r.key(labels), r.cost(labels, tokens))
+		return
+	}
 	r.lim.Return(now, r.key(labels), r.cost(labels, tokens))
 }
 
@@ -186,9 +256,16 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 	if !ok {
 		return false
 	}
-	op, np := o.spec.Parameters, r.spec.Parameters
+	op, np := o.params, r.params
 	if op.LimitByLabelKey != np.LimitByLabelKey || op.Interval != np.Interval ||
 		op.Continuous() != np.Continuous() || op.MaxIdleTime != np.MaxIdleTime || op.DelayInitialFill != np.DelayInitialFill {
+		return false
+	}
+	// A Redis limiter's buckets stay in Redis whatever happens here; what
+	// is carried is its local_fallback buckets, so the backend settings
+	// must match.
+	if op.Backend != np.Backend || op.Algorithm != np.Algorithm || op.FailureMode != np.FailureMode ||
+		op.RedisTimeout != np.RedisTimeout || op.LocalFallbackShare != np.LocalFallbackShare {
 		return false
 	}
 	// A port that reads a signal keeps the signal's last value.
@@ -198,9 +275,9 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 	if _, ok := r.spec.InPorts.FillAmount.Constant(); !ok {
 		r.fill.set(o.fill.get())
 	}
-	r.lim = o.lim
+	r.lim, r.redis = o.lim, o.redis
 	if valid(r.capacity.get()) && valid(r.fill.get()) {
-		r.lim.SetLimits(r.limits())
+		r.setLimits()
 	}
 	return true
 }

@@ -72,6 +72,10 @@ type LimiterDecision struct {
 	Reset       time.Duration
 	LimitKey    string
 	StatusCode  int // HTTP status of a rejection
+	// Failure is set when a global (Redis) rate limiter's store did not
+	// decide and its failure_mode did: "fail_open: timeout",
+	// "fail_closed: breaker_open", "local_fallback: error".
+	Failure string
 
 	ref int // index of the component in its control point's list
 }

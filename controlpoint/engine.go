@@ -35,6 +35,9 @@ type Options struct {
 	// in metrics and /v1/controlpoints; the rest share the value
 	// "__other__". Default 1000.
 	MaxControlPoints int
+	// Redis holds the buckets of rate limiters with backend: redis. Nil
+	// means this agent has no Redis, and such policies are refused.
+	Redis *ratelimit.RedisBackend
 }
 
 // Engine decides whether flows pass their control points. Check reads an
@@ -188,7 +191,11 @@ func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
 		var sels []policies.Selector
 		switch spec := c.Spec.(type) {
 		case *policies.RateLimiter:
-			r := newRateLimiter(info, spec)
+			r, err := newRateLimiter(info, spec, e.opts.Redis)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+				continue
+			}
 			fc, sels = r, spec.Selectors
 		case *policies.Sampler:
 			s := newSampler(info, spec)

@@ -3,6 +3,8 @@ package policies
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -118,6 +120,66 @@ type RateLimiterParameters struct {
 	MaxIdleTime time.Duration `yaml:"max_idle_time,omitempty"`
 	// DelayInitialFill starts buckets empty instead of full.
 	DelayInitialFill bool `yaml:"delay_initial_fill,omitempty"`
+
+	// Backend keeps the buckets in this agent's memory (local, the
+	// default) or in the agent's Redis (redis), where every agent that
+	// loads the policy shares them: the limit then holds across agents.
+	Backend string `yaml:"backend,omitempty"`
+	// Algorithm is token_bucket (the default) or sliding_window. A
+	// sliding window (redis only) admits at most min(bucket_capacity,
+	// fill_amount) tokens in any interval, estimated from the current and
+	// the previous window's counts, the previous one weighted by how much
+	// of it the sliding interval still covers.
+	Algorithm string `yaml:"algorithm,omitempty"`
+	// FailureMode says what a redis limiter decides when Redis does not
+	// answer within redis_timeout (or its breaker is open): fail_open (the
+	// default) admits and says so in the decision, fail_closed rejects
+	// with status 503 and reason FAILED_CLOSED, local_fallback decides with
+	// a local bucket holding local_fallback_share of the limit.
+	FailureMode string `yaml:"failure_mode,omitempty"`
+	// RedisTimeout is the hard deadline of one Redis call (default 5ms,
+	// at most 1s); the caller's deadline wins when it is earlier.
+	RedisTimeout time.Duration `yaml:"redis_timeout,omitempty"`
+	// LocalFallbackShare is the fraction (0, 1] of bucket_capacity and
+	// fill_amount that the local_fallback bucket of one agent holds: set
+	// it to 1/N for N agents sharing the limit. Default 1.
+	LocalFallbackShare float64 `yaml:"local_fallback_share,omitempty"`
+}
+
+// Values of the rate limiter's backend, algorithm and failure_mode
+// parameters, and the default redis_timeout.
+const (
+	BackendLocal           = "local"
+	BackendRedis           = "redis"
+	AlgorithmTokenBucket   = "token_bucket"
+	AlgorithmSlidingWindow = "sliding_window"
+	FailOpen               = "fail_open"
+	FailClosed             = "fail_closed"
+	FailLocalFallback      = "local_fallback"
+	DefaultRedisTimeout    = 5 * time.Millisecond
+	maxRedisTimeout        = time.Second
+)
+
+// WithDefaults returns p with every unset backend parameter at its
+// default: backend local, algorithm token_bucket, failure_mode fail_open,
+// redis_timeout 5ms, local_fallback_share 1.
+func (p RateLimiterParameters) WithDefaults() RateLimiterParameters {
+	if p.Backend == "" {
+		p.Backend = BackendLocal
+	}
+	if p.Algorithm == "" {
+		p.Algorithm = AlgorithmTokenBucket
+	}
+	if p.FailureMode == "" {
+		p.FailureMode = FailOpen
+	}
+	if p.RedisTimeout == 0 {
+		p.RedisTimeout = DefaultRedisTimeout
+	}
+	if p.LocalFallbackShare == 0 {
+		p.LocalFallbackShare = 1
+	}
+	return p
 }
 
 // RateLimiterRequestParameters say how a flow is charged and refused.
@@ -150,7 +212,44 @@ func (r *RateLimiter) Validate() []error {
 	if r.Parameters.MaxIdleTime < 0 {
 		errs = append(errs, fmt.Errorf("parameters.max_idle_time must not be negative"))
 	}
+	errs = r.Parameters.checkBackend(errs)
 	return checkStatus(errs, "request_parameters.denied_response_status_code", r.RequestParameters.DeniedResponseStatusCode)
+}
+
+// checkBackend validates backend, algorithm, failure_mode, redis_timeout
+// and local_fallback_share.
+func (p *RateLimiterParameters) checkBackend(errs []error) []error {
+	oneOf := func(field, v string, allowed ...string) {
+		if v != "" && !slices.Contains(allowed, v) {
+			errs = append(errs, fmt.Errorf("parameters.%s: %q is not one of %s", field, v, strings.Join(allowed, ", ")))
+		}
+	}
+	oneOf("backend", p.Backend, BackendLocal, BackendRedis)
+	oneOf("algorithm", p.Algorithm, AlgorithmTokenBucket, AlgorithmSlidingWindow)
+	oneOf("failure_mode", p.FailureMode, FailOpen, FailClosed, FailLocalFallback)
+	d := p.WithDefaults()
+	if d.Backend == BackendLocal {
+		if d.Algorithm == AlgorithmSlidingWindow {
+			errs = append(errs, fmt.Errorf("parameters.algorithm: sliding_window needs backend: redis"))
+		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"failure_mode", p.FailureMode != ""}, {"redis_timeout", p.RedisTimeout != 0}, {"local_fallback_share", p.LocalFallbackShare != 0}} {
+			if f.set {
+				errs = append(errs, fmt.Errorf("parameters.%s: applies only to backend: redis", f.name))
+			}
+		}
+	}
+	if p.RedisTimeout < 0 || p.RedisTimeout > maxRedisTimeout {
+		errs = append(errs, fmt.Errorf("parameters.redis_timeout: must be within 0..%v, got %v", maxRedisTimeout, p.RedisTimeout))
+	}
+	if s := p.LocalFallbackShare; s < 0 || s > 1 || math.IsNaN(s) {
+		errs = append(errs, fmt.Errorf("parameters.local_fallback_share: must be within (0, 1], got %v", s))
+	} else if s != 0 && d.FailureMode != FailLocalFallback && d.Backend == BackendRedis {
+		errs = append(errs, fmt.Errorf("parameters.local_fallback_share: applies only to failure_mode: local_fallback"))
+	}
+	return errs
 }
 
 // Sampler is the flow_control.sampler component: it admits

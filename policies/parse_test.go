@@ -101,6 +101,17 @@ var expectedErrors = map[string][]string{
 	"not-mapping.bad.yaml": {
 		`not-mapping.bad.yaml:1:1: expected a mapping with apiVersion, kind, metadata and spec, got sequence`,
 	},
+	"redis-limiter.bad.yaml": {
+		`redis-limiter.bad.yaml:7:9: flow_control.rate_limiter: parameters.backend: "memcached" is not one of local, redis`,
+		`redis-limiter.bad.yaml:7:9: flow_control.rate_limiter: parameters.algorithm: "leaky_bucket" is not one of token_bucket, sliding_window`,
+		`redis-limiter.bad.yaml:7:9: flow_control.rate_limiter: parameters.failure_mode: "fail_maybe" is not one of fail_open, fail_closed, local_fallback`,
+		`redis-limiter.bad.yaml:7:9: flow_control.rate_limiter: parameters.redis_timeout: must be within 0..1s, got 2s`,
+		`redis-limiter.bad.yaml:12:9: flow_control.rate_limiter: parameters.algorithm: sliding_window needs backend: redis`,
+		`redis-limiter.bad.yaml:12:9: flow_control.rate_limiter: parameters.failure_mode: applies only to backend: redis`,
+		`redis-limiter.bad.yaml:12:9: flow_control.rate_limiter: parameters.redis_timeout: applies only to backend: redis`,
+		`redis-limiter.bad.yaml:17:9: flow_control.rate_limiter: parameters.local_fallback_share: applies only to failure_mode: local_fallback`,
+		`redis-limiter.bad.yaml:22:9: flow_control.rate_limiter: parameters.local_fallback_share: must be within (0, 1], got 1.5`,
+	},
 	"several.bad.yaml": {
 		`several.bad.yaml:5:14: missing required field "name" in TargetRef`,
 		`several.bad.yaml:7:16: unknown algorithm "random"; want round-robin, weighted-round-robin, least-request, adaptive`,

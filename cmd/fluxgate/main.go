@@ -25,6 +25,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newConfigCmd(),
 		newPolicyCmd(),
+		newGatewayCmd(),
 		newSimCmd(),
 		newVersionCmd(),
 	)

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
@@ -37,7 +39,16 @@ func newPolicyValidateCmd() *cobra.Command {
 }
 
 func validatePolicyFiles(cmd *cobra.Command, files []string) error {
-	engine, err := controlpoint.New(controlpoint.Options{DecisionLogPerSecond: -1})
+	// Whether an agent has Redis is the agent's configuration, not the
+	// policy's: compile backend: redis limiters against a backend that is
+	// never called (validation does not connect).
+	unused := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer func() { _ = unused.Close() }()
+	rb, err := ratelimit.NewRedisBackend(ratelimit.RedisOptions{Client: unused})
+	if err != nil {
+		return err
+	}
+	engine, err := controlpoint.New(controlpoint.Options{DecisionLogPerSecond: -1, Redis: rb})
 	if err != nil {
 		return err
 	}

@@ -16,3 +16,8 @@ type PrometheusConfig struct {
 	Address string        `yaml:"address" desc:"Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir) that circuits query; empty means the embedded TSDB."`
 	Timeout time.Duration `yaml:"timeout" validate:"positive" desc:"Deadline of one query to prometheus.address."`
 }
+
+// AlertmanagerConfig is where circuit alerters send their alerts.
+type AlertmanagerConfig struct {
+	Address string `yaml:"address" desc:"Alertmanager base URL (http://host:9093) that circuit alerters fire into; empty means alerts are only logged."`
+}

@@ -1,0 +1,537 @@
+package ratelimit
+
+import (
+	"context"
+	_ "embed" // the Lua scripts
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// A RedisBackend keeps the buckets of global rate limiters in Redis, so
+// every agent that loads a policy shares its limit. Each decision is one
+// atomic Lua script (EVALSHA, reloaded on NOSCRIPT) that reads the time
+// with Redis TIME: the agents' clocks never change a decision.
+//
+// Every call has a hard deadline (the limiter's Timeout, or the caller's
+// deadline when earlier). After BreakerErrors consecutive failures the
+// backend stops calling Redis for BreakerCooldown, then lets one probe
+// through; a probe that succeeds closes the breaker. While Redis cannot
+// answer, each RedisLimiter decides by its FailureMode.
+//
+// A RedisBackend is safe for concurrent use.
+type RedisBackend struct {
+	client   redis.Scripter
+	tb, sw   *redis.Script
+	breaker  breaker
+	duration prometheus.Observer
+	errs     *prometheus.CounterVec
+	failOpen *prometheus.CounterVec
+	degraded *prometheus.CounterVec
+
+	mu      sync.Mutex // guards lastErr and errAt
+	lastErr string
+	errAt   time.Time
+	okAt    atomic.Int64 // unix nanoseconds of the last answer
+}
+
+// RedisOptions configures a RedisBackend.
+type RedisOptions struct {
+	// Client runs the scripts: a *redis.Client, *redis.ClusterClient or
+	// anything that can EVALSHA. Required. It should be built with
+	// ContextTimeoutEnabled (so a deadline bounds every socket read and
+	// write) and MaxRetries -1 (a retried take could be charged twice).
+	Client redis.Scripter
+	// Registerer receives the backend's metrics. Nil means none.
+	Registerer prometheus.Registerer
+	// BreakerErrors consecutive failed calls open the breaker. Default 5.
+	BreakerErrors int
+	// BreakerCooldown is how long an open breaker skips Redis before it
+	// lets a probe through. Default 250ms.
+	BreakerCooldown time.Duration
+}
+
+var (
+	//go:embed tokenbucket.lua
+	tokenBucketLua string
+	//go:embed slidingwindow.lua
+	slidingWindowLua string
+)
+
+// NewRedisBackend returns a backend on opts.Client. It does not contact
+// Redis: the scripts are loaded by Load or by the first call that finds
+// them missing.
+func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
+	if opts.Client == nil {
+		return nil, errors.New("ratelimit: RedisOptions.Client is required")
+	}
+	if opts.BreakerErrors <= 0 {
+		opts.BreakerErrors = 5
+	}
+	if opts.BreakerCooldown <= 0 {
+		opts.BreakerCooldown = 250 * time.Millisecond
+	}
+	dur := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fluxgate_redis_call_duration_seconds",
+		Help:    "Duration of the Redis calls of global rate limiters, failed ones included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .1},
+	})
+	b := &RedisBackend{
+		client:   opts.Client,
+		tb:       redis.NewScript(tokenBucketLua),
+		sw:       redis.NewScript(slidingWindowLua),
+		breaker:  breaker{threshold: int64(opts.BreakerErrors), cooldown: opts.BreakerCooldown},
+		duration: dur,
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_redis_errors_total",
+			Help: "Redis calls of global rate limiters that failed, by reason (timeout, canceled, error) and calls skipped by the open breaker (breaker_open).",
+		}, []string{"reason"}),
+		failOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_failopen_total",
+			Help: "Flows that fail_open rate limiters admitted because Redis did not decide, by reason.",
+		}, []string{"reason"}),
+		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_redis_degraded_decisions_total",
+			Help: "Decisions of global rate limiters made by their failure_mode because Redis did not decide, by failure mode and reason.",
+		}, []string{"failure_mode", "reason"}),
+	}
+	if r := opts.Registerer; r != nil {
+		open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fluxgate_redis_breaker_open",
+			Help: "1 while the Redis breaker skips Redis (open or probing), else 0.",
+		}, func() float64 {
+			if b.breaker.isOpen() {
+				return 1
+			}
+			return 0
+		})
+		for _, c := range []prometheus.Collector{dur, b.errs, b.failOpen, b.degraded, open} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("ratelimit: register redis metrics: %w", err)
+			}
+		}
+	}
+	return b, nil
+}
+
+// Load loads both scripts into Redis (SCRIPT LOAD). Calling it at start
+// saves the first decisions a round trip and shows early whether Redis
+// answers.
+func (b *RedisBackend) Load(ctx context.Context) error {
+	for _, s := range []*redis.Script{b.tb, b.sw} {
+		if err := s.Load(ctx, b.client).Err(); err != nil {
+			b.noteError(time.Now(), err)
+			return fmt.Errorf("ratelimit: load script: %w", err)
+		}
+	}
+	return nil
+}
+
+// RedisState is what health reports about the backend.
+type RedisState struct {
+	// Breaker is closed, open (Redis is skipped) or probing.
+	Breaker string
+	// ConsecutiveErrors is the number of failed calls since the last
+	// success.
+	ConsecutiveErrors int
+	LastError         string
+	LastErrorAt       time.Time
+	LastOK            time.Time // zero until Redis first answered
+}
+
+// State reports the breaker and the last error. It does not block.
+func (b *RedisBackend) State(now time.Time) RedisState {
+	s := RedisState{Breaker: b.breaker.state(now), ConsecutiveErrors: int(b.breaker.fails.Load())}
+	if ok := b.okAt.Load(); ok != 0 {
+		s.LastOK = time.Unix(0, ok)
+	}
+	b.mu.Lock()
+	s.LastError, s.LastErrorAt = b.lastErr, b.errAt
+	b.mu.Unlock()
+	return s
+}
+
+// Algorithm is how a RedisLimiter counts.
+type Algorithm string
+
+// Algorithms.
+const (
+	TokenBucket   Algorithm = "token_bucket"
+	SlidingWindow Algorithm = "sliding_window"
+)
+
+// FailureMode is what a RedisLimiter decides when Redis does not.
+type FailureMode string
+
+// Failure modes.
+const (
+	// FailOpen admits the flow and reports why in RedisResult.Failure.
+	FailOpen FailureMode = "fail_open"
+	// FailClosed rejects the flow.
+	FailClosed FailureMode = "fail_closed"
+	// LocalFallback decides with a local token bucket holding
+	// FallbackShare of the limits.
+	LocalFallback FailureMode = "local_fallback"
+)
+
+// RedisLimiterOptions configures a RedisLimiter.
+type RedisLimiterOptions struct {
+	// Scope names the limiter in keys, e.g. "default/checkout:0"
+	// (namespace/policy:component): two limiters with different scopes
+	// never share a bucket. Required.
+	Scope     string
+	Algorithm Algorithm // default TokenBucket
+	Limits    Limits
+	// Timeout is the hard deadline of one Redis call. Default 5ms.
+	Timeout     time.Duration
+	FailureMode FailureMode // default FailOpen
+	// FallbackShare is the fraction of Limits the local_fallback bucket
+	// holds (1/N for N agents). Default 1.
+	FallbackShare float64
+	// MaxIdle and DelayInitialFill are as in Options. A Redis bucket
+	// expires once it would be full again (a full bucket and a missing
+	// one are the same); with DelayInitialFill it lives at least MaxIdle.
+	MaxIdle          time.Duration
+	DelayInitialFill bool
+}
+
+// RedisLimiter is one rate limiter whose buckets live in Redis, one per
+// key. It is safe for concurrent use.
+type RedisLimiter struct {
+	b        *RedisBackend
+	scope    string // escaped
+	alg      Algorithm
+	script   *redis.Script
+	timeout  time.Duration
+	mode     FailureMode
+	share    float64
+	maxIdle  time.Duration
+	delay    bool
+	limits   atomic.Pointer[Limits]
+	fallback *Limiter
+}
+
+// NewLimiter returns a limiter whose buckets live in b.
+func (b *RedisBackend) NewLimiter(opts RedisLimiterOptions) *RedisLimiter {
+	if opts.Algorithm == "" {
+		opts.Algorithm = TokenBucket
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Millisecond
+	}
+	if opts.FailureMode == "" {
+		opts.FailureMode = FailOpen
+	}
+	if opts.FallbackShare <= 0 || opts.FallbackShare > 1 {
+		opts.FallbackShare = 1
+	}
+	if opts.MaxIdle <= 0 {
+		opts.MaxIdle = 2 * time.Hour
+	}
+	l := &RedisLimiter{
+		b: b, scope: escapeTag(opts.Scope), alg: opts.Algorithm, script: b.tb,
+		timeout: opts.Timeout, mode: opts.FailureMode, share: opts.FallbackShare,
+		maxIdle: opts.MaxIdle, delay: opts.DelayInitialFill,
+	}
+	if l.alg == SlidingWindow {
+		l.script = b.sw
+	}
+	lim := opts.Limits
+	l.limits.Store(&lim)
+	l.fallback = New(Options{Limits: l.shareOf(lim), MaxIdle: opts.MaxIdle, DelayInitialFill: opts.DelayInitialFill})
+	return l
+}
+
+func (l *RedisLimiter) shareOf(lim Limits) Limits {
+	lim.Capacity *= l.share
+	lim.FillAmount *= l.share
+	return lim
+}
+
+// Limits returns the current limits.
+func (l *RedisLimiter) Limits() Limits { return *l.limits.Load() }
+
+// SetLimits replaces the limits of every bucket; Redis applies them on
+// each bucket's next use, clamping its tokens to the new capacity.
+func (l *RedisLimiter) SetLimits(lim Limits) {
+	if cur := l.limits.Load(); *cur == lim {
+		return
+	}
+	l.limits.Store(&lim)
+	l.fallback.SetLimits(l.shareOf(lim))
+}
+
+// Fallback is the local bucket set of local_fallback (it exists whatever
+// the failure mode, and stays empty unless it is local_fallback). The
+// engine sweeps it like a local limiter.
+func (l *RedisLimiter) Fallback() *Limiter { return l.fallback }
+
+// Key is the Redis key of key's bucket: {fluxgate:SCOPE:KEY}:ALG. The
+// whole scope and key are the hash tag, so a bucket's keys map to one
+// Redis Cluster slot; a '}' or '%' in them is escaped as %7D or %25 so it
+// cannot end the tag early.
+func (l *RedisLimiter) Key(key string) string {
+	suffix := ":tb"
+	if l.alg == SlidingWindow {
+		suffix = ":sw"
+	}
+	return "{fluxgate:" + l.scope + ":" + escapeTag(key) + "}" + suffix
+}
+
+func escapeTag(s string) string {
+	if !strings.ContainsAny(s, "}%") {
+		return s
+	}
+	return strings.NewReplacer("%", "%25", "}", "%7D").Replace(s)
+}
+
+// RedisResult is the outcome of a RedisLimiter call.
+type RedisResult struct {
+	Result
+	// Failure is empty when Redis decided. Otherwise the failure mode
+	// decided and Failure says why Redis did not: timeout, canceled (the
+	// caller gave up), breaker_open or error.
+	Failure string
+}
+
+// Take removes n tokens from key's bucket if it holds them. now is used
+// only by the local fallback: Redis decides on its own clock.
+func (l *RedisLimiter) Take(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	return l.do(ctx, now, key, n, "t")
+}
+
+// Peek reports what Take would answer without changing the bucket.
+func (l *RedisLimiter) Peek(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	return l.do(ctx, now, key, n, "p")
+}
+
+// Return gives n tokens back to key's bucket, for a flow that a later
+// component rejected after this one had admitted it. With the sliding
+// window it takes them off the newest count.
+func (l *RedisLimiter) Return(ctx context.Context, now time.Time, key string, n float64) {
+	l.do(ctx, now, key, n, "r")
+}
+
+func (l *RedisLimiter) do(ctx context.Context, now time.Time, key string, n float64, mode string) RedisResult {
+	lim := l.limits.Load()
+	res, err := l.call(ctx, lim, key, n, mode)
+	if err == nil {
+		return RedisResult{Result: res}
+	}
+	reason := errorReason(err)
+	if mode == "r" {
+		return RedisResult{Failure: reason} // nothing to decide
+	}
+	l.b.degraded.WithLabelValues(string(l.mode), reason).Inc()
+	out := RedisResult{Failure: reason, Result: Result{Limit: lim.Capacity}}
+	switch l.mode {
+	case FailClosed:
+	case LocalFallback:
+		if mode == "t" {
+			out.Result = l.fallback.Take(now, key, n)
+		} else {
+			out.Result = l.fallback.Peek(now, key, n)
+		}
+	default:
+		l.b.failOpen.WithLabelValues(reason).Inc()
+		out.Allowed = true
+	}
+	return out
+}
+
+// errBreakerOpen is returned while the breaker skips Redis.
+var errBreakerOpen = errors.New("ratelimit: redis breaker open")
+
+func errorReason(err error) string {
+	switch {
+	case errors.Is(err, errBreakerOpen):
+		return "breaker_open"
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return "error"
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// call runs the limiter's script with the deadline, through the breaker.
+func (l *RedisLimiter) call(ctx context.Context, lim *Limits, key string, n float64, mode string) (Result, error) {
+	b := l.b
+	start := time.Now()
+	ok, probe := b.breaker.allow(start)
+	if !ok {
+		b.errs.WithLabelValues("breaker_open").Inc()
+		return Result{}, errBreakerOpen
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	keys := []string{l.Key(key)}
+	var args []any
+	if l.alg == SlidingWindow {
+		limit := math.Min(lim.Capacity, lim.FillAmount)
+		args = []any{limit, lim.Interval.Microseconds(), n, mode, (2*lim.Interval + time.Second).Milliseconds()}
+	} else {
+		cont := "0"
+		if lim.Continuous {
+			cont = "1"
+		}
+		delay := "0"
+		if l.delay {
+			delay = "1"
+		}
+		args = []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, n, mode, l.ttl(lim).Milliseconds(), delay}
+	}
+	reply, err := l.script.EvalSha(ctx, b.client, keys, args...).Slice()
+	if err != nil && isNoScript(err) {
+		// Redis restarted or flushed its scripts: load and run again,
+		// within the same deadline.
+		if err = l.script.Load(ctx, b.client).Err(); err == nil {
+			reply, err = l.script.EvalSha(ctx, b.client, keys, args...).Slice()
+		}
+	}
+	var res Result
+	if err == nil {
+		res, err = parseReply(reply, lim)
+	}
+	end := time.Now()
+	b.duration.Observe(end.Sub(start).Seconds())
+	if err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The caller gave up: that says nothing about Redis.
+			b.breaker.release(probe)
+			return Result{}, err
+		}
+		b.breaker.failure(end, probe)
+		b.errs.WithLabelValues(errorReason(err)).Inc()
+		b.noteError(end, err)
+		return Result{}, err
+	}
+	b.breaker.success()
+	b.okAt.Store(end.UnixNano())
+	return res, nil
+}
+
+func (b *RedisBackend) noteError(now time.Time, err error) {
+	b.mu.Lock()
+	b.lastErr, b.errAt = err.Error(), now
+	b.mu.Unlock()
+}
+
+func isNoScript(err error) bool {
+	return redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// ttl is how long an untouched token bucket is kept: until it would be
+// full again, plus one interval.
+func (l *RedisLimiter) ttl(lim *Limits) time.Duration {
+	full := l.maxIdle
+	if lim.FillAmount > 0 && lim.Interval > 0 {
+		full = time.Duration(math.Ceil(lim.Capacity/lim.FillAmount)) * lim.Interval
+		if full < 0 || full > l.maxIdle && !l.delay {
+			full = l.maxIdle
+		}
+	}
+	ttl := full + lim.Interval
+	if l.delay && ttl < l.maxIdle {
+		ttl = l.maxIdle
+	}
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	return ttl
+}
+
+// parseReply reads {allowed, tokens, wait_us, reset_us}.
+func parseReply(reply []any, lim *Limits) (Result, error) {
+	if len(reply) != 4 {
+		return Result{}, fmt.Errorf("ratelimit: unexpected script reply %v", reply)
+	}
+	allowed, _ := reply[0].(int64)
+	tokens, _ := reply[1].(string)
+	wait, _ := reply[2].(int64)
+	reset, _ := reply[3].(int64)
+	rem, err := strconv.ParseFloat(tokens, 64)
+	if err != nil {
+		return Result{}, fmt.Errorf("ratelimit: unexpected script reply %v", reply)
+	}
+	return Result{Allowed: allowed == 1, Remaining: rem, Limit: lim.Capacity, Wait: micros(wait), Reset: micros(reset)}, nil
+}
+
+func micros(us int64) time.Duration {
+	if us < 0 {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(us) * time.Microsecond
+}
+
+// breaker counts consecutive failures. Closed, it lets every call
+// through; threshold failures open it for cooldown; then one call at a
+// time probes Redis until one succeeds. Time is a parameter.
+type breaker struct {
+	threshold int64
+	cooldown  time.Duration
+	fails     atomic.Int64
+	openUntil atomic.Int64 // unix nanoseconds; 0 when closed
+	probing   atomic.Bool  // a probe is in flight
+}
+
+// allow reports whether a call may go to Redis, and whether it is the
+// probe of an open breaker.
+func (br *breaker) allow(now time.Time) (ok, probe bool) {
+	until := br.openUntil.Load()
+	if until == 0 {
+		return true, false
+	}
+	if now.UnixNano() < until || !br.probing.CompareAndSwap(false, true) {
+		return false, false
+	}
+	return true, true
+}
+
+func (br *breaker) success() {
+	br.fails.Store(0)
+	if br.openUntil.Load() != 0 {
+		br.openUntil.Store(0)
+		br.probing.Store(false)
+	}
+}
+
+func (br *breaker) failure(now time.Time, probe bool) {
+	if n := br.fails.Add(1); probe || n >= br.threshold {
+		br.openUntil.Store(now.Add(br.cooldown).UnixNano())
+		br.probing.Store(false)
+	}
+}
+
+// release ends a probe that told nothing (the caller canceled it).
+func (br *breaker) release(probe bool) {
+	if probe {
+		br.probing.Store(false)
+	}
+}
+
+func (br *breaker) isOpen() bool { return br.openUntil.Load() != 0 }
+
+func (br *breaker) state(now time.Time) string {
+	until := br.openUntil.Load()
+	switch {
+	case until == 0:
+		return "closed"
+	case now.UnixNano() < until:
+		return "open"
+	}
+	return "probing"
+}

@@ -1,0 +1,35 @@
+// Package gateway is FluxGate's built-in reverse proxy (`fluxgate
+// gateway`).
+//
+// A Gateway is an http.Handler built from the gateway section of
+// fluxgate.yaml (agent.GatewayConfig). For each request it:
+//
+//  1. finds the first route whose match (path_prefix, host, headers)
+//     fits, or answers 404 {"error":"no_route"};
+//  2. checks the request at the route's control point through the SDK
+//     middleware (client.Middleware): a rejection answers 429/503/403 with
+//     Retry-After and a JSON body naming the reason, and a flow span is
+//     recorded when a Tracer is set;
+//  3. picks the canary group when a header or cookie match forces it or
+//     the canary weight sends the request there (exact proportions, or
+//     sticky per client), else the primary group;
+//  4. asks the group's circuit breaker (controlpoint/breaker); open, it
+//     answers 503 {"error":"breaker_open"} with Retry-After;
+//  5. proxies with httputil.ReverseProxy over a pooled Transport to a
+//     target chosen by the group's algorithm — round-robin,
+//     weighted-round-robin (smooth), least-request or adaptive (peak-EWMA
+//     latency × queue length, error-penalised, weights bounded) — among
+//     targets that pass active health checks and are not drained by
+//     outlier detection; below the panic threshold it spreads over all.
+//     Idempotent requests without a body that fail to connect are retried
+//     on another target within the group's retry budget.
+//
+// Streaming bodies and WebSocket upgrades pass through. X-Forwarded-For,
+// -Host and -Proto are set.
+//
+// Routing state is an immutable snapshot behind an atomic pointer; Update
+// swaps it without dropping requests and keeps the health of unchanged
+// targets. Run owns the health-check and outlier loops. Service runs a
+// Gateway next to an agent (see Module). A Gateway is safe for concurrent
+// use.
+package gateway

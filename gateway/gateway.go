@@ -1,0 +1,512 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/breaker"
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+)
+
+// Options configures New.
+type Options struct {
+	// Config is the gateway section of fluxgate.yaml.
+	Config agent.GatewayConfig
+	// Checker decides at each route's control point; use
+	// client.NewLocal(agent.Engine()). Nil admits every request.
+	Checker client.Checker
+	// Tracer receives a flow span per checked request (see
+	// client.MiddlewareOptions.Tracer). Nil records none.
+	Tracer trace.Tracer
+	// Registerer receives the gateway and breaker metrics. Nil means none.
+	Registerer prometheus.Registerer
+	// Logger receives health, outlier and breaker transitions. Nil means silent.
+	Logger *slog.Logger
+	// DialTimeout bounds connecting to a target. Default 2s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a target's response
+	// headers after the request is sent. Default 30s.
+	ResponseHeaderTimeout time.Duration
+}
+
+// Gateway is the built-in reverse proxy: an http.Handler that routes each
+// request, checks it at its route's control point, picks an upstream
+// group (canary or primary), passes the group's breaker and proxies to a
+// target chosen by the group's balancer. Run runs the health checks.
+//
+// Routing state is an immutable snapshot behind an atomic pointer: Update
+// swaps it, requests in flight finish on the snapshot they started with,
+// and targets and breakers whose group and address are unchanged keep
+// their state. A Gateway is safe for concurrent use.
+type Gateway struct {
+	opts         Options
+	logger       *slog.Logger
+	metrics      *metrics
+	breakers     *breaker.PrometheusListener
+	transport    *http.Transport
+	healthClient *http.Client
+	proxy        *httputil.ReverseProxy
+
+	state   atomic.Pointer[snapshot]
+	mu      sync.Mutex    // serializes Update
+	changed chan struct{} // tells Run that the snapshot changed; cap 1
+}
+
+// snapshot is the routing state of one configuration.
+type snapshot struct {
+	cfg       agent.GatewayConfig
+	routes    []*route
+	upstreams map[string]*upstream
+}
+
+// route is one configured route with its control point handler.
+type route struct {
+	id      string
+	match   agent.RouteMatch
+	primary *upstream
+	canary  *upstream // nil: no canary
+	ccfg    agent.CanaryConfig
+	weight  atomic.Int64  // canary percent
+	n       atomic.Uint64 // requests counted for the canary split
+	handler http.Handler
+}
+
+// New builds a Gateway for opts.Config. It binds nothing: serve it with an
+// http.Server and call Run for health checks.
+func New(opts Options) (*Gateway, error) {
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 2 * time.Second
+	}
+	if opts.ResponseHeaderTimeout <= 0 {
+		opts.ResponseHeaderTimeout = 30 * time.Second
+	}
+	g := &Gateway{opts: opts, logger: opts.Logger, changed: make(chan struct{}, 1)}
+	if g.logger == nil {
+		g.logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: register metrics: %w", err)
+	}
+	g.metrics = m
+	if g.breakers, err = breaker.NewPrometheusListener(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("gateway: register breaker metrics: %w", err)
+	}
+	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+	g.transport = &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			gauge := g.metrics.connections.WithLabelValues(addr)
+			gauge.Inc()
+			return &countedConn{Conn: c, gauge: gauge}, nil
+		},
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass encodings through untouched
+	}
+	g.healthClient = &http.Client{
+		Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:      rewrite,
+		Transport:    (*retryTransport)(g),
+		ErrorHandler: g.proxyError,
+	}
+	g.state.Store(&snapshot{upstreams: map[string]*upstream{}})
+	if err := g.Update(opts.Config); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Update validates cfg and swaps in its routing state. Targets (by group
+// name and address) keep their health, latency and in-flight state;
+// breakers of groups whose breaker config is unchanged keep their state.
+// Series of targets, groups and routes that went away are deleted. On
+// error the current state keeps running.
+func (g *Gateway) Update(cfg agent.GatewayConfig) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.state.Load()
+	s := &snapshot{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Upstreams))}
+	for _, uc := range cfg.Upstreams {
+		prev := old.upstreams[uc.Name]
+		targets := make(map[string]*target)
+		if prev != nil {
+			for _, t := range prev.targets {
+				targets[t.addr] = t
+			}
+		}
+		u := newUpstream(uc, targets)
+		if uc.CircuitBreaker != nil {
+			if prev != nil && prev.breaker != nil && breakerConfigEqual(old.cfg, uc) {
+				u.breaker = prev.breaker
+			} else {
+				b, err := g.newBreaker(uc)
+				if err != nil {
+					return fmt.Errorf("gateway: upstream %q: %w", uc.Name, err)
+				}
+				u.breaker = b
+			}
+		}
+		s.upstreams[uc.Name] = u
+	}
+	for _, rc := range cfg.Routes {
+		r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream]}
+		if rc.Canary != nil {
+			r.canary = s.upstreams[rc.Canary.Upstream]
+			r.ccfg = *rc.Canary
+			r.weight.Store(int64(rc.Canary.Weight))
+		}
+		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
+		if g.opts.Checker != nil {
+			cp := rc.ControlPoint
+			if cp == "" {
+				cp = client.DefaultControlPoint
+			}
+			id := rc.ID
+			h = client.Middleware(g.opts.Checker, client.MiddlewareOptions{
+				ControlPoint: cp,
+				Tracer:       g.opts.Tracer,
+				Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
+			})(h)
+		}
+		r.handler = h
+		s.routes = append(s.routes, r)
+	}
+	g.state.Store(s)
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+	// What went away takes its series with it.
+	for name, pu := range old.upstreams {
+		nu := s.upstreams[name]
+		for _, t := range pu.targets {
+			if nu == nil || !containsTarget(nu.targets, t) {
+				g.metrics.forgetTarget(name, t.addr)
+			}
+		}
+		if pu.breaker != nil && (nu == nil || nu.breaker == nil) {
+			g.breakers.Forget(name)
+		}
+	}
+	for _, r := range old.routes {
+		if !s.hasRoute(r.id) {
+			g.metrics.forgetRoute(r.id)
+		}
+	}
+	for _, u := range s.upstreams {
+		g.metrics.reportUpstream(u, time.Now())
+	}
+	return nil
+}
+
+// LabelRouteID is the flow label that carries the route's id to the
+// control point, so selectors can match routes.
+const LabelRouteID = "route_id"
+
+func containsTarget(ts []*target, t *target) bool {
+	for _, x := range ts {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *snapshot) hasRoute(id string) bool {
+	for _, r := range s.routes {
+		if r.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+func breakerConfigEqual(old agent.GatewayConfig, uc agent.UpstreamConfig) bool {
+	for _, o := range old.Upstreams {
+		if o.Name == uc.Name && o.CircuitBreaker != nil {
+			return *o.CircuitBreaker == *uc.CircuitBreaker
+		}
+	}
+	return false
+}
+
+func (g *Gateway) newBreaker(uc agent.UpstreamConfig) (*breaker.Breaker, error) {
+	c := uc.CircuitBreaker
+	return breaker.New(breaker.Options{
+		Name: uc.Name,
+		Config: breaker.Config{
+			ErrorRate: c.ErrorRate, MinRequests: c.MinRequests, Window: c.Window,
+			OpenFor: c.OpenFor, HalfOpenProbes: c.HalfOpenProbes,
+		},
+		Listeners: []breaker.Listener{g.breakers, logListener{g.logger}},
+	})
+}
+
+// logListener logs every breaker transition with its cause.
+type logListener struct{ logger *slog.Logger }
+
+func (l logListener) OnTransition(name string, from, to breaker.State, reason string) {
+	l.logger.Warn("circuit breaker transition", "upstream", name, "from", from.String(), "to", to.String(), "reason", reason)
+}
+
+// Run runs the active health checks and outlier detection of every
+// upstream group until ctx is done, following Update.
+func (g *Gateway) Run(ctx context.Context) error {
+	for {
+		s := g.state.Load()
+		cctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for _, u := range s.upstreams {
+			wg.Go(func() { g.runUpstream(cctx, u) })
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			wg.Wait()
+			return nil
+		case <-g.changed:
+			cancel()
+			wg.Wait()
+		}
+	}
+}
+
+// Close releases idle upstream connections.
+func (g *Gateway) Close() {
+	g.transport.CloseIdleConnections()
+	g.healthClient.CloseIdleConnections()
+}
+
+// ServeHTTP routes r and proxies it.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := g.state.Load()
+	rt := s.route(r)
+	if rt == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no_route"})
+		return
+	}
+	start := time.Now()
+	inflight := g.metrics.inFlight.WithLabelValues(rt.id, r.Method)
+	inflight.Inc()
+	fl := &flow{route: rt}
+	rec := &recorder{ResponseWriter: w}
+	fl.rec = rec
+	rt.handler.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
+	inflight.Dec()
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	host := fl.host.Load()
+	hostLabel := ""
+	if host != nil {
+		hostLabel = *host
+	}
+	g.metrics.requests.WithLabelValues(rt.id, hostLabel, r.Method, statusLabel(status)).Inc()
+	g.metrics.duration.WithLabelValues(rt.id, hostLabel, r.Method).Observe(time.Since(start).Seconds())
+}
+
+// route returns the first route that matches r, or nil.
+func (s *snapshot) route(r *http.Request) *route {
+	for _, rt := range s.routes {
+		if rt.matches(r) {
+			return rt
+		}
+	}
+	return nil
+}
+
+func (rt *route) matches(r *http.Request) bool {
+	m := rt.match
+	if m.PathPrefix != "" && !strings.HasPrefix(r.URL.Path, m.PathPrefix) {
+		return false
+	}
+	if m.Host != "" {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !strings.EqualFold(host, m.Host) {
+			return false
+		}
+	}
+	for k, v := range m.Headers {
+		if r.Header.Get(k) != v {
+			return false
+		}
+	}
+	return true
+}
+
+// choose returns the upstream group for r: the canary when a match forces
+// it or the split sends r there, else the primary.
+func (rt *route) choose(r *http.Request) *upstream {
+	if rt.canary == nil {
+		return rt.primary
+	}
+	for _, m := range rt.ccfg.Match {
+		if m.Header != nil && r.Header.Get(m.Header.Name) == m.Header.Value {
+			return rt.canary
+		}
+		if m.Cookie != nil {
+			if c, err := r.Cookie(m.Cookie.Name); err == nil && c.Value == m.Cookie.Value {
+				return rt.canary
+			}
+		}
+	}
+	w := rt.weight.Load()
+	switch {
+	case w <= 0:
+		return rt.primary
+	case w >= 100:
+		return rt.canary
+	}
+	if rt.ccfg.Sticky {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(clientKey(r)))
+		if int64(h.Sum32()%100) < w {
+			return rt.canary
+		}
+		return rt.primary
+	}
+	// Exact proportions: request n goes to the canary when floor(n·w/100)
+	// steps up.
+	n := rt.n.Add(1)
+	if (n*uint64(w))/100 != ((n-1)*uint64(w))/100 {
+		return rt.canary
+	}
+	return rt.primary
+}
+
+// clientKey identifies a client for sticky canaries.
+func clientKey(r *http.Request) string {
+	if id := r.Header.Get("X-Client-Id"); id != "" {
+		return id
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// SetCanaryWeight sets the canary percentage of a route (a circuit's
+// actuator); the next Update resets it to the configured value.
+func (g *Gateway) SetCanaryWeight(routeID string, percent int) error {
+	if percent < 0 || percent > 100 {
+		return fmt.Errorf("gateway: canary weight must be 0..100, got %d", percent)
+	}
+	for _, r := range g.state.Load().routes {
+		if r.id == routeID && r.canary != nil {
+			r.weight.Store(int64(percent))
+			return nil
+		}
+	}
+	return fmt.Errorf("gateway: no route %q with a canary", routeID)
+}
+
+// SetTargetWeight sets the configured weight of one target (a circuit's
+// actuator); the next Update resets it to the configured value.
+func (g *Gateway) SetTargetWeight(upstreamName, addr string, weight int) error {
+	if weight < 0 {
+		return fmt.Errorf("gateway: weight must not be negative, got %d", weight)
+	}
+	u := g.state.Load().upstreams[upstreamName]
+	if u == nil {
+		return fmt.Errorf("gateway: no upstream %q", upstreamName)
+	}
+	for _, t := range u.targets {
+		if t.addr == addr {
+			t.weight.Store(int64(weight))
+			return nil
+		}
+	}
+	return fmt.Errorf("gateway: upstream %q has no target %q", upstreamName, addr)
+}
+
+// TargetStatus is the state of one target.
+type TargetStatus struct {
+	Address         string  `json:"address"`
+	Weight          int     `json:"weight"`
+	EffectiveWeight float64 `json:"effective_weight"`
+	Healthy         bool    `json:"healthy"` // by active checks
+	Ejected         bool    `json:"ejected"` // by outlier detection
+	InFlight        int64   `json:"in_flight"`
+}
+
+// UpstreamStatus is the state of one upstream group.
+type UpstreamStatus struct {
+	Name    string         `json:"name"`
+	Breaker string         `json:"breaker,omitempty"` // closed, open, half_open; empty without one
+	Targets []TargetStatus `json:"targets"`
+}
+
+// Status reports every upstream group at now, in config order.
+func (g *Gateway) Status(now time.Time) []UpstreamStatus {
+	s := g.state.Load()
+	var out []UpstreamStatus
+	for _, uc := range s.cfg.Upstreams {
+		u := s.upstreams[uc.Name]
+		us := UpstreamStatus{Name: u.name}
+		if u.breaker != nil {
+			us.Breaker = u.breaker.State().String()
+		}
+		for _, t := range u.targets {
+			us.Targets = append(us.Targets, TargetStatus{
+				Address: t.addr, Weight: int(t.weight.Load()), EffectiveWeight: t.effectiveWeight(),
+				Healthy: t.healthy.Load(), Ejected: now.UnixNano() < t.ejected.Load(), InFlight: t.inFlight.Load(),
+			})
+		}
+		out = append(out, us)
+	}
+	return out
+}
+
+// ServeStatus answers with Status as JSON; the gateway command mounts it
+// on the agent's HTTP API as /v1/gateway/upstreams.
+func (g *Gateway) ServeStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"upstreams": g.Status(time.Now())})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone
+}
+
+// setReason explains a gateway rejection like a control point's.
+func setReason(h http.Header, reason string) {
+	h.Set(controlpoint.HeaderDecision, "rejected")
+	h.Set(controlpoint.HeaderReason, reason)
+}

@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's series of seed 000.
+type metrics struct {
+	requests    *prometheus.CounterVec   // route_id, upstream_host, method, status
+	duration    *prometheus.HistogramVec // route_id, upstream_host, method
+	inFlight    *prometheus.GaugeVec     // route_id, method
+	connections *prometheus.GaugeVec     // upstream_host
+	health      *prometheus.GaugeVec     // upstream, upstream_host
+	weight      *prometheus.GaugeVec     // upstream, upstream_host
+}
+
+// durationBuckets run from 5 ms to 2 s.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_http_requests_total",
+			Help: "Requests the gateway answered, by route, upstream target, method and status.",
+		}, []string{"route_id", "upstream_host", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fluxgate_http_request_duration_seconds",
+			Help:    "Time from receiving a request to the end of its response.",
+			Buckets: durationBuckets,
+		}, []string{"route_id", "upstream_host", "method"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_http_requests_in_flight",
+			Help: "Requests the gateway is serving.",
+		}, []string{"route_id", "method"}),
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_upstream_active_connections",
+			Help: "Open TCP connections from the gateway to the upstream target.",
+		}, []string{"upstream_host"}),
+		health: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_upstream_health",
+			Help: "Whether the upstream target takes traffic: 1 healthy, 0 drained by health checks or outlier detection.",
+		}, []string{"upstream", "upstream_host"}),
+		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_upstream_weight",
+			Help: "Effective load-balancing weight of the upstream target.",
+		}, []string{"upstream", "upstream_host"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight} {
+		errs = append(errs, reg.Register(c))
+	}
+	return m, errors.Join(errs...)
+}
+
+// reportUpstream exports the health and effective weight of u's targets.
+func (m *metrics) reportUpstream(u *upstream, now time.Time) {
+	for _, t := range u.targets {
+		h := 0.0
+		if t.available(now) {
+			h = 1
+		}
+		m.health.WithLabelValues(u.name, t.addr).Set(h)
+		m.weight.WithLabelValues(u.name, t.addr).Set(t.effectiveWeight())
+	}
+}
+
+// forgetTarget deletes the series of a target that left group name.
+func (m *metrics) forgetTarget(name, addr string) {
+	m.health.DeleteLabelValues(name, addr)
+	m.weight.DeleteLabelValues(name, addr)
+}
+
+// forgetRoute deletes the series of a route that went away.
+func (m *metrics) forgetRoute(id string) {
+	l := prometheus.Labels{"route_id": id}
+	m.requests.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.inFlight.DeletePartialMatch(l)
+}

@@ -1,0 +1,192 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/gateway"
+)
+
+// backend is a test upstream that answers with its name and counts what
+// it served. Delay, Status and Hang change its behaviour at run time.
+type backend struct {
+	name   string
+	srv    *httptest.Server
+	served atomic.Int64
+	delay  atomic.Int64 // nanoseconds added to every request
+	status atomic.Int64 // 0 means 200
+	hang   atomic.Bool  // block until the request's context ends
+}
+
+func newBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	b := &backend{name: name}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		b.served.Add(1)
+		if b.hang.Load() {
+			<-r.Context().Done()
+			return
+		}
+		if d := b.delay.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
+		w.Header().Set("X-Backend", name)
+		if s := b.status.Load(); s != 0 {
+			w.WriteHeader(int(s))
+		}
+		io.WriteString(w, name)
+	}))
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func (b *backend) addr() string { return strings.TrimPrefix(b.srv.URL, "http://") }
+
+// kill closes the backend's listener and connections: later connects are
+// refused.
+func (b *backend) kill() {
+	b.srv.CloseClientConnections()
+	b.srv.Listener.Close()
+	b.srv.CloseClientConnections()
+}
+
+// harness is a gateway served on a loopback port, with its health loop
+// running.
+type harness struct {
+	gw  *gateway.Gateway
+	url string
+	reg *prometheus.Registry
+	hc  *http.Client
+}
+
+func start(t *testing.T, cfg agent.GatewayConfig, checker client.Checker) *harness {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	g, err := gateway.New(gateway.Options{Config: cfg, Checker: checker, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = g.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Close()
+		g.Close()
+	})
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &harness{gw: g, url: srv.URL, reg: reg, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+}
+
+// get sends one request and returns the status and the X-Backend header.
+func (h *harness) get(t *testing.T, path string, header map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, h.url+path, nil)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		t.Errorf("GET %s: %v", path, err)
+		return 0, ""
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Backend")
+}
+
+// load sends n GETs from c workers and counts answers by backend ("" for
+// errors) and by status.
+func (h *harness) load(t *testing.T, n, c int, path string) (byBackend map[string]int, byStatus map[int]int) {
+	t.Helper()
+	byBackend, byStatus = map[string]int{}, map[int]int{}
+	var mu sync.Mutex
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				st, be := h.get(t, path, nil)
+				mu.Lock()
+				byBackend[be]++
+				byStatus[st]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return byBackend, byStatus
+}
+
+func (h *harness) target(t *testing.T, upstream, addr string) gateway.TargetStatus {
+	t.Helper()
+	for _, u := range h.gw.Status(time.Now()) {
+		if u.Name != upstream {
+			continue
+		}
+		for _, ts := range u.Targets {
+			if ts.Address == addr {
+				return ts
+			}
+		}
+	}
+	t.Fatalf("no target %s in upstream %s", addr, upstream)
+	return gateway.TargetStatus{}
+}
+
+func (h *harness) breaker(upstream string) string {
+	for _, u := range h.gw.Status(time.Now()) {
+		if u.Name == upstream {
+			return u.Breaker
+		}
+	}
+	return ""
+}
+
+// waitFor polls cond every 5ms until it holds or d passes, returning how
+// long it took and whether it held.
+func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for time.Since(start) < d {
+		if cond() {
+			return time.Since(start), true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start), cond()
+}
+
+func targets(bs ...*backend) []agent.TargetConfig {
+	var out []agent.TargetConfig
+	for _, b := range bs {
+		out = append(out, agent.TargetConfig{Address: b.addr()})
+	}
+	return out
+}
+
+func oneRoute(u agent.UpstreamConfig) agent.GatewayConfig {
+	return agent.GatewayConfig{
+		Listen:    "127.0.0.1:0",
+		Upstreams: []agent.UpstreamConfig{u},
+		Routes:    []agent.RouteConfig{{ID: "r", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: u.Name}},
+	}
+}

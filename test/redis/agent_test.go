@@ -1,0 +1,124 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/controlpoint"
+)
+
+// issuePolicy is the example of issue 7, verbatim but for the limit.
+const issuePolicy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: per-client}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: ingress}]
+            in_ports:
+              bucket_capacity: {constant_signal: {value: 5}}
+              fill_amount: {constant_signal: {value: 5}}
+            parameters:
+              limit_by_label_key: http.request.header.x_client_id
+              interval: 1s
+              backend: redis              # local (default) | redis
+              algorithm: sliding_window   # token_bucket (default) | sliding_window
+              failure_mode: fail_open     # fail_open (default) | fail_closed | local_fallback
+              redis_timeout: 5ms
+`
+
+func startAgent(t *testing.T, redisAddr string) *agent.Agent {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(issuePolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := agent.DefaultConfig()
+	cfg.Server.Host = "127.0.0.1"
+	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
+	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
+	cfg.Policies.Dir = dir
+	cfg.Redis.Address = redisAddr
+	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	return a
+}
+
+// Two agents configured with redis.address load the issue's policy and
+// share its limit; health shows the Redis state, degraded while Redis is
+// gone.
+func TestAgentsShareLimitThroughRedis(t *testing.T) {
+	srv := Start(t)
+	agents := []*agent.Agent{startAgent(t, srv.Addr), startAgent(t, srv.Addr)}
+	for i, a := range agents {
+		if n := len(a.Store().Snapshot().Entries); n != 1 {
+			t.Fatalf("agent %d loaded %d policies: %v", i, n, a.Store().Snapshot().Errors)
+		}
+	}
+	check := func(a *agent.Agent) controlpoint.Decision {
+		var d controlpoint.Decision
+		// A generous deadline is the caller's; the policy's 5ms still
+		// bounds the Redis call. Retry a timeout: the machine is shared.
+		for range 5 {
+			a.Engine().Check(context.Background(), time.Now(), &controlpoint.Request{ControlPoint: "ingress",
+				Labels: map[string]string{"http.request.header.x_client_id": "acme"}}, &d)
+			if d.Limiters[0].Failure == "" {
+				break
+			}
+		}
+		return d
+	}
+	admitted := 0
+	for i := range 10 {
+		if d := check(agents[i%2]); d.Accepted {
+			admitted++
+		}
+	}
+	if admitted != 5 {
+		t.Errorf("two agents admitted %d of 10, want the shared limit 5", admitted)
+	}
+	h := agents[0].Health().Report().Components["redis"]
+	if h.Status != agent.StatusHealthy || !strings.Contains(h.Message, "breaker closed") {
+		t.Errorf("redis health with Redis up = %+v", h)
+	}
+
+	srv.Kill()
+	d := check(agents[0])
+	if !d.Accepted || !strings.HasPrefix(d.Limiters[0].Failure, "fail_open: ") {
+		t.Errorf("Redis down: accepted %v, failure %q; want fail_open", d.Accepted, d.Limiters[0].Failure)
+	}
+	h = agents[0].Health().Report().Components["redis"]
+	if h.Status != agent.StatusDegraded || len(h.Errors) == 0 {
+		t.Errorf("redis health with Redis down = %+v, want degraded with the error", h)
+	}
+	if r := agents[0].Health().Report(); r.Status == agent.StatusUnhealthy {
+		t.Errorf("Redis is optional: agent health %s", r.Status)
+	}
+}
+
+// An agent without Redis refuses a backend: redis policy and says why.
+func TestAgentWithoutRedisRefusesPolicy(t *testing.T) {
+	a := startAgent(t, "")
+	snap := a.Store().Snapshot()
+	if len(snap.Entries) != 0 || len(snap.Errors) == 0 {
+		t.Fatalf("entries %d, errors %v: want the policy refused", len(snap.Entries), snap.Errors)
+	}
+	msg := fmt.Sprint(snap.Errors)
+	if !strings.Contains(msg, "this agent has no Redis: set redis.address") {
+		t.Errorf("refusal %s does not say what to configure", msg)
+	}
+}

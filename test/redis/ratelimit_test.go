@@ -1,0 +1,373 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+// limiterPolicy is a policy with one redis rate limiter per entry of
+// limiters, each at its own control point, keyed by the label "client".
+func limiterPolicy(t testing.TB, name string, limiters ...string) []*policies.Policy {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: fluxgate.io/v1beta1\nkind: Policy\nmetadata: {name: %s}\nspec:\n  circuit:\n    components:\n", name)
+	for _, l := range limiters {
+		b.WriteString(l)
+	}
+	docs, err := policies.Parse(name+".yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	return []*policies.Policy{docs[0].Object.(*policies.Policy)}
+}
+
+// limiter is one rate_limiter component: limit tokens per interval at
+// controlPoint; params are extra flow-style parameters.
+func limiter(controlPoint string, limit float64, params string) string {
+	return fmt.Sprintf(`      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: %s}]
+            in_ports: {bucket_capacity: {constant_signal: {value: %v}}, fill_amount: {constant_signal: {value: %v}}}
+            parameters: {limit_by_label_key: client, interval: 1s, backend: redis, %s}
+`, controlPoint, limit, limit, params)
+}
+
+// newEngine is one agent's engine with its own client and backend on srv.
+func newEngine(t testing.TB, srv *Server, ps []*policies.Policy) *controlpoint.Engine {
+	t.Helper()
+	b, err := ratelimit.NewRedisBackend(ratelimit.RedisOptions{Client: srv.Client(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := controlpoint.New(controlpoint.Options{Redis: b, DecisionLogPerSecond: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetPolicies(ps); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// Three engines (three agents) share one limit through one Redis. Many
+// clients, spread over them, offer far more than the limit for a few
+// windows; one engine's clock is an hour ahead. Each full window admits
+// the limit within 1%.
+func TestSharedLimitAcrossEngines(t *testing.T) {
+	const limit = 1000.0
+	for _, alg := range []string{"token_bucket", "sliding_window"} {
+		t.Run(alg, func(t *testing.T) {
+			srv := Start(t)
+			// fail_closed and a generous deadline: on a busy machine a slow
+			// call must not be counted as an admission.
+			ps := limiterPolicy(t, "shared", limiter("ingress", limit, "algorithm: "+alg+", failure_mode: fail_closed, redis_timeout: 500ms"))
+			engines := []*controlpoint.Engine{newEngine(t, srv, ps), newEngine(t, srv, ps), newEngine(t, srv, ps)}
+			skew := []time.Duration{0, time.Hour, -3 * time.Minute}
+
+			const windows = 4
+			start := time.Now()
+			end := start.Add(windows*time.Second + 200*time.Millisecond)
+			var (
+				mu       sync.Mutex
+				admitted []time.Time
+				failures int
+				total    int
+				wg       sync.WaitGroup
+			)
+			for g := range 12 {
+				wg.Go(func() {
+					e := engines[g%len(engines)]
+					var d controlpoint.Decision
+					var mine []time.Time
+					n, failed := 0, 0
+					for {
+						before := time.Now()
+						if before.After(end) {
+							break
+						}
+						e.Check(context.Background(), before.Add(skew[g%len(skew)]), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}, &d)
+						after := time.Now()
+						n++
+						if d.Limiters[0].Failure != "" {
+							failed++
+						}
+						if d.Accepted {
+							mine = append(mine, before.Add(after.Sub(before)/2))
+						}
+					}
+					mu.Lock()
+					admitted, failures, total = append(admitted, mine...), failures+failed, total+n
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			if failures > 0 {
+				t.Fatalf("%d of %d decisions were not made by Redis", failures, total)
+			}
+			// Windows: from the start for the token bucket (the first one
+			// also holds the initial full bucket, so it is skipped), on
+			// Redis's window grid for the sliding window (the partial
+			// first and last are skipped).
+			first := start.Add(time.Second)
+			if alg == "sliding_window" {
+				first = start.Truncate(time.Second).Add(time.Second)
+			}
+			var counts []int
+			for w := first; !w.Add(time.Second).After(end); w = w.Add(time.Second) {
+				n := 0
+				for _, at := range admitted {
+					if !at.Before(w) && at.Before(w.Add(time.Second)) {
+						n++
+					}
+				}
+				counts = append(counts, n)
+			}
+			t.Logf("%s: %d decisions (%.0f/s offered) over %v; admitted per full window %v (limit %v)",
+				alg, total, float64(total)/end.Sub(start).Seconds(), end.Sub(start).Round(time.Millisecond), counts, limit)
+			if len(counts) < 2 {
+				t.Fatalf("only %d full windows", len(counts))
+			}
+			if float64(total)/end.Sub(start).Seconds() < 2*limit {
+				t.Fatalf("offered load %.0f/s is not well above the limit", float64(total)/end.Sub(start).Seconds())
+			}
+			for i, n := range counts {
+				if math.Abs(float64(n)-limit) > 0.01*limit {
+					t.Errorf("window %d admitted %d, want %v ± 1%%", i, n, limit)
+				}
+			}
+		})
+	}
+}
+
+// An engine whose clock is a day ahead (or behind) finds the same bucket
+// in the same state: time comes from Redis TIME.
+func TestSkewedClockChangesNothing(t *testing.T) {
+	srv := Start(t)
+	for _, alg := range []string{"token_bucket", "sliding_window"} {
+		ps := limiterPolicy(t, "skew-"+strings.ReplaceAll(alg, "_", "-"), limiter("ingress", 10, "algorithm: "+alg+", redis_timeout: 500ms"))
+		a, b := newEngine(t, srv, ps), newEngine(t, srv, ps)
+		req := func() *controlpoint.Request {
+			return &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}
+		}
+		var d controlpoint.Decision
+		now := time.Now()
+		for i := range 10 {
+			a.Check(context.Background(), now, req(), &d)
+			if !d.Accepted {
+				t.Fatalf("%s: flow %d rejected: %+v", alg, i, d.Limiters)
+			}
+		}
+		for _, skew := range []time.Duration{24 * time.Hour, -24 * time.Hour, 365 * 24 * time.Hour} {
+			b.Check(context.Background(), now.Add(skew), req(), &d)
+			if d.Accepted || d.Reason != controlpoint.ReasonRateLimited {
+				t.Errorf("%s: engine %v off admitted a flow the shared bucket has no room for: %+v", alg, skew, d.Limiters)
+			}
+			if r := d.Limiters[0]; r.Remaining > 0.05 || r.Wait <= 0 || r.Wait > 2*time.Second {
+				t.Errorf("%s: skewed engine sees remaining %v, wait %v; want the bucket's own state", alg, r.Remaining, r.Wait)
+			}
+		}
+	}
+}
+
+// Redis is killed under load, then restarted. Each failure mode does what
+// it declares, no decision waits much past its deadline, and once Redis is
+// back the limits hold again within a second.
+func TestRedisKilledMidLoad(t *testing.T) {
+	srv := Start(t)
+	const limit = 200.0
+	ps := limiterPolicy(t, "outage",
+		limiter("open", limit, "failure_mode: fail_open"),
+		limiter("closed", limit, "failure_mode: fail_closed"),
+		limiter("fallback", limit, "failure_mode: local_fallback, local_fallback_share: 0.5"),
+	)
+	e := newEngine(t, srv, ps)
+	points := []string{"open", "closed", "fallback"}
+
+	type sample struct {
+		d       controlpoint.Decision
+		latency time.Duration
+		at      time.Time
+	}
+	// run offers load at every control point until stop and returns, per
+	// control point, every decision.
+	run := func(stop time.Time) map[string][]sample {
+		var mu sync.Mutex
+		out := map[string][]sample{}
+		var wg sync.WaitGroup
+		for g := range 9 {
+			cp := points[g%len(points)]
+			wg.Go(func() {
+				var mine []sample
+				for time.Now().Before(stop) {
+					var s sample
+					s.at = time.Now()
+					e.Check(context.Background(), s.at, &controlpoint.Request{ControlPoint: cp, Labels: map[string]string{"client": "acme"}}, &s.d)
+					s.latency = time.Since(s.at)
+					s.d.Limiters = slices.Clone(s.d.Limiters)
+					mine = append(mine, s)
+					time.Sleep(500 * time.Microsecond) // ~1,500 offered/s per control point
+				}
+				mu.Lock()
+				out[cp] = append(out[cp], mine...)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		return out
+	}
+
+	// Redis up: every limit is enforced by Redis.
+	up := run(time.Now().Add(1500 * time.Millisecond))
+	for _, cp := range points {
+		limited := 0
+		for _, s := range up[cp] {
+			if s.d.Limiters[0].Failure != "" {
+				t.Fatalf("%s: Redis up, yet decision failed: %s", cp, s.d.Limiters[0].Failure)
+			}
+			if s.d.Reason == controlpoint.ReasonRateLimited {
+				limited++
+			}
+		}
+		if limited == 0 {
+			t.Fatalf("%s: %d decisions, none rate limited: the load is below the limit", cp, len(up[cp]))
+		}
+	}
+
+	srv.Kill()
+	killed := time.Now()
+	down := run(killed.Add(1500 * time.Millisecond))
+	var lat []time.Duration
+	for _, cp := range points {
+		admitted := 0
+		for _, s := range down[cp] {
+			lat = append(lat, s.latency)
+			ld := s.d.Limiters[0]
+			if ld.Failure == "" {
+				t.Fatalf("%s: Redis down, yet the decision does not say so: %+v", cp, ld)
+			}
+			switch cp {
+			case "open":
+				if !s.d.Accepted || !ld.PassThrough || !strings.HasPrefix(ld.Failure, "fail_open: ") {
+					t.Fatalf("fail_open: %+v", ld)
+				}
+			case "closed":
+				if s.d.Accepted || s.d.Reason != controlpoint.ReasonFailedClosed || s.d.StatusCode != 503 {
+					t.Fatalf("fail_closed: accepted %v, reason %v, status %d; want FAILED_CLOSED and 503", s.d.Accepted, s.d.Reason, s.d.StatusCode)
+				}
+			case "fallback":
+				if !strings.HasPrefix(ld.Failure, "local_fallback: ") {
+					t.Fatalf("local_fallback: %+v", ld)
+				}
+				if s.d.Accepted {
+					admitted++
+				}
+			}
+		}
+		if cp == "fallback" {
+			// Half the limit, starting full: 100 + 100/s × 1.5 s.
+			want := 0.5*limit + 0.5*limit*1.5
+			t.Logf("local_fallback admitted %d in 1.5 s (this agent's share: %v)", admitted, want)
+			if math.Abs(float64(admitted)-want) > 0.15*want {
+				t.Errorf("local_fallback admitted %d, want about %v", admitted, want)
+			}
+		}
+	}
+	slices.Sort(lat)
+	p50, p99, maxLat := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	t.Logf("Redis down: %d decisions, latency p50 %v, p99 %v, max %v (redis_timeout 5ms)", len(lat), p50, p99, maxLat)
+	// The deadline is 5ms; the bound is generous because the machine is
+	// shared, but far below what any client retry or dial timeout takes.
+	if p99 > 5*time.Millisecond+20*time.Millisecond {
+		t.Errorf("p99 decision latency %v with Redis down, want within the 5ms deadline + margin", p99)
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	after := run(back.Add(1500 * time.Millisecond))
+	firstRedis, firstLimited := time.Duration(-1), time.Duration(-1)
+	for _, s := range after["closed"] {
+		ld := s.d.Limiters[0]
+		if ld.Failure == "" && (firstRedis < 0 || s.at.Sub(back) < firstRedis) {
+			firstRedis = s.at.Sub(back)
+		}
+		if s.d.Reason == controlpoint.ReasonRateLimited && (firstLimited < 0 || s.at.Sub(back) < firstLimited) {
+			firstLimited = s.at.Sub(back)
+		}
+	}
+	t.Logf("Redis back: first Redis decision after %v, first rate-limited rejection after %v", firstRedis, firstLimited)
+	if firstRedis < 0 || firstRedis > time.Second {
+		t.Errorf("Redis decided again after %v, want within 1s", firstRedis)
+	}
+	if firstLimited < 0 {
+		t.Errorf("no rate-limited rejection in 1.5 s after Redis came back")
+	}
+}
+
+// A stalled Redis (SIGSTOP: connections stay open, nothing answers) is
+// the case a deadline exists for: each call gives up at redis_timeout,
+// then the breaker skips Redis until a probe finds it back.
+func TestRedisStalled(t *testing.T) {
+	srv := Start(t)
+	ps := limiterPolicy(t, "stall", limiter("ingress", 1e6, "failure_mode: fail_open, redis_timeout: 5ms"))
+	e := newEngine(t, srv, ps)
+	check := func(now time.Time) (controlpoint.LimiterDecision, time.Duration) {
+		var d controlpoint.Decision
+		e.Check(context.Background(), now, &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}, &d)
+		return d.Limiters[0], time.Since(now)
+	}
+	for range 20 { // warm the connection pool
+		if ld, _ := check(time.Now()); ld.Failure != "" {
+			t.Fatalf("Redis up: %s", ld.Failure)
+		}
+	}
+	srv.Signal(t, "STOP")
+	var lat []time.Duration
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	stop := time.Now().Add(time.Second)
+	for range 4 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				ld, l := check(time.Now())
+				if ld.Failure == "" {
+					t.Errorf("Redis stalled, yet decided")
+				}
+				mu.Lock()
+				lat = append(lat, l)
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	srv.Signal(t, "CONT")
+	slices.Sort(lat)
+	p99, maxLat := lat[len(lat)*99/100], lat[len(lat)-1]
+	t.Logf("Redis stalled: %d decisions, p99 %v, max %v (redis_timeout 5ms)", len(lat), p99, maxLat)
+	if p99 > 25*time.Millisecond || maxLat > 100*time.Millisecond {
+		t.Errorf("p99 %v, max %v with Redis stalled; want within the 5ms deadline + margin", p99, maxLat)
+	}
+	back := time.Now()
+	for {
+		if ld, _ := check(time.Now()); ld.Failure == "" {
+			break
+		}
+		if time.Since(back) > time.Second {
+			t.Fatalf("Redis not deciding 1s after SIGCONT")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("Redis decided again %v after SIGCONT", time.Since(back).Round(time.Millisecond))
+}

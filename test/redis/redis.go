@@ -1,0 +1,138 @@
+// Package redis starts a real Redis server (the Debian package
+// `redis-server`, installed by `make deps`) for end-to-end tests, and holds
+// the tests of global rate limits: several engines sharing a limit through
+// one Redis, clock skew, Redis killed and restarted mid-load, and the
+// Cluster slot of a bucket's keys.
+package redis
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Server is a redis-server started by a test. Kill and Restart let a test
+// take it away and bring it back on the same port.
+type Server struct {
+	Addr string // 127.0.0.1:PORT
+
+	bin  string
+	dir  string
+	port int
+
+	mu  sync.Mutex // guards cmd
+	cmd *exec.Cmd
+}
+
+// Start runs redis-server on a free loopback port, without persistence,
+// and stops it when the test ends. Without the redis-server binary the
+// test is skipped with a message naming the package to install; CI
+// installs it.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
+	}
+	s := &Server{bin: bin, dir: t.TempDir(), port: freePort(t)}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	t.Cleanup(s.Kill)
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Restart starts the server again on its port (after Kill) and waits
+// until it answers PING.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return fmt.Errorf("redis: server on %s is running", s.Addr)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redis: start redis-server: %w", err)
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
+	defer func() { _ = c.Close() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			s.cmd = cmd
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("redis: redis-server on %s did not answer: %v\n%s", s.Addr, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the server at once (SIGKILL), as a crash would.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Signal sends SIGSTOP ("STOP") or SIGCONT ("CONT") to the server, to
+// stall it with its connections open.
+func (s *Server) Signal(t testing.TB, sig string) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		t.Fatal("redis: server is not running")
+	}
+	if err := exec.Command("kill", "-"+sig, strconv.Itoa(s.cmd.Process.Pid)).Run(); err != nil {
+		t.Fatalf("redis: kill -%s: %v", sig, err)
+	}
+}
+
+// Client returns a client configured as the agent configures its own:
+// context deadlines bound socket I/O and commands are never retried. It
+// is closed when the test ends.
+func (s *Server) Client(t testing.TB) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{
+		Addr:                  s.Addr,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		DialTimeout:           time.Second,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
