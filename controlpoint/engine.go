@@ -119,8 +119,11 @@ type componentRef struct {
 	c        flowComponent
 	info     *componentInfo
 	accepted prometheus.Counter
-	rejected prometheus.Counter
-	dryRun   prometheus.Counter // would-be rejections of a dry-run component
+	rejected prometheus.Counter // by the component's own reason
+	// otherRejected counts rejections for another reason (a Redis limiter
+	// failing closed, say), created on first use.
+	otherRejected *reasonCounters
+	dryRun        prometheus.Counter // would-be rejections of a dry-run component
 }
 
 type classifierRef struct {
@@ -331,12 +334,13 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 				cpl := name
 				pol, id := c.info.policyName, c.info.id
 				pt.components = append(pt.components, componentRef{
-					sels:     sels,
-					c:        c.c,
-					info:     c.info,
-					accepted: e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "none"),
-					rejected: e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, reasonLabel(rejectReasonOf(c.c))),
-					dryRun:   e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+reasonLabel(rejectReasonOf(c.c))),
+					sels:          sels,
+					c:             c.c,
+					info:          c.info,
+					accepted:      e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "none"),
+					rejected:      e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, reasonLabel(rejectReasonOf(c.c))),
+					otherRejected: &reasonCounters{vec: e.decisions, labels: [3]string{pol, id, cpl}},
+					dryRun:        e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+reasonLabel(rejectReasonOf(c.c))),
 				})
 			}
 		}
@@ -437,7 +441,11 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 			ref.dryRun.Inc()
 			continue
 		}
-		ref.rejected.Inc()
+		if ld.Reason == rejectReasonOf(ref.c) {
+			ref.rejected.Inc()
+		} else {
+			ref.otherRejected.get(ld.Reason).Inc()
+		}
 		d.Accepted = false
 		d.Decider = len(d.Limiters) - 1
 		d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
@@ -579,4 +587,27 @@ func (e *Engine) SetComponentInput(key policies.Key, component int, port string,
 		}
 	}
 	return fmt.Errorf("controlpoint: policy %s has no flow-control component %d", key, component)
+}
+
+// reasonCounters holds the rejection counters of one component at one
+// control point for reasons other than its own, created on first use.
+type reasonCounters struct {
+	vec      *prometheus.CounterVec
+	labels   [3]string // policy_name, component_id, control_point
+	mu       sync.Mutex
+	byReason map[Reason]prometheus.Counter // guarded by mu
+}
+
+func (r *reasonCounters) get(reason Reason) prometheus.Counter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.byReason[reason]
+	if c == nil {
+		if r.byReason == nil {
+			r.byReason = map[Reason]prometheus.Counter{}
+		}
+		c = r.vec.WithLabelValues(r.labels[0], r.labels[1], r.labels[2], decisionRejected, reasonLabel(reason))
+		r.byReason[reason] = c
+	}
+	return c
 }

@@ -65,6 +65,7 @@ func (d *Decision) ToProto() *pb.CheckResponse {
 			ResetTime:       duration(l.Reset),
 			DryRun:          l.DryRun,
 			LimitKey:        l.LimitKey,
+			Failure:         l.Failure,
 		})
 	}
 	for _, c := range d.Classifiers {

@@ -218,7 +218,10 @@ type LimiterDecision struct {
 	// The component runs in dry-run mode: it counts, it never rejects.
 	DryRun bool `protobuf:"varint,11,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// The value of limit_by_label_key this decision was keyed on, if any.
-	LimitKey      string `protobuf:"bytes,12,opt,name=limit_key,json=limitKey,proto3" json:"limit_key,omitempty"`
+	LimitKey string `protobuf:"bytes,12,opt,name=limit_key,json=limitKey,proto3" json:"limit_key,omitempty"`
+	// Set when a global (Redis) limiter's store did not decide and its
+	// failure mode did, e.g. "fail_open: timeout".
+	Failure       string `protobuf:"bytes,13,opt,name=failure,proto3" json:"failure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +336,13 @@ func (x *LimiterDecision) GetDryRun() bool {
 func (x *LimiterDecision) GetLimitKey() string {
 	if x != nil {
 		return x.LimitKey
+	}
+	return ""
+}
+
+func (x *LimiterDecision) GetFailure() string {
+	if x != nil {
+		return x.Failure
 	}
 	return ""
 }
@@ -541,7 +551,7 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\x06tokens\x18\x03 \x01(\x01R\x06tokens\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x03\n" +
 	"\x0fLimiterDecision\x12\x1f\n" +
 	"\vpolicy_name\x18\x01 \x01(\tR\n" +
 	"policyName\x12)\n" +
@@ -557,7 +567,8 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"reset_time\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\tresetTime\x12\x17\n" +
 	"\adry_run\x18\v \x01(\bR\x06dryRun\x12\x1b\n" +
-	"\tlimit_key\x18\f \x01(\tR\blimitKey\"\xa9\x02\n" +
+	"\tlimit_key\x18\f \x01(\tR\blimitKey\x12\x18\n" +
+	"\afailure\x18\r \x01(\tR\afailure\"\xa9\x02\n" +
 	"\x10ClassifierResult\x12\x1f\n" +
 	"\vpolicy_name\x18\x01 \x01(\tR\n" +
 	"policyName\x12)\n" +
