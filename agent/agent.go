@@ -203,8 +203,14 @@ func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
 }
 
 // checkPolicy is the store's check hook: a policy the decision engine or
-// the circuit runtime cannot compile is refused like a parse error.
+// the circuit runtime cannot compile is refused like a parse error. Lint
+// warnings are logged and refuse nothing.
 func (a *Agent) checkPolicy(obj policies.Object) error {
+	if p, ok := obj.(*policies.Policy); ok {
+		for _, w := range circuit.Lint(p) {
+			a.logger.Warn("policy lint", "policy", p.Key().String(), "warning", w.Error())
+		}
+	}
 	if err := a.circuits.Validate(obj); err != nil {
 		return err
 	}

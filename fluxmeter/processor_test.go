@@ -281,3 +281,42 @@ func BenchmarkConsumeMatched(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)*512/b.Elapsed().Seconds(), "spans/s")
 }
+
+// TestSeriesStayBoundedUnderDistinctLabels sends 100,000 spans that each
+// carry a distinct combination of user-controlled values. Only the flux
+// meters of loaded policies and HTTP status codes 100..599 become label
+// values, so the series count has a fixed bound however many arrive.
+func TestSeriesStayBoundedUnderDistinctLabels(t *testing.T) {
+	p := New(Options{})
+	p.SetPolicies(parsePolicies(t, policyWithMeter("shop", "lat", "static_buckets: {buckets: [10]}")))
+	spans := make([]*tracepb.Span, 0, 1000)
+	for i := 0; i < 100_000; i++ {
+		decision := DecisionAccepted
+		if i%2 == 1 {
+			decision = DecisionRejected
+		}
+		spans = append(spans, span(
+			str(AttrControlPoint, fmt.Sprint("cp-", i)),
+			strs(AttrFluxMeters, "lat", fmt.Sprint("meter-", i)),
+			str(AttrDecisionType, decision),
+			integer(AttrHTTPStatus, int64(i)),
+			str("user", fmt.Sprint("user-", i)),
+			num(AttrWorkloadMillis, float64(i%50)),
+		))
+		if len(spans) == cap(spans) {
+			p.Consume(batch(spans...))
+			spans = spans[:0]
+		}
+	}
+	series := 0
+	for _, m := range p.meters.Load().sorted {
+		m.mu.RLock()
+		series += len(m.series)
+		m.mu.RUnlock()
+	}
+	// One meter × 500 status codes (+ none) × 2 decisions × 2 flow statuses.
+	if series > 501*2*2 {
+		t.Fatalf("%d series after 100,000 distinct label combinations", series)
+	}
+	t.Logf("%d series after 100,000 spans with distinct labels", series)
+}

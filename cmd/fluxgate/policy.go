@@ -78,6 +78,12 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 				fmt.Fprintln(cmd.ErrOrStderr(), msg)
 				problems++
 			}
+			if p, ok := d.Object.(*policies.Policy); ok {
+				for _, w := range circuit.Lint(p) {
+					w.File = file
+					fmt.Fprintln(cmd.ErrOrStderr(), w) // a warning: the file stays valid
+				}
+			}
 		}
 	}
 	if problems > 0 {

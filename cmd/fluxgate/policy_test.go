@@ -178,3 +178,31 @@ func TestSimWithPlantAndInputs(t *testing.T) {
 		t.Fatal("sim without --inputs or --plant accepted")
 	}
 }
+
+func TestPolicyValidatePrintsLintWarnings(t *testing.T) {
+	f := writeFile(t, t.TempDir(), "slo.yaml", `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: slo}
+spec:
+  resources:
+    flux_meters:
+      lat: {selectors: [{control_point: ingress}], static_buckets: {buckets: [100, 250, 500]}}
+  circuit:
+    components:
+      - query:
+          promql:
+            query_string: histogram_quantile(0.95, sum(rate(flux_meter_bucket{flux_meter_name="lat"}[1m])) by (le))
+            out_ports: {output: {signal_name: P95}}
+      - decider:
+          operator: gt
+          in_ports: {lhs: {signal_name: P95}, rhs: {constant_signal: {value: 300}}}
+          out_ports: {output: {signal_name: SLOW}}
+`)
+	out, stderr, err := runPolicyValidate(t, f)
+	if err != nil {
+		t.Fatalf("a warning failed validation: %v\n%s", err, stderr)
+	}
+	if !strings.HasPrefix(out, "ok: 1 file") || !strings.HasPrefix(stderr, f+":14:9: warning: decider compares P95") {
+		t.Fatalf("stdout %q, stderr %q", out, stderr)
+	}
+}
