@@ -217,6 +217,9 @@ func (a *Agent) checkPolicy(obj policies.Object) error {
 	return a.engine.Validate(obj)
 }
 
+// Circuits is the agent's circuit runtime.
+func (a *Agent) Circuits() *circuit.Runtime { return a.circuits }
+
 // Engine is the agent's decision engine.
 func (a *Agent) Engine() *controlpoint.Engine { return a.engine }
 
