@@ -1,0 +1,225 @@
+package blueprints
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/prometheus/model/rulefmt"
+
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+func init() {
+	register(&Blueprint{
+		Name:    "service-protection",
+		Summary: "flux meter latency → EMA baseline → gradient controller → load scheduler with AIMD recovery",
+		decode: func(file string, data []byte) (spec, error) {
+			v := defaultServiceProtection()
+			if err := decodeValues(file, data, v, v.check); err != nil {
+				return nil, err
+			}
+			return v, nil
+		},
+	})
+}
+
+// serviceProtection are the values of the service-protection blueprint.
+type serviceProtection struct {
+	PolicyName               string              `yaml:"policy_name"`
+	Namespace                string              `yaml:"namespace"`
+	EvaluationInterval       time.Duration       `yaml:"evaluation_interval"`
+	Selectors                []policies.Selector `yaml:"selectors"`
+	FluxMeterName            string              `yaml:"flux_meter_name"`
+	LatencyWindow            time.Duration       `yaml:"latency_window"`
+	MaxExtrapolation         time.Duration       `yaml:"max_extrapolation"`
+	Baseline                 baseline            `yaml:"baseline"`
+	SetpointFactor           float64             `yaml:"setpoint_factor"`
+	MaxDecreasePerTick       float64             `yaml:"max_decrease_per_tick"`
+	IncreasePerTick          float64             `yaml:"increase_per_tick"`
+	MinLoadMultiplier        float64             `yaml:"min_load_multiplier"`
+	MaxLoadMultiplier        float64             `yaml:"max_load_multiplier"`
+	Workloads                []workload          `yaml:"workloads"`
+	DefaultWorkload          workloadParameters  `yaml:"default_workload"`
+	DeniedResponseStatusCode int                 `yaml:"denied_response_status_code"`
+	DryRun                   bool                `yaml:"dry_run"`
+	OverloadAlert            overloadAlert       `yaml:"overload_alert"`
+	Alerts                   sheddingAlerts      `yaml:"alerts"`
+}
+
+// baseline configures the EMA of latency the setpoint derives from.
+type baseline struct {
+	EMAWindow        time.Duration `yaml:"ema_window"`
+	WarmupWindow     time.Duration `yaml:"warmup_window"`
+	MaxLatencyMs     float64       `yaml:"max_latency_ms"`
+	CorrectionFactor float64       `yaml:"correction_factor"`
+}
+
+// workload is a load scheduler workload.
+type workload struct {
+	Name         string                 `yaml:"name"`
+	LabelMatcher *policies.LabelMatcher `yaml:"label_matcher"`
+	Priority     float64                `yaml:"priority"`
+	QueueTimeout time.Duration          `yaml:"queue_timeout"`
+}
+
+// workloadParameters are the default workload's share and patience.
+type workloadParameters struct {
+	Priority     float64       `yaml:"priority"`
+	QueueTimeout time.Duration `yaml:"queue_timeout"`
+}
+
+// overloadAlert is the circuit's alerter on the overload signal.
+type overloadAlert struct {
+	Enabled        bool              `yaml:"enabled"`
+	AlertName      string            `yaml:"alert_name"`
+	Severity       string            `yaml:"severity"`
+	ResolveTimeout time.Duration     `yaml:"resolve_timeout"`
+	Labels         map[string]string `yaml:"labels"`
+}
+
+// sheddingAlerts configure the generated Prometheus alert rules.
+type sheddingAlerts struct {
+	RejectedRatio float64       `yaml:"rejected_ratio"`
+	For           time.Duration `yaml:"for"`
+	Severity      string        `yaml:"severity"`
+}
+
+func defaultServiceProtection() *serviceProtection {
+	return &serviceProtection{
+		Namespace:          policies.DefaultNamespace,
+		EvaluationInterval: policies.DefaultEvaluationInterval,
+		LatencyWindow:      5 * time.Second,
+		MaxExtrapolation:   5 * time.Second,
+		Baseline: baseline{
+			EMAWindow:        300 * time.Second,
+			WarmupWindow:     60 * time.Second,
+			MaxLatencyMs:     50,
+			CorrectionFactor: 0.95,
+		},
+		SetpointFactor:     1.1,
+		MaxDecreasePerTick: 0.2,
+		IncreasePerTick:    0.01,
+		MinLoadMultiplier:  0.05,
+		MaxLoadMultiplier:  1.2,
+		DefaultWorkload:    workloadParameters{Priority: 10, QueueTimeout: 500 * time.Millisecond},
+		OverloadAlert:      overloadAlert{Severity: "warn", ResolveTimeout: 30 * time.Second},
+		Alerts:             sheddingAlerts{RejectedRatio: 0.2, For: 5 * time.Minute, Severity: "page"},
+	}
+}
+
+func (v *serviceProtection) check(c *checker) {
+	c.checkName("policy_name", "policy_name", v.PolicyName)
+	c.checkName("namespace", "namespace", v.Namespace)
+	c.checkSelectors("selectors", v.Selectors)
+	c.checkName("flux_meter_name", "flux_meter_name", v.FluxMeterName)
+	if v.EvaluationInterval < policies.MinEvaluationInterval {
+		c.errorf("evaluation_interval", "evaluation_interval must be at least %s, got %s", policies.MinEvaluationInterval, v.EvaluationInterval)
+	}
+	if v.LatencyWindow < time.Second || v.LatencyWindow%time.Millisecond != 0 {
+		c.errorf("latency_window", "latency_window must be at least 1s, in whole milliseconds, got %s", v.LatencyWindow)
+	}
+	if v.MaxExtrapolation < 0 {
+		c.errorf("max_extrapolation", "max_extrapolation must not be negative, got %s", v.MaxExtrapolation)
+	}
+	b := v.Baseline
+	if b.EMAWindow <= 0 || b.WarmupWindow < 0 {
+		c.errorf("baseline.ema_window", "baseline.ema_window must be positive and warmup_window not negative, got %s and %s", b.EMAWindow, b.WarmupWindow)
+	}
+	if !(b.MaxLatencyMs > 0) {
+		c.errorf("baseline.max_latency_ms", "baseline.max_latency_ms must be positive, got %v", b.MaxLatencyMs)
+	}
+	if !(b.CorrectionFactor > 0 && b.CorrectionFactor <= 1) {
+		c.errorf("baseline.correction_factor", "baseline.correction_factor must be within (0, 1], got %v", b.CorrectionFactor)
+	}
+	if !(v.SetpointFactor >= 1) {
+		c.errorf("setpoint_factor", "setpoint_factor must be at least 1 (the setpoint is baseline × setpoint_factor), got %v", v.SetpointFactor)
+	}
+	if !(v.MaxDecreasePerTick > 0 && v.MaxDecreasePerTick < 1) {
+		c.errorf("max_decrease_per_tick", "max_decrease_per_tick must be within (0, 1), got %v", v.MaxDecreasePerTick)
+	}
+	if !(v.IncreasePerTick > 0) {
+		c.errorf("increase_per_tick", "increase_per_tick must be positive, got %v", v.IncreasePerTick)
+	}
+	if !(v.MinLoadMultiplier > 0 && v.MaxLoadMultiplier > v.MinLoadMultiplier) {
+		c.errorf("min_load_multiplier", "want 0 < min_load_multiplier < max_load_multiplier, got %v and %v", v.MinLoadMultiplier, v.MaxLoadMultiplier)
+	}
+	seen := map[string]bool{}
+	for i, w := range v.Workloads {
+		at := fmt.Sprintf("workloads.[%d]", i)
+		c.checkName(at+".name", "workload name", w.Name)
+		if seen[w.Name] {
+			c.errorf(at+".name", "duplicate workload %q", w.Name)
+		}
+		seen[w.Name] = true
+		if w.LabelMatcher == nil {
+			c.errorf(at, "workload %q: label_matcher is required", w.Name)
+		}
+		checkWorkload(c, at, w.Priority, w.QueueTimeout)
+	}
+	checkWorkload(c, "default_workload", v.DefaultWorkload.Priority, v.DefaultWorkload.QueueTimeout)
+	if v.DeniedResponseStatusCode != 0 && (v.DeniedResponseStatusCode < 100 || v.DeniedResponseStatusCode > 599) {
+		c.errorf("denied_response_status_code", "denied_response_status_code %d is not an HTTP status code", v.DeniedResponseStatusCode)
+	}
+	if a := v.OverloadAlert; a.Enabled {
+		if a.AlertName == "" {
+			c.errorf("overload_alert.alert_name", "overload_alert.alert_name is required when overload_alert.enabled is true")
+		}
+		if a.Severity != "info" && a.Severity != "warn" && a.Severity != "crit" {
+			c.errorf("overload_alert.severity", "overload_alert.severity %q is not one of info, warn, crit", a.Severity)
+		}
+	}
+	checkAlertCommon(c, "alerts", v.Alerts.RejectedRatio, v.Alerts.Severity)
+}
+
+func checkWorkload(c *checker, at string, priority float64, timeout time.Duration) {
+	if !(priority >= 0 && priority <= 255) {
+		c.errorf(at+".priority", "priority must be within 0..255, got %v", priority)
+	}
+	if timeout < 0 {
+		c.errorf(at+".queue_timeout", "queue_timeout must not be negative, got %s", timeout)
+	}
+}
+
+func (v *serviceProtection) policyName() string { return v.PolicyName }
+func (v *serviceProtection) template() string   { return "service-protection.yaml.tmpl" }
+
+// LatencyQuery is the mean latency of the flux meter over latency_window,
+// in milliseconds (used by the template).
+func (v *serviceProtection) LatencyQuery() string {
+	m := []string{eq("flux_meter_name", v.FluxMeterName), eq("policy_name", v.PolicyName)}
+	w := promDur(v.LatencyWindow)
+	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel("flux_meter_sum", m...), w, sel("flux_meter_count", m...), w)
+}
+
+// MinGradient is the gradient controller's floor: 1 − max_decrease_per_tick.
+func (v *serviceProtection) MinGradient() float64 { return 1 - v.MaxDecreasePerTick }
+
+func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
+	name := p.Metadata.Name
+	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "service-protection"}
+	overloaded := sel("signal_reading", eq("policy_name", name), eq("signal_name", "OVERLOADED"))
+	ticket := map[string]string{"severity": "ticket", "policy_name": name, "blueprint": "service-protection"}
+	return []rulefmt.RuleGroup{{
+		Name: "fluxgate-" + name,
+		Rules: []rulefmt.Rule{
+			rejectedRatioAlert("FluxGateLoadShedding", name, v.Alerts.RejectedRatio, v.Alerts.For, labels,
+				"Policy %s sheds more than %s of the flows to its service", "load scheduler"),
+			alertRule("FluxGateServiceOverloaded", fmt.Sprintf("min_over_time(%s[%s]) > 0", overloaded, promDur(v.Alerts.For)), 0, ticket, map[string]string{
+				"summary":     fmt.Sprintf("Service of policy %s has been above its latency setpoint for %s", name, promDur(v.Alerts.For)),
+				"description": fmt.Sprintf("Latency of flux meter %s stayed above baseline × %g for %s; the load scheduler is admitting less than the incoming load.", v.FluxMeterName, v.SetpointFactor, promDur(v.Alerts.For)),
+			}),
+			invalidSignalAlert("FluxGateServiceProtectionSignalInvalid", name, "LATENCY", ticket,
+				"no latency reading: the load scheduler admits everything while LATENCY is invalid (no spans reach the flux meter, or the query fails)"),
+		},
+	}}
+}
+
+func (v *serviceProtection) panels(p *policies.Policy) []panel {
+	sig := func(s string) target {
+		return target{Expr: sel("signal_reading", eq("policy_name", p.Metadata.Name), eq("signal_name", s)), Legend: s}
+	}
+	return []panel{
+		{Title: "Latency, baseline and setpoint", Unit: "ms", Targets: []target{sig("LATENCY"), sig("BASELINE"), sig("SETPOINT")}},
+		{Title: "Load multiplier", Unit: "short", Targets: []target{sig("MULTIPLIER"), sig("OVERLOADED")}},
+	}
+}

@@ -1,0 +1,220 @@
+// Package loop measures the adaptive control loop end to end in one agent:
+// a simulated service reports its latency as flow spans, a flux meter
+// turns them into histograms, the embedded TSDB stores them, the
+// service-protection circuit reads them with PromQL every second and lowers
+// the load scheduler's multiplier when the service is overloaded.
+package loop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+// service is a simulated backend that completes capacity requests per
+// second; what it is given beyond that queues.
+type service struct {
+	mu       sync.Mutex
+	capacity float64
+	base     time.Duration
+	backlog  float64
+	last     time.Time
+}
+
+// serve admits one request and returns its latency.
+func (s *service) serve(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.last.IsZero() {
+		s.backlog = max(0, s.backlog-now.Sub(s.last).Seconds()*s.capacity)
+	}
+	s.last = now
+	s.backlog++
+	return s.base + time.Duration(s.backlog/s.capacity*float64(time.Second))
+}
+
+// spans batches flow spans and posts them to the agent's OTLP/HTTP port.
+type spans struct {
+	mu   sync.Mutex
+	url  string
+	buf  []string
+	sent int
+}
+
+func (s *spans) add(ms float64, accepted bool) {
+	decision := "DECISION_TYPE_ACCEPTED"
+	if !accepted {
+		decision = "DECISION_TYPE_REJECTED"
+	}
+	s.mu.Lock()
+	s.buf = append(s.buf, fmt.Sprintf(`{"name":"checkout","attributes":[`+
+		`{"key":"fluxgate.control_point","value":{"stringValue":"ingress"}},`+
+		`{"key":"service","value":{"stringValue":"checkout"}},`+
+		`{"key":"fluxgate.decision_type","value":{"stringValue":%q}},`+
+		`{"key":"workload_duration_ms","value":{"doubleValue":%g}}]}`, decision, ms))
+	s.mu.Unlock()
+}
+
+func (s *spans) flush(t *testing.T) {
+	s.mu.Lock()
+	batch := s.buf
+	s.buf = nil
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	body := `{"resourceSpans":[{"scopeSpans":[{"spans":[` + strings.Join(batch, ",") + `]}]}]}`
+	resp, err := http.Post(s.url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	_ = resp.Body.Close()
+	s.sent += len(batch)
+}
+
+// TestReactionToOverload runs the service-protection example (its EMA
+// warm-up shortened from 60 s to 5 s so the test is short) with the agent's
+// defaults: 1 s ticks, 1 s TSDB scrapes, 1 s PromQL evaluation. It reports
+// how long after the onset of a 3× overload the load scheduler starts
+// admitting less.
+func TestReactionToOverload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 20-second end-to-end run")
+	}
+	example, err := os.ReadFile("../../policies/examples/service-protection.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := strings.Replace(string(example), "warmup_window: 60s", "warmup_window: 5s", 1)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := agent.DefaultConfig()
+	cfg.Server.Host = "127.0.0.1"
+	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
+	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
+	cfg.Policies.Dir = dir
+	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = a.Stop(ctx) }()
+
+	checker := client.NewLocal(a.Engine())
+	svc := &service{capacity: 100, base: 20 * time.Millisecond}
+	out := &spans{url: "http://" + a.Addr(agent.ListenerOTLPHTTP).String() + "/v1/traces"}
+	key := policies.Key{Namespace: "default", Name: "service-protection"}
+	multiplier := func() (float64, bool) {
+		readings, ok := a.Circuits().Signals(key)
+		if !ok {
+			return 0, false
+		}
+		for _, r := range readings {
+			if r.Name == "MULTIPLIER" {
+				return r.Value, r.Valid
+			}
+		}
+		return 0, false
+	}
+
+	var wg sync.WaitGroup
+	offered := func(rps int, d time.Duration) (admitted, sent int) {
+		var mu sync.Mutex
+		tick := time.NewTicker(time.Second / time.Duration(rps))
+		defer tick.Stop()
+		end := time.Now().Add(d)
+		lastFlush := time.Now()
+		for now := range tick.C {
+			if now.After(end) {
+				break
+			}
+			{
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					defer cancel()
+					resp, err := checker.Check(cctx, &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{"service": "checkout", "http.target": "/checkout"}})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					ok := resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED
+					if ok {
+						out.add(float64(svc.serve(time.Now()))/1e6, true)
+					}
+					mu.Lock()
+					sent++
+					if ok {
+						admitted++
+					}
+					mu.Unlock()
+				}()
+			}
+			if now.Sub(lastFlush) >= 100*time.Millisecond {
+				out.flush(t)
+				lastFlush = now
+			}
+		}
+		return admitted, sent
+	}
+
+	// Warm up at half the capacity: the baseline learns 20 ms.
+	offered(50, 8*time.Second)
+	before, _ := multiplier()
+	onset := time.Now()
+	// 3× overload: watch for the multiplier to drop.
+	var reaction time.Duration
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for time.Since(onset) < 15*time.Second {
+			if os.Getenv("LOOP_TRACE") != "" { // LOOP_TRACE=1 go test -v ./test/loop: the signals as they move
+				readings, _ := a.Circuits().Signals(key)
+				var b strings.Builder
+				for _, r := range readings {
+					fmt.Fprintf(&b, " %s=%.3g", r.Name, r.Value)
+				}
+				t.Logf("%v%s", time.Since(onset).Round(100*time.Millisecond), b.String())
+			}
+			if m, ok := multiplier(); ok && m < before {
+				reaction = time.Since(onset)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	admitted, sent := offered(300, 8*time.Second)
+	<-done
+	wg.Wait()
+	out.flush(t)
+	if reaction == 0 {
+		t.Fatalf("the multiplier (%v before the overload) never dropped", before)
+	}
+	m, _ := multiplier()
+	t.Logf("reaction: the multiplier fell from %.2f %v after the onset of a 3× overload; during the overload %d of %d flows were admitted (%.0f/s against a capacity of 100/s); multiplier now %.2f",
+		before, reaction.Round(10*time.Millisecond), admitted, sent, float64(admitted)/8, m)
+	if reaction > 10*time.Second {
+		t.Errorf("reaction took %v", reaction)
+	}
+	stats, _ := json.Marshal(map[string]any{"reaction_ms": reaction.Milliseconds()})
+	t.Log(string(stats))
+}
