@@ -98,7 +98,7 @@ func defaultServiceProtection() *serviceProtection {
 		},
 		SetpointFactor:     1.1,
 		MaxDecreasePerTick: 0.2,
-		IncreasePerTick:    0.01,
+		IncreasePerTick:    0.02,
 		MinLoadMultiplier:  0.05,
 		MaxLoadMultiplier:  1.2,
 		DefaultWorkload:    workloadParameters{Priority: 10, QueueTimeout: 500 * time.Millisecond},
@@ -183,10 +183,11 @@ func checkWorkload(c *checker, at string, priority float64, timeout time.Duratio
 func (v *serviceProtection) policyName() string { return v.PolicyName }
 func (v *serviceProtection) template() string   { return "service-protection.yaml.tmpl" }
 
-// LatencyQuery is the mean latency of the flux meter over latency_window,
-// in milliseconds (used by the template).
+// LatencyQuery is the mean latency of the accepted flows of the flux meter
+// over latency_window, in milliseconds (used by the template). Rejected
+// flows take no time and would drag the mean down while load is shed.
 func (v *serviceProtection) LatencyQuery() string {
-	m := []string{eq("flux_meter_name", v.FluxMeterName), eq("policy_name", v.PolicyName)}
+	m := []string{eq("flux_meter_name", v.FluxMeterName), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
 	w := promDur(v.LatencyWindow)
 	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel("flux_meter_sum", m...), w, sel("flux_meter_count", m...), w)
 }

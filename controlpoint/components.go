@@ -81,7 +81,8 @@ func valid(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 
 
 // rateLimiter is a compiled flow_control.rate_limiter. With backend
 // redis its buckets live in Redis (redis) and lim holds the local_fallback
-// buckets; otherwise lim holds the buckets.
+// buckets (with lazy_sync, redis holds the local shares itself);
+// otherwise lim holds the buckets. keyOf picks a flow's bucket.
 type rateLimiter struct {
 	componentInfo
 	spec     *policies.RateLimiter
@@ -90,6 +91,7 @@ type rateLimiter struct {
 	fill     *inputValue
 	lim      *ratelimit.Limiter
 	redis    *ratelimit.RedisLimiter // nil for backend local
+	keyOf    ratelimit.KeyFunc       // nil: every flow shares the bucket ""
 }
 
 var _ flowComponent = (*rateLimiter)(nil)
@@ -111,6 +113,10 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimi
 		capacity:      newInput(spec.InPorts.BucketCapacity),
 		fill:          newInput(spec.InPorts.FillAmount),
 	}
+	var err error
+	if r.keyOf, err = keyFunc(&spec.Parameters); err != nil {
+		return nil, err
+	}
 	if r.params.Backend != policies.BackendRedis {
 		r.lim = ratelimit.New(ratelimit.Options{
 			Limits:           r.limits(),
@@ -122,6 +128,7 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimi
 	if rb == nil {
 		return nil, errNoRedis
 	}
+	numSync, _ := r.params.Lazy()
 	r.redis = rb.NewLimiter(ratelimit.RedisLimiterOptions{
 		Scope:            info.policyNamespace + "/" + info.policyName + ":" + info.id,
 		Algorithm:        ratelimit.Algorithm(r.params.Algorithm),
@@ -131,9 +138,34 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimi
 		FallbackShare:    r.params.LocalFallbackShare,
 		MaxIdle:          spec.Parameters.MaxIdleTime,
 		DelayInitialFill: spec.Parameters.DelayInitialFill,
+		NumSync:          numSync,
 	})
 	r.lim = r.redis.Fallback()
 	return r, nil
+}
+
+// keyFunc builds the bucket key of limit_by_label_key or key_extractor;
+// nil when neither is set.
+func keyFunc(p *policies.RateLimiterParameters) (ratelimit.KeyFunc, error) {
+	if p.LimitByLabelKey != "" {
+		return ratelimit.LabelKey(p.LimitByLabelKey), nil
+	}
+	if p.KeyExtractor == "" {
+		return nil, nil
+	}
+	kind, arg, err := policies.ParseKeyExtractor(p.KeyExtractor)
+	if err != nil {
+		return nil, fmt.Errorf("flow_control.rate_limiter: parameters.key_extractor: %w", err)
+	}
+	switch kind {
+	case policies.KeyHeader:
+		return ratelimit.LabelKey(HeaderLabel(arg)), nil
+	case policies.KeyIP:
+		return ratelimit.IPKey(LabelSourceAddress, HeaderLabel("X-Forwarded-For"), p.TrustedProxies), nil
+	case policies.KeyAPIKey:
+		return ratelimit.APIKey(HeaderLabel("Authorization"), HeaderLabel("X-API-Key")), nil
+	}
+	return ratelimit.LabelKey(arg), nil
 }
 
 // setLimits applies the current port values to the buckets.
@@ -182,11 +214,16 @@ func (r *rateLimiter) cost(labels map[string]string, tokens float64) float64 {
 	return tokens
 }
 
+// key is the flow's bucket: "" when the limiter has no key, UnknownKey
+// when the flow lacks it.
 func (r *rateLimiter) key(labels map[string]string) string {
-	if k := r.spec.Parameters.LimitByLabelKey; k != "" {
-		return labels[k]
+	if r.keyOf == nil {
+		return ""
 	}
-	return ""
+	if k, ok := r.keyOf(labels); ok {
+		return k
+	}
+	return ratelimit.UnknownKey
 }
 
 // decide asks the local buckets, or Redis within ctx and redis_timeout.
@@ -257,8 +294,8 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 		return false
 	}
 	op, np := o.params, r.params
-	if op.LimitByLabelKey != np.LimitByLabelKey || op.Interval != np.Interval ||
-		op.Continuous() != np.Continuous() || op.MaxIdleTime != np.MaxIdleTime || op.DelayInitialFill != np.DelayInitialFill {
+	if op.LimitByLabelKey != np.LimitByLabelKey || op.KeyExtractor != np.KeyExtractor || op.TrustedProxies != np.TrustedProxies ||
+		op.Interval != np.Interval || op.Continuous() != np.Continuous() || op.MaxIdleTime != np.MaxIdleTime || op.DelayInitialFill != np.DelayInitialFill {
 		return false
 	}
 	// A Redis limiter's buckets stay in Redis whatever happens here; what
@@ -266,6 +303,10 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 	// must match.
 	if op.Backend != np.Backend || op.Algorithm != np.Algorithm || op.FailureMode != np.FailureMode ||
 		op.RedisTimeout != np.RedisTimeout || op.LocalFallbackShare != np.LocalFallbackShare {
+		return false
+	}
+	oSync, oLazy := op.Lazy()
+	if nSync, nLazy := np.Lazy(); oSync != nSync || oLazy != nLazy {
 		return false
 	}
 	// A port that reads a signal keeps the signal's last value.

@@ -111,8 +111,25 @@ type RateLimiterInPorts struct {
 
 // RateLimiterParameters configure the buckets.
 type RateLimiterParameters struct {
-	LimitByLabelKey string        `yaml:"limit_by_label_key,omitempty"`
-	Interval        time.Duration `yaml:"interval"`
+	// LimitByLabelKey keys the buckets by the value of this flow label.
+	// At most one of it and KeyExtractor is set; with neither, every flow
+	// shares one bucket.
+	LimitByLabelKey string `yaml:"limit_by_label_key,omitempty"`
+	// KeyExtractor keys the buckets by a property of the flow:
+	// "header.<Name>" (an HTTP request header), "ip" (the client
+	// address, see TrustedProxies), "api_key" (a hash of the bearer token
+	// of the Authorization header, else of the X-API-Key header: the key
+	// itself never reaches Redis, metrics or logs) or "label.<key>" (any
+	// flow label, as limit_by_label_key). A flow without its key shares
+	// one bucket, "unknown", with every other such flow.
+	KeyExtractor string `yaml:"key_extractor,omitempty"`
+	// TrustedProxies is how many proxies in front of the agent append to
+	// X-Forwarded-For (key_extractor: ip only). 0, the default, keys by
+	// source.address and ignores X-Forwarded-For; N takes the Nth address
+	// from the right, so addresses a client prepends cannot change its
+	// key. With fewer than N addresses, source.address is used.
+	TrustedProxies int           `yaml:"trusted_proxies,omitempty"`
+	Interval       time.Duration `yaml:"interval"`
 	// ContinuousFill spreads fill_amount over the interval (default true);
 	// false adds it whole at each interval boundary.
 	ContinuousFill *bool `yaml:"continuous_fill,omitempty"`
@@ -144,7 +161,84 @@ type RateLimiterParameters struct {
 	// fill_amount that the local_fallback bucket of one agent holds: set
 	// it to 1/N for N agents sharing the limit. Default 1.
 	LocalFallbackShare float64 `yaml:"local_fallback_share,omitempty"`
+	// LazySync (backend redis, token_bucket) decides every flow from a
+	// local share of the limit and reconciles it with Redis num_sync
+	// times per interval, off the decision path. Its overshoot bound is
+	// documented in package controlpoint/ratelimit.
+	LazySync *LazySync `yaml:"lazy_sync,omitempty"`
 }
+
+// LazySync is the lazy_sync parameter of a rate limiter.
+type LazySync struct {
+	Enabled bool `yaml:"enabled"`
+	// NumSync is how many times per interval an agent reconciles a busy
+	// bucket with Redis (default 4, at most 1000).
+	NumSync int `yaml:"num_sync,omitempty"`
+}
+
+// DefaultNumSync is lazy_sync.num_sync when unset.
+const DefaultNumSync = 4
+
+// Lazy reports whether lazy sync is on, and num_sync with its default.
+func (p *RateLimiterParameters) Lazy() (numSync int, ok bool) {
+	if p.LazySync == nil || !p.LazySync.Enabled {
+		return 0, false
+	}
+	if p.LazySync.NumSync == 0 {
+		return DefaultNumSync, true
+	}
+	return p.LazySync.NumSync, true
+}
+
+// Key extractor kinds, the part of key_extractor before the first '.'.
+const (
+	KeyHeader = "header"
+	KeyIP     = "ip"
+	KeyAPIKey = "api_key"
+	KeyLabel  = "label"
+)
+
+// ParseKeyExtractor splits a key_extractor into its kind and argument:
+// ("header", "X-Client-Id"), ("ip", ""), ("api_key", ""), ("label",
+// "user"). It reports what is wrong with a bad one.
+func ParseKeyExtractor(s string) (kind, arg string, err error) {
+	const want = `; want "header.<Name>", "ip", "api_key" or "label.<key>"`
+	kind, arg, hasArg := strings.Cut(s, ".")
+	switch {
+	case (s == KeyIP || s == KeyAPIKey) && !hasArg:
+		return kind, "", nil
+	case kind == KeyHeader && hasArg:
+		if !isHeaderName(arg) {
+			return "", "", fmt.Errorf("invalid key_extractor %q: bad header name%s", s, want)
+		}
+		return kind, arg, nil
+	case kind == KeyLabel && arg != "":
+		return kind, arg, nil
+	}
+	return "", "", fmt.Errorf("invalid key_extractor %q%s", s, want)
+}
+
+// isHeaderName reports whether s is an HTTP field name (an RFC 9110
+// token).
+func isHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// maxTrustedProxies bounds trusted_proxies; maxNumSync bounds num_sync.
+const (
+	maxTrustedProxies = 32
+	maxNumSync        = 1000
+)
 
 // Values of the rate limiter's backend, algorithm and failure_mode
 // parameters, and the default redis_timeout.
@@ -213,6 +307,7 @@ func (r *RateLimiter) Validate() []error {
 		errs = append(errs, fmt.Errorf("parameters.max_idle_time must not be negative"))
 	}
 	errs = r.Parameters.checkBackend(errs)
+	errs = r.Parameters.checkKey(errs)
 	return checkStatus(errs, "request_parameters.denied_response_status_code", r.RequestParameters.DeniedResponseStatusCode)
 }
 
@@ -241,6 +336,21 @@ func (p *RateLimiterParameters) checkBackend(errs []error) []error {
 			}
 		}
 	}
+	if ls := p.LazySync; ls != nil {
+		switch {
+		case ls.NumSync < 0 || ls.NumSync > maxNumSync:
+			errs = append(errs, fmt.Errorf("parameters.lazy_sync.num_sync: must be within 1..%d, got %d", maxNumSync, ls.NumSync))
+		case ls.Enabled && d.Backend != BackendRedis:
+			errs = append(errs, fmt.Errorf("parameters.lazy_sync: applies only to backend: redis"))
+		case ls.Enabled && d.Algorithm != AlgorithmTokenBucket:
+			errs = append(errs, fmt.Errorf("parameters.lazy_sync: needs algorithm: token_bucket"))
+		case ls.Enabled && (p.FailureMode != "" || p.LocalFallbackShare != 0):
+			errs = append(errs, fmt.Errorf("parameters.failure_mode: does not apply with lazy_sync, which always decides locally"))
+		}
+		if n, ok := p.Lazy(); ok && n <= maxNumSync && p.Interval > 0 && p.Interval/time.Duration(n) < time.Millisecond {
+			errs = append(errs, fmt.Errorf("parameters.lazy_sync.num_sync: interval/num_sync must be at least 1ms, got %v", p.Interval/time.Duration(n)))
+		}
+	}
 	if p.RedisTimeout < 0 || p.RedisTimeout > maxRedisTimeout {
 		errs = append(errs, fmt.Errorf("parameters.redis_timeout: must be within 0..%v, got %v", maxRedisTimeout, p.RedisTimeout))
 	}
@@ -248,6 +358,28 @@ func (p *RateLimiterParameters) checkBackend(errs []error) []error {
 		errs = append(errs, fmt.Errorf("parameters.local_fallback_share: must be within (0, 1], got %v", s))
 	} else if s != 0 && d.FailureMode != FailLocalFallback && d.Backend == BackendRedis {
 		errs = append(errs, fmt.Errorf("parameters.local_fallback_share: applies only to failure_mode: local_fallback"))
+	}
+	return errs
+}
+
+// checkKey validates limit_by_label_key, key_extractor and
+// trusted_proxies.
+func (p *RateLimiterParameters) checkKey(errs []error) []error {
+	if p.LimitByLabelKey != "" && p.KeyExtractor != "" {
+		errs = append(errs, fmt.Errorf("parameters: set at most one of limit_by_label_key and key_extractor"))
+	}
+	kind := ""
+	if p.KeyExtractor != "" {
+		var err error
+		if kind, _, err = ParseKeyExtractor(p.KeyExtractor); err != nil {
+			errs = append(errs, fmt.Errorf("parameters.key_extractor: %w", err))
+		}
+	}
+	switch n := p.TrustedProxies; {
+	case n < 0 || n > maxTrustedProxies:
+		errs = append(errs, fmt.Errorf("parameters.trusted_proxies: must be within 0..%d, got %d", maxTrustedProxies, n))
+	case n != 0 && kind != KeyIP:
+		errs = append(errs, fmt.Errorf("parameters.trusted_proxies: applies only to key_extractor: ip"))
 	}
 	return errs
 }

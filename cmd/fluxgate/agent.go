@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,26 +34,37 @@ func newAgentCmd() *cobra.Command {
 	}
 }
 
-// runApp runs the agent until SIGINT or SIGTERM and returns nil after a
-// graceful shutdown, or the error that stopped it.
-func runApp(ctx context.Context, cfg agent.Config, logger *slog.Logger) error {
-	app := fx.New(
+// runApp runs the agent (and any extra fx modules, such as the gateway)
+// until SIGINT or SIGTERM, or until ctx is done, and returns nil after a
+// graceful shutdown or the error that stopped it. The signal handler is
+// installed before anything starts, so a signal that arrives while the
+// agent is starting still shuts it down gracefully.
+func runApp(ctx context.Context, cfg agent.Config, logger *slog.Logger, extra ...fx.Option) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := fx.New(append([]fx.Option{
 		fx.NopLogger,
 		fx.Supply(cfg, logger),
 		agent.Module,
-		fx.StartTimeout(30*time.Second),
-		fx.StopTimeout(30*time.Second),
-	)
+		fx.StartTimeout(30 * time.Second),
+		fx.StopTimeout(30 * time.Second),
+	}, extra...)...)
 	if err := app.Start(ctx); err != nil {
 		return err
 	}
-	sig := <-app.Wait()
-	logger.Info("shutting down", "signal", fmt.Sprint(sig.Signal), "exit_code", sig.ExitCode)
+	var exitCode int
+	select {
+	case sig := <-app.Wait(): // a server failed (fx.Shutdowner)
+		exitCode = sig.ExitCode
+		logger.Info("shutting down", "exit_code", sig.ExitCode)
+	case <-ctx.Done():
+		logger.Info("shutting down", "reason", context.Cause(ctx).Error())
+	}
 	if err := app.Stop(context.Background()); err != nil {
 		return err
 	}
-	if sig.ExitCode != 0 {
-		return &exitError{code: sig.ExitCode, err: fmt.Errorf("agent stopped after a server failure")}
+	if exitCode != 0 {
+		return &exitError{code: exitCode, err: fmt.Errorf("stopped after a server failure")}
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ func newRootCmd() *cobra.Command {
 		newAlertsCmd(),
 		newBlueprintsCmd(),
 		newDashboardsCmd(),
+		newDemoCmd(),
 		newGatewayCmd(),
 		newSimCmd(),
 		newVersionCmd(),

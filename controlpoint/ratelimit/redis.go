@@ -31,11 +31,13 @@ import (
 type RedisBackend struct {
 	client   redis.Scripter
 	tb, sw   *redis.Script
+	lz       *redis.Script
 	breaker  breaker
 	duration prometheus.Observer
 	errs     *prometheus.CounterVec
 	failOpen *prometheus.CounterVec
 	degraded *prometheus.CounterVec
+	syncs    *prometheus.CounterVec
 
 	mu      sync.Mutex // guards lastErr and errAt
 	lastErr string
@@ -64,6 +66,8 @@ var (
 	tokenBucketLua string
 	//go:embed slidingwindow.lua
 	slidingWindowLua string
+	//go:embed lazysync.lua
+	lazySyncLua string
 )
 
 // NewRedisBackend returns a backend on opts.Client. It does not contact
@@ -88,6 +92,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 		client:   opts.Client,
 		tb:       redis.NewScript(tokenBucketLua),
 		sw:       redis.NewScript(slidingWindowLua),
+		lz:       redis.NewScript(lazySyncLua),
 		breaker:  breaker{threshold: int64(opts.BreakerErrors), cooldown: opts.BreakerCooldown},
 		duration: dur,
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -102,6 +107,10 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 			Name: "fluxgate_redis_degraded_decisions_total",
 			Help: "Decisions of global rate limiters made by their failure_mode because Redis did not decide, by failure mode and reason.",
 		}, []string{"failure_mode", "reason"}),
+		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_redis_lazy_syncs_total",
+			Help: "Lazy syncs of rate limiters with Redis, by result: ok, or why it failed (timeout, canceled, breaker_open, error); a limiter whose sync fails keeps deciding locally.",
+		}, []string{"result"}),
 	}
 	if r := opts.Registerer; r != nil {
 		open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -113,7 +122,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 			}
 			return 0
 		})
-		for _, c := range []prometheus.Collector{dur, b.errs, b.failOpen, b.degraded, open} {
+		for _, c := range []prometheus.Collector{dur, b.errs, b.failOpen, b.degraded, b.syncs, open} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("ratelimit: register redis metrics: %w", err)
 			}
@@ -122,11 +131,11 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	return b, nil
 }
 
-// Load loads both scripts into Redis (SCRIPT LOAD). Calling it at start
+// Load loads the scripts into Redis (SCRIPT LOAD). Calling it at start
 // saves the first decisions a round trip and shows early whether Redis
 // answers.
 func (b *RedisBackend) Load(ctx context.Context) error {
-	for _, s := range []*redis.Script{b.tb, b.sw} {
+	for _, s := range []*redis.Script{b.tb, b.sw, b.lz} {
 		if err := s.Load(ctx, b.client).Err(); err != nil {
 			b.noteError(time.Now(), err)
 			return fmt.Errorf("ratelimit: load script: %w", err)
@@ -201,6 +210,12 @@ type RedisLimiterOptions struct {
 	// one are the same); with DelayInitialFill it lives at least MaxIdle.
 	MaxIdle          time.Duration
 	DelayInitialFill bool
+	// NumSync > 0 turns on lazy sync (token bucket only): decisions take
+	// from a local share and never wait on Redis; each busy bucket is
+	// reconciled with Redis NumSync times per interval. FailureMode and
+	// FallbackShare do not apply. See the package documentation for the
+	// overshoot bound.
+	NumSync int
 }
 
 // RedisLimiter is one rate limiter whose buckets live in Redis, one per
@@ -217,6 +232,7 @@ type RedisLimiter struct {
 	delay    bool
 	limits   atomic.Pointer[Limits]
 	fallback *Limiter
+	lazy     *lazy // nil unless lazy sync is on
 }
 
 // NewLimiter returns a limiter whose buckets live in b.
@@ -246,6 +262,10 @@ func (b *RedisBackend) NewLimiter(opts RedisLimiterOptions) *RedisLimiter {
 	}
 	lim := opts.Limits
 	l.limits.Store(&lim)
+	if opts.NumSync > 0 && l.alg == TokenBucket && lim.Interval > 0 {
+		l.script = b.lz
+		l.lazy = newLazy(l, opts.NumSync, lim.Interval)
+	}
 	l.fallback = New(Options{Limits: l.shareOf(lim), MaxIdle: opts.MaxIdle, DelayInitialFill: opts.DelayInitialFill})
 	return l
 }
@@ -274,13 +294,17 @@ func (l *RedisLimiter) SetLimits(lim Limits) {
 // engine sweeps it like a local limiter.
 func (l *RedisLimiter) Fallback() *Limiter { return l.fallback }
 
-// Key is the Redis key of key's bucket: {fluxgate:SCOPE:KEY}:ALG. The
+// Key is the Redis key of key's bucket: {fluxgate:SCOPE:KEY}:ALG, where
+// ALG is tb (token bucket), sw (sliding window) or lz (lazy sync). The
 // whole scope and key are the hash tag, so a bucket's keys map to one
 // Redis Cluster slot; a '}' or '%' in them is escaped as %7D or %25 so it
 // cannot end the tag early.
 func (l *RedisLimiter) Key(key string) string {
 	suffix := ":tb"
-	if l.alg == SlidingWindow {
+	switch {
+	case l.lazy != nil:
+		suffix = ":lz"
+	case l.alg == SlidingWindow:
 		suffix = ":sw"
 	}
 	return "{fluxgate:" + l.scope + ":" + escapeTag(key) + "}" + suffix
@@ -303,20 +327,53 @@ type RedisResult struct {
 }
 
 // Take removes n tokens from key's bucket if it holds them. now is used
-// only by the local fallback: Redis decides on its own clock.
+// only by the local fallback and lazy sync's local share: Redis decides
+// on its own clock.
 func (l *RedisLimiter) Take(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	if l.lazy != nil {
+		return RedisResult{Result: l.lazy.do(now, key, n, true)}
+	}
 	return l.do(ctx, now, key, n, "t")
 }
 
 // Peek reports what Take would answer without changing the bucket.
 func (l *RedisLimiter) Peek(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	if l.lazy != nil {
+		return RedisResult{Result: l.lazy.do(now, key, n, false)}
+	}
 	return l.do(ctx, now, key, n, "p")
+}
+
+// Lazy reports whether the limiter syncs lazily.
+func (l *RedisLimiter) Lazy() bool { return l.lazy != nil }
+
+// SweepLazy drops the local shares of lazy sync unused for MaxIdle that
+// owe Redis nothing, and returns how many it dropped. A lazy limiter
+// also sweeps a shard of them, at most once a minute, when a new key
+// arrives in it, so memory stays bounded without calling SweepLazy.
+func (l *RedisLimiter) SweepLazy(now time.Time) int {
+	if l.lazy == nil {
+		return 0
+	}
+	return l.lazy.sweep(now)
+}
+
+// LazyLen is the number of local shares held by lazy sync.
+func (l *RedisLimiter) LazyLen() int {
+	if l.lazy == nil {
+		return 0
+	}
+	return l.lazy.len()
 }
 
 // Return gives n tokens back to key's bucket, for a flow that a later
 // component rejected after this one had admitted it. With the sliding
 // window it takes them off the newest count.
 func (l *RedisLimiter) Return(ctx context.Context, now time.Time, key string, n float64) {
+	if l.lazy != nil {
+		l.lazy.giveBack(now, key, n)
+		return
+	}
 	l.do(ctx, now, key, n, "r")
 }
 
@@ -367,17 +424,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-// call runs the limiter's script with the deadline, through the breaker.
+// call runs the limiter's script for one decision.
 func (l *RedisLimiter) call(ctx context.Context, lim *Limits, key string, n float64, mode string) (Result, error) {
-	b := l.b
-	start := time.Now()
-	ok, probe := b.breaker.allow(start)
-	if !ok {
-		b.errs.WithLabelValues("breaker_open").Inc()
-		return Result{}, errBreakerOpen
-	}
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
 	keys := []string{l.Key(key)}
 	var args []any
 	if l.alg == SlidingWindow {
@@ -394,17 +442,31 @@ func (l *RedisLimiter) call(ctx context.Context, lim *Limits, key string, n floa
 		}
 		args = []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, n, mode, l.ttl(lim).Milliseconds(), delay}
 	}
-	reply, err := l.script.EvalSha(ctx, b.client, keys, args...).Slice()
+	reply, err := l.eval(ctx, l.script, keys, args)
+	if err != nil {
+		return Result{}, err
+	}
+	return parseReply(reply, lim)
+}
+
+// eval runs script with the limiter's deadline, through the breaker.
+func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
+	b := l.b
+	start := time.Now()
+	ok, probe := b.breaker.allow(start)
+	if !ok {
+		b.errs.WithLabelValues("breaker_open").Inc()
+		return nil, errBreakerOpen
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	reply, err := script.EvalSha(ctx, b.client, keys, args...).Slice()
 	if err != nil && isNoScript(err) {
 		// Redis restarted or flushed its scripts: load and run again,
 		// within the same deadline.
-		if err = l.script.Load(ctx, b.client).Err(); err == nil {
-			reply, err = l.script.EvalSha(ctx, b.client, keys, args...).Slice()
+		if err = script.Load(ctx, b.client).Err(); err == nil {
+			reply, err = script.EvalSha(ctx, b.client, keys, args...).Slice()
 		}
-	}
-	var res Result
-	if err == nil {
-		res, err = parseReply(reply, lim)
 	}
 	end := time.Now()
 	b.duration.Observe(end.Sub(start).Seconds())
@@ -412,16 +474,16 @@ func (l *RedisLimiter) call(ctx context.Context, lim *Limits, key string, n floa
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			// The caller gave up: that says nothing about Redis.
 			b.breaker.release(probe)
-			return Result{}, err
+			return nil, err
 		}
 		b.breaker.failure(end, probe)
 		b.errs.WithLabelValues(errorReason(err)).Inc()
 		b.noteError(end, err)
-		return Result{}, err
+		return nil, err
 	}
 	b.breaker.success()
 	b.okAt.Store(end.UnixNano())
-	return res, nil
+	return reply, nil
 }
 
 func (b *RedisBackend) noteError(now time.Time, err error) {

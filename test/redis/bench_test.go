@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,9 +57,36 @@ func benchFloor(b *testing.B, srv *Server) {
 	})
 }
 
+// BenchmarkRedisLazyVsExact compares whole engine decisions of a redis
+// token bucket in exact mode (one EVALSHA per decision) and with
+// lazy_sync (num_sync 4: local decisions, syncs off the decision path),
+// in three interleaved rounds of one run, 64 keys.
+//
+//	go test ./test/redis -run '^$' -bench RedisLazyVsExact -benchtime 2s
+func BenchmarkRedisLazyVsExact(b *testing.B) {
+	srv := Start(b)
+	for range 3 {
+		benchEngine(b, srv)
+		benchLazy(b, srv)
+	}
+}
+
+func benchLazy(b *testing.B, srv *Server) {
+	benchMode(b, srv, "lazy", "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 1s")
+}
+
 func benchEngine(b *testing.B, srv *Server) {
-	b.Run("engine", func(b *testing.B) {
-		ps := limiterPolicy(b, "bench", limiter("ingress", 1e9, "failure_mode: fail_closed, redis_timeout: 1s"))
+	benchMode(b, srv, "engine", "failure_mode: fail_closed, redis_timeout: 1s")
+}
+
+// benchRuns numbers the policies of benchMode: each run of a benchmark
+// function gets fresh buckets (a lazy agent that just stopped would
+// otherwise hold a share for a few sync periods).
+var benchRuns atomic.Int64
+
+func benchMode(b *testing.B, srv *Server, name, params string) {
+	b.Run(name, func(b *testing.B) {
+		ps := limiterPolicy(b, "bench-"+name+"-"+strconv.FormatInt(benchRuns.Add(1), 10), limiter("ingress", 1e9, params))
 		e := newEngine(b, srv, ps)
 		var n int64
 		var mu sync.Mutex
@@ -109,8 +137,17 @@ func TestPacedDecisionLatency(t *testing.T) {
 		t.Skip("2 s load test")
 	}
 	srv := Start(t)
-	ps := limiterPolicy(t, "paced", limiter("ingress", 1e9, "failure_mode: fail_closed, redis_timeout: 5ms"))
-	e := newEngine(t, srv, ps)
+	for _, mode := range []struct{ name, params string }{
+		{"exact", "failure_mode: fail_closed, redis_timeout: 5ms"},
+		{"lazy", "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 5ms"},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			pacedLatency(t, newEngine(t, srv, limiterPolicy(t, "paced-"+mode.name, limiter("ingress", 1e9, mode.params))))
+		})
+	}
+}
+
+func pacedLatency(t *testing.T, e *controlpoint.Engine) {
 	const rate, dur, workers = 5000, 2 * time.Second, 8
 	var mu sync.Mutex
 	var all []time.Duration

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/gateway"
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+func newDemoCmd() *cobra.Command {
+	var duration time.Duration
+	var rps int
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Watch the whole loop on one machine: gateway, agent, a degrading upstream, load, service protection",
+		Long: "demo starts the agent and the built-in gateway on loopback ports, a synthetic checkout\n" +
+			"upstream that completes 200 requests/s and loses three of its four workers (50/s) a third\n" + "of the way in,\n" +
+			"and a load generator offering --rps. The service-protection policy (flux meter latency →\n" +
+			"EMA baseline → gradient controller → load scheduler) sheds load while the upstream is\n" +
+			"overloaded. Every second it prints what was offered, admitted and shed, the latency clients\n" +
+			"saw, and the circuit's signals. It stops by itself after --duration.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := runDemo(cmd.Context(), cmd.OutOrStdout(), duration, rps)
+			if err != nil {
+				return err
+			}
+			if !res.shed {
+				return &exitError{code: 1, err: fmt.Errorf("demo: admission did not drop under overload")}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&duration, "duration", 60*time.Second, "how long the demo runs (at least 15s)")
+	cmd.Flags().IntVar(&rps, "rps", 150, "requests per second the load generator offers")
+	return cmd
+}
+
+// demoPolicy is the service-protection example with a demo-sized warm-up,
+// protecting every flow at the gateway's ingress control point.
+func demoPolicy(warmup time.Duration) (string, error) {
+	data, err := policies.Examples.ReadFile("examples/service-protection.yaml")
+	if err != nil {
+		return "", err
+	}
+	s := string(data)
+	s = strings.Replace(s, "warmup_window: 60s", "warmup_window: "+warmup.String(), 1)
+	s = strings.ReplaceAll(s, "{control_point: ingress, service: checkout}", "{control_point: ingress}")
+	if _, err := policies.Parse("demo.yaml", []byte(s)); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// upstream is a synthetic service: workers serve one request at a time in
+// serviceTime; requests beyond the workers wait, so latency grows when it
+// is given more than workers/serviceTime per second.
+type upstream struct {
+	workers     chan struct{}
+	serviceTime atomic.Int64 // nanoseconds
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" {
+		return
+	}
+	select {
+	case u.workers <- struct{}{}:
+	case <-r.Context().Done():
+		return
+	}
+	time.Sleep(time.Duration(u.serviceTime.Load()))
+	<-u.workers
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+type demoResult struct {
+	shed                   bool
+	admittedEarly, lateAdm float64 // share of offered flows admitted before and during the overload
+}
+
+type second struct {
+	offered, ok, shed, failed int
+	latencies                 []time.Duration
+}
+
+func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demoResult, error) {
+	if d < 15*time.Second {
+		return demoResult{}, fmt.Errorf("--duration must be at least 15s")
+	}
+	if rps <= 0 || rps > 2000 {
+		return demoResult{}, fmt.Errorf("--rps must be within 1..2000")
+	}
+	phase := d / 3
+	up := &upstream{workers: make(chan struct{}, 4)}
+	up.serviceTime.Store(int64(20 * time.Millisecond)) // 4 workers / 20 ms = 200 requests/s
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return demoResult{}, err
+	}
+	upSrv := &http.Server{Handler: up, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = upSrv.Serve(upLn) }()
+	defer func() { _ = upSrv.Close() }()
+
+	dir, err := os.MkdirTemp("", "fluxgate-demo-")
+	if err != nil {
+		return demoResult{}, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	policy, err := demoPolicy(phase / 2)
+	if err != nil {
+		return demoResult{}, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return demoResult{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "service-protection.yaml"), []byte(policy), 0o644); err != nil {
+		return demoResult{}, err
+	}
+	conf := fmt.Sprintf(`server: {host: 127.0.0.1, http_port: 0, grpc_port: 0}
+metrics: {port: 0}
+otlp: {grpc_port: 0, http_port: 0}
+policies: {dir: %q}
+log: {level: warn}
+gateway:
+  listen: 127.0.0.1:0
+  upstreams:
+    - name: checkout
+      targets: [{address: %q}]
+  routes:
+    - id: checkout
+      match: {path_prefix: /checkout}
+      upstream: checkout
+      control_point: ingress
+`, filepath.Join(dir, "policies"), upLn.Addr().String())
+	confPath := filepath.Join(dir, "fluxgate.yaml")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return demoResult{}, err
+	}
+	cfg, _, err := agent.LoadConfig(confPath, nil)
+	if err != nil {
+		return demoResult{}, err
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := agent.New(agent.Options{Config: cfg, Logger: logger, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		return demoResult{}, err
+	}
+	gw := gateway.NewService(a, logger)
+	if err := a.Start(ctx); err != nil {
+		return demoResult{}, err
+	}
+	defer func() { _ = a.Stop(context.Background()) }()
+	if err := gw.Start(ctx); err != nil {
+		return demoResult{}, err
+	}
+	defer func() { _ = gw.Stop(context.Background()) }()
+	target := "http://" + gw.Addr().String() + "/checkout"
+
+	fmt.Fprintf(out, "FluxGate demo: %d requests/s offered to a checkout service of 200/s for %v, which degrades to 50/s at %v.\n", rps, d, phase.Round(time.Second))
+	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: fluxctl --agent http://%s signals service-protection)\n\n",
+		gw.Addr(), a.Addr(agent.ListenerHTTP), a.Addr(agent.ListenerHTTP))
+
+	var mu sync.Mutex
+	stats := map[int]*second{}
+	record := func(sec int, f func(*second)) {
+		mu.Lock()
+		s := stats[sec]
+		if s == nil {
+			s = &second{}
+			stats[sec] = s
+		}
+		f(s)
+		mu.Unlock()
+	}
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	start := time.Now()
+	runCtx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the load generator: open loop at rps
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / time.Duration(rps))
+		defer tick.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-tick.C:
+			}
+			record(int(time.Since(start)/time.Second), func(s *second) { s.offered++ })
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				req, _ := http.NewRequestWithContext(runCtx, http.MethodGet, target, nil)
+				resp, err := httpc.Do(req)
+				lat := time.Since(t0)
+				// Outcomes count in the second they arrive, as a client sees them.
+				record(int(time.Since(start)/time.Second), func(s *second) {
+					switch {
+					case err != nil:
+						s.failed++
+					case resp.StatusCode == http.StatusOK:
+						s.ok++
+						s.latencies = append(s.latencies, lat)
+					case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+						s.shed++
+					default:
+						s.failed++
+					}
+				})
+				if resp != nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+				}
+			}()
+		}
+	}()
+
+	const rowFormat = "%4s %9s %8s %8s %6s %7s %8s %9s %9s %11s\n"
+	fmt.Fprintf(out, rowFormat, "t", "upstream", "offered", "served", "shed", "failed", "p95 ms", "LATENCY", "SETPOINT", "MULTIPLIER")
+	key := policies.Key{Namespace: "default", Name: "service-protection"}
+	signal := func(name string) string {
+		readings, _ := a.Circuits().Signals(key)
+		for _, r := range readings {
+			if r.Name == name && r.Valid {
+				return fmt.Sprintf("%.3g", r.Value)
+			}
+		}
+		return "-"
+	}
+	degraded := false
+	var early, late [2]int // admitted, offered
+	for sec := 1; time.Since(start) < d; sec++ {
+		time.Sleep(time.Until(start.Add(time.Duration(sec) * time.Second)))
+		if !degraded && time.Since(start) >= phase {
+			// Three of the four workers go away (their slots are taken
+			// for good): 1 worker / 20 ms = 50 requests/s, latency
+			// unchanged when not queueing.
+			go func() {
+				for i := 0; i < 3; i++ {
+					up.workers <- struct{}{}
+				}
+			}()
+			degraded = true
+		}
+		mu.Lock()
+		s := stats[sec-1]
+		if s == nil {
+			s = &second{}
+		}
+		row := *s
+		mu.Unlock()
+		state := "200/s"
+		if degraded {
+			state = "50/s"
+		}
+		fmt.Fprintf(out, rowFormat, fmt.Sprintf("%ds", sec-1), state, fmt.Sprint(row.offered), fmt.Sprint(row.ok), fmt.Sprint(row.shed), fmt.Sprint(row.failed),
+			p95(row.latencies), signal("LATENCY"), signal("SETPOINT"), signal("MULTIPLIER"))
+		switch {
+		case time.Duration(sec)*time.Second <= phase:
+			early[0] += row.ok
+			early[1] += row.offered
+		case time.Duration(sec)*time.Second > d-phase:
+			late[0] += row.ok
+			late[1] += row.offered
+		}
+	}
+	cancel()
+	wg.Wait()
+	res := demoResult{admittedEarly: share(early), lateAdm: share(late)}
+	res.shed = res.lateAdm < res.admittedEarly*0.8
+	fmt.Fprintf(out, "\nserved %.0f%% of the offered flows while the upstream kept up, %.0f%% in the last third of its overload (the rest shed at the gateway, not queued at the upstream).\n",
+		100*res.admittedEarly, 100*res.lateAdm)
+	return res, nil
+}
+
+func share(x [2]int) float64 {
+	if x[1] == 0 {
+		return 0
+	}
+	return float64(x[0]) / float64(x[1])
+}
+
+func p95(l []time.Duration) string {
+	if len(l) == 0 {
+		return "-"
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	return fmt.Sprintf("%.0f", float64(l[len(l)*95/100])/1e6)
+}

@@ -1,0 +1,303 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// lazy is the local side of a RedisLimiter with lazy sync: one local
+// bucket per key holding this agent's share of the global bucket.
+// Decisions only touch the local bucket. A sync runs off the decision
+// path (a goroutine, or a timer when the next one is not due yet) and is
+// one script call: it charges the tokens this agent took since its last
+// sync to the global bucket, and answers how many agents share the bucket
+// and this agent's new share: 1/agents of the tokens left that no other
+// agent may be spending (Redis holds back each other agent's last share
+// and its local refill since). The local share becomes that, less what
+// was taken while the call was in flight.
+//
+// Between syncs the local bucket refills at fill_amount/agents, capped at
+// bucket_capacity/agents, so an agent that cannot reach Redis keeps
+// deciding with its share of the limit (the tokens it takes meanwhile are
+// charged at the next sync that succeeds).
+type lazy struct {
+	l       *RedisLimiter
+	numSync int
+	period  time.Duration // interval / numSync
+	id      string        // this agent in the bucket hashes
+
+	agentsMu sync.Mutex
+	agents   float64 // guarded by agentsMu: the agent count last seen, for new keys
+
+	seed   maphash.Seed
+	shards [numShards]lazyShard
+}
+
+type lazyShard struct {
+	mu      sync.Mutex
+	buckets map[string]*lazyBucket // guarded by mu, as are the buckets
+	swept   int64                  // caller clock of the last sweep
+}
+
+// Sync states of a lazyBucket.
+const (
+	syncIdle      = iota
+	syncScheduled // a timer will start the sync
+	syncRunning
+)
+
+type lazyBucket struct {
+	bucket         // the local share: tokens and last refill (caller's clock)
+	wall   int64   // time.Now at last, to carry the refill time across a sync
+	agents float64 // agents sharing the bucket, as the last sync said (≥ 1)
+	total  float64 // net tokens taken here since the bucket was made
+	ack    float64 // total as of the last sync Redis answered
+	state  int
+	due    int64 // wall clock when the next sync may start
+	used   int64 // caller clock of the last decision
+	fresh  bool  // no sync has answered yet
+}
+
+func newLazy(l *RedisLimiter, numSync int, interval time.Duration) *lazy {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	z := &lazy{l: l, numSync: numSync, period: interval / time.Duration(numSync), id: hex.EncodeToString(id[:]), agents: 1, seed: maphash.MakeSeed()}
+	for i := range z.shards {
+		z.shards[i].buckets = make(map[string]*lazyBucket)
+	}
+	return z
+}
+
+// share is the local bucket's limits: 1/agents of the global ones.
+func share(lim *Limits, agents float64) Limits {
+	s := *lim
+	s.Capacity /= agents
+	s.FillAmount /= agents
+	return s
+}
+
+// lazySweepEvery is how often, at most, a shard drops its idle buckets
+// (when a new key arrives in it).
+const lazySweepEvery = time.Minute
+
+// do takes (or, with take false, peeks) n tokens from key's local share.
+// It never waits on Redis.
+func (z *lazy) do(now time.Time, key string, n float64, take bool) Result {
+	lim := z.l.limits.Load()
+	t, wall := now.UnixNano(), time.Now().UnixNano()
+	sh := &z.shards[maphash.String(z.seed, key)%numShards]
+	sh.mu.Lock()
+	b := sh.buckets[key]
+	if b == nil {
+		z.agentsMu.Lock()
+		agents := z.agents
+		z.agentsMu.Unlock()
+		// Until the first sync answers, the share is one sync period's
+		// refill for the agent count this limiter last saw: the first
+		// decisions on a new key do not wait, and cannot take a whole
+		// bucket on each agent.
+		b = &lazyBucket{bucket: bucket{last: t}, wall: wall, agents: agents, fresh: true}
+		if !z.l.delay {
+			b.tokens = math.Min(lim.Capacity, lim.FillAmount/float64(z.numSync)) / agents
+		}
+		if !take {
+			sh.mu.Unlock()
+			return z.result(b, lim, n, b.tokens >= n)
+		}
+		if t-sh.swept > int64(lazySweepEvery) {
+			z.sweepLocked(sh, t)
+		}
+		sh.buckets[key] = b
+	}
+	s := share(lim, b.agents)
+	w := *b
+	refill(&w.bucket, &s, t)
+	ok := w.tokens >= n
+	if ok && take {
+		w.tokens -= n
+		w.total += n
+	}
+	res := z.result(&w, lim, n, ok)
+	if take {
+		w.wall, w.used = wall, t
+		*b = w
+		if b.state == syncIdle && (b.total != b.ack || !ok || b.fresh) {
+			z.scheduleLocked(key, b, wall)
+		}
+	}
+	sh.mu.Unlock()
+	return res
+}
+
+func (z *lazy) result(b *lazyBucket, lim *Limits, n float64, ok bool) Result {
+	s := share(lim, b.agents)
+	res := Result{Allowed: ok, Limit: lim.Capacity, Reset: waitFor(s.Capacity-b.tokens, &s)}
+	if ok {
+		// This agent's view of the global bucket.
+		res.Remaining = math.Max(0, b.tokens*b.agents)
+	} else {
+		res.Wait = waitFor(n-b.tokens, &s)
+	}
+	return res
+}
+
+// giveBack returns n tokens to key's local share.
+func (z *lazy) giveBack(now time.Time, key string, n float64) {
+	lim := z.l.limits.Load()
+	t, wall := now.UnixNano(), time.Now().UnixNano()
+	sh := &z.shards[maphash.String(z.seed, key)%numShards]
+	sh.mu.Lock()
+	if b := sh.buckets[key]; b != nil {
+		s := share(lim, b.agents)
+		refill(&b.bucket, &s, t)
+		b.wall = wall
+		b.tokens = math.Min(b.tokens+n, s.Capacity)
+		b.total -= n
+		if b.state == syncIdle {
+			z.scheduleLocked(key, b, wall)
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// scheduleLocked starts key's sync now when it is due, else sets a timer
+// for when it is, unless the bucket has nothing to send.
+func (z *lazy) scheduleLocked(key string, b *lazyBucket, wall int64) {
+	if wall >= b.due {
+		b.state = syncRunning
+		go z.sync(key, b)
+		return
+	}
+	if b.total == b.ack {
+		return // a rejection before the sync is due: nothing to tell Redis
+	}
+	b.state = syncScheduled
+	time.AfterFunc(time.Duration(b.due-wall), func() { z.sync(key, b) })
+}
+
+// sync reconciles key's bucket with Redis. It runs in its own goroutine.
+func (z *lazy) sync(key string, b *lazyBucket) {
+	sh := &z.shards[maphash.String(z.seed, key)%numShards]
+	start := time.Now()
+	sh.mu.Lock()
+	b.state = syncRunning
+	b.due = start.Add(z.period).UnixNano()
+	total, ack := b.total, b.ack
+	sh.mu.Unlock()
+
+	lim := z.l.limits.Load()
+	grant, agents, err := z.call(lim, key, total, ack)
+	z.l.b.syncs.WithLabelValues(syncResult(err)).Inc()
+
+	wall := time.Now().UnixNano()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b.state = syncIdle
+	if err == nil {
+		b.ack = total
+		b.fresh = false
+		b.agents = agents
+		s := share(lim, agents)
+		// The tokens taken while the call was in flight came out of the
+		// old share and are not in the grant's reckoning yet.
+		b.tokens = grant - (b.total - total)
+		b.tokens = math.Max(-s.Capacity, math.Min(b.tokens, s.Capacity))
+		// The grant includes the global refill up to now: the local
+		// refill restarts from here, on the caller's clock. (A caller
+		// that read its clock before this just gets no refill.)
+		b.last += wall - b.wall
+		b.wall = wall
+		z.agentsMu.Lock()
+		z.agents = agents
+		z.agentsMu.Unlock()
+	}
+	if b.total != b.ack {
+		// Tokens taken meanwhile, or a failed sync: try again when due.
+		z.scheduleLocked(key, b, wall)
+	}
+}
+
+func syncResult(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return errorReason(err)
+}
+
+// call runs the lazy-sync script: it returns this agent's new share and
+// the number of agents sharing the bucket.
+func (z *lazy) call(lim *Limits, key string, total, ack float64) (grant, agents float64, err error) {
+	l := z.l
+	cont, delay := "0", "0"
+	if lim.Continuous {
+		cont = "1"
+	}
+	if l.delay {
+		delay = "1"
+	}
+	// An agent is counted while it synced within the last three periods:
+	// one missed sync does not change every other agent's share.
+	active := 3 * z.period
+	args := []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, z.id, total, ack,
+		l.ttl(lim).Milliseconds(), delay, active.Microseconds()}
+	reply, err := l.eval(context.Background(), l.script, []string{l.Key(key)}, args)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(reply) != 3 {
+		return 0, 0, fmt.Errorf("ratelimit: unexpected lazy sync reply %v", reply)
+	}
+	s, _ := reply[0].(string)
+	n, _ := reply[1].(int64)
+	grant, perr := strconv.ParseFloat(s, 64)
+	if perr != nil || n < 1 {
+		return 0, 0, fmt.Errorf("ratelimit: unexpected lazy sync reply %v", reply)
+	}
+	return grant, float64(n), nil
+}
+
+// sweepLocked drops the buckets of sh unused for MaxIdle that owe Redis
+// nothing. The caller holds sh.mu.
+func (z *lazy) sweepLocked(sh *lazyShard, now int64) int {
+	sh.swept = now
+	cutoff := now - int64(z.l.maxIdle)
+	n := 0
+	for k, b := range sh.buckets {
+		if b.used < cutoff && b.state == syncIdle && b.total == b.ack {
+			delete(sh.buckets, k)
+			n++
+		}
+	}
+	return n
+}
+
+// sweep drops idle buckets from every shard.
+func (z *lazy) sweep(now time.Time) int {
+	n := 0
+	for i := range z.shards {
+		sh := &z.shards[i]
+		sh.mu.Lock()
+		n += z.sweepLocked(sh, now.UnixNano())
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// len is the number of local buckets.
+func (z *lazy) len() int {
+	n := 0
+	for i := range z.shards {
+		sh := &z.shards[i]
+		sh.mu.Lock()
+		n += len(sh.buckets)
+		sh.mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,111 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	goredis "github.com/redis/go-redis/v9"
+
+	redistest "github.com/fluxgate/fluxgate/test/redis"
+)
+
+// eventually polls cond for up to 2 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Lazy decisions are local; syncs charge Redis with what was taken and
+// grant the share; a second agent on the same bucket is counted and
+// shares it.
+func TestLazySyncChargesAndShares(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// 100 tokens, 1 per 400ms: the refill is negligible in this test;
+	// num_sync 4 syncs every 100ms.
+	opts := RedisLimiterOptions{Scope: "ns/lazy:0", Limits: Limits{Capacity: 100, FillAmount: 0.001, Interval: 400 * time.Millisecond, Continuous: true}, Timeout: testTimeout, NumSync: 4}
+	a := b.NewLimiter(opts)
+	if !a.Lazy() || a.Key("k") != "{fluxgate:ns/lazy:0:k}:lz" {
+		t.Fatalf("lazy %v, key %q", a.Lazy(), a.Key("k"))
+	}
+	ctx := context.Background()
+	// A new key starts with one period's refill (nothing here) and asks
+	// Redis at once; then the whole bucket is this agent's share.
+	if r := a.Take(ctx, time.Now(), "k", 1); r.Allowed {
+		t.Fatalf("first take allowed with an empty starting share: %+v", r)
+	}
+	eventually(t, "the first sync", func() bool { return a.Peek(ctx, time.Now(), "k", 99).Allowed })
+	for i := range 30 {
+		if r := a.Take(ctx, time.Now(), "k", 1); !r.Allowed {
+			t.Fatalf("take %d rejected: %+v", i, r)
+		}
+	}
+	tokens := func() float64 {
+		v, err := c.HGet(ctx, a.Key("k"), "t").Float64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	eventually(t, "the takes charged to Redis", func() bool { return near(tokens(), 70, 0.1) })
+
+	// A second agent: counted at its first sync, granted a share of what
+	// the first agent is not holding; the first agent's next grant halves.
+	taken := 30.0
+	count := func(r RedisResult) {
+		if r.Allowed {
+			taken++
+		}
+	}
+	o := b.NewLimiter(opts)
+	count(o.Take(ctx, time.Now(), "k", 1))
+	eventually(t, "the second agent's first sync", func() bool { return o.LazyLen() == 1 && o.Peek(ctx, time.Now(), "k", 0).Remaining > 0 })
+	time.Sleep(110 * time.Millisecond)
+	count(a.Take(ctx, time.Now(), "k", 1)) // due: syncs
+	eventually(t, "the first agent's share to shrink", func() bool { return !a.Peek(ctx, time.Now(), "k", 40).Allowed })
+	n, err := c.HLen(ctx, a.Key("k")).Result()
+	if err != nil || n != 2+3*2 {
+		t.Errorf("hash has %d fields (%v), want t, l and c/s/g for two agents", n, err)
+	}
+	// Every token taken is charged exactly once.
+	time.Sleep(110 * time.Millisecond)
+	count(o.Take(ctx, time.Now(), "k", 1))
+	count(a.Take(ctx, time.Now(), "k", 1))
+	eventually(t, "every take charged", func() bool { return near(tokens(), 100-taken, 0.1) })
+	t.Logf("%v taken, %v left in Redis", taken, tokens())
+}
+
+// A lazy limiter whose Redis is gone decides locally, at once, with its
+// share's refill, and counts the failed syncs.
+func TestLazySyncWithoutRedis(t *testing.T) {
+	c := goredis.NewClient(&goredis.Options{Addr: closedAddr(t), ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = c.Close() })
+	b := newBackend(t, c)
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:1", Limits: Limits{Capacity: 10, FillAmount: 10, Interval: time.Second, Continuous: true}, Timeout: 5 * time.Millisecond, NumSync: 4})
+	now := time.Now()
+	admitted := 0
+	for i := range 100 {
+		start := time.Now()
+		if l.Take(context.Background(), now.Add(time.Duration(i)*10*time.Millisecond), "k", 1).Allowed {
+			admitted++
+		}
+		if d := time.Since(start); d > time.Millisecond {
+			t.Errorf("decision %d took %v with Redis gone", i, d)
+		}
+	}
+	// 1 s of decisions: the starting share (10/4) and 1 s of refill (10).
+	if admitted < 11 || admitted > 14 {
+		t.Errorf("admitted %d in 1 s without Redis, want about 12", admitted)
+	}
+	eventually(t, "failed syncs counted", func() bool {
+		return testutil.ToFloat64(b.syncs.WithLabelValues("error"))+testutil.ToFloat64(b.syncs.WithLabelValues("timeout")) > 0
+	})
+}

@@ -1,0 +1,99 @@
+package redis
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+)
+
+// Three engines share one limit L through one Redis in lazy mode
+// (num_sync 4); twelve clients spread over them offer far more than L for
+// a few windows. Every decision is local. Each full window after the
+// first admits within the documented bound, L × (1 + 1/num_sync), and not
+// far below L; the first (a full bucket drained) admits at most exact
+// mode's bucket_capacity + fill_amount plus the agents' starting shares.
+func TestLazySyncOvershootBound(t *testing.T) {
+	const (
+		limit   = 1000.0
+		numSync = 4
+		windows = 4
+	)
+	srv := Start(t)
+	ps := limiterPolicy(t, "lazy", limiter("ingress", limit, "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 100ms"))
+	engines := []*controlpoint.Engine{newEngine(t, srv, ps), newEngine(t, srv, ps), newEngine(t, srv, ps)}
+	skew := []time.Duration{0, time.Hour, -3 * time.Minute}
+
+	start := time.Now()
+	end := start.Add(windows*time.Second + 200*time.Millisecond)
+	var (
+		mu       sync.Mutex
+		admitted []time.Time
+		total    int
+		failures int
+		wg       sync.WaitGroup
+	)
+	for g := range 12 {
+		wg.Go(func() {
+			e := engines[g%len(engines)]
+			var d controlpoint.Decision
+			var mine []time.Time
+			n, failed := 0, 0
+			for {
+				now := time.Now()
+				if now.After(end) {
+					break
+				}
+				e.Check(context.Background(), now.Add(skew[g%len(skew)]), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}, &d)
+				n++
+				if d.Limiters[0].Failure != "" {
+					failed++
+				}
+				if d.Accepted {
+					mine = append(mine, now)
+				}
+				if n%64 == 0 {
+					time.Sleep(100 * time.Microsecond) // let the sync goroutines run on a 2-core machine
+				}
+			}
+			mu.Lock()
+			admitted, total, failures = append(admitted, mine...), total+n, failures+failed
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if failures > 0 {
+		t.Fatalf("%d lazy decisions report a Redis failure; lazy mode always decides locally", failures)
+	}
+	var counts []int
+	for w := start; !w.Add(time.Second).After(end); w = w.Add(time.Second) {
+		n := 0
+		for _, at := range admitted {
+			if !at.Before(w) && at.Before(w.Add(time.Second)) {
+				n++
+			}
+		}
+		counts = append(counts, n)
+	}
+	rate := float64(total) / end.Sub(start).Seconds()
+	t.Logf("lazy: %d decisions (%.0f/s offered); admitted per window %v (limit %v, bound %v after the first)", total, rate, counts, limit, limit*(1+1.0/numSync))
+	if rate < 3*limit {
+		t.Fatalf("offered load %.0f/s is not well above the limit", rate)
+	}
+	// The first window: exact mode's full bucket and a window's refill,
+	// plus each new agent's starting share (one period's refill, divided
+	// by the agent count it knows: 1 on a fresh agent).
+	if first, max := float64(counts[0]), 2*limit+float64(len(engines))*limit/numSync; first > max {
+		t.Errorf("first window admitted %v, want at most %v", first, max)
+	}
+	for i, n := range counts[1:] {
+		if float64(n) > limit*(1+1.0/numSync) {
+			t.Errorf("window %d admitted %d, above the bound L × (1 + 1/num_sync) = %v", i+1, n, limit*(1+1.0/numSync))
+		}
+		if float64(n) < 0.9*limit {
+			t.Errorf("window %d admitted %d, want at least 0.9 × L", i+1, n)
+		}
+	}
+}
