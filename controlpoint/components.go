@@ -186,6 +186,19 @@ func (r *rateLimiter) limits() ratelimit.Limits {
 	}
 }
 
+// sweep drops idle buckets: the local ones (or the local fallback of a
+// Redis limiter) and the local shares of lazy sync.
+func (r *rateLimiter) sweep(now time.Time) int {
+	n := 0
+	if r.lim != nil {
+		n += r.lim.Sweep(now)
+	}
+	if r.redis != nil {
+		n += r.redis.SweepLazy(now)
+	}
+	return n
+}
+
 // setInput changes the bucket capacity or fill amount, as a circuit does
 // every tick. Existing buckets are clamped on their next use.
 func (r *rateLimiter) setInput(port string, v float64) error {

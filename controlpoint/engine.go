@@ -535,18 +535,18 @@ const SweepInterval = time.Minute
 // max_idle_time and returns how many it dropped.
 func (e *Engine) Sweep(now time.Time) int {
 	e.mu.Lock()
-	var lims []*ratelimit.Limiter
+	var lims []*rateLimiter
 	for _, cp := range e.compiled {
 		for _, c := range cp.components {
 			if r, ok := c.c.(*rateLimiter); ok {
-				lims = append(lims, r.lim)
+				lims = append(lims, r)
 			}
 		}
 	}
 	e.mu.Unlock()
 	n := 0
-	for _, l := range lims {
-		n += l.Sweep(now)
+	for _, r := range lims {
+		n += r.sweep(now)
 	}
 	return n
 }

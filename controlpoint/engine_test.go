@@ -10,6 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
 
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -434,4 +437,42 @@ func TestSignalDrivenInputsApplyAtOnce(t *testing.T) {
 			t.Errorf("SetComponentInput(%v, %d, %q) accepted", bad.key, bad.comp, bad.port)
 		}
 	}
+}
+
+func TestSweepDropsIdleBuckets(t *testing.T) {
+	src := strings.Replace(perUserLimit, "parameters: {limit_by_label_key: user, interval: 60s}", "parameters: {limit_by_label_key: user, interval: 60s, max_idle_time: 10m}", 1)
+	e := newEngine(t, nil, src)
+	for i := 0; i < 100; i++ {
+		check(e, t0, "ingress", map[string]string{"user": fmt.Sprint("u", i), "tier": "free"})
+	}
+	if n := e.Sweep(t0.Add(time.Minute)); n != 0 {
+		t.Fatalf("swept %d buckets that were not idle yet", n)
+	}
+	if n := e.Sweep(t0.Add(11 * time.Minute)); n != 100 {
+		t.Fatalf("swept %d idle buckets, want 100", n)
+	}
+}
+
+// An agent with Redis sweeps every minute: Redis-backed limiters, whose
+// local bucket may not exist, must not break it.
+func TestSweepWithRedisLimiters(t *testing.T) {
+	unused := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer func() { _ = unused.Close() }()
+	rb, err := ratelimit.NewRedisBackend(ratelimit.RedisOptions{Client: unused})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Options{Redis: rb, DecisionLogPerSecond: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []*policies.Policy
+	for i, params := range []string{"backend: redis", "backend: redis, failure_mode: local_fallback", "backend: redis, lazy_sync: {enabled: true}"} {
+		src := strings.NewReplacer("per-user-limit", fmt.Sprint("redis-", i), "interval: 60s}", "interval: 60s, "+params+"}").Replace(perUserLimit)
+		ps = append(ps, parsePolicy(t, src))
+	}
+	if err := e.SetPolicies(ps); err != nil {
+		t.Fatal(err)
+	}
+	e.Sweep(t0.Add(time.Hour))
 }
