@@ -58,6 +58,7 @@ type Agent struct {
 	query    querySource // PromQL for circuits: embedded TSDB or a Prometheus server
 	closers  []io.Closer // clients New opened (Redis), closed by Stop
 	alerts   *circuit.AlertmanagerSink
+	gw       gatewayHooks // gateway: actuator routing and TrafficPolicy policies (gateway_actuators.go)
 	tsdb     *promql.Embedded
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
@@ -140,7 +141,8 @@ func New(opts Options) (*Agent, error) {
 		}
 		a.alerts, alerts = sink, sink
 	}
-	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: a.engine, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
+	a.gw.engine = a.engine // gateway: the circuits' actuator inputs go through a.gw
+	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: &a.gw, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +162,7 @@ func New(opts Options) (*Agent, error) {
 	a.otlp = recv
 	a.otlpGRPC = grpc.NewServer()
 	collectortrace.RegisterTraceServiceServer(a.otlpGRPC, recv)
+	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	a.grpc = grpc.NewServer()
@@ -187,12 +190,18 @@ func New(opts Options) (*Agent, error) {
 
 // installPolicies hands the store's policies to the decision engine.
 func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
+	a.gw.mu.Lock() // gateway: one install at a time, of the newest snapshot
+	defer a.gw.mu.Unlock()
+	if latest := a.store.Snapshot(); latest.Version > cur.Version {
+		cur = latest
+	}
 	var ps []*policies.Policy
 	for _, e := range cur.Sorted() {
 		if p, ok := e.Object.(*policies.Policy); ok {
 			ps = append(ps, p)
 		}
 	}
+	ps = append(ps, a.gw.policies...) // gateway: compiled from TrafficPolicies
 	if err := a.engine.SetPolicies(ps); err != nil {
 		a.logger.Error("decision engine refused policies; their last good versions keep running", "err", err)
 	}

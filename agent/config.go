@@ -436,6 +436,9 @@ type CanaryConfig struct {
 	// Sticky keeps a client (by X-Client-Id, else its address) on the
 	// same side for a given weight.
 	Sticky bool `yaml:"sticky,omitempty"`
+	// Metrics judge the canary and roll it back when it misses them;
+	// nil: never judged (see gateway_config.go).
+	Metrics *CanaryMetricsConfig `yaml:"metrics,omitempty"`
 }
 
 // CanaryMatch forces the canary for requests with a header or cookie.
@@ -653,6 +656,7 @@ func (c *GatewayConfig) check(report func(path []any, msg string)) {
 			if cn.Weight < 0 || cn.Weight > 100 {
 				bad(at("canary", "weight"), "must be a percentage 0..100, got %d", cn.Weight)
 			}
+			cn.Metrics.check(func(key, format string, args ...any) { bad(at("canary", "metrics", key), format, args...) })
 			for j, m := range cn.Match {
 				switch {
 				case (m.Header == nil) == (m.Cookie == nil):

@@ -21,3 +21,18 @@ func init() {
 		return []InPort{{Name: "load_multiplier", Wire: s.InPorts.LoadMultiplier}}
 	})
 }
+
+// The gateway's actuators (flow_control.canary, flow_control.upstream_weight)
+// go to the built-in gateway through the agent's ActuatorSink. Their specs
+// live in package policies; they are registered here, with the circuit
+// kinds, so the policies package's own registry stays as its tests know it.
+func init() {
+	policies.RegisterComponent("flow_control.canary", func() any { return &policies.CanaryActuator{} })
+	policies.RegisterComponent("flow_control.upstream_weight", func() any { return &policies.UpstreamWeight{} })
+	RegisterActuator("flow_control.canary", func(spec any) []InPort {
+		return []InPort{{Name: "weight", Wire: spec.(*policies.CanaryActuator).InPorts.Weight}}
+	})
+	RegisterActuator("flow_control.upstream_weight", func(spec any) []InPort {
+		return []InPort{{Name: "weight", Wire: spec.(*policies.UpstreamWeight).InPorts.Weight}}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -227,7 +228,7 @@ func TestPolicyDashboard(t *testing.T) {
 	if sp == nil || limit == nil {
 		t.Fatal("example policies service-protection and per-user-limit not found")
 	}
-	want := []string{"LATENCY_RAW", "LATENCY", "BASELINE", "SETPOINT", "OVERLOADED", "DECREASED", "INCREASED", "PROPOSED", "AT_LEAST_MIN", "BOUNDED", "MULTIPLIER"}
+	want := []string{"LATENCY_RAW", "LATENCY", "BASELINE_EMA", "BASELINE", "SETPOINT", "OVERLOADED", "DECREASED", "INCREASED", "PROPOSED", "AT_LEAST_MIN", "BOUNDED", "MULTIPLIER"}
 	if got := Signals(sp); !slices.Equal(got, want) {
 		t.Errorf("Signals = %v, want %v", got, want)
 	}
@@ -261,8 +262,8 @@ func TestPolicyDashboard(t *testing.T) {
 			t.Errorf("no p%s of the checkout-latency flux meter", q)
 		}
 	}
-	if !strings.Contains(all, `component_id="12"`) {
-		t.Error("no decisions panel of the load scheduler (component 12)")
+	if id := fmt.Sprint(acts0Index(sp)); !strings.Contains(all, `component_id="`+id+`"`) {
+		t.Errorf("no decisions panel of the load scheduler (component %s)", id)
 	}
 }
 
@@ -311,3 +312,6 @@ func TestGolden(t *testing.T) {
 		}
 	}
 }
+
+// acts0Index is the index of p's first actuator (its load scheduler).
+func acts0Index(p *policies.Policy) int { return Actuators(p)[0].Index }

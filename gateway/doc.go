@@ -27,6 +27,20 @@
 // Streaming bodies and WebSocket upgrades pass through. X-Forwarded-For,
 // -Host and -Proto are set.
 //
+// A canary with a metrics section is judged every 100ms over a sliding
+// window: pass, fail (error ratio or p99 latency over target) or no_data
+// (below min_samples). Fail rolls the weight back to 0 and latches until
+// the verdict recovers, the weight is reset to 0 or the config changes
+// it (canaryState has the rule); no data never promotes. Circuits set
+// canary and target weights through the flow_control.canary and
+// flow_control.upstream_weight actuators (SetActuatorInput); an invalid
+// signal leaves the configured weight.
+//
+// Service adds what `fluxgate gateway` needs around a Gateway: the
+// store's TrafficPolicies applied over the file's gateway section (their
+// rate limits compiled into Policies for the agent's engine), reconciled
+// before a policy PUT answers, and live reload of the config file.
+//
 // Routing state is an immutable snapshot behind an atomic pointer; Update
 // swaps it without dropping requests and keeps the health of unchanged
 // targets. Run owns the health-check and outlier loops. Service runs a

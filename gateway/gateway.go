@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -21,6 +22,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // Options configures New.
@@ -81,7 +83,7 @@ type route struct {
 	primary *upstream
 	canary  *upstream // nil: no canary
 	ccfg    agent.CanaryConfig
-	weight  atomic.Int64  // canary percent
+	cs      *canaryState  // weight and verdict; nil without canary
 	n       atomic.Uint64 // requests counted for the canary split
 	handler http.Handler
 }
@@ -184,7 +186,14 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 		if rc.Canary != nil {
 			r.canary = s.upstreams[rc.Canary.Upstream]
 			r.ccfg = *rc.Canary
-			r.weight.Store(int64(rc.Canary.Weight))
+			// The canary keeps its weight, rollback and samples while
+			// the route sends it to the same upstream.
+			if p := old.routeByID(rc.ID); p != nil && p.cs != nil && p.ccfg.Upstream == rc.Canary.Upstream {
+				r.cs = p.cs
+			} else {
+				r.cs = newCanaryState(rc.ID, g.logger, g.metrics)
+			}
+			r.cs.configure(*rc.Canary, g.metrics)
 		}
 		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
 		if g.opts.Checker != nil {
@@ -220,8 +229,12 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 		}
 	}
 	for _, r := range old.routes {
-		if !s.hasRoute(r.id) {
+		nr := s.routeByID(r.id)
+		if nr == nil {
 			g.metrics.forgetRoute(r.id)
+		}
+		if r.cs != nil && (nr == nil || nr.cs == nil) {
+			g.metrics.forgetCanary(r.id)
 		}
 	}
 	for _, u := range s.upstreams {
@@ -243,13 +256,13 @@ func containsTarget(ts []*target, t *target) bool {
 	return false
 }
 
-func (s *snapshot) hasRoute(id string) bool {
+func (s *snapshot) routeByID(id string) *route {
 	for _, r := range s.routes {
 		if r.id == id {
-			return true
+			return r
 		}
 	}
-	return false
+	return nil
 }
 
 func breakerConfigEqual(old agent.GatewayConfig, uc agent.UpstreamConfig) bool {
@@ -290,6 +303,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		for _, u := range s.upstreams {
 			wg.Go(func() { g.runUpstream(cctx, u) })
 		}
+		wg.Go(func() { g.runCanaries(cctx, s) })
 		select {
 		case <-ctx.Done():
 			cancel()
@@ -385,7 +399,7 @@ func (rt *route) choose(r *http.Request) *upstream {
 			}
 		}
 	}
-	w := rt.weight.Load()
+	w := rt.cs.weight.Load()
 	switch {
 	case w <= 0:
 		return rt.primary
@@ -421,38 +435,103 @@ func clientKey(r *http.Request) string {
 	return host
 }
 
-// SetCanaryWeight sets the canary percentage of a route (a circuit's
-// actuator); the next Update resets it to the configured value.
+// SetCanaryWeight sets the canary percentage of a route, as the
+// flow_control.canary actuator does, over the configured weight until
+// SetCanaryWeightSignal(NaN). While the canary is rolled back, a weight
+// above 0 waits for the rollback to lift and 0 lifts it (see canaryState).
 func (g *Gateway) SetCanaryWeight(routeID string, percent int) error {
 	if percent < 0 || percent > 100 {
 		return fmt.Errorf("gateway: canary weight must be 0..100, got %d", percent)
 	}
-	for _, r := range g.state.Load().routes {
-		if r.id == routeID && r.canary != nil {
-			r.weight.Store(int64(percent))
-			return nil
-		}
+	return g.SetCanaryWeightSignal(routeID, float64(percent))
+}
+
+// SetCanaryWeightSignal is the flow_control.canary actuator's input: a
+// percentage, rounded; NaN or a value outside 0..100 (an invalid signal)
+// returns the route to its configured weight.
+func (g *Gateway) SetCanaryWeightSignal(routeID string, value float64) error {
+	if r := g.state.Load().routeByID(routeID); r != nil && r.cs != nil {
+		r.cs.setSignal(value)
+		return nil
 	}
 	return fmt.Errorf("gateway: no route %q with a canary", routeID)
 }
 
-// SetTargetWeight sets the configured weight of one target (a circuit's
-// actuator); the next Update resets it to the configured value.
+// runCanaries judges the canaries of s every canaryTick until ctx is done.
+func (g *Gateway) runCanaries(ctx context.Context, s *snapshot) {
+	t := time.NewTicker(canaryTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, r := range s.routes {
+				if r.cs != nil {
+					r.cs.step(now)
+				}
+			}
+		}
+	}
+}
+
+// Canaries reports the canary of every route that has one, in config order.
+func (g *Gateway) Canaries() []CanaryStatus {
+	var out []CanaryStatus
+	for _, r := range g.state.Load().routes {
+		if r.cs != nil {
+			out = append(out, r.cs.status(r.canary.name))
+		}
+	}
+	return out
+}
+
+// SetTargetWeight sets the weight of one target over its configured one,
+// as the flow_control.upstream_weight actuator does, until
+// SetTargetWeightSignal(NaN). It survives Update while the target stays.
 func (g *Gateway) SetTargetWeight(upstreamName, addr string, weight int) error {
 	if weight < 0 {
 		return fmt.Errorf("gateway: weight must not be negative, got %d", weight)
 	}
+	return g.SetTargetWeightSignal(upstreamName, addr, float64(weight))
+}
+
+// SetTargetWeightSignal is the flow_control.upstream_weight actuator's
+// input: a weight, rounded; NaN, ±Inf or a negative value (an invalid
+// signal) returns the target to its configured weight.
+func (g *Gateway) SetTargetWeightSignal(upstreamName, addr string, value float64) error {
 	u := g.state.Load().upstreams[upstreamName]
 	if u == nil {
 		return fmt.Errorf("gateway: no upstream %q", upstreamName)
 	}
 	for _, t := range u.targets {
 		if t.addr == addr {
-			t.weight.Store(int64(weight))
+			w := int64(-1)
+			if !math.IsNaN(value) && !math.IsInf(value, 0) && value >= 0 {
+				w = int64(math.Round(min(value, 1e9)))
+			}
+			t.setOverride(w)
 			return nil
 		}
 	}
 	return fmt.Errorf("gateway: upstream %q has no target %q", upstreamName, addr)
+}
+
+var _ agent.GatewayActuators = (*Gateway)(nil)
+
+// SetActuatorInput implements agent.GatewayActuators: the circuit input of
+// a flow_control.canary or flow_control.upstream_weight component.
+func (g *Gateway) SetActuatorInput(spec policies.GatewayActuator, port string, value float64) error {
+	if port != "weight" {
+		return fmt.Errorf("gateway: %T has no input port %q", spec, port)
+	}
+	switch s := spec.(type) {
+	case *policies.CanaryActuator:
+		return g.SetCanaryWeightSignal(s.RouteID, value)
+	case *policies.UpstreamWeight:
+		return g.SetTargetWeightSignal(s.Upstream, s.Target, value)
+	}
+	return fmt.Errorf("gateway: unknown actuator %T", spec)
 }
 
 // TargetStatus is the state of one target.
@@ -467,9 +546,13 @@ type TargetStatus struct {
 
 // UpstreamStatus is the state of one upstream group.
 type UpstreamStatus struct {
-	Name    string         `json:"name"`
-	Breaker string         `json:"breaker,omitempty"` // closed, open, half_open; empty without one
-	Targets []TargetStatus `json:"targets"`
+	Name      string `json:"name"`
+	Algorithm string `json:"algorithm"`
+	// HealthCheckInterval is 0 without active health checks.
+	HealthCheckInterval time.Duration  `json:"health_check_interval,omitempty"`
+	UnhealthyThreshold  int            `json:"unhealthy_threshold,omitempty"`
+	Breaker             string         `json:"breaker,omitempty"` // closed, open, half_open; empty without one
+	Targets             []TargetStatus `json:"targets"`
 }
 
 // Status reports every upstream group at now, in config order.
@@ -478,7 +561,10 @@ func (g *Gateway) Status(now time.Time) []UpstreamStatus {
 	var out []UpstreamStatus
 	for _, uc := range s.cfg.Upstreams {
 		u := s.upstreams[uc.Name]
-		us := UpstreamStatus{Name: u.name}
+		us := UpstreamStatus{Name: u.name, Algorithm: u.algorithm}
+		if u.health != nil {
+			us.HealthCheckInterval, us.UnhealthyThreshold = u.health.Interval, u.health.UnhealthyThreshold
+		}
 		if u.breaker != nil {
 			us.Breaker = u.breaker.State().String()
 		}
@@ -496,7 +582,7 @@ func (g *Gateway) Status(now time.Time) []UpstreamStatus {
 // ServeStatus answers with Status as JSON; the gateway command mounts it
 // on the agent's HTTP API as /v1/gateway/upstreams.
 func (g *Gateway) ServeStatus(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"upstreams": g.Status(time.Now())})
+	writeJSON(w, http.StatusOK, map[string]any{"upstreams": g.Status(time.Now()), "canaries": g.Canaries()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

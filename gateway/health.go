@@ -124,7 +124,7 @@ func (g *Gateway) detectOutliers(u *upstream, now time.Time) {
 			continue
 		}
 		t.ejected.Store(now.Add(od.EjectFor).UnixNano())
-		t.clearSamples()
+		t.clearSamples(now)
 		g.logger.Warn("upstream target drained by outlier detection", "upstream", u.name, "target", t.addr,
 			"reason", why, "p95_latency", p95, "error_rate", rate, "requests", n, "eject_for", od.EjectFor)
 	}

@@ -15,6 +15,9 @@ type metrics struct {
 	connections *prometheus.GaugeVec     // upstream_host
 	health      *prometheus.GaugeVec     // upstream, upstream_host
 	weight      *prometheus.GaugeVec     // upstream, upstream_host
+
+	canaryWeight  *prometheus.GaugeVec // route_id
+	canaryVerdict *prometheus.GaugeVec // route_id, verdict
 }
 
 // durationBuckets run from 5 ms to 2 s.
@@ -47,12 +50,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fluxgate_upstream_weight",
 			Help: "Effective load-balancing weight of the upstream target.",
 		}, []string{"upstream", "upstream_host"}),
+		canaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_canary_weight",
+			Help: "Percent of the route's traffic the canary gets by weight (0 while rolled back).",
+		}, []string{"route_id"}),
+		canaryVerdict: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_canary_verdict",
+			Help: "The canary's current verdict on its metrics: 1 for the current one of pass, fail, no_data.",
+		}, []string{"route_id", "verdict"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.canaryWeight, m.canaryVerdict} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)
@@ -82,4 +93,10 @@ func (m *metrics) forgetRoute(id string) {
 	m.requests.DeletePartialMatch(l)
 	m.duration.DeletePartialMatch(l)
 	m.inFlight.DeletePartialMatch(l)
+}
+
+// forgetCanary deletes the canary series of a route that lost its canary.
+func (m *metrics) forgetCanary(route string) {
+	m.canaryWeight.DeleteLabelValues(route)
+	m.canaryVerdict.DeletePartialMatch(prometheus.Labels{"route_id": route})
 }

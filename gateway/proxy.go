@@ -59,7 +59,11 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 		permit = p
 	}
 	u.budget.request()
+	start := time.Now()
 	g.proxy.ServeHTTP(w, r)
+	if u == rt.canary && !(r.Context().Err() != nil && fl.err != nil) { // a client that left says nothing
+		rt.cs.observe(time.Now(), time.Since(start), fl.err != nil || fl.rec.status >= 500)
+	}
 	if u.breaker != nil {
 		o := breaker.Success
 		switch {

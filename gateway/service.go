@@ -7,25 +7,50 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // Service runs a Gateway next to an agent: the control points decide with
 // the agent's engine, flow spans go to the agent's OTLP receiver, metrics
 // land on the agent's registry, and the proxy listens on gateway.listen.
 // Construct it before the agent starts (it mounts
-// GET /v1/gateway/upstreams on the agent's HTTP API) and Start it after.
+// GET /v1/gateway/upstreams on the agent's HTTP API and subscribes to the
+// policy store) and Start it after.
+//
+// The routing state is the gateway section of the config file with the
+// store's TrafficPolicies applied (see trafficCompiler); the rate limits
+// of TrafficPolicies go to the agent as Policies (Agent.SetGatewayPolicies).
+// Either changing reconciles at once: a TrafficPolicy written through the
+// API applies before the PUT answers. With ServiceOptions.ConfigFile the
+// Service watches the file and applies changes to its gateway section;
+// a change that does not load is refused and the running state stays.
+// Circuits steer the gateway through Agent.SetGatewayActuators.
 type Service struct {
 	agent  *agent.Agent
 	logger *slog.Logger
+	opts   ServiceOptions
 
 	gw atomic.Pointer[Gateway] // set by Start
+
+	recMu    sync.Mutex // serializes reconciling; guards the fields below
+	base     agent.GatewayConfig
+	traffic  []*policies.TrafficPolicy // the store's, by key
+	compiler trafficCompiler
+	problems []string // TrafficPolicies left out, or refused by the gateway
+	fileErr  string   // why the config file's last change was refused; "" when applied
+
+	reloads *prometheus.CounterVec // result
 
 	mu      sync.Mutex // guards the fields below
 	srv     *http.Server
@@ -35,12 +60,50 @@ type Service struct {
 	done    chan struct{}
 }
 
-// NewService prepares a gateway for a. Nil logger means silent.
+// ServiceOptions configures NewService.
+type ServiceOptions struct {
+	// Logger receives the gateway's logs. Nil means silent.
+	Logger *slog.Logger
+	// ConfigFile is the fluxgate.yaml the agent's config came from. When
+	// set, Start watches it and applies changes to its gateway section
+	// live. Empty means no live reload.
+	ConfigFile string
+	// Environ overrides the file on reload as at start (agent.LoadConfig).
+	// Nil means os.Environ().
+	Environ []string
+	// Debounce coalesces bursts of file events. Default 50ms.
+	Debounce time.Duration
+}
+
+// NewService prepares a gateway for a without live reload of the config
+// file. Nil logger means silent.
 func NewService(a *agent.Agent, logger *slog.Logger) *Service {
+	return NewServiceWithOptions(a, ServiceOptions{Logger: logger})
+}
+
+// NewServiceWithOptions prepares a gateway for a.
+func NewServiceWithOptions(a *agent.Agent, opts ServiceOptions) *Service {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{agent: a, logger: logger}
+	if opts.Environ == nil {
+		opts.Environ = os.Environ()
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	s := &Service{agent: a, logger: logger, opts: opts, base: a.Config().Gateway}
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fluxgate_gateway_config_reloads_total",
+		Help: "Changes of the gateway config file, by result: success, or failure when refused and the running routing kept.",
+	}, []string{"result"})
+	if err := a.Registry().Register(s.reloads); err != nil {
+		logger.Warn("gateway config reload metric not registered", "err", err)
+	}
+	a.Store().Subscribe(s.policiesChanged)
+	s.policiesChanged(nil, a.Store().Snapshot()) // those already loaded, if the agent runs
+	a.Health().Register("gateway", false, s.health)
 	a.HandleHTTP("GET /v1/gateway/upstreams", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g := s.gw.Load(); g != nil {
 			g.ServeStatus(w, r)
@@ -51,10 +114,13 @@ func NewService(a *agent.Agent, logger *slog.Logger) *Service {
 	return s
 }
 
-// Start builds the gateway from the agent's config, binds gateway.listen
-// and serves in the background. The agent must be started.
+// Start builds the gateway from the agent's config and TrafficPolicies,
+// binds gateway.listen and serves in the background. The agent must be
+// started.
 func (s *Service) Start(ctx context.Context) error {
-	cfg := s.agent.Config().Gateway
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	cfg, ps := s.compileLocked()
 	opts := Options{
 		Config:     cfg,
 		Checker:    client.NewLocal(s.agent.Engine()),
@@ -102,8 +168,13 @@ func (s *Service) Start(ctx context.Context) error {
 	s.srv, s.addr, s.emitter, s.cancel, s.done = srv, ln.Addr(), emitter, cancel, done
 	s.mu.Unlock()
 	s.gw.Store(g)
+	s.agent.SetGatewayActuators(g)
+	s.agent.SetGatewayPolicies(ps)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Run(runCtx) })
+	if s.opts.ConfigFile != "" {
+		wg.Go(func() { s.watchConfig(runCtx) })
+	}
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("gateway server failed", "err", err)
@@ -133,6 +204,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	if srv == nil {
 		return nil
 	}
+	s.agent.SetGatewayActuators(nil)
 	var errs []error
 	if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
@@ -147,4 +219,69 @@ func (s *Service) Stop(ctx context.Context) error {
 		errs = append(errs, emitter.Close(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// compileLocked applies the TrafficPolicies to the file's gateway config
+// and logs those it leaves out.
+func (s *Service) compileLocked() (agent.GatewayConfig, []*policies.Policy) {
+	cfg, ps, errs := s.compiler.compile(s.base, s.traffic)
+	s.problems = s.problems[:0]
+	for _, err := range errs {
+		s.logger.Warn("traffic policy not applied", "err", err)
+		s.problems = append(s.problems, err.Error())
+	}
+	return cfg, ps
+}
+
+// reconcileLocked applies the current config and TrafficPolicies to the
+// running gateway. On error the running state stays.
+func (s *Service) reconcileLocked(why string) error {
+	start := time.Now()
+	cfg, ps := s.compileLocked()
+	g := s.gw.Load()
+	if g == nil {
+		return nil // Start compiles
+	}
+	if err := g.Update(cfg); err != nil {
+		return err
+	}
+	s.agent.SetGatewayPolicies(ps)
+	s.logger.Info("gateway reconciled", "cause", why, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams),
+		"traffic_policies", len(s.traffic), "compiled_policies", len(ps), "took", time.Since(start))
+	return nil
+}
+
+// policiesChanged is the store subscription: it picks the TrafficPolicies
+// and reconciles when they changed.
+func (s *Service) policiesChanged(_, cur *agent.PolicySnapshot) {
+	var tps []*policies.TrafficPolicy
+	for _, e := range cur.Sorted() {
+		if tp, ok := e.Object.(*policies.TrafficPolicy); ok {
+			tps = append(tps, tp)
+		}
+	}
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	if slices.Equal(tps, s.traffic) {
+		return
+	}
+	s.traffic = tps
+	if err := s.reconcileLocked("traffic policies changed"); err != nil {
+		s.logger.Error("traffic policies refused by the gateway; the running routing keeps serving", "err", err)
+		s.problems = append(s.problems, err.Error())
+	}
+}
+
+// health reports TrafficPolicies left out and a refused config change.
+func (s *Service) health() agent.ComponentHealth {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	problems := slices.Clone(s.problems)
+	if s.fileErr != "" {
+		problems = append(problems, s.fileErr)
+	}
+	if len(problems) == 0 {
+		return agent.ComponentHealth{Status: agent.StatusHealthy, Message: fmt.Sprintf("%d routes, %d traffic policies", len(s.base.Routes), len(s.traffic))}
+	}
+	return agent.ComponentHealth{Status: agent.StatusDegraded, Message: "gateway config or traffic policies not applied; the rest keeps serving", Errors: problems}
 }

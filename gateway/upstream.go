@@ -38,7 +38,9 @@ const (
 // address are unchanged, so health and latency state carry over.
 type target struct {
 	addr     string
-	weight   atomic.Int64  // configured (or circuit-set) weight
+	weight   atomic.Int64  // circuit-set weight if any, else configured
+	cfgW     atomic.Int64  // configured weight
+	override atomic.Int64  // circuit-set weight, -1 for none
 	inFlight atomic.Int64  // requests being proxied to it
 	healthy  atomic.Bool   // by active health checks
 	ejected  atomic.Int64  // unix nanos until which outlier detection drains it
@@ -51,6 +53,7 @@ type target struct {
 	ewmaAt    time.Time // last ewma update; guarded by mu
 	errEWMA   float64   // EWMA of failures (0..1); guarded by mu
 	samples   []sample  // ring for outlier detection; guarded by mu
+	clearedAt time.Time // samples of requests started before are dropped; guarded by mu
 	next      int       // next ring slot; guarded by mu
 	currentWR float64   // smooth WRR state, guarded by the group's mu
 }
@@ -66,9 +69,31 @@ const sampleRing = 512
 
 func newTarget(addr string, weight int) *target {
 	t := &target{addr: addr, samples: make([]sample, 0, sampleRing)}
-	t.weight.Store(int64(weight))
+	t.override.Store(-1)
+	t.setConfigured(int64(weight))
 	t.healthy.Store(true)
 	return t
+}
+
+// setConfigured sets the configured weight, which applies unless a
+// circuit set one.
+func (t *target) setConfigured(w int64) {
+	t.cfgW.Store(w)
+	t.applyWeight()
+}
+
+// setOverride sets the circuit's weight; -1 returns to the configured one.
+func (t *target) setOverride(w int64) {
+	t.override.Store(w)
+	t.applyWeight()
+}
+
+func (t *target) applyWeight() {
+	if o := t.override.Load(); o >= 0 {
+		t.weight.Store(o)
+		return
+	}
+	t.weight.Store(t.cfgW.Load())
 }
 
 // available reports whether the target takes traffic at now.
@@ -80,13 +105,18 @@ func (t *target) available(now time.Time) bool {
 func (t *target) observe(now time.Time, latency time.Duration, failed bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := sample{at: now, latency: latency, failed: failed}
-	if len(t.samples) < sampleRing {
-		t.samples = append(t.samples, s)
-	} else {
-		t.samples[t.next] = s
+	// A request that was in flight when the samples were cleared (the
+	// target drained) belongs to the old episode: it must not drain the
+	// target again once it returns.
+	if !now.Add(-latency).Before(t.clearedAt) {
+		s := sample{at: now, latency: latency, failed: failed}
+		if len(t.samples) < sampleRing {
+			t.samples = append(t.samples, s)
+		} else {
+			t.samples[t.next] = s
+		}
+		t.next = (t.next + 1) % sampleRing
 	}
-	t.next = (t.next + 1) % sampleRing
 	// Peak EWMA: a slower sample takes over at once, faster ones decay in.
 	const tau = float64(time.Second)
 	sec := latency.Seconds()
@@ -138,10 +168,13 @@ func (t *target) outlierStats(from time.Time) (n, failed int, p95 time.Duration)
 	return len(lat), failed, lat[int(math.Ceil(0.95*float64(len(lat))))-1]
 }
 
-func (t *target) clearSamples() {
+// clearSamples forgets the samples so far, and those of requests started
+// before now that finish later.
+func (t *target) clearSamples(now time.Time) {
 	t.mu.Lock()
 	t.samples = t.samples[:0]
 	t.next = 0
+	t.clearedAt = now
 	t.mu.Unlock()
 }
 
@@ -179,7 +212,7 @@ func newUpstream(cfg agent.UpstreamConfig, old map[string]*target) *upstream {
 		if t == nil {
 			t = newTarget(tc.Address, w)
 		} else {
-			t.weight.Store(int64(w))
+			t.setConfigured(int64(w))
 		}
 		u.targets = append(u.targets, t)
 	}

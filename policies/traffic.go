@@ -94,10 +94,16 @@ type NameValueMatch struct {
 	Value string `yaml:"value"`
 }
 
-// CanaryMetrics are the targets the canary must meet to keep its traffic.
+// CanaryMetrics are the targets the canary must meet to keep its traffic:
+// over the last Window, with at least MinSamples canary requests, an error
+// ratio above TargetErrorRate or a p99 latency above TargetP99Latency
+// rolls the canary back to weight 0. Fewer samples are no data, which
+// never promotes.
 type CanaryMetrics struct {
-	TargetErrorRate  float64       `yaml:"targetErrorRate,omitempty"`  // 0..1
+	TargetErrorRate  float64       `yaml:"targetErrorRate,omitempty"`  // 0..1; 0: errors not judged
 	TargetP99Latency time.Duration `yaml:"targetP99Latency,omitempty"` // 0: no latency target
+	MinSamples       int           `yaml:"minSamples,omitempty"`       // default 50 (package gateway)
+	Window           time.Duration `yaml:"window,omitempty"`           // default 30s (package gateway)
 }
 
 func newTrafficPolicy() *TrafficPolicy {
@@ -200,8 +206,21 @@ func (t *TrafficPolicy) validate(v *validator, _ validateMode) {
 			}
 		}
 		if m := c.Metrics; m != nil {
+			mp := p.key("metrics")
 			if r := m.TargetErrorRate; !(r >= 0 && r <= 1) {
-				v.add(p.key("metrics").key("targetErrorRate"), "targetErrorRate must be between 0 and 1, got %v", r)
+				v.add(mp.key("targetErrorRate"), "targetErrorRate must be between 0 and 1, got %v", r)
+			}
+			if m.TargetP99Latency < 0 {
+				v.add(mp.key("targetP99Latency"), "targetP99Latency must not be negative, got %s", m.TargetP99Latency)
+			}
+			if m.TargetErrorRate == 0 && m.TargetP99Latency == 0 {
+				v.add(mp, "set targetErrorRate, targetP99Latency or both: a canary without targets cannot fail")
+			}
+			if m.MinSamples < 0 {
+				v.add(mp.key("minSamples"), "minSamples must not be negative, got %d", m.MinSamples)
+			}
+			if m.Window < 0 {
+				v.add(mp.key("window"), "window must not be negative, got %s", m.Window)
 			}
 		}
 	}

@@ -41,7 +41,7 @@ func newGatewayCmd() *cobra.Command {
 func runGatewayApp(ctx context.Context, cfg agent.Config, logger *slog.Logger) error {
 	app := fx.New(
 		fx.NopLogger,
-		fx.Supply(cfg, logger),
+		fx.Supply(cfg, logger, gateway.ConfigFile(configPath)), // the gateway section reloads live
 		agent.Module,
 		gateway.Module,
 		fx.StartTimeout(30*time.Second),

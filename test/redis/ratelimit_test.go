@@ -229,10 +229,15 @@ func TestRedisKilledMidLoad(t *testing.T) {
 	// Redis up: every limit is enforced by Redis.
 	up := run(time.Now().Add(1500 * time.Millisecond))
 	for _, cp := range points {
-		limited := 0
+		limited, failed := 0, 0
 		for _, s := range up[cp] {
-			if s.d.Limiters[0].Failure != "" {
-				t.Fatalf("%s: Redis up, yet decision failed: %s", cp, s.d.Limiters[0].Failure)
+			// A 5 ms deadline can expire on a loaded machine even with Redis
+			// up; that must stay rare and be a timeout, nothing else.
+			if f := s.d.Limiters[0].Failure; f != "" {
+				if !strings.HasSuffix(f, ": timeout") {
+					t.Fatalf("%s: Redis up, yet decision failed: %s", cp, f)
+				}
+				failed++
 			}
 			if s.d.Reason == controlpoint.ReasonRateLimited {
 				limited++
@@ -240,6 +245,12 @@ func TestRedisKilledMidLoad(t *testing.T) {
 		}
 		if limited == 0 {
 			t.Fatalf("%s: %d decisions, none rate limited: the load is below the limit", cp, len(up[cp]))
+		}
+		if failed*100 > len(up[cp]) {
+			t.Fatalf("%s: Redis up, yet %d of %d decisions timed out", cp, failed, len(up[cp]))
+		}
+		if failed > 0 {
+			t.Logf("%s: Redis up, %d of %d decisions timed out (loaded machine)", cp, failed, len(up[cp]))
 		}
 	}
 

@@ -1,0 +1,39 @@
+package agent
+
+import "time"
+
+// CanaryMetricsConfig is what a route's canary must meet to keep its
+// traffic (gateway.routes[].canary.metrics). Over the last Window, with at
+// least MinSamples canary requests, the canary fails when its 5xx-or-error
+// ratio exceeds TargetErrorRate or its p99 latency exceeds
+// TargetP99Latency; it then rolls back to weight 0. Fewer samples are no
+// data, which never promotes. Zero fields take the defaults package
+// gateway documents.
+type CanaryMetricsConfig struct {
+	TargetErrorRate  float64       `yaml:"target_error_rate,omitempty"`  // 0..1; 0: errors not judged
+	TargetP99Latency time.Duration `yaml:"target_p99_latency,omitempty"` // 0: latency not judged
+	MinSamples       int           `yaml:"min_samples,omitempty"`        // default 50
+	Window           time.Duration `yaml:"window,omitempty"`             // default 30s
+}
+
+// check reports every invalid value of m under its key; nil m is valid.
+func (m *CanaryMetricsConfig) check(bad func(key, format string, args ...any)) {
+	if m == nil {
+		return
+	}
+	if r := m.TargetErrorRate; !(r >= 0 && r <= 1) {
+		bad("target_error_rate", "must be in [0, 1], got %g", r)
+	}
+	if m.TargetP99Latency < 0 {
+		bad("target_p99_latency", "must not be negative, got %s", m.TargetP99Latency)
+	}
+	if m.TargetErrorRate == 0 && m.TargetP99Latency == 0 {
+		bad("target_error_rate", "set target_error_rate, target_p99_latency or both: a canary without targets cannot fail")
+	}
+	if m.MinSamples < 0 {
+		bad("min_samples", "must not be negative, got %d", m.MinSamples)
+	}
+	if m.Window < 0 {
+		bad("window", "must not be negative, got %s", m.Window)
+	}
+}
