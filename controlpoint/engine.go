@@ -48,6 +48,8 @@ type Engine struct {
 	logger    *slog.Logger
 	snap      atomic.Pointer[snapshot]
 	decisions *prometheus.CounterVec
+	remaining *prometheus.GaugeVec
+	hits      *prometheus.CounterVec
 	points    *pointTracker
 	logLimit  *ratelimit.Limiter // decision log sampling
 
@@ -74,6 +76,14 @@ func New(opts Options) (*Engine, error) {
 			Name: "fluxgate_flow_decisions_total",
 			Help: "Flow-control decisions by policy, component, control point, decision type and reason. Flows no component matches are counted with empty policy_name and reason no_match.",
 		}, []string{"policy_name", "component_id", "control_point", "decision_type", "reason"}),
+		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fluxgate_ratelimiter_remaining_tokens",
+			Help: "Tokens left in the bucket a rate limiter used for its last decision, by policy, component and control point.",
+		}, []string{"policy_name", "component_id", "control_point"}),
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_rate_limit_hits_total",
+			Help: "Flows a rate limiter found without tokens (dry-run ones included), by policy, component and control point.",
+		}, []string{"policy_name", "component_id", "control_point"}),
 		points: newPointTracker(opts.MaxControlPoints),
 	}
 	if e.logger == nil {
@@ -85,8 +95,10 @@ func New(opts Options) (*Engine, error) {
 		}})
 	}
 	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(e.decisions); err != nil {
-			return nil, fmt.Errorf("controlpoint: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{e.decisions, e.remaining, e.hits} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("controlpoint: register metrics: %w", err)
+			}
 		}
 	}
 	e.snap.Store(&snapshot{points: map[string]*point{}})
@@ -124,6 +136,10 @@ type componentRef struct {
 	// failing closed, say), created on first use.
 	otherRejected *reasonCounters
 	dryRun        prometheus.Counter // would-be rejections of a dry-run component
+	// Rate limiters only (nil otherwise): the tokens left after the last
+	// decision, and the flows it rejected for lack of them.
+	remaining prometheus.Gauge
+	hits      prometheus.Counter
 }
 
 type classifierRef struct {
@@ -333,7 +349,7 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 				pt := pointOf(name)
 				cpl := name
 				pol, id := c.info.policyName, c.info.id
-				pt.components = append(pt.components, componentRef{
+				ref := componentRef{
 					sels:          sels,
 					c:             c.c,
 					info:          c.info,
@@ -341,7 +357,12 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 					rejected:      e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, reasonLabel(rejectReasonOf(c.c))),
 					otherRejected: &reasonCounters{vec: e.decisions, labels: [3]string{pol, id, cpl}},
 					dryRun:        e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+reasonLabel(rejectReasonOf(c.c))),
-				})
+				}
+				if _, ok := c.c.(*rateLimiter); ok {
+					ref.remaining = e.remaining.WithLabelValues(pol, id, cpl)
+					ref.hits = e.hits.WithLabelValues(pol, id, cpl)
+				}
+				pt.components = append(pt.components, ref)
 			}
 		}
 		for i, c := range cp.classifiers {
@@ -393,9 +414,10 @@ func (e *Engine) dropStaleSeries(old, cur *snapshot) {
 			if keep[r.info.policyName+"\x00"+r.info.id+"\x00"+pt.name] {
 				continue
 			}
-			e.decisions.DeletePartialMatch(prometheus.Labels{
-				"policy_name": r.info.policyName, "component_id": r.info.id, "control_point": pt.name,
-			})
+			l := prometheus.Labels{"policy_name": r.info.policyName, "component_id": r.info.id, "control_point": pt.name}
+			e.decisions.DeletePartialMatch(l)
+			e.remaining.Delete(l)
+			e.hits.Delete(l)
 		}
 	}
 }
@@ -433,6 +455,12 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
 		ld := &d.Limiters[len(d.Limiters)-1]
 		ref.c.decide(ctx, now, labels, tokens, true, ld)
+		if ref.remaining != nil && !ld.PassThrough {
+			ref.remaining.Set(ld.Remaining)
+			if ld.Dropped && ld.Reason == ReasonRateLimited {
+				ref.hits.Inc()
+			}
+		}
 		switch {
 		case !ld.Dropped:
 			ref.accepted.Inc()

@@ -476,3 +476,23 @@ func TestSweepWithRedisLimiters(t *testing.T) {
 	}
 	e.Sweep(t0.Add(time.Hour))
 }
+
+func TestRateLimiterQuotaMetrics(t *testing.T) {
+	e := newEngine(t, prometheus.NewRegistry(), perUserLimit)
+	for i := 0; i < 7; i++ {
+		check(e, t0, "ingress", map[string]string{"user": "alice", "tier": "free"})
+	}
+	if got := testutil.ToFloat64(e.hits.WithLabelValues("per-user-limit", "0", "ingress")); got != 2 {
+		t.Fatalf("rate limit hits = %v, want 2", got)
+	}
+	check(e, t0, "ingress", map[string]string{"user": "bob", "tier": "free"})
+	if got := testutil.ToFloat64(e.remaining.WithLabelValues("per-user-limit", "0", "ingress")); got != 4 {
+		t.Fatalf("remaining tokens = %v, want bob's 4", got)
+	}
+	if err := e.SetPolicies(nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(e.hits) + testutil.CollectAndCount(e.remaining); n != 0 {
+		t.Fatalf("%d quota series left after the policy went away", n)
+	}
+}
