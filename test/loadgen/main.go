@@ -38,7 +38,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
@@ -267,8 +269,12 @@ func closedLoop(p *proc) (map[string]float64, error) {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				if _, err := client.Check(ctx, req); err != nil {
-					if ctx.Err() == nil {
-						failures.Add(1)
+					// The loop sets no per-call deadline: DeadlineExceeded and
+					// Canceled only come from the measurement's own end.
+					if c := status.Code(err); ctx.Err() == nil && c != codes.DeadlineExceeded && c != codes.Canceled {
+						if failures.Add(1) == 1 {
+							log.Printf("%s closed loop: first failure: %v", p.name, err)
+						}
 					}
 					continue
 				}
