@@ -3,6 +3,7 @@ package circuit
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +14,7 @@ import (
 
 // node is one compiled component.
 type node struct {
-	index    int // position in spec.circuit.components
+	index    int // position in spec.circuit.components (of the outermost nested circuit, inside one)
 	kind     string
 	comp     Component
 	inSlots  []slot
@@ -53,6 +54,7 @@ func (c *Circuit) Interval() time.Duration { return c.interval }
 // Compile builds the circuit of p. Wiring errors (a signal with no
 // producer or two, an unknown kind) are returned as a
 // strictyaml.ErrorList positioned at the components, without a file name.
+// Nested circuits are flattened into the circuit (see NestedCircuit).
 func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 	interval := p.Spec.Circuit.EvaluationInterval
 	if interval <= 0 {
@@ -69,9 +71,10 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 	env.Policy, env.Interval = c.policy, interval
 
 	type wired struct {
-		n   *node
-		in  []InPort
-		out []OutPort
+		n     *node
+		in    []InPort
+		out   []OutPort
+		scope *scope // of a nested circuit's component; nil at the top level
 	}
 	var all []wired
 	signalIndex := map[string]int{}
@@ -85,10 +88,8 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 		c.inputs[name] = in
 		all = append(all, wired{n: n})
 	}
-	for i, comp := range p.Spec.Circuit.Components {
-		if comp == nil {
-			continue
-		}
+	for _, f := range flatten(p.Spec.Circuit.Components, nil, flatComponent{}, errorf) {
+		i, comp, sc := f.index, f.comp, f.scope
 		e := env
 		e.Index = i
 		var in []InPort
@@ -111,27 +112,45 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 				errorf(comp, "%s is not a circuit component", comp.Kind)
 				continue
 			}
+			if f.path != "" {
+				// The decision engine and the gateway create actuators
+				// from the top-level list only: refuse rather than feed
+				// an actuator nobody enforces.
+				errorf(comp, "%s: flow-control components must be at the top level of spec.circuit.components, not inside a nested_circuit; export the signal with out_ports_map and wire it there", comp.Kind)
+				continue
+			}
 			in = ports(spec)
 			built = &actuator{env: &e, ports: in}
 		}
 		n := &node{index: i, kind: comp.Kind, comp: built, line: comp.Line, column: comp.Column}
+		w := wired{n: n, in: in, out: out, scope: sc}
 		for _, o := range out {
 			idx := -1
 			if o.Wire != nil && o.Wire.SignalName != "" {
 				name := o.Wire.SignalName
-				if prev, dup := signalIndex[name]; dup {
+				key, _, err := sc.resolve(name, true)
+				if err != nil {
+					errorf(comp, "%s: out_ports.%s: %v", comp.Kind, o.Name, err)
+					continue
+				}
+				if prev, dup := signalIndex[key]; dup {
 					p := c.producer[prev]
-					errorf(comp, "signal %q already has a producer: %s at line %d, column %d", name, p.kind, p.line, p.column)
+					if key != name {
+						name = fmt.Sprintf("%s (exported as %q)", strconv.Quote(name), key)
+					} else {
+						name = strconv.Quote(name)
+					}
+					errorf(comp, "signal %s already has a producer%s: %s at line %d, column %d", name, sc.where(), p.kind, p.line, p.column)
 					continue
 				}
 				idx = len(c.names)
-				signalIndex[name] = idx
-				c.names = append(c.names, name)
+				signalIndex[key] = idx
+				c.names = append(c.names, key)
 				c.producer = append(c.producer, n)
 			}
 			n.outSlots = append(n.outSlots, idx)
 		}
-		all = append(all, wired{n: n, in: in, out: out})
+		all = append(all, w)
 	}
 	// Inputs, now that every producer is known.
 	for _, w := range all {
@@ -142,10 +161,19 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 			case p.Wire.ConstantSignal != nil:
 				s.constant = Value(p.Wire.ConstantSignal.Float())
 			case p.Wire.SignalName != "":
-				idx, ok := signalIndex[p.Wire.SignalName]
-				if !ok {
+				key, k, err := w.scope.resolve(p.Wire.SignalName, false)
+				if k != nil {
+					s.constant = Value(k.Float())
+					break
+				}
+				idx, ok := signalIndex[key]
+				if err != nil || !ok {
+					msg := fmt.Sprintf("signal %q has no producer%s%s", p.Wire.SignalName, w.scope.where(), suggest(p.Wire.SignalName, w.scope.visible(c.names)))
+					if err != nil {
+						msg = err.Error()
+					}
 					errs = append(errs, &strictyaml.Error{Line: w.n.line, Column: w.n.column,
-						Msg: fmt.Sprintf("%s: in_ports.%s: signal %q has no producer%s", w.n.kind, p.Name, p.Wire.SignalName, suggest(p.Wire.SignalName, c.names))})
+						Msg: fmt.Sprintf("%s: in_ports.%s: %s", w.n.kind, p.Name, msg)})
 					continue
 				}
 				s.signal = idx
