@@ -18,8 +18,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-
 	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
@@ -160,8 +158,8 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.otlp = recv
-	a.otlpGRPC = grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(a.otlpGRPC, recv)
+	a.otlpGRPC = grpc.NewServer(recv.GRPCServerOptions()...)
+	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

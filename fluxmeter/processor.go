@@ -121,11 +121,46 @@ type scratch struct {
 	labels map[string]string
 	names  []string
 	meters []*meter
+	view   spanView
 }
 
-// Consume processes a batch of OTLP resource spans. It returns how many
-// spans it could not use (no control point, or a malformed attribute) and
-// an example reason, for the OTLP partial-success answer.
+// spanView is what the processor reads of a span, filled either from a
+// decoded message (Consume) or straight from the wire (ConsumeProto).
+type spanView struct {
+	controlPoint string
+	meterNames   []string
+	hasMeters    bool // fluxgate.flux_meters was present
+	rejected     bool
+	status       int64
+	errorStatus  bool // the span's status is ERROR
+	start, end   uint64
+	attrs        []attr
+}
+
+// attr is one span attribute; only strings and numbers matter here.
+type attr struct {
+	key   string
+	kind  attrKind
+	str   string
+	num   float64
+	isInt bool
+}
+
+type attrKind uint8
+
+const (
+	attrOther attrKind = iota
+	attrString
+	attrNumber
+)
+
+func (v *spanView) reset() {
+	*v = spanView{meterNames: v.meterNames[:0], attrs: v.attrs[:0]}
+}
+
+// Consume processes a batch of decoded OTLP resource spans. It returns how
+// many spans it could not use (no control point) and an example reason,
+// for the OTLP partial-success answer.
 func (p *Processor) Consume(rss []*tracepb.ResourceSpans) (rejected int64, reason string) {
 	set := p.meters.Load()
 	sc := p.pool.Get().(*scratch)
@@ -135,7 +170,8 @@ func (p *Processor) Consume(rss []*tracepb.ResourceSpans) (rejected int64, reaso
 		for _, ss := range rs.GetScopeSpans() {
 			for _, sp := range ss.GetSpans() {
 				n++
-				if why := p.consumeSpan(set, sc, sp); why != "" {
+				viewOf(&sc.view, sp)
+				if why := p.consumeView(set, sc, &sc.view); why != "" {
 					rejected++
 					reason = why
 				}
@@ -146,42 +182,58 @@ func (p *Processor) Consume(rss []*tracepb.ResourceSpans) (rejected int64, reaso
 	return rejected, reason
 }
 
-// flowAttrs are the FluxGate attributes of one span.
-type flowAttrs struct {
-	controlPoint string
-	meterNames   *commonpb.ArrayValue
-	rejected     bool
-	status       int64
-}
-
-func (p *Processor) consumeSpan(set *meterSet, sc *scratch, sp *tracepb.Span) string {
-	var fa flowAttrs
-	attrs := sp.GetAttributes()
-	for _, kv := range attrs {
-		v := kv.GetValue()
-		switch kv.GetKey() {
-		case AttrControlPoint:
-			fa.controlPoint = v.GetStringValue()
-		case AttrFluxMeters:
-			fa.meterNames = v.GetArrayValue()
-		case AttrDecisionType:
-			fa.rejected = v.GetStringValue() == DecisionRejected
-		case AttrHTTPStatus:
-			fa.status = v.GetIntValue()
-		case AttrHTTPStatusOld:
-			if fa.status == 0 {
-				fa.status = v.GetIntValue()
+// viewOf fills v from a decoded span.
+func viewOf(v *spanView, sp *tracepb.Span) {
+	v.reset()
+	v.start, v.end = sp.GetStartTimeUnixNano(), sp.GetEndTimeUnixNano()
+	v.errorStatus = sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR
+	for _, kv := range sp.GetAttributes() {
+		a := attr{key: kv.GetKey()}
+		switch x := kv.GetValue().GetValue().(type) {
+		case *commonpb.AnyValue_StringValue:
+			a.kind, a.str = attrString, x.StringValue
+		case *commonpb.AnyValue_DoubleValue:
+			a.kind, a.num = attrNumber, x.DoubleValue
+		case *commonpb.AnyValue_IntValue:
+			a.kind, a.num, a.isInt = attrNumber, float64(x.IntValue), true
+		case *commonpb.AnyValue_ArrayValue:
+			if a.key == AttrFluxMeters {
+				v.hasMeters = true
+				for _, e := range x.ArrayValue.GetValues() {
+					v.meterNames = append(v.meterNames, e.GetStringValue())
+				}
 			}
 		}
+		v.note(a)
 	}
-	if fa.controlPoint == "" && fa.meterNames == nil {
+}
+
+// note records an attribute and picks out the ones FluxGate reads.
+func (v *spanView) note(a attr) {
+	switch a.key {
+	case AttrControlPoint:
+		v.controlPoint = a.str
+	case AttrDecisionType:
+		v.rejected = a.str == DecisionRejected
+	case AttrHTTPStatus:
+		if a.isInt {
+			v.status = int64(a.num)
+		}
+	case AttrHTTPStatusOld:
+		if a.isInt && v.status == 0 {
+			v.status = int64(a.num)
+		}
+	}
+	v.attrs = append(v.attrs, a)
+}
+
+func (p *Processor) consumeView(set *meterSet, sc *scratch, v *spanView) string {
+	if v.controlPoint == "" && !v.hasMeters {
 		return "span has no " + AttrControlPoint + " attribute"
 	}
-
 	sc.meters = sc.meters[:0]
-	if fa.meterNames != nil {
-		for _, v := range fa.meterNames.GetValues() {
-			name := v.GetStringValue()
+	if v.hasMeters {
+		for _, name := range v.meterNames {
 			if m := set.byKey[name]; m != nil {
 				sc.meters = append(sc.meters, m)
 			} else if ms := set.byName[name]; len(ms) == 1 {
@@ -190,12 +242,12 @@ func (p *Processor) consumeSpan(set *meterSet, sc *scratch, sp *tracepb.Span) st
 		}
 	} else if p.matcher != nil && len(set.sorted) > 0 {
 		clear(sc.labels)
-		for _, kv := range attrs {
-			if s, ok := kv.GetValue().GetValue().(*commonpb.AnyValue_StringValue); ok {
-				sc.labels[kv.GetKey()] = s.StringValue
+		for i := range v.attrs {
+			if v.attrs[i].kind == attrString {
+				sc.labels[v.attrs[i].key] = v.attrs[i].str
 			}
 		}
-		sc.names = p.matcher.MatchFluxMeters(fa.controlPoint, sc.labels, sc.names[:0])
+		sc.names = p.matcher.MatchFluxMeters(v.controlPoint, sc.labels, sc.names[:0])
 		for _, name := range sc.names {
 			if m := set.byKey[name]; m != nil {
 				sc.meters = append(sc.meters, m)
@@ -207,18 +259,18 @@ func (p *Processor) consumeSpan(set *meterSet, sc *scratch, sp *tracepb.Span) st
 		return ""
 	}
 
-	k := seriesKey{rejected: fa.rejected}
-	if fa.status >= 100 && fa.status <= 599 {
-		k.status = uint16(fa.status)
+	k := seriesKey{rejected: v.rejected}
+	if v.status >= 100 && v.status <= 599 {
+		k.status = uint16(v.status)
 	}
-	k.failed = k.status >= 500 || sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR
+	k.failed = k.status >= 500 || v.errorStatus
 	for _, m := range sc.meters {
-		v, ok := reading(sp, attrs, m.attributeKey)
+		r, ok := v.reading(m.attributeKey)
 		if !ok {
 			m.invalid(k)
 			continue
 		}
-		m.observe(k, v)
+		m.observe(k, r)
 	}
 	return ""
 }
@@ -226,27 +278,23 @@ func (p *Processor) consumeSpan(set *meterSet, sc *scratch, sp *tracepb.Span) st
 // reading is the value a meter measures: its attribute as a number, or,
 // for the default workload duration when the span does not carry it, the
 // span's duration in milliseconds.
-func reading(sp *tracepb.Span, attrs []*commonpb.KeyValue, key string) (float64, bool) {
-	for _, kv := range attrs {
-		if kv.GetKey() != key {
+func (v *spanView) reading(key string) (float64, bool) {
+	for i := range v.attrs {
+		if v.attrs[i].key != key {
 			continue
 		}
-		switch v := kv.GetValue().GetValue().(type) {
-		case *commonpb.AnyValue_DoubleValue:
-			return v.DoubleValue, !isNaNOrInf(v.DoubleValue)
-		case *commonpb.AnyValue_IntValue:
-			return float64(v.IntValue), true
+		if v.attrs[i].kind != attrNumber || isNaNOrInf(v.attrs[i].num) {
+			return 0, false
 		}
-		return 0, false
+		return v.attrs[i].num, true
 	}
 	if key != AttrWorkloadMillis {
 		return 0, false
 	}
-	start, end := sp.GetStartTimeUnixNano(), sp.GetEndTimeUnixNano()
-	if start == 0 || end < start {
+	if v.start == 0 || v.end < v.start {
 		return 0, false
 	}
-	return float64(end-start) / 1e6, true
+	return float64(v.end-v.start) / 1e6, true
 }
 
 func isNaNOrInf(f float64) bool { return f != f || f > 1e308 || f < -1e308 }

@@ -82,13 +82,22 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.httpError(w, ct, http.StatusBadRequest, codes.InvalidArgument, err.Error())
 		return
 	}
-	var msg collectortrace.ExportTraceServiceRequest
-	if isJSON {
-		err = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(body, &msg)
-	} else {
-		err = proto.Unmarshal(body, &msg)
+	if !isJSON {
+		// Protobuf is read straight from the wire, without allocating per span.
+		rejected, why, err := r.proc.ConsumeProto(body)
+		if err != nil {
+			r.httpError(w, ct, http.StatusBadRequest, codes.InvalidArgument, err.Error())
+			return
+		}
+		resp := &collectortrace.ExportTraceServiceResponse{}
+		if rejected > 0 {
+			resp.PartialSuccess = &collectortrace.ExportTracePartialSuccess{RejectedSpans: rejected, ErrorMessage: why}
+		}
+		writeMessage(w, ct, http.StatusOK, resp)
+		return
 	}
-	if err != nil {
+	var msg collectortrace.ExportTraceServiceRequest
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(body, &msg); err != nil {
 		r.httpError(w, ct, http.StatusBadRequest, codes.InvalidArgument, "malformed OTLP trace request: "+err.Error())
 		return
 	}

@@ -132,8 +132,8 @@ func serveGRPC(t *testing.T, r *Receiver) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	collectortrace.RegisterTraceServiceServer(srv, r)
+	srv := grpc.NewServer(r.GRPCServerOptions()...)
+	r.RegisterGRPC(srv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()
