@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	fgagent "github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/agent/agenttest"
 )
 
 const meteredLimit = `apiVersion: fluxgate.io/v1beta1
@@ -40,25 +39,10 @@ spec:
 // with a remote agent, records a span per request, and the agent's flux
 // meter counts accepted and rejected flows apart.
 func TestMiddlewareSpansFeedFluxMeters(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(meteredLimit), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fgagent.DefaultConfig()
-	cfg.Server.Host = "127.0.0.1"
-	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
-	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
+	cfg := agenttest.Config(t, meteredLimit)
 	cfg.Metrics.Enabled = false
-	cfg.Policies.Dir = dir
-	a, err := fgagent.New(fgagent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := agenttest.Start(t, cfg)
 	ctx := context.Background()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = a.Stop(ctx) }()
 
 	remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{})
 	if err != nil {

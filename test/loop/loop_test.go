@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/policies"
@@ -99,24 +99,8 @@ func TestReactionToOverload(t *testing.T) {
 		t.Fatal(err)
 	}
 	policy := strings.Replace(string(example), "warmup_window: 60s", "warmup_window: 5s", 1)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := agent.DefaultConfig()
-	cfg.Server.Host = "127.0.0.1"
-	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
-	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
-	cfg.Policies.Dir = dir
-	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := agenttest.Start(t, agenttest.Config(t, policy))
 	ctx := context.Background()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = a.Stop(ctx) }()
 
 	checker := client.NewLocal(a.Engine())
 	svc := &service{capacity: 100, base: 20 * time.Millisecond}

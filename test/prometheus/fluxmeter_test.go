@@ -3,8 +3,6 @@ package prometheus
 import (
 	"context"
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 )
 
@@ -32,24 +31,7 @@ spec:
 
 func startAgent(t *testing.T, policy string) *agent.Agent {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := agent.DefaultConfig()
-	cfg.Server.Host = "127.0.0.1"
-	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
-	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
-	cfg.Policies.Dir = dir
-	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
-	return a
+	return agenttest.Start(t, agenttest.Config(t, policy))
 }
 
 // TestSeedFluxMeterQueries sends spans through the real OpenTelemetry SDK

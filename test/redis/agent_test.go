@@ -3,13 +3,12 @@ package redis
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/controlpoint"
 )
 
@@ -37,24 +36,9 @@ spec:
 
 func startAgent(t *testing.T, redisAddr string) *agent.Agent {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(issuePolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg := agent.DefaultConfig()
-	cfg.Server.Host = "127.0.0.1"
-	cfg.Server.HTTPPort, cfg.Server.GRPCPort, cfg.Metrics.Port = 0, 0, 0
-	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
-	cfg.Policies.Dir = dir
+	cfg := agenttest.Config(t, issuePolicy)
 	cfg.Redis.Address = redisAddr
-	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	a := agenttest.Start(t, cfg)
 	return a
 }
 
