@@ -337,6 +337,10 @@ type GatewayConfig struct {
 	Listen    string           `yaml:"listen" desc:"Address (host:port) the built-in gateway listens on; used by fluxgate gateway only."`
 	Upstreams []UpstreamConfig `yaml:"upstreams" desc:"Upstream groups: name, algorithm, targets, health_check, outlier_detection, circuit_breaker, retries."`
 	Routes    []RouteConfig    `yaml:"routes" desc:"Routes, first match wins: id, match (path_prefix, host, headers), upstream, control_point, canary."`
+	TLS       GatewayTLSConfig `yaml:"tls" desc:"TLS termination (see gateway_config.go); empty means plain HTTP."`
+	// H2C accepts cleartext HTTP/2 (prior knowledge or Upgrade: h2c) on a
+	// plain listener. Read at start, like Listen and TLS.
+	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
 }
 
 // Gateway load-balancing algorithms.
@@ -363,6 +367,12 @@ type UpstreamConfig struct {
 	// PanicThreshold is the share of healthy targets below which the
 	// group ignores health and spreads over all targets. Default 0.5.
 	PanicThreshold float64 `yaml:"panic_threshold,omitempty"`
+	// HTTP2 speaks HTTP/2 to the targets: h2c with prior knowledge, or
+	// over TLS (ALPN h2) with TLS.
+	HTTP2 bool `yaml:"http2,omitempty"`
+	// TLS connects to the targets over TLS, verified against the system
+	// roots with the target's host as server name.
+	TLS bool `yaml:"tls,omitempty"`
 }
 
 // TargetConfig is one upstream server.
@@ -560,6 +570,7 @@ func (c *GatewayConfig) check(report func(path []any, msg string)) {
 			bad([]any{"listen"}, "must be host:port, got %q", c.Listen)
 		}
 	}
+	c.TLS.check(func(key, format string, args ...any) { bad([]any{"tls", key}, format, args...) })
 	upstreams := make(map[string]bool)
 	for i, u := range c.Upstreams {
 		at := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }

@@ -37,3 +37,25 @@ func (m *CanaryMetricsConfig) check(bad func(key, format string, args ...any)) {
 		bad("window", "must not be negative, got %s", m.Window)
 	}
 }
+
+// GatewayTLSConfig terminates TLS on the gateway listener (gateway.tls).
+// Both files empty means plain HTTP. The pair is reloaded while running
+// when either file changes; a pair that does not load keeps the previous
+// one (package gateway, CertReloader). Read at start, like Listen.
+type GatewayTLSConfig struct {
+	CertFile string `yaml:"cert_file" desc:"PEM certificate chain the gateway serves; with key_file turns on TLS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded when the file changes."`
+	KeyFile  string `yaml:"key_file" desc:"PEM private key of cert_file."`
+}
+
+// Enabled reports whether TLS is configured.
+func (c GatewayTLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
+
+// check reports a half-configured pair.
+func (c GatewayTLSConfig) check(bad func(key, format string, args ...any)) {
+	switch {
+	case c.CertFile != "" && c.KeyFile == "":
+		bad("key_file", "must be set with cert_file")
+	case c.CertFile == "" && c.KeyFile != "":
+		bad("cert_file", "must be set with key_file")
+	}
+}

@@ -19,6 +19,11 @@ func init() { Register("query.promql", func() Spec { return &PromQL{} }) }
 // component.
 const MinPromQLInterval = 10 * time.Millisecond
 
+// PromQLSameTickWait is the longest a query.promql Step waits for the
+// query it has just asked, so that a fast source's answer is used in the
+// same tick rather than the next one.
+const PromQLSameTickWait = 5 * time.Millisecond
+
 // PromQL is the query.promql component: its output is the value of a
 // PromQL query (a scalar, or an instant vector of exactly one sample)
 // evaluated every evaluation_interval (default: the circuit's) through the
@@ -26,7 +31,10 @@ const MinPromQLInterval = 10 * time.Millisecond
 //
 // It never blocks a tick: a worker goroutine, started by the first Step
 // and stopped by Close, runs one query at a time for the tick that asked
-// for it. Step reads the latest result: the output is valid when the last
+// for it, and Step waits at most PromQLSameTickWait for the query it has
+// just asked, so a fast source (the embedded TSDB) feeds the same tick
+// while a slow one is read at a later tick. Step reads the latest result:
+// the output is valid when the last
 // query succeeded and was evaluated for a tick at most 2×evaluation_interval
 // plus one circuit interval ago; a query still running after that long is
 // abandoned. Otherwise the output is invalid and Reason says why (the
@@ -98,6 +106,7 @@ type promqlQuery struct {
 	done     chan struct{}      // guarded by mu; closed when the worker ends
 	closed   bool               // guarded by mu
 	inflight bool               // guarded by mu: a query was asked and has not returned
+	returned chan struct{}      // guarded by mu: closed when the query in flight returns
 	asked    time.Time          // guarded by mu: tick of the last query asked
 	res      queryResult        // guarded by mu: the last query that returned
 	reason   string             // guarded by mu: why the last Step's output was invalid
@@ -127,6 +136,19 @@ func (c *promqlQuery) Step(t Tick, _, out []Signal) {
 	if !c.inflight && (c.asked.IsZero() || t.Now.Sub(c.asked) >= c.every) {
 		c.req <- t.Now // never blocks: the buffer holds one and none is pending
 		c.inflight, c.asked = true, t.Now
+		// A fast source (the embedded TSDB answers in well under a
+		// millisecond) feeds this very tick; a slow one is read at a
+		// later tick. Either way the wait is bounded.
+		returned := make(chan struct{})
+		c.returned = returned
+		c.mu.Unlock()
+		wait := time.NewTimer(PromQLSameTickWait)
+		select {
+		case <-returned:
+		case <-wait.C:
+		}
+		wait.Stop()
+		c.mu.Lock()
 	}
 	r := c.res
 	switch age := t.Now.Sub(r.at); {
@@ -171,6 +193,10 @@ func (c *promqlQuery) run(ctx context.Context, req <-chan time.Time, done chan<-
 			c.mu.Lock()
 			c.inflight = false
 			c.res = queryResult{at: at, v: v, err: err, done: true}
+			if c.returned != nil {
+				close(c.returned)
+				c.returned = nil
+			}
 			c.mu.Unlock()
 		}
 	}

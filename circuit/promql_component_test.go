@@ -155,11 +155,16 @@ func TestPromQLInCircuit(t *testing.T) {
 	q := c.producer[0].comp.(*promqlQuery)
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
 	c.Step(at(0))
-	if v := value(t, c, "RPS"); v.Valid {
-		t.Fatalf("RPS valid before any result: %v", v)
-	}
-	if r := reading(t, c, "RPS"); r.Reason != "waiting for the first query result" {
-		t.Errorf("reason %q", r.Reason)
+	// The fake answers at once, so Step usually gets it within
+	// PromQLSameTickWait and the value feeds tick 0; on a loaded machine it
+	// may come later, and then the output says it is waiting.
+	if v := value(t, c, "RPS"); v.Valid && v != Value(21) {
+		t.Fatalf("RPS = %v at tick 0", v)
+	} else if !v.Valid {
+		if r := reading(t, c, "RPS"); r.Reason != "waiting for the first query result" {
+			t.Errorf("reason %q", r.Reason)
+		}
+		t.Log("the first result missed the same tick")
 	}
 	waitIdle(t, q, f, 1)
 	for i := 1; i <= 6; i++ {

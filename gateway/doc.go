@@ -27,6 +27,15 @@
 // Streaming bodies and WebSocket upgrades pass through. X-Forwarded-For,
 // -Host and -Proto are set.
 //
+// Protocols. Clients speak HTTP/1.1, and HTTP/2 by ALPN when gateway.tls
+// terminates TLS (CertReloader: the pair is reloaded when its files
+// change, a pair that does not load keeps the previous one), or h2c on a
+// plain listener with gateway.h2c. Upstream groups speak HTTP/1.1, or
+// HTTP/2 with upstreams[].http2 (h2c with prior knowledge, or ALPN h2
+// with upstreams[].tls); each protocol has its own pooled transport.
+// Active health checks use the group's scheme over HTTP/1.1 (HTTP/2 by
+// ALPN over TLS).
+//
 // A canary with a metrics section is judged every 100ms over a sliding
 // window: pass, fail (error ratio or p99 latency over target) or no_data
 // (below min_samples). Fail rolls the weight back to 0 and latches until

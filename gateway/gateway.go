@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -44,6 +45,9 @@ type Options struct {
 	// ResponseHeaderTimeout bounds the wait for a target's response
 	// headers after the request is sent. Default 30s.
 	ResponseHeaderTimeout time.Duration
+	// UpstreamTLSConfig is the client config for upstreams with tls:
+	// true (root CAs, client certificates). Nil means the system roots.
+	UpstreamTLSConfig *tls.Config
 }
 
 // Gateway is the built-in reverse proxy: an http.Handler that routes each
@@ -60,7 +64,7 @@ type Gateway struct {
 	logger       *slog.Logger
 	metrics      *metrics
 	breakers     *breaker.PrometheusListener
-	transport    *http.Transport
+	transports   transports
 	healthClient *http.Client
 	proxy        *httputil.ReverseProxy
 
@@ -110,26 +114,12 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: register breaker metrics: %w", err)
 	}
 	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
-	g.transport = &http.Transport{
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			gauge := g.metrics.connections.WithLabelValues(addr)
-			gauge.Inc()
-			return &countedConn{Conn: c, gauge: gauge}, nil
-		},
-		MaxIdleConns:          4096,
-		MaxIdleConnsPerHost:   512,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass encodings through untouched
-	}
+	g.transports = newTransports(opts, dialer, g.metrics)
 	g.healthClient = &http.Client{
-		Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute},
+		Transport: &http.Transport{
+			DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
+			TLSClientConfig: opts.UpstreamTLSConfig.Clone(),
+		},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -168,6 +158,7 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 			}
 		}
 		u := newUpstream(uc, targets)
+		u.transport, u.scheme = g.transports.forUpstream(uc)
 		if uc.CircuitBreaker != nil {
 			if prev != nil && prev.breaker != nil && breakerConfigEqual(old.cfg, uc) {
 				u.breaker = prev.breaker
@@ -318,7 +309,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 // Close releases idle upstream connections.
 func (g *Gateway) Close() {
-	g.transport.CloseIdleConnections()
+	g.transports.closeIdle()
 	g.healthClient.CloseIdleConnections()
 }
 

@@ -64,7 +64,7 @@ func (g *Gateway) checkAll(ctx context.Context, u *upstream) {
 func (g *Gateway) probe(ctx context.Context, u *upstream, t *target) bool {
 	ctx, cancel := context.WithTimeout(ctx, u.health.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.addr+u.health.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.scheme+"://"+t.addr+u.health.Path, nil)
 	if err != nil {
 		return false
 	}

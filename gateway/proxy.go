@@ -111,9 +111,9 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		addr := t.addr
 		fl.host.Store(&addr)
-		req.URL.Host = t.addr
+		req.URL.Scheme, req.URL.Host = u.scheme, t.addr
 		t.inFlight.Add(1)
-		resp, err := g.transport.RoundTrip(req)
+		resp, err := u.transport.RoundTrip(req)
 		t.inFlight.Add(-1)
 		end := time.Now()
 		if err == nil {

@@ -56,6 +56,7 @@ type Service struct {
 	srv     *http.Server
 	addr    net.Addr
 	emitter *client.SpanEmitter
+	certs   *CertReloader // nil without TLS
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -162,10 +163,19 @@ func (s *Service) Start(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
+	addr := ln.Addr()
+	certs, err := frontend(srv, &ln, cfg, s.agent.Registry(), s.logger)
+	if err != nil {
+		_ = ln.Close()
+		if emitter != nil {
+			_ = emitter.Close(ctx)
+		}
+		return err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.srv, s.addr, s.emitter, s.cancel, s.done = srv, ln.Addr(), emitter, cancel, done
+	s.srv, s.addr, s.emitter, s.cancel, s.done, s.certs = srv, addr, emitter, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.agent.SetGatewayActuators(g)
@@ -175,13 +185,17 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.opts.ConfigFile != "" {
 		wg.Go(func() { s.watchConfig(runCtx) })
 	}
+	if certs != nil {
+		wg.Go(func() { _ = certs.Run(runCtx) })
+	}
 	wg.Go(func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.logger.Error("gateway server failed", "err", err)
 		}
 	})
 	go func() { wg.Wait(); close(done) }()
-	s.logger.Info("gateway listening", "addr", ln.Addr().String(), "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
+	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil,
+		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return nil
 }
 
@@ -199,7 +213,7 @@ func (s *Service) Addr() net.Addr {
 // checks and flushes flow spans.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, emitter, cancel, done := s.srv, s.emitter, s.cancel, s.done
+	srv, emitter, cancel, done, certs := s.srv, s.emitter, s.cancel, s.done, s.certs
 	s.mu.Unlock()
 	if srv == nil {
 		return nil
@@ -214,6 +228,9 @@ func (s *Service) Stop(ctx context.Context) error {
 	<-done
 	if g := s.gw.Load(); g != nil {
 		g.Close()
+	}
+	if certs != nil {
+		certs.Close()
 	}
 	if emitter != nil {
 		errs = append(errs, emitter.Close(ctx))

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"math"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -193,6 +194,8 @@ type upstream struct {
 	rr        atomic.Uint64                 // round-robin cursor
 	mu        sync.Mutex                    // guards the targets' currentWR
 	budget    retryBudget
+	transport http.RoundTripper // by the group's http2 and tls
+	scheme    string            // http or https
 }
 
 func newUpstream(cfg agent.UpstreamConfig, old map[string]*target) *upstream {

@@ -91,6 +91,10 @@ func (s *Service) ReloadConfig() bool {
 			s.logger.Warn("gateway.listen changed; it applies at the next restart", "file", path, "listening", s.base.Listen, "configured", cfg.Gateway.Listen)
 			cfg.Gateway.Listen = s.base.Listen
 		}
+		if cfg.Gateway.TLS != s.base.TLS || cfg.Gateway.H2C != s.base.H2C {
+			s.logger.Warn("gateway.tls or gateway.h2c changed; it applies at the next restart (the certificate files themselves reload live)", "file", path)
+			cfg.Gateway.TLS, cfg.Gateway.H2C = s.base.TLS, s.base.H2C
+		}
 		old := s.base
 		s.base = cfg.Gateway
 		if err = s.reconcileLocked("config file changed"); err != nil {

@@ -1,0 +1,42 @@
+package gateway
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/fluxgate/fluxgate/agent"
+)
+
+// frontend sets up what clients speak to srv on *ln per cfg:
+//
+//   - gateway.tls set: *ln is replaced by a CertReloader's Listener, which
+//     terminates TLS with the reloaded pair and offers h2 and http/1.1 by
+//     ALPN; the returned CertReloader must Run to follow file changes.
+//   - gateway.h2c on a plain listener: srv.Handler accepts cleartext
+//     HTTP/2, by prior knowledge or Upgrade: h2c, next to HTTP/1.1.
+//
+// Otherwise srv serves HTTP/1.1 and it returns nil.
+func frontend(srv *http.Server, ln *net.Listener, cfg agent.GatewayConfig, reg prometheus.Registerer, logger *slog.Logger) (*CertReloader, error) {
+	if cfg.TLS.Enabled() {
+		certs, err := NewCertReloader(TLSOptions{
+			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
+			Registerer: reg, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		tc := certs.TLSConfig()
+		srv.TLSConfig = tc
+		*ln = certs.Listener(*ln, tc)
+		return certs, nil
+	}
+	if cfg.H2C {
+		srv.Handler = h2c.NewHandler(srv.Handler, &http2.Server{IdleTimeout: srv.IdleTimeout})
+	}
+	return nil, nil
+}

@@ -1,0 +1,485 @@
+// Command gwbench measures the built-in gateway side by side with nginx,
+// as issue 6 asks, in one bounded run on loopback:
+//
+//   - proxying throughput: wrk (keep-alive, -conns connections) against
+//     the upstream directly, `fluxgate gateway` and nginx proxy_pass
+//     (keep-alive upstream pool) to the same small-response upstream;
+//   - added latency: an open-loop Go driver at half of the gateway's
+//     median maximum throughput against the same three, latency measured
+//     from each request's intended send time; added p99 = p99 through the
+//     proxy − p99 direct, per repetition;
+//   - balancing: four targets, one slowed 10× (-fast-delay, 10×), at a
+//     fixed open-loop rate through two gateways that differ only in
+//     algorithm (adaptive, round-robin); p99 and the slow target's share.
+//
+// It builds cmd/fluxgate and starts the upstreams (this program in
+// -serve-upstream mode), three `fluxgate gateway` processes and nginx
+// (`daemon off`, temp config) as children, runs every measurement -reps
+// times interleaving the contenders, and prints medians as Markdown.
+// Children die with it (Pdeathsig). It needs nginx and wrk.
+//
+//	go run ./test/gwbench -reps 3 -duration 3s
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/gateway"
+)
+
+var (
+	reps      = flag.Int("reps", 3, "interleaved repetitions of every measurement")
+	duration  = flag.Duration("duration", 3*time.Second, "length of one measurement")
+	conns     = flag.Int("conns", 50, "wrk connections for the throughput runs")
+	fastDelay = flag.Duration("fast-delay", 2*time.Millisecond, "service time of the fast targets; the slow one takes 10×")
+	lbRate    = flag.Float64("lb-rate", 400, "requests/s offered in the balancing runs")
+	proxyProf = flag.String("proxy-cpuprofile", "", "write a CPU profile of the proxy-only gateway here")
+	bin       = flag.String("fluxgate", "", "fluxgate binary; empty builds ./cmd/fluxgate")
+	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
+	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone (no agent, no control point, no spans), listen=target")
+	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	if *serveUp != "" {
+		log.Fatal(serveUpstreams(*serveUp))
+	}
+	if *serveGW != "" {
+		log.Fatal(serveProxy(*serveGW, *cpuProf))
+	}
+	if err := run(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// serveUpstreams answers "ok" on every addr after its delay, with the
+// address in X-Backend.
+func serveUpstreams(spec string) error {
+	errc := make(chan error)
+	for _, s := range strings.Split(spec, ",") {
+		addr, d, _ := strings.Cut(s, "=")
+		delay, err := time.ParseDuration(d)
+		if err != nil {
+			return err
+		}
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if delay > 0 && r.URL.Path != "/healthz" {
+				time.Sleep(delay)
+			}
+			w.Header().Set("X-Backend", addr)
+			io.WriteString(w, "ok\n")
+		})
+		go func() { errc <- http.ListenAndServe(addr, h) }()
+	}
+	return <-errc
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// child starts a process that dies with this one.
+func child(name string, cmd *exec.Cmd) (stop func(), err error) {
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return func() { _ = cmd.Process.Signal(syscall.SIGTERM); _, _ = cmd.Process.Wait() }, nil
+}
+
+func waitOK(url string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready: %w", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+const gatewayConf = `server: {host: 127.0.0.1, http_port: %s, grpc_port: 0}
+metrics: {port: 0}
+otlp: {grpc_port: 0, http_port: 0}
+policies: {dir: %q}
+log: {level: warn}
+gateway:
+  listen: %s
+  upstreams:
+    - name: app
+      algorithm: %s
+      targets: [%s]
+  routes:
+    - {id: app, match: {path_prefix: /}, upstream: app, control_point: ingress}
+`
+
+const nginxConf = `daemon off;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp; fastcgi_temp_path %[1]s/tmp;
+  uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
+  upstream app { server %[2]s; keepalive 128; }
+  server {
+    listen %[3]s;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`
+
+func run() error {
+	dir, err := os.MkdirTemp("", "fluxgate-gwbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is not installed (Debian package wrk)")
+	}
+	nginxBin, err := exec.LookPath("nginx")
+	if err != nil {
+		nginxBin = "/usr/sbin/nginx"
+	}
+	if *bin == "" {
+		*bin = filepath.Join(dir, "fluxgate")
+		build := exec.Command("go", "build", "-o", *bin, "./cmd/fluxgate")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build fluxgate: %w", err)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var stops []func()
+	defer func() {
+		for _, s := range slices.Backward(stops) {
+			s()
+		}
+	}()
+	start := func(name string, cmd *exec.Cmd) error {
+		s, err := child(name, cmd)
+		if err == nil {
+			stops = append(stops, s)
+		}
+		return err
+	}
+
+	// Upstreams: one without delay for the proxying runs, four for the
+	// balancing runs, the last slowed 10×.
+	direct := freeAddr()
+	lb := []string{freeAddr(), freeAddr(), freeAddr(), freeAddr()}
+	slow := lb[3]
+	spec := []string{direct + "=0s"}
+	for i, a := range lb {
+		d := *fastDelay
+		if i == 3 {
+			d *= 10
+		}
+		spec = append(spec, a+"="+d.String())
+	}
+	if err := start("upstreams", exec.Command(self, "-serve-upstream", strings.Join(spec, ","))); err != nil {
+		return err
+	}
+
+	// Gateways.
+	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return err
+	}
+	gw := map[string]string{} // name → listen address
+	for _, g := range []struct{ name, algorithm, targets string }{
+		{"gateway", "round-robin", "{address: " + direct + "}"},
+		{"round-robin", "round-robin", targetList(lb)},
+		{"adaptive", "adaptive", targetList(lb)},
+	} {
+		listen, api := freeAddr(), freeAddr()
+		_, apiPort, _ := net.SplitHostPort(api)
+		conf := filepath.Join(dir, g.name+".yaml")
+		body := fmt.Sprintf(gatewayConf, apiPort, filepath.Join(dir, "policies"), listen, g.algorithm, g.targets)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			return err
+		}
+		if err := start(g.name, exec.Command(*bin, "gateway", "--config", conf)); err != nil {
+			return err
+		}
+		gw[g.name] = listen
+	}
+
+	// nginx.
+	ngDir := filepath.Join(dir, "nginx")
+	if err := os.MkdirAll(filepath.Join(ngDir, "tmp"), 0o755); err != nil {
+		return err
+	}
+	ngListen := freeAddr()
+	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(fmt.Sprintf(nginxConf, ngDir, direct, ngListen)), 0o644); err != nil {
+		return err
+	}
+	if err := start("nginx", exec.Command(nginxBin, "-p", ngDir, "-e", filepath.Join(ngDir, "error.log"), "-c", filepath.Join(ngDir, "nginx.conf"))); err != nil {
+		return err
+	}
+
+	proxyOnly := freeAddr()
+	if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf)); err != nil {
+		return err
+	}
+
+	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
+		"proxy-only": "http://" + proxyOnly + "/"}
+	for _, u := range []string{urls["direct"], urls["gateway"], urls["nginx"], urls["proxy-only"], "http://" + gw["round-robin"] + "/", "http://" + gw["adaptive"] + "/"} {
+		if err := waitOK(u, 30*time.Second); err != nil {
+			return err
+		}
+	}
+
+	order := []string{"direct", "gateway", "nginx", "proxy-only"}
+	rps := map[string][]float64{}
+	for rep := range *reps {
+		for _, name := range rotate(order, rep) {
+			r, err := wrk(urls[name], *conns, *duration)
+			if err != nil {
+				return fmt.Errorf("wrk %s: %w", name, err)
+			}
+			log.Printf("rep %d throughput %-8s %8.0f req/s", rep+1, name, r)
+			rps[name] = append(rps[name], r)
+		}
+	}
+	half := median(rps["gateway"]) / 2
+
+	p99 := map[string][]float64{}
+	p50 := map[string][]float64{}
+	var addedGW, addedNG, addedPO []float64
+	for rep := range *reps {
+		got := map[string]result{}
+		for _, name := range rotate(order, rep) {
+			res := openLoop(urls[name], half, *duration, "")
+			log.Printf("rep %d at %.0f/s %-8s p50 %.3f ms p99 %.3f ms errors %d", rep+1, half, name, ms(res.p50), ms(res.p99), res.errors)
+			got[name] = res
+			p50[name] = append(p50[name], ms(res.p50))
+			p99[name] = append(p99[name], ms(res.p99))
+		}
+		addedGW = append(addedGW, ms(got["gateway"].p99-got["direct"].p99))
+		addedNG = append(addedNG, ms(got["nginx"].p99-got["direct"].p99))
+		addedPO = append(addedPO, ms(got["proxy-only"].p99-got["direct"].p99))
+	}
+
+	lbP99 := map[string][]float64{}
+	lbP50 := map[string][]float64{}
+	lbSlow := map[string][]float64{}
+	for rep := range *reps {
+		for _, name := range rotate([]string{"round-robin", "adaptive"}, rep) {
+			url := "http://" + gw[name] + "/"
+			_ = openLoop(url, *lbRate, time.Second, slow) // warm up: the balancer learns
+			res := openLoop(url, *lbRate, *duration, slow)
+			log.Printf("rep %d balancing %-11s p50 %.2f ms p99 %.2f ms slow share %.1f%% errors %d",
+				rep+1, name, ms(res.p50), ms(res.p99), 100*res.slowShare, res.errors)
+			lbP99[name] = append(lbP99[name], ms(res.p99))
+			lbP50[name] = append(lbP50[name], ms(res.p50))
+			lbSlow[name] = append(lbSlow[name], 100*res.slowShare)
+		}
+	}
+
+	fmt.Printf("\nMedians of %d interleaved repetitions, %s each, %d wrk connections:\n\n", *reps, *duration, *conns)
+	fmt.Println("| measurement | direct | gateway | nginx | proxy only | gateway/nginx | target |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Printf("| throughput, req/s | %.0f | %.0f | %.0f | %.0f | %.2f | ≥ 0.7 %s |\n",
+		median(rps["direct"]), median(rps["gateway"]), median(rps["nginx"]), median(rps["proxy-only"]), median(rps["gateway"])/median(rps["nginx"]),
+		mark(median(rps["gateway"])/median(rps["nginx"]) >= 0.7))
+	fmt.Printf("| p50 at %.0f req/s, ms | %.3f | %.3f | %.3f | %.3f | | |\n", half, median(p50["direct"]), median(p50["gateway"]), median(p50["nginx"]), median(p50["proxy-only"]))
+	fmt.Printf("| p99 at %.0f req/s, ms | %.3f | %.3f | %.3f | %.3f | | |\n", half, median(p99["direct"]), median(p99["gateway"]), median(p99["nginx"]), median(p99["proxy-only"]))
+	fmt.Printf("| added p99 at %.0f req/s, ms | | %.3f | %.3f | %.3f | | ≤ 1 ms %s |\n", half, median(addedGW), median(addedNG), median(addedPO), mark(median(addedGW) <= 1))
+	fmt.Printf("\nFour targets (%s, one %s) at %.0f req/s open loop:\n\n", *fastDelay, *fastDelay*10, *lbRate)
+	fmt.Println("| algorithm | p50 ms | p99 ms | slow target share |")
+	fmt.Println("|---|---|---|---|")
+	for _, name := range []string{"round-robin", "adaptive"} {
+		fmt.Printf("| %s | %.2f | %.2f | %.1f%% |\n", name, median(lbP50[name]), median(lbP99[name]), median(lbSlow[name]))
+	}
+	cut := 1 - median(lbP99["adaptive"])/median(lbP99["round-robin"])
+	fmt.Printf("\nadaptive cuts p99 by %.0f%% (target ≥ 40%% %s)\n", 100*cut, mark(cut >= 0.4))
+	return nil
+}
+
+// serveProxy runs gateway.New alone in front of target: the proxy, its
+// balancer and metrics, without the agent's control point, flow spans
+// and TSDB, to show what those cost in `fluxgate gateway`.
+func serveProxy(spec, profile string) error {
+	listen, target, _ := strings.Cut(spec, "=")
+	g, err := gateway.New(gateway.Options{
+		Config: agent.GatewayConfig{
+			Upstreams: []agent.UpstreamConfig{{Name: "app", Targets: []agent.TargetConfig{{Address: target}}}},
+			Routes:    []agent.RouteConfig{{ID: "app", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "app"}},
+		},
+		Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		return err
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		go func() {
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM)
+			<-sig
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(0)
+		}()
+	}
+	return http.ListenAndServe(listen, g)
+}
+
+func targetList(addrs []string) string {
+	var out []string
+	for _, a := range addrs {
+		out = append(out, "{address: "+a+"}")
+	}
+	return strings.Join(out, ", ")
+}
+
+// rotate starts the order at a different contender each repetition.
+func rotate(order []string, rep int) []string {
+	k := rep % len(order)
+	return append(slices.Clone(order[k:]), order[:k]...)
+}
+
+var rpsRe = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+// wrk runs a closed-loop keep-alive load and returns requests/s.
+func wrk(url string, c int, d time.Duration) (float64, error) {
+	secs := strconv.Itoa(max(1, int(d.Seconds())))
+	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(c), "-d"+secs+"s", url).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s", err, out)
+	}
+	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
+		log.Printf("wrk %s reported errors:\n%s", url, out)
+	}
+	m := rpsRe.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no Requests/sec in: %s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+type result struct {
+	p50, p99  time.Duration
+	errors    int
+	slowShare float64 // share of answers with X-Backend == slow
+}
+
+// openLoop sends rate requests/s for d, each at its intended time on its
+// own goroutine, and measures latency from the intended time, so a stall
+// of the server (or of this driver) is counted, not hidden.
+func openLoop(url string, rate float64, d time.Duration, slow string) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	n := int(rate * d.Seconds())
+	interval := time.Duration(float64(time.Second) / rate)
+	lat := make([]time.Duration, n)
+	failed := make([]bool, n)
+	slowHit := make([]bool, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		intended := start.Add(time.Duration(i) * interval)
+		if w := time.Until(intended); w > 0 {
+			time.Sleep(w)
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := client.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				slowHit[i] = slow != "" && resp.Header.Get("X-Backend") == slow
+				failed[i] = resp.StatusCode != http.StatusOK
+			} else {
+				failed[i] = true
+			}
+			lat[i] = time.Since(intended)
+		})
+	}
+	wg.Wait()
+	var res result
+	hits := 0
+	for i := range n {
+		if failed[i] {
+			res.errors++
+		}
+		if slowHit[i] {
+			hits++
+		}
+	}
+	slices.Sort(lat)
+	res.p50 = lat[n/2]
+	res.p99 = lat[min(n-1, n*99/100)]
+	res.slowShare = float64(hits) / float64(n)
+	return res
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mark(ok bool) string {
+	if ok {
+		return "✓"
+	}
+	return "✗"
+}
