@@ -27,12 +27,11 @@ const (
 	DefaultPanicThreshold     = 0.5
 )
 
-// Bounds of an adaptive target's effective weight, as factors of its
-// configured weight.
-const (
-	adaptiveMinFactor = 0.02
-	adaptiveMaxFactor = 4
-)
+// adaptiveMinFactor bounds an adaptive target's effective weight from
+// below, as a factor of its configured weight: the slowest target still
+// gets a trickle of requests, which is how its latency can be seen to
+// recover.
+const adaptiveMinFactor = 0.005
 
 // target is one upstream server. It outlives routing snapshots: Update
 // hands the same *target to the new snapshot when its upstream group and
@@ -359,23 +358,24 @@ func (u *upstream) leastRequest(cs []*target) *target {
 	return best
 }
 
-// adaptive scales each weight by the square of how cheap the target is
-// against the candidates' mean cost (peak-EWMA latency × queue, error penalty),
-// bounded to [adaptiveMinFactor, adaptiveMaxFactor] × weight, and picks
-// by smooth WRR on the result. The bound keeps a slow target probed, so
-// its latency can recover.
+// adaptive scales each weight by the fourth power of how cheap the target is
+// against the cheapest candidate (peak-EWMA latency × queue, error
+// penalty), at least adaptiveMinFactor × weight,
+// and picks by smooth WRR on the result. Comparing with the cheapest, not
+// the mean, keeps a slow target from raising the bar it is measured
+// against. The lower bound keeps a slow target probed, so its latency can
+// recover.
 func (u *upstream) adaptive(cs []*target) *target {
 	costs := make([]float64, len(cs))
-	mean := 0.0
+	best := math.Inf(1)
 	for i, t := range cs {
 		costs[i] = t.cost()
-		mean += costs[i]
+		best = min(best, costs[i])
 	}
-	mean /= float64(len(cs))
 	idx := make(map[*target]float64, len(cs))
 	for i, t := range cs {
-		r := mean / costs[i]
-		f := min(max(r*r, adaptiveMinFactor), adaptiveMaxFactor)
+		r := best / costs[i]
+		f := max(r*r*r*r, adaptiveMinFactor) // a target 2× as costly gets 1/16 of the share
 		idx[t] = f * float64(t.weight.Load())
 	}
 	return u.smoothWRR(cs, func(t *target) float64 { return idx[t] })
