@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 const loadSchedulerPolicy = `apiVersion: fluxgate.io/v1beta1
@@ -96,5 +98,30 @@ func TestLoadSchedulerPassesThroughWithoutAMultiplier(t *testing.T) {
 		if !d.Accepted || !d.Limiters[0].PassThrough || d.Limiters[0].ComponentType != "load_scheduler" {
 			t.Fatalf("flow %d = %+v", i, d)
 		}
+	}
+}
+
+// When capacity frees up (the circuit raises the multiplier), the
+// low-priority workload is admitted again: saturation never starves it for
+// good.
+func TestLoadSchedulerLowPriorityRecovers(t *testing.T) {
+	e := newEngine(t, nil, fmt.Sprintf(loadSchedulerPolicy, "{signal_name: LOAD_MULTIPLIER}"))
+	key := policies.Key{Namespace: "default", Name: "protect"}
+	if err := e.SetComponentInput(key, 0, "load_multiplier", 0.3); err != nil {
+		t.Fatal(err)
+	}
+	saturated := openLoop(e, 400, 1200*time.Millisecond, 400*time.Millisecond, "checkout", "browse")
+	if err := e.SetComponentInput(key, 0, "load_multiplier", 1.2); err != nil {
+		t.Fatal(err)
+	}
+	freed := openLoop(e, 400, 1200*time.Millisecond, 400*time.Millisecond, "checkout", "browse")
+	share := func(c [2]int) float64 { return float64(c[0]) / float64(c[1]) }
+	t.Logf("browse admitted %.2f while saturated, %.2f after capacity freed up (checkout %.2f, %.2f)",
+		share(saturated["browse"]), share(freed["browse"]), share(saturated["checkout"]), share(freed["checkout"]))
+	if share(freed["browse"]) < 0.95 {
+		t.Fatalf("browse admitted %.2f after capacity freed up, want nearly all", share(freed["browse"]))
+	}
+	if share(saturated["browse"]) >= share(freed["browse"]) {
+		t.Fatal("the multiplier of 0.3 did not limit browse while saturated")
 	}
 }
