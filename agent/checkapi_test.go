@@ -15,25 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/controlpointtest"
 )
 
 // The per-user limit of issue 3, verbatim.
-const perUserLimitYAML = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: per-user-limit, namespace: default}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          rate_limiter:
-            selectors:
-              - control_point: ingress
-                label_matcher: {match_labels: {tier: free}}
-            in_ports:
-              bucket_capacity: {constant_signal: {value: 5}}
-              fill_amount: {constant_signal: {value: 5}}
-            parameters: {limit_by_label_key: user, interval: 60s}
-`
+const perUserLimitYAML = controlpointtest.PerUserLimit
 
 // startCheckAgent starts an agent that serves the check API.
 func startCheckAgent(t *testing.T, cfg Config) *Agent {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
 
+	"github.com/fluxgate/fluxgate/controlpoint/controlpointtest"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -49,22 +50,7 @@ func newEngine(t testing.TB, reg prometheus.Registerer, srcs ...string) *Engine 
 }
 
 // The policy of issue 3, verbatim.
-const perUserLimit = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: per-user-limit, namespace: default}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          rate_limiter:
-            selectors:
-              - control_point: ingress
-                label_matcher: {match_labels: {tier: free}}
-            in_ports:
-              bucket_capacity: {constant_signal: {value: 5}}
-              fill_amount: {constant_signal: {value: 5}}
-            parameters: {limit_by_label_key: user, interval: 60s}
-`
+const perUserLimit = controlpointtest.PerUserLimit
 
 func check(e *Engine, now time.Time, cp string, labels map[string]string) *Decision {
 	var d Decision

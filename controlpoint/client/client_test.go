@@ -10,6 +10,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/controlpointtest"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -18,22 +19,7 @@ func TestMain(m *testing.M) {
 }
 
 // The policy of issue 3: 5 requests per user per minute on the free tier.
-const perUserLimit = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: per-user-limit, namespace: default}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          rate_limiter:
-            selectors:
-              - control_point: ingress
-                label_matcher: {match_labels: {tier: free}}
-            in_ports:
-              bucket_capacity: {constant_signal: {value: 5}}
-              fill_amount: {constant_signal: {value: 5}}
-            parameters: {limit_by_label_key: user, interval: 60s}
-`
+const perUserLimit = controlpointtest.PerUserLimit
 
 func newEngine(t testing.TB, srcs ...string) *controlpoint.Engine {
 	t.Helper()
