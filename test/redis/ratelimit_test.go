@@ -185,10 +185,12 @@ func TestSkewedClockChangesNothing(t *testing.T) {
 func TestRedisKilledMidLoad(t *testing.T) {
 	srv := Start(t)
 	const limit = 200.0
+	// A 25 ms deadline: with Redis up, decisions must not fail on a loaded
+	// machine (TestRedisStalled holds the 5 ms default to account).
 	ps := limiterPolicy(t, "outage",
-		limiter("open", limit, "failure_mode: fail_open"),
-		limiter("closed", limit, "failure_mode: fail_closed"),
-		limiter("fallback", limit, "failure_mode: local_fallback, local_fallback_share: 0.5"),
+		limiter("open", limit, "failure_mode: fail_open, redis_timeout: 25ms"),
+		limiter("closed", limit, "failure_mode: fail_closed, redis_timeout: 25ms"),
+		limiter("fallback", limit, "failure_mode: local_fallback, local_fallback_share: 0.5, redis_timeout: 25ms"),
 	)
 	e := newEngine(t, srv, ps)
 	points := []string{"open", "closed", "fallback"}
@@ -295,11 +297,11 @@ func TestRedisKilledMidLoad(t *testing.T) {
 	}
 	slices.Sort(lat)
 	p50, p99, maxLat := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
-	t.Logf("Redis down: %d decisions, latency p50 %v, p99 %v, max %v (redis_timeout 5ms)", len(lat), p50, p99, maxLat)
+	t.Logf("Redis down: %d decisions, latency p50 %v, p99 %v, max %v (redis_timeout 25ms)", len(lat), p50, p99, maxLat)
 	// The deadline is 5ms; the bound is generous because the machine is
 	// shared, but far below what any client retry or dial timeout takes.
-	if p99 > 5*time.Millisecond+20*time.Millisecond {
-		t.Errorf("p99 decision latency %v with Redis down, want within the 5ms deadline + margin", p99)
+	if p99 > 25*time.Millisecond+20*time.Millisecond {
+		t.Errorf("p99 decision latency %v with Redis down, want within the 25ms deadline + margin", p99)
 	}
 
 	if err := srv.Restart(); err != nil {
