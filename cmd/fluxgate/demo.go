@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -42,6 +43,9 @@ func newDemoCmd() *cobra.Command {
 			}
 			if !res.shed {
 				return &exitError{code: 1, err: fmt.Errorf("demo: admission did not drop under overload")}
+			}
+			if !res.canaryRolledBack {
+				return &exitError{code: 1, err: fmt.Errorf("demo: the failing canary was not rolled back")}
 			}
 			return nil
 		},
@@ -89,8 +93,23 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
+// canaryUpstream is checkout-v2: fast, until it starts failing half of
+// its requests.
+type canaryUpstream struct{ failing atomic.Bool }
+
+func (c *canaryUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/healthz" && c.failing.Load() && rand.IntN(2) == 0 {
+		http.Error(w, "checkout-v2 is broken", http.StatusInternalServerError)
+		return
+	}
+	time.Sleep(5 * time.Millisecond)
+	_, _ = io.WriteString(w, "ok from v2\n")
+}
+
 type demoResult struct {
 	shed                   bool
+	canaryWeight           int     // at the end
+	canaryRolledBack       bool    // at the end
 	admittedEarly, lateAdm float64 // share of offered flows admitted before and during the overload
 }
 
@@ -116,6 +135,14 @@ func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demo
 	upSrv := &http.Server{Handler: up, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = upSrv.Serve(upLn) }()
 	defer func() { _ = upSrv.Close() }()
+	canary := &canaryUpstream{}
+	canLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return demoResult{}, err
+	}
+	canSrv := &http.Server{Handler: canary, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = canSrv.Serve(canLn) }()
+	defer func() { _ = canSrv.Close() }()
 
 	dir, err := os.MkdirTemp("", "fluxgate-demo-")
 	if err != nil {
@@ -142,12 +169,18 @@ gateway:
   upstreams:
     - name: checkout
       targets: [{address: %q}]
+    - name: checkout-v2
+      targets: [{address: %q}]
   routes:
     - id: checkout
       match: {path_prefix: /checkout}
       upstream: checkout
       control_point: ingress
-`, filepath.Join(dir, "policies"), upLn.Addr().String())
+      canary:
+        upstream: checkout-v2
+        weight: 10
+        metrics: {target_error_rate: 0.05, min_samples: 20, window: 5s}
+`, filepath.Join(dir, "policies"), upLn.Addr().String(), canLn.Addr().String())
 	confPath := filepath.Join(dir, "fluxgate.yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return demoResult{}, err
@@ -173,6 +206,7 @@ gateway:
 	target := "http://" + gw.Addr().String() + "/checkout"
 
 	fmt.Fprintf(out, "FluxGate demo: %d requests/s offered to a checkout service of 200/s for %v, which degrades to 50/s at %v.\n", rps, d, phase.Round(time.Second))
+	fmt.Fprintf(out, "A canary, checkout-v2, gets 10%% of the traffic and starts failing half of its requests at %v; the gateway rolls it back.\n", (phase / 2).Round(time.Second))
 	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: fluxctl --agent http://%s signals service-protection)\n\n",
 		gw.Addr(), a.Addr(agent.ListenerHTTP), a.Addr(agent.ListenerHTTP))
 
@@ -234,8 +268,16 @@ gateway:
 		}
 	}()
 
-	const rowFormat = "%4s %9s %8s %8s %6s %7s %8s %9s %9s %11s\n"
-	fmt.Fprintf(out, rowFormat, "t", "upstream", "offered", "served", "shed", "failed", "p95 ms", "LATENCY", "SETPOINT", "MULTIPLIER")
+	const rowFormat = "%4s %9s %8s %8s %6s %7s %8s %9s %9s %11s %8s\n"
+	fmt.Fprintf(out, rowFormat, "t", "upstream", "offered", "served", "shed", "failed", "p95 ms", "LATENCY", "SETPOINT", "MULTIPLIER", "canary")
+	canaryState := func() (string, gateway.CanaryStatus) {
+		for _, c := range gw.Gateway().Canaries() {
+			if c.Route == "checkout" {
+				return fmt.Sprintf("%d%%", c.Weight), c
+			}
+		}
+		return "-", gateway.CanaryStatus{}
+	}
 	key := policies.Key{Namespace: "default", Name: "service-protection"}
 	signal := func(name string) string {
 		readings, _ := a.Circuits().Signals(key)
@@ -250,6 +292,9 @@ gateway:
 	var early, late [2]int // admitted, offered
 	for sec := 1; time.Since(start) < d; sec++ {
 		time.Sleep(time.Until(start.Add(time.Duration(sec) * time.Second)))
+		if time.Since(start) >= phase/2 {
+			canary.failing.Store(true)
+		}
 		if !degraded && time.Since(start) >= phase {
 			// Three of the four workers go away (their slots are taken
 			// for good): 1 worker / 20 ms = 50 requests/s, latency
@@ -272,8 +317,9 @@ gateway:
 		if degraded {
 			state = "50/s"
 		}
+		cw, _ := canaryState()
 		fmt.Fprintf(out, rowFormat, fmt.Sprintf("%ds", sec-1), state, fmt.Sprint(row.offered), fmt.Sprint(row.ok), fmt.Sprint(row.shed), fmt.Sprint(row.failed),
-			p95(row.latencies), signal("LATENCY"), signal("SETPOINT"), signal("MULTIPLIER"))
+			p95(row.latencies), signal("LATENCY"), signal("SETPOINT"), signal("MULTIPLIER"), cw)
 		switch {
 		case time.Duration(sec)*time.Second <= phase:
 			early[0] += row.ok
@@ -287,8 +333,11 @@ gateway:
 	wg.Wait()
 	res := demoResult{admittedEarly: share(early), lateAdm: share(late)}
 	res.shed = res.lateAdm < res.admittedEarly*0.8
+	_, cs := canaryState()
+	res.canaryWeight, res.canaryRolledBack = cs.Weight, cs.RolledBack
 	fmt.Fprintf(out, "\nserved %.0f%% of the offered flows while the upstream kept up, %.0f%% in the last third of its overload (the rest shed at the gateway, not queued at the upstream).\n",
 		100*res.admittedEarly, 100*res.lateAdm)
+	fmt.Fprintf(out, "the canary ended at %d%% (verdict %s, rolled back: %v).\n", cs.Weight, cs.Verdict, cs.RolledBack)
 	return res, nil
 }
 

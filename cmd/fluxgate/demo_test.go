@@ -10,7 +10,8 @@ import (
 
 // TestDemoShedsLoadUnderOverload runs a short demo: the upstream loses
 // three quarters of its capacity a third of the way in, and the
-// service-protection loop must shed load in the last third.
+// service-protection loop must shed load in the last third; the canary,
+// failing from a sixth of the way in, must be rolled back to 0.
 func TestDemoShedsLoadUnderOverload(t *testing.T) {
 	var out bytes.Buffer
 	res, err := runDemo(context.Background(), &out, 24*time.Second, 150)
@@ -20,6 +21,9 @@ func TestDemoShedsLoadUnderOverload(t *testing.T) {
 	t.Logf("demo output:\n%s", out.String())
 	if !res.shed {
 		t.Fatalf("admission did not drop: %.0f%% before the overload, %.0f%% in its last third", 100*res.admittedEarly, 100*res.lateAdm)
+	}
+	if !res.canaryRolledBack || res.canaryWeight != 0 {
+		t.Fatalf("the failing canary ended at %d%% (rolled back: %v), want 0", res.canaryWeight, res.canaryRolledBack)
 	}
 	if !strings.Contains(out.String(), "MULTIPLIER") {
 		t.Fatal("no signal table")
