@@ -41,11 +41,11 @@ func TestBlueprintsList(t *testing.T) {
 	for _, b := range List() {
 		names = append(names, b.Name)
 	}
-	want := "availability-slo latency-slo rate-limiting service-protection"
+	want := "adaptive-load-balancing availability-slo canary-rollout latency-slo rate-limiting service-protection"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("List() = %s, want %s", got, want)
 	}
-	if _, err := Lookup("canary-rollout"); err == nil || !strings.Contains(err.Error(), "have availability-slo") {
+	if _, err := Lookup("blue-green"); err == nil || !strings.Contains(err.Error(), "have adaptive-load-balancing, availability-slo") {
 		t.Errorf("Lookup of an unknown name: %v", err)
 	}
 }
@@ -109,10 +109,12 @@ func TestGeneratedPolicyValidates(t *testing.T) {
 // and decodes to exactly what the file says: nothing silently dropped.
 func TestValuesDocumentEveryParameter(t *testing.T) {
 	types := map[string]any{
-		"rate-limiting":      rateLimiting{},
-		"service-protection": serviceProtection{},
-		"latency-slo":        latencySLO{},
-		"availability-slo":   availabilitySLO{},
+		"rate-limiting":           rateLimiting{},
+		"service-protection":      serviceProtection{},
+		"latency-slo":             latencySLO{},
+		"availability-slo":        availabilitySLO{},
+		"canary-rollout":          canaryRollout{},
+		"adaptive-load-balancing": adaptiveLB{},
 	}
 	for _, b := range List() {
 		typ, ok := types[b.Name]
@@ -210,6 +212,10 @@ func TestBadValues(t *testing.T) {
 			[]string{`values.yaml:3:1: unknown field "threshold_ms"`, `values.yaml:4:9: invalid duration "4 weeks"`}},
 		{"availability-slo", "policy_name: s\nobjective: 90\nflux_meter: {name: m, selectors: [{control_point: ingress}]}\nrunbook_url: https://r\n",
 			[]string{`values.yaml:2:12: objective 90% leaves an error budget of 10%`}},
+		{"canary-rollout", "policy_name: c\nroute_id: r\nsteps: [10, 5]\nrollback: {enabled: true}\n",
+			[]string{`values.yaml:3:13: steps must be percentages`, `values.yaml:4:11: rollback needs query_string or flux_meter.name`}},
+		{"adaptive-load-balancing", "policy_name: a\nupstream: u\ntargets: [{address: nohost}]\nbaseline_latency_ms: 50\nmin_weight: 5\nmax_weight: 5\n",
+			[]string{`values.yaml:3:21: address must be host:port`, `values.yaml:6:13: weights need 0 <= min_weight < max_weight`}},
 	} {
 		b, err := Lookup(tc.blueprint)
 		if err != nil {

@@ -2,7 +2,8 @@
 // FluxGate policy and the files that go with it.
 //
 // A Blueprint is a named, parameterised policy: rate-limiting,
-// service-protection, latency-slo, availability-slo. Its values file is
+// service-protection, latency-slo, availability-slo, and for the built-in
+// gateway canary-rollout and adaptive-load-balancing. Its values file is
 // YAML decoded strictly (unknown keys and wrong types are errors with
 // file:line:col, all reported at once); Values returns a commented
 // example that documents every parameter and generates a working policy

@@ -28,7 +28,7 @@ func TestBlueprintsList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"availability-slo", "latency-slo", "rate-limiting", "service-protection"} {
+	for _, name := range []string{"adaptive-load-balancing", "availability-slo", "canary-rollout", "latency-slo", "rate-limiting", "service-protection"} {
 		if !strings.Contains(out, name+" ") {
 			t.Errorf("list does not show %s:\n%s", name, out)
 		}
@@ -38,7 +38,7 @@ func TestBlueprintsList(t *testing.T) {
 // TestBlueprintsValuesGenerateValidate: the printed values generate files
 // whose policy `fluxgate policy validate` accepts.
 func TestBlueprintsValuesGenerateValidate(t *testing.T) {
-	for _, name := range []string{"availability-slo", "latency-slo", "rate-limiting", "service-protection"} {
+	for _, name := range []string{"adaptive-load-balancing", "availability-slo", "canary-rollout", "latency-slo", "rate-limiting", "service-protection"} {
 		t.Run(name, func(t *testing.T) {
 			values, _, err := runBlueprints(t, "values", name)
 			if err != nil {
@@ -89,7 +89,7 @@ func TestBlueprintsGenerateBadValues(t *testing.T) {
 	if _, err := os.Stat(outDir); !os.IsNotExist(err) {
 		t.Errorf("output dir written despite bad values: %v", err)
 	}
-	if _, _, err := runBlueprints(t, "generate", "canary-rollout", "--values", vf, "--output-dir", outDir); err == nil || !strings.Contains(err.Error(), `no blueprint "canary-rollout"`) {
+	if _, _, err := runBlueprints(t, "generate", "blue-green", "--values", vf, "--output-dir", outDir); err == nil || !strings.Contains(err.Error(), `no blueprint "blue-green"`) {
 		t.Errorf("unknown blueprint: %v", err)
 	}
 }
