@@ -82,3 +82,79 @@ func TestRateLimitingDynamicFill(t *testing.T) {
 		}
 	}
 }
+
+// TestCanaryRolloutSteps replays a canary error ratio through the
+// canary-rollout circuit: the weight steps 5 → 10 → 25 every 5m while the
+// ratio is healthy, holds while the query has no data, goes to 0 once the
+// ratio stays above max_error_rate for 30s, and stays 0 after the ratio
+// recovers.
+func TestCanaryRolloutSteps(t *testing.T) {
+	b, _ := Lookup("canary-rollout")
+	out := generateExample(t, b)
+	var ticks []map[string]float64
+	add := func(n int, ratio float64, valid bool) {
+		for range n {
+			if valid {
+				ticks = append(ticks, map[string]float64{"ERROR_RATIO": ratio})
+			} else {
+				ticks = append(ticks, map[string]float64{})
+			}
+		}
+	}
+	add(700, 0.01, true) // ticks 0..699: healthy
+	add(300, 0, false)   // 700..999: no data
+	add(40, 0.2, true)   // 1000..1039: failing
+	add(60, 0.01, true)  // 1040..1099: healthy again
+	tab, err := sim.Recorded(out.Policy, ticks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := tab.Column("CANARY_WEIGHT")
+	if w == nil {
+		t.Fatalf("no CANARY_WEIGHT column in %v", tab.Columns)
+	}
+	for _, c := range []struct {
+		tick int
+		want float64
+	}{
+		{0, 5}, {250, 5}, {350, 10}, {650, 25}, // stepping while healthy
+		{999, 25},            // no data: the rollout holds (it would be at 50 by now)
+		{1020, 25},           // failing for 20s: not yet
+		{1039, 0}, {1099, 0}, // failing for 30s: rolled back, and it stays back
+	} {
+		if w[c.tick] != c.want {
+			t.Errorf("tick %d: canary weight %v, want %v", c.tick, w[c.tick], c.want)
+		}
+	}
+}
+
+// TestAdaptiveLoadBalancingWeights replays per-target latency and error
+// ratios: weight = 100 × 50ms / latency × max(0, 1 − 5 × errors), clamped to
+// [1, 200]; missing errors count as none; a missing latency makes the weight
+// invalid so the gateway falls back to the configured weight.
+func TestAdaptiveLoadBalancingWeights(t *testing.T) {
+	b, _ := Lookup("adaptive-load-balancing")
+	out := generateExample(t, b)
+	tab, err := sim.Recorded(out.Policy, []map[string]float64{
+		{"LATENCY_T1": 50, "ERRORS_RAW_T1": 0, "LATENCY_T2": 100, "ERRORS_RAW_T2": 0.1},
+		{"LATENCY_T1": 10, "LATENCY_T2": 50, "ERRORS_RAW_T2": 0.5},
+		{"LATENCY_T2": 25, "ERRORS_RAW_T2": 0},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, w2 := tab.Column("WEIGHT_T1"), tab.Column("WEIGHT_T2")
+	if w1 == nil || w2 == nil {
+		t.Fatalf("no weight columns in %v", tab.Columns)
+	}
+	want1 := []float64{100, 200, math.NaN()}
+	want2 := []float64{25, 1, 200}
+	for i := range want1 {
+		if !(w1[i] == want1[i] || math.IsNaN(w1[i]) && math.IsNaN(want1[i])) {
+			t.Errorf("tick %d: target 1 weight %v, want %v", i, w1[i], want1[i])
+		}
+		if w2[i] != want2[i] {
+			t.Errorf("tick %d: target 2 weight %v, want %v", i, w2[i], want2[i])
+		}
+	}
+}
