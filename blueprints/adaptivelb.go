@@ -15,13 +15,7 @@ func init() {
 	register(&Blueprint{
 		Name:    "adaptive-load-balancing",
 		Summary: "gateway upstream target weights from each target's PromQL latency and error ratio, bounded",
-		decode: func(file string, data []byte) (spec, error) {
-			v := defaultAdaptiveLB()
-			if err := decodeValues(file, data, v, v.check); err != nil {
-				return nil, err
-			}
-			return v, nil
-		},
+		decode:  decoder(defaultAdaptiveLB),
 	})
 }
 

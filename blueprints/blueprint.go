@@ -53,6 +53,24 @@ type ruleTester interface {
 	rulesTest(rulesFile string) ([]byte, error)
 }
 
+// checkedSpec is a spec whose values check themselves.
+type checkedSpec interface {
+	spec
+	check(c *checker)
+}
+
+// decoder returns a Blueprint.decode that starts from defaults(), reads
+// the values file over them strictly and checks the result.
+func decoder[V checkedSpec](defaults func() V) func(file string, data []byte) (spec, error) {
+	return func(file string, data []byte) (spec, error) {
+		v := defaults()
+		if err := decodeValues(file, data, v, v.check); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+}
+
 var registry = map[string]*Blueprint{}
 
 // register makes a blueprint known; it is called from init functions and

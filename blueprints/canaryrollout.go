@@ -13,13 +13,7 @@ func init() {
 	register(&Blueprint{
 		Name:    "canary-rollout",
 		Summary: "gateway canary weight in steps over time, halted and rolled back to 0 by a PromQL error ratio",
-		decode: func(file string, data []byte) (spec, error) {
-			v := defaultCanaryRollout()
-			if err := decodeValues(file, data, v, v.check); err != nil {
-				return nil, err
-			}
-			return v, nil
-		},
+		decode:  decoder(defaultCanaryRollout),
 	})
 }
 

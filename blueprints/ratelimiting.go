@@ -13,13 +13,7 @@ func init() {
 	register(&Blueprint{
 		Name:    "rate-limiting",
 		Summary: "token-bucket rate limit per label value, static or following a PromQL signal; local or Redis buckets",
-		decode: func(file string, data []byte) (spec, error) {
-			v := defaultRateLimiting()
-			if err := decodeValues(file, data, v, v.check); err != nil {
-				return nil, err
-			}
-			return v, nil
-		},
+		decode:  decoder(defaultRateLimiting),
 	})
 }
 

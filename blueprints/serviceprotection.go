@@ -13,13 +13,7 @@ func init() {
 	register(&Blueprint{
 		Name:    "service-protection",
 		Summary: "flux meter latency → EMA baseline → gradient controller → load scheduler with AIMD recovery",
-		decode: func(file string, data []byte) (spec, error) {
-			v := defaultServiceProtection()
-			if err := decodeValues(file, data, v, v.check); err != nil {
-				return nil, err
-			}
-			return v, nil
-		},
+		decode:  decoder(defaultServiceProtection),
 	})
 }
 

@@ -19,26 +19,20 @@ func init() {
 	register(&Blueprint{
 		Name:    "latency-slo",
 		Summary: "flux meter + multi-window multi-burn-rate alerts on the share of flows slower than a threshold",
-		decode: func(file string, data []byte) (spec, error) {
+		decode: decoder(func() *latencySLO {
 			v := &latencySLO{sloCommon: defaultSLO()}
-			if err := decodeValues(file, data, v, v.check); err != nil {
-				return nil, err
-			}
 			v.kind = "latency"
-			return v, nil
-		},
+			return v
+		}),
 	})
 	register(&Blueprint{
 		Name:    "availability-slo",
 		Summary: "flux meter + multi-window multi-burn-rate alerts on the share of flows that end in an error",
-		decode: func(file string, data []byte) (spec, error) {
+		decode: decoder(func() *availabilitySLO {
 			v := &availabilitySLO{sloCommon: defaultSLO()}
-			if err := decodeValues(file, data, v, v.check); err != nil {
-				return nil, err
-			}
 			v.kind = "availability"
-			return v, nil
-		},
+			return v
+		}),
 	})
 }
 
