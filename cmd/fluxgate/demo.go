@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/blueprints"
 	"github.com/fluxgate/fluxgate/gateway"
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -57,6 +58,37 @@ func newDemoCmd() *cobra.Command {
 
 // demoPolicy is the service-protection example with a demo-sized warm-up,
 // protecting every flow at the gateway's ingress control point.
+// demoCanaryPolicy generates the canary-rollout blueprint for route
+// checkout: 10% then 25% a step later, rolled back to 0 once the canary
+// target's error ratio stays above 5% for 2s.
+func demoCanaryPolicy(canaryAddr string, step time.Duration) ([]byte, error) {
+	b, err := blueprints.Lookup("canary-rollout")
+	if err != nil {
+		return nil, err
+	}
+	sel := fmt.Sprintf(`route_id="checkout",upstream_host=%q`, canaryAddr)
+	values := fmt.Sprintf(`policy_name: checkout-canary
+route_id: checkout
+steps: [10, 25]
+step_interval: %s
+rollback:
+  query_string: 'sum(rate(fluxgate_http_requests_total{%s,status=~"5.."}[5s])) / sum(rate(fluxgate_http_requests_total{%s}[5s]))'
+  evaluation_interval: 1s
+  max_error_rate: 0.05
+  for: 2s
+`, step, sel, sel)
+	out, err := b.Generate("demo-canary-values.yaml", []byte(values))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range out.Files {
+		if f.Name == "checkout-canary.yaml" {
+			return f.Data, nil
+		}
+	}
+	return nil, fmt.Errorf("canary-rollout wrote no checkout-canary.yaml")
+}
+
 func demoPolicy(warmup time.Duration) (string, error) {
 	data, err := policies.Examples.ReadFile("examples/service-protection.yaml")
 	if err != nil {
@@ -159,6 +191,13 @@ func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demo
 	if err := os.WriteFile(filepath.Join(dir, "policies", "service-protection.yaml"), []byte(policy), 0o644); err != nil {
 		return demoResult{}, err
 	}
+	canaryPolicy, err := demoCanaryPolicy(canLn.Addr().String(), phase/2)
+	if err != nil {
+		return demoResult{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "checkout-canary.yaml"), canaryPolicy, 0o644); err != nil {
+		return demoResult{}, err
+	}
 	conf := fmt.Sprintf(`server: {host: 127.0.0.1, http_port: 0, grpc_port: 0}
 metrics: {port: 0}
 otlp: {grpc_port: 0, http_port: 0}
@@ -179,7 +218,6 @@ gateway:
       canary:
         upstream: checkout-v2
         weight: 10
-        metrics: {target_error_rate: 0.05, min_samples: 20, window: 5s}
 `, filepath.Join(dir, "policies"), upLn.Addr().String(), canLn.Addr().String())
 	confPath := filepath.Join(dir, "fluxgate.yaml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
@@ -206,7 +244,7 @@ gateway:
 	target := "http://" + gw.Addr().String() + "/checkout"
 
 	fmt.Fprintf(out, "FluxGate demo: %d requests/s offered to a checkout service of 200/s for %v, which degrades to 50/s at %v.\n", rps, d, phase.Round(time.Second))
-	fmt.Fprintf(out, "A canary, checkout-v2, gets 10%% of the traffic and starts failing half of its requests at %v; the gateway rolls it back.\n", (phase / 2).Round(time.Second))
+	fmt.Fprintf(out, "A canary, checkout-v2, gets 10%% of the traffic and starts failing half of its requests at %v; the canary-rollout policy rolls it back.\n", (phase / 2).Round(time.Second))
 	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: fluxctl --agent http://%s signals service-protection)\n\n",
 		gw.Addr(), a.Addr(agent.ListenerHTTP), a.Addr(agent.ListenerHTTP))
 
@@ -279,7 +317,8 @@ gateway:
 		return "-", gateway.CanaryStatus{}
 	}
 	key := policies.Key{Namespace: "default", Name: "service-protection"}
-	signal := func(name string) string {
+	canaryKey := policies.Key{Namespace: "default", Name: "checkout-canary"}
+	signalOf := func(key policies.Key, name string) string {
 		readings, _ := a.Circuits().Signals(key)
 		for _, r := range readings {
 			if r.Name == name && r.Valid {
@@ -288,6 +327,7 @@ gateway:
 		}
 		return "-"
 	}
+	signal := func(name string) string { return signalOf(key, name) }
 	degraded := false
 	var early, late [2]int // admitted, offered
 	for sec := 1; time.Since(start) < d; sec++ {
@@ -334,10 +374,12 @@ gateway:
 	res := demoResult{admittedEarly: share(early), lateAdm: share(late)}
 	res.shed = res.lateAdm < res.admittedEarly*0.8
 	_, cs := canaryState()
-	res.canaryWeight, res.canaryRolledBack = cs.Weight, cs.RolledBack
+	res.canaryWeight = cs.Weight
+	res.canaryRolledBack = signalOf(canaryKey, "ROLLED_BACK") == "1"
 	fmt.Fprintf(out, "\nserved %.0f%% of the offered flows while the upstream kept up, %.0f%% in the last third of its overload (the rest shed at the gateway, not queued at the upstream).\n",
 		100*res.admittedEarly, 100*res.lateAdm)
-	fmt.Fprintf(out, "the canary ended at %d%% (verdict %s, rolled back: %v).\n", cs.Weight, cs.Verdict, cs.RolledBack)
+	fmt.Fprintf(out, "the canary ended at %d%% (canary-rollout policy rolled it back: %v; error ratio %s).\n",
+		cs.Weight, res.canaryRolledBack, signalOf(canaryKey, "ERROR_RATIO"))
 	return res, nil
 }
 

@@ -11,7 +11,8 @@ import (
 // TestDemoShedsLoadUnderOverload runs a short demo: the upstream loses
 // three quarters of its capacity a third of the way in, and the
 // service-protection loop must shed load in the last third; the canary,
-// failing from a sixth of the way in, must be rolled back to 0.
+// failing from a sixth of the way in, must be rolled back to 0 by the
+// canary-rollout policy.
 func TestDemoShedsLoadUnderOverload(t *testing.T) {
 	var out bytes.Buffer
 	res, err := runDemo(context.Background(), &out, 24*time.Second, 150)
