@@ -29,7 +29,7 @@ type stack struct {
 
 // startStack starts an agent whose policy directory holds files and a
 // gateway Service for gw. opts may set the Service's ConfigFile.
-func startStack(t *testing.T, gw agent.GatewayConfig, files map[string]string, opts gateway.ServiceOptions) *stack {
+func startStack(t testing.TB, gw agent.GatewayConfig, files map[string]string, opts gateway.ServiceOptions) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	for name, body := range files {
@@ -92,11 +92,11 @@ func (s *stack) put(t *testing.T, path, contentType, body string) (int, string) 
 }
 
 // testLogger logs to t, so failures show what the gateway saw.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
@@ -104,7 +104,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // newClient is an HTTP client whose idle connections close with the test.
-func newClient(t *testing.T) *http.Client {
+func newClient(t testing.TB) *http.Client {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
