@@ -340,10 +340,21 @@ func TestRedisStalled(t *testing.T) {
 		e.Check(context.Background(), now, &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}, &d)
 		return d.Limiters[0], time.Since(now)
 	}
-	for range 20 { // warm the connection pool
-		if ld, _ := check(time.Now()); ld.Failure != "" {
-			t.Fatalf("Redis up: %s", ld.Failure)
+	// Warm the connection pool: 20 decisions in a row. On a loaded machine
+	// a 5 ms deadline can miss now and then while Redis is up, so a miss
+	// restarts the streak; Redis must manage it within 5s.
+	warm := time.Now()
+	for streak := 0; streak < 20; {
+		ld, _ := check(time.Now())
+		if ld.Failure == "" {
+			streak++
+			continue
 		}
+		streak = 0
+		if time.Since(warm) > 5*time.Second {
+			t.Fatalf("Redis up, yet no 20 decisions in a row within 5s: %s", ld.Failure)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	srv.Signal(t, "STOP")
 	var lat []time.Duration
@@ -369,7 +380,9 @@ func TestRedisStalled(t *testing.T) {
 	slices.Sort(lat)
 	p99, maxLat := lat[len(lat)*99/100], lat[len(lat)-1]
 	t.Logf("Redis stalled: %d decisions, p99 %v, max %v (redis_timeout 5ms)", len(lat), p99, maxLat)
-	if p99 > 25*time.Millisecond || maxLat > 100*time.Millisecond {
+	// Without the deadline every decision would wait out the 1s stall;
+	// the margins leave room for a loaded 2-core machine.
+	if p99 > 50*time.Millisecond || maxLat > 250*time.Millisecond {
 		t.Errorf("p99 %v, max %v with Redis stalled; want within the 5ms deadline + margin", p99, maxLat)
 	}
 	back := time.Now()
