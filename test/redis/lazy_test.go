@@ -1,8 +1,6 @@
 package redis
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,59 +22,14 @@ func TestLazySyncOvershootBound(t *testing.T) {
 	srv := Start(t)
 	ps := limiterPolicy(t, "lazy", limiter("ingress", limit, "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 100ms"))
 	engines := []*controlpoint.Engine{newEngine(t, srv, ps), newEngine(t, srv, ps), newEngine(t, srv, ps)}
-	skew := []time.Duration{0, time.Hour, -3 * time.Minute}
-
 	start := time.Now()
 	end := start.Add(windows*time.Second + 200*time.Millisecond)
-	var (
-		mu       sync.Mutex
-		admitted []time.Time
-		total    int
-		failures int
-		wg       sync.WaitGroup
-	)
-	for g := range 12 {
-		wg.Go(func() {
-			e := engines[g%len(engines)]
-			var d controlpoint.Decision
-			var mine []time.Time
-			n, failed := 0, 0
-			for {
-				now := time.Now()
-				if now.After(end) {
-					break
-				}
-				e.Check(context.Background(), now.Add(skew[g%len(skew)]), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}, &d)
-				n++
-				if d.Limiters[0].Failure != "" {
-					failed++
-				}
-				if d.Accepted {
-					mine = append(mine, now)
-				}
-				if n%64 == 0 {
-					time.Sleep(100 * time.Microsecond) // let the sync goroutines run on a 2-core machine
-				}
-			}
-			mu.Lock()
-			admitted, total, failures = append(admitted, mine...), total+n, failures+failed
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	res := driveLoad(engines, end, 64)
+	admitted, total, failures := res.admitted, res.total, res.failures
 	if failures > 0 {
 		t.Fatalf("%d lazy decisions report a Redis failure; lazy mode always decides locally", failures)
 	}
-	var counts []int
-	for w := start; !w.Add(time.Second).After(end); w = w.Add(time.Second) {
-		n := 0
-		for _, at := range admitted {
-			if !at.Before(w) && at.Before(w.Add(time.Second)) {
-				n++
-			}
-		}
-		counts = append(counts, n)
-	}
+	counts := perWindow(admitted, start, end)
 	rate := float64(total) / end.Sub(start).Seconds()
 	t.Logf("lazy: %d decisions (%.0f/s offered); admitted per window %v (limit %v, bound %v after the first)", total, rate, counts, limit, limit*(1+1.0/numSync))
 	if rate < 3*limit {

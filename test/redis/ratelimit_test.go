@@ -72,45 +72,11 @@ func TestSharedLimitAcrossEngines(t *testing.T) {
 			// call must not be counted as an admission.
 			ps := limiterPolicy(t, "shared", limiter("ingress", limit, "algorithm: "+alg+", failure_mode: fail_closed, redis_timeout: 500ms"))
 			engines := []*controlpoint.Engine{newEngine(t, srv, ps), newEngine(t, srv, ps), newEngine(t, srv, ps)}
-			skew := []time.Duration{0, time.Hour, -3 * time.Minute}
-
 			const windows = 4
 			start := time.Now()
 			end := start.Add(windows*time.Second + 200*time.Millisecond)
-			var (
-				mu       sync.Mutex
-				admitted []time.Time
-				failures int
-				total    int
-				wg       sync.WaitGroup
-			)
-			for g := range 12 {
-				wg.Go(func() {
-					e := engines[g%len(engines)]
-					var d controlpoint.Decision
-					var mine []time.Time
-					n, failed := 0, 0
-					for {
-						before := time.Now()
-						if before.After(end) {
-							break
-						}
-						e.Check(context.Background(), before.Add(skew[g%len(skew)]), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "acme"}}, &d)
-						after := time.Now()
-						n++
-						if d.Limiters[0].Failure != "" {
-							failed++
-						}
-						if d.Accepted {
-							mine = append(mine, before.Add(after.Sub(before)/2))
-						}
-					}
-					mu.Lock()
-					admitted, failures, total = append(admitted, mine...), failures+failed, total+n
-					mu.Unlock()
-				})
-			}
-			wg.Wait()
+			res := driveLoad(engines, end, 0)
+			admitted, total, failures := res.admitted, res.total, res.failures
 			if failures > 0 {
 				t.Fatalf("%d of %d decisions were not made by Redis", failures, total)
 			}
@@ -122,16 +88,7 @@ func TestSharedLimitAcrossEngines(t *testing.T) {
 			if alg == "sliding_window" {
 				first = start.Truncate(time.Second).Add(time.Second)
 			}
-			var counts []int
-			for w := first; !w.Add(time.Second).After(end); w = w.Add(time.Second) {
-				n := 0
-				for _, at := range admitted {
-					if !at.Before(w) && at.Before(w.Add(time.Second)) {
-						n++
-					}
-				}
-				counts = append(counts, n)
-			}
+			counts := perWindow(admitted, first, end)
 			t.Logf("%s: %d decisions (%.0f/s offered) over %v; admitted per full window %v (limit %v)",
 				alg, total, float64(total)/end.Sub(start).Seconds(), end.Sub(start).Round(time.Millisecond), counts, limit)
 			if len(counts) < 2 {
