@@ -233,6 +233,10 @@ func (a *Agent) Engine() *controlpoint.Engine { return a.engine }
 // Config is the configuration the agent was built with.
 func (a *Agent) Config() Config { return a.cfg }
 
+// FluxMeters is the flux meter processor: control points in the agent's
+// process report flows to it directly (client.MiddlewareOptions.Flows).
+func (a *Agent) FluxMeters() *fluxmeter.Processor { return a.meters }
+
 // Store is the agent's policy store.
 func (a *Agent) Store() *PolicyStore { return a.store }
 

@@ -37,6 +37,25 @@ func HeaderLabel(name string) string {
 	return LabelHeaderPrefix + strings.ReplaceAll(strings.ToLower(name), "-", "_")
 }
 
+var baggageLabel = HeaderLabel("Baggage")
+
+// HeaderSetter sets one response header, replacing earlier values.
+type HeaderSetter interface {
+	Set(name, value string)
+}
+
+// AddHeaderLabel adds one header line to labels built for a request whose
+// headers come one line at a time: a repeated header's values are joined
+// with "," as HTTPLabels joins them.
+func AddHeaderLabel(labels map[string]string, name, value string) {
+	k := HeaderLabel(name)
+	if prior, ok := labels[k]; ok {
+		labels[k] = prior + "," + value
+		return
+	}
+	labels[k] = value
+}
+
 // HTTPLabels returns the flow labels of an HTTP request: method, target
 // (path and query), host, scheme, every header, and the entries of a W3C
 // baggage header. Baggage entries do not override the other labels.
@@ -47,7 +66,15 @@ func HTTPLabels(method, target, host, scheme string, header http.Header) map[str
 			labels[HeaderLabel(name)] = strings.Join(vals, ",")
 		}
 	}
-	for _, b := range header.Values("Baggage") {
+	return CompleteHTTPLabels(labels, method, target, host, scheme)
+}
+
+// CompleteHTTPLabels finishes labels that hold a request's header labels
+// (HeaderLabel, repeated headers joined with ","; see AddHeaderLabel) as
+// HTTPLabels does: it adds the baggage entries, the method, target, host
+// and scheme, and returns labels.
+func CompleteHTTPLabels(labels map[string]string, method, target, host, scheme string) map[string]string {
+	if b, ok := labels[baggageLabel]; ok {
 		ParseBaggage(b, labels)
 	}
 	labels[LabelHTTPMethod] = method
@@ -99,7 +126,10 @@ func ParseBaggage(value string, labels map[string]string) {
 // Retry-After, and the RateLimit-Limit / -Remaining / -Reset of the
 // limiter that denied. An accepted flow gets the RateLimit headers of the
 // rate limiter with the fewest tokens left.
-func SetDecisionHeaders(h http.Header, resp *pb.CheckResponse) {
+//
+// h is an http.Header or any header that sets a value by name (such as
+// fasthttp's ResponseHeader).
+func SetDecisionHeaders(h HeaderSetter, resp *pb.CheckResponse) {
 	var lim *pb.LimiterDecision
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
 		h.Set(HeaderDecision, "rejected")

@@ -307,3 +307,37 @@ func (p *Processor) Names() []string {
 	}
 	return out
 }
+
+// Flow is one finished flow reported in process: what a flow span carries
+// (see the span attributes above), for a control point that runs in the
+// agent's own process and so need not encode, send and decode a span.
+type Flow struct {
+	ControlPoint string
+	// FluxMeters are the meters the decision named (fluxgate.flux_meters).
+	FluxMeters     []string
+	Rejected       bool
+	Status         int     // HTTP status; 0 for none
+	WorkloadMillis float64 // workload_duration_ms
+	Method, Target string  // http.method, http.target
+}
+
+// Observe records f on the meters it names, as Consume records a span with
+// the same attributes. It counts in fluxgate_fluxmeter_spans_total.
+func (p *Processor) Observe(f Flow) {
+	set := p.meters.Load()
+	sc := p.pool.Get().(*scratch)
+	defer p.pool.Put(sc)
+	v := &sc.view
+	v.reset()
+	v.controlPoint, v.rejected, v.status = f.ControlPoint, f.Rejected, int64(f.Status)
+	v.hasMeters = true
+	v.meterNames = append(v.meterNames, f.FluxMeters...)
+	v.attrs = append(v.attrs,
+		attr{key: AttrControlPoint, kind: attrString, str: f.ControlPoint},
+		attr{key: AttrWorkloadMillis, kind: attrNumber, num: f.WorkloadMillis},
+		attr{key: "http.method", kind: attrString, str: f.Method},
+		attr{key: "http.target", kind: attrString, str: f.Target},
+	)
+	p.spans.Inc()
+	p.consumeView(set, sc, v)
+}

@@ -320,3 +320,30 @@ func TestSeriesStayBoundedUnderDistinctLabels(t *testing.T) {
 	}
 	t.Logf("%d series after 100,000 spans with distinct labels", series)
 }
+
+// An in-process flow lands on the same series as the span that carries
+// the same attributes.
+func TestObserveMatchesConsume(t *testing.T) {
+	bySpan, byFlow := New(Options{}), New(Options{})
+	ps := parsePolicies(t, policyWithMeter("shop", "lat", "static_buckets: {buckets: [1, 10]}"))
+	bySpan.SetPolicies(ps)
+	byFlow.SetPolicies(ps)
+	bySpan.Consume(batch(
+		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "lat"), str(AttrDecisionType, DecisionAccepted),
+			integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, 2.5)),
+		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "lat"), str(AttrDecisionType, DecisionRejected),
+			integer(AttrHTTPStatus, 429), num(AttrWorkloadMillis, 0)),
+		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, 1)),
+	))
+	byFlow.Observe(Flow{ControlPoint: "ingress", FluxMeters: []string{"lat"}, Status: 200, WorkloadMillis: 2.5})
+	byFlow.Observe(Flow{ControlPoint: "ingress", FluxMeters: []string{"lat"}, Rejected: true, Status: 429})
+	byFlow.Observe(Flow{ControlPoint: "ingress", Status: 200, WorkloadMillis: 1}) // names no meter: unmatched
+	names := []string{"flux_meter", "fluxgate_fluxmeter_spans_total", "fluxgate_fluxmeter_unmatched_spans_total"}
+	want := scrape(t, bySpan, names...)
+	if !strings.Contains(want, "count=1 sum=2.5") {
+		t.Fatalf("span reference is missing the accepted flow:\n%s", want)
+	}
+	if got := scrape(t, byFlow, names...); got != want {
+		t.Errorf("flows gave\n%sspans gave\n%s", got, want)
+	}
+}

@@ -1,22 +1,28 @@
 // Package gateway is FluxGate's built-in reverse proxy (`fluxgate
 // gateway`).
 //
-// A Gateway is an http.Handler built from the gateway section of
-// fluxgate.yaml (agent.GatewayConfig). For each request it:
+// A Gateway is built from the gateway section of fluxgate.yaml
+// (agent.GatewayConfig) and serves on one of two engines: net/http (it is
+// an http.Handler; TLS and h2c listeners use it) or the fast HTTP/1.1
+// engine on fasthttp (NewFastServer; plain listeners use it), which
+// proxies with pooled fasthttp clients and passes WebSocket upgrades and
+// routes to HTTP/2 groups to the net/http engine in process. Both do the
+// same for each request:
 //
 //  1. finds the first route whose match (path_prefix, host, headers)
 //     fits, or answers 404 {"error":"no_route"};
-//  2. checks the request at the route's control point through the SDK
-//     middleware (client.Middleware): a rejection answers 429/503/403 with
-//     Retry-After and a JSON body naming the reason, and a flow span is
-//     recorded when a Tracer is set;
+//  2. checks the request at the route's control point (as the SDK
+//     middleware, client.Middleware, does): a rejection answers
+//     429/503/403 with Retry-After and a JSON body naming the reason; the
+//     flow goes to Options.Flows (the agent's flux meters, in process) or
+//     as a span to Options.Tracer;
 //  3. picks the canary group when a header or cookie match forces it or
 //     the canary weight sends the request there (exact proportions, or
 //     sticky per client), else the primary group;
 //  4. asks the group's circuit breaker (controlpoint/breaker); open, it
 //     answers 503 {"error":"breaker_open"} with Retry-After;
-//  5. proxies with httputil.ReverseProxy over a pooled Transport to a
-//     target chosen by the group's algorithm — round-robin,
+//  5. proxies (net/http: httputil.ReverseProxy over a pooled Transport;
+//     fast: a fasthttp HostClient per target) to a target chosen by the group's algorithm — round-robin,
 //     weighted-round-robin (smooth), least-request or adaptive (peak-EWMA
 //     latency × queue length, error-penalised, weights bounded) — among
 //     targets that pass active health checks and are not drained by
@@ -25,7 +31,10 @@
 //     on another target within the group's retry budget.
 //
 // Streaming bodies and WebSocket upgrades pass through. X-Forwarded-For,
-// -Host and -Proto are set.
+// -Host and -Proto are set. A target must start its response within
+// ResponseHeaderTimeout; a body may then stream for as long as it takes.
+// On the fast engine a client that disconnects does not cancel its
+// upstream request (fasthttp does not report it); the timeout bounds it.
 //
 // Protocols. Clients speak HTTP/1.1, and HTTP/2 by ALPN when gateway.tls
 // terminates TLS (CertReloader: the pair is reloaded when its files

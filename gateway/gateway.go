@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxgate/fluxgate/agent"
@@ -36,6 +37,10 @@ type Options struct {
 	// Tracer receives a flow span per checked request (see
 	// client.MiddlewareOptions.Tracer). Nil records none.
 	Tracer trace.Tracer
+	// Flows receives a flux meter flow per checked request in process, in
+	// place of a span (see client.MiddlewareOptions.Flows): the agent's
+	// flux meter processor when the gateway runs in the agent.
+	Flows client.FlowObserver
 	// Registerer receives the gateway and breaker metrics. Nil means none.
 	Registerer prometheus.Registerer
 	// Logger receives health, outlier and breaker transitions. Nil means silent.
@@ -64,9 +69,13 @@ type Gateway struct {
 	logger       *slog.Logger
 	metrics      *metrics
 	breakers     *breaker.PrometheusListener
+	dialer       *net.Dialer
 	transports   transports
+	fast         fastClients
 	healthClient *http.Client
 	proxy        *httputil.ReverseProxy
+	adaptOnce    sync.Once
+	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
 
 	state   atomic.Pointer[snapshot]
 	mu      sync.Mutex    // serializes Update
@@ -82,8 +91,15 @@ type snapshot struct {
 
 // route is one configured route with its control point handler.
 type route struct {
-	id      string
-	match   agent.RouteMatch
+	id    string
+	match agent.RouteMatch
+	// controlPoint is where requests are checked, when the gateway has a
+	// checker; mw also says where their flows go.
+	controlPoint string
+	mw           client.MiddlewareOptions
+	// fast: the fast engine proxies this route itself, as its groups
+	// speak HTTP/1.1 to their targets.
+	fast    bool
 	primary *upstream
 	canary  *upstream // nil: no canary
 	ccfg    agent.CanaryConfig
@@ -113,11 +129,13 @@ func New(opts Options) (*Gateway, error) {
 	if g.breakers, err = breaker.NewPrometheusListener(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("gateway: register breaker metrics: %w", err)
 	}
-	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
-	g.transports = newTransports(opts, dialer, g.metrics)
+	g.dialer = &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
+	g.transports = newTransports(opts, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return g.dialUpstream(ctx, network, addr, 0) // http.Transport has its ResponseHeaderTimeout
+	})
 	g.healthClient = &http.Client{
 		Transport: &http.Transport{
-			DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
+			DialContext: g.dialer.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute,
 			TLSClientConfig: opts.UpstreamTLSConfig.Clone(),
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -149,6 +167,7 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 	defer g.mu.Unlock()
 	old := g.state.Load()
 	s := &snapshot{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Upstreams))}
+	keepFast := map[fastKey]bool{}
 	for _, uc := range cfg.Upstreams {
 		prev := old.upstreams[uc.Name]
 		targets := make(map[string]*target)
@@ -159,6 +178,14 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 		}
 		u := newUpstream(uc, targets)
 		u.transport, u.scheme = g.transports.forUpstream(uc)
+		if !uc.HTTP2 {
+			u.fast = make(map[string]*fasthttp.HostClient, len(u.targets))
+			for _, t := range u.targets {
+				k := fastKey{addr: t.addr, tls: uc.TLS}
+				u.fast[t.addr] = g.fast.get(k, func() *fasthttp.HostClient { return g.newFastClient(k) })
+				keepFast[k] = true
+			}
+		}
 		if uc.CircuitBreaker != nil {
 			if prev != nil && prev.breaker != nil && breakerConfigEqual(old.cfg, uc) {
 				u.breaker = prev.breaker
@@ -173,7 +200,10 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 		s.upstreams[uc.Name] = u
 	}
 	for _, rc := range cfg.Routes {
-		r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream]}
+		r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream], controlPoint: rc.ControlPoint}
+		if r.controlPoint == "" {
+			r.controlPoint = client.DefaultControlPoint
+		}
 		if rc.Canary != nil {
 			r.canary = s.upstreams[rc.Canary.Upstream]
 			r.ccfg = *rc.Canary
@@ -186,23 +216,23 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 			}
 			r.cs.configure(*rc.Canary, g.metrics)
 		}
+		r.fast = r.primary.fast != nil && (r.canary == nil || r.canary.fast != nil)
 		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
+		id := rc.ID
+		r.mw = client.MiddlewareOptions{
+			ControlPoint: r.controlPoint,
+			Tracer:       g.opts.Tracer,
+			Flows:        g.opts.Flows,
+			Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
+		}
 		if g.opts.Checker != nil {
-			cp := rc.ControlPoint
-			if cp == "" {
-				cp = client.DefaultControlPoint
-			}
-			id := rc.ID
-			h = client.Middleware(g.opts.Checker, client.MiddlewareOptions{
-				ControlPoint: cp,
-				Tracer:       g.opts.Tracer,
-				Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
-			})(h)
+			h = client.Middleware(g.opts.Checker, r.mw)(h)
 		}
 		r.handler = h
 		s.routes = append(s.routes, r)
 	}
 	g.state.Store(s)
+	g.fast.keepOnly(keepFast)
 	select {
 	case g.changed <- struct{}{}:
 	default:
@@ -310,13 +340,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Close releases idle upstream connections.
 func (g *Gateway) Close() {
 	g.transports.closeIdle()
+	g.fast.closeIdle()
 	g.healthClient.CloseIdleConnections()
 }
 
 // ServeHTTP routes r and proxies it.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := g.state.Load()
-	rt := s.route(r)
+	rt := s.route(netRequest{r})
 	if rt == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no_route"})
 		return
@@ -343,7 +374,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // route returns the first route that matches r, or nil.
-func (s *snapshot) route(r *http.Request) *route {
+func (s *snapshot) route(r request) *route {
 	for _, rt := range s.routes {
 		if rt.matches(r) {
 			return rt
@@ -352,22 +383,16 @@ func (s *snapshot) route(r *http.Request) *route {
 	return nil
 }
 
-func (rt *route) matches(r *http.Request) bool {
+func (rt *route) matches(r request) bool {
 	m := rt.match
-	if m.PathPrefix != "" && !strings.HasPrefix(r.URL.Path, m.PathPrefix) {
+	if m.PathPrefix != "" && !strings.HasPrefix(r.path(), m.PathPrefix) {
 		return false
 	}
-	if m.Host != "" {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if !strings.EqualFold(host, m.Host) {
-			return false
-		}
+	if m.Host != "" && !strings.EqualFold(hostOnly(r.host()), m.Host) {
+		return false
 	}
 	for k, v := range m.Headers {
-		if r.Header.Get(k) != v {
+		if r.header(k) != v {
 			return false
 		}
 	}
@@ -376,16 +401,16 @@ func (rt *route) matches(r *http.Request) bool {
 
 // choose returns the upstream group for r: the canary when a match forces
 // it or the split sends r there, else the primary.
-func (rt *route) choose(r *http.Request) *upstream {
+func (rt *route) choose(r request) *upstream {
 	if rt.canary == nil {
 		return rt.primary
 	}
 	for _, m := range rt.ccfg.Match {
-		if m.Header != nil && r.Header.Get(m.Header.Name) == m.Header.Value {
+		if m.Header != nil && r.header(m.Header.Name) == m.Header.Value {
 			return rt.canary
 		}
 		if m.Cookie != nil {
-			if c, err := r.Cookie(m.Cookie.Name); err == nil && c.Value == m.Cookie.Value {
+			if v, ok := r.cookie(m.Cookie.Name); ok && v == m.Cookie.Value {
 				return rt.canary
 			}
 		}
@@ -415,15 +440,11 @@ func (rt *route) choose(r *http.Request) *upstream {
 }
 
 // clientKey identifies a client for sticky canaries.
-func clientKey(r *http.Request) string {
-	if id := r.Header.Get("X-Client-Id"); id != "" {
+func clientKey(r request) string {
+	if id := r.header("X-Client-Id"); id != "" {
 		return id
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	return hostOnly(r.remoteAddr())
 }
 
 // SetCanaryWeight sets the canary percentage of a route, as the
@@ -583,7 +604,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // setReason explains a gateway rejection like a control point's.
-func setReason(h http.Header, reason string) {
+func setReason(h controlpoint.HeaderSetter, reason string) {
 	h.Set(controlpoint.HeaderDecision, "rejected")
 	h.Set(controlpoint.HeaderReason, reason)
 }

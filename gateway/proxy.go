@@ -9,12 +9,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 )
@@ -38,38 +37,75 @@ func flowFrom(ctx context.Context) *flow {
 // forward sends r to the route's upstream group through its breaker.
 func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	fl := flowFrom(r.Context())
-	u := rt.choose(r)
+	u := rt.choose(netRequest{r})
 	fl.upstream = u
-	var permit breaker.Permit
-	if u.breaker != nil {
-		p, err := u.breaker.AllowAt(time.Now())
-		if err != nil {
-			var oe *breaker.OpenError
-			retry := int64(1)
-			if errors.As(err, &oe) && oe.RetryAfter > 0 {
-				retry = int64(math.Ceil(oe.RetryAfter.Seconds()))
-			}
-			setReason(w.Header(), "breaker_open")
-			w.Header().Set("Retry-After", strconv.FormatInt(retry, 10))
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{
-				"error": "breaker_open", "upstream": u.name, "retry_after_seconds": retry,
-			})
-			return
-		}
-		permit = p
+	permit, ok := u.enter(netResponder{w})
+	if !ok {
+		return
 	}
-	u.budget.request()
 	start := time.Now()
 	g.proxy.ServeHTTP(w, r)
-	if u == rt.canary && !(r.Context().Err() != nil && fl.err != nil) { // a client that left says nothing
-		rt.cs.observe(time.Now(), time.Since(start), fl.err != nil || fl.rec.status >= 500)
+	gone := r.Context().Err() != nil && fl.err != nil // a client that left says nothing of the upstream
+	u.leave(rt, permit, start, gone, fl.err != nil || fl.rec.status >= 500)
+}
+
+// responder answers a request the gateway itself rejects, in the engine
+// that received it.
+type responder interface {
+	// reject answers status with the gateway's rejection headers
+	// (X-FluxGate-Decision: rejected, X-FluxGate-Reason: reason), a
+	// Retry-After when retryAfter > 0 and body as JSON.
+	reject(status int, reason string, retryAfter int64, body any)
+}
+
+// netResponder answers through net/http.
+type netResponder struct{ w http.ResponseWriter }
+
+func (n netResponder) reject(status int, reason string, retryAfter int64, body any) {
+	h := n.w.Header()
+	setReason(h, reason)
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(retryAfter, 10))
+	}
+	writeJSON(n.w, status, body)
+}
+
+// enter passes u's breaker, if any. When the breaker is open it answers
+// through rs and returns false.
+func (u *upstream) enter(rs responder) (breaker.Permit, bool) {
+	if u.breaker == nil {
+		u.budget.request()
+		return breaker.Permit{}, true
+	}
+	p, err := u.breaker.AllowAt(time.Now())
+	if err != nil {
+		var oe *breaker.OpenError
+		retry := int64(1)
+		if errors.As(err, &oe) && oe.RetryAfter > 0 {
+			retry = int64(math.Ceil(oe.RetryAfter.Seconds()))
+		}
+		rs.reject(http.StatusServiceUnavailable, "breaker_open", retry, map[string]any{
+			"error": "breaker_open", "upstream": u.name, "retry_after_seconds": retry,
+		})
+		return breaker.Permit{}, false
+	}
+	u.budget.request()
+	return p, true
+}
+
+// leave records the outcome of a request that entered u at start with
+// the canary judge and the breaker. gone: the client left before an
+// answer, which says nothing about the upstream.
+func (u *upstream) leave(rt *route, permit breaker.Permit, start time.Time, gone, failed bool) {
+	if u == rt.canary && !gone {
+		rt.cs.observe(time.Now(), time.Since(start), failed)
 	}
 	if u.breaker != nil {
 		o := breaker.Success
 		switch {
-		case r.Context().Err() != nil && fl.err != nil:
-			o = breaker.Ignored // the client left; says nothing about the upstream
-		case fl.err != nil, fl.rec.status >= 500:
+		case gone:
+			o = breaker.Ignored
+		case failed:
 			o = breaker.Failure
 		}
 		u.breaker.RecordAt(time.Now(), permit, o)
@@ -101,28 +137,47 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	g := (*Gateway)(rt)
 	fl := flowFrom(req.Context())
 	u := fl.upstream
+	var resp *http.Response
+	err := g.try(u, fl, retryable(req.Method, req.Body == nil || req.Body == http.NoBody),
+		func() bool { return req.Context().Err() != nil },
+		func(t *target) (int, error) {
+			req.URL.Scheme, req.URL.Host = u.scheme, t.addr
+			var err error
+			if resp, err = u.transport.RoundTrip(req); err != nil {
+				return 0, err
+			}
+			return resp.StatusCode, nil
+		})
+	return resp, err
+}
+
+// try sends one request to a target of u chosen per attempt: send makes
+// one attempt and returns the response status. An attempt that fails to
+// connect (see isConnectError) moves on to another target when the
+// request is retryable, attempts are left and the retry budget allows.
+// It records every attempt with its target and returns the last error,
+// also kept in fl.err.
+func (g *Gateway) try(u *upstream, fl *flow, retryable bool, clientGone func() bool, send func(*target) (int, error)) error {
 	var tried []*target
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		t := u.pick(now, tried)
 		if t == nil {
 			fl.err = errNoTarget
-			return nil, errNoTarget
+			return errNoTarget
 		}
-		addr := t.addr
-		fl.host.Store(&addr)
-		req.URL.Scheme, req.URL.Host = u.scheme, t.addr
+		fl.host.Store(&t.addr)
 		t.inFlight.Add(1)
-		resp, err := u.transport.RoundTrip(req)
+		status, err := send(t)
 		t.inFlight.Add(-1)
 		end := time.Now()
 		if err == nil {
-			t.observe(end, end.Sub(now), resp.StatusCode >= 500)
-			return resp, nil
+			t.observe(end, end.Sub(now), status >= 500)
+			return nil
 		}
-		if req.Context().Err() != nil {
+		if clientGone() {
 			fl.err = err
-			return nil, err // the client left
+			return err // the client left
 		}
 		t.observe(end, end.Sub(now), true)
 		if isRefused(err) {
@@ -130,13 +185,13 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// the retry budget on it until health checks notice.
 			t.ejected.Store(max(t.ejected.Load(), end.Add(u.refusedEjectFor()).UnixNano()))
 		}
-		if isConnectError(err) && retryable(req) && attempt < u.retries.Attempts && u.budget.retry() {
+		if isConnectError(err) && retryable && attempt < u.retries.Attempts && u.budget.retry() {
 			tried = append(tried, t)
 			continue
 		}
 		fl.err = err
 		g.logger.Debug("upstream round trip failed", "upstream", u.name, "target", t.addr, "attempt", attempt, "err", err)
-		return nil, err
+		return err
 	}
 }
 
@@ -151,8 +206,7 @@ func isRefused(err error) bool {
 // is killed with requests in flight). Timeouts are not: the target may
 // still be working on the request.
 func isConnectError(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		return false
 	}
 	var op *net.OpError
@@ -160,22 +214,28 @@ func isConnectError(err error) bool {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, fasthttp.ErrConnectionClosed)
 }
 
-// retryable reports whether sending req again is safe: an idempotent
-// method and no body to replay.
-func retryable(req *http.Request) bool {
-	switch req.Method {
+// isTimeout reports whether err is a timeout of net/http, the fast
+// engine or the network.
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &te) && te.Timeout()
+}
+
+// retryable reports whether sending a request again is safe: an
+// idempotent method and no body to replay.
+func retryable(method string, bodiless bool) bool {
+	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-	default:
-		return false
+		return bodiless
 	}
-	return req.Body == nil || req.Body == http.NoBody
+	return false
 }
 
-// proxyError answers a request whose upstream could not be reached: 504
-// on a timeout, 503 when no target is left, 502 otherwise.
+// proxyError answers a request whose upstream could not be reached.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return // the client is gone
@@ -184,17 +244,21 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if fl.err == nil {
 		fl.err = err // a failure after the round trip, such as copying the body
 	}
+	g.upstreamError(netResponder{w}, fl, err)
+}
+
+// upstreamError answers a request whose upstream could not be reached:
+// 504 on a timeout, 503 when no target is left, 502 otherwise.
+func (g *Gateway) upstreamError(rs responder, fl *flow, err error) {
 	status, reason := http.StatusBadGateway, "upstream_unavailable"
-	var ne net.Error
 	switch {
 	case errors.Is(err, errNoTarget):
 		status, reason = http.StatusServiceUnavailable, "no_healthy_upstream"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		status, reason = http.StatusGatewayTimeout, "upstream_timeout"
 	}
 	g.logger.Debug("proxy error", "route", fl.route.id, "upstream", fl.upstream.name, "err", err)
-	setReason(w.Header(), reason)
-	writeJSON(w, status, map[string]string{"error": reason, "upstream": fl.upstream.name})
+	rs.reject(status, reason, 0, map[string]string{"error": reason, "upstream": fl.upstream.name})
 }
 
 // recorder remembers the status written through it.
@@ -243,17 +307,4 @@ func statusLabel(code int) string {
 		return "503"
 	}
 	return strconv.Itoa(code)
-}
-
-// countedConn decrements fluxgate_upstream_active_connections once, on
-// Close.
-type countedConn struct {
-	net.Conn
-	gauge prometheus.Gauge
-	once  sync.Once
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(c.gauge.Dec)
-	return c.Conn.Close()
 }

@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
@@ -22,7 +22,7 @@ import (
 )
 
 // Service runs a Gateway next to an agent: the control points decide with
-// the agent's engine, flow spans go to the agent's OTLP receiver, metrics
+// the agent's engine, flows go straight to the agent's flux meters, metrics
 // land on the agent's registry, and the proxy listens on gateway.listen.
 // Construct it before the agent starts (it mounts
 // GET /v1/gateway/upstreams on the agent's HTTP API and subscribes to the
@@ -52,13 +52,13 @@ type Service struct {
 
 	reloads *prometheus.CounterVec // result
 
-	mu      sync.Mutex // guards the fields below
-	srv     *http.Server
-	addr    net.Addr
-	emitter *client.SpanEmitter
-	certs   *CertReloader // nil without TLS
-	cancel  context.CancelFunc
-	done    chan struct{}
+	mu     sync.Mutex       // guards the fields below
+	srv    *http.Server     // the net/http engine: TLS or h2c listeners
+	fsrv   *fasthttp.Server // the fast engine: plain HTTP/1.1 listeners
+	addr   net.Addr
+	certs  *CertReloader // nil without TLS
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // ServiceOptions configures NewService.
@@ -127,34 +127,14 @@ func (s *Service) Start(ctx context.Context) error {
 		Checker:    client.NewLocal(s.agent.Engine()),
 		Registerer: s.agent.Registry(),
 		Logger:     s.logger,
-	}
-	var emitter *client.SpanEmitter
-	if a := s.agent.Addr(agent.ListenerOTLPGRPC); a != nil {
-		if tcp, ok := a.(*net.TCPAddr); ok {
-			e, err := client.NewSpanEmitter(ctx, client.SpanOptions{
-				Endpoint:   net.JoinHostPort("127.0.0.1", strconv.Itoa(tcp.Port)),
-				Registerer: s.agent.Registry(),
-				Logger:     s.logger,
-			})
-			if err != nil {
-				return err
-			}
-			emitter = e
-			opts.Tracer = e.Tracer()
-		}
+		Flows:      s.agent.FluxMeters(), // flows straight to the flux meters, no span round trip
 	}
 	g, err := New(opts)
 	if err != nil {
-		if emitter != nil {
-			_ = emitter.Close(ctx)
-		}
 		return err
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
-		if emitter != nil {
-			_ = emitter.Close(ctx)
-		}
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
 	srv := &http.Server{
@@ -167,15 +147,17 @@ func (s *Service) Start(ctx context.Context) error {
 	certs, err := frontend(srv, &ln, cfg, s.agent.Registry(), s.logger)
 	if err != nil {
 		_ = ln.Close()
-		if emitter != nil {
-			_ = emitter.Close(ctx)
-		}
 		return err
+	}
+	var fsrv *fasthttp.Server
+	if certs == nil && !cfg.H2C {
+		fsrv = g.NewFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
+		srv = nil
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.srv, s.addr, s.emitter, s.cancel, s.done, s.certs = srv, addr, emitter, cancel, done, certs
+	s.srv, s.fsrv, s.addr, s.cancel, s.done, s.certs = srv, fsrv, addr, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.agent.SetGatewayActuators(g)
@@ -189,14 +171,28 @@ func (s *Service) Start(ctx context.Context) error {
 		wg.Go(func() { _ = certs.Run(runCtx) })
 	}
 	wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if fsrv != nil {
+			err = fsrv.Serve(ln)
+		} else if err = srv.Serve(ln); errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		if err != nil {
 			s.logger.Error("gateway server failed", "err", err)
 		}
 	})
 	go func() { wg.Wait(); close(done) }()
-	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil,
+	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil, "engine", engineName(fsrv),
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return nil
+}
+
+// engineName names the server engine for the start-up log.
+func engineName(fsrv *fasthttp.Server) string {
+	if fsrv != nil {
+		return "fast"
+	}
+	return "net/http"
 }
 
 // Gateway is the running gateway, or nil before Start.
@@ -209,18 +205,22 @@ func (s *Service) Addr() net.Addr {
 	return s.addr
 }
 
-// Stop lets in-flight requests finish (within ctx), stops the health
-// checks and flushes flow spans.
+// Stop lets in-flight requests finish (within ctx) and stops the health
+// checks.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, emitter, cancel, done, certs := s.srv, s.emitter, s.cancel, s.done, s.certs
+	srv, fsrv, cancel, done, certs := s.srv, s.fsrv, s.cancel, s.done, s.certs
 	s.mu.Unlock()
-	if srv == nil {
+	if srv == nil && fsrv == nil {
 		return nil
 	}
 	s.agent.SetGatewayActuators(nil)
 	var errs []error
-	if err := srv.Shutdown(ctx); err != nil {
+	if fsrv != nil {
+		if err := fsrv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	} else if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 		_ = srv.Close()
 	}
@@ -231,9 +231,6 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	if certs != nil {
 		certs.Close()
-	}
-	if emitter != nil {
-		errs = append(errs, emitter.Close(ctx))
 	}
 	return errors.Join(errs...)
 }

@@ -5,7 +5,10 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fluxgate/fluxgate/agent"
 )
@@ -20,16 +23,7 @@ type transports struct {
 	h2tls *http.Transport // HTTP/2 over TLS (ALPN h2 required)
 }
 
-func newTransports(opts Options, dialer *net.Dialer, m *metrics) transports {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		gauge := m.connections.WithLabelValues(addr)
-		gauge.Inc()
-		return &countedConn{Conn: c, gauge: gauge}, nil
-	}
+func newTransports(opts Options, dial func(ctx context.Context, network, addr string) (net.Conn, error)) transports {
 	build := func(set func(*http.Protocols), tlsCfg *tls.Config) *http.Transport {
 		p := new(http.Protocols)
 		set(p)
@@ -71,4 +65,64 @@ func (ts transports) closeIdle() {
 	for _, t := range []*http.Transport{ts.h1, ts.h2c, ts.h1tls, ts.h2tls} {
 		t.CloseIdleConnections()
 	}
+}
+
+// dialUpstream connects to a target, counting the connection in
+// fluxgate_upstream_active_connections until it closes. With firstByte >
+// 0, every request written on it must see the first bytes of its
+// response within firstByte (see upstreamConn).
+func (g *Gateway) dialUpstream(ctx context.Context, network, addr string, firstByte time.Duration) (net.Conn, error) {
+	c, err := g.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	gauge := g.metrics.connections.WithLabelValues(addr)
+	gauge.Inc()
+	return &upstreamConn{Conn: c, gauge: gauge, firstByte: firstByte}, nil
+}
+
+// upstreamConn is a connection to a target. It decrements
+// fluxgate_upstream_active_connections once, on Close. With firstByte >
+// 0, each write (a request going out) sets a read deadline firstByte
+// ahead, and the first bytes read (the response arriving) clear it: the
+// wait for a response is bounded, not the time a body streams. The
+// client that owns it uses it from one goroutine at a time.
+type upstreamConn struct {
+	net.Conn
+	gauge     prometheus.Gauge
+	once      sync.Once
+	firstByte time.Duration
+	armed     bool
+}
+
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	if c.firstByte > 0 {
+		c.armed = true
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.firstByte))
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *upstreamConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.armed && n > 0 {
+		c.armed = false
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+// SetReadDeadline keeps the first-byte deadline while it is armed: the
+// fast client clears the read deadline after writing a request when it
+// has no timeout of its own.
+func (c *upstreamConn) SetReadDeadline(t time.Time) error {
+	if c.armed && t.IsZero() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *upstreamConn) Close() error {
+	c.once.Do(c.gauge.Dec)
+	return c.Conn.Close()
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 )
@@ -195,6 +197,9 @@ type upstream struct {
 	budget    retryBudget
 	transport http.RoundTripper // by the group's http2 and tls
 	scheme    string            // http or https
+	// fast holds the fast engine's client of each target by address; nil
+	// when the group speaks HTTP/2, which only the net/http engine does.
+	fast map[string]*fasthttp.HostClient
 }
 
 func newUpstream(cfg agent.UpstreamConfig, old map[string]*target) *upstream {

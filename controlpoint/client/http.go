@@ -11,6 +11,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/fluxmeter"
 )
 
 // DefaultControlPoint is the control point of the adapters unless their
@@ -32,6 +33,37 @@ type MiddlewareOptions struct {
 	// status, workload duration); use SpanEmitter.Tracer to export them to
 	// the agent. Nil records nothing.
 	Tracer trace.Tracer
+	// Flows, when set, receives every checked request as a flux meter
+	// flow in process instead of a span: for a control point in the
+	// agent's own process (pass the agent's flux meter processor). It
+	// takes precedence over Tracer.
+	Flows FlowObserver
+}
+
+// FlowObserver takes finished flows in process; *fluxmeter.Processor is one.
+type FlowObserver interface {
+	Observe(fluxmeter.Flow)
+}
+
+// Recording reports whether Record records anything.
+func (o MiddlewareOptions) Recording() bool { return o.Flows != nil || o.Tracer != nil }
+
+// Record reports one checked request at o.ControlPoint, decided by resp and
+// answered with status, whose workload ran from start to end: to Flows,
+// else as a span on Tracer, else nowhere. path is the URL path, target
+// the path and query.
+func (o MiddlewareOptions) Record(ctx context.Context, method, path, target string, resp *pb.CheckResponse, status int, start, end time.Time) {
+	switch {
+	case o.Flows != nil:
+		o.Flows.Observe(fluxmeter.Flow{
+			ControlPoint: o.ControlPoint, FluxMeters: resp.GetFluxMeterNames(),
+			Rejected: resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED,
+			Status:   status, WorkloadMillis: float64(end.Sub(start)) / 1e6,
+			Method: method, Target: target,
+		})
+	case o.Tracer != nil:
+		FlowSpan(o.Tracer, ctx, method, path, target, o.ControlPoint, resp, status, start, end)
+	}
 }
 
 // Middleware checks every request with c before the next handler runs.
@@ -75,14 +107,14 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 			controlpoint.SetDecisionHeaders(w.Header(), resp)
 			if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
 				status := controlpoint.DeniedStatus(resp)
-				writeJSON(w, status, denied(resp))
-				if opts.Tracer != nil {
+				writeJSON(w, status, Denial(resp))
+				if opts.Recording() {
 					now := time.Now()
-					flowSpan(opts.Tracer, ctx, r, opts.ControlPoint, resp, status, now, now)
+					opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, status, now, now)
 				}
 				return
 			}
-			if opts.Tracer == nil {
+			if !opts.Recording() {
 				next.ServeHTTP(w, r.WithContext(newContext(ctx, resp)))
 				return
 			}
@@ -92,20 +124,21 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 			if rec.status == 0 {
 				rec.status = http.StatusOK
 			}
-			flowSpan(opts.Tracer, ctx, r, opts.ControlPoint, resp, rec.status, start, time.Now())
+			opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, rec.status, start, time.Now())
 		})
 	}
 }
 
-// deniedBody is the JSON body of a rejected HTTP request.
-type deniedBody struct {
+// DeniedBody is the JSON body of a rejected HTTP request.
+type DeniedBody struct {
 	Error             string `json:"error"`
 	Policy            string `json:"policy,omitempty"`
 	RetryAfterSeconds int64  `json:"retry_after_seconds"`
 }
 
-func denied(resp *pb.CheckResponse) deniedBody {
-	b := deniedBody{Error: controlpoint.ReasonLabel(resp.GetRejectReason())}
+// Denial is the body that answers a request resp rejected.
+func Denial(resp *pb.CheckResponse) DeniedBody {
+	b := DeniedBody{Error: controlpoint.ReasonLabel(resp.GetRejectReason())}
 	if l := rejector(resp); l != nil {
 		b.Policy = l.GetPolicyNamespace() + "/" + l.GetPolicyName()
 	}

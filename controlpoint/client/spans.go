@@ -241,19 +241,19 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// flowSpan records one flow: the attributes of the Flux Meter span
+// FlowSpan records one flow: the attributes of the Flux Meter span
 // convention (see the fluxmeter package), with the workload duration
 // measured around the handler.
-func flowSpan(tr trace.Tracer, ctx context.Context, r *http.Request, cp string, resp *pb.CheckResponse, status int, start, end time.Time) {
-	_, sp := tr.Start(ctx, r.Method+" "+r.URL.Path, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindServer))
+func FlowSpan(tr trace.Tracer, ctx context.Context, method, path, target, cp string, resp *pb.CheckResponse, status int, start, end time.Time) {
+	_, sp := tr.Start(ctx, method+" "+path, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindServer))
 	sp.SetAttributes(
 		attribute.String(fluxmeter.AttrControlPoint, cp),
 		attribute.StringSlice(fluxmeter.AttrFluxMeters, resp.GetFluxMeterNames()),
 		attribute.String(fluxmeter.AttrDecisionType, resp.GetDecisionType().String()),
 		attribute.Int(fluxmeter.AttrHTTPStatus, status),
 		attribute.Float64(fluxmeter.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
-		attribute.String("http.target", r.URL.RequestURI()),
-		attribute.String("http.method", r.Method),
+		attribute.String("http.target", target),
+		attribute.String("http.method", method),
 	)
 	sp.End(trace.WithTimestamp(end))
 }

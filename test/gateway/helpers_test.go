@@ -75,26 +75,56 @@ type harness struct {
 	hc  *http.Client
 }
 
-func start(t *testing.T, cfg agent.GatewayConfig, checker client.Checker) *harness {
+// engines are the gateway's server engines: net/http (TLS and h2c
+// listeners) and the fast HTTP/1.1 engine (plain listeners). The tests
+// that call start run on each.
+var engines = []string{"net", "fast"}
+
+func eachEngine(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { test(t, e) })
+	}
+}
+
+// start serves a Gateway for cfg on engine ("net" or "fast") and runs its
+// health checks until the test ends.
+func start(t *testing.T, engine string, cfg agent.GatewayConfig, checker client.Checker) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	g, err := gateway.New(gateway.Options{Config: cfg, Checker: checker, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(g)
+	url, stop := serve(t, engine, g)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = g.Run(ctx); close(done) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		srv.Close()
+		stop()
 		g.Close()
 	})
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, DialContext: (&net.Dialer{Timeout: time.Second}).DialContext}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &harness{gw: g, url: srv.URL, reg: reg, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	return &harness{gw: g, url: url, reg: reg, hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+}
+
+// serve serves g on engine on a loopback port.
+func serve(t *testing.T, engine string, g *gateway.Gateway) (url string, stop func()) {
+	t.Helper()
+	if engine == "net" {
+		srv := httptest.NewServer(g)
+		return srv.URL, srv.Close
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := g.NewFastServer(nil)
+	done := make(chan struct{})
+	go func() { _ = fs.Serve(ln); close(done) }()
+	return "http://" + ln.Addr().String(), func() { _ = fs.Shutdown(); <-done }
 }
 
 // get sends one request and returns the status and the X-Backend header.

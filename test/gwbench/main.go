@@ -58,7 +58,7 @@ var (
 	proxyProf = flag.String("proxy-cpuprofile", "", "write a CPU profile of the proxy-only gateway here")
 	bin       = flag.String("fluxgate", "", "fluxgate binary; empty builds ./cmd/fluxgate")
 	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
-	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone (no agent, no control point, no spans), listen=target")
+	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on the fast engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
 )
 
@@ -371,7 +371,11 @@ func serveProxy(spec, profile string) error {
 			os.Exit(0)
 		}()
 	}
-	return http.ListenAndServe(listen, g)
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	return g.NewFastServer(log.Default()).Serve(ln) // the engine `fluxgate gateway` runs on plain listeners
 }
 
 func targetList(addrs []string) string {

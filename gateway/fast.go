@@ -1,0 +1,393 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// The fast engine serves plain HTTP/1.1 clients on fasthttp, with pooled
+// fasthttp clients to HTTP/1.1 upstreams: the same routing, control
+// point, balancing, breakers, retries, canary split and metrics as the
+// net/http engine (Gateway.ServeHTTP) at a fraction of the CPU, since it
+// reuses request and response buffers instead of allocating them and
+// hands a request to an upstream connection without goroutine switches.
+//
+// What it does not proxy itself it passes, in the same process, to the
+// net/http engine: WebSocket and other Upgrade requests, and routes whose
+// primary or canary group speaks HTTP/2 to its targets.
+
+// NewFastServer returns a fasthttp server for g's fast engine on a plain
+// listener. Serve it with Serve(ln); ShutdownWithContext lets requests in
+// flight finish.
+func (g *Gateway) NewFastServer(logger fasthttp.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                            g.ServeFastHTTP,
+		NoDefaultServerHeader:              true,
+		NoDefaultContentType:               true,
+		DisablePreParseMultipartForm:       true,
+		StreamRequestBody:                  true, // large uploads go on as they arrive
+		ReadTimeout:                        10 * time.Second,
+		IdleTimeout:                        2 * time.Minute,
+		Concurrency:                        256 * 1024,
+		CloseOnShutdown:                    true,
+		SleepWhenConcurrencyLimitsExceeded: time.Second,
+		Logger:                             logger,
+	}
+}
+
+// ServeFastHTTP routes and proxies one request the fast engine received.
+func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+	s := g.state.Load()
+	fr := fastRequest{ctx}
+	rt := s.route(fr)
+	if rt == nil {
+		fastResponder{ctx: ctx}.json(http.StatusNotFound, map[string]string{"error": "no_route"})
+		return
+	}
+	if !rt.fast || ctx.Request.Header.ConnectionUpgrade() {
+		g.netEngine(ctx)
+		return
+	}
+	start := time.Now()
+	method := methodString(ctx.Method())
+	inflight := g.metrics.inFlight.WithLabelValues(rt.id, method)
+	inflight.Inc()
+	fl := &flow{route: rt}
+	g.serveFastRoute(ctx, rt, fl, method)
+	inflight.Dec()
+	hostLabel := ""
+	if h := fl.host.Load(); h != nil {
+		hostLabel = *h
+	}
+	g.metrics.requests.WithLabelValues(rt.id, hostLabel, method, statusLabel(ctx.Response.StatusCode())).Inc()
+	g.metrics.duration.WithLabelValues(rt.id, hostLabel, method).Observe(time.Since(start).Seconds())
+}
+
+// serveFastRoute checks the request at the route's control point, when
+// the gateway has a checker, and forwards it if admitted.
+func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string) {
+	if g.opts.Checker == nil {
+		g.forwardFast(ctx, rt, fl, method, nil)
+		return
+	}
+	resp, err := g.opts.Checker.Check(ctx, &pb.CheckRequest{ControlPoint: rt.controlPoint, Labels: fastLabels(ctx, rt, method)})
+	if err != nil {
+		fastResponder{ctx: ctx}.json(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
+		return
+	}
+	start := time.Now()
+	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+		status := controlpoint.DeniedStatus(resp)
+		controlpoint.SetDecisionHeaders(&ctx.Response.Header, resp)
+		fastResponder{ctx: ctx}.json(status, client.Denial(resp))
+	} else {
+		g.forwardFast(ctx, rt, fl, method, resp)
+	}
+	if rt.mw.Recording() {
+		uri := ctx.Request.Header.RequestURI()
+		path := uri
+		if i := bytes.IndexByte(uri, '?'); i >= 0 {
+			path = uri[:i]
+		}
+		rt.mw.Record(ctx, method, string(path), string(uri), resp, ctx.Response.StatusCode(), start, time.Now())
+	}
+}
+
+// forwardFast sends the request to the route's upstream group through its
+// breaker, with retries, and answers with the target's response. decided
+// is the control point's decision, whose headers the answer carries.
+func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string, decided *pb.CheckResponse) {
+	u := rt.choose(fastRequest{ctx})
+	fl.upstream = u
+	rs := fastResponder{ctx: ctx, decided: decided}
+	permit, ok := u.enter(rs)
+	if !ok {
+		return
+	}
+	start := time.Now()
+	req := &ctx.Request
+	closeAfter := prepareOutbound(ctx)
+	err := g.try(u, fl, retryable(method, bodiless(req)),
+		func() bool { return false }, // fasthttp does not tell; the attempt's own timeouts bound it
+		func(t *target) (int, error) {
+			if err := u.fast[t.addr].Do(req, &ctx.Response); err != nil {
+				return 0, err
+			}
+			return ctx.Response.StatusCode(), nil
+		})
+	if err != nil {
+		g.upstreamError(rs, fl, err)
+	} else {
+		cleanInbound(&ctx.Response.Header)
+		if decided != nil {
+			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
+		}
+	}
+	if closeAfter {
+		ctx.SetConnectionClose()
+	}
+	u.leave(rt, permit, start, false, err != nil || ctx.Response.StatusCode() >= 500)
+}
+
+// hopHeaders are the hop-by-hop headers a proxy does not forward (RFC
+// 9110 section 7.6.1), with Expect, which the fast engine has answered.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// prepareOutbound turns the client's request into the upstream's: no
+// hop-by-hop headers, X-Forwarded-For appended to the client's chain,
+// X-Forwarded-Host and -Proto set, the Host header kept. It reports
+// whether the client asked to close its connection after the answer.
+func prepareOutbound(ctx *fasthttp.RequestCtx) (closeAfter bool) {
+	h := &ctx.Request.Header
+	closeAfter = h.ConnectionClose()
+	h.ResetConnectionClose()
+	for _, name := range connectionListed(h.Peek("Connection")) {
+		h.Del(name)
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	h.Del("Expect")
+	ip := ctx.RemoteIP().String()
+	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
+		h.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		h.Set("X-Forwarded-For", ip)
+	}
+	h.SetBytesV("X-Forwarded-Host", h.Host())
+	h.Set("X-Forwarded-Proto", "http")
+	return closeAfter
+}
+
+// cleanInbound drops the hop-by-hop headers of a target's response; the
+// client's connection follows its own keep-alive.
+func cleanInbound(h *fasthttp.ResponseHeader) {
+	for _, name := range connectionListed(h.Peek("Connection")) {
+		h.Del(name)
+	}
+	h.ResetConnectionClose()
+	for _, name := range hopHeaders {
+		if name != "Transfer-Encoding" { // fasthttp frames the body itself
+			h.Del(name)
+		}
+	}
+}
+
+// connectionListed returns the header names a Connection header lists,
+// other than close and keep-alive (handled by the engine).
+func connectionListed(v []byte) []string {
+	if len(v) == 0 {
+		return nil
+	}
+	var names []string
+	for len(v) > 0 {
+		var name []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			name, v = v[:i], v[i+1:]
+		} else {
+			name, v = v, nil
+		}
+		n := string(bytes.TrimSpace(name))
+		switch {
+		case n == "", strings.EqualFold(n, "close"), strings.EqualFold(n, "keep-alive"):
+			continue
+		}
+		names = append(names, n)
+	}
+	return names
+}
+
+// fastLabels are the flow labels of a request: those
+// controlpoint.RequestLabels gives a net/http request, plus the route.
+func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]string {
+	h := &ctx.Request.Header
+	labels := make(map[string]string, h.Len()+6)
+	for k, v := range h.All() {
+		if strings.EqualFold(b2s(k), "Host") {
+			continue // net/http keeps it out of the header too; it is http.host
+		}
+		controlpoint.AddHeaderLabel(labels, string(k), string(v))
+	}
+	controlpoint.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
+	labels[controlpoint.LabelSourceAddress] = ctx.RemoteIP().String()
+	labels[LabelRouteID] = rt.id
+	return labels
+}
+
+// fastRequest is a request the fast engine received.
+type fastRequest struct{ ctx *fasthttp.RequestCtx }
+
+func (f fastRequest) path() string              { return b2s(f.ctx.Path()) }
+func (f fastRequest) host() string              { return b2s(f.ctx.Request.Header.Host()) }
+func (f fastRequest) header(name string) string { return b2s(f.ctx.Request.Header.Peek(name)) }
+func (f fastRequest) remoteAddr() string        { return f.ctx.RemoteAddr().String() }
+
+func (f fastRequest) cookie(name string) (string, bool) {
+	v := f.ctx.Request.Header.Cookie(name)
+	return b2s(v), v != nil
+}
+
+// fastResponder answers through the fast engine.
+type fastResponder struct {
+	ctx     *fasthttp.RequestCtx
+	decided *pb.CheckResponse // the control point's decision, if any
+}
+
+func (f fastResponder) reject(status int, reason string, retryAfter int64, body any) {
+	f.ctx.Response.Reset() // a failed attempt may have left a partial response
+	h := &f.ctx.Response.Header
+	if f.decided != nil {
+		controlpoint.SetDecisionHeaders(h, f.decided)
+	}
+	setReason(h, reason)
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(retryAfter, 10))
+	}
+	f.json(status, body)
+}
+
+func (f fastResponder) json(status int, v any) {
+	f.ctx.SetStatusCode(status)
+	f.ctx.SetContentType("application/json")
+	_ = json.NewEncoder(f.ctx).Encode(v)
+}
+
+// netEngine serves a request on the net/http engine, in process.
+func (g *Gateway) netEngine(ctx *fasthttp.RequestCtx) {
+	g.adaptOnce.Do(func() { g.adapted = fasthttpadaptor.NewFastHTTPHandler(g) })
+	g.adapted(ctx)
+}
+
+// fastClients are the fast engine's pooled clients, one per target
+// address and protocol. They outlive routing snapshots so that a reload
+// keeps connections warm.
+type fastClients struct {
+	mu sync.Mutex
+	m  map[fastKey]*fasthttp.HostClient
+}
+
+type fastKey struct {
+	addr string
+	tls  bool
+}
+
+// get returns the client for addr, making it with mk if there is none.
+func (fc *fastClients) get(k fastKey, mk func() *fasthttp.HostClient) *fasthttp.HostClient {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if c := fc.m[k]; c != nil {
+		return c
+	}
+	if fc.m == nil {
+		fc.m = map[fastKey]*fasthttp.HostClient{}
+	}
+	c := mk()
+	fc.m[k] = c
+	return c
+}
+
+// keepOnly closes the idle connections of clients not in keep and
+// forgets them.
+func (fc *fastClients) keepOnly(keep map[fastKey]bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for k, c := range fc.m {
+		if !keep[k] {
+			c.CloseIdleConnections()
+			delete(fc.m, k)
+		}
+	}
+}
+
+func (fc *fastClients) closeIdle() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for _, c := range fc.m {
+		c.CloseIdleConnections()
+	}
+}
+
+// newFastClient is the fast engine's client for one target.
+func (g *Gateway) newFastClient(k fastKey) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
+		Addr:  k.addr,
+		IsTLS: k.tls,
+		// Each connection bounds the wait for a response's first bytes
+		// (ResponseHeaderTimeout) and not the body, which may stream.
+		Dial: func(addr string) (net.Conn, error) {
+			return g.dialUpstream(context.Background(), "tcp", addr, g.opts.ResponseHeaderTimeout)
+		},
+		TLSConfig:                     g.opts.UpstreamTLSConfig.Clone(),
+		MaxConns:                      4096,
+		MaxConnWaitTimeout:            g.opts.DialTimeout,
+		MaxIdleConnDuration:           90 * time.Second,
+		NoDefaultUserAgentHeader:      true,
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: false,
+		StreamResponseBody:            true,
+		MaxIdemponentCallAttempts:     2,
+		RetryIfErr:                    retryStale,
+	}
+}
+
+// retryStale lets the fast client send an idempotent request once more
+// when a pooled connection turned out closed by the target (a keep-alive
+// race), as net/http does. Other failures go to Gateway.try, which
+// retries on another target within the retry budget.
+func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	stale := errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
+	return false, stale && !isTimeout(err) && retryable(methodString(req.Header.Method()), bodiless(req))
+}
+
+// bodiless reports whether req has no body: no Content-Length or 0, not
+// chunked.
+func bodiless(req *fasthttp.Request) bool {
+	cl := req.Header.ContentLength()
+	return (cl == 0 || cl == -2) && !req.IsBodyStream()
+}
+
+// methodString returns the method as a string without allocating for the
+// standard ones.
+func methodString(m []byte) string {
+	switch string(m) {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodOptions:
+		return http.MethodOptions
+	}
+	return string(m)
+}
+
+// b2s views b as a string without copying; the string is valid while b
+// is unchanged, within the request.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
