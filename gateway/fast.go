@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"iter"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,8 +149,8 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 }
 
 // hopHeaders are the hop-by-hop headers a proxy does not forward (RFC
-// 9110 section 7.6.1), with Expect, which the fast engine has answered.
-var hopHeaders = []string{
+// 9110 section 7.6.1).
+var hopHeaders = [...]string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
@@ -161,35 +163,75 @@ func prepareOutbound(ctx *fasthttp.RequestCtx) (closeAfter bool) {
 	h := &ctx.Request.Header
 	closeAfter = h.ConnectionClose()
 	h.ResetConnectionClose()
-	for _, name := range connectionListed(h.Peek("Connection")) {
-		h.Del(name)
-	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-	h.Del("Expect")
-	ip := ctx.RemoteIP().String()
+	dropHopHeaders(h.All(), h.Del, true)
+	var buf [64]byte
+	xff := appendIP(buf[:0], ctx.RemoteIP())
 	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
-		h.Set("X-Forwarded-For", string(prior)+", "+ip)
-	} else {
-		h.Set("X-Forwarded-For", ip)
+		xff = append(append(append([]byte(nil), prior...), ", "...), xff...)
 	}
-	h.SetBytesV("X-Forwarded-Host", h.Host())
-	h.Set("X-Forwarded-Proto", "http")
+	h.SetCanonical(headerXFF, xff)
+	h.SetCanonical(headerXFHost, h.Host())
+	h.SetCanonical(headerXFProto, valueHTTP)
 	return closeAfter
 }
+
+// appendIP appends ip's text form to dst.
+func appendIP(dst []byte, ip net.IP) []byte {
+	if ip.To4() != nil {
+		return fasthttp.AppendIPv4(dst, ip)
+	}
+	return append(dst, ip.String()...)
+}
+
+var (
+	headerXFF     = []byte("X-Forwarded-For")
+	headerXFHost  = []byte("X-Forwarded-Host")
+	headerXFProto = []byte("X-Forwarded-Proto")
+	valueHTTP     = []byte("http")
+)
 
 // cleanInbound drops the hop-by-hop headers of a target's response; the
 // client's connection follows its own keep-alive.
 func cleanInbound(h *fasthttp.ResponseHeader) {
-	for _, name := range connectionListed(h.Peek("Connection")) {
-		h.Del(name)
-	}
 	h.ResetConnectionClose()
-	for _, name := range hopHeaders {
-		if name != "Transfer-Encoding" { // fasthttp frames the body itself
-			h.Del(name)
+	dropHopHeaders(h.All(), h.Del, false)
+}
+
+// dropHopHeaders deletes, with del, the hop-by-hop headers among all and
+// those their Connection header lists. Expect goes too from a request
+// (the fast engine has answered it); Transfer-Encoding stays on a
+// response, where fasthttp frames the body itself. One pass finds them,
+// as most messages have none.
+func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request bool) {
+	var found [len(hopHeaders) + 1]string
+	n := 0
+	var listed []byte
+	for k, v := range all {
+		name := b2s(k)
+		if request && strings.EqualFold(name, "Expect") {
+			found[n], n = "Expect", n+1
+			continue
 		}
+		for _, hop := range hopHeaders {
+			if len(name) == len(hop) && strings.EqualFold(name, hop) {
+				if hop == "Transfer-Encoding" && !request {
+					break
+				}
+				if hop == "Connection" {
+					listed = append(listed[:0], v...)
+				}
+				if !slices.Contains(found[:n], hop) {
+					found[n], n = hop, n+1
+				}
+				break
+			}
+		}
+	}
+	for _, name := range connectionListed(listed) {
+		del(name)
+	}
+	for _, name := range found[:n] {
+		del(name)
 	}
 }
 

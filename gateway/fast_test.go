@@ -1,9 +1,16 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +31,15 @@ func serveFast(t *testing.T, g *Gateway) string {
 	go func() { _ = fs.Serve(ln); close(done) }()
 	t.Cleanup(func() { _ = fs.Shutdown(); <-done })
 	return "http://" + ln.Addr().String()
+}
+
+// serveBoth serves g on both engines until the test ends and returns
+// their URLs by engine.
+func serveBoth(t *testing.T, g *Gateway) map[string]string {
+	t.Helper()
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return map[string]string{"net": srv.URL, "fast": serveFast(t, g)}
 }
 
 func oneUpstream(addr string) agent.GatewayConfig {
@@ -50,9 +66,7 @@ func TestResponseHeaderTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	netSrv := httptest.NewServer(g)
-	defer netSrv.Close()
-	for engine, url := range map[string]string{"net": netSrv.URL, "fast": serveFast(t, g)} {
+	for engine, url := range serveBoth(t, g) {
 		resp, err := http.Get(url + "/")
 		if err != nil {
 			t.Fatalf("%s: %v", engine, err)
@@ -60,6 +74,220 @@ func TestResponseHeaderTimeout(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusGatewayTimeout || resp.Header.Get("X-FluxGate-Reason") != "upstream_timeout" {
 			t.Errorf("%s: status %d reason %q, want 504 upstream_timeout", engine, resp.StatusCode, resp.Header.Get("X-FluxGate-Reason"))
+		}
+	}
+}
+
+// Hop-by-hop headers stop at the gateway both ways, with those the
+// Connection header lists; the target closing its connection does not
+// close the client's.
+func TestHopByHopHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got []string
+		for _, h := range []string{"X-Secret", "Keep-Alive", "Te", "Proxy-Authorization", "X-Kept"} {
+			if r.Header.Get(h) != "" {
+				got = append(got, h)
+			}
+		}
+		// Raw, as a Go server would rewrite its Connection header.
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		connection := "X-Private" // net/http's client drops a Connection header that says close
+		if r.URL.Path == "/close" {
+			connection = "close"
+		}
+		fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nX-Upstream-Saw: %s\r\nConnection: %s\r\n"+
+			"X-Private: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok", strings.Join(got, ","), connection)
+		_ = brw.Flush()
+	}))
+	defer up.Close()
+	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for engine, url := range serveBoth(t, g) {
+		tr := &http.Transport{}
+		c := &http.Client{Transport: tr}
+		reused := 0
+		for i, path := range []string{"/", "/close", "/"} {
+			req, _ := http.NewRequest("GET", url+path, nil)
+			req.Header.Set("Connection", "X-Secret")
+			req.Header.Set("X-Secret", "s")
+			req.Header.Set("Keep-Alive", "timeout=5")
+			req.Header.Set("Te", "gzip")
+			req.Header.Set("Proxy-Authorization", "Basic eA==")
+			req.Header.Set("X-Kept", "1")
+			trace := &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) {
+				if ci.Reused {
+					reused++
+				}
+			}}
+			resp, err := c.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+			if err != nil {
+				t.Fatalf("%s: %v", engine, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if got := resp.Header.Get("X-Upstream-Saw"); got != "X-Kept" {
+				t.Errorf("%s #%d: upstream saw %q, want only X-Kept", engine, i, got)
+			}
+			if (path == "/" && resp.Header.Get("X-Private") != "") || resp.Header.Get("Keep-Alive") != "" || resp.Close {
+				t.Errorf("%s #%d: client got X-Private %q Keep-Alive %q close %v", engine, i,
+					resp.Header.Get("X-Private"), resp.Header.Get("Keep-Alive"), resp.Close)
+			}
+		}
+		tr.CloseIdleConnections()
+		if reused != 2 {
+			t.Errorf("%s: client connection reused %d times of 2", engine, reused)
+		}
+	}
+}
+
+// A request body larger than the fast engine's buffers streams to the
+// target whole, and the target's large answer streams back.
+func TestLargeBodies(t *testing.T) {
+	const size = 9 << 20
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Got", fmt.Sprintf("%d %x", n, h.Sum(nil)))
+		_, _ = io.Copy(w, io.LimitReader(zeros{}, size))
+	}))
+	defer up.Close()
+	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	sum := sha256.Sum256(body)
+	want := fmt.Sprintf("%d %x", size, sum[:])
+	for engine, url := range serveBoth(t, g) {
+		for _, chunked := range []bool{false, true} {
+			var r io.Reader = bytes.NewReader(body)
+			if chunked {
+				r = io.MultiReader(r) // hides the length: chunked encoding
+			}
+			resp, err := http.Post(url+"/upload", "application/octet-stream", r)
+			if err != nil {
+				t.Fatalf("%s: %v", engine, err)
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Got") != want || n != size {
+				t.Errorf("%s chunked=%v: status %d, target got %q (want %q), client got %d bytes",
+					engine, chunked, resp.StatusCode, resp.Header.Get("X-Got"), want, n)
+			}
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// An Upgrade request reaching the fast engine is passed to the net/http
+// engine, which hands the connection over: bytes flow both ways.
+func TestUpgradePassThrough(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = brw.Flush()
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		_, _ = brw.WriteString("echo: " + line)
+		_ = brw.Flush()
+	}))
+	defer up.Close()
+	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for engine, url := range serveBoth(t, g) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", engine, err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("%s: status %d, want 101", engine, resp.StatusCode)
+		}
+		fmt.Fprintf(conn, "hello\n")
+		line, err := br.ReadString('\n')
+		if err != nil || line != "echo: hello\n" {
+			t.Errorf("%s: read %q, %v", engine, line, err)
+		}
+		conn.Close()
+	}
+}
+
+// A request no route matches gets 404 {"error":"no_route"}; HEAD answers
+// carry no body.
+func TestNoRouteAndHead(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		if r.Method != http.MethodHead {
+			io.WriteString(w, "hello")
+		}
+	}))
+	defer up.Close()
+	cfg := oneUpstream(strings.TrimPrefix(up.URL, "http://"))
+	cfg.Routes[0].Match.PathPrefix = "/api"
+	g, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for engine, url := range serveBoth(t, g) {
+		resp, err := http.Get(url + "/other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || body["error"] != "no_route" {
+			t.Errorf("%s: unrouted request got %d %v", engine, resp.StatusCode, body)
+		}
+		resp, err = http.Head(url + "/api")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ContentLength != 5 || n != 0 {
+			t.Errorf("%s: HEAD got %d, Content-Length %d, %d body bytes", engine, resp.StatusCode, resp.ContentLength, n)
 		}
 	}
 }

@@ -152,28 +152,32 @@ func TestForwardedHeadersAndStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	srv := httptest.NewServer(g)
-	defer srv.Close()
-	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
-	req.Host = "shop.example"
-	req.Header.Set("X-Forwarded-For", "10.0.0.1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	buf := make([]byte, 6)
-	start := time.Now()
-	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first\n" {
-		t.Fatalf("first chunk %q, %v", buf, err)
-	}
-	if time.Since(start) > 40*time.Millisecond {
-		t.Error("first chunk was not streamed ahead of the second")
-	}
-	if got := resp.Header.Get("X-Got-For"); got != "10.0.0.1, 127.0.0.1" {
-		t.Errorf("X-Forwarded-For %q", got)
-	}
-	if resp.Header.Get("X-Got-Host") != "shop.example" || resp.Header.Get("X-Got-Proto") != "http" {
-		t.Errorf("X-Forwarded-Host %q, -Proto %q", resp.Header.Get("X-Got-Host"), resp.Header.Get("X-Got-Proto"))
+	for engine, url := range serveBoth(t, g) {
+		req, _ := http.NewRequest("GET", url+"/", nil)
+		req.Host = "shop.example"
+		req.Header.Set("X-Forwarded-For", "10.0.0.1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 6)
+		start := time.Now()
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first\n" {
+			t.Fatalf("%s: first chunk %q, %v", engine, buf, err)
+		}
+		if time.Since(start) > 40*time.Millisecond {
+			t.Errorf("%s: first chunk was not streamed ahead of the second", engine)
+		}
+		rest, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(rest) != "second\n" {
+			t.Errorf("%s: rest of the body %q", engine, rest)
+		}
+		if got := resp.Header.Get("X-Got-For"); got != "10.0.0.1, 127.0.0.1" {
+			t.Errorf("%s: X-Forwarded-For %q", engine, got)
+		}
+		if resp.Header.Get("X-Got-Host") != "shop.example" || resp.Header.Get("X-Got-Proto") != "http" {
+			t.Errorf("%s: X-Forwarded-Host %q, -Proto %q", engine, resp.Header.Get("X-Got-Host"), resp.Header.Get("X-Got-Proto"))
+		}
 	}
 }
