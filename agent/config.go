@@ -338,6 +338,9 @@ type GatewayConfig struct {
 	Upstreams []UpstreamConfig `yaml:"upstreams" desc:"Upstream groups: name, algorithm, targets, health_check, outlier_detection, circuit_breaker, retries."`
 	Routes    []RouteConfig    `yaml:"routes" desc:"Routes, first match wins: id, match (path_prefix, host, headers), upstream, control_point, canary."`
 	TLS       GatewayTLSConfig `yaml:"tls" desc:"TLS termination (see gateway_config.go); empty means plain HTTP."`
+	// UpstreamTLS is how the gateway connects to groups with tls: true.
+	// Read at start, like Listen and TLS.
+	UpstreamTLS UpstreamTLSConfig `yaml:"upstream_tls,omitempty" desc:"TLS to upstream groups with tls: true: ca_file, cert_file/key_file (mutual TLS), server_name; empty means the system roots and no client certificate."`
 	// H2C accepts cleartext HTTP/2 (prior knowledge or Upgrade: h2c) on a
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
@@ -571,6 +574,7 @@ func (c *GatewayConfig) check(report func(path []any, msg string)) {
 		}
 	}
 	c.TLS.check(func(key, format string, args ...any) { bad([]any{"tls", key}, format, args...) })
+	c.UpstreamTLS.check(func(key, format string, args ...any) { bad([]any{"upstream_tls", key}, format, args...) })
 	upstreams := make(map[string]bool)
 	for i, u := range c.Upstreams {
 		at := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }

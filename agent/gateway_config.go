@@ -59,3 +59,27 @@ func (c GatewayTLSConfig) check(bad func(key, format string, args ...any)) {
 		bad("cert_file", "must be set with key_file")
 	}
 }
+
+// UpstreamTLSConfig is the client side of TLS to upstream groups with tls:
+// true (gateway.upstream_tls): the CAs that verify them, a client
+// certificate for upstreams that require one (mutual TLS), and a name to
+// verify against instead of each target's host. Read at start.
+type UpstreamTLSConfig struct {
+	CAFile     string `yaml:"ca_file,omitempty" desc:"PEM CA certificates that verify upstream servers; empty means the system roots."`
+	CertFile   string `yaml:"cert_file,omitempty" desc:"PEM client certificate chain the gateway presents to upstreams (mutual TLS); with key_file."`
+	KeyFile    string `yaml:"key_file,omitempty" desc:"PEM private key of cert_file."`
+	ServerName string `yaml:"server_name,omitempty" desc:"Name upstream certificates must carry (and the SNI sent) instead of each target's host."`
+}
+
+// IsZero reports whether nothing is configured.
+func (c UpstreamTLSConfig) IsZero() bool { return c == UpstreamTLSConfig{} }
+
+// check reports a half-configured client pair.
+func (c UpstreamTLSConfig) check(bad func(key, format string, args ...any)) {
+	switch {
+	case c.CertFile != "" && c.KeyFile == "":
+		bad("key_file", "must be set with cert_file")
+	case c.CertFile == "" && c.KeyFile != "":
+		bad("cert_file", "must be set with key_file")
+	}
+}

@@ -126,6 +126,9 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 	start := time.Now()
 	req := &ctx.Request
 	closeAfter := prepareOutbound(ctx)
+	if u.scheme == "https" {
+		req.URI().SetScheme("https") // the client of a TLS group checks it
+	}
 	err := g.try(u, fl, retryable(method, bodiless(req)),
 		func() bool { return false }, // fasthttp does not tell; the attempt's own timeouts bound it
 		func(t *target) (int, error) {

@@ -159,12 +159,16 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // also kept in fl.err.
 func (g *Gateway) try(u *upstream, fl *flow, retryable bool, clientGone func() bool, send func(*target) (int, error)) error {
 	var tried []*target
+	var last error
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		t := u.pick(now, tried)
 		if t == nil {
-			fl.err = errNoTarget
-			return errNoTarget
+			if last == nil {
+				last = errNoTarget
+			}
+			fl.err = last // after retries, what the last target said
+			return last
 		}
 		fl.host.Store(&t.addr)
 		t.inFlight.Add(1)
@@ -187,6 +191,7 @@ func (g *Gateway) try(u *upstream, fl *flow, retryable bool, clientGone func() b
 		}
 		if isConnectError(err) && retryable && attempt < u.retries.Attempts && u.budget.retry() {
 			tried = append(tried, t)
+			last = err
 			continue
 		}
 		fl.err = err

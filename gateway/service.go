@@ -122,12 +122,17 @@ func (s *Service) Start(ctx context.Context) error {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
 	cfg, ps := s.compileLocked()
+	upTLS, err := UpstreamTLS(cfg.UpstreamTLS)
+	if err != nil {
+		return err
+	}
 	opts := Options{
-		Config:     cfg,
-		Checker:    client.NewLocal(s.agent.Engine()),
-		Registerer: s.agent.Registry(),
-		Logger:     s.logger,
-		Flows:      s.agent.FluxMeters(), // flows straight to the flux meters, no span round trip
+		UpstreamTLSConfig: upTLS,
+		Config:            cfg,
+		Checker:           client.NewLocal(s.agent.Engine()),
+		Registerer:        s.agent.Registry(),
+		Logger:            s.logger,
+		Flows:             s.agent.FluxMeters(), // flows straight to the flux meters, no span round trip
 	}
 	g, err := New(opts)
 	if err != nil {

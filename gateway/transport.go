@@ -3,8 +3,11 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -125,4 +128,33 @@ func (c *upstreamConn) SetReadDeadline(t time.Time) error {
 func (c *upstreamConn) Close() error {
 	c.once.Do(c.gauge.Dec)
 	return c.Conn.Close()
+}
+
+// UpstreamTLS builds the client TLS config of c (gateway.upstream_tls) for
+// Options.UpstreamTLSConfig: nil when c is empty (the system roots). A
+// file that does not load is an error naming it.
+func UpstreamTLS(c agent.UpstreamTLSConfig) (*tls.Config, error) {
+	if c.IsZero() {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.upstream_tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("gateway.upstream_tls.ca_file: %s holds no PEM certificate", c.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.upstream_tls: cert_file %s, key_file %s: %w", c.CertFile, c.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }

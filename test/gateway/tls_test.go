@@ -8,12 +8,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +27,8 @@ import (
 )
 
 // writePair writes a self-signed certificate for name and 127.0.0.1 and
-// its key into dir as tls.crt and tls.key, replacing any there.
+// its key into dir as tls.crt and tls.key, replacing any there. It serves
+// as a server or a client certificate.
 func writePair(t *testing.T, dir, name string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -39,7 +43,7 @@ func writePair(t *testing.T, dir, name string) (certFile, keyFile string) {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -149,4 +153,73 @@ func histogramCount(t *testing.T, reg prometheus.Gatherer, name string) uint64 {
 		}
 	}
 	return 0
+}
+
+// Upstreams that require a client certificate get the one of
+// gateway.upstream_tls, verified against its ca_file and server_name,
+// over HTTP/1.1 (the fast engine) and HTTP/2; without it they refuse.
+func TestUpstreamMutualTLS(t *testing.T) {
+	serverCert, serverKey := writePair(t, t.TempDir(), "upstream.internal")
+	clientCert, clientKey := writePair(t, t.TempDir(), "fluxgate-gateway")
+	pair, err := tls.LoadX509KeyPair(serverCert, serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPEM, err := os.ReadFile(clientCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := x509.NewCertPool()
+	clients.AppendCertsFromPEM(clientPEM)
+	for _, h2 := range []bool{false, true} {
+		up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "HTTP/%d client=%s", r.ProtoMajor, r.TLS.PeerCertificates[0].Subject.CommonName)
+		}))
+		up.EnableHTTP2 = h2
+		up.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients}
+		up.StartTLS()
+		t.Cleanup(up.Close)
+		major := map[bool]string{false: "1", true: "2"}[h2]
+		for _, withCert := range []bool{true, false} {
+			cfg := oneRoute(agent.UpstreamConfig{Name: "u", TLS: true, HTTP2: h2,
+				Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "https://")}}})
+			cfg.UpstreamTLS = agent.UpstreamTLSConfig{CAFile: serverCert, ServerName: "upstream.internal"}
+			if withCert {
+				cfg.UpstreamTLS.CertFile, cfg.UpstreamTLS.KeyFile = clientCert, clientKey
+			}
+			s := startStack(t, cfg, nil, gateway.ServiceOptions{})
+			resp, err := s.hc.Get(s.url + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case withCert && (resp.StatusCode != 200 || string(body) != "HTTP/"+major+" client=fluxgate-gateway"):
+				t.Errorf("h2=%v with the client certificate: %d %q", h2, resp.StatusCode, body)
+			case !withCert && resp.StatusCode != http.StatusBadGateway:
+				t.Errorf("h2=%v without a client certificate: %d %q, want 502", h2, resp.StatusCode, body)
+			}
+		}
+	}
+}
+
+// A gateway.upstream_tls file that does not load stops the gateway from
+// starting, naming the file.
+func TestUpstreamTLSBadFile(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := gateway.UpstreamTLS(agent.UpstreamTLSConfig{CAFile: bad})
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("bad ca_file: %v", err)
+	}
+	_, err = gateway.UpstreamTLS(agent.UpstreamTLSConfig{CertFile: bad, KeyFile: bad})
+	if err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("bad cert_file: %v", err)
+	}
+	if err := (agent.GatewayConfig{UpstreamTLS: agent.UpstreamTLSConfig{CertFile: bad}}).Validate(); err == nil || !strings.Contains(err.Error(), "upstream_tls") {
+		t.Errorf("cert_file without key_file validated: %v", err)
+	}
 }
