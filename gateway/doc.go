@@ -6,8 +6,8 @@
 // an http.Handler; TLS and h2c listeners use it) or the fast HTTP/1.1
 // engine on fasthttp (NewFastServer; plain listeners use it), which
 // proxies with pooled fasthttp clients and passes WebSocket upgrades and
-// routes to HTTP/2 groups to the net/http engine in process. Both do the
-// same for each request:
+// routes to HTTP/2 groups to the net/http engine in process (buffering
+// such a request's body first). Both do the same for each request:
 //
 //  1. finds the first route whose match (path_prefix, host, headers)
 //     fits, or answers 404 {"error":"no_route"};

@@ -33,7 +33,8 @@ import (
 //
 // What it does not proxy itself it passes, in the same process, to the
 // net/http engine: WebSocket and other Upgrade requests, and routes whose
-// primary or canary group speaks HTTP/2 to its targets.
+// primary or canary group speaks HTTP/2 to its targets. The adaptor
+// (fasthttpadaptor) buffers such a request's body before the hand-over.
 
 // NewFastServer returns a fasthttp server for g's fast engine on a plain
 // listener. Serve it with Serve(ln); ShutdownWithContext lets requests in
@@ -94,21 +95,22 @@ func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, 
 		fastResponder{ctx: ctx}.json(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
 		return
 	}
+	var uri string // read before forwarding rewrites the request
+	if rt.mw.Recording() {
+		uri = string(ctx.Request.Header.RequestURI())
+	}
 	start := time.Now()
+	end := start // a rejected flow runs no workload
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		status := controlpoint.DeniedStatus(resp)
 		controlpoint.SetDecisionHeaders(&ctx.Response.Header, resp)
-		fastResponder{ctx: ctx}.json(status, client.Denial(resp))
+		fastResponder{ctx: ctx}.json(controlpoint.DeniedStatus(resp), client.Denial(resp))
 	} else {
 		g.forwardFast(ctx, rt, fl, method, resp)
+		end = time.Now()
 	}
 	if rt.mw.Recording() {
-		uri := ctx.Request.Header.RequestURI()
-		path := uri
-		if i := bytes.IndexByte(uri, '?'); i >= 0 {
-			path = uri[:i]
-		}
-		rt.mw.Record(ctx, method, string(path), string(uri), resp, ctx.Response.StatusCode(), start, time.Now())
+		path, _, _ := strings.Cut(uri, "?")
+		rt.mw.Record(ctx, method, path, uri, resp, ctx.Response.StatusCode(), start, end)
 	}
 }
 

@@ -42,6 +42,19 @@ func serveBoth(t *testing.T, g *Gateway) map[string]string {
 	return map[string]string{"net": srv.URL, "fast": serveFast(t, g)}
 }
 
+// proxyTo builds a Gateway with opts and one route to up, closed when the
+// test ends.
+func proxyTo(t *testing.T, up *httptest.Server, opts Options) *Gateway {
+	t.Helper()
+	opts.Config = oneUpstream(strings.TrimPrefix(up.URL, "http://"))
+	g, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
 func oneUpstream(addr string) agent.GatewayConfig {
 	return agent.GatewayConfig{
 		Upstreams: []agent.UpstreamConfig{{Name: "u", Targets: []agent.TargetConfig{{Address: addr}}}},
@@ -61,11 +74,7 @@ func TestResponseHeaderTimeout(t *testing.T) {
 	}))
 	defer up.Close()
 	defer close(release)
-	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://")), ResponseHeaderTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := proxyTo(t, up, Options{ResponseHeaderTimeout: 200 * time.Millisecond})
 	for engine, url := range serveBoth(t, g) {
 		resp, err := http.Get(url + "/")
 		if err != nil {
@@ -104,11 +113,7 @@ func TestHopByHopHeaders(t *testing.T) {
 		_ = brw.Flush()
 	}))
 	defer up.Close()
-	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := proxyTo(t, up, Options{})
 	for engine, url := range serveBoth(t, g) {
 		tr := &http.Transport{}
 		c := &http.Client{Transport: tr}
@@ -162,11 +167,7 @@ func TestLargeBodies(t *testing.T) {
 		_, _ = io.Copy(w, io.LimitReader(zeros{}, size))
 	}))
 	defer up.Close()
-	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := proxyTo(t, up, Options{})
 	body := make([]byte, size)
 	for i := range body {
 		body[i] = byte(i * 7)
@@ -223,11 +224,7 @@ func TestUpgradePassThrough(t *testing.T) {
 		_ = brw.Flush()
 	}))
 	defer up.Close()
-	g, err := New(Options{Config: oneUpstream(strings.TrimPrefix(up.URL, "http://"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := proxyTo(t, up, Options{})
 	for engine, url := range serveBoth(t, g) {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 		if err != nil {

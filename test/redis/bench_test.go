@@ -129,25 +129,28 @@ func parallel(b *testing.B, op func(lat *[]time.Duration)) {
 	}
 }
 
-// At a steady 5,000 decisions/s against local Redis, the decision p99
-// stays far below the 5ms deadline (asserted generously; the measured
-// value is logged and recorded in BENCHMARKS.md).
-func TestPacedDecisionLatency(t *testing.T) {
-	if testing.Short() {
-		t.Skip("2 s load test")
-	}
-	srv := Start(t)
+// BenchmarkPacedDecisionLatency offers a steady 5,000 decisions/s for 2 s
+// per mode against local Redis and reports the decision latency
+// percentiles and how many decisions missed the 5ms Redis deadline; the
+// results are in BENCHMARKS.md. Run it once:
+//
+//	go test ./test/redis -run '^$' -bench PacedDecisionLatency -benchtime 1x
+func BenchmarkPacedDecisionLatency(b *testing.B) {
+	srv := Start(b)
 	for _, mode := range []struct{ name, params string }{
 		{"exact", "failure_mode: fail_closed, redis_timeout: 5ms"},
 		{"lazy", "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 5ms"},
 	} {
-		t.Run(mode.name, func(t *testing.T) {
-			pacedLatency(t, newEngine(t, srv, limiterPolicy(t, "paced-"+mode.name, limiter("ingress", 1e9, mode.params))))
+		b.Run(mode.name, func(b *testing.B) {
+			e := newEngine(b, srv, limiterPolicy(b, "paced-"+mode.name, limiter("ingress", 1e9, mode.params)))
+			for b.Loop() {
+				pacedLatency(b, e)
+			}
 		})
 	}
 }
 
-func pacedLatency(t *testing.T, e *controlpoint.Engine) {
+func pacedLatency(b *testing.B, e *controlpoint.Engine) {
 	const rate, dur, workers = 5000, 2 * time.Second, 8
 	var mu sync.Mutex
 	var all []time.Duration
@@ -177,11 +180,15 @@ func pacedLatency(t *testing.T, e *controlpoint.Engine) {
 		})
 	}
 	wg.Wait()
+	if len(all) == 0 {
+		b.Fatal("no decisions")
+	}
 	slices.Sort(all)
 	p50, p99, p999 := all[len(all)/2], all[len(all)*99/100], all[len(all)*999/1000]
-	t.Logf("%d decisions in %v (%.0f/s): p50 %v, p99 %v, p99.9 %v, max %v; %d missed the 5ms deadline",
+	b.Logf("%d decisions in %v (%.0f/s): p50 %v, p99 %v, p99.9 %v, max %v; %d missed the 5ms deadline",
 		len(all), time.Since(start).Round(time.Millisecond), float64(len(all))/time.Since(start).Seconds(), p50, p99, p999, all[len(all)-1], failed)
-	if p99 > 5*time.Millisecond {
-		t.Errorf("p99 %v at 5,000 decisions/s, want well under the 5ms deadline", p99)
-	}
+	b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
+	b.ReportMetric(float64(p999.Microseconds()), "p99.9-µs")
+	b.ReportMetric(float64(failed), "missed-deadline")
 }
