@@ -344,7 +344,15 @@ type GatewayConfig struct {
 	// H2C accepts cleartext HTTP/2 (prior knowledge or Upgrade: h2c) on a
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
+	// Engine picks the server engine. Read at start, like Listen.
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (the fast fasthttp engine on a plain HTTP/1.1 listener, net/http with tls or h2c) or net (net/http always). Empty means auto."`
 }
+
+// Gateway server engines (gateway.engine).
+const (
+	GatewayEngineAuto = "auto"
+	GatewayEngineNet  = "net"
+)
 
 // Gateway load-balancing algorithms.
 const (
@@ -575,6 +583,9 @@ func (c *GatewayConfig) check(report func(path []any, msg string)) {
 	}
 	c.TLS.check(func(key, format string, args ...any) { bad([]any{"tls", key}, format, args...) })
 	c.UpstreamTLS.check(func(key, format string, args ...any) { bad([]any{"upstream_tls", key}, format, args...) })
+	if c.Engine != "" && c.Engine != GatewayEngineAuto && c.Engine != GatewayEngineNet {
+		bad([]any{"engine"}, "must be one of %s, %s, got %q", GatewayEngineAuto, GatewayEngineNet, c.Engine)
+	}
 	upstreams := make(map[string]bool)
 	for i, u := range c.Upstreams {
 		at := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }

@@ -155,7 +155,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	var fsrv *fasthttp.Server
-	if certs == nil && !cfg.H2C {
+	if certs == nil && !cfg.H2C && cfg.Engine != agent.GatewayEngineNet {
 		fsrv = g.NewFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	}
@@ -192,12 +192,23 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
+// Engine names the server engine serving the gateway: "fast" or "net"
+// (see gateway.engine); "" before Start.
+func (s *Service) Engine() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil && s.fsrv == nil {
+		return ""
+	}
+	return engineName(s.fsrv)
+}
+
 // engineName names the server engine for the start-up log.
 func engineName(fsrv *fasthttp.Server) string {
 	if fsrv != nil {
 		return "fast"
 	}
-	return "net/http"
+	return "net"
 }
 
 // Gateway is the running gateway, or nil before Start.
