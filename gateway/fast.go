@@ -70,8 +70,7 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	start := time.Now()
 	method := methodString(ctx.Method())
-	inflight := g.metrics.inFlight.WithLabelValues(rt.id, method)
-	inflight.Inc()
+	inflight := rt.series.started(method)
 	fl := &flow{route: rt}
 	g.serveFastRoute(ctx, rt, fl, method)
 	inflight.Dec()
@@ -79,8 +78,7 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	if h := fl.host.Load(); h != nil {
 		hostLabel = *h
 	}
-	g.metrics.requests.WithLabelValues(rt.id, hostLabel, method, statusLabel(ctx.Response.StatusCode())).Inc()
-	g.metrics.duration.WithLabelValues(rt.id, hostLabel, method).Observe(time.Since(start).Seconds())
+	rt.series.finished(hostLabel, method, ctx.Response.StatusCode(), time.Since(start))
 }
 
 // serveFastRoute checks the request at the route's control point, when

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fluxgate/fluxgate/agent"
 )
 
@@ -285,6 +287,63 @@ func TestNoRouteAndHead(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || resp.ContentLength != 5 || n != 0 {
 			t.Errorf("%s: HEAD got %d, Content-Length %d, %d body bytes", engine, resp.StatusCode, resp.ContentLength, n)
+		}
+	}
+}
+
+// Request metrics count every request on its route, target, method and
+// status; methods outside the standard ones share the _OTHER label, so
+// clients cannot mint series.
+func TestRequestMetrics(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer up.Close()
+	target := strings.TrimPrefix(up.URL, "http://")
+	for _, engine := range []string{"net", "fast"} {
+		reg := prometheus.NewPedanticRegistry()
+		g := proxyTo(t, up, Options{Registerer: reg})
+		url := serveBoth(t, g)[engine]
+		send := func(method, path string, n int) {
+			for range n {
+				req, _ := http.NewRequest(method, url+path, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+		send("GET", "/", 3)
+		send("GET", "/missing", 2)
+		send("BREW", "/", 4)
+		send("X-ANYTHING-"+engine, "/", 1)
+		want := map[string]float64{"GET/200": 3, "GET/404": 2, "_OTHER/200": 5}
+		got := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "fluxgate_http_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, p := range m.GetLabel() {
+					l[p.GetName()] = p.GetValue()
+				}
+				if l["route_id"] != "r" || l["upstream_host"] != target {
+					t.Errorf("%s: series %v", engine, l)
+				}
+				got[l["method"]+"/"+l["status"]] += m.GetCounter().GetValue()
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: fluxgate_http_requests_total by method/status %v, want %v", engine, got, want)
 		}
 	}
 }

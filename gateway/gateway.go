@@ -97,6 +97,7 @@ type route struct {
 	// checker; mw also says where their flows go.
 	controlPoint string
 	mw           client.MiddlewareOptions
+	series       *routeSeries
 	// fast: the fast engine proxies this route itself, as its groups
 	// speak HTTP/1.1 to their targets.
 	fast    bool
@@ -200,7 +201,8 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 		s.upstreams[uc.Name] = u
 	}
 	for _, rc := range cfg.Routes {
-		r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream], controlPoint: rc.ControlPoint}
+		r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream], controlPoint: rc.ControlPoint,
+			series: newRouteSeries(g.metrics, rc.ID)}
 		if r.controlPoint == "" {
 			r.controlPoint = client.DefaultControlPoint
 		}
@@ -353,8 +355,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	inflight := g.metrics.inFlight.WithLabelValues(rt.id, r.Method)
-	inflight.Inc()
+	inflight := rt.series.started(r.Method)
 	fl := &flow{route: rt}
 	rec := &recorder{ResponseWriter: w}
 	fl.rec = rec
@@ -369,8 +370,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if host != nil {
 		hostLabel = *host
 	}
-	g.metrics.requests.WithLabelValues(rt.id, hostLabel, r.Method, statusLabel(status)).Inc()
-	g.metrics.duration.WithLabelValues(rt.id, hostLabel, r.Method).Observe(time.Since(start).Seconds())
+	rt.series.finished(hostLabel, r.Method, status, time.Since(start))
 }
 
 // route returns the first route that matches r, or nil.

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"errors"
+	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,4 +101,67 @@ func (m *metrics) forgetRoute(id string) {
 func (m *metrics) forgetCanary(route string) {
 	m.canaryWeight.DeleteLabelValues(route)
 	m.canaryVerdict.DeletePartialMatch(prometheus.Labels{"route_id": route})
+}
+
+// routeSeries holds one route's request series by method, upstream host
+// and status once they were first used, so that a request does not look
+// its three series up by label values each time. A route's series are
+// deleted only when the route goes away, with this cache.
+type routeSeries struct {
+	m        *metrics
+	id       string
+	inFlight sync.Map // method label → prometheus.Gauge
+	done     sync.Map // doneKey → doneSeries
+}
+
+type doneKey struct {
+	host, method string
+	status       int
+}
+
+type doneSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func newRouteSeries(m *metrics, id string) *routeSeries { return &routeSeries{m: m, id: id} }
+
+// started counts a request of method in flight and returns the gauge to
+// decrement when it ends.
+func (s *routeSeries) started(method string) prometheus.Gauge {
+	method = methodLabel(method)
+	g, ok := s.inFlight.Load(method)
+	if !ok {
+		g, _ = s.inFlight.LoadOrStore(method, s.m.inFlight.WithLabelValues(s.id, method))
+	}
+	gauge := g.(prometheus.Gauge)
+	gauge.Inc()
+	return gauge
+}
+
+// finished records a request answered with status after d, proxied to
+// host ("" when it reached none).
+func (s *routeSeries) finished(host, method string, status int, d time.Duration) {
+	k := doneKey{host: host, method: methodLabel(method), status: status}
+	v, ok := s.done.Load(k)
+	if !ok {
+		v, _ = s.done.LoadOrStore(k, doneSeries{
+			requests: s.m.requests.WithLabelValues(s.id, k.host, k.method, statusLabel(status)),
+			duration: s.m.duration.WithLabelValues(s.id, k.host, k.method),
+		})
+	}
+	ds := v.(doneSeries)
+	ds.requests.Inc()
+	ds.duration.Observe(d.Seconds())
+}
+
+// methodLabel is the method as a label value: the standard methods as
+// they are, any other as _OTHER, so clients cannot mint series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
 }
