@@ -27,8 +27,15 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 # Short fuzz runs of every fuzz target (go test runs their seed corpora always).
+FUZZ_TARGETS ?= policies:FuzzParse gateway:FuzzConnectionListed controlpoint/server:FuzzCheckJSON \
+	controlpoint/server:FuzzAuthRequestHeaders controlpoint/classifier:FuzzPathTemplate \
+	controlpoint/classifier:FuzzJSONPointer agent:FuzzSetConfigValue fluxmeter:FuzzReceiverHTTP \
+	fluxmeter:FuzzConsumeProto
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s ./policies/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/; \
+	done
 
 deps:
 	$(GO) mod download

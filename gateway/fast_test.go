@@ -347,3 +347,19 @@ func TestRequestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// connectionListed never panics, and never names close, keep-alive, an
+// empty header or one with a comma or surrounding blanks.
+func FuzzConnectionListed(f *testing.F) {
+	for _, s := range []string{"", "close", "Keep-Alive, X-Secret", " , ,X-A,\tX-B ,close", "upgrade"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, name := range connectionListed([]byte(v)) {
+			if name == "" || strings.EqualFold(name, "close") || strings.EqualFold(name, "keep-alive") ||
+				strings.Contains(name, ",") || strings.Trim(name, " \t") != name {
+				t.Fatalf("connectionListed(%q) named %q", v, name)
+			}
+		}
+	})
+}
