@@ -9,6 +9,7 @@ import (
 	"iter"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,17 +37,31 @@ import (
 // primary or canary group speaks HTTP/2 to its targets. The adaptor
 // (fasthttpadaptor) buffers such a request's body before the hand-over.
 
+// headerBuffer bounds the request and response headers the fast engine
+// reads (fasthttp's read buffer; its default is 4 KB): large cookies and
+// tokens fit, as they do behind nginx (4 × 8 KB).
+const headerBuffer = 32 << 10
+
+// bodyReadTimeout bounds reading a request body once its headers are in:
+// long enough for any upload a proxy should carry, short enough that a
+// stalled client does not hold its connection forever.
+const bodyReadTimeout = time.Hour
+
 // NewFastServer returns a fasthttp server for g's fast engine on a plain
 // listener. Serve it with Serve(ln); ShutdownWithContext lets requests in
 // flight finish.
 func (g *Gateway) NewFastServer(logger fasthttp.Logger) *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                            g.ServeFastHTTP,
-		NoDefaultServerHeader:              true,
-		NoDefaultContentType:               true,
-		DisablePreParseMultipartForm:       true,
-		StreamRequestBody:                  true, // large uploads go on as they arrive
-		ReadTimeout:                        10 * time.Second,
+		Handler:                      g.ServeFastHTTP,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		StreamRequestBody:            true, // large uploads go on as they arrive
+		ReadBufferSize:               headerBuffer,
+		ReadTimeout:                  10 * time.Second, // the request headers
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: bodyReadTimeout}
+		},
 		IdleTimeout:                        2 * time.Minute,
 		Concurrency:                        256 * 1024,
 		CloseOnShutdown:                    true,
@@ -57,6 +72,16 @@ func (g *Gateway) NewFastServer(logger fasthttp.Logger) *fasthttp.Server {
 
 // ServeFastHTTP routes and proxies one request the fast engine received.
 func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
+	// fasthttp does not recover a handler's panic: one bad request would
+	// end the agent. Answer 500 and close the connection instead.
+	defer func() {
+		if p := recover(); p != nil {
+			g.logger.Error("gateway handler panicked", "panic", p, "uri", string(ctx.RequestURI()))
+			ctx.Response.Reset()
+			ctx.SetConnectionClose()
+			fastResponder{ctx: ctx}.json(http.StatusInternalServerError, map[string]string{"error": "internal"})
+		}
+	}()
 	s := g.state.Load()
 	fr := fastRequest{ctx}
 	rt := s.route(fr)
@@ -88,7 +113,9 @@ func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, 
 		g.forwardFast(ctx, rt, fl, method, nil)
 		return
 	}
-	resp, err := g.opts.Checker.Check(ctx, &pb.CheckRequest{ControlPoint: rt.controlPoint, Labels: fastLabels(ctx, rt, method)})
+	// Not ctx itself: fasthttp cancels every request's context when
+	// shutdown begins, and requests in flight are to finish.
+	resp, err := g.opts.Checker.Check(context.WithoutCancel(ctx), &pb.CheckRequest{ControlPoint: rt.controlPoint, Labels: fastLabels(ctx, rt, method)})
 	if err != nil {
 		fastResponder{ctx: ctx}.json(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
 		return
@@ -125,7 +152,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 	}
 	start := time.Now()
 	req := &ctx.Request
-	closeAfter := prepareOutbound(ctx)
+	prepareOutbound(ctx)
 	if u.scheme == "https" {
 		req.URI().SetScheme("https") // the client of a TLS group checks it
 	}
@@ -145,9 +172,6 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
 		}
 	}
-	if closeAfter {
-		ctx.SetConnectionClose()
-	}
 	u.leave(rt, permit, start, false, err != nil || ctx.Response.StatusCode() >= 500)
 }
 
@@ -158,24 +182,24 @@ var hopHeaders = [...]string{
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// prepareOutbound turns the client's request into the upstream's: no
-// hop-by-hop headers, X-Forwarded-For appended to the client's chain,
-// X-Forwarded-Host and -Proto set, the Host header kept. It reports
-// whether the client asked to close its connection after the answer.
-func prepareOutbound(ctx *fasthttp.RequestCtx) (closeAfter bool) {
+// prepareOutbound turns the client's request into the upstream's: HTTP/1.1
+// with keep-alive whatever the client spoke (the server remembered the
+// client's own Connection: close before the handler ran), no hop-by-hop
+// headers, X-Forwarded-For appended to the client's chain (all its
+// lines), X-Forwarded-Host and -Proto set, the Host header kept.
+func prepareOutbound(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
-	closeAfter = h.ConnectionClose()
+	h.SetProtocol("HTTP/1.1")
 	h.ResetConnectionClose()
 	dropHopHeaders(h.All(), h.Del, true)
-	var buf [64]byte
-	xff := appendIP(buf[:0], ctx.RemoteIP())
-	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
-		xff = append(append(append([]byte(nil), prior...), ", "...), xff...)
+	var xff []byte
+	for _, prior := range h.PeekAll("X-Forwarded-For") {
+		xff = append(append(xff, prior...), ", "...)
 	}
+	xff = appendIP(xff, ctx.RemoteIP())
 	h.SetCanonical(headerXFF, xff)
 	h.SetCanonical(headerXFHost, h.Host())
 	h.SetCanonical(headerXFProto, valueHTTP)
-	return closeAfter
 }
 
 // appendIP appends ip's text form to dst.
@@ -212,7 +236,9 @@ func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request boo
 	for k, v := range all {
 		name := b2s(k)
 		if request && strings.EqualFold(name, "Expect") {
-			found[n], n = "Expect", n+1
+			if !slices.Contains(found[:n], "Expect") {
+				found[n], n = "Expect", n+1
+			}
 			continue
 		}
 		for _, hop := range hopHeaders {
@@ -318,9 +344,62 @@ func (f fastResponder) json(status int, v any) {
 }
 
 // netEngine serves a request on the net/http engine, in process.
+//
+// The adaptor reads a request's whole body first: bodies above
+// maxHandedBody are refused with 413, and one that fails to arrive gets
+// 400 rather than reaching the target cut short. Its request's strings
+// view fasthttp's buffers, which are reused once this handler returns (a
+// hijacked WebSocket outlives it), so the net/http engine gets copies.
 func (g *Gateway) netEngine(ctx *fasthttp.RequestCtx) {
-	g.adaptOnce.Do(func() { g.adapted = fasthttpadaptor.NewFastHTTPHandler(g) })
+	if ctx.Request.IsBodyStream() && !bodiless(&ctx.Request) {
+		body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), maxHandedBody+1))
+		switch {
+		case err != nil:
+			ctx.SetConnectionClose()
+			fastResponder{ctx: ctx}.json(http.StatusBadRequest, map[string]string{"error": "request_body_unreadable"})
+			return
+		case len(body) > maxHandedBody:
+			ctx.SetConnectionClose()
+			fastResponder{ctx: ctx}.json(http.StatusRequestEntityTooLarge, map[string]string{"error": "request_body_too_large"})
+			return
+		}
+		ctx.Request.SetBodyRaw(body)
+	}
+	g.adaptOnce.Do(func() {
+		g.adapted = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			g.ServeHTTP(w, detach(r))
+		}))
+	})
 	g.adapted(ctx)
+}
+
+// maxHandedBody bounds the body of a request the fast engine hands to the
+// net/http engine, which the adaptor holds in memory.
+const maxHandedBody = 64 << 20
+
+// detach returns r with its own copies of the strings fasthttpadaptor
+// made as views of fasthttp's buffers, and a context that fasthttp's
+// shutdown does not cancel (requests in flight are to finish).
+func detach(r *http.Request) *http.Request {
+	c := r.Clone(context.WithoutCancel(r.Context()))
+	c.Method = strings.Clone(r.Method)
+	c.Host = strings.Clone(r.Host)
+	c.RequestURI = strings.Clone(r.RequestURI)
+	c.RemoteAddr = strings.Clone(r.RemoteAddr)
+	c.Proto = strings.Clone(r.Proto)
+	if u, err := url.ParseRequestURI(c.RequestURI); err == nil {
+		c.URL = u
+	}
+	h := make(http.Header, len(r.Header))
+	for k, vs := range r.Header {
+		cv := make([]string, len(vs))
+		for i, v := range vs {
+			cv[i] = strings.Clone(v)
+		}
+		h[strings.Clone(k)] = cv
+	}
+	c.Header = h
+	return c
 }
 
 // fastClients are the fast engine's pooled clients, one per target
@@ -384,6 +463,7 @@ func (g *Gateway) newFastClient(k fastKey) *fasthttp.HostClient {
 		},
 		TLSConfig:                     g.opts.UpstreamTLSConfig.Clone(),
 		MaxConns:                      4096,
+		ReadBufferSize:                headerBuffer,
 		MaxConnWaitTimeout:            g.opts.DialTimeout,
 		MaxIdleConnDuration:           90 * time.Second,
 		NoDefaultUserAgentHeader:      true,
@@ -405,10 +485,10 @@ func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, r
 }
 
 // bodiless reports whether req has no body: no Content-Length or 0, not
-// chunked.
+// chunked. (With streaming on, fasthttp gives even an empty body a stream.)
 func bodiless(req *fasthttp.Request) bool {
 	cl := req.Header.ContentLength()
-	return (cl == 0 || cl == -2) && !req.IsBodyStream()
+	return cl == 0 || cl == -2
 }
 
 // methodString returns the method as a string without allocating for the

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -362,4 +363,55 @@ func FuzzConnectionListed(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Requests a client can send that once tripped the fast engine: many
+// Expect lines, headers of 20 KB, HTTP/1.0, X-Forwarded-For on several
+// lines. Each is proxied as on net/http: HTTP/1.1 upstream, XFF joined.
+func TestUnusualRequests(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Proto", r.Proto)
+		w.Header().Set("X-Got-For", r.Header.Get("X-Forwarded-For"))
+		w.Header().Set("X-Big-Len", strconv.Itoa(len(r.Header.Get("X-Big"))))
+		w.Header().Set("X-Echo-Big", r.Header.Get("X-Big")[:min(len(r.Header.Get("X-Big")), 12<<10)])
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	big := strings.Repeat("b", 20<<10)
+	for engine, url := range serveBoth(t, g) {
+		raw := func(req string) *http.Response {
+			t.Helper()
+			conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(conn, req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", engine, req[:min(len(req), 60)], err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp
+		}
+		if resp := raw("GET / HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("Expect: x\r\n", 12) + "\r\n"); resp.StatusCode >= 500 {
+			t.Errorf("%s: 12 Expect lines: %d", engine, resp.StatusCode)
+		}
+		if resp := raw("GET / HTTP/1.0\r\nHost: x\r\n\r\n"); resp.StatusCode != 200 || resp.Header.Get("X-Proto") != "HTTP/1.1" {
+			t.Errorf("%s: HTTP/1.0 client: %d, upstream saw %q", engine, resp.StatusCode, resp.Header.Get("X-Proto"))
+		}
+		resp := raw("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nX-Big: " + big + "\r\nConnection: close\r\n\r\n")
+		if got := resp.Header.Get("X-Got-For"); got != "10.0.0.1, 10.0.0.2, 127.0.0.1" {
+			t.Errorf("%s: X-Forwarded-For on two lines became %q", engine, got)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("X-Big-Len") != strconv.Itoa(len(big)) || len(resp.Header.Get("X-Echo-Big")) != 12<<10 {
+			t.Errorf("%s: 20 KB request header: %d, upstream saw %q bytes, %d bytes came back", engine,
+				resp.StatusCode, resp.Header.Get("X-Big-Len"), len(resp.Header.Get("X-Echo-Big")))
+		}
+	}
 }

@@ -55,6 +55,7 @@ type Service struct {
 	mu     sync.Mutex       // guards the fields below
 	srv    *http.Server     // the net/http engine: TLS or h2c listeners
 	fsrv   *fasthttp.Server // the fast engine: plain HTTP/1.1 listeners
+	ln     net.Listener
 	addr   net.Addr
 	certs  *CertReloader // nil without TLS
 	cancel context.CancelFunc
@@ -162,7 +163,7 @@ func (s *Service) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.srv, s.fsrv, s.addr, s.cancel, s.done, s.certs = srv, fsrv, addr, cancel, done, certs
+	s.srv, s.fsrv, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, ln, addr, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.agent.SetGatewayActuators(g)
@@ -179,8 +180,11 @@ func (s *Service) Start(ctx context.Context) error {
 		var err error
 		if fsrv != nil {
 			err = fsrv.Serve(ln)
-		} else if err = srv.Serve(ln); errors.Is(err, http.ErrServerClosed) {
-			err = nil
+		} else {
+			err = srv.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+			err = nil // stopped
 		}
 		if err != nil {
 			s.logger.Error("gateway server failed", "err", err)
@@ -225,7 +229,7 @@ func (s *Service) Addr() net.Addr {
 // checks.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, fsrv, cancel, done, certs := s.srv, s.fsrv, s.cancel, s.done, s.certs
+	srv, fsrv, ln, cancel, done, certs := s.srv, s.fsrv, s.ln, s.cancel, s.done, s.certs
 	s.mu.Unlock()
 	if srv == nil && fsrv == nil {
 		return nil
@@ -233,7 +237,10 @@ func (s *Service) Stop(ctx context.Context) error {
 	s.agent.SetGatewayActuators(nil)
 	var errs []error
 	if fsrv != nil {
-		if err := fsrv.ShutdownWithContext(ctx); err != nil {
+		// Closing the listener first also stops a Serve that has not
+		// taken it yet, which fasthttp's shutdown would not see.
+		_ = ln.Close()
+		if err := fsrv.ShutdownWithContext(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 	} else if err := srv.Shutdown(ctx); err != nil {

@@ -16,11 +16,16 @@ import (
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
-// protoBackend answers with the HTTP version the request arrived over.
+// protoBackend answers with the HTTP version the request arrived over,
+// and the size of its body when it has one.
 func protoBackend(t *testing.T, tlsOn, h2 bool) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d", r.ProtoMajor)
+		if n > 0 {
+			fmt.Fprintf(w, " %d bytes", n)
+		}
 	}))
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
@@ -126,5 +131,29 @@ func TestHTTP2Upstreams(t *testing.T) {
 				t.Errorf("target unhealthy by active checks: %+v", st)
 			}
 		})
+	}
+}
+
+// On the fast engine, a route to an HTTP/2 group is served by the
+// net/http engine in process, request bodies included.
+func TestFastEngineHandsHTTP2RoutesOver(t *testing.T) {
+	up := protoBackend(t, false, true)
+	cfg := oneRoute(agent.UpstreamConfig{Name: "u", HTTP2: true, Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}})
+	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
+	if s.svc.Engine() != "fast" {
+		t.Fatalf("engine %q, want fast", s.svc.Engine())
+	}
+	if _, body := protoGet(t, s.hc, s.url+"/x"); body != "2" {
+		t.Errorf("GET reached the upstream as %q, want HTTP/2", body)
+	}
+	const size = 3 << 20 // past fasthttp's buffered body: it streams in
+	resp, err := s.hc.Post(s.url+"/upload", "application/octet-stream", strings.NewReader(strings.Repeat("x", size)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("2 %d bytes", size); resp.StatusCode != 200 || string(b) != want {
+		t.Errorf("POST: %d %q, want 200 %q", resp.StatusCode, b, want)
 	}
 }
