@@ -308,7 +308,19 @@ func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]s
 // fastRequest is a request the fast engine received.
 type fastRequest struct{ ctx *fasthttp.RequestCtx }
 
-func (f fastRequest) path() string              { return b2s(f.ctx.Path()) }
+// path is the request's path as sent, percent-decoded, as net/http's
+// URL.Path: routing sees the path the target gets (fasthttp's own Path
+// also removes dot segments, which the request forwarded keeps).
+func (f fastRequest) path() string {
+	p := f.ctx.URI().PathOriginal()
+	if bytes.IndexByte(p, '%') >= 0 {
+		if d, err := url.PathUnescape(string(p)); err == nil {
+			return d
+		}
+	}
+	return b2s(p)
+}
+
 func (f fastRequest) host() string              { return b2s(f.ctx.Request.Header.Host()) }
 func (f fastRequest) header(name string) string { return b2s(f.ctx.Request.Header.Peek(name)) }
 func (f fastRequest) remoteAddr() string        { return f.ctx.RemoteAddr().String() }

@@ -415,3 +415,54 @@ func TestUnusualRequests(t *testing.T) {
 		}
 	}
 }
+
+// Routing matches the path the target receives, on both engines: dot
+// segments are not resolved away and percent-escapes are decoded.
+func TestRoutingSeesTheForwardedPath(t *testing.T) {
+	seen := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Backend", name)
+			w.Header().Set("X-Path", r.URL.EscapedPath())
+		}))
+	}
+	public, admin := seen("public"), seen("admin")
+	defer public.Close()
+	defer admin.Close()
+	cfg := agent.GatewayConfig{
+		Upstreams: []agent.UpstreamConfig{
+			{Name: "public", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(public.URL, "http://")}}},
+			{Name: "admin", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(admin.URL, "http://")}}},
+		},
+		Routes: []agent.RouteConfig{
+			{ID: "admin", Match: agent.RouteMatch{PathPrefix: "/admin"}, Upstream: "admin"},
+			{ID: "public", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "public"},
+		},
+	}
+	g, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for engine, url := range serveBoth(t, g) {
+		for path, want := range map[string]string{
+			"/public/../admin/x": "public", // forwarded as is: the public target resolves it
+			"/%61dmin/x":         "admin",  // decodes to /admin/x
+			"/admin/x":           "admin",
+		} {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			conn.Close()
+			if err != nil {
+				t.Fatalf("%s %s: %v", engine, path, err)
+			}
+			if got := resp.Header.Get("X-Backend"); got != want {
+				t.Errorf("%s: %s went to %q (target saw %q), want %q", engine, path, got, resp.Header.Get("X-Path"), want)
+			}
+		}
+	}
+}
