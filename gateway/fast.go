@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -465,15 +466,21 @@ func (fc *fastClients) closeIdle() {
 
 // newFastClient is the fast engine's client for one target.
 func (g *Gateway) newFastClient(k fastKey) *fasthttp.HostClient {
+	var tlsCfg *tls.Config // the dial does the handshake; see dialUpstream
+	if k.tls {
+		tlsCfg = g.opts.UpstreamTLSConfig.Clone()
+		if tlsCfg == nil {
+			tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
 	return &fasthttp.HostClient{
 		Addr:  k.addr,
 		IsTLS: k.tls,
 		// Each connection bounds the wait for a response's first bytes
 		// (ResponseHeaderTimeout) and not the body, which may stream.
 		Dial: func(addr string) (net.Conn, error) {
-			return g.dialUpstream(context.Background(), "tcp", addr, g.opts.ResponseHeaderTimeout)
+			return g.dialUpstream(context.Background(), "tcp", addr, g.opts.ResponseHeaderTimeout, tlsCfg)
 		},
-		TLSConfig:                     g.opts.UpstreamTLSConfig.Clone(),
 		MaxConns:                      4096,
 		ReadBufferSize:                headerBuffer,
 		MaxConnWaitTimeout:            g.opts.DialTimeout,

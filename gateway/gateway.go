@@ -132,7 +132,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.dialer = &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	g.transports = newTransports(opts, func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return g.dialUpstream(ctx, network, addr, 0) // http.Transport has its ResponseHeaderTimeout
+		return g.dialUpstream(ctx, network, addr, 0, nil) // http.Transport has its ResponseHeaderTimeout and TLS
 	})
 	g.healthClient = &http.Client{
 		Transport: &http.Transport{

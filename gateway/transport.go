@@ -73,16 +73,45 @@ func (ts transports) closeIdle() {
 // dialUpstream connects to a target, counting the connection in
 // fluxgate_upstream_active_connections until it closes. With firstByte >
 // 0, every request written on it must see the first bytes of its
-// response within firstByte (see upstreamConn).
-func (g *Gateway) dialUpstream(ctx context.Context, network, addr string, firstByte time.Duration) (net.Conn, error) {
+// response within firstByte (see upstreamConn). With tlsCfg it also does
+// the TLS handshake (within the dial timeout), under the first-byte
+// watch, so that only response data counts as the answer: TLS 1.3
+// session tickets arrive before it.
+func (g *Gateway) dialUpstream(ctx context.Context, network, addr string, firstByte time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
 	c, err := g.dialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
+	if tlsCfg != nil {
+		cfg := tlsCfg
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(c, cfg)
+		hctx, cancel := context.WithTimeout(ctx, g.opts.DialTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = c.Close()
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: err}
+		}
+		c = tc
+	}
 	gauge := g.metrics.connections.WithLabelValues(addr)
 	gauge.Inc()
-	return &upstreamConn{Conn: c, gauge: gauge, firstByte: firstByte}, nil
+	uc := &upstreamConn{Conn: c, gauge: gauge, firstByte: firstByte}
+	if tlsCfg != nil {
+		return tlsUpstreamConn{uc}, nil
+	}
+	return uc, nil
 }
+
+// tlsUpstreamConn is an upstreamConn over a TLS connection whose handshake
+// is done; its Handshake method tells the fast client not to wrap it again.
+type tlsUpstreamConn struct{ *upstreamConn }
+
+func (tlsUpstreamConn) Handshake() error { return nil }
 
 // upstreamConn is a connection to a target. It decrements
 // fluxgate_upstream_active_connections once, on Close. With firstByte >
