@@ -52,7 +52,15 @@ const bodyReadTimeout = time.Hour
 // listener. Serve it with Serve(ln); ShutdownWithContext lets requests in
 // flight finish.
 func (g *Gateway) NewFastServer(logger fasthttp.Logger) *fasthttp.Server {
+	srv, _ := g.newFastServer(logger)
+	return srv
+}
+
+// newFastServer is NewFastServer with the tracker of its connections.
+func (g *Gateway) newFastServer(logger fasthttp.Logger) (*fasthttp.Server, *connTracker) {
+	conns := &connTracker{conns: map[net.Conn]struct{}{}}
 	return &fasthttp.Server{
+		ConnState:                    conns.state,
 		Handler:                      g.ServeFastHTTP,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
@@ -68,6 +76,33 @@ func (g *Gateway) NewFastServer(logger fasthttp.Logger) *fasthttp.Server {
 		CloseOnShutdown:                    true,
 		SleepWhenConcurrencyLimitsExceeded: time.Second,
 		Logger:                             logger,
+	}, conns
+}
+
+// connTracker remembers a fast server's open connections, so that a stop
+// whose grace period ran out can close them: fasthttp has no Close.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (t *connTracker) state(c net.Conn, s fasthttp.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch s {
+	case fasthttp.StateNew:
+		t.conns[c] = struct{}{}
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(t.conns, c)
+	}
+}
+
+// closeAll closes every connection still open.
+func (t *connTracker) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		_ = c.Close()
 	}
 }
 

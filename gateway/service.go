@@ -55,6 +55,7 @@ type Service struct {
 	mu     sync.Mutex       // guards the fields below
 	srv    *http.Server     // the net/http engine: TLS or h2c listeners
 	fsrv   *fasthttp.Server // the fast engine: plain HTTP/1.1 listeners
+	fconns *connTracker     // the fast engine's open connections
 	ln     net.Listener
 	addr   net.Addr
 	certs  *CertReloader // nil without TLS
@@ -156,14 +157,15 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	var fsrv *fasthttp.Server
+	var fconns *connTracker
 	if certs == nil && !cfg.H2C && cfg.Engine != agent.GatewayEngineNet {
-		fsrv = g.NewFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
+		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.srv, s.fsrv, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, ln, addr, cancel, done, certs
+	s.srv, s.fsrv, s.fconns, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, fconns, ln, addr, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.agent.SetGatewayActuators(g)
@@ -229,7 +231,7 @@ func (s *Service) Addr() net.Addr {
 // checks.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, fsrv, ln, cancel, done, certs := s.srv, s.fsrv, s.ln, s.cancel, s.done, s.certs
+	srv, fsrv, fconns, ln, cancel, done, certs := s.srv, s.fsrv, s.fconns, s.ln, s.cancel, s.done, s.certs
 	s.mu.Unlock()
 	if srv == nil && fsrv == nil {
 		return nil
@@ -242,6 +244,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		_ = ln.Close()
 		if err := fsrv.ShutdownWithContext(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
+			fconns.closeAll() // out of time: as net/http's Close does
 		}
 	} else if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
