@@ -35,6 +35,9 @@
 // ResponseHeaderTimeout; a body may then stream for as long as it takes.
 // On the fast engine a client that disconnects does not cancel its
 // upstream request (fasthttp does not report it); the timeout bounds it.
+// Its request metrics, flow workload time and canary latency end when the
+// response headers arrive, and a request body that stops arriving counts
+// against the target (the README lists these differences).
 //
 // Protocols. Clients speak HTTP/1.1, and HTTP/2 by ALPN when gateway.tls
 // terminates TLS (CertReloader: the pair is reloaded when its files
