@@ -36,8 +36,8 @@
 // On the fast engine a client that disconnects does not cancel its
 // upstream request (fasthttp does not report it); the timeout bounds it.
 // Its request metrics, flow workload time and canary latency end when the
-// response headers arrive, and a request body that stops arriving counts
-// against the target (the README lists these differences).
+// response headers arrive (the README lists these differences). Served on
+// FastListener, it tells an abandoned upload from a failing target.
 //
 // Protocols. Clients speak HTTP/1.1, and HTTP/2 by ALPN when gateway.tls
 // terminates TLS (CertReloader: the pair is reloaded when its files

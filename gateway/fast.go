@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -49,8 +50,8 @@ const headerBuffer = 32 << 10
 const bodyReadTimeout = time.Hour
 
 // NewFastServer returns a fasthttp server for g's fast engine on a plain
-// listener. Serve it with Serve(ln); ShutdownWithContext lets requests in
-// flight finish.
+// listener. Serve it with Serve(FastListener(ln)); ShutdownWithContext
+// lets requests in flight finish.
 func (g *Gateway) NewFastServer(logger fasthttp.Logger) *fasthttp.Server {
 	srv, _ := g.newFastServer(logger)
 	return srv
@@ -188,12 +189,15 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 	}
 	start := time.Now()
 	req := &ctx.Request
+	if c, ok := ctx.Conn().(*clientConn); ok {
+		c.failed.Store(false) // from here on, a failed read is this request's body
+	}
 	prepareOutbound(ctx)
 	if u.scheme == "https" {
 		req.URI().SetScheme("https") // the client of a TLS group checks it
 	}
 	err := g.try(u, fl, retryable(method, bodiless(req)),
-		func() bool { return false }, // fasthttp does not tell; the attempt's own timeouts bound it
+		func() bool { return clientFailed(ctx) },
 		func(t *target) (int, error) {
 			if err := u.fast[t.addr].Do(req, &ctx.Response); err != nil {
 				return 0, err
@@ -208,7 +212,8 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
 		}
 	}
-	u.leave(rt, permit, start, false, err != nil || ctx.Response.StatusCode() >= 500)
+	// A client that stopped sending its body says nothing of the target.
+	u.leave(rt, permit, start, err != nil && clientFailed(ctx), err != nil || ctx.Response.StatusCode() >= 500)
 }
 
 // hopHeaders are the hop-by-hop headers a proxy does not forward (RFC
@@ -570,3 +575,42 @@ func methodString(m []byte) string {
 // b2s views b as a string without copying; the string is valid while b
 // is unchanged, within the request.
 func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// FastListener wraps ln for the fast engine, which then tells a client
+// that stopped sending its request body (a stalled or broken upload) from
+// a failing target: only the latter counts against the target and its
+// breaker. Without it, both count against the target.
+func FastListener(ln net.Listener) net.Listener { return clientListener{ln} }
+
+type clientListener struct{ net.Listener }
+
+func (l clientListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &clientConn{Conn: c}, nil
+}
+
+// clientConn is a client connection of the fast engine that remembers a
+// failed read: while a request is proxied, the server reads from it only
+// for the request's body.
+type clientConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *clientConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+// clientFailed reports whether reading ctx's client failed since its
+// request started being proxied.
+func clientFailed(ctx *fasthttp.RequestCtx) bool {
+	c, ok := ctx.Conn().(*clientConn)
+	return ok && c.failed.Load()
+}

@@ -33,7 +33,7 @@ func serveFast(t *testing.T, g *Gateway) string {
 	}
 	fs := g.NewFastServer(nil)
 	done := make(chan struct{})
-	go func() { _ = fs.Serve(ln); close(done) }()
+	go func() { _ = fs.Serve(FastListener(ln)); close(done) }()
 	t.Cleanup(func() { _ = fs.Shutdown(); <-done })
 	return "http://" + ln.Addr().String()
 }

@@ -181,7 +181,7 @@ func (s *Service) Start(ctx context.Context) error {
 	wg.Go(func() {
 		var err error
 		if fsrv != nil {
-			err = fsrv.Serve(ln)
+			err = fsrv.Serve(FastListener(ln))
 		} else {
 			err = srv.Serve(ln)
 		}

@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -75,4 +79,42 @@ func TestStopGraceAndDeadline(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Clients that abandon their uploads halfway do not count against the
+// target: its breaker stays closed and outlier detection keeps it, on
+// either engine. (Otherwise anyone could trip a healthy target's breaker.)
+func TestAbandonedUploadsSpareTheTarget(t *testing.T) {
+	eachEngine(t, func(t *testing.T, engine string) {
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				return // the body broke off
+			}
+			io.WriteString(w, "ok")
+		}))
+		t.Cleanup(up.Close)
+		u := agent.UpstreamConfig{Name: "svc", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}},
+			CircuitBreaker:   &agent.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 5, OpenFor: time.Minute, HalfOpenProbes: 1},
+			OutlierDetection: &agent.OutlierDetectionConfig{ErrorRate: 0.1, MinRequests: 5, Window: time.Minute, EjectFor: time.Minute}}
+		h := start(t, engine, oneRoute(u), nil)
+		for range 8 {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", 1<<20, strings.Repeat("x", 64<<10))
+			time.Sleep(20 * time.Millisecond) // the upload is under way
+			conn.Close()
+		}
+		time.Sleep(100 * time.Millisecond) // the gateway notices
+		if b := h.breaker("svc"); b != "closed" {
+			t.Errorf("breaker %s after abandoned uploads, want closed", b)
+		}
+		if st := h.target(t, "svc", strings.TrimPrefix(up.URL, "http://")); st.Ejected {
+			t.Errorf("target ejected after abandoned uploads: %+v", st)
+		}
+		if st, _ := h.get(t, "/", nil); st != 200 {
+			t.Errorf("a whole request afterwards got %d", st)
+		}
+	})
 }

@@ -123,7 +123,7 @@ func serve(t *testing.T, engine string, g *gateway.Gateway) (url string, stop fu
 	}
 	fs := g.NewFastServer(nil)
 	done := make(chan struct{})
-	go func() { _ = fs.Serve(ln); close(done) }()
+	go func() { _ = fs.Serve(gateway.FastListener(ln)); close(done) }()
 	return "http://" + ln.Addr().String(), func() { _ = fs.Shutdown(); <-done }
 }
 

@@ -380,7 +380,7 @@ func serveProxy(spec, profile string) error {
 	if err != nil {
 		return err
 	}
-	return g.NewFastServer(log.Default()).Serve(ln) // the engine `fluxgate gateway` runs on plain listeners
+	return g.NewFastServer(log.Default()).Serve(gateway.FastListener(ln)) // the engine `fluxgate gateway` runs on plain listeners
 }
 
 func targetList(addrs []string) string {
