@@ -132,10 +132,9 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	start := time.Now()
 	method := methodString(ctx.Method())
-	inflight := rt.series.started(method)
+	defer rt.series.started(method).Dec() // also when a panic is recovered
 	fl := &flow{route: rt}
 	g.serveFastRoute(ctx, rt, fl, method)
-	inflight.Dec()
 	hostLabel := ""
 	if h := fl.host.Load(); h != nil {
 		hostLabel = *h
