@@ -52,10 +52,16 @@ func (c GatewayTLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile 
 
 // check reports a half-configured pair.
 func (c GatewayTLSConfig) check(bad func(key, format string, args ...any)) {
+	checkPair(c.CertFile, c.KeyFile, bad)
+}
+
+// checkPair reports a certificate without its key or a key without its
+// certificate.
+func checkPair(certFile, keyFile string, bad func(key, format string, args ...any)) {
 	switch {
-	case c.CertFile != "" && c.KeyFile == "":
+	case certFile != "" && keyFile == "":
 		bad("key_file", "must be set with cert_file")
-	case c.CertFile == "" && c.KeyFile != "":
+	case certFile == "" && keyFile != "":
 		bad("cert_file", "must be set with key_file")
 	}
 }
@@ -76,10 +82,5 @@ func (c UpstreamTLSConfig) IsZero() bool { return c == UpstreamTLSConfig{} }
 
 // check reports a half-configured client pair.
 func (c UpstreamTLSConfig) check(bad func(key, format string, args ...any)) {
-	switch {
-	case c.CertFile != "" && c.KeyFile == "":
-		bad("key_file", "must be set with cert_file")
-	case c.CertFile == "" && c.KeyFile != "":
-		bad("cert_file", "must be set with key_file")
-	}
+	checkPair(c.CertFile, c.KeyFile, bad)
 }

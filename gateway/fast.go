@@ -20,7 +20,6 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
@@ -417,11 +416,6 @@ func (g *Gateway) netEngine(ctx *fasthttp.RequestCtx) {
 		}
 		ctx.Request.SetBodyRaw(body)
 	}
-	g.adaptOnce.Do(func() {
-		g.adapted = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			g.ServeHTTP(w, detach(r))
-		}))
-	})
 	g.adapted(ctx)
 }
 

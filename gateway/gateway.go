@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxgate/fluxgate/agent"
@@ -74,7 +75,6 @@ type Gateway struct {
 	fast         fastClients
 	healthClient *http.Client
 	proxy        *httputil.ReverseProxy
-	adaptOnce    sync.Once
 	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
 
 	state   atomic.Pointer[snapshot]
@@ -148,6 +148,9 @@ func New(opts Options) (*Gateway, error) {
 		Transport:    (*retryTransport)(g),
 		ErrorHandler: g.proxyError,
 	}
+	g.adapted = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.ServeHTTP(w, detach(r))
+	}))
 	g.state.Store(&snapshot{upstreams: map[string]*upstream{}})
 	if err := g.Update(opts.Config); err != nil {
 		return nil, err
