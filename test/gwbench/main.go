@@ -4,11 +4,11 @@
 //   - proxying throughput: wrk (keep-alive, -conns connections) against
 //     the upstream directly, `fluxgate gateway` and nginx proxy_pass
 //     (keep-alive upstream pool) to the same small-response upstream;
-//   - added latency: an open-loop Go driver (fasthttp client) at half of
-//     the gateway's median maximum throughput (or -lat-rate) against the
-//     same three, latency measured
-//     from each request's intended send time; added p99 = p99 through the
-//     proxy − p99 direct, per repetition;
+//   - added latency: an open-loop Go driver (fasthttp client, -conns
+//     keep-alive connections, paced by nanosleep) at half of the gateway's
+//     median maximum throughput (or -lat-rate) against the same three,
+//     latency measured from each request's intended send time; added
+//     p99 = p99 through the proxy − p99 direct, per repetition;
 //   - balancing: four targets, one slowed 10× (-fast-delay, 10×), at a
 //     fixed open-loop rate through two gateways that differ only in
 //     algorithm (adaptive, round-robin); p99 and the slow target's share.
@@ -20,6 +20,9 @@
 // Children die with it (Pdeathsig). It needs nginx and wrk.
 //
 //	go run ./test/gwbench -reps 3 -duration 3s
+//
+// -probe URL drives one URL alone at -lat-rate and shows when its slow
+// requests happened, to tell a server's periodic stalls from scheduling.
 package main
 
 import (
@@ -28,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -62,6 +67,7 @@ var (
 	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
 	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on the fast engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
+	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
 )
 
 func main() {
@@ -72,6 +78,10 @@ func main() {
 	}
 	if *serveGW != "" {
 		log.Fatal(serveProxy(*serveGW, *cpuProf))
+	}
+	if *probe != "" {
+		runProbe(*probe, *latRate, *duration)
+		return
 	}
 	if err := run(); err != nil {
 		log.Fatal(err)
@@ -418,46 +428,66 @@ func wrk(url string, c int, d time.Duration) (float64, error) {
 
 type result struct {
 	p50, p99  time.Duration
+	lat       []time.Duration // per request, in send order
+	interval  time.Duration   // between intended send times
 	errors    int
 	slowShare float64 // share of answers with X-Backend == slow
 }
 
-// openLoop sends rate requests/s for d, each at its intended time on its
-// own goroutine, and measures latency from the intended time, so a stall
-// of the server (or of this driver) is counted, not hidden.
+// openLoop sends rate requests/s for d over a fixed pool of conns
+// keep-alive connections (as many as wrk has in the throughput runs),
+// the way wrk2 does: a pacer hands out each request's intended send time,
+// a free connection sends it, and latency counts from the intended time,
+// so a stall of the server (or of this driver) is counted, not hidden.
+// A goroutine and a connection per request, as before, cost the shared
+// cores more than the proxies being measured at a few thousand
+// requests/s.
 func openLoop(url string, rate float64, d time.Duration, slow string) result {
-	// fasthttp's client costs the shared CPU a fraction of net/http's, so
-	// the driver takes less from the proxies it measures.
-	client := &fasthttp.Client{MaxConnsPerHost: 4096, MaxIdleConnDuration: time.Minute, NoDefaultUserAgentHeader: true}
+	// fasthttp's client costs the shared CPU a fraction of net/http's.
+	client := &fasthttp.Client{MaxConnsPerHost: *conns, MaxIdleConnDuration: time.Minute, NoDefaultUserAgentHeader: true}
 	defer client.CloseIdleConnections()
 	n := int(rate * d.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
 	lat := make([]time.Duration, n)
 	failed := make([]bool, n)
 	slowHit := make([]bool, n)
-	var wg sync.WaitGroup
+	due := make(chan int, n)
 	start := time.Now()
-	for i := range n {
-		intended := start.Add(time.Duration(i) * interval)
-		if w := time.Until(intended); w > 0 {
-			time.Sleep(w)
-		}
+	var wg sync.WaitGroup
+	for range *conns {
 		wg.Go(func() {
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI(url)
-			if err := client.DoTimeout(req, resp, 10*time.Second); err == nil {
-				slowHit[i] = slow != "" && string(resp.Header.Peek("X-Backend")) == slow
-				failed[i] = resp.StatusCode() != http.StatusOK
-			} else {
-				failed[i] = true
+			for i := range due {
+				req.SetRequestURI(url)
+				if err := client.DoTimeout(req, resp, 10*time.Second); err == nil {
+					slowHit[i] = slow != "" && string(resp.Header.Peek("X-Backend")) == slow
+					failed[i] = resp.StatusCode() != http.StatusOK
+				} else {
+					failed[i] = true
+				}
+				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
+				resp.Reset()
 			}
-			lat[i] = time.Since(intended)
 		})
 	}
+	// time.Sleep under 1 ms lasts a whole millisecond whenever the
+	// runtime waits in epoll (its timeout is in ms), which would send
+	// the requests in bursts and count the driver's lateness as latency;
+	// a nanosleep on a thread of its own keeps the pace to microseconds.
+	runtime.LockOSThread()
+	for i := range n {
+		if w := time.Until(start.Add(time.Duration(i) * interval)); w > 0 {
+			ts := syscall.NsecToTimespec(int64(w))
+			_ = syscall.Nanosleep(&ts, nil)
+		}
+		due <- i
+	}
+	runtime.UnlockOSThread()
+	close(due)
 	wg.Wait()
-	var res result
+	res := result{lat: slices.Clone(lat), interval: interval}
 	hits := 0
 	for i := range n {
 		if failed[i] {
@@ -472,6 +502,45 @@ func openLoop(url string, rate float64, d time.Duration, slow string) result {
 	res.p99 = lat[min(n-1, n*99/100)]
 	res.slowShare = float64(hits) / float64(n)
 	return res
+}
+
+// runProbe drives url alone and prints the latency quantiles and, per
+// 100 ms of intended send time, how many requests took over 2 ms more
+// than the median: periodic clusters point at something the server does
+// on a timer, scattered ones at scheduling.
+func runProbe(url string, rate float64, d time.Duration) {
+	if rate <= 0 {
+		rate = 2000
+	}
+	res := openLoop(url, rate, d, "")
+	sorted := slices.Sorted(slices.Values(res.lat))
+	q := func(f float64) float64 { return ms(sorted[min(len(sorted)-1, int(f*float64(len(sorted))))]) }
+	fmt.Printf("%d requests at %.0f/s, errors %d: p50 %.3f p90 %.3f p99 %.3f p99.9 %.3f max %.3f ms\n",
+		len(sorted), rate, res.errors, q(0.5), q(0.9), q(0.99), q(0.999), ms(sorted[len(sorted)-1]))
+	slowOver := res.p50 + 2*time.Millisecond
+	window := 100 * time.Millisecond
+	type cluster struct {
+		n     int
+		worst time.Duration
+	}
+	clusters := map[int]*cluster{}
+	for i, l := range res.lat {
+		if l <= slowOver {
+			continue
+		}
+		w := int(time.Duration(i) * res.interval / window)
+		c := clusters[w]
+		if c == nil {
+			c = &cluster{}
+			clusters[w] = c
+		}
+		c.n++
+		c.worst = max(c.worst, l)
+	}
+	fmt.Printf("requests over %.3f ms by 100 ms window of send time:\n", ms(slowOver))
+	for _, w := range slices.Sorted(maps.Keys(clusters)) {
+		fmt.Printf("  %6.1f s  %4d  worst %.3f ms\n", (time.Duration(w) * window).Seconds(), clusters[w].n, ms(clusters[w].worst))
+	}
 }
 
 func median(xs []float64) float64 {
