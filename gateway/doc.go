@@ -35,9 +35,12 @@
 // ResponseHeaderTimeout; a body may then stream for as long as it takes.
 // On the fast engine a client that disconnects does not cancel its
 // upstream request (fasthttp does not report it); the timeout bounds it.
-// Its request metrics, flow workload time and canary latency end when the
-// response headers arrive (the README lists these differences). Served on
-// FastListener, it tells an abandoned upload from a failing target.
+// On both engines a request ends once its response body has been relayed
+// (relay on the fast engine): its metrics, flow workload time, canary
+// latency and breaker outcome include the body, a target that breaks off
+// its body has failed, a client that leaves mid-body says nothing of the
+// target. Served on FastListener, the fast engine tells an abandoned
+// upload from a failing target.
 //
 // Protocols. Clients speak HTTP/1.1, and HTTP/2 by ALPN when gateway.tls
 // terminates TLS (CertReloader: the pair is reloaded when its files

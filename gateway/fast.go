@@ -131,59 +131,87 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	}
 	start := time.Now()
 	method := methodString(ctx.Method())
-	defer rt.series.started(method).Dec() // also when a panic is recovered
+	inflight := rt.series.started(method)
+	handed := false
+	defer func() {
+		if !handed { // a panic was recovered
+			inflight.Dec()
+		}
+	}()
 	fl := &flow{route: rt}
-	g.serveFastRoute(ctx, rt, fl, method)
-	hostLabel := ""
-	if h := fl.host.Load(); h != nil {
-		hostLabel = *h
+	finish := g.serveFastRoute(ctx, rt, fl, method)
+	status := ctx.Response.StatusCode()
+	done := func(failed, gone bool) {
+		if finish != nil {
+			finish(failed, gone)
+		}
+		hostLabel := ""
+		if h := fl.host.Load(); h != nil {
+			hostLabel = *h
+		}
+		rt.series.finished(hostLabel, method, status, time.Since(start))
+		inflight.Dec()
 	}
-	rt.series.finished(hostLabel, method, ctx.Response.StatusCode(), time.Since(start))
+	handed = true
+	if r, ok := ctx.Response.BodyStream().(*relay); ok {
+		r.done = done // once the body has been relayed
+	} else {
+		done(false, false)
+	}
 }
 
 // serveFastRoute checks the request at the route's control point, when
-// the gateway has a checker, and forwards it if admitted.
-func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string) {
+// the gateway has a checker, and forwards it if admitted. It returns what
+// is left to do once the response body has been relayed, or nil.
+func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string) (finish func(failed, gone bool)) {
 	if g.opts.Checker == nil {
-		g.forwardFast(ctx, rt, fl, method, nil)
-		return
+		return g.forwardFast(ctx, rt, fl, method, nil)
 	}
 	// Not ctx itself: fasthttp cancels every request's context when
 	// shutdown begins, and requests in flight are to finish.
 	resp, err := g.opts.Checker.Check(context.WithoutCancel(ctx), &pb.CheckRequest{ControlPoint: rt.controlPoint, Labels: fastLabels(ctx, rt, method)})
 	if err != nil {
 		fastResponder{ctx: ctx}.json(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
-		return
+		return nil
 	}
 	var uri string // read before forwarding rewrites the request
 	if rt.mw.Recording() {
 		uri = string(ctx.Request.Header.RequestURI())
 	}
+	record := func(start, end time.Time) {
+		if rt.mw.Recording() {
+			path, _, _ := strings.Cut(uri, "?")
+			rt.mw.Record(ctx, method, path, uri, resp, ctx.Response.StatusCode(), start, end)
+		}
+	}
 	start := time.Now()
-	end := start // a rejected flow runs no workload
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
 		controlpoint.SetDecisionHeaders(&ctx.Response.Header, resp)
 		fastResponder{ctx: ctx}.json(controlpoint.DeniedStatus(resp), client.Denial(resp))
-	} else {
-		g.forwardFast(ctx, rt, fl, method, resp)
-		end = time.Now()
+		record(start, start) // a rejected flow runs no workload
+		return nil
 	}
-	if rt.mw.Recording() {
-		path, _, _ := strings.Cut(uri, "?")
-		rt.mw.Record(ctx, method, path, uri, resp, ctx.Response.StatusCode(), start, end)
+	leave := g.forwardFast(ctx, rt, fl, method, resp)
+	return func(failed, gone bool) {
+		if leave != nil {
+			leave(failed, gone)
+		}
+		record(start, time.Now())
 	}
 }
 
 // forwardFast sends the request to the route's upstream group through its
 // breaker, with retries, and answers with the target's response. decided
 // is the control point's decision, whose headers the answer carries.
-func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string, decided *pb.CheckResponse) {
+// leave records the outcome with the group once the response body has
+// been relayed; it is nil when the breaker turned the request away.
+func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string, decided *pb.CheckResponse) (leave func(failed, gone bool)) {
 	u := rt.choose(fastRequest{ctx})
 	fl.upstream = u
 	rs := fastResponder{ctx: ctx, decided: decided}
 	permit, ok := u.enter(rs)
 	if !ok {
-		return
+		return nil
 	}
 	start := time.Now()
 	req := &ctx.Request
@@ -194,24 +222,72 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 	if u.scheme == "https" {
 		req.URI().SetScheme("https") // the client of a TLS group checks it
 	}
+	up := fasthttp.AcquireResponse()
 	err := g.try(u, fl, retryable(method, bodiless(req)),
 		func() bool { return clientFailed(ctx) },
 		func(t *target) (int, error) {
-			if err := u.fast[t.addr].Do(req, &ctx.Response); err != nil {
+			if err := u.fast[t.addr].Do(req, up); err != nil {
 				return 0, err
 			}
-			return ctx.Response.StatusCode(), nil
+			return up.StatusCode(), nil
 		})
 	if err != nil {
+		fasthttp.ReleaseResponse(up)
 		g.upstreamError(rs, fl, err)
 	} else {
+		up.Header.CopyTo(&ctx.Response.Header)
 		cleanInbound(&ctx.Response.Header)
 		if decided != nil {
 			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
 		}
+		if up.BodyStream() != nil {
+			ctx.Response.SetBodyStream(&relay{up: up}, up.Header.ContentLength())
+		} else { // HEAD, 204, 304
+			fasthttp.ReleaseResponse(up)
+		}
 	}
 	// A client that stopped sending its body says nothing of the target.
-	u.leave(rt, permit, start, err != nil && clientFailed(ctx), err != nil || ctx.Response.StatusCode() >= 500)
+	gone := err != nil && clientFailed(ctx)
+	failed := err != nil || ctx.Response.StatusCode() >= 500
+	return func(bodyFailed, clientGone bool) {
+		u.leave(rt, permit, start, gone || clientGone, failed || bodyFailed)
+	}
+}
+
+// relay is the body of a response being relayed from a target to the
+// client. fasthttp writes it after the handler has returned and then
+// closes it with the error that ended the writing, if any: only then is
+// the request over, and done finishes its bookkeeping (the breaker, the
+// canary, flows and metrics), as the net/http engine does once
+// ReverseProxy has copied the body.
+type relay struct {
+	up     *fasthttp.Response // holds the target's body stream
+	failed bool               // reading from the target failed
+	done   func(failed, gone bool)
+}
+
+func (r *relay) Read(p []byte) (int, error) {
+	n, err := r.up.BodyStream().Read(p)
+	if err != nil && err != io.EOF {
+		r.failed = true
+	}
+	return n, err
+}
+
+// CloseWithError is called once the body has been written or writing
+// it failed with err: on the target's side when a read failed, else on
+// the client's. A body not read to its end closes the target's
+// connection rather than pool it.
+func (r *relay) CloseWithError(err error) error {
+	if r.up == nil {
+		return nil
+	}
+	fasthttp.ReleaseResponse(r.up)
+	r.up = nil
+	if r.done != nil {
+		r.done(r.failed, err != nil && !r.failed)
+	}
+	return nil
 }
 
 // hopHeaders are the hop-by-hop headers a proxy does not forward (RFC

@@ -362,18 +362,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fl := &flow{route: rt}
 	rec := &recorder{ResponseWriter: w}
 	fl.rec = rec
+	// Deferred: a body that fails mid-way ends the handler with
+	// ReverseProxy's http.ErrAbortHandler panic.
+	defer func() {
+		inflight.Dec()
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		hostLabel := ""
+		if host := fl.host.Load(); host != nil {
+			hostLabel = *host
+		}
+		rt.series.finished(hostLabel, r.Method, status, time.Since(start))
+	}()
 	rt.handler.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
-	inflight.Dec()
-	status := rec.status
-	if status == 0 {
-		status = http.StatusOK
-	}
-	host := fl.host.Load()
-	hostLabel := ""
-	if host != nil {
-		hostLabel = *host
-	}
-	rt.series.finished(hostLabel, r.Method, status, time.Since(start))
 }
 
 // route returns the first route that matches r, or nil.

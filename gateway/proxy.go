@@ -24,7 +24,10 @@ type flow struct {
 	upstream *upstream              // set by forward
 	host     atomic.Pointer[string] // target of the last attempt
 	err      error                  // transport error of the last attempt; set before ErrorHandler runs
-	rec      *recorder
+	// bodyFailed: reading the target's response body failed (net/http
+	// engine; the fast engine's relay keeps its own).
+	bodyFailed bool
+	rec        *recorder
 }
 
 type flowKey struct{}
@@ -44,9 +47,18 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
+	relayed := false
+	// ReverseProxy panics with http.ErrAbortHandler when copying the body
+	// fails, on either side; the outcome is recorded all the same, or a
+	// half-open breaker would keep the probe's place for good.
+	defer func() {
+		aborted := !relayed
+		// A client that left says nothing of the upstream.
+		gone := fl.err != nil && r.Context().Err() != nil || aborted && !fl.bodyFailed
+		u.leave(rt, permit, start, gone, fl.err != nil || fl.bodyFailed || fl.rec.status >= 500)
+	}()
 	g.proxy.ServeHTTP(w, r)
-	gone := r.Context().Err() != nil && fl.err != nil // a client that left says nothing of the upstream
-	u.leave(rt, permit, start, gone, fl.err != nil || fl.rec.status >= 500)
+	relayed = true
 }
 
 // responder answers a request the gateway itself rejects, in the engine
@@ -148,7 +160,26 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp.StatusCode, nil
 		})
+	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols { // ReverseProxy writes to an upgraded body
+		resp.Body = &targetBody{ReadCloser: resp.Body, fl: fl, ctx: req.Context()}
+	}
 	return resp, err
+}
+
+// targetBody notes in fl when reading a target's response body fails,
+// unless because the client left (ctx, the client's request, is done).
+type targetBody struct {
+	io.ReadCloser
+	fl  *flow
+	ctx context.Context
+}
+
+func (b *targetBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.ctx.Err() == nil {
+		b.fl.bodyFailed = true
+	}
+	return n, err
 }
 
 // try sends one request to a target of u chosen per attempt: send makes
