@@ -284,6 +284,7 @@ func run() error {
 		}
 	}
 
+	stolen := stealMeter()
 	order := []string{"direct", "gateway", "nginx", "proxy-only"}
 	rps := map[string][]float64{}
 	for rep := range *reps {
@@ -351,6 +352,9 @@ func run() error {
 	}
 	cut := 1 - median(lbP99["adaptive"])/median(lbP99["round-robin"])
 	fmt.Printf("\nadaptive cuts p99 by %.0f%% (target ≥ 40%% %s)\n", 100*cut, mark(cut >= 0.4))
+	if s, ok := stolen(); ok {
+		fmt.Printf("\nCPU time stolen by the hypervisor during the measurements: %.1f%%\n", s)
+	}
 	return nil
 }
 
@@ -540,6 +544,42 @@ func runProbe(url string, rate float64, d time.Duration) {
 	fmt.Printf("requests over %.3f ms by 100 ms window of send time:\n", ms(slowOver))
 	for _, w := range slices.Sorted(maps.Keys(clusters)) {
 		fmt.Printf("  %6.1f s  %4d  worst %.3f ms\n", (time.Duration(w) * window).Seconds(), clusters[w].n, ms(clusters[w].worst))
+	}
+}
+
+// stealMeter returns a function that reports the share of CPU time the
+// hypervisor took (the "steal" column of /proc/stat) since it was called:
+// on a shared VM that time shows up as stalls in every contender's tail.
+func stealMeter() func() (pct float64, ok bool) {
+	read := func() (steal, total uint64, ok bool) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0, false
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != "cpu" {
+			return 0, 0, false
+		}
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseUint(v, 10, 64)
+			if i >= 8 { // guest time is already counted in user time
+				break
+			}
+			total += n
+			if i == 7 {
+				steal = n
+			}
+		}
+		return steal, total, true
+	}
+	s0, t0, ok0 := read()
+	return func() (float64, bool) {
+		s1, t1, ok1 := read()
+		if !ok0 || !ok1 || t1 <= t0 {
+			return 0, false
+		}
+		return 100 * float64(s1-s0) / float64(t1-t0), true
 	}
 }
 
