@@ -120,11 +120,21 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 			}
 			rec := &statusRecorder{ResponseWriter: w}
 			start := time.Now()
+			returned := false
+			// Deferred, so that a handler that panics (as ReverseProxy does
+			// with http.ErrAbortHandler when a body breaks off) still
+			// counts, as 500 when it had not answered yet.
+			defer func() {
+				if rec.status == 0 {
+					rec.status = http.StatusOK
+					if !returned {
+						rec.status = http.StatusInternalServerError
+					}
+				}
+				opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, rec.status, start, time.Now())
+			}()
 			next.ServeHTTP(rec, r.WithContext(newContext(ctx, resp)))
-			if rec.status == 0 {
-				rec.status = http.StatusOK
-			}
-			opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, rec.status, start, time.Now())
+			returned = true
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/fluxmeter"
 )
 
 func TestMiddlewareLocalAdmitsFiveThen429(t *testing.T) {
@@ -228,6 +229,43 @@ spec:
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusNoContent {
 			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}
+
+// flowsSeen collects the flows a Middleware reports.
+type flowsSeen []fluxmeter.Flow
+
+func (f *flowsSeen) Observe(fl fluxmeter.Flow) { *f = append(*f, fl) }
+
+// A handler that panics still reports its flow: with the status it had
+// sent, or 500 when it had sent none.
+func TestMiddlewareRecordsPanickingHandlers(t *testing.T) {
+	admit := checkerFunc(func(context.Context, *pb.CheckRequest) (*pb.CheckResponse, error) {
+		return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
+	})
+	for _, c := range []struct {
+		name   string
+		status int // written before the panic; 0: none
+		want   int
+	}{{"before answering", 0, 500}, {"mid-body", 200, 200}} {
+		var seen flowsSeen
+		h := Middleware(admit, MiddlewareOptions{Flows: &seen})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c.status != 0 {
+				w.WriteHeader(c.status)
+			}
+			panic(http.ErrAbortHandler)
+		}))
+		func() {
+			defer func() {
+				if p := recover(); p != http.ErrAbortHandler {
+					t.Errorf("%s: panic %v did not reach the server", c.name, p)
+				}
+			}()
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
+		}()
+		if len(seen) != 1 || seen[0].Status != c.want {
+			t.Errorf("%s: flows %+v, want one with status %d", c.name, seen, c.want)
 		}
 	}
 }
