@@ -241,7 +241,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
 		}
 		if up.BodyStream() != nil {
-			ctx.Response.SetBodyStream(&relay{up: up}, up.Header.ContentLength())
+			ctx.Response.SetBodyStream(&relay{up: up, h: &ctx.Response.Header}, up.Header.ContentLength())
 		} else { // HEAD, 204, 304
 			fasthttp.ReleaseResponse(up)
 		}
@@ -261,14 +261,27 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 // canary, flows and metrics), as the net/http engine does once
 // ReverseProxy has copied the body.
 type relay struct {
-	up     *fasthttp.Response // holds the target's body stream
-	failed bool               // reading from the target failed
+	up     *fasthttp.Response       // holds the target's body stream
+	h      *fasthttp.ResponseHeader // the client's
+	failed bool                     // reading from the target failed
 	done   func(failed, gone bool)
 }
 
 func (r *relay) Read(p []byte) (int, error) {
 	n, err := r.up.BodyStream().Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		// The target's trailers have arrived with the end of its body;
+		// fasthttp writes the client's after reading this EOF.
+		for _, k := range r.up.Header.PeekTrailerKeys() {
+			if r.h.AddTrailerBytes(k) != nil {
+				continue // a field not allowed in trailers
+			}
+			for _, v := range r.up.Header.PeekAllTrailer(b2s(k)) {
+				r.h.AddBytesKV(k, v)
+			}
+		}
+	case err != nil:
 		r.failed = true
 	}
 	return n, err
@@ -358,8 +371,8 @@ func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request boo
 		}
 		for _, hop := range hopHeaders {
 			if len(name) == len(hop) && strings.EqualFold(name, hop) {
-				if hop == "Transfer-Encoding" && !request {
-					break
+				if !request && (hop == "Transfer-Encoding" || hop == "Trailer") {
+					break // fasthttp frames the body and its trailers itself
 				}
 				if hop == "Connection" {
 					listed = append(listed[:0], v...)

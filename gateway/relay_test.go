@@ -201,3 +201,32 @@ func TestClientLeavingMidBodySparesTheTarget(t *testing.T) {
 		}
 	}
 }
+
+// A target's trailers reach the client after the body, on both engines.
+func TestTrailersPassThrough(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum, X-Count")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Add("X-Count", "1")
+		w.Header().Add("X-Count", "2")
+	}))
+	defer up.Close()
+	for engine, url := range serveBoth(t, proxyTo(t, up, Options{})) {
+		resp, err := http.Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "body" {
+			t.Fatalf("%s: body %q, %v", engine, b, err)
+		}
+		if got := resp.Trailer.Get("X-Checksum"); got != "abc" {
+			t.Errorf("%s: trailer X-Checksum %q, want abc (trailers %v)", engine, got, resp.Trailer)
+		}
+		if got := resp.Trailer.Values("X-Count"); strings.Join(got, ",") != "1,2" {
+			t.Errorf("%s: trailer X-Count %q, want [1 2]", engine, got)
+		}
+	}
+}
