@@ -264,15 +264,17 @@ type relay struct {
 	up     *fasthttp.Response       // holds the target's body stream
 	h      *fasthttp.ResponseHeader // the client's
 	failed bool                     // reading from the target failed
+	eof    bool                     // the trailers have been passed on
 	done   func(failed, gone bool)
 }
 
 func (r *relay) Read(p []byte) (int, error) {
 	n, err := r.up.BodyStream().Read(p)
 	switch {
-	case err == io.EOF:
+	case err == io.EOF && !r.eof:
 		// The target's trailers have arrived with the end of its body;
 		// fasthttp writes the client's after reading this EOF.
+		r.eof = true
 		for _, k := range r.up.Header.PeekTrailerKeys() {
 			if r.h.AddTrailerBytes(k) != nil {
 				continue // a field not allowed in trailers
@@ -281,7 +283,7 @@ func (r *relay) Read(p []byte) (int, error) {
 				r.h.AddBytesKV(k, v)
 			}
 		}
-	case err != nil:
+	case err != nil && err != io.EOF:
 		r.failed = true
 	}
 	return n, err
