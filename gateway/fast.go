@@ -321,6 +321,7 @@ func prepareOutbound(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	h.SetProtocol("HTTP/1.1")
 	h.ResetConnectionClose()
+	h.SetNoDefaultContentType(true) // a body without a Content-Type goes on without one
 	dropHopHeaders(h.All(), h.Del, true)
 	var xff []byte
 	for _, prior := range h.PeekAll("X-Forwarded-For") {

@@ -488,3 +488,33 @@ func TestRoutingSeesTheForwardedPath(t *testing.T) {
 		}
 	}
 }
+
+// A request body without a Content-Type reaches the target without one,
+// and one with a Content-Type keeps it, on both engines.
+func TestRequestContentTypeKept(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s|%s|%d", r.Header.Values("Content-Type"), b, len(r.Header.Values("Content-Type")))
+	}))
+	defer up.Close()
+	for engine, url := range serveBoth(t, proxyTo(t, up, Options{})) {
+		for _, c := range []struct{ contentType, want string }{
+			{"", "[]|data|0"},
+			{"text/csv", "[text/csv]|data|1"},
+		} {
+			req, _ := http.NewRequest("POST", url+"/", strings.NewReader("data"))
+			if c.contentType != "" {
+				req.Header.Set("Content-Type", c.contentType)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(got) != c.want {
+				t.Errorf("%s: Content-Type %q: target saw %q, want %q", engine, c.contentType, got, c.want)
+			}
+		}
+	}
+}
