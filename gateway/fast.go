@@ -142,6 +142,14 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 	finish := g.serveFastRoute(ctx, rt, fl, method)
 	status := ctx.Response.StatusCode()
 	done := func(failed, gone bool) {
+		defer inflight.Dec()
+		// When the relay calls done, fasthttp's writer or its context
+		// reset would swallow a panic or end the process with it.
+		defer func() {
+			if p := recover(); p != nil {
+				g.logger.Error("gateway request bookkeeping panicked", "panic", p, "route", rt.id)
+			}
+		}()
 		if finish != nil {
 			finish(failed, gone)
 		}
@@ -150,7 +158,6 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 			hostLabel = *h
 		}
 		rt.series.finished(hostLabel, method, status, time.Since(start))
-		inflight.Dec()
 	}
 	handed = true
 	if r, ok := ctx.Response.BodyStream().(*relay); ok {
@@ -214,6 +221,12 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 		return nil
 	}
 	start := time.Now()
+	handed := false
+	defer func() {
+		if !handed { // a panic: the permit must not stay taken
+			u.leave(rt, permit, start, false, true)
+		}
+	}()
 	req := &ctx.Request
 	if c, ok := ctx.Conn().(*clientConn); ok {
 		c.failed.Store(false) // from here on, a failed read is this request's body
@@ -236,19 +249,23 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 		g.upstreamError(rs, fl, err)
 	} else {
 		up.Header.CopyTo(&ctx.Response.Header)
+		ctx.Response.Header.SetNoDefaultContentType(true) // CopyTo took up's setting
+		if up.BodyStream() != nil {
+			// A body that ends when the target closes (-2) goes out
+			// chunked (-1): -2 would close the client's connection too.
+			ctx.Response.SetBodyStream(&relay{up: up, h: &ctx.Response.Header}, max(up.Header.ContentLength(), -1))
+		} else { // HEAD, 204, 304
+			fasthttp.ReleaseResponse(up)
+		}
 		cleanInbound(&ctx.Response.Header)
 		if decided != nil {
 			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
-		}
-		if up.BodyStream() != nil {
-			ctx.Response.SetBodyStream(&relay{up: up, h: &ctx.Response.Header}, up.Header.ContentLength())
-		} else { // HEAD, 204, 304
-			fasthttp.ReleaseResponse(up)
 		}
 	}
 	// A client that stopped sending its body says nothing of the target.
 	gone := err != nil && clientFailed(ctx)
 	failed := err != nil || ctx.Response.StatusCode() >= 500
+	handed = true
 	return func(bodyFailed, clientGone bool) {
 		u.leave(rt, permit, start, gone || clientGone, failed || bodyFailed)
 	}
@@ -511,6 +528,10 @@ func (g *Gateway) netEngine(ctx *fasthttp.RequestCtx) {
 	g.adapted(ctx)
 }
 
+// handedServer marks requests handed to the net/http engine as served by
+// an http.Server (see detach); nothing else of it is used.
+var handedServer = &http.Server{}
+
 // maxHandedBody bounds the body of a request the fast engine hands to the
 // net/http engine, which the adaptor holds in memory.
 const maxHandedBody = 64 << 20
@@ -519,7 +540,11 @@ const maxHandedBody = 64 << 20
 // made as views of fasthttp's buffers, and a context that fasthttp's
 // shutdown does not cancel (requests in flight are to finish).
 func detach(r *http.Request) *http.Request {
-	c := r.Clone(context.WithoutCancel(r.Context()))
+	// ReverseProxy cuts the client's connection (an http.ErrAbortHandler
+	// panic, which the adaptor turns into a cut) when a target's body
+	// breaks off, but only for requests that carry http.ServerContextKey;
+	// without it the client would get a short body as if complete.
+	c := r.Clone(context.WithValue(context.WithoutCancel(r.Context()), http.ServerContextKey, handedServer))
 	c.Method = strings.Clone(r.Method)
 	c.Host = strings.Clone(r.Host)
 	c.RequestURI = strings.Clone(r.RequestURI)

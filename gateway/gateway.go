@@ -364,11 +364,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fl.rec = rec
 	// Deferred: a body that fails mid-way ends the handler with
 	// ReverseProxy's http.ErrAbortHandler panic.
+	returned := false
 	defer func() {
 		inflight.Dec()
 		status := rec.status
 		if status == 0 {
 			status = http.StatusOK
+			if !returned { // a panic before any answer, as client.Middleware counts it
+				status = http.StatusInternalServerError
+			}
 		}
 		hostLabel := ""
 		if host := fl.host.Load(); host != nil {
@@ -377,6 +381,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.series.finished(hostLabel, r.Method, status, time.Since(start))
 	}()
 	rt.handler.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
+	returned = true
 }
 
 // route returns the first route that matches r, or nil.

@@ -3,8 +3,10 @@ package gateway
 import (
 	"bufio"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +230,107 @@ func TestTrailersPassThrough(t *testing.T) {
 		if got := resp.Trailer.Values("X-Count"); strings.Join(got, ",") != "1,2" {
 			t.Errorf("%s: trailer X-Count %q, want [1 2]", engine, got)
 		}
+	}
+}
+
+// rawUpstream answers every request with the bytes of resp and closes the
+// connection.
+func rawUpstream(t *testing.T, resp string) *httptest.Server {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		brw.WriteString(resp)
+		_ = brw.Flush()
+		conn.Close()
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// The fast engine relays a target's response without a Content-Type as
+// it came, without inventing one.
+func TestResponseWithoutContentType(t *testing.T) {
+	up := rawUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+	url := serveFast(t, proxyTo(t, up, Options{}))
+	for _, method := range []string{"GET", "HEAD"} {
+		req, _ := http.NewRequest(method, url+"/", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if ct := resp.Header.Values("Content-Type"); len(ct) != 0 {
+			t.Errorf("%s: Content-Type %q added", method, ct)
+		}
+	}
+}
+
+// A body the target ends by closing its connection reaches the client
+// whole, and the client's connection stays open, on both engines.
+func TestCloseDelimitedBody(t *testing.T) {
+	up := rawUpstream(t, "HTTP/1.1 200 OK\r\n\r\nhello")
+	for engine, url := range serveBoth(t, proxyTo(t, up, Options{})) {
+		tr := &http.Transport{}
+		c := &http.Client{Transport: tr}
+		reused := false
+		for i := range 2 {
+			req, _ := http.NewRequest("GET", url+"/", nil)
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+				GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+			}))
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(b) != "hello" {
+				t.Fatalf("%s: body %q, %v", engine, b, err)
+			}
+			if resp.Close {
+				t.Errorf("%s: the gateway closes the client's connection", engine)
+			}
+			if i == 1 && !reused {
+				t.Errorf("%s: the second request did not reuse the connection", engine)
+			}
+		}
+		tr.CloseIdleConnections()
+	}
+}
+
+// A route to an HTTP/2 group is handed from the fast engine to net/http;
+// a body the target breaks off still reaches the client as broken, not as
+// a shorter complete one.
+func TestHandedOverTruncatedBody(t *testing.T) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "0123456789")
+		http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler) // resets the stream
+	}))
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	up.Config.Protocols = p
+	up.Config.ErrorLog = log.New(io.Discard, "", 0)
+	up.Start()
+	defer up.Close()
+	cfg := oneUpstream(strings.TrimPrefix(up.URL, "http://"))
+	cfg.Upstreams[0].HTTP2 = true
+	g, err := New(Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	resp, err := http.Get(serveFast(t, g) + "/")
+	if err != nil {
+		return // cut before the headers: broken, as it should be
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Errorf("a broken-off body read as complete: %q", b)
 	}
 }
