@@ -660,24 +660,19 @@ func bodiless(req *fasthttp.Request) bool {
 	return cl == 0 || cl == -2
 }
 
+// standardMethods are the methods methodString returns without allocating.
+var standardMethods = [...]string{
+	http.MethodGet, http.MethodPost, http.MethodHead, http.MethodPut,
+	http.MethodDelete, http.MethodPatch, http.MethodOptions,
+}
+
 // methodString returns the method as a string without allocating for the
 // standard ones.
 func methodString(m []byte) string {
-	switch string(m) {
-	case http.MethodGet:
-		return http.MethodGet
-	case http.MethodPost:
-		return http.MethodPost
-	case http.MethodHead:
-		return http.MethodHead
-	case http.MethodPut:
-		return http.MethodPut
-	case http.MethodDelete:
-		return http.MethodDelete
-	case http.MethodPatch:
-		return http.MethodPatch
-	case http.MethodOptions:
-		return http.MethodOptions
+	for _, s := range standardMethods {
+		if string(m) == s {
+			return s
+		}
 	}
 	return string(m)
 }
