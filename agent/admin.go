@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"crypto/subtle"
 	"errors"
 	"io"
 	"net/http"
@@ -41,33 +40,21 @@ func policyInfo(e *PolicyEntry, withSource bool) PolicyInfo {
 	return pi
 }
 
-// registerAdmin mounts the policy admin API on mux, behind the bearer token
-// when one is configured.
+// registerAdmin mounts the policy admin API on mux, behind the admin
+// token (auth.go): reading policies reveals configuration, writing them
+// changes it.
 func (a *Agent) registerAdmin(mux *http.ServeMux) {
-	auth := a.requireToken
-	mux.Handle("GET /v1/policies", auth(http.HandlerFunc(a.listPolicies)))
-	mux.Handle("GET /v1/policies/{namespace}/{name}", auth(http.HandlerFunc(a.getPolicy)))
-	mux.Handle("PUT /v1/policies/{namespace}/{name}", auth(http.HandlerFunc(a.putPolicy)))
-	mux.Handle("DELETE /v1/policies/{namespace}/{name}", auth(http.HandlerFunc(a.deletePolicy)))
-}
-
-// requireToken answers 401 unless the request carries the configured admin
-// token as a bearer token. With no token configured it passes everything.
-func (a *Agent) requireToken(next http.Handler) http.Handler {
-	token := a.cfg.Admin.Token
-	if token == "" {
-		return next
+	for _, e := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET /v1/policies", a.listPolicies},
+		{"GET /v1/policies/{namespace}/{name}", a.getPolicy},
+		{"PUT /v1/policies/{namespace}/{name}", a.putPolicy},
+		{"DELETE /v1/policies/{namespace}/{name}", a.deletePolicy},
+	} {
+		mux.Handle(e.pattern, a.requireToken(e.pattern, e.h))
 	}
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="fluxgate"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func (a *Agent) listPolicies(w http.ResponseWriter, _ *http.Request) {

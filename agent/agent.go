@@ -66,6 +66,7 @@ type Agent struct {
 	timeout  time.Duration
 
 	mux      *http.ServeMux
+	operator []string // patterns behind the admin token, for the start-up log
 	grpc     *grpc.Server
 	otlpGRPC *grpc.Server
 	httpSrv  *http.Server
@@ -246,8 +247,12 @@ func (a *Agent) Health() *Health { return a.health }
 // Registry is the registry served on /metrics.
 func (a *Agent) Registry() *prometheus.Registry { return a.registry }
 
-// HandleHTTP mounts a handler on the HTTP API port. Call it before Start.
-func (a *Agent) HandleHTTP(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+// HandleHTTP mounts an operator handler on the HTTP API port, behind the
+// admin token like the policy admin API: 403 while admin.token is empty,
+// 401 without the token (auth.go). Call it before Start.
+func (a *Agent) HandleHTTP(pattern string, h http.Handler) {
+	a.mux.Handle(pattern, a.requireToken(pattern, h))
+}
 
 // GRPCServer is the server on the gRPC port; register services before Start.
 func (a *Agent) GRPCServer() *grpc.Server { return a.grpc }
@@ -370,6 +375,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
+	a.logSurfaces()
 	snap := a.store.Snapshot()
 	a.logger.Info("agent started", "version", Version, "policies", len(snap.Entries), "refused_policy_files", len(snap.Errors), "policies_dir", a.store.Dir())
 	return nil

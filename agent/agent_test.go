@@ -36,7 +36,11 @@ spec:
 `, name, namespace, interval)
 }
 
-// testConfig is a config bound to free loopback ports with policies in dir.
+// testAdminToken is the admin token of testConfig.
+const testAdminToken = "test-admin-token"
+
+// testConfig is a config bound to free loopback ports with policies in dir
+// and testAdminToken as admin.token.
 func testConfig(dir string) Config {
 	cfg := DefaultConfig()
 	cfg.Server.Host = "127.0.0.1"
@@ -45,6 +49,7 @@ func testConfig(dir string) Config {
 	cfg.Metrics.Port = 0
 	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0
 	cfg.Policies.Dir = dir
+	cfg.Admin.Token = testAdminToken
 	return cfg
 }
 
@@ -99,6 +104,17 @@ func doRequest(t *testing.T, method, url, body string, header map[string]string)
 		t.Fatal(err)
 	}
 	return response{code: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+// adminRequest is doRequest with testAdminToken as a bearer token, for the
+// operator endpoints.
+func adminRequest(t *testing.T, method, url, body string, header map[string]string) response {
+	t.Helper()
+	h := map[string]string{"Authorization": "Bearer " + testAdminToken}
+	for k, v := range header {
+		h[k] = v
+	}
+	return doRequest(t, method, url, body, h)
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -258,7 +274,9 @@ func TestGracefulShutdownFinishesInFlightRequest(t *testing.T) {
 	}
 	got := make(chan response, 1)
 	go func() {
-		resp, err := http.Get("http://" + addr + "/slow")
+		req, _ := http.NewRequest("GET", "http://"+addr+"/slow", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminToken) // HandleHTTP mounts operator endpoints
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			got <- response{code: -1, body: err.Error()}
 			return

@@ -1,6 +1,10 @@
 package agent
 
-import "github.com/fluxgate/fluxgate/controlpoint/server"
+import (
+	"net/http"
+
+	"github.com/fluxgate/fluxgate/controlpoint/server"
+)
 
 // registerCheckAPI mounts the check API adapters over the agent's engine:
 // POST /v1/check, GET|POST /v1/check/http (nginx auth_request),
@@ -8,8 +12,28 @@ import "github.com/fluxgate/fluxgate/controlpoint/server"
 // fluxgate.flowcontrol.v1.FlowControlService and Envoy's
 // envoy.service.auth.v3.Authorization on the gRPC port. Call it once,
 // before Start.
+//
+// The checks are open: gateways and SDKs ask on every request. Explain
+// and the control point list are operator endpoints behind the admin
+// token (auth.go): explain shows every policy, classifier and limiter at a
+// control point, the list shows which control points and label keys
+// traffic carries.
 func (a *Agent) registerCheckAPI() {
 	s := server.New(server.Options{Engine: a.engine, Logger: a.logger})
-	s.RegisterHTTP(a.HandleHTTP)
+	s.RegisterHTTP(func(pattern string, h http.Handler) {
+		if operatorCheckPatterns[pattern] {
+			a.HandleHTTP(pattern, h)
+			return
+		}
+		a.mux.Handle(pattern, h)
+	})
 	s.RegisterGRPC(a.grpc)
+}
+
+// operatorCheckPatterns are the patterns server.RegisterHTTP mounts that
+// only operators may call; the others are the check API itself, which
+// flows call (a flow-end call, say, when the server adds one).
+var operatorCheckPatterns = map[string]bool{
+	"POST /v1/explain":      true,
+	"GET /v1/controlpoints": true,
 }

@@ -99,7 +99,7 @@ func TestCheckAPI(t *testing.T) {
 	}
 
 	// Explain and control points.
-	r = doRequest(t, "POST", a.testURL("/v1/explain"), `{"control_point":"ingress","labels":{"user":"alice","tier":"free"}}`, nil)
+	r = adminRequest(t, "POST", a.testURL("/v1/explain"), `{"control_point":"ingress","labels":{"user":"alice","tier":"free"}}`, nil)
 	var x struct {
 		Accepted bool   `json:"accepted"`
 		Reason   string `json:"reason"`
@@ -107,7 +107,7 @@ func TestCheckAPI(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &x); err != nil || r.code != 200 || x.Accepted || x.Reason != "rate_limited" {
 		t.Fatalf("explain = %d %s", r.code, r.body)
 	}
-	r = doRequest(t, "GET", a.testURL("/v1/controlpoints"), "", nil)
+	r = adminRequest(t, "GET", a.testURL("/v1/controlpoints"), "", nil)
 	if r.code != 200 || !strings.Contains(r.body, `"name":"ingress"`) {
 		t.Fatalf("controlpoints = %d %s", r.code, r.body)
 	}

@@ -48,13 +48,13 @@ func TestDynamicConfigDrivesRateLimiter(t *testing.T) {
 	}
 	waitFor(t, "capacity 0 to reject", func() bool { return check() == "DECISION_TYPE_REJECTED" })
 
-	r := doRequest(t, "PUT", a.testURL("/v1/dynamic-config/default/dynamic-limit"), `{"capacity": 3}`, nil)
+	r := adminRequest(t, "PUT", a.testURL("/v1/dynamic-config/default/dynamic-limit"), `{"capacity": 3}`, nil)
 	if r.code != 200 {
 		t.Fatalf("PUT dynamic config = %d %s", r.code, r.body)
 	}
 	waitFor(t, "the new capacity to admit", func() bool { return check() == "DECISION_TYPE_ACCEPTED" })
 
-	r = doRequest(t, "GET", a.testURL("/v1/signals/default/dynamic-limit"), "", nil)
+	r = adminRequest(t, "GET", a.testURL("/v1/signals/default/dynamic-limit"), "", nil)
 	var sig SignalsResponse
 	if err := json.Unmarshal([]byte(r.body), &sig); err != nil {
 		t.Fatalf("%d %s", r.code, r.body)
@@ -62,11 +62,11 @@ func TestDynamicConfigDrivesRateLimiter(t *testing.T) {
 	if len(sig.Signals) != 1 || sig.Signals[0].Name != "CAPACITY" || sig.Signals[0].Value != 3 || !sig.Signals[0].Valid {
 		t.Fatalf("signals = %+v", sig)
 	}
-	if r := doRequest(t, "GET", a.testURL("/v1/signals/default/nope"), "", nil); r.code != 404 {
+	if r := adminRequest(t, "GET", a.testURL("/v1/signals/default/nope"), "", nil); r.code != 404 {
 		t.Fatalf("signals of a missing policy = %d", r.code)
 	}
 	for _, bad := range []string{`[1]`, `{"capacity": "lots"}`, `{`} {
-		if r := doRequest(t, "PUT", a.testURL("/v1/dynamic-config/default/dynamic-limit"), bad, nil); r.code != 400 {
+		if r := adminRequest(t, "PUT", a.testURL("/v1/dynamic-config/default/dynamic-limit"), bad, nil); r.code != 400 {
 			t.Errorf("PUT %s = %d", bad, r.code)
 		}
 	}

@@ -48,7 +48,7 @@ type Config struct {
 
 // ServerConfig is where the HTTP API and the gRPC services listen.
 type ServerConfig struct {
-	Host     string `yaml:"host" desc:"Address the HTTP API and gRPC servers bind to."`
+	Host     string `yaml:"host" desc:"Address every listener binds to (HTTP API, gRPC, metrics, OTLP); 0.0.0.0 or :: means every interface."`
 	HTTPPort int    `yaml:"http_port" validate:"port" desc:"Port of the HTTP API (check, explain, policies, health)."`
 	GRPCPort int    `yaml:"grpc_port" validate:"port" desc:"Port of the gRPC services (flow control Check, Envoy ext_authz, health)."`
 }
@@ -71,9 +71,9 @@ type PoliciesConfig struct {
 	Dir string `yaml:"dir" validate:"nonempty" desc:"Directory of policy files, loaded at start and reloaded on change."`
 }
 
-// AdminConfig protects the admin endpoints.
+// AdminConfig protects the operator endpoints of the HTTP API (auth.go).
 type AdminConfig struct {
-	Token string `yaml:"token" desc:"Bearer token required by admin endpoints; empty disables them."`
+	Token string `yaml:"token" desc:"Bearer token of the admin API: policies, dynamic config, signals, explain, control points (clients send Authorization: Bearer TOKEN). Empty turns those endpoints off: they answer 403."`
 }
 
 // LogConfig is the agent's structured log.

@@ -108,8 +108,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // errorBody is the JSON shape of every API error.
 type errorBody struct {
-	Error  string   `json:"error"`
-	Errors []string `json:"errors,omitempty"`
+	Error string `json:"error"`
+	// Message explains a coded Error (admin_disabled, unauthorized).
+	Message string   `json:"message,omitempty"`
+	Errors  []string `json:"errors,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, code int, msg string, details ...string) {

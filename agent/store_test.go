@@ -40,7 +40,7 @@ func intervalOf(s *PolicyStore, key policies.Key) time.Duration {
 
 func listPolicies(t *testing.T, a *Agent, header map[string]string) PolicyList {
 	t.Helper()
-	r := doRequest(t, "GET", a.testURL("/v1/policies"), "", header)
+	r := adminRequest(t, "GET", a.testURL("/v1/policies"), "", header)
 	if r.code != 200 {
 		t.Fatalf("GET /v1/policies = %d %s", r.code, r.body)
 	}
@@ -65,7 +65,7 @@ func TestHotReloadThroughAPI(t *testing.T) {
 	// A valid change shows through the admin API.
 	writeFile(t, path, policyYAML("default", "demo", "250ms"))
 	took := waitFor(t, "the valid change to load", func() bool {
-		r := doRequest(t, "GET", a.testURL("/v1/policies/default/demo?format=yaml"), "", nil)
+		r := adminRequest(t, "GET", a.testURL("/v1/policies/default/demo?format=yaml"), "", nil)
 		return strings.Contains(r.body, "evaluation_interval: 250ms")
 	})
 	t.Logf("valid change visible through the API after %v", took)
