@@ -17,16 +17,39 @@ import (
 
 // apiError is the agent's JSON error body.
 type apiError struct {
-	Status int      `json:"-"`
-	Msg    string   `json:"error"`
-	Errors []string `json:"errors"`
+	Status  int      `json:"-"`
+	Msg     string   `json:"error"`
+	Message string   `json:"message"` // explains a coded Msg (admin_disabled, unauthorized)
+	Errors  []string `json:"errors"`
+	Hint    string   `json:"-"` // what the user can do about it
 }
 
 func (e *apiError) Error() string {
-	if len(e.Errors) == 0 {
-		return fmt.Sprintf("agent answered %d: %s", e.Status, e.Msg)
+	msg := e.Msg
+	if e.Message != "" {
+		msg += ": " + e.Message
 	}
-	return fmt.Sprintf("agent answered %d: %s:\n  %s", e.Status, e.Msg, strings.Join(e.Errors, "\n  "))
+	s := fmt.Sprintf("agent answered %d: %s", e.Status, msg)
+	if len(e.Errors) > 0 {
+		s += ":\n  " + strings.Join(e.Errors, "\n  ")
+	}
+	if e.Hint != "" {
+		s += "\n" + e.Hint
+	}
+	return s
+}
+
+// authHint says what to do about a 401 or 403 from the agent's admin API.
+func (c *cli) authHint(status int, code string) string {
+	switch {
+	case status == http.StatusForbidden && code == "admin_disabled":
+		return "The agent's admin API is off. Set admin.token in the agent's fluxgate.yaml (or FLUXGATE_ADMIN_TOKEN), restart it, and pass the same token to fluxctl with --token or FLUXCTL_TOKEN."
+	case status == http.StatusUnauthorized && c.token == "":
+		return "The agent wants its admin token: pass it with --token or set FLUXCTL_TOKEN."
+	case status == http.StatusUnauthorized:
+		return "The agent refused the token: --token (or FLUXCTL_TOKEN) must be the agent's admin.token."
+	}
+	return ""
 }
 
 // do sends one request with a YAML body (if any) and decodes a JSON answer
@@ -78,6 +101,7 @@ func (c *cli) send(ctx context.Context, method, path, contentType string, body [
 		if json.Unmarshal(data, ae) != nil || ae.Msg == "" {
 			ae.Msg = strings.TrimSpace(string(data))
 		}
+		ae.Hint = c.authHint(resp.StatusCode, ae.Msg)
 		return resp.StatusCode, data, ae
 	}
 	if out != nil && len(data) > 0 {

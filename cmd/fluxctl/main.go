@@ -1,5 +1,8 @@
 // Command fluxctl is the client CLI for running FluxGate agents: it applies,
-// lists and deletes policies through an agent's admin API.
+// lists and deletes policies through an agent's admin API, and shows its
+// signals, control points and explanations. Every call sends the agent's
+// admin token (--token or FLUXCTL_TOKEN); the agent answers 403 while it
+// has none configured.
 package main
 
 import (
@@ -30,7 +33,14 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&c.agentURL, "agent", defAgent, "agent HTTP API base URL (env FLUXCTL_AGENT)")
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
-	c.token = os.Getenv("FLUXCTL_TOKEN")
+	// The token's default is read after parsing, so that --help never
+	// prints it.
+	root.PersistentFlags().StringVar(&c.token, "token", "", "the agent's admin.token, sent as a bearer token (env FLUXCTL_TOKEN)")
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		if c.token == "" {
+			c.token = os.Getenv("FLUXCTL_TOKEN")
+		}
+	}
 	root.AddCommand(newApplyCmd(c), newGetCmd(c), newDeleteCmd(c), newExplainCmd(c), newSignalsCmd(c))
 	return root
 }

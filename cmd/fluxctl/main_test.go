@@ -65,21 +65,25 @@ spec:
     components: []
 `
 
+// testToken is the admin token of the agents the tests start; run passes
+// it with --token unless a test clears it.
+const testToken = "tok"
+
 func TestApplyGetDelete(t *testing.T) {
-	a, url := startAgent(t, "")
+	a, url := startAgent(t, testToken)
 	file := filepath.Join(t.TempDir(), "policies.yaml")
 	if err := os.WriteFile(file, []byte(twoPolicies), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	out, _, err := run(t, "--agent", url, "apply", "-f", file)
+	out, _, err := run(t, "--agent", url, "--token", testToken, "apply", "-f", file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out != "Policy default/alpha created\nPolicy team-b/beta created\n" {
 		t.Fatalf("apply output = %q", out)
 	}
-	out, _, err = run(t, "--agent", url, "apply", "-f", file)
+	out, _, err = run(t, "--agent", url, "--token", testToken, "apply", "-f", file)
 	if err != nil || !strings.Contains(out, "Policy default/alpha configured") {
 		t.Fatalf("re-apply = %q, %v", out, err)
 	}
@@ -87,7 +91,7 @@ func TestApplyGetDelete(t *testing.T) {
 		t.Fatalf("agent has %d policies", n)
 	}
 
-	out, _, err = run(t, "--agent", url, "get", "policies")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "get", "policies")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +100,7 @@ func TestApplyGetDelete(t *testing.T) {
 		t.Fatalf("table = %q", out)
 	}
 
-	out, _, err = run(t, "--agent", url, "get", "policies", "-o", "json")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "get", "policies", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,20 +111,20 @@ func TestApplyGetDelete(t *testing.T) {
 	if len(list.Policies) != 2 || list.Policies[1].Namespace != "team-b" {
 		t.Fatalf("json list = %+v", list)
 	}
-	out, _, err = run(t, "--agent", url, "get", "policies", "-o", "yaml")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "get", "policies", "-o", "yaml")
 	if err != nil || !strings.Contains(out, "name: beta") {
 		t.Fatalf("-o yaml = %q, %v", out, err)
 	}
-	out, _, err = run(t, "--agent", url, "get", "policy", "beta", "-n", "team-b")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "get", "policy", "beta", "-n", "team-b")
 	if err != nil || !strings.Contains(out, "evaluation_interval: 2s") {
 		t.Fatalf("get policy beta = %q, %v", out, err)
 	}
 
-	out, _, err = run(t, "--agent", url, "delete", "policy", "alpha")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "delete", "policy", "alpha")
 	if err != nil || out != "policy default/alpha deleted\n" {
 		t.Fatalf("delete = %q, %v", out, err)
 	}
-	if _, _, err := run(t, "--agent", url, "delete", "policy", "alpha"); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, _, err := run(t, "--agent", url, "--token", testToken, "delete", "policy", "alpha"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("deleting a missing policy: %v", err)
 	}
 	if n := len(a.Store().Snapshot().Entries); n != 1 {
@@ -129,12 +133,12 @@ func TestApplyGetDelete(t *testing.T) {
 }
 
 func TestApplyNamespaceOverride(t *testing.T) {
-	a, url := startAgent(t, "")
+	a, url := startAgent(t, testToken)
 	file := filepath.Join(t.TempDir(), "p.yaml")
 	if err := os.WriteFile(file, []byte(twoPolicies), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, _, err := run(t, "--agent", url, "apply", "-f", file, "--namespace", "production")
+	out, _, err := run(t, "--agent", url, "--token", testToken, "apply", "-f", file, "--namespace", "production")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +153,12 @@ func TestApplyNamespaceOverride(t *testing.T) {
 }
 
 func TestApplyInvalidFileFailsLocallyWithPositions(t *testing.T) {
-	a, url := startAgent(t, "")
+	a, url := startAgent(t, testToken)
 	file := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(file, []byte("apiVersion: fluxgate.io/v1beta1\nkind: Policy\nmetadata: {name: x}\nspec:\n  circuit:\n    evaluation_interval: soon\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := run(t, "--agent", url, "apply", "-f", file)
+	_, _, err := run(t, "--agent", url, "--token", testToken, "apply", "-f", file)
 	if err == nil || !strings.Contains(err.Error(), file+":6:26:") {
 		t.Fatalf("apply of a bad file: %v", err)
 	}
@@ -163,14 +167,50 @@ func TestApplyInvalidFileFailsLocallyWithPositions(t *testing.T) {
 	}
 }
 
-func TestTokenFromEnvironment(t *testing.T) {
+func TestToken(t *testing.T) {
 	_, url := startAgent(t, "tok")
-	if _, _, err := run(t, "--agent", url, "get", "policies"); err == nil || !strings.Contains(err.Error(), "401") {
-		t.Fatalf("without FLUXCTL_TOKEN: %v", err)
+	t.Setenv("FLUXCTL_TOKEN", "")
+	_, _, err := run(t, "--agent", url, "get", "policies")
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "--token or set FLUXCTL_TOKEN") {
+		t.Fatalf("without a token: %v", err)
+	}
+	_, _, err = run(t, "--agent", url, "--token", "wrong", "get", "policies")
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "refused the token") {
+		t.Fatalf("with a wrong token: %v", err)
+	}
+	if _, _, err := run(t, "--agent", url, "--token", "tok", "get", "policies"); err != nil {
+		t.Fatalf("with --token: %v", err)
 	}
 	t.Setenv("FLUXCTL_TOKEN", "tok")
 	if _, _, err := run(t, "--agent", url, "get", "policies"); err != nil {
 		t.Fatalf("with FLUXCTL_TOKEN: %v", err)
+	}
+	if _, _, err := run(t, "--agent", url, "--token", "wrong", "get", "policies"); err == nil {
+		t.Fatal("--token did not override FLUXCTL_TOKEN")
+	}
+	// --help shows the flag but never the token.
+	out, _, err := run(t, "--help")
+	if err != nil || !strings.Contains(out, "--token") || strings.Contains(out, `"tok"`) {
+		t.Fatalf("--help: %v\n%s", err, out)
+	}
+}
+
+// An agent without admin.token answers 403; fluxctl says how to turn the
+// admin API on.
+func TestAdminDisabled(t *testing.T) {
+	a, url := startAgent(t, "")
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte(twoPolicies), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"apply", "-f", file}, {"get", "policies"}, {"signals", "alpha"}, {"get", "controlpoints"}} {
+		_, _, err := run(t, append([]string{"--agent", url, "--token", "anything"}, args...)...)
+		if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "admin API is off") || !strings.Contains(err.Error(), "admin.token") {
+			t.Errorf("fluxctl %v against an agent without admin.token: %v", args, err)
+		}
+	}
+	if n := len(a.Store().Snapshot().Entries); n != 0 {
+		t.Fatalf("apply reached an agent without admin.token: %d policies", n)
 	}
 }
 
@@ -182,7 +222,7 @@ func TestUnreachableAgent(t *testing.T) {
 }
 
 func TestExplainSignalsAndControlPoints(t *testing.T) {
-	_, url := startAgent(t, "")
+	_, url := startAgent(t, testToken)
 	policy := `apiVersion: fluxgate.io/v1beta1
 kind: Policy
 metadata: {name: limit}
@@ -205,32 +245,32 @@ spec:
 	if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := run(t, "--agent", url, "apply", "-f", file); err != nil {
+	if _, _, err := run(t, "--agent", url, "--token", testToken, "apply", "-f", file); err != nil {
 		t.Fatal(err)
 	}
 	// The circuit sets the capacity on its first tick.
 	var out string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		var err error
-		if out, _, err = run(t, "--agent", url, "signals", "limit"); err == nil && strings.Contains(out, "CAPACITY  2") {
+		if out, _, err = run(t, "--agent", url, "--token", testToken, "signals", "limit"); err == nil && strings.Contains(out, "CAPACITY  2") {
 			break
 		}
 	}
 	if !strings.Contains(out, "CAPACITY  2      true") {
 		t.Fatalf("signals table:\n%s", out)
 	}
-	out, _, err := run(t, "--agent", url, "explain", "--control-point", "ingress", "-l", "tier=free", "-l", "user=alice")
+	out, _, err := run(t, "--agent", url, "--token", testToken, "explain", "--control-point", "ingress", "-l", "tier=free", "-l", "user=alice")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out, "control point ingress: ACCEPTED") || !strings.Contains(out, "default/limit") || !strings.Contains(out, "alice") {
 		t.Fatalf("explain:\n%s", out)
 	}
-	out, _, err = run(t, "--agent", url, "explain", "--control-point", "ingress", "-l", "tier=paid", "-o", "json")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "explain", "--control-point", "ingress", "-l", "tier=paid", "-o", "json")
 	if err != nil || !strings.Contains(out, `"matched": false`) {
 		t.Fatalf("explain json: %v\n%s", err, out)
 	}
-	if _, _, err := run(t, "--agent", url, "explain", "-l", "x=y"); err == nil {
+	if _, _, err := run(t, "--agent", url, "--token", testToken, "explain", "-l", "x=y"); err == nil {
 		t.Fatal("explain without a control point accepted")
 	}
 	// Checks make the control point show up.
@@ -239,7 +279,7 @@ spec:
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
-	out, _, err = run(t, "--agent", url, "get", "controlpoints")
+	out, _, err = run(t, "--agent", url, "--token", testToken, "get", "controlpoints")
 	if err != nil || !strings.Contains(out, "ingress") || !strings.Contains(out, "tier") {
 		t.Fatalf("controlpoints: %v\n%s", err, out)
 	}
