@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -198,7 +199,11 @@ func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demo
 	if err := os.WriteFile(filepath.Join(dir, "policies", "checkout-canary.yaml"), canaryPolicy, 0o644); err != nil {
 		return demoResult{}, err
 	}
+	// The admin API is off without a token; the demo makes one up, so that
+	// the fluxctl command it prints works.
+	token := crand.Text()
 	conf := fmt.Sprintf(`server: {host: 127.0.0.1, http_port: 0, grpc_port: 0}
+admin: {token: %q}
 metrics: {port: 0}
 otlp: {grpc_port: 0, http_port: 0}
 policies: {dir: %q}
@@ -218,9 +223,9 @@ gateway:
       canary:
         upstream: checkout-v2
         weight: 10
-`, filepath.Join(dir, "policies"), upLn.Addr().String(), canLn.Addr().String())
+`, token, filepath.Join(dir, "policies"), upLn.Addr().String(), canLn.Addr().String())
 	confPath := filepath.Join(dir, "fluxgate.yaml")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return demoResult{}, err
 	}
 	cfg, _, err := agent.LoadConfig(confPath, nil)
@@ -245,8 +250,8 @@ gateway:
 
 	fmt.Fprintf(out, "FluxGate demo: %d requests/s offered to a checkout service of 200/s for %v, which degrades to 50/s at %v.\n", rps, d, phase.Round(time.Second))
 	fmt.Fprintf(out, "A canary, checkout-v2, gets 10%% of the traffic and starts failing half of its requests at %v; the canary-rollout policy rolls it back.\n", (phase / 2).Round(time.Second))
-	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: fluxctl --agent http://%s signals service-protection)\n\n",
-		gw.Addr(), a.Addr(agent.ListenerHTTP), a.Addr(agent.ListenerHTTP))
+	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: FLUXCTL_TOKEN=%s fluxctl --agent http://%s signals service-protection)\n\n",
+		gw.Addr(), a.Addr(agent.ListenerHTTP), token, a.Addr(agent.ListenerHTTP))
 
 	var mu sync.Mutex
 	stats := map[int]*second{}

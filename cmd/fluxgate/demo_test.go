@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,5 +29,10 @@ func TestDemoShedsLoadUnderOverload(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "MULTIPLIER") {
 		t.Fatal("no signal table")
+	}
+	// The admin API is off without a token: the demo sets one and prints
+	// the fluxctl command with it.
+	if !regexp.MustCompile(`try: FLUXCTL_TOKEN=\S+ fluxctl --agent http://\S+ signals`).MatchString(out.String()) {
+		t.Fatal("the printed fluxctl command carries no token")
 	}
 }

@@ -100,23 +100,36 @@ func TestAgentRunsOnDefaultsAndStopsOnSIGTERM(t *testing.T) {
 		}
 	}
 	waitReady(t, "http://"+addrs["http"]+"/readyz")
-	resp, err := http.Get("http://" + addrs["http"] + "/v1/policies")
+	resp, err := http.Get("http://" + addrs["http"] + "/v1/monitoring/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	if !strings.Contains(string(body), `"name": "demo"`) {
+	if !strings.Contains(string(body), `"policies_loaded": 1`) {
 		t.Fatalf("policies from ./policies not loaded: %s", body)
+	}
+	// On defaults admin.token is empty: the admin API is off.
+	resp, err = http.Get("http://" + addrs["http"] + "/v1/policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "admin_disabled") {
+		t.Fatalf("GET /v1/policies on defaults = %d %s, want 403 admin_disabled", resp.StatusCode, body)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var sawStop bool
+	var sawStop, sawAdminOff bool
 	for l := range lines {
-		if l.Msg == "agent stopped" {
+		switch l.Msg {
+		case "agent stopped":
 			sawStop = true
+		case "admin API disabled: admin.token is empty":
+			sawAdminOff = true
 		}
 	}
 	if err := cmd.Wait(); err != nil {
@@ -124,6 +137,9 @@ func TestAgentRunsOnDefaultsAndStopsOnSIGTERM(t *testing.T) {
 	}
 	if !sawStop {
 		t.Error(`no "agent stopped" log line`)
+	}
+	if !sawAdminOff {
+		t.Error(`no "admin API disabled: admin.token is empty" log line`)
 	}
 }
 
