@@ -214,6 +214,28 @@ func TestDaemonSet(t *testing.T) {
 	if cfg.Server.Host != "0.0.0.0" {
 		t.Errorf("server.host %q: the probes and the Service need the agent on every interface", cfg.Server.Host)
 	}
+	// The admin token never sits in a manifest: the admin API stays off
+	// (403) unless the optional Secret fluxgate-admin provides one.
+	if cfg.Admin.Token != "" {
+		t.Error("admin.token is set in the manifests; it belongs in the Secret fluxgate-admin")
+	}
+	var tokenFromSecret bool
+	for _, e := range c.Env {
+		if e.Name != "FLUXGATE_ADMIN_TOKEN" {
+			continue
+		}
+		var ref *corev1.SecretKeySelector
+		if e.ValueFrom != nil {
+			ref = e.ValueFrom.SecretKeyRef
+		}
+		if e.Value != "" || ref == nil || ref.Name != "fluxgate-admin" || ref.Key != "token" || ref.Optional == nil || !*ref.Optional {
+			t.Errorf("FLUXGATE_ADMIN_TOKEN %+v, want it from the optional Secret fluxgate-admin key token", e)
+		}
+		tokenFromSecret = true
+	}
+	if !tokenFromSecret {
+		t.Error("no FLUXGATE_ADMIN_TOKEN from the Secret fluxgate-admin: the admin API could not be turned on without editing the DaemonSet")
+	}
 
 	for _, pr := range []struct {
 		name  string
