@@ -20,6 +20,14 @@ func init() {
 		s := spec.(*policies.LoadScheduler)
 		return []InPort{{Name: "load_multiplier", Wire: s.InPorts.LoadMultiplier}}
 	})
+	RegisterActuator("flow_control.adaptive_concurrency", func(spec any) []InPort {
+		s := spec.(*policies.AdaptiveConcurrency)
+		return []InPort{
+			{Name: "latency_objective_ms", Wire: s.InPorts.LatencyObjectiveMs},
+			{Name: "min_concurrency", Wire: s.InPorts.MinConcurrency},
+			{Name: "max_concurrency", Wire: s.InPorts.MaxConcurrency},
+		}
+	})
 }
 
 // The gateway's actuators (flow_control.canary, flow_control.upstream_weight)

@@ -3,6 +3,7 @@ package controlpoint
 import (
 	"time"
 
+	"github.com/fluxgate/fluxgate/controlpoint/concurrency"
 	"github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -15,6 +16,11 @@ type Request struct {
 	Labels map[string]string
 	// Tokens is the flow's cost; 0 means 1.
 	Tokens float64
+	// NoFlowEnd says the caller cannot report the flow's end (nginx
+	// auth_request, Envoy ext_authz). Components that hold a slot until
+	// the end (adaptive_concurrency) then let the flow pass, marked
+	// PassThrough, rather than hold a slot nobody frees.
+	NoFlowEnd bool
 }
 
 // Reason says why a component rejected a flow.
@@ -77,7 +83,9 @@ type LimiterDecision struct {
 	// "fail_closed: breaker_open", "local_fallback: error".
 	Failure string
 
-	ref int // index of the component in its control point's list
+	ref    int                // index of the component in its control point's list
+	held   bool               // an adaptive_concurrency component holds a slot for the flow
+	ticket concurrency.Ticket // the slot, when held
 }
 
 // tookTokens reports whether the component charged the flow.
@@ -109,6 +117,9 @@ type Decision struct {
 	Limiters    []LimiterDecision
 	FluxMeters  []string // "namespace/policy/name"
 	Classifiers []ClassifierResult
+	// FlowID is nonzero when a component holds a slot for the admitted
+	// flow: the caller reports the flow's end with Engine.EndFlow.
+	FlowID uint64
 }
 
 func (d *Decision) reset(cp string) {
@@ -118,6 +129,7 @@ func (d *Decision) reset(cp string) {
 	d.StatusCode = 0
 	d.Wait = 0
 	d.Decider = -1
+	d.FlowID = 0
 	d.Limiters = d.Limiters[:0]
 	d.FluxMeters = d.FluxMeters[:0]
 	d.Classifiers = d.Classifiers[:0]

@@ -52,6 +52,8 @@ type Engine struct {
 	hits      *prometheus.CounterVec
 	points    *pointTracker
 	logLimit  *ratelimit.Limiter // decision log sampling
+	flows     *flowTable         // flows holding adaptive_concurrency slots
+	expired   prometheus.Counter
 
 	mu       sync.Mutex                       // serializes SetPolicies
 	compiled map[policies.Key]*compiledPolicy // guarded by mu
@@ -85,6 +87,11 @@ func New(opts Options) (*Engine, error) {
 			Help: "Flows a rate limiter found without tokens (dry-run ones included), by policy, component and control point.",
 		}, []string{"policy_name", "component_id", "control_point"}),
 		points: newPointTracker(opts.MaxControlPoints),
+		flows:  newFlowTable(),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxgate_flows_expired_total",
+			Help: "Admitted flows whose end was not reported within their adaptive_concurrency component's max_flow_duration; their slots were freed.",
+		}),
 	}
 	if e.logger == nil {
 		e.logger = slog.New(slog.DiscardHandler)
@@ -95,7 +102,7 @@ func New(opts Options) (*Engine, error) {
 		}})
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{e.decisions, e.remaining, e.hits} {
+		for _, c := range []prometheus.Collector{e.decisions, e.remaining, e.hits, e.expired, adaptiveCollector{e}} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("controlpoint: register metrics: %w", err)
 			}
@@ -226,6 +233,13 @@ func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
 				continue
 			}
 			fc, sels = l, spec.Selectors
+		case *policies.AdaptiveConcurrency:
+			a, err := newAdaptiveConcurrency(info, spec)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+				continue
+			}
+			fc, sels = a, spec.Selectors
 		default:
 			continue // not a flow-control component: the circuit runs it
 		}
@@ -454,7 +468,12 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		matched = true
 		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
 		ld := &d.Limiters[len(d.Limiters)-1]
-		ref.c.decide(ctx, now, labels, tokens, true, ld)
+		if a, ok := ref.c.(*adaptiveConcurrency); ok && req.NoFlowEnd {
+			a.describe(ld)
+			ld.PassThrough = true
+		} else {
+			ref.c.decide(ctx, now, labels, tokens, true, ld)
+		}
 		if ref.remaining != nil && !ld.PassThrough {
 			ref.remaining.Set(ld.Remaining)
 			if ld.Dropped && ld.Reason == ReasonRateLimited {
@@ -484,6 +503,21 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	if !matched {
 		pt.noMatch.Inc()
 	}
+	if d.Accepted {
+		d.FlowID = e.flows.add(now, pt, d)
+	}
+}
+
+// EndFlow reports that the admitted flow with id (a Decision's FlowID)
+// ended at now, failed or not: the slots held for it are freed, and the
+// components that hold them learn its latency. It reports whether the
+// flow was held: false for an id ended already, freed after its
+// max_flow_duration, or never issued.
+func (e *Engine) EndFlow(now time.Time, id uint64, failed bool) bool {
+	if id == 0 {
+		return false
+	}
+	return e.flows.end(now, id, failed)
 }
 
 // undo gives back the tokens that earlier components took for a flow that
@@ -541,17 +575,23 @@ func (e *Engine) logDecision(now time.Time, d *Decision) {
 	)
 }
 
-// Run drops idle rate-limiter buckets every SweepInterval until ctx is
-// done. It is the only goroutine the engine needs.
+// Run drops idle rate-limiter buckets every SweepInterval and frees, every
+// second, the slots of flows whose end was not reported within their
+// max_flow_duration, until ctx is done. It is the only goroutine the
+// engine needs.
 func (e *Engine) Run(ctx context.Context) {
 	t := time.NewTicker(SweepInterval)
 	defer t.Stop()
+	flows := time.NewTicker(time.Second)
+	defer flows.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			e.Sweep(now)
+		case now := <-flows.C:
+			e.expired.Add(float64(e.flows.expire(now)))
 		}
 	}
 }

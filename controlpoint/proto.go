@@ -44,6 +44,7 @@ func (d *Decision) ToProto() *pb.CheckResponse {
 		ControlPoint:     d.ControlPoint,
 		FluxMeterNames:   append([]string(nil), d.FluxMeters...),
 		LimiterDecisions: make([]*pb.LimiterDecision, 0, len(d.Limiters)),
+		FlowId:           d.FlowID,
 	}
 	if !d.Accepted {
 		out.DecisionType = pb.DecisionType_DECISION_TYPE_REJECTED

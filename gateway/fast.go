@@ -203,6 +203,7 @@ func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, 
 		if leave != nil {
 			leave(failed, gone)
 		}
+		client.EndFlow(g.opts.Checker, resp, failed || gone || ctx.Response.StatusCode() >= 500)
 		record(start, time.Now())
 	}
 }

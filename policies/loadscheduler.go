@@ -62,6 +62,12 @@ func (l *LoadScheduler) Validate() []error {
 	var errs []error
 	errs = checkSelectors(errs, l.Selectors)
 	errs = checkInPort(errs, "load_multiplier", l.InPorts.LoadMultiplier, true)
+	errs = checkWorkloads(errs, l.Parameters.Workloads, l.Parameters.DefaultWorkloadParameters)
+	return checkStatus(errs, "parameters.denied_response_status_code", l.Parameters.DeniedResponseStatusCode)
+}
+
+// checkWorkloads validates a scheduler's workloads and its default one.
+func checkWorkloads(errs []error, workloads []Workload, def WorkloadParameters) []error {
 	check := func(where string, p WorkloadParameters) {
 		if p.Priority < 0 || p.Priority > 255 {
 			errs = append(errs, fmt.Errorf("%s.priority must be within 0..255, got %v", where, p.Priority))
@@ -70,13 +76,13 @@ func (l *LoadScheduler) Validate() []error {
 			errs = append(errs, fmt.Errorf("%s.queue_timeout must not be negative", where))
 		}
 	}
-	check("parameters.default_workload_parameters", l.Parameters.DefaultWorkloadParameters)
-	for i, w := range l.Parameters.Workloads {
+	check("parameters.default_workload_parameters", def)
+	for i, w := range workloads {
 		where := fmt.Sprintf("parameters.workloads[%d]", i)
 		if w.LabelMatcher == nil {
 			errs = append(errs, fmt.Errorf("%s.label_matcher is required", where))
 		}
 		check(where+".parameters", w.Parameters)
 	}
-	return checkStatus(errs, "parameters.denied_response_status_code", l.Parameters.DeniedResponseStatusCode)
+	return errs
 }

@@ -140,8 +140,8 @@ var expectedErrors = map[string][]string{
 		`syntax.bad.yaml:2: syntax error: did not find expected ',' or '}'`,
 	},
 	"unknown-component.bad.yaml": {
-		`unknown-component.bad.yaml:7:9: unknown component kind "ema"; registered kinds: flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
-		`unknown-component.bad.yaml:8:22: unknown component kind "test_group.other"; registered kinds: flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
+		`unknown-component.bad.yaml:7:9: unknown component kind "ema"; registered kinds: flow_control.adaptive_concurrency, flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
+		`unknown-component.bad.yaml:8:22: unknown component kind "test_group.other"; registered kinds: flow_control.adaptive_concurrency, flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
 	},
 	"unknown-field.bad.yaml": {
 		`unknown-field.bad.yaml:5:3: unknown field "nmespace" in Metadata; valid fields: labels, name, namespace`,
@@ -450,7 +450,7 @@ func TestComponentMarshalYAML(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	want := []string{"flow_control.load_scheduler", "flow_control.rate_limiter", "flow_control.sampler", "test_group.nested", "test_kind"}
+	want := []string{"flow_control.adaptive_concurrency", "flow_control.load_scheduler", "flow_control.rate_limiter", "flow_control.sampler", "test_group.nested", "test_kind"}
 	if got := ComponentKinds(); !reflect.DeepEqual(got, want) {
 		t.Errorf("ComponentKinds() = %v, want %v", got, want)
 	}
@@ -499,7 +499,7 @@ func TestValidateInGo(t *testing.T) {
 	want := []string{
 		"spec.circuit.components[0]: test_kind: gain must not be negative, got -2",
 		"spec.circuit.components[0]: test_kind: signal name is forbidden",
-		`spec.circuit.components[1]: unknown component kind "nope"; registered kinds: flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
+		`spec.circuit.components[1]: unknown component kind "nope"; registered kinds: flow_control.adaptive_concurrency, flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
 		"spec.circuit.components[2]: test_group.nested: spec has type *policies.testKind, want *policies.testNested",
 		"spec.circuit.components[3]: component must not be empty",
 	}

@@ -83,7 +83,9 @@ func UnaryServerInterceptor(c Checker, opts InterceptorOptions) grpc.UnaryServer
 		if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
 			return nil, rejectCall(ctx, resp)
 		}
-		return handler(newContext(ctx, resp), req)
+		out, err := handler(newContext(ctx, resp), req)
+		EndFlow(c, resp, failedCall(err))
+		return out, err
 	}
 }
 
@@ -129,4 +131,15 @@ func rejectCall(ctx context.Context, resp *pb.CheckResponse) error {
 		code = codes.PermissionDenied
 	}
 	return status.Error(code, msg)
+}
+
+// failedCall reports whether a handler's error is the service's failure
+// (as a 5xx is for HTTP), not the caller's.
+func failedCall(err error) bool {
+	switch status.Code(err) {
+	case codes.OK, codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
+		codes.PermissionDenied, codes.FailedPrecondition, codes.OutOfRange, codes.Unauthenticated:
+		return false
+	}
+	return true
 }

@@ -114,7 +114,7 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 				}
 				return
 			}
-			if !opts.Recording() {
+			if !opts.Recording() && resp.GetFlowId() == 0 {
 				next.ServeHTTP(w, r.WithContext(newContext(ctx, resp)))
 				return
 			}
@@ -123,7 +123,8 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 			returned := false
 			// Deferred, so that a handler that panics (as ReverseProxy does
 			// with http.ErrAbortHandler when a body breaks off) still
-			// counts, as 500 when it had not answered yet.
+			// counts, as 500 when it had not answered yet, and frees the
+			// slot its flow holds.
 			defer func() {
 				if rec.status == 0 {
 					rec.status = http.StatusOK
@@ -131,7 +132,10 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 						rec.status = http.StatusInternalServerError
 					}
 				}
-				opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, rec.status, start, time.Now())
+				EndFlow(c, resp, rec.status >= 500)
+				if opts.Recording() {
+					opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, rec.status, start, time.Now())
+				}
 			}()
 			next.ServeHTTP(rec, r.WithContext(newContext(ctx, resp)))
 			returned = true

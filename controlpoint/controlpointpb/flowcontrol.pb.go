@@ -442,7 +442,10 @@ type CheckResponse struct {
 	// The control point, echoed for logs.
 	ControlPoint string `protobuf:"bytes,8,opt,name=control_point,json=controlPoint,proto3" json:"control_point,omitempty"`
 	// Route hints for gateways (upstream, canary subset); filled by the gateway work.
-	RouteHints    map[string]string `protobuf:"bytes,9,rep,name=route_hints,json=routeHints,proto3" json:"route_hints,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RouteHints map[string]string `protobuf:"bytes,9,rep,name=route_hints,json=routeHints,proto3" json:"route_hints,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Nonzero when a component holds a slot for this admitted flow: report
+	// the flow's end with FlowEnd and this id.
+	FlowId        uint64 `protobuf:"varint,10,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +543,114 @@ func (x *CheckResponse) GetRouteHints() map[string]string {
 	return nil
 }
 
+func (x *CheckResponse) GetFlowId() uint64 {
+	if x != nil {
+		return x.FlowId
+	}
+	return 0
+}
+
+type FlowEndRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The flow_id of the flow's CheckResponse.
+	FlowId uint64 `protobuf:"varint,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// The flow failed (an error or a 5xx from the service): its slot is
+	// freed, and its latency is learned only when it was slow.
+	Failed        bool `protobuf:"varint,2,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowEndRequest) Reset() {
+	*x = FlowEndRequest{}
+	mi := &file_flowcontrol_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowEndRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowEndRequest) ProtoMessage() {}
+
+func (x *FlowEndRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_flowcontrol_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowEndRequest.ProtoReflect.Descriptor instead.
+func (*FlowEndRequest) Descriptor() ([]byte, []int) {
+	return file_flowcontrol_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FlowEndRequest) GetFlowId() uint64 {
+	if x != nil {
+		return x.FlowId
+	}
+	return 0
+}
+
+func (x *FlowEndRequest) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+type FlowEndResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the agent held nothing for flow_id: it was ended already,
+	// or held past the component's max_flow_duration and freed.
+	Found         bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlowEndResponse) Reset() {
+	*x = FlowEndResponse{}
+	mi := &file_flowcontrol_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlowEndResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlowEndResponse) ProtoMessage() {}
+
+func (x *FlowEndResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_flowcontrol_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlowEndResponse.ProtoReflect.Descriptor instead.
+func (*FlowEndResponse) Descriptor() ([]byte, []int) {
+	return file_flowcontrol_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FlowEndResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
 var File_flowcontrol_proto protoreflect.FileDescriptor
 
 const file_flowcontrol_proto_rawDesc = "" +
@@ -578,7 +689,7 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x05\n" +
 	"\rCheckResponse\x12J\n" +
 	"\rdecision_type\x18\x01 \x01(\x0e2%.fluxgate.flowcontrol.v1.DecisionTypeR\fdecisionType\x12J\n" +
 	"\rreject_reason\x18\x02 \x01(\x0e2%.fluxgate.flowcontrol.v1.RejectReasonR\frejectReason\x12U\n" +
@@ -589,10 +700,17 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\x12classifier_results\x18\a \x03(\v2).fluxgate.flowcontrol.v1.ClassifierResultR\x11classifierResults\x12#\n" +
 	"\rcontrol_point\x18\b \x01(\tR\fcontrolPoint\x12W\n" +
 	"\vroute_hints\x18\t \x03(\v26.fluxgate.flowcontrol.v1.CheckResponse.RouteHintsEntryR\n" +
-	"routeHints\x1a=\n" +
+	"routeHints\x12\x17\n" +
+	"\aflow_id\x18\n" +
+	" \x01(\x04R\x06flowId\x1a=\n" +
 	"\x0fRouteHintsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*e\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"A\n" +
+	"\x0eFlowEndRequest\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\x04R\x06flowId\x12\x16\n" +
+	"\x06failed\x18\x02 \x01(\bR\x06failed\"'\n" +
+	"\x0fFlowEndResponse\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found*e\n" +
 	"\fDecisionType\x12\x1d\n" +
 	"\x19DECISION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DECISION_TYPE_ACCEPTED\x10\x01\x12\x1a\n" +
@@ -603,9 +721,10 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\x19REJECT_REASON_NOT_SAMPLED\x10\x02\x12\x1b\n" +
 	"\x17REJECT_REASON_NO_TOKENS\x10\x03\x12\x1f\n" +
 	"\x1bREJECT_REASON_FAILED_CLOSED\x10\x04\x12\x1e\n" +
-	"\x1aREJECT_REASON_BREAKER_OPEN\x10\x052l\n" +
+	"\x1aREJECT_REASON_BREAKER_OPEN\x10\x052\xca\x01\n" +
 	"\x12FlowControlService\x12V\n" +
-	"\x05Check\x12%.fluxgate.flowcontrol.v1.CheckRequest\x1a&.fluxgate.flowcontrol.v1.CheckResponseB:Z8github.com/fluxgate/fluxgate/controlpoint/controlpointpbb\x06proto3"
+	"\x05Check\x12%.fluxgate.flowcontrol.v1.CheckRequest\x1a&.fluxgate.flowcontrol.v1.CheckResponse\x12\\\n" +
+	"\aFlowEnd\x12'.fluxgate.flowcontrol.v1.FlowEndRequest\x1a(.fluxgate.flowcontrol.v1.FlowEndResponseB:Z8github.com/fluxgate/fluxgate/controlpoint/controlpointpbb\x06proto3"
 
 var (
 	file_flowcontrol_proto_rawDescOnce sync.Once
@@ -620,7 +739,7 @@ func file_flowcontrol_proto_rawDescGZIP() []byte {
 }
 
 var file_flowcontrol_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flowcontrol_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_flowcontrol_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_flowcontrol_proto_goTypes = []any{
 	(DecisionType)(0),           // 0: fluxgate.flowcontrol.v1.DecisionType
 	(RejectReason)(0),           // 1: fluxgate.flowcontrol.v1.RejectReason
@@ -628,27 +747,31 @@ var file_flowcontrol_proto_goTypes = []any{
 	(*LimiterDecision)(nil),     // 3: fluxgate.flowcontrol.v1.LimiterDecision
 	(*ClassifierResult)(nil),    // 4: fluxgate.flowcontrol.v1.ClassifierResult
 	(*CheckResponse)(nil),       // 5: fluxgate.flowcontrol.v1.CheckResponse
-	nil,                         // 6: fluxgate.flowcontrol.v1.CheckRequest.LabelsEntry
-	nil,                         // 7: fluxgate.flowcontrol.v1.ClassifierResult.LabelsEntry
-	nil,                         // 8: fluxgate.flowcontrol.v1.CheckResponse.RouteHintsEntry
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
+	(*FlowEndRequest)(nil),      // 6: fluxgate.flowcontrol.v1.FlowEndRequest
+	(*FlowEndResponse)(nil),     // 7: fluxgate.flowcontrol.v1.FlowEndResponse
+	nil,                         // 8: fluxgate.flowcontrol.v1.CheckRequest.LabelsEntry
+	nil,                         // 9: fluxgate.flowcontrol.v1.ClassifierResult.LabelsEntry
+	nil,                         // 10: fluxgate.flowcontrol.v1.CheckResponse.RouteHintsEntry
+	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
 }
 var file_flowcontrol_proto_depIdxs = []int32{
-	6,  // 0: fluxgate.flowcontrol.v1.CheckRequest.labels:type_name -> fluxgate.flowcontrol.v1.CheckRequest.LabelsEntry
+	8,  // 0: fluxgate.flowcontrol.v1.CheckRequest.labels:type_name -> fluxgate.flowcontrol.v1.CheckRequest.LabelsEntry
 	1,  // 1: fluxgate.flowcontrol.v1.LimiterDecision.reason:type_name -> fluxgate.flowcontrol.v1.RejectReason
-	9,  // 2: fluxgate.flowcontrol.v1.LimiterDecision.wait_time:type_name -> google.protobuf.Duration
-	9,  // 3: fluxgate.flowcontrol.v1.LimiterDecision.reset_time:type_name -> google.protobuf.Duration
-	7,  // 4: fluxgate.flowcontrol.v1.ClassifierResult.labels:type_name -> fluxgate.flowcontrol.v1.ClassifierResult.LabelsEntry
+	11, // 2: fluxgate.flowcontrol.v1.LimiterDecision.wait_time:type_name -> google.protobuf.Duration
+	11, // 3: fluxgate.flowcontrol.v1.LimiterDecision.reset_time:type_name -> google.protobuf.Duration
+	9,  // 4: fluxgate.flowcontrol.v1.ClassifierResult.labels:type_name -> fluxgate.flowcontrol.v1.ClassifierResult.LabelsEntry
 	0,  // 5: fluxgate.flowcontrol.v1.CheckResponse.decision_type:type_name -> fluxgate.flowcontrol.v1.DecisionType
 	1,  // 6: fluxgate.flowcontrol.v1.CheckResponse.reject_reason:type_name -> fluxgate.flowcontrol.v1.RejectReason
 	3,  // 7: fluxgate.flowcontrol.v1.CheckResponse.limiter_decisions:type_name -> fluxgate.flowcontrol.v1.LimiterDecision
-	9,  // 8: fluxgate.flowcontrol.v1.CheckResponse.wait_time:type_name -> google.protobuf.Duration
+	11, // 8: fluxgate.flowcontrol.v1.CheckResponse.wait_time:type_name -> google.protobuf.Duration
 	4,  // 9: fluxgate.flowcontrol.v1.CheckResponse.classifier_results:type_name -> fluxgate.flowcontrol.v1.ClassifierResult
-	8,  // 10: fluxgate.flowcontrol.v1.CheckResponse.route_hints:type_name -> fluxgate.flowcontrol.v1.CheckResponse.RouteHintsEntry
+	10, // 10: fluxgate.flowcontrol.v1.CheckResponse.route_hints:type_name -> fluxgate.flowcontrol.v1.CheckResponse.RouteHintsEntry
 	2,  // 11: fluxgate.flowcontrol.v1.FlowControlService.Check:input_type -> fluxgate.flowcontrol.v1.CheckRequest
-	5,  // 12: fluxgate.flowcontrol.v1.FlowControlService.Check:output_type -> fluxgate.flowcontrol.v1.CheckResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
+	6,  // 12: fluxgate.flowcontrol.v1.FlowControlService.FlowEnd:input_type -> fluxgate.flowcontrol.v1.FlowEndRequest
+	5,  // 13: fluxgate.flowcontrol.v1.FlowControlService.Check:output_type -> fluxgate.flowcontrol.v1.CheckResponse
+	7,  // 14: fluxgate.flowcontrol.v1.FlowControlService.FlowEnd:output_type -> fluxgate.flowcontrol.v1.FlowEndResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -665,7 +788,7 @@ func file_flowcontrol_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flowcontrol_proto_rawDesc), len(file_flowcontrol_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

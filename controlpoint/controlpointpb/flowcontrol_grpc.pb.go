@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FlowControlService_Check_FullMethodName = "/fluxgate.flowcontrol.v1.FlowControlService/Check"
+	FlowControlService_Check_FullMethodName   = "/fluxgate.flowcontrol.v1.FlowControlService/Check"
+	FlowControlService_FlowEnd_FullMethodName = "/fluxgate.flowcontrol.v1.FlowControlService/FlowEnd"
 )
 
 // FlowControlServiceClient is the client API for FlowControlService service.
@@ -32,6 +33,11 @@ type FlowControlServiceClient interface {
 	// Check decides whether to admit one flow. It never blocks on I/O except
 	// for a global (Redis) limiter, which has a hard deadline.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
+	// FlowEnd reports that an admitted flow ended: it frees the slot that
+	// an adaptive_concurrency component holds for it and teaches that
+	// component the flow's latency. Call it once per flow whose
+	// CheckResponse carries a flow_id.
+	FlowEnd(ctx context.Context, in *FlowEndRequest, opts ...grpc.CallOption) (*FlowEndResponse, error)
 }
 
 type flowControlServiceClient struct {
@@ -52,6 +58,16 @@ func (c *flowControlServiceClient) Check(ctx context.Context, in *CheckRequest, 
 	return out, nil
 }
 
+func (c *flowControlServiceClient) FlowEnd(ctx context.Context, in *FlowEndRequest, opts ...grpc.CallOption) (*FlowEndResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FlowEndResponse)
+	err := c.cc.Invoke(ctx, FlowControlService_FlowEnd_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FlowControlServiceServer is the server API for FlowControlService service.
 // All implementations must embed UnimplementedFlowControlServiceServer
 // for forward compatibility.
@@ -59,6 +75,11 @@ type FlowControlServiceServer interface {
 	// Check decides whether to admit one flow. It never blocks on I/O except
 	// for a global (Redis) limiter, which has a hard deadline.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
+	// FlowEnd reports that an admitted flow ended: it frees the slot that
+	// an adaptive_concurrency component holds for it and teaches that
+	// component the flow's latency. Call it once per flow whose
+	// CheckResponse carries a flow_id.
+	FlowEnd(context.Context, *FlowEndRequest) (*FlowEndResponse, error)
 	mustEmbedUnimplementedFlowControlServiceServer()
 }
 
@@ -71,6 +92,9 @@ type UnimplementedFlowControlServiceServer struct{}
 
 func (UnimplementedFlowControlServiceServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedFlowControlServiceServer) FlowEnd(context.Context, *FlowEndRequest) (*FlowEndResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FlowEnd not implemented")
 }
 func (UnimplementedFlowControlServiceServer) mustEmbedUnimplementedFlowControlServiceServer() {}
 func (UnimplementedFlowControlServiceServer) testEmbeddedByValue()                            {}
@@ -111,6 +135,24 @@ func _FlowControlService_Check_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FlowControlService_FlowEnd_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FlowEndRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FlowControlServiceServer).FlowEnd(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FlowControlService_FlowEnd_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FlowControlServiceServer).FlowEnd(ctx, req.(*FlowEndRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FlowControlService_ServiceDesc is the grpc.ServiceDesc for FlowControlService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -121,6 +163,10 @@ var FlowControlService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Check",
 			Handler:    _FlowControlService_Check_Handler,
+		},
+		{
+			MethodName: "FlowEnd",
+			Handler:    _FlowControlService_FlowEnd_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -106,7 +106,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	if !utf8.ValidString(cp) {
 		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
 	}
-	return controlpoint.Request{ControlPoint: cp, Labels: labels}, nil
+	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: true}, nil
 }
 
 // serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:

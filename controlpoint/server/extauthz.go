@@ -94,7 +94,7 @@ func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
 	if addr := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(); addr != "" {
 		labels[controlpoint.LabelSourceAddress] = addr
 	}
-	return controlpoint.Request{ControlPoint: cp, Labels: labels}, strings.Join(header.Values("Baggage"), ",")
+	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: true}, strings.Join(header.Values("Baggage"), ",")
 }
 
 // deniedBody is the JSON body Envoy sends to a rejected client.

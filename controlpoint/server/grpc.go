@@ -31,3 +31,11 @@ func (f flowControl) Check(ctx context.Context, in *pb.CheckRequest) (*pb.CheckR
 	}
 	return f.s.check(ctx, &req), nil
 }
+
+// FlowEnd reports the end of a flow that Check admitted with a flow_id.
+func (f flowControl) FlowEnd(_ context.Context, in *pb.FlowEndRequest) (*pb.FlowEndResponse, error) {
+	if in.GetFlowId() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "fluxgate: flow_id is required")
+	}
+	return &pb.FlowEndResponse{Found: f.s.engine.EndFlow(f.s.now(), in.GetFlowId(), in.GetFailed())}, nil
+}

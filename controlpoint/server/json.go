@@ -46,6 +46,32 @@ func (s *Server) serveCheckJSON(w http.ResponseWriter, r *http.Request) {
 	writeBody(w, http.StatusOK, "application/json", append(out, '\n'))
 }
 
+// serveFlowEndJSON is POST /v1/flow/end: a FlowEndRequest in protojson
+// ({"flow_id":"123","failed":false}; flow_id as a string or a number) in,
+// a FlowEndResponse out.
+func (s *Server) serveFlowEndJSON(w http.ResponseWriter, r *http.Request) {
+	body, code, err := readJSONBody(w, r)
+	if err != nil {
+		s.badRequest(w, r, code, err.Error())
+		return
+	}
+	var in pb.FlowEndRequest
+	if err := checkUnmarshal.Unmarshal(body, &in); err != nil {
+		s.badRequest(w, r, http.StatusBadRequest, "invalid flow end request: "+err.Error())
+		return
+	}
+	if in.GetFlowId() == 0 {
+		s.badRequest(w, r, http.StatusBadRequest, "flow_id is required: the flow_id of the check response that admitted the flow")
+		return
+	}
+	out, err := checkMarshal.Marshal(&pb.FlowEndResponse{Found: s.engine.EndFlow(s.now(), in.GetFlowId(), in.GetFailed())})
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "encode response: " + err.Error()})
+		return
+	}
+	writeBody(w, http.StatusOK, "application/json", append(out, '\n'))
+}
+
 // readJSONBody reads a JSON request body of at most MaxBodyBytes. A
 // request without a Content-Type is taken as JSON; any other type than
 // application/json is refused. It returns the HTTP status for an error.

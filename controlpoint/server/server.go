@@ -64,6 +64,7 @@ func New(opts Options) *Server {
 // 1.22 method syntax.
 func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 	handle("POST /v1/check", http.HandlerFunc(s.serveCheckJSON))
+	handle("POST /v1/flow/end", http.HandlerFunc(s.serveFlowEndJSON))
 	handle("GET /v1/check/http", http.HandlerFunc(s.serveAuthRequest))
 	handle("POST /v1/check/http", http.HandlerFunc(s.serveAuthRequest))
 	handle("POST /v1/explain", http.HandlerFunc(s.serveExplain))

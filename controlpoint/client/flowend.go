@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+// FlowEnder is a Checker that can be told when an admitted flow ends.
+// A CheckResponse with a nonzero flow_id holds a slot of an
+// adaptive_concurrency component until EndFlow is called with that id:
+// the component frees the slot and learns the flow's latency. failed
+// marks an error or a 5xx from the service. Local, Remote and Guard are
+// FlowEnders; Middleware, the gRPC interceptor and the built-in gateway
+// call EndFlow themselves.
+type FlowEnder interface {
+	EndFlow(ctx context.Context, id uint64, failed bool) error
+}
+
+// flowEndTimeout bounds the report of a flow's end to a remote agent; a
+// report that does not arrive is freed by the agent after the
+// component's max_flow_duration.
+const flowEndTimeout = time.Second
+
+// EndFlow reports the end of the flow resp admitted to c, when resp holds
+// a slot and c can take the report. It never blocks for long, and a
+// report that fails is only lost: the agent frees the slot later.
+func EndFlow(c Checker, resp *pb.CheckResponse, failed bool) {
+	id := resp.GetFlowId()
+	if id == 0 {
+		return
+	}
+	if fe, ok := c.(FlowEnder); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), flowEndTimeout)
+		defer cancel()
+		_ = fe.EndFlow(ctx, id, failed)
+	}
+}
+
+// EndFlow reports the end of flow id to the engine, at the current time.
+func (l *Local) EndFlow(_ context.Context, id uint64, failed bool) error {
+	l.e.EndFlow(l.now(), id, failed)
+	return nil
+}
+
+// EndFlow reports the end of flow id to the agent.
+func (r *Remote) EndFlow(ctx context.Context, id uint64, failed bool) error {
+	_, err := r.c.FlowEnd(ctx, &pb.FlowEndRequest{FlowId: id, Failed: failed}, r.calls...)
+	return err
+}
+
+// EndFlow passes the report on to the wrapped checker.
+func (g *Guard) EndFlow(ctx context.Context, id uint64, failed bool) error {
+	if fe, ok := g.next.(FlowEnder); ok {
+		return fe.EndFlow(ctx, id, failed)
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package controlpoint
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/concurrency"
+)
+
+// flowTable remembers the admitted flows for which a component holds a
+// slot, until their end is reported or their max_flow_duration passes.
+// Every entry holds a slot of some limiter, so the table is bounded by
+// the limits of the adaptive_concurrency components (dry-run ones count
+// flows they did not stop: maxHeldFlows bounds those).
+type flowTable struct {
+	next atomic.Uint64
+	mu   sync.Mutex
+	m    map[uint64]*heldFlow // guarded by mu
+}
+
+// maxHeldFlows bounds the table: past it, flows of dry-run components are
+// not tracked (enforcing ones never get that far: their limit binds).
+const maxHeldFlows = 1 << 20
+
+type heldFlow struct {
+	deadline time.Time
+	holds    []hold
+}
+
+type hold struct {
+	c *adaptiveConcurrency
+	t concurrency.Ticket
+}
+
+func newFlowTable() *flowTable {
+	t := &flowTable{m: map[uint64]*heldFlow{}}
+	t.next.Store(rand.Uint64() >> 1) // ids are not guessable from a restart
+	return t
+}
+
+// add records the slots held in d's decisions and returns the flow's id,
+// or 0 when nothing is held.
+func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
+	var f *heldFlow
+	for i := range d.Limiters {
+		ld := &d.Limiters[i]
+		if !ld.held {
+			continue
+		}
+		c := pt.components[ld.ref].c.(*adaptiveConcurrency)
+		if f == nil {
+			f = &heldFlow{deadline: now.Add(c.maxFlow)}
+		}
+		f.deadline = minTime(f.deadline, now.Add(c.maxFlow))
+		f.holds = append(f.holds, hold{c: c, t: ld.ticket})
+	}
+	if f == nil {
+		return 0
+	}
+	id := t.next.Add(1)
+	t.mu.Lock()
+	if len(t.m) >= maxHeldFlows {
+		t.mu.Unlock()
+		for _, h := range f.holds {
+			h.c.lim.Forget(now)
+		}
+		return 0
+	}
+	t.m[id] = f
+	t.mu.Unlock()
+	return id
+}
+
+// end releases the slots of flow id and reports whether it was held.
+func (t *flowTable) end(now time.Time, id uint64, failed bool) bool {
+	t.mu.Lock()
+	f, ok := t.m[id]
+	delete(t.m, id)
+	t.mu.Unlock()
+	if !ok {
+		return false
+	}
+	for _, h := range f.holds {
+		h.c.end(now, h.t, failed)
+	}
+	return true
+}
+
+// expire frees the slots of flows past their deadline and returns how
+// many it freed.
+func (t *flowTable) expire(now time.Time) int {
+	var gone []*heldFlow
+	t.mu.Lock()
+	for id, f := range t.m {
+		if now.After(f.deadline) {
+			gone = append(gone, f)
+			delete(t.m, id)
+		}
+	}
+	t.mu.Unlock()
+	for _, f := range gone {
+		for _, h := range f.holds {
+			h.c.lim.Forget(now)
+		}
+	}
+	return len(gone)
+}
+
+func (t *flowTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
