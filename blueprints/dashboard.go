@@ -77,7 +77,7 @@ func dashboard(b *Blueprint, p *policies.Policy, extra []panel) ([]byte, error) 
 func hasFlowControl(p *policies.Policy) bool {
 	for _, c := range p.Spec.Circuit.Components {
 		switch c.Spec.(type) {
-		case *policies.RateLimiter, *policies.Sampler, *policies.LoadScheduler:
+		case *policies.RateLimiter, *policies.Sampler, *policies.LoadScheduler, *policies.AdaptiveConcurrency:
 			return true
 		}
 	}

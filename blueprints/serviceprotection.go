@@ -12,7 +12,7 @@ import (
 func init() {
 	register(&Blueprint{
 		Name:    "service-protection",
-		Summary: "flux meter latency → EMA baseline → gradient controller → load scheduler with AIMD recovery",
+		Summary: "adaptive concurrency in the data path, learned from each request's latency (zero-config); or, where request ends are not seen, a flux-meter latency loop on a load scheduler",
 		decode:  decoder(defaultServiceProtection),
 	})
 }
@@ -23,6 +23,9 @@ type serviceProtection struct {
 	Namespace                string              `yaml:"namespace"`
 	EvaluationInterval       time.Duration       `yaml:"evaluation_interval"`
 	Selectors                []policies.Selector `yaml:"selectors"`
+	Loop                     string              `yaml:"loop"`
+	LatencyObjectiveMs       float64             `yaml:"latency_objective_ms"`
+	InPath                   inPath              `yaml:"in_path"`
 	FluxMeterName            string              `yaml:"flux_meter_name"`
 	LatencyWindow            time.Duration       `yaml:"latency_window"`
 	MaxExtrapolation         time.Duration       `yaml:"max_extrapolation"`
@@ -38,6 +41,21 @@ type serviceProtection struct {
 	DryRun                   bool                `yaml:"dry_run"`
 	OverloadAlert            overloadAlert       `yaml:"overload_alert"`
 	Alerts                   sheddingAlerts      `yaml:"alerts"`
+}
+
+// Loops of the service-protection blueprint.
+const (
+	loopInPath    = "in_path"
+	loopFluxMeter = "flux_meter"
+)
+
+// inPath tunes the adaptive_concurrency component of loop in_path; zero
+// values take the component's defaults.
+type inPath struct {
+	LatencyTolerance float64       `yaml:"latency_tolerance"`
+	MaxConcurrency   float64       `yaml:"max_concurrency"`
+	MaxQueueDelay    time.Duration `yaml:"max_queue_delay"`
+	MaxFlowDuration  time.Duration `yaml:"max_flow_duration"`
 }
 
 // baseline configures the EMA of latency the setpoint derives from.
@@ -81,6 +99,7 @@ type sheddingAlerts struct {
 func defaultServiceProtection() *serviceProtection {
 	return &serviceProtection{
 		Namespace:          policies.DefaultNamespace,
+		Loop:               loopInPath,
 		EvaluationInterval: policies.DefaultEvaluationInterval,
 		LatencyWindow:      5 * time.Second,
 		MaxExtrapolation:   5 * time.Second,
@@ -95,7 +114,7 @@ func defaultServiceProtection() *serviceProtection {
 		IncreasePerTick:    0.02,
 		MinLoadMultiplier:  0.05,
 		MaxLoadMultiplier:  1.2,
-		DefaultWorkload:    workloadParameters{Priority: 10, QueueTimeout: 500 * time.Millisecond},
+		DefaultWorkload:    workloadParameters{Priority: 10},
 		OverloadAlert:      overloadAlert{Severity: "warn", ResolveTimeout: 30 * time.Second},
 		Alerts:             sheddingAlerts{RejectedRatio: 0.2, For: 5 * time.Minute, Severity: "page"},
 	}
@@ -105,7 +124,21 @@ func (v *serviceProtection) check(c *checker) {
 	c.checkName("policy_name", "policy_name", v.PolicyName)
 	c.checkName("namespace", "namespace", v.Namespace)
 	c.checkSelectors("selectors", v.Selectors)
-	c.checkName("flux_meter_name", "flux_meter_name", v.FluxMeterName)
+	if v.Loop != loopInPath && v.Loop != loopFluxMeter {
+		c.errorf("loop", "loop %q is not one of in_path, flux_meter", v.Loop)
+	}
+	if v.LatencyObjectiveMs < 0 {
+		c.errorf("latency_objective_ms", "latency_objective_ms must not be negative (0 learns the service's own latency), got %v", v.LatencyObjectiveMs)
+	}
+	if ip := v.InPath; ip.LatencyTolerance != 0 && ip.LatencyTolerance < 1 {
+		c.errorf("in_path.latency_tolerance", "in_path.latency_tolerance must be at least 1, got %v", ip.LatencyTolerance)
+	}
+	if ip := v.InPath; ip.MaxConcurrency < 0 || ip.MaxQueueDelay < 0 || ip.MaxFlowDuration < 0 {
+		c.errorf("in_path", "in_path.max_concurrency, max_queue_delay and max_flow_duration must not be negative")
+	}
+	if v.FluxMeterName != "" {
+		c.checkName("flux_meter_name", "flux_meter_name", v.FluxMeterName)
+	}
 	if v.EvaluationInterval < policies.MinEvaluationInterval {
 		c.errorf("evaluation_interval", "evaluation_interval must be at least %s, got %s", policies.MinEvaluationInterval, v.EvaluationInterval)
 	}
@@ -177,11 +210,23 @@ func checkWorkload(c *checker, at string, priority float64, timeout time.Duratio
 func (v *serviceProtection) policyName() string { return v.PolicyName }
 func (v *serviceProtection) template() string   { return "service-protection.yaml.tmpl" }
 
+// InPathLoop reports whether the policy decides in the data path (used by
+// the template).
+func (v *serviceProtection) InPathLoop() bool { return v.Loop == loopInPath }
+
+// Meter is the flux meter's name: flux_meter_name, else the policy's name.
+func (v *serviceProtection) Meter() string {
+	if v.FluxMeterName != "" {
+		return v.FluxMeterName
+	}
+	return v.PolicyName
+}
+
 // LatencyQuery is the mean latency of the accepted flows of the flux meter
 // over latency_window, in milliseconds (used by the template). Rejected
 // flows take no time and would drag the mean down while load is shed.
 func (v *serviceProtection) LatencyQuery() string {
-	m := []string{eq("flux_meter_name", v.FluxMeterName), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
+	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
 	w := promDur(v.LatencyWindow)
 	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel("flux_meter_sum", m...), w, sel("flux_meter_count", m...), w)
 }
@@ -192,16 +237,34 @@ func (v *serviceProtection) MinGradient() float64 { return 1 - v.MaxDecreasePerT
 func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	name := p.Metadata.Name
 	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "service-protection"}
-	overloaded := sel("signal_reading", eq("policy_name", name), eq("signal_name", "OVERLOADED"))
 	ticket := map[string]string{"severity": "ticket", "policy_name": name, "blueprint": "service-protection"}
+	shedder := "load scheduler"
+	if v.InPathLoop() {
+		shedder = "adaptive concurrency limit"
+	}
+	shedding := rejectedRatioAlert("FluxGateLoadShedding", name, v.Alerts.RejectedRatio, v.Alerts.For, labels,
+		"Policy %s sheds more than %s of the flows to its service", shedder)
+	if v.InPathLoop() {
+		queued := sel("fluxgate_adaptive_concurrency_queued", eq("policy_name", name))
+		return []rulefmt.RuleGroup{{
+			Name: "fluxgate-" + name,
+			Rules: []rulefmt.Rule{
+				shedding,
+				alertRule("FluxGateServiceOverloaded", fmt.Sprintf("min_over_time(%s[%s]) > 0", queued, promDur(v.Alerts.For)), 0, ticket, map[string]string{
+					"summary":     fmt.Sprintf("Service of policy %s has been at its concurrency limit for %s", name, promDur(v.Alerts.For)),
+					"description": "Flows have waited for a slot of the adaptive concurrency limit without a break: the service is running at the capacity its latency allows.",
+				}),
+			},
+		}}
+	}
+	overloaded := sel("signal_reading", eq("policy_name", name), eq("signal_name", "OVERLOADED"))
 	return []rulefmt.RuleGroup{{
 		Name: "fluxgate-" + name,
 		Rules: []rulefmt.Rule{
-			rejectedRatioAlert("FluxGateLoadShedding", name, v.Alerts.RejectedRatio, v.Alerts.For, labels,
-				"Policy %s sheds more than %s of the flows to its service", "load scheduler"),
+			shedding,
 			alertRule("FluxGateServiceOverloaded", fmt.Sprintf("min_over_time(%s[%s]) > 0", overloaded, promDur(v.Alerts.For)), 0, ticket, map[string]string{
 				"summary":     fmt.Sprintf("Service of policy %s has been above its latency setpoint for %s", name, promDur(v.Alerts.For)),
-				"description": fmt.Sprintf("Latency of flux meter %s stayed above baseline × %g for %s; the load scheduler is admitting less than the incoming load.", v.FluxMeterName, v.SetpointFactor, promDur(v.Alerts.For)),
+				"description": fmt.Sprintf("Latency of flux meter %s stayed above baseline × %g for %s; the load scheduler is admitting less than the incoming load.", v.Meter(), v.SetpointFactor, promDur(v.Alerts.For)),
 			}),
 			invalidSignalAlert("FluxGateServiceProtectionSignalInvalid", name, "LATENCY", ticket,
 				"no latency reading: the load scheduler admits everything while LATENCY is invalid (no spans reach the flux meter, or the query fails)"),
@@ -210,6 +273,20 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 }
 
 func (v *serviceProtection) panels(p *policies.Policy) []panel {
+	if v.InPathLoop() {
+		m := func(metric, legend string) target {
+			return target{Expr: sel(metric, eq("policy_name", p.Metadata.Name)), Legend: legend}
+		}
+		ms := func(metric, legend string) target {
+			return target{Expr: "1000 * " + sel(metric, eq("policy_name", p.Metadata.Name)), Legend: legend}
+		}
+		return []panel{
+			{Title: "Concurrency: limit, in flight, queued", Unit: "short", Targets: []target{
+				m("fluxgate_adaptive_concurrency_limit", "limit"), m("fluxgate_adaptive_concurrency_in_flight", "in flight"), m("fluxgate_adaptive_concurrency_queued", "queued")}},
+			{Title: "Latency: no-load and target", Unit: "ms", Targets: []target{
+				ms("fluxgate_adaptive_concurrency_no_load_latency_seconds", "no-load"), ms("fluxgate_adaptive_concurrency_target_latency_seconds", "target")}},
+		}
+	}
 	sig := func(s string) target {
 		return target{Expr: sel("signal_reading", eq("policy_name", p.Metadata.Name), eq("signal_name", s)), Legend: s}
 	}

@@ -11,12 +11,26 @@ import (
 )
 
 // TestServiceProtectionMatchesExample runs the policy generated from the
-// example values and the hand-written policies/examples/service-protection.yaml
+// example values with loop flux_meter (and the example's queue timeouts) and the hand-written policies/examples/service-protection.yaml
 // against the same overloaded plant: every signal and actuator input must
 // be the same at every tick.
 func TestServiceProtectionMatchesExample(t *testing.T) {
 	b, _ := Lookup("service-protection")
-	out := generateExample(t, b)
+	values := string(b.Values())
+	for _, r := range [][2]string{
+		{"loop: in_path", "loop: flux_meter"},
+		{"    queue_timeout: 0s", "    queue_timeout: 2s"},
+		{"  queue_timeout: 0s", "  queue_timeout: 500ms"},
+	} {
+		if !strings.Contains(values, r[0]) {
+			t.Fatalf("the example values no longer say %q", r[0])
+		}
+		values = strings.Replace(values, r[0], r[1], 1)
+	}
+	out, err := b.Generate("values.yaml", []byte(values))
+	if err != nil {
+		t.Fatal(err)
+	}
 	const plantFile = "../circuit/sim/testdata/checkout-plant.yaml"
 	data, err := os.ReadFile(plantFile)
 	if err != nil {
