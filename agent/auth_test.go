@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -268,4 +269,39 @@ func TestStartupLogsSurfaces(t *testing.T) {
 func jsonString(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// What other modules mount with HandleHTTP (the gateway's upstream view,
+// say) is an operator endpoint too.
+func TestHandleHTTPIsOperator(t *testing.T) {
+	for _, tc := range []struct {
+		token       string
+		auth        string
+		code        int
+		description string
+	}{
+		{"", "", 403, "no admin.token"},
+		{"", "Bearer x", 403, "no admin.token, any bearer"},
+		{"s3cret", "", 401, "token configured, none sent"},
+		{"s3cret", "bearer s3cret", 200, "token sent"},
+	} {
+		t.Run(tc.description, func(t *testing.T) {
+			cfg := testConfig(t.TempDir())
+			cfg.Admin.Token = tc.token
+			a, err := New(Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.HandleHTTP("GET /v1/extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = w.Write([]byte("extra"))
+			}))
+			if err := a.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.Stop(context.Background()) })
+			if r := doRequest(t, "GET", a.testURL("/v1/extra"), "", map[string]string{"Authorization": tc.auth}); r.code != tc.code {
+				t.Fatalf("GET /v1/extra = %d %s, want %d", r.code, r.body, tc.code)
+			}
+		})
+	}
 }
