@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +32,11 @@ func newDemoCmd() *cobra.Command {
 		Short: "Watch the whole loop on one machine: gateway, agent, a degrading upstream, load, service protection",
 		Long: "demo starts the agent and the built-in gateway on loopback ports, a synthetic checkout\n" +
 			"upstream that completes 200 requests/s and loses three of its four workers (50/s) a third\n" + "of the way in,\n" +
-			"and a load generator offering --rps. The service-protection policy (flux meter latency →\n" +
-			"EMA baseline → gradient controller → load scheduler) sheds load while the upstream is\n" +
-			"overloaded. Every second it prints what was offered, admitted and shed, the latency clients\n" +
-			"saw, and the circuit's signals. It stops by itself after --duration.",
+			"and a load generator offering --rps. The service-protection blueprint at its defaults (an\n" +
+			"adaptive concurrency limit learned from each request's latency, in the gateway's data path)\n" +
+			"sheds what the upstream cannot serve. Every second it prints what was offered, served and\n" +
+			"shed, the latency clients saw, and the limit. It stops by itself after --duration and exits 1\n" +
+			"unless the overloaded upstream is kept serving: at least 70% of its capacity within 100 ms.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			res, err := runDemo(cmd.Context(), cmd.OutOrStdout(), duration, rps)
@@ -45,6 +45,9 @@ func newDemoCmd() *cobra.Command {
 			}
 			if !res.shed {
 				return &exitError{code: 1, err: fmt.Errorf("demo: admission did not drop under overload")}
+			}
+			if res.goodput < demoMinGoodput {
+				return &exitError{code: 1, err: fmt.Errorf("demo: the overloaded upstream served %.0f%% of its capacity within 100 ms, want at least %.0f%%", 100*res.goodput, 100*demoMinGoodput)}
 			}
 			if !res.canaryRolledBack {
 				return &exitError{code: 1, err: fmt.Errorf("demo: the failing canary was not rolled back")}
@@ -57,8 +60,6 @@ func newDemoCmd() *cobra.Command {
 	return cmd
 }
 
-// demoPolicy is the service-protection example with a demo-sized warm-up,
-// protecting every flow at the gateway's ingress control point.
 // demoCanaryPolicy generates the canary-rollout blueprint for route
 // checkout: 10% then 25% a step later, rolled back to 0 once the canary
 // target's error ratio stays above 5% for 2s.
@@ -90,19 +91,34 @@ rollback:
 	return nil, fmt.Errorf("canary-rollout wrote no checkout-canary.yaml")
 }
 
-func demoPolicy(warmup time.Duration) (string, error) {
-	data, err := policies.Examples.ReadFile("examples/service-protection.yaml")
+// demoPolicy generates the service-protection blueprint with nothing but
+// its required values, protecting every flow at the gateway's ingress
+// control point.
+func demoPolicy() ([]byte, error) {
+	b, err := blueprints.Lookup("service-protection")
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	s := string(data)
-	s = strings.Replace(s, "warmup_window: 60s", "warmup_window: "+warmup.String(), 1)
-	s = strings.ReplaceAll(s, "{control_point: ingress, service: checkout}", "{control_point: ingress}")
-	if _, err := policies.Parse("demo.yaml", []byte(s)); err != nil {
-		return "", err
+	out, err := b.Generate("demo-protection-values.yaml", []byte("policy_name: service-protection\nselectors: [{control_point: ingress}]\n"))
+	if err != nil {
+		return nil, err
 	}
-	return s, nil
+	for _, f := range out.Files {
+		if f.Name == "service-protection.yaml" {
+			return f.Data, nil
+		}
+	}
+	return nil, fmt.Errorf("service-protection wrote no service-protection.yaml")
 }
+
+// The degraded upstream's capacity, and what the demo asks of it: served
+// within demoGoodLatency (5 × its 20 ms service time), at least
+// demoMinGoodput of its capacity, each second of the last third.
+const (
+	demoDegradedCapacity = 50
+	demoGoodLatency      = 100 * time.Millisecond
+	demoMinGoodput       = 0.7
+)
 
 // upstream is a synthetic service: workers serve one request at a time in
 // serviceTime; requests beyond the workers wait, so latency grows when it
@@ -141,14 +157,15 @@ func (c *canaryUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 type demoResult struct {
 	shed                   bool
+	goodput                float64 // served within demoGoodLatency per second in the last third, / capacity
 	canaryWeight           int     // at the end
 	canaryRolledBack       bool    // at the end
 	admittedEarly, lateAdm float64 // share of offered flows admitted before and during the overload
 }
 
 type second struct {
-	offered, ok, shed, failed int
-	latencies                 []time.Duration
+	offered, ok, good, shed, failed int
+	latencies                       []time.Duration
 }
 
 func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demoResult, error) {
@@ -182,14 +199,14 @@ func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demo
 		return demoResult{}, err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	policy, err := demoPolicy(phase / 2)
+	policy, err := demoPolicy()
 	if err != nil {
 		return demoResult{}, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
 		return demoResult{}, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "policies", "service-protection.yaml"), []byte(policy), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "policies", "service-protection.yaml"), policy, 0o644); err != nil {
 		return demoResult{}, err
 	}
 	canaryPolicy, err := demoCanaryPolicy(canLn.Addr().String(), phase/2)
@@ -250,7 +267,7 @@ gateway:
 
 	fmt.Fprintf(out, "FluxGate demo: %d requests/s offered to a checkout service of 200/s for %v, which degrades to 50/s at %v.\n", rps, d, phase.Round(time.Second))
 	fmt.Fprintf(out, "A canary, checkout-v2, gets 10%% of the traffic and starts failing half of its requests at %v; the canary-rollout policy rolls it back.\n", (phase / 2).Round(time.Second))
-	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: FLUXCTL_TOKEN=%s fluxctl --agent http://%s signals service-protection)\n\n",
+	fmt.Fprintf(out, "gateway %s, agent API http://%s (try: FLUXCTL_TOKEN=%s fluxctl --agent http://%s signals checkout-canary)\n\n",
 		gw.Addr(), a.Addr(agent.ListenerHTTP), token, a.Addr(agent.ListenerHTTP))
 
 	var mu sync.Mutex
@@ -297,6 +314,9 @@ gateway:
 					case resp.StatusCode == http.StatusOK:
 						s.ok++
 						s.latencies = append(s.latencies, lat)
+						if lat <= demoGoodLatency {
+							s.good++
+						}
 					case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
 						s.shed++
 					default:
@@ -311,8 +331,8 @@ gateway:
 		}
 	}()
 
-	const rowFormat = "%4s %9s %8s %8s %6s %7s %8s %9s %9s %11s %8s\n"
-	fmt.Fprintf(out, rowFormat, "t", "upstream", "offered", "served", "shed", "failed", "p95 ms", "LATENCY", "SETPOINT", "MULTIPLIER", "canary")
+	const rowFormat = "%4s %9s %8s %8s %6s %7s %8s %6s %10s %12s %8s\n"
+	fmt.Fprintf(out, rowFormat, "t", "upstream", "offered", "served", "shed", "failed", "p95 ms", "limit", "in flight", "no-load ms", "canary")
 	canaryState := func() (string, gateway.CanaryStatus) {
 		for _, c := range gw.Gateway().Canaries() {
 			if c.Route == "checkout" {
@@ -321,7 +341,6 @@ gateway:
 		}
 		return "-", gateway.CanaryStatus{}
 	}
-	key := policies.Key{Namespace: "default", Name: "service-protection"}
 	canaryKey := policies.Key{Namespace: "default", Name: "checkout-canary"}
 	signalOf := func(key policies.Key, name string) string {
 		readings, _ := a.Circuits().Signals(key)
@@ -332,9 +351,18 @@ gateway:
 		}
 		return "-"
 	}
-	signal := func(name string) string { return signalOf(key, name) }
+	limiter := func(metric string, scale float64) string {
+		mfs, _ := a.Registry().Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == metric && len(mf.GetMetric()) > 0 {
+				return fmt.Sprintf("%.3g", scale*mf.GetMetric()[0].GetGauge().GetValue())
+			}
+		}
+		return "-"
+	}
 	degraded := false
 	var early, late [2]int // admitted, offered
+	var lateSeconds, lateGood int
 	for sec := 1; time.Since(start) < d; sec++ {
 		time.Sleep(time.Until(start.Add(time.Duration(sec) * time.Second)))
 		if time.Since(start) >= phase/2 {
@@ -364,7 +392,8 @@ gateway:
 		}
 		cw, _ := canaryState()
 		fmt.Fprintf(out, rowFormat, fmt.Sprintf("%ds", sec-1), state, fmt.Sprint(row.offered), fmt.Sprint(row.ok), fmt.Sprint(row.shed), fmt.Sprint(row.failed),
-			p95(row.latencies), signal("LATENCY"), signal("SETPOINT"), signal("MULTIPLIER"), cw)
+			p95(row.latencies), limiter("fluxgate_adaptive_concurrency_limit", 1), limiter("fluxgate_adaptive_concurrency_in_flight", 1),
+			limiter("fluxgate_adaptive_concurrency_no_load_latency_seconds", 1000), cw)
 		switch {
 		case time.Duration(sec)*time.Second <= phase:
 			early[0] += row.ok
@@ -372,17 +401,23 @@ gateway:
 		case time.Duration(sec)*time.Second > d-phase:
 			late[0] += row.ok
 			late[1] += row.offered
+			lateSeconds++
+			lateGood += row.good
 		}
 	}
 	cancel()
 	wg.Wait()
 	res := demoResult{admittedEarly: share(early), lateAdm: share(late)}
+	if lateSeconds > 0 {
+		res.goodput = float64(lateGood) / float64(lateSeconds) / demoDegradedCapacity
+	}
 	res.shed = res.lateAdm < res.admittedEarly*0.8
 	_, cs := canaryState()
 	res.canaryWeight = cs.Weight
 	res.canaryRolledBack = signalOf(canaryKey, "ROLLED_BACK") == "1"
-	fmt.Fprintf(out, "\nserved %.0f%% of the offered flows while the upstream kept up, %.0f%% in the last third of its overload (the rest shed at the gateway, not queued at the upstream).\n",
+	fmt.Fprintf(out, "\nserved %.0f%% of the offered flows while the upstream kept up, %.0f%% in the last third of its overload (the rest shed at the gateway, not queued at the upstream);\n",
 		100*res.admittedEarly, 100*res.lateAdm)
+	fmt.Fprintf(out, "there the upstream served %.0f%% of its capacity (%d/s) within %v.\n", 100*res.goodput, demoDegradedCapacity, demoGoodLatency)
 	fmt.Fprintf(out, "the canary ended at %d%% (canary-rollout policy rolled it back: %v; error ratio %s).\n",
 		cs.Weight, res.canaryRolledBack, signalOf(canaryKey, "ERROR_RATIO"))
 	return res, nil
