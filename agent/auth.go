@@ -10,12 +10,13 @@ import (
 
 // The HTTP API has three kinds of endpoints:
 //
-//   - check (POST /v1/check, /v1/check/http): open, as gateways and SDKs
-//     call it on every request;
+//   - check (POST /v1/check, /v1/check/http, and any other pattern of
+//     controlpoint/server but explain and control points): open, as
+//     gateways and SDKs call it on every request;
 //   - monitoring (/livez, /readyz, /v1/monitoring/…): open, for probes;
-//   - operator (everything else: the policy admin API, dynamic config,
-//     signals, explain, control points and whatever HandleHTTP mounts):
-//     these change state or reveal configuration, so they answer only
+//   - operator (the policy admin API, dynamic config, signals, explain,
+//     control points and whatever HandleHTTP mounts, such as the gateway's
+//     upstream view): these change state or reveal configuration, so they answer only
 //     requests that carry admin.token as a bearer token. While admin.token
 //     is empty they are off: every call answers 403 admin_disabled.
 //

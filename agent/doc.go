@@ -7,6 +7,12 @@
 // Agent serves is bound at Start, so a port of 0 picks a free port and the
 // bound addresses are available from HTTPAddr, GRPCAddr and MetricsAddr.
 //
+// The HTTP API's operator endpoints (policies, dynamic config, signals,
+// explain, control points, and whatever HandleHTTP mounts) want the bearer
+// token admin.token and are off, answering 403, while it is empty; the
+// check API and health stay open. auth.go has the rules, and the agent
+// logs at Start which surface is open to whom.
+//
 // The PolicyStore is the single source of truth for loaded policies. It
 // publishes immutable PolicySnapshot values: readers never lock, and an
 // unchanged policy keeps the same *PolicyEntry across reloads so that
