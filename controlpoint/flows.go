@@ -3,7 +3,6 @@ package controlpoint
 import (
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fluxgate/fluxgate/controlpoint/concurrency"
@@ -15,7 +14,6 @@ import (
 // the limits of the adaptive_concurrency components (dry-run ones count
 // flows they did not stop: maxHeldFlows bounds those).
 type flowTable struct {
-	next atomic.Uint64
 	mu   sync.Mutex
 	m    map[uint64]*heldFlow // guarded by mu
 }
@@ -34,11 +32,7 @@ type hold struct {
 	t concurrency.Ticket
 }
 
-func newFlowTable() *flowTable {
-	t := &flowTable{m: map[uint64]*heldFlow{}}
-	t.next.Store(rand.Uint64() >> 1) // ids are not guessable from a restart
-	return t
-}
+func newFlowTable() *flowTable { return &flowTable{m: map[uint64]*heldFlow{}} }
 
 // add records the slots held in d's decisions and returns the flow's id,
 // or 0 when nothing is held.
@@ -59,7 +53,6 @@ func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
 	if f == nil {
 		return 0
 	}
-	id := t.next.Add(1)
 	t.mu.Lock()
 	if len(t.m) >= maxHeldFlows {
 		t.mu.Unlock()
@@ -67,6 +60,12 @@ func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
 			h.c.lim.Forget(now)
 		}
 		return 0
+	}
+	// Random, so that a client cannot end flows it did not start by
+	// counting from its own id.
+	id := rand.Uint64()
+	for id == 0 || t.m[id] != nil {
+		id = rand.Uint64()
 	}
 	t.m[id] = f
 	t.mu.Unlock()
