@@ -9,8 +9,16 @@
 //
 // Limits can change at any time (SetLimits), for example every circuit
 // tick: a changed limit applies to existing buckets at once, clamped to the
-// new capacity on their next use. Buckets idle for MaxIdle are dropped by
-// Sweep, which keeps memory bounded however many distinct keys arrive.
+// new capacity on their next use. Sweep drops the buckets unused for
+// MaxIdle that are full again (a full bucket and a missing one decide the
+// same), which keeps memory bounded without ever handing out tokens: a
+// bucket still inside its interval, or still refilling, is kept however
+// long it is idle. Only a limiter without a fill rate, whose buckets never
+// fill again, drops them MaxIdle after their last use.
+//
+// A cost (n) is a number of tokens ≥ 0. A negative or NaN cost is refused
+// without touching the bucket; waits are clamped to math.MaxInt64
+// ("never"), so no cost makes them overflow.
 //
 // A Limiter is safe for concurrent use. Buckets are spread over shards, each
 // with its own mutex; Take on an existing bucket does not allocate.
@@ -117,6 +125,7 @@ type shard struct {
 type bucket struct {
 	tokens float64
 	last   int64 // unix nanoseconds of the last refill
+	used   int64 // unix nanoseconds of the last Take or Return
 }
 
 // New returns a Limiter with no buckets.
@@ -161,15 +170,18 @@ func (l *Limiter) Return(now time.Time, key string, n float64) {
 	lim := l.limits.Load()
 	sh := &l.shards[maphash.String(l.seed, key)%numShards]
 	sh.mu.Lock()
-	if b := sh.buckets[key]; b != nil {
+	if b := sh.buckets[key]; b != nil && n > 0 {
 		refill(b, lim, now.UnixNano())
 		b.tokens = math.Min(b.tokens+n, lim.Capacity)
+		b.used = now.UnixNano()
 	}
 	sh.mu.Unlock()
 }
 
 func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 	lim := l.limits.Load()
+	bad := !(n >= 0) // negative or NaN: refused, the bucket untouched
+	take = take && !bad
 	t := now.UnixNano()
 	sh := &l.shards[maphash.String(l.seed, key)%numShards]
 	sh.mu.Lock()
@@ -185,10 +197,13 @@ func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 	}
 	refill(&b, lim, t)
 	res := Result{Limit: lim.Capacity}
-	if b.tokens >= n {
+	switch {
+	case bad:
+		res.Wait = waitNever
+	case b.tokens >= n:
 		res.Allowed = true
 		b.tokens -= n
-	} else {
+	default:
 		res.Wait = waitFor(n-b.tokens, lim)
 	}
 	res.Remaining = b.tokens
@@ -198,6 +213,7 @@ func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 			stored = new(bucket)
 			sh.buckets[key] = stored
 		}
+		b.used = t
 		*stored = b
 	}
 	sh.mu.Unlock()
@@ -222,33 +238,50 @@ func refill(b *bucket, lim *Limits, now int64) {
 	}
 }
 
-// waitFor is how long it takes to earn missing tokens; math.MaxInt64 when
-// they never come.
+// waitNever is the wait for tokens that never come.
+const waitNever = time.Duration(math.MaxInt64)
+
+// waitFor is how long it takes to earn missing tokens; waitNever (math.MaxInt64)
+// when they never come or the wait does not fit a time.Duration.
 func waitFor(missing float64, lim *Limits) time.Duration {
 	if missing <= 0 {
 		return 0
 	}
 	r := lim.rate()
-	if r <= 0 {
-		return time.Duration(math.MaxInt64)
+	if r <= 0 || !(missing < math.Inf(1)) { // NaN too
+		return waitNever
 	}
-	if !lim.Continuous {
-		intervals := math.Ceil(missing / lim.FillAmount)
-		return time.Duration(intervals) * lim.Interval
+	var ns float64
+	if lim.Continuous {
+		ns = math.Ceil(missing / r)
+	} else {
+		ns = math.Ceil(missing/lim.FillAmount) * float64(lim.Interval)
 	}
-	return time.Duration(math.Ceil(missing / r))
+	return clampDuration(ns)
 }
 
-// Sweep drops buckets untouched for MaxIdle and returns how many it
-// dropped. The agent calls it periodically.
+// clampDuration converts ns nanoseconds to a Duration, waitNever (math.MaxInt64)
+// when it does not fit (float64(math.MaxInt64) rounds up to 2^63).
+func clampDuration(ns float64) time.Duration {
+	if !(ns < float64(math.MaxInt64)) {
+		return waitNever
+	}
+	return time.Duration(ns)
+}
+
+// Sweep drops the buckets unused for MaxIdle that are full again at now
+// (or, without a fill rate, every bucket unused for MaxIdle) and returns
+// how many it dropped. The agent calls it periodically.
 func (l *Limiter) Sweep(now time.Time) int {
+	lim := l.limits.Load()
+	t := now.UnixNano()
 	cutoff := now.Add(-l.maxIdle).UnixNano()
 	dropped := 0
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		for k, b := range sh.buckets {
-			if b.last < cutoff {
+			if b.used < cutoff && refillsToFull(*b, lim, t) {
 				delete(sh.buckets, k)
 				dropped++
 			}
@@ -256,6 +289,19 @@ func (l *Limiter) Sweep(now time.Time) int {
 		sh.mu.Unlock()
 	}
 	return dropped
+}
+
+// refillsToFull reports whether b, refilled to now, is full, so that
+// dropping it (and starting a full bucket on the next use) hands out no
+// token. Without a fill rate a bucket never fills again: it counts as full
+// (dropped MaxIdle after its last use) so that a limiter set to 0 does not
+// keep every key forever.
+func refillsToFull(b bucket, lim *Limits, now int64) bool {
+	if lim.rate() <= 0 {
+		return true
+	}
+	refill(&b, lim, now)
+	return b.tokens >= lim.Capacity
 }
 
 // Len is the number of buckets held.

@@ -178,3 +178,104 @@ func BenchmarkTakeExistingBucket(b *testing.B) {
 		l.Take(now, "alice", 1)
 	}
 }
+
+// Sweeps must never hand out tokens: a bucket still inside its interval,
+// or not full again, is kept however long it has been idle (issue 14: a
+// daily quota of 10 admitted 120 a day across two-hourly sweeps).
+func TestSweepKeepsQuotasExact(t *testing.T) {
+	daily := Limits{Capacity: 10, FillAmount: 10, Interval: 24 * time.Hour}
+	for _, tc := range []struct {
+		name  string
+		lim   Limits
+		drain float64       // taken at t0, before the replay
+		every time.Duration // one ask of cost tokens this often, for a day
+		cost  float64
+		sweep time.Duration // Sweep this often
+		want  int           // asks admitted in the day
+	}{
+		{"daily quota, asks every 10m, hourly sweeps", daily, 0, 10 * time.Minute, 1, time.Hour, 10},
+		{"daily quota, asks every 5m, sweeps every 5m", daily, 0, 5 * time.Minute, 1, 5 * time.Minute, 10},
+		{"daily quota, asks every 3h, sweeps every minute", daily, 0, 3 * time.Hour, 2, time.Minute, 5},
+		// 100 tokens, 10 a day: a drained bucket idle for 3h holds 1.25.
+		{"slow continuous fill, drained, asks every 3h", Limits{Capacity: 100, FillAmount: 10, Interval: 24 * time.Hour, Continuous: true}, 100, 3 * time.Hour, 4, time.Minute, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New(Options{Limits: tc.lim, MaxIdle: 2 * time.Hour})
+			if tc.drain > 0 {
+				l.Take(t0, "user", tc.drain)
+			}
+			admitted := 0
+			for d := time.Duration(0); d < 24*time.Hour; d += time.Minute {
+				if d%tc.sweep == 0 {
+					l.Sweep(at(d))
+				}
+				if d%tc.every == 0 && l.Take(at(d), "user", tc.cost).Allowed {
+					admitted++
+				}
+			}
+			if admitted != tc.want {
+				t.Fatalf("admitted %d asks of %v in a day, want %d", admitted, tc.cost, tc.want)
+			}
+		})
+	}
+}
+
+// A bucket that is full again is the same as a missing one: idle ones are
+// dropped, so memory stays bounded.
+func TestSweepDropsFullIdleBuckets(t *testing.T) {
+	l := New(Options{Limits: Limits{Capacity: 10, FillAmount: 10, Interval: time.Hour}, MaxIdle: 2 * time.Hour})
+	l.Take(t0, "drained", 10)
+	l.Take(t0, "untouched", 0)
+	l.Take(at(90*time.Minute), "busy", 1) // refilled at 1h, used at 1h30
+	if n := l.Sweep(at(150 * time.Minute)); n != 2 {
+		t.Fatalf("swept %d, want 2 (drained at 0 and full since 1h; untouched)", n)
+	}
+	if n := l.Sweep(at(4 * time.Hour)); n != 1 {
+		t.Fatalf("swept %d, want 1 (busy, idle 2h30 and full again)", n)
+	}
+}
+
+// Without a fill rate a used bucket never fills again: it is kept for
+// MaxIdle after its last use only, so a limiter a circuit sets to 0 does
+// not keep every key forever.
+func TestSweepWithoutFillRate(t *testing.T) {
+	l := New(Options{Limits: Limits{Capacity: 5, FillAmount: 0, Interval: time.Second}, MaxIdle: time.Hour})
+	l.Take(t0, "k", 5)
+	l.Take(at(30*time.Minute), "k", 1) // refused, but a use
+	if n := l.Sweep(at(80 * time.Minute)); n != 0 {
+		t.Fatalf("swept %d within MaxIdle of the last use", n)
+	}
+	if n := l.Sweep(at(91 * time.Minute)); n != 1 {
+		t.Fatalf("swept %d after MaxIdle, want 1", n)
+	}
+}
+
+// Waits never overflow: a huge or non-finite cost waits "never"
+// (math.MaxInt64), not a negative duration.
+func TestWaitIsOverflowSafe(t *testing.T) {
+	never := time.Duration(math.MaxInt64)
+	for _, tc := range []struct {
+		name string
+		lim  Limits
+		n    float64
+		want time.Duration
+	}{
+		{"continuous, huge cost", Limits{Capacity: 10, FillAmount: 1, Interval: time.Second, Continuous: true}, 1e30, never},
+		{"continuous, slow fill", Limits{Capacity: 10, FillAmount: 1e-12, Interval: time.Hour, Continuous: true}, 11, never},
+		{"whole intervals, huge cost", Limits{Capacity: 10, FillAmount: 1, Interval: 24 * time.Hour}, 1e12, never},
+		{"infinite cost", Limits{Capacity: 10, FillAmount: 1, Interval: time.Second, Continuous: true}, math.Inf(1), never},
+		{"NaN cost", Limits{Capacity: 10, FillAmount: 1, Interval: time.Second, Continuous: true}, math.NaN(), never},
+		{"negative cost", Limits{Capacity: 10, FillAmount: 1, Interval: time.Second, Continuous: true}, -5, never},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := New(Options{Limits: tc.lim})
+			r := l.Take(t0, "k", tc.n)
+			if r.Allowed || r.Wait != tc.want || r.Reset < 0 {
+				t.Fatalf("take(%v) = %+v, want refused with wait %v", tc.n, r, tc.want)
+			}
+			if r := l.Take(t0, "k", 0); r.Remaining != tc.lim.Capacity {
+				t.Fatalf("after take(%v): remaining %v, want %v untouched", tc.n, r.Remaining, tc.lim.Capacity)
+			}
+		})
+	}
+}

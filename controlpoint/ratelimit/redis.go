@@ -206,8 +206,10 @@ type RedisLimiterOptions struct {
 	// holds (1/N for N agents). Default 1.
 	FallbackShare float64
 	// MaxIdle and DelayInitialFill are as in Options. A Redis bucket
-	// expires once it would be full again (a full bucket and a missing
-	// one are the same); with DelayInitialFill it lives at least MaxIdle.
+	// expires once it would be full again from empty, plus one interval
+	// (a full bucket and a missing one are the same), however long that
+	// is; without a fill rate after MaxIdle; with DelayInitialFill it
+	// lives at least MaxIdle.
 	MaxIdle          time.Duration
 	DelayInitialFill bool
 	// NumSync > 0 turns on lazy sync (token bucket only): decisions take
@@ -330,6 +332,9 @@ type RedisResult struct {
 // only by the local fallback and lazy sync's local share: Redis decides
 // on its own clock.
 func (l *RedisLimiter) Take(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	if r, bad := l.badCost(n); bad {
+		return r
+	}
 	if l.lazy != nil {
 		return RedisResult{Result: l.lazy.do(now, key, n, true)}
 	}
@@ -338,10 +343,23 @@ func (l *RedisLimiter) Take(ctx context.Context, now time.Time, key string, n fl
 
 // Peek reports what Take would answer without changing the bucket.
 func (l *RedisLimiter) Peek(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	if r, bad := l.badCost(n); bad {
+		return r
+	}
 	if l.lazy != nil {
 		return RedisResult{Result: l.lazy.do(now, key, n, false)}
 	}
 	return l.do(ctx, now, key, n, "p")
+}
+
+// badCost refuses, without asking Redis, a cost that is negative, NaN or
+// infinite: the scripts would add tokens for a negative one and cannot
+// read the others.
+func (l *RedisLimiter) badCost(n float64) (RedisResult, bool) {
+	if n >= 0 && !math.IsInf(n, 1) {
+		return RedisResult{}, false
+	}
+	return RedisResult{Result: Result{Limit: l.limits.Load().Capacity, Wait: waitNever}}, true
 }
 
 // Lazy reports whether the limiter syncs lazily.
@@ -497,16 +515,19 @@ func isNoScript(err error) bool {
 }
 
 // ttl is how long an untouched token bucket is kept: until it would be
-// full again, plus one interval.
+// full again from empty, plus one interval, so that its expiry never hands
+// out tokens (a full bucket and a missing one are the same). Without a fill
+// rate a bucket never fills again: it is kept MaxIdle. With
+// DelayInitialFill (a missing bucket is an empty one) at least MaxIdle.
 func (l *RedisLimiter) ttl(lim *Limits) time.Duration {
 	full := l.maxIdle
 	if lim.FillAmount > 0 && lim.Interval > 0 {
-		full = time.Duration(math.Ceil(lim.Capacity/lim.FillAmount)) * lim.Interval
-		if full < 0 || full > l.maxIdle && !l.delay {
-			full = l.maxIdle
-		}
+		full = clampDuration(math.Ceil(lim.Capacity/lim.FillAmount) * float64(lim.Interval))
 	}
-	ttl := full + lim.Interval
+	ttl := maxTTL
+	if full < maxTTL-lim.Interval {
+		ttl = full + lim.Interval
+	}
 	if l.delay && ttl < l.maxIdle {
 		ttl = l.maxIdle
 	}
@@ -515,6 +536,9 @@ func (l *RedisLimiter) ttl(lim *Limits) time.Duration {
 	}
 	return ttl
 }
+
+// maxTTL bounds a bucket's expiry, for PEXPIRE.
+const maxTTL = 100 * 365 * 24 * time.Hour
 
 // parseReply reads {allowed, tokens, wait_us, reset_us}.
 func parseReply(reply []any, lim *Limits) (Result, error) {
@@ -533,8 +557,8 @@ func parseReply(reply []any, lim *Limits) (Result, error) {
 }
 
 func micros(us int64) time.Duration {
-	if us < 0 {
-		return time.Duration(math.MaxInt64)
+	if us < 0 || us > math.MaxInt64/int64(time.Microsecond) {
+		return waitNever
 	}
 	return time.Duration(us) * time.Microsecond
 }

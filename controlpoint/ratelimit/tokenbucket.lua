@@ -41,8 +41,12 @@ if tokens > cap then tokens = cap end
 local function waitfor(missing)
   if missing <= 0 then return 0 end
   if fill <= 0 or interval <= 0 then return -1 end
-  if continuous then return math.ceil(missing * interval / fill) end
-  return math.ceil(missing / fill) * interval
+  local w
+  if continuous then w = math.ceil(missing * interval / fill)
+  else w = math.ceil(missing / fill) * interval end
+  -- Redis turns a number into an integer reply by a C cast: keep it in range.
+  if w ~= w or w > 9e15 then return -1 end
+  return w
 end
 
 local allowed = 0
