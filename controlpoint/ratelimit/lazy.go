@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,8 @@ type lazy struct {
 	numSync int
 	period  time.Duration // interval / numSync
 	id      string        // this agent in the bucket hashes
+
+	epochs atomic.Uint64 // numbers the local shares made, for the script
 
 	agentsMu sync.Mutex
 	agents   float64 // guarded by agentsMu: the agent count last seen, for new keys
@@ -60,9 +63,10 @@ type lazyBucket struct {
 	total  float64 // net tokens taken here since the bucket was made
 	ack    float64 // total as of the last sync Redis answered
 	state  int
-	due    int64 // wall clock when the next sync may start
-	used   int64 // caller clock of the last decision
-	fresh  bool  // no sync has answered yet
+	due    int64  // wall clock when the next sync may start
+	fresh  bool   // no sync has answered yet
+	epoch  string // this share among those made for the key: its total counts from 0
+	// bucket.used is the caller clock of the last decision.
 }
 
 func newLazy(l *RedisLimiter, numSync int, interval time.Duration) *lazy {
@@ -103,7 +107,7 @@ func (z *lazy) do(now time.Time, key string, n float64, take bool) Result {
 		// refill for the agent count this limiter last saw: the first
 		// decisions on a new key do not wait, and cannot take a whole
 		// bucket on each agent.
-		b = &lazyBucket{bucket: bucket{last: t}, wall: wall, agents: agents, fresh: true}
+		b = &lazyBucket{bucket: bucket{last: t}, wall: wall, agents: agents, fresh: true, epoch: strconv.FormatUint(z.epochs.Add(1), 10)}
 		if !z.l.delay {
 			b.tokens = math.Min(lim.Capacity, lim.FillAmount/float64(z.numSync)) / agents
 		}
@@ -193,7 +197,7 @@ func (z *lazy) sync(key string, b *lazyBucket) {
 	sh.mu.Unlock()
 
 	lim := z.l.limits.Load()
-	grant, agents, err := z.call(lim, key, total, ack)
+	grant, agents, err := z.call(lim, key, b.epoch, total, ack)
 	z.l.b.syncs.WithLabelValues(syncResult(err)).Inc()
 
 	wall := time.Now().UnixNano()
@@ -233,7 +237,7 @@ func syncResult(err error) string {
 
 // call runs the lazy-sync script: it returns this agent's new share and
 // the number of agents sharing the bucket.
-func (z *lazy) call(lim *Limits, key string, total, ack float64) (grant, agents float64, err error) {
+func (z *lazy) call(lim *Limits, key, epoch string, total, ack float64) (grant, agents float64, err error) {
 	l := z.l
 	cont, delay := "0", "0"
 	if lim.Continuous {
@@ -246,7 +250,7 @@ func (z *lazy) call(lim *Limits, key string, total, ack float64) (grant, agents 
 	// one missed sync does not change every other agent's share.
 	active := 3 * z.period
 	args := []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, z.id, total, ack,
-		l.ttl(lim).Milliseconds(), delay, active.Microseconds()}
+		l.ttl(lim).Milliseconds(), delay, active.Microseconds(), epoch}
 	reply, err := l.eval(context.Background(), l.script, []string{l.Key(key)}, args)
 	if err != nil {
 		return 0, 0, err

@@ -72,8 +72,8 @@ func TestLazySyncChargesAndShares(t *testing.T) {
 	count(a.Take(ctx, time.Now(), "k", 1)) // due: syncs
 	eventually(t, "the first agent's share to shrink", func() bool { return !a.Peek(ctx, time.Now(), "k", 40).Allowed })
 	n, err := c.HLen(ctx, a.Key("k")).Result()
-	if err != nil || n != 2+3*2 {
-		t.Errorf("hash has %d fields (%v), want t, l and c/s/g for two agents", n, err)
+	if err != nil || n != 2+4*2 {
+		t.Errorf("hash has %d fields (%v), want t, l and c/s/g/e for two agents", n, err)
 	}
 	// Every token taken is charged exactly once.
 	time.Sleep(110 * time.Millisecond)
@@ -108,4 +108,42 @@ func TestLazySyncWithoutRedis(t *testing.T) {
 	eventually(t, "failed syncs counted", func() bool {
 		return testutil.ToFloat64(b.syncs.WithLabelValues("error"))+testutil.ToFloat64(b.syncs.WithLabelValues("timeout")) > 0
 	})
+}
+
+// A local share swept after MaxIdle and made again starts its running
+// total at 0: Redis must not read the drop as tokens given back (issue
+// 14, quotas exact across sweeps).
+func TestLazySweptShareIsNotRefunded(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// 10 tokens, refill negligible while the test runs; syncs every 100ms.
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:2", Limits: Limits{Capacity: 10, FillAmount: 0.001, Interval: 400 * time.Millisecond, Continuous: true}, Timeout: testTimeout, NumSync: 4, MaxIdle: time.Millisecond})
+	ctx := context.Background()
+	tokens := func() float64 {
+		v, err := c.HGet(ctx, l.Key("k"), "t").Float64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	l.Take(ctx, time.Now(), "k", 1) // refused (no starting share); the first sync grants the whole bucket
+	eventually(t, "the first sync", func() bool { return l.Peek(ctx, time.Now(), "k", 10).Allowed })
+	for range 10 {
+		l.Take(ctx, time.Now(), "k", 1)
+	}
+	eventually(t, "the takes charged to Redis", func() bool { return near(tokens(), 0, 0.1) })
+	time.Sleep(110 * time.Millisecond) // the last sync answered, the share idle
+	if n := l.SweepLazy(time.Now()); n != 1 {
+		t.Fatalf("swept %d shares, want 1", n)
+	}
+	l.Take(ctx, time.Now(), "k", 1) // a new share: syncs at once
+	eventually(t, "the new share's sync", func() bool { return l.LazyLen() == 1 && l.Peek(ctx, time.Now(), "k", 0).Remaining >= 0 })
+	time.Sleep(50 * time.Millisecond)
+	if got := tokens(); got > 0.1 {
+		t.Fatalf("Redis holds %v tokens after the share was swept and made again, want 0", got)
+	}
+	if r := l.Peek(ctx, time.Now(), "k", 1); r.Allowed {
+		t.Fatalf("a drained bucket admits after a sweep: %+v", r)
+	}
 }

@@ -2,20 +2,22 @@
 -- token bucket. The hash holds the bucket (t = tokens, may be negative:
 -- a debt of tokens agents took before they learnt the bucket was empty;
 -- l = last refill in microseconds of Redis time) and, per agent id, the
--- net tokens it has taken in all (c:ID), when it last synced (s:ID) and
--- the share it was granted then (g:ID).
+-- net tokens it has taken in all (c:ID), when it last synced (s:ID), the
+-- share it was granted then (g:ID) and the epoch of its local share (e:ID).
 --
 -- The agent sends its running total, not a delta: the script charges
 -- the difference from the total it stored, so a sync whose reply was
 -- lost is never charged twice. When the agent's fields are gone (the
 -- agent was idle, or the key expired) the total Redis last acknowledged
--- to the agent (ack) is the base.
+-- to the agent (ack) is the base. So is it when the epoch differs: the
+-- agent dropped its idle local share (whose takes were all acknowledged)
+-- and counts a new one from 0, which must not read as tokens given back.
 --
 -- KEYS[1] the bucket
 -- ARGV    capacity, fill_amount, interval_us, continuous (0|1), agent id,
 --         total taken, acknowledged total, ttl_ms, delay_initial_fill (0|1),
 --         active_us (an agent that has not synced for this long is no
---         longer counted)
+--         longer counted), epoch of the local share
 -- returns {this agent's share (string), agents sharing the bucket,
 --          tokens left in the bucket (string)}
 local key = KEYS[1]
@@ -28,11 +30,12 @@ local total = tonumber(ARGV[6])
 local ack = tonumber(ARGV[7])
 local ttl = tonumber(ARGV[8])
 local active = tonumber(ARGV[10])
+local epoch = ARGV[11]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
-local h = redis.call('HMGET', key, 't', 'l', 'c:' .. id)
+local h = redis.call('HMGET', key, 't', 'l', 'c:' .. id, 'e:' .. id)
 local tokens, last = tonumber(h[1]), tonumber(h[2])
 if tokens == nil or last == nil then
   tokens, last = cap, now
@@ -51,7 +54,8 @@ if elapsed > 0 and interval > 0 then
 end
 if tokens > cap then tokens = cap end
 
-local base = tonumber(h[3]) or ack
+local base = ack
+if h[4] == epoch then base = tonumber(h[3]) or ack end
 tokens = tokens - (total - base)
 if tokens > cap then tokens = cap end
 if tokens < -cap then tokens = -cap end
@@ -68,7 +72,7 @@ for i = 1, #all, 2 do
         agents = agents + 1
         others[#others + 1] = {a, tonumber(all[i + 1])}
       else
-        redis.call('HDEL', key, f, 'c:' .. a, 'g:' .. a)
+        redis.call('HDEL', key, f, 'c:' .. a, 'g:' .. a, 'e:' .. a)
       end
     end
   end
@@ -86,6 +90,6 @@ end
 local grant = math.max(0, tokens - reserved) / agents
 if grant > cap / agents then grant = cap / agents end
 
-redis.call('HSET', key, 't', tokens, 'l', last, 'c:' .. id, total, 's:' .. id, now, 'g:' .. id, grant)
+redis.call('HSET', key, 't', tokens, 'l', last, 'c:' .. id, total, 's:' .. id, now, 'g:' .. id, grant, 'e:' .. id, epoch)
 redis.call('PEXPIRE', key, ttl)
 return {tostring(grant), agents, tostring(tokens)}
