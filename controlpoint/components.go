@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -216,15 +217,38 @@ func (r *rateLimiter) setInput(port string, v float64) error {
 	return nil
 }
 
+// cost is what a flow takes from the bucket: the value of its
+// tokens_label_key label when that is a finite number above 0, else the
+// request's tokens. A value ≤ 0 would let a client through for free, so it
+// costs the default like NaN, ±Inf and unparsable ones. A value the
+// request's W3C baggage carries for that key is never a cost: any client
+// writes its baggage, and baggage fills in a label the caller of Check (the
+// gateway, the SDK) or a classifier did not set. Header labels
+// (http.request.header.*) are the client's too: a policy that names one
+// trusts its clients to state their cost.
 func (r *rateLimiter) cost(labels map[string]string, tokens float64) float64 {
 	if k := r.spec.RequestParameters.TokensLabelKey; k != "" {
-		if v, ok := labels[k]; ok {
-			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
+		if v, ok := labels[k]; ok && !fromBaggage(labels, k, v) {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && !math.IsInf(f, 1) {
 				return f
 			}
 		}
 	}
 	return tokens
+}
+
+// fromBaggage reports whether labels[k] == v may have come from the
+// request's baggage header, which HTTPLabels adds under keys nothing else
+// set.
+func fromBaggage(labels map[string]string, k, v string) bool {
+	b, ok := labels[baggageLabel]
+	if !ok || !strings.Contains(b, k) {
+		return false
+	}
+	members := make(map[string]string, 1)
+	ParseBaggage(b, members)
+	bv, ok := members[k]
+	return ok && bv == v
 }
 
 // key is the flow's bucket: "" when the limiter has no key, UnknownKey
