@@ -77,9 +77,21 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.httpError(w, "", http.StatusUnsupportedMediaType, codes.InvalidArgument, fmt.Sprintf("unsupported Content-Type %q; want application/x-protobuf or application/json", ct))
 		return
 	}
+	if req.ContentLength > MaxRequestBytes {
+		// Refused before reading any of it; the connection is closed
+		// rather than drained.
+		w.Header().Set("Connection", "close")
+		r.httpError(w, ct, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, errTooLarge.Error())
+		return
+	}
 	body, err := readBody(w, req)
 	if err != nil {
-		r.httpError(w, ct, http.StatusBadRequest, codes.InvalidArgument, err.Error())
+		code, grpcCode := http.StatusBadRequest, codes.InvalidArgument
+		if errors.Is(err, errTooLarge) {
+			code, grpcCode = http.StatusRequestEntityTooLarge, codes.ResourceExhausted
+			w.Header().Set("Connection", "close")
+		}
+		r.httpError(w, ct, code, grpcCode, err.Error())
 		return
 	}
 	if !isJSON {
@@ -104,6 +116,10 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	writeMessage(w, ct, http.StatusOK, r.export(&msg))
 }
 
+var errTooLarge = errors.New("body larger than 16 MiB")
+
+// readBody reads the body, at most MaxRequestBytes before and after gzip
+// (errTooLarge beyond). How long it may take is the server's ReadTimeout.
 func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 	var rd io.Reader = http.MaxBytesReader(w, req.Body, MaxRequestBytes)
 	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
@@ -119,11 +135,15 @@ func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 		return nil, fmt.Errorf("unsupported Content-Encoding %q", enc)
 	}
 	body, err := io.ReadAll(rd)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, errTooLarge
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read body: %w", err)
 	}
 	if len(body) > MaxRequestBytes {
-		return nil, errors.New("body larger than 16 MiB")
+		return nil, errTooLarge
 	}
 	return body, nil
 }

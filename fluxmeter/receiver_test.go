@@ -274,3 +274,31 @@ func FuzzReceiverHTTP(f *testing.F) {
 		}
 	})
 }
+
+// A body over MaxRequestBytes, announced, streamed without a length, or
+// inflated from gzip, is refused with 413 (issue 14).
+func TestHTTPOversizeBodyIs413(t *testing.T) {
+	r, _ := newReceiver(t)
+	big := bytes.Repeat([]byte{0}, MaxRequestBytes+1)
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	_, _ = zw.Write(big)
+	_ = zw.Close()
+
+	announced := httptest.NewRequest(http.MethodPost, "/v1/traces", strings.NewReader("x"))
+	announced.ContentLength = 64 << 20
+	announced.Header.Set("Content-Type", "application/x-protobuf")
+	streamed := httptest.NewRequest(http.MethodPost, "/v1/traces", io.MultiReader(bytes.NewReader(big)))
+	streamed.ContentLength = -1
+	streamed.Header.Set("Content-Type", "application/x-protobuf")
+	inflated := httptest.NewRequest(http.MethodPost, "/v1/traces", bytes.NewReader(zipped.Bytes()))
+	inflated.Header.Set("Content-Type", "application/x-protobuf")
+	inflated.Header.Set("Content-Encoding", "gzip")
+	for name, req := range map[string]*http.Request{"announced": announced, "streamed": streamed, "gzip": inflated} {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s: status %d, want 413 (%s)", name, w.Code, w.Body.String())
+		}
+	}
+}
