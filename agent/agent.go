@@ -159,12 +159,12 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.otlp = recv
-	a.otlpGRPC = grpc.NewServer(recv.GRPCServerOptions()...)
+	a.otlpGRPC = grpc.NewServer(append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	a.grpc = grpc.NewServer()
+	a.grpc = grpc.NewServer(grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
 
 	a.health.Register("policy_store", true, a.store.Health)
@@ -303,6 +303,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Metrics.Enabled {
 		lns[ListenerMetrics] = a.cfg.Metrics.Port
 	}
+	a.raiseOpenFilesLimit()
+	limit := a.connectionCap(len(lns))
 	bound := make(map[string]net.Listener, len(lns))
 	for _, name := range []string{ListenerHTTP, ListenerGRPC, ListenerMetrics, ListenerOTLPGRPC, ListenerOTLPHTTP} {
 		port, ok := lns[name]
@@ -316,7 +318,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			}
 			return fmt.Errorf("agent: %s listener: %w", name, err)
 		}
-		bound[name] = ln
+		bound[name] = newLimitListener(ln, limit)
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -327,18 +329,18 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.mu.Unlock()
 
-	a.httpSrv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+	a.httpSrv = a.httpServer(a.mux)
 	a.serve(ListenerHTTP, bound[ListenerHTTP], a.httpSrv.Serve)
 	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
 	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
 	otlpMux := http.NewServeMux()
 	otlpMux.Handle("/v1/traces", a.otlp)
-	a.otlpHTTP = &http.Server{Handler: otlpMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+	a.otlpHTTP = a.httpServer(otlpMux)
 	a.serve(ListenerOTLPHTTP, bound[ListenerOTLPHTTP], a.otlpHTTP.Serve)
 	if ln := bound[ListenerMetrics]; ln != nil {
 		mux := http.NewServeMux()
 		mux.Handle(a.cfg.Metrics.Path, metricsHandler(a.registry, a.registry))
-		a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn)}
+		a.metrics = a.httpServer(mux)
 		a.serve(ListenerMetrics, ln, a.metrics.Serve)
 	}
 	a.wg.Add(3)

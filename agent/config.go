@@ -51,6 +51,12 @@ type ServerConfig struct {
 	Host     string `yaml:"host" desc:"Address every listener binds to (HTTP API, gRPC, metrics, OTLP); 0.0.0.0 or :: means every interface."`
 	HTTPPort int    `yaml:"http_port" validate:"port" desc:"Port of the HTTP API (check, explain, policies, health)."`
 	GRPCPort int    `yaml:"grpc_port" validate:"port" desc:"Port of the gRPC services (flow control Check, Envoy ext_authz, health)."`
+	// Connection limits of every listener (conns.go); 0 or less means
+	// the default.
+	ReadTimeout    time.Duration `yaml:"read_timeout" desc:"Longest time an HTTP client (API, metrics, OTLP) may take to send a whole request, body included; the default lets a 16 MiB OTLP body arrive at about 2.2 Mbit/s."`
+	WriteTimeout   time.Duration `yaml:"write_timeout" desc:"Longest time an HTTP request may take from the end of its headers to the end of its answer."`
+	IdleTimeout    time.Duration `yaml:"idle_timeout" desc:"A keep-alive HTTP connection or a gRPC connection idle this long is closed."`
+	MaxConnections int           `yaml:"max_connections" desc:"Most connections each listener holds at a time; more clients wait until one closes. Lowered at start to fit the open-files limit."`
 }
 
 // MetricsConfig is the Prometheus scrape endpoint.
@@ -102,7 +108,8 @@ type RedisConfig struct {
 // the file nor the environment sets.
 func DefaultConfig() Config {
 	return Config{
-		Server:     ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081},
+		Server: ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081,
+			ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxConnections: 4096},
 		Metrics:    MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics"},
 		OTLP:       OTLPConfig{GRPCPort: 4317, HTTPPort: 4318},
 		Policies:   PoliciesConfig{Dir: "./policies"},

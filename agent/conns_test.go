@@ -1,0 +1,138 @@
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+)
+
+// connsConfig is testConfig with short connection timeouts and a small
+// connection cap per listener.
+func connsConfig(t *testing.T) Config {
+	cfg := testConfig(t.TempDir())
+	cfg.Server.ReadTimeout = 300 * time.Millisecond
+	cfg.Server.WriteTimeout = time.Second
+	cfg.Server.IdleTimeout = 300 * time.Millisecond
+	cfg.Server.MaxConnections = 8
+	return cfg
+}
+
+// closedWithin reports whether the server closes c within d.
+func closedWithin(t *testing.T, c net.Conn, d time.Duration) bool {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// A client that sends headers and then stalls its body (slow loris) is
+// disconnected after server.read_timeout, on every HTTP port.
+func TestStalledBodyIsDisconnected(t *testing.T) {
+	a := startAgent(t, connsConfig(t))
+	for _, name := range []string{ListenerHTTP, ListenerOTLPHTTP} {
+		c, err := net.Dial("tcp", a.Addr(name).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		fmt.Fprintf(c, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\nabc")
+		if !closedWithin(t, c, 3*time.Second) {
+			t.Errorf("%s: a stalled body is still connected after 3s (read_timeout 300ms)", name)
+		}
+	}
+}
+
+// A keep-alive connection left idle is closed after server.idle_timeout.
+func TestIdleConnectionIsClosed(t *testing.T) {
+	a := startAgent(t, connsConfig(t))
+	for _, name := range []string{ListenerHTTP, ListenerMetrics} {
+		c, err := net.Dial("tcp", a.Addr(name).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = c.Close() }()
+		fmt.Fprintf(c, "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if !closedWithin(t, c, 3*time.Second) {
+			t.Errorf("%s: an idle keep-alive connection is still open after 3s (idle_timeout 300ms)", name)
+		}
+	}
+}
+
+// With more stalled connections than the cap on the API and OTLP ports,
+// health and metrics still answer: metrics at once (their own listener),
+// the API port as soon as read_timeout frees a slot.
+func TestHealthAnswersWithStalledConnections(t *testing.T) {
+	a := startAgent(t, connsConfig(t))
+	for _, name := range []string{ListenerHTTP, ListenerOTLPHTTP} {
+		for range 40 {
+			c, err := net.Dial("tcp", a.Addr(name).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			fmt.Fprintf(c, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+		}
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, url := range []string{
+		"http://" + a.Addr(ListenerMetrics).String() + "/metrics",
+		a.testURL("/livez"),
+		a.testURL("/v1/monitoring/health"),
+	} {
+		start := time.Now()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("%s with 80 stalled connections: %v", url, err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d", url, resp.StatusCode)
+		}
+		t.Logf("%s answered in %v", url, time.Since(start))
+	}
+}
+
+// An OTLP body announced above 16 MiB is refused with 413 before any of
+// it is read.
+func TestOversizeOTLPBodyRefusedAtOnce(t *testing.T) {
+	a := startAgent(t, connsConfig(t))
+	c, err := net.Dial("tcp", a.Addr(ListenerOTLPHTTP).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	fmt.Fprintf(c, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n", 64<<20)
+	_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond)) // under read_timeout
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", resp.StatusCode)
+	}
+}
+
+// The soft file-descriptor limit is raised to the hard one at start.
+func TestOpenFilesLimitRaised(t *testing.T) {
+	soft, hard, ok := openFilesLimit()
+	if !ok {
+		t.Skip("no RLIMIT_NOFILE on " + os.Getenv("GOOS"))
+	}
+	startAgent(t, connsConfig(t))
+	if soft2, _, _ := openFilesLimit(); soft2 != hard {
+		t.Fatalf("soft limit %d after start (was %d), want the hard limit %d", soft2, soft, hard)
+	}
+}
