@@ -57,6 +57,7 @@ type canaryState struct {
 
 	weightGauge prometheus.Gauge
 	verdictVec  *prometheus.GaugeVec // nil when not judged
+	groups      [2]groupSeries       // analysis series: primary, canary
 
 	mu         sync.Mutex
 	configured int                        // guarded by mu
@@ -68,10 +69,34 @@ type canaryState struct {
 	next       int                        // next ring slot; guarded by mu
 }
 
+// Canary analysis groups and outcomes, the values of the group and
+// outcome labels of fluxgate_canary_requests_total.
+const (
+	GroupPrimary = "primary"
+	GroupCanary  = "canary"
+	OutcomeOK    = "ok"
+	OutcomeError = "error" // 5xx, or no answer from the target
+)
+
+// groupSeries are one group's analysis series. They exist, at 0, from
+// the moment the route has a canary, so that a rate over a window counts
+// the first request (and the first error) too.
+type groupSeries struct {
+	ok, failed prometheus.Counter
+	duration   prometheus.Observer
+}
+
 func newCanaryState(route string, logger *slog.Logger, m *metrics) *canaryState {
 	c := &canaryState{
 		route: route, logger: logger, signal: -1, verdict: VerdictNoData,
 		weightGauge: m.canaryWeight.WithLabelValues(route),
+	}
+	for i, g := range []string{GroupPrimary, GroupCanary} {
+		c.groups[i] = groupSeries{
+			ok:       m.canaryRequests.WithLabelValues(route, g, OutcomeOK),
+			failed:   m.canaryRequests.WithLabelValues(route, g, OutcomeError),
+			duration: m.canaryDuration.WithLabelValues(route, g),
+		}
 	}
 	return c
 }
@@ -164,8 +189,23 @@ func (c *canaryState) resetLocked() {
 	c.samples, c.next = c.samples[:0], 0
 }
 
-// observe records a request the canary served.
-func (c *canaryState) observe(now time.Time, latency time.Duration, failed bool) {
+// observe records a request the route's primary group, or its canary
+// (canary true), served: in the analysis series of its group, and for the
+// canary among the samples judged.
+func (c *canaryState) observe(now time.Time, latency time.Duration, failed, canary bool) {
+	g := &c.groups[0]
+	if canary {
+		g = &c.groups[1]
+	}
+	if failed {
+		g.failed.Inc()
+	} else {
+		g.ok.Inc()
+	}
+	g.duration.Observe(latency.Seconds())
+	if !canary {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.metrics == nil {

@@ -18,8 +18,10 @@ type metrics struct {
 	health      *prometheus.GaugeVec     // upstream, upstream_host
 	weight      *prometheus.GaugeVec     // upstream, upstream_host
 
-	canaryWeight  *prometheus.GaugeVec // route_id
-	canaryVerdict *prometheus.GaugeVec // route_id, verdict
+	canaryWeight   *prometheus.GaugeVec     // route_id
+	canaryVerdict  *prometheus.GaugeVec     // route_id, verdict
+	canaryRequests *prometheus.CounterVec   // route_id, group, outcome
+	canaryDuration *prometheus.HistogramVec // route_id, group
 }
 
 // durationBuckets run from 5 ms to 2 s.
@@ -60,12 +62,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fluxgate_canary_verdict",
 			Help: "The canary's current verdict on its metrics: 1 for the current one of pass, fail, no_data.",
 		}, []string{"route_id", "verdict"}),
+		canaryRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxgate_canary_requests_total",
+			Help: "Requests of a route with a canary that reached an upstream group, by group (primary, canary) and outcome (ok, error: 5xx or failed); what canary analysis reads.",
+		}, []string{"route_id", "group", "outcome"}),
+		canaryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fluxgate_canary_request_duration_seconds",
+			Help:    "Latency of the requests counted in fluxgate_canary_requests_total, by group (primary, canary).",
+			Buckets: durationBuckets,
+		}, []string{"route_id", "group"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.canaryWeight, m.canaryVerdict} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)
@@ -101,6 +112,8 @@ func (m *metrics) forgetRoute(id string) {
 func (m *metrics) forgetCanary(route string) {
 	m.canaryWeight.DeleteLabelValues(route)
 	m.canaryVerdict.DeletePartialMatch(prometheus.Labels{"route_id": route})
+	m.canaryRequests.DeletePartialMatch(prometheus.Labels{"route_id": route})
+	m.canaryDuration.DeletePartialMatch(prometheus.Labels{"route_id": route})
 }
 
 // routeSeries holds one route's request series by method, upstream host

@@ -106,11 +106,12 @@ func (u *upstream) enter(rs responder) (breaker.Permit, bool) {
 }
 
 // leave records the outcome of a request that entered u at start with
-// the canary judge and the breaker. gone: the client left before an
-// answer, which says nothing about the upstream.
+// the canary analysis (both groups of a route with a canary) and the
+// breaker. gone: the client left before an answer, which says nothing
+// about the upstream.
 func (u *upstream) leave(rt *route, permit breaker.Permit, start time.Time, gone, failed bool) {
-	if u == rt.canary && !gone {
-		rt.cs.observe(time.Now(), time.Since(start), failed)
+	if rt.cs != nil && !gone {
+		rt.cs.observe(time.Now(), time.Since(start), failed, u == rt.canary)
 	}
 	if u.breaker != nil {
 		o := breaker.Success
