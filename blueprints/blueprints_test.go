@@ -213,7 +213,14 @@ func TestBadValues(t *testing.T) {
 		{"availability-slo", "policy_name: s\nobjective: 90\nflux_meter: {name: m, selectors: [{control_point: ingress}]}\nrunbook_url: https://r\n",
 			[]string{`values.yaml:2:12: objective 90% leaves an error budget of 10%`}},
 		{"canary-rollout", "policy_name: c\nroute_id: r\nsteps: [10, 5]\nrollback: {enabled: true}\n",
-			[]string{`values.yaml:3:13: steps must be percentages`, `values.yaml:4:11: rollback needs query_string or flux_meter.name`}},
+			[]string{`values.yaml:4:1: unknown field "rollback"`}},
+		{"canary-rollout", "policy_name: c\nsteps: [10, 5]\nstep_interval: 2s\nanalysis: {interval: 3s, window: 2s, min_samples: 0, max_error_rate: 1, max_latency_ratio: 0.5}\n",
+			[]string{`values.yaml:1:1: route_id is required`, `values.yaml:2:13: steps must be percentages within (0, 100], strictly increasing; step 1 is 5`,
+				`values.yaml:3:16: step_interval must be at least analysis.interval (3s), so that every step is analysed, got 2s`,
+				`values.yaml:4:34: analysis.window must be at least analysis.interval (3s)`, `values.yaml:4:51: analysis.min_samples must be at least 1, got 0`,
+				`values.yaml:4:70: analysis.max_error_rate must be within [0, 1), got 1`, `values.yaml:4:92: analysis.max_latency_ratio is the canary's mean latency over the primary's: 0 (not judged) or at least 1, got 0.5`}},
+		{"canary-rollout", "policy_name: c\nroute_id: r\nevaluation_interval: 2s\nanalysis: {interval: 1s}\n",
+			[]string{`values.yaml:4:22: analysis.interval must be at least evaluation_interval (2s), got 1s`}},
 		{"adaptive-load-balancing", "policy_name: a\nupstream: u\ntargets: [{address: nohost}]\nbaseline_latency_ms: 50\nmin_weight: 5\nmax_weight: 5\n",
 			[]string{`values.yaml:3:21: address must be host:port`, `values.yaml:6:13: weights need 0 <= min_weight < max_weight`}},
 	} {
@@ -235,6 +242,27 @@ func TestBadValues(t *testing.T) {
 			if !strings.HasPrefix(e.Error(), tc.want[i]) {
 				t.Errorf("%s: error %d = %q, want prefix %q", tc.blueprint, i, e.Error(), tc.want[i])
 			}
+		}
+	}
+}
+
+// TestCanaryRolloutLatency: with max_latency_ratio the analysis also
+// reads the canary's mean latency over the primary's, and a latency breach
+// rolls back as an error breach does; analysis.for delays both.
+func TestCanaryRolloutLatency(t *testing.T) {
+	b, _ := Lookup("canary-rollout")
+	out, err := b.Generate("values.yaml", []byte("policy_name: c\nroute_id: r\nanalysis: {max_latency_ratio: 1.5, for: 10s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(fileOf(t, out, "c.yaml"))
+	for _, want := range []string{
+		`fluxgate_canary_request_duration_seconds_sum{route_id=\"r\",group=\"canary\"}[30s]`,
+		`fluxgate_canary_request_duration_seconds_count{route_id=\"r\",group=\"primary\"}[30s]`,
+		"signal_name: LATENCY_RATIO", "{signal_name: LATENCY_BREACH}, {signal_name: GATEWAY_FAIL}", "true_for: 10s",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("generated policy lacks %q:\n%s", want, src)
 		}
 	}
 }

@@ -25,26 +25,23 @@ type canaryRollout struct {
 	RouteID            string         `yaml:"route_id"`
 	Steps              []float64      `yaml:"steps"`
 	StepInterval       time.Duration  `yaml:"step_interval"`
-	Rollback           canaryRollback `yaml:"rollback"`
+	Analysis           canaryAnalysis `yaml:"analysis"`
 	Alerts             canaryAlerts   `yaml:"alerts"`
 }
 
-// canaryRollback halts the rollout and rolls the canary back on its error
-// ratio.
-type canaryRollback struct {
-	Enabled            bool            `yaml:"enabled"`
-	FluxMeter          canaryFluxMeter `yaml:"flux_meter"`
-	QueryString        string          `yaml:"query_string"`
-	Window             time.Duration   `yaml:"window"`
-	EvaluationInterval time.Duration   `yaml:"evaluation_interval"`
-	MaxErrorRate       float64         `yaml:"max_error_rate"`
-	For                time.Duration   `yaml:"for"`
-}
-
-// canaryFluxMeter is the optional flux meter over the canary's flows.
-type canaryFluxMeter struct {
-	Name      string              `yaml:"name"`
-	Selectors []policies.Selector `yaml:"selectors"`
+// canaryAnalysis judges the canary from the gateway's analysis series of
+// the route (fluxgate_canary_requests_total and
+// fluxgate_canary_request_duration_seconds): every interval, over the last
+// window, pass (advance), no data (hold) or breach (roll back to 0).
+type canaryAnalysis struct {
+	Enabled         bool          `yaml:"enabled"`
+	Interval        time.Duration `yaml:"interval"`
+	Window          time.Duration `yaml:"window"`
+	MinSamples      int           `yaml:"min_samples"`
+	MaxErrorRate    float64       `yaml:"max_error_rate"`
+	MaxLatencyRatio float64       `yaml:"max_latency_ratio"`
+	For             time.Duration `yaml:"for"`
+	QueryString     string        `yaml:"query_string"`
 }
 
 // canaryAlerts configure the generated alert rules.
@@ -53,20 +50,30 @@ type canaryAlerts struct {
 	Severity string        `yaml:"severity"`
 }
 
+// Defaults of the canary analysis. With 50 samples in 30s the canary must
+// get at least 1.7 requests/s to be judged; at 50 % errors the ratio over
+// 30s passes 5 % about 3s after the breach, so the rollback lands within
+// two 5s intervals (one scrape, one query).
+const (
+	defaultCanaryInterval   = 5 * time.Second
+	defaultCanaryWindow     = 30 * time.Second
+	defaultCanaryMinSamples = 50
+)
+
 func defaultCanaryRollout() *canaryRollout {
 	return &canaryRollout{
 		Namespace:          policies.DefaultNamespace,
 		EvaluationInterval: policies.DefaultEvaluationInterval,
 		Steps:              []float64{5, 10, 25, 50, 100},
 		StepInterval:       5 * time.Minute,
-		Rollback: canaryRollback{
-			Enabled:            true,
-			Window:             time.Minute,
-			EvaluationInterval: 10 * time.Second,
-			MaxErrorRate:       0.05,
-			For:                30 * time.Second,
+		Analysis: canaryAnalysis{
+			Enabled:      true,
+			Interval:     defaultCanaryInterval,
+			Window:       defaultCanaryWindow,
+			MinSamples:   defaultCanaryMinSamples,
+			MaxErrorRate: 0.05,
 		},
-		Alerts: canaryAlerts{For: time.Minute, Severity: "ticket"},
+		Alerts: canaryAlerts{For: 10 * time.Minute, Severity: "ticket"},
 	}
 }
 
@@ -90,25 +97,27 @@ func (v *canaryRollout) check(c *checker) {
 	if v.StepInterval < 2*v.EvaluationInterval {
 		c.errorf("step_interval", "step_interval must be at least twice evaluation_interval (%s), got %s", v.EvaluationInterval, v.StepInterval)
 	}
-	if r := v.Rollback; r.Enabled {
-		if r.QueryString == "" && r.FluxMeter.Name == "" {
-			c.errorf("rollback", "rollback needs query_string or flux_meter.name when rollback.enabled is true")
+	if a := v.Analysis; a.Enabled {
+		if a.Interval < v.EvaluationInterval {
+			c.errorf("analysis.interval", "analysis.interval must be at least evaluation_interval (%s), got %s", v.EvaluationInterval, a.Interval)
 		}
-		if r.FluxMeter.Name != "" {
-			c.checkName("rollback.flux_meter.name", "rollback.flux_meter.name", r.FluxMeter.Name)
-			c.checkSelectors("rollback.flux_meter.selectors", r.FluxMeter.Selectors)
+		if v.StepInterval < a.Interval {
+			c.errorf("step_interval", "step_interval must be at least analysis.interval (%s), so that every step is analysed, got %s", a.Interval, v.StepInterval)
 		}
-		if r.Window <= 0 {
-			c.errorf("rollback.window", "rollback.window must be positive, got %s", r.Window)
+		if a.Window < a.Interval {
+			c.errorf("analysis.window", "analysis.window must be at least analysis.interval (%s), or requests between two analyses go unjudged; got %s", a.Interval, a.Window)
 		}
-		if r.EvaluationInterval < v.EvaluationInterval {
-			c.errorf("rollback.evaluation_interval", "rollback.evaluation_interval must be at least evaluation_interval (%s), got %s", v.EvaluationInterval, r.EvaluationInterval)
+		if a.MinSamples < 1 {
+			c.errorf("analysis.min_samples", "analysis.min_samples must be at least 1, got %d", a.MinSamples)
 		}
-		if !(r.MaxErrorRate > 0 && r.MaxErrorRate < 1) {
-			c.errorf("rollback.max_error_rate", "rollback.max_error_rate must be within (0, 1), got %v", r.MaxErrorRate)
+		if !(a.MaxErrorRate >= 0 && a.MaxErrorRate < 1) {
+			c.errorf("analysis.max_error_rate", "analysis.max_error_rate must be within [0, 1), got %v", a.MaxErrorRate)
 		}
-		if r.For < 0 {
-			c.errorf("rollback.for", "rollback.for must not be negative, got %s", r.For)
+		if !(a.MaxLatencyRatio == 0 || a.MaxLatencyRatio >= 1) {
+			c.errorf("analysis.max_latency_ratio", "analysis.max_latency_ratio is the canary's mean latency over the primary's: 0 (not judged) or at least 1, got %v", a.MaxLatencyRatio)
+		}
+		if a.For < 0 {
+			c.errorf("analysis.for", "analysis.for must not be negative, got %s", a.For)
 		}
 	}
 	if v.Alerts.For < 0 {
@@ -122,17 +131,46 @@ func (v *canaryRollout) check(c *checker) {
 func (v *canaryRollout) policyName() string { return v.PolicyName }
 func (v *canaryRollout) template() string   { return "canary-rollout.yaml.tmpl" }
 
-// ErrorQuery is the PromQL the rollback reads: the query string given, or
-// the error ratio of the flux meter over the window.
+// analysisSeries is the selector of the route's analysis series metric
+// for group (primary, canary), with more matchers.
+func (v *canaryRollout) analysisSeries(metric, group string, more ...string) string {
+	return sel(metric, append([]string{eq("route_id", v.RouteID), eq("group", group)}, more...)...)
+}
+
+// increase is sum(increase(selector[window])).
+func (v *canaryRollout) increase(selector string) string {
+	return fmt.Sprintf("sum(increase(%s[%s]))", selector, promDur(v.Analysis.Window))
+}
+
+// ErrorQuery is the PromQL the analysis reads: the query string given, or
+// the canary's error ratio over the window. No errors is 0 (a pass); fewer
+// than min_samples canary requests is no data (the rollout holds).
 func (v *canaryRollout) ErrorQuery() string {
-	r := v.Rollback
-	if r.QueryString != "" {
-		return r.QueryString
+	a := v.Analysis
+	if a.QueryString != "" {
+		return a.QueryString
 	}
-	m := []string{eq("flux_meter_name", r.FluxMeter.Name), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
-	w := promDur(r.Window)
-	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))",
-		sel("flux_meter_count", append(m, eq("flow_status", "Error"))...), w, sel("flux_meter_count", m...), w)
+	const m = "fluxgate_canary_requests_total"
+	return fmt.Sprintf("(%s or vector(0)) / (%s >= %d)",
+		v.increase(v.analysisSeries(m, "canary", eq("outcome", "error"))), v.increase(v.analysisSeries(m, "canary")), a.MinSamples)
+}
+
+// LatencyQuery is the canary's mean latency over the primary's, over the
+// window: no data below min_samples canary requests, 0 (nothing to compare
+// with) while the primary serves nothing.
+func (v *canaryRollout) LatencyQuery() string {
+	const m = "fluxgate_canary_request_duration_seconds"
+	canary := fmt.Sprintf("(%s / (%s >= %d))",
+		v.increase(v.analysisSeries(m+"_sum", "canary")), v.increase(v.analysisSeries(m+"_count", "canary")), v.Analysis.MinSamples)
+	primary := fmt.Sprintf("(%s / %s > 0)",
+		v.increase(v.analysisSeries(m+"_sum", "primary")), v.increase(v.analysisSeries(m+"_count", "primary")))
+	return fmt.Sprintf("%s / %s or %s * 0", canary, primary, canary)
+}
+
+// GatewayFailQuery is 1 while the gateway's own judge (the route's
+// canary.metrics, when set) fails the canary, else 0.
+func (v *canaryRollout) GatewayFailQuery() string {
+	return fmt.Sprintf("max(%s) or vector(0)", sel("fluxgate_canary_verdict", eq("route_id", v.RouteID), eq("verdict", "fail")))
 }
 
 // genStepValue is one step of the generated signal_generator.
@@ -159,23 +197,28 @@ func (v *canaryRollout) GeneratorSteps() []genStepValue {
 func (v *canaryRollout) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	name := p.Metadata.Name
 	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "canary-rollout", "route_id": v.RouteID}
-	g := rulefmt.RuleGroup{Name: "fluxgate-" + name}
-	g.Rules = append(g.Rules, alertRule("FluxGateCanaryFailing",
-		fmt.Sprintf("max(%s) == 1", sel("fluxgate_canary_verdict", eq("route_id", v.RouteID), eq("verdict", "fail"))), v.Alerts.For, labels,
-		map[string]string{
-			"summary":     fmt.Sprintf("The canary of gateway route %s fails its metrics", v.RouteID),
-			"description": fmt.Sprintf("The gateway judges the canary of route %s as failing its metrics for %s and has rolled its weight back to 0; the rollout of policy %s waits.", v.RouteID, promDur(v.Alerts.For), name),
-		}))
-	if v.Rollback.Enabled {
-		g.Rules = append(g.Rules, alertRule("FluxGateCanaryRolledBack",
-			fmt.Sprintf("max(%s) == 1", sel("signal_reading", eq("policy_name", name), eq("signal_name", "ROLLED_BACK"))), 0, labels,
-			map[string]string{
-				"summary":     fmt.Sprintf("Policy %s rolled the canary of route %s back", name, v.RouteID),
-				"description": fmt.Sprintf("The canary of route %s had an error ratio above %g for %s; policy %s set its weight to 0 and keeps it there until the policy is applied again.", v.RouteID, v.Rollback.MaxErrorRate, dur(v.Rollback.For), name),
-			}))
-		g.Rules = append(g.Rules, invalidSignalAlert("FluxGateCanaryErrorRatioInvalid", name, "ERROR_RATIO", labels,
-			"the canary's error ratio query has no valid value; the rollout does not advance"))
+	if !v.Analysis.Enabled {
+		return nil
 	}
+	g := rulefmt.RuleGroup{Name: "fluxgate-" + name}
+	a := v.Analysis
+	shorterBreach := ""
+	if a.For > 0 {
+		shorterBreach = " or a breach shorter than " + dur(a.For)
+	}
+	verdict := sel("signal_reading", eq("policy_name", name), eq("signal_name", "VERDICT"))
+	g.Rules = append(g.Rules, alertRule("FluxGateCanaryRolledBack", fmt.Sprintf("max(%s) == -1", verdict), 0, labels,
+		map[string]string{
+			"summary": fmt.Sprintf("Policy %s rolled the canary of route %s back", name, v.RouteID),
+			"description": fmt.Sprintf("The canary of route %s breached its analysis (error ratio above %g over %s with at least %d requests, or the gateway's own verdict failed); policy %s set its weight to 0 and keeps it there until the policy is applied again.",
+				v.RouteID, a.MaxErrorRate, promDur(a.Window), a.MinSamples, name),
+		}))
+	g.Rules = append(g.Rules, alertRule("FluxGateCanaryHeld", fmt.Sprintf("max(%s) == 0", verdict), v.Alerts.For, labels,
+		map[string]string{
+			"summary": fmt.Sprintf("The rollout of policy %s has not advanced for %s", name, promDur(v.Alerts.For)),
+			"description": fmt.Sprintf("The canary of route %s has had fewer than %d requests in %s (no data)%s for %s, so the rollout of policy %s holds its step. `fluxctl signals %s` shows ERROR_RATIO.",
+				v.RouteID, a.MinSamples, promDur(a.Window), shorterBreach, promDur(v.Alerts.For), name, name),
+		}))
 	return []rulefmt.RuleGroup{g}
 }
 

@@ -99,9 +99,10 @@ func TestRateLimitingDynamicFill(t *testing.T) {
 
 // TestCanaryRolloutSteps replays a canary error ratio through the
 // canary-rollout circuit: the weight steps 5 → 10 → 25 every 5m while the
-// ratio is healthy, holds while the query has no data, goes to 0 once the
-// ratio stays above max_error_rate for 30s, and stays 0 after the ratio
-// recovers.
+// ratio passes (0, no errors, passes), holds while the query has no data
+// (fewer than min_samples), goes to 0 at the first analysis above
+// max_error_rate, and stays 0 after the ratio recovers. VERDICT follows:
+// 1 passing, 0 holding, -1 rolled back.
 func TestCanaryRolloutSteps(t *testing.T) {
 	b, _ := Lookup("canary-rollout")
 	out := generateExample(t, b)
@@ -109,13 +110,14 @@ func TestCanaryRolloutSteps(t *testing.T) {
 	add := func(n int, ratio float64, valid bool) {
 		for range n {
 			if valid {
-				ticks = append(ticks, map[string]float64{"ERROR_RATIO": ratio})
+				ticks = append(ticks, map[string]float64{"ERROR_RATIO": ratio, "GATEWAY_FAIL": 0})
 			} else {
-				ticks = append(ticks, map[string]float64{})
+				ticks = append(ticks, map[string]float64{"GATEWAY_FAIL": 0})
 			}
 		}
 	}
-	add(700, 0.01, true) // ticks 0..699: healthy
+	add(350, 0, true)    // ticks 0..349: no errors
+	add(350, 0.01, true) // 350..699: healthy
 	add(300, 0, false)   // 700..999: no data
 	add(40, 0.2, true)   // 1000..1039: failing
 	add(60, 0.01, true)  // 1040..1099: healthy again
@@ -123,22 +125,44 @@ func TestCanaryRolloutSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := tab.Column("CANARY_WEIGHT")
-	if w == nil {
-		t.Fatalf("no CANARY_WEIGHT column in %v", tab.Columns)
+	w, v := tab.Column("CANARY_WEIGHT"), tab.Column("VERDICT")
+	if w == nil || v == nil {
+		t.Fatalf("no CANARY_WEIGHT or VERDICT column in %v", tab.Columns)
 	}
 	for _, c := range []struct {
-		tick int
-		want float64
+		tick          int
+		want, verdict float64
 	}{
-		{0, 5}, {250, 5}, {350, 10}, {650, 25}, // stepping while healthy
-		{999, 25},            // no data: the rollout holds (it would be at 50 by now)
-		{1020, 25},           // failing for 20s: not yet
-		{1039, 0}, {1099, 0}, // failing for 30s: rolled back, and it stays back
+		{0, 5, 1}, {250, 5, 1}, {350, 10, 1}, {650, 25, 1}, // stepping while passing
+		{999, 25, 0},                 // no data: the rollout holds (it would be at 50 by now)
+		{1000, 0, -1}, {1099, 0, -1}, // failing: rolled back at once, and it stays back
 	} {
-		if w[c.tick] != c.want {
-			t.Errorf("tick %d: canary weight %v, want %v", c.tick, w[c.tick], c.want)
+		if w[c.tick] != c.want || v[c.tick] != c.verdict {
+			t.Errorf("tick %d: canary weight %v, verdict %v; want %v, %v", c.tick, w[c.tick], v[c.tick], c.want, c.verdict)
 		}
+	}
+}
+
+// TestCanaryRolloutGatewayFail: a fail from the gateway's own judge rolls
+// the rollout back as a breach of the analysis does.
+func TestCanaryRolloutGatewayFail(t *testing.T) {
+	b, _ := Lookup("canary-rollout")
+	out := generateExample(t, b)
+	var ticks []map[string]float64
+	for i := range 20 {
+		fail := 0.0
+		if i >= 10 {
+			fail = 1
+		}
+		ticks = append(ticks, map[string]float64{"ERROR_RATIO": 0, "GATEWAY_FAIL": fail})
+	}
+	tab, err := sim.Recorded(out.Policy, ticks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, v := tab.Column("CANARY_WEIGHT"), tab.Column("VERDICT")
+	if w[9] != 5 || v[9] != 1 || w[10] != 0 || v[10] != -1 || w[19] != 0 {
+		t.Errorf("weights %v, verdicts %v: want 5 and 1 until tick 9, 0 and -1 from tick 10", w, v)
 	}
 }
 
