@@ -33,6 +33,9 @@ type serviceProtection struct {
 	SetpointFactor           float64             `yaml:"setpoint_factor"`
 	MaxDecreasePerTick       float64             `yaml:"max_decrease_per_tick"`
 	IncreasePerTick          float64             `yaml:"increase_per_tick"`
+	IncreaseRatioPerTick     float64             `yaml:"increase_ratio_per_tick"`
+	DrainFactor              float64             `yaml:"drain_factor"`
+	RecoveryShare            float64             `yaml:"recovery_share"`
 	MinLoadMultiplier        float64             `yaml:"min_load_multiplier"`
 	MaxLoadMultiplier        float64             `yaml:"max_load_multiplier"`
 	Workloads                []workload          `yaml:"workloads"`
@@ -105,18 +108,21 @@ func defaultServiceProtection() *serviceProtection {
 		MaxExtrapolation:   5 * time.Second,
 		Baseline: baseline{
 			EMAWindow:        300 * time.Second,
-			WarmupWindow:     60 * time.Second,
+			WarmupWindow:     10 * time.Second,
 			MaxLatencyMs:     50,
 			CorrectionFactor: 0.95,
 		},
-		SetpointFactor:     1.1,
-		MaxDecreasePerTick: 0.2,
-		IncreasePerTick:    0.02,
-		MinLoadMultiplier:  0.05,
-		MaxLoadMultiplier:  1.2,
-		DefaultWorkload:    workloadParameters{Priority: 10},
-		OverloadAlert:      overloadAlert{Severity: "warn", ResolveTimeout: 30 * time.Second},
-		Alerts:             sheddingAlerts{RejectedRatio: 0.2, For: 5 * time.Minute, Severity: "page"},
+		SetpointFactor:       1.1,
+		MaxDecreasePerTick:   0.2,
+		IncreasePerTick:      0.02,
+		IncreaseRatioPerTick: 0.05,
+		DrainFactor:          0.5,
+		RecoveryShare:        0.9,
+		MinLoadMultiplier:    0.05,
+		MaxLoadMultiplier:    1.2,
+		DefaultWorkload:      workloadParameters{Priority: 10},
+		OverloadAlert:        overloadAlert{Severity: "warn", ResolveTimeout: 30 * time.Second},
+		Alerts:               sheddingAlerts{RejectedRatio: 0.2, For: 5 * time.Minute, Severity: "page"},
 	}
 }
 
@@ -166,6 +172,15 @@ func (v *serviceProtection) check(c *checker) {
 	}
 	if !(v.IncreasePerTick > 0) {
 		c.errorf("increase_per_tick", "increase_per_tick must be positive, got %v", v.IncreasePerTick)
+	}
+	if !(v.IncreaseRatioPerTick >= 0 && v.IncreaseRatioPerTick <= 1) {
+		c.errorf("increase_ratio_per_tick", "increase_ratio_per_tick must be within [0, 1], got %v", v.IncreaseRatioPerTick)
+	}
+	if !(v.RecoveryShare >= 0 && v.RecoveryShare <= 1) {
+		c.errorf("recovery_share", "recovery_share must be within [0, 1], got %v", v.RecoveryShare)
+	}
+	if !(v.DrainFactor > 0 && v.DrainFactor <= 1) {
+		c.errorf("drain_factor", "drain_factor must be within (0, 1], got %v", v.DrainFactor)
 	}
 	if !(v.MinLoadMultiplier > 0 && v.MaxLoadMultiplier > v.MinLoadMultiplier) {
 		c.errorf("min_load_multiplier", "want 0 < min_load_multiplier < max_load_multiplier, got %v and %v", v.MinLoadMultiplier, v.MaxLoadMultiplier)
@@ -229,6 +244,44 @@ func (v *serviceProtection) LatencyQuery() string {
 	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
 	w := promDur(v.LatencyWindow)
 	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel("flux_meter_sum", m...), w, sel("flux_meter_count", m...), w)
+}
+
+// CompletedQuery is the rate at which the flux meter's accepted flows
+// complete, per second (used by the template).
+func (v *serviceProtection) CompletedQuery() string {
+	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
+	return fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_count", m...), promDur(v.LatencyWindow))
+}
+
+// IncomingQuery is the rate at which the policy decides flows, accepted or
+// rejected, per second, counted when they are decided (used by the
+// template).
+func (v *serviceProtection) IncomingQuery() string {
+	return fmt.Sprintf("sum(rate(%s[%s]))", sel("fluxgate_flow_decisions_total", eq("policy_name", v.PolicyName)), promDur(v.LatencyWindow))
+}
+
+// PeakCompletedQuery is the highest completion rate of the last minute,
+// per second (used by the template).
+func (v *serviceProtection) PeakCompletedQuery() string {
+	return fmt.Sprintf("max_over_time(%s[1m:1s])", v.CompletedQuery())
+}
+
+// GrowthFactor is what a healthy tick multiplies the load multiplier by.
+func (v *serviceProtection) GrowthFactor() float64 { return 1 + v.IncreaseRatioPerTick }
+
+// schedulerQueueTimeout is the load scheduler's queue timeout when the
+// values leave it 0: short, because a flow that waits for its turn at the
+// admission rate is slow for its client, and the flux meter, which measures
+// from admission, never sees that wait.
+const schedulerQueueTimeout = 50 * time.Millisecond
+
+// SchedulerTimeout is a workload's queue timeout in the load scheduler
+// (used by the template).
+func (v *serviceProtection) SchedulerTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return schedulerQueueTimeout
+	}
+	return d
 }
 
 // MinGradient is the gradient controller's floor: 1 − max_decrease_per_tick.

@@ -228,7 +228,9 @@ func TestPolicyDashboard(t *testing.T) {
 	if sp == nil || limit == nil {
 		t.Fatal("example policies service-protection and per-user-limit not found")
 	}
-	want := []string{"LATENCY_RAW", "LATENCY", "BASELINE_EMA", "BASELINE", "SETPOINT", "OVERLOADED", "DECREASED", "INCREASED", "PROPOSED", "AT_LEAST_MIN", "BOUNDED", "MULTIPLIER"}
+	want := []string{"LATENCY_RAW", "LATENCY", "COMPLETED", "INCOMING", "PEAK_COMPLETED", "BASELINE_INPUT", "BASELINE_EMA", "BASELINE", "SETPOINT", "OVERLOADED", "DECREASED",
+		"COMPLETED_SHARE", "AT_MOST_COMPLETED", "DECREASED_TO_COMPLETED", "FLOOR_RAW", "FLOOR", "CUT", "GROWN", "GROWN_PLUS", "RECOVERY_RATE", "RECOVERY_RAW", "RECOVERY",
+		"INCREASED", "PROPOSED", "AT_LEAST_MIN", "BOUNDED", "MULTIPLIER"}
 	if got := Signals(sp); !slices.Equal(got, want) {
 		t.Errorf("Signals = %v, want %v", got, want)
 	}

@@ -157,7 +157,13 @@ func TestConfigKeysTable(t *testing.T) {
 	if len(lines) < 14 || !strings.HasPrefix(lines[0], "KEY") {
 		t.Fatalf("config keys:\n%s", stdout)
 	}
-	if f := strings.Fields(lines[5]); len(f) < 4 || f[0] != "metrics.port" || f[1] != "int" || f[2] != "9090" || f[3] != "FLUXGATE_METRICS_PORT" {
-		t.Errorf("metrics.port row = %q", lines[5])
+	var row string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "metrics.port ") {
+			row = l
+		}
+	}
+	if f := strings.Fields(row); len(f) < 4 || f[1] != "int" || f[2] != "9090" || f[3] != "FLUXGATE_METRICS_PORT" {
+		t.Errorf("metrics.port row = %q", row)
 	}
 }
