@@ -227,11 +227,18 @@ func (r *rateLimiter) setInput(port string, v float64) error {
 // (http.request.header.*) are the client's too: a policy that names one
 // trusts its clients to state their cost.
 func (r *rateLimiter) cost(labels map[string]string, tokens float64) float64 {
-	if k := r.spec.RequestParameters.TokensLabelKey; k != "" {
-		if v, ok := labels[k]; ok && !fromBaggage(labels, k, v) {
-			if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && !math.IsInf(f, 1) {
-				return f
-			}
+	return labelCost(labels, r.spec.RequestParameters.TokensLabelKey, tokens)
+}
+
+// labelCost is the value of the label key as a cost, by the rules of
+// rateLimiter.cost, or tokens.
+func labelCost(labels map[string]string, key string, tokens float64) float64 {
+	if key == "" {
+		return tokens
+	}
+	if v, ok := labels[key]; ok && !fromBaggage(labels, key, v) {
+		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && !math.IsInf(f, 1) {
+			return f
 		}
 	}
 	return tokens

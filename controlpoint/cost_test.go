@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // A flow's cost from its tokens_label_key label: never ≤ 0, NaN or
@@ -69,5 +71,26 @@ func TestHugeCostWaitDoesNotOverflow(t *testing.T) {
 	d := check(e, t0, "ingress", map[string]string{"cost": "1e300"})
 	if d.Accepted || d.Wait != time.Duration(math.MaxInt64) {
 		t.Fatalf("decision %+v, want refused with wait math.MaxInt64", d)
+	}
+}
+
+// TestLoadSchedulerCostFromLabel: the load scheduler takes a cost from
+// tokens_label_key by the rate limiter's rules.
+func TestLoadSchedulerCostFromLabel(t *testing.T) {
+	l := &loadScheduler{spec: &policies.LoadScheduler{Parameters: policies.LoadSchedulerParameters{TokensLabelKey: "cost"}}}
+	for _, tc := range []struct {
+		labels map[string]string
+		want   float64
+	}{
+		{map[string]string{"cost": "5"}, 5},
+		{map[string]string{"cost": "0"}, 1},
+		{map[string]string{"cost": "-3"}, 1},
+		{map[string]string{"cost": "+Inf"}, 1},
+		{map[string]string{"cost": "NaN"}, 1},
+		{map[string]string{"cost": "5", baggageLabel: "cost=5"}, 1},
+	} {
+		if got := l.cost(tc.labels, 1); got != tc.want {
+			t.Errorf("cost(%v) = %v, want %v", tc.labels, got, tc.want)
+		}
 	}
 }

@@ -14,8 +14,8 @@ import (
 // the limits of the adaptive_concurrency components (dry-run ones count
 // flows they did not stop: maxHeldFlows bounds those).
 type flowTable struct {
-	mu   sync.Mutex
-	m    map[uint64]*heldFlow // guarded by mu
+	mu sync.Mutex
+	m  map[uint64]*heldFlow // guarded by mu
 }
 
 // maxHeldFlows bounds the table: past it, flows of dry-run components are

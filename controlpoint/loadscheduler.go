@@ -118,15 +118,10 @@ func (l *loadScheduler) updateRate(now time.Time) {
 	l.sched.SetRate(m * l.arrivalRate)
 }
 
+// cost is the flow's tokens, or its tokens_label_key label by the rules of
+// rateLimiter.cost (never ≤ 0, never from baggage).
 func (l *loadScheduler) cost(labels map[string]string, tokens float64) float64 {
-	if k := l.spec.Parameters.TokensLabelKey; k != "" {
-		if v, ok := labels[k]; ok {
-			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-				return f
-			}
-		}
-	}
-	return tokens
+	return labelCost(labels, l.spec.Parameters.TokensLabelKey, tokens)
 }
 
 func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
