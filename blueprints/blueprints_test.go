@@ -41,11 +41,11 @@ func TestBlueprintsList(t *testing.T) {
 	for _, b := range List() {
 		names = append(names, b.Name)
 	}
-	want := "adaptive-load-balancing availability-slo canary-rollout latency-slo rate-limiting service-protection"
+	want := "availability-slo canary-rollout latency-slo rate-limiting service-protection"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("List() = %s, want %s", got, want)
 	}
-	if _, err := Lookup("blue-green"); err == nil || !strings.Contains(err.Error(), "have adaptive-load-balancing, availability-slo") {
+	if _, err := Lookup("blue-green"); err == nil || !strings.Contains(err.Error(), "have availability-slo, canary-rollout") {
 		t.Errorf("Lookup of an unknown name: %v", err)
 	}
 }
@@ -109,12 +109,11 @@ func TestGeneratedPolicyValidates(t *testing.T) {
 // and decodes to exactly what the file says: nothing silently dropped.
 func TestValuesDocumentEveryParameter(t *testing.T) {
 	types := map[string]any{
-		"rate-limiting":           rateLimiting{},
-		"service-protection":      serviceProtection{},
-		"latency-slo":             latencySLO{},
-		"availability-slo":        availabilitySLO{},
-		"canary-rollout":          canaryRollout{},
-		"adaptive-load-balancing": adaptiveLB{},
+		"rate-limiting":      rateLimiting{},
+		"service-protection": serviceProtection{},
+		"latency-slo":        latencySLO{},
+		"availability-slo":   availabilitySLO{},
+		"canary-rollout":     canaryRollout{},
 	}
 	for _, b := range List() {
 		typ, ok := types[b.Name]
@@ -221,8 +220,6 @@ func TestBadValues(t *testing.T) {
 				`values.yaml:4:70: analysis.max_error_rate must be within [0, 1), got 1`, `values.yaml:4:92: analysis.max_latency_ratio is the canary's mean latency over the primary's: 0 (not judged) or at least 1, got 0.5`}},
 		{"canary-rollout", "policy_name: c\nroute_id: r\nevaluation_interval: 2s\nanalysis: {interval: 1s}\n",
 			[]string{`values.yaml:4:22: analysis.interval must be at least evaluation_interval (2s), got 1s`}},
-		{"adaptive-load-balancing", "policy_name: a\nupstream: u\ntargets: [{address: nohost}]\nbaseline_latency_ms: 50\nmin_weight: 5\nmax_weight: 5\n",
-			[]string{`values.yaml:3:21: address must be host:port`, `values.yaml:6:13: weights need 0 <= min_weight < max_weight`}},
 	} {
 		b, err := Lookup(tc.blueprint)
 		if err != nil {

@@ -3,7 +3,7 @@
 //
 // A Blueprint is a named, parameterised policy: rate-limiting,
 // service-protection, latency-slo, availability-slo, and for the built-in
-// gateway canary-rollout and adaptive-load-balancing. Its values file is
+// gateway canary-rollout. Its values file is
 // YAML decoded strictly (unknown keys and wrong types are errors with
 // file:line:col, all reported at once); Values returns a commented
 // example that documents every parameter and generates a working policy

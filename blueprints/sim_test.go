@@ -163,34 +163,3 @@ func TestCanaryRolloutGatewayFail(t *testing.T) {
 		t.Errorf("weights %v, verdicts %v: want 5 and 1 until tick 9, 0 and -1 from tick 10", w, v)
 	}
 }
-
-// TestAdaptiveLoadBalancingWeights replays per-target latency and error
-// ratios: weight = 100 × 50ms / latency × max(0, 1 − 5 × errors), clamped to
-// [1, 200]; missing errors count as none; a missing latency makes the weight
-// invalid so the gateway falls back to the configured weight.
-func TestAdaptiveLoadBalancingWeights(t *testing.T) {
-	b, _ := Lookup("adaptive-load-balancing")
-	out := generateExample(t, b)
-	tab, err := sim.Recorded(out.Policy, []map[string]float64{
-		{"LATENCY_T1": 50, "ERRORS_RAW_T1": 0, "LATENCY_T2": 100, "ERRORS_RAW_T2": 0.1},
-		{"LATENCY_T1": 10, "LATENCY_T2": 50, "ERRORS_RAW_T2": 0.5},
-		{"LATENCY_T2": 25, "ERRORS_RAW_T2": 0},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w1, w2 := tab.Column("WEIGHT_T1"), tab.Column("WEIGHT_T2")
-	if w1 == nil || w2 == nil {
-		t.Fatalf("no weight columns in %v", tab.Columns)
-	}
-	want1 := []float64{100, 200, math.NaN()}
-	want2 := []float64{25, 1, 200}
-	for i := range want1 {
-		if !(w1[i] == want1[i] || math.IsNaN(w1[i]) && math.IsNaN(want1[i])) {
-			t.Errorf("tick %d: target 1 weight %v, want %v", i, w1[i], want1[i])
-		}
-		if w2[i] != want2[i] {
-			t.Errorf("tick %d: target 2 weight %v, want %v", i, w2[i], want2[i])
-		}
-	}
-}

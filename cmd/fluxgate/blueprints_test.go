@@ -28,7 +28,7 @@ func TestBlueprintsList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"adaptive-load-balancing", "availability-slo", "canary-rollout", "latency-slo", "rate-limiting", "service-protection"} {
+	for _, name := range []string{"availability-slo", "canary-rollout", "latency-slo", "rate-limiting", "service-protection"} {
 		if !strings.Contains(out, name+" ") {
 			t.Errorf("list does not show %s:\n%s", name, out)
 		}
@@ -38,7 +38,7 @@ func TestBlueprintsList(t *testing.T) {
 // TestBlueprintsValuesGenerateValidate: the printed values generate files
 // whose policy `fluxgate policy validate` accepts.
 func TestBlueprintsValuesGenerateValidate(t *testing.T) {
-	for _, name := range []string{"adaptive-load-balancing", "availability-slo", "canary-rollout", "latency-slo", "rate-limiting", "service-protection"} {
+	for _, name := range []string{"availability-slo", "canary-rollout", "latency-slo", "rate-limiting", "service-protection"} {
 		t.Run(name, func(t *testing.T) {
 			values, _, err := runBlueprints(t, "values", name)
 			if err != nil {
