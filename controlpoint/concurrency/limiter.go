@@ -1,12 +1,13 @@
 package concurrency
 
 import (
-	"container/heap"
 	"context"
 	"math"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/scheduler"
 )
 
 // Options configure a Limiter. The zero value of each field means its
@@ -88,9 +89,7 @@ type Limiter struct {
 	probeLevel int
 	probeGot   int
 
-	queue      waiters
-	vt         float64
-	lastFinish map[string]float64
+	queue scheduler.FairQueue[*waiter]
 }
 
 type sample struct {
@@ -122,11 +121,10 @@ func New(opts Options) *Limiter {
 		opts.Clock = time.Now
 	}
 	return &Limiter{
-		opts:       opts,
-		limit:      clamp(opts.Initial, opts.Min, opts.Max),
-		lo:         math.NaN(),
-		hi:         math.NaN(),
-		lastFinish: map[string]float64{},
+		opts:  opts,
+		limit: clamp(opts.Initial, opts.Min, opts.Max),
+		lo:    math.NaN(),
+		hi:    math.NaN(),
 	}
 }
 
@@ -147,7 +145,7 @@ func (l *Limiter) State() State {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return State{
-		Limit: l.limit, InFlight: l.inflight, Queued: len(l.queue),
+		Limit: l.limit, InFlight: l.inflight, Queued: l.queue.Len(),
 		NoLoad: seconds(l.noLoad), Target: seconds(l.targetLocked()), Probing: l.probing,
 	}
 }
@@ -271,7 +269,7 @@ func (l *Limiter) Acquire(ctx context.Context, r Request) (Ticket, bool) {
 func (l *Limiter) AdmitNow(now time.Time) (Ticket, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	fits := len(l.queue) == 0 && l.roomLocked() > 0
+	fits := l.queue.Len() == 0 && l.roomLocked() > 0
 	if !fits {
 		l.winBound = true
 	}
@@ -281,7 +279,7 @@ func (l *Limiter) AdmitNow(now time.Time) (Ticket, bool) {
 // tryLocked admits a flow at once if there is room and nobody waits, and
 // otherwise marks the window as bound.
 func (l *Limiter) tryLocked(now time.Time) (Ticket, bool) {
-	if len(l.queue) == 0 && l.roomLocked() > 0 {
+	if l.queue.Len() == 0 && l.roomLocked() > 0 {
 		return l.admitLocked(now), true
 	}
 	l.winBound = true
@@ -292,41 +290,22 @@ func (l *Limiter) tryLocked(now time.Time) (Ticket, bool) {
 // when set, is called (with mu held) once it is admitted; else its ready
 // channel is closed.
 func (l *Limiter) enqueueLocked(r Request, notify func(Ticket)) *waiter {
-	weight := max(r.Weight, 1)
-	start := math.Max(l.vt, l.lastFinish[r.Workload])
-	w := &waiter{finish: start + 1/weight, cost: 1 / weight, workload: r.Workload, notify: notify}
+	w := &waiter{notify: notify}
 	if notify == nil {
 		w.ready = make(chan struct{})
 	}
-	l.lastFinish[r.Workload] = w.finish
-	heap.Push(&l.queue, w)
+	w.entry = l.queue.Push(r.Workload, r.Weight, 1, w)
 	return w
 }
 
-// withdrawLocked removes a waiter that gave up, giving its place on its
-// workload's virtual clock back so that timeouts do not push the
-// workload's later flows further back.
-func (l *Limiter) withdrawLocked(w *waiter) {
-	if w.index < 0 {
-		return
-	}
-	heap.Remove(&l.queue, w.index)
-	for _, x := range l.queue {
-		if x.workload == w.workload && x.finish > w.finish {
-			x.finish -= w.cost
-		}
-	}
-	heap.Init(&l.queue)
-	if l.lastFinish[w.workload] >= w.finish {
-		l.lastFinish[w.workload] -= w.cost
-	}
-}
+// withdrawLocked removes a waiter that gave up (the fair queue gives its
+// place on its workload's clock back).
+func (l *Limiter) withdrawLocked(w *waiter) { l.queue.Remove(w.entry) }
 
 // dispatchLocked admits waiters in finish-tag order while there is room.
 func (l *Limiter) dispatchLocked(now time.Time) {
-	for len(l.queue) > 0 && l.roomLocked() > 0 {
-		w := heap.Pop(&l.queue).(*waiter)
-		l.vt = w.finish
+	for l.queue.Len() > 0 && l.roomLocked() > 0 {
+		w := l.queue.Pop().Value
 		w.granted = true
 		w.ticket = l.admitLocked(now)
 		if w.notify != nil {
@@ -447,28 +426,9 @@ func clamp(v, lo, hi float64) float64 { return math.Min(math.Max(v, lo), hi) }
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 type waiter struct {
-	finish   float64 // guarded by Limiter.mu, like the fields below
-	cost     float64
-	workload string
-	ready    chan struct{}
-	notify   func(Ticket)
-	granted  bool
-	ticket   Ticket
-	index    int // in the heap; -1 once popped
-}
-
-// waiters is a min-heap by finish tag.
-type waiters []*waiter
-
-func (q waiters) Len() int           { return len(q) }
-func (q waiters) Less(i, j int) bool { return q[i].finish < q[j].finish }
-func (q waiters) Swap(i, j int)      { q[i], q[j] = q[j], q[i]; q[i].index = i; q[j].index = j }
-func (q *waiters) Push(x any)        { w := x.(*waiter); w.index = len(*q); *q = append(*q, w) }
-func (q *waiters) Pop() any {
-	old := *q
-	w := old[len(old)-1]
-	old[len(old)-1] = nil
-	w.index = -1
-	*q = old[:len(old)-1]
-	return w
+	ready   chan struct{}
+	notify  func(Ticket)
+	granted bool // guarded by Limiter.mu, like ticket
+	ticket  Ticket
+	entry   *scheduler.Entry[*waiter]
 }

@@ -16,7 +16,6 @@
 package scheduler
 
 import (
-	"container/heap"
 	"context"
 	"math"
 	"sync"
@@ -37,16 +36,14 @@ type Request struct {
 
 // Scheduler is a token-rate limited weighted fair queue.
 type Scheduler struct {
-	clock      func() time.Time
-	mu         sync.Mutex
-	rate       float64 // tokens per second; +Inf: unlimited
-	tokens     float64
-	last       time.Time
-	vt         float64            // virtual time: finish tag of the last dispatched request
-	lastFinish map[string]float64 // per workload
-	queue      waiters
-	timer      *time.Timer // armed while the queue waits for tokens
-	arrived    float64     // tokens requested since the last ArrivalRate call
+	clock   func() time.Time
+	mu      sync.Mutex
+	rate    float64 // tokens per second; +Inf: unlimited
+	tokens  float64
+	last    time.Time
+	queue   FairQueue[*waiter]
+	timer   *time.Timer // armed while the queue waits for tokens
+	arrived float64     // tokens requested since the last ArrivalRate call
 }
 
 // New returns a Scheduler that admits everything until SetRate. clock nil
@@ -55,7 +52,7 @@ func New(clock func() time.Time) *Scheduler {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Scheduler{clock: clock, rate: math.Inf(1), lastFinish: map[string]float64{}}
+	return &Scheduler{clock: clock, rate: math.Inf(1)}
 }
 
 // SetRate sets the admission rate in tokens per second. NaN, +Inf or a
@@ -97,7 +94,7 @@ func (s *Scheduler) TakeArrivals() float64 {
 func (s *Scheduler) QueueLen() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue)
+	return s.queue.Len()
 }
 
 func (s *Scheduler) capacity() float64 {
@@ -127,7 +124,6 @@ func (s *Scheduler) refill(now time.Time) {
 // deadline. It reports whether the request was admitted and how long it
 // waited.
 func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) {
-	weight := math.Max(r.Weight, 1)
 	s.mu.Lock()
 	now := s.clock()
 	s.arrived += r.Tokens
@@ -136,7 +132,7 @@ func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) 
 		return true, 0
 	}
 	s.refill(now)
-	if len(s.queue) == 0 && s.tokens >= r.Tokens {
+	if s.queue.Len() == 0 && s.tokens >= r.Tokens {
 		s.tokens -= r.Tokens
 		s.mu.Unlock()
 		return true, 0
@@ -150,10 +146,8 @@ func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) 
 		s.mu.Unlock()
 		return false, 0
 	}
-	start := math.Max(s.vt, s.lastFinish[r.Workload])
-	w := &waiter{finish: start + r.Tokens/weight, cost: r.Tokens / weight, tokens: r.Tokens, workload: r.Workload, ready: make(chan struct{})}
-	s.lastFinish[r.Workload] = w.finish
-	heap.Push(&s.queue, w)
+	w := &waiter{tokens: r.Tokens, ready: make(chan struct{})}
+	w.entry = s.queue.Push(r.Workload, r.Weight, r.Tokens, w)
 	s.dispatch(now)
 	s.mu.Unlock()
 
@@ -171,48 +165,29 @@ func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) 
 	if w.granted {
 		return true, time.Since(began)
 	}
-	s.withdraw(w)
+	s.queue.Remove(w.entry)
 	return false, time.Since(began)
-}
-
-// withdraw removes a waiter that gave up. Its share of its workload's
-// virtual clock is given back: the workload's later waiters move up by its
-// cost, so flows that time out do not push their workload's next flows
-// further back (which would starve it under sustained overload). Called
-// with mu held.
-func (s *Scheduler) withdraw(w *waiter) {
-	heap.Remove(&s.queue, w.index)
-	for _, x := range s.queue {
-		if x.workload == w.workload && x.finish > w.finish {
-			x.finish -= w.cost
-		}
-	}
-	heap.Init(&s.queue)
-	if s.lastFinish[w.workload] >= w.finish {
-		s.lastFinish[w.workload] -= w.cost
-	}
 }
 
 // dispatch admits queued requests in finish-tag order while tokens last,
 // and arms a timer for when the head can be afforded. Called with mu held.
 func (s *Scheduler) dispatch(now time.Time) {
-	for len(s.queue) > 0 {
-		head := s.queue[0]
+	for s.queue.Len() > 0 {
+		head := s.queue.Peek().Value
 		if !math.IsInf(s.rate, 1) && s.tokens < head.tokens {
 			break
 		}
-		heap.Pop(&s.queue)
+		s.queue.Pop()
 		if !math.IsInf(s.rate, 1) {
 			s.tokens -= head.tokens
 		}
-		s.vt = head.finish
 		head.granted = true
 		close(head.ready)
 	}
-	if len(s.queue) == 0 || s.timer != nil || s.rate <= 0 {
+	if s.queue.Len() == 0 || s.timer != nil || s.rate <= 0 {
 		return
 	}
-	wait := time.Duration((s.queue[0].tokens - s.tokens) / s.rate * float64(time.Second))
+	wait := time.Duration((s.queue.Peek().Value.tokens - s.tokens) / s.rate * float64(time.Second))
 	s.timer = time.AfterFunc(max(wait, 100*time.Microsecond), func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -224,26 +199,8 @@ func (s *Scheduler) dispatch(now time.Time) {
 }
 
 type waiter struct {
-	finish   float64 // guarded by Scheduler.mu
-	cost     float64 // tokens / weight: how far it moves its workload's clock
-	tokens   float64
-	workload string
-	ready    chan struct{}
-	granted  bool // guarded by Scheduler.mu
-	index    int  // in the heap
-}
-
-// waiters is a min-heap by finish tag.
-type waiters []*waiter
-
-func (q waiters) Len() int           { return len(q) }
-func (q waiters) Less(i, j int) bool { return q[i].finish < q[j].finish }
-func (q waiters) Swap(i, j int)      { q[i], q[j] = q[j], q[i]; q[i].index = i; q[j].index = j }
-func (q *waiters) Push(x any)        { w := x.(*waiter); w.index = len(*q); *q = append(*q, w) }
-func (q *waiters) Pop() any {
-	old := *q
-	w := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return w
+	tokens  float64
+	ready   chan struct{}
+	granted bool // guarded by Scheduler.mu
+	entry   *Entry[*waiter]
 }
