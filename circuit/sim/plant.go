@@ -13,10 +13,13 @@ import (
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
 
-// Plant is a service model: it completes Capacity requests per second;
-// what it admits beyond that queues, and queueing adds latency. The circuit
-// sees the plant's outputs one tick late, as it would see them through
-// PromQL.
+// Plant is a service model: it completes Capacity requests per second,
+// first in first out; what it admits beyond that queues, and queueing adds
+// latency. A flow's latency is known when it completes, as a flux meter
+// knows it: latency_ms is the mean latency of the flows that completed in
+// the last Window, so a backlog shows in it only as its flows come out.
+// The circuit sees the plant's outputs one tick late, as it would see them
+// through PromQL.
 type Plant struct {
 	// Capacity is the requests per second the service completes. Required.
 	Capacity float64 `yaml:"capacity"`
@@ -24,11 +27,21 @@ type Plant struct {
 	BaseLatency time.Duration `yaml:"base_latency,omitempty"`
 	// Duration of the run. Default 60s.
 	Duration time.Duration `yaml:"duration,omitempty"`
+	// Window is the rate window latency_ms averages completed flows over,
+	// as the circuit's query does. Default 5s.
+	Window time.Duration `yaml:"window,omitempty"`
+	// GoodLatency bounds the latency of a flow that counts as goodput
+	// (goodput_rps). Default 5 × BaseLatency.
+	GoodLatency time.Duration `yaml:"good_latency,omitempty"`
 	// Load is the offered load: each step holds from its time on.
 	Load []LoadStep `yaml:"load"`
 	// Signals maps circuit inputs (the outputs of its query.promql
-	// components) to plant outputs: latency_ms, offered_rps,
-	// admitted_rps, served_rps, queue.
+	// components) to plant outputs, each as a query over the last Window
+	// reads it: latency_ms (the mean of the flows completed), offered_rps,
+	// admitted_rps, served_rps, peak_served_rps (the most served_rps of
+	// the last minute); and, for judging a run, goodput_rps (flows
+	// completed within GoodLatency in the last tick), queue and
+	// queue_latency_ms (what a flow admitted now would wait).
 	Signals map[string]string `yaml:"signals"`
 }
 
@@ -39,7 +52,7 @@ type LoadStep struct {
 }
 
 // Plant outputs.
-var plantOutputs = []string{"offered_rps", "admitted_rps", "served_rps", "queue", "latency_ms"}
+var plantOutputs = []string{"offered_rps", "admitted_rps", "served_rps", "peak_served_rps", "goodput_rps", "queue", "queue_latency_ms", "latency_ms"}
 
 // ParsePlant decodes a plant file strictly, with positioned errors.
 func ParsePlant(file string, data []byte) (*Plant, error) {
@@ -68,6 +81,12 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	}
 	if p.Duration == 0 {
 		p.Duration = time.Minute
+	}
+	if p.Window == 0 {
+		p.Window = 5 * time.Second
+	}
+	if p.GoodLatency == 0 {
+		p.GoodLatency = 5 * p.BaseLatency
 	}
 	sort.SliceStable(p.Load, func(i, j int) bool { return p.Load[i].At < p.Load[j].At })
 	return p, nil
@@ -102,7 +121,10 @@ func Closed(pol *policies.Policy, plant *Plant) (*Table, error) {
 	for _, o := range plantOutputs {
 		outputs[o] = math.NaN() // nothing measured before the first tick
 	}
-	backlog := 0.0
+	q := &fifo{capacity: plant.Capacity, base: plant.BaseLatency.Seconds(), good: plant.GoodLatency.Seconds()}
+	window := max(1, int(plant.Window/dt))
+	var done []tickStats // per tick, the flows that completed
+	var peaks []float64  // served_rps, per tick
 	var raw [][]float64
 	for n := 0; n < ticks; n++ {
 		for _, in := range m.inputs {
@@ -114,14 +136,35 @@ func Closed(pol *policies.Policy, plant *Plant) (*Table, error) {
 		if lim := rateLimit(pol, m.act.values); admitted > lim {
 			admitted = lim
 		}
+		st := q.run(float64(n)*dt.Seconds(), dt.Seconds(), admitted)
+		st.offered, st.admitted = offered, admitted
+		done = append(done, st)
+		// Rates and latency as a query over the last Window reads them.
+		var w tickStats
+		recent := done[max(0, len(done)-window):]
+		for _, d := range recent {
+			w.count += d.count
+			w.latency += d.latency
+			w.offered += d.offered
+			w.admitted += d.admitted
+		}
 		secs := dt.Seconds()
-		served := math.Min(plant.Capacity, admitted+backlog/secs)
-		backlog = math.Max(0, backlog+(admitted-served)*secs)
-		outputs["offered_rps"] = offered
-		outputs["admitted_rps"] = admitted
-		outputs["served_rps"] = served
-		outputs["queue"] = backlog
-		outputs["latency_ms"] = float64(plant.BaseLatency.Milliseconds()) + backlog/plant.Capacity*1000
+		span := float64(len(recent)) * secs
+		outputs["offered_rps"] = w.offered / float64(len(recent))
+		outputs["admitted_rps"] = w.admitted / float64(len(recent))
+		outputs["served_rps"] = w.count / span
+		peaks = append(peaks, outputs["served_rps"])
+		outputs["peak_served_rps"] = 0
+		for _, p := range peaks[max(0, len(peaks)-int(time.Minute/dt)):] {
+			outputs["peak_served_rps"] = math.Max(outputs["peak_served_rps"], p)
+		}
+		outputs["goodput_rps"] = st.good / secs
+		outputs["queue"] = q.backlog()
+		outputs["queue_latency_ms"] = 1000 * (q.base + q.backlog()/q.capacity)
+		outputs["latency_ms"] = math.NaN() // no flow completed in the window: no reading
+		if w.count > 0 {
+			outputs["latency_ms"] = 1000 * w.latency / w.count
+		}
 		row = append(row, m.actuatorRow()...)
 		for _, o := range plantOutputs {
 			row = append(row, outputs[o])

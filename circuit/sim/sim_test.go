@@ -71,28 +71,20 @@ func TestRecordedInputs(t *testing.T) {
 }
 
 // TestServiceProtectionUnderOverload runs the service-protection example
-// against a plant at three times its capacity.
+// (the blueprint's flux-meter loop) against a plant at three times its
+// capacity whose latency is known, as a flux meter knows it, only when
+// flows complete: it must react within 3 s and, once the backlog it saw
+// late has drained, neither starve the service nor let latency run away.
 func TestServiceProtectionUnderOverload(t *testing.T) {
 	pol := parse(t, "../../policies/examples/service-protection.yaml")
-	data, err := os.ReadFile("testdata/checkout-plant.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plant, err := ParsePlant("testdata/checkout-plant.yaml", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tab, err := Closed(pol, plant)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab := runPlant(t, pol, "testdata/checkout-plant.yaml")
 	lat, setpoint, served := tab.Column("plant.latency_ms"), tab.Column("SETPOINT"), tab.Column("plant.served_rps")
 	mult := tab.Column("MULTIPLIER")
 	// Reaction: admission drops within 3 s of the overload's onset (90 s).
 	if mult[93] >= mult[89] {
 		t.Errorf("multiplier %.2f at 93 s, %.2f before the overload: no reaction within 3 s", mult[93], mult[89])
 	}
-	// Judge the last minute of the overload, after the controller settled.
+	// Judge the last minute of the overload.
 	var sumLat, sumSet, sumServed, maxLat float64
 	from := len(lat) - 60
 	for i := from; i < len(lat); i++ {
@@ -104,10 +96,53 @@ func TestServiceProtectionUnderOverload(t *testing.T) {
 	meanLat, meanSet, meanServed := sumLat/60, sumSet/60, sumServed/60
 	t.Logf("last minute of 3× overload: mean latency %.1f ms (max %.1f) against a mean setpoint of %.1f ms; mean served %.1f rps of a capacity of 100; multiplier %.3f",
 		meanLat, maxLat, meanSet, meanServed, mult[len(mult)-1])
-	if meanLat > meanSet {
-		t.Errorf("mean latency %.1f ms is above the mean setpoint %.1f ms", meanLat, meanSet)
+	if meanLat > 2*meanSet {
+		t.Errorf("mean latency %.1f ms is above twice the mean setpoint %.1f ms", meanLat, meanSet)
 	}
-	if meanServed < 90 {
-		t.Errorf("served %.1f rps on average, want ≥ 90%% of the capacity of 100", meanServed)
+	if meanServed < 50 {
+		t.Errorf("served %.1f rps on average, want at least half the capacity of 100: the loop must not starve the service", meanServed)
 	}
+}
+
+// TestFluxMeterLoopOnTheProtectPlant runs the blueprint's flux-meter loop
+// in the test/protect scenario (3 × 10 ms service, 3× overload for 45 s)
+// and compares it with what the real plant measured (BENCHMARKS.md): a
+// loop that sees latency at completion serves well under capacity during
+// the overload, and serves the whole base load again soon after it (the
+// real plant: from 6 s; here the 5 s rate window from 5 s to 10 s).
+// The simulator is optimistic about goodput (it has neither the gateway's
+// queue nor clients that give up), which the log line shows.
+func TestFluxMeterLoopOnTheProtectPlant(t *testing.T) {
+	pol := parse(t, "../../policies/examples/service-protection.yaml")
+	tab := runPlant(t, pol, "testdata/protect-plant.yaml")
+	good, offered, admitted := tab.Column("plant.goodput_rps"), tab.Column("plant.offered_rps"), tab.Column("plant.admitted_rps")
+	var sum float64
+	for i := 16; i < 60; i++ {
+		sum += good[i]
+	}
+	goodput := sum / 44 / 283
+	t.Logf("goodput in overload from +1 s: %.1f%% of capacity (real plant, test/protect: 12.6-20.1%%)", 100*goodput)
+	if goodput > 0.6 {
+		t.Errorf("goodput %.1f%% of capacity: the simulator no longer shows the lag of a loop that measures at completion", 100*goodput)
+	}
+	if admitted[70] < 0.95*offered[70] {
+		t.Errorf("over the 5 s to 10 s after the overload %.0f of %.0f rps admitted, want all", admitted[70], offered[70])
+	}
+}
+
+func runPlant(t *testing.T, pol *policies.Policy, file string) *Table {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant, err := ParsePlant(file, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := Closed(pol, plant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
 }
