@@ -456,3 +456,40 @@ func plain(v reflect.Value) any {
 	}
 	panic("plain: " + v.Type().String())
 }
+
+// TestServiceProtectionZeroConfig: policy_name and selectors are enough
+// for the in-path loop; a latency objective becomes the component's
+// latency_objective_ms port.
+func TestServiceProtectionZeroConfig(t *testing.T) {
+	b, err := Lookup("service-protection")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.Generate("v.yaml", []byte("policy_name: p\nselectors: [{control_point: ingress}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ac *policies.AdaptiveConcurrency
+	for _, c := range out.Policy.Spec.Circuit.Components {
+		if a, ok := c.Spec.(*policies.AdaptiveConcurrency); ok {
+			ac = a
+		}
+	}
+	if ac == nil || ac.InPorts.LatencyObjectiveMs != nil || len(out.Policy.Spec.Circuit.Components) != 1 {
+		t.Fatalf("zero-config policy: %d components, adaptive_concurrency %+v", len(out.Policy.Spec.Circuit.Components), ac)
+	}
+	if _, ok := out.Policy.Spec.Resources.FluxMeters["p"]; !ok {
+		t.Errorf("flux meter not named after the policy: %v", out.Policy.Spec.Resources.FluxMeters)
+	}
+	out, err = b.Generate("v.yaml", []byte("policy_name: p\nselectors: [{control_point: ingress}]\nlatency_objective_ms: 40\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac = out.Policy.Spec.Circuit.Components[0].Spec.(*policies.AdaptiveConcurrency)
+	if v, ok := ac.InPorts.LatencyObjectiveMs.Constant(); !ok || v != 40 {
+		t.Errorf("latency_objective_ms port = %v (constant %v), want 40", v, ok)
+	}
+	if _, err := b.Generate("v.yaml", []byte("policy_name: p\nselectors: [{control_point: ingress}]\nloop: sideways\n")); err == nil || !strings.Contains(err.Error(), "v.yaml:3:7: loop \"sideways\" is not one of in_path, flux_meter") {
+		t.Errorf("bad loop: %v", err)
+	}
+}
