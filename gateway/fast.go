@@ -232,23 +232,36 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 	if c, ok := ctx.Conn().(*clientConn); ok {
 		c.failed.Store(false) // from here on, a failed read is this request's body
 	}
+	var body *clientBody
+	if !bodiless(req) && req.IsBodyStream() {
+		body = newClientBody(req.BodyStream(), int64(req.Header.ContentLength()))
+		req.SetBodyStream(body, req.Header.ContentLength())
+	}
+	clientGone := func() bool { return clientFailed(ctx) || body.failed() != nil }
 	prepareOutbound(ctx)
 	if u.scheme == "https" {
 		req.URI().SetScheme("https") // the client of a TLS group checks it
 	}
 	up := fasthttp.AcquireResponse()
-	err := g.try(u, fl, retryable(method, bodiless(req)),
-		func() bool { return clientFailed(ctx) },
+	err := g.try(u, fl, retryable(method, bodiless(req)), clientGone,
 		func(t *target) (int, error) {
 			if err := u.fast[t.addr].Do(req, up); err != nil {
 				return 0, err
 			}
+			if body.failed() != nil {
+				return 0, errClientBody // an answer to a body cut short
+			}
 			return up.StatusCode(), nil
 		})
-	if err != nil {
+	switch {
+	case err != nil && body.failed() != nil:
+		fasthttp.ReleaseResponse(up)
+		ctx.SetConnectionClose() // the rest of the body is not framed
+		clientFault(rs, body.failed())
+	case err != nil:
 		fasthttp.ReleaseResponse(up)
 		g.upstreamError(rs, fl, err)
-	} else {
+	default:
 		up.Header.CopyTo(&ctx.Response.Header)
 		ctx.Response.Header.SetNoDefaultContentType(true) // CopyTo took up's setting
 		if up.BodyStream() != nil {
@@ -264,7 +277,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 		}
 	}
 	// A client that stopped sending its body says nothing of the target.
-	gone := err != nil && clientFailed(ctx)
+	gone := err != nil && clientGone()
 	failed := err != nil || ctx.Response.StatusCode() >= 500
 	handed = true
 	return func(bodyFailed, clientGone bool) {

@@ -28,6 +28,7 @@ type flow struct {
 	// engine; the fast engine's relay keeps its own).
 	bodyFailed bool
 	rec        *recorder
+	body       *clientBody // the client's request body (net/http engine), or nil
 }
 
 type flowKey struct{}
@@ -46,6 +47,10 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		fl.body = newClientBody(r.Body, r.ContentLength)
+		r.Body = fl.body
+	}
 	start := time.Now()
 	relayed := false
 	// ReverseProxy panics with http.ErrAbortHandler when copying the body
@@ -54,7 +59,7 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		aborted := !relayed
 		// A client that left says nothing of the upstream.
-		gone := fl.err != nil && r.Context().Err() != nil || aborted && !fl.bodyFailed
+		gone := fl.err != nil && (r.Context().Err() != nil || fl.body.failed() != nil) || aborted && !fl.bodyFailed
 		u.leave(rt, permit, start, gone, fl.err != nil || fl.bodyFailed || fl.rec.status >= 500)
 	}()
 	g.proxy.ServeHTTP(w, r)
@@ -152,12 +157,16 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	u := fl.upstream
 	var resp *http.Response
 	err := g.try(u, fl, retryable(req.Method, req.Body == nil || req.Body == http.NoBody),
-		func() bool { return req.Context().Err() != nil },
+		func() bool { return req.Context().Err() != nil || fl.body.failed() != nil },
 		func(t *target) (int, error) {
 			req.URL.Scheme, req.URL.Host = u.scheme, t.addr
 			var err error
 			if resp, err = u.transport.RoundTrip(req); err != nil {
 				return 0, err
+			}
+			if fl.body.failed() != nil {
+				resp.Body.Close()
+				return 0, errClientBody // an answer to a body cut short
 			}
 			return resp.StatusCode, nil
 		})
@@ -274,10 +283,23 @@ func retryable(method string, bodiless bool) bool {
 
 // proxyError answers a request whose upstream could not be reached.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	fl := flowFrom(r.Context())
+	if berr := fl.body.failed(); berr != nil {
+		// net/http cancels the request's context on any failed read of
+		// the connection, the body's included: a client that stalled or
+		// only half-closed still reads its answer.
+		if fl.err == nil {
+			fl.err = err
+		}
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close") // the rest of the body is not framed
+		}
+		clientFault(netResponder{w}, berr)
+		return
+	}
 	if r.Context().Err() != nil {
 		return // the client is gone
 	}
-	fl := flowFrom(r.Context())
 	if fl.err == nil {
 		fl.err = err // a failure after the round trip, such as copying the body
 	}

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// rawExchange sends req on a new connection to addr, half-closes it when
+// closeWrite, and returns the status of the answer, or 0 when the
+// connection closed without one.
+func rawExchange(t *testing.T, addr, req string, closeWrite bool) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	if closeWrite {
+		_ = c.(*net.TCPConn).CloseWrite()
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("no answer and no close within 5 s: %v", err)
+		}
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A client's malformed, truncated or stalled request body is the
+// client's fault, on both engines: it gets a 4xx (or, when it left, a
+// closed connection), and the target's breaker, which opens after three
+// failures, stays closed however many such requests come.
+func TestClientBodyFaultsSpareTheTarget(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	const head = "POST /upload HTTP/1.1\r\nHost: gw\r\n"
+	cases := []struct {
+		name       string
+		req        string
+		closeWrite bool
+		stall      bool
+		want       int // 0: a 4xx or a closed connection
+	}{
+		{name: "invalid chunk size", req: head + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", want: http.StatusBadRequest},
+		{name: "truncated chunked body", req: head + "Transfer-Encoding: chunked\r\n\r\n5\r\nhel", closeWrite: true},
+		{name: "content-length longer than the body", req: head + "Content-Length: 100\r\n\r\nshort", closeWrite: true},
+		{name: "stalled body", req: head + "Content-Length: 100\r\n\r\nshort", stall: true, want: http.StatusRequestTimeout},
+	}
+	for _, engine := range []string{"net", "fast"} {
+		for _, tc := range cases {
+			reg := prometheus.NewPedanticRegistry()
+			g := breakerGateway(t, up, reg)
+			addr := serveWithBodyTimeout(t, g, engine, 300*time.Millisecond)
+			for i := range 6 {
+				status := rawExchange(t, addr, tc.req, tc.closeWrite)
+				switch {
+				case tc.want != 0 && status != tc.want:
+					t.Errorf("%s, %s: request %d: status %d, want %d", engine, tc.name, i, status, tc.want)
+				case tc.want == 0 && status != 0 && (status < 400 || status >= 500):
+					t.Errorf("%s, %s: request %d: status %d, want a 4xx or a closed connection", engine, tc.name, i, status)
+				}
+			}
+			status := rawExchange(t, addr, head+"Content-Length: 5\r\n\r\nhello", false)
+			if status != http.StatusOK {
+				t.Errorf("%s, %s: a good request afterwards got %d, want 200 (503: the breaker blamed the target)", engine, tc.name, status)
+			}
+			if !eventually(func() bool { return metricOf(t, reg, "fluxgate_http_requests_in_flight").GetGauge().GetValue() == 0 }) {
+				t.Errorf("%s, %s: requests left in flight", engine, tc.name)
+			}
+		}
+	}
+}
+
+// serveWithBodyTimeout serves g on engine until the test ends, giving a
+// client bodyTimeout to send a request, and returns its address.
+func serveWithBodyTimeout(t *testing.T, g *Gateway, engine string, bodyTimeout time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if engine == "net" {
+		srv := &http.Server{Handler: g, ReadTimeout: bodyTimeout}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		return ln.Addr().String()
+	}
+	fs := g.NewFastServer(nil)
+	fs.HeaderReceived = func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+		return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
+	}
+	done := make(chan struct{})
+	go func() { _ = fs.Serve(FastListener(ln)); close(done) }()
+	t.Cleanup(func() { _ = fs.Shutdown(); <-done })
+	return ln.Addr().String()
+}
