@@ -96,6 +96,11 @@ type PolicyStore struct {
 	mu    sync.Mutex            // serializes Reload and admin writes
 	files map[string]*fileState // guarded by mu; keyed by base name
 	subs  []func(old, cur *PolicySnapshot)
+	// listed: the directory has been read at least once; guarded by mu.
+	listed bool
+	// gone says why the last good policies run without their directory,
+	// which was deleted after it was read; nil while it is there.
+	gone atomic.Pointer[string]
 
 	reloads      *prometheus.CounterVec
 	reloadErrors prometheus.Counter
@@ -183,6 +188,9 @@ func (s *PolicyStore) Health() ComponentHealth {
 	}
 	snap := s.Snapshot()
 	h := ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%d policies loaded from %s", len(snap.Entries), s.opts.Dir)}
+	if gone := s.gone.Load(); gone != nil {
+		return ComponentHealth{Status: StatusDegraded, Message: *gone}
+	}
 	if len(snap.Errors) > 0 {
 		h.Status = StatusDegraded
 		h.Message = fmt.Sprintf("%d policies loaded, %d files refused (last good versions keep running)", len(snap.Entries), len(snap.Errors))
@@ -196,7 +204,10 @@ func (s *PolicyStore) Health() ComponentHealth {
 // Reload reads the directory and publishes a new snapshot if anything
 // changed. Files that fail keep their last good version; their errors are
 // in the snapshot. Reload returns an error only when the directory itself
-// cannot be read; a missing directory is an empty policy set.
+// cannot be read. A directory that has never existed is an empty policy
+// set; one deleted after it was read keeps the last good policies
+// running, and health degraded, until it is back: an unmounted volume or
+// a mistaken rm is not an order to unload every policy.
 func (s *PolicyStore) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,9 +216,26 @@ func (s *PolicyStore) Reload() error {
 
 func (s *PolicyStore) reloadLocked() error {
 	names, err := s.listFiles()
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && s.listed:
+		if s.gone.Load() == nil {
+			n := len(s.Snapshot().Entries)
+			msg := fmt.Sprintf("policy directory %s does not exist: the last good %d policies keep running", s.opts.Dir, n)
+			s.gone.Store(&msg)
+			s.logger.Error("policy directory deleted: keeping the last good policies", "dir", s.opts.Dir, "policies", n)
+		}
+		s.loaded.Store(true)
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		names = nil // never there: no policies yet
+	case err != nil:
 		s.reloads.WithLabelValues("failure").Inc()
 		return err
+	default:
+		s.listed = true
+		if s.gone.Swap(nil) != nil {
+			s.logger.Info("policy directory is back", "dir", s.opts.Dir, "files", len(names))
+		}
 	}
 	seen := make(map[string]bool, len(names))
 	for _, name := range names {
@@ -225,9 +253,6 @@ func (s *PolicyStore) reloadLocked() error {
 
 func (s *PolicyStore) listFiles() ([]string, error) {
 	ents, err := os.ReadDir(s.opts.Dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: read policy directory: %w", err)
 	}

@@ -253,3 +253,49 @@ func TestStoreMetricsRegistered(t *testing.T) {
 		t.Fatal("a second store on the same registry must fail to register, not panic")
 	}
 }
+
+// A policy directory deleted under a running store keeps the last good
+// policies running and degrades health with the reason, until it
+// comes back; a directory absent from the start is an empty set.
+func TestDeletedDirectoryKeepsLastGoodPolicies(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "policies")
+	s, err := NewPolicyStore(StoreOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if h := s.Health(); h.Status != StatusHealthy || len(s.Snapshot().Entries) != 0 {
+		t.Fatalf("absent from the start: %+v, %d policies; want healthy and empty", h, len(s.Snapshot().Entries))
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "demo.yaml"), policyYAML("default", "demo", "1s"))
+	if err := s.Reload(); err != nil || len(s.Snapshot().Entries) != 1 {
+		t.Fatalf("reload: %v, %d policies", err, len(s.Snapshot().Entries))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.Snapshot().Entries); n != 1 {
+		t.Errorf("after the directory was deleted: %d policies, want the last good 1", n)
+	}
+	h := s.Health()
+	if h.Status != StatusDegraded || !strings.Contains(h.Message, "does not exist") {
+		t.Errorf("after the directory was deleted: health %+v, want degraded saying it does not exist", h)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if h := s.Health(); h.Status != StatusHealthy || len(s.Snapshot().Entries) != 0 {
+		t.Errorf("directory back, empty: %+v, %d policies; want healthy and empty", h, len(s.Snapshot().Entries))
+	}
+}
