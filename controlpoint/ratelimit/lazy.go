@@ -39,14 +39,15 @@ type lazy struct {
 	agentsMu sync.Mutex
 	agents   float64 // guarded by agentsMu: the agent count last seen, for new keys
 
-	seed   maphash.Seed
-	shards [numShards]lazyShard
+	seed      maphash.Seed
+	shards    []lazyShard // a power of two of them
+	evictions atomic.Uint64
 }
 
 type lazyShard struct {
 	mu      sync.Mutex
-	buckets map[string]*lazyBucket // guarded by mu, as are the buckets
-	swept   int64                  // caller clock of the last sweep
+	buckets store[lazyBucket] // guarded by mu, as are the buckets
+	swept   int64             // caller clock of the last sweep
 }
 
 // Sync states of a lazyBucket.
@@ -69,14 +70,26 @@ type lazyBucket struct {
 	// bucket.used is the caller clock of the last decision.
 }
 
-func newLazy(l *RedisLimiter, numSync int, interval time.Duration) *lazy {
+func newLazy(l *RedisLimiter, numSync int, interval time.Duration, maxMemory int64) *lazy {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	z := &lazy{l: l, numSync: numSync, period: interval / time.Duration(numSync), id: hex.EncodeToString(id[:]), agents: 1, seed: maphash.MakeSeed()}
+	z.shards = make([]lazyShard, shardsFor(maxMemory))
 	for i := range z.shards {
-		z.shards[i].buckets = make(map[string]*lazyBucket)
+		z.shards[i].buckets = newStore[lazyBucket](maxMemory / int64(len(z.shards)))
 	}
 	return z
+}
+
+func (z *lazy) shard(key string) *lazyShard {
+	return &z.shards[maphash.String(z.seed, key)&uint64(len(z.shards)-1)]
+}
+
+// held reports whether b is still key's share in sh (not evicted); the
+// caller holds sh.mu.
+func (sh *lazyShard) held(key string, b *lazyBucket) bool {
+	nd := sh.buckets.peek(key)
+	return nd != nil && &nd.val == b
 }
 
 // share is the local bucket's limits: 1/agents of the global ones.
@@ -96,9 +109,12 @@ const lazySweepEvery = time.Minute
 func (z *lazy) do(now time.Time, key string, n float64, take bool) Result {
 	lim := z.l.limits.Load()
 	t, wall := now.UnixNano(), time.Now().UnixNano()
-	sh := &z.shards[maphash.String(z.seed, key)%numShards]
+	sh := z.shard(key)
 	sh.mu.Lock()
-	b := sh.buckets[key]
+	var b *lazyBucket
+	if nd := sh.buckets.get(key); nd != nil {
+		b = &nd.val
+	}
 	if b == nil {
 		z.agentsMu.Lock()
 		agents := z.agents
@@ -107,18 +123,23 @@ func (z *lazy) do(now time.Time, key string, n float64, take bool) Result {
 		// refill for the agent count this limiter last saw: the first
 		// decisions on a new key do not wait, and cannot take a whole
 		// bucket on each agent.
-		b = &lazyBucket{bucket: bucket{last: t}, wall: wall, agents: agents, fresh: true, epoch: strconv.FormatUint(z.epochs.Add(1), 10)}
+		nb := lazyBucket{bucket: bucket{last: t}, wall: wall, agents: agents, fresh: true}
 		if !z.l.delay {
-			b.tokens = math.Min(lim.Capacity, lim.FillAmount/float64(z.numSync)) / agents
+			nb.tokens = math.Min(lim.Capacity, lim.FillAmount/float64(z.numSync)) / agents
 		}
 		if !take {
 			sh.mu.Unlock()
-			return z.result(b, lim, n, b.tokens >= n)
+			return z.result(&nb, lim, n, nb.tokens >= n)
 		}
+		nb.epoch = strconv.FormatUint(z.epochs.Add(1), 10)
 		if t-sh.swept > int64(lazySweepEvery) {
 			z.sweepLocked(sh, t)
 		}
-		sh.buckets[key] = b
+		nd, evicted := sh.buckets.add(key, nb, nil)
+		if evicted > 0 {
+			z.evictions.Add(uint64(evicted))
+		}
+		b = &nd.val
 	}
 	s := share(lim, b.agents)
 	w := *b
@@ -156,9 +177,10 @@ func (z *lazy) result(b *lazyBucket, lim *Limits, n float64, ok bool) Result {
 func (z *lazy) giveBack(now time.Time, key string, n float64) {
 	lim := z.l.limits.Load()
 	t, wall := now.UnixNano(), time.Now().UnixNano()
-	sh := &z.shards[maphash.String(z.seed, key)%numShards]
+	sh := z.shard(key)
 	sh.mu.Lock()
-	if b := sh.buckets[key]; b != nil {
+	if nd := sh.buckets.peek(key); nd != nil {
+		b := &nd.val
 		s := share(lim, b.agents)
 		refill(&b.bucket, &s, t)
 		b.wall = wall
@@ -188,7 +210,7 @@ func (z *lazy) scheduleLocked(key string, b *lazyBucket, wall int64) {
 
 // sync reconciles key's bucket with Redis. It runs in its own goroutine.
 func (z *lazy) sync(key string, b *lazyBucket) {
-	sh := &z.shards[maphash.String(z.seed, key)%numShards]
+	sh := z.shard(key)
 	start := time.Now()
 	sh.mu.Lock()
 	b.state = syncRunning
@@ -222,8 +244,10 @@ func (z *lazy) sync(key string, b *lazyBucket) {
 		z.agents = agents
 		z.agentsMu.Unlock()
 	}
-	if b.total != b.ack {
+	if b.total != b.ack && sh.held(key, b) {
 		// Tokens taken meanwhile, or a failed sync: try again when due.
+		// An evicted share is not retried: what it took since its last
+		// sync is lost (see the package documentation).
 		z.scheduleLocked(key, b, wall)
 	}
 }
@@ -273,12 +297,12 @@ func (z *lazy) sweepLocked(sh *lazyShard, now int64) int {
 	sh.swept = now
 	cutoff := now - int64(z.l.maxIdle)
 	n := 0
-	for k, b := range sh.buckets {
-		if b.used < cutoff && b.state == syncIdle && b.total == b.ack {
-			delete(sh.buckets, k)
+	sh.buckets.each(func(nd *node[lazyBucket]) {
+		if b := &nd.val; b.used < cutoff && b.state == syncIdle && b.total == b.ack {
+			sh.buckets.remove(nd)
 			n++
 		}
-	}
+	})
 	return n
 }
 
@@ -300,7 +324,7 @@ func (z *lazy) len() int {
 	for i := range z.shards {
 		sh := &z.shards[i]
 		sh.mu.Lock()
-		n += len(sh.buckets)
+		n += sh.buckets.len()
 		sh.mu.Unlock()
 	}
 	return n

@@ -16,12 +16,36 @@
 // long it is idle. Only a limiter without a fill rate, whose buckets never
 // fill again, drops them MaxIdle after their last use.
 //
+// Memory is bounded whatever the flows carry. A key longer than
+// MaxKeyBytes (256) becomes its first 64 bytes and the SHA-256 of the
+// whole key (BoundKey: distinct keys stay distinct, see there for the
+// collision semantics), so a bucket costs at most BucketBytes plus 136
+// bytes. A Limiter holds its buckets within Options.MaxMemory (default
+// 32 MiB, the agent's limits.rate_limiter_memory_mib), as it counts them:
+// BucketBytes plus the key's length each. Making a bucket past the budget
+// evicts the least recently used ones (of its shard: the buckets are
+// spread over up to 64 shards by a hash of the key, each with its part of
+// the budget). Evictions counts them. A flood of new keys therefore
+// costs CPU, not memory, and it evicts the keys not used for longest; a
+// key used again within the time the flood takes to go through the
+// budget keeps its bucket.
+//
+// Overshoot bound of eviction. An evicted bucket, like a swept one, is
+// made again full on the key's next use, but unlike a swept one it may
+// not have been full: a key gets at most Capacity tokens more than an
+// unbounded limiter would give it, once per eviction of its bucket
+// (TestEvictionOvershootBound). With DelayInitialFill a bucket comes back
+// empty and eviction only ever admits less. Keep the budget above the
+// keys that are busy within an interval (about 200,000 keys of 40 bytes
+// per 32 MiB) and evictions take only keys that would have refilled.
+//
 // A cost (n) is a number of tokens ≥ 0. A negative or NaN cost is refused
 // without touching the bucket; waits are clamped to math.MaxInt64
 // ("never"), so no cost makes them overflow.
 //
 // A Limiter is safe for concurrent use. Buckets are spread over shards, each
-// with its own mutex; Take on an existing bucket does not allocate.
+// with its own mutex; Take on an existing bucket under a key of at most
+// MaxKeyBytes does not allocate.
 //
 // A RedisLimiter keeps the buckets in Redis, shared by every agent. In
 // exact mode each decision is one Lua script call. With lazy sync
@@ -58,6 +82,13 @@
 // such agent can add fill_amount/N per interval. Measured (test/redis,
 // three agents, 12 clients, L = 1,000/s, num_sync 4): 961–989 per window
 // under steady overload, 2,487–2,534 in the first (bound 2,750).
+//
+// Lazy sync's local shares keep the same memory budget. An evicted share
+// still sends what it took at its pending sync; only if that sync fails
+// is it not retried, and those tokens (at most one share) are lost to
+// Redis. The key then starts again as new on this agent: at most
+// fill_amount/(num_sync·N') more, once per eviction. Redis keys are
+// bounded by BoundKey and expire (see RedisLimiterOptions.MaxIdle).
 package ratelimit
 
 import (
@@ -95,6 +126,10 @@ type Options struct {
 	MaxIdle time.Duration
 	// DelayInitialFill starts new buckets empty instead of full.
 	DelayInitialFill bool
+	// MaxMemory bounds the buckets, as the limiter counts them
+	// (BucketBytes plus the key's length each): making a bucket past it
+	// evicts the least recently used ones. Default DefaultMaxMemory.
+	MaxMemory int64
 }
 
 // Result is the outcome of Take or Peek.
@@ -106,20 +141,23 @@ type Result struct {
 	Reset     time.Duration // until the bucket is full again
 }
 
-const numShards = 64
+// maxShards is the most shards a limiter spreads its buckets over.
+const maxShards = 64
 
 // Limiter is a set of token buckets sharing one set of limits.
 type Limiter struct {
-	limits  atomic.Pointer[Limits]
-	maxIdle time.Duration
-	delay   bool
-	seed    maphash.Seed
-	shards  [numShards]shard
+	limits    atomic.Pointer[Limits]
+	maxIdle   time.Duration
+	delay     bool
+	maxMemory int64
+	seed      maphash.Seed
+	shards    []shard // a power of two of them
+	evictions atomic.Uint64
 }
 
 type shard struct {
 	mu      sync.Mutex
-	buckets map[string]*bucket // guarded by mu
+	buckets store[bucket] // guarded by mu
 }
 
 type bucket struct {
@@ -130,16 +168,24 @@ type bucket struct {
 
 // New returns a Limiter with no buckets.
 func New(opts Options) *Limiter {
-	l := &Limiter{maxIdle: opts.MaxIdle, delay: opts.DelayInitialFill, seed: maphash.MakeSeed()}
+	l := &Limiter{maxIdle: opts.MaxIdle, delay: opts.DelayInitialFill, maxMemory: opts.MaxMemory, seed: maphash.MakeSeed()}
 	if l.maxIdle <= 0 {
 		l.maxIdle = 2 * time.Hour
 	}
+	if l.maxMemory <= 0 {
+		l.maxMemory = DefaultMaxMemory
+	}
 	lim := opts.Limits
 	l.limits.Store(&lim)
+	l.shards = make([]shard, shardsFor(l.maxMemory))
 	for i := range l.shards {
-		l.shards[i].buckets = make(map[string]*bucket)
+		l.shards[i].buckets = newStore[bucket](l.maxMemory / int64(len(l.shards)))
 	}
 	return l
+}
+
+func (l *Limiter) shard(key string) *shard {
+	return &l.shards[maphash.String(l.seed, key)&uint64(len(l.shards)-1)]
 }
 
 // Limits returns the current limits.
@@ -167,10 +213,12 @@ func (l *Limiter) Peek(now time.Time, key string, n float64) Result {
 // Return puts n tokens back into key's bucket, for a flow that a later
 // component rejected after this one had admitted it.
 func (l *Limiter) Return(now time.Time, key string, n float64) {
+	key = BoundKey(key)
 	lim := l.limits.Load()
-	sh := &l.shards[maphash.String(l.seed, key)%numShards]
+	sh := l.shard(key)
 	sh.mu.Lock()
-	if b := sh.buckets[key]; b != nil && n > 0 {
+	if nd := sh.buckets.peek(key); nd != nil && n > 0 {
+		b := &nd.val
 		refill(b, lim, now.UnixNano())
 		b.tokens = math.Min(b.tokens+n, lim.Capacity)
 		b.used = now.UnixNano()
@@ -183,9 +231,13 @@ func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 	bad := !(n >= 0) // negative or NaN: refused, the bucket untouched
 	take = take && !bad
 	t := now.UnixNano()
-	sh := &l.shards[maphash.String(l.seed, key)%numShards]
+	key = BoundKey(key)
+	sh := l.shard(key)
 	sh.mu.Lock()
-	stored := sh.buckets[key]
+	var stored *bucket
+	if nd := sh.buckets.get(key); nd != nil {
+		stored = &nd.val
+	}
 	var b bucket // worked on by value; written back when taking
 	if stored != nil {
 		b = *stored
@@ -210,8 +262,11 @@ func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 	res.Reset = waitFor(lim.Capacity-b.tokens, lim)
 	if take {
 		if stored == nil {
-			stored = new(bucket)
-			sh.buckets[key] = stored
+			nd, evicted := sh.buckets.add(key, b, nil)
+			stored = &nd.val
+			if evicted > 0 {
+				l.evictions.Add(uint64(evicted))
+			}
 		}
 		b.used = t
 		*stored = b
@@ -280,12 +335,12 @@ func (l *Limiter) Sweep(now time.Time) int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		for k, b := range sh.buckets {
-			if b.used < cutoff && refillsToFull(*b, lim, t) {
-				delete(sh.buckets, k)
+		sh.buckets.each(func(nd *node[bucket]) {
+			if nd.val.used < cutoff && refillsToFull(nd.val, lim, t) {
+				sh.buckets.remove(nd)
 				dropped++
 			}
-		}
+		})
 		sh.mu.Unlock()
 	}
 	return dropped
@@ -310,8 +365,25 @@ func (l *Limiter) Len() int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		n += len(sh.buckets)
+		n += sh.buckets.len()
 		sh.mu.Unlock()
 	}
 	return n
 }
+
+// Bytes is the memory the buckets hold, as the limiter counts it
+// (BucketBytes plus the key's length each); at most MaxMemory, or one
+// bucket per shard when a bucket alone is over a shard's share.
+func (l *Limiter) Bytes() int64 {
+	var n int64
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		n += sh.buckets.bytes
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Evictions is the number of buckets evicted to keep within MaxMemory.
+func (l *Limiter) Evictions() uint64 { return l.evictions.Load() }

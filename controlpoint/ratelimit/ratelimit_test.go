@@ -279,3 +279,20 @@ func TestWaitIsOverflowSafe(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTakeNewKeys goes through 2^20 keys in turn, more than the
+// default budget holds: each Take makes a bucket and evicts one.
+func BenchmarkTakeNewKeys(b *testing.B) {
+	l := New(Options{Limits: Limits{Capacity: 10, FillAmount: 10, Interval: time.Second, Continuous: true}})
+	now := time.Now()
+	keys := make([]string, 1<<20)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("user-%d", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		l.Take(now, keys[i&(len(keys)-1)], 1)
+		i++
+	}
+}

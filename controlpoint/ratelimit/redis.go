@@ -212,6 +212,11 @@ type RedisLimiterOptions struct {
 	// lives at least MaxIdle.
 	MaxIdle          time.Duration
 	DelayInitialFill bool
+	// MaxMemory bounds the local buckets (lazy sync's shares and
+	// local_fallback's buckets, each set apart) as in Options. Default
+	// DefaultMaxMemory. Redis's own memory is bounded by the keys'
+	// expiry and MaxKeyBytes.
+	MaxMemory int64
 	// NumSync > 0 turns on lazy sync (token bucket only): decisions take
 	// from a local share and never wait on Redis; each busy bucket is
 	// reconciled with Redis NumSync times per interval. FailureMode and
@@ -266,9 +271,13 @@ func (b *RedisBackend) NewLimiter(opts RedisLimiterOptions) *RedisLimiter {
 	l.limits.Store(&lim)
 	if opts.NumSync > 0 && l.alg == TokenBucket && lim.Interval > 0 {
 		l.script = b.lz
-		l.lazy = newLazy(l, opts.NumSync, lim.Interval)
+		mem := opts.MaxMemory
+		if mem <= 0 {
+			mem = DefaultMaxMemory
+		}
+		l.lazy = newLazy(l, opts.NumSync, lim.Interval, mem)
 	}
-	l.fallback = New(Options{Limits: l.shareOf(lim), MaxIdle: opts.MaxIdle, DelayInitialFill: opts.DelayInitialFill})
+	l.fallback = New(Options{Limits: l.shareOf(lim), MaxIdle: opts.MaxIdle, DelayInitialFill: opts.DelayInitialFill, MaxMemory: opts.MaxMemory})
 	return l
 }
 
@@ -302,6 +311,7 @@ func (l *RedisLimiter) Fallback() *Limiter { return l.fallback }
 // Redis Cluster slot; a '}' or '%' in them is escaped as %7D or %25 so it
 // cannot end the tag early.
 func (l *RedisLimiter) Key(key string) string {
+	key = BoundKey(key)
 	suffix := ":tb"
 	switch {
 	case l.lazy != nil:
@@ -332,6 +342,7 @@ type RedisResult struct {
 // only by the local fallback and lazy sync's local share: Redis decides
 // on its own clock.
 func (l *RedisLimiter) Take(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	key = BoundKey(key)
 	if r, bad := l.badCost(n); bad {
 		return r
 	}
@@ -343,6 +354,7 @@ func (l *RedisLimiter) Take(ctx context.Context, now time.Time, key string, n fl
 
 // Peek reports what Take would answer without changing the bucket.
 func (l *RedisLimiter) Peek(ctx context.Context, now time.Time, key string, n float64) RedisResult {
+	key = BoundKey(key)
 	if r, bad := l.badCost(n); bad {
 		return r
 	}
@@ -384,10 +396,20 @@ func (l *RedisLimiter) LazyLen() int {
 	return l.lazy.len()
 }
 
+// LazyEvictions is the number of lazy sync's local shares evicted to
+// keep within MaxMemory.
+func (l *RedisLimiter) LazyEvictions() uint64 {
+	if l.lazy == nil {
+		return 0
+	}
+	return l.lazy.evictions.Load()
+}
+
 // Return gives n tokens back to key's bucket, for a flow that a later
 // component rejected after this one had admitted it. With the sliding
 // window it takes them off the newest count.
 func (l *RedisLimiter) Return(ctx context.Context, now time.Time, key string, n float64) {
+	key = BoundKey(key)
 	if l.lazy != nil {
 		l.lazy.giveBack(now, key, n)
 		return
