@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -108,7 +109,7 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		changed:  make(chan struct{}, 1),
 		readings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "signal_reading",
-			Help: "The latest valid value of each circuit signal.",
+			Help: "The latest value of each circuit signal; NaN while it is invalid.",
 		}, []string{"policy_name", "signal_name"}),
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "invalid_signal_readings_total",
@@ -236,7 +237,23 @@ func (r *Runtime) runCircuit(ctx context.Context, c *Circuit) {
 	invalid := make([]prometheus.Counter, len(c.names))
 	for i, s := range c.names {
 		gauges[i] = r.readings.WithLabelValues(name, s)
+		gauges[i].Set(math.NaN()) // no value yet: not a real-looking 0
 		invalid[i] = r.invalid.WithLabelValues(name, s)
+	}
+	// export publishes a step's values: an invalid signal reads NaN,
+	// never 0 or a stale value that looks current. Ticks (not the first
+	// step, which ticks does not count either) count invalid ones.
+	export := func(tick bool) {
+		for i, v := range c.values {
+			if v.Valid {
+				gauges[i].Set(v.V)
+				continue
+			}
+			gauges[i].Set(math.NaN())
+			if tick {
+				invalid[i].Inc()
+			}
+		}
 	}
 	defer func() {
 		r.readings.DeletePartialMatch(prometheus.Labels{"policy_name": name})
@@ -246,6 +263,7 @@ func (r *Runtime) runCircuit(ctx context.Context, c *Circuit) {
 	defer t.Stop()
 	last := time.Now()
 	c.Step(last)
+	export(false)
 	for {
 		select {
 		case <-ctx.Done():
@@ -257,13 +275,7 @@ func (r *Runtime) runCircuit(ctx context.Context, c *Circuit) {
 			last = now
 			c.Step(now)
 			ticks.Inc()
-			for i, v := range c.values {
-				if v.Valid {
-					gauges[i].Set(v.V)
-				} else {
-					invalid[i].Inc()
-				}
-			}
+			export(true)
 		}
 	}
 }
