@@ -102,3 +102,35 @@ func TestAdaptiveConcurrencyRejectedLaterFreesItsSlot(t *testing.T) {
 		}
 	}
 }
+
+// TestDryRunAdaptiveConcurrencyFreesSlotsOfRejectedFlows: a dry-run
+// adaptive component holds a slot for every flow, even one it would have
+// rejected; when a later component rejects the flow, the slot comes back.
+func TestDryRunAdaptiveConcurrencyFreesSlotsOfRejectedFlows(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEngine(t, reg, strings.Replace(adaptivePolicy, "max_flow_duration: 10s}", "max_flow_duration: 10s}\n            dry_run: true", 1)+`      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: api, label_matcher: {match_labels: {reject: "yes"}}}]
+            in_ports: {bucket_capacity: {constant_signal: {value: 0}}, fill_amount: {constant_signal: {value: 0}}}
+            parameters: {interval: 1s}
+`)
+	check := func(labels map[string]string) Decision {
+		var d Decision
+		e.Check(context.Background(), time.Now(), &Request{ControlPoint: "api", Labels: labels}, &d)
+		return d
+	}
+	for i := 0; i < 2; i++ { // fill the limit of 2 with flows that go on
+		if d := check(nil); !d.Accepted || d.FlowID == 0 {
+			t.Fatalf("flow %d: accepted %v, id %d", i, d.Accepted, d.FlowID)
+		}
+	}
+	for i := 0; i < 5; i++ { // over the limit (dry run: would reject), then rate limited
+		d := check(map[string]string{"reject": "yes"})
+		if d.Accepted || !d.Limiters[0].DryRun || !d.Limiters[0].Dropped {
+			t.Fatalf("check %d: accepted %v, %+v; want a dry-run would-be rejection, then rate limited", i, d.Accepted, d.Limiters[0])
+		}
+	}
+	if got := gaugeValue(t, reg, "fluxgate_adaptive_concurrency_in_flight"); got != 2 {
+		t.Fatalf("in_flight %v after two flows in flight and five rejected ones, want 2", got)
+	}
+}

@@ -88,8 +88,10 @@ type LimiterDecision struct {
 	ticket concurrency.Ticket // the slot, when held
 }
 
-// tookTokens reports whether the component charged the flow.
-func (ld *LimiterDecision) tookTokens() bool { return !ld.Dropped && !ld.PassThrough }
+// tookTokens reports whether the component charged the flow: took tokens,
+// or holds a slot (a dry-run adaptive_concurrency holds one even for a
+// flow it would have rejected).
+func (ld *LimiterDecision) tookTokens() bool { return ld.held || !ld.Dropped && !ld.PassThrough }
 
 // ClassifierResult reports one classifier that matched the flow.
 type ClassifierResult struct {
