@@ -538,6 +538,7 @@ func (e *Engine) classify(ctx context.Context, pt *point, req *Request, d *Decis
 	if req.Labels == nil {
 		req.Labels = map[string]string{}
 	}
+	ctx = classifier.WithBudget(ctx) // one Rego budget for the whole check
 	for i := range pt.classifiers {
 		ref := &pt.classifiers[i]
 		if !anyMatch(ref.sels, req.Labels) {

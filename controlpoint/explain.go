@@ -4,6 +4,8 @@ import (
 	"context"
 	"maps"
 	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/classifier"
 )
 
 // Explanation says what the engine would do with a flow and why, without
@@ -69,6 +71,7 @@ func (e *Engine) Explain(ctx context.Context, now time.Time, req *Request) *Expl
 		x.NoPolicy = true
 		return x
 	}
+	ctx = classifier.WithBudget(ctx) // one Rego budget, as in Check
 	for i := range pt.classifiers {
 		ref := &pt.classifiers[i]
 		ec := ExplainedClassifier{Policy: ref.policy.key.String(), Index: ref.index, Matched: anyMatch(ref.sels, labels)}

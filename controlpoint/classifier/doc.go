@@ -58,8 +58,10 @@
 // opa.runtime, time.now_ns, rand.intn, uuid.rfc4122, JWT signing and
 // verification that reads the clock, and the like) are not available, and
 // a module that calls one fails New. Builtin errors are strict: a builtin
-// that fails (to_number("x")) is an error, not an undefined value. An
-// evaluation is cancelled after RegoTimeout (or the caller's earlier
-// deadline). An evaluation error, such as a complete rule with conflicting
+// that fails (to_number("x")) is an error, not an undefined value. The
+// Rego evaluations of one check share one RegoTimeout (the engine gives
+// each check a WithBudget context; a lone Classify gets it whole), or the
+// caller's earlier deadline: a module that starts once the budget is
+// spent is not evaluated. An evaluation error, such as a complete rule with conflicting
 // values, makes Classify return the error and no Rego labels.
 package classifier

@@ -18,10 +18,24 @@ import (
 	"github.com/fluxgate/fluxgate/policies"
 )
 
-// RegoTimeout bounds one evaluation of a Rego classifier; a caller's
+// RegoTimeout bounds the Rego evaluations of one check together: every
+// module Classify evaluates under one WithBudget context shares it (and
+// one Classify call outside such a context gets it whole). A caller's
 // earlier deadline applies too. Rego runs on the check path: a module
 // that needs longer is broken, and Classify reports it.
 const RegoTimeout = 50 * time.Millisecond
+
+// budgetKey is the context key of a check's Rego deadline.
+type budgetKey struct{}
+
+// WithBudget returns ctx carrying the Rego time budget of one check,
+// RegoTimeout from now: the Rego modules of every classifier called with
+// it share that budget, so a check with several slow modules waits one
+// budget, not one per module. Once it is spent, further modules are not
+// evaluated and Classify reports it.
+func WithBudget(ctx context.Context) context.Context {
+	return context.WithValue(ctx, budgetKey{}, time.Now().Add(RegoTimeout))
+}
 
 // refusedBuiltins are builtins a classifier's Rego may not call, besides
 // those OPA marks non-deterministic: they do I/O or read the clock.
@@ -169,11 +183,20 @@ func regoCompileError(err error, refused map[string]bool) error {
 // eval evaluates the query for one flow, adding the labels it defines to
 // out.
 func (q *regoQuery) eval(ctx context.Context, controlPoint string, labels map[string]string, out map[string]string) error {
-	ectx, cancel := context.WithTimeout(ctx, RegoTimeout)
+	deadline, shared := ctx.Value(budgetKey{}).(time.Time)
+	if !shared {
+		deadline = time.Now().Add(RegoTimeout)
+	} else if !time.Now().Before(deadline) {
+		return fmt.Errorf("classifier: rego: not evaluated: the check's %v Rego budget was spent by other modules", RegoTimeout)
+	}
+	ectx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	rs, err := q.pq.Eval(ectx, rego.EvalParsedInput(regoInput(controlPoint, labels)))
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(ectx.Err(), context.DeadlineExceeded) {
+			if shared {
+				return fmt.Errorf("classifier: rego: evaluation took longer than the %v Rego budget of its check: %w", RegoTimeout, err)
+			}
 			return fmt.Errorf("classifier: rego: evaluation took longer than %v: %w", RegoTimeout, err)
 		}
 		return fmt.Errorf("classifier: rego: %w", err)

@@ -276,3 +276,24 @@ claims := io.jwt.decode(input.labels.token)[1].sub
 		t.Errorf("got %v, want %v", got, want)
 	}
 }
+
+// Under one WithBudget context, modules share RegoTimeout: the second of
+// two slow modules gets what the first left, here nothing.
+func TestRegoBudgetShared(t *testing.T) {
+	c := newRego(t, `package p
+slow := count([1 | some i in numbers.range(1, 100000); some j in numbers.range(1, 100000)])
+`, "slow")
+	ctx := WithBudget(context.Background())
+	start := time.Now()
+	_, err1 := c.Classify(ctx, "cp", nil)
+	_, err2 := c.Classify(ctx, "cp", nil)
+	if took := time.Since(start); took > 90*time.Millisecond {
+		t.Errorf("two slow modules under one budget took %v, want about 50ms", took)
+	}
+	if err1 == nil || !strings.Contains(err1.Error(), "took longer than the 50ms Rego budget of its check") {
+		t.Errorf("first module: %v", err1)
+	}
+	if err2 == nil || !strings.Contains(err2.Error(), "not evaluated") {
+		t.Errorf("second module: %v", err2)
+	}
+}
