@@ -100,7 +100,10 @@ var _ flowComponent = (*rateLimiter)(nil)
 // errNoRedis refuses a backend: redis limiter on an agent without Redis.
 var errNoRedis = errors.New("flow_control.rate_limiter: parameters.backend is redis, but this agent has no Redis: set redis.address (or redis.addresses) in the agent configuration")
 
-func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimit.RedisBackend) (*rateLimiter, error) {
+// newRateLimiter compiles spec; each kind of bucket it holds (local,
+// lazy sync's shares, local_fallback's) keeps within maxMemory bytes
+// (0: ratelimit.DefaultMaxMemory).
+func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimit.RedisBackend, maxMemory int64) (*rateLimiter, error) {
 	info.typ = "rate_limiter"
 	info.dryRun = spec.DryRun
 	info.statusCode = spec.RequestParameters.DeniedResponseStatusCode
@@ -123,6 +126,7 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimi
 			Limits:           r.limits(),
 			MaxIdle:          spec.Parameters.MaxIdleTime,
 			DelayInitialFill: spec.Parameters.DelayInitialFill,
+			MaxMemory:        maxMemory,
 		})
 		return r, nil
 	}
@@ -139,6 +143,7 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimi
 		FallbackShare:    r.params.LocalFallbackShare,
 		MaxIdle:          spec.Parameters.MaxIdleTime,
 		DelayInitialFill: spec.Parameters.DelayInitialFill,
+		MaxMemory:        maxMemory,
 		NumSync:          numSync,
 	})
 	r.lim = r.redis.Fallback()
@@ -200,6 +205,20 @@ func (r *rateLimiter) sweep(now time.Time) int {
 	return n
 }
 
+// buckets is how many buckets the limiter holds on this agent, their
+// memory as counted against the budget, and how many it evicted.
+func (r *rateLimiter) buckets() (n int, bytes int64, evictions uint64) {
+	if r.lim != nil {
+		n, bytes, evictions = r.lim.Len(), r.lim.Bytes(), r.lim.Evictions()
+	}
+	if r.redis != nil {
+		n += r.redis.LazyLen()
+		bytes += r.redis.LazyBytes()
+		evictions += r.redis.LazyEvictions()
+	}
+	return n, bytes, evictions
+}
+
 // setInput changes the bucket capacity or fill amount, as a circuit does
 // every tick. Existing buckets are clamped on their next use.
 func (r *rateLimiter) setInput(port string, v float64) error {
@@ -259,13 +278,15 @@ func fromBaggage(labels map[string]string, k, v string) bool {
 }
 
 // key is the flow's bucket: "" when the limiter has no key, UnknownKey
-// when the flow lacks it.
+// when the flow lacks it. A key over ratelimit.MaxKeyBytes is bounded
+// (ratelimit.BoundKey) here, so the decision, the decision log and Redis
+// all see the key the bucket is kept under.
 func (r *rateLimiter) key(labels map[string]string) string {
 	if r.keyOf == nil {
 		return ""
 	}
 	if k, ok := r.keyOf(labels); ok {
-		return k
+		return ratelimit.BoundKey(k)
 	}
 	return ratelimit.UnknownKey
 }

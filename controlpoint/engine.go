@@ -38,6 +38,11 @@ type Options struct {
 	// Redis holds the buckets of rate limiters with backend: redis. Nil
 	// means this agent has no Redis, and such policies are refused.
 	Redis *ratelimit.RedisBackend
+	// RateLimiterMemory bounds, in bytes, the buckets of each rate
+	// limiter (each kind: local, lazy sync's shares, local_fallback's);
+	// past it the least recently used are evicted. Default
+	// ratelimit.DefaultMaxMemory (32 MiB).
+	RateLimiterMemory int64
 }
 
 // Engine decides whether flows pass their control points. Check reads an
@@ -102,7 +107,7 @@ func New(opts Options) (*Engine, error) {
 		}})
 	}
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{e.decisions, e.remaining, e.hits, e.expired, adaptiveCollector{e}} {
+		for _, c := range []prometheus.Collector{e.decisions, e.remaining, e.hits, e.expired, adaptiveCollector{e}, bucketCollector{e}} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("controlpoint: register metrics: %w", err)
 			}
@@ -217,7 +222,7 @@ func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
 		var sels []policies.Selector
 		switch spec := c.Spec.(type) {
 		case *policies.RateLimiter:
-			r, err := newRateLimiter(info, spec, e.opts.Redis)
+			r, err := newRateLimiter(info, spec, e.opts.Redis, e.opts.RateLimiterMemory)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
 				continue

@@ -18,7 +18,9 @@ const maxLabelKeys = 100
 
 // pointTracker remembers the control points flows arrived at, with their
 // label keys, for /v1/controlpoints and for the no-match counter. User
-// input picks control point names, so the number tracked is capped.
+// input picks control point names and label keys, so their number and
+// length are capped: at most max names of MaxControlPointBytes, each with
+// maxLabelKeys keys of MaxLabelKeyBytes.
 type pointTracker struct {
 	max   int
 	seen  atomic.Pointer[map[string]*pointStats] // copy on write; never modified once stored
@@ -51,8 +53,10 @@ func (t *pointTracker) stats(cp string) (*pointStats, string) {
 	if st, ok := cur[cp]; ok {
 		return st, cp
 	}
-	if len(cur) >= t.max || !utf8.ValidString(cp) {
-		return t.other, OtherControlPoint // metric label values must be UTF-8
+	if len(cur) >= t.max || len(cp) > MaxControlPointBytes || !utf8.ValidString(cp) {
+		// Metric label values must be UTF-8, and user input picks the
+		// names: each is bounded.
+		return t.other, OtherControlPoint
 	}
 	next := make(map[string]*pointStats, len(cur)+1)
 	for k, v := range cur {
@@ -77,7 +81,9 @@ func (t *pointTracker) observe(cp string, labels map[string]string) {
 		if len(st.keys) >= maxLabelKeys {
 			break
 		}
-		st.keys[k] = struct{}{}
+		if len(k) <= MaxLabelKeyBytes && utf8.ValidString(k) {
+			st.keys[k] = struct{}{}
+		}
 	}
 	st.mu.Unlock()
 }

@@ -329,3 +329,15 @@ func (z *lazy) len() int {
 	}
 	return n
 }
+
+// bytes is the memory of the local buckets, as counted against the budget.
+func (z *lazy) bytes() int64 {
+	var n int64
+	for i := range z.shards {
+		sh := &z.shards[i]
+		sh.mu.Lock()
+		n += sh.buckets.bytes
+		sh.mu.Unlock()
+	}
+	return n
+}

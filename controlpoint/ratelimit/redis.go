@@ -396,6 +396,15 @@ func (l *RedisLimiter) LazyLen() int {
 	return l.lazy.len()
 }
 
+// LazyBytes is the memory of lazy sync's local shares, as counted
+// against MaxMemory.
+func (l *RedisLimiter) LazyBytes() int64 {
+	if l.lazy == nil {
+		return 0
+	}
+	return l.lazy.bytes()
+}
+
 // LazyEvictions is the number of lazy sync's local shares evicted to
 // keep within MaxMemory.
 func (l *RedisLimiter) LazyEvictions() uint64 {
