@@ -79,7 +79,21 @@ func SetConfigValue(data []byte, key, value string) ([]byte, error) {
 		return nil, fmt.Errorf("agent: config file is not valid YAML: %w", err)
 	}
 	e := &editor{data: data, path: strings.Split(key, "."), scalar: scalar}
-	return e.apply(&doc)
+	out, err := e.apply(&doc)
+	if err != nil {
+		return nil, err
+	}
+	// Refuse what the loader would refuse (LoadConfig: defaults < file,
+	// then Validate), environment aside: the rules across keys and
+	// sections (gateway.listen is host:port, for one) hold too.
+	cfg := DefaultConfig()
+	if err := decodeConfig("config", out, &cfg); err != nil {
+		return nil, fmt.Errorf("agent: %s %q: %w", key, value, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent: %s %q: the configuration would not load: %w", key, value, err)
+	}
+	return out, nil
 }
 
 // editor sets one scalar in a YAML document. It edits the node tree, which

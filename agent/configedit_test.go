@@ -115,10 +115,6 @@ func TestSetConfigValue(t *testing.T) {
 			want: "metrics:\n  port: 1\nlog:\n  level: info\n",
 		},
 		{
-			name: "unknown keys elsewhere are left alone", in: "custom: {a: 1}\n", key: "log.level", value: "warn",
-			want: "custom: {a: 1}\nlog:\n  level: warn\n",
-		},
-		{
 			name: "CRLF", in: "log:\r\n  level: info\r\n", key: "log.format", value: "text",
 			want: "log:\r\n  level: info\r\n  format: text\r\n",
 		},
@@ -269,4 +265,25 @@ func FuzzSetConfigValue(f *testing.F) {
 			t.Fatalf("set %q %q on %q gave\n%s\nwhich reads back %q", key, value, in, out, got)
 		}
 	})
+}
+
+// config set refuses what the loader would refuse: the edited file is
+// decoded and validated as LoadConfig does, so cross-field and section
+// rules (gateway.listen's host:port) apply, not only the key's own tag.
+func TestSetConfigValueValidatesLikeTheLoader(t *testing.T) {
+	for _, tc := range []struct{ file, key, value, want string }{
+		{"", "gateway.listen", "not-an-addr", `must be host:port, got "not-an-addr"`},
+		{"gateway:\n  listen: 127.0.0.1:8000\n", "gateway.listen", "8000", `must be host:port, got "8000"`},
+		// A file the loader refuses is not edited into another one it refuses.
+		{"custom: {a: 1}\n", "log.level", "warn", `config:1:1: unknown field "custom"`},
+	} {
+		out, err := SetConfigValue([]byte(tc.file), tc.key, tc.value)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("set %s %q: err = %v (file %q), want it to contain %q", tc.key, tc.value, err, out, tc.want)
+		}
+	}
+	// What the loader accepts is accepted.
+	if _, err := SetConfigValue(nil, "gateway.listen", "127.0.0.1:9000"); err != nil {
+		t.Errorf("set gateway.listen 127.0.0.1:9000: %v", err)
+	}
 }
