@@ -76,6 +76,8 @@ func TestAdminRefusesBadPolicies(t *testing.T) {
 		{"namespace differs from URL", "/v1/policies/prod/demo", policyYAML("default", "demo", "1s"), 400, "request names prod/demo"},
 		{"two documents", "/v1/policies/default/demo", policyYAML("default", "demo", "1s") + "---\n" + policyYAML("default", "x", "1s"), 400, "exactly one policy document"},
 		{"empty body", "/v1/policies/default/demo", "", 400, "exactly one policy document"},
+		// Issue 14: a 4 MB policy took RSS to 1 GB.
+		{"over 512 KiB", "/v1/policies/default/demo", policyYAML("default", "demo", "1s") + "# " + strings.Repeat("x", 512<<10) + "\n", 413, "request body too large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

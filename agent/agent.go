@@ -123,7 +123,8 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	if a.engine == nil {
-		e, err := controlpoint.New(controlpoint.Options{AgentGroup: a.cfg.Agent.AgentGroup, Logger: a.logger, Registerer: a.registry})
+		e, err := controlpoint.New(controlpoint.Options{AgentGroup: a.cfg.Agent.AgentGroup, Logger: a.logger, Registerer: a.registry,
+			RateLimiterMemory: a.cfg.Limits.rateLimiterMemory()})
 		if err != nil {
 			return nil, err
 		}

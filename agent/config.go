@@ -27,7 +27,7 @@ import (
 //	validate:"port"                      0..65535 (0 picks a free port)
 //	validate:"nonempty"                  a non-empty string
 //	validate:"urlpath"                   a string starting with "/"
-//	validate:"positive"                  a duration above zero
+//	validate:"positive"                  a duration or number above zero
 //	validate:"oneof=debug|info|warn"     one of the listed values
 //
 // Several rules are separated by commas.
@@ -44,6 +44,12 @@ type Config struct {
 	Alertmanager AlertmanagerConfig `yaml:"alertmanager"`
 	Gateway      GatewayConfig      `yaml:"gateway"`
 	Redis        RedisConfig        `yaml:"redis"`
+	Limits       LimitsConfig       `yaml:"limits"`
+}
+
+// LimitsConfig bounds what flows can make the agent hold in memory.
+type LimitsConfig struct {
+	RateLimiterMemoryMiB int `yaml:"rate_limiter_memory_mib" validate:"positive" desc:"Memory, in MiB, the buckets of one rate limiter may hold (each kind: local buckets, lazy sync's shares, local_fallback's), counted as 128 bytes plus the key (keys over 256 bytes are hashed to 136); past it the least recently used bucket is evicted, and comes back full: up to one bucket of tokens early for that key (fluxgate_ratelimiter_evictions_total). 32 MiB is about 200,000 buckets."`
 }
 
 // ServerConfig is where the HTTP API and the gRPC services listen.
@@ -104,6 +110,9 @@ type RedisConfig struct {
 	DialTimeout time.Duration `yaml:"dial_timeout" validate:"positive" desc:"Timeout of one connection attempt to Redis; each decision is bounded by its limiter's redis_timeout anyway."`
 }
 
+// rateLimiterMemory is limits.rate_limiter_memory_mib in bytes.
+func (c LimitsConfig) rateLimiterMemory() int64 { return int64(c.RateLimiterMemoryMiB) << 20 }
+
 // DefaultConfig returns the configuration used for every key that neither
 // the file nor the environment sets.
 func DefaultConfig() Config {
@@ -119,6 +128,7 @@ func DefaultConfig() Config {
 		Prometheus: PrometheusConfig{Timeout: 5 * time.Second},
 		Gateway:    GatewayConfig{Listen: "127.0.0.1:8000"},
 		Redis:      RedisConfig{DialTimeout: time.Second},
+		Limits:     LimitsConfig{RateLimiterMemoryMiB: 32},
 	}
 }
 
@@ -240,8 +250,10 @@ func (f configField) validate(v reflect.Value) []error {
 				errs = append(errs, fmt.Errorf("%s: must not be empty", f.key))
 			}
 		case "positive":
-			if v.Int() <= 0 {
+			if v.Int() <= 0 && v.Type() == durationType {
 				errs = append(errs, fmt.Errorf("%s: must be positive, got %v", f.key, time.Duration(v.Int())))
+			} else if v.Int() <= 0 {
+				errs = append(errs, fmt.Errorf("%s: must be positive, got %d", f.key, v.Int()))
 			}
 		case "urlpath":
 			if !strings.HasPrefix(v.String(), "/") {

@@ -137,13 +137,14 @@ func TestSetConfigValueRefused(t *testing.T) {
 		key, value, want string
 	}{
 		{"metrics.prot", "1", `unknown key "metrics.prot"; valid keys: metrics.enabled, metrics.port, metrics.path`},
-		{"metrix.port", "1", `unknown key "metrix.port"; valid sections: server, metrics, otlp, policies, admin, log, agent, tsdb, prometheus, alertmanager, gateway, redis`},
+		{"metrix.port", "1", `unknown key "metrix.port"; valid sections: server, metrics, otlp, policies, admin, log, agent, tsdb, prometheus, alertmanager, gateway, redis, limits`},
 		{"metrics", "1", `"metrics" is a section, not a key; valid keys: metrics.enabled, metrics.port, metrics.path`},
 		{"metrics.port.x", "1", `unknown key "metrics.port.x"; valid keys: metrics.enabled, metrics.port, metrics.path`},
-		{"", "1", `unknown key ""; valid sections: server, metrics, otlp, policies, admin, log, agent, tsdb, prometheus, alertmanager, gateway, redis`},
+		{"", "1", `unknown key ""; valid sections: server, metrics, otlp, policies, admin, log, agent, tsdb, prometheus, alertmanager, gateway, redis, limits`},
 		{"metrics.port", "abc", `metrics.port: expected int, got "abc"`},
 		{"metrics.port", "9090.5", `metrics.port: expected int, got "9090.5"`},
 		{"metrics.enabled", "yes", `metrics.enabled: expected bool, got "yes"`},
+		{"limits.rate_limiter_memory_mib", "0", `limits.rate_limiter_memory_mib: must be positive, got 0`},
 		{"metrics.port", "70000", `metrics.port: must be 0..65535, got 70000`},
 		{"metrics.port", "-1", `metrics.port: must be 0..65535, got -1`},
 		{"metrics.path", "metrics", `metrics.path: must start with "/", got "metrics"`},

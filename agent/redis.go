@@ -107,7 +107,8 @@ func (a *Agent) setupRedis() error {
 		a.logger.Warn("redis is configured but the agent was given an engine: that engine decides whether it uses Redis")
 		return nil
 	}
-	e, err := controlpoint.New(controlpoint.Options{AgentGroup: a.cfg.Agent.AgentGroup, Logger: a.logger, Registerer: a.registry, Redis: b})
+	e, err := controlpoint.New(controlpoint.Options{AgentGroup: a.cfg.Agent.AgentGroup, Logger: a.logger, Registerer: a.registry, Redis: b,
+		RateLimiterMemory: a.cfg.Limits.rateLimiterMemory()})
 	if err != nil {
 		_ = client.Close()
 		return err
