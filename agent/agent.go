@@ -140,6 +140,7 @@ func New(opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("agent: alertmanager.address: %w", err)
 		}
 		a.alerts, alerts = sink, sink
+		a.health.Register("alertmanager", false, remoteHealth("alerts go to", addr, sink.Health))
 	}
 	a.gw.engine = a.engine // gateway: the circuits' actuator inputs go through a.gw
 	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: &a.gw, Alerts: alerts, Logger: a.logger, Registerer: a.registry})

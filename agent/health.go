@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -50,6 +51,23 @@ func (h *Health) Register(name string, required bool, check HealthCheck) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.checks[name] = healthEntry{check: check, required: required}
+}
+
+// remoteHealth is the check of an optional remote dependency at addr
+// (what it is for, such as "circuits query"), whose health reports
+// whether it was heard and why the last exchange failed: degraded with
+// the reason while it is unreachable. Its health must not block.
+func remoteHealth(what, addr string, health func() (known bool, err error)) HealthCheck {
+	return func() ComponentHealth {
+		known, err := health()
+		switch {
+		case !known:
+			return ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%s %s (not contacted yet)", what, addr)}
+		case err != nil:
+			return ComponentHealth{Status: StatusDegraded, Message: fmt.Sprintf("%s %s, which is unreachable: %v", what, addr, err)}
+		}
+		return ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%s %s", what, addr)}
+	}
 }
 
 // HealthReport is the JSON body of /v1/monitoring/health.

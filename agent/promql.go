@@ -23,9 +23,7 @@ func (a *Agent) newQuerySource() error {
 			return fmt.Errorf("agent: prometheus.address: %w", err)
 		}
 		a.query = r
-		a.health.Register("promql", false, func() ComponentHealth {
-			return ComponentHealth{Status: StatusHealthy, Message: "circuits query " + addr}
-		})
+		a.health.Register("promql", false, remoteHealth("circuits query", addr, r.Health))
 		return nil
 	}
 	e, err := promql.NewEmbedded(promql.EmbeddedOptions{

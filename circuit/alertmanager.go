@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,21 @@ type AlertmanagerSink struct {
 
 	mu     sync.Mutex
 	firing map[string]Alert // by fingerprint; guarded by mu
+
+	// What Alertmanager last said, for Health.
+	base       string // the base URL
+	last       atomic.Pointer[amContact]
+	probeEvery time.Duration
+	probing    atomic.Bool
+	probeCtx   context.Context // ended by Close
+	stopProbe  context.CancelFunc
+	probes     sync.WaitGroup
+}
+
+// amContact is the outcome of the last exchange with Alertmanager.
+type amContact struct {
+	err error
+	at  time.Time
 }
 
 // AlertmanagerOptions configures NewAlertmanagerSink.
@@ -41,6 +57,10 @@ type AlertmanagerOptions struct {
 	Refresh time.Duration
 	// Logger receives delivery failures. Nil means silent.
 	Logger *slog.Logger
+	// ProbeInterval: when nothing has been heard from Alertmanager for
+	// this long, Health probes its /-/healthy in the background. Default
+	// 10s.
+	ProbeInterval time.Duration
 }
 
 // NewAlertmanagerSink returns a sink for opts.Address. Run keeps firing
@@ -59,13 +79,71 @@ func NewAlertmanagerSink(opts AlertmanagerOptions) (*AlertmanagerSink, error) {
 	if opts.Logger == nil {
 		opts.Logger = discardLogger
 	}
-	return &AlertmanagerSink{
-		url:     strings.TrimSuffix(u.String(), "/") + "/api/v2/alerts",
-		client:  &http.Client{Timeout: opts.Timeout},
-		refresh: opts.Refresh,
-		logger:  opts.Logger,
-		firing:  map[string]Alert{},
-	}, nil
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 10 * time.Second
+	}
+	base := strings.TrimSuffix(u.String(), "/")
+	s := &AlertmanagerSink{
+		url:        base + "/api/v2/alerts",
+		client:     &http.Client{Timeout: opts.Timeout},
+		refresh:    opts.Refresh,
+		logger:     opts.Logger,
+		firing:     map[string]Alert{},
+		base:       base,
+		probeEvery: opts.ProbeInterval,
+	}
+	s.probeCtx, s.stopProbe = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Health reports whether Alertmanager answered the last delivery or
+// probe: known is false before any exchange, and err says why the last
+// one failed. When nothing has been heard for ProbeInterval, it starts
+// one probe of /-/healthy in the background, so health follows
+// Alertmanager even while no alert fires. It never blocks.
+func (s *AlertmanagerSink) Health() (known bool, err error) {
+	c := s.last.Load()
+	if (c == nil || time.Since(c.at) > s.probeEvery) && s.probeCtx.Err() == nil && s.probing.CompareAndSwap(false, true) {
+		s.probes.Add(1)
+		go func() {
+			defer s.probes.Done()
+			defer s.probing.Store(false)
+			s.probe(s.probeCtx)
+		}()
+	}
+	if c == nil {
+		return false, nil
+	}
+	return true, c.err
+}
+
+// probe asks Alertmanager's /-/healthy and records the outcome.
+func (s *AlertmanagerSink) probe(ctx context.Context) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.base+"/-/healthy", nil)
+	if err != nil {
+		return
+	}
+	resp, err := s.client.Do(req)
+	if ctx.Err() != nil {
+		return // closed: says nothing of Alertmanager
+	}
+	if err == nil {
+		_ = resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			err = fmt.Errorf("alertmanager /-/healthy answered %s", resp.Status)
+		}
+	}
+	s.heard(err)
+}
+
+func (s *AlertmanagerSink) heard(err error) {
+	s.last.Store(&amContact{err: err, at: time.Now()})
+}
+
+// Close stops a probe in flight. Fire and Resolve still work.
+func (s *AlertmanagerSink) Close() {
+	s.stopProbe()
+	s.probes.Wait()
 }
 
 // amAlert is one alert in the Alertmanager v2 API.
@@ -122,8 +200,10 @@ func (s *AlertmanagerSink) Resolve(ctx context.Context, a Alert) error {
 	return s.post(ctx, []amAlert{toAM(a, &end)})
 }
 
-// Run re-sends the firing alerts every Refresh until ctx is done.
+// Run re-sends the firing alerts every Refresh until ctx is done, then
+// stops health probes (Close).
 func (s *AlertmanagerSink) Run(ctx context.Context) {
+	defer s.Close()
 	t := time.NewTicker(s.refresh)
 	defer t.Stop()
 	for {
@@ -159,12 +239,23 @@ func (s *AlertmanagerSink) post(ctx context.Context, alerts []amAlert) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("alertmanager: %w", err)
+		err = fmt.Errorf("alertmanager: %w", err)
+		if ctx.Err() == nil {
+			s.heard(err)
+		}
+		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("alertmanager answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		err := fmt.Errorf("alertmanager answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		if resp.StatusCode/100 == 5 {
+			s.heard(err) // a 4xx is about these alerts, not Alertmanager
+		} else {
+			s.heard(nil)
+		}
+		return err
 	}
+	s.heard(nil)
 	return nil
 }

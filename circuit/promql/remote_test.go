@@ -181,3 +181,47 @@ func TestRemoteServerDown(t *testing.T) {
 		t.Errorf("a refused connection took %v", d)
 	}
 }
+
+// Health follows the server: unknown at first, then what the last query
+// or background probe heard; a query the server refuses says it is up.
+func TestRemoteHealth(t *testing.T) {
+	waitKnown := func(r *Remote) error {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if known, err := r.Health(); known {
+				return err
+			}
+		}
+		t.Fatal("health never known")
+		return nil
+	}
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.URL
+	srv.Close()
+	down, err := NewRemote(RemoteOptions{Address: addr, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = down.Close() }()
+	if err := waitKnown(down); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("server down: health %v, want connection refused", err)
+	}
+
+	f := &fakeAPI{body: `{"status":"success","data":{"resultType":"scalar","result":[0,"1"]}}`}
+	r := newRemote(t, f, RemoteOptions{})
+	if err := waitKnown(r); err != nil {
+		t.Errorf("server up: health %v", err)
+	}
+	f.set(http.StatusBadRequest, `{"status":"error","errorType":"bad_data","error":"parse error"}`)
+	if _, err := r.Query(context.Background(), `up{`, time.Time{}); err == nil {
+		t.Fatal("a refused query succeeded")
+	}
+	if _, err := r.Health(); err != nil {
+		t.Errorf("after a query the server refused: health %v, want up", err)
+	}
+	f.set(http.StatusBadGateway, `bad gateway`)
+	_, _ = r.Query(context.Background(), `up`, time.Time{})
+	if _, err := r.Health(); err == nil || !strings.Contains(err.Error(), "502") {
+		t.Errorf("after a 502: health %v, want the 502", err)
+	}
+}
