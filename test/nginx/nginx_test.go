@@ -99,8 +99,9 @@ func startAgent(t *testing.T) string {
 
 // startNginx writes a configuration from examples/nginx into a temp dir,
 // pointing at agentAddr and upstreamAddr, runs nginx in the foreground and
-// returns its address.
-func startNginx(t *testing.T, agentAddr, upstreamAddr string) string {
+// returns its address. edits are further replacements, each of text
+// that fluxgate.conf holds once.
+func startNginx(t *testing.T, agentAddr, upstreamAddr string, edits ...[2]string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -120,17 +121,18 @@ func startNginx(t *testing.T, agentAddr, upstreamAddr string) string {
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	conf := string(src)
-	for _, r := range [][2]string{
+	for _, r := range append([][2]string{
 		{exampleAgent, "server " + agentAddr + ";"},
 		{exampleUpstream, "server " + upstreamAddr + ";"},
 		{exampleListen, "listen " + listen + ";"},
-	} {
+	}, edits...) {
 		if n := strings.Count(conf, r[0]); n != 1 {
 			t.Fatalf("examples/nginx/fluxgate.conf: want %q once, found it %d times", r[0], n)
 		}
 		conf = strings.Replace(conf, r[0], r[1], 1)
 	}
 	dir := t.TempDir()
+	nginxDirs.Store(listen, dir)
 	main := fmt.Sprintf(`daemon off;
 master_process off;
 worker_processes 1;
@@ -197,6 +199,24 @@ http {
 	}
 }
 
+// nginxDirs maps the address of each nginx startNginx ran to its
+// directory, which holds its error.log.
+var nginxDirs sync.Map
+
+// errorLog returns the error log of the nginx listening on addr.
+func errorLog(t *testing.T, addr string) string {
+	t.Helper()
+	dir, ok := nginxDirs.Load(addr)
+	if !ok {
+		t.Fatalf("no nginx on %s", addr)
+	}
+	b, err := os.ReadFile(filepath.Join(dir.(string), "error.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 type result struct {
 	code   int
 	header http.Header
@@ -229,7 +249,8 @@ func TestNginxAuthRequest(t *testing.T) {
 	app := httptest.NewServer(up)
 	t.Cleanup(app.Close)
 	agentAddr := startAgent(t)
-	base := "http://" + startNginx(t, agentAddr, strings.TrimPrefix(app.URL, "http://")) + "/orders?page=2"
+	nginxAddr := startNginx(t, agentAddr, strings.TrimPrefix(app.URL, "http://"))
+	base := "http://" + nginxAddr + "/orders?page=2"
 	alice := map[string]string{"X-User": "alice", "X-Tier": "free", "Baggage": "tenant=acme"}
 
 	for i := range 5 {
@@ -269,6 +290,11 @@ func TestNginxAuthRequest(t *testing.T) {
 		t.Fatalf("alice on the paid tier = %d %q", r.code, r.body)
 	}
 
+	// A 429 is a decision, not an error: nginx logs no error line for it.
+	if log := errorLog(t, nginxAddr); strings.Contains(log, "[error]") || strings.Contains(log, "unexpected status") {
+		t.Errorf("nginx logged an error for the agent's 429:\n%s", log)
+	}
+
 	users, baggage := up.served()
 	want := []string{"alice", "alice", "alice", "alice", "alice", "bob", "alice"}
 	if strings.Join(users, ",") != strings.Join(want, ",") {
@@ -277,5 +303,47 @@ func TestNginxAuthRequest(t *testing.T) {
 	// The classifier's labels travel to the upstream in baggage.
 	if baggage[0] != "tier=free,user=alice,tenant=acme" || baggage[5] != "tier=free,user=bob" {
 		t.Fatalf("upstream baggage = %q", baggage)
+	}
+}
+
+// With the agent unreachable the example fails open: the request reaches
+// the application, and a header says why no decision was made.
+func TestNginxAgentDownFailsOpen(t *testing.T) {
+	up := &upstream{}
+	app := httptest.NewServer(up)
+	t.Cleanup(app.Close)
+	agentAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+	base := "http://" + startNginx(t, agentAddr, strings.TrimPrefix(app.URL, "http://")) + "/orders"
+	r := get(t, base, map[string]string{"X-User": "alice", "X-Tier": "free"})
+	if r.code != http.StatusOK || r.body != "hello alice\n" {
+		t.Fatalf("agent down: %d %v %q, want 200 from the application (fail open)", r.code, r.header, r.body)
+	}
+	if fo := r.header.Get("X-FluxGate-Fail-Open"); !strings.Contains(fo, "agent unreachable") {
+		t.Errorf("agent down: X-FluxGate-Fail-Open = %q, want it to say the agent is unreachable", fo)
+	}
+	if d := r.header.Get("X-FluxGate-Decision"); d != "" {
+		t.Errorf("agent down: X-FluxGate-Decision = %q, want none (no decision was made)", d)
+	}
+	if users, _ := up.served(); len(users) != 1 {
+		t.Errorf("the application served %d requests, want 1", len(users))
+	}
+}
+
+// The one-line switch the example documents turns failing open into
+// failing closed: 503 saying flow control is unavailable, not that it
+// rejected the request, and the application sees nothing.
+func TestNginxAgentDownFailsClosedWhenSwitched(t *testing.T) {
+	up := &upstream{}
+	app := httptest.NewServer(up)
+	t.Cleanup(app.Close)
+	agentAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	failClosed := [2]string{"        return 204;\n", "        return 403;\n"}
+	base := "http://" + startNginx(t, agentAddr, strings.TrimPrefix(app.URL, "http://"), failClosed) + "/orders"
+	r := get(t, base, nil)
+	if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "flow control unavailable") || !strings.Contains(r.body, "agent unreachable") {
+		t.Fatalf("agent down, failing closed: %d %q, want 503 flow control unavailable", r.code, r.body)
+	}
+	if users, _ := up.served(); len(users) != 0 {
+		t.Errorf("the application served %d requests, want none", len(users))
 	}
 }
