@@ -81,7 +81,7 @@ func TestRequestFromProtoBounds(t *testing.T) {
 func TestRateLimiterBucketBudget(t *testing.T) {
 	const n = 100
 	reg := prometheus.NewRegistry()
-	e, err := New(Options{Registerer: reg, DecisionLogPerSecond: -1, RateLimiterMemory: n * (ratelimit.BucketBytes + 4)})
+	e, err := New(Options{Registerer: reg, DecisionLogPerSecond: -1, RateLimiterMemory: n * ratelimit.BucketBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

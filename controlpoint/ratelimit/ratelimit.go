@@ -16,19 +16,28 @@
 // long it is idle. Only a limiter without a fill rate, whose buckets never
 // fill again, drops them MaxIdle after their last use.
 //
-// Memory is bounded whatever the flows carry. A key longer than
+// Memory is bounded whatever the flows carry. A Limiter keeps a bucket
+// under a 64-bit hash of its key (maphash, with a seed made at random for
+// each Limiter), not the key, so a bucket costs BucketBytes (96) whatever
+// the key's length, and its table holds no pointers: the garbage
+// collector does not scan it, and once the budget is full a new key takes
+// the slot of the one it evicts without allocating. Two keys share a
+// bucket only if their hashes are equal: a new key finds one of n held
+// keys' bucket with probability n/2⁶⁴ (2·10⁻¹⁴ at the default budget),
+// and a client cannot aim for it without the seed. The buckets are held within Options.MaxMemory (default 32
+// MiB, the agent's limits.rate_limiter_memory_mib: about 350,000
+// buckets); making a bucket past it evicts the least recently used one
+// of its shard (the buckets are spread over up to 64 shards by the hash,
+// each with its part of the budget). Evictions counts them. A flood of
+// new keys therefore costs CPU, not memory; it evicts the keys unused for
+// longest, and a key used again before the flood has gone through the
+// budget keeps its bucket. A sweep that empties most of a shard gives its
+// memory back.
+//
+// Keys also reach decisions, logs and Redis: there, a key longer than
 // MaxKeyBytes (256) becomes its first 64 bytes and the SHA-256 of the
-// whole key (BoundKey: distinct keys stay distinct, see there for the
-// collision semantics), so a bucket costs at most BucketBytes plus 136
-// bytes. A Limiter holds its buckets within Options.MaxMemory (default
-// 32 MiB, the agent's limits.rate_limiter_memory_mib), as it counts them:
-// BucketBytes plus the key's length each. Making a bucket past the budget
-// evicts the least recently used ones (of its shard: the buckets are
-// spread over up to 64 shards by a hash of the key, each with its part of
-// the budget). Evictions counts them. A flood of new keys therefore
-// costs CPU, not memory, and it evicts the keys not used for longest; a
-// key used again within the time the flood takes to go through the
-// budget keeps its bucket.
+// whole key (BoundKey, which the rate_limiter component applies; see
+// there for the collision semantics).
 //
 // Overshoot bound of eviction. An evicted bucket, like a swept one, is
 // made again full on the key's next use, but unlike a swept one it may
@@ -36,16 +45,16 @@
 // unbounded limiter would give it, once per eviction of its bucket
 // (TestEvictionOvershootBound). With DelayInitialFill a bucket comes back
 // empty and eviction only ever admits less. Keep the budget above the
-// keys that are busy within an interval (about 200,000 keys of 40 bytes
-// per 32 MiB) and evictions take only keys that would have refilled.
+// keys that are busy within an interval (about 350,000 per 32 MiB) and
+// evictions take only keys that would have refilled.
 //
 // A cost (n) is a number of tokens ≥ 0. A negative or NaN cost is refused
 // without touching the bucket; waits are clamped to math.MaxInt64
 // ("never"), so no cost makes them overflow.
 //
 // A Limiter is safe for concurrent use. Buckets are spread over shards, each
-// with its own mutex; Take on an existing bucket under a key of at most
-// MaxKeyBytes does not allocate.
+// with its own mutex; Take does not allocate on an existing bucket, nor on
+// a new one once the budget is full.
 //
 // A RedisLimiter keeps the buckets in Redis, shared by every agent. In
 // exact mode each decision is one Lua script call. With lazy sync
@@ -83,7 +92,9 @@
 // three agents, 12 clients, L = 1,000/s, num_sync 4): 961–989 per window
 // under steady overload, 2,487–2,534 in the first (bound 2,750).
 //
-// Lazy sync's local shares keep the same memory budget. An evicted share
+// Lazy sync's local shares keep the same memory budget, counted as
+// ShareBytes plus the key each (a share keeps its key, for its syncs:
+// about 120,000 shares under 32-byte keys per 32 MiB). An evicted share
 // still sends what it took at its pending sync; only if that sync fails
 // is it not retried, and those tokens (at most one share) are lost to
 // Redis. The key then starts again as new on this agent: at most
@@ -127,8 +138,8 @@ type Options struct {
 	// DelayInitialFill starts new buckets empty instead of full.
 	DelayInitialFill bool
 	// MaxMemory bounds the buckets, as the limiter counts them
-	// (BucketBytes plus the key's length each): making a bucket past it
-	// evicts the least recently used ones. Default DefaultMaxMemory.
+	// (BucketBytes each): making a bucket past it evicts the least
+	// recently used one. Default DefaultMaxMemory.
 	MaxMemory int64
 }
 
@@ -157,7 +168,7 @@ type Limiter struct {
 
 type shard struct {
 	mu      sync.Mutex
-	buckets store[bucket] // guarded by mu
+	buckets slab // guarded by mu
 }
 
 type bucket struct {
@@ -179,13 +190,16 @@ func New(opts Options) *Limiter {
 	l.limits.Store(&lim)
 	l.shards = make([]shard, shardsFor(l.maxMemory))
 	for i := range l.shards {
-		l.shards[i].buckets = newStore[bucket](l.maxMemory / int64(len(l.shards)))
+		l.shards[i].buckets = newSlab(int(l.maxMemory / int64(len(l.shards)) / BucketBytes))
 	}
 	return l
 }
 
-func (l *Limiter) shard(key string) *shard {
-	return &l.shards[maphash.String(l.seed, key)&uint64(len(l.shards)-1)]
+// shard returns the shard of key and the key's hash, which stands for the
+// key in it.
+func (l *Limiter) shard(key string) (*shard, uint64) {
+	h := maphash.String(l.seed, key)
+	return &l.shards[h&uint64(len(l.shards)-1)], h
 }
 
 // Limits returns the current limits.
@@ -213,12 +227,10 @@ func (l *Limiter) Peek(now time.Time, key string, n float64) Result {
 // Return puts n tokens back into key's bucket, for a flow that a later
 // component rejected after this one had admitted it.
 func (l *Limiter) Return(now time.Time, key string, n float64) {
-	key = BoundKey(key)
 	lim := l.limits.Load()
-	sh := l.shard(key)
+	sh, h := l.shard(key)
 	sh.mu.Lock()
-	if nd := sh.buckets.peek(key); nd != nil && n > 0 {
-		b := &nd.val
+	if b := sh.buckets.peek(h); b != nil && n > 0 {
 		refill(b, lim, now.UnixNano())
 		b.tokens = math.Min(b.tokens+n, lim.Capacity)
 		b.used = now.UnixNano()
@@ -231,13 +243,9 @@ func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 	bad := !(n >= 0) // negative or NaN: refused, the bucket untouched
 	take = take && !bad
 	t := now.UnixNano()
-	key = BoundKey(key)
-	sh := l.shard(key)
+	sh, h := l.shard(key)
 	sh.mu.Lock()
-	var stored *bucket
-	if nd := sh.buckets.get(key); nd != nil {
-		stored = &nd.val
-	}
+	stored := sh.buckets.get(h)
 	var b bucket // worked on by value; written back when taking
 	if stored != nil {
 		b = *stored
@@ -262,10 +270,9 @@ func (l *Limiter) do(now time.Time, key string, n float64, take bool) Result {
 	res.Reset = waitFor(lim.Capacity-b.tokens, lim)
 	if take {
 		if stored == nil {
-			nd, evicted := sh.buckets.add(key, b, nil)
-			stored = &nd.val
-			if evicted > 0 {
-				l.evictions.Add(uint64(evicted))
+			var evicted bool
+			if stored, evicted = sh.buckets.add(h, b); evicted {
+				l.evictions.Add(1)
 			}
 		}
 		b.used = t
@@ -335,12 +342,13 @@ func (l *Limiter) Sweep(now time.Time) int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		sh.buckets.each(func(nd *node[bucket]) {
-			if nd.val.used < cutoff && refillsToFull(nd.val, lim, t) {
-				sh.buckets.remove(nd)
+		sh.buckets.each(func(i uint32) {
+			if b := sh.buckets.slots[i].bucket; b.used < cutoff && refillsToFull(b, lim, t) {
+				sh.buckets.remove(i)
 				dropped++
 			}
 		})
+		sh.buckets.compact()
 		sh.mu.Unlock()
 	}
 	return dropped
@@ -365,25 +373,16 @@ func (l *Limiter) Len() int {
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
-		n += sh.buckets.len()
+		n += sh.buckets.n
 		sh.mu.Unlock()
 	}
 	return n
 }
 
 // Bytes is the memory the buckets hold, as the limiter counts it
-// (BucketBytes plus the key's length each); at most MaxMemory, or one
-// bucket per shard when a bucket alone is over a shard's share.
-func (l *Limiter) Bytes() int64 {
-	var n int64
-	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		n += sh.buckets.bytes
-		sh.mu.Unlock()
-	}
-	return n
-}
+// (BucketBytes each); at most MaxMemory, or one bucket per shard when
+// MaxMemory is smaller than that.
+func (l *Limiter) Bytes() int64 { return int64(l.Len()) * BucketBytes }
 
 // Evictions is the number of buckets evicted to keep within MaxMemory.
 func (l *Limiter) Evictions() uint64 { return l.evictions.Load() }

@@ -49,16 +49,23 @@ func BoundKey(key string) string {
 	return b.String()
 }
 
-// BucketBytes is what the limiter counts for one bucket on top of the
-// length of its key: the bucket, its list links and its slot in the map.
-// Measured on amd64 with Go 1.26: 75–85 bytes plus the key rounded up to
-// its allocation size class, so the count errs high (TestBucketAccounting
-// keeps it so). The process holds more than the count: the garbage
-// collector lets the heap grow to about twice what is live (GOGC=100).
-const BucketBytes = 128
+// BucketBytes is what a Limiter counts for one bucket against its
+// budget, whatever the key's length: a bucket keeps a 64-bit hash of its
+// key, not the key (slab). It is the slot, the map entry and the slack of
+// their growth, measured on amd64 with Go 1.26 (TestBucketAccounting
+// keeps it at or above the heap the buckets take). The process holds more
+// than the count: the garbage collector lets the heap grow to about twice
+// what is live (GOGC=100).
+const BucketBytes = 96
+
+// ShareBytes is what lazy sync counts for one local share against its
+// budget, on top of the length of the share's key, which it keeps (for
+// its syncs).
+const ShareBytes = 256
 
 // DefaultMaxMemory is the default budget of one limiter's buckets: 32
-// MiB, about 200,000 buckets under 40-byte keys.
+// MiB, about 350,000 buckets (120,000 lazy sync shares under 32-byte
+// keys).
 const DefaultMaxMemory = 32 << 20
 
 // minShardBytes is the smallest budget a shard gets: a small budget
@@ -76,9 +83,10 @@ func shardsFor(budget int64) int {
 	return n
 }
 
-// store is a map of buckets bounded by a memory budget with least
-// recently used eviction. It is not safe for concurrent use: the mutex
-// of its shard guards it.
+// store is a map of lazy sync's shares bounded by a memory budget with
+// least recently used eviction. Unlike a slab it keeps the keys, and its
+// buckets stay where they are (a pending sync holds one). It is not safe
+// for concurrent use: the mutex of its shard guards it.
 type store[B any] struct {
 	m      map[string]*node[B]
 	head   node[B] // sentinel of the recency list: head.next is the most recently used
@@ -103,7 +111,7 @@ func (s *store[B]) init() {
 }
 
 // cost is what a bucket under key counts against the budget.
-func cost(key string) int64 { return int64(len(key)) + BucketBytes }
+func cost(key string) int64 { return int64(len(key)) + ShareBytes }
 
 // get returns key's bucket, or nil, and marks it the most recently used.
 // It does not allocate.

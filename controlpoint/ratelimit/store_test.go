@@ -45,9 +45,8 @@ func TestBoundKey(t *testing.T) {
 	}
 }
 
-// Issue 14: 300 × 1 MB keys added 450 MB. A key's bucket costs its
-// bounded key, whatever the key's length, and the caller's string is not
-// kept.
+// Issue 14: 300 × 1 MB keys added 450 MB. A bucket costs the same
+// whatever the key's length: the key is not kept.
 func TestLongKeysMakeSmallBuckets(t *testing.T) {
 	l := New(Options{Limits: Limits{Capacity: 10, FillAmount: 1, Interval: time.Second}})
 	before := heapAlloc()
@@ -62,7 +61,7 @@ func TestLongKeysMakeSmallBuckets(t *testing.T) {
 	}
 	grew := int64(heapAlloc()) - int64(before)
 	runtime.KeepAlive(l)
-	if l.Len() != 50 || l.Bytes() > 50*(BucketBytes+136) {
+	if l.Len() != 50 || l.Bytes() != 50*BucketBytes {
 		t.Fatalf("%d buckets, %d bytes accounted", l.Len(), l.Bytes())
 	}
 	if grew > 1<<20 {
@@ -70,13 +69,16 @@ func TestLongKeysMakeSmallBuckets(t *testing.T) {
 	}
 }
 
-// budgetFor is the MaxMemory that holds exactly n buckets of keys of
-// keyLen bytes.
-func budgetFor(n, keyLen int) int64 { return int64(n) * (BucketBytes + int64(keyLen)) }
+// budgetFor is the MaxMemory that holds exactly n buckets.
+func budgetFor(n int) int64 { return int64(n) * BucketBytes }
+
+// shareBudgetFor is the MaxMemory that holds exactly n lazy sync shares
+// under keys of keyLen bytes.
+func shareBudgetFor(n, keyLen int) int64 { return int64(n) * (ShareBytes + int64(keyLen)) }
 
 func TestBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 	const n = 100
-	l := New(Options{Limits: Limits{Capacity: 10, FillAmount: 1, Interval: time.Second}, MaxMemory: budgetFor(n, 4)})
+	l := New(Options{Limits: Limits{Capacity: 10, FillAmount: 1, Interval: time.Second}, MaxMemory: budgetFor(n)})
 	key := func(i int) string { return fmt.Sprintf("k%03d", i) }
 	for i := range n {
 		l.Take(t0, key(i), 1)
@@ -86,7 +88,7 @@ func TestBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 	l.Take(t0, key(0), 1) // k000 is now the most recently used; k001 the least
 	l.Take(t0, key(n), 1)
-	if l.Len() != n || l.Evictions() != 1 || l.Bytes() > budgetFor(n, 4) {
+	if l.Len() != n || l.Evictions() != 1 || l.Bytes() > budgetFor(n) {
 		t.Fatalf("%d buckets (%d bytes), %d evictions after %d keys with a budget of %d", l.Len(), l.Bytes(), l.Evictions(), n+1, n)
 	}
 	if r := l.Peek(t0, key(0), 0); r.Remaining != 8 {
@@ -115,7 +117,7 @@ func TestBudgetEvictsLeastRecentlyUsed(t *testing.T) {
 func TestEvictionOvershootBound(t *testing.T) {
 	for _, delay := range []bool{false, true} {
 		lim := Limits{Capacity: 5, FillAmount: 1, Interval: time.Second}
-		bounded := New(Options{Limits: lim, DelayInitialFill: delay, MaxMemory: budgetFor(3, 2)})
+		bounded := New(Options{Limits: lim, DelayInitialFill: delay, MaxMemory: budgetFor(3)})
 		exact := New(Options{Limits: lim, DelayInitialFill: delay})
 		rng := rand.New(rand.NewPCG(1, 2))
 		got, want := map[string]int{}, map[string]int{}
@@ -162,7 +164,7 @@ func TestEvictionOvershootBound(t *testing.T) {
 
 // The simplest case of the bound, step by step.
 func TestEvictedKeyComesBackFull(t *testing.T) {
-	l := New(Options{Limits: Limits{Capacity: 5, FillAmount: 1, Interval: time.Hour}, MaxMemory: budgetFor(1, 1)})
+	l := New(Options{Limits: Limits{Capacity: 5, FillAmount: 1, Interval: time.Hour}, MaxMemory: budgetFor(1)})
 	run(t, l, []step{
 		{0, "a", 5, true, 0, 0},
 		{0, "a", 1, false, 0, time.Hour},
@@ -190,6 +192,7 @@ func TestBucketAccounting(t *testing.T) {
 		l.Take(t0, k, 1)
 	}
 	grew := float64(heapAlloc()) - float64(before)
+	runtime.KeepAlive(keys) // counted in before, so counted after
 	acc := float64(l.Bytes())
 	t.Logf("%d buckets: %.0f bytes of heap each, %.0f accounted", l.Len(), grew/float64(l.Len()), acc/float64(l.Len()))
 	if grew > acc || grew < acc/2 {
@@ -202,7 +205,7 @@ func TestLazySharesKeepTheBudget(t *testing.T) {
 	srv := redistest.Start(t)
 	b := newBackend(t, srv.Client(t))
 	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazybudget:0", Limits: Limits{Capacity: 100, FillAmount: 100, Interval: time.Second, Continuous: true},
-		Timeout: testTimeout, NumSync: 4, MaxMemory: budgetFor(50, 4)})
+		Timeout: testTimeout, NumSync: 4, MaxMemory: shareBudgetFor(50, 4)})
 	ctx := context.Background()
 	for i := range 200 {
 		l.Take(ctx, time.Now(), fmt.Sprintf("k%03d", i), 1)
@@ -218,9 +221,49 @@ func TestLazySharesKeepTheBudget(t *testing.T) {
 
 // holds reports whether key has a bucket.
 func (l *Limiter) holds(key string) bool {
-	key = BoundKey(key)
-	sh := l.shard(key)
+	sh, h := l.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.buckets.peek(key) != nil
+	return sh.buckets.peek(h) != nil
+}
+
+// A sweep frees slots for new buckets and, when it drops most of them,
+// gives the table's memory back.
+func TestSweepReusesAndCompacts(t *testing.T) {
+	l := New(Options{Limits: Limits{Capacity: 1, FillAmount: 1, Interval: time.Second}, MaxMemory: budgetFor(1300)})
+	if len(l.shards) != 1 {
+		t.Fatalf("%d shards", len(l.shards))
+	}
+	sh := &l.shards[0]
+	for i := range 1200 {
+		l.Take(at(time.Duration(i%2)*time.Hour), fmt.Sprint("k", i), 1) // odd keys used an hour later
+	}
+	if d := l.Sweep(at(2*time.Hour + time.Minute)); d != 600 || l.Len() != 600 {
+		t.Fatalf("swept %d, %d left", d, l.Len())
+	}
+	for i := range 600 {
+		l.Take(at(3*time.Hour), fmt.Sprint("n", i), 1) // into the freed slots
+	}
+	if l.Len() != 1200 || len(sh.buckets.slots) != 1201 || l.Evictions() != 0 {
+		t.Fatalf("%d buckets in %d slots, %d evictions", l.Len(), len(sh.buckets.slots), l.Evictions())
+	}
+	for i := 1; i < 1200; i += 2 {
+		if !l.holds(fmt.Sprint("k", i)) {
+			t.Fatalf("k%d lost", i)
+		}
+	}
+	if d := l.Sweep(at(4*time.Hour + 30*time.Minute)); d != 600 || len(sh.buckets.slots) != 1201 {
+		t.Fatalf("swept %d; %d slots after", d, len(sh.buckets.slots))
+	}
+	l.Take(at(5*time.Hour), "keep", 1)
+	if d := l.Sweep(at(6 * time.Hour)); d != 600 || len(sh.buckets.slots) != 2 || l.Len() != 1 || !l.holds("keep") {
+		t.Fatalf("swept %d; %d slots, %d buckets after", d, len(sh.buckets.slots), l.Len())
+	}
+	if r := l.Take(at(5*time.Hour), "keep", 1); r.Allowed {
+		t.Fatalf("compaction refilled a bucket: %+v", r)
+	}
+	l.Take(at(6*time.Hour), "again", 1)
+	if !l.holds("again") || !l.holds("keep") || l.Len() != 2 {
+		t.Fatal("a bucket made after compaction is lost")
+	}
 }
