@@ -49,7 +49,7 @@ type Config struct {
 
 // LimitsConfig bounds what flows can make the agent hold in memory.
 type LimitsConfig struct {
-	RateLimiterMemoryMiB int `yaml:"rate_limiter_memory_mib" validate:"positive" desc:"Memory, in MiB, the buckets of one rate limiter may hold (each kind: local buckets, lazy sync's shares, local_fallback's), counted as 128 bytes plus the key (keys over 256 bytes are hashed to 136); past it the least recently used bucket is evicted, and comes back full: up to one bucket of tokens early for that key (fluxgate_ratelimiter_evictions_total). 32 MiB is about 200,000 buckets."`
+	RateLimiterMemoryMiB int `yaml:"rate_limiter_memory_mib" validate:"positive" desc:"Memory, in MiB, the buckets of one rate limiter may hold (each kind: local buckets, lazy sync's shares, local_fallback's), counted as 96 bytes a bucket whatever its key (a lazy share: 256 bytes plus its key); past it the least recently used bucket is evicted, and comes back full: up to one bucket of tokens early for that key (fluxgate_ratelimiter_evictions_total). 32 MiB is about 350,000 buckets."`
 }
 
 // ServerConfig is where the HTTP API and the gRPC services listen.

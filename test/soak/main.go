@@ -77,6 +77,7 @@ func main() {
 	keys := flag.Int("keys", 200_000, "new keys to send")
 	duration := flag.Duration("duration", time.Minute, "time to send them in")
 	keyLen := flag.Int("keylen", 32, "bytes per key")
+	keyspace := flag.Int("keyspace", 0, "send keys from this many distinct ones in turn (a control run without new keys); 0: every key new")
 	workers := flag.Int("workers", 8, "concurrent gRPC clients of the flood")
 	baseline := flag.Duration("baseline", 15*time.Second, "unloaded latency measurement")
 	probeEvery := flag.Duration("probe-every", 5*time.Millisecond, "interval of the probe's checks")
@@ -130,7 +131,7 @@ func main() {
 	done := make(chan struct{})
 	var loaded []time.Duration
 	go func() { loaded = probe(ctx, client, *probeEvery, 0, done); close(done) }()
-	floodLat := flood(ctx, conns(ag.grpc, *workers), *keys, *keyLen, *duration, &sent, &failed)
+	floodLat := flood(ctx, conns(ag.grpc, *workers), *keys, *keyLen, *keyspace, *duration, &sent, &failed)
 	done <- struct{}{}
 	<-done
 	peakDuring := rss.peak()
@@ -141,8 +142,12 @@ func main() {
 	hwm := rss.hwm()
 
 	p99u, p99l, p99f := pct(unloaded, 99), pct(loaded, 99), pct(floodLat, 99)
-	fmt.Printf("\nsoak of %s: %d new keys (%d-byte) in %v over gRPC, %d failed; limits.rate_limiter_memory_mib %s\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), sent.Load(), *keyLen, *duration, failed.Load(), orDefault(*memMiB))
+	what := "new keys"
+	if *keyspace > 0 {
+		what = fmt.Sprintf("checks under %d keys in turn", *keyspace)
+	}
+	fmt.Printf("\nsoak of %s: %d %s (%d-byte) in %v over gRPC, %d failed; limits.rate_limiter_memory_mib %s\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), sent.Load(), what, *keyLen, *duration, failed.Load(), orDefault(*memMiB))
 	fmt.Printf("| | value |\n|---|---|\n")
 	fmt.Printf("| RSS before | %d MiB |\n| RSS peak (VmHWM) | %d MiB (sampled peak during the flood %d MiB) |\n| RSS %v after | %d MiB |\n",
 		before>>10, hwm>>10, peakDuring>>10, *settle, after>>10)
@@ -299,9 +304,10 @@ func probe(ctx context.Context, c pb.FlowControlServiceClient, every, d time.Dur
 	}
 }
 
-// flood sends n checks under new keys, paced evenly over d, and returns
-// a sample of their latencies (one in 16).
-func flood(ctx context.Context, clients []pb.FlowControlServiceClient, n, keyLen int, d time.Duration, sent, failed *atomic.Int64) []time.Duration {
+// flood sends n checks under new keys (or keys from keyspace in turn),
+// paced evenly over d, and returns a sample of their latencies (one in
+// 16).
+func flood(ctx context.Context, clients []pb.FlowControlServiceClient, n, keyLen, keyspace int, d time.Duration, sent, failed *atomic.Int64) []time.Duration {
 	var next atomic.Int64
 	start := time.Now()
 	interval := d / time.Duration(max(n, 1))
@@ -320,7 +326,11 @@ func flood(ctx context.Context, clients []pb.FlowControlServiceClient, n, keyLen
 				if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 					time.Sleep(wait)
 				}
-				key := fmt.Sprintf("%s%020d", pad, i)
+				k := i
+				if keyspace > 0 {
+					k %= int64(keyspace)
+				}
+				key := fmt.Sprintf("%s%020d", pad, k)
 				t := time.Now()
 				_, err := c.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{"user": key}})
 				if err != nil {
