@@ -11,10 +11,16 @@
 //  2. lists the flux meters whose selectors match, for the span the
 //     caller emits afterwards;
 //  3. asks each matching flow-control component in policy order (rate
-//     limiters, samplers). The first enforcing component that rejects
-//     decides; tokens taken by the components before it are given back.
-//     A dry_run component counts what it would reject and never stops the
-//     chain.
+//     limiters, samplers, load schedulers, adaptive concurrency). The
+//     first enforcing component that rejects decides; tokens and slots
+//     taken by the components before it are given back. A dry_run
+//     component counts what it would reject and never stops the chain.
+//
+// An adaptive_concurrency component holds a slot for each flow it admits
+// until the flow ends: the Decision then carries a FlowID, and the caller
+// reports the end with EndFlow (the gateway and the SDK middleware do;
+// remote clients call the check API's FlowEnd). The component learns the
+// service's latency from those ends (package concurrency).
 //
 // A control point that no policy matches admits every flow, and the flow
 // is counted in fluxgate_flow_decisions_total with reason "no_match".
