@@ -31,17 +31,7 @@ func (adaptiveCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c adaptiveCollector) Collect(ch chan<- prometheus.Metric) {
-	c.e.mu.Lock()
-	var comps []*adaptiveConcurrency
-	for _, cp := range c.e.compiled {
-		for _, cc := range cp.components {
-			if a, ok := cc.c.(*adaptiveConcurrency); ok {
-				comps = append(comps, a)
-			}
-		}
-	}
-	c.e.mu.Unlock()
-	for _, a := range comps {
+	for _, a := range componentsOf[*adaptiveConcurrency](c.e) {
 		st := a.lim.State()
 		lv := []string{a.policyNamespace, a.policyName, a.id}
 		gauge := func(d *prometheus.Desc, v float64) {

@@ -608,21 +608,26 @@ const SweepInterval = time.Minute
 // Sweep drops the buckets that have been idle longer than their limiter's
 // max_idle_time and returns how many it dropped.
 func (e *Engine) Sweep(now time.Time) int {
-	e.mu.Lock()
-	var lims []*rateLimiter
-	for _, cp := range e.compiled {
-		for _, c := range cp.components {
-			if r, ok := c.c.(*rateLimiter); ok {
-				lims = append(lims, r)
-			}
-		}
-	}
-	e.mu.Unlock()
 	n := 0
-	for _, r := range lims {
+	for _, r := range componentsOf[*rateLimiter](e) {
 		n += r.sweep(now)
 	}
 	return n
+}
+
+// componentsOf lists the installed flow-control components of type T.
+func componentsOf[T flowComponent](e *Engine) []T {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []T
+	for _, cp := range e.compiled {
+		for _, c := range cp.components {
+			if x, ok := c.c.(T); ok {
+				out = append(out, x)
+			}
+		}
+	}
+	return out
 }
 
 // MatchFluxMeters appends to dst the flux meters ("namespace/policy/name")

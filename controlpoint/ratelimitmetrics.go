@@ -24,17 +24,7 @@ func (bucketCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c bucketCollector) Collect(ch chan<- prometheus.Metric) {
-	c.e.mu.Lock()
-	var lims []*rateLimiter
-	for _, cp := range c.e.compiled {
-		for _, cc := range cp.components {
-			if r, ok := cc.c.(*rateLimiter); ok {
-				lims = append(lims, r)
-			}
-		}
-	}
-	c.e.mu.Unlock()
-	for _, r := range lims {
+	for _, r := range componentsOf[*rateLimiter](c.e) {
 		n, bytes, ev := r.buckets()
 		lv := []string{r.policyNamespace, r.policyName, r.id}
 		ch <- prometheus.MustNewConstMetric(descBuckets, prometheus.GaugeValue, float64(n), lv...)
