@@ -161,12 +161,14 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.otlp = recv
-	a.otlpGRPC = grpc.NewServer(append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)...)
+	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)
+	a.otlpGRPC = grpc.NewServer(append(otlpOpts, grpcBearer(a.cfg.OTLP.Token, "otlp.token")...)...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	a.grpc = grpc.NewServer(grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
+	// The check port's services but health need check.token when it is set.
+	a.grpc = grpc.NewServer(append(grpcOptions(a.cfg.Server, grpcMaxCheckMsg), grpcBearer(a.cfg.Check.Token, "check.token", healthpb.Health_ServiceDesc.ServiceName)...)...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
 
 	a.health.Register("policy_store", true, a.store.Health)
@@ -336,7 +338,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
 	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
 	otlpMux := http.NewServeMux()
-	otlpMux.Handle("/v1/traces", a.otlp)
+	otlpMux.Handle("/v1/traces", requireBearer(a.cfg.OTLP.Token, "otlp.token", a.otlp))
 	a.otlpHTTP = a.httpServer(otlpMux)
 	a.serve(ListenerOTLPHTTP, bound[ListenerOTLPHTTP], a.otlpHTTP.Serve)
 	if ln := bound[ListenerMetrics]; ln != nil {

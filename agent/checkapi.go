@@ -13,7 +13,8 @@ import (
 // envoy.service.auth.v3.Authorization on the gRPC port. Call it once,
 // before Start.
 //
-// The checks are open: gateways and SDKs ask on every request. Explain
+// The checks are open while check.token is empty: gateways and SDKs ask
+// on every request; with a token they must send it (auth.go). Explain
 // and the control point list are operator endpoints behind the admin
 // token (auth.go): explain shows every policy, classifier and limiter at a
 // control point, the list shows which control points and label keys
@@ -25,7 +26,7 @@ func (a *Agent) registerCheckAPI() {
 			a.HandleHTTP(pattern, h)
 			return
 		}
-		a.mux.Handle(pattern, h)
+		a.mux.Handle(pattern, requireBearer(a.cfg.Check.Token, "check.token", h))
 	})
 	s.RegisterGRPC(a.grpc)
 }

@@ -37,6 +37,7 @@ type Config struct {
 	OTLP         OTLPConfig         `yaml:"otlp"`
 	Policies     PoliciesConfig     `yaml:"policies"`
 	Admin        AdminConfig        `yaml:"admin"`
+	Check        CheckConfig        `yaml:"check"`
 	Log          LogConfig          `yaml:"log"`
 	Agent        AgentConfig        `yaml:"agent"`
 	TSDB         TSDBConfig         `yaml:"tsdb"`
@@ -74,8 +75,9 @@ type MetricsConfig struct {
 
 // OTLPConfig is where the OpenTelemetry trace receiver listens.
 type OTLPConfig struct {
-	GRPCPort int `yaml:"grpc_port" validate:"port" desc:"Port of the OTLP trace receiver over gRPC."`
-	HTTPPort int `yaml:"http_port" validate:"port" desc:"Port of the OTLP trace receiver over HTTP (/v1/traces)."`
+	GRPCPort int    `yaml:"grpc_port" validate:"port" desc:"Port of the OTLP trace receiver over gRPC."`
+	HTTPPort int    `yaml:"http_port" validate:"port" desc:"Port of the OTLP trace receiver over HTTP (/v1/traces)."`
+	Token    string `yaml:"token" desc:"Bearer token the OTLP receiver requires (HTTP Authorization: Bearer TOKEN, gRPC metadata authorization); 401 or Unauthenticated without it. Empty leaves the receiver open to anyone who reaches its ports."`
 }
 
 // PoliciesConfig is where policy files are loaded from.
@@ -86,6 +88,11 @@ type PoliciesConfig struct {
 // AdminConfig protects the operator endpoints of the HTTP API (auth.go).
 type AdminConfig struct {
 	Token string `yaml:"token" desc:"Bearer token of the admin API: policies, dynamic config, signals, explain, control points (clients send Authorization: Bearer TOKEN). Empty turns those endpoints off: they answer 403."`
+}
+
+// CheckConfig protects the check API (auth.go).
+type CheckConfig struct {
+	Token string `yaml:"token" desc:"Bearer token the check API requires: POST /v1/check, /v1/flow/end, /v1/check/http, gRPC FlowControlService and Envoy ext_authz (HTTP Authorization: Bearer TOKEN, gRPC metadata authorization); 401 or Unauthenticated without it. Empty leaves the check API open to anyone who reaches its ports."`
 }
 
 // LogConfig is the agent's structured log.

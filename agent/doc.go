@@ -9,9 +9,11 @@
 //
 // The HTTP API's operator endpoints (policies, dynamic config, signals,
 // explain, control points, and whatever HandleHTTP mounts) want the bearer
-// token admin.token and are off, answering 403, while it is empty; the
-// check API and health stay open. auth.go has the rules, and the agent
-// logs at Start which surface is open to whom.
+// token admin.token and are off, answering 403, while it is empty. The
+// check API (HTTP and gRPC) and the OTLP receiver are open while
+// check.token and otlp.token are empty and want those bearer tokens once
+// set; health, probes and metrics stay open. auth.go has the rules, and
+// the agent logs at Start which surface is open to whom.
 //
 // The PolicyStore is the single source of truth for loaded policies. It
 // publishes immutable PolicySnapshot values: readers never lock, and an
