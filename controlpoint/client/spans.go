@@ -24,6 +24,10 @@ type SpanOptions struct {
 	// Endpoint is the agent's OTLP gRPC address (host:port, port 4317 by
 	// default on an agent). Required.
 	Endpoint string
+	// Token is the agent's otlp.token, sent with every export as the
+	// metadata authorization: Bearer <Token>, in plain text like the
+	// spans. Empty sends none, for an agent whose receiver is open.
+	Token string
 	// QueueSize bounds the spans waiting for export; when it is full new
 	// spans are dropped and counted. Default 4096.
 	QueueSize int
@@ -71,7 +75,11 @@ func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(opts.Endpoint), otlptracegrpc.WithInsecure())
+	expOpts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(opts.Endpoint), otlptracegrpc.WithInsecure()}
+	if opts.Token != "" {
+		expOpts = append(expOpts, otlptracegrpc.WithHeaders(map[string]string{"authorization": "Bearer " + opts.Token}))
+	}
+	exp, err := otlptracegrpc.New(ctx, expOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: OTLP exporter: %w", err)
 	}

@@ -10,9 +10,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	fgagent "github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
 const meteredLimit = `apiVersion: fluxgate.io/v1beta1
@@ -38,19 +41,31 @@ spec:
 // TestMiddlewareSpansFeedFluxMeters runs the whole loop: middleware checks
 // with a remote agent, records a span per request, and the agent's flux
 // meter counts accepted and rejected flows apart.
+// With check.token and otlp.token set on the agent, the clients' Token
+// options make the same loop work.
 func TestMiddlewareSpansFeedFluxMeters(t *testing.T) {
+	for _, tc := range []struct{ name, checkToken, otlpToken string }{
+		{"open agent", "", ""},
+		{"tokens", "check-s3cret", "otlp-s3cret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testSpansFeedFluxMeters(t, tc.checkToken, tc.otlpToken) })
+	}
+}
+
+func testSpansFeedFluxMeters(t *testing.T, checkToken, otlpToken string) {
 	cfg := agenttest.Config(t, meteredLimit)
 	cfg.Metrics.Enabled = false
+	cfg.Check.Token, cfg.OTLP.Token = checkToken, otlpToken
 	a := agenttest.Start(t, cfg)
 	ctx := context.Background()
 
-	remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{})
+	remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{Token: checkToken})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer remote.Close()
 	reg := prometheus.NewRegistry()
-	spans, err := NewSpanEmitter(ctx, SpanOptions{Endpoint: a.Addr(fgagent.ListenerOTLPGRPC).String(), Registerer: reg})
+	spans, err := NewSpanEmitter(ctx, SpanOptions{Endpoint: a.Addr(fgagent.ListenerOTLPGRPC).String(), Token: otlpToken, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +121,44 @@ func TestMiddlewareSpansFeedFluxMeters(t *testing.T) {
 	want := map[string]uint64{"DECISION_TYPE_ACCEPTED 201": 3, "DECISION_TYPE_REJECTED 429": 2}
 	if len(counts) != len(want) || counts["DECISION_TYPE_ACCEPTED 201"] != 3 || counts["DECISION_TYPE_REJECTED 429"] != 2 {
 		t.Fatalf("flux_meter series = %v, want %v", counts, want)
+	}
+}
+
+// An agent with tokens refuses a Remote and a SpanEmitter without them
+// (or with the other surface's token).
+func TestTokensRefusedWithout(t *testing.T) {
+	cfg := agenttest.Config(t, meteredLimit)
+	cfg.Metrics.Enabled = false
+	cfg.Check.Token, cfg.OTLP.Token = "check-s3cret", "otlp-s3cret"
+	a := agenttest.Start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	for _, token := range []string{"", "otlp-s3cret"} {
+		remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = remote.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"})
+		_ = remote.Close()
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("Check with token %q: %v, want Unauthenticated", token, err)
+		}
+	}
+	for _, token := range []string{"", "check-s3cret"} {
+		spans, err := NewSpanEmitter(ctx, SpanOptions{Endpoint: a.Addr(fgagent.ListenerOTLPGRPC).String(), Token: token, ExportTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := spans.Tracer().Start(ctx, "flow")
+		span.End()
+		_ = spans.Close(ctx)
+		if got := testutil.ToFloat64(spans.exported); got != 0 {
+			t.Errorf("export with token %q: %v spans exported, want 0", token, got)
+		}
+		if got := testutil.ToFloat64(spans.dropped); got != 1 {
+			t.Errorf("export with token %q: %v spans dropped, want 1", token, got)
+		}
 	}
 }
 
