@@ -219,22 +219,33 @@ func TestDaemonSet(t *testing.T) {
 	if cfg.Admin.Token != "" {
 		t.Error("admin.token is set in the manifests; it belongs in the Secret fluxgate-admin")
 	}
-	var tokenFromSecret bool
-	for _, e := range c.Env {
-		if e.Name != "FLUXGATE_ADMIN_TOKEN" {
-			continue
-		}
-		var ref *corev1.SecretKeySelector
-		if e.ValueFrom != nil {
-			ref = e.ValueFrom.SecretKeyRef
-		}
-		if e.Value != "" || ref == nil || ref.Name != "fluxgate-admin" || ref.Key != "token" || ref.Optional == nil || !*ref.Optional {
-			t.Errorf("FLUXGATE_ADMIN_TOKEN %+v, want it from the optional Secret fluxgate-admin key token", e)
-		}
-		tokenFromSecret = true
+	// So do the check and OTLP tokens (issue 14), from their own
+	// optional Secrets: without them those surfaces stay open.
+	if cfg.Check.Token != "" || cfg.OTLP.Token != "" {
+		t.Error("check.token or otlp.token is set in the manifests; they belong in the Secrets fluxgate-check and fluxgate-otlp")
 	}
-	if !tokenFromSecret {
-		t.Error("no FLUXGATE_ADMIN_TOKEN from the Secret fluxgate-admin: the admin API could not be turned on without editing the DaemonSet")
+	for _, want := range []struct{ env, secret string }{
+		{"FLUXGATE_ADMIN_TOKEN", "fluxgate-admin"},
+		{"FLUXGATE_CHECK_TOKEN", "fluxgate-check"},
+		{"FLUXGATE_OTLP_TOKEN", "fluxgate-otlp"},
+	} {
+		var tokenFromSecret bool
+		for _, e := range c.Env {
+			if e.Name != want.env {
+				continue
+			}
+			var ref *corev1.SecretKeySelector
+			if e.ValueFrom != nil {
+				ref = e.ValueFrom.SecretKeyRef
+			}
+			if e.Value != "" || ref == nil || ref.Name != want.secret || ref.Key != "token" || ref.Optional == nil || !*ref.Optional {
+				t.Errorf("%s %+v, want it from the optional Secret %s key token", want.env, e, want.secret)
+			}
+			tokenFromSecret = true
+		}
+		if !tokenFromSecret {
+			t.Errorf("no %s from the Secret %s: the token could not be set without editing the DaemonSet", want.env, want.secret)
+		}
 	}
 
 	for _, pr := range []struct {
