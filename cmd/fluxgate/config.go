@@ -17,7 +17,8 @@ import (
 )
 
 // newConfigFileMode is the mode of a config file that `config set` creates:
-// the file may hold admin.token, so only its owner reads it.
+// the file may hold tokens (admin.token, check.token, otlp.token), so only
+// its owner reads it.
 const newConfigFileMode fs.FileMode = 0o600
 
 func newConfigCmd() *cobra.Command {
