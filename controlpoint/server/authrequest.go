@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -20,6 +21,16 @@ const (
 	HeaderOriginalURI    = "X-Original-URI"
 	HeaderOriginalMethod = "X-Original-Method"
 	HeaderOriginalHost   = "X-Original-Host"
+
+	// HeaderFlowEnd: "report" promises that the caller reports the end of
+	// every admitted flow (POST /v1/flow/end with the id from
+	// HeaderFlowID), as the nginx example does with post_action. Without
+	// it the adapter cannot know when a flow ends, and components that
+	// need ends (adaptive_concurrency) pass the flow through.
+	HeaderFlowEnd = "X-FluxGate-Flow-End"
+	// HeaderFlowID answers an admission that holds a slot until its end is
+	// reported; only sent when the request had HeaderFlowEnd: report.
+	HeaderFlowID = "X-FluxGate-Flow-Id"
 )
 
 // notLabels are the request headers the auth_request adapter never turns
@@ -42,6 +53,7 @@ var notLabels = map[string]bool{
 	"X-Forwarded-Method":       true,
 	"X-Forwarded-Host":         true,
 	"X-Fluxgate-Control-Point": true,
+	"X-Fluxgate-Flow-End":      true,
 }
 
 var errNoOriginalURI = errors.New("X-Original-URI (or X-Forwarded-Uri) is required: the path and query of the original request")
@@ -106,14 +118,23 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	if !utf8.ValidString(cp) {
 		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
 	}
-	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: true}, nil
+	var reportsEnd bool
+	switch v := strings.TrimSpace(h.Get(HeaderFlowEnd)); {
+	case v == "":
+	case strings.EqualFold(v, "report"):
+		reportsEnd = true
+	default:
+		return controlpoint.Request{}, fmt.Errorf("%s: %q: the only value is report (the caller reports each admitted flow's end to /v1/flow/end)", HeaderFlowEnd, v)
+	}
+	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: !reportsEnd}, nil
 }
 
 // serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:
 // 200 admits the original request; a rejection answers the denied status.
 // Both carry the decision headers, and an admission carries the Baggage
 // that the upstream should get (the client's plus the labels classifiers
-// created).
+// created) and, when the caller promised to report the flow's end
+// (HeaderFlowEnd) and a slot is held, the flow id to report it with.
 func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 	req, err := authRequestFlow(r)
 	if err != nil {
@@ -131,6 +152,9 @@ func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 	}
 	if b := mergeBaggage(baggage, classifierLabels(resp)); b != "" {
 		h.Set("Baggage", b)
+	}
+	if id := resp.GetFlowId(); id != 0 {
+		h.Set(HeaderFlowID, strconv.FormatUint(id, 10))
 	}
 	w.WriteHeader(http.StatusOK)
 }

@@ -89,3 +89,29 @@ func TestFlowEndOverHTTP(t *testing.T) {
 		t.Fatalf("check after the end: %s, want accepted", w.Body)
 	}
 }
+
+// TestFlowEndOverAuthRequest: an auth_request caller that promises to
+// report ends (X-FluxGate-Flow-End: report, as the nginx example's
+// post_action does) takes the slot, gets the id to end it with, and frees
+// it by POST /v1/flow/end.
+func TestFlowEndOverAuthRequest(t *testing.T) {
+	s, _ := newTestServer(t, oneSlot)
+	h := http.Header{"X-Original-Uri": {"/x"}, "X-Fluxgate-Control-Point": {"api"}, "X-Fluxgate-Flow-End": {"report"}}
+	for i := 0; i < 3; i++ {
+		ar := serve(s, "GET", "/v1/check/http", "", h)
+		id := ar.Header().Get("X-FluxGate-Flow-Id")
+		if ar.Code != http.StatusOK || id == "" || id == "0" {
+			t.Fatalf("flow %d: %d with flow id %q, want 200 and an id (the previous flow ended)", i, ar.Code, id)
+		}
+		if busy := serve(s, "GET", "/v1/check/http", "", h); busy.Code == http.StatusOK || busy.Header().Get("X-FluxGate-Decision") != "rejected" {
+			t.Fatalf("flow %d: a second flow got %d while the only slot is held, want a rejection", i, busy.Code)
+		}
+		if w := serve(s, "POST", "/v1/flow/end", `{"flow_id":"`+id+`","failed":false}`, nil); w.Code != 200 || !strings.Contains(w.Body.String(), `"found":true`) {
+			t.Fatalf("flow %d end: %d %s", i, w.Code, w.Body)
+		}
+	}
+	bad := http.Header{"X-Original-Uri": {"/x"}, "X-Fluxgate-Flow-End": {"yes"}}
+	if w := serve(s, "GET", "/v1/check/http", "", bad); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "X-FluxGate-Flow-End") {
+		t.Fatalf("unknown X-FluxGate-Flow-End value: %d %s, want 400 naming the header", w.Code, w.Body)
+	}
+}

@@ -64,16 +64,20 @@ func freePort(t *testing.T) int {
 }
 
 // startAgent runs an agent with the example's policy on free loopback
-// ports and returns its HTTP address. If agent.New does not mount the
-// check API (yet), it serves the check API itself over a bare engine with
-// the same policy instead.
+// ports and returns its HTTP address.
 func startAgent(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
 	policy, err := os.ReadFile(filepath.Join(exampleDir, "policy.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startAgentWith(t, policy)
+}
+
+// startAgentWith runs an agent with the given policy.
+func startAgentWith(t *testing.T, policy []byte) string {
+	t.Helper()
+	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), policy, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -50,14 +50,16 @@ workloads:
     priority: 10
 `
 
-const gatewayConfig = `# written by test/protect
+const agentConfig = `# written by test/protect
 server: {host: 127.0.0.1, http_port: %d, grpc_port: 0}
 metrics: {port: 0}
 otlp: {grpc_port: 0, http_port: 0}
 policies: {dir: %q}
 admin: {token: %q}
 log: {level: warn}
-gateway:
+`
+
+const gatewayConfig = agentConfig + `gateway:
   listen: %s
   upstreams:
     - name: app
@@ -66,14 +68,17 @@ gateway:
     - {id: app, match: {path_prefix: /}, upstream: app, control_point: ` + controlPoint + `}
 `
 
-// gateway is a running `fluxgate gateway` child.
+// gateway is what the driver sends to: a running `fluxgate gateway`
+// child, or nginx with the example's auth_request configuration in front
+// of a `fluxgate agent` child.
 type gateway struct {
-	addr, api  string // host:port of the gateway and of the agent's HTTP API
+	addr, api  string // host:port the driver sends to, and of the agent's HTTP API
 	token      string // admin token, for the signals endpoint only
 	policyDesc string
 	policyKey  string // namespace/name of the policy whose signals are polled; empty: none
 	cmd        *exec.Cmd
 	exited     chan struct{}
+	nginx      *nginxFront // nil: the built-in gateway
 }
 
 func buildFluxgate(ctx context.Context, bin string) error {
@@ -87,8 +92,9 @@ func buildFluxgate(ctx context.Context, bin string) error {
 }
 
 // startGateway writes dir/fluxgate.yaml and dir/policies, starts
-// `fluxgate gateway` and waits until it proxies to the upstream.
-func startGateway(ctx context.Context, bin, dir, upstreamAddr, policy string) (*gateway, error) {
+// `fluxgate gateway` (front "gateway") or `fluxgate agent` and nginx
+// (front "nginx") and waits until it proxies to the upstream.
+func startGateway(ctx context.Context, bin, dir, upstreamAddr, policy, front string) (*gateway, error) {
 	polDir := filepath.Join(dir, "policies")
 	if err := os.RemoveAll(polDir); err != nil {
 		return nil, err
@@ -109,14 +115,18 @@ func startGateway(ctx context.Context, bin, dir, upstreamAddr, policy string) (*
 	_, _ = rand.Read(b)
 	g.token = hex.EncodeToString(b)
 	conf := filepath.Join(dir, "fluxgate.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, gatewayConfig, port, polDir, g.token, g.addr, upstreamAddr), 0o600); err != nil {
+	yml, command := fmt.Appendf(nil, gatewayConfig, port, polDir, g.token, g.addr, upstreamAddr), "gateway"
+	if front == "nginx" {
+		yml, command = fmt.Appendf(nil, agentConfig, port, polDir, g.token), "agent"
+	}
+	if err := os.WriteFile(conf, yml, 0o600); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "gateway.log"))
 	if err != nil {
 		return nil, err
 	}
-	g.cmd = exec.Command(bin, "gateway", "--config", conf)
+	g.cmd = exec.Command(bin, command, "--config", conf)
 	g.cmd.Stdout, g.cmd.Stderr = logf, logf
 	// The child dies with this process, however it ends.
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -125,6 +135,12 @@ func startGateway(ctx context.Context, bin, dir, upstreamAddr, policy string) (*
 		return nil, fmt.Errorf("start gateway: %w", err)
 	}
 	go func() { _ = g.cmd.Wait(); logf.Close(); close(g.exited) }()
+	if front == "nginx" {
+		if g.nginx, err = startNginx(filepath.Join(dir, "nginx"), g.addr, g.api, upstreamAddr); err != nil {
+			g.stop()
+			return nil, err
+		}
+	}
 	if err := g.waitReady(ctx, 60*time.Second); err != nil {
 		g.stop()
 		return nil, fmt.Errorf("%w (see %s)", err, logf.Name())
@@ -249,8 +265,11 @@ func (g *gateway) warmUp(ctx context.Context) ([]time.Duration, error) {
 	return sequential(ctx, get)
 }
 
-// stop ends the gateway: SIGTERM, then SIGKILL after 5s.
+// stop ends the gateway (and nginx): SIGTERM, then SIGKILL after 5s.
 func (g *gateway) stop() {
+	if g.nginx != nil {
+		g.nginx.stop()
+	}
 	_ = g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-g.exited:

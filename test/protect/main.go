@@ -42,6 +42,8 @@ var (
 	workers     = flag.Int("workers", 3, "upstream workers (requests served at once)")
 	service     = flag.Duration("service", 10*time.Millisecond, "upstream service time of one request")
 	policyFlag  = flag.String("policy", "service-protection", "none (plain proxy), service-protection (the blueprint at its defaults, two priority workloads), or a path to a policy file or to a service-protection values file")
+	frontFlag   = flag.String("front", "gateway", "what the driver sends to: gateway (fluxgate gateway) or nginx (examples/nginx/fluxgate.conf, auth_request to fluxgate agent)")
+	nginxConf   = flag.String("nginx-conf", "examples/nginx/fluxgate.conf", "the nginx configuration of -front nginx (its agent, upstream and listen addresses are replaced)")
 	binFlag     = flag.String("fluxgate", "", "fluxgate binary; empty builds ./cmd/fluxgate (run from the repository root)")
 	base        = flag.Float64("base", 0.5, "offered load outside the overload, × measured capacity")
 	overload    = flag.Float64("overload", 3, "offered load during the overload, × measured capacity")
@@ -102,6 +104,8 @@ func checkFlags() error {
 		return errors.New("-high must be within 0..1")
 	case *conns < 1 || *timeout <= 0:
 		return errors.New("-conns and -timeout must be positive")
+	case *frontFlag != "gateway" && *frontFlag != "nginx":
+		return fmt.Errorf("-front %q: want gateway or nginx", *frontFlag)
 	}
 	return nil
 }
@@ -154,12 +158,12 @@ func run(ctx context.Context) (*summary, error) {
 			return nil, err
 		}
 	}
-	gw, err := startGateway(ctx, bin, filepath.Join(out, "gateway"), up.addr, *policyFlag)
+	gw, err := startGateway(ctx, bin, filepath.Join(out, "gateway"), up.addr, *policyFlag, *frontFlag)
 	if err != nil {
 		return nil, err
 	}
 	defer gw.stop()
-	log.Printf("gateway %s (agent API %s), policy %s", gw.addr, gw.api, gw.policyDesc)
+	log.Printf("%s %s (agent API %s), policy %s", *frontFlag, gw.addr, gw.api, gw.policyDesc)
 	viaGW, err := gw.warmUp(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("warm-up through the gateway: %w", err)
@@ -181,6 +185,7 @@ func run(ctx context.Context) (*summary, error) {
 	secs := perSecond(sched, res, plan, good, sig.readings())
 	sum := summarize(secs, plan, capa, good, res, sig.readings())
 	sum.Workers, sum.Service, sum.Policy, sum.Arrivals, sum.High = *workers, service.String(), gw.policyDesc, *arrivals, *highShare
+	sum.Front = *frontFlag
 	sum.GatewayP50ms, sum.GatewayP99ms = ms(quantile(viaGW, 0.5)), ms(quantile(viaGW, 0.99))
 	sum.LoadAvg = loadBefore + " → " + loadavg()
 	if err := writeOutputs(out, secs, sum); err != nil {

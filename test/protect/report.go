@@ -95,6 +95,7 @@ type summary struct {
 	Workers       int     `json:"workers"`
 	Service       string  `json:"service"`
 	Policy        string  `json:"policy"`
+	Front         string  `json:"front"` // gateway or nginx
 	Arrivals      string  `json:"arrivals"`
 	High          float64 `json:"high_share"`
 	Base          float64 `json:"base"`
@@ -288,7 +289,7 @@ func (s *summary) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nplant: %d workers × %s, nominal %.0f req/s, measured capacity %.1f req/s; no-load p50 %.2f ms, p99 %.2f ms (%d samples)\n",
 		s.Workers, s.Service, s.NominalRPS, s.CapacityRPS, s.NoLoadP50ms, s.NoLoadP99ms, s.NoLoadSamples)
-	fmt.Fprintf(&b, "through the gateway, no load: p50 %.2f ms, p99 %.2f ms\n", s.GatewayP50ms, s.GatewayP99ms)
+	fmt.Fprintf(&b, "through the %s, no load: p50 %.2f ms, p99 %.2f ms\n", s.Front, s.GatewayP50ms, s.GatewayP99ms)
 	fmt.Fprintf(&b, "policy: %s; load %.2g× then %.2g× then %.2g× capacity (%s), %s arrivals, %.0f%% high priority; goodput bound %.1f ms\n",
 		s.Policy, s.Base, s.Overload, s.Base, s.Phases, s.Arrivals, 100*s.High, s.GoodBoundMs)
 	fmt.Fprintf(&b, "requests %d: admitted %d, rejected %d, errors %d, timeouts %d; most in flight %d, sent over 10ms late %.2f%%\n",

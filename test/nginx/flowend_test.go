@@ -1,0 +1,132 @@
+package nginx
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// oneSlot admits one flow at a time at the example's control point and
+// queues nobody: a second flow while one is in flight is rejected.
+const oneSlot = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: one-slot, namespace: default}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          adaptive_concurrency:
+            selectors: [{control_point: ingress}]
+            parameters: {initial_concurrency: 1, min_concurrency: 1, max_concurrency: 1, max_queue_delay: 1ms}
+`
+
+// blockingApp holds requests to /slow until release is closed and answers
+// /fail with 500, everything else with 200.
+type blockingApp struct {
+	release chan struct{}
+	inSlow  atomic.Int32
+}
+
+func (a *blockingApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/slow":
+		a.inSlow.Add(1)
+		<-a.release
+	case "/fail":
+		w.WriteHeader(http.StatusInternalServerError)
+	}
+	_, _ = io.WriteString(w, "done "+r.URL.Path+"\n")
+}
+
+// TestNginxReportsFlowEnds: with the example's post_action, nginx tells
+// the agent when each admitted request ends, so the in-path adaptive
+// concurrency limit counts requests in flight at the application: a slot
+// is held while the application works and freed as soon as the response
+// is done, also when the application failed. Without flow ends the agent
+// could not hold slots for auth_request flows at all (it passes them
+// through), and a held slot would stay taken until max_flow_duration.
+func TestNginxReportsFlowEnds(t *testing.T) {
+	app := &blockingApp{release: make(chan struct{})}
+	srv := httptest.NewServer(app)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		select {
+		case <-app.release:
+		default:
+			close(app.release)
+		}
+	})
+	base := "http://" + startNginx(t, startAgentWith(t, []byte(oneSlot)), strings.TrimPrefix(srv.URL, "http://"))
+
+	// While /slow is at the application, its flow holds the only slot.
+	slow := make(chan result, 1)
+	go func() { slow <- get(t, base+"/slow", nil) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for app.inSlow.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("/slow never reached the application")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := get(t, base+"/other", nil); r.code != http.StatusServiceUnavailable || r.header.Get("X-FluxGate-Decision") != "rejected" {
+		t.Fatalf("a second request while /slow holds the slot: %d %v %q, want 503 rejected by flow control", r.code, r.header, r.body)
+	}
+	close(app.release)
+	if r := <-slow; r.code != http.StatusOK {
+		t.Fatalf("/slow = %d %q", r.code, r.body)
+	}
+
+	// Sequential requests on one keep-alive connection: nginx finishes a
+	// request's post_action before it reads the next one, so each finds
+	// the slot free again — successes and failures alike.
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	t.Cleanup(client.CloseIdleConnections)
+	waitFree(t, client, base+"/ok")
+	for i := range 20 {
+		path := "/ok"
+		want := http.StatusOK
+		if i%4 == 3 {
+			path, want = "/fail", http.StatusInternalServerError
+		}
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("request %d (%s) = %d (%s %s), want %d: the previous flow's end was not reported",
+				i, path, resp.StatusCode, resp.Header.Get("X-FluxGate-Decision"), resp.Header.Get("X-FluxGate-Reason"), want)
+		}
+	}
+	if log := errorLog(t, strings.TrimPrefix(base, "http://")); strings.Contains(log, "[error]") {
+		t.Errorf("nginx logged errors:\n%s", log)
+	}
+}
+
+// waitFree waits until a request is admitted: /slow's flow end travels
+// after its response, so the first request after it may still find the
+// slot taken.
+func waitFree(t *testing.T, c *http.Client, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slot /slow held was never freed: %d %s", resp.StatusCode, resp.Header.Get("X-FluxGate-Reason"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
