@@ -66,10 +66,17 @@ func newAdaptiveConcurrency(info componentInfo, spec *policies.AdaptiveConcurren
 }
 
 func newLimiter(p policies.AdaptiveConcurrencyParameters) *concurrency.Limiter {
-	return concurrency.New(concurrency.Options{
+	return concurrency.New(AdaptiveLimiterOptions(p))
+}
+
+// AdaptiveLimiterOptions are the limiter options of an
+// adaptive_concurrency component's parameters, as the engine builds its
+// limiter (`fluxgate sim` simulates the same limiter).
+func AdaptiveLimiterOptions(p policies.AdaptiveConcurrencyParameters) concurrency.Options {
+	return concurrency.Options{
 		Initial: p.InitialConcurrency, Min: p.MinConcurrency, Max: p.MaxConcurrency,
 		Tolerance: p.LatencyTolerance, QueueDelay: p.MaxQueueDelay, ProbeInterval: p.ProbeInterval,
-	})
+	}
 }
 
 // newOptionalInput is an input port that may be absent: NaN then.

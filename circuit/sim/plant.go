@@ -33,6 +33,11 @@ type Plant struct {
 	// GoodLatency bounds the latency of a flow that counts as goodput
 	// (goodput_rps). Default 5 × BaseLatency.
 	GoodLatency time.Duration `yaml:"good_latency,omitempty"`
+	// Jitter varies each request's service time by ×U(1−Jitter,
+	// 1+Jitter) in the in-path simulation (a policy with an
+	// adaptive_concurrency component), which serves requests one by one
+	// with capacity × base_latency workers. Default 0.
+	Jitter float64 `yaml:"jitter,omitempty"`
 	// Load is the offered load: each step holds from its time on.
 	Load []LoadStep `yaml:"load"`
 	// Signals maps circuit inputs (the outputs of its query.promql
@@ -64,6 +69,9 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	if p.Capacity <= 0 {
 		errs = append(errs, "capacity must be positive")
 	}
+	if p.Jitter < 0 || p.Jitter > 1 {
+		errs = append(errs, "jitter must be within 0..1")
+	}
 	if len(p.Load) == 0 {
 		errs = append(errs, "load needs at least one step")
 	}
@@ -90,6 +98,22 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	}
 	sort.SliceStable(p.Load, func(i, j int) bool { return p.Load[i].At < p.Load[j].At })
 	return p, nil
+}
+
+// Phases is the load as consecutive phases of constant offered load up to
+// Duration.
+func (p *Plant) Phases() []LoadStep {
+	var out []LoadStep
+	for i, s := range p.Load {
+		if s.At >= p.Duration {
+			break
+		}
+		if i == 0 && s.At > 0 {
+			out = append(out, LoadStep{At: 0})
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 func (p *Plant) offered(at time.Duration) float64 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -176,6 +177,78 @@ func TestSimWithPlantAndInputs(t *testing.T) {
 	}
 	if _, _, err := runFluxgate(t, "sim", "../../policies/examples/service-protection.yaml"); err == nil {
 		t.Fatal("sim without --inputs or --plant accepted")
+	}
+}
+
+// TestSimInPath: the service-protection blueprint's default policy (the
+// in-path loop) is simulated request by request against a plant at 3×
+// overload, and holds the plant's goodput as test/protect measures it on
+// a real service (BENCHMARKS.md).
+func TestSimInPath(t *testing.T) {
+	dir := t.TempDir()
+	values := writeFile(t, dir, "v.yaml", "policy_name: sp\nselectors: [{control_point: ingress}]\n")
+	if _, stderr, err := runFluxgate(t, "blueprints", "generate", "service-protection", "--values", values, "--output-dir", dir); err != nil {
+		t.Fatalf("generate: %v\n%s", err, stderr)
+	}
+	plant := writeFile(t, dir, "plant.yaml", `capacity: 300
+base_latency: 10ms
+jitter: 0.1
+duration: 40s
+load:
+  - {at: 0s, rps: 150}
+  - {at: 10s, rps: 900}
+  - {at: 30s, rps: 150}
+`)
+	out, _, err := runFluxgate(t, "sim", filepath.Join(dir, "sp.yaml"), "--plant", plant, "-o", "csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 41 || !strings.HasPrefix(lines[0], "time_s,limiter.limit,") {
+		t.Fatalf("sim csv: %d lines, header %q", len(lines), lines[0])
+	}
+	col := func(row int, name string) float64 {
+		t.Helper()
+		for i, c := range strings.Split(lines[0], ",") {
+			if c == name {
+				v, err := strconv.ParseFloat(strings.Split(lines[row+1], ",")[i], 64)
+				if err != nil {
+					t.Fatalf("row %d %s: %v", row, name, err)
+				}
+				return v
+			}
+		}
+		t.Fatalf("no column %s in %q", name, lines[0])
+		return 0
+	}
+	for sec := 0; sec < 10; sec++ {
+		if r := col(sec, "plant.rejected_rps"); r != 0 {
+			t.Errorf("second %d at half load: %g rejected, want none", sec, r)
+		}
+	}
+	for sec := 11; sec < 30; sec++ {
+		if g := col(sec, "plant.goodput_rps"); g < 0.9*300 {
+			t.Errorf("second %d of the overload: goodput %g req/s, want >= 90%% of 300", sec, g)
+		}
+		if p99 := col(sec, "plant.p99_ms"); p99 > 3*11 {
+			t.Errorf("second %d of the overload: admitted p99 %g ms, want <= 3 × the no-load p99 (11 ms)", sec, p99)
+		}
+	}
+
+	// A circuit steering the limiter is not simulated: say so.
+	steered := writeFile(t, dir, "steered.yaml", `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: steered}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          adaptive_concurrency:
+            selectors: [{control_point: ingress}]
+            in_ports: {latency_objective_ms: {constant_signal: {value: 20}}}
+`)
+	if _, _, err := runFluxgate(t, "sim", steered, "--plant", plant); err == nil || !strings.Contains(err.Error(), "in_ports") {
+		t.Fatalf("sim of a steered limiter: %v, want an error naming in_ports", err)
 	}
 }
 

@@ -19,7 +19,11 @@ func newSimCmd() *cobra.Command {
 			"query.promql outputs come from --inputs (CSV: a header of signal names, one row per\n" +
 			"tick) or from --plant (a service model: capacity, base_latency, load profile, and\n" +
 			"which plant output feeds which signal). It prints every signal, every actuator input\n" +
-			"and, with a plant, the plant's state, one row per tick.",
+			"and, with a plant, the plant's state, one row per tick.\n\n" +
+			"A policy with a flow_control.adaptive_concurrency component (the service-protection\n" +
+			"blueprint's default loop) is simulated request by request instead: the limiter the\n" +
+			"engine builds, in front of capacity × base_latency workers behind a FIFO queue, with\n" +
+			"the limiter's state and the plant's throughput, goodput and latency each second.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if (inputs == "") == (plant == "") {
@@ -56,7 +60,16 @@ func newSimCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if tab, err = sim.Closed(pol, p); err != nil {
+				ac, err := adaptiveComponent(pol)
+				if err != nil {
+					return err
+				}
+				if ac != nil {
+					tab, err = simulateInPath(ac, p)
+				} else {
+					tab, err = sim.Closed(pol, p)
+				}
+				if err != nil {
 					return err
 				}
 			}
