@@ -53,8 +53,8 @@ type SimOptions struct {
 // Admitted by when the limiter admitted them, Good by when they completed.
 type SimSecond struct {
 	Offered, Admitted, Rejected, Good int
-	HighOffered, HighAdmitted        int
-	Latencies                        []float64 // admitted flows' latency, seconds
+	HighOffered, HighAdmitted         int
+	Latencies                         []float64 // admitted flows' latency, seconds
 	// The limiter at the end of the second.
 	Limit    float64
 	NoLoad   time.Duration
