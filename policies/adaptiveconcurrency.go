@@ -49,8 +49,9 @@ type AdaptiveConcurrencyParameters struct {
 	// LatencyTolerance: the limit shrinks while latency is above the
 	// no-load latency × this (1.5).
 	LatencyTolerance float64 `yaml:"latency_tolerance,omitempty"`
-	// MaxQueueDelay is the longest a flow waits for a slot; 0 means the
-	// learned no-load latency, within 1ms..1s.
+	// MaxQueueDelay is the longest a flow of the highest-priority workload
+	// waits for a slot (lower priorities wait down to half of it, by
+	// weight); 0 means the learned no-load latency, within 1ms..1s.
 	MaxQueueDelay time.Duration `yaml:"max_queue_delay,omitempty"`
 	// ProbeInterval: how long the limit may bind without seeing the
 	// service idle before it probes for the no-load latency (30s).

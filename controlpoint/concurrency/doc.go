@@ -39,7 +39,11 @@
 // workload, weight = share) for at most their queue delay: by default the
 // no-load latency (within 1 ms..1 s; 50 ms until it is known), so a
 // request admitted after waiting is still fast, and one that cannot be
-// served soon is turned away at once instead of after seconds.
+// served soon is turned away at once instead of after seconds. The
+// heaviest workload seen waits the whole delay, lighter ones down to half
+// of it (in proportion to their weight): under overload the light flows
+// that would wait longest are turned away first, which keeps the latency
+// of what is admitted low while heavy workloads keep their share.
 //
 // Time is a parameter of Release; Acquire waits in real time and reads
 // the Options.Clock. A Limiter is safe for concurrent use.

@@ -20,8 +20,10 @@ type Options struct {
 	// Tolerance is how far above its no-load latency a service may run
 	// before the limit shrinks: target = no-load × Tolerance. Default 1.5.
 	Tolerance float64
-	// QueueDelay is the longest a flow waits for a slot. Default: the
-	// no-load latency, within 1 ms..1 s (50 ms until it is known).
+	// QueueDelay is the longest a flow of the heaviest workload waits for
+	// a slot; lighter workloads wait down to half of it, by weight.
+	// Default: the no-load latency, within 1 ms..1 s (50 ms until it is
+	// known).
 	QueueDelay time.Duration
 	// ProbeInterval is how long the limit may bind without a flow seen at
 	// low concurrency before the limiter probes for the no-load latency.
@@ -89,7 +91,8 @@ type Limiter struct {
 	probeLevel int
 	probeGot   int
 
-	queue scheduler.FairQueue[*waiter]
+	queue     scheduler.FairQueue[*waiter]
+	maxWeight float64 // the heaviest workload weight queued so far
 }
 
 type sample struct {
@@ -199,6 +202,18 @@ func (l *Limiter) queueDelayLocked() time.Duration {
 	return min(max(seconds(l.noLoad), minQueueDelay), maxQueueDelay)
 }
 
+// waitLocked is how long a flow of weight w may wait for a slot: the
+// queue delay for the heaviest workload seen, down to half of it for the
+// lightest. Light workloads are turned away sooner under overload, so the
+// latency of what is admitted stays low, while heavy ones keep the whole
+// delay to find a slot.
+func (l *Limiter) waitLocked(w float64) time.Duration {
+	w = max(w, 1)
+	l.maxWeight = max(l.maxWeight, w)
+	d := l.queueDelayLocked()
+	return time.Duration(float64(d) * (0.5 + 0.5*w/l.maxWeight))
+}
+
 // room is the number of flows the limit admits now: while probing, only
 // the low-concurrency level.
 func (l *Limiter) roomLocked() int {
@@ -234,7 +249,7 @@ func (l *Limiter) Acquire(ctx context.Context, r Request) (Ticket, bool) {
 		l.mu.Unlock()
 		return t, true
 	}
-	timeout := l.queueDelayLocked()
+	timeout := l.waitLocked(r.Weight)
 	if r.Timeout > 0 {
 		timeout = min(timeout, r.Timeout)
 	}

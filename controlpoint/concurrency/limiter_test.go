@@ -127,3 +127,26 @@ func TestConcurrentUseKeepsCount(t *testing.T) {
 		t.Fatalf("state %+v after every flow ended, want empty", s)
 	}
 }
+
+// TestLightWorkloadsWaitLess: the heaviest workload seen waits the whole
+// queue delay, lighter ones down to half of it in proportion to weight.
+func TestLightWorkloadsWaitLess(t *testing.T) {
+	l := New(Options{QueueDelay: 100 * time.Millisecond})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, step := range []struct {
+		weight float64
+		want   time.Duration
+	}{
+		{1, 100 * time.Millisecond},  // alone: the whole delay
+		{11, 100 * time.Millisecond}, // the heaviest so far
+		{1, 54545454 * time.Nanosecond},
+		{0, 54545454 * time.Nanosecond}, // below 1 counts as 1
+		{101, 100 * time.Millisecond},
+		{11, 55445544 * time.Nanosecond},
+	} {
+		if got := l.waitLocked(step.weight); got != step.want {
+			t.Errorf("weight %g: waits %v, want %v", step.weight, got, step.want)
+		}
+	}
+}

@@ -53,7 +53,7 @@ func (sc scenario) run(t *testing.T, opts Options) {
 	p99 := Quantile(lat, 0.99)
 	rec := res.Seconds[to+2]
 	served := float64(rec.Admitted) / float64(rec.Offered)
-	t.Logf("%d×%v overload %.0f×: goodput %.1f%% of capacity (worst second %.1f%%), admitted p99 %.1f ms, CV %.3f, shed at half load %.2f%%, high served %.1f%%, served 2 s after %.1f%%, limits %v",
+	t.Logf("%d×%v overload %g×: goodput %.1f%% of capacity (worst second %.1f%%), admitted p99 %.1f ms, CV %.3f, shed at half load %.2f%%, high served %.1f%%, served 2 s after %.1f%%, limits %v",
 		sc.workers, sc.service, sc.overload, 100*goodput, 100*worst, 1000*p99, sd/mean,
 		100*float64(warmRejected)/float64(warmOffered), 100*float64(highAdm)/float64(highOff), 100*served, fmtLimits(res))
 
@@ -110,6 +110,8 @@ func TestHoldsGoodputOnAPlant(t *testing.T) {
 	for _, sc := range []scenario{
 		{workers: 3, service: 10 * time.Millisecond, jitter: 0.1, overload: 3},
 		{workers: 3, service: 10 * time.Millisecond, jitter: 0.1, overload: 5},
+		{workers: 3, service: 10 * time.Millisecond, jitter: 0.1, overload: 1.2},
+		{workers: 5, service: 50 * time.Millisecond, jitter: 0.1, overload: 1.2},
 		{workers: 5, service: 50 * time.Millisecond, jitter: 0.1, overload: 3},
 		{workers: 10, service: time.Millisecond, jitter: 0.2, overload: 3},
 		{workers: 5, service: 500 * time.Millisecond, jitter: 0.1, overload: 3},

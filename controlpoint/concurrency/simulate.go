@@ -256,7 +256,7 @@ func (s *simRun) arrive(now time.Time, r *simReq) {
 		s.start(now, r)
 		return
 	}
-	delay := l.queueDelayLocked()
+	delay := l.waitLocked(weight)
 	r.w = l.enqueueLocked(Request{Workload: wl, Weight: weight}, func(t Ticket) {
 		r.ticket = t
 		s.ready = append(s.ready, r)
