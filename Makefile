@@ -46,6 +46,12 @@ deps:
 			$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 		fi; \
 	fi
+	@# Aperture's JavaScript SDK (test/aperture), pinned by its package-lock.json.
+	@if ! command -v npm >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends nodejs npm; \
+	fi
+	cd test/aperture/js && npm ci --ignore-scripts --no-audit --no-fund
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

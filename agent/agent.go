@@ -167,9 +167,15 @@ func New(opts Options) (*Agent, error) {
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	// The check port's services but health need check.token when it is set.
-	a.grpc = grpc.NewServer(append(grpcOptions(a.cfg.Server, grpcMaxCheckMsg), grpcBearer(a.cfg.Check.Token, "check.token", healthpb.Health_ServiceDesc.ServiceName)...)...)
+	// The check port also takes OTLP spans, as Aperture's SDKs send them
+	// to the address they check with. Its services but health need
+	// check.token when it is set, and spans otlp.token.
+	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
+	a.grpc = grpc.NewServer(append(checkOpts, grpcGuards(grpcGuard{a.cfg.Check.Token, "check.token"},
+		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, "otlp.token"}},
+		healthpb.Health_ServiceDesc.ServiceName)...)...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
+	recv.RegisterGRPC(a.grpc)
 
 	a.health.Register("policy_store", true, a.store.Health)
 	a.health.Register("grpc", true, func() ComponentHealth {

@@ -93,22 +93,54 @@ func requireBearer(token, key string, next http.Handler) http.Handler {
 // interceptor, so a refused call is answered before its message is read
 // (16 MiB on OTLP) and streams are covered too.
 func grpcBearer(token, key string, open ...string) []grpc.ServerOption {
-	c := newBearerCheck(token)
-	if c == nil {
+	return grpcGuards(grpcGuard{token: token, key: key}, nil, open...)
+}
+
+// grpcGuard is the token one gRPC surface needs and its config key.
+type grpcGuard struct{ token, key string }
+
+// grpcGuards is grpcBearer for a server whose services need different
+// tokens: the services in byService need theirs, the open ones none, and
+// every other one def's. A token travels as "authorization: Bearer
+// <token>" or, as Aperture's SDKs send it, "x-api-key: <token>". A gRPC
+// server has one tap handle, so one guard covers them all.
+func grpcGuards(def grpcGuard, byService map[string]grpcGuard, open ...string) []grpc.ServerOption {
+	type rule struct {
+		check   *bearerCheck
+		refused error
+	}
+	ruleOf := func(g grpcGuard) rule {
+		return rule{newBearerCheck(g.token), status.Error(codes.Unauthenticated, "missing or wrong token: send metadata authorization: Bearer <"+g.key+">")}
+	}
+	defRule, rules := ruleOf(def), make(map[string]rule, len(byService))
+	guarded := defRule.check != nil
+	for svc, g := range byService {
+		rules[svc] = ruleOf(g)
+		guarded = guarded || rules[svc].check != nil
+	}
+	if !guarded {
 		return nil
 	}
-	refused := status.Error(codes.Unauthenticated, "missing or wrong token: send metadata authorization: Bearer <"+key+">")
 	return []grpc.ServerOption{grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		service, _, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/")
 		if slices.Contains(open, service) {
 			return ctx, nil
 		}
+		r, ok := rules[service]
+		if !ok {
+			r = defRule
+		}
+		if r.check == nil {
+			return ctx, nil
+		}
 		var h string
 		if v := info.Header.Get("authorization"); len(v) > 0 {
 			h = v[0]
+		} else if v := info.Header.Get("x-api-key"); len(v) > 0 {
+			h = "Bearer " + v[0]
 		}
-		if !c.match(h) {
-			return ctx, refused
+		if !r.check.match(h) {
+			return ctx, r.refused
 		}
 		return ctx, nil
 	})}

@@ -34,8 +34,9 @@ func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (c wireCodec) Name() string { return c.proto.Name() }
 
 // GRPCServerOptions are the options a gRPC server needs before
-// RegisterGRPC: the codec that keeps Export requests in wire format. The
-// server should carry nothing but the trace service.
+// RegisterGRPC: the codec that keeps Export requests in wire format. It
+// hands every other message to the protobuf codec, so the server may carry
+// other services (the agent's check port does).
 func (r *Receiver) GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.ForceServerCodecV2(wireCodec{proto: encoding.GetCodecV2("proto")})}
 }
@@ -49,8 +50,11 @@ type rawTraceServer interface {
 	exportRaw(context.Context, *rawExport) (*collectortrace.ExportTraceServiceResponse, error)
 }
 
+// TraceServiceName is the OTLP trace service's full name.
+const TraceServiceName = "opentelemetry.proto.collector.trace.v1.TraceService"
+
 var rawTraceService = grpc.ServiceDesc{
-	ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
+	ServiceName: TraceServiceName,
 	HandlerType: (*rawTraceServer)(nil),
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Export",

@@ -135,6 +135,11 @@ type spanView struct {
 	errorStatus  bool // the span's status is ERROR
 	start, end   uint64
 	attrs        []attr
+
+	// Aperture's flow attributes (aperture.go).
+	apertureResponse      string
+	apertureWorkloadStart float64 // Unix ms; 0 when absent
+	apertureFlowEnd       float64
 }
 
 // attr is one span attribute; only strings and numbers matter here.
@@ -223,11 +228,20 @@ func (v *spanView) note(a attr) {
 		if a.isInt && v.status == 0 {
 			v.status = int64(a.num)
 		}
+	case AttrApertureCheckResponse:
+		v.apertureResponse = a.str
+	case AttrApertureFlowStatus:
+		v.errorStatus = v.errorStatus || a.str == "Error"
+	case AttrApertureWorkloadStart:
+		v.apertureWorkloadStart = a.num
+	case AttrApertureFlowEnd:
+		v.apertureFlowEnd = a.num
 	}
 	v.attrs = append(v.attrs, a)
 }
 
 func (p *Processor) consumeView(set *meterSet, sc *scratch, v *spanView) string {
+	v.applyAperture()
 	if v.controlPoint == "" && !v.hasMeters {
 		return "span has no " + AttrControlPoint + " attribute"
 	}
@@ -290,6 +304,9 @@ func (v *spanView) reading(key string) (float64, bool) {
 	}
 	if key != AttrWorkloadMillis {
 		return 0, false
+	}
+	if s, e := v.apertureWorkloadStart, v.apertureFlowEnd; s > 0 && e >= s && !isNaNOrInf(e) {
+		return e - s, true
 	}
 	if v.start == 0 || v.end < v.start {
 		return 0, false

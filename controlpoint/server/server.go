@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
+	ap "github.com/fluxgate/fluxgate/controlpoint/aperturepb"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -71,10 +72,11 @@ func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 	handle("GET /v1/controlpoints", http.HandlerFunc(s.serveControlPoints))
 }
 
-// RegisterGRPC registers FlowControlService and Envoy's Authorization
-// service on g.
+// RegisterGRPC registers FlowControlService, Aperture's
+// FlowControlService and Envoy's Authorization service on g.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 	pb.RegisterFlowControlServiceServer(g, flowControl{s: s})
+	ap.RegisterFlowControlServiceServer(g, apertureFlowControl{s: s})
 	registerAuthorization(g, s)
 }
 
