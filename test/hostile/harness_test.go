@@ -104,6 +104,7 @@ func binary(t *testing.T) string {
 type spec struct {
 	gateway  bool              // `fluxgate gateway` instead of `fluxgate agent`
 	server   string            // extra keys of the server section, "k: v, k: v"
+	otlp     string            // extra keys of the otlp section
 	extra    string            // more sections of fluxgate.yaml
 	policies map[string]string // file name → policy
 }
@@ -124,7 +125,7 @@ type proc struct {
 const configTemplate = `# written by test/hostile
 server: {host: 127.0.0.1, http_port: %d, grpc_port: %d%s}
 metrics: {port: %d}
-otlp: {grpc_port: %d, http_port: %d}
+otlp: {grpc_port: %d, http_port: %d%s}
 policies: {dir: %q}
 log: {level: warn}
 %s`
@@ -156,12 +157,15 @@ func start(t *testing.T, s spec) *proc {
 		}
 	}
 	hp, gp, mp, og, oh := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	server := ""
+	server, otlp := "", ""
 	if s.server != "" {
 		server = ", " + s.server
 	}
+	if s.otlp != "" {
+		otlp = ", " + s.otlp
+	}
 	conf := filepath.Join(dir, "fluxgate.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, configTemplate, hp, gp, server, mp, og, oh, pol, s.extra), 0o600); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, configTemplate, hp, gp, server, mp, og, oh, otlp, pol, s.extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
@@ -255,9 +259,17 @@ func (p *proc) logTail(n int) string {
 
 // checkClient is a new gRPC connection to the check port, closed with
 // the child.
-func (p *proc) checkClient(t *testing.T) pb.FlowControlServiceClient {
+func (p *proc) checkClient(t *testing.T) pb.FlowControlServiceClient { return p.checkClientTok(t, "") }
+
+// checkClientTok is checkClient sending token as a bearer token (none
+// when empty).
+func (p *proc) checkClientTok(t *testing.T, token string) pb.FlowControlServiceClient {
 	t.Helper()
-	c, err := grpc.NewClient(p.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+	}
+	c, err := grpc.NewClient(p.grpc, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,3 +427,13 @@ func httpDo(ctx context.Context, c *http.Client, method, url string, body io.Rea
 	}
 	return resp.StatusCode, b, nil
 }
+
+// bearer sends a bearer token in the authorization metadata of every
+// call, over plain text.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
