@@ -69,6 +69,7 @@ func TestNoStateChangeWithoutToken(t *testing.T) {
 			}
 		}
 		admitted(t, p)
+		refused(t, p, map[string]float64{"admin/disabled": float64(3 * len(writes))})
 	})
 	t.Run("admin token", func(t *testing.T) {
 		const token = "s3cret-admin-token-0123456789abcdef"
@@ -111,5 +112,25 @@ func TestNoStateChangeWithoutToken(t *testing.T) {
 		if err != nil || resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
 			t.Errorf("a flow with check.token after the refused writes: %v %v, want accepted", resp.GetDecisionType(), err)
 		}
+		refused(t, p, map[string]float64{
+			"admin/missing_token": float64(3 * len(writes)), // none, Basic, no scheme
+			"admin/wrong_token":   float64(3 * len(writes)),
+			"admin/disabled":      0,
+			"check/missing_token": 1,
+			"check/wrong_token":   1,
+			"otlp/missing_token":  1,
+		})
 	})
+}
+
+// refused asserts fluxgate_api_refused_total by "surface/reason".
+func refused(t *testing.T, p *proc, want map[string]float64) {
+	t.Helper()
+	mx := p.scrape(t)
+	for k, n := range want {
+		surface, reason, _ := strings.Cut(k, "/")
+		if got := metric(mx, "fluxgate_api_refused_total", `surface="`+surface+`"`, `reason="`+reason+`"`); got != n {
+			t.Errorf("fluxgate_api_refused_total{surface=%q,reason=%q} = %v, want %v", surface, reason, got, n)
+		}
+	}
 }

@@ -23,10 +23,13 @@ import (
 const (
 	connCap     = 64
 	connTimeout = 2 * time.Second
-	// answerDeadline is how long a probe waits for an answer: generous,
-	// it is no latency bound.
-	answerDeadline = 45 * time.Second
 )
+
+// answerDeadline is how long a probe waits for an answer: generous, it is
+// no latency bound. Under -long the flood of the HTTP API port queues a
+// thousand connections ahead of a probe, each held for connTimeout by
+// one of connCap slots: about 16 rounds of 2s.
+func answerDeadline() time.Duration { return time.Duration(pick(45, 180)) * time.Second }
 
 var connServer = fmt.Sprintf("max_connections: %d, read_timeout: %v, idle_timeout: %v, write_timeout: 10s", connCap, connTimeout, connTimeout)
 
@@ -116,7 +119,7 @@ type probe struct {
 }
 
 func (p *proc) probes(t *testing.T) []probe {
-	hc := &http.Client{Timeout: answerDeadline, Transport: &http.Transport{DisableKeepAlives: true}}
+	hc := &http.Client{Timeout: answerDeadline(), Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(url string) func(ctx context.Context) error {
 		return func(ctx context.Context) error {
 			code, body, err := httpDo(ctx, hc, http.MethodGet, url, nil, nil)
@@ -158,7 +161,7 @@ func runProbes(t *testing.T, what string, probes []probe) {
 	var wg sync.WaitGroup
 	for _, pr := range probes {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(t.Context(), answerDeadline)
+			ctx, cancel := context.WithTimeout(t.Context(), answerDeadline())
 			defer cancel()
 			start := time.Now()
 			if err := pr.do(ctx); err != nil {
@@ -200,8 +203,8 @@ func TestConnectionCapKeepsAnswering(t *testing.T) {
 	// The gRPC probe shares the gRPC listener with the flood.
 	runProbes(t, "gRPC and OTLP ports full", probes)
 	for i, f := range floods {
-		if !f.waitClosed(int64(n), answerDeadline) {
-			t.Errorf("flood %d (%s): the agent closed %d of %d idle connections within %v", i, f.addr, f.closed.Load(), n, answerDeadline)
+		if !f.waitClosed(int64(n), answerDeadline()) {
+			t.Errorf("flood %d (%s): the agent closed %d of %d idle connections within %v", i, f.addr, f.closed.Load(), n, answerDeadline())
 		}
 		f.stop()
 	}
@@ -252,7 +255,7 @@ func TestStalledOTLPBodies(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(answerDeadline))
+			_ = c.SetDeadline(time.Now().Add(answerDeadline()))
 			fmt.Fprintf(c, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n", bodyMiB<<20)
 			// Half the clients send the body at 1 MiB/s (16 s for all of
 			// it), half send all but its last chunk at once and stall.
@@ -271,7 +274,7 @@ func TestStalledOTLPBodies(t *testing.T) {
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					t.Errorf("client %d: neither an answer nor a close within %v", i, answerDeadline)
+					t.Errorf("client %d: neither an answer nor a close within %v", i, answerDeadline())
 					return
 				}
 				cut.Add(1)
@@ -301,7 +304,7 @@ func TestStalledOTLPBodies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(answerDeadline))
+	_ = c.SetDeadline(time.Now().Add(answerDeadline()))
 	fmt.Fprintf(c, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: %d\r\n\r\n", bodyMiB<<20+1)
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -334,7 +337,7 @@ func chunkedOTLP(t *testing.T, addr string, n int) int {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(answerDeadline))
+	_ = c.SetDeadline(time.Now().Add(answerDeadline()))
 	w := bufio.NewWriter(c)
 	fmt.Fprintf(w, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n")
 	chunk := strings.Repeat("\x00", 64<<10)

@@ -65,7 +65,7 @@ func rawRequest(t *testing.T, addr, req string, closeWrite bool) int {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(answerDeadline))
+	_ = c.SetDeadline(time.Now().Add(answerDeadline()))
 	if _, err := io.WriteString(c, req); err != nil {
 		return 0 // the gateway refused before reading it all
 	}
@@ -75,7 +75,7 @@ func rawRequest(t *testing.T, addr, req string, closeWrite bool) int {
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
-			t.Fatalf("no answer and no close within %v", answerDeadline)
+			t.Fatalf("no answer and no close within %v", answerDeadline())
 		}
 		return 0
 	}
