@@ -66,7 +66,8 @@ type Agent struct {
 	timeout  time.Duration
 
 	mux      *http.ServeMux
-	operator []string // patterns behind the admin token, for the start-up log
+	operator []string               // patterns behind the admin token, for the start-up log
+	refused  *prometheus.CounterVec // fluxgate_api_refused_total
 	grpc     *grpc.Server
 	otlpGRPC *grpc.Server
 	httpSrv  *http.Server
@@ -119,6 +120,11 @@ func New(opts Options) (*Agent, error) {
 	if a.timeout <= 0 {
 		a.timeout = 15 * time.Second
 	}
+	refused, err := newRefusedCounter(a.registry)
+	if err != nil {
+		return nil, fmt.Errorf("agent: register metrics: %w", err)
+	}
+	a.refused = refused
 	if err := a.setupRedis(); err != nil {
 		return nil, err
 	}
@@ -162,7 +168,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.otlp = recv
 	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)
-	a.otlpGRPC = grpc.NewServer(append(otlpOpts, grpcBearer(a.cfg.OTLP.Token, "otlp.token")...)...)
+	a.otlpGRPC = grpc.NewServer(append(otlpOpts, grpcBearer(a.cfg.OTLP.Token, surfaceOTLP, a.refused)...)...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
@@ -171,8 +177,8 @@ func New(opts Options) (*Agent, error) {
 	// to the address they check with. Its services but health need
 	// check.token when it is set, and spans otlp.token.
 	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
-	a.grpc = grpc.NewServer(append(checkOpts, grpcGuards(grpcGuard{a.cfg.Check.Token, "check.token"},
-		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, "otlp.token"}},
+	a.grpc = grpc.NewServer(append(checkOpts, grpcGuards(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
+		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, surfaceOTLP}},
 		healthpb.Health_ServiceDesc.ServiceName)...)...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
 	recv.RegisterGRPC(a.grpc)
@@ -344,7 +350,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
 	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
 	otlpMux := http.NewServeMux()
-	otlpMux.Handle("/v1/traces", requireBearer(a.cfg.OTLP.Token, "otlp.token", a.otlp))
+	otlpMux.Handle("/v1/traces", requireBearer(a.cfg.OTLP.Token, surfaceOTLP, a.refused, a.otlp))
 	a.otlpHTTP = a.httpServer(otlpMux)
 	a.serve(ListenerOTLPHTTP, bound[ListenerOTLPHTTP], a.otlpHTTP.Serve)
 	if ln := bound[ListenerMetrics]; ln != nil {

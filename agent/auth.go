@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -39,6 +40,40 @@ const (
 	errUnauthorized  = "unauthorized"
 )
 
+// Surfaces and reasons of fluxgate_api_refused_total.
+const (
+	surfaceAdmin = "admin"
+	surfaceCheck = "check"
+	surfaceOTLP  = "otlp"
+
+	reasonDisabled     = "disabled"      // admin endpoints off: admin.token is empty
+	reasonMissingToken = "missing_token" // no Authorization, or not a bearer token
+	reasonWrongToken   = "wrong_token"   // a bearer token that is not the configured one
+)
+
+// newRefusedCounter registers fluxgate_api_refused_total on reg, or
+// returns the one registered there already; every surface and reason
+// starts at 0.
+func newRefusedCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fluxgate_api_refused_total",
+		Help: "Calls the agent refused for want of authentication, by surface (admin, check, otlp) and reason (disabled: admin.token is empty; missing_token; wrong_token).",
+	}, []string{"surface", "reason"})
+	if err := reg.Register(c); err != nil {
+		are, ok := err.(prometheus.AlreadyRegisteredError)
+		if !ok {
+			return nil, err
+		}
+		c = are.ExistingCollector.(*prometheus.CounterVec)
+	}
+	c.WithLabelValues(surfaceAdmin, reasonDisabled)
+	for _, s := range []string{surfaceAdmin, surfaceCheck, surfaceOTLP} {
+		c.WithLabelValues(s, reasonMissingToken)
+		c.WithLabelValues(s, reasonWrongToken)
+	}
+	return c, nil
+}
+
 // adminDisabledMessage tells the caller of an operator endpoint how to
 // turn the endpoints on.
 const adminDisabledMessage = "admin endpoints are off: set admin.token (FLUXGATE_ADMIN_TOKEN) on the agent and send Authorization: Bearer <token>"
@@ -50,14 +85,18 @@ const adminDisabledMessage = "admin endpoints are off: set admin.token (FLUXGATE
 func (a *Agent) requireToken(pattern string, next http.Handler) http.Handler {
 	a.operator = append(a.operator, pattern)
 	token := a.cfg.Admin.Token
+	refused := a.refused
 	if token == "" {
+		disabled := refused.WithLabelValues(surfaceAdmin, reasonDisabled)
 		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			disabled.Inc()
 			writeJSON(w, http.StatusForbidden, errorBody{Error: errAdminDisabled, Message: adminDisabledMessage})
 		})
 	}
 	c := newBearerCheck(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !c.match(r.Header.Get("Authorization")) {
+		if why := c.refusal(r.Header.Get("Authorization")); why != "" {
+			refused.WithLabelValues(surfaceAdmin, why).Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="fluxgate"`)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: errUnauthorized, Message: "missing or wrong admin token: send Authorization: Bearer <admin.token>"})
 			return
@@ -67,17 +106,19 @@ func (a *Agent) requireToken(pattern string, next http.Handler) http.Handler {
 }
 
 // requireBearer guards a surface that is open while its token is empty:
-// the check API (check.token) and the OTLP receiver (otlp.token), named
-// by key in the refusal. With a token, a request without it answers 401
-// with WWW-Authenticate: Bearer before its body is read.
-func requireBearer(token, key string, next http.Handler) http.Handler {
+// the check API (surface check, check.token) and the OTLP receiver
+// (surface otlp, otlp.token). With a token, a request without it answers
+// 401 with WWW-Authenticate: Bearer before its body is read, and counts
+// in refused.
+func requireBearer(token, surface string, refused *prometheus.CounterVec, next http.Handler) http.Handler {
 	c := newBearerCheck(token)
 	if c == nil {
 		return next
 	}
-	msg := "missing or wrong token: send Authorization: Bearer <" + key + ">"
+	msg := "missing or wrong token: send Authorization: Bearer <" + surface + ".token>"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !c.match(r.Header.Get("Authorization")) {
+		if why := c.refusal(r.Header.Get("Authorization")); why != "" {
+			refused.WithLabelValues(surface, why).Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="fluxgate"`)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: errUnauthorized, Message: msg})
 			return
@@ -92,25 +133,26 @@ func requireBearer(token, key string, next http.Handler) http.Handler {
 // health); none while token is empty. It is a tap handle, not an
 // interceptor, so a refused call is answered before its message is read
 // (16 MiB on OTLP) and streams are covered too.
-func grpcBearer(token, key string, open ...string) []grpc.ServerOption {
-	return grpcGuards(grpcGuard{token: token, key: key}, nil, open...)
+func grpcBearer(token, surface string, refused *prometheus.CounterVec, open ...string) []grpc.ServerOption {
+	return grpcGuards(refused, grpcGuard{token: token, surface: surface}, nil, open...)
 }
 
-// grpcGuard is the token one gRPC surface needs and its config key.
-type grpcGuard struct{ token, key string }
+// grpcGuard is the token a gRPC surface needs, and the surface's name.
+type grpcGuard struct{ token, surface string }
 
 // grpcGuards is grpcBearer for a server whose services need different
 // tokens: the services in byService need theirs, the open ones none, and
 // every other one def's. A token travels as "authorization: Bearer
 // <token>" or, as Aperture's SDKs send it, "x-api-key: <token>". A gRPC
 // server has one tap handle, so one guard covers them all.
-func grpcGuards(def grpcGuard, byService map[string]grpcGuard, open ...string) []grpc.ServerOption {
+func grpcGuards(refused *prometheus.CounterVec, def grpcGuard, byService map[string]grpcGuard, open ...string) []grpc.ServerOption {
 	type rule struct {
 		check   *bearerCheck
-		refused error
+		surface string
+		refusal error
 	}
 	ruleOf := func(g grpcGuard) rule {
-		return rule{newBearerCheck(g.token), status.Error(codes.Unauthenticated, "missing or wrong token: send metadata authorization: Bearer <"+g.key+">")}
+		return rule{newBearerCheck(g.token), g.surface, status.Error(codes.Unauthenticated, "missing or wrong token: send metadata authorization: Bearer <"+g.surface+".token>")}
 	}
 	defRule, rules := ruleOf(def), make(map[string]rule, len(byService))
 	guarded := defRule.check != nil
@@ -139,8 +181,9 @@ func grpcGuards(def grpcGuard, byService map[string]grpcGuard, open ...string) [
 		} else if v := info.Header.Get("x-api-key"); len(v) > 0 {
 			h = "Bearer " + v[0]
 		}
-		if !r.check.match(h) {
-			return ctx, r.refused
+		if why := r.check.refusal(h); why != "" {
+			refused.WithLabelValues(r.surface, why).Inc()
+			return ctx, r.refusal
 		}
 		return ctx, nil
 	})}
@@ -161,10 +204,20 @@ func newBearerCheck(token string) *bearerCheck {
 }
 
 // match reports whether the Authorization value h carries the token.
-func (c *bearerCheck) match(h string) bool {
+func (c *bearerCheck) match(h string) bool { return c.refusal(h) == "" }
+
+// refusal is why the Authorization value h does not carry the token
+// (reasonMissingToken, reasonWrongToken), or "" when it does.
+func (c *bearerCheck) refusal(h string) string {
 	got, ok := bearerToken(h)
 	sum := sha256.Sum256([]byte(got))
-	return subtle.ConstantTimeCompare(sum[:], c.want[:]) == 1 && ok
+	switch {
+	case !ok:
+		return reasonMissingToken
+	case subtle.ConstantTimeCompare(sum[:], c.want[:]) != 1:
+		return reasonWrongToken
+	}
+	return ""
 }
 
 // bearerToken is the token of an Authorization header value of the Bearer

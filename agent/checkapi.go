@@ -26,7 +26,7 @@ func (a *Agent) registerCheckAPI() {
 			a.HandleHTTP(pattern, h)
 			return
 		}
-		a.mux.Handle(pattern, requireBearer(a.cfg.Check.Token, "check.token", h))
+		a.mux.Handle(pattern, requireBearer(a.cfg.Check.Token, surfaceCheck, a.refused, h))
 	})
 	s.RegisterGRPC(a.grpc)
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -21,6 +23,16 @@ import (
 // MaxRequestBytes bounds an OTLP/HTTP request body, before and after gzip.
 const MaxRequestBytes = 16 << 20
 
+// MaxInFlightBytes bounds the memory the bodies of all OTLP/HTTP requests
+// being read hold together: four bodies of the largest size, or many
+// ordinary batches. A request whose body would take the total over it is
+// answered 503 with Retry-After, which OTLP exporters retry, instead of
+// being buffered: without it, clients that send most of a 16 MiB body and
+// stall held 16 MiB each until the read timeout (issue 14: 40 of them
+// took 390 MiB). Buffers a body outgrew are garbage the next collection
+// frees, so the heap they take is at most twice this.
+const MaxInFlightBytes = 4 * (MaxRequestBytes + 1)
+
 // Receiver is the OTLP trace receiver: the gRPC TraceService and the
 // OTLP/HTTP POST /v1/traces handler, both feeding one Processor. Spans it
 // cannot use are reported as a partial success, as the OTLP specification
@@ -29,12 +41,13 @@ type Receiver struct {
 	collectortrace.UnimplementedTraceServiceServer
 	proc      *Processor
 	malformed *prometheus.CounterVec
+	inflight  bodyBudget
 }
 
 // NewReceiver returns a receiver feeding proc. Its malformed-request
 // counter is registered on reg unless reg is nil.
 func NewReceiver(proc *Processor, reg prometheus.Registerer) (*Receiver, error) {
-	r := &Receiver{proc: proc, malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+	r := &Receiver{proc: proc, inflight: bodyBudget{max: MaxInFlightBytes}, malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fluxgate_otlp_malformed_requests_total",
 		Help: "OTLP trace export requests refused as malformed, by transport.",
 	}, []string{"transport"})}
@@ -84,7 +97,14 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.httpError(w, ct, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, errTooLarge.Error())
 		return
 	}
-	body, err := readBody(w, req)
+	body, held, err := readBody(w, req, &r.inflight)
+	defer r.inflight.give(held)
+	if errors.Is(err, errBusy) {
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Retry-After", strconv.Itoa(busyRetryAfter))
+		writeMessage(w, ct, http.StatusServiceUnavailable, &status.Status{Code: int32(codes.Unavailable), Message: err.Error()})
+		return
+	}
 	if err != nil {
 		code, grpcCode := http.StatusBadRequest, codes.InvalidArgument
 		if errors.Is(err, errTooLarge) {
@@ -118,34 +138,116 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 var errTooLarge = errors.New("body larger than 16 MiB")
 
+var errBusy = fmt.Errorf("OTLP/HTTP bodies in flight hold %d MiB: retry later", MaxInFlightBytes>>20)
+
+// busyRetryAfter is the Retry-After, in seconds, of a 503 for errBusy.
+const busyRetryAfter = 1
+
 // readBody reads the body, at most MaxRequestBytes before and after gzip
-// (errTooLarge beyond). How long it may take is the server's ReadTimeout.
-func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
+// (errTooLarge beyond), taking the memory it holds from budget (errBusy
+// when the budget is spent). held is what it took, to give back once the
+// body is no longer used, error or not. How long reading may take is the
+// server's ReadTimeout.
+func readBody(w http.ResponseWriter, req *http.Request, budget *bodyBudget) (body []byte, held int64, err error) {
 	var rd io.Reader = http.MaxBytesReader(w, req.Body, MaxRequestBytes)
+	size := int64(-1) // unknown: the size after gzip is never announced
 	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
+		size = req.ContentLength
 	case "gzip":
 		zr, err := gzip.NewReader(rd)
 		if err != nil {
-			return nil, fmt.Errorf("bad gzip body: %w", err)
+			return nil, 0, fmt.Errorf("bad gzip body: %w", err)
 		}
 		defer func() { _ = zr.Close() }()
 		rd = io.LimitReader(zr, MaxRequestBytes+1)
 	default:
-		return nil, fmt.Errorf("unsupported Content-Encoding %q", enc)
+		return nil, 0, fmt.Errorf("unsupported Content-Encoding %q", enc)
 	}
-	body, err := io.ReadAll(rd)
+	body, held, err = readAll(rd, size, budget)
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return nil, errTooLarge
+		return nil, held, errTooLarge
+	}
+	if errors.Is(err, errBusy) {
+		return nil, held, err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read body: %w", err)
+		return nil, held, fmt.Errorf("read body: %w", err)
 	}
 	if len(body) > MaxRequestBytes {
-		return nil, errTooLarge
+		return nil, held, errTooLarge
 	}
-	return body, nil
+	return body, held, nil
+}
+
+// readAll is io.ReadAll that takes the capacity of its buffer from
+// budget as it grows, and returns what it took. The buffer doubles from
+// 64 KiB up to size+1 (size, when known, is the length announced) or
+// MaxRequestBytes+1, so a client holds budget in proportion to what it
+// has sent, not to what it announced.
+func readAll(rd io.Reader, size int64, budget *bodyBudget) ([]byte, int64, error) {
+	limit := int64(MaxRequestBytes) + 1
+	if size >= 0 {
+		limit = min(size, MaxRequestBytes) + 1 // +1: room to see EOF
+	}
+	var buf []byte
+	var held int64
+	for {
+		if len(buf) == cap(buf) {
+			grow := min(max(64<<10, 2*int64(cap(buf))), limit)
+			if grow <= int64(cap(buf)) { // a body longer than announced
+				grow = min(2*int64(cap(buf)), MaxRequestBytes+1)
+				if grow <= int64(cap(buf)) {
+					return nil, held, errTooLarge
+				}
+			}
+			if !budget.take(grow - int64(cap(buf))) {
+				return nil, held, errBusy
+			}
+			held += grow - int64(cap(buf))
+			nb := make([]byte, len(buf), grow)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, held, nil
+		}
+		if err != nil {
+			return nil, held, err
+		}
+	}
+}
+
+// bodyBudget is the memory OTLP/HTTP bodies being read may hold
+// together. Its zero value holds nothing.
+type bodyBudget struct {
+	mu   sync.Mutex
+	used int64 // guarded by mu
+	max  int64
+}
+
+// take reserves n bytes, or reports false when they do not fit.
+func (b *bodyBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// give returns n bytes that take reserved.
+func (b *bodyBudget) give(n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
 }
 
 // httpError answers with a google.rpc.Status, as OTLP/HTTP specifies.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,5 +301,61 @@ func TestHTTPOversizeBodyIs413(t *testing.T) {
 		if w.Code != http.StatusRequestEntityTooLarge {
 			t.Errorf("%s: status %d, want 413 (%s)", name, w.Code, w.Body.String())
 		}
+	}
+}
+
+// Bodies in flight share one memory budget (issue 14: 40 clients that
+// sent most of a 16 MiB body and stalled took 390 MiB): with four
+// bodies of the largest size being read, a fifth request is answered 503
+// with Retry-After instead of being buffered, and once they end the
+// budget is whole again.
+func TestHTTPBodiesInFlightShareABudget(t *testing.T) {
+	r, _ := newReceiver(t)
+	release := make(chan struct{})
+	var handlers, writers sync.WaitGroup
+	for range MaxInFlightBytes / (MaxRequestBytes + 1) {
+		pr, pw := io.Pipe()
+		req := httptest.NewRequest(http.MethodPost, "/v1/traces", pr)
+		req.ContentLength = MaxRequestBytes
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		handlers.Go(func() { r.ServeHTTP(httptest.NewRecorder(), req) })
+		writers.Go(func() {
+			_, _ = pw.Write(make([]byte, MaxRequestBytes-1)) // returns once the handler has read it all
+			<-release
+			_ = pw.CloseWithError(io.ErrUnexpectedEOF)
+		})
+	}
+	sent := make(chan struct{})
+	go func() {
+		// Writers return from Write only when the bodies are buffered.
+		for {
+			r.inflight.mu.Lock()
+			used := r.inflight.used
+			r.inflight.mu.Unlock()
+			if used >= 4*MaxRequestBytes {
+				close(sent)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	select {
+	case <-sent:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the four stalled bodies were not buffered within 30s")
+	}
+	body, _ := proto.Marshal(exportRequest())
+	w := post(t, r, "application/x-protobuf", "", body)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Errorf("with the budget spent: status %d, Retry-After %q; want 503 with Retry-After", w.Code, w.Header().Get("Retry-After"))
+	}
+	close(release)
+	writers.Wait()
+	handlers.Wait()
+	if r.inflight.used != 0 {
+		t.Errorf("%d bytes of the budget still held after every request ended", r.inflight.used)
+	}
+	if w := post(t, r, "application/x-protobuf", "", body); w.Code != http.StatusOK {
+		t.Errorf("after the stalled bodies ended: status %d, want 200", w.Code)
 	}
 }

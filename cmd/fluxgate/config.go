@@ -92,13 +92,19 @@ func newConfigGetCmd() *cobra.Command {
 func newConfigViewCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "view",
-		Short: "Print the effective configuration as YAML, every key included",
-		Args:  cobra.NoArgs,
+		Short: "Print the effective configuration as YAML, every key included, secrets redacted",
+		Long: `Print the effective configuration as YAML, every key included.
+
+Secrets (admin.token, check.token, otlp.token, redis.password) are printed
+as "<redacted: N chars>", so that the output can be pasted into an issue or
+a chat; "fluxgate config get KEY" prints one of them when asked by name.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadEffectiveConfig(cmd)
 			if err != nil {
 				return err
 			}
+			cfg = redactSecrets(cfg)
 			enc := yaml.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent(2)
 			if err := enc.Encode(cfg); err != nil {
@@ -107,6 +113,18 @@ func newConfigViewCmd() *cobra.Command {
 			return enc.Close()
 		},
 	}
+}
+
+// redactSecrets returns cfg with each secret that is set replaced by
+// "<redacted: N chars>": its length tells a set token from a mistyped
+// one, its bytes stay out of terminals and logs.
+func redactSecrets(cfg agent.Config) agent.Config {
+	for _, s := range []*string{&cfg.Admin.Token, &cfg.Check.Token, &cfg.OTLP.Token, &cfg.Redis.Password} {
+		if *s != "" {
+			*s = fmt.Sprintf("<redacted: %d chars>", len(*s))
+		}
+	}
+	return cfg
 }
 
 func newConfigKeysCmd() *cobra.Command {

@@ -167,3 +167,38 @@ func TestConfigKeysTable(t *testing.T) {
 		t.Errorf("metrics.port row = %q", row)
 	}
 }
+
+// config view prints secrets redacted, with their length; config get
+// prints one when asked by name. Unset secrets stay "".
+func TestConfigViewRedactsSecrets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fluxgate.yaml")
+	const file = "admin: {token: admin-0123456789abcdef0123456789}\n" +
+		"check: {token: check-secret}\n" +
+		"redis: {address: 127.0.0.1:6379, password: hunter2}\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err := runFluxgate(t, "--config", path, "config", "view")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"admin-0123456789abcdef0123456789", "check-secret", "hunter2"} {
+		if strings.Contains(stdout, secret) {
+			t.Errorf("config view prints the secret %q:\n%s", secret, stdout)
+		}
+	}
+	for _, want := range []string{
+		"admin:\n  token: '<redacted: 32 chars>'\n",
+		"check:\n  token: '<redacted: 12 chars>'\n",
+		"password: '<redacted: 7 chars>'\n",
+		"otlp:\n  grpc_port: 4317\n  http_port: 4318\n  token: \"\"\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("config view lacks %q:\n%s", want, stdout)
+		}
+	}
+	got, _, err := runFluxgate(t, "--config", path, "config", "get", "admin.token")
+	if err != nil || got != "admin-0123456789abcdef0123456789\n" {
+		t.Errorf("config get admin.token = %q, %v; want the token", got, err)
+	}
+}
