@@ -13,7 +13,11 @@ import (
 )
 
 // Flow label keys for HTTP flows, shared by every HTTP adapter and the SDK
-// middleware, after the OpenTelemetry HTTP semantic conventions.
+// middleware, after the OpenTelemetry HTTP semantic conventions. Every
+// HTTP flow carries both the current names (url.path, http.request.method,
+// server.address, ...) and the older ones (http.target, http.method,
+// http.host, ...) that Aperture's policies and earlier FluxGate policies
+// select on.
 const (
 	LabelHTTPMethod    = "http.method"
 	LabelHTTPTarget    = "http.target"
@@ -22,6 +26,15 @@ const (
 	LabelSourceAddress = "source.address"
 	// LabelHeaderPrefix + header name (lower case, "-" → "_").
 	LabelHeaderPrefix = "http.request.header."
+
+	// Current semantic conventions.
+	LabelRequestMethod = "http.request.method"
+	LabelURLPath       = "url.path"
+	LabelURLQuery      = "url.query" // without "?"; absent when the target has none
+	LabelURLScheme     = "url.scheme"
+	LabelServerAddress = "server.address" // the host, without a port
+	LabelServerPort    = "server.port"    // absent when the host names none
+	LabelClientAddress = "client.address"
 )
 
 // Response headers that explain a decision to HTTP clients.
@@ -81,7 +94,26 @@ func CompleteHTTPLabels(labels map[string]string, method, target, host, scheme s
 	labels[LabelHTTPTarget] = target
 	labels[LabelHTTPHost] = host
 	labels[LabelHTTPScheme] = scheme
+	labels[LabelRequestMethod] = method
+	labels[LabelURLScheme] = scheme
+	path, query, hasQuery := strings.Cut(target, "?")
+	labels[LabelURLPath] = path
+	if hasQuery {
+		labels[LabelURLQuery] = query
+	}
+	if h, port, err := net.SplitHostPort(host); err == nil {
+		labels[LabelServerAddress], labels[LabelServerPort] = h, port
+	} else {
+		labels[LabelServerAddress] = host
+	}
 	return labels
+}
+
+// SetClientAddress sets the client's address as source.address and
+// client.address.
+func SetClientAddress(labels map[string]string, addr string) {
+	labels[LabelSourceAddress] = addr
+	labels[LabelClientAddress] = addr
 }
 
 // RequestLabels is HTTPLabels for a request a Go server received, plus
@@ -93,7 +125,7 @@ func RequestLabels(r *http.Request) map[string]string {
 	}
 	labels := HTTPLabels(r.Method, r.URL.RequestURI(), r.Host, scheme, r.Header)
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		labels[LabelSourceAddress] = host
+		SetClientAddress(labels, host)
 	}
 	return labels
 }

@@ -354,6 +354,7 @@ func (p *Processor) Observe(f Flow) {
 		attr{key: AttrWorkloadMillis, kind: attrNumber, num: f.WorkloadMillis},
 		attr{key: "http.method", kind: attrString, str: f.Method},
 		attr{key: "http.target", kind: attrString, str: f.Target},
+		attr{key: "http.request.method", kind: attrString, str: f.Method},
 	)
 	p.spans.Inc()
 	p.consumeView(set, sc, v)

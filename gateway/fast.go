@@ -462,7 +462,7 @@ func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]s
 		controlpoint.AddHeaderLabel(labels, string(k), string(v))
 	}
 	controlpoint.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
-	labels[controlpoint.LabelSourceAddress] = ctx.RemoteIP().String()
+	controlpoint.SetClientAddress(labels, ctx.RemoteIP().String())
 	labels[LabelRouteID] = rt.id
 	return labels
 }

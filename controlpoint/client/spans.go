@@ -262,6 +262,8 @@ func FlowSpan(tr trace.Tracer, ctx context.Context, method, path, target, cp str
 		attribute.Float64(fluxmeter.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
 		attribute.String("http.target", target),
 		attribute.String("http.method", method),
+		attribute.String("url.path", path),
+		attribute.String("http.request.method", method),
 	)
 	sp.End(trace.WithTimestamp(end))
 }

@@ -109,7 +109,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 		if ip, _, err := net.SplitHostPort(src); err == nil {
 			src = ip
 		}
-		labels[controlpoint.LabelSourceAddress] = src
+		controlpoint.SetClientAddress(labels, src)
 	}
 	cp := strings.TrimSpace(h.Get(HeaderControlPoint))
 	if cp == "" {

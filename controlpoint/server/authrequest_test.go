@@ -38,6 +38,12 @@ func TestAuthRequestFlow(t *testing.T) {
 		want: map[string]string{
 			"http.method": "POST", "http.target": "/orders?page=2", "http.host": "shop.example", "http.scheme": "https",
 			"source.address":                "203.0.113.7",
+			"client.address":                "203.0.113.7",
+			"http.request.method":           "POST",
+			"url.path":                      "/orders",
+			"url.query":                     "page=2",
+			"url.scheme":                    "https",
+			"server.address":                "shop.example",
 			"http.request.header.x_user":    "alice",
 			"http.request.header.x_real_ip": "203.0.113.7", "http.request.header.x_forwarded_for": "198.51.100.1, 10.0.0.1",
 			"http.request.header.x_forwarded_proto": "https",
@@ -58,6 +64,12 @@ func TestAuthRequestFlow(t *testing.T) {
 		want: map[string]string{
 			"http.method": "PUT", "http.target": "/a", "http.host": "agent:8080", "http.scheme": "http",
 			"source.address":                      "198.51.100.1",
+			"client.address":                      "198.51.100.1",
+			"http.request.method":                 "PUT",
+			"url.path":                            "/a",
+			"url.scheme":                          "http",
+			"server.address":                      "agent",
+			"server.port":                         "8080",
 			"http.request.header.x_forwarded_for": "198.51.100.1:4711, 10.0.0.1",
 		},
 	}} {

@@ -92,7 +92,7 @@ func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
 	}
 	labels := controlpoint.HTTPLabels(hr.GetMethod(), hr.GetPath(), hr.GetHost(), hr.GetScheme(), header)
 	if addr := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(); addr != "" {
-		labels[controlpoint.LabelSourceAddress] = addr
+		controlpoint.SetClientAddress(labels, addr)
 	}
 	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: true}, strings.Join(header.Values("Baggage"), ",")
 }

@@ -32,6 +32,12 @@ func TestExtAuthzFlow(t *testing.T) {
 	want := map[string]string{
 		"http.method": "GET", "http.target": "/orders?page=2", "http.host": "shop.example", "http.scheme": "https",
 		"source.address":             "203.0.113.7",
+		"client.address":             "203.0.113.7",
+		"http.request.method":        "GET",
+		"url.path":                   "/orders",
+		"url.query":                  "page=2",
+		"url.scheme":                 "https",
+		"server.address":             "shop.example",
 		"http.request.header.x_user": "alice", "http.request.header.baggage": "tenant=acme", "tenant": "acme",
 	}
 	headers := map[string]string{":authority": "shop.example", ":path": "/orders?page=2", ":method": "GET", "x-user": "alice", "baggage": "tenant=acme"}
