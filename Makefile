@@ -8,7 +8,7 @@ DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager
 BIN       := bin
 LDFLAGS   := -s -w -X github.com/fluxgate/fluxgate/agent.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test lint bench fuzz deps fmt clean
+.PHONY: all build test lint bench fuzz deps fmt clean tidy tidy-check
 
 all: build
 
@@ -22,6 +22,7 @@ test:
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	@$(MAKE) --no-print-directory tidy-check
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
@@ -49,6 +50,13 @@ deps:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+tidy:
+	$(GO) mod tidy
+
+# Fails when go.mod/go.sum differ from what `go mod tidy` would write (prints the diff).
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'make tidy'"; exit 1; }
 
 clean:
 	rm -rf $(BIN)
