@@ -130,7 +130,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	}
 	db, err := tsdb.Open(dir, logger, nil, dbOpts, nil)
 	if err != nil {
-		e.removeTemp()
+		_ = e.removeTemp() // best effort: the open error is the one to report
 		return nil, fmt.Errorf("promql: open TSDB in %s: %w", dir, err)
 	}
 	e.db = db
