@@ -304,8 +304,8 @@ func (r *runner) dynamicCmd(args []string) error {
 			if !ok || k == "" {
 				return fmt.Errorf("dynamic: %q is not KEY=VALUE", a)
 			}
-			switch {
-			case v == "true" || v == "false":
+			switch v {
+			case "true", "false":
 				tc.dynValues[k] = v == "true"
 			default:
 				if x, err := strconv.ParseFloat(v, 64); err == nil {

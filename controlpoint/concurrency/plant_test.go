@@ -53,7 +53,6 @@ type simReq struct {
 	w        *waiter
 	ticket   Ticket
 	admitted bool
-	done     bool
 }
 
 // plant is K workers behind a FIFO queue.
