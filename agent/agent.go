@@ -395,7 +395,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.ready.Store(true)
 	a.logSurfaces()
 	snap := a.store.Snapshot()
-	a.logger.Info("agent started", "version", Version, "policies", len(snap.Entries), "refused_policy_files", len(snap.Errors), "policies_dir", a.store.Dir())
+	a.logger.Info("agent started", "version", BuildVersion(), "policies", len(snap.Entries), "refused_policy_files", len(snap.Errors), "policies_dir", a.store.Dir())
 	return nil
 }
 

@@ -315,7 +315,9 @@ func TestStartFailsOnBusyPort(t *testing.T) {
 	a := startAgent(t, testConfig(t.TempDir()))
 	cfg := testConfig(t.TempDir())
 	_, port, _ := strings.Cut(a.Addr(ListenerHTTP).String(), ":")
-	fmt.Sscan(port, &cfg.Server.HTTPPort)
+	if _, err := fmt.Sscan(port, &cfg.Server.HTTPPort); err != nil {
+		t.Fatal(err)
+	}
 	b, err := New(Options{Config: cfg})
 	if err != nil {
 		t.Fatal(err)

@@ -479,15 +479,6 @@ func yamlName(sf reflect.StructField) string {
 
 func isStruct(t reflect.Type) bool { return t.Kind() == reflect.Struct && t != durationType }
 
-func fieldByYAMLName(t reflect.Type, name string) (int, bool) {
-	for i := range t.NumField() {
-		if yamlName(t.Field(i)) == name {
-			return i, true
-		}
-	}
-	return 0, false
-}
-
 func fieldByKey(key string) configField {
 	for _, f := range configFields() {
 		if f.key == key {

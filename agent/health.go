@@ -11,6 +11,7 @@ import (
 // Status is the state of one component as health reports it.
 type Status string
 
+// The statuses a component reports, from best to worst.
 const (
 	StatusHealthy   Status = "healthy"
 	StatusDegraded  Status = "degraded" // working, but something needs an operator's attention

@@ -12,7 +12,8 @@ import (
 )
 
 // Version is the agent's release version, set at link time with
-// -ldflags "-X github.com/fluxgate/fluxgate/agent.Version=v1.2.3".
+// -ldflags "-X github.com/fluxgate/fluxgate/agent.Version=v1.2.3" (make build
+// does). Report it with BuildVersion, which falls back to what Go recorded.
 var Version = "dev"
 
 // revision is the VCS revision the binary was built from, when Go recorded it.
@@ -39,7 +40,7 @@ func NewRegistry(started time.Time) *prometheus.Registry {
 			Name: "fluxgate_build_info",
 			Help: "A metric with a constant '1' value labeled by the version, revision and Go version FluxGate was built with.",
 			ConstLabels: prometheus.Labels{
-				"version":   Version,
+				"version":   BuildVersion(),
 				"revision":  revision(),
 				"goversion": runtime.Version(),
 			},

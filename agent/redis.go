@@ -36,7 +36,7 @@ func (c RedisConfig) Validate() error {
 			}
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: want host:port, got %q (%v)", key, addr, err))
+			errs = append(errs, fmt.Errorf("%s: want host:port, got %q (%w)", key, addr, err))
 		}
 	}
 	if c.Address != "" {

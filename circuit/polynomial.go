@@ -58,7 +58,7 @@ func (s *PolynomialRangeFunction) Validate() []error {
 	} else if len(p.DataPoints) < p.Degree+1 {
 		errs = append(errs, fmt.Errorf("parameters.data_points: a polynomial of degree %d needs at least %d points, got %d", p.Degree, p.Degree+1, len(p.DataPoints)))
 	} else if _, err := fitPolynomial(p.DataPoints, p.Degree); err != nil {
-		errs = append(errs, fmt.Errorf("parameters.data_points: %v", err))
+		errs = append(errs, fmt.Errorf("parameters.data_points: %w", err))
 	}
 	return errs
 }

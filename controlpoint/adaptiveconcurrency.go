@@ -108,8 +108,10 @@ func (a *adaptiveConcurrency) decide(ctx context.Context, now time.Time, labels 
 	if !take {
 		return // explain cannot predict the queue
 	}
-	var t concurrency.Ticket
-	ok := true
+	var (
+		t  concurrency.Ticket
+		ok bool
+	)
 	if a.dryRun {
 		t, ok = a.lim.AdmitNow(now) // admitted either way: it still learns
 		ld.held = true

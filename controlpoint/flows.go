@@ -107,12 +107,6 @@ func (t *flowTable) expire(now time.Time) int {
 	return len(gone)
 }
 
-func (t *flowTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
-}
-
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b

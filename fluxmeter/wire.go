@@ -86,13 +86,13 @@ func walk(msg []byte, fn func(num int, b []byte) error) error {
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(n))
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(n))
 		}
 		msg = msg[n:]
 		if typ == protowire.BytesType {
 			b, m := protowire.ConsumeBytes(msg)
 			if m < 0 {
-				return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(m))
+				return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(m))
 			}
 			if err := fn(int(num), b); err != nil {
 				return err
@@ -102,7 +102,7 @@ func walk(msg []byte, fn func(num int, b []byte) error) error {
 		}
 		m := protowire.ConsumeFieldValue(num, typ, msg)
 		if m < 0 {
-			return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(m))
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(m))
 		}
 		msg = msg[m:]
 	}
@@ -115,14 +115,14 @@ func viewWire(v *spanView, span []byte) error {
 	for len(span) > 0 {
 		num, typ, n := protowire.ConsumeTag(span)
 		if n < 0 {
-			return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(n))
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(n))
 		}
 		span = span[n:]
 		switch {
 		case (num == fieldSpanStart || num == fieldSpanEnd) && typ == protowire.Fixed64Type:
 			x, m := protowire.ConsumeFixed64(span)
 			if m < 0 {
-				return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(m))
+				return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(m))
 			}
 			if num == fieldSpanStart {
 				v.start = x
@@ -133,7 +133,7 @@ func viewWire(v *spanView, span []byte) error {
 		case (num == fieldSpanAttributes || num == fieldSpanStatus) && typ == protowire.BytesType:
 			b, m := protowire.ConsumeBytes(span)
 			if m < 0 {
-				return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(m))
+				return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(m))
 			}
 			var err error
 			if num == fieldSpanAttributes {
@@ -148,7 +148,7 @@ func viewWire(v *spanView, span []byte) error {
 		default:
 			m := protowire.ConsumeFieldValue(num, typ, span)
 			if m < 0 {
-				return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(m))
+				return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(m))
 			}
 			span = span[m:]
 		}
@@ -220,7 +220,7 @@ func fields(msg []byte, fn func(num protowire.Number, typ protowire.Type, val []
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(n))
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(n))
 		}
 		msg = msg[n:]
 		var m int
@@ -253,7 +253,7 @@ func fields(msg []byte, fn func(num protowire.Number, typ protowire.Type, val []
 			m = protowire.ConsumeFieldValue(num, typ, msg)
 		}
 		if m < 0 {
-			return fmt.Errorf("%w: %v", errMalformed, protowire.ParseError(m))
+			return fmt.Errorf("%w: %w", errMalformed, protowire.ParseError(m))
 		}
 		msg = msg[m:]
 	}

@@ -165,7 +165,7 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				return 0, err
 			}
 			if fl.body.failed() != nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				return 0, errClientBody // an answer to a body cut short
 			}
 			return resp.StatusCode, nil

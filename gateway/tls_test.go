@@ -56,6 +56,14 @@ func writePair(t *testing.T, dir, name string) (certFile, keyFile string, notAft
 	return certFile, keyFile, notAfter
 }
 
+// writeTestFile replaces path with b, failing the test if it cannot.
+func writeTestFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCertReloader(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, exp1 := writePair(t, dir, "one.test")
@@ -78,14 +86,14 @@ func TestCertReloader(t *testing.T) {
 	}{
 		{"unchanged files", func() {}, false, false, "one.test"},
 		{"new pair", func() { _, _, exp1 = writePair(t, dir, "two.test") }, true, false, "two.test"},
-		{"garbage cert", func() { os.WriteFile(certFile, []byte("not a certificate"), 0o600) }, false, true, "two.test"},
+		{"garbage cert", func() { writeTestFile(t, certFile, []byte("not a certificate")) }, false, true, "two.test"},
 		{"garbage tried once", func() {}, false, false, "two.test"},
 		{"key of another pair", func() {
 			other := t.TempDir()
 			_, k, _ := writePair(t, other, "three.test")
 			_, _, _ = writePair(t, dir, "four.test")
 			b, _ := os.ReadFile(k)
-			os.WriteFile(keyFile, b, 0o600)
+			writeTestFile(t, keyFile, b)
 		}, false, true, "two.test"},
 		{"good pair again", func() { _, _, exp1 = writePair(t, dir, "five.test") }, true, false, "five.test"},
 	}

@@ -277,17 +277,17 @@ func (r *runner) command(line int, f []string) error {
 			case err == nil:
 				return fmt.Errorf("circuit compiled, want an error containing %q", f[2])
 			case !strings.Contains(err.Error(), f[2]):
-				return fmt.Errorf("error %q does not contain %q", err, f[2])
+				return fmt.Errorf("error %q does not contain %q", err.Error(), f[2])
 			}
 			return nil
 		}
 		if err := r.compile(); err != nil {
-			return fmt.Errorf("%w: circuit does not compile: %v", errStop, err)
+			return fmt.Errorf("%w: circuit does not compile: %w", errStop, err)
 		}
 		return r.expect(f[1:])
 	case "tick":
 		if err := r.compile(); err != nil {
-			return fmt.Errorf("%w: circuit does not compile: %v", errStop, err)
+			return fmt.Errorf("%w: circuit does not compile: %w", errStop, err)
 		}
 		return r.tick(line, f[1:])
 	}
@@ -304,8 +304,8 @@ func (r *runner) dynamicCmd(args []string) error {
 			if !ok || k == "" {
 				return fmt.Errorf("dynamic: %q is not KEY=VALUE", a)
 			}
-			switch {
-			case v == "true" || v == "false":
+			switch v {
+			case "true", "false":
 				tc.dynValues[k] = v == "true"
 			default:
 				if x, err := strconv.ParseFloat(v, 64); err == nil {

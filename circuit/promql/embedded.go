@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	promengine "github.com/prometheus/prometheus/promql"
@@ -79,7 +80,6 @@ type Embedded struct {
 type entry struct {
 	ref    storage.SeriesRef
 	labels labels.Labels
-	gen    uint64 // scrape generation that last saw it
 }
 
 // NewEmbedded opens the TSDB. Close releases it.
@@ -130,7 +130,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	}
 	db, err := tsdb.Open(dir, logger, nil, dbOpts, nil)
 	if err != nil {
-		e.removeTemp()
+		_ = e.removeTemp() // best effort: the open error is the one to report
 		return nil, fmt.Errorf("promql: open TSDB in %s: %w", dir, err)
 	}
 	e.db = db
@@ -312,7 +312,7 @@ func (s *scrape) families(mfs []*dto.MetricFamily) {
 func (s *scrape) sample(name string, pairs []*dto.LabelPair, v float64, extra ...string) {
 	e := s.e
 	s.lb.Reset()
-	s.lb.Add(labels.MetricName, name)
+	s.lb.Add(model.MetricNameLabel, name)
 	for _, p := range pairs {
 		if p.GetName() == "job" || p.GetName() == "instance" {
 			// As Prometheus does without honor_labels: the target's win.

@@ -181,9 +181,9 @@ func writeFileAtomic(path string, data []byte, mode fs.FileMode) (err error) {
 		return err
 	}
 	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+		if err != nil { // best effort: err is the one to report
+			_ = f.Close()
+			_ = os.Remove(f.Name())
 		}
 	}()
 	if err := f.Chmod(mode); err != nil {

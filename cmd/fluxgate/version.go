@@ -15,7 +15,7 @@ func newVersionCmd() *cobra.Command {
 		Short: "Print the FluxGate version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "fluxgate %s %s\n", agent.Version, runtime.Version())
+			fmt.Fprintf(cmd.OutOrStdout(), "fluxgate %s %s\n", agent.BuildVersion(), runtime.Version())
 		},
 	}
 }

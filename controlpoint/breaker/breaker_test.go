@@ -224,7 +224,7 @@ func TestDo(t *testing.T) {
 	b := mustNew(t, Config{MinRequests: 2, OpenFor: time.Hour})
 	boom := errors.New("boom")
 	for range 2 {
-		if err := b.Do(context.Background(), func(context.Context) error { return boom }); err != boom {
+		if err := b.Do(context.Background(), func(context.Context) error { return boom }); !errors.Is(err, boom) {
 			t.Fatalf("Do = %v, want boom", err)
 		}
 	}

@@ -155,7 +155,7 @@ func TestConcurrentClassify(t *testing.T) {
 				}
 				want := map[string]string{"user": "u" + strconv.Itoa(n), "route": route, "double": strconv.Itoa(2 * n)}
 				if err != nil || !maps.Equal(got, want) {
-					errs <- fmt.Errorf("flow %d: got %v, %v; want %v", n, got, err, want)
+					errs <- fmt.Errorf("flow %d: got %v, %w; want %v", n, got, err, want)
 					return
 				}
 			}

@@ -95,7 +95,7 @@ func ExampleNewRemote() {
 	}
 	srv := grpc.NewServer()
 	pb.RegisterFlowControlServiceServer(srv, &agent{c: client.NewLocal(engine())})
-	go srv.Serve(lis)
+	go func() { _ = srv.Serve(lis) }() // returns when srv stops
 
 	// One connection, opened now and shared by every check.
 	remote, err := client.NewRemote(lis.Addr().String(), client.RemoteOptions{})

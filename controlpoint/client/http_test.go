@@ -258,7 +258,8 @@ func TestMiddlewareRecordsPanickingHandlers(t *testing.T) {
 		}))
 		func() {
 			defer func() {
-				if p := recover(); p != http.ErrAbortHandler {
+				p := recover()
+				if err, _ := p.(error); !errors.Is(err, http.ErrAbortHandler) {
 					t.Errorf("%s: panic %v did not reach the server", c.name, p)
 				}
 			}()

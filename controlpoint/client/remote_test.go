@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -62,7 +63,7 @@ func TestCheckersRefuseMalformedRequests(t *testing.T) {
 func TestLocalHonoursDoneContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := NewLocal(newEngine(t)).Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"}); err != context.Canceled {
+	if _, err := NewLocal(newEngine(t)).Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }

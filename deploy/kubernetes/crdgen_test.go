@@ -113,11 +113,11 @@ func schemaOf(t reflect.Type, inPath map[reflect.Type]bool) apiextensionsv1.JSON
 		t = t.Elem()
 	}
 	preserve := true
-	switch {
-	case t == durationType:
+	switch t {
+	case durationType:
 		return apiextensionsv1.JSONSchemaProps{Type: "string", Pattern: durationPattern,
 			Description: "A duration such as 100ms, 1m30s or 2h."}
-	case t == componentType:
+	case componentType:
 		return apiextensionsv1.JSONSchemaProps{Type: "object", XPreserveUnknownFields: &preserve,
 			Description: "A circuit component: a mapping with one key, the component kind (such as ema, or flow_control: {rate_limiter: ...}), holding its spec. Checked by the agent."}
 	}

@@ -103,7 +103,7 @@ func serveUpstreams(spec string) error {
 				time.Sleep(delay)
 			}
 			w.Header().Set("X-Backend", addr)
-			io.WriteString(w, "ok\n")
+			_, _ = io.WriteString(w, "ok\n")
 		})
 		go func() { errc <- http.ListenAndServe(addr, h) }()
 	}
@@ -134,7 +134,7 @@ func waitOK(url string, d time.Duration) error {
 	for {
 		resp, err := http.Get(url)
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // only the status matters
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
@@ -386,7 +386,9 @@ func serveProxy(spec, profile string) error {
 			signal.Notify(sig, syscall.SIGTERM)
 			<-sig
 			pprof.StopCPUProfile()
-			f.Close()
+			if err := f.Close(); err != nil {
+				fmt.Fprintln(os.Stderr, "gwbench: cpu profile:", err)
+			}
 			os.Exit(0)
 		}()
 	}

@@ -90,7 +90,7 @@ func (s *Server) Restart() error {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
-			return fmt.Errorf("redis: redis-server on %s did not answer: %v\n%s", s.Addr, err, out.String())
+			return fmt.Errorf("redis: redis-server on %s did not answer: %w\n%s", s.Addr, err, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

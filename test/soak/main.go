@@ -222,7 +222,7 @@ func startAgent(ctx context.Context, bin, dir string, memMiB int) (*agent, error
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if r, err := http.Get("http://" + a.api + "/readyz"); err == nil {
-			r.Body.Close()
+			_ = r.Body.Close() // only the status matters
 			if r.StatusCode == 200 {
 				return a, nil
 			}
