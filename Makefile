@@ -4,11 +4,12 @@
 GO        ?= go
 PKGS      ?= ./...
 # Debian packages the end-to-end tests and load drivers start for real.
-DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager
+DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager \
+	python3-pytest python3-pytest-asyncio python3-prometheus-client python3-fastapi python3-httpx python3-starlette
 BIN       := bin
 LDFLAGS   := -s -w -X github.com/fluxgate/fluxgate/agent.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test lint bench fuzz deps fmt clean
+.PHONY: all build test test-python lint bench fuzz deps fmt clean
 
 all: build
 
@@ -18,6 +19,12 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 $(PKGS)
+	$(MAKE) test-python
+
+# The Python SDK (sdk/python) with Debian's python3; its flow-control tests
+# build ./cmd/fluxgate unless FLUXGATE_BIN names a binary.
+test-python:
+	cd sdk/python && /usr/bin/python3 -m pytest -q
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
