@@ -5,7 +5,8 @@
 GO        ?= go
 PKGS      ?= ./...
 # Debian packages the end-to-end tests and load drivers start for real.
-DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager
+DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager \
+	python3-pytest python3-pytest-asyncio python3-prometheus-client python3-fastapi python3-httpx python3-starlette
 # Debian packages `make generate` needs: protoc and the well-known .proto files.
 GEN_DEB_PACKAGES ?= protobuf-compiler libprotobuf-dev
 BIN       := bin
@@ -26,10 +27,10 @@ PROTOC_GEN_GO              := $(TOOLS_BIN)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION
 PROTOC_GEN_GO_GRPC         := $(TOOLS_BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
 # Directories holding go:generate directives, and the files they write that
 # generate-check compares with what git holds (git pathspecs).
-GENERATED_DIRS             := controlpoint/controlpointpb
+GENERATED_DIRS             := controlpoint/controlpointpb controlpoint/aperturepb
 GENERATED_FILES            := $(addsuffix /*.pb.go,$(GENERATED_DIRS))
 
-.PHONY: all build test lint bench fuzz deps fmt clean tidy tidy-check tools generate generate-check
+.PHONY: all build test test-python lint bench fuzz deps fmt clean tidy tidy-check tools generate generate-check
 
 all: build
 
@@ -39,6 +40,12 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 $(PKGS)
+	$(MAKE) test-python
+
+# The Python SDK (sdk/python) with Debian's python3; its flow-control tests
+# build ./cmd/fluxgate unless FLUXGATE_BIN names a binary.
+test-python:
+	cd sdk/python && /usr/bin/python3 -m pytest -q
 
 # gofmt, go vet, golangci-lint (.golangci.yml), then go.mod/go.sum tidy and
 # the generated protobuf code up to date. The first golangci-lint run on a
