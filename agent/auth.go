@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"net"
 	"net/http"
 	"slices"
@@ -60,8 +61,8 @@ func newRefusedCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error
 		Help: "Calls the agent refused for want of authentication, by surface (admin, check, otlp) and reason (disabled: admin.token is empty; missing_token; wrong_token).",
 	}, []string{"surface", "reason"})
 	if err := reg.Register(c); err != nil {
-		are, ok := err.(prometheus.AlreadyRegisteredError)
-		if !ok {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
 			return nil, err
 		}
 		c = are.ExistingCollector.(*prometheus.CounterVec)
@@ -202,9 +203,6 @@ func newBearerCheck(token string) *bearerCheck {
 	}
 	return &bearerCheck{want: sha256.Sum256([]byte(token))}
 }
-
-// match reports whether the Authorization value h carries the token.
-func (c *bearerCheck) match(h string) bool { return c.refusal(h) == "" }
 
 // refusal is why the Authorization value h does not carry the token
 // (reasonMissingToken, reasonWrongToken), or "" when it does.

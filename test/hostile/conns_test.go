@@ -3,6 +3,7 @@ package hostile
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -273,7 +274,7 @@ func TestStalledOTLPBodies(t *testing.T) {
 			// Wait for the agent to answer (408/400) or close.
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 					t.Errorf("client %d: neither an answer nor a close within %v", i, answerDeadline())
 					return
 				}

@@ -2,6 +2,7 @@ package hostile
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,7 +28,7 @@ func newUpstream(t *testing.T) string {
 		}
 		n, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, upstreamMaxBody))
 		if err != nil {
-			if _, ok := err.(*http.MaxBytesError); ok {
+			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 				w.WriteHeader(http.StatusRequestEntityTooLarge)
 			}
 			return
@@ -74,7 +75,7 @@ func rawRequest(t *testing.T, addr, req string, closeWrite bool) int {
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 			t.Fatalf("no answer and no close within %v", answerDeadline())
 		}
 		return 0

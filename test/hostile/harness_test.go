@@ -75,7 +75,7 @@ func binary(t *testing.T) string {
 	build.once.Do(func() {
 		goCmd, err := exec.LookPath("go")
 		if err != nil {
-			goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+			goCmd = "/usr/local/go/bin/go"
 			if _, serr := os.Stat(goCmd); serr != nil {
 				build.dep = "the go command is not on PATH nor in GOROOT: it builds ./cmd/fluxgate"
 				return
@@ -88,7 +88,7 @@ func binary(t *testing.T) string {
 		build.bin = filepath.Join(build.dir, "fluxgate")
 		cmd := exec.Command(goCmd, "build", "-o", build.bin, "github.com/fluxgate/fluxgate/cmd/fluxgate")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go build ./cmd/fluxgate: %v\n%s", err, out)
+			build.err = fmt.Errorf("go build ./cmd/fluxgate: %w\n%s", err, out)
 		}
 	})
 	if build.dep != "" {
@@ -216,7 +216,7 @@ func (p *proc) waitReady(d time.Duration) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after %v (last: %v)", d, err)
+			return fmt.Errorf("not ready after %v (last: %w)", d, err)
 		}
 	}
 }
