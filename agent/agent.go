@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
@@ -62,6 +63,7 @@ type Agent struct {
 	otlp     *fluxmeter.Receiver
 	health   *Health
 	grpcHlth *health.Server
+	certs    *certs.Reloader // TLS on the listeners (tls.go); nil without
 	started  time.Time
 	timeout  time.Duration
 
@@ -125,6 +127,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: register metrics: %w", err)
 	}
 	a.refused = refused
+	rl, err := a.newCerts()
+	if err != nil {
+		return nil, err
+	}
+	a.certs = rl
 	if err := a.setupRedis(); err != nil {
 		return nil, err
 	}
@@ -168,6 +175,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.otlp = recv
 	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)
+	otlpOpts = append(otlpOpts, a.grpcTLS(ListenerOTLPGRPC)...)
 	a.otlpGRPC = grpc.NewServer(append(otlpOpts, grpcBearer(a.cfg.OTLP.Token, surfaceOTLP, a.refused)...)...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
@@ -177,6 +185,7 @@ func New(opts Options) (*Agent, error) {
 	// to the address they check with. Its services but health need
 	// check.token when it is set, and spans otlp.token.
 	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
+	checkOpts = append(checkOpts, a.grpcTLS(ListenerGRPC)...)
 	a.grpc = grpc.NewServer(append(checkOpts, grpcGuards(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
 		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, surfaceOTLP}},
 		healthpb.Health_ServiceDesc.ServiceName)...)...)
@@ -346,18 +355,25 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.mu.Unlock()
 
 	a.httpSrv = a.httpServer(a.mux)
-	a.serve(ListenerHTTP, bound[ListenerHTTP], a.httpSrv.Serve)
+	a.serve(ListenerHTTP, a.tlsListener(ListenerHTTP, bound[ListenerHTTP], a.httpSrv), a.httpSrv.Serve)
 	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
 	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
 	otlpMux := http.NewServeMux()
 	otlpMux.Handle("/v1/traces", requireBearer(a.cfg.OTLP.Token, surfaceOTLP, a.refused, a.otlp))
 	a.otlpHTTP = a.httpServer(otlpMux)
-	a.serve(ListenerOTLPHTTP, bound[ListenerOTLPHTTP], a.otlpHTTP.Serve)
+	a.serve(ListenerOTLPHTTP, a.tlsListener(ListenerOTLPHTTP, bound[ListenerOTLPHTTP], a.otlpHTTP), a.otlpHTTP.Serve)
 	if ln := bound[ListenerMetrics]; ln != nil {
 		mux := http.NewServeMux()
 		mux.Handle(a.cfg.Metrics.Path, metricsHandler(a.registry, a.registry))
 		a.metrics = a.httpServer(mux)
-		a.serve(ListenerMetrics, ln, a.metrics.Serve)
+		a.serve(ListenerMetrics, a.tlsListener(ListenerMetrics, ln, a.metrics), a.metrics.Serve)
+	}
+	if a.certs != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			_ = a.certs.Run(runCtx)
+		}()
 	}
 	a.wg.Add(3)
 	go func() {
@@ -394,13 +410,14 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
 	a.logSurfaces()
+	a.logTLS()
 	snap := a.store.Snapshot()
 	a.logger.Info("agent started", "version", BuildVersion(), "policies", len(snap.Entries), "refused_policy_files", len(snap.Errors), "policies_dir", a.store.Dir())
 	return nil
 }
 
 func (a *Agent) serve(name string, ln net.Listener, serve func(net.Listener) error) {
-	a.logger.Info("listening", "listener", name, "addr", ln.Addr().String())
+	a.logger.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", a.tlsOn(name))
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -451,6 +468,9 @@ func (a *Agent) Stop(ctx context.Context) error {
 	}
 	a.mu.Unlock()
 	a.wg.Wait()
+	if a.certs != nil {
+		a.certs.Close()
+	}
 	for _, c := range append([]io.Closer{a.query}, a.closers...) {
 		if err := c.Close(); err != nil {
 			errs = append(errs, err)

@@ -268,7 +268,8 @@ func (a *Agent) logSurfaces() {
 	open = append(open, "monitoring")
 	a.logger.Info("health and metrics open without authentication", "surface", "monitoring", "open_to", "anyone who reaches the ports",
 		"http", api, "metrics", addr(ListenerMetrics))
-	if host := a.cfg.Server.Host; host == "" || net.ParseIP(strings.Trim(host, "[]")).IsUnspecified() {
+	open = a.withoutCertRequired(open) // tls.go: mutual TLS authenticates them
+	if host := a.cfg.Server.Host; len(open) > 0 && (host == "" || net.ParseIP(strings.Trim(host, "[]")).IsUnspecified()) {
 		a.logger.Warn("surfaces without authentication listen on every interface", "host", host,
 			"surfaces", open,
 			"hint", "anyone who reaches this host can use them (check: ask for decisions; otlp: send spans that feed flux meters and circuits; monitoring: read health and metrics); set check.token and otlp.token, bind server.host to a private address or restrict the ports with a network policy")

@@ -38,6 +38,7 @@ type Config struct {
 	Policies     PoliciesConfig     `yaml:"policies"`
 	Admin        AdminConfig        `yaml:"admin"`
 	Check        CheckConfig        `yaml:"check"`
+	TLS          TLSConfig          `yaml:"tls"`
 	Log          LogConfig          `yaml:"log"`
 	Agent        AgentConfig        `yaml:"agent"`
 	TSDB         TSDBConfig         `yaml:"tsdb"`
@@ -71,6 +72,7 @@ type MetricsConfig struct {
 	Enabled bool   `yaml:"enabled" desc:"Serve Prometheus metrics on their own port."`
 	Port    int    `yaml:"port" validate:"port" desc:"Port of the metrics endpoint."`
 	Path    string `yaml:"path" validate:"urlpath" desc:"URL path of the metrics endpoint (Prometheus text or OpenMetrics by Accept)."`
+	TLS     bool   `yaml:"tls" desc:"With tls.cert_file set, serve metrics over TLS too, under the same client certificate rule as the other ports; false keeps the metrics port plain HTTP (for scrapers on a trusted network) while the others use TLS."`
 }
 
 // OTLPConfig is where the OpenTelemetry trace receiver listens.
@@ -126,7 +128,7 @@ func DefaultConfig() Config {
 	return Config{
 		Server: ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081,
 			ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxConnections: 4096},
-		Metrics:    MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics"},
+		Metrics:    MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics", TLS: true},
 		OTLP:       OTLPConfig{GRPCPort: 4317, HTTPPort: 4318},
 		Policies:   PoliciesConfig{Dir: "./policies"},
 		Log:        LogConfig{Level: "info", Format: "json"},
@@ -136,6 +138,7 @@ func DefaultConfig() Config {
 		Gateway:    GatewayConfig{Listen: "127.0.0.1:8000"},
 		Redis:      RedisConfig{DialTimeout: time.Second},
 		Limits:     LimitsConfig{RateLimiterMemoryMiB: 32},
+		TLS:        TLSConfig{ClientAuth: ClientAuthRequire, MinVersion: "tls1.2", HandshakeTimeout: 10 * time.Second},
 	}
 }
 

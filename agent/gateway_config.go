@@ -41,7 +41,7 @@ func (m *CanaryMetricsConfig) check(bad func(key, format string, args ...any)) {
 // GatewayTLSConfig terminates TLS on the gateway listener (gateway.tls).
 // Both files empty means plain HTTP. The pair is reloaded while running
 // when either file changes; a pair that does not load keeps the previous
-// one (package gateway, CertReloader). Read at start, like Listen.
+// one (package certs, Reloader). Read at start, like Listen.
 type GatewayTLSConfig struct {
 	CertFile string `yaml:"cert_file" desc:"PEM certificate chain the gateway serves; with key_file turns on TLS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded when the file changes."`
 	KeyFile  string `yaml:"key_file" desc:"PEM private key of cert_file."`

@@ -43,7 +43,7 @@
 // upload from a failing target.
 //
 // Protocols. Clients speak HTTP/1.1, and HTTP/2 by ALPN when gateway.tls
-// terminates TLS (CertReloader: the pair is reloaded when its files
+// terminates TLS (certs.Reloader: the pair is reloaded when its files
 // change, a pair that does not load keeps the previous one), or h2c on a
 // plain listener with gateway.h2c. Upstream groups speak HTTP/1.1, or
 // HTTP/2 with upstreams[].http2 (h2c with prior knowledge, or ALPN h2

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,30 +11,32 @@ import (
 	"golang.org/x/net/http2/h2c" //nolint:staticcheck // SA1019: see frontend
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/certs"
 )
 
 // frontend sets up what clients speak to srv on *ln per cfg:
 //
-//   - gateway.tls set: *ln is replaced by a CertReloader's Listener, which
+//   - gateway.tls set: *ln is replaced by a certs.Reloader's Listener, which
 //     terminates TLS with the reloaded pair and offers h2 and http/1.1 by
-//     ALPN; the returned CertReloader must Run to follow file changes.
+//     ALPN; the returned Reloader must Run to follow file changes.
 //   - gateway.h2c on a plain listener: srv.Handler accepts cleartext
 //     HTTP/2, by prior knowledge or Upgrade: h2c, next to HTTP/1.1.
 //
 // Otherwise srv serves HTTP/1.1 and it returns nil.
-func frontend(srv *http.Server, ln *net.Listener, cfg agent.GatewayConfig, reg prometheus.Registerer, logger *slog.Logger) (*CertReloader, error) {
+func frontend(srv *http.Server, ln *net.Listener, cfg agent.GatewayConfig, reg prometheus.Registerer, logger *slog.Logger) (*certs.Reloader, error) {
 	if cfg.TLS.Enabled() {
-		certs, err := NewCertReloader(TLSOptions{
+		r, err := certs.New(certs.Options{
+			Server:   "gateway",
 			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile,
 			Registerer: reg, Logger: logger,
 		})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("gateway: tls: %w", err)
 		}
-		tc := certs.TLSConfig()
+		tc := r.TLSConfig()
 		srv.TLSConfig = tc
-		*ln = certs.Listener(*ln, tc)
-		return certs, nil
+		*ln = r.Listener(*ln, tc, "gateway")
+		return r, nil
 	}
 	if cfg.H2C {
 		// h2c is deprecated for http.Server.Protocols' unencrypted HTTP/2, but

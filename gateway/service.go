@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -58,7 +59,7 @@ type Service struct {
 	fconns *connTracker     // the fast engine's open connections
 	ln     net.Listener
 	addr   net.Addr
-	certs  *CertReloader // nil without TLS
+	certs  *certs.Reloader // nil without TLS
 	cancel context.CancelFunc
 	done   chan struct{}
 }

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -87,7 +90,11 @@ func (c *cli) send(ctx context.Context, method, path, contentType string, body [
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := c.http
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("cannot reach the agent at %s: %w", c.agentURL, err)
 	}
@@ -110,6 +117,45 @@ func (c *cli) send(ctx context.Context, method, path, contentType string, body [
 		}
 	}
 	return resp.StatusCode, data, nil
+}
+
+// httpClient is the client for the agent: with --ca-file or --cert-file,
+// one whose TLS trusts those CAs and presents that certificate (for an
+// https:// agent); otherwise http.DefaultClient, which speaks https with
+// the system roots too. A TLS flag with an http:// agent is refused
+// rather than sent in clear.
+func (c *cli) httpClient() (*http.Client, error) {
+	if c.caFile == "" && c.certFile == "" && c.keyFile == "" {
+		return http.DefaultClient, nil
+	}
+	if !strings.HasPrefix(strings.ToLower(c.agentURL), "https://") {
+		return nil, fmt.Errorf("--ca-file, --cert-file and --key-file need an https:// --agent URL, got %q", c.agentURL)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		data, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", c.caFile)
+		}
+	}
+	if (c.certFile == "") != (c.keyFile == "") {
+		return nil, fmt.Errorf("--cert-file and --key-file go together")
+	}
+	if c.certFile != "" {
+		pair, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-file %s, --key-file %s: %w", c.certFile, c.keyFile, err)
+		}
+		// Always presented, whichever CAs the agent names.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return &http.Client{Transport: tr}, nil
 }
 
 func policyPath(namespace, name string) string {

@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,10 @@ type cli struct {
 	agentURL string
 	token    string
 	output   string // table | json | yaml
+	caFile   string // TLS: CAs that verify the agent
+	certFile string // TLS: client certificate for mutual TLS
+	keyFile  string
+	http     *http.Client // built from the TLS flags before a subcommand runs
 }
 
 func newRootCmd() *cobra.Command {
@@ -36,10 +41,16 @@ func newRootCmd() *cobra.Command {
 	// The token's default is read after parsing, so that --help never
 	// prints it.
 	root.PersistentFlags().StringVar(&c.token, "token", "", "the agent's admin.token, sent as a bearer token (env FLUXCTL_TOKEN)")
-	root.PersistentPreRun = func(*cobra.Command, []string) {
+	root.PersistentFlags().StringVar(&c.caFile, "ca-file", os.Getenv("FLUXCTL_CA_FILE"), "PEM CA certificates that verify an https:// agent (default: the system roots; env FLUXCTL_CA_FILE)")
+	root.PersistentFlags().StringVar(&c.certFile, "cert-file", os.Getenv("FLUXCTL_CERT_FILE"), "PEM client certificate for an agent with tls.client_ca_file (mutual TLS), with --key-file (env FLUXCTL_CERT_FILE)")
+	root.PersistentFlags().StringVar(&c.keyFile, "key-file", os.Getenv("FLUXCTL_KEY_FILE"), "PEM private key of --cert-file (env FLUXCTL_KEY_FILE)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if c.token == "" {
 			c.token = os.Getenv("FLUXCTL_TOKEN")
 		}
+		hc, err := c.httpClient()
+		c.http = hc
+		return err
 	}
 	root.AddCommand(newApplyCmd(c), newGetCmd(c), newDeleteCmd(c), newExplainCmd(c), newSignalsCmd(c))
 	return root

@@ -97,7 +97,7 @@ func TestConfigRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"config", "set", "metrics.prot", "1"}, `unknown key "metrics.prot"; valid keys: metrics.enabled, metrics.port, metrics.path`},
+		{[]string{"config", "set", "metrics.prot", "1"}, `unknown key "metrics.prot"; valid keys: metrics.enabled, metrics.port, metrics.path, metrics.tls`},
 		{[]string{"config", "set", "metrics.port", "abc"}, `metrics.port: expected int, got "abc"`},
 		{[]string{"config", "set", "metrics.port", "70000"}, `metrics.port: must be 0..65535, got 70000`},
 		{[]string{"config", "get", "metrics.prot"}, `unknown key "metrics.prot"`},

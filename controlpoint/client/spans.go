@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/credentials"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/fluxmeter"
@@ -26,8 +28,13 @@ type SpanOptions struct {
 	Endpoint string
 	// Token is the agent's otlp.token, sent with every export as the
 	// metadata authorization: Bearer <Token>, in plain text like the
-	// spans. Empty sends none, for an agent whose receiver is open.
+	// spans unless TLS is set. Empty sends none, for an agent whose
+	// receiver is open.
 	Token string
+	// TLS exports over TLS with this config, as RemoteOptions.TLS (a
+	// client certificate for an agent with tls.client_ca_file). Nil means
+	// plain text, which an agent with TLS refuses.
+	TLS *tls.Config
 	// QueueSize bounds the spans waiting for export; when it is full new
 	// spans are dropped and counted. Default 4096.
 	QueueSize int
@@ -76,6 +83,9 @@ func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error)
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	expOpts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(opts.Endpoint), otlptracegrpc.WithInsecure()}
+	if opts.TLS != nil {
+		expOpts[1] = otlptracegrpc.WithTLSCredentials(credentials.NewTLS(opts.TLS))
+	}
 	if opts.Token != "" {
 		expOpts = append(expOpts, otlptracegrpc.WithHeaders(map[string]string{"authorization": "Bearer " + opts.Token}))
 	}

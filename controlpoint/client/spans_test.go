@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	fgagent "github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
+	"github.com/fluxgate/fluxgate/certs/certstest"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -42,30 +45,43 @@ spec:
 // with a remote agent, records a span per request, and the agent's flux
 // meter counts accepted and rejected flows apart.
 // With check.token and otlp.token set on the agent, the clients' Token
-// options make the same loop work.
+// options make the same loop work, and with mutual TLS on the agent
+// (tls.client_ca_file) their TLS options.
 func TestMiddlewareSpansFeedFluxMeters(t *testing.T) {
-	for _, tc := range []struct{ name, checkToken, otlpToken string }{
-		{"open agent", "", ""},
-		{"tokens", "check-s3cret", "otlp-s3cret"},
+	for _, tc := range []struct {
+		name, checkToken, otlpToken string
+		mtls                        bool
+	}{
+		{"open agent", "", "", false},
+		{"tokens", "check-s3cret", "otlp-s3cret", false},
+		{"mutual TLS", "", "", true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testSpansFeedFluxMeters(t, tc.checkToken, tc.otlpToken) })
+		t.Run(tc.name, func(t *testing.T) { testSpansFeedFluxMeters(t, tc.checkToken, tc.otlpToken, tc.mtls) })
 	}
 }
 
-func testSpansFeedFluxMeters(t *testing.T, checkToken, otlpToken string) {
+func testSpansFeedFluxMeters(t *testing.T, checkToken, otlpToken string, mtls bool) {
 	cfg := agenttest.Config(t, meteredLimit)
 	cfg.Metrics.Enabled = false
 	cfg.Check.Token, cfg.OTLP.Token = checkToken, otlpToken
+	var clientTLS *tls.Config
+	if mtls {
+		dir := t.TempDir()
+		ca := certstest.NewCA(t, "agent-ca")
+		cfg.TLS.CertFile, cfg.TLS.KeyFile = ca.Server(t, "agent.test").Write(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+		cfg.TLS.ClientCAFile = ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
+		clientTLS = certstest.ClientConfig(ca, ca.Client(t, "app"))
+	}
 	a := agenttest.Start(t, cfg)
 	ctx := context.Background()
 
-	remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{Token: checkToken})
+	remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{Token: checkToken, TLS: clientTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer remote.Close()
 	reg := prometheus.NewRegistry()
-	spans, err := NewSpanEmitter(ctx, SpanOptions{Endpoint: a.Addr(fgagent.ListenerOTLPGRPC).String(), Token: otlpToken, Registerer: reg})
+	spans, err := NewSpanEmitter(ctx, SpanOptions{Endpoint: a.Addr(fgagent.ListenerOTLPGRPC).String(), Token: otlpToken, TLS: clientTLS, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,13 @@ func startAgent(t *testing.T) string {
 // startAgentWith runs an agent with the given policy.
 func startAgentWith(t *testing.T, policy []byte) string {
 	t.Helper()
+	return startAgentConfig(t, policy, func(*agent.Config) {})
+}
+
+// startAgentConfig runs an agent with the given policy and configuration
+// changes.
+func startAgentConfig(t *testing.T, policy []byte, edit func(*agent.Config)) string {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), policy, 0o644); err != nil {
 		t.Fatal(err)
@@ -86,6 +93,7 @@ func startAgentWith(t *testing.T, policy []byte) string {
 	cfg.Server.HTTPPort, cfg.Server.GRPCPort = 0, 0
 	cfg.Metrics.Enabled = false
 	cfg.Policies.Dir = dir
+	edit(&cfg)
 	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package gateway
+package certs
 
 import (
 	"crypto/ecdsa"
@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,18 +65,18 @@ func writeTestFile(t *testing.T, path string, b []byte) {
 	}
 }
 
-func TestCertReloader(t *testing.T) {
+func TestReloader(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, exp1 := writePair(t, dir, "one.test")
 	reg := prometheus.NewPedanticRegistry()
-	c, err := NewCertReloader(TLSOptions{CertFile: certFile, KeyFile: keyFile, Registerer: reg})
+	c, err := New(Options{Server: "gateway", CertFile: certFile, KeyFile: keyFile, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	name := func() string { return c.Certificate().Leaf.DNSNames[0] }
 	expiry := func(server string) float64 {
-		return testutil.ToFloat64(c.expiry.WithLabelValues(server))
+		return testutil.ToFloat64(c.m.expiry.WithLabelValues("gateway", server))
 	}
 	steps := []struct {
 		what        string
@@ -110,18 +111,18 @@ func TestCertReloader(t *testing.T) {
 	if got := expiry("five.test"); got != float64(exp1.Unix()) {
 		t.Errorf("expiry gauge = %v, want %v", got, exp1.Unix())
 	}
-	if n := testutil.CollectAndCount(c.expiry); n != 1 {
+	if n := testutil.CollectAndCount(c.m.expiry); n != 1 {
 		t.Errorf("expiry series = %d, want 1 (old server names deleted)", n)
 	}
-	if got := testutil.ToFloat64(c.reloads.WithLabelValues("failure")); got != 2 {
+	if got := testutil.ToFloat64(c.m.reloads.WithLabelValues("gateway", "failure")); got != 2 {
 		t.Errorf("failed reloads = %v, want 2", got)
 	}
 }
 
-func TestCertReloaderListener(t *testing.T) {
+func TestReloaderListener(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, _ := writePair(t, dir, "one.test")
-	c, err := NewCertReloader(TLSOptions{CertFile: certFile, KeyFile: keyFile, HandshakeTimeout: time.Second})
+	c, err := New(Options{Server: "gateway", CertFile: certFile, KeyFile: keyFile, HandshakeTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestCertReloaderListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := c.Listener(inner, c.TLSConfig())
+	ln := c.Listener(inner, c.TLSConfig(), "gateway")
 	defer ln.Close()
 	// A client that never speaks must not hold up the next one.
 	idle, err := net.Dial("tcp", ln.Addr().String())
@@ -152,7 +153,7 @@ func TestCertReloaderListener(t *testing.T) {
 	if !st.HandshakeComplete || st.NegotiatedProtocol != "h2" {
 		t.Errorf("accepted connection: handshake complete %v, protocol %q; want true, h2", st.HandshakeComplete, st.NegotiatedProtocol)
 	}
-	if n := testutil.CollectAndCount(c.handshake); n != 1 {
+	if n := testutil.CollectAndCount(c.m.handshake); n != 1 {
 		t.Errorf("handshake histogram series = %d", n)
 	}
 	ln.Close()
@@ -160,3 +161,7 @@ func TestCertReloaderListener(t *testing.T) {
 		t.Error("Accept after Close succeeded")
 	}
 }
+
+func writeFile(name, content string) error { return os.WriteFile(name, []byte(content), 0o600) }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
