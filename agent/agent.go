@@ -343,7 +343,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			}
 			return fmt.Errorf("agent: %s listener: %w", name, err)
 		}
-		bound[name] = newLimitListener(ln, limit)
+		bound[name] = newLimitListener(ln, limit, name != ListenerGRPC && name != ListenerOTLPGRPC)
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -33,10 +34,12 @@ import (
 //     connections at a time; further clients wait in the kernel's backlog
 //     until one closes. A cap per listener, rather than one for the
 //     process, is the headroom: a flood of one port (OTLP, say) leaves the
-//     others answering, and metrics have a port of their own. The API port
-//     serves checks and health together, so a flood of it delays health
-//     until the timeouts above free slots (at most read_timeout for a
-//     stalled client). The caps are lowered at start, and logged, when
+//     others answering, and metrics have a port of their own. On the HTTP
+//     ports a full listener makes room by closing the connection idle
+//     longest (one that has not sent a request, or a keep-alive one
+//     between requests), so a flood of idle connections cannot keep health
+//     probes and checks out; connections busy with a request keep their
+//     slot until the timeouts above end them. The caps are lowered at start, and logged, when
 //     the sum over listeners would not leave fdReserve descriptors free
 //     under the file-descriptor limit, which the agent raises to the hard
 //     limit first.
@@ -82,6 +85,7 @@ func (a *Agent) httpServer(h http.Handler) *http.Server {
 		WriteTimeout:      s.WriteTimeout,
 		IdleTimeout:       s.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		ConnState:         trackConnState,
 	}
 }
 
@@ -123,30 +127,102 @@ func (a *Agent) connectionCap(n int) int {
 }
 
 // limitListener accepts at most cap connections at a time; Accept waits
-// for a slot.
+// for a slot. With evict (the HTTP listeners), a full listener first
+// closes the connection that has been idle longest — one that sent no
+// request yet, or a keep-alive one between requests (trackConnState) — so
+// a flood of idle connections cannot keep a health probe or a check out:
+// the newcomer takes the oldest idle slot (idle for evictGrace at least).
+// Connections busy with a request are never closed for another; the read
+// and write timeouts bound them.
 type limitListener struct {
 	net.Listener
 	slots chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	evict bool
+
+	mu    sync.Mutex
+	conns map[*limitConn]struct{} // guarded by mu; with evict only
 }
 
-func newLimitListener(ln net.Listener, n int) *limitListener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
+func newLimitListener(ln net.Listener, n int, evict bool) *limitListener {
+	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}), evict: evict}
+	if evict {
+		l.conns = make(map[*limitConn]struct{}, n)
+	}
+	return l
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
 	select {
 	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
+	default:
+		if err := l.waitSlot(); err != nil {
+			return nil, err
+		}
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {
 		<-l.slots
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+	lc := &limitConn{Conn: c, l: l}
+	lc.idleSince.Store(time.Now().UnixNano())
+	if l.evict {
+		l.mu.Lock()
+		l.conns[lc] = struct{}{}
+		l.mu.Unlock()
+	}
+	return lc, nil
+}
+
+// evictGrace is how long a connection is idle before a full listener may
+// close it for a newcomer: a client that has just connected gets the time
+// to send its request. A full listener looks for such a connection every
+// evictPoll while it waits.
+const (
+	evictGrace = 250 * time.Millisecond
+	evictPoll  = 50 * time.Millisecond
+)
+
+// waitSlot waits for a free slot in a full listener, making one by
+// closeOldestIdle when it evicts.
+func (l *limitListener) waitSlot() error {
+	var tick <-chan time.Time
+	if l.evict {
+		l.closeOldestIdle()
+		t := time.NewTicker(evictPoll)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case l.slots <- struct{}{}:
+			return nil
+		case <-l.done:
+			return net.ErrClosed
+		case <-tick:
+			l.closeOldestIdle()
+		}
+	}
+}
+
+// closeOldestIdle closes the connection idle longest, if one has been idle
+// for evictGrace.
+func (l *limitListener) closeOldestIdle() {
+	var oldest *limitConn
+	cutoff := time.Now().Add(-evictGrace).UnixNano()
+	l.mu.Lock()
+	for c := range l.conns {
+		since := c.idleSince.Load()
+		if !c.busy.Load() && since <= cutoff && (oldest == nil || since < oldest.idleSince.Load()) {
+			oldest = c
+		}
+	}
+	l.mu.Unlock()
+	if oldest != nil {
+		_ = oldest.Close()
+	}
 }
 
 func (l *limitListener) Close() error {
@@ -156,14 +232,45 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l         *limitListener
+	once      sync.Once
+	busy      atomic.Bool  // serving a request (trackConnState)
+	idleSince atomic.Int64 // Unix ns: accepted, or its last request ended
 }
 
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() {
+		if c.l.evict {
+			c.l.mu.Lock()
+			delete(c.l.conns, c)
+			c.l.mu.Unlock()
+		}
+		<-c.l.slots
+	})
 	return err
+}
+
+// trackConnState is the http.Server ConnState hook of the agent's HTTP
+// servers: it tells their limitListener which connections are busy.
+func trackConnState(c net.Conn, s http.ConnState) {
+	for {
+		switch x := c.(type) {
+		case *limitConn:
+			switch s {
+			case http.StateActive, http.StateHijacked:
+				x.busy.Store(true)
+			case http.StateIdle:
+				x.idleSince.Store(time.Now().UnixNano())
+				x.busy.Store(false)
+			}
+			return
+		case interface{ NetConn() net.Conn }: // *tls.Conn
+			c = x.NetConn()
+		default:
+			return
+		}
+	}
 }
 
 // raiseOpenFilesLimit raises the soft file-descriptor limit to the hard

@@ -104,6 +104,66 @@ func TestHealthAnswersWithStalledConnections(t *testing.T) {
 	}
 }
 
+// A flood of idle connections filling the API port's cap does not keep a
+// health probe or a check out: the listener closes the connection idle
+// longest to make room, never one busy with a request. (Before, the probe
+// waited in the backlog until the read timeout freed a slot: 10 s here.)
+func TestIdleFloodMakesRoom(t *testing.T) {
+	cfg := connsConfig(t)
+	cfg.Server.ReadTimeout = time.Minute // header timeout 10s: a flood holds its slots that long
+	cfg.Server.MaxConnections = 4
+	a := startAgent(t, cfg)
+	addr := a.Addr(ListenerHTTP).String()
+
+	// One connection busy with a request whose body has not all come.
+	busy, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = busy.Close() }()
+	fmt.Fprintf(busy, "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"control_point\":")
+	time.Sleep(200 * time.Millisecond) // its headers are read: it is busy
+
+	// Idle connections fill the rest of the cap, and more keep coming.
+	var idle []net.Conn
+	for range 10 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, path := range []string{"/livez", "/v1/monitoring/health", "/readyz"} {
+		resp, err := client.Get(a.testURL(path))
+		if err != nil {
+			t.Fatalf("%s with the cap full of idle connections: %v", path, err)
+		}
+		_ = resp.Body.Close()
+	}
+	// The busy request still completes.
+	fmt.Fprintf(busy, "\"api\"}                    ")
+	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil {
+		t.Fatalf("the busy request was cut to make room: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the busy request: %d", resp.StatusCode)
+	}
+	closed := 0
+	for _, c := range idle {
+		if closedWithin(t, c, 100*time.Millisecond) {
+			closed++
+		}
+	}
+	if closed == 0 {
+		t.Fatal("no idle connection was closed to make room")
+	}
+	t.Logf("%d of %d idle connections closed to make room", closed, len(idle))
+}
+
 // An OTLP body announced above 16 MiB is refused with 413 before any of
 // it is read.
 func TestOversizeOTLPBodyRefusedAtOnce(t *testing.T) {
