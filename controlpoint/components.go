@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -165,11 +166,11 @@ func keyFunc(p *policies.RateLimiterParameters) (ratelimit.KeyFunc, error) {
 	}
 	switch kind {
 	case policies.KeyHeader:
-		return ratelimit.LabelKey(HeaderLabel(arg)), nil
+		return ratelimit.LabelKey(flow.HeaderLabel(arg)), nil
 	case policies.KeyIP:
-		return ratelimit.IPKey(LabelSourceAddress, HeaderLabel("X-Forwarded-For"), p.TrustedProxies), nil
+		return ratelimit.IPKey(flow.LabelSourceAddress, flow.HeaderLabel("X-Forwarded-For"), p.TrustedProxies), nil
 	case policies.KeyAPIKey:
-		return ratelimit.APIKey(HeaderLabel("Authorization"), HeaderLabel("X-API-Key")), nil
+		return ratelimit.APIKey(flow.HeaderLabel("Authorization"), flow.HeaderLabel("X-API-Key")), nil
 	}
 	return ratelimit.LabelKey(arg), nil
 }
@@ -272,7 +273,7 @@ func fromBaggage(labels map[string]string, k, v string) bool {
 		return false
 	}
 	members := make(map[string]string, 1)
-	ParseBaggage(b, members)
+	flow.ParseBaggage(b, members)
 	bv, ok := members[k]
 	return ok && bv == v
 }
@@ -469,3 +470,6 @@ func fnv1a(s string) uint64 {
 	}
 	return h
 }
+
+// baggageLabel is the label of a W3C baggage header.
+var baggageLabel = flow.HeaderLabel("Baggage")

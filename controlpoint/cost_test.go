@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -28,7 +29,7 @@ spec:
 `
 
 func TestCostFromLabel(t *testing.T) {
-	baggage := HeaderLabel("Baggage")
+	baggage := flow.HeaderLabel("Baggage")
 	for _, tc := range []struct {
 		name   string
 		labels map[string]string

@@ -35,29 +35,6 @@ const (
 	ReasonFailedClosed = controlpointpb.RejectReason_REJECT_REASON_FAILED_CLOSED
 )
 
-// reasonLabel is the short form used in metrics, logs and headers.
-func reasonLabel(r Reason) string {
-	switch r {
-	case ReasonNone:
-		return "none"
-	case ReasonRateLimited:
-		return "rate_limited"
-	case ReasonNotSampled:
-		return "not_sampled"
-	case ReasonNoTokens:
-		return "no_tokens"
-	case ReasonFailedClosed:
-		return "failed_closed"
-	case controlpointpb.RejectReason_REJECT_REASON_BREAKER_OPEN:
-		return "breaker_open"
-	}
-	return "unknown"
-}
-
-// ReasonLabel is the short, lower-case name of a reason ("rate_limited"),
-// as it appears in metrics, logs and the X-FluxGate-Reason header.
-func ReasonLabel(r Reason) string { return reasonLabel(r) }
-
 // LimiterDecision is what one flow-control component decided.
 type LimiterDecision struct {
 	PolicyName      string

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fluxgate/fluxgate/controlpoint/classifier"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -373,9 +374,9 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 					c:             c.c,
 					info:          c.info,
 					accepted:      e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "none"),
-					rejected:      e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, reasonLabel(rejectReasonOf(c.c))),
+					rejected:      e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, flow.ReasonLabel(rejectReasonOf(c.c))),
 					otherRejected: &reasonCounters{vec: e.decisions, labels: [3]string{pol, id, cpl}},
-					dryRun:        e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+reasonLabel(rejectReasonOf(c.c))),
+					dryRun:        e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+flow.ReasonLabel(rejectReasonOf(c.c))),
 				}
 				if _, ok := c.c.(*rateLimiter); ok {
 					ref.remaining = e.remaining.WithLabelValues(pol, id, cpl)
@@ -574,7 +575,7 @@ func (e *Engine) logDecision(now time.Time, d *Decision) {
 		"policy_namespace", r.PolicyNamespace,
 		"component_id", r.ComponentID,
 		"component_type", r.ComponentType,
-		"reason", reasonLabel(r.Reason),
+		"reason", flow.ReasonLabel(r.Reason),
 		"limit_key", r.LimitKey,
 		"remaining", r.Remaining,
 		"wait", r.Wait,
@@ -685,7 +686,7 @@ func (r *reasonCounters) get(reason Reason) prometheus.Counter {
 		if r.byReason == nil {
 			r.byReason = map[Reason]prometheus.Counter{}
 		}
-		c = r.vec.WithLabelValues(r.labels[0], r.labels[1], r.labels[2], decisionRejected, reasonLabel(reason))
+		c = r.vec.WithLabelValues(r.labels[0], r.labels[1], r.labels[2], decisionRejected, flow.ReasonLabel(reason))
 		r.byReason[reason] = c
 	}
 	return c

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate/controlpoint/classifier"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // Explanation says what the engine would do with a flow and why, without
@@ -64,7 +65,7 @@ func (e *Engine) Explain(ctx context.Context, now time.Time, req *Request) *Expl
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	x := &Explanation{ControlPoint: req.ControlPoint, Labels: labels, Accepted: true, Reason: reasonLabel(ReasonNone),
+	x := &Explanation{ControlPoint: req.ControlPoint, Labels: labels, Accepted: true, Reason: flow.ReasonLabel(ReasonNone),
 		Classifiers: []ExplainedClassifier{}, FluxMeters: []string{}, Components: []ExplainedComponent{}}
 	pt := e.snap.Load().points[req.ControlPoint]
 	if pt == nil {
@@ -111,7 +112,7 @@ func (e *Engine) Explain(ctx context.Context, now time.Time, req *Request) *Expl
 			ec.WouldReject, ec.PassThrough, ec.LimitKey = ld.Dropped, ld.PassThrough, ld.LimitKey
 			ec.Remaining, ec.Limit, ec.WaitSeconds = ld.Remaining, ld.Limit, ld.Wait.Seconds()
 			if ld.Dropped {
-				ec.Reason = reasonLabel(ld.Reason)
+				ec.Reason = flow.ReasonLabel(ld.Reason)
 				if !ld.DryRun && x.Accepted {
 					x.Accepted, x.Reason = false, ec.Reason
 				}

@@ -9,17 +9,19 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
-// Span attributes FluxGate reads. Document changes in the README.
+// Span attributes FluxGate reads; they are defined with the rest of the
+// flow vocabulary in controlpoint/flow, which the SDK shares.
 const (
-	AttrControlPoint   = "fluxgate.control_point"
-	AttrFluxMeters     = "fluxgate.flux_meters"
-	AttrDecisionType   = "fluxgate.decision_type"
-	AttrHTTPStatus     = "http.response.status_code"
-	AttrHTTPStatusOld  = "http.status_code"
-	AttrWorkloadMillis = policies.DefaultAttributeKey // "workload_duration_ms"
+	AttrControlPoint   = flow.AttrControlPoint
+	AttrFluxMeters     = flow.AttrFluxMeters
+	AttrDecisionType   = flow.AttrDecisionType
+	AttrHTTPStatus     = flow.AttrHTTPStatus
+	AttrHTTPStatusOld  = flow.AttrHTTPStatusOld
+	AttrWorkloadMillis = flow.AttrWorkloadMillis
 )
 
 // Matcher finds the flux meters whose selectors match a flow, for spans
@@ -325,18 +327,8 @@ func (p *Processor) Names() []string {
 	return out
 }
 
-// Flow is one finished flow reported in process: what a flow span carries
-// (see the span attributes above), for a control point that runs in the
-// agent's own process and so need not encode, send and decode a span.
-type Flow struct {
-	ControlPoint string
-	// FluxMeters are the meters the decision named (fluxgate.flux_meters).
-	FluxMeters     []string
-	Rejected       bool
-	Status         int     // HTTP status; 0 for none
-	WorkloadMillis float64 // workload_duration_ms
-	Method, Target string  // http.method, http.target
-}
+// Flow is one finished flow reported in process (flow.Record).
+type Flow = flow.Record
 
 // Observe records f on the meters it names, as Consume records a span with
 // the same attributes. It counts in fluxgate_fluxmeter_spans_total.

@@ -347,3 +347,11 @@ func TestObserveMatchesConsume(t *testing.T) {
 		t.Errorf("flows gave\n%sspans gave\n%s", got, want)
 	}
 }
+
+// The span attribute a flux meter measures by default is the one flows
+// carry their workload's duration in.
+func TestDefaultAttributeIsTheWorkloadDuration(t *testing.T) {
+	if AttrWorkloadMillis != policies.DefaultAttributeKey {
+		t.Fatalf("flow spans carry %q, flux meters measure %q by default", AttrWorkloadMillis, policies.DefaultAttributeKey)
+	}
+}

@@ -21,9 +21,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // The fast engine serves plain HTTP/1.1 clients on fasthttp, with pooled
@@ -138,7 +138,7 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 			inflight.Dec()
 		}
 	}()
-	fl := &flow{route: rt}
+	fl := &proxied{route: rt}
 	finish := g.serveFastRoute(ctx, rt, fl, method)
 	status := ctx.Response.StatusCode()
 	done := func(failed, gone bool) {
@@ -170,7 +170,7 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 // serveFastRoute checks the request at the route's control point, when
 // the gateway has a checker, and forwards it if admitted. It returns what
 // is left to do once the response body has been relayed, or nil.
-func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string) (finish func(failed, gone bool)) {
+func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, method string) (finish func(failed, gone bool)) {
 	if g.opts.Checker == nil {
 		return g.forwardFast(ctx, rt, fl, method, nil)
 	}
@@ -193,8 +193,8 @@ func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, 
 	}
 	start := time.Now()
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		controlpoint.SetDecisionHeaders(&ctx.Response.Header, resp)
-		fastResponder{ctx: ctx}.json(controlpoint.DeniedStatus(resp), client.Denial(resp))
+		flow.SetDecisionHeaders(&ctx.Response.Header, resp)
+		fastResponder{ctx: ctx}.json(flow.DeniedStatus(resp), client.Denial(resp))
 		record(start, start) // a rejected flow runs no workload
 		return nil
 	}
@@ -213,7 +213,7 @@ func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *flow, 
 // is the control point's decision, whose headers the answer carries.
 // leave records the outcome with the group once the response body has
 // been relayed; it is nil when the breaker turned the request away.
-func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, method string, decided *pb.CheckResponse) (leave func(failed, gone bool)) {
+func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, method string, decided *pb.CheckResponse) (leave func(failed, gone bool)) {
 	u := rt.choose(fastRequest{ctx})
 	fl.upstream = u
 	rs := fastResponder{ctx: ctx, decided: decided}
@@ -273,7 +273,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *flow, met
 		}
 		cleanInbound(&ctx.Response.Header)
 		if decided != nil {
-			controlpoint.SetDecisionHeaders(&ctx.Response.Header, decided)
+			flow.SetDecisionHeaders(&ctx.Response.Header, decided)
 		}
 	}
 	// A client that stopped sending its body says nothing of the target.
@@ -451,7 +451,7 @@ func connectionListed(v []byte) []string {
 }
 
 // fastLabels are the flow labels of a request: those
-// controlpoint.RequestLabels gives a net/http request, plus the route.
+// flow.RequestLabels gives a net/http request, plus the route.
 func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]string {
 	h := &ctx.Request.Header
 	labels := make(map[string]string, h.Len()+6)
@@ -459,10 +459,10 @@ func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]s
 		if strings.EqualFold(b2s(k), "Host") {
 			continue // net/http keeps it out of the header too; it is http.host
 		}
-		controlpoint.AddHeaderLabel(labels, string(k), string(v))
+		flow.AddHeaderLabel(labels, string(k), string(v))
 	}
-	controlpoint.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
-	controlpoint.SetClientAddress(labels, ctx.RemoteIP().String())
+	flow.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
+	flow.SetClientAddress(labels, ctx.RemoteIP().String())
 	labels[LabelRouteID] = rt.id
 	return labels
 }
@@ -502,7 +502,7 @@ func (f fastResponder) reject(status int, reason string, retryAfter int64, body 
 	f.ctx.Response.Reset() // a failed attempt may have left a partial response
 	h := &f.ctx.Response.Header
 	if f.decided != nil {
-		controlpoint.SetDecisionHeaders(h, f.decided)
+		flow.SetDecisionHeaders(h, f.decided)
 	}
 	setReason(h, reason)
 	if retryAfter > 0 {

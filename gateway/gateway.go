@@ -22,9 +22,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fluxgate/fluxgate/agent"
-	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -33,7 +33,7 @@ type Options struct {
 	// Config is the gateway section of fluxgate.yaml.
 	Config agent.GatewayConfig
 	// Checker decides at each route's control point; use
-	// client.NewLocal(agent.Engine()). Nil admits every request.
+	// controlpoint.NewLocalChecker(agent.Engine()). Nil admits every request.
 	Checker client.Checker
 	// Tracer receives a flow span per checked request (see
 	// client.MiddlewareOptions.Tracer). Nil records none.
@@ -359,7 +359,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	inflight := rt.series.started(r.Method)
-	fl := &flow{route: rt}
+	fl := &proxied{route: rt}
 	rec := &recorder{ResponseWriter: w}
 	fl.rec = rec
 	// Deferred: a body that fails mid-way ends the handler with
@@ -615,7 +615,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // setReason explains a gateway rejection like a control point's.
-func setReason(h controlpoint.HeaderSetter, reason string) {
-	h.Set(controlpoint.HeaderDecision, "rejected")
-	h.Set(controlpoint.HeaderReason, reason)
+func setReason(h flow.HeaderSetter, reason string) {
+	h.Set(flow.HeaderDecision, "rejected")
+	h.Set(flow.HeaderReason, reason)
 }

@@ -18,8 +18,8 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 )
 
-// flow is what one proxied request carries through the handler chain.
-type flow struct {
+// proxied is what one proxied request carries through the handler chain.
+type proxied struct {
 	route    *route
 	upstream *upstream              // set by forward
 	host     atomic.Pointer[string] // target of the last attempt
@@ -33,8 +33,8 @@ type flow struct {
 
 type flowKey struct{}
 
-func flowFrom(ctx context.Context) *flow {
-	f, _ := ctx.Value(flowKey{}).(*flow)
+func flowFrom(ctx context.Context) *proxied {
+	f, _ := ctx.Value(flowKey{}).(*proxied)
 	return f
 }
 
@@ -180,7 +180,7 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // unless because the client left (ctx, the client's request, is done).
 type targetBody struct {
 	io.ReadCloser
-	fl  *flow
+	fl  *proxied
 	ctx context.Context
 }
 
@@ -198,7 +198,7 @@ func (b *targetBody) Read(p []byte) (int, error) {
 // request is retryable, attempts are left and the retry budget allows.
 // It records every attempt with its target and returns the last error,
 // also kept in fl.err.
-func (g *Gateway) try(u *upstream, fl *flow, retryable bool, clientGone func() bool, send func(*target) (int, error)) error {
+func (g *Gateway) try(u *upstream, fl *proxied, retryable bool, clientGone func() bool, send func(*target) (int, error)) error {
 	var tried []*target
 	var last error
 	for attempt := 0; ; attempt++ {
@@ -308,7 +308,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 
 // upstreamError answers a request whose upstream could not be reached:
 // 504 on a timeout, 503 when no target is left, 502 otherwise.
-func (g *Gateway) upstreamError(rs responder, fl *flow, err error) {
+func (g *Gateway) upstreamError(rs responder, fl *proxied, err error) {
 	status, reason := http.StatusBadGateway, "upstream_unavailable"
 	switch {
 	case errors.Is(err, errNoTarget):

@@ -18,7 +18,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/certs"
-	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -132,7 +132,7 @@ func (s *Service) Start(ctx context.Context) error {
 	opts := Options{
 		UpstreamTLSConfig: upTLS,
 		Config:            cfg,
-		Checker:           client.NewLocal(s.agent.Engine()),
+		Checker:           controlpoint.NewLocalChecker(s.agent.Engine()),
 		Registerer:        s.agent.Registry(),
 		Logger:            s.logger,
 		Flows:             s.agent.FluxMeters(), // flows straight to the flux meters, no span round trip

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate/agent"
-	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -235,9 +235,9 @@ func keyLabel(extractor string) string {
 	kind, arg, _ := strings.Cut(extractor, ".")
 	switch kind {
 	case "header":
-		return controlpoint.HeaderLabel(arg)
+		return flow.HeaderLabel(arg)
 	case "ip":
-		return controlpoint.LabelSourceAddress
+		return flow.LabelSourceAddress
 	case "label":
 		return arg
 	}

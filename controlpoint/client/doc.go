@@ -42,7 +42,7 @@
 // Middleware (net/http) and UnaryServerInterceptor (gRPC) turn a request
 // into flow labels, check it at a control point ("ingress" by default)
 // with the request's own context, and answer a rejection themselves:
-// HTTP with controlpoint.DeniedStatus, the decision headers
+// HTTP with flow.DeniedStatus, the decision headers
 // (X-FluxGate-*, Retry-After, RateLimit-*) and a JSON body; gRPC with
 // ResourceExhausted, PermissionDenied or Unavailable and the same facts in
 // trailer metadata. An admitted request reaches the next handler with the

@@ -55,7 +55,7 @@ func engine() *controlpoint.Engine {
 // Middleware in front of a handler, deciding with an in-process engine.
 // The flow labels come from the request (here the baggage header).
 func ExampleMiddleware() {
-	limit := client.Middleware(client.NewLocal(engine()), client.MiddlewareOptions{})
+	limit := client.Middleware(controlpoint.NewLocalChecker(engine()), client.MiddlewareOptions{})
 	h := limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello\n")
 	}))
@@ -94,7 +94,7 @@ func ExampleNewRemote() {
 		log.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterFlowControlServiceServer(srv, &agent{c: client.NewLocal(engine())})
+	pb.RegisterFlowControlServiceServer(srv, &agent{c: controlpoint.NewLocalChecker(engine())})
 	go func() { _ = srv.Serve(lis) }() // returns when srv stops
 
 	// One connection, opened now and shared by every check.

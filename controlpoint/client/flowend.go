@@ -11,8 +11,8 @@ import (
 // A CheckResponse with a nonzero flow_id holds a slot of an
 // adaptive_concurrency component until EndFlow is called with that id:
 // the component frees the slot and learns the flow's latency. failed
-// marks an error or a 5xx from the service. Local, Remote and Guard are
-// FlowEnders; Middleware, the gRPC interceptor and the built-in gateway
+// marks an error or a 5xx from the service. Remote, Guard and
+// controlpoint.LocalChecker are FlowEnders; Middleware, the gRPC interceptor and the built-in gateway
 // call EndFlow themselves.
 type FlowEnder interface {
 	EndFlow(ctx context.Context, id uint64, failed bool) error
@@ -36,12 +36,6 @@ func EndFlow(c Checker, resp *pb.CheckResponse, failed bool) {
 		defer cancel()
 		_ = fe.EndFlow(ctx, id, failed)
 	}
-}
-
-// EndFlow reports the end of flow id to the engine, at the current time.
-func (l *Local) EndFlow(_ context.Context, id uint64, failed bool) error {
-	l.e.EndFlow(l.now(), id, failed)
-	return nil
 }
 
 // EndFlow reports the end of flow id to the agent.

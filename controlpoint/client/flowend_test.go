@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -34,7 +35,7 @@ func TestMiddlewareEndsFlows(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	block := false
-	h := Middleware(NewLocal(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := Middleware(controlpoint.NewLocalChecker(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		b := block
 		mu.Unlock()
@@ -89,7 +90,7 @@ func TestMiddlewareEndsFlows(t *testing.T) {
 // TestInterceptorEndsFlows: the gRPC interceptor reports each call's end.
 func TestInterceptorEndsFlows(t *testing.T) {
 	e := newEngine(t, oneSlot)
-	ic := UnaryServerInterceptor(NewLocal(e), InterceptorOptions{})
+	ic := UnaryServerInterceptor(controlpoint.NewLocalChecker(e), InterceptorOptions{})
 	info := &grpc.UnaryServerInfo{FullMethod: "/svc/M"}
 	for i := 0; i < 3; i++ {
 		_, err := ic(context.Background(), nil, info, func(ctx context.Context, _ any) (any, error) {
@@ -107,7 +108,7 @@ func TestInterceptorEndsFlows(t *testing.T) {
 // TestGuardPassesFlowEnds: a Guard around a Local passes EndFlow on.
 func TestGuardPassesFlowEnds(t *testing.T) {
 	e := newEngine(t, oneSlot)
-	g, err := NewGuard(NewLocal(e), GuardOptions{})
+	g, err := NewGuard(controlpoint.NewLocalChecker(e), GuardOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

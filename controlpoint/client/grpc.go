@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // Flow label keys of gRPC flows.
@@ -109,7 +109,7 @@ func rpcLabels(ctx context.Context, fullMethod string) map[string]string {
 
 // rejectCall sets the trailer of a rejected call and returns its status.
 func rejectCall(ctx context.Context, resp *pb.CheckResponse) error {
-	reason := controlpoint.ReasonLabel(resp.GetRejectReason())
+	reason := flow.ReasonLabel(resp.GetRejectReason())
 	md := metadata.Pairs(TrailerDecision, "rejected", TrailerReason, reason)
 	msg := "fluxgate: " + reason
 	if l := rejector(resp); l != nil {

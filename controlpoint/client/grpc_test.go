@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -77,7 +78,7 @@ func callAs(t *testing.T, hc healthpb.HealthClient, user string) (metadata.MD, e
 }
 
 func TestInterceptorResourceExhaustedAfterLimit(t *testing.T) {
-	hc := serveHealth(t, NewLocal(newEngine(t, rpcLimit)), InterceptorOptions{})
+	hc := serveHealth(t, controlpoint.NewLocalChecker(newEngine(t, rpcLimit)), InterceptorOptions{})
 	for i := range 5 {
 		if _, err := callAs(t, hc, "alice"); err != nil {
 			t.Fatalf("call %d: %v", i+1, err)
@@ -107,7 +108,7 @@ func TestInterceptorResourceExhaustedAfterLimit(t *testing.T) {
 
 func TestInterceptorRejectionCodes(t *testing.T) {
 	t.Run("not sampled", func(t *testing.T) {
-		hc := serveHealth(t, NewLocal(newEngine(t, sampleNone)), InterceptorOptions{})
+		hc := serveHealth(t, controlpoint.NewLocalChecker(newEngine(t, sampleNone)), InterceptorOptions{})
 		trailer, err := callAs(t, hc, "alice")
 		if status.Code(err) != codes.PermissionDenied || trailer.Get(TrailerReason)[0] != "not_sampled" {
 			t.Fatalf("err %v, trailer %v; want PermissionDenied, not_sampled", err, trailer)

@@ -9,9 +9,8 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
-	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // DefaultControlPoint is the control point of the adapters unless their
@@ -23,7 +22,7 @@ type MiddlewareOptions struct {
 	// ControlPoint names where the check happens. Default "ingress".
 	ControlPoint string
 	// Labels returns extra flow labels for r, added over those of
-	// controlpoint.RequestLabels (method, target, host, scheme, headers,
+	// flow.RequestLabels (method, target, host, scheme, headers,
 	// baggage, source address). Nil means none.
 	Labels func(r *http.Request) map[string]string
 	// Tokens returns the cost of r. Nil means 1.
@@ -42,7 +41,7 @@ type MiddlewareOptions struct {
 
 // FlowObserver takes finished flows in process; *fluxmeter.Processor is one.
 type FlowObserver interface {
-	Observe(fluxmeter.Flow)
+	Observe(flow.Record)
 }
 
 // Recording reports whether Record records anything.
@@ -55,7 +54,7 @@ func (o MiddlewareOptions) Recording() bool { return o.Flows != nil || o.Tracer 
 func (o MiddlewareOptions) Record(ctx context.Context, method, path, target string, resp *pb.CheckResponse, status int, start, end time.Time) {
 	switch {
 	case o.Flows != nil:
-		o.Flows.Observe(fluxmeter.Flow{
+		o.Flows.Observe(flow.Record{
 			ControlPoint: o.ControlPoint, FluxMeters: resp.GetFluxMeterNames(),
 			Rejected: resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED,
 			Status:   status, WorkloadMillis: float64(end.Sub(start)) / 1e6,
@@ -70,8 +69,8 @@ func (o MiddlewareOptions) Record(ctx context.Context, method, path, target stri
 //
 // The check uses r.Context(), so a client that disconnects cancels it;
 // then nothing is written. A rejected request gets
-// controlpoint.DeniedStatus (429 rate limited, 403 not sampled, 503 failed
-// closed), the decision headers of controlpoint.SetDecisionHeaders and a
+// flow.DeniedStatus (429 rate limited, 403 not sampled, 503 failed
+// closed), the decision headers of flow.SetDecisionHeaders and a
 // JSON body:
 //
 //	{"error":"rate_limited","policy":"default/per-user-limit","retry_after_seconds":12}
@@ -85,7 +84,7 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			labels := controlpoint.RequestLabels(r)
+			labels := flow.RequestLabels(r)
 			if opts.Labels != nil {
 				for k, v := range opts.Labels(r) {
 					labels[k] = v
@@ -104,9 +103,9 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
 				return
 			}
-			controlpoint.SetDecisionHeaders(w.Header(), resp)
+			flow.SetDecisionHeaders(w.Header(), resp)
 			if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-				status := controlpoint.DeniedStatus(resp)
+				status := flow.DeniedStatus(resp)
 				writeJSON(w, status, Denial(resp))
 				if opts.Recording() {
 					now := time.Now()
@@ -152,7 +151,7 @@ type DeniedBody struct {
 
 // Denial is the body that answers a request resp rejected.
 func Denial(resp *pb.CheckResponse) DeniedBody {
-	b := DeniedBody{Error: controlpoint.ReasonLabel(resp.GetRejectReason())}
+	b := DeniedBody{Error: flow.ReasonLabel(resp.GetRejectReason())}
 	if l := rejector(resp); l != nil {
 		b.Policy = l.GetPolicyNamespace() + "/" + l.GetPolicyName()
 	}
@@ -163,7 +162,7 @@ func Denial(resp *pb.CheckResponse) DeniedBody {
 }
 
 // rejector returns the limiter decision that rejected the flow, as
-// controlpoint.SetDecisionHeaders picks it, or nil.
+// flow.SetDecisionHeaders picks it, or nil.
 func rejector(resp *pb.CheckResponse) *pb.LimiterDecision {
 	for _, l := range resp.GetLimiterDecisions() {
 		if l.GetDropped() && !l.GetDryRun() {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 )
@@ -25,7 +26,7 @@ func TestMiddlewareLocalAdmitsFiveThen429(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})
-	h := Middleware(NewLocal(e), MiddlewareOptions{
+	h := Middleware(controlpoint.NewLocalChecker(e), MiddlewareOptions{
 		Labels: func(r *http.Request) map[string]string {
 			return map[string]string{"user": r.Header.Get("X-User")}
 		},
@@ -37,7 +38,7 @@ func TestMiddlewareLocalAdmitsFiveThen429(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", srv.URL+"/items", nil)
 		req.Header.Set("X-User", user)
-		req.Header.Set("Baggage", "tier="+tier) // labels from baggage, via controlpoint.RequestLabels
+		req.Header.Set("Baggage", "tier="+tier) // labels from baggage, via flow.RequestLabels
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -102,7 +103,7 @@ func TestMiddlewareFluxMetersInContext(t *testing.T) {
 `
 	e := newEngine(t, withMeter)
 	var got []string
-	h := Middleware(NewLocal(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := Middleware(controlpoint.NewLocalChecker(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got = FromContext(r.Context()).GetFluxMeterNames()
 	}))
 	rec := httptest.NewRecorder()
@@ -216,7 +217,7 @@ spec:
             parameters: {limit_by_label_key: user, interval: 1s}
 `
 	e := newEngine(b, roomy)
-	h := Middleware(NewLocal(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := Middleware(controlpoint.NewLocalChecker(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	req := httptest.NewRequest("GET", "/items/42?page=2", nil)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -23,8 +24,8 @@ func summary(r *pb.CheckResponse) string {
 }
 
 func TestRemoteAgreesWithLocal(t *testing.T) {
-	local := NewLocal(newEngine(t, perUserLimit))
-	remote := newRemote(t, startAgent(t, NewLocal(newEngine(t, perUserLimit))))
+	local := controlpoint.NewLocalChecker(newEngine(t, perUserLimit))
+	remote := newRemote(t, startAgent(t, controlpoint.NewLocalChecker(newEngine(t, perUserLimit))))
 	flows := []map[string]string{}
 	for range 7 {
 		flows = append(flows, freeUser("alice"))
@@ -51,8 +52,8 @@ func TestRemoteAgreesWithLocal(t *testing.T) {
 }
 
 func TestCheckersRefuseMalformedRequests(t *testing.T) {
-	local := NewLocal(newEngine(t))
-	remote := newRemote(t, startAgent(t, NewLocal(newEngine(t))))
+	local := controlpoint.NewLocalChecker(newEngine(t))
+	remote := newRemote(t, startAgent(t, controlpoint.NewLocalChecker(newEngine(t))))
 	for _, c := range []Checker{local, remote} {
 		if _, err := c.Check(context.Background(), &pb.CheckRequest{}); err == nil || !strings.Contains(err.Error(), "control_point is required") {
 			t.Fatalf("%T: err = %v", c, err)
@@ -63,7 +64,7 @@ func TestCheckersRefuseMalformedRequests(t *testing.T) {
 func TestLocalHonoursDoneContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := NewLocal(newEngine(t)).Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"}); !errors.Is(err, context.Canceled) {
+	if _, err := controlpoint.NewLocalChecker(newEngine(t)).Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
-	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // SpanOptions configures NewSpanEmitter.
@@ -265,11 +265,11 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 func FlowSpan(tr trace.Tracer, ctx context.Context, method, path, target, cp string, resp *pb.CheckResponse, status int, start, end time.Time) {
 	_, sp := tr.Start(ctx, method+" "+path, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindServer))
 	sp.SetAttributes(
-		attribute.String(fluxmeter.AttrControlPoint, cp),
-		attribute.StringSlice(fluxmeter.AttrFluxMeters, resp.GetFluxMeterNames()),
-		attribute.String(fluxmeter.AttrDecisionType, resp.GetDecisionType().String()),
-		attribute.Int(fluxmeter.AttrHTTPStatus, status),
-		attribute.Float64(fluxmeter.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
+		attribute.String(flow.AttrControlPoint, cp),
+		attribute.StringSlice(flow.AttrFluxMeters, resp.GetFluxMeterNames()),
+		attribute.String(flow.AttrDecisionType, resp.GetDecisionType().String()),
+		attribute.Int(flow.AttrHTTPStatus, status),
+		attribute.Float64(flow.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
 		attribute.String("http.target", target),
 		attribute.String("http.method", method),
 		attribute.String("url.path", path),

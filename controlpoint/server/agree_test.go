@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // outcome is what a client of any adapter learns about a decision.
@@ -33,7 +33,7 @@ func outcomeOfProto(resp *pb.CheckResponse) outcome {
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED {
 		return outcome{Accepted: true, Status: http.StatusOK}
 	}
-	o := outcome{Status: controlpoint.DeniedStatus(resp), Reason: controlpoint.ReasonLabel(resp.GetRejectReason())}
+	o := outcome{Status: flow.DeniedStatus(resp), Reason: flow.ReasonLabel(resp.GetRejectReason())}
 	for _, l := range resp.GetLimiterDecisions() {
 		if l.GetDropped() && !l.GetDryRun() {
 			o.Policy, o.Component = l.GetPolicyNamespace()+"/"+l.GetPolicyName(), l.GetComponentId()
@@ -51,8 +51,8 @@ func outcomeOfHeaders(code int, h http.Header) outcome {
 	if code == http.StatusOK {
 		return outcome{Accepted: true, Status: code}
 	}
-	return outcome{Status: code, Reason: h.Get(controlpoint.HeaderReason), Policy: h.Get(controlpoint.HeaderPolicy),
-		Component: h.Get(controlpoint.HeaderComponent), RetryAfter: h.Get("Retry-After")}
+	return outcome{Status: code, Reason: h.Get(flow.HeaderReason), Policy: h.Get(flow.HeaderPolicy),
+		Component: h.Get(flow.HeaderComponent), RetryAfter: h.Get("Retry-After")}
 }
 
 func envoyHeaders(opts []*corev3.HeaderValueOption) http.Header {
@@ -63,14 +63,14 @@ func envoyHeaders(opts []*corev3.HeaderValueOption) http.Header {
 	return h
 }
 
-// flow is one request in the agreement table, as an HTTP request.
-type flow struct {
+// tableFlow is one request in the agreement table, as an HTTP request.
+type tableFlow struct {
 	at         time.Duration // since t0
 	user, tier string
 	want       outcome
 }
 
-func (f flow) headers() map[string]string {
+func (f tableFlow) headers() map[string]string {
 	h := map[string]string{}
 	if f.user != "" {
 		h["X-User"] = f.user
@@ -83,10 +83,10 @@ func (f flow) headers() map[string]string {
 
 // The labels an HTTP adapter would build, for the adapters that take
 // labels directly.
-func (f flow) labels() map[string]string {
+func (f tableFlow) labels() map[string]string {
 	l := map[string]string{"http.method": "GET", "http.target": "/orders?page=2", "http.host": "shop.example", "http.scheme": "http"}
 	for k, v := range f.headers() {
-		l[controlpoint.HeaderLabel(k)] = v
+		l[flow.HeaderLabel(k)] = v
 	}
 	return l
 }
@@ -97,7 +97,7 @@ func TestAdaptersAgree(t *testing.T) {
 	limited := func(retry string) outcome {
 		return outcome{Status: 429, Reason: "rate_limited", Policy: "default/per-user-limit", Component: "0", RetryAfter: retry}
 	}
-	flows := []flow{
+	flows := []tableFlow{
 		{at: 0, user: "alice", tier: "free", want: accepted},
 		{at: 1 * ms, user: "alice", tier: "free", want: accepted},
 		{at: 2 * ms, user: "alice", tier: "free", want: accepted},
@@ -113,11 +113,11 @@ func TestAdaptersAgree(t *testing.T) {
 		{at: 13 * time.Second, want: accepted}, // no user, no tier: nothing matches
 	}
 
-	adapters := map[string]func(t *testing.T) func(flow) outcome{
-		"grpc": func(t *testing.T) func(flow) outcome {
+	adapters := map[string]func(t *testing.T) func(tableFlow) outcome{
+		"grpc": func(t *testing.T) func(tableFlow) outcome {
 			s, c := newTestServer(t, perUserLimit)
 			client := pb.NewFlowControlServiceClient(dialGRPC(t, s))
-			return func(f flow) outcome {
+			return func(f tableFlow) outcome {
 				c.t = t0.Add(f.at)
 				resp, err := client.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress", Labels: f.labels()})
 				if err != nil {
@@ -126,9 +126,9 @@ func TestAdaptersAgree(t *testing.T) {
 				return outcomeOfProto(resp)
 			}
 		},
-		"json": func(t *testing.T) func(flow) outcome {
+		"json": func(t *testing.T) func(tableFlow) outcome {
 			s, c := newTestServer(t, perUserLimit)
-			return func(f flow) outcome {
+			return func(f tableFlow) outcome {
 				c.t = t0.Add(f.at)
 				body, _ := json.Marshal(map[string]any{"control_point": "ingress", "labels": f.labels()})
 				w := serve(s, "POST", "/v1/check", string(body), http.Header{"Content-Type": {"application/json"}})
@@ -142,10 +142,10 @@ func TestAdaptersAgree(t *testing.T) {
 				return outcomeOfProto(&resp)
 			}
 		},
-		"ext_authz": func(t *testing.T) func(flow) outcome {
+		"ext_authz": func(t *testing.T) func(tableFlow) outcome {
 			s, c := newTestServer(t, perUserLimit)
 			client := authv3.NewAuthorizationClient(dialGRPC(t, s))
-			return func(f flow) outcome {
+			return func(f tableFlow) outcome {
 				c.t = t0.Add(f.at)
 				h := map[string]string{":authority": "shop.example", ":path": "/orders?page=2", ":method": "GET"}
 				for k, v := range f.headers() {
@@ -169,9 +169,9 @@ func TestAdaptersAgree(t *testing.T) {
 				return outcomeOfHeaders(int(d.GetStatus().GetCode()), envoyHeaders(d.GetHeaders()))
 			}
 		},
-		"auth_request": func(t *testing.T) func(flow) outcome {
+		"auth_request": func(t *testing.T) func(tableFlow) outcome {
 			s, c := newTestServer(t, perUserLimit)
-			return func(f flow) outcome {
+			return func(f tableFlow) outcome {
 				c.t = t0.Add(f.at)
 				h := http.Header{"X-Original-Uri": {"/orders?page=2"}, "X-Original-Method": {"GET"}, "X-Original-Host": {"shop.example"}}
 				for k, v := range f.headers() {

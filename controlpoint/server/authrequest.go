@@ -12,6 +12,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // Request headers that describe the original request to the auth_request
@@ -100,7 +101,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 			header[k] = v
 		}
 	}
-	labels := controlpoint.HTTPLabels(method, target, host, scheme, header)
+	labels := flow.HTTPLabels(method, target, host, scheme, header)
 	src := strings.TrimSpace(h.Get("X-Real-IP"))
 	if src == "" {
 		src = firstHop(h.Get("X-Forwarded-For"))
@@ -109,7 +110,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 		if ip, _, err := net.SplitHostPort(src); err == nil {
 			src = ip
 		}
-		controlpoint.SetClientAddress(labels, src)
+		flow.SetClientAddress(labels, src)
 	}
 	cp := strings.TrimSpace(h.Get(HeaderControlPoint))
 	if cp == "" {
@@ -144,10 +145,10 @@ func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 	baggage := strings.Join(r.Header.Values("Baggage"), ",")
 	resp := s.check(r.Context(), &req)
 	h := w.Header()
-	controlpoint.SetDecisionHeaders(h, resp)
+	flow.SetDecisionHeaders(h, resp)
 	h.Set("Cache-Control", "no-store")
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		w.WriteHeader(controlpoint.DeniedStatus(resp))
+		w.WriteHeader(flow.DeniedStatus(resp))
 		return
 	}
 	if b := mergeBaggage(baggage, classifierLabels(resp)); b != "" {

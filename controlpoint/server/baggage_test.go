@@ -3,7 +3,7 @@ package server
 import (
 	"testing"
 
-	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 func TestMergeBaggage(t *testing.T) {
@@ -27,7 +27,7 @@ func TestMergeBaggage(t *testing.T) {
 	// What mergeBaggage writes, ParseBaggage reads back.
 	add := map[string]string{"k": "a b,c;d=e%f\"g\\ ü"}
 	got := map[string]string{}
-	controlpoint.ParseBaggage(mergeBaggage("", add), got)
+	flow.ParseBaggage(mergeBaggage("", add), got)
 	if got["k"] != add["k"] {
 		t.Fatalf("round trip = %q", got["k"])
 	}

@@ -22,7 +22,7 @@
 //     X-Forwarded-Uri/-Method/-Host of other forward-auth proxies),
 //     X-Forwarded-Proto and X-Real-IP / X-Forwarded-For. The control point
 //     is X-FluxGate-Control-Point (default "ingress"). 200 admits; a
-//     rejection answers controlpoint.DeniedStatus (429, 403 or 503). Both
+//     rejection answers flow.DeniedStatus (429, 403 or 503). Both
 //     carry the decision headers for nginx to copy onto its response.
 //   - POST /v1/explain and GET /v1/controlpoints (RegisterHTTP), which show
 //     what the engine would decide and which control points it has seen.

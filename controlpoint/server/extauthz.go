@@ -17,6 +17,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // ContextExtensionControlPoint is the ext_authz context extension that
@@ -48,8 +49,8 @@ func (a authorization) Check(ctx context.Context, in *authv3.CheckRequest) (*aut
 		return deniedResponse(resp), nil
 	}
 	h := http.Header{}
-	controlpoint.SetDecisionHeaders(h, resp)
-	up := []*corev3.HeaderValueOption{setHeader(controlpoint.HeaderDecision, h.Get(controlpoint.HeaderDecision))}
+	flow.SetDecisionHeaders(h, resp)
+	up := []*corev3.HeaderValueOption{setHeader(flow.HeaderDecision, h.Get(flow.HeaderDecision))}
 	if labels := classifierLabels(resp); len(labels) > 0 {
 		up = append(up, setHeader("baggage", mergeBaggage(baggage, labels)))
 	}
@@ -90,9 +91,9 @@ func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
 			add(hv.GetKey(), v)
 		}
 	}
-	labels := controlpoint.HTTPLabels(hr.GetMethod(), hr.GetPath(), hr.GetHost(), hr.GetScheme(), header)
+	labels := flow.HTTPLabels(hr.GetMethod(), hr.GetPath(), hr.GetHost(), hr.GetScheme(), header)
 	if addr := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(); addr != "" {
-		controlpoint.SetClientAddress(labels, addr)
+		flow.SetClientAddress(labels, addr)
 	}
 	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: true}, strings.Join(header.Values("Baggage"), ",")
 }
@@ -108,14 +109,14 @@ type deniedBody struct {
 
 func deniedResponse(resp *pb.CheckResponse) *authv3.CheckResponse {
 	h := http.Header{}
-	controlpoint.SetDecisionHeaders(h, resp)
+	flow.SetDecisionHeaders(h, resp)
 	h.Set("Content-Type", "application/json")
-	reason := controlpoint.ReasonLabel(resp.GetRejectReason())
+	reason := flow.ReasonLabel(resp.GetRejectReason())
 	body, _ := json.Marshal(deniedBody{
 		Error:             "request rejected by flow control: " + reason,
 		Reason:            reason,
-		Policy:            h.Get(controlpoint.HeaderPolicy),
-		Component:         h.Get(controlpoint.HeaderComponent),
+		Policy:            h.Get(flow.HeaderPolicy),
+		Component:         h.Get(flow.HeaderComponent),
 		RetryAfterSeconds: h.Get("Retry-After"),
 	})
 	code := codes.PermissionDenied
@@ -125,7 +126,7 @@ func deniedResponse(resp *pb.CheckResponse) *authv3.CheckResponse {
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code), Message: "fluxgate: rejected: " + reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(controlpoint.DeniedStatus(resp))},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(flow.DeniedStatus(resp))},
 			Headers: headerOptions(h),
 			Body:    string(body) + "\n",
 		}},

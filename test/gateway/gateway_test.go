@@ -10,7 +10,6 @@ import (
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint"
-	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -262,7 +261,7 @@ func TestRateLimitAtControlPoint(t *testing.T) {
 		cfg := oneRoute(agent.UpstreamConfig{Name: "checkout", Targets: targets(b)})
 		cfg.Routes[0].ID = "checkout"
 		cfg.Routes[0].ControlPoint = "ingress"
-		h := start(t, engine, cfg, client.NewLocal(e))
+		h := start(t, engine, cfg, controlpoint.NewLocalChecker(e))
 		for i := range 5 {
 			if st, _ := h.get(t, "/checkout", nil); st != 200 {
 				t.Fatalf("request %d: %d, want 200", i, st)

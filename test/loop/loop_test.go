@@ -18,7 +18,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
-	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -103,7 +103,7 @@ func TestReactionToOverload(t *testing.T) {
 	a := agenttest.Start(t, agenttest.Config(t, policy))
 	ctx := context.Background()
 
-	checker := client.NewLocal(a.Engine())
+	checker := controlpoint.NewLocalChecker(a.Engine())
 	svc := &service{capacity: 100, base: 20 * time.Millisecond}
 	out := &spans{url: "http://" + a.Addr(agent.ListenerOTLPHTTP).String() + "/v1/traces"}
 	key := policies.Key{Namespace: "default", Name: "service-protection"}

@@ -46,9 +46,9 @@ func TestKeyExtractors(t *testing.T) {
 		key     string // the LimitKey the decision reports; "" = do not check
 		allowed bool
 	}
-	src := controlpoint.LabelSourceAddress
-	xff := controlpoint.HeaderLabel("X-Forwarded-For")
-	auth := controlpoint.HeaderLabel("Authorization")
+	src := flow.LabelSourceAddress
+	xff := flow.HeaderLabel("X-Forwarded-For")
+	auth := flow.HeaderLabel("Authorization")
 	cases := []struct {
 		name   string
 		params string
@@ -86,7 +86,7 @@ func TestKeyExtractors(t *testing.T) {
 		}},
 		{"api key", "key_extractor: api_key", []flow{
 			{map[string]string{auth: "Bearer tok-1"}, "", true},
-			{map[string]string{controlpoint.HeaderLabel("X-API-Key"): "tok-1"}, "", true},
+			{map[string]string{flow.HeaderLabel("X-API-Key"): "tok-1"}, "", true},
 			{map[string]string{auth: "Bearer tok-1"}, "", false},
 			{map[string]string{auth: "Bearer tok-2"}, "", true},
 		}},

@@ -1,4 +1,4 @@
-package controlpoint
+package flow
 
 import (
 	"math"
@@ -219,4 +219,25 @@ func ceilSeconds(d time.Duration) string {
 		return "0"
 	}
 	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
+}
+
+// ReasonLabel is the short, lower-case name of a reject reason
+// ("rate_limited"), as it appears in metrics, logs and the
+// X-FluxGate-Reason header.
+func ReasonLabel(r pb.RejectReason) string {
+	switch r {
+	case pb.RejectReason_REJECT_REASON_NONE:
+		return "none"
+	case pb.RejectReason_REJECT_REASON_RATE_LIMITED:
+		return "rate_limited"
+	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
+		return "not_sampled"
+	case pb.RejectReason_REJECT_REASON_NO_TOKENS:
+		return "no_tokens"
+	case pb.RejectReason_REJECT_REASON_FAILED_CLOSED:
+		return "failed_closed"
+	case pb.RejectReason_REJECT_REASON_BREAKER_OPEN:
+		return "breaker_open"
+	}
+	return "unknown"
 }
