@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -41,7 +42,7 @@ spec:
 // "unknown".
 func TestKeyExtractors(t *testing.T) {
 	srv := Start(t)
-	type flow struct {
+	type keyedFlow struct {
 		labels  map[string]string
 		key     string // the LimitKey the decision reports; "" = do not check
 		allowed bool
@@ -52,9 +53,9 @@ func TestKeyExtractors(t *testing.T) {
 	cases := []struct {
 		name   string
 		params string
-		flows  []flow
+		flows  []keyedFlow
 	}{
-		{"header", "key_extractor: header.X-Client-Id", []flow{
+		{"header", "key_extractor: header.X-Client-Id", []keyedFlow{
 			{map[string]string{"http.request.header.x_client_id": "a"}, "a", true},
 			{map[string]string{"http.request.header.x_client_id": "a"}, "a", true},
 			{map[string]string{"http.request.header.x_client_id": "a"}, "a", false},
@@ -63,28 +64,28 @@ func TestKeyExtractors(t *testing.T) {
 			{map[string]string{"other": "x"}, "unknown", true},
 			{map[string]string{}, "unknown", false},
 		}},
-		{"label", "key_extractor: label.user", []flow{
+		{"label", "key_extractor: label.user", []keyedFlow{
 			{map[string]string{"user": "u"}, "u", true},
 			{map[string]string{"user": "u"}, "u", true},
 			{map[string]string{"user": "u"}, "u", false},
 		}},
-		{"limit_by_label_key", "limit_by_label_key: user", []flow{
+		{"limit_by_label_key", "limit_by_label_key: user", []keyedFlow{
 			{map[string]string{"user": "u"}, "u", true},
 			{map[string]string{}, "unknown", true},
 		}},
-		{"ip behind one proxy", "key_extractor: ip, trusted_proxies: 1", []flow{
+		{"ip behind one proxy", "key_extractor: ip, trusted_proxies: 1", []keyedFlow{
 			{map[string]string{src: "10.0.0.1", xff: "203.0.113.9"}, "203.0.113.9", true},
 			// the same client, prepending addresses to escape its bucket
 			{map[string]string{src: "10.0.0.1", xff: "1.1.1.1, 203.0.113.9"}, "203.0.113.9", true},
 			{map[string]string{src: "10.0.0.1", xff: "9.9.9.9,8.8.8.8, 203.0.113.9"}, "203.0.113.9", false},
 			{map[string]string{src: "10.0.0.1", xff: "198.51.100.7"}, "198.51.100.7", true},
 		}},
-		{"ip direct", "key_extractor: ip", []flow{
+		{"ip direct", "key_extractor: ip", []keyedFlow{
 			{map[string]string{src: "198.51.100.7", xff: "1.1.1.1"}, "198.51.100.7", true},
 			{map[string]string{src: "198.51.100.7", xff: "2.2.2.2"}, "198.51.100.7", true},
 			{map[string]string{src: "198.51.100.7", xff: "3.3.3.3"}, "198.51.100.7", false},
 		}},
-		{"api key", "key_extractor: api_key", []flow{
+		{"api key", "key_extractor: api_key", []keyedFlow{
 			{map[string]string{auth: "Bearer tok-1"}, "", true},
 			{map[string]string{flow.HeaderLabel("X-API-Key"): "tok-1"}, "", true},
 			{map[string]string{auth: "Bearer tok-1"}, "", false},
