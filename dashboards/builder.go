@@ -7,7 +7,25 @@ type Options struct {
 	// Datasource is the default of the datasource variable: the name of a
 	// Prometheus data source in Grafana. Default "Prometheus".
 	Datasource string
+	// Blueprint names the blueprint a policy was generated from: ForPolicy
+	// tags its dashboard "blueprint:NAME" and puts Extra in a first row
+	// of that name. Empty: none.
+	Blueprint string
+	// Extra are panels of the blueprint's own (time series), before the
+	// generic ones.
+	Extra []Extra
 }
+
+// Extra is one time series panel a blueprint adds to its policy's
+// dashboard.
+type Extra struct {
+	Title, Description string
+	Unit               string // Grafana unit id: "ms", "percentunit", "reqps", "short"
+	Queries            []ExtraQuery
+}
+
+// ExtraQuery is one PromQL range query of an Extra panel.
+type ExtraQuery struct{ Expr, Legend string }
 
 // DefaultDatasource is the data source a dashboard selects unless
 // Options.Datasource names another.
