@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -52,7 +53,7 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 	if err != nil {
 		return err
 	}
-	problems, objects := 0, 0
+	problems, objects, aperture := 0, 0, 0
 	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -74,6 +75,12 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 		}
 		objects += len(docs)
 		for _, d := range docs {
+			if d.Form == policies.FormAperture {
+				aperture++
+			}
+			for _, w := range d.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), w) // a warning: the file stays valid
+			}
 			for _, msg := range compileProblems(engine, file, d) {
 				fmt.Fprintln(cmd.ErrOrStderr(), msg)
 				problems++
@@ -90,7 +97,11 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 		return &exitError{code: 1, err: fmt.Errorf("policy validate: %s in %s",
 			plural(problems, "problem"), plural(len(files), "file"))}
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "ok: %s, %s\n", plural(len(files), "file"), plural(objects, "policy"))
+	form := ""
+	if aperture > 0 {
+		form = fmt.Sprintf(" (%s)", plural(aperture, "Aperture policy"))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "ok: %s, %s%s\n", plural(len(files), "file"), plural(objects, "policy"), form)
 	return nil
 }
 
@@ -98,8 +109,8 @@ func plural(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
-	if noun == "policy" {
-		return fmt.Sprintf("%d policies", n)
+	if base, ok := strings.CutSuffix(noun, "policy"); ok {
+		return fmt.Sprintf("%d %spolicies", n, base)
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }
