@@ -289,11 +289,11 @@ func (t *apertureTranslator) logicInputs(kind string, spec *yaml.Node) {
 	if inputs != nil && !(inputs.Kind == yaml.SequenceNode && len(inputs.Content) == 0) && !strictyaml.IsNull(inputs) {
 		return
 	}
-	v := "0"
+	v := 0.0
 	if kind == "and" {
-		v = "1"
+		v = 1
 	}
-	one := seqAt(spec, mapAt(spec, "constant_signal", mapAt(spec, "value", scalarAt(spec, "!!float", v))))
+	one := seqAt(spec, mapAt(spec, "constant_signal", mapAt(spec, "value", floatNode(spec, v))))
 	switch {
 	case ins == nil || strictyaml.IsNull(ins):
 		setKey(spec, "in_ports", mapAt(spec, "inputs", one))
@@ -310,8 +310,14 @@ func scalarAt(at *yaml.Node, tag, v string) *yaml.Node {
 
 func strNode(at *yaml.Node, v string) *yaml.Node { return scalarAt(at, "!!str", v) }
 
+// floatNode is a float scalar written so that it reads back as a float
+// without an explicit tag (1.0, not 1).
 func floatNode(at *yaml.Node, f float64) *yaml.Node {
-	return scalarAt(at, "!!float", strconv.FormatFloat(f, 'g', -1, 64))
+	v := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(v, ".eIN") {
+		v += ".0"
+	}
+	return scalarAt(at, "!!float", v)
 }
 
 // mapAt builds a mapping from alternating keys (strings) and values (nodes).

@@ -21,7 +21,7 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Work with policy files",
 	}
-	cmd.AddCommand(newPolicyValidateCmd(), newPolicyGraphCmd())
+	cmd.AddCommand(newPolicyValidateCmd(), newPolicyGraphCmd(), newPolicyConvertCmd())
 	return cmd
 }
 
@@ -176,4 +176,46 @@ func newPolicyGraphCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&format, "format", "dot", "dot or mermaid")
 	return cmd
+}
+
+func newPolicyConvertCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "convert FILE",
+		Short: "Print the FluxGate-native form of the policies in FILE (Aperture policies translated)",
+		Long: "convert reads every document of FILE as validate does and prints its\n" +
+			"native form (apiVersion " + policies.APIVersion + "), documents separated by\n" +
+			"---. An Aperture policy (apiVersion " + policies.ApertureAPIVersion + ")\n" +
+			"is printed translated, its warnings on stderr; loading the output gives\n" +
+			"the same policy. A file with problems prints them and nothing else.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			docs, err := policies.Parse(args[0], data)
+			var list strictyaml.ErrorList
+			switch {
+			case errors.As(err, &list):
+				for _, e := range list {
+					fmt.Fprintln(cmd.ErrOrStderr(), e)
+				}
+				return &exitError{code: 1, err: fmt.Errorf("policy convert: %s in %s", plural(len(list), "problem"), args[0])}
+			case err != nil:
+				return err
+			}
+			for i, d := range docs {
+				for _, w := range d.Warnings {
+					fmt.Fprintln(cmd.ErrOrStderr(), w)
+				}
+				if i > 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "---")
+				}
+				if _, err := cmd.OutOrStdout().Write(d.Source); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
 }
