@@ -79,6 +79,9 @@ type PathTemplateMatcher struct {
 type Rego struct {
 	Module string                `yaml:"module" required:"true"`
 	Labels map[string]*RegoLabel `yaml:"labels"`
+	// RegoVersion is the syntax of Module: v1 (the default) or v0, the
+	// syntax before OPA 1.0 that Aperture's policies are written in.
+	RegoVersion string `yaml:"rego_version,omitempty"`
 }
 
 // RegoLabel is one label computed by a Rego module.
@@ -113,6 +116,9 @@ func (c *Classifier) validate(v *validator, p fieldPath) {
 		rp := p.key("rego")
 		if r.Module == "" {
 			v.missing(rp, "module", "Rego")
+		}
+		if r.RegoVersion != "" && r.RegoVersion != "v0" && r.RegoVersion != "v1" {
+			v.add(rp.key("rego_version"), "rego_version %q is not one of v0, v1", r.RegoVersion)
 		}
 		if len(r.Labels) == 0 {
 			v.add(rp, "rego needs at least one label")

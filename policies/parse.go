@@ -19,7 +19,14 @@ type Document struct {
 	Line   int // where the document's content starts
 	// Source is the document's YAML, re-encoded from its node (comments
 	// kept, 2-space indentation). Parsing it again gives an equal object.
+	// For an Aperture document it is the translated, native form.
 	Source []byte
+	// Form is what the document was written in: FormNative or
+	// FormAperture.
+	Form string
+	// Warnings name what an Aperture document holds that FluxGate ignores;
+	// they refuse nothing. Each starts with "warning: ".
+	Warnings strictyaml.ErrorList
 }
 
 // Parse reads every YAML document of a file (separated by ---), skipping
@@ -66,6 +73,16 @@ func parseDocument(file string, n *yaml.Node) (*Document, strictyaml.ErrorList) 
 		return nil, strictyaml.ErrorList{{File: file, Line: root.Line, Column: root.Column,
 			Msg: "expected a mapping with apiVersion, kind, metadata and spec, got " + strictyaml.Describe(root)}}
 	}
+	form := FormNative
+	var aperture, warns strictyaml.ErrorList
+	var original *yaml.Node
+	if isAperture(root) {
+		native, errs, w := translateAperture(file, root)
+		if native == nil {
+			return nil, errs
+		}
+		form, original, root, n, warns, aperture = FormAperture, root, native, native, w, errs
+	}
 	var obj interface {
 		Object
 		validatable
@@ -82,6 +99,9 @@ func parseDocument(file string, n *yaml.Node) (*Document, strictyaml.ErrorList) 
 	d.Decode(root, obj)
 	obj.afterDecode()
 	errs := d.Errors()
+	if original != nil {
+		errs = apertureDecodeErrors(original, errs)
+	}
 
 	// Validation errors at a position where decoding already failed are
 	// consequences of that failure (a zero value left behind): drop them.
@@ -102,10 +122,11 @@ func parseDocument(file string, n *yaml.Node) (*Document, strictyaml.ErrorList) 
 		}
 		errs = append(errs, &strictyaml.Error{File: file, Line: at.Line, Column: at.Column, Msg: fe.Msg})
 	}
+	errs = append(errs, aperture...)
 	if _, unknown := obj.(*unknownObject); unknown {
 		return nil, errs
 	}
-	return &Document{Object: obj, File: file, Line: root.Line, Source: encode(n)}, errs
+	return &Document{Object: obj, File: file, Line: root.Line, Source: encode(n), Form: form, Warnings: warns}, errs
 }
 
 // encode re-encodes a document node. yaml.v3 reports encoder failures by

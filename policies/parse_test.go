@@ -542,7 +542,8 @@ func TestKeyExtractor(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	testdata, _ := filepath.Glob("testdata/*.yaml")
-	for _, files := range [][]string{testdata, policyExamples} {
+	aperture, _ := filepath.Glob("testdata/aperture/*.yaml")
+	for _, files := range [][]string{testdata, aperture, policyExamples} {
 		for _, file := range files {
 			data, err := os.ReadFile(file)
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -20,7 +21,7 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Work with policy files",
 	}
-	cmd.AddCommand(newPolicyValidateCmd(), newPolicyGraphCmd())
+	cmd.AddCommand(newPolicyValidateCmd(), newPolicyGraphCmd(), newPolicyConvertCmd())
 	return cmd
 }
 
@@ -52,7 +53,7 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 	if err != nil {
 		return err
 	}
-	problems, objects := 0, 0
+	problems, objects, aperture := 0, 0, 0
 	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -74,6 +75,12 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 		}
 		objects += len(docs)
 		for _, d := range docs {
+			if d.Form == policies.FormAperture {
+				aperture++
+			}
+			for _, w := range d.Warnings {
+				fmt.Fprintln(cmd.ErrOrStderr(), w) // a warning: the file stays valid
+			}
 			for _, msg := range compileProblems(engine, file, d) {
 				fmt.Fprintln(cmd.ErrOrStderr(), msg)
 				problems++
@@ -90,7 +97,11 @@ func validatePolicyFiles(cmd *cobra.Command, files []string) error {
 		return &exitError{code: 1, err: fmt.Errorf("policy validate: %s in %s",
 			plural(problems, "problem"), plural(len(files), "file"))}
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "ok: %s, %s\n", plural(len(files), "file"), plural(objects, "policy"))
+	form := ""
+	if aperture > 0 {
+		form = fmt.Sprintf(" (%s)", plural(aperture, "Aperture policy"))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "ok: %s, %s%s\n", plural(len(files), "file"), plural(objects, "policy"), form)
 	return nil
 }
 
@@ -98,8 +109,8 @@ func plural(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
-	if noun == "policy" {
-		return fmt.Sprintf("%d policies", n)
+	if base, ok := strings.CutSuffix(noun, "policy"); ok {
+		return fmt.Sprintf("%d %spolicies", n, base)
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }
@@ -165,4 +176,46 @@ func newPolicyGraphCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&format, "format", "dot", "dot or mermaid")
 	return cmd
+}
+
+func newPolicyConvertCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "convert FILE",
+		Short: "Print the FluxGate-native form of the policies in FILE (Aperture policies translated)",
+		Long: "convert reads every document of FILE as validate does and prints its\n" +
+			"native form (apiVersion " + policies.APIVersion + "), documents separated by\n" +
+			"---. An Aperture policy (apiVersion " + policies.ApertureAPIVersion + ")\n" +
+			"is printed translated, its warnings on stderr; loading the output gives\n" +
+			"the same policy. A file with problems prints them and nothing else.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			docs, err := policies.Parse(args[0], data)
+			var list strictyaml.ErrorList
+			switch {
+			case errors.As(err, &list):
+				for _, e := range list {
+					fmt.Fprintln(cmd.ErrOrStderr(), e)
+				}
+				return &exitError{code: 1, err: fmt.Errorf("policy convert: %s in %s", plural(len(list), "problem"), args[0])}
+			case err != nil:
+				return err
+			}
+			for i, d := range docs {
+				for _, w := range d.Warnings {
+					fmt.Fprintln(cmd.ErrOrStderr(), w)
+				}
+				if i > 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "---")
+				}
+				if _, err := cmd.OutOrStdout().Write(d.Source); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
 }

@@ -279,3 +279,31 @@ spec:
 		t.Fatalf("stdout %q, stderr %q", out, stderr)
 	}
 }
+
+// TestPolicyConvertAperture converts an Aperture policy: validate says it
+// read the Aperture form, convert prints a native policy that validate
+// reads as native.
+func TestPolicyConvertAperture(t *testing.T) {
+	const src = "../../policies/testdata/aperture/aiad.yaml"
+	out, stderr, err := runPolicyValidate(t, src)
+	if err != nil || out != "ok: 1 file, 1 policy (1 Aperture policy)\n" {
+		t.Fatalf("validate: %q %q %v", out, stderr, err)
+	}
+	native, stderr, err := runFluxgate(t, "policy", "convert", src)
+	if err != nil {
+		t.Fatalf("convert: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"apiVersion: fluxgate.io/v1beta1", "aiad_load_multiplier:", "load_scheduler:", "load_multiplier:"} {
+		if !strings.Contains(native, want) {
+			t.Errorf("convert output lacks %q:\n%s", want, native)
+		}
+	}
+	f := writeFile(t, t.TempDir(), "native.yaml", native)
+	if out, stderr, err := runPolicyValidate(t, f); err != nil || out != "ok: 1 file, 1 policy\n" {
+		t.Fatalf("validate of the converted policy: %q %q %v", out, stderr, err)
+	}
+	_, stderr, err = runFluxgate(t, "policy", "convert", "../../policies/testdata/aperture/unsupported.bad.yaml")
+	if err == nil || !strings.Contains(stderr, "unsupported.bad.yaml:9:11: Aperture construct flow_control.quota_scheduler is not supported yet") {
+		t.Fatalf("convert of unsupported constructs: %v\n%s", err, stderr)
+	}
+}

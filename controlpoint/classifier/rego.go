@@ -89,7 +89,11 @@ func newRegoQuery(r *policies.Rego) (*regoQuery, error) {
 	q := &regoQuery{labels: slices.Sorted(maps.Keys(r.Labels))}
 	file := moduleFile(q.labels)
 	caps, refused := sandbox()
-	m, err := ast.ParseModuleWithOpts(file, r.Module, ast.ParserOptions{RegoVersion: ast.RegoV1, Capabilities: caps})
+	version := ast.RegoV1
+	if r.RegoVersion == "v0" {
+		version = ast.RegoV0
+	}
+	m, err := ast.ParseModuleWithOpts(file, r.Module, ast.ParserOptions{RegoVersion: version, Capabilities: caps})
 	if err != nil {
 		return nil, regoCompileError(err, refused)
 	}
