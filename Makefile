@@ -30,12 +30,19 @@ PROTOC_GEN_GO_GRPC         := $(TOOLS_BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GR
 GENERATED_DIRS             := controlpoint/controlpointpb controlpoint/aperturepb
 GENERATED_FILES            := $(addsuffix /*.pb.go,$(GENERATED_DIRS))
 
-.PHONY: all build test test-python lint bench fuzz deps fmt clean tidy tidy-check tools generate generate-check
+.PHONY: all build image test test-python lint bench fuzz deps fmt clean tidy tidy-check tools generate generate-check
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# The agent's container image as a tarball (docker/podman load, kind load
+# image-archive, crane push), built without a Docker daemon.
+IMAGE_TAG ?= ghcr.io/fluxgate/fluxgate:latest
+IMAGE_ARCH ?= amd64
+image:
+	$(GO) run ./deploy/image -o $(BIN)/fluxgate-$(IMAGE_ARCH).tar -arch $(IMAGE_ARCH) -tag $(IMAGE_TAG)
 
 test:
 	$(GO) vet $(PKGS)
