@@ -176,7 +176,10 @@ func New(opts Options) (*Agent, error) {
 	a.otlp = recv
 	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)
 	otlpOpts = append(otlpOpts, a.grpcTLS(ListenerOTLPGRPC)...)
-	a.otlpGRPC = grpc.NewServer(append(otlpOpts, grpcBearer(a.cfg.OTLP.Token, surfaceOTLP, a.refused)...)...)
+	// Tokens first, so that a refused caller takes no export slot.
+	otlpOpts = append(otlpOpts, grpc.StatsHandler(recv.GRPCStatsHandler()),
+		grpc.InTapHandle(chainTaps(grpcGuardTap(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil), recv.GRPCAdmit)))
+	a.otlpGRPC = grpc.NewServer(otlpOpts...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
 	a.store.Subscribe(a.installPolicies)
@@ -186,9 +189,11 @@ func New(opts Options) (*Agent, error) {
 	// check.token when it is set, and spans otlp.token.
 	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
 	checkOpts = append(checkOpts, a.grpcTLS(ListenerGRPC)...)
-	a.grpc = grpc.NewServer(append(checkOpts, grpcGuards(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
+	guard := grpcGuardTap(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
 		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, surfaceOTLP}},
-		healthpb.Health_ServiceDesc.ServiceName)...)...)
+		healthpb.Health_ServiceDesc.ServiceName)
+	checkOpts = append(checkOpts, grpc.StatsHandler(recv.GRPCStatsHandler()), grpc.InTapHandle(chainTaps(guard, recv.GRPCAdmit)))
+	a.grpc = grpc.NewServer(checkOpts...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
 	recv.RegisterGRPC(a.grpc)
 

@@ -135,18 +135,38 @@ func requireBearer(token, surface string, refused *prometheus.CounterVec, next h
 // interceptor, so a refused call is answered before its message is read
 // (16 MiB on OTLP) and streams are covered too.
 func grpcBearer(token, surface string, refused *prometheus.CounterVec, open ...string) []grpc.ServerOption {
-	return grpcGuards(refused, grpcGuard{token: token, surface: surface}, nil, open...)
+	if t := grpcGuardTap(refused, grpcGuard{token: token, surface: surface}, nil, open...); t != nil {
+		return []grpc.ServerOption{grpc.InTapHandle(t)}
+	}
+	return nil
+}
+
+// chainTaps is one tap handle (a gRPC server has one) that runs taps in
+// order, skipping nil ones; the first refusal ends the call.
+func chainTaps(taps ...tap.ServerInHandle) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		for _, t := range taps {
+			if t == nil {
+				continue
+			}
+			var err error
+			if ctx, err = t(ctx, info); err != nil {
+				return ctx, err
+			}
+		}
+		return ctx, nil
+	}
 }
 
 // grpcGuard is the token a gRPC surface needs, and the surface's name.
 type grpcGuard struct{ token, surface string }
 
-// grpcGuards is grpcBearer for a server whose services need different
-// tokens: the services in byService need theirs, the open ones none, and
-// every other one def's. A token travels as "authorization: Bearer
-// <token>" or, as Aperture's SDKs send it, "x-api-key: <token>". A gRPC
-// server has one tap handle, so one guard covers them all.
-func grpcGuards(refused *prometheus.CounterVec, def grpcGuard, byService map[string]grpcGuard, open ...string) []grpc.ServerOption {
+// grpcGuardTap is grpcBearer's tap handle, for a server whose services
+// need different tokens: the services in byService need theirs, the open
+// ones none, and every other one def's. A token travels as
+// "authorization: Bearer <token>" or, as Aperture's SDKs send it,
+// "x-api-key: <token>". It is nil when no service needs a token.
+func grpcGuardTap(refused *prometheus.CounterVec, def grpcGuard, byService map[string]grpcGuard, open ...string) tap.ServerInHandle {
 	type rule struct {
 		check   *bearerCheck
 		surface string
@@ -164,7 +184,7 @@ func grpcGuards(refused *prometheus.CounterVec, def grpcGuard, byService map[str
 	if !guarded {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		service, _, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/")
 		if slices.Contains(open, service) {
 			return ctx, nil
@@ -187,7 +207,7 @@ func grpcGuards(refused *prometheus.CounterVec, def grpcGuard, byService map[str
 			return ctx, r.refusal
 		}
 		return ctx, nil
-	})}
+	}
 }
 
 // bearerCheck compares the bearer token of Authorization values with one

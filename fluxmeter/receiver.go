@@ -41,7 +41,9 @@ type Receiver struct {
 	collectortrace.UnimplementedTraceServiceServer
 	proc      *Processor
 	malformed *prometheus.CounterVec
+	busy      *prometheus.CounterVec // by transport: refused for want of memory
 	inflight  bodyBudget
+	gate      exportGate // OTLP/gRPC Export calls in flight (grpcgate.go)
 }
 
 // NewReceiver returns a receiver feeding proc. Its malformed-request
@@ -51,7 +53,17 @@ func NewReceiver(proc *Processor, reg prometheus.Registerer) (*Receiver, error) 
 		Name: "fluxgate_otlp_malformed_requests_total",
 		Help: "OTLP trace export requests refused as malformed, by transport.",
 	}, []string{"transport"})}
+	r.busy = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fluxgate_otlp_busy_refusals_total",
+		Help: "OTLP trace export requests refused at once because the exports in flight hold their memory budget (HTTP: 503, gRPC: Unavailable), by transport.",
+	}, []string{"transport"})
+	r.busy.WithLabelValues("http")
+	r.busy.WithLabelValues("grpc")
+	r.gate.slots = make(chan struct{}, MaxGRPCExportsInFlight)
 	if reg != nil {
+		if err := reg.Register(r.busy); err != nil {
+			return nil, fmt.Errorf("fluxmeter: register receiver metrics: %w", err)
+		}
 		if err := reg.Register(r.malformed); err != nil {
 			return nil, fmt.Errorf("fluxmeter: register receiver metrics: %w", err)
 		}
@@ -100,6 +112,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, held, err := readBody(w, req, &r.inflight)
 	defer r.inflight.give(held)
 	if errors.Is(err, errBusy) {
+		r.busy.WithLabelValues("http").Inc()
 		w.Header().Set("Connection", "close")
 		w.Header().Set("Retry-After", strconv.Itoa(busyRetryAfter))
 		writeMessage(w, ct, http.StatusServiceUnavailable, &status.Status{Code: int32(codes.Unavailable), Message: err.Error()})
