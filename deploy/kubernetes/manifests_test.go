@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -44,6 +45,7 @@ type manifests struct {
 	serviceAccounts map[string]*corev1.ServiceAccount
 	namespaces      []*corev1.Namespace
 	crds            map[string]*apiextensionsv1.CustomResourceDefinition
+	priorityClasses map[string]*schedulingv1.PriorityClass
 	files           []string
 }
 
@@ -60,6 +62,7 @@ func load(t *testing.T) *manifests {
 		configMaps:      map[string]*corev1.ConfigMap{},
 		serviceAccounts: map[string]*corev1.ServiceAccount{},
 		crds:            map[string]*apiextensionsv1.CustomResourceDefinition{},
+		priorityClasses: map[string]*schedulingv1.PriorityClass{},
 	}
 	for _, f := range files {
 		if f == "kustomization.yaml" {
@@ -92,6 +95,8 @@ func load(t *testing.T) *manifests {
 				m.namespaces, obj = append(m.namespaces, ns), ns
 			case "apiextensions.k8s.io/v1 CustomResourceDefinition":
 				obj = &apiextensionsv1.CustomResourceDefinition{}
+			case "scheduling.k8s.io/v1 PriorityClass":
+				obj = &schedulingv1.PriorityClass{}
 			default:
 				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
@@ -105,8 +110,11 @@ func load(t *testing.T) *manifests {
 				m.serviceAccounts[o.Name] = o
 			case *apiextensionsv1.CustomResourceDefinition:
 				m.crds[f] = o
+			case *schedulingv1.PriorityClass:
+				m.priorityClasses[o.Name] = o
 			}
-			if om, ok := obj.(metav1.Object); ok && tm.Kind != "Namespace" && tm.Kind != "CustomResourceDefinition" && om.GetNamespace() != "fluxgate" {
+			clusterScoped := tm.Kind == "Namespace" || tm.Kind == "CustomResourceDefinition" || tm.Kind == "PriorityClass"
+			if om, ok := obj.(metav1.Object); ok && !clusterScoped && om.GetNamespace() != "fluxgate" {
 				t.Errorf("%s: %s %s is in namespace %q, want fluxgate", f, tm.Kind, om.GetName(), om.GetNamespace())
 			}
 		}
@@ -190,6 +198,15 @@ func TestDaemonSet(t *testing.T) {
 		if p.HostPort != 0 && p.HostPort != p.ContainerPort {
 			t.Errorf("port %s: hostPort %d differs from containerPort %d", p.Name, p.HostPort, p.ContainerPort)
 		}
+		// An OpenTelemetry Collector DaemonSet takes hostPorts 4317 and
+		// 4318 on the same nodes: the agent's OTLP ports are reached
+		// through the node-local Service (or spans go to the check port).
+		if (p.Name == "otlp-grpc" || p.Name == "otlp-http") && p.HostPort != 0 {
+			t.Errorf("port %s has hostPort %d: it clashes with an OpenTelemetry Collector DaemonSet", p.Name, p.HostPort)
+		}
+	}
+	if pc := m.priorityClasses[pod.PriorityClassName]; pod.PriorityClassName == "" || pc == nil || pc.Value < 1_000_000 || pc.GlobalDefault {
+		t.Errorf("priorityClassName %q (%+v): want a PriorityClass of the manifests, high (the agent decides for every pod of its node), not the global default", pod.PriorityClassName, pc)
 	}
 	for _, p := range []struct {
 		name       string
