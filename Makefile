@@ -19,12 +19,14 @@ TOOLS_BIN                  := $(CURDIR)/.bin
 GOLANGCI_LINT_VERSION      := v2.15.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GOTESTSUM_VERSION          := v1.13.0
 # The protoc version the committed generated code records in its header
 # (Debian 12's protobuf-compiler).
 PROTOC_VERSION             := 3.21.12
 GOLANGCI_LINT              := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 PROTOC_GEN_GO              := $(TOOLS_BIN)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 PROTOC_GEN_GO_GRPC         := $(TOOLS_BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
+GOTESTSUM                  := $(TOOLS_BIN)/gotestsum-$(GOTESTSUM_VERSION)
 # Directories holding go:generate directives, and the files they write that
 # generate-check compares with what git holds (git pathspecs).
 GENERATED_DIRS             := controlpoint/controlpointpb controlpoint/aperturepb
@@ -44,9 +46,12 @@ IMAGE_ARCH ?= amd64
 image:
 	$(GO) run ./deploy/image -o $(BIN)/fluxgate-$(IMAGE_ARCH).tar -arch $(IMAGE_ARCH) -tag $(IMAGE_TAG)
 
-test:
+# go test through gotestsum: a line per package as it finishes, and at the
+# end the failures and every skipped test with its reason (under CI=true a
+# missing test server fails rather than skips).
+test: $(GOTESTSUM)
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 $(PKGS)
+	$(GOTESTSUM) --format pkgname-and-test-fails --format-hide-empty-pkg -- -count=1 $(PKGS)
 	$(MAKE) test-python
 
 # The Python SDK (sdk/python) with Debian's python3; its flow-control tests
@@ -110,7 +115,7 @@ generate-check: generate
 		echo "generated code is out of date (run 'make generate' and commit):"; echo "$$changed"; \
 		git --no-pager diff --stat -- '$(GENERATED_FILES)'; exit 1; fi
 
-tools: $(GOLANGCI_LINT) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+tools: $(GOLANGCI_LINT) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) $(GOTESTSUM)
 
 # Each tool is installed under its plain name (what protoc and go generate look
 # up on PATH) and linked from a versioned name, so a version bump reinstalls it.
@@ -123,6 +128,9 @@ $(PROTOC_GEN_GO):
 $(PROTOC_GEN_GO_GRPC):
 	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	ln -sf protoc-gen-go-grpc $@
+$(GOTESTSUM):
+	GOBIN=$(TOOLS_BIN) $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
+	ln -sf gotestsum $@
 
 tidy:
 	$(GO) mod tidy
