@@ -94,25 +94,42 @@ func (r *ring) since(t int64, ts []int64, vs []*float64) ([]int64, []*float64) {
 // Sample records the current reading of every signal at now.
 func (h *History) Sample(now time.Time) {
 	ms := now.UnixMilli()
-	keys := h.src.Policies()
+	current := map[policies.Key][]circuit.Reading{}
+	for _, k := range h.src.Policies() {
+		if readings, ok := h.src.Signals(k); ok {
+			current[k] = readings
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	running := make(map[policies.Key]bool, len(keys))
-	h.dropped = 0
-	for _, k := range keys {
-		readings, ok := h.src.Signals(k)
+	// Free the rings of stopped circuits and removed signals first, so
+	// that new signals find their room.
+	for k, rs := range h.rings {
+		readings, ok := current[k]
 		if !ok {
+			h.signals -= len(rs)
+			delete(h.rings, k)
 			continue
 		}
-		running[k] = true
+		seen := make(map[string]bool, len(readings))
+		for _, rd := range readings {
+			seen[rd.Name] = true
+		}
+		for name := range rs {
+			if !seen[name] {
+				delete(rs, name)
+				h.signals--
+			}
+		}
+	}
+	h.dropped = 0
+	for k, readings := range current {
 		rs := h.rings[k]
 		if rs == nil {
 			rs = map[string]*ring{}
 			h.rings[k] = rs
 		}
-		seen := make(map[string]bool, len(readings))
 		for _, rd := range readings {
-			seen[rd.Name] = true
 			r := rs[rd.Name]
 			if r == nil {
 				if h.signals >= h.maxSignals {
@@ -128,18 +145,6 @@ func (h *History) Sample(now time.Time) {
 				v = math.NaN()
 			}
 			r.add(ms, v)
-		}
-		for name := range rs {
-			if !seen[name] {
-				delete(rs, name)
-				h.signals--
-			}
-		}
-	}
-	for k, rs := range h.rings {
-		if !running[k] {
-			h.signals -= len(rs)
-			delete(h.rings, k)
 		}
 	}
 }
