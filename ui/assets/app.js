@@ -75,7 +75,7 @@
   }
 
   // One policy: its circuit as a graph, then a plot per signal.
-  const NW = 170, NH = 46, CW = 270, RH = 96, PAD = 24;
+  const NW = 170, NH = 46, CW = 330, RH = 96, PAD = 24;
   function drawGraph(g, onSelect) {
     const byId = new Map(g.nodes.map((n) => [n.id, n]));
     const rows = Math.max(1, ...g.nodes.map((n) => n.row + 1));
