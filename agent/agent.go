@@ -24,6 +24,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/policies"
+	"github.com/fluxgate/fluxgate/ui"
 )
 
 // Options configures an Agent.
@@ -58,6 +59,7 @@ type Agent struct {
 	closers  []io.Closer // clients New opened (Redis), closed by Stop
 	alerts   *circuit.AlertmanagerSink
 	gw       gatewayHooks // gateway: actuator routing and TrafficPolicy policies (gateway_actuators.go)
+	ui       *ui.UI       // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
@@ -214,6 +216,7 @@ func New(opts Options) (*Agent, error) {
 	a.registerAdmin(a.mux)
 	a.registerCheckAPI()
 	a.registerCircuitAPI()
+	a.registerUI()
 	return a, nil
 }
 
@@ -388,6 +391,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	go func() {
 		defer a.wg.Done()
 		a.circuits.Run(runCtx)
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.ui.Run(runCtx)
 	}()
 	if a.alerts != nil {
 		a.wg.Add(1)
