@@ -28,6 +28,19 @@ func init() {
 			{Name: "max_concurrency", Wire: s.InPorts.MaxConcurrency},
 		}
 	})
+	RegisterActuator("flow_control.quota_scheduler", func(spec any) []InPort {
+		s := spec.(*policies.QuotaScheduler)
+		return []InPort{
+			{Name: "bucket_capacity", Wire: s.InPorts.BucketCapacity},
+			{Name: "fill_amount", Wire: s.InPorts.FillAmount},
+		}
+	})
+	RegisterActuator("flow_control.concurrency_limiter", func(spec any) []InPort {
+		return []InPort{{Name: "max_concurrency", Wire: spec.(*policies.ConcurrencyLimiter).InPorts.MaxConcurrency}}
+	})
+	RegisterActuator("flow_control.concurrency_scheduler", func(spec any) []InPort {
+		return []InPort{{Name: "max_concurrency", Wire: spec.(*policies.ConcurrencyScheduler).InPorts.MaxConcurrency}}
+	})
 }
 
 // The gateway's actuators (flow_control.canary, flow_control.upstream_weight)

@@ -27,7 +27,10 @@ type adaptiveConcurrency struct {
 	maxFlow   time.Duration
 }
 
-var _ flowComponent = (*adaptiveConcurrency)(nil)
+var (
+	_ flowComponent = (*adaptiveConcurrency)(nil)
+	_ slotHolder    = (*adaptiveConcurrency)(nil)
+)
 
 func newAdaptiveConcurrency(info componentInfo, spec *policies.AdaptiveConcurrency) (*adaptiveConcurrency, error) {
 	info.typ = "adaptive_concurrency"
@@ -130,10 +133,17 @@ func (a *adaptiveConcurrency) decide(ctx context.Context, now time.Time, labels 
 // workload, so there is nothing to learn.
 func (a *adaptiveConcurrency) undo(now time.Time, _ map[string]string, _ float64) { a.lim.Forget(now) }
 
-// end reports the end of a flow this component admitted.
-func (a *adaptiveConcurrency) end(now time.Time, t concurrency.Ticket, failed bool) {
-	a.lim.Release(now, t, failed)
+// release frees the slot of a flow this component admitted: an ended
+// flow teaches the limiter its latency, an expired one nothing.
+func (a *adaptiveConcurrency) release(now time.Time, h *hold, ended, failed bool) {
+	if ended {
+		a.lim.Release(now, h.t, failed)
+		return
+	}
+	a.lim.Forget(now)
 }
+
+func (a *adaptiveConcurrency) maxFlowDuration() time.Duration { return a.maxFlow }
 
 // carry keeps the learned limit when the limiter's parameters did not
 // change (workloads and ports may).

@@ -90,7 +90,7 @@ func TestLoadSchedulerCostFromLabel(t *testing.T) {
 		{map[string]string{"cost": "NaN"}, 1},
 		{map[string]string{"cost": "5", baggageLabel: "cost=5"}, 1},
 	} {
-		if got := l.cost(tc.labels, 1); got != tc.want {
+		if got := l.cost(&l.fallback, tc.labels, 1); got != tc.want {
 			t.Errorf("cost(%v) = %v, want %v", tc.labels, got, tc.want)
 		}
 	}

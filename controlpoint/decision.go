@@ -40,7 +40,7 @@ type LimiterDecision struct {
 	PolicyName      string
 	PolicyNamespace string
 	ComponentID     string
-	ComponentType   string // rate_limiter, sampler
+	ComponentType   string // rate_limiter, sampler, quota_scheduler, …
 	// Dropped is true when the component rejected the flow, or with
 	// DryRun would have.
 	Dropped bool
@@ -59,10 +59,16 @@ type LimiterDecision struct {
 	// decide and its failure_mode did: "fail_open: timeout",
 	// "fail_closed: breaker_open", "local_fallback: error".
 	Failure string
+	// Workload and Priority are the flow's workload and priority in a
+	// quota or concurrency scheduler.
+	Workload string
+	Priority float64
 
-	ref    int                // index of the component in its control point's list
-	held   bool               // an adaptive_concurrency component holds a slot for the flow
-	ticket concurrency.Ticket // the slot, when held
+	ref        int                // index of the component in its control point's list
+	held       bool               // a slotHolder component holds a slot for the flow
+	ticket     concurrency.Ticket // adaptive_concurrency's slot, when held
+	slotKey    string             // a concurrency limiter's key, when held
+	slotTokens float64            // and how many slots
 }
 
 // tookTokens reports whether the component charged the flow: took tokens,

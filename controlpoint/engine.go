@@ -246,6 +246,22 @@ func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
 				continue
 			}
 			fc, sels = a, spec.Selectors
+		case *policies.QuotaScheduler:
+			q, err := newQuotaScheduler(info, spec, e.opts.RateLimiterMemory)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+				continue
+			}
+			fc, sels = q, spec.Selectors
+		case *policies.ConcurrencyLimiter:
+			fc, sels = newConcurrencyLimiter(info, spec), spec.Selectors
+		case *policies.ConcurrencyScheduler:
+			c, err := newConcurrencyScheduler(info, spec)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+				continue
+			}
+			fc, sels = c, spec.Selectors
 		default:
 			continue // not a flow-control component: the circuit runs it
 		}
@@ -405,7 +421,7 @@ func rejectReasonOf(fc flowComponent) Reason {
 	switch fc.(type) {
 	case *sampler:
 		return ReasonNotSampled
-	case *loadScheduler:
+	case *loadScheduler, *quotaScheduler, *concurrencyLimiter:
 		return ReasonNoTokens
 	}
 	return ReasonRateLimited
@@ -474,8 +490,8 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		matched = true
 		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
 		ld := &d.Limiters[len(d.Limiters)-1]
-		if a, ok := ref.c.(*adaptiveConcurrency); ok && req.NoFlowEnd {
-			a.describe(ld)
+		if h, ok := ref.c.(slotHolder); ok && req.NoFlowEnd {
+			h.info().describe(ld)
 			ld.PassThrough = true
 		} else {
 			ref.c.decide(ctx, now, labels, tokens, true, ld)
@@ -612,6 +628,9 @@ func (e *Engine) Sweep(now time.Time) int {
 	n := 0
 	for _, r := range componentsOf[*rateLimiter](e) {
 		n += r.sweep(now)
+	}
+	for _, q := range componentsOf[*quotaScheduler](e) {
+		n += q.sweep(now)
 	}
 	return n
 }

@@ -11,8 +11,10 @@ import (
 // flowTable remembers the admitted flows for which a component holds a
 // slot, until their end is reported or their max_flow_duration passes.
 // Every entry holds a slot of some limiter, so the table is bounded by
-// the limits of the adaptive_concurrency components (dry-run ones count
-// flows they did not stop: maxHeldFlows bounds those).
+// the limits of the slot-holding components (adaptive_concurrency,
+// concurrency_limiter, concurrency_scheduler; the limits of keyed ones add
+// up over keys, and dry-run ones count flows they did not stop:
+// maxHeldFlows bounds those).
 type flowTable struct {
 	mu sync.Mutex
 	m  map[uint64]*heldFlow // guarded by mu
@@ -28,8 +30,22 @@ type heldFlow struct {
 }
 
 type hold struct {
-	c *adaptiveConcurrency
-	t concurrency.Ticket
+	c      slotHolder
+	t      concurrency.Ticket // adaptive_concurrency
+	key    string             // concurrency limiter and scheduler
+	tokens float64
+}
+
+// slotHolder is a flow-control component that holds a slot for every
+// flow it admits until the flow's end is reported or its maximum
+// duration passes.
+type slotHolder interface {
+	flowComponent
+	// release frees h's slot at now: ended says the end was reported
+	// (failed or not), false that the flow expired or was never tracked.
+	release(now time.Time, h *hold, ended, failed bool)
+	// maxFlowDuration is how long a flow may hold its slot.
+	maxFlowDuration() time.Duration
 }
 
 func newFlowTable() *flowTable { return &flowTable{m: map[uint64]*heldFlow{}} }
@@ -43,12 +59,12 @@ func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
 		if !ld.held {
 			continue
 		}
-		c := pt.components[ld.ref].c.(*adaptiveConcurrency)
+		c := pt.components[ld.ref].c.(slotHolder)
 		if f == nil {
-			f = &heldFlow{deadline: now.Add(c.maxFlow)}
+			f = &heldFlow{deadline: now.Add(c.maxFlowDuration())}
 		}
-		f.deadline = minTime(f.deadline, now.Add(c.maxFlow))
-		f.holds = append(f.holds, hold{c: c, t: ld.ticket})
+		f.deadline = minTime(f.deadline, now.Add(c.maxFlowDuration()))
+		f.holds = append(f.holds, hold{c: c, t: ld.ticket, key: ld.slotKey, tokens: ld.slotTokens})
 	}
 	if f == nil {
 		return 0
@@ -56,8 +72,8 @@ func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
 	t.mu.Lock()
 	if len(t.m) >= maxHeldFlows {
 		t.mu.Unlock()
-		for _, h := range f.holds {
-			h.c.lim.Forget(now)
+		for i := range f.holds {
+			f.holds[i].c.release(now, &f.holds[i], false, false)
 		}
 		return 0
 	}
@@ -81,8 +97,8 @@ func (t *flowTable) end(now time.Time, id uint64, failed bool) bool {
 	if !ok {
 		return false
 	}
-	for _, h := range f.holds {
-		h.c.end(now, h.t, failed)
+	for i := range f.holds {
+		f.holds[i].c.release(now, &f.holds[i], true, failed)
 	}
 	return true
 }
@@ -100,8 +116,8 @@ func (t *flowTable) expire(now time.Time) int {
 	}
 	t.mu.Unlock()
 	for _, f := range gone {
-		for _, h := range f.holds {
-			h.c.lim.Forget(now)
+		for i := range f.holds {
+			f.holds[i].c.release(now, &f.holds[i], false, false)
 		}
 	}
 	return len(gone)

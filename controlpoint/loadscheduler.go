@@ -35,6 +35,7 @@ type workload struct {
 	match   labelMatcher
 	weight  float64
 	timeout time.Duration
+	tokens  float64 // cost of a flow unless a label says; 0: the request's tokens
 }
 
 var _ flowComponent = (*loadScheduler)(nil)
@@ -75,7 +76,7 @@ func newWorkload(name string, p policies.WorkloadParameters) workload {
 	if timeout == 0 {
 		timeout = time.Second
 	}
-	return workload{name: name, weight: 1 + p.Priority, timeout: timeout}
+	return workload{name: name, weight: 1 + p.Priority, timeout: timeout, tokens: p.Tokens}
 }
 
 func (l *loadScheduler) workloadOf(labels map[string]string) *workload {
@@ -120,7 +121,10 @@ func (l *loadScheduler) updateRate(now time.Time) {
 
 // cost is the flow's tokens, or its tokens_label_key label by the rules of
 // rateLimiter.cost (never ≤ 0, never from baggage).
-func (l *loadScheduler) cost(labels map[string]string, tokens float64) float64 {
+func (l *loadScheduler) cost(w *workload, labels map[string]string, tokens float64) float64 {
+	if w.tokens > 0 {
+		tokens = w.tokens
+	}
 	return labelCost(labels, l.spec.Parameters.TokensLabelKey, tokens)
 }
 
@@ -141,7 +145,7 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 		return // explain cannot predict the queue
 	}
 	l.updateRate(now)
-	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: l.cost(labels, tokens), Timeout: w.timeout}
+	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: l.cost(w, labels, tokens), Timeout: w.timeout}
 	if l.dryRun {
 		req.Timeout = 0 // count what would have to wait; make nobody wait
 	}

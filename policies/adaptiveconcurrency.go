@@ -102,5 +102,13 @@ func (a *AdaptiveConcurrency) Validate() []error {
 		}
 	}
 	errs = checkWorkloads(errs, p.Workloads, p.DefaultWorkloadParameters)
+	if p.DefaultWorkloadParameters.Tokens != 0 {
+		errs = append(errs, fmt.Errorf("parameters.default_workload_parameters.tokens: adaptive_concurrency counts flows, not tokens"))
+	}
+	for i, w := range p.Workloads {
+		if w.Parameters.Tokens != 0 {
+			errs = append(errs, fmt.Errorf("parameters.workloads[%d].parameters.tokens: adaptive_concurrency counts flows, not tokens", i))
+		}
+	}
 	return checkStatus(errs, "parameters.denied_response_status_code", p.DeniedResponseStatusCode)
 }

@@ -204,9 +204,6 @@ func componentKind(c *yaml.Node) (kind string, key, spec *yaml.Node, ok bool) {
 
 // apertureUnsupported are Aperture component kinds FluxGate does not have.
 var apertureUnsupported = map[string]bool{
-	"flow_control.quota_scheduler":             true,
-	"flow_control.concurrency_scheduler":       true,
-	"flow_control.concurrency_limiter":         true,
 	"flow_control.load_ramp":                   true,
 	"flow_control.range_driven_load_scheduler": true,
 	"flow_control.adaptive_load_scheduler":     true,
@@ -245,6 +242,12 @@ func (t *apertureTranslator) componentTo(c *yaml.Node, emit emitter, top bool) {
 		return
 	case kind == "flow_control.rate_limiter":
 		t.rateLimiter(key, spec, emit, top)
+		return
+	case kind == "flow_control.quota_scheduler":
+		t.quotaScheduler(key, spec, emit, top)
+		return
+	case kind == "flow_control.concurrency_limiter", kind == "flow_control.concurrency_scheduler":
+		t.concurrencyLimiter(kind, key, spec, emit, top)
 		return
 	case kind == "flow_control.sampler":
 		t.statusCode(mappingValue(spec, "parameters", 0), "denied_response_status_code")

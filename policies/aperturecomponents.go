@@ -196,7 +196,7 @@ func (t *apertureTranslator) workloadParameters(p *yaml.Node) {
 	var keep []*yaml.Node
 	for i := 0; i+1 < len(p.Content); i += 2 {
 		switch k := p.Content[i]; k.Value {
-		case "priority", "queue_timeout":
+		case "priority", "queue_timeout", "tokens":
 			keep = append(keep, k, p.Content[i+1])
 		default:
 			t.unsupported(k, "workload parameters."+k.Value)
@@ -264,4 +264,101 @@ func (t *apertureTranslator) loadMultiplierScheduler(kind string, key, spec *yam
 	emit(component(key, "", "alerter", mapAt(key,
 		"in_ports", mapAt(key, "signal", mapAt(key, "signal_name", strNode(key, alert))),
 		"parameters", alerter)))
+}
+
+// quotaScheduler translates flow_control.quota_scheduler: the rate
+// limiter's parameters as the rate limiter's (label_key, lazy_sync), the
+// scheduler's as schedulerParameters, out_ports as a query.
+func (t *apertureTranslator) quotaScheduler(key, spec *yaml.Node, emit emitter, top bool) {
+	if spec.Kind == yaml.MappingNode {
+		t.passThrough(spec, "flow_control.quota_scheduler")
+		if rl := mappingValue(spec, "rate_limiter", 0); rl != nil && rl.Kind == yaml.MappingNode {
+			if k, v := takeKey(rl, "label_key"); k != nil {
+				setKey(rl, "limit_by_label_key", v)
+			}
+			t.lazySync(rl)
+		}
+		t.schedulerParameters(mappingValue(spec, "scheduler", 0))
+	}
+	t.acceptPercentage(key, spec, "flow_control.quota_scheduler", emit, top)
+}
+
+// concurrencyLimiter translates flow_control.concurrency_limiter and
+// flow_control.concurrency_scheduler (kind): max_idle_time is dropped
+// with a warning, named status codes become numbers, out_ports a query.
+func (t *apertureTranslator) concurrencyLimiter(kind string, key, spec *yaml.Node, emit emitter, top bool) {
+	if spec.Kind == yaml.MappingNode {
+		t.passThrough(spec, kind)
+		params := "parameters"
+		if kind == "flow_control.concurrency_scheduler" {
+			params = "concurrency_limiter"
+			t.schedulerParameters(mappingValue(spec, "scheduler", 0))
+		}
+		if p := mappingValue(spec, params, 0); p != nil {
+			if k, _ := takeKey(p, "max_idle_time"); k != nil {
+				t.warn(k, "Aperture construct %s.max_idle_time is ignored: a key's count is dropped as soon as its last flow ends", params)
+			}
+		}
+		if rp := mappingValue(spec, "request_parameters", 0); rp != nil {
+			t.statusCode(rp, "denied_response_status_code")
+		}
+	}
+	_, name, _ := strings.Cut(kind, ".")
+	t.acceptPercentage(key, spec, "flow_control."+name, emit, top)
+}
+
+// passThrough refuses the pass_through in port, which FluxGate's
+// components lack (an invalid input passes flows through instead).
+func (t *apertureTranslator) passThrough(spec *yaml.Node, kind string) {
+	if ins := mappingValue(spec, "in_ports", 0); ins != nil {
+		if k, _ := takeKey(ins, "pass_through"); k != nil {
+			t.unsupported(k, kind+".in_ports.pass_through")
+		}
+	}
+}
+
+// lazySync drops a rate limiter's or quota scheduler's lazy_sync: quietly
+// when it is disabled, with a warning when enabled.
+func (t *apertureTranslator) lazySync(params *yaml.Node) {
+	k, v := takeKey(params, "lazy_sync")
+	if k == nil {
+		return
+	}
+	if en := mappingValue(v, "enabled", 0); en != nil && en.Value == "true" {
+		t.warn(k, "Aperture construct lazy_sync is ignored: the buckets are local to the agent")
+	}
+}
+
+// schedulerParameters edits Aperture's Scheduler of a quota or
+// concurrency scheduler in place into the native SchedulerParameters.
+func (t *apertureTranslator) schedulerParameters(s *yaml.Node) {
+	if s == nil || s.Kind != yaml.MappingNode {
+		return
+	}
+	var keep []*yaml.Node
+	for i := 0; i+1 < len(s.Content); i += 2 {
+		k, v := s.Content[i], s.Content[i+1]
+		switch k.Value {
+		case "workloads":
+			if v.Kind == yaml.SequenceNode {
+				for _, w := range v.Content {
+					t.workloadParameters(mappingValue(w, "parameters", 0))
+				}
+			}
+		case "default_workload_parameters":
+			t.workloadParameters(v)
+		case "denied_response_status_code":
+			m := mapAt(k, k.Value, v)
+			t.statusCode(m, k.Value)
+			v = m.Content[1]
+		case "decision_deadline_margin":
+			t.warn(k, "Aperture construct scheduler.decision_deadline_margin is ignored: a flow never waits past its caller's deadline")
+			continue
+		case "fairness_label_key":
+			t.unsupported(k, "scheduler.fairness_label_key")
+			continue
+		}
+		keep = append(keep, k, v)
+	}
+	s.Content = keep
 }

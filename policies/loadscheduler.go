@@ -55,6 +55,11 @@ type WorkloadParameters struct {
 	Priority float64 `yaml:"priority,omitempty"`
 	// QueueTimeout is the longest a flow waits (default 1s).
 	QueueTimeout time.Duration `yaml:"queue_timeout,omitempty"`
+	// Tokens is the cost of a flow of the workload when its
+	// tokens_label_key label does not say (0: the check request's tokens,
+	// 1 by default). The adaptive_concurrency component counts flows, not
+	// tokens, and refuses it.
+	Tokens float64 `yaml:"tokens,omitempty"`
 }
 
 // Validate implements the component registry's validation hook.
@@ -75,6 +80,7 @@ func checkWorkloads(errs []error, workloads []Workload, def WorkloadParameters) 
 		if p.QueueTimeout < 0 {
 			errs = append(errs, fmt.Errorf("%s.queue_timeout must not be negative", where))
 		}
+		errs = checkTokens(errs, where, p.Tokens)
 	}
 	check("parameters.default_workload_parameters", def)
 	for i, w := range workloads {

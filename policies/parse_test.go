@@ -18,6 +18,17 @@ import (
 // expectedErrors pairs every testdata/*.bad.yaml file with the exact
 // problems Parse must report, in order.
 var expectedErrors = map[string][]string{
+	"schedulers.bad.yaml": {
+		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: in_ports.fill_amount is required`,
+		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: in_ports.bucket_capacity.constant_signal must not be negative, got -1`,
+		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: rate_limiter.interval is required and must be positive`,
+		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: scheduler.workloads[0].parameters.priority must be within 0..255, got 300`,
+		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: scheduler.workloads[1].parameters.tokens must be a finite number ≥ 0, got -1`,
+		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: scheduler.workloads[1].name: "a" is used twice`,
+		`schedulers.bad.yaml:18:9: flow_control.concurrency_limiter: in_ports.max_concurrency is required`,
+		`schedulers.bad.yaml:18:9: flow_control.concurrency_limiter: request_parameters.denied_response_status_code: 99 is not an HTTP status code`,
+		`schedulers.bad.yaml:28:35: unknown field "max_inflight" in ConcurrencyLimiterParameters; valid fields: limit_by_label_key, max_inflight_duration`,
+	},
 	"bad-apiversion.bad.yaml": {
 		`bad-apiversion.bad.yaml:1:13: unsupported apiVersion "fluxgate.io/v1"; want fluxgate.io/v1beta1`,
 	},
@@ -140,8 +151,8 @@ var expectedErrors = map[string][]string{
 		`syntax.bad.yaml:2: syntax error: did not find expected ',' or '}'`,
 	},
 	"unknown-component.bad.yaml": {
-		`unknown-component.bad.yaml:7:9: unknown component kind "ema"; registered kinds: flow_control.adaptive_concurrency, flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
-		`unknown-component.bad.yaml:8:22: unknown component kind "test_group.other"; registered kinds: flow_control.adaptive_concurrency, flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
+		`unknown-component.bad.yaml:7:9: unknown component kind "ema"; registered kinds: flow_control.adaptive_concurrency, flow_control.concurrency_limiter, flow_control.concurrency_scheduler, flow_control.load_scheduler, flow_control.quota_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
+		`unknown-component.bad.yaml:8:22: unknown component kind "test_group.other"; registered kinds: flow_control.adaptive_concurrency, flow_control.concurrency_limiter, flow_control.concurrency_scheduler, flow_control.load_scheduler, flow_control.quota_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
 	},
 	"unknown-field.bad.yaml": {
 		`unknown-field.bad.yaml:5:3: unknown field "nmespace" in Metadata; valid fields: labels, name, namespace`,
@@ -450,7 +461,7 @@ func TestComponentMarshalYAML(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	want := []string{"flow_control.adaptive_concurrency", "flow_control.load_scheduler", "flow_control.rate_limiter", "flow_control.sampler", "test_group.nested", "test_kind"}
+	want := []string{"flow_control.adaptive_concurrency", "flow_control.concurrency_limiter", "flow_control.concurrency_scheduler", "flow_control.load_scheduler", "flow_control.quota_scheduler", "flow_control.rate_limiter", "flow_control.sampler", "test_group.nested", "test_kind"}
 	if got := ComponentKinds(); !reflect.DeepEqual(got, want) {
 		t.Errorf("ComponentKinds() = %v, want %v", got, want)
 	}
@@ -499,7 +510,7 @@ func TestValidateInGo(t *testing.T) {
 	want := []string{
 		"spec.circuit.components[0]: test_kind: gain must not be negative, got -2",
 		"spec.circuit.components[0]: test_kind: signal name is forbidden",
-		`spec.circuit.components[1]: unknown component kind "nope"; registered kinds: flow_control.adaptive_concurrency, flow_control.load_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
+		`spec.circuit.components[1]: unknown component kind "nope"; registered kinds: flow_control.adaptive_concurrency, flow_control.concurrency_limiter, flow_control.concurrency_scheduler, flow_control.load_scheduler, flow_control.quota_scheduler, flow_control.rate_limiter, flow_control.sampler, test_group.nested, test_kind`,
 		"spec.circuit.components[2]: test_group.nested: spec has type *policies.testKind, want *policies.testNested",
 		"spec.circuit.components[3]: component must not be empty",
 	}

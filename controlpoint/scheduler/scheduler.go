@@ -1,5 +1,7 @@
 // Package scheduler is the weighted fair queue behind the
-// flow_control.load_scheduler component.
+// flow_control.load_scheduler component (Scheduler) and, in front of a
+// resource kept per key, behind the quota and concurrency schedulers and
+// the concurrency limiter (Gate, gate.go).
 //
 // A Scheduler admits tokens at a rate (SetRate), from a bucket that holds
 // a tenth of a second of that rate. A request that finds the bucket short

@@ -26,8 +26,11 @@ import (
 //     also the StatusCode enum's value);
 //   - limiter_decisions with policy_name, component_id, dropped, wait_time
 //     and, by kind, rate_limiter_info (label = the limit key, tokens_info
-//     remaining), load_scheduler_info, sampler_info or
-//     concurrency_limiter_info (request_id = the flow id to end);
+//     remaining), load_scheduler_info, sampler_info,
+//     quota_scheduler_info (label, workload_index = the workload's name,
+//     priority), concurrency_limiter_info (adaptive_concurrency and
+//     concurrency_limiter) or concurrency_scheduler_info, whose
+//     request_id is the flow id to end where a slot is held;
 //   - flux_meter_infos naming the flux meters that match the flow as
 //     "namespace/policy/name": the SDK sends them back in its flow span's
 //     aperture.check_response attribute, and the flux meter processor
@@ -36,8 +39,9 @@ import (
 //     classifier labels included.
 //
 // A request with expect_end promises a FlowEnd call: an
-// adaptive_concurrency component then holds a slot until FlowEnd returns
-// it (by request_id) or max_flow_duration passes. Without it, such
+// adaptive_concurrency, concurrency_limiter or concurrency_scheduler
+// component then holds a slot until FlowEnd returns it (by request_id) or
+// its maximum flow duration passes. Without it, such
 // components let the flow pass, as for nginx auth_request. Aperture's
 // result and global caches are not built: those calls answer
 // Unimplemented, and a check's cache_lookup_request is ignored.
@@ -126,12 +130,21 @@ func apertureLimiter(l *controlpoint.LimiterDecision, flowID uint64) *ap.Limiter
 		out.Details = &ap.LimiterDecision_LoadSchedulerInfo{LoadSchedulerInfo: &ap.LimiterDecision_SchedulerInfo{TokensInfo: tokens}}
 	case "sampler":
 		out.Details = &ap.LimiterDecision_SamplerInfo_{SamplerInfo: &ap.LimiterDecision_SamplerInfo{Label: l.LimitKey}}
-	case "adaptive_concurrency":
+	case "quota_scheduler":
+		out.Details = &ap.LimiterDecision_QuotaSchedulerInfo_{QuotaSchedulerInfo: &ap.LimiterDecision_QuotaSchedulerInfo{
+			Label: l.LimitKey, WorkloadIndex: l.Workload, TokensInfo: tokens, Priority: l.Priority}}
+	case "adaptive_concurrency", "concurrency_limiter":
 		info := &ap.LimiterDecision_ConcurrencyLimiterInfo{Label: l.LimitKey, TokensInfo: tokens}
-		if flowID != 0 && !l.Dropped {
+		if flowID != 0 && !l.Dropped && !l.PassThrough {
 			info.RequestId = strconv.FormatUint(flowID, 10)
 		}
 		out.Details = &ap.LimiterDecision_ConcurrencyLimiterInfo_{ConcurrencyLimiterInfo: info}
+	case "concurrency_scheduler":
+		info := &ap.LimiterDecision_ConcurrencySchedulerInfo{Label: l.LimitKey, WorkloadIndex: l.Workload, TokensInfo: tokens, Priority: l.Priority}
+		if flowID != 0 && !l.Dropped && !l.PassThrough {
+			info.RequestId = strconv.FormatUint(flowID, 10)
+		}
+		out.Details = &ap.LimiterDecision_ConcurrencySchedulerInfo_{ConcurrencySchedulerInfo: info}
 	}
 	return out
 }
@@ -160,7 +173,7 @@ func positiveDuration(d time.Duration) *durationpb.Duration {
 
 // FlowEnd returns the slots of a flow checked with expect_end: each
 // inflight request's request_id is the flow id a concurrency_limiter_info
-// carried.
+// or concurrency_scheduler_info carried.
 func (a apertureFlowControl) FlowEnd(_ context.Context, in *ap.FlowEndRequest) (*ap.FlowEndResponse, error) {
 	out := &ap.FlowEndResponse{}
 	for _, ref := range in.GetInflightRequests() {
