@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
@@ -23,8 +22,8 @@ import (
 //     controlpoint/server but explain and control points): open while
 //     check.token is empty, as gateways and SDKs call it on every request;
 //     with a token they send it as a bearer token (requireBearer; over
-//     gRPC, grpcBearer guards the check port's services but health, and
-//     otlp.token the OTLP receiver the same way);
+//     gRPC, the tap handle of grpcGuardTap guards the check port's
+//     services but health, and otlp.token the OTLP receiver the same way);
 //   - monitoring (/livez, /readyz, /v1/monitoring/…): open, for probes;
 //   - operator (the policy admin API, dynamic config, signals, explain,
 //     control points and whatever HandleHTTP mounts, such as the gateway's
@@ -128,19 +127,6 @@ func requireBearer(token, surface string, refused *prometheus.CounterVec, next h
 	})
 }
 
-// grpcBearer is the gRPC form of requireBearer: a server option that
-// refuses, with codes.Unauthenticated, every call without the token in
-// its authorization metadata, but calls of the open services (gRPC
-// health); none while token is empty. It is a tap handle, not an
-// interceptor, so a refused call is answered before its message is read
-// (16 MiB on OTLP) and streams are covered too.
-func grpcBearer(token, surface string, refused *prometheus.CounterVec, open ...string) []grpc.ServerOption {
-	if t := grpcGuardTap(refused, grpcGuard{token: token, surface: surface}, nil, open...); t != nil {
-		return []grpc.ServerOption{grpc.InTapHandle(t)}
-	}
-	return nil
-}
-
 // chainTaps is one tap handle (a gRPC server has one) that runs taps in
 // order, skipping nil ones; the first refusal ends the call.
 func chainTaps(taps ...tap.ServerInHandle) tap.ServerInHandle {
@@ -161,9 +147,12 @@ func chainTaps(taps ...tap.ServerInHandle) tap.ServerInHandle {
 // grpcGuard is the token a gRPC surface needs, and the surface's name.
 type grpcGuard struct{ token, surface string }
 
-// grpcGuardTap is grpcBearer's tap handle, for a server whose services
-// need different tokens: the services in byService need theirs, the open
-// ones none, and every other one def's. A token travels as
+// grpcGuardTap is the gRPC form of requireBearer: a tap handle that
+// refuses, with codes.Unauthenticated, every call without its token, for
+// a server whose services need different tokens: the services in
+// byService need theirs, the open ones (gRPC health) none, and every
+// other one def's. A tap handle runs before a call's message is read
+// (16 MiB on OTLP) and covers streams too. A token travels as
 // "authorization: Bearer <token>" or, as Aperture's SDKs send it,
 // "x-api-key: <token>". It is nil when no service needs a token.
 func grpcGuardTap(refused *prometheus.CounterVec, def grpcGuard, byService map[string]grpcGuard, open ...string) tap.ServerInHandle {
