@@ -4,7 +4,7 @@
 GO        ?= go
 PKGS      ?= ./...
 # Debian packages the end-to-end tests and load drivers start for real.
-DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager
+DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager etcd-server
 BIN       := bin
 LDFLAGS   := -s -w -X github.com/fluxgate/fluxgate/agent.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
