@@ -22,6 +22,7 @@ import (
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/kube"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -58,6 +59,7 @@ type Agent struct {
 	alerts   *circuit.AlertmanagerSink
 	gw       gatewayHooks // gateway: actuator routing and TrafficPolicy policies (gateway_actuators.go)
 	tsdb     *promql.Embedded
+	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
 	health   *Health
@@ -160,6 +162,9 @@ func New(opts Options) (*Agent, error) {
 			return nil, err
 		}
 		a.store = s
+	}
+	if err := a.setupKubernetes(); err != nil {
+		return nil, err
 	}
 	a.meters = fluxmeter.New(fluxmeter.Options{Matcher: a.engine})
 	recv, err := fluxmeter.NewReceiver(a.meters, a.registry)
@@ -390,6 +395,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			a.fail(fmt.Errorf("agent: policy watcher: %w", err))
 		}
 	}()
+	a.runKubernetes(runCtx)
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
