@@ -125,9 +125,13 @@ func TestAgentServesPolicyCustomResources(t *testing.T) {
 		t.Fatal("the unlabelled object or the shadowed one is enforced, or the file policy is not")
 	}
 	var errs []string
-	for _, fe := range a.Store().Snapshot().Errors {
-		errs = append(errs, fe.File+": "+fe.Err.Error())
-	}
+	eventually(t, 10*time.Second, "the clash and the refused object in the snapshot", func() bool {
+		errs = errs[:0]
+		for _, fe := range a.Store().Snapshot().Errors {
+			errs = append(errs, fe.File+": "+fe.Err.Error())
+		}
+		return len(errs) == 2
+	})
 	sort.Strings(errs)
 	if len(errs) != 2 || !strings.Contains(errs[0], "kubernetes:policies.fluxgate.io/default/shared: policy default/shared is not served: policy file policy-a.yaml defines it too") ||
 		!strings.Contains(errs[1], "kubernetes:policies.fluxgate.io/team/bad") || !strings.Contains(errs[1], "no_such_component") {

@@ -18,6 +18,8 @@ import (
 	"github.com/fluxgate/fluxgate/test/kubernetes/kubetest"
 )
 
+func TestMain(m *testing.M) { kubetest.Main(m) }
+
 // running is the harness started by a test.
 type running struct {
 	cmd        *exec.Cmd
@@ -34,8 +36,8 @@ func harness(t *testing.T) *running {
 	if _, err := exec.LookPath("etcd"); err != nil && os.Getenv("CI") != "true" {
 		t.Skip(kubetest.ErrEtcdMissing.Error())
 	}
-	// Build (or find) kube-apiserver first, so that the wait below
-	// measures start-up, not a cold build.
+	// Build (or find) kube-apiserver first (TestMain has, unless it was
+	// told not to), so that the wait below is for start-up only.
 	if _, err := kubetest.BuildAPIServer(context.Background(), kubetest.BuildOptions{}); err != nil {
 		t.Fatal(err)
 	}
