@@ -97,7 +97,7 @@ func TestAgentServesPolicyCustomResources(t *testing.T) {
 		t.Fatal("agent ready before it could list Policy objects")
 	}
 
-	installCRDs(t, dyn)
+	installCRDs(t, c, dyn)
 	createNamespace(t, dyn, "team")
 	createPolicy(t, dyn, blockPolicy("team", "limited", "{"+testLabel+": \"yes\"}", "cr"))
 	createPolicy(t, dyn, blockPolicy("team", "unlabelled", "{}", "unlabelled"))

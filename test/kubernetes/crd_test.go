@@ -21,41 +21,29 @@ import (
 	"github.com/fluxgate/fluxgate/test/kubernetes/kubetest"
 )
 
-var (
-	crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	// resources of the fluxgate.io kinds, by kind
-	fluxgateResources = map[string]schema.GroupVersionResource{
-		policies.KindPolicy:        {Group: "fluxgate.io", Version: "v1beta1", Resource: "policies"},
-		policies.KindTrafficPolicy: {Group: "fluxgate.io", Version: "v1beta1", Resource: "trafficpolicies"},
-	}
-)
+// fluxgateResources are the resources of the fluxgate.io kinds, by kind.
+var fluxgateResources = map[string]schema.GroupVersionResource{
+	policies.KindPolicy:        {Group: "fluxgate.io", Version: "v1beta1", Resource: "policies"},
+	policies.KindTrafficPolicy: {Group: "fluxgate.io", Version: "v1beta1", Resource: "trafficpolicies"},
+}
 
-// installCRDs creates the repository's CRDs (deploy/kubernetes/crd-*.yaml)
-// and waits until the API server serves them.
-func installCRDs(t *testing.T, dyn dynamic.Interface) {
+// installCRDs applies the repository's CRDs (deploy/kubernetes/crd-*.yaml)
+// with kubectl and waits until the API server serves them.
+func installCRDs(t *testing.T, c *kubetest.Cluster, dyn dynamic.Interface) {
 	t.Helper()
 	ctx := context.Background()
 	files, err := filepath.Glob("../../deploy/kubernetes/crd-*.yaml")
 	if err != nil || len(files) != 2 {
 		t.Fatalf("CRD files: %v %v", files, err)
 	}
+	args := []string{"apply"}
 	var names []string
 	for _, f := range files {
-		u := readObject(t, f)
-		if _, err := dyn.Resource(crdResource).Create(ctx, u, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("create CRD from %s: %v", f, err)
-		}
-		names = append(names, u.GetName())
+		args = append(args, "-f", f)
+		names = append(names, "crd/"+readObject(t, f).GetName())
 	}
-	for _, name := range names {
-		deadline := time.Now().Add(30 * time.Second)
-		for !established(t, dyn, name) {
-			if time.Now().After(deadline) {
-				t.Fatalf("CRD %s not established after 30s", name)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	kubetest.Kubectl(t, c, args...)
+	kubetest.Kubectl(t, c, append([]string{"wait", "--for=condition=Established", "--timeout=30s"}, names...)...)
 	// Discovery of the new group lags the Established condition a little:
 	// wait until a list of each kind answers.
 	for _, gvr := range fluxgateResources {
@@ -71,22 +59,6 @@ func installCRDs(t *testing.T, dyn dynamic.Interface) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-}
-
-func established(t *testing.T, dyn dynamic.Interface, name string) bool {
-	t.Helper()
-	u, err := dyn.Resource(crdResource).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("get CRD %s: %v", name, err)
-	}
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Established" && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
 }
 
 func readObject(t *testing.T, path string) *unstructured.Unstructured {
@@ -130,7 +102,7 @@ func TestCRDsAcceptExamplesAndRefuseInvalidObjects(t *testing.T) {
 	c := kubetest.Start(t)
 	t.Logf("kube-apiserver %s ready in %v", kubetest.Release, c.StartupTime)
 	dyn := dynamicClient(t, c)
-	installCRDs(t, dyn)
+	installCRDs(t, c, dyn)
 	ctx := context.Background()
 
 	namespaces := map[string]bool{"default": true}

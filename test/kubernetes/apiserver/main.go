@@ -8,6 +8,9 @@
 //
 //	go run ./test/kubernetes/apiserver -kubeconfig /tmp/kube/config
 //	KUBECONFIG=/tmp/kube/config kubectl get --raw /version
+//
+// It also builds (once) a kubectl of the same release and logs its path;
+// -build-only builds both, prints their paths and exits.
 package main
 
 import (
@@ -28,7 +31,7 @@ func main() {
 	etcd := flag.String("etcd", "", "etcd binary (default: etcd on PATH)")
 	apiserver := flag.String("kube-apiserver", "", "kube-apiserver binary (default: build "+kubetest.Release+" into the cache, or reuse it)")
 	cache := flag.String("cache-dir", "", "where built binaries are kept (default: $FLUXGATE_CACHE_DIR or the user cache dir + /fluxgate)")
-	buildOnly := flag.Bool("build-only", false, "build (or find) kube-apiserver, print its path and exit")
+	buildOnly := flag.Bool("build-only", false, "build (or find) kube-apiserver and kubectl, print their paths and exit")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(log, *kubeconfig, *dir, *etcd, *apiserver, *cache, *buildOnly); err != nil {
@@ -46,7 +49,12 @@ func run(log *slog.Logger, kubeconfig, dir, etcd, apiserver, cache string, build
 		if err != nil {
 			return err
 		}
+		kubectl, err := kubetest.BuildKubectl(ctx, build)
+		if err != nil {
+			return err
+		}
 		fmt.Println(bin)
+		fmt.Println(kubectl)
 		return nil
 	}
 	if kubeconfig == "" {
@@ -69,6 +77,13 @@ func run(log *slog.Logger, kubeconfig, dir, etcd, apiserver, cache string, build
 	defer c.Stop()
 	log.Info("kube-apiserver ready", "release", kubetest.Release, "host", c.Host, "kubeconfig", c.Kubeconfig,
 		"startup", c.StartupTime.Round(1e6), "logs", dir)
+	// A kubectl of the same release, for the user; the cluster runs
+	// without it.
+	if kubectl, err := kubetest.BuildKubectl(ctx, build); err != nil {
+		log.Warn("no kubectl", "err", err)
+	} else {
+		log.Info("kubectl of the same release", "path", kubectl)
+	}
 	select {
 	case <-ctx.Done():
 		log.Info("stopping kube-apiserver and etcd")

@@ -16,22 +16,27 @@ import (
 	"time"
 )
 
-// Release is the Kubernetes release BuildAPIServer builds. It is pinned by
-// kubeapiserver.mod: k8s.io/kubernetes at this tag, and each staging module
-// it uses (k8s.io/api, apimachinery, apiserver, client-go, component-base,
-// kms, …) replaced by its published v0.X.Y, because k8s.io/kubernetes'
-// own go.mod points them at ./staging, which a dependent module cannot see.
+// Release is the Kubernetes release BuildAPIServer and BuildKubectl build.
+// It is pinned by kubernetes.mod: k8s.io/kubernetes at this tag, and each
+// staging module (k8s.io/api, apimachinery, apiserver, client-go,
+// component-base, kms, kubectl, …) replaced by its published v0.X.Y,
+// because k8s.io/kubernetes' own go.mod points them at ./staging, which a
+// dependent module cannot see.
 //
-// To move to another release: in an empty directory, copy kubeapiserver.mod
-// to go.mod, change the version of k8s.io/kubernetes and of every replace
-// line (check that each staging module's .zip is on the proxy), run
-// `go mod tidy`, and copy go.mod and go.sum back.
+// To move to another release: in an empty directory, copy kubernetes.mod
+// to go.mod and kubernetes.sum to go.sum, change the version of
+// k8s.io/kubernetes and of every replace line (check that each staging
+// module's .zip is on the proxy: some, such as sample-controller, are not,
+// and are not needed), run
+// `go get k8s.io/kubernetes/cmd/kube-apiserver@vX.Y.Z k8s.io/kubernetes/cmd/kubectl@vX.Y.Z`
+// (not `go mod tidy`, which wants the test dependencies of every package
+// as well), and copy go.mod and go.sum back.
 const Release = "v1.37.2"
 
 var (
-	//go:embed kubeapiserver.mod
+	//go:embed kubernetes.mod
 	buildMod []byte
-	//go:embed kubeapiserver.sum
+	//go:embed kubernetes.sum
 	buildSum []byte
 )
 
@@ -64,6 +69,18 @@ func DefaultCacheDir() (string, error) {
 // build (a lock file in the cache directory). A cold build compiles about
 // 2,000 packages: minutes on a small machine (see BENCHMARKS.md).
 func BuildAPIServer(ctx context.Context, opts BuildOptions) (string, error) {
+	return build(ctx, opts, "kube-apiserver")
+}
+
+// BuildKubectl is BuildAPIServer for kubectl of the same release (Debian's
+// kubernetes-client is 1.20, far outside kubectl's skew policy of one minor
+// release). Cold, it adds about 200 packages to kube-apiserver's.
+func BuildKubectl(ctx context.Context, opts BuildOptions) (string, error) {
+	return build(ctx, opts, "kubectl")
+}
+
+// build builds k8s.io/kubernetes/cmd/<name> from the embedded module.
+func build(ctx context.Context, opts BuildOptions, name string) (string, error) {
 	dir := opts.CacheDir
 	if dir == "" {
 		var err error
@@ -78,12 +95,12 @@ func BuildAPIServer(ctx context.Context, opts BuildOptions) (string, error) {
 	sum.Write(buildMod)
 	sum.Write(buildSum)
 	key := hex.EncodeToString(sum.Sum(nil))[:12]
-	bin := filepath.Join(dir, "kube-apiserver-"+Release+"-"+key)
+	bin := filepath.Join(dir, name+"-"+Release+"-"+key)
 	if isExecutable(bin) {
 		return bin, nil
 	}
 
-	lock, err := os.OpenFile(filepath.Join(dir, "kube-apiserver.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("kubetest: %w", err)
 	}
@@ -95,7 +112,7 @@ func BuildAPIServer(ctx context.Context, opts BuildOptions) (string, error) {
 		return bin, nil
 	}
 
-	src := filepath.Join(dir, "kube-apiserver-src-"+key)
+	src := filepath.Join(dir, "kubernetes-src-"+key)
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		return "", fmt.Errorf("kubetest: %w", err)
 	}
@@ -107,7 +124,7 @@ func BuildAPIServer(ctx context.Context, opts BuildOptions) (string, error) {
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		return "", fmt.Errorf("kubetest: building kube-apiserver needs the go command: %w", err)
+		return "", fmt.Errorf("kubetest: building %s needs the go command: %w", name, err)
 	}
 	major, minor, _ := strings.Cut(strings.TrimPrefix(Release, "v"), ".")
 	minor, _, _ = strings.Cut(minor, ".")
@@ -116,23 +133,23 @@ func BuildAPIServer(ctx context.Context, opts BuildOptions) (string, error) {
 		"-X", v + "gitVersion=" + Release, "-X", v + "gitMajor=" + major, "-X", v + "gitMinor=" + minor,
 		"-X", v + "gitTreeState=clean", "-X", v + "buildDate=1970-01-01T00:00:00Z"}, " ")
 	tmp := bin + ".tmp"
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "k8s.io/kubernetes/cmd/kube-apiserver")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "k8s.io/kubernetes/cmd/"+name)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -mod=readonly"))
 	if opts.Log != nil {
 		cmd.Stdout, cmd.Stderr = opts.Log, opts.Log
-		_, _ = fmt.Fprintf(opts.Log, "kubetest: building kube-apiserver %s into %s (a cold build takes minutes)\n", Release, bin)
+		_, _ = fmt.Fprintf(opts.Log, "kubetest: building %s %s into %s (a cold build takes minutes)\n", name, Release, bin)
 	}
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		_ = os.Remove(tmp)
-		return "", fmt.Errorf("kubetest: build kube-apiserver %s in %s: %w", Release, src, err)
+		return "", fmt.Errorf("kubetest: build %s %s in %s: %w", name, Release, src, err)
 	}
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", fmt.Errorf("kubetest: %w", err)
 	}
 	if opts.Log != nil {
-		_, _ = fmt.Fprintf(opts.Log, "kubetest: built kube-apiserver %s in %s\n", Release, time.Since(start).Round(time.Second))
+		_, _ = fmt.Fprintf(opts.Log, "kubetest: built %s %s in %s\n", name, Release, time.Since(start).Round(time.Second))
 	}
 	return bin, nil
 }
@@ -154,7 +171,7 @@ func flock(ctx context.Context, f *os.File) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kubetest: waiting for another kube-apiserver build: %w", ctx.Err())
+			return fmt.Errorf("kubetest: waiting for another build: %w", ctx.Err())
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

@@ -8,11 +8,12 @@
 // and served, CRDs are established, admission and schema validation run,
 // but nothing reconciles Pods.
 //
-// The kube-apiserver binary is built once per pinned release (BuildAPIServer)
-// into the user cache directory and reused. The build module — go.mod and
-// go.sum pinning k8s.io/kubernetes and every staging module it needs — is
-// embedded in this package (kubeapiserver.mod, kubeapiserver.sum), so that
-// the fluxgate module itself does not depend on k8s.io/kubernetes.
+// The kube-apiserver and kubectl binaries are built once per pinned release
+// (BuildAPIServer, BuildKubectl) into the user cache directory and reused.
+// The build module — go.mod and go.sum pinning k8s.io/kubernetes and every
+// staging module it needs — is embedded in this package (kubernetes.mod,
+// kubernetes.sum), so that the fluxgate module itself does not depend on
+// k8s.io/kubernetes.
 //
 // Start(t) is the test entry point; the command
 // `go run ./test/kubernetes/apiserver -kubeconfig PATH` runs the same

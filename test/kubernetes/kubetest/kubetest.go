@@ -1,23 +1,26 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
 
-// prebuilt is what Main built: the binary's path, or why it failed.
+// prebuilt is what Main built: the binaries' paths, or why they failed.
 var prebuilt struct {
-	done bool
-	bin  string
-	err  error
+	done            bool
+	apiserver, kctl string
+	err             error
 }
 
-// Main builds kube-apiserver, when the cache does not hold it yet, and then
-// runs the tests. Call it from TestMain:
+// Main builds kube-apiserver and kubectl, when the cache does not hold
+// them yet, and then runs the tests. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { kubetest.Main(m) }
 //
@@ -29,7 +32,10 @@ func Main(m *testing.M) {
 	_, err := exec.LookPath("etcd")
 	if err == nil || os.Getenv("CI") == "true" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-		prebuilt.bin, prebuilt.err = BuildAPIServer(ctx, BuildOptions{Log: os.Stderr})
+		prebuilt.apiserver, prebuilt.err = BuildAPIServer(ctx, BuildOptions{Log: os.Stderr})
+		if prebuilt.err == nil {
+			prebuilt.kctl, prebuilt.err = BuildKubectl(ctx, BuildOptions{Log: os.Stderr})
+		}
 		prebuilt.done = true
 		cancel()
 	}
@@ -52,7 +58,7 @@ func Start(t testing.TB) *Cluster {
 	if prebuilt.done && prebuilt.err != nil {
 		t.Fatal(prebuilt.err)
 	}
-	c, err := StartCluster(ctx, Options{Dir: t.TempDir(), APIServerBinary: prebuilt.bin, Build: BuildOptions{Log: testWriter{t}}})
+	c, err := StartCluster(ctx, Options{Dir: t.TempDir(), APIServerBinary: prebuilt.apiserver, Build: BuildOptions{Log: testWriter{t}}})
 	if errors.Is(err, ErrEtcdMissing) && os.Getenv("CI") != "true" {
 		t.Skip(err.Error())
 	}
@@ -66,6 +72,37 @@ func Start(t testing.TB) *Cluster {
 		}
 	})
 	return c
+}
+
+// Kubectl runs kubectl of Release (BuildKubectl) against the cluster and
+// returns its standard output; the test fails if it exits non-zero.
+func Kubectl(t testing.TB, c *Cluster, args ...string) string {
+	t.Helper()
+	out, err := KubectlErr(t, c, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// KubectlErr is Kubectl returning the failure (with kubectl's standard
+// error) instead of failing the test.
+func KubectlErr(t testing.TB, c *Cluster, args ...string) (string, error) {
+	t.Helper()
+	bin := prebuilt.kctl
+	if bin == "" {
+		var err error
+		if bin, err = BuildKubectl(context.Background(), BuildOptions{Log: testWriter{t}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return stdout.String(), nil
 }
 
 type testWriter struct{ t testing.TB }
