@@ -1,6 +1,7 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -67,6 +68,10 @@ type process struct {
 	err  error
 }
 
+// errPortTaken wraps the error of a process that exited because its port
+// was taken.
+var errPortTaken = errors.New("kubetest: port taken")
+
 // ErrEtcdMissing is returned when no etcd binary is found.
 var ErrEtcdMissing = errors.New("kubetest: etcd is not installed (Debian package etcd-server; `make deps` installs it)")
 
@@ -104,13 +109,26 @@ func StartCluster(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubetest: generate certificates: %w", err)
 	}
-	c := &Cluster{Dir: opts.Dir, Kubeconfig: opts.Kubeconfig, pki: certs}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, opts.ReadyTimeout)
 	defer cancel()
-	if err := c.start(ctx, etcdBin, apiBin); err != nil {
+	var c *Cluster
+	// A free port is found by binding :0 and closing it, so another
+	// process can take it before etcd or the API server binds it: then
+	// start again on new ports, a few times.
+	for attempt := 1; ; attempt++ {
+		c = &Cluster{Dir: opts.Dir, Kubeconfig: opts.Kubeconfig, pki: certs}
+		err := c.start(ctx, etcdBin, apiBin)
+		if err == nil {
+			break
+		}
 		c.Stop()
-		return nil, err
+		if attempt == 3 || !errors.Is(err, errPortTaken) {
+			return nil, err
+		}
+		if err := os.RemoveAll(filepath.Join(opts.Dir, "etcd")); err != nil {
+			return nil, fmt.Errorf("kubetest: %w", err)
+		}
 	}
 	c.StartupTime = time.Since(start)
 	if err := c.writeKubeconfig(); err != nil {
@@ -195,7 +213,11 @@ func (c *Cluster) waitReady(ctx context.Context, pr *process, hc *http.Client, u
 		}
 		select {
 		case <-pr.done:
-			return fmt.Errorf("kubetest: %s exited before it was ready (%v); log %s:\n%s", pr.name, pr.err, pr.log, errorLines(pr.log))
+			err := fmt.Errorf("kubetest: %s exited before it was ready (%v); log %s:\n%s", pr.name, pr.err, pr.log, errorLines(pr.log))
+			if data, _ := os.ReadFile(pr.log); bytes.Contains(data, []byte("address already in use")) {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
+			return err
 		case <-ctx.Done():
 			return fmt.Errorf("kubetest: %s not ready at %s: %v (last answer: %s); log %s:\n%s", pr.name, url, ctx.Err(), last, pr.log, tail(pr.log))
 		case <-time.After(100 * time.Millisecond):

@@ -50,3 +50,32 @@ func TestStartClusterReportsAnAPIServerThatExits(t *testing.T) {
 		t.Fatalf("etcd still runs: pids %s", out)
 	}
 }
+
+// An etcd that finds its port taken is started again on other ports.
+func TestStartClusterRetriesATakenPort(t *testing.T) {
+	etcd, err := exec.LookPath("etcd")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(ErrEtcdMissing)
+		}
+		t.Skip(ErrEtcdMissing.Error())
+	}
+	dir := t.TempDir()
+	// The first run fails as a taken port does, later ones are etcd.
+	wrapper := dir + "/etcd"
+	script := "#!/bin/sh\nif [ ! -e " + dir + "/failed ]; then touch " + dir + "/failed; echo 'listen tcp 127.0.0.1:1: bind: address already in use' >&2; exit 1; fi\nexec " + etcd + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fake := dir + "/kube-apiserver" // exits at once: enough to see etcd got healthy
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho 'E1205 started after etcd' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = StartCluster(context.Background(), Options{Dir: dir + "/cluster", EtcdBinary: wrapper, APIServerBinary: fake})
+	if err == nil || !strings.Contains(err.Error(), "kube-apiserver exited") || !strings.Contains(err.Error(), "started after etcd") {
+		t.Fatalf("err = %v, want the fake kube-apiserver's exit (etcd retried and healthy)", err)
+	}
+	if _, statErr := os.Stat(dir + "/failed"); statErr != nil {
+		t.Fatal("the wrapper never failed once")
+	}
+}
