@@ -213,13 +213,17 @@ func (c *Cluster) waitReady(ctx context.Context, pr *process, hc *http.Client, u
 		}
 		select {
 		case <-pr.done:
-			err := fmt.Errorf("kubetest: %s exited before it was ready (%v); log %s:\n%s", pr.name, pr.err, pr.log, errorLines(pr.log))
+			exit := pr.err
+			if exit == nil {
+				exit = errors.New("exit status 0")
+			}
+			err := fmt.Errorf("kubetest: %s exited before it was ready (%w); log %s:\n%s", pr.name, exit, pr.log, errorLines(pr.log))
 			if data, _ := os.ReadFile(pr.log); bytes.Contains(data, []byte("address already in use")) {
 				err = fmt.Errorf("%w: %w", errPortTaken, err)
 			}
 			return err
 		case <-ctx.Done():
-			return fmt.Errorf("kubetest: %s not ready at %s: %v (last answer: %s); log %s:\n%s", pr.name, url, ctx.Err(), last, pr.log, tail(pr.log))
+			return fmt.Errorf("kubetest: %s not ready at %s: %w (last answer: %s); log %s:\n%s", pr.name, url, ctx.Err(), last, pr.log, tail(pr.log))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
