@@ -5,7 +5,7 @@
 GO        ?= go
 PKGS      ?= ./...
 # Debian packages the end-to-end tests and load drivers start for real.
-DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager chromium \
+DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager chromium etcd-server \
 	python3-pytest python3-pytest-asyncio python3-prometheus-client python3-fastapi python3-httpx python3-starlette
 # Debian packages `make generate` needs: protoc and the well-known .proto files.
 GEN_DEB_PACKAGES ?= protobuf-compiler libprotobuf-dev
@@ -98,6 +98,9 @@ deps: tools
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends nodejs npm; \
 	fi
 	cd test/aperture/js && npm ci --ignore-scripts --no-audit --no-fund
+	@# The real kube-apiserver and kubectl test/kubernetes starts, built once from
+	@# the Go module proxy (~10 min cold): before go test, whose timeout would count it.
+	$(GO) run ./test/kubernetes/apiserver -build-only
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

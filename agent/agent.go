@@ -23,6 +23,7 @@ import (
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/kube"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/ui"
 )
@@ -61,6 +62,7 @@ type Agent struct {
 	gw       gatewayHooks // gateway: actuator routing and TrafficPolicy policies (gateway_actuators.go)
 	ui       *ui.UI       // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
+	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
 	meters   *fluxmeter.Processor
 	otlp     *fluxmeter.Receiver
 	health   *Health
@@ -169,6 +171,9 @@ func New(opts Options) (*Agent, error) {
 			return nil, err
 		}
 		a.store = s
+	}
+	if err := a.setupKubernetes(); err != nil {
+		return nil, err
 	}
 	a.meters = fluxmeter.New(fluxmeter.Options{Matcher: a.engine})
 	recv, err := fluxmeter.NewReceiver(a.meters, a.registry)
@@ -419,6 +424,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			a.fail(fmt.Errorf("agent: policy watcher: %w", err))
 		}
 	}()
+	a.runKubernetes(runCtx)
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)

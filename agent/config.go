@@ -47,6 +47,7 @@ type Config struct {
 	Gateway      GatewayConfig      `yaml:"gateway"`
 	Redis        RedisConfig        `yaml:"redis"`
 	Limits       LimitsConfig       `yaml:"limits"`
+	Kubernetes   KubernetesConfig   `yaml:"kubernetes"`
 }
 
 // LimitsConfig bounds what flows can make the agent hold in memory.

@@ -124,7 +124,7 @@ func TestLoadConfigBadFile(t *testing.T) {
 		`testdata/config/bad.yaml:7:3: duplicate key "port", first defined at line 6`,
 		`testdata/config/bad.yaml:8:6: log: expected mapping, got string "debug"`,
 		`testdata/config/bad.yaml:10:14: otlp.grpc_port: expected int, got sequence`,
-		`testdata/config/bad.yaml:11:1: unknown field "polices" in Config; valid fields: admin, agent, alertmanager, check, gateway, limits, log, metrics, otlp, policies, prometheus, redis, server, tls, tsdb`,
+		`testdata/config/bad.yaml:11:1: unknown field "polices" in Config; valid fields: admin, agent, alertmanager, check, gateway, kubernetes, limits, log, metrics, otlp, policies, prometheus, redis, server, tls, tsdb`,
 	}
 	var list strictyaml.ErrorList
 	if !errors.As(err, &list) {

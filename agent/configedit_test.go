@@ -137,10 +137,10 @@ func TestSetConfigValueRefused(t *testing.T) {
 		key, value, want string
 	}{
 		{"metrics.prot", "1", `unknown key "metrics.prot"; valid keys: metrics.enabled, metrics.port, metrics.path, metrics.tls`},
-		{"metrix.port", "1", `unknown key "metrix.port"; valid sections: server, metrics, otlp, policies, admin, check, tls, log, agent, tsdb, prometheus, alertmanager, gateway, redis, limits`},
+		{"metrix.port", "1", `unknown key "metrix.port"; valid sections: server, metrics, otlp, policies, admin, check, tls, log, agent, tsdb, prometheus, alertmanager, gateway, redis, limits, kubernetes`},
 		{"metrics", "1", `"metrics" is a section, not a key; valid keys: metrics.enabled, metrics.port, metrics.path, metrics.tls`},
 		{"metrics.port.x", "1", `unknown key "metrics.port.x"; valid keys: metrics.enabled, metrics.port, metrics.path, metrics.tls`},
-		{"", "1", `unknown key ""; valid sections: server, metrics, otlp, policies, admin, check, tls, log, agent, tsdb, prometheus, alertmanager, gateway, redis, limits`},
+		{"", "1", `unknown key ""; valid sections: server, metrics, otlp, policies, admin, check, tls, log, agent, tsdb, prometheus, alertmanager, gateway, redis, limits, kubernetes`},
 		{"metrics.port", "abc", `metrics.port: expected int, got "abc"`},
 		{"metrics.port", "9090.5", `metrics.port: expected int, got "9090.5"`},
 		{"metrics.enabled", "yes", `metrics.enabled: expected bool, got "yes"`},

@@ -29,7 +29,8 @@ type PolicyEntry struct {
 	Kind     string
 	Object   policies.Object
 	Source   []byte    // the document's YAML
-	File     string    // base name of the file in the policy directory
+	File     string    // base name of the file in the policy directory, or the source object's ID
+	Origin   string    // "" for the policy directory, else the source's name (AddSource)
 	Hash     string    // sha256 of Source, hex
 	LoadedAt time.Time // when this version was first loaded
 }
@@ -46,7 +47,9 @@ type FileError struct {
 type PolicySnapshot struct {
 	Version uint64
 	Entries map[policies.Key]*PolicyEntry
-	Errors  []FileError // sorted by file
+	// Errors holds the refused files sorted by name, then the refused or
+	// shadowed objects of other sources, by source name and object ID.
+	Errors []FileError
 }
 
 // Sorted returns the entries ordered by namespace and name.
@@ -87,6 +90,14 @@ type StoreOptions struct {
 
 // PolicyStore loads policies from a directory, watches it and publishes
 // snapshots. The zero value is not usable; call NewPolicyStore.
+//
+// Other sources (Kubernetes custom resources) add policies with AddSource
+// and SetSource. Every policy is known by its namespace/name, whatever its
+// origin, and the policy directory takes precedence: a source object with
+// the key of a file policy is shadowed, not served. The clash is an error
+// of the snapshot (health degraded), logged when it appears and counted in
+// fluxgate_policy_name_clashes. Between two source objects with one key,
+// the first by source name, then object ID, wins the same way.
 type PolicyStore struct {
 	opts   StoreOptions
 	logger *slog.Logger
@@ -101,11 +112,20 @@ type PolicyStore struct {
 	// gone says why the last good policies run without their directory,
 	// which was deleted after it was read; nil while it is there.
 	gone atomic.Pointer[string]
+	// names are the policy files the directory held when last listed;
+	// guarded by mu.
+	names []string
+	// sources hold the objects of other sources by source name; guarded
+	// by mu. pending counts the sources that have not called SetSource
+	// yet: until they all have, the store is not Loaded.
+	sources map[string]map[string]*fileState
+	pending atomic.Int32
 
 	reloads      *prometheus.CounterVec
 	reloadErrors prometheus.Counter
 	loadedGauge  prometheus.Gauge
 	lastSuccess  prometheus.Gauge
+	clashes      prometheus.Gauge
 }
 
 // fileState remembers what a file held the last time it was read.
@@ -129,9 +149,10 @@ func NewPolicyStore(opts StoreOptions) (*PolicyStore, error) {
 		opts.Debounce = 20 * time.Millisecond
 	}
 	s := &PolicyStore{
-		opts:   opts,
-		logger: opts.Logger,
-		files:  make(map[string]*fileState),
+		opts:    opts,
+		logger:  opts.Logger,
+		files:   make(map[string]*fileState),
+		sources: make(map[string]map[string]*fileState),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fluxgate_policy_reloads_total",
 			Help: "Policy directory reloads that changed something, by result (success, failure).",
@@ -148,13 +169,17 @@ func NewPolicyStore(opts StoreOptions) (*PolicyStore, error) {
 			Name: "fluxgate_policy_last_reload_success_timestamp_seconds",
 			Help: "When the policy directory last loaded without a refused file.",
 		}),
+		clashes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fluxgate_policy_name_clashes",
+			Help: "Policies of a source other than the policy directory (Kubernetes) not served because a file policy, or an earlier source object, has the same namespace/name.",
+		}),
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	s.snap.Store(&PolicySnapshot{Entries: map[policies.Key]*PolicyEntry{}})
 	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.reloads, s.reloadErrors, s.loadedGauge, s.lastSuccess} {
+		for _, c := range []prometheus.Collector{s.reloads, s.reloadErrors, s.loadedGauge, s.lastSuccess, s.clashes} {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("agent: register policy store metrics: %w", err)
 			}
@@ -169,8 +194,9 @@ func (s *PolicyStore) Dir() string { return s.opts.Dir }
 // Snapshot returns the current snapshot. It never blocks.
 func (s *PolicyStore) Snapshot() *PolicySnapshot { return s.snap.Load() }
 
-// Loaded reports whether the directory has been read at least once.
-func (s *PolicyStore) Loaded() bool { return s.loaded.Load() }
+// Loaded reports whether the directory has been read at least once and
+// every source added by AddSource has reported its objects once.
+func (s *PolicyStore) Loaded() bool { return s.loaded.Load() && s.pending.Load() == 0 }
 
 // Subscribe registers fn to be called, in the reloading goroutine, after
 // every snapshot change. fn must not call back into the store's writers.
@@ -184,7 +210,11 @@ func (s *PolicyStore) Subscribe(fn func(old, cur *PolicySnapshot)) {
 // first load, degraded while some file is refused.
 func (s *PolicyStore) Health() ComponentHealth {
 	if !s.Loaded() {
-		return ComponentHealth{Status: StatusUnhealthy, Message: "policies not loaded yet"}
+		msg := "policies not loaded yet"
+		if n := s.pending.Load(); n > 0 {
+			msg = fmt.Sprintf("%s: waiting for %d policy sources besides the directory", msg, n)
+		}
+		return ComponentHealth{Status: StatusUnhealthy, Message: msg}
 	}
 	snap := s.Snapshot()
 	h := ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%d policies loaded from %s", len(snap.Entries), s.opts.Dir)}
@@ -193,7 +223,7 @@ func (s *PolicyStore) Health() ComponentHealth {
 	}
 	if len(snap.Errors) > 0 {
 		h.Status = StatusDegraded
-		h.Message = fmt.Sprintf("%d policies loaded, %d files refused (last good versions keep running)", len(snap.Entries), len(snap.Errors))
+		h.Message = fmt.Sprintf("%d policies loaded, %d files or objects refused or shadowed (last good versions keep running)", len(snap.Entries), len(snap.Errors))
 		for _, fe := range snap.Errors {
 			h.Errors = append(h.Errors, fe.Err.Error())
 		}
@@ -247,7 +277,9 @@ func (s *PolicyStore) reloadLocked() error {
 			delete(s.files, name)
 		}
 	}
-	s.publishLocked(names)
+	s.names = names
+	s.publishLocked()
+	s.loaded.Store(true)
 	return nil
 }
 
@@ -342,12 +374,13 @@ func (s *PolicyStore) parse(path string, data []byte) ([]*policies.Document, err
 }
 
 // publishLocked builds the entry set from the files' last good documents,
-// reusing unchanged entries, and swaps the snapshot if anything differs.
-func (s *PolicyStore) publishLocked(names []string) {
+// then the other sources' objects, reusing unchanged entries, and swaps the
+// snapshot if anything differs.
+func (s *PolicyStore) publishLocked() {
 	old := s.Snapshot()
 	entries := make(map[policies.Key]*PolicyEntry)
 	var errs []FileError
-	for _, name := range names {
+	for _, name := range s.names {
 		st := s.files[name]
 		if st.err != nil {
 			errs = append(errs, FileError{File: name, Err: st.err})
@@ -367,7 +400,8 @@ func (s *PolicyStore) publishLocked(names []string) {
 			entries[key] = e
 		}
 	}
-	s.loaded.Store(true)
+	clashes := s.addSourcesLocked(old, entries, &errs)
+	s.clashes.Set(float64(clashes))
 	s.loadedGauge.Set(float64(len(entries)))
 	if len(errs) == 0 {
 		s.lastSuccess.SetToCurrentTime()

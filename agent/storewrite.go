@@ -69,6 +69,9 @@ func (s *PolicyStore) Delete(key policies.Key) error {
 	if e == nil {
 		return fmt.Errorf("policy %s: %w", key, ErrNotFound)
 	}
+	if e.Origin != "" {
+		return fmt.Errorf("%w: policy %s comes from %s; delete it there", ErrConflict, key, e.File)
+	}
 	if st := s.files[e.File]; st != nil && len(st.docs) > 1 {
 		return fmt.Errorf("%w: policy %s shares %s with %d other documents; edit that file instead", ErrConflict, key, e.File, len(st.docs)-1)
 	}
@@ -81,6 +84,9 @@ func (s *PolicyStore) Delete(key policies.Key) error {
 // fileForLocked picks the file a Put of key writes.
 func (s *PolicyStore) fileForLocked(key policies.Key) (string, error) {
 	if e := s.Snapshot().Entries[key]; e != nil {
+		if e.Origin != "" {
+			return "", fmt.Errorf("%w: policy %s comes from %s; change it there", ErrConflict, key, e.File)
+		}
 		if st := s.files[e.File]; st != nil && len(st.docs) > 1 {
 			return "", fmt.Errorf("%w: policy %s shares %s with %d other documents; edit that file instead", ErrConflict, key, e.File, len(st.docs)-1)
 		}

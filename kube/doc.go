@@ -1,0 +1,15 @@
+// Package kube connects the agent to a Kubernetes API server: it watches
+// FluxGate's custom resources with client-go informers and hands them to
+// the policy store as documents, as if they were policy files.
+//
+// A PolicyWatcher lists and watches Policy objects (fluxgate.io/v1beta1)
+// in one namespace or all, filtered by a label selector, and calls its
+// Update function with every matching object after each change, the
+// first time once the initial list has arrived (even when it is empty).
+// Each object becomes one policy document of its apiVersion, kind, name,
+// namespace, labels and spec; status and other metadata are not part of
+// the policy.
+//
+// RESTConfig finds the credentials: a kubeconfig file, or the pod's service
+// account when run in a cluster.
+package kube

@@ -1,0 +1,93 @@
+package kube
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+)
+
+// A custom resource becomes a policy document of its apiVersion, kind,
+// name, namespace, labels and spec: server-set metadata and status are
+// left out, so the strict policy parser accepts it.
+func TestPolicyDocument(t *testing.T) {
+	var u unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(`apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata:
+  name: checkout
+  namespace: shop
+  labels: {team: payments}
+  annotations: {kubectl.kubernetes.io/last-applied-configuration: "{}"}
+  uid: 0b7c4b0e-0000-0000-0000-000000000000
+  resourceVersion: "42"
+  generation: 3
+  managedFields: [{manager: kubectl}]
+spec:
+  circuit: {components: []}
+status: {observedGeneration: 3}
+`), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	o, err := policyDocument(&u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ID != "kubernetes:policies.fluxgate.io/shop/checkout" {
+		t.Fatalf("ID = %q", o.ID)
+	}
+	const want = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata:
+  labels:
+    team: payments
+  name: checkout
+  namespace: shop
+spec:
+  circuit:
+    components: []
+`
+	if string(o.YAML) != want {
+		t.Fatalf("document:\n%s\nwant:\n%s", o.YAML, want)
+	}
+}
+
+func TestNewPolicyWatcherChecksOptions(t *testing.T) {
+	update := func([]Object) {}
+	cfg := &rest.Config{Host: "https://127.0.0.1:1"}
+	for _, tc := range []struct {
+		name    string
+		opts    PolicyWatcherOptions
+		wantErr string
+	}{
+		{"ok", PolicyWatcherOptions{Config: cfg, Update: update, LabelSelector: "team=payments,tier!=test"}, ""},
+		{"no config", PolicyWatcherOptions{Update: update}, "needs Config and Update"},
+		{"no update", PolicyWatcherOptions{Config: cfg}, "needs Config and Update"},
+		{"bad selector", PolicyWatcherOptions{Config: cfg, Update: update, LabelSelector: "team in (a"}, `label selector "team in (a"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := NewPolicyWatcher(tc.opts)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+			if err == nil && w.Synced() {
+				t.Fatal("synced before Run")
+			}
+		})
+	}
+}
+
+func TestRESTConfigFromKubeconfig(t *testing.T) {
+	if _, err := RESTConfig(t.TempDir() + "/missing"); err == nil || !strings.Contains(err.Error(), "kubeconfig") {
+		t.Fatalf("missing kubeconfig: err = %v", err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	if _, err := RESTConfig(""); err == nil || !strings.Contains(err.Error(), "in-cluster") {
+		t.Fatalf("outside a pod: err = %v", err)
+	}
+}
