@@ -85,22 +85,18 @@ func Register(kind string, newSpec func() Spec) {
 	policies.RegisterComponent(kind, func() any { return newSpec() })
 }
 
-// ActuatorPorts lists the signal inputs of a flow-control component kind
-// that the policies package defines (a rate limiter's bucket_capacity,
-// say).
-type ActuatorPorts func(spec any) []InPort
-
-var actuators = map[string]ActuatorPorts{} // guarded by registryMu
-
-// RegisterActuator makes a flow-control kind part of circuits: each tick
-// the circuit reads its input ports and hands them to the ActuatorSink.
-func RegisterActuator(kind string, ports ActuatorPorts) {
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := actuators[kind]; dup {
-		panic(fmt.Sprintf("circuit: actuator %q registered twice", kind))
+// actuatorPorts are the signal inputs of a flow-control component spec
+// (policies.Actuator), and whether it is one.
+func actuatorPorts(spec any) ([]InPort, bool) {
+	a, ok := spec.(policies.Actuator)
+	if !ok {
+		return nil, false
 	}
-	actuators[kind] = ports
+	var in []InPort
+	for _, p := range a.ActuatorPorts() {
+		in = append(in, InPort{Name: p.Name, Wire: p.Wire})
+	}
+	return in, true
 }
 
 // Kinds lists the registered circuit component kinds, sorted.

@@ -46,15 +46,12 @@ func Describe(p *policies.Policy) Diagram {
 		d.Nodes = append(d.Nodes, DiagramNode{ID: id, Label: fmt.Sprintf("%d: %s", i, c.Kind)})
 		var ins []InPort
 		var outs []OutPort
-		registryMu.RLock()
-		ports := actuators[c.Kind]
-		registryMu.RUnlock()
 		switch spec := c.Spec.(type) {
 		case Spec:
 			ins, outs = spec.Ports()
 		default:
-			if ports != nil {
-				ins = ports(spec)
+			if ports, ok := actuatorPorts(spec); ok {
+				ins = ports
 			}
 		}
 		for _, o := range outs {

@@ -95,9 +95,7 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 		var in []InPort
 		var out []OutPort
 		var built Component
-		registryMu.RLock()
-		ports := actuators[comp.Kind]
-		registryMu.RUnlock()
+		ports, isActuator := actuatorPorts(comp.Spec)
 		switch spec := comp.Spec.(type) {
 		case Spec:
 			in, out = spec.Ports()
@@ -108,7 +106,7 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 			}
 			built = b
 		default:
-			if ports == nil {
+			if !isActuator {
 				errorf(comp, "%s is not a circuit component", comp.Kind)
 				continue
 			}
@@ -119,7 +117,7 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 				errorf(comp, "%s: flow-control components must be at the top level of spec.circuit.components, not inside a nested_circuit; export the signal with out_ports_map and wire it there", comp.Kind)
 				continue
 			}
-			in = ports(spec)
+			in = ports
 			built = &actuator{env: &e, ports: in}
 		}
 		n := &node{index: i, kind: comp.Kind, comp: built, line: comp.Line, column: comp.Column}

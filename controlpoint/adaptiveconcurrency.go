@@ -32,6 +32,13 @@ var (
 	_ slotHolder    = (*adaptiveConcurrency)(nil)
 )
 
+func init() {
+	registerKind(func(info componentInfo, s *policies.AdaptiveConcurrency, _ *Options) (flowComponent, []policies.Selector, error) {
+		a, err := newAdaptiveConcurrency(info, s)
+		return a, s.Selectors, err
+	})
+}
+
 func newAdaptiveConcurrency(info componentInfo, spec *policies.AdaptiveConcurrency) (*adaptiveConcurrency, error) {
 	info.typ = "adaptive_concurrency"
 	info.dryRun = spec.DryRun

@@ -101,6 +101,16 @@ var _ flowComponent = (*rateLimiter)(nil)
 // errNoRedis refuses a backend: redis limiter on an agent without Redis.
 var errNoRedis = errors.New("flow_control.rate_limiter: parameters.backend is redis, but this agent has no Redis: set redis.address (or redis.addresses) in the agent configuration")
 
+func init() {
+	registerKind(func(info componentInfo, s *policies.RateLimiter, o *Options) (flowComponent, []policies.Selector, error) {
+		r, err := newRateLimiter(info, s, o.Redis, o.RateLimiterMemory)
+		return r, s.Selectors, err
+	})
+	registerKind(func(info componentInfo, s *policies.Sampler, _ *Options) (flowComponent, []policies.Selector, error) {
+		return newSampler(info, s), s.Selectors, nil
+	})
+}
+
 // newRateLimiter compiles spec; each kind of bucket it holds (local,
 // lazy sync's shares, local_fallback's) keeps within maxMemory bytes
 // (0: ratelimit.DefaultMaxMemory).

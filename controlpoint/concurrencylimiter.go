@@ -36,6 +36,16 @@ var (
 	_ slotHolder    = (*concurrencyLimiter)(nil)
 )
 
+func init() {
+	registerKind(func(info componentInfo, s *policies.ConcurrencyLimiter, _ *Options) (flowComponent, []policies.Selector, error) {
+		return newConcurrencyLimiter(info, s), s.Selectors, nil
+	})
+	registerKind(func(info componentInfo, s *policies.ConcurrencyScheduler, _ *Options) (flowComponent, []policies.Selector, error) {
+		c, err := newConcurrencyScheduler(info, s)
+		return c, s.Selectors, err
+	})
+}
+
 func newConcurrencyLimiter(info componentInfo, spec *policies.ConcurrencyLimiter) *concurrencyLimiter {
 	info.typ = "concurrency_limiter"
 	info.dryRun = spec.DryRun

@@ -219,51 +219,13 @@ func (e *Engine) compile(p *policies.Policy) (*compiledPolicy, error) {
 	var errs []error
 	for i, c := range p.Spec.Circuit.Components {
 		info := componentInfo{policyName: p.Metadata.Name, policyNamespace: p.Metadata.Namespace, id: strconv.Itoa(i)}
-		var fc flowComponent
-		var sels []policies.Selector
-		switch spec := c.Spec.(type) {
-		case *policies.RateLimiter:
-			r, err := newRateLimiter(info, spec, e.opts.Redis, e.opts.RateLimiterMemory)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
-				continue
-			}
-			fc, sels = r, spec.Selectors
-		case *policies.Sampler:
-			s := newSampler(info, spec)
-			fc, sels = s, spec.Selectors
-		case *policies.LoadScheduler:
-			l, err := newLoadScheduler(info, spec)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
-				continue
-			}
-			fc, sels = l, spec.Selectors
-		case *policies.AdaptiveConcurrency:
-			a, err := newAdaptiveConcurrency(info, spec)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
-				continue
-			}
-			fc, sels = a, spec.Selectors
-		case *policies.QuotaScheduler:
-			q, err := newQuotaScheduler(info, spec, e.opts.RateLimiterMemory)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
-				continue
-			}
-			fc, sels = q, spec.Selectors
-		case *policies.ConcurrencyLimiter:
-			fc, sels = newConcurrencyLimiter(info, spec), spec.Selectors
-		case *policies.ConcurrencyScheduler:
-			c, err := newConcurrencyScheduler(info, spec)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
-				continue
-			}
-			fc, sels = c, spec.Selectors
-		default:
+		fc, sels, ok, err := buildKind(info, c.Spec, &e.opts)
+		if !ok {
 			continue // not a flow-control component: the circuit runs it
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spec.circuit.components[%d]: %w", i, err))
+			continue
 		}
 		compiled, err := compileSelectors(sels, e.opts.AgentGroup)
 		if err != nil {

@@ -40,6 +40,13 @@ type workload struct {
 
 var _ flowComponent = (*loadScheduler)(nil)
 
+func init() {
+	registerKind(func(info componentInfo, s *policies.LoadScheduler, _ *Options) (flowComponent, []policies.Selector, error) {
+		l, err := newLoadScheduler(info, s)
+		return l, s.Selectors, err
+	})
+}
+
 func newLoadScheduler(info componentInfo, spec *policies.LoadScheduler) (*loadScheduler, error) {
 	info.typ = "load_scheduler"
 	info.dryRun = spec.DryRun

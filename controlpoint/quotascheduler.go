@@ -32,6 +32,13 @@ var _ flowComponent = (*quotaScheduler)(nil)
 // continuous fill and may overshoot the next boundary of a discrete one.
 const quotaRecheck = 100 * time.Millisecond
 
+func init() {
+	registerKind(func(info componentInfo, s *policies.QuotaScheduler, o *Options) (flowComponent, []policies.Selector, error) {
+		q, err := newQuotaScheduler(info, s, o.RateLimiterMemory)
+		return q, s.Selectors, err
+	})
+}
+
 func newQuotaScheduler(info componentInfo, spec *policies.QuotaScheduler, maxMemory int64) (*quotaScheduler, error) {
 	info.typ = "quota_scheduler"
 	info.dryRun = spec.DryRun
