@@ -82,11 +82,13 @@ type Agent struct {
 	ready    atomic.Bool
 	stopping atomic.Bool
 
-	mu     sync.Mutex          // guards addrs and cancel
-	addrs  map[string]net.Addr // bound listeners by name
-	cancel context.CancelFunc  // stops the goroutines Start began
-	wg     sync.WaitGroup
-	errc   chan error
+	mu      sync.Mutex          // guards addrs, cancel, runCtx and runErrs
+	addrs   map[string]net.Addr // bound listeners by name
+	cancel  context.CancelFunc  // stops the goroutines Start began
+	runCtx  context.Context     // theirs (goRun)
+	runErrs []error             // every error a part returned (fail)
+	wg      sync.WaitGroup      // the parts goRun started
+	errc    chan error          // the first of runErrs
 }
 
 // Names of the listeners, as used in logs and by Addr.
@@ -115,7 +117,7 @@ func New(opts Options) (*Agent, error) {
 		timeout:  opts.ShutdownTimeout,
 		mux:      http.NewServeMux(),
 		addrs:    make(map[string]net.Addr),
-		errc:     make(chan error, 4),
+		errc:     make(chan error, 1),
 	}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
@@ -361,7 +363,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.mu.Lock()
-	a.cancel = cancel
+	a.cancel, a.runCtx = cancel, runCtx
 	for name, ln := range bound {
 		a.addrs[name] = ln.Addr()
 	}
@@ -382,49 +384,21 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		a.serve(ListenerMetrics, a.tlsListener(ListenerMetrics, ln, a.metrics), a.metrics.Serve)
 	}
 	if a.certs != nil {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			_ = a.certs.Run(runCtx)
-		}()
+		a.goRun("certificate reloader", func(ctx context.Context) error { _ = a.certs.Run(ctx); return nil })
 	}
-	a.wg.Add(3)
-	go func() {
-		defer a.wg.Done()
-		a.engine.Run(runCtx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.circuits.Run(runCtx)
-	}()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.ui.Run(runCtx)
-	}()
+	a.goRun("decision engine", func(ctx context.Context) error { a.engine.Run(ctx); return nil })
+	a.goRun("circuits", func(ctx context.Context) error { a.circuits.Run(ctx); return nil })
+	a.goRun("live view", func(ctx context.Context) error { a.ui.Run(ctx); return nil })
 	if a.alerts != nil {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			a.alerts.Run(runCtx)
-		}()
+		a.goRun("alerts", func(ctx context.Context) error { a.alerts.Run(ctx); return nil })
 	}
 	if a.tsdb != nil {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			if err := a.tsdb.Run(runCtx); err != nil {
-				a.fail(fmt.Errorf("agent: embedded TSDB: %w", err))
-			}
-		}()
+		a.goRun("embedded TSDB", a.tsdb.Run)
 	}
-	go func() {
-		defer a.wg.Done()
-		if err := a.store.Run(runCtx); err != nil {
-			a.fail(fmt.Errorf("agent: policy watcher: %w", err))
-		}
-	}()
-	a.runKubernetes(runCtx)
+	a.goRun("policy watcher", a.store.Run)
+	if a.kube != nil {
+		a.goRun("kubernetes watch", a.kube.Run)
+	}
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
@@ -437,19 +411,40 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 
 func (a *Agent) serve(name string, ln net.Listener, serve func(net.Listener) error) {
 	a.logger.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", a.tlsOn(name))
+	a.goRun(name+" server", func(context.Context) error {
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+}
+
+// goRun starts one long-lived part of the agent, run until ctx (Start's
+// run context) ends; Stop waits for every part. A part's error ends the
+// agent: the first reaches Err, and none is dropped — Run returns them
+// all. Every goroutine Start begins goes through here, so nothing counts
+// them by hand.
+func (a *Agent) goRun(name string, run func(ctx context.Context) error) {
+	a.mu.Lock()
+	ctx := a.runCtx
+	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, grpc.ErrServerStopped) {
-			a.fail(fmt.Errorf("agent: %s server: %w", name, err))
+		if err := run(ctx); err != nil {
+			a.fail(fmt.Errorf("agent: %s: %w", name, err))
 		}
 	}()
 }
 
+// fail records a part's error; the first is also sent on Err.
 func (a *Agent) fail(err error) {
-	select {
-	case a.errc <- err:
-	default:
+	a.mu.Lock()
+	a.runErrs = append(a.runErrs, err)
+	first := len(a.runErrs) == 1
+	a.mu.Unlock()
+	if first {
+		a.errc <- err // buffered for one: the first error only
 	}
 }
 
@@ -505,10 +500,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
-	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-a.errc:
+	case <-a.errc:
 	}
-	return errors.Join(runErr, a.Stop(context.Background()))
+	stopErr := a.Stop(context.Background())
+	a.mu.Lock()
+	runErrs := append([]error(nil), a.runErrs...)
+	a.mu.Unlock()
+	return errors.Join(append(runErrs, stopErr)...)
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -329,5 +330,35 @@ func TestStartFailsOnBusyPort(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "http listener") {
 		t.Errorf("error = %v, want it to name the http listener", err)
+	}
+}
+
+// Every part the agent runs goes through one mechanism: the first error
+// ends Run, and no error is dropped — Run returns them all.
+func TestRunReturnsEveryPartError(t *testing.T) {
+	a, err := New(Options{Config: testConfig(t.TempDir()), ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- a.Run(context.Background()) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("agent not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	release := make(chan struct{})
+	a.goRun("first part", func(context.Context) error { <-release; return errors.New("one") })
+	a.goRun("second part", func(context.Context) error { <-release; return errors.New("two") })
+	close(release)
+	select {
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "agent: first part: one") || !strings.Contains(err.Error(), "agent: second part: two") {
+			t.Fatalf("Run = %v, want both parts' errors", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after its parts failed")
 	}
 }

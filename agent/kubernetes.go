@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/fluxgate/fluxgate/kube"
@@ -58,18 +57,4 @@ func (a *Agent) setupKubernetes() error {
 		return ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%d objects of %s", n, w.Describe())}
 	})
 	return nil
-}
-
-// runKubernetes runs the watch, if any, until ctx ends.
-func (a *Agent) runKubernetes(ctx context.Context) {
-	if a.kube == nil {
-		return
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		if err := a.kube.Run(ctx); err != nil {
-			a.fail(fmt.Errorf("agent: kubernetes watch: %w", err))
-		}
-	}()
 }
