@@ -502,7 +502,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	select {
 	case <-ctx.Done():
-	case <-a.errc:
+	case first := <-a.errc:
+		a.logger.Error("agent part failed; stopping", "err", first)
 	}
 	stopErr := a.Stop(context.Background())
 	a.mu.Lock()
