@@ -6,13 +6,13 @@ import (
 	"github.com/fluxgate/fluxgate/kube"
 )
 
-// KubernetesConfig makes the agent serve Policy custom resources beside
-// its policy files (package kube).
+// KubernetesConfig makes the agent serve Policy and TrafficPolicy custom
+// resources beside its policy files (package kube).
 type KubernetesConfig struct {
-	Enabled       bool   `yaml:"enabled" desc:"Watch Policy custom resources (fluxgate.io/v1beta1) and serve them beside the policy files. A file policy wins a namespace/name clash (reported in health and fluxgate_policy_name_clashes); the agent is not ready until the first list has arrived."`
+	Enabled       bool   `yaml:"enabled" desc:"Watch Policy and TrafficPolicy custom resources (fluxgate.io/v1beta1) and serve them beside the policy files (TrafficPolicy objects reach the built-in gateway as TrafficPolicy files do). A file policy wins a namespace/name clash (reported in health and fluxgate_policy_name_clashes); the agent is not ready until the first list has arrived."`
 	Kubeconfig    string `yaml:"kubeconfig" desc:"Kubeconfig file to reach the API server; empty uses the pod's service account (in-cluster)."`
-	Namespace     string `yaml:"namespace" desc:"Namespace whose Policy objects are watched; empty watches all namespaces."`
-	LabelSelector string `yaml:"label_selector" desc:"Kubernetes label selector the watched Policy objects must match (such as team=payments); empty matches all."`
+	Namespace     string `yaml:"namespace" desc:"Namespace whose Policy and TrafficPolicy objects are watched; empty watches all namespaces."`
+	LabelSelector string `yaml:"label_selector" desc:"Kubernetes label selector the watched objects must match (such as team=payments); empty matches all."`
 }
 
 // kubernetesSource is the policy store's source name for custom resources.

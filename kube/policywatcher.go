@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,8 +22,16 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// PolicyResource is the Policy custom resource.
-var PolicyResource = schema.GroupVersionResource{Group: "fluxgate.io", Version: "v1beta1", Resource: "policies"}
+// The custom resources the watcher serves as policy documents: Policy,
+// and TrafficPolicy (seed 003's per-Deployment routing, rate limit and
+// canary, which the built-in gateway compiles).
+var (
+	PolicyResource        = schema.GroupVersionResource{Group: "fluxgate.io", Version: "v1beta1", Resource: "policies"}
+	TrafficPolicyResource = schema.GroupVersionResource{Group: "fluxgate.io", Version: "v1beta1", Resource: "trafficpolicies"}
+)
+
+// Resources are what a PolicyWatcher watches by default.
+var Resources = []schema.GroupVersionResource{PolicyResource, TrafficPolicyResource}
 
 // Object is one custom resource as a policy document.
 type Object struct {
@@ -67,6 +76,8 @@ type PolicyWatcherOptions struct {
 	Update func([]Object)
 	// Logger receives watch errors and refused objects. Nil means silent.
 	Logger *slog.Logger
+	// Resources to watch; nil means Resources (Policy and TrafficPolicy).
+	Resources []schema.GroupVersionResource
 }
 
 // PolicyWatcher watches Policy custom resources. Create it with
@@ -100,6 +111,9 @@ func NewPolicyWatcher(opts PolicyWatcherOptions) (*PolicyWatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
+	if opts.Resources == nil {
+		opts.Resources = Resources
+	}
 	w := &PolicyWatcher{opts: opts, client: client, logger: opts.Logger}
 	if w.logger == nil {
 		w.logger = slog.New(slog.DiscardHandler)
@@ -113,10 +127,59 @@ func NewPolicyWatcher(opts PolicyWatcherOptions) (*PolicyWatcher, error) {
 // resource (CRD not installed), is retried with backoff and reported by
 // Health. Run returns nil when ctx ends.
 func (w *PolicyWatcher) Run(ctx context.Context) error {
+	changed := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case changed <- struct{}{}:
+		default: // an update is pending already; it will read the newest objects
+		}
+	}
+	var stores []resourceStore
+	var synced []cache.InformerSynced
+	var wg sync.WaitGroup
+	defer wg.Wait() // the informers stop when ctx ends
+	for _, gvr := range w.opts.Resources {
+		inf, err := w.informer(gvr, notify)
+		if err != nil {
+			return err
+		}
+		stores = append(stores, resourceStore{gvr, inf.GetStore()})
+		synced = append(synced, inf.HasSynced)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inf.RunWithContext(ctx)
+		}()
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return nil // ctx ended first
+	}
+	w.update(stores)
+	w.mu.Lock()
+	w.synced = true
+	w.mu.Unlock()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+			w.update(stores)
+		}
+	}
+}
+
+// resourceStore is an informer's cache of one resource.
+type resourceStore struct {
+	gvr   schema.GroupVersionResource
+	store cache.Store
+}
+
+// informer lists and watches one resource, calling notify on every change.
+func (w *PolicyWatcher) informer(gvr schema.GroupVersionResource, notify func()) (cache.SharedIndexInformer, error) {
 	// A plain informer on the dynamic client: dynamicinformer would link
 	// every typed informer and clientset of client-go (about 370
 	// packages, 21 MB of agent binary) for its GenericInformer type.
-	res := w.client.Resource(PolicyResource).Namespace(w.opts.Namespace) // "" is every namespace
+	res := w.client.Resource(gvr).Namespace(w.opts.Namespace) // "" is every namespace
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = w.opts.LabelSelector
@@ -128,66 +191,39 @@ func (w *PolicyWatcher) Run(ctx context.Context) error {
 		},
 	}
 	inf := cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})
-	changed := make(chan struct{}, 1)
-	notify := func() {
-		select {
-		case changed <- struct{}{}:
-		default: // an update is pending already; it will read the newest objects
-		}
-	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { notify() },
 		UpdateFunc: func(any, any) { notify() },
 		DeleteFunc: func(any) { notify() },
 	}); err != nil {
-		return fmt.Errorf("kube: %w", err)
+		return nil, fmt.Errorf("kube: %w", err)
 	}
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		w.mu.Lock()
-		w.watchErr = err.Error()
+		w.watchErr = gvr.GroupResource().String() + ": " + err.Error()
 		w.mu.Unlock()
-		w.logger.Warn("kubernetes: list/watch of Policy objects failed; retrying", "resource", PolicyResource.String(), "err", err)
+		w.logger.Warn("kubernetes: list/watch failed; retrying", "resource", gvr.String(), "err", err)
 	}); err != nil {
-		return fmt.Errorf("kube: %w", err)
+		return nil, fmt.Errorf("kube: %w", err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		inf.RunWithContext(ctx)
-	}()
-	defer wg.Wait() // the informer stops when ctx ends
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return nil // ctx ended first
-	}
-	w.update(inf.GetStore())
-	w.mu.Lock()
-	w.synced = true
-	w.mu.Unlock()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-			w.update(inf.GetStore())
-		}
-	}
+	return inf, nil
 }
 
-func (w *PolicyWatcher) update(store cache.Store) {
-	items := store.List()
-	objs := make([]Object, 0, len(items))
-	for _, it := range items {
-		u, ok := it.(*unstructured.Unstructured)
-		if !ok {
-			continue
+func (w *PolicyWatcher) update(stores []resourceStore) {
+	var objs []Object
+	for _, rs := range stores {
+		for _, it := range rs.store.List() {
+			u, ok := it.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			o, err := policyDocument(rs.gvr, u)
+			if err != nil {
+				w.logger.Error("kubernetes: object not readable; ignored", "resource", rs.gvr.String(), "namespace", u.GetNamespace(), "name", u.GetName(), "err", err)
+				continue
+			}
+			objs = append(objs, o)
 		}
-		o, err := policyDocument(u)
-		if err != nil {
-			w.logger.Error("kubernetes: Policy object not readable; ignored", "namespace", u.GetNamespace(), "name", u.GetName(), "err", err)
-			continue
-		}
-		objs = append(objs, o)
 	}
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ID < objs[j].ID })
 	w.mu.Lock()
@@ -196,8 +232,8 @@ func (w *PolicyWatcher) update(store cache.Store) {
 	w.opts.Update(objs)
 }
 
-// policyDocument turns a custom resource into a policy document.
-func policyDocument(u *unstructured.Unstructured) (Object, error) {
+// policyDocument turns a custom resource of gvr into a policy document.
+func policyDocument(gvr schema.GroupVersionResource, u *unstructured.Unstructured) (Object, error) {
 	meta := map[string]any{"name": u.GetName(), "namespace": u.GetNamespace()}
 	if l := u.GetLabels(); len(l) > 0 {
 		meta["labels"] = l
@@ -210,7 +246,7 @@ func policyDocument(u *unstructured.Unstructured) (Object, error) {
 	if err != nil {
 		return Object{}, err
 	}
-	id := "kubernetes:" + PolicyResource.GroupResource().String() + "/" + u.GetNamespace() + "/" + u.GetName()
+	id := "kubernetes:" + gvr.GroupResource().String() + "/" + u.GetNamespace() + "/" + u.GetName()
 	return Object{ID: id, YAML: data}, nil
 }
 
@@ -236,7 +272,11 @@ func (w *PolicyWatcher) Describe() string {
 	if ns == "" {
 		ns = "all namespaces"
 	}
-	s := fmt.Sprintf("%s in %s", PolicyResource.GroupResource(), ns)
+	var names []string
+	for _, r := range w.opts.Resources {
+		names = append(names, r.GroupResource().String())
+	}
+	s := fmt.Sprintf("%s in %s", strings.Join(names, " and "), ns)
 	if w.opts.LabelSelector != "" {
 		s += " matching " + w.opts.LabelSelector
 	}

@@ -31,7 +31,7 @@ status: {observedGeneration: 3}
 `), &u.Object); err != nil {
 		t.Fatal(err)
 	}
-	o, err := policyDocument(&u)
+	o, err := policyDocument(PolicyResource, &u)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -46,6 +47,8 @@ type manifests struct {
 	namespaces      []*corev1.Namespace
 	crds            map[string]*apiextensionsv1.CustomResourceDefinition
 	priorityClasses map[string]*schedulingv1.PriorityClass
+	clusterRoles    map[string]*rbacv1.ClusterRole
+	bindings        []*rbacv1.ClusterRoleBinding
 	files           []string
 }
 
@@ -63,6 +66,7 @@ func load(t *testing.T) *manifests {
 		serviceAccounts: map[string]*corev1.ServiceAccount{},
 		crds:            map[string]*apiextensionsv1.CustomResourceDefinition{},
 		priorityClasses: map[string]*schedulingv1.PriorityClass{},
+		clusterRoles:    map[string]*rbacv1.ClusterRole{},
 	}
 	for _, f := range files {
 		if f == "kustomization.yaml" {
@@ -97,6 +101,11 @@ func load(t *testing.T) *manifests {
 				obj = &apiextensionsv1.CustomResourceDefinition{}
 			case "scheduling.k8s.io/v1 PriorityClass":
 				obj = &schedulingv1.PriorityClass{}
+			case "rbac.authorization.k8s.io/v1 ClusterRole":
+				obj = &rbacv1.ClusterRole{}
+			case "rbac.authorization.k8s.io/v1 ClusterRoleBinding":
+				b := &rbacv1.ClusterRoleBinding{}
+				m.bindings, obj = append(m.bindings, b), b
 			default:
 				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
@@ -112,8 +121,11 @@ func load(t *testing.T) *manifests {
 				m.crds[f] = o
 			case *schedulingv1.PriorityClass:
 				m.priorityClasses[o.Name] = o
+			case *rbacv1.ClusterRole:
+				m.clusterRoles[o.Name] = o
 			}
-			clusterScoped := tm.Kind == "Namespace" || tm.Kind == "CustomResourceDefinition" || tm.Kind == "PriorityClass"
+			clusterScoped := tm.Kind == "Namespace" || tm.Kind == "CustomResourceDefinition" || tm.Kind == "PriorityClass" ||
+				tm.Kind == "ClusterRole" || tm.Kind == "ClusterRoleBinding"
 			if om, ok := obj.(metav1.Object); ok && !clusterScoped && om.GetNamespace() != "fluxgate" {
 				t.Errorf("%s: %s %s is in namespace %q, want fluxgate", f, tm.Kind, om.GetName(), om.GetNamespace())
 			}
@@ -322,6 +334,40 @@ func TestDaemonSet(t *testing.T) {
 
 	if pod.ServiceAccountName == "" || m.serviceAccounts[pod.ServiceAccountName] == nil {
 		t.Errorf("serviceAccountName %q is not in the manifests", pod.ServiceAccountName)
+	}
+	// With kubernetes.enabled the agent lists and watches its custom
+	// resources with the pod's service account: the token is mounted and
+	// a ClusterRole bound to the account grants exactly that.
+	if cfg.Kubernetes.Enabled {
+		sa := m.serviceAccounts[pod.ServiceAccountName]
+		if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken || sa == nil || sa.AutomountServiceAccountToken == nil || !*sa.AutomountServiceAccountToken {
+			t.Error("kubernetes.enabled, but the pod does not get its service account token")
+		}
+		granted := map[string]bool{}
+		for _, b := range m.bindings {
+			bound := false
+			for _, s := range b.Subjects {
+				bound = bound || (s.Kind == "ServiceAccount" && s.Name == pod.ServiceAccountName && s.Namespace == ds.Namespace)
+			}
+			role := m.clusterRoles[b.RoleRef.Name]
+			if !bound || b.RoleRef.Kind != "ClusterRole" || role == nil {
+				continue
+			}
+			for _, r := range role.Rules {
+				if !slices.Contains(r.APIGroups, "fluxgate.io") || !slices.Contains(r.Verbs, "list") || !slices.Contains(r.Verbs, "watch") {
+					continue
+				}
+				for _, res := range r.Resources {
+					granted[res] = true
+				}
+				if slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" }) {
+					t.Errorf("ClusterRole %s grants %v: the agent only reads", role.Name, r.Verbs)
+				}
+			}
+		}
+		if !granted["policies"] || !granted["trafficpolicies"] {
+			t.Errorf("kubernetes.enabled, but the service account may list and watch only %v of policies and trafficpolicies (fluxgate.io)", granted)
+		}
 	}
 	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
 	if err != nil || sel.Empty() {
