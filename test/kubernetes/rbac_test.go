@@ -1,0 +1,59 @@
+package kubernetes
+
+import (
+	"context"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/fluxgate/fluxgate/test/kubernetes/kubetest"
+)
+
+// The DaemonSet's service account, with the manifests' RBAC applied by
+// kubectl to a real API server, may list and watch both custom resources
+// in every namespace and change none of them — asked of the API server's
+// own authorizer (SubjectAccessReview).
+func TestManifestsGrantTheAgentItsWatch(t *testing.T) {
+	c := kubetest.Start(t)
+	dyn := dynamicClient(t, c)
+	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml", "rbac.yaml"} {
+		kubetest.Kubectl(t, c, "apply", "-f", "../../deploy/kubernetes/"+f)
+	}
+	sar := schema.GroupVersionResource{Group: "authorization.k8s.io", Version: "v1", Resource: "subjectaccessreviews"}
+	allowed := func(group, verb, resource, namespace string) bool {
+		t.Helper()
+		review := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+			"spec": map[string]any{
+				"user":   "system:serviceaccount:fluxgate:fluxgate-agent",
+				"groups": []any{"system:serviceaccounts", "system:serviceaccounts:fluxgate", "system:authenticated"},
+				"resourceAttributes": map[string]any{
+					"group": group, "resource": resource, "verb": verb, "namespace": namespace,
+				},
+			},
+		}}
+		got, err := dyn.Resource(sar).Create(context.Background(), review, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("SubjectAccessReview %s %s: %v", verb, resource, err)
+		}
+		ok, _, _ := unstructured.NestedBool(got.Object, "status", "allowed")
+		return ok
+	}
+	for _, res := range []string{"policies", "trafficpolicies"} {
+		for _, verb := range []string{"get", "list", "watch"} {
+			if !allowed("fluxgate.io", verb, res, "") {
+				t.Errorf("the agent may not %s %s across namespaces", verb, res)
+			}
+		}
+		for _, verb := range []string{"create", "update", "patch", "delete"} {
+			if allowed("fluxgate.io", verb, res, "payments") {
+				t.Errorf("the agent may %s %s: it only reads them", verb, res)
+			}
+		}
+	}
+	if allowed("", "list", "secrets", "") {
+		t.Error("the agent may list secrets")
+	}
+}
