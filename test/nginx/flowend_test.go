@@ -130,3 +130,35 @@ func waitFree(t *testing.T, c *http.Client, url string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A rejection with a custom status (denied_response_status_code 418) is
+// answered 503 by the example, like any status it has no branch for, and
+// nginx logs no error for it: the check location hands every status the
+// agent may answer to @fluxgate_check_failed.
+func TestNginxCustomDeniedStatusLogsNoError(t *testing.T) {
+	const teapot = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: teapot, namespace: default}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: ingress}]
+            in_ports:
+              bucket_capacity: {constant_signal: {value: 0}}
+              fill_amount: {constant_signal: {value: 0}}
+            parameters: {interval: 1s}
+            request_parameters: {denied_response_status_code: 418}
+`
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app\n") }))
+	t.Cleanup(app.Close)
+	addr := startNginx(t, startAgentWith(t, []byte(teapot)), strings.TrimPrefix(app.URL, "http://"))
+	r := get(t, "http://"+addr+"/x", nil)
+	if r.code != http.StatusServiceUnavailable || r.header.Get("X-FluxGate-Decision") != "rejected" || r.header.Get("X-FluxGate-Reason") != "rate_limited" {
+		t.Fatalf("custom denied status: %d %v %q, want 503 rejected rate_limited", r.code, r.header, r.body)
+	}
+	if log := errorLog(t, addr); strings.Contains(log, "[error]") {
+		t.Errorf("nginx logged an error for a rejection with status 418:\n%s", log)
+	}
+}
