@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.parse
@@ -37,6 +38,10 @@ class Client:
     rejects with reason ``failed_closed`` and status 503. Either way
     ``Decision.error`` says what went wrong and a warning is logged at most
     every 10 s.
+    ``ssl_context``: for an ``https://`` agent (``tls.*`` in its config),
+    the context that trusts its certificate and, for mutual TLS, holds the
+    client's (``ssl.create_default_context(cafile=...)`` then
+    ``load_cert_chain(...)``); ``None`` uses the system's roots.
     ``end_timeout``: seconds a flow-end report may take (default 1.0); a
     report that fails is only lost: the agent frees the slot after the
     component's ``max_flow_duration``.
@@ -52,6 +57,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         failure_mode: FailureMode = "fail_open",
         end_timeout: float = 1.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         u = urllib.parse.urlsplit(address)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -65,6 +71,9 @@ class Client:
         self.end_timeout = float(end_timeout)
         self.failure_mode: FailureMode = failure_mode
         self._https = u.scheme == "https"
+        if ssl_context is not None and not self._https:
+            raise ValueError(f"flowcontrol: ssl_context given for the plain-text address {address!r}; use https://")
+        self._ssl = ssl_context
         self._host = u.hostname
         self._port = u.port or (443 if self._https else 80)
         self._prefix = u.path.rstrip("/")
@@ -83,8 +92,10 @@ class Client:
             if c.sock is not None:
                 c.sock.settimeout(timeout)
             return c, True
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        c = cls(self._host, self._port, timeout=timeout)
+        if self._https:
+            c = http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+        else:
+            c = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         self._local.conn = c
         return c, False
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import urllib.request
@@ -81,7 +82,8 @@ class SpanExporter:
     """Batches flows and posts them as OTLP/HTTP JSON to ``endpoint``
     (default ``http://127.0.0.1:4318/v1/traces``; ``token`` is the agent's
     ``otlp.token``). At most ``max_queue`` spans wait (default 2048); more
-    are dropped and counted in ``dropped``. Safe for use from many threads.
+    are dropped and counted in ``dropped``. ``ssl_context`` is for an
+    ``https://`` endpoint, as for ``Client``. Safe for use from many threads.
     ``flush()`` sends what is queued; ``close()`` flushes and stops."""
 
     def __init__(
@@ -93,8 +95,10 @@ class SpanExporter:
         batch_size: int = 512,
         interval: float = 1.0,
         timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._ssl = ssl_context
         self.service_name = service_name
         self.batch_size = batch_size
         self.interval = interval
@@ -135,7 +139,7 @@ class SpanExporter:
         }
         req = urllib.request.Request(self.endpoint, data=json.dumps(body).encode(), headers=self._headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as r:
                 r.read()
             with self._cond:
                 self.sent += len(batch)
