@@ -347,6 +347,13 @@ func (s *PolicyStore) readFileLocked(name string) {
 // parse parses and validates a file's documents, then runs the Check hook.
 func (s *PolicyStore) parse(path string, data []byte) ([]*policies.Document, error) {
 	docs, err := policies.Parse(path, data)
+	if err == nil {
+		for _, d := range docs {
+			for _, w := range d.Warnings { // what an Aperture policy holds that FluxGate ignores
+				s.logger.Warn("policy loaded with a warning", "file", path, "warning", w.Error())
+			}
+		}
+	}
 	if err != nil || s.opts.Check == nil {
 		return docs, err
 	}

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -297,5 +299,30 @@ func TestDeletedDirectoryKeepsLastGoodPolicies(t *testing.T) {
 	}
 	if h := s.Health(); h.Status != StatusHealthy || len(s.Snapshot().Entries) != 0 {
 		t.Errorf("directory back, empty: %+v, %d policies; want healthy and empty", h, len(s.Snapshot().Entries))
+	}
+}
+
+// An Aperture policy whose constructs FluxGate ignores loads, and the
+// agent says so in its log, as `fluxgate policy validate` does.
+func TestStoreLogsApertureWarnings(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.ReadFile("../policies/testdata/aperture/auto-scale.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "auto-scale.yaml"), string(src))
+	var buf bytes.Buffer
+	s, err := NewPolicyStore(StoreOptions{Dir: dir, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.Snapshot().Entries); n != 1 {
+		t.Fatalf("%d policies loaded, want the Aperture policy", n)
+	}
+	if out := buf.String(); !strings.Contains(out, "policy loaded with a warning") || !strings.Contains(out, "auto_scale.auto_scaler is ignored") {
+		t.Fatalf("log:\n%s\nwant the ignored auto_scale named", out)
 	}
 }
