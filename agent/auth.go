@@ -256,6 +256,12 @@ func (a *Agent) logSurfaces() {
 	} else {
 		a.logger.Info("admin API enabled (bearer token)", "surface", "admin", "open_to", "holders of admin.token",
 			"addr", api, "endpoints", a.operator)
+		scheme := "http://"
+		if a.tlsOn(ListenerHTTP) {
+			scheme = "https://"
+		}
+		a.logger.Info("live view: the page loads without a token, its data needs admin.token", "surface", "ui",
+			"open_to", "holders of admin.token", "url", scheme+api+"/ui/")
 	}
 	var open []string // surfaces without authentication
 	if a.cfg.Check.Token == "" {
