@@ -99,7 +99,7 @@ func (d *Decision) ToProto() *pb.CheckResponse {
 	if !d.Accepted {
 		out.DecisionType = pb.DecisionType_DECISION_TYPE_REJECTED
 		out.DeniedResponseStatusCode = int32(d.StatusCode)
-		out.WaitTime = duration(d.Wait)
+		out.WaitTime = DurationProto(d.Wait)
 	}
 	for i := range d.Limiters {
 		l := &d.Limiters[i]
@@ -112,8 +112,8 @@ func (d *Decision) ToProto() *pb.CheckResponse {
 			Reason:          l.Reason,
 			Remaining:       finite(l.Remaining),
 			Limit:           finite(l.Limit),
-			WaitTime:        duration(l.Wait),
-			ResetTime:       duration(l.Reset),
+			WaitTime:        DurationProto(l.Wait),
+			ResetTime:       DurationProto(l.Reset),
 			DryRun:          l.DryRun,
 			LimitKey:        l.LimitKey,
 			Failure:         l.Failure,
@@ -131,9 +131,9 @@ func (d *Decision) ToProto() *pb.CheckResponse {
 	return out
 }
 
-// duration converts d, leaving out zero and "never" (which JSON and
-// headers cannot express usefully).
-func duration(d time.Duration) *durationpb.Duration {
+// DurationProto converts d for a check response, leaving out zero and
+// "never" (which JSON and headers cannot express usefully).
+func DurationProto(d time.Duration) *durationpb.Duration {
 	if d <= 0 || d == time.Duration(math.MaxInt64) {
 		return nil
 	}

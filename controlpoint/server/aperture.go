@@ -7,7 +7,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
@@ -94,7 +93,7 @@ func apertureResponse(d *controlpoint.Decision, labels map[string]string, start,
 		out.DecisionType = ap.CheckResponse_DECISION_TYPE_REJECTED
 		out.RejectReason = apertureReason(d.Reason)
 		out.DeniedResponseStatusCode = ap.StatusCode(d.StatusCode)
-		out.WaitTime = positiveDuration(d.Wait)
+		out.WaitTime = controlpoint.DurationProto(d.Wait)
 	}
 	for _, name := range d.FluxMeters {
 		out.FluxMeterInfos = append(out.FluxMeterInfos, &ap.FluxMeterInfo{FluxMeterName: name})
@@ -117,7 +116,7 @@ func apertureLimiter(l *controlpoint.LimiterDecision, flowID uint64) *ap.Limiter
 		PolicyName:  l.PolicyName,
 		ComponentId: l.ComponentID,
 		Dropped:     l.Dropped && !l.DryRun,
-		WaitTime:    positiveDuration(l.Wait),
+		WaitTime:    controlpoint.DurationProto(l.Wait),
 	}
 	if l.Dropped && !l.DryRun {
 		out.DeniedResponseStatusCode = ap.StatusCode(l.StatusCode)
@@ -162,13 +161,6 @@ func apertureReason(r controlpoint.Reason) ap.CheckResponse_RejectReason {
 	default:
 		return ap.CheckResponse_REJECT_REASON_NO_TOKENS
 	}
-}
-
-func positiveDuration(d time.Duration) *durationpb.Duration {
-	if d <= 0 || d == time.Duration(1<<63-1) {
-		return nil
-	}
-	return durationpb.New(d)
 }
 
 // FlowEnd returns the slots of a flow checked with expect_end: each
