@@ -27,6 +27,7 @@ type clientBody struct {
 	want int64 // the declared length, or -1
 	n    int64 // read so far; only the reader's goroutine touches it
 	err  atomic.Pointer[error]
+	end  func() // called once when reading ends (EOF or error); may be nil
 }
 
 // newClientBody wraps r, whose Content-Length is want (-1 unknown).
@@ -42,6 +43,10 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	}
 	if err != nil && err != io.EOF && b.err.Load() == nil {
 		b.err.Store(&err)
+	}
+	if err != nil && b.end != nil {
+		b.end()
+		b.end = nil
 	}
 	return n, err
 }

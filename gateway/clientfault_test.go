@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 )
 
 // rawExchange sends req on a new connection to addr, half-closes it when
@@ -71,8 +71,8 @@ func TestClientBodyFaultsSpareTheTarget(t *testing.T) {
 	for _, engine := range []string{"net", "fast"} {
 		for _, tc := range cases {
 			reg := prometheus.NewPedanticRegistry()
-			g := breakerGateway(t, up, reg)
-			addr := serveWithBodyTimeout(t, g, engine, 300*time.Millisecond)
+			g := breakerGateway(t, up, reg, 300*time.Millisecond)
+			addr := serveEngine(t, g, engine)
 			for i := range 6 {
 				status := rawExchange(t, addr, tc.req, tc.closeWrite)
 				switch {
@@ -93,26 +93,53 @@ func TestClientBodyFaultsSpareTheTarget(t *testing.T) {
 	}
 }
 
-// serveWithBodyTimeout serves g on engine until the test ends, giving a
-// client bodyTimeout to send a request, and returns its address.
-func serveWithBodyTimeout(t *testing.T, g *Gateway, engine string, bodyTimeout time.Duration) string {
+// serveEngine serves g on engine (a plain http.Server with no read
+// timeout of its own, or the fast engine's server) until the test ends,
+// and returns its address.
+func serveEngine(t *testing.T, g *Gateway, engine string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if engine == "net" {
-		srv := &http.Server{Handler: g, ReadTimeout: bodyTimeout}
+		srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		t.Cleanup(func() { _ = srv.Close() })
 		return ln.Addr().String()
 	}
 	fs := g.NewFastServer(nil)
-	fs.HeaderReceived = func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
-		return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
-	}
 	done := make(chan struct{})
 	go func() { _ = fs.Serve(FastListener(ln)); close(done) }()
 	t.Cleanup(func() { _ = fs.Shutdown(); <-done })
 	return ln.Addr().String()
+}
+
+// The body read timeout bounds the body only: once the body is in, a
+// response may stream for longer than the timeout, on both engines.
+func TestBodyTimeoutSparesTheResponse(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		rc := http.NewResponseController(w)
+		for range 8 { // 800 ms, past the 200 ms timeout
+			io.WriteString(w, "tick\n")
+			_ = rc.Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}))
+	defer up.Close()
+	g := breakerGateway(t, up, prometheus.NewPedanticRegistry(), 200*time.Millisecond)
+	for _, engine := range []string{"net", "fast"} {
+		resp, err := http.Post("http://"+serveEngine(t, g, engine)+"/upload", "text/plain", strings.NewReader("hello"))
+		if err != nil {
+			t.Fatalf("%s: %v", engine, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || strings.Count(string(b), "tick") != 8 {
+			t.Errorf("%s: status %d, %d ticks, err %v: want 200 and all 8 ticks", engine, resp.StatusCode, strings.Count(string(b), "tick"), err)
+		}
+	}
 }

@@ -43,11 +43,6 @@ import (
 // tokens fit, as they do behind nginx (4 × 8 KB).
 const headerBuffer = 32 << 10
 
-// bodyReadTimeout bounds reading a request body once its headers are in:
-// long enough for any upload a proxy should carry, short enough that a
-// stalled client does not hold its connection forever.
-const bodyReadTimeout = time.Hour
-
 // NewFastServer returns a fasthttp server for g's fast engine on a plain
 // listener. Serve it with Serve(FastListener(ln)); ShutdownWithContext
 // lets requests in flight finish.
@@ -69,7 +64,7 @@ func (g *Gateway) newFastServer(logger fasthttp.Logger) (*fasthttp.Server, *conn
 		ReadBufferSize:               headerBuffer,
 		ReadTimeout:                  10 * time.Second, // the request headers
 		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
-			return fasthttp.RequestConfig{ReadTimeout: bodyReadTimeout}
+			return fasthttp.RequestConfig{ReadTimeout: g.opts.BodyReadTimeout}
 		},
 		IdleTimeout:                        2 * time.Minute,
 		Concurrency:                        256 * 1024,

@@ -51,6 +51,12 @@ type Options struct {
 	// ResponseHeaderTimeout bounds the wait for a target's response
 	// headers after the request is sent. Default 30s.
 	ResponseHeaderTimeout time.Duration
+	// BodyReadTimeout bounds reading a client's request body once its
+	// headers are in, on both engines: long enough for any upload a proxy
+	// should carry, short enough that a stalled client does not hold its
+	// connection and its target's slot forever. A client past it gets 408.
+	// Default 1h.
+	BodyReadTimeout time.Duration
 	// UpstreamTLSConfig is the client config for upstreams with tls:
 	// true (root CAs, client certificates). Nil means the system roots.
 	UpstreamTLSConfig *tls.Config
@@ -117,6 +123,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.ResponseHeaderTimeout <= 0 {
 		opts.ResponseHeaderTimeout = 30 * time.Second
+	}
+	if opts.BodyReadTimeout <= 0 {
+		opts.BodyReadTimeout = time.Hour
 	}
 	g := &Gateway{opts: opts, logger: opts.Logger, changed: make(chan struct{}, 1)}
 	if g.logger == nil {

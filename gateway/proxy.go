@@ -49,6 +49,13 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		fl.body = newClientBody(r.Body, r.ContentLength)
+		// The body's deadline is lifted once it is read: net/http's
+		// background read for a client that leaves runs on after it, and
+		// a response may stream for longer than the body took.
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(g.opts.BodyReadTimeout)) == nil {
+			fl.body.end = func() { _ = rc.SetReadDeadline(time.Time{}) }
+		}
 		r.Body = fl.body
 	}
 	start := time.Now()

@@ -91,11 +91,12 @@ func TestRequestEndsWithItsBody(t *testing.T) {
 
 // breakerGateway builds a Gateway whose group opens its breaker after
 // three requests with failures only, for a minute.
-func breakerGateway(t *testing.T, up *httptest.Server, reg *prometheus.Registry) *Gateway {
+// bodyTimeout is Options.BodyReadTimeout (0: the default).
+func breakerGateway(t *testing.T, up *httptest.Server, reg *prometheus.Registry, bodyTimeout time.Duration) *Gateway {
 	t.Helper()
 	cfg := oneUpstream(strings.TrimPrefix(up.URL, "http://"))
 	cfg.Upstreams[0].CircuitBreaker = &agent.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 3, OpenFor: time.Minute, HalfOpenProbes: 1}
-	g, err := New(Options{Config: cfg, Registerer: reg})
+	g, err := New(Options{Config: cfg, Registerer: reg, BodyReadTimeout: bodyTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestTruncatedBodyCountsAgainstTheTarget(t *testing.T) {
 	defer up.Close()
 	for _, engine := range []string{"net", "fast"} {
 		reg := prometheus.NewPedanticRegistry()
-		url := serveBoth(t, breakerGateway(t, up, reg))[engine] + "/"
+		url := serveBoth(t, breakerGateway(t, up, reg, 0))[engine] + "/"
 		for i := range 3 {
 			// net/http aborts the connection, before the headers when
 			// they were still buffered; the fast engine sends what came.
@@ -177,7 +178,7 @@ func TestClientLeavingMidBodySparesTheTarget(t *testing.T) {
 	defer up.Close()
 	for _, engine := range []string{"net", "fast"} {
 		reg := prometheus.NewPedanticRegistry()
-		base := serveBoth(t, breakerGateway(t, up, reg))[engine]
+		base := serveBoth(t, breakerGateway(t, up, reg, 0))[engine]
 		for i := range 4 {
 			tr := &http.Transport{}
 			resp, err := (&http.Client{Transport: tr}).Get(base + "/stream")
