@@ -105,6 +105,7 @@ type PolicyStore struct {
 	loaded atomic.Bool // the first Reload has finished
 
 	mu    sync.Mutex            // serializes Reload and admin writes
+	putMu sync.Mutex            // one Put parses at a time: a parse costs up to ~200× its body
 	files map[string]*fileState // guarded by mu; keyed by base name
 	subs  []func(old, cur *PolicySnapshot)
 	// listed: the directory has been read at least once; guarded by mu.

@@ -26,6 +26,8 @@ var ErrNotFound = errors.New("not found")
 // validation failure returns the policies package's positioned errors, and
 // nothing is written.
 func (s *PolicyStore) Put(key policies.Key, data []byte) (*PolicyEntry, bool, error) {
+	s.putMu.Lock() // before s.mu, which reloads and readers' writes need sooner
+	defer s.putMu.Unlock()
 	docs, err := s.parse("body", data)
 	if err != nil {
 		return nil, false, err

@@ -126,7 +126,11 @@ func parseDocument(file string, n *yaml.Node) (*Document, strictyaml.ErrorList) 
 	if _, unknown := obj.(*unknownObject); unknown {
 		return nil, errs
 	}
-	return &Document{Object: obj, File: file, Line: root.Line, Source: encode(n), Form: form, Warnings: warns}, errs
+	doc := &Document{Object: obj, File: file, Line: root.Line, Form: form, Warnings: warns}
+	if len(errs) == 0 { // a refused document is never kept: encoding it would cost most of the parse (issue 14)
+		doc.Source = encode(n)
+	}
+	return doc, errs
 }
 
 // encode re-encodes a document node. yaml.v3 reports encoder failures by

@@ -56,10 +56,19 @@ const (
 )
 
 type validator struct {
-	errs []*FieldError
+	errs []*FieldError // at most maxValidatorErrors
 }
 
+// maxValidatorErrors bounds what one validation keeps: twice what a
+// document reports (parseDocument drops those where decoding already
+// failed), so that a body of a million bad fields costs no more to
+// refuse than a thousand (issue 14).
+const maxValidatorErrors = 2 * maxDocumentErrors
+
 func (v *validator) add(p fieldPath, format string, args ...any) {
+	if len(v.errs) >= maxValidatorErrors {
+		return
+	}
 	v.errs = append(v.errs, &FieldError{Path: p, Msg: fmt.Sprintf(format, args...)})
 }
 
