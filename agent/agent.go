@@ -78,6 +78,7 @@ type Agent struct {
 	otlpGRPC *grpc.Server
 	httpSrv  *http.Server
 	metrics  *http.Server
+	probes   *http.Server // nil without server.probe_port
 	otlpHTTP *http.Server
 	ready    atomic.Bool
 	stopping atomic.Bool
@@ -98,7 +99,11 @@ const (
 	ListenerMetrics  = "metrics"
 	ListenerOTLPGRPC = "otlp_grpc"
 	ListenerOTLPHTTP = "otlp_http"
+	ListenerProbe    = "probe" // server.probe_port: health only
 )
+
+// listenerNames lists the listeners in the order Start binds them.
+var listenerNames = []string{ListenerHTTP, ListenerGRPC, ListenerMetrics, ListenerOTLPGRPC, ListenerOTLPHTTP, ListenerProbe}
 
 // New builds an Agent. It binds nothing: Start does.
 func New(opts Options) (*Agent, error) {
@@ -214,17 +219,23 @@ func New(opts Options) (*Agent, error) {
 		return ComponentHealth{Status: StatusUnhealthy, Message: "not serving"}
 	})
 
-	a.mux.Handle("GET /v1/monitoring/health", a.health)
+	a.registerProbes(a.mux)
 	a.mux.HandleFunc("GET /v1/monitoring/metrics", a.serveSystemStats)
-	a.mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
-	})
-	a.mux.HandleFunc("GET /readyz", a.serveReady)
 	a.registerAdmin(a.mux)
 	a.registerCheckAPI()
 	a.registerCircuitAPI()
 	a.registerUI()
 	return a, nil
+}
+
+// registerProbes mounts what probes ask on mux: liveness, readiness and
+// the health report.
+func (a *Agent) registerProbes(mux *http.ServeMux) {
+	mux.Handle("GET /v1/monitoring/health", a.health)
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	mux.HandleFunc("GET /readyz", a.serveReady)
 }
 
 // installPolicies hands the store's policies to the decision engine.
@@ -343,10 +354,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.cfg.Metrics.Enabled {
 		lns[ListenerMetrics] = a.cfg.Metrics.Port
 	}
+	if a.cfg.Server.ProbePort > 0 {
+		lns[ListenerProbe] = a.cfg.Server.ProbePort
+	}
 	a.raiseOpenFilesLimit()
 	limit := a.connectionCap(len(lns))
 	bound := make(map[string]net.Listener, len(lns))
-	for _, name := range []string{ListenerHTTP, ListenerGRPC, ListenerMetrics, ListenerOTLPGRPC, ListenerOTLPHTTP} {
+	for _, name := range listenerNames {
 		port, ok := lns[name]
 		if !ok {
 			continue
@@ -382,6 +396,12 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		mux.Handle(a.cfg.Metrics.Path, metricsHandler(a.registry, a.registry))
 		a.metrics = a.httpServer(mux)
 		a.serve(ListenerMetrics, a.tlsListener(ListenerMetrics, ln, a.metrics), a.metrics.Serve)
+	}
+	if ln := bound[ListenerProbe]; ln != nil {
+		mux := http.NewServeMux()
+		a.registerProbes(mux)
+		a.probes = a.httpServer(mux)
+		a.serve(ListenerProbe, ln, a.probes.Serve)
 	}
 	if a.certs != nil {
 		a.goRun("certificate reloader", func(ctx context.Context) error { _ = a.certs.Run(ctx); return nil })
@@ -458,7 +478,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 	defer cancel()
 
 	var errs []error
-	for _, srv := range []*http.Server{a.httpSrv, a.metrics, a.otlpHTTP} {
+	for _, srv := range []*http.Server{a.httpSrv, a.metrics, a.otlpHTTP, a.probes} {
 		if srv == nil {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -122,6 +123,35 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// server.probe_port serves the probes, plain HTTP, and nothing else.
+func TestProbePort(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server.ProbePort = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	a := startAgent(t, cfg)
+	base := "http://" + a.Addr(ListenerProbe).String()
+	for _, p := range []string{"/livez", "/readyz", "/v1/monitoring/health"} {
+		if r := doRequest(t, "GET", base+p, "", nil); r.code != 200 {
+			t.Errorf("probe port %s = %d %s, want 200", p, r.code, r.body)
+		}
+	}
+	for _, p := range []string{"/v1/policies", "/v1/monitoring/metrics", "/ui/"} {
+		if r := doRequest(t, "GET", base+p, "", nil); r.code != 404 {
+			t.Errorf("probe port %s = %d, want 404 (probes only)", p, r.code)
+		}
+	}
+	if r := doRequest(t, "POST", base+"/v1/check", `{"control_point":"x"}`, nil); r.code != 404 {
+		t.Errorf("probe port POST /v1/check = %d, want 404 (probes only)", r.code)
+	}
+	if a.Addr(ListenerProbe) == nil || startAgent(t, testConfig(t.TempDir())).Addr(ListenerProbe) != nil {
+		t.Error("a probe listener without server.probe_port")
 	}
 }
 

@@ -282,7 +282,7 @@ func (a *Agent) logSurfaces() {
 	}
 	open = append(open, "monitoring")
 	a.logger.Info("health and metrics open without authentication", "surface", "monitoring", "open_to", "anyone who reaches the ports",
-		"http", api, "metrics", addr(ListenerMetrics))
+		"http", api, "metrics", addr(ListenerMetrics), "probe", addr(ListenerProbe))
 	open = a.withoutCertRequired(open) // tls.go: mutual TLS authenticates them
 	if host := a.cfg.Server.Host; len(open) > 0 && (host == "" || net.ParseIP(strings.Trim(host, "[]")).IsUnspecified()) {
 		a.logger.Warn("surfaces without authentication listen on every interface", "host", host,

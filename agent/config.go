@@ -60,6 +60,10 @@ type ServerConfig struct {
 	Host     string `yaml:"host" desc:"Address every listener binds to (HTTP API, gRPC, metrics, OTLP); 0.0.0.0 or :: means every interface."`
 	HTTPPort int    `yaml:"http_port" validate:"port" desc:"Port of the HTTP API (check, explain, policies, health)."`
 	GRPCPort int    `yaml:"grpc_port" validate:"port" desc:"Port of the gRPC services (flow control Check, Envoy ext_authz, health)."`
+	// ProbePort serves /livez, /readyz and /v1/monitoring/health on a
+	// listener of their own, so that probes never wait behind API
+	// clients queued on a full HTTP port (issue 14).
+	ProbePort int `yaml:"probe_port" validate:"port" desc:"Port of a plain-HTTP listener that serves only /livez, /readyz and /v1/monitoring/health, so probes never queue behind API clients; 0 means probes use the HTTP port only."`
 	// Connection limits of every listener (conns.go); 0 or less means
 	// the default.
 	ReadTimeout    time.Duration `yaml:"read_timeout" desc:"Longest time an HTTP client (API, metrics, OTLP) may take to send a whole request, body included; the default lets a 16 MiB OTLP body arrive at about 2.2 Mbit/s."`

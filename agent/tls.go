@@ -145,14 +145,20 @@ func (a *Agent) tlsOn(name string) bool {
 	if a.certs == nil {
 		return false
 	}
-	return name != ListenerMetrics || a.cfg.Metrics.TLS
+	switch name {
+	case ListenerProbe:
+		return false // kubelet probes speak plain HTTP; the listener serves health only
+	case ListenerMetrics:
+		return a.cfg.Metrics.TLS
+	}
+	return true
 }
 
 // logTLS logs, once at start, which listeners serve TLS and whether they
 // ask for client certificates.
 func (a *Agent) logTLS() {
 	var tlsOn, plain []string
-	for _, name := range []string{ListenerHTTP, ListenerGRPC, ListenerMetrics, ListenerOTLPGRPC, ListenerOTLPHTTP} {
+	for _, name := range listenerNames {
 		if a.Addr(name) == nil {
 			continue
 		}

@@ -185,7 +185,7 @@ func agentConfig(t *testing.T, m *manifests, env []corev1.EnvVar) agent.Config {
 
 // TestDaemonSet checks the agent's pod against the agent's config: the
 // container ports are the config's (which are the defaults), the probes
-// hit /livez and /readyz on the HTTP port, resources are bounded, and the
+// hit /livez and /readyz on the probe port, resources are bounded, and the
 // config and policies ConfigMaps are mounted where the config says.
 func TestDaemonSet(t *testing.T) {
 	m := load(t)
@@ -234,8 +234,11 @@ func TestDaemonSet(t *testing.T) {
 			t.Errorf("port %s: container %d, config %d, default %d; want all equal", p.name, got, p.cfg, p.deflt)
 		}
 	}
-	if len(ports) != 5 {
-		t.Errorf("container ports %v, want exactly http, grpc, metrics, otlp-grpc, otlp-http", ports)
+	if cfg.Server.ProbePort == 0 || ports["probe"] != int32(cfg.Server.ProbePort) {
+		t.Errorf("probe port: container %d, config server.probe_port %d; want a probe listener and its container port", ports["probe"], cfg.Server.ProbePort)
+	}
+	if len(ports) != 6 {
+		t.Errorf("container ports %v, want exactly http, grpc, metrics, probe, otlp-grpc, otlp-http", ports)
 	}
 	if !cfg.Metrics.Enabled || cfg.Metrics.Path != def.Metrics.Path {
 		t.Errorf("metrics %+v, want enabled on %s", cfg.Metrics, def.Metrics.Path)
@@ -291,8 +294,8 @@ func TestDaemonSet(t *testing.T) {
 		if g.Port.StrVal != "" {
 			port = ports[g.Port.StrVal]
 		}
-		if g.Path != pr.path || int(port) != cfg.Server.HTTPPort {
-			t.Errorf("%s probe %s on port %v (%d), want %s on the HTTP port %d", pr.name, g.Path, g.Port.String(), port, pr.path, cfg.Server.HTTPPort)
+		if g.Path != pr.path || int(port) != cfg.Server.ProbePort || g.Scheme == corev1.URISchemeHTTPS {
+			t.Errorf("%s probe %s %s on port %v (%d), want %s over plain HTTP on the probe port %d", pr.name, g.Scheme, g.Path, g.Port.String(), port, pr.path, cfg.Server.ProbePort)
 		}
 	}
 

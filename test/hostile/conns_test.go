@@ -134,10 +134,14 @@ func (p *proc) probes(t *testing.T) []probe {
 		}
 	}
 	grpcCheck := p.checkClient(t)
-	return []probe{
-		{"GET /v1/monitoring/health", get("http://" + p.api + "/v1/monitoring/health")},
-		{"GET /metrics", get("http://" + p.mx + "/metrics")},
-		{"POST /v1/check", func(ctx context.Context) error {
+	var own []probe
+	if p.probe != "" {
+		own = append(own, probe{"GET /readyz on the probe port", get("http://" + p.probe + "/readyz")})
+	}
+	return append(own,
+		probe{"GET /v1/monitoring/health", get("http://" + p.api + "/v1/monitoring/health")},
+		probe{"GET /metrics", get("http://" + p.mx + "/metrics")},
+		probe{"POST /v1/check", func(ctx context.Context) error {
 			code, body, err := httpDo(ctx, hc, http.MethodPost, "http://"+p.api+"/v1/check",
 				strings.NewReader(`{"control_point":"ingress","labels":{"user":"probe"}}`), map[string]string{"Content-Type": "application/json"})
 			if err != nil {
@@ -148,11 +152,11 @@ func (p *proc) probes(t *testing.T) []probe {
 			}
 			return nil
 		}},
-		{"gRPC Check", func(ctx context.Context) error {
+		probe{"gRPC Check", func(ctx context.Context) error {
 			_, err := grpcCheck.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{"user": "probe"}})
 			return err
 		}},
-	}
+	)
 }
 
 // runProbes runs every probe at once and fails the test for each that
@@ -182,13 +186,13 @@ func runProbes(t *testing.T, what string, probes []probe) {
 // opens a new connection for each one the agent closes. The agent's
 // descriptors stay within the caps and every idle connection is closed.
 func TestConnectionCapKeepsAnswering(t *testing.T) {
-	p := start(t, spec{server: connServer, policies: map[string]string{"per-user.yaml": perUserPolicy}})
+	p := start(t, spec{server: connServer, probe: true, policies: map[string]string{"per-user.yaml": perUserPolicy}})
 	probes := p.probes(t)
 	runProbes(t, "unloaded", probes)
 	fdsBefore := p.openFiles(t)
 	n := connCap + pick(32, 1000)
-	// Listeners: HTTP API, gRPC, metrics, OTLP gRPC, OTLP HTTP.
-	maxFDs := fdsBefore + 5*connCap
+	// Listeners: HTTP API, gRPC, metrics, OTLP gRPC, OTLP HTTP, probes.
+	maxFDs := fdsBefore + 6*connCap
 
 	// 1. The gRPC and OTLP ports full of idle connections.
 	var floods []*flood
@@ -199,7 +203,7 @@ func TestConnectionCapKeepsAnswering(t *testing.T) {
 	fds := p.openFiles(t)
 	t.Logf("%d idle connections to each of gRPC, OTLP gRPC and OTLP HTTP: the agent holds %d descriptors (%d before)", n, fds, fdsBefore)
 	if fds > maxFDs {
-		t.Errorf("the agent holds %d descriptors with the caps reached, want at most %d (%d before + 5 listeners × %d)", fds, maxFDs, fdsBefore, connCap)
+		t.Errorf("the agent holds %d descriptors with the caps reached, want at most %d (%d before + 6 listeners × %d)", fds, maxFDs, fdsBefore, connCap)
 	}
 	// The gRPC probe shares the gRPC listener with the flood.
 	runProbes(t, "gRPC and OTLP ports full", probes)

@@ -103,6 +103,7 @@ func binary(t *testing.T) string {
 // spec is what a child process is started with.
 type spec struct {
 	gateway  bool              // `fluxgate gateway` instead of `fluxgate agent`
+	probe    bool              // a probe listener (server.probe_port)
 	server   string            // extra keys of the server section, "k: v, k: v"
 	otlp     string            // extra keys of the otlp section
 	extra    string            // more sections of fluxgate.yaml
@@ -114,6 +115,7 @@ type proc struct {
 	cmd                *exec.Cmd
 	dir                string
 	api, grpc, mx      string // host:port of the HTTP API, gRPC and metrics
+	probe              string // host:port of the probe listener, or empty
 	otlpHTTP, otlpGRPC string
 	exited             chan struct{}
 	logPath            string
@@ -161,6 +163,11 @@ func start(t *testing.T, s spec) *proc {
 	if s.server != "" {
 		server = ", " + s.server
 	}
+	probePort := 0
+	if s.probe {
+		probePort = freePort(t)
+		server += ", probe_port: " + strconv.Itoa(probePort)
+	}
 	if s.otlp != "" {
 		otlp = ", " + s.otlp
 	}
@@ -171,6 +178,9 @@ func start(t *testing.T, s spec) *proc {
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	p := &proc{dir: dir, api: addr(hp), grpc: addr(gp), mx: addr(mp), otlpGRPC: addr(og), otlpHTTP: addr(oh),
 		exited: make(chan struct{}), logPath: filepath.Join(dir, "fluxgate.log")}
+	if s.probe {
+		p.probe = addr(probePort)
+	}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
