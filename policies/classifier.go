@@ -115,7 +115,7 @@ func (c *Classifier) validate(v *validator, p fieldPath) {
 	if r := c.Rego; r != nil {
 		rp := p.key("rego")
 		if r.Module == "" {
-			v.missing(rp, "module", "Rego")
+			v.missing(rp, "module")
 		}
 		if r.RegoVersion != "" && r.RegoVersion != "v0" && r.RegoVersion != "v1" {
 			v.add(rp.key("rego_version"), "rego_version %q is not one of v0, v1", r.RegoVersion)
@@ -149,7 +149,7 @@ func (e *Extractor) validate(v *validator, p fieldPath) {
 		set = append(set, "json")
 		jp := p.key("json")
 		if j.From == "" {
-			v.missing(jp, "from", "JSONExtractor")
+			v.missing(jp, "from")
 		}
 		if msg := checkJSONPointer(j.Pointer); msg != "" {
 			v.add(jp.key("pointer"), "%s", msg)
@@ -158,7 +158,7 @@ func (e *Extractor) validate(v *validator, p fieldPath) {
 	if a := e.Address; a != nil {
 		set = append(set, "address")
 		if a.From == "" {
-			v.missing(p.key("address"), "from", "AddressExtractor")
+			v.missing(p.key("address"), "from")
 		}
 	}
 	if t := e.PathTemplates; t != nil {
@@ -174,7 +174,7 @@ func (t *PathTemplateMatcher) validate(v *validator, p fieldPath) {
 	vp := p.key("template_values")
 	if len(t.TemplateValues) == 0 {
 		if t.TemplateValues == nil {
-			v.missing(p, "template_values", "PathTemplateMatcher")
+			v.missing(p, "template_values")
 		} else {
 			v.add(vp, "template_values needs at least one template")
 		}

@@ -126,7 +126,7 @@ func (c *Component) UnmarshalStrictYAML(d *strictyaml.Decoder, n *yaml.Node) {
 	c.Kind = kind
 	c.Spec = newSpec()
 	before := d.ErrorCount()
-	d.Decode(specNode, c.Spec)
+	d.DecodeAt(kind, specNode, c.Spec)
 	if d.ErrorCount() > before {
 		return // validating a half-decoded spec would only add noise
 	}

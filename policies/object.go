@@ -110,7 +110,7 @@ func (h *Header) validate(v *validator, wantKind string) {
 	}
 	m := fieldPath{"metadata"}
 	if h.Metadata.Name == "" {
-		v.missing(m, "name", "Metadata")
+		v.missing(m, "name")
 	} else {
 		checkName(v, m.key("name"), "name", h.Metadata.Name)
 	}

@@ -91,7 +91,7 @@ func validateSelectors(v *validator, p fieldPath, sels []Selector) {
 
 func (s *Selector) validate(v *validator, p fieldPath) {
 	if s.ControlPoint == "" {
-		v.missing(p, "control_point", "Selector")
+		v.missing(p, "control_point")
 	}
 	if s.LabelMatcher != nil {
 		s.LabelMatcher.validate(v, p.key("label_matcher"))
@@ -107,7 +107,7 @@ func (m *LabelMatcher) validate(v *validator, p fieldPath) {
 	for i, r := range m.MatchList {
 		rp := p.key("match_list").index(i)
 		if r.Key == "" {
-			v.missing(rp, "key", "MatchRequirement")
+			v.missing(rp, "key")
 		}
 		switch r.Operator {
 		case OpIn, OpNotIn:
@@ -119,7 +119,7 @@ func (m *LabelMatcher) validate(v *validator, p fieldPath) {
 				v.add(rp.key("values"), "operator %s takes no values", r.Operator)
 			}
 		case "":
-			v.missing(rp, "operator", "MatchRequirement")
+			v.missing(rp, "operator")
 		default:
 			v.add(rp.key("operator"), "unknown operator %q; want In, NotIn, Exists or DoesNotExist", r.Operator)
 		}
@@ -161,17 +161,17 @@ func (e *MatchExpression) validate(v *validator, p fieldPath) {
 	if eq := e.LabelEquals; eq != nil {
 		set = append(set, "label_equals")
 		if eq.Label == "" {
-			v.missing(p.key("label_equals"), "label", "EqualsMatchExpression")
+			v.missing(p.key("label_equals"), "label")
 		}
 	}
 	if m := e.LabelMatches; m != nil {
 		set = append(set, "label_matches")
 		mp := p.key("label_matches")
 		if m.Label == "" {
-			v.missing(mp, "label", "MatchesMatchExpression")
+			v.missing(mp, "label")
 		}
 		if m.Regex == "" {
-			v.missing(mp, "regex", "MatchesMatchExpression")
+			v.missing(mp, "regex")
 		} else if _, err := regexp.Compile(m.Regex); err != nil {
 			v.add(mp.key("regex"), "invalid regex %q: %v", m.Regex, err)
 		}

@@ -149,7 +149,7 @@ func (t *TrafficPolicy) validate(v *validator, _ validateMode) {
 	t.Header.validate(v, KindTrafficPolicy)
 	spec := fieldPath{"spec"}
 	if t.Spec.TargetRef.Name == "" {
-		v.missing(spec.key("targetRef"), "name", "TargetRef")
+		v.missing(spec.key("targetRef"), "name")
 	}
 	if lb := t.Spec.LoadBalancing; lb != nil {
 		p := spec.key("loadBalancing")
@@ -196,7 +196,7 @@ func (t *TrafficPolicy) validate(v *validator, _ validateMode) {
 				n++
 				switch {
 				case nv.m.Name == "":
-					v.missing(mp.key(nv.name), "name", "NameValueMatch")
+					v.missing(mp.key(nv.name), "name")
 				case nv.name == "header" && !headerNameRE.MatchString(nv.m.Name):
 					v.add(mp.key(nv.name).key("name"), "invalid header name %q", nv.m.Name)
 				}

@@ -25,18 +25,23 @@ func (e *FieldError) Error() string {
 	if len(e.Path) == 0 {
 		return e.Msg
 	}
+	return fieldPath(e.Path).String() + ": " + e.Msg
+}
+
+// fieldPath is a FieldError path under construction.
+type fieldPath []string
+
+// String is the path as a user writes it: "spec.circuit.components[2]".
+func (p fieldPath) String() string {
 	var b strings.Builder
-	for i, s := range e.Path {
+	for i, s := range p {
 		if i > 0 && !strings.HasPrefix(s, "[") {
 			b.WriteByte('.')
 		}
 		b.WriteString(s)
 	}
-	return b.String() + ": " + e.Msg
+	return b.String()
 }
-
-// fieldPath is a FieldError path under construction.
-type fieldPath []string
 
 func (p fieldPath) key(k string) fieldPath { return append(p[:len(p):len(p)], k) }
 
@@ -74,8 +79,12 @@ func (v *validator) add(p fieldPath, format string, args ...any) {
 
 // missing reports an absent required field with the decoder's wording, so
 // that the two reports of one problem collapse into one.
-func (v *validator) missing(parent fieldPath, field, typ string) {
-	v.add(parent.key(field), "missing required field %q in %s", field, typ)
+func (v *validator) missing(parent fieldPath, field string) {
+	in := parent.String()
+	if in == "" {
+		in = "the document"
+	}
+	v.add(parent.key(field), "missing required field %q in %s", field, in)
 }
 
 func (v *validator) err() error {

@@ -60,7 +60,7 @@ func TestPolicyValidateBad(t *testing.T) {
 	want := []string{
 		bad + `:1:13: unsupported apiVersion "v1"; want fluxgate.io/v1beta1`,
 		bad + `:3:18: invalid name "X": must be lowercase letters, digits, '-' and '.', start and end with a letter or digit, at most 253 characters`,
-		bad + `:4:8: unknown field "bogus" in PolicySpec; valid fields: circuit, resources`,
+		bad + `:4:8: unknown field "bogus" in spec; valid fields: circuit, resources`,
 		missing + `: no such file or directory`,
 	}
 	if got := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -244,7 +244,7 @@ tier := http.send({"method": "GET", "url": "http://127.0.0.1:1/"}).body.tier
 			name:   "empty module",
 			module: "",
 			labels: []string{"tier"},
-			want:   `classifier: rego.module: missing required field "module" in Rego`,
+			want:   `classifier: rego.module: missing required field "module" in rego`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -45,6 +45,32 @@ type Decoder struct {
 	expanded int                // nodes decoded while inAlias > 0
 	active   map[*yaml.Node]int // alias targets being decoded, to catch cycles
 	stopped  bool               // a limit was hit: decode nothing more
+	path     []string           // keys and "[i]" down to the value being decoded, for messages
+}
+
+// where names the mapping being decoded in the document's own words, its
+// path of keys ("spec.circuit.components[2]"), for messages.
+func (d *Decoder) where() string {
+	if len(d.path) == 0 {
+		return "the document"
+	}
+	var b strings.Builder
+	for i, p := range d.path {
+		if i > 0 && !strings.HasPrefix(p, "[") {
+			b.WriteByte('.')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// DecodeAt is Decode for a value that sits at key under the value being
+// decoded (a dotted key for nested mappings), as an Unmarshaler that
+// decodes a child node itself says, so that messages name its path.
+func (d *Decoder) DecodeAt(key string, n *yaml.Node, v any) {
+	d.path = append(d.path, key)
+	d.Decode(n, v)
+	d.path = d.path[:len(d.path)-1]
 }
 
 // Errors returns the errors collected so far, sorted by position.
@@ -425,7 +451,9 @@ func (d *Decoder) decodeSlice(n *yaml.Node, v reflect.Value) {
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, item := range n.Content {
+		d.path = append(d.path, "["+strconv.Itoa(i)+"]")
 		d.decode(item, s.Index(i))
+		d.path = d.path[:len(d.path)-1]
 	}
 	v.Set(s)
 }
@@ -535,7 +563,9 @@ func (d *Decoder) decodeMap(n *yaml.Node, v reflect.Value) {
 		if old := v.MapIndex(k); old.IsValid() {
 			e.Set(old)
 		}
+		d.path = append(d.path, d.resolve(p.key).Value)
 		d.decode(p.value, e)
+		d.path = d.path[:len(d.path)-1]
 		v.SetMapIndex(k, e)
 	}
 }
@@ -600,15 +630,6 @@ func (si *structInfo) collect(t reflect.Type, index []int) {
 	}
 }
 
-// TypeName describes a Go struct type in messages: its name, or "mapping"
-// for an anonymous struct.
-func TypeName(t reflect.Type) string {
-	if t.Name() != "" {
-		return t.Name()
-	}
-	return "mapping"
-}
-
 func (d *Decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
 		d.Errorf(n, "expected mapping, got %s", Describe(n))
@@ -628,15 +649,17 @@ func (d *Decoder) decodeStruct(n *yaml.Node, v reflect.Value) {
 		f, ok := si.fields[key.Value]
 		if !ok {
 			d.Errorf(p.key, "unknown field %q in %s; valid fields: %s",
-				key.Value, TypeName(v.Type()), strings.Join(si.names, ", "))
+				key.Value, d.where(), strings.Join(si.names, ", "))
 			continue
 		}
 		present[f.name] = !isNull(d.resolve(p.value))
+		d.path = append(d.path, key.Value)
 		d.decode(p.value, v.FieldByIndex(f.index))
+		d.path = d.path[:len(d.path)-1]
 	}
 	for _, name := range si.names {
 		if f := si.fields[name]; f.required && !present[name] {
-			d.Errorf(n, "missing required field %q in %s", name, TypeName(v.Type()))
+			d.Errorf(n, "missing required field %q in %s", name, d.where())
 		}
 	}
 }

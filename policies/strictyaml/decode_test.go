@@ -129,7 +129,7 @@ func TestUnmarshalErrors(t *testing.T) {
 		{"d: 5", []string{`t.yaml:1:4: invalid duration "5": want a number with a unit, such as 100ms or 1m30s`}},
 		{"d: -1s", []string{`t.yaml:1:4: invalid duration "-1s": must not be negative`}},
 		{"d: {a: 1}", []string{`t.yaml:1:4: expected duration, got mapping`}},
-		{"x: 1", []string{`t.yaml:1:1: unknown field "x" in scalars; valid fields: any, b, d, f, f32, i, i64, i8, s, u, u16`}},
+		{"x: 1", []string{`t.yaml:1:1: unknown field "x" in the document; valid fields: any, b, d, f, f32, i, i64, i8, s, u, u16`}},
 		{"s: a\ns: b", []string{`t.yaml:2:1: duplicate key "s", first defined at line 1`}},
 		{"[1]", []string{`t.yaml:1:1: expected mapping, got sequence`}},
 		{"{[a]: 1}", []string{`t.yaml:1:2: mapping key must be a scalar, got sequence`}},
@@ -137,7 +137,7 @@ func TestUnmarshalErrors(t *testing.T) {
 			"i: x\nzz: 1\nd: 1h\nb: 2\n",
 			[]string{
 				`t.yaml:1:4: expected int, got string "x"`,
-				`t.yaml:2:1: unknown field "zz" in scalars; valid fields: any, b, d, f, f32, i, i64, i8, s, u, u16`,
+				`t.yaml:2:1: unknown field "zz" in the document; valid fields: any, b, d, f, f32, i, i64, i8, s, u, u16`,
 				`t.yaml:4:4: expected bool, got int 2`,
 			},
 		},
@@ -232,19 +232,19 @@ func TestStructErrors(t *testing.T) {
 		in   string
 		want []string
 	}{
-		{"kind: k", []string{`t.yaml:1:1: missing required field "name" in outer`}},
-		{"name: null", []string{`t.yaml:1:1: missing required field "name" in outer`}},
-		{"name: n\nitems: [{kind: k}]", []string{`t.yaml:2:9: missing required field "name" in Base`}},
-		{"name: n\nskip: x", []string{`t.yaml:2:1: unknown field "skip" in outer; valid fields: by_name, items, kind, labels, list, name, notag, ptr`}},
-		{"name: n\nhidden: x", []string{`t.yaml:2:1: unknown field "hidden" in outer; valid fields: by_name, items, kind, labels, list, name, notag, ptr`}},
+		{"kind: k", []string{`t.yaml:1:1: missing required field "name" in the document`}},
+		{"name: null", []string{`t.yaml:1:1: missing required field "name" in the document`}},
+		{"name: n\nitems: [{kind: k}]", []string{`t.yaml:2:9: missing required field "name" in items[0]`}},
+		{"name: n\nskip: x", []string{`t.yaml:2:1: unknown field "skip" in the document; valid fields: by_name, items, kind, labels, list, name, notag, ptr`}},
+		{"name: n\nhidden: x", []string{`t.yaml:2:1: unknown field "hidden" in the document; valid fields: by_name, items, kind, labels, list, name, notag, ptr`}},
 		{"name: n\nlabels: [a]", []string{`t.yaml:2:9: expected mapping, got sequence`}},
 		{"name: n\nlabels: {a: 1}", []string{`t.yaml:2:13: expected string, got int 1`}},
 		{"name: n\nlabels: {a: x, a: y}", []string{`t.yaml:2:16: duplicate key "a", first defined at line 2`}},
 		{"name: n\nlist: {a: 1}", []string{`t.yaml:2:7: expected sequence, got mapping`}},
 		{"name: n\nlist: [1, x, 3.5]", []string{`t.yaml:2:11: expected int, got string "x"`, `t.yaml:2:14: expected int, got float 3.5`}},
 		{"name: n\nby_name: {a: {nme: x}}", []string{
-			`t.yaml:2:14: missing required field "name" in Base`,
-			`t.yaml:2:15: unknown field "nme" in Base; valid fields: kind, name`,
+			`t.yaml:2:14: missing required field "name" in by_name.a`,
+			`t.yaml:2:15: unknown field "nme" in by_name.a; valid fields: kind, name`,
 		}},
 	}
 	for _, tt := range tests {
@@ -365,7 +365,7 @@ func TestDecodeNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b Base
-	checkErrors(t, Decode("f.yaml", &doc, &b), []string{`f.yaml:2:1: unknown field "bogus" in Base; valid fields: kind, name`})
+	checkErrors(t, Decode("f.yaml", &doc, &b), []string{`f.yaml:2:1: unknown field "bogus" in the document; valid fields: kind, name`})
 	if b.Name != "x" {
 		t.Errorf("name %q", b.Name)
 	}
