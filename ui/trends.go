@@ -103,8 +103,7 @@ func trendStep() time.Duration {
 
 func (u *UI) serveTrends(w http.ResponseWriter, r *http.Request) {
 	view := r.PathValue("view")
-	expr, ok := trendViews[view]
-	if !ok {
+	if _, ok := trendViews[view]; !ok {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "message": "no history view " + strconv.Quote(view) + "; there are flux_meters and gateway"})
 		return
 	}
@@ -131,7 +130,7 @@ func (u *UI) serveTrends(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "busy", "message": "history queries are busy; try again"})
 		return
 	}
-	out, err := u.trends(ctx, view, strings.ReplaceAll(expr, "$W", promDuration(u.opts.RateWindow)), since)
+	out, err := u.trends(ctx, view, trendQuery(view, u.opts.RateWindow), since)
 	if err != nil {
 		code, kind := http.StatusBadGateway, "query_failed"
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -141,6 +140,11 @@ func (u *UI) serveTrends(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// trendQuery is the expression of view with rate window w.
+func trendQuery(view string, w time.Duration) string {
+	return strings.ReplaceAll(trendViews[view], "$W", promDuration(w))
 }
 
 // trends evaluates expr on the grid after since and at now.
