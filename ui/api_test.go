@@ -3,6 +3,7 @@ package ui_test
 import (
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
+	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/ui"
 )
 
@@ -88,7 +90,8 @@ func call(t *testing.T, method, url, token, body string) answer {
 func TestAccessRules(t *testing.T) {
 	on := agenttest.URL(startAgent(t, adminToken))
 	off := agenttest.URL(startAgent(t, ""))
-	reads := []string{"/v1/ui/graph/default/live", "/v1/ui/history/default/live", "/v1/ui/flows", "/v1/signals/default/live"}
+	reads := []string{"/v1/ui/graph/default/live", "/v1/ui/history/default/live", "/v1/ui/flows", "/v1/signals/default/live",
+		"/v1/ui/trends/flux_meters", "/v1/ui/trends/gateway"}
 	for _, path := range reads {
 		for _, tc := range []struct {
 			base, token string
@@ -166,4 +169,77 @@ func TestGraphAndHistoryJSON(t *testing.T) {
 	if got := call(t, "GET", base+"/v1/ui/flows", adminToken, ""); !strings.Contains(got.body, `"decisions"`) {
 		t.Errorf("flows = %s", got.body)
 	}
+}
+
+// meteredPolicy has flux meter lat on control point api, buckets 5, 50
+// and 500 ms: flows of 30 ms all fall in (5, 50], so the p50 is 27.5 and
+// the p99 49.55 by linear interpolation.
+const meteredPolicy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: metered}
+spec:
+  resources:
+    flux_meters:
+      lat: {selectors: [{control_point: api}], static_buckets: {buckets: [5, 50, 500]}}
+`
+
+// The flux meter history is a PromQL range query over the agent's
+// embedded TSDB: flows observed show as percentiles and a rate.
+func TestTrendsFromTheEmbeddedTSDB(t *testing.T) {
+	cfg := agenttest.Config(t, meteredPolicy)
+	cfg.Admin.Token = adminToken
+	cfg.TSDB.ScrapeInterval = 200 * time.Millisecond
+	a := agenttest.Start(t, cfg)
+	base := agenttest.URL(a)
+	deadline := time.Now().Add(20 * time.Second)
+	var tr ui.Trends
+	for {
+		for range 10 {
+			a.FluxMeters().Observe(fluxmeter.Flow{ControlPoint: "api", FluxMeters: []string{"default/metered/lat"}, Status: 200, WorkloadMillis: 30})
+		}
+		got := call(t, "GET", base+"/v1/ui/trends/flux_meters", adminToken, "")
+		if got.code != http.StatusOK {
+			t.Fatalf("trends = %d %s", got.code, got.body)
+		}
+		tr = ui.Trends{}
+		if err := json.Unmarshal([]byte(got.body), &tr); err != nil {
+			t.Fatal(err)
+		}
+		if last := trendLast(tr, "p50"); last != nil && *last == 27.5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no p50 of 27.5 ms: %s", got.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if tr.Source != "the embedded TSDB" || tr.StepMs != 3000 || len(tr.T) > ui.TrendPoints+1 || !tr.Tail || tr.RateWindowMs != 15000 {
+		t.Errorf("answer: source %q, step %d, %d times, tail %v, rate window %d", tr.Source, tr.StepMs, len(tr.T), tr.Tail, tr.RateWindowMs)
+	}
+	if p99 := trendLast(tr, "p99"); p99 == nil || math.Abs(*p99-49.55) > 1e-9 {
+		t.Errorf("p99 = %v, want 49.55", p99)
+	}
+	if rate := trendLast(tr, "rate"); rate == nil || *rate <= 0 {
+		t.Errorf("rate = %v, want > 0", rate)
+	}
+	for _, s := range tr.Series {
+		if s.Labels["flux_meter_name"] != "lat" || len(s.V) != len(tr.T) {
+			t.Errorf("series %v has %d values for %d times", s.Labels, len(s.V), len(tr.T))
+		}
+	}
+	// The gateway view answers too, with nothing to show: no gateway runs.
+	got := call(t, "GET", base+"/v1/ui/trends/gateway", adminToken, "")
+	if got.code != http.StatusOK || !strings.Contains(got.body, `"series":[]`) {
+		t.Errorf("gateway trends without a gateway = %d %s", got.code, got.body)
+	}
+}
+
+// trendLast is the value at the last time of the flux meter series stat.
+func trendLast(tr ui.Trends, stat string) *float64 {
+	for _, s := range tr.Series {
+		if s.Labels["stat"] == stat && len(s.V) > 0 {
+			return s.V[len(s.V)-1]
+		}
+	}
+	return nil
 }

@@ -14,6 +14,17 @@
 //	GET /v1/ui/graph/{namespace}/{name}    the circuit as laid-out nodes and edges
 //	GET /v1/ui/history/{namespace}/{name}  the signals' recent history (?since=unix ms)
 //	GET /v1/ui/flows                       decision and flux meter counters
+//	GET /v1/ui/trends/{view}               flux_meters or gateway over the last 15 minutes
+//
+// The history of flux meters (p50, p90, p99, flows/s) and of the gateway
+// (per upstream target: requests/s, 5xx share, p99, effective weight; per
+// breaker its state; per route its canary weight) comes from PromQL range
+// queries (Options.Range: the agent's embedded TSDB, or the Prometheus
+// server its circuits query), so a page opened now shows the past 15
+// minutes. One answer is one range query on a grid of 3 s steps (300 in
+// the window; ?since= asks only for the steps after it) plus one at now;
+// it is bounded by TrendTimeout, MaxTrendSeries series and two answers
+// computed at a time, and by the source's own limits.
 //
 // The access rule is the agent's (agent/auth.go): the JSON answers only
 // requests with Authorization: Bearer <admin.token>. A browser cannot

@@ -37,15 +37,27 @@ type Options struct {
 	SampleEvery time.Duration
 	// MaxSignals bounds the signals History records. Default 1024.
 	MaxSignals int
-	// Now is the clock of the flows answer. Default time.Now.
+	// Now is the clock of the flows and history answers. Default time.Now.
 	Now func() time.Time
+	// Range is where the flux meter and gateway history come from: the
+	// embedded TSDB or the Prometheus server circuits query. Nil: the
+	// history answers 503 and the page says there is none.
+	Range RangeSource
+	// RangeName names Range on the page, such as "the embedded TSDB".
+	RangeName string
+	// RateWindow is the range of rate() in the history queries; it should
+	// cover four scrapes or more. Default DefaultRateWindow.
+	RateWindow time.Duration
+	// TrendTimeout bounds one history answer. Default DefaultTrendTimeout.
+	TrendTimeout time.Duration
 }
 
 // UI serves the live view. Build it with New.
 type UI struct {
-	opts   Options
-	hist   *History
-	static fs.FS
+	opts       Options
+	hist       *History
+	static     fs.FS
+	trendSlots chan struct{} // history answers being computed; at most maxTrendQueries
 }
 
 // New returns a UI; Run starts its history.
@@ -56,8 +68,15 @@ func New(opts Options) *UI {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.RateWindow <= 0 {
+		opts.RateWindow = DefaultRateWindow
+	}
+	if opts.TrendTimeout <= 0 {
+		opts.TrendTimeout = DefaultTrendTimeout
+	}
 	static, _ := fs.Sub(assets, "assets") // a constant path into the embedded tree
-	return &UI{opts: opts, hist: NewHistory(opts.Circuits, opts.HistoryPoints, opts.MaxSignals), static: static}
+	return &UI{opts: opts, hist: NewHistory(opts.Circuits, opts.HistoryPoints, opts.MaxSignals), static: static,
+		trendSlots: make(chan struct{}, maxTrendQueries)}
 }
 
 // History is the UI's signal history.
@@ -124,6 +143,7 @@ func (u *UI) Register(handle func(pattern string, h http.Handler)) {
 	handle("GET /v1/ui/graph/{namespace}/{name}", http.HandlerFunc(u.serveGraph))
 	handle("GET /v1/ui/history/{namespace}/{name}", http.HandlerFunc(u.serveHistory))
 	handle("GET /v1/ui/flows", http.HandlerFunc(u.serveFlows))
+	handle("GET /v1/ui/trends/{view}", http.HandlerFunc(u.serveTrends))
 }
 
 func key(r *http.Request) policies.Key {

@@ -19,6 +19,11 @@
 // returned as is. Both are safe for concurrent use; the zero values are
 // not usable, use NewEmbedded and NewRemote.
 //
+// Both also answer range queries (QueryRange) with every float series of
+// the answer, for the live view's 15-minute history; those are bounded by
+// the same timeout (and, embedded, MaxSamples) and are not counted among
+// the circuits' queries.
+//
 // Check validates a query without evaluating it; the query.promql circuit
 // component uses it at policy load.
 package promql

@@ -5,9 +5,10 @@
 (function () {
   const TOKEN = "fluxgate.admin.token";
   const POLL_MS = 1000;
+  const TREND_MS = 2000;
   const WINDOW_MS = 15 * 60 * 1000;
   const main = document.getElementById("main");
-  let timer = null;
+  let timers = [];
 
   function el(tag, attrs, ...kids) {
     const e = tag.startsWith("svg:") ? document.createElementNS("http://www.w3.org/2000/svg", tag.slice(4)) : document.createElement(tag);
@@ -53,8 +54,9 @@
     if (e instanceof AuthError) return login(e.message === "no token" ? "" : e.message);
     show(el("p", { class: "bad", role: "alert", text: "Error: " + e.message }));
   }
-  function stop() { if (timer) clearInterval(timer); timer = null; }
-  function every(fn) { stop(); fn(); timer = setInterval(fn, POLL_MS); }
+  function stop() { timers.forEach(clearInterval); timers = []; }
+  function every(fn) { stop(); fn(); timers.push(setInterval(fn, POLL_MS)); }
+  function also(fn, ms) { timers.push(setInterval(fn, ms)); } // one more loop of the page, first run ms from now
   function policyHref(key) { return "/ui/policies/" + key.split("/").map(encodeURIComponent).join("/"); }
 
   // Policies: every loaded policy and every refused file with its errors.
@@ -203,27 +205,88 @@
     every(tick);
   }
 
-  // Control points and flux meters, as rates and percentiles between polls.
-  function quantile(q, prev, cur) {
-    const total = cur.count - (prev ? prev.count : 0);
-    if (total <= 0) return null;
-    const pb = new Map((prev ? prev.buckets : []).map((b) => [b.le, b.count]));
-    let lo = 0, below = 0;
-    for (const b of cur.buckets) {
-      const c = b.count - (pb.get(b.le) || 0);
-      if (c >= q * total) return lo + (b.le - lo) * ((q * total - below) / Math.max(1e-9, c - below));
-      lo = b.le; below = c;
-    }
-    return lo;
+  // History from the agent's PromQL source (GET /v1/ui/trends/VIEW): the
+  // last 15 minutes on a grid of steps at first, then only the steps after
+  // the last one held; the point at "now" (tail) is replaced by the next
+  // answer. Every series keeps one value (or null) per time.
+  function trend(view) {
+    const st = { t: [], series: new Map(), since: 0, tail: false, busy: false, answer: null };
+    st.poll = async () => {
+      if (st.busy) return false; // the last answer is still coming
+      st.busy = true;
+      try { mergeTrend(st, await api(`/v1/ui/trends/${view}?since=${st.since}`)); return true; } finally { st.busy = false; }
+    };
+    st.get = (pred) => [...st.series.values()].filter((s) => pred(s.labels));
+    return st;
   }
+  function mergeTrend(st, r) {
+    if (st.tail) { st.t.pop(); for (const s of st.series.values()) s.v.pop(); }
+    const n0 = st.t.length;
+    for (const ms of r.t) st.t.push(ms / 1000);
+    for (const s of r.series) {
+      const key = JSON.stringify(Object.entries(s.labels).sort());
+      let ent = st.series.get(key);
+      if (!ent) { ent = { labels: s.labels, v: new Array(n0).fill(null) }; st.series.set(key, ent); }
+      ent.v.push(...s.v);
+    }
+    for (const ent of st.series.values()) while (ent.v.length < st.t.length) ent.v.push(null);
+    st.tail = r.tail;
+    const grid = r.tail ? r.t.length - 1 : r.t.length;
+    if (grid > 0) st.since = r.t[grid - 1];
+    const cut = (r.now_ms - r.window_ms) / 1000;
+    let k = 0;
+    while (k < st.t.length && st.t[k] <= cut) k++;
+    if (k) { st.t.splice(0, k); for (const e of st.series.values()) e.v.splice(0, k); }
+    for (const [key, e] of st.series) if (e.v.every((x) => x === null)) st.series.delete(key);
+    st.answer = r;
+  }
+  function trendNote(r) {
+    return `from ${r.source}: a point every ${r.step_ms / 1000} s, rates over ${r.rate_window_ms / 1000} s; updated ${new Date(r.now_ms).toLocaleTimeString()}`;
+  }
+  function trendFailed(e, note) {
+    if (e instanceof AuthError) return login(e.message);
+    note.className = "bad";
+    note.setAttribute("role", "alert");
+    note.textContent = (e.status === 503 && /no history/.test(e.message) ? "" : "No history: ") + e.message;
+  }
+  const COLORS = ["#0b5cad", "#b3261e", "#1e6b34", "#8a4b00", "#6a1b9a", "#00695c", "#ad1457", "#37474f"];
+  // chart draws lines [{key, label, v, scale}] over times t in box's
+  // .chart, rebuilding the plot when the lines change. The plot (box.uplot)
+  // and data-points / data-first-ms (the first time with a value) say
+  // what it shows.
+  function chart(box, t, lines, axes, yRange) {
+    const holder = box.querySelector(".chart");
+    const data = [t.slice(), ...lines.map((l) => l.v.slice())];
+    const sig = lines.map((l) => l.key).join("\u0000");
+    if (!lines.length) {
+      if (box.uplot) box.uplot.destroy();
+      box.uplot = null; box.sig = "";
+      holder.replaceChildren(el("p", { class: "muted", text: "Nothing in the last 15 minutes." }));
+    } else if (box.sig !== sig || !box.uplot) {
+      if (box.uplot) box.uplot.destroy();
+      holder.replaceChildren();
+      box.uplot = new uPlot({ width: Math.max(380, box.clientWidth - 16), height: 190, scales: yRange ? { x: { time: true }, y: { range: yRange } } : { x: { time: true } },
+        axes: axes || [{ stroke: "#1b1f24" }, { stroke: "#1b1f24" }],
+        series: [{}, ...lines.map((l, i) => ({ label: l.label, stroke: COLORS[i % COLORS.length], width: 2, scale: l.scale || "y", spanGaps: false }))] }, data, holder);
+      box.sig = sig;
+    } else box.uplot.setData(data);
+    box.dataset.points = String(t.length);
+    const first = t.findIndex((_, i) => lines.some((l) => l.v[i] !== null));
+    box.dataset.firstMs = first < 0 ? "" : String(Math.round(t[first] * 1000));
+  }
+  function plotBox(attrs, title) {
+    return el("section", Object.assign({ class: "plot" }, attrs), el("h3", { text: title }), el("div", { class: "chart" }));
+  }
+
+  // Control points (rates between polls) and flux meters (history).
   async function flowsPage() {
     document.title = "Control points · FluxGate";
-    const cpBody = el("tbody"), fmBox = el("div", { class: "plots" }), note = el("p", { class: "muted", text: "Rates appear after the second poll (one a second)." });
+    const cpBody = el("tbody"), fmBox = el("div", { class: "plots", id: "flux-meters" }), note = el("p", { class: "muted", text: "Rates appear after the second poll (one a second)." });
+    const fmNote = el("p", { class: "muted", id: "flux-meters-note", text: "loading the last 15 minutes…" });
     show(el("h1", { text: "Control points" }), note,
       el("table", {}, el("thead", {}, el("tr", {}, ...["Control point", "Checks", "Accepted /s", "Rejected /s by reason", "Policies"].map((h) => el("th", { scope: "col", text: h })))), cpBody),
-      el("h2", { text: "Flux meters: latency percentiles since this page opened" }), fmBox);
+      el("h2", { text: "Flux meters: latency percentiles and flows per second, last 15 minutes" }), fmNote, fmBox);
     let prev = null;
-    const meters = new Map();
     every(async () => {
       let f, cps;
       try { [f, cps] = await Promise.all([api("/v1/ui/flows"), api("/v1/controlpoints")]); }
@@ -245,34 +308,62 @@
         el("td", { text: p.rej.size ? [...p.rej].map(([r, v]) => `${r}: ${dt > 0 ? fmt(v) : "–"}`).join(", ") : "none" }),
         el("td", {}, ...[...p.pols].sort().flatMap((k, i) => [i ? ", " : "", el("a", { href: policyHref(k.includes("/") ? k : "default/" + k), text: k })]))));
       cpBody.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, text: "No control point has been checked yet." }))]));
-      if (!f.flux_meters.length) fmBox.replaceChildren(el("p", { class: "muted", text: "No flux meter has measured a flow yet." }));
-      const prevMeters = new Map((prev ? prev.flux_meters : []).map((m) => [m.name, m]));
-      for (const m of f.flux_meters) {
-        let ent = meters.get(m.name);
-        if (!ent) {
-          if (!meters.size) fmBox.replaceChildren();
-          const box = el("section", { class: "plot", "data-meter": m.name }, el("h3", { text: "flux meter " + m.name }), el("div", { class: "chart" }));
-          fmBox.append(box);
-          const plot = new uPlot({ width: Math.max(380, box.clientWidth - 16), height: 170, scales: { x: { time: true } }, axes: [{ stroke: "#1b1f24" }, { stroke: "#1b1f24" }],
-            series: [{}, { label: "p50", stroke: "#1e6b34" }, { label: "p90", stroke: "#0b5cad" }, { label: "p99", stroke: "#b3261e" }] }, [[], [], [], []], box.querySelector(".chart"));
-          ent = { data: [[], [], [], []], plot };
-          meters.set(m.name, ent);
-        }
-        if (prev) {
-          const pm = prevMeters.get(m.name);
-          ent.data[0].push(f.now_ms / 1000);
-          [0.5, 0.9, 0.99].forEach((q, i) => ent.data[i + 1].push(quantile(q, pm, m)));
-          if (ent.data[0].length > 900) ent.data.forEach((a) => a.shift());
-          ent.plot.setData(ent.data);
-        }
-      }
       prev = f;
     });
+    const fm = trend("flux_meters"), boxes = new Map();
+    const axes = [{ stroke: "#1b1f24" }, { scale: "ms", stroke: "#1b1f24", label: "latency" },
+      { scale: "rate", side: 1, stroke: "#1b1f24", label: "flows/s", grid: { show: false } }];
+    const fmTick = async () => {
+      try { if (!await fm.poll()) return; } catch (e) { return trendFailed(e, fmNote); }
+      fmNote.className = "muted"; fmNote.removeAttribute("role");
+      fmNote.textContent = "Percentiles in the meter's unit (milliseconds unless its attribute_key says otherwise), " + trendNote(fm.answer);
+      const names = [...new Set(fm.get(() => true).map((s) => s.labels.flux_meter_name || ""))].sort();
+      for (const [name, box] of boxes) if (!names.includes(name)) { if (box.uplot) box.uplot.destroy(); box.remove(); boxes.delete(name); }
+      if (!names.length) fmBox.replaceChildren(el("p", { class: "muted", text: "No flux meter measured a flow in the last 15 minutes." }));
+      else if (!boxes.size) fmBox.replaceChildren();
+      for (const name of names) {
+        let box = boxes.get(name);
+        if (!box) { box = plotBox({ "data-meter": name }, "flux meter " + name); boxes.set(name, box); fmBox.append(box); }
+        const of = (stat) => (fm.get((l) => (l.flux_meter_name || "") === name && l.stat === stat)[0] || { v: fm.t.map(() => null) }).v;
+        chart(box, fm.t, [{ key: "p50", label: "p50", v: of("p50"), scale: "ms" }, { key: "p90", label: "p90", v: of("p90"), scale: "ms" },
+          { key: "p99", label: "p99", v: of("p99"), scale: "ms" }, { key: "rate", label: "flows/s", v: of("rate"), scale: "rate" }], axes);
+      }
+    };
+    fmTick();
+    also(fmTick, TREND_MS);
   }
 
-  // Gateway: what GET /v1/gateway/upstreams reports, when the gateway runs here.
+  // Gateway: what GET /v1/gateway/upstreams reports, when the gateway runs
+  // here, and its last 15 minutes.
+  const GATEWAY_PLOTS = [
+    ["requests", "requests per second, by upstream target"],
+    ["errors", "share of 5xx answers (0–1), by upstream target", [0, 1]],
+    ["p99", "p99 latency (seconds), by upstream target"],
+    ["weight", "effective weight, by upstream target"],
+    ["breaker", "circuit breaker state (0 closed, 1 open, 2 half-open), by upstream", [0, 2]],
+    ["canary_weight", "canary weight (%), by route", [0, 100]],
+  ];
+  const GATEWAY_RANGE = new Map(GATEWAY_PLOTS.map(([stat, , range]) => [stat, range]));
   async function gatewayPage() {
     document.title = "Gateway · FluxGate";
+    const statusBox = el("div", { id: "gw-status" });
+    const histNote = el("p", { class: "muted", id: "gw-history-note", text: "loading the last 15 minutes…" });
+    const plots = new Map(GATEWAY_PLOTS.map(([stat, title]) => [stat, plotBox({ "data-trend": stat }, title)]));
+    const gw = trend("gateway");
+    let hostGroup = new Map(), shown = false; // target address → upstream group
+    const gwTick = async () => {
+      if (!shown) return;
+      try { if (!await gw.poll()) return; } catch (e) { return trendFailed(e, histNote); }
+      histNote.className = "muted"; histNote.removeAttribute("role");
+      histNote.textContent = "History " + trendNote(gw.answer);
+      const target = (l) => { const h = l.upstream_host || ""; return h ? `${l.upstream || hostGroup.get(h) || "?"} ${h}` : "(no upstream: rejected or unrouted)"; };
+      const name = { breaker: (l) => l.circuit_name || "?", canary_weight: (l) => l.route_id || "?" };
+      for (const [stat, box] of plots) {
+        const lines = gw.get((l) => l.stat === stat).map((s) => ({ key: JSON.stringify(s.labels), label: (name[stat] || target)(s.labels), v: s.v }))
+          .sort((a, b) => a.label.localeCompare(b.label));
+        chart(box, gw.t, lines, null, GATEWAY_RANGE.get(stat));
+      }
+    };
     every(async () => {
       let s;
       try { s = await api("/v1/gateway/upstreams"); }
@@ -281,6 +372,7 @@
         stop();
         return show(el("h1", { text: "Gateway" }), el("p", { text: e.status === 404 ? "The gateway does not run in this process: it shows here when the agent runs as `fluxgate gateway`." : "Gateway: " + e.message }));
       }
+      hostGroup = new Map((s.upstreams || []).flatMap((u) => u.targets.map((t) => [t.address, u.name])));
       const ups = (s.upstreams || []).map((u) => el("section", {}, el("h2", { text: `upstream ${u.name} (${u.algorithm})` }),
         el("p", {}, "circuit breaker: ", el("span", { class: u.breaker === "open" ? "bad" : "", text: u.breaker || "none" }),
           u.health_check_interval ? ` · active health checks every ${u.health_check_interval / 1e9} s` : " · no active health checks"),
@@ -291,9 +383,15 @@
       const can = (s.canaries || []).map((c) => el("tr", {}, el("td", { text: c.route_id }), el("td", { text: c.upstream }), el("td", { text: c.weight + "%" }),
         el("td", { text: c.configured_weight + "%" }), el("td", { text: c.signal_weight == null ? "–" : c.signal_weight + "%" }),
         el("td", { class: c.rolled_back ? "bad" : "", text: (c.verdict || "not judged") + (c.rolled_back ? ", rolled back" : "") })));
-      show(el("h1", { text: "Gateway" }), ...ups, el("h2", { text: "Canaries" }),
+      statusBox.replaceChildren(...ups, el("h2", { text: "Canaries" }),
         can.length ? el("table", {}, el("thead", {}, el("tr", {}, ...["Route", "Upstream", "Weight", "Configured", "From signal", "Verdict"].map((h) => el("th", { scope: "col", text: h })))), el("tbody", {}, ...can))
           : el("p", { class: "muted", text: "No canary routes." }));
+      if (!shown) {
+        shown = true;
+        show(el("h1", { text: "Gateway" }), statusBox, el("h2", { text: "Last 15 minutes" }), histNote, el("div", { class: "plots", id: "gw-history" }, ...plots.values()));
+        gwTick();
+        also(gwTick, TREND_MS);
+      }
     });
   }
 
