@@ -91,7 +91,7 @@ func TestAccessRules(t *testing.T) {
 	on := agenttest.URL(startAgent(t, adminToken))
 	off := agenttest.URL(startAgent(t, ""))
 	reads := []string{"/v1/ui/graph/default/live", "/v1/ui/history/default/live", "/v1/ui/flows", "/v1/signals/default/live",
-		"/v1/ui/trends/flux_meters", "/v1/ui/trends/gateway"}
+		"/v1/ui/trends/flux_meters", "/v1/ui/trends/gateway", "/v1/ui/trends/control_points"}
 	for _, path := range reads {
 		for _, tc := range []struct {
 			base, token string

@@ -186,6 +186,20 @@ func TestBrowserHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, ctx, "a newer flux meter point", fmt.Sprintf(`(() => { const d = document.querySelector('%s').uplot.data[0]; return d[d.length - 1] > %f; })()`, meter, lastT))
+	// The control point's decisions from before too: the gateway's
+	// flows, which no component decides, are accepted (no_match).
+	const cpPlot = `section.plot[data-control-point="ingress"]`
+	waitJS(t, ctx, "the control point plot", `document.querySelector('`+cpPlot+`') !== null && document.querySelector('`+cpPlot+`').uplot`)
+	var cpBefore int
+	var cpLabels []string
+	if err := chromedp.Run(ctx, chromedp.Evaluate(pointsBefore(cpPlot, 1, opened), &cpBefore),
+		chromedp.Evaluate(`document.querySelector('`+cpPlot+`').uplot.series.slice(1).map((s) => s.label)`, &cpLabels)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("control point plot: lines %q, %d points of the first from before the page opened", cpLabels, cpBefore)
+	if cpBefore < 2 || len(cpLabels) == 0 || !strings.HasPrefix(cpLabels[0], "accepted") {
+		t.Errorf("control point plot: lines %q with %d points from before the page opened, want an accepted line with ≥ 2", cpLabels, cpBefore)
+	}
 	shot(t, ctx, filepath.Join(dir, "flows-history.png"))
 	checkPageContrast(t, ctx, "flows with history")
 

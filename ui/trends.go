@@ -43,6 +43,9 @@ const (
 // query (and one more for the latest point) answers a view. $W is the
 // rate window.
 var trendViews = map[string]string{
+	// Per control point: decisions per second by type and reason (a flow
+	// that several components decide counts once for each).
+	"control_points": `label_replace(sum by (control_point, decision_type, reason) (rate(fluxgate_flow_decisions_total[$W])), "stat", "decisions", "", "")`,
 	// Per flux meter: latency percentiles and flows per second.
 	"flux_meters": `label_replace(histogram_quantile(0.5, sum by (flux_meter_name, le) (rate(flux_meter_bucket[$W]))), "stat", "p50", "", "")
 or label_replace(histogram_quantile(0.9, sum by (flux_meter_name, le) (rate(flux_meter_bucket[$W]))), "stat", "p90", "", "")
@@ -104,7 +107,7 @@ func trendStep() time.Duration {
 func (u *UI) serveTrends(w http.ResponseWriter, r *http.Request) {
 	view := r.PathValue("view")
 	if _, ok := trendViews[view]; !ok {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "message": "no history view " + strconv.Quote(view) + "; there are flux_meters and gateway"})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found", "message": "no history view " + strconv.Quote(view) + "; there are control_points, flux_meters and gateway"})
 		return
 	}
 	var since int64

@@ -278,13 +278,16 @@
     return el("section", Object.assign({ class: "plot" }, attrs), el("h3", { text: title }), el("div", { class: "chart" }));
   }
 
-  // Control points (rates between polls) and flux meters (history).
+  // Control points (rates between polls, and history) and flux meters
+  // (history).
   async function flowsPage() {
     document.title = "Control points · FluxGate";
     const cpBody = el("tbody"), fmBox = el("div", { class: "plots", id: "flux-meters" }), note = el("p", { class: "muted", text: "Rates appear after the second poll (one a second)." });
     const fmNote = el("p", { class: "muted", id: "flux-meters-note", text: "loading the last 15 minutes…" });
+    const cpNote = el("p", { class: "muted", id: "control-points-note", text: "loading the last 15 minutes…" }), cpBox = el("div", { class: "plots", id: "control-points" });
     show(el("h1", { text: "Control points" }), note,
       el("table", {}, el("thead", {}, el("tr", {}, ...["Control point", "Checks", "Accepted /s", "Rejected /s by reason", "Policies"].map((h) => el("th", { scope: "col", text: h })))), cpBody),
+      el("h2", { text: "Control points: decisions per second, last 15 minutes" }), cpNote, cpBox,
       el("h2", { text: "Flux meters: latency percentiles and flows per second, last 15 minutes" }), fmNote, fmBox);
     let prev = null;
     every(async () => {
@@ -331,6 +334,26 @@
     };
     fmTick();
     also(fmTick, TREND_MS);
+    const cp = trend("control_points"), cpBoxes = new Map();
+    const decision = (l) => /accept/i.test(l.decision_type || "") ? "accepted" + (l.reason && l.reason !== "accepted" ? ` (${l.reason})` : "") : "rejected: " + (l.reason || "?");
+    const cpTick = async () => {
+      try { if (!await cp.poll()) return; } catch (e) { return trendFailed(e, cpNote); }
+      cpNote.className = "muted"; cpNote.removeAttribute("role");
+      cpNote.textContent = "Decisions per second by type and reason (a flow several components decide counts once for each), " + trendNote(cp.answer);
+      const names = [...new Set(cp.get(() => true).map((s) => s.labels.control_point || ""))].sort();
+      for (const [name, box] of cpBoxes) if (!names.includes(name)) { if (box.uplot) box.uplot.destroy(); box.remove(); cpBoxes.delete(name); }
+      if (!names.length) cpBox.replaceChildren(el("p", { class: "muted", text: "No control point was checked in the last 15 minutes." }));
+      else if (!cpBoxes.size) cpBox.replaceChildren();
+      for (const name of names) {
+        let box = cpBoxes.get(name);
+        if (!box) { box = plotBox({ "data-control-point": name }, "control point " + (name || "(none)")); cpBoxes.set(name, box); cpBox.append(box); }
+        const lines = cp.get((l) => (l.control_point || "") === name).map((s) => ({ key: JSON.stringify(s.labels), label: decision(s.labels), v: s.v }))
+          .sort((a, b) => a.label.localeCompare(b.label));
+        chart(box, cp.t, lines);
+      }
+    };
+    cpTick();
+    also(cpTick, TREND_MS);
   }
 
   // Gateway: what GET /v1/gateway/upstreams reports, when the gateway runs
