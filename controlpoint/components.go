@@ -402,8 +402,9 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 // sampler is a compiled flow_control.sampler.
 type sampler struct {
 	componentInfo
-	spec *policies.Sampler
-	pct  *inputValue
+	spec        *policies.Sampler
+	pct         *inputValue
+	passThrough map[string]struct{} // session values always admitted
 }
 
 var _ flowComponent = (*sampler)(nil)
@@ -415,7 +416,14 @@ func newSampler(info componentInfo, spec *policies.Sampler) *sampler {
 	if info.statusCode == 0 {
 		info.statusCode = 403
 	}
-	return &sampler{componentInfo: info, spec: spec, pct: newInput(spec.InPorts.AcceptPercentage)}
+	s := &sampler{componentInfo: info, spec: spec, pct: newInput(spec.InPorts.AcceptPercentage)}
+	if len(spec.PassThroughLabelValues) > 0 {
+		s.passThrough = make(map[string]struct{}, len(spec.PassThroughLabelValues))
+		for _, v := range spec.PassThroughLabelValues {
+			s.passThrough[v] = struct{}{}
+		}
+	}
+	return s
 }
 
 // setInput changes the accept percentage, as a circuit does.
@@ -429,26 +437,36 @@ func (s *sampler) setInput(port string, v float64) error {
 
 func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
 	s.describe(ld)
+	var session string // the session label's value; "" without one
+	k := s.spec.Parameters.SessionLabelKey
+	hasSession := false
+	if k != "" {
+		session, hasSession = labels[k]
+		ld.LimitKey = session
+	}
+	if _, ok := s.passThrough[session]; ok {
+		return
+	}
 	pct := s.pct.get()
 	if !valid(pct) {
+		if s.spec.Parameters.RampMode {
+			// A ramp that has no percentage yet admits nothing.
+			ld.Dropped = true
+			ld.Reason = ReasonNotSampled
+			return
+		}
 		ld.PassThrough = true
 		return
 	}
 	ld.Limit = pct
 	var u float64 // uniform in [0, 100)
-	if k := s.spec.Parameters.SessionLabelKey; k != "" {
-		v, ok := labels[k]
-		if ok {
-			ld.LimitKey = v
-			u = float64(fnv1a(v)%1_000_000) / 10_000
-		} else {
-			u = rand.Float64() * 100
-		}
-	} else {
-		if !take {
-			// Explain cannot predict a coin toss; report the percentage.
-			return
-		}
+	switch {
+	case hasSession:
+		u = float64(fnv1a(session)%1_000_000) / 10_000
+	case k == "" && !take:
+		// Explain cannot predict a coin toss; report the percentage.
+		return
+	default:
 		u = rand.Float64() * 100
 	}
 	if u >= pct {

@@ -19,7 +19,8 @@ import (
 // built on Aperture's SDKs ask this agent unchanged. A check is decided by
 // the same engine as every other adapter; the answer is Aperture's shape:
 //
-//   - decision_type, reject_reason (rate_limited, no_tokens, not_sampled;
+//   - decision_type, reject_reason (rate_limited, no_tokens, not_sampled,
+//     no_matching_ramp for a ramp_mode flow no ramp sampler selected;
 //     FluxGate's failed_closed and breaker_open read as no_tokens),
 //     wait_time and denied_response_status_code (the HTTP status, which is
 //     also the StatusCode enum's value);
@@ -68,6 +69,7 @@ func (a apertureFlowControl) Check(ctx context.Context, in *ap.CheckRequest) (*a
 		return nil, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
 	}
 	req.NoFlowEnd = !in.GetExpectEnd()
+	req.RampMode = in.GetRampMode()
 	start := a.s.now()
 	d := a.s.pool.Get().(*controlpoint.Decision)
 	defer a.s.pool.Put(d)
@@ -158,6 +160,8 @@ func apertureReason(r controlpoint.Reason) ap.CheckResponse_RejectReason {
 		return ap.CheckResponse_REJECT_REASON_RATE_LIMITED
 	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
 		return ap.CheckResponse_REJECT_REASON_NOT_SAMPLED
+	case pb.RejectReason_REJECT_REASON_NO_MATCHING_RAMP:
+		return ap.CheckResponse_REJECT_REASON_NO_MATCHING_RAMP
 	default:
 		return ap.CheckResponse_REJECT_REASON_NO_TOKENS
 	}
