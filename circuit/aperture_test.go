@@ -149,9 +149,6 @@ func TestApertureErrors(t *testing.T) {
 	want := []string{
 		`unsupported.bad.yaml:10:111: target_accept_percentage: must be within 0..100, got 101`,
 		`unsupported.bad.yaml:10:132: Aperture construct flow_control.load_ramp.parameters.cohort is not supported yet`,
-		`unsupported.bad.yaml:12:94: Aperture construct flow_control.concurrency_scheduler.in_ports.pass_through is not supported yet`,
-		`unsupported.bad.yaml:12:139: Aperture construct scheduler.fairness_label_key is not supported yet`,
-		`unsupported.bad.yaml:18:15: Aperture construct flow_control.rate_limiter.in_ports.pass_through is not supported yet`,
 		`unsupported.bad.yaml:19:40: Aperture construct flow_control.rate_limiter.parameters.burst is not supported yet`,
 		`unsupported.bad.yaml:20:63: unknown status code "Busy": want a number or a name such as BadRequest, TooManyRequests, ServiceUnavailable`,
 		`unsupported.bad.yaml:28:17: Aperture construct scheduler.priority_label_key is not supported yet`,
@@ -233,8 +230,13 @@ func TestApertureTranslations(t *testing.T) {
 	p := parseAperture(t, "rate-limiter.yaml").Object.(*policies.Policy)
 	comps := p.Spec.Circuit.Components
 	rl := comps[0].Spec.(*policies.RateLimiter)
-	if rl.Parameters.LimitByLabelKey != "http.request.header.user_id" || rl.RequestParameters.DeniedResponseStatusCode != 400 {
+	if rl.Parameters.LimitByLabelKey != "http.request.header.user_id" || rl.RequestParameters.DeniedResponseStatusCode != 400 ||
+		rl.InPorts.PassThrough == nil || rl.InPorts.PassThrough.SignalName != "NEVER" {
 		t.Errorf("rate limiter = %+v", rl)
+	}
+	cs := parseAperture(t, "concurrency-scheduler.yaml").Object.(*policies.Policy).Spec.Circuit.Components[0].Spec.(*policies.ConcurrencyScheduler)
+	if cs.Scheduler.FairnessLabelKey != "user" || cs.InPorts.PassThrough == nil {
+		t.Errorf("concurrency scheduler = %+v", cs)
 	}
 	q, ok := comps[1].Spec.(*circuit.PromQL)
 	if !ok || comps[1].Kind != "query.promql" {

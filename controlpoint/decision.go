@@ -53,7 +53,7 @@ type LimiterDecision struct {
 	DryRun  bool
 	Reason  Reason
 	// PassThrough is true when the component let the flow through because
-	// an input had no valid value.
+	// an input had no valid value, or its pass_through port was true.
 	PassThrough bool
 	Remaining   float64
 	Limit       float64

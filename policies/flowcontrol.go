@@ -107,6 +107,9 @@ type RateLimiter struct {
 type RateLimiterInPorts struct {
 	BucketCapacity *InPort `yaml:"bucket_capacity"`
 	FillAmount     *InPort `yaml:"fill_amount"`
+	// PassThrough, while true (valid and not 0), admits every flow the
+	// component selects at once, taking nothing (Aperture's pass_through).
+	PassThrough *InPort `yaml:"pass_through,omitempty"`
 }
 
 // RateLimiterParameters configure the buckets.
@@ -295,6 +298,7 @@ func (r *RateLimiter) Validate() []error {
 	errs = checkSelectors(errs, r.Selectors)
 	errs = checkInPort(errs, "bucket_capacity", r.InPorts.BucketCapacity, true)
 	errs = checkInPort(errs, "fill_amount", r.InPorts.FillAmount, true)
+	errs = checkInPort(errs, "pass_through", r.InPorts.PassThrough, false)
 	for name, p := range map[string]*InPort{"bucket_capacity": r.InPorts.BucketCapacity, "fill_amount": r.InPorts.FillAmount} {
 		if v, ok := p.Constant(); ok && v < 0 {
 			errs = append(errs, fmt.Errorf("in_ports.%s: must not be negative, got %v", name, v))
