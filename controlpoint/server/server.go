@@ -73,10 +73,12 @@ func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 }
 
 // RegisterGRPC registers FlowControlService, Aperture's
-// FlowControlService and Envoy's Authorization service on g.
+// FlowControlService and FlowControlServiceHTTP, and Envoy's
+// Authorization service on g.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 	pb.RegisterFlowControlServiceServer(g, flowControl{s: s})
 	ap.RegisterFlowControlServiceServer(g, apertureFlowControl{s: s})
+	ap.RegisterFlowControlServiceHTTPServer(g, apertureHTTP{s: s})
 	registerAuthorization(g, s)
 }
 
