@@ -216,8 +216,12 @@ func TestApertureWithToken(t *testing.T) {
 	if _, err := c.Check(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "wrong")), req); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("check with a wrong key: %v, want Unauthenticated", err)
 	}
-	if _, err := c.CacheLookup(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "s3cret")), &ap.CacheLookupRequest{}); status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "cache") {
-		t.Fatalf("cache lookup: %v, want Unimplemented naming the cache", err)
+	if r, err := c.CacheLookup(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "s3cret")),
+		&ap.CacheLookupRequest{GlobalCacheKeys: []string{"k"}}); err != nil || r.GetGlobalCacheResponses()["k"].GetLookupStatus() != ap.CacheLookupStatus_MISS {
+		t.Fatalf("cache lookup with the key: %v (%v), want a miss", r, err)
+	}
+	if _, err := c.CacheLookup(context.Background(), &ap.CacheLookupRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("cache lookup without the key: %v, want Unauthenticated", err)
 	}
 
 	res := runSDK(t, grpcAddr, 2, map[string]string{"user": "carol"}, "")
