@@ -37,6 +37,9 @@ var apertureWarnings = map[string][]string{
 		`concurrency-limiter.yaml:19:15: warning: Aperture construct parameters.max_idle_time is ignored: a key's count is dropped as soon as its last flow ends`,
 	},
 	"concurrency-scheduler.yaml": nil,
+	"load-ramp.yaml": {
+		`load-ramp.yaml:37:13: warning: Aperture construct pass_through_label_values_config_key is ignored: FluxGate's sampler reads pass_through_label_values from the policy only`,
+	},
 	"auto-scale.yaml": {
 		`auto-scale.yaml:13:11: warning: Aperture construct auto_scale.auto_scaler is ignored: FluxGate does not scale workloads; the component is dropped and its out ports are not produced`,
 	},
@@ -92,8 +95,11 @@ func TestAperturePolicies(t *testing.T) {
 			}
 			p := d.Object.(*policies.Policy)
 			var inputs []string // signals the test feeds
-			if file == "aimd.yaml" {
+			switch file {
+			case "aimd.yaml":
 				inputs = []string{"SIGNAL", "SETPOINT"}
+			case "load-ramp.yaml":
+				inputs = []string{"FORWARD", "RESET_IN"}
 			}
 			if _, err := circuit.Compile(p, circuit.Env{Inputs: inputs}); err != nil {
 				t.Fatalf("Compile: %v", err)
@@ -141,10 +147,8 @@ func TestApertureErrors(t *testing.T) {
 		got = append(got, e.Error())
 	}
 	want := []string{
-		`unsupported.bad.yaml:9:11: Aperture construct flow_control.load_ramp is not supported yet`,
-		`unsupported.bad.yaml:12:94: Aperture construct flow_control.concurrency_scheduler.in_ports.pass_through is not supported yet`,
-		`unsupported.bad.yaml:12:139: Aperture construct scheduler.fairness_label_key is not supported yet`,
-		`unsupported.bad.yaml:18:15: Aperture construct flow_control.rate_limiter.in_ports.pass_through is not supported yet`,
+		`unsupported.bad.yaml:10:111: target_accept_percentage: must be within 0..100, got 101`,
+		`unsupported.bad.yaml:10:132: Aperture construct flow_control.load_ramp.parameters.cohort is not supported yet`,
 		`unsupported.bad.yaml:19:40: Aperture construct flow_control.rate_limiter.parameters.burst is not supported yet`,
 		`unsupported.bad.yaml:20:63: unknown status code "Busy": want a number or a name such as BadRequest, TooManyRequests, ServiceUnavailable`,
 		`unsupported.bad.yaml:28:17: Aperture construct scheduler.priority_label_key is not supported yet`,
@@ -226,8 +230,13 @@ func TestApertureTranslations(t *testing.T) {
 	p := parseAperture(t, "rate-limiter.yaml").Object.(*policies.Policy)
 	comps := p.Spec.Circuit.Components
 	rl := comps[0].Spec.(*policies.RateLimiter)
-	if rl.Parameters.LimitByLabelKey != "http.request.header.user_id" || rl.RequestParameters.DeniedResponseStatusCode != 400 {
+	if rl.Parameters.LimitByLabelKey != "http.request.header.user_id" || rl.RequestParameters.DeniedResponseStatusCode != 400 ||
+		rl.InPorts.PassThrough == nil || rl.InPorts.PassThrough.SignalName != "NEVER" {
 		t.Errorf("rate limiter = %+v", rl)
+	}
+	cs := parseAperture(t, "concurrency-scheduler.yaml").Object.(*policies.Policy).Spec.Circuit.Components[0].Spec.(*policies.ConcurrencyScheduler)
+	if cs.Scheduler.FairnessLabelKey != "user" || cs.InPorts.PassThrough == nil {
+		t.Errorf("concurrency scheduler = %+v", cs)
 	}
 	q, ok := comps[1].Spec.(*circuit.PromQL)
 	if !ok || comps[1].Kind != "query.promql" {
@@ -294,7 +303,68 @@ func TestApertureRepository(t *testing.T) {
 		loaded++
 	}
 	t.Logf("%d of %d Aperture policies load unchanged", loaded, total)
-	if total != 34 || loaded < 33 {
-		t.Errorf("%d of %d load; the census in README says 33 of 34", loaded, total)
+	if total != 34 || loaded < 34 {
+		t.Errorf("%d of %d load; the census in README says 34 of 34", loaded, total)
+	}
+}
+
+// TestApertureLoadRampBehaves runs the translated load ramp: a sampler in
+// ramp mode whose accept_percentage walks the steps while forward is true
+// (jumping to the 0s first step, then linearly), holds while it is false,
+// and goes back to the first step on reset, the out ports following.
+func TestApertureLoadRampBehaves(t *testing.T) {
+	p := parseAperture(t, "load-ramp.yaml").Object.(*policies.Policy)
+	smp := -1
+	for i, c := range p.Spec.Circuit.Components {
+		if c.Kind == "flow_control.sampler" {
+			smp = i
+			s := c.Spec.(*policies.Sampler)
+			if !s.Parameters.RampMode || s.Parameters.SessionLabelKey != "user" || s.Parameters.DeniedResponseStatusCode != 503 ||
+				len(s.PassThroughLabelValues) != 1 || s.PassThroughLabelValues[0] != "tester" ||
+				len(s.Selectors) != 1 || s.Selectors[0].Service != "checkout" {
+				t.Errorf("sampler = %+v", s)
+			}
+		}
+	}
+	if smp < 0 {
+		t.Fatal("no flow_control.sampler in the translation")
+	}
+	act := &circuittest.FakeActuators{}
+	c, err := circuit.Compile(p, circuit.Env{Inputs: []string{"FORWARD", "RESET_IN"}, Actuators: act})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	steps := []struct {
+		second         int
+		forward, reset bool
+		want           float64
+		done           bool
+	}{
+		{0, false, false, 10, false}, // the first step's target
+		{5, false, false, 10, false}, // holds without forward
+		{6, true, false, 12, false},  // forward: 1s into 10 → 50 over 20s
+		{15, true, false, 30, false}, // halfway
+		{25, true, false, 50, false},
+		{30, true, false, 75, false}, // 50 → 100 over 10s
+		{35, true, false, 100, true},
+		{40, true, false, 100, true}, // stays at the end
+		{41, true, true, 10, false},  // reset
+		{42, false, false, 10, false},
+	}
+	for _, s := range steps {
+		c.SetInput("FORWARD", circuit.Bool(s.forward))
+		c.SetInput("RESET_IN", circuit.Bool(s.reset))
+		c.Step(t0.Add(time.Duration(s.second) * time.Second))
+		got, ok := act.Last(smp, "accept_percentage")
+		if !ok || got-s.want > 1e-9 || s.want-got > 1e-9 {
+			t.Errorf("t=%ds: accept_percentage = %v (set %v), want %v", s.second, got, ok, s.want)
+		}
+		if v, _ := c.Value("RAMP_PERCENTAGE"); v != circuit.Value(s.want) {
+			t.Errorf("t=%ds: RAMP_PERCENTAGE = %+v, want %v", s.second, v, s.want)
+		}
+		if v, _ := c.Value("RAMP_DONE"); v != circuit.Bool(s.done) {
+			t.Errorf("t=%ds: RAMP_DONE = %+v, want %v", s.second, v, s.done)
+		}
 	}
 }

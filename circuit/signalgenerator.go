@@ -12,7 +12,8 @@ func init() { Register("signal_generator", func() Spec { return &SignalGenerator
 // SignalGenerator follows a sequence of steps over time. The output starts
 // at the first step's target_output and holds it for that step's duration;
 // each later step moves linearly from the previous target to its own over
-// its duration. After the last step the output holds the last target.
+// its duration (a step of 0s jumps to its target). After the last step the
+// output holds the last target.
 //
 // Time advances by the time between ticks while forward is true and goes
 // back while backward is true (neither, or both: it stays). When neither
@@ -39,7 +40,8 @@ type SignalGenerator struct {
 // SignalStep is one step of a SignalGenerator.
 type SignalStep struct {
 	TargetOutput *policies.ConstantSignal `yaml:"target_output"`
-	Duration     time.Duration            `yaml:"duration"`
+	// Duration is required; 0s is a step that takes no time.
+	Duration *time.Duration `yaml:"duration"`
 }
 
 // Validate implements the parser's validation hook.
@@ -54,8 +56,8 @@ func (s *SignalGenerator) Validate() []error {
 		if st.TargetOutput == nil {
 			errs = append(errs, fmt.Errorf("parameters.steps[%d].target_output is required", i))
 		}
-		if st.Duration <= 0 {
-			errs = append(errs, fmt.Errorf("parameters.steps[%d].duration is required and must be positive", i))
+		if st.Duration == nil {
+			errs = append(errs, fmt.Errorf("parameters.steps[%d].duration is required", i))
 		}
 	}
 	return errs
@@ -71,11 +73,11 @@ func (s *SignalGenerator) Ports() ([]InPort, []OutPort) {
 func (s *SignalGenerator) Build(*Env) (Component, error) {
 	g := &signalGenerator{free: s.InPorts.Forward == nil && s.InPorts.Backward == nil}
 	for _, st := range s.Parameters.Steps {
-		if st.TargetOutput == nil {
-			return nil, fmt.Errorf("a step has no target_output")
+		if st.TargetOutput == nil || st.Duration == nil {
+			return nil, fmt.Errorf("a step has no target_output or duration")
 		}
-		g.steps = append(g.steps, genStep{v: st.TargetOutput.Float(), d: st.Duration})
-		g.total += st.Duration
+		g.steps = append(g.steps, genStep{v: st.TargetOutput.Float(), d: *st.Duration})
+		g.total += *st.Duration
 	}
 	return g, nil
 }

@@ -78,6 +78,49 @@ func newInput(p *policies.InPort) *inputValue {
 func (in *inputValue) set(v float64) { in.bits.Store(math.Float64bits(v)) }
 func (in *inputValue) get() float64  { return math.Float64frombits(in.bits.Load()) }
 
+// passPort is Aperture's pass_through port of a limiter or scheduler:
+// while its value is true (valid and not 0) the component admits every
+// flow at once. The zero passPort (no port) never passes.
+type passPort struct {
+	port *policies.InPort
+	in   *inputValue // nil without a port
+}
+
+func newPassPort(p *policies.InPort) passPort {
+	if p == nil {
+		return passPort{}
+	}
+	return passPort{port: p, in: newInput(p)}
+}
+
+// on reports whether flows pass.
+func (p passPort) on() bool {
+	if p.in == nil {
+		return false
+	}
+	v := p.in.get()
+	return !math.IsNaN(v) && v != 0
+}
+
+// set writes the port, as a circuit does.
+func (p passPort) set(v float64) error {
+	if p.in == nil {
+		return fmt.Errorf("in_ports.pass_through is not wired")
+	}
+	p.in.set(v)
+	return nil
+}
+
+// carry keeps old's signal value when the port reads a signal.
+func (p passPort) carry(old passPort) {
+	if p.in == nil || old.in == nil {
+		return
+	}
+	if _, ok := p.port.Constant(); !ok {
+		p.in.set(old.in.get())
+	}
+}
+
 // valid reports whether v can drive an actuator.
 func valid(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 }
 
@@ -91,6 +134,7 @@ type rateLimiter struct {
 	params   policies.RateLimiterParameters // spec.Parameters with defaults
 	capacity *inputValue
 	fill     *inputValue
+	pass     passPort
 	lim      *ratelimit.Limiter
 	redis    *ratelimit.RedisLimiter // nil for backend local
 	keyOf    ratelimit.KeyFunc       // nil: every flow shares the bucket ""
@@ -127,6 +171,7 @@ func newRateLimiter(info componentInfo, spec *policies.RateLimiter, rb *ratelimi
 		params:        spec.Parameters.WithDefaults(),
 		capacity:      newInput(spec.InPorts.BucketCapacity),
 		fill:          newInput(spec.InPorts.FillAmount),
+		pass:          newPassPort(spec.InPorts.PassThrough),
 	}
 	var err error
 	if r.keyOf, err = keyFunc(&spec.Parameters); err != nil {
@@ -238,6 +283,8 @@ func (r *rateLimiter) setInput(port string, v float64) error {
 		r.capacity.set(v)
 	case "fill_amount":
 		r.fill.set(v)
+	case "pass_through":
+		return r.pass.set(v)
 	default:
 		return fmt.Errorf("rate_limiter has no input port %q", port)
 	}
@@ -310,7 +357,7 @@ func (r *rateLimiter) key(labels map[string]string) string {
 func (r *rateLimiter) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
 	r.describe(ld)
 	ld.LimitKey = r.key(labels)
-	if !valid(r.capacity.get()) || !valid(r.fill.get()) {
+	if r.pass.on() || !valid(r.capacity.get()) || !valid(r.fill.get()) {
 		ld.PassThrough = true
 		return
 	}
@@ -386,6 +433,7 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 		return false
 	}
 	// A port that reads a signal keeps the signal's last value.
+	r.pass.carry(o.pass)
 	if _, ok := r.spec.InPorts.BucketCapacity.Constant(); !ok {
 		r.capacity.set(o.capacity.get())
 	}
@@ -402,8 +450,9 @@ func (r *rateLimiter) carry(old flowComponent) bool {
 // sampler is a compiled flow_control.sampler.
 type sampler struct {
 	componentInfo
-	spec *policies.Sampler
-	pct  *inputValue
+	spec        *policies.Sampler
+	pct         *inputValue
+	passThrough map[string]struct{} // session values always admitted
 }
 
 var _ flowComponent = (*sampler)(nil)
@@ -415,7 +464,14 @@ func newSampler(info componentInfo, spec *policies.Sampler) *sampler {
 	if info.statusCode == 0 {
 		info.statusCode = 403
 	}
-	return &sampler{componentInfo: info, spec: spec, pct: newInput(spec.InPorts.AcceptPercentage)}
+	s := &sampler{componentInfo: info, spec: spec, pct: newInput(spec.InPorts.AcceptPercentage)}
+	if len(spec.PassThroughLabelValues) > 0 {
+		s.passThrough = make(map[string]struct{}, len(spec.PassThroughLabelValues))
+		for _, v := range spec.PassThroughLabelValues {
+			s.passThrough[v] = struct{}{}
+		}
+	}
+	return s
 }
 
 // setInput changes the accept percentage, as a circuit does.
@@ -429,26 +485,36 @@ func (s *sampler) setInput(port string, v float64) error {
 
 func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
 	s.describe(ld)
+	var session string // the session label's value; "" without one
+	k := s.spec.Parameters.SessionLabelKey
+	hasSession := false
+	if k != "" {
+		session, hasSession = labels[k]
+		ld.LimitKey = session
+	}
+	if _, ok := s.passThrough[session]; ok {
+		return
+	}
 	pct := s.pct.get()
 	if !valid(pct) {
+		if s.spec.Parameters.RampMode {
+			// A ramp that has no percentage yet admits nothing.
+			ld.Dropped = true
+			ld.Reason = ReasonNotSampled
+			return
+		}
 		ld.PassThrough = true
 		return
 	}
 	ld.Limit = pct
 	var u float64 // uniform in [0, 100)
-	if k := s.spec.Parameters.SessionLabelKey; k != "" {
-		v, ok := labels[k]
-		if ok {
-			ld.LimitKey = v
-			u = float64(fnv1a(v)%1_000_000) / 10_000
-		} else {
-			u = rand.Float64() * 100
-		}
-	} else {
-		if !take {
-			// Explain cannot predict a coin toss; report the percentage.
-			return
-		}
+	switch {
+	case hasSession:
+		u = float64(fnv1a(session)%1_000_000) / 10_000
+	case k == "" && !take:
+		// Explain cannot predict a coin toss; report the percentage.
+		return
+	default:
 		u = rand.Float64() * 100
 	}
 	if u >= pct {

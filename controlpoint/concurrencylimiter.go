@@ -29,6 +29,7 @@ type concurrencyLimiter struct {
 	slots     *slotCounter
 	gate      *scheduler.Gate
 	maxFlow   time.Duration
+	pass      passPort
 }
 
 var (
@@ -55,6 +56,7 @@ func newConcurrencyLimiter(info componentInfo, spec *policies.ConcurrencyLimiter
 	}
 	c := newSlots(info, spec.InPorts.MaxConcurrency, spec.Parameters)
 	c.tokensKey = spec.RequestParameters.TokensLabelKey
+	c.pass = newPassPort(spec.InPorts.PassThrough)
 	return c
 }
 
@@ -71,6 +73,7 @@ func newConcurrencyScheduler(info componentInfo, spec *policies.ConcurrencySched
 	}
 	c := newSlots(info, spec.InPorts.MaxConcurrency, spec.ConcurrencyLimiter)
 	c.sched = sched
+	c.pass = newPassPort(spec.InPorts.PassThrough)
 	return c, nil
 }
 
@@ -147,7 +150,7 @@ func (c *concurrencyLimiter) decide(ctx context.Context, now time.Time, labels m
 	f := c.share(labels, tokens)
 	ld.Workload, ld.Priority = f.workload, f.priority
 	m := c.max.get()
-	if !valid(m) {
+	if c.pass.on() || !valid(m) {
 		ld.PassThrough = true
 		return
 	}
@@ -159,7 +162,7 @@ func (c *concurrencyLimiter) decide(ctx context.Context, now time.Time, labels m
 	case c.dryRun:
 		ok, _ = c.slots.TryTake(now, ld.LimitKey, f.tokens) // never waits
 	default:
-		ok, _ = c.gate.Acquire(ctx, scheduler.GateRequest{Key: ld.LimitKey, Workload: f.workload, Weight: f.weight, Tokens: f.tokens, Timeout: f.timeout})
+		ok, _ = c.gate.Acquire(ctx, f.gateRequest(ld.LimitKey))
 	}
 	ld.Remaining = math.Max(m-c.slots.used(ld.LimitKey), 0)
 	if take && ok {
@@ -198,6 +201,7 @@ func (c *concurrencyLimiter) carry(old flowComponent) bool {
 	if _, ok := c.maxPort.Constant(); !ok {
 		c.max.set(o.max.get())
 	}
+	c.pass.carry(o.pass)
 	// The counter reads the limit from its own input: point it at ours.
 	o.slots.mu.Lock()
 	o.slots.max = c.max
@@ -208,6 +212,9 @@ func (c *concurrencyLimiter) carry(old flowComponent) bool {
 }
 
 func (c *concurrencyLimiter) setInput(port string, v float64) error {
+	if port == "pass_through" {
+		return c.pass.set(v)
+	}
 	if port != "max_concurrency" {
 		return fmt.Errorf("%s has no input port %q", c.typ, port)
 	}

@@ -21,6 +21,10 @@ type Request struct {
 	// the end (adaptive_concurrency) then let the flow pass, marked
 	// PassThrough, rather than hold a slot nobody frees.
 	NoFlowEnd bool
+	// RampMode says the flow must pass a ramp (a sampler with
+	// parameters.ramp_mode) to be admitted: with none selecting it, it is
+	// rejected with ReasonNoMatchingRamp (Aperture's ramp_mode flag).
+	RampMode bool
 }
 
 // Reason says why a component rejected a flow.
@@ -33,6 +37,8 @@ const (
 	ReasonNotSampled   = controlpointpb.RejectReason_REJECT_REASON_NOT_SAMPLED
 	ReasonNoTokens     = controlpointpb.RejectReason_REJECT_REASON_NO_TOKENS
 	ReasonFailedClosed = controlpointpb.RejectReason_REJECT_REASON_FAILED_CLOSED
+	// ReasonNoMatchingRamp rejects a RampMode flow that no ramp selected.
+	ReasonNoMatchingRamp = controlpointpb.RejectReason_REJECT_REASON_NO_MATCHING_RAMP
 )
 
 // LimiterDecision is what one flow-control component decided.
@@ -47,7 +53,7 @@ type LimiterDecision struct {
 	DryRun  bool
 	Reason  Reason
 	// PassThrough is true when the component let the flow through because
-	// an input had no valid value.
+	// an input had no valid value, or its pass_through port was true.
 	PassThrough bool
 	Remaining   float64
 	Limit       float64
@@ -97,7 +103,7 @@ type Decision struct {
 	StatusCode int
 	Wait       time.Duration
 	// Decider is the index in Limiters of the component that rejected the
-	// flow, or -1.
+	// flow, or -1 (also for a RampMode flow no ramp selected).
 	Decider     int
 	Limiters    []LimiterDecision
 	FluxMeters  []string // "namespace/policy/name"

@@ -427,6 +427,10 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	e.points.observe(req.ControlPoint, req.Labels)
 	pt := e.snap.Load().points[req.ControlPoint]
 	if pt == nil {
+		if req.RampMode {
+			e.noRamp(now, req.ControlPoint, d)
+			return
+		}
 		e.noMatch(req.ControlPoint)
 		return
 	}
@@ -438,6 +442,10 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		if anyMatch(pt.fluxMeters[i].sels, labels) {
 			d.FluxMeters = append(d.FluxMeters, pt.fluxMeters[i].name)
 		}
+	}
+	if req.RampMode && !pt.rampSelects(labels) {
+		e.noRamp(now, req.ControlPoint, d)
+		return
 	}
 	tokens := req.Tokens
 	if tokens <= 0 {
@@ -514,6 +522,27 @@ func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens
 	}
 }
 
+// rampSelects reports whether a ramp (a sampler in ramp_mode) selects a
+// flow with labels.
+func (pt *point) rampSelects(labels map[string]string) bool {
+	for i := range pt.components {
+		if s, ok := pt.components[i].c.(*sampler); ok && s.spec.Parameters.RampMode && anyMatch(pt.components[i].sels, labels) {
+			return true
+		}
+	}
+	return false
+}
+
+// noRamp rejects a ramp-mode flow that no ramp selected, as Aperture does:
+// 403, reason no_matching_ramp, no component named.
+func (e *Engine) noRamp(now time.Time, cp string, d *Decision) {
+	d.Accepted = false
+	d.Reason = ReasonNoMatchingRamp
+	d.StatusCode = 403
+	e.points.noRampCounter(cp, e.decisions).Inc()
+	e.logDecision(now, d)
+}
+
 func (e *Engine) noMatch(cp string) {
 	e.points.noMatchCounter(cp, e.decisions).Inc()
 }
@@ -547,6 +576,10 @@ func (e *Engine) logDecision(now time.Time, d *Decision) {
 		return
 	}
 	r := d.Rejector()
+	if r == nil {
+		e.logger.Info("flow rejected", "control_point", d.ControlPoint, "reason", flow.ReasonLabel(d.Reason))
+		return
+	}
 	e.logger.Info("flow rejected",
 		"control_point", d.ControlPoint,
 		"policy_name", r.PolicyName,

@@ -153,6 +153,9 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 	}
 	l.updateRate(now)
 	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: l.cost(w, labels, tokens), Timeout: w.timeout}
+	if k := l.spec.Parameters.FairnessLabelKey; k != "" {
+		req.Fairness = labels[k]
+	}
 	if l.dryRun {
 		req.Timeout = 0 // count what would have to wait; make nobody wait
 	}

@@ -19,6 +19,7 @@ type quotaScheduler struct {
 	spec     *policies.QuotaScheduler
 	capacity *inputValue
 	fill     *inputValue
+	pass     passPort
 	lim      *ratelimit.Limiter
 	gate     *scheduler.Gate
 	keyOf    ratelimit.KeyFunc // nil: one bucket
@@ -55,6 +56,7 @@ func newQuotaScheduler(info componentInfo, spec *policies.QuotaScheduler, maxMem
 		spec:          spec,
 		capacity:      newInput(spec.InPorts.BucketCapacity),
 		fill:          newInput(spec.InPorts.FillAmount),
+		pass:          newPassPort(spec.InPorts.PassThrough),
 		sched:         sched,
 	}
 	if k := spec.RateLimiter.LimitByLabelKey; k != "" {
@@ -110,7 +112,7 @@ func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[s
 	ld.LimitKey = q.key(labels)
 	f := q.sched.share(labels, tokens)
 	ld.Workload, ld.Priority = f.workload, f.priority
-	if !valid(q.capacity.get()) || !valid(q.fill.get()) {
+	if q.pass.on() || !valid(q.capacity.get()) || !valid(q.fill.get()) {
 		ld.PassThrough = true
 		return
 	}
@@ -128,7 +130,7 @@ func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[s
 		}
 		return
 	}
-	ok, _ := q.gate.Acquire(ctx, scheduler.GateRequest{Key: ld.LimitKey, Workload: f.workload, Weight: f.weight, Tokens: f.tokens, Timeout: f.timeout})
+	ok, _ := q.gate.Acquire(ctx, f.gateRequest(ld.LimitKey))
 	res := q.lim.Peek(now, ld.LimitKey, f.tokens)
 	ld.Remaining, ld.Limit, ld.Reset = res.Remaining, res.Limit, res.Reset
 	if !ok {
@@ -160,6 +162,7 @@ func (q *quotaScheduler) carry(old flowComponent) bool {
 		op.MaxIdleTime != np.MaxIdleTime || op.DelayInitialFill != np.DelayInitialFill {
 		return false
 	}
+	q.pass.carry(o.pass)
 	if _, ok := q.spec.InPorts.BucketCapacity.Constant(); !ok {
 		q.capacity.set(o.capacity.get())
 	}
@@ -177,6 +180,8 @@ func (q *quotaScheduler) setInput(port string, v float64) error {
 		q.capacity.set(v)
 	case "fill_amount":
 		q.fill.set(v)
+	case "pass_through":
+		return q.pass.set(v)
 	default:
 		return fmt.Errorf("quota_scheduler has no input port %q", port)
 	}

@@ -99,6 +99,12 @@ func (t *pointTracker) noMatchCounter(cp string, vec *prometheus.CounterVec) pro
 	return c
 }
 
+// noRampCounter counts the ramp-mode flows at cp that no ramp selected.
+func (t *pointTracker) noRampCounter(cp string, vec *prometheus.CounterVec) prometheus.Counter {
+	_, label := t.stats(cp)
+	return vec.WithLabelValues("", "", label, decisionRejected, "no_matching_ramp")
+}
+
 // ControlPoint describes a control point flows have arrived at.
 type ControlPoint struct {
 	Name      string   `json:"name"`

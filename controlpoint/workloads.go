@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fluxgate/fluxgate/controlpoint/scheduler"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -20,6 +21,7 @@ type schedWorkloads struct {
 	workloadKey string
 	priorityKey string
 	tokensKey   string
+	fairnessKey string
 }
 
 // flowShare is where a flow waits and what it costs.
@@ -29,6 +31,7 @@ type flowShare struct {
 	weight   float64
 	timeout  time.Duration
 	tokens   float64
+	fairness string // the fairness label's value
 }
 
 func newSchedWorkloads(p policies.SchedulerParameters) (*schedWorkloads, error) {
@@ -38,6 +41,7 @@ func newSchedWorkloads(p policies.SchedulerParameters) (*schedWorkloads, error) 
 		workloadKey: p.WorkloadLabelKey,
 		priorityKey: p.PriorityLabelKey,
 		tokensKey:   p.TokensLabelKey,
+		fairnessKey: p.FairnessLabelKey,
 	}
 	for i, w := range p.Workloads {
 		m, err := compileLabelMatcher(w.LabelMatcher)
@@ -79,7 +83,15 @@ func (s *schedWorkloads) share(labels map[string]string, tokens float64) flowSha
 		f.tokens = w.tokens
 	}
 	f.tokens = labelCost(labels, s.tokensKey, f.tokens)
+	if s.fairnessKey != "" {
+		f.fairness = labels[s.fairnessKey]
+	}
 	return f
+}
+
+// gateRequest is the flow's request to a scheduler.Gate on key.
+func (f flowShare) gateRequest(key string) scheduler.GateRequest {
+	return scheduler.GateRequest{Key: key, Workload: f.workload, Weight: f.weight, Tokens: f.tokens, Timeout: f.timeout, Fairness: f.fairness}
 }
 
 func (s *schedWorkloads) pick(labels map[string]string) *workload {

@@ -29,7 +29,7 @@ var (
 
 // ActuatorPorts implements Actuator.
 func (s *RateLimiter) ActuatorPorts() []ActuatorPort {
-	return []ActuatorPort{{"bucket_capacity", s.InPorts.BucketCapacity}, {"fill_amount", s.InPorts.FillAmount}}
+	return []ActuatorPort{{"bucket_capacity", s.InPorts.BucketCapacity}, {"fill_amount", s.InPorts.FillAmount}, {"pass_through", s.InPorts.PassThrough}}
 }
 
 // ActuatorPorts implements Actuator.
@@ -53,17 +53,17 @@ func (s *AdaptiveConcurrency) ActuatorPorts() []ActuatorPort {
 
 // ActuatorPorts implements Actuator.
 func (s *QuotaScheduler) ActuatorPorts() []ActuatorPort {
-	return []ActuatorPort{{"bucket_capacity", s.InPorts.BucketCapacity}, {"fill_amount", s.InPorts.FillAmount}}
+	return []ActuatorPort{{"bucket_capacity", s.InPorts.BucketCapacity}, {"fill_amount", s.InPorts.FillAmount}, {"pass_through", s.InPorts.PassThrough}}
 }
 
 // ActuatorPorts implements Actuator.
 func (s *ConcurrencyLimiter) ActuatorPorts() []ActuatorPort {
-	return []ActuatorPort{{"max_concurrency", s.InPorts.MaxConcurrency}}
+	return []ActuatorPort{{"max_concurrency", s.InPorts.MaxConcurrency}, {"pass_through", s.InPorts.PassThrough}}
 }
 
 // ActuatorPorts implements Actuator.
 func (s *ConcurrencyScheduler) ActuatorPorts() []ActuatorPort {
-	return []ActuatorPort{{"max_concurrency", s.InPorts.MaxConcurrency}}
+	return []ActuatorPort{{"max_concurrency", s.InPorts.MaxConcurrency}, {"pass_through", s.InPorts.PassThrough}}
 }
 
 // ActuatorPorts implements Actuator.

@@ -204,7 +204,6 @@ func componentKind(c *yaml.Node) (kind string, key, spec *yaml.Node, ok bool) {
 
 // apertureUnsupported are Aperture component kinds FluxGate does not have.
 var apertureUnsupported = map[string]bool{
-	"flow_control.load_ramp":                   true,
 	"flow_control.range_driven_load_scheduler": true,
 	"flow_control.adaptive_load_scheduler":     true,
 	"flow_control.private":                     true,
@@ -250,8 +249,10 @@ func (t *apertureTranslator) componentTo(c *yaml.Node, emit emitter, top bool) {
 		t.concurrencyLimiter(kind, key, spec, emit, top)
 		return
 	case kind == "flow_control.sampler":
-		t.statusCode(mappingValue(spec, "parameters", 0), "denied_response_status_code")
-		t.acceptPercentage(key, spec, "flow_control.sampler", emit, top)
+		t.sampler(key, spec, emit, top)
+		return
+	case kind == "flow_control.load_ramp":
+		t.loadRamp(key, spec, emit)
 		return
 	case kind == "flow_control.load_scheduler":
 		ls := t.loadScheduler(key, spec)

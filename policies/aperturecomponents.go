@@ -40,11 +40,6 @@ func (t *apertureTranslator) rateLimiter(key, spec *yaml.Node, emit emitter, top
 		emit(component(key, "flow_control", "rate_limiter", spec))
 		return
 	}
-	if ins := mappingValue(spec, "in_ports", 0); ins != nil {
-		if k, _ := takeKey(ins, "pass_through"); k != nil {
-			t.unsupported(k, "flow_control.rate_limiter.in_ports.pass_through")
-		}
-	}
 	if params := mappingValue(spec, "parameters", 0); params != nil {
 		if k, v := takeKey(params, "label_key"); k != nil {
 			setKey(params, "limit_by_label_key", v)
@@ -175,7 +170,7 @@ func (t *apertureTranslator) scheduler(s, out *yaml.Node) {
 		case "default_workload_parameters":
 			t.workloadParameters(v)
 			out.Content = append(out.Content, k, v)
-		case "tokens_label_key":
+		case "tokens_label_key", "fairness_label_key":
 			out.Content = append(out.Content, k, v)
 		case "denied_response_status_code":
 			m := mapAt(k, k.Value, v)
@@ -271,7 +266,6 @@ func (t *apertureTranslator) loadMultiplierScheduler(kind string, key, spec *yam
 // scheduler's as schedulerParameters, out_ports as a query.
 func (t *apertureTranslator) quotaScheduler(key, spec *yaml.Node, emit emitter, top bool) {
 	if spec.Kind == yaml.MappingNode {
-		t.passThrough(spec, "flow_control.quota_scheduler")
 		if rl := mappingValue(spec, "rate_limiter", 0); rl != nil && rl.Kind == yaml.MappingNode {
 			if k, v := takeKey(rl, "label_key"); k != nil {
 				setKey(rl, "limit_by_label_key", v)
@@ -288,7 +282,6 @@ func (t *apertureTranslator) quotaScheduler(key, spec *yaml.Node, emit emitter, 
 // with a warning, named status codes become numbers, out_ports a query.
 func (t *apertureTranslator) concurrencyLimiter(kind string, key, spec *yaml.Node, emit emitter, top bool) {
 	if spec.Kind == yaml.MappingNode {
-		t.passThrough(spec, kind)
 		params := "parameters"
 		if kind == "flow_control.concurrency_scheduler" {
 			params = "concurrency_limiter"
@@ -305,16 +298,6 @@ func (t *apertureTranslator) concurrencyLimiter(kind string, key, spec *yaml.Nod
 	}
 	_, name, _ := strings.Cut(kind, ".")
 	t.acceptPercentage(key, spec, "flow_control."+name, emit, top)
-}
-
-// passThrough refuses the pass_through in port, which FluxGate's
-// components lack (an invalid input passes flows through instead).
-func (t *apertureTranslator) passThrough(spec *yaml.Node, kind string) {
-	if ins := mappingValue(spec, "in_ports", 0); ins != nil {
-		if k, _ := takeKey(ins, "pass_through"); k != nil {
-			t.unsupported(k, kind+".in_ports.pass_through")
-		}
-	}
 }
 
 // lazySync drops a rate limiter's or quota scheduler's lazy_sync: quietly
@@ -353,9 +336,6 @@ func (t *apertureTranslator) schedulerParameters(s *yaml.Node) {
 			v = m.Content[1]
 		case "decision_deadline_margin":
 			t.warn(k, "Aperture construct scheduler.decision_deadline_margin is ignored: a flow never waits past its caller's deadline")
-			continue
-		case "fairness_label_key":
-			t.unsupported(k, "scheduler.fairness_label_key")
 			continue
 		}
 		keep = append(keep, k, v)

@@ -33,6 +33,10 @@ type ConcurrencyLimiter struct {
 // passes through.
 type ConcurrencyLimiterInPorts struct {
 	MaxConcurrency *InPort `yaml:"max_concurrency"`
+	// PassThrough, while true (valid and not 0), admits every flow the
+	// component selects at once, holding no slot (Aperture's
+	// pass_through).
+	PassThrough *InPort `yaml:"pass_through,omitempty"`
 }
 
 // ConcurrencyLimiterParameters key the limit and bound a flow's hold.
@@ -66,6 +70,7 @@ func (c *ConcurrencyLimiter) Validate() []error {
 
 func checkMaxConcurrency(errs []error, in ConcurrencyLimiterInPorts) []error {
 	errs = checkInPort(errs, "max_concurrency", in.MaxConcurrency, true)
+	errs = checkInPort(errs, "pass_through", in.PassThrough, false)
 	if v, ok := in.MaxConcurrency.Constant(); ok && v < 0 {
 		errs = append(errs, fmt.Errorf("in_ports.max_concurrency.constant_signal must not be negative, got %v", v))
 	}

@@ -107,6 +107,9 @@ type RateLimiter struct {
 type RateLimiterInPorts struct {
 	BucketCapacity *InPort `yaml:"bucket_capacity"`
 	FillAmount     *InPort `yaml:"fill_amount"`
+	// PassThrough, while true (valid and not 0), admits every flow the
+	// component selects at once, taking nothing (Aperture's pass_through).
+	PassThrough *InPort `yaml:"pass_through,omitempty"`
 }
 
 // RateLimiterParameters configure the buckets.
@@ -295,6 +298,7 @@ func (r *RateLimiter) Validate() []error {
 	errs = checkSelectors(errs, r.Selectors)
 	errs = checkInPort(errs, "bucket_capacity", r.InPorts.BucketCapacity, true)
 	errs = checkInPort(errs, "fill_amount", r.InPorts.FillAmount, true)
+	errs = checkInPort(errs, "pass_through", r.InPorts.PassThrough, false)
 	for name, p := range map[string]*InPort{"bucket_capacity": r.InPorts.BucketCapacity, "fill_amount": r.InPorts.FillAmount} {
 		if v, ok := p.Constant(); ok && v < 0 {
 			errs = append(errs, fmt.Errorf("in_ports.%s: must not be negative, got %v", name, v))
@@ -389,12 +393,19 @@ func (p *RateLimiterParameters) checkKey(errs []error) []error {
 // session_label_key, the choice is sticky: every flow with the same value
 // of that label gets the same answer while the percentage stays the same.
 //
-// When accept_percentage has no valid value the sampler admits every flow.
+// When accept_percentage has no valid value the sampler admits every flow,
+// unless it is a ramp (parameters.ramp_mode): a ramp then admits none.
+// A flow whose session_label_key value (the empty string when the key is
+// not set or the flow lacks the label) is one of pass_through_label_values
+// is always admitted.
 type Sampler struct {
 	Selectors  []Selector        `yaml:"selectors"`
 	InPorts    SamplerInPorts    `yaml:"in_ports"`
 	Parameters SamplerParameters `yaml:"parameters,omitempty"`
-	DryRun     bool              `yaml:"dry_run,omitempty"`
+	// PassThroughLabelValues are session_label_key values whose flows the
+	// sampler always admits, whatever the percentage.
+	PassThroughLabelValues []string `yaml:"pass_through_label_values,omitempty"`
+	DryRun                 bool     `yaml:"dry_run,omitempty"`
 }
 
 // SamplerInPorts are the sampler's inputs.
@@ -407,7 +418,15 @@ type SamplerParameters struct {
 	SessionLabelKey string `yaml:"session_label_key,omitempty"`
 	// DeniedResponseStatusCode is the HTTP status of a rejection (default 403).
 	DeniedResponseStatusCode int `yaml:"denied_response_status_code,omitempty"`
+	// RampMode makes the sampler a ramp, as Aperture's load_ramp makes
+	// its sampler: a flow checked in ramp mode (Aperture's CheckRequest
+	// ramp_mode) is rejected unless a ramp selects and admits it, and a
+	// ramp admits nothing while its accept_percentage is invalid.
+	RampMode bool `yaml:"ramp_mode,omitempty"`
 }
+
+// maxPassThroughValues bounds a sampler's pass_through_label_values.
+const maxPassThroughValues = 10_000
 
 // Validate implements the component registry's validation hook.
 func (s *Sampler) Validate() []error {
@@ -416,6 +435,9 @@ func (s *Sampler) Validate() []error {
 	errs = checkInPort(errs, "accept_percentage", s.InPorts.AcceptPercentage, true)
 	if v, ok := s.InPorts.AcceptPercentage.Constant(); ok && (v < 0 || v > 100) {
 		errs = append(errs, fmt.Errorf("in_ports.accept_percentage: must be within 0..100, got %v", v))
+	}
+	if n := len(s.PassThroughLabelValues); n > maxPassThroughValues {
+		errs = append(errs, fmt.Errorf("pass_through_label_values: at most %d values, got %d", maxPassThroughValues, n))
 	}
 	return checkStatus(errs, "parameters.denied_response_status_code", s.Parameters.DeniedResponseStatusCode)
 }

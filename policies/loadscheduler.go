@@ -37,6 +37,10 @@ type LoadSchedulerParameters struct {
 	DefaultWorkloadParameters WorkloadParameters `yaml:"default_workload_parameters,omitempty"`
 	// TokensLabelKey names a flow label holding the flow's cost.
 	TokensLabelKey string `yaml:"tokens_label_key,omitempty"`
+	// FairnessLabelKey names a flow label whose values share their
+	// workload's turns fairly while its flows wait (as in
+	// SchedulerParameters).
+	FairnessLabelKey string `yaml:"fairness_label_key,omitempty"`
 	// DeniedResponseStatusCode is the HTTP status of a rejection (default 503).
 	DeniedResponseStatusCode int `yaml:"denied_response_status_code,omitempty"`
 }

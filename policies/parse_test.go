@@ -67,7 +67,7 @@ var expectedErrors = map[string][]string{
 		`buckets.bad.yaml:16:38: start must be greater than 0, got 0`,
 		`buckets.bad.yaml:16:49: factor must be greater than 1, got 1`,
 		`buckets.bad.yaml:16:59: count must be between 1 and 1000, got 0`,
-		`buckets.bad.yaml:18:9: invalid flux meter name "bad name": must be letters, digits, '_', '-' and '.', start and end with a letter or digit, at most 253 characters`,
+		`buckets.bad.yaml:18:9: invalid flux meter name "bad name": must be letters, digits, '_', '-', '.' and '/', start and end with a letter or digit, at most 253 characters`,
 		`buckets.bad.yaml:20:9: a classifier needs rules or rego`,
 		`buckets.bad.yaml:20:69: operator In needs at least one value`,
 		`buckets.bad.yaml:20:112: unknown operator "Maybe"; want In, NotIn, Exists or DoesNotExist`,

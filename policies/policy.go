@@ -89,7 +89,7 @@ func (p *Policy) validate(v *validator, mode validateMode) {
 	res := spec.key("resources")
 	for _, name := range sortedKeys(p.Spec.Resources.FluxMeters) {
 		fp := res.key("flux_meters").key(name)
-		checkResourceName(v, fp, "flux meter", name)
+		checkFluxMeterName(v, fp, name)
 		if fm := p.Spec.Resources.FluxMeters[name]; fm == nil {
 			v.add(fp, "flux meter %q must not be empty", name)
 		} else {

@@ -54,6 +54,7 @@ func (q *QuotaScheduler) Validate() []error {
 	errs = checkSelectors(errs, q.Selectors)
 	errs = checkInPort(errs, "bucket_capacity", q.InPorts.BucketCapacity, true)
 	errs = checkInPort(errs, "fill_amount", q.InPorts.FillAmount, true)
+	errs = checkInPort(errs, "pass_through", q.InPorts.PassThrough, false)
 	for _, p := range []struct {
 		name string
 		port *InPort

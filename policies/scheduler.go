@@ -27,6 +27,11 @@ type SchedulerParameters struct {
 	// TokensLabelKey names a flow label holding the flow's cost, instead
 	// of its workload's tokens (a label from baggage never counts).
 	TokensLabelKey string `yaml:"tokens_label_key,omitempty"`
+	// FairnessLabelKey names a flow label whose values share their
+	// workload's turns fairly while its flows wait: a value with many
+	// flows waiting does not hold up the others. Without it, flows of a
+	// workload wait in arrival order.
+	FairnessLabelKey string `yaml:"fairness_label_key,omitempty"`
 	// DeniedResponseStatusCode is the HTTP status of a rejection (503).
 	DeniedResponseStatusCode int `yaml:"denied_response_status_code,omitempty"`
 }

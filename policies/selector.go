@@ -207,3 +207,14 @@ func checkResourceName(v *validator, p fieldPath, what, name string) {
 		v.add(p, "invalid %s name %q: must be letters, digits, '_', '-' and '.', start and end with a letter or digit, at most %d characters", what, name, maxNameLen)
 	}
 }
+
+// fluxMeterNameRE also takes '/': Aperture's blueprints name flux meters
+// "policy/purpose/0". The name is a label value and the last part of
+// "namespace/policy/name", never a path segment of its own.
+var fluxMeterNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_./-]*[A-Za-z0-9])?$`)
+
+func checkFluxMeterName(v *validator, p fieldPath, name string) {
+	if len(name) > maxNameLen || !fluxMeterNameRE.MatchString(name) {
+		v.add(p, "invalid flux meter name %q: must be letters, digits, '_', '-', '.' and '/', start and end with a letter or digit, at most %d characters", name, maxNameLen)
+	}
+}

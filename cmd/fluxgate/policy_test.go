@@ -303,7 +303,7 @@ func TestPolicyConvertAperture(t *testing.T) {
 		t.Fatalf("validate of the converted policy: %q %q %v", out, stderr, err)
 	}
 	_, stderr, err = runFluxgate(t, "policy", "convert", "../../policies/testdata/aperture/unsupported.bad.yaml")
-	if err == nil || !strings.Contains(stderr, "unsupported.bad.yaml:9:11: Aperture construct flow_control.load_ramp is not supported yet") {
+	if err == nil || !strings.Contains(stderr, "unsupported.bad.yaml:10:132: Aperture construct flow_control.load_ramp.parameters.cohort is not supported yet") {
 		t.Fatalf("convert of unsupported constructs: %v\n%s", err, stderr)
 	}
 }

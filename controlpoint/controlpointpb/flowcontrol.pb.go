@@ -83,6 +83,9 @@ const (
 	RejectReason_REJECT_REASON_NO_TOKENS     RejectReason = 3
 	RejectReason_REJECT_REASON_FAILED_CLOSED RejectReason = 4
 	RejectReason_REJECT_REASON_BREAKER_OPEN  RejectReason = 5
+	// A flow checked in ramp mode (Aperture's ramp_mode) that no ramp
+	// sampler selected.
+	RejectReason_REJECT_REASON_NO_MATCHING_RAMP RejectReason = 6
 )
 
 // Enum value maps for RejectReason.
@@ -94,14 +97,16 @@ var (
 		3: "REJECT_REASON_NO_TOKENS",
 		4: "REJECT_REASON_FAILED_CLOSED",
 		5: "REJECT_REASON_BREAKER_OPEN",
+		6: "REJECT_REASON_NO_MATCHING_RAMP",
 	}
 	RejectReason_value = map[string]int32{
-		"REJECT_REASON_NONE":          0,
-		"REJECT_REASON_RATE_LIMITED":  1,
-		"REJECT_REASON_NOT_SAMPLED":   2,
-		"REJECT_REASON_NO_TOKENS":     3,
-		"REJECT_REASON_FAILED_CLOSED": 4,
-		"REJECT_REASON_BREAKER_OPEN":  5,
+		"REJECT_REASON_NONE":             0,
+		"REJECT_REASON_RATE_LIMITED":     1,
+		"REJECT_REASON_NOT_SAMPLED":      2,
+		"REJECT_REASON_NO_TOKENS":        3,
+		"REJECT_REASON_FAILED_CLOSED":    4,
+		"REJECT_REASON_BREAKER_OPEN":     5,
+		"REJECT_REASON_NO_MATCHING_RAMP": 6,
 	}
 )
 
@@ -714,14 +719,15 @@ const file_flowcontrol_proto_rawDesc = "" +
 	"\fDecisionType\x12\x1d\n" +
 	"\x19DECISION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DECISION_TYPE_ACCEPTED\x10\x01\x12\x1a\n" +
-	"\x16DECISION_TYPE_REJECTED\x10\x02*\xc3\x01\n" +
+	"\x16DECISION_TYPE_REJECTED\x10\x02*\xe7\x01\n" +
 	"\fRejectReason\x12\x16\n" +
 	"\x12REJECT_REASON_NONE\x10\x00\x12\x1e\n" +
 	"\x1aREJECT_REASON_RATE_LIMITED\x10\x01\x12\x1d\n" +
 	"\x19REJECT_REASON_NOT_SAMPLED\x10\x02\x12\x1b\n" +
 	"\x17REJECT_REASON_NO_TOKENS\x10\x03\x12\x1f\n" +
 	"\x1bREJECT_REASON_FAILED_CLOSED\x10\x04\x12\x1e\n" +
-	"\x1aREJECT_REASON_BREAKER_OPEN\x10\x052\xca\x01\n" +
+	"\x1aREJECT_REASON_BREAKER_OPEN\x10\x05\x12\"\n" +
+	"\x1eREJECT_REASON_NO_MATCHING_RAMP\x10\x062\xca\x01\n" +
 	"\x12FlowControlService\x12V\n" +
 	"\x05Check\x12%.fluxgate.flowcontrol.v1.CheckRequest\x1a&.fluxgate.flowcontrol.v1.CheckResponse\x12\\\n" +
 	"\aFlowEnd\x12'.fluxgate.flowcontrol.v1.FlowEndRequest\x1a(.fluxgate.flowcontrol.v1.FlowEndResponseB:Z8github.com/fluxgate/fluxgate/controlpoint/controlpointpbb\x06proto3"

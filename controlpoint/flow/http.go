@@ -238,6 +238,8 @@ func ReasonLabel(r pb.RejectReason) string {
 		return "failed_closed"
 	case pb.RejectReason_REJECT_REASON_BREAKER_OPEN:
 		return "breaker_open"
+	case pb.RejectReason_REJECT_REASON_NO_MATCHING_RAMP:
+		return "no_matching_ramp"
 	}
 	return "unknown"
 }

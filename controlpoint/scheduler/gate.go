@@ -31,6 +31,10 @@ type GateRequest struct {
 	Weight float64
 	// Tokens is how many units the flow takes.
 	Tokens float64
+	// Fairness is the flow's fairness key (a fairness label's value):
+	// within the workload, flows of different keys share its turns
+	// fairly (FairQueue.PushFlow). "" for none.
+	Fairness string
 	// Timeout is the longest the flow waits; 0 means it does not wait.
 	Timeout time.Duration
 }
@@ -106,7 +110,7 @@ func (g *Gate) arriveLocked(now time.Time, r GateRequest, ready chan struct{}) (
 		g.keys[r.Key] = k
 	}
 	t := &Ticket{Request: r, Deadline: now.Add(r.Timeout), ready: ready}
-	t.entry = k.q.Push(r.Workload, r.Weight, r.Tokens, t)
+	t.entry = k.q.PushFlow(r.Workload, r.Fairness, r.Weight, r.Tokens, t)
 	return false, t
 }
 

@@ -34,6 +34,9 @@ type Request struct {
 	Tokens float64
 	// Timeout bounds the wait in the queue.
 	Timeout time.Duration
+	// Fairness is the flow's fairness key within its workload (see
+	// FairQueue.PushFlow); "" for none.
+	Fairness string
 }
 
 // Scheduler is a token-rate limited weighted fair queue.
@@ -149,7 +152,7 @@ func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) 
 		return false, 0
 	}
 	w := &waiter{tokens: r.Tokens, ready: make(chan struct{})}
-	w.entry = s.queue.Push(r.Workload, r.Weight, r.Tokens, w)
+	w.entry = s.queue.PushFlow(r.Workload, r.Fairness, r.Weight, r.Tokens, w)
 	s.dispatch(now)
 	s.mu.Unlock()
 

@@ -19,7 +19,8 @@ import (
 // built on Aperture's SDKs ask this agent unchanged. A check is decided by
 // the same engine as every other adapter; the answer is Aperture's shape:
 //
-//   - decision_type, reject_reason (rate_limited, no_tokens, not_sampled;
+//   - decision_type, reject_reason (rate_limited, no_tokens, not_sampled,
+//     no_matching_ramp for a ramp_mode flow no ramp sampler selected;
 //     FluxGate's failed_closed and breaker_open read as no_tokens),
 //     wait_time and denied_response_status_code (the HTTP status, which is
 //     also the StatusCode enum's value);
@@ -42,17 +43,15 @@ import (
 // component then holds a slot until FlowEnd returns it (by request_id) or
 // its maximum flow duration passes. Without it, such
 // components let the flow pass, as for nginx auth_request. Aperture's
-// result and global caches are not built: those calls answer
-// Unimplemented, and a check's cache_lookup_request is ignored.
+// result and global caches are the agent's own (aperturecache.go): a
+// check's cache_lookup_request is answered in cache_lookup_response, for
+// the check's control point.
 type apertureFlowControl struct {
 	ap.UnimplementedFlowControlServiceServer
 	s *Server
 }
 
 var _ ap.FlowControlServiceServer = apertureFlowControl{}
-
-// errNoCache is the answer of Aperture's cache calls.
-var errNoCache = status.Error(codes.Unimplemented, "fluxgate: Aperture's result and global caches are not supported by the FluxGate agent")
 
 // Check decides one flow.
 func (a apertureFlowControl) Check(ctx context.Context, in *ap.CheckRequest) (*ap.CheckResponse, error) {
@@ -68,11 +67,16 @@ func (a apertureFlowControl) Check(ctx context.Context, in *ap.CheckRequest) (*a
 		return nil, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
 	}
 	req.NoFlowEnd = !in.GetExpectEnd()
+	req.RampMode = in.GetRampMode()
 	start := a.s.now()
 	d := a.s.pool.Get().(*controlpoint.Decision)
 	defer a.s.pool.Put(d)
 	a.s.engine.Check(ctx, start, &req, d)
-	return apertureResponse(d, req.Labels, start, a.s.now()), nil
+	out := apertureResponse(d, req.Labels, start, a.s.now())
+	if in.GetCacheLookupRequest() != nil {
+		out.CacheLookupResponse = a.s.cache.lookup(start, in.GetControlPoint(), in.GetCacheLookupRequest())
+	}
+	return out, nil
 }
 
 // apertureResponse converts a decision into Aperture's answer.
@@ -158,6 +162,8 @@ func apertureReason(r controlpoint.Reason) ap.CheckResponse_RejectReason {
 		return ap.CheckResponse_REJECT_REASON_RATE_LIMITED
 	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
 		return ap.CheckResponse_REJECT_REASON_NOT_SAMPLED
+	case pb.RejectReason_REJECT_REASON_NO_MATCHING_RAMP:
+		return ap.CheckResponse_REJECT_REASON_NO_MATCHING_RAMP
 	default:
 		return ap.CheckResponse_REJECT_REASON_NO_TOKENS
 	}
@@ -182,19 +188,4 @@ func (a apertureFlowControl) FlowEnd(_ context.Context, in *ap.FlowEndRequest) (
 		out.TokenReturnStatuses = append(out.TokenReturnStatuses, st)
 	}
 	return out, nil
-}
-
-// CacheLookup is not supported.
-func (apertureFlowControl) CacheLookup(context.Context, *ap.CacheLookupRequest) (*ap.CacheLookupResponse, error) {
-	return nil, errNoCache
-}
-
-// CacheUpsert is not supported.
-func (apertureFlowControl) CacheUpsert(context.Context, *ap.CacheUpsertRequest) (*ap.CacheUpsertResponse, error) {
-	return nil, errNoCache
-}
-
-// CacheDelete is not supported.
-func (apertureFlowControl) CacheDelete(context.Context, *ap.CacheDeleteRequest) (*ap.CacheDeleteResponse, error) {
-	return nil, errNoCache
 }

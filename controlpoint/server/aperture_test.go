@@ -42,3 +42,15 @@ func TestApertureCheckAndFlowEnd(t *testing.T) {
 		t.Fatalf("check after the end: %v, want accepted", again.GetDecisionType())
 	}
 }
+
+// TestApertureRampMode: a check with ramp_mode that no ramp sampler
+// selects is rejected with Aperture's no_matching_ramp and 403.
+func TestApertureRampMode(t *testing.T) {
+	s, _ := newTestServer(t, oneSlot)
+	c := ap.NewFlowControlServiceClient(dialGRPC(t, s))
+	r, err := c.Check(context.Background(), &ap.CheckRequest{ControlPoint: "api", RampMode: true})
+	if err != nil || r.GetDecisionType() != ap.CheckResponse_DECISION_TYPE_REJECTED ||
+		r.GetRejectReason() != ap.CheckResponse_REJECT_REASON_NO_MATCHING_RAMP || r.GetDeniedResponseStatusCode() != ap.StatusCode_Forbidden {
+		t.Fatalf("ramp-mode check without a ramp: %v %v %v (%v)", r.GetDecisionType(), r.GetRejectReason(), r.GetDeniedResponseStatusCode(), err)
+	}
+}

@@ -12,6 +12,11 @@
 //     with the HTTP status, Retry-After, RateLimit and X-FluxGate headers
 //     and a JSON body; an admission becomes an ok_response that passes the
 //     labels classifiers created downstream in the W3C baggage header.
+//   - FluxNinja Aperture's aperture.flowcontrol.check.v1
+//     FlowControlService (Check, FlowEnd; aperture.go) and
+//     aperture.flowcontrol.checkhttp.v1 FlowControlServiceHTTP/CheckHTTP
+//     (aperturehttp.go), for Aperture's SDKs, middlewares and gateway
+//     integrations (RegisterGRPC).
 //   - HTTP JSON POST /v1/check (RegisterHTTP): the gRPC messages in
 //     protojson with proto field names and enum names. 200 for any
 //     decision, 400 with {"error": "..."} for malformed input, 413 for a

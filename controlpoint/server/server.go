@@ -32,6 +32,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock the engine decides with. Nil means time.Now.
 	Now func() time.Time
+	// ApertureCacheBytes bounds the keys and values of Aperture's result
+	// and global caches together; 0 means DefaultApertureCacheBytes.
+	ApertureCacheBytes int64
 }
 
 // Server serves the check API over every adapter. It is safe for
@@ -41,6 +44,7 @@ type Server struct {
 	logger *slog.Logger
 	now    func() time.Time
 	pool   sync.Pool // of *controlpoint.Decision
+	cache  *kvCache  // Aperture's result and global caches
 }
 
 // New returns a Server for opts. A nil opts.Engine is a programming error
@@ -50,6 +54,10 @@ func New(opts Options) *Server {
 		panic("server: Options.Engine is nil")
 	}
 	s := &Server{engine: opts.Engine, logger: opts.Logger, now: opts.Now}
+	if opts.ApertureCacheBytes <= 0 {
+		opts.ApertureCacheBytes = DefaultApertureCacheBytes
+	}
+	s.cache = newKVCache(opts.ApertureCacheBytes)
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -73,10 +81,12 @@ func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 }
 
 // RegisterGRPC registers FlowControlService, Aperture's
-// FlowControlService and Envoy's Authorization service on g.
+// FlowControlService and FlowControlServiceHTTP, and Envoy's
+// Authorization service on g.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 	pb.RegisterFlowControlServiceServer(g, flowControl{s: s})
 	ap.RegisterFlowControlServiceServer(g, apertureFlowControl{s: s})
+	ap.RegisterFlowControlServiceHTTPServer(g, apertureHTTP{s: s})
 	registerAuthorization(g, s)
 }
 

@@ -216,8 +216,12 @@ func TestApertureWithToken(t *testing.T) {
 	if _, err := c.Check(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "wrong")), req); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("check with a wrong key: %v, want Unauthenticated", err)
 	}
-	if _, err := c.CacheLookup(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "s3cret")), &ap.CacheLookupRequest{}); status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "cache") {
-		t.Fatalf("cache lookup: %v, want Unimplemented naming the cache", err)
+	if r, err := c.CacheLookup(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "s3cret")),
+		&ap.CacheLookupRequest{GlobalCacheKeys: []string{"k"}}); err != nil || r.GetGlobalCacheResponses()["k"].GetLookupStatus() != ap.CacheLookupStatus_MISS {
+		t.Fatalf("cache lookup with the key: %v (%v), want a miss", r, err)
+	}
+	if _, err := c.CacheLookup(context.Background(), &ap.CacheLookupRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("cache lookup without the key: %v, want Unauthenticated", err)
 	}
 
 	res := runSDK(t, grpcAddr, 2, map[string]string{"user": "carol"}, "")
@@ -226,5 +230,37 @@ func TestApertureWithToken(t *testing.T) {
 	}
 	if len(res.ExportErrors) == 0 || !strings.Contains(res.ExportErrors[0], "otlp.token") {
 		t.Fatalf("the SDK's spans without its key: export errors %v, want them refused naming otlp.token", res.ExportErrors)
+	}
+}
+
+// TestApertureCheckHTTPOnAgent: Aperture's HTTP check on a real agent's
+// gRPC port, behind its check token as Check is: the user label comes
+// from the request's baggage header, the policy's limit of 3 a minute
+// holds, and the fourth request is denied with 429 and retry-after.
+func TestApertureCheckHTTPOnAgent(t *testing.T) {
+	grpcAddr, _ := startAgent(t, "s3cret", "s3cret")
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	c := ap.NewFlowControlServiceHTTPClient(conn)
+	ctx := metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-api-key", "s3cret"))
+	req := &ap.CheckHTTPRequest{ControlPoint: "ingress", Source: &ap.SocketAddress{Address: "127.0.0.1"},
+		Request: &ap.CheckHTTPRequest_HttpRequest{Method: "POST", Path: "/orders", Host: "shop", Scheme: "http",
+			Headers: map[string]string{"baggage": "user=erin"}}}
+	for i := 0; i < 3; i++ {
+		r, err := c.CheckHTTP(ctx, req)
+		if err != nil || r.GetStatus().GetCode() != int32(codes.OK) || r.GetOkResponse() == nil {
+			t.Fatalf("request %d: %v (%v), want OK", i, r, err)
+		}
+	}
+	r, err := c.CheckHTTP(ctx, req)
+	if err != nil || r.GetStatus().GetCode() != int32(codes.Unavailable) || r.GetDeniedResponse().GetStatus() != 429 ||
+		r.GetDeniedResponse().GetHeaders()["retry-after"] == "" || r.GetCheckResponse().GetTelemetryFlowLabels()["user"] != "erin" {
+		t.Fatalf("fourth request: %v (%v), want UNAVAILABLE, 429 with retry-after, user erin", r, err)
+	}
+	if _, err := c.CheckHTTP(context.Background(), req); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("without the key: %v, want Unauthenticated", err)
 	}
 }
