@@ -278,6 +278,28 @@
     return el("section", Object.assign({ class: "plot" }, attrs), el("h3", { text: title }), el("div", { class: "chart" }));
   }
 
+  // perName returns the poll of a history view drawn as a plot per value
+  // of one label (a flux meter, a control point): o.label names it,
+  // o.attr and o.title mark and title its box, o.draw(box, name) draws
+  // it; plots of values gone from the window are removed.
+  function perName(tr, note, container, o) {
+    const boxes = new Map();
+    return async () => {
+      try { if (!await tr.poll()) return; } catch (e) { return trendFailed(e, note); }
+      note.className = "muted"; note.removeAttribute("role");
+      note.textContent = o.note + trendNote(tr.answer);
+      const names = [...new Set(tr.get(() => true).map((s) => s.labels[o.label] || ""))].sort();
+      for (const [name, box] of boxes) if (!names.includes(name)) { if (box.uplot) box.uplot.destroy(); box.remove(); boxes.delete(name); }
+      if (!names.length) container.replaceChildren(el("p", { class: "muted", text: o.none }));
+      else if (!boxes.size) container.replaceChildren();
+      for (const name of names) {
+        let box = boxes.get(name);
+        if (!box) { box = plotBox({ [o.attr]: name }, o.title(name)); boxes.set(name, box); container.append(box); }
+        o.draw(box, name);
+      }
+    };
+  }
+
   // Control points (rates between polls, and history) and flux meters
   // (history).
   async function flowsPage() {
@@ -313,45 +335,30 @@
       cpBody.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, text: "No control point has been checked yet." }))]));
       prev = f;
     });
-    const fm = trend("flux_meters"), boxes = new Map();
+    const fm = trend("flux_meters");
     const axes = [{ stroke: "#1b1f24" }, { scale: "ms", stroke: "#1b1f24", label: "latency" },
       { scale: "rate", side: 1, stroke: "#1b1f24", label: "flows/s", grid: { show: false } }];
-    const fmTick = async () => {
-      try { if (!await fm.poll()) return; } catch (e) { return trendFailed(e, fmNote); }
-      fmNote.className = "muted"; fmNote.removeAttribute("role");
-      fmNote.textContent = "Percentiles in the meter's unit (milliseconds unless its attribute_key says otherwise), " + trendNote(fm.answer);
-      const names = [...new Set(fm.get(() => true).map((s) => s.labels.flux_meter_name || ""))].sort();
-      for (const [name, box] of boxes) if (!names.includes(name)) { if (box.uplot) box.uplot.destroy(); box.remove(); boxes.delete(name); }
-      if (!names.length) fmBox.replaceChildren(el("p", { class: "muted", text: "No flux meter measured a flow in the last 15 minutes." }));
-      else if (!boxes.size) fmBox.replaceChildren();
-      for (const name of names) {
-        let box = boxes.get(name);
-        if (!box) { box = plotBox({ "data-meter": name }, "flux meter " + name); boxes.set(name, box); fmBox.append(box); }
+    const fmTick = perName(fm, fmNote, fmBox, {
+      note: "Percentiles in the meter's unit (milliseconds unless its attribute_key says otherwise), ",
+      label: "flux_meter_name", attr: "data-meter", title: (name) => "flux meter " + name,
+      none: "No flux meter measured a flow in the last 15 minutes.",
+      draw: (box, name) => {
         const of = (stat) => (fm.get((l) => (l.flux_meter_name || "") === name && l.stat === stat)[0] || { v: fm.t.map(() => null) }).v;
         chart(box, fm.t, [{ key: "p50", label: "p50", v: of("p50"), scale: "ms" }, { key: "p90", label: "p90", v: of("p90"), scale: "ms" },
           { key: "p99", label: "p99", v: of("p99"), scale: "ms" }, { key: "rate", label: "flows/s", v: of("rate"), scale: "rate" }], axes);
-      }
-    };
+      },
+    });
     fmTick();
     also(fmTick, TREND_MS);
-    const cp = trend("control_points"), cpBoxes = new Map();
+    const cp = trend("control_points");
     const decision = (l) => /accept/i.test(l.decision_type || "") ? "accepted" + (l.reason && l.reason !== "accepted" ? ` (${l.reason})` : "") : "rejected: " + (l.reason || "?");
-    const cpTick = async () => {
-      try { if (!await cp.poll()) return; } catch (e) { return trendFailed(e, cpNote); }
-      cpNote.className = "muted"; cpNote.removeAttribute("role");
-      cpNote.textContent = "Decisions per second by type and reason (a flow several components decide counts once for each), " + trendNote(cp.answer);
-      const names = [...new Set(cp.get(() => true).map((s) => s.labels.control_point || ""))].sort();
-      for (const [name, box] of cpBoxes) if (!names.includes(name)) { if (box.uplot) box.uplot.destroy(); box.remove(); cpBoxes.delete(name); }
-      if (!names.length) cpBox.replaceChildren(el("p", { class: "muted", text: "No control point was checked in the last 15 minutes." }));
-      else if (!cpBoxes.size) cpBox.replaceChildren();
-      for (const name of names) {
-        let box = cpBoxes.get(name);
-        if (!box) { box = plotBox({ "data-control-point": name }, "control point " + (name || "(none)")); cpBoxes.set(name, box); cpBox.append(box); }
-        const lines = cp.get((l) => (l.control_point || "") === name).map((s) => ({ key: JSON.stringify(s.labels), label: decision(s.labels), v: s.v }))
-          .sort((a, b) => a.label.localeCompare(b.label));
-        chart(box, cp.t, lines);
-      }
-    };
+    const cpTick = perName(cp, cpNote, cpBox, {
+      note: "Decisions per second by type and reason (a flow several components decide counts once for each), ",
+      label: "control_point", attr: "data-control-point", title: (name) => "control point " + (name || "(none)"),
+      none: "No control point was checked in the last 15 minutes.",
+      draw: (box, name) => chart(box, cp.t, cp.get((l) => (l.control_point || "") === name)
+        .map((s) => ({ key: JSON.stringify(s.labels), label: decision(s.labels), v: s.v })).sort((a, b) => a.label.localeCompare(b.label))),
+    });
     cpTick();
     also(cpTick, TREND_MS);
   }
