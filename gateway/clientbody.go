@@ -26,6 +26,7 @@ type clientBody struct {
 	r    io.Reader
 	want int64 // the declared length, or -1
 	n    int64 // read so far; only the reader's goroutine touches it
+	done bool  // reading the body under it ended (EOF or error); only the reader's goroutine touches it
 	err  atomic.Pointer[error]
 	end  func() // called once when reading ends (EOF or error); may be nil
 }
@@ -36,19 +37,42 @@ func newClientBody(r io.Reader, want int64) *clientBody {
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
+	if b.done || b.want >= 0 && b.n >= b.want {
+		// The end is known: the body under it is not read again. After
+		// the last byte, net/http's server closes a request body when
+		// the handler answers (ReverseProxy, once the target has), while
+		// the transport still reads once more to find its end: that read
+		// failed with "invalid Read on closed Body" and the transport
+		// closed the target's connection with the response half relayed.
+		b.ended()
+		if err := b.failed(); err != nil {
+			return 0, err
+		}
+		return 0, io.EOF
+	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
+	if err != nil {
+		b.done = true
+	}
 	if err == io.EOF && b.want >= 0 && b.n < b.want {
 		err = io.ErrUnexpectedEOF // fasthttp's stream ends a short body with EOF
 	}
 	if err != nil && err != io.EOF && b.err.Load() == nil {
 		b.err.Store(&err)
 	}
-	if err != nil && b.end != nil {
+	if err != nil {
+		b.ended()
+	}
+	return n, err
+}
+
+// ended calls end once.
+func (b *clientBody) ended() {
+	if b.end != nil {
 		b.end()
 		b.end = nil
 	}
-	return n, err
 }
 
 // Close closes the body under it, if it can be closed.

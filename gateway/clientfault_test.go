@@ -143,3 +143,53 @@ func TestBodyTimeoutSparesTheResponse(t *testing.T) {
 		}
 	}
 }
+
+// closingBody is a request body as net/http's server holds it: once read
+// to its end, the server may close it when the handler answers, and a
+// read after that fails.
+type closingBody struct {
+	data   []byte
+	closed bool
+}
+
+func (c *closingBody) Read(p []byte) (int, error) {
+	if c.closed {
+		return 0, errors.New("http: invalid Read on closed Body")
+	}
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// Once a client's body has been read to its end (its declared length, or
+// EOF), reading on gives EOF without touching the body under it, which
+// the server may have closed meanwhile: the transport's last read, which
+// looks for the end, then failed and closed the target's connection
+// with the response half relayed (TestLargeBodies failed about once in
+// 300 runs).
+func TestClientBodyEndsOnce(t *testing.T) {
+	for _, want := range []int64{5, -1} {
+		under := &closingBody{data: []byte("hello")}
+		b := newClientBody(under, want)
+		if got, err := io.ReadAll(io.LimitReader(b, 5)); string(got) != "hello" || err != nil {
+			t.Fatalf("want %d: read %q, %v", want, got, err)
+		}
+		if want < 0 { // the end is known only from EOF
+			if n, err := b.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+				t.Fatalf("want %d: read at the end: %d, %v; want EOF", want, n, err)
+			}
+		}
+		under.closed = true // the server answered and closed the body
+		for range 2 {
+			if n, err := b.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+				t.Errorf("want %d: read after the body was closed: %d, %v; want EOF", want, n, err)
+			}
+		}
+		if err := b.failed(); err != nil {
+			t.Errorf("want %d: the body counts as failed: %v", want, err)
+		}
+	}
+}
