@@ -178,13 +178,13 @@ func TestClientBodyEndsOnce(t *testing.T) {
 			t.Fatalf("want %d: read %q, %v", want, got, err)
 		}
 		if want < 0 { // the end is known only from EOF
-			if n, err := b.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			if n, err := b.Read(make([]byte, 8)); n != 0 || !errors.Is(err, io.EOF) {
 				t.Fatalf("want %d: read at the end: %d, %v; want EOF", want, n, err)
 			}
 		}
 		under.closed = true // the server answered and closed the body
 		for range 2 {
-			if n, err := b.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			if n, err := b.Read(make([]byte, 8)); n != 0 || !errors.Is(err, io.EOF) {
 				t.Errorf("want %d: read after the body was closed: %d, %v; want EOF", want, n, err)
 			}
 		}
