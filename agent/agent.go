@@ -63,13 +63,18 @@ type Agent struct {
 	ui       *ui.UI       // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
 	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
-	meters   *fluxmeter.Processor
-	otlp     *fluxmeter.Receiver
-	health   *Health
-	grpcHlth *health.Server
-	certs    *certs.Reloader // TLS on the listeners (tls.go); nil without
-	started  time.Time
-	timeout  time.Duration
+	// kubeStatus writes the custom resources' status; nil unless
+	// kubernetes.status. kubeObjs are the watched objects, guarded by kubeMu.
+	kubeStatus *kube.StatusReporter
+	kubeMu     sync.Mutex
+	kubeObjs   []kube.Object
+	meters     *fluxmeter.Processor
+	otlp       *fluxmeter.Receiver
+	health     *Health
+	grpcHlth   *health.Server
+	certs      *certs.Reloader // TLS on the listeners (tls.go); nil without
+	started    time.Time
+	timeout    time.Duration
 
 	mux      *http.ServeMux
 	operator []string               // patterns behind the admin token, for the start-up log
@@ -398,6 +403,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.goRun("policy watcher", a.store.Run)
 	if a.kube != nil {
 		a.goRun("kubernetes watch", a.kube.Run)
+	}
+	if a.kubeStatus != nil {
+		a.goRun("kubernetes status", a.kubeStatus.Run)
 	}
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -106,6 +106,10 @@ func load(t *testing.T) *manifests {
 			case "rbac.authorization.k8s.io/v1 ClusterRoleBinding":
 				b := &rbacv1.ClusterRoleBinding{}
 				m.bindings, obj = append(m.bindings, b), b
+			case "rbac.authorization.k8s.io/v1 Role":
+				obj = &rbacv1.Role{}
+			case "rbac.authorization.k8s.io/v1 RoleBinding":
+				obj = &rbacv1.RoleBinding{}
 			default:
 				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
