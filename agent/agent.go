@@ -68,6 +68,7 @@ type Agent struct {
 	kubeStatus *kube.StatusReporter
 	kubeMu     sync.Mutex
 	kubeObjs   []kube.Object
+	targets    *discoveredTargets // targetRef discovery; nil unless kubernetes.discovery
 	meters     *fluxmeter.Processor
 	otlp       *fluxmeter.Receiver
 	health     *Health
@@ -406,6 +407,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	if a.kubeStatus != nil {
 		a.goRun("kubernetes status", a.kubeStatus.Run)
+	}
+	if a.targets != nil {
+		a.goRun("kubernetes target discovery", a.targets.watcher.Run)
 	}
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

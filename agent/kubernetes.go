@@ -16,6 +16,7 @@ type KubernetesConfig struct {
 	Namespace      string `yaml:"namespace" desc:"Namespace whose Policy and TrafficPolicy objects are watched; empty watches all namespaces."`
 	LabelSelector  string `yaml:"label_selector" desc:"Kubernetes label selector the watched objects must match (such as team=payments); empty matches all."`
 	Status         bool   `yaml:"status" desc:"Write the objects' status (conditions Accepted and Programmed, observedGeneration, agents.total and agents.programmed): one agent of the agent group, the holder of the Lease fluxgate-<agent_group>, writes it; every agent renews a Lease of its own that lists what it programs. Needs the leases and */status rights of deploy/kubernetes/rbac.yaml."`
+	Discovery      bool   `yaml:"discovery" desc:"Resolve the targetRef of every TrafficPolicy whose kind is Service or Deployment through EndpointSlices to the ready endpoints, which replace the targets of the gateway upstream group named targetRef.name while the Service or Deployment exists (its configured targets serve otherwise; a Deployment's endpoints are those of the Services of its namespace that select its pod template's labels). Needs get/list/watch on services, endpointslices and deployments."`
 	LeaseNamespace string `yaml:"lease_namespace" desc:"Namespace of the Leases (kubernetes.status); empty means the pod's namespace (default outside a pod)."`
 }
 
@@ -62,6 +63,11 @@ func (a *Agent) setupKubernetes() error {
 		return fmt.Errorf("agent: kubernetes: %w", err)
 	}
 	a.kube = w
+	if c.Discovery {
+		if err := a.setupTargetDiscovery(c); err != nil {
+			return err
+		}
+	}
 	a.store.AddSource(kubernetesSource)
 	a.health.Register("kubernetes", false, func() ComponentHealth {
 		synced, n, lastErr := w.Status()
