@@ -111,8 +111,9 @@ type StatusReporter struct {
 	leases coordinationclient.LeasesGetter
 	dyn    dynamic.Interface
 
-	viewChanged   chan struct{} // to the heartbeat; cap 1
-	leaderChanged chan struct{} // to the leader's loop; cap 1
+	viewChanged   chan struct{}         // to the heartbeat; cap 1
+	lease         *coordinationv1.Lease // this agent's, as last written; owned by heartbeat
+	leaderChanged chan struct{}         // to the leader's loop; cap 1
 
 	mu     sync.Mutex // guards the fields below
 	view   []ObjectView
@@ -148,6 +149,11 @@ func NewStatusReporter(opts StatusReporterOptions) (*StatusReporter, error) {
 	cfg := rest.CopyConfig(opts.Config)
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "fluxgate-agent"
+	}
+	// client-go's default (5 requests/s, bursts of 10) would hold a status
+	// write behind the Lease renewals of the same second.
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
 	}
 	leases, err := coordinationclient.NewForConfig(cfg)
 	if err != nil {
@@ -345,6 +351,8 @@ func (r *StatusReporter) heartbeat(ctx context.Context) {
 	for {
 		if err := r.renewAgentLease(ctx); err != nil && ctx.Err() == nil {
 			r.logger.Warn("kubernetes: agent lease not renewed", "lease", r.opts.Namespace+"/"+r.agentLeaseName(), "err", err)
+		} else {
+			notify(r.leaderChanged) // this agent's count changed: a leader here writes it now
 		}
 		select {
 		case <-ctx.Done():
@@ -389,6 +397,15 @@ func (r *StatusReporter) renewAgentLease(ctx context.Context) error {
 		ann[annotationViewFull] = "true"
 	}
 	leases := r.leases.Leases(r.opts.Namespace)
+	if l := r.lease; l != nil { // the Lease as last written: one request, not two
+		l.Annotations = ann
+		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, &secs, &now
+		if nl, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err == nil {
+			r.lease = nl
+			return nil
+		}
+		r.lease = nil // changed or deleted meanwhile: read it again
+	}
 	l, err := leases.Get(ctx, r.agentLeaseName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		l = &coordinationv1.Lease{
@@ -396,7 +413,7 @@ func (r *StatusReporter) renewAgentLease(ctx context.Context) error {
 				Labels: map[string]string{labelRole: roleAgent}, Annotations: ann},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
 		}
-		_, err = leases.Create(ctx, l, metav1.CreateOptions{})
+		r.lease, err = leases.Create(ctx, l, metav1.CreateOptions{})
 		return err
 	}
 	if err != nil {
@@ -404,7 +421,7 @@ func (r *StatusReporter) renewAgentLease(ctx context.Context) error {
 	}
 	l.Annotations = ann
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, &secs, &now
-	_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	r.lease, err = leases.Update(ctx, l, metav1.UpdateOptions{})
 	return err
 }
 
