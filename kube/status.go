@@ -15,15 +15,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
 // States of a custom resource in one agent's view.
@@ -78,7 +75,10 @@ type StatusReporterOptions struct {
 	// fluxgate_kubernetes_status_leader. Nil means none.
 	Registerer prometheus.Registerer
 	// LeaseDuration, RenewDeadline and RetryPeriod tune the leader
-	// election (client-go leaderelection). Defaults 15s, 10s, 2s.
+	// election, as in client-go's leaderelection: another agent takes the
+	// Lease over when it has not been renewed for LeaseDuration; the
+	// holder stops writing when it could not renew it for RenewDeadline;
+	// candidates try every RetryPeriod. Defaults 15s, 10s, 2s.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Heartbeat is how often an agent renews its own Lease, which
 	// carries its view; a view change is written at once. An agent whose
@@ -97,8 +97,8 @@ type StatusReporterOptions struct {
 // Every agent holds its own Lease (fluxgate-<group>-agent-<identity>),
 // renewed every Heartbeat, whose annotation fluxgate.io/programmed lists
 // the objects it programs (UID and generation). One agent of the group,
-// the holder of the Lease fluxgate-<group> (client-go leader election),
-// writes each object's status: conditions Accepted and Programmed with
+// the holder of the Lease fluxgate-<group> (leader election as client-go
+// does it: lease.go), writes each object's status: conditions Accepted and Programmed with
 // the reason and, when refused, the positioned errors of its own view;
 // observedGeneration; and agents.total (live agent Leases of the group)
 // and agents.programmed (those that program the current generation).
@@ -108,12 +108,11 @@ type StatusReporterOptions struct {
 type StatusReporter struct {
 	opts   StatusReporterOptions
 	logger *slog.Logger
-	leases coordinationclient.LeasesGetter
 	dyn    dynamic.Interface
 
-	viewChanged   chan struct{}         // to the heartbeat; cap 1
-	lease         *coordinationv1.Lease // this agent's, as last written; owned by heartbeat
-	leaderChanged chan struct{}         // to the leader's loop; cap 1
+	viewChanged   chan struct{}              // to the heartbeat; cap 1
+	lease         *unstructured.Unstructured // this agent's Lease as last written; owned by heartbeat
+	leaderChanged chan struct{}              // to the leader's loop; cap 1
 
 	mu     sync.Mutex // guards the fields below
 	view   []ObjectView
@@ -155,16 +154,15 @@ func NewStatusReporter(opts StatusReporterOptions) (*StatusReporter, error) {
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
-	leases, err := coordinationclient.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kube: %w", err)
+	if opts.LeaseDuration <= opts.RenewDeadline || opts.RenewDeadline <= opts.RetryPeriod {
+		return nil, errors.New("kube: StatusReporterOptions needs LeaseDuration > RenewDeadline > RetryPeriod")
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
 	r := &StatusReporter{
-		opts: opts, logger: opts.Logger, leases: leases, dyn: dyn,
+		opts: opts, logger: opts.Logger, dyn: dyn,
 		viewChanged: make(chan struct{}, 1), leaderChanged: make(chan struct{}, 1),
 		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_kubernetes_policies",
@@ -288,31 +286,8 @@ func notify(c chan struct{}) {
 func (r *StatusReporter) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.heartbeat(ctx) })
-	defer wg.Wait()
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Name: r.LeaseName(), Namespace: r.opts.Namespace},
-		Client:     r.leases,
-		LockConfig: resourcelock.ResourceLockConfig{Identity: r.opts.Identity},
-	}
-	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock: lock, Name: r.LeaseName(), ReleaseOnCancel: true,
-			LeaseDuration: r.opts.LeaseDuration, RenewDeadline: r.opts.RenewDeadline, RetryPeriod: r.opts.RetryPeriod,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: r.lead,
-				OnStoppedLeading: func() {},
-				OnNewLeader: func(id string) {
-					r.mu.Lock()
-					r.holder = id
-					r.mu.Unlock()
-				},
-			},
-		})
-		if err != nil {
-			return fmt.Errorf("kube: leader election: %w", err)
-		}
-		le.Run(ctx) // returns when ctx ends or the lease is lost
-	}
+	r.elect(ctx)
+	wg.Wait()
 	return nil
 }
 
@@ -357,7 +332,7 @@ func (r *StatusReporter) heartbeat(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = r.leases.Leases(r.opts.Namespace).Delete(dctx, r.agentLeaseName(), metav1.DeleteOptions{})
+			_ = r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace).Delete(dctx, r.agentLeaseName(), metav1.DeleteOptions{})
 			cancel()
 			return
 		case <-t.C:
@@ -386,50 +361,46 @@ func (r *StatusReporter) renewAgentLease(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := metav1.NewMicroTime(time.Now())
-	secs := int32(3 * r.opts.Heartbeat / time.Second)
+	now := time.Now()
+	secs := int64(3 * r.opts.Heartbeat / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
-	id := r.opts.Identity
 	ann := map[string]string{annotationGroup: r.opts.Group, annotationView: string(data)}
 	if truncated {
 		ann[annotationViewFull] = "true"
 	}
-	leases := r.leases.Leases(r.opts.Namespace)
+	res := r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace)
 	if l := r.lease; l != nil { // the Lease as last written: one request, not two
-		l.Annotations = ann
-		l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, &secs, &now
-		if nl, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err == nil {
+		l.SetAnnotations(ann)
+		setLeaseSpec(l, r.opts.Identity, secs, time.Time{}, now, 0)
+		if nl, err := res.Update(ctx, l, metav1.UpdateOptions{}); err == nil {
 			r.lease = nl
 			return nil
 		}
 		r.lease = nil // changed or deleted meanwhile: read it again
 	}
-	l, err := leases.Get(ctx, r.agentLeaseName(), metav1.GetOptions{})
+	l, err := res.Get(ctx, r.agentLeaseName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		l = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: r.agentLeaseName(), Namespace: r.opts.Namespace,
-				Labels: map[string]string{labelRole: roleAgent}, Annotations: ann},
-			Spec: coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
-		}
-		r.lease, err = leases.Create(ctx, l, metav1.CreateOptions{})
+		l = newLease(r.opts.Namespace, r.agentLeaseName(), map[string]string{labelRole: roleAgent}, ann)
+		setLeaseSpec(l, r.opts.Identity, secs, now, now, 0)
+		r.lease, err = res.Create(ctx, l, metav1.CreateOptions{})
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	l.Annotations = ann
-	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime = &id, &secs, &now
-	r.lease, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+	l.SetAnnotations(ann)
+	setLeaseSpec(l, r.opts.Identity, secs, time.Time{}, now, 0)
+	r.lease, err = res.Update(ctx, l, metav1.UpdateOptions{})
 	return err
 }
 
 // agentViews are the programmed objects (UID → generation) of the group's
 // live agents, by identity; a truncated view is nil.
 func (r *StatusReporter) agentViews(ctx context.Context) (map[string]map[string]int64, error) {
-	leases := r.leases.Leases(r.opts.Namespace)
-	list, err := leases.List(ctx, metav1.ListOptions{LabelSelector: labelRole + "=" + roleAgent})
+	res := r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace)
+	list, err := res.List(ctx, metav1.ListOptions{LabelSelector: labelRole + "=" + roleAgent})
 	if err != nil {
 		return nil, err
 	}
@@ -437,24 +408,30 @@ func (r *StatusReporter) agentViews(ctx context.Context) (map[string]map[string]
 	out := map[string]map[string]int64{}
 	for i := range list.Items {
 		l := &list.Items[i]
-		if l.Annotations[annotationGroup] != r.opts.Group || l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		ann := l.GetAnnotations()
+		rec := readLease(l)
+		renew, err := time.Parse(time.RFC3339Nano, rec.renew)
+		if ann[annotationGroup] != r.opts.Group || err != nil {
 			continue
 		}
-		expires := l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
+		// An agent's own clock stamps its renewals: a live agent is one
+		// renewed within its duration by the leader's clock, so clocks
+		// skewed by more than that miscount (NTP keeps nodes far closer).
+		expires := renew.Add(time.Duration(rec.durationSec) * time.Second)
 		if now.After(expires) {
 			if now.After(expires.Add(10 * time.Minute)) { // an agent gone long ago: tidy up
-				_ = leases.Delete(ctx, l.Name, metav1.DeleteOptions{})
+				_ = res.Delete(ctx, l.GetName(), metav1.DeleteOptions{})
 			}
 			continue
 		}
 		var view map[string]int64
-		if l.Annotations[annotationViewFull] == "" {
-			_ = json.Unmarshal([]byte(l.Annotations[annotationView]), &view)
+		if ann[annotationViewFull] == "" {
+			_ = json.Unmarshal([]byte(ann[annotationView]), &view)
 			if view == nil {
 				view = map[string]int64{}
 			}
 		}
-		out[l.Name] = view
+		out[l.GetName()] = view
 	}
 	return out, nil
 }
