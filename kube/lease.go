@@ -79,7 +79,7 @@ type election struct {
 // this agent holds it now. The Lease's resourceVersion makes a takeover
 // race lose cleanly (a conflict).
 func (r *StatusReporter) tryAcquireOrRenew(ctx context.Context, e *election) bool {
-	res := r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace)
+	res := r.leases.Resource(LeaseResource).Namespace(r.opts.Namespace)
 	now := time.Now()
 	dur := int64(r.opts.LeaseDuration / time.Second)
 	if dur < 1 {
@@ -125,7 +125,7 @@ func (r *StatusReporter) tryAcquireOrRenew(ctx context.Context, e *election) boo
 // release gives the leader Lease up, so that another agent takes it at
 // once instead of after its duration.
 func (r *StatusReporter) release(ctx context.Context) {
-	res := r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace)
+	res := r.leases.Resource(LeaseResource).Namespace(r.opts.Namespace)
 	u, err := res.Get(ctx, r.LeaseName(), metav1.GetOptions{})
 	if err != nil || readLease(u).holder != r.opts.Identity {
 		return

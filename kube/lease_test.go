@@ -15,7 +15,7 @@ import (
 func testReporter(dyn dynamic.Interface, id string) *StatusReporter {
 	return &StatusReporter{
 		opts:   StatusReporterOptions{Group: "edge", Namespace: "ns", Identity: id, LeaseDuration: 15 * time.Second},
-		logger: slog.New(slog.DiscardHandler), dyn: dyn,
+		logger: slog.New(slog.DiscardHandler), dyn: dyn, leases: dyn,
 	}
 }
 

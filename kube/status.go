@@ -108,7 +108,8 @@ type StatusReporterOptions struct {
 type StatusReporter struct {
 	opts   StatusReporterOptions
 	logger *slog.Logger
-	dyn    dynamic.Interface
+	dyn    dynamic.Interface // status writes
+	leases dynamic.Interface // Lease reads and writes
 
 	viewChanged   chan struct{}              // to the heartbeat; cap 1
 	lease         *unstructured.Unstructured // this agent's Lease as last written; owned by heartbeat
@@ -157,12 +158,19 @@ func NewStatusReporter(opts StatusReporterOptions) (*StatusReporter, error) {
 	if opts.LeaseDuration <= opts.RenewDeadline || opts.RenewDeadline <= opts.RetryPeriod {
 		return nil, errors.New("kube: StatusReporterOptions needs LeaseDuration > RenewDeadline > RetryPeriod")
 	}
+	// Two clients, two rate limiters: status writes do not wait behind
+	// Lease renewals, nor renewals (which keep the leadership) behind a
+	// burst of status writes.
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
+	leases, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kube: %w", err)
+	}
 	r := &StatusReporter{
-		opts: opts, logger: opts.Logger, dyn: dyn,
+		opts: opts, logger: opts.Logger, dyn: dyn, leases: leases,
 		viewChanged: make(chan struct{}, 1), leaderChanged: make(chan struct{}, 1),
 		states: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_kubernetes_policies",
@@ -332,7 +340,7 @@ func (r *StatusReporter) heartbeat(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			_ = r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace).Delete(dctx, r.agentLeaseName(), metav1.DeleteOptions{})
+			_ = r.leases.Resource(LeaseResource).Namespace(r.opts.Namespace).Delete(dctx, r.agentLeaseName(), metav1.DeleteOptions{})
 			cancel()
 			return
 		case <-t.C:
@@ -370,7 +378,7 @@ func (r *StatusReporter) renewAgentLease(ctx context.Context) error {
 	if truncated {
 		ann[annotationViewFull] = "true"
 	}
-	res := r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace)
+	res := r.leases.Resource(LeaseResource).Namespace(r.opts.Namespace)
 	if l := r.lease; l != nil { // the Lease as last written: one request, not two
 		l.SetAnnotations(ann)
 		setLeaseSpec(l, r.opts.Identity, secs, time.Time{}, now, 0)
@@ -399,7 +407,7 @@ func (r *StatusReporter) renewAgentLease(ctx context.Context) error {
 // agentViews are the programmed objects (UID → generation) of the group's
 // live agents, by identity; a truncated view is nil.
 func (r *StatusReporter) agentViews(ctx context.Context) (map[string]map[string]int64, error) {
-	res := r.dyn.Resource(LeaseResource).Namespace(r.opts.Namespace)
+	res := r.leases.Resource(LeaseResource).Namespace(r.opts.Namespace)
 	list, err := res.List(ctx, metav1.ListOptions{LabelSelector: labelRole + "=" + roleAgent})
 	if err != nil {
 		return nil, err

@@ -110,6 +110,8 @@ func TestAgentGroupWritesPolicyStatus(t *testing.T) {
 	_, obj := statusLine(t, dyn, "team", "bad")
 	if _, _, msg, _ := condition(obj, "Accepted"); !strings.Contains(msg, "kubernetes:policies.fluxgate.io/team/bad:") || !strings.Contains(msg, "no_such_component") {
 		t.Fatalf("Accepted message of the bad policy does not hold the positioned error: %q", msg)
+	} else {
+		t.Logf("Accepted message of the bad policy: %s", msg)
 	}
 
 	// Exactly one agent leads, and the Lease names it.
