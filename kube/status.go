@@ -115,11 +115,14 @@ type StatusReporter struct {
 	lease         *unstructured.Unstructured // this agent's Lease as last written; owned by heartbeat
 	leaderChanged chan struct{}              // to the leader's loop; cap 1
 
-	mu     sync.Mutex // guards the fields below
-	view   []ObjectView
-	leader bool
-	holder string // the Lease holder last observed
-	last   map[types.UID]map[string]any
+	mu   sync.Mutex // guards the fields below
+	view []ObjectView
+	// programmed lists the view's programmed objects, to tell whether
+	// the Lease must be renewed now.
+	programmed string
+	leader     bool
+	holder     string // the Lease holder last observed
+	last       map[types.UID]map[string]any
 
 	states *prometheus.GaugeVec
 	leads  prometheus.Gauge
@@ -265,18 +268,29 @@ func (r *StatusReporter) Holder() string {
 }
 
 // SetView replaces this agent's view of the custom resources it watches.
+// Only a change of the programmed objects (UID and generation) renews
+// this agent's Lease before its Heartbeat: a status write, which every
+// agent sees, changes none.
 func (r *StatusReporter) SetView(v []ObjectView) {
 	counts := map[string]int{}
+	var programmed strings.Builder
 	for _, o := range v {
 		counts[o.State]++
+		if o.State == StateProgrammed {
+			fmt.Fprintf(&programmed, "%s=%d,", o.UID, o.Generation)
+		}
 	}
 	for _, s := range States {
 		r.states.WithLabelValues(s).Set(float64(counts[s]))
 	}
 	r.mu.Lock()
 	r.view = v
+	changed := programmed.String() != r.programmed
+	r.programmed = programmed.String()
 	r.mu.Unlock()
-	notify(r.viewChanged)
+	if changed {
+		notify(r.viewChanged)
+	}
 	notify(r.leaderChanged)
 }
 
