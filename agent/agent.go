@@ -46,6 +46,16 @@ type Options struct {
 	// ShutdownTimeout bounds how long Stop waits for in-flight requests.
 	// Default 15s.
 	ShutdownTimeout time.Duration
+	// ConfigFile is the fluxgate.yaml Config came from. When set, the
+	// running agent reloads it on change (ReloadConfig). Empty means no
+	// reload.
+	ConfigFile string
+	// Environ overrides the file on reload as at start (LoadConfig). Nil
+	// means os.Environ().
+	Environ []string
+	// LogLevel is Logger's level (NewLoggerLevel), changed when a reload
+	// brings a new log.level. Nil: log.level needs a restart.
+	LogLevel *slog.LevelVar
 }
 
 // Agent serves the HTTP API, gRPC and /metrics, and runs the policy store.
@@ -63,13 +73,25 @@ type Agent struct {
 	ui       *ui.UI       // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
 	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
-	meters   *fluxmeter.Processor
-	otlp     *fluxmeter.Receiver
-	health   *Health
-	grpcHlth *health.Server
-	certs    *certs.Reloader // TLS on the listeners (tls.go); nil without
-	started  time.Time
-	timeout  time.Duration
+	// kubeStatus writes the custom resources' status; nil unless
+	// kubernetes.status. kubeObjs are the watched objects, guarded by kubeMu.
+	kubeStatus *kube.StatusReporter
+	kubeMu     sync.Mutex
+	kubeObjs   []kube.Object
+	// Config file reload (configreload.go).
+	configFile string
+	environ    []string
+	level      *slog.LevelVar
+	cfgMu      sync.Mutex         // serializes ReloadConfig; guards fileCfg
+	fileCfg    Config             // the config file's content when last read
+	targets    *discoveredTargets // targetRef discovery; nil unless kubernetes.discovery
+	meters     *fluxmeter.Processor
+	otlp       *fluxmeter.Receiver
+	health     *Health
+	grpcHlth   *health.Server
+	certs      *certs.Reloader // TLS on the listeners (tls.go); nil without
+	started    time.Time
+	timeout    time.Duration
 
 	mux      *http.ServeMux
 	operator []string               // patterns behind the admin token, for the start-up log
@@ -123,6 +145,11 @@ func New(opts Options) (*Agent, error) {
 		mux:      http.NewServeMux(),
 		addrs:    make(map[string]net.Addr),
 		errc:     make(chan error, 1),
+
+		configFile: opts.ConfigFile,
+		environ:    environOrOS(opts.Environ),
+		level:      opts.LogLevel,
+		fileCfg:    opts.Config,
 	}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
@@ -418,6 +445,15 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.goRun("policy watcher", a.store.Run)
 	if a.kube != nil {
 		a.goRun("kubernetes watch", a.kube.Run)
+	}
+	if a.kubeStatus != nil {
+		a.goRun("kubernetes status", a.kubeStatus.Run)
+	}
+	if a.targets != nil {
+		a.goRun("kubernetes target discovery", a.targets.watcher.Run)
+	}
+	if a.configFile != "" {
+		a.goRun("config file watch", a.watchConfig)
 	}
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

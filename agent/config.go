@@ -143,6 +143,7 @@ func DefaultConfig() Config {
 		Gateway:    GatewayConfig{Listen: "127.0.0.1:8000"},
 		Redis:      RedisConfig{DialTimeout: time.Second},
 		Limits:     LimitsConfig{RateLimiterMemoryMiB: 32},
+		Kubernetes: KubernetesConfig{Status: true, Discovery: true},
 		TLS:        TLSConfig{ClientAuth: ClientAuthRequire, MinVersion: "tls1.2", HandshakeTimeout: 10 * time.Second},
 	}
 }

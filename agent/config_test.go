@@ -199,7 +199,11 @@ func configReferenceSection() string {
 		"and values of the wrong type are errors with `file:line:col`; an unknown `FLUXGATE_*` variable is\n" +
 		"a warning. A port of `0` picks a free port. Edit the file with\n" +
 		"`fluxgate config set KEY VALUE` (comments are kept), read the effective value with\n" +
-		"`fluxgate config get KEY`, and print the whole effective config with `fluxgate config view`.\n\n" +
+		"`fluxgate config get KEY`, and print the whole effective config with `fluxgate config view`.\n" +
+		"A running agent reloads the file when it changes (an edit, or a Kubernetes ConfigMap volume's\n" +
+		"`..data` swap): `log.level` and `policies.dir` apply at once, `fluxgate gateway` applies the\n" +
+		"`gateway` section, any other changed key is logged once as needing a restart, and a file that\n" +
+		"does not load is logged with its `file:line:col` errors and changes nothing.\n\n" +
 		ConfigReference() + "\n"
 }
 

@@ -104,6 +104,9 @@ type PolicyStore struct {
 	snap   atomic.Pointer[PolicySnapshot]
 	loaded atomic.Bool // the first Reload has finished
 
+	dir        atomic.Pointer[string] // the policy directory; SetDir changes it
+	dirChanged chan struct{}          // tells Run to watch the new directory; cap 1
+
 	mu    sync.Mutex            // serializes Reload and admin writes
 	putMu sync.Mutex            // one Put parses at a time: a parse costs up to ~200× its body
 	files map[string]*fileState // guarded by mu; keyed by base name
@@ -150,10 +153,11 @@ func NewPolicyStore(opts StoreOptions) (*PolicyStore, error) {
 		opts.Debounce = 20 * time.Millisecond
 	}
 	s := &PolicyStore{
-		opts:    opts,
-		logger:  opts.Logger,
-		files:   make(map[string]*fileState),
-		sources: make(map[string]map[string]*fileState),
+		opts:       opts,
+		dirChanged: make(chan struct{}, 1),
+		logger:     opts.Logger,
+		files:      make(map[string]*fileState),
+		sources:    make(map[string]map[string]*fileState),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fluxgate_policy_reloads_total",
 			Help: "Policy directory reloads that changed something, by result (success, failure).",
@@ -178,6 +182,7 @@ func NewPolicyStore(opts StoreOptions) (*PolicyStore, error) {
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
+	s.dir.Store(&opts.Dir)
 	s.snap.Store(&PolicySnapshot{Entries: map[policies.Key]*PolicyEntry{}})
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.reloads, s.reloadErrors, s.loadedGauge, s.lastSuccess, s.clashes} {
@@ -190,7 +195,35 @@ func NewPolicyStore(opts StoreOptions) (*PolicyStore, error) {
 }
 
 // Dir is the watched policy directory.
-func (s *PolicyStore) Dir() string { return s.opts.Dir }
+func (s *PolicyStore) Dir() string { return *s.dir.Load() }
+
+// SetDir moves the store to another policy directory, which must exist:
+// its files replace the old directory's (the other sources stay), and Run
+// watches it from now on. A directory that cannot be read is refused and
+// the old one stays.
+func (s *PolicyStore) SetDir(dir string) error {
+	if dir == "" {
+		return errors.New("agent: policy store needs a directory")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dir == s.Dir() {
+		return nil
+	}
+	if _, err := os.ReadDir(dir); err != nil {
+		return fmt.Errorf("agent: policy directory %s: %w", dir, err)
+	}
+	old := s.Dir()
+	s.dir.Store(&dir)
+	s.files, s.names, s.listed = make(map[string]*fileState), nil, false
+	s.gone.Store(nil)
+	select {
+	case s.dirChanged <- struct{}{}:
+	default:
+	}
+	s.logger.Info("policy directory changed", "from", old, "to", dir)
+	return s.reloadLocked()
+}
 
 // Snapshot returns the current snapshot. It never blocks.
 func (s *PolicyStore) Snapshot() *PolicySnapshot { return s.snap.Load() }
@@ -218,7 +251,7 @@ func (s *PolicyStore) Health() ComponentHealth {
 		return ComponentHealth{Status: StatusUnhealthy, Message: msg}
 	}
 	snap := s.Snapshot()
-	h := ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%d policies loaded from %s", len(snap.Entries), s.opts.Dir)}
+	h := ComponentHealth{Status: StatusHealthy, Message: fmt.Sprintf("%d policies loaded from %s", len(snap.Entries), s.Dir())}
 	if gone := s.gone.Load(); gone != nil {
 		return ComponentHealth{Status: StatusDegraded, Message: *gone}
 	}
@@ -251,9 +284,9 @@ func (s *PolicyStore) reloadLocked() error {
 	case errors.Is(err, fs.ErrNotExist) && s.listed:
 		if s.gone.Load() == nil {
 			n := len(s.Snapshot().Entries)
-			msg := fmt.Sprintf("policy directory %s does not exist: the last good %d policies keep running", s.opts.Dir, n)
+			msg := fmt.Sprintf("policy directory %s does not exist: the last good %d policies keep running", s.Dir(), n)
 			s.gone.Store(&msg)
-			s.logger.Error("policy directory deleted: keeping the last good policies", "dir", s.opts.Dir, "policies", n)
+			s.logger.Error("policy directory deleted: keeping the last good policies", "dir", s.Dir(), "policies", n)
 		}
 		s.loaded.Store(true)
 		return nil
@@ -265,7 +298,7 @@ func (s *PolicyStore) reloadLocked() error {
 	default:
 		s.listed = true
 		if s.gone.Swap(nil) != nil {
-			s.logger.Info("policy directory is back", "dir", s.opts.Dir, "files", len(names))
+			s.logger.Info("policy directory is back", "dir", s.Dir(), "files", len(names))
 		}
 	}
 	seen := make(map[string]bool, len(names))
@@ -285,7 +318,7 @@ func (s *PolicyStore) reloadLocked() error {
 }
 
 func (s *PolicyStore) listFiles() ([]string, error) {
-	ents, err := os.ReadDir(s.opts.Dir)
+	ents, err := os.ReadDir(s.Dir())
 	if err != nil {
 		return nil, fmt.Errorf("agent: read policy directory: %w", err)
 	}
@@ -296,7 +329,7 @@ func (s *PolicyStore) listFiles() ([]string, error) {
 			continue
 		}
 		// Stat follows symlinks: ConfigMap files are links into ..data.
-		fi, err := os.Stat(filepath.Join(s.opts.Dir, n))
+		fi, err := os.Stat(filepath.Join(s.Dir(), n))
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
@@ -315,7 +348,7 @@ func isPolicyFile(name string) bool {
 // changed since the last read is not parsed again, and a refused version is
 // counted once, not on every resync.
 func (s *PolicyStore) readFileLocked(name string) {
-	path := filepath.Join(s.opts.Dir, name)
+	path := filepath.Join(s.Dir(), name)
 	st := s.files[name]
 	if st == nil {
 		st = &fileState{}
@@ -397,7 +430,7 @@ func (s *PolicyStore) publishLocked() {
 			hdr := d.Object.ObjectHeader()
 			key := hdr.Key()
 			if prev, dup := entries[key]; dup {
-				err := fmt.Errorf("%s:%d: policy %s is already defined in %s", filepath.Join(s.opts.Dir, name), d.Line, key, prev.File)
+				err := fmt.Errorf("%s:%d: policy %s is already defined in %s", filepath.Join(s.Dir(), name), d.Line, key, prev.File)
 				errs = append(errs, FileError{File: name, Err: err})
 				continue
 			}

@@ -46,7 +46,7 @@ func (s *PolicyStore) Put(key policies.Key, data []byte) (*PolicyEntry, bool, er
 		return nil, false, err
 	}
 	_, existed := s.Snapshot().Entries[key]
-	if err := writeFileAtomic(filepath.Join(s.opts.Dir, name), docs[0].Source); err != nil {
+	if err := writeFileAtomic(filepath.Join(s.Dir(), name), docs[0].Source); err != nil {
 		return nil, false, err
 	}
 	if err := s.reloadLocked(); err != nil {
@@ -77,7 +77,7 @@ func (s *PolicyStore) Delete(key policies.Key) error {
 	if st := s.files[e.File]; st != nil && len(st.docs) > 1 {
 		return fmt.Errorf("%w: policy %s shares %s with %d other documents; edit that file instead", ErrConflict, key, e.File, len(st.docs)-1)
 	}
-	if err := os.Remove(filepath.Join(s.opts.Dir, e.File)); err != nil {
+	if err := os.Remove(filepath.Join(s.Dir(), e.File)); err != nil {
 		return fmt.Errorf("agent: delete policy %s: %w", key, err)
 	}
 	return s.reloadLocked()

@@ -47,7 +47,7 @@ func (s *PolicyStore) Run(ctx context.Context) error {
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
-			if ev.Op.Has(fsnotify.Remove) && filepath.Clean(ev.Name) == filepath.Clean(s.opts.Dir) {
+			if ev.Op.Has(fsnotify.Remove) && filepath.Clean(ev.Name) == filepath.Clean(s.Dir()) {
 				watching = false
 			}
 			if debounce == nil {
@@ -57,7 +57,7 @@ func (s *PolicyStore) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			s.logger.Warn("policy directory watch error", "dir", s.opts.Dir, "err", err)
+			s.logger.Warn("policy directory watch error", "dir", s.Dir(), "err", err)
 		case <-debounce:
 			debounce = nil
 			s.reloadLogged()
@@ -69,13 +69,18 @@ func (s *PolicyStore) Run(ctx context.Context) error {
 			}
 		case <-resync.C:
 			s.reloadLogged()
+		case <-s.dirChanged:
+			for _, old := range w.WatchList() {
+				_ = w.Remove(old)
+			}
+			watching = s.tryWatch(w)
 		}
 	}
 }
 
 func (s *PolicyStore) tryWatch(w *fsnotify.Watcher) bool {
-	if err := w.Add(s.opts.Dir); err != nil {
-		s.logger.Debug("policy directory not watchable yet", "dir", s.opts.Dir, "err", err)
+	if err := w.Add(s.Dir()); err != nil {
+		s.logger.Debug("policy directory not watchable yet", "dir", s.Dir(), "err", err)
 		return false
 	}
 	return true
@@ -83,6 +88,6 @@ func (s *PolicyStore) tryWatch(w *fsnotify.Watcher) bool {
 
 func (s *PolicyStore) reloadLogged() {
 	if err := s.Reload(); err != nil {
-		s.logger.Error("policy reload failed", "dir", s.opts.Dir, "err", err)
+		s.logger.Error("policy reload failed", "dir", s.Dir(), "err", err)
 	}
 }

@@ -84,8 +84,9 @@ type Gateway struct {
 	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
 
 	state   atomic.Pointer[snapshot]
-	mu      sync.Mutex    // serializes Update
-	changed chan struct{} // tells Run that the snapshot changed; cap 1
+	mu      sync.Mutex                      // serializes Update; guards targets
+	targets map[string][]agent.TargetConfig // SetUpstreamTargets: replaces the groups' configured targets
+	changed chan struct{}                   // tells Run that the snapshot changed; cap 1
 }
 
 // snapshot is the routing state of one configuration.
@@ -178,10 +179,32 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.updateLocked(cfg)
+}
+
+// SetUpstreamTargets replaces the targets of the named upstream groups
+// with those given, until the next call: targets discovered at run time
+// (a TrafficPolicy's targetRef resolved through Kubernetes EndpointSlices,
+// package kube) instead of the config's. An empty list leaves a group
+// without targets (its requests get 503); a group not named keeps its
+// configured targets, and a name no group has is ignored. Targets whose
+// address stays keep their health and load state. Every later Update
+// applies the replacement too.
+func (g *Gateway) SetUpstreamTargets(targets map[string][]agent.TargetConfig) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.targets = targets
+	return g.updateLocked(g.state.Load().cfg)
+}
+
+func (g *Gateway) updateLocked(cfg agent.GatewayConfig) error {
 	old := g.state.Load()
 	s := &snapshot{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Upstreams))}
 	keepFast := map[fastKey]bool{}
 	for _, uc := range cfg.Upstreams {
+		if ts, ok := g.targets[uc.Name]; ok {
+			uc.Targets = ts
+		}
 		prev := old.upstreams[uc.Name]
 		targets := make(map[string]*target)
 		if prev != nil {

@@ -170,6 +170,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.agent.SetGatewayActuators(g)
+	s.agent.SetUpstreamTargeter(g)
 	s.agent.SetGatewayPolicies(ps)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Run(runCtx) })
@@ -238,6 +239,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.agent.SetGatewayActuators(nil)
+	s.agent.SetUpstreamTargeter(nil)
 	var errs []error
 	if fsrv != nil {
 		// Closing the listener first also stops a Serve that has not

@@ -10,6 +10,18 @@
 // namespace, labels and spec; status and other metadata are not part of
 // the policy.
 //
+// A StatusReporter writes what the agents made of each object into its
+// status subresource: one agent of an agent group, the holder of the
+// group's coordination.k8s.io Lease (leader election as client-go does
+// it, on the dynamic client), writes the conditions Accepted and
+// Programmed of its own view, the observedGeneration, and how many live
+// agents of the group program that generation, which each agent lists in
+// a Lease of its own.
+//
+// A TargetWatcher resolves the targetRef of TrafficPolicies (a Service,
+// or a Deployment through the Services that select its pods) to the
+// addresses of their ready endpoints, read from EndpointSlices.
+//
 // RESTConfig finds the credentials: a kubeconfig file, or the pod's service
 // account when run in a cluster.
 package kube

@@ -41,6 +41,17 @@ type Object struct {
 	// YAML is the policy document: apiVersion, kind, metadata (name,
 	// namespace, labels) and spec.
 	YAML []byte
+	// Resource, Namespace, Name, UID and Generation identify the object
+	// and the version of its spec that YAML holds.
+	Resource   schema.GroupVersionResource
+	Namespace  string
+	Name       string
+	UID        string
+	Generation int64
+	// Status is the object's status as the API server last sent it (nil
+	// when it has none); a StatusReporter compares it with what it would
+	// write.
+	Status map[string]any
 }
 
 // RESTConfig returns the client configuration of a kubeconfig file, or,
@@ -247,7 +258,9 @@ func policyDocument(gvr schema.GroupVersionResource, u *unstructured.Unstructure
 		return Object{}, err
 	}
 	id := "kubernetes:" + gvr.GroupResource().String() + "/" + u.GetNamespace() + "/" + u.GetName()
-	return Object{ID: id, YAML: data}, nil
+	st, _ := u.Object["status"].(map[string]any)
+	return Object{ID: id, YAML: data, Resource: gvr, Namespace: u.GetNamespace(), Name: u.GetName(),
+		UID: string(u.GetUID()), Generation: u.GetGeneration(), Status: st}, nil
 }
 
 // Synced reports whether the initial list has arrived.

@@ -21,7 +21,9 @@ type cli struct {
 	caFile   string // TLS: CAs that verify the agent
 	certFile string // TLS: client certificate for mutual TLS
 	keyFile  string
-	http     *http.Client // built from the TLS flags before a subcommand runs
+	// kubeconfig: apply writes custom resources to this cluster (cluster.go).
+	kubeconfig string
+	http       *http.Client // built from the TLS flags before a subcommand runs
 }
 
 func newRootCmd() *cobra.Command {

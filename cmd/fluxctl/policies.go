@@ -16,11 +16,18 @@ import (
 )
 
 func newApplyCmd(c *cli) *cobra.Command {
-	var file, namespace string
+	var file, namespace, kubeContext string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Create or update the policies in FILE on the agent",
-		Args:  cobra.NoArgs,
+		Short: "Create or update the policies in FILE on the agent, or as custom resources in a cluster",
+		Long: `Create or update the policies in FILE.
+
+With --kubeconfig (or KUBECONFIG set and neither --agent nor FLUXCTL_AGENT
+given) they become Policy and TrafficPolicy custom resources, written with a
+server-side apply (field manager fluxctl) into metadata.namespace, --namespace
+or the kubeconfig context's namespace; the agents watching the cluster serve
+them. Otherwise they go to the agent's admin API (--agent).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
 				return fmt.Errorf("apply needs -f FILE")
@@ -41,6 +48,9 @@ func newApplyCmd(c *cli) *cobra.Command {
 			}
 			if len(docs) == 0 {
 				return fmt.Errorf("%s holds no policy documents", file)
+			}
+			if cluster, kubeconfig := c.useCluster(cmd.Flags().Changed("agent")); cluster {
+				return applyToCluster(cmd, kubeconfig, kubeContext, file, namespace, docs)
 			}
 			for _, d := range docs {
 				src, key := d.Source, d.Object.ObjectHeader().Key()
@@ -65,7 +75,53 @@ func newApplyCmd(c *cli) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "policy file (- for stdin)")
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace to apply into (overrides metadata.namespace)")
+	cmd.Flags().StringVar(&c.kubeconfig, "kubeconfig", "", "write custom resources to the cluster of this kubeconfig instead of the agent (KUBECONFIG too, unless --agent or FLUXCTL_AGENT is set)")
+	cmd.Flags().StringVar(&kubeContext, "context", "", "kubeconfig context (default: the current one)")
 	return cmd
+}
+
+// applyToCluster writes docs as custom resources. A document without
+// metadata.namespace goes to the kubeconfig context's namespace.
+func applyToCluster(cmd *cobra.Command, kubeconfig, kubeContext, file, namespace string, docs []*policies.Document) error {
+	k, err := newClusterClient(kubeconfig, kubeContext)
+	if err != nil {
+		return err
+	}
+	for _, d := range docs {
+		hdr := d.Object.ObjectHeader()
+		ns := namespace
+		switch {
+		case ns != "":
+		case hasNamespace(d.Source):
+			ns = hdr.Metadata.Namespace
+		default:
+			ns = k.namespace
+		}
+		src, err := withNamespace(d.Source, ns)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", file, d.Line, err)
+		}
+		created, err := k.apply(cmd.Context(), hdr.Kind, ns, hdr.Metadata.Name, src)
+		if err != nil {
+			return fmt.Errorf("%s:%d: apply %s %s/%s: %w", file, d.Line, hdr.Kind, ns, hdr.Metadata.Name, err)
+		}
+		verb := "configured"
+		if created {
+			verb = "created"
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s %s/%s %s (cluster)\n", hdr.Kind, ns, hdr.Metadata.Name, verb)
+	}
+	return nil
+}
+
+// hasNamespace reports whether a YAML document sets metadata.namespace.
+func hasNamespace(src []byte) bool {
+	var doc yaml.Node
+	if yaml.Unmarshal(src, &doc) != nil || doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return false
+	}
+	meta := mappingValue(doc.Content[0], "metadata")
+	return meta != nil && mappingValue(meta, "namespace") != nil
 }
 
 // withNamespace rewrites metadata.namespace of one YAML document.

@@ -25,11 +25,11 @@ func newAgentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logger := agent.NewLogger(cfg.Log, cmd.ErrOrStderr())
+			logger, level := agent.NewLoggerLevel(cfg.Log, cmd.ErrOrStderr())
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
-			return runApp(cmd.Context(), cfg, logger)
+			return runApp(cmd.Context(), cfg, logger, fx.Supply(agent.ConfigFile(configPath), level)) // reloaded live
 		},
 	}
 }

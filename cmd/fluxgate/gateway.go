@@ -27,21 +27,21 @@ func newGatewayCmd() *cobra.Command {
 			if len(cfg.Gateway.Routes) == 0 {
 				return fmt.Errorf("gateway: %s has no gateway.routes; add upstreams and routes (see the README)", configPath)
 			}
-			logger := agent.NewLogger(cfg.Log, cmd.ErrOrStderr())
+			logger, level := agent.NewLoggerLevel(cfg.Log, cmd.ErrOrStderr())
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
-			return runGatewayApp(cmd.Context(), cfg, logger)
+			return runGatewayApp(cmd.Context(), cfg, logger, level)
 		},
 	}
 }
 
 // runGatewayApp is runApp with the gateway module: it runs until SIGINT
 // or SIGTERM (or ctx is done) and returns nil after a graceful shutdown.
-func runGatewayApp(ctx context.Context, cfg agent.Config, logger *slog.Logger) error {
+func runGatewayApp(ctx context.Context, cfg agent.Config, logger *slog.Logger, level *slog.LevelVar) error {
 	app := fx.New(
 		fx.NopLogger,
-		fx.Supply(cfg, logger, gateway.ConfigFile(configPath)), // the gateway section reloads live
+		fx.Supply(cfg, logger, gateway.ConfigFile(configPath), agent.ConfigFile(configPath), level), // reloaded live
 		agent.Module,
 		gateway.Module,
 		fx.StartTimeout(30*time.Second),

@@ -88,8 +88,18 @@ func generateCRD(c crd) ([]byte, error) {
 						"kind":       {Type: "string"},
 						"metadata":   {Type: "object"},
 						"spec":       spec,
+						"status":     statusSchema,
 					},
 				}},
+				// The agents write status (package kube, StatusReporter)
+				// without touching spec or generation.
+				Subresources: &apiextensionsv1.CustomResourceSubresources{Status: &apiextensionsv1.CustomResourceSubresourceStatus{}},
+				AdditionalPrinterColumns: []apiextensionsv1.CustomResourceColumnDefinition{
+					{Name: "Accepted", Type: "string", JSONPath: `.status.conditions[?(@.type=="Accepted")].status`},
+					{Name: "Programmed", Type: "string", JSONPath: `.status.conditions[?(@.type=="Programmed")].status`},
+					{Name: "Agents", Type: "integer", JSONPath: ".status.agents.programmed"},
+					{Name: "Age", Type: "date", JSONPath: ".metadata.creationTimestamp"},
+				},
 			}},
 		},
 	}
@@ -103,6 +113,42 @@ func generateCRD(c crd) ([]byte, error) {
 	}
 	return append([]byte("# Generated from the Go types of package policies; do not edit.\n"), b...), nil
 }
+
+// statusSchema is what the agents write into status (package kube,
+// StatusReporter): conditions in the shape of metav1.Condition.
+var statusSchema = apiextensionsv1.JSONSchemaProps{
+	Type:        "object",
+	Description: "Written by one agent of the agent group (the holder of the Lease fluxgate-<agent_group>).",
+	Properties: map[string]apiextensionsv1.JSONSchemaProps{
+		"observedGeneration": {Type: "integer", Format: "int64", Description: "The metadata.generation the conditions describe."},
+		"conditions": {
+			Type: "array", Description: "Accepted (the spec is valid and not shadowed; when False the message holds the positioned errors) and Programmed (the agents serve it).",
+			XListType: ptr("map"), XListMapKeys: []string{"type"},
+			Items: &apiextensionsv1.JSONSchemaPropsOrArray{Schema: &apiextensionsv1.JSONSchemaProps{
+				Type:     "object",
+				Required: []string{"type", "status", "reason", "message", "lastTransitionTime"},
+				Properties: map[string]apiextensionsv1.JSONSchemaProps{
+					"type":               {Type: "string"},
+					"status":             {Type: "string", Enum: []apiextensionsv1.JSON{{Raw: []byte(`"True"`)}, {Raw: []byte(`"False"`)}, {Raw: []byte(`"Unknown"`)}}},
+					"reason":             {Type: "string"},
+					"message":            {Type: "string", MaxLength: ptr(int64(32768))},
+					"observedGeneration": {Type: "integer", Format: "int64"},
+					"lastTransitionTime": {Type: "string", Format: "date-time"},
+				},
+			}},
+		},
+		"agents": {
+			Type:        "object",
+			Description: "Agents of the group whose Lease is live (total) and that program this generation (programmed).",
+			Properties: map[string]apiextensionsv1.JSONSchemaProps{
+				"total":      {Type: "integer", Format: "int32"},
+				"programmed": {Type: "integer", Format: "int32"},
+			},
+		},
+	},
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // schemaOf returns the structural schema of values of type t as the
 // policy decoder reads them. inPath holds the struct types being expanded,

@@ -106,6 +106,10 @@ func load(t *testing.T) *manifests {
 			case "rbac.authorization.k8s.io/v1 ClusterRoleBinding":
 				b := &rbacv1.ClusterRoleBinding{}
 				m.bindings, obj = append(m.bindings, b), b
+			case "rbac.authorization.k8s.io/v1 Role":
+				obj = &rbacv1.Role{}
+			case "rbac.authorization.k8s.io/v1 RoleBinding":
+				obj = &rbacv1.RoleBinding{}
 			default:
 				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
@@ -201,7 +205,7 @@ func TestDaemonSet(t *testing.T) {
 	cfg := agentConfig(t, m, c.Env)
 	def := agent.DefaultConfig()
 
-	if want := []string{"agent", "--config", "/etc/fluxgate/fluxgate.yaml"}; !slices.Equal(c.Args, want) {
+	if want := []string{"agent", "--config", "/etc/fluxgate/config/fluxgate.yaml"}; !slices.Equal(c.Args, want) {
 		t.Errorf("args %q, want %q", c.Args, want)
 	}
 	ports := map[string]int32{}
@@ -328,8 +332,8 @@ func TestDaemonSet(t *testing.T) {
 			}
 		}
 	}
-	if got := mounted["/etc/fluxgate/fluxgate.yaml"]; got != "fluxgate-config/fluxgate.yaml" {
-		t.Errorf("/etc/fluxgate/fluxgate.yaml comes from %q, want ConfigMap fluxgate-config key fluxgate.yaml", got)
+	if got := mounted["/etc/fluxgate/config"]; got != "fluxgate-config" {
+		t.Errorf("/etc/fluxgate/config comes from %q, want ConfigMap fluxgate-config mounted whole (so that updates arrive and the agent reloads them)", got)
 	}
 	if got := mounted[cfg.Policies.Dir]; got != "fluxgate-policies" {
 		t.Errorf("policies.dir %s is mounted from %q, want ConfigMap fluxgate-policies (mounted whole, so that updates arrive)", cfg.Policies.Dir, got)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/fluxgate/fluxgate/agent"
@@ -103,5 +104,69 @@ func measureReconcile(t *testing.T, a *agent.Agent, cp func(int) string, apply f
 	// accepting a change.
 	if p99 := pct(0.99); p99 > 300*time.Millisecond {
 		t.Errorf("p99 reconcile latency %v is above 300ms", p99)
+	}
+}
+
+// Status latency: from a client-go Patch of a Policy's spec returning to
+// the status that describes the new generation — observedGeneration and
+// Accepted, then Programmed counted by the agent (agents.programmed 1) —
+// arriving on a watch of the object. One agent, which holds the Lease.
+// Every update must show within 10 s; the percentiles go to the log
+// (BENCHMARKS.md).
+func TestStatusLatency(t *testing.T) {
+	c := kubetest.Start(t)
+	dyn := dynamicClient(t, c)
+	installCRDs(t, c, dyn)
+	createNamespace(t, dyn, "bench")
+	cfg := agenttest.Config(t)
+	cfg.Kubernetes = agent.KubernetesConfig{Enabled: true, Kubeconfig: c.Kubeconfig, Namespace: "bench", Status: true, LeaseNamespace: "bench"}
+	a := agenttest.Start(t, cfg)
+	createPolicy(t, dyn, blockPolicy("bench", "flip", "{}", "flip-0"))
+	eventually(t, 60*time.Second, "the agent to lead", func() bool { return a.Ready() && a.KubernetesStatus().Leader() })
+	res := dyn.Resource(fluxgateResources[policies.KindPolicy]).Namespace("bench")
+	w, err := res.Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=flip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var observed, programmed []time.Duration
+	for i := range reconcileUpdates {
+		patch := fmt.Sprintf(`{"spec":{"circuit":{"evaluation_interval":"%dms"}}}`, 100+i)
+		got, err := res.Patch(context.Background(), "flip", types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start, gen := time.Now(), got.GetGeneration()
+		timeout := time.After(10 * time.Second)
+		seenObserved := false
+		for done := false; !done; {
+			select {
+			case ev := <-w.ResultChan():
+				u, ok := ev.Object.(*unstructured.Unstructured)
+				if !ok {
+					t.Fatalf("watch event %v", ev.Type)
+				}
+				og, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+				n, _, _ := unstructured.NestedInt64(u.Object, "status", "agents", "programmed")
+				if og == gen && !seenObserved {
+					seenObserved = true
+					observed = append(observed, time.Since(start))
+				}
+				if og == gen && n == 1 {
+					programmed = append(programmed, time.Since(start))
+					done = true
+				}
+			case <-timeout:
+				t.Fatalf("update %d (generation %d): no status for it after 10s", i, gen)
+			}
+		}
+	}
+	for _, s := range []struct {
+		what string
+		lat  []time.Duration
+	}{{"observedGeneration (Accepted)", observed}, {"agents.programmed (Programmed by the agent)", programmed}} {
+		slices.Sort(s.lat)
+		pct := func(p float64) time.Duration { return s.lat[int(p*float64(len(s.lat)-1)+0.5)].Round(time.Microsecond) }
+		t.Logf("status latency, %s, over %d updates: p50 %v, p90 %v, p99 %v, max %v", s.what, len(s.lat), pct(0.5), pct(0.9), pct(0.99), pct(1))
 	}
 }
