@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/fluxgate/fluxgate/kube"
@@ -11,13 +12,14 @@ import (
 // KubernetesConfig makes the agent serve Policy and TrafficPolicy custom
 // resources beside its policy files (package kube).
 type KubernetesConfig struct {
-	Enabled        bool   `yaml:"enabled" desc:"Watch Policy and TrafficPolicy custom resources (fluxgate.io/v1beta1) and serve them beside the policy files (TrafficPolicy objects reach the built-in gateway as TrafficPolicy files do). A file policy wins a namespace/name clash (reported in health and fluxgate_policy_name_clashes); the agent is not ready until the first list has arrived."`
-	Kubeconfig     string `yaml:"kubeconfig" desc:"Kubeconfig file to reach the API server; empty uses the pod's service account (in-cluster)."`
-	Namespace      string `yaml:"namespace" desc:"Namespace whose Policy and TrafficPolicy objects are watched; empty watches all namespaces."`
-	LabelSelector  string `yaml:"label_selector" desc:"Kubernetes label selector the watched objects must match (such as team=payments); empty matches all."`
-	Status         bool   `yaml:"status" desc:"Write the objects' status (conditions Accepted and Programmed, observedGeneration, agents.total and agents.programmed): one agent of the agent group, the holder of the Lease fluxgate-<agent_group>, writes it; every agent renews a Lease of its own that lists what it programs. Needs the leases and */status rights of deploy/kubernetes/rbac.yaml."`
-	Discovery      bool   `yaml:"discovery" desc:"Resolve the targetRef of every TrafficPolicy whose kind is Service or Deployment through EndpointSlices to the ready endpoints, which replace the targets of the gateway upstream group named targetRef.name while the Service or Deployment exists (its configured targets serve otherwise; a Deployment's endpoints are those of the Services of its namespace that select its pod template's labels). Needs get/list/watch on services, endpointslices and deployments."`
-	LeaseNamespace string `yaml:"lease_namespace" desc:"Namespace of the Leases (kubernetes.status); empty means the pod's namespace (default outside a pod)."`
+	Enabled          bool   `yaml:"enabled" desc:"Watch Policy and TrafficPolicy custom resources (fluxgate.io/v1beta1) and serve them beside the policy files (TrafficPolicy objects reach the built-in gateway as TrafficPolicy files do). A file policy wins a namespace/name clash (reported in health and fluxgate_policy_name_clashes); the agent is not ready until the first list has arrived."`
+	Kubeconfig       string `yaml:"kubeconfig" desc:"Kubeconfig file to reach the API server; empty uses the pod's service account (in-cluster)."`
+	Namespace        string `yaml:"namespace" desc:"Namespace whose Policy and TrafficPolicy objects are watched; empty watches all namespaces."`
+	LabelSelector    string `yaml:"label_selector" desc:"Kubernetes label selector the watched objects must match (such as team=payments); empty matches all."`
+	Status           bool   `yaml:"status" desc:"Write the objects' status (conditions Accepted and Programmed, observedGeneration, agents.total and agents.programmed): one agent of the agent group, the holder of the Lease fluxgate-<agent_group>, writes it; every agent renews a Lease of its own that lists what it programs. Needs the leases and */status rights of deploy/kubernetes/rbac.yaml."`
+	Discovery        bool   `yaml:"discovery" desc:"Resolve the targetRef of every TrafficPolicy whose kind is Service or Deployment through EndpointSlices to the ready endpoints, which replace the targets of the gateway upstream group named targetRef.name while the Service or Deployment exists (its configured targets serve otherwise; a Deployment's endpoints are those of the Services of its namespace that select its pod template's labels). Needs get/list/watch on services, endpointslices and deployments."`
+	AperturePolicies bool   `yaml:"aperture_policies" desc:"Also watch FluxNinja Aperture's Policy custom resources (fluxninja.com/v1alpha1, the CRD Aperture's operator installed) and serve them translated as Aperture policy files are; their status.status says what the agent group made of them. Objects with dynamicConfig are refused. Needs get/list/watch (and patch of status) on policies.fluxninja.com."`
+	LeaseNamespace   string `yaml:"lease_namespace" desc:"Namespace of the Leases (kubernetes.status); empty means the pod's namespace (default outside a pod)."`
 }
 
 // kubernetesSource is the policy store's source name for custom resources.
@@ -45,8 +47,12 @@ func (a *Agent) setupKubernetes() error {
 		a.kubeStatus = r
 		a.store.Subscribe(func(_, _ *PolicySnapshot) { a.refreshKubeView() })
 	}
+	resources := kube.Resources
+	if c.AperturePolicies {
+		resources = append(slices.Clip(resources), kube.AperturePolicyResource)
+	}
 	w, err := kube.NewPolicyWatcher(kube.PolicyWatcherOptions{
-		Config: rc, Namespace: c.Namespace, LabelSelector: c.LabelSelector, Logger: a.logger,
+		Config: rc, Namespace: c.Namespace, LabelSelector: c.LabelSelector, Logger: a.logger, Resources: resources,
 		Update: func(objs []kube.Object) {
 			src := make([]SourceObject, len(objs))
 			for i, o := range objs {

@@ -28,6 +28,10 @@ import (
 var (
 	PolicyResource        = schema.GroupVersionResource{Group: "fluxgate.io", Version: "v1beta1", Resource: "policies"}
 	TrafficPolicyResource = schema.GroupVersionResource{Group: "fluxgate.io", Version: "v1beta1", Resource: "trafficpolicies"}
+	// AperturePolicyResource is FluxNinja Aperture's Policy custom
+	// resource, whose spec is Aperture's policy language: the agent
+	// translates it as it does an Aperture policy file.
+	AperturePolicyResource = schema.GroupVersionResource{Group: "fluxninja.com", Version: "v1alpha1", Resource: "policies"}
 )
 
 // Resources are what a PolicyWatcher watches by default.
@@ -252,6 +256,11 @@ func policyDocument(gvr schema.GroupVersionResource, u *unstructured.Unstructure
 	doc := map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(), "metadata": meta}
 	if spec, ok := u.Object["spec"]; ok {
 		doc["spec"] = spec
+	}
+	if _, ok := u.Object["dynamicConfig"]; ok && gvr == AperturePolicyResource {
+		// Aperture's per-object overrides of the policy's values:
+		// FluxGate's come through /v1/dynamic-config.
+		return Object{}, errors.New("dynamicConfig is not supported; set the values in spec, or through the agent's /v1/dynamic-config")
 	}
 	data, err := yaml.Marshal(doc)
 	if err != nil {

@@ -534,6 +534,9 @@ const (
 // times of prev where a condition did not change), observedGeneration and
 // the agent counts.
 func objectStatus(o ObjectView, prev map[string]any, total, programmed int, now time.Time) map[string]any {
+	if o.Resource == AperturePolicyResource {
+		return apertureStatus(o, total, programmed)
+	}
 	accepted := condition{Type: ConditionAccepted, Status: "True", Reason: ReasonAccepted, Message: "the agents accept this generation of the spec"}
 	prog := condition{Type: ConditionProgrammed, Status: "True", Reason: ReasonProgrammed,
 		Message: fmt.Sprintf("%d of %d agents of the agent group program this generation", programmed, total)}
@@ -585,6 +588,20 @@ func truncate(s string, n int) string {
 
 // sameStatus compares two statuses as JSON documents (numbers decoded from
 // the API server are int64 or float64, ours int64).
+// apertureStatus is the status of an Aperture Policy, whose schema has one
+// string, status.status (kubectl's Status column): what the agent group
+// makes of the spec, in a line.
+func apertureStatus(o ObjectView, total, programmed int) map[string]any {
+	s := fmt.Sprintf("programmed by %d of %d agents (generation %d)", programmed, total, o.Generation)
+	switch o.State {
+	case StateInvalid:
+		s = "invalid: " + o.Message
+	case StateConflicted:
+		s = "conflicted: " + o.Message
+	}
+	return map[string]any{"status": truncate(s, 1024)}
+}
+
 func sameStatus(a, b map[string]any) bool {
 	if b == nil {
 		return false

@@ -48,22 +48,20 @@ func TestManifestsGrantTheAgentItsWatch(t *testing.T) {
 		ok, _, _ := unstructured.NestedBool(got.Object, "status", "allowed")
 		return ok
 	}
-	for _, res := range []string{"policies", "trafficpolicies"} {
+	for _, r := range []struct{ group, resource string }{{"fluxgate.io", "policies"}, {"fluxgate.io", "trafficpolicies"}, {"fluxninja.com", "policies"}} {
 		for _, verb := range []string{"get", "list", "watch"} {
-			if !allowed("fluxgate.io", verb, res, "") {
-				t.Errorf("the agent may not %s %s across namespaces", verb, res)
+			if !allowed(r.group, verb, r.resource, "") {
+				t.Errorf("the agent may not %s %s.%s across namespaces", verb, r.resource, r.group)
 			}
 		}
 		for _, verb := range []string{"create", "update", "patch", "delete"} {
-			if allowed("fluxgate.io", verb, res, "payments") {
-				t.Errorf("the agent may %s %s: it only reads them", verb, res)
+			if allowed(r.group, verb, r.resource, "payments") {
+				t.Errorf("the agent may %s %s.%s: it only reads them", verb, r.resource, r.group)
 			}
 		}
-	}
-	for _, res := range []string{"policies", "trafficpolicies"} {
 		for _, verb := range []string{"get", "patch", "update"} {
-			if !allowedSub("fluxgate.io", verb, res, "status", "payments") {
-				t.Errorf("the agent may not %s %s/status", verb, res)
+			if !allowedSub(r.group, verb, r.resource, "status", "payments") {
+				t.Errorf("the agent may not %s %s.%s/status", verb, r.resource, r.group)
 			}
 		}
 	}
