@@ -161,6 +161,7 @@ func (l *RedisLimiter) evalBatch(calls []*pipeCall, timeout time.Duration) {
 	}
 	if firstErr != nil {
 		b.noteError(end, firstErr)
+		b.reloadTopology()
 	}
 	if !answered {
 		b.breaker.failure(end, probe)

@@ -532,11 +532,24 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		b.breaker.failure(end, probe)
 		b.errs.WithLabelValues(errorReason(err)).Inc()
 		b.noteError(end, err)
+		b.reloadTopology()
 		return nil, err
 	}
 	b.breaker.success()
 	b.okAt.Store(end.UnixNano())
 	return reply, nil
+}
+
+// reloadTopology asks a Redis Cluster client to read the cluster's slot
+// map again after a failed call. go-redis follows MOVED by itself, but a
+// master that died answers nothing: until the map is read again (every
+// 10s by itself) the client keeps calling it, though its replica took
+// over its slots. The client reloads in the background, at most one
+// reload at a time; a standalone client has nothing to reload.
+func (b *RedisBackend) reloadTopology() {
+	if c, ok := b.client.(interface{ ReloadState(context.Context) }); ok {
+		c.ReloadState(context.Background())
+	}
 }
 
 func (b *RedisBackend) noteError(now time.Time, err error) {
