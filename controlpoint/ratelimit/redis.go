@@ -543,8 +543,8 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 // reloadTopology asks a Redis Cluster client to read the cluster's slot
 // map again after a failed call. go-redis follows MOVED by itself, but a
 // master that died answers nothing: until the map is read again (every
-// 10s by itself) the client keeps calling it, though its replica took
-// over its slots. The client reloads in the background, at most one
+// minute by itself, ClusterStateReloadInterval) the client keeps calling
+// it, though its replica took over its slots. The client reloads in the background, at most one
 // reload at a time; a standalone client has nothing to reload.
 func (b *RedisBackend) reloadTopology() {
 	if c, ok := b.client.(interface{ ReloadState(context.Context) }); ok {

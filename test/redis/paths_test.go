@@ -27,7 +27,7 @@ var (
 	pathsDuration  = flag.Duration("paths.duration", 3*time.Second, "BenchmarkRedisPaths: length of one closed-loop measurement")
 	pathsCallers   = flag.Int("paths.callers", 50, "BenchmarkRedisPaths: concurrent callers in the closed loop")
 	pathsPipelines = flag.Int("paths.pipelines", 0, "BenchmarkRedisPaths: RedisOptions.Pipelines of the engines (0: the default)")
-	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path)")
+	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty)")
 )
 
 // BenchmarkRedisPaths measures the Redis paths of global rate limits
@@ -90,7 +90,7 @@ func BenchmarkRedisPaths(b *testing.B) {
 	// a second, below lazy sync's 4 syncs a key a second).
 	cold := []pathMode{modes[2], modes[3]}
 	if *pathsOnly != "" {
-		modes = slices.DeleteFunc(modes, func(m pathMode) bool { return m.name != *pathsOnly && m.name != "floor" })
+		modes = slices.DeleteFunc(modes, func(m pathMode) bool { return m.name != *pathsOnly })
 		paced, cold = nil, nil
 	}
 
@@ -154,11 +154,17 @@ type pathMode struct {
 // closedLoop runs op from -paths.callers goroutines back to back for
 // -paths.duration.
 func closedLoop(b *testing.B, srv *Server, op func(context.Context, int, int) error) map[string]float64 {
+	return closedLoopCPU(b, srv.CPUSeconds, op)
+}
+
+// closedLoopCPU is closedLoop with redisCPU reading the CPU seconds of
+// the Redis side.
+func closedLoopCPU(b *testing.B, redisCPU func() float64, op func(context.Context, int, int) error) map[string]float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), *pathsDuration)
 	defer cancel()
 	var calls, errs atomic.Int64
 	var first sync.Once
-	cpu0, rcpu0, t0 := processCPUSeconds(), srv.CPUSeconds(), time.Now()
+	cpu0, rcpu0, t0 := processCPUSeconds(), redisCPU(), time.Now()
 	var wg sync.WaitGroup
 	for g := range *pathsCallers {
 		wg.Go(func() {
@@ -179,7 +185,7 @@ func closedLoop(b *testing.B, srv *Server, op func(context.Context, int, int) er
 	return map[string]float64{
 		"checks/s": n / elapsed,
 		"cpu":      (processCPUSeconds() - cpu0) / n * 1e6,
-		"redis":    (srv.CPUSeconds() - rcpu0) / n * 1e6,
+		"redis":    (redisCPU() - rcpu0) / n * 1e6,
 		"errors":   float64(errs.Load()),
 	}
 }
@@ -238,4 +244,71 @@ func peakRSSMiB() float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkRedisClusterScaling runs exact decisions (Engine.Check, a
+// backend: redis token bucket, 10,000 keys, -paths.callers callers)
+// against one standalone Redis and against real Redis Clusters of 3 and
+// 6 masters (each with a replica), interleaved, and prints throughput
+// and CPU per decision (all Redis processes together) for each.
+//
+//	go test ./test/redis -run '^$' -bench RedisClusterScaling -benchtime 1x
+func BenchmarkRedisClusterScaling(b *testing.B) {
+	type target struct {
+		name string
+		op   func(context.Context, int, int) error
+		cpu  func() float64
+	}
+	run := strconv.FormatInt(benchRuns.Add(1), 10)
+	params := "failure_mode: fail_closed, redis_timeout: 1s"
+	op := func(e *controlpoint.Engine) func(context.Context, int, int) error {
+		return func(ctx context.Context, g, n int) error {
+			var d controlpoint.Decision
+			client := strconv.Itoa((n*(*pathsCallers) + g) % 10_000)
+			e.Check(ctx, time.Now(), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": client}}, &d)
+			if !d.Accepted || d.Limiters[0].Failure != "" {
+				return fmt.Errorf("decision not made by Redis: %+v", d.Limiters)
+			}
+			return nil
+		}
+	}
+	srv := Start(b)
+	targets := []target{{"standalone", op(newEngine(b, srv, limiterPolicy(b, "scale-1-"+run, limiter("ingress", 1e9, params)))), srv.CPUSeconds}}
+	for _, masters := range []int{3, 6} {
+		cl := StartCluster(b, masters)
+		cpu := func() float64 {
+			sum := 0.0
+			for _, s := range cl.Nodes {
+				sum += s.CPUSeconds()
+			}
+			return sum
+		}
+		e := clusterEngine(b, cl, limiterPolicy(b, "scale-"+strconv.Itoa(masters)+"-"+run, limiter("ingress", 1e9, params)))
+		targets = append(targets, target{fmt.Sprintf("cluster, %d masters", masters), op(e), cpu})
+	}
+	res := map[string][]map[string]float64{}
+	for b.Loop() {
+		for range *pathsReps {
+			for _, t := range targets {
+				res[t.name] = append(res[t.name], closedLoopCPU(b, t.cpu, t.op))
+			}
+		}
+	}
+	med := func(key, metric string) float64 {
+		var xs []float64
+		for _, m := range res[key] {
+			xs = append(xs, m[metric])
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "%d interleaved repetitions of %v, %d callers, 10,000 keys, exact; medians; GOMAXPROCS %d\n\n", *pathsReps, *pathsDuration, *pathsCallers, runtime.GOMAXPROCS(0))
+	fmt.Fprintln(&out, "| Redis | checks/s | × standalone | agent µs CPU/check | redis µs CPU/check (all nodes) | errors |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|")
+	for _, t := range targets {
+		fmt.Fprintf(&out, "| %s | %.0f | %.2f | %.1f | %.1f | %.0f |\n", t.name, med(t.name, "checks/s"), med(t.name, "checks/s")/med("standalone", "checks/s"),
+			med(t.name, "cpu"), med(t.name, "redis"), med(t.name, "errors"))
+	}
+	fmt.Print(out.String())
 }
