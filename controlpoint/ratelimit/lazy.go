@@ -74,7 +74,7 @@ func newLazy(l *RedisLimiter, numSync int, interval time.Duration, maxMemory int
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	z := &lazy{l: l, numSync: numSync, period: interval / time.Duration(numSync), id: hex.EncodeToString(id[:]), agents: 1, seed: maphash.MakeSeed()}
-	z.syncs.window = min(z.period/10, maxSyncWindow)
+	z.syncs.window = max(min(z.period/10, maxSyncWindow), minSyncWindow)
 	z.shards = make([]lazyShard, shardsFor(maxMemory))
 	for i := range z.shards {
 		z.shards[i].buckets = newStore[lazyBucket](maxMemory / int64(len(z.shards)))

@@ -190,3 +190,14 @@ func TestLazySyncsOfColdKeysShareRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// A lazy limiter whose sync period rounds to nothing still decides and
+// syncs (its batch window has a floor).
+func TestLazySyncTinyPeriod(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Client(t))
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:tiny", Limits: Limits{Capacity: 10, FillAmount: 10, Interval: 3 * time.Nanosecond, Continuous: true},
+		Timeout: testTimeout, NumSync: 4})
+	l.Take(context.Background(), time.Now(), "k", 1)
+	eventually(t, "a sync", func() bool { return testutil.ToFloat64(b.syncs.WithLabelValues("ok")) >= 1 })
+}

@@ -27,8 +27,13 @@ type syncQueue struct {
 	running bool     // guarded by mu: the sending goroutine is on
 }
 
-// maxSyncWindow bounds how long a due sync waits for company.
-const maxSyncWindow = 5 * time.Millisecond
+// maxSyncWindow bounds how long a due sync waits for company;
+// minSyncWindow keeps the sending goroutine from spinning when the sync
+// period is tiny.
+const (
+	maxSyncWindow = 5 * time.Millisecond
+	minSyncWindow = 100 * time.Microsecond
+)
 
 // maxSyncBatch bounds one pipeline of syncs.
 const maxSyncBatch = 256
