@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -16,8 +15,8 @@ import (
 // lazy is the local side of a RedisLimiter with lazy sync: one local
 // bucket per key holding this agent's share of the global bucket.
 // Decisions only touch the local bucket. A sync runs off the decision
-// path (a goroutine, or a timer when the next one is not due yet) and is
-// one script call: it charges the tokens this agent took since its last
+// path (queued, and sent with the other due syncs of the limiter in one
+// pipeline: lazybatch.go) and is one script call: it charges the tokens this agent took since its last
 // sync to the global bucket, and answers how many agents share the bucket
 // and this agent's new share: 1/agents of the tokens left that no other
 // agent may be spending (Redis holds back each other agent's last share
@@ -42,6 +41,7 @@ type lazy struct {
 	seed      maphash.Seed
 	shards    []lazyShard // a power of two of them
 	evictions atomic.Uint64
+	syncs     syncQueue
 }
 
 type lazyShard struct {
@@ -53,7 +53,7 @@ type lazyShard struct {
 // Sync states of a lazyBucket.
 const (
 	syncIdle      = iota
-	syncScheduled // a timer will start the sync
+	syncScheduled // queued in lazy.syncs
 	syncRunning
 )
 
@@ -74,6 +74,7 @@ func newLazy(l *RedisLimiter, numSync int, interval time.Duration, maxMemory int
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	z := &lazy{l: l, numSync: numSync, period: interval / time.Duration(numSync), id: hex.EncodeToString(id[:]), agents: 1, seed: maphash.MakeSeed()}
+	z.syncs.window = max(min(z.period/10, maxSyncWindow), minSyncWindow)
 	z.shards = make([]lazyShard, shardsFor(maxMemory))
 	for i := range z.shards {
 		z.shards[i].buckets = newStore[lazyBucket](maxMemory / int64(len(z.shards)))
@@ -193,35 +194,33 @@ func (z *lazy) giveBack(now time.Time, key string, n float64) {
 	sh.mu.Unlock()
 }
 
-// scheduleLocked starts key's sync now when it is due, else sets a timer
-// for when it is, unless the bucket has nothing to send.
+// scheduleLocked queues key's sync: for the next batch when it is due,
+// else for when it is, unless the bucket has nothing to send.
 func (z *lazy) scheduleLocked(key string, b *lazyBucket, wall int64) {
+	at := b.due
 	if wall >= b.due {
-		b.state = syncRunning
-		go z.sync(key, b)
-		return
-	}
-	if b.total == b.ack {
+		at = wall
+	} else if b.total == b.ack {
 		return // a rejection before the sync is due: nothing to tell Redis
 	}
 	b.state = syncScheduled
-	time.AfterFunc(time.Duration(b.due-wall), func() { z.sync(key, b) })
+	z.syncs.add(z, key, b, at)
 }
 
-// sync reconciles key's bucket with Redis. It runs in its own goroutine.
-func (z *lazy) sync(key string, b *lazyBucket) {
-	sh := z.shard(key)
-	start := time.Now()
-	sh.mu.Lock()
+// startSync marks b's sync as running and returns what it sends. The
+// caller holds the shard's mutex.
+func (z *lazy) startSyncLocked(b *lazyBucket, start time.Time) (total, ack float64) {
 	b.state = syncRunning
-	b.due = start.Add(z.period).UnixNano()
-	total, ack := b.total, b.ack
-	sh.mu.Unlock()
+	// The next sync may go one batch window early: it leaves at the
+	// first batch after it is due, so syncs stay one period apart at most.
+	b.due = start.Add(z.period - z.syncs.window).UnixNano()
+	return b.total, b.ack
+}
 
-	lim := z.l.limits.Load()
-	grant, agents, err := z.call(lim, key, b.epoch, total, ack)
+// finishSync applies a sync's answer (or failure) to key's bucket b.
+func (z *lazy) finishSync(key string, b *lazyBucket, lim *Limits, total, grant, agents float64, err error) {
 	z.l.b.syncs.WithLabelValues(syncResult(err)).Inc()
-
+	sh := z.shard(key)
 	wall := time.Now().UnixNano()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -259,9 +258,8 @@ func syncResult(err error) string {
 	return errorReason(err)
 }
 
-// call runs the lazy-sync script: it returns this agent's new share and
-// the number of agents sharing the bucket.
-func (z *lazy) call(lim *Limits, key, epoch string, total, ack float64) (grant, agents float64, err error) {
+// syncArgs are the lazy-sync script's arguments for key's share.
+func (z *lazy) syncArgs(lim *Limits, epoch string, total, ack float64) []any {
 	l := z.l
 	cont, delay := "0", "0"
 	if lim.Continuous {
@@ -273,12 +271,13 @@ func (z *lazy) call(lim *Limits, key, epoch string, total, ack float64) (grant, 
 	// An agent is counted while it synced within the last three periods:
 	// one missed sync does not change every other agent's share.
 	active := 3 * z.period
-	args := []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, z.id, total, ack,
+	return []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, z.id, total, ack,
 		l.ttl(lim).Milliseconds(), delay, active.Microseconds(), epoch}
-	reply, err := l.eval(context.Background(), l.script, []string{l.Key(key)}, args)
-	if err != nil {
-		return 0, 0, err
-	}
+}
+
+// parseSync reads the lazy-sync script's reply: this agent's new share
+// and the number of agents sharing the bucket.
+func parseSync(reply []any) (grant, agents float64, err error) {
 	if len(reply) != 3 {
 		return 0, 0, fmt.Errorf("ratelimit: unexpected lazy sync reply %v", reply)
 	}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -146,4 +147,57 @@ func TestLazySweptShareIsNotRefunded(t *testing.T) {
 	if r := l.Peek(ctx, time.Now(), "k", 1); r.Allowed {
 		t.Fatalf("a drained bucket admits after a sweep: %+v", r)
 	}
+}
+
+// Syncs of many keys, each checked once (cold keys), leave together in
+// batches: far fewer round trips than syncs, and every take is charged
+// to its key in Redis.
+func TestLazySyncsOfColdKeysShareRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	if err := b.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var rt roundTrips
+	c.AddHook(&rt)
+	// 1,000 tokens a second per key, num_sync 4: a 5ms batch window.
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:cold", Limits: Limits{Capacity: 1000, FillAmount: 1000, Interval: time.Second, Continuous: true},
+		Timeout: testTimeout, NumSync: 4})
+	ctx := context.Background()
+	const keys = 200
+	for i := range keys {
+		// One take per key, a key every half millisecond: about ten keys
+		// due in each batch window.
+		if r := l.Take(ctx, time.Now(), strconv.Itoa(i), 1); !r.Allowed {
+			t.Fatalf("take %d refused: %+v", i, r)
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	eventually(t, "every key synced", func() bool { return testutil.ToFloat64(b.syncs.WithLabelValues("ok")) >= keys })
+	trips := rt.single.Load() + rt.pipelines.Load()
+	t.Logf("%d syncs: %d round trips (%d single commands, %d pipelines of %d commands)", keys, trips, rt.single.Load(), rt.pipelines.Load(), rt.piped.Load())
+	if trips > keys/2 {
+		t.Errorf("%d round trips for %d syncs: the syncs do not share round trips", trips, keys)
+	}
+	for i := range keys {
+		left, err := c.HGet(ctx, l.Key(strconv.Itoa(i)), "t").Float64()
+		if err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+		if left >= 1000 {
+			t.Errorf("key %d: the take was not charged (%v tokens left)", i, left)
+		}
+	}
+}
+
+// A lazy limiter whose sync period rounds to nothing still decides and
+// syncs (its batch window has a floor).
+func TestLazySyncTinyPeriod(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Client(t))
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:tiny", Limits: Limits{Capacity: 10, FillAmount: 10, Interval: 3 * time.Nanosecond, Continuous: true},
+		Timeout: testTimeout, NumSync: 4})
+	l.Take(context.Background(), time.Now(), "k", 1)
+	eventually(t, "a sync", func() bool { return testutil.ToFloat64(b.syncs.WithLabelValues("ok")) >= 1 })
 }

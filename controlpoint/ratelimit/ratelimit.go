@@ -57,7 +57,10 @@
 // a new one once the budget is full.
 //
 // A RedisLimiter keeps the buckets in Redis, shared by every agent. In
-// exact mode each decision is one Lua script call. With lazy sync
+// exact mode each decision is one Lua script call; concurrent calls share
+// round trips (one pipeline for the calls that queued while the previous
+// ones were in flight, see pipe.go), each caller still bounded by its own
+// deadline. With lazy sync
 // (RedisLimiterOptions.NumSync, the policy's lazy_sync) each agent
 // decides from a local share and never waits on Redis; every busy bucket
 // is reconciled NumSync times per interval (one script call that charges
@@ -68,7 +71,10 @@
 // bucket_capacity/N, so a failed sync (counted in
 // fluxgate_redis_lazy_syncs_total) leaves the agent deciding with its
 // share of the limit; what it takes meanwhile is charged at the next sync
-// that succeeds. The script takes running totals, so a sync whose reply
+// that succeeds. A limiter's due syncs leave together, one pipeline each
+// batch window (a tenth of the sync period, at most 5ms; lazybatch.go),
+// so a key checked less often than it may sync costs a share of a round
+// trip per check, not a goroutine and a round trip of its own. The script takes running totals, so a sync whose reply
 // was lost is never charged twice, and the global bucket may go into
 // debt (down to -bucket_capacity) for tokens agents took before they
 // learnt it was empty.

@@ -29,7 +29,8 @@ import (
 //
 // A RedisBackend is safe for concurrent use.
 type RedisBackend struct {
-	client   redis.Scripter
+	client   RedisClient
+	pipe     pipe
 	tb, sw   *redis.Script
 	lz       *redis.Script
 	breaker  breaker
@@ -47,11 +48,11 @@ type RedisBackend struct {
 
 // RedisOptions configures a RedisBackend.
 type RedisOptions struct {
-	// Client runs the scripts: a *redis.Client, *redis.ClusterClient or
-	// anything that can EVALSHA. Required. It should be built with
-	// ContextTimeoutEnabled (so a deadline bounds every socket read and
-	// write) and MaxRetries -1 (a retried take could be charged twice).
-	Client redis.Scripter
+	// Client runs the scripts: a *redis.Client or *redis.ClusterClient.
+	// Required. It should be built with ContextTimeoutEnabled (so a
+	// deadline bounds every socket read and write) and MaxRetries -1 (a
+	// retried take could be charged twice).
+	Client RedisClient
 	// Registerer receives the backend's metrics. Nil means none.
 	Registerer prometheus.Registerer
 	// BreakerErrors consecutive failed calls open the breaker. Default 5.
@@ -59,6 +60,10 @@ type RedisOptions struct {
 	// BreakerCooldown is how long an open breaker skips Redis before it
 	// lets a probe through. Default 250ms.
 	BreakerCooldown time.Duration
+	// Pipelines is how many calls or pipelines of calls may be in flight
+	// at once; concurrent decisions beyond it share the next round trip
+	// (see pipe.go). Default 2.
+	Pipelines int
 }
 
 var (
@@ -83,6 +88,9 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	if opts.BreakerCooldown <= 0 {
 		opts.BreakerCooldown = 250 * time.Millisecond
 	}
+	if opts.Pipelines <= 0 {
+		opts.Pipelines = defaultPipeLanes
+	}
 	dur := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "fluxgate_redis_call_duration_seconds",
 		Help:    "Duration of the Redis calls of global rate limiters, failed ones included.",
@@ -90,6 +98,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	})
 	b := &RedisBackend{
 		client:   opts.Client,
+		pipe:     pipe{client: opts.Client, lanes: opts.Pipelines, maxBatch: defaultPipeMaxBatch},
 		tb:       redis.NewScript(tokenBucketLua),
 		sw:       redis.NewScript(slidingWindowLua),
 		lz:       redis.NewScript(lazySyncLua),
@@ -509,14 +518,9 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	reply, err := script.EvalSha(ctx, b.client, keys, args...).Slice()
-	if err != nil && isNoScript(err) {
-		// Redis restarted or flushed its scripts: load and run again,
-		// within the same deadline.
-		if err = script.Load(ctx, b.client).Err(); err == nil {
-			reply, err = script.EvalSha(ctx, b.client, keys, args...).Slice()
-		}
-	}
+	// Concurrent calls share round trips; a script Redis lost is loaded
+	// again within the same deadline.
+	reply, err := b.pipe.do(&pipeCall{ctx: ctx, script: script, keys: keys, args: args})
 	end := time.Now()
 	b.duration.Observe(end.Sub(start).Seconds())
 	if err != nil {
@@ -528,11 +532,24 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		b.breaker.failure(end, probe)
 		b.errs.WithLabelValues(errorReason(err)).Inc()
 		b.noteError(end, err)
+		b.reloadTopology()
 		return nil, err
 	}
 	b.breaker.success()
 	b.okAt.Store(end.UnixNano())
 	return reply, nil
+}
+
+// reloadTopology asks a Redis Cluster client to read the cluster's slot
+// map again after a failed call. go-redis follows MOVED by itself, but a
+// master that died answers nothing: until the map is read again (every
+// minute by itself, ClusterStateReloadInterval) the client keeps calling
+// it, though its replica took over its slots. The client reloads in the background, at most one
+// reload at a time; a standalone client has nothing to reload.
+func (b *RedisBackend) reloadTopology() {
+	if c, ok := b.client.(interface{ ReloadState(context.Context) }); ok {
+		c.ReloadState(context.Background())
+	}
 }
 
 func (b *RedisBackend) noteError(now time.Time, err error) {

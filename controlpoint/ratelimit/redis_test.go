@@ -11,7 +11,7 @@ import (
 	redistest "github.com/fluxgate/fluxgate/test/redis"
 )
 
-func newBackend(t *testing.T, c goredis.Scripter) *RedisBackend {
+func newBackend(t *testing.T, c RedisClient) *RedisBackend {
 	t.Helper()
 	b, err := NewRedisBackend(RedisOptions{Client: c})
 	if err != nil {

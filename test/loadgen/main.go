@@ -13,6 +13,12 @@
 // medians as a Markdown table. Everything stops by itself.
 //
 //	go run ./test/loadgen -reps 5 -duration 5s
+//
+// With -redis it measures Redis-backed limits instead (redis.go): the
+// agent's exact mode against a bare EVALSHA loop on the same redis-server
+// (the one-round-trip-per-decision floor), and lazy_sync with 10,000 keys:
+//
+//	go run ./test/loadgen -redis -reps 3 -duration 3s
 package main
 
 import (
@@ -59,6 +65,12 @@ func main() {
 	flag.Parse()
 	if *serveNoop != "" {
 		runNoop(*serveNoop)
+		return
+	}
+	if *redisMode {
+		if err := runRedis(); err != nil {
+			log.Fatal(err)
+		}
 		return
 	}
 	if err := run(); err != nil {

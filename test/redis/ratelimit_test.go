@@ -45,7 +45,13 @@ func limiter(controlPoint string, limit float64, params string) string {
 // newEngine is one agent's engine with its own client and backend on srv.
 func newEngine(t testing.TB, srv *Server, ps []*policies.Policy) *controlpoint.Engine {
 	t.Helper()
-	b, err := ratelimit.NewRedisBackend(ratelimit.RedisOptions{Client: srv.Client(t)})
+	return newEngineWith(t, ratelimit.RedisOptions{Client: srv.Client(t)}, ps)
+}
+
+// newEngineWith is an engine with a backend built with opts.
+func newEngineWith(t testing.TB, opts ratelimit.RedisOptions, ps []*policies.Policy) *controlpoint.Engine {
+	t.Helper()
+	b, err := ratelimit.NewRedisBackend(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

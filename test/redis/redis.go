@@ -1,8 +1,9 @@
 // Package redis starts a real Redis server (the Debian package
 // `redis-server`, installed by `make deps`) for end-to-end tests, and holds
 // the tests of global rate limits: several engines sharing a limit through
-// one Redis, clock skew, Redis killed and restarted mid-load, and the
-// Cluster slot of a bucket's keys.
+// one Redis, clock skew, Redis killed and restarted mid-load, the
+// Cluster slot of a bucket's keys, and a real Redis Cluster (StartCluster:
+// three masters, three replicas) with a master killed mid-load.
 package redis
 
 import (
@@ -10,8 +11,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,9 +27,10 @@ import (
 type Server struct {
 	Addr string // 127.0.0.1:PORT
 
-	bin  string
-	dir  string
-	port int
+	bin         string
+	dir         string
+	port        int
+	clusterPort int // cluster bus port of a Cluster node; 0 for a standalone server
 
 	mu  sync.Mutex // guards cmd
 	cmd *exec.Cmd
@@ -34,13 +38,13 @@ type Server struct {
 
 // Start runs redis-server on a free loopback port, without persistence,
 // and stops it when the test ends. Without the redis-server binary the
-// test is skipped with a message naming the package to install; CI
-// installs it.
+// test is skipped with a message naming the package to install, or fails
+// under CI=true (CI installs it).
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Skip("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
+		missing(t, "redis-server is not installed (Debian package redis-server; `make deps` installs it)")
 	}
 	s := &Server{bin: bin, dir: t.TempDir(), port: freePort(t)}
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
@@ -49,6 +53,15 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// missing skips the test for a missing binary, or fails it under CI=true.
+func missing(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }
 
 func freePort(t testing.TB) int {
@@ -70,8 +83,7 @@ func (s *Server) Restart() error {
 		return fmt.Errorf("redis: server on %s is running", s.Addr)
 	}
 	var out bytes.Buffer
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	cmd := exec.Command(s.bin, s.serverArgs()...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis: start redis-server: %w", err)
@@ -135,4 +147,36 @@ func (s *Server) Client(t testing.TB) *goredis.Client {
 	})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// CPUSeconds is the CPU time (user and system) the running server has
+// used, from /proc; 0 when it cannot be read.
+func (s *Server) CPUSeconds() float64 {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return 0
+	}
+	return procCPUSeconds(cmd.Process.Pid)
+}
+
+// procCPUSeconds reads utime and stime of pid from /proc/PID/stat.
+func procCPUSeconds(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return 0
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // clock ticks, 100 Hz on Linux
 }

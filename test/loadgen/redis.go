@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+)
+
+var redisMode = flag.Bool("redis", false, "measure Redis-backed limits instead: the agent's exact and lazy_sync modes over gRPC against a bare EVALSHA loop (the floor) on the same redis-server")
+
+// redisPolicy holds one rate limiter per Redis mode, each at its own
+// control point, keyed by the label user, limits far above the load.
+const redisPolicy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: redis-load}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: exact}]
+            in_ports: {bucket_capacity: {constant_signal: {value: 1e12}}, fill_amount: {constant_signal: {value: 1e12}}}
+            parameters: {limit_by_label_key: user, interval: 1s, backend: redis, failure_mode: fail_closed, redis_timeout: 1s}
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: lazy}]
+            in_ports: {bucket_capacity: {constant_signal: {value: 1e12}}, fill_amount: {constant_signal: {value: 1e12}}}
+            parameters: {limit_by_label_key: user, interval: 1s, backend: redis, redis_timeout: 1s, lazy_sync: {enabled: true, num_sync: 4}}
+`
+
+// runRedis is -redis: it starts redis-server and the agent, and measures,
+// interleaved -reps times: the floor (this process's EVALSHA loop of
+// tokenbucket.lua with an exact decision's arguments, -callers
+// goroutines, 64 keys), the agent's exact mode with 64 and 10,000 keys
+// and lazy_sync with 10,000 keys (gRPC checks, -callers concurrent on one
+// connection), then floor and exact at -rate in an open loop.
+func runRedis() error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return errors.New("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
+	}
+	dir, err := os.MkdirTemp("", "fluxgate-loadgen-redis-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	redisAddr := freeAddr()
+	rs := exec.Command(bin, "--port", port(redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := rs.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	defer func() { _ = rs.Process.Kill(); _, _ = rs.Process.Wait() }()
+	rc := goredis.NewClient(&goredis.Options{Addr: redisAddr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	defer rc.Close()
+	for start := time.Now(); rc.Ping(context.Background()).Err() != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			return errors.New("redis-server does not answer")
+		}
+	}
+	redisCPU := func() float64 { return cpuSeconds(rs.Process.Pid) }
+
+	agent, err := startAgent(dir, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = agent.cmd.Process.Kill(); _, _ = agent.cmd.Process.Wait() }()
+
+	src, err := os.ReadFile("controlpoint/ratelimit/tokenbucket.lua")
+	if err != nil {
+		return fmt.Errorf("run from the repository root: %w", err)
+	}
+	script := goredis.NewScript(string(src))
+	if err := script.Load(context.Background(), rc).Err(); err != nil {
+		return err
+	}
+	floor := func(ctx context.Context, g, n int) error {
+		key := "{fluxgate:loadgen/floor:0:" + strconv.Itoa((n*7+g)%64) + "}:tb"
+		return script.EvalSha(ctx, rc, []string{key}, 1e12, 1e12, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
+	}
+	client, conn, err := dial(agent.grpcAddr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	checks := func(cp string, keys int) func(context.Context, int, int) error {
+		reqs := make([]*pb.CheckRequest, keys)
+		for i := range reqs {
+			reqs[i] = &pb.CheckRequest{ControlPoint: cp, Labels: map[string]string{"user": "u" + strconv.Itoa(i)}}
+		}
+		return func(ctx context.Context, g, n int) error {
+			resp, err := client.Check(ctx, reqs[(n*(*callers)+g)%keys])
+			if err != nil {
+				return err
+			}
+			if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
+				return fmt.Errorf("%s: rejected: %v", cp, resp.GetRejectReason())
+			}
+			return nil
+		}
+	}
+	type mode struct {
+		name  string
+		op    func(context.Context, int, int) error
+		agent bool // the agent decides (its CPU counts)
+	}
+	modes := []mode{
+		{"floor (EVALSHA loop)", floor, false},
+		{"exact, 64 keys", checks("exact", 64), true},
+		{"exact, 10,000 keys", checks("exact", 10_000), true},
+		{"lazy_sync, 10,000 keys", checks("lazy", 10_000), true},
+	}
+	paced := modes[:2]
+	results := map[string][]map[string]float64{}
+	for rep := range *reps {
+		for _, m := range modes {
+			cpu0, rcpu0 := agent.cpuSeconds(), redisCPU()
+			r := closedLoopOp(m.name, m.op)
+			r["agent µs CPU/call"] = (agent.cpuSeconds() - cpu0) / r["calls"] * 1e6
+			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
+			results[m.name] = append(results[m.name], r)
+		}
+		for _, m := range paced {
+			results["paced "+m.name] = append(results["paced "+m.name], openLoopOp(m.op))
+		}
+		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
+	}
+	med := func(key, metric string) float64 {
+		var xs []float64
+		for _, m := range results[key] {
+			xs = append(xs, m[metric])
+		}
+		return median(xs)
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop (the agent's over one gRPC connection), %d/s open loop.\n\n", *reps, *duration, *callers, *rate)
+	fmt.Fprintln(&b, "| mode | calls/s | × floor | agent µs CPU/call | redis µs CPU/call | failures |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	for _, m := range modes {
+		agentCPU := "–"
+		if m.agent {
+			agentCPU = fmt.Sprintf("%.1f", med(m.name, "agent µs CPU/call"))
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.1f | %.0f |\n", m.name, med(m.name, "calls/s"), med(m.name, "calls/s")/med(modes[0].name, "calls/s"),
+			agentCPU, med(m.name, "redis µs CPU/call"), med(m.name, "failures"))
+	}
+	lz, ex := modes[3].name, modes[2].name
+	fmt.Fprintf(&b, "\nlazy_sync / exact with 10,000 keys: throughput %.2f×, agent CPU per call %.2f×\n",
+		med(lz, "calls/s")/med(ex, "calls/s"), med(lz, "agent µs CPU/call")/med(ex, "agent µs CPU/call"))
+	fmt.Fprintf(&b, "\n| open loop %d/s | p50 ms | p99 ms | failures |\n|---|---|---|---|\n", *rate)
+	for _, m := range paced {
+		k := "paced " + m.name
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.0f |\n", m.name, med(k, "p50 ms"), med(k, "p99 ms"), med(k, "failures"))
+	}
+	fmt.Fprintf(&b, "\nexact p99 / floor p99: %.2f\n", med("paced "+paced[1].name, "p99 ms")/med("paced "+paced[0].name, "p99 ms"))
+	fmt.Fprintf(&b, "agent peak RSS: %.1f MiB\n", agent.peakRSSMiB())
+	_, _ = io.Copy(os.Stdout, &b)
+	return nil
+}
+
+// startAgent builds (unless -agent-bin) and starts the agent in dir with
+// one policy file and extra environment, and waits until it is ready.
+func startAgent(dir, name, policyText string, env ...string) (*proc, error) {
+	bin := *agentBin
+	if bin == "" {
+		bin = filepath.Join(dir, "fluxgate")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/fluxgate")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return nil, fmt.Errorf("build agent: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", name), []byte(policyText), 0o644); err != nil {
+		return nil, err
+	}
+	p := &proc{name: "agent", grpcAddr: freeAddr(), httpAddr: freeAddr()}
+	p.cmd = exec.Command(bin, "agent")
+	p.cmd.Dir = dir
+	p.cmd.Env = append(append(os.Environ(),
+		"FLUXGATE_SERVER_HOST=127.0.0.1",
+		"FLUXGATE_SERVER_HTTP_PORT="+port(p.httpAddr),
+		"FLUXGATE_SERVER_GRPC_PORT="+port(p.grpcAddr),
+		"FLUXGATE_METRICS_PORT=0",
+		"FLUXGATE_OTLP_GRPC_PORT=0",
+		"FLUXGATE_OTLP_HTTP_PORT=0",
+		"FLUXGATE_LOG_LEVEL=warn",
+	), env...)
+	p.cmd.Stderr = os.Stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	if err := waitHTTP("http://"+p.httpAddr+"/readyz", 20*time.Second); err != nil {
+		_ = p.cmd.Process.Kill()
+		_, _ = p.cmd.Process.Wait()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return p, nil
+}
+
+// cpuSeconds is the CPU time of pid, from /proc.
+func cpuSeconds(pid int) float64 {
+	return (&proc{cmd: &exec.Cmd{Process: &os.Process{Pid: pid}}}).cpuSeconds()
+}
+
+// closedLoopOp runs op from -callers goroutines back to back for
+// -duration.
+func closedLoopOp(name string, op func(context.Context, int, int) error) map[string]float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	var calls, failures atomic.Int64
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for g := range *callers {
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				if err := op(ctx, g, n); err != nil {
+					// The loop's own end (gRPC, and a socket deadline set
+					// from it, may report it a little early).
+					if d, _ := ctx.Deadline(); ctx.Err() != nil || endOfLoop(err) || time.Until(d) < 50*time.Millisecond {
+						continue
+					}
+					if failures.Add(1) == 1 {
+						fmt.Fprintf(os.Stderr, "%s: first failure: %v\n", name, err)
+					}
+					continue
+				}
+				calls.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	n := float64(calls.Load())
+	return map[string]float64{"calls": n, "calls/s": n / time.Since(t0).Seconds(), "failures": float64(failures.Load())}
+}
+
+// endOfLoop reports whether err is a deadline or cancellation: in the
+// closed loop only its own end sets one.
+func endOfLoop(err error) bool {
+	if c := status.Code(err); c == codes.DeadlineExceeded || c == codes.Canceled {
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// openLoopOp offers op at -rate for -duration and measures each call
+// from its intended start.
+func openLoopOp(op func(context.Context, int, int) error) map[string]float64 {
+	total := int(float64(*rate) * duration.Seconds())
+	lat := make([]time.Duration, total)
+	todo := make(chan int, total)
+	var failures atomic.Int64
+	start := time.Now().Add(10 * time.Millisecond)
+	interval := time.Second / time.Duration(*rate)
+	var wg sync.WaitGroup
+	for g := range 256 {
+		wg.Go(func() {
+			for i := range todo {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				if err := op(ctx, g, i); err != nil {
+					failures.Add(1)
+				}
+				cancel()
+				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
+			}
+		})
+	}
+	for i := range total {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		todo <- i
+	}
+	close(todo)
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))]) / 1e6 }
+	return map[string]float64{"p50 ms": q(0.5), "p99 ms": q(0.99), "failures": float64(failures.Load())}
+}

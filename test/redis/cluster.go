@@ -1,0 +1,272 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Cluster is a real Redis Cluster started by a test: masters with one
+// replica each, every node a redis-server in cluster mode on free
+// loopback ports (its cluster bus port too).
+type Cluster struct {
+	Nodes []*Server // every node; Masters and Replicas are the roles at creation
+}
+
+// clusterNodeTimeout is the cluster's node timeout: a master that does
+// not answer for this long is failed over to its replica. Short, so
+// failover tests stay short.
+const clusterNodeTimeout = 500 * time.Millisecond
+
+// StartCluster runs masters × 2 redis-server in cluster mode, creates the
+// cluster with redis-cli --cluster create (one replica per master), and
+// waits until every node reports cluster_state:ok and every slot is
+// served. Everything stops when the test ends. Without the redis-server
+// or redis-cli binary the test is skipped, as Start does (under CI=true
+// it fails); CI installs the Debian package redis-server, which has both.
+func StartCluster(t testing.TB, masters int) *Cluster {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		missing(t, "redis-server is not installed (Debian package redis-server; `make deps` installs it)")
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		missing(t, "redis-cli is not installed (Debian package redis-tools, a dependency of redis-server; `make deps` installs it)")
+	}
+	c := &Cluster{}
+	var addrs []string
+	for range 2 * masters {
+		s := &Server{bin: bin, dir: t.TempDir(), port: freePort(t), clusterPort: freePort(t)}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+		t.Cleanup(s.Kill)
+		if err := s.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		c.Nodes = append(c.Nodes, s)
+		addrs = append(addrs, s.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	if err := c.WaitHealthy(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitReplicasSynced(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitReplicasSynced waits until every replica's link to its master is
+// up, so that any master can be failed over.
+func (c *Cluster) waitReplicasSynced(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, s := range c.Nodes {
+		cl := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			info, err := cl.Info(ctx, "replication").Result()
+			cancel()
+			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = cl.Close()
+				return fmt.Errorf("redis: replica %s not synced after %v: %w %s", s.Addr, limit, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cl.Close()
+	}
+	return nil
+}
+
+// Addrs are the nodes' addresses, for a cluster client.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, s := range c.Nodes {
+		out = append(out, s.Addr)
+	}
+	return out
+}
+
+// Client returns a cluster client configured as the agent configures its
+// own (context deadlines bound socket I/O, commands not retried by the
+// client, one dial attempt). It is closed when the test ends.
+func (c *Cluster) Client(t testing.TB) *goredis.ClusterClient {
+	cc := goredis.NewClusterClient(&goredis.ClusterOptions{
+		Addrs:                 c.Addrs(),
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		DialTimeout:           time.Second,
+	})
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// node is one line of CLUSTER NODES.
+type clusterNode struct {
+	addr   string // 127.0.0.1:PORT
+	master bool
+	failed bool
+	slots  int
+}
+
+// nodes is CLUSTER NODES as seen by s.
+func nodesSeenBy(ctx context.Context, s *Server) ([]clusterNode, error) {
+	cl := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
+	defer func() { _ = cl.Close() }()
+	txt, err := cl.ClusterNodes(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []clusterNode
+	for line := range strings.SplitSeq(strings.TrimSpace(txt), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		n := clusterNode{addr: f[1], master: strings.Contains(f[2], "master"), failed: strings.Contains(f[2], "fail")}
+		if i := strings.IndexByte(n.addr, '@'); i >= 0 {
+			n.addr = n.addr[:i]
+		}
+		for _, r := range f[8:] {
+			if strings.HasPrefix(r, "[") {
+				continue // a slot being migrated
+			}
+			lo, hi, ok := strings.Cut(r, "-")
+			a, _ := strconv.Atoi(lo)
+			b := a
+			if ok {
+				b, _ = strconv.Atoi(hi)
+			}
+			n.slots += b - a + 1
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Masters are the addresses of the masters that serve slots, as the
+// running nodes see them (after a failover, the promoted replicas).
+func (c *Cluster) Masters(ctx context.Context) ([]string, error) {
+	for _, s := range c.Nodes {
+		if !s.running() {
+			continue
+		}
+		nodes, err := nodesSeenBy(ctx, s)
+		if err != nil {
+			continue
+		}
+		var out []string
+		for _, n := range nodes {
+			if n.master && !n.failed && n.slots > 0 {
+				out = append(out, n.addr)
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("redis: no cluster node answers")
+}
+
+// Node is the node at addr.
+func (c *Cluster) Node(addr string) *Server {
+	for _, s := range c.Nodes {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// WaitHealthy waits until every running node reports cluster_state:ok
+// and sees all 16384 slots served by masters that are running (after a
+// master is killed: until its replica is promoted).
+func (c *Cluster) WaitHealthy(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	var last string
+	for time.Now().Before(deadline) {
+		if ok, why := c.healthy(); ok {
+			return nil
+		} else {
+			last = why
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("redis: cluster not healthy after %v: %s", limit, last)
+}
+
+func (c *Cluster) healthy() (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, s := range c.Nodes {
+		if !s.running() {
+			continue
+		}
+		cl := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
+		info, err := cl.ClusterInfo(ctx).Result()
+		_ = cl.Close()
+		if err != nil {
+			return false, fmt.Sprintf("%s: %v", s.Addr, err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return false, s.Addr + " reports " + firstLine(info)
+		}
+		nodes, err := nodesSeenBy(ctx, s)
+		if err != nil {
+			return false, err.Error()
+		}
+		slots := 0
+		for _, n := range nodes {
+			if n.master && !n.failed {
+				if node := c.Node(n.addr); n.slots > 0 && (node == nil || !node.running()) {
+					return false, fmt.Sprintf("%s sees %s, which is down, serve slots", s.Addr, n.addr)
+				}
+				slots += n.slots
+			}
+		}
+		if slots != 16384 {
+			return false, fmt.Sprintf("%s sees %d slots served", s.Addr, slots)
+		}
+	}
+	return true, ""
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return strings.TrimSpace(line)
+}
+
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
+// serverArgs are redis-server's arguments for s.
+func (s *Server) serverArgs() []string {
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir}
+	if s.clusterPort != 0 {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(s.clusterPort),
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
+			// Replicas sync at once (Redis 7 waits 5s for more replicas by
+			// default): a replica that never synced cannot be promoted.
+			"--repl-diskless-sync-delay", "0")
+	}
+	return args
+}

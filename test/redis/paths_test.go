@@ -1,0 +1,318 @@
+package redis
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+)
+
+var (
+	pathsReps      = flag.Int("paths.reps", 3, "BenchmarkRedisPaths: interleaved repetitions (medians are reported)")
+	pathsDuration  = flag.Duration("paths.duration", 3*time.Second, "BenchmarkRedisPaths: length of one closed-loop measurement")
+	pathsCallers   = flag.Int("paths.callers", 50, "BenchmarkRedisPaths: concurrent callers in the closed loop")
+	pathsPipelines = flag.Int("paths.pipelines", 0, "BenchmarkRedisPaths: RedisOptions.Pipelines of the engines (0: the default)")
+	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty), or \"paced\" for floor and exact at 5,000/s only")
+)
+
+// BenchmarkRedisPaths measures the Redis paths of global rate limits
+// against the one-round-trip-per-decision floor, in one interleaved run,
+// and prints a table of medians:
+//
+//   - floor: a bare EVALSHA loop of tokenbucket.lua with an exact
+//     decision's arguments, -paths.callers goroutines on one go-redis
+//     client, 64 keys (where envoy ratelimit and FluxGate before shared
+//     round trips sit: one round trip per decision);
+//   - exact: whole Engine.Check decisions with a backend: redis token
+//     bucket (deadline, breaker, metrics included), same callers, 64 keys;
+//   - exact-10k and lazy-10k: the same with 10,000 keys, exact and with
+//     lazy_sync (num_sync 4);
+//   - paced: floor and exact at a steady 5,000 decisions/s for 2 s,
+//     latency from each call's intended start.
+//
+// CPU is this process's (the agent's side: engine, client, lazy syncs)
+// and redis-server's, per decision.
+//
+//	go test ./test/redis -run '^$' -bench RedisPaths -benchtime 1x
+func BenchmarkRedisPaths(b *testing.B) {
+	srv := Start(b)
+	src, err := os.ReadFile("../../controlpoint/ratelimit/tokenbucket.lua")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := srv.Client(b)
+	script := goredis.NewScript(string(src))
+	if err := script.Load(context.Background(), c).Err(); err != nil {
+		b.Fatal(err)
+	}
+	floor := func(_ context.Context, g, n int) error {
+		key := "{fluxgate:bench/floor:0:" + strconv.Itoa((n*7+g)%64) + "}:tb"
+		return script.EvalSha(context.Background(), c, []string{key}, 1e9, 1e9, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
+	}
+	run := strconv.FormatInt(benchRuns.Add(1), 10)
+	check := func(name, params string, keys int) func(context.Context, int, int) error {
+		e := newEngineWith(b, ratelimit.RedisOptions{Client: srv.Client(b), Pipelines: *pathsPipelines},
+			limiterPolicy(b, "paths-"+name+"-"+run, limiter("ingress", 1e9, params)))
+		return func(ctx context.Context, g, n int) error {
+			var d controlpoint.Decision
+			client := strconv.Itoa((n*(*pathsCallers) + g) % keys)
+			e.Check(ctx, time.Now(), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": client}}, &d)
+			if !d.Accepted || d.Limiters[0].Failure != "" {
+				return fmt.Errorf("decision not made by Redis: %+v", d.Limiters)
+			}
+			return nil
+		}
+	}
+	const exactParams = "failure_mode: fail_closed, redis_timeout: 1s"
+	modes := []pathMode{
+		{"floor", floor},
+		{"exact", check("exact", exactParams, 64)},
+		{"exact-10k", check("exact10k", exactParams, 10_000)},
+		{"lazy-10k", check("lazy10k", "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 1s", 10_000)},
+	}
+	paced := modes[:2]
+	// Cold keys: 10,000 keys offered 16,000 checks/s in all (1.6 a key
+	// a second, below lazy sync's 4 syncs a key a second).
+	cold := []pathMode{modes[2], modes[3]}
+	switch *pathsOnly {
+	case "":
+	case "paced": // only floor and exact at 5,000/s
+		modes, cold = nil, nil
+	default:
+		modes = slices.DeleteFunc(modes, func(m pathMode) bool { return m.name != *pathsOnly })
+		paced, cold = nil, nil
+	}
+
+	res := map[string][]map[string]float64{}
+	for b.Loop() {
+		for rep := range *pathsReps {
+			for _, m := range modes {
+				res[m.name] = append(res[m.name], closedLoop(b, srv, m.op))
+			}
+			for _, m := range paced {
+				res["paced "+m.name] = append(res["paced "+m.name], openLoop(b, srv, m.op, 5000))
+			}
+			for _, m := range cold {
+				res["cold "+m.name] = append(res["cold "+m.name], openLoop(b, srv, m.op, 16000))
+			}
+			b.Logf("repetition %d/%d done", rep+1, *pathsReps)
+		}
+	}
+	med := func(key, metric string) float64 {
+		var xs []float64
+		for _, m := range res[key] {
+			xs = append(xs, m[metric])
+		}
+		if len(xs) == 0 {
+			return math.NaN()
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "%d interleaved repetitions of %v, %d callers; medians; GOMAXPROCS %d\n\n", *pathsReps, *pathsDuration, *pathsCallers, runtime.GOMAXPROCS(0))
+	fmt.Fprintln(&out, "| mode | checks/s | × floor | agent µs CPU/check | redis µs CPU/check | errors |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|")
+	for _, m := range modes {
+		fmt.Fprintf(&out, "| %s | %.0f | %.2f | %.1f | %.1f | %.0f |\n", m.name, med(m.name, "checks/s"), med(m.name, "checks/s")/med("floor", "checks/s"),
+			med(m.name, "cpu"), med(m.name, "redis"), med(m.name, "errors"))
+	}
+	fmt.Fprintf(&out, "\nlazy-10k / exact-10k throughput: %.2f; CPU per check: %.2f\n",
+		med("lazy-10k", "checks/s")/med("exact-10k", "checks/s"), med("lazy-10k", "cpu")/med("exact-10k", "cpu"))
+	fmt.Fprintf(&out, "\n| paced 5,000/s | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---|---|---|---|\n")
+	for _, m := range paced {
+		k := "paced " + m.name
+		fmt.Fprintf(&out, "| %s | %.0f | %.0f | %.0f | %.0f |\n", m.name, med(k, "p50"), med(k, "p99"), med(k, "p99.9"), med(k, "errors"))
+	}
+	fmt.Fprintf(&out, "\nexact p99 / floor p99 at 5,000/s: %.2f\n", med("paced exact", "p99")/med("paced floor", "p99"))
+	fmt.Fprintf(&out, "\n| 10,000 cold keys, 16,000/s | p50 µs | p99 µs | agent µs CPU/check | redis µs CPU/check | errors |\n|---|---|---|---|---|---|\n")
+	for _, m := range cold {
+		k := "cold " + m.name
+		fmt.Fprintf(&out, "| %s | %.0f | %.0f | %.1f | %.1f | %.0f |\n", m.name, med(k, "p50"), med(k, "p99"), med(k, "cpu"), med(k, "redis"), med(k, "errors"))
+	}
+	fmt.Fprintf(&out, "\ncold lazy-10k / exact-10k agent CPU per check: %.2f\n", med("cold lazy-10k", "cpu")/med("cold exact-10k", "cpu"))
+	fmt.Fprintf(&out, "process peak RSS %.0f MiB (the benchmark process: agent side of every mode, and its load)\n", peakRSSMiB())
+	fmt.Print(out.String())
+}
+
+type pathMode struct {
+	name string
+	op   func(ctx context.Context, caller, n int) error
+}
+
+// closedLoop runs op from -paths.callers goroutines back to back for
+// -paths.duration.
+func closedLoop(b *testing.B, srv *Server, op func(context.Context, int, int) error) map[string]float64 {
+	return closedLoopCPU(b, srv.CPUSeconds, op)
+}
+
+// closedLoopCPU is closedLoop with redisCPU reading the CPU seconds of
+// the Redis side.
+func closedLoopCPU(b *testing.B, redisCPU func() float64, op func(context.Context, int, int) error) map[string]float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), *pathsDuration)
+	defer cancel()
+	var calls, errs atomic.Int64
+	var first sync.Once
+	cpu0, rcpu0, t0 := processCPUSeconds(), redisCPU(), time.Now()
+	var wg sync.WaitGroup
+	for g := range *pathsCallers {
+		wg.Go(func() {
+			n := 0
+			for ctx.Err() == nil {
+				if err := op(context.Background(), g, n); err != nil {
+					errs.Add(1)
+					first.Do(func() { b.Logf("first error: %v", err) })
+				}
+				n++
+			}
+			calls.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(t0).Seconds()
+	n := float64(calls.Load())
+	return map[string]float64{
+		"checks/s": n / elapsed,
+		"cpu":      (processCPUSeconds() - cpu0) / n * 1e6,
+		"redis":    (redisCPU() - rcpu0) / n * 1e6,
+		"errors":   float64(errs.Load()),
+	}
+}
+
+// openLoop offers op at rate calls/s for 2 s and measures each call from
+// its intended start, so a stall is not hidden.
+func openLoop(b *testing.B, srv *Server, op func(context.Context, int, int) error, rate int) map[string]float64 {
+	const dur = 2 * time.Second
+	total := int(float64(rate) * dur.Seconds())
+	lat := make([]time.Duration, total)
+	todo := make(chan int, total)
+	var errs atomic.Int64
+	start := time.Now().Add(5 * time.Millisecond)
+	interval := time.Second / time.Duration(rate)
+	cpu0, rcpu0 := processCPUSeconds(), srv.CPUSeconds()
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			for i := range todo {
+				if err := op(context.Background(), g, i); err != nil {
+					errs.Add(1)
+				}
+				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
+			}
+		})
+	}
+	for i := range total {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		todo <- i
+	}
+	close(todo)
+	wg.Wait()
+	cpu, rcpu := (processCPUSeconds()-cpu0)/float64(total)*1e6, (srv.CPUSeconds()-rcpu0)/float64(total)*1e6
+	slices.Sort(lat)
+	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))].Microseconds()) }
+	return map[string]float64{"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "errors": float64(errs.Load()), "cpu": cpu, "redis": rcpu}
+}
+
+func processCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+func peakRSSMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkRedisClusterScaling runs exact decisions (Engine.Check, a
+// backend: redis token bucket, 10,000 keys, -paths.callers callers)
+// against one standalone Redis and against real Redis Clusters of 3 and
+// 6 masters (each with a replica), interleaved, and prints throughput
+// and CPU per decision (all Redis processes together) for each.
+//
+//	go test ./test/redis -run '^$' -bench RedisClusterScaling -benchtime 1x
+func BenchmarkRedisClusterScaling(b *testing.B) {
+	type target struct {
+		name string
+		op   func(context.Context, int, int) error
+		cpu  func() float64
+	}
+	run := strconv.FormatInt(benchRuns.Add(1), 10)
+	params := "failure_mode: fail_closed, redis_timeout: 1s"
+	op := func(e *controlpoint.Engine) func(context.Context, int, int) error {
+		return func(ctx context.Context, g, n int) error {
+			var d controlpoint.Decision
+			client := strconv.Itoa((n*(*pathsCallers) + g) % 10_000)
+			e.Check(ctx, time.Now(), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": client}}, &d)
+			if !d.Accepted || d.Limiters[0].Failure != "" {
+				return fmt.Errorf("decision not made by Redis: %+v", d.Limiters)
+			}
+			return nil
+		}
+	}
+	srv := Start(b)
+	targets := []target{{"standalone", op(newEngine(b, srv, limiterPolicy(b, "scale-1-"+run, limiter("ingress", 1e9, params)))), srv.CPUSeconds}}
+	for _, masters := range []int{3, 6} {
+		cl := StartCluster(b, masters)
+		cpu := func() float64 {
+			sum := 0.0
+			for _, s := range cl.Nodes {
+				sum += s.CPUSeconds()
+			}
+			return sum
+		}
+		e := clusterEngine(b, cl, limiterPolicy(b, "scale-"+strconv.Itoa(masters)+"-"+run, limiter("ingress", 1e9, params)))
+		targets = append(targets, target{fmt.Sprintf("cluster, %d masters", masters), op(e), cpu})
+	}
+	res := map[string][]map[string]float64{}
+	for b.Loop() {
+		for range *pathsReps {
+			for _, t := range targets {
+				res[t.name] = append(res[t.name], closedLoopCPU(b, t.cpu, t.op))
+			}
+		}
+	}
+	med := func(key, metric string) float64 {
+		var xs []float64
+		for _, m := range res[key] {
+			xs = append(xs, m[metric])
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "%d interleaved repetitions of %v, %d callers, 10,000 keys, exact; medians; GOMAXPROCS %d\n\n", *pathsReps, *pathsDuration, *pathsCallers, runtime.GOMAXPROCS(0))
+	fmt.Fprintln(&out, "| Redis | checks/s | × standalone | agent µs CPU/check | redis µs CPU/check (all nodes) | errors |")
+	fmt.Fprintln(&out, "|---|---|---|---|---|---|")
+	for _, t := range targets {
+		fmt.Fprintf(&out, "| %s | %.0f | %.2f | %.1f | %.1f | %.0f |\n", t.name, med(t.name, "checks/s"), med(t.name, "checks/s")/med("standalone", "checks/s"),
+			med(t.name, "cpu"), med(t.name, "redis"), med(t.name, "errors"))
+	}
+	fmt.Print(out.String())
+}
