@@ -191,7 +191,7 @@ const (
 // configReferenceSection is what the README holds between its markers.
 func configReferenceSection() string {
 	return "\n## Configuration reference\n\n" +
-		"<!-- Generated from agent.ConfigKeys by `go test ./agent -run TestREADMEConfigReference -update`; do not edit. -->\n\n" +
+		"<!-- Generated from agent.ConfigKeys by `go test ./agent -run TestDocsConfigReference -update`; do not edit. -->\n\n" +
 		"`fluxgate agent` reads `fluxgate.yaml` (or `--config PATH`). Every key has a default, so the file\n" +
 		"only needs the keys you change, and a missing file means all defaults. Precedence is\n" +
 		"defaults < file < environment: `FLUXGATE_<SECTION>_<KEY>` (the env var column) overrides the file,\n" +
@@ -207,8 +207,8 @@ func configReferenceSection() string {
 		ConfigReference() + "\n"
 }
 
-func TestREADMEConfigReference(t *testing.T) {
-	const readme = "../README.md"
+func TestDocsConfigReference(t *testing.T) {
+	const readme = "../docs/configuration.md"
 	data, err := os.ReadFile(readme)
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestREADMEConfigReference(t *testing.T) {
 		return
 	}
 	if !configUpdateFlag() {
-		t.Fatalf("%s: the configuration reference is out of date; run\n\tgo test ./agent -run TestREADMEConfigReference -update\ngot:\n%s\nwant:\n%s", readme, text[start:end], want)
+		t.Fatalf("%s: the configuration reference is out of date; run\n\tgo test ./agent -run TestDocsConfigReference -update\ngot:\n%s\nwant:\n%s", readme, text[start:end], want)
 	}
 	fi, err := os.Stat(readme)
 	if err != nil {

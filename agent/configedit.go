@@ -644,7 +644,7 @@ func setFlow(n *yaml.Node) {
 	}
 }
 
-// ConfigReference renders ConfigKeys as the markdown table of the README's
+// ConfigReference renders ConfigKeys as the markdown table of docs/configuration.md's
 // configuration reference.
 func ConfigReference() string {
 	var b strings.Builder

@@ -25,7 +25,7 @@ func newGatewayCmd() *cobra.Command {
 				return err
 			}
 			if len(cfg.Gateway.Routes) == 0 {
-				return fmt.Errorf("gateway: %s has no gateway.routes; add upstreams and routes (see the README)", configPath)
+				return fmt.Errorf("gateway: %s has no gateway.routes; add upstreams and routes (see docs/gateway.md)", configPath)
 			}
 			logger, level := agent.NewLoggerLevel(cfg.Log, cmd.ErrOrStderr())
 			for _, w := range warnings {

@@ -140,10 +140,11 @@ func TestPolicyGraph(t *testing.T) {
 	}
 }
 
-// The README's flow-control example is policies/examples/per-user-limit.yaml,
-// which TestPolicyValidateExamples validates.
-func TestREADMEExampleIsTheExampleFile(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// The documentation's flow-control example is
+// policies/examples/per-user-limit.yaml, which TestPolicyValidateExamples
+// validates.
+func TestDocsExampleIsTheExampleFile(t *testing.T) {
+	readme, err := os.ReadFile("../../docs/policies.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestREADMEExampleIsTheExampleFile(t *testing.T) {
 	}
 	_, body, _ := strings.Cut(string(example), "\n") // the comment line
 	if !strings.Contains(string(readme), "```yaml\n"+body+"```") {
-		t.Fatal("README's flow-control example and policies/examples/per-user-limit.yaml differ")
+		t.Fatal("docs/policies.md's flow-control example and policies/examples/per-user-limit.yaml differ")
 	}
 }
 
