@@ -40,7 +40,7 @@ func TestExportsInFlightAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := &slowTraces{started: make(chan struct{}, 64), release: make(chan struct{})}
-	srv := grpc.NewServer(grpc.InTapHandle(r.GRPCAdmit), grpc.StatsHandler(r.GRPCStatsHandler()))
+	srv := grpc.NewServer(grpc.InTapHandle(r.GRPCAdmit))
 	collectortrace.RegisterTraceServiceServer(srv, slow)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
