@@ -75,7 +75,7 @@ func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 // RegisterGRPC registers FlowControlService, Aperture's
 // FlowControlService and Envoy's Authorization service on g.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
-	pb.RegisterFlowControlServiceServer(g, flowControl{s: s})
+	g.RegisterService(&flowControlDesc, flowControl{s: s})
 	ap.RegisterFlowControlServiceServer(g, apertureFlowControl{s: s})
 	registerAuthorization(g, s)
 }
