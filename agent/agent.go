@@ -407,6 +407,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.certs != nil {
 		a.goRun("certificate reloader", func(ctx context.Context) error { _ = a.certs.Run(ctx); return nil })
 	}
+	a.applyMemoryLimit()
+	a.goRun("memory release", func(ctx context.Context) error { releaseIdleMemory(ctx, releaseEvery); return nil })
 	a.goRun("decision engine", func(ctx context.Context) error { a.engine.Run(ctx); return nil })
 	a.goRun("circuits", func(ctx context.Context) error { a.circuits.Run(ctx); return nil })
 	a.goRun("live view", func(ctx context.Context) error { a.ui.Run(ctx); return nil })
