@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,7 +29,9 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -177,8 +180,13 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	var user atomic.Int64
 	nextUser := func() string { return "u" + strconv.FormatInt(user.Add(1)%int64(*idleUsers), 10) }
 	count := func(err error) {
-		if err != nil && lctx.Err() == nil {
-			if failed.Add(1) == 1 {
+		// No call has a deadline of its own: DeadlineExceeded and Canceled
+		// come from the end of the load (gRPC's timer may fire a moment
+		// before the context's).
+		end := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+			status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled
+		if err != nil {
+			if lctx.Err() == nil && !end && failed.Add(1) == 1 {
 				log.Printf("first failure: %v", err)
 			}
 			return
