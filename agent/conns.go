@@ -123,9 +123,11 @@ func grpcOptions(s ServerConfig, maxRecv int, workers uint32) []grpc.ServerOptio
 }
 
 // checkWorkers is the size of the check port's worker pool: 64 per core
-// the runtime uses (128 on two cores), about the calls in flight when
-// 50 callers keep a core busy; idle workers cost a few KiB of stack each.
-func checkWorkers() uint32 { return uint32(64 * runtime.GOMAXPROCS(0)) }
+// the runtime uses (128 on two cores), about the calls in flight when 50
+// callers keep a core busy, and at most 256: an idle worker keeps the
+// stack its calls grew (up to about 32 KiB), so the pool costs at most
+// some 8 MiB however many cores there are.
+func checkWorkers() uint32 { return uint32(min(64*runtime.GOMAXPROCS(0), 256)) }
 
 // otlpWorkers is the OTLP port's pool: the exports it admits at once.
 const otlpWorkers = fluxmeter.MaxGRPCExportsInFlight

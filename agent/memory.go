@@ -20,10 +20,12 @@ import (
 // system instead of waiting for the runtime's background scavenger, which
 // keeps about the heap's last goal mapped: every releaseEvery it compares
 // the heap memory it holds free with what it allocated since the last
-// look, and when it holds more free memory than it allocated (the load
-// has stopped, or fell by more than half) and at least releaseMin, it
-// calls debug.FreeOSMemory once. Under steady load the free memory is
-// reused within the interval and nothing happens.
+// look. While it allocates at least as much as it holds free, the load
+// reuses that memory (the releaser is armed); once it holds more free
+// memory than it allocated (the load stopped, or fell by more than half)
+// and at least releaseMin, it calls debug.FreeOSMemory — once, until the
+// next busy period arms it again, so an idle agent is not collected over
+// and over.
 
 const (
 	softLimitShare = 0.9
@@ -48,18 +50,32 @@ func (a *Agent) applyMemoryLimit() int64 {
 	return limit
 }
 
-// shouldRelease says whether to return free heap memory to the OS, given
-// the bytes allocated since the last look and the heap bytes held free.
-func shouldRelease(allocated, free uint64) bool {
-	return free >= releaseMin && allocated < free
+// releaser decides when to return free heap memory to the OS; see above.
+// Its zero value is disarmed.
+type releaser struct{ armed bool }
+
+// step takes the bytes allocated since the last look and the heap bytes
+// held free, and says whether to release now.
+func (r *releaser) step(allocated, free uint64) bool {
+	if allocated >= free {
+		r.armed = true
+		return false
+	}
+	if r.armed && free >= releaseMin {
+		r.armed = false
+		return true
+	}
+	return false
 }
 
 // releaseIdleMemory runs until ctx ends, returning free heap memory to the
-// operating system when the agent goes quiet (see shouldRelease).
+// operating system when the agent goes quiet after load. Start-up counts
+// as load.
 func releaseIdleMemory(ctx context.Context, every time.Duration) {
 	samples := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
 	metrics.Read(samples)
 	last := samples[0].Value.Uint64()
+	r := releaser{armed: true}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -70,10 +86,8 @@ func releaseIdleMemory(ctx context.Context, every time.Duration) {
 		}
 		metrics.Read(samples)
 		allocs, free := samples[0].Value.Uint64(), samples[1].Value.Uint64()
-		if shouldRelease(allocs-last, free) {
+		if r.step(allocs-last, free) {
 			debug.FreeOSMemory()
-			metrics.Read(samples) // FreeOSMemory's own collection allocates nothing worth counting
-			allocs = samples[0].Value.Uint64()
 		}
 		last = allocs
 	}

@@ -6,21 +6,29 @@ import (
 	"testing"
 )
 
-func TestShouldRelease(t *testing.T) {
-	for _, tc := range []struct {
+// TestReleaser: free heap memory goes back to the OS once per quiet
+// period after load, not over and over while the agent idles.
+func TestReleaser(t *testing.T) {
+	const mib = 1 << 20
+	steps := []struct {
 		name            string
 		allocated, free uint64
 		want            bool
 	}{
-		{"idle after load: much free, little allocated", 1 << 20, 12 << 20, true},
-		{"under load: allocations reuse the free memory", 400 << 20, 12 << 20, false},
-		{"load fell by more than half", 10 << 20, 12 << 20, true},
-		{"little free memory", 0, releaseMin - 1, false},
-		{"just enough free memory", 0, releaseMin, true},
-		{"as much allocated as free", 8 << 20, 8 << 20, false},
-	} {
-		if got := shouldRelease(tc.allocated, tc.free); got != tc.want {
-			t.Errorf("%s: shouldRelease(%d, %d) = %v, want %v", tc.name, tc.allocated, tc.free, got, tc.want)
+		{"start-up, quiet at once: released", 1 * mib, 12 * mib, true},
+		{"still idle: not again", 1 * mib, 8 * mib, false},
+		{"load reuses its free memory", 400 * mib, 12 * mib, false},
+		{"more load", 300 * mib, 20 * mib, false},
+		{"load stopped: released", 2 * mib, 20 * mib, true},
+		{"idle, free memory grew back: not again", 2 * mib, 9 * mib, false},
+		{"load again, as much allocated as free", 8 * mib, 8 * mib, false},
+		{"load fell by more than half, little free memory: kept", 1 * mib, releaseMin - 1, false},
+		{"then enough free memory: released", 1 * mib, releaseMin, true},
+	}
+	r := releaser{armed: true}
+	for i, s := range steps {
+		if got := r.step(s.allocated, s.free); got != s.want {
+			t.Fatalf("step %d (%s): step(%d, %d) = %v, want %v", i, s.name, s.allocated, s.free, got, s.want)
 		}
 	}
 }
