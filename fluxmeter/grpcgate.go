@@ -76,8 +76,11 @@ func holdSlot(ctx context.Context) func() {
 // GRPCAdmit is the receiver's part of a gRPC server's tap handle (a
 // server has one; the agent chains it after its token check): it admits
 // an Export call while fewer than MaxGRPCExportsInFlight are in flight
-// and refuses it with Unavailable otherwise; other calls pass. The slot
-// comes back when the call ends.
+// and refuses it with Unavailable otherwise; other calls pass. The
+// receiver's own service (RegisterGRPC) gives the slot back when its
+// handler returns, before it answers; a call served by another handler
+// (the generated TraceService) gives it back when its stream's context
+// ends, a moment after its answer.
 func (r *Receiver) GRPCAdmit(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if info.FullMethodName != exportMethod {
 		return ctx, nil
