@@ -215,11 +215,10 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.otlp = recv
-	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv)...)
+	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv, otlpWorkers)...)
 	otlpOpts = append(otlpOpts, a.grpcTLS(ListenerOTLPGRPC)...)
 	// Tokens first, so that a refused caller takes no export slot.
-	otlpOpts = append(otlpOpts, grpc.StatsHandler(recv.GRPCStatsHandler()),
-		grpc.InTapHandle(chainTaps(grpcGuardTap(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil), recv.GRPCAdmit)))
+	otlpOpts = append(otlpOpts, grpc.InTapHandle(chainTaps(grpcGuardTap(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil), recv.GRPCAdmit)))
 	a.otlpGRPC = grpc.NewServer(otlpOpts...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
@@ -228,12 +227,12 @@ func New(opts Options) (*Agent, error) {
 	// The check port also takes OTLP spans, as Aperture's SDKs send them
 	// to the address they check with. Its services but health need
 	// check.token when it is set, and spans otlp.token.
-	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg)...)
+	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg, checkWorkers())...)
 	checkOpts = append(checkOpts, a.grpcTLS(ListenerGRPC)...)
 	guard := grpcGuardTap(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
 		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, surfaceOTLP}},
 		healthpb.Health_ServiceDesc.ServiceName)
-	checkOpts = append(checkOpts, grpc.StatsHandler(recv.GRPCStatsHandler()), grpc.InTapHandle(chainTaps(guard, recv.GRPCAdmit)))
+	checkOpts = append(checkOpts, grpc.InTapHandle(chainTaps(guard, recv.GRPCAdmit)))
 	a.grpc = grpc.NewServer(checkOpts...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
 	recv.RegisterGRPC(a.grpc)
@@ -366,6 +365,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			for _, c := range append([]io.Closer{a.query}, a.closers...) {
 				_ = c.Close()
 			}
+			a.grpc.Stop() // and the gRPC servers' stream workers
+			a.otlpGRPC.Stop()
 		}
 	}()
 	if err := a.store.Reload(); err != nil {
@@ -433,6 +434,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.certs != nil {
 		a.goRun("certificate reloader", func(ctx context.Context) error { _ = a.certs.Run(ctx); return nil })
 	}
+	a.applyMemoryLimit()
+	a.goRun("memory release", func(ctx context.Context) error { releaseIdleMemory(ctx, releaseEvery); return nil })
 	a.goRun("decision engine", func(ctx context.Context) error { a.engine.Run(ctx); return nil })
 	a.goRun("circuits", func(ctx context.Context) error { a.circuits.Run(ctx); return nil })
 	a.goRun("live view", func(ctx context.Context) error { a.ui.Run(ctx); return nil })

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,10 +91,25 @@ func (a *Agent) httpServer(h http.Handler) *http.Server {
 }
 
 // grpcOptions are the options of both gRPC servers; maxRecv bounds one
-// message.
-func grpcOptions(s ServerConfig, maxRecv int) []grpc.ServerOption {
+// message, workers is the size of the pool that serves calls.
+//
+// Issue 20 measured where a check's CPU goes with grpc-go's defaults and
+// set these from it (BENCHMARKS.md, "Under the gRPC floor"):
+//   - a pool of worker goroutines serves calls, instead of a new
+//     goroutine per call whose stack grows from 8 KiB by copying
+//     (runtime.morestack, 12 % of the agent's CPU under load). A worker
+//     is taken when a call's headers arrive and waits for its message,
+//     so the pool is sized for calls in flight, not for cores; past it,
+//     a call gets its own goroutine as before, so a call that waits (a
+//     scheduler queue, Redis) never holds the others up.
+//
+// Connections already share write buffers from a pool in grpc-go 1.85
+// (SharedWriteBuffer is its default), and read buffers stay at 32 KiB:
+// neither showed in the profile.
+func grpcOptions(s ServerConfig, maxRecv int, workers uint32) []grpc.ServerOption {
 	s = connLimits(s)
 	return []grpc.ServerOption{
+		grpc.NumStreamWorkers(workers),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: grpcMinPingTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle:     s.IdleTimeout,
@@ -105,6 +121,16 @@ func grpcOptions(s ServerConfig, maxRecv int) []grpc.ServerOption {
 		grpc.ConnectionTimeout(min(readHeaderTimeout, s.ReadTimeout)),
 	}
 }
+
+// checkWorkers is the size of the check port's worker pool: 64 per core
+// the runtime uses (128 on two cores), about the calls in flight when 50
+// callers keep a core busy, and at most 256: an idle worker keeps the
+// stack its calls grew (up to about 32 KiB), so the pool costs at most
+// some 8 MiB however many cores there are.
+func checkWorkers() uint32 { return uint32(min(64*runtime.GOMAXPROCS(0), 256)) }
+
+// otlpWorkers is the OTLP port's pool: the exports it admits at once.
+const otlpWorkers = fluxmeter.MaxGRPCExportsInFlight
 
 // otlpMaxRecv is the largest OTLP message over gRPC: as over HTTP.
 const otlpMaxRecv = fluxmeter.MaxRequestBytes

@@ -48,25 +48,31 @@ var (
 // RequestFromProto validates a check request and converts it. The labels
 // map is used as is (classifiers may add to it).
 func RequestFromProto(in *pb.CheckRequest) (Request, error) {
-	cp := in.GetControlPoint()
-	if cp == "" {
-		return Request{}, ErrNoControlPoint
-	}
-	if !utf8.ValidString(cp) {
-		return Request{}, ErrBadControlPoint
-	}
-	if len(cp) > MaxControlPointBytes {
-		return Request{}, fmt.Errorf("%w: control_point of %d bytes, at most %d", ErrTooLarge, len(cp), MaxControlPointBytes)
-	}
-	t := in.GetTokens()
-	if math.IsNaN(t) || math.IsInf(t, 0) || t < 0 {
-		return Request{}, ErrBadTokens
-	}
-	labels := in.GetLabels()
-	if err := checkLabels(labels); err != nil {
+	r := Request{ControlPoint: in.GetControlPoint(), Labels: in.GetLabels(), Tokens: in.GetTokens()}
+	if err := ValidateRequest(&r); err != nil {
 		return Request{}, err
 	}
-	return Request{ControlPoint: cp, Labels: labels, Tokens: t}, nil
+	return r, nil
+}
+
+// ValidateRequest checks a request decoded from the wire as
+// RequestFromProto does: a control point, finite non-negative tokens,
+// labels within their bounds.
+func ValidateRequest(r *Request) error {
+	cp := r.ControlPoint
+	if cp == "" {
+		return ErrNoControlPoint
+	}
+	if !utf8.ValidString(cp) {
+		return ErrBadControlPoint
+	}
+	if len(cp) > MaxControlPointBytes {
+		return fmt.Errorf("%w: control_point of %d bytes, at most %d", ErrTooLarge, len(cp), MaxControlPointBytes)
+	}
+	if t := r.Tokens; math.IsNaN(t) || math.IsInf(t, 0) || t < 0 {
+		return ErrBadTokens
+	}
+	return checkLabels(r.Labels)
 }
 
 // checkLabels refuses labels over their bounds, naming the first one

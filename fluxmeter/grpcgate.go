@@ -2,10 +2,9 @@ package fluxmeter
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 )
@@ -26,51 +25,73 @@ var exportMethod = "/" + TraceServiceName + "/Export"
 var errExportsBusy = status.Error(codes.Unavailable, "fluxgate: too many OTLP exports in flight; retry shortly")
 
 // exportGate counts Export calls in flight: the tap handle admits one
-// (GRPCAdmit), and the stats handler lets it go when the call ends.
+// (GRPCAdmit) and the slot comes back when the call ends.
 type exportGate struct {
 	slots chan struct{}
 }
 
 type gateSlotKey struct{}
 
-// gateSlot is a slot an admitted call holds; release gives it back once.
+// The states of a gateSlot.
+const (
+	slotAdmitted  = iota // by the tap; the handler has not started
+	slotInHandler        // the export handler holds it until it returns
+	slotReleased
+)
+
+// gateSlot is a slot an admitted call holds. It is given back once: when
+// the handler returns if the handler started, else when the call's
+// context ends (gRPC cancels a stream's context when the stream closes,
+// however it closes). No stats handler is needed for this, so the check
+// port's calls pay nothing for it.
 type gateSlot struct {
-	once sync.Once
-	g    *exportGate
+	state atomic.Int32
+	g     *exportGate
 }
 
-func (s *gateSlot) release() { s.once.Do(func() { <-s.g.slots }) }
+// abandon frees the slot unless the handler holds it.
+func (s *gateSlot) abandon() {
+	if s.state.CompareAndSwap(slotAdmitted, slotReleased) {
+		<-s.g.slots
+	}
+}
+
+// enter hands the slot to the export handler; leave frees it.
+func (s *gateSlot) enter() bool { return s.state.CompareAndSwap(slotAdmitted, slotInHandler) }
+func (s *gateSlot) leave() {
+	if s.state.CompareAndSwap(slotInHandler, slotReleased) {
+		<-s.g.slots
+	}
+}
+
+// holdSlot keeps the call's slot, if it has one, until the returned
+// function is called: the export handler's part of the gate.
+func holdSlot(ctx context.Context) func() {
+	if slot, ok := ctx.Value(gateSlotKey{}).(*gateSlot); ok && slot.enter() {
+		return slot.leave
+	}
+	return func() {}
+}
 
 // GRPCAdmit is the receiver's part of a gRPC server's tap handle (a
 // server has one; the agent chains it after its token check): it admits
 // an Export call while fewer than MaxGRPCExportsInFlight are in flight
-// and refuses it with Unavailable otherwise; other calls pass. The server
-// needs GRPCStatsHandler too, which frees the slot when the call ends.
+// and refuses it with Unavailable otherwise; other calls pass. The
+// receiver's own service (RegisterGRPC) gives the slot back when its
+// handler returns, before it answers; a call served by another handler
+// (the generated TraceService) gives it back when its stream's context
+// ends, a moment after its answer.
 func (r *Receiver) GRPCAdmit(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if info.FullMethodName != exportMethod {
 		return ctx, nil
 	}
 	select {
 	case r.gate.slots <- struct{}{}:
-		return context.WithValue(ctx, gateSlotKey{}, &gateSlot{g: &r.gate}), nil
+		slot := &gateSlot{g: &r.gate}
+		context.AfterFunc(ctx, slot.abandon)
+		return context.WithValue(ctx, gateSlotKey{}, slot), nil
 	default:
 		r.busy.WithLabelValues("grpc").Inc()
 		return ctx, errExportsBusy
 	}
 }
-
-// GRPCStatsHandler frees the slot of an admitted Export when it ends.
-func (r *Receiver) GRPCStatsHandler() stats.Handler { return gateStats{} }
-
-type gateStats struct{}
-
-func (gateStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (gateStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	if _, ok := s.(*stats.End); ok {
-		if slot, ok := ctx.Value(gateSlotKey{}).(*gateSlot); ok {
-			slot.release()
-		}
-	}
-}
-func (gateStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (gateStats) HandleConn(context.Context, stats.ConnStats)                       {}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	dto "github.com/prometheus/client_model/go"
 )
@@ -40,7 +41,7 @@ func TestExportsInFlightAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := &slowTraces{started: make(chan struct{}, 64), release: make(chan struct{})}
-	srv := grpc.NewServer(grpc.InTapHandle(r.GRPCAdmit), grpc.StatsHandler(r.GRPCStatsHandler()))
+	srv := grpc.NewServer(grpc.InTapHandle(r.GRPCAdmit))
 	collectortrace.RegisterTraceServiceServer(srv, slow)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,6 +91,14 @@ func TestExportsInFlightAreBounded(t *testing.T) {
 		<-done
 	}
 	// Every slot is back: as many exports as the bound go through at once.
+	// (This service is not the receiver's own, which gives its slot back
+	// before it answers: here a slot comes back when the stream's context
+	// ends, a moment after the client has its answer.)
+	for deadline := time.Now().Add(5 * time.Second); len(r.gate.slots) > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the calls ended, %d slots are still taken (leaked)", len(r.gate.slots))
+		}
+	}
 	slow.release = make(chan struct{})
 	for i := 0; i < MaxGRPCExportsInFlight; i++ {
 		go func() {
@@ -117,3 +126,59 @@ func testutilCount(r *Receiver) float64 {
 }
 
 type dtoMetric struct{ dto.Metric }
+
+// TestExportSlotLifetime: an admitted export's slot comes back when its
+// stream's context ends, unless the export handler holds it: then when
+// the handler returns, even if the client cancelled in between (the
+// message is in memory until the handler returns).
+func TestExportSlotLifetime(t *testing.T) {
+	r, err := NewReceiver(New(Options{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit := func() (context.Context, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		ctx, err := r.GRPCAdmit(ctx, &tap.Info{FullMethodName: exportMethod})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ctx, cancel
+	}
+	inFlight := func() int { return len(r.gate.slots) }
+	// context.AfterFunc runs in a goroutine of its own: wait for it.
+	eventually := func(want int, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); inFlight() != want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d slots taken, want %d", what, inFlight(), want)
+			}
+		}
+	}
+
+	ctx, cancel := admit()
+	if inFlight() != 1 {
+		t.Fatalf("admitted: %d slots taken, want 1", inFlight())
+	}
+	cancel()
+	eventually(0, "stream ended before the handler")
+	holdSlot(ctx)() // a handler that starts after that holds nothing
+	if inFlight() != 0 {
+		t.Fatalf("handler after the stream ended: %d slots taken, want 0", inFlight())
+	}
+
+	ctx, cancel = admit()
+	release := holdSlot(ctx)
+	cancel() // the client gives up while the handler runs
+	time.Sleep(20 * time.Millisecond)
+	if inFlight() != 1 {
+		t.Fatalf("handler running after the client cancelled: %d slots taken, want 1", inFlight())
+	}
+	release()
+	if inFlight() != 0 {
+		t.Fatalf("handler returned: %d slots taken, want 0", inFlight())
+	}
+	if other, err := r.GRPCAdmit(context.Background(), &tap.Info{FullMethodName: "/fluxgate.flowcontrol.v1.FlowControlService/Check"}); err != nil || other.Value(gateSlotKey{}) != nil || inFlight() != 0 {
+		t.Fatalf("a check call took a slot or was refused: %v", err)
+	}
+}

@@ -23,10 +23,21 @@ type wireCodec struct{ proto encoding.CodecV2 }
 
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
 
+// selfDecoder is a message that decodes itself from the wire: the check
+// service's request does (controlpoint/server), so that the agent's check
+// port, which this codec serves too, skips the generic protobuf decoder.
+// data is valid only until UnmarshalGRPC returns.
+type selfDecoder interface {
+	UnmarshalGRPC(data mem.BufferSlice) error
+}
+
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*rawExport); ok {
-		r.b = data.Materialize() // gRPC frees data when Unmarshal returns: copy it
+	switch m := v.(type) {
+	case *rawExport:
+		m.b = data.Materialize() // gRPC frees data when Unmarshal returns: copy it
 		return nil
+	case selfDecoder:
+		return m.UnmarshalGRPC(data)
 	}
 	return c.proto.Unmarshal(data, v)
 }
@@ -59,6 +70,7 @@ var rawTraceService = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Export",
 		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			defer holdSlot(ctx)() // the message is in memory until the handler returns
 			in := &rawExport{}
 			if err := dec(in); err != nil {
 				return nil, err

@@ -84,7 +84,7 @@ func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 // FlowControlService and FlowControlServiceHTTP, and Envoy's
 // Authorization service on g.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
-	pb.RegisterFlowControlServiceServer(g, flowControl{s: s})
+	g.RegisterService(&flowControlDesc, flowControl{s: s})
 	ap.RegisterFlowControlServiceServer(g, apertureFlowControl{s: s})
 	ap.RegisterFlowControlServiceHTTPServer(g, apertureHTTP{s: s})
 	registerAuthorization(g, s)

@@ -96,10 +96,10 @@ func newTestServer(t testing.TB, srcs ...string) (*Server, *clock) {
 }
 
 // dialGRPC serves s's gRPC services over an in-memory connection.
-func dialGRPC(t testing.TB, s *Server) *grpc.ClientConn {
+func dialGRPC(t testing.TB, s *Server, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	s.RegisterGRPC(g)
 	go func() { _ = g.Serve(ln) }()
 	conn, err := grpc.NewClient("passthrough:///bufconn",

@@ -19,6 +19,14 @@
 // (the one-round-trip-per-decision floor), and lazy_sync with 10,000 keys:
 //
 //	go run ./test/loadgen -redis -reps 3 -duration 3s
+//
+// With -grpc-only it measures only the two gRPC loops and prints, from
+// the same interleaved run, issue 20's targets for the check path: server
+// CPU per check ≤ 0.9× the no-op floor's, and p99 at -rate ≤ the floor's.
+// -baseline-bin adds a second agent build (say, the last release) to the
+// rotation, so that a change is measured before and after in one run:
+//
+//	go run ./test/loadgen -grpc-only -reps 6 -duration 4s [-baseline-bin /tmp/fluxgate-old]
 package main
 
 import (
@@ -36,6 +44,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +67,10 @@ var (
 	rate      = flag.Int("rate", 5000, "checks per second in the open loop")
 	wrkConns  = flag.Int("wrk-connections", 50, "keep-alive connections for wrk")
 	agentBin  = flag.String("agent-bin", "", "fluxgate binary (default: go build ./cmd/fluxgate)")
+	baseBin   = flag.String("baseline-bin", "", "a second fluxgate binary measured in the same rotation (column \"baseline\")")
+	cpuProf   = flag.String("cpuprofile", "", "write a pprof CPU profile of the agent during its first closed loop here (the agent must be built with -tags pprof; the default build is)")
+	heapProf  = flag.String("heapprofile", "", "write a pprof heap profile of the agent after the last measurement here (needs -tags pprof, as -cpuprofile)")
+	grpcOnly  = flag.Bool("grpc-only", false, "measure the gRPC loops only and print issue 20's check-path targets")
 	serveNoop = flag.String("serve-noop", "", "internal: serve the no-op gRPC and HTTP servers on these addresses (grpc,http)")
 )
 
@@ -160,7 +173,7 @@ func run() error {
 	bin := *agentBin
 	if bin == "" {
 		bin = filepath.Join(dir, "fluxgate")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/fluxgate")
+		build := exec.Command("go", "build", "-tags", "pprof", "-o", bin, "./cmd/fluxgate")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			return fmt.Errorf("build agent: %w", err)
@@ -173,44 +186,58 @@ func run() error {
 		return err
 	}
 
-	agent := &proc{name: "agent", grpcAddr: freeAddr(), httpAddr: freeAddr()}
-	agent.cmd = exec.Command(bin, "agent")
-	agent.cmd.Dir = dir
-	agent.cmd.Env = append(os.Environ(),
-		"FLUXGATE_SERVER_HOST=127.0.0.1",
-		"FLUXGATE_SERVER_HTTP_PORT="+port(agent.httpAddr),
-		"FLUXGATE_SERVER_GRPC_PORT="+port(agent.grpcAddr),
-		"FLUXGATE_METRICS_PORT=0",
-		"FLUXGATE_OTLP_GRPC_PORT=0",
-		"FLUXGATE_OTLP_HTTP_PORT=0",
-		"FLUXGATE_LOG_LEVEL=warn",
-	)
+	agent := startAgent("agent", bin, dir)
+	pprofAddr := freeAddr()
+	agent.cmd.Env = append(agent.cmd.Env, "FLUXGATE_PPROF_ADDR="+pprofAddr)
+	procs := []*proc{agent}
+	if *baseBin != "" {
+		procs = append(procs, startAgent("baseline", *baseBin, dir))
+	}
 	noop := &proc{name: "no-op", grpcAddr: freeAddr(), httpAddr: freeAddr()}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	noop.cmd = exec.Command(self, "-serve-noop", noop.grpcAddr+","+noop.httpAddr)
-	for _, p := range []*proc{agent, noop} {
+	procs = append(procs, noop)
+	for _, p := range procs {
 		p.cmd.Stderr = os.Stderr
 		if err := p.cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", p.name, err)
 		}
 		defer func() { _ = p.cmd.Process.Kill(); _, _ = p.cmd.Process.Wait() }()
 	}
-	if err := waitHTTP("http://"+agent.httpAddr+"/readyz", 20*time.Second); err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	if err := waitHTTP("http://"+noop.httpAddr+"/readyz", 20*time.Second); err != nil {
-		return fmt.Errorf("no-op: %w", err)
+	for _, p := range procs {
+		if err := waitHTTP("http://"+p.httpAddr+"/readyz", 20*time.Second); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
 	}
 
 	results := map[string][]map[string]float64{} // measurement → per rep → metric
 	record := func(key string, m map[string]float64) { results[key] = append(results[key], m) }
-	_, haveWrk := exec.LookPath("wrk")
+	_, wrkErr := exec.LookPath("wrk")
+	haveWrk := wrkErr == nil && !*grpcOnly
 	for rep := 0; rep < *reps; rep++ {
-		for _, p := range []*proc{agent, noop} {
+		// Alternate the order too, so that neither server always runs
+		// right after the other.
+		order := slices.Clone(procs)
+		if rep%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, p := range order {
+			var prof chan error
+			if p == agent && rep == 0 && *cpuProf != "" {
+				prof = make(chan error, 1)
+				go func() {
+					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), *cpuProf)
+				}()
+			}
 			m, err := closedLoop(p)
+			if prof != nil {
+				if err := <-prof; err != nil {
+					return fmt.Errorf("cpu profile: %w", err)
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -220,7 +247,7 @@ func run() error {
 				return err
 			}
 			record("grpc open "+p.name, m)
-			if haveWrk == nil {
+			if haveWrk {
 				for _, path := range []string{"/v1/check", "/v1/check/http"} {
 					m, err := wrk(dir, p, path)
 					if err != nil {
@@ -232,8 +259,56 @@ func run() error {
 		}
 		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
 	}
-	report(results, agent.peakRSSMiB(), haveWrk == nil)
+	if *heapProf != "" {
+		if err := fetch(pprofAddr, "heap", *heapProf); err != nil {
+			return fmt.Errorf("heap profile: %w", err)
+		}
+	}
+	names := make([]string, 0, len(procs))
+	for _, p := range procs[:len(procs)-1] {
+		names = append(names, p.name)
+	}
+	report(results, names, agent.peakRSSMiB(), haveWrk)
 	return nil
+}
+
+// startAgent prepares (does not start) `bin agent` in dir on free ports.
+func startAgent(name, bin, dir string) *proc {
+	p := &proc{name: name, grpcAddr: freeAddr(), httpAddr: freeAddr()}
+	p.cmd = exec.Command(bin, "agent")
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(),
+		"FLUXGATE_SERVER_HOST=127.0.0.1",
+		"FLUXGATE_SERVER_HTTP_PORT="+port(p.httpAddr),
+		"FLUXGATE_SERVER_GRPC_PORT="+port(p.grpcAddr),
+		"FLUXGATE_SERVER_PROBE_PORT=0",
+		"FLUXGATE_METRICS_PORT=0",
+		"FLUXGATE_OTLP_GRPC_PORT=0",
+		"FLUXGATE_OTLP_HTTP_PORT=0",
+		"FLUXGATE_LOG_LEVEL=warn",
+	)
+	return p
+}
+
+// fetch saves the agent's /debug/pprof/what into file.
+func fetch(addr, what, file string) error {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/" + what)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s (is the agent built with -tags pprof?)", what, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func waitHTTP(url string, limit time.Duration) error {
@@ -412,7 +487,7 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func report(results map[string][]map[string]float64, rssMiB float64, haveWrk bool) {
+func report(results map[string][]map[string]float64, agents []string, rssMiB float64, haveWrk bool) {
 	med := func(key, metric string) float64 {
 		var xs []float64
 		for _, m := range results[key] {
@@ -422,11 +497,30 @@ func report(results map[string][]map[string]float64, rssMiB float64, haveWrk boo
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop, %d/s open loop.\n\n", *reps, *duration, *callers, *rate)
-	fmt.Fprintln(&b, "| measurement | agent | no-op | ratio |")
-	fmt.Fprintln(&b, "|---|---|---|---|")
+	head, rule := "| measurement |", "|---|"
+	for _, a := range agents {
+		head += " " + a + " |"
+		rule += "---|"
+	}
+	head += " no-op |"
+	rule += "---|"
+	for _, a := range agents {
+		head += " " + a + "/no-op |"
+		rule += "---|"
+	}
+	fmt.Fprintln(&b, head)
+	fmt.Fprintln(&b, rule)
 	row := func(label, key, metric string) {
-		a, n := med(key+" agent", metric), med(key+" no-op", metric)
-		fmt.Fprintf(&b, "| %s | %.3g | %.3g | %.2f |\n", label, a, n, a/n)
+		n := med(key+" no-op", metric)
+		line := "| " + label + " |"
+		for _, a := range agents {
+			line += fmt.Sprintf(" %.3g |", med(key+" "+a, metric))
+		}
+		line += fmt.Sprintf(" %.3g |", n)
+		for _, a := range agents {
+			line += fmt.Sprintf(" %.2f |", med(key+" "+a, metric)/n)
+		}
+		fmt.Fprintln(&b, line)
 	}
 	row("gRPC closed loop, calls/s", "grpc closed", "calls/s")
 	row("gRPC closed loop, server µs CPU per call", "grpc closed", "server µs CPU/call")
@@ -438,6 +532,19 @@ func report(results map[string][]map[string]float64, rssMiB float64, haveWrk boo
 		row("HTTP GET /v1/check/http, req/s", "http /v1/check/http", "req/s")
 	}
 	fmt.Fprintf(&b, "\nagent peak RSS: %.1f MiB\n", rssMiB)
+	if *grpcOnly {
+		// Issue 20, item 3: ratios of medians from this one run.
+		verdict := func(ok bool) string {
+			if ok {
+				return "met"
+			}
+			return "NOT met"
+		}
+		cpu := med("grpc closed agent", "server µs CPU/call") / med("grpc closed no-op", "server µs CPU/call")
+		p99 := med("grpc open agent", "p99 ms") / med("grpc open no-op", "p99 ms")
+		fmt.Fprintf(&b, "target CPU per check ≤ 0.90× the no-op floor: %.2f× (%s)\n", cpu, verdict(cpu <= 0.9))
+		fmt.Fprintf(&b, "target p99 at %d/s ≤ the no-op floor's: %.2f× (%s)\n", *rate, p99, verdict(p99 <= 1))
+	}
 	keys := sortedKeys(results)
 	for _, k := range keys {
 		var fails float64

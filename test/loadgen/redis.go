@@ -77,7 +77,7 @@ func runRedis() error {
 	}
 	redisCPU := func() float64 { return cpuSeconds(rs.Process.Pid) }
 
-	agent, err := startAgent(dir, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
+	agent, err := startRedisAgent(dir, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
 	if err != nil {
 		return err
 	}
@@ -175,9 +175,9 @@ func runRedis() error {
 	return nil
 }
 
-// startAgent builds (unless -agent-bin) and starts the agent in dir with
+// startRedisAgent builds (unless -agent-bin) and starts the agent in dir with
 // one policy file and extra environment, and waits until it is ready.
-func startAgent(dir, name, policyText string, env ...string) (*proc, error) {
+func startRedisAgent(dir, name, policyText string, env ...string) (*proc, error) {
 	bin := *agentBin
 	if bin == "" {
 		bin = filepath.Join(dir, "fluxgate")

@@ -21,6 +21,16 @@
 //
 //	go run ./test/soak                                  # 200,000 keys in 1 minute
 //	go run ./test/soak -keys 4000000 -duration 10m      # issue 14's soak
+//
+// With -idle it runs issue 20's load-and-idle scenario instead (idle.go):
+// `fluxgate gateway` serves gRPC and HTTP checks, OTLP exports and gateway
+// requests for -duration with -workers clients on each path, then idles;
+// it prints RSS and the Go runtime's heap figures before, at the peak, at
+// the end of the load and 10 s, 30 s and 60 s after, and fails when RSS a
+// minute after is over -idle-rss-mib or the peak over limits.memory_mib.
+// Redis paths are not exercised.
+//
+//	go run ./test/soak -idle -duration 60s -workers 4
 package main
 
 import (
@@ -104,6 +114,14 @@ func main() {
 		if err := cmd.Run(); err != nil {
 			log.Fatalf("build fluxgate (run from the repository root, or pass -fluxgate): %v", err)
 		}
+	}
+	if *idle {
+		if code := runIdle(ctx, *bin, dir, *duration, *workers); code != 0 {
+			cancel()
+			_ = os.RemoveAll(dir)
+			os.Exit(code)
+		}
+		return
 	}
 	ag, err := startAgent(ctx, *bin, dir, *memMiB)
 	if err != nil {

@@ -1,0 +1,365 @@
+package main
+
+// The load-and-idle scenario (issue 20, item 4): a long-running agent that
+// has served every path but Redis returns to a small RSS within a minute
+// of the load stopping, and stays within its memory budget throughout.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
+)
+
+var (
+	idle        = flag.Bool("idle", false, "run the load-and-idle scenario instead of the new-key flood: every path but Redis for -duration, then RSS 10 s, 30 s and 60 s after")
+	idleUsers   = flag.Int("idle-users", 20_000, "-idle: distinct users the load's checks come from")
+	idleBudget  = flag.Int("idle-memory-mib", 0, "-idle: limits.memory_mib of the agent; 0 keeps its default")
+	idleHeap    = flag.String("idle-heapprofile", "", "-idle: save the agent's heap profile 60 s after the load here (fluxgate built with -tags pprof, FLUXGATE_PPROF_ADDR set in this program's environment)")
+	idleRSSGoal = flag.Int("idle-rss-mib", 100, "-idle: fail when RSS 60 s after the load is over this")
+)
+
+const idlePolicy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: idle, namespace: soak}
+spec:
+  resources:
+    flux_meters:
+      latency:
+        selectors: [{control_point: ingress}]
+  circuit:
+    components:
+      - flow_control:
+          rate_limiter:
+            selectors: [{control_point: ingress}]
+            in_ports:
+              bucket_capacity: {constant_signal: {value: 1e9}}
+              fill_amount: {constant_signal: {value: 1e9}}
+            parameters: {limit_by_label_key: user, interval: 1s}
+`
+
+const idleConfig = `# written by test/soak -idle
+server: {host: 127.0.0.1, http_port: %d, grpc_port: %d}
+metrics: {port: %d}
+otlp: {grpc_port: %d, http_port: %d}
+policies: {dir: %q}
+log: {level: warn}
+%s
+gateway:
+  listen: 127.0.0.1:%d
+  upstreams:
+    - name: app
+      targets: [{address: %s}]
+  routes:
+    - {id: app, match: {path_prefix: /}, upstream: app, control_point: ingress}
+`
+
+// idleAgent is `fluxgate gateway` and its addresses.
+type idleAgent struct {
+	cmd                                   *exec.Cmd
+	api, grpc, mx, otlpGRPC, otlpHTTP, gw string
+}
+
+func startIdleAgent(ctx context.Context, bin, dir, upstream string, budget int) (*idleAgent, error) {
+	pol := filepath.Join(dir, "policies")
+	if err := os.MkdirAll(pol, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(pol, "idle.yaml"), []byte(idlePolicy), 0o644); err != nil {
+		return nil, err
+	}
+	hp, gp, mp, og, oh, gw := freePort(), freePort(), freePort(), freePort(), freePort(), freePort()
+	limits := ""
+	if budget > 0 {
+		limits = fmt.Sprintf("limits: {memory_mib: %d}", budget)
+	}
+	conf := filepath.Join(dir, "fluxgate.yaml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, idleConfig, hp, gp, mp, og, oh, pol, limits, gw, upstream), 0o600); err != nil {
+		return nil, err
+	}
+	at := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
+	a := &idleAgent{api: at(hp), grpc: at(gp), mx: at(mp), otlpGRPC: at(og), otlpHTTP: at(oh), gw: at(gw)}
+	a.cmd = exec.CommandContext(ctx, bin, "gateway", "--config", conf)
+	a.cmd.Stdout, a.cmd.Stderr = os.Stderr, os.Stderr
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if r, err := http.Get("http://" + a.api + "/readyz"); err == nil {
+			_ = r.Body.Close() // only the status matters
+			if r.StatusCode == 200 {
+				return a, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = a.cmd.Process.Kill()
+			_, _ = a.cmd.Process.Wait()
+			return nil, fmt.Errorf("agent not ready in 30s")
+		}
+	}
+}
+
+// goMem reads the Go runtime's view from the agent's /metrics: heap in
+// use, heap held but free, heap returned to the OS, stacks, in MiB.
+func (a *idleAgent) goMem() string {
+	r, err := http.Get("http://" + a.mx + "/metrics")
+	if err != nil {
+		return "metrics: " + err.Error()
+	}
+	defer r.Body.Close()
+	body, _ := io.ReadAll(r.Body)
+	v := map[string]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if ok && strings.HasPrefix(name, "go_memstats_") {
+			v[name], _ = strconv.ParseFloat(val, 64)
+		}
+	}
+	mib := func(k string) float64 { return v["go_memstats_"+k] / (1 << 20) }
+	return fmt.Sprintf("heap in use %.0f, idle %.0f (released %.0f), stacks %.0f MiB",
+		mib("heap_inuse_bytes"), mib("heap_idle_bytes"), mib("heap_released_bytes"), mib("stack_inuse_bytes"))
+}
+
+// runIdle runs the scenario and returns the exit code.
+func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int) int {
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	}), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+	go func() { _ = up.Serve(ln) }()
+	defer up.Close()
+
+	ag, err := startIdleAgent(ctx, bin, dir, ln.Addr().String(), *idleBudget)
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+	defer func() { _ = ag.cmd.Process.Signal(syscall.SIGTERM); _, _ = ag.cmd.Process.Wait() }()
+	rss := &rssSampler{pid: ag.cmd.Process.Pid}
+	go rss.run(ctx)
+	time.Sleep(2 * time.Second)
+	before, beforeAnon, beforeGo := rss.now(), rss.field("RssAnon"), ag.goMem()
+
+	log.Printf("load: gRPC and HTTP checks, OTLP over gRPC and HTTP, gateway requests, %d workers each, %d users, for %v", workers, *idleUsers, d)
+	lctx, stop := context.WithTimeout(ctx, d)
+	defer stop()
+	var calls, failed atomic.Int64
+	var wg sync.WaitGroup
+	var user atomic.Int64
+	nextUser := func() string { return "u" + strconv.FormatInt(user.Add(1)%int64(*idleUsers), 10) }
+	count := func(err error) {
+		// No call has a deadline of its own: DeadlineExceeded and Canceled
+		// come from the end of the load (gRPC's timer may fire a moment
+		// before the context's).
+		end := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+			status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled
+		if err != nil {
+			if lctx.Err() == nil && !end && failed.Add(1) == 1 {
+				log.Printf("first failure: %v", err)
+			}
+			return
+		}
+		calls.Add(1)
+	}
+	loop := func(f func() error) {
+		for range workers {
+			wg.Go(func() {
+				for lctx.Err() == nil {
+					count(f())
+				}
+			})
+		}
+	}
+	conn, err := grpc.NewClient(ag.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+	defer conn.Close()
+	checks := pb.NewFlowControlServiceClient(conn)
+	loop(func() error {
+		_, err := checks.Check(lctx, &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{"user": nextUser(), "tier": "free"}})
+		return err
+	})
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
+	get := func(url string, h http.Header) error {
+		req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
+		req.Header = h
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+	post := func(url, ctype string, body []byte) error {
+		req, _ := http.NewRequestWithContext(lctx, "POST", url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			return fmt.Errorf("POST %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+	loop(func() error {
+		return post("http://"+ag.api+"/v1/check", "application/json",
+			fmt.Appendf(nil, `{"control_point":"ingress","labels":{"user":%q,"tier":"free"}}`, nextUser()))
+	})
+	loop(func() error {
+		return get("http://"+ag.api+"/v1/check/http", http.Header{"X-Original-Uri": {"/api/items"}, "X-User": {nextUser()}})
+	})
+	loop(func() error {
+		return get("http://"+ag.gw+"/api/items?u="+nextUser(), http.Header{"X-User": {nextUser()}})
+	})
+	otlp := collectortrace.NewTraceServiceClient(conn)
+	oconn, err := grpc.NewClient(ag.otlpGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+	defer oconn.Close()
+	otlpPort := collectortrace.NewTraceServiceClient(oconn)
+	var batch atomic.Int64
+	loop(func() error {
+		c := otlp
+		if batch.Add(1)%2 == 0 {
+			c = otlpPort
+		}
+		_, err := c.Export(lctx, spans(64))
+		return err
+	})
+	wg.Wait()
+	load, loadAnon := rss.now(), rss.field("RssAnon")
+	peak := rss.hwm()
+	loadGo := ag.goMem()
+	log.Printf("load done: %d calls, %d failed; RSS %d MiB, peak %d MiB", calls.Load(), failed.Load(), load>>10, peak>>10)
+
+	type sample struct {
+		at        time.Duration
+		rss, anon int64
+		goView    string
+	}
+	var after []sample
+	start := time.Now()
+	for _, at := range []time.Duration{10 * time.Second, 30 * time.Second, 60 * time.Second} {
+		time.Sleep(time.Until(start.Add(at)))
+		after = append(after, sample{at, rss.now(), rss.field("RssAnon"), ag.goMem()})
+		log.Printf("%v after: RSS %d MiB; %s", at, after[len(after)-1].rss>>10, after[len(after)-1].goView)
+	}
+	if *idleHeap != "" {
+		if err := saveHeap(*idleHeap); err != nil {
+			log.Printf("heap profile: %v", err)
+		}
+	}
+
+	fmt.Printf("\nload and idle, %s: %v of gRPC and HTTP checks, OTLP exports (gRPC on both ports), gateway requests; %d workers each, %d users; %d calls, %d failed; limits.memory_mib %s\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), d, workers, *idleUsers, calls.Load(), failed.Load(), orDefault(*idleBudget))
+	fmt.Printf("| when | RSS | of it anonymous | Go runtime |\n|---|---|---|---|\n")
+	fmt.Printf("| before the load | %d MiB | %d MiB | %s |\n", before>>10, beforeAnon>>10, beforeGo)
+	fmt.Printf("| peak (VmHWM) | %d MiB | | |\n", peak>>10)
+	fmt.Printf("| end of the load | %d MiB | %d MiB | %s |\n", load>>10, loadAnon>>10, loadGo)
+	for _, s := range after {
+		fmt.Printf("| %v after | %d MiB | %d MiB | %s |\n", s.at, s.rss>>10, s.anon>>10, s.goView)
+	}
+	code := 0
+	if last := after[len(after)-1].rss >> 10; last > int64(*idleRSSGoal) {
+		fmt.Printf("FAIL: RSS %d MiB a minute after the load, over %d MiB\n", last, *idleRSSGoal)
+		code = 1
+	}
+	if *idleBudget > 0 && peak>>10 > int64(*idleBudget) {
+		fmt.Printf("FAIL: peak RSS %d MiB over limits.memory_mib %d\n", peak>>10, *idleBudget)
+		code = 1
+	}
+	if failed.Load() > 0 {
+		fmt.Printf("FAIL: %d calls failed\n", failed.Load())
+		code = 1
+	}
+	if code == 0 {
+		fmt.Println("PASS")
+	}
+	return code
+}
+
+// spans is an export of n finished flows at the ingress control point.
+func spans(n int) *collectortrace.ExportTraceServiceRequest {
+	str := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	}
+	now := uint64(time.Now().UnixNano())
+	ss := &tracepb.ScopeSpans{}
+	for i := range n {
+		ss.Spans = append(ss.Spans, &tracepb.Span{
+			TraceId: bytes.Repeat([]byte{byte(i + 1)}, 16), SpanId: bytes.Repeat([]byte{byte(i + 1)}, 8), Name: "flow",
+			StartTimeUnixNano: now - uint64(i+1)*1e6, EndTimeUnixNano: now,
+			Attributes: []*commonpb.KeyValue{
+				str(flow.AttrControlPoint, "ingress"), str(flow.AttrDecisionType, "DECISION_TYPE_ACCEPTED"),
+				{Key: flow.AttrHTTPStatus, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: 200}}},
+				{Key: flow.AttrWorkloadMillis, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: float64(i % 50)}}},
+			},
+		})
+	}
+	return &collectortrace.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{ss}}}}
+}
+
+// saveHeap saves the heap profile of an agent that serves pprof on
+// FLUXGATE_PPROF_ADDR (it inherits this program's environment).
+func saveHeap(file string) error {
+	addr := os.Getenv("FLUXGATE_PPROF_ADDR")
+	if addr == "" {
+		return fmt.Errorf("FLUXGATE_PPROF_ADDR is not set")
+	}
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s (is fluxgate built with -tags pprof?)", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
+}
