@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -161,7 +162,7 @@ func stripComments(b []byte) []byte {
 
 // agentConfig loads the fluxgate.yaml of the fluxgate-config ConfigMap
 // with agent.LoadConfig, with the DaemonSet's FLUXGATE_* variables.
-func agentConfig(t *testing.T, m *manifests, env []corev1.EnvVar) agent.Config {
+func agentConfig(t *testing.T, m *manifests, c corev1.Container) agent.Config {
 	t.Helper()
 	cm := m.configMaps["fluxgate-config"]
 	if cm == nil || cm.Data["fluxgate.yaml"] == "" {
@@ -172,10 +173,22 @@ func agentConfig(t *testing.T, m *manifests, env []corev1.EnvVar) agent.Config {
 		t.Fatal(err)
 	}
 	var environ []string
-	for _, e := range env {
-		if strings.HasPrefix(e.Name, agent.EnvPrefix) {
-			environ = append(environ, e.Name+"="+e.Value)
+	for _, e := range c.Env {
+		if !strings.HasPrefix(e.Name, agent.EnvPrefix) {
+			continue
 		}
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil {
+			// What the kubelet sets: the container's resource in units
+			// of the divisor, rounded up.
+			ref := e.ValueFrom.ResourceFieldRef
+			q, ok := c.Resources.Limits[corev1.ResourceName(strings.TrimPrefix(ref.Resource, "limits."))]
+			if !ok || ref.Divisor.IsZero() {
+				t.Fatalf("%s: from %s, which the container does not set (or no divisor)", e.Name, ref.Resource)
+			}
+			v = strconv.FormatInt((q.Value()+ref.Divisor.Value()-1)/ref.Divisor.Value(), 10)
+		}
+		environ = append(environ, e.Name+"="+v)
 	}
 	cfg, warnings, err := agent.LoadConfig(path, environ)
 	if err != nil {
@@ -202,7 +215,10 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatalf("%d containers, want 1", len(pod.Containers))
 	}
 	c := pod.Containers[0]
-	cfg := agentConfig(t, m, c.Env)
+	cfg := agentConfig(t, m, c)
+	if lim, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok || int64(cfg.Limits.MemoryMiB) != lim.Value()>>20 {
+		t.Errorf("limits.memory_mib %d, want the container's memory limit in MiB (%v)", cfg.Limits.MemoryMiB, c.Resources.Limits.Memory())
+	}
 	def := agent.DefaultConfig()
 
 	if want := []string{"agent", "--config", "/etc/fluxgate/config/fluxgate.yaml"}; !slices.Equal(c.Args, want) {
