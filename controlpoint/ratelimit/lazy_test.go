@@ -201,3 +201,33 @@ func TestLazySyncTinyPeriod(t *testing.T) {
 	l.Take(context.Background(), time.Now(), "k", 1)
 	eventually(t, "a sync", func() bool { return testutil.ToFloat64(b.syncs.WithLabelValues("ok")) >= 1 })
 }
+
+// A sync that is not due for a while does not keep the sending goroutine
+// waking every batch window until it is: the goroutine sleeps until the
+// sync is due (an idle agent with a key taken once a minute wakes once a
+// minute, not 200 times a second).
+func TestLazySyncQueueSleepsUntilDue(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Client(t))
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:sleep", Limits: Limits{Capacity: 100, FillAmount: 100, Interval: time.Minute, Continuous: true},
+		Timeout: testTimeout, NumSync: 1})
+	ctx := context.Background()
+	l.Take(ctx, time.Now(), "k", 1) // a fresh share syncs at once
+	eventually(t, "the first sync", func() bool { return testutil.ToFloat64(b.syncs.WithLabelValues("ok")) >= 1 })
+	l.Take(ctx, time.Now(), "k", 1) // its sync is due in a minute
+	q := &l.lazy.syncs
+	q.mu.Lock()
+	pending, from := len(q.pending), q.wakes
+	q.mu.Unlock()
+	if pending != 1 {
+		t.Fatalf("%d syncs pending, want 1", pending)
+	}
+	// 40 batch windows (5ms each) of waiting.
+	time.Sleep(40 * q.window)
+	q.mu.Lock()
+	woke := q.wakes - from
+	q.mu.Unlock()
+	if woke > 2 {
+		t.Errorf("the sending goroutine woke %d times in %v with one sync due in a minute, want at most 2", woke, 40*q.window)
+	}
+}

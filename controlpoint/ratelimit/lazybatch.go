@@ -23,8 +23,11 @@ type syncQueue struct {
 	window time.Duration // how often due syncs leave, together
 
 	mu      sync.Mutex
-	pending syncHeap // guarded by mu: syncs by when they may leave; a bucket is in it at most once (its state is syncScheduled)
-	running bool     // guarded by mu: the sending goroutine is on
+	pending syncHeap    // guarded by mu: syncs by when they may leave; a bucket is in it at most once (its state is syncScheduled)
+	running bool        // guarded by mu: the sending goroutine is on
+	timer   *time.Timer // guarded by mu: wakes the sending goroutine, while it is on
+	wake    int64       // guarded by mu: when the timer fires (unix nanoseconds)
+	wakes   int         // guarded by mu: times the sending goroutine woke, for tests
 }
 
 // maxSyncWindow bounds how long a due sync waits for company;
@@ -71,19 +74,34 @@ func (q *syncQueue) add(z *lazy, key string, b *lazyBucket, at int64) {
 	heap.Push(&q.pending, syncItem{at: at, key: key, b: b})
 	start := !q.running
 	q.running = true
+	if start {
+		q.wake = time.Now().UnixNano() + int64(q.window)
+		q.timer = time.NewTimer(q.window)
+	} else if at < q.wake {
+		// The goroutine sleeps until a later sync is due: wake it for the
+		// batch after this one's time instead.
+		now := time.Now().UnixNano()
+		if w := max(at, now+int64(q.window)); w < q.wake {
+			q.wake = w
+			q.timer.Reset(time.Duration(w - now))
+		}
+	}
+	t := q.timer
 	q.mu.Unlock()
 	if start {
-		go q.run(z)
+		go q.run(z, t)
 	}
 }
 
-// run sends the due syncs every window until none is pending.
-func (q *syncQueue) run(z *lazy) {
-	t := time.NewTicker(q.window)
-	defer t.Stop()
+// run sends the due syncs, those due together in one window, until none
+// is pending. While none is due it sleeps until the first one is, not a
+// window at a time: a key that syncs once a minute costs one wake-up a
+// minute.
+func (q *syncQueue) run(z *lazy, t *time.Timer) {
 	for range t.C {
 		now := time.Now().UnixNano()
 		q.mu.Lock()
+		q.wakes++
 		var due []syncItem
 		for len(q.pending) > 0 && q.pending[0].at <= now {
 			due = append(due, heap.Pop(&q.pending).(syncItem))
@@ -91,7 +109,15 @@ func (q *syncQueue) run(z *lazy) {
 		done := len(due) == 0 && len(q.pending) == 0
 		if done {
 			q.running = false
+			q.timer = nil
 			q.pending = nil // give back a queue that grew under a burst
+		} else {
+			next := now + int64(q.window)
+			if len(q.pending) > 0 {
+				next = max(next, q.pending[0].at)
+			}
+			q.wake = next
+			t.Reset(time.Duration(next - now))
 		}
 		q.mu.Unlock()
 		if done {

@@ -62,7 +62,10 @@ func (w *wireCheck) unmarshal(b []byte) error {
 	}
 	w.req = controlpoint.Request{}
 	if entries > 0 {
-		w.req.Labels = make(map[string]string, entries)
+		// Entries on the wire may repeat a key: the size hint is capped
+		// at what validation lets through, so a request of many empty
+		// entries does not size a map for all of them.
+		w.req.Labels = make(map[string]string, min(entries, controlpoint.MaxLabels+1))
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -137,6 +140,9 @@ func (w *wireCheck) labelEntry(b []byte) error {
 				return protowire.ParseError(n)
 			}
 			b = b[n:]
+			if !utf8.Valid(v) { // each occurrence, as the protobuf decoder checks
+				return errBadUTF8
+			}
 			if num == 1 {
 				key = v
 			} else {
@@ -149,9 +155,6 @@ func (w *wireCheck) labelEntry(b []byte) error {
 			}
 			b = b[n:]
 		}
-	}
-	if !utf8.Valid(key) || !utf8.Valid(val) {
-		return errBadUTF8
 	}
 	w.req.Labels[string(key)] = string(val)
 	return nil

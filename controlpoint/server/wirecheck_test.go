@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -233,4 +234,39 @@ func TestGRPCCheckEitherCodec(t *testing.T) {
 	if n := intercepted.Load(); n != int64(len(reqs)) {
 		t.Errorf("interceptor saw %d requests, want %d", n, len(reqs))
 	}
+}
+
+// TestWireCheckMemoryBounded: a request of many empty label entries (all
+// the same key, "") costs no more memory than the protobuf decoder
+// spends on it: the label map is not sized by the number of entries on
+// the wire, which a client chooses (a 1 MiB request once made a map for
+// half a million labels).
+func TestWireCheckMemoryBounded(t *testing.T) {
+	b := wireField(nil, 1, []byte("ingress"))
+	for len(b) < 1<<20 {
+		b = wireField(b, 2, nil)
+	}
+	var w wireCheck
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if err := w.UnmarshalGRPC(mem.BufferSlice{mem.SliceBuffer(b)}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 64<<10 {
+		t.Fatalf("decoding a %d-byte request of empty label entries allocated %d bytes, want at most 64 KiB", len(b), got)
+	}
+	if len(w.req.Labels) != 1 {
+		t.Fatalf("labels %v, want one empty label", w.req.Labels)
+	}
+	agreeWithProto(t, b)
+}
+
+// TestWireCheckEntryUTF8: a map entry whose first key is not UTF-8 is
+// refused even when a later key in the same entry is, as the protobuf
+// decoder refuses it.
+func TestWireCheckEntryUTF8(t *testing.T) {
+	cp := wireField(nil, 1, []byte("ingress"))
+	agreeWithProto(t, wireField(cp, 2, append(wireEntry("\xff", "v"), wireField(nil, 1, []byte("k"))...)))
+	agreeWithProto(t, wireField(cp, 2, append(wireEntry("k", "\xff"), wireField(nil, 2, []byte("v"))...)))
 }
