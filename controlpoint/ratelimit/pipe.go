@@ -154,6 +154,7 @@ func (p *pipe) takeLocked() []*pipeCall {
 func (p *pipe) send(batch []*pipeCall) {
 	live := batch[:0:0]
 	var deadline time.Time
+	unbounded := false // a caller without a deadline
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
 			c.err = err
@@ -162,7 +163,7 @@ func (p *pipe) send(batch []*pipeCall) {
 		}
 		live = append(live, c)
 		if d, ok := c.ctx.Deadline(); !ok {
-			deadline = time.Time{}.Add(1<<63 - 1)
+			unbounded = true
 		} else if d.After(deadline) {
 			deadline = d
 		}
@@ -172,7 +173,10 @@ func (p *pipe) send(batch []*pipeCall) {
 	}
 	// The pipeline lives as long as its longest-lived caller: no call in
 	// it fails before its own deadline because another's came first.
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithCancel(context.Background())
+	if !unbounded {
+		ctx, cancel = context.WithDeadline(context.Background(), deadline)
+	}
 	defer cancel()
 	p.exec(ctx, live, true)
 	for _, c := range live {
