@@ -93,7 +93,12 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 	if _, err := os.Stat(a.configFile); errors.Is(err, fs.ErrNotExist) {
 		// Gone, or between an editor's rename and its write: not the
 		// embedded defaults, which LoadConfig reads for a missing file.
-		a.logger.Warn("config file not found; the running configuration stays", "file", a.configFile)
+		a.cfgMu.Lock()
+		if !a.cfgMissing {
+			a.logger.Warn("config file not found; the running configuration stays", "file", a.configFile)
+		}
+		a.cfgMissing = true
+		a.cfgMu.Unlock()
 		return nil, nil
 	}
 	cfg, _, err := LoadConfig(a.configFile, a.environ)
@@ -103,6 +108,7 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 	}
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
+	a.cfgMissing = false
 	prev := reflect.ValueOf(&a.fileCfg).Elem()
 	cur := reflect.ValueOf(&cfg).Elem()
 	for _, f := range configFields() {

@@ -182,6 +182,10 @@ func TestConfigReloadOfMissingFileKeepsConfig(t *testing.T) {
 	if len(applied) != 0 || len(restart) != 0 || level.Level() != slog.LevelDebug || a.Store().Dir() != policiesDir {
 		t.Fatalf("a missing file changed the agent: applied %v, restart %v, level %v, policies.dir %s", applied, restart, level.Level(), a.Store().Dir())
 	}
+	a.ReloadConfig() // the periodic re-read: logged once, not every time
+	if n := strings.Count(logs.String(), "config file not found"); n != 1 {
+		t.Fatalf("the missing file was logged %d times:\n%s", n, logs.String())
+	}
 	// The file back as it was: nothing changed.
 	writeFile(t, path, reloadConfigText(policiesDir, "debug", "2h"))
 	if applied, restart := a.ReloadConfig(); len(applied) != 0 || len(restart) != 0 {
