@@ -15,6 +15,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/fake"
@@ -70,13 +71,14 @@ func TestLeaderElection(t *testing.T) {
 
 // leaseServer is an API server of one namespace's Leases, enough for the
 // election: get, create and update of named Leases and an empty list. Once
-// hang is set, reads of a named Lease never answer (a partitioned or stuck
+// hang is set, requests about a named Lease never answer (a partitioned or stuck
 // API server) until the request's context ends.
 type leaseServer struct {
 	mu     sync.Mutex
 	leases map[string]map[string]any
 	rv     int
 	hang   atomic.Bool
+	hung   atomic.Int64 // requests hung so far
 	stop   chan struct{}
 }
 
@@ -88,7 +90,8 @@ func (s *leaseServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, `{"apiVersion":"coordination.k8s.io/v1","kind":"LeaseList","metadata":{},"items":[]}`)
 		return
 	}
-	if r.Method == http.MethodGet && s.hang.Load() {
+	if s.hang.Load() {
+		s.hung.Add(1)
 		select {
 		case <-r.Context().Done():
 		case <-s.stop:
@@ -147,6 +150,42 @@ func TestLeaderStepsDownWhenRenewalHangs(t *testing.T) {
 	waitFor(t, "leadership", func() bool { return r.Leader() })
 	s.hang.Store(true)
 	waitFor(t, "stepping down", func() bool { return !r.Leader() })
+}
+
+// An agent whose Lease renewal hangs gives it up after a heartbeat and
+// tries again: once the API server answers again its view is published,
+// instead of waiting for the hung connection to break.
+func TestHeartbeatGivesUpAHungRenewal(t *testing.T) {
+	s := &leaseServer{leases: map[string]map[string]any{}, stop: make(chan struct{})}
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(s.stop) })
+	r, err := NewStatusReporter(StatusReporterOptions{
+		Config: &rest.Config{Host: srv.URL}, Group: "edge", Namespace: "ns", Identity: "a", Heartbeat: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.heartbeat(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	view := func() string {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		l := s.leases[r.agentLeaseName()]
+		if l == nil {
+			return ""
+		}
+		ann, _, _ := unstructured.NestedStringMap(l, "metadata", "annotations")
+		return ann[annotationView]
+	}
+	waitFor(t, "the agent Lease", func() bool { return view() == "{}" })
+	s.hang.Store(true)
+	r.SetView([]ObjectView{{Object: Object{UID: "u1", Generation: 1}, State: StateProgrammed}})
+	waitFor(t, "a hung renewal", func() bool { return s.hung.Load() > 0 })
+	s.hang.Store(false)
+	waitFor(t, "the new view", func() bool { return view() == `{"u1":1}` })
 }
 
 // waitFor polls cond until it holds; it fails the test after a minute.

@@ -357,7 +357,12 @@ func (r *StatusReporter) heartbeat(ctx context.Context) {
 	t := time.NewTicker(r.opts.Heartbeat)
 	defer t.Stop()
 	for {
-		if err := r.renewAgentLease(ctx); err != nil && ctx.Err() == nil {
+		// A renewal that hangs is given up after a heartbeat and tried
+		// again, before the Lease (three heartbeats) expires.
+		rctx, cancel := context.WithTimeout(ctx, r.opts.Heartbeat)
+		err := r.renewAgentLease(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			r.logger.Warn("kubernetes: agent lease not renewed", "lease", r.opts.Namespace+"/"+r.agentLeaseName(), "err", err)
 		} else {
 			notify(r.leaderChanged) // this agent's count changed: a leader here writes it now
