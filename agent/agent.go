@@ -84,6 +84,7 @@ type Agent struct {
 	level      *slog.LevelVar
 	cfgMu      sync.Mutex         // serializes ReloadConfig; guards fileCfg
 	fileCfg    Config             // the config file's content when last read
+	cfgMissing bool               // the config file was not there when last read; guarded by cfgMu
 	targets    *discoveredTargets // targetRef discovery; nil unless kubernetes.discovery
 	meters     *fluxmeter.Processor
 	otlp       *fluxmeter.Receiver

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -82,9 +84,21 @@ func (a *Agent) watchConfig(ctx context.Context) error {
 // Options.LogLevel is set) and policies.dir. It logs every other key that
 // changed since the file was last read as needing a restart, once. A file
 // that does not load is logged with its file:line:col errors and changes
-// nothing. It returns the keys it applied and those that need a restart.
+// nothing, and so does a missing file. It returns the keys it applied and
+// those that need a restart.
 func (a *Agent) ReloadConfig() (applied, restart []string) {
 	if a.configFile == "" {
+		return nil, nil
+	}
+	if _, err := os.Stat(a.configFile); errors.Is(err, fs.ErrNotExist) {
+		// Gone, or between an editor's rename and its write: not the
+		// embedded defaults, which LoadConfig reads for a missing file.
+		a.cfgMu.Lock()
+		if !a.cfgMissing {
+			a.logger.Warn("config file not found; the running configuration stays", "file", a.configFile)
+		}
+		a.cfgMissing = true
+		a.cfgMu.Unlock()
 		return nil, nil
 	}
 	cfg, _, err := LoadConfig(a.configFile, a.environ)
@@ -94,6 +108,7 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 	}
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
+	a.cfgMissing = false
 	prev := reflect.ValueOf(&a.fileCfg).Elem()
 	cur := reflect.ValueOf(&cfg).Elem()
 	for _, f := range configFields() {

@@ -150,3 +150,45 @@ func TestConfigReloadFromConfigMapSwap(t *testing.T) {
 		t.Fatalf("a missing policies.dir was applied: %s", served())
 	}
 }
+
+// A config file that is gone (deleted, or between an editor's rename and
+// its write) leaves the running configuration as it is: it is not read as
+// the embedded defaults, which would switch policies.dir and log.level
+// back to theirs.
+func TestConfigReloadOfMissingFileKeepsConfig(t *testing.T) {
+	dir := t.TempDir()
+	policiesDir := filepath.Join(dir, "policies")
+	if err := os.Mkdir(policiesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(policiesDir, "p.yaml"), policyYAML("default", "kept", "1s"))
+	path := filepath.Join(dir, "fluxgate.yaml")
+	writeFile(t, path, reloadConfigText(policiesDir, "debug", "2h"))
+	cfg, _, err := LoadConfig(path, []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	logger, level := NewLoggerLevel(cfg.Log, &logs)
+	a, err := New(Options{Config: cfg, Logger: logger, LogLevel: level, ConfigFile: path, Environ: []string{}, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	applied, restart := a.ReloadConfig()
+	if len(applied) != 0 || len(restart) != 0 || level.Level() != slog.LevelDebug || a.Store().Dir() != policiesDir {
+		t.Fatalf("a missing file changed the agent: applied %v, restart %v, level %v, policies.dir %s", applied, restart, level.Level(), a.Store().Dir())
+	}
+	a.ReloadConfig() // the periodic re-read: logged once, not every time
+	if n := strings.Count(logs.String(), "config file not found"); n != 1 {
+		t.Fatalf("the missing file was logged %d times:\n%s", n, logs.String())
+	}
+	// The file back as it was: nothing changed.
+	writeFile(t, path, reloadConfigText(policiesDir, "debug", "2h"))
+	if applied, restart := a.ReloadConfig(); len(applied) != 0 || len(restart) != 0 {
+		t.Fatalf("the same file again: applied %v, restart %v", applied, restart)
+	}
+}

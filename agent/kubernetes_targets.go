@@ -64,9 +64,7 @@ func (a *Agent) setupTargetDiscovery(c KubernetesConfig) error {
 			for ref, group := range d.refs {
 				found, ok := eps[ref]
 				if _, dup := byGroup[group]; dup || !ok {
-					// Not found: the group keeps its configured targets. A
-					// second TrafficPolicy of a group is refused by the
-					// gateway anyway.
+					// Not found: the group keeps its configured targets.
 					continue
 				}
 				ts := []TargetConfig{}
@@ -89,26 +87,40 @@ func (a *Agent) setupTargetDiscovery(c KubernetesConfig) error {
 	}
 	a.targets = d
 	a.store.Subscribe(func(_, cur *PolicySnapshot) {
-		refs := map[kube.Ref]string{}
-		var list []kube.Ref
-		for _, e := range cur.Sorted() {
-			tp, ok := e.Object.(*policies.TrafficPolicy)
-			if !ok {
-				continue
-			}
-			tr := tp.Spec.TargetRef
-			if tr.Kind != kube.KindService && tr.Kind != kube.KindDeployment {
-				continue
-			}
-			r := kube.Ref{Namespace: tp.Key().Namespace, Kind: tr.Kind, Name: tr.Name}
-			refs[r] = tr.Name
-			list = append(list, r)
-		}
-		sort.Slice(list, func(i, j int) bool { return list[i].String() < list[j].String() })
+		refs, list := targetRefs(cur)
 		d.mu.Lock()
 		d.refs = refs
 		d.mu.Unlock()
 		d.watcher.SetRefs(list)
 	})
 	return nil
+}
+
+// targetRefs are the Service and Deployment targetRefs of cur's
+// TrafficPolicies, with the upstream group of each, and as a sorted list.
+// Of the TrafficPolicies naming one upstream group only the first by
+// namespace/name counts, as in the gateway, which refuses the others.
+func targetRefs(cur *PolicySnapshot) (map[kube.Ref]string, []kube.Ref) {
+	refs := map[kube.Ref]string{}
+	var list []kube.Ref
+	groups := map[string]bool{}
+	for _, e := range cur.Sorted() {
+		tp, ok := e.Object.(*policies.TrafficPolicy)
+		if !ok {
+			continue
+		}
+		tr := tp.Spec.TargetRef
+		if groups[tr.Name] {
+			continue
+		}
+		groups[tr.Name] = true
+		if tr.Kind != kube.KindService && tr.Kind != kube.KindDeployment {
+			continue
+		}
+		r := kube.Ref{Namespace: tp.Key().Namespace, Kind: tr.Kind, Name: tr.Name}
+		refs[r] = tr.Name
+		list = append(list, r)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].String() < list[j].String() })
+	return refs, list
 }

@@ -174,15 +174,7 @@ func (w *TargetWatcher) informer(gvr schema.GroupVersionResource) (cache.SharedI
 		},
 	}
 	inf := cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})
-	// Keep only what resolve reads: a Deployment's template labels, a
-	// Service's selector, a slice's endpoints and ports.
-	if err := inf.SetTransform(func(o any) (any, error) {
-		if u, ok := o.(*unstructured.Unstructured); ok {
-			u.SetManagedFields(nil)
-			u.SetAnnotations(nil)
-		}
-		return o, nil
-	}); err != nil {
+	if err := inf.SetTransform(slimObject); err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
 	h := func() { notify(w.changed) }
@@ -199,6 +191,33 @@ func (w *TargetWatcher) informer(gvr schema.GroupVersionResource) (cache.SharedI
 		return nil, fmt.Errorf("kube: %w", err)
 	}
 	return inf, nil
+}
+
+// slimObject is the informers' transform: it keeps only what resolve
+// reads (metadata but annotations and managed fields, a Deployment's
+// template labels, a Service's selector, a slice's address type,
+// endpoints and ports), so that a cluster's Deployments are not held
+// whole, pod specs included.
+func slimObject(o any) (any, error) {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return o, nil
+	}
+	u.SetManagedFields(nil)
+	u.SetAnnotations(nil)
+	out := map[string]any{}
+	for _, k := range []string{"apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"} {
+		if v, ok := u.Object[k]; ok {
+			out[k] = v
+		}
+	}
+	for _, path := range [][]string{{"spec", "selector"}, {"spec", "template", "metadata", "labels"}} {
+		if v, found, _ := unstructured.NestedFieldNoCopy(u.Object, path...); found {
+			_ = unstructured.SetNestedField(out, v, path...)
+		}
+	}
+	u.Object = out
+	return u, nil
 }
 
 // resolve maps each ref whose object exists to the sorted addresses of

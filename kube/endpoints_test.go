@@ -75,3 +75,46 @@ func TestResolve(t *testing.T) {
 		}
 	}
 }
+
+// The watchers keep only what resolve reads of each object (names,
+// labels, a Deployment's template labels, a Service's selector, a slice's
+// address type, endpoints and ports): a cluster's Deployments, with their
+// pod specs, are not held whole in the agent's memory.
+func TestSlimObjectKeepsWhatResolveReads(t *testing.T) {
+	u := func(doc string) *unstructured.Unstructured {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatal(err)
+		}
+		o, err := slimObject(&unstructured.Unstructured{Object: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.(*unstructured.Unstructured)
+	}
+	d := u(`{apiVersion: apps/v1, kind: Deployment,
+	  metadata: {name: web, namespace: ns, resourceVersion: "7", annotations: {a: b}, managedFields: [{manager: x}]},
+	  spec: {replicas: 3, template: {metadata: {labels: {app: web}, annotations: {c: d}},
+	    spec: {containers: [{name: web, image: web:1, env: [{name: A, value: "1"}]}]}}},
+	  status: {replicas: 3}}`)
+	if labels, _, _ := unstructured.NestedStringMap(d.Object, "spec", "template", "metadata", "labels"); labels["app"] != "web" {
+		t.Fatalf("template labels lost: %v", d.Object)
+	}
+	for _, path := range [][]string{{"spec", "template", "spec"}, {"spec", "replicas"}, {"status"}, {"metadata", "annotations"}, {"metadata", "managedFields"}} {
+		if _, found, _ := unstructured.NestedFieldNoCopy(d.Object, path...); found {
+			t.Errorf("Deployment keeps %v: %v", path, d.Object)
+		}
+	}
+	if d.GetName() != "web" || d.GetNamespace() != "ns" || d.GetResourceVersion() != "7" {
+		t.Fatalf("metadata lost: %v", d.Object)
+	}
+	s := u(`{metadata: {name: web, namespace: ns}, spec: {selector: {app: web}, ports: [{port: 80}], clusterIP: 10.1.1.1}}`)
+	if sel, _, _ := unstructured.NestedStringMap(s.Object, "spec", "selector"); sel["app"] != "web" || len(s.Object["spec"].(map[string]any)) != 1 {
+		t.Fatalf("Service %v", s.Object)
+	}
+	es := u(`{metadata: {name: w1, namespace: ns, labels: {kubernetes.io/service-name: web}}, addressType: IPv4,
+	  ports: [{port: 80}], endpoints: [{addresses: [10.0.0.1]}]}`)
+	if got := sliceAddresses(es); !slices.Equal(got, []string{"10.0.0.1:80"}) || es.GetLabels()[labelServiceName] != "web" {
+		t.Fatalf("slice %v: %v", es.Object, got)
+	}
+}

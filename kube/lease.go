@@ -162,17 +162,27 @@ func (r *StatusReporter) elect(ctx context.Context) {
 	t := time.NewTicker(r.opts.RetryPeriod)
 	defer t.Stop()
 	for {
-		ok := r.tryAcquireOrRenew(ctx, &e)
+		// An attempt that hangs (an API server that stopped answering) is
+		// given up at the renew deadline, so that a leader stops writing
+		// before another agent may take the Lease over.
+		start := time.Now()
+		deadline := start.Add(r.opts.RenewDeadline)
+		if cancel != nil {
+			deadline = lastRenew.Add(r.opts.RenewDeadline)
+		}
+		actx, acancel := context.WithDeadline(ctx, deadline)
+		ok := r.tryAcquireOrRenew(actx, &e)
+		acancel()
 		switch {
 		case ok:
-			lastRenew = time.Now()
+			lastRenew = start
 			if cancel == nil {
 				var term context.Context
 				term, cancel = context.WithCancel(ctx)
 				done = make(chan struct{})
 				go func() { defer close(done); r.lead(term) }()
 			}
-		case cancel != nil && time.Since(lastRenew) > r.opts.RenewDeadline:
+		case cancel != nil && time.Since(lastRenew) >= r.opts.RenewDeadline:
 			r.logger.Warn("kubernetes: leader Lease not renewed in time; no longer writing the status", "lease", r.opts.Namespace+"/"+r.LeaseName())
 			stopLeading()
 		}

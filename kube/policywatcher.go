@@ -257,10 +257,12 @@ func policyDocument(gvr schema.GroupVersionResource, u *unstructured.Unstructure
 	if spec, ok := u.Object["spec"]; ok {
 		doc["spec"] = spec
 	}
-	if _, ok := u.Object["dynamicConfig"]; ok && gvr == AperturePolicyResource {
-		// Aperture's per-object overrides of the policy's values:
-		// FluxGate's come through /v1/dynamic-config.
-		return Object{}, errors.New("dynamicConfig is not supported; set the values in spec, or through the agent's /v1/dynamic-config")
+	if dc, ok := u.Object["dynamicConfig"]; ok && gvr == AperturePolicyResource {
+		// Aperture's per-object overrides of the policy's values (FluxGate's
+		// come through /v1/dynamic-config): handed on, so that the policy
+		// store refuses the object with a positioned error, which its
+		// status then shows.
+		doc["dynamicConfig"] = dc
 	}
 	data, err := yaml.Marshal(doc)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // A custom resource becomes a policy document of its apiVersion, kind,
@@ -89,5 +91,34 @@ func TestRESTConfigFromKubeconfig(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	if _, err := RESTConfig(""); err == nil || !strings.Contains(err.Error(), "in-cluster") {
 		t.Fatalf("outside a pod: err = %v", err)
+	}
+}
+
+// An Aperture Policy with dynamicConfig is handed on, not dropped: the
+// policy store refuses it with a positioned error, which the status then
+// shows (status.status "invalid: ..."), instead of the object having no
+// status and only a line in the agent's log.
+func TestApertureDynamicConfigReachesTheStore(t *testing.T) {
+	var u unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(`apiVersion: fluxninja.com/v1alpha1
+kind: Policy
+metadata: {name: limits, namespace: shop, uid: 0b7c4b0e-0000-0000-0000-000000000001}
+spec:
+  circuit: {components: []}
+dynamicConfig: {rate: 10}
+`), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetGeneration(2)
+	o, err := policyDocument(AperturePolicyResource, &u)
+	if err != nil {
+		t.Fatalf("object dropped: %v", err)
+	}
+	if o.UID != "0b7c4b0e-0000-0000-0000-000000000001" || o.Generation != 2 || o.Name != "limits" {
+		t.Fatalf("object %+v", o)
+	}
+	_, err = policies.Parse(o.ID, o.YAML)
+	if err == nil || !strings.Contains(err.Error(), "dynamicConfig") || !strings.HasPrefix(err.Error(), o.ID+":") {
+		t.Fatalf("the store's error = %v", err)
 	}
 }

@@ -139,9 +139,7 @@ func NewStatusReporter(opts StatusReporterOptions) (*StatusReporter, error) {
 	}
 	if opts.Identity == "" {
 		host, _ := os.Hostname()
-		var b [3]byte
-		_, _ = rand.Read(b[:])
-		opts.Identity = host + "-" + hex.EncodeToString(b[:])
+		opts.Identity = defaultIdentity(host)
 	}
 	opts.Identity = dnsLabel(opts.Identity)
 	setDefault(&opts.LeaseDuration, 15*time.Second)
@@ -237,6 +235,19 @@ func dnsLabel(s string) string {
 		out = "x"
 	}
 	return out
+}
+
+// defaultIdentity is host with a random suffix, which tells apart two
+// agents of one host name (hostNetwork pods of a node, during a rolling
+// update): the host part is shortened so that dnsLabel keeps the suffix.
+func defaultIdentity(host string) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	suffix := "-" + hex.EncodeToString(b[:])
+	if len(host) > 63-len(suffix) {
+		host = host[:63-len(suffix)]
+	}
+	return host + suffix
 }
 
 // Identity is this agent's name in the Leases.
@@ -346,7 +357,12 @@ func (r *StatusReporter) heartbeat(ctx context.Context) {
 	t := time.NewTicker(r.opts.Heartbeat)
 	defer t.Stop()
 	for {
-		if err := r.renewAgentLease(ctx); err != nil && ctx.Err() == nil {
+		// A renewal that hangs is given up after a heartbeat and tried
+		// again, before the Lease (three heartbeats) expires.
+		rctx, cancel := context.WithTimeout(ctx, r.opts.Heartbeat)
+		err := r.renewAgentLease(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			r.logger.Warn("kubernetes: agent lease not renewed", "lease", r.opts.Namespace+"/"+r.agentLeaseName(), "err", err)
 		} else {
 			notify(r.leaderChanged) // this agent's count changed: a leader here writes it now
@@ -586,8 +602,6 @@ func truncate(s string, n int) string {
 	return s[:n-3] + "..."
 }
 
-// sameStatus compares two statuses as JSON documents (numbers decoded from
-// the API server are int64 or float64, ours int64).
 // apertureStatus is the status of an Aperture Policy, whose schema has one
 // string, status.status (kubectl's Status column): what the agent group
 // makes of the spec, in a line.
@@ -602,6 +616,8 @@ func apertureStatus(o ObjectView, total, programmed int) map[string]any {
 	return map[string]any{"status": truncate(s, 1024)}
 }
 
+// sameStatus compares two statuses as JSON documents (numbers decoded from
+// the API server are int64 or float64, ours int64).
 func sameStatus(a, b map[string]any) bool {
 	if b == nil {
 		return false

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,5 +62,16 @@ func TestDNSLabel(t *testing.T) {
 		if got := dnsLabel(in); got != want {
 			t.Errorf("dnsLabel(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// Two agents of one long host name (hostNetwork pods of a node whose name
+// fills a DNS label) still get different identities: the random suffix
+// is not cut off.
+func TestDefaultIdentityKeepsSuffix(t *testing.T) {
+	host := "gke-production-cluster-east-default-node-pool-1a2b3c4d-wxyz.internal"
+	a, b := dnsLabel(defaultIdentity(host)), dnsLabel(defaultIdentity(host))
+	if a == b || len(a) > 63 || !strings.HasPrefix(a, "gke-production-cluster") {
+		t.Fatalf("identities %q and %q", a, b)
 	}
 }
