@@ -52,6 +52,21 @@ func HeaderLabel(name string) string {
 
 var baggageLabel = HeaderLabel("Baggage")
 
+// credentialLabels are the header labels that carry credentials. Checks
+// see them (a limit per API key, a classifier on a token), but telemetry
+// a flow carries onward never does.
+var credentialLabels = map[string]bool{
+	HeaderLabel("Authorization"):       true,
+	HeaderLabel("Proxy-Authorization"): true,
+	HeaderLabel("Cookie"):              true,
+	HeaderLabel("X-Api-Key"):           true,
+}
+
+// IsCredentialLabel reports whether the flow label k is a request header
+// that carries credentials (Authorization, Proxy-Authorization, Cookie,
+// X-Api-Key), whose value must not leave the check in telemetry.
+func IsCredentialLabel(k string) bool { return credentialLabels[k] }
+
 // HeaderSetter sets one response header, replacing earlier values.
 type HeaderSetter interface {
 	Set(name, value string)

@@ -12,6 +12,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint"
 	ap "github.com/fluxgate/fluxgate/controlpoint/aperturepb"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // apertureFlowControl is FluxNinja Aperture's
@@ -36,7 +37,9 @@ import (
 //     aperture.check_response attribute, and the flux meter processor
 //     records the span on them;
 //   - flow_label_keys and telemetry_flow_labels: the labels the check saw,
-//     classifier labels included.
+//     classifier labels included; telemetry_flow_labels leaves out the
+//     headers that carry credentials (flow.IsCredentialLabel), since SDKs
+//     copy it into their flow spans.
 //
 // A request with expect_end promises a FlowEnd call: an
 // adaptive_concurrency, concurrency_limiter or concurrency_scheduler
@@ -91,7 +94,9 @@ func apertureResponse(d *controlpoint.Decision, labels map[string]string, start,
 	}
 	for k, v := range labels {
 		out.FlowLabelKeys = append(out.FlowLabelKeys, k)
-		out.TelemetryFlowLabels[k] = v
+		if !flow.IsCredentialLabel(k) { // SDKs put these labels in their flow spans
+			out.TelemetryFlowLabels[k] = v
+		}
 	}
 	if !d.Accepted {
 		out.DecisionType = ap.CheckResponse_DECISION_TYPE_REJECTED

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	ap "github.com/fluxgate/fluxgate/controlpoint/aperturepb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // TestApertureCheckHTTP drives Aperture's CheckHTTP with a client built
@@ -32,7 +34,8 @@ func TestApertureCheckHTTP(t *testing.T) {
 			Request: &ap.CheckHTTPRequest_HttpRequest{
 				Method: "GET", Path: "/api/items?page=2", Host: "shop.example:8080", Scheme: "https",
 				Protocol: "HTTP/1.1", Size: -1,
-				Headers: map[string]string{":authority": "shop.example", "x-user": "alice", "X-Tier": "free", "baggage": "session=s1"},
+				Headers: map[string]string{":authority": "shop.example", "x-user": "alice", "X-Tier": "free", "baggage": "session=s1",
+					"Authorization": "Bearer s3cret", "cookie": "sid=s3cret"},
 			},
 		}
 	}
@@ -53,6 +56,16 @@ func TestApertureCheckHTTP(t *testing.T) {
 	r, err := c.CheckHTTP(ctx, req("ingress"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Credentials reach the check but not the telemetry labels, which
+	// SDKs copy into their flow spans.
+	for k, v := range labels(r) {
+		if strings.Contains(v, "s3cret") {
+			t.Errorf("telemetry label %s = %q carries the request's credentials", k, v)
+		}
+	}
+	if !slices.Contains(r.GetCheckResponse().GetFlowLabelKeys(), flow.HeaderLabel("Authorization")) {
+		t.Errorf("flow label keys %v lack the Authorization header the check saw", r.GetCheckResponse().GetFlowLabelKeys())
 	}
 	denied := r.GetDeniedResponse()
 	if r.GetStatus().GetCode() != int32(codes.Unavailable) || denied == nil || denied.GetStatus() != 429 ||
