@@ -77,15 +77,17 @@ func newClusterClient(kubeconfig, kubeContext string) (*clusterClient, error) {
 }
 
 // apply server-side applies one policy document into namespace ns and
-// reports whether it created the object.
-func (k *clusterClient) apply(ctx context.Context, kind, ns, name string, doc []byte) (created bool, err error) {
+// reports whether it created the object. Without force, a field another
+// field manager owns with another value is a conflict (the API server's
+// 409, naming the manager), as with kubectl.
+func (k *clusterClient) apply(ctx context.Context, kind, ns, name string, doc []byte, force bool) (created bool, err error) {
 	plural, ok := resources[kind]
 	if !ok {
 		return false, fmt.Errorf("kind %s has no custom resource", kind)
 	}
 	group, version, _ := strings.Cut(policies.APIVersion, "/")
-	u := fmt.Sprintf("%s/apis/%s/%s/namespaces/%s/%s/%s?fieldManager=%s&force=true",
-		k.host, group, version, url.PathEscape(ns), plural, url.PathEscape(name), fieldManager)
+	u := fmt.Sprintf("%s/apis/%s/%s/namespaces/%s/%s/%s?fieldManager=%s&force=%t",
+		k.host, group, version, url.PathEscape(ns), plural, url.PathEscape(name), fieldManager, force)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, strings.NewReader(string(doc)))
 	if err != nil {
 		return false, err
@@ -109,8 +111,11 @@ func (k *clusterClient) apply(ctx context.Context, kind, ns, name string, doc []
 		Reason  string `json:"reason"`
 	}
 	if json.Unmarshal(body, &st) == nil && st.Message != "" {
-		if st.Reason == "NotFound" {
+		switch st.Reason {
+		case "NotFound":
 			return false, fmt.Errorf("%s (are the CRDs of deploy/kubernetes installed?)", st.Message)
+		case "Conflict":
+			return false, fmt.Errorf("%s (--force-conflicts takes the fields over)", st.Message)
 		}
 		return false, fmt.Errorf("%s", st.Message)
 	}

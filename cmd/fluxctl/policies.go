@@ -17,6 +17,7 @@ import (
 
 func newApplyCmd(c *cli) *cobra.Command {
 	var file, namespace, kubeContext string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Create or update the policies in FILE on the agent, or as custom resources in a cluster",
@@ -26,7 +27,9 @@ With --kubeconfig (or KUBECONFIG set and neither --agent nor FLUXCTL_AGENT
 given) they become Policy and TrafficPolicy custom resources, written with a
 server-side apply (field manager fluxctl) into metadata.namespace, --namespace
 or the kubeconfig context's namespace; the agents watching the cluster serve
-them. Otherwise they go to the agent's admin API (--agent).`,
+them. A field another manager (kubectl, Argo CD, Flux) owns is a conflict,
+reported with its owner; --force-conflicts takes it over. Otherwise they go
+to the agent's admin API (--agent).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
@@ -50,7 +53,7 @@ them. Otherwise they go to the agent's admin API (--agent).`,
 				return fmt.Errorf("%s holds no policy documents", file)
 			}
 			if cluster, kubeconfig := c.useCluster(cmd.Flags().Changed("agent")); cluster {
-				return applyToCluster(cmd, kubeconfig, kubeContext, file, namespace, docs)
+				return applyToCluster(cmd, kubeconfig, kubeContext, file, namespace, force, docs)
 			}
 			for _, d := range docs {
 				src, key := d.Source, d.Object.ObjectHeader().Key()
@@ -77,12 +80,13 @@ them. Otherwise they go to the agent's admin API (--agent).`,
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace to apply into (overrides metadata.namespace)")
 	cmd.Flags().StringVar(&c.kubeconfig, "kubeconfig", "", "write custom resources to the cluster of this kubeconfig instead of the agent (KUBECONFIG too, unless --agent or FLUXCTL_AGENT is set)")
 	cmd.Flags().StringVar(&kubeContext, "context", "", "kubeconfig context (default: the current one)")
+	cmd.Flags().BoolVar(&force, "force-conflicts", false, "with a cluster: take over fields another field manager owns instead of failing")
 	return cmd
 }
 
 // applyToCluster writes docs as custom resources. A document without
 // metadata.namespace goes to the kubeconfig context's namespace.
-func applyToCluster(cmd *cobra.Command, kubeconfig, kubeContext, file, namespace string, docs []*policies.Document) error {
+func applyToCluster(cmd *cobra.Command, kubeconfig, kubeContext, file, namespace string, force bool, docs []*policies.Document) error {
 	k, err := newClusterClient(kubeconfig, kubeContext)
 	if err != nil {
 		return err
@@ -101,7 +105,7 @@ func applyToCluster(cmd *cobra.Command, kubeconfig, kubeContext, file, namespace
 		if err != nil {
 			return fmt.Errorf("%s:%d: %w", file, d.Line, err)
 		}
-		created, err := k.apply(cmd.Context(), hdr.Kind, ns, hdr.Metadata.Name, src)
+		created, err := k.apply(cmd.Context(), hdr.Kind, ns, hdr.Metadata.Name, src, force)
 		if err != nil {
 			return fmt.Errorf("%s:%d: apply %s %s/%s: %w", file, d.Line, hdr.Kind, ns, hdr.Metadata.Name, err)
 		}

@@ -107,6 +107,24 @@ func TestFluxctlAppliesCustomResources(t *testing.T) {
 		t.Fatalf("apply -n team: %v\n%s", err, out)
 	}
 
+	// A field another manager owns (a GitOps tool, say) is a conflict
+	// that names it; --force-conflicts takes the field over.
+	other := yamlObject(t, []byte(`{"apiVersion":"fluxgate.io/v1beta1","kind":"Policy","metadata":{"name":"limits","namespace":"default"},"spec":{"circuit":{"evaluation_interval":"2s"}}}`))
+	if _, err := dyn.Resource(fluxgateResources[policies.KindPolicy]).Namespace("default").Apply(context.Background(), "limits", other, metav1.ApplyOptions{FieldManager: "gitops", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = fluxctl(nil, "apply", "-f", file, "--kubeconfig", c.Kubeconfig)
+	if err == nil || !strings.Contains(out, "conflict") || !strings.Contains(out, `"gitops"`) || !strings.Contains(out, "--force-conflicts") {
+		t.Fatalf("apply over a field gitops owns: %v\n%s", err, out)
+	}
+	out, err = fluxctl(nil, "apply", "-f", file, "--kubeconfig", c.Kubeconfig, "--force-conflicts")
+	if err != nil || !strings.Contains(out, "Policy default/limits configured (cluster)") {
+		t.Fatalf("apply --force-conflicts: %v\n%s", err, out)
+	}
+	if ei, _, _ := unstructured.NestedString(get(policies.KindPolicy, "default", "limits").Object, "spec", "circuit", "evaluation_interval"); ei != "1s" {
+		t.Fatalf("evaluation_interval %q after --force-conflicts, want fluxctl's 1s", ei)
+	}
+
 	// --agent wins over KUBECONFIG: the agent is asked (and is not there).
 	out, err = fluxctl([]string{"KUBECONFIG=" + c.Kubeconfig}, "--agent", "http://127.0.0.1:1", "apply", "-f", file)
 	if err == nil || strings.Contains(out, "(cluster)") {
