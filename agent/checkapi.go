@@ -20,7 +20,7 @@ import (
 // control point, the list shows which control points and label keys
 // traffic carries.
 func (a *Agent) registerCheckAPI() {
-	s := server.New(server.Options{Engine: a.engine, Logger: a.logger})
+	s := server.New(server.Options{Engine: a.engine, Logger: a.logger, ApertureCacheBytes: int64(a.cfg.Limits.ApertureCacheMiB) << 20})
 	s.RegisterHTTP(func(pattern string, h http.Handler) {
 		if operatorCheckPatterns[pattern] {
 			a.HandleHTTP(pattern, h)

@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	ap "github.com/fluxgate/fluxgate/controlpoint/aperturepb"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/controlpointtest"
 )
@@ -110,5 +112,35 @@ func TestCheckAPI(t *testing.T) {
 	r = adminRequest(t, "GET", a.testURL("/v1/controlpoints"), "", nil)
 	if r.code != 200 || !strings.Contains(r.body, `"name":"ingress"`) {
 		t.Fatalf("controlpoints = %d %s", r.code, r.body)
+	}
+}
+
+// limits.aperture_cache_mib bounds Aperture's caches on the check port:
+// with 1 MiB, a second 600 KiB entry evicts the first.
+func TestApertureCacheBound(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Limits.ApertureCacheMiB = 1
+	a := startAgent(t, cfg)
+	conn, err := grpc.NewClient(a.Addr(ListenerGRPC).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := ap.NewFlowControlServiceClient(conn)
+	ctx := context.Background()
+	value := make([]byte, 600<<10)
+	for _, key := range []string{"first", "second"} {
+		up, err := c.CacheUpsert(ctx, &ap.CacheUpsertRequest{GlobalCacheEntries: map[string]*ap.CacheEntry{key: {Value: value, Ttl: durationpb.New(time.Minute)}}})
+		if err != nil || up.GetGlobalCacheResponses()[key].GetOperationStatus() != ap.CacheOperationStatus_SUCCESS {
+			t.Fatalf("upsert %s: %v %v", key, up, err)
+		}
+	}
+	got, err := c.CacheLookup(ctx, &ap.CacheLookupRequest{GlobalCacheKeys: []string{"first", "second"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := got.GetGlobalCacheResponses()["first"], got.GetGlobalCacheResponses()["second"]
+	if first.GetLookupStatus() != ap.CacheLookupStatus_MISS || second.GetLookupStatus() != ap.CacheLookupStatus_HIT {
+		t.Errorf("lookups: first %v, second %v; want a miss (evicted) and a hit", first.GetLookupStatus(), second.GetLookupStatus())
 	}
 }

@@ -53,6 +53,7 @@ type Config struct {
 // LimitsConfig bounds what flows can make the agent hold in memory.
 type LimitsConfig struct {
 	MemoryMiB            int `yaml:"memory_mib" validate:"positive" desc:"The agent's memory budget in MiB (set it to the container's memory limit). The Go runtime's soft memory limit is 90 % of it, so garbage collection works harder as the heap nears the budget; a GOMEMLIMIT environment variable overrides that. The budget of the rate limiters' buckets (rate_limiter_memory_mib, per limiter) comes out of it."`
+	ApertureCacheMiB     int `yaml:"aperture_cache_mib" validate:"positive" desc:"Memory, in MiB, Aperture's result and global caches (CacheUpsert over Aperture's check API) may hold together, keys, values and each entry's overhead counted; past it the least recently used entries go first."`
 	RateLimiterMemoryMiB int `yaml:"rate_limiter_memory_mib" validate:"positive" desc:"Memory, in MiB, the buckets of one rate limiter may hold (each kind: local buckets, lazy sync's shares, local_fallback's), counted as 96 bytes a bucket whatever its key (a lazy share: 256 bytes plus its key); past it the least recently used bucket is evicted, and comes back full: up to one bucket of tokens early for that key (fluxgate_ratelimiter_evictions_total). 32 MiB is about 350,000 buckets."`
 }
 
@@ -143,7 +144,7 @@ func DefaultConfig() Config {
 		Prometheus: PrometheusConfig{Timeout: 5 * time.Second},
 		Gateway:    GatewayConfig{Listen: "127.0.0.1:8000"},
 		Redis:      RedisConfig{DialTimeout: time.Second},
-		Limits:     LimitsConfig{MemoryMiB: 512, RateLimiterMemoryMiB: 32},
+		Limits:     LimitsConfig{MemoryMiB: 512, ApertureCacheMiB: 64, RateLimiterMemoryMiB: 32},
 		Kubernetes: KubernetesConfig{Status: true, Discovery: true},
 		TLS:        TLSConfig{ClientAuth: ClientAuthRequire, MinVersion: "tls1.2", HandshakeTimeout: 10 * time.Second},
 	}
