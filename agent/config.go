@@ -3,16 +3,14 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
-	"reflect"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fluxgate/fluxgate/config"
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
 
@@ -155,6 +153,17 @@ const EnvPrefix = "FLUXGATE_"
 // envDebug set to true forces log.level to debug.
 const envDebug = EnvPrefix + "DEBUG"
 
+// schema loads, validates and edits fluxgate.yaml (package config).
+var schema = config.New(config.Options[Config]{
+	Name:      "agent",
+	Defaults:  DefaultConfig,
+	EnvPrefix: EnvPrefix,
+	EnvFlags:  map[string]func(*Config){envDebug: func(c *Config) { c.Log.Level = "debug" }},
+	Check: func(c *Config) error {
+		return errors.Join(c.Gateway.Validate(), c.Redis.Validate())
+	},
+})
+
 // LoadConfig returns the effective configuration: DefaultConfig, overridden
 // by the file at path, overridden by FLUXGATE_* variables in environ (in
 // os.Environ form), then validated.
@@ -166,205 +175,14 @@ const envDebug = EnvPrefix + "DEBUG"
 // whose value does not parse is an error naming it; a FLUXGATE_* variable
 // that names no key is returned as a warning.
 func LoadConfig(path string, environ []string) (Config, []string, error) {
-	cfg := DefaultConfig()
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return Config{}, nil, fmt.Errorf("agent: read config: %w", err)
-	default:
-		if err := decodeConfig(path, data, &cfg); err != nil {
-			return Config{}, nil, err
-		}
-	}
-	warnings, err := applyEnv(&cfg, environ)
-	if err != nil {
-		return Config{}, warnings, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, warnings, err
-	}
-	return cfg, warnings, nil
-}
-
-// applyEnv overrides cfg with FLUXGATE_<SECTION>_<KEY> variables. It reports
-// every bad value at once.
-func applyEnv(cfg *Config, environ []string) ([]string, error) {
-	byEnv := make(map[string]configField)
-	for _, f := range configFields() {
-		byEnv[f.env] = f
-	}
-	var (
-		warnings []string
-		errs     []error
-		debug    bool
-	)
-	root := reflect.ValueOf(cfg).Elem()
-	for _, kv := range environ {
-		name, value, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, EnvPrefix) {
-			continue
-		}
-		if name == envDebug {
-			b, err := strconv.ParseBool(value)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: expected bool, got %q", name, value))
-				continue
-			}
-			debug = b
-			continue
-		}
-		f, ok := byEnv[name]
-		if !ok {
-			warnings = append(warnings, fmt.Sprintf("ignoring %s: no config key has this variable", name))
-			continue
-		}
-		if !f.scalar() {
-			errs = append(errs, fmt.Errorf("%s: %s is a %s and cannot be set from the environment", name, f.key, f.typeName()))
-			continue
-		}
-		v, err := parseScalar(f.typ, value)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			continue
-		}
-		root.FieldByIndex(f.index).Set(v)
-	}
-	if debug {
-		cfg.Log.Level = "debug"
-	}
-	return warnings, errors.Join(errs...)
+	return schema.Load(path, environ)
 }
 
 // Validate reports every invalid value at once, each naming its key, e.g.
 // "metrics.port: must be 0..65535, got 70000".
-func (c *Config) Validate() error {
-	root := reflect.ValueOf(c).Elem()
-	var errs []error
-	for _, f := range configFields() {
-		errs = append(errs, f.validate(root.FieldByIndex(f.index))...)
-	}
-	errs = append(errs, c.Gateway.Validate())
-	errs = append(errs, c.Redis.Validate())
-	return errors.Join(errs...)
-}
+func (c *Config) Validate() error { return schema.Validate(c) }
 
-// validate checks one value of f against f's validate tag.
-func (f configField) validate(v reflect.Value) []error {
-	if f.rules == "" {
-		return nil
-	}
-	var errs []error
-	for _, rule := range strings.Split(f.rules, ",") {
-		name, arg, _ := strings.Cut(rule, "=")
-		switch name {
-		case "port":
-			if p := v.Int(); p < 0 || p > 65535 {
-				errs = append(errs, fmt.Errorf("%s: must be 0..65535, got %d", f.key, p))
-			}
-		case "nonempty":
-			if v.String() == "" {
-				errs = append(errs, fmt.Errorf("%s: must not be empty", f.key))
-			}
-		case "positive":
-			if v.Int() <= 0 && v.Type() == durationType {
-				errs = append(errs, fmt.Errorf("%s: must be positive, got %v", f.key, time.Duration(v.Int())))
-			} else if v.Int() <= 0 {
-				errs = append(errs, fmt.Errorf("%s: must be positive, got %d", f.key, v.Int()))
-			}
-		case "urlpath":
-			if !strings.HasPrefix(v.String(), "/") {
-				errs = append(errs, fmt.Errorf("%s: must start with \"/\", got %q", f.key, v.String()))
-			}
-		case "oneof":
-			allowed := strings.Split(arg, "|")
-			if !contains(allowed, v.String()) {
-				errs = append(errs, fmt.Errorf("%s: must be one of %s, got %q", f.key, strings.Join(allowed, ", "), v.String()))
-			}
-		default:
-			// A programming error in a struct tag: make it loud in tests
-			// without panicking on a user's machine.
-			errs = append(errs, fmt.Errorf("%s: unknown validate rule %q", f.key, name))
-		}
-	}
-	return errs
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// decodeConfig decodes data onto cfg, which holds the defaults: keys absent
-// from the file keep their value. The error is a strictyaml.ErrorList with
-// every problem and its position.
-//
-// A problem with a value is prefixed with the value's dotted key
-// ("metrics.port: expected int, got string \"abc\""), which strictyaml does
-// not know.
-func decodeConfig(file string, data []byte, cfg *Config) error {
-	err := strictyaml.Unmarshal(file, data, cfg)
-	var list strictyaml.ErrorList
-	if !errors.As(err, &list) {
-		return err
-	}
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
-		return err
-	}
-	keys := make(map[[2]int]string)
-	var walk func(n *yaml.Node, prefix string)
-	walk = func(n *yaml.Node, prefix string) {
-		if n.Kind != yaml.MappingNode {
-			return
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			key, val := joinKey(prefix, n.Content[i].Value), n.Content[i+1]
-			if _, seen := keys[[2]int{val.Line, val.Column}]; !seen {
-				keys[[2]int{val.Line, val.Column}] = key
-			}
-			walk(val, key)
-		}
-	}
-	walk(doc.Content[0], "")
-	for _, e := range list {
-		// A block mapping starts where its first key does: errors about
-		// that key name the field themselves.
-		if strings.HasPrefix(e.Msg, "unknown field ") || strings.HasPrefix(e.Msg, "duplicate key ") {
-			continue
-		}
-		if key, ok := keys[[2]int{e.Line, e.Column}]; ok {
-			e.Msg = key + ": " + e.Msg
-		}
-	}
-	return list
-}
-
-func nodeKindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "null"
-		}
-		return fmt.Sprintf("%q", n.Value)
-	}
-	return "an unsupported node"
-}
-
-func joinKey(prefix, name string) string {
-	if prefix == "" {
-		return name
-	}
-	return prefix + "." + name
-}
+func contains(list []string, s string) bool { return slices.Contains(list, s) }
 
 // GatewayConfig is the built-in reverse proxy that `fluxgate gateway` runs
 // (package gateway). Lists hold structs, so they are edited in the file,

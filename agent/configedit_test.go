@@ -250,7 +250,7 @@ func FuzzSetConfigValue(f *testing.F) {
 		}
 		const path = "c.yaml" // only named in errors
 		cfg := DefaultConfig()
-		if err := decodeConfig(path, out, &cfg); err != nil {
+		if err := schema.Decode(path, out, &cfg); err != nil {
 			// The input may have had other problems; only our key matters.
 			if strings.Contains(err.Error(), " "+key+":") {
 				t.Fatalf("set %q %q on %q gave\n%s\nwhich fails: %v", key, value, in, out, err)
@@ -261,8 +261,13 @@ func FuzzSetConfigValue(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _ := parseScalar(fieldByKey(key).typ, value)
-		if want := formatValue(v); got != want {
+		// The value as the environment would set it, read back the same way.
+		f, _ := schema.Lookup(key)
+		byEnv := DefaultConfig()
+		if _, err := schema.ApplyEnv(&byEnv, []string{f.Env + "=" + value}); err != nil {
+			t.Fatalf("set %q %q succeeded, but %s=%q does not parse: %v", key, value, f.Env, value, err)
+		}
+		if want, _ := GetConfigValue(byEnv, key); got != want {
 			t.Fatalf("set %q %q on %q gave\n%s\nwhich reads back %q", key, value, in, out, got)
 		}
 	})

@@ -111,25 +111,25 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 	a.cfgMissing = false
 	prev := reflect.ValueOf(&a.fileCfg).Elem()
 	cur := reflect.ValueOf(&cfg).Elem()
-	for _, f := range configFields() {
-		if reflect.DeepEqual(prev.FieldByIndex(f.index).Interface(), cur.FieldByIndex(f.index).Interface()) {
+	for _, f := range schema.Fields() {
+		if reflect.DeepEqual(prev.FieldByIndex(f.Index).Interface(), cur.FieldByIndex(f.Index).Interface()) {
 			continue
 		}
 		switch {
-		case strings.HasPrefix(f.key, "gateway."):
+		case strings.HasPrefix(f.Key, "gateway."):
 			// The gateway's own watch applies its section.
-		case f.key == keyLogLevel && a.level != nil:
+		case f.Key == keyLogLevel && a.level != nil:
 			a.level.Set(parseLevel(cfg.Log.Level))
-			applied = append(applied, f.key)
-		case f.key == keyPoliciesDir:
+			applied = append(applied, f.Key)
+		case f.Key == keyPoliciesDir:
 			if err := a.store.SetDir(cfg.Policies.Dir); err != nil {
 				a.logger.Error("policies.dir change refused; the old directory stays", "err", err)
 				cfg.Policies.Dir = a.fileCfg.Policies.Dir // retried at the next change
 				continue
 			}
-			applied = append(applied, f.key)
+			applied = append(applied, f.Key)
 		default:
-			restart = append(restart, f.key)
+			restart = append(restart, f.Key)
 		}
 	}
 	a.fileCfg = cfg
