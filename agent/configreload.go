@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -21,9 +20,9 @@ type ConfigFile string
 // safety net for file systems that drop events.
 const configResync = 10 * time.Second
 
-// Keys a running agent applies from a changed config file. The gateway
-// section is the gateway's (package gateway reloads it); any other
-// changed key is logged as needing a restart.
+// Keys a running agent applies from a changed config file; any other
+// changed key of Config is logged as needing a restart. Sections of the
+// file that are not the agent's (the gateway's) are not in Config.
 const (
 	keyLogLevel    = "log.level"
 	keyPoliciesDir = "policies.dir"
@@ -101,7 +100,11 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 		a.cfgMu.Unlock()
 		return nil, nil
 	}
-	cfg, _, err := LoadConfig(a.configFile, a.environ)
+	load := a.loadConfig
+	if load == nil {
+		load = LoadConfig
+	}
+	cfg, _, err := load(a.configFile, a.environ)
 	if err != nil {
 		a.logger.Error("config file change refused; the running configuration stays", "file", a.configFile, "err", err)
 		return nil, nil
@@ -116,8 +119,6 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 			continue
 		}
 		switch {
-		case strings.HasPrefix(f.Key, "gateway."):
-			// The gateway's own watch applies its section.
 		case f.Key == keyLogLevel && a.level != nil:
 			a.level.Set(parseLevel(cfg.Log.Level))
 			applied = append(applied, f.Key)

@@ -45,7 +45,7 @@ type Service struct {
 	gw atomic.Pointer[Gateway] // set by Start
 
 	recMu    sync.Mutex // serializes reconciling; guards the fields below
-	base     agent.GatewayConfig
+	base     Config
 	traffic  []*policies.TrafficPolicy // the store's, by key
 	compiler trafficCompiler
 	problems []string // TrafficPolicies left out, or refused by the gateway
@@ -68,21 +68,32 @@ type Service struct {
 type ServiceOptions struct {
 	// Logger receives the gateway's logs. Nil means silent.
 	Logger *slog.Logger
-	// ConfigFile is the fluxgate.yaml the agent's config came from. When
-	// set, Start watches it and applies changes to its gateway section
-	// live. Empty means no live reload.
+	// Config is the gateway section to start with. The zero value listens
+	// nowhere useful: start from DefaultConfig.
+	Config Config
+	// ConfigFile is the fluxgate.yaml Config came from. When set with
+	// LoadConfig, Start watches it and applies changes to its gateway
+	// section live. Empty means no live reload.
 	ConfigFile string
-	// Environ overrides the file on reload as at start (agent.LoadConfig).
-	// Nil means os.Environ().
+	// LoadConfig reads the gateway section of ConfigFile, with Environ's
+	// overrides, as the program read it at start; the program that owns
+	// the file's root type supplies it. Nil means no live reload.
+	LoadConfig Loader
+	// Environ overrides the file on reload as at start. Nil means
+	// os.Environ().
 	Environ []string
 	// Debounce coalesces bursts of file events. Default 50ms.
 	Debounce time.Duration
 }
 
-// NewService prepares a gateway for a without live reload of the config
-// file. Nil logger means silent.
-func NewService(a *agent.Agent, logger *slog.Logger) *Service {
-	return NewServiceWithOptions(a, ServiceOptions{Logger: logger})
+// Loader reads the gateway section of a config file at path, with the
+// environment overrides in environ (os.Environ form).
+type Loader func(path string, environ []string) (Config, error)
+
+// NewService prepares a gateway for a with the section cfg, without live
+// reload of the config file. Nil logger means silent.
+func NewService(a *agent.Agent, cfg Config, logger *slog.Logger) *Service {
+	return NewServiceWithOptions(a, ServiceOptions{Config: cfg, Logger: logger})
 }
 
 // NewServiceWithOptions prepares a gateway for a.
@@ -97,7 +108,7 @@ func NewServiceWithOptions(a *agent.Agent, opts ServiceOptions) *Service {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
-	s := &Service{agent: a, logger: logger, opts: opts, base: a.Config().Gateway}
+	s := &Service{agent: a, logger: logger, opts: opts, base: opts.Config}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fluxgate_gateway_config_reloads_total",
 		Help: "Changes of the gateway config file, by result: success, or failure when refused and the running routing kept.",
@@ -159,7 +170,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	var fsrv *fasthttp.Server
 	var fconns *connTracker
-	if certs == nil && !cfg.H2C && cfg.Engine != agent.GatewayEngineNet {
+	if certs == nil && !cfg.H2C && cfg.Engine != EngineNet {
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	}
@@ -170,11 +181,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.agent.SetGatewayActuators(g)
-	s.agent.SetUpstreamTargeter(g)
+	s.agent.SetUpstreamTargeter(discoveredTargets{g})
 	s.agent.SetGatewayPolicies(ps)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Run(runCtx) })
-	if s.opts.ConfigFile != "" {
+	if s.opts.ConfigFile != "" && s.opts.LoadConfig != nil {
 		wg.Go(func() { s.watchConfig(runCtx) })
 	}
 	if certs != nil {
@@ -266,7 +277,7 @@ func (s *Service) Stop(ctx context.Context) error {
 
 // compileLocked applies the TrafficPolicies to the file's gateway config
 // and logs those it leaves out.
-func (s *Service) compileLocked() (agent.GatewayConfig, []*policies.Policy) {
+func (s *Service) compileLocked() (Config, []*policies.Policy) {
 	cfg, ps, errs := s.compiler.compile(s.base, s.traffic)
 	s.problems = s.problems[:0]
 	for _, err := range errs {
@@ -327,4 +338,23 @@ func (s *Service) health() agent.ComponentHealth {
 		return agent.ComponentHealth{Status: agent.StatusHealthy, Message: fmt.Sprintf("%d routes, %d traffic policies", len(s.base.Routes), len(s.traffic))}
 	}
 	return agent.ComponentHealth{Status: agent.StatusDegraded, Message: "gateway config or traffic policies not applied; the rest keeps serving", Errors: problems}
+}
+
+// discoveredTargets hands the agent's discovered targets (host:port by
+// upstream group) to the gateway.
+type discoveredTargets struct{ g *Gateway }
+
+func (d discoveredTargets) SetUpstreamTargets(byGroup map[string][]string) error {
+	var targets map[string][]TargetConfig
+	if byGroup != nil {
+		targets = make(map[string][]TargetConfig, len(byGroup))
+	}
+	for group, addrs := range byGroup {
+		ts := make([]TargetConfig, 0, len(addrs))
+		for _, a := range addrs {
+			ts = append(ts, TargetConfig{Address: a})
+		}
+		targets[group] = ts
+	}
+	return d.g.SetUpstreamTargets(targets)
 }

@@ -29,7 +29,7 @@ type stack struct {
 
 // startStack starts an agent whose policy directory holds files and a
 // gateway Service for gw. opts may set the Service's ConfigFile.
-func startStack(t testing.TB, gw agent.GatewayConfig, files map[string]string, opts gateway.ServiceOptions) *stack {
+func startStack(t testing.TB, gw gateway.Config, files map[string]string, opts gateway.ServiceOptions) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	for name, body := range files {
@@ -45,7 +45,7 @@ func startStack(t testing.TB, gw agent.GatewayConfig, files map[string]string, o
 	cfg.Admin.Token = adminToken
 	cfg.Log.Level = "debug"
 	gw.Listen = "127.0.0.1:0"
-	cfg.Gateway = gw
+	opts.Config = gw
 	logger := testLogger(t)
 	a, err := agent.New(agent.Options{Config: cfg, Logger: logger})
 	if err != nil {

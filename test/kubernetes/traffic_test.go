@@ -56,13 +56,13 @@ func TestGatewayServesTrafficPolicyCustomResources(t *testing.T) {
 	t.Cleanup(app.Close)
 	cfg := agenttest.Config(t)
 	cfg.Kubernetes = agent.KubernetesConfig{Enabled: true, Kubeconfig: c.Kubeconfig}
-	cfg.Gateway = agent.GatewayConfig{
+	gw := gateway.Config{
 		Listen:    "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{{Name: "checkout-service", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(app.URL, "http://")}}}},
-		Routes:    []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
+		Upstreams: []gateway.UpstreamConfig{{Name: "checkout-service", Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(app.URL, "http://")}}}},
+		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{})
+	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
