@@ -21,7 +21,6 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -572,10 +571,8 @@ func (g *Gateway) SetTargetWeightSignal(upstreamName, addr string, value float64
 	return fmt.Errorf("gateway: upstream %q has no target %q", upstreamName, addr)
 }
 
-var _ agent.GatewayActuators = (*Gateway)(nil)
-
-// SetActuatorInput implements agent.GatewayActuators: the circuit input of
-// a flow_control.canary or flow_control.upstream_weight component.
+// SetActuatorInput sets the circuit input of a flow_control.canary or
+// flow_control.upstream_weight component (the host's circuits call it).
 func (g *Gateway) SetActuatorInput(spec policies.GatewayActuator, port string, value float64) error {
 	if port != "weight" {
 		return fmt.Errorf("gateway: %T has no input port %q", spec, port)

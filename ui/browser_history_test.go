@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -63,7 +64,7 @@ func startGateway(t *testing.T) (api, gw string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := gateway.NewService(a, gwc, nil)
+	svc := gateway.NewService(fluxgate.GatewayHost(a), gwc, nil)
 	ctx := context.Background()
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -247,7 +247,7 @@ gateway:
 	if err != nil {
 		return demoResult{}, err
 	}
-	gw := gateway.NewService(a, f.Gateway, logger)
+	gw := gateway.NewService(fluxgate.GatewayHost(a), f.Gateway, logger)
 	if err := a.Start(ctx); err != nil {
 		return demoResult{}, err
 	}

@@ -46,6 +46,7 @@ func runGatewayApp(ctx context.Context, f fluxgate.File, logger *slog.Logger, le
 		fx.Supply(agent.ConfigFile(configPath), agent.Loader(fluxgate.AgentLoader)), // reloaded live
 		fx.Supply(gateway.ConfigFile(configPath), gateway.Loader(fluxgate.GatewayLoader)),
 		agent.Module,
+		fx.Provide(fluxgate.GatewayHost),
 		gateway.Module,
 		fx.StartTimeout(30*time.Second),
 		fx.StopTimeout(30*time.Second),

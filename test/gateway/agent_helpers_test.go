@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
@@ -52,7 +53,7 @@ func startStack(t testing.TB, gw gateway.Config, files map[string]string, opts g
 		t.Fatal(err)
 	}
 	opts.Logger = logger
-	svc := gateway.NewServiceWithOptions(a, opts)
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), opts)
 	ctx := context.Background()
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)

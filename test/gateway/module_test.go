@@ -41,7 +41,7 @@ gateway:
 		t.Fatal(err)
 	}
 	var svc *gateway.Service
-	app := fxtest.New(t, fx.NopLogger, fx.Supply(f.Config, f.Gateway, testLogger(t), gateway.ConfigFile(path), gateway.Loader(fluxgate.GatewayLoader)), agent.Module, gateway.Module, fx.Populate(&svc))
+	app := fxtest.New(t, fx.NopLogger, fx.Supply(f.Config, f.Gateway, testLogger(t), gateway.ConfigFile(path), gateway.Loader(fluxgate.GatewayLoader)), agent.Module, fx.Provide(fluxgate.GatewayHost), gateway.Module, fx.Populate(&svc))
 	app.RequireStart()
 	defer app.RequireStop()
 	h := &harness{gw: svc.Gateway(), url: "http://" + svc.Addr().String(), hc: newClient(t)}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -94,7 +95,7 @@ func TestTrafficPolicyTargetRefFollowsEndpointSlices(t *testing.T) {
 		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{Config: gw})
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestTrafficPolicyTargetRefService(t *testing.T) {
 		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: "checkout-svc"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{Config: gw})
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

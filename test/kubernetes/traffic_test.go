@@ -11,6 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -62,7 +63,7 @@ func TestGatewayServesTrafficPolicyCustomResources(t *testing.T) {
 		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{Config: gw})
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
