@@ -249,7 +249,7 @@ func nodeAt(n *yaml.Node, path []any) *yaml.Node {
 // check calls report for every invalid value with its path under the
 // section and a message that names the full key.
 func (c *Config) check(report func(path []any, msg string)) {
-	bad := func(path []any, format string, args ...any) {
+	bad := reporter(func(path []any, format string, args ...any) {
 		var key strings.Builder
 		key.WriteString("gateway")
 		for _, p := range path {
@@ -261,122 +261,186 @@ func (c *Config) check(report func(path []any, msg string)) {
 			}
 		}
 		report(path, key.String()+": "+fmt.Sprintf(format, args...))
-	}
+	})
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 			bad([]any{"listen"}, "must be host:port, got %q", c.Listen)
 		}
 	}
-	c.TLS.check(func(key, format string, args ...any) { bad([]any{"tls", key}, format, args...) })
-	c.UpstreamTLS.check(func(key, format string, args ...any) { bad([]any{"upstream_tls", key}, format, args...) })
+	c.TLS.check(bad.key("tls"))
+	c.UpstreamTLS.check(bad.key("upstream_tls"))
 	if c.Engine != "" && c.Engine != EngineAuto && c.Engine != EngineNet {
 		bad([]any{"engine"}, "must be one of %s, %s, got %q", EngineAuto, EngineNet, c.Engine)
 	}
 	upstreams := make(map[string]bool)
-	for i, u := range c.Upstreams {
-		at := func(rest ...any) []any { return append([]any{"upstreams", i}, rest...) }
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		at := bad.under("upstreams", i)
 		switch {
 		case u.Name == "":
-			bad(at("name"), "must not be empty")
+			at([]any{"name"}, "must not be empty")
 		case upstreams[u.Name]:
-			bad(at("name"), "duplicate upstream %q", u.Name)
+			at([]any{"name"}, "duplicate upstream %q", u.Name)
 		}
 		upstreams[u.Name] = true
-		if u.Algorithm != "" && !slices.Contains(Algorithms, u.Algorithm) {
-			bad(at("algorithm"), "must be one of %s, got %q", strings.Join(Algorithms, ", "), u.Algorithm)
-		}
-		if len(u.Targets) == 0 {
-			bad(at("targets"), "must list at least one target")
-		}
-		addrs := make(map[string]bool)
-		for j, t := range u.Targets {
-			if _, port, err := net.SplitHostPort(t.Address); err != nil || port == "" {
-				bad(at("targets", j, "address"), "must be host:port, got %q", t.Address)
-			} else if addrs[t.Address] {
-				bad(at("targets", j, "address"), "duplicate target %q", t.Address)
-			}
-			addrs[t.Address] = true
-			if t.Weight < 0 {
-				bad(at("targets", j, "weight"), "must not be negative, got %d", t.Weight)
-			}
-		}
-		if hc := u.HealthCheck; hc != nil {
-			if hc.Path != "" && !strings.HasPrefix(hc.Path, "/") {
-				bad(at("health_check", "path"), "must start with \"/\", got %q", hc.Path)
-			}
-			if hc.UnhealthyThreshold < 0 {
-				bad(at("health_check", "unhealthy_threshold"), "must not be negative, got %d", hc.UnhealthyThreshold)
-			}
-			if hc.HealthyThreshold < 0 {
-				bad(at("health_check", "healthy_threshold"), "must not be negative, got %d", hc.HealthyThreshold)
-			}
-			if hc.Interval > 0 && hc.Timeout > hc.Interval {
-				bad(at("health_check", "timeout"), "must not exceed interval %s, got %s", hc.Interval, hc.Timeout)
-			}
-		}
-		if od := u.OutlierDetection; od != nil {
-			if od.ErrorRate < 0 || od.ErrorRate > 1 {
-				bad(at("outlier_detection", "error_rate"), "must be in [0, 1], got %g", od.ErrorRate)
-			}
-			if od.MinRequests < 0 {
-				bad(at("outlier_detection", "min_requests"), "must not be negative, got %d", od.MinRequests)
-			}
-		}
-		if cb := u.CircuitBreaker; cb != nil {
-			if cb.ErrorRate < 0 || cb.ErrorRate > 1 {
-				bad(at("circuit_breaker", "error_rate"), "must be in [0, 1], got %g", cb.ErrorRate)
-			}
-			if cb.MinRequests < 0 {
-				bad(at("circuit_breaker", "min_requests"), "must not be negative, got %d", cb.MinRequests)
-			}
-			if cb.HalfOpenProbes < 0 {
-				bad(at("circuit_breaker", "half_open_probes"), "must not be negative, got %d", cb.HalfOpenProbes)
-			}
-		}
-		if r := u.Retries; r != nil {
-			if r.Attempts < -1 {
-				bad(at("retries", "attempts"), "must be -1 (off) or more, got %d", r.Attempts)
-			}
-			if r.Budget < 0 || r.Budget > 1 {
-				bad(at("retries", "budget"), "must be in [0, 1], got %g", r.Budget)
-			}
-		}
-		if u.PanicThreshold < 0 || u.PanicThreshold > 1 {
-			bad(at("panic_threshold"), "must be in [0, 1], got %g", u.PanicThreshold)
-		}
+		u.check(at)
 	}
 	routes := make(map[string]bool)
-	for i, r := range c.Routes {
-		at := func(rest ...any) []any { return append([]any{"routes", i}, rest...) }
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		at := bad.under("routes", i)
 		switch {
 		case r.ID == "":
-			bad(at("id"), "must not be empty")
+			at([]any{"id"}, "must not be empty")
 		case routes[r.ID]:
-			bad(at("id"), "duplicate route %q", r.ID)
+			at([]any{"id"}, "duplicate route %q", r.ID)
 		}
 		routes[r.ID] = true
-		if p := r.Match.PathPrefix; p != "" && !strings.HasPrefix(p, "/") {
-			bad(at("match", "path_prefix"), "must start with \"/\", got %q", p)
+		r.check(at, upstreams)
+	}
+}
+
+// reporter reports an invalid value at its path (keys and list indexes)
+// under the section.
+type reporter func(path []any, format string, args ...any)
+
+// under returns the reporter of the values under prefix.
+func (bad reporter) under(prefix ...any) reporter {
+	return func(path []any, format string, args ...any) {
+		bad(append(slices.Clone(prefix), path...), format, args...)
+	}
+}
+
+// key returns the reporter by key name that the checks of small types
+// (TLSConfig, CanaryMetricsConfig) take, for the values under prefix.
+func (bad reporter) key(prefix ...any) func(key, format string, args ...any) {
+	return func(key, format string, args ...any) {
+		bad(append(slices.Clone(prefix), key), format, args...)
+	}
+}
+
+// check reports the invalid values of one upstream group; its name, which
+// must be unique across groups, is checked by Config.check.
+func (u *UpstreamConfig) check(bad reporter) {
+	if u.Algorithm != "" && !slices.Contains(Algorithms, u.Algorithm) {
+		bad([]any{"algorithm"}, "must be one of %s, got %q", strings.Join(Algorithms, ", "), u.Algorithm)
+	}
+	if len(u.Targets) == 0 {
+		bad([]any{"targets"}, "must list at least one target")
+	}
+	addrs := make(map[string]bool)
+	for j, t := range u.Targets {
+		if _, port, err := net.SplitHostPort(t.Address); err != nil || port == "" {
+			bad([]any{"targets", j, "address"}, "must be host:port, got %q", t.Address)
+		} else if addrs[t.Address] {
+			bad([]any{"targets", j, "address"}, "duplicate target %q", t.Address)
 		}
-		if !upstreams[r.Upstream] {
-			bad(at("upstream"), "no upstream named %q", r.Upstream)
+		addrs[t.Address] = true
+		if t.Weight < 0 {
+			bad([]any{"targets", j, "weight"}, "must not be negative, got %d", t.Weight)
 		}
-		if cn := r.Canary; cn != nil {
-			if !upstreams[cn.Upstream] {
-				bad(at("canary", "upstream"), "no upstream named %q", cn.Upstream)
-			}
-			if cn.Weight < 0 || cn.Weight > 100 {
-				bad(at("canary", "weight"), "must be a percentage 0..100, got %d", cn.Weight)
-			}
-			cn.Metrics.check(func(key, format string, args ...any) { bad(at("canary", "metrics", key), format, args...) })
-			for j, m := range cn.Match {
-				switch {
-				case (m.Header == nil) == (m.Cookie == nil):
-					bad(at("canary", "match", j), "must set exactly one of header, cookie")
-				case m.Header != nil && m.Header.Name == "", m.Cookie != nil && m.Cookie.Name == "":
-					bad(at("canary", "match", j), "name must not be empty")
-				}
-			}
+	}
+	u.HealthCheck.check(bad.key("health_check"))
+	u.OutlierDetection.check(bad.key("outlier_detection"))
+	u.CircuitBreaker.check(bad.key("circuit_breaker"))
+	u.Retries.check(bad.key("retries"))
+	if u.PanicThreshold < 0 || u.PanicThreshold > 1 {
+		bad([]any{"panic_threshold"}, "must be in [0, 1], got %g", u.PanicThreshold)
+	}
+}
+
+// check reports every invalid value of hc; nil hc is valid.
+func (hc *HealthCheckConfig) check(bad func(key, format string, args ...any)) {
+	if hc == nil {
+		return
+	}
+	if hc.Path != "" && !strings.HasPrefix(hc.Path, "/") {
+		bad("path", "must start with \"/\", got %q", hc.Path)
+	}
+	if hc.UnhealthyThreshold < 0 {
+		bad("unhealthy_threshold", "must not be negative, got %d", hc.UnhealthyThreshold)
+	}
+	if hc.HealthyThreshold < 0 {
+		bad("healthy_threshold", "must not be negative, got %d", hc.HealthyThreshold)
+	}
+	if hc.Interval > 0 && hc.Timeout > hc.Interval {
+		bad("timeout", "must not exceed interval %s, got %s", hc.Interval, hc.Timeout)
+	}
+}
+
+// check reports every invalid value of od; nil od is valid.
+func (od *OutlierDetectionConfig) check(bad func(key, format string, args ...any)) {
+	if od == nil {
+		return
+	}
+	if od.ErrorRate < 0 || od.ErrorRate > 1 {
+		bad("error_rate", "must be in [0, 1], got %g", od.ErrorRate)
+	}
+	if od.MinRequests < 0 {
+		bad("min_requests", "must not be negative, got %d", od.MinRequests)
+	}
+}
+
+// check reports every invalid value of cb; nil cb is valid.
+func (cb *CircuitBreakerConfig) check(bad func(key, format string, args ...any)) {
+	if cb == nil {
+		return
+	}
+	if cb.ErrorRate < 0 || cb.ErrorRate > 1 {
+		bad("error_rate", "must be in [0, 1], got %g", cb.ErrorRate)
+	}
+	if cb.MinRequests < 0 {
+		bad("min_requests", "must not be negative, got %d", cb.MinRequests)
+	}
+	if cb.HalfOpenProbes < 0 {
+		bad("half_open_probes", "must not be negative, got %d", cb.HalfOpenProbes)
+	}
+}
+
+// check reports every invalid value of r; nil r is valid.
+func (r *RetriesConfig) check(bad func(key, format string, args ...any)) {
+	if r == nil {
+		return
+	}
+	if r.Attempts < -1 {
+		bad("attempts", "must be -1 (off) or more, got %d", r.Attempts)
+	}
+	if r.Budget < 0 || r.Budget > 1 {
+		bad("budget", "must be in [0, 1], got %g", r.Budget)
+	}
+}
+
+// check reports the invalid values of one route; upstreams holds the
+// names of the groups. Its id, which must be unique across routes, is
+// checked by Config.check.
+func (r *RouteConfig) check(bad reporter, upstreams map[string]bool) {
+	if p := r.Match.PathPrefix; p != "" && !strings.HasPrefix(p, "/") {
+		bad([]any{"match", "path_prefix"}, "must start with \"/\", got %q", p)
+	}
+	if !upstreams[r.Upstream] {
+		bad([]any{"upstream"}, "no upstream named %q", r.Upstream)
+	}
+	r.Canary.check(bad.under("canary"), upstreams)
+}
+
+// check reports every invalid value of cn; nil cn is valid.
+func (cn *CanaryConfig) check(bad reporter, upstreams map[string]bool) {
+	if cn == nil {
+		return
+	}
+	if !upstreams[cn.Upstream] {
+		bad([]any{"upstream"}, "no upstream named %q", cn.Upstream)
+	}
+	if cn.Weight < 0 || cn.Weight > 100 {
+		bad([]any{"weight"}, "must be a percentage 0..100, got %d", cn.Weight)
+	}
+	cn.Metrics.check(bad.key("metrics"))
+	for j, m := range cn.Match {
+		switch {
+		case (m.Header == nil) == (m.Cookie == nil):
+			bad([]any{"match", j}, "must set exactly one of header, cookie")
+		case m.Header != nil && m.Header.Name == "", m.Cookie != nil && m.Cookie.Name == "":
+			bad([]any{"match", j}, "name must not be empty")
 		}
 	}
 }
