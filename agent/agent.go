@@ -53,10 +53,20 @@ type Options struct {
 	// Environ overrides the file on reload as at start (LoadConfig). Nil
 	// means os.Environ().
 	Environ []string
+	// LoadConfig reads ConfigFile on reload. Nil means LoadConfig, which
+	// refuses sections that are not the agent's: a program whose file
+	// holds more (fluxgate.yaml's gateway section) passes its own loader
+	// that returns the agent's part.
+	LoadConfig Loader
 	// LogLevel is Logger's level (NewLoggerLevel), changed when a reload
 	// brings a new log.level. Nil: log.level needs a restart.
 	LogLevel *slog.LevelVar
 }
+
+// Loader reads the agent's part of a config file at path, with the
+// environment overrides in environ (os.Environ form), and returns the
+// warnings about it as LoadConfig does.
+type Loader func(path string, environ []string) (Config, []string, error)
 
 // Agent serves the HTTP API, gRPC and /metrics, and runs the policy store.
 type Agent struct {
@@ -81,6 +91,7 @@ type Agent struct {
 	// Config file reload (configreload.go).
 	configFile string
 	environ    []string
+	loadConfig Loader
 	level      *slog.LevelVar
 	cfgMu      sync.Mutex         // serializes ReloadConfig; guards fileCfg
 	fileCfg    Config             // the config file's content when last read
@@ -149,6 +160,7 @@ func New(opts Options) (*Agent, error) {
 
 		configFile: opts.ConfigFile,
 		environ:    environOrOS(opts.Environ),
+		loadConfig: opts.LoadConfig,
 		level:      opts.LogLevel,
 		fileCfg:    opts.Config,
 	}

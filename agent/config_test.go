@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,21 +10,6 @@ import (
 
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
-
-// The -update flag rewrites golden output, here the README's configuration
-// reference. Other test files of the package may define it too (usually as a
-// package-level var, which is initialized before this init runs), so it is
-// defined only if missing and read by name.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite golden files (README config reference)")
-	}
-}
-
-func configUpdateFlag() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
 
 func writeConfigFile(t *testing.T, data string) string {
 	t.Helper()
@@ -124,7 +108,7 @@ func TestLoadConfigBadFile(t *testing.T) {
 		`testdata/config/bad.yaml:7:3: duplicate key "port", first defined at line 6`,
 		`testdata/config/bad.yaml:8:6: log: expected mapping, got string "debug"`,
 		`testdata/config/bad.yaml:10:14: otlp.grpc_port: expected int, got sequence`,
-		`testdata/config/bad.yaml:11:1: unknown field "polices" in the document; valid fields: admin, agent, alertmanager, check, gateway, kubernetes, limits, log, metrics, otlp, policies, prometheus, redis, server, tls, tsdb`,
+		`testdata/config/bad.yaml:11:1: unknown field "polices" in the document; valid fields: admin, agent, alertmanager, check, kubernetes, limits, log, metrics, otlp, policies, prometheus, redis, server, tls, tsdb`,
 	}
 	var list strictyaml.ErrorList
 	if !errors.As(err, &list) {
@@ -181,59 +165,4 @@ func TestValidate(t *testing.T) {
 	if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, want) {
 		t.Errorf("errors:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
-}
-
-const (
-	refStart = "<!-- config-reference:start -->"
-	refEnd   = "<!-- config-reference:end -->"
-)
-
-// configReferenceSection is what the README holds between its markers.
-func configReferenceSection() string {
-	return "\n## Configuration reference\n\n" +
-		"<!-- Generated from agent.ConfigKeys by `go test ./agent -run TestDocsConfigReference -update`; do not edit. -->\n\n" +
-		"`fluxgate agent` reads `fluxgate.yaml` (or `--config PATH`). Every key has a default, so the file\n" +
-		"only needs the keys you change, and a missing file means all defaults. Precedence is\n" +
-		"defaults < file < environment: `FLUXGATE_<SECTION>_<KEY>` (the env var column) overrides the file,\n" +
-		"and `FLUXGATE_DEBUG=true` sets `log.level` to `debug` over both. Unknown keys in the file\n" +
-		"and values of the wrong type are errors with `file:line:col`; an unknown `FLUXGATE_*` variable is\n" +
-		"a warning. A port of `0` picks a free port. Edit the file with\n" +
-		"`fluxgate config set KEY VALUE` (comments are kept), read the effective value with\n" +
-		"`fluxgate config get KEY`, and print the whole effective config with `fluxgate config view`.\n" +
-		"A running agent reloads the file when it changes (an edit, or a Kubernetes ConfigMap volume's\n" +
-		"`..data` swap): `log.level` and `policies.dir` apply at once, `fluxgate gateway` applies the\n" +
-		"`gateway` section, any other changed key is logged once as needing a restart, and a file that\n" +
-		"does not load is logged with its `file:line:col` errors and changes nothing.\n\n" +
-		ConfigReference() + "\n"
-}
-
-func TestDocsConfigReference(t *testing.T) {
-	const readme = "../docs/configuration.md"
-	data, err := os.ReadFile(readme)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(data)
-	start := strings.Index(text, refStart)
-	end := strings.Index(text, refEnd)
-	if start < 0 || end < start {
-		t.Fatalf("%s: markers %s … %s not found in order", readme, refStart, refEnd)
-	}
-	start += len(refStart)
-	want := configReferenceSection()
-	if text[start:end] == want {
-		return
-	}
-	if !configUpdateFlag() {
-		t.Fatalf("%s: the configuration reference is out of date; run\n\tgo test ./agent -run TestDocsConfigReference -update\ngot:\n%s\nwant:\n%s", readme, text[start:end], want)
-	}
-	fi, err := os.Stat(readme)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := text[:start] + want + text[end:]
-	if err := os.WriteFile(readme, []byte(out), fi.Mode().Perm()); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s: configuration reference rewritten", readme)
 }

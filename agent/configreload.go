@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -21,9 +20,9 @@ type ConfigFile string
 // safety net for file systems that drop events.
 const configResync = 10 * time.Second
 
-// Keys a running agent applies from a changed config file. The gateway
-// section is the gateway's (package gateway reloads it); any other
-// changed key is logged as needing a restart.
+// Keys a running agent applies from a changed config file; any other
+// changed key of Config is logged as needing a restart. Sections of the
+// file that are not the agent's (the gateway's) are not in Config.
 const (
 	keyLogLevel    = "log.level"
 	keyPoliciesDir = "policies.dir"
@@ -101,7 +100,11 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 		a.cfgMu.Unlock()
 		return nil, nil
 	}
-	cfg, _, err := LoadConfig(a.configFile, a.environ)
+	load := a.loadConfig
+	if load == nil {
+		load = LoadConfig
+	}
+	cfg, _, err := load(a.configFile, a.environ)
 	if err != nil {
 		a.logger.Error("config file change refused; the running configuration stays", "file", a.configFile, "err", err)
 		return nil, nil
@@ -111,25 +114,23 @@ func (a *Agent) ReloadConfig() (applied, restart []string) {
 	a.cfgMissing = false
 	prev := reflect.ValueOf(&a.fileCfg).Elem()
 	cur := reflect.ValueOf(&cfg).Elem()
-	for _, f := range configFields() {
-		if reflect.DeepEqual(prev.FieldByIndex(f.index).Interface(), cur.FieldByIndex(f.index).Interface()) {
+	for _, f := range schema.Fields() {
+		if reflect.DeepEqual(prev.FieldByIndex(f.Index).Interface(), cur.FieldByIndex(f.Index).Interface()) {
 			continue
 		}
 		switch {
-		case strings.HasPrefix(f.key, "gateway."):
-			// The gateway's own watch applies its section.
-		case f.key == keyLogLevel && a.level != nil:
+		case f.Key == keyLogLevel && a.level != nil:
 			a.level.Set(parseLevel(cfg.Log.Level))
-			applied = append(applied, f.key)
-		case f.key == keyPoliciesDir:
+			applied = append(applied, f.Key)
+		case f.Key == keyPoliciesDir:
 			if err := a.store.SetDir(cfg.Policies.Dir); err != nil {
 				a.logger.Error("policies.dir change refused; the old directory stays", "err", err)
 				cfg.Policies.Dir = a.fileCfg.Policies.Dir // retried at the next change
 				continue
 			}
-			applied = append(applied, f.key)
+			applied = append(applied, f.Key)
 		default:
-			restart = append(restart, f.key)
+			restart = append(restart, f.Key)
 		}
 	}
 	a.fileCfg = cfg

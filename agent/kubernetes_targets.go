@@ -9,10 +9,10 @@ import (
 	"github.com/fluxgate/fluxgate/policies"
 )
 
-// UpstreamTargeter takes the targets of upstream groups discovered at run
-// time, by group name (gateway.Gateway.SetUpstreamTargets).
+// UpstreamTargeter takes the targets (host:port) of upstream groups
+// discovered at run time, by group name; the gateway's Service supplies one.
 type UpstreamTargeter interface {
-	SetUpstreamTargets(map[string][]TargetConfig) error
+	SetUpstreamTargets(map[string][]string) error
 }
 
 // discoveredTargets is the agent's side of targetRef discovery: the
@@ -22,7 +22,7 @@ type discoveredTargets struct {
 	watcher *kube.TargetWatcher
 
 	mu      sync.Mutex // guards the fields below
-	byGroup map[string][]TargetConfig
+	byGroup map[string][]string
 	sink    UpstreamTargeter
 	refs    map[kube.Ref]string // upstream group of each ref
 }
@@ -60,18 +60,14 @@ func (a *Agent) setupTargetDiscovery(c KubernetesConfig) error {
 		Update: func(eps map[kube.Ref][]string) {
 			d.mu.Lock()
 			defer d.mu.Unlock()
-			byGroup := map[string][]TargetConfig{}
+			byGroup := map[string][]string{}
 			for ref, group := range d.refs {
 				found, ok := eps[ref]
 				if _, dup := byGroup[group]; dup || !ok {
 					// Not found: the group keeps its configured targets.
 					continue
 				}
-				ts := []TargetConfig{}
-				for _, addr := range found {
-					ts = append(ts, TargetConfig{Address: addr})
-				}
-				byGroup[group] = ts
+				byGroup[group] = append([]string{}, found...) // none found: a group with no targets
 			}
 			d.byGroup = byGroup
 			a.logger.Info("upstream targets discovered", "groups", len(byGroup))

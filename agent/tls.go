@@ -213,3 +213,14 @@ func (a *Agent) withoutCertRequired(surfaces []string) []string {
 	}
 	return out
 }
+
+// checkPair reports a certificate without its key or a key without its
+// certificate.
+func checkPair(certFile, keyFile string, bad func(key, format string, args ...any)) {
+	switch {
+	case certFile != "" && keyFile == "":
+		bad("key_file", "must be set with cert_file")
+	case certFile == "" && keyFile != "":
+		bad("cert_file", "must be set with key_file")
+	}
+}

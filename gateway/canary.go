@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // Canary verdicts, the values of fluxgate_canary_verdict's verdict label.
@@ -60,13 +58,13 @@ type canaryState struct {
 	groups      [2]groupSeries       // analysis series: primary, canary
 
 	mu         sync.Mutex
-	configured int                        // guarded by mu
-	signal     int                        // circuit-set percent, -1 for none; guarded by mu
-	rolledBack bool                       // guarded by mu
-	metrics    *agent.CanaryMetricsConfig // defaults filled; nil: not judged; guarded by mu
-	verdict    string                     // guarded by mu
-	samples    []sample                   // ring; guarded by mu
-	next       int                        // next ring slot; guarded by mu
+	configured int                  // guarded by mu
+	signal     int                  // circuit-set percent, -1 for none; guarded by mu
+	rolledBack bool                 // guarded by mu
+	metrics    *CanaryMetricsConfig // defaults filled; nil: not judged; guarded by mu
+	verdict    string               // guarded by mu
+	samples    []sample             // ring; guarded by mu
+	next       int                  // next ring slot; guarded by mu
 }
 
 // Canary analysis groups and outcomes, the values of the group and
@@ -103,8 +101,8 @@ func newCanaryState(route string, logger *slog.Logger, m *metrics) *canaryState 
 
 // configure applies a route's canary config: a changed weight or metrics
 // section clears a rollback.
-func (c *canaryState) configure(cfg agent.CanaryConfig, m *metrics) {
-	var mc *agent.CanaryMetricsConfig
+func (c *canaryState) configure(cfg CanaryConfig, m *metrics) {
+	var mc *CanaryMetricsConfig
 	if cfg.Metrics != nil {
 		x := *cfg.Metrics
 		if x.MinSamples == 0 {
@@ -135,7 +133,7 @@ func (c *canaryState) configure(cfg agent.CanaryConfig, m *metrics) {
 	c.applyLocked()
 }
 
-func sameMetrics(a, b *agent.CanaryMetricsConfig) bool {
+func sameMetrics(a, b *CanaryMetricsConfig) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -228,7 +226,7 @@ type canaryStats struct {
 }
 
 // judge returns the verdict at now from the samples of the window.
-func judge(m *agent.CanaryMetricsConfig, samples []sample, now time.Time) (string, canaryStats) {
+func judge(m *CanaryMetricsConfig, samples []sample, now time.Time) (string, canaryStats) {
 	from := now.Add(-m.Window)
 	lat := make([]time.Duration, 0, len(samples))
 	failed := 0

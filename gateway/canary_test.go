@@ -7,14 +7,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // judge's verdict over a replayed window of samples at t0…
 func TestJudge(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	m := &agent.CanaryMetricsConfig{TargetErrorRate: 0.1, TargetP99Latency: 300 * time.Millisecond, MinSamples: 10, Window: 10 * time.Second}
+	m := &CanaryMetricsConfig{TargetErrorRate: 0.1, TargetP99Latency: 300 * time.Millisecond, MinSamples: 10, Window: 10 * time.Second}
 	fast := func(n int, at time.Time, failed bool) []sample {
 		var out []sample
 		for range n {

@@ -2,7 +2,7 @@
 // gateway`).
 //
 // A Gateway is built from the gateway section of fluxgate.yaml
-// (agent.GatewayConfig) and serves on one of two engines: net/http (it is
+// (Config) and serves on one of two engines: net/http (it is
 // an http.Handler; TLS and h2c listeners use it) or the fast HTTP/1.1
 // engine on fasthttp (NewFastServer; plain listeners use it), which
 // proxies with pooled fasthttp clients and passes WebSocket upgrades and

@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // serveFast serves g on the fast engine on a loopback port until the test
@@ -60,10 +58,10 @@ func proxyTo(t *testing.T, up *httptest.Server, opts Options) *Gateway {
 	return g
 }
 
-func oneUpstream(addr string) agent.GatewayConfig {
-	return agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{{Name: "u", Targets: []agent.TargetConfig{{Address: addr}}}},
-		Routes:    []agent.RouteConfig{{ID: "r", Upstream: "u"}},
+func oneUpstream(addr string) Config {
+	return Config{
+		Upstreams: []UpstreamConfig{{Name: "u", Targets: []TargetConfig{{Address: addr}}}},
+		Routes:    []RouteConfig{{ID: "r", Upstream: "u"}},
 	}
 }
 
@@ -450,14 +448,14 @@ func TestRoutingSeesTheForwardedPath(t *testing.T) {
 	public, admin := seen("public"), seen("admin")
 	defer public.Close()
 	defer admin.Close()
-	cfg := agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{
-			{Name: "public", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(public.URL, "http://")}}},
-			{Name: "admin", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(admin.URL, "http://")}}},
+	cfg := Config{
+		Upstreams: []UpstreamConfig{
+			{Name: "public", Targets: []TargetConfig{{Address: strings.TrimPrefix(public.URL, "http://")}}},
+			{Name: "admin", Targets: []TargetConfig{{Address: strings.TrimPrefix(admin.URL, "http://")}}},
 		},
-		Routes: []agent.RouteConfig{
-			{ID: "admin", Match: agent.RouteMatch{PathPrefix: "/admin"}, Upstream: "admin"},
-			{ID: "public", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "public"},
+		Routes: []RouteConfig{
+			{ID: "admin", Match: RouteMatch{PathPrefix: "/admin"}, Upstream: "admin"},
+			{ID: "public", Match: RouteMatch{PathPrefix: "/"}, Upstream: "public"},
 		},
 	}
 	g, err := New(Options{Config: cfg})

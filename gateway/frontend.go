@@ -10,7 +10,6 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c" //nolint:staticcheck // SA1019: see frontend
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/certs"
 )
 
@@ -23,7 +22,7 @@ import (
 //     HTTP/2, by prior knowledge or Upgrade: h2c, next to HTTP/1.1.
 //
 // Otherwise srv serves HTTP/1.1 and it returns nil.
-func frontend(srv *http.Server, ln *net.Listener, cfg agent.GatewayConfig, reg prometheus.Registerer, logger *slog.Logger) (*certs.Reloader, error) {
+func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*certs.Reloader, error) {
 	if cfg.TLS.Enabled() {
 		r, err := certs.New(certs.Options{
 			Server:   "gateway",

@@ -21,7 +21,6 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -31,7 +30,7 @@ import (
 // Options configures New.
 type Options struct {
 	// Config is the gateway section of fluxgate.yaml.
-	Config agent.GatewayConfig
+	Config Config
 	// Checker decides at each route's control point; use
 	// controlpoint.NewLocalChecker(agent.Engine()). Nil admits every request.
 	Checker client.Checker
@@ -84,14 +83,14 @@ type Gateway struct {
 	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
 
 	state   atomic.Pointer[snapshot]
-	mu      sync.Mutex                      // serializes Update; guards targets
-	targets map[string][]agent.TargetConfig // SetUpstreamTargets: replaces the groups' configured targets
-	changed chan struct{}                   // tells Run that the snapshot changed; cap 1
+	mu      sync.Mutex                // serializes Update; guards targets
+	targets map[string][]TargetConfig // SetUpstreamTargets: replaces the groups' configured targets
+	changed chan struct{}             // tells Run that the snapshot changed; cap 1
 }
 
 // snapshot is the routing state of one configuration.
 type snapshot struct {
-	cfg       agent.GatewayConfig
+	cfg       Config
 	routes    []*route
 	upstreams map[string]*upstream
 }
@@ -99,7 +98,7 @@ type snapshot struct {
 // route is one configured route with its control point handler.
 type route struct {
 	id    string
-	match agent.RouteMatch
+	match RouteMatch
 	// controlPoint is where requests are checked, when the gateway has a
 	// checker; mw also says where their flows go.
 	controlPoint string
@@ -110,7 +109,7 @@ type route struct {
 	fast    bool
 	primary *upstream
 	canary  *upstream // nil: no canary
-	ccfg    agent.CanaryConfig
+	ccfg    CanaryConfig
 	cs      *canaryState  // weight and verdict; nil without canary
 	n       atomic.Uint64 // requests counted for the canary split
 	handler http.Handler
@@ -173,7 +172,7 @@ func New(opts Options) (*Gateway, error) {
 // breakers of groups whose breaker config is unchanged keep their state.
 // Series of targets, groups and routes that went away are deleted. On
 // error the current state keeps running.
-func (g *Gateway) Update(cfg agent.GatewayConfig) error {
+func (g *Gateway) Update(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -190,14 +189,14 @@ func (g *Gateway) Update(cfg agent.GatewayConfig) error {
 // configured targets, and a name no group has is ignored. Targets whose
 // address stays keep their health and load state. Every later Update
 // applies the replacement too.
-func (g *Gateway) SetUpstreamTargets(targets map[string][]agent.TargetConfig) error {
+func (g *Gateway) SetUpstreamTargets(targets map[string][]TargetConfig) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.targets = targets
 	return g.updateLocked(g.state.Load().cfg)
 }
 
-func (g *Gateway) updateLocked(cfg agent.GatewayConfig) error {
+func (g *Gateway) updateLocked(cfg Config) error {
 	old := g.state.Load()
 	s := &snapshot{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Upstreams))}
 	keepFast := map[fastKey]bool{}
@@ -323,7 +322,7 @@ func (s *snapshot) routeByID(id string) *route {
 	return nil
 }
 
-func breakerConfigEqual(old agent.GatewayConfig, uc agent.UpstreamConfig) bool {
+func breakerConfigEqual(old Config, uc UpstreamConfig) bool {
 	for _, o := range old.Upstreams {
 		if o.Name == uc.Name && o.CircuitBreaker != nil {
 			return *o.CircuitBreaker == *uc.CircuitBreaker
@@ -332,7 +331,7 @@ func breakerConfigEqual(old agent.GatewayConfig, uc agent.UpstreamConfig) bool {
 	return false
 }
 
-func (g *Gateway) newBreaker(uc agent.UpstreamConfig) (*breaker.Breaker, error) {
+func (g *Gateway) newBreaker(uc UpstreamConfig) (*breaker.Breaker, error) {
 	c := uc.CircuitBreaker
 	return breaker.New(breaker.Options{
 		Name: uc.Name,
@@ -572,10 +571,8 @@ func (g *Gateway) SetTargetWeightSignal(upstreamName, addr string, value float64
 	return fmt.Errorf("gateway: upstream %q has no target %q", upstreamName, addr)
 }
 
-var _ agent.GatewayActuators = (*Gateway)(nil)
-
-// SetActuatorInput implements agent.GatewayActuators: the circuit input of
-// a flow_control.canary or flow_control.upstream_weight component.
+// SetActuatorInput sets the circuit input of a flow_control.canary or
+// flow_control.upstream_weight component (the host's circuits call it).
 func (g *Gateway) SetActuatorInput(spec policies.GatewayActuator, port string, value float64) error {
 	if port != "weight" {
 		return fmt.Errorf("gateway: %T has no input port %q", spec, port)

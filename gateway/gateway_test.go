@@ -8,11 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/config"
 )
 
 func TestConfigErrorsWithPositions(t *testing.T) {
-	_, _, err := agent.LoadConfig("testdata/bad.yaml", nil)
+	// The section under a root of its own, as a program's file holds it.
+	type file struct {
+		Gateway Config `yaml:"gateway"`
+	}
+	_, _, err := config.New(config.Options[file]{}).Load("testdata/bad.yaml", nil)
 	want := []string{
 		`testdata/bad.yaml:2:11: gateway.listen: must be host:port, got "nonsense"`,
 		`testdata/bad.yaml:5:7: gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,
@@ -33,8 +37,8 @@ func TestConfigErrorsWithPositions(t *testing.T) {
 }
 
 func TestSmoothWRRInterleaves(t *testing.T) {
-	u := newUpstream(agent.UpstreamConfig{Name: "u", Algorithm: agent.AlgorithmWeightedRoundRobin,
-		Targets: []agent.TargetConfig{{Address: "a:1", Weight: 5}, {Address: "b:1", Weight: 1}, {Address: "c:1", Weight: 1}}}, nil)
+	u := newUpstream(UpstreamConfig{Name: "u", Algorithm: AlgorithmWeightedRoundRobin,
+		Targets: []TargetConfig{{Address: "a:1", Weight: 5}, {Address: "b:1", Weight: 1}, {Address: "c:1", Weight: 1}}}, nil)
 	var seq []string
 	now := time.Now()
 	for range 7 {
@@ -47,8 +51,8 @@ func TestSmoothWRRInterleaves(t *testing.T) {
 }
 
 func TestAdaptiveShiftsAwayFromSlowTarget(t *testing.T) {
-	u := newUpstream(agent.UpstreamConfig{Name: "u", Algorithm: agent.AlgorithmAdaptive,
-		Targets: []agent.TargetConfig{{Address: "a:1"}, {Address: "b:1"}, {Address: "c:1"}, {Address: "slow:1"}}}, nil)
+	u := newUpstream(UpstreamConfig{Name: "u", Algorithm: AlgorithmAdaptive,
+		Targets: []TargetConfig{{Address: "a:1"}, {Address: "b:1"}, {Address: "c:1"}, {Address: "slow:1"}}}, nil)
 	now := time.Now()
 	counts := map[string]int{}
 	for i := range 4000 {
@@ -71,7 +75,7 @@ func TestAdaptiveShiftsAwayFromSlowTarget(t *testing.T) {
 }
 
 func TestPanicThresholdSpreadsOverAll(t *testing.T) {
-	u := newUpstream(agent.UpstreamConfig{Name: "u", Targets: []agent.TargetConfig{{Address: "a:1"}, {Address: "b:1"}, {Address: "c:1"}}}, nil)
+	u := newUpstream(UpstreamConfig{Name: "u", Targets: []TargetConfig{{Address: "a:1"}, {Address: "b:1"}, {Address: "c:1"}}}, nil)
 	now := time.Now()
 	u.targets[0].healthy.Store(false)
 	if got := len(u.candidates(now, nil)); got != 2 {
@@ -90,9 +94,9 @@ func TestUpdateKeepsTargetState(t *testing.T) {
 	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
 	defer b.Close()
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
-	cfg := agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{{Name: "u", Targets: []agent.TargetConfig{{Address: addr(a)}}}},
-		Routes:    []agent.RouteConfig{{ID: "r", Upstream: "u"}},
+	cfg := Config{
+		Upstreams: []UpstreamConfig{{Name: "u", Targets: []TargetConfig{{Address: addr(a)}}}},
+		Routes:    []RouteConfig{{ID: "r", Upstream: "u"}},
 	}
 	g, err := New(Options{Config: cfg})
 	if err != nil {
@@ -109,7 +113,7 @@ func TestUpdateKeepsTargetState(t *testing.T) {
 	}
 	ta := g.state.Load().upstreams["u"].targets[0]
 	ta.ejected.Store(time.Now().Add(time.Hour).UnixNano())
-	cfg.Upstreams[0].Targets = append(cfg.Upstreams[0].Targets, agent.TargetConfig{Address: addr(b)})
+	cfg.Upstreams[0].Targets = append(cfg.Upstreams[0].Targets, TargetConfig{Address: addr(b)})
 	if err := g.Update(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +126,7 @@ func TestUpdateKeepsTargetState(t *testing.T) {
 		}
 	}
 	bad := cfg
-	bad.Routes = []agent.RouteConfig{{ID: "r", Upstream: "nope"}}
+	bad.Routes = []RouteConfig{{ID: "r", Upstream: "nope"}}
 	if err := g.Update(bad); err == nil {
 		t.Fatal("bad config accepted")
 	}
@@ -149,9 +153,9 @@ func TestForwardedHeadersAndStreaming(t *testing.T) {
 		io.WriteString(w, "second\n")
 	}))
 	defer up.Close()
-	cfg := agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{{Name: "u", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}}},
-		Routes:    []agent.RouteConfig{{ID: "r", Upstream: "u"}},
+	cfg := Config{
+		Upstreams: []UpstreamConfig{{Name: "u", Targets: []TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}}},
+		Routes:    []RouteConfig{{ID: "r", Upstream: "u"}},
 	}
 	g, err := New(Options{Config: cfg})
 	if err != nil {

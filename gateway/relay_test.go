@@ -13,8 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // metricOf returns the first series of the metric called name in reg, or
@@ -95,7 +93,7 @@ func TestRequestEndsWithItsBody(t *testing.T) {
 func breakerGateway(t *testing.T, up *httptest.Server, reg *prometheus.Registry, bodyTimeout time.Duration) *Gateway {
 	t.Helper()
 	cfg := oneUpstream(strings.TrimPrefix(up.URL, "http://"))
-	cfg.Upstreams[0].CircuitBreaker = &agent.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 3, OpenFor: time.Minute, HalfOpenProbes: 1}
+	cfg.Upstreams[0].CircuitBreaker = &CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 3, OpenFor: time.Minute, HalfOpenProbes: 1}
 	g, err := New(Options{Config: cfg, Registerer: reg, BodyReadTimeout: bodyTimeout})
 	if err != nil {
 		t.Fatal(err)

@@ -16,36 +16,34 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/certs"
-	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
-// Service runs a Gateway next to an agent: the control points decide with
-// the agent's engine, flows go straight to the agent's flux meters, metrics
-// land on the agent's registry, and the proxy listens on gateway.listen.
-// Construct it before the agent starts (it mounts
-// GET /v1/gateway/upstreams on the agent's HTTP API and subscribes to the
-// policy store) and Start it after.
+// Service runs a Gateway next to an agent, reached through Host: the
+// control points decide with the agent's engine, flows go straight to the
+// agent's flux meters, metrics land on the agent's registry, and the proxy
+// listens on gateway.listen. Construct it before the agent starts (it
+// mounts GET /v1/gateway/upstreams on the agent's HTTP API and subscribes
+// to the policy store) and Start it after.
 //
 // The routing state is the gateway section of the config file with the
 // store's TrafficPolicies applied (see trafficCompiler); the rate limits
-// of TrafficPolicies go to the agent as Policies (Agent.SetGatewayPolicies).
+// of TrafficPolicies go to the agent as Policies (Host.SetGatewayPolicies).
 // Either changing reconciles at once: a TrafficPolicy written through the
 // API applies before the PUT answers. With ServiceOptions.ConfigFile the
 // Service watches the file and applies changes to its gateway section;
 // a change that does not load is refused and the running state stays.
-// Circuits steer the gateway through Agent.SetGatewayActuators.
+// Circuits steer the gateway once Start attached it to the Host.
 type Service struct {
-	agent  *agent.Agent
+	host   Host
 	logger *slog.Logger
 	opts   ServiceOptions
 
 	gw atomic.Pointer[Gateway] // set by Start
 
 	recMu    sync.Mutex // serializes reconciling; guards the fields below
-	base     agent.GatewayConfig
+	base     Config
 	traffic  []*policies.TrafficPolicy // the store's, by key
 	compiler trafficCompiler
 	problems []string // TrafficPolicies left out, or refused by the gateway
@@ -68,25 +66,36 @@ type Service struct {
 type ServiceOptions struct {
 	// Logger receives the gateway's logs. Nil means silent.
 	Logger *slog.Logger
-	// ConfigFile is the fluxgate.yaml the agent's config came from. When
-	// set, Start watches it and applies changes to its gateway section
-	// live. Empty means no live reload.
+	// Config is the gateway section to start with. The zero value listens
+	// nowhere useful: start from DefaultConfig.
+	Config Config
+	// ConfigFile is the fluxgate.yaml Config came from. When set with
+	// LoadConfig, Start watches it and applies changes to its gateway
+	// section live. Empty means no live reload.
 	ConfigFile string
-	// Environ overrides the file on reload as at start (agent.LoadConfig).
-	// Nil means os.Environ().
+	// LoadConfig reads the gateway section of ConfigFile, with Environ's
+	// overrides, as the program read it at start; the program that owns
+	// the file's root type supplies it. Nil means no live reload.
+	LoadConfig Loader
+	// Environ overrides the file on reload as at start. Nil means
+	// os.Environ().
 	Environ []string
 	// Debounce coalesces bursts of file events. Default 50ms.
 	Debounce time.Duration
 }
 
-// NewService prepares a gateway for a without live reload of the config
-// file. Nil logger means silent.
-func NewService(a *agent.Agent, logger *slog.Logger) *Service {
-	return NewServiceWithOptions(a, ServiceOptions{Logger: logger})
+// Loader reads the gateway section of a config file at path, with the
+// environment overrides in environ (os.Environ form).
+type Loader func(path string, environ []string) (Config, error)
+
+// NewService prepares a gateway for a with the section cfg, without live
+// reload of the config file. Nil logger means silent.
+func NewService(h Host, cfg Config, logger *slog.Logger) *Service {
+	return NewServiceWithOptions(h, ServiceOptions{Config: cfg, Logger: logger})
 }
 
 // NewServiceWithOptions prepares a gateway for a.
-func NewServiceWithOptions(a *agent.Agent, opts ServiceOptions) *Service {
+func NewServiceWithOptions(h Host, opts ServiceOptions) *Service {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -97,18 +106,17 @@ func NewServiceWithOptions(a *agent.Agent, opts ServiceOptions) *Service {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
-	s := &Service{agent: a, logger: logger, opts: opts, base: a.Config().Gateway}
+	s := &Service{host: h, logger: logger, opts: opts, base: opts.Config}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fluxgate_gateway_config_reloads_total",
 		Help: "Changes of the gateway config file, by result: success, or failure when refused and the running routing kept.",
 	}, []string{"result"})
-	if err := a.Registry().Register(s.reloads); err != nil {
+	if err := h.Registerer().Register(s.reloads); err != nil {
 		logger.Warn("gateway config reload metric not registered", "err", err)
 	}
-	a.Store().Subscribe(s.policiesChanged)
-	s.policiesChanged(nil, a.Store().Snapshot()) // those already loaded, if the agent runs
-	a.Health().Register("gateway", false, s.health)
-	a.HandleHTTP("GET /v1/gateway/upstreams", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h.SubscribeTrafficPolicies(s.policiesChanged) // those already loaded too, if the agent runs
+	h.RegisterHealth("gateway", s.health)
+	h.HandleHTTP("GET /v1/gateway/upstreams", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g := s.gw.Load(); g != nil {
 			g.ServeStatus(w, r)
 			return
@@ -132,10 +140,10 @@ func (s *Service) Start(ctx context.Context) error {
 	opts := Options{
 		UpstreamTLSConfig: upTLS,
 		Config:            cfg,
-		Checker:           controlpoint.NewLocalChecker(s.agent.Engine()),
-		Registerer:        s.agent.Registry(),
+		Checker:           s.host.Checker(),
+		Registerer:        s.host.Registerer(),
 		Logger:            s.logger,
-		Flows:             s.agent.FluxMeters(), // flows straight to the flux meters, no span round trip
+		Flows:             s.host.Flows(), // flows straight to the flux meters, no span round trip
 	}
 	g, err := New(opts)
 	if err != nil {
@@ -152,14 +160,14 @@ func (s *Service) Start(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
 	addr := ln.Addr()
-	certs, err := frontend(srv, &ln, cfg, s.agent.Registry(), s.logger)
+	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger)
 	if err != nil {
 		_ = ln.Close()
 		return err
 	}
 	var fsrv *fasthttp.Server
 	var fconns *connTracker
-	if certs == nil && !cfg.H2C && cfg.Engine != agent.GatewayEngineNet {
+	if certs == nil && !cfg.H2C && cfg.Engine != EngineNet {
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	}
@@ -169,12 +177,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.srv, s.fsrv, s.fconns, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, fconns, ln, addr, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
-	s.agent.SetGatewayActuators(g)
-	s.agent.SetUpstreamTargeter(g)
-	s.agent.SetGatewayPolicies(ps)
+	s.host.Attach(g)
+	s.host.SetGatewayPolicies(ps)
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = g.Run(runCtx) })
-	if s.opts.ConfigFile != "" {
+	if s.opts.ConfigFile != "" && s.opts.LoadConfig != nil {
 		wg.Go(func() { s.watchConfig(runCtx) })
 	}
 	if certs != nil {
@@ -238,8 +245,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	if srv == nil && fsrv == nil {
 		return nil
 	}
-	s.agent.SetGatewayActuators(nil)
-	s.agent.SetUpstreamTargeter(nil)
+	s.host.Attach(nil)
 	var errs []error
 	if fsrv != nil {
 		// Closing the listener first also stops a Serve that has not
@@ -266,7 +272,7 @@ func (s *Service) Stop(ctx context.Context) error {
 
 // compileLocked applies the TrafficPolicies to the file's gateway config
 // and logs those it leaves out.
-func (s *Service) compileLocked() (agent.GatewayConfig, []*policies.Policy) {
+func (s *Service) compileLocked() (Config, []*policies.Policy) {
 	cfg, ps, errs := s.compiler.compile(s.base, s.traffic)
 	s.problems = s.problems[:0]
 	for _, err := range errs {
@@ -288,21 +294,15 @@ func (s *Service) reconcileLocked(why string) error {
 	if err := g.Update(cfg); err != nil {
 		return err
 	}
-	s.agent.SetGatewayPolicies(ps)
+	s.host.SetGatewayPolicies(ps)
 	s.logger.Info("gateway reconciled", "cause", why, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams),
 		"traffic_policies", len(s.traffic), "compiled_policies", len(ps), "took", time.Since(start))
 	return nil
 }
 
-// policiesChanged is the store subscription: it picks the TrafficPolicies
-// and reconciles when they changed.
-func (s *Service) policiesChanged(_, cur *agent.PolicySnapshot) {
-	var tps []*policies.TrafficPolicy
-	for _, e := range cur.Sorted() {
-		if tp, ok := e.Object.(*policies.TrafficPolicy); ok {
-			tps = append(tps, tp)
-		}
-	}
+// policiesChanged is the store subscription: it reconciles when the
+// TrafficPolicies changed.
+func (s *Service) policiesChanged(tps []*policies.TrafficPolicy) {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
 	if slices.Equal(tps, s.traffic) {
@@ -316,7 +316,7 @@ func (s *Service) policiesChanged(_, cur *agent.PolicySnapshot) {
 }
 
 // health reports TrafficPolicies left out and a refused config change.
-func (s *Service) health() agent.ComponentHealth {
+func (s *Service) health() HealthStatus {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
 	problems := slices.Clone(s.problems)
@@ -324,7 +324,7 @@ func (s *Service) health() agent.ComponentHealth {
 		problems = append(problems, s.fileErr)
 	}
 	if len(problems) == 0 {
-		return agent.ComponentHealth{Status: agent.StatusHealthy, Message: fmt.Sprintf("%d routes, %d traffic policies", len(s.base.Routes), len(s.traffic))}
+		return HealthStatus{Healthy: true, Message: fmt.Sprintf("%d routes, %d traffic policies", len(s.base.Routes), len(s.traffic))}
 	}
-	return agent.ComponentHealth{Status: agent.StatusDegraded, Message: "gateway config or traffic policies not applied; the rest keeps serving", Errors: problems}
+	return HealthStatus{Message: "gateway config or traffic policies not applied; the rest keeps serving", Errors: problems}
 }

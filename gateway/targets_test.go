@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // Targets set at run time replace a group's configured targets, survive a
@@ -21,9 +19,9 @@ func TestSetUpstreamTargetsRoutesTraffic(t *testing.T) {
 		return strings.TrimPrefix(s.URL, "http://")
 	}
 	static, a, b := server("static"), server("a"), server("b")
-	cfg := agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{{Name: "u", Targets: []agent.TargetConfig{{Address: static}}}},
-		Routes:    []agent.RouteConfig{{ID: "r", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "u"}},
+	cfg := Config{
+		Upstreams: []UpstreamConfig{{Name: "u", Targets: []TargetConfig{{Address: static}}}},
+		Routes:    []RouteConfig{{ID: "r", Match: RouteMatch{PathPrefix: "/"}, Upstream: "u"}},
 	}
 	g, err := New(Options{Config: cfg})
 	if err != nil {
@@ -60,11 +58,11 @@ func TestSetUpstreamTargetsRoutesTraffic(t *testing.T) {
 	}{
 		{"configured", func() error { return nil }, "200:static"},
 		{"discovered", func() error {
-			return g.SetUpstreamTargets(map[string][]agent.TargetConfig{"u": {{Address: a}, {Address: b}}, "nope": {{Address: a}}})
+			return g.SetUpstreamTargets(map[string][]TargetConfig{"u": {{Address: a}, {Address: b}}, "nope": {{Address: a}}})
 		}, "200:a,200:b"},
 		{"config update keeps them", func() error { return g.Update(cfg) }, "200:a,200:b"},
-		{"one left", func() error { return g.SetUpstreamTargets(map[string][]agent.TargetConfig{"u": {{Address: b}}}) }, "200:b"},
-		{"none ready", func() error { return g.SetUpstreamTargets(map[string][]agent.TargetConfig{"u": {}}) }, "503"},
+		{"one left", func() error { return g.SetUpstreamTargets(map[string][]TargetConfig{"u": {{Address: b}}}) }, "200:b"},
+		{"none ready", func() error { return g.SetUpstreamTargets(map[string][]TargetConfig{"u": {}}) }, "503"},
 		{"dropped", func() error { return g.SetUpstreamTargets(nil) }, "200:static"},
 	}
 	for _, s := range steps {

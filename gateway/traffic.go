@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
@@ -49,7 +48,7 @@ type compiledLimit struct {
 
 // compile returns base with tps applied (in order), the Policies of their
 // rate limits, and an error for every TrafficPolicy left out.
-func (tc *trafficCompiler) compile(base agent.GatewayConfig, tps []*policies.TrafficPolicy) (agent.GatewayConfig, []*policies.Policy, []error) {
+func (tc *trafficCompiler) compile(base Config, tps []*policies.TrafficPolicy) (Config, []*policies.Policy, []error) {
 	cfg := cloneGatewayConfig(base)
 	var ps []*policies.Policy
 	var errs []error
@@ -95,10 +94,10 @@ func (tc *trafficCompiler) compile(base agent.GatewayConfig, tps []*policies.Tra
 
 // applyTraffic applies tp to cfg and returns the indexes of the routes it
 // applies to.
-func applyTraffic(cfg *agent.GatewayConfig, tp *policies.TrafficPolicy) ([]int, error) {
+func applyTraffic(cfg *Config, tp *policies.TrafficPolicy) ([]int, error) {
 	spec := tp.Spec
 	name := spec.TargetRef.Name
-	ui := slices.IndexFunc(cfg.Upstreams, func(u agent.UpstreamConfig) bool { return u.Name == name })
+	ui := slices.IndexFunc(cfg.Upstreams, func(u UpstreamConfig) bool { return u.Name == name })
 	if ui < 0 {
 		return nil, fmt.Errorf("spec.targetRef.name: no gateway upstream named %q", name)
 	}
@@ -114,7 +113,7 @@ func applyTraffic(cfg *agent.GatewayConfig, tp *policies.TrafficPolicy) ([]int, 
 			u.Algorithm = lb.Algorithm
 		}
 		if hc := lb.HealthCheck; hc != nil {
-			h := agent.HealthCheckConfig{}
+			h := HealthCheckConfig{}
 			if u.HealthCheck != nil {
 				h = *u.HealthCheck
 			}
@@ -135,12 +134,12 @@ func applyTraffic(cfg *agent.GatewayConfig, tp *policies.TrafficPolicy) ([]int, 
 				r.Canary = nil
 				continue
 			}
-			nc := agent.CanaryConfig{}
+			nc := CanaryConfig{}
 			if r.Canary != nil {
 				nc = *r.Canary
 			} else {
 				nc.Upstream = name + "-canary"
-				if !slices.ContainsFunc(cfg.Upstreams, func(u agent.UpstreamConfig) bool { return u.Name == nc.Upstream }) {
+				if !slices.ContainsFunc(cfg.Upstreams, func(u UpstreamConfig) bool { return u.Name == nc.Upstream }) {
 					return nil, fmt.Errorf("spec.canary: route %q has no canary upstream: set gateway.routes[%d].canary.upstream or add an upstream named %q", r.ID, i, nc.Upstream)
 				}
 			}
@@ -148,18 +147,18 @@ func applyTraffic(cfg *agent.GatewayConfig, tp *policies.TrafficPolicy) ([]int, 
 			if len(c.Match) > 0 {
 				nc.Match = nil
 				for _, m := range c.Match {
-					var cm agent.CanaryMatch
+					var cm CanaryMatch
 					if m.Header != nil {
-						cm.Header = &agent.NameValue{Name: m.Header.Name, Value: m.Header.Value}
+						cm.Header = &NameValue{Name: m.Header.Name, Value: m.Header.Value}
 					}
 					if m.Cookie != nil {
-						cm.Cookie = &agent.NameValue{Name: m.Cookie.Name, Value: m.Cookie.Value}
+						cm.Cookie = &NameValue{Name: m.Cookie.Name, Value: m.Cookie.Value}
 					}
 					nc.Match = append(nc.Match, cm)
 				}
 			}
 			if m := c.Metrics; m != nil {
-				mc := agent.CanaryMetricsConfig{}
+				mc := CanaryMetricsConfig{}
 				if nc.Metrics != nil {
 					mc = *nc.Metrics
 				}
@@ -180,7 +179,7 @@ func applyTraffic(cfg *agent.GatewayConfig, tp *policies.TrafficPolicy) ([]int, 
 
 // limitSignature is what a rate-limit Policy depends on besides its
 // TrafficPolicy: the routes' ids and control points.
-func limitSignature(cfg agent.GatewayConfig, routes []int) string {
+func limitSignature(cfg Config, routes []int) string {
 	var b strings.Builder
 	for _, i := range routes {
 		fmt.Fprintf(&b, "%s@%s;", cfg.Routes[i].ID, controlPointOf(cfg.Routes[i]))
@@ -188,7 +187,7 @@ func limitSignature(cfg agent.GatewayConfig, routes []int) string {
 	return b.String()
 }
 
-func controlPointOf(r agent.RouteConfig) string {
+func controlPointOf(r RouteConfig) string {
 	if r.ControlPoint == "" {
 		return client.DefaultControlPoint
 	}
@@ -196,7 +195,7 @@ func controlPointOf(r agent.RouteConfig) string {
 }
 
 // rateLimitPolicy compiles tp's rateLimit for the routes.
-func rateLimitPolicy(tp *policies.TrafficPolicy, cfg agent.GatewayConfig, routes []int) (*policies.Policy, error) {
+func rateLimitPolicy(tp *policies.TrafficPolicy, cfg Config, routes []int) (*policies.Policy, error) {
 	rl := tp.Spec.RateLimit
 	p := &policies.Policy{}
 	p.Metadata.Name, p.Metadata.Namespace = tp.Metadata.Name, tp.Metadata.Namespace
@@ -246,7 +245,7 @@ func keyLabel(extractor string) string {
 
 // cloneGatewayConfig copies c deeply enough that applyTraffic never
 // writes into c: the lists and the sections it replaces.
-func cloneGatewayConfig(c agent.GatewayConfig) agent.GatewayConfig {
+func cloneGatewayConfig(c Config) Config {
 	out := c
 	out.Upstreams = slices.Clone(c.Upstreams)
 	out.Routes = slices.Clone(c.Routes)

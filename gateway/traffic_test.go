@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -34,16 +33,16 @@ func TestTrafficCompile(t *testing.T) {
 		}
 		return parseTraffic(t, doc)
 	}
-	base := agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{
-			{Name: "checkout", Targets: []agent.TargetConfig{{Address: "127.0.0.1:1"}}},
-			{Name: "checkout-canary", Targets: []agent.TargetConfig{{Address: "127.0.0.1:2"}}},
-			{Name: "v2", Targets: []agent.TargetConfig{{Address: "127.0.0.1:3"}}},
-			{Name: "lonely", Targets: []agent.TargetConfig{{Address: "127.0.0.1:4"}}},
+	base := Config{
+		Upstreams: []UpstreamConfig{
+			{Name: "checkout", Targets: []TargetConfig{{Address: "127.0.0.1:1"}}},
+			{Name: "checkout-canary", Targets: []TargetConfig{{Address: "127.0.0.1:2"}}},
+			{Name: "v2", Targets: []TargetConfig{{Address: "127.0.0.1:3"}}},
+			{Name: "lonely", Targets: []TargetConfig{{Address: "127.0.0.1:4"}}},
 		},
-		Routes: []agent.RouteConfig{
+		Routes: []RouteConfig{
 			{ID: "a", Upstream: "checkout"},
-			{ID: "b", Upstream: "checkout", ControlPoint: "edge", Canary: &agent.CanaryConfig{Upstream: "v2", Weight: 1, Sticky: true}},
+			{ID: "b", Upstream: "checkout", ControlPoint: "edge", Canary: &CanaryConfig{Upstream: "v2", Weight: 1, Sticky: true}},
 		},
 	}
 	var tc trafficCompiler

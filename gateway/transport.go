@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // transports are the pooled upstream transports, one per protocol an
@@ -52,7 +50,7 @@ func newTransports(opts Options, dial func(ctx context.Context, network, addr st
 }
 
 // forUpstream returns the transport and URL scheme for uc.
-func (ts transports) forUpstream(uc agent.UpstreamConfig) (http.RoundTripper, string) {
+func (ts transports) forUpstream(uc UpstreamConfig) (http.RoundTripper, string) {
 	switch {
 	case uc.HTTP2 && uc.TLS:
 		return ts.h2tls, "https"
@@ -162,7 +160,7 @@ func (c *upstreamConn) Close() error {
 // UpstreamTLS builds the client TLS config of c (gateway.upstream_tls) for
 // Options.UpstreamTLSConfig: nil when c is empty (the system roots). A
 // file that does not load is an error naming it.
-func UpstreamTLS(c agent.UpstreamTLSConfig) (*tls.Config, error) {
+func UpstreamTLS(c UpstreamTLSConfig) (*tls.Config, error) {
 	if c.IsZero() {
 		return nil, nil
 	}

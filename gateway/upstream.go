@@ -10,7 +10,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 )
 
@@ -187,13 +186,13 @@ type upstream struct {
 	name      string
 	algorithm string
 	targets   []*target
-	health    *agent.HealthCheckConfig      // defaults filled; nil: no active checks
-	outlier   *agent.OutlierDetectionConfig // defaults filled; nil: none
-	breaker   *breaker.Breaker              // nil: none
-	retries   agent.RetriesConfig           // defaults filled
-	panicAt   float64                       // panic threshold
-	rr        atomic.Uint64                 // round-robin cursor
-	mu        sync.Mutex                    // guards the targets' currentWR
+	health    *HealthCheckConfig      // defaults filled; nil: no active checks
+	outlier   *OutlierDetectionConfig // defaults filled; nil: none
+	breaker   *breaker.Breaker        // nil: none
+	retries   RetriesConfig           // defaults filled
+	panicAt   float64                 // panic threshold
+	rr        atomic.Uint64           // round-robin cursor
+	mu        sync.Mutex              // guards the targets' currentWR
 	budget    retryBudget
 	transport http.RoundTripper // by the group's http2 and tls
 	scheme    string            // http or https
@@ -202,10 +201,10 @@ type upstream struct {
 	fast map[string]*fasthttp.HostClient
 }
 
-func newUpstream(cfg agent.UpstreamConfig, old map[string]*target) *upstream {
+func newUpstream(cfg UpstreamConfig, old map[string]*target) *upstream {
 	u := &upstream{name: cfg.Name, algorithm: cfg.Algorithm, panicAt: cfg.PanicThreshold}
 	if u.algorithm == "" {
-		u.algorithm = agent.AlgorithmRoundRobin
+		u.algorithm = AlgorithmRoundRobin
 	}
 	if u.panicAt == 0 {
 		u.panicAt = DefaultPanicThreshold
@@ -259,7 +258,7 @@ func newUpstream(cfg agent.UpstreamConfig, old map[string]*target) *upstream {
 		}
 		u.outlier = &o
 	}
-	u.retries = agent.RetriesConfig{Attempts: DefaultRetryAttempts, Budget: DefaultRetryBudget}
+	u.retries = RetriesConfig{Attempts: DefaultRetryAttempts, Budget: DefaultRetryBudget}
 	if r := cfg.Retries; r != nil {
 		if r.Attempts != 0 {
 			u.retries.Attempts = max(r.Attempts, 0)
@@ -315,11 +314,11 @@ func (u *upstream) pick(now time.Time, skip []*target) *target {
 		return cs[0]
 	}
 	switch u.algorithm {
-	case agent.AlgorithmWeightedRoundRobin:
+	case AlgorithmWeightedRoundRobin:
 		return u.smoothWRR(cs, func(t *target) float64 { return float64(t.weight.Load()) })
-	case agent.AlgorithmLeastRequest:
+	case AlgorithmLeastRequest:
 		return u.leastRequest(cs)
-	case agent.AlgorithmAdaptive:
+	case AlgorithmAdaptive:
 		return u.adaptive(cs)
 	}
 	return cs[int(u.rr.Add(1)%uint64(len(cs)))]

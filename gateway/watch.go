@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-
-	"github.com/fluxgate/fluxgate/agent"
 )
 
 // configResync re-reads the config file even without an event, as a
@@ -72,7 +70,7 @@ func (s *Service) watchConfig(ctx context.Context) {
 // leaves the running routing as it is. Requests in flight finish on the
 // state they started with. It reports whether a change was applied.
 func (s *Service) ReloadConfig() bool {
-	if s.opts.ConfigFile == "" {
+	if s.opts.ConfigFile == "" || s.opts.LoadConfig == nil {
 		return false
 	}
 	path := s.opts.ConfigFile
@@ -80,23 +78,23 @@ func (s *Service) ReloadConfig() bool {
 		s.logger.Warn("gateway config file is gone; the running routing keeps serving", "file", path)
 		return false
 	}
-	cfg, _, err := agent.LoadConfig(path, s.opts.Environ)
+	cfg, err := s.opts.LoadConfig(path, s.opts.Environ)
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
-	if err == nil && reflect.DeepEqual(cfg.Gateway, s.base) {
+	if err == nil && reflect.DeepEqual(cfg, s.base) {
 		return false
 	}
 	if err == nil {
-		if cfg.Gateway.Listen != s.base.Listen {
-			s.logger.Warn("gateway.listen changed; it applies at the next restart", "file", path, "listening", s.base.Listen, "configured", cfg.Gateway.Listen)
-			cfg.Gateway.Listen = s.base.Listen
+		if cfg.Listen != s.base.Listen {
+			s.logger.Warn("gateway.listen changed; it applies at the next restart", "file", path, "listening", s.base.Listen, "configured", cfg.Listen)
+			cfg.Listen = s.base.Listen
 		}
-		if cfg.Gateway.TLS != s.base.TLS || cfg.Gateway.H2C != s.base.H2C {
+		if cfg.TLS != s.base.TLS || cfg.H2C != s.base.H2C {
 			s.logger.Warn("gateway.tls or gateway.h2c changed; it applies at the next restart (the certificate files themselves reload live)", "file", path)
-			cfg.Gateway.TLS, cfg.Gateway.H2C = s.base.TLS, s.base.H2C
+			cfg.TLS, cfg.H2C = s.base.TLS, s.base.H2C
 		}
 		old := s.base
-		s.base = cfg.Gateway
+		s.base = cfg
 		if err = s.reconcileLocked("config file changed"); err != nil {
 			s.base = old
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -50,20 +51,20 @@ func startGateway(t *testing.T) (api, gw string) {
 	cfg := agenttest.Config(t, gatewayPolicy)
 	cfg.Admin.Token = adminToken
 	cfg.TSDB.ScrapeInterval = 250 * time.Millisecond
-	cfg.Gateway = agent.GatewayConfig{
+	gwc := gateway.Config{
 		Listen: "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{
-			{Name: "shop", Targets: []agent.TargetConfig{{Address: backend()}}, CircuitBreaker: &agent.CircuitBreakerConfig{}},
-			{Name: "shop-v2", Targets: []agent.TargetConfig{{Address: backend()}}},
+		Upstreams: []gateway.UpstreamConfig{
+			{Name: "shop", Targets: []gateway.TargetConfig{{Address: backend()}}, CircuitBreaker: &gateway.CircuitBreakerConfig{}},
+			{Name: "shop-v2", Targets: []gateway.TargetConfig{{Address: backend()}}},
 		},
-		Routes: []agent.RouteConfig{{ID: "shop", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "shop", ControlPoint: "ingress",
-			Canary: &agent.CanaryConfig{Upstream: "shop-v2", Weight: 20}}},
+		Routes: []gateway.RouteConfig{{ID: "shop", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: "shop", ControlPoint: "ingress",
+			Canary: &gateway.CanaryConfig{Upstream: "shop-v2", Weight: 20}}},
 	}
 	a, err := agent.New(agent.Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := gateway.NewService(a, nil)
+	svc := gateway.NewService(fluxgate.GatewayHost(a), gwc, nil)
 	ctx := context.Background()
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/fx"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 )
 
@@ -21,15 +22,15 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run the FluxGate agent (embedded defaults when there is no config file)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, warnings, err := agent.LoadConfig(configPath, os.Environ())
+			f, warnings, err := fluxgate.Load(configPath, os.Environ())
 			if err != nil {
 				return err
 			}
-			logger, level := agent.NewLoggerLevel(cfg.Log, cmd.ErrOrStderr())
+			logger, level := agent.NewLoggerLevel(f.Log, cmd.ErrOrStderr())
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
-			return runApp(cmd.Context(), cfg, logger, fx.Supply(agent.ConfigFile(configPath), level)) // reloaded live
+			return runApp(cmd.Context(), f.Config, logger, fx.Supply(agent.ConfigFile(configPath), agent.Loader(fluxgate.AgentLoader), level)) // reloaded live
 		},
 	}
 }

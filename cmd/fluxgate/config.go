@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate"
 )
 
 // newConfigFileMode is the mode of a config file that `config set` creates:
@@ -50,7 +50,7 @@ wrong type and invalid values are refused and leave the file unchanged.`,
 			if err != nil {
 				return err
 			}
-			out, err := agent.SetConfigValue(data, key, value)
+			out, err := fluxgate.Set(data, key, value)
 			if err != nil {
 				return err
 			}
@@ -59,7 +59,7 @@ wrong type and invalid values are refused and leave the file unchanged.`,
 					return err
 				}
 			}
-			for _, k := range agent.ConfigKeys() {
+			for _, k := range fluxgate.Keys() {
 				if _, set := os.LookupEnv(k.Env); k.Key == key && set {
 					fmt.Fprintf(cmd.ErrOrStderr(), "note: %s is set in the environment and overrides %s\n", k.Env, key)
 				}
@@ -79,7 +79,7 @@ func newConfigGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			v, err := agent.GetConfigValue(cfg, args[0])
+			v, err := fluxgate.Get(cfg, args[0])
 			if err != nil {
 				return err
 			}
@@ -118,7 +118,7 @@ a chat; "fluxgate config get KEY" prints one of them when asked by name.`,
 // redactSecrets returns cfg with each secret that is set replaced by
 // "<redacted: N chars>": its length tells a set token from a mistyped
 // one, its bytes stay out of terminals and logs.
-func redactSecrets(cfg agent.Config) agent.Config {
+func redactSecrets(cfg fluxgate.File) fluxgate.File {
 	for _, s := range []*string{&cfg.Admin.Token, &cfg.Check.Token, &cfg.OTLP.Token, &cfg.Redis.Password} {
 		if *s != "" {
 			*s = fmt.Sprintf("<redacted: %d chars>", len(*s))
@@ -135,7 +135,7 @@ func newConfigKeysCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "KEY\tTYPE\tDEFAULT\tENV\tDESCRIPTION")
-			for _, k := range agent.ConfigKeys() {
+			for _, k := range fluxgate.Keys() {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", k.Key, k.Type, k.Default, k.Env, k.Desc)
 			}
 			return w.Flush()
@@ -145,8 +145,8 @@ func newConfigKeysCmd() *cobra.Command {
 
 // loadEffectiveConfig loads --config with the process environment and
 // prints warnings to stderr.
-func loadEffectiveConfig(cmd *cobra.Command) (agent.Config, error) {
-	cfg, warnings, err := agent.LoadConfig(configPath, os.Environ())
+func loadEffectiveConfig(cmd *cobra.Command) (fluxgate.File, error) {
+	cfg, warnings, err := fluxgate.Load(configPath, os.Environ())
 	for _, w := range warnings {
 		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 	}

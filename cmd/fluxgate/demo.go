@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/blueprints"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -237,16 +238,16 @@ gateway:
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return demoResult{}, err
 	}
-	cfg, _, err := agent.LoadConfig(confPath, nil)
+	f, _, err := fluxgate.Load(confPath, nil)
 	if err != nil {
 		return demoResult{}, err
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := agent.New(agent.Options{Config: cfg, Logger: logger, ShutdownTimeout: 5 * time.Second})
+	a, err := agent.New(agent.Options{Config: f.Config, Logger: logger, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		return demoResult{}, err
 	}
-	gw := gateway.NewService(a, logger)
+	gw := gateway.NewService(fluxgate.GatewayHost(a), f.Gateway, logger)
 	if err := a.Start(ctx); err != nil {
 		return demoResult{}, err
 	}

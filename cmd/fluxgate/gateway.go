@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/fx"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
@@ -20,29 +21,32 @@ func newGatewayCmd() *cobra.Command {
 		Short: "Run the agent plus the built-in reverse proxy on gateway.listen",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, warnings, err := agent.LoadConfig(configPath, os.Environ())
+			f, warnings, err := fluxgate.Load(configPath, os.Environ())
 			if err != nil {
 				return err
 			}
-			if len(cfg.Gateway.Routes) == 0 {
+			if len(f.Gateway.Routes) == 0 {
 				return fmt.Errorf("gateway: %s has no gateway.routes; add upstreams and routes (see docs/gateway.md)", configPath)
 			}
-			logger, level := agent.NewLoggerLevel(cfg.Log, cmd.ErrOrStderr())
+			logger, level := agent.NewLoggerLevel(f.Log, cmd.ErrOrStderr())
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
-			return runGatewayApp(cmd.Context(), cfg, logger, level)
+			return runGatewayApp(cmd.Context(), f, logger, level)
 		},
 	}
 }
 
 // runGatewayApp is runApp with the gateway module: it runs until SIGINT
 // or SIGTERM (or ctx is done) and returns nil after a graceful shutdown.
-func runGatewayApp(ctx context.Context, cfg agent.Config, logger *slog.Logger, level *slog.LevelVar) error {
+func runGatewayApp(ctx context.Context, f fluxgate.File, logger *slog.Logger, level *slog.LevelVar) error {
 	app := fx.New(
 		fx.NopLogger,
-		fx.Supply(cfg, logger, gateway.ConfigFile(configPath), agent.ConfigFile(configPath), level), // reloaded live
+		fx.Supply(f.Config, f.Gateway, logger, level),
+		fx.Supply(agent.ConfigFile(configPath), agent.Loader(fluxgate.AgentLoader)), // reloaded live
+		fx.Supply(gateway.ConfigFile(configPath), gateway.Loader(fluxgate.GatewayLoader)),
 		agent.Module,
+		fx.Provide(fluxgate.GatewayHost),
 		gateway.Module,
 		fx.StartTimeout(30*time.Second),
 		fx.StopTimeout(30*time.Second),

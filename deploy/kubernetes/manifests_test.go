@@ -30,6 +30,7 @@ import (
 	promconfig "github.com/prometheus/prometheus/config"
 	_ "github.com/prometheus/prometheus/discovery/kubernetes" // registers kubernetes_sd_configs
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/policies"
 
@@ -161,7 +162,7 @@ func stripComments(b []byte) []byte {
 }
 
 // agentConfig loads the fluxgate.yaml of the fluxgate-config ConfigMap
-// with agent.LoadConfig, with the DaemonSet's FLUXGATE_* variables.
+// with fluxgate.Load, with the DaemonSet's FLUXGATE_* variables.
 func agentConfig(t *testing.T, m *manifests, c corev1.Container) agent.Config {
 	t.Helper()
 	cm := m.configMaps["fluxgate-config"]
@@ -190,14 +191,14 @@ func agentConfig(t *testing.T, m *manifests, c corev1.Container) agent.Config {
 		}
 		environ = append(environ, e.Name+"="+v)
 	}
-	cfg, warnings, err := agent.LoadConfig(path, environ)
+	cfg, warnings, err := fluxgate.Load(path, environ)
 	if err != nil {
 		t.Fatalf("fluxgate-config fluxgate.yaml: %v", err)
 	}
 	if len(warnings) > 0 {
 		t.Errorf("fluxgate.yaml warnings: %v", warnings)
 	}
-	return cfg
+	return cfg.Config
 }
 
 // TestDaemonSet checks the agent's pod against the agent's config: the

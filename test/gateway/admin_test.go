@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -12,7 +11,7 @@ import (
 // endpoint of the agent: it wants the admin token.
 func TestUpstreamViewWantsAdminToken(t *testing.T) {
 	b := newBackend(t, "a")
-	s := startStack(t, oneRoute(agent.UpstreamConfig{Name: "checkout", Targets: targets(b)}), nil, gateway.ServiceOptions{})
+	s := startStack(t, oneRoute(gateway.UpstreamConfig{Name: "checkout", Targets: targets(b)}), nil, gateway.ServiceOptions{})
 	for _, tc := range []struct {
 		auth string
 		code int

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
@@ -29,7 +30,7 @@ type stack struct {
 
 // startStack starts an agent whose policy directory holds files and a
 // gateway Service for gw. opts may set the Service's ConfigFile.
-func startStack(t testing.TB, gw agent.GatewayConfig, files map[string]string, opts gateway.ServiceOptions) *stack {
+func startStack(t testing.TB, gw gateway.Config, files map[string]string, opts gateway.ServiceOptions) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	for name, body := range files {
@@ -45,14 +46,14 @@ func startStack(t testing.TB, gw agent.GatewayConfig, files map[string]string, o
 	cfg.Admin.Token = adminToken
 	cfg.Log.Level = "debug"
 	gw.Listen = "127.0.0.1:0"
-	cfg.Gateway = gw
+	opts.Config = gw
 	logger := testLogger(t)
 	a, err := agent.New(agent.Options{Config: cfg, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.Logger = logger
-	svc := gateway.NewServiceWithOptions(a, opts)
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), opts)
 	ctx := context.Background()
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)

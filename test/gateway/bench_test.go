@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -17,9 +16,9 @@ import (
 // `go tool pprof -focus gateway`.
 func BenchmarkProxy(b *testing.B) {
 	be := newBackend(b, "be")
-	s := startStack(b, agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{{Name: "be", Targets: []agent.TargetConfig{{Address: be.addr()}}}},
-		Routes:    []agent.RouteConfig{{ID: "be", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "be", ControlPoint: "ingress"}},
+	s := startStack(b, gateway.Config{
+		Upstreams: []gateway.UpstreamConfig{{Name: "be", Targets: []gateway.TargetConfig{{Address: be.addr()}}}},
+		Routes:    []gateway.RouteConfig{{ID: "be", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: "be", ControlPoint: "ingress"}},
 	}, nil, gateway.ServiceOptions{})
 	for _, c := range []struct{ name, url string }{{"direct", be.srv.URL}, {"gateway", s.url}} {
 		b.Run(c.name, func(b *testing.B) {

@@ -8,21 +8,20 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
 // canaryConfig is a route /checkout to v1 with a canary on v2.
-func canaryConfig(v1, v2 *backend, weight int, m *agent.CanaryMetricsConfig) agent.GatewayConfig {
-	return agent.GatewayConfig{
+func canaryConfig(v1, v2 *backend, weight int, m *gateway.CanaryMetricsConfig) gateway.Config {
+	return gateway.Config{
 		Listen: "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{
+		Upstreams: []gateway.UpstreamConfig{
 			{Name: "checkout", Targets: targets(v1)},
 			{Name: "checkout-v2", Targets: targets(v2)},
 		},
-		Routes: []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout",
-			Canary: &agent.CanaryConfig{Upstream: "checkout-v2", Weight: weight, Metrics: m,
-				Match: []agent.CanaryMatch{{Header: &agent.NameValue{Name: "x-canary", Value: "true"}}}}}},
+		Routes: []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout",
+			Canary: &gateway.CanaryConfig{Upstream: "checkout-v2", Weight: weight, Metrics: m,
+				Match: []gateway.CanaryMatch{{Header: &gateway.NameValue{Name: "x-canary", Value: "true"}}}}}},
 	}
 }
 
@@ -89,7 +88,7 @@ func TestCanaryRollbackOnErrors(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
 		v2.status.Store(http.StatusInternalServerError)
-		h := start(t, engine, canaryConfig(v1, v2, 50, &agent.CanaryMetricsConfig{TargetErrorRate: 0.01, TargetP99Latency: 5 * time.Second, MinSamples: 30, Window: 30 * time.Second}), nil)
+		h := start(t, engine, canaryConfig(v1, v2, 50, &gateway.CanaryMetricsConfig{TargetErrorRate: 0.01, TargetP99Latency: 5 * time.Second, MinSamples: 30, Window: 30 * time.Second}), nil)
 		if got := gauge(t, h.reg, "fluxgate_canary_weight", map[string]string{"route_id": "checkout"}); got != 50 {
 			t.Fatalf("fluxgate_canary_weight %v before any traffic, want 50", got)
 		}
@@ -136,7 +135,7 @@ func TestCanaryRollbackOnLatency(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
 		v2.delay.Store(int64(150 * time.Millisecond))
-		h := start(t, engine, canaryConfig(v1, v2, 50, &agent.CanaryMetricsConfig{TargetErrorRate: 0.5, TargetP99Latency: 50 * time.Millisecond, MinSamples: 20}), nil)
+		h := start(t, engine, canaryConfig(v1, v2, 50, &gateway.CanaryMetricsConfig{TargetErrorRate: 0.5, TargetP99Latency: 50 * time.Millisecond, MinSamples: 20}), nil)
 		h.load(t, 60, 6, "/checkout")
 		if _, ok := waitFor(3*time.Second, func() bool { return h.canary(t, "checkout").RolledBack }); !ok {
 			t.Fatalf("slow canary not rolled back: %+v", h.canary(t, "checkout"))
@@ -158,7 +157,7 @@ func TestCanaryNoDataHoldsWeight(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
 		v2.status.Store(http.StatusInternalServerError)
-		h := start(t, engine, canaryConfig(v1, v2, 10, &agent.CanaryMetricsConfig{TargetErrorRate: 0.01, MinSamples: 1000}), nil)
+		h := start(t, engine, canaryConfig(v1, v2, 10, &gateway.CanaryMetricsConfig{TargetErrorRate: 0.01, MinSamples: 1000}), nil)
 		const n = 500
 		byBackend, _ := h.load(t, n, 4, "/checkout")
 		time.Sleep(3 * canaryTick)
@@ -182,7 +181,7 @@ func TestCanaryRollbackLifts(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
 		v2.status.Store(http.StatusInternalServerError)
-		h := start(t, engine, canaryConfig(v1, v2, 20, &agent.CanaryMetricsConfig{TargetErrorRate: 0.2, MinSamples: 10, Window: time.Second}), nil)
+		h := start(t, engine, canaryConfig(v1, v2, 20, &gateway.CanaryMetricsConfig{TargetErrorRate: 0.2, MinSamples: 10, Window: time.Second}), nil)
 		forced := map[string]string{"x-canary": "true"}
 		for range 12 {
 			h.get(t, "/checkout", forced)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -45,10 +44,10 @@ spec:
 func TestCircuitDrivesWeights(t *testing.T) {
 	v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
 	pa, pb := newBackend(t, "pa"), newBackend(t, "pb")
-	cfg := canaryConfig(v1, v2, 5, &agent.CanaryMetricsConfig{TargetErrorRate: 0.05, MinSamples: 20, Window: 2 * time.Second})
-	cfg.Upstreams = append(cfg.Upstreams, agent.UpstreamConfig{Name: "pool", Algorithm: agent.AlgorithmWeightedRoundRobin,
-		Targets: []agent.TargetConfig{{Address: pa.addr(), Weight: 50}, {Address: pb.addr(), Weight: 50}}})
-	cfg.Routes = append(cfg.Routes, agent.RouteConfig{ID: "pool", Match: agent.RouteMatch{PathPrefix: "/pool"}, Upstream: "pool"})
+	cfg := canaryConfig(v1, v2, 5, &gateway.CanaryMetricsConfig{TargetErrorRate: 0.05, MinSamples: 20, Window: 2 * time.Second})
+	cfg.Upstreams = append(cfg.Upstreams, gateway.UpstreamConfig{Name: "pool", Algorithm: gateway.AlgorithmWeightedRoundRobin,
+		Targets: []gateway.TargetConfig{{Address: pa.addr(), Weight: 50}, {Address: pb.addr(), Weight: 50}}})
+	cfg.Routes = append(cfg.Routes, gateway.RouteConfig{ID: "pool", Match: gateway.RouteMatch{PathPrefix: "/pool"}, Upstream: "pool"})
 	s := startStack(t, cfg, map[string]string{"rollout.yaml": fmt.Sprintf(rolloutPolicy, pb.addr())}, gateway.ServiceOptions{})
 
 	setVar := func(body string) {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -19,8 +18,8 @@ import (
 // net/http; either proxies the same. An unknown engine is refused.
 func TestEngineChoice(t *testing.T) {
 	b := newBackend(t, "a")
-	for engine, want := range map[string]string{"": "fast", agent.GatewayEngineAuto: "fast", agent.GatewayEngineNet: "net"} {
-		cfg := oneRoute(agent.UpstreamConfig{Name: "u", Targets: targets(b)})
+	for engine, want := range map[string]string{"": "fast", gateway.EngineAuto: "fast", gateway.EngineNet: "net"} {
+		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine
 		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 		if got := s.svc.Engine(); got != want {
@@ -30,7 +29,7 @@ func TestEngineChoice(t *testing.T) {
 			t.Errorf("engine %q: got %d from %q", engine, st, backend)
 		}
 	}
-	cfg := oneRoute(agent.UpstreamConfig{Name: "u", Targets: targets(b)})
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 	cfg.Engine = "nginx"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "engine") {
 		t.Errorf("engine nginx validated: %v", err)
@@ -40,9 +39,9 @@ func TestEngineChoice(t *testing.T) {
 // Stop lets a request in flight finish within its grace period; past it,
 // Stop returns and the connections are closed, on either engine.
 func TestStopGraceAndDeadline(t *testing.T) {
-	for _, engine := range []string{agent.GatewayEngineAuto, agent.GatewayEngineNet} {
+	for _, engine := range []string{gateway.EngineAuto, gateway.EngineNet} {
 		b := newBackend(t, "a")
-		cfg := oneRoute(agent.UpstreamConfig{Name: "u", Targets: targets(b)})
+		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine
 		for _, tc := range []struct {
 			delay, grace time.Duration
@@ -93,9 +92,9 @@ func TestAbandonedUploadsSpareTheTarget(t *testing.T) {
 			io.WriteString(w, "ok")
 		}))
 		t.Cleanup(up.Close)
-		u := agent.UpstreamConfig{Name: "svc", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}},
-			CircuitBreaker:   &agent.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 5, OpenFor: time.Minute, HalfOpenProbes: 1},
-			OutlierDetection: &agent.OutlierDetectionConfig{ErrorRate: 0.1, MinRequests: 5, Window: time.Minute, EjectFor: time.Minute}}
+		u := gateway.UpstreamConfig{Name: "svc", Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}},
+			CircuitBreaker:   &gateway.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 5, OpenFor: time.Minute, HalfOpenProbes: 1},
+			OutlierDetection: &gateway.OutlierDetectionConfig{ErrorRate: 0.1, MinRequests: 5, Window: time.Minute, EjectFor: time.Minute}}
 		h := start(t, engine, oneRoute(u), nil)
 		for range 8 {
 			conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))

@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -24,7 +23,7 @@ spec:
 // process).
 func TestFlowsReachFluxMeters(t *testing.T) {
 	b := newBackend(t, "a")
-	cfg := oneRoute(agent.UpstreamConfig{Name: "checkout", Targets: targets(b)})
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "checkout", Targets: targets(b)})
 	cfg.Routes[0].ID = "checkout"
 	cfg.Routes[0].ControlPoint = "ingress"
 	s := startStack(t, cfg, map[string]string{"slo.yaml": meteredPolicy}, gateway.ServiceOptions{})

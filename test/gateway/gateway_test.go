@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/gateway"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -18,8 +18,8 @@ import (
 func TestWeightsHonoured(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		a, b := newBackend(t, "a"), newBackend(t, "b")
-		u := agent.UpstreamConfig{Name: "checkout", Algorithm: agent.AlgorithmWeightedRoundRobin,
-			Targets: []agent.TargetConfig{{Address: a.addr(), Weight: 80}, {Address: b.addr(), Weight: 20}}}
+		u := gateway.UpstreamConfig{Name: "checkout", Algorithm: gateway.AlgorithmWeightedRoundRobin,
+			Targets: []gateway.TargetConfig{{Address: a.addr(), Weight: 80}, {Address: b.addr(), Weight: 20}}}
 		h := start(t, engine, oneRoute(u), nil)
 		const n = 10_000
 		byBackend, byStatus := h.load(t, n, 8, "/checkout")
@@ -43,8 +43,8 @@ func TestKilledTargetDrained(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		bs := []*backend{newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")}
 		const interval, threshold = 100 * time.Millisecond, 3
-		u := agent.UpstreamConfig{Name: "svc", Algorithm: agent.AlgorithmRoundRobin, Targets: targets(bs...),
-			HealthCheck: &agent.HealthCheckConfig{Path: "/healthz", Interval: interval, Timeout: 50 * time.Millisecond, UnhealthyThreshold: threshold, HealthyThreshold: 2}}
+		u := gateway.UpstreamConfig{Name: "svc", Algorithm: gateway.AlgorithmRoundRobin, Targets: targets(bs...),
+			HealthCheck: &gateway.HealthCheckConfig{Path: "/healthz", Interval: interval, Timeout: 50 * time.Millisecond, UnhealthyThreshold: threshold, HealthyThreshold: 2}}
 		h := start(t, engine, oneRoute(u), nil)
 		time.Sleep(2 * interval) // first checks done
 
@@ -89,8 +89,8 @@ func TestKilledTargetDrained(t *testing.T) {
 func TestSlowTargetDrainedAndReadmitted(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		bs := []*backend{newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "slow")}
-		u := agent.UpstreamConfig{Name: "svc", Algorithm: agent.AlgorithmRoundRobin, Targets: targets(bs...),
-			OutlierDetection: &agent.OutlierDetectionConfig{P95Latency: 40 * time.Millisecond, ErrorRate: 0.025, Window: time.Second, MinRequests: 5, EjectFor: 300 * time.Millisecond}}
+		u := gateway.UpstreamConfig{Name: "svc", Algorithm: gateway.AlgorithmRoundRobin, Targets: targets(bs...),
+			OutlierDetection: &gateway.OutlierDetectionConfig{P95Latency: 40 * time.Millisecond, ErrorRate: 0.025, Window: time.Second, MinRequests: 5, EjectFor: 300 * time.Millisecond}}
 		h := start(t, engine, oneRoute(u), nil)
 		slow := bs[2]
 		slow.delay.Store(int64(80 * time.Millisecond))
@@ -127,8 +127,8 @@ func TestBreakerHalfOpenHangingUpstream(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		b := newBackend(t, "hang")
 		const probes = 3
-		u := agent.UpstreamConfig{Name: "svc", Targets: targets(b),
-			CircuitBreaker: &agent.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 5, OpenFor: 200 * time.Millisecond, HalfOpenProbes: probes}}
+		u := gateway.UpstreamConfig{Name: "svc", Targets: targets(b),
+			CircuitBreaker: &gateway.CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 5, OpenFor: 200 * time.Millisecond, HalfOpenProbes: probes}}
 		h := start(t, engine, oneRoute(u), nil)
 		b.status.Store(500)
 		for range 5 {
@@ -185,15 +185,15 @@ func TestBreakerHalfOpenHangingUpstream(t *testing.T) {
 func TestCanary(t *testing.T) {
 	eachEngine(t, func(t *testing.T, engine string) {
 		v1, v2 := newBackend(t, "v1"), newBackend(t, "v2")
-		cfg := agent.GatewayConfig{
+		cfg := gateway.Config{
 			Listen: "127.0.0.1:0",
-			Upstreams: []agent.UpstreamConfig{
+			Upstreams: []gateway.UpstreamConfig{
 				{Name: "checkout", Targets: targets(v1)},
 				{Name: "checkout-v2", Targets: targets(v2)},
 			},
-			Routes: []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout",
-				Canary: &agent.CanaryConfig{Upstream: "checkout-v2", Weight: 10,
-					Match: []agent.CanaryMatch{{Header: &agent.NameValue{Name: "x-canary", Value: "true"}}, {Cookie: &agent.NameValue{Name: "canary", Value: "1"}}}}}},
+			Routes: []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout",
+				Canary: &gateway.CanaryConfig{Upstream: "checkout-v2", Weight: 10,
+					Match: []gateway.CanaryMatch{{Header: &gateway.NameValue{Name: "x-canary", Value: "true"}}, {Cookie: &gateway.NameValue{Name: "canary", Value: "1"}}}}}},
 		}
 		h := start(t, engine, cfg, nil)
 		for range 20 {
@@ -258,7 +258,7 @@ func TestRateLimitAtControlPoint(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := newBackend(t, "a")
-		cfg := oneRoute(agent.UpstreamConfig{Name: "checkout", Targets: targets(b)})
+		cfg := oneRoute(gateway.UpstreamConfig{Name: "checkout", Targets: targets(b)})
 		cfg.Routes[0].ID = "checkout"
 		cfg.Routes[0].ControlPoint = "ingress"
 		h := start(t, engine, cfg, controlpoint.NewLocalChecker(e))

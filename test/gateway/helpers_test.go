@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/gateway"
 )
@@ -88,7 +87,7 @@ func eachEngine(t *testing.T, test func(t *testing.T, engine string)) {
 
 // start serves a Gateway for cfg on engine ("net" or "fast") and runs its
 // health checks until the test ends.
-func start(t *testing.T, engine string, cfg agent.GatewayConfig, checker client.Checker) *harness {
+func start(t *testing.T, engine string, cfg gateway.Config, checker client.Checker) *harness {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	g, err := gateway.New(gateway.Options{Config: cfg, Checker: checker, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
@@ -205,18 +204,18 @@ func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
 	return time.Since(start), cond()
 }
 
-func targets(bs ...*backend) []agent.TargetConfig {
-	var out []agent.TargetConfig
+func targets(bs ...*backend) []gateway.TargetConfig {
+	var out []gateway.TargetConfig
 	for _, b := range bs {
-		out = append(out, agent.TargetConfig{Address: b.addr()})
+		out = append(out, gateway.TargetConfig{Address: b.addr()})
 	}
 	return out
 }
 
-func oneRoute(u agent.UpstreamConfig) agent.GatewayConfig {
-	return agent.GatewayConfig{
+func oneRoute(u gateway.UpstreamConfig) gateway.Config {
+	return gateway.Config{
 		Listen:    "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{u},
-		Routes:    []agent.RouteConfig{{ID: "r", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: u.Name}},
+		Upstreams: []gateway.UpstreamConfig{u},
+		Routes:    []gateway.RouteConfig{{ID: "r", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: u.Name}},
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -64,7 +63,7 @@ func protoGet(t *testing.T, c *http.Client, url string) (int, string) {
 
 func TestH2CClients(t *testing.T) {
 	b := newBackend(t, "b1")
-	cfg := oneRoute(agent.UpstreamConfig{Name: "u", Targets: targets(b)})
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 	cfg.H2C = true
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 	url := "http://" + s.svc.Addr().String() + "/x"
@@ -107,8 +106,8 @@ func TestHTTP2Upstreams(t *testing.T) {
 				tlsCfg = &tls.Config{RootCAs: pool}
 			}
 			addr := strings.TrimPrefix(strings.TrimPrefix(up.URL, "https://"), "http://")
-			cfg := oneRoute(agent.UpstreamConfig{Name: "u", HTTP2: tc.h2, TLS: tc.tls, Targets: []agent.TargetConfig{{Address: addr}},
-				HealthCheck: &agent.HealthCheckConfig{Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond}})
+			cfg := oneRoute(gateway.UpstreamConfig{Name: "u", HTTP2: tc.h2, TLS: tc.tls, Targets: []gateway.TargetConfig{{Address: addr}},
+				HealthCheck: &gateway.HealthCheckConfig{Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond}})
 			g, err := gateway.New(gateway.Options{Config: cfg, UpstreamTLSConfig: tlsCfg, ResponseHeaderTimeout: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
@@ -138,7 +137,7 @@ func TestHTTP2Upstreams(t *testing.T) {
 // net/http engine in process, request bodies included.
 func TestFastEngineHandsHTTP2RoutesOver(t *testing.T) {
 	up := protoBackend(t, false, true)
-	cfg := oneRoute(agent.UpstreamConfig{Name: "u", HTTP2: true, Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}})
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", HTTP2: true, Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}})
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 	if s.svc.Engine() != "fast" {
 		t.Fatalf("engine %q, want fast", s.svc.Engine())

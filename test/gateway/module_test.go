@@ -10,11 +10,12 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
-// gateway.Module with a ConfigFile, as `fluxgate gateway` wires it,
+// gateway.Module with a ConfigFile and a Loader, as `fluxgate gateway` wires it,
 // reloads the gateway section when the file changes.
 func TestModuleReloadsConfigFile(t *testing.T) {
 	a, b := newBackend(t, "a"), newBackend(t, "b")
@@ -35,12 +36,12 @@ gateway:
 		}
 	}
 	write(a.addr())
-	cfg, _, err := agent.LoadConfig(path, nil)
+	f, _, err := fluxgate.Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var svc *gateway.Service
-	app := fxtest.New(t, fx.NopLogger, fx.Supply(cfg, testLogger(t), gateway.ConfigFile(path)), agent.Module, gateway.Module, fx.Populate(&svc))
+	app := fxtest.New(t, fx.NopLogger, fx.Supply(f.Config, f.Gateway, testLogger(t), gateway.ConfigFile(path), gateway.Loader(fluxgate.GatewayLoader)), agent.Module, fx.Provide(fluxgate.GatewayHost), gateway.Module, fx.Populate(&svc))
 	app.RequireStart()
 	defer app.RequireStop()
 	h := &harness{gw: svc.Gateway(), url: "http://" + svc.Addr().String(), hc: newClient(t)}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
@@ -43,11 +44,11 @@ func TestConfigLiveReload(t *testing.T) {
 		}
 	}
 	write("round-robin", "old")
-	cfg, _, err := agent.LoadConfig(path, nil)
+	f, _, err := fluxgate.Load(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startStack(t, cfg.Gateway, nil, gateway.ServiceOptions{ConfigFile: path, Environ: []string{}})
+	s := startStack(t, f.Gateway, nil, gateway.ServiceOptions{ConfigFile: path, LoadConfig: fluxgate.GatewayLoader, Environ: []string{}})
 	if _, be := s.get(t, "/app", nil); be != "old" {
 		t.Fatalf("before reload: served by %q", be)
 	}
@@ -97,13 +98,13 @@ func TestConfigLiveReload(t *testing.T) {
 			t.Fatalf("after the refused change: %d from %q, want 200 from new", st, be)
 		}
 	}
-	if u := s.upstream(t, "new"); u.Algorithm != agent.AlgorithmRoundRobin {
+	if u := s.upstream(t, "new"); u.Algorithm != gateway.AlgorithmRoundRobin {
 		t.Errorf("refused change applied: algorithm %q", u.Algorithm)
 	}
 
 	// Fixed: applies, and the health clears.
 	write("least-request", "new")
-	if _, ok := waitFor(5*time.Second, func() bool { return s.upstream(t, "new").Algorithm == agent.AlgorithmLeastRequest }); !ok {
+	if _, ok := waitFor(5*time.Second, func() bool { return s.upstream(t, "new").Algorithm == gateway.AlgorithmLeastRequest }); !ok {
 		t.Fatal("valid change after a refused one not applied")
 	}
 	if g := s.agent.Health().Report().Components["gateway"]; g.Status != agent.StatusHealthy {

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/blueprints"
 	"github.com/fluxgate/fluxgate/gateway"
 )
@@ -98,7 +97,7 @@ func (s seen) String() string { return fmt.Sprintf("%d%% at %v", s.weight, s.at)
 func TestCanaryRollout(t *testing.T) {
 	routes := []string{"healthy", "failing", "quiet"}
 	ups := map[string][2]*flaky{}
-	cfg := agent.GatewayConfig{}
+	cfg := gateway.Config{}
 	files := map[string]string{}
 	b, err := blueprints.Lookup("canary-rollout")
 	if err != nil {
@@ -108,10 +107,10 @@ func TestCanaryRollout(t *testing.T) {
 		p, c := newFlaky(t), newFlaky(t)
 		ups[r] = [2]*flaky{p, c}
 		cfg.Upstreams = append(cfg.Upstreams,
-			agent.UpstreamConfig{Name: r, Targets: []agent.TargetConfig{{Address: p.addr()}}},
-			agent.UpstreamConfig{Name: r + "-v2", Targets: []agent.TargetConfig{{Address: c.addr()}}})
-		cfg.Routes = append(cfg.Routes, agent.RouteConfig{ID: r, Match: agent.RouteMatch{PathPrefix: "/" + r}, Upstream: r,
-			Canary: &agent.CanaryConfig{Upstream: r + "-v2"}})
+			gateway.UpstreamConfig{Name: r, Targets: []gateway.TargetConfig{{Address: p.addr()}}},
+			gateway.UpstreamConfig{Name: r + "-v2", Targets: []gateway.TargetConfig{{Address: c.addr()}}})
+		cfg.Routes = append(cfg.Routes, gateway.RouteConfig{ID: r, Match: gateway.RouteMatch{PathPrefix: "/" + r}, Upstream: r,
+			Canary: &gateway.CanaryConfig{Upstream: r + "-v2"}})
 		out, err := b.Generate(r+"-values.yaml", fmt.Appendf(nil, rolloutValues, r))
 		if err != nil {
 			t.Fatal(err)

@@ -22,7 +22,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -96,8 +95,8 @@ func TestTLSTerminationAndReload(t *testing.T) {
 	b := newBackend(t, "b1")
 	dir := t.TempDir()
 	certFile, keyFile := writePair(t, dir, "one.test")
-	cfg := oneRoute(agent.UpstreamConfig{Name: "u", Targets: targets(b)})
-	cfg.TLS = agent.GatewayTLSConfig{CertFile: certFile, KeyFile: keyFile}
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
+	cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile}
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 	url := "https://" + s.svc.Addr().String() + "/x"
 
@@ -181,9 +180,9 @@ func TestUpstreamMutualTLS(t *testing.T) {
 		t.Cleanup(up.Close)
 		major := map[bool]string{false: "1", true: "2"}[h2]
 		for _, withCert := range []bool{true, false} {
-			cfg := oneRoute(agent.UpstreamConfig{Name: "u", TLS: true, HTTP2: h2,
-				Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(up.URL, "https://")}}})
-			cfg.UpstreamTLS = agent.UpstreamTLSConfig{CAFile: serverCert, ServerName: "upstream.internal"}
+			cfg := oneRoute(gateway.UpstreamConfig{Name: "u", TLS: true, HTTP2: h2,
+				Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(up.URL, "https://")}}})
+			cfg.UpstreamTLS = gateway.UpstreamTLSConfig{CAFile: serverCert, ServerName: "upstream.internal"}
 			if withCert {
 				cfg.UpstreamTLS.CertFile, cfg.UpstreamTLS.KeyFile = clientCert, clientKey
 			}
@@ -211,15 +210,15 @@ func TestUpstreamTLSBadFile(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := gateway.UpstreamTLS(agent.UpstreamTLSConfig{CAFile: bad})
+	_, err := gateway.UpstreamTLS(gateway.UpstreamTLSConfig{CAFile: bad})
 	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("bad ca_file: %v", err)
 	}
-	_, err = gateway.UpstreamTLS(agent.UpstreamTLSConfig{CertFile: bad, KeyFile: bad})
+	_, err = gateway.UpstreamTLS(gateway.UpstreamTLSConfig{CertFile: bad, KeyFile: bad})
 	if err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("bad cert_file: %v", err)
 	}
-	if err := (agent.GatewayConfig{UpstreamTLS: agent.UpstreamTLSConfig{CertFile: bad}}).Validate(); err == nil || !strings.Contains(err.Error(), "upstream_tls") {
+	if err := (gateway.Config{UpstreamTLS: gateway.UpstreamTLSConfig{CertFile: bad}}).Validate(); err == nil || !strings.Contains(err.Error(), "upstream_tls") {
 		t.Errorf("cert_file without key_file validated: %v", err)
 	}
 }

@@ -62,15 +62,15 @@ func (s *stack) canaries() []gateway.CanaryStatus { return s.gw.Canaries() }
 // way; deleting the TrafficPolicy takes everything back.
 func TestTrafficPolicyApply(t *testing.T) {
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "canary")
-	cfg := agent.GatewayConfig{
-		Upstreams: []agent.UpstreamConfig{
+	cfg := gateway.Config{
+		Upstreams: []gateway.UpstreamConfig{
 			{Name: "checkout-service", Targets: targets(a, b)},
 			{Name: "checkout-service-canary", Targets: targets(c)},
 		},
-		Routes: []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
+		Routes: []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
 	}
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
-	if u := s.upstream(t, "checkout-service"); u.Algorithm != agent.AlgorithmRoundRobin || u.HealthCheckInterval != 0 || len(s.canaries()) != 0 {
+	if u := s.upstream(t, "checkout-service"); u.Algorithm != gateway.AlgorithmRoundRobin || u.HealthCheckInterval != 0 || len(s.canaries()) != 0 {
 		t.Fatalf("before apply: %+v, canaries %+v", u, s.canaries())
 	}
 
@@ -85,7 +85,7 @@ func TestTrafficPolicyApply(t *testing.T) {
 	u := s.upstream(t, "checkout-service")
 	cs := s.canaries()
 	t.Logf("apply answered after %s (seed 003: reconciled in under 300ms); upstream %+v; canaries %+v", took, u, cs)
-	if u.Algorithm != agent.AlgorithmWeightedRoundRobin || u.HealthCheckInterval != 200*time.Millisecond || u.UnhealthyThreshold != 3 {
+	if u.Algorithm != gateway.AlgorithmWeightedRoundRobin || u.HealthCheckInterval != 200*time.Millisecond || u.UnhealthyThreshold != 3 {
 		t.Errorf("upstream after apply %+v, want weighted-round-robin, health checks every 200ms, 3 to drain", u)
 	}
 	if len(cs) != 1 || cs[0].Upstream != "checkout-service-canary" || cs[0].Weight != 10 || cs[0].Verdict != gateway.VerdictNoData {
@@ -137,7 +137,7 @@ func TestTrafficPolicyApply(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("delete: %d", resp.StatusCode)
 	}
-	if u := s.upstream(t, "checkout-service"); u.Algorithm != agent.AlgorithmRoundRobin || len(s.canaries()) != 0 {
+	if u := s.upstream(t, "checkout-service"); u.Algorithm != gateway.AlgorithmRoundRobin || len(s.canaries()) != 0 {
 		t.Errorf("after delete: %+v, canaries %+v", u, s.canaries())
 	}
 	if st, _ := s.get(t, "/checkout", map[string]string{"X-Client-Id": "alice"}); st != 200 {
@@ -152,7 +152,7 @@ func TestTrafficPolicyApply(t *testing.T) {
 // nothing; the agent stays up and the gateway health says why.
 func TestTrafficPolicyUnknownTarget(t *testing.T) {
 	a := newBackend(t, "a")
-	cfg := oneRoute(agent.UpstreamConfig{Name: "checkout", Targets: targets(a)})
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "checkout", Targets: targets(a)})
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 	doc := strings.Replace(seedTrafficPolicy, "name: checkout-service\n", "name: nope\n", 1)
 	if st, body := s.put(t, "/v1/policies/payments/checkout-service-policy", "application/yaml", doc); st != http.StatusCreated {

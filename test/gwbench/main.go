@@ -51,7 +51,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
-	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
@@ -364,9 +363,9 @@ func run() error {
 func serveProxy(spec, profile string) error {
 	listen, target, _ := strings.Cut(spec, "=")
 	g, err := gateway.New(gateway.Options{
-		Config: agent.GatewayConfig{
-			Upstreams: []agent.UpstreamConfig{{Name: "app", Targets: []agent.TargetConfig{{Address: target}}}},
-			Routes:    []agent.RouteConfig{{ID: "app", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "app"}},
+		Config: gateway.Config{
+			Upstreams: []gateway.UpstreamConfig{{Name: "app", Targets: []gateway.TargetConfig{{Address: target}}}},
+			Routes:    []gateway.RouteConfig{{ID: "app", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: "app"}},
 		},
 		Registerer: prometheus.NewRegistry(),
 	})

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -88,13 +89,13 @@ func TestTrafficPolicyTargetRefFollowsEndpointSlices(t *testing.T) {
 
 	cfg := agenttest.Config(t)
 	cfg.Kubernetes = agent.KubernetesConfig{Enabled: true, Kubeconfig: c.Kubeconfig, Discovery: true}
-	cfg.Gateway = agent.GatewayConfig{
+	gw := gateway.Config{
 		Listen:    "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{{Name: "checkout-service", Targets: []agent.TargetConfig{{Address: "127.0.0.1:" + static}}}},
-		Routes:    []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service"}},
+		Upstreams: []gateway.UpstreamConfig{{Name: "checkout-service", Targets: []gateway.TargetConfig{{Address: "127.0.0.1:" + static}}}},
+		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{})
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -229,13 +230,13 @@ func TestTrafficPolicyTargetRefService(t *testing.T) {
 	static := namedServer(t, "static")
 	cfg := agenttest.Config(t)
 	cfg.Kubernetes = agent.KubernetesConfig{Enabled: true, Kubeconfig: c.Kubeconfig, Discovery: true}
-	cfg.Gateway = agent.GatewayConfig{
+	gw := gateway.Config{
 		Listen:    "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{{Name: "checkout-svc", Targets: []agent.TargetConfig{{Address: "127.0.0.1:" + static}}}},
-		Routes:    []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/"}, Upstream: "checkout-svc"}},
+		Upstreams: []gateway.UpstreamConfig{{Name: "checkout-svc", Targets: []gateway.TargetConfig{{Address: "127.0.0.1:" + static}}}},
+		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: "checkout-svc"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{})
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

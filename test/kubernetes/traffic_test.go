@@ -11,6 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/gateway"
@@ -56,13 +57,13 @@ func TestGatewayServesTrafficPolicyCustomResources(t *testing.T) {
 	t.Cleanup(app.Close)
 	cfg := agenttest.Config(t)
 	cfg.Kubernetes = agent.KubernetesConfig{Enabled: true, Kubeconfig: c.Kubeconfig}
-	cfg.Gateway = agent.GatewayConfig{
+	gw := gateway.Config{
 		Listen:    "127.0.0.1:0",
-		Upstreams: []agent.UpstreamConfig{{Name: "checkout-service", Targets: []agent.TargetConfig{{Address: strings.TrimPrefix(app.URL, "http://")}}}},
-		Routes:    []agent.RouteConfig{{ID: "checkout", Match: agent.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
+		Upstreams: []gateway.UpstreamConfig{{Name: "checkout-service", Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(app.URL, "http://")}}}},
+		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(a, gateway.ServiceOptions{})
+	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Validate reports every invalid value of every type the section holds,
+// each under its full key, in the order of the section.
+func TestConfigValidateEveryType(t *testing.T) {
+	c := Config{
+		Listen:      "nohost",
+		TLS:         TLSConfig{CertFile: "c.pem"},
+		UpstreamTLS: UpstreamTLSConfig{KeyFile: "k.pem"},
+		Engine:      "fast",
+		Upstreams: []UpstreamConfig{
+			{Name: "a", Algorithm: "random", Targets: []TargetConfig{{Address: "x:1", Weight: -1}, {Address: "x:1"}, {Address: "x"}},
+				HealthCheck:      &HealthCheckConfig{Path: "h", UnhealthyThreshold: -1, HealthyThreshold: -1, Interval: time.Second, Timeout: 2 * time.Second},
+				OutlierDetection: &OutlierDetectionConfig{ErrorRate: 2, MinRequests: -1},
+				CircuitBreaker:   &CircuitBreakerConfig{ErrorRate: -1, MinRequests: -1, HalfOpenProbes: -1},
+				Retries:          &RetriesConfig{Attempts: -2, Budget: 2},
+				PanicThreshold:   2},
+			{Name: "a", Targets: []TargetConfig{{Address: "y:1"}}},
+			{Targets: []TargetConfig{{Address: "z:1"}}},
+		},
+		Routes: []RouteConfig{
+			{ID: "r", Match: RouteMatch{PathPrefix: "p"}, Upstream: "nope",
+				Canary: &CanaryConfig{Upstream: "nope", Weight: 101, Metrics: &CanaryMetricsConfig{TargetErrorRate: 2, MinSamples: -1},
+					Match: []CanaryMatch{{}, {Header: &NameValue{}}, {Cookie: &NameValue{Name: "c"}}}}},
+			{ID: "r", Upstream: "a"},
+			{Upstream: "a"},
+		},
+	}
+	want := []string{
+		`gateway.listen: must be host:port, got "nohost"`,
+		`gateway.tls.key_file: must be set with cert_file`,
+		`gateway.upstream_tls.cert_file: must be set with key_file`,
+		`gateway.engine: must be one of auto, net, got "fast"`,
+		`gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,
+		`gateway.upstreams[0].targets[0].weight: must not be negative, got -1`,
+		`gateway.upstreams[0].targets[1].address: duplicate target "x:1"`,
+		`gateway.upstreams[0].targets[2].address: must be host:port, got "x"`,
+		`gateway.upstreams[0].health_check.path: must start with "/", got "h"`,
+		`gateway.upstreams[0].health_check.unhealthy_threshold: must not be negative, got -1`,
+		`gateway.upstreams[0].health_check.healthy_threshold: must not be negative, got -1`,
+		`gateway.upstreams[0].health_check.timeout: must not exceed interval 1s, got 2s`,
+		`gateway.upstreams[0].outlier_detection.error_rate: must be in [0, 1], got 2`,
+		`gateway.upstreams[0].outlier_detection.min_requests: must not be negative, got -1`,
+		`gateway.upstreams[0].circuit_breaker.error_rate: must be in [0, 1], got -1`,
+		`gateway.upstreams[0].circuit_breaker.min_requests: must not be negative, got -1`,
+		`gateway.upstreams[0].circuit_breaker.half_open_probes: must not be negative, got -1`,
+		`gateway.upstreams[0].retries.attempts: must be -1 (off) or more, got -2`,
+		`gateway.upstreams[0].retries.budget: must be in [0, 1], got 2`,
+		`gateway.upstreams[0].panic_threshold: must be in [0, 1], got 2`,
+		`gateway.upstreams[1].name: duplicate upstream "a"`,
+		`gateway.upstreams[2].name: must not be empty`,
+		`gateway.routes[0].match.path_prefix: must start with "/", got "p"`,
+		`gateway.routes[0].upstream: no upstream named "nope"`,
+		`gateway.routes[0].canary.upstream: no upstream named "nope"`,
+		`gateway.routes[0].canary.weight: must be a percentage 0..100, got 101`,
+		`gateway.routes[0].canary.metrics.target_error_rate: must be in [0, 1], got 2`,
+		`gateway.routes[0].canary.metrics.min_samples: must not be negative, got -1`,
+		`gateway.routes[0].canary.match[0]: must set exactly one of header, cookie`,
+		`gateway.routes[0].canary.match[1]: name must not be empty`,
+		`gateway.routes[1].id: duplicate route "r"`,
+		`gateway.routes[2].id: must not be empty`,
+	}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
