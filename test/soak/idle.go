@@ -105,25 +105,12 @@ func startIdleAgent(ctx context.Context, bin, dir, upstream string, budget int) 
 	}
 	at := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
 	a := &idleAgent{api: at(hp), grpc: at(gp), mx: at(mp), otlpGRPC: at(og), otlpHTTP: at(oh), gw: at(gw)}
-	a.cmd = exec.CommandContext(ctx, bin, "gateway", "--config", conf)
-	a.cmd.Stdout, a.cmd.Stderr = os.Stderr, os.Stderr
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
+	cmd, err := startReady(ctx, a.api, bin, "gateway", "--config", conf)
+	if err != nil {
 		return nil, err
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if r, err := http.Get("http://" + a.api + "/readyz"); err == nil {
-			_ = r.Body.Close() // only the status matters
-			if r.StatusCode == 200 {
-				return a, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			_ = a.cmd.Process.Kill()
-			_, _ = a.cmd.Process.Wait()
-			return nil, fmt.Errorf("agent not ready in 30s")
-		}
-	}
+	a.cmd = cmd
+	return a, nil
 }
 
 // goMem reads the Go runtime's view from the agent's /metrics: heap in

@@ -232,21 +232,34 @@ func startAgent(ctx context.Context, bin, dir string, memMiB int) (*agent, error
 		return nil, err
 	}
 	a := &agent{api: fmt.Sprintf("127.0.0.1:%d", hp), grpc: fmt.Sprintf("127.0.0.1:%d", gp), mx: fmt.Sprintf("127.0.0.1:%d", mp)}
-	a.cmd = exec.CommandContext(ctx, bin, "agent", "--config", conf)
-	a.cmd.Stdout, a.cmd.Stderr = os.Stderr, os.Stderr
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
+	cmd, err := startReady(ctx, a.api, bin, "agent", "--config", conf)
+	if err != nil {
+		return nil, err
+	}
+	a.cmd = cmd
+	return a, nil
+}
+
+// startReady starts bin with args, dying with this process, and waits
+// up to 30 s until the agent's /readyz at api answers 200; it kills the
+// process when that does not happen.
+func startReady(ctx context.Context, api, bin string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if r, err := http.Get("http://" + a.api + "/readyz"); err == nil {
+		if r, err := http.Get("http://" + api + "/readyz"); err == nil {
 			_ = r.Body.Close() // only the status matters
 			if r.StatusCode == 200 {
-				return a, nil
+				return cmd, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			a.stop()
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
 			return nil, fmt.Errorf("agent not ready in 30s")
 		}
 	}
