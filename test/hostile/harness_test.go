@@ -145,7 +145,29 @@ func freePort(t *testing.T) int {
 // start writes the config and policies into a temporary directory,
 // starts the child and waits until /readyz answers 200. The child is
 // stopped when the test ends.
+//
+// The ports are picked free and then handed to the child, so a test
+// running in parallel can take one in between: when the child exits
+// because a port is in use, start tries again on new ports (three
+// times at most).
 func start(t *testing.T, s spec) *proc {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p, err := launch(t, s)
+		if err == nil {
+			return p
+		}
+		if attempt < 3 && strings.Contains(p.logTail(4000), "address already in use") {
+			t.Logf("fluxgate lost a port to another test, starting again: %v", err)
+			continue
+		}
+		t.Fatalf("fluxgate: %v\n%s", err, p.logTail(4000))
+	}
+}
+
+// launch is one attempt of start: the child is running and stopped at
+// the end of the test when it returns, ready unless the error says not.
+func launch(t *testing.T, s spec) (*proc, error) {
 	t.Helper()
 	bin := binary(t)
 	dir := t.TempDir()
@@ -204,9 +226,10 @@ func start(t *testing.T, s spec) *proc {
 		}
 	})
 	if err := p.waitReady(60 * time.Second); err != nil {
-		t.Fatalf("fluxgate %s: %v\n%s", sub, err, p.logTail(4000))
+		p.stop()
+		return p, fmt.Errorf("%s: %w", sub, err)
 	}
-	return p
+	return p, nil
 }
 
 func (p *proc) waitReady(d time.Duration) error {
