@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/internal/freeport"
+
 	"github.com/fluxgate/fluxgate/agent"
 )
 
@@ -52,15 +54,11 @@ func (u *upstream) served() ([]string, []string) {
 	return append([]string(nil), u.users...), append([]string(nil), u.baggage...)
 }
 
-// freePort returns a loopback port nothing listens on right now.
+// freePort is a loopback port for a server this test starts; see
+// internal/freeport for why not port 0.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freeport.Must(t)
 }
 
 // startAgent runs an agent with the example's policy on free loopback

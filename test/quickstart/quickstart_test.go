@@ -6,7 +6,6 @@ package quickstart
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/internal/freeport"
 )
 
 // block is the first ```sh block of the README's Quickstart section.
@@ -35,14 +36,11 @@ func block(t *testing.T, readme string) string {
 	return code
 }
 
+// freePort is a loopback port for a server this test starts; see
+// internal/freeport for why not port 0.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freeport.Must(t)
 }
 
 func TestQuickstart(t *testing.T) {

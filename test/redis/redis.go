@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/internal/freeport"
+
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -64,14 +66,11 @@ func missing(t testing.TB, msg string) {
 	t.Skip(msg)
 }
 
+// freePort is a loopback port for a server this test starts; see
+// internal/freeport for why not port 0.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freeport.Must(t)
 }
 
 // Restart starts the server again on its port (after Kill) and waits
