@@ -79,7 +79,7 @@ type Agent struct {
 	query    querySource // PromQL for circuits: embedded TSDB or a Prometheus server
 	closers  []io.Closer // clients New opened (Redis), closed by Stop
 	alerts   *circuit.AlertmanagerSink
-	gw       gatewayHooks // gateway: actuator routing and TrafficPolicy policies (gateway_actuators.go)
+	ext      extensions   // actuator kinds and policies of other parts (extensions.go)
 	ui       *ui.UI       // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
 	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
@@ -206,8 +206,8 @@ func New(opts Options) (*Agent, error) {
 		a.alerts, alerts = sink, sink
 		a.health.Register("alertmanager", false, remoteHealth("alerts go to", addr, sink.Health))
 	}
-	a.gw.engine = a.engine // gateway: the circuits' actuator inputs go through a.gw
-	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: &a.gw, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
+	a.ext.engine = a.engine // the circuits' actuator inputs go through a.ext
+	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: &a.ext, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +234,7 @@ func New(opts Options) (*Agent, error) {
 	otlpOpts = append(otlpOpts, grpc.InTapHandle(chainTaps(grpcGuardTap(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil), recv.GRPCAdmit)))
 	a.otlpGRPC = grpc.NewServer(otlpOpts...)
 	recv.RegisterGRPC(a.otlpGRPC)
-	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
+	a.store.Subscribe(a.ext.indexForeign) // before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	// The check port also takes OTLP spans, as Aperture's SDKs send them
@@ -277,10 +277,11 @@ func (a *Agent) registerProbes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /readyz", a.serveReady)
 }
 
-// installPolicies hands the store's policies to the decision engine.
+// installPolicies hands the store's policies, and the compiled ones of
+// other parts, to the decision engine, flux meters and circuits.
 func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
-	a.gw.mu.Lock() // gateway: one install at a time, of the newest snapshot
-	defer a.gw.mu.Unlock()
+	a.ext.mu.Lock() // one install at a time, of the newest snapshot
+	defer a.ext.mu.Unlock()
 	if latest := a.store.Snapshot(); latest.Version > cur.Version {
 		cur = latest
 	}
@@ -290,7 +291,7 @@ func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
 			ps = append(ps, p)
 		}
 	}
-	ps = append(ps, a.gw.policies...) // gateway: compiled from TrafficPolicies
+	ps = append(ps, a.ext.compiledLocked()...) // SetCompiledPolicies
 	if err := a.engine.SetPolicies(ps); err != nil {
 		a.logger.Error("decision engine refused policies; their last good versions keep running", "err", err)
 	}
