@@ -79,8 +79,8 @@ type Agent struct {
 	query    querySource // PromQL for circuits: embedded TSDB or a Prometheus server
 	closers  []io.Closer // clients New opened (Redis), closed by Stop
 	alerts   *circuit.AlertmanagerSink
-	ext      extensions   // actuator kinds and policies of other parts (extensions.go)
-	ui       *ui.UI       // the live view under /ui/ (ui.go)
+	ext      extensions // actuator kinds and policies of other parts (extensions.go)
+	ui       *ui.UI     // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
 	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
 	// kubeStatus writes the custom resources' status; nil unless

@@ -57,7 +57,7 @@ func (a *Agent) SetCompiledPolicies(source string, ps []*policies.Policy) {
 // component's inputs to the engine or to the extra sink.
 type extensions struct {
 	engine  circuit.ActuatorSink
-	extra   atomic.Pointer[actuatorsBox]           // nil: none set
+	extra   atomic.Pointer[actuatorsBox]         // nil: none set
 	foreign atomic.Pointer[map[componentRef]any] // specs of the store's policies the engine does not build
 
 	mu       sync.Mutex                    // serializes installPolicies; guards compiled
