@@ -93,7 +93,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	w.Reload() // changes made before the watch was in place have no event
+	w.reload() // changes made before the watch was in place have no event
 	resync := time.NewTicker(w.opts.Resync)
 	defer resync.Stop()
 	var debounce <-chan time.Time
@@ -115,9 +115,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.logger.Warn("config file watch error", "file", path, "err", err)
 		case <-debounce:
 			debounce = nil
-			w.Reload()
+			w.reload()
 		case <-resync.C:
-			w.Reload()
+			w.reload()
 		}
 	}
 }
@@ -129,8 +129,17 @@ func concerns(path, name string) bool {
 	return name == path || filepath.Base(name) == "..data"
 }
 
+// reload is Reload for Run, which logs the error.
+func (w *Watcher) reload() {
+	if err := w.Reload(); err != nil {
+		w.logger.Error("config file change refused; the running configuration stays", "file", w.opts.Path, "err", err.Error())
+	}
+}
+
 // Reload reads the file once and hands the parts their sections. It
-// returns the file's load error, nil when the file loaded or is gone.
+// returns the file's load error, every problem with its file:line:col,
+// and then changes nothing but the gateway's record of the refusal
+// (Service.RefuseConfig); nil when the file loaded or is gone.
 func (w *Watcher) Reload() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -145,7 +154,6 @@ func (w *Watcher) Reload() error {
 	w.missing = false
 	f, _, err := Load(path, w.opts.Environ)
 	if err != nil {
-		w.logger.Error("config file change refused; the running configuration stays", "file", path, "err", err.Error())
 		if w.opts.Gateway != nil {
 			w.opts.Gateway.RefuseConfig(err)
 		}
