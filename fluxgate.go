@@ -1,9 +1,24 @@
-// Package fluxgate joins the agent and the gateway where both run: the
-// root type of fluxgate.yaml (File), and how that file loads, lists and
-// edits its keys. Package agent knows only its own sections and package
-// gateway only its gateway section; neither imports the other for its
-// configuration. The program (cmd/fluxgate) and tests that run both start
-// from here.
+// Package fluxgate is the program's composition root: it joins the agent
+// and the gateway where both run. It holds the root type of fluxgate.yaml
+// (File) and how that file loads, lists and edits its keys; the one
+// watcher of the file (Watcher), which loads it once per change and hands
+// the agent and the gateway their sections; the adapters that join the
+// gateway to the agent (GatewayHost: its actuator kinds, compiled
+// TrafficPolicies, discovered targets); and Run, which starts and stops
+// every long-lived part. Package agent knows only its own sections and
+// package gateway only its gateway section; neither imports the other
+// (TestImportGraph guards it). The program (cmd/fluxgate) and tests that
+// run both start from here.
+//
+// Every long-lived part (the agent, the gateway, the watcher) is a Runner,
+// Run(ctx) error, and Run composes them as Prometheus's main composes its
+// run group: one goroutine per part, the first to end stops the rest, and
+// every error comes back. It is the only mechanism: the fx modules that
+// started the agent and the gateway through lifecycle hooks were removed,
+// because a part that fails while running had to reach fx through a
+// Shutdowner next to the hooks (two mechanisms), and start order, which
+// fx expresses by module order, is here a Starter's Started channel: the
+// gateway starts once the agent serves its policies, and stops before it.
 //
 // The functions are safe for concurrent use.
 package fluxgate
@@ -50,20 +65,6 @@ func Load(path string, environ []string) (File, []string, error) {
 
 // Validate reports every invalid value of f at once, each naming its key.
 func (f *File) Validate() error { return schema.Validate(f) }
-
-// AgentLoader reads the agent's part of fluxgate.yaml on reload
-// (agent.Options.LoadConfig).
-func AgentLoader(path string, environ []string) (agent.Config, []string, error) {
-	f, warnings, err := Load(path, environ)
-	return f.Config, warnings, err
-}
-
-// GatewayLoader reads the gateway section of fluxgate.yaml on reload
-// (gateway.ServiceOptions.LoadConfig).
-func GatewayLoader(path string, environ []string) (gateway.Config, error) {
-	f, _, err := Load(path, environ)
-	return f.Gateway, err
-}
 
 // Keys lists every key of File in struct order: the agent's sections,
 // then the gateway's.

@@ -1,6 +1,7 @@
 package fluxgate
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,12 +15,15 @@ import (
 
 // GatewayHost joins a gateway.Service to the agent a: its engine, flux
 // meters, registry, HTTP API, policy store, health, and the circuits and
-// target discovery that steer the running gateway.
+// target discovery that steer the running gateway. The agent knows no
+// gateway type: the gateway's actuator kinds reach it through
+// agent.Actuators, its compiled TrafficPolicies through
+// Agent.SetCompiledPolicies, both joined here.
 func GatewayHost(a *agent.Agent) gateway.Host { return gatewayHost{a} }
 
 var (
 	_ gateway.Host           = gatewayHost{}
-	_ agent.GatewayActuators = (*gateway.Gateway)(nil)
+	_ agent.Actuators        = gatewayActuators{}
 	_ agent.UpstreamTargeter = discoveredTargets{}
 )
 
@@ -33,7 +37,13 @@ func (h gatewayHost) HandleHTTP(pattern string, handler http.Handler) {
 	h.a.HandleHTTP(pattern, handler)
 }
 
-func (h gatewayHost) SetGatewayPolicies(ps []*policies.Policy) { h.a.SetGatewayPolicies(ps) }
+// gatewaySource names the gateway's compiled policies in the agent
+// (Agent.SetCompiledPolicies).
+const gatewaySource = "gateway"
+
+func (h gatewayHost) SetGatewayPolicies(ps []*policies.Policy) {
+	h.a.SetCompiledPolicies(gatewaySource, ps)
+}
 
 // SubscribeTrafficPolicies picks the TrafficPolicies of every store
 // snapshot, those already loaded first.
@@ -63,12 +73,25 @@ func (h gatewayHost) RegisterHealth(name string, check func() gateway.HealthStat
 
 func (h gatewayHost) Attach(g *gateway.Gateway) {
 	if g == nil {
-		h.a.SetGatewayActuators(nil)
+		h.a.SetActuators(nil)
 		h.a.SetUpstreamTargeter(nil)
 		return
 	}
-	h.a.SetGatewayActuators(g)
+	h.a.SetActuators(gatewayActuators{g})
 	h.a.SetUpstreamTargeter(discoveredTargets{g})
+}
+
+// gatewayActuators hands the circuits' inputs of the gateway's actuator
+// kinds (policies.GatewayActuator: flow_control.canary,
+// flow_control.upstream_weight) to the gateway.
+type gatewayActuators struct{ g *gateway.Gateway }
+
+func (s gatewayActuators) SetActuatorInput(spec any, port string, value float64) error {
+	ga, ok := spec.(policies.GatewayActuator)
+	if !ok {
+		return fmt.Errorf("fluxgate: %T is not an actuator of the gateway", spec)
+	}
+	return s.g.SetActuatorInput(ga, port, value)
 }
 
 // discoveredTargets hands the agent's discovered targets (host:port by

@@ -46,27 +46,10 @@ type Options struct {
 	// ShutdownTimeout bounds how long Stop waits for in-flight requests.
 	// Default 15s.
 	ShutdownTimeout time.Duration
-	// ConfigFile is the fluxgate.yaml Config came from. When set, the
-	// running agent reloads it on change (ReloadConfig). Empty means no
-	// reload.
-	ConfigFile string
-	// Environ overrides the file on reload as at start (LoadConfig). Nil
-	// means os.Environ().
-	Environ []string
-	// LoadConfig reads ConfigFile on reload. Nil means LoadConfig, which
-	// refuses sections that are not the agent's: a program whose file
-	// holds more (fluxgate.yaml's gateway section) passes its own loader
-	// that returns the agent's part.
-	LoadConfig Loader
-	// LogLevel is Logger's level (NewLoggerLevel), changed when a reload
-	// brings a new log.level. Nil: log.level needs a restart.
+	// LogLevel is Logger's level (NewLoggerLevel), changed when
+	// ApplyConfig brings a new log.level. Nil: log.level needs a restart.
 	LogLevel *slog.LevelVar
 }
-
-// Loader reads the agent's part of a config file at path, with the
-// environment overrides in environ (os.Environ form), and returns the
-// warnings about it as LoadConfig does.
-type Loader func(path string, environ []string) (Config, []string, error)
 
 // Agent serves the HTTP API, gRPC and /metrics, and runs the policy store.
 type Agent struct {
@@ -79,8 +62,8 @@ type Agent struct {
 	query    querySource // PromQL for circuits: embedded TSDB or a Prometheus server
 	closers  []io.Closer // clients New opened (Redis), closed by Stop
 	alerts   *circuit.AlertmanagerSink
-	gw       gatewayHooks // gateway: actuator routing and TrafficPolicy policies (gateway_actuators.go)
-	ui       *ui.UI       // the live view under /ui/ (ui.go)
+	ext      extensions // actuator kinds and policies of other parts (extensions.go)
+	ui       *ui.UI     // the live view under /ui/ (ui.go)
 	tsdb     *promql.Embedded
 	kube     *kube.PolicyWatcher // nil unless kubernetes.enabled (kubernetes.go)
 	// kubeStatus writes the custom resources' status; nil unless
@@ -88,22 +71,18 @@ type Agent struct {
 	kubeStatus *kube.StatusReporter
 	kubeMu     sync.Mutex
 	kubeObjs   []kube.Object
-	// Config file reload (configreload.go).
-	configFile string
-	environ    []string
-	loadConfig Loader
-	level      *slog.LevelVar
-	cfgMu      sync.Mutex         // serializes ReloadConfig; guards fileCfg
-	fileCfg    Config             // the config file's content when last read
-	cfgMissing bool               // the config file was not there when last read; guarded by cfgMu
-	targets    *discoveredTargets // targetRef discovery; nil unless kubernetes.discovery
-	meters     *fluxmeter.Processor
-	otlp       *fluxmeter.Receiver
-	health     *Health
-	grpcHlth   *health.Server
-	certs      *certs.Reloader // TLS on the listeners (tls.go); nil without
-	started    time.Time
-	timeout    time.Duration
+	// Config file changes (configreload.go).
+	level    *slog.LevelVar
+	cfgMu    sync.Mutex         // serializes ApplyConfig; guards fileCfg
+	fileCfg  Config             // the config file's content when last applied
+	targets  *discoveredTargets // targetRef discovery; nil unless kubernetes.discovery
+	meters   *fluxmeter.Processor
+	otlp     *fluxmeter.Receiver
+	health   *Health
+	grpcHlth *health.Server
+	certs    *certs.Reloader // TLS on the listeners (tls.go); nil without
+	started  time.Time
+	timeout  time.Duration
 
 	mux      *http.ServeMux
 	operator []string               // patterns behind the admin token, for the start-up log
@@ -124,6 +103,7 @@ type Agent struct {
 	runErrs []error             // every error a part returned (fail)
 	wg      sync.WaitGroup      // the parts goRun started
 	errc    chan error          // the first of runErrs
+	up      chan struct{}       // closed when Start succeeded
 }
 
 // Names of the listeners, as used in logs and by Addr.
@@ -157,12 +137,10 @@ func New(opts Options) (*Agent, error) {
 		mux:      http.NewServeMux(),
 		addrs:    make(map[string]net.Addr),
 		errc:     make(chan error, 1),
+		up:       make(chan struct{}),
 
-		configFile: opts.ConfigFile,
-		environ:    environOrOS(opts.Environ),
-		loadConfig: opts.LoadConfig,
-		level:      opts.LogLevel,
-		fileCfg:    opts.Config,
+		level:   opts.LogLevel,
+		fileCfg: opts.Config,
 	}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
@@ -206,8 +184,8 @@ func New(opts Options) (*Agent, error) {
 		a.alerts, alerts = sink, sink
 		a.health.Register("alertmanager", false, remoteHealth("alerts go to", addr, sink.Health))
 	}
-	a.gw.engine = a.engine // gateway: the circuits' actuator inputs go through a.gw
-	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: &a.gw, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
+	a.ext.engine = a.engine // the circuits' actuator inputs go through a.ext
+	rt, err := circuit.NewRuntime(circuit.Options{Query: a.query, Actuators: &a.ext, Alerts: alerts, Logger: a.logger, Registerer: a.registry})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +212,7 @@ func New(opts Options) (*Agent, error) {
 	otlpOpts = append(otlpOpts, grpc.InTapHandle(chainTaps(grpcGuardTap(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil), recv.GRPCAdmit)))
 	a.otlpGRPC = grpc.NewServer(otlpOpts...)
 	recv.RegisterGRPC(a.otlpGRPC)
-	a.store.Subscribe(a.gw.updateActuators) // gateway: before installPolicies
+	a.store.Subscribe(a.ext.indexForeign) // before installPolicies
 	a.store.Subscribe(a.installPolicies)
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	// The check port also takes OTLP spans, as Aperture's SDKs send them
@@ -277,10 +255,11 @@ func (a *Agent) registerProbes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /readyz", a.serveReady)
 }
 
-// installPolicies hands the store's policies to the decision engine.
+// installPolicies hands the store's policies, and the compiled ones of
+// other parts, to the decision engine, flux meters and circuits.
 func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
-	a.gw.mu.Lock() // gateway: one install at a time, of the newest snapshot
-	defer a.gw.mu.Unlock()
+	a.ext.mu.Lock() // one install at a time, of the newest snapshot
+	defer a.ext.mu.Unlock()
 	if latest := a.store.Snapshot(); latest.Version > cur.Version {
 		cur = latest
 	}
@@ -290,7 +269,7 @@ func (a *Agent) installPolicies(_, cur *PolicySnapshot) {
 			ps = append(ps, p)
 		}
 	}
-	ps = append(ps, a.gw.policies...) // gateway: compiled from TrafficPolicies
+	ps = append(ps, a.ext.compiledLocked()...) // SetCompiledPolicies
 	if err := a.engine.SetPolicies(ps); err != nil {
 		a.logger.Error("decision engine refused policies; their last good versions keep running", "err", err)
 	}
@@ -468,9 +447,6 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.targets != nil {
 		a.goRun("kubernetes target discovery", a.targets.watcher.Run)
 	}
-	if a.configFile != "" {
-		a.goRun("config file watch", a.watchConfig)
-	}
 
 	a.grpcHlth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.ready.Store(true)
@@ -478,8 +454,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.logTLS()
 	snap := a.store.Snapshot()
 	a.logger.Info("agent started", "version", BuildVersion(), "policies", len(snap.Entries), "refused_policy_files", len(snap.Errors), "policies_dir", a.store.Dir())
+	close(a.up)
 	return nil
 }
+
+// Started is closed once Start has succeeded: the listeners are bound and
+// the policies loaded.
+func (a *Agent) Started() <-chan struct{} { return a.up }
 
 func (a *Agent) serve(name string, ln net.Listener, serve func(net.Listener) error) {
 	a.logger.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", a.tlsOn(name))

@@ -3,7 +3,11 @@
 // that loads policy files from a directory and reloads them live.
 //
 // An Agent is built with New from Options and served with Run (or Start and
-// Stop, which is how the fx module in module.go drives it). Everything an
+// Stop); the program runs it as one part of package fluxgate's Run, which
+// also reads the config file and hands the agent its changes
+// (ApplyConfig). Other parts of the program add actuator kinds the
+// decision engine does not build (SetActuators) and policies they compile
+// (SetCompiledPolicies) without the agent knowing their types. Everything an
 // Agent serves is bound at Start, so a port of 0 picks a free port and the
 // bound addresses are available from HTTPAddr, GRPCAddr and MetricsAddr.
 //

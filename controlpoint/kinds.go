@@ -42,3 +42,11 @@ func buildKind(info componentInfo, spec any, opts *Options) (fc flowComponent, s
 	fc, sels, err = b(info, spec, opts)
 	return fc, sels, true, err
 }
+
+// IsKind reports whether spec, a component spec of package policies, is
+// a flow-control kind the engine builds. An actuator spec that is not
+// (policies.Actuator) belongs to another part of the program.
+func IsKind(spec any) bool {
+	_, ok := kinds[reflect.TypeOf(spec)]
+	return ok
+}

@@ -63,11 +63,13 @@
 // Service adds what `fluxgate gateway` needs around a Gateway: the
 // store's TrafficPolicies applied over the file's gateway section (their
 // rate limits compiled into Policies for the agent's engine), reconciled
-// before a policy PUT answers, and live reload of the config file.
+// before a policy PUT answers, and the changes of the file's gateway
+// section that the program's watcher hands it (ApplyConfig). It is a part
+// of package fluxgate's Run (Run, Started).
 //
 // Routing state is an immutable snapshot behind an atomic pointer; Update
 // swaps it without dropping requests and keeps the health of unchanged
 // targets. Run owns the health-check and outlier loops. Service runs a
-// Gateway next to an agent (see Module). A Gateway is safe for concurrent
-// use.
+// Gateway next to an agent, reached through Host. A Gateway is safe for
+// concurrent use.
 package gateway

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,16 +24,17 @@ import (
 // agent's flux meters, metrics land on the agent's registry, and the proxy
 // listens on gateway.listen. Construct it before the agent starts (it
 // mounts GET /v1/gateway/upstreams on the agent's HTTP API and subscribes
-// to the policy store) and Start it after.
+// to the policy store) and Start it, or Run it, after.
 //
 // The routing state is the gateway section of the config file with the
 // store's TrafficPolicies applied (see trafficCompiler); the rate limits
 // of TrafficPolicies go to the agent as Policies (Host.SetGatewayPolicies).
 // Either changing reconciles at once: a TrafficPolicy written through the
-// API applies before the PUT answers. With ServiceOptions.ConfigFile the
-// Service watches the file and applies changes to its gateway section;
-// a change that does not load is refused and the running state stays.
-// Circuits steer the gateway once Start attached it to the Host.
+// API applies before the PUT answers. The program's watcher of the config
+// file hands changes of the gateway section to ApplyConfig (and changes
+// that do not load to RefuseConfig): a refused change leaves the running
+// state as it is. Circuits steer the gateway once Start attached it to
+// the Host.
 type Service struct {
 	host   Host
 	logger *slog.Logger
@@ -60,6 +60,10 @@ type Service struct {
 	certs  *certs.Reloader // nil without TLS
 	cancel context.CancelFunc
 	done   chan struct{}
+	errs   []error // every error a running part returned
+
+	started chan struct{} // closed when Start succeeded
+	errc    chan error    // the first of errs
 }
 
 // ServiceOptions configures NewService.
@@ -69,24 +73,10 @@ type ServiceOptions struct {
 	// Config is the gateway section to start with. The zero value listens
 	// nowhere useful: start from DefaultConfig.
 	Config Config
-	// ConfigFile is the fluxgate.yaml Config came from. When set with
-	// LoadConfig, Start watches it and applies changes to its gateway
-	// section live. Empty means no live reload.
-	ConfigFile string
-	// LoadConfig reads the gateway section of ConfigFile, with Environ's
-	// overrides, as the program read it at start; the program that owns
-	// the file's root type supplies it. Nil means no live reload.
-	LoadConfig Loader
-	// Environ overrides the file on reload as at start. Nil means
-	// os.Environ().
-	Environ []string
-	// Debounce coalesces bursts of file events. Default 50ms.
-	Debounce time.Duration
+	// ShutdownTimeout bounds how long Run's stop waits for in-flight
+	// requests. Default 15s.
+	ShutdownTimeout time.Duration
 }
-
-// Loader reads the gateway section of a config file at path, with the
-// environment overrides in environ (os.Environ form).
-type Loader func(path string, environ []string) (Config, error)
 
 // NewService prepares a gateway for a with the section cfg, without live
 // reload of the config file. Nil logger means silent.
@@ -100,13 +90,10 @@ func NewServiceWithOptions(h Host, opts ServiceOptions) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Environ == nil {
-		opts.Environ = os.Environ()
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 15 * time.Second
 	}
-	if opts.Debounce <= 0 {
-		opts.Debounce = 50 * time.Millisecond
-	}
-	s := &Service{host: h, logger: logger, opts: opts, base: opts.Config}
+	s := &Service{host: h, logger: logger, opts: opts, base: opts.Config, started: make(chan struct{}), errc: make(chan error, 1)}
 	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fluxgate_gateway_config_reloads_total",
 		Help: "Changes of the gateway config file, by result: success, or failure when refused and the running routing kept.",
@@ -180,12 +167,9 @@ func (s *Service) Start(ctx context.Context) error {
 	s.host.Attach(g)
 	s.host.SetGatewayPolicies(ps)
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = g.Run(runCtx) })
-	if s.opts.ConfigFile != "" && s.opts.LoadConfig != nil {
-		wg.Go(func() { s.watchConfig(runCtx) })
-	}
+	wg.Go(func() { s.check("health checks", g.Run(runCtx)) })
 	if certs != nil {
-		wg.Go(func() { _ = certs.Run(runCtx) })
+		wg.Go(func() { s.check("certificate reloader", certs.Run(runCtx)) })
 	}
 	wg.Go(func() {
 		var err error
@@ -197,14 +181,53 @@ func (s *Service) Start(ctx context.Context) error {
 		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 			err = nil // stopped
 		}
-		if err != nil {
-			s.logger.Error("gateway server failed", "err", err)
-		}
+		s.check("server", err)
 	})
 	go func() { wg.Wait(); close(done) }()
 	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil, "engine", engineName(fsrv),
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
+	close(s.started)
 	return nil
+}
+
+// check records err, a running part's, unless nil; the first also goes
+// to Run, which then stops the gateway.
+func (s *Service) check(part string, err error) {
+	if err == nil {
+		return
+	}
+	err = fmt.Errorf("gateway: %s: %w", part, err)
+	s.mu.Lock()
+	s.errs = append(s.errs, err)
+	first := len(s.errs) == 1
+	s.mu.Unlock()
+	if first {
+		s.errc <- err // buffered for one: the first error only
+	}
+}
+
+// Started is closed once Start has succeeded: the gateway listens.
+func (s *Service) Started() <-chan struct{} { return s.started }
+
+// Run starts the gateway (Start), serves until ctx is done or a part of
+// it fails, then stops it (Stop, within ShutdownTimeout). It returns every
+// error a part returned and Stop's, or nil after a clean shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-s.errc:
+		s.logger.Error("gateway part failed; stopping", "err", err)
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	defer cancel()
+	stopErr := s.Stop(stopCtx)
+	s.mu.Lock()
+	errs := append(slices.Clone(s.errs), stopErr)
+	s.mu.Unlock()
+	return errors.Join(errs...)
 }
 
 // Engine names the server engine serving the gateway: "fast" or "net"

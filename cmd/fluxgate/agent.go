@@ -2,18 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/fx"
 
 	"github.com/fluxgate/fluxgate"
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/gateway"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -30,42 +28,34 @@ func newAgentCmd() *cobra.Command {
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
-			return runApp(cmd.Context(), f.Config, logger, fx.Supply(agent.ConfigFile(configPath), agent.Loader(fluxgate.AgentLoader), level)) // reloaded live
+			return runParts(cmd.Context(), f, logger, level, false)
 		},
 	}
 }
 
-// runApp runs the agent (and any extra fx modules, such as the gateway)
-// until SIGINT or SIGTERM, or until ctx is done, and returns nil after a
-// graceful shutdown or the error that stopped it. The signal handler is
+// runParts is the composition root of `fluxgate agent` and `fluxgate
+// gateway`: it builds the agent, with withGateway the gateway joined to
+// it, and the one watcher of the config file, and runs them as parts of
+// one fluxgate.Run group (in that order: the gateway starts once the
+// agent serves its policies, and stops before it) until SIGINT or
+// SIGTERM, until ctx is done, or until a part fails. It returns nil after
+// a graceful shutdown, else every part's error. The signal handler is
 // installed before anything starts, so a signal that arrives while the
 // agent is starting still shuts it down gracefully.
-func runApp(ctx context.Context, cfg agent.Config, logger *slog.Logger, extra ...fx.Option) error {
+func runParts(ctx context.Context, f fluxgate.File, logger *slog.Logger, level *slog.LevelVar, withGateway bool) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	app := fx.New(append([]fx.Option{
-		fx.NopLogger,
-		fx.Supply(cfg, logger),
-		agent.Module,
-		fx.StartTimeout(30 * time.Second),
-		fx.StopTimeout(30 * time.Second),
-	}, extra...)...)
-	if err := app.Start(ctx); err != nil {
+	a, err := agent.New(agent.Options{Config: f.Config, Logger: logger, LogLevel: level})
+	if err != nil {
 		return err
 	}
-	var exitCode int
-	select {
-	case sig := <-app.Wait(): // a server failed (fx.Shutdowner)
-		exitCode = sig.ExitCode
-		logger.Info("shutting down", "exit_code", sig.ExitCode)
-	case <-ctx.Done():
-		logger.Info("shutting down", "reason", context.Cause(ctx).Error())
+	parts := []fluxgate.Part{{Name: "agent", Runner: a}}
+	watch := fluxgate.WatcherOptions{Path: configPath, Environ: os.Environ(), Logger: logger, Agent: a}
+	if withGateway {
+		svc := gateway.NewService(fluxgate.GatewayHost(a), f.Gateway, logger)
+		parts = append(parts, fluxgate.Part{Name: "gateway", Runner: svc})
+		watch.Gateway = svc
 	}
-	if err := app.Stop(context.Background()); err != nil {
-		return err
-	}
-	if exitCode != 0 {
-		return &exitError{code: exitCode, err: fmt.Errorf("stopped after a server failure")}
-	}
-	return nil
+	parts = append(parts, fluxgate.Part{Name: "config watcher", Runner: fluxgate.NewWatcher(watch)})
+	return fluxgate.Run(ctx, logger, parts...)
 }

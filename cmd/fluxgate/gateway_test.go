@@ -26,14 +26,21 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
+// fluxgate gateway runs the agent, the gateway and the one watcher of
+// its config file together: it proxies, applies a change of the gateway
+// section live, and stops cleanly.
 func TestGatewayCommandProxies(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "hello from upstream "+r.URL.Path)
-	}))
-	defer up.Close()
+	upstream := func(name string) *httptest.Server {
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "hello from "+name+" "+r.URL.Path)
+		}))
+		t.Cleanup(up.Close)
+		return up
+	}
+	one, two := upstream("one"), upstream("two")
 	listen := freeAddr(t)
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`server: {host: 127.0.0.1, http_port: 0, grpc_port: 0}
+	cfg := `server: {host: 127.0.0.1, http_port: 0, grpc_port: 0}
 metrics: {enabled: false}
 otlp: {grpc_port: 0, http_port: 0}
 policies: {dir: %s}
@@ -48,11 +55,15 @@ gateway:
     - id: app
       match: {path_prefix: /}
       upstream: app
-`, dir, listen, strings.TrimPrefix(up.URL, "http://"))
+`
 	path := filepath.Join(dir, "fluxgate.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
+	write := func(up *httptest.Server) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(fmt.Sprintf(cfg, dir, listen, strings.TrimPrefix(up.URL, "http://"))), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
+	write(one)
 	old := configPath
 	configPath = path
 	defer func() { configPath = old }()
@@ -65,25 +76,30 @@ gateway:
 	errc := make(chan error, 1)
 	go func() { errc <- cmd.ExecuteContext(ctx) }()
 
-	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + listen + "/x")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-			break
+	waitBody := func(want string) {
+		t.Helper()
+		var body string
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			resp, err := http.Get("http://" + listen + "/x")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if body = string(b); body == want {
+					return
+				}
+			}
+			select {
+			case err := <-errc:
+				t.Fatalf("gateway command exited: %v", err)
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
-		select {
-		case err := <-errc:
-			t.Fatalf("gateway command exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
+		t.Fatalf("body %q through the gateway, want %q", body, want)
 	}
-	if body != "hello from upstream /x" {
-		t.Fatalf("body %q through the gateway", body)
-	}
+	waitBody("hello from one /x")
+	write(two) // the watcher hands the gateway its new section
+	waitBody("hello from two /x")
 	cancel()
 	select {
 	case err := <-errc:

@@ -29,7 +29,7 @@ type stack struct {
 }
 
 // startStack starts an agent whose policy directory holds files and a
-// gateway Service for gw. opts may set the Service's ConfigFile.
+// gateway Service for gw, with opts' other options.
 func startStack(t testing.TB, gw gateway.Config, files map[string]string, opts gateway.ServiceOptions) *stack {
 	t.Helper()
 	dir := t.TempDir()

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,7 +30,8 @@ gateway:
 `
 
 // fluxgate gateway applies changes to the gateway section of its config
-// file live: requests in flight finish on the old upstream, new ones take
+// file live (the program's one watcher, fluxgate.Watcher, hands it the
+// section): requests in flight finish on the old upstream, new ones take
 // the new route; an invalid change is refused with positioned errors and
 // the last good routing keeps serving.
 func TestConfigLiveReload(t *testing.T) {
@@ -48,7 +50,8 @@ func TestConfigLiveReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startStack(t, f.Gateway, nil, gateway.ServiceOptions{ConfigFile: path, LoadConfig: fluxgate.GatewayLoader, Environ: []string{}})
+	s := startStack(t, f.Gateway, nil, gateway.ServiceOptions{})
+	watchFile(t, fluxgate.WatcherOptions{Path: path, Environ: []string{}, Logger: testLogger(t), Gateway: s.svc})
 	if _, be := s.get(t, "/app", nil); be != "old" {
 		t.Fatalf("before reload: served by %q", be)
 	}
@@ -110,4 +113,19 @@ func TestConfigLiveReload(t *testing.T) {
 	if g := s.agent.Health().Report().Components["gateway"]; g.Status != agent.StatusHealthy {
 		t.Errorf("gateway health after the fix %+v, want healthy", g)
 	}
+}
+
+// watchFile runs the program's config watcher until the test ends.
+func watchFile(t testing.TB, opts fluxgate.WatcherOptions) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	w := fluxgate.NewWatcher(opts)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watcher: %v", err)
+		}
+	})
 }

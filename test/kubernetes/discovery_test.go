@@ -95,7 +95,7 @@ func TestTrafficPolicyTargetRefFollowsEndpointSlices(t *testing.T) {
 		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
+	svc := gateway.NewService(fluxgate.GatewayHost(a), gw, nil)
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestTrafficPolicyTargetRefService(t *testing.T) {
 		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/"}, Upstream: "checkout-svc"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
+	svc := gateway.NewService(fluxgate.GatewayHost(a), gw, nil)
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

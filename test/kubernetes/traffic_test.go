@@ -63,7 +63,7 @@ func TestGatewayServesTrafficPolicyCustomResources(t *testing.T) {
 		Routes:    []gateway.RouteConfig{{ID: "checkout", Match: gateway.RouteMatch{PathPrefix: "/checkout"}, Upstream: "checkout-service", ControlPoint: "ingress"}},
 	}
 	a := agenttest.Start(t, cfg)
-	svc := gateway.NewServiceWithOptions(fluxgate.GatewayHost(a), gateway.ServiceOptions{Config: gw})
+	svc := gateway.NewService(fluxgate.GatewayHost(a), gw, nil)
 	if err := svc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,21 +1,56 @@
-package agent
+package fluxgate
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/agent"
 )
 
-// String is everything logged so far (syncBuffer: auth_test.go).
+// syncBuffer is a bytes.Buffer safe for the agent's goroutines to log into.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
 func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func policyYAML(name string) string {
+	return fmt.Sprintf(`apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata:
+  name: %s
+  namespace: default
+spec:
+  circuit:
+    evaluation_interval: 1s
+    components: []
+`, name)
 }
 
 // configMapVolume lays out dir as the kubelet lays out a ConfigMap
@@ -35,9 +70,7 @@ func (v *configMapVolume) swap(content string) {
 	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
 		v.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(v.dir, ts, "fluxgate.yaml"), []byte(content), 0o644); err != nil {
-		v.t.Fatal(err)
-	}
+	writeFile(v.t, filepath.Join(v.dir, ts, "fluxgate.yaml"), content)
 	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
 	if err := os.Symlink(ts, filepath.Join(v.dir, "..data_tmp")); err != nil {
 		v.t.Fatal(err)
@@ -66,18 +99,43 @@ tsdb: {retention: %s}
 `, policies, level, retention)
 }
 
+// newWatchedAgent builds (does not start) an agent from the file at path
+// and a Watcher of the file for it, both logging to logs.
+func newWatchedAgent(t *testing.T, path string, logs *syncBuffer) (*agent.Agent, *slog.LevelVar, *Watcher) {
+	t.Helper()
+	f, _, err := Load(path, []string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger, level := agent.NewLoggerLevel(f.Log, logs)
+	a, err := agent.New(agent.Options{Config: f.Config, Logger: logger, LogLevel: level, ShutdownTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Stop(context.Background()) })
+	return a, level, NewWatcher(WatcherOptions{Path: path, Environ: []string{}, Logger: logger, Agent: a})
+}
+
+func served(a *agent.Agent) string {
+	var names []string
+	for _, e := range a.Store().Snapshot().Sorted() {
+		names = append(names, e.Key.Name)
+	}
+	return strings.Join(names, ",")
+}
+
 // A config file in a ConfigMap volume is reloaded when the kubelet swaps
 // the volume's ..data symlink: log.level and policies.dir apply at once,
 // other changed keys are logged as needing a restart, and a file that
 // does not load changes nothing and is reported with its position.
-func TestConfigReloadFromConfigMapSwap(t *testing.T) {
+func TestWatcherFollowsConfigMapSwap(t *testing.T) {
 	base := t.TempDir()
 	dirA, dirB := filepath.Join(base, "a"), filepath.Join(base, "b")
 	for dir, name := range map[string]string{dirA: "from-a", dirB: "from-b"} {
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(dir, "p.yaml"), policyYAML("default", name, "1s"))
+		writeFile(t, filepath.Join(dir, "p.yaml"), policyYAML(name))
 	}
 	vol := &configMapVolume{t: t, dir: filepath.Join(base, "config")}
 	if err := os.Mkdir(vol.dir, 0o755); err != nil {
@@ -85,27 +143,20 @@ func TestConfigReloadFromConfigMapSwap(t *testing.T) {
 	}
 	vol.swap(reloadConfigText(dirA, "info", "2h"))
 	path := filepath.Join(vol.dir, "fluxgate.yaml")
-	cfg, _, err := LoadConfig(path, []string{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logs syncBuffer
-	logger, level := NewLoggerLevel(cfg.Log, &logs)
-	a, err := New(Options{Config: cfg, Logger: logger, LogLevel: level, ConfigFile: path, Environ: []string{}, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, level, w := newWatchedAgent(t, path, &logs)
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
-	served := func() string {
-		var names []string
-		for _, e := range a.Store().Snapshot().Sorted() {
-			names = append(names, e.Key.Name)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watcher: %v", err)
 		}
-		return strings.Join(names, ",")
-	}
+	})
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -116,13 +167,13 @@ func TestConfigReloadFromConfigMapSwap(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	waitFor("the first policies", func() bool { return served() == "from-a" })
+	waitFor("the first policies", func() bool { return served(a) == "from-a" })
 	if level.Level() != slog.LevelInfo {
 		t.Fatalf("level = %v", level.Level())
 	}
 
 	vol.swap(reloadConfigText(dirB, "debug", "3h"))
-	waitFor("the new level and directory", func() bool { return level.Level() == slog.LevelDebug && served() == "from-b" })
+	waitFor("the new level and directory", func() bool { return level.Level() == slog.LevelDebug && served(a) == "from-b" })
 	waitFor("the restart notice", func() bool {
 		l := logs.String()
 		return strings.Contains(l, "apply only at restart") && strings.Contains(l, `"keys":["tsdb.retention"]`)
@@ -131,64 +182,69 @@ func TestConfigReloadFromConfigMapSwap(t *testing.T) {
 		t.Fatalf("store dir = %s", a.Store().Dir())
 	}
 
-	// A policy added to the new directory is picked up: Run watches it.
-	writeFile(t, filepath.Join(dirB, "q.yaml"), policyYAML("default", "late", "1s"))
-	waitFor("a policy written to the new directory", func() bool { return served() == "from-b,late" })
+	// A policy added to the new directory is picked up: the store watches it.
+	writeFile(t, filepath.Join(dirB, "q.yaml"), policyYAML("late"))
+	waitFor("a policy written to the new directory", func() bool { return served(a) == "from-b,late" })
 
 	// A file that does not load changes nothing.
 	vol.swap(reloadConfigText(dirA, "error", "3h") + "nosuch: 1\n")
 	waitFor("the refused file in the log", func() bool {
 		return strings.Contains(logs.String(), "config file change refused") && strings.Contains(logs.String(), "fluxgate.yaml:7:1")
 	})
-	if level.Level() != slog.LevelDebug || served() != "from-b,late" {
-		t.Fatalf("a refused file changed the agent: level %v, policies %s", level.Level(), served())
+	if level.Level() != slog.LevelDebug || served(a) != "from-b,late" {
+		t.Fatalf("a refused file changed the agent: level %v, policies %s", level.Level(), served(a))
 	}
 	// A directory that does not exist is refused; the rest applies.
 	vol.swap(reloadConfigText(filepath.Join(base, "missing"), "warn", "3h"))
 	waitFor("the new level", func() bool { return level.Level() == slog.LevelWarn })
-	if served() != "from-b,late" || !strings.Contains(logs.String(), "policies.dir change refused") {
-		t.Fatalf("a missing policies.dir was applied: %s", served())
+	if served(a) != "from-b,late" || !strings.Contains(logs.String(), "policies.dir change refused") {
+		t.Fatalf("a missing policies.dir was applied: %s", served(a))
 	}
 }
 
 // A config file that is gone (deleted, or between an editor's rename and
 // its write) leaves the running configuration as it is: it is not read as
 // the embedded defaults, which would switch policies.dir and log.level
-// back to theirs.
-func TestConfigReloadOfMissingFileKeepsConfig(t *testing.T) {
+// back to theirs. A half-written one does not load and changes nothing.
+func TestWatcherKeepsConfigOfMissingOrHalfWrittenFile(t *testing.T) {
 	dir := t.TempDir()
 	policiesDir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(policiesDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(policiesDir, "p.yaml"), policyYAML("default", "kept", "1s"))
+	writeFile(t, filepath.Join(policiesDir, "p.yaml"), policyYAML("kept"))
 	path := filepath.Join(dir, "fluxgate.yaml")
 	writeFile(t, path, reloadConfigText(policiesDir, "debug", "2h"))
-	cfg, _, err := LoadConfig(path, []string{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logs syncBuffer
-	logger, level := NewLoggerLevel(cfg.Log, &logs)
-	a, err := New(Options{Config: cfg, Logger: logger, LogLevel: level, ConfigFile: path, Environ: []string{}, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	a, level, w := newWatchedAgent(t, path, &logs)
+	unchanged := func(when string) {
+		t.Helper()
+		if level.Level() != slog.LevelDebug || a.Store().Dir() != policiesDir || strings.Contains(logs.String(), "restart the agent") {
+			t.Fatalf("%s changed the agent: level %v, policies.dir %s; log:\n%s", when, level.Level(), a.Store().Dir(), logs.String())
+		}
 	}
-	t.Cleanup(func() { _ = a.Stop(context.Background()) })
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	applied, restart := a.ReloadConfig()
-	if len(applied) != 0 || len(restart) != 0 || level.Level() != slog.LevelDebug || a.Store().Dir() != policiesDir {
-		t.Fatalf("a missing file changed the agent: applied %v, restart %v, level %v, policies.dir %s", applied, restart, level.Level(), a.Store().Dir())
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
 	}
-	a.ReloadConfig() // the periodic re-read: logged once, not every time
+	unchanged("a missing file")
+	_ = w.Reload() // the periodic re-read: logged once, not every time
 	if n := strings.Count(logs.String(), "config file not found"); n != 1 {
 		t.Fatalf("the missing file was logged %d times:\n%s", n, logs.String())
 	}
+	// Half written: cut inside a flow mapping.
+	full := reloadConfigText(policiesDir, "info", "3h")
+	writeFile(t, path, full[:strings.Index(full, "log:")+len("log: {lev")])
+	if err := w.Reload(); err == nil || !strings.Contains(err.Error(), path+":") {
+		t.Fatalf("a half-written file: %v, want an error with its position", err)
+	}
+	unchanged("a half-written file")
 	// The file back as it was: nothing changed.
 	writeFile(t, path, reloadConfigText(policiesDir, "debug", "2h"))
-	if applied, restart := a.ReloadConfig(); len(applied) != 0 || len(restart) != 0 {
-		t.Fatalf("the same file again: applied %v, restart %v", applied, restart)
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
 	}
+	unchanged("the same file again")
 }
