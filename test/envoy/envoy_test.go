@@ -294,3 +294,34 @@ func TestEnvoyAccessLogNeedsCheckToken(t *testing.T) {
 		t.Fatalf("ended = %v after the entry with the token, want 1", got)
 	}
 }
+
+// TestEnvoyLostEntryExpires: the access log is lossy; a flow whose entry
+// never comes frees its slot after max_flow_duration, as a flow nginx
+// never reports does, and the expiry is counted.
+func TestEnvoyLostEntryExpires(t *testing.T) {
+	policy := strings.Replace(oneSlot, "max_queue_delay: 1ms}", "max_queue_delay: 1ms, max_flow_duration: 1s}", 1)
+	a := agenttest.Start(t, agenttest.Config(t, policy))
+	authz := authv3.NewAuthorizationClient(envoyConn(t, a))
+	ctx := context.Background()
+	first, err := authz.Check(ctx, check(true))
+	if err != nil || flowID(first) == "" {
+		t.Fatalf("check = %v (%v), want admitted with a flow id", first, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := authz.Check(ctx, check(true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if flowID(resp) != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slot of a flow whose end never came was not freed after max_flow_duration")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := metric(t, a, "fluxgate_flows_expired_total", ""); got != 1 {
+		t.Fatalf("fluxgate_flows_expired_total = %v, want 1", got)
+	}
+}
