@@ -263,8 +263,12 @@ func TestExtAuthzFlowEndPromise(t *testing.T) {
 		}
 	}
 
-	// The header, as nginx sends it, in any case.
-	id := admitOne(t, authz, envoyRequest("api", map[string]string{"x-fluxgate-flow-end": "Report"}))
+	// The header, as nginx sends it, in any case; it is not a label.
+	hdr := envoyRequest("api", map[string]string{"x-fluxgate-flow-end": "Report"})
+	if req, _, err := extAuthzFlow(hdr); err != nil || req.NoFlowEnd || req.Labels["http.request.header.x_fluxgate_flow_end"] != "" {
+		t.Fatalf("flow with the header: %+v (%v), want a promise and no label for it", req, err)
+	}
+	id := admitOne(t, authz, hdr)
 	assertBusy(t, authz, "after a header promise")
 	n, _ := strconv.ParseUint(id, 10, 64)
 	if !s.engine.EndFlow(t0, n, false) {
