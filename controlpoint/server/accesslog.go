@@ -111,7 +111,7 @@ func (a accessLog) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAc
 			return err
 		}
 		if id := msg.GetIdentifier(); id != nil && st.node == "" {
-			st.node, st.logName = id.GetNode().GetId(), id.GetLogName()
+			st.node, st.logName = truncate(id.GetNode().GetId(), 128), truncate(id.GetLogName(), 128)
 		}
 		now := s.now()
 		for _, e := range msg.GetHttpLogs().GetLogEntry() {
