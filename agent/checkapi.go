@@ -10,8 +10,9 @@ import (
 // POST /v1/check, GET|POST /v1/check/http (nginx auth_request),
 // POST /v1/explain and GET /v1/controlpoints on the HTTP port;
 // fluxgate.flowcontrol.v1.FlowControlService and Envoy's
-// envoy.service.auth.v3.Authorization on the gRPC port. Call it once,
-// before Start.
+// envoy.service.auth.v3.Authorization and
+// envoy.service.accesslog.v3.AccessLogService (flow ends) on the gRPC
+// port. Call it once, before Start.
 //
 // The checks are open while check.token is empty: gateways and SDKs ask
 // on every request; with a token they must send it (auth.go). Explain
@@ -20,7 +21,7 @@ import (
 // control point, the list shows which control points and label keys
 // traffic carries.
 func (a *Agent) registerCheckAPI() {
-	s := server.New(server.Options{Engine: a.engine, Logger: a.logger, ApertureCacheBytes: int64(a.cfg.Limits.ApertureCacheMiB) << 20})
+	s := server.New(server.Options{Engine: a.engine, Logger: a.logger, Registerer: a.registry, ApertureCacheBytes: int64(a.cfg.Limits.ApertureCacheMiB) << 20})
 	s.RegisterHTTP(func(pattern string, h http.Handler) {
 		if operatorCheckPatterns[pattern] {
 			a.HandleHTTP(pattern, h)

@@ -50,7 +50,7 @@ type LimitsConfig struct {
 type ServerConfig struct {
 	Host     string `yaml:"host" desc:"Address every listener binds to (HTTP API, gRPC, metrics, OTLP); 0.0.0.0 or :: means every interface."`
 	HTTPPort int    `yaml:"http_port" validate:"port" desc:"Port of the HTTP API (check, explain, policies, health)."`
-	GRPCPort int    `yaml:"grpc_port" validate:"port" desc:"Port of the gRPC services (flow control Check, Envoy ext_authz, health)."`
+	GRPCPort int    `yaml:"grpc_port" validate:"port" desc:"Port of the gRPC services (flow control Check, Envoy ext_authz and access log, health)."`
 	// ProbePort serves /livez, /readyz and /v1/monitoring/health on a
 	// listener of their own, so that probes never wait behind API
 	// clients queued on a full HTTP port (issue 14).
@@ -90,7 +90,7 @@ type AdminConfig struct {
 
 // CheckConfig protects the check API (auth.go).
 type CheckConfig struct {
-	Token string `yaml:"token" desc:"Bearer token the check API requires: POST /v1/check, /v1/flow/end, /v1/check/http, gRPC FlowControlService and Envoy ext_authz (HTTP Authorization: Bearer TOKEN, gRPC metadata authorization); 401 or Unauthenticated without it. Empty leaves the check API open to anyone who reaches its ports."`
+	Token string `yaml:"token" desc:"Bearer token the check API requires: POST /v1/check, /v1/flow/end, /v1/check/http, gRPC FlowControlService, Envoy ext_authz and the Envoy access-log service (HTTP Authorization: Bearer TOKEN, gRPC metadata authorization); 401 or Unauthenticated without it. Empty leaves the check API open to anyone who reaches its ports."`
 }
 
 // LogConfig is the agent's structured log.

@@ -12,6 +12,16 @@
 //     with the HTTP status, Retry-After, RateLimit and X-FluxGate headers
 //     and a JSON body; an admission becomes an ok_response that passes the
 //     labels classifiers created downstream in the W3C baggage header.
+//     A route whose flows' ends Envoy reports (the "flow-end: report"
+//     context extension, or the X-FluxGate-Flow-End: report header) gets
+//     the id of a flow that holds slots in the x-fluxgate-flow-id request
+//     header; without that promise slot-holding components pass the flow.
+//   - Envoy's access-log service envoy.service.accesslog.v3
+//     AccessLogService/StreamAccessLogs (RegisterGRPC; accesslog.go), the
+//     http_grpc access logger's server: a final entry whose request
+//     headers carry x-fluxgate-flow-id ends that flow, failed for a 5xx
+//     or no response, at the time Envoy logged rather than when the entry
+//     arrived.
 //   - FluxNinja Aperture's aperture.flowcontrol.check.v1
 //     FlowControlService (Check, FlowEnd; aperture.go) and
 //     aperture.flowcontrol.checkhttp.v1 FlowControlServiceHTTP/CheckHTTP

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,6 +25,17 @@ import (
 // ContextExtensionControlPoint is the ext_authz context extension that
 // names the control point, set per route in Envoy's configuration.
 const ContextExtensionControlPoint = "control-point"
+
+// ContextExtensionFlowEnd is the ext_authz context extension that, set to
+// "report" on a route (ExtAuthzPerRoute check_settings), promises that
+// Envoy reports the end of every flow admitted there through the access
+// log service (accesslog.go): the flow then holds its slots, and the
+// answer carries its id in the x-fluxgate-flow-id request header for the
+// access log to send back. The request header X-FluxGate-Flow-End:
+// report, as nginx sends it, does the same; a route's
+// request_headers_to_add cannot set it for ext_authz, as Envoy's router
+// adds those after every other filter ran.
+const ContextExtensionFlowEnd = "flow-end"
 
 // authorization is Envoy's envoy.service.auth.v3.Authorization.
 type authorization struct {
@@ -43,7 +56,10 @@ func (a authorization) Check(ctx context.Context, in *authv3.CheckRequest) (*aut
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
-	req, baggage := extAuthzFlow(in)
+	req, baggage, err := extAuthzFlow(in)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
+	}
 	resp := a.s.check(ctx, &req)
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
 		return deniedResponse(resp), nil
@@ -54,18 +70,24 @@ func (a authorization) Check(ctx context.Context, in *authv3.CheckRequest) (*aut
 	if labels := classifierLabels(resp); len(labels) > 0 {
 		up = append(up, setHeader("baggage", mergeBaggage(baggage, labels)))
 	}
+	ok := &authv3.OkHttpResponse{Headers: up, ResponseHeadersToAdd: headerOptions(h)}
+	if id := resp.GetFlowId(); id != 0 {
+		ok.Headers = append(ok.Headers, setHeader(HeaderFlowID, strconv.FormatUint(id, 10)))
+	} else if !req.NoFlowEnd {
+		// No slot held: an id the client sent must not reach the access
+		// log, where it would end somebody else's flow.
+		ok.HeadersToRemove = []string{strings.ToLower(HeaderFlowID)}
+	}
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:              up,
-			ResponseHeadersToAdd: headerOptions(h),
-		}},
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}, nil
 }
 
 // extAuthzFlow turns an ext_authz request into a flow, returning also the
-// request's baggage header.
-func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
+// request's baggage header. It fails only for a flow-end promise other
+// than "report".
+func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string, error) {
 	attrs := in.GetAttributes()
 	cp := attrs.GetContextExtensions()[ContextExtensionControlPoint]
 	if cp == "" {
@@ -73,8 +95,13 @@ func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
 	}
 	hr := attrs.GetRequest().GetHttp()
 	header := make(http.Header, len(hr.GetHeaders()))
+	var flowEnd string // the X-FluxGate-Flow-End header, not a label
 	add := func(k, v string) {
 		if k == "" || k[0] == ':' { // HTTP/2 pseudo-headers are in the fields below
+			return
+		}
+		if strings.EqualFold(k, HeaderFlowEnd) {
+			flowEnd = v
 			return
 		}
 		header.Add(k, v)
@@ -95,7 +122,26 @@ func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string) {
 	if addr := attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(); addr != "" {
 		flow.SetClientAddress(labels, addr)
 	}
-	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: true}, strings.Join(header.Values("Baggage"), ",")
+	reportsEnd, err := promisesFlowEnd(attrs.GetContextExtensions()[ContextExtensionFlowEnd], flowEnd)
+	req := controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: !reportsEnd}
+	return req, strings.Join(header.Values("Baggage"), ","), err
+}
+
+// promisesFlowEnd reports whether the flow-end context extension ext or
+// the X-FluxGate-Flow-End header value h promise the flow's end ("report",
+// in any case); any other non-empty value is an error.
+func promisesFlowEnd(ext, h string) (bool, error) {
+	reports := false
+	for _, v := range []struct{ name, value string }{{"context extension " + ContextExtensionFlowEnd, ext}, {HeaderFlowEnd, h}} {
+		switch s := strings.TrimSpace(v.value); {
+		case s == "":
+		case strings.EqualFold(s, "report"):
+			reports = true
+		default:
+			return false, fmt.Errorf("%s: %q: the only value is report (Envoy reports each admitted flow's end through the access log service)", v.name, s)
+		}
+	}
+	return reports, nil
 }
 
 // deniedBody is the JSON body Envoy sends to a rejected client.

@@ -41,7 +41,7 @@ func TestExtAuthzFlow(t *testing.T) {
 		"http.request.header.x_user": "alice", "http.request.header.baggage": "tenant=acme", "tenant": "acme",
 	}
 	headers := map[string]string{":authority": "shop.example", ":path": "/orders?page=2", ":method": "GET", "x-user": "alice", "baggage": "tenant=acme"}
-	req, baggage := extAuthzFlow(envoyRequest("", headers))
+	req, baggage, _ := extAuthzFlow(envoyRequest("", headers))
 	if req.ControlPoint != "ingress" || baggage != "tenant=acme" || !maps.Equal(req.Labels, want) {
 		t.Fatalf("flow = %q %q %v", req.ControlPoint, baggage, req.Labels)
 	}
@@ -51,13 +51,13 @@ func TestExtAuthzFlow(t *testing.T) {
 	raw.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
 		{Key: ":path", RawValue: []byte("/orders?page=2")}, {Key: "x-user", RawValue: []byte("alice")}, {Key: "baggage", Value: "tenant=acme"},
 	}}
-	req, _ = extAuthzFlow(raw)
+	req, _, _ = extAuthzFlow(raw)
 	if req.ControlPoint != "checkout" || !maps.Equal(req.Labels, want) {
 		t.Fatalf("raw flow = %q %v", req.ControlPoint, req.Labels)
 	}
 
 	// A request without HTTP attributes (the network filter) still decides.
-	req, _ = extAuthzFlow(&authv3.CheckRequest{})
+	req, _, _ = extAuthzFlow(&authv3.CheckRequest{})
 	if req.ControlPoint != "ingress" || req.Labels["http.method"] != "" {
 		t.Fatalf("empty flow = %q %v", req.ControlPoint, req.Labels)
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
@@ -35,6 +36,12 @@ type Options struct {
 	// ApertureCacheBytes bounds the keys and values of Aperture's result
 	// and global caches together; 0 means DefaultApertureCacheBytes.
 	ApertureCacheBytes int64
+	// Registerer receives the Envoy access-log service's metrics
+	// (fluxgate_envoy_access_log_*). Nil means none.
+	Registerer prometheus.Registerer
+	// MaxAccessLogStreams bounds the Envoy access-log streams served at
+	// once; 0 means DefaultMaxAccessLogStreams.
+	MaxAccessLogStreams int
 }
 
 // Server serves the check API over every adapter. It is safe for
@@ -45,6 +52,9 @@ type Server struct {
 	now    func() time.Time
 	pool   sync.Pool // of *controlpoint.Decision
 	cache  *kvCache  // Aperture's result and global caches
+
+	als      *accessLogMetrics
+	alsSlots streamSlots
 }
 
 // New returns a Server for opts. A nil opts.Engine is a programming error
@@ -58,6 +68,18 @@ func New(opts Options) *Server {
 		opts.ApertureCacheBytes = DefaultApertureCacheBytes
 	}
 	s.cache = newKVCache(opts.ApertureCacheBytes)
+	if opts.MaxAccessLogStreams <= 0 {
+		opts.MaxAccessLogStreams = DefaultMaxAccessLogStreams
+	}
+	s.alsSlots.max = int64(opts.MaxAccessLogStreams)
+	s.als = newAccessLogMetrics()
+	if opts.Registerer != nil {
+		for _, c := range s.als.collectors() {
+			// Two servers on one registry (tests) share nothing: the
+			// second keeps its own, unregistered, collectors.
+			_ = opts.Registerer.Register(c)
+		}
+	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -82,12 +104,13 @@ func (s *Server) RegisterHTTP(handle func(pattern string, h http.Handler)) {
 
 // RegisterGRPC registers FlowControlService, Aperture's
 // FlowControlService and FlowControlServiceHTTP, and Envoy's
-// Authorization service on g.
+// Authorization and AccessLogService services on g.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 	g.RegisterService(&flowControlDesc, flowControl{s: s})
 	ap.RegisterFlowControlServiceServer(g, apertureFlowControl{s: s})
 	ap.RegisterFlowControlServiceHTTPServer(g, apertureHTTP{s: s})
 	registerAuthorization(g, s)
+	registerAccessLog(g, s)
 }
 
 // Handler is a mux serving only the HTTP adapters, for servers of their
