@@ -89,6 +89,7 @@ func startAgentConfig(t *testing.T, policy []byte, edit func(*agent.Config)) str
 	cfg := agent.DefaultConfig()
 	cfg.Server.Host = "127.0.0.1"
 	cfg.Server.HTTPPort, cfg.Server.GRPCPort = 0, 0
+	cfg.OTLP.GRPCPort, cfg.OTLP.HTTPPort = 0, 0 // not the defaults: other tests' agents run at the same time
 	cfg.Metrics.Enabled = false
 	cfg.Policies.Dir = dir
 	edit(&cfg)
