@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
@@ -124,10 +125,25 @@ func (a *Admitted) End(status int, failed bool) {
 }
 
 // netExchange is a request net/http serves, and the writer that learns
-// the status its handler answers with.
+// the status its handler answers with. Middleware takes one from a pool
+// for each request and gives it back when the handler has returned.
 type netExchange struct {
 	statusRecorder
 	r *http.Request
+}
+
+var netExchanges = sync.Pool{New: func() any { return new(netExchange) }}
+
+func newNetExchange(w http.ResponseWriter, r *http.Request) *netExchange {
+	x := netExchanges.Get().(*netExchange)
+	x.ResponseWriter, x.r = w, r
+	return x
+}
+
+// free returns x to the pool; x must not be used afterwards.
+func (x *netExchange) free() {
+	*x = netExchange{}
+	netExchanges.Put(x)
 }
 
 func (x *netExchange) ResponseHeader() flow.HeaderSetter { return x.ResponseWriter.Header() }

@@ -93,13 +93,15 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 			if opts.Tokens != nil {
 				tokens = opts.Tokens(r)
 			}
-			x := &netExchange{statusRecorder: statusRecorder{ResponseWriter: w}, r: r}
+			x := newNetExchange(w, r)
 			a, ok := g.Admit(r.Context(), x, labels, tokens)
 			if !ok {
+				x.free()
 				return
 			}
 			r = r.WithContext(newContext(r.Context(), a.Decision()))
 			if !a.Tracked() {
+				x.free()
 				next.ServeHTTP(w, r)
 				return
 			}
@@ -117,6 +119,7 @@ func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handl
 					}
 				}
 				a.End(rec.status, false)
+				x.free()
 			}()
 			next.ServeHTTP(rec, r)
 			returned = true
