@@ -202,3 +202,35 @@ func TestConsecutiveConcurrent(t *testing.T) {
 		t.Fatalf("transitions %v: the runs of failures never opened the breaker", c.counts)
 	}
 }
+
+// BenchmarkAllowRecord admits and ends successful calls from parallel
+// goroutines: the error-rate breaker takes its lock twice a call, the
+// consecutive-failures one, closed and clean, none.
+func BenchmarkAllowRecord(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"error_rate", Config{}},
+		{"consecutive", Config{ConsecutiveFailures: 5, HalfOpenProbes: 1}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			br, err := New(Options{Name: "bench", Config: c.cfg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			now := time.Now()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					p, err := br.AllowAt(now)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					br.RecordAt(now, p, Success)
+				}
+			})
+		})
+	}
+}

@@ -148,10 +148,14 @@ func NewGuard(c Checker, opts GuardOptions) (*Guard, error) {
 
 // Check asks the wrapped Checker under the Guard's deadline.
 func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-	var permit breaker.Permit
+	var (
+		permit breaker.Permit
+		start  time.Time
+	)
 	if g.br != nil {
 		var err error
-		if permit, err = g.br.AllowAt(g.now()); err != nil {
+		start = g.now()
+		if permit, err = g.br.AllowAt(start); err != nil {
 			return g.fail(req, failBreakerOpen, nil), nil
 		}
 	}
@@ -166,7 +170,9 @@ func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckRespo
 	}
 	if err == nil && resp != nil {
 		if g.br != nil {
-			g.br.RecordAt(g.now(), permit, breaker.Success)
+			// A success's time does not count in ConsecutiveFailures
+			// mode: the clock is not read again on the hot path.
+			g.br.RecordAt(start, permit, breaker.Success)
 		}
 		return resp, nil
 	}
