@@ -100,9 +100,8 @@ type route struct {
 	id    string
 	match RouteMatch
 	// controlPoint is where requests are checked, when the gateway has a
-	// checker: gate checks and records them for the fast engine (nil
-	// without a checker), and handler through client.Middleware for the
-	// net/http engine.
+	// checker: gate checks and records them, for the fast engine directly
+	// and for the net/http engine in handler (nil without a checker).
 	controlPoint string
 	gate         *client.Gate
 	series       *routeSeries
@@ -265,7 +264,7 @@ func (g *Gateway) updateLocked(cfg Config) error {
 		}
 		if g.opts.Checker != nil {
 			r.gate = client.NewGate(g.opts.Checker, mw)
-			h = client.Middleware(g.opts.Checker, mw)(h)
+			h = r.gate.Wrap(h)
 		}
 		r.handler = h
 		s.routes = append(s.routes, r)

@@ -28,8 +28,8 @@ type Gate struct {
 }
 
 // NewGate returns the gate of the control point opts names, deciding with
-// c. Of opts it uses ControlPoint, Flows and Tracer; Labels and Tokens
-// read a net/http request, which is Middleware's to do.
+// c. Admit uses ControlPoint, Flows and Tracer of opts; Labels and Tokens
+// read a net/http request, for Wrap.
 func NewGate(c Checker, opts MiddlewareOptions) *Gate {
 	if opts.ControlPoint == "" {
 		opts.ControlPoint = DefaultControlPoint

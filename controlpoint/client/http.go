@@ -80,51 +80,55 @@ func (o MiddlewareOptions) record(ctx context.Context, method, path, target stri
 // decision in its context (FromContext). An error from c answers 503 with
 // {"error":"check_failed"}: pass a Guard to choose a failure mode instead.
 func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handler {
-	g := NewGate(c, opts)
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			labels := flow.RequestLabels(r)
-			if opts.Labels != nil {
-				for k, v := range opts.Labels(r) {
-					labels[k] = v
+	return NewGate(c, opts).Wrap
+}
+
+// Wrap is Middleware with g: it checks every request net/http serves
+// before next runs.
+func (g *Gate) Wrap(next http.Handler) http.Handler {
+	opts := g.opts
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		labels := flow.RequestLabels(r)
+		if opts.Labels != nil {
+			for k, v := range opts.Labels(r) {
+				labels[k] = v
+			}
+		}
+		var tokens float64
+		if opts.Tokens != nil {
+			tokens = opts.Tokens(r)
+		}
+		x := newNetExchange(w, r)
+		a, ok := g.Admit(r.Context(), x, labels, tokens)
+		if !ok {
+			x.free()
+			return
+		}
+		r = r.WithContext(newContext(r.Context(), a.Decision()))
+		if !a.Tracked() {
+			x.free()
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := &x.statusRecorder
+		returned := false
+		// Deferred, so that a handler that panics (as ReverseProxy does
+		// with http.ErrAbortHandler when a body breaks off) still
+		// counts, as 500 when it had not answered yet, and frees the
+		// slot its flow holds.
+		defer func() {
+			if rec.status == 0 {
+				rec.status = http.StatusOK
+				if !returned {
+					rec.status = http.StatusInternalServerError
 				}
 			}
-			var tokens float64
-			if opts.Tokens != nil {
-				tokens = opts.Tokens(r)
-			}
-			x := newNetExchange(w, r)
-			a, ok := g.Admit(r.Context(), x, labels, tokens)
-			if !ok {
-				x.free()
-				return
-			}
-			r = r.WithContext(newContext(r.Context(), a.Decision()))
-			if !a.Tracked() {
-				x.free()
-				next.ServeHTTP(w, r)
-				return
-			}
-			rec := &x.statusRecorder
-			returned := false
-			// Deferred, so that a handler that panics (as ReverseProxy does
-			// with http.ErrAbortHandler when a body breaks off) still
-			// counts, as 500 when it had not answered yet, and frees the
-			// slot its flow holds.
-			defer func() {
-				if rec.status == 0 {
-					rec.status = http.StatusOK
-					if !returned {
-						rec.status = http.StatusInternalServerError
-					}
-				}
-				a.End(rec.status, false)
-				x.free()
-			}()
-			next.ServeHTTP(rec, r)
-			returned = true
-		})
-	}
+			a.End(rec.status, false)
+			x.free()
+		}()
+		next.ServeHTTP(rec, r)
+		returned = true
+	})
 }
 
 // DeniedBody is the JSON body of a rejected HTTP request.
