@@ -393,14 +393,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	inflight := rt.series.started(r.Method)
 	fl := &proxied{route: rt}
-	rec := &recorder{ResponseWriter: w}
+	rec := &flow.StatusRecorder{ResponseWriter: w}
 	fl.rec = rec
 	// Deferred: a body that fails mid-way ends the handler with
 	// ReverseProxy's http.ErrAbortHandler panic.
 	returned := false
 	defer func() {
 		inflight.Dec()
-		status := rec.status
+		status := rec.Status
 		if status == 0 {
 			status = http.StatusOK
 			if !returned { // a panic before any answer, as client.Middleware counts it

@@ -128,7 +128,7 @@ func (a *Admitted) End(status int, failed bool) {
 // the status its handler answers with. Middleware takes one from a pool
 // for each request and gives it back when the handler has returned.
 type netExchange struct {
-	statusRecorder
+	flow.StatusRecorder
 	r *http.Request
 }
 

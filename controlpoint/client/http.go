@@ -110,20 +110,20 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rec := &x.statusRecorder
+		rec := &x.StatusRecorder
 		returned := false
 		// Deferred, so that a handler that panics (as ReverseProxy does
 		// with http.ErrAbortHandler when a body breaks off) still
 		// counts, as 500 when it had not answered yet, and frees the
 		// slot its flow holds.
 		defer func() {
-			if rec.status == 0 {
-				rec.status = http.StatusOK
+			if rec.Status == 0 {
+				rec.Status = http.StatusOK
 				if !returned {
-					rec.status = http.StatusInternalServerError
+					rec.Status = http.StatusInternalServerError
 				}
 			}
-			a.End(rec.status, false)
+			a.End(rec.Status, false)
 			x.free()
 		}()
 		next.ServeHTTP(rec, r)
