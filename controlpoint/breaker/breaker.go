@@ -283,8 +283,9 @@ func (b *Breaker) Failures() int {
 // AllowAt decides whether a call may start at now. It returns a Permit to
 // pass to DoneAt when the call ends, or an *OpenError.
 func (b *Breaker) AllowAt(now time.Time) (Permit, error) {
-	// The generation first: a transition after it leaves the permit
-	// stale, so its outcome is not counted, never counted twice.
+	// The generation before clean: when a transition comes between the
+	// two loads, the permit carries the old generation and its outcome is
+	// ignored rather than counted against the new state.
 	if gen := b.gen.Load(); b.clean.Load() {
 		return Permit{gen: gen}, nil
 	}
