@@ -21,7 +21,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/fluxgate/fluxgate/controlpoint/client"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
@@ -166,41 +165,36 @@ func (g *Gateway) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 // the gateway has a checker, and forwards it if admitted. It returns what
 // is left to do once the response body has been relayed, or nil.
 func (g *Gateway) serveFastRoute(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, method string) (finish func(failed, gone bool)) {
-	if g.opts.Checker == nil {
+	if rt.gate == nil {
 		return g.forwardFast(ctx, rt, fl, method, nil)
 	}
 	// Not ctx itself: fasthttp cancels every request's context when
 	// shutdown begins, and requests in flight are to finish.
-	resp, err := g.opts.Checker.Check(context.WithoutCancel(ctx), &pb.CheckRequest{ControlPoint: rt.controlPoint, Labels: fastLabels(ctx, rt, method)})
-	if err != nil {
-		fastResponder{ctx: ctx}.json(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
+	a, ok := rt.gate.Admit(context.WithoutCancel(ctx), fastExchange{ctx}, fastLabels(ctx, rt, method), 0)
+	if !ok {
 		return nil
 	}
-	var uri string // read before forwarding rewrites the request
-	if rt.mw.Recording() {
-		uri = string(ctx.Request.Header.RequestURI())
-	}
-	record := func(start, end time.Time) {
-		if rt.mw.Recording() {
-			path, _, _ := strings.Cut(uri, "?")
-			rt.mw.Record(ctx, method, path, uri, resp, ctx.Response.StatusCode(), start, end)
-		}
-	}
-	start := time.Now()
-	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		flow.SetDecisionHeaders(&ctx.Response.Header, resp)
-		fastResponder{ctx: ctx}.json(flow.DeniedStatus(resp), client.Denial(resp))
-		record(start, start) // a rejected flow runs no workload
-		return nil
-	}
-	leave := g.forwardFast(ctx, rt, fl, method, resp)
+	leave := g.forwardFast(ctx, rt, fl, method, a.Decision())
 	return func(failed, gone bool) {
 		if leave != nil {
 			leave(failed, gone)
 		}
-		client.EndFlow(g.opts.Checker, resp, failed || gone || ctx.Response.StatusCode() >= 500)
-		record(start, time.Now())
+		a.End(ctx.Response.StatusCode(), failed || gone)
 	}
+}
+
+// fastExchange is a request the fast engine checks at a control point.
+type fastExchange struct{ ctx *fasthttp.RequestCtx }
+
+func (x fastExchange) ResponseHeader() flow.HeaderSetter { return &x.ctx.Response.Header }
+
+func (x fastExchange) WriteJSON(status int, v any) { fastResponder{ctx: x.ctx}.json(status, v) }
+
+// Identity reads the request's target before forwarding rewrites it.
+func (x fastExchange) Identity() (method, path, target string) {
+	target = string(x.ctx.Request.Header.RequestURI())
+	path, _, _ = strings.Cut(target, "?")
+	return methodString(x.ctx.Method()), path, target
 }
 
 // forwardFast sends the request to the route's upstream group through its

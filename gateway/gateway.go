@@ -100,9 +100,10 @@ type route struct {
 	id    string
 	match RouteMatch
 	// controlPoint is where requests are checked, when the gateway has a
-	// checker; mw also says where their flows go.
+	// checker: gate checks and records them, for the fast engine directly
+	// and for the net/http engine in handler (nil without a checker).
 	controlPoint string
-	mw           client.MiddlewareOptions
+	gate         *client.Gate
 	series       *routeSeries
 	// fast: the fast engine proxies this route itself, as its groups
 	// speak HTTP/1.1 to their targets.
@@ -255,14 +256,15 @@ func (g *Gateway) updateLocked(cfg Config) error {
 		r.fast = r.primary.fast != nil && (r.canary == nil || r.canary.fast != nil)
 		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
 		id := rc.ID
-		r.mw = client.MiddlewareOptions{
+		mw := client.MiddlewareOptions{
 			ControlPoint: r.controlPoint,
 			Tracer:       g.opts.Tracer,
 			Flows:        g.opts.Flows,
 			Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
 		}
 		if g.opts.Checker != nil {
-			h = client.Middleware(g.opts.Checker, r.mw)(h)
+			r.gate = client.NewGate(g.opts.Checker, mw)
+			h = r.gate.Wrap(h)
 		}
 		r.handler = h
 		s.routes = append(s.routes, r)
@@ -391,14 +393,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	inflight := rt.series.started(r.Method)
 	fl := &proxied{route: rt}
-	rec := &recorder{ResponseWriter: w}
+	rec := &flow.StatusRecorder{ResponseWriter: w}
 	fl.rec = rec
 	// Deferred: a body that fails mid-way ends the handler with
 	// ReverseProxy's http.ErrAbortHandler panic.
 	returned := false
 	defer func() {
 		inflight.Dec()
-		status := rec.status
+		status := rec.Status
 		if status == 0 {
 			status = http.StatusOK
 			if !returned { // a panic before any answer, as client.Middleware counts it

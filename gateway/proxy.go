@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // proxied is what one proxied request carries through the handler chain.
@@ -27,7 +28,7 @@ type proxied struct {
 	// bodyFailed: reading the target's response body failed (net/http
 	// engine; the fast engine's relay keeps its own).
 	bodyFailed bool
-	rec        *recorder
+	rec        *flow.StatusRecorder
 	body       *clientBody // the client's request body (net/http engine), or nil
 }
 
@@ -67,7 +68,7 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 		aborted := !relayed
 		// A client that left says nothing of the upstream.
 		gone := fl.err != nil && (r.Context().Err() != nil || fl.body.failed() != nil) || aborted && !fl.bodyFailed
-		u.leave(rt, permit, start, gone, fl.err != nil || fl.bodyFailed || fl.rec.status >= 500)
+		u.leave(rt, permit, start, gone, fl.err != nil || fl.bodyFailed || fl.rec.Status >= 500)
 	}()
 	g.proxy.ServeHTTP(w, r)
 	relayed = true
@@ -325,39 +326,6 @@ func (g *Gateway) upstreamError(rs responder, fl *proxied, err error) {
 	}
 	g.logger.Debug("proxy error", "route", fl.route.id, "upstream", fl.upstream.name, "err", err)
 	rs.reject(status, reason, 0, map[string]string{"error": reason, "upstream": fl.upstream.name})
-}
-
-// recorder remembers the status written through it.
-type recorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 && code >= 200 {
-		r.status = code
-	}
-	if code == http.StatusSwitchingProtocols {
-		r.status = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController flush and hijack (WebSocket).
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// Flush supports streaming through writers that only assert http.Flusher.
-func (r *recorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
 }
 
 // statusLabel avoids strconv allocations for the common codes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,6 +61,13 @@ type Config struct {
 	// HalfOpenProbes is the most calls in flight while half-open, and the
 	// number of successes in a row that close the breaker. Default 3.
 	HalfOpenProbes int
+	// ConsecutiveFailures, when positive, is the trip condition instead
+	// of ErrorRate: a closed breaker opens after that many failures in a
+	// row (a success starts the count again), and ErrorRate, MinRequests
+	// and Window are not used. While such a breaker is closed with no
+	// failure counted, AllowAt and a success take no lock. Default 0: the
+	// error rate decides.
+	ConsecutiveFailures int
 }
 
 func (c Config) withDefaults() Config {
@@ -98,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	if c.HalfOpenProbes < 0 {
 		errs = append(errs, fmt.Errorf("breaker: half_open_probes must not be negative, got %d", c.HalfOpenProbes))
+	}
+	if c.ConsecutiveFailures < 0 {
+		errs = append(errs, fmt.Errorf("breaker: consecutive_failures must not be negative, got %d", c.ConsecutiveFailures))
 	}
 	return errors.Join(errs...)
 }
@@ -174,7 +185,8 @@ type Permit struct {
 
 // Breaker is a circuit breaker for calls to one dependency. Closed, it
 // counts outcomes over a sliding window and opens when more than ErrorRate
-// of at least MinRequests calls failed. Open, it refuses calls for OpenFor.
+// of at least MinRequests calls failed, or, with ConsecutiveFailures set,
+// when that many calls failed in a row. Open, it refuses calls for OpenFor.
 // Then it is half-open: it admits up to HalfOpenProbes calls at a time,
 // closes after that many succeed and opens again on the first failure.
 //
@@ -189,9 +201,17 @@ type Breaker struct {
 	listeners []Listener
 	isFailure func(error) bool
 
+	// gen is the generation, bumped by each transition; written with mu
+	// held, read without it by the clean fast path.
+	gen atomic.Uint64
+	// clean is true while the breaker is closed, counts consecutive
+	// failures and has counted none since the last success: AllowAt and
+	// a success then need no lock. Written with mu held.
+	clean atomic.Bool
+
 	mu        sync.Mutex
 	state     State     // guarded by mu
-	gen       uint64    // generation, bumped by each transition; guarded by mu
+	fails     int       // failures in a row since the last success; guarded by mu
 	win       window    // outcomes while closed; guarded by mu
 	openedAt  time.Time // guarded by mu
 	inFlight  int       // probes in flight while half-open; guarded by mu
@@ -208,8 +228,9 @@ func New(opts Options) (*Breaker, error) {
 		cfg:       opts.Config.withDefaults(),
 		listeners: append([]Listener(nil), opts.Listeners...),
 		isFailure: opts.IsFailure,
-		gen:       1,
 	}
+	b.gen.Store(1)
+	b.clean.Store(b.cfg.ConsecutiveFailures > 0)
 	if b.isFailure == nil {
 		b.isFailure = defaultIsFailure
 	}
@@ -240,14 +261,39 @@ func (b *Breaker) State() State {
 	return b.state
 }
 
+// StateAt is the state a call at now finds: like State, except that an
+// open breaker whose OpenFor has passed is HalfOpen.
+func (b *Breaker) StateAt(now time.Time) State {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == Open && !now.Before(b.openedAt.Add(b.cfg.OpenFor)) {
+		return HalfOpen
+	}
+	return b.state
+}
+
+// Failures is the number of calls that failed in a row since the last
+// success (in any state; a transition to Closed also clears it).
+func (b *Breaker) Failures() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.fails
+}
+
 // AllowAt decides whether a call may start at now. It returns a Permit to
 // pass to DoneAt when the call ends, or an *OpenError.
 func (b *Breaker) AllowAt(now time.Time) (Permit, error) {
+	// The generation before clean: when a transition comes between the
+	// two loads, the permit carries the old generation and its outcome is
+	// ignored rather than counted against the new state.
+	if gen := b.gen.Load(); b.clean.Load() {
+		return Permit{gen: gen}, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
 	case Closed:
-		return Permit{gen: b.gen}, nil
+		return Permit{gen: b.gen.Load()}, nil
 	case Open:
 		if wait := b.openedAt.Add(b.cfg.OpenFor).Sub(now); wait > 0 {
 			return Permit{}, &OpenError{Name: b.name, State: Open, RetryAfter: wait}
@@ -259,7 +305,7 @@ func (b *Breaker) AllowAt(now time.Time) (Permit, error) {
 		return Permit{}, &OpenError{Name: b.name, State: HalfOpen}
 	}
 	b.inFlight++
-	return Permit{gen: b.gen, probe: true}, nil
+	return Permit{gen: b.gen.Load(), probe: true}, nil
 }
 
 // DoneAt records the end, at now, of the call p admitted, with the error
@@ -281,17 +327,31 @@ func (b *Breaker) DoneAt(now time.Time, p Permit, err error) {
 // outcome. Callers that classify outcomes themselves (an HTTP 5xx is a
 // failure with no Go error) use it instead of DoneAt.
 func (b *Breaker) RecordAt(now time.Time, p Permit, o Outcome) {
-	if p.gen == 0 {
-		return
+	if p.gen == 0 || o != Failure && b.clean.Load() {
+		return // closed with no failure counted: nothing to reset
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if p.gen != b.gen {
+	if p.gen != b.gen.Load() {
 		return // admitted before the last transition: not evidence about now
+	}
+	switch o {
+	case Success:
+		b.fails = 0
+	case Failure:
+		b.fails++
 	}
 	switch b.state {
 	case Closed:
 		if o == Ignored {
+			return
+		}
+		if n := b.cfg.ConsecutiveFailures; n > 0 {
+			b.clean.Store(b.fails == 0)
+			if b.fails >= n {
+				b.openedAt = now
+				b.setLocked(Open, fmt.Sprintf("%d calls failed in a row", b.fails))
+			}
 			return
 		}
 		b.win.add(now, o == Failure)
@@ -324,10 +384,15 @@ func (b *Breaker) RecordAt(now time.Time, p Permit, o Outcome) {
 func (b *Breaker) setLocked(s State, reason string) {
 	from := b.state
 	b.state = s
-	b.gen++
+	if s != Closed {
+		b.clean.Store(false) // before the new generation, so no clean permit carries it
+	}
+	b.gen.Add(1)
 	b.inFlight, b.successes = 0, 0
 	if s == Closed {
 		b.win.reset()
+		b.fails = 0
+		b.clean.Store(b.cfg.ConsecutiveFailures > 0)
 	}
 	for _, l := range b.listeners {
 		l.OnTransition(b.name, from, s, reason)

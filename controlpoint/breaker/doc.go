@@ -1,6 +1,7 @@
 // Package breaker is a circuit breaker for outbound calls: the gateway
-// puts one in front of each upstream group, and applications wrap their
-// own calls to a dependency with it.
+// puts one in front of each upstream group, the Go SDK one in front of the
+// agent, the Redis backend one in front of Redis, and applications wrap
+// their own calls to a dependency with it.
 //
 // A Breaker starts Closed and counts the outcome of every call over a
 // sliding Window. When at least MinRequests calls in the window finished
@@ -10,6 +11,13 @@
 // many succeed it closes, and the first failure opens it again. The only
 // transitions are closed → open, open → half_open, half_open → closed and
 // half_open → open.
+//
+// With ConsecutiveFailures set, a closed breaker trips instead after that
+// many failures in a row, a success starting the count again, as the Go
+// SDK's Guard (in front of the agent) and the Redis backend of global rate
+// limiters use it with one probe. While such a breaker is closed and has
+// counted no failure, AllowAt and a success read two atomics and take no
+// lock, so a healthy dependency costs the hot path next to nothing.
 //
 // Time is a parameter: AllowAt(now) admits a call and returns a Permit,
 // DoneAt(now, permit, err) or RecordAt(now, permit, outcome) ends it. Do

@@ -5,7 +5,7 @@
 //
 // A Checker answers one check request with one decision. There are two:
 //
-//   - NewLocal wraps an in-process controlpoint.Engine. No network; the
+//   - controlpoint.NewLocalChecker wraps an in-process engine. No network; the
 //     answer costs about as much as the engine's Check.
 //   - NewRemote talks to an agent's gRPC check service over one
 //     persistent connection (HTTP/2, multiplexed), opened once and shared
@@ -30,7 +30,9 @@
 //     through, closing the breaker if the probe succeeds and opening it for
 //     another cool-down if it fails. Checks arriving while the probe is in
 //     flight are not sent either. The state is exported as
-//     fluxgate_client_breaker_state (0 closed, 1 open, 2 half-open).
+//     fluxgate_client_breaker_state (0 closed, 1 open, 2 half-open). It is
+//     a controlpoint/breaker Breaker with ConsecutiveFailures: while the
+//     agent answers, it costs two atomic loads a check and takes no lock.
 //
 // A caller that goes away is not a failure of the agent: when the caller's
 // context is cancelled (an HTTP client disconnects, a gRPC client cancels),
@@ -51,6 +53,13 @@
 //
 // The adapters do not pick a failure mode: pass them a Guard. Given a bare
 // Checker that fails, they answer 503 / Unavailable.
+//
+// The HTTP check-and-record step is one Gate, which Middleware and both
+// engines of the built-in gateway share: an engine describes a request as
+// an Exchange (its response header, a JSON answer, its method and target),
+// the Gate checks it and answers a rejection, and Admitted.End reports the
+// flow's end and records it. An adapter for another HTTP server is its
+// labels and an Exchange.
 //
 // Local, Remote, Guard and the adapters are safe for concurrent use.
 package client

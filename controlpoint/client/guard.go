@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -80,7 +81,9 @@ type Guard struct {
 	timeout time.Duration
 	now     func() time.Time
 	logger  *slog.Logger
-	br      *breaker // nil when disabled
+	// br counts consecutive failures of the Checker, with one probe
+	// (breaker.Config.ConsecutiveFailures); nil when disabled.
+	br *breaker.Breaker
 
 	failures map[string]prometheus.Counter // by reason; read-only after NewGuard
 	state    prometheus.Gauge
@@ -119,7 +122,19 @@ func NewGuard(c Checker, opts GuardOptions) (*Guard, error) {
 		Help: "State of the SDK's circuit breaker in front of the agent: 0 closed, 1 open, 2 half-open.",
 	})
 	if opts.BreakerThreshold > 0 {
-		g.br = newBreaker(opts.BreakerThreshold, opts.BreakerCoolDown, g.breakerChanged)
+		br, err := breaker.New(breaker.Options{
+			Name: "agent",
+			Config: breaker.Config{
+				ConsecutiveFailures: opts.BreakerThreshold,
+				OpenFor:             opts.BreakerCoolDown,
+				HalfOpenProbes:      1,
+			},
+			Listeners: []breaker.Listener{guardListener{g}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		g.br = br
 	}
 	if r := opts.Registerer; r != nil {
 		for _, c := range []prometheus.Collector{failures, g.state} {
@@ -133,10 +148,14 @@ func NewGuard(c Checker, opts GuardOptions) (*Guard, error) {
 
 // Check asks the wrapped Checker under the Guard's deadline.
 func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-	probe := false
+	var (
+		permit breaker.Permit
+		start  time.Time
+	)
 	if g.br != nil {
-		var ok bool
-		if ok, probe = g.br.allow(g.now()); !ok {
+		var err error
+		start = g.now()
+		if permit, err = g.br.AllowAt(start); err != nil {
 			return g.fail(req, failBreakerOpen, nil), nil
 		}
 	}
@@ -151,14 +170,16 @@ func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckRespo
 	}
 	if err == nil && resp != nil {
 		if g.br != nil {
-			g.br.success(probe)
+			// A success's time does not count in ConsecutiveFailures
+			// mode: the clock is not read again on the hot path.
+			g.br.RecordAt(start, permit, breaker.Success)
 		}
 		return resp, nil
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		// The caller went away: not the agent's failure, nobody to answer.
 		if g.br != nil {
-			g.br.abandon(probe)
+			g.br.RecordAt(g.now(), permit, breaker.Ignored)
 		}
 		return nil, ctx.Err()
 	}
@@ -172,11 +193,11 @@ func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckRespo
 		reason = failInvalid
 	}
 	if g.br != nil {
+		o := breaker.Failure
 		if reason == failInvalid {
-			g.br.success(probe) // the agent answered; the request is at fault
-		} else {
-			g.br.failure(g.now(), probe)
+			o = breaker.Success // the agent answered; the request is at fault
 		}
+		g.br.RecordAt(g.now(), permit, o)
 	}
 	return g.fail(req, reason, err), nil
 }
@@ -196,14 +217,19 @@ func (g *Guard) fail(req *pb.CheckRequest, reason string, err error) *pb.CheckRe
 	return out
 }
 
-func (g *Guard) breakerChanged(from, to breakerState) {
+// guardListener exports a Guard's breaker state as
+// fluxgate_client_breaker_state and logs when it opens and closes.
+type guardListener struct{ g *Guard }
+
+func (l guardListener) OnTransition(_ string, from, to breaker.State, reason string) {
+	g := l.g
 	g.state.Set(float64(to))
 	switch to {
-	case breakerOpen:
-		if from == breakerClosed {
-			g.logger.Warn("flow check breaker opened: skipping the agent", "mode", g.mode.String())
+	case breaker.Open:
+		if from == breaker.Closed {
+			g.logger.Warn("flow check breaker opened: skipping the agent", "mode", g.mode.String(), "reason", reason)
 		}
-	case breakerClosed:
+	case breaker.Closed:
 		g.logger.Info("flow check breaker closed: agent answering again")
 	}
 }

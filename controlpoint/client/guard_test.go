@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
@@ -174,8 +175,8 @@ func TestGuardCallerCancelIsNotAFailure(t *testing.T) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
 	}
-	if got := failures(t, reg, "fail_open", ""); got != 0 || calls.Load() != 3 || g.br.current() != breakerClosed {
-		t.Fatalf("failures %v, calls %d, breaker %v; want 0, 3, closed", got, calls.Load(), g.br.current())
+	if got := failures(t, reg, "fail_open", ""); got != 0 || calls.Load() != 3 || g.br.State() != breaker.Closed {
+		t.Fatalf("failures %v, calls %d, breaker %v; want 0, 3, closed", got, calls.Load(), g.br.State())
 	}
 }
 
@@ -216,23 +217,23 @@ func TestGuardBreaker(t *testing.T) {
 		up         bool
 		wantCalled bool
 		wantOK     bool
-		wantState  breakerState
+		wantState  breaker.State
 	}{
-		{0, false, true, false, breakerClosed},
-		{0, false, true, false, breakerClosed},
-		{0, false, true, false, breakerOpen}, // 3rd consecutive failure opens
-		{10 * time.Millisecond, false, false, false, breakerOpen},
-		{999 * time.Millisecond, true, false, false, breakerOpen}, // cooling down, even if the agent is back
-		{time.Second, false, true, false, breakerOpen},            // probe fails: another cool-down
-		{1500 * time.Millisecond, true, false, false, breakerOpen},
-		{2 * time.Second, true, true, true, breakerClosed}, // probe succeeds
-		{2 * time.Second, true, true, true, breakerClosed},
-		{2 * time.Second, false, true, false, breakerClosed}, // failure 1 of 3
-		{2 * time.Second, true, true, true, breakerClosed},   // a success resets the count
-		{2 * time.Second, false, true, false, breakerClosed},
-		{2 * time.Second, false, true, false, breakerClosed},
-		{2 * time.Second, false, true, false, breakerOpen},
-		{2 * time.Second, true, false, false, breakerOpen},
+		{0, false, true, false, breaker.Closed},
+		{0, false, true, false, breaker.Closed},
+		{0, false, true, false, breaker.Open}, // 3rd consecutive failure opens
+		{10 * time.Millisecond, false, false, false, breaker.Open},
+		{999 * time.Millisecond, true, false, false, breaker.Open}, // cooling down, even if the agent is back
+		{time.Second, false, true, false, breaker.Open},            // probe fails: another cool-down
+		{1500 * time.Millisecond, true, false, false, breaker.Open},
+		{2 * time.Second, true, true, true, breaker.Closed}, // probe succeeds
+		{2 * time.Second, true, true, true, breaker.Closed},
+		{2 * time.Second, false, true, false, breaker.Closed}, // failure 1 of 3
+		{2 * time.Second, true, true, true, breaker.Closed},   // a success resets the count
+		{2 * time.Second, false, true, false, breaker.Closed},
+		{2 * time.Second, false, true, false, breaker.Closed},
+		{2 * time.Second, false, true, false, breaker.Open},
+		{2 * time.Second, true, false, false, breaker.Open},
 	}
 	for i, s := range steps {
 		clk.set(t0.Add(s.at))
@@ -244,9 +245,9 @@ func TestGuardBreaker(t *testing.T) {
 		}
 		called := agent.calls.Load() > before
 		ok := resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED
-		if called != s.wantCalled || ok != s.wantOK || g.br.current() != s.wantState {
+		if called != s.wantCalled || ok != s.wantOK || g.br.State() != s.wantState {
 			t.Fatalf("step %d (t0+%v, up=%v): called=%v ok=%v state=%v; want %v %v %v",
-				i, s.at, s.up, called, ok, g.br.current(), s.wantCalled, s.wantOK, s.wantState)
+				i, s.at, s.up, called, ok, g.br.State(), s.wantCalled, s.wantOK, s.wantState)
 		}
 	}
 	if got := failures(t, reg, "fail_closed", failBreakerOpen); got != 4 {
@@ -255,7 +256,7 @@ func TestGuardBreaker(t *testing.T) {
 	if got := failures(t, reg, "fail_closed", failError); got != 8 {
 		t.Fatalf("failures{reason=error} = %v, want 8", got)
 	}
-	if got := testutil.ToFloat64(g.state); got != float64(breakerOpen) {
+	if got := testutil.ToFloat64(g.state); got != float64(breaker.Open) {
 		t.Fatalf("fluxgate_client_breaker_state = %v, want 1", got)
 	}
 }
@@ -318,8 +319,8 @@ func TestGuardBreakerOneProbeAtATime(t *testing.T) {
 	if resp := <-probe; resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
 		t.Fatalf("probe answered %v", resp)
 	}
-	if g.br.current() != breakerClosed {
-		t.Fatalf("breaker %v after a good probe", g.br.current())
+	if g.br.State() != breaker.Closed {
+		t.Fatalf("breaker %v after a good probe", g.br.State())
 	}
 }
 
@@ -348,4 +349,28 @@ func TestNewGuardRegistrationConflict(t *testing.T) {
 			t.Fatalf("wrapped registerer %s: %v", name, err)
 		}
 	}
+}
+
+// BenchmarkGuard is the Guard's own cost on the check path of a healthy
+// agent: the deadline and the closed breaker around a Checker that
+// answers at once.
+func BenchmarkGuard(b *testing.B) {
+	resp := &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}
+	g, err := NewGuard(checkerFunc(func(context.Context, *pb.CheckRequest) (*pb.CheckResponse, error) {
+		return resp, nil
+	}), GuardOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &pb.CheckRequest{ControlPoint: "ingress"}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := g.Check(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

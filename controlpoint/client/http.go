@@ -44,14 +44,14 @@ type FlowObserver interface {
 	Observe(flow.Record)
 }
 
-// Recording reports whether Record records anything.
-func (o MiddlewareOptions) Recording() bool { return o.Flows != nil || o.Tracer != nil }
+// recording reports whether record records anything.
+func (o MiddlewareOptions) recording() bool { return o.Flows != nil || o.Tracer != nil }
 
-// Record reports one checked request at o.ControlPoint, decided by resp and
+// record reports one checked request at o.ControlPoint, decided by resp and
 // answered with status, whose workload ran from start to end: to Flows,
 // else as a span on Tracer, else nowhere. path is the URL path, target
 // the path and query.
-func (o MiddlewareOptions) Record(ctx context.Context, method, path, target string, resp *pb.CheckResponse, status int, start, end time.Time) {
+func (o MiddlewareOptions) record(ctx context.Context, method, path, target string, resp *pb.CheckResponse, status int, start, end time.Time) {
 	switch {
 	case o.Flows != nil:
 		o.Flows.Observe(flow.Record{
@@ -65,7 +65,8 @@ func (o MiddlewareOptions) Record(ctx context.Context, method, path, target stri
 	}
 }
 
-// Middleware checks every request with c before the next handler runs.
+// Middleware checks every request with c before the next handler runs,
+// through a Gate.
 //
 // The check uses r.Context(), so a client that disconnects cancels it;
 // then nothing is written. A rejected request gets
@@ -79,67 +80,55 @@ func (o MiddlewareOptions) Record(ctx context.Context, method, path, target stri
 // decision in its context (FromContext). An error from c answers 503 with
 // {"error":"check_failed"}: pass a Guard to choose a failure mode instead.
 func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handler {
-	if opts.ControlPoint == "" {
-		opts.ControlPoint = DefaultControlPoint
-	}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			labels := flow.RequestLabels(r)
-			if opts.Labels != nil {
-				for k, v := range opts.Labels(r) {
-					labels[k] = v
+	return NewGate(c, opts).Wrap
+}
+
+// Wrap is Middleware with g: it checks every request net/http serves
+// before next runs.
+func (g *Gate) Wrap(next http.Handler) http.Handler {
+	opts := g.opts
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		labels := flow.RequestLabels(r)
+		if opts.Labels != nil {
+			for k, v := range opts.Labels(r) {
+				labels[k] = v
+			}
+		}
+		var tokens float64
+		if opts.Tokens != nil {
+			tokens = opts.Tokens(r)
+		}
+		x := newNetExchange(w, r)
+		a, ok := g.Admit(r.Context(), x, labels, tokens)
+		if !ok {
+			x.free()
+			return
+		}
+		r = r.WithContext(newContext(r.Context(), a.Decision()))
+		if !a.Tracked() {
+			x.free()
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := &x.StatusRecorder
+		returned := false
+		// Deferred, so that a handler that panics (as ReverseProxy does
+		// with http.ErrAbortHandler when a body breaks off) still
+		// counts, as 500 when it had not answered yet, and frees the
+		// slot its flow holds.
+		defer func() {
+			if rec.Status == 0 {
+				rec.Status = http.StatusOK
+				if !returned {
+					rec.Status = http.StatusInternalServerError
 				}
 			}
-			req := &pb.CheckRequest{ControlPoint: opts.ControlPoint, Labels: labels}
-			if opts.Tokens != nil {
-				req.Tokens = opts.Tokens(r)
-			}
-			ctx := r.Context()
-			resp, err := c.Check(ctx, req)
-			if err != nil {
-				if ctx.Err() != nil {
-					return // the client is gone; nobody reads an answer
-				}
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
-				return
-			}
-			flow.SetDecisionHeaders(w.Header(), resp)
-			if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-				status := flow.DeniedStatus(resp)
-				writeJSON(w, status, Denial(resp))
-				if opts.Recording() {
-					now := time.Now()
-					opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, status, now, now)
-				}
-				return
-			}
-			if !opts.Recording() && resp.GetFlowId() == 0 {
-				next.ServeHTTP(w, r.WithContext(newContext(ctx, resp)))
-				return
-			}
-			rec := &statusRecorder{ResponseWriter: w}
-			start := time.Now()
-			returned := false
-			// Deferred, so that a handler that panics (as ReverseProxy does
-			// with http.ErrAbortHandler when a body breaks off) still
-			// counts, as 500 when it had not answered yet, and frees the
-			// slot its flow holds.
-			defer func() {
-				if rec.status == 0 {
-					rec.status = http.StatusOK
-					if !returned {
-						rec.status = http.StatusInternalServerError
-					}
-				}
-				EndFlow(c, resp, rec.status >= 500)
-				if opts.Recording() {
-					opts.Record(ctx, r.Method, r.URL.Path, r.URL.RequestURI(), resp, rec.status, start, time.Now())
-				}
-			}()
-			next.ServeHTTP(rec, r.WithContext(newContext(ctx, resp)))
-			returned = true
-		})
-	}
+			a.End(rec.Status, false)
+			x.free()
+		}()
+		next.ServeHTTP(rec, r)
+		returned = true
+	})
 }
 
 // DeniedBody is the JSON body of a rejected HTTP request.

@@ -5,6 +5,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 )
 
 // Batched syncs. Lazy sync used to start each sync on its own goroutine
@@ -165,8 +167,8 @@ func (z *lazy) syncBatch(items []syncItem) {
 func (l *RedisLimiter) evalBatch(calls []*pipeCall, timeout time.Duration) {
 	b := l.b
 	start := time.Now()
-	ok, probe := b.breaker.allow(start)
-	if !ok {
+	permit, err := b.breaker.AllowAt(start)
+	if err != nil {
 		b.errs.WithLabelValues("breaker_open").Add(float64(len(calls)))
 		for _, c := range calls {
 			c.err = errBreakerOpen
@@ -195,9 +197,9 @@ func (l *RedisLimiter) evalBatch(calls []*pipeCall, timeout time.Duration) {
 		b.reloadTopology()
 	}
 	if !answered {
-		b.breaker.failure(end, probe)
+		b.breaker.RecordAt(end, permit, breaker.Failure)
 		return
 	}
-	b.breaker.success()
+	b.breaker.RecordAt(end, permit, breaker.Success)
 	b.okAt.Store(end.UnixNano())
 }

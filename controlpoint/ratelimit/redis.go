@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 )
 
 // A RedisBackend keeps the buckets of global rate limiters in Redis, so
@@ -33,7 +35,7 @@ type RedisBackend struct {
 	pipe     pipe
 	tb, sw   *redis.Script
 	lz       *redis.Script
-	breaker  breaker
+	breaker  *breaker.Breaker // consecutive failures, one probe
 	duration prometheus.Observer
 	errs     *prometheus.CounterVec
 	failOpen *prometheus.CounterVec
@@ -91,6 +93,10 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	if opts.Pipelines <= 0 {
 		opts.Pipelines = defaultPipeLanes
 	}
+	br, err := newRedisBreaker(opts.BreakerErrors, opts.BreakerCooldown)
+	if err != nil {
+		return nil, err
+	}
 	dur := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "fluxgate_redis_call_duration_seconds",
 		Help:    "Duration of the Redis calls of global rate limiters, failed ones included.",
@@ -102,7 +108,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 		tb:       redis.NewScript(tokenBucketLua),
 		sw:       redis.NewScript(slidingWindowLua),
 		lz:       redis.NewScript(lazySyncLua),
-		breaker:  breaker{threshold: int64(opts.BreakerErrors), cooldown: opts.BreakerCooldown},
+		breaker:  br,
 		duration: dur,
 		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fluxgate_redis_errors_total",
@@ -126,7 +132,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 			Name: "fluxgate_redis_breaker_open",
 			Help: "1 while the Redis breaker skips Redis (open or probing), else 0.",
 		}, func() float64 {
-			if b.breaker.isOpen() {
+			if b.breaker.State() != breaker.Closed {
 				return 1
 			}
 			return 0
@@ -167,7 +173,7 @@ type RedisState struct {
 
 // State reports the breaker and the last error. It does not block.
 func (b *RedisBackend) State(now time.Time) RedisState {
-	s := RedisState{Breaker: b.breaker.state(now), ConsecutiveErrors: int(b.breaker.fails.Load())}
+	s := RedisState{Breaker: breakerState(b.breaker, now), ConsecutiveErrors: b.breaker.Failures()}
 	if ok := b.okAt.Load(); ok != 0 {
 		s.LastOK = time.Unix(0, ok)
 	}
@@ -511,8 +517,8 @@ func (l *RedisLimiter) call(ctx context.Context, lim *Limits, key string, n floa
 func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
 	b := l.b
 	start := time.Now()
-	ok, probe := b.breaker.allow(start)
-	if !ok {
+	permit, err := b.breaker.AllowAt(start)
+	if err != nil {
 		b.errs.WithLabelValues("breaker_open").Inc()
 		return nil, errBreakerOpen
 	}
@@ -526,16 +532,16 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 	if err != nil {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			// The caller gave up: that says nothing about Redis.
-			b.breaker.release(probe)
+			b.breaker.RecordAt(end, permit, breaker.Ignored)
 			return nil, err
 		}
-		b.breaker.failure(end, probe)
+		b.breaker.RecordAt(end, permit, breaker.Failure)
 		b.errs.WithLabelValues(errorReason(err)).Inc()
 		b.noteError(end, err)
 		b.reloadTopology()
 		return nil, err
 	}
-	b.breaker.success()
+	b.breaker.RecordAt(end, permit, breaker.Success)
 	b.okAt.Store(end.UnixNano())
 	return reply, nil
 }
@@ -611,60 +617,28 @@ func micros(us int64) time.Duration {
 	return time.Duration(us) * time.Microsecond
 }
 
-// breaker counts consecutive failures. Closed, it lets every call
-// through; threshold failures open it for cooldown; then one call at a
-// time probes Redis until one succeeds. Time is a parameter.
-type breaker struct {
-	threshold int64
-	cooldown  time.Duration
-	fails     atomic.Int64
-	openUntil atomic.Int64 // unix nanoseconds; 0 when closed
-	probing   atomic.Bool  // a probe is in flight
+// newRedisBreaker is the backend's breaker: threshold failed calls in a
+// row open it for cooldown, then one call at a time probes Redis until
+// one succeeds.
+func newRedisBreaker(threshold int, cooldown time.Duration) (*breaker.Breaker, error) {
+	br, err := breaker.New(breaker.Options{
+		Name:   "redis",
+		Config: breaker.Config{ConsecutiveFailures: threshold, OpenFor: cooldown, HalfOpenProbes: 1},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ratelimit: %w", err)
+	}
+	return br, nil
 }
 
-// allow reports whether a call may go to Redis, and whether it is the
-// probe of an open breaker.
-func (br *breaker) allow(now time.Time) (ok, probe bool) {
-	until := br.openUntil.Load()
-	if until == 0 {
-		return true, false
-	}
-	if now.UnixNano() < until || !br.probing.CompareAndSwap(false, true) {
-		return false, false
-	}
-	return true, true
-}
-
-func (br *breaker) success() {
-	br.fails.Store(0)
-	if br.openUntil.Load() != 0 {
-		br.openUntil.Store(0)
-		br.probing.Store(false)
-	}
-}
-
-func (br *breaker) failure(now time.Time, probe bool) {
-	if n := br.fails.Add(1); probe || n >= br.threshold {
-		br.openUntil.Store(now.Add(br.cooldown).UnixNano())
-		br.probing.Store(false)
-	}
-}
-
-// release ends a probe that told nothing (the caller canceled it).
-func (br *breaker) release(probe bool) {
-	if probe {
-		br.probing.Store(false)
-	}
-}
-
-func (br *breaker) isOpen() bool { return br.openUntil.Load() != 0 }
-
-func (br *breaker) state(now time.Time) string {
-	until := br.openUntil.Load()
-	switch {
-	case until == 0:
+// breakerState names br's state at now for health: closed, open (Redis is
+// skipped) or probing (the cool-down is over: the next call probes, or a
+// probe is in flight).
+func breakerState(br *breaker.Breaker, now time.Time) string {
+	switch br.StateAt(now) {
+	case breaker.Closed:
 		return "closed"
-	case now.UnixNano() < until:
+	case breaker.Open:
 		return "open"
 	}
 	return "probing"

@@ -8,6 +8,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	redistest "github.com/fluxgate/fluxgate/test/redis"
 )
 
@@ -189,9 +190,14 @@ func TestRedisFailureModes(t *testing.T) {
 	}
 }
 
+// The backend's breaker (controlpoint/breaker in consecutive-failures
+// mode, one probe) with the names health reports.
 func TestBreaker(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	br := breaker{threshold: 3, cooldown: time.Second}
+	br, err := newRedisBreaker(3, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	steps := []struct {
 		at      time.Duration
 		op      string // allow, fail, ok
@@ -214,24 +220,24 @@ func TestBreaker(t *testing.T) {
 		{2 * time.Second, "ok", false, "closed"},
 		{2 * time.Second, "allow", true, "closed"},
 	}
-	probe := false
+	var permit breaker.Permit
 	for i, s := range steps {
 		now := t0.Add(s.at)
 		switch s.op {
 		case "allow":
-			var ok bool
-			ok, probe = br.allow(now)
-			if ok != s.allowed {
+			p, err := br.AllowAt(now)
+			if ok := err == nil; ok != s.allowed {
 				t.Fatalf("step %d: allow = %v, want %v", i, ok, s.allowed)
 			}
+			if err == nil {
+				permit = p
+			}
 		case "fail":
-			br.failure(now, probe)
-			probe = false
+			br.RecordAt(now, permit, breaker.Failure)
 		case "ok":
-			br.success()
-			probe = false
+			br.RecordAt(now, permit, breaker.Success)
 		}
-		if got := br.state(now); got != s.state {
+		if got := breakerState(br, now); got != s.state {
 			t.Fatalf("step %d: state %s, want %s", i, got, s.state)
 		}
 	}

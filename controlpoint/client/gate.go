@@ -1,0 +1,155 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
+)
+
+// A Gate is the check-and-record step of an HTTP control point, written
+// once for every server engine: Middleware (net/http) runs each request
+// through one, and so do both engines of the built-in gateway (net/http
+// through Middleware, fasthttp directly).
+//
+// The engine builds the request's flow labels and calls Admit, which asks
+// the Checker. A rejected request, or one the Checker could not decide,
+// is answered there; an admitted one runs, and the engine ends it with
+// Admitted.End and the status it was answered with. End reports the
+// flow's end to the Checker (EndFlow: an adaptive_concurrency slot is
+// freed and learns the latency) and records the flow (MiddlewareOptions
+// Flows or Tracer). A Gate is safe for concurrent use.
+type Gate struct {
+	c    Checker
+	opts MiddlewareOptions
+}
+
+// NewGate returns the gate of the control point opts names, deciding with
+// c. Admit uses ControlPoint, Flows and Tracer of opts; Labels and Tokens
+// read a net/http request, for Wrap.
+func NewGate(c Checker, opts MiddlewareOptions) *Gate {
+	if opts.ControlPoint == "" {
+		opts.ControlPoint = DefaultControlPoint
+	}
+	return &Gate{c: c, opts: opts}
+}
+
+// Exchange is one HTTP request at a control point and its answer, as the
+// server engine serving it sees them. Admit calls its methods only while
+// it runs. An implementation that is a single pointer costs no
+// allocation.
+type Exchange interface {
+	// ResponseHeader is the answer's header, where the decision headers
+	// go (flow.SetDecisionHeaders).
+	ResponseHeader() flow.HeaderSetter
+	// WriteJSON answers with status and v as a JSON body.
+	WriteJSON(status int, v any)
+	// Identity names the request in flow records: its method, path and
+	// target (path and query). It is called only when the gate records
+	// flows, before the request runs.
+	Identity() (method, path, target string)
+}
+
+// Admitted is a flow a Gate admitted. Its zero value ends nothing.
+type Admitted struct {
+	g                    *Gate
+	ctx                  context.Context
+	resp                 *pb.CheckResponse
+	start                time.Time // of the workload; zero when not tracked
+	method, path, target string    // when recording
+}
+
+// Admit checks the request x at the gate's control point, with its flow
+// labels and its cost in tokens (0 counts as 1), and sets the decision
+// headers on x's answer. It returns the admitted flow and true, or false
+// when x has been answered: rejected (flow.DeniedStatus, the decision
+// headers, a JSON Denial body), or 503 {"error":"check_failed"} when the
+// Checker failed. When ctx is done before a decision nothing is written:
+// nobody reads an answer.
+//
+// The Checker sees ctx, so an engine passes one that its shutdown does
+// not cancel when requests in flight are to finish.
+func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (Admitted, bool) {
+	resp, err := g.c.Check(ctx, &pb.CheckRequest{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens})
+	if err != nil {
+		if ctx.Err() == nil {
+			x.WriteJSON(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
+		}
+		return Admitted{}, false
+	}
+	a := Admitted{g: g, ctx: ctx, resp: resp}
+	if g.opts.recording() {
+		a.method, a.path, a.target = x.Identity()
+	}
+	flow.SetDecisionHeaders(x.ResponseHeader(), resp)
+	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+		status := flow.DeniedStatus(resp)
+		x.WriteJSON(status, Denial(resp))
+		if g.opts.recording() {
+			now := time.Now() // a rejected flow runs no workload
+			g.opts.record(ctx, a.method, a.path, a.target, resp, status, now, now)
+		}
+		return Admitted{}, false
+	}
+	if a.Tracked() {
+		a.start = time.Now()
+	}
+	return a, true
+}
+
+// Decision is the decision that admitted the flow. Do not modify it.
+func (a *Admitted) Decision() *pb.CheckResponse { return a.resp }
+
+// Tracked reports whether End has anything to do: the flow holds a slot
+// of an adaptive_concurrency component, or the gate records flows. An
+// engine need not learn the answer's status when it is not.
+func (a *Admitted) Tracked() bool {
+	return a.g != nil && (a.g.opts.recording() || a.resp.GetFlowId() != 0)
+}
+
+// End ends the admitted flow, answered with status: it reports the end to
+// the Checker, failed when status is a 5xx or failed is true (the answer
+// broke off, the client left), and records the flow with the time since
+// Admit as its workload.
+func (a *Admitted) End(status int, failed bool) {
+	if !a.Tracked() {
+		return
+	}
+	EndFlow(a.g.c, a.resp, failed || status >= 500)
+	if a.g.opts.recording() {
+		a.g.opts.record(a.ctx, a.method, a.path, a.target, a.resp, status, a.start, time.Now())
+	}
+}
+
+// netExchange is a request net/http serves, and the writer that learns
+// the status its handler answers with. Middleware takes one from a pool
+// for each request and gives it back when the handler has returned.
+type netExchange struct {
+	flow.StatusRecorder
+	r *http.Request
+}
+
+var netExchanges = sync.Pool{New: func() any { return new(netExchange) }}
+
+func newNetExchange(w http.ResponseWriter, r *http.Request) *netExchange {
+	x := netExchanges.Get().(*netExchange)
+	x.ResponseWriter, x.r = w, r
+	return x
+}
+
+// free returns x to the pool; x must not be used afterwards.
+func (x *netExchange) free() {
+	*x = netExchange{}
+	netExchanges.Put(x)
+}
+
+func (x *netExchange) ResponseHeader() flow.HeaderSetter { return x.ResponseWriter.Header() }
+
+func (x *netExchange) WriteJSON(status int, v any) { writeJSON(x.ResponseWriter, status, v) }
+
+func (x *netExchange) Identity() (method, path, target string) {
+	return x.r.Method, x.r.URL.Path, x.r.URL.RequestURI()
+}
