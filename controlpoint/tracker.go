@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/api"
 )
 
 // OtherControlPoint is the value that stands for every control point past
@@ -105,15 +107,8 @@ func (t *pointTracker) noRampCounter(cp string, vec *prometheus.CounterVec) prom
 	return vec.WithLabelValues("", "", label, decisionRejected, "no_matching_ramp")
 }
 
-// ControlPoint describes a control point flows have arrived at.
-type ControlPoint struct {
-	Name      string   `json:"name"`
-	Checks    uint64   `json:"checks"`
-	LabelKeys []string `json:"label_keys"`
-}
-
-func (t *pointTracker) list() []ControlPoint {
-	var out []ControlPoint
+func (t *pointTracker) list() []api.ControlPoint {
+	var out []api.ControlPoint
 	add := func(name string, st *pointStats) {
 		st.mu.Lock()
 		keys := make([]string, 0, len(st.keys))
@@ -122,7 +117,7 @@ func (t *pointTracker) list() []ControlPoint {
 		}
 		st.mu.Unlock()
 		sort.Strings(keys)
-		out = append(out, ControlPoint{Name: name, Checks: st.checks.Load(), LabelKeys: keys})
+		out = append(out, api.ControlPoint{Name: name, Checks: st.checks.Load(), LabelKeys: keys})
 	}
 	for name, st := range *t.seen.Load() {
 		add(name, st)
@@ -136,4 +131,4 @@ func (t *pointTracker) list() []ControlPoint {
 
 // ControlPoints lists the control points flows have arrived at, with the
 // label keys seen there (sampled).
-func (e *Engine) ControlPoints() []ControlPoint { return e.points.list() }
+func (e *Engine) ControlPoints() []api.ControlPoint { return e.points.list() }
