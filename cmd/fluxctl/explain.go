@@ -26,13 +26,13 @@ func newExplainCmd(c *cli) *cobra.Command {
 			if cp == "" {
 				return fmt.Errorf("explain needs --control-point")
 			}
-			req := map[string]any{"control_point": cp, "labels": map[string]string{}, "tokens": tokens}
+			req := api.ExplainRequest{ControlPoint: cp, Labels: map[string]string{}, Tokens: tokens}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
 					return fmt.Errorf("--label %q: want key=value", l)
 				}
-				req["labels"].(map[string]string)[k] = v
+				req.Labels[k] = v
 			}
 			body, err := json.Marshal(req)
 			if err != nil {
