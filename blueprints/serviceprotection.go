@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/rulefmt"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -241,23 +242,23 @@ func (v *serviceProtection) Meter() string {
 // over latency_window, in milliseconds (used by the template). Rejected
 // flows take no time and would drag the mean down while load is shed.
 func (v *serviceProtection) LatencyQuery() string {
-	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
+	m := []string{eq(metricnames.LabelFluxMeterName, v.Meter()), eq(metricnames.LabelPolicyName, v.PolicyName), eq(metricnames.LabelDecisionType, metricnames.DecisionAccepted)}
 	w := promDur(v.LatencyWindow)
-	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel("flux_meter_sum", m...), w, sel("flux_meter_count", m...), w)
+	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel(metricnames.FluxMeterSum, m...), w, sel(metricnames.FluxMeterCount, m...), w)
 }
 
 // CompletedQuery is the rate at which the flux meter's accepted flows
 // complete, per second (used by the template).
 func (v *serviceProtection) CompletedQuery() string {
-	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
-	return fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_count", m...), promDur(v.LatencyWindow))
+	m := []string{eq(metricnames.LabelFluxMeterName, v.Meter()), eq(metricnames.LabelPolicyName, v.PolicyName), eq(metricnames.LabelDecisionType, metricnames.DecisionAccepted)}
+	return fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FluxMeterCount, m...), promDur(v.LatencyWindow))
 }
 
 // IncomingQuery is the rate at which the policy decides flows, accepted or
 // rejected, per second, counted when they are decided (used by the
 // template).
 func (v *serviceProtection) IncomingQuery() string {
-	return fmt.Sprintf("sum(rate(%s[%s]))", sel("fluxgate_flow_decisions_total", eq("policy_name", v.PolicyName)), promDur(v.LatencyWindow))
+	return fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FlowDecisionsTotal, eq(metricnames.LabelPolicyName, v.PolicyName)), promDur(v.LatencyWindow))
 }
 
 // PeakCompletedQuery is the highest completion rate of the last minute,
@@ -289,8 +290,8 @@ func (v *serviceProtection) MinGradient() float64 { return 1 - v.MaxDecreasePerT
 
 func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	name := p.Metadata.Name
-	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "service-protection"}
-	ticket := map[string]string{"severity": "ticket", "policy_name": name, "blueprint": "service-protection"}
+	labels := map[string]string{"severity": v.Alerts.Severity, metricnames.LabelPolicyName: name, "blueprint": "service-protection"}
+	ticket := map[string]string{"severity": "ticket", metricnames.LabelPolicyName: name, "blueprint": "service-protection"}
 	shedder := "load scheduler"
 	if v.InPathLoop() {
 		shedder = "adaptive concurrency limit"
@@ -298,7 +299,7 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	shedding := rejectedRatioAlert("FluxGateLoadShedding", name, v.Alerts.RejectedRatio, v.Alerts.For, labels,
 		"Policy %s sheds more than %s of the flows to its service", shedder)
 	if v.InPathLoop() {
-		queued := sel("fluxgate_adaptive_concurrency_queued", eq("policy_name", name))
+		queued := sel("fluxgate_adaptive_concurrency_queued", eq(metricnames.LabelPolicyName, name))
 		return []rulefmt.RuleGroup{{
 			Name: "fluxgate-" + name,
 			Rules: []rulefmt.Rule{
@@ -310,7 +311,7 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 			},
 		}}
 	}
-	overloaded := sel("signal_reading", eq("policy_name", name), eq("signal_name", "OVERLOADED"))
+	overloaded := sel(metricnames.SignalReading, eq(metricnames.LabelPolicyName, name), eq(metricnames.LabelSignalName, "OVERLOADED"))
 	return []rulefmt.RuleGroup{{
 		Name: "fluxgate-" + name,
 		Rules: []rulefmt.Rule{
@@ -328,10 +329,10 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 func (v *serviceProtection) panels(p *policies.Policy) []panel {
 	if v.InPathLoop() {
 		m := func(metric, legend string) target {
-			return target{Expr: sel(metric, eq("policy_name", p.Metadata.Name)), Legend: legend}
+			return target{Expr: sel(metric, eq(metricnames.LabelPolicyName, p.Metadata.Name)), Legend: legend}
 		}
 		ms := func(metric, legend string) target {
-			return target{Expr: "1000 * " + sel(metric, eq("policy_name", p.Metadata.Name)), Legend: legend}
+			return target{Expr: "1000 * " + sel(metric, eq(metricnames.LabelPolicyName, p.Metadata.Name)), Legend: legend}
 		}
 		return []panel{
 			{Title: "Concurrency: limit, in flight, queued", Unit: "short", Targets: []target{
@@ -341,7 +342,7 @@ func (v *serviceProtection) panels(p *policies.Policy) []panel {
 		}
 	}
 	sig := func(s string) target {
-		return target{Expr: sel("signal_reading", eq("policy_name", p.Metadata.Name), eq("signal_name", s)), Legend: s}
+		return target{Expr: sel(metricnames.SignalReading, eq(metricnames.LabelPolicyName, p.Metadata.Name), eq(metricnames.LabelSignalName, s)), Legend: s}
 	}
 	return []panel{
 		{Title: "Latency, baseline and setpoint", Unit: "ms", Targets: []target{sig("LATENCY"), sig("BASELINE"), sig("SETPOINT")}},

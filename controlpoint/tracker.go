@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fluxgate/fluxgate/api"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // OtherControlPoint is the value that stands for every control point past
@@ -96,7 +97,7 @@ func (t *pointTracker) noMatchCounter(cp string, vec *prometheus.CounterVec) pro
 	if c := st.noMatch.Load(); c != nil {
 		return *c
 	}
-	c := vec.WithLabelValues("", "", label, decisionAccepted, "no_match")
+	c := vec.WithLabelValues("", "", label, metricnames.DecisionAccepted, metricnames.ReasonNoMatch)
 	st.noMatch.Store(&c)
 	return c
 }
@@ -104,7 +105,7 @@ func (t *pointTracker) noMatchCounter(cp string, vec *prometheus.CounterVec) pro
 // noRampCounter counts the ramp-mode flows at cp that no ramp selected.
 func (t *pointTracker) noRampCounter(cp string, vec *prometheus.CounterVec) prometheus.Counter {
 	_, label := t.stats(cp)
-	return vec.WithLabelValues("", "", label, decisionRejected, "no_matching_ramp")
+	return vec.WithLabelValues("", "", label, metricnames.DecisionRejected, metricnames.ReasonNoMatchingRamp)
 }
 
 func (t *pointTracker) list() []api.ControlPoint {

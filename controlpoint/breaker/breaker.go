@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // State is the state of a Breaker.
@@ -25,11 +27,11 @@ var States = []State{Closed, Open, HalfOpen}
 func (s State) String() string {
 	switch s {
 	case Closed:
-		return "closed"
+		return metricnames.StateClosed
 	case Open:
-		return "open"
+		return metricnames.StateOpen
 	case HalfOpen:
-		return "half_open"
+		return metricnames.StateHalfOpen
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
