@@ -131,6 +131,19 @@ func (v *serviceProtection) check(c *checker) {
 	c.checkName("policy_name", "policy_name", v.PolicyName)
 	c.checkName("namespace", "namespace", v.Namespace)
 	c.checkSelectors("selectors", v.Selectors)
+	v.checkLoop(c)
+	v.checkBaseline(c)
+	v.checkController(c)
+	v.checkWorkloads(c)
+	if v.DeniedResponseStatusCode != 0 && (v.DeniedResponseStatusCode < 100 || v.DeniedResponseStatusCode > 599) {
+		c.errorf("denied_response_status_code", "denied_response_status_code %d is not an HTTP status code", v.DeniedResponseStatusCode)
+	}
+	v.checkOverloadAlert(c)
+	checkAlertCommon(c, "alerts", v.Alerts.RejectedRatio, v.Alerts.Severity)
+}
+
+// checkLoop checks where the loop runs, what it measures and how often.
+func (v *serviceProtection) checkLoop(c *checker) {
 	if v.Loop != loopInPath && v.Loop != loopFluxMeter {
 		c.errorf("loop", "loop %q is not one of in_path, flux_meter", v.Loop)
 	}
@@ -155,6 +168,10 @@ func (v *serviceProtection) check(c *checker) {
 	if v.MaxExtrapolation < 0 {
 		c.errorf("max_extrapolation", "max_extrapolation must not be negative, got %s", v.MaxExtrapolation)
 	}
+}
+
+// checkBaseline checks how the latency baseline is learnt.
+func (v *serviceProtection) checkBaseline(c *checker) {
 	b := v.Baseline
 	if b.EMAWindow <= 0 || b.WarmupWindow < 0 {
 		c.errorf("baseline.ema_window", "baseline.ema_window must be positive and warmup_window not negative, got %s and %s", b.EMAWindow, b.WarmupWindow)
@@ -165,6 +182,10 @@ func (v *serviceProtection) check(c *checker) {
 	if !(b.CorrectionFactor > 0 && b.CorrectionFactor <= 1) {
 		c.errorf("baseline.correction_factor", "baseline.correction_factor must be within (0, 1], got %v", b.CorrectionFactor)
 	}
+}
+
+// checkController checks the setpoint and how the load multiplier moves.
+func (v *serviceProtection) checkController(c *checker) {
 	if !(v.SetpointFactor >= 1) {
 		c.errorf("setpoint_factor", "setpoint_factor must be at least 1 (the setpoint is baseline × setpoint_factor), got %v", v.SetpointFactor)
 	}
@@ -186,6 +207,10 @@ func (v *serviceProtection) check(c *checker) {
 	if !(v.MinLoadMultiplier > 0 && v.MaxLoadMultiplier > v.MinLoadMultiplier) {
 		c.errorf("min_load_multiplier", "want 0 < min_load_multiplier < max_load_multiplier, got %v and %v", v.MinLoadMultiplier, v.MaxLoadMultiplier)
 	}
+}
+
+// checkWorkloads checks the workloads and the default one.
+func (v *serviceProtection) checkWorkloads(c *checker) {
 	seen := map[string]bool{}
 	for i, w := range v.Workloads {
 		at := fmt.Sprintf("workloads.[%d]", i)
@@ -200,9 +225,10 @@ func (v *serviceProtection) check(c *checker) {
 		checkWorkload(c, at, w.Priority, w.QueueTimeout)
 	}
 	checkWorkload(c, "default_workload", v.DefaultWorkload.Priority, v.DefaultWorkload.QueueTimeout)
-	if v.DeniedResponseStatusCode != 0 && (v.DeniedResponseStatusCode < 100 || v.DeniedResponseStatusCode > 599) {
-		c.errorf("denied_response_status_code", "denied_response_status_code %d is not an HTTP status code", v.DeniedResponseStatusCode)
-	}
+}
+
+// checkOverloadAlert checks the alert on the OVERLOADED signal.
+func (v *serviceProtection) checkOverloadAlert(c *checker) {
 	if a := v.OverloadAlert; a.Enabled {
 		if a.AlertName == "" {
 			c.errorf("overload_alert.alert_name", "overload_alert.alert_name is required when overload_alert.enabled is true")
@@ -211,7 +237,6 @@ func (v *serviceProtection) check(c *checker) {
 			c.errorf("overload_alert.severity", "overload_alert.severity %q is not one of info, warn, crit", a.Severity)
 		}
 	}
-	checkAlertCommon(c, "alerts", v.Alerts.RejectedRatio, v.Alerts.Severity)
 }
 
 func checkWorkload(c *checker, at string, priority float64, timeout time.Duration) {
