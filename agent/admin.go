@@ -5,8 +5,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
@@ -17,26 +17,8 @@ import (
 // bound is tight: 512 KiB, and the store parses one PUT at a time.
 const maxPolicyBytes = 512 << 10
 
-// PolicyInfo is how the admin API lists a policy.
-type PolicyInfo struct {
-	Namespace string    `json:"namespace"`
-	Name      string    `json:"name"`
-	Kind      string    `json:"kind"`
-	File      string    `json:"file"`
-	Hash      string    `json:"hash"`
-	LoadedAt  time.Time `json:"loaded_at"`
-	Source    string    `json:"source,omitempty"`
-}
-
-// PolicyList is the body of GET /v1/policies.
-type PolicyList struct {
-	Version  uint64       `json:"version"`
-	Policies []PolicyInfo `json:"policies"`
-	Errors   []string     `json:"errors,omitempty"`
-}
-
-func policyInfo(e *PolicyEntry, withSource bool) PolicyInfo {
-	pi := PolicyInfo{Namespace: e.Key.Namespace, Name: e.Key.Name, Kind: e.Kind, File: e.File, Hash: e.Hash, LoadedAt: e.LoadedAt}
+func policyInfo(e *PolicyEntry, withSource bool) api.PolicyInfo {
+	pi := api.PolicyInfo{Namespace: e.Key.Namespace, Name: e.Key.Name, Kind: e.Kind, File: e.File, Hash: e.Hash, LoadedAt: e.LoadedAt}
 	if withSource {
 		pi.Source = string(e.Source)
 	}
@@ -62,7 +44,7 @@ func (a *Agent) registerAdmin(mux *http.ServeMux) {
 
 func (a *Agent) listPolicies(w http.ResponseWriter, _ *http.Request) {
 	snap := a.store.Snapshot()
-	out := PolicyList{Version: snap.Version, Policies: []PolicyInfo{}}
+	out := api.PolicyList{Version: snap.Version, Policies: []api.PolicyInfo{}}
 	for _, e := range snap.Sorted() {
 		out.Policies = append(out.Policies, policyInfo(e, false))
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -33,7 +34,7 @@ func TestAdminPolicyLifecycle(t *testing.T) {
 		t.Fatalf("PUT update = %d %s", r.code, r.body)
 	}
 	r = adminRequest(t, "GET", url, "", nil)
-	var pi PolicyInfo
+	var pi api.PolicyInfo
 	if err := json.Unmarshal([]byte(r.body), &pi); err != nil {
 		t.Fatal(err)
 	}

@@ -6,15 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/circuit"
 )
-
-// SignalsResponse is the body of GET /v1/signals/{namespace}/{name}.
-type SignalsResponse struct {
-	Policy  string            `json:"policy"`
-	At      time.Time         `json:"at"`
-	Signals []circuit.Reading `json:"signals"`
-}
 
 // registerCircuitAPI mounts the live signals of circuits and the dynamic
 // config of their variables, behind the admin token (auth.go): dynamic
@@ -33,7 +27,7 @@ func (a *Agent) getSignals(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no running circuit for policy "+key.String())
 		return
 	}
-	writeJSON(w, http.StatusOK, SignalsResponse{Policy: key.String(), At: time.Now(), Signals: readings})
+	writeJSON(w, http.StatusOK, api.SignalsResponse{Policy: key.String(), At: time.Now(), Signals: apiSignals(readings)})
 }
 
 func (a *Agent) getDynamicConfig(w http.ResponseWriter, r *http.Request) {
@@ -70,4 +64,13 @@ func (a *Agent) putDynamicConfig(w http.ResponseWriter, r *http.Request) {
 	a.circuits.Dynamic().Set(key, vals)
 	a.logger.Info("dynamic config set", "policy", key.String(), "keys", len(vals))
 	writeJSON(w, http.StatusOK, vals)
+}
+
+// apiSignals converts a circuit's readings to the API's signals.
+func apiSignals(readings []circuit.Reading) []api.Signal {
+	out := make([]api.Signal, len(readings))
+	for i, r := range readings {
+		out[i] = api.Signal{Name: r.Name, Value: r.Value, Valid: r.Valid, At: r.At, Reason: r.Reason, Producer: r.Producer}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -55,7 +56,7 @@ func TestDynamicConfigDrivesRateLimiter(t *testing.T) {
 	waitFor(t, "the new capacity to admit", func() bool { return check() == "DECISION_TYPE_ACCEPTED" })
 
 	r = adminRequest(t, "GET", a.testURL("/v1/signals/default/dynamic-limit"), "", nil)
-	var sig SignalsResponse
+	var sig api.SignalsResponse
 	if err := json.Unmarshal([]byte(r.body), &sig); err != nil {
 		t.Fatalf("%d %s", r.code, r.body)
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // Version is the agent's release version, set at link time with
@@ -46,7 +48,7 @@ func NewRegistry(started time.Time) *prometheus.Registry {
 			},
 		}, func() float64 { return 1 }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fluxgate_system_uptime_seconds",
+			Name: metricnames.SystemUptimeSeconds,
 			Help: "Seconds since the agent started.",
 		}, func() float64 { return time.Since(started).Seconds() }),
 	)

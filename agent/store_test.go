@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -40,13 +41,13 @@ func intervalOf(s *PolicyStore, key policies.Key) time.Duration {
 	return e.Object.(*policies.Policy).Spec.Circuit.EvaluationInterval
 }
 
-func listPolicies(t *testing.T, a *Agent, header map[string]string) PolicyList {
+func listPolicies(t *testing.T, a *Agent, header map[string]string) api.PolicyList {
 	t.Helper()
 	r := adminRequest(t, "GET", a.testURL("/v1/policies"), "", header)
 	if r.code != 200 {
 		t.Fatalf("GET /v1/policies = %d %s", r.code, r.body)
 	}
-	var l PolicyList
+	var l api.PolicyList
 	if err := json.Unmarshal([]byte(r.body), &l); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/rulefmt"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -134,7 +135,7 @@ func (v *canaryRollout) template() string   { return "canary-rollout.yaml.tmpl" 
 // analysisSeries is the selector of the route's analysis series metric
 // for group (primary, canary), with more matchers.
 func (v *canaryRollout) analysisSeries(metric, group string, more ...string) string {
-	return sel(metric, append([]string{eq("route_id", v.RouteID), eq("group", group)}, more...)...)
+	return sel(metric, append([]string{eq(metricnames.LabelRouteID, v.RouteID), eq("group", group)}, more...)...)
 }
 
 // increase is sum(increase(selector[window])).
@@ -196,7 +197,7 @@ func (v *canaryRollout) GeneratorSteps() []genStepValue {
 
 func (v *canaryRollout) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	name := p.Metadata.Name
-	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "canary-rollout", "route_id": v.RouteID}
+	labels := map[string]string{"severity": v.Alerts.Severity, metricnames.LabelPolicyName: name, "blueprint": "canary-rollout", metricnames.LabelRouteID: v.RouteID}
 	if !v.Analysis.Enabled {
 		return nil
 	}
@@ -206,7 +207,7 @@ func (v *canaryRollout) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	if a.For > 0 {
 		shorterBreach = " or a breach shorter than " + dur(a.For)
 	}
-	verdict := sel("signal_reading", eq("policy_name", name), eq("signal_name", "VERDICT"))
+	verdict := sel(metricnames.SignalReading, eq(metricnames.LabelPolicyName, name), eq(metricnames.LabelSignalName, "VERDICT"))
 	g.Rules = append(g.Rules, alertRule("FluxGateCanaryRolledBack", fmt.Sprintf("max(%s) == -1", verdict), 0, labels,
 		map[string]string{
 			"summary": fmt.Sprintf("Policy %s rolled the canary of route %s back", name, v.RouteID),

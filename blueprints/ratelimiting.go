@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/rulefmt"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -128,7 +129,7 @@ func (v *rateLimiting) template() string   { return "rate-limiting.yaml.tmpl" }
 
 func (v *rateLimiting) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	name := p.Metadata.Name
-	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "rate-limiting"}
+	labels := map[string]string{"severity": v.Alerts.Severity, metricnames.LabelPolicyName: name, "blueprint": "rate-limiting"}
 	g := rulefmt.RuleGroup{Name: "fluxgate-" + name}
 	g.Rules = append(g.Rules, rejectedRatioAlert("FluxGateRateLimitRejecting", name, v.Alerts.RejectedRatio, v.Alerts.For, labels,
 		"Rate limiter of policy %s rejects more than %s of its flows", "rate limit"))
@@ -143,9 +144,9 @@ func (v *rateLimiting) rules(p *policies.Policy) []rulefmt.RuleGroup {
 // are rejections.
 func rejectedRatioAlert(alert, policy string, ratio float64, forDur time.Duration, labels map[string]string, summary, what string) rulefmt.Rule {
 	decisions := func(extra ...string) string {
-		return fmt.Sprintf("sum(rate(%s[5m]))", sel("fluxgate_flow_decisions_total", append([]string{eq("policy_name", policy)}, extra...)...))
+		return fmt.Sprintf("sum(rate(%s[5m]))", sel(metricnames.FlowDecisionsTotal, append([]string{eq(metricnames.LabelPolicyName, policy)}, extra...)...))
 	}
-	expr := fmt.Sprintf("%s / %s > %s", decisions(eq("decision_type", "DECISION_TYPE_REJECTED")), decisions(), num(ratio))
+	expr := fmt.Sprintf("%s / %s > %s", decisions(eq(metricnames.LabelDecisionType, metricnames.DecisionRejected)), decisions(), num(ratio))
 	return alertRule(alert, expr, forDur, labels, map[string]string{
 		"summary":     fmt.Sprintf(summary, policy, fmt.Sprintf("%g%%", ratio*100)),
 		"description": fmt.Sprintf("{{ $value | humanizePercentage }} of the flows policy %s decides are rejected by its %s (threshold %g%%, for %s).", policy, what, ratio*100, promDur(forDur)),
@@ -154,7 +155,7 @@ func rejectedRatioAlert(alert, policy string, ratio float64, forDur time.Duratio
 
 // invalidSignalAlert fires while a signal keeps being invalid.
 func invalidSignalAlert(alert, policy, signal string, labels map[string]string, why string) rulefmt.Rule {
-	expr := fmt.Sprintf("increase(%s[5m]) > 0", sel("invalid_signal_readings_total", eq("policy_name", policy), eq("signal_name", signal)))
+	expr := fmt.Sprintf("increase(%s[5m]) > 0", sel(metricnames.InvalidSignalReadingsTotal, eq(metricnames.LabelPolicyName, policy), eq(metricnames.LabelSignalName, signal)))
 	return alertRule(alert, expr, 10*time.Minute, labels, map[string]string{
 		"summary":     fmt.Sprintf("Signal %s of policy %s is invalid", signal, policy),
 		"description": fmt.Sprintf("Signal %s of policy %s has had invalid readings for 10 minutes: %s. `fluxctl signals %s` shows why.", signal, policy, why, policy),

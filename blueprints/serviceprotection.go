@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/rulefmt"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -130,6 +131,19 @@ func (v *serviceProtection) check(c *checker) {
 	c.checkName("policy_name", "policy_name", v.PolicyName)
 	c.checkName("namespace", "namespace", v.Namespace)
 	c.checkSelectors("selectors", v.Selectors)
+	v.checkLoop(c)
+	v.checkBaseline(c)
+	v.checkController(c)
+	v.checkWorkloads(c)
+	if v.DeniedResponseStatusCode != 0 && (v.DeniedResponseStatusCode < 100 || v.DeniedResponseStatusCode > 599) {
+		c.errorf("denied_response_status_code", "denied_response_status_code %d is not an HTTP status code", v.DeniedResponseStatusCode)
+	}
+	v.checkOverloadAlert(c)
+	checkAlertCommon(c, "alerts", v.Alerts.RejectedRatio, v.Alerts.Severity)
+}
+
+// checkLoop checks where the loop runs, what it measures and how often.
+func (v *serviceProtection) checkLoop(c *checker) {
 	if v.Loop != loopInPath && v.Loop != loopFluxMeter {
 		c.errorf("loop", "loop %q is not one of in_path, flux_meter", v.Loop)
 	}
@@ -154,6 +168,10 @@ func (v *serviceProtection) check(c *checker) {
 	if v.MaxExtrapolation < 0 {
 		c.errorf("max_extrapolation", "max_extrapolation must not be negative, got %s", v.MaxExtrapolation)
 	}
+}
+
+// checkBaseline checks how the latency baseline is learnt.
+func (v *serviceProtection) checkBaseline(c *checker) {
 	b := v.Baseline
 	if b.EMAWindow <= 0 || b.WarmupWindow < 0 {
 		c.errorf("baseline.ema_window", "baseline.ema_window must be positive and warmup_window not negative, got %s and %s", b.EMAWindow, b.WarmupWindow)
@@ -164,6 +182,10 @@ func (v *serviceProtection) check(c *checker) {
 	if !(b.CorrectionFactor > 0 && b.CorrectionFactor <= 1) {
 		c.errorf("baseline.correction_factor", "baseline.correction_factor must be within (0, 1], got %v", b.CorrectionFactor)
 	}
+}
+
+// checkController checks the setpoint and how the load multiplier moves.
+func (v *serviceProtection) checkController(c *checker) {
 	if !(v.SetpointFactor >= 1) {
 		c.errorf("setpoint_factor", "setpoint_factor must be at least 1 (the setpoint is baseline × setpoint_factor), got %v", v.SetpointFactor)
 	}
@@ -185,6 +207,10 @@ func (v *serviceProtection) check(c *checker) {
 	if !(v.MinLoadMultiplier > 0 && v.MaxLoadMultiplier > v.MinLoadMultiplier) {
 		c.errorf("min_load_multiplier", "want 0 < min_load_multiplier < max_load_multiplier, got %v and %v", v.MinLoadMultiplier, v.MaxLoadMultiplier)
 	}
+}
+
+// checkWorkloads checks the workloads and the default one.
+func (v *serviceProtection) checkWorkloads(c *checker) {
 	seen := map[string]bool{}
 	for i, w := range v.Workloads {
 		at := fmt.Sprintf("workloads.[%d]", i)
@@ -199,9 +225,10 @@ func (v *serviceProtection) check(c *checker) {
 		checkWorkload(c, at, w.Priority, w.QueueTimeout)
 	}
 	checkWorkload(c, "default_workload", v.DefaultWorkload.Priority, v.DefaultWorkload.QueueTimeout)
-	if v.DeniedResponseStatusCode != 0 && (v.DeniedResponseStatusCode < 100 || v.DeniedResponseStatusCode > 599) {
-		c.errorf("denied_response_status_code", "denied_response_status_code %d is not an HTTP status code", v.DeniedResponseStatusCode)
-	}
+}
+
+// checkOverloadAlert checks the alert on the OVERLOADED signal.
+func (v *serviceProtection) checkOverloadAlert(c *checker) {
 	if a := v.OverloadAlert; a.Enabled {
 		if a.AlertName == "" {
 			c.errorf("overload_alert.alert_name", "overload_alert.alert_name is required when overload_alert.enabled is true")
@@ -210,7 +237,6 @@ func (v *serviceProtection) check(c *checker) {
 			c.errorf("overload_alert.severity", "overload_alert.severity %q is not one of info, warn, crit", a.Severity)
 		}
 	}
-	checkAlertCommon(c, "alerts", v.Alerts.RejectedRatio, v.Alerts.Severity)
 }
 
 func checkWorkload(c *checker, at string, priority float64, timeout time.Duration) {
@@ -241,23 +267,23 @@ func (v *serviceProtection) Meter() string {
 // over latency_window, in milliseconds (used by the template). Rejected
 // flows take no time and would drag the mean down while load is shed.
 func (v *serviceProtection) LatencyQuery() string {
-	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
+	m := []string{eq(metricnames.LabelFluxMeterName, v.Meter()), eq(metricnames.LabelPolicyName, v.PolicyName), eq(metricnames.LabelDecisionType, metricnames.DecisionAccepted)}
 	w := promDur(v.LatencyWindow)
-	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel("flux_meter_sum", m...), w, sel("flux_meter_count", m...), w)
+	return fmt.Sprintf("sum(rate(%s[%s])) / sum(rate(%s[%s]))", sel(metricnames.FluxMeterSum, m...), w, sel(metricnames.FluxMeterCount, m...), w)
 }
 
 // CompletedQuery is the rate at which the flux meter's accepted flows
 // complete, per second (used by the template).
 func (v *serviceProtection) CompletedQuery() string {
-	m := []string{eq("flux_meter_name", v.Meter()), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
-	return fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_count", m...), promDur(v.LatencyWindow))
+	m := []string{eq(metricnames.LabelFluxMeterName, v.Meter()), eq(metricnames.LabelPolicyName, v.PolicyName), eq(metricnames.LabelDecisionType, metricnames.DecisionAccepted)}
+	return fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FluxMeterCount, m...), promDur(v.LatencyWindow))
 }
 
 // IncomingQuery is the rate at which the policy decides flows, accepted or
 // rejected, per second, counted when they are decided (used by the
 // template).
 func (v *serviceProtection) IncomingQuery() string {
-	return fmt.Sprintf("sum(rate(%s[%s]))", sel("fluxgate_flow_decisions_total", eq("policy_name", v.PolicyName)), promDur(v.LatencyWindow))
+	return fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FlowDecisionsTotal, eq(metricnames.LabelPolicyName, v.PolicyName)), promDur(v.LatencyWindow))
 }
 
 // PeakCompletedQuery is the highest completion rate of the last minute,
@@ -289,8 +315,8 @@ func (v *serviceProtection) MinGradient() float64 { return 1 - v.MaxDecreasePerT
 
 func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	name := p.Metadata.Name
-	labels := map[string]string{"severity": v.Alerts.Severity, "policy_name": name, "blueprint": "service-protection"}
-	ticket := map[string]string{"severity": "ticket", "policy_name": name, "blueprint": "service-protection"}
+	labels := map[string]string{"severity": v.Alerts.Severity, metricnames.LabelPolicyName: name, "blueprint": "service-protection"}
+	ticket := map[string]string{"severity": "ticket", metricnames.LabelPolicyName: name, "blueprint": "service-protection"}
 	shedder := "load scheduler"
 	if v.InPathLoop() {
 		shedder = "adaptive concurrency limit"
@@ -298,7 +324,7 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 	shedding := rejectedRatioAlert("FluxGateLoadShedding", name, v.Alerts.RejectedRatio, v.Alerts.For, labels,
 		"Policy %s sheds more than %s of the flows to its service", shedder)
 	if v.InPathLoop() {
-		queued := sel("fluxgate_adaptive_concurrency_queued", eq("policy_name", name))
+		queued := sel("fluxgate_adaptive_concurrency_queued", eq(metricnames.LabelPolicyName, name))
 		return []rulefmt.RuleGroup{{
 			Name: "fluxgate-" + name,
 			Rules: []rulefmt.Rule{
@@ -310,7 +336,7 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 			},
 		}}
 	}
-	overloaded := sel("signal_reading", eq("policy_name", name), eq("signal_name", "OVERLOADED"))
+	overloaded := sel(metricnames.SignalReading, eq(metricnames.LabelPolicyName, name), eq(metricnames.LabelSignalName, "OVERLOADED"))
 	return []rulefmt.RuleGroup{{
 		Name: "fluxgate-" + name,
 		Rules: []rulefmt.Rule{
@@ -328,10 +354,10 @@ func (v *serviceProtection) rules(p *policies.Policy) []rulefmt.RuleGroup {
 func (v *serviceProtection) panels(p *policies.Policy) []panel {
 	if v.InPathLoop() {
 		m := func(metric, legend string) target {
-			return target{Expr: sel(metric, eq("policy_name", p.Metadata.Name)), Legend: legend}
+			return target{Expr: sel(metric, eq(metricnames.LabelPolicyName, p.Metadata.Name)), Legend: legend}
 		}
 		ms := func(metric, legend string) target {
-			return target{Expr: "1000 * " + sel(metric, eq("policy_name", p.Metadata.Name)), Legend: legend}
+			return target{Expr: "1000 * " + sel(metric, eq(metricnames.LabelPolicyName, p.Metadata.Name)), Legend: legend}
 		}
 		return []panel{
 			{Title: "Concurrency: limit, in flight, queued", Unit: "short", Targets: []target{
@@ -341,7 +367,7 @@ func (v *serviceProtection) panels(p *policies.Policy) []panel {
 		}
 	}
 	sig := func(s string) target {
-		return target{Expr: sel("signal_reading", eq("policy_name", p.Metadata.Name), eq("signal_name", s)), Legend: s}
+		return target{Expr: sel(metricnames.SignalReading, eq(metricnames.LabelPolicyName, p.Metadata.Name), eq(metricnames.LabelSignalName, s)), Legend: s}
 	}
 	return []panel{
 		{Title: "Latency, baseline and setpoint", Unit: "ms", Targets: []target{sig("LATENCY"), sig("BASELINE"), sig("SETPOINT")}},

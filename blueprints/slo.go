@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -165,7 +166,7 @@ func round(f float64) float64 {
 
 // meter returns the matchers of the SLO's accepted flows.
 func (v *sloCommon) meter() []string {
-	return []string{eq("flux_meter_name", v.FluxMeter.Name), eq("policy_name", v.PolicyName), eq("decision_type", "DECISION_TYPE_ACCEPTED")}
+	return []string{eq(metricnames.LabelFluxMeterName, v.FluxMeter.Name), eq(metricnames.LabelPolicyName, v.PolicyName), eq(metricnames.LabelDecisionType, metricnames.DecisionAccepted)}
 }
 
 // windows are every window a ratio is recorded over, shortest first.
@@ -183,8 +184,8 @@ func (v *sloCommon) windows() []time.Duration {
 type errorRatio func(w string) string
 
 func (v *latencySLO) errorRatio(w string) string {
-	total := fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_count", v.meter()...), w)
-	good := fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_bucket", append(v.meter(), leMatcher(v.ThresholdMs))...), w)
+	total := fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FluxMeterCount, v.meter()...), w)
+	good := fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FluxMeterBucket, append(v.meter(), leMatcher(v.ThresholdMs))...), w)
 	return fmt.Sprintf("(%s - %s) / %s", total, good, total)
 }
 
@@ -206,8 +207,8 @@ func leMatcher(b float64) string {
 }
 
 func (v *availabilitySLO) errorRatio(w string) string {
-	total := fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_count", v.meter()...), w)
-	bad := fmt.Sprintf("sum(rate(%s[%s]))", sel("flux_meter_count", append(v.meter(), eq("flow_status", "Error"))...), w)
+	total := fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FluxMeterCount, v.meter()...), w)
+	bad := fmt.Sprintf("sum(rate(%s[%s]))", sel(metricnames.FluxMeterCount, append(v.meter(), eq(metricnames.LabelFlowStatus, metricnames.FlowError))...), w)
 	return fmt.Sprintf("(%s or 0 * %s) / %s", bad, total, total)
 }
 
@@ -284,8 +285,8 @@ func (v *sloCommon) panels(p *policies.Policy) []panel {
 
 // seriesLabels writes a flux_meter series selector for the test inputs.
 func (v *sloCommon) seriesLabels(metric, decision, status string, extra ...string) string {
-	m := []string{eq("flux_meter_name", v.FluxMeter.Name), eq("policy_name", v.PolicyName),
-		eq("decision_type", decision), eq("flow_status", status), eq("http_status_code", map[string]string{"OK": "200", "Error": "500"}[status])}
+	m := []string{eq(metricnames.LabelFluxMeterName, v.FluxMeter.Name), eq(metricnames.LabelPolicyName, v.PolicyName),
+		eq(metricnames.LabelDecisionType, decision), eq(metricnames.LabelFlowStatus, status), eq(metricnames.LabelHTTPStatusCode, map[string]string{metricnames.FlowOK: "200", metricnames.FlowError: "500"}[status])}
 	return sel(metric, append(m, extra...)...)
 }
 
@@ -305,10 +306,10 @@ func (v *latencySLO) rulesTest(rulesFile string) ([]byte, error) {
 	return v.sloCommon.rulesTestWith(rulesFile, fmt.Sprintf("were slower than %s ms", num(v.ThresholdMs)), func(bad float64, spike bool) []promtoolSeries {
 		le := "le=" + strconv.Quote(num(v.ThresholdMs))
 		return []promtoolSeries{
-			{Series: v.seriesLabels("flux_meter_count", "DECISION_TYPE_ACCEPTED", "OK"), Values: counter(100, 100, spike)},
-			{Series: v.seriesLabels("flux_meter_bucket", "DECISION_TYPE_ACCEPTED", "OK", le), Values: goodCounter(bad, spike)},
-			{Series: v.seriesLabels("flux_meter_count", "DECISION_TYPE_REJECTED", "OK"), Values: counter(50, 50, false)},
-			{Series: v.seriesLabels("flux_meter_bucket", "DECISION_TYPE_REJECTED", "OK", le), Values: counter(0, 0, false)},
+			{Series: v.seriesLabels(metricnames.FluxMeterCount, metricnames.DecisionAccepted, metricnames.FlowOK), Values: counter(100, 100, spike)},
+			{Series: v.seriesLabels(metricnames.FluxMeterBucket, metricnames.DecisionAccepted, metricnames.FlowOK, le), Values: goodCounter(bad, spike)},
+			{Series: v.seriesLabels(metricnames.FluxMeterCount, metricnames.DecisionRejected, metricnames.FlowOK), Values: counter(50, 50, false)},
+			{Series: v.seriesLabels(metricnames.FluxMeterBucket, metricnames.DecisionRejected, metricnames.FlowOK, le), Values: counter(0, 0, false)},
 		}
 	})
 }
@@ -333,9 +334,9 @@ func (v *availabilitySLO) rulesTest(rulesFile string) ([]byte, error) {
 			ok, errors = counter(100-errs, 0, false), counter(errs, 0, false)
 		}
 		return []promtoolSeries{
-			{Series: v.seriesLabels("flux_meter_count", "DECISION_TYPE_ACCEPTED", "OK"), Values: ok},
-			{Series: v.seriesLabels("flux_meter_count", "DECISION_TYPE_ACCEPTED", "Error"), Values: errors},
-			{Series: v.seriesLabels("flux_meter_count", "DECISION_TYPE_REJECTED", "Error"), Values: counter(50, 50, false)},
+			{Series: v.seriesLabels(metricnames.FluxMeterCount, metricnames.DecisionAccepted, metricnames.FlowOK), Values: ok},
+			{Series: v.seriesLabels(metricnames.FluxMeterCount, metricnames.DecisionAccepted, metricnames.FlowError), Values: errors},
+			{Series: v.seriesLabels(metricnames.FluxMeterCount, metricnames.DecisionRejected, metricnames.FlowError), Values: counter(50, 50, false)},
 		}
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // metrics are the TLS series of every Reloader on one Registerer: the
@@ -34,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Changes of a server's certificate, key or client CA files, by result: success, or failure when the new files were refused and the previous ones kept.",
 		}, []string{"server", "result"}),
 		handshake: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fluxgate_tls_handshake_duration_seconds",
+			Name:    metricnames.TLSHandshakeDurationSeconds,
 			Help:    "Time from accepting a TCP connection to the end of its TLS handshake, for successful handshakes, by listener.",
 			Buckets: handshakeBuckets,
 		}, []string{"listener"}),

@@ -92,33 +92,9 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 		i, comp, sc := f.index, f.comp, f.scope
 		e := env
 		e.Index = i
-		var in []InPort
-		var out []OutPort
-		var built Component
-		ports, isActuator := actuatorPorts(comp.Spec)
-		switch spec := comp.Spec.(type) {
-		case Spec:
-			in, out = spec.Ports()
-			b, err := spec.Build(&e)
-			if err != nil {
-				errorf(comp, "%s: %v", comp.Kind, err)
-				continue
-			}
-			built = b
-		default:
-			if !isActuator {
-				errorf(comp, "%s is not a circuit component", comp.Kind)
-				continue
-			}
-			if f.path != "" {
-				// The decision engine and the gateway create actuators
-				// from the top-level list only: refuse rather than feed
-				// an actuator nobody enforces.
-				errorf(comp, "%s: flow-control components must be at the top level of spec.circuit.components, not inside a nested_circuit; export the signal with out_ports_map and wire it there", comp.Kind)
-				continue
-			}
-			in = ports
-			built = &actuator{env: &e, ports: in}
+		in, out, built, ok := buildComponent(f, &e, errorf)
+		if !ok {
+			continue
 		}
 		n := &node{index: i, kind: comp.Kind, comp: built, line: comp.Line, column: comp.Column}
 		w := wired{n: n, in: in, out: out, scope: sc}
@@ -197,6 +173,38 @@ func Compile(p *policies.Policy, env Env) (*Circuit, error) {
 	c.inBuf = make([]Signal, maxPorts)
 	c.outBuf = make([]Signal, maxPorts)
 	return c, nil
+}
+
+// buildComponent builds the component of f with env e and lists its
+// ports: a circuit component builds itself, a flow-control component at
+// the top level becomes an actuator that hands its inputs to env. It
+// reports an error through errorf and returns false when it cannot.
+func buildComponent(f flatComponent, e *Env, errorf func(*policies.Component, string, ...any)) (in []InPort, out []OutPort, built Component, ok bool) {
+	comp := f.comp
+	ports, isActuator := actuatorPorts(comp.Spec)
+	switch spec := comp.Spec.(type) {
+	case Spec:
+		in, out = spec.Ports()
+		b, err := spec.Build(e)
+		if err != nil {
+			errorf(comp, "%s: %v", comp.Kind, err)
+			return nil, nil, nil, false
+		}
+		return in, out, b, true
+	default:
+		if !isActuator {
+			errorf(comp, "%s is not a circuit component", comp.Kind)
+			return nil, nil, nil, false
+		}
+		if f.path != "" {
+			// The decision engine and the gateway create actuators
+			// from the top-level list only: refuse rather than feed
+			// an actuator nobody enforces.
+			errorf(comp, "%s: flow-control components must be at the top level of spec.circuit.components, not inside a nested_circuit; export the signal with out_ports_map and wire it there", comp.Kind)
+			return nil, nil, nil, false
+		}
+		return ports, nil, &actuator{env: e, ports: ports}, true
+	}
 }
 
 // order returns the nodes in execution order: each node after the

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
@@ -24,7 +25,7 @@ func Lint(p *policies.Policy) strictyaml.ErrorList {
 	quantiles := map[string]string{} // signal → flux meter name
 	for _, c := range p.Spec.Circuit.Components {
 		q, ok := specOf[*PromQL](c)
-		if !ok || !strings.Contains(q.QueryString, "histogram_quantile") || !strings.Contains(q.QueryString, "flux_meter_bucket") {
+		if !ok || !strings.Contains(q.QueryString, "histogram_quantile") || !strings.Contains(q.QueryString, metricnames.FluxMeterBucket) {
 			continue
 		}
 		m := fluxMeterName.FindStringSubmatch(q.QueryString)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -108,21 +109,21 @@ func NewRuntime(opts Options) (*Runtime, error) {
 		circuits: map[policies.Key]*running{},
 		changed:  make(chan struct{}, 1),
 		readings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "signal_reading",
+			Name: metricnames.SignalReading,
 			Help: "The latest value of each circuit signal; NaN while it is invalid.",
-		}, []string{"policy_name", "signal_name"}),
+		}, []string{metricnames.LabelPolicyName, metricnames.LabelSignalName}),
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "invalid_signal_readings_total",
+			Name: metricnames.InvalidSignalReadingsTotal,
 			Help: "Ticks in which a circuit signal had no valid value.",
-		}, []string{"policy_name", "signal_name"}),
+		}, []string{metricnames.LabelPolicyName, metricnames.LabelSignalName}),
 		missed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fluxgate_circuit_missed_ticks_total",
 			Help: "Ticks a circuit skipped because the previous one ran late.",
-		}, []string{"policy_name"}),
+		}, []string{metricnames.LabelPolicyName}),
 		ticks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fluxgate_circuit_ticks_total",
 			Help: "Circuit ticks evaluated.",
-		}, []string{"policy_name"}),
+		}, []string{metricnames.LabelPolicyName}),
 	}
 	if r.logger == nil {
 		r.logger = discardLogger
@@ -256,8 +257,8 @@ func (r *Runtime) runCircuit(ctx context.Context, c *Circuit) {
 		}
 	}
 	defer func() {
-		r.readings.DeletePartialMatch(prometheus.Labels{"policy_name": name})
-		r.invalid.DeletePartialMatch(prometheus.Labels{"policy_name": name})
+		r.readings.DeletePartialMatch(prometheus.Labels{metricnames.LabelPolicyName: name})
+		r.invalid.DeletePartialMatch(prometheus.Labels{metricnames.LabelPolicyName: name})
 	}()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()

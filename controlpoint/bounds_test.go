@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -34,7 +35,7 @@ func TestLongControlPointNamesStayOutOfMetrics(t *testing.T) {
 	if size > 64<<10 {
 		t.Fatalf("metrics hold %d KB after 20 checks at 1 MB control points", size>>10)
 	}
-	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", OtherControlPoint, decisionAccepted, "no_match")); got != 20 {
+	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", OtherControlPoint, metricnames.DecisionAccepted, "no_match")); got != 20 {
 		t.Fatalf("__other__ no_match = %v, want 20", got)
 	}
 	for _, cp := range e.ControlPoints() {

@@ -16,6 +16,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/classifier"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -81,17 +82,17 @@ func New(opts Options) (*Engine, error) {
 		logger:   opts.Logger,
 		compiled: map[policies.Key]*compiledPolicy{},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fluxgate_flow_decisions_total",
+			Name: metricnames.FlowDecisionsTotal,
 			Help: "Flow-control decisions by policy, component, control point, decision type and reason. Flows no component matches are counted with empty policy_name and reason no_match.",
-		}, []string{"policy_name", "component_id", "control_point", "decision_type", "reason"}),
+		}, []string{metricnames.LabelPolicyName, metricnames.LabelComponentID, metricnames.LabelControlPoint, metricnames.LabelDecisionType, metricnames.LabelReason}),
 		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fluxgate_ratelimiter_remaining_tokens",
+			Name: metricnames.RateLimiterRemainingTokens,
 			Help: "Tokens left in the bucket a rate limiter used for its last decision, by policy, component and control point.",
-		}, []string{"policy_name", "component_id", "control_point"}),
+		}, []string{metricnames.LabelPolicyName, metricnames.LabelComponentID, metricnames.LabelControlPoint}),
 		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fluxgate_rate_limit_hits_total",
+			Name: metricnames.RateLimitHitsTotal,
 			Help: "Flows a rate limiter found without tokens (dry-run ones included), by policy, component and control point.",
-		}, []string{"policy_name", "component_id", "control_point"}),
+		}, []string{metricnames.LabelPolicyName, metricnames.LabelComponentID, metricnames.LabelControlPoint}),
 		points: newPointTracker(opts.MaxControlPoints),
 		flows:  newFlowTable(),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
@@ -117,12 +118,6 @@ func New(opts Options) (*Engine, error) {
 	e.snap.Store(&snapshot{points: map[string]*point{}})
 	return e, nil
 }
-
-// Decision types as metric label values.
-const (
-	decisionAccepted = "DECISION_TYPE_ACCEPTED"
-	decisionRejected = "DECISION_TYPE_REJECTED"
-)
 
 // snapshot is what Check reads: per control point, what applies there.
 type snapshot struct {
@@ -335,7 +330,7 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 	pointOf := func(name string) *point {
 		pt := s.points[name]
 		if pt == nil {
-			pt = &point{name: name, noMatch: e.decisions.WithLabelValues("", "", name, decisionAccepted, "no_match")}
+			pt = &point{name: name, noMatch: e.decisions.WithLabelValues("", "", name, metricnames.DecisionAccepted, metricnames.ReasonNoMatch)}
 			s.points[name] = pt
 		}
 		return pt
@@ -351,10 +346,10 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 					sels:          sels,
 					c:             c.c,
 					info:          c.info,
-					accepted:      e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "none"),
-					rejected:      e.decisions.WithLabelValues(pol, id, cpl, decisionRejected, flow.ReasonLabel(rejectReasonOf(c.c))),
+					accepted:      e.decisions.WithLabelValues(pol, id, cpl, metricnames.DecisionAccepted, metricnames.ReasonNone),
+					rejected:      e.decisions.WithLabelValues(pol, id, cpl, metricnames.DecisionRejected, flow.ReasonLabel(rejectReasonOf(c.c))),
 					otherRejected: &reasonCounters{vec: e.decisions, labels: [3]string{pol, id, cpl}},
-					dryRun:        e.decisions.WithLabelValues(pol, id, cpl, decisionAccepted, "dry_run_"+flow.ReasonLabel(rejectReasonOf(c.c))),
+					dryRun:        e.decisions.WithLabelValues(pol, id, cpl, metricnames.DecisionAccepted, "dry_run_"+flow.ReasonLabel(rejectReasonOf(c.c))),
 				}
 				if _, ok := c.c.(*rateLimiter); ok {
 					ref.remaining = e.remaining.WithLabelValues(pol, id, cpl)
@@ -412,7 +407,7 @@ func (e *Engine) dropStaleSeries(old, cur *snapshot) {
 			if keep[r.info.policyName+"\x00"+r.info.id+"\x00"+pt.name] {
 				continue
 			}
-			l := prometheus.Labels{"policy_name": r.info.policyName, "component_id": r.info.id, "control_point": pt.name}
+			l := prometheus.Labels{metricnames.LabelPolicyName: r.info.policyName, metricnames.LabelComponentID: r.info.id, metricnames.LabelControlPoint: pt.name}
 			e.decisions.DeletePartialMatch(l)
 			e.remaining.Delete(l)
 			e.hits.Delete(l)
@@ -700,7 +695,7 @@ func (r *reasonCounters) get(reason Reason) prometheus.Counter {
 		if r.byReason == nil {
 			r.byReason = map[Reason]prometheus.Counter{}
 		}
-		c = r.vec.WithLabelValues(r.labels[0], r.labels[1], r.labels[2], decisionRejected, flow.ReasonLabel(reason))
+		c = r.vec.WithLabelValues(r.labels[0], r.labels[1], r.labels[2], metricnames.DecisionRejected, flow.ReasonLabel(reason))
 		r.byReason[reason] = c
 	}
 	return c

@@ -15,6 +15,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
 
 	"github.com/fluxgate/fluxgate/controlpoint/controlpointtest"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -87,11 +88,11 @@ func TestPerUserLimitBurst(t *testing.T) {
 	if n, d := count("carol", "paid"); n != 20 || len(d.Limiters) != 0 {
 		t.Fatalf("paid flows: %d accepted, %d limiters; want all 20 and no limiter", n, len(d.Limiters))
 	}
-	got := testutil.ToFloat64(e.decisions.WithLabelValues("per-user-limit", "0", "ingress", decisionRejected, "rate_limited"))
+	got := testutil.ToFloat64(e.decisions.WithLabelValues("per-user-limit", "0", "ingress", metricnames.DecisionRejected, "rate_limited"))
 	if got != 30 {
 		t.Fatalf("rejected counter = %v, want 30", got)
 	}
-	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", "ingress", decisionAccepted, "no_match")); got != 20 {
+	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", "ingress", metricnames.DecisionAccepted, "no_match")); got != 20 {
 		t.Fatalf("no_match counter = %v, want 20 (carol's flows)", got)
 	}
 }
@@ -102,7 +103,7 @@ func TestUnknownControlPointAcceptedAndCounted(t *testing.T) {
 	if !d.Accepted || len(d.Limiters) != 0 {
 		t.Fatalf("decision = %+v", d)
 	}
-	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", "egress", decisionAccepted, "no_match")); got != 1 {
+	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", "egress", metricnames.DecisionAccepted, "no_match")); got != 1 {
 		t.Fatalf("no_match = %v", got)
 	}
 	cps := e.ControlPoints()
@@ -201,7 +202,7 @@ func TestDryRunCountsAndNeverStopsTheChain(t *testing.T) {
 	if !last.Limiters[1].Dropped || !last.Limiters[1].DryRun {
 		t.Fatalf("dry-run decision = %+v", last.Limiters[1])
 	}
-	if got := testutil.ToFloat64(e.decisions.WithLabelValues("chain", "1", "api", decisionAccepted, "dry_run_rate_limited")); got != 4 {
+	if got := testutil.ToFloat64(e.decisions.WithLabelValues("chain", "1", "api", metricnames.DecisionAccepted, "dry_run_rate_limited")); got != 4 {
 		t.Fatalf("dry-run would-reject counter = %v, want 4", got)
 	}
 }
@@ -385,7 +386,7 @@ func TestInvalidUTF8ControlPointDoesNotPanic(t *testing.T) {
 	if d := check(e, t0, "bad\xff", nil); !d.Accepted {
 		t.Fatalf("decision = %+v", d)
 	}
-	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", OtherControlPoint, decisionAccepted, "no_match")); got != 1 {
+	if got := testutil.ToFloat64(e.decisions.WithLabelValues("", "", OtherControlPoint, metricnames.DecisionAccepted, "no_match")); got != 1 {
 		t.Fatalf("overflow no_match = %v", got)
 	}
 }

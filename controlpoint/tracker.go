@@ -7,6 +7,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/api"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // OtherControlPoint is the value that stands for every control point past
@@ -94,7 +97,7 @@ func (t *pointTracker) noMatchCounter(cp string, vec *prometheus.CounterVec) pro
 	if c := st.noMatch.Load(); c != nil {
 		return *c
 	}
-	c := vec.WithLabelValues("", "", label, decisionAccepted, "no_match")
+	c := vec.WithLabelValues("", "", label, metricnames.DecisionAccepted, metricnames.ReasonNoMatch)
 	st.noMatch.Store(&c)
 	return c
 }
@@ -102,18 +105,11 @@ func (t *pointTracker) noMatchCounter(cp string, vec *prometheus.CounterVec) pro
 // noRampCounter counts the ramp-mode flows at cp that no ramp selected.
 func (t *pointTracker) noRampCounter(cp string, vec *prometheus.CounterVec) prometheus.Counter {
 	_, label := t.stats(cp)
-	return vec.WithLabelValues("", "", label, decisionRejected, "no_matching_ramp")
+	return vec.WithLabelValues("", "", label, metricnames.DecisionRejected, metricnames.ReasonNoMatchingRamp)
 }
 
-// ControlPoint describes a control point flows have arrived at.
-type ControlPoint struct {
-	Name      string   `json:"name"`
-	Checks    uint64   `json:"checks"`
-	LabelKeys []string `json:"label_keys"`
-}
-
-func (t *pointTracker) list() []ControlPoint {
-	var out []ControlPoint
+func (t *pointTracker) list() []api.ControlPoint {
+	var out []api.ControlPoint
 	add := func(name string, st *pointStats) {
 		st.mu.Lock()
 		keys := make([]string, 0, len(st.keys))
@@ -122,7 +118,7 @@ func (t *pointTracker) list() []ControlPoint {
 		}
 		st.mu.Unlock()
 		sort.Strings(keys)
-		out = append(out, ControlPoint{Name: name, Checks: st.checks.Load(), LabelKeys: keys})
+		out = append(out, api.ControlPoint{Name: name, Checks: st.checks.Load(), LabelKeys: keys})
 	}
 	for name, st := range *t.seen.Load() {
 		add(name, st)
@@ -136,4 +132,4 @@ func (t *pointTracker) list() []ControlPoint {
 
 // ControlPoints lists the control points flows have arrived at, with the
 // label keys seen there (sampled).
-func (e *Engine) ControlPoints() []ControlPoint { return e.points.list() }
+func (e *Engine) ControlPoints() []api.ControlPoint { return e.points.list() }

@@ -1,5 +1,7 @@
 package dashboards
 
+import "github.com/fluxgate/fluxgate/metricnames"
+
 // Overview identity, as published in seed 000.
 const (
 	OverviewUID   = "fluxgate-ops-01"
@@ -30,8 +32,8 @@ func Overview(opts Options) *Dashboard {
 	b := newBuilder(OverviewUID, OverviewTitle,
 		"FluxGate gateway and flow control: throughput, errors, latency, upstreams, breakers, rate limits, TLS, decisions and flux meters.",
 		[]string{"fluxgate"}, opts)
-	b.labelVariable("route", "Route", "fluxgate_http_requests_total", "route_id")
-	b.labelVariable("policy", "Policy", "fluxgate_flow_decisions_total", "policy_name")
+	b.labelVariable("route", "Route", metricnames.HTTPRequestsTotal, metricnames.LabelRouteID)
+	b.labelVariable("policy", "Policy", metricnames.FlowDecisionsTotal, metricnames.LabelPolicyName)
 
 	const (
 		reqs    = `fluxgate_http_requests_total{route_id=~"$route"}`

@@ -9,19 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
-)
-
-// Decision types as they appear in the decision_type label.
-const (
-	DecisionAccepted = "DECISION_TYPE_ACCEPTED"
-	DecisionRejected = "DECISION_TYPE_REJECTED"
-)
-
-// Flow statuses as they appear in the flow_status label.
-const (
-	FlowOK    = "OK"
-	FlowError = "Error"
 )
 
 // meter is one flux meter of one policy and the histograms it keeps.
@@ -44,12 +33,12 @@ type seriesKey struct {
 }
 
 func (k seriesKey) labels() (decision, status, flow string) {
-	decision, flow = DecisionAccepted, FlowOK
+	decision, flow = metricnames.DecisionAccepted, metricnames.FlowOK
 	if k.rejected {
-		decision = DecisionRejected
+		decision = metricnames.DecisionRejected
 	}
 	if k.failed {
-		flow = FlowError
+		flow = metricnames.FlowError
 	}
 	if k.status != 0 {
 		status = strconv.Itoa(int(k.status))
@@ -120,12 +109,12 @@ func (m *meter) observe(k seriesKey, v float64) {
 func (m *meter) invalid(k seriesKey) { m.seriesFor(k).invalid.Add(1) }
 
 var (
-	histDesc = prometheus.NewDesc("flux_meter",
+	histDesc = prometheus.NewDesc(metricnames.FluxMeter,
 		"Flux Meter histograms: the measured attribute of flows (workload duration in ms by default) by flux meter, policy, decision, HTTP status and flow status.",
-		[]string{"flux_meter_name", "policy_name", "decision_type", "http_status_code", "flow_status"}, nil)
-	invalidDesc = prometheus.NewDesc("invalid_flux_meter_total",
+		[]string{metricnames.LabelFluxMeterName, metricnames.LabelPolicyName, metricnames.LabelDecisionType, metricnames.LabelHTTPStatusCode, metricnames.LabelFlowStatus}, nil)
+	invalidDesc = prometheus.NewDesc(metricnames.InvalidFluxMeterTotal,
 		"Flows a flux meter selected whose measured attribute was missing or not a number.",
-		[]string{"flux_meter_name", "policy_name", "decision_type", "http_status_code", "flow_status"}, nil)
+		[]string{metricnames.LabelFluxMeterName, metricnames.LabelPolicyName, metricnames.LabelDecisionType, metricnames.LabelHTTPStatusCode, metricnames.LabelFlowStatus}, nil)
 )
 
 // collect emits the meter's histograms and invalid counters.

@@ -10,6 +10,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -221,7 +222,7 @@ func (v *spanView) note(a attr) {
 	case AttrControlPoint:
 		v.controlPoint = a.str
 	case AttrDecisionType:
-		v.rejected = a.str == DecisionRejected
+		v.rejected = a.str == metricnames.DecisionRejected
 	case AttrHTTPStatus:
 		if a.isInt {
 			v.status = int64(a.num)

@@ -11,6 +11,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -135,7 +136,7 @@ func TestBucketCountsForEachBucketKind(t *testing.T) {
 			// 5 ms and 10 ms (on a boundary: le is inclusive), 40, 70, 1100.
 			for _, ms := range []float64{5, 10, 40, 70, 1100} {
 				spans = append(spans, span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "default/shop/lat"),
-					str(AttrDecisionType, DecisionAccepted), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, ms)))
+					str(AttrDecisionType, metricnames.DecisionAccepted), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, ms)))
 			}
 			if rej, _ := p.Consume(batch(spans...)); rej != 0 {
 				t.Fatalf("rejected %d spans", rej)
@@ -158,8 +159,8 @@ func TestRejectedInvalidAndDurationFallback(t *testing.T) {
 	timed.StartTimeUnixNano, timed.EndTimeUnixNano = 1_000_000_000, 1_000_000_000+2_500_000 // 2.5 ms
 	timed.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 	p.Consume(batch(
-		with(str(AttrDecisionType, DecisionRejected), num(AttrWorkloadMillis, 0.5), integer(AttrHTTPStatus, 429)),
-		with(str(AttrDecisionType, DecisionAccepted), str(AttrWorkloadMillis, "fast"), integer(AttrHTTPStatus, 200)),
+		with(str(AttrDecisionType, metricnames.DecisionRejected), num(AttrWorkloadMillis, 0.5), integer(AttrHTTPStatus, 429)),
+		with(str(AttrDecisionType, metricnames.DecisionAccepted), str(AttrWorkloadMillis, "fast"), integer(AttrHTTPStatus, 200)),
 		timed,
 	))
 	want := "flux_meter{decision_type=DECISION_TYPE_ACCEPTED,flow_status=Error,flux_meter_name=lat,http_status_code=503,policy_name=shop} count=1 sum=2.5 le1=0 le10=1\n" +
@@ -247,7 +248,7 @@ func BenchmarkConsume(b *testing.B) {
 	spans := make([]*tracepb.Span, 512)
 	for i := range spans {
 		spans[i] = span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "default/shop/lat"),
-			str(AttrDecisionType, DecisionAccepted), integer(AttrHTTPStatus, int64(200+i%3)), num(AttrWorkloadMillis, float64(i%700)),
+			str(AttrDecisionType, metricnames.DecisionAccepted), integer(AttrHTTPStatus, int64(200+i%3)), num(AttrWorkloadMillis, float64(i%700)),
 			str("http.target", "/checkout"), str("http.method", "GET"))
 	}
 	rs := batch(spans...)
@@ -291,9 +292,9 @@ func TestSeriesStayBoundedUnderDistinctLabels(t *testing.T) {
 	p.SetPolicies(parsePolicies(t, policyWithMeter("shop", "lat", "static_buckets: {buckets: [10]}")))
 	spans := make([]*tracepb.Span, 0, 1000)
 	for i := 0; i < 100_000; i++ {
-		decision := DecisionAccepted
+		decision := metricnames.DecisionAccepted
 		if i%2 == 1 {
-			decision = DecisionRejected
+			decision = metricnames.DecisionRejected
 		}
 		spans = append(spans, span(
 			str(AttrControlPoint, fmt.Sprint("cp-", i)),
@@ -329,9 +330,9 @@ func TestObserveMatchesConsume(t *testing.T) {
 	bySpan.SetPolicies(ps)
 	byFlow.SetPolicies(ps)
 	bySpan.Consume(batch(
-		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "lat"), str(AttrDecisionType, DecisionAccepted),
+		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "lat"), str(AttrDecisionType, metricnames.DecisionAccepted),
 			integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, 2.5)),
-		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "lat"), str(AttrDecisionType, DecisionRejected),
+		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "lat"), str(AttrDecisionType, metricnames.DecisionRejected),
 			integer(AttrHTTPStatus, 429), num(AttrWorkloadMillis, 0)),
 		span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, 1)),
 	))

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 func newReceiver(t *testing.T) (*Receiver, *Processor) {
@@ -206,7 +208,7 @@ func TestOpenTelemetrySDKExports(t *testing.T) {
 			sp.SetAttributes(
 				attribute.String(AttrControlPoint, "ingress"),
 				attribute.StringSlice(AttrFluxMeters, []string{"default/shop/lat"}),
-				attribute.String(AttrDecisionType, DecisionAccepted),
+				attribute.String(AttrDecisionType, metricnames.DecisionAccepted),
 				attribute.Int(AttrHTTPStatus, 200),
 				attribute.Float64(AttrWorkloadMillis, ms),
 			)
@@ -234,7 +236,7 @@ func BenchmarkHTTPIngest(b *testing.B) {
 	spans := make([]*tracepb.Span, 512)
 	for i := range spans {
 		spans[i] = span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "default/shop/lat"),
-			str(AttrDecisionType, DecisionAccepted), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, float64(i%700)))
+			str(AttrDecisionType, metricnames.DecisionAccepted), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, float64(i%700)))
 	}
 	body, _ := proto.Marshal(&collectortrace.ExportTraceServiceRequest{ResourceSpans: batch(spans...)})
 	req := httptest.NewRequest(http.MethodPost, "/v1/traces", nil)

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // twoProcessors returns processors for the message path and the wire path,
@@ -44,7 +46,7 @@ func randomRequest(r *rand.Rand, n int) *collectortrace.ExportTraceServiceReques
 			attrs = append(attrs, str(AttrFluxMeters, "lat")) // not an array: ignored
 		}
 		if r.IntN(2) == 0 {
-			attrs = append(attrs, str(AttrDecisionType, []string{DecisionAccepted, DecisionRejected}[r.IntN(2)]))
+			attrs = append(attrs, str(AttrDecisionType, []string{metricnames.DecisionAccepted, metricnames.DecisionRejected}[r.IntN(2)]))
 		}
 		switch r.IntN(4) {
 		case 0:
@@ -140,7 +142,7 @@ func BenchmarkGRPCIngest(b *testing.B) {
 	spans := make([]*tracepb.Span, 512)
 	for i := range spans {
 		spans[i] = span(str(AttrControlPoint, "ingress"), strs(AttrFluxMeters, "default/shop/lat"),
-			str(AttrDecisionType, DecisionAccepted), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, float64(i%700)))
+			str(AttrDecisionType, metricnames.DecisionAccepted), integer(AttrHTTPStatus, 200), num(AttrWorkloadMillis, float64(i%700)))
 	}
 	body, _ := proto.Marshal(&collectortrace.ExportTraceServiceRequest{ResourceSpans: batch(spans...)})
 	codec := wireCodec{proto: encoding.GetCodecV2("proto")}

@@ -202,72 +202,14 @@ func (g *Gateway) updateLocked(cfg Config) error {
 	s := &snapshot{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Upstreams))}
 	keepFast := map[fastKey]bool{}
 	for _, uc := range cfg.Upstreams {
-		if ts, ok := g.targets[uc.Name]; ok {
-			uc.Targets = ts
-		}
-		prev := old.upstreams[uc.Name]
-		targets := make(map[string]*target)
-		if prev != nil {
-			for _, t := range prev.targets {
-				targets[t.addr] = t
-			}
-		}
-		u := newUpstream(uc, targets)
-		u.transport, u.scheme = g.transports.forUpstream(uc)
-		if !uc.HTTP2 {
-			u.fast = make(map[string]*fasthttp.HostClient, len(u.targets))
-			for _, t := range u.targets {
-				k := fastKey{addr: t.addr, tls: uc.TLS}
-				u.fast[t.addr] = g.fast.get(k, func() *fasthttp.HostClient { return g.newFastClient(k) })
-				keepFast[k] = true
-			}
-		}
-		if uc.CircuitBreaker != nil {
-			if prev != nil && prev.breaker != nil && breakerConfigEqual(old.cfg, uc) {
-				u.breaker = prev.breaker
-			} else {
-				b, err := g.newBreaker(uc)
-				if err != nil {
-					return fmt.Errorf("gateway: upstream %q: %w", uc.Name, err)
-				}
-				u.breaker = b
-			}
+		u, err := g.buildUpstream(old, uc, keepFast)
+		if err != nil {
+			return err
 		}
 		s.upstreams[uc.Name] = u
 	}
 	for _, rc := range cfg.Routes {
-		r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream], controlPoint: rc.ControlPoint,
-			series: newRouteSeries(g.metrics, rc.ID)}
-		if r.controlPoint == "" {
-			r.controlPoint = client.DefaultControlPoint
-		}
-		if rc.Canary != nil {
-			r.canary = s.upstreams[rc.Canary.Upstream]
-			r.ccfg = *rc.Canary
-			// The canary keeps its weight, rollback and samples while
-			// the route sends it to the same upstream.
-			if p := old.routeByID(rc.ID); p != nil && p.cs != nil && p.ccfg.Upstream == rc.Canary.Upstream {
-				r.cs = p.cs
-			} else {
-				r.cs = newCanaryState(rc.ID, g.logger, g.metrics)
-			}
-			r.cs.configure(*rc.Canary, g.metrics)
-		}
-		r.fast = r.primary.fast != nil && (r.canary == nil || r.canary.fast != nil)
-		var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
-		id := rc.ID
-		mw := client.MiddlewareOptions{
-			ControlPoint: r.controlPoint,
-			Tracer:       g.opts.Tracer,
-			Flows:        g.opts.Flows,
-			Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
-		}
-		if g.opts.Checker != nil {
-			r.gate = client.NewGate(g.opts.Checker, mw)
-			h = r.gate.Wrap(h)
-		}
-		r.handler = h
-		s.routes = append(s.routes, r)
+		s.routes = append(s.routes, g.buildRoute(old, s, rc))
 	}
 	g.state.Store(s)
 	g.fast.keepOnly(keepFast)
@@ -275,7 +217,91 @@ func (g *Gateway) updateLocked(cfg Config) error {
 	case g.changed <- struct{}{}:
 	default:
 	}
-	// What went away takes its series with it.
+	g.forgetRemoved(old, s)
+	for _, u := range s.upstreams {
+		g.metrics.reportUpstream(u, time.Now())
+	}
+	return nil
+}
+
+// buildUpstream builds upstream uc for a new snapshot. Targets at an
+// address the old snapshot had keep their state, and so does the breaker
+// while its configuration is the same; keepFast collects the fasthttp
+// clients the upstream uses.
+func (g *Gateway) buildUpstream(old *snapshot, uc UpstreamConfig, keepFast map[fastKey]bool) (*upstream, error) {
+	if ts, ok := g.targets[uc.Name]; ok {
+		uc.Targets = ts
+	}
+	prev := old.upstreams[uc.Name]
+	targets := make(map[string]*target)
+	if prev != nil {
+		for _, t := range prev.targets {
+			targets[t.addr] = t
+		}
+	}
+	u := newUpstream(uc, targets)
+	u.transport, u.scheme = g.transports.forUpstream(uc)
+	if !uc.HTTP2 {
+		u.fast = make(map[string]*fasthttp.HostClient, len(u.targets))
+		for _, t := range u.targets {
+			k := fastKey{addr: t.addr, tls: uc.TLS}
+			u.fast[t.addr] = g.fast.get(k, func() *fasthttp.HostClient { return g.newFastClient(k) })
+			keepFast[k] = true
+		}
+	}
+	if uc.CircuitBreaker != nil {
+		if prev != nil && prev.breaker != nil && breakerConfigEqual(old.cfg, uc) {
+			u.breaker = prev.breaker
+		} else {
+			b, err := g.newBreaker(uc)
+			if err != nil {
+				return nil, fmt.Errorf("gateway: upstream %q: %w", uc.Name, err)
+			}
+			u.breaker = b
+		}
+	}
+	return u, nil
+}
+
+// buildRoute builds route rc over the upstreams of s, the new snapshot.
+func (g *Gateway) buildRoute(old, s *snapshot, rc RouteConfig) *route {
+	r := &route{id: rc.ID, match: rc.Match, primary: s.upstreams[rc.Upstream], controlPoint: rc.ControlPoint,
+		series: newRouteSeries(g.metrics, rc.ID)}
+	if r.controlPoint == "" {
+		r.controlPoint = client.DefaultControlPoint
+	}
+	if rc.Canary != nil {
+		r.canary = s.upstreams[rc.Canary.Upstream]
+		r.ccfg = *rc.Canary
+		// The canary keeps its weight, rollback and samples while
+		// the route sends it to the same upstream.
+		if p := old.routeByID(rc.ID); p != nil && p.cs != nil && p.ccfg.Upstream == rc.Canary.Upstream {
+			r.cs = p.cs
+		} else {
+			r.cs = newCanaryState(rc.ID, g.logger, g.metrics)
+		}
+		r.cs.configure(*rc.Canary, g.metrics)
+	}
+	r.fast = r.primary.fast != nil && (r.canary == nil || r.canary.fast != nil)
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
+	id := rc.ID
+	mw := client.MiddlewareOptions{
+		ControlPoint: r.controlPoint,
+		Tracer:       g.opts.Tracer,
+		Flows:        g.opts.Flows,
+		Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
+	}
+	if g.opts.Checker != nil {
+		r.gate = client.NewGate(g.opts.Checker, mw)
+		h = r.gate.Wrap(h)
+	}
+	r.handler = h
+	return r
+}
+
+// forgetRemoved drops the series and breakers of the targets, upstreams,
+// routes and canaries that old had and s has not.
+func (g *Gateway) forgetRemoved(old, s *snapshot) {
 	for name, pu := range old.upstreams {
 		nu := s.upstreams[name]
 		for _, t := range pu.targets {
@@ -296,10 +322,6 @@ func (g *Gateway) updateLocked(cfg Config) error {
 			g.metrics.forgetCanary(r.id)
 		}
 	}
-	for _, u := range s.upstreams {
-		g.metrics.reportUpstream(u, time.Now())
-	}
-	return nil
 }
 
 // LabelRouteID is the flow label that carries the route's id to the

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // metrics are the gateway's series of seed 000.
@@ -30,47 +32,47 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2}
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fluxgate_http_requests_total",
+			Name: metricnames.HTTPRequestsTotal,
 			Help: "Requests the gateway answered, by route, upstream target, method and status.",
-		}, []string{"route_id", "upstream_host", "method", "status"}),
+		}, []string{metricnames.LabelRouteID, metricnames.LabelUpstreamHost, metricnames.LabelMethod, "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fluxgate_http_request_duration_seconds",
+			Name:    metricnames.HTTPRequestDurationSeconds,
 			Help:    "Time from receiving a request to the end of its response.",
 			Buckets: durationBuckets,
-		}, []string{"route_id", "upstream_host", "method"}),
+		}, []string{metricnames.LabelRouteID, metricnames.LabelUpstreamHost, metricnames.LabelMethod}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fluxgate_http_requests_in_flight",
+			Name: metricnames.HTTPRequestsInFlight,
 			Help: "Requests the gateway is serving.",
-		}, []string{"route_id", "method"}),
+		}, []string{metricnames.LabelRouteID, metricnames.LabelMethod}),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fluxgate_upstream_active_connections",
+			Name: metricnames.UpstreamActiveConnections,
 			Help: "Open TCP connections from the gateway to the upstream target.",
-		}, []string{"upstream_host"}),
+		}, []string{metricnames.LabelUpstreamHost}),
 		health: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fluxgate_upstream_health",
+			Name: metricnames.UpstreamHealth,
 			Help: "Whether the upstream target takes traffic: 1 healthy, 0 drained by health checks or outlier detection.",
-		}, []string{"upstream", "upstream_host"}),
+		}, []string{"upstream", metricnames.LabelUpstreamHost}),
 		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fluxgate_upstream_weight",
+			Name: metricnames.UpstreamWeight,
 			Help: "Effective load-balancing weight of the upstream target.",
-		}, []string{"upstream", "upstream_host"}),
+		}, []string{"upstream", metricnames.LabelUpstreamHost}),
 		canaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_canary_weight",
 			Help: "Percent of the route's traffic the canary gets by weight (0 while rolled back).",
-		}, []string{"route_id"}),
+		}, []string{metricnames.LabelRouteID}),
 		canaryVerdict: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_canary_verdict",
 			Help: "The canary's current verdict on its metrics: 1 for the current one of pass, fail, no_data.",
-		}, []string{"route_id", "verdict"}),
+		}, []string{metricnames.LabelRouteID, "verdict"}),
 		canaryRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fluxgate_canary_requests_total",
 			Help: "Requests of a route with a canary that reached an upstream group, by group (primary, canary) and outcome (ok, error: 5xx or failed); what canary analysis reads.",
-		}, []string{"route_id", "group", "outcome"}),
+		}, []string{metricnames.LabelRouteID, "group", "outcome"}),
 		canaryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "fluxgate_canary_request_duration_seconds",
 			Help:    "Latency of the requests counted in fluxgate_canary_requests_total, by group (primary, canary).",
 			Buckets: durationBuckets,
-		}, []string{"route_id", "group"}),
+		}, []string{metricnames.LabelRouteID, "group"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -102,7 +104,7 @@ func (m *metrics) forgetTarget(name, addr string) {
 
 // forgetRoute deletes the series of a route that went away.
 func (m *metrics) forgetRoute(id string) {
-	l := prometheus.Labels{"route_id": id}
+	l := prometheus.Labels{metricnames.LabelRouteID: id}
 	m.requests.DeletePartialMatch(l)
 	m.duration.DeletePartialMatch(l)
 	m.inFlight.DeletePartialMatch(l)
@@ -111,9 +113,9 @@ func (m *metrics) forgetRoute(id string) {
 // forgetCanary deletes the canary series of a route that lost its canary.
 func (m *metrics) forgetCanary(route string) {
 	m.canaryWeight.DeleteLabelValues(route)
-	m.canaryVerdict.DeletePartialMatch(prometheus.Labels{"route_id": route})
-	m.canaryRequests.DeletePartialMatch(prometheus.Labels{"route_id": route})
-	m.canaryDuration.DeletePartialMatch(prometheus.Labels{"route_id": route})
+	m.canaryVerdict.DeletePartialMatch(prometheus.Labels{metricnames.LabelRouteID: route})
+	m.canaryRequests.DeletePartialMatch(prometheus.Labels{metricnames.LabelRouteID: route})
+	m.canaryDuration.DeletePartialMatch(prometheus.Labels{metricnames.LabelRouteID: route})
 }
 
 // routeSeries holds one route's request series by method, upstream host

@@ -49,34 +49,55 @@ func (t *apertureTranslator) sampler(key, spec *yaml.Node, emit emitter, top boo
 // accept_percentage is the generator's output. The ramp's out ports
 // (accept_percentage, at_start, at_end) are the generator's.
 func (t *apertureTranslator) loadRamp(key, spec *yaml.Node, emit emitter) {
-	if spec.Kind != yaml.MappingNode {
-		t.errorf(spec, "flow_control.load_ramp: expected a mapping")
+	samp, stepsKey, steps, ok := t.rampParameters(key, spec)
+	if !ok {
 		return
-	}
-	params := mappingValue(spec, "parameters", 0)
-	if params == nil || params.Kind != yaml.MappingNode {
-		t.errorf(key, "flow_control.load_ramp: parameters is required")
-		return
-	}
-	_, samp := takeKey(params, "sampler")
-	if samp == nil || samp.Kind != yaml.MappingNode {
-		t.errorf(params, "flow_control.load_ramp: parameters.sampler is required")
-		return
-	}
-	stepsKey, steps := takeKey(params, "steps")
-	if steps == nil || steps.Kind != yaml.SequenceNode || len(steps.Content) == 0 {
-		t.errorf(params, "flow_control.load_ramp: parameters.steps needs at least one step")
-		return
-	}
-	for i := 0; i+1 < len(params.Content); i += 2 {
-		t.unsupported(params.Content[i], "flow_control.load_ramp.parameters."+params.Content[i].Value)
 	}
 	var genSteps []*yaml.Node
 	for _, st := range steps.Content {
 		genSteps = append(genSteps, t.rampStep(st))
 	}
+	ins := t.rampInPorts(key, spec)
+	outs, pctName := t.rampOutPorts(key, spec)
+	emit(component(key, "", "signal_generator", mapAt(key,
+		"in_ports", ins,
+		"out_ports", outs,
+		"parameters", mapAt(stepsKey, "steps", seqAt(steps, genSteps...)))))
+	emit(component(key, "flow_control", "sampler", t.rampSampler(key, spec, samp, pctName)))
+}
 
-	// Ports.
+// rampParameters takes parameters.sampler and parameters.steps out of a
+// load ramp's spec and reports anything else in parameters; ok is false
+// (and an error reported) when one of them is missing.
+func (t *apertureTranslator) rampParameters(key, spec *yaml.Node) (samp, stepsKey, steps *yaml.Node, ok bool) {
+	if spec.Kind != yaml.MappingNode {
+		t.errorf(spec, "flow_control.load_ramp: expected a mapping")
+		return nil, nil, nil, false
+	}
+	params := mappingValue(spec, "parameters", 0)
+	if params == nil || params.Kind != yaml.MappingNode {
+		t.errorf(key, "flow_control.load_ramp: parameters is required")
+		return nil, nil, nil, false
+	}
+	_, samp = takeKey(params, "sampler")
+	if samp == nil || samp.Kind != yaml.MappingNode {
+		t.errorf(params, "flow_control.load_ramp: parameters.sampler is required")
+		return nil, nil, nil, false
+	}
+	stepsKey, steps = takeKey(params, "steps")
+	if steps == nil || steps.Kind != yaml.SequenceNode || len(steps.Content) == 0 {
+		t.errorf(params, "flow_control.load_ramp: parameters.steps needs at least one step")
+		return nil, nil, nil, false
+	}
+	for i := 0; i+1 < len(params.Content); i += 2 {
+		t.unsupported(params.Content[i], "flow_control.load_ramp.parameters."+params.Content[i].Value)
+	}
+	return samp, stepsKey, steps, true
+}
+
+// rampInPorts is the generator's in ports: the ramp's forward, backward
+// and reset, and a constant forward 0 when neither direction is wired.
+func (t *apertureTranslator) rampInPorts(key, spec *yaml.Node) *yaml.Node {
 	ins := mapAt(key)
 	if in := mappingValue(spec, "in_ports", 0); in != nil && in.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(in.Content); i += 2 {
@@ -93,7 +114,14 @@ func (t *apertureTranslator) loadRamp(key, spec *yaml.Node, emit emitter) {
 		// would run forward on its own.
 		setKey(ins, "forward", mapAt(key, "constant_signal", mapAt(key, "value", floatNode(key, 0))))
 	}
-	outs := mapAt(key)
+	return ins
+}
+
+// rampOutPorts is the generator's out ports and the name of the signal
+// that carries the accept percentage (a generated one when the ramp's
+// accept_percentage is not wired).
+func (t *apertureTranslator) rampOutPorts(key, spec *yaml.Node) (outs *yaml.Node, pctName string) {
+	outs = mapAt(key)
 	var pct *yaml.Node
 	if out := mappingValue(spec, "out_ports", 0); out != nil && out.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(out.Content); i += 2 {
@@ -109,7 +137,6 @@ func (t *apertureTranslator) loadRamp(key, spec *yaml.Node, emit emitter) {
 			}
 		}
 	}
-	var pctName string
 	if pct != nil {
 		if n := mappingValue(pct, "signal_name", 0); n != nil {
 			pctName = n.Value
@@ -119,13 +146,13 @@ func (t *apertureTranslator) loadRamp(key, spec *yaml.Node, emit emitter) {
 		pctName = signalFor(key, "ACCEPT_PERCENTAGE")
 		setKey(outs, "output", mapAt(key, "signal_name", strNode(key, pctName)))
 	}
-	emit(component(key, "", "signal_generator", mapAt(key,
-		"in_ports", ins,
-		"out_ports", outs,
-		"parameters", mapAt(stepsKey, "steps", seqAt(steps, genSteps...)))))
+	return outs, pctName
+}
 
-	// The sampler, in ramp mode: parameters.sampler holds a sampler's
-	// parameters, selectors included.
+// rampSampler is the sampler, in ramp mode: parameters.sampler holds a
+// sampler's parameters, selectors included, and its accept_percentage is
+// the signal pctName. It reports the spec's keys nothing reads.
+func (t *apertureTranslator) rampSampler(key, spec, samp *yaml.Node, pctName string) *yaml.Node {
 	sp := mapAt(samp)
 	var native []*yaml.Node
 	for i := 0; i+1 < len(samp.Content); i += 2 {
@@ -157,8 +184,7 @@ func (t *apertureTranslator) loadRamp(key, spec *yaml.Node, emit emitter) {
 			t.unsupported(k, "flow_control.load_ramp."+k.Value)
 		}
 	}
-	emit(component(key, "flow_control", "sampler", &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map",
-		Line: samp.Line, Column: samp.Column, Content: native}))
+	return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: samp.Line, Column: samp.Column, Content: native}
 }
 
 // rampStep turns a load ramp step {target_accept_percentage, duration}

@@ -340,21 +340,7 @@ func (p *RateLimiterParameters) checkBackend(errs []error) []error {
 			}
 		}
 	}
-	if ls := p.LazySync; ls != nil {
-		switch {
-		case ls.NumSync < 0 || ls.NumSync > maxNumSync:
-			errs = append(errs, fmt.Errorf("parameters.lazy_sync.num_sync: must be within 1..%d, got %d", maxNumSync, ls.NumSync))
-		case ls.Enabled && d.Backend != BackendRedis:
-			errs = append(errs, fmt.Errorf("parameters.lazy_sync: applies only to backend: redis"))
-		case ls.Enabled && d.Algorithm != AlgorithmTokenBucket:
-			errs = append(errs, fmt.Errorf("parameters.lazy_sync: needs algorithm: token_bucket"))
-		case ls.Enabled && (p.FailureMode != "" || p.LocalFallbackShare != 0):
-			errs = append(errs, fmt.Errorf("parameters.failure_mode: does not apply with lazy_sync, which always decides locally"))
-		}
-		if n, ok := p.Lazy(); ok && n <= maxNumSync && p.Interval > 0 && p.Interval/time.Duration(n) < time.Millisecond {
-			errs = append(errs, fmt.Errorf("parameters.lazy_sync.num_sync: interval/num_sync must be at least 1ms, got %v", p.Interval/time.Duration(n)))
-		}
-	}
+	errs = p.checkLazySync(errs, d)
 	if p.RedisTimeout < 0 || p.RedisTimeout > maxRedisTimeout {
 		errs = append(errs, fmt.Errorf("parameters.redis_timeout: must be within 0..%v, got %v", maxRedisTimeout, p.RedisTimeout))
 	}
@@ -362,6 +348,29 @@ func (p *RateLimiterParameters) checkBackend(errs []error) []error {
 		errs = append(errs, fmt.Errorf("parameters.local_fallback_share: must be within (0, 1], got %v", s))
 	} else if s != 0 && d.FailureMode != FailLocalFallback && d.Backend == BackendRedis {
 		errs = append(errs, fmt.Errorf("parameters.local_fallback_share: applies only to failure_mode: local_fallback"))
+	}
+	return errs
+}
+
+// checkLazySync validates lazy_sync against the backend and algorithm in
+// effect (d, p with defaults).
+func (p *RateLimiterParameters) checkLazySync(errs []error, d RateLimiterParameters) []error {
+	ls := p.LazySync
+	if ls == nil {
+		return errs
+	}
+	switch {
+	case ls.NumSync < 0 || ls.NumSync > maxNumSync:
+		errs = append(errs, fmt.Errorf("parameters.lazy_sync.num_sync: must be within 1..%d, got %d", maxNumSync, ls.NumSync))
+	case ls.Enabled && d.Backend != BackendRedis:
+		errs = append(errs, fmt.Errorf("parameters.lazy_sync: applies only to backend: redis"))
+	case ls.Enabled && d.Algorithm != AlgorithmTokenBucket:
+		errs = append(errs, fmt.Errorf("parameters.lazy_sync: needs algorithm: token_bucket"))
+	case ls.Enabled && (p.FailureMode != "" || p.LocalFallbackShare != 0):
+		errs = append(errs, fmt.Errorf("parameters.failure_mode: does not apply with lazy_sync, which always decides locally"))
+	}
+	if n, ok := p.Lazy(); ok && n <= maxNumSync && p.Interval > 0 && p.Interval/time.Duration(n) < time.Millisecond {
+		errs = append(errs, fmt.Errorf("parameters.lazy_sync.num_sync: interval/num_sync must be at least 1ms, got %v", p.Interval/time.Duration(n)))
 	}
 	return errs
 }

@@ -152,77 +152,92 @@ func (t *TrafficPolicy) validate(v *validator, _ validateMode) {
 		v.missing(spec.key("targetRef"), "name")
 	}
 	if lb := t.Spec.LoadBalancing; lb != nil {
-		p := spec.key("loadBalancing")
-		if !slices.Contains(Algorithms, lb.Algorithm) {
-			v.add(p.key("algorithm"), "unknown algorithm %q; want %s", lb.Algorithm, strings.Join(Algorithms, ", "))
-		}
-		if hc := lb.HealthCheck; hc != nil {
-			hp := p.key("healthCheck")
-			if hc.Interval < MinEvaluationInterval {
-				v.add(hp.key("interval"), "interval must be at least %s, got %s", MinEvaluationInterval, hc.Interval)
-			}
-			if hc.UnhealthyThreshold < 1 {
-				v.add(hp.key("unhealthyThreshold"), "unhealthyThreshold must be at least 1, got %d", hc.UnhealthyThreshold)
-			}
-		}
+		lb.validate(v, spec.key("loadBalancing"))
 	}
 	if rl := t.Spec.RateLimit; rl != nil {
-		p := spec.key("rateLimit")
-		if !(rl.RequestsPerSecond > 0) || math.IsInf(rl.RequestsPerSecond, 0) {
-			v.add(p.key("requestsPerSecond"), "requestsPerSecond must be a positive number, got %v", rl.RequestsPerSecond)
-		}
-		if rl.BurstSize < 0 {
-			v.add(p.key("burstSize"), "burstSize must not be negative, got %d", rl.BurstSize)
-		}
-		if msg := checkKeyExtractor(rl.KeyExtractor); msg != "" {
-			v.add(p.key("keyExtractor"), "%s", msg)
-		}
+		rl.validate(v, spec.key("rateLimit"))
 	}
 	if c := t.Spec.Canary; c != nil {
-		p := spec.key("canary")
-		if c.Weight < 0 || c.Weight > 100 {
-			v.add(p.key("weight"), "weight must be between 0 and 100, got %d", c.Weight)
+		c.validate(v, spec.key("canary"))
+	}
+}
+
+func (lb *LoadBalancing) validate(v *validator, p fieldPath) {
+	if !slices.Contains(Algorithms, lb.Algorithm) {
+		v.add(p.key("algorithm"), "unknown algorithm %q; want %s", lb.Algorithm, strings.Join(Algorithms, ", "))
+	}
+	if hc := lb.HealthCheck; hc != nil {
+		hp := p.key("healthCheck")
+		if hc.Interval < MinEvaluationInterval {
+			v.add(hp.key("interval"), "interval must be at least %s, got %s", MinEvaluationInterval, hc.Interval)
 		}
-		for i, m := range c.Match {
-			mp := p.key("match").index(i)
-			n := 0
-			for _, nv := range []struct {
-				name string
-				m    *NameValueMatch
-			}{{"header", m.Header}, {"cookie", m.Cookie}} {
-				if nv.m == nil {
-					continue
-				}
-				n++
-				switch {
-				case nv.m.Name == "":
-					v.missing(mp.key(nv.name), "name")
-				case nv.name == "header" && !headerNameRE.MatchString(nv.m.Name):
-					v.add(mp.key(nv.name).key("name"), "invalid header name %q", nv.m.Name)
-				}
-			}
-			if n != 1 {
-				v.add(mp, "a match must set exactly one of header, cookie")
-			}
+		if hc.UnhealthyThreshold < 1 {
+			v.add(hp.key("unhealthyThreshold"), "unhealthyThreshold must be at least 1, got %d", hc.UnhealthyThreshold)
 		}
-		if m := c.Metrics; m != nil {
-			mp := p.key("metrics")
-			if r := m.TargetErrorRate; !(r >= 0 && r <= 1) {
-				v.add(mp.key("targetErrorRate"), "targetErrorRate must be between 0 and 1, got %v", r)
-			}
-			if m.TargetP99Latency < 0 {
-				v.add(mp.key("targetP99Latency"), "targetP99Latency must not be negative, got %s", m.TargetP99Latency)
-			}
-			if m.TargetErrorRate == 0 && m.TargetP99Latency == 0 {
-				v.add(mp, "set targetErrorRate, targetP99Latency or both: a canary without targets cannot fail")
-			}
-			if m.MinSamples < 0 {
-				v.add(mp.key("minSamples"), "minSamples must not be negative, got %d", m.MinSamples)
-			}
-			if m.Window < 0 {
-				v.add(mp.key("window"), "window must not be negative, got %s", m.Window)
-			}
+	}
+}
+
+func (rl *RateLimit) validate(v *validator, p fieldPath) {
+	if !(rl.RequestsPerSecond > 0) || math.IsInf(rl.RequestsPerSecond, 0) {
+		v.add(p.key("requestsPerSecond"), "requestsPerSecond must be a positive number, got %v", rl.RequestsPerSecond)
+	}
+	if rl.BurstSize < 0 {
+		v.add(p.key("burstSize"), "burstSize must not be negative, got %d", rl.BurstSize)
+	}
+	if msg := checkKeyExtractor(rl.KeyExtractor); msg != "" {
+		v.add(p.key("keyExtractor"), "%s", msg)
+	}
+}
+
+func (c *Canary) validate(v *validator, p fieldPath) {
+	if c.Weight < 0 || c.Weight > 100 {
+		v.add(p.key("weight"), "weight must be between 0 and 100, got %d", c.Weight)
+	}
+	for i, m := range c.Match {
+		m.validate(v, p.key("match").index(i))
+	}
+	if m := c.Metrics; m != nil {
+		m.validate(v, p.key("metrics"))
+	}
+}
+
+func (m *CanaryMatch) validate(v *validator, mp fieldPath) {
+	n := 0
+	for _, nv := range []struct {
+		name string
+		m    *NameValueMatch
+	}{{"header", m.Header}, {"cookie", m.Cookie}} {
+		if nv.m == nil {
+			continue
 		}
+		n++
+		switch {
+		case nv.m.Name == "":
+			v.missing(mp.key(nv.name), "name")
+		case nv.name == "header" && !headerNameRE.MatchString(nv.m.Name):
+			v.add(mp.key(nv.name).key("name"), "invalid header name %q", nv.m.Name)
+		}
+	}
+	if n != 1 {
+		v.add(mp, "a match must set exactly one of header, cookie")
+	}
+}
+
+func (m *CanaryMetrics) validate(v *validator, mp fieldPath) {
+	if r := m.TargetErrorRate; !(r >= 0 && r <= 1) {
+		v.add(mp.key("targetErrorRate"), "targetErrorRate must be between 0 and 1, got %v", r)
+	}
+	if m.TargetP99Latency < 0 {
+		v.add(mp.key("targetP99Latency"), "targetP99Latency must not be negative, got %s", m.TargetP99Latency)
+	}
+	if m.TargetErrorRate == 0 && m.TargetP99Latency == 0 {
+		v.add(mp, "set targetErrorRate, targetP99Latency or both: a canary without targets cannot fail")
+	}
+	if m.MinSamples < 0 {
+		v.add(mp.key("minSamples"), "minSamples must not be negative, got %d", m.MinSamples)
+	}
+	if m.Window < 0 {
+		v.add(mp.key("window"), "window must not be negative, got %s", m.Window)
 	}
 }
 

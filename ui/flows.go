@@ -6,12 +6,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // Metric families the flows view reads from the agent's registry.
 const (
-	decisionsFamily = "fluxgate_flow_decisions_total"
-	fluxMeterFamily = "flux_meter"
+	decisionsFamily = metricnames.FlowDecisionsTotal
+	fluxMeterFamily = metricnames.FluxMeter
 )
 
 // Flows is the body of GET /v1/ui/flows: the agent's decision counters and
@@ -66,13 +68,13 @@ func readFlows(g prometheus.Gatherer, nowMs int64) (Flows, error) {
 			for _, m := range mf.GetMetric() {
 				l := labels(m)
 				out.Decisions = append(out.Decisions, Decisions{
-					ControlPoint: l["control_point"], Policy: l["policy_name"], Component: l["component_id"],
-					DecisionType: l["decision_type"], Reason: l["reason"], Count: m.GetCounter().GetValue(),
+					ControlPoint: l[metricnames.LabelControlPoint], Policy: l[metricnames.LabelPolicyName], Component: l[metricnames.LabelComponentID],
+					DecisionType: l[metricnames.LabelDecisionType], Reason: l[metricnames.LabelReason], Count: m.GetCounter().GetValue(),
 				})
 			}
 		case fluxMeterFamily:
 			for _, m := range mf.GetMetric() {
-				name := labels(m)["flux_meter_name"]
+				name := labels(m)[metricnames.LabelFluxMeterName]
 				fm := meters[name]
 				if fm == nil {
 					fm = &FluxMeter{Name: name}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/api"
 )
 
 func newExplainCmd(c *cli) *cobra.Command {
@@ -26,19 +26,19 @@ func newExplainCmd(c *cli) *cobra.Command {
 			if cp == "" {
 				return fmt.Errorf("explain needs --control-point")
 			}
-			req := map[string]any{"control_point": cp, "labels": map[string]string{}, "tokens": tokens}
+			req := api.ExplainRequest{ControlPoint: cp, Labels: map[string]string{}, Tokens: tokens}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
 					return fmt.Errorf("--label %q: want key=value", l)
 				}
-				req["labels"].(map[string]string)[k] = v
+				req.Labels[k] = v
 			}
 			body, err := json.Marshal(req)
 			if err != nil {
 				return err
 			}
-			var x controlpoint.Explanation
+			var x api.Explanation
 			if _, _, err := c.doJSON(cmd, http.MethodPost, "/v1/explain", body, &x); err != nil {
 				return err
 			}
@@ -51,7 +51,7 @@ func newExplainCmd(c *cli) *cobra.Command {
 	return cmd
 }
 
-func (c *cli) printExplanation(out io.Writer, x *controlpoint.Explanation) error {
+func (c *cli) printExplanation(out io.Writer, x *api.Explanation) error {
 	if done, err := c.encode(out, x); done {
 		return err
 	}
@@ -117,9 +117,7 @@ func newControlPointsCmd(c *cli) *cobra.Command {
 		Short: "List the control points flows arrived at, with their label keys",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var resp struct {
-				ControlPoints []controlpoint.ControlPoint `json:"control_points"`
-			}
+			var resp api.ControlPointList
 			if _, _, err := c.doJSON(cmd, http.MethodGet, "/v1/controlpoints", nil, &resp); err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/api"
 )
 
 func startAgent(t *testing.T, token string) (*agent.Agent, string) {
@@ -104,7 +105,7 @@ func TestApplyGetDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list agent.PolicyList
+	var list api.PolicyList
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("-o json is not JSON: %v\n%s", err, out)
 	}

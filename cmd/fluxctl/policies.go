@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -185,7 +185,7 @@ func newGetCmd(c *cli) *cobra.Command {
 }
 
 func (c *cli) listPolicies(cmd *cobra.Command, ns string) error {
-	var list agent.PolicyList
+	var list api.PolicyList
 	if _, _, err := c.do(cmd.Context(), http.MethodGet, "/v1/policies", nil, "application/json", &list); err != nil {
 		return err
 	}
@@ -222,7 +222,7 @@ func (c *cli) showPolicy(cmd *cobra.Command, ns, name string) error {
 	}
 	out := cmd.OutOrStdout()
 	if c.output == "json" {
-		var pi agent.PolicyInfo
+		var pi api.PolicyInfo
 		if _, _, err := c.do(cmd.Context(), http.MethodGet, policyPath(ns, name), nil, "application/json", &pi); err != nil {
 			return err
 		}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/api"
 )
 
 func newSignalsCmd(c *cli) *cobra.Command {
@@ -18,7 +18,7 @@ func newSignalsCmd(c *cli) *cobra.Command {
 		Short: "Show the live signals of a policy's circuit, with validity and age",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var resp agent.SignalsResponse
+			var resp api.SignalsResponse
 			if _, _, err := c.doJSON(cmd, http.MethodGet, "/v1/signals/"+policyPath(ns, args[0])[len("/v1/policies/"):], nil, &resp); err != nil {
 				return err
 			}

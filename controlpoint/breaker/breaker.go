@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // State is the state of a Breaker.
@@ -26,11 +28,11 @@ var States = []State{Closed, Open, HalfOpen}
 func (s State) String() string {
 	switch s {
 	case Closed:
-		return "closed"
+		return metricnames.StateClosed
 	case Open:
-		return "open"
+		return metricnames.StateOpen
 	case HalfOpen:
-		return "half_open"
+		return metricnames.StateHalfOpen
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }

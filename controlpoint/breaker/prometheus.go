@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // PrometheusListener exports the state and transitions of breakers:
@@ -36,17 +38,17 @@ var (
 func NewPrometheusListener(reg prometheus.Registerer) (*PrometheusListener, error) {
 	l := &PrometheusListener{
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "circuit_breaker_state",
+			Name: metricnames.BreakerState,
 			Help: "Whether the circuit breaker is in this state (1) or not (0).",
-		}, []string{"circuit_name", "state"}),
+		}, []string{metricnames.LabelCircuitName, metricnames.LabelState}),
 		trans: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "circuit_breaker_state_transition_total",
+			Name: metricnames.BreakerStateTransitionTotal,
 			Help: "State transitions of the circuit breaker.",
-		}, []string{"circuit_name", "old_state", "new_state"}),
+		}, []string{metricnames.LabelCircuitName, metricnames.LabelOldState, metricnames.LabelNewState}),
 		numeric: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "fluxgate_circuit_breaker_state",
+			Name: metricnames.BreakerStateNumeric,
 			Help: "State of the circuit breaker: 0 closed, 1 open, 2 half-open.",
-		}, []string{"circuit_name"}),
+		}, []string{metricnames.LabelCircuitName}),
 		names: make(map[string]struct{}),
 	}
 	if reg == nil {
@@ -117,7 +119,7 @@ func (l *PrometheusListener) Forget(name string) {
 }
 
 func (l *PrometheusListener) deleteSeries(name string) {
-	match := prometheus.Labels{"circuit_name": name}
+	match := prometheus.Labels{metricnames.LabelCircuitName: name}
 	l.state.DeletePartialMatch(match)
 	l.trans.DeletePartialMatch(match)
 	l.numeric.DeletePartialMatch(match)

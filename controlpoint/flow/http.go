@@ -10,6 +10,8 @@ import (
 	"time"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // Flow label keys for HTTP flows, shared by every HTTP adapter and the SDK
@@ -242,19 +244,19 @@ func ceilSeconds(d time.Duration) string {
 func ReasonLabel(r pb.RejectReason) string {
 	switch r {
 	case pb.RejectReason_REJECT_REASON_NONE:
-		return "none"
+		return metricnames.ReasonNone
 	case pb.RejectReason_REJECT_REASON_RATE_LIMITED:
-		return "rate_limited"
+		return metricnames.ReasonRateLimited
 	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
-		return "not_sampled"
+		return metricnames.ReasonNotSampled
 	case pb.RejectReason_REJECT_REASON_NO_TOKENS:
-		return "no_tokens"
+		return metricnames.ReasonNoTokens
 	case pb.RejectReason_REJECT_REASON_FAILED_CLOSED:
-		return "failed_closed"
+		return metricnames.ReasonFailedClosed
 	case pb.RejectReason_REJECT_REASON_BREAKER_OPEN:
-		return "breaker_open"
+		return metricnames.ReasonBreakerOpen
 	case pb.RejectReason_REJECT_REASON_NO_MATCHING_RAMP:
-		return "no_matching_ramp"
+		return metricnames.ReasonNoMatchingRamp
 	}
 	return "unknown"
 }

@@ -7,15 +7,9 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/fluxgate/fluxgate/api"
 	"github.com/fluxgate/fluxgate/controlpoint"
 )
-
-// explainRequest is the body of POST /v1/explain.
-type explainRequest struct {
-	ControlPoint string            `json:"control_point"`
-	Labels       map[string]string `json:"labels"`
-	Tokens       float64           `json:"tokens"`
-}
 
 // serveExplain is POST /v1/explain: what the engine would decide for a
 // flow, without taking tokens.
@@ -25,7 +19,7 @@ func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, code, err.Error())
 		return
 	}
-	var in explainRequest
+	var in api.ExplainRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
@@ -48,16 +42,11 @@ func (s *Server) serveExplain(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.engine.Explain(r.Context(), s.now(), &req))
 }
 
-// controlPointList is the body of GET /v1/controlpoints.
-type controlPointList struct {
-	ControlPoints []controlpoint.ControlPoint `json:"control_points"`
-}
-
 // serveControlPoints is GET /v1/controlpoints.
 func (s *Server) serveControlPoints(w http.ResponseWriter, _ *http.Request) {
 	cps := s.engine.ControlPoints()
 	if cps == nil {
-		cps = []controlpoint.ControlPoint{}
+		cps = []api.ControlPoint{}
 	}
-	writeJSON(w, http.StatusOK, controlPointList{ControlPoints: cps})
+	writeJSON(w, http.StatusOK, api.ControlPointList{ControlPoints: cps})
 }

@@ -187,14 +187,7 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value) {
 		d.decodeAlias(n, v)
 		return
 	}
-	if d.inAlias > 0 {
-		if d.expanded++; d.expanded > maxExpanded {
-			d.Errorf(n, "too many nodes expanded from aliases (more than %d)", maxExpanded)
-			d.stopped = true
-			return
-		}
-	}
-	if d.stopped {
+	if !d.countExpanded(n) {
 		return
 	}
 	d.depth++
@@ -205,18 +198,8 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value) {
 		return
 	}
 
-	if v.Kind() != reflect.Pointer && v.CanAddr() {
-		pt := v.Addr().Type()
-		if pt.Implements(unmarshalerType) {
-			v.Addr().Interface().(Unmarshaler).UnmarshalStrictYAML(d, n)
-			return
-		}
-		if pt.Implements(yamlUnmarshaler) {
-			if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
-				d.Errorf(n, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
-			}
-			return
-		}
+	if d.unmarshalSelf(n, v) {
+		return
 	}
 
 	switch v.Kind() {
@@ -237,6 +220,12 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value) {
 	if isNull(n) {
 		return // null leaves the current value
 	}
+	d.decodeValue(n, v)
+}
+
+// decodeValue decodes a non-null node into a value that is neither a
+// pointer nor an interface.
+func (d *Decoder) decodeValue(n *yaml.Node, v reflect.Value) {
 	if v.Type() == durationType {
 		d.decodeDuration(n, v)
 		return
@@ -265,6 +254,39 @@ func (d *Decoder) decode(n *yaml.Node, v reflect.Value) {
 	default:
 		d.Errorf(n, "cannot decode into Go type %s", v.Type())
 	}
+}
+
+// countExpanded counts a node decoded through an alias against
+// maxExpanded and reports whether decoding goes on.
+func (d *Decoder) countExpanded(n *yaml.Node) bool {
+	if d.inAlias > 0 {
+		if d.expanded++; d.expanded > maxExpanded {
+			d.Errorf(n, "too many nodes expanded from aliases (more than %d)", maxExpanded)
+			d.stopped = true
+			return false
+		}
+	}
+	return !d.stopped
+}
+
+// unmarshalSelf lets a value that implements Unmarshaler or
+// yaml.Unmarshaler decode n itself, and reports whether it did.
+func (d *Decoder) unmarshalSelf(n *yaml.Node, v reflect.Value) bool {
+	if v.Kind() == reflect.Pointer || !v.CanAddr() {
+		return false
+	}
+	pt := v.Addr().Type()
+	if pt.Implements(unmarshalerType) {
+		v.Addr().Interface().(Unmarshaler).UnmarshalStrictYAML(d, n)
+		return true
+	}
+	if pt.Implements(yamlUnmarshaler) {
+		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
+			d.Errorf(n, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		return true
+	}
+	return false
 }
 
 func (d *Decoder) decodeAlias(n *yaml.Node, v reflect.Value) {

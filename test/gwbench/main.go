@@ -187,10 +187,6 @@ func run() error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is not installed (Debian package wrk)")
 	}
-	nginxBin, err := exec.LookPath("nginx")
-	if err != nil {
-		nginxBin = "/usr/sbin/nginx"
-	}
 	if *bin == "" {
 		*bin = filepath.Join(dir, "fluxgate")
 		build := exec.Command("go", "build", "-o", *bin, "./cmd/fluxgate")
@@ -198,10 +194,6 @@ func run() error {
 		if err := build.Run(); err != nil {
 			return fmt.Errorf("build fluxgate: %w", err)
 		}
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
 	}
 	var stops []func()
 	defer func() {
@@ -216,7 +208,39 @@ func run() error {
 		}
 		return err
 	}
+	b, err := startBench(dir, start)
+	if err != nil {
+		return err
+	}
+	stolen := stealMeter()
+	pr, err := measureProxying(b.urls)
+	if err != nil {
+		return err
+	}
+	lb := measureBalancing(b.gw, b.slow)
+	printResults(pr, lb)
+	if s, ok := stolen(); ok {
+		fmt.Printf("\nCPU time stolen by the hypervisor during the measurements: %.1f%%\n", s)
+	}
+	return nil
+}
 
+// bench is what startBench started: the URLs of the proxying runs
+// (direct, gateway, nginx, proxy-only), the gateways' listen addresses by
+// name and the slow balancing target.
+type bench struct {
+	urls map[string]string
+	gw   map[string]string
+	slow string
+}
+
+// startBench starts the upstreams, the gateways, nginx and the bare proxy
+// with start, and waits until each answers.
+func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
 	// Upstreams: one without delay for the proxying runs, four for the
 	// balancing runs, the last slowed 10×.
 	direct := freeAddr()
@@ -231,12 +255,36 @@ func run() error {
 		spec = append(spec, a+"="+d.String())
 	}
 	if err := start("upstreams", exec.Command(self, "-serve-upstream", strings.Join(spec, ","))); err != nil {
-		return err
+		return nil, err
+	}
+	gw, err := startGateways(dir, direct, lb, start)
+	if err != nil {
+		return nil, err
+	}
+	ngListen, err := startNginx(dir, direct, start)
+	if err != nil {
+		return nil, err
+	}
+	proxyOnly := freeAddr()
+	if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf)); err != nil {
+		return nil, err
 	}
 
-	// Gateways.
+	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
+		"proxy-only": "http://" + proxyOnly + "/"}
+	for _, u := range []string{urls["direct"], urls["gateway"], urls["nginx"], urls["proxy-only"], "http://" + gw["round-robin"] + "/", "http://" + gw["adaptive"] + "/"} {
+		if err := waitOK(u, 30*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	return &bench{urls: urls, gw: gw, slow: slow}, nil
+}
+
+// startGateways starts the three `fluxgate gateway` processes and returns
+// their listen addresses by name.
+func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd) error) (map[string]string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	gw := map[string]string{} // name → listen address
 	for _, g := range []struct{ name, algorithm, targets string }{
@@ -249,78 +297,85 @@ func run() error {
 		conf := filepath.Join(dir, g.name+".yaml")
 		body := fmt.Sprintf(gatewayConf, apiPort, filepath.Join(dir, "policies"), listen, g.algorithm, g.targets)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		if err := start(g.name, exec.Command(*bin, "gateway", "--config", conf)); err != nil {
-			return err
+			return nil, err
 		}
 		gw[g.name] = listen
 	}
+	return gw, nil
+}
 
-	// nginx.
+// startNginx starts nginx in front of direct and returns its address.
+func startNginx(dir, direct string, start func(string, *exec.Cmd) error) (string, error) {
+	nginxBin, err := exec.LookPath("nginx")
+	if err != nil {
+		nginxBin = "/usr/sbin/nginx"
+	}
 	ngDir := filepath.Join(dir, "nginx")
 	if err := os.MkdirAll(filepath.Join(ngDir, "tmp"), 0o755); err != nil {
-		return err
+		return "", err
 	}
 	ngListen := freeAddr()
 	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(fmt.Sprintf(nginxConf, ngDir, direct, ngListen)), 0o644); err != nil {
-		return err
+		return "", err
 	}
 	if err := start("nginx", exec.Command(nginxBin, "-p", ngDir, "-e", filepath.Join(ngDir, "error.log"), "-c", filepath.Join(ngDir, "nginx.conf"))); err != nil {
-		return err
+		return "", err
 	}
+	return ngListen, nil
+}
 
-	proxyOnly := freeAddr()
-	if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf)); err != nil {
-		return err
-	}
+// proxying holds the proxying runs' samples by target: throughput, then
+// p50 and p99 at half (half the gateway's throughput, or -lat-rate), and
+// the p99 each proxy adds to the direct one.
+type proxying struct {
+	rps, p50, p99             map[string][]float64
+	half                      float64
+	addedGW, addedNG, addedPO []float64
+}
 
-	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
-		"proxy-only": "http://" + proxyOnly + "/"}
-	for _, u := range []string{urls["direct"], urls["gateway"], urls["nginx"], urls["proxy-only"], "http://" + gw["round-robin"] + "/", "http://" + gw["adaptive"] + "/"} {
-		if err := waitOK(u, 30*time.Second); err != nil {
-			return err
-		}
-	}
-
-	stolen := stealMeter()
+func measureProxying(urls map[string]string) (*proxying, error) {
 	order := []string{"direct", "gateway", "nginx", "proxy-only"}
-	rps := map[string][]float64{}
+	pr := &proxying{rps: map[string][]float64{}, p50: map[string][]float64{}, p99: map[string][]float64{}}
 	for rep := range *reps {
 		for _, name := range rotate(order, rep) {
 			r, err := wrk(urls[name], *conns, *duration)
 			if err != nil {
-				return fmt.Errorf("wrk %s: %w", name, err)
+				return nil, fmt.Errorf("wrk %s: %w", name, err)
 			}
 			log.Printf("rep %d throughput %-8s %8.0f req/s", rep+1, name, r)
-			rps[name] = append(rps[name], r)
+			pr.rps[name] = append(pr.rps[name], r)
 		}
 	}
-	half := median(rps["gateway"]) / 2
+	pr.half = median(pr.rps["gateway"]) / 2
 	if *latRate > 0 {
-		half = *latRate
+		pr.half = *latRate
 	}
-
-	p99 := map[string][]float64{}
-	p50 := map[string][]float64{}
-	var addedGW, addedNG, addedPO []float64
 	for rep := range *reps {
 		got := map[string]result{}
 		for _, name := range rotate(order, rep) {
-			res := openLoop(urls[name], half, *duration, "")
-			log.Printf("rep %d at %.0f/s %-8s p50 %.3f ms p99 %.3f ms errors %d", rep+1, half, name, ms(res.p50), ms(res.p99), res.errors)
+			res := openLoop(urls[name], pr.half, *duration, "")
+			log.Printf("rep %d at %.0f/s %-8s p50 %.3f ms p99 %.3f ms errors %d", rep+1, pr.half, name, ms(res.p50), ms(res.p99), res.errors)
 			got[name] = res
-			p50[name] = append(p50[name], ms(res.p50))
-			p99[name] = append(p99[name], ms(res.p99))
+			pr.p50[name] = append(pr.p50[name], ms(res.p50))
+			pr.p99[name] = append(pr.p99[name], ms(res.p99))
 		}
-		addedGW = append(addedGW, ms(got["gateway"].p99-got["direct"].p99))
-		addedNG = append(addedNG, ms(got["nginx"].p99-got["direct"].p99))
-		addedPO = append(addedPO, ms(got["proxy-only"].p99-got["direct"].p99))
+		pr.addedGW = append(pr.addedGW, ms(got["gateway"].p99-got["direct"].p99))
+		pr.addedNG = append(pr.addedNG, ms(got["nginx"].p99-got["direct"].p99))
+		pr.addedPO = append(pr.addedPO, ms(got["proxy-only"].p99-got["direct"].p99))
 	}
+	return pr, nil
+}
 
-	lbP99 := map[string][]float64{}
-	lbP50 := map[string][]float64{}
-	lbSlow := map[string][]float64{}
+// balancing holds the balancing runs' samples by algorithm.
+type balancing struct {
+	p50, p99, slow map[string][]float64
+}
+
+func measureBalancing(gw map[string]string, slow string) *balancing {
+	lb := &balancing{p50: map[string][]float64{}, p99: map[string][]float64{}, slow: map[string][]float64{}}
 	for rep := range *reps {
 		for _, name := range rotate([]string{"round-robin", "adaptive"}, rep) {
 			url := "http://" + gw[name] + "/"
@@ -328,12 +383,16 @@ func run() error {
 			res := openLoop(url, *lbRate, *duration, slow)
 			log.Printf("rep %d balancing %-11s p50 %.2f ms p99 %.2f ms slow share %.1f%% errors %d",
 				rep+1, name, ms(res.p50), ms(res.p99), 100*res.slowShare, res.errors)
-			lbP99[name] = append(lbP99[name], ms(res.p99))
-			lbP50[name] = append(lbP50[name], ms(res.p50))
-			lbSlow[name] = append(lbSlow[name], 100*res.slowShare)
+			lb.p99[name] = append(lb.p99[name], ms(res.p99))
+			lb.p50[name] = append(lb.p50[name], ms(res.p50))
+			lb.slow[name] = append(lb.slow[name], 100*res.slowShare)
 		}
 	}
+	return lb
+}
 
+func printResults(pr *proxying, lb *balancing) {
+	rps, p50, p99, half := pr.rps, pr.p50, pr.p99, pr.half
 	fmt.Printf("\nMedians of %d interleaved repetitions, %s each, %d wrk connections:\n\n", *reps, *duration, *conns)
 	fmt.Println("| measurement | direct | gateway | nginx | proxy only | gateway/nginx | target |")
 	fmt.Println("|---|---|---|---|---|---|---|")
@@ -342,19 +401,15 @@ func run() error {
 		mark(median(rps["gateway"])/median(rps["nginx"]) >= 0.7))
 	fmt.Printf("| p50 at %.0f req/s, ms | %.3f | %.3f | %.3f | %.3f | | |\n", half, median(p50["direct"]), median(p50["gateway"]), median(p50["nginx"]), median(p50["proxy-only"]))
 	fmt.Printf("| p99 at %.0f req/s, ms | %.3f | %.3f | %.3f | %.3f | | |\n", half, median(p99["direct"]), median(p99["gateway"]), median(p99["nginx"]), median(p99["proxy-only"]))
-	fmt.Printf("| added p99 at %.0f req/s, ms | | %.3f | %.3f | %.3f | | ≤ 1 ms %s |\n", half, median(addedGW), median(addedNG), median(addedPO), mark(median(addedGW) <= 1))
+	fmt.Printf("| added p99 at %.0f req/s, ms | | %.3f | %.3f | %.3f | | ≤ 1 ms %s |\n", half, median(pr.addedGW), median(pr.addedNG), median(pr.addedPO), mark(median(pr.addedGW) <= 1))
 	fmt.Printf("\nFour targets (%s, one %s) at %.0f req/s open loop:\n\n", *fastDelay, *fastDelay*10, *lbRate)
 	fmt.Println("| algorithm | p50 ms | p99 ms | slow target share |")
 	fmt.Println("|---|---|---|---|")
 	for _, name := range []string{"round-robin", "adaptive"} {
-		fmt.Printf("| %s | %.2f | %.2f | %.1f%% |\n", name, median(lbP50[name]), median(lbP99[name]), median(lbSlow[name]))
+		fmt.Printf("| %s | %.2f | %.2f | %.1f%% |\n", name, median(lb.p50[name]), median(lb.p99[name]), median(lb.slow[name]))
 	}
-	cut := 1 - median(lbP99["adaptive"])/median(lbP99["round-robin"])
+	cut := 1 - median(lb.p99["adaptive"])/median(lb.p99["round-robin"])
 	fmt.Printf("\nadaptive cuts p99 by %.0f%% (target ≥ 40%% %s)\n", 100*cut, mark(cut >= 0.4))
-	if s, ok := stolen(); ok {
-		fmt.Printf("\nCPU time stolen by the hypervisor during the measurements: %.1f%%\n", s)
-	}
-	return nil
 }
 
 // serveProxy runs gateway.New alone in front of target: the proxy, its

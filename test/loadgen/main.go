@@ -170,19 +170,8 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := *agentBin
-	if bin == "" {
-		bin = filepath.Join(dir, "fluxgate")
-		build := exec.Command("go", "build", "-tags", "pprof", "-o", bin, "./cmd/fluxgate")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("build agent: %w", err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "policies", "load.yaml"), []byte(policy), 0o644); err != nil {
+	bin, err := prepare(dir)
+	if err != nil {
 		return err
 	}
 
@@ -225,36 +214,12 @@ func run() error {
 			slices.Reverse(order)
 		}
 		for _, p := range order {
-			var prof chan error
-			if p == agent && rep == 0 && *cpuProf != "" {
-				prof = make(chan error, 1)
-				go func() {
-					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), *cpuProf)
-				}()
+			profile := ""
+			if p == agent && rep == 0 {
+				profile = *cpuProf
 			}
-			m, err := closedLoop(p)
-			if prof != nil {
-				if err := <-prof; err != nil {
-					return fmt.Errorf("cpu profile: %w", err)
-				}
-			}
-			if err != nil {
+			if err := measure(p, dir, pprofAddr, profile, haveWrk, record); err != nil {
 				return err
-			}
-			record("grpc closed "+p.name, m)
-			m, err = openLoop(p)
-			if err != nil {
-				return err
-			}
-			record("grpc open "+p.name, m)
-			if haveWrk {
-				for _, path := range []string{"/v1/check", "/v1/check/http"} {
-					m, err := wrk(dir, p, path)
-					if err != nil {
-						return err
-					}
-					record("http "+path+" "+p.name, m)
-				}
 			}
 		}
 		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
@@ -269,6 +234,65 @@ func run() error {
 		names = append(names, p.name)
 	}
 	report(results, names, agent.peakRSSMiB(), haveWrk)
+	return nil
+}
+
+// prepare builds the agent (unless -agent names one) into dir and writes
+// the load policy into dir/policies, and returns the agent binary.
+func prepare(dir string) (string, error) {
+	bin := *agentBin
+	if bin == "" {
+		bin = filepath.Join(dir, "fluxgate")
+		build := exec.Command("go", "build", "-tags", "pprof", "-o", bin, "./cmd/fluxgate")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return "", fmt.Errorf("build agent: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "policies", "load.yaml"), []byte(policy), 0o644); err != nil {
+		return "", err
+	}
+	return bin, nil
+}
+
+// measure runs one repetition's measurements of p: gRPC closed and open
+// loop, and with wrk the HTTP check paths, recording each. With profile
+// set, it saves a CPU profile of the closed loop from pprofAddr there.
+func measure(p *proc, dir, pprofAddr, profile string, haveWrk bool, record func(string, map[string]float64)) error {
+	var prof chan error
+	if profile != "" {
+		prof = make(chan error, 1)
+		go func() {
+			prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), profile)
+		}()
+	}
+	m, err := closedLoop(p)
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	record("grpc closed "+p.name, m)
+	m, err = openLoop(p)
+	if err != nil {
+		return err
+	}
+	record("grpc open "+p.name, m)
+	if haveWrk {
+		for _, path := range []string{"/v1/check", "/v1/check/http"} {
+			m, err := wrk(dir, p, path)
+			if err != nil {
+				return err
+			}
+			record("http "+path+" "+p.name, m)
+		}
+	}
 	return nil
 }
 

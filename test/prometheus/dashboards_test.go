@@ -15,6 +15,7 @@ import (
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/dashboards"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -112,7 +113,7 @@ func TestDashboardQueries(t *testing.T) {
 			sp.SetAttributes(
 				attribute.String(fluxmeter.AttrControlPoint, "ingress"),
 				attribute.String("http.target", "/checkout"),
-				attribute.String(fluxmeter.AttrDecisionType, fluxmeter.DecisionAccepted),
+				attribute.String(fluxmeter.AttrDecisionType, metricnames.DecisionAccepted),
 				attribute.Int(fluxmeter.AttrHTTPStatus, status),
 				attribute.Float64(fluxmeter.AttrWorkloadMillis, float64(20+j*40)),
 			)

@@ -13,6 +13,7 @@ import (
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 const checkoutPolicy = `apiVersion: fluxgate.io/v1beta1
@@ -57,7 +58,7 @@ func TestSeedFluxMeterQueries(t *testing.T) {
 		sp.SetAttributes(
 			attribute.String(fluxmeter.AttrControlPoint, "ingress"),
 			attribute.String("http.target", "/checkout"),
-			attribute.String(fluxmeter.AttrDecisionType, fluxmeter.DecisionAccepted),
+			attribute.String(fluxmeter.AttrDecisionType, metricnames.DecisionAccepted),
 			attribute.Int(fluxmeter.AttrHTTPStatus, 200),
 			attribute.Float64(fluxmeter.AttrWorkloadMillis, ms),
 		)

@@ -19,6 +19,7 @@ import (
 	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -161,7 +162,7 @@ func sendFlows(ctx context.Context, t *testing.T, a *agent.Agent, n int) {
 		sp.SetAttributes(
 			attribute.String(fluxmeter.AttrControlPoint, "ingress"),
 			attribute.String("http.target", "/checkout"),
-			attribute.String(fluxmeter.AttrDecisionType, fluxmeter.DecisionAccepted),
+			attribute.String(fluxmeter.AttrDecisionType, metricnames.DecisionAccepted),
 			attribute.Int(fluxmeter.AttrHTTPStatus, 200),
 			attribute.Float64(fluxmeter.AttrWorkloadMillis, 20),
 		)

@@ -155,6 +155,72 @@ func summarize(rows []*second, p plan, c capacity, good time.Duration, r *result
 		RejectedBy: r.rejectedBy, ErrorsBy: r.errorsBy, MaxInFlight: r.maxInFlight,
 		SetpointFrom: -1, MultiplierFrom: -1,
 	}
+	s.countOutcomes(r)
+	s.signalTimes(sig)
+
+	window := rows[min(ovFrom, len(rows)):min(ovEnd, len(rows))]
+	goodSum, worst := 0, math.Inf(1)
+	var admittedLat []time.Duration
+	var offHigh, offAll, admHigh, admAll, goodHigh int
+	for _, row := range window {
+		goodSum += row.good
+		worst = min(worst, float64(row.good))
+		admittedLat = append(append(admittedLat, row.latHigh...), row.latLow...)
+		offHigh += row.offHigh
+		offAll += row.offered
+		admHigh += row.admHigh
+		admAll += row.admitted
+		goodHigh += row.goodHigh
+	}
+	slices.Sort(admittedLat)
+	s.add(target{Name: "goodput during overload (from +1s), % of capacity", Value: percent(float64(goodSum), float64(len(window))*c.rps), Op: ">=", Limit: 90, Unit: "%"})
+	s.add(target{Name: "worst second's goodput during overload, % of capacity", Value: percent(worst, c.rps), Op: ">=", Limit: 50, Unit: "%"})
+	p99 := math.NaN()
+	if len(admittedLat) > 0 {
+		p99 = ms(quantile(admittedLat, 0.99))
+	}
+	s.add(target{Name: "admitted p99 during overload, ms (limit 3 × no-load p99)", Value: p99, Op: "<=", Limit: 3 * ms(c.p99), Unit: "ms"})
+	var steady []float64
+	for _, row := range rows[min(ovSteady, len(rows)):min(ovEnd, len(rows))] {
+		steady = append(steady, float64(row.admitted))
+	}
+	s.add(target{Name: "CV of admitted/s in steady overload (from +5s)", Value: cv(steady), Op: "<=", Limit: 0.1})
+	rec := math.NaN()
+	for _, row := range rows[min(ovEnd, len(rows)):] {
+		if row.offered > 0 && float64(row.good) >= 0.95*float64(row.offered) {
+			rec = float64(row.sec - ovEnd)
+			break
+		}
+	}
+	s.add(target{Name: "recovery: seconds after overload until one serves ≥ 95% of offered within the bound", Value: rec, Op: "<=", Limit: 2, Unit: "s",
+		Note: map[bool]string{true: "never within the cool phase", false: ""}[math.IsNaN(rec)]})
+	var rej, off int
+	for _, row := range rows[:min(int(p[0].to/time.Second), len(rows))] {
+		rej += row.rejected
+		off += row.offered
+	}
+	s.add(target{Name: "rejected during the first base phase, % of offered", Value: percent(float64(rej), float64(off)), Op: "<=", Limit: 0.1, Unit: "%"})
+	// Had high priority been admitted first, it would hold ideal of what
+	// was admitted; a scheduler that ignores priority gives it its offered
+	// share. The target is at least halfway from one to the other.
+	offShare := percent(float64(offHigh), float64(offAll))
+	ideal := percent(math.Min(float64(offHigh), float64(admAll)), float64(admAll))
+	s.add(target{Name: "high priority's share of admitted during overload, % (limit: halfway from its offered share to high first)",
+		Value: percent(float64(admHigh), float64(admAll)), Op: ">=", Limit: offShare + (ideal-offShare)/2, Unit: "%",
+		Note: fmt.Sprintf("offered share %.1f%%, high first %.1f%%; high priority served within the bound: %.1f%% of its offered",
+			offShare, ideal, percent(float64(goodHigh), float64(offHigh)))})
+	var goodLow, offLow int
+	for _, row := range rows[min(ovEnd+2, len(rows)):] {
+		goodLow += row.goodLow
+		offLow += row.offLow
+	}
+	s.add(target{Name: "low priority served within the bound after overload (from +2s), % of offered", Value: percent(float64(goodLow), float64(offLow)), Op: ">=", Limit: 95, Unit: "%"})
+	return s
+}
+
+// countOutcomes counts the requests of r by outcome, and the share sent
+// over 10ms after their intended time.
+func (s *summary) countOutcomes(r *results) {
 	late := 0
 	for i, o := range r.out {
 		switch o {
@@ -173,6 +239,11 @@ func summarize(rows []*second, p plan, c capacity, good time.Duration, r *result
 	}
 	s.Requests = len(r.out)
 	s.LateShare = float64(late) / float64(max(1, s.Requests))
+}
+
+// signalTimes finds the first second at which SETPOINT was valid and
+// MULTIPLIER below 1 in sig (signal values by second of the run).
+func (s *summary) signalTimes(sig map[int]map[string]float64) {
 	for _, sec := range slices.Sorted(maps.Keys(sig)) {
 		if _, ok := sig[sec]["SETPOINT"]; ok && s.SetpointFrom < 0 {
 			s.SetpointFrom = sec
@@ -181,87 +252,33 @@ func summarize(rows []*second, p plan, c capacity, good time.Duration, r *result
 			s.MultiplierFrom = sec
 		}
 	}
+}
 
-	window := rows[min(ovFrom, len(rows)):min(ovEnd, len(rows))]
-	goodSum, worst := 0, math.Inf(1)
-	var admittedLat []time.Duration
-	var offHigh, offAll, admHigh, admAll, goodHigh int
-	for _, row := range window {
-		goodSum += row.good
-		worst = min(worst, float64(row.good))
-		admittedLat = append(append(admittedLat, row.latHigh...), row.latLow...)
-		offHigh += row.offHigh
-		offAll += row.offered
-		admHigh += row.admHigh
-		admAll += row.admitted
-		goodHigh += row.goodHigh
-	}
-	slices.Sort(admittedLat)
-	pct := func(a, b float64) float64 {
-		if b == 0 {
-			return math.NaN()
+// add judges t and appends it to the targets. A value or limit that is
+// not a number fails.
+func (s *summary) add(t target) {
+	switch {
+	case math.IsNaN(t.Value) || math.IsNaN(t.Limit):
+		t.Pass = false
+		if math.IsNaN(t.Limit) {
+			t.Limit = 0
 		}
-		return 100 * a / b
+	case t.Op == ">=":
+		t.Pass = t.Value >= t.Limit
+	case t.Op == "<=":
+		t.Pass = t.Value <= t.Limit
+	case t.Op == ">":
+		t.Pass = t.Value > t.Limit
 	}
-	add := func(t target) {
-		switch {
-		case math.IsNaN(t.Value) || math.IsNaN(t.Limit):
-			t.Pass = false
-			if math.IsNaN(t.Limit) {
-				t.Limit = 0
-			}
-		case t.Op == ">=":
-			t.Pass = t.Value >= t.Limit
-		case t.Op == "<=":
-			t.Pass = t.Value <= t.Limit
-		case t.Op == ">":
-			t.Pass = t.Value > t.Limit
-		}
-		s.Targets = append(s.Targets, t)
+	s.Targets = append(s.Targets, t)
+}
+
+// percent is 100 a / b, NaN when b is 0.
+func percent(a, b float64) float64 {
+	if b == 0 {
+		return math.NaN()
 	}
-	add(target{Name: "goodput during overload (from +1s), % of capacity", Value: pct(float64(goodSum), float64(len(window))*c.rps), Op: ">=", Limit: 90, Unit: "%"})
-	add(target{Name: "worst second's goodput during overload, % of capacity", Value: pct(worst, c.rps), Op: ">=", Limit: 50, Unit: "%"})
-	p99 := math.NaN()
-	if len(admittedLat) > 0 {
-		p99 = ms(quantile(admittedLat, 0.99))
-	}
-	add(target{Name: "admitted p99 during overload, ms (limit 3 × no-load p99)", Value: p99, Op: "<=", Limit: 3 * ms(c.p99), Unit: "ms"})
-	var steady []float64
-	for _, row := range rows[min(ovSteady, len(rows)):min(ovEnd, len(rows))] {
-		steady = append(steady, float64(row.admitted))
-	}
-	add(target{Name: "CV of admitted/s in steady overload (from +5s)", Value: cv(steady), Op: "<=", Limit: 0.1})
-	rec := math.NaN()
-	for _, row := range rows[min(ovEnd, len(rows)):] {
-		if row.offered > 0 && float64(row.good) >= 0.95*float64(row.offered) {
-			rec = float64(row.sec - ovEnd)
-			break
-		}
-	}
-	add(target{Name: "recovery: seconds after overload until one serves ≥ 95% of offered within the bound", Value: rec, Op: "<=", Limit: 2, Unit: "s",
-		Note: map[bool]string{true: "never within the cool phase", false: ""}[math.IsNaN(rec)]})
-	var rej, off int
-	for _, row := range rows[:min(int(p[0].to/time.Second), len(rows))] {
-		rej += row.rejected
-		off += row.offered
-	}
-	add(target{Name: "rejected during the first base phase, % of offered", Value: pct(float64(rej), float64(off)), Op: "<=", Limit: 0.1, Unit: "%"})
-	// Had high priority been admitted first, it would hold ideal of what
-	// was admitted; a scheduler that ignores priority gives it its offered
-	// share. The target is at least halfway from one to the other.
-	offShare := pct(float64(offHigh), float64(offAll))
-	ideal := pct(math.Min(float64(offHigh), float64(admAll)), float64(admAll))
-	add(target{Name: "high priority's share of admitted during overload, % (limit: halfway from its offered share to high first)",
-		Value: pct(float64(admHigh), float64(admAll)), Op: ">=", Limit: offShare + (ideal-offShare)/2, Unit: "%",
-		Note: fmt.Sprintf("offered share %.1f%%, high first %.1f%%; high priority served within the bound: %.1f%% of its offered",
-			offShare, ideal, pct(float64(goodHigh), float64(offHigh)))})
-	var goodLow, offLow int
-	for _, row := range rows[min(ovEnd+2, len(rows)):] {
-		goodLow += row.goodLow
-		offLow += row.offLow
-	}
-	add(target{Name: "low priority served within the bound after overload (from +2s), % of offered", Value: pct(float64(goodLow), float64(offLow)), Op: ">=", Limit: 95, Unit: "%"})
-	return s
+	return 100 * a / b
 }
 
 // cv is the coefficient of variation (population standard deviation /

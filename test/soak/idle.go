@@ -201,34 +201,8 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		return err
 	})
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
-	get := func(url string, h http.Header) error {
-		req, _ := http.NewRequestWithContext(lctx, "GET", url, nil)
-		req.Header = h
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		return nil
-	}
-	post := func(url, ctype string, body []byte) error {
-		req, _ := http.NewRequestWithContext(lctx, "POST", url, bytes.NewReader(body))
-		req.Header.Set("Content-Type", ctype)
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("POST %s: %s", url, resp.Status)
-		}
-		return nil
-	}
+	get := func(url string, h http.Header) error { return idleGet(lctx, hc, url, h) }
+	post := func(url, ctype string, body []byte) error { return idlePost(lctx, hc, url, ctype, body) }
 	loop(func() error {
 		return post("http://"+ag.api+"/v1/check", "application/json",
 			fmt.Appendf(nil, `{"control_point":"ingress","labels":{"user":%q,"tier":"free"}}`, nextUser()))
@@ -257,55 +231,106 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		return err
 	})
 	wg.Wait()
-	load, loadAnon := rss.now(), rss.field("RssAnon")
-	peak := rss.hwm()
-	loadGo := ag.goMem()
-	log.Printf("load done: %d calls, %d failed; RSS %d MiB, peak %d MiB", calls.Load(), failed.Load(), load>>10, peak>>10)
+	res := idleResult{d: d, workers: workers, calls: calls.Load(), failed: failed.Load(),
+		before: idleSample{rss: before, anon: beforeAnon, goView: beforeGo}}
+	res.load = idleSample{rss: rss.now(), anon: rss.field("RssAnon")}
+	res.peak = rss.hwm()
+	res.load.goView = ag.goMem()
+	log.Printf("load done: %d calls, %d failed; RSS %d MiB, peak %d MiB", res.calls, res.failed, res.load.rss>>10, res.peak>>10)
 
-	type sample struct {
-		at        time.Duration
-		rss, anon int64
-		goView    string
-	}
-	var after []sample
 	start := time.Now()
 	for _, at := range []time.Duration{10 * time.Second, 30 * time.Second, 60 * time.Second} {
 		time.Sleep(time.Until(start.Add(at)))
-		after = append(after, sample{at, rss.now(), rss.field("RssAnon"), ag.goMem()})
-		log.Printf("%v after: RSS %d MiB; %s", at, after[len(after)-1].rss>>10, after[len(after)-1].goView)
+		res.after = append(res.after, idleSample{at, rss.now(), rss.field("RssAnon"), ag.goMem()})
+		log.Printf("%v after: RSS %d MiB; %s", at, res.after[len(res.after)-1].rss>>10, res.after[len(res.after)-1].goView)
 	}
 	if *idleHeap != "" {
 		if err := saveHeap(*idleHeap); err != nil {
 			log.Printf("heap profile: %v", err)
 		}
 	}
+	return res.report()
+}
 
+// idleSample is the agent's memory at one moment: RSS and its anonymous
+// part in KiB, and the Go runtime's view.
+type idleSample struct {
+	at        time.Duration // after the end of the load
+	rss, anon int64
+	goView    string
+}
+
+// idleResult is what runIdle measured.
+type idleResult struct {
+	d             time.Duration
+	workers       int
+	calls, failed int64
+	before, load  idleSample
+	peak          int64 // VmHWM, KiB
+	after         []idleSample
+}
+
+// report prints the table and the verdict and returns the exit code.
+func (r *idleResult) report() int {
 	fmt.Printf("\nload and idle, %s: %v of gRPC and HTTP checks, OTLP exports (gRPC on both ports), gateway requests; %d workers each, %d users; %d calls, %d failed; limits.memory_mib %s\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), d, workers, *idleUsers, calls.Load(), failed.Load(), orDefault(*idleBudget))
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), r.d, r.workers, *idleUsers, r.calls, r.failed, orDefault(*idleBudget))
 	fmt.Printf("| when | RSS | of it anonymous | Go runtime |\n|---|---|---|---|\n")
-	fmt.Printf("| before the load | %d MiB | %d MiB | %s |\n", before>>10, beforeAnon>>10, beforeGo)
-	fmt.Printf("| peak (VmHWM) | %d MiB | | |\n", peak>>10)
-	fmt.Printf("| end of the load | %d MiB | %d MiB | %s |\n", load>>10, loadAnon>>10, loadGo)
-	for _, s := range after {
+	fmt.Printf("| before the load | %d MiB | %d MiB | %s |\n", r.before.rss>>10, r.before.anon>>10, r.before.goView)
+	fmt.Printf("| peak (VmHWM) | %d MiB | | |\n", r.peak>>10)
+	fmt.Printf("| end of the load | %d MiB | %d MiB | %s |\n", r.load.rss>>10, r.load.anon>>10, r.load.goView)
+	for _, s := range r.after {
 		fmt.Printf("| %v after | %d MiB | %d MiB | %s |\n", s.at, s.rss>>10, s.anon>>10, s.goView)
 	}
 	code := 0
-	if last := after[len(after)-1].rss >> 10; last > int64(*idleRSSGoal) {
+	if last := r.after[len(r.after)-1].rss >> 10; last > int64(*idleRSSGoal) {
 		fmt.Printf("FAIL: RSS %d MiB a minute after the load, over %d MiB\n", last, *idleRSSGoal)
 		code = 1
 	}
-	if *idleBudget > 0 && peak>>10 > int64(*idleBudget) {
-		fmt.Printf("FAIL: peak RSS %d MiB over limits.memory_mib %d\n", peak>>10, *idleBudget)
+	if *idleBudget > 0 && r.peak>>10 > int64(*idleBudget) {
+		fmt.Printf("FAIL: peak RSS %d MiB over limits.memory_mib %d\n", r.peak>>10, *idleBudget)
 		code = 1
 	}
-	if failed.Load() > 0 {
-		fmt.Printf("FAIL: %d calls failed\n", failed.Load())
+	if r.failed > 0 {
+		fmt.Printf("FAIL: %d calls failed\n", r.failed)
 		code = 1
 	}
 	if code == 0 {
 		fmt.Println("PASS")
 	}
 	return code
+}
+
+// idleGet is a GET of url with header h; a status of 300 or more is an
+// error.
+func idleGet(ctx context.Context, hc *http.Client, url string, h http.Header) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	req.Header = h
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// idlePost is a POST of body to url; a status of 300 or more is an error.
+func idlePost(ctx context.Context, hc *http.Client, url, ctype string, body []byte) error {
+	req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("POST %s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // spans is an export of n finished flows at the ingress control point.

@@ -1,0 +1,49 @@
+package metricnames
+
+// Flux Meters: a histogram family per agent, one series set per flux
+// meter, measured from flows' spans (package fluxmeter).
+const (
+	FluxMeter             = "flux_meter"
+	FluxMeterBucket       = FluxMeter + "_bucket"
+	FluxMeterSum          = FluxMeter + "_sum"
+	FluxMeterCount        = FluxMeter + "_count"
+	InvalidFluxMeterTotal = "invalid_flux_meter_total"
+)
+
+// Circuits (package circuit).
+const (
+	SignalReading              = "signal_reading"
+	InvalidSignalReadingsTotal = "invalid_signal_readings_total"
+)
+
+// Decisions (package controlpoint).
+const (
+	FlowDecisionsTotal         = "fluxgate_flow_decisions_total"
+	RateLimiterRemainingTokens = "fluxgate_ratelimiter_remaining_tokens"
+	RateLimitHitsTotal         = "fluxgate_rate_limit_hits_total"
+)
+
+// The built-in gateway (package gateway).
+const (
+	HTTPRequestsTotal          = "fluxgate_http_requests_total"
+	HTTPRequestDurationSeconds = "fluxgate_http_request_duration_seconds"
+	HTTPRequestsInFlight       = "fluxgate_http_requests_in_flight"
+	UpstreamActiveConnections  = "fluxgate_upstream_active_connections"
+	UpstreamHealth             = "fluxgate_upstream_health"
+	UpstreamWeight             = "fluxgate_upstream_weight"
+)
+
+// Circuit breakers (package controlpoint/breaker). BreakerStateNumeric is
+// 0 closed, 1 open, 2 half-open; BreakerState is 1 for the state a breaker
+// is in and 0 for the others.
+const (
+	BreakerStateNumeric         = "fluxgate_circuit_breaker_state"
+	BreakerState                = "circuit_breaker_state"
+	BreakerStateTransitionTotal = "circuit_breaker_state_transition_total"
+)
+
+// The agent (packages agent and certs).
+const (
+	TLSHandshakeDurationSeconds = "fluxgate_tls_handshake_duration_seconds"
+	SystemUptimeSeconds         = "fluxgate_system_uptime_seconds"
+)
