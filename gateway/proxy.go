@@ -17,6 +17,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // proxied is what one proxied request carries through the handler chain.
@@ -109,8 +110,8 @@ func (u *upstream) enter(rs responder) (breaker.Permit, bool) {
 		if errors.As(err, &oe) && oe.RetryAfter > 0 {
 			retry = int64(math.Ceil(oe.RetryAfter.Seconds()))
 		}
-		rs.reject(http.StatusServiceUnavailable, "breaker_open", retry, map[string]any{
-			"error": "breaker_open", "upstream": u.name, "retry_after_seconds": retry,
+		rs.reject(http.StatusServiceUnavailable, metricnames.ReasonBreakerOpen, retry, map[string]any{
+			"error": metricnames.ReasonBreakerOpen, "upstream": u.name, "retry_after_seconds": retry,
 		})
 		return breaker.Permit{}, false
 	}

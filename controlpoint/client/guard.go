@@ -13,6 +13,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // FailureMode says what a Guard answers when its Checker cannot decide.
@@ -37,10 +38,10 @@ func (m FailureMode) String() string {
 // Failure reasons, the values of the reason label of
 // fluxgate_client_check_failures_total.
 const (
-	failTimeout     = "timeout"      // the deadline passed before an answer
-	failError       = "error"        // the agent is unreachable or answered with an error
-	failInvalid     = "invalid"      // the agent refused the request as malformed
-	failBreakerOpen = "breaker_open" // the breaker skipped the agent
+	failTimeout     = "timeout"                     // the deadline passed before an answer
+	failError       = "error"                       // the agent is unreachable or answered with an error
+	failInvalid     = "invalid"                     // the agent refused the request as malformed
+	failBreakerOpen = metricnames.ReasonBreakerOpen // the breaker skipped the agent
 )
 
 // GuardOptions configures a Guard.
