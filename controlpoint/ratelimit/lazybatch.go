@@ -137,15 +137,27 @@ func (z *lazy) syncBatch(items []syncItem) {
 	start := time.Now()
 	calls := make([]*pipeCall, len(items))
 	totals := make([]float64, len(items))
-	for i, it := range items {
+	n := 0
+	for _, it := range items {
 		sh := z.shard(it.key)
 		sh.mu.Lock()
+		if it.b.state != syncScheduled || it.b.at != it.at {
+			// A sync brought forward (scheduleLocked) left already, or
+			// will from its own entry.
+			sh.mu.Unlock()
+			continue
+		}
 		total, ack := z.startSyncLocked(it.b, start)
 		epoch := it.b.epoch
 		sh.mu.Unlock()
-		totals[i] = total
-		calls[i] = &pipeCall{script: z.l.script, keys: []string{z.l.Key(it.key)}, args: z.syncArgs(lim, epoch, total, ack)}
+		items[n], totals[n] = it, total
+		calls[n] = &pipeCall{script: z.l.script, keys: []string{z.l.Key(it.key)}, args: z.syncArgs(lim, epoch, total, ack)}
+		n++
 	}
+	if n == 0 {
+		return
+	}
+	items, calls = items[:n], calls[:n]
 	z.l.evalBatch(calls, z.l.timeout+time.Duration(len(calls))*syncBatchCost)
 	for i, it := range items {
 		c := calls[i]
@@ -154,7 +166,7 @@ func (z *lazy) syncBatch(items []syncItem) {
 		if err == nil {
 			grant, agents, err = parseSync(c.reply)
 		}
-		z.finishSync(it.key, it.b, lim, totals[i], grant, agents, err)
+		z.finishSync(it.key, it.b, lim, start.UnixNano(), totals[i], grant, agents, err)
 	}
 }
 
