@@ -16,7 +16,9 @@ import (
 // bucket per key holding this agent's share of the global bucket.
 // Decisions only touch the local bucket. A sync runs off the decision
 // path (queued, and sent with the other due syncs of the limiter in one
-// pipeline: lazybatch.go) and is one script call: it charges the tokens this agent took since its last
+// pipeline: lazybatch.go; when it is due: scheduleLocked, once a period
+// for a busy key, up to an interval later for a cold one) and is one
+// script call: it charges the tokens this agent took since its last
 // sync to the global bucket, and answers how many agents share the bucket
 // and this agent's new share: 1/agents of the tokens left that no other
 // agent may be spending (Redis holds back each other agent's last share

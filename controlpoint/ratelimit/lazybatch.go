@@ -17,13 +17,16 @@ import (
 // each batch window, as one pipeline. A sync never waits more than one
 // window (at most 5ms, and a tenth of the sync period) past when it is
 // due, and the next one is due a window early, so a busy key still syncs
-// at least once a period: the overshoot bound does not change. Decisions
-// never wait on any of this.
+// at least once a period: the overshoot bound does not change. (A cold
+// key's sync also waits, up to an interval, for its takes to add up:
+// scheduleLocked. A sync brought forward leaves a stale entry in the
+// queue, skipped when its time comes.) Decisions never wait on any of
+// this.
 type syncQueue struct {
 	window time.Duration // how often due syncs leave, together
 
 	mu      sync.Mutex
-	pending syncHeap    // guarded by mu: syncs by when they may leave; a bucket is in it at most once (its state is syncScheduled)
+	pending syncHeap    // guarded by mu: syncs by when they may leave; a bucket is in it while its state is syncScheduled, at most twice (a cold key's sync, then the same brought forward: only the entry whose at is the bucket's leaves; more only if the wall clock steps back)
 	running bool        // guarded by mu: the sending goroutine is on
 	timer   *time.Timer // guarded by mu: wakes the sending goroutine, while it is on
 	wake    int64       // guarded by mu: when the timer fires (unix nanoseconds)
