@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -239,30 +238,6 @@ func TestLazySyncQueueSleepsUntilDue(t *testing.T) {
 	}
 }
 
-// scriptCalls is how many scripts Redis has run since its statistics
-// were last reset (INFO commandstats: EVALSHA and EVAL).
-func scriptCalls(t *testing.T, c *goredis.Client) int {
-	t.Helper()
-	info, err := c.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		if !ok || (name != "cmdstat_evalsha" && name != "cmdstat_eval") {
-			continue
-		}
-		calls, _, _ := strings.Cut(rest, ",")
-		v, err := strconv.Atoi(calls)
-		if err != nil {
-			t.Fatalf("commandstats line %q: %v", line, err)
-		}
-		n += v
-	}
-	return n
-}
-
 // waitCharged polls until Redis holds total as this agent's running
 // total for every key (each key's takes were all synced), for up to
 // within.
@@ -320,7 +295,7 @@ func TestLazySyncColdKeysSyncLessThanOncePerCheck(t *testing.T) {
 	// The oldest unreported take is synced one interval after the sync
 	// was due: allow twice that.
 	waitCharged(t, c, l, keys, 1+rounds, 2*(2*time.Second+250*time.Millisecond))
-	calls := scriptCalls(t, c)
+	calls := redistest.ScriptCalls(t, c)
 	perCheck := float64(calls) / (keys * rounds)
 	t.Logf("%d checks of %d cold keys: %d script calls, %.2f per check", keys*rounds, keys, calls, perCheck)
 	if perCheck > 0.5 {
@@ -352,7 +327,7 @@ func TestLazySyncBusyKeySyncsEveryPeriod(t *testing.T) {
 		}
 	}
 	time.Sleep(150 * time.Millisecond) // the last round's sync
-	calls := scriptCalls(t, c)
+	calls := redistest.ScriptCalls(t, c)
 	t.Logf("%d rounds of 25 takes: %d script calls", rounds, calls)
 	if calls < rounds {
 		t.Errorf("%d script calls for %d rounds of a busy key, want one sync a round at least", calls, rounds)
