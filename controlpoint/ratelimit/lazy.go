@@ -70,6 +70,7 @@ type lazyBucket struct {
 	due    int64  // wall clock when the next sync may start
 	since  int64  // wall clock of the oldest take no sync has sent yet; 0 when none
 	at     int64  // wall clock when the queued sync leaves (state syncScheduled)
+	qi     int    // guarded by syncQueue.mu, not the shard's: 1 + the queued sync's place in syncQueue.pending; 0 when not queued
 	fresh  bool   // no sync has answered yet
 	epoch  string // this share among those made for the key: its total counts from 0
 	// bucket.used is the caller clock of the last decision.
@@ -135,47 +136,61 @@ func (z *lazy) do(now time.Time, key string, n float64, take bool) Result {
 		}
 		if !take {
 			sh.mu.Unlock()
-			return z.result(&nb, lim, n, nb.tokens >= n)
+			return z.result(nb.tokens, nb.agents, lim, n, nb.tokens >= n)
 		}
 		nb.epoch = strconv.FormatUint(z.epochs.Add(1), 10)
 		if t-sh.swept > int64(lazySweepEvery) {
 			z.sweepLocked(sh, t)
 		}
-		nd, evicted := sh.buckets.add(key, nb, nil)
+		nd, evicted := sh.buckets.add(key, nb, func(old *node[lazyBucket]) {
+			// An evicted share's queued sync (a cold key's may wait up to
+			// an interval) leaves with the next batch: what it took
+			// reaches Redis, and the queue does not keep evicted shares.
+			if ob := &old.val; ob.state == syncScheduled && ob.at > wall {
+				ob.at = wall
+				z.syncs.add(z, old.key, ob, wall)
+			}
+		})
 		if evicted > 0 {
 			z.evictions.Add(uint64(evicted))
 		}
 		b = &nd.val
 	}
 	s := share(lim, b.agents)
-	w := *b
-	refill(&w.bucket, &s, t)
+	// Worked on by value, written back when taking (b.qi is the queue's:
+	// b is never copied whole).
+	w := b.bucket
+	refill(&w, &s, t)
 	ok := w.tokens >= n
 	if ok && take {
 		w.tokens -= n
-		w.total += n
 	}
-	res := z.result(&w, lim, n, ok)
+	res := z.result(w.tokens, b.agents, lim, n, ok)
 	if take {
-		w.wall, w.used = wall, t
-		if w.since == 0 && ok && n != 0 {
-			w.since = wall
+		w.used = t
+		b.bucket, b.wall = w, wall
+		if ok {
+			b.total += n
+			if b.since == 0 && n != 0 {
+				b.since = wall
+			}
 		}
-		*b = w
 		z.scheduleLocked(key, b, lim, wall, !ok)
 	}
 	sh.mu.Unlock()
 	return res
 }
 
-func (z *lazy) result(b *lazyBucket, lim *Limits, n float64, ok bool) Result {
-	s := share(lim, b.agents)
-	res := Result{Allowed: ok, Limit: lim.Capacity, Reset: waitFor(s.Capacity-b.tokens, &s)}
+// result is a decision on n tokens from a share holding tokens, for
+// agents agents.
+func (z *lazy) result(tokens, agents float64, lim *Limits, n float64, ok bool) Result {
+	s := share(lim, agents)
+	res := Result{Allowed: ok, Limit: lim.Capacity, Reset: waitFor(s.Capacity-tokens, &s)}
 	if ok {
 		// This agent's view of the global bucket.
-		res.Remaining = math.Max(0, b.tokens*b.agents)
+		res.Remaining = math.Max(0, tokens*agents)
 	} else {
-		res.Wait = waitFor(n-b.tokens, &s)
+		res.Wait = waitFor(n-tokens, &s)
 	}
 	return res
 }
@@ -247,8 +262,6 @@ func (z *lazy) scheduleLocked(key string, b *lazyBucket, lim *Limits, wall int64
 	if b.state == syncScheduled && b.at <= at {
 		return
 	}
-	// A sync queued for later stays in the queue; the batch that meets it
-	// skips it (its at no longer matches).
 	b.state, b.at = syncScheduled, at
 	z.syncs.add(z, key, b, at)
 }

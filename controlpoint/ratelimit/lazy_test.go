@@ -378,3 +378,36 @@ func TestLazySyncCountsAgentWaitingToSync(t *testing.T) {
 		return err == nil && v == 2
 	})
 }
+
+// A cold key's sync waits up to an interval; when its share is evicted
+// meanwhile, the sync leaves with the next batch instead: its takes
+// reach Redis, and the queue does not hold the evicted share for an
+// interval.
+func TestLazyEvictedShareSyncsAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// Interval 10 s: a cold key's takes would wait 10 s. 64 KiB: one
+	// shard of about 250 shares.
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:evict", Limits: Limits{Capacity: 1e6, FillAmount: 1e6, Interval: 10 * time.Second, Continuous: true},
+		Timeout: testTimeout, NumSync: 4, MaxMemory: 64 << 10})
+	ctx := context.Background()
+	l.Take(ctx, time.Now(), "0", 1) // a new share syncs at once
+	waitCharged(t, c, l, 1, 1, 5*time.Second)
+	l.Take(ctx, time.Now(), "0", 1) // cold: queued for 10 s
+	for i := 1; l.LazyEvictions() == 0; i++ {
+		if i > 10_000 {
+			t.Fatal("no share evicted")
+		}
+		l.Take(ctx, time.Now(), strconv.Itoa(i), 1)
+	}
+	sh := l.lazy.shard("0")
+	sh.mu.Lock()
+	held := sh.buckets.peek("0") != nil
+	sh.mu.Unlock()
+	if held {
+		t.Fatal("the cold key's share was not the one evicted")
+	}
+	// Well before the interval is over.
+	waitCharged(t, c, l, 1, 2, 3*time.Second)
+}

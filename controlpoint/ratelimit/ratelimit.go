@@ -136,7 +136,8 @@
 // Lazy sync's local shares keep the same memory budget, counted as
 // ShareBytes plus the key each (a share keeps its key, for its syncs:
 // about 120,000 shares under 32-byte keys per 32 MiB). An evicted share
-// still sends what it took at its pending sync; only if that sync fails
+// still sends what it took: its pending sync leaves with the next batch,
+// even a cold key's that would have waited; only if that sync fails
 // is it not retried, and those tokens (at most one share) are lost to
 // Redis. The key then starts again as new on this agent: at most
 // fill_amount/(num_sync·N') more, once per eviction. Redis keys are
