@@ -157,8 +157,9 @@ func runRedis() error {
 			if p == nil {
 				p = agent
 			}
-			cpu0, rcpu0, lcpu0 := p.cpuSeconds(), redisCPU(), selfCPU()
+			cpu0, rcpu0, lcpu0, calls0 := p.cpuSeconds(), redisCPU(), selfCPU(), scriptCalls(rc)
 			r := closedLoopOp(m.name, m.op)
+			r["scripts/call"] = float64(scriptCalls(rc)-calls0) / r["calls"]
 			r["agent µs CPU/call"] = (p.cpuSeconds() - cpu0) / r["calls"] * 1e6
 			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
 			r["loadgen µs CPU/call"] = (selfCPU() - lcpu0) / r["calls"] * 1e6
@@ -178,15 +179,15 @@ func runRedis() error {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop (the agent's over one gRPC connection), %d/s open loop.\n\n", *reps, *duration, *callers, *rate)
-	fmt.Fprintln(&b, "| mode | calls/s | × floor | agent µs CPU/call | redis µs CPU/call | loadgen µs CPU/call | failures |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&b, "| mode | calls/s | × floor | agent µs CPU/call | redis µs CPU/call | loadgen µs CPU/call | scripts/call | failures |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 	for _, m := range modes {
 		agentCPU := "–"
 		if m.agent != nil {
 			agentCPU = fmt.Sprintf("%.1f", med(m.name, "agent µs CPU/call"))
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.1f | %.1f | %.0f |\n", m.name, med(m.name, "calls/s"), med(m.name, "calls/s")/med(modes[0].name, "calls/s"),
-			agentCPU, med(m.name, "redis µs CPU/call"), med(m.name, "loadgen µs CPU/call"), med(m.name, "failures"))
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.1f | %.1f | %.2f | %.0f |\n", m.name, med(m.name, "calls/s"), med(m.name, "calls/s")/med(modes[0].name, "calls/s"),
+			agentCPU, med(m.name, "redis µs CPU/call"), med(m.name, "loadgen µs CPU/call"), med(m.name, "scripts/call"), med(m.name, "failures"))
 	}
 	lz, ex := modes[3].name, modes[2].name
 	fmt.Fprintf(&b, "\nlazy_sync / exact with 10,000 keys: throughput %.2f×, agent CPU per call %.2f×\n",
@@ -249,6 +250,25 @@ func startRedisAgent(dir, bin, name, policyText string, env ...string) (*proc, e
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return p, nil
+}
+
+// scriptCalls is how many scripts (EVALSHA, EVAL) Redis has run, from
+// INFO commandstats; 0 when it cannot be read.
+func scriptCalls(rc *goredis.Client) int {
+	info, err := rc.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for line := range strings.SplitSeq(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if ok && (name == "cmdstat_evalsha" || name == "cmdstat_eval") {
+			calls, _, _ := strings.Cut(rest, ",")
+			v, _ := strconv.Atoi(calls)
+			n += v
+		}
+	}
+	return n
 }
 
 // selfCPU is this process's CPU time (the client side of every mode,
