@@ -33,7 +33,7 @@ type lazy struct {
 	l       *RedisLimiter
 	numSync int
 	period  time.Duration // interval / numSync
-	stale   time.Duration // maxStale: how long a cold key's takes may wait for a sync
+	stale   time.Duration // the interval: how long a cold key's takes may wait for their sync
 	id      string        // this agent in the bucket hashes
 
 	epochs atomic.Uint64 // numbers the local shares made, for the script
