@@ -16,7 +16,9 @@ import (
 // bucket per key holding this agent's share of the global bucket.
 // Decisions only touch the local bucket. A sync runs off the decision
 // path (queued, and sent with the other due syncs of the limiter in one
-// pipeline: lazybatch.go) and is one script call: it charges the tokens this agent took since its last
+// pipeline: lazybatch.go; when it is due: scheduleLocked, once a period
+// for a busy key, up to an interval later for a cold one) and is one
+// script call: it charges the tokens this agent took since its last
 // sync to the global bucket, and answers how many agents share the bucket
 // and this agent's new share: 1/agents of the tokens left that no other
 // agent may be spending (Redis holds back each other agent's last share
@@ -31,6 +33,7 @@ type lazy struct {
 	l       *RedisLimiter
 	numSync int
 	period  time.Duration // interval / numSync
+	stale   time.Duration // the interval: how long a cold key's takes may wait for their sync
 	id      string        // this agent in the bucket hashes
 
 	epochs atomic.Uint64 // numbers the local shares made, for the script
@@ -65,6 +68,9 @@ type lazyBucket struct {
 	ack    float64 // total as of the last sync Redis answered
 	state  int
 	due    int64  // wall clock when the next sync may start
+	since  int64  // wall clock of the oldest take no sync has sent yet; 0 when none
+	at     int64  // wall clock when the queued sync leaves (state syncScheduled)
+	qi     int    // guarded by syncQueue.mu, not the shard's: 1 + the queued sync's place in syncQueue.pending; 0 when not queued
 	fresh  bool   // no sync has answered yet
 	epoch  string // this share among those made for the key: its total counts from 0
 	// bucket.used is the caller clock of the last decision.
@@ -73,7 +79,7 @@ type lazyBucket struct {
 func newLazy(l *RedisLimiter, numSync int, interval time.Duration, maxMemory int64) *lazy {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
-	z := &lazy{l: l, numSync: numSync, period: interval / time.Duration(numSync), id: hex.EncodeToString(id[:]), agents: 1, seed: maphash.MakeSeed()}
+	z := &lazy{l: l, numSync: numSync, period: interval / time.Duration(numSync), stale: interval, id: hex.EncodeToString(id[:]), agents: 1, seed: maphash.MakeSeed()}
 	z.syncs.window = max(min(z.period/10, maxSyncWindow), minSyncWindow)
 	z.shards = make([]lazyShard, shardsFor(maxMemory))
 	for i := range z.shards {
@@ -130,46 +136,61 @@ func (z *lazy) do(now time.Time, key string, n float64, take bool) Result {
 		}
 		if !take {
 			sh.mu.Unlock()
-			return z.result(&nb, lim, n, nb.tokens >= n)
+			return z.result(nb.tokens, nb.agents, lim, n, nb.tokens >= n)
 		}
 		nb.epoch = strconv.FormatUint(z.epochs.Add(1), 10)
 		if t-sh.swept > int64(lazySweepEvery) {
 			z.sweepLocked(sh, t)
 		}
-		nd, evicted := sh.buckets.add(key, nb, nil)
+		nd, evicted := sh.buckets.add(key, nb, func(old *node[lazyBucket]) {
+			// An evicted share's queued sync (a cold key's may wait up to
+			// an interval) leaves with the next batch: what it took
+			// reaches Redis, and the queue does not keep evicted shares.
+			if ob := &old.val; ob.state == syncScheduled && ob.at > wall {
+				ob.at = wall
+				z.syncs.add(z, old.key, ob, wall)
+			}
+		})
 		if evicted > 0 {
 			z.evictions.Add(uint64(evicted))
 		}
 		b = &nd.val
 	}
 	s := share(lim, b.agents)
-	w := *b
-	refill(&w.bucket, &s, t)
+	// Worked on by value, written back when taking (b.qi is the queue's:
+	// b is never copied whole).
+	w := b.bucket
+	refill(&w, &s, t)
 	ok := w.tokens >= n
 	if ok && take {
 		w.tokens -= n
-		w.total += n
 	}
-	res := z.result(&w, lim, n, ok)
+	res := z.result(w.tokens, b.agents, lim, n, ok)
 	if take {
-		w.wall, w.used = wall, t
-		*b = w
-		if b.state == syncIdle && (b.total != b.ack || !ok || b.fresh) {
-			z.scheduleLocked(key, b, wall)
+		w.used = t
+		b.bucket, b.wall = w, wall
+		if ok {
+			b.total += n
+			if b.since == 0 && n != 0 {
+				b.since = wall
+			}
 		}
+		z.scheduleLocked(key, b, lim, wall, !ok)
 	}
 	sh.mu.Unlock()
 	return res
 }
 
-func (z *lazy) result(b *lazyBucket, lim *Limits, n float64, ok bool) Result {
-	s := share(lim, b.agents)
-	res := Result{Allowed: ok, Limit: lim.Capacity, Reset: waitFor(s.Capacity-b.tokens, &s)}
+// result is a decision on n tokens from a share holding tokens, for
+// agents agents.
+func (z *lazy) result(tokens, agents float64, lim *Limits, n float64, ok bool) Result {
+	s := share(lim, agents)
+	res := Result{Allowed: ok, Limit: lim.Capacity, Reset: waitFor(s.Capacity-tokens, &s)}
 	if ok {
 		// This agent's view of the global bucket.
-		res.Remaining = math.Max(0, b.tokens*b.agents)
+		res.Remaining = math.Max(0, tokens*agents)
 	} else {
-		res.Wait = waitFor(n-b.tokens, &s)
+		res.Wait = waitFor(n-tokens, &s)
 	}
 	return res
 }
@@ -187,23 +208,61 @@ func (z *lazy) giveBack(now time.Time, key string, n float64) {
 		b.wall = wall
 		b.tokens = math.Min(b.tokens+n, s.Capacity)
 		b.total -= n
-		if b.state == syncIdle {
-			z.scheduleLocked(key, b, wall)
+		if b.since == 0 && n != 0 {
+			b.since = wall
 		}
+		z.scheduleLocked(key, b, lim, wall, false)
 	}
 	sh.mu.Unlock()
 }
 
-// scheduleLocked queues key's sync: for the next batch when it is due,
-// else for when it is, unless the bucket has nothing to send.
-func (z *lazy) scheduleLocked(key string, b *lazyBucket, wall int64) {
-	at := b.due
-	if wall >= b.due {
-		at = wall
-	} else if b.total == b.ack {
-		return // a rejection before the sync is due: nothing to tell Redis
+// quantum is one sync period's share for agents agents: what an agent's
+// share refills in one sync period, fill_amount/(agents·num_sync)
+// (capped at its capacity), and at least one token.
+func (z *lazy) quantum(lim *Limits, agents float64) float64 {
+	return math.Max(1, math.Min(lim.Capacity, lim.FillAmount/float64(z.numSync))/agents)
+}
+
+// scheduleLocked queues key's sync, or brings a queued one forward, for
+// when it should leave:
+//   - when due (one period after the previous sync started, or at once
+//     past that) for a new share, after a rejection (the share needs a
+//     new grant), and once the takes not yet reported reach one period's
+//     share (quantum): a busy key syncs once a period;
+//   - for a cold key, whose unreported takes are fewer, when the oldest of
+//     them is stale (one interval old), and no later than one interval
+//     after the sync was due, so that Redis, which counts an agent while
+//     it synced within stale + 3 periods, never drops an agent that holds
+//     unreported takes (syncArgs);
+//   - never, when nothing was taken and nothing was refused before the
+//     sync is due.
+//
+// A sync already running is followed by finishSync. The caller holds the
+// shard's mutex.
+func (z *lazy) scheduleLocked(key string, b *lazyBucket, lim *Limits, wall int64, urgent bool) {
+	if b.state == syncRunning {
+		return
 	}
-	b.state = syncScheduled
+	at := max(wall, b.due)
+	pending := math.Abs(b.total - b.ack)
+	switch {
+	case urgent || b.fresh:
+		if wall < b.due && pending == 0 {
+			return // a rejection before the sync is due: nothing to tell Redis yet
+		}
+	case pending == 0:
+		return
+	case pending < z.quantum(lim, b.agents):
+		since := b.since
+		if since == 0 { // not expected: a total changed without a take
+			since = wall
+		}
+		at = max(at, min(since, b.due)+int64(z.stale))
+	}
+	if b.state == syncScheduled && b.at <= at {
+		return
+	}
+	b.state, b.at = syncScheduled, at
 	z.syncs.add(z, key, b, at)
 }
 
@@ -211,14 +270,16 @@ func (z *lazy) scheduleLocked(key string, b *lazyBucket, wall int64) {
 // caller holds the shard's mutex.
 func (z *lazy) startSyncLocked(b *lazyBucket, start time.Time) (total, ack float64) {
 	b.state = syncRunning
+	b.since, b.at = 0, 0
 	// The next sync may go one batch window early: it leaves at the
 	// first batch after it is due, so syncs stay one period apart at most.
 	b.due = start.Add(z.period - z.syncs.window).UnixNano()
 	return b.total, b.ack
 }
 
-// finishSync applies a sync's answer (or failure) to key's bucket b.
-func (z *lazy) finishSync(key string, b *lazyBucket, lim *Limits, total, grant, agents float64, err error) {
+// finishSync applies a sync's answer (or failure) to key's bucket b; the
+// sync started at start (wall clock).
+func (z *lazy) finishSync(key string, b *lazyBucket, lim *Limits, start int64, total, grant, agents float64, err error) {
 	z.l.b.syncs.WithLabelValues(syncResult(err)).Inc()
 	sh := z.shard(key)
 	wall := time.Now().UnixNano()
@@ -244,10 +305,14 @@ func (z *lazy) finishSync(key string, b *lazyBucket, lim *Limits, total, grant, 
 		z.agentsMu.Unlock()
 	}
 	if b.total != b.ack && sh.held(key, b) {
-		// Tokens taken meanwhile, or a failed sync: try again when due.
-		// An evicted share is not retried: what it took since its last
-		// sync is lost (see the package documentation).
-		z.scheduleLocked(key, b, wall)
+		// Tokens taken meanwhile: scheduled as any take. A failed sync:
+		// tried again when due, its takes as old as the sync. An evicted
+		// share is not retried: what it took since its last sync is lost
+		// (see the package documentation).
+		if err != nil && (b.since == 0 || b.since > start) {
+			b.since = start
+		}
+		z.scheduleLocked(key, b, lim, wall, err != nil)
 	}
 }
 
@@ -268,11 +333,14 @@ func (z *lazy) syncArgs(lim *Limits, epoch string, total, ack float64) []any {
 	if l.delay {
 		delay = "1"
 	}
-	// An agent is counted while it synced within the last three periods:
-	// one missed sync does not change every other agent's share.
-	active := 3 * z.period
+	// An agent is counted while it synced within the last stale + 3
+	// periods: an agent holding unreported takes syncs within stale + 1
+	// period of its previous sync (scheduleLocked), and one or two missed
+	// syncs do not change every other agent's share. Redis holds back at
+	// most one period's local refill for each other agent (lazysync.lua).
+	active := z.stale + 3*z.period
 	return []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, z.id, total, ack,
-		l.ttl(lim).Milliseconds(), delay, active.Microseconds(), epoch}
+		l.ttl(lim).Milliseconds(), delay, active.Microseconds(), epoch, z.period.Microseconds()}
 }
 
 // parseSync reads the lazy-sync script's reply: this agent's new share

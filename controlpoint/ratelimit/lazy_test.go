@@ -15,7 +15,13 @@ import (
 // eventually polls cond for up to 2 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); !cond(); {
+	eventuallyWithin(t, what, 2*time.Second, cond)
+}
+
+// eventuallyWithin polls cond for up to d.
+func eventuallyWithin(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
@@ -230,4 +236,178 @@ func TestLazySyncQueueSleepsUntilDue(t *testing.T) {
 	if woke > 2 {
 		t.Errorf("the sending goroutine woke %d times in %v with one sync due in a minute, want at most 2", woke, 40*q.window)
 	}
+}
+
+// waitCharged polls until Redis holds total as this agent's running
+// total for every key (each key's takes were all synced), for up to
+// within.
+func waitCharged(t *testing.T, c *goredis.Client, l *RedisLimiter, keys int, total float64, within time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		missing := 0
+		for i := range keys {
+			if v, err := c.HGet(ctx, l.Key(strconv.Itoa(i)), "c:"+l.lazy.id).Float64(); err != nil || v != total {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d keys do not have %v takes charged in Redis after %v", missing, keys, total, within)
+		}
+	}
+}
+
+// Many cold keys, each checked less often than it may sync and taking
+// far less than one sync period's share: their takes wait for company
+// (up to one interval) instead of syncing at every check, so Redis runs
+// far fewer scripts than there are checks; and every take still reaches
+// Redis. (Before, each check past the sync period was one sync: one
+// script per check, as many as exact mode.)
+func TestLazySyncColdKeysSyncLessThanOncePerCheck(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// Interval 2 s, num_sync 8: a 250ms sync period; a limit far above
+	// the load, so that no key's takes come near one period's share.
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:coldcalls", Limits: Limits{Capacity: 1e6, FillAmount: 1e6, Interval: 2 * time.Second, Continuous: true},
+		Timeout: testTimeout, NumSync: 8})
+	ctx := context.Background()
+	const keys, rounds = 500, 6
+	take := func() {
+		for i := range keys {
+			if r := l.Take(ctx, time.Now(), strconv.Itoa(i), 1); !r.Allowed {
+				t.Fatalf("key %d refused: %+v", i, r)
+			}
+		}
+	}
+	take() // a new share syncs at once
+	waitCharged(t, c, l, keys, 1, 5*time.Second)
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range rounds {
+		time.Sleep(300 * time.Millisecond) // past each key's sync period
+		take()
+	}
+	// The oldest unreported take is synced one interval after the sync
+	// was due: allow twice that.
+	waitCharged(t, c, l, keys, 1+rounds, 2*(2*time.Second+250*time.Millisecond))
+	calls := redistest.ScriptCalls(t, c)
+	perCheck := float64(calls) / (keys * rounds)
+	t.Logf("%d checks of %d cold keys: %d script calls, %.2f per check", keys*rounds, keys, calls, perCheck)
+	if perCheck > 0.5 {
+		t.Errorf("%.2f script calls per check of a cold key, want at most 0.5 (one sync per key every interval)", perCheck)
+	}
+}
+
+// A busy key, whose takes reach one sync period's share between its
+// syncs, still syncs once a period: it does not wait like a cold key.
+func TestLazySyncBusyKeySyncsEveryPeriod(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// 80 tokens per 400ms, num_sync 4: a 100ms period whose share is 20
+	// tokens; 25 tokens taken every 150ms.
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:busy", Limits: Limits{Capacity: 100, FillAmount: 80, Interval: 400 * time.Millisecond, Continuous: true},
+		Timeout: testTimeout, NumSync: 4})
+	ctx := context.Background()
+	l.Take(ctx, time.Now(), "0", 0) // a new share: its first sync
+	eventually(t, "the first sync", func() bool { return l.Peek(ctx, time.Now(), "0", 50).Allowed })
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 6
+	for range rounds {
+		time.Sleep(150 * time.Millisecond)
+		for range 25 {
+			l.Take(ctx, time.Now(), "0", 1)
+		}
+	}
+	time.Sleep(150 * time.Millisecond) // the last round's sync
+	calls := redistest.ScriptCalls(t, c)
+	t.Logf("%d rounds of 25 takes: %d script calls", rounds, calls)
+	if calls < rounds {
+		t.Errorf("%d script calls for %d rounds of a busy key, want one sync a round at least", calls, rounds)
+	}
+}
+
+// agentsSeen is the agent count key's local share last heard from Redis.
+func agentsSeen(l *RedisLimiter, key string) float64 {
+	sh := l.lazy.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if nd := sh.buckets.peek(key); nd != nil && !nd.val.fresh {
+		return nd.val.agents
+	}
+	return 0
+}
+
+// An agent whose cold key's takes wait for their sync (up to an
+// interval) is still counted by Redis meanwhile: another agent syncing
+// the key then shares the bucket with it, and Redis keeps its fields.
+// (With Redis's activity window at three sync periods, the waiting
+// agent was dropped and its share given to the others.)
+func TestLazySyncCountsAgentWaitingToSync(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// Interval 2 s, num_sync 8: a 250ms sync period.
+	opts := RedisLimiterOptions{Scope: "ns/lazy:waiting", Limits: Limits{Capacity: 1e6, FillAmount: 1e6, Interval: 2 * time.Second, Continuous: true},
+		Timeout: testTimeout, NumSync: 8}
+	a, o := b.NewLimiter(opts), b.NewLimiter(opts)
+	ctx := context.Background()
+	a.Take(ctx, time.Now(), "k", 1) // a new share syncs at once
+	eventually(t, "the first agent's first sync", func() bool { return agentsSeen(a, "k") == 1 })
+	time.Sleep(300 * time.Millisecond)
+	a.Take(ctx, time.Now(), "k", 1) // cold: waits for company
+	time.Sleep(time.Second)         // four sync periods without a sync from a
+	o.Take(ctx, time.Now(), "k", 1)
+	eventually(t, "the second agent's first sync", func() bool { return agentsSeen(o, "k") != 0 })
+	if n := agentsSeen(o, "k"); n != 2 {
+		t.Errorf("the second agent shares the bucket with %v agents, want 2: the first, waiting to sync, was dropped", n)
+	}
+	if _, err := c.HGet(ctx, a.Key("k"), "c:"+a.lazy.id).Result(); err != nil {
+		t.Errorf("the first agent's running total is gone from Redis: %v", err)
+	}
+	// It syncs one interval after its sync was due.
+	eventuallyWithin(t, "the waiting take charged", 4*time.Second, func() bool {
+		v, err := c.HGet(ctx, a.Key("k"), "c:"+a.lazy.id).Float64()
+		return err == nil && v == 2
+	})
+}
+
+// A cold key's sync waits up to an interval; when its share is evicted
+// meanwhile, the sync leaves with the next batch instead: its takes
+// reach Redis, and the queue does not hold the evicted share for an
+// interval.
+func TestLazyEvictedShareSyncsAtOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b := newBackend(t, c)
+	// Interval 10 s: a cold key's takes would wait 10 s. 64 KiB: one
+	// shard of about 250 shares.
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lazy:evict", Limits: Limits{Capacity: 1e6, FillAmount: 1e6, Interval: 10 * time.Second, Continuous: true},
+		Timeout: testTimeout, NumSync: 4, MaxMemory: 64 << 10})
+	ctx := context.Background()
+	l.Take(ctx, time.Now(), "0", 1) // a new share syncs at once
+	waitCharged(t, c, l, 1, 1, 5*time.Second)
+	l.Take(ctx, time.Now(), "0", 1) // cold: queued for 10 s
+	for i := 1; l.LazyEvictions() == 0; i++ {
+		if i > 10_000 {
+			t.Fatal("no share evicted")
+		}
+		l.Take(ctx, time.Now(), strconv.Itoa(i), 1)
+	}
+	sh := l.lazy.shard("0")
+	sh.mu.Lock()
+	held := sh.buckets.peek("0") != nil
+	sh.mu.Unlock()
+	if held {
+		t.Fatal("the cold key's share was not the one evicted")
+	}
+	// Well before the interval is over.
+	waitCharged(t, c, l, 1, 2, 3*time.Second)
 }

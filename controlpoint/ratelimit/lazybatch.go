@@ -19,13 +19,16 @@ import (
 // each batch window, as one pipeline. A sync never waits more than one
 // window (at most 5ms, and a tenth of the sync period) past when it is
 // due, and the next one is due a window early, so a busy key still syncs
-// at least once a period: the overshoot bound does not change. Decisions
-// never wait on any of this.
+// at least once a period: the overshoot bound does not change. (A cold
+// key's sync also waits, up to an interval, for its takes to add up:
+// scheduleLocked; a queued sync is brought forward in place when its
+// key turns busy or its share is evicted.) Decisions never wait on any
+// of this.
 type syncQueue struct {
 	window time.Duration // how often due syncs leave, together
 
 	mu      sync.Mutex
-	pending syncHeap    // guarded by mu: syncs by when they may leave; a bucket is in it at most once (its state is syncScheduled)
+	pending syncHeap    // guarded by mu: syncs by when they may leave; a bucket is in it once, while its state is syncScheduled (its qi)
 	running bool        // guarded by mu: the sending goroutine is on
 	timer   *time.Timer // guarded by mu: wakes the sending goroutine, while it is on
 	wake    int64       // guarded by mu: when the timer fires (unix nanoseconds)
@@ -54,26 +57,42 @@ type syncItem struct {
 	b   *lazyBucket
 }
 
+// syncHeap keeps each bucket's place in it (lazyBucket.qi, guarded by
+// syncQueue.mu), so that a queued sync can be moved.
 type syncHeap []syncItem
 
 func (h syncHeap) Len() int           { return len(h) }
 func (h syncHeap) Less(i, j int) bool { return h[i].at < h[j].at }
-func (h syncHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *syncHeap) Push(x any)        { *h = append(*h, x.(syncItem)) }
+func (h syncHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].b.qi, h[j].b.qi = i+1, j+1
+}
+func (h *syncHeap) Push(x any) {
+	it := x.(syncItem)
+	*h = append(*h, it)
+	it.b.qi = len(*h)
+}
 func (h *syncHeap) Pop() any {
 	old := *h
 	it := old[len(old)-1]
 	old[len(old)-1] = syncItem{}
 	*h = old[:len(old)-1]
+	it.b.qi = 0
 	return it
 }
 
 // add queues key's sync to leave at at (wall clock) or at the first
-// batch after it, and starts the sending goroutine if it is not on. The
-// caller holds the shard's mutex of key.
+// batch after it, or moves it there if it is queued already, and starts
+// the sending goroutine if it is not on. The caller holds the shard's
+// mutex of key.
 func (q *syncQueue) add(z *lazy, key string, b *lazyBucket, at int64) {
 	q.mu.Lock()
-	heap.Push(&q.pending, syncItem{at: at, key: key, b: b})
+	if b.qi > 0 {
+		q.pending[b.qi-1].at = at
+		heap.Fix(&q.pending, b.qi-1)
+	} else {
+		heap.Push(&q.pending, syncItem{at: at, key: key, b: b})
+	}
 	start := !q.running
 	q.running = true
 	if start {
@@ -139,15 +158,25 @@ func (z *lazy) syncBatch(items []syncItem) {
 	start := time.Now()
 	calls := make([]*pipeCall, len(items))
 	totals := make([]float64, len(items))
-	for i, it := range items {
+	n := 0
+	for _, it := range items {
 		sh := z.shard(it.key)
 		sh.mu.Lock()
+		if it.b.state != syncScheduled {
+			sh.mu.Unlock()
+			continue
+		}
 		total, ack := z.startSyncLocked(it.b, start)
 		epoch := it.b.epoch
 		sh.mu.Unlock()
-		totals[i] = total
-		calls[i] = &pipeCall{script: z.l.script, keys: []string{z.l.Key(it.key)}, args: z.syncArgs(lim, epoch, total, ack)}
+		items[n], totals[n] = it, total
+		calls[n] = &pipeCall{script: z.l.script, keys: []string{z.l.Key(it.key)}, args: z.syncArgs(lim, epoch, total, ack)}
+		n++
 	}
+	if n == 0 {
+		return
+	}
+	items, calls = items[:n], calls[:n]
 	z.l.evalBatch(calls, z.l.timeout+time.Duration(len(calls))*syncBatchCost)
 	for i, it := range items {
 		c := calls[i]
@@ -156,7 +185,7 @@ func (z *lazy) syncBatch(items []syncItem) {
 		if err == nil {
 			grant, agents, err = parseSync(c.reply)
 		}
-		z.finishSync(it.key, it.b, lim, totals[i], grant, agents, err)
+		z.finishSync(it.key, it.b, lim, start.UnixNano(), totals[i], grant, agents, err)
 	}
 }
 

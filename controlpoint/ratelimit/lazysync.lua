@@ -17,7 +17,8 @@
 -- ARGV    capacity, fill_amount, interval_us, continuous (0|1), agent id,
 --         total taken, acknowledged total, ttl_ms, delay_initial_fill (0|1),
 --         active_us (an agent that has not synced for this long is no
---         longer counted), epoch of the local share
+--         longer counted), epoch of the local share, period_us (one sync
+--         period: the most local refill held back for another agent)
 -- returns {this agent's share (string), agents sharing the bucket,
 --          tokens left in the bucket (string)}
 local key = KEYS[1]
@@ -31,6 +32,7 @@ local ack = tonumber(ARGV[7])
 local ttl = tonumber(ARGV[8])
 local active = tonumber(ARGV[10])
 local epoch = ARGV[11]
+local period = tonumber(ARGV[12])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -79,12 +81,13 @@ for i = 1, #all, 2 do
 end
 -- Hold back what the other agents may be spending without Redis knowing:
 -- the share each was granted at its last sync, and its local refill since
--- (at most one sync period's: active / 3).
+-- (at most one sync period's: an agent that has not synced for longer
+-- took less than that since, or it would have synced).
 local reserved = 0
 for _, o in ipairs(others) do
   local g = tonumber(redis.call('HGET', key, 'g:' .. o[1])) or 0
   local r = 0
-  if interval > 0 then r = math.min(now - o[2], active / 3) * fill / interval / agents end
+  if interval > 0 then r = math.min(now - o[2], period) * fill / interval / agents end
   reserved = reserved + g + r
 end
 local grant = math.max(0, tokens - reserved) / agents

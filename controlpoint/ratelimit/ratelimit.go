@@ -62,46 +62,82 @@
 // ones were in flight, see pipe.go), each caller still bounded by its own
 // deadline. With lazy sync
 // (RedisLimiterOptions.NumSync, the policy's lazy_sync) each agent
-// decides from a local share and never waits on Redis; every busy bucket
-// is reconciled NumSync times per interval (one script call that charges
-// the tokens this agent took since its last sync and grants its new
-// share: 1/N of the tokens that no other agent may be spending, N being
-// the agents that synced the bucket in the last three sync periods).
-// Between syncs a share refills at fill_amount/N, capped at
-// bucket_capacity/N, so a failed sync (counted in
-// fluxgate_redis_lazy_syncs_total) leaves the agent deciding with its
-// share of the limit; what it takes meanwhile is charged at the next sync
-// that succeeds. A limiter's due syncs leave together, one pipeline each
-// batch window (a tenth of the sync period, at most 5ms; lazybatch.go),
-// so a key checked less often than it may sync costs a share of a round
-// trip per check, not a goroutine and a round trip of its own. The script takes running totals, so a sync whose reply
-// was lost is never charged twice, and the global bucket may go into
-// debt (down to -bucket_capacity) for tokens agents took before they
-// learnt it was empty.
+// decides from a local share and never waits on Redis. A sync is one
+// script call that charges the tokens this agent took since its last
+// sync and grants its new share: 1/N of the tokens that no other agent
+// may be spending, N being the agents that synced the bucket within the
+// last interval + 3 sync periods. A key syncs at most once a sync period
+// (interval/num_sync), and only with something to say: when its
+// unreported takes reach one period's share, fill_amount/(N·num_sync)
+// (bucket_capacity/N if smaller, and at least one token), or a decision
+// was refused, it syncs as soon as
+// the period allows, so a busy key syncs once a period; a cold key, whose
+// takes stay below that, syncs when its oldest unreported take is one
+// interval old, and no later than one interval after its sync
+// was due. One interval, because that is the time scale of the limit
+// itself: Redis's picture of the bucket lags no more than the window the
+// limit is stated over, a departed agent's share stays held back for
+// about that long (the activity window grows with it), and a key checked
+// at least once an interval costs at most about one sync per interval
+// instead of one per check. Between syncs a share refills at
+// fill_amount/N, capped at bucket_capacity/N, so a failed sync (counted
+// in fluxgate_redis_lazy_syncs_total, and tried again as soon as the
+// period allows) leaves the agent deciding with its share of the limit;
+// what it takes meanwhile is charged at the next sync that succeeds. A
+// limiter's due syncs leave together, one pipeline each batch window (a
+// tenth of the sync period, at most 5ms; lazybatch.go), so a key's sync
+// costs a share of a round trip, not a goroutine and a round trip of its
+// own. The script takes running totals, so a sync whose reply was lost
+// is never charged twice, and the global bucket may go into debt (down
+// to -bucket_capacity) for tokens agents took before they learnt it was
+// empty.
 //
-// Overshoot bound of lazy sync. With N agents syncing on schedule, in any
-// window of one interval the agents admit at most what exact mode admits
-// plus the local refill that can run ahead of Redis: one sync period's
-// refill, fill_amount/num_sync (each agent's share refills at most
-// fill_amount/(N·num_sync) before Redis hears of it; the shares Redis
-// grants hold back what the other agents were granted and have refilled
-// since). Under steady overload that is at most L·(1 + 1/num_sync) per
-// window for a limit of L tokens per interval, 1.25 L with the default
-// num_sync 4. On top of it, when a key is new on an agent, the agent
-// decides before its first sync with a starting share of
-// fill_amount/(num_sync·N'), N' the agent count this limiter last saw (1
-// on a fresh agent): at most N·fill_amount/num_sync more, once. The
-// bound assumes the syncs succeed: an agent cut off from Redis keeps
-// admitting fill_amount/N per interval, and once the others stop
-// counting it (three sync periods) they share the whole limit, so each
-// such agent can add fill_amount/N per interval. Measured (test/redis,
-// three agents, 12 clients, L = 1,000/s, num_sync 4): 961–989 per window
-// under steady overload, 2,487–2,534 in the first (bound 2,750).
+// Overshoot bound of lazy sync. Redis holds back, for each other agent
+// it counts, the share it granted that agent at its last sync and that
+// agent's local refill since, up to one sync period's
+// (fill_amount/(N·num_sync)). That covers everything the agent may have
+// taken without Redis knowing: within a period of its last sync, its
+// grant and its refill since; past it, less than one period's share,
+// since reaching that makes it sync. Redis keeps counting an agent that
+// holds unreported takes: it syncs them no later than an interval and a
+// period after its previous sync (at once when the key was idle longer),
+// inside the activity window (interval + 3 periods) with two periods to
+// spare. So, with N agents syncing on schedule, in any window of one
+// interval the agents admit at most what exact mode admits plus the local refill that can run ahead of Redis: one sync
+// period's refill, fill_amount/num_sync, summed over the agents. Under
+// steady overload that is at most L·(1 + 1/num_sync) per window for a
+// limit of L tokens per interval, 1.25 L with the default num_sync 4;
+// a busy key syncs once a period as before, and a cold key's unreported
+// takes stay below a period's share, so waiting up to an interval to
+// sync does not widen the bound. On top of it, when a key is new on an
+// agent, the agent decides before its first sync with a starting share
+// of fill_amount/(num_sync·N'), N' the agent count this limiter last saw
+// (1 on a fresh agent): at most N·fill_amount/num_sync more, once; and
+// an agent that last saw fewer agents (N' < N) runs ahead of Redis by up
+// to fill_amount/(N'·num_sync) (a period's refill if busy, its
+// unreported takes if cold) instead of fill_amount/(N·num_sync) until
+// its next sync: (1/N' − 1/N)·fill_amount/num_sync more for each such
+// agent, once per change in N (0.83·fill_amount/num_sync in all for
+// three agents that first sync one after the other). The bound
+// assumes the syncs succeed: an agent cut off from Redis keeps admitting
+// fill_amount/N per interval, and once the others stop counting it (an
+// interval and three sync periods) they share the whole limit, so each
+// such agent can add fill_amount/N per interval. An agent whose key was
+// idle for longer than the activity window is no longer counted, and its
+// local share may meanwhile have refilled to bucket_capacity/N: up to
+// that much more when the key is next busy there, once. Measured
+// (test/redis, three agents, 12 clients, L = 1,000/s, num_sync 4, 20
+// runs at load 2.5–7.5): 890–992 per window under steady overload,
+// 2,439–2,872 in the first. The test asserts at most 2,750 there
+// (exact mode's 2,000 and 750 of starting shares); the agent count
+// rising from 1 to 3 as the agents first sync can add about 208 more,
+// and the one run above 2,750 was at load 7.
 //
 // Lazy sync's local shares keep the same memory budget, counted as
 // ShareBytes plus the key each (a share keeps its key, for its syncs:
 // about 120,000 shares under 32-byte keys per 32 MiB). An evicted share
-// still sends what it took at its pending sync; only if that sync fails
+// still sends what it took: its pending sync leaves with the next batch,
+// even a cold key's that would have waited; only if that sync fails
 // is it not retried, and those tokens (at most one share) are lost to
 // Redis. The key then starts again as new on this agent: at most
 // fill_amount/(num_sync·N') more, once per eviction. Redis keys are

@@ -18,7 +18,10 @@
 // agent's exact mode against a bare EVALSHA loop on the same redis-server
 // (the one-round-trip-per-decision floor), and lazy_sync with 10,000 keys:
 //
-//	go run ./test/loadgen -redis -reps 3 -duration 3s
+//	go run ./test/loadgen -redis -reps 3 -duration 3s [-baseline-bin /tmp/fluxgate-old]
+//
+// (with -baseline-bin, -redis adds the second build's exact and lazy_sync
+// modes on 10,000 keys to the rotation, on the same redis-server).
 //
 // With -grpc-only it measures only the two gRPC loops and prints, from
 // the same interleaved run, issue 20's targets for the check path: server

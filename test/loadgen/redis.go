@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,11 +78,21 @@ func runRedis() error {
 	}
 	redisCPU := func() float64 { return cpuSeconds(rs.Process.Pid) }
 
-	agent, err := startRedisAgent(dir, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
+	agent, err := startRedisAgent(dir, *agentBin, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = agent.cmd.Process.Kill(); _, _ = agent.cmd.Process.Wait() }()
+	// -baseline-bin: a second build in the same rotation, on the same
+	// Redis under its own policy name (its own Redis keys).
+	var base *proc
+	if *baseBin != "" {
+		baseDir := filepath.Join(dir, "baseline")
+		if base, err = startRedisAgent(baseDir, *baseBin, "redis.yaml", strings.Replace(redisPolicy, "name: redis-load", "name: redis-load-baseline", 1), "FLUXGATE_REDIS_ADDRESS="+redisAddr); err != nil {
+			return err
+		}
+		defer func() { _ = base.cmd.Process.Kill(); _, _ = base.cmd.Process.Wait() }()
+	}
 
 	src, err := os.ReadFile("controlpoint/ratelimit/tokenbucket.lua")
 	if err != nil {
@@ -100,7 +111,7 @@ func runRedis() error {
 		return err
 	}
 	defer conn.Close()
-	checks := func(cp string, keys int) func(context.Context, int, int) error {
+	checksOn := func(client pb.FlowControlServiceClient, cp string, keys int) func(context.Context, int, int) error {
 		reqs := make([]*pb.CheckRequest, keys)
 		for i := range reqs {
 			reqs[i] = &pb.CheckRequest{ControlPoint: cp, Labels: map[string]string{"user": "u" + strconv.Itoa(i)}}
@@ -116,25 +127,42 @@ func runRedis() error {
 			return nil
 		}
 	}
+	checks := func(cp string, keys int) func(context.Context, int, int) error { return checksOn(client, cp, keys) }
 	type mode struct {
 		name  string
 		op    func(context.Context, int, int) error
-		agent bool // the agent decides (its CPU counts)
+		agent *proc // the agent that decides (its CPU counts), or nil
 	}
 	modes := []mode{
-		{"floor (EVALSHA loop)", floor, false},
-		{"exact, 64 keys", checks("exact", 64), true},
-		{"exact, 10,000 keys", checks("exact", 10_000), true},
-		{"lazy_sync, 10,000 keys", checks("lazy", 10_000), true},
+		{"floor (EVALSHA loop)", floor, nil},
+		{"exact, 64 keys", checks("exact", 64), agent},
+		{"exact, 10,000 keys", checks("exact", 10_000), agent},
+		{"lazy_sync, 10,000 keys", checks("lazy", 10_000), agent},
 	}
 	paced := modes[:2]
+	if base != nil {
+		bclient, bconn, err := dial(base.grpcAddr)
+		if err != nil {
+			return err
+		}
+		defer bconn.Close()
+		modes = append(modes,
+			mode{"baseline exact, 10,000 keys", checksOn(bclient, "exact", 10_000), base},
+			mode{"baseline lazy_sync, 10,000 keys", checksOn(bclient, "lazy", 10_000), base})
+	}
 	results := map[string][]map[string]float64{}
 	for rep := range *reps {
 		for _, m := range modes {
-			cpu0, rcpu0 := agent.cpuSeconds(), redisCPU()
+			p := m.agent
+			if p == nil {
+				p = agent
+			}
+			cpu0, rcpu0, lcpu0, calls0 := p.cpuSeconds(), redisCPU(), selfCPU(), scriptCalls(rc)
 			r := closedLoopOp(m.name, m.op)
-			r["agent µs CPU/call"] = (agent.cpuSeconds() - cpu0) / r["calls"] * 1e6
+			r["scripts/call"] = float64(scriptCalls(rc)-calls0) / r["calls"]
+			r["agent µs CPU/call"] = (p.cpuSeconds() - cpu0) / r["calls"] * 1e6
 			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
+			r["loadgen µs CPU/call"] = (selfCPU() - lcpu0) / r["calls"] * 1e6
 			results[m.name] = append(results[m.name], r)
 		}
 		for _, m := range paced {
@@ -151,19 +179,24 @@ func runRedis() error {
 	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop (the agent's over one gRPC connection), %d/s open loop.\n\n", *reps, *duration, *callers, *rate)
-	fmt.Fprintln(&b, "| mode | calls/s | × floor | agent µs CPU/call | redis µs CPU/call | failures |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	fmt.Fprintln(&b, "| mode | calls/s | × floor | agent µs CPU/call | redis µs CPU/call | loadgen µs CPU/call | scripts/call | failures |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 	for _, m := range modes {
 		agentCPU := "–"
-		if m.agent {
+		if m.agent != nil {
 			agentCPU = fmt.Sprintf("%.1f", med(m.name, "agent µs CPU/call"))
 		}
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.1f | %.0f |\n", m.name, med(m.name, "calls/s"), med(m.name, "calls/s")/med(modes[0].name, "calls/s"),
-			agentCPU, med(m.name, "redis µs CPU/call"), med(m.name, "failures"))
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.1f | %.1f | %.2f | %.0f |\n", m.name, med(m.name, "calls/s"), med(m.name, "calls/s")/med(modes[0].name, "calls/s"),
+			agentCPU, med(m.name, "redis µs CPU/call"), med(m.name, "loadgen µs CPU/call"), med(m.name, "scripts/call"), med(m.name, "failures"))
 	}
 	lz, ex := modes[3].name, modes[2].name
 	fmt.Fprintf(&b, "\nlazy_sync / exact with 10,000 keys: throughput %.2f×, agent CPU per call %.2f×\n",
 		med(lz, "calls/s")/med(ex, "calls/s"), med(lz, "agent µs CPU/call")/med(ex, "agent µs CPU/call"))
+	if base != nil {
+		lz, ex := modes[5].name, modes[4].name
+		fmt.Fprintf(&b, "baseline: lazy_sync / exact with 10,000 keys: throughput %.2f×, agent CPU per call %.2f×\n",
+			med(lz, "calls/s")/med(ex, "calls/s"), med(lz, "agent µs CPU/call")/med(ex, "agent µs CPU/call"))
+	}
 	fmt.Fprintf(&b, "\n| open loop %d/s | p50 ms | p99 ms | failures |\n|---|---|---|---|\n", *rate)
 	for _, m := range paced {
 		k := "paced " + m.name
@@ -171,14 +204,16 @@ func runRedis() error {
 	}
 	fmt.Fprintf(&b, "\nexact p99 / floor p99: %.2f\n", med("paced "+paced[1].name, "p99 ms")/med("paced "+paced[0].name, "p99 ms"))
 	fmt.Fprintf(&b, "agent peak RSS: %.1f MiB\n", agent.peakRSSMiB())
+	if base != nil {
+		fmt.Fprintf(&b, "baseline agent peak RSS: %.1f MiB\n", base.peakRSSMiB())
+	}
 	_, _ = io.Copy(os.Stdout, &b)
 	return nil
 }
 
-// startRedisAgent builds (unless -agent-bin) and starts the agent in dir with
+// startRedisAgent builds (unless bin is set) and starts the agent in dir with
 // one policy file and extra environment, and waits until it is ready.
-func startRedisAgent(dir, name, policyText string, env ...string) (*proc, error) {
-	bin := *agentBin
+func startRedisAgent(dir, bin, name, policyText string, env ...string) (*proc, error) {
 	if bin == "" {
 		bin = filepath.Join(dir, "fluxgate")
 		build := exec.Command("go", "build", "-o", bin, "./cmd/fluxgate")
@@ -216,6 +251,29 @@ func startRedisAgent(dir, name, policyText string, env ...string) (*proc, error)
 	}
 	return p, nil
 }
+
+// scriptCalls is how many scripts (EVALSHA, EVAL) Redis has run, from
+// INFO commandstats; 0 when it cannot be read.
+func scriptCalls(rc *goredis.Client) int {
+	info, err := rc.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for line := range strings.SplitSeq(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if ok && (name == "cmdstat_evalsha" || name == "cmdstat_eval") {
+			calls, _, _ := strings.Cut(rest, ",")
+			v, _ := strconv.Atoi(calls)
+			n += v
+		}
+	}
+	return n
+}
+
+// selfCPU is this process's CPU time (the client side of every mode,
+// and the floor's EVALSHA loop), from /proc.
+func selfCPU() float64 { return cpuSeconds(os.Getpid()) }
 
 // cpuSeconds is the CPU time of pid, from /proc.
 func cpuSeconds(pid int) float64 {

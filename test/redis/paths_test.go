@@ -105,10 +105,10 @@ func BenchmarkRedisPaths(b *testing.B) {
 				res[m.name] = append(res[m.name], closedLoop(b, srv, m.op))
 			}
 			for _, m := range paced {
-				res["paced "+m.name] = append(res["paced "+m.name], openLoop(b, srv, m.op, 5000))
+				res["paced "+m.name] = append(res["paced "+m.name], openLoop(b, srv, c, m.op, 5000))
 			}
 			for _, m := range cold {
-				res["cold "+m.name] = append(res["cold "+m.name], openLoop(b, srv, m.op, 16000))
+				res["cold "+m.name] = append(res["cold "+m.name], openLoop(b, srv, c, m.op, 16000))
 			}
 			b.Logf("repetition %d/%d done", rep+1, *pathsReps)
 		}
@@ -140,10 +140,10 @@ func BenchmarkRedisPaths(b *testing.B) {
 		fmt.Fprintf(&out, "| %s | %.0f | %.0f | %.0f | %.0f |\n", m.name, med(k, "p50"), med(k, "p99"), med(k, "p99.9"), med(k, "errors"))
 	}
 	fmt.Fprintf(&out, "\nexact p99 / floor p99 at 5,000/s: %.2f\n", med("paced exact", "p99")/med("paced floor", "p99"))
-	fmt.Fprintf(&out, "\n| 10,000 cold keys, 16,000/s | p50 µs | p99 µs | agent µs CPU/check | redis µs CPU/check | errors |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&out, "\n| 10,000 cold keys, 16,000/s | p50 µs | p99 µs | agent µs CPU/check | redis µs CPU/check | scripts/check | errors |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range cold {
 		k := "cold " + m.name
-		fmt.Fprintf(&out, "| %s | %.0f | %.0f | %.1f | %.1f | %.0f |\n", m.name, med(k, "p50"), med(k, "p99"), med(k, "cpu"), med(k, "redis"), med(k, "errors"))
+		fmt.Fprintf(&out, "| %s | %.0f | %.0f | %.1f | %.1f | %.2f | %.0f |\n", m.name, med(k, "p50"), med(k, "p99"), med(k, "cpu"), med(k, "redis"), med(k, "scripts"), med(k, "errors"))
 	}
 	fmt.Fprintf(&out, "\ncold lazy-10k / exact-10k agent CPU per check: %.2f\n", med("cold lazy-10k", "cpu")/med("cold exact-10k", "cpu"))
 	fmt.Fprintf(&out, "process peak RSS %.0f MiB (the benchmark process: agent side of every mode, and its load)\n", peakRSSMiB())
@@ -196,7 +196,7 @@ func closedLoopCPU(b *testing.B, redisCPU func() float64, op func(context.Contex
 
 // openLoop offers op at rate calls/s for 2 s and measures each call from
 // its intended start, so a stall is not hidden.
-func openLoop(b *testing.B, srv *Server, op func(context.Context, int, int) error, rate int) map[string]float64 {
+func openLoop(b *testing.B, srv *Server, rc *goredis.Client, op func(context.Context, int, int) error, rate int) map[string]float64 {
 	const dur = 2 * time.Second
 	total := int(float64(rate) * dur.Seconds())
 	lat := make([]time.Duration, total)
@@ -204,7 +204,7 @@ func openLoop(b *testing.B, srv *Server, op func(context.Context, int, int) erro
 	var errs atomic.Int64
 	start := time.Now().Add(5 * time.Millisecond)
 	interval := time.Second / time.Duration(rate)
-	cpu0, rcpu0 := processCPUSeconds(), srv.CPUSeconds()
+	cpu0, rcpu0, calls0 := processCPUSeconds(), srv.CPUSeconds(), ScriptCalls(b, rc)
 	var wg sync.WaitGroup
 	for g := range 64 {
 		wg.Go(func() {
@@ -223,9 +223,10 @@ func openLoop(b *testing.B, srv *Server, op func(context.Context, int, int) erro
 	close(todo)
 	wg.Wait()
 	cpu, rcpu := (processCPUSeconds()-cpu0)/float64(total)*1e6, (srv.CPUSeconds()-rcpu0)/float64(total)*1e6
+	scripts := float64(ScriptCalls(b, rc)-calls0) / float64(total)
 	slices.Sort(lat)
 	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))].Microseconds()) }
-	return map[string]float64{"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "errors": float64(errs.Load()), "cpu": cpu, "redis": rcpu}
+	return map[string]float64{"p50": q(0.5), "p99": q(0.99), "p99.9": q(0.999), "errors": float64(errs.Load()), "cpu": cpu, "redis": rcpu, "scripts": scripts}
 }
 
 func processCPUSeconds() float64 {

@@ -160,6 +160,31 @@ func (s *Server) CPUSeconds() float64 {
 	return procCPUSeconds(cmd.Process.Pid)
 }
 
+// ScriptCalls is how many scripts (EVALSHA and EVAL) the server behind c
+// has run since it started or its statistics were last reset (CONFIG
+// RESETSTAT), from INFO commandstats.
+func ScriptCalls(t testing.TB, c *goredis.Client) int {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.SplitSeq(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok || (name != "cmdstat_evalsha" && name != "cmdstat_eval") {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		v, err := strconv.Atoi(calls)
+		if err != nil {
+			t.Fatalf("redis: commandstats line %q: %v", line, err)
+		}
+		n += v
+	}
+	return n
+}
+
 // procCPUSeconds reads utime and stime of pid from /proc/PID/stat.
 func procCPUSeconds(pid int) float64 {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
