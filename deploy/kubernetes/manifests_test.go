@@ -225,6 +225,40 @@ func TestDaemonSet(t *testing.T) {
 	if want := []string{"agent", "--config", "/etc/fluxgate/config/fluxgate.yaml"}; !slices.Equal(c.Args, want) {
 		t.Errorf("args %q, want %q", c.Args, want)
 	}
+	ports := checkContainerPorts(t, c, cfg)
+	if pc := m.priorityClasses[pod.PriorityClassName]; pod.PriorityClassName == "" || pc == nil || pc.Value < 1_000_000 || pc.GlobalDefault {
+		t.Errorf("priorityClassName %q (%+v): want a PriorityClass of the manifests, high (the agent decides for every pod of its node), not the global default", pod.PriorityClassName, pc)
+	}
+	if !cfg.Metrics.Enabled || cfg.Metrics.Path != def.Metrics.Path {
+		t.Errorf("metrics %+v, want enabled on %s", cfg.Metrics, def.Metrics.Path)
+	}
+	if cfg.Server.Host != "0.0.0.0" {
+		t.Errorf("server.host %q: the probes and the Service need the agent on every interface", cfg.Server.Host)
+	}
+	checkTokensFromSecrets(t, c, cfg)
+	checkProbes(t, c, cfg, ports)
+	checkResources(t, c)
+	checkMounts(t, m, pod, cfg)
+	checkAPIAccess(t, m, ds, cfg)
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil || sel.Empty() {
+		t.Fatalf("selector %v: %v", ds.Spec.Selector, err)
+	}
+	if !selectorMatches(ds.Spec.Selector.MatchLabels, ds.Spec.Template.Labels) {
+		t.Errorf("selector %v does not match the pod labels %v", ds.Spec.Selector.MatchLabels, ds.Spec.Template.Labels)
+	}
+	checkService(t, m, ds, ports)
+}
+
+// The check… functions below are TestDaemonSet's parts. They do not call
+// t.Helper, so that a failure names the line of the check that failed.
+
+// checkContainerPorts checks the container's ports: the config's
+// listeners (which must keep the defaults) and the probe port, each once,
+// no hostPort but the containerPort, and none on the OTLP ports. It
+// returns the container ports by name.
+func checkContainerPorts(t *testing.T, c corev1.Container, cfg agent.Config) map[string]int32 {
+	def := agent.DefaultConfig()
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
@@ -237,9 +271,6 @@ func TestDaemonSet(t *testing.T) {
 		if (p.Name == "otlp-grpc" || p.Name == "otlp-http") && p.HostPort != 0 {
 			t.Errorf("port %s has hostPort %d: it clashes with an OpenTelemetry Collector DaemonSet", p.Name, p.HostPort)
 		}
-	}
-	if pc := m.priorityClasses[pod.PriorityClassName]; pod.PriorityClassName == "" || pc == nil || pc.Value < 1_000_000 || pc.GlobalDefault {
-		t.Errorf("priorityClassName %q (%+v): want a PriorityClass of the manifests, high (the agent decides for every pod of its node), not the global default", pod.PriorityClassName, pc)
 	}
 	for _, p := range []struct {
 		name       string
@@ -261,12 +292,12 @@ func TestDaemonSet(t *testing.T) {
 	if len(ports) != 6 {
 		t.Errorf("container ports %v, want exactly http, grpc, metrics, probe, otlp-grpc, otlp-http", ports)
 	}
-	if !cfg.Metrics.Enabled || cfg.Metrics.Path != def.Metrics.Path {
-		t.Errorf("metrics %+v, want enabled on %s", cfg.Metrics, def.Metrics.Path)
-	}
-	if cfg.Server.Host != "0.0.0.0" {
-		t.Errorf("server.host %q: the probes and the Service need the agent on every interface", cfg.Server.Host)
-	}
+	return ports
+}
+
+// checkTokensFromSecrets checks that no token sits in the manifests and
+// that each can come from its optional Secret.
+func checkTokensFromSecrets(t *testing.T, c corev1.Container, cfg agent.Config) {
 	// The admin token never sits in a manifest: the admin API stays off
 	// (403) unless the optional Secret fluxgate-admin provides one.
 	if cfg.Admin.Token != "" {
@@ -300,7 +331,11 @@ func TestDaemonSet(t *testing.T) {
 			t.Errorf("no %s from the Secret %s: the token could not be set without editing the DaemonSet", want.env, want.secret)
 		}
 	}
+}
 
+// checkProbes checks that the liveness and readiness probes GET /livez
+// and /readyz over plain HTTP on the config's probe port.
+func checkProbes(t *testing.T, c corev1.Container, cfg agent.Config, ports map[string]int32) {
 	for _, pr := range []struct {
 		name  string
 		probe *corev1.Probe
@@ -319,21 +354,28 @@ func TestDaemonSet(t *testing.T) {
 			t.Errorf("%s probe %s %s on port %v (%d), want %s over plain HTTP on the probe port %d", pr.name, g.Scheme, g.Path, g.Port.String(), port, pr.path, cfg.Server.ProbePort)
 		}
 	}
+}
 
+// checkResources checks that CPU and memory have a request and a limit,
+// the request no higher.
+func checkResources(t *testing.T, c corev1.Container) {
 	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		req, lim := c.Resources.Requests[res], c.Resources.Limits[res]
 		if req.IsZero() || lim.IsZero() || req.Cmp(lim) > 0 {
 			t.Errorf("%s: request %s, limit %s; want both set, request ≤ limit", res, req.String(), lim.String())
 		}
 	}
+}
 
-	// Volumes: config file and policies directory from the ConfigMaps.
+// checkMounts checks the volumes: the config file and the policies
+// directory come from the ConfigMaps, each mounted whole.
+func checkMounts(t *testing.T, m *manifests, pod corev1.PodSpec, cfg agent.Config) {
 	volumes := map[string]corev1.Volume{}
 	for _, v := range pod.Volumes {
 		volumes[v.Name] = v
 	}
 	mounted := map[string]string{} // mount path → ConfigMap
-	for _, vm := range c.VolumeMounts {
+	for _, vm := range pod.Containers[0].VolumeMounts {
 		v, ok := volumes[vm.Name]
 		if !ok {
 			t.Errorf("mount %s: no volume %s", vm.MountPath, vm.Name)
@@ -355,54 +397,63 @@ func TestDaemonSet(t *testing.T) {
 	if got := mounted[cfg.Policies.Dir]; got != "fluxgate-policies" {
 		t.Errorf("policies.dir %s is mounted from %q, want ConfigMap fluxgate-policies (mounted whole, so that updates arrive)", cfg.Policies.Dir, got)
 	}
+}
 
+// checkAPIAccess checks the pod's service account. With
+// kubernetes.enabled the agent lists and watches its custom resources with
+// it: the token is mounted and a ClusterRole bound to the account grants
+// exactly that.
+func checkAPIAccess(t *testing.T, m *manifests, ds *appsv1.DaemonSet, cfg agent.Config) {
+	pod := ds.Spec.Template.Spec
 	if pod.ServiceAccountName == "" || m.serviceAccounts[pod.ServiceAccountName] == nil {
 		t.Errorf("serviceAccountName %q is not in the manifests", pod.ServiceAccountName)
 	}
-	// With kubernetes.enabled the agent lists and watches its custom
-	// resources with the pod's service account: the token is mounted and
-	// a ClusterRole bound to the account grants exactly that.
-	if cfg.Kubernetes.Enabled {
-		sa := m.serviceAccounts[pod.ServiceAccountName]
-		if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken || sa == nil || sa.AutomountServiceAccountToken == nil || !*sa.AutomountServiceAccountToken {
-			t.Error("kubernetes.enabled, but the pod does not get its service account token")
+	if !cfg.Kubernetes.Enabled {
+		return
+	}
+	sa := m.serviceAccounts[pod.ServiceAccountName]
+	if pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken || sa == nil || sa.AutomountServiceAccountToken == nil || !*sa.AutomountServiceAccountToken {
+		t.Error("kubernetes.enabled, but the pod does not get its service account token")
+	}
+	granted := listWatchGrants(t, m, ds.Namespace, pod.ServiceAccountName)
+	if !granted["policies"] || !granted["trafficpolicies"] {
+		t.Errorf("kubernetes.enabled, but the service account may list and watch only %v of policies and trafficpolicies (fluxgate.io)", granted)
+	}
+}
+
+// listWatchGrants returns the fluxgate.io resources that the ClusterRoles
+// bound to the service account may list and watch; a rule of theirs that
+// also grants more than reading fails the test.
+func listWatchGrants(t *testing.T, m *manifests, namespace, account string) map[string]bool {
+	granted := map[string]bool{}
+	for _, b := range m.bindings {
+		bound := false
+		for _, s := range b.Subjects {
+			bound = bound || (s.Kind == "ServiceAccount" && s.Name == account && s.Namespace == namespace)
 		}
-		granted := map[string]bool{}
-		for _, b := range m.bindings {
-			bound := false
-			for _, s := range b.Subjects {
-				bound = bound || (s.Kind == "ServiceAccount" && s.Name == pod.ServiceAccountName && s.Namespace == ds.Namespace)
-			}
-			role := m.clusterRoles[b.RoleRef.Name]
-			if !bound || b.RoleRef.Kind != "ClusterRole" || role == nil {
+		role := m.clusterRoles[b.RoleRef.Name]
+		if !bound || b.RoleRef.Kind != "ClusterRole" || role == nil {
+			continue
+		}
+		for _, r := range role.Rules {
+			if !slices.Contains(r.APIGroups, "fluxgate.io") || !slices.Contains(r.Verbs, "list") || !slices.Contains(r.Verbs, "watch") {
 				continue
 			}
-			for _, r := range role.Rules {
-				if !slices.Contains(r.APIGroups, "fluxgate.io") || !slices.Contains(r.Verbs, "list") || !slices.Contains(r.Verbs, "watch") {
-					continue
-				}
-				for _, res := range r.Resources {
-					granted[res] = true
-				}
-				if slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" }) {
-					t.Errorf("ClusterRole %s grants %v: the agent only reads", role.Name, r.Verbs)
-				}
+			for _, res := range r.Resources {
+				granted[res] = true
+			}
+			if slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "get" && v != "list" && v != "watch" }) {
+				t.Errorf("ClusterRole %s grants %v: the agent only reads", role.Name, r.Verbs)
 			}
 		}
-		if !granted["policies"] || !granted["trafficpolicies"] {
-			t.Errorf("kubernetes.enabled, but the service account may list and watch only %v of policies and trafficpolicies (fluxgate.io)", granted)
-		}
 	}
-	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
-	if err != nil || sel.Empty() {
-		t.Fatalf("selector %v: %v", ds.Spec.Selector, err)
-	}
-	if !selectorMatches(ds.Spec.Selector.MatchLabels, ds.Spec.Template.Labels) {
-		t.Errorf("selector %v does not match the pod labels %v", ds.Spec.Selector.MatchLabels, ds.Spec.Template.Labels)
-	}
+	return granted
+}
 
-	// The Service reaches the named container ports of these pods, on the
-	// same port numbers, on the local node only.
+// checkService checks that the Service reaches the named container ports
+// of the DaemonSet's pods, on the same port numbers, on the local node
+// only.
+func checkService(t *testing.T, m *manifests, ds *appsv1.DaemonSet, ports map[string]int32) {
 	if len(m.services) != 1 {
 		t.Fatalf("%d Services, want 1", len(m.services))
 	}
