@@ -52,31 +52,27 @@ spec:
 // goroutines, 64 keys), the agent's exact mode with 64 and 10,000 keys
 // and lazy_sync with 10,000 keys (gRPC checks, -callers concurrent on one
 // connection), then floor and exact at -rate in an open loop.
+// loadMode is one measured mode of -redis: what one call does, and the
+// agent that decides (its CPU counts), or nil for the floor.
+type loadMode struct {
+	name  string
+	op    func(context.Context, int, int) error
+	agent *proc
+}
+
 func runRedis() error {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return errors.New("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
-	}
 	dir, err := os.MkdirTemp("", "fluxgate-loadgen-redis-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 
-	redisAddr := freeAddr()
-	rs := exec.Command(bin, "--port", port(redisAddr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := rs.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
+	redisAddr, rc, redisCPU, stopRedis, err := startRedisServer(dir)
+	if err != nil {
+		return err
 	}
-	defer func() { _ = rs.Process.Kill(); _, _ = rs.Process.Wait() }()
-	rc := goredis.NewClient(&goredis.Options{Addr: redisAddr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	defer stopRedis()
 	defer rc.Close()
-	for start := time.Now(); rc.Ping(context.Background()).Err() != nil; time.Sleep(20 * time.Millisecond) {
-		if time.Since(start) > 10*time.Second {
-			return errors.New("redis-server does not answer")
-		}
-	}
-	redisCPU := func() float64 { return cpuSeconds(rs.Process.Pid) }
 
 	agent, err := startRedisAgent(dir, *agentBin, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
 	if err != nil {
@@ -94,46 +90,17 @@ func runRedis() error {
 		defer func() { _ = base.cmd.Process.Kill(); _, _ = base.cmd.Process.Wait() }()
 	}
 
-	src, err := os.ReadFile("controlpoint/ratelimit/tokenbucket.lua")
+	floor, err := floorOp(rc)
 	if err != nil {
-		return fmt.Errorf("run from the repository root: %w", err)
-	}
-	script := goredis.NewScript(string(src))
-	if err := script.Load(context.Background(), rc).Err(); err != nil {
 		return err
-	}
-	floor := func(ctx context.Context, g, n int) error {
-		key := "{fluxgate:loadgen/floor:0:" + strconv.Itoa((n*7+g)%64) + "}:tb"
-		return script.EvalSha(ctx, rc, []string{key}, 1e12, 1e12, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
 	}
 	client, conn, err := dial(agent.grpcAddr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	checksOn := func(client pb.FlowControlServiceClient, cp string, keys int) func(context.Context, int, int) error {
-		reqs := make([]*pb.CheckRequest, keys)
-		for i := range reqs {
-			reqs[i] = &pb.CheckRequest{ControlPoint: cp, Labels: map[string]string{"user": "u" + strconv.Itoa(i)}}
-		}
-		return func(ctx context.Context, g, n int) error {
-			resp, err := client.Check(ctx, reqs[(n*(*callers)+g)%keys])
-			if err != nil {
-				return err
-			}
-			if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
-				return fmt.Errorf("%s: rejected: %v", cp, resp.GetRejectReason())
-			}
-			return nil
-		}
-	}
 	checks := func(cp string, keys int) func(context.Context, int, int) error { return checksOn(client, cp, keys) }
-	type mode struct {
-		name  string
-		op    func(context.Context, int, int) error
-		agent *proc // the agent that decides (its CPU counts), or nil
-	}
-	modes := []mode{
+	modes := []loadMode{
 		{"floor (EVALSHA loop)", floor, nil},
 		{"exact, 64 keys", checks("exact", 64), agent},
 		{"exact, 10,000 keys", checks("exact", 10_000), agent},
@@ -147,9 +114,78 @@ func runRedis() error {
 		}
 		defer bconn.Close()
 		modes = append(modes,
-			mode{"baseline exact, 10,000 keys", checksOn(bclient, "exact", 10_000), base},
-			mode{"baseline lazy_sync, 10,000 keys", checksOn(bclient, "lazy", 10_000), base})
+			loadMode{"baseline exact, 10,000 keys", checksOn(bclient, "exact", 10_000), base},
+			loadMode{"baseline lazy_sync, 10,000 keys", checksOn(bclient, "lazy", 10_000), base})
 	}
+	results := measureModes(modes, paced, agent, rc, redisCPU)
+	writeRedisReport(os.Stdout, modes, paced, results, agent, base)
+	return nil
+}
+
+// startRedisServer starts redis-server on a free loopback port with its
+// files in dir and waits until it answers.
+func startRedisServer(dir string) (addr string, rc *goredis.Client, cpu func() float64, stop func(), err error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, nil, nil, errors.New("redis-server is not installed (Debian package redis-server; `make deps` installs it)")
+	}
+	addr = freeAddr()
+	rs := exec.Command(bin, "--port", port(addr), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := rs.Start(); err != nil {
+		return "", nil, nil, nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	stop = func() { _ = rs.Process.Kill(); _, _ = rs.Process.Wait() }
+	rc = goredis.NewClient(&goredis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	for start := time.Now(); rc.Ping(context.Background()).Err() != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			_ = rc.Close()
+			stop()
+			return "", nil, nil, nil, errors.New("redis-server does not answer")
+		}
+	}
+	return addr, rc, func() float64 { return cpuSeconds(rs.Process.Pid) }, stop, nil
+}
+
+// floorOp is one round trip per decision: a bare EVALSHA of the token
+// bucket script with an exact decision's arguments.
+func floorOp(rc *goredis.Client) (func(context.Context, int, int) error, error) {
+	src, err := os.ReadFile("controlpoint/ratelimit/tokenbucket.lua")
+	if err != nil {
+		return nil, fmt.Errorf("run from the repository root: %w", err)
+	}
+	script := goredis.NewScript(string(src))
+	if err := script.Load(context.Background(), rc).Err(); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, g, n int) error {
+		key := "{fluxgate:loadgen/floor:0:" + strconv.Itoa((n*7+g)%64) + "}:tb"
+		return script.EvalSha(ctx, rc, []string{key}, 1e12, 1e12, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
+	}, nil
+}
+
+// checksOn checks at control point cp over keys distinct users; a
+// rejection counts as a failure.
+func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(context.Context, int, int) error {
+	reqs := make([]*pb.CheckRequest, keys)
+	for i := range reqs {
+		reqs[i] = &pb.CheckRequest{ControlPoint: cp, Labels: map[string]string{"user": "u" + strconv.Itoa(i)}}
+	}
+	return func(ctx context.Context, g, n int) error {
+		resp, err := client.Check(ctx, reqs[(n*(*callers)+g)%keys])
+		if err != nil {
+			return err
+		}
+		if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
+			return fmt.Errorf("%s: rejected: %v", cp, resp.GetRejectReason())
+		}
+		return nil
+	}
+}
+
+// measureModes runs every mode closed loop and the paced ones open loop,
+// -reps times interleaved, with the CPU of the deciding agent, Redis and
+// this process per call.
+func measureModes(modes, paced []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64) map[string][]map[string]float64 {
 	results := map[string][]map[string]float64{}
 	for rep := range *reps {
 		for _, m := range modes {
@@ -170,6 +206,11 @@ func runRedis() error {
 		}
 		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
 	}
+	return results
+}
+
+// writeRedisReport prints the medians of results as Markdown tables.
+func writeRedisReport(w io.Writer, modes, paced []loadMode, results map[string][]map[string]float64, agent, base *proc) {
 	med := func(key, metric string) float64 {
 		var xs []float64
 		for _, m := range results[key] {
@@ -207,8 +248,7 @@ func runRedis() error {
 	if base != nil {
 		fmt.Fprintf(&b, "baseline agent peak RSS: %.1f MiB\n", base.peakRSSMiB())
 	}
-	_, _ = io.Copy(os.Stdout, &b)
-	return nil
+	_, _ = io.Copy(w, &b)
 }
 
 // startRedisAgent builds (unless bin is set) and starts the agent in dir with
