@@ -58,7 +58,8 @@ type Watcher struct {
 	missing bool       // the file was not there when last read
 }
 
-// NewWatcher returns a Watcher of opts.Path; Run watches.
+// NewWatcher returns a Watcher of opts.Path; Run watches. When the file
+// is not there yet, its absence is not logged until it has come and gone.
 func NewWatcher(opts WatcherOptions) *Watcher {
 	if opts.Environ == nil {
 		opts.Environ = os.Environ()
@@ -73,7 +74,11 @@ func NewWatcher(opts WatcherOptions) *Watcher {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{opts: opts, logger: logger}
+	// A program started without the file runs on the embedded defaults:
+	// the file's absence is not news, only its arrival (it is then
+	// loaded) or a later departure.
+	_, err := os.Stat(opts.Path)
+	return &Watcher{opts: opts, logger: logger, missing: errors.Is(err, fs.ErrNotExist)}
 }
 
 // Run reloads the file (Reload) whenever it changes, until ctx is done.

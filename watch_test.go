@@ -248,3 +248,41 @@ func TestWatcherKeepsConfigOfMissingOrHalfWrittenFile(t *testing.T) {
 	}
 	unchanged("the same file again")
 }
+
+// An agent started without a config file runs on the embedded defaults:
+// the watcher says nothing about the absent file, loads it when it
+// appears, and warns once it has come and gone.
+func TestWatcherQuietWithoutAFileUntilOneCameAndWent(t *testing.T) {
+	dir := t.TempDir()
+	policiesDir := filepath.Join(dir, "policies")
+	if err := os.Mkdir(policiesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "fluxgate.yaml")
+	var logs syncBuffer
+	a, level, w := newWatchedAgent(t, path, &logs)
+	for range 2 {
+		if err := w.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Contains(logs.String(), "config file not found") {
+		t.Fatalf("an agent on its embedded defaults warned about the absent file:\n%s", logs.String())
+	}
+	writeFile(t, path, reloadConfigText(policiesDir, "debug", "2h"))
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelDebug || a.Store().Dir() != policiesDir {
+		t.Fatalf("the file that appeared was not applied: level %v, policies.dir %s", level.Level(), a.Store().Dir())
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "config file not found"); n != 1 {
+		t.Fatalf("the file that went was logged %d times, want once:\n%s", n, logs.String())
+	}
+}
