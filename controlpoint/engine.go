@@ -60,6 +60,7 @@ type Engine struct {
 	points    *pointTracker
 	logLimit  *ratelimit.Limiter // decision log sampling
 	flows     *flowTable         // flows holding adaptive_concurrency slots
+	steps     sync.Pool          // *steps, the scratch of one check
 	expired   prometheus.Counter
 
 	mu       sync.Mutex                       // serializes SetPolicies
@@ -418,7 +419,7 @@ func (e *Engine) dropStaleSeries(old, cur *snapshot) {
 // Check decides whether the flow in req passes its control point, writing
 // the answer into d (which it resets first). It never blocks on I/O.
 func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Decision) {
-	d.reset(req.ControlPoint)
+	d.Reset(req.ControlPoint)
 	e.points.observe(req.ControlPoint, req.Labels)
 	pt := e.snap.Load().points[req.ControlPoint]
 	if pt == nil {
@@ -446,6 +447,11 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	if tokens <= 0 {
 		tokens = 1
 	}
+	sc, _ := e.steps.Get().(*steps)
+	if sc == nil {
+		sc = new(steps)
+	}
+	sc.s = sc.s[:0]
 	matched := false
 	for i := range pt.components {
 		ref := &pt.components[i]
@@ -453,13 +459,14 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 			continue
 		}
 		matched = true
-		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
-		ld := &d.Limiters[len(d.Limiters)-1]
+		d.Limiters = append(d.Limiters, LimiterDecision{})
+		sc.s = append(sc.s, step{ref: i})
+		ld, st := &d.Limiters[len(d.Limiters)-1], &sc.s[len(sc.s)-1]
 		if h, ok := ref.c.(slotHolder); ok && req.NoFlowEnd {
 			h.info().describe(ld)
 			ld.PassThrough = true
 		} else {
-			ref.c.decide(ctx, now, labels, tokens, true, ld)
+			ref.c.decide(ctx, now, labels, tokens, true, ld, &st.hold)
 		}
 		if ref.remaining != nil && !ld.PassThrough {
 			ref.remaining.Set(ld.Remaining)
@@ -483,7 +490,7 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		d.Accepted = false
 		d.Decider = len(d.Limiters) - 1
 		d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
-		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider])
+		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider], sc.s)
 		e.logDecision(now, d)
 		break
 	}
@@ -491,8 +498,10 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		pt.noMatch.Inc()
 	}
 	if d.Accepted {
-		d.FlowID = e.flows.add(now, pt, d)
+		d.FlowID = e.flows.add(now, sc.s)
 	}
+	clear(sc.s) // the holds point to components and keys
+	e.steps.Put(sc)
 }
 
 // EndFlow reports that the admitted flow with id (a Decision's FlowID)
@@ -509,10 +518,10 @@ func (e *Engine) EndFlow(now time.Time, id uint64, failed bool) bool {
 
 // undo gives back the tokens that earlier components took for a flow that
 // was rejected after all.
-func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision) {
+func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision, steps []step) {
 	for i := range earlier {
-		if earlier[i].tookTokens() {
-			pt.components[earlier[i].ref].c.undo(now, labels, tokens)
+		if tookTokens(&earlier[i], &steps[i]) {
+			pt.components[steps[i].ref].c.undo(now, labels, tokens)
 		}
 	}
 }

@@ -29,8 +29,9 @@ type heldFlow struct {
 	holds    []hold
 }
 
+// hold is the slot a slotHolder holds for a flow; its decide fills one.
 type hold struct {
-	c      slotHolder
+	c      slotHolder         // the component; nil when none is held
 	t      concurrency.Ticket // adaptive_concurrency
 	key    string             // concurrency limiter and scheduler
 	tokens float64
@@ -50,21 +51,20 @@ type slotHolder interface {
 
 func newFlowTable() *flowTable { return &flowTable{m: map[uint64]*heldFlow{}} }
 
-// add records the slots held in d's decisions and returns the flow's id,
-// or 0 when nothing is held.
-func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
+// add records the slots held in the steps of an admitted flow and
+// returns the flow's id, or 0 when nothing is held.
+func (t *flowTable) add(now time.Time, steps []step) uint64 {
 	var f *heldFlow
-	for i := range d.Limiters {
-		ld := &d.Limiters[i]
-		if !ld.held {
+	for i := range steps {
+		h := &steps[i].hold
+		if h.c == nil {
 			continue
 		}
-		c := pt.components[ld.ref].c.(slotHolder)
 		if f == nil {
-			f = &heldFlow{deadline: now.Add(c.maxFlowDuration())}
+			f = &heldFlow{deadline: now.Add(h.c.maxFlowDuration())}
 		}
-		f.deadline = minTime(f.deadline, now.Add(c.maxFlowDuration()))
-		f.holds = append(f.holds, hold{c: c, t: ld.ticket, key: ld.slotKey, tokens: ld.slotTokens})
+		f.deadline = minTime(f.deadline, now.Add(h.c.maxFlowDuration()))
+		f.holds = append(f.holds, *h)
 	}
 	if f == nil {
 		return 0

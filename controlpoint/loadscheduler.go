@@ -135,7 +135,7 @@ func (l *loadScheduler) cost(w *workload, labels map[string]string, tokens float
 	return labelCost(labels, l.spec.Parameters.TokensLabelKey, tokens)
 }
 
-func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision, _ *hold) {
 	l.describe(ld)
 	w := l.workloadOf(labels)
 	ld.LimitKey = w.name
