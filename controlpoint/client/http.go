@@ -39,6 +39,8 @@ type MiddlewareOptions struct {
 }
 
 // FlowObserver takes finished flows in process; *fluxmeter.Processor is one.
+// The record's FluxMeters are the decision's, which is reused once Observe
+// returns: an observer that keeps them copies them.
 type FlowObserver interface {
 	Observe(flow.Record)
 }
