@@ -32,21 +32,17 @@ const (
 	ReasonNoMatchingRamp = flow.ReasonNoMatchingRamp
 )
 
-// step is the engine's side of one entry of a Decision's Limiters, which
-// the caller does not see: which component decided, and the slot it holds
-// for the flow.
-type step struct {
+// mark is the engine's side of one entry of a Decision's Limiters, which
+// the caller does not see: which component decided, and whether it holds
+// a slot for the flow. Check keeps its marks on its stack.
+type mark struct {
 	ref  int  // index of the component in its control point's list
-	hold hold // set (hold.c != nil) when a slotHolder holds a slot
+	held bool // a slotHolder holds a slot for the flow
 }
 
-// steps is the engine's scratch of one check, parallel to the Limiters of
-// its Decision; Engine.Check takes one from a pool.
-type steps struct{ s []step }
-
-// tookTokens reports whether the component of ld and st charged the
-// flow: took tokens, or holds a slot (a dry-run adaptive_concurrency holds
-// one even for a flow it would have rejected).
-func tookTokens(ld *LimiterDecision, st *step) bool {
-	return st.hold.c != nil || !ld.Dropped && !ld.PassThrough
+// tookTokens reports whether the component of ld and m charged the flow:
+// took tokens, or holds a slot (a dry-run adaptive_concurrency holds one
+// even for a flow it would have rejected).
+func tookTokens(ld *LimiterDecision, m mark) bool {
+	return m.held || !ld.Dropped && !ld.PassThrough
 }

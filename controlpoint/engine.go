@@ -60,7 +60,6 @@ type Engine struct {
 	points    *pointTracker
 	logLimit  *ratelimit.Limiter // decision log sampling
 	flows     *flowTable         // flows holding adaptive_concurrency slots
-	steps     sync.Pool          // *steps, the scratch of one check
 	expired   prometheus.Counter
 
 	mu       sync.Mutex                       // serializes SetPolicies
@@ -447,11 +446,13 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	if tokens <= 0 {
 		tokens = 1
 	}
-	sc, _ := e.steps.Get().(*steps)
-	if sc == nil {
-		sc = new(steps)
-	}
-	sc.s = sc.s[:0]
+	// What the caller's Decision does not carry, on the stack: a check
+	// matches few components, and fewer hold slots.
+	var (
+		markBuf [8]mark
+		holdBuf [2]hold
+	)
+	marks, holds := markBuf[:0], holdBuf[:0]
 	matched := false
 	for i := range pt.components {
 		ref := &pt.components[i]
@@ -460,13 +461,17 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		}
 		matched = true
 		d.Limiters = append(d.Limiters, LimiterDecision{})
-		sc.s = append(sc.s, step{ref: i})
-		ld, st := &d.Limiters[len(d.Limiters)-1], &sc.s[len(sc.s)-1]
+		ld := &d.Limiters[len(d.Limiters)-1]
+		var held hold
 		if h, ok := ref.c.(slotHolder); ok && req.NoFlowEnd {
 			h.info().describe(ld)
 			ld.PassThrough = true
 		} else {
-			ref.c.decide(ctx, now, labels, tokens, true, ld, &st.hold)
+			held = ref.c.decide(ctx, now, labels, tokens, true, ld)
+		}
+		marks = append(marks, mark{ref: i, held: held.c != nil})
+		if held.c != nil {
+			holds = append(holds, held)
 		}
 		if ref.remaining != nil && !ld.PassThrough {
 			ref.remaining.Set(ld.Remaining)
@@ -490,18 +495,16 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		d.Accepted = false
 		d.Decider = len(d.Limiters) - 1
 		d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
-		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider], sc.s)
+		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider], marks)
 		e.logDecision(now, d)
 		break
 	}
 	if !matched {
 		pt.noMatch.Inc()
 	}
-	if d.Accepted {
-		d.FlowID = e.flows.add(now, sc.s)
+	if d.Accepted && len(holds) > 0 {
+		d.FlowID = e.flows.add(now, holds)
 	}
-	clear(sc.s) // the holds point to components and keys
-	e.steps.Put(sc)
 }
 
 // EndFlow reports that the admitted flow with id (a Decision's FlowID)
@@ -518,10 +521,10 @@ func (e *Engine) EndFlow(now time.Time, id uint64, failed bool) bool {
 
 // undo gives back the tokens that earlier components took for a flow that
 // was rejected after all.
-func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision, steps []step) {
+func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision, marks []mark) {
 	for i := range earlier {
-		if tookTokens(&earlier[i], &steps[i]) {
-			pt.components[steps[i].ref].c.undo(now, labels, tokens)
+		if tookTokens(&earlier[i], marks[i]) {
+			pt.components[marks[i].ref].c.undo(now, labels, tokens)
 		}
 	}
 }

@@ -29,7 +29,7 @@ type heldFlow struct {
 	holds    []hold
 }
 
-// hold is the slot a slotHolder holds for a flow; its decide fills one.
+// hold is the slot a slotHolder holds for a flow; its decide returns one.
 type hold struct {
 	c      slotHolder         // the component; nil when none is held
 	t      concurrency.Ticket // adaptive_concurrency
@@ -51,23 +51,12 @@ type slotHolder interface {
 
 func newFlowTable() *flowTable { return &flowTable{m: map[uint64]*heldFlow{}} }
 
-// add records the slots held in the steps of an admitted flow and
-// returns the flow's id, or 0 when nothing is held.
-func (t *flowTable) add(now time.Time, steps []step) uint64 {
-	var f *heldFlow
-	for i := range steps {
-		h := &steps[i].hold
-		if h.c == nil {
-			continue
-		}
-		if f == nil {
-			f = &heldFlow{deadline: now.Add(h.c.maxFlowDuration())}
-		}
+// add records the slots held for an admitted flow (at least one; add
+// copies them) and returns the flow's id, or 0 when the table is full.
+func (t *flowTable) add(now time.Time, holds []hold) uint64 {
+	f := &heldFlow{deadline: now.Add(holds[0].c.maxFlowDuration()), holds: append([]hold(nil), holds...)}
+	for _, h := range holds[1:] {
 		f.deadline = minTime(f.deadline, now.Add(h.c.maxFlowDuration()))
-		f.holds = append(f.holds, *h)
-	}
-	if f == nil {
-		return 0
 	}
 	t.mu.Lock()
 	if len(t.m) >= maxHeldFlows {

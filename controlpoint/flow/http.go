@@ -233,7 +233,7 @@ func ceilSeconds(d time.Duration) string {
 // ReasonLabel is the short, lower-case name of a reject reason
 // ("rate_limited"), as it appears in metrics, logs and the
 // X-FluxGate-Reason header.
-func ReasonLabel(r pb.RejectReason) string {
+func ReasonLabel(r Reason) string {
 	switch r {
 	case pb.RejectReason_REJECT_REASON_NONE:
 		return metricnames.ReasonNone
