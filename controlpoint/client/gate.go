@@ -20,7 +20,7 @@ import (
 // Admitted.End and the status it was answered with. End reports the
 // flow's end to the Checker (EndFlow: an adaptive_concurrency slot is
 // freed and learns the latency), records the flow (MiddlewareOptions
-// Flows or Tracer) and gives the decision back to the gate's pool. A Gate
+// Flows or Tracer) and gives the decision back to the package's pool. A Gate
 // is safe for concurrent use.
 type Gate struct {
 	c    Checker
