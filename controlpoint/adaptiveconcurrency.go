@@ -108,7 +108,7 @@ func (a *adaptiveConcurrency) workloadOf(labels map[string]string) *workload {
 	return &a.fallback
 }
 
-func (a *adaptiveConcurrency) decide(ctx context.Context, now time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
+func (a *adaptiveConcurrency) decide(ctx context.Context, now time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) (held hold) {
 	a.describe(ld)
 	w := a.workloadOf(labels)
 	ld.LimitKey = w.name
@@ -124,16 +124,16 @@ func (a *adaptiveConcurrency) decide(ctx context.Context, now time.Time, labels 
 	)
 	if a.dryRun {
 		t, ok = a.lim.AdmitNow(now) // admitted either way: it still learns
-		ld.held = true
+		held = hold{c: a, t: t}
 	} else if t, ok = a.lim.Acquire(ctx, concurrency.Request{Workload: w.name, Weight: w.weight, Timeout: w.timeout}); ok {
-		ld.held = true
+		held = hold{c: a, t: t}
 	}
-	ld.ticket = t
 	if !ok {
 		ld.Dropped = true
 		ld.Reason = ReasonNoTokens
 		ld.Wait = time.Second
 	}
+	return
 }
 
 // undo frees the slot of a flow a later component rejected; it ran no

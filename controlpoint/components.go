@@ -21,8 +21,10 @@ import (
 type flowComponent interface {
 	// decide fills ld (whose identity fields are already set) for a flow.
 	// With take false (explain) it changes no state. ctx carries the
-	// caller's deadline, for components that may wait or call out.
-	decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision)
+	// caller's deadline, for components that may wait or call out. It
+	// returns the slot a slotHolder holds for the flow (held.c is the
+	// component), or the zero hold: other components hold none.
+	decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) (held hold)
 	// undo gives back what decide took, for a flow that a later component
 	// rejected.
 	undo(now time.Time, labels map[string]string, tokens float64)
@@ -51,7 +53,6 @@ func (c *componentInfo) info() *componentInfo { return c }
 // describe starts a decision with the component's identity.
 func (c *componentInfo) describe(ld *LimiterDecision) {
 	*ld = LimiterDecision{
-		ref:             ld.ref,
 		PolicyName:      c.policyName,
 		PolicyNamespace: c.policyNamespace,
 		ComponentID:     c.id,
@@ -354,7 +355,7 @@ func (r *rateLimiter) key(labels map[string]string) string {
 // so: fail_open admits as a pass-through (nothing to give back),
 // fail_closed rejects with FAILED_CLOSED and status 503, local_fallback
 // asks this agent's share bucket.
-func (r *rateLimiter) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+func (r *rateLimiter) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) (held hold) {
 	r.describe(ld)
 	ld.LimitKey = r.key(labels)
 	if r.pass.on() || !valid(r.capacity.get()) || !valid(r.fill.get()) {
@@ -397,6 +398,7 @@ func (r *rateLimiter) decide(ctx context.Context, now time.Time, labels map[stri
 		ld.Dropped = true
 		ld.Reason = ReasonRateLimited
 	}
+	return
 }
 
 // undo gives the tokens back. undo has no caller context, so a Redis
@@ -483,7 +485,7 @@ func (s *sampler) setInput(port string, v float64) error {
 	return nil
 }
 
-func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) {
+func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]string, _ float64, take bool, ld *LimiterDecision) (held hold) {
 	s.describe(ld)
 	var session string // the session label's value; "" without one
 	k := s.spec.Parameters.SessionLabelKey
@@ -521,6 +523,7 @@ func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]strin
 		ld.Dropped = true
 		ld.Reason = ReasonNotSampled
 	}
+	return
 }
 
 func (s *sampler) undo(time.Time, map[string]string, float64) {}

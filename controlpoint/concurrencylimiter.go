@@ -144,7 +144,7 @@ func (c *concurrencyLimiter) share(labels map[string]string, tokens float64) flo
 	return flowShare{weight: 1, tokens: labelCost(labels, c.tokensKey, tokens)}
 }
 
-func (c *concurrencyLimiter) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+func (c *concurrencyLimiter) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) (held hold) {
 	c.describe(ld)
 	ld.LimitKey = c.key(labels)
 	f := c.share(labels, tokens)
@@ -166,13 +166,14 @@ func (c *concurrencyLimiter) decide(ctx context.Context, now time.Time, labels m
 	}
 	ld.Remaining = math.Max(m-c.slots.used(ld.LimitKey), 0)
 	if take && ok {
-		ld.held, ld.slotKey, ld.slotTokens = true, ld.LimitKey, f.tokens
+		held = hold{c: c, key: ld.LimitKey, tokens: f.tokens}
 	}
 	if !ok {
 		ld.Dropped = true
 		ld.Reason = ReasonNoTokens
 		ld.Wait = time.Second
 	}
+	return
 }
 
 // undo frees the slots of a flow a later component rejected.

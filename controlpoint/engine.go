@@ -418,7 +418,7 @@ func (e *Engine) dropStaleSeries(old, cur *snapshot) {
 // Check decides whether the flow in req passes its control point, writing
 // the answer into d (which it resets first). It never blocks on I/O.
 func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Decision) {
-	d.reset(req.ControlPoint)
+	d.Reset(req.ControlPoint)
 	e.points.observe(req.ControlPoint, req.Labels)
 	pt := e.snap.Load().points[req.ControlPoint]
 	if pt == nil {
@@ -446,6 +446,13 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	if tokens <= 0 {
 		tokens = 1
 	}
+	// What the caller's Decision does not carry, on the stack: a check
+	// matches few components, and fewer hold slots.
+	var (
+		markBuf [8]mark
+		holdBuf [2]hold
+	)
+	marks, holds := markBuf[:0], holdBuf[:0]
 	matched := false
 	for i := range pt.components {
 		ref := &pt.components[i]
@@ -453,13 +460,18 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 			continue
 		}
 		matched = true
-		d.Limiters = append(d.Limiters, LimiterDecision{ref: i})
+		d.Limiters = append(d.Limiters, LimiterDecision{})
 		ld := &d.Limiters[len(d.Limiters)-1]
+		var held hold
 		if h, ok := ref.c.(slotHolder); ok && req.NoFlowEnd {
 			h.info().describe(ld)
 			ld.PassThrough = true
 		} else {
-			ref.c.decide(ctx, now, labels, tokens, true, ld)
+			held = ref.c.decide(ctx, now, labels, tokens, true, ld)
+		}
+		marks = append(marks, mark{ref: i, held: held.c != nil})
+		if held.c != nil {
+			holds = append(holds, held)
 		}
 		if ref.remaining != nil && !ld.PassThrough {
 			ref.remaining.Set(ld.Remaining)
@@ -483,15 +495,15 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		d.Accepted = false
 		d.Decider = len(d.Limiters) - 1
 		d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
-		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider])
+		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider], marks)
 		e.logDecision(now, d)
 		break
 	}
 	if !matched {
 		pt.noMatch.Inc()
 	}
-	if d.Accepted {
-		d.FlowID = e.flows.add(now, pt, d)
+	if d.Accepted && len(holds) > 0 {
+		d.FlowID = e.flows.add(now, holds)
 	}
 }
 
@@ -509,10 +521,10 @@ func (e *Engine) EndFlow(now time.Time, id uint64, failed bool) bool {
 
 // undo gives back the tokens that earlier components took for a flow that
 // was rejected after all.
-func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision) {
+func (e *Engine) undo(now time.Time, pt *point, labels map[string]string, tokens float64, earlier []LimiterDecision, marks []mark) {
 	for i := range earlier {
-		if earlier[i].tookTokens() {
-			pt.components[earlier[i].ref].c.undo(now, labels, tokens)
+		if tookTokens(&earlier[i], marks[i]) {
+			pt.components[marks[i].ref].c.undo(now, labels, tokens)
 		}
 	}
 }

@@ -62,7 +62,7 @@ func (e *Engine) Explain(ctx context.Context, now time.Time, req *Request) *api.
 		}
 		if ec.Matched {
 			var ld LimiterDecision
-			ref.c.decide(ctx, now, labels, tokens, false, &ld)
+			ref.c.decide(ctx, now, labels, tokens, false, &ld) // take false: holds nothing
 			ec.WouldReject, ec.PassThrough, ec.LimitKey = ld.Dropped, ld.PassThrough, ld.LimitKey
 			ec.Remaining, ec.Limit, ec.WaitSeconds = ld.Remaining, ld.Limit, ld.Wait.Seconds()
 			if ld.Dropped {

@@ -29,8 +29,9 @@ type heldFlow struct {
 	holds    []hold
 }
 
+// hold is the slot a slotHolder holds for a flow; its decide returns one.
 type hold struct {
-	c      slotHolder
+	c      slotHolder         // the component; nil when none is held
 	t      concurrency.Ticket // adaptive_concurrency
 	key    string             // concurrency limiter and scheduler
 	tokens float64
@@ -50,24 +51,12 @@ type slotHolder interface {
 
 func newFlowTable() *flowTable { return &flowTable{m: map[uint64]*heldFlow{}} }
 
-// add records the slots held in d's decisions and returns the flow's id,
-// or 0 when nothing is held.
-func (t *flowTable) add(now time.Time, pt *point, d *Decision) uint64 {
-	var f *heldFlow
-	for i := range d.Limiters {
-		ld := &d.Limiters[i]
-		if !ld.held {
-			continue
-		}
-		c := pt.components[ld.ref].c.(slotHolder)
-		if f == nil {
-			f = &heldFlow{deadline: now.Add(c.maxFlowDuration())}
-		}
-		f.deadline = minTime(f.deadline, now.Add(c.maxFlowDuration()))
-		f.holds = append(f.holds, hold{c: c, t: ld.ticket, key: ld.slotKey, tokens: ld.slotTokens})
-	}
-	if f == nil {
-		return 0
+// add records the slots held for an admitted flow (at least one; add
+// copies them) and returns the flow's id, or 0 when the table is full.
+func (t *flowTable) add(now time.Time, holds []hold) uint64 {
+	f := &heldFlow{deadline: now.Add(holds[0].c.maxFlowDuration()), holds: append([]hold(nil), holds...)}
+	for _, h := range holds[1:] {
+		f.deadline = minTime(f.deadline, now.Add(h.c.maxFlowDuration()))
 	}
 	t.mu.Lock()
 	if len(t.m) >= maxHeldFlows {

@@ -135,7 +135,7 @@ func (l *loadScheduler) cost(w *workload, labels map[string]string, tokens float
 	return labelCost(labels, l.spec.Parameters.TokensLabelKey, tokens)
 }
 
-func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) (held hold) {
 	l.describe(ld)
 	w := l.workloadOf(labels)
 	ld.LimitKey = w.name
@@ -164,6 +164,7 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 		ld.Reason = ReasonNoTokens
 		ld.Wait = time.Second // Retry-After: the rate is re-derived well within it
 	}
+	return
 }
 
 // undo cannot give back an admission slot: the flow already went through

@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"time"
 	"unicode/utf8"
-
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
@@ -90,65 +87,4 @@ func checkLabels(labels map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// ToProto converts a decision into the check API's response.
-func (d *Decision) ToProto() *pb.CheckResponse {
-	out := &pb.CheckResponse{
-		DecisionType:     pb.DecisionType_DECISION_TYPE_ACCEPTED,
-		RejectReason:     d.Reason,
-		ControlPoint:     d.ControlPoint,
-		FluxMeterNames:   append([]string(nil), d.FluxMeters...),
-		LimiterDecisions: make([]*pb.LimiterDecision, 0, len(d.Limiters)),
-		FlowId:           d.FlowID,
-	}
-	if !d.Accepted {
-		out.DecisionType = pb.DecisionType_DECISION_TYPE_REJECTED
-		out.DeniedResponseStatusCode = int32(d.StatusCode)
-		out.WaitTime = DurationProto(d.Wait)
-	}
-	for i := range d.Limiters {
-		l := &d.Limiters[i]
-		out.LimiterDecisions = append(out.LimiterDecisions, &pb.LimiterDecision{
-			PolicyName:      l.PolicyName,
-			PolicyNamespace: l.PolicyNamespace,
-			ComponentId:     l.ComponentID,
-			ComponentType:   l.ComponentType,
-			Dropped:         l.Dropped,
-			Reason:          l.Reason,
-			Remaining:       finite(l.Remaining),
-			Limit:           finite(l.Limit),
-			WaitTime:        DurationProto(l.Wait),
-			ResetTime:       DurationProto(l.Reset),
-			DryRun:          l.DryRun,
-			LimitKey:        l.LimitKey,
-			Failure:         l.Failure,
-		})
-	}
-	for _, c := range d.Classifiers {
-		out.ClassifierResults = append(out.ClassifierResults, &pb.ClassifierResult{
-			PolicyName:      c.PolicyName,
-			PolicyNamespace: c.PolicyNamespace,
-			ClassifierIndex: int32(c.Index),
-			Labels:          c.Labels,
-			Error:           c.Error,
-		})
-	}
-	return out
-}
-
-// DurationProto converts d for a check response, leaving out zero and
-// "never" (which JSON and headers cannot express usefully).
-func DurationProto(d time.Duration) *durationpb.Duration {
-	if d <= 0 || d == time.Duration(math.MaxInt64) {
-		return nil
-	}
-	return durationpb.New(d)
-}
-
-func finite(f float64) float64 {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0
-	}
-	return f
 }

@@ -107,7 +107,7 @@ func (q *quotaScheduler) key(labels map[string]string) string {
 	return ratelimit.UnknownKey
 }
 
-func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) {
+func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, take bool, ld *LimiterDecision) (held hold) {
 	q.describe(ld)
 	ld.LimitKey = q.key(labels)
 	f := q.sched.share(labels, tokens)
@@ -141,6 +141,7 @@ func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[s
 			ld.Wait = time.Second
 		}
 	}
+	return
 }
 
 // undo gives the tokens back and lets the key's waiting flows take them.

@@ -21,7 +21,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -202,7 +201,7 @@ func (x fastExchange) Identity() (method, path, target string) {
 // is the control point's decision, whose headers the answer carries.
 // leave records the outcome with the group once the response body has
 // been relayed; it is nil when the breaker turned the request away.
-func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, method string, decided *pb.CheckResponse) (leave func(failed, gone bool)) {
+func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, method string, decided *flow.Decision) (leave func(failed, gone bool)) {
 	u := rt.choose(fastRequest{ctx})
 	fl.upstream = u
 	rs := fastResponder{ctx: ctx, decided: decided}
@@ -484,7 +483,7 @@ func (f fastRequest) cookie(name string) (string, bool) {
 // fastResponder answers through the fast engine.
 type fastResponder struct {
 	ctx     *fasthttp.RequestCtx
-	decided *pb.CheckResponse // the control point's decision, if any
+	decided *flow.Decision // the control point's decision, if any
 }
 
 func (f fastResponder) reject(status int, reason string, retryAfter int64, body any) {

@@ -11,6 +11,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/controlpointtest"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -51,7 +52,11 @@ type agent struct {
 }
 
 func (a *agent) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-	return a.c.Check(ctx, req)
+	var d flow.Decision
+	if err := a.c.Check(ctx, &flow.Request{ControlPoint: req.GetControlPoint(), Labels: req.GetLabels(), Tokens: req.GetTokens()}, &d); err != nil {
+		return nil, err
+	}
+	return d.ToProto(), nil
 }
 
 // startAgent serves c on a free loopback port until the test ends and
@@ -101,11 +106,29 @@ func newGuard(t testing.TB, c Checker, opts GuardOptions) *Guard {
 }
 
 // checkerFunc adapts a function to Checker.
-type checkerFunc func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error)
+type checkerFunc func(ctx context.Context, req *flow.Request, d *flow.Decision) error
 
-func (f checkerFunc) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-	return f(ctx, req)
+func (f checkerFunc) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+	return f(ctx, req, d)
 }
+
+// accept is a Checker's body that accepts every flow.
+func accept(_ context.Context, req *flow.Request, d *flow.Decision) error {
+	d.Reset(req.ControlPoint)
+	return nil
+}
+
+// check asks c about req with a new decision; nil when c fails.
+func check(ctx context.Context, c Checker, req *flow.Request) (*flow.Decision, error) {
+	d := new(flow.Decision)
+	if err := c.Check(ctx, req, d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ingress is a request at the control point ingress.
+func ingress() *flow.Request { return &flow.Request{ControlPoint: "ingress"} }
 
 // freeUser returns check labels for a free-tier user.
 func freeUser(user string) map[string]string {

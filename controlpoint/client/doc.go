@@ -3,13 +3,18 @@
 //
 // # Model
 //
-// A Checker answers one check request with one decision. There are two:
+// A Checker answers one check request (a flow.Request: control point,
+// labels, tokens) with one decision (a flow.Decision, the one shape of a
+// decision inside a process). The caller owns the decision and may reuse
+// it across checks, so a check allocates nothing of its own; protobuf is
+// only the form a decision takes on the wire. There are two:
 //
 //   - controlpoint.NewLocalChecker wraps an in-process engine. No network; the
 //     answer costs about as much as the engine's Check.
 //   - NewRemote talks to an agent's gRPC check service over one
 //     persistent connection (HTTP/2, multiplexed), opened once and shared
-//     by every check until Close. It never opens a connection per request.
+//     by every check until Close. It never opens a connection per request,
+//     and converts the answer at that edge (flow.Decision.FromProto).
 //
 // A bare Checker returns an error when it cannot decide (agent down, slow,
 // malformed request). What to do then is a choice the application makes
@@ -49,7 +54,8 @@
 // ResourceExhausted, PermissionDenied or Unavailable and the same facts in
 // trailer metadata. An admitted request reaches the next handler with the
 // decision in its context (FromContext), so handlers and span emitters can
-// read the flux meter names.
+// read the flux meter names. The adapters take that decision from a pool
+// and reuse it once the handler has returned.
 //
 // The adapters do not pick a failure mode: pass them a Guard. Given a bare
 // Checker that fails, they answer 503 / Unavailable.

@@ -15,6 +15,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -83,7 +84,11 @@ type agent struct {
 }
 
 func (a *agent) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-	return a.c.Check(ctx, req)
+	var d flow.Decision
+	if err := a.c.Check(ctx, &flow.Request{ControlPoint: req.GetControlPoint(), Labels: req.GetLabels(), Tokens: req.GetTokens()}, &d); err != nil {
+		return nil, err
+	}
+	return d.ToProto(), nil // the wire's form of the decision
 }
 
 // A remote agent behind a Guard: a hard deadline per check, and
@@ -110,17 +115,18 @@ func ExampleNewRemote() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	var d flow.Decision // reused by every check
 	check := func() {
-		resp, _ := guard.Check(context.Background(), &pb.CheckRequest{
-			ControlPoint: "ingress",
-			Labels:       map[string]string{"user": "alice", "tier": "free"},
-		})
-		fmt.Println(resp.GetDecisionType(), resp.GetRejectReason(), resp.GetDeniedResponseStatusCode())
+		req := flow.Request{ControlPoint: "ingress", Labels: map[string]string{"user": "alice", "tier": "free"}}
+		if err := guard.Check(context.Background(), &req, &d); err != nil {
+			log.Fatal(err) // only when the caller's context is done
+		}
+		fmt.Println(d.Accepted, flow.ReasonLabel(d.Reason), d.StatusCode)
 	}
 	check()
 	srv.Stop() // the agent goes away
 	check()
 	// Output:
-	// DECISION_TYPE_ACCEPTED REJECT_REASON_NONE 0
-	// DECISION_TYPE_REJECTED REJECT_REASON_FAILED_CLOSED 503
+	// true none 0
+	// false failed_closed 503
 }

@@ -5,10 +5,11 @@ import (
 	"time"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // FlowEnder is a Checker that can be told when an admitted flow ends.
-// A CheckResponse with a nonzero flow_id holds a slot of an
+// A decision with a nonzero FlowID holds a slot of an
 // adaptive_concurrency component until EndFlow is called with that id:
 // the component frees the slot and learns the flow's latency. failed
 // marks an error or a 5xx from the service. Remote, Guard and
@@ -23,11 +24,11 @@ type FlowEnder interface {
 // component's max_flow_duration.
 const flowEndTimeout = time.Second
 
-// EndFlow reports the end of the flow resp admitted to c, when resp holds
-// a slot and c can take the report. It never blocks for long, and a
-// report that fails is only lost: the agent frees the slot later.
-func EndFlow(c Checker, resp *pb.CheckResponse, failed bool) {
-	id := resp.GetFlowId()
+// EndFlow reports the end of the flow d admitted to c, when d holds a
+// slot and c can take the report. It never blocks for long, and a report
+// that fails is only lost: the agent frees the slot later.
+func EndFlow(c Checker, d *flow.Decision, failed bool) {
+	id := d.FlowID
 	if id == 0 {
 		return
 	}

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
 const oneSlot = `apiVersion: fluxgate.io/v1beta1
@@ -94,7 +93,7 @@ func TestInterceptorEndsFlows(t *testing.T) {
 	info := &grpc.UnaryServerInfo{FullMethod: "/svc/M"}
 	for i := 0; i < 3; i++ {
 		_, err := ic(context.Background(), nil, info, func(ctx context.Context, _ any) (any, error) {
-			if FromContext(ctx).GetFlowId() == 0 {
+			if FromContext(ctx).FlowID == 0 {
 				t.Error("admitted call without a flow id")
 			}
 			return nil, nil
@@ -113,9 +112,9 @@ func TestGuardPassesFlowEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
-		if err != nil || resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
-			t.Fatalf("check %d: %v %v", i, resp.GetDecisionType(), err)
+		resp, err := check(context.Background(), g, ingress())
+		if err != nil || !resp.Accepted {
+			t.Fatalf("check %d: %+v %v", i, resp, err)
 		}
 		EndFlow(g, resp, false)
 	}

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -20,8 +19,9 @@ import (
 // is answered there; an admitted one runs, and the engine ends it with
 // Admitted.End and the status it was answered with. End reports the
 // flow's end to the Checker (EndFlow: an adaptive_concurrency slot is
-// freed and learns the latency) and records the flow (MiddlewareOptions
-// Flows or Tracer). A Gate is safe for concurrent use.
+// freed and learns the latency), records the flow (MiddlewareOptions
+// Flows or Tracer) and gives the decision back to the package's pool. A Gate
+// is safe for concurrent use.
 type Gate struct {
 	c    Checker
 	opts MiddlewareOptions
@@ -57,9 +57,9 @@ type Exchange interface {
 type Admitted struct {
 	g                    *Gate
 	ctx                  context.Context
-	resp                 *pb.CheckResponse
-	start                time.Time // of the workload; zero when not tracked
-	method, path, target string    // when recording
+	d                    *flow.Decision // from the pool until End
+	start                time.Time      // of the workload; zero when not tracked
+	method, path, target string         // when recording
 }
 
 // Admit checks the request x at the gate's control point, with its flow
@@ -73,25 +73,28 @@ type Admitted struct {
 // The Checker sees ctx, so an engine passes one that its shutdown does
 // not cancel when requests in flight are to finish.
 func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (Admitted, bool) {
-	resp, err := g.c.Check(ctx, &pb.CheckRequest{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens})
-	if err != nil {
+	d := newDecision()
+	req := flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
+	if err := g.c.Check(ctx, &req, d); err != nil {
+		release(d)
 		if ctx.Err() == nil {
 			x.WriteJSON(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
 		}
 		return Admitted{}, false
 	}
-	a := Admitted{g: g, ctx: ctx, resp: resp}
+	a := Admitted{g: g, ctx: ctx, d: d}
 	if g.opts.recording() {
 		a.method, a.path, a.target = x.Identity()
 	}
-	flow.SetDecisionHeaders(x.ResponseHeader(), resp)
-	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		status := flow.DeniedStatus(resp)
-		x.WriteJSON(status, Denial(resp))
+	flow.SetDecisionHeaders(x.ResponseHeader(), d)
+	if !d.Accepted {
+		status := flow.DeniedStatus(d)
+		x.WriteJSON(status, Denial(d))
 		if g.opts.recording() {
 			now := time.Now() // a rejected flow runs no workload
-			g.opts.record(ctx, a.method, a.path, a.target, resp, status, now, now)
+			g.opts.record(ctx, a.method, a.path, a.target, d, status, now, now)
 		}
+		release(d)
 		return Admitted{}, false
 	}
 	if a.Tracked() {
@@ -100,28 +103,34 @@ func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, 
 	return a, true
 }
 
-// Decision is the decision that admitted the flow. Do not modify it.
-func (a *Admitted) Decision() *pb.CheckResponse { return a.resp }
+// Decision is the decision that admitted the flow, valid until End. Do
+// not modify it.
+func (a *Admitted) Decision() *flow.Decision { return a.d }
 
-// Tracked reports whether End has anything to do: the flow holds a slot
-// of an adaptive_concurrency component, or the gate records flows. An
-// engine need not learn the answer's status when it is not.
+// Tracked reports whether End needs the answer's status: the flow holds a
+// slot of an adaptive_concurrency component, or the gate records flows.
+// An engine need not learn the status when it is not, and may pass 0.
 func (a *Admitted) Tracked() bool {
-	return a.g != nil && (a.g.opts.recording() || a.resp.GetFlowId() != 0)
+	return a.g != nil && (a.g.opts.recording() || a.d.FlowID != 0)
 }
 
 // End ends the admitted flow, answered with status: it reports the end to
 // the Checker, failed when status is a 5xx or failed is true (the answer
-// broke off, the client left), and records the flow with the time since
-// Admit as its workload.
+// broke off, the client left), records the flow with the time since Admit
+// as its workload, and gives the decision back to the pool. Call it once
+// for every admitted flow, when nothing reads its Decision any more.
 func (a *Admitted) End(status int, failed bool) {
-	if !a.Tracked() {
+	if a.d == nil {
 		return
 	}
-	EndFlow(a.g.c, a.resp, failed || status >= 500)
-	if a.g.opts.recording() {
-		a.g.opts.record(a.ctx, a.method, a.path, a.target, a.resp, status, a.start, time.Now())
+	if a.Tracked() {
+		EndFlow(a.g.c, a.d, failed || status >= 500)
+		if a.g.opts.recording() {
+			a.g.opts.record(a.ctx, a.method, a.path, a.target, a.d, status, a.start, time.Now())
+		}
 	}
+	release(a.d)
+	a.d = nil
 }
 
 // netExchange is a request net/http serves, and the writer that learns

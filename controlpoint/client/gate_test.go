@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -45,7 +44,7 @@ func TestGateSteps(t *testing.T) {
 
 	x1 := &memExchange{header: http.Header{}}
 	a1, ok := g.Admit(ctx, x1, map[string]string{}, 0)
-	if !ok || x1.status != 0 || x1.header.Get(flow.HeaderDecision) != "accepted" || !a1.Tracked() || a1.Decision().GetFlowId() == 0 {
+	if !ok || x1.status != 0 || x1.header.Get(flow.HeaderDecision) != "accepted" || !a1.Tracked() || a1.Decision().FlowID == 0 {
 		t.Fatalf("first: ok=%v status=%d headers=%v tracked=%v; want admitted, unanswered, accepted, tracked with a flow id",
 			ok, x1.status, x1.header, a1.Tracked())
 	}
@@ -88,11 +87,11 @@ func TestGateUntrackedAndFailures(t *testing.T) {
 	var zero Admitted
 	zero.End(http.StatusOK, true) // the zero value ends nothing
 
-	fail := NewGate(checkerFunc(func(ctx context.Context, _ *pb.CheckRequest) (*pb.CheckResponse, error) {
+	fail := NewGate(checkerFunc(func(ctx context.Context, _ *flow.Request, _ *flow.Decision) error {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		return nil, errors.New("agent down")
+		return errors.New("agent down")
 	}), MiddlewareOptions{})
 	x = &memExchange{header: http.Header{}}
 	if _, ok := fail.Admit(context.Background(), x, nil, 0); ok || x.status != http.StatusServiceUnavailable || x.body != `{"error":"check_failed"}` {

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -55,7 +54,8 @@ type InterceptorOptions struct {
 // tokens), codes.PermissionDenied (not sampled) or codes.Unavailable
 // (failed closed, and any other reason), and trailer metadata carrying
 // the decision, reason, policy and retry-after. An admitted call reaches
-// the handler with the decision in its context (FromContext). An error
+// the handler with the decision in its context (FromContext), valid until
+// the handler returns. An error
 // from c fails the call with codes.Unavailable: pass a Guard to choose a
 // failure mode instead.
 func UnaryServerInterceptor(c Checker, opts InterceptorOptions) grpc.UnaryServerInterceptor {
@@ -69,22 +69,23 @@ func UnaryServerInterceptor(c Checker, opts InterceptorOptions) grpc.UnaryServer
 				labels[k] = v
 			}
 		}
-		creq := &pb.CheckRequest{ControlPoint: opts.ControlPoint, Labels: labels}
+		freq := flow.Request{ControlPoint: opts.ControlPoint, Labels: labels}
 		if opts.Tokens != nil {
-			creq.Tokens = opts.Tokens(ctx, info, req)
+			freq.Tokens = opts.Tokens(ctx, info, req)
 		}
-		resp, err := c.Check(ctx, creq)
-		if err != nil {
+		d := newDecision()
+		defer release(d) // after the handler, which may read it (FromContext)
+		if err := c.Check(ctx, &freq, d); err != nil {
 			if ctx.Err() != nil {
 				return nil, status.FromContextError(ctx.Err()).Err()
 			}
 			return nil, status.Errorf(codes.Unavailable, "fluxgate: flow check failed: %v", err)
 		}
-		if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-			return nil, rejectCall(ctx, resp)
+		if !d.Accepted {
+			return nil, rejectCall(ctx, d)
 		}
-		out, err := handler(newContext(ctx, resp), req)
-		EndFlow(c, resp, failedCall(err))
+		out, err := handler(newContext(ctx, d), req)
+		EndFlow(c, d, failedCall(err))
 		return out, err
 	}
 }
@@ -108,26 +109,26 @@ func rpcLabels(ctx context.Context, fullMethod string) map[string]string {
 }
 
 // rejectCall sets the trailer of a rejected call and returns its status.
-func rejectCall(ctx context.Context, resp *pb.CheckResponse) error {
-	reason := flow.ReasonLabel(resp.GetRejectReason())
+func rejectCall(ctx context.Context, d *flow.Decision) error {
+	reason := flow.ReasonLabel(d.Reason)
 	md := metadata.Pairs(TrailerDecision, "rejected", TrailerReason, reason)
 	msg := "fluxgate: " + reason
-	if l := rejector(resp); l != nil {
-		policy := l.GetPolicyNamespace() + "/" + l.GetPolicyName()
+	if l := d.Rejector(); l != nil {
+		policy := l.PolicyNamespace + "/" + l.PolicyName
 		md.Set(TrailerPolicy, policy)
 		msg += " by policy " + policy
 	}
-	if w := resp.GetWaitTime(); w != nil {
-		secs := int64(math.Ceil(w.AsDuration().Seconds()))
+	if w := d.RetryAfter(); w > 0 {
+		secs := int64(math.Ceil(w.Seconds()))
 		md.Set(TrailerRetryAfter, strconv.FormatInt(secs, 10))
 		msg += fmt.Sprintf(", retry after %ds", secs)
 	}
 	_ = grpc.SetTrailer(ctx, md) // fails only outside a server call; the status still says why
 	code := codes.Unavailable
-	switch resp.GetRejectReason() {
-	case pb.RejectReason_REJECT_REASON_RATE_LIMITED, pb.RejectReason_REJECT_REASON_NO_TOKENS:
+	switch d.Reason {
+	case flow.ReasonRateLimited, flow.ReasonNoTokens:
 		code = codes.ResourceExhausted
-	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
+	case flow.ReasonNotSampled:
 		code = codes.PermissionDenied
 	}
 	return status.Error(code, msg)

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net"
+	"slices"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -14,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // rpcLimit limits each caller (metadata "user") of the health service to
@@ -125,12 +126,14 @@ func TestInterceptorRejectionCodes(t *testing.T) {
 }
 
 func TestInterceptorLabels(t *testing.T) {
-	var seen *pb.CheckRequest
-	c := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-		seen = req
-		return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED, FluxMeterNames: []string{"m"}}, nil
+	var seen flow.Request
+	c := checkerFunc(func(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+		seen = *req
+		d.Reset(req.ControlPoint)
+		d.FluxMeters = append(d.FluxMeters, "m")
+		return nil
 	})
-	var inHandler *pb.CheckResponse
+	var inHandler []string
 	ic := UnaryServerInterceptor(c, InterceptorOptions{
 		ControlPoint: "grpc-in",
 		Labels: func(context.Context, *grpc.UnaryServerInfo, any) map[string]string {
@@ -141,7 +144,7 @@ func TestInterceptorLabels(t *testing.T) {
 		"user": {"alice", "bob"}, "trace-bin": {"\x00"}, ":authority": {"x"},
 	})
 	_, err := ic(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/shop.v1.Cart/Add"}, func(ctx context.Context, req any) (any, error) {
-		inHandler = FromContext(ctx)
+		inHandler = slices.Clone(FromContext(ctx).FluxMeters)
 		return nil, nil
 	})
 	if err != nil {
@@ -151,15 +154,15 @@ func TestInterceptorLabels(t *testing.T) {
 		"rpc.method": "/shop.v1.Cart/Add", "rpc.service": "shop.v1.Cart",
 		"rpc.request.metadata.user": "alice,bob", "extra": "1",
 	}
-	if seen.GetControlPoint() != "grpc-in" || len(seen.GetLabels()) != len(want) {
+	if seen.ControlPoint != "grpc-in" || len(seen.Labels) != len(want) {
 		t.Fatalf("check request = %v, want labels %v", seen, want)
 	}
 	for k, v := range want {
-		if seen.GetLabels()[k] != v {
-			t.Fatalf("label %s = %q, want %q", k, seen.GetLabels()[k], v)
+		if seen.Labels[k] != v {
+			t.Fatalf("label %s = %q, want %q", k, seen.Labels[k], v)
 		}
 	}
-	if inHandler.GetFluxMeterNames()[0] != "m" {
+	if len(inHandler) != 1 || inHandler[0] != "m" {
 		t.Fatalf("handler saw decision %v", inHandler)
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
 
@@ -147,8 +147,9 @@ func NewGuard(c Checker, opts GuardOptions) (*Guard, error) {
 	return g, nil
 }
 
-// Check asks the wrapped Checker under the Guard's deadline.
-func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+// Check asks the wrapped Checker under the Guard's deadline. When it
+// cannot decide, d is the failure mode's decision.
+func (g *Guard) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
 	var (
 		permit breaker.Permit
 		start  time.Time
@@ -157,37 +158,36 @@ func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckRespo
 		var err error
 		start = g.now()
 		if permit, err = g.br.AllowAt(start); err != nil {
-			return g.fail(req, failBreakerOpen, nil), nil
+			g.fail(req, d, failBreakerOpen, nil)
+			return nil
 		}
 	}
 	cctx, cancel := ctx, context.CancelFunc(nil)
 	if g.timeout > 0 {
 		cctx, cancel = context.WithTimeout(ctx, g.timeout)
 	}
-	resp, err := g.next.Check(cctx, req)
+	err := g.next.Check(cctx, req, d)
 	timedOut := cctx.Err() != nil // before cancel, which would set it
 	if cancel != nil {
 		cancel()
 	}
-	if err == nil && resp != nil {
+	if err == nil {
 		if g.br != nil {
 			// A success's time does not count in ConsecutiveFailures
 			// mode: the clock is not read again on the hot path.
 			g.br.RecordAt(start, permit, breaker.Success)
 		}
-		return resp, nil
+		return nil
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		// The caller went away: not the agent's failure, nobody to answer.
 		if g.br != nil {
 			g.br.RecordAt(g.now(), permit, breaker.Ignored)
 		}
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	reason := failError
 	switch {
-	case err == nil:
-		err = errors.New("client: checker returned no decision")
 	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded || timedOut:
 		reason = failTimeout
 	case status.Code(err) == codes.InvalidArgument:
@@ -200,22 +200,22 @@ func (g *Guard) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckRespo
 		}
 		g.br.RecordAt(g.now(), permit, o)
 	}
-	return g.fail(req, reason, err), nil
+	g.fail(req, d, reason, err)
+	return nil
 }
 
-// fail counts a failure and returns the failure mode's decision.
-func (g *Guard) fail(req *pb.CheckRequest, reason string, err error) *pb.CheckResponse {
+// fail counts a failure and makes d the failure mode's decision.
+func (g *Guard) fail(req *flow.Request, d *flow.Decision, reason string, err error) {
 	g.failures[reason].Inc()
 	if err != nil {
-		g.logger.Debug("flow check failed", "control_point", req.GetControlPoint(), "mode", g.mode.String(), "reason", reason, "err", err)
+		g.logger.Debug("flow check failed", "control_point", req.ControlPoint, "mode", g.mode.String(), "reason", reason, "err", err)
 	}
-	out := &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED, ControlPoint: req.GetControlPoint()}
+	d.Reset(req.ControlPoint)
 	if g.mode == FailClosed {
-		out.DecisionType = pb.DecisionType_DECISION_TYPE_REJECTED
-		out.RejectReason = pb.RejectReason_REJECT_REASON_FAILED_CLOSED
-		out.DeniedResponseStatusCode = 503
+		d.Accepted = false
+		d.Reason = flow.ReasonFailedClosed
+		d.StatusCode = 503
 	}
-	return out
 }
 
 // guardListener exports a Guard's breaker state as

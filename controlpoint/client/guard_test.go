@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // slack is what a loaded 2-core machine may add to a deadline.
@@ -48,17 +48,16 @@ func failures(t *testing.T, reg *prometheus.Registry, mode, reason string) float
 	return sum
 }
 
-func wantFailureMode(t *testing.T, mode FailureMode, resp *pb.CheckResponse) {
+func wantFailureMode(t *testing.T, mode FailureMode, d *flow.Decision) {
 	t.Helper()
 	if mode == FailOpen {
-		if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED || resp.GetRejectReason() != pb.RejectReason_REJECT_REASON_NONE {
-			t.Fatalf("fail-open decision = %v", resp)
+		if !d.Accepted || d.Reason != flow.ReasonNone || d.ControlPoint != "ingress" || len(d.Limiters) != 0 {
+			t.Fatalf("fail-open decision = %+v", d)
 		}
 		return
 	}
-	if resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_REJECTED ||
-		resp.GetRejectReason() != pb.RejectReason_REJECT_REASON_FAILED_CLOSED || resp.GetDeniedResponseStatusCode() != 503 {
-		t.Fatalf("fail-closed decision = %v", resp)
+	if d.Accepted || d.Reason != flow.ReasonFailedClosed || d.StatusCode != 503 || d.ControlPoint != "ingress" || len(d.Limiters) != 0 {
+		t.Fatalf("fail-closed decision = %+v", d)
 	}
 }
 
@@ -70,7 +69,7 @@ func TestGuardUnreachableAgent(t *testing.T) {
 			g := newGuard(t, newRemote(t, deadAddr(t)), GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
 			for i := range 3 {
 				start := time.Now()
-				resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+				resp, err := check(context.Background(), g, ingress())
 				if el := time.Since(start); el > timeout+slack {
 					t.Fatalf("check %d took %v, want at most %v", i, el, timeout+slack)
 				}
@@ -90,10 +89,10 @@ func TestGuardUnreachableAgent(t *testing.T) {
 // reports what the server side saw.
 func hangingAgent(t *testing.T) (addr string, serverSaw <-chan error) {
 	saw := make(chan error, 16)
-	addr = startAgent(t, checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	addr = startAgent(t, checkerFunc(func(ctx context.Context, req *flow.Request, d *flow.Decision) error {
 		<-ctx.Done()
 		saw <- ctx.Err()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}))
 	return addr, saw
 }
@@ -107,7 +106,7 @@ func TestGuardHangingAgent(t *testing.T) {
 			const timeout = 50 * time.Millisecond
 			g := newGuard(t, remote, GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
 			start := time.Now()
-			resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+			resp, err := check(context.Background(), g, ingress())
 			el := time.Since(start)
 			if err != nil {
 				t.Fatal(err)
@@ -134,7 +133,7 @@ func TestGuardHangingAgent(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		resp, err := g.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"})
+		resp, err := check(ctx, g, ingress())
 		if el := time.Since(start); el > 50*time.Millisecond+slack {
 			t.Fatalf("check took %v with a 50ms caller deadline", el)
 		}
@@ -162,16 +161,16 @@ func TestMiddlewareFailClosedWhenAgentDown(t *testing.T) {
 func TestGuardCallerCancelIsNotAFailure(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	var calls atomic.Int32
-	c := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	c := checkerFunc(func(ctx context.Context, req *flow.Request, d *flow.Decision) error {
 		calls.Add(1)
 		<-ctx.Done()
-		return nil, ctx.Err()
+		return ctx.Err()
 	})
 	g := newGuard(t, c, GuardOptions{Registerer: reg, Timeout: time.Minute, BreakerThreshold: 1})
 	for range 3 {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(time.Millisecond, cancel)
-		if _, err := g.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"}); !errors.Is(err, context.Canceled) {
+		if _, err := check(ctx, g, ingress()); !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
 	}
@@ -186,12 +185,12 @@ type fakeAgent struct {
 	calls atomic.Int32
 }
 
-func (f *fakeAgent) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+func (f *fakeAgent) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
 	f.calls.Add(1)
 	if !f.up.Load() {
-		return nil, errors.New("connection refused")
+		return errors.New("connection refused")
 	}
-	return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
+	return accept(ctx, req, d)
 }
 
 // clock is a settable time for the breaker.
@@ -239,12 +238,12 @@ func TestGuardBreaker(t *testing.T) {
 		clk.set(t0.Add(s.at))
 		agent.up.Store(s.up)
 		before := agent.calls.Load()
-		resp, err := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+		resp, err := check(context.Background(), g, ingress())
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		called := agent.calls.Load() > before
-		ok := resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED
+		ok := resp.Accepted
 		if called != s.wantCalled || ok != s.wantOK || g.br.State() != s.wantState {
 			t.Fatalf("step %d (t0+%v, up=%v): called=%v ok=%v state=%v; want %v %v %v",
 				i, s.at, s.up, called, ok, g.br.State(), s.wantCalled, s.wantOK, s.wantState)
@@ -268,31 +267,30 @@ func TestGuardBreakerOneProbeAtATime(t *testing.T) {
 	var calls atomic.Int32
 	entered := make(chan struct{}, 1)
 	release := make(chan error)
-	c := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	c := checkerFunc(func(ctx context.Context, req *flow.Request, d *flow.Decision) error {
 		calls.Add(1)
 		entered <- struct{}{}
 		select {
 		case err := <-release:
 			if err != nil {
-				return nil, err
+				return err
 			}
-			return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
+			return accept(ctx, req, d)
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	})
 	g := newGuard(t, c, GuardOptions{FailureMode: FailClosed, Timeout: time.Minute, BreakerThreshold: 1, BreakerCoolDown: time.Second, Now: clk.now})
-	req := &pb.CheckRequest{ControlPoint: "ingress"}
-	check := func(ctx context.Context) <-chan *pb.CheckResponse {
-		out := make(chan *pb.CheckResponse, 1)
+	probe := func(ctx context.Context) <-chan *flow.Decision {
+		out := make(chan *flow.Decision, 1)
 		go func() {
-			resp, _ := g.Check(ctx, req)
+			resp, _ := check(ctx, g, ingress())
 			out <- resp
 		}()
 		return out
 	}
 	// One failure opens the breaker.
-	first := check(context.Background())
+	first := probe(context.Background())
 	<-entered
 	release <- errors.New("down")
 	wantFailureMode(t, FailClosed, <-first)
@@ -300,9 +298,9 @@ func TestGuardBreakerOneProbeAtATime(t *testing.T) {
 	// After the cool-down, a probe whose caller cancels.
 	clk.set(t0.Add(time.Second))
 	ctx, cancel := context.WithCancel(context.Background())
-	abandoned := check(ctx)
+	abandoned := probe(ctx)
 	<-entered
-	resp, _ := g.Check(context.Background(), req) // skipped while the probe is in flight
+	resp, _ := check(context.Background(), g, ingress()) // skipped while the probe is in flight
 	wantFailureMode(t, FailClosed, resp)
 	cancel()
 	if resp := <-abandoned; resp != nil {
@@ -313,10 +311,10 @@ func TestGuardBreakerOneProbeAtATime(t *testing.T) {
 	}
 
 	// The next check probes at once and closes the breaker.
-	probe := check(context.Background())
+	good := probe(context.Background())
 	<-entered
 	release <- nil
-	if resp := <-probe; resp.GetDecisionType() != pb.DecisionType_DECISION_TYPE_ACCEPTED {
+	if resp := <-good; resp == nil || !resp.Accepted {
 		t.Fatalf("probe answered %v", resp)
 	}
 	if g.br.State() != breaker.Closed {
@@ -328,7 +326,7 @@ func TestGuardBreakerDisabled(t *testing.T) {
 	agent := &fakeAgent{}
 	g := newGuard(t, agent, GuardOptions{BreakerThreshold: -1})
 	for range 20 {
-		resp, _ := g.Check(context.Background(), &pb.CheckRequest{ControlPoint: "ingress"})
+		resp, _ := check(context.Background(), g, ingress())
 		wantFailureMode(t, FailOpen, resp)
 	}
 	if n := agent.calls.Load(); n != 20 {
@@ -355,19 +353,17 @@ func TestNewGuardRegistrationConflict(t *testing.T) {
 // agent: the deadline and the closed breaker around a Checker that
 // answers at once.
 func BenchmarkGuard(b *testing.B) {
-	resp := &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}
-	g, err := NewGuard(checkerFunc(func(context.Context, *pb.CheckRequest) (*pb.CheckResponse, error) {
-		return resp, nil
-	}), GuardOptions{})
+	g, err := NewGuard(checkerFunc(accept), GuardOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := &pb.CheckRequest{ControlPoint: "ingress"}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
+		req := ingress()
+		var d flow.Decision
 		for pb.Next() {
-			if _, err := g.Check(ctx, req); err != nil {
+			if err := g.Check(ctx, req, &d); err != nil {
 				b.Error(err)
 				return
 			}

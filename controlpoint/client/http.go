@@ -9,7 +9,6 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -40,6 +39,8 @@ type MiddlewareOptions struct {
 }
 
 // FlowObserver takes finished flows in process; *fluxmeter.Processor is one.
+// The record's FluxMeters are the decision's, which is reused once Observe
+// returns: an observer that keeps them copies them.
 type FlowObserver interface {
 	Observe(flow.Record)
 }
@@ -47,21 +48,21 @@ type FlowObserver interface {
 // recording reports whether record records anything.
 func (o MiddlewareOptions) recording() bool { return o.Flows != nil || o.Tracer != nil }
 
-// record reports one checked request at o.ControlPoint, decided by resp and
+// record reports one checked request at o.ControlPoint, decided by d and
 // answered with status, whose workload ran from start to end: to Flows,
 // else as a span on Tracer, else nowhere. path is the URL path, target
 // the path and query.
-func (o MiddlewareOptions) record(ctx context.Context, method, path, target string, resp *pb.CheckResponse, status int, start, end time.Time) {
+func (o MiddlewareOptions) record(ctx context.Context, method, path, target string, d *flow.Decision, status int, start, end time.Time) {
 	switch {
 	case o.Flows != nil:
 		o.Flows.Observe(flow.Record{
-			ControlPoint: o.ControlPoint, FluxMeters: resp.GetFluxMeterNames(),
-			Rejected: resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED,
+			ControlPoint: o.ControlPoint, FluxMeters: d.FluxMeters,
+			Rejected: !d.Accepted,
 			Status:   status, WorkloadMillis: float64(end.Sub(start)) / 1e6,
 			Method: method, Target: target,
 		})
 	case o.Tracer != nil:
-		FlowSpan(o.Tracer, ctx, method, path, target, o.ControlPoint, resp, status, start, end)
+		FlowSpan(o.Tracer, ctx, method, path, target, o.ControlPoint, d, status, start, end)
 	}
 }
 
@@ -77,7 +78,7 @@ func (o MiddlewareOptions) record(ctx context.Context, method, path, target stri
 //	{"error":"rate_limited","policy":"default/per-user-limit","retry_after_seconds":12}
 //
 // An admitted request gets the decision headers and reaches next with the
-// decision in its context (FromContext). An error from c answers 503 with
+// decision in its context (FromContext), valid until next returns. An error from c answers 503 with
 // {"error":"check_failed"}: pass a Guard to choose a failure mode instead.
 func Middleware(c Checker, opts MiddlewareOptions) func(http.Handler) http.Handler {
 	return NewGate(c, opts).Wrap
@@ -107,6 +108,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		r = r.WithContext(newContext(r.Context(), a.Decision()))
 		if !a.Tracked() {
 			x.free()
+			defer a.End(0, false) // gives the decision back, even on a panic
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -138,27 +140,16 @@ type DeniedBody struct {
 	RetryAfterSeconds int64  `json:"retry_after_seconds"`
 }
 
-// Denial is the body that answers a request resp rejected.
-func Denial(resp *pb.CheckResponse) DeniedBody {
-	b := DeniedBody{Error: flow.ReasonLabel(resp.GetRejectReason())}
-	if l := rejector(resp); l != nil {
-		b.Policy = l.GetPolicyNamespace() + "/" + l.GetPolicyName()
+// Denial is the body that answers a request d rejected.
+func Denial(d *flow.Decision) DeniedBody {
+	b := DeniedBody{Error: flow.ReasonLabel(d.Reason)}
+	if l := d.Rejector(); l != nil {
+		b.Policy = l.PolicyNamespace + "/" + l.PolicyName
 	}
-	if w := resp.GetWaitTime(); w != nil {
-		b.RetryAfterSeconds = int64(math.Ceil(w.AsDuration().Seconds()))
+	if w := d.RetryAfter(); w > 0 {
+		b.RetryAfterSeconds = int64(math.Ceil(w.Seconds()))
 	}
 	return b
-}
-
-// rejector returns the limiter decision that rejected the flow, as
-// flow.SetDecisionHeaders picks it, or nil.
-func rejector(resp *pb.CheckResponse) *pb.LimiterDecision {
-	for _, l := range resp.GetLimiterDecisions() {
-		if l.GetDropped() && !l.GetDryRun() {
-			return l
-		}
-	}
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -169,14 +160,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 type ctxKey struct{}
 
-func newContext(ctx context.Context, resp *pb.CheckResponse) context.Context {
-	return context.WithValue(ctx, ctxKey{}, resp)
+func newContext(ctx context.Context, d *flow.Decision) context.Context {
+	return context.WithValue(ctx, ctxKey{}, d)
 }
 
 // FromContext returns the decision that admitted the request whose
 // context is ctx, or nil. Handlers and span emitters read the flux meter
-// names (GetFluxMeterNames) and classifier labels from it. Do not modify it.
-func FromContext(ctx context.Context) *pb.CheckResponse {
-	resp, _ := ctx.Value(ctxKey{}).(*pb.CheckResponse)
-	return resp
+// names (FluxMeters) and classifier labels from it. It is valid until the
+// handler returns: the middleware then reuses it. Do not modify it, and
+// copy what is needed later.
+func FromContext(ctx context.Context) *flow.Decision {
+	d, _ := ctx.Value(ctxKey{}).(*flow.Decision)
+	return d
 }

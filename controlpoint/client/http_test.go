@@ -8,11 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 )
 
@@ -104,7 +105,7 @@ func TestMiddlewareFluxMetersInContext(t *testing.T) {
 	e := newEngine(t, withMeter)
 	var got []string
 	h := Middleware(controlpoint.NewLocalChecker(e), MiddlewareOptions{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got = FromContext(r.Context()).GetFluxMeterNames()
+		got = slices.Clone(FromContext(r.Context()).FluxMeters)
 	}))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
@@ -117,26 +118,26 @@ func TestMiddlewareFluxMetersInContext(t *testing.T) {
 }
 
 func TestMiddlewareControlPointAndTokens(t *testing.T) {
-	var seen *pb.CheckRequest
-	c := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-		seen = req
-		return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
+	var seen flow.Request
+	c := checkerFunc(func(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+		seen = *req
+		return accept(ctx, req, d)
 	})
 	h := Middleware(c, MiddlewareOptions{ControlPoint: "checkout", Tokens: func(*http.Request) float64 { return 3 }})(http.NotFoundHandler())
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/pay?x=1", nil))
-	if seen.GetControlPoint() != "checkout" || seen.GetTokens() != 3 || seen.GetLabels()["http.method"] != "POST" || seen.GetLabels()["http.target"] != "/pay?x=1" {
+	if seen.ControlPoint != "checkout" || seen.Tokens != 3 || seen.Labels["http.method"] != "POST" || seen.Labels["http.target"] != "/pay?x=1" {
 		t.Fatalf("check request = %v", seen)
 	}
 	h = Middleware(c, MiddlewareOptions{})(http.NotFoundHandler())
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
-	if seen.GetControlPoint() != "ingress" || seen.GetTokens() != 0 {
+	if seen.ControlPoint != "ingress" || seen.Tokens != 0 {
 		t.Fatalf("default check request = %v", seen)
 	}
 }
 
 func TestMiddlewareCheckerError(t *testing.T) {
-	c := checkerFunc(func(context.Context, *pb.CheckRequest) (*pb.CheckResponse, error) {
-		return nil, errors.New("boom")
+	c := checkerFunc(func(context.Context, *flow.Request, *flow.Decision) error {
+		return errors.New("boom")
 	})
 	h := Middleware(c, MiddlewareOptions{})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		t.Error("handler ran after a failed check")
@@ -153,11 +154,11 @@ func TestMiddlewareCheckerError(t *testing.T) {
 func TestMiddlewareClientDisconnectCancelsCheck(t *testing.T) {
 	entered := make(chan struct{})
 	checkErr := make(chan error, 1)
-	hang := checkerFunc(func(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	hang := checkerFunc(func(ctx context.Context, _ *flow.Request, _ *flow.Decision) error {
 		close(entered)
 		<-ctx.Done()
 		checkErr <- ctx.Err()
-		return nil, ctx.Err()
+		return ctx.Err()
 	})
 	g := newGuard(t, hang, GuardOptions{Timeout: 10 * time.Second, FailureMode: FailOpen})
 	handlerRan := make(chan struct{}, 1)
@@ -242,9 +243,7 @@ func (f *flowsSeen) Observe(fl fluxmeter.Flow) { *f = append(*f, fl) }
 // A handler that panics still reports its flow: with the status it had
 // sent, or 500 when it had sent none.
 func TestMiddlewareRecordsPanickingHandlers(t *testing.T) {
-	admit := checkerFunc(func(context.Context, *pb.CheckRequest) (*pb.CheckResponse, error) {
-		return &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED}, nil
-	})
+	admit := checkerFunc(accept)
 	for _, c := range []struct {
 		name   string
 		status int // written before the panic; 0: none

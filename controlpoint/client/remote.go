@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // RemoteOptions configures a Remote.
@@ -70,10 +71,18 @@ func NewRemote(target string, opts RemoteOptions) (*Remote, error) {
 	return &Remote{conn: conn, c: pb.NewFlowControlServiceClient(conn), calls: opts.CallOptions}, nil
 }
 
-// Check asks the agent. ctx's deadline travels to the agent as
-// grpc-timeout; cancelling ctx cancels the call.
-func (r *Remote) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
-	return r.c.Check(ctx, req, r.calls...)
+// Check asks the agent: req goes out as the check API's request
+// (ControlPoint, Labels and Tokens; the API carries no NoFlowEnd or
+// RampMode) and the answer comes back into d (flow.Decision.FromProto).
+// ctx's deadline travels to the agent as grpc-timeout; cancelling ctx
+// cancels the call.
+func (r *Remote) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+	resp, err := r.c.Check(ctx, &pb.CheckRequest{ControlPoint: req.ControlPoint, Labels: req.Labels, Tokens: req.Tokens}, r.calls...)
+	if err != nil {
+		return err
+	}
+	d.FromProto(resp)
+	return nil
 }
 
 // Close closes the connection. Checks in flight fail.

@@ -16,7 +16,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/credentials"
 
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -238,12 +237,12 @@ func (p *queueProcessor) Shutdown(ctx context.Context) error {
 // FlowSpan records one flow: the attributes of the Flux Meter span
 // convention (see the fluxmeter package), with the workload duration
 // measured around the handler.
-func FlowSpan(tr trace.Tracer, ctx context.Context, method, path, target, cp string, resp *pb.CheckResponse, status int, start, end time.Time) {
+func FlowSpan(tr trace.Tracer, ctx context.Context, method, path, target, cp string, d *flow.Decision, status int, start, end time.Time) {
 	_, sp := tr.Start(ctx, method+" "+path, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindServer))
 	sp.SetAttributes(
 		attribute.String(flow.AttrControlPoint, cp),
-		attribute.StringSlice(flow.AttrFluxMeters, resp.GetFluxMeterNames()),
-		attribute.String(flow.AttrDecisionType, resp.GetDecisionType().String()),
+		attribute.StringSlice(flow.AttrFluxMeters, d.FluxMeters),
+		attribute.String(flow.AttrDecisionType, d.DecisionType().String()),
 		attribute.Int(flow.AttrHTTPStatus, status),
 		attribute.Float64(flow.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
 		attribute.String("http.target", target),

@@ -18,7 +18,6 @@ import (
 	fgagent "github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/certs/certstest"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
 const meteredLimit = `apiVersion: fluxgate.io/v1beta1
@@ -155,7 +154,7 @@ func TestTokensRefusedWithout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = remote.Check(ctx, &pb.CheckRequest{ControlPoint: "ingress"})
+		_, err = check(ctx, remote, ingress())
 		_ = remote.Close()
 		if status.Code(err) != codes.Unauthenticated {
 			t.Errorf("Check with token %q: %v, want Unauthenticated", token, err)

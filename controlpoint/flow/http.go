@@ -170,7 +170,7 @@ func ParseBaggage(value string, labels map[string]string) {
 	}
 }
 
-// SetDecisionHeaders writes the headers that explain resp: the decision,
+// SetDecisionHeaders writes the headers that explain d: the decision,
 // and for a rejection the reason, the deciding policy and component,
 // Retry-After, and the RateLimit-Limit / -Remaining / -Reset of the
 // limiter that denied. An accepted flow gets the RateLimit headers of the
@@ -178,54 +178,46 @@ func ParseBaggage(value string, labels map[string]string) {
 //
 // h is an http.Header or any header that sets a value by name (such as
 // fasthttp's ResponseHeader).
-func SetDecisionHeaders(h HeaderSetter, resp *pb.CheckResponse) {
-	var lim *pb.LimiterDecision
-	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
+func SetDecisionHeaders(h HeaderSetter, d *Decision) {
+	var lim *LimiterDecision
+	if !d.Accepted {
 		h.Set(HeaderDecision, "rejected")
-		h.Set(HeaderReason, ReasonLabel(resp.GetRejectReason()))
-		for _, l := range resp.GetLimiterDecisions() {
-			if l.GetDropped() && !l.GetDryRun() {
-				lim = l
-				break
-			}
-		}
+		h.Set(HeaderReason, ReasonLabel(d.Reason))
+		lim = d.Rejector()
 		if lim != nil {
-			h.Set(HeaderPolicy, lim.GetPolicyNamespace()+"/"+lim.GetPolicyName())
-			h.Set(HeaderComponent, lim.GetComponentId())
+			h.Set(HeaderPolicy, lim.PolicyNamespace+"/"+lim.PolicyName)
+			h.Set(HeaderComponent, lim.ComponentID)
 		}
-		if w := resp.GetWaitTime(); w != nil {
-			h.Set("Retry-After", ceilSeconds(w.AsDuration()))
+		if w := d.RetryAfter(); w > 0 {
+			h.Set("Retry-After", ceilSeconds(w))
 		}
 	} else {
 		h.Set(HeaderDecision, "accepted")
-		for _, l := range resp.GetLimiterDecisions() {
-			if l.GetComponentType() == "rate_limiter" && l.GetLimit() > 0 && (lim == nil || l.GetRemaining() < lim.GetRemaining()) {
+		for i := range d.Limiters {
+			l := &d.Limiters[i]
+			if l.ComponentType == "rate_limiter" && finite(l.Limit) > 0 && (lim == nil || finite(l.Remaining) < finite(lim.Remaining)) {
 				lim = l
 			}
 		}
 	}
-	if lim != nil && lim.GetComponentType() == "rate_limiter" {
-		h.Set("RateLimit-Limit", strconv.FormatFloat(math.Floor(lim.GetLimit()), 'f', -1, 64))
-		h.Set("RateLimit-Remaining", strconv.FormatFloat(math.Floor(lim.GetRemaining()), 'f', -1, 64))
-		var reset time.Duration
-		if r := lim.GetResetTime(); r != nil {
-			reset = r.AsDuration()
-		}
-		h.Set("RateLimit-Reset", ceilSeconds(reset))
+	if lim != nil && lim.ComponentType == "rate_limiter" {
+		h.Set("RateLimit-Limit", strconv.FormatFloat(math.Floor(finite(lim.Limit)), 'f', -1, 64))
+		h.Set("RateLimit-Remaining", strconv.FormatFloat(math.Floor(finite(lim.Remaining)), 'f', -1, 64))
+		h.Set("RateLimit-Reset", ceilSeconds(onWire(lim.Reset)))
 	}
 }
 
 // DeniedStatus is the HTTP status for a rejected flow: the component's
 // denied_response_status_code, else 429 for rate limiting, 403 for not
 // sampled, 503 otherwise.
-func DeniedStatus(resp *pb.CheckResponse) int {
-	if c := resp.GetDeniedResponseStatusCode(); c >= 100 && c <= 599 {
-		return int(c)
+func DeniedStatus(d *Decision) int {
+	if c := d.StatusCode; c >= 100 && c <= 599 {
+		return c
 	}
-	switch resp.GetRejectReason() {
-	case pb.RejectReason_REJECT_REASON_RATE_LIMITED:
+	switch d.Reason {
+	case ReasonRateLimited:
 		return http.StatusTooManyRequests
-	case pb.RejectReason_REJECT_REASON_NOT_SAMPLED:
+	case ReasonNotSampled:
 		return http.StatusForbidden
 	}
 	return http.StatusServiceUnavailable
@@ -241,7 +233,7 @@ func ceilSeconds(d time.Duration) string {
 // ReasonLabel is the short, lower-case name of a reject reason
 // ("rate_limited"), as it appears in metrics, logs and the
 // X-FluxGate-Reason header.
-func ReasonLabel(r pb.RejectReason) string {
+func ReasonLabel(r Reason) string {
 	switch r {
 	case pb.RejectReason_REJECT_REASON_NONE:
 		return metricnames.ReasonNone

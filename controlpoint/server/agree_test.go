@@ -33,7 +33,9 @@ func outcomeOfProto(resp *pb.CheckResponse) outcome {
 	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED {
 		return outcome{Accepted: true, Status: http.StatusOK}
 	}
-	o := outcome{Status: flow.DeniedStatus(resp), Reason: flow.ReasonLabel(resp.GetRejectReason())}
+	var d flow.Decision
+	d.FromProto(resp)
+	o := outcome{Status: flow.DeniedStatus(&d), Reason: flow.ReasonLabel(resp.GetRejectReason())}
 	for _, l := range resp.GetLimiterDecisions() {
 		if l.GetDropped() && !l.GetDryRun() {
 			o.Policy, o.Component = l.GetPolicyNamespace()+"/"+l.GetPolicyName(), l.GetComponentId()

@@ -102,7 +102,7 @@ func apertureResponse(d *controlpoint.Decision, labels map[string]string, start,
 		out.DecisionType = ap.CheckResponse_DECISION_TYPE_REJECTED
 		out.RejectReason = apertureReason(d.Reason)
 		out.DeniedResponseStatusCode = ap.StatusCode(d.StatusCode)
-		out.WaitTime = controlpoint.DurationProto(d.Wait)
+		out.WaitTime = flow.DurationProto(d.Wait)
 	}
 	for _, name := range d.FluxMeters {
 		out.FluxMeterInfos = append(out.FluxMeterInfos, &ap.FluxMeterInfo{FluxMeterName: name})
@@ -125,7 +125,7 @@ func apertureLimiter(l *controlpoint.LimiterDecision, flowID uint64) *ap.Limiter
 		PolicyName:  l.PolicyName,
 		ComponentId: l.ComponentID,
 		Dropped:     l.Dropped && !l.DryRun,
-		WaitTime:    controlpoint.DurationProto(l.Wait),
+		WaitTime:    flow.DurationProto(l.Wait),
 	}
 	if l.Dropped && !l.DryRun {
 		out.DeniedResponseStatusCode = ap.StatusCode(l.StatusCode)

@@ -100,7 +100,7 @@ func (a apertureHTTP) CheckHTTP(ctx context.Context, in *ap.CheckHTTPRequest) (*
 	out := &ap.CheckHTTPResponse{CheckResponse: cr}
 	if d.Accepted {
 		ok := &ap.OkHttpResponse{}
-		if created := decisionLabels(d); len(created) > 0 {
+		if created := classifierLabels(d); len(created) > 0 {
 			ok.Headers = map[string]string{"baggage": mergeBaggage(strings.Join(header.Values("Baggage"), ","), created)}
 		}
 		out.Status = &rpcstatus.Status{Code: int32(codes.OK)}
@@ -108,7 +108,7 @@ func (a apertureHTTP) CheckHTTP(ctx context.Context, in *ap.CheckHTTPRequest) (*
 	} else {
 		denied := &ap.DeniedHttpResponse{Status: int32(deniedHTTPStatus(d)), Headers: map[string]string{}}
 		h := http.Header{}
-		flow.SetDecisionHeaders(h, d.ToProto())
+		flow.SetDecisionHeaders(h, d)
 		for k, vs := range h {
 			denied.Headers[strings.ToLower(k)] = strings.Join(vs, ",")
 		}
@@ -126,21 +126,6 @@ func (a apertureHTTP) CheckHTTP(ctx context.Context, in *ap.CheckHTTPRequest) (*
 		metadataCheckResponse: structpb.NewStringValue(base64.StdEncoding.EncodeToString(raw)),
 	}}
 	return out, nil
-}
-
-// decisionLabels are the labels the classifiers created for a flow, later
-// results winning; nil when there are none.
-func decisionLabels(d *controlpoint.Decision) map[string]string {
-	var out map[string]string
-	for _, c := range d.Classifiers {
-		for k, v := range c.Labels {
-			if out == nil {
-				out = make(map[string]string)
-			}
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // deniedHTTPStatus is the HTTP status of a rejection: the rejecting

@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -143,18 +142,19 @@ func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	baggage := strings.Join(r.Header.Values("Baggage"), ",")
-	resp := s.check(r.Context(), &req)
+	d := s.decide(r.Context(), &req)
+	defer s.release(d)
 	h := w.Header()
-	flow.SetDecisionHeaders(h, resp)
+	flow.SetDecisionHeaders(h, d)
 	h.Set("Cache-Control", "no-store")
-	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		w.WriteHeader(flow.DeniedStatus(resp))
+	if !d.Accepted {
+		w.WriteHeader(flow.DeniedStatus(d))
 		return
 	}
-	if b := mergeBaggage(baggage, classifierLabels(resp)); b != "" {
+	if b := mergeBaggage(baggage, classifierLabels(d)); b != "" {
 		h.Set("Baggage", b)
 	}
-	if id := resp.GetFlowId(); id != 0 {
+	if id := d.FlowID; id != 0 {
 		h.Set(HeaderFlowID, strconv.FormatUint(id, 10))
 	}
 	w.WriteHeader(http.StatusOK)

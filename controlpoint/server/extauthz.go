@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -60,18 +59,19 @@ func (a authorization) Check(ctx context.Context, in *authv3.CheckRequest) (*aut
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
 	}
-	resp := a.s.check(ctx, &req)
-	if resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_REJECTED {
-		return deniedResponse(resp), nil
+	d := a.s.decide(ctx, &req)
+	defer a.s.release(d)
+	if !d.Accepted {
+		return deniedResponse(d), nil
 	}
 	h := http.Header{}
-	flow.SetDecisionHeaders(h, resp)
+	flow.SetDecisionHeaders(h, d)
 	up := []*corev3.HeaderValueOption{setHeader(flow.HeaderDecision, h.Get(flow.HeaderDecision))}
-	if labels := classifierLabels(resp); len(labels) > 0 {
+	if labels := classifierLabels(d); len(labels) > 0 {
 		up = append(up, setHeader("baggage", mergeBaggage(baggage, labels)))
 	}
 	ok := &authv3.OkHttpResponse{Headers: up, ResponseHeadersToAdd: headerOptions(h)}
-	if id := resp.GetFlowId(); id != 0 {
+	if id := d.FlowID; id != 0 {
 		ok.Headers = append(ok.Headers, setHeader(HeaderFlowID, strconv.FormatUint(id, 10)))
 	} else if !req.NoFlowEnd {
 		// No slot held: an id the client sent must not reach the access
@@ -153,11 +153,11 @@ type deniedBody struct {
 	RetryAfterSeconds string `json:"retry_after_seconds,omitempty"`
 }
 
-func deniedResponse(resp *pb.CheckResponse) *authv3.CheckResponse {
+func deniedResponse(d *controlpoint.Decision) *authv3.CheckResponse {
 	h := http.Header{}
-	flow.SetDecisionHeaders(h, resp)
+	flow.SetDecisionHeaders(h, d)
 	h.Set("Content-Type", "application/json")
-	reason := flow.ReasonLabel(resp.GetRejectReason())
+	reason := flow.ReasonLabel(d.Reason)
 	body, _ := json.Marshal(deniedBody{
 		Error:             "request rejected by flow control: " + reason,
 		Reason:            reason,
@@ -166,13 +166,13 @@ func deniedResponse(resp *pb.CheckResponse) *authv3.CheckResponse {
 		RetryAfterSeconds: h.Get("Retry-After"),
 	})
 	code := codes.PermissionDenied
-	if resp.GetRejectReason() == pb.RejectReason_REJECT_REASON_RATE_LIMITED {
+	if d.Reason == controlpoint.ReasonRateLimited {
 		code = codes.ResourceExhausted
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(code), Message: "fluxgate: rejected: " + reason},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(flow.DeniedStatus(resp))},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(flow.DeniedStatus(d))},
 			Headers: headerOptions(h),
 			Body:    string(body) + "\n",
 		}},

@@ -121,21 +121,33 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// check asks the engine about req and converts the decision.
+// check asks the engine about req and converts the decision for the
+// check API's wire (gRPC and JSON).
 func (s *Server) check(ctx context.Context, req *controlpoint.Request) *pb.CheckResponse {
-	d := s.pool.Get().(*controlpoint.Decision)
-	s.engine.Check(ctx, s.now(), req, d)
+	d := s.decide(ctx, req)
 	resp := d.ToProto()
-	s.pool.Put(d)
+	s.release(d)
 	return resp
 }
 
+// decide asks the engine about req. Give the decision back with release
+// when done with it.
+func (s *Server) decide(ctx context.Context, req *controlpoint.Request) *controlpoint.Decision {
+	d := s.pool.Get().(*controlpoint.Decision)
+	s.engine.Check(ctx, s.now(), req, d)
+	return d
+}
+
+// release returns a decision of decide to the pool; d must not be used
+// afterwards.
+func (s *Server) release(d *controlpoint.Decision) { s.pool.Put(d) }
+
 // classifierLabels are the labels the classifiers created for a flow,
 // later results winning; nil when there are none.
-func classifierLabels(resp *pb.CheckResponse) map[string]string {
+func classifierLabels(d *controlpoint.Decision) map[string]string {
 	var out map[string]string
-	for _, c := range resp.GetClassifierResults() {
-		for k, v := range c.GetLabels() {
+	for _, c := range d.Classifiers {
+		for k, v := range c.Labels {
 			if out == nil {
 				out = make(map[string]string)
 			}

@@ -19,7 +19,7 @@ import (
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/controlpoint"
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -138,12 +138,13 @@ func TestReactionToOverload(t *testing.T) {
 					defer wg.Done()
 					cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 					defer cancel()
-					resp, err := checker.Check(cctx, &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{"service": "checkout", "http.target": "/checkout"}})
+					var d flow.Decision
+					err := checker.Check(cctx, &flow.Request{ControlPoint: "ingress", Labels: map[string]string{"service": "checkout", "http.target": "/checkout"}}, &d)
 					if err != nil {
 						t.Error(err)
 						return
 					}
-					ok := resp.GetDecisionType() == pb.DecisionType_DECISION_TYPE_ACCEPTED
+					ok := d.Accepted
 					if ok {
 						// The flow's span leaves when the flow ends, as a
 						// real one does: latency is known only then.
