@@ -70,6 +70,73 @@ func TestServiceProtectionMatchesExample(t *testing.T) {
 	}
 }
 
+// protectFluxMeterValues are the values test/protect gives the blueprint
+// (test/protect/gateway.go: two workloads on the X-Priority header) with
+// the flux-meter loop.
+const protectFluxMeterValues = `policy_name: service-protection
+flux_meter_name: ingress-latency
+loop: flux_meter
+selectors:
+  - control_point: ingress
+workloads:
+  - name: high
+    label_matcher: {match_labels: {http.request.header.x_priority: high}}
+    priority: 100
+  - name: low
+    label_matcher: {match_labels: {http.request.header.x_priority: low}}
+    priority: 10
+`
+
+// TestFluxMeterLoopGoodputMatchesRealPlant runs the flux-meter loop the
+// blueprint generates for test/protect against the simulator's model of
+// test/protect's plant (circuit/sim/testdata/protect-plant.yaml) and
+// compares its goodput during the 3× overload (from 1 s after its onset
+// to its end, % of capacity, as test/protect's summary counts it) with
+// the real plant's:
+//
+//	go run ./test/protect -fluxgate /tmp/fmsim/fluxgate -policy fm.yaml -warm 15s -out DIR
+//	(fm.yaml: these values; binary built at b4edbd1)
+//
+//	2026-12-05 05:32–05:45, load average 1.9–9.3: 7.4, 9.8, 9.2, 15.2 %
+//	2026-12-04 22:20–22:36 (BENCHMARKS.md, fm3g / fm3h):  20.1, 12.6 %
+//
+// The simulator without the load scheduler's queue, the clients' timeout
+// and the scrape gave 39.9 %.
+func TestFluxMeterLoopGoodputMatchesRealPlant(t *testing.T) {
+	b, _ := Lookup("service-protection")
+	out, err := b.Generate("values.yaml", []byte(protectFluxMeterValues))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const plantFile = "../circuit/sim/testdata/protect-plant.yaml"
+	data, err := os.ReadFile(plantFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant, err := sim.ParsePlant(plantFile, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := sim.Closed(out.Policy, plant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, timeouts := tab.Column("plant.goodput_rps"), tab.Column("plant.timeout_rps")
+	if good == nil || timeouts == nil {
+		t.Fatalf("no plant.goodput_rps or plant.timeout_rps column in %v", tab.Columns)
+	}
+	var sum, gaveUp float64
+	for i := 16; i < 60; i++ { // the overload holds from 15 s to 60 s
+		sum += good[i]
+		gaveUp += timeouts[i]
+	}
+	goodput := 100 * sum / 44 / plant.Capacity
+	t.Logf("goodput in the overload from +1 s: %.1f%% of capacity; %.0f flows given up (real: 7.4–20.1%%, 0–1570 flows given up)", goodput, gaveUp)
+	if goodput < 7 || goodput > 21 {
+		t.Errorf("goodput %.1f%% of capacity, want within the real runs' 7–21%%", goodput)
+	}
+}
+
 // TestRateLimitingDynamicFill replays query results through the
 // signal-driven rate limiter: clamped to [min, max], the static fill amount
 // while the query has no value, capacity = fill × burst_factor.
