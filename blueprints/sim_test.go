@@ -121,19 +121,31 @@ func TestFluxMeterLoopGoodputMatchesRealPlant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, timeouts := tab.Column("plant.goodput_rps"), tab.Column("plant.timeout_rps")
-	if good == nil || timeouts == nil {
-		t.Fatalf("no plant.goodput_rps or plant.timeout_rps column in %v", tab.Columns)
+	good := tab.Column("plant.goodput_rps")
+	if good == nil {
+		t.Fatalf("no plant.goodput_rps column in %v", tab.Columns)
 	}
-	var sum, gaveUp float64
+	var sum float64
 	for i := 16; i < 60; i++ { // the overload holds from 15 s to 60 s
 		sum += good[i]
-		gaveUp += timeouts[i]
 	}
 	goodput := 100 * sum / 44 / plant.Capacity
-	t.Logf("goodput in the overload from +1 s: %.1f%% of capacity; %.0f flows given up (real: 7.4–20.1%%, 0–1570 flows given up)", goodput, gaveUp)
+	t.Logf("goodput in the overload from +1 s: %.1f%% of capacity (real: 7.4–20.1%%)", goodput)
 	if goodput < 7 || goodput > 21 {
 		t.Errorf("goodput %.1f%% of capacity, want within the real runs' 7–21%%", goodput)
+	}
+	// Every real run but one had clients give up at the onset (642–1570
+	// flows): admission was cut 2 s late, behind a backlog of seconds.
+	timeouts := tab.Column("plant.timeout_rps")
+	if timeouts == nil {
+		t.Fatalf("no plant.timeout_rps column in %v", tab.Columns)
+	}
+	var gaveUp float64
+	for _, v := range timeouts[15:25] {
+		gaveUp += v
+	}
+	if gaveUp == 0 {
+		t.Errorf("no client gave up after the onset; the real runs' backlog reached their 5 s timeout")
 	}
 }
 
