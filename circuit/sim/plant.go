@@ -8,18 +8,19 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/policies/strictyaml"
 )
 
-// Plant is a service model: it completes Capacity requests per second,
-// first in first out; what it admits beyond that queues, and queueing adds
-// latency. A flow's latency is known when it completes, as a flux meter
-// knows it: latency_ms is the mean latency of the flows that completed in
-// the last Window, so a backlog shows in it only as its flows come out.
-// The circuit sees the plant's outputs one tick late, as it would see them
-// through PromQL.
+// Plant is a service model: capacity × base_latency workers (at least
+// one), each request taking workers / capacity, behind one unbounded
+// first-in-first-out queue; clients that send open loop, evenly spaced,
+// and give up Timeout after each request's intended send time. Closed
+// plays it flow by flow against a policy (flows.go): the policy's load
+// schedulers queue flows as the agent's do, and the circuit learns what a
+// flux meter and a scraped TSDB would tell it — a flow's latency from its
+// admission to its end, known when it ends; counters sampled every
+// ScrapeInterval; rates over the samples of the last Window.
 type Plant struct {
 	// Capacity is the requests per second the service completes. Required.
 	Capacity float64 `yaml:"capacity"`
@@ -27,27 +28,57 @@ type Plant struct {
 	BaseLatency time.Duration `yaml:"base_latency,omitempty"`
 	// Duration of the run. Default 60s.
 	Duration time.Duration `yaml:"duration,omitempty"`
-	// Window is the rate window latency_ms averages completed flows over,
-	// as the circuit's query does. Default 5s.
+	// Window is the rate window of the circuit's queries. Default 5s.
 	Window time.Duration `yaml:"window,omitempty"`
+	// ScrapeInterval is how often the counters are sampled (the agent's
+	// tsdb.scrape_interval). Default 1s.
+	ScrapeInterval time.Duration `yaml:"scrape_interval,omitempty"`
+	// ScrapeOffset is when, after each tick, the counters are sampled:
+	// a query at a tick reads the samples up to that tick, so the newest
+	// is ScrapeInterval − ScrapeOffset old. The agent starts its scrape
+	// and its circuits' ticks at about the same time, in no set order.
+	// Default: half the ScrapeInterval.
+	ScrapeOffset time.Duration `yaml:"scrape_offset,omitempty"`
+	// Timeout is how long a client waits for its answer, from the
+	// request's intended send time; the service still serves a request
+	// whose client has gone. Default 5s (test/protect's driver).
+	Timeout time.Duration `yaml:"timeout,omitempty"`
 	// GoodLatency bounds the latency of a flow that counts as goodput
 	// (goodput_rps). Default 5 × BaseLatency.
 	GoodLatency time.Duration `yaml:"good_latency,omitempty"`
 	// Jitter varies each request's service time by ×U(1−Jitter,
-	// 1+Jitter) in the in-path simulation (a policy with an
-	// adaptive_concurrency component), which serves requests one by one
-	// with capacity × base_latency workers. Default 0.
+	// 1+Jitter). Default 0.
 	Jitter float64 `yaml:"jitter,omitempty"`
+	// Overhead is the latency the path adds to every served flow (the
+	// proxy, on a machine shared with the clients) per 1,000 flows a
+	// second offered, rejections included: a flux meter measures it with
+	// the service's. test/protect's plant: about 3ms (its flux meter read
+	// 11–12 ms at 139 req/s and 13–15 ms at 833 req/s with the service
+	// idle). Default 0.
+	Overhead time.Duration `yaml:"overhead_per_1000_rps,omitempty"`
+	// Workloads name the load scheduler workloads the flows belong to,
+	// each with its share of the flows (drawn at random with Seed); the
+	// rest go to the default workload. A workload takes its priority and
+	// queue_timeout from the policy's load scheduler.
+	Workloads []PlantWorkload `yaml:"workloads,omitempty"`
+	// Seed of the workload draw and the jitter. Default 1.
+	Seed uint64 `yaml:"seed,omitempty"`
 	// Load is the offered load: each step holds from its time on.
 	Load []LoadStep `yaml:"load"`
 	// Signals maps circuit inputs (the outputs of its query.promql
 	// components) to plant outputs, each as a query over the last Window
-	// reads it: latency_ms (the mean of the flows completed), offered_rps,
-	// admitted_rps, served_rps, peak_served_rps (the most served_rps of
-	// the last minute); and, for judging a run, goodput_rps (flows
-	// completed within GoodLatency in the last tick), queue and
-	// queue_latency_ms (what a flow admitted now would wait).
+	// of scraped samples reads it: latency_ms (the mean latency of the
+	// flows that ended, from their admission), offered_rps (decisions),
+	// admitted_rps, served_rps (flows that ended), peak_served_rps (the
+	// most served_rps of the last minute); queue and queue_latency_ms (the
+	// service's backlog now, and what a flow admitted now would take).
 	Signals map[string]string `yaml:"signals"`
+}
+
+// PlantWorkload is a share of the flows in a load scheduler workload.
+type PlantWorkload struct {
+	Name  string  `yaml:"name"`
+	Share float64 `yaml:"share"`
 }
 
 // LoadStep is the offered load from At on.
@@ -56,8 +87,14 @@ type LoadStep struct {
 	RPS float64       `yaml:"rps"`
 }
 
-// Plant outputs.
-var plantOutputs = []string{"offered_rps", "admitted_rps", "served_rps", "peak_served_rps", "goodput_rps", "queue", "queue_latency_ms", "latency_ms"}
+// Plant outputs a circuit can read.
+var plantOutputs = []string{"offered_rps", "admitted_rps", "served_rps", "peak_served_rps", "queue", "queue_latency_ms", "latency_ms"}
+
+// judgedOutputs are the table's last columns, for judging a run as
+// test/protect does: flows counted by the tick of their intended send time
+// (per second) that were served with a 2xx within GoodLatency of it,
+// rejected, or given up by their client.
+var judgedOutputs = []string{"goodput_rps", "rejected_rps", "timeout_rps"}
 
 // ParsePlant decodes a plant file strictly, with positioned errors.
 func ParsePlant(file string, data []byte) (*Plant, error) {
@@ -71,6 +108,22 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	}
 	if p.Jitter < 0 || p.Jitter > 1 {
 		errs = append(errs, "jitter must be within 0..1")
+	}
+	share := 0.0
+	for i, w := range p.Workloads {
+		if w.Name == "" || w.Share < 0 {
+			errs = append(errs, fmt.Sprintf("workloads[%d]: needs a name and a share of at least 0", i))
+		}
+		share += w.Share
+	}
+	if share > 1+1e-9 {
+		errs = append(errs, "workloads: the shares add up to more than 1")
+	}
+	if p.ScrapeInterval < 0 || p.ScrapeOffset < 0 || p.Timeout < 0 || p.Window < 0 || p.Overhead < 0 {
+		errs = append(errs, "window, scrape_interval, scrape_offset, timeout and overhead_per_1000_rps must not be negative")
+	}
+	if p.ScrapeInterval > 0 && p.ScrapeOffset >= p.ScrapeInterval {
+		errs = append(errs, "scrape_offset must be less than scrape_interval")
 	}
 	if len(p.Load) == 0 {
 		errs = append(errs, "load needs at least one step")
@@ -92,6 +145,18 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	}
 	if p.Window == 0 {
 		p.Window = 5 * time.Second
+	}
+	if p.ScrapeInterval == 0 {
+		p.ScrapeInterval = time.Second
+	}
+	if p.ScrapeOffset == 0 {
+		p.ScrapeOffset = p.ScrapeInterval / 2
+	}
+	if p.Timeout == 0 {
+		p.Timeout = 5 * time.Second
+	}
+	if p.Seed == 0 {
+		p.Seed = 1
 	}
 	if p.GoodLatency == 0 {
 		p.GoodLatency = 5 * p.BaseLatency
@@ -126,9 +191,13 @@ func (p *Plant) offered(at time.Duration) float64 {
 	return rps
 }
 
-// Closed runs pol's circuit against the plant: each tick the plant admits
-// what the circuit's actuators allow of the offered load, and the circuit
-// reads the plant's outputs of the previous tick.
+// Closed runs pol's circuit against the plant, flow by flow (see Plant):
+// each tick the circuit reads the plant as its queries would, and its
+// actuator inputs decide what the plant admits until the next tick. The
+// table has a row per tick: the circuit's signals and actuator inputs,
+// the plant's outputs as the circuit read them that tick
+// ("plant.latency_ms", ...), then the judging columns ("plant.goodput_rps",
+// "plant.rejected_rps", "plant.timeout_rps").
 func Closed(pol *policies.Policy, plant *Plant) (*Table, error) {
 	m, err := prepare(pol)
 	if err != nil {
@@ -139,63 +208,8 @@ func Closed(pol *policies.Policy, plant *Plant) (*Table, error) {
 			return nil, fmt.Errorf("sim: the circuit reads %q (a query.promql output) but the plant's signals do not map it", in)
 		}
 	}
-	dt := m.c.Interval()
-	ticks := int(plant.Duration / dt)
-	outputs := map[string]float64{}
-	for _, o := range plantOutputs {
-		outputs[o] = math.NaN() // nothing measured before the first tick
-	}
-	q := &fifo{capacity: plant.Capacity, base: plant.BaseLatency.Seconds(), good: plant.GoodLatency.Seconds()}
-	window := max(1, int(plant.Window/dt))
-	var done []tickStats // per tick, the flows that completed
-	var peaks []float64  // served_rps, per tick
-	var raw [][]float64
-	for n := 0; n < ticks; n++ {
-		for _, in := range m.inputs {
-			m.c.SetInput(in, circuit.Value(outputs[plant.Signals[in]]))
-		}
-		row := m.step(n)
-		offered := plant.offered(time.Duration(n) * dt)
-		admitted := offered * admitFraction(m.act.values)
-		if lim := rateLimit(pol, m.act.values); admitted > lim {
-			admitted = lim
-		}
-		st := q.run(float64(n)*dt.Seconds(), dt.Seconds(), admitted)
-		st.offered, st.admitted = offered, admitted
-		done = append(done, st)
-		// Rates and latency as a query over the last Window reads them.
-		var w tickStats
-		recent := done[max(0, len(done)-window):]
-		for _, d := range recent {
-			w.count += d.count
-			w.latency += d.latency
-			w.offered += d.offered
-			w.admitted += d.admitted
-		}
-		secs := dt.Seconds()
-		span := float64(len(recent)) * secs
-		outputs["offered_rps"] = w.offered / float64(len(recent))
-		outputs["admitted_rps"] = w.admitted / float64(len(recent))
-		outputs["served_rps"] = w.count / span
-		peaks = append(peaks, outputs["served_rps"])
-		outputs["peak_served_rps"] = 0
-		for _, p := range peaks[max(0, len(peaks)-int(time.Minute/dt)):] {
-			outputs["peak_served_rps"] = math.Max(outputs["peak_served_rps"], p)
-		}
-		outputs["goodput_rps"] = st.good / secs
-		outputs["queue"] = q.backlog()
-		outputs["queue_latency_ms"] = 1000 * (q.base + q.backlog()/q.capacity)
-		outputs["latency_ms"] = math.NaN() // no flow completed in the window: no reading
-		if w.count > 0 {
-			outputs["latency_ms"] = 1000 * w.latency / w.count
-		}
-		row = append(row, m.actuatorRow()...)
-		for _, o := range plantOutputs {
-			row = append(row, outputs[o])
-		}
-		raw = append(raw, row)
-	}
-	return m.table(raw, prefixed("plant.", plantOutputs)), nil
+	raw := newFlowRun(pol, plant, m).run()
+	return m.table(raw, prefixed("plant.", append(append([]string{}, plantOutputs...), judgedOutputs...))), nil
 }
 
 func prefixed(pre string, xs []string) []string {
@@ -206,18 +220,14 @@ func prefixed(pre string, xs []string) []string {
 	return out
 }
 
-// admitFraction is the share of offered flows the samplers and load
-// schedulers let through.
+// admitFraction is the share of offered flows the samplers let through.
 func admitFraction(acts map[string]float64) float64 {
 	f := 1.0
 	for k, v := range acts {
 		if math.IsNaN(v) {
 			continue // an invalid input: the actuator passes everything
 		}
-		switch {
-		case strings.HasSuffix(k, ".load_multiplier"):
-			f *= math.Max(0, math.Min(1, v))
-		case strings.HasSuffix(k, ".accept_percentage"):
+		if strings.HasSuffix(k, ".accept_percentage") {
 			f *= math.Max(0, math.Min(100, v)) / 100
 		}
 	}

@@ -1,14 +1,18 @@
 // Package sim runs a policy's circuit deterministically, tick by tick,
 // without an agent: against recorded signals (a CSV file) or against a
-// plant model, a service with a capacity and a latency curve under a load
-// profile. `fluxgate sim` is its command line.
+// plant model, a service with a capacity under a load profile. `fluxgate
+// sim` is its command line.
 //
 // The circuit is the policy's, with its query.promql components replaced
 // by inputs: their output signals come from the recording or the plant.
 // Actuator inputs (a rate limiter's bucket_capacity, a load scheduler's
 // load_multiplier, ...) are recorded every tick and, with a plant, decide
-// how much of the offered load the plant admits. Time starts at a fixed
-// instant, so runs are reproducible.
+// what the plant admits. The plant is played flow by flow (Plant, Closed):
+// open-loop clients that give up, the policy's load schedulers with their
+// weighted fair queues (the agent's own, controlpoint/scheduler), a
+// first-in-first-out service, and the circuit's queries as rates over
+// scraped counters of flows measured when they end. Time starts at a
+// fixed instant, so runs are reproducible.
 package sim
 
 import (

@@ -18,8 +18,10 @@ func newSimCmd() *cobra.Command {
 		Long: "sim runs the circuit of the policy in FILE tick by tick, without an agent. Its\n" +
 			"query.promql outputs come from --inputs (CSV: a header of signal names, one row per\n" +
 			"tick) or from --plant (a service model: capacity, base_latency, load profile, and\n" +
-			"which plant output feeds which signal). It prints every signal, every actuator input\n" +
-			"and, with a plant, the plant's state, one row per tick.\n\n" +
+			"which plant output feeds which signal), played flow by flow: clients that give up,\n" +
+			"the load schedulers' queues, latency measured from admission when flows end, queries\n" +
+			"over scraped counters. It prints every signal, every actuator input and, with a plant,\n" +
+			"the plant's state and goodput, one row per tick.\n\n" +
 			"A policy with a flow_control.adaptive_concurrency component (the service-protection\n" +
 			"blueprint's default loop) is simulated request by request instead: the limiter the\n" +
 			"engine builds, in front of capacity × base_latency workers behind a FIFO queue, with\n" +

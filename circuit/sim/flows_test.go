@@ -1,0 +1,131 @@
+package sim
+
+import (
+	"math"
+	"testing"
+
+	"github.com/fluxgate/fluxgate/policies"
+)
+
+// queued is a load scheduler that admits half the incoming rate (a
+// constant load_multiplier), its flows waiting at most 50 ms, and a
+// circuit that only reads the flux meter's latency.
+const queued = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: queued}
+spec:
+  circuit:
+    components:
+      - query: {promql: {query_string: "up", out_ports: {output: {signal_name: LATENCY}}}}
+      - flow_control:
+          load_scheduler:
+            selectors: [{control_point: ingress}]
+            in_ports: {load_multiplier: {constant_signal: {value: 0.5}}}
+            parameters:
+              default_workload_parameters: {queue_timeout: 50ms}
+`
+
+func closedRun(t *testing.T, policy, plant string) *Table {
+	t.Helper()
+	docs, err := policies.Parse("policy.yaml", []byte(policy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParsePlant("plant.yaml", []byte(plant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := Closed(docs[0].Object.(*policies.Policy), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+// TestLatencyFromAdmission: the load scheduler admits 50 of 100 flows a
+// second, each after waiting in its queue; the service (one worker,
+// 10 ms) is never busy. The flux meter measures from admission (10 ms),
+// the clients from their send time (the wait included), so no flow is
+// goodput within 50 ms although the circuit reads 10 ms.
+func TestLatencyFromAdmission(t *testing.T) {
+	tab := closedRun(t, queued, `
+capacity: 100
+base_latency: 10ms
+duration: 20s
+good_latency: 50ms
+load: [{at: 0s, rps: 100}]
+signals: {LATENCY: latency_ms}
+`)
+	lat, adm := tab.Column("LATENCY"), tab.Column("plant.admitted_rps")
+	good, rej := tab.Column("plant.goodput_rps"), tab.Column("plant.rejected_rps")
+	for i := 10; i < 19; i++ {
+		if math.Abs(lat[i]-10) > 0.5 || math.Abs(adm[i]-50) > 3 || math.Abs(rej[i]-50) > 3 {
+			t.Errorf("tick %d: latency %.2f ms, admitted %.1f/s, rejected %.1f/s; want 10 ms, 50/s, 50/s", i, lat[i], adm[i], rej[i])
+		}
+		if good[i] > 5 {
+			t.Errorf("tick %d: goodput %.0f/s, want about none: admitted flows waited about their 50 ms queue_timeout", i, good[i])
+		}
+	}
+}
+
+// TestClientsGiveUp: twice the capacity with nothing in front of the
+// service: the backlog grows until flows take longer than the clients'
+// 1 s, who give up; the service still serves every admitted flow (its
+// flux meter counts the flows whose clients left when they leave).
+func TestClientsGiveUp(t *testing.T) {
+	tab := closedRun(t, `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: open}
+spec:
+  circuit:
+    components:
+      - query: {promql: {query_string: "up", out_ports: {output: {signal_name: LATENCY}}}}
+`, `
+capacity: 100
+base_latency: 10ms
+duration: 10s
+timeout: 1s
+load: [{at: 0s, rps: 200}]
+signals: {LATENCY: latency_ms}
+`)
+	to, good, queue := tab.Column("plant.timeout_rps"), tab.Column("plant.goodput_rps"), tab.Column("plant.queue")
+	// A flow sent at t waits behind a backlog of t seconds: those of the
+	// first 40 ms are goodput (within 5 × 10 ms), those of the last 10 ms
+	// of the first second are given up.
+	if to[0] > 3 || good[0] < 7 || good[0] > 9 {
+		t.Errorf("first second: %.0f/s given up, %.0f/s goodput; want 2 and 8", to[0], good[0])
+	}
+	for i := 2; i < 9; i++ {
+		if to[i] < 190 || good[i] != 0 {
+			t.Errorf("tick %d: %.0f/s given up, %.0f/s goodput; want all the flows sent then given up", i, to[i], good[i])
+		}
+	}
+	if want := 100.0 * 9; math.Abs(queue[9]-want) > 20 {
+		t.Errorf("backlog at 9 s %.0f, want about %.0f: flows whose client left are still served", queue[9], want)
+	}
+}
+
+// TestScrapeLag: the queries read counters sampled every second,
+// scrape_offset after a tick; an overload starting at 5 s shows in the
+// latency a tick later when the samples are taken just before the ticks,
+// two ticks later when just after.
+func TestScrapeLag(t *testing.T) {
+	const plant = `
+capacity: 100
+base_latency: 10ms
+duration: 10s
+load: [{at: 0s, rps: 50}, {at: 5s, rps: 300}]
+signals: {LATENCY: latency_ms}
+`
+	for _, c := range []struct {
+		offset    string
+		firstHigh int
+	}{{"999ms", 6}, {"1ms", 7}} {
+		lat := closedRun(t, queued, plant+"scrape_offset: "+c.offset+"\n").Column("LATENCY")
+		for i := 2; i <= c.firstHigh; i++ {
+			if high := lat[i] > 12; high != (i == c.firstHigh) {
+				t.Errorf("scrape_offset %s: latency %.1f ms at tick %d; want the overload seen first at tick %d", c.offset, lat[i], i, c.firstHigh)
+			}
+		}
+	}
+}
