@@ -67,5 +67,17 @@
 // flow's end and records it. An adapter for another HTTP server is its
 // labels and an Exchange.
 //
+// # Flow spans
+//
+// With MiddlewareOptions.Tracer set, the adapters record one span per
+// checked request with the attributes of the Flux Meter span convention
+// (FlowSpan). The package takes any trace.Tracer of the OpenTelemetry API
+// and links no OpenTelemetry SDK: to send the spans to an agent's OTLP
+// receiver, where they feed Flux Meters, pass the Tracer of an
+// otlpspans.Emitter (package controlpoint/client/otlpspans, which brings
+// the SDK and the OTLP exporter). An application that does not import it
+// links gRPC, the protos, the OpenTelemetry API and client_golang, and
+// none of the agent's packages.
+//
 // Local, Remote, Guard and the adapters are safe for concurrent use.
 package client

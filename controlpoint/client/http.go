@@ -28,8 +28,9 @@ type MiddlewareOptions struct {
 	Tokens func(r *http.Request) float64
 	// Tracer, when set, records a span for every checked request with the
 	// Flux Meter attributes (control point, flux meters, decision, HTTP
-	// status, workload duration); use SpanEmitter.Tracer to export them to
-	// the agent. Nil records nothing.
+	// status, workload duration); use otlpspans.Emitter.Tracer (package
+	// controlpoint/client/otlpspans) to export them to the agent, or any
+	// tracer of the application's own. Nil records nothing.
 	Tracer trace.Tracer
 	// Flows, when set, receives every checked request as a flux meter
 	// flow in process instead of a span: for a control point in the

@@ -7,7 +7,13 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	fgagent "github.com/fluxgate/fluxgate/agent"
+	"github.com/fluxgate/fluxgate/agent/agenttest"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
@@ -66,5 +72,28 @@ func TestLocalHonoursDoneContext(t *testing.T) {
 	cancel()
 	if err := controlpoint.NewLocalChecker(newEngine(t)).Check(ctx, ingress(), new(flow.Decision)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+// An agent with a check token refuses a Remote without it (or with the
+// OTLP receiver's token). Package otlpspans tests the OTLP side.
+func TestRemoteTokenRefusedWithout(t *testing.T) {
+	cfg := agenttest.Config(t, perUserLimit)
+	cfg.Metrics.Enabled = false
+	cfg.Check.Token, cfg.OTLP.Token = "check-s3cret", "otlp-s3cret"
+	a := agenttest.Start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	for _, token := range []string{"", "otlp-s3cret"} {
+		remote, err := NewRemote(a.Addr(fgagent.ListenerGRPC).String(), RemoteOptions{Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = check(ctx, remote, ingress())
+		_ = remote.Close()
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("Check with token %q: %v, want Unauthenticated", token, err)
+		}
 	}
 }

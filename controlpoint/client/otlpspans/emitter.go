@@ -1,4 +1,4 @@
-package client
+package otlpspans
 
 import (
 	"context"
@@ -10,17 +10,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/credentials"
-
-	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
-// SpanOptions configures NewSpanEmitter.
-type SpanOptions struct {
+// Options configures New.
+type Options struct {
 	// Endpoint is the agent's OTLP gRPC address (host:port, port 4317 by
 	// default on an agent). Required.
 	Endpoint string
@@ -29,7 +26,7 @@ type SpanOptions struct {
 	// spans unless TLS is set. Empty sends none, for an agent whose
 	// receiver is open.
 	Token string
-	// TLS exports over TLS with this config, as RemoteOptions.TLS (a
+	// TLS exports over TLS with this config, as client.RemoteOptions.TLS (a
 	// client certificate for an agent with tls.client_ca_file). Nil means
 	// plain text, which an agent with TLS refuses.
 	TLS *tls.Config
@@ -49,21 +46,22 @@ type SpanOptions struct {
 	Logger *slog.Logger
 }
 
-// SpanEmitter exports the spans that Middleware records to an agent over
-// OTLP, where they feed Flux Meters. It batches spans from a bounded queue:
-// a slow or absent agent costs dropped spans, never blocked requests.
-type SpanEmitter struct {
+// Emitter exports the spans that client.Middleware records to an agent
+// over OTLP, where they feed Flux Meters. It batches spans from a bounded
+// queue: a slow or absent agent costs dropped spans, never blocked
+// requests. It is safe for concurrent use.
+type Emitter struct {
 	tp       *sdktrace.TracerProvider
 	proc     *queueProcessor
 	exported prometheus.Counter
 	dropped  prometheus.Counter
 }
 
-// NewSpanEmitter connects an OTLP exporter to opts.Endpoint. Close it to
+// New connects an OTLP exporter to opts.Endpoint. Close the Emitter to
 // flush and stop.
-func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error) {
+func New(ctx context.Context, opts Options) (*Emitter, error) {
 	if opts.Endpoint == "" {
-		return nil, errors.New("client: SpanOptions.Endpoint is required")
+		return nil, errors.New("otlpspans: Options.Endpoint is required")
 	}
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 4096
@@ -89,9 +87,9 @@ func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error)
 	}
 	exp, err := otlptracegrpc.New(ctx, expOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("client: OTLP exporter: %w", err)
+		return nil, fmt.Errorf("otlpspans: OTLP exporter: %w", err)
 	}
-	e := &SpanEmitter{
+	e := &Emitter{
 		exported: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fluxgate_client_spans_exported_total",
 			Help: "Flow spans exported to the agent.",
@@ -105,7 +103,7 @@ func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error)
 		for _, c := range []prometheus.Collector{e.exported, e.dropped} {
 			if err := opts.Registerer.Register(c); err != nil {
 				_ = exp.Shutdown(ctx)
-				return nil, fmt.Errorf("client: register span metrics: %w", err)
+				return nil, fmt.Errorf("otlpspans: register span metrics: %w", err)
 			}
 		}
 	}
@@ -114,19 +112,21 @@ func NewSpanEmitter(ctx context.Context, opts SpanOptions) (*SpanEmitter, error)
 	return e, nil
 }
 
-// Tracer is the tracer to pass as MiddlewareOptions.Tracer.
-func (e *SpanEmitter) Tracer() trace.Tracer {
+// Tracer is the tracer to pass as client.MiddlewareOptions.Tracer (or
+// gateway.Options.Tracer). Its instrumentation scope is the client
+// package, whose middleware records the spans.
+func (e *Emitter) Tracer() trace.Tracer {
 	return e.tp.Tracer("github.com/fluxgate/fluxgate/controlpoint/client")
 }
 
 // Close exports what is queued (within ctx) and stops.
-func (e *SpanEmitter) Close(ctx context.Context) error { return e.tp.Shutdown(ctx) }
+func (e *Emitter) Close(ctx context.Context) error { return e.tp.Shutdown(ctx) }
 
 // queueProcessor is a span processor with a bounded queue and one export
 // goroutine.
 type queueProcessor struct {
 	exp     sdktrace.SpanExporter
-	opts    SpanOptions
+	opts    Options
 	queue   chan sdktrace.ReadOnlySpan
 	flush   chan chan struct{}
 	stop    chan struct{}
@@ -136,7 +136,7 @@ type queueProcessor struct {
 	dropped prometheus.Counter
 }
 
-func newQueueProcessor(exp sdktrace.SpanExporter, opts SpanOptions, ok, dropped prometheus.Counter) *queueProcessor {
+func newQueueProcessor(exp sdktrace.SpanExporter, opts Options, ok, dropped prometheus.Counter) *queueProcessor {
 	p := &queueProcessor{exp: exp, opts: opts, queue: make(chan sdktrace.ReadOnlySpan, opts.QueueSize),
 		flush: make(chan chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), ok: ok, dropped: dropped}
 	go p.run()
@@ -232,23 +232,4 @@ func (p *queueProcessor) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return p.exp.Shutdown(ctx)
-}
-
-// FlowSpan records one flow: the attributes of the Flux Meter span
-// convention (see the fluxmeter package), with the workload duration
-// measured around the handler.
-func FlowSpan(tr trace.Tracer, ctx context.Context, method, path, target, cp string, d *flow.Decision, status int, start, end time.Time) {
-	_, sp := tr.Start(ctx, method+" "+path, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindServer))
-	sp.SetAttributes(
-		attribute.String(flow.AttrControlPoint, cp),
-		attribute.StringSlice(flow.AttrFluxMeters, d.FluxMeters),
-		attribute.String(flow.AttrDecisionType, d.DecisionType().String()),
-		attribute.Int(flow.AttrHTTPStatus, status),
-		attribute.Float64(flow.AttrWorkloadMillis, float64(end.Sub(start))/1e6),
-		attribute.String("http.target", target),
-		attribute.String("http.method", method),
-		attribute.String("url.path", path),
-		attribute.String("http.request.method", method),
-	)
-	sp.End(trace.WithTimestamp(end))
 }
