@@ -1,9 +1,9 @@
 package client
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/fluxgate/fluxgate/internal/linkcheck"
 )
 
 // TestLinksOnlyTheSDKCore keeps the SDK light (issue 15 item 6): the
@@ -12,14 +12,6 @@ import (
 // needs. The OpenTelemetry SDK and the OTLP exporter are in package
 // otlpspans, for applications that send flow spans.
 func TestLinksOnlyTheSDKCore(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("the go command lists the package's dependencies: %v", err)
-	}
-	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
-	if err != nil {
-		t.Fatalf("go list -deps: %v", err)
-	}
 	ours := map[string]bool{
 		"github.com/fluxgate/fluxgate/controlpoint/client":         true,
 		"github.com/fluxgate/fluxgate/controlpoint/controlpointpb": true, // the wire types
@@ -38,22 +30,5 @@ func TestLinksOnlyTheSDKCore(t *testing.T) {
 		"go.uber.org/fx",                      // the agent's wiring
 		"k8s.io/",                             // Kubernetes resources
 	}
-	pkgs := strings.Fields(string(out))
-	if len(pkgs) == 0 {
-		t.Fatal("go list -deps listed nothing")
-	}
-	for _, p := range pkgs {
-		if strings.HasPrefix(p, "github.com/fluxgate/fluxgate/") || p == "github.com/fluxgate/fluxgate" {
-			if !ours[p] {
-				t.Errorf("the SDK links %s", p)
-			}
-			continue
-		}
-		for _, h := range heavy {
-			if strings.HasPrefix(p, h) {
-				t.Errorf("the SDK links %s", p)
-			}
-		}
-	}
-	t.Logf("%d non-standard packages", len(pkgs))
+	linkcheck.Check(t, linkcheck.Rule{Name: "the SDK", Ours: ours, Heavy: heavy})
 }
