@@ -102,6 +102,16 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	if err := strictyaml.Unmarshal(file, data, p); err != nil {
 		return nil, err
 	}
+	if errs := p.problems(); len(errs) > 0 {
+		return nil, fmt.Errorf("%s: %s", file, strings.Join(errs, "; "))
+	}
+	p.setDefaults()
+	sort.SliceStable(p.Load, func(i, j int) bool { return p.Load[i].At < p.Load[j].At })
+	return p, nil
+}
+
+// problems lists what is wrong with a decoded plant, sorted.
+func (p *Plant) problems() []string {
 	var errs []string
 	if p.Capacity <= 0 {
 		errs = append(errs, "capacity must be positive")
@@ -109,16 +119,7 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	if p.Jitter < 0 || p.Jitter > 1 {
 		errs = append(errs, "jitter must be within 0..1")
 	}
-	share := 0.0
-	for i, w := range p.Workloads {
-		if w.Name == "" || w.Share < 0 {
-			errs = append(errs, fmt.Sprintf("workloads[%d]: needs a name and a share of at least 0", i))
-		}
-		share += w.Share
-	}
-	if share > 1+1e-9 {
-		errs = append(errs, "workloads: the shares add up to more than 1")
-	}
+	errs = append(errs, p.workloadProblems()...)
 	if p.ScrapeInterval < 0 || p.ScrapeOffset < 0 || p.Timeout < 0 || p.Window < 0 || p.Overhead < 0 {
 		errs = append(errs, "window, scrape_interval, scrape_offset, timeout and overhead_per_1000_rps must not be negative")
 	}
@@ -134,9 +135,26 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 		}
 	}
 	sort.Strings(errs)
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s: %s", file, strings.Join(errs, "; "))
+	return errs
+}
+
+func (p *Plant) workloadProblems() []string {
+	var errs []string
+	share := 0.0
+	for i, w := range p.Workloads {
+		if w.Name == "" || w.Share < 0 {
+			errs = append(errs, fmt.Sprintf("workloads[%d]: needs a name and a share of at least 0", i))
+		}
+		share += w.Share
 	}
+	if share > 1+1e-9 {
+		errs = append(errs, "workloads: the shares add up to more than 1")
+	}
+	return errs
+}
+
+// setDefaults fills what the file left out.
+func (p *Plant) setDefaults() {
 	if p.BaseLatency == 0 {
 		p.BaseLatency = 20 * time.Millisecond
 	}
@@ -161,8 +179,6 @@ func ParsePlant(file string, data []byte) (*Plant, error) {
 	if p.GoodLatency == 0 {
 		p.GoodLatency = 5 * p.BaseLatency
 	}
-	sort.SliceStable(p.Load, func(i, j int) bool { return p.Load[i].At < p.Load[j].At })
-	return p, nil
 }
 
 // Phases is the load as consecutive phases of constant offered load up to
