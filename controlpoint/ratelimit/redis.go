@@ -499,7 +499,9 @@ func errorReason(err error) string {
 // must not count towards opening the breaker: when many callers share
 // one deadline (a client's, or a load generator's end), their calls in
 // flight all end at once and would open it, and every decision would
-// then fail by its failure mode for the whole cool-down.
+// then fail by its failure mode for the whole cool-down. The price: a
+// Redis that hangs opens the breaker only through calls whose caller
+// waits at least redis_timeout.
 //
 // go-redis reports a socket deadline set from the context as a network
 // timeout, and may do so an instant before the context itself is done,
