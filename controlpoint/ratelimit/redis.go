@@ -26,7 +26,9 @@ import (
 // Every call has a hard deadline (the limiter's Timeout, or the caller's
 // deadline when earlier). After BreakerErrors consecutive failures the
 // backend stops calling Redis for BreakerCooldown, then lets one probe
-// through; a probe that succeeds closes the breaker. While Redis cannot
+// through; a probe that succeeds closes the breaker. A call its caller
+// cut short (canceled, or the caller's deadline came before the
+// limiter's Timeout) is not a failure of Redis and does not count. While Redis cannot
 // answer, each RedisLimiter decides by its FailureMode.
 //
 // A RedisBackend is safe for concurrent use.
@@ -349,7 +351,8 @@ type RedisResult struct {
 	Result
 	// Failure is empty when Redis decided. Otherwise the failure mode
 	// decided and Failure says why Redis did not: timeout, canceled (the
-	// caller gave up), breaker_open or error.
+	// caller gave up: it canceled, or its own deadline, earlier than the
+	// limiter's Timeout, passed), breaker_open or error.
 	Failure string
 }
 
@@ -471,16 +474,49 @@ func (l *RedisLimiter) do(ctx context.Context, now time.Time, key string, n floa
 // errBreakerOpen is returned while the breaker skips Redis.
 var errBreakerOpen = errors.New("ratelimit: redis breaker open")
 
+// errCallerGone wraps the error of a call cut short by its caller (see
+// cutByCaller).
+var errCallerGone = errors.New("ratelimit: the caller gave up before redis_timeout")
+
 func errorReason(err error) string {
 	switch {
 	case errors.Is(err, errBreakerOpen):
 		return "breaker_open"
+	case errors.Is(err, errCallerGone):
+		return "canceled"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
 	}
 	return "error"
+}
+
+// cutByCaller reports whether a call that failed with err at end was
+// cut short by its caller rather than by Redis: the caller canceled, or
+// the caller's own deadline, earlier than the call's (own: its start plus
+// redis_timeout), had passed. Such a failure says nothing about Redis and
+// must not count towards opening the breaker: when many callers share
+// one deadline (a client's, or a load generator's end), their calls in
+// flight all end at once and would open it, and every decision would
+// then fail by its failure mode for the whole cool-down. The price: a
+// Redis that hangs opens the breaker only through calls whose caller
+// waits at least redis_timeout.
+//
+// go-redis reports a socket deadline set from the context as a network
+// timeout, and may do so an instant before the context itself is done,
+// so the caller's deadline is compared with end rather than read from
+// its Err alone. An error Redis answered (a reply, a refused connection)
+// is Redis's, whenever it came.
+func cutByCaller(caller context.Context, err error, own, end time.Time) bool {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !isTimeout(err) {
+		return false
+	}
+	d, ok := caller.Deadline()
+	if ok && d.Before(own) && !end.Before(d) {
+		return true
+	}
+	return errors.Is(caller.Err(), context.Canceled)
 }
 
 func isTimeout(err error) bool {
@@ -522,6 +558,7 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		b.errs.WithLabelValues("breaker_open").Inc()
 		return nil, errBreakerOpen
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	// Concurrent calls share round trips; a script Redis lost is loaded
@@ -530,10 +567,11 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 	end := time.Now()
 	b.duration.Observe(end.Sub(start).Seconds())
 	if err != nil {
-		if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			// The caller gave up: that says nothing about Redis.
+		if cutByCaller(caller, err, start.Add(l.timeout), end) {
+			// The caller gave up, or its own deadline came before
+			// redis_timeout: that says nothing about Redis.
 			b.breaker.RecordAt(end, permit, breaker.Ignored)
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errCallerGone, err)
 		}
 		b.breaker.RecordAt(end, permit, breaker.Failure)
 		b.errs.WithLabelValues(errorReason(err)).Inc()

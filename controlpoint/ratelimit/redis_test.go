@@ -2,7 +2,12 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -244,3 +249,101 @@ func TestBreaker(t *testing.T) {
 }
 
 func near(a, b, eps float64) bool { return a-b <= eps && b-a <= eps }
+
+// Callers whose own deadline comes before redis_timeout, cut short
+// together while Redis is stalled, fail by the failure mode with reason
+// canceled and leave the breaker closed: they say nothing about Redis
+// (issue 20: a load generator's end, 50 calls in flight, opened the
+// breaker and the next 250 ms of decisions all failed closed). The
+// limiter's own timeout still opens it.
+func TestCallerDeadlineDoesNotOpenBreaker(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, srv.Client(t))
+	lim := Limits{Capacity: 1e9, FillAmount: 1e9, Interval: time.Second}
+	patient := b.NewLimiter(RedisLimiterOptions{Scope: "ns/patient:0", Limits: lim, Timeout: time.Minute, FailureMode: FailClosed})
+	if r := patient.Take(context.Background(), time.Now(), "k", 1); r.Failure != "" || !r.Allowed {
+		t.Fatalf("before the stall: %+v, want admitted by Redis", r)
+	}
+
+	srv.Signal(t, "STOP")
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			srv.Signal(t, "CONT")
+		}
+	})
+	// More callers than BreakerErrors, at once: some run alone, the
+	// others queue for a shared round trip.
+	const callers = 20
+	results := make([]RedisResult, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			results[i] = patient.Take(ctx, time.Now(), "k"+strconv.Itoa(i), 1)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.Allowed || r.Failure != "canceled" {
+			t.Errorf("caller %d: %+v, want rejected (fail_closed) with failure canceled", i, r)
+		}
+	}
+	if s := b.State(time.Now()); s.Breaker != "closed" || s.ConsecutiveErrors != 0 {
+		t.Errorf("after callers gave up: state %+v, want a closed breaker and no errors counted", s)
+	}
+	srv.Signal(t, "CONT")
+	stopped = false
+	if r := patient.Take(context.Background(), time.Now(), "k", 1); r.Failure != "" || !r.Allowed {
+		t.Fatalf("after the stall: %+v, want admitted by Redis", r)
+	}
+
+	// The limiter's own deadline, not the caller's, says Redis is slow.
+	srv.Signal(t, "STOP")
+	stopped = true
+	hasty := b.NewLimiter(RedisLimiterOptions{Scope: "ns/hasty:0", Limits: lim, Timeout: 20 * time.Millisecond, FailureMode: FailClosed})
+	for i := range 5 {
+		if r := hasty.Take(context.Background(), time.Now(), "k", 1); r.Allowed || r.Failure != "timeout" {
+			t.Fatalf("call %d on a stalled Redis: %+v, want rejected with failure timeout", i, r)
+		}
+	}
+	if s := b.State(time.Now()); s.Breaker != "open" {
+		t.Errorf("after 5 timeouts: breaker %s, want open", s.Breaker)
+	}
+}
+
+// cutByCaller tells a caller's deadline or cancellation from Redis's
+// failure, with the times as parameters.
+func TestCutByCaller(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	own := t0.Add(time.Second) // start + redis_timeout
+	callerAt := func(d time.Time) context.Context {
+		ctx, cancel := context.WithDeadline(context.Background(), d)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	ioTimeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, c := range []struct {
+		name   string
+		caller context.Context
+		err    error
+		end    time.Time
+		want   bool
+	}{
+		{"socket deadline from the caller's deadline", callerAt(t0.Add(50 * time.Millisecond)), ioTimeout, t0.Add(50 * time.Millisecond), true},
+		{"caller's deadline passed", callerAt(t0.Add(50 * time.Millisecond)), context.DeadlineExceeded, t0.Add(60 * time.Millisecond), true},
+		{"caller canceled", canceled, context.Canceled, t0.Add(time.Millisecond), true},
+		{"redis_timeout first", callerAt(t0.Add(2 * time.Second)), ioTimeout, own, false},
+		{"no caller deadline", context.Background(), ioTimeout, own, false},
+		{"a timeout before the caller's deadline", callerAt(t0.Add(50 * time.Millisecond)), ioTimeout, t0.Add(10 * time.Millisecond), false},
+		{"an error Redis answered", callerAt(t0.Add(50 * time.Millisecond)), errors.New("ERR something"), t0.Add(50 * time.Millisecond), false},
+		{"connection refused", canceled, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, t0, false},
+	} {
+		if got := cutByCaller(c.caller, c.err, own, c.end); got != c.want {
+			t.Errorf("%s: cutByCaller = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
