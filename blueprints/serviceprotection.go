@@ -305,7 +305,9 @@ func (v *serviceProtection) GrowthFactor() float64 { return 1 + v.IncreaseRatioP
 // service's flows are not rejected for want of a token. Chosen with the
 // simulator over the test/protect plants (3 × 10 ms: 30.4% of capacity as
 // goodput in a 3× overload against 15.6% at 50 ms; 5 × 50 ms: 37.6%
-// against 41.2%) and measured on the real plants (BENCHMARKS.md).
+// against 41.2%) and measured on the real plants, one run each: 26.9%
+// (50 ms: 7–20% over six runs) and 33.9% (50 ms: 43.7%, one run); see
+// BENCHMARKS.md.
 const schedulerQueueTimeout = 20 * time.Millisecond
 
 // SchedulerTimeout is a workload's queue timeout in the load scheduler
