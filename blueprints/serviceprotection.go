@@ -298,8 +298,17 @@ func (v *serviceProtection) GrowthFactor() float64 { return 1 + v.IncreaseRatioP
 // schedulerQueueTimeout is the load scheduler's queue timeout when the
 // values leave it 0: short, because a flow that waits for its turn at the
 // admission rate is slow for its client, and the flux meter, which measures
-// from admission, never sees that wait.
-const schedulerQueueTimeout = 50 * time.Millisecond
+// from admission, never sees that wait. It is short enough for a flow of
+// a 10 ms service to wait and still be served within 5 × its latency;
+// at a low admission rate the load scheduler lets a flow wait two token
+// intervals whatever the timeout (scheduler.QueueTimeout), so a slow
+// service's flows are not rejected for want of a token. Chosen with the
+// simulator over the test/protect plants (3 × 10 ms: 30.4% of capacity as
+// goodput in a 3× overload against 15.6% at 50 ms; 5 × 50 ms: 37.6%
+// against 41.2%) and measured on the real plants, one run each: 26.9%
+// (50 ms: 7–20% over six runs) and 33.9% (50 ms: 43.7%, one run); see
+// BENCHMARKS.md.
+const schedulerQueueTimeout = 20 * time.Millisecond
 
 // SchedulerTimeout is a workload's queue timeout in the load scheduler
 // (used by the template).

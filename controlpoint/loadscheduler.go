@@ -16,7 +16,17 @@ import (
 // rate from the incoming token rate and its load multiplier.
 const rateUpdateEvery = 100 * time.Millisecond
 
-// loadScheduler is a compiled flow_control.load_scheduler.
+// loadScheduler is a compiled flow_control.load_scheduler: it admits
+// load_multiplier × the smoothed incoming token rate (re-derived at most
+// every rateUpdateEvery) from a token bucket of a tenth of a second of
+// that rate, and queues the rest in a weighted fair queue by workload.
+//
+// A flow waits up to its workload's queue_timeout, but always at least
+// scheduler.MinWaitTokens of its token intervals at the current rate
+// (never more than scheduler.MaxTokenWait for that floor; see
+// scheduler.QueueTimeout): a short queue_timeout keeps admitted flows fast
+// while the rate is high, and a low rate (a slow service, light load)
+// does not turn it into rejections of flows the rate has room for.
 type loadScheduler struct {
 	componentInfo
 	spec       *policies.LoadScheduler
@@ -140,19 +150,20 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 	w := l.workloadOf(labels)
 	ld.LimitKey = w.name
 	m := l.multiplier.get()
-	ld.Limit = l.sched.Rate()
+	if take {
+		l.updateRate(now)
+	}
+	rate := l.sched.Rate()
+	ld.Limit = rate
 	if !valid(m) {
 		ld.PassThrough = true
-		if take {
-			l.updateRate(now)
-		}
 		return
 	}
 	if !take {
 		return // explain cannot predict the queue
 	}
-	l.updateRate(now)
-	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: l.cost(w, labels, tokens), Timeout: w.timeout}
+	cost := l.cost(w, labels, tokens)
+	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: cost, Timeout: scheduler.QueueTimeout(w.timeout, cost, rate)}
 	if k := l.spec.Parameters.FairnessLabelKey; k != "" {
 		req.Fairness = labels[k]
 	}

@@ -125,3 +125,27 @@ func TestLoadSchedulerLowPriorityRecovers(t *testing.T) {
 		t.Fatal("the multiplier of 0.3 did not limit browse while saturated")
 	}
 }
+
+// A sequential client at 19.6 flows/s (test/protect's warm-up on the
+// 5 × 50 ms plant): the first rate the load scheduler derives, 1.2 × 19.6
+// = 23.5/s, starts with a full bucket, so the flow that sets it is
+// admitted at once. (It found the bucket empty and, with its 20 ms
+// queue_timeout shorter than the 42.5 ms until the first token, was
+// rejected.) Each flow's context leaves it no time to wait, so only a
+// token already in the bucket admits it.
+func TestLoadSchedulerFirstRateStartsWithTokens(t *testing.T) {
+	e := newEngine(t, nil, fmt.Sprintf(loadSchedulerPolicy, "{constant_signal: {value: 1.2}}"))
+	t0 := time.Now()
+	for i := range 3 { // at 0, 51 and 102 ms: the last one sets the rate
+		ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(time.Millisecond))
+		var d Decision
+		e.Check(ctx, t0.Add(time.Duration(i)*51*time.Millisecond), &Request{ControlPoint: "api"}, &d)
+		cancel()
+		if !d.Accepted {
+			t.Fatalf("flow %d rejected (%+v), want admitted from the bucket", i, d.Limiters)
+		}
+		if i == 2 && (d.Limiters[0].PassThrough || d.Limiters[0].Limit < 23 || d.Limiters[0].Limit > 24) {
+			t.Fatalf("flow %d: %+v, want a rate of about 23.5/s", i, d.Limiters[0])
+		}
+	}
+}

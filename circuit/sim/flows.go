@@ -227,7 +227,8 @@ func (r *flowRun) enter(f *flow, i int) {
 	r.advance(l) // a new rate admits waiting flows first
 	l.arrivals++
 	w := l.workload(f.workload)
-	ok, t := l.gate.Arrive(Epoch.Add(r.now), scheduler.GateRequest{Workload: w.name, Weight: w.weight, Tokens: 1, Timeout: w.timeout})
+	timeout := scheduler.QueueTimeout(w.timeout, 1, l.bucket.rate)
+	ok, t := l.gate.Arrive(Epoch.Add(r.now), scheduler.GateRequest{Workload: w.name, Weight: w.weight, Tokens: 1, Timeout: timeout})
 	switch {
 	case ok:
 		r.enter(f, i+1)

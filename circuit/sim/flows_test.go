@@ -2,7 +2,9 @@ package sim
 
 import (
 	"math"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fluxgate/fluxgate/policies"
 )
@@ -127,5 +129,55 @@ signals: {LATENCY: latency_ms}
 				t.Errorf("scrape_offset %s: latency %.1f ms at tick %d; want the overload seen first at tick %d", c.offset, lat[i], i, c.firstHigh)
 			}
 		}
+	}
+}
+
+// TestLightLoadIsNotRejected: a load scheduler that admits 1.2 × the
+// incoming rate, with a queue_timeout (20 ms) shorter than its token
+// interval (42.5 ms at test/protect's warm-up of 19.6 flows/s; 83 ms at
+// 10 flows/s), rejects nothing under light load: flows that find the
+// bucket empty wait up to two token intervals instead of 20 ms. Without
+// that floor, the flow that set the first limit found an empty bucket
+// (TestFirstLimitStartsWithAFullBucket) and, when the load doubles, one
+// flow missed a token while the rate followed the arrivals.
+func TestLightLoadIsNotRejected(t *testing.T) {
+	policy := strings.Replace(queued, "value: 0.5", "value: 1.2", 1)
+	policy = strings.Replace(policy, "queue_timeout: 50ms", "queue_timeout: 20ms", 1)
+	for _, c := range []struct{ name, load string }{
+		{"warm-up", "[{at: 0s, rps: 19.6}]"},                       // test/protect's sequential warm-up, 5 × 50 ms
+		{"load doubles", "[{at: 0s, rps: 10}, {at: 5s, rps: 20}]"}, // the rate lags by an update or two
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tab := closedRun(t, policy, `
+capacity: 98.6
+base_latency: 50.7ms
+duration: 10s
+load: `+c.load+`
+signals: {LATENCY: latency_ms}
+`)
+			for i, v := range tab.Column("plant.rejected_rps") {
+				if v != 0 {
+					t.Errorf("second %d: %.0f flows rejected, want none: the load is below the admission rate", i, v)
+				}
+			}
+		})
+	}
+}
+
+// TestFirstLimitStartsWithAFullBucket: the simulator's bucket, as the
+// agent's scheduler.Scheduler, starts full when a limit is set on an
+// unlimited bucket, and keeps what it holds when a limit changes.
+func TestFirstLimitStartsWithAFullBucket(t *testing.T) {
+	b := &bucket{rate: math.Inf(1)}
+	b.setRate(1, 23.5)
+	if b.tokens != 2.35 {
+		t.Fatalf("first limit of 23.5/s: %v tokens, want a full bucket of 2.35", b.tokens)
+	}
+	if ok, _ := b.TryTake(Epoch.Add(time.Second), "", 2); !ok {
+		t.Fatal("2 tokens of a full bucket of 2.35 refused")
+	}
+	b.setRate(1, 200)
+	if b.tokens > 0.36 {
+		t.Fatalf("a higher limit refilled the bucket: %v tokens", b.tokens)
 	}
 }

@@ -16,7 +16,9 @@ import (
 // rate into a bucket holding a tenth of a second of it; a flow that finds
 // the bucket short waits in the real weighted fair queue
 // (scheduler.Gate, whose virtual-time methods this drives) up to its
-// workload's queue_timeout, then is rejected.
+// workload's queue_timeout, but at least two token intervals at the rate
+// of its arrival (scheduler.QueueTimeout), then is rejected. A limit set
+// while there was none starts with a full bucket.
 type loadScheduler struct {
 	index     int // of the component in the policy
 	workloads map[string]simWorkload
@@ -144,7 +146,11 @@ func (b *bucket) setRate(now, rate float64) {
 		rate = math.Inf(1)
 	}
 	b.refill(now)
+	unlimited := math.IsInf(b.rate, 1)
 	b.rate = rate
+	if unlimited {
+		b.tokens = b.capacity() // a first limit starts with a full bucket
+	}
 	b.tokens = math.Min(b.tokens, b.capacity())
 }
 

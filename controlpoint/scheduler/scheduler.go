@@ -62,7 +62,8 @@ func New(clock func() time.Time) *Scheduler {
 
 // SetRate sets the admission rate in tokens per second. NaN, +Inf or a
 // negative rate removes the limit; queued requests are then admitted at
-// once. 0 admits nothing: requests wait out their timeouts.
+// once. 0 admits nothing: requests wait out their timeouts. A limit set
+// while there was none starts with a full bucket.
 func (s *Scheduler) SetRate(rate float64) {
 	if math.IsNaN(rate) || rate < 0 {
 		rate = math.Inf(1)
@@ -71,7 +72,14 @@ func (s *Scheduler) SetRate(rate float64) {
 	defer s.mu.Unlock()
 	now := s.clock()
 	s.refill(now)
+	unlimited := math.IsInf(s.rate, 1)
 	s.rate = rate
+	if unlimited {
+		// A limit set on an unlimited scheduler starts with a full bucket,
+		// as a bucket that sat idle would be: its first flows must not
+		// wait a token interval for the first token.
+		s.tokens = s.capacity()
+	}
 	if s.tokens > s.capacity() {
 		s.tokens = s.capacity()
 	}
@@ -208,4 +216,40 @@ type waiter struct {
 	ready   chan struct{}
 	granted bool // guarded by Scheduler.mu
 	entry   *Entry[*waiter]
+}
+
+// MinWaitTokens is how many of its token intervals (tokens/rate) a flow
+// may always wait in a rate-limited queue (QueueTimeout), and
+// MaxTokenWait the most that floor is ever worth.
+const (
+	MinWaitTokens = 2
+	MaxTokenWait  = time.Second
+)
+
+// QueueTimeout is how long a flow of tokens may wait in a queue that
+// admits rate tokens per second when its workload says timeout: at least
+// MinWaitTokens of its token intervals, MinWaitTokens × tokens / rate
+// (tokens below 1 count as 1), but that floor never above MaxTokenWait;
+// timeout when it is longer, or when the rate is 0 or unlimited (no token
+// is coming, or none is needed).
+//
+// Why: a flow that finds the bucket empty waits tokens/rate for its
+// tokens, and more behind the flows ahead of it. The bucket holds a tenth
+// of a second of the rate (a single token below 10 tokens/s), and a load
+// scheduler's rate follows arrivals measured every 100 ms, so under light
+// load a flow can find the bucket empty although the rate has room. A
+// timeout shorter than its token interval then rejects it: at 20 tokens/s
+// a 20 ms timeout rejects a flow that misses a token by more than 20 ms,
+// while the next token is up to 50 ms away. With the floor, a short
+// timeout keeps admitted flows fast at high rates (where an interval is a
+// few milliseconds) without turning a low rate into rejections.
+func QueueTimeout(timeout time.Duration, tokens, rate float64) time.Duration {
+	if !(rate > 0) || math.IsInf(rate, 1) {
+		return timeout
+	}
+	floor := MaxTokenWait
+	if s := MinWaitTokens * max(tokens, 1) / rate; s < MaxTokenWait.Seconds() {
+		floor = time.Duration(s * float64(time.Second))
+	}
+	return max(timeout, floor)
 }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -137,5 +138,70 @@ func TestRemovingTheLimitReleasesTheQueue(t *testing.T) {
 	s.SetRate(-1) // no limit
 	if !<-done {
 		t.Fatal("queued request rejected when the limit was lifted")
+	}
+}
+
+// A limit set on an unlimited scheduler starts with a full bucket (a
+// tenth of a second of the rate, at least 1): its first flows are
+// admitted at once, not a token interval later. The clock stands still,
+// so only the bucket's first fill can admit them.
+func TestFirstLimitStartsWithAFullBucket(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return t0 }
+	for _, c := range []struct {
+		rate float64
+		want int // admitted at t0 without waiting
+	}{
+		{23.5, 2}, // the 5 × 50 ms plant's warm-up: 1.2 × 19.6/s
+		{200, 20},
+		{5, 1},
+		{0, 0},
+	} {
+		s := New(clock)
+		if ok, _ := s.Admit(context.Background(), Request{Tokens: 1}); !ok {
+			t.Fatalf("rate %v: unlimited scheduler rejected", c.rate)
+		}
+		s.SetRate(c.rate)
+		got := 0
+		for range 50 {
+			if ok, _ := s.Admit(context.Background(), Request{Tokens: 1}); ok {
+				got++
+			}
+		}
+		if got != c.want {
+			t.Errorf("rate %v: %d flows admitted at once after the limit was set, want %d", c.rate, got, c.want)
+		}
+		// Lowering a limit keeps what the bucket holds, up to its new size.
+		s.SetRate(c.rate / 2)
+		if ok, _ := s.Admit(context.Background(), Request{Tokens: 1}); ok {
+			t.Errorf("rate %v: a lower limit refilled the bucket", c.rate)
+		}
+	}
+}
+
+func TestQueueTimeoutFloor(t *testing.T) {
+	ms := time.Millisecond
+	for _, c := range []struct {
+		timeout      time.Duration
+		tokens, rate float64
+		want         time.Duration
+	}{
+		{20 * ms, 1, 23.5, 85106382 * time.Nanosecond}, // 2 token intervals of 42.6 ms
+		{20 * ms, 1, 280, 20 * ms},                     // an interval of 3.6 ms: the timeout holds
+		{20 * ms, 1, 100, 20 * ms},                     // 2 × 10 ms
+		{50 * ms, 1, 50, 50 * ms},
+		{50 * ms, 1, 20, 100 * ms},
+		{20 * ms, 5, 100, 100 * ms}, // a flow of 5 tokens: its intervals are 50 ms
+		{20 * ms, 0, 100, 20 * ms},  // tokens below 1 count as 1
+		{20 * ms, 1, 0.5, time.Second},
+		{3 * time.Second, 1, 0.5, 3 * time.Second},
+		{20 * ms, 1, 0, 20 * ms}, // no token is coming
+		{20 * ms, 1, math.Inf(1), 20 * ms},
+		{20 * ms, 1, math.NaN(), 20 * ms},
+		{0, 1, 100, 20 * ms},
+	} {
+		if got := QueueTimeout(c.timeout, c.tokens, c.rate); got != c.want {
+			t.Errorf("QueueTimeout(%v, %v, %v) = %v, want %v", c.timeout, c.tokens, c.rate, got, c.want)
+		}
 	}
 }
