@@ -284,12 +284,10 @@ func TestRegoBudgetShared(t *testing.T) {
 slow := count([1 | some i in numbers.range(1, 100000); some j in numbers.range(1, 100000)])
 `, "slow")
 	ctx := WithBudget(context.Background())
-	start := time.Now()
+	// The second module's "not evaluated" shows the budget was shared
+	// (a wall-clock bound here flaked on a loaded machine).
 	_, err1 := c.Classify(ctx, "cp", nil)
 	_, err2 := c.Classify(ctx, "cp", nil)
-	if took := time.Since(start); took > 90*time.Millisecond {
-		t.Errorf("two slow modules under one budget took %v, want about 50ms", took)
-	}
 	if err1 == nil || !strings.Contains(err1.Error(), "took longer than the 50ms Rego budget of its check") {
 		t.Errorf("first module: %v", err1)
 	}

@@ -17,7 +17,7 @@ import (
 	redistest "github.com/fluxgate/fluxgate/test/redis"
 )
 
-func newBackend(t *testing.T, c RedisClient) *RedisBackend {
+func newBackend(t testing.TB, c RedisClient) *RedisBackend {
 	t.Helper()
 	b, err := NewRedisBackend(RedisOptions{Client: c})
 	if err != nil {
@@ -147,7 +147,7 @@ func TestRedisKeyEscapesHashTag(t *testing.T) {
 }
 
 // closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
+func closedAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
