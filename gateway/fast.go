@@ -442,15 +442,18 @@ func connectionListed(v []byte) []string {
 // flow.RequestLabels gives a net/http request, plus the route.
 func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]string {
 	h := &ctx.Request.Header
-	labels := make(map[string]string, h.Len()+6)
+	// Room for the headers and the 13 labels set below, so that the map
+	// is made once and never grows.
+	labels := make(map[string]string, h.Len()+13)
 	for k, v := range h.All() {
 		if strings.EqualFold(b2s(k), "Host") {
 			continue // net/http keeps it out of the header too; it is http.host
 		}
-		flow.AddHeaderLabel(labels, string(k), string(v))
+		// The name may be a view: the label's key never shares its memory.
+		flow.AddHeaderLabel(labels, b2s(k), string(v))
 	}
 	flow.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
-	flow.SetClientAddress(labels, ctx.RemoteIP().String())
+	flow.SetClientAddress(labels, clientIP(ctx))
 	labels[LabelRouteID] = rt.id
 	return labels
 }
@@ -696,7 +699,24 @@ func (l clientListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clientConn{Conn: c}, nil
+	return &clientConn{Conn: c, ip: ipOf(c.RemoteAddr())}, nil
+}
+
+// ipOf is an address's IP in text, or "" when it has none.
+func ipOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return ""
+}
+
+// clientIP is the IP address of ctx's client in text, made once per
+// connection on FastListener.
+func clientIP(ctx *fasthttp.RequestCtx) string {
+	if c, ok := ctx.Conn().(*clientConn); ok && c.ip != "" {
+		return c.ip
+	}
+	return ctx.RemoteIP().String()
 }
 
 // clientConn is a client connection of the fast engine that remembers a
@@ -704,6 +724,7 @@ func (l clientListener) Accept() (net.Conn, error) {
 // for the request's body.
 type clientConn struct {
 	net.Conn
+	ip     string // the client's IP address in text
 	failed atomic.Bool
 }
 

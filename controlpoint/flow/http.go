@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 
@@ -47,10 +48,52 @@ const (
 	HeaderComponent = "X-FluxGate-Component"
 )
 
-// HeaderLabel is the flow label key of an HTTP header.
+// HeaderLabel is the flow label key of an HTTP header: the prefix and
+// the name in lower case with '-' as '_'. The result never shares memory
+// with name, so name may be a view of a buffer that is reused later.
 func HeaderLabel(name string) string {
-	return LabelHeaderPrefix + strings.ReplaceAll(strings.ToLower(name), "-", "_")
+	if k, ok := commonHeaderLabels[name]; ok {
+		return k // the check path's usual headers cost no allocation
+	}
+	return headerLabel(name)
 }
+
+func headerLabel(name string) string {
+	var b strings.Builder
+	b.Grow(len(LabelHeaderPrefix) + len(name))
+	b.WriteString(LabelHeaderPrefix)
+	for i := range len(name) {
+		c := name[i]
+		switch {
+		case c >= utf8.RuneSelf:
+			// Not a token (RFC 9110); lower-case it as Unicode does.
+			return LabelHeaderPrefix + strings.ReplaceAll(strings.ToLower(name), "-", "_")
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '-':
+			c = '_'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// commonHeaderLabels holds the label keys of common request headers, by
+// their canonical names (as Go's and fasthttp's servers spell them). It
+// is fixed, so a client's made-up names cannot grow it.
+var commonHeaderLabels = func() map[string]string {
+	m := map[string]string{}
+	for _, name := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Baggage", "Cache-Control",
+		"Connection", "Content-Length", "Content-Type", "Cookie", "Forwarded", "If-Modified-Since",
+		"If-None-Match", "Origin", "Pragma", "Referer", "Traceparent", "Tracestate", "User-Agent",
+		"X-Api-Key", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip",
+		"X-Request-Id", "X-User", "X-User-Id", "X-Tenant", "X-Tenant-Id",
+	} {
+		m[name] = headerLabel(name)
+	}
+	return m
+}()
 
 var baggageLabel = HeaderLabel("Baggage")
 
