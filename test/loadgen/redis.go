@@ -51,13 +51,16 @@ spec:
 // tokenbucket.lua with an exact decision's arguments, -callers
 // goroutines, 64 keys), the agent's exact mode with 64 and 10,000 keys
 // and lazy_sync with 10,000 keys (gRPC checks, -callers concurrent on one
-// connection), then floor and exact at -rate in an open loop.
+// connection), the HTTP check driven by wrk at exact, lazy_sync and a
+// local limiter (redishttp.go), then floor and exact at -rate in an open
+// loop.
 // loadMode is one measured mode of -redis: what one call does, and the
 // agent that decides (its CPU counts), or nil for the floor.
 type loadMode struct {
 	name  string
 	op    func(context.Context, int, int) error
 	agent *proc
+	wrk   *wrkMode // drive the HTTP check with wrk instead of op
 }
 
 func runRedis() error {
@@ -74,7 +77,7 @@ func runRedis() error {
 	defer stopRedis()
 	defer rc.Close()
 
-	agent, err := startRedisAgent(dir, *agentBin, "redis.yaml", redisPolicy, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
+	agent, err := startRedisAgent(dir, *agentBin, "redis.yaml", redisPolicy+localPolicyComponent, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
 	if err != nil {
 		return err
 	}
@@ -101,12 +104,13 @@ func runRedis() error {
 	defer conn.Close()
 	checks := func(cp string, keys int) func(context.Context, int, int) error { return checksOn(client, cp, keys) }
 	modes := []loadMode{
-		{"floor (EVALSHA loop)", floor, nil},
-		{"exact, 64 keys", checks("exact", 64), agent},
-		{"exact, 10,000 keys", checks("exact", 10_000), agent},
-		{"lazy_sync, 10,000 keys", checks("lazy", 10_000), agent},
+		{name: "floor (EVALSHA loop)", op: floor},
+		{name: "exact, 64 keys", op: checks("exact", 64), agent: agent},
+		{name: "exact, 10,000 keys", op: checks("exact", 10_000), agent: agent},
+		{name: "lazy_sync, 10,000 keys", op: checks("lazy", 10_000), agent: agent},
 	}
 	paced := modes[:2]
+	modes = append(modes, httpModes(agent)...)
 	if base != nil {
 		bclient, bconn, err := dial(base.grpcAddr)
 		if err != nil {
@@ -114,8 +118,8 @@ func runRedis() error {
 		}
 		defer bconn.Close()
 		modes = append(modes,
-			loadMode{"baseline exact, 10,000 keys", checksOn(bclient, "exact", 10_000), base},
-			loadMode{"baseline lazy_sync, 10,000 keys", checksOn(bclient, "lazy", 10_000), base})
+			loadMode{name: "baseline exact, 10,000 keys", op: checksOn(bclient, "exact", 10_000), agent: base},
+			loadMode{name: "baseline lazy_sync, 10,000 keys", op: checksOn(bclient, "lazy", 10_000), agent: base})
 	}
 	results := measureModes(modes, paced, agent, rc, redisCPU)
 	writeRedisReport(os.Stdout, modes, paced, results, agent, base)
@@ -194,11 +198,20 @@ func measureModes(modes, paced []loadMode, agent *proc, rc *goredis.Client, redi
 				p = agent
 			}
 			cpu0, rcpu0, lcpu0, calls0 := p.cpuSeconds(), redisCPU(), selfCPU(), scriptCalls(rc)
-			r := closedLoopOp(m.name, m.op)
+			var r map[string]float64
+			if m.wrk != nil {
+				var err error
+				if r, err = wrkChecks(p, m.wrk); err != nil {
+					fmt.Fprintf(os.Stderr, "%s: %v\n", m.name, err)
+					continue
+				}
+			} else {
+				r = closedLoopOp(m.name, m.op)
+				r["loadgen µs CPU/call"] = (selfCPU() - lcpu0) / r["calls"] * 1e6
+			}
 			r["scripts/call"] = float64(scriptCalls(rc)-calls0) / r["calls"]
 			r["agent µs CPU/call"] = (p.cpuSeconds() - cpu0) / r["calls"] * 1e6
 			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
-			r["loadgen µs CPU/call"] = (selfCPU() - lcpu0) / r["calls"] * 1e6
 			results[m.name] = append(results[m.name], r)
 		}
 		for _, m := range paced {
@@ -230,13 +243,19 @@ func writeRedisReport(w io.Writer, modes, paced []loadMode, results map[string][
 		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %s | %.1f | %.1f | %.2f | %.0f |\n", m.name, med(m.name, "calls/s"), med(m.name, "calls/s")/med(modes[0].name, "calls/s"),
 			agentCPU, med(m.name, "redis µs CPU/call"), med(m.name, "loadgen µs CPU/call"), med(m.name, "scripts/call"), med(m.name, "failures"))
 	}
-	lz, ex := modes[3].name, modes[2].name
-	fmt.Fprintf(&b, "\nlazy_sync / exact with 10,000 keys: throughput %.2f×, agent CPU per call %.2f×\n",
-		med(lz, "calls/s")/med(ex, "calls/s"), med(lz, "agent µs CPU/call")/med(ex, "agent µs CPU/call"))
-	if base != nil {
-		lz, ex := modes[5].name, modes[4].name
-		fmt.Fprintf(&b, "baseline: lazy_sync / exact with 10,000 keys: throughput %.2f×, agent CPU per call %.2f×\n",
+	ratio := func(label, lz, ex string) {
+		if len(results[lz]) == 0 || len(results[ex]) == 0 {
+			return
+		}
+		fmt.Fprintf(&b, "%s: throughput %.2f×, agent CPU per call %.2f×\n", label,
 			med(lz, "calls/s")/med(ex, "calls/s"), med(lz, "agent µs CPU/call")/med(ex, "agent µs CPU/call"))
+	}
+	fmt.Fprintln(&b)
+	ratio("lazy_sync / exact with 10,000 keys", "lazy_sync, 10,000 keys", "exact, 10,000 keys")
+	ratio("over HTTP (wrk): lazy_sync / exact with 10,000 keys", "HTTP (wrk) lazy_sync, 10,000 keys", "HTTP (wrk) exact, 10,000 keys")
+	ratio("over HTTP (wrk): lazy_sync / local limiter (no Redis)", "HTTP (wrk) lazy_sync, 10,000 keys", "HTTP (wrk) local limiter, 10,000 keys")
+	if base != nil {
+		ratio("baseline: lazy_sync / exact with 10,000 keys", "baseline lazy_sync, 10,000 keys", "baseline exact, 10,000 keys")
 	}
 	fmt.Fprintf(&b, "\n| open loop %d/s | p50 ms | p99 ms | failures |\n|---|---|---|---|\n", *rate)
 	for _, m := range paced {
