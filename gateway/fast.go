@@ -79,14 +79,19 @@ type connTracker struct {
 	conns map[net.Conn]struct{}
 }
 
+// state is fasthttp's ConnState hook, called at every request's start
+// and end too (active, idle): only a connection's first and last states
+// take the lock.
 func (t *connTracker) state(c net.Conn, s fasthttp.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	switch s {
 	case fasthttp.StateNew:
+		t.mu.Lock()
 		t.conns[c] = struct{}{}
+		t.mu.Unlock()
 	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		t.mu.Lock()
 		delete(t.conns, c)
+		t.mu.Unlock()
 	}
 }
 
