@@ -327,3 +327,50 @@ func TestStoreLogsApertureWarnings(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant the ignored auto_scale named", out)
 	}
 }
+
+// A reload that raises max_flow_duration past its bound is refused with
+// the file's position, and the last good version keeps running.
+func TestMaxFlowDurationOverTheBoundKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "protect.yaml")
+	protect := func(d string) string {
+		return `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: protect, namespace: default}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          adaptive_concurrency:
+            selectors: [{control_point: api}]
+            parameters: {max_flow_duration: ` + d + `}
+`
+	}
+	maxFlow := func(s *PolicyStore) time.Duration {
+		e := s.Snapshot().Entries[policies.Key{Namespace: "default", Name: "protect"}]
+		if e == nil {
+			return 0
+		}
+		return e.Object.(*policies.Policy).Spec.Circuit.Components[0].Spec.(*policies.AdaptiveConcurrency).Parameters.MaxFlowDuration
+	}
+	writeFile(t, path, protect("5m"))
+	s, err := NewPolicyStore(StoreOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil || maxFlow(s) != 5*time.Minute {
+		t.Fatalf("first load: %v, max_flow_duration %v, want 5m", err, maxFlow(s))
+	}
+	writeFile(t, path, protect("3h"))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := maxFlow(s); got != 5*time.Minute {
+		t.Errorf("after a refused change max_flow_duration = %v, want the last good 5m", got)
+	}
+	errs := s.Snapshot().Errors
+	want := "protect.yaml:7:9: flow_control.adaptive_concurrency: parameters.max_flow_duration must be at most 10m0s"
+	if len(errs) != 1 || !strings.Contains(errs[0].Err.Error(), want) {
+		t.Errorf("errors = %v, want one containing %q", errs, want)
+	}
+}
