@@ -17,21 +17,25 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
-// deadlineSpy passes checks to next and records the deadline of each
-// check's context (the zero time for none): what bounds a check, read
-// without a clock, so a loaded machine cannot fail the test.
+// deadlineSpy passes checks to next and records, for each, when it was
+// called and the deadline of its context (the zero time for none): what
+// bounds a check, read without timing it, so a loaded machine cannot fail
+// the test.
 type deadlineSpy struct {
 	next Checker
 	// only, when set, is the one deadline under which next is asked; a
 	// check with another fails at once instead of waiting on next.
 	only      time.Time
 	mu        sync.Mutex
+	called    []time.Time // guarded by mu
 	deadlines []time.Time // guarded by mu
 }
 
 func (s *deadlineSpy) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+	called := time.Now()
 	dl, _ := ctx.Deadline()
 	s.mu.Lock()
+	s.called = append(s.called, called)
 	s.deadlines = append(s.deadlines, dl)
 	s.mu.Unlock()
 	if !s.only.IsZero() && !dl.Equal(s.only) {
@@ -43,26 +47,34 @@ func (s *deadlineSpy) Check(ctx context.Context, req *flow.Request, d *flow.Deci
 // last returns the deadline of the last check.
 func (s *deadlineSpy) last(t *testing.T) time.Time {
 	t.Helper()
+	_, dl := s.lastCall(t)
+	return dl
+}
+
+// lastCall returns when the last check reached the spy and its deadline.
+func (s *deadlineSpy) lastCall(t *testing.T) (called, deadline time.Time) {
+	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.deadlines) == 0 {
 		t.Fatal("the Guard did not call its Checker")
 	}
-	return s.deadlines[len(s.deadlines)-1]
+	return s.called[len(s.called)-1], s.deadlines[len(s.deadlines)-1]
 }
 
 // wantDeadline checks that the last check through spy ran under the
-// Guard's timeout from the moment it was called: a check that started
-// between before and after has its deadline between before+timeout and
-// after+timeout, however long the machine took.
-func wantDeadline(t *testing.T, spy *deadlineSpy, before, after time.Time, timeout time.Duration) {
+// Guard's timeout from the moment it was called: the Guard set the
+// deadline between before (the call) and the moment the check reached
+// the spy, so the deadline lies timeout after a moment between the two,
+// however long the machine took.
+func wantDeadline(t *testing.T, spy *deadlineSpy, before time.Time, timeout time.Duration) {
 	t.Helper()
-	dl := spy.last(t)
+	called, dl := spy.lastCall(t)
 	if dl.IsZero() {
 		t.Fatal("the check ran without a deadline")
 	}
-	if dl.Before(before.Add(timeout)) || dl.After(after.Add(timeout)) {
-		t.Fatalf("check deadline %v after the call began, want the Guard's %v (the call took %v)", dl.Sub(before), timeout, after.Sub(before))
+	if dl.Before(before.Add(timeout)) || dl.After(called.Add(timeout)) {
+		t.Fatalf("check deadline %v after the call began, want the Guard's %v (the check reached the Checker %v after)", dl.Sub(before), timeout, called.Sub(before))
 	}
 }
 
@@ -117,11 +129,10 @@ func TestGuardUnreachableAgent(t *testing.T) {
 			for range 3 {
 				before := time.Now()
 				resp, err := check(context.Background(), g, ingress())
-				after := time.Now()
 				if err != nil {
 					t.Fatal(err)
 				}
-				wantDeadline(t, spy, before, after, timeout)
+				wantDeadline(t, spy, before, timeout)
 				wantFailureMode(t, mode, resp)
 			}
 			if got := failures(t, reg, mode.String(), ""); got != 3 {
@@ -161,7 +172,7 @@ func TestGuardHangingAgent(t *testing.T) {
 			// The agent never answers, so only the deadline ends the
 			// check: it is counted as a timeout, and it cannot have
 			// returned before the deadline passed.
-			wantDeadline(t, spy, before, after, timeout)
+			wantDeadline(t, spy, before, timeout)
 			if !after.After(spy.last(t)) {
 				t.Fatalf("check returned %v before its deadline", spy.last(t).Sub(after))
 			}
