@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/fluxgate/fluxgate/api"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -333,27 +334,14 @@ func TestStoreLogsApertureWarnings(t *testing.T) {
 func TestMaxFlowDurationOverTheBoundKeepsLastGood(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "protect.yaml")
-	protect := func(d string) string {
-		return `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: protect, namespace: default}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          adaptive_concurrency:
-            selectors: [{control_point: api}]
-            parameters: {max_flow_duration: ` + d + `}
-`
-	}
 	maxFlow := func(s *PolicyStore) time.Duration {
-		e := s.Snapshot().Entries[policies.Key{Namespace: "default", Name: "protect"}]
+		e := s.Snapshot().Entries[policies.Key{Namespace: "default", Name: "one-slot"}]
 		if e == nil {
 			return 0
 		}
 		return e.Object.(*policies.Policy).Spec.Circuit.Components[0].Spec.(*policies.AdaptiveConcurrency).Parameters.MaxFlowDuration
 	}
-	writeFile(t, path, protect("5m"))
+	writeFile(t, path, policytest.OneSlotExpiring("api", 5*time.Minute))
 	s, err := NewPolicyStore(StoreOptions{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +349,7 @@ spec:
 	if err := s.Reload(); err != nil || maxFlow(s) != 5*time.Minute {
 		t.Fatalf("first load: %v, max_flow_duration %v, want 5m", err, maxFlow(s))
 	}
-	writeFile(t, path, protect("3h"))
+	writeFile(t, path, policytest.OneSlotExpiring("api", 3*time.Hour))
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
