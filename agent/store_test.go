@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/fluxgate/fluxgate/api"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -325,5 +326,39 @@ func TestStoreLogsApertureWarnings(t *testing.T) {
 	}
 	if out := buf.String(); !strings.Contains(out, "policy loaded with a warning") || !strings.Contains(out, "auto_scale.auto_scaler is ignored") {
 		t.Fatalf("log:\n%s\nwant the ignored auto_scale named", out)
+	}
+}
+
+// A reload that raises max_flow_duration past its bound is refused with
+// the file's position, and the last good version keeps running.
+func TestMaxFlowDurationOverTheBoundKeepsLastGood(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "protect.yaml")
+	maxFlow := func(s *PolicyStore) time.Duration {
+		e := s.Snapshot().Entries[policies.Key{Namespace: "default", Name: "one-slot"}]
+		if e == nil {
+			return 0
+		}
+		return e.Object.(*policies.Policy).Spec.Circuit.Components[0].Spec.(*policies.AdaptiveConcurrency).Parameters.MaxFlowDuration
+	}
+	writeFile(t, path, policytest.OneSlotExpiring("api", 5*time.Minute))
+	s, err := NewPolicyStore(StoreOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil || maxFlow(s) != 5*time.Minute {
+		t.Fatalf("first load: %v, max_flow_duration %v, want 5m", err, maxFlow(s))
+	}
+	writeFile(t, path, policytest.OneSlotExpiring("api", 3*time.Hour))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := maxFlow(s); got != 5*time.Minute {
+		t.Errorf("after a refused change max_flow_duration = %v, want the last good 5m", got)
+	}
+	errs := s.Snapshot().Errors
+	want := "protect.yaml:7:9: flow_control.adaptive_concurrency: parameters.max_flow_duration must be at most 10m0s"
+	if len(errs) != 1 || !strings.Contains(errs[0].Err.Error(), want) {
+		t.Errorf("errors = %v, want one containing %q", errs, want)
 	}
 }

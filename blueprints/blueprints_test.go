@@ -493,4 +493,8 @@ func TestServiceProtectionZeroConfig(t *testing.T) {
 	if _, err := b.Generate("v.yaml", []byte("policy_name: p\nselectors: [{control_point: ingress}]\nloop: sideways\n")); err == nil || !strings.Contains(err.Error(), "v.yaml:3:7: loop \"sideways\" is not one of in_path, flux_meter") {
 		t.Errorf("bad loop: %v", err)
 	}
+	long := "policy_name: p\nselectors: [{control_point: ingress}]\nin_path:\n  max_flow_duration: 2h\n"
+	if _, err := b.Generate("v.yaml", []byte(long)); err == nil || !strings.Contains(err.Error(), "v.yaml:4:22: in_path.max_flow_duration must be at most 10m0s") {
+		t.Errorf("max_flow_duration over the bound: %v", err)
+	}
 }

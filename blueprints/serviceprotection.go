@@ -156,6 +156,9 @@ func (v *serviceProtection) checkLoop(c *checker) {
 	if ip := v.InPath; ip.MaxConcurrency < 0 || ip.MaxQueueDelay < 0 || ip.MaxFlowDuration < 0 {
 		c.errorf("in_path", "in_path.max_concurrency, max_queue_delay and max_flow_duration must not be negative")
 	}
+	if d := v.InPath.MaxFlowDuration; d > policies.MaxFlowDurationLimit {
+		c.errorf("in_path.max_flow_duration", "in_path.max_flow_duration must be at most %s (a request whose end is never reported holds its slot that long), got %s", policies.MaxFlowDurationLimit, d)
+	}
 	if v.FluxMeterName != "" {
 		c.checkName("flux_meter_name", "flux_meter_name", v.FluxMeterName)
 	}

@@ -1,6 +1,7 @@
 package metricnames_test
 
 import (
+	"context"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint/client/otlpspans"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	m "github.com/fluxgate/fluxgate/metricnames"
 )
@@ -63,6 +66,17 @@ func TestExportersUseTheNames(t *testing.T) {
 	if _, err := breaker.NewPrometheusListener(rec); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := client.NewGuard(nil, client.GuardOptions{Registerer: rec}); err != nil {
+		t.Fatal(err)
+	}
+	// The exporter dials lazily: nothing listens on the endpoint.
+	spans, err := otlpspans.New(context.Background(), otlpspans.Options{Endpoint: "127.0.0.1:1", Registerer: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spans.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	meter := []string{m.LabelFluxMeterName, m.LabelPolicyName, m.LabelDecisionType, m.LabelHTTPStatusCode, m.LabelFlowStatus}
 	limiter := []string{m.LabelPolicyName, m.LabelComponentID, m.LabelControlPoint}
 	want := map[string][]string{
@@ -76,6 +90,10 @@ func TestExportersUseTheNames(t *testing.T) {
 		m.BreakerState:                {m.LabelCircuitName, m.LabelState},
 		m.BreakerStateNumeric:         {m.LabelCircuitName},
 		m.BreakerStateTransitionTotal: {m.LabelCircuitName, m.LabelOldState, m.LabelNewState},
+		m.ClientCheckFailuresTotal:    {m.LabelMode, m.LabelReason},
+		m.ClientBreakerState:          nil,
+		m.ClientSpansExportedTotal:    nil,
+		m.ClientSpansDroppedTotal:     nil,
 	}
 	for name, labels := range want {
 		got, ok := rec[name]

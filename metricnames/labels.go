@@ -18,6 +18,7 @@ const (
 	LabelState          = "state"
 	LabelOldState       = "old_state"
 	LabelNewState       = "new_state"
+	LabelMode           = "mode"
 )
 
 // Values of decision_type: the names of the check API's DecisionType.
@@ -46,6 +47,20 @@ const (
 	// ReasonNoMatch counts, with an empty policy_name, the flows no
 	// component matched.
 	ReasonNoMatch = "no_match"
+)
+
+// Values of mode of ClientCheckFailuresTotal: the Go SDK's failure modes.
+const (
+	ModeFailOpen   = "fail_open"
+	ModeFailClosed = "fail_closed"
+)
+
+// Values of reason of ClientCheckFailuresTotal besides ReasonBreakerOpen:
+// why the Go SDK got no decision from the agent.
+const (
+	ReasonTimeout = "timeout" // the deadline passed before an answer
+	ReasonError   = "error"   // the agent is unreachable or answered with an error
+	ReasonInvalid = "invalid" // the agent refused the request as malformed
 )
 
 // Values of state, old_state and new_state: a circuit breaker's states.

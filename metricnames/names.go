@@ -47,3 +47,13 @@ const (
 	TLSHandshakeDurationSeconds = "fluxgate_tls_handshake_duration_seconds"
 	SystemUptimeSeconds         = "fluxgate_system_uptime_seconds"
 )
+
+// The Go SDK (packages controlpoint/client and controlpoint/client/otlpspans),
+// exported by the application that imports it. ClientBreakerState is 0
+// closed, 1 open, 2 half-open.
+const (
+	ClientCheckFailuresTotal = "fluxgate_client_check_failures_total"
+	ClientBreakerState       = "fluxgate_client_breaker_state"
+	ClientSpansExportedTotal = "fluxgate_client_spans_exported_total"
+	ClientSpansDroppedTotal  = "fluxgate_client_spans_dropped_total"
+)

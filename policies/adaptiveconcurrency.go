@@ -57,7 +57,8 @@ type AdaptiveConcurrencyParameters struct {
 	// service idle before it probes for the no-load latency (30s).
 	ProbeInterval time.Duration `yaml:"probe_interval,omitempty"`
 	// MaxFlowDuration frees the slot of a flow whose end is not reported
-	// within it (60s), so a client that crashes cannot leak slots.
+	// within it (60s, at most MaxFlowDurationLimit), so a client that
+	// crashes cannot leak slots.
 	MaxFlowDuration time.Duration `yaml:"max_flow_duration,omitempty"`
 	// Workloads share a saturated limiter by priority, as in the
 	// load_scheduler; a flow joins the first that matches.
@@ -70,6 +71,17 @@ type AdaptiveConcurrencyParameters struct {
 // DefaultMaxFlowDuration is how long an admitted flow holds its slot when
 // its end is never reported.
 const DefaultMaxFlowDuration = time.Minute
+
+// MaxFlowDurationLimit bounds max_flow_duration. The limiter learns from
+// flows that are requests: a window needs 8 of them to end, and common
+// proxy timeouts end a request within a minute or two (nginx and AWS ALB
+// 60 s, Cloudflare 100 s). Until a flow expires its slot is taken, so a
+// client that crashes while holding flows shrinks the service's limit,
+// and the flow table keeps the flows of dry-run components, for up to
+// max_flow_duration: ten times the default bounds that to minutes, not
+// hours. Connections that stay open longer (streams, websockets) are not
+// flows this limiter can learn from.
+const MaxFlowDurationLimit = 10 * time.Minute
 
 // Validate implements the component registry's validation hook.
 func (a *AdaptiveConcurrency) Validate() []error {
@@ -100,6 +112,9 @@ func (a *AdaptiveConcurrency) Validate() []error {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("parameters.%s must not be negative, got %s", d.name, d.v))
 		}
+	}
+	if p.MaxFlowDuration > MaxFlowDurationLimit {
+		errs = append(errs, fmt.Errorf("parameters.max_flow_duration must be at most %s (a flow whose end is never reported holds its slot that long), got %s", MaxFlowDurationLimit, p.MaxFlowDuration))
 	}
 	errs = checkWorkloads(errs, p.Workloads, p.DefaultWorkloadParameters)
 	if p.DefaultWorkloadParameters.Tokens != 0 {

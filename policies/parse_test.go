@@ -18,6 +18,10 @@ import (
 // expectedErrors pairs every testdata/*.bad.yaml file with the exact
 // problems Parse must report, in order.
 var expectedErrors = map[string][]string{
+	"adaptive-concurrency.bad.yaml": {
+		`adaptive-concurrency.bad.yaml:8:9: flow_control.adaptive_concurrency: parameters.max_flow_duration must be at most 10m0s (a flow whose end is never reported holds its slot that long), got 2h0m0s`,
+		`adaptive-concurrency.bad.yaml:12:9: flow_control.adaptive_concurrency: parameters.latency_tolerance must be at least 1 (target = no-load latency × latency_tolerance), got 0.5`,
+	},
 	"schedulers.bad.yaml": {
 		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: in_ports.fill_amount is required`,
 		`schedulers.bad.yaml:8:9: flow_control.quota_scheduler: in_ports.bucket_capacity.constant_signal must not be negative, got -1`,

@@ -70,3 +70,16 @@ tenant := input.labels.tenant
 		}
 	}
 }
+
+// BenchmarkClassifyRegoRunaway is what a module that never finishes costs
+// a check: RegoTimeout (50ms) and how long the evaluation takes to stop
+// after it.
+func BenchmarkClassifyRegoRunaway(b *testing.B) {
+	c := newRego(b, runawayModule, "slow")
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := c.Classify(ctx, "ingress", nil); err == nil {
+			b.Fatal("a runaway module finished")
+		}
+	}
+}

@@ -137,16 +137,19 @@ tier = "silver" if input.labels.b
 	}
 }
 
-func TestRegoTimeout(t *testing.T) {
-	// About 10^10 iterations: far beyond any timeout.
-	c := newRego(t, `package p
+// runawayModule needs about 10^10 iterations: hours, far beyond any
+// timeout.
+const runawayModule = `package p
 slow := count([1 | some i in numbers.range(1, 100000); some j in numbers.range(1, 100000)])
-`, "slow")
-	start := time.Now()
+`
+
+// TestRegoTimeout: the time budget cuts a runaway module. That the call
+// returns at all with the budget's error shows it was cut (the module
+// would otherwise run for hours); how soon after the 50 ms it returns is
+// measured by BenchmarkClassifyRegoRunaway.
+func TestRegoTimeout(t *testing.T) {
+	c := newRego(t, runawayModule, "slow")
 	_, err := c.Classify(context.Background(), "cp", nil)
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("evaluation took %v", took)
-	}
 	if err == nil || !strings.Contains(err.Error(), "evaluation took longer than 50ms") {
 		t.Errorf("error %v", err)
 	}

@@ -10,26 +10,15 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 )
-
-const oneSlot = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: one-slot}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          adaptive_concurrency:
-            selectors: [{control_point: ingress}]
-            parameters: {initial_concurrency: 1, max_concurrency: 1, max_queue_delay: 1ms}
-`
 
 // TestMiddlewareEndsFlows: the middleware reports each request's end, so
 // a limit of one admits requests one after another, turns away a request
 // that arrives while another is being served, and frees the slot of a
 // handler that panics.
 func TestMiddlewareEndsFlows(t *testing.T) {
-	e := newEngine(t, oneSlot)
+	e := newEngine(t, policytest.OneSlot("ingress"))
 	inside := make(chan struct{})
 	release := make(chan struct{})
 	var mu sync.Mutex
@@ -88,7 +77,7 @@ func TestMiddlewareEndsFlows(t *testing.T) {
 
 // TestInterceptorEndsFlows: the gRPC interceptor reports each call's end.
 func TestInterceptorEndsFlows(t *testing.T) {
-	e := newEngine(t, oneSlot)
+	e := newEngine(t, policytest.OneSlot("ingress"))
 	ic := UnaryServerInterceptor(controlpoint.NewLocalChecker(e), InterceptorOptions{})
 	info := &grpc.UnaryServerInfo{FullMethod: "/svc/M"}
 	for i := 0; i < 3; i++ {
@@ -106,7 +95,7 @@ func TestInterceptorEndsFlows(t *testing.T) {
 
 // TestGuardPassesFlowEnds: a Guard around a Local passes EndFlow on.
 func TestGuardPassesFlowEnds(t *testing.T) {
-	e := newEngine(t, oneSlot)
+	e := newEngine(t, policytest.OneSlot("ingress"))
 	g, err := NewGuard(controlpoint.NewLocalChecker(e), GuardOptions{})
 	if err != nil {
 		t.Fatal(err)

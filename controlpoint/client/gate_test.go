@@ -9,6 +9,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 )
 
 // memExchange is an engine that is neither net/http nor fasthttp: the
@@ -39,7 +40,7 @@ func (x *memExchange) Identity() (method, path, target string) {
 // with its status, so the third is admitted.
 func TestGateSteps(t *testing.T) {
 	var seen flowsSeen
-	g := NewGate(controlpoint.NewLocalChecker(newEngine(t, oneSlot)), MiddlewareOptions{Flows: &seen})
+	g := NewGate(controlpoint.NewLocalChecker(newEngine(t, policytest.OneSlot("ingress"))), MiddlewareOptions{Flows: &seen})
 	ctx := context.Background()
 
 	x1 := &memExchange{header: http.Header{}}

@@ -30,17 +30,17 @@ const (
 // String returns "fail_open" or "fail_closed", the value of the mode label.
 func (m FailureMode) String() string {
 	if m == FailClosed {
-		return "fail_closed"
+		return metricnames.ModeFailClosed
 	}
-	return "fail_open"
+	return metricnames.ModeFailOpen
 }
 
 // Failure reasons, the values of the reason label of
 // fluxgate_client_check_failures_total.
 const (
-	failTimeout     = "timeout"                     // the deadline passed before an answer
-	failError       = "error"                       // the agent is unreachable or answered with an error
-	failInvalid     = "invalid"                     // the agent refused the request as malformed
+	failTimeout     = metricnames.ReasonTimeout     // the deadline passed before an answer
+	failError       = metricnames.ReasonError       // the agent is unreachable or answered with an error
+	failInvalid     = metricnames.ReasonInvalid     // the agent refused the request as malformed
 	failBreakerOpen = metricnames.ReasonBreakerOpen // the breaker skipped the agent
 )
 
@@ -111,15 +111,15 @@ func NewGuard(c Checker, opts GuardOptions) (*Guard, error) {
 		g.logger = slog.New(slog.DiscardHandler)
 	}
 	failures := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "fluxgate_client_check_failures_total",
+		Name: metricnames.ClientCheckFailuresTotal,
 		Help: "Checks the SDK could not get a decision for, answered with the failure mode instead, by mode and reason (timeout, error, invalid, breaker_open).",
-	}, []string{"mode", "reason"})
+	}, []string{metricnames.LabelMode, metricnames.LabelReason})
 	g.failures = map[string]prometheus.Counter{}
 	for _, r := range []string{failTimeout, failError, failInvalid, failBreakerOpen} {
 		g.failures[r] = failures.WithLabelValues(opts.FailureMode.String(), r)
 	}
 	g.state = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "fluxgate_client_breaker_state",
+		Name: metricnames.ClientBreakerState,
 		Help: "State of the SDK's circuit breaker in front of the agent: 0 closed, 1 open, 2 half-open.",
 	})
 	if opts.BreakerThreshold > 0 {

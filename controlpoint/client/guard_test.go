@@ -17,8 +17,66 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
-// slack is what a loaded 2-core machine may add to a deadline.
-const slack = 200 * time.Millisecond
+// deadlineSpy passes checks to next and records, for each, when it was
+// called and the deadline of its context (the zero time for none): what
+// bounds a check, read without timing it, so a loaded machine cannot fail
+// the test.
+type deadlineSpy struct {
+	next Checker
+	// only, when set, is the one deadline under which next is asked; a
+	// check with another fails at once instead of waiting on next.
+	only      time.Time
+	mu        sync.Mutex
+	called    []time.Time // guarded by mu
+	deadlines []time.Time // guarded by mu
+}
+
+func (s *deadlineSpy) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+	called := time.Now()
+	dl, _ := ctx.Deadline()
+	s.mu.Lock()
+	s.called = append(s.called, called)
+	s.deadlines = append(s.deadlines, dl)
+	s.mu.Unlock()
+	if !s.only.IsZero() && !dl.Equal(s.only) {
+		return errors.New("unexpected deadline")
+	}
+	return s.next.Check(ctx, req, d)
+}
+
+// last returns the deadline of the last check.
+func (s *deadlineSpy) last(t *testing.T) time.Time {
+	t.Helper()
+	_, dl := s.lastCall(t)
+	return dl
+}
+
+// lastCall returns when the last check reached the spy and its deadline.
+func (s *deadlineSpy) lastCall(t *testing.T) (called, deadline time.Time) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.deadlines) == 0 {
+		t.Fatal("the Guard did not call its Checker")
+	}
+	return s.called[len(s.called)-1], s.deadlines[len(s.deadlines)-1]
+}
+
+// wantDeadline checks that the last check through spy ran under the
+// Guard's timeout from the moment it was called: the Guard set the
+// deadline between before (the call) and the moment the check reached
+// the spy, so the deadline lies timeout after a moment between the two,
+// however long the machine took.
+func wantDeadline(t *testing.T, spy *deadlineSpy, before time.Time, timeout time.Duration) {
+	t.Helper()
+	called, dl := spy.lastCall(t)
+	if dl.IsZero() {
+		t.Fatal("the check ran without a deadline")
+	}
+	if dl.Before(before.Add(timeout)) || dl.After(called.Add(timeout)) {
+		t.Fatalf("check deadline %v after the call began, want the Guard's %v (the check reached the Checker %v after)", dl.Sub(before), timeout, called.Sub(before))
+	}
+}
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
@@ -66,16 +124,15 @@ func TestGuardUnreachableAgent(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			const timeout = 50 * time.Millisecond
-			g := newGuard(t, newRemote(t, deadAddr(t)), GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
-			for i := range 3 {
-				start := time.Now()
+			spy := &deadlineSpy{next: newRemote(t, deadAddr(t))}
+			g := newGuard(t, spy, GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
+			for range 3 {
+				before := time.Now()
 				resp, err := check(context.Background(), g, ingress())
-				if el := time.Since(start); el > timeout+slack {
-					t.Fatalf("check %d took %v, want at most %v", i, el, timeout+slack)
-				}
 				if err != nil {
 					t.Fatal(err)
 				}
+				wantDeadline(t, spy, before, timeout)
 				wantFailureMode(t, mode, resp)
 			}
 			if got := failures(t, reg, mode.String(), ""); got != 3 {
@@ -104,15 +161,20 @@ func TestGuardHangingAgent(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			const timeout = 50 * time.Millisecond
-			g := newGuard(t, remote, GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
-			start := time.Now()
+			spy := &deadlineSpy{next: remote}
+			g := newGuard(t, spy, GuardOptions{FailureMode: mode, Timeout: timeout, Registerer: reg})
+			before := time.Now()
 			resp, err := check(context.Background(), g, ingress())
-			el := time.Since(start)
+			after := time.Now()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if el > timeout+slack || el < timeout {
-				t.Fatalf("check took %v, want between %v and %v", el, timeout, timeout+slack)
+			// The agent never answers, so only the deadline ends the
+			// check: it is counted as a timeout, and it cannot have
+			// returned before the deadline passed.
+			wantDeadline(t, spy, before, timeout)
+			if !after.After(spy.last(t)) {
+				t.Fatalf("check returned %v before its deadline", spy.last(t).Sub(after))
 			}
 			wantFailureMode(t, mode, resp)
 			if got := failures(t, reg, mode.String(), failTimeout); got != 1 {
@@ -129,13 +191,14 @@ func TestGuardHangingAgent(t *testing.T) {
 		})
 	}
 	t.Run("caller deadline wins", func(t *testing.T) {
-		g := newGuard(t, remote, GuardOptions{Timeout: time.Minute, FailureMode: FailClosed})
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		start := time.Now()
+		want, _ := ctx.Deadline()
+		spy := &deadlineSpy{next: remote, only: want}
+		g := newGuard(t, spy, GuardOptions{Timeout: time.Minute, FailureMode: FailClosed})
 		resp, err := check(ctx, g, ingress())
-		if el := time.Since(start); el > 50*time.Millisecond+slack {
-			t.Fatalf("check took %v with a 50ms caller deadline", el)
+		if got := spy.last(t); !got.Equal(want) {
+			t.Fatalf("check deadline %v after the caller's, want the caller's", got.Sub(want))
 		}
 		if err != nil {
 			t.Fatal(err)

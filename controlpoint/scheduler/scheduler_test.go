@@ -110,14 +110,12 @@ func TestTimeoutAndDeadline(t *testing.T) {
 	if d := time.Since(start); d < 30*time.Millisecond {
 		t.Fatalf("gave up after %v, before the timeout", d)
 	}
+	// The caller's deadline ends the wait: with an hour's timeout, only
+	// the 20ms deadline lets Admit return within the test's run.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	start = time.Now()
-	if ok, _ := s.Admit(ctx, Request{Tokens: 1, Timeout: 10 * time.Second}); ok {
+	if ok, _ := s.Admit(ctx, Request{Tokens: 1, Timeout: time.Hour}); ok {
 		t.Fatal("admitted with a rate of 0")
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("waited %v past the context deadline", d)
 	}
 	if n := s.QueueLen(); n != 0 {
 		t.Fatalf("%d requests still queued after timing out", n)

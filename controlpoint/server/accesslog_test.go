@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -105,7 +106,7 @@ func sendLogs(t *testing.T, c accesslogv3.AccessLogServiceClient, entries ...*ac
 // that promises its end holds the only slot until an access-log entry
 // with its id arrives; each outcome is counted.
 func TestAccessLogEndsFlows(t *testing.T) {
-	s, c := newTestServer(t, oneSlot)
+	s, c := newTestServer(t, policytest.OneSlot("api"))
 	conn := dialGRPC(t, s)
 	authz, als := authv3.NewAuthorizationClient(conn), accesslogv3.NewAccessLogServiceClient(conn)
 
@@ -186,7 +187,7 @@ func TestAccessLogLatency(t *testing.T) {
 		code uint32
 	}{{"ok", 200}, {"5xx", 503}, {"no response", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, reg := newMetricServer(t, oneSlot)
+			s, reg := newMetricServer(t, policytest.OneSlot("api"))
 			conn := dialGRPC(t, s)
 			authz, als := authv3.NewAuthorizationClient(conn), accesslogv3.NewAccessLogServiceClient(conn)
 			for range 4 { // lowSamples/2: enough for a no-load latency
@@ -248,7 +249,7 @@ func TestEndedAt(t *testing.T) {
 // extension or the request header; a flow that holds nothing has any id
 // the client sent removed; a promise other than "report" is refused.
 func TestExtAuthzFlowEndPromise(t *testing.T) {
-	s, _ := newTestServer(t, oneSlot)
+	s, _ := newTestServer(t, policytest.OneSlot("api"))
 	authz := authv3.NewAuthorizationClient(dialGRPC(t, s))
 	ctx := context.Background()
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	ap "github.com/fluxgate/fluxgate/controlpoint/aperturepb"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 )
 
 // TestApertureCheckAndFlowEnd: Aperture's API decides with the engine; a
@@ -12,7 +13,7 @@ import (
 // concurrency_limiter_info.request_id until FlowEnd returns it, and a
 // check without it passes through (it promises no end).
 func TestApertureCheckAndFlowEnd(t *testing.T) {
-	s, _ := newTestServer(t, oneSlot)
+	s, _ := newTestServer(t, policytest.OneSlot("api"))
 	c := ap.NewFlowControlServiceClient(dialGRPC(t, s))
 	ctx := context.Background()
 	held, err := c.Check(ctx, &ap.CheckRequest{ControlPoint: "api", ExpectEnd: true})
@@ -46,7 +47,7 @@ func TestApertureCheckAndFlowEnd(t *testing.T) {
 // TestApertureRampMode: a check with ramp_mode that no ramp sampler
 // selects is rejected with Aperture's no_matching_ramp and 403.
 func TestApertureRampMode(t *testing.T) {
-	s, _ := newTestServer(t, oneSlot)
+	s, _ := newTestServer(t, policytest.OneSlot("api"))
 	c := ap.NewFlowControlServiceClient(dialGRPC(t, s))
 	r, err := c.Check(context.Background(), &ap.CheckRequest{ControlPoint: "api", RampMode: true})
 	if err != nil || r.GetDecisionType() != ap.CheckResponse_DECISION_TYPE_REJECTED ||

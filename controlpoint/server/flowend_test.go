@@ -12,24 +12,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 )
-
-const oneSlot = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: one-slot}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          adaptive_concurrency:
-            selectors: [{control_point: api}]
-            parameters: {initial_concurrency: 1, max_concurrency: 1, max_queue_delay: 1ms}
-`
 
 // TestFlowEndOverGRPC: a remote client that reports flow ends keeps its
 // slot count right; one that reports an unknown id is told so.
 func TestFlowEndOverGRPC(t *testing.T) {
-	s, _ := newTestServer(t, oneSlot)
+	s, _ := newTestServer(t, policytest.OneSlot("api"))
 	c := pb.NewFlowControlServiceClient(dialGRPC(t, s))
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
@@ -60,7 +49,7 @@ func TestFlowEndOverGRPC(t *testing.T) {
 // POST /v1/flow/end, and checks that nginx auth_request flows (which
 // cannot report an end) do not take the slot.
 func TestFlowEndOverHTTP(t *testing.T) {
-	s, _ := newTestServer(t, oneSlot)
+	s, _ := newTestServer(t, policytest.OneSlot("api"))
 	w := serve(s, "POST", "/v1/check", `{"control_point":"api"}`, nil)
 	var resp struct {
 		DecisionType string `json:"decision_type"`
@@ -95,7 +84,7 @@ func TestFlowEndOverHTTP(t *testing.T) {
 // post_action does) takes the slot, gets the id to end it with, and frees
 // it by POST /v1/flow/end.
 func TestFlowEndOverAuthRequest(t *testing.T) {
-	s, _ := newTestServer(t, oneSlot)
+	s, _ := newTestServer(t, policytest.OneSlot("api"))
 	h := http.Header{"X-Original-Uri": {"/x"}, "X-Fluxgate-Control-Point": {"api"}, "X-Fluxgate-Flow-End": {"report"}}
 	for i := 0; i < 3; i++ {
 		ar := serve(s, "GET", "/v1/check/http", "", h)

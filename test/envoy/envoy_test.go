@@ -27,21 +27,8 @@ import (
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/agent/agenttest"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 )
-
-// oneSlot admits one flow at a time at the example's control point and
-// queues nobody: a second flow while one is in flight is rejected.
-const oneSlot = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: one-slot, namespace: default}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          adaptive_concurrency:
-            selectors: [{control_point: ingress}]
-            parameters: {initial_concurrency: 1, min_concurrency: 1, max_concurrency: 1, max_queue_delay: 1ms}
-`
 
 // envoyConn is a gRPC connection to an agent's gRPC port, as Envoy's
 // fluxgate_agent cluster makes one (HTTP/2, plain text).
@@ -186,7 +173,7 @@ const entries = "fluxgate_envoy_access_log_entries_total"
 // An unknown id is counted and changes nothing; a route without the
 // promise passes its flows through, as before.
 func TestEnvoyReportsFlowEnds(t *testing.T) {
-	a := agenttest.Start(t, agenttest.Config(t, oneSlot))
+	a := agenttest.Start(t, agenttest.Config(t, policytest.OneSlot("ingress")))
 	conn := envoyConn(t, a)
 	authz := authv3.NewAuthorizationClient(conn)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -258,7 +245,7 @@ func TestEnvoyReportsFlowEnds(t *testing.T) {
 // stream without it is refused like an ext_authz check, and one with it
 // (Envoy's grpc_service initial_metadata) ends flows.
 func TestEnvoyAccessLogNeedsCheckToken(t *testing.T) {
-	cfg := agenttest.Config(t, oneSlot)
+	cfg := agenttest.Config(t, policytest.OneSlot("ingress"))
 	cfg.Check.Token = "s3cret"
 	a := agenttest.Start(t, cfg)
 	conn := envoyConn(t, a)
@@ -299,7 +286,7 @@ func TestEnvoyAccessLogNeedsCheckToken(t *testing.T) {
 // never comes frees its slot after max_flow_duration, as a flow nginx
 // never reports does, and the expiry is counted.
 func TestEnvoyLostEntryExpires(t *testing.T) {
-	policy := strings.Replace(oneSlot, "max_queue_delay: 1ms}", "max_queue_delay: 1ms, max_flow_duration: 1s}", 1)
+	policy := policytest.OneSlotExpiring("ingress", time.Second)
 	a := agenttest.Start(t, agenttest.Config(t, policy))
 	authz := authv3.NewAuthorizationClient(envoyConn(t, a))
 	ctx := context.Background()

@@ -8,21 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// oneSlot admits one flow at a time at the example's control point and
-// queues nobody: a second flow while one is in flight is rejected.
-const oneSlot = `apiVersion: fluxgate.io/v1beta1
-kind: Policy
-metadata: {name: one-slot, namespace: default}
-spec:
-  circuit:
-    components:
-      - flow_control:
-          adaptive_concurrency:
-            selectors: [{control_point: ingress}]
-            parameters: {initial_concurrency: 1, min_concurrency: 1, max_concurrency: 1, max_queue_delay: 1ms}
-`
+	"github.com/fluxgate/fluxgate/internal/policytest"
+)
 
 // blockingApp holds requests to /slow until release is closed and answers
 // /fail with 500, everything else with 200.
@@ -60,7 +48,7 @@ func TestNginxReportsFlowEnds(t *testing.T) {
 			close(app.release)
 		}
 	})
-	base := "http://" + startNginx(t, startAgentWith(t, []byte(oneSlot)), strings.TrimPrefix(srv.URL, "http://"))
+	base := "http://" + startNginx(t, startAgentWith(t, []byte(policytest.OneSlot("ingress"))), strings.TrimPrefix(srv.URL, "http://"))
 
 	// While /slow is at the application, its flow holds the only slot.
 	slow := make(chan result, 1)

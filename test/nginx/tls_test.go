@@ -11,6 +11,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/agent"
 	"github.com/fluxgate/fluxgate/certs/certstest"
+	"github.com/fluxgate/fluxgate/internal/policytest"
 )
 
 // The example's locations that talk to the agent, as fluxgate.conf has
@@ -47,7 +48,7 @@ func TestNginxMutualTLSAgent(t *testing.T) {
 	certFile, keyFile := ca.Server(t, "agent.fluxgate.test").Write(t, filepath.Join(dir, "agent.crt"), filepath.Join(dir, "agent.key"))
 	caFile := ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
 	nginxCert, nginxKey := ca.Client(t, "nginx").Write(t, filepath.Join(dir, "nginx.crt"), filepath.Join(dir, "nginx.key"))
-	agentAddr := startAgentConfig(t, []byte(oneSlot), func(c *agent.Config) {
+	agentAddr := startAgentConfig(t, []byte(policytest.OneSlot("ingress")), func(c *agent.Config) {
 		c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ClientCAFile = certFile, keyFile, caFile
 	})
 	app := httptest.NewServer(&blockingApp{release: make(chan struct{})})

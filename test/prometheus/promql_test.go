@@ -67,23 +67,23 @@ func TestRemoteSourceAgainstPrometheus(t *testing.T) {
 	proxy.up(false)
 	stepUntil(ctx, t, c, func(s circuit.Reading) bool { return s.Valid && s.Value == 7 })
 
-	// Down: connections refused, the error comes at once.
+	// Down: connections refused, the error comes at once: the refusal,
+	// not the 2 s deadline's error, which Query returns once it passed.
 	proxy.down()
-	start := time.Now()
-	if _, err := r.Query(ctx, q, time.Time{}); err == nil || !strings.Contains(err.Error(), "connection refused") {
+	if _, err := r.Query(ctx, q, time.Time{}); err == nil || !strings.Contains(err.Error(), "connection refused") || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Prometheus down: %v, want connection refused", err)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("Prometheus down: the error took %v", d)
-	}
-	// Hanging: the 2 s timeout is honoured.
+	// Hanging: the 2 s timeout is honoured. The proxy never answers, so
+	// only the deadline ends the query, and not before it passed (the
+	// deadline's exact value is checked in circuit/promql's
+	// TestRemoteTimeout).
 	proxy.up(true)
-	start = time.Now()
+	start := time.Now()
 	if _, err := r.Query(ctx, q, time.Time{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Prometheus hanging: %v, want deadline exceeded", err)
 	}
-	if d := time.Since(start); d < 2*time.Second || d > 3*time.Second {
-		t.Errorf("Prometheus hanging: the error took %v with a 2s timeout", d)
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("Prometheus hanging: the error came after %v, before the 2s timeout", d)
 	}
 	// Back: values again.
 	proxy.up(false)

@@ -14,6 +14,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // Options configures New.
@@ -91,11 +93,11 @@ func New(ctx context.Context, opts Options) (*Emitter, error) {
 	}
 	e := &Emitter{
 		exported: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fluxgate_client_spans_exported_total",
+			Name: metricnames.ClientSpansExportedTotal,
 			Help: "Flow spans exported to the agent.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "fluxgate_client_spans_dropped_total",
+			Name: metricnames.ClientSpansDroppedTotal,
 			Help: "Flow spans dropped because the export queue was full or an export failed.",
 		}),
 	}
