@@ -263,17 +263,18 @@ func TestRedisKilledMidLoad(t *testing.T) {
 	slices.Sort(lat)
 	p50, p99, maxLat := lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 	t.Logf("Redis down: %d decisions, latency p50 %v, p99 %v, max %v (redis_timeout 25ms)", len(lat), p50, p99, maxLat)
-	// The deadline is 5ms; the bound is generous because the machine is
-	// shared, but far below what any client retry or dial timeout takes.
-	if p99 > 25*time.Millisecond+20*time.Millisecond {
-		t.Errorf("p99 decision latency %v with Redis down, want within the 25ms deadline + margin", p99)
+	// Without the deadline a decision would wait for the client's dial
+	// timeout (1 s) or its retries. The bound, half of that, tells the two
+	// apart and leaves a loaded 2-core machine room: 20× the deadline.
+	if p99 > 500*time.Millisecond {
+		t.Errorf("p99 decision latency %v with Redis down: the 25ms deadline did not cut the wait", p99)
 	}
 
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	after := run(back.Add(1500 * time.Millisecond))
+	after := run(back.Add(3 * time.Second))
 	firstRedis, firstLimited := time.Duration(-1), time.Duration(-1)
 	for _, s := range after["closed"] {
 		ld := s.d.Limiters[0]
@@ -285,11 +286,13 @@ func TestRedisKilledMidLoad(t *testing.T) {
 		}
 	}
 	t.Logf("Redis back: first Redis decision after %v, first rate-limited rejection after %v", firstRedis, firstLimited)
-	if firstRedis < 0 || firstRedis > time.Second {
-		t.Errorf("Redis decided again after %v, want within 1s", firstRedis)
+	// The breaker probes 250 ms after it opened; the bound leaves a loaded
+	// machine ten times that.
+	if firstRedis < 0 || firstRedis > 2500*time.Millisecond {
+		t.Errorf("Redis decided again after %v, want within 2.5s", firstRedis)
 	}
 	if firstLimited < 0 {
-		t.Errorf("no rate-limited rejection in 1.5 s after Redis came back")
+		t.Errorf("no rate-limited rejection in 3 s after Redis came back")
 	}
 }
 
@@ -345,18 +348,19 @@ func TestRedisStalled(t *testing.T) {
 	slices.Sort(lat)
 	p99, maxLat := lat[len(lat)*99/100], lat[len(lat)-1]
 	t.Logf("Redis stalled: %d decisions, p99 %v, max %v (redis_timeout 5ms)", len(lat), p99, maxLat)
-	// Without the deadline every decision would wait out the 1s stall;
-	// the margins leave room for a loaded 2-core machine.
-	if p99 > 50*time.Millisecond || maxLat > 250*time.Millisecond {
-		t.Errorf("p99 %v, max %v with Redis stalled; want within the 5ms deadline + margin", p99, maxLat)
+	// Without the deadline the decisions would wait out the 1 s stall: the
+	// first ones all of it, most of them a large part. The bounds tell
+	// that apart and leave a loaded 2-core machine 100× the deadline.
+	if p99 > 500*time.Millisecond || maxLat > 900*time.Millisecond {
+		t.Errorf("p99 %v, max %v with Redis stalled: the 5ms deadline did not cut the wait", p99, maxLat)
 	}
 	back := time.Now()
 	for {
 		if ld, _ := check(time.Now()); ld.Failure == "" {
 			break
 		}
-		if time.Since(back) > time.Second {
-			t.Fatalf("Redis not deciding 1s after SIGCONT")
+		if time.Since(back) > 5*time.Second {
+			t.Fatalf("Redis not deciding 5s after SIGCONT")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
