@@ -34,7 +34,7 @@ type LossyLink struct {
 func (l *LossyLink) Arm() { l.armed.Store(true) }
 
 // Lost is how many EVALSHA commands ran in Redis but had their replies
-// dropped; Hits how many faults were injected.
+// dropped.
 func (l *LossyLink) Lost() int64 { return l.lost.Load() }
 
 // Hits is how many faults were injected.
@@ -62,8 +62,7 @@ type lossyConn struct {
 
 func (c *lossyConn) Write(p []byte) (int, error) {
 	n := bytes.Count(bytes.ToLower(p), evalsha)
-	min := max(c.link.MinScripts, 1)
-	if n >= min && c.link.armed.CompareAndSwap(true, false) {
+	if n >= max(c.link.MinScripts, 1) && c.link.armed.CompareAndSwap(true, false) {
 		c.mu.Lock()
 		c.drop = n
 		c.mu.Unlock()

@@ -3,7 +3,9 @@
 // the tests of global rate limits: several engines sharing a limit through
 // one Redis, clock skew, Redis killed and restarted mid-load, the
 // Cluster slot of a bucket's keys, and a real Redis Cluster (StartCluster:
-// three masters, three replicas) with a master killed mid-load.
+// three masters, three replicas) with a master killed mid-load, and
+// replies lost after Redis ran a take (LossyLink): a take is never sent
+// twice.
 package redis
 
 import (
