@@ -58,8 +58,12 @@ func (c RedisConfig) Validate() error {
 // client for addresses, else a standalone one. Context deadlines bound
 // every socket read and write (a decision never waits past its
 // redis_timeout), commands are never retried (a retried take could be
-// charged twice), and one dial attempt is made per call: the breaker, not
-// the client, decides when to try again.
+// charged twice: MaxRetries -1 for a standalone client; the Cluster
+// client's own resend loop, which MaxRetries does not bound, is turned
+// off for script calls by the rate limiters themselves, see
+// ratelimit.sentOnce, so that it still follows MOVED and ASK), and one
+// dial attempt is made per call: the breaker, not the client, decides
+// when to try again.
 func newRedisClient(c RedisConfig) redis.UniversalClient {
 	var tlsConf *tls.Config
 	if c.TLS {

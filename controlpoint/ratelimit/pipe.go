@@ -9,10 +9,12 @@ import (
 )
 
 // RedisClient is what a RedisBackend needs of a go-redis client: scripts,
-// and pipelines to share round trips. *redis.Client and
-// *redis.ClusterClient are RedisClients.
+// commands of its own making (a script call that is never resent), and
+// pipelines to share round trips. *redis.Client and *redis.ClusterClient
+// are RedisClients.
 type RedisClient interface {
 	redis.Scripter
+	Process(ctx context.Context, cmd redis.Cmder) error
 	Pipeline() redis.Pipeliner
 }
 
@@ -36,11 +38,11 @@ type RedisClient interface {
 // AutoPipeline): the decision's hard deadline stays ours (each caller
 // waits at most its own deadline, whatever its batch does); a call whose
 // caller gave up before its batch left is never sent, so a decision that
-// fell back to its failure mode is not also charged in Redis; a pipeline
-// is never replayed (the client is built with MaxRetries -1, and a
-// replayed take would be charged twice); and the same code serves Redis
-// Cluster, whose go-redis client splits a pipeline by node and sends the
-// parts in parallel. No new dependency, and the agent keeps one client.
+// fell back to its failure mode is not also charged in Redis; a script
+// call is never sent twice (see sentOnce: a replayed take would be
+// charged twice); and the same code serves Redis Cluster, whose go-redis
+// client splits a pipeline by node and sends the parts in parallel. No
+// new dependency, and the agent keeps one client.
 //
 // A pipe holds no goroutine while idle: lanes are started by callers and
 // end when the queue is empty. The queue holds at most one call per
@@ -195,9 +197,10 @@ func (p *pipe) exec(ctx context.Context, calls []*pipeCall, reload bool) {
 		return
 	}
 	pl := p.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(calls))
+	cmds := make([]sentOnce, len(calls))
 	for i, c := range calls {
-		cmds[i] = pl.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
+		cmds[i] = evalShaOnce(ctx, c)
+		_ = pl.Process(ctx, cmds[i])
 	}
 	_, _ = pl.Exec(ctx) // each command carries its own error
 	var again []*pipeCall
@@ -241,11 +244,58 @@ func againLoaded(calls []*pipeCall, loaded map[*redis.Script]error) []*pipeCall 
 // evalOne runs one call with a plain EVALSHA, reloading the script on
 // NOSCRIPT within ctx.
 func (p *pipe) evalOne(ctx context.Context, c *pipeCall) ([]any, error) {
-	reply, err := c.script.EvalSha(ctx, p.client, c.keys, c.args...).Slice()
+	reply, err := p.evalShaOnce(ctx, c)
 	if err != nil && isNoScript(err) {
 		if err = c.script.Load(ctx, p.client).Err(); err == nil {
-			reply, err = c.script.EvalSha(ctx, p.client, c.keys, c.args...).Slice()
+			reply, err = p.evalShaOnce(ctx, c)
 		}
 	}
 	return reply, err
+}
+
+func (p *pipe) evalShaOnce(ctx context.Context, c *pipeCall) ([]any, error) {
+	cmd := evalShaOnce(ctx, c)
+	_ = p.client.Process(ctx, cmd)
+	return cmd.Slice()
+}
+
+// sentOnce is an EVALSHA that go-redis sends at most once. Our token
+// bucket and sliding window scripts are not idempotent: a take whose
+// reply was lost may have run, and sending it again charges it twice. A
+// standalone client built with MaxRetries -1 never resends, but go-redis
+// v9.23's Cluster client has a loop of its own, bounded by MaxRedirects
+// (3 by default), not by MaxRetries: after an error its shouldRetry
+// accepts (io.EOF, a reset connection, an i/o timeout, LOADING, TRYAGAIN,
+// CLUSTERDOWN, MASTERDOWN…) it sends a command again, to the same node
+// and then to another; in a pipeline it sends all of a node's commands
+// again, those already answered included, after such an error on any of
+// them or on the first one's reply. A command whose NoRetry is true is
+// kept out of all of these. Still followed: MOVED and ASK (Redis refused
+// the command, the script did not run), READONLY (a replica refuses
+// writes) and, for a pipeline, a connection that could not be had
+// (nothing was sent). A call that is not sent again fails, its decision
+// falls back to the failure mode, and the backend asks the client to
+// read the slot map again.
+type sentOnce struct{ *redis.Cmd }
+
+// NoRetry tells go-redis never to send the command again.
+func (sentOnce) NoRetry() bool { return true }
+
+var _ redis.Cmder = sentOnce{}
+
+// evalShaOnce is EVALSHA of c's script with c's keys and arguments, as
+// go-redis's EvalSha builds it (keys from position 3, for the Cluster
+// client's slot), but never resent.
+func evalShaOnce(ctx context.Context, c *pipeCall) sentOnce {
+	args := make([]any, 0, 3+len(c.keys)+len(c.args))
+	args = append(args, "evalsha", c.script.Hash(), len(c.keys))
+	for _, k := range c.keys {
+		args = append(args, k)
+	}
+	args = append(args, c.args...)
+	cmd := redis.NewCmd(ctx, args...)
+	if len(c.keys) > 0 {
+		cmd.SetFirstKeyPos(3)
+	}
+	return sentOnce{cmd}
 }

@@ -170,3 +170,163 @@ func TestQueuedCallPastDeadlineIsNotSent(t *testing.T) {
 		t.Errorf("take after the stall = %+v", r)
 	}
 }
+
+// takeCall is one take of 1 from key's bucket, as a pipe call.
+func takeCall(ctx context.Context, l *RedisLimiter, key string) *pipeCall {
+	lim := *l.limits.Load()
+	return &pipeCall{ctx: ctx, script: l.script, keys: []string{l.Key(key)},
+		args: []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), "1", 1.0, "t", l.ttl(&lim).Milliseconds(), "0"}}
+}
+
+// A pipeline of takes whose replies the network lost is not sent again
+// on a Redis Cluster: each take ran once, so the bucket is charged once
+// for each, and each call fails (its decision falls back to the failure
+// mode). go-redis's Cluster client resends such a pipeline unless its
+// commands say NoRetry.
+func TestLostPipelineIsNotResent(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	link := &redistest.LossyLink{MinScripts: 2}
+	b := newBackend(t, cl.ClientVia(t, link.Dial))
+	ctx := context.Background()
+	if err := b.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/lost:0", Timeout: 5 * time.Second,
+		Limits: Limits{Capacity: 1000, FillAmount: 1, Interval: time.Hour, Continuous: true}})
+	if r := l.Take(ctx, time.Now(), "k", 1); r.Failure != "" {
+		t.Fatalf("first take: %+v", r)
+	}
+	var calls []*pipeCall
+	for range 5 {
+		calls = append(calls, takeCall(ctx, l, "k"))
+	}
+	link.Arm()
+	b.pipe.exec(ctx, calls, true)
+	if link.Hits() != 1 || link.Lost() != 5 {
+		t.Fatalf("the link lost %d replies in %d faults, want 5 in 1", link.Lost(), link.Hits())
+	}
+	for i, c := range calls {
+		if c.err == nil {
+			t.Errorf("take %d whose reply was lost succeeded (%v): it was sent again", i, c.reply)
+		}
+	}
+	left, err := cl.Client(t).HGet(ctx, l.Key("k"), "t").Float64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := 1000 - int(left); got != 6 {
+		t.Errorf("6 takes charged %d tokens: takes whose replies were lost were sent again", got)
+	}
+}
+
+// A take sent with an outdated slot map is still followed to the master
+// that now owns its slot: MOVED means Redis did not run the script, and
+// the take is sent once more, to the right node, within its call. Alone
+// and in a pipeline.
+func TestMovedTakeIsFollowed(t *testing.T) {
+	for _, piped := range []bool{false, true} {
+		t.Run(map[bool]string{false: "single", true: "pipeline"}[piped], func(t *testing.T) { testMovedTakeIsFollowed(t, piped) })
+	}
+}
+
+func testMovedTakeIsFollowed(t *testing.T, piped bool) {
+	cl := redistest.StartCluster(t, 3)
+	cc := cl.Client(t)
+	b := newBackend(t, cc)
+	ctx := context.Background()
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/moved:0", Timeout: 5 * time.Second,
+		Limits: Limits{Capacity: 10, FillAmount: 1, Interval: time.Hour, Continuous: true}})
+	if r := l.Take(ctx, time.Now(), "k", 1); r.Failure != "" { // the client reads the slot map
+		t.Fatalf("first take: %+v", r)
+	}
+	// Move the empty slot of "m"'s bucket to another master behind the
+	// client's back.
+	slot, err := cc.ClusterKeySlot(ctx, l.Key("m")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := cc.ClusterKeySlot(ctx, l.Key("k")).Result(); k == slot {
+		t.Fatalf("k and m share slot %d", slot)
+	}
+	masters, err := cl.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	var owner string
+	for _, m := range masters {
+		c := goredis.NewClient(&goredis.Options{Addr: m, MaxRetries: -1})
+		id, err := c.ClusterMyID(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[m] = id
+		if n, err := c.ClusterCountKeysInSlot(ctx, int(slot)).Result(); err != nil || n != 0 {
+			t.Fatalf("slot %d on %s holds %d keys (%v), want none", slot, m, n, err)
+		}
+		_ = c.Close()
+	}
+	shards, err := cc.ClusterShards(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if r.Start <= slot && slot <= r.End {
+				for _, n := range sh.Nodes {
+					for m, id := range ids {
+						if n.Role == "master" && n.ID == id {
+							owner = m
+						}
+					}
+				}
+			}
+		}
+	}
+	var target string
+	for _, m := range masters {
+		if m != owner {
+			target = m
+			break
+		}
+	}
+	if owner == "" || target == "" {
+		t.Fatalf("slot %d: owner %q, masters %v", slot, owner, masters)
+	}
+	order := []string{target, owner}
+	for _, m := range masters {
+		if m != target && m != owner {
+			order = append(order, m)
+		}
+	}
+	for _, m := range order {
+		c := goredis.NewClient(&goredis.Options{Addr: m, MaxRetries: -1})
+		err := c.Do(ctx, "cluster", "setslot", slot, "node", ids[target]).Err()
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("CLUSTER SETSLOT %d NODE on %s: %v", slot, m, err)
+		}
+	}
+	takes := 1
+	if piped {
+		takes = 2
+		calls := []*pipeCall{takeCall(ctx, l, "m"), takeCall(ctx, l, "m")}
+		b.pipe.exec(ctx, calls, true)
+		for i, c := range calls {
+			if c.err != nil {
+				t.Fatalf("piped take %d sent to %s, the slot now on %s: %v, want it followed", i, owner, target, c.err)
+			}
+		}
+	} else if r := l.Take(ctx, time.Now(), "m", 1); r.Failure != "" || !r.Allowed {
+		t.Fatalf("take sent to %s, the slot now on %s: %+v, want it followed and decided by Redis", owner, target, r)
+	}
+	tc := goredis.NewClient(&goredis.Options{Addr: target, MaxRetries: -1})
+	defer func() { _ = tc.Close() }()
+	left, err := tc.HGet(ctx, l.Key("m"), "t").Float64()
+	if err != nil {
+		t.Fatalf("the bucket is not on %s, the slot's new owner: %v", target, err)
+	}
+	if want := float64(10 - takes); left < want || left > want+0.01 {
+		t.Errorf("the bucket holds %v tokens after %d takes of 1 from 10, want %v", left, takes, want)
+	}
+}

@@ -105,13 +105,18 @@ func (c *Cluster) Addrs() []string {
 // Client returns a cluster client configured as the agent configures its
 // own (context deadlines bound socket I/O, commands not retried by the
 // client, one dial attempt). It is closed when the test ends.
-func (c *Cluster) Client(t testing.TB) *goredis.ClusterClient {
+func (c *Cluster) Client(t testing.TB) *goredis.ClusterClient { return c.ClientVia(t, nil) }
+
+// ClientVia is Client with its connections made by dial (nil: net.Dial),
+// for a test that puts a faulty link between the client and the nodes.
+func (c *Cluster) ClientVia(t testing.TB, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *goredis.ClusterClient {
 	cc := goredis.NewClusterClient(&goredis.ClusterOptions{
 		Addrs:                 c.Addrs(),
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
 		DialerRetries:         1,
 		DialTimeout:           time.Second,
+		Dialer:                dial,
 	})
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc

@@ -3,7 +3,9 @@
 // the tests of global rate limits: several engines sharing a limit through
 // one Redis, clock skew, Redis killed and restarted mid-load, the
 // Cluster slot of a bucket's keys, and a real Redis Cluster (StartCluster:
-// three masters, three replicas) with a master killed mid-load.
+// three masters, three replicas) with a master killed mid-load, and
+// replies lost after Redis ran a take (LossyLink): a take is never sent
+// twice.
 package redis
 
 import (
@@ -136,13 +138,18 @@ func (s *Server) Signal(t testing.TB, sig string) {
 // Client returns a client configured as the agent configures its own:
 // context deadlines bound socket I/O and commands are never retried. It
 // is closed when the test ends.
-func (s *Server) Client(t testing.TB) *goredis.Client {
+func (s *Server) Client(t testing.TB) *goredis.Client { return s.ClientVia(t, nil) }
+
+// ClientVia is Client with its connections made by dial (nil: net.Dial),
+// for a test that puts a faulty link between the client and Redis.
+func (s *Server) ClientVia(t testing.TB, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *goredis.Client {
 	c := goredis.NewClient(&goredis.Options{
 		Addr:                  s.Addr,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
 		DialerRetries:         1,
 		DialTimeout:           time.Second,
+		Dialer:                dial,
 	})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
