@@ -23,30 +23,40 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 
 	"github.com/panjf2000/gnet/v2"
 )
 
 // Bounds: a header block larger than maxHeader is refused; a peer whose
 // unsent output passes maxOutbound (a slow reader: gnet cannot pause
-// reading the other side) has both connections closed; a client that
-// sends more than maxHeader bytes ahead while a response is pending is
-// closed.
+// reading the other side) has both connections closed; so has a client
+// that sends more than maxPending bytes ahead while the upstream is
+// being dialled or a response is pending.
 const (
 	maxHeader   = 16 << 10
 	maxOutbound = 4 << 20
+	maxPending  = 1 << 20
 )
 
 func main() {
 	log.SetFlags(0)
-	if len(os.Args) != 3 {
-		log.Fatal("usage: evproxy LISTEN TARGET (both host:port)")
+	if len(os.Args) < 3 || len(os.Args) > 4 {
+		log.Fatal("usage: evproxy LISTEN TARGET [LOOPS] (host:port twice; LOOPS event loops, default one a CPU)")
+	}
+	loops := runtime.NumCPU()
+	if len(os.Args) == 4 {
+		n, err := strconv.Atoi(os.Args[3])
+		if err != nil || n < 1 || n > 256 {
+			log.Fatalf("LOOPS %q: want a number of event loops from 1 to 256", os.Args[3])
+		}
+		loops = n
 	}
 	p, err := newProxy(os.Args[2])
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Fatal(p.run(os.Args[1], runtime.NumCPU()))
+	log.Fatal(p.run(os.Args[1], loops))
 }
 
 // proxy is the gnet event handler: client connections carry a *session
@@ -86,11 +96,12 @@ func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
 // session is one client connection and its upstream connection, touched
 // only on their (shared) event loop.
 type session struct {
-	p      *proxy
-	client gnet.Conn
-	up     gnet.Conn // nil while dialling or after the upstream closed
-	dialing,
-	closed bool // the client connection is gone
+	p          *proxy
+	client     gnet.Conn
+	up         gnet.Conn // nil while dialling or after the upstream closed
+	dialing    bool
+	dialFailed bool // the last dial failed: the next request gets 502
+	closed     bool // the client connection is gone
 
 	// The exchange in flight.
 	waiting     bool  // a request was sent; its response is not complete
@@ -137,7 +148,7 @@ func (s *session) dial() {
 	loop := s.client.EventLoop()
 	res, err := loop.Register(gnet.NewContext(context.Background(), &upstream{s}), s.p.target)
 	if err != nil {
-		s.dialFailed()
+		s.failDial()
 		return
 	}
 	// The result arrives once the dial is done; only a failure matters
@@ -146,20 +157,20 @@ func (s *session) dial() {
 	go func() {
 		if r := <-res; r.Err != nil {
 			_ = loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				s.dialFailed()
+				s.failDial()
 				return nil
 			}))
 		}
 	}()
 }
 
-func (s *session) dialFailed() {
-	s.dialing = false
-	if s.closed {
-		return
+// failDial answers 502 to the request waiting for the upstream, or to
+// the next one.
+func (s *session) failDial() {
+	s.dialing, s.dialFailed = false, true
+	if !s.closed && s.client.InboundBuffered() > 0 && s.fromClient() == gnet.Close {
+		_ = s.client.Close()
 	}
-	_, _ = s.client.Write(errorResponse(502, "upstream unreachable"))
-	_ = s.client.Close()
 }
 
 func (p *proxy) OnClose(c gnet.Conn, _ error) gnet.Action {
@@ -220,18 +231,22 @@ func (s *session) fromClient() gnet.Action {
 		if avail == 0 {
 			return gnet.None
 		}
+		if s.up == nil && s.dialFailed {
+			_, _ = c.Write(errorResponse(502, "upstream unreachable"))
+			return gnet.Close
+		}
 		if s.waiting || s.up == nil {
 			if s.up == nil && !s.dialing {
 				s.dial()
 			}
-			if avail > maxHeader {
+			if avail > maxPending {
 				return gnet.Close
 			}
 			return gnet.None // the request waits in the buffer
 		}
 		buf, _ := c.Peek(-1)
 		end := headerEnd(buf)
-		if end < 0 {
+		if end < 0 || end > maxHeader {
 			if avail > maxHeader {
 				_, _ = c.Write(errorResponse(431, "request header too large"))
 				return gnet.Close
@@ -244,15 +259,28 @@ func (s *session) fromClient() gnet.Action {
 			return gnet.Close
 		}
 		s.waiting, s.respStarted = true, false
-		s.reqBody, s.head, s.closeAfter = req.contentLength, req.head, req.close
-		if req.hopByHop {
-			s.scratch = appendWithoutHopByHop(s.scratch[:0], buf[:end])
-			_, _ = s.up.Write(s.scratch)
-		} else {
-			_, _ = s.up.Write(buf[:end])
-		}
-		_, _ = c.Discard(end)
+		s.head, s.closeAfter = req.head, req.close
+		body := int(min(int64(len(buf)-end), req.contentLength))
+		s.forward(s.up, buf, end, body, req.hopByHop)
+		_, _ = c.Discard(end + body)
+		s.reqBody = req.contentLength - int64(body)
 	}
+}
+
+// forward writes to dst, in one system call, the header block buf[:end]
+// (without its hop-by-hop fields if it has some) and the body bytes
+// that follow it in buf.
+func (s *session) forward(dst gnet.Conn, buf []byte, end, body int, hopByHop bool) {
+	if !hopByHop {
+		_, _ = dst.Write(buf[:end+body])
+		return
+	}
+	s.scratch = appendWithoutHopByHop(s.scratch[:0], buf[:end])
+	if body == 0 {
+		_, _ = dst.Write(s.scratch)
+		return
+	}
+	_, _ = dst.Writev([][]byte{s.scratch, buf[end : end+body]})
 }
 
 // fromUpstream forwards a response to the client and, once it is
@@ -269,7 +297,7 @@ func (s *session) fromUpstream(u gnet.Conn) gnet.Action {
 		if !s.respStarted {
 			buf, _ := u.Peek(-1)
 			end := headerEnd(buf)
-			if end < 0 {
+			if end < 0 || end > maxHeader {
 				if avail > maxHeader {
 					return s.badGateway("response header too large")
 				}
@@ -279,17 +307,13 @@ func (s *session) fromUpstream(u gnet.Conn) gnet.Action {
 			if err != nil {
 				return s.badGateway(err.msg)
 			}
-			if resp.hopByHop {
-				s.scratch = appendWithoutHopByHop(s.scratch[:0], buf[:end])
-				_, _ = s.client.Write(s.scratch)
-			} else {
-				_, _ = s.client.Write(buf[:end])
-			}
-			_, _ = u.Discard(end)
+			body := int(min(int64(len(buf)-end), resp.contentLength))
+			s.forward(s.client, buf, end, body, resp.hopByHop)
+			_, _ = u.Discard(end + body)
 			if resp.interim {
 				continue // 1xx: the final response follows
 			}
-			s.respStarted, s.respBody, s.upClose = true, resp.contentLength, resp.close
+			s.respStarted, s.respBody, s.upClose = true, resp.contentLength-int64(body), resp.close
 		}
 		if n := int(min(int64(u.InboundBuffered()), s.respBody)); n > 0 {
 			buf, _ := u.Peek(n)

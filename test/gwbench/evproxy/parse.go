@@ -54,7 +54,7 @@ func parseRequest(h []byte) (message, *parseError) {
 		return m, bad(400, "unsupported HTTP version "+strconv.Quote(string(version)))
 	}
 	m.head = string(method) == "HEAD"
-	if err := m.readFields(rest); err != nil {
+	if err := m.readFields(rest, false); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -79,7 +79,7 @@ func parseResponse(h []byte, head bool) (message, *parseError) {
 		return m, bad(502, "unsupported HTTP version from upstream")
 	}
 	m.contentLength = -1
-	if perr := m.readFields(rest); perr != nil {
+	if perr := m.readFields(rest, true); perr != nil {
 		return m, bad(502, "upstream: "+perr.msg)
 	}
 	switch {
@@ -95,8 +95,10 @@ func parseResponse(h []byte, head bool) (message, *parseError) {
 	return m, nil
 }
 
-// readFields reads the header fields after the start line.
-func (m *message) readFields(fields []byte) *parseError {
+// readFields reads the header fields after the start line; a response's
+// Transfer-Encoding leaves its length unknown (-1), a request's is
+// refused.
+func (m *message) readFields(fields []byte, response bool) *parseError {
 	seenLength := false
 	for len(fields) > 0 {
 		var line []byte
@@ -120,7 +122,10 @@ func (m *message) readFields(fields []byte) *parseError {
 			}
 			m.contentLength, seenLength = n, true
 		case bytes.EqualFold(name, hTransferEncoding):
-			return bad(501, "Transfer-Encoding is not supported")
+			if !response {
+				return bad(501, "Transfer-Encoding is not supported")
+			}
+			m.hopByHop, m.contentLength, seenLength = true, -1, true
 		case bytes.EqualFold(name, hConnection):
 			m.hopByHop = true
 			for tok := range bytes.SplitSeq(value, []byte(",")) {
