@@ -23,9 +23,10 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s
 //
-// -evproxy adds test/gwbench/evproxy (an event-loop proxy on gnet, a
-// module of its own) as a contender; -throughput-only skips the latency
-// and balancing runs:
+// -evproxy adds test/gwbench/evproxy (a minimal proxy, a module of its
+// own) as two contenders: on gnet event loops (evproxy) and on a
+// goroutine a connection (evproxy-gr); -throughput-only skips the
+// latency and balancing runs:
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -evproxy -throughput-only
 //
@@ -75,7 +76,7 @@ var (
 	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on the fast engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
 	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
-	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy, a proxy on gnet event loops (issue 20, item 5 spike), built from its own module")
+	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 )
 
@@ -298,11 +299,13 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
 		"proxy-only": "http://" + proxyOnly + "/"}
 	if *evproxy {
-		ev := freeAddr()
-		if err := start("evproxy", exec.Command(filepath.Join(dir, "evproxy"), ev, direct)); err != nil {
-			return nil, err
+		for name, engine := range map[string]string{"evproxy": "gnet", "evproxy-gr": "goroutines"} {
+			ev := freeAddr()
+			if err := start(name, exec.Command(filepath.Join(dir, "evproxy"), "-engine", engine, ev, direct)); err != nil {
+				return nil, err
+			}
+			urls[name] = "http://" + ev + "/"
 		}
-		urls["evproxy"] = "http://" + ev + "/"
 	}
 	for _, u := range append(slices.Collect(maps.Values(urls)), "http://"+gw["round-robin"]+"/", "http://"+gw["adaptive"]+"/") {
 		if err := waitOK(u, 30*time.Second); err != nil {
@@ -441,7 +444,7 @@ func measureBalancing(gw map[string]string, slow string) *balancing {
 func contenders() []string {
 	order := []string{"direct", "gateway", "nginx", "proxy-only"}
 	if *evproxy {
-		order = append(order, "evproxy")
+		order = append(order, "evproxy", "evproxy-gr")
 	}
 	return order
 }
@@ -480,8 +483,10 @@ func printResults(pr *proxying, lb *balancing) {
 	fmt.Printf("| added p99 at %.0f req/s, ms | | %.3f | %.3f | %.3f | %.2f | ≤ 1.2 %s |\n", half, median(pr.addedGW), median(pr.addedNG), median(pr.addedPO), added, mark(added <= 1.2))
 	fmt.Println("\nTargets are issue 20's (issue 6 asked for 0.7× nginx's throughput and ≤ 1 ms added p99).")
 	if *evproxy {
-		fmt.Printf("\nevproxy (gnet event loops): %.0f req/s (%.2f× nginx), CPU %.1f µs user + %.1f µs system a request, p99 at %.0f req/s %.3f ms\n",
-			median(rps["evproxy"]), median(rps["evproxy"])/median(rps["nginx"]), median(pr.user["evproxy"]), median(pr.sys["evproxy"]), half, median(p99["evproxy"]))
+		for _, name := range []string{"evproxy", "evproxy-gr"} {
+			fmt.Printf("\n%s: %.0f req/s (%.2f× nginx), CPU %.1f µs user + %.1f µs system a request, p99 at %.0f req/s %.3f ms (nginx %.3f)\n",
+				name, median(rps[name]), median(rps[name])/median(rps["nginx"]), median(pr.user[name]), median(pr.sys[name]), half, median(p99[name]), median(p99["nginx"]))
+		}
 	}
 	fmt.Printf("\nFour targets (%s, one %s) at %.0f req/s open loop:\n\n", *fastDelay, *fastDelay*10, *lbRate)
 	fmt.Println("| algorithm | p50 ms | p99 ms | slow target share |")

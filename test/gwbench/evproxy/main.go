@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log"
 	"net"
@@ -41,22 +42,41 @@ const (
 
 func main() {
 	log.SetFlags(0)
-	if len(os.Args) < 3 || len(os.Args) > 4 {
-		log.Fatal("usage: evproxy LISTEN TARGET [LOOPS] (host:port twice; LOOPS event loops, default one a CPU)")
+	engine := flag.String("engine", "gnet", "gnet (event loops) or goroutines (the same proxy on net.Conn, a goroutine a connection)")
+	flag.Usage = func() {
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: evproxy [-engine gnet|goroutines] LISTEN TARGET [LOOPS]\n(host:port twice; LOOPS gnet event loops, default one a CPU)")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	args := flag.Args()
+	if len(args) < 2 || len(args) > 3 {
+		flag.Usage()
+		os.Exit(2)
 	}
 	loops := runtime.NumCPU()
-	if len(os.Args) == 4 {
-		n, err := strconv.Atoi(os.Args[3])
+	if len(args) == 3 {
+		n, err := strconv.Atoi(args[2])
 		if err != nil || n < 1 || n > 256 {
-			log.Fatalf("LOOPS %q: want a number of event loops from 1 to 256", os.Args[3])
+			log.Fatalf("LOOPS %q: want a number of event loops from 1 to 256", args[2])
 		}
 		loops = n
 	}
-	p, err := newProxy(os.Args[2])
-	if err != nil {
-		log.Fatal(err)
+	switch *engine {
+	case "gnet":
+		p, err := newProxy(args[1])
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Fatal(p.run(args[0], loops))
+	case "goroutines":
+		ln, err := net.Listen("tcp", args[0])
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Fatal(serveGoroutines(ln, args[1]))
+	default:
+		log.Fatalf("-engine %q: want gnet or goroutines", *engine)
 	}
-	log.Fatal(p.run(os.Args[1], loops))
 }
 
 // proxy is the gnet event handler: client connections carry a *session
