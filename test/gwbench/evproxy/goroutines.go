@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"net"
+	"syscall"
 )
 
 // The control: the same proxy (same parsing, same writes, one kept-alive
@@ -25,7 +26,9 @@ func serveGoroutines(ln net.Listener, target string) error {
 			return err
 		}
 		go func() {
-			if err := proxyConn(c, target); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			// A client leaving (wrk resets its connections at the end) is
+			// no error of the proxy's.
+			if err := proxyConn(c, target); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 				log.Printf("evproxy: %v", err)
 			}
 		}()
