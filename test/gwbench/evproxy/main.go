@@ -7,6 +7,10 @@
 //
 //	cd test/gwbench/evproxy && go build -o /tmp/evproxy . && /tmp/evproxy 127.0.0.1:8081 127.0.0.1:8080
 //
+// -engine goroutines serves the same proxy on net.Conn, a goroutine a
+// connection, as the control. `go run ./test/gwbench -evproxy` builds it
+// and measures both against nginx.
+//
 // What it does: each client connection gets one upstream connection,
 // dialled onto the client's own event loop, kept alive and used for one
 // request at a time. Requests may carry a Content-Length body (streamed
@@ -27,6 +31,7 @@ import (
 	"strconv"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/logging"
 )
 
 // Bounds: a header block larger than maxHeader is refused; a peer whose
@@ -99,7 +104,7 @@ func newProxy(target string) (*proxy, error) {
 // run serves on listen with loops event loops until stop.
 func (p *proxy) run(listen string, loops int) error {
 	return gnet.Run(p, "tcp://"+listen, gnet.WithMulticore(true), gnet.WithNumEventLoop(loops),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithReuseAddr(true))
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithReuseAddr(true), gnet.WithLogLevel(logging.WarnLevel))
 }
 
 func (p *proxy) stop() error {
