@@ -23,6 +23,13 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s
 //
+// -evproxy adds test/gwbench/evproxy (a minimal proxy, a module of its
+// own) as two contenders: on gnet event loops (evproxy) and on a
+// goroutine a connection (evproxy-gr); -throughput-only skips the
+// latency and balancing runs:
+//
+//	go run ./test/gwbench -reps 3 -duration 3s -evproxy -throughput-only
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 package main
@@ -69,6 +76,8 @@ var (
 	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on the fast engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
 	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
+	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
+	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 )
 
 func main() {
@@ -201,6 +210,13 @@ func run() error {
 			return fmt.Errorf("build fluxgate: %w", err)
 		}
 	}
+	if *evproxy {
+		build := exec.Command("go", "build", "-C", "test/gwbench/evproxy", "-o", filepath.Join(dir, "evproxy"), ".")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build evproxy (run gwbench from the repository's root): %w", err)
+		}
+	}
 	var stops []func()
 	defer func() {
 		for _, s := range slices.Backward(stops) {
@@ -222,6 +238,10 @@ func run() error {
 	pr, err := measureProxying(b.urls)
 	if err != nil {
 		return err
+	}
+	if *tputOnly {
+		printThroughput(pr)
+		return nil
 	}
 	lb := measureBalancing(b.gw, b.slow)
 	printResults(pr, lb)
@@ -278,7 +298,16 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 
 	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
 		"proxy-only": "http://" + proxyOnly + "/"}
-	for _, u := range []string{urls["direct"], urls["gateway"], urls["nginx"], urls["proxy-only"], "http://" + gw["round-robin"] + "/", "http://" + gw["adaptive"] + "/"} {
+	if *evproxy {
+		for name, engine := range map[string]string{"evproxy": "gnet", "evproxy-gr": "goroutines"} {
+			ev := freeAddr()
+			if err := start(name, exec.Command(filepath.Join(dir, "evproxy"), "-engine", engine, ev, direct)); err != nil {
+				return nil, err
+			}
+			urls[name] = "http://" + ev + "/"
+		}
+	}
+	for _, u := range append(slices.Collect(maps.Values(urls)), "http://"+gw["round-robin"]+"/", "http://"+gw["adaptive"]+"/") {
 		if err := waitOK(u, 30*time.Second); err != nil {
 			return nil, err
 		}
@@ -344,7 +373,7 @@ type proxying struct {
 }
 
 func measureProxying(urls map[string]string) (*proxying, error) {
-	order := []string{"direct", "gateway", "nginx", "proxy-only"}
+	order := contenders()
 	pr := &proxying{rps: map[string][]float64{}, p50: map[string][]float64{}, p99: map[string][]float64{},
 		user: map[string][]float64{}, sys: map[string][]float64{}}
 	for rep := range *reps {
@@ -364,6 +393,9 @@ func measureProxying(urls map[string]string) (*proxying, error) {
 			pr.user[name] = append(pr.user[name], used.user)
 			pr.sys[name] = append(pr.sys[name], used.sys)
 		}
+	}
+	if *tputOnly {
+		return pr, nil
 	}
 	pr.half = median(pr.rps["gateway"]) / 2
 	if *latRate > 0 {
@@ -407,6 +439,31 @@ func measureBalancing(gw map[string]string, slow string) *balancing {
 	return lb
 }
 
+// contenders are the proxying runs' targets, in the order of the first
+// repetition.
+func contenders() []string {
+	order := []string{"direct", "gateway", "nginx", "proxy-only"}
+	if *evproxy {
+		order = append(order, "evproxy", "evproxy-gr")
+	}
+	return order
+}
+
+// printThroughput prints the throughput runs alone (-throughput-only):
+// each contender's requests/s and CPU a request, and its ratios to nginx.
+func printThroughput(pr *proxying) {
+	fmt.Printf("\nMedians of %d interleaved repetitions, %s each, %d wrk connections:\n\n", *reps, *duration, *conns)
+	fmt.Println("| contender | req/s | ×nginx | CPU µs user a request | system | total | ×nginx total |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	ng := median(pr.rps["nginx"])
+	ngCPU := median(pr.user["nginx"]) + median(pr.sys["nginx"])
+	for _, name := range contenders() {
+		r, u, sy := median(pr.rps[name]), median(pr.user[name]), median(pr.sys[name])
+		fmt.Printf("| %s | %.0f | %.2f | %.1f | %.1f | %.1f | %.2f |\n", name, r, r/ng, u, sy, u+sy, (u+sy)/ngCPU)
+	}
+	fmt.Println("\ndirect's CPU is the upstream's own; the others' exclude the upstream's.")
+}
+
 func printResults(pr *proxying, lb *balancing) {
 	rps, p50, p99, half := pr.rps, pr.p50, pr.p99, pr.half
 	fmt.Printf("\nMedians of %d interleaved repetitions, %s each, %d wrk connections:\n\n", *reps, *duration, *conns)
@@ -425,6 +482,12 @@ func printResults(pr *proxying, lb *balancing) {
 	added := median(pr.addedGW) / median(pr.addedNG)
 	fmt.Printf("| added p99 at %.0f req/s, ms | | %.3f | %.3f | %.3f | %.2f | ≤ 1.2 %s |\n", half, median(pr.addedGW), median(pr.addedNG), median(pr.addedPO), added, mark(added <= 1.2))
 	fmt.Println("\nTargets are issue 20's (issue 6 asked for 0.7× nginx's throughput and ≤ 1 ms added p99).")
+	if *evproxy {
+		for _, name := range []string{"evproxy", "evproxy-gr"} {
+			fmt.Printf("\n%s: %.0f req/s (%.2f× nginx), CPU %.1f µs user + %.1f µs system a request, p99 at %.0f req/s %.3f ms (nginx %.3f)\n",
+				name, median(rps[name]), median(rps[name])/median(rps["nginx"]), median(pr.user[name]), median(pr.sys[name]), half, median(p99[name]), median(p99["nginx"]))
+		}
+	}
 	fmt.Printf("\nFour targets (%s, one %s) at %.0f req/s open loop:\n\n", *fastDelay, *fastDelay*10, *lbRate)
 	fmt.Println("| algorithm | p50 ms | p99 ms | slow target share |")
 	fmt.Println("|---|---|---|---|")
