@@ -133,7 +133,7 @@ func AddHeaderLabel(labels map[string]string, name, value string) {
 // (path and query), host, scheme, every header, and the entries of a W3C
 // baggage header. Baggage entries do not override the other labels.
 func HTTPLabels(method, target, host, scheme string, header http.Header) map[string]string {
-	labels := make(map[string]string, len(header)+4)
+	labels := make(map[string]string, len(header)+13) // and CompleteHTTPLabels' own: made once
 	for name, vals := range header {
 		if len(vals) > 0 {
 			labels[HeaderLabel(name)] = strings.Join(vals, ",")

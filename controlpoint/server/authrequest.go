@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -82,25 +83,21 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	}
 
 	// Hop-by-hop headers include those the Connection header names.
-	drop := notLabels
-	if conn := h.Values("Connection"); len(conn) > 0 {
-		drop = make(map[string]bool, len(notLabels)+2)
-		for k := range notLabels {
-			drop[k] = true
-		}
-		for _, v := range conn {
-			for _, name := range strings.Split(v, ",") {
-				drop[textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name))] = true
-			}
+	var listed []string
+	for _, v := range h.Values("Connection") {
+		for name := range strings.SplitSeq(v, ",") {
+			listed = append(listed, textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)))
 		}
 	}
-	header := make(http.Header, len(h))
+	labels := make(map[string]string, len(h)+13) // the headers and CompleteHTTPLabels' own
 	for k, v := range h {
-		if !drop[textproto.CanonicalMIMEHeaderKey(k)] {
-			header[k] = v
+		ck := textproto.CanonicalMIMEHeaderKey(k)
+		if len(v) == 0 || notLabels[ck] || slices.Contains(listed, ck) {
+			continue
 		}
+		labels[flow.HeaderLabel(k)] = strings.Join(v, ",")
 	}
-	labels := flow.HTTPLabels(method, target, host, scheme, header)
+	flow.CompleteHTTPLabels(labels, method, target, host, scheme)
 	src := strings.TrimSpace(h.Get("X-Real-IP"))
 	if src == "" {
 		src = firstHop(h.Get("X-Forwarded-For"))
