@@ -51,7 +51,7 @@ const (
 //
 // The price is paid by Poisson traffic below about 50 flows/s, where a
 // silence of two intervals ends 13.5 % of windows and dropping them reads
-// the rate high: the estimate's time average is within 4 % of the rate
+// the rate high: the estimate's time average is within 3 % of the rate
 // from 50 flows/s up, 17 % above it at 20/s and 25 % at 10/s (the
 // estimator before lulls: 2, 8 and 19 %; TestIncomingRatePoisson).
 //
