@@ -12,14 +12,18 @@ import (
 	"github.com/fluxgate/fluxgate/policies"
 )
 
-// rateUpdateEvery is how often a load scheduler re-derives its admission
-// rate from the incoming token rate and its load multiplier.
-const rateUpdateEvery = 100 * time.Millisecond
-
 // loadScheduler is a compiled flow_control.load_scheduler: it admits
-// load_multiplier × the smoothed incoming token rate (re-derived at most
-// every rateUpdateEvery) from a token bucket of a tenth of a second of
-// that rate, and queues the rest in a weighted fair queue by workload.
+// load_multiplier × the incoming token rate from a token bucket of a tenth
+// of a second of that rate, and queues the rest in a weighted fair queue by
+// workload. The incoming rate is measured from every flow that takes
+// (admitted, rejected, or passed through while the multiplier is invalid)
+// by a scheduler.IncomingRate, and the admission rate re-derived whenever
+// one of its windows closes (at most every scheduler.RateWindow, 100 ms).
+// A lull (a silence of over two flow intervals and 100 ms) is not read as
+// a low rate: the flows that follow it are admitted at the multiplier ×
+// the rate from before it until they have been measured, 100 ms later
+// (see scheduler.IncomingRate for what that can let through: at most
+// multiplier × the rise × 100 ms flows more than steady traffic would).
 //
 // A flow waits up to its workload's queue_timeout, but always at least
 // scheduler.MinWaitTokens of its token intervals at the current rate
@@ -35,9 +39,8 @@ type loadScheduler struct {
 	workloads  []workload
 	fallback   workload
 
-	mu          sync.Mutex // guards the rate estimate
-	lastUpdate  time.Time
-	arrivalRate float64 // tokens/s, smoothed; NaN until measured
+	mu       sync.Mutex // guards incoming
+	incoming scheduler.IncomingRate
 }
 
 type workload struct {
@@ -70,7 +73,6 @@ func newLoadScheduler(info componentInfo, spec *policies.LoadScheduler) (*loadSc
 		multiplier:    newInput(spec.InPorts.LoadMultiplier),
 		sched:         scheduler.New(nil),
 		fallback:      newWorkload("default", spec.Parameters.DefaultWorkloadParameters),
-		arrivalRate:   math.NaN(),
 	}
 	for i, w := range spec.Parameters.Workloads {
 		m, err := compileLabelMatcher(w.LabelMatcher)
@@ -105,35 +107,22 @@ func (l *loadScheduler) workloadOf(labels map[string]string) *workload {
 	return &l.fallback
 }
 
-// updateRate re-derives the admission rate at most every rateUpdateEvery:
-// load_multiplier × the smoothed incoming token rate. Until the incoming
-// rate has been measured, or while the multiplier is invalid, nothing is
-// limited.
-func (l *loadScheduler) updateRate(now time.Time) {
+// arrive counts a flow of tokens arriving at now and, when that closes a
+// window of the incoming rate, re-derives the admission rate:
+// load_multiplier × the incoming rate. Until the incoming rate has been
+// measured, or while the multiplier is invalid, nothing is limited.
+func (l *loadScheduler) arrive(now time.Time, tokens float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.lastUpdate.IsZero() {
-		l.lastUpdate = now
-		l.sched.TakeArrivals()
+	if !l.incoming.Arrive(now, tokens) {
 		return
-	}
-	dt := now.Sub(l.lastUpdate)
-	if dt < rateUpdateEvery {
-		return
-	}
-	l.lastUpdate = now
-	observed := l.sched.TakeArrivals() / dt.Seconds()
-	if math.IsNaN(l.arrivalRate) {
-		l.arrivalRate = observed
-	} else {
-		l.arrivalRate = 0.5*l.arrivalRate + 0.5*observed
 	}
 	m := l.multiplier.get()
 	if !valid(m) {
 		l.sched.SetRate(math.Inf(1))
 		return
 	}
-	l.sched.SetRate(m * l.arrivalRate)
+	l.sched.SetRate(m * l.incoming.Rate())
 }
 
 // cost is the flow's tokens, or its tokens_label_key label by the rules of
@@ -150,8 +139,9 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 	w := l.workloadOf(labels)
 	ld.LimitKey = w.name
 	m := l.multiplier.get()
+	cost := l.cost(w, labels, tokens)
 	if take {
-		l.updateRate(now)
+		l.arrive(now, cost)
 	}
 	rate := l.sched.Rate()
 	ld.Limit = rate
@@ -162,7 +152,6 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 	if !take {
 		return // explain cannot predict the queue
 	}
-	cost := l.cost(w, labels, tokens)
 	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: cost, Timeout: scheduler.QueueTimeout(w.timeout, cost, rate)}
 	if k := l.spec.Parameters.FairnessLabelKey; k != "" {
 		req.Fairness = labels[k]

@@ -3,6 +3,7 @@ package controlpoint
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -147,5 +148,105 @@ func TestLoadSchedulerFirstRateStartsWithTokens(t *testing.T) {
 		if i == 2 && (d.Limiters[0].PassThrough || d.Limiters[0].Limit < 23 || d.Limiters[0].Limit > 24) {
 			t.Fatalf("flow %d: %+v, want a rate of about 23.5/s", i, d.Limiters[0])
 		}
+	}
+}
+
+// every returns the offsets from..from+d (exclusive) at one flow per step.
+func every(step, from, d time.Duration) []time.Duration {
+	var at []time.Duration
+	for t := from; t < from+d; t += step {
+		at = append(at, t)
+	}
+	return at
+}
+
+// limitsAt sends one flow at each offset from t0 (a fake clock: the
+// engine's now) and returns the load scheduler's limit as each flow saw
+// it. No flow waits in real time: its context leaves none.
+func limitsAt(e *Engine, t0 time.Time, at []time.Duration) []float64 {
+	limits := make([]float64, 0, len(at))
+	for _, d := range at {
+		ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(time.Millisecond))
+		var dec Decision
+		e.Check(ctx, t0.Add(d), &Request{ControlPoint: "api"}, &dec)
+		cancel()
+		limits = append(limits, dec.Limiters[0].Limit)
+	}
+	return limits
+}
+
+// A lull is not a reading of the incoming rate. Flows at 100/s, a pause,
+// then 100/s again: the flows after the pause are admitted at
+// 1.2 × 100/s, what the multiplier allows, from the first one on. (The
+// window that spanned the pause read its few flows over the whole pause,
+// halved the estimate, and the first 100–300 ms after it admitted less
+// than arrived: test/protect's 0.4–0.5 % rejected in its first base
+// phase, after a pause of about 150 ms between its warm-up and driver.)
+func TestLoadSchedulerKeepsItsRateAcrossALull(t *testing.T) {
+	for _, pause := range []time.Duration{150 * time.Millisecond, 5 * time.Second} {
+		t.Run(pause.String(), func(t *testing.T) {
+			e := newEngine(t, nil, fmt.Sprintf(loadSchedulerPolicy, "{constant_signal: {value: 1.2}}"))
+			t0 := time.Now()
+			before := limitsAt(e, t0, every(10*time.Millisecond, 0, time.Second))
+			if got := before[len(before)-1]; got < 119.9 || got > 120.1 {
+				t.Fatalf("limit %.1f at 100 flows/s before the pause, want 120", got)
+			}
+			after := limitsAt(e, t0, every(10*time.Millisecond, 990*time.Millisecond+pause, 500*time.Millisecond))
+			for i, l := range after {
+				if l < 119.9 {
+					t.Fatalf("flow %d after a pause of %s: limit %.1f, want 1.2 × 100 = 120 (limits after the pause: %.0f)", i, pause, l, after)
+				}
+			}
+		})
+	}
+}
+
+// The bound on what a lull lets through: after a lull the limit stays what
+// it was before it (1.2 × 100/s: not unlimited, not more) until the first
+// window of the new flows closes (100 ms), and from then on it is 1.2 ×
+// their rate in full, as the multiplier says.
+func TestLoadSchedulerFollowsALoadThatRisesAfterALull(t *testing.T) {
+	e := newEngine(t, nil, fmt.Sprintf(loadSchedulerPolicy, "{constant_signal: {value: 1.2}}"))
+	t0 := time.Now()
+	limitsAt(e, t0, every(10*time.Millisecond, 0, time.Second))
+	resume := 6 * time.Second
+	at := every(time.Second/300, resume, 400*time.Millisecond)
+	limits := limitsAt(e, t0, at)
+	for i, l := range limits {
+		want := 360.0
+		if at[i]-resume < 100*time.Millisecond {
+			want = 120 // the first window: the rate before the lull
+		}
+		if l < want-0.5 || l > want+0.5 {
+			t.Fatalf("flow %d, %s after a 5 s lull, at 300 flows/s: limit %.1f, want %.0f", i, at[i]-resume, l, want)
+		}
+	}
+}
+
+// Flows that pass through while the multiplier is invalid (before the
+// circuit's first tick) still count as arrivals: the first limit after
+// the multiplier turns valid is 1.2 × their rate, not a share of an
+// estimate that read nothing.
+func TestLoadSchedulerCountsFlowsItPassesThrough(t *testing.T) {
+	e := newEngine(t, nil, fmt.Sprintf(loadSchedulerPolicy, "{signal_name: LOAD_MULTIPLIER}"))
+	t0 := time.Now()
+	limitsAt(e, t0, every(10*time.Millisecond, 0, time.Second))
+	key := policies.Key{Namespace: "default", Name: "protect"}
+	if err := e.SetComponentInput(key, 0, "load_multiplier", 1.2); err != nil {
+		t.Fatal(err)
+	}
+	limits := limitsAt(e, t0, every(10*time.Millisecond, time.Second, 300*time.Millisecond))
+	limited := 0
+	for i, l := range limits {
+		if math.IsInf(l, 1) {
+			continue // until the next rate update
+		}
+		limited++
+		if l < 119.9 || l > 120.1 {
+			t.Fatalf("flow %d after the multiplier turned valid: limit %.1f, want 1.2 × 100 = 120 (%.0f)", i, l, limits)
+		}
+	}
+	if limited == 0 {
+		t.Fatalf("no limit within 300 ms of a valid multiplier: %v", limits)
 	}
 }

@@ -218,14 +218,12 @@ func (r *flowRun) enter(f *flow, i int) {
 		return
 	}
 	l := r.scheds[i]
+	l.arrive(r.now)
 	if !validValue(l.multiplier) {
-		l.updateRate(r.now.Seconds()) // passes through, uncounted, as the agent's does
-		r.enter(f, i+1)
+		r.enter(f, i+1) // passes through, counted, as the agent's does
 		return
 	}
-	l.updateRate(r.now.Seconds())
 	r.advance(l) // a new rate admits waiting flows first
-	l.arrivals++
 	w := l.workload(f.workload)
 	timeout := scheduler.QueueTimeout(w.timeout, 1, l.bucket.rate)
 	ok, t := l.gate.Arrive(Epoch.Add(r.now), scheduler.GateRequest{Workload: w.name, Weight: w.weight, Tokens: 1, Timeout: timeout})

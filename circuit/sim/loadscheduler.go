@@ -10,9 +10,11 @@ import (
 )
 
 // loadScheduler is a flow_control.load_scheduler in virtual time, as the
-// agent builds it (controlpoint/loadscheduler.go): every 100 ms at most, on
-// a flow's arrival, its admission rate becomes load_multiplier × the
-// incoming rate (smoothed, half old and half new); tokens come at that
+// agent builds it (controlpoint/loadscheduler.go): every flow counts in the
+// incoming rate (the agent's own scheduler.IncomingRate, which does not
+// read a lull as a low rate), and when a flow closes one of its windows
+// (every 100 ms at most) the admission rate becomes load_multiplier × the
+// incoming rate; tokens come at that
 // rate into a bucket holding a tenth of a second of it; a flow that finds
 // the bucket short waits in the real weighted fair queue
 // (scheduler.Gate, whose virtual-time methods this drives) up to its
@@ -26,11 +28,9 @@ type loadScheduler struct {
 	gate      *scheduler.Gate
 	bucket    *bucket
 
-	multiplier  float64       // as the circuit last set it; NaN: invalid
-	lastUpdate  float64       // seconds; NaN until the first flow
-	arrivals    float64       // tokens requested since the last update
-	arrivalRate float64       // smoothed, tokens/s; NaN until measured
-	wakeAt      time.Duration // a pending wake-up, noWake when none
+	multiplier float64 // as the circuit last set it; NaN: invalid
+	incoming   scheduler.IncomingRate
+	wakeAt     time.Duration // a pending wake-up, noWake when none
 }
 
 // simWorkload is a workload's place in the queue.
@@ -39,10 +39,6 @@ type simWorkload struct {
 	weight  float64
 	timeout time.Duration
 }
-
-// rateUpdateEvery is how often the agent's load scheduler re-derives its
-// rate (controlpoint.rateUpdateEvery).
-const rateUpdateEvery = 0.1
 
 const noWake = time.Duration(math.MaxInt64)
 
@@ -55,14 +51,12 @@ func newLoadScheduler(index int, spec *policies.LoadScheduler) *loadScheduler {
 		return simWorkload{name: name, weight: 1 + p.Priority, timeout: t}
 	}
 	l := &loadScheduler{
-		index:       index,
-		workloads:   map[string]simWorkload{},
-		fallback:    wl("default", spec.Parameters.DefaultWorkloadParameters),
-		bucket:      &bucket{rate: math.Inf(1)},
-		multiplier:  math.NaN(),
-		lastUpdate:  math.NaN(),
-		arrivalRate: math.NaN(),
-		wakeAt:      noWake,
+		index:      index,
+		workloads:  map[string]simWorkload{},
+		fallback:   wl("default", spec.Parameters.DefaultWorkloadParameters),
+		bucket:     &bucket{rate: math.Inf(1)},
+		multiplier: math.NaN(),
+		wakeAt:     noWake,
 	}
 	for i, w := range spec.Parameters.Workloads {
 		name := w.Name
@@ -86,29 +80,18 @@ func (l *loadScheduler) workload(name string) simWorkload {
 	return l.fallback
 }
 
-// updateRate is the agent's updateRate at now (seconds).
-func (l *loadScheduler) updateRate(now float64) {
-	if math.IsNaN(l.lastUpdate) {
-		l.lastUpdate, l.arrivals = now, 0
+// arrive is the agent's loadScheduler.arrive for a flow of one token at
+// now: it counts the flow in the incoming rate and, when that closes a
+// window, sets the bucket's rate.
+func (l *loadScheduler) arrive(now time.Duration) {
+	if !l.incoming.Arrive(Epoch.Add(now), 1) {
 		return
-	}
-	dt := now - l.lastUpdate
-	if dt < rateUpdateEvery {
-		return
-	}
-	l.lastUpdate = now
-	observed := l.arrivals / dt
-	l.arrivals = 0
-	if math.IsNaN(l.arrivalRate) {
-		l.arrivalRate = observed
-	} else {
-		l.arrivalRate = 0.5*l.arrivalRate + 0.5*observed
 	}
 	if !validValue(l.multiplier) {
-		l.bucket.setRate(now, math.Inf(1))
+		l.bucket.setRate(now.Seconds(), math.Inf(1))
 		return
 	}
-	l.bucket.setRate(now, l.multiplier*l.arrivalRate)
+	l.bucket.setRate(now.Seconds(), l.multiplier*l.incoming.Rate())
 }
 
 func validValue(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

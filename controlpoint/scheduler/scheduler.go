@@ -11,6 +11,10 @@
 // none starves. A request waits at most its timeout (and never past its
 // context's deadline), then is rejected.
 //
+// IncomingRate (incoming.go) measures the rate at which a load scheduler's
+// flows arrive, which its admission rate is a multiple of; it does not
+// read a lull as a low rate.
+//
 // With no rate set, or a rate of +Inf, every request is admitted at once.
 // Unlike the rate limiter, a scheduler makes requests wait in real time,
 // so it reads a clock (New's argument, time.Now in production) instead of
@@ -41,14 +45,13 @@ type Request struct {
 
 // Scheduler is a token-rate limited weighted fair queue.
 type Scheduler struct {
-	clock   func() time.Time
-	mu      sync.Mutex
-	rate    float64 // tokens per second; +Inf: unlimited
-	tokens  float64
-	last    time.Time
-	queue   FairQueue[*waiter]
-	timer   *time.Timer // armed while the queue waits for tokens
-	arrived float64     // tokens requested since the last ArrivalRate call
+	clock  func() time.Time
+	mu     sync.Mutex
+	rate   float64 // tokens per second; +Inf: unlimited
+	tokens float64
+	last   time.Time
+	queue  FairQueue[*waiter]
+	timer  *time.Timer // armed while the queue waits for tokens
 }
 
 // New returns a Scheduler that admits everything until SetRate. clock nil
@@ -93,16 +96,6 @@ func (s *Scheduler) Rate() float64 {
 	return s.rate
 }
 
-// TakeArrivals returns the tokens requested since the previous call, so a
-// caller can measure the incoming rate once per tick.
-func (s *Scheduler) TakeArrivals() float64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.arrived
-	s.arrived = 0
-	return a
-}
-
 // QueueLen is the number of waiting requests.
 func (s *Scheduler) QueueLen() int {
 	s.mu.Lock()
@@ -139,7 +132,6 @@ func (s *Scheduler) refill(now time.Time) {
 func (s *Scheduler) Admit(ctx context.Context, r Request) (bool, time.Duration) {
 	s.mu.Lock()
 	now := s.clock()
-	s.arrived += r.Tokens
 	if math.IsInf(s.rate, 1) {
 		s.mu.Unlock()
 		return true, 0
