@@ -1,8 +1,10 @@
 package main
 
 // The load-and-idle scenario (issue 20, item 4): a long-running agent that
-// has served every path but Redis returns to a small RSS within a minute
-// of the load stopping, and stays within its memory budget throughout.
+// has served every path (gRPC, HTTP, Redis exact and lazy_sync, OTLP,
+// gateway) returns to a small RSS within a minute of the load stopping,
+// and stays within its memory budget throughout. The Redis paths are in
+// idleredis.go.
 
 import (
 	"bufio"
@@ -38,7 +40,7 @@ import (
 )
 
 var (
-	idle        = flag.Bool("idle", false, "run the load-and-idle scenario instead of the new-key flood: every path but Redis for -duration, then RSS 10 s, 30 s and 60 s after")
+	idle        = flag.Bool("idle", false, "run the load-and-idle scenario instead of the new-key flood: every path (Redis too unless -idle-redis=false) for -duration, then RSS 10 s, 30 s and 60 s after")
 	idleUsers   = flag.Int("idle-users", 20_000, "-idle: distinct users the load's checks come from")
 	idleBudget  = flag.Int("idle-memory-mib", 0, "-idle: limits.memory_mib of the agent; 0 keeps its default")
 	idleHeap    = flag.String("idle-heapprofile", "", "-idle: save the agent's heap profile 60 s after the load here (fluxgate built with -tags pprof, FLUXGATE_PPROF_ADDR set in this program's environment)")
@@ -71,6 +73,7 @@ otlp: {grpc_port: %d, http_port: %d}
 policies: {dir: %q}
 log: {level: warn}
 %s
+%s
 gateway:
   listen: 127.0.0.1:%d
   upstreams:
@@ -86,7 +89,9 @@ type idleAgent struct {
 	api, grpc, mx, otlpGRPC, otlpHTTP, gw string
 }
 
-func startIdleAgent(ctx context.Context, bin, dir, upstream string, budget int) (*idleAgent, error) {
+// startIdleAgent starts the agent in front of upstream; with redisAddr
+// set it also gets the Redis-backed policy and redis.address.
+func startIdleAgent(ctx context.Context, bin, dir, upstream, redisAddr string, budget int) (*idleAgent, error) {
 	pol := filepath.Join(dir, "policies")
 	if err := os.MkdirAll(pol, 0o755); err != nil {
 		return nil, err
@@ -94,13 +99,20 @@ func startIdleAgent(ctx context.Context, bin, dir, upstream string, budget int) 
 	if err := os.WriteFile(filepath.Join(pol, "idle.yaml"), []byte(idlePolicy), 0o644); err != nil {
 		return nil, err
 	}
+	redis := ""
+	if redisAddr != "" {
+		if err := os.WriteFile(filepath.Join(pol, "idle-redis.yaml"), []byte(idleRedisPolicy), 0o644); err != nil {
+			return nil, err
+		}
+		redis = fmt.Sprintf("redis: {address: %q}", redisAddr)
+	}
 	hp, gp, mp, og, oh, gw := freePort(), freePort(), freePort(), freePort(), freePort(), freePort()
 	limits := ""
 	if budget > 0 {
 		limits = fmt.Sprintf("limits: {memory_mib: %d}", budget)
 	}
 	conf := filepath.Join(dir, "fluxgate.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, idleConfig, hp, gp, mp, og, oh, pol, limits, gw, upstream), 0o600); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, idleConfig, hp, gp, mp, og, oh, pol, limits, redis, gw, upstream), 0o600); err != nil {
 		return nil, err
 	}
 	at := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
@@ -148,7 +160,21 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	go func() { _ = up.Serve(ln) }()
 	defer up.Close()
 
-	ag, err := startIdleAgent(ctx, bin, dir, ln.Addr().String(), *idleBudget)
+	var rs *redisServer
+	if *idleRedis {
+		if rs, err = startRedis(dir); err != nil {
+			log.Print(err)
+			return 1
+		}
+		if rs != nil {
+			defer rs.stop()
+		}
+	}
+	redisAddr := ""
+	if rs != nil {
+		redisAddr = rs.addr
+	}
+	ag, err := startIdleAgent(ctx, bin, dir, ln.Addr().String(), redisAddr, *idleBudget)
 	if err != nil {
 		log.Print(err)
 		return 1
@@ -159,7 +185,11 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	time.Sleep(2 * time.Second)
 	before, beforeAnon, beforeGo := rss.now(), rss.field("RssAnon"), ag.goMem()
 
-	log.Printf("load: gRPC and HTTP checks, OTLP over gRPC and HTTP, gateway requests, %d workers each, %d users, for %v", workers, *idleUsers, d)
+	paths := "gRPC and HTTP checks, OTLP over gRPC and HTTP, gateway requests"
+	if rs != nil {
+		paths = "gRPC and HTTP checks, Redis-backed exact and lazy_sync checks over gRPC, OTLP over gRPC and HTTP, gateway requests"
+	}
+	log.Printf("load: %s, %d workers each, %d users, for %v", paths, workers, *idleUsers, d)
 	lctx, stop := context.WithTimeout(ctx, d)
 	defer stop()
 	var calls, failed atomic.Int64
@@ -200,6 +230,18 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		_, err := checks.Check(lctx, &pb.CheckRequest{ControlPoint: "ingress", Labels: map[string]string{"user": nextUser(), "tier": "free"}})
 		return err
 	})
+	var redisCalls atomic.Int64
+	if rs != nil {
+		for _, cp := range []string{cpRedisExact, cpRedisLazy} {
+			loop(func() error {
+				err := redisCheck(lctx, checks, cp, nextUser())
+				if err == nil {
+					redisCalls.Add(1)
+				}
+				return err
+			})
+		}
+	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
 	get := func(url string, h http.Header) error { return idleGet(lctx, hc, url, h) }
 	post := func(url, ctype string, body []byte) error { return idlePost(lctx, hc, url, ctype, body) }
@@ -231,12 +273,15 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		return err
 	})
 	wg.Wait()
-	res := idleResult{d: d, workers: workers, calls: calls.Load(), failed: failed.Load(),
+	res := idleResult{d: d, workers: workers, paths: paths, calls: calls.Load(), failed: failed.Load(), redis: rs != nil, redisCalls: redisCalls.Load(),
 		before: idleSample{rss: before, anon: beforeAnon, goView: beforeGo}}
 	res.load = idleSample{rss: rss.now(), anon: rss.field("RssAnon")}
 	res.peak = rss.hwm()
 	res.load.goView = ag.goMem()
-	log.Printf("load done: %d calls, %d failed; RSS %d MiB, peak %d MiB", res.calls, res.failed, res.load.rss>>10, res.peak>>10)
+	if rs != nil {
+		res.redisScripts, res.redisKeys = rs.scripts()
+	}
+	log.Printf("load done: %d calls (%d Redis-backed), %d failed; RSS %d MiB, peak %d MiB", res.calls, res.redisCalls, res.failed, res.load.rss>>10, res.peak>>10)
 
 	start := time.Now()
 	for _, at := range []time.Duration{10 * time.Second, 30 * time.Second, 60 * time.Second} {
@@ -264,16 +309,26 @@ type idleSample struct {
 type idleResult struct {
 	d             time.Duration
 	workers       int
+	paths         string // what was loaded
 	calls, failed int64
 	before, load  idleSample
 	peak          int64 // VmHWM, KiB
 	after         []idleSample
+
+	redis                   bool  // the Redis paths were loaded
+	redisCalls              int64 // accepted Redis-backed checks, exact and lazy_sync
+	redisScripts, redisKeys int64 // scripts Redis ran, keys it held at the end of the load
 }
 
 // report prints the table and the verdict and returns the exit code.
 func (r *idleResult) report() int {
-	fmt.Printf("\nload and idle, %s: %v of gRPC and HTTP checks, OTLP exports (gRPC on both ports), gateway requests; %d workers each, %d users; %d calls, %d failed; limits.memory_mib %s\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), r.d, r.workers, *idleUsers, r.calls, r.failed, orDefault(*idleBudget))
+	fmt.Printf("\nload and idle, %s: %v of %s; %d workers each, %d users; %d calls, %d failed; limits.memory_mib %s\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), r.d, r.paths, r.workers, *idleUsers, r.calls, r.failed, orDefault(*idleBudget))
+	if r.redis {
+		fmt.Printf("Redis: %d accepted Redis-backed checks, %d scripts run, %d keys held at the end of the load\n", r.redisCalls, r.redisScripts, r.redisKeys)
+	} else {
+		fmt.Println("Redis paths not exercised")
+	}
 	fmt.Printf("| when | RSS | of it anonymous | Go runtime |\n|---|---|---|---|\n")
 	fmt.Printf("| before the load | %d MiB | %d MiB | %s |\n", r.before.rss>>10, r.before.anon>>10, r.before.goView)
 	fmt.Printf("| peak (VmHWM) | %d MiB | | |\n", r.peak>>10)
@@ -288,6 +343,10 @@ func (r *idleResult) report() int {
 	}
 	if *idleBudget > 0 && r.peak>>10 > int64(*idleBudget) {
 		fmt.Printf("FAIL: peak RSS %d MiB over limits.memory_mib %d\n", r.peak>>10, *idleBudget)
+		code = 1
+	}
+	if r.redis && (r.redisCalls == 0 || r.redisScripts <= 0) {
+		fmt.Printf("FAIL: the Redis paths were not exercised (%d checks, %d scripts)\n", r.redisCalls, r.redisScripts)
 		code = 1
 	}
 	if r.failed > 0 {
