@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -83,9 +84,14 @@ func startRedis(dir string) (*redisServer, error) {
 	s := &redisServer{addr: addr, cmd: cmd,
 		c: goredis.NewClient(&goredis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := s.c.Ping(ctx).Err()
-		cancel()
+		// A plain dial first: go-redis logs every failed dial to stderr.
+		err := errors.New("not listening")
+		if conn, derr := net.DialTimeout("tcp", addr, 200*time.Millisecond); derr == nil {
+			_ = conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			err = s.c.Ping(ctx).Err()
+			cancel()
+		}
 		if err == nil {
 			return s, nil
 		}
