@@ -160,21 +160,13 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	go func() { _ = up.Serve(ln) }()
 	defer up.Close()
 
-	var rs *redisServer
-	if *idleRedis {
-		if rs, err = startRedis(dir); err != nil {
-			log.Print(err)
-			return 1
-		}
-		if rs != nil {
-			defer rs.stop()
-		}
+	rs, err := idleRedisServer(dir)
+	if err != nil {
+		log.Print(err)
+		return 1
 	}
-	redisAddr := ""
-	if rs != nil {
-		redisAddr = rs.addr
-	}
-	ag, err := startIdleAgent(ctx, bin, dir, ln.Addr().String(), redisAddr, *idleBudget)
+	defer rs.stop()
+	ag, err := startIdleAgent(ctx, bin, dir, ln.Addr().String(), rs.address(), *idleBudget)
 	if err != nil {
 		log.Print(err)
 		return 1
@@ -185,10 +177,7 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	time.Sleep(2 * time.Second)
 	before, beforeAnon, beforeGo := rss.now(), rss.field("RssAnon"), ag.goMem()
 
-	paths := "gRPC and HTTP checks, OTLP over gRPC and HTTP, gateway requests"
-	if rs != nil {
-		paths = "gRPC and HTTP checks, Redis-backed exact and lazy_sync checks over gRPC, OTLP over gRPC and HTTP, gateway requests"
-	}
+	paths := "gRPC and HTTP checks, " + rs.paths() + "OTLP over gRPC and HTTP, gateway requests"
 	log.Printf("load: %s, %d workers each, %d users, for %v", paths, workers, *idleUsers, d)
 	lctx, stop := context.WithTimeout(ctx, d)
 	defer stop()
@@ -231,17 +220,7 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		return err
 	})
 	var redisCalls atomic.Int64
-	if rs != nil {
-		for _, cp := range []string{cpRedisExact, cpRedisLazy} {
-			loop(func() error {
-				err := redisCheck(lctx, checks, cp, nextUser())
-				if err == nil {
-					redisCalls.Add(1)
-				}
-				return err
-			})
-		}
-	}
+	rs.load(loop, func(cp string) error { return redisCheck(lctx, checks, cp, nextUser()) }, &redisCalls)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
 	get := func(url string, h http.Header) error { return idleGet(lctx, hc, url, h) }
 	post := func(url, ctype string, body []byte) error { return idlePost(lctx, hc, url, ctype, body) }
@@ -278,9 +257,7 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	res.load = idleSample{rss: rss.now(), anon: rss.field("RssAnon")}
 	res.peak = rss.hwm()
 	res.load.goView = ag.goMem()
-	if rs != nil {
-		res.redisScripts, res.redisKeys = rs.scripts()
-	}
+	res.redisScripts, res.redisKeys = rs.scripts()
 	log.Printf("load done: %d calls (%d Redis-backed), %d failed; RSS %d MiB, peak %d MiB", res.calls, res.redisCalls, res.failed, res.load.rss>>10, res.peak>>10)
 
 	start := time.Now()

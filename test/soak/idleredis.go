@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -52,11 +53,20 @@ spec:
             parameters: {limit_by_label_key: user, interval: 1s, backend: redis, redis_timeout: 1s, lazy_sync: {enabled: true, num_sync: 4}}
 `
 
-// redisServer is a redis-server started by this program.
+// redisServer is a redis-server started by this program; its methods
+// take a nil *redisServer for a run without Redis.
 type redisServer struct {
 	addr string
 	cmd  *exec.Cmd
 	c    *goredis.Client
+}
+
+// idleRedisServer is the Redis of the scenario: nil with -idle-redis=false.
+func idleRedisServer(dir string) (*redisServer, error) {
+	if !*idleRedis {
+		return nil, nil
+	}
+	return startRedis(dir)
 }
 
 // startRedis starts redis-server on a free loopback port, without
@@ -103,15 +113,54 @@ func startRedis(dir string) (*redisServer, error) {
 }
 
 func (s *redisServer) stop() {
+	if s == nil {
+		return
+	}
 	_ = s.c.Close()
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 }
 
+// address is the server's host:port, empty without Redis.
+func (s *redisServer) address() string {
+	if s == nil {
+		return ""
+	}
+	return s.addr
+}
+
+// paths names the Redis paths for the report, with a trailing ", ".
+func (s *redisServer) paths() string {
+	if s == nil {
+		return ""
+	}
+	return "Redis-backed exact and lazy_sync checks over gRPC, "
+}
+
+// load starts loop on each Redis-backed control point, calling check
+// with it and counting its successes in ok; nothing without Redis.
+func (s *redisServer) load(loop func(func() error), check func(cp string) error, ok *atomic.Int64) {
+	if s == nil {
+		return
+	}
+	for _, cp := range []string{cpRedisExact, cpRedisLazy} {
+		loop(func() error {
+			err := check(cp)
+			if err == nil {
+				ok.Add(1)
+			}
+			return err
+		})
+	}
+}
+
 // scripts is how many scripts (EVALSHA and EVAL) the server has run, from
 // INFO commandstats, and how many keys it holds; -1, -1 when it cannot be
-// read.
+// read; 0, 0 without Redis.
 func (s *redisServer) scripts() (calls, keys int64) {
+	if s == nil {
+		return 0, 0
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	info, err := s.c.Info(ctx, "commandstats").Result()
