@@ -37,6 +37,7 @@ import (
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/fluxmeter"
 )
 
 var (
@@ -199,8 +200,8 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		}
 		calls.Add(1)
 	}
-	loop := func(f func() error) {
-		for range workers {
+	loopN := func(n int, f func() error) {
+		for range n {
 			wg.Go(func() {
 				for lctx.Err() == nil {
 					count(f())
@@ -208,6 +209,7 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 			})
 		}
 	}
+	loop := func(f func() error) { loopN(workers, f) }
 	conn, err := grpc.NewClient(ag.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		log.Print(err)
@@ -243,7 +245,10 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	defer oconn.Close()
 	otlpPort := collectortrace.NewTraceServiceClient(oconn)
 	var batch atomic.Int64
-	loop(func() error {
+	// The agent holds at most MaxGRPCExportsInFlight exports over both
+	// ports and answers the next Unavailable: more exporters than that
+	// would measure its shedding, not its memory.
+	loopN(min(workers, fluxmeter.MaxGRPCExportsInFlight), func() error {
 		c := otlp
 		if batch.Add(1)%2 == 0 {
 			c = otlpPort

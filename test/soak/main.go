@@ -26,7 +26,9 @@
 // `fluxgate gateway` serves gRPC and HTTP checks, Redis-backed rate limits
 // in exact and lazy_sync mode (gRPC checks against a redis-server this
 // program starts on a free loopback port), OTLP exports and gateway
-// requests for -duration with -workers clients on each path, then idles;
+// requests for -duration with -workers clients on each path (OTLP: at most
+// fluxmeter.MaxGRPCExportsInFlight, the exports the agent holds at once
+// before it sheds them), then idles;
 // it prints RSS and the Go runtime's heap figures before, at the peak, at
 // the end of the load and 10 s, 30 s and 60 s after, and fails when RSS a
 // minute after is over -idle-rss-mib, the peak over limits.memory_mib, a
