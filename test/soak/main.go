@@ -23,14 +23,21 @@
 //	go run ./test/soak -keys 4000000 -duration 10m      # issue 14's soak
 //
 // With -idle it runs issue 20's load-and-idle scenario instead (idle.go):
-// `fluxgate gateway` serves gRPC and HTTP checks, OTLP exports and gateway
-// requests for -duration with -workers clients on each path, then idles;
-// it prints RSS and the Go runtime's heap figures before, at the peak, at
-// the end of the load and 10 s, 30 s and 60 s after, and fails when RSS a
-// minute after is over -idle-rss-mib or the peak over limits.memory_mib.
-// Redis paths are not exercised.
+// `fluxgate gateway` serves gRPC and HTTP checks, Redis-backed rate limits
+// in exact and lazy_sync mode (gRPC checks against a redis-server this
+// program starts on a free loopback port), OTLP exports and gateway
+// requests for -duration with -workers clients on each path (OTLP: at most
+// fluxmeter.MaxGRPCExportsInFlight, the exports the agent holds at once
+// before it sheds them), then idles; it prints RSS and the Go runtime's
+// heap figures before, at the end of the load and 10 s, 30 s and 60 s
+// after, and the peak (VmHWM) during the load and over the whole run, and
+// fails when RSS a minute after is over -idle-rss-mib, the whole run's
+// peak over limits.memory_mib, a call fails or Redis ran no script. -idle-redis=false leaves Redis out;
+// without redis-server the Redis paths are left out with a message, or
+// the run fails under CI=true.
 //
-//	go run ./test/soak -idle -duration 60s -workers 4
+//	go run ./test/soak -idle -duration 45s -workers 4
+//	go run ./test/soak -idle -idle-redis=false          # every path but Redis
 package main
 
 import (
