@@ -424,47 +424,16 @@ func openLoop(p *proc) (map[string]float64, error) {
 		return nil, err
 	}
 	defer conn.Close()
-	req := checkRequest()
-	total := int(float64(*rate) * duration.Seconds())
-	lat := make([]time.Duration, total)
-	intended := make(chan int, total)
-	var failures atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now().Add(10 * time.Millisecond)
-	interval := time.Second / time.Duration(*rate)
-	for w := 0; w < 256; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range intended {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := client.Check(ctx, req)
-				cancel()
-				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
-				if err != nil {
-					failures.Add(1)
-				}
-			}
-		}()
-	}
-	cpu0 := p.cpuSeconds()
-	for i := 0; i < total; i++ {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		intended <- i
-	}
-	close(intended)
-	wg.Wait()
+	cpu0, start := p.cpuSeconds(), time.Now()
+	lat, failures := pacedSlice(client, *duration)
 	elapsed := time.Since(start).Seconds()
 	cpu := p.cpuSeconds() - cpu0
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))]) / 1e6 }
+	slices.Sort(lat)
 	return map[string]float64{
-		"p50 ms":       q(0.50),
-		"p99 ms":       q(0.99),
+		"p50 ms":       quantileMs(lat, 0.50),
+		"p99 ms":       quantileMs(lat, 0.99),
 		"server cores": cpu / elapsed,
-		"failures":     float64(failures.Load()),
+		"failures":     float64(failures),
 	}, nil
 }
 

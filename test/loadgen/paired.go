@@ -66,7 +66,7 @@ func pacedSlice(client pb.FlowControlServiceClient, d time.Duration) ([]time.Dur
 	var wg sync.WaitGroup
 	start := time.Now().Add(2 * time.Millisecond)
 	interval := time.Second / time.Duration(*rate)
-	for range min(total, 64) {
+	for range min(total, 256) { // as many in flight as a stall of 50 ms holds at 5,000/s
 		wg.Go(func() {
 			for i := range intended {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
