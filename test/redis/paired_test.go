@@ -14,6 +14,8 @@ import (
 var (
 	pathsPaired = flag.Duration("paths.paired", 0, "BenchmarkRedisPaths: pace floor and exact at 5,000/s in turns of -paths.slice for this long each, the order alternating each round, quantiles over all slices pooled (0: one 2 s run per mode instead)")
 	pathsSlice  = flag.Duration("paths.slice", 250*time.Millisecond, "BenchmarkRedisPaths: length of one turn of -paths.paired")
+
+	pathsPairedPipelines = flag.String("paths.paired.pipelines", "", "BenchmarkRedisPaths: with -paths.paired, more exact contenders with these RedisOptions.Pipelines (comma-separated, e.g. 8)")
 )
 
 // The paced p99 of one 2 s run per mode is mostly the machine's: on two
@@ -87,7 +89,7 @@ func writePaired(out *strings.Builder, modes []pathMode, reps [][]pairedResult, 
 	fmt.Fprintf(out, "from each call's intended start (own: from its actual start, without the pacer's lag)\n\n")
 	fmt.Fprintln(out, "| rep | mode | p50 µs | p99 µs | p99.9 µs | p99 / floor's | rounds its slice p99 > floor's | own p50 µs | own p99 µs | agent µs CPU/check | redis µs CPU/check | errors |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|")
-	var ratios []float64
+	ratios := make([][]float64, len(modes))
 	for r, res := range reps {
 		floor := res[0]
 		for i, m := range modes {
@@ -100,12 +102,13 @@ func writePaired(out *strings.Builder, modes []pathMode, reps [][]pairedResult, 
 			}
 			fmt.Fprintf(out, "| %d | %s | %.0f | %.0f | %.0f | %.2f | %d/%d | %.0f | %.0f | %.1f | %.1f | %d |\n", r+1, m.name, x.p50, x.p99, x.p999,
 				x.p99/floor.p99, worse, len(x.sliceP99), x.ownP50, x.ownP99, x.cpu, x.redis, x.errors)
-			if i == 1 {
-				ratios = append(ratios, x.p99/floor.p99)
-			}
+			ratios[i] = append(ratios[i], x.p99/floor.p99)
 		}
 	}
-	fmt.Fprintf(out, "\n%s p99 / %s p99 at %d/s, paired, each repetition: %.2f\n", modes[1].name, modes[0].name, rate, ratios)
+	fmt.Fprintln(out)
+	for i, m := range modes[1:] {
+		fmt.Fprintf(out, "%s p99 / %s p99 at %d/s, paired, each repetition: %.3f\n", m.name, modes[0].name, rate, ratios[i+1])
+	}
 }
 
 // TestPathsPairedTakesTurns checks the paired run's bookkeeping with two

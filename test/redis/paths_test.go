@@ -68,8 +68,8 @@ func BenchmarkRedisPaths(b *testing.B) {
 		return script.EvalSha(context.Background(), c, []string{key}, 1e9, 1e9, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
 	}
 	run := strconv.FormatInt(benchRuns.Add(1), 10)
-	check := func(name, params string, keys int) func(context.Context, int, int) error {
-		e := newEngineWith(b, ratelimit.RedisOptions{Client: srv.Client(b), Pipelines: *pathsPipelines},
+	checkWith := func(pipelines int, name, params string, keys int) func(context.Context, int, int) error {
+		e := newEngineWith(b, ratelimit.RedisOptions{Client: srv.Client(b), Pipelines: pipelines},
 			limiterPolicy(b, "paths-"+name+"-"+run, limiter("ingress", 1e9, params)))
 		return func(ctx context.Context, g, n int) error {
 			var d controlpoint.Decision
@@ -81,6 +81,9 @@ func BenchmarkRedisPaths(b *testing.B) {
 			return nil
 		}
 	}
+	check := func(name, params string, keys int) func(context.Context, int, int) error {
+		return checkWith(*pathsPipelines, name, params, keys)
+	}
 	const exactParams = "failure_mode: fail_closed, redis_timeout: 1s"
 	modes := []pathMode{
 		{"floor", floor},
@@ -88,7 +91,16 @@ func BenchmarkRedisPaths(b *testing.B) {
 		{"exact-10k", check("exact10k", exactParams, 10_000)},
 		{"lazy-10k", check("lazy10k", "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 1s", 10_000)},
 	}
-	paced := modes[:2]
+	paced := slices.Clone(modes[:2])
+	if *pathsPaired > 0 {
+		for _, f := range strings.FieldsFunc(*pathsPairedPipelines, func(r rune) bool { return r == ',' }) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				b.Fatalf("-paths.paired.pipelines %q: want numbers of pipelines ≥ 1, comma-separated", *pathsPairedPipelines)
+			}
+			paced = append(paced, pathMode{"exact, " + f + " pipelines", checkWith(n, "exact-p"+f, exactParams, 64)})
+		}
+	}
 	// Cold keys: 10,000 keys offered 16,000 checks/s in all (1.6 a key
 	// a second, below lazy sync's 4 syncs a key a second).
 	cold := []pathMode{modes[2], modes[3]}
