@@ -76,7 +76,7 @@ bench:
 FUZZ_TARGETS ?= policies:FuzzParse gateway:FuzzConnectionListed controlpoint/server:FuzzCheckJSON \
 	controlpoint/server:FuzzAuthRequestHeaders controlpoint/classifier:FuzzPathTemplate \
 	controlpoint/classifier:FuzzJSONPointer agent:FuzzSetConfigValue fluxmeter:FuzzReceiverHTTP \
-	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck
+	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck controlpoint/flow:FuzzHeaderLabel
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
