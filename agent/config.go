@@ -129,7 +129,7 @@ func DefaultConfig() Config {
 		Policies:   PoliciesConfig{Dir: "./policies"},
 		Log:        LogConfig{Level: "info", Format: "json"},
 		Agent:      AgentConfig{AgentGroup: "default"},
-		TSDB:       TSDBConfig{ScrapeInterval: time.Second, Retention: 2 * time.Hour},
+		TSDB:       TSDBConfig{ScrapeInterval: 250 * time.Millisecond, Retention: 2 * time.Hour},
 		Prometheus: PrometheusConfig{Timeout: 5 * time.Second},
 		Redis:      RedisConfig{DialTimeout: time.Second},
 		Limits:     LimitsConfig{MemoryMiB: 512, ApertureCacheMiB: 64, RateLimiterMemoryMiB: 32},

@@ -5,7 +5,7 @@ import "time"
 // TSDBConfig is the embedded Prometheus TSDB that circuits query by
 // default: the agent appends its own metrics to it.
 type TSDBConfig struct {
-	ScrapeInterval time.Duration `yaml:"scrape_interval" validate:"positive" desc:"How often the agent appends its own metrics to the embedded TSDB that circuits query."`
+	ScrapeInterval time.Duration `yaml:"scrape_interval" validate:"positive" desc:"How often the agent appends its own metrics to the embedded TSDB that circuits query. Keep rate windows of queries (the service-protection blueprint's latency_window, 2s) at least 4 × this."`
 	Retention      time.Duration `yaml:"retention" validate:"positive" desc:"How long the embedded TSDB keeps samples."`
 	Dir            string        `yaml:"dir" desc:"Directory of the embedded TSDB; empty means a temporary directory removed at exit."`
 }

@@ -105,7 +105,7 @@ func defaultServiceProtection() *serviceProtection {
 		Namespace:          policies.DefaultNamespace,
 		Loop:               loopInPath,
 		EvaluationInterval: policies.DefaultEvaluationInterval,
-		LatencyWindow:      5 * time.Second,
+		LatencyWindow:      2 * time.Second,
 		MaxExtrapolation:   5 * time.Second,
 		Baseline: baseline{
 			EMAWindow:        300 * time.Second,

@@ -28,10 +28,14 @@ type Plant struct {
 	BaseLatency time.Duration `yaml:"base_latency,omitempty"`
 	// Duration of the run. Default 60s.
 	Duration time.Duration `yaml:"duration,omitempty"`
-	// Window is the rate window of the circuit's queries. Default 5s.
+	// Window is the rate window of the circuit's queries (the plant's, not
+	// read from the policy's query strings: set it to the policy's, such
+	// as the service-protection blueprint's latency_window, 2s by
+	// default since 2026-12-05). Default 5s.
 	Window time.Duration `yaml:"window,omitempty"`
 	// ScrapeInterval is how often the counters are sampled (the agent's
-	// tsdb.scrape_interval). Default 1s.
+	// tsdb.scrape_interval, 250ms by default since 2026-12-05). Default 1s,
+	// the agent's until then, which the plant files here model.
 	ScrapeInterval time.Duration `yaml:"scrape_interval,omitempty"`
 	// ScrapeOffset is when, after each tick, the counters are sampled:
 	// a query at a tick reads the samples up to that tick, so the newest

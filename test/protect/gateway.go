@@ -119,6 +119,9 @@ func startGateway(ctx context.Context, bin, dir, upstreamAddr, policy, front str
 	if front == "nginx" {
 		yml, command = fmt.Appendf(nil, agentConfig, port, polDir, g.token), "agent"
 	}
+	if *tsdbScrape > 0 {
+		yml = fmt.Appendf(yml, "tsdb: {scrape_interval: %s}\n", tsdbScrape.String())
+	}
 	if err := os.WriteFile(conf, yml, 0o600); err != nil {
 		return nil, err
 	}
@@ -289,8 +292,10 @@ func freeAddr() string {
 }
 
 // signalNames are the circuit signals recorded each second, when the
-// policy has them (the service-protection blueprint's do).
-var signalNames = []string{"LATENCY", "SETPOINT", "MULTIPLIER"}
+// policy has them (the service-protection blueprint's do). LATENCY_RAW is
+// the flux-meter loop's query result before max_extrapolation holds it:
+// an empty cell is a tick whose query had no reading.
+var signalNames = []string{"LATENCY", "SETPOINT", "MULTIPLIER", "LATENCY_RAW"}
 
 // signalPoller reads the policy's signals from the agent once a second
 // (GET /v1/signals, with the admin token the config sets). It is only a
@@ -405,4 +410,31 @@ func (p *signalPoller) line(sec int) string {
 		}
 	}
 	return b.String()
+}
+
+// cpu is the CPU time (user + system) the gateway or agent child has used
+// so far, from /proc/PID/stat; -1 when it cannot be read. Clock ticks are
+// taken as 100 a second (USER_HZ on Linux).
+func (g *gateway) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	// The command name (field 2) may hold spaces; fields after its ")".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	var utime, stime int64
+	if _, err := fmt.Sscan(f[11], &utime); err != nil {
+		return -1
+	}
+	if _, err := fmt.Sscan(f[12], &stime); err != nil {
+		return -1
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

@@ -59,6 +59,7 @@ var (
 	strict      = flag.Bool("strict", false, "exit 1 when a target fails")
 	seed        = flag.Uint64("seed", 1, "seed of the arrival schedule and of the priorities")
 	capDuration = flag.Duration("capacity-time", 2*time.Second, "length of the closed-loop capacity measurement")
+	tsdbScrape  = flag.Duration("tsdb-scrape", 0, "the agent's tsdb.scrape_interval (how often it appends its own metrics for circuits); 0 keeps the agent's default")
 )
 
 func main() {
@@ -104,6 +105,8 @@ func checkFlags() error {
 		return errors.New("-high must be within 0..1")
 	case *conns < 1 || *timeout <= 0:
 		return errors.New("-conns and -timeout must be positive")
+	case *tsdbScrape < 0:
+		return errors.New("-tsdb-scrape must not be negative")
 	case *frontFlag != "gateway" && *frontFlag != "nginx":
 		return fmt.Errorf("-front %q: want gateway or nginx", *frontFlag)
 	}
@@ -175,10 +178,12 @@ func run(ctx context.Context) (*summary, error) {
 	log.Printf("driving %d requests over %s: %.0f req/s, then %.0f req/s, then %.0f req/s (%s arrivals, %.0f%% high priority)",
 		len(sched.at), plan.total(), plan[0].rate, plan[1].rate, plan[2].rate, *arrivals, 100**highShare)
 	loadBefore := loadavg()
+	cpuBefore := gw.cpu()
 	start := time.Now().Add(100 * time.Millisecond)
 	sig := gw.pollSignals(ctx, start)
 	res, err := drive(ctx, gw.addr, sched, start, *conns, *timeout, plan, sig.line)
 	sig.stop()
+	cpuUsed := gw.cpu() - cpuBefore
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +193,13 @@ func run(ctx context.Context) (*summary, error) {
 	sum.Front = *frontFlag
 	sum.GatewayP50ms, sum.GatewayP99ms = ms(quantile(viaGW, 0.5)), ms(quantile(viaGW, 0.99))
 	sum.LoadAvg = loadBefore + " → " + loadavg()
+	sum.TSDBScrape = "default"
+	if *tsdbScrape > 0 {
+		sum.TSDBScrape = tsdbScrape.String()
+	}
+	if cpuBefore >= 0 && cpuUsed >= 0 {
+		sum.AgentCPUs = cpuUsed.Seconds()
+	}
 	if err := writeOutputs(out, secs, sum); err != nil {
 		return nil, err
 	}

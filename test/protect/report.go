@@ -126,6 +126,11 @@ type summary struct {
 	MultiplierFrom int `json:"multiplier_below_1_from_s"`
 	// 1-minute load average of the machine at the start and end of the run.
 	LoadAvg string `json:"load_average"`
+	// The agent's tsdb.scrape_interval ("default" when not set), and the
+	// CPU time (user + system) of the gateway or agent process while the
+	// driver ran, in seconds; 0 when /proc could not be read.
+	TSDBScrape string  `json:"tsdb_scrape_interval"`
+	AgentCPUs  float64 `json:"agent_cpu_s"`
 
 	Targets []target `json:"targets"`
 }
@@ -318,6 +323,7 @@ func (s *summary) text() string {
 		fmt.Fprintf(&b, "errors: %s\n", countList(s.ErrorsBy))
 	}
 	fmt.Fprintf(&b, "machine load average (1 min) at start → end of the run: %s\n", s.LoadAvg)
+	fmt.Fprintf(&b, "agent tsdb.scrape_interval %s; CPU of the %s process while driven: %.1f s\n", s.TSDBScrape, s.Front, s.AgentCPUs)
 	fmt.Fprintf(&b, "circuit: SETPOINT valid from %s, MULTIPLIER below 1 from %s\n", secOrNever(s.SetpointFrom), secOrNever(s.MultiplierFrom))
 	fmt.Fprintf(&b, "\n| target | value | limit | result |\n|---|---|---|---|\n")
 	for _, t := range s.Targets {
@@ -362,7 +368,7 @@ func countList(m map[string]int) string {
 var csvHeader = []string{"second", "phase", "offered", "admitted", "rejected", "errors", "timeouts", "goodput",
 	"offered_high", "offered_low", "admitted_high", "admitted_low", "goodput_high", "goodput_low",
 	"p50_high_ms", "p99_high_ms", "p50_low_ms", "p99_low_ms", "p99_ms",
-	"signal_latency_ms", "signal_setpoint_ms", "signal_multiplier"}
+	"signal_latency_ms", "signal_setpoint_ms", "signal_multiplier", "signal_latency_raw_ms"}
 
 func writeOutputs(dir string, rows []*second, s *summary) error {
 	f, err := os.Create(filepath.Join(dir, "seconds.csv"))
