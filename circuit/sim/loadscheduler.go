@@ -105,15 +105,7 @@ type bucket struct {
 	primed bool
 }
 
-func (b *bucket) capacity() float64 {
-	switch {
-	case math.IsInf(b.rate, 1):
-		return math.Inf(1)
-	case b.rate == 0:
-		return 0
-	}
-	return math.Max(b.rate/10, 1)
-}
+func (b *bucket) capacity() float64 { return scheduler.BucketCapacity(b.rate) }
 
 func (b *bucket) refill(now float64) {
 	if b.primed && now > b.last && !math.IsInf(b.rate, 1) {

@@ -103,14 +103,20 @@ func (s *Scheduler) QueueLen() int {
 	return s.queue.Len()
 }
 
-func (s *Scheduler) capacity() float64 {
+func (s *Scheduler) capacity() float64 { return BucketCapacity(s.rate) }
+
+// BucketCapacity is the token bucket a scheduler admits from at rate
+// tokens/s: a tenth of a second of the rate, at least one token (so that
+// a low rate still admits a flow now and then), unbounded when the rate
+// is. The simulator's load scheduler (circuit/sim) uses the same.
+func BucketCapacity(rate float64) float64 {
 	switch {
-	case math.IsInf(s.rate, 1):
+	case math.IsInf(rate, 1):
 		return math.Inf(1)
-	case s.rate == 0:
+	case rate == 0:
 		return 0
 	}
-	return math.Max(s.rate/10, 1)
+	return math.Max(rate/10, 1)
 }
 
 func (s *Scheduler) refill(now time.Time) {
