@@ -176,14 +176,16 @@ func (p *queueProcessor) run() {
 		clear(batch)
 		batch = batch[:0]
 	}
+	add := func(s sdktrace.ReadOnlySpan) {
+		if batch = append(batch, s); len(batch) == p.opts.BatchSize {
+			export()
+		}
+	}
 	drain := func() {
 		for {
 			select {
 			case s := <-p.queue:
-				batch = append(batch, s)
-				if len(batch) == p.opts.BatchSize {
-					export()
-				}
+				add(s)
 			default:
 				export()
 				return
@@ -193,10 +195,7 @@ func (p *queueProcessor) run() {
 	for {
 		select {
 		case s := <-p.queue:
-			batch = append(batch, s)
-			if len(batch) == p.opts.BatchSize {
-				export()
-			}
+			add(s)
 		case <-t.C:
 			export()
 		case ack := <-p.flush:
