@@ -1,0 +1,107 @@
+// Package http1 reads the heads and chunked framing of HTTP/1.1 messages
+// for the gateway's lean engine, strictly: it accepts only a plain subset
+// of what RFC 9112 allows, and says ErrUnsupported for everything else,
+// which the engine then hands to a full HTTP server (fasthttp) with the
+// bytes unread. A message this package accepts is read the same way by
+// net/http (the fuzz tests hold it to that), so a request cannot mean one
+// thing to the gateway and another to the upstream (request smuggling).
+//
+// Parsed values are views of the caller's buffer: valid while it is
+// unchanged. Nothing here allocates on the hot path or is shared between
+// goroutines.
+package http1
+
+import "errors"
+
+// ErrUnsupported means the bytes are not in the subset this package reads;
+// they may still be valid HTTP. The caller hands them to a full server
+// (a request) or answers 502 (a target's response).
+var ErrUnsupported = errors.New("http1: outside the lean subset")
+
+// MaxHeaders bounds the header fields of one head.
+const MaxHeaders = 100
+
+// Header is one header field as sent: its name's case is kept.
+type Header struct {
+	Name, Value []byte
+}
+
+// Request is a request head.
+type Request struct {
+	Method []byte
+	Target []byte // origin-form: starts with '/'
+	Host   []byte // the one Host header's value
+
+	// Headers are all the fields in order, Host included.
+	Headers []Header
+
+	// Framing of the body: ContentLength >= 0 with one Content-Length
+	// field, -1 without; Chunked with Transfer-Encoding: chunked (then
+	// ContentLength is -1). Neither: no body.
+	ContentLength int64
+	Chunked       bool
+
+	// Close: the client asked to close the connection after this
+	// request (a Connection field listing close).
+	Close bool
+}
+
+// Response is a response head.
+type Response struct {
+	Status  int
+	Reason  []byte
+	Minor   int // 1 for HTTP/1.1, 0 for HTTP/1.0
+	Headers []Header
+
+	// Framing as sent; BodyLength tells the body's framing once the
+	// request's method is known.
+	ContentLength int64 // -1 without a Content-Length field
+	Chunked       bool
+
+	// Close: the connection cannot carry another request after this
+	// response (Connection: close, or HTTP/1.0 without keep-alive).
+	Close bool
+}
+
+// Body framings BodyLength returns.
+const (
+	BodyNone    = 0  // no body
+	BodyChunked = -1 // chunked to its last chunk
+	BodyToClose = -2 // until the target closes the connection
+)
+
+// ParseRequest reads the request head at the start of b into r, reusing
+// r.Headers' memory. It returns the head's length when b holds a whole
+// head in the subset, 0 and nil when b holds a prefix of one (read more),
+// and ErrUnsupported otherwise. A head longer than max bytes is
+// ErrUnsupported.
+func ParseRequest(b []byte, max int, r *Request) (int, error) {
+	return 0, ErrUnsupported
+}
+
+// ParseResponse is ParseRequest for a response head.
+func ParseResponse(b []byte, max int, r *Response) (int, error) {
+	return 0, ErrUnsupported
+}
+
+// BodyLength is the response's body framing (RFC 9112 section 6.3) for a
+// request made with method head (HEAD) or not: a length > 0, BodyNone,
+// BodyChunked or BodyToClose.
+func (r *Response) BodyLength(head bool) int64 {
+	return BodyToClose
+}
+
+// Chunked follows a chunked body passed on verbatim. Its zero value is at
+// the start of a body.
+type Chunked struct {
+	// unexported state
+}
+
+// Scan reads the next bytes of a chunked body, b, and returns how many
+// of them belong to it (n ≤ len(b)) and whether the body, its last chunk
+// and trailer section included, ended there. Bytes past n belong to the
+// next message. A framing error is ErrUnsupported wrapped with what was
+// wrong.
+func (c *Chunked) Scan(b []byte) (n int, done bool, err error) {
+	return 0, false, ErrUnsupported
+}
