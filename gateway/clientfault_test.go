@@ -68,7 +68,7 @@ func TestClientBodyFaultsSpareTheTarget(t *testing.T) {
 		{name: "content-length longer than the body", req: head + "Content-Length: 100\r\n\r\nshort", closeWrite: true},
 		{name: "stalled body", req: head + "Content-Length: 100\r\n\r\nshort", stall: true, want: http.StatusRequestTimeout},
 	}
-	for _, engine := range []string{"net", "fast"} {
+	for _, engine := range engines {
 		for _, tc := range cases {
 			reg := prometheus.NewPedanticRegistry()
 			g := breakerGateway(t, up, reg, 300*time.Millisecond)
@@ -108,6 +108,11 @@ func serveEngine(t *testing.T, g *Gateway, engine string) string {
 		t.Cleanup(func() { _ = srv.Close() })
 		return ln.Addr().String()
 	}
+	if engine == "lean" {
+		_ = ln.Close()
+		url, _ := serveLean(t, g)
+		return strings.TrimPrefix(url, "http://")
+	}
 	fs := g.NewFastServer(nil)
 	done := make(chan struct{})
 	go func() { _ = fs.Serve(FastListener(ln)); close(done) }()
@@ -131,7 +136,7 @@ func TestBodyTimeoutSparesTheResponse(t *testing.T) {
 	}))
 	defer up.Close()
 	g := breakerGateway(t, up, prometheus.NewPedanticRegistry(), 200*time.Millisecond)
-	for _, engine := range []string{"net", "fast"} {
+	for _, engine := range engines {
 		resp, err := http.Post("http://"+serveEngine(t, g, engine)+"/upload", "text/plain", strings.NewReader("hello"))
 		if err != nil {
 			t.Fatalf("%s: %v", engine, err)

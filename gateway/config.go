@@ -28,7 +28,7 @@ type Config struct {
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
 	// Engine picks the server engine. Read at start, like Listen.
-	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (the fast fasthttp engine on a plain HTTP/1.1 listener, net/http with tls or h2c) or net (net/http always). Empty means auto."`
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (the fast fasthttp engine on a plain HTTP/1.1 listener, net/http with tls or h2c), fast, lean (plain requests forwarded as they come, the rest on the fast engine; plain listeners only) or net (net/http always). Empty means auto."`
 }
 
 // DefaultConfig is the gateway section of a file that does not set it.
@@ -38,6 +38,8 @@ func DefaultConfig() Config { return Config{Listen: "127.0.0.1:8000"} }
 const (
 	EngineAuto = "auto"
 	EngineNet  = "net"
+	EngineFast = "fast"
+	EngineLean = "lean"
 )
 
 // Load-balancing algorithms (gateway.upstreams[].algorithm).
@@ -269,8 +271,10 @@ func (c *Config) check(report func(path []any, msg string)) {
 	}
 	c.TLS.check(bad.key("tls"))
 	c.UpstreamTLS.check(bad.key("upstream_tls"))
-	if c.Engine != "" && c.Engine != EngineAuto && c.Engine != EngineNet {
-		bad([]any{"engine"}, "must be one of %s, %s, got %q", EngineAuto, EngineNet, c.Engine)
+	switch c.Engine {
+	case "", EngineAuto, EngineNet, EngineFast, EngineLean:
+	default:
+		bad([]any{"engine"}, "must be one of %s, %s, %s, %s, got %q", EngineAuto, EngineFast, EngineLean, EngineNet, c.Engine)
 	}
 	upstreams := make(map[string]bool)
 	for i := range c.Upstreams {

@@ -13,7 +13,7 @@ func TestConfigValidateEveryType(t *testing.T) {
 		Listen:      "nohost",
 		TLS:         TLSConfig{CertFile: "c.pem"},
 		UpstreamTLS: UpstreamTLSConfig{KeyFile: "k.pem"},
-		Engine:      "fast",
+		Engine:      "turbo",
 		Upstreams: []UpstreamConfig{
 			{Name: "a", Algorithm: "random", Targets: []TargetConfig{{Address: "x:1", Weight: -1}, {Address: "x:1"}, {Address: "x"}},
 				HealthCheck:      &HealthCheckConfig{Path: "h", UnhealthyThreshold: -1, HealthyThreshold: -1, Interval: time.Second, Timeout: 2 * time.Second},
@@ -36,7 +36,7 @@ func TestConfigValidateEveryType(t *testing.T) {
 		`gateway.listen: must be host:port, got "nohost"`,
 		`gateway.tls.key_file: must be set with cert_file`,
 		`gateway.upstream_tls.cert_file: must be set with key_file`,
-		`gateway.engine: must be one of auto, net, got "fast"`,
+		`gateway.engine: must be one of auto, fast, lean, net, got "turbo"`,
 		`gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,
 		`gateway.upstreams[0].targets[0].weight: must not be negative, got -1`,
 		`gateway.upstreams[0].targets[1].address: duplicate target "x:1"`,

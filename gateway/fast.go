@@ -222,7 +222,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 		}
 	}()
 	req := &ctx.Request
-	if c, ok := ctx.Conn().(*clientConn); ok {
+	if c := clientConnOf(ctx.Conn()); c != nil {
 		c.failed.Store(false) // from here on, a failed read is this request's body
 	}
 	var body *clientBody
@@ -575,51 +575,57 @@ func detach(r *http.Request) *http.Request {
 	return c
 }
 
-// fastClients are the fast engine's pooled clients, one per target
-// address and protocol. They outlive routing snapshots so that a reload
-// keeps connections warm.
-type fastClients struct {
+// clientSet holds an engine's pooled clients, one per target address
+// and protocol: the fast engine's fasthttp clients, the lean engine's
+// pools. They outlive routing snapshots so that a reload keeps
+// connections warm.
+type clientSet[C idleCloser] struct {
 	mu sync.Mutex
-	m  map[fastKey]*fasthttp.HostClient
+	m  map[fastKey]C
 }
+
+type idleCloser interface{ CloseIdleConnections() }
+
+// fastClients are the fast engine's clients.
+type fastClients = clientSet[*fasthttp.HostClient]
 
 type fastKey struct {
 	addr string
 	tls  bool
 }
 
-// get returns the client for addr, making it with mk if there is none.
-func (fc *fastClients) get(k fastKey, mk func() *fasthttp.HostClient) *fasthttp.HostClient {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	if c := fc.m[k]; c != nil {
+// get returns the client for k, making it with mk if there is none.
+func (cs *clientSet[C]) get(k fastKey, mk func(fastKey) C) C {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if c, ok := cs.m[k]; ok {
 		return c
 	}
-	if fc.m == nil {
-		fc.m = map[fastKey]*fasthttp.HostClient{}
+	if cs.m == nil {
+		cs.m = map[fastKey]C{}
 	}
-	c := mk()
-	fc.m[k] = c
+	c := mk(k)
+	cs.m[k] = c
 	return c
 }
 
 // keepOnly closes the idle connections of clients not in keep and
 // forgets them.
-func (fc *fastClients) keepOnly(keep map[fastKey]bool) {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	for k, c := range fc.m {
+func (cs *clientSet[C]) keepOnly(keep map[fastKey]bool) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for k, c := range cs.m {
 		if !keep[k] {
 			c.CloseIdleConnections()
-			delete(fc.m, k)
+			delete(cs.m, k)
 		}
 	}
 }
 
-func (fc *fastClients) closeIdle() {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	for _, c := range fc.m {
+func (cs *clientSet[C]) closeIdle() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, c := range cs.m {
 		c.CloseIdleConnections()
 	}
 }
@@ -718,7 +724,7 @@ func ipOf(a net.Addr) string {
 // clientIP is the IP address of ctx's client in text, made once per
 // connection on FastListener.
 func clientIP(ctx *fasthttp.RequestCtx) string {
-	if c, ok := ctx.Conn().(*clientConn); ok && c.ip != "" {
+	if c := clientConnOf(ctx.Conn()); c != nil && c.ip != "" {
 		return c.ip
 	}
 	return ctx.RemoteIP().String()
@@ -744,6 +750,18 @@ func (c *clientConn) Read(p []byte) (int, error) {
 // clientFailed reports whether reading ctx's client failed since its
 // request started being proxied.
 func clientFailed(ctx *fasthttp.RequestCtx) bool {
-	c, ok := ctx.Conn().(*clientConn)
-	return ok && c.failed.Load()
+	c := clientConnOf(ctx.Conn())
+	return c != nil && c.failed.Load()
+}
+
+// clientConnOf is the clientConn under c, served directly or handed over
+// by the lean engine, or nil.
+func clientConnOf(c net.Conn) *clientConn {
+	switch c := c.(type) {
+	case *clientConn:
+		return c
+	case *handedConn:
+		return c.clientConn
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -36,13 +37,38 @@ func serveFast(t *testing.T, g *Gateway) string {
 	return "http://" + ln.Addr().String()
 }
 
-// serveBoth serves g on both engines until the test ends and returns
+// engines are the server engines every engine test runs on.
+var engines = []string{"net", "fast", "lean"}
+
+// serveLean serves g on the lean engine on a loopback port until the test
+// ends.
+func serveLean(t *testing.T, g *Gateway) (string, *LeanServer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := g.NewLeanServer(nil)
+	done := make(chan struct{})
+	go func() { _ = ls.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ls.Shutdown(ctx)
+		<-done
+	})
+	return "http://" + ln.Addr().String(), ls
+}
+
+// serveBoth serves g on every engine until the test ends and returns
 // their URLs by engine.
 func serveBoth(t *testing.T, g *Gateway) map[string]string {
 	t.Helper()
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	return map[string]string{"net": srv.URL, "fast": serveFast(t, g)}
+	lean, _ := serveLean(t, g)
+	return map[string]string{"net": srv.URL, "fast": serveFast(t, g), "lean": lean}
 }
 
 // proxyTo builds a Gateway with opts and one route to up, closed when the
@@ -323,7 +349,7 @@ func TestRequestMetrics(t *testing.T) {
 	}))
 	defer up.Close()
 	target := strings.TrimPrefix(up.URL, "http://")
-	for _, engine := range []string{"net", "fast"} {
+	for _, engine := range engines {
 		reg := prometheus.NewPedanticRegistry()
 		g := proxyTo(t, up, Options{Registerer: reg})
 		url := serveBoth(t, g)[engine]

@@ -78,6 +78,7 @@ type Gateway struct {
 	dialer       *net.Dialer
 	transports   transports
 	fast         fastClients
+	lean         clientSet[*leanPool]
 	healthClient *http.Client
 	proxy        *httputil.ReverseProxy
 	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
@@ -213,6 +214,7 @@ func (g *Gateway) updateLocked(cfg Config) error {
 	}
 	g.state.Store(s)
 	g.fast.keepOnly(keepFast)
+	g.lean.keepOnly(keepFast)
 	select {
 	case g.changed <- struct{}{}:
 	default:
@@ -243,9 +245,11 @@ func (g *Gateway) buildUpstream(old *snapshot, uc UpstreamConfig, keepFast map[f
 	u.transport, u.scheme = g.transports.forUpstream(uc)
 	if !uc.HTTP2 {
 		u.fast = make(map[string]*fasthttp.HostClient, len(u.targets))
+		u.lean = make(map[string]*leanPool, len(u.targets))
 		for _, t := range u.targets {
 			k := fastKey{addr: t.addr, tls: uc.TLS}
-			u.fast[t.addr] = g.fast.get(k, func() *fasthttp.HostClient { return g.newFastClient(k) })
+			u.fast[t.addr] = g.fast.get(k, g.newFastClient)
+			u.lean[t.addr] = g.lean.get(k, g.newLeanPool)
 			keepFast[k] = true
 		}
 	}
@@ -401,6 +405,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 func (g *Gateway) Close() {
 	g.transports.closeIdle()
 	g.fast.closeIdle()
+	g.lean.closeIdle()
 	g.healthClient.CloseIdleConnections()
 }
 

@@ -54,7 +54,7 @@ func TestRequestEndsWithItsBody(t *testing.T) {
 		io.WriteString(w, "second\n")
 	}))
 	defer up.Close()
-	for _, engine := range []string{"net", "fast"} {
+	for _, engine := range engines {
 		reg := prometheus.NewPedanticRegistry()
 		g := proxyTo(t, up, Options{Registerer: reg})
 		resp, err := http.Get(serveBoth(t, g)[engine] + "/")
@@ -116,7 +116,7 @@ func TestTruncatedBodyCountsAgainstTheTarget(t *testing.T) {
 		conn.Close()
 	}))
 	defer up.Close()
-	for _, engine := range []string{"net", "fast"} {
+	for _, engine := range engines {
 		reg := prometheus.NewPedanticRegistry()
 		url := serveBoth(t, breakerGateway(t, up, reg, 0))[engine] + "/"
 		for i := range 3 {
@@ -174,7 +174,7 @@ func TestClientLeavingMidBodySparesTheTarget(t *testing.T) {
 		}
 	}))
 	defer up.Close()
-	for _, engine := range []string{"net", "fast"} {
+	for _, engine := range engines {
 		reg := prometheus.NewPedanticRegistry()
 		base := serveBoth(t, breakerGateway(t, up, reg, 0))[engine]
 		for i := range 4 {

@@ -55,6 +55,7 @@ type Service struct {
 	srv    *http.Server     // the net/http engine: TLS or h2c listeners
 	fsrv   *fasthttp.Server // the fast engine: plain HTTP/1.1 listeners
 	fconns *connTracker     // the fast engine's open connections
+	lsrv   *LeanServer      // the lean engine (gateway.engine lean), or nil
 	ln     net.Listener
 	addr   net.Addr
 	certs  *certs.Reloader // nil without TLS
@@ -154,14 +155,20 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	var fsrv *fasthttp.Server
 	var fconns *connTracker
-	if certs == nil && !cfg.H2C && cfg.Engine != EngineNet {
+	var lsrv *LeanServer
+	switch {
+	case certs != nil || cfg.H2C || cfg.Engine == EngineNet:
+	case cfg.Engine == EngineLean:
+		lsrv = g.NewLeanServer(s.logger)
+		srv = nil
+	default:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.srv, s.fsrv, s.fconns, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, fconns, ln, addr, cancel, done, certs
+	s.srv, s.fsrv, s.fconns, s.lsrv, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, fconns, lsrv, ln, addr, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.host.Attach(g)
@@ -173,9 +180,12 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	wg.Go(func() {
 		var err error
-		if fsrv != nil {
+		switch {
+		case lsrv != nil:
+			err = lsrv.Serve(ln)
+		case fsrv != nil:
 			err = fsrv.Serve(FastListener(ln))
-		} else {
+		default:
 			err = srv.Serve(ln)
 		}
 		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
@@ -184,7 +194,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.check("server", err)
 	})
 	go func() { wg.Wait(); close(done) }()
-	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil, "engine", engineName(fsrv),
+	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil, "engine", engineName(fsrv, lsrv),
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	close(s.started)
 	return nil
@@ -235,14 +245,17 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) Engine() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv == nil && s.fsrv == nil {
+	if s.srv == nil && s.fsrv == nil && s.lsrv == nil {
 		return ""
 	}
-	return engineName(s.fsrv)
+	return engineName(s.fsrv, s.lsrv)
 }
 
 // engineName names the server engine for the start-up log.
-func engineName(fsrv *fasthttp.Server) string {
+func engineName(fsrv *fasthttp.Server, lsrv *LeanServer) string {
+	if lsrv != nil {
+		return EngineLean
+	}
 	if fsrv != nil {
 		return "fast"
 	}
@@ -263,14 +276,19 @@ func (s *Service) Addr() net.Addr {
 // checks.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, fsrv, fconns, ln, cancel, done, certs := s.srv, s.fsrv, s.fconns, s.ln, s.cancel, s.done, s.certs
+	srv, fsrv, fconns, lsrv, ln, cancel, done, certs := s.srv, s.fsrv, s.fconns, s.lsrv, s.ln, s.cancel, s.done, s.certs
 	s.mu.Unlock()
-	if srv == nil && fsrv == nil {
+	if srv == nil && fsrv == nil && lsrv == nil {
 		return nil
 	}
 	s.host.Attach(nil)
 	var errs []error
-	if fsrv != nil {
+	if lsrv != nil {
+		_ = ln.Close()
+		if err := lsrv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	} else if fsrv != nil {
 		// Closing the listener first also stops a Serve that has not
 		// taken it yet, which fasthttp's shutdown would not see.
 		_ = ln.Close()

@@ -199,6 +199,8 @@ type upstream struct {
 	// fast holds the fast engine's client of each target by address; nil
 	// when the group speaks HTTP/2, which only the net/http engine does.
 	fast map[string]*fasthttp.HostClient
+	// lean holds the lean engine's connection pool of each target, as fast.
+	lean map[string]*leanPool
 }
 
 func newUpstream(cfg UpstreamConfig, old map[string]*target) *upstream {

@@ -77,7 +77,7 @@ type harness struct {
 // engines are the gateway's server engines: net/http (TLS and h2c
 // listeners) and the fast HTTP/1.1 engine (plain listeners). The tests
 // that call start run on each.
-var engines = []string{"net", "fast"}
+var engines = []string{"net", "fast", "lean"}
 
 func eachEngine(t *testing.T, test func(t *testing.T, engine string)) {
 	for _, e := range engines {
@@ -119,6 +119,18 @@ func serve(t *testing.T, engine string, g *gateway.Gateway) (url string, stop fu
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if engine == "lean" {
+		ls := g.NewLeanServer(nil)
+		done := make(chan struct{})
+		go func() { _ = ls.Serve(ln); close(done) }()
+		return "http://" + ln.Addr().String(), func() {
+			_ = ln.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = ls.Shutdown(ctx)
+			<-done
+		}
 	}
 	fs := g.NewFastServer(nil)
 	done := make(chan struct{})

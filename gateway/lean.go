@@ -1,0 +1,452 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fluxgate/fluxgate/gateway/http1"
+)
+
+// The lean engine serves the plain HTTP/1.1 requests most clients send
+// itself, with the least work a request: it reads the head strictly
+// (package http1), forwards it to a pooled upstream connection as it came
+// but for the hop-by-hop fields and X-Forwarded-*, and relays the
+// target's response head and body as they come, framing untouched. The
+// fast engine parses and writes every message twice (into fasthttp's
+// structures and out again, on each side); that work was most of the
+// gateway's CPU a request beyond nginx's (issue 20).
+//
+// A connection whose request the lean engine does not serve goes, with
+// the bytes it has read, to the fast engine (LeanServer.full), which
+// serves it from then on: a head outside http1's subset (HTTP/1.0,
+// Expect, Upgrade, obs-fold, absolute-form, …), a body that is chunked
+// or larger than leanMaxBody, and routes the fast engine hands on to
+// net/http (HTTP/2 groups). Nothing is written to such a connection
+// before the hand-over, so the client sees one server.
+//
+// The same routing, control point, canary split, breaker, balancing,
+// retries and metrics as the other engines run on every request (the
+// functions are shared). Request bodies up to leanMaxBody are read whole
+// before the target is chosen, as nginx buffers them by default.
+
+// leanMaxBody bounds the request body the lean engine reads itself.
+const leanMaxBody = 64 << 10
+
+// Timeouts of the lean engine's client connections, as the fast engine's.
+const (
+	leanHeadTimeout = 10 * time.Second // a request's head, from its first byte
+	leanIdleTimeout = 2 * time.Minute  // between requests
+)
+
+// LeanServer is the lean engine's server. Serve it on a plain listener;
+// Shutdown lets requests in flight finish.
+type LeanServer struct {
+	g      *Gateway
+	logger *slog.Logger
+
+	full    *fasthttp.Server // serves the connections handed over
+	fconns  *connTracker
+	handoff *handoffListener
+	fullRun sync.Once
+	fullErr chan error
+
+	shutting atomic.Bool
+	mu       sync.Mutex
+	conns    map[*leanConn]struct{} // guarded by mu
+	active   sync.WaitGroup         // connections being served
+}
+
+// NewLeanServer returns the lean engine's server for g. A nil logger
+// means silent.
+func (g *Gateway) NewLeanServer(logger *slog.Logger) *LeanServer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	full, fconns := g.newFastServer(slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
+	return &LeanServer{
+		g: g, logger: logger, full: full, fconns: fconns,
+		handoff: newHandoffListener(), fullErr: make(chan error, 1),
+		conns: map[*leanConn]struct{}{},
+	}
+}
+
+// Serve accepts connections on ln until ln is closed (it then returns
+// nil) or Accept fails otherwise.
+func (s *LeanServer) Serve(ln net.Listener) error {
+	s.fullRun.Do(func() { go func() { s.fullErr <- s.full.Serve(s.handoff) }() })
+	ln = FastListener(ln)
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || s.shutting.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				// Out of file descriptors and the like: wait, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.logger.Warn("gateway accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		lc := s.track(c.(*clientConn))
+		if lc == nil {
+			_ = c.Close() // shutting down
+			continue
+		}
+		go s.serve(lc)
+	}
+}
+
+// isTemporaryAccept reports whether an Accept error passes (EMFILE,
+// ENFILE, ECONNABORTED): the listener stays usable.
+func isTemporaryAccept(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// track registers a new connection, or returns nil when shutting down.
+func (s *LeanServer) track(c *clientConn) *leanConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return nil
+	}
+	lc := &leanConn{s: s, c: c}
+	s.conns[lc] = struct{}{}
+	s.active.Add(1)
+	return lc
+}
+
+func (s *LeanServer) forget(lc *leanConn) {
+	s.mu.Lock()
+	delete(s.conns, lc)
+	s.mu.Unlock()
+	s.active.Done()
+}
+
+// Shutdown stops serving: idle connections close at once, connections
+// with a request in flight once it is answered, and the connections
+// handed to the fast engine the same way. It returns when all are closed,
+// or with ctx's error when ctx ends first; the caller closes the
+// listener. Connections still open then are closed.
+func (s *LeanServer) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	_ = s.handoff.Close()
+	s.closeIdle()
+	fullDone := make(chan error, 1)
+	go func() { fullDone <- s.full.ShutdownWithContext(ctx) }()
+	leanDone := make(chan struct{})
+	go func() { s.active.Wait(); close(leanDone) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-leanDone:
+			err := <-fullDone
+			if err != nil {
+				s.fconns.closeAll()
+			}
+			return err
+		case <-tick.C:
+			s.closeIdle() // connections that were busy the last time
+		case <-ctx.Done():
+			s.closeAll()
+			s.fconns.closeAll()
+			return ctx.Err()
+		}
+	}
+}
+
+// closeIdle closes the connections waiting for a request. One that
+// starts reading meanwhile sees the shutdown itself (leanConn.waitHead).
+func (s *LeanServer) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for lc := range s.conns {
+		if lc.idle.Load() {
+			_ = lc.c.Close()
+		}
+	}
+}
+
+func (s *LeanServer) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for lc := range s.conns {
+		_ = lc.c.Close()
+	}
+}
+
+// handOver gives c, with the bytes read from it and not yet served, to
+// the fast engine. It reports false when the server is shutting down
+// (c is then to be closed).
+func (s *LeanServer) handOver(c *clientConn, unread []byte) bool {
+	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
+	return s.handoff.push(hc)
+}
+
+// handedConn is a client connection the lean engine handed to the fast
+// engine: its reads return first what the lean engine had read.
+type handedConn struct {
+	*clientConn
+	pre []byte
+}
+
+func (h *handedConn) Read(p []byte) (int, error) {
+	if len(h.pre) > 0 {
+		n := copy(p, h.pre)
+		h.pre = h.pre[n:]
+		return n, nil
+	}
+	return h.clientConn.Read(p)
+}
+
+// handoffListener is the listener the fast engine serves: Accept returns
+// the connections the lean engine handed over.
+type handoffListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener() *handoffListener {
+	return &handoffListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoffListener) push(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "handoff" }
+func (handoffAddr) String() string  { return "lean-engine" }
+
+// leanConn is one client connection of the lean engine, served by one
+// goroutine.
+type leanConn struct {
+	s    *LeanServer
+	c    *clientConn
+	idle atomic.Bool // waiting for the first byte of a request
+
+	buf    []byte // read buffer: buf[r:w] is read and not yet served
+	r, w   int
+	reqEnd int // where the current request, head and body, ends in buf
+	req  http1.Request
+	out  []byte      // the head being written, to a target or the client
+	hdr  leanHeaders // response fields set before the target answers (decision, rejection)
+	body []byte      // the request's body, when it has one
+
+	status int // of the answer to the current request
+}
+
+// The read buffer starts small and grows, up to a head's bound and a body.
+const leanBufStart = 4 << 10
+
+// serve serves lc's requests until the connection ends or is handed over.
+func (s *LeanServer) serve(lc *leanConn) {
+	handed := false
+	defer func() {
+		if !handed {
+			_ = lc.c.Close()
+		}
+		s.forget(lc)
+	}()
+	lc.buf = make([]byte, leanBufStart)
+	for {
+		ok, err := lc.waitHead()
+		if err != nil {
+			return
+		}
+		if !ok {
+			handed = s.handOver(lc.c, lc.buf[lc.r:lc.w])
+			return
+		}
+		switch lc.serveOne() {
+		case leanClose:
+			return
+		case leanHandOver:
+			handed = s.handOver(lc.c, lc.buf[lc.r:lc.w])
+			return
+		}
+		if s.shutting.Load() {
+			return
+		}
+	}
+}
+
+// waitHead reads until buf[r:] starts with a whole request head in
+// http1's subset (true), or bytes that are not (false: hand the
+// connection over). It fails when the connection ends, a deadline
+// passes or the server is shutting down while the connection is idle.
+func (lc *leanConn) waitHead() (bool, error) {
+	if lc.r == lc.w {
+		lc.r, lc.w = 0, 0
+		lc.idle.Store(true)
+		if lc.s.shutting.Load() {
+			return false, net.ErrClosed
+		}
+		_ = lc.c.SetReadDeadline(time.Now().Add(leanIdleTimeout))
+	}
+	started := lc.r < lc.w // a pipelined request
+	for {
+		if lc.r < lc.w {
+			lc.idle.Store(false)
+			n, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, &lc.req)
+			switch {
+			case err != nil:
+				return false, nil
+			case n > 0:
+				return lc.readBody(n)
+			}
+			if !started {
+				started = true
+				_ = lc.c.SetReadDeadline(time.Now().Add(leanHeadTimeout))
+			}
+		}
+		if err := lc.fill(headerBuffer); err != nil {
+			if errors.Is(err, errLeanFull) {
+				return false, nil // the fast engine answers 431
+			}
+			return false, err
+		}
+	}
+}
+
+// errLeanFull: the read buffer reached its bound.
+var errLeanFull = errors.New("gateway: lean read buffer full")
+
+// fill reads more into buf, moving the unread bytes to its start or
+// growing it (up to limit bytes unread) when it is full.
+func (lc *leanConn) fill(limit int) error {
+	if lc.w == len(lc.buf) {
+		unread := lc.w - lc.r
+		switch {
+		case lc.r > 0 && unread < len(lc.buf)/2:
+			copy(lc.buf, lc.buf[lc.r:lc.w])
+		case unread >= limit:
+			return errLeanFull
+		default:
+			nb := make([]byte, min(2*len(lc.buf), limit+leanBufStart))
+			copy(nb, lc.buf[lc.r:lc.w])
+			lc.buf = nb
+		}
+		lc.r, lc.w = 0, unread
+	}
+	n, err := lc.c.Read(lc.buf[lc.w:])
+	lc.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("gateway: empty read")
+	}
+	return err
+}
+
+// readBody makes sure the body of the head of length n at buf[r:] is
+// read whole, up to leanMaxBody, and sets lc.body. It returns false for a
+// body the lean engine leaves to the fast one (chunked, or too large),
+// and an error when the client's body fails: then the client has been
+// answered and the connection is to close.
+func (lc *leanConn) readBody(n int) (bool, error) {
+	req := &lc.req
+	lc.body = nil
+	if req.Chunked || req.ContentLength > leanMaxBody {
+		return false, nil
+	}
+	if req.ContentLength <= 0 {
+		lc.reqEnd = lc.r + n
+		return true, nil
+	}
+	need := n + int(req.ContentLength)
+	if lc.w-lc.r < need {
+		_ = lc.c.SetReadDeadline(time.Now().Add(lc.s.g.opts.BodyReadTimeout))
+		for lc.w-lc.r < need {
+			if err := lc.fill(need); err != nil {
+				// The head is in: answer as the other engines do (408 when
+				// the client stalled, 400 otherwise).
+				lc.hdr.reset()
+				clientFault(leanResponder{lc: lc, close: true}, err)
+				return false, err
+			}
+		}
+		// Reading may have moved the head, which req views: read it again
+		// where it is now (it parsed before; it parses the same).
+		if _, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, req); err != nil {
+			return false, err
+		}
+	}
+	lc.reqEnd = lc.r + need
+	lc.body = lc.buf[lc.r+n : lc.reqEnd]
+	return true, nil
+}
+
+// Outcomes of serveOne.
+type leanNext int
+
+const (
+	leanKeep     leanNext = iota // serve the next request
+	leanClose                    // close the connection
+	leanHandOver                 // hand buf[r:] over to the fast engine
+)
+
+// serveOne serves the request whose head (and body) starts buf[r:] and
+// ends at reqEnd.
+func (lc *leanConn) serveOne() (next leanNext) {
+	s := lc.s.g.state.Load()
+	rt := s.route(leanRequest{lc})
+	if rt != nil && !rt.fast {
+		return leanHandOver
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			lc.s.logger.Error("gateway handler panicked", "panic", p, "uri", string(lc.req.Target))
+			next = leanClose
+		}
+		lc.r = lc.reqEnd
+	}()
+	lc.hdr.reset()
+	if rt == nil {
+		leanResponder{lc: lc, close: lc.req.Close}.json(404, map[string]string{"error": "no_route"})
+	} else if !lc.s.g.serveLean(lc, rt) {
+		return leanClose
+	}
+	if lc.req.Close {
+		return leanClose
+	}
+	return leanKeep
+}

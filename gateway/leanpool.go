@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/fluxgate/fluxgate/gateway/http1"
+)
+
+// leanPool holds the lean engine's kept-alive connections to one target.
+// Connections are taken most recently used first, so that under low load
+// few stay warm and the rest age out.
+type leanPool struct {
+	g     *Gateway
+	addr  string
+	tls   *tls.Config // nil: plain TCP
+	mu    sync.Mutex
+	idle  []*leanUpConn // guarded by mu: least recently used first
+	open  int           // guarded by mu: connections open, idle or in use
+	limit int
+}
+
+// Bounds of a lean pool, as the fast engine's clients.
+const (
+	leanMaxConns     = 4096             // open to one target
+	leanIdleDuration = 90 * time.Second // a connection unused longer is closed
+)
+
+// errLeanPoolFull: the target has leanMaxConns connections in use.
+var errLeanPoolFull = errors.New("gateway: too many connections to the target")
+
+// errLeanBadResponse: the target's response head is not one the lean
+// engine relays (see http1).
+var errLeanBadResponse = errors.New("gateway: target sent a response the gateway cannot relay")
+
+func (g *Gateway) newLeanPool(k fastKey) *leanPool {
+	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns}
+	if k.tls {
+		p.tls = g.opts.UpstreamTLSConfig.Clone()
+		if p.tls == nil {
+			p.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	return p
+}
+
+// leanUpConn is one connection to a target with its read buffer:
+// buf[r:w] is read and not yet relayed.
+type leanUpConn struct {
+	c    net.Conn
+	buf  []byte
+	r, w int
+	resp http1.Response
+	used time.Time // when it went back to the pool
+}
+
+// get returns an idle connection (reused) or a new one.
+func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
+	now := time.Now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		c = p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(c.used) < leanIdleDuration {
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		p.open--
+		_ = c.c.Close()
+	}
+	if p.open >= p.limit {
+		p.mu.Unlock()
+		return nil, false, errLeanPoolFull
+	}
+	p.open++
+	p.mu.Unlock()
+	nc, err := p.g.dialUpstream(context.Background(), "tcp", p.addr, p.g.opts.ResponseHeaderTimeout, p.tls)
+	if err != nil {
+		p.mu.Lock()
+		p.open--
+		p.mu.Unlock()
+		return nil, false, err
+	}
+	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart)}, false, nil
+}
+
+// put returns c, its response read to the end, to the pool.
+func (p *leanPool) put(c *leanUpConn) {
+	c.r, c.w = 0, 0
+	c.used = time.Now()
+	p.mu.Lock()
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+}
+
+// discard closes c.
+func (p *leanPool) discard(c *leanUpConn) {
+	_ = c.c.Close()
+	p.mu.Lock()
+	p.open--
+	p.mu.Unlock()
+}
+
+// CloseIdleConnections closes the connections not in use.
+func (p *leanPool) CloseIdleConnections() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.open -= len(idle)
+	p.mu.Unlock()
+	for _, c := range idle {
+		_ = c.c.Close()
+	}
+}
+
+// roundTrip sends msg, a whole request, on a pooled connection and reads
+// the response head (past any 1xx). With retry, a request that failed on
+// a reused connection before any answer (the target had closed it: a
+// keep-alive race) is sent once more on a new one.
+func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, error) {
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.get()
+		if err != nil {
+			return nil, err
+		}
+		answered, err := c.exchange(msg)
+		if err == nil {
+			return c, nil
+		}
+		p.discard(c)
+		if reused && !answered && retry && attempt == 0 && !isTimeout(err) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// exchange writes msg and reads the response head into c.resp. answered
+// reports whether any byte of a response came.
+func (c *leanUpConn) exchange(msg []byte) (answered bool, err error) {
+	if _, err := c.c.Write(msg); err != nil {
+		return false, err
+	}
+	c.r, c.w = 0, 0
+	for {
+		n, err := c.readHead()
+		if err != nil {
+			return c.w > 0, err
+		}
+		if c.resp.Status >= 200 {
+			c.r = n
+			return true, nil
+		}
+		if c.resp.Status == 101 {
+			return true, fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errLeanBadResponse)
+		}
+		// 1xx: informational, not relayed (as the fast engine); the
+		// final response follows.
+		copy(c.buf, c.buf[n:c.w])
+		c.w -= n
+	}
+}
+
+// readHead reads until buf[:w] starts with a whole response head and
+// returns its length.
+func (c *leanUpConn) readHead() (int, error) {
+	for {
+		if c.w > 0 {
+			n, err := http1.ParseResponse(c.buf[:c.w], headerBuffer, &c.resp)
+			switch {
+			case err != nil:
+				return 0, fmt.Errorf("%w: %w", errLeanBadResponse, err)
+			case n > 0:
+				return n, nil
+			}
+		}
+		if c.w == len(c.buf) {
+			if len(c.buf) >= headerBuffer {
+				return 0, fmt.Errorf("%w: head over %d bytes", errLeanBadResponse, headerBuffer)
+			}
+			nb := make([]byte, 2*len(c.buf))
+			copy(nb, c.buf[:c.w])
+			c.buf = nb
+		}
+		n, err := c.c.Read(c.buf[c.w:])
+		c.w += n
+		if n == 0 && err != nil {
+			return 0, err
+		}
+	}
+}

@@ -1,0 +1,564 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/gateway/http1"
+)
+
+// serveLean checks the request lc holds at rt's control point and, if
+// admitted, proxies it. It reports whether the connection can carry
+// another request.
+func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
+	start := time.Now()
+	method := methodString(lc.req.Method)
+	inflight := rt.series.started(method)
+	defer inflight.Dec()
+	fl := &proxied{route: rt}
+	keep := true
+	if rt.gate == nil {
+		_, _, keep = g.forwardLean(lc, rt, fl, method)
+	} else {
+		a, ok := rt.gate.Admit(context.Background(), leanExchange{lc}, leanLabels(lc, rt, method), 0)
+		if ok {
+			var failed, gone bool
+			failed, gone, keep = g.forwardLean(lc, rt, fl, method)
+			a.End(lc.status, failed || gone)
+		} else {
+			keep = lc.status != 0 // the answer was written
+		}
+	}
+	hostLabel := ""
+	if h := fl.host.Load(); h != nil {
+		hostLabel = *h
+	}
+	rt.series.finished(hostLabel, method, lc.status, time.Since(start))
+	return keep
+}
+
+// forwardLean sends the request to the route's upstream group through its
+// breaker, with retries, and relays the target's answer. failed: the
+// target's body broke off; gone: the client left while it was relayed;
+// keep: the client's connection can carry another request.
+func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method string) (failed, gone, keep bool) {
+	u := rt.choose(leanRequest{lc})
+	fl.upstream = u
+	rs := leanResponder{lc: lc, close: lc.req.Close}
+	permit, ok := u.enter(rs)
+	if !ok {
+		return false, false, lc.status != 0
+	}
+	start := time.Now()
+	headReq := method == http.MethodHead
+	again := retryable(method, lc.body == nil)
+	msg := lc.outbound()
+	var up *leanUpConn
+	var pool *leanPool
+	err := g.try(u, fl, again, func() bool { return false }, func(t *target) (int, error) {
+		pool = u.lean[t.addr]
+		var err error
+		up, err = pool.roundTrip(msg, headReq, again)
+		if err != nil {
+			return 0, err
+		}
+		return up.resp.Status, nil
+	})
+	if err != nil {
+		g.upstreamError(rs, fl, err)
+		u.leave(rt, permit, start, false, true)
+		return false, false, lc.status != 0
+	}
+	bodyFailed, clientGone := lc.relay(pool, up, headReq)
+	u.leave(rt, permit, start, clientGone, bodyFailed || lc.status >= 500)
+	return bodyFailed, clientGone, !bodyFailed && !clientGone
+}
+
+// outbound writes the request for the target into lc.out and returns it:
+// the head as the client sent it but HTTP/1.1, without hop-by-hop fields
+// (and those its Connection field lists), X-Forwarded-For appended to the
+// client's chain, X-Forwarded-Host and -Proto set; then the body.
+func (lc *leanConn) outbound() []byte {
+	req := &lc.req
+	out := append(lc.out[:0], req.Method...)
+	out = append(out, ' ')
+	out = append(out, req.Target...)
+	out = append(out, " HTTP/1.1\r\n"...)
+	listed := connectionFields(req.Headers)
+	var xff []byte
+	for _, h := range req.Headers {
+		switch requestKind(h.Name) {
+		case fieldHop, fieldXFHost, fieldXFProto:
+			continue
+		case fieldXFF:
+			xff = append(append(xff, h.Value...), ", "...)
+			continue
+		}
+		if listed != nil && listedIn(listed, h.Name) {
+			continue
+		}
+		out = appendField(out, h.Name, h.Value)
+	}
+	out = append(out, "X-Forwarded-For: "...)
+	out = append(out, xff...)
+	out = append(out, lc.c.ip...)
+	out = append(out, "\r\nX-Forwarded-Host: "...)
+	out = append(out, req.Host...)
+	out = append(out, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
+	out = append(out, lc.body...)
+	lc.out = out
+	return out
+}
+
+func appendField(out, name, value []byte) []byte {
+	out = append(out, name...)
+	out = append(out, ": "...)
+	out = append(out, value...)
+	return append(out, "\r\n"...)
+}
+
+// Kinds of header fields the lean engine treats specially.
+const (
+	fieldOther    = iota
+	fieldHop      // hop-by-hop: not forwarded (RFC 9110 section 7.6.1)
+	fieldTE       // Transfer-Encoding: hop-by-hop, but a relayed chunked body keeps it
+	fieldTrailer  // Trailer: likewise
+	fieldXFF      // X-Forwarded-For
+	fieldXFHost   // X-Forwarded-Host
+	fieldXFProto  // X-Forwarded-Proto
+	fieldConn     // Connection (also hop-by-hop)
+	fieldHostName // Host
+)
+
+// fieldKind classifies a field name, case-insensitively; the length
+// decides which names are compared at all.
+func fieldKind(name []byte) int {
+	n := b2s(name)
+	switch len(n) {
+	case 2:
+		if strings.EqualFold(n, "Te") {
+			return fieldHop
+		}
+	case 4:
+		if strings.EqualFold(n, "Host") {
+			return fieldHostName
+		}
+	case 7:
+		switch {
+		case strings.EqualFold(n, "Upgrade"):
+			return fieldHop
+		case strings.EqualFold(n, "Trailer"):
+			return fieldTrailer
+		}
+	case 10:
+		switch {
+		case strings.EqualFold(n, "Connection"):
+			return fieldConn
+		case strings.EqualFold(n, "Keep-Alive"):
+			return fieldHop
+		}
+	case 15:
+		if strings.EqualFold(n, "X-Forwarded-For") {
+			return fieldXFF
+		}
+	case 16:
+		switch {
+		case strings.EqualFold(n, "Proxy-Connection"):
+			return fieldHop
+		case strings.EqualFold(n, "X-Forwarded-Host"):
+			return fieldXFHost
+		}
+	case 17:
+		switch {
+		case strings.EqualFold(n, "Transfer-Encoding"):
+			return fieldTE
+		case strings.EqualFold(n, "X-Forwarded-Proto"):
+			return fieldXFProto
+		}
+	case 18:
+		if strings.EqualFold(n, "Proxy-Authenticate") {
+			return fieldHop
+		}
+	case 19:
+		if strings.EqualFold(n, "Proxy-Authorization") {
+			return fieldHop
+		}
+	}
+	return fieldOther
+}
+
+// requestKind is fieldKind for a request's fields: Connection,
+// Transfer-Encoding and Trailer are plain hop-by-hop there (the lean
+// engine forwards no chunked request body).
+func requestKind(name []byte) int {
+	switch k := fieldKind(name); k {
+	case fieldConn, fieldTE, fieldTrailer:
+		return fieldHop
+	default:
+		return k
+	}
+}
+
+// connectionFields returns the values of the Connection fields of hs,
+// or nil when there are none or they list only close and keep-alive.
+func connectionFields(hs []http1.Header) []string {
+	var listed []string
+	for _, h := range hs {
+		if fieldKind(h.Name) != fieldConn {
+			continue
+		}
+		for name := range strings.SplitSeq(b2s(h.Value), ",") {
+			name = strings.TrimSpace(name)
+			if name == "" || strings.EqualFold(name, "close") || strings.EqualFold(name, "keep-alive") {
+				continue
+			}
+			listed = append(listed, name)
+		}
+	}
+	return listed
+}
+
+func listedIn(listed []string, name []byte) bool {
+	for _, l := range listed {
+		if strings.EqualFold(l, b2s(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// relay writes the target's response, whose head up has read, to the
+// client: its head without hop-by-hop fields, with the fields lc.hdr
+// holds (the decision), then its body as it comes. A body that ends when
+// the target closes goes out chunked. The target's connection goes back
+// to pool when its response was read to its end and it may be reused.
+func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFailed, clientGone bool) {
+	resp := &up.resp
+	lc.status = resp.Status
+	length := resp.BodyLength(headReq)
+	out := append(lc.out[:0], "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(resp.Status), 10)
+	out = append(out, ' ')
+	out = append(out, resp.Reason...)
+	out = append(out, "\r\n"...)
+	listed := connectionFields(resp.Headers)
+	for _, h := range resp.Headers {
+		switch fieldKind(h.Name) {
+		case fieldHop, fieldConn:
+			continue
+		}
+		if listed != nil && listedIn(listed, h.Name) || lc.hdr.has(h.Name) {
+			continue
+		}
+		out = appendField(out, h.Name, h.Value)
+	}
+	out = lc.hdr.appendTo(out)
+	if length == http1.BodyToClose {
+		out = append(out, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if lc.req.Close || lc.s.shutting.Load() {
+		out = append(out, "Connection: close\r\n"...)
+		lc.req.Close = true
+	}
+	out = append(out, "\r\n"...)
+	lc.out = out
+	reusable := !resp.Close
+	if length != http1.BodyNone && len(up.buf) < headerBuffer {
+		nb := make([]byte, headerBuffer) // bodies are read in large pieces
+		up.w = copy(nb, up.buf[up.r:up.w])
+		up.r, up.buf = 0, nb
+	}
+	switch {
+	case length == http1.BodyNone:
+		clientGone = lc.write(out)
+	case length > 0:
+		bodyFailed, clientGone = lc.relayLength(up, out, length)
+	case length == http1.BodyChunked:
+		bodyFailed, clientGone = lc.relayChunked(up, out)
+	default:
+		reusable = false
+		bodyFailed, clientGone = lc.relayToClose(up, out)
+	}
+	if reusable && !bodyFailed && !clientGone && up.r == up.w {
+		pool.put(up)
+	} else {
+		pool.discard(up)
+	}
+	return bodyFailed, clientGone
+}
+
+// write writes p to the client; it reports whether the client is gone.
+func (lc *leanConn) write(p []byte) (gone bool) {
+	_, err := lc.c.Conn.Write(p)
+	return err != nil
+}
+
+// relayLength relays a body of length bytes after head.
+func (lc *leanConn) relayLength(up *leanUpConn, head []byte, length int64) (bodyFailed, clientGone bool) {
+	take := min(int64(up.w-up.r), length)
+	out := append(head, up.buf[up.r:up.r+int(take)]...)
+	lc.out = out
+	up.r += int(take)
+	length -= take
+	if lc.write(out) {
+		return false, true
+	}
+	for length > 0 {
+		up.r, up.w = 0, 0
+		n, err := up.c.Read(up.buf[:min(int64(len(up.buf)), length)])
+		if n > 0 {
+			length -= int64(n)
+			if lc.write(up.buf[:n]) {
+				return false, true
+			}
+		}
+		if err != nil && length > 0 {
+			return true, false
+		}
+	}
+	return false, false
+}
+
+// relayChunked relays a chunked body, framing and trailers as they are.
+func (lc *leanConn) relayChunked(up *leanUpConn, head []byte) (bodyFailed, clientGone bool) {
+	var ch http1.Chunked
+	n, done, err := ch.Scan(up.buf[up.r:up.w])
+	if err != nil {
+		return true, false
+	}
+	out := append(head, up.buf[up.r:up.r+n]...)
+	lc.out = out
+	up.r += n
+	if lc.write(out) {
+		return false, true
+	}
+	for !done {
+		up.r, up.w = 0, 0
+		m, rerr := up.c.Read(up.buf)
+		if m > 0 {
+			n, done, err = ch.Scan(up.buf[:m])
+			if err != nil {
+				return true, false
+			}
+			up.w = m
+			up.r = n
+			if lc.write(up.buf[:n]) {
+				return false, true
+			}
+		}
+		if rerr != nil && !done {
+			return true, false
+		}
+	}
+	return false, false
+}
+
+// relayToClose relays a body that ends when the target closes, chunked.
+func (lc *leanConn) relayToClose(up *leanUpConn, head []byte) (bodyFailed, clientGone bool) {
+	out := head
+	if up.r < up.w {
+		out = appendChunk(out, up.buf[up.r:up.w])
+		up.r = up.w
+	}
+	lc.out = out
+	if lc.write(out) {
+		return false, true
+	}
+	for {
+		n, err := up.c.Read(up.buf)
+		if n > 0 {
+			lc.out = appendChunk(lc.out[:0], up.buf[:n])
+			if lc.write(lc.out) {
+				return false, true
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				return true, false
+			}
+			return false, lc.write([]byte("0\r\n\r\n"))
+		}
+	}
+}
+
+func appendChunk(out, data []byte) []byte {
+	out = strconv.AppendInt(out, int64(len(data)), 16)
+	out = append(out, "\r\n"...)
+	out = append(out, data...)
+	return append(out, "\r\n"...)
+}
+
+// leanRequest is a request the lean engine received.
+type leanRequest struct{ lc *leanConn }
+
+// path is the request's path as sent, percent-decoded, as net/http's
+// URL.Path (see fastRequest.path).
+func (l leanRequest) path() string {
+	p := l.lc.req.Target
+	if i := indexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	if indexByte(p, '%') >= 0 {
+		if d, err := url.PathUnescape(string(p)); err == nil {
+			return d
+		}
+	}
+	return b2s(p)
+}
+
+func (l leanRequest) host() string       { return b2s(l.lc.req.Host) }
+func (l leanRequest) remoteAddr() string { return l.lc.c.RemoteAddr().String() }
+
+func (l leanRequest) header(name string) string {
+	for _, h := range l.lc.req.Headers {
+		if strings.EqualFold(b2s(h.Name), name) {
+			return b2s(h.Value)
+		}
+	}
+	return ""
+}
+
+// cookie finds a cookie in the Cookie fields, as net/http's Cookie does:
+// pairs it cannot read are skipped, a quoted value is unquoted.
+func (l leanRequest) cookie(name string) (string, bool) {
+	for _, h := range l.lc.req.Headers {
+		if !strings.EqualFold(b2s(h.Name), "Cookie") {
+			continue
+		}
+		for part := range strings.SplitSeq(b2s(h.Value), ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func indexByte(b []byte, c byte) int { return strings.IndexByte(b2s(b), c) }
+
+// leanLabels are the flow labels of the request lc holds: those
+// flow.RequestLabels gives a net/http request, plus the route.
+func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
+	req := &lc.req
+	labels := make(map[string]string, len(req.Headers)+13)
+	for _, h := range req.Headers {
+		if fieldKind(h.Name) == fieldHostName {
+			continue // it is http.host
+		}
+		flow.AddHeaderLabel(labels, b2s(h.Name), string(h.Value))
+	}
+	flow.CompleteHTTPLabels(labels, method, string(req.Target), string(req.Host), "http")
+	flow.SetClientAddress(labels, lc.c.ip)
+	labels[LabelRouteID] = rt.id
+	return labels
+}
+
+// leanExchange is a request the lean engine checks at a control point.
+type leanExchange struct{ lc *leanConn }
+
+var _ client.Exchange = leanExchange{}
+
+func (x leanExchange) ResponseHeader() flow.HeaderSetter { return &x.lc.hdr }
+
+func (x leanExchange) WriteJSON(status int, v any) {
+	leanResponder{lc: x.lc, close: x.lc.req.Close}.json(status, v)
+}
+
+func (x leanExchange) Identity() (method, path, target string) {
+	target = string(x.lc.req.Target)
+	path, _, _ = strings.Cut(target, "?")
+	return methodString(x.lc.req.Method), path, target
+}
+
+// leanResponder answers through the lean engine.
+type leanResponder struct {
+	lc    *leanConn
+	close bool // with Connection: close
+}
+
+func (r leanResponder) reject(status int, reason string, retryAfter int64, body any) {
+	setReason(&r.lc.hdr, reason)
+	if retryAfter > 0 {
+		r.lc.hdr.Set("Retry-After", strconv.FormatInt(retryAfter, 10))
+	}
+	r.json(status, body)
+}
+
+// json answers status with v as a JSON body and the fields of lc.hdr. A
+// client that is gone leaves lc.status 0.
+func (r leanResponder) json(status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		body = []byte(`{"error":"internal"}`)
+		status = http.StatusInternalServerError
+	}
+	out := fmt.Appendf(r.lc.out[:0], "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n",
+		status, http.StatusText(status), len(body)+1)
+	out = r.lc.hdr.appendTo(out)
+	if r.close || r.lc.s.shutting.Load() {
+		out = append(out, "Connection: close\r\n"...)
+		r.lc.req.Close = true
+	}
+	out = append(out, "\r\n"...)
+	out = append(append(out, body...), '\n')
+	r.lc.out = out
+	r.lc.status = 0
+	if !r.lc.write(out) {
+		r.lc.status = status
+	}
+}
+
+// leanHeaders are the response fields the gateway sets before a target
+// answers: the control point's decision, a rejection's reason.
+type leanHeaders struct{ kv []leanField }
+
+type leanField struct{ name, value string }
+
+var _ flow.HeaderSetter = (*leanHeaders)(nil)
+
+// Set replaces name's value, or adds it.
+func (h *leanHeaders) Set(name, value string) {
+	for i := range h.kv {
+		if strings.EqualFold(h.kv[i].name, name) {
+			h.kv[i].value = value
+			return
+		}
+	}
+	h.kv = append(h.kv, leanField{name, value})
+}
+
+func (h *leanHeaders) reset() { h.kv = h.kv[:0] }
+
+func (h *leanHeaders) has(name []byte) bool {
+	for _, f := range h.kv {
+		if strings.EqualFold(f.name, b2s(name)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *leanHeaders) appendTo(out []byte) []byte {
+	for _, f := range h.kv {
+		out = append(out, f.name...)
+		out = append(out, ": "...)
+		out = append(out, f.value...)
+		out = append(out, "\r\n"...)
+	}
+	return out
+}
