@@ -265,10 +265,10 @@ type leanConn struct {
 	buf    []byte // read buffer: buf[r:w] is read and not yet served
 	r, w   int
 	reqEnd int // where the current request, head and body, ends in buf
-	req  http1.Request
-	out  []byte      // the head being written, to a target or the client
-	hdr  leanHeaders // response fields set before the target answers (decision, rejection)
-	body []byte      // the request's body, when it has one
+	req    http1.Request
+	out    []byte      // the head being written, to a target or the client
+	hdr    leanHeaders // response fields set before the target answers (decision, rejection)
+	body   []byte      // the request's body, when it has one
 
 	status int // of the answer to the current request
 }
