@@ -58,6 +58,7 @@ type LeanServer struct {
 	fullErr chan error
 
 	shutting atomic.Bool
+	handed   atomic.Int64 // connections handed to the fast engine
 	mu       sync.Mutex
 	conns    map[*leanConn]struct{} // guarded by mu
 	active   sync.WaitGroup         // connections being served
@@ -194,6 +195,7 @@ func (s *LeanServer) closeAll() {
 // (c is then to be closed).
 func (s *LeanServer) handOver(c *clientConn, unread []byte) bool {
 	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
+	s.handed.Add(1)
 	return s.handoff.push(hc)
 }
 

@@ -18,7 +18,7 @@ import (
 // net/http; either proxies the same. An unknown engine is refused.
 func TestEngineChoice(t *testing.T) {
 	b := newBackend(t, "a")
-	for engine, want := range map[string]string{"": "fast", gateway.EngineAuto: "fast", gateway.EngineNet: "net"} {
+	for engine, want := range map[string]string{"": "fast", gateway.EngineAuto: "fast", gateway.EngineFast: "fast", gateway.EngineLean: "lean", gateway.EngineNet: "net"} {
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine
 		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
@@ -37,9 +37,9 @@ func TestEngineChoice(t *testing.T) {
 }
 
 // Stop lets a request in flight finish within its grace period; past it,
-// Stop returns and the connections are closed, on either engine.
+// Stop returns and the connections are closed, on every engine.
 func TestStopGraceAndDeadline(t *testing.T) {
-	for _, engine := range []string{gateway.EngineAuto, gateway.EngineNet} {
+	for _, engine := range []string{gateway.EngineAuto, gateway.EngineLean, gateway.EngineNet} {
 		b := newBackend(t, "a")
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine

@@ -73,10 +73,11 @@ var (
 	proxyProf = flag.String("proxy-cpuprofile", "", "write a CPU profile of the proxy-only gateway here")
 	bin       = flag.String("fluxgate", "", "fluxgate binary; empty builds ./cmd/fluxgate")
 	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
-	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on the fast engine (no agent, no control point, no spans), listen=target")
+	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on -engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
 	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
 	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
+	engine    = flag.String("engine", "lean", "gateway.engine of the gateways measured (fast or lean); with lean, the fast engine runs too as gateway-fast")
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 )
 
@@ -168,6 +169,7 @@ policies: {dir: %q}
 log: {level: warn}
 gateway:
   listen: %s
+  engine: %s
   upstreams:
     - name: app
       algorithm: %s
@@ -292,12 +294,15 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 		return nil, err
 	}
 	proxyOnly := freeAddr()
-	if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf)); err != nil {
+	if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf, "-engine", *engine)); err != nil {
 		return nil, err
 	}
 
 	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
 		"proxy-only": "http://" + proxyOnly + "/"}
+	if u, ok := gw["gateway-fast"]; ok {
+		urls["gateway-fast"] = "http://" + u + "/"
+	}
 	if *evproxy {
 		for name, engine := range map[string]string{"evproxy": "gnet", "evproxy-gr": "goroutines"} {
 			ev := freeAddr()
@@ -322,15 +327,19 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		return nil, err
 	}
 	gw := map[string]string{} // name → listen address
-	for _, g := range []struct{ name, algorithm, targets string }{
-		{"gateway", "round-robin", "{address: " + direct + "}"},
-		{"round-robin", "round-robin", targetList(lb)},
-		{"adaptive", "adaptive", targetList(lb)},
-	} {
+	gws := []struct{ name, algorithm, targets, engine string }{
+		{"gateway", "round-robin", "{address: " + direct + "}", *engine},
+		{"round-robin", "round-robin", targetList(lb), *engine},
+		{"adaptive", "adaptive", targetList(lb), *engine},
+	}
+	if *engine != gateway.EngineFast {
+		gws = append(gws, struct{ name, algorithm, targets, engine string }{"gateway-fast", "round-robin", "{address: " + direct + "}", gateway.EngineFast})
+	}
+	for _, g := range gws {
 		listen, api := freeAddr(), freeAddr()
 		_, apiPort, _ := net.SplitHostPort(api)
 		conf := filepath.Join(dir, g.name+".yaml")
-		body := fmt.Sprintf(gatewayConf, apiPort, filepath.Join(dir, "policies"), listen, g.algorithm, g.targets)
+		body := fmt.Sprintf(gatewayConf, apiPort, filepath.Join(dir, "policies"), listen, g.engine, g.algorithm, g.targets)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
@@ -443,6 +452,9 @@ func measureBalancing(gw map[string]string, slow string) *balancing {
 // repetition.
 func contenders() []string {
 	order := []string{"direct", "gateway", "nginx", "proxy-only"}
+	if *engine != gateway.EngineFast {
+		order = append(order, "gateway-fast")
+	}
 	if *evproxy {
 		order = append(order, "evproxy", "evproxy-gr")
 	}
@@ -536,7 +548,10 @@ func serveProxy(spec, profile string) error {
 	if err != nil {
 		return err
 	}
-	return g.NewFastServer(log.Default()).Serve(gateway.FastListener(ln)) // the engine `fluxgate gateway` runs on plain listeners
+	if *engine == gateway.EngineLean {
+		return g.NewLeanServer(nil).Serve(ln)
+	}
+	return g.NewFastServer(log.Default()).Serve(gateway.FastListener(ln))
 }
 
 func targetList(addrs []string) string {
