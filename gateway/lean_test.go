@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -71,5 +72,155 @@ func TestLeanServesPlainRequestsAndHandsOverTheRest(t *testing.T) {
 	}
 	if n := ls.handed.Load(); n != 1 {
 		t.Errorf("handed over %d connections, want 1", n)
+	}
+}
+
+// scriptedUpstream serves each connection with serve, on a loopback port,
+// until the test ends. It returns the address.
+func scriptedUpstream(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// leanTo serves a gateway to addr on the lean engine and returns its
+// address and server.
+func leanTo(t *testing.T, addr string) (string, *LeanServer) {
+	t.Helper()
+	g, err := New(Options{Config: oneUpstream(addr), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	url, ls := serveLean(t, g)
+	return strings.TrimPrefix(url, "http://"), ls
+}
+
+// exchangeOn sends req on c and reads one response.
+func exchangeOn(t *testing.T, c net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
+	t.Helper()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("body: %v", err)
+	}
+	return resp, string(b)
+}
+
+func dialLean(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+// What targets answer that is not a plain response with a length: the
+// lean engine drops 1xx heads, frames a body that ends with the
+// connection as chunked (the client's connection stays open), and
+// answers 502 to a response it cannot read.
+func TestLeanRelaysUnusualResponses(t *testing.T) {
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/early":
+				io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			case "/toclose":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+				return
+			case "/garbage":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n")
+				return
+			case "/chunked":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+			}
+		}
+	})
+	addr, ls := leanTo(t, up)
+	c, br := dialLean(t, addr)
+	for _, tc := range []struct {
+		path, body string
+		status     int
+	}{
+		{"/early", "ok", 200},
+		{"/toclose", "until the end", 200},
+		{"/chunked", "abcde", 200},
+		{"/garbage", `{"error":"upstream_unavailable","upstream":"u"}` + "\n", 502},
+		{"/early", "ok", 200}, // the client's connection still serves
+	} {
+		resp, body := exchangeOn(t, c, br, "GET "+tc.path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != tc.status || body != tc.body {
+			t.Errorf("%s: %d %q, want %d %q", tc.path, resp.StatusCode, body, tc.status, tc.body)
+		}
+		if tc.path == "/chunked" && resp.Trailer.Get("X-T") != "1" {
+			t.Errorf("%s: trailer %q", tc.path, resp.Trailer.Get("X-T"))
+		}
+		if resp.Close {
+			t.Errorf("%s: the client's connection is to close", tc.path)
+		}
+	}
+	if n := ls.handed.Load(); n != 0 {
+		t.Errorf("%d connections handed over", n)
+	}
+}
+
+// A target that closed a kept-alive connection while it sat in the pool
+// (its idle timeout) costs a GET nothing: it is sent again on a new
+// connection. A POST is not sent twice: it fails with 502.
+func TestLeanStaleConnection(t *testing.T) {
+	var conns atomic.Int32
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		// Keep-alive promised, then closed: the next request on it fails.
+	})
+	addr, _ := leanTo(t, up)
+	c, br := dialLean(t, addr)
+	for i := range 3 {
+		resp, body := exchangeOn(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond) // let the target's close arrive
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("the target saw %d connections, want 3 (one a request)", n)
+	}
+	resp, _ := exchangeOn(t, c, br, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("POST on a stale connection: %d, want 502", resp.StatusCode)
 	}
 }
