@@ -69,39 +69,3 @@ const (
 	BodyChunked = -1 // chunked to its last chunk
 	BodyToClose = -2 // until the target closes the connection
 )
-
-// ParseRequest reads the request head at the start of b into r, reusing
-// r.Headers' memory. It returns the head's length when b holds a whole
-// head in the subset, 0 and nil when b holds a prefix of one (read more),
-// and ErrUnsupported otherwise. A head longer than max bytes is
-// ErrUnsupported.
-func ParseRequest(b []byte, max int, r *Request) (int, error) {
-	return 0, ErrUnsupported
-}
-
-// ParseResponse is ParseRequest for a response head.
-func ParseResponse(b []byte, max int, r *Response) (int, error) {
-	return 0, ErrUnsupported
-}
-
-// BodyLength is the response's body framing (RFC 9112 section 6.3) for a
-// request made with method head (HEAD) or not: a length > 0, BodyNone,
-// BodyChunked or BodyToClose.
-func (r *Response) BodyLength(head bool) int64 {
-	return BodyToClose
-}
-
-// Chunked follows a chunked body passed on verbatim. Its zero value is at
-// the start of a body.
-type Chunked struct {
-	// unexported state
-}
-
-// Scan reads the next bytes of a chunked body, b, and returns how many
-// of them belong to it (n ≤ len(b)) and whether the body, its last chunk
-// and trailer section included, ended there. Bytes past n belong to the
-// next message. A framing error is ErrUnsupported wrapped with what was
-// wrong.
-func (c *Chunked) Scan(b []byte) (n int, done bool, err error) {
-	return 0, false, ErrUnsupported
-}
