@@ -272,6 +272,14 @@ type leanConn struct {
 	hdr    leanHeaders // response fields set before the target answers (decision, rejection)
 	body   []byte      // the request's body, when it has one
 
+	// pending is the end of the answer, written once the request's
+	// bookkeeping is done (flush); up is the target's connection it
+	// comes from, released then to pool (reused if upReusable).
+	pending    []byte
+	up         *leanUpConn
+	pool       *leanPool
+	upReusable bool
+
 	status int // of the answer to the current request
 }
 
@@ -291,6 +299,7 @@ func (s *LeanServer) serve(lc *leanConn) {
 	for {
 		ok, err := lc.waitHead()
 		if err != nil {
+			lc.flush() // an answer to a body that failed
 			return
 		}
 		if !ok {
@@ -437,6 +446,11 @@ func (lc *leanConn) serveOne() (next leanNext) {
 	defer func() {
 		if p := recover(); p != nil {
 			lc.s.logger.Error("gateway handler panicked", "panic", p, "uri", string(lc.req.Target))
+			lc.pending = nil
+			lc.upReusable = false
+			next = leanClose
+		}
+		if lc.flush() {
 			next = leanClose
 		}
 		lc.r = lc.reqEnd

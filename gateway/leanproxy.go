@@ -35,8 +35,6 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 			var failed, gone bool
 			failed, gone, keep = g.forwardLean(lc, rt, fl, method)
 			a.End(lc.status, failed || gone)
-		} else {
-			keep = lc.status != 0 // the answer was written
 		}
 	}
 	hostLabel := ""
@@ -57,7 +55,7 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	rs := leanResponder{lc: lc, close: lc.req.Close}
 	permit, ok := u.enter(rs)
 	if !ok {
-		return false, false, lc.status != 0
+		return false, false, true
 	}
 	start := time.Now()
 	headReq := method == http.MethodHead
@@ -77,7 +75,7 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	if err != nil {
 		g.upstreamError(rs, fl, err)
 		u.leave(rt, permit, start, false, true)
-		return false, false, lc.status != 0
+		return false, false, true
 	}
 	bodyFailed, clientGone := lc.relay(pool, up, headReq)
 	u.leave(rt, permit, start, clientGone, bodyFailed || lc.status >= 500)
@@ -240,8 +238,11 @@ func listedIn(listed []string, name []byte) bool {
 // relay writes the target's response, whose head up has read, to the
 // client: its head without hop-by-hop fields, with the fields lc.hdr
 // holds (the decision), then its body as it comes. A body that ends when
-// the target closes goes out chunked. The target's connection goes back
-// to pool when its response was read to its end and it may be reused.
+// the target closes goes out chunked. The last piece is left in
+// lc.pending, so that the request's bookkeeping is done before the
+// client sees its end; up is released once that piece is written
+// (leanConn.flush): back to pool when its response was read to its end
+// and it may be reused.
 func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFailed, clientGone bool) {
 	resp := &up.resp
 	lc.status = resp.Status
@@ -272,7 +273,7 @@ func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFai
 	}
 	out = append(out, "\r\n"...)
 	lc.out = out
-	reusable := !resp.Close
+	lc.up, lc.pool, lc.upReusable = up, pool, !resp.Close && length != http1.BodyToClose
 	if length != http1.BodyNone && len(up.buf) < headerBuffer {
 		nb := make([]byte, headerBuffer) // bodies are read in large pieces
 		up.w = copy(nb, up.buf[up.r:up.w])
@@ -280,21 +281,36 @@ func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFai
 	}
 	switch {
 	case length == http1.BodyNone:
-		clientGone = lc.write(out)
+		lc.pending = out
 	case length > 0:
 		bodyFailed, clientGone = lc.relayLength(up, out, length)
 	case length == http1.BodyChunked:
 		bodyFailed, clientGone = lc.relayChunked(up, out)
 	default:
-		reusable = false
 		bodyFailed, clientGone = lc.relayToClose(up, out)
 	}
-	if reusable && !bodyFailed && !clientGone && up.r == up.w {
-		pool.put(up)
-	} else {
-		pool.discard(up)
+	if bodyFailed || clientGone || up.r != up.w {
+		lc.upReusable = false
 	}
 	return bodyFailed, clientGone
+}
+
+// flush writes what is pending to the client and releases the target's
+// connection the request used. It reports whether the client is gone.
+func (lc *leanConn) flush() (gone bool) {
+	if lc.pending != nil {
+		gone = lc.write(lc.pending)
+		lc.pending = nil
+	}
+	if lc.up != nil {
+		if lc.upReusable && !gone {
+			lc.pool.put(lc.up)
+		} else {
+			lc.pool.discard(lc.up)
+		}
+		lc.up, lc.pool = nil, nil
+	}
+	return gone
 }
 
 // write writes p to the client; it reports whether the client is gone.
@@ -310,22 +326,22 @@ func (lc *leanConn) relayLength(up *leanUpConn, head []byte, length int64) (body
 	lc.out = out
 	up.r += int(take)
 	length -= take
-	if lc.write(out) {
-		return false, true
-	}
 	for length > 0 {
+		if lc.write(out) {
+			return false, true
+		}
 		up.r, up.w = 0, 0
 		n, err := up.c.Read(up.buf[:min(int64(len(up.buf)), length)])
-		if n > 0 {
-			length -= int64(n)
-			if lc.write(up.buf[:n]) {
-				return false, true
-			}
-		}
+		out = up.buf[:n]
+		length -= int64(n)
 		if err != nil && length > 0 {
+			if n > 0 && lc.write(out) {
+				return true, true
+			}
 			return true, false
 		}
 	}
+	lc.pending = out
 	return false, false
 }
 
@@ -339,27 +355,26 @@ func (lc *leanConn) relayChunked(up *leanUpConn, head []byte) (bodyFailed, clien
 	out := append(head, up.buf[up.r:up.r+n]...)
 	lc.out = out
 	up.r += n
-	if lc.write(out) {
-		return false, true
-	}
 	for !done {
+		if lc.write(out) {
+			return false, true
+		}
 		up.r, up.w = 0, 0
 		m, rerr := up.c.Read(up.buf)
-		if m > 0 {
-			n, done, err = ch.Scan(up.buf[:m])
-			if err != nil {
-				return true, false
-			}
-			up.w = m
-			up.r = n
-			if lc.write(up.buf[:n]) {
-				return false, true
-			}
+		n, done, err = ch.Scan(up.buf[:m])
+		if err != nil {
+			return true, false
 		}
+		up.r, up.w = n, m
+		out = up.buf[:n]
 		if rerr != nil && !done {
+			if n > 0 && lc.write(out) {
+				return true, true
+			}
 			return true, false
 		}
 	}
+	lc.pending = out
 	return false, false
 }
 
@@ -370,23 +385,25 @@ func (lc *leanConn) relayToClose(up *leanUpConn, head []byte) (bodyFailed, clien
 		out = appendChunk(out, up.buf[up.r:up.w])
 		up.r = up.w
 	}
-	lc.out = out
-	if lc.write(out) {
-		return false, true
-	}
 	for {
+		lc.out = out
 		n, err := up.c.Read(up.buf)
 		if n > 0 {
-			lc.out = appendChunk(lc.out[:0], up.buf[:n])
-			if lc.write(lc.out) {
+			if lc.write(out) {
 				return false, true
 			}
+			out = appendChunk(lc.out[:0], up.buf[:n])
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
+				if lc.write(out) {
+					return true, true
+				}
 				return true, false
 			}
-			return false, lc.write([]byte("0\r\n\r\n"))
+			lc.out = append(out, "0\r\n\r\n"...)
+			lc.pending = lc.out
+			return false, false
 		}
 	}
 }
@@ -499,8 +516,8 @@ func (r leanResponder) reject(status int, reason string, retryAfter int64, body 
 	r.json(status, body)
 }
 
-// json answers status with v as a JSON body and the fields of lc.hdr. A
-// client that is gone leaves lc.status 0.
+// json answers status with v as a JSON body and the fields of lc.hdr,
+// pending (see leanConn.flush).
 func (r leanResponder) json(status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -517,10 +534,8 @@ func (r leanResponder) json(status int, v any) {
 	out = append(out, "\r\n"...)
 	out = append(append(out, body...), '\n')
 	r.lc.out = out
-	r.lc.status = 0
-	if !r.lc.write(out) {
-		r.lc.status = status
-	}
+	r.lc.pending = out
+	r.lc.status = status
 }
 
 // leanHeaders are the response fields the gateway sets before a target
