@@ -281,6 +281,10 @@ type leanConn struct {
 	upReusable bool
 
 	status int // of the answer to the current request
+
+	// The client's read deadline: its length and when it was set.
+	deadlineFor time.Duration
+	deadlineAt  time.Time
 }
 
 // The read buffer starts small and grows, up to a head's bound and a body.
@@ -330,7 +334,7 @@ func (lc *leanConn) waitHead() (bool, error) {
 		if lc.s.shutting.Load() {
 			return false, net.ErrClosed
 		}
-		_ = lc.c.SetReadDeadline(time.Now().Add(leanIdleTimeout))
+		lc.idleDeadline()
 	}
 	started := lc.r < lc.w // a pipelined request
 	for {
@@ -345,7 +349,7 @@ func (lc *leanConn) waitHead() (bool, error) {
 			}
 			if !started {
 				started = true
-				_ = lc.c.SetReadDeadline(time.Now().Add(leanHeadTimeout))
+				lc.setDeadline(time.Now(), leanHeadTimeout)
 			}
 		}
 		if err := lc.fill(headerBuffer); err != nil {
@@ -355,6 +359,23 @@ func (lc *leanConn) waitHead() (bool, error) {
 			return false, err
 		}
 	}
+}
+
+// idleDeadline bounds the wait for the next request by leanIdleTimeout.
+// A deadline of that kind set less than leanDeadlineSlack ago is kept:
+// on a busy connection most requests then cost no timer update.
+func (lc *leanConn) idleDeadline() {
+	now := time.Now()
+	if lc.deadlineFor == leanIdleTimeout && now.Sub(lc.deadlineAt) < leanDeadlineSlack {
+		return
+	}
+	lc.setDeadline(now, leanIdleTimeout)
+}
+
+// setDeadline sets the client's read deadline d after now.
+func (lc *leanConn) setDeadline(now time.Time, d time.Duration) {
+	_ = lc.c.SetReadDeadline(now.Add(d))
+	lc.deadlineFor, lc.deadlineAt = d, now
 }
 
 // errLeanFull: the read buffer reached its bound.
@@ -405,7 +426,7 @@ func (lc *leanConn) readBody(n int) (bool, error) {
 	}
 	need := n + int(req.ContentLength)
 	if lc.w-lc.r < need {
-		_ = lc.c.SetReadDeadline(time.Now().Add(lc.s.g.opts.BodyReadTimeout))
+		lc.setDeadline(time.Now(), lc.s.g.opts.BodyReadTimeout)
 		for lc.w-lc.r < need {
 			if err := lc.fill(need); err != nil {
 				// The head is in: answer as the other engines do (408 when

@@ -56,12 +56,23 @@ type leanUpConn struct {
 	buf  []byte
 	r, w int
 	resp http1.Response
-	used time.Time // when it went back to the pool
+	used time.Time // when its last request was sent
+
+	// The read deadline that bounds the wait for a response head
+	// (ResponseHeaderTimeout) is set when armed is false or it was set
+	// more than a second ago (armedAt): most requests on a busy
+	// connection then cost no timer update, and the bound is kept within
+	// a second. A body read past the head disarms it.
+	armed   bool
+	armedAt time.Time
 }
 
+// leanDeadlineSlack is how stale a read deadline may get before the lean
+// engine sets it again.
+const leanDeadlineSlack = time.Second
+
 // get returns an idle connection (reused) or a new one.
-func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
-	now := time.Now()
+func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 	p.mu.Lock()
 	for len(p.idle) > 0 {
 		c = p.idle[len(p.idle)-1]
@@ -79,7 +90,9 @@ func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 	}
 	p.open++
 	p.mu.Unlock()
-	nc, err := p.g.dialUpstream(context.Background(), "tcp", p.addr, p.g.opts.ResponseHeaderTimeout, p.tls)
+	// The connection's own first-byte watch is off (0): the lean engine
+	// sets the deadline itself (leanUpConn.armed).
+	nc, err := p.g.dialUpstream(context.Background(), "tcp", p.addr, 0, p.tls)
 	if err != nil {
 		p.mu.Lock()
 		p.open--
@@ -92,7 +105,6 @@ func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 // put returns c, its response read to the end, to the pool.
 func (p *leanPool) put(c *leanUpConn) {
 	c.r, c.w = 0, 0
-	c.used = time.Now()
 	p.mu.Lock()
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
@@ -123,12 +135,13 @@ func (p *leanPool) CloseIdleConnections() {
 // a reused connection before any answer (the target had closed it: a
 // keep-alive race) is sent once more on a new one.
 func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, error) {
+	now := time.Now()
 	for attempt := 0; ; attempt++ {
-		c, reused, err := p.get()
+		c, reused, err := p.get(now)
 		if err != nil {
 			return nil, err
 		}
-		answered, err := c.exchange(msg)
+		answered, err := c.exchange(msg, now, p.g.opts.ResponseHeaderTimeout)
 		if err == nil {
 			return c, nil
 		}
@@ -140,9 +153,14 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 	}
 }
 
-// exchange writes msg and reads the response head into c.resp. answered
-// reports whether any byte of a response came.
-func (c *leanUpConn) exchange(msg []byte) (answered bool, err error) {
+// exchange writes msg and reads the response head into c.resp within
+// timeout. answered reports whether any byte of a response came.
+func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) (answered bool, err error) {
+	c.used = now
+	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > leanDeadlineSlack) {
+		_ = c.c.SetReadDeadline(now.Add(timeout))
+		c.armed, c.armedAt = true, now
+	}
 	if _, err := c.c.Write(msg); err != nil {
 		return false, err
 	}
@@ -163,6 +181,15 @@ func (c *leanUpConn) exchange(msg []byte) (answered bool, err error) {
 		// final response follows.
 		copy(c.buf, c.buf[n:c.w])
 		c.w -= n
+	}
+}
+
+// disarm lifts the response-head deadline before a body is read: a body
+// may stream for as long as it takes.
+func (c *leanUpConn) disarm() {
+	if c.armed {
+		_ = c.c.SetReadDeadline(time.Time{})
+		c.armed = false
 	}
 }
 

@@ -326,6 +326,9 @@ func (lc *leanConn) relayLength(up *leanUpConn, head []byte, length int64) (body
 	lc.out = out
 	up.r += int(take)
 	length -= take
+	if length > 0 {
+		up.disarm()
+	}
 	for length > 0 {
 		if lc.write(out) {
 			return false, true
@@ -355,6 +358,9 @@ func (lc *leanConn) relayChunked(up *leanUpConn, head []byte) (bodyFailed, clien
 	out := append(head, up.buf[up.r:up.r+n]...)
 	lc.out = out
 	up.r += n
+	if !done {
+		up.disarm()
+	}
 	for !done {
 		if lc.write(out) {
 			return false, true
@@ -385,6 +391,7 @@ func (lc *leanConn) relayToClose(up *leanUpConn, head []byte) (bodyFailed, clien
 		out = appendChunk(out, up.buf[up.r:up.w])
 		up.r = up.w
 	}
+	up.disarm()
 	for {
 		lc.out = out
 		n, err := up.c.Read(up.buf)
