@@ -287,8 +287,13 @@ type leanConn struct {
 	deadlineAt  time.Time
 }
 
-// The read buffer starts small and grows, up to a head's bound and a body.
-const leanBufStart = 4 << 10
+// The read buffer starts small and grows, up to a head's bound and a
+// body; an idle connection keeps at most leanKeepBuf of it, and of its
+// write buffer.
+const (
+	leanBufStart = 4 << 10
+	leanKeepBuf  = 16 << 10
+)
 
 // serve serves lc's requests until the connection ends or is handed over.
 func (s *LeanServer) serve(lc *leanConn) {
@@ -330,6 +335,14 @@ func (s *LeanServer) serve(lc *leanConn) {
 func (lc *leanConn) waitHead() (bool, error) {
 	if lc.r == lc.w {
 		lc.r, lc.w = 0, 0
+		// A connection that carried a large request does not keep its
+		// memory while it waits for the next.
+		if len(lc.buf) > leanKeepBuf {
+			lc.buf = make([]byte, leanBufStart)
+		}
+		if cap(lc.out) > leanKeepBuf {
+			lc.out = nil
+		}
 		lc.idle.Store(true)
 		if lc.s.shutting.Load() {
 			return false, net.ErrClosed
