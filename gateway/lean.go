@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // The lean engine serves the plain HTTP/1.1 requests most clients send
@@ -58,7 +59,6 @@ type LeanServer struct {
 	fullErr chan error
 
 	shutting atomic.Bool
-	handed   atomic.Int64 // connections handed to the fast engine
 	mu       sync.Mutex
 	conns    map[*leanConn]struct{} // guarded by mu
 	active   sync.WaitGroup         // connections being served
@@ -192,10 +192,10 @@ func (s *LeanServer) closeAll() {
 
 // handOver gives c, with the bytes read from it and not yet served, to
 // the fast engine. It reports false when the server is shutting down
-// (c is then to be closed).
-func (s *LeanServer) handOver(c *clientConn, unread []byte) bool {
+// (c is then to be closed). reason labels the hand-over's count.
+func (s *LeanServer) handOver(c *clientConn, unread []byte, reason string) bool {
 	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
-	s.handed.Add(1)
+	s.g.metrics.handovers.WithLabelValues(reason).Inc()
 	return s.handoff.push(hc)
 }
 
@@ -306,20 +306,20 @@ func (s *LeanServer) serve(lc *leanConn) {
 	}()
 	lc.buf = make([]byte, leanBufStart)
 	for {
-		ok, err := lc.waitHead()
+		handover, err := lc.waitHead()
 		if err != nil {
 			lc.flush() // an answer to a body that failed
 			return
 		}
-		if !ok {
-			handed = s.handOver(lc.c, lc.buf[lc.r:lc.w])
+		if handover != "" {
+			handed = s.handOver(lc.c, lc.buf[lc.r:lc.w], handover)
 			return
 		}
 		switch lc.serveOne() {
 		case leanClose:
 			return
 		case leanHandOver:
-			handed = s.handOver(lc.c, lc.buf[lc.r:lc.w])
+			handed = s.handOver(lc.c, lc.buf[lc.r:lc.w], metricnames.HandoverRoute)
 			return
 		}
 		if s.shutting.Load() {
@@ -329,10 +329,11 @@ func (s *LeanServer) serve(lc *leanConn) {
 }
 
 // waitHead reads until buf[r:] starts with a whole request head in
-// http1's subset (true), or bytes that are not (false: hand the
-// connection over). It fails when the connection ends, a deadline
-// passes or the server is shutting down while the connection is idle.
-func (lc *leanConn) waitHead() (bool, error) {
+// http1's subset, with its body, or bytes that are not: then it returns
+// why the connection is to be handed over (a metricnames.Handover*
+// reason). It fails when the connection ends, a deadline passes or the
+// server is shutting down while the connection is idle.
+func (lc *leanConn) waitHead() (handover string, err error) {
 	if lc.r == lc.w {
 		lc.r, lc.w = 0, 0
 		// A connection that carried a large request does not keep its
@@ -345,7 +346,7 @@ func (lc *leanConn) waitHead() (bool, error) {
 		}
 		lc.idle.Store(true)
 		if lc.s.shutting.Load() {
-			return false, net.ErrClosed
+			return "", net.ErrClosed
 		}
 		lc.idleDeadline()
 	}
@@ -356,7 +357,7 @@ func (lc *leanConn) waitHead() (bool, error) {
 			n, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, &lc.req)
 			switch {
 			case err != nil:
-				return false, nil
+				return metricnames.HandoverRequest, nil
 			case n > 0:
 				return lc.readBody(n)
 			}
@@ -367,9 +368,9 @@ func (lc *leanConn) waitHead() (bool, error) {
 		}
 		if err := lc.fill(headerBuffer); err != nil {
 			if errors.Is(err, errLeanFull) {
-				return false, nil // the fast engine answers 431
+				return metricnames.HandoverRequest, nil // the fast engine answers 431
 			}
-			return false, err
+			return "", err
 		}
 	}
 }
@@ -423,19 +424,19 @@ func (lc *leanConn) fill(limit int) error {
 }
 
 // readBody makes sure the body of the head of length n at buf[r:] is
-// read whole, up to leanMaxBody, and sets lc.body. It returns false for a
-// body the lean engine leaves to the fast one (chunked, or too large),
-// and an error when the client's body fails: then the client has been
-// answered and the connection is to close.
-func (lc *leanConn) readBody(n int) (bool, error) {
+// read whole, up to leanMaxBody, and sets lc.body. It returns
+// HandoverBody for a body the lean engine leaves to the fast one
+// (chunked, or too large), and an error when the client's body fails:
+// then the client has been answered and the connection is to close.
+func (lc *leanConn) readBody(n int) (handover string, err error) {
 	req := &lc.req
 	lc.body = nil
 	if req.Chunked || req.ContentLength > leanMaxBody {
-		return false, nil
+		return metricnames.HandoverBody, nil
 	}
 	if req.ContentLength <= 0 {
 		lc.reqEnd = lc.r + n
-		return true, nil
+		return "", nil
 	}
 	need := n + int(req.ContentLength)
 	if lc.w-lc.r < need {
@@ -446,18 +447,18 @@ func (lc *leanConn) readBody(n int) (bool, error) {
 				// the client stalled, 400 otherwise).
 				lc.hdr.reset()
 				clientFault(leanResponder{lc: lc, close: true}, err)
-				return false, err
+				return "", err
 			}
 		}
 		// Reading may have moved the head, which req views: read it again
 		// where it is now (it parsed before; it parses the same).
 		if _, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, req); err != nil {
-			return false, err
+			return "", err
 		}
 	}
 	lc.reqEnd = lc.r + need
 	lc.body = lc.buf[lc.r+n : lc.reqEnd]
-	return true, nil
+	return "", nil
 }
 
 // Outcomes of serveOne.

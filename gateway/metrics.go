@@ -19,6 +19,7 @@ type metrics struct {
 	connections *prometheus.GaugeVec     // upstream_host
 	health      *prometheus.GaugeVec     // upstream, upstream_host
 	weight      *prometheus.GaugeVec     // upstream, upstream_host
+	handovers   *prometheus.CounterVec   // reason
 
 	canaryWeight   *prometheus.GaugeVec     // route_id
 	canaryVerdict  *prometheus.GaugeVec     // route_id, verdict
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: metricnames.UpstreamWeight,
 			Help: "Effective load-balancing weight of the upstream target.",
 		}, []string{"upstream", metricnames.LabelUpstreamHost}),
+		handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricnames.GatewayHandoversTotal,
+			Help: "Client connections the lean engine handed to the fast engine, by reason: request (outside its HTTP/1.1 subset), body (chunked or over 64 KiB), route (to an HTTP/2 group).",
+		}, []string{"reason"}),
 		canaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_canary_weight",
 			Help: "Percent of the route's traffic the canary gets by weight (0 while rolled back).",
@@ -78,7 +83,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {
+	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute} {
+		m.handovers.WithLabelValues(r) // every reason shows, at 0 until it happens
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.handovers, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

@@ -31,6 +31,18 @@ const (
 	UpstreamActiveConnections  = "fluxgate_upstream_active_connections"
 	UpstreamHealth             = "fluxgate_upstream_health"
 	UpstreamWeight             = "fluxgate_upstream_weight"
+	// GatewayHandoversTotal counts the client connections the lean engine
+	// handed to the fast engine, by reason (the Handover* values).
+	GatewayHandoversTotal = "fluxgate_gateway_handovers_total"
+)
+
+// Values of the reason label of GatewayHandoversTotal: a request outside
+// the lean engine's HTTP/1.1 subset, a chunked or large request body, a
+// route to an HTTP/2 group.
+const (
+	HandoverRequest = "request"
+	HandoverBody    = "body"
+	HandoverRoute   = "route"
 )
 
 // Circuit breakers (package controlpoint/breaker). BreakerStateNumeric is
