@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -235,4 +236,40 @@ func handovers(ls *LeanServer) int {
 		n += testutil.ToFloat64(ls.g.metrics.handovers.WithLabelValues(r))
 	}
 	return int(n)
+}
+
+// Each kind of request the lean engine leaves to the fast engine is
+// counted under its reason, and answered all the same.
+func TestLeanHandoverReasons(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	url, ls := serveLean(t, g)
+	addr := strings.TrimPrefix(url, "http://")
+	big := strings.Repeat("x", leanMaxBody+1)
+	for _, tc := range []struct {
+		reason, req, body string
+	}{
+		{metricnames.HandoverRequest, "GET / HTTP/1.0\r\nHost: h\r\n\r\n", "0"},
+		{metricnames.HandoverBody, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "3"},
+		{metricnames.HandoverBody, fmt.Sprintf("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(big), big), fmt.Sprint(len(big))},
+		{"", "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", "3"},
+	} {
+		before := testutil.ToFloat64(g.metrics.handovers.WithLabelValues(tc.reason))
+		total := handovers(ls)
+		c, br := dialLean(t, addr)
+		resp, body := exchangeOn(t, c, br, tc.req)
+		if resp.StatusCode != 200 || body != tc.body {
+			t.Errorf("%q: %d %q, want 200 %q", tc.reason, resp.StatusCode, body, tc.body)
+		}
+		switch {
+		case tc.reason == "" && handovers(ls) != total:
+			t.Errorf("a plain POST was handed over")
+		case tc.reason != "" && testutil.ToFloat64(g.metrics.handovers.WithLabelValues(tc.reason)) != before+1:
+			t.Errorf("%q: not counted", tc.reason)
+		}
+	}
 }
