@@ -64,6 +64,7 @@ var requestCases = []struct {
 	{"lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", false},
 	{"absolute-form", "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"authority-form", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", false},
+	{"CONNECT origin-form", "CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"two spaces", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", false},
 	{"space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", false},
