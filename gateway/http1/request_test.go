@@ -49,6 +49,7 @@ var requestCases = []struct {
 	{"bare LF request line", "GET / HTTP/1.1\nHost: a\r\n\r\n", false},
 	{"CR in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", false},
 	{"NUL in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", false},
+	{"control byte mid-word", "GET / HTTP/1.1\r\nHost: a\r\nX: \x150000000\r\n\r\n", false},
 	{"DEL in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", false},
 	{"empty name", "GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", false},
 	{"no colon", "GET / HTTP/1.1\r\nHost: a\r\nX\r\n\r\n", false},
