@@ -75,3 +75,59 @@ func TestCombinations(t *testing.T) {
 	}
 	t.Logf("%d of 100000 heads accepted", accepted)
 }
+
+// Random chunked bodies from pieces near the framing's edges.
+var (
+	comboSizes  = []string{"5", "05", "0000000000000005", "00000000000000005", "0x5", " 5", "5 ", "5\t", "+5", "5;", "5;a=b", "5 ;a", "5;a\x00", "6", "4", "", "g"}
+	comboLast   = []string{"0", "00", "0;x", "0 ", "0x0"}
+	comboEOLs   = []string{"\r\n", "\r\n", "\r\n", "\n", "\r", "\r\r\n", ""}
+	comboTrails = []string{"", "X: y\r\n", "X:y\r\n", "X : y\r\n", " X: y\r\n", "X: y\n", "X\r\n", "X: \x7f\r\n"}
+)
+
+func comboBody(rng *rand.Rand) []byte {
+	var b strings.Builder
+	eol := func() string {
+		if rng.IntN(3) > 0 {
+			return "\r\n"
+		}
+		return comboEOLs[rng.IntN(len(comboEOLs))]
+	}
+	for range rng.IntN(4) {
+		b.WriteString(comboSizes[rng.IntN(len(comboSizes))])
+		b.WriteString(eol())
+		b.WriteString("hello")
+		b.WriteString(eol())
+	}
+	b.WriteString(comboLast[rng.IntN(len(comboLast))])
+	b.WriteString(eol())
+	for range rng.IntN(3) {
+		b.WriteString(comboTrails[rng.IntN(len(comboTrails))])
+	}
+	b.WriteString(eol())
+	if rng.IntN(2) == 0 {
+		b.WriteString("GET / HTTP/1.1\r\n\r\n")
+	}
+	return []byte(b.String())
+}
+
+func TestChunkedCombinations(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	done := 0
+	splits := make([]byte, 16)
+	for range 30000 {
+		b := comboBody(rng)
+		for i := range splits {
+			splits[i] = byte(rng.UintN(256))
+		}
+		if _, ok, _ := checkChunked(t, b, splits); ok {
+			done++
+		}
+		if t.Failed() {
+			t.Fatalf("on %q", b)
+		}
+	}
+	if done < 1000 {
+		t.Errorf("only %d of 30000 bodies ended", done)
+	}
+	t.Logf("%d of 30000 bodies ended", done)
+}
