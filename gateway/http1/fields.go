@@ -119,11 +119,28 @@ func (f *framing) note(h Header) bool {
 			f.contentLength = contentLength(v)
 			return f.contentLength >= 0 && f.nLength == 1
 		}
+		return !equalDashes(n, "content-length")
 	case 17:
 		if equalLower(n, "transfer-encoding") {
 			f.nEncoding++
 			f.chunked = equalLower(v, "chunked")
 			return f.chunked && f.nEncoding == 1
+		}
+		return !equalDashes(n, "transfer-encoding")
+	}
+	return true
+}
+
+// equalDashes is equalLower with '_' matching '-': Content_Length is a
+// framing field to servers that map names to CGI-style variables
+// (HTTP_CONTENT_LENGTH), so the subset refuses it.
+func equalDashes(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if c := b[i] | 0x20; c != lower[i] && !(b[i] == '_' && lower[i] == '-') {
+			return false
 		}
 	}
 	return true

@@ -16,10 +16,11 @@
 // HTTP/1.1 or HTTP/1.0 with a status of 100-599 other than 101. In both,
 // Content-Length is one field of 1-18 digits, Transfer-Encoding one field
 // saying chunked (not with Content-Length, not in HTTP/1.0), and a Trailer
-// field names no framing field. A chunked body keeps to net/http's limits:
-// chunk-size lines (size and extensions) of at most 4094 bytes, a trailer
-// section of at most 4096, and net/http's cap on extension bytes against
-// data bytes.
+// field names no framing field; no field is named Content_Length or
+// Transfer_Encoding (CGI-style servers read '_' as '-'). A chunked body
+// keeps to net/http's limits: chunk-size lines (size and extensions) of
+// at most 4094 bytes, a trailer section of at most 4096, and net/http's
+// cap on extension bytes against data bytes.
 //
 // Parsed values are views of the caller's buffer: valid while it is
 // unchanged. Nothing here allocates on the hot path or is shared between

@@ -42,6 +42,8 @@ var requestCases = []struct {
 	{"CL empty", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", false},
 	{"CL hex", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", false},
 	{"CL 19 digits", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000000000000\r\n\r\n", false},
+	{"CL with underscore", "POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n", false},
+	{"TE with underscore", "POST / HTTP/1.1\r\nHost: a\r\nTransfer_encoding: chunked\r\n\r\n", false},
 	{"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", false},
 	{"space before first field", "GET / HTTP/1.1\r\n Host: a\r\n\r\n", false},
 	{"bare LF in field", "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", false},
