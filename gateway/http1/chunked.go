@@ -37,7 +37,8 @@ const (
 )
 
 // Chunked follows a chunked body passed on verbatim. Its zero value is at
-// the start of a body.
+// the start of a body; once Scan has said done, it returns 0 and done
+// until the value is reset (c = Chunked{}).
 type Chunked struct {
 	state  uint8
 	digits int    // chunk-size digits read

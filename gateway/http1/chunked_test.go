@@ -59,6 +59,8 @@ func TestChunked(t *testing.T) {
 				}
 			} else if err != nil || !done || n != c.end {
 				t.Fatalf("Scan = %d, %v, %v; want %d, true, nil", n, done, err, c.end)
+			} else if n, done, err := s.Scan([]byte("0\r\n\r\n")); n != 0 || !done || err != nil {
+				t.Fatalf("Scan after the end = %d, %v, %v; want 0, true, nil", n, done, err)
 			}
 			// Byte by byte gives the same result, and net/http agrees.
 			checkChunked(t, []byte(c.in), bytes.Repeat([]byte{0}, len(c.in)))

@@ -1,5 +1,7 @@
 package http1
 
+import "encoding/binary"
+
 // Results of the head readers' steps besides a position > 0.
 const (
 	short = 0  // the bytes end inside the head: read more
@@ -77,9 +79,7 @@ func readField(b []byte, i, lim int) (int, Header) {
 		i++
 	}
 	start = i
-	for i < lim && class[b[i]]&cValue != 0 {
-		i++
-	}
+	i = skipValue(b, i, lim)
 	if i+1 >= lim {
 		return short, Header{}
 	}
@@ -119,11 +119,28 @@ func (f *framing) note(h Header) bool {
 			f.contentLength = contentLength(v)
 			return f.contentLength >= 0 && f.nLength == 1
 		}
+		return !equalDashes(n, "content-length")
 	case 17:
 		if equalLower(n, "transfer-encoding") {
 			f.nEncoding++
 			f.chunked = equalLower(v, "chunked")
 			return f.chunked && f.nEncoding == 1
+		}
+		return !equalDashes(n, "transfer-encoding")
+	}
+	return true
+}
+
+// equalDashes is equalLower with '_' matching '-': Content_Length is a
+// framing field to servers that map names to CGI-style variables
+// (HTTP_CONTENT_LENGTH), so the subset refuses it.
+func equalDashes(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if c := b[i] | 0x20; c != lower[i] && !(b[i] == '_' && lower[i] == '-') {
+			return false
 		}
 	}
 	return true
@@ -191,4 +208,25 @@ func indexComma(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// skipValue returns the position of the first byte of b[i:lim] that is
+// not a field-value byte, or lim. Eight bytes at a time while none is a
+// control byte (below SP, HTAB included) or DEL, which covers almost all
+// of a value; then one at a time.
+func skipValue(b []byte, i, lim int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for i+8 <= lim {
+		w := binary.LittleEndian.Uint64(b[i:])
+		del := w ^ lo*0x7f
+		// (x - lo*n) &^ x & hi is non-zero iff a byte of x is below n.
+		if (w-lo*0x20)&^w&hi|(del-lo)&^del&hi != 0 {
+			break
+		}
+		i += 8
+	}
+	for i < lim && class[b[i]]&cValue != 0 {
+		i++
+	}
+	return i
 }

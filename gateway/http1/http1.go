@@ -6,6 +6,22 @@
 // net/http (the fuzz tests hold it to that), so a request cannot mean one
 // thing to the gateway and another to the upstream (request smuggling).
 //
+// The subset: lines end in CRLF (no bare LF or CR, no NUL, no obs-fold);
+// field names are tokens followed directly by ':'; values are visible
+// ASCII, obs-text, SP and HTAB, their outer white space trimmed; at most
+// MaxHeaders fields. A request is `METHOD /target HTTP/1.1` (not CONNECT;
+// the target without '#' and with well-formed %XX escapes in its path)
+// with exactly one Host field of the bytes net/http's server allows; it
+// has no Expect or Upgrade field and no Connection: upgrade. A response is
+// HTTP/1.1 or HTTP/1.0 with a status of 100-599 other than 101. In both,
+// Content-Length is one field of 1-18 digits, Transfer-Encoding one field
+// saying chunked (not with Content-Length, not in HTTP/1.0), and a Trailer
+// field names no framing field; no field is named Content_Length or
+// Transfer_Encoding (CGI-style servers read '_' as '-'). A chunked body
+// keeps to net/http's limits: chunk-size lines (size and extensions) of
+// at most 4094 bytes, a trailer section of at most 4096, and net/http's
+// cap on extension bytes against data bytes.
+//
 // Parsed values are views of the caller's buffer: valid while it is
 // unchanged. Nothing here allocates on the hot path or is shared between
 // goroutines.

@@ -40,7 +40,8 @@ func parseRequest(b []byte, lim int, r *Request) int {
 }
 
 // requestLine reads `method SP origin-form SP HTTP/1.1 CRLF` into r and
-// returns the position past it, short or bad.
+// returns the position past it, short or bad. CONNECT is bad even with an
+// origin-form target.
 func requestLine(b []byte, lim int, r *Request) int {
 	i := 0
 	for i < lim && class[b[i]]&cToken != 0 {
@@ -53,6 +54,9 @@ func requestLine(b []byte, lim int, r *Request) int {
 		return bad
 	}
 	r.Method = b[:i]
+	if string(r.Method) == "CONNECT" { // a 2xx answer turns the connection into a tunnel
+		return bad
+	}
 	i++
 	start := i
 	if i >= lim {
