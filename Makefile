@@ -76,7 +76,8 @@ bench:
 FUZZ_TARGETS ?= policies:FuzzParse gateway:FuzzConnectionListed controlpoint/server:FuzzCheckJSON \
 	controlpoint/server:FuzzAuthRequestHeaders controlpoint/classifier:FuzzPathTemplate \
 	controlpoint/classifier:FuzzJSONPointer agent:FuzzSetConfigValue fluxmeter:FuzzReceiverHTTP \
-	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck controlpoint/flow:FuzzHeaderLabel
+	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck controlpoint/flow:FuzzHeaderLabel \
+	gateway/http1:FuzzParseRequest gateway/http1:FuzzParseResponse gateway/http1:FuzzChunked
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
