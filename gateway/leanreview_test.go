@@ -1,0 +1,194 @@
+package gateway
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echoTarget is a net/http server on loopback that answers each request
+// with a JSON echo of it, and the echo's digest in X-Echo-Sum (so that
+// an answer to HEAD tells it too).
+func echoTarget(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(echoRequest),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// dropTarget is a loopback target that closes each connection at once.
+func dropTarget(t testing.TB) string {
+	return listenTB(t, func(ln net.Listener) func() {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.Close()
+			}
+		}()
+		return func() { _ = ln.Close() }
+	})
+}
+
+// rawAnswers are the echo target's canned responses, by path.
+var rawAnswers = map[string]string{
+	"/raw/204":     "HTTP/1.1 204 No Content\r\nX-R: 1\r\n\r\n",
+	"/raw/304":     "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 10\r\n\r\n",
+	"/raw/103":     "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+	"/raw/toclose": "HTTP/1.1 200 OK\r\nX-R: 1\r\n\r\nuntil the end",
+	"/raw/http10":  "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nold!",
+	"/raw/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+	"/raw/short":   "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+	"/raw/long":    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdefHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+	"/raw/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: x\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
+	"/raw/conn-cl": "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok",
+	"/raw/conn-te": "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	"/raw/bad":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+	"/raw/cl-te":   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+}
+
+// requestEcho is what the echo target saw of a request.
+type requestEcho struct {
+	Method, Target, Proto, Host string
+	Header                      http.Header
+	ContentLength               int64
+	TransferEncoding            []string
+	Body                        string
+	Trailer                     http.Header
+	BodyErr                     string `json:",omitempty"`
+}
+
+func echoRequest(w http.ResponseWriter, r *http.Request) {
+	if raw, ok := rawAnswers[r.URL.Path]; ok {
+		_, _ = io.Copy(io.Discard, r.Body)
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = brw.WriteString(raw)
+		_ = brw.Flush()
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	h := r.Header.Clone()
+	h.Del("Content-Length")
+	if cs := h.Values("Cookie"); len(cs) > 1 {
+		h.Set("Cookie", strings.Join(cs, "; "))
+	}
+	e := requestEcho{
+		Method: r.Method, Target: r.RequestURI, Proto: r.Proto, Host: r.Host,
+		Header: h, ContentLength: r.ContentLength,
+		TransferEncoding: r.TransferEncoding, Body: string(body), Trailer: r.Trailer,
+	}
+	if err != nil {
+		e.BodyErr = err.Error()
+	}
+	out, _ := json.Marshal(e)
+	sum := sha256.Sum256(out)
+	w.Header().Set("X-Echo-Sum", hex.EncodeToString(sum[:8]))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
+}
+
+// listenTB listens on a loopback port, serves it with serve until the
+// test ends (serve returns the stop) and returns the address.
+func listenTB(t testing.TB, serve func(net.Listener) func()) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(serve(ln))
+	return ln.Addr().String()
+}
+
+// echoOf decodes the echo target's answer.
+func echoOf(t *testing.T, body string) requestEcho {
+	t.Helper()
+	var e requestEcho
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("not an echo: %q", body)
+	}
+	return e
+}
+
+// A Connection field may list any name, Content-Length and Host too; the
+// lean engine forwards the body it read, so the field that frames it goes
+// with it, and the target gets the Host it routes by. Dropping
+// Content-Length made the target read the body as the next request on
+// its connection (request smuggling).
+func TestLeanKeepsFramingFieldsConnectionLists(t *testing.T) {
+	addr, _ := leanTo(t, echoTarget(t))
+	c, br := dialLean(t, addr)
+	smuggled := "GET /admin HTTP/1.1\r\nHost: h\r\n\r\n"
+	resp, body := exchangeOn(t, c, br, "POST /p HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 32\r\n\r\n"+smuggled)
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST: %d %q", resp.StatusCode, body)
+	}
+	if e := echoOf(t, body); e.Body != smuggled || e.ContentLength != 32 {
+		t.Errorf("the target read the POST with length %d and body %q", e.ContentLength, e.Body)
+	}
+	resp, body = exchangeOn(t, c, br, "GET /next HTTP/1.1\r\nHost: h\r\nConnection: Host\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET with Connection: Host: %d %q", resp.StatusCode, body)
+	}
+	if e := echoOf(t, body); e.Target != "/next" || e.Host != "h" || e.Header.Get("X-Forwarded-Host") != "h" {
+		t.Errorf("the target read %s with Host %q, X-Forwarded-Host %q", e.Target, e.Host, e.Header.Get("X-Forwarded-Host"))
+	}
+}
+
+// Likewise a target's Connection field listing Content-Length or
+// Transfer-Encoding: the lean engine relays the body as framed, so the
+// field that frames it goes to the client. Dropped, the client read the
+// next answer as this one's body.
+func TestLeanRelaysFramingFieldsConnectionLists(t *testing.T) {
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			switch req.URL.Path {
+			case "/cl":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok")
+			case "/te":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+			}
+		}
+	})
+	addr, _ := leanTo(t, up)
+	c, br := dialLean(t, addr)
+	for _, path := range []string{"/cl", "/te"} {
+		resp, body := exchangeOn(t, c, br, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != 200 || body != "ok" || resp.Close {
+			t.Errorf("%s: %d %q close=%v, want 200 \"ok\" kept alive", path, resp.StatusCode, body, resp.Close)
+		}
+		if resp.Header.Get("X-Hop") != "" {
+			t.Errorf("%s: a field the target's Connection listed reached the client", path)
+		}
+		resp, body = exchangeOn(t, c, br, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != 200 || body != "next" {
+			t.Errorf("after %s: %d %q, want 200 \"next\"", path, resp.StatusCode, body)
+		}
+	}
+}
