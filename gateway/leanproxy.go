@@ -523,8 +523,8 @@ func (r leanResponder) reject(status int, reason string, retryAfter int64, body 
 	r.json(status, body)
 }
 
-// json answers status with v as a JSON body and the fields of lc.hdr,
-// pending (see leanConn.flush).
+// json answers status with v as a JSON body (none to HEAD; its length
+// is given) and the fields of lc.hdr, pending (see leanConn.flush).
 func (r leanResponder) json(status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -539,7 +539,9 @@ func (r leanResponder) json(status int, v any) {
 		r.lc.req.Close = true
 	}
 	out = append(out, "\r\n"...)
-	out = append(append(out, body...), '\n')
+	if string(r.lc.req.Method) != http.MethodHead { // an answer to HEAD is its head
+		out = append(append(out, body...), '\n')
+	}
 	r.lc.out = out
 	r.lc.pending = out
 	r.lc.status = status

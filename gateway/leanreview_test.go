@@ -192,3 +192,28 @@ func TestLeanRelaysFramingFieldsConnectionLists(t *testing.T) {
 		}
 	}
 }
+
+// The gateway's own answers (an unreachable target, a rejection, no
+// route) to a HEAD request have a head only, as any answer to HEAD: the
+// lean engine wrote the JSON body too, which the client then read as the
+// start of the next answer on its connection.
+func TestLeanOwnAnswerToHeadHasNoBody(t *testing.T) {
+	addr, _ := leanTo(t, dropTarget(t))
+	c, br := dialLean(t, addr)
+	if _, err := io.WriteString(c, "HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"HEAD", "GET"} {
+		resp, err := http.ReadResponse(br, &http.Request{Method: m})
+		if err != nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s: %d %q, want 502", m, resp.StatusCode, b)
+		}
+		if m == "GET" && !strings.Contains(string(b), "upstream_unavailable") {
+			t.Errorf("GET: body %q", b)
+		}
+	}
+}
