@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -322,7 +323,8 @@ func (s *LeanServer) serve(lc *leanConn) {
 // waitHead reads until buf[r:] starts with a whole request head in
 // http1's subset (true), or bytes that are not (false: hand the
 // connection over). It fails when the connection ends, a deadline
-// passes or the server is shutting down while the connection is idle.
+// passes or the server is shutting down while the connection is idle;
+// a connection that ends mid-head is handed over too (false).
 func (lc *leanConn) waitHead() (bool, error) {
 	if lc.r == lc.w {
 		lc.r, lc.w = 0, 0
@@ -349,8 +351,13 @@ func (lc *leanConn) waitHead() (bool, error) {
 			}
 		}
 		if err := lc.fill(headerBuffer); err != nil {
-			if errors.Is(err, errLeanFull) {
+			switch {
+			case errors.Is(err, errLeanFull):
 				return false, nil // the fast engine answers 431
+			case lc.r < lc.w && errors.Is(err, io.EOF):
+				// The client ended its side mid-head: the fast engine
+				// reads the same end and answers 400, as net/http does.
+				return false, nil
 			}
 			return false, err
 		}

@@ -217,3 +217,25 @@ func TestLeanOwnAnswerToHeadHasNoBody(t *testing.T) {
 		}
 	}
 }
+
+// A client that ends its side mid-head gets 400 before the connection
+// closes, as from the fast and the net/http engine (RFC 9112 section 8
+// allows either; a client's bug is easier to find with one).
+func TestLeanAnswersHeadCutShort(t *testing.T) {
+	addr, _ := leanTo(t, echoTarget(t))
+	c, br := dialLean(t, addr)
+	if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	for i, want := range []int{200, 400} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != want {
+			t.Errorf("answer %d: %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+}
