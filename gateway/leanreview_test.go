@@ -47,7 +47,10 @@ func dropTarget(t testing.TB) string {
 	})
 }
 
-// rawAnswers are the echo target's canned responses, by path.
+// rawAnswers are the echo target's canned responses, by path. Heads the
+// lean engine refuses by design (Content-Length with Transfer-Encoding,
+// two lengths: it answers 502 where net/http and fasthttp relay one
+// reading) are not among them; TestLeanRelaysUnusualResponses has one.
 var rawAnswers = map[string]string{
 	"/raw/204":     "HTTP/1.1 204 No Content\r\nX-R: 1\r\n\r\n",
 	"/raw/304":     "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 10\r\n\r\n",
@@ -60,8 +63,6 @@ var rawAnswers = map[string]string{
 	"/raw/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: x\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
 	"/raw/conn-cl": "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok",
 	"/raw/conn-te": "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-	"/raw/bad":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
-	"/raw/cl-te":   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
 }
 
 // requestEcho is what the echo target saw of a request.
