@@ -59,7 +59,8 @@ type leanUpConn struct {
 	used time.Time // when it went back to the pool
 }
 
-// get returns an idle connection (reused) or a new one.
+// get returns an idle connection (reused) or a new one. An idle one with
+// bytes to read, or closed by the target, is closed and skipped.
 func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 	now := time.Now()
 	p.mu.Lock()
@@ -68,7 +69,12 @@ func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 		p.idle = p.idle[:len(p.idle)-1]
 		if now.Sub(c.used) < leanIdleDuration {
 			p.mu.Unlock()
-			return c, true, nil
+			if !idleReadable(c.c) {
+				return c, true, nil
+			}
+			p.discard(c) // the target sent more, or closed it
+			p.mu.Lock()
+			continue
 		}
 		p.open--
 		_ = c.c.Close()
