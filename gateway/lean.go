@@ -58,6 +58,8 @@ type LeanServer struct {
 	fullRun sync.Once
 	fullErr chan error
 
+	headTimeout time.Duration // leanHeadTimeout; tests shorten it
+
 	shutting atomic.Bool
 	handed   atomic.Int64 // connections handed to the fast engine
 	mu       sync.Mutex
@@ -75,7 +77,7 @@ func (g *Gateway) NewLeanServer(logger *slog.Logger) *LeanServer {
 	return &LeanServer{
 		g: g, logger: logger, full: full, fconns: fconns,
 		handoff: newHandoffListener(), fullErr: make(chan error, 1),
-		conns: map[*leanConn]struct{}{},
+		conns: map[*leanConn]struct{}{}, headTimeout: leanHeadTimeout,
 	}
 }
 
@@ -334,7 +336,10 @@ func (lc *leanConn) waitHead() (bool, error) {
 		}
 		_ = lc.c.SetReadDeadline(time.Now().Add(leanIdleTimeout))
 	}
-	started := lc.r < lc.w // a pipelined request
+	// The head timeout starts with the first read of a head not yet
+	// whole, a pipelined one's too: the deadline set before it ran while
+	// the request before it was served.
+	started := false
 	for {
 		if lc.r < lc.w {
 			lc.idle.Store(false)
@@ -347,7 +352,7 @@ func (lc *leanConn) waitHead() (bool, error) {
 			}
 			if !started {
 				started = true
-				_ = lc.c.SetReadDeadline(time.Now().Add(leanHeadTimeout))
+				_ = lc.c.SetReadDeadline(time.Now().Add(lc.s.headTimeout))
 			}
 		}
 		if err := lc.fill(headerBuffer); err != nil {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -279,5 +280,56 @@ func TestLeanPoolSkipsConnectionWithUnsolicitedBytes(t *testing.T) {
 	c2, br2 := dialLean(t, addr)
 	if _, body := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); body != "mine" {
 		t.Errorf("another client's request got %q, want \"mine\"", body)
+	}
+}
+
+// A pipelined request whose head is not whole when the one before it
+// has been answered gets its own head timeout from then, as net/http
+// gives each request: it ran on the timeout of the request before it,
+// spent while the target worked on that one, and the connection was
+// closed under the client. (The target takes longer than the timeout;
+// the client sends the rest of the head as soon as it has the answer.)
+func TestLeanPipelinedHeadGetsItsOwnTimeout(t *testing.T) {
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/slow" {
+				time.Sleep(1500 * time.Millisecond)
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	ls := g.NewLeanServer(nil)
+	ls.headTimeout = time.Second
+	addr := listenTB(t, func(ln net.Listener) func() {
+		done := make(chan struct{})
+		go func() { _ = ls.Serve(ln); close(done) }()
+		return func() {
+			_ = ln.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = ls.Shutdown(ctx)
+			<-done
+		}
+	})
+	c, br := dialLean(t, addr)
+	// The first head in two pieces, so that its head timeout starts.
+	_, _ = io.WriteString(c, "GET /slow HTTP/1.1\r\n")
+	time.Sleep(50 * time.Millisecond)
+	resp, body := exchangeOn(t, c, br, "Host: h\r\n\r\nGET /next HTTP/1.1\r\n")
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("/slow: %d %q", resp.StatusCode, body)
+	}
+	resp, body = exchangeOn(t, c, br, "Host: h\r\n\r\n")
+	if resp.StatusCode != 200 || body != "ok" {
+		t.Errorf("/next: %d %q", resp.StatusCode, body)
 	}
 }
