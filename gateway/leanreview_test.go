@@ -100,7 +100,7 @@ func echoRequest(w http.ResponseWriter, r *http.Request) {
 		h.Set("Cookie", strings.Join(cs, "; "))
 	}
 	e := requestEcho{
-		Method: r.Method, Target: r.RequestURI, Proto: r.Proto, Host: r.Host,
+		Method: r.Method, Target: r.RequestURI, Proto: r.Proto, Host: strings.ToLower(r.Host),
 		Header: h, ContentLength: r.ContentLength,
 		TransferEncoding: r.TransferEncoding, Body: string(body), Trailer: r.Trailer,
 	}
