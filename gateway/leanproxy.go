@@ -337,10 +337,16 @@ func (lc *leanConn) relayLength(up *leanUpConn, head []byte, length int64) (body
 		if lc.write(out) {
 			return false, true
 		}
-		up.r, up.w = 0, 0
-		n, err := up.c.Read(up.buf[:min(int64(len(up.buf)), length)])
-		out = up.buf[:n]
-		length -= int64(n)
+		// A whole buffer, not just what is left: bytes past the end
+		// stay unread (up.r < up.w), and the connection is not reused.
+		// Read to the length only, they could wait in a TLS
+		// connection's buffer, where nothing sees them, and be taken
+		// for the next request's answer.
+		n, err := up.c.Read(up.buf)
+		take := min(int64(n), length)
+		up.r, up.w = int(take), n
+		out = up.buf[:take]
+		length -= take
 		if err != nil && length > 0 {
 			if n > 0 && lc.write(out) {
 				return true, true

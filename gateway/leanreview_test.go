@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -331,5 +334,67 @@ func TestLeanPipelinedHeadGetsItsOwnTimeout(t *testing.T) {
 	resp, body = exchangeOn(t, c, br, "Host: h\r\n\r\n")
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Errorf("/next: %d %q", resp.StatusCode, body)
+	}
+}
+
+// The same over TLS, where the extra bytes come in the record that ends
+// the answer: they wait in the TLS connection's buffer, not in the
+// socket a peek sees, when the engine read the body only up to its
+// length.
+func TestLeanPoolSkipsTLSConnectionWithExtraBytes(t *testing.T) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	cfg := srv.TLS.Clone()
+	cfg.NextProtos = nil
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	srv.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	body := strings.Repeat("b", 10000)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.URL.Path == "/twice" { // one write: one record
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"+body+
+							"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nleaked!")
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+				}
+			}()
+		}
+	}()
+	opts := Options{Config: oneUpstream(ln.Addr().String()), ResponseHeaderTimeout: 5 * time.Second,
+		UpstreamTLSConfig: &tls.Config{RootCAs: pool, ServerName: "example.com"}}
+	opts.Config.Upstreams[0].TLS = true
+	g, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	url, _ := serveLean(t, g)
+	c, br := dialLean(t, strings.TrimPrefix(url, "http://"))
+	if resp, got := exchangeOn(t, c, br, "GET /twice HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || got != body {
+		t.Fatalf("first answer: %d, %d bytes", resp.StatusCode, len(got))
+	}
+	c2, br2 := dialLean(t, strings.TrimPrefix(url, "http://"))
+	if _, got := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); got != "mine" {
+		t.Errorf("another client's request got %q, want \"mine\"", got)
 	}
 }
