@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"time"
 )
 
 // idleReadable reports whether an idle connection to a target has
@@ -15,7 +16,8 @@ import (
 // request: bytes read after it would be taken for that request's answer
 // (another client's, maybe), and a closed one would fail it. One
 // non-blocking peek at the socket (recv MSG_PEEK), as net/http's
-// transport and nginx's keepalive module watch their idle connections.
+// transport and nginx's keepalive module watch their idle connections;
+// over TLS, a look at the bytes the TLS connection holds first.
 func idleReadable(c net.Conn) bool {
 	for {
 		switch u := c.(type) {
@@ -26,6 +28,9 @@ func idleReadable(c net.Conn) bool {
 			c = u.Conn
 			continue
 		case *tls.Conn:
+			if tlsBuffered(u) {
+				return true
+			}
 			c = u.NetConn()
 			continue
 		}
@@ -49,4 +54,22 @@ func idleReadable(c net.Conn) bool {
 		return true // never wait
 	})
 	return readable || err != nil
+}
+
+// tlsBuffered reports whether c holds bytes read from its socket and not
+// yet from it: a record read along with the one before. A read with a
+// deadline passed returns them, or times out at once without touching
+// the socket (Go's poller checks the deadline first); a timeout leaves a
+// TLS connection usable. The caller discards c when this is true, so the
+// byte taken does not matter.
+func tlsBuffered(c *tls.Conn) bool {
+	if c.SetReadDeadline(time.Unix(1, 0)) != nil {
+		return true
+	}
+	var b [1]byte
+	n, err := c.Read(b[:])
+	if c.SetReadDeadline(time.Time{}) != nil {
+		return true
+	}
+	return n > 0 || !isTimeout(err)
 }

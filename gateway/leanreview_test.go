@@ -340,7 +340,8 @@ func TestLeanPipelinedHeadGetsItsOwnTimeout(t *testing.T) {
 // The same over TLS, where the extra bytes come in the record that ends
 // the answer: they wait in the TLS connection's buffer, not in the
 // socket a peek sees, when the engine read the body only up to its
-// length.
+// length, or when a body to HEAD came in a record of its own, read from
+// the socket with the head's.
 func TestLeanPoolSkipsTLSConnectionWithExtraBytes(t *testing.T) {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.StartTLS()
@@ -370,9 +371,15 @@ func TestLeanPoolSkipsTLSConnectionWithExtraBytes(t *testing.T) {
 					if err != nil {
 						return
 					}
-					if req.URL.Path == "/twice" { // one write: one record
+					switch req.URL.Path { // one write: one record
+					case "/twice":
 						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"+body+
 							"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nleaked!")
+						continue
+					case "/head":
+						// A body to HEAD, in a record of its own.
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n")
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nleaked!")
 						continue
 					}
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
@@ -396,5 +403,14 @@ func TestLeanPoolSkipsTLSConnectionWithExtraBytes(t *testing.T) {
 	c2, br2 := dialLean(t, strings.TrimPrefix(url, "http://"))
 	if _, got := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); got != "mine" {
 		t.Errorf("another client's request got %q, want \"mine\"", got)
+	}
+	if _, err := io.WriteString(c, "HEAD /head HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodHead}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %v", err)
+	}
+	if _, got := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); got != "mine" {
+		t.Errorf("after a body to HEAD, another client's request got %q, want \"mine\"", got)
 	}
 }
