@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,9 @@ type leanPool struct {
 	idle  []*leanUpConn // guarded by mu: least recently used first
 	open  int           // guarded by mu: connections open, idle or in use
 	limit int
+
+	idleFor time.Duration // leanIdleDuration
+	pruning *time.Timer   // guarded by mu: runs prune while connections are idle
 }
 
 // Bounds of a lean pool, as the fast engine's clients.
@@ -39,7 +43,7 @@ var errLeanPoolFull = errors.New("gateway: too many connections to the target")
 var errLeanBadResponse = errors.New("gateway: target sent a response the gateway cannot relay")
 
 func (g *Gateway) newLeanPool(k fastKey) *leanPool {
-	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns}
+	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns, idleFor: leanIdleDuration}
 	if k.tls {
 		p.tls = g.opts.UpstreamTLSConfig.Clone()
 		if p.tls == nil {
@@ -67,7 +71,7 @@ func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 	for len(p.idle) > 0 {
 		c = p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(c.used) < leanIdleDuration {
+		if now.Sub(c.used) < p.idleFor {
 			p.mu.Unlock()
 			if !idleReadable(c.c) {
 				return c, true, nil
@@ -101,7 +105,39 @@ func (p *leanPool) put(c *leanUpConn) {
 	c.used = time.Now()
 	p.mu.Lock()
 	p.idle = append(p.idle, c)
+	if p.pruning == nil {
+		p.pruning = time.AfterFunc(p.idleFor, p.prune)
+	}
 	p.mu.Unlock()
+}
+
+// prune closes the connections idle for the pool's idle duration or
+// longer: taken most recently used first, the least recently used would
+// otherwise stay open to the target as long as the pool is not busier.
+// While connections stay idle, it runs again when the oldest is due.
+func (p *leanPool) prune() {
+	now := time.Now()
+	p.mu.Lock()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].used) >= p.idleFor {
+		n++
+	}
+	stale := slices.Clone(p.idle[:n])
+	p.idle = slices.Delete(p.idle, 0, n)
+	p.open -= n
+	switch {
+	case len(p.idle) == 0:
+		if p.pruning != nil {
+			p.pruning.Stop()
+		}
+		p.pruning = nil
+	case p.pruning != nil:
+		p.pruning.Reset(p.idleFor - now.Sub(p.idle[0].used))
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		_ = c.c.Close()
+	}
 }
 
 // discard closes c.
