@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -32,7 +33,7 @@ func TestLeanPoolClosesIdleConnections(t *testing.T) {
 	for i, f := range far {
 		_ = f.SetReadDeadline(time.Now().Add(100 * time.Millisecond)) // an open one times out; a pipe closed reads EOF at once
 		_, err := f.Read(make([]byte, 1))
-		if closed := err == io.EOF; closed != (i < 2) {
+		if closed := errors.Is(err, io.EOF); closed != (i < 2) {
 			t.Errorf("connection %d: closed %v (read: %v)", i, closed, err)
 		}
 	}
