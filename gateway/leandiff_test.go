@@ -206,6 +206,15 @@ var engineRequests = []struct{ name, raw string }{
 	{"obs-text", "GET / HTTP/1.1\r\nHost: h\r\nX-U: caf\xc3\xa9\r\n\r\n"},
 	{"other method", "PURGE /x HTTP/1.1\r\nHost: h\r\n\r\n"},
 	{"options star", "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"connect origin-form", "CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"connect authority-form", "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"},
+	{"trace", "TRACE /t HTTP/1.1\r\nHost: h\r\nMax-Forwards: 0\r\n\r\n"},
+	{"lowercase method", "get / HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"head with body", "HEAD / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /after HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"large body", "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("x", 70000)},
+	{"body at the bound", "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 65536\r\n\r\n" + strings.Repeat("y", 65536) + "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"many fields", "GET / HTTP/1.1\r\nHost: h\r\n" + strings.Repeat("X-M: v\r\n", 100) + "\r\n"},
+	{"large head", "GET / HTTP/1.1\r\nHost: h\r\nX-L: " + strings.Repeat("l", 40<<10) + "\r\n\r\n"},
 	{"absolute form", "GET http://h/abs HTTP/1.1\r\nHost: h\r\n\r\n"},
 
 	// Hostile.
