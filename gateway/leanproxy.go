@@ -58,6 +58,12 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 		return false, false, true
 	}
 	start := time.Now()
+	left := false
+	defer func() {
+		if !left { // a panic: the permit must not stay taken
+			u.leave(rt, permit, start, false, true)
+		}
+	}()
 	headReq := method == http.MethodHead
 	again := retryable(method, lc.body == nil)
 	msg := lc.outbound()
@@ -74,10 +80,12 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	})
 	if err != nil {
 		g.upstreamError(rs, fl, err)
+		left = true
 		u.leave(rt, permit, start, false, true)
 		return false, false, true
 	}
 	bodyFailed, clientGone := lc.relay(pool, up, headReq)
+	left = true
 	u.leave(rt, permit, start, clientGone, bodyFailed || lc.status >= 500)
 	return bodyFailed, clientGone, !bodyFailed && !clientGone
 }
@@ -251,6 +259,7 @@ func listedIn(listed []string, name []byte) bool {
 // (leanConn.flush): back to pool when its response was read to its end
 // and it may be reused.
 func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFailed, clientGone bool) {
+	lc.up, lc.pool, lc.upReusable = up, pool, false // released by flush, even after a panic
 	resp := &up.resp
 	lc.status = resp.Status
 	length := resp.BodyLength(headReq)
@@ -280,7 +289,7 @@ func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFai
 	}
 	out = append(out, "\r\n"...)
 	lc.out = out
-	lc.up, lc.pool, lc.upReusable = up, pool, !resp.Close && length != http1.BodyToClose
+	lc.upReusable = !resp.Close && length != http1.BodyToClose
 	if length != http1.BodyNone && len(up.buf) < headerBuffer {
 		nb := make([]byte, headerBuffer) // bodies are read in large pieces
 		up.w = copy(nb, up.buf[up.r:up.w])

@@ -9,10 +9,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -412,5 +414,76 @@ func TestLeanPoolSkipsTLSConnectionWithExtraBytes(t *testing.T) {
 	}
 	if _, got := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); got != "mine" {
 		t.Errorf("after a body to HEAD, another client's request got %q, want \"mine\"", got)
+	}
+}
+
+// panicHandler is a slog handler that panics on one message while armed:
+// a stand-in for a bug in the gateway's bookkeeping.
+type panicHandler struct {
+	msg   string
+	armed *atomic.Bool
+}
+
+func (h panicHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h panicHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h panicHandler) WithGroup(string) slog.Handler            { return h }
+func (h panicHandler) Handle(_ context.Context, r slog.Record) error {
+	if h.armed.Load() && r.Message == h.msg {
+		panic("bookkeeping bug")
+	}
+	return nil
+}
+
+// A panic while a request holds its upstream's breaker permit (a bug;
+// the connection is closed) gives the permit back, as on the fast
+// engine: a half-open breaker's probe that never reported would keep it
+// half-open, refusing every request, for good.
+func TestLeanPanicReleasesBreakerPermit(t *testing.T) {
+	var answer, armed atomic.Bool
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil || !answer.Load() {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	cfg := oneUpstream(up)
+	cfg.Upstreams[0].CircuitBreaker = &CircuitBreakerConfig{ErrorRate: 0.5, MinRequests: 1, Window: time.Minute,
+		OpenFor: 50 * time.Millisecond, HalfOpenProbes: 1}
+	cfg.Upstreams[0].Retries = &RetriesConfig{Attempts: -1}
+	g, err := New(Options{Config: cfg, ResponseHeaderTimeout: 5 * time.Second,
+		Logger: slog.New(panicHandler{msg: "upstream round trip failed", armed: &armed})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	url, _ := serveLean(t, g)
+	addr := strings.TrimPrefix(url, "http://")
+	get := func() (int, error) {
+		c, br := dialLean(t, addr)
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if s, err := get(); s != http.StatusBadGateway {
+		t.Fatalf("first request: %d %v, want 502 (the breaker opens)", s, err)
+	}
+	time.Sleep(100 * time.Millisecond) // past OpenFor: half-open
+	armed.Store(true)
+	if s, err := get(); err == nil && s != http.StatusInternalServerError {
+		t.Fatalf("the probe that panicked was answered %d", s)
+	}
+	armed.Store(false)
+	answer.Store(true)
+	time.Sleep(100 * time.Millisecond) // past OpenFor again
+	if s, err := get(); s != http.StatusOK {
+		t.Errorf("after the panic: %d %v, want 200 (a new probe)", s, err)
 	}
 }
