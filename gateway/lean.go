@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,7 +284,8 @@ type leanConn struct {
 	pool       *leanPool
 	upReusable bool
 
-	status int // of the answer to the current request
+	status int  // of the answer to the current request
+	wrote  bool // something of the answer to the current request went out
 }
 
 // The read buffer starts small and grows, up to a head's bound and a body.
@@ -455,12 +457,17 @@ func (lc *leanConn) serveOne() (next leanNext) {
 	if rt != nil && !rt.fast {
 		return leanHandOver
 	}
+	lc.wrote = false
 	defer func() {
 		if p := recover(); p != nil {
 			lc.s.logger.Error("gateway handler panicked", "panic", p, "uri", string(lc.req.Target))
 			lc.pending = nil
 			lc.upReusable = false
 			next = leanClose
+			if !lc.wrote { // answer 500, as the fast engine does
+				lc.hdr.reset()
+				leanResponder{lc: lc, close: true}.json(http.StatusInternalServerError, map[string]string{"error": "internal"})
+			}
 		}
 		if lc.flush() {
 			next = leanClose

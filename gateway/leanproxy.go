@@ -331,6 +331,7 @@ func (lc *leanConn) flush() (gone bool) {
 
 // write writes p to the client; it reports whether the client is gone.
 func (lc *leanConn) write(p []byte) (gone bool) {
+	lc.wrote = true
 	_, err := lc.c.Conn.Write(p)
 	return err != nil
 }
