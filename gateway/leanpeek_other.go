@@ -4,6 +4,10 @@ package gateway
 
 import "net"
 
-// idleReadable: without a non-blocking peek, an idle connection is taken
-// as unused (see the unix version).
-func idleReadable(net.Conn) bool { return false }
+// peeker: without a non-blocking peek, an idle connection is taken as
+// unused (see the unix version).
+type peeker struct{}
+
+func newPeeker(net.Conn) *peeker { return &peeker{} }
+
+func (*peeker) idleReadable() bool { return false }

@@ -61,6 +61,7 @@ type leanUpConn struct {
 	r, w int
 	resp http1.Response
 	used time.Time // when it went back to the pool
+	peek *peeker
 }
 
 // get returns an idle connection (reused) or a new one. An idle one with
@@ -73,7 +74,7 @@ func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 		p.idle = p.idle[:len(p.idle)-1]
 		if now.Sub(c.used) < p.idleFor {
 			p.mu.Unlock()
-			if !idleReadable(c.c) {
+			if !c.peek.idleReadable() {
 				return c, true, nil
 			}
 			p.discard(c) // the target sent more, or closed it
@@ -96,7 +97,7 @@ func (p *leanPool) get() (c *leanUpConn, reused bool, err error) {
 		p.mu.Unlock()
 		return nil, false, err
 	}
-	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart)}, false, nil
+	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, nil
 }
 
 // put returns c, its response read to the end, to the pool.

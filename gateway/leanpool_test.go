@@ -26,7 +26,7 @@ func TestLeanPoolClosesIdleConnections(t *testing.T) {
 		p.mu.Lock()
 		p.open++
 		p.mu.Unlock()
-		p.put(&leanUpConn{c: c})
+		p.put(&leanUpConn{c: c, peek: newPeeker(c)})
 	}
 	// The first two have been idle long; the last is fresh.
 	p.mu.Lock()
@@ -124,5 +124,34 @@ func TestLeanPoolCountsEveryConnection(t *testing.T) {
 			t.Errorf("%s: %d open, %d idle", k.addr, p.open, len(p.idle))
 		}
 		p.mu.Unlock()
+	}
+}
+
+// BenchmarkIdleReadable is the cost the lean pool adds to each reuse of a
+// plain TCP connection: one non-blocking peek.
+func BenchmarkIdleReadable(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	p := newPeeker(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if p.idleReadable() {
+			b.Fatal("an idle connection is readable")
+		}
 	}
 }
