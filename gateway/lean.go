@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +60,8 @@ type LeanServer struct {
 	fullRun sync.Once
 	fullErr chan error
 
+	headTimeout time.Duration // leanHeadTimeout; tests shorten it
+
 	shutting atomic.Bool
 	mu       sync.Mutex
 	conns    map[*leanConn]struct{} // guarded by mu
@@ -74,7 +78,7 @@ func (g *Gateway) NewLeanServer(logger *slog.Logger) *LeanServer {
 	return &LeanServer{
 		g: g, logger: logger, full: full, fconns: fconns,
 		handoff: newHandoffListener(), fullErr: make(chan error, 1),
-		conns: map[*leanConn]struct{}{},
+		conns: map[*leanConn]struct{}{}, headTimeout: leanHeadTimeout,
 	}
 }
 
@@ -280,7 +284,8 @@ type leanConn struct {
 	pool       *leanPool
 	upReusable bool
 
-	status int // of the answer to the current request
+	status int  // of the answer to the current request
+	wrote  bool // something of the answer to the current request went out
 
 	// The client's read deadline: its length and when it was set.
 	deadlineFor time.Duration
@@ -332,7 +337,8 @@ func (s *LeanServer) serve(lc *leanConn) {
 // http1's subset, with its body, or bytes that are not: then it returns
 // why the connection is to be handed over (a metricnames.Handover*
 // reason). It fails when the connection ends, a deadline passes or the
-// server is shutting down while the connection is idle.
+// server is shutting down while the connection is idle; a connection
+// that ends mid-head is handed over too.
 func (lc *leanConn) waitHead() (handover string, err error) {
 	if lc.r == lc.w {
 		lc.r, lc.w = 0, 0
@@ -350,7 +356,10 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 		}
 		lc.idleDeadline()
 	}
-	started := lc.r < lc.w // a pipelined request
+	// The head timeout starts with the first read of a head not yet
+	// whole, a pipelined one's too: the deadline set before it ran while
+	// the request before it was served.
+	started := false
 	for {
 		if lc.r < lc.w {
 			lc.idle.Store(false)
@@ -363,12 +372,17 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 			}
 			if !started {
 				started = true
-				lc.setDeadline(time.Now(), leanHeadTimeout)
+				lc.setDeadline(time.Now(), lc.s.headTimeout)
 			}
 		}
 		if err := lc.fill(headerBuffer); err != nil {
-			if errors.Is(err, errLeanFull) {
+			switch {
+			case errors.Is(err, errLeanFull):
 				return metricnames.HandoverRequest, nil // the fast engine answers 431
+			case lc.r < lc.w && errors.Is(err, io.EOF):
+				// The client ended its side mid-head: the fast engine
+				// reads the same end and answers 400, as net/http does.
+				return metricnames.HandoverRequest, nil
 			}
 			return "", err
 		}
@@ -478,12 +492,17 @@ func (lc *leanConn) serveOne() (next leanNext) {
 	if rt != nil && !rt.fast {
 		return leanHandOver
 	}
+	lc.wrote = false
 	defer func() {
 		if p := recover(); p != nil {
 			lc.s.logger.Error("gateway handler panicked", "panic", p, "uri", string(lc.req.Target))
 			lc.pending = nil
 			lc.upReusable = false
 			next = leanClose
+			if !lc.wrote { // answer 500, as the fast engine does
+				lc.hdr.reset()
+				leanResponder{lc: lc, close: true}.json(http.StatusInternalServerError, map[string]string{"error": "internal"})
+			}
 		}
 		if lc.flush() {
 			next = leanClose

@@ -199,17 +199,33 @@ func TestLeanRelaysUnusualResponses(t *testing.T) {
 }
 
 // A target that closed a kept-alive connection while it sat in the pool
-// (its idle timeout) costs a GET nothing: it is sent again on a new
-// connection. A POST is not sent twice: it fails with 502.
+// (its idle timeout) costs nothing: the pool sees the end and dials
+// anew. One that closes it on the next request, unanswered (the close
+// still on its way when the request went out), costs a GET nothing
+// either: it is sent again on a new connection. A POST is not sent
+// twice: it fails with 502.
 func TestLeanStaleConnection(t *testing.T) {
-	var conns atomic.Int32
+	var conns, posts atomic.Int32
+	closeIdle := atomic.Bool{}
+	closeIdle.Store(true)
 	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		conns.Add(1)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Method == http.MethodPost {
+				posts.Add(1)
+			}
+			if i > 0 {
+				return // read, then closed unanswered
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if closeIdle.Load() {
+				return // keep-alive promised, then closed while idle
+			}
 		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		// Keep-alive promised, then closed: the next request on it fails.
 	})
 	addr, _ := leanTo(t, up)
 	c, br := dialLean(t, addr)
@@ -223,9 +239,25 @@ func TestLeanStaleConnection(t *testing.T) {
 	if n := conns.Load(); n != 3 {
 		t.Errorf("the target saw %d connections, want 3 (one a request)", n)
 	}
+	closeIdle.Store(false)
+	// A new connection (the last one is closed) answers; on it, the next
+	// GET is closed unanswered and sent again on a new one, which then
+	// closes the POST unanswered.
+	for i := range 2 {
+		resp, body := exchangeOn(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("GET %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
 	resp, _ := exchangeOn(t, c, br, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx")
 	if resp.StatusCode != http.StatusBadGateway {
-		t.Errorf("POST on a stale connection: %d, want 502", resp.StatusCode)
+		t.Errorf("POST on a connection closed under it: %d, want 502", resp.StatusCode)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("the target read the POST %d times, want 1", n)
+	}
+	if n := conns.Load(); n != 5 {
+		t.Errorf("the target saw %d connections, want 5", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,9 @@ type leanPool struct {
 	idle  []*leanUpConn // guarded by mu: least recently used first
 	open  int           // guarded by mu: connections open, idle or in use
 	limit int
+
+	idleFor time.Duration // leanIdleDuration
+	pruning *time.Timer   // guarded by mu: runs prune while connections are idle
 }
 
 // Bounds of a lean pool, as the fast engine's clients.
@@ -39,7 +43,7 @@ var errLeanPoolFull = errors.New("gateway: too many connections to the target")
 var errLeanBadResponse = errors.New("gateway: target sent a response the gateway cannot relay")
 
 func (g *Gateway) newLeanPool(k fastKey) *leanPool {
-	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns}
+	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns, idleFor: leanIdleDuration}
 	if k.tls {
 		p.tls = g.opts.UpstreamTLSConfig.Clone()
 		if p.tls == nil {
@@ -56,7 +60,8 @@ type leanUpConn struct {
 	buf  []byte
 	r, w int
 	resp http1.Response
-	used time.Time // when its last request was sent
+	used time.Time // when it went back to the pool
+	peek *peeker
 
 	// The read deadline that bounds the wait for a response head
 	// (ResponseHeaderTimeout) is set when armed is false or it was set
@@ -71,15 +76,25 @@ type leanUpConn struct {
 // engine sets it again.
 const leanDeadlineSlack = time.Second
 
-// get returns an idle connection (reused) or a new one.
+// get returns an idle connection (reused) or a new one. An idle one with
+// bytes to read, or closed by the target, is closed and skipped.
 func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 	p.mu.Lock()
 	for len(p.idle) > 0 {
 		c = p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(c.used) < leanIdleDuration {
+		if now.Sub(c.used) < p.idleFor {
 			p.mu.Unlock()
-			return c, true, nil
+			readable := c.peek.idleReadable()
+			if c.peek.tls != nil {
+				c.armed = false // the look at the TLS buffer cleared the deadline
+			}
+			if !readable {
+				return c, true, nil
+			}
+			p.discard(c) // the target sent more, or closed it
+			p.mu.Lock()
+			continue
 		}
 		p.open--
 		_ = c.c.Close()
@@ -99,15 +114,48 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 		p.mu.Unlock()
 		return nil, false, err
 	}
-	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart)}, false, nil
+	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, nil
 }
 
 // put returns c, its response read to the end, to the pool.
 func (p *leanPool) put(c *leanUpConn) {
 	c.r, c.w = 0, 0
+	c.used = time.Now()
 	p.mu.Lock()
 	p.idle = append(p.idle, c)
+	if p.pruning == nil {
+		p.pruning = time.AfterFunc(p.idleFor, p.prune)
+	}
 	p.mu.Unlock()
+}
+
+// prune closes the connections idle for the pool's idle duration or
+// longer: taken most recently used first, the least recently used would
+// otherwise stay open to the target as long as the pool is not busier.
+// While connections stay idle, it runs again when the oldest is due.
+func (p *leanPool) prune() {
+	now := time.Now()
+	p.mu.Lock()
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].used) >= p.idleFor {
+		n++
+	}
+	stale := slices.Clone(p.idle[:n])
+	p.idle = slices.Delete(p.idle, 0, n)
+	p.open -= n
+	switch {
+	case len(p.idle) == 0:
+		if p.pruning != nil {
+			p.pruning.Stop()
+		}
+		p.pruning = nil
+	case p.pruning != nil:
+		p.pruning.Reset(p.idleFor - now.Sub(p.idle[0].used))
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		_ = c.c.Close()
+	}
 }
 
 // discard closes c.
@@ -156,7 +204,6 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 // exchange writes msg and reads the response head into c.resp within
 // timeout. answered reports whether any byte of a response came.
 func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) (answered bool, err error) {
-	c.used = now
 	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > leanDeadlineSlack) {
 		_ = c.c.SetReadDeadline(now.Add(timeout))
 		c.armed, c.armedAt = true, now

@@ -58,6 +58,12 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 		return false, false, true
 	}
 	start := time.Now()
+	left := false
+	defer func() {
+		if !left { // a panic: the permit must not stay taken
+			u.leave(rt, permit, start, false, true)
+		}
+	}()
 	headReq := method == http.MethodHead
 	again := retryable(method, lc.body == nil)
 	msg := lc.outbound()
@@ -74,10 +80,12 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	})
 	if err != nil {
 		g.upstreamError(rs, fl, err)
+		left = true
 		u.leave(rt, permit, start, false, true)
 		return false, false, true
 	}
 	bodyFailed, clientGone := lc.relay(pool, up, headReq)
+	left = true
 	u.leave(rt, permit, start, clientGone, bodyFailed || lc.status >= 500)
 	return bodyFailed, clientGone, !bodyFailed && !clientGone
 }
@@ -207,8 +215,12 @@ func requestKind(name []byte) int {
 	}
 }
 
-// connectionFields returns the values of the Connection fields of hs,
+// connectionFields returns the names the Connection fields of hs list,
 // or nil when there are none or they list only close and keep-alive.
+// Content-Length, Transfer-Encoding and Host are never among them: the
+// lean engine passes the message's body on as framed, and the target
+// routes by Host (a client or target listing them would otherwise
+// desynchronise the next hop: a request body read as the next request).
 func connectionFields(hs []http1.Header) []string {
 	var listed []string
 	for _, h := range hs {
@@ -217,7 +229,10 @@ func connectionFields(hs []http1.Header) []string {
 		}
 		for name := range strings.SplitSeq(b2s(h.Value), ",") {
 			name = strings.TrimSpace(name)
-			if name == "" || strings.EqualFold(name, "close") || strings.EqualFold(name, "keep-alive") {
+			switch {
+			case name == "", strings.EqualFold(name, "close"), strings.EqualFold(name, "keep-alive"),
+				strings.EqualFold(name, "Content-Length"), strings.EqualFold(name, "Transfer-Encoding"),
+				strings.EqualFold(name, "Host"):
 				continue
 			}
 			listed = append(listed, name)
@@ -244,6 +259,7 @@ func listedIn(listed []string, name []byte) bool {
 // (leanConn.flush): back to pool when its response was read to its end
 // and it may be reused.
 func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFailed, clientGone bool) {
+	lc.up, lc.pool, lc.upReusable = up, pool, false // released by flush, even after a panic
 	resp := &up.resp
 	lc.status = resp.Status
 	length := resp.BodyLength(headReq)
@@ -273,7 +289,7 @@ func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFai
 	}
 	out = append(out, "\r\n"...)
 	lc.out = out
-	lc.up, lc.pool, lc.upReusable = up, pool, !resp.Close && length != http1.BodyToClose
+	lc.upReusable = !resp.Close && length != http1.BodyToClose
 	if length != http1.BodyNone && len(up.buf) < headerBuffer {
 		nb := make([]byte, headerBuffer) // bodies are read in large pieces
 		up.w = copy(nb, up.buf[up.r:up.w])
@@ -315,6 +331,7 @@ func (lc *leanConn) flush() (gone bool) {
 
 // write writes p to the client; it reports whether the client is gone.
 func (lc *leanConn) write(p []byte) (gone bool) {
+	lc.wrote = true
 	_, err := lc.c.Conn.Write(p)
 	return err != nil
 }
@@ -333,10 +350,16 @@ func (lc *leanConn) relayLength(up *leanUpConn, head []byte, length int64) (body
 		if lc.write(out) {
 			return false, true
 		}
-		up.r, up.w = 0, 0
-		n, err := up.c.Read(up.buf[:min(int64(len(up.buf)), length)])
-		out = up.buf[:n]
-		length -= int64(n)
+		// A whole buffer, not just what is left: bytes past the end
+		// stay unread (up.r < up.w), and the connection is not reused.
+		// Read to the length only, they could wait in a TLS
+		// connection's buffer, where nothing sees them, and be taken
+		// for the next request's answer.
+		n, err := up.c.Read(up.buf)
+		take := min(int64(n), length)
+		up.r, up.w = int(take), n
+		out = up.buf[:take]
+		length -= take
 		if err != nil && length > 0 {
 			if n > 0 && lc.write(out) {
 				return true, true
@@ -523,8 +546,8 @@ func (r leanResponder) reject(status int, reason string, retryAfter int64, body 
 	r.json(status, body)
 }
 
-// json answers status with v as a JSON body and the fields of lc.hdr,
-// pending (see leanConn.flush).
+// json answers status with v as a JSON body (none to HEAD; its length
+// is given) and the fields of lc.hdr, pending (see leanConn.flush).
 func (r leanResponder) json(status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
@@ -539,7 +562,9 @@ func (r leanResponder) json(status int, v any) {
 		r.lc.req.Close = true
 	}
 	out = append(out, "\r\n"...)
-	out = append(append(out, body...), '\n')
+	if string(r.lc.req.Method) != http.MethodHead { // an answer to HEAD is its head
+		out = append(append(out, body...), '\n')
+	}
 	r.lc.out = out
 	r.lc.pending = out
 	r.lc.status = status
