@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -303,5 +305,51 @@ func TestLeanHandoverReasons(t *testing.T) {
 		case tc.reason != "" && testutil.ToFloat64(g.metrics.handovers.WithLabelValues(tc.reason)) != before+1:
 			t.Errorf("%q: not counted", tc.reason)
 		}
+	}
+}
+
+// The wait for a response head stays bounded on a reused connection, over
+// TLS too, where looking at the idle connection's TLS buffer touches its
+// read deadline: the first request is answered, the second, on the same
+// pooled connection, gets 504 after ResponseHeaderTimeout.
+func TestLeanHeadTimeoutOnReusedConnection(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		release := make(chan struct{})
+		var n atomic.Int32
+		up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1) == 1 {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+		}))
+		opts := Options{ResponseHeaderTimeout: 300 * time.Millisecond}
+		if tlsOn {
+			up.StartTLS()
+			pool := x509.NewCertPool()
+			pool.AddCert(up.Certificate())
+			opts.UpstreamTLSConfig = &tls.Config{RootCAs: pool}
+		} else {
+			up.Start()
+		}
+		opts.Config = oneUpstream(strings.TrimPrefix(strings.TrimPrefix(up.URL, "https://"), "http://"))
+		opts.Config.Upstreams[0].TLS = tlsOn
+		g, err := New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		url, _ := serveLean(t, g)
+		c, br := dialLean(t, strings.TrimPrefix(url, "http://"))
+		for i, want := range []int{200, http.StatusGatewayTimeout} {
+			resp, _ := exchangeOn(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			if resp.StatusCode != want {
+				t.Errorf("tls=%v: request %d: %d, want %d", tlsOn, i, resp.StatusCode, want)
+			}
+		}
+		close(release)
+		g.Close()
+		up.Close()
 	}
 }
