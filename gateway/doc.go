@@ -2,12 +2,16 @@
 // gateway`).
 //
 // A Gateway is built from the gateway section of fluxgate.yaml
-// (Config) and serves on one of two engines: net/http (it is
-// an http.Handler; TLS and h2c listeners use it) or the fast HTTP/1.1
-// engine on fasthttp (NewFastServer; plain listeners use it), which
-// proxies with pooled fasthttp clients and passes WebSocket upgrades and
-// routes to HTTP/2 groups to the net/http engine in process (buffering
-// such a request's body first). Both do the same for each request:
+// (Config) and serves on one of three engines: net/http (it is an
+// http.Handler; TLS and h2c listeners use it); the fast HTTP/1.1 engine
+// on fasthttp (NewFastServer), which proxies with pooled fasthttp clients
+// and passes WebSocket upgrades and routes to HTTP/2 groups to the
+// net/http engine in process (buffering such a request's body first); and
+// the lean engine (NewLeanServer; plain listeners use it), which reads
+// plain HTTP/1.1 requests strictly (package http1), forwards them with
+// their framing to pooled target connections and relays the answers as
+// they come, and hands every other connection to the fast engine with
+// the bytes it read (lean.go). All do the same for each request:
 //
 //  1. finds the first route whose match (path_prefix, host, headers)
 //     fits, or answers 404 {"error":"no_route"};
@@ -22,7 +26,8 @@
 //  4. asks the group's circuit breaker (controlpoint/breaker); open, it
 //     answers 503 {"error":"breaker_open"} with Retry-After;
 //  5. proxies (net/http: httputil.ReverseProxy over a pooled Transport;
-//     fast: a fasthttp HostClient per target) to a target chosen by the group's algorithm — round-robin,
+//     fast: a fasthttp HostClient per target; lean: a leanPool per
+//     target) to a target chosen by the group's algorithm — round-robin,
 //     weighted-round-robin (smooth), least-request or adaptive (peak-EWMA
 //     latency × queue length, error-penalised, weights bounded) — among
 //     targets that pass active health checks and are not drained by

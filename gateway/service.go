@@ -158,11 +158,11 @@ func (s *Service) Start(ctx context.Context) error {
 	var lsrv *LeanServer
 	switch {
 	case certs != nil || cfg.H2C || cfg.Engine == EngineNet:
-	case cfg.Engine == EngineLean:
-		lsrv = g.NewLeanServer(s.logger)
-		srv = nil
-	default:
+	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
+		srv = nil
+	default: // auto: the lean engine, which hands what it does not serve to the fast one
+		lsrv = g.NewLeanServer(s.logger)
 		srv = nil
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -240,8 +240,8 @@ func (s *Service) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Engine names the server engine serving the gateway: "fast" or "net"
-// (see gateway.engine); "" before Start.
+// Engine names the server engine serving the gateway: "lean", "fast" or
+// "net" (see gateway.engine); "" before Start.
 func (s *Service) Engine() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -14,11 +14,12 @@ import (
 	"github.com/fluxgate/fluxgate/gateway"
 )
 
-// A plain listener runs on the fast engine unless gateway.engine asks for
-// net/http; either proxies the same. An unknown engine is refused.
+// A plain listener runs on the lean engine unless gateway.engine asks for
+// the fast one or net/http; each proxies the same. An unknown engine is
+// refused.
 func TestEngineChoice(t *testing.T) {
 	b := newBackend(t, "a")
-	for engine, want := range map[string]string{"": "fast", gateway.EngineAuto: "fast", gateway.EngineFast: "fast", gateway.EngineLean: "lean", gateway.EngineNet: "net"} {
+	for engine, want := range map[string]string{"": "lean", gateway.EngineAuto: "lean", gateway.EngineFast: "fast", gateway.EngineLean: "lean", gateway.EngineNet: "net"} {
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine
 		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
@@ -39,7 +40,7 @@ func TestEngineChoice(t *testing.T) {
 // Stop lets a request in flight finish within its grace period; past it,
 // Stop returns and the connections are closed, on every engine.
 func TestStopGraceAndDeadline(t *testing.T) {
-	for _, engine := range []string{gateway.EngineAuto, gateway.EngineLean, gateway.EngineNet} {
+	for _, engine := range []string{gateway.EngineAuto, gateway.EngineFast, gateway.EngineNet} {
 		b := newBackend(t, "a")
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine

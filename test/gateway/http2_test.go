@@ -133,14 +133,15 @@ func TestHTTP2Upstreams(t *testing.T) {
 	}
 }
 
-// On the fast engine, a route to an HTTP/2 group is served by the
-// net/http engine in process, request bodies included.
+// On the lean engine (the default on a plain listener), a route to an
+// HTTP/2 group goes through the fast engine to the net/http engine in
+// process, request bodies included.
 func TestFastEngineHandsHTTP2RoutesOver(t *testing.T) {
 	up := protoBackend(t, false, true)
 	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", HTTP2: true, Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}})
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
-	if s.svc.Engine() != "fast" {
-		t.Fatalf("engine %q, want fast", s.svc.Engine())
+	if s.svc.Engine() != gateway.EngineLean {
+		t.Fatalf("engine %q, want lean", s.svc.Engine())
 	}
 	if _, body := protoGet(t, s.hc, s.url+"/x"); body != "2" {
 		t.Errorf("GET reached the upstream as %q, want HTTP/2", body)
