@@ -279,6 +279,7 @@ type leanConn struct {
 	// pending is the end of the answer, written once the request's
 	// bookkeeping is done (flush); up is the target's connection it
 	// comes from, released then to pool (reused if upReusable).
+	labels     map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
 	pending    []byte
 	up         *leanUpConn
 	pool       *leanPool
@@ -296,8 +297,9 @@ type leanConn struct {
 // body; an idle connection keeps at most leanKeepBuf of it, and of its
 // write buffer.
 const (
-	leanBufStart = 4 << 10
-	leanKeepBuf  = 16 << 10
+	leanBufStart   = 4 << 10
+	leanKeepBuf    = 16 << 10
+	leanKeepLabels = 64 // a labels map that grew past this is made anew
 )
 
 // serve serves lc's requests until the connection ends or is handed over.

@@ -499,10 +499,19 @@ func (l leanRequest) cookie(name string) (string, bool) {
 func indexByte(b []byte, c byte) int { return strings.IndexByte(b2s(b), c) }
 
 // leanLabels are the flow labels of the request lc holds: those
-// flow.RequestLabels gives a net/http request, plus the route.
+// flow.RequestLabels gives a net/http request, plus the route. The map is
+// the connection's, cleared and filled again for each request: a Checker
+// keeps no part of its request after Check (client.Checker), so it need
+// not be made anew, which was most of what a request allocated.
 func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 	req := &lc.req
-	labels := make(map[string]string, len(req.Headers)+13)
+	labels := lc.labels
+	if labels == nil || len(labels) > leanKeepLabels {
+		labels = make(map[string]string, len(req.Headers)+13)
+		lc.labels = labels
+	} else {
+		clear(labels)
+	}
 	for _, h := range req.Headers {
 		if fieldKind(h.Name) == fieldHostName {
 			continue // it is http.host
