@@ -644,8 +644,21 @@ func (g *Gateway) newFastClient(k fastKey) *fasthttp.HostClient {
 		IsTLS: k.tls,
 		// Each connection bounds the wait for a response's first bytes
 		// (ResponseHeaderTimeout) and not the body, which may stream.
+		// Before a pooled connection carries another request, a look at it
+		// (upstreamConn.peek): bytes a target sent after its answer are
+		// never another request's answer.
 		Dial: func(addr string) (net.Conn, error) {
-			return g.dialUpstream(context.Background(), "tcp", addr, g.opts.ResponseHeaderTimeout, tlsCfg)
+			c, err := g.dialUpstream(context.Background(), "tcp", addr, g.opts.ResponseHeaderTimeout, tlsCfg)
+			if err != nil {
+				return nil, err
+			}
+			switch uc := c.(type) {
+			case *upstreamConn:
+				uc.peek = newPeeker(uc)
+			case tlsUpstreamConn:
+				uc.peek = newPeeker(uc)
+			}
+			return c, nil
 		},
 		MaxConns:                      4096,
 		ReadBufferSize:                headerBuffer,

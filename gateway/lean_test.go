@@ -353,3 +353,47 @@ func TestLeanHeadTimeoutOnReusedConnection(t *testing.T) {
 		up.Close()
 	}
 }
+
+// What a target sends on a kept-alive connection after its answer ended
+// is never the answer to the next request on it, whichever engine took
+// the request (the fast engine serves what the lean one hands over).
+func TestUnsolicitedBytesAreNoOnesAnswer(t *testing.T) {
+	for _, engine := range []string{"fast", "lean"} {
+		t.Run(engine, func(t *testing.T) {
+			sent := make(chan struct{}, 1)
+			up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.URL.Path == "/twice" {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						time.Sleep(50 * time.Millisecond) // the gateway has read the first answer
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nleaked!")
+						sent <- struct{}{}
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+				}
+			})
+			g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(g.Close)
+			url := serveBoth(t, g)[engine]
+			addr := strings.TrimPrefix(url, "http://")
+			c, br := dialLean(t, addr)
+			if _, body := exchangeOn(t, c, br, "GET /twice HTTP/1.1\r\nHost: h\r\n\r\n"); body != "ok" {
+				t.Fatalf("first answer %q", body)
+			}
+			<-sent
+			time.Sleep(20 * time.Millisecond) // let the extra bytes reach the gateway's socket
+			c2, br2 := dialLean(t, addr)
+			if _, body := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); body != "mine" {
+				t.Errorf("another client's request got %q, want \"mine\"", body)
+			}
+		})
+	}
+}

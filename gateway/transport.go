@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 )
 
 // transports are the pooled upstream transports, one per protocol an
@@ -123,9 +124,30 @@ type upstreamConn struct {
 	once      sync.Once
 	firstByte time.Duration
 	armed     bool
+
+	// peek, when set, looks at the connection before the first write of a
+	// request on it that follows an answer (answered): a connection the
+	// target closed or sent more bytes on since is not written to (see
+	// peeker), so those bytes are never read as this request's answer.
+	// The fast engine's clients set it; the lean pool looks itself.
+	peek     *peeker
+	answered bool
 }
 
+// errDirtyConn: a pooled connection had bytes to read or was closed by
+// the target before a request was written on it. It wraps
+// fasthttp.ErrConnectionClosed, so that the fast client sends an
+// idempotent request once more on a new connection (retryStale).
+var errDirtyConn = fmt.Errorf("gateway: the target closed the pooled connection or sent bytes on it unasked: %w", fasthttp.ErrConnectionClosed)
+
 func (c *upstreamConn) Write(p []byte) (int, error) {
+	if c.answered {
+		c.answered = false
+		if c.peek != nil && c.peek.idleReadable() {
+			_ = c.Close()
+			return 0, errDirtyConn
+		}
+	}
 	if c.firstByte > 0 {
 		c.armed = true
 		_ = c.Conn.SetReadDeadline(time.Now().Add(c.firstByte))
@@ -135,6 +157,9 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.answered = true
+	}
 	if c.armed && n > 0 {
 		c.armed = false
 		_ = c.Conn.SetReadDeadline(time.Time{})
