@@ -84,6 +84,21 @@ func proxyTo(t *testing.T, up *httptest.Server, opts Options) *Gateway {
 	return g
 }
 
+// startTarget starts up, over TLS when tlsOn, and points opts at it as
+// the one upstream group (trusting its certificate).
+func startTarget(up *httptest.Server, tlsOn bool, opts *Options) {
+	if tlsOn {
+		up.StartTLS()
+		pool := x509.NewCertPool()
+		pool.AddCert(up.Certificate())
+		opts.UpstreamTLSConfig = &tls.Config{RootCAs: pool}
+	} else {
+		up.Start()
+	}
+	opts.Config = oneUpstream(strings.TrimPrefix(strings.TrimPrefix(up.URL, "https://"), "http://"))
+	opts.Config.Upstreams[0].TLS = tlsOn
+}
+
 func oneUpstream(addr string) Config {
 	return Config{
 		Upstreams: []UpstreamConfig{{Name: "u", Targets: []TargetConfig{{Address: addr}}}},
@@ -103,18 +118,9 @@ func TestResponseHeaderTimeout(t *testing.T) {
 			}
 		}))
 		opts := Options{ResponseHeaderTimeout: 200 * time.Millisecond}
-		if tlsOn {
-			// TLS 1.3: the server's session tickets reach the gateway
-			// before any answer; they must not count as one.
-			up.StartTLS()
-			pool := x509.NewCertPool()
-			pool.AddCert(up.Certificate())
-			opts.UpstreamTLSConfig = &tls.Config{RootCAs: pool}
-		} else {
-			up.Start()
-		}
-		opts.Config = oneUpstream(strings.TrimPrefix(strings.TrimPrefix(up.URL, "https://"), "http://"))
-		opts.Config.Upstreams[0].TLS = tlsOn
+		// TLS 1.3: the server's session tickets reach the gateway before
+		// any answer; they must not count as one.
+		startTarget(up, tlsOn, &opts)
 		g, err := New(opts)
 		if err != nil {
 			t.Fatal(err)

@@ -251,43 +251,6 @@ func TestLeanAnswersHeadCutShort(t *testing.T) {
 	}
 }
 
-// A target that sends bytes on a kept-alive connection after its answer
-// ended (a second answer to one request, as buggy servers do on a
-// timeout) must not have them taken as the answer to the next request
-// sent on that connection, which may be another client's: the lean pool
-// does not reuse a connection with bytes waiting, nor one the target has
-// closed.
-func TestLeanPoolSkipsConnectionWithUnsolicitedBytes(t *testing.T) {
-	sent := make(chan struct{}, 1)
-	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			if req.URL.Path == "/twice" {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				time.Sleep(50 * time.Millisecond) // the gateway has read the first answer
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nleaked!")
-				sent <- struct{}{}
-				continue
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
-		}
-	})
-	addr, _ := leanTo(t, up)
-	c, br := dialLean(t, addr)
-	if _, body := exchangeOn(t, c, br, "GET /twice HTTP/1.1\r\nHost: h\r\n\r\n"); body != "ok" {
-		t.Fatalf("first answer %q", body)
-	}
-	<-sent
-	time.Sleep(20 * time.Millisecond) // let the extra bytes reach the gateway's socket
-	c2, br2 := dialLean(t, addr)
-	if _, body := exchangeOn(t, c2, br2, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); body != "mine" {
-		t.Errorf("another client's request got %q, want \"mine\"", body)
-	}
-}
-
 // A pipelined request whose head is not whole when the one before it
 // has been answered gets its own head timeout from then, as net/http
 // gives each request: it ran on the timeout of the request before it,

@@ -6,12 +6,17 @@ package http1
 // and ErrUnsupported otherwise. A head longer than max bytes is
 // ErrUnsupported.
 func ParseRequest(b []byte, max int, r *Request) (int, error) {
-	lim := min(len(b), max)
-	n := parseRequest(b, lim, r)
+	return result(parseRequest(b, min(len(b), max), r), len(b), max)
+}
+
+// result turns a parser's n for b (a head's length, short or unsupported)
+// into ParseRequest's and ParseResponse's answer: a head that would pass
+// max bytes is unsupported even when it is not whole yet.
+func result(n, have, max int) (int, error) {
 	switch {
 	case n > 0:
 		return n, nil
-	case n == short && len(b) < max:
+	case n == short && have < max:
 		return 0, nil
 	}
 	return 0, ErrUnsupported

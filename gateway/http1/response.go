@@ -2,15 +2,7 @@ package http1
 
 // ParseResponse is ParseRequest for a response head.
 func ParseResponse(b []byte, max int, r *Response) (int, error) {
-	lim := min(len(b), max)
-	n := parseResponse(b, lim, r)
-	switch {
-	case n > 0:
-		return n, nil
-	case n == short && len(b) < max:
-		return 0, nil
-	}
-	return 0, ErrUnsupported
+	return result(parseResponse(b, min(len(b), max), r), len(b), max)
 }
 
 func parseResponse(b []byte, lim int, r *Response) int {
