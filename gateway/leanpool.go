@@ -27,6 +27,11 @@ type leanPool struct {
 
 	idleFor time.Duration // leanIdleDuration
 	pruning *time.Timer   // guarded by mu: runs prune while connections are idle
+
+	// freed tells a request waiting for a connection (all limit of them
+	// open) that one came back or closed; capacity 1, sent without
+	// blocking.
+	freed chan struct{}
 }
 
 // Bounds of a lean pool, as the fast engine's clients.
@@ -35,7 +40,9 @@ const (
 	leanIdleDuration = 90 * time.Second // a connection unused longer is closed
 )
 
-// errLeanPoolFull: the target has leanMaxConns connections in use.
+// errLeanPoolFull: the target's leanMaxConns connections stayed in use
+// for as long as a request may wait for one (Options.DialTimeout, as the
+// fast engine's clients wait).
 var errLeanPoolFull = errors.New("gateway: too many connections to the target")
 
 // errLeanBadResponse: the target's response head is not one the lean
@@ -43,7 +50,7 @@ var errLeanPoolFull = errors.New("gateway: too many connections to the target")
 var errLeanBadResponse = errors.New("gateway: target sent a response the gateway cannot relay")
 
 func (g *Gateway) newLeanPool(k fastKey) *leanPool {
-	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns, idleFor: leanIdleDuration}
+	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns, idleFor: leanIdleDuration, freed: make(chan struct{}, 1)}
 	if k.tls {
 		p.tls = g.opts.UpstreamTLSConfig.Clone()
 		if p.tls == nil {
@@ -79,29 +86,37 @@ const leanDeadlineSlack = time.Second
 // get returns an idle connection (reused) or a new one. An idle one with
 // bytes to read, or closed by the target, is closed and skipped.
 func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
+	waitFrom := now
 	p.mu.Lock()
-	for len(p.idle) > 0 {
-		c = p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(c.used) < p.idleFor {
-			p.mu.Unlock()
-			readable := c.peek.idleReadable()
-			if c.peek.tls != nil {
-				c.armed = false // the look at the TLS buffer cleared the deadline
+	for {
+		for len(p.idle) > 0 {
+			c = p.idle[len(p.idle)-1]
+			p.idle = p.idle[:len(p.idle)-1]
+			if now.Sub(c.used) < p.idleFor {
+				p.mu.Unlock()
+				readable := c.peek.idleReadable()
+				if c.peek.tls != nil {
+					c.armed = false // the look at the TLS buffer cleared the deadline
+				}
+				if !readable {
+					return c, true, nil
+				}
+				p.discard(c) // the target sent more, or closed it
+				p.mu.Lock()
+				continue
 			}
-			if !readable {
-				return c, true, nil
-			}
-			p.discard(c) // the target sent more, or closed it
-			p.mu.Lock()
-			continue
+			p.open--
+			_ = c.c.Close()
 		}
-		p.open--
-		_ = c.c.Close()
-	}
-	if p.open >= p.limit {
+		if p.open < p.limit {
+			break
+		}
 		p.mu.Unlock()
-		return nil, false, errLeanPoolFull
+		if !p.waitFreed(waitFrom) {
+			return nil, false, errLeanPoolFull
+		}
+		now = time.Now()
+		p.mu.Lock()
 	}
 	p.open++
 	p.mu.Unlock()
@@ -112,9 +127,35 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 		p.mu.Lock()
 		p.open--
 		p.mu.Unlock()
+		p.free()
 		return nil, false, err
 	}
 	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, nil
+}
+
+// waitFreed waits, from since and for at most the dial timeout, until a
+// connection comes back or closes; it reports false when none did.
+func (p *leanPool) waitFreed(since time.Time) bool {
+	left := p.g.opts.DialTimeout - time.Since(since)
+	if left <= 0 {
+		return false
+	}
+	t := time.NewTimer(left)
+	defer t.Stop()
+	select {
+	case <-p.freed:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// free wakes a request waiting for a connection, if any.
+func (p *leanPool) free() {
+	select {
+	case p.freed <- struct{}{}:
+	default:
+	}
 }
 
 // put returns c, its response read to the end, to the pool.
@@ -126,7 +167,11 @@ func (p *leanPool) put(c *leanUpConn) {
 	if p.pruning == nil {
 		p.pruning = time.AfterFunc(p.idleFor, p.prune)
 	}
+	full := p.open >= p.limit
 	p.mu.Unlock()
+	if full {
+		p.free()
+	}
 }
 
 // prune closes the connections idle for the pool's idle duration or
@@ -164,6 +209,7 @@ func (p *leanPool) discard(c *leanUpConn) {
 	p.mu.Lock()
 	p.open--
 	p.mu.Unlock()
+	p.free()
 }
 
 // CloseIdleConnections closes the connections not in use.

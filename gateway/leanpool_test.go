@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +155,51 @@ func BenchmarkIdleReadable(b *testing.B) {
 		if p.idleReadable() {
 			b.Fatal("an idle connection is readable")
 		}
+	}
+}
+
+// With every connection to a target in use, a request waits for one to
+// come back, up to the dial timeout, as the fast engine's clients wait;
+// past it, 502.
+func TestLeanPoolWaitsForAFreeConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		dialTimeout time.Duration
+		want        []int
+	}{
+		{"waits", 5 * time.Second, []int{200, 200}},
+		{"gives up", 100 * time.Millisecond, []int{200, http.StatusBadGateway}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(300 * time.Millisecond)
+			}))
+			defer up.Close()
+			g := proxyTo(t, up, Options{DialTimeout: tc.dialTimeout})
+			url, _ := serveLean(t, g)
+			for _, p := range g.state.Load().upstreams["u"].lean {
+				p.limit = 1
+			}
+			codes := make(chan int, 2)
+			for i := range 2 {
+				go func() {
+					if i == 1 {
+						time.Sleep(50 * time.Millisecond) // the first holds the one connection
+					}
+					resp, err := http.Get(url + "/")
+					if err != nil {
+						codes <- 0
+						return
+					}
+					resp.Body.Close()
+					codes <- resp.StatusCode
+				}()
+			}
+			got := []int{<-codes, <-codes}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("statuses %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
