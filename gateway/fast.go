@@ -387,7 +387,7 @@ func cleanInbound(h *fasthttp.ResponseHeader) {
 func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request bool) {
 	var found [len(hopHeaders) + 1]string
 	n := 0
-	var listed []byte
+	var listed []string
 	for k, v := range all {
 		name := b2s(k)
 		if request && strings.EqualFold(name, "Expect") {
@@ -401,8 +401,8 @@ func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request boo
 				if !request && (hop == "Transfer-Encoding" || hop == "Trailer") {
 					break // fasthttp frames the body and its trailers itself
 				}
-				if hop == "Connection" {
-					listed = append(listed[:0], v...)
+				if hop == "Connection" { // every Connection line counts
+					listed = connectionListed(listed, v)
 				}
 				if !slices.Contains(found[:n], hop) {
 					found[n], n = hop, n+1
@@ -411,7 +411,7 @@ func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request boo
 			}
 		}
 	}
-	for _, name := range connectionListed(listed) {
+	for _, name := range listed {
 		del(name)
 	}
 	for _, name := range found[:n] {
@@ -419,13 +419,12 @@ func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request boo
 	}
 }
 
-// connectionListed returns the header names a Connection header lists,
-// other than close and keep-alive (handled by the engine).
-func connectionListed(v []byte) []string {
-	if len(v) == 0 {
-		return nil
-	}
-	var names []string
+// connectionListed appends to names the header names the Connection
+// header value v lists, other than close and keep-alive (the engine's
+// own) and the framing fields Content-Length, Transfer-Encoding and Host,
+// which a proxy passes on whatever a Connection header says: without them
+// the next hop would read a body as the next message, or route blind.
+func connectionListed(names []string, v []byte) []string {
 	for len(v) > 0 {
 		var name []byte
 		if i := bytes.IndexByte(v, ','); i >= 0 {
@@ -433,12 +432,13 @@ func connectionListed(v []byte) []string {
 		} else {
 			name, v = v, nil
 		}
-		n := string(bytes.TrimSpace(name))
-		switch {
-		case n == "", strings.EqualFold(n, "close"), strings.EqualFold(n, "keep-alive"):
+		name = bytes.TrimSpace(name)
+		switch n := b2s(name); {
+		case n == "", strings.EqualFold(n, "close"), strings.EqualFold(n, "keep-alive"),
+			strings.EqualFold(n, "Content-Length"), strings.EqualFold(n, "Transfer-Encoding"), strings.EqualFold(n, "Host"):
 			continue
 		}
-		names = append(names, n)
+		names = append(names, string(name))
 	}
 	return names
 }

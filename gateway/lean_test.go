@@ -117,6 +117,22 @@ func leanTo(t *testing.T, addr string) (string, *LeanServer) {
 	return strings.TrimPrefix(url, "http://"), ls
 }
 
+// gatewayTo serves a gateway to addr on engine ("fast" or "lean") and
+// returns its address.
+func gatewayTo(t *testing.T, engine, addr string) string {
+	t.Helper()
+	if engine == "lean" {
+		a, _ := leanTo(t, addr)
+		return a
+	}
+	g, err := New(Options{Config: oneUpstream(addr), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return strings.TrimPrefix(serveFast(t, g), "http://")
+}
+
 // exchangeOn sends req on c and reads one response.
 func exchangeOn(t *testing.T, c net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
 	t.Helper()

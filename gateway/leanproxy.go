@@ -215,27 +215,14 @@ func requestKind(name []byte) int {
 	}
 }
 
-// connectionFields returns the names the Connection fields of hs list,
-// or nil when there are none or they list only close and keep-alive.
-// Content-Length, Transfer-Encoding and Host are never among them: the
-// lean engine passes the message's body on as framed, and the target
-// routes by Host (a client or target listing them would otherwise
-// desynchronise the next hop: a request body read as the next request).
+// connectionFields returns the names the Connection fields of hs list
+// (see connectionListed: never the framing fields), or nil when there are
+// none or they list only close and keep-alive.
 func connectionFields(hs []http1.Header) []string {
 	var listed []string
 	for _, h := range hs {
-		if fieldKind(h.Name) != fieldConn {
-			continue
-		}
-		for name := range strings.SplitSeq(b2s(h.Value), ",") {
-			name = strings.TrimSpace(name)
-			switch {
-			case name == "", strings.EqualFold(name, "close"), strings.EqualFold(name, "keep-alive"),
-				strings.EqualFold(name, "Content-Length"), strings.EqualFold(name, "Transfer-Encoding"),
-				strings.EqualFold(name, "Host"):
-				continue
-			}
-			listed = append(listed, name)
+		if fieldKind(h.Name) == fieldConn {
+			listed = connectionListed(listed, h.Value)
 		}
 	}
 	return listed

@@ -146,8 +146,13 @@ func echoOf(t *testing.T, body string) requestEcho {
 // with it, and the target gets the Host it routes by. Dropping
 // Content-Length made the target read the body as the next request on
 // its connection (request smuggling).
-func TestLeanKeepsFramingFieldsConnectionLists(t *testing.T) {
-	addr, _ := leanTo(t, echoTarget(t))
+func TestKeepsFramingFieldsConnectionLists(t *testing.T) {
+	for _, engine := range []string{"fast", "lean"} {
+		t.Run(engine, func(t *testing.T) { keepsFramingFields(t, gatewayTo(t, engine, echoTarget(t))) })
+	}
+}
+
+func keepsFramingFields(t *testing.T, addr string) {
 	c, br := dialLean(t, addr)
 	smuggled := "GET /admin HTTP/1.1\r\nHost: h\r\n\r\n"
 	resp, body := exchangeOn(t, c, br, "POST /p HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 32\r\n\r\n"+smuggled)
@@ -170,7 +175,7 @@ func TestLeanKeepsFramingFieldsConnectionLists(t *testing.T) {
 // Transfer-Encoding: the lean engine relays the body as framed, so the
 // field that frames it goes to the client. Dropped, the client read the
 // next answer as this one's body.
-func TestLeanRelaysFramingFieldsConnectionLists(t *testing.T) {
+func TestRelaysFramingFieldsConnectionLists(t *testing.T) {
 	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
@@ -187,7 +192,12 @@ func TestLeanRelaysFramingFieldsConnectionLists(t *testing.T) {
 			}
 		}
 	})
-	addr, _ := leanTo(t, up)
+	for _, engine := range []string{"fast", "lean"} {
+		t.Run(engine, func(t *testing.T) { relaysFramingFields(t, gatewayTo(t, engine, up)) })
+	}
+}
+
+func relaysFramingFields(t *testing.T, addr string) {
 	c, br := dialLean(t, addr)
 	for _, path := range []string{"/cl", "/te"} {
 		resp, body := exchangeOn(t, c, br, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
