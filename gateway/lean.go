@@ -42,10 +42,14 @@ import (
 // leanMaxBody bounds the request body the lean engine reads itself.
 const leanMaxBody = 64 << 10
 
-// Timeouts of the lean engine's client connections, as the fast engine's.
+// Timeouts of the lean engine's client connections: the head and idle
+// ones as the fast engine's; a write to a client that does not read
+// fails after leanWriteTimeout (nginx's send_timeout), so that such a
+// client cannot hold its target's connection for good.
 const (
-	leanHeadTimeout = 10 * time.Second // a request's head, from its first byte
-	leanIdleTimeout = 2 * time.Minute  // between requests
+	leanHeadTimeout  = 10 * time.Second // a request's head, from its first byte
+	leanIdleTimeout  = 2 * time.Minute  // between requests
+	leanWriteTimeout = time.Minute      // each write of an answer
 )
 
 // LeanServer is the lean engine's server. Serve it on a plain listener;
@@ -60,7 +64,8 @@ type LeanServer struct {
 	fullRun sync.Once
 	fullErr chan error
 
-	headTimeout time.Duration // leanHeadTimeout; tests shorten it
+	headTimeout  time.Duration // leanHeadTimeout; tests shorten it
+	writeTimeout time.Duration // leanWriteTimeout; tests shorten it
 
 	shutting atomic.Bool
 	mu       sync.Mutex
@@ -78,7 +83,7 @@ func (g *Gateway) NewLeanServer(logger *slog.Logger) *LeanServer {
 	return &LeanServer{
 		g: g, logger: logger, full: full, fconns: fconns,
 		handoff: newHandoffListener(), fullErr: make(chan error, 1),
-		conns: map[*leanConn]struct{}{}, headTimeout: leanHeadTimeout,
+		conns: map[*leanConn]struct{}{}, headTimeout: leanHeadTimeout, writeTimeout: leanWriteTimeout,
 	}
 }
 
@@ -291,6 +296,8 @@ type leanConn struct {
 	// The client's read deadline: its length and when it was set.
 	deadlineFor time.Duration
 	deadlineAt  time.Time
+	// When the client's write deadline was set (writeTimeout after it).
+	writeAt time.Time
 }
 
 // The read buffer starts small and grows, up to a head's bound and a

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -403,5 +404,56 @@ func TestUnsolicitedBytesAreNoOnesAnswer(t *testing.T) {
 				t.Errorf("another client's request got %q, want \"mine\"", body)
 			}
 		})
+	}
+}
+
+// A client that stops reading its answer is cut off after the write
+// timeout, and the target's connection it held is closed: it cannot
+// hold it for good.
+func TestLeanWriteTimeout(t *testing.T) {
+	big := strings.Repeat("x", 16<<20) // past what the sockets' buffers hold
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, big)
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := g.NewLeanServer(nil)
+	ls.writeTimeout = 200 * time.Millisecond
+	done := make(chan struct{})
+	go func() { _ = ls.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ls.Shutdown(ctx)
+		<-done
+	})
+	c, _ := dialLean(t, ln.Addr().String())
+	defer c.Close() // before up.Close, which waits for its handler
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4 << 10)
+	}
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	// The client reads nothing; the gateway must give up on it and close
+	// its target connection: the pool's open count falls back to 0.
+	target := strings.TrimPrefix(up.URL, "http://")
+	pool := g.state.Load().upstreams["u"].lean[target]
+	served := g.metrics.requests.WithLabelValues("r", target, "GET", "200")
+	deadline := time.Now().Add(10 * time.Second) // a hang guard, not a speed bound
+	for {
+		pool.mu.Lock()
+		open := pool.open
+		pool.mu.Unlock()
+		if open == 0 && testutil.ToFloat64(served) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the target connection is still held (%d open)", open)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

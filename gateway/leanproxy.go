@@ -317,8 +317,15 @@ func (lc *leanConn) flush() (gone bool) {
 }
 
 // write writes p to the client; it reports whether the client is gone.
+// Each write has at least writeTimeout less leanDeadlineSlack to make
+// its way: the deadline is moved on only when it is more than that old,
+// so that most writes cost no timer update.
 func (lc *leanConn) write(p []byte) (gone bool) {
 	lc.wrote = true
+	if now := time.Now(); now.Sub(lc.writeAt) > leanDeadlineSlack {
+		_ = lc.c.SetWriteDeadline(now.Add(lc.s.writeTimeout))
+		lc.writeAt = now
+	}
 	_, err := lc.c.Conn.Write(p)
 	return err != nil
 }
