@@ -72,9 +72,10 @@ type leanUpConn struct {
 
 	// The read deadline that bounds the wait for a response head
 	// (ResponseHeaderTimeout) is set when armed is false or it was set
-	// more than a second ago (armedAt): most requests on a busy
-	// connection then cost no timer update, and the bound is kept within
-	// a second. A body read past the head disarms it.
+	// more than a second ago (armedAt), or half the timeout when that is
+	// shorter: most requests on a busy connection then cost no timer
+	// update, and the bound is kept within a second and never passed
+	// before the request goes out. A body read past the head disarms it.
 	armed   bool
 	armedAt time.Time
 }
@@ -250,7 +251,7 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 // exchange writes msg and reads the response head into c.resp within
 // timeout. answered reports whether any byte of a response came.
 func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) (answered bool, err error) {
-	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > leanDeadlineSlack) {
+	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > min(leanDeadlineSlack, timeout/2)) {
 		_ = c.c.SetReadDeadline(now.Add(timeout))
 		c.armed, c.armedAt = true, now
 	}

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -61,5 +63,45 @@ func TestIdleReadableIgnoresAPassedReadDeadline(t *testing.T) {
 			t.Fatal("a byte the target sent is never seen")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// answerEach answers every request head read from c with an empty 200
+// until c ends.
+func answerEach(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_ = req.Body.Close()
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
+			return
+		}
+	}
+}
+
+// A response-head deadline set less than leanDeadlineSlack ago is kept
+// for the next request on the connection, which is only sound while it
+// has not passed: with a ResponseHeaderTimeout shorter than the slack, a
+// request on a connection reused 300 ms after the last (timeout 200 ms)
+// was written to the target and then failed at once as timed out.
+func TestLeanUpConnRearmsAPassedDeadline(t *testing.T) {
+	c, s := tcpPair(t)
+	go answerEach(s)
+	const timeout = 200 * time.Millisecond
+	now := time.Now()
+	// As the last request left it 300 ms ago: armed, deadline passed.
+	armedAt := now.Add(-300 * time.Millisecond)
+	if err := c.SetReadDeadline(armedAt.Add(timeout)); err != nil {
+		t.Fatal(err)
+	}
+	up := &leanUpConn{c: c, buf: make([]byte, leanBufStart), peek: newPeeker(c), armed: true, armedAt: armedAt}
+	if _, err := up.exchange([]byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), now, timeout); err != nil {
+		t.Fatalf("request on the reused connection: %v", err)
+	}
+	if up.resp.Status != 200 {
+		t.Fatalf("status %d", up.resp.Status)
 	}
 }
