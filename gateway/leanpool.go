@@ -84,9 +84,11 @@ type leanUpConn struct {
 // engine sets it again.
 const leanDeadlineSlack = time.Second
 
-// get returns an idle connection (reused) or a new one. An idle one with
-// bytes to read, or closed by the target, is closed and skipped.
-func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
+// get returns an idle connection (reused) or a new one, and when it was
+// ready: now, or later when get waited for a connection or dialled one.
+// An idle one with bytes to read, or closed by the target, is closed and
+// skipped.
+func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, ready time.Time, err error) {
 	waitFrom := now
 	p.mu.Lock()
 	for {
@@ -100,7 +102,7 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 					c.armed = false // the look at the TLS buffer cleared the deadline
 				}
 				if !readable {
-					return c, true, nil
+					return c, true, now, nil
 				}
 				p.discard(c) // the target sent more, or closed it
 				p.mu.Lock()
@@ -114,7 +116,7 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 		}
 		p.mu.Unlock()
 		if !p.waitFreed(waitFrom) {
-			return nil, false, errLeanPoolFull
+			return nil, false, now, errLeanPoolFull
 		}
 		now = time.Now()
 		p.mu.Lock()
@@ -129,9 +131,9 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 		p.open--
 		p.mu.Unlock()
 		p.free()
-		return nil, false, err
+		return nil, false, now, err
 	}
-	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, nil
+	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, time.Now(), nil
 }
 
 // waitFreed waits, from since and for at most the dial timeout, until a
@@ -232,11 +234,13 @@ func (p *leanPool) CloseIdleConnections() {
 func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, error) {
 	now := time.Now()
 	for attempt := 0; ; attempt++ {
-		c, reused, err := p.get(now)
+		// The wait for the answer starts when the request goes out, not
+		// before a wait for a connection or a dial (as on the fast engine).
+		c, reused, ready, err := p.get(now)
 		if err != nil {
 			return nil, err
 		}
-		answered, err := c.exchange(msg, now, p.g.opts.ResponseHeaderTimeout)
+		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout)
 		if err == nil {
 			return c, nil
 		}

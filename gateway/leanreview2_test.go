@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -103,5 +105,53 @@ func TestLeanUpConnRearmsAPassedDeadline(t *testing.T) {
 	}
 	if up.resp.Status != 200 {
 		t.Fatalf("status %d", up.resp.Status)
+	}
+}
+
+// The wait for a response head starts when the request goes out, as on
+// the fast engine, not when the gateway began to look for a connection
+// to send it on: a request that waited for one of a full pool (or for a
+// dial and TLS handshake) longer than ResponseHeaderTimeout got 504 at
+// once, its request sent to the target all the same.
+func TestLeanHeadTimeoutStartsWhenTheRequestGoesOut(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			w.Header().Set("Content-Length", "2")
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+			time.Sleep(1500 * time.Millisecond) // longer than the head timeout
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{ResponseHeaderTimeout: time.Second, DialTimeout: 10 * time.Second})
+	url, _ := serveLean(t, g)
+	for _, p := range g.state.Load().upstreams["u"].lean {
+		p.limit = 1
+	}
+	c, br := dialLean(t, strings.TrimPrefix(url, "http://"))
+	if _, err := io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	slow, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The one connection streams /slow's body; /fast waits for it.
+	status := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(url + "/fast")
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	if b, err := io.ReadAll(slow.Body); err != nil || string(b) != "ok" {
+		t.Fatalf("/slow: %q, %v", b, err)
+	}
+	if got := <-status; got != 200 {
+		t.Errorf("/fast after waiting for the connection: %d, want 200", got)
 	}
 }
