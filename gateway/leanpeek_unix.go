@@ -78,6 +78,10 @@ func (p *peeker) idleReadable() bool {
 	return p.readable
 }
 
+// clearsDeadline reports whether idleReadable clears the connection's
+// read deadline: over TLS, where it looks at the TLS buffer.
+func (p *peeker) clearsDeadline() bool { return p.tls != nil }
+
 // tlsBuffered reports whether c holds bytes read from its socket and not
 // yet from it: a record read along with the one before. A read with a
 // deadline passed returns them, or times out at once without touching

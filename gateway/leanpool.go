@@ -98,8 +98,8 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, ready time.Ti
 			if now.Sub(c.used) < p.idleFor {
 				p.mu.Unlock()
 				readable := c.peek.idleReadable()
-				if c.peek.tls != nil {
-					c.armed = false // the look at the TLS buffer cleared the deadline
+				if c.peek.clearsDeadline() {
+					c.armed = false
 				}
 				if !readable {
 					return c, true, now, nil
