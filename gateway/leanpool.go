@@ -90,13 +90,21 @@ const leanDeadlineSlack = time.Second
 // skipped.
 func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, ready time.Time, err error) {
 	waitFrom := now
+	// passOn: this request took a wake-up or closed idle connections; what
+	// is left after it takes its connection may be another waiter's (see
+	// freed), so it wakes one, which does the same.
+	passOn := false
 	p.mu.Lock()
 	for {
 		for len(p.idle) > 0 {
 			c = p.idle[len(p.idle)-1]
 			p.idle = p.idle[:len(p.idle)-1]
 			if now.Sub(c.used) < p.idleFor {
+				wake := passOn && p.spareLocked()
 				p.mu.Unlock()
+				if wake {
+					p.free()
+				}
 				readable := c.peek.idleReadable()
 				if c.peek.clearsDeadline() {
 					c.armed = false
@@ -110,6 +118,7 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, ready time.Ti
 			}
 			p.open--
 			_ = c.c.Close()
+			passOn = true
 		}
 		if p.open < p.limit {
 			break
@@ -118,11 +127,16 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, ready time.Ti
 		if !p.waitFreed(waitFrom) {
 			return nil, false, now, errLeanPoolFull
 		}
+		passOn = true
 		now = time.Now()
 		p.mu.Lock()
 	}
 	p.open++
+	wake := passOn && p.spareLocked()
 	p.mu.Unlock()
+	if wake {
+		p.free()
+	}
 	// The connection's own first-byte watch is off (0): the lean engine
 	// sets the deadline itself (leanUpConn.armed).
 	nc, err := p.g.dialUpstream(context.Background(), "tcp", p.addr, 0, p.tls)
@@ -153,7 +167,14 @@ func (p *leanPool) waitFreed(since time.Time) bool {
 	}
 }
 
-// free wakes a request waiting for a connection, if any.
+// spareLocked reports whether a connection can be had without waiting:
+// one idle, or room for a new one. p.mu is held.
+func (p *leanPool) spareLocked() bool { return len(p.idle) > 0 || p.open < p.limit }
+
+// free wakes a request waiting for a connection, if any. One wake-up is
+// kept (freed's capacity), however many connections came back meanwhile:
+// the request it wakes passes it on while connections are left (get's
+// passOn), so that every waiter gets one.
 func (p *leanPool) free() {
 	select {
 	case p.freed <- struct{}{}:
@@ -204,6 +225,9 @@ func (p *leanPool) prune() {
 	for _, c := range stale {
 		_ = c.c.Close()
 	}
+	if n > 0 {
+		p.free()
+	}
 }
 
 // discard closes c.
@@ -224,6 +248,9 @@ func (p *leanPool) CloseIdleConnections() {
 	p.mu.Unlock()
 	for _, c := range idle {
 		_ = c.c.Close()
+	}
+	if len(idle) > 0 {
+		p.free()
 	}
 }
 

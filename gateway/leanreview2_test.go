@@ -155,3 +155,51 @@ func TestLeanHeadTimeoutStartsWhenTheRequestGoesOut(t *testing.T) {
 		t.Errorf("/fast after waiting for the connection: %d, want 200", got)
 	}
 }
+
+// Every connection that closes or comes back reaches a request waiting
+// for one of a full pool, however many wait: the pool's one wake-up went
+// to the first waiter, which took the connection that came back, and the
+// second slept on, though a connection had closed, until it failed with
+// errLeanPoolFull at the dial timeout. (The first waiter must take the
+// returned connection before it looks again, which it mostly but not
+// always does on two cores: the rounds make the miss near certain.)
+func TestLeanPoolWakesEveryWaiter(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{DialTimeout: 5 * time.Second})
+	var p *leanPool
+	for _, lp := range g.state.Load().upstreams["u"].lean {
+		p = lp
+	}
+	p.limit = 2
+	for round := range 5 {
+		a, _, _, err := p.get(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _, _, err := p.get(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 2)
+		waiters := make(chan *leanUpConn, 2)
+		for range 2 {
+			go func() {
+				c, _, _, err := p.get(time.Now())
+				got <- err
+				waiters <- c
+			}()
+		}
+		time.Sleep(100 * time.Millisecond) // both wait (were they late, they would find a connection: no miss)
+		p.discard(a)
+		p.put(b)
+		for range 2 {
+			if err := <-got; err != nil {
+				t.Fatalf("round %d: a waiter got %v with a connection free", round, err)
+			}
+		}
+		for range 2 {
+			p.discard(<-waiters)
+		}
+	}
+}
