@@ -203,3 +203,40 @@ func TestLeanPoolWakesEveryWaiter(t *testing.T) {
 		}
 	}
 }
+
+// A pooled connection the target closed after its answer (as targets do
+// with idle keep-alive connections) is seen before a request is written
+// on it (upstreamConn.peek), so nothing of the request went out: the fast
+// engine sends it again on a new connection whatever its method, when it
+// has no body to send again. A POST without a body got 502; the lean
+// engine, whose pool skips such a connection, answered it.
+func TestFastResendsABodilessRequestOffAClosedConnection(t *testing.T) {
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+		// and closes the connection, saying nothing of it
+	})
+	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	url := serveBoth(t, g)["fast"]
+	c, br := dialLean(t, strings.TrimPrefix(url, "http://"))
+	for i, req := range []string{
+		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+		"PATCH / HTTP/1.1\r\nHost: h\r\n\r\n",
+	} {
+		if i > 0 {
+			time.Sleep(50 * time.Millisecond) // the target's close reaches the gateway
+		}
+		if resp, body := exchangeOn(t, c, br, req); resp.StatusCode != 200 || body != "mine" {
+			t.Errorf("%q: %d %q", req, resp.StatusCode, body)
+		}
+	}
+}
