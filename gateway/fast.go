@@ -226,7 +226,13 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 		c.failed.Store(false) // from here on, a failed read is this request's body
 	}
 	var body *clientBody
-	if !bodiless(req) && req.IsBodyStream() {
+	switch {
+	case bodiless(req) && req.IsBodyStream():
+		// The empty stream fasthttp gives a request without a body: gone,
+		// the fast client may send the request again (retryStale), which
+		// it never does with a stream.
+		req.SetBodyRaw(nil)
+	case req.IsBodyStream():
 		body = newClientBody(req.BodyStream(), int64(req.Header.ContentLength()))
 		req.SetBodyStream(body, req.Header.ContentLength())
 	}
@@ -675,9 +681,14 @@ func (g *Gateway) newFastClient(k fastKey) *fasthttp.HostClient {
 
 // retryStale lets the fast client send an idempotent request once more
 // when a pooled connection turned out closed by the target (a keep-alive
-// race), as net/http does. Other failures go to Gateway.try, which
-// retries on another target within the retry budget.
+// race), as net/http does; and any request without a body that found its
+// connection dirty before a byte of it went out (errDirtyConn), as the
+// lean pool skips such a connection. Other failures go to Gateway.try,
+// which retries on another target within the retry budget.
 func retryStale(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	if errors.Is(err, errDirtyConn) && bodiless(req) {
+		return false, true
+	}
 	stale := errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
 	return false, stale && !isTimeout(err) && retryable(methodString(req.Header.Method()), bodiless(req))
 }

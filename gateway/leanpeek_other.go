@@ -11,3 +11,5 @@ type peeker struct{}
 func newPeeker(net.Conn) *peeker { return &peeker{} }
 
 func (*peeker) idleReadable() bool { return false }
+
+func (*peeker) clearsDeadline() bool { return false }

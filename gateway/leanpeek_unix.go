@@ -24,7 +24,7 @@ type peeker struct {
 	tls      *tls.Conn
 	readable bool
 	buf      [1]byte
-	fn       func(fd uintptr) bool // peek, bound once
+	fn       func(fd uintptr) // peek, bound once
 }
 
 func newPeeker(c net.Conn) *peeker {
@@ -51,12 +51,11 @@ func newPeeker(c net.Conn) *peeker {
 	return p
 }
 
-func (p *peeker) peek(fd uintptr) bool {
+func (p *peeker) peek(fd uintptr) {
 	_, _, err := syscall.Recvfrom(int(fd), p.buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	// Anything but "nothing yet": data, the end (no error), an error
 	// such as a reset.
 	p.readable = !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
-	return true // never wait
 }
 
 // idleReadable reports whether the idle connection has anything to read
@@ -69,11 +68,19 @@ func (p *peeker) idleReadable() bool {
 		return false
 	}
 	p.readable = false
-	if p.raw.Read(p.fn) != nil {
+	// Control, not Read: Read fails at once when the read deadline has
+	// passed, and a pooled lean connection keeps the response-head
+	// deadline of its last request (leanUpConn.armed). The peek never
+	// waits, so it needs none of what Read adds.
+	if p.raw.Control(p.fn) != nil {
 		return true
 	}
 	return p.readable
 }
+
+// clearsDeadline reports whether idleReadable clears the connection's
+// read deadline: over TLS, where it looks at the TLS buffer.
+func (p *peeker) clearsDeadline() bool { return p.tls != nil }
 
 // tlsBuffered reports whether c holds bytes read from its socket and not
 // yet from it: a record read along with the one before. A read with a

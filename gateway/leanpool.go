@@ -72,9 +72,10 @@ type leanUpConn struct {
 
 	// The read deadline that bounds the wait for a response head
 	// (ResponseHeaderTimeout) is set when armed is false or it was set
-	// more than a second ago (armedAt): most requests on a busy
-	// connection then cost no timer update, and the bound is kept within
-	// a second. A body read past the head disarms it.
+	// more than a second ago (armedAt), or half the timeout when that is
+	// shorter: most requests on a busy connection then cost no timer
+	// update, and the bound is kept within a second and never passed
+	// before the request goes out. A body read past the head disarms it.
 	armed   bool
 	armedAt time.Time
 }
@@ -83,23 +84,33 @@ type leanUpConn struct {
 // engine sets it again.
 const leanDeadlineSlack = time.Second
 
-// get returns an idle connection (reused) or a new one. An idle one with
-// bytes to read, or closed by the target, is closed and skipped.
-func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
+// get returns an idle connection (reused) or a new one, and when it was
+// ready: now, or later when get waited for a connection or dialled one.
+// An idle one with bytes to read, or closed by the target, is closed and
+// skipped.
+func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, ready time.Time, err error) {
 	waitFrom := now
+	// passOn: this request took a wake-up or closed idle connections; what
+	// is left after it takes its connection may be another waiter's (see
+	// freed), so it wakes one, which does the same.
+	passOn := false
 	p.mu.Lock()
 	for {
 		for len(p.idle) > 0 {
 			c = p.idle[len(p.idle)-1]
 			p.idle = p.idle[:len(p.idle)-1]
 			if now.Sub(c.used) < p.idleFor {
+				wake := passOn && p.spareLocked()
 				p.mu.Unlock()
+				if wake {
+					p.free()
+				}
 				readable := c.peek.idleReadable()
-				if c.peek.tls != nil {
-					c.armed = false // the look at the TLS buffer cleared the deadline
+				if c.peek.clearsDeadline() {
+					c.armed = false
 				}
 				if !readable {
-					return c, true, nil
+					return c, true, now, nil
 				}
 				p.discard(c) // the target sent more, or closed it
 				p.mu.Lock()
@@ -107,19 +118,25 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 			}
 			p.open--
 			_ = c.c.Close()
+			passOn = true
 		}
 		if p.open < p.limit {
 			break
 		}
 		p.mu.Unlock()
 		if !p.waitFreed(waitFrom) {
-			return nil, false, errLeanPoolFull
+			return nil, false, now, errLeanPoolFull
 		}
+		passOn = true
 		now = time.Now()
 		p.mu.Lock()
 	}
 	p.open++
+	wake := passOn && p.spareLocked()
 	p.mu.Unlock()
+	if wake {
+		p.free()
+	}
 	// The connection's own first-byte watch is off (0): the lean engine
 	// sets the deadline itself (leanUpConn.armed).
 	nc, err := p.g.dialUpstream(context.Background(), "tcp", p.addr, 0, p.tls)
@@ -128,9 +145,9 @@ func (p *leanPool) get(now time.Time) (c *leanUpConn, reused bool, err error) {
 		p.open--
 		p.mu.Unlock()
 		p.free()
-		return nil, false, err
+		return nil, false, now, err
 	}
-	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, nil
+	return &leanUpConn{c: nc, buf: make([]byte, leanBufStart), peek: newPeeker(nc)}, false, time.Now(), nil
 }
 
 // waitFreed waits, from since and for at most the dial timeout, until a
@@ -150,7 +167,14 @@ func (p *leanPool) waitFreed(since time.Time) bool {
 	}
 }
 
-// free wakes a request waiting for a connection, if any.
+// spareLocked reports whether a connection can be had without waiting:
+// one idle, or room for a new one. p.mu is held.
+func (p *leanPool) spareLocked() bool { return len(p.idle) > 0 || p.open < p.limit }
+
+// free wakes a request waiting for a connection, if any. One wake-up is
+// kept (freed's capacity), however many connections came back meanwhile:
+// the request it wakes passes it on while connections are left (get's
+// passOn), so that every waiter gets one.
 func (p *leanPool) free() {
 	select {
 	case p.freed <- struct{}{}:
@@ -201,6 +225,9 @@ func (p *leanPool) prune() {
 	for _, c := range stale {
 		_ = c.c.Close()
 	}
+	if n > 0 {
+		p.free()
+	}
 }
 
 // discard closes c.
@@ -222,6 +249,9 @@ func (p *leanPool) CloseIdleConnections() {
 	for _, c := range idle {
 		_ = c.c.Close()
 	}
+	if len(idle) > 0 {
+		p.free()
+	}
 }
 
 // roundTrip sends msg, a whole request, on a pooled connection and reads
@@ -231,11 +261,13 @@ func (p *leanPool) CloseIdleConnections() {
 func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, error) {
 	now := time.Now()
 	for attempt := 0; ; attempt++ {
-		c, reused, err := p.get(now)
+		// The wait for the answer starts when the request goes out, not
+		// before a wait for a connection or a dial (as on the fast engine).
+		c, reused, ready, err := p.get(now)
 		if err != nil {
 			return nil, err
 		}
-		answered, err := c.exchange(msg, now, p.g.opts.ResponseHeaderTimeout)
+		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout)
 		if err == nil {
 			return c, nil
 		}
@@ -250,7 +282,7 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 // exchange writes msg and reads the response head into c.resp within
 // timeout. answered reports whether any byte of a response came.
 func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) (answered bool, err error) {
-	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > leanDeadlineSlack) {
+	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > min(leanDeadlineSlack, timeout/2)) {
 		_ = c.c.SetReadDeadline(now.Add(timeout))
 		c.armed, c.armedAt = true, now
 	}
