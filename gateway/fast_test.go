@@ -44,11 +44,20 @@ var engines = []string{"net", "fast", "lean"}
 // ends.
 func serveLean(t *testing.T, g *Gateway) (string, *LeanServer) {
 	t.Helper()
+	return serveLeanWith(t, g, nil)
+}
+
+// serveLeanWith is serveLean with the server set up by setup first.
+func serveLeanWith(t *testing.T, g *Gateway, setup func(*LeanServer)) (string, *LeanServer) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ls := g.NewLeanServer(nil)
+	if setup != nil {
+		setup(ls)
+	}
 	done := make(chan struct{})
 	go func() { _ = ls.Serve(ln); close(done) }()
 	t.Cleanup(func() {

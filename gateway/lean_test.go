@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -417,22 +416,8 @@ func TestLeanWriteTimeout(t *testing.T) {
 	}))
 	defer up.Close()
 	g := proxyTo(t, up, Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := g.NewLeanServer(nil)
-	ls.writeTimeout = 200 * time.Millisecond
-	done := make(chan struct{})
-	go func() { _ = ls.Serve(ln); close(done) }()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ls.Shutdown(ctx)
-		<-done
-	})
-	c, _ := dialLean(t, ln.Addr().String())
+	url, _ := serveLeanWith(t, g, func(ls *LeanServer) { ls.writeTimeout = 200 * time.Millisecond })
+	c, _ := dialLean(t, strings.TrimPrefix(url, "http://"))
 	defer c.Close() // before up.Close, which waits for its handler
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(4 << 10)
