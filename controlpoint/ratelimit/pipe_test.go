@@ -229,6 +229,42 @@ func TestMovedTakeIsFollowed(t *testing.T) {
 	}
 }
 
+// waitSlotOn waits until every master says slot is served by want (by
+// address; ids maps addresses to node IDs), or fails after 10 s (a hang
+// guard: gossip settles in milliseconds).
+func waitSlotOn(t *testing.T, masters []string, ids map[string]string, slot int64, want string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, m := range masters {
+		c := goredis.NewClient(&goredis.Options{Addr: m, MaxRetries: -1})
+		for {
+			owner := ""
+			shards, err := c.ClusterShards(ctx).Result()
+			for _, sh := range shards {
+				for _, r := range sh.Slots {
+					if r.Start <= slot && slot <= r.End {
+						for _, n := range sh.Nodes {
+							if n.Role == "master" {
+								owner = n.ID
+							}
+						}
+					}
+				}
+			}
+			if err == nil && owner == ids[want] {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = c.Close()
+				t.Fatalf("%s still has slot %d on node %q (%v), want %s", m, slot, owner, err, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		_ = c.Close()
+	}
+}
+
 func testMovedTakeIsFollowed(t *testing.T, piped bool) {
 	cl := redistest.StartCluster(t, 3)
 	cc := cl.Client(t)
@@ -299,14 +335,23 @@ func testMovedTakeIsFollowed(t *testing.T, piped bool) {
 			order = append(order, m)
 		}
 	}
-	for _, m := range order {
+	// As a resharding moves a slot: importing on the target, migrating on
+	// the owner, then assigned everywhere. The target's assignment while
+	// importing bumps its config epoch; without it the owner's gossip
+	// could take the slot back on some nodes (a flaky MOVED to the owner).
+	setslot := func(m string, args ...any) {
 		c := goredis.NewClient(&goredis.Options{Addr: m, MaxRetries: -1})
-		err := c.Do(ctx, "cluster", "setslot", slot, "node", ids[target]).Err()
-		_ = c.Close()
-		if err != nil {
-			t.Fatalf("CLUSTER SETSLOT %d NODE on %s: %v", slot, m, err)
+		defer func() { _ = c.Close() }()
+		if err := c.Do(ctx, append([]any{"cluster", "setslot", slot}, args...)...).Err(); err != nil {
+			t.Fatalf("CLUSTER SETSLOT %d %v on %s: %v", slot, args, m, err)
 		}
 	}
+	setslot(target, "importing", ids[owner])
+	setslot(owner, "migrating", ids[target])
+	for _, m := range order {
+		setslot(m, "node", ids[target])
+	}
+	waitSlotOn(t, masters, ids, int64(slot), target)
 	takes := 1
 	if piped {
 		takes = 2
