@@ -161,17 +161,21 @@ func contentLength(v []byte) int64 {
 	return n
 }
 
+// nextElement splits the first element off a comma-separated list v,
+// OWS trimmed, and returns it with the rest of the list.
+func nextElement(v []byte) (e, rest []byte) {
+	if j := indexComma(v); j >= 0 {
+		return trimOWS(v[:j]), v[j+1:]
+	}
+	return trimOWS(v), nil
+}
+
 // connection notes the tokens of a Connection field: a comma-separated
 // list whose elements, OWS trimmed, are compared as net/http does.
 func (f *framing) connection(v []byte) {
 	for len(v) > 0 {
-		e := v
-		if j := indexComma(v); j >= 0 {
-			e, v = v[:j], v[j+1:]
-		} else {
-			v = nil
-		}
-		e = trimOWS(e)
+		var e []byte
+		e, v = nextElement(v)
 		switch {
 		case equalLower(e, "close"):
 			f.close = true
@@ -187,13 +191,8 @@ func (f *framing) connection(v []byte) {
 // net/http refuses there (it fails the whole message if one is named).
 func trailerAllowed(v []byte) bool {
 	for len(v) > 0 {
-		e := v
-		if j := indexComma(v); j >= 0 {
-			e, v = v[:j], v[j+1:]
-		} else {
-			v = nil
-		}
-		e = trimOWS(e)
+		var e []byte
+		e, v = nextElement(v)
 		if equalLower(e, "transfer-encoding") || equalLower(e, "content-length") || equalLower(e, "trailer") {
 			return false
 		}
