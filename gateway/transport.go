@@ -116,8 +116,10 @@ func (tlsUpstreamConn) Handshake() error { return nil }
 // fluxgate_upstream_active_connections once, on Close. With firstByte >
 // 0, each write (a request going out) sets a read deadline firstByte
 // ahead, and the first bytes read (the response arriving) clear it: the
-// wait for a response is bounded, not the time a body streams. The
-// client that owns it uses it from one goroutine at a time.
+// wait for a response is bounded, not the time a body streams. The fast
+// engine's clients, which set firstByte and peek, use it from one
+// goroutine at a time; net/http's (firstByte 0, no peek) may read and
+// write at once, and then neither field is touched.
 type upstreamConn struct {
 	net.Conn
 	gauge     prometheus.Gauge
@@ -141,9 +143,12 @@ type upstreamConn struct {
 var errDirtyConn = fmt.Errorf("gateway: the target closed the pooled connection or sent bytes on it unasked: %w", fasthttp.ErrConnectionClosed)
 
 func (c *upstreamConn) Write(p []byte) (int, error) {
-	if c.answered {
+	// Only the fast engine's connections (peek set) are looked at; the
+	// others may be read and written at once (HTTP/2), so answered is
+	// left alone there.
+	if c.peek != nil && c.answered {
 		c.answered = false
-		if c.peek != nil && c.peek.idleReadable() {
+		if c.peek.idleReadable() {
 			_ = c.Close()
 			return 0, errDirtyConn
 		}
@@ -157,7 +162,7 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 
 func (c *upstreamConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
+	if n > 0 && c.peek != nil {
 		c.answered = true
 	}
 	if c.armed && n > 0 {
