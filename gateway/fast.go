@@ -238,8 +238,11 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 	}
 	clientGone := func() bool { return clientFailed(ctx) || body.failed() != nil }
 	prepareOutbound(ctx)
-	if u.scheme == "https" {
+	switch {
+	case u.scheme == "https":
 		req.URI().SetScheme("https") // the client of a TLS group checks it
+	case ctx.IsTLS():
+		req.URI().SetScheme("http") // came over TLS (handed over by the lean engine) to a plain group
 	}
 	up := fasthttp.AcquireResponse()
 	err := g.try(u, fl, retryable(method, bodiless(req)), clientGone,
@@ -360,7 +363,11 @@ func prepareOutbound(ctx *fasthttp.RequestCtx) {
 	xff = appendIP(xff, ctx.RemoteIP())
 	h.SetCanonical(headerXFF, xff)
 	h.SetCanonical(headerXFHost, h.Host())
-	h.SetCanonical(headerXFProto, valueHTTP)
+	if ctx.IsTLS() { // a TLS connection the lean engine handed over
+		h.SetCanonical(headerXFProto, valueHTTPS)
+	} else {
+		h.SetCanonical(headerXFProto, valueHTTP)
+	}
 }
 
 // appendIP appends ip's text form to dst.
@@ -376,6 +383,7 @@ var (
 	headerXFHost  = []byte("X-Forwarded-Host")
 	headerXFProto = []byte("X-Forwarded-Proto")
 	valueHTTP     = []byte("http")
+	valueHTTPS    = []byte("https")
 )
 
 // cleanInbound drops the hop-by-hop headers of a target's response; the
@@ -785,6 +793,8 @@ func clientConnOf(c net.Conn) *clientConn {
 	case *clientConn:
 		return c
 	case *handedConn:
+		return c.clientConn
+	case *tlsHandedConn:
 		return c.clientConn
 	}
 	return nil

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -67,6 +68,13 @@ type LeanServer struct {
 	headTimeout  time.Duration // leanHeadTimeout; tests shorten it
 	writeTimeout time.Duration // leanWriteTimeout; tests shorten it
 
+	// On a TLS listener (ServeTLSWith): proto is "https" (X-Forwarded-Proto),
+	// and the connections that negotiated HTTP/2 go to h2 through h2conns.
+	proto   string
+	h2      *http.Server
+	h2conns *handoffListener
+	h2Run   sync.Once
+
 	shutting atomic.Bool
 	mu       sync.Mutex
 	conns    map[*leanConn]struct{} // guarded by mu
@@ -84,13 +92,26 @@ func (g *Gateway) NewLeanServer(logger *slog.Logger) *LeanServer {
 		g: g, logger: logger, full: full, fconns: fconns,
 		handoff: newHandoffListener(), fullErr: make(chan error, 1),
 		conns: map[*leanConn]struct{}{}, headTimeout: leanHeadTimeout, writeTimeout: leanWriteTimeout,
+		proto: "http",
 	}
+}
+
+// ServeTLSWith readies s for a listener whose connections are *tls.Conn
+// with the handshake done (certs.Reloader's Listener): requests are
+// forwarded with X-Forwarded-Proto https, and a connection that
+// negotiated HTTP/2 by ALPN goes to h2, the net/http engine, which serves
+// it from then on (Shutdown stops h2 too). Call it before Serve.
+func (s *LeanServer) ServeTLSWith(h2 *http.Server) {
+	s.proto, s.h2, s.h2conns = "https", h2, newHandoffListener()
 }
 
 // Serve accepts connections on ln until ln is closed (it then returns
 // nil) or Accept fails otherwise.
 func (s *LeanServer) Serve(ln net.Listener) error {
 	s.fullRun.Do(func() { go func() { s.fullErr <- s.full.Serve(s.handoff) }() })
+	if s.h2 != nil {
+		s.h2Run.Do(func() { go func() { _ = s.h2.Serve(s.h2conns) }() })
+	}
 	ln = FastListener(ln)
 	var backoff time.Duration
 	for {
@@ -157,6 +178,19 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 	s.closeIdle()
 	fullDone := make(chan error, 1)
 	go func() { fullDone <- s.full.ShutdownWithContext(ctx) }()
+	h2Done := make(chan error, 1)
+	if s.h2 != nil {
+		_ = s.h2conns.Close()
+		go func() {
+			err := s.h2.Shutdown(ctx)
+			if err != nil {
+				_ = s.h2.Close()
+			}
+			h2Done <- err
+		}()
+	} else {
+		h2Done <- nil
+	}
 	leanDone := make(chan struct{})
 	go func() { s.active.Wait(); close(leanDone) }()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -168,7 +202,7 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 			if err != nil {
 				s.fconns.closeAll()
 			}
-			return err
+			return errors.Join(err, <-h2Done)
 		case <-tick.C:
 			s.closeIdle() // connections that were busy the last time
 		case <-ctx.Done():
@@ -205,8 +239,35 @@ func (s *LeanServer) closeAll() {
 func (s *LeanServer) handOver(c *clientConn, unread []byte, reason string) bool {
 	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
 	s.g.metrics.handovers.WithLabelValues(reason).Inc()
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return s.handoff.push(&tlsHandedConn{handedConn: hc, tc: tc})
+	}
 	return s.handoff.push(hc)
 }
+
+// handOverH2 gives a TLS connection that negotiated HTTP/2 to the net/http
+// engine, before anything is read from it. It reports false when there is
+// none, or when shutting down (c is then to be closed).
+func (s *LeanServer) handOverH2(tc *tls.Conn) bool {
+	if s.h2 == nil {
+		return false
+	}
+	s.g.metrics.handovers.WithLabelValues(metricnames.HandoverHTTP2).Inc()
+	return s.h2conns.push(tc)
+}
+
+// tlsHandedConn is a handed-over TLS connection. Its Handshake and
+// ConnectionState tell the fast engine the connection is TLS
+// (RequestCtx.IsTLS), so that it forwards X-Forwarded-Proto https and its
+// net/http adapter sets Request.TLS.
+type tlsHandedConn struct {
+	*handedConn
+	tc *tls.Conn
+}
+
+func (c *tlsHandedConn) Handshake() error { return nil } // done by the listener
+
+func (c *tlsHandedConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 // handedConn is a client connection the lean engine handed to the fast
 // engine: its reads return first what the lean engine had read.
@@ -318,6 +379,10 @@ func (s *LeanServer) serve(lc *leanConn) {
 		}
 		s.forget(lc)
 	}()
+	if tc, ok := lc.c.Conn.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
+		handed = s.handOverH2(tc)
+		return
+	}
 	lc.buf = make([]byte, leanBufStart)
 	for {
 		handover, err := lc.waitHead()

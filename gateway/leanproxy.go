@@ -120,7 +120,9 @@ func (lc *leanConn) outbound() []byte {
 	out = append(out, lc.c.ip...)
 	out = append(out, "\r\nX-Forwarded-Host: "...)
 	out = append(out, req.Host...)
-	out = append(out, "\r\nX-Forwarded-Proto: http\r\n\r\n"...)
+	out = append(out, "\r\nX-Forwarded-Proto: "...)
+	out = append(out, lc.s.proto...)
+	out = append(out, "\r\n\r\n"...)
 	out = append(out, lc.body...)
 	lc.out = out
 	return out

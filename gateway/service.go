@@ -157,10 +157,13 @@ func (s *Service) Start(ctx context.Context) error {
 	var fconns *connTracker
 	var lsrv *LeanServer
 	switch {
-	case certs != nil || cfg.H2C || cfg.Engine == EngineNet:
+	case cfg.H2C || cfg.Engine == EngineNet || certs != nil && cfg.Engine == EngineFast:
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
+	case certs != nil: // the lean engine for HTTP/1.1, net/http for HTTP/2
+		lsrv = g.NewLeanServer(s.logger)
+		lsrv.ServeTLSWith(srv)
 	default: // auto: the lean engine, which hands what it does not serve to the fast one
 		lsrv = g.NewLeanServer(s.logger)
 		srv = nil

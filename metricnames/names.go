@@ -32,17 +32,20 @@ const (
 	UpstreamHealth             = "fluxgate_upstream_health"
 	UpstreamWeight             = "fluxgate_upstream_weight"
 	// GatewayHandoversTotal counts the client connections the lean engine
-	// handed to the fast engine, by reason (the Handover* values).
+	// handed to another engine, by reason (the Handover* values): to the
+	// fast engine, or HTTP/2 over TLS to the net/http engine.
 	GatewayHandoversTotal = "fluxgate_gateway_handovers_total"
 )
 
 // Values of the reason label of GatewayHandoversTotal: a request outside
 // the lean engine's HTTP/1.1 subset, a chunked or large request body, a
-// route to an HTTP/2 group.
+// route to an HTTP/2 group (these three to the fast engine); a TLS
+// connection that negotiated HTTP/2 (to the net/http engine).
 const (
 	HandoverRequest = "request"
 	HandoverBody    = "body"
 	HandoverRoute   = "route"
+	HandoverHTTP2   = "h2"
 )
 
 // Circuit breakers (package controlpoint/breaker). BreakerStateNumeric is
