@@ -30,6 +30,14 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -evproxy -throughput-only
 //
+// -tls measures the same with TLS terminated by the gateways and nginx
+// (a self-signed ECDSA P-256 certificate made in the temp dir; wrk and the
+// latency driver speak https, the driver verifying the certificate); the
+// upstream stays plain, and gateway-net (gateway.engine: net, the net/http
+// engine) runs beside the gateway instead of gateway-fast and proxy-only:
+//
+//	go run ./test/gwbench -reps 3 -duration 3s -tls
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 package main
@@ -79,7 +87,12 @@ var (
 	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
 	engine    = flag.String("engine", "lean", "gateway.engine of the gateways measured (fast or lean); with lean, the fast engine runs too as gateway-fast")
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
+	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 )
+
+// srvTLS is the certificate the servers present under -tls; nil means
+// plain HTTP.
+var srvTLS *tlsFiles
 
 func main() {
 	flag.Parse()
@@ -144,13 +157,23 @@ func child(name string, cmd *exec.Cmd) (stop func(), err error) {
 // pids holds each child's process id by name, for its CPU time.
 var pids = map[string]int{}
 
+// waitOK waits until url answers 200; an https url must also verify
+// with srvTLS's roots and negotiate TLS 1.3.
 func waitOK(url string, d time.Duration) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	if srvTLS != nil {
+		client.Transport = &http.Transport{TLSClientConfig: srvTLS.clientConfig()}
+		defer client.CloseIdleConnections()
+	}
 	deadline := time.Now().Add(d)
 	for {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			_ = resp.Body.Close() // only the status matters
 			if resp.StatusCode == http.StatusOK {
+				if strings.HasPrefix(url, "https://") {
+					return checkTLS13(url, resp.TLS)
+				}
 				return nil
 			}
 			err = fmt.Errorf("status %d", resp.StatusCode)
@@ -178,6 +201,17 @@ gateway:
     - {id: app, match: {path_prefix: /}, upstream: app, control_point: ingress}
 `
 
+// gatewayConfig is a `fluxgate gateway` configuration: the API on
+// apiPort, the gateway on listen with engine and algorithm over targets,
+// and gateway.tls with tf's files unless tf is nil.
+func gatewayConfig(apiPort, policies, listen, engine, algorithm, targets string, tf *tlsFiles) string {
+	body := fmt.Sprintf(gatewayConf, apiPort, policies, listen, engine, algorithm, targets)
+	if tf != nil {
+		body += fmt.Sprintf("  tls: {cert_file: %q, key_file: %q}\n", tf.cert, tf.key)
+	}
+	return body
+}
+
 const nginxConf = `daemon off;
 worker_processes auto;
 pid %[1]s/nginx.pid;
@@ -189,7 +223,7 @@ http {
   uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
   upstream app { server %[2]s; keepalive 128; }
   server {
-    listen %[3]s;
+    listen %[3]s%[4]s;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -203,6 +237,14 @@ func run() error {
 	defer os.RemoveAll(dir)
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is not installed (Debian package wrk)")
+	}
+	if *tlsOn {
+		if *evproxy {
+			return errors.New("-evproxy serves plain HTTP only: run it without -tls")
+		}
+		if srvTLS, err = selfSigned(dir, time.Now()); err != nil {
+			return fmt.Errorf("certificate: %w", err)
+		}
 	}
 	if *bin == "" {
 		*bin = filepath.Join(dir, "fluxgate")
@@ -245,7 +287,7 @@ func run() error {
 		printThroughput(pr)
 		return nil
 	}
-	lb := measureBalancing(b.gw, b.slow)
+	lb := measureBalancing(b.urls, b.slow)
 	printResults(pr, lb)
 	if s, ok := stolen(); ok {
 		fmt.Printf("\nCPU time stolen by the hypervisor during the measurements: %.1f%%\n", s)
@@ -253,12 +295,11 @@ func run() error {
 	return nil
 }
 
-// bench is what startBench started: the URLs of the proxying runs
-// (direct, gateway, nginx, proxy-only), the gateways' listen addresses by
-// name and the slow balancing target.
+// bench is what startBench started: the URLs of the proxying and
+// balancing runs by contender (direct, gateway, nginx, proxy-only, …,
+// round-robin, adaptive) and the slow balancing target.
 type bench struct {
 	urls map[string]string
-	gw   map[string]string
 	slow string
 }
 
@@ -293,15 +334,16 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 	if err != nil {
 		return nil, err
 	}
-	proxyOnly := freeAddr()
-	if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf, "-engine", *engine)); err != nil {
-		return nil, err
+	urls := map[string]string{"direct": "http://" + direct + "/", "nginx": scheme() + ngListen + "/"}
+	for name, addr := range gw {
+		urls[name] = scheme() + addr + "/"
 	}
-
-	urls := map[string]string{"direct": "http://" + direct + "/", "gateway": "http://" + gw["gateway"] + "/", "nginx": "http://" + ngListen + "/",
-		"proxy-only": "http://" + proxyOnly + "/"}
-	if u, ok := gw["gateway-fast"]; ok {
-		urls["gateway-fast"] = "http://" + u + "/"
+	if slices.Contains(contenders(), "proxy-only") {
+		proxyOnly := freeAddr()
+		if err := start("proxy-only", exec.Command(self, "-serve-proxy", proxyOnly+"="+direct, "-cpuprofile", *proxyProf, "-engine", *engine)); err != nil {
+			return nil, err
+		}
+		urls["proxy-only"] = "http://" + proxyOnly + "/"
 	}
 	if *evproxy {
 		for name, engine := range map[string]string{"evproxy": "gnet", "evproxy-gr": "goroutines"} {
@@ -312,12 +354,20 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 			urls[name] = "http://" + ev + "/"
 		}
 	}
-	for _, u := range append(slices.Collect(maps.Values(urls)), "http://"+gw["round-robin"]+"/", "http://"+gw["adaptive"]+"/") {
+	for _, u := range urls {
 		if err := waitOK(u, 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
-	return &bench{urls: urls, gw: gw, slow: slow}, nil
+	return &bench{urls: urls, slow: slow}, nil
+}
+
+// scheme is the proxies' URL scheme: https under -tls.
+func scheme() string {
+	if srvTLS != nil {
+		return "https://"
+	}
+	return "http://"
 }
 
 // startGateways starts the three `fluxgate gateway` processes and returns
@@ -332,14 +382,16 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		{"round-robin", "round-robin", targetList(lb), *engine},
 		{"adaptive", "adaptive", targetList(lb), *engine},
 	}
-	if *engine != gateway.EngineFast {
-		gws = append(gws, struct{ name, algorithm, targets, engine string }{"gateway-fast", "round-robin", "{address: " + direct + "}", gateway.EngineFast})
+	for _, name := range contenders() {
+		if e, ok := strings.CutPrefix(name, "gateway-"); ok {
+			gws = append(gws, struct{ name, algorithm, targets, engine string }{name, "round-robin", "{address: " + direct + "}", e})
+		}
 	}
 	for _, g := range gws {
 		listen, api := freeAddr(), freeAddr()
 		_, apiPort, _ := net.SplitHostPort(api)
 		conf := filepath.Join(dir, g.name+".yaml")
-		body := fmt.Sprintf(gatewayConf, apiPort, filepath.Join(dir, "policies"), listen, g.engine, g.algorithm, g.targets)
+		body := gatewayConfig(apiPort, filepath.Join(dir, "policies"), listen, g.engine, g.algorithm, g.targets, srvTLS)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
@@ -349,6 +401,19 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		gw[g.name] = listen
 	}
 	return gw, nil
+}
+
+// nginxConfig is nginx's configuration: prefix dir, proxy_pass to
+// upstream over a keep-alive pool, listening on listen, with ssl and tf's
+// files unless tf is nil (HTTP/1.1 only: nginx's default without http2).
+// ssl_protocols is the gateway's (TLS 1.2 and 1.3): nginx before 1.23.4,
+// Debian 12's 1.22 among them, leaves TLS 1.3 out by default.
+func nginxConfig(dir, upstream, listen string, tf *tlsFiles) string {
+	ssl := ""
+	if tf != nil {
+		ssl = fmt.Sprintf(" ssl;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate %s;\n    ssl_certificate_key %s", tf.cert, tf.key)
+	}
+	return fmt.Sprintf(nginxConf, dir, upstream, listen, ssl)
 }
 
 // startNginx starts nginx in front of direct and returns its address.
@@ -362,7 +427,7 @@ func startNginx(dir, direct string, start func(string, *exec.Cmd) error) (string
 		return "", err
 	}
 	ngListen := freeAddr()
-	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(fmt.Sprintf(nginxConf, ngDir, direct, ngListen)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(nginxConfig(ngDir, direct, ngListen, srvTLS)), 0o644); err != nil {
 		return "", err
 	}
 	if err := start("nginx", exec.Command(nginxBin, "-p", ngDir, "-e", filepath.Join(ngDir, "error.log"), "-c", filepath.Join(ngDir, "nginx.conf"))); err != nil {
@@ -375,16 +440,16 @@ func startNginx(dir, direct string, start func(string, *exec.Cmd) error) (string
 // p50 and p99 at half (half the gateway's throughput, or -lat-rate), and
 // the p99 each proxy adds to the direct one.
 type proxying struct {
-	rps, p50, p99             map[string][]float64
-	user, sys                 map[string][]float64 // CPU µs a request of the server measured
-	half                      float64
-	addedGW, addedNG, addedPO []float64
+	rps, p50, p99 map[string][]float64
+	user, sys     map[string][]float64 // CPU µs a request of the server measured
+	half          float64
+	added         map[string][]float64 // p99 − direct's p99 in the same repetition, ms
 }
 
 func measureProxying(urls map[string]string) (*proxying, error) {
 	order := contenders()
 	pr := &proxying{rps: map[string][]float64{}, p50: map[string][]float64{}, p99: map[string][]float64{},
-		user: map[string][]float64{}, sys: map[string][]float64{}}
+		user: map[string][]float64{}, sys: map[string][]float64{}, added: map[string][]float64{}}
 	for rep := range *reps {
 		for _, name := range rotate(order, rep) {
 			proc := name
@@ -419,9 +484,9 @@ func measureProxying(urls map[string]string) (*proxying, error) {
 			pr.p50[name] = append(pr.p50[name], ms(res.p50))
 			pr.p99[name] = append(pr.p99[name], ms(res.p99))
 		}
-		pr.addedGW = append(pr.addedGW, ms(got["gateway"].p99-got["direct"].p99))
-		pr.addedNG = append(pr.addedNG, ms(got["nginx"].p99-got["direct"].p99))
-		pr.addedPO = append(pr.addedPO, ms(got["proxy-only"].p99-got["direct"].p99))
+		for _, name := range order[1:] {
+			pr.added[name] = append(pr.added[name], ms(got[name].p99-got["direct"].p99))
+		}
 	}
 	return pr, nil
 }
@@ -431,11 +496,11 @@ type balancing struct {
 	p50, p99, slow map[string][]float64
 }
 
-func measureBalancing(gw map[string]string, slow string) *balancing {
+func measureBalancing(urls map[string]string, slow string) *balancing {
 	lb := &balancing{p50: map[string][]float64{}, p99: map[string][]float64{}, slow: map[string][]float64{}}
 	for rep := range *reps {
 		for _, name := range rotate([]string{"round-robin", "adaptive"}, rep) {
-			url := "http://" + gw[name] + "/"
+			url := urls[name]
 			_ = openLoop(url, *lbRate, time.Second, slow) // warm up: the balancer learns
 			res := openLoop(url, *lbRate, *duration, slow)
 			log.Printf("rep %d balancing %-11s p50 %.2f ms p99 %.2f ms slow share %.1f%% errors %d",
@@ -449,11 +514,21 @@ func measureBalancing(gw map[string]string, slow string) *balancing {
 }
 
 // contenders are the proxying runs' targets, in the order of the first
-// repetition.
+// repetition; direct first. Under -tls, proxy-only (gateway.New on a
+// plain listener) is left out and gateway-net, the net/http engine,
+// runs beside the gateway instead of gateway-fast.
 func contenders() []string {
-	order := []string{"direct", "gateway", "nginx", "proxy-only"}
-	if *engine != gateway.EngineFast {
-		order = append(order, "gateway-fast")
+	order := []string{"direct", "gateway", "nginx"}
+	switch {
+	case srvTLS != nil:
+		if *engine != gateway.EngineNet {
+			order = append(order, "gateway-"+gateway.EngineNet)
+		}
+	default:
+		order = append(order, "proxy-only")
+		if *engine != gateway.EngineFast {
+			order = append(order, "gateway-"+gateway.EngineFast)
+		}
 	}
 	if *evproxy {
 		order = append(order, "evproxy", "evproxy-gr")
@@ -461,10 +536,19 @@ func contenders() []string {
 	return order
 }
 
+// heading says how the contenders were driven, for the tables.
+func heading() string {
+	how := "plain HTTP/1.1, keep-alive"
+	if srvTLS != nil {
+		how = tlsLabel + "; direct is plain HTTP, the upstream's own cost"
+	}
+	return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d wrk connections, %s:", *reps, *duration, *conns, how)
+}
+
 // printThroughput prints the throughput runs alone (-throughput-only):
 // each contender's requests/s and CPU a request, and its ratios to nginx.
 func printThroughput(pr *proxying) {
-	fmt.Printf("\nMedians of %d interleaved repetitions, %s each, %d wrk connections:\n\n", *reps, *duration, *conns)
+	fmt.Printf("\n%s\n\n", heading())
 	fmt.Println("| contender | req/s | ×nginx | CPU µs user a request | system | total | ×nginx total |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	ng := median(pr.rps["nginx"])
@@ -474,26 +558,48 @@ func printThroughput(pr *proxying) {
 		fmt.Printf("| %s | %.0f | %.2f | %.1f | %.1f | %.1f | %.2f |\n", name, r, r/ng, u, sy, u+sy, (u+sy)/ngCPU)
 	}
 	fmt.Println("\ndirect's CPU is the upstream's own; the others' exclude the upstream's.")
+	tlsNote()
+}
+
+// tlsNote says, under -tls, what the TLS tables leave out.
+func tlsNote() {
+	if srvTLS != nil {
+		fmt.Println("Under -tls, proxy only (gateway.New alone, which serves a plain listener) is left out; gateway-net is the same gateway with gateway.engine: net.")
+	}
 }
 
 func printResults(pr *proxying, lb *balancing) {
 	rps, p50, p99, half := pr.rps, pr.p50, pr.p99, pr.half
-	fmt.Printf("\nMedians of %d interleaved repetitions, %s each, %d wrk connections:\n\n", *reps, *duration, *conns)
-	fmt.Println("| measurement | direct | gateway | nginx | proxy only | gateway/nginx | target |")
-	fmt.Println("|---|---|---|---|---|---|---|")
-	tput := median(rps["gateway"]) / median(rps["nginx"])
-	fmt.Printf("| throughput, req/s | %.0f | %.0f | %.0f | %.0f | %.2f | ≥ 0.9 %s |\n",
-		median(rps["direct"]), median(rps["gateway"]), median(rps["nginx"]), median(rps["proxy-only"]), tput, mark(tput >= 0.9))
-	cpuRow := func(what string, of func(string) float64) {
-		fmt.Printf("| %s | %.1f | %.1f | %.1f | %.1f | %.2f | |\n", what, of("direct"), of("gateway"), of("nginx"), of("proxy-only"), of("gateway")/of("nginx"))
+	// Columns: direct, gateway, nginx, then proxy only (plain) or
+	// gateway-net (-tls).
+	cols := slices.DeleteFunc(contenders(), func(n string) bool {
+		return n == "gateway-"+gateway.EngineFast || strings.HasPrefix(n, "evproxy")
+	})
+	row := func(what string, of func(string) float64, format, ratio string) {
+		fmt.Printf("| %s |", what)
+		for _, n := range cols {
+			if _, ok := pr.added[n]; !ok && strings.HasPrefix(what, "added") {
+				fmt.Print(" |") // direct adds nothing to itself
+				continue
+			}
+			fmt.Printf(" "+format+" |", of(n))
+		}
+		fmt.Printf(" %s |\n", ratio)
 	}
-	cpuRow("CPU a request, µs user (direct: the upstream)", func(n string) float64 { return median(pr.user[n]) })
-	cpuRow("CPU a request, µs system", func(n string) float64 { return median(pr.sys[n]) })
-	fmt.Printf("| p50 at %.0f req/s, ms | %.3f | %.3f | %.3f | %.3f | | |\n", half, median(p50["direct"]), median(p50["gateway"]), median(p50["nginx"]), median(p50["proxy-only"]))
-	fmt.Printf("| p99 at %.0f req/s, ms | %.3f | %.3f | %.3f | %.3f | | |\n", half, median(p99["direct"]), median(p99["gateway"]), median(p99["nginx"]), median(p99["proxy-only"]))
-	added := median(pr.addedGW) / median(pr.addedNG)
-	fmt.Printf("| added p99 at %.0f req/s, ms | | %.3f | %.3f | %.3f | %.2f | ≤ 1.2 %s |\n", half, median(pr.addedGW), median(pr.addedNG), median(pr.addedPO), added, mark(added <= 1.2))
+	fmt.Printf("\n%s\n\n", heading())
+	fmt.Printf("| measurement | %s | gateway/nginx | target |\n", strings.ReplaceAll(strings.Join(cols, " | "), "proxy-only", "proxy only"))
+	fmt.Printf("|---|%s---|---|\n", strings.Repeat("---|", len(cols)))
+	ratio := func(m map[string][]float64) float64 { return median(m["gateway"]) / median(m["nginx"]) }
+	tput := ratio(rps)
+	row("throughput, req/s", func(n string) float64 { return median(rps[n]) }, "%.0f", fmt.Sprintf("%.2f | ≥ 0.9 %s", tput, mark(tput >= 0.9)))
+	row("CPU a request, µs user (direct: the upstream)", func(n string) float64 { return median(pr.user[n]) }, "%.1f", fmt.Sprintf("%.2f | ", ratio(pr.user)))
+	row("CPU a request, µs system", func(n string) float64 { return median(pr.sys[n]) }, "%.1f", fmt.Sprintf("%.2f | ", ratio(pr.sys)))
+	row(fmt.Sprintf("p50 at %.0f req/s, ms", half), func(n string) float64 { return median(p50[n]) }, "%.3f", " | ")
+	row(fmt.Sprintf("p99 at %.0f req/s, ms", half), func(n string) float64 { return median(p99[n]) }, "%.3f", " | ")
+	added := ratio(pr.added)
+	row(fmt.Sprintf("added p99 at %.0f req/s, ms", half), func(n string) float64 { return median(pr.added[n]) }, "%.3f", fmt.Sprintf("%.2f | ≤ 1.2 %s", added, mark(added <= 1.2)))
 	fmt.Println("\nTargets are issue 20's (issue 6 asked for 0.7× nginx's throughput and ≤ 1 ms added p99).")
+	tlsNote()
 	if *evproxy {
 		for _, name := range []string{"evproxy", "evproxy-gr"} {
 			fmt.Printf("\n%s: %.0f req/s (%.2f× nginx), CPU %.1f µs user + %.1f µs system a request, p99 at %.0f req/s %.3f ms (nginx %.3f)\n",
@@ -612,6 +718,12 @@ func openLoop(url string, rate float64, d time.Duration, slow string) result {
 	// fasthttp's client costs the shared CPU a fraction of net/http's.
 	client := &fasthttp.Client{MaxConnsPerHost: *conns, MaxIdleConnDuration: time.Minute, NoDefaultUserAgentHeader: true}
 	defer client.CloseIdleConnections()
+	if strings.HasPrefix(url, "https://") {
+		if srvTLS != nil { // else (-probe) the system roots
+			client.TLSConfig = srvTLS.clientConfig()
+		}
+		warmUp(client, url)
+	}
 	n := int(rate * d.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
 	lat := make([]time.Duration, n)
@@ -668,6 +780,24 @@ func openLoop(url string, rate float64, d time.Duration, slow string) result {
 	res.p99 = lat[min(n-1, n*99/100)]
 	res.slowShare = float64(hits) / float64(n)
 	return res
+}
+
+// warmUp opens (up to) -conns keep-alive connections to url before an
+// open-loop run: each TLS handshake costs the server a signature, and the
+// first requests would otherwise queue behind fifty of them, which is not
+// the proxying latency measured.
+func warmUp(client *fasthttp.Client, url string) {
+	var wg sync.WaitGroup
+	for range *conns {
+		wg.Go(func() {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI(url)
+			_ = client.DoTimeout(req, resp, 10*time.Second) // a failure shows in the run itself
+		})
+	}
+	wg.Wait()
 }
 
 // runProbe drives url alone and prints the latency quantiles and, per
