@@ -28,7 +28,7 @@ type Config struct {
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
 	// Engine picks the server engine. Read at start, like Listen.
-	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean on a plain listener, net/http with tls or h2c), lean (plain HTTP/1.1 requests forwarded as they come, other connections handed to fast), fast (fasthttp) or net (net/http always). Empty means auto."`
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners; net/http with h2c), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls handed to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls) or net (net/http always). Empty means auto."`
 }
 
 // DefaultConfig is the gateway section of a file that does not set it.

@@ -3,11 +3,13 @@
 //
 // A Gateway is built from the gateway section of fluxgate.yaml
 // (Config) and serves on one of three engines: net/http (it is an
-// http.Handler; TLS and h2c listeners use it); the fast HTTP/1.1 engine
+// http.Handler; h2c listeners use it, and TLS connections that chose
+// HTTP/2); the fast HTTP/1.1 engine
 // on fasthttp (NewFastServer), which proxies with pooled fasthttp clients
 // and passes WebSocket upgrades and routes to HTTP/2 groups to the
 // net/http engine in process (buffering such a request's body first); and
-// the lean engine (NewLeanServer; plain listeners use it), which reads
+// the lean engine (NewLeanServer; plain and TLS listeners use it, see
+// LeanServer.ServeTLSWith), which reads
 // plain HTTP/1.1 requests strictly (package http1), forwards them with
 // their framing to pooled target connections and relays the answers as
 // they come, and hands every other connection to the fast engine with
