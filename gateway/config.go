@@ -490,16 +490,41 @@ func (m *CanaryMetricsConfig) check(bad func(key, format string, args ...any)) {
 // when either file changes; a pair that does not load keeps the previous
 // one (package certs, Reloader). Read at start, like Listen.
 type TLSConfig struct {
-	CertFile string `yaml:"cert_file" desc:"PEM certificate chain the gateway serves; with key_file turns on TLS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded when the file changes."`
-	KeyFile  string `yaml:"key_file" desc:"PEM private key of cert_file."`
+	CertFile string   `yaml:"cert_file" desc:"PEM certificate chain the gateway serves; with key_file turns on TLS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded when the file changes."`
+	KeyFile  string   `yaml:"key_file" desc:"PEM private key of cert_file."`
+	ALPN     []string `yaml:"alpn,omitempty" desc:"Protocols offered to clients by ALPN, in order of preference: h2, http/1.1. Empty means both, h2 first. [http/1.1] keeps every client on the lean engine (clients that would choose HTTP/2 speak HTTP/1.1); HTTP/2 connections are served by the net/http engine, about a third of nginx's throughput (BENCHMARKS.md), and gRPC needs them."`
 }
+
+// ALPN protocol names of TLSConfig.ALPN.
+const (
+	ALPNHTTP2 = "h2"
+	ALPNHTTP1 = "http/1.1"
+)
 
 // Enabled reports whether TLS is configured.
 func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
 
-// check reports a half-configured pair.
+// nextProtos is what the listener offers by ALPN.
+func (c TLSConfig) nextProtos() []string {
+	if len(c.ALPN) == 0 {
+		return []string{ALPNHTTP2, ALPNHTTP1}
+	}
+	return slices.Clone(c.ALPN)
+}
+
+// check reports a half-configured pair and protocols it does not serve.
 func (c TLSConfig) check(bad func(key, format string, args ...any)) {
 	checkPair(c.CertFile, c.KeyFile, bad)
+	seen := map[string]bool{}
+	for _, p := range c.ALPN {
+		switch {
+		case p != ALPNHTTP2 && p != ALPNHTTP1:
+			bad("alpn", "offers %q; the gateway serves %s and %s", p, ALPNHTTP2, ALPNHTTP1)
+		case seen[p]:
+			bad("alpn", "lists %s twice", p)
+		}
+		seen[p] = true
+	}
 }
 
 // checkPair reports a certificate without its key or a key without its

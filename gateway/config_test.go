@@ -11,7 +11,7 @@ import (
 func TestConfigValidateEveryType(t *testing.T) {
 	c := Config{
 		Listen:      "nohost",
-		TLS:         TLSConfig{CertFile: "c.pem"},
+		TLS:         TLSConfig{CertFile: "c.pem", ALPN: []string{"h2", "http/1.0", "h2"}},
 		UpstreamTLS: UpstreamTLSConfig{KeyFile: "k.pem"},
 		Engine:      "turbo",
 		Upstreams: []UpstreamConfig{
@@ -35,6 +35,8 @@ func TestConfigValidateEveryType(t *testing.T) {
 	want := []string{
 		`gateway.listen: must be host:port, got "nohost"`,
 		`gateway.tls.key_file: must be set with cert_file`,
+		`gateway.tls.alpn: offers "http/1.0"; the gateway serves h2 and http/1.1`,
+		`gateway.tls.alpn: lists h2 twice`,
 		`gateway.upstream_tls.cert_file: must be set with key_file`,
 		`gateway.engine: must be one of auto, fast, lean, net, got "turbo"`,
 		`gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,

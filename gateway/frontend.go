@@ -33,6 +33,7 @@ func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Reg
 			return nil, fmt.Errorf("gateway: tls: %w", err)
 		}
 		tc := r.TLSConfig()
+		tc.NextProtos = cfg.TLS.nextProtos()
 		srv.TLSConfig = tc
 		*ln = r.Listener(*ln, tc, "gateway")
 		return r, nil

@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"upstream", metricnames.LabelUpstreamHost}),
 		handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.GatewayHandoversTotal,
-			Help: "Client connections the lean engine handed to the fast engine, by reason: request (outside its HTTP/1.1 subset), body (chunked or over 64 KiB), route (to an HTTP/2 group).",
+			Help: "Client connections the lean engine handed to another engine, by reason: to the fast engine request (outside its HTTP/1.1 subset), body (chunked or over 64 KiB), route (to an HTTP/2 group); to net/http h2 (a TLS connection that chose HTTP/2).",
 		}, []string{"reason"}),
 		canaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_canary_weight",
@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute} {
+	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute, metricnames.HandoverHTTP2} {
 		m.handovers.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.handovers, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {

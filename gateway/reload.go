@@ -22,7 +22,7 @@ func (s *Service) ApplyConfig(cfg Config) (bool, error) {
 		s.logger.Warn("gateway.listen changed; it applies at the next restart", "listening", s.base.Listen, "configured", cfg.Listen)
 		cfg.Listen = s.base.Listen
 	}
-	if cfg.TLS != s.base.TLS || cfg.H2C != s.base.H2C {
+	if !reflect.DeepEqual(cfg.TLS, s.base.TLS) || cfg.H2C != s.base.H2C {
 		s.logger.Warn("gateway.tls or gateway.h2c changed; it applies at the next restart (the certificate files themselves reload live)")
 		cfg.TLS, cfg.H2C = s.base.TLS, s.base.H2C
 	}

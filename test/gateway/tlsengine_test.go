@@ -192,3 +192,35 @@ func TestTLSStopFinishesBothProtocols(t *testing.T) {
 		}
 	}
 }
+
+// gateway.tls.alpn [http/1.1] keeps a client that would choose HTTP/2 on
+// HTTP/1.1, served by the lean engine; [h2] serves HTTP/2 alone to
+// clients that offer it, and the default offers both.
+func TestTLSALPN(t *testing.T) {
+	b := newBackend(t, "a")
+	certFile, keyFile := writePair(t, t.TempDir(), "gw.test")
+	for _, tc := range []struct {
+		alpn []string
+		want string // what a client offering h2 and http/1.1 gets
+	}{
+		{nil, "HTTP/2.0"},
+		{[]string{gateway.ALPNHTTP1}, "HTTP/1.1"},
+		{[]string{gateway.ALPNHTTP2}, "HTTP/2.0"},
+		{[]string{gateway.ALPNHTTP1, gateway.ALPNHTTP2}, "HTTP/1.1"},
+	} {
+		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
+		cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile, ALPN: tc.alpn}
+		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
+		proto, body := tlsGet(t, "https://"+s.svc.Addr().String()+"/", true)
+		if proto != tc.want || body != "a" {
+			t.Errorf("alpn %v: answered over %s with %q, want %s with \"a\"", tc.alpn, proto, body, tc.want)
+		}
+		wantH2 := 0.0
+		if tc.want == "HTTP/2.0" {
+			wantH2 = 1
+		}
+		if n := gauge(t, s.reg, metricnames.GatewayHandoversTotal, map[string]string{"reason": metricnames.HandoverHTTP2}); n != wantH2 {
+			t.Errorf("alpn %v: %v HTTP/2 hand-overs, want %v", tc.alpn, n, wantH2)
+		}
+	}
+}
