@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
@@ -14,12 +13,10 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // h2Label names what -h2 measures, in the printed tables.
-const h2Label = "HTTP/2 over TLS (ECDSA P-256, TLS 1.3, ALPN h2), h2load; direct is h2c (HTTP/2 without TLS) to the upstream alone, the upstream's own cost"
+const h2Label = "HTTP/2 over TLS (ECDSA P-256, TLS 1.3, ALPN h2), h2load for throughput and an HTTP/2 open-loop driver (one stream a connection) for latency; direct is h2c (HTTP/2 without TLS) to the upstream alone, the upstream's own cost"
 
 // h2Streams are the streams a connection of the -h2 throughput runs:
 // one, as wrk's connections carry one request at a time, then ten.
@@ -102,22 +99,40 @@ func h2load(rawURL string, c, streams int, d time.Duration) (rps, requests float
 
 // h2Workers opens n HTTP/2 connections to rawURL (h2 by ALPN over TLS
 // verified with srvTLS's roots, or the system's; h2c with prior knowledge
-// over plain TCP), each with an http2.ClientConn of its own, so that the
+// over plain TCP), each an http.ClientConn of its own, so that the
 // open-loop driver keeps n connections of one stream each, as h2load -m 1
-// and wrk do (net/http's client would multiplex every request on one
-// connection). Each connection answers one request before it is returned,
-// so the handshakes stay out of the timed run. close closes them all.
+// and wrk do (an http.Client would multiplex every request on one
+// connection). Each connection answers one request, which must have come
+// over HTTP/2 (and TLS 1.3), before they are returned, so the handshakes
+// stay out of the timed run. closeAll closes them all.
 func h2Workers(rawURL string, n int, slow string) (send []func() (ok, slowHit bool), closeAll func(), err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	tr := &http2.Transport{}
-	ccs := make([]*http2.ClientConn, n)
+	tr := &http.Transport{DisableCompression: true, Protocols: new(http.Protocols)} // no Accept-Encoding, as h2load
+	if u.Scheme == "http" {
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	} else {
+		// HTTP/1.1 too, as browsers offer: a server without h2 then
+		// negotiates http/1.1 and checkH2 names the problem (offered h2
+		// alone, Go's servers refuse the handshake).
+		tr.Protocols.SetHTTP1(true)
+		tr.Protocols.SetHTTP2(true)
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12} // the system roots (-probe)
+		if srvTLS != nil {
+			tr.TLSClientConfig = srvTLS.clientConfig()
+		}
+	}
+	ccs := make([]*http.ClientConn, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { ccs[i], errs[i] = dialH2(tr, u) })
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ccs[i], errs[i] = tr.NewClientConn(ctx, u.Scheme, u.Host)
+		})
 	}
 	wg.Wait()
 	closeAll = func() {
@@ -131,58 +146,46 @@ func h2Workers(rawURL string, n int, slow string) (send []func() (ok, slowHit bo
 		closeAll()
 		return nil, nil, err
 	}
-	for _, cc := range ccs {
-		send = append(send, func() (bool, bool) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-			if err != nil {
-				return false, false
-			}
-			resp, err := cc.RoundTrip(req)
-			if err != nil {
-				return false, false
-			}
-			_, err = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close() // read to the end
-			return err == nil && resp.StatusCode == http.StatusOK, slow != "" && resp.Header.Get("X-Backend") == slow
-		})
-	}
-	for i, s := range send { // warm up: one request a connection
-		if ok, _ := s(); !ok {
-			closeAll()
-			return nil, nil, fmt.Errorf("%s: first request on connection %d failed", rawURL, i)
-		}
-	}
-	return send, closeAll, nil
-}
-
-// dialH2 opens one HTTP/2 connection to u: over TLS it must negotiate h2
-// and TLS 1.3.
-func dialH2(tr *http2.Transport, u *url.URL) (*http2.ClientConn, error) {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if u.Scheme == "http" {
-		c, err := d.Dial("tcp", u.Host)
+	get := func(cc *http.ClientConn) (*http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 		if err != nil {
 			return nil, err
 		}
-		return tr.NewClientConn(c)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close() // read to the end
+		return resp, err
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12} // the system roots (-probe)
-	if srvTLS != nil {
-		cfg = srvTLS.clientConfig()
+	for i, cc := range ccs { // warm up: one request a connection, over HTTP/2
+		resp, err := get(cc)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("%s: first request on connection %d: %w", rawURL, i, err)
+		case u.Scheme == "https":
+			err = checkH2(rawURL, resp.TLS)
+		case resp.ProtoMajor != 2:
+			err = fmt.Errorf("%s %w (got %s)", rawURL, errNotH2, resp.Proto)
+		}
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
 	}
-	cfg.NextProtos = []string{http2.NextProtoTLS}
-	c, err := tls.DialWithDialer(d, "tcp", u.Host, cfg)
-	if err != nil {
-		return nil, err
+	for _, cc := range ccs {
+		send = append(send, func() (bool, bool) {
+			resp, err := get(cc)
+			if err != nil {
+				return false, false
+			}
+			return resp.StatusCode == http.StatusOK, slow != "" && resp.Header.Get("X-Backend") == slow
+		})
 	}
-	st := c.ConnectionState()
-	if err := checkH2(u.String(), &st); err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	return tr.NewClientConn(c)
+	return send, closeAll, nil
 }
 
 // checkH2 is checkTLS13 that also wants h2 negotiated by ALPN.
@@ -190,7 +193,7 @@ func checkH2(url string, st *tls.ConnectionState) error {
 	if err := checkTLS13(url, st); err != nil {
 		return err
 	}
-	if st.NegotiatedProtocol != http2.NextProtoTLS {
+	if st.NegotiatedProtocol != "h2" {
 		return fmt.Errorf("%s %w by ALPN (got %q)", url, errNotH2, st.NegotiatedProtocol)
 	}
 	return nil

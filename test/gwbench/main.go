@@ -19,7 +19,8 @@
 // -serve-upstream mode), three `fluxgate gateway` processes and nginx
 // (`daemon off`, temp config) as children, runs every measurement -reps
 // times interleaving the contenders, and prints medians as Markdown.
-// Children die with it (Pdeathsig). It needs nginx and wrk.
+// Children die with it (Pdeathsig). It needs nginx and wrk, and h2load
+// (Debian package nghttp2-client) under -h2.
 //
 //	go run ./test/gwbench -reps 3 -duration 3s
 //
@@ -43,7 +44,7 @@
 // h2load replaces wrk (-conns connections of one stream each, then of
 // ten), each run failing unless it negotiated h2 and every request
 // succeeded; the latency driver speaks HTTP/2 on -conns connections of
-// one stream each (golang.org/x/net/http2, one ClientConn a connection);
+// one stream each (net/http, an http.ClientConn a connection);
 // the upstream also serves h2c, so that direct is measured the same way:
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -h2
@@ -260,6 +261,9 @@ func run() error {
 	defer os.RemoveAll(dir)
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is not installed (Debian package wrk)")
+	}
+	if _, err := exec.LookPath("h2load"); err != nil && *h2On {
+		return errors.New("h2load is not installed (Debian package nghttp2-client; `make deps` installs it)")
 	}
 	if *tlsOn {
 		if *evproxy {
