@@ -5,7 +5,7 @@
 GO        ?= go
 PKGS      ?= ./...
 # Debian packages the end-to-end tests and load drivers start for real.
-DEB_PACKAGES ?= nginx-light prometheus wrk redis-server prometheus-alertmanager chromium etcd-server openssl \
+DEB_PACKAGES ?= nginx-light prometheus wrk nghttp2-client redis-server prometheus-alertmanager chromium etcd-server openssl \
 	python3-pytest python3-pytest-asyncio python3-prometheus-client python3-fastapi python3-httpx python3-starlette
 # Debian packages `make generate` needs: protoc and the well-known .proto files.
 GEN_DEB_PACKAGES ?= protobuf-compiler libprotobuf-dev

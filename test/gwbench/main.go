@@ -19,7 +19,8 @@
 // -serve-upstream mode), three `fluxgate gateway` processes and nginx
 // (`daemon off`, temp config) as children, runs every measurement -reps
 // times interleaving the contenders, and prints medians as Markdown.
-// Children die with it (Pdeathsig). It needs nginx and wrk.
+// Children die with it (Pdeathsig). It needs nginx and wrk, and h2load
+// (Debian package nghttp2-client) under -h2.
 //
 //	go run ./test/gwbench -reps 3 -duration 3s
 //
@@ -37,6 +38,16 @@
 // engine) runs beside the gateway instead of gateway-fast and proxy-only:
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -tls
+//
+// -h2 (implies -tls) measures the same for HTTP/2 clients: nginx listens
+// with `ssl http2`, the gateways offer h2 by ALPN as they always do, and
+// h2load replaces wrk (-conns connections of one stream each, then of
+// ten), each run failing unless it negotiated h2 and every request
+// succeeded; the latency driver speaks HTTP/2 on -conns connections of
+// one stream each (net/http, an http.ClientConn a connection);
+// the upstream also serves h2c, so that direct is measured the same way:
+//
+//	go run ./test/gwbench -reps 3 -duration 3s -h2
 //
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
@@ -88,6 +99,7 @@ var (
 	engine    = flag.String("engine", "lean", "gateway.engine of the gateways measured (fast or lean); with lean, the fast engine runs too as gateway-fast")
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
+	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
 )
 
 // srvTLS is the certificate the servers present under -tls; nil means
@@ -97,6 +109,9 @@ var srvTLS *tlsFiles
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	if *h2On {
+		*tlsOn = true
+	}
 	if *serveUp != "" {
 		log.Fatal(serveUpstreams(*serveUp))
 	}
@@ -129,7 +144,13 @@ func serveUpstreams(spec string) error {
 			w.Header().Set("X-Backend", addr)
 			_, _ = io.WriteString(w, "ok\n")
 		})
-		go func() { errc <- http.ListenAndServe(addr, h) }()
+		srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		if *h2On { // h2c with prior knowledge beside HTTP/1.1, for h2load and the driver
+			srv.Protocols = new(http.Protocols)
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetUnencryptedHTTP2(true)
+		}
+		go func() { errc <- srv.ListenAndServe() }()
 	}
 	return <-errc
 }
@@ -158,11 +179,11 @@ func child(name string, cmd *exec.Cmd) (stop func(), err error) {
 var pids = map[string]int{}
 
 // waitOK waits until url answers 200; an https url must also verify
-// with srvTLS's roots and negotiate TLS 1.3.
+// with srvTLS's roots and negotiate TLS 1.3, and h2 under -h2.
 func waitOK(url string, d time.Duration) error {
 	client := &http.Client{Timeout: 5 * time.Second}
 	if srvTLS != nil {
-		client.Transport = &http.Transport{TLSClientConfig: srvTLS.clientConfig()}
+		client.Transport = &http.Transport{TLSClientConfig: srvTLS.clientConfig(), ForceAttemptHTTP2: *h2On}
 		defer client.CloseIdleConnections()
 	}
 	deadline := time.Now().Add(d)
@@ -171,7 +192,10 @@ func waitOK(url string, d time.Duration) error {
 		if err == nil {
 			_ = resp.Body.Close() // only the status matters
 			if resp.StatusCode == http.StatusOK {
-				if strings.HasPrefix(url, "https://") {
+				switch {
+				case strings.HasPrefix(url, "https://") && *h2On:
+					return checkH2(url, resp.TLS)
+				case strings.HasPrefix(url, "https://"):
 					return checkTLS13(url, resp.TLS)
 				}
 				return nil
@@ -238,6 +262,9 @@ func run() error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return errors.New("wrk is not installed (Debian package wrk)")
 	}
+	if _, err := exec.LookPath("h2load"); err != nil && *h2On {
+		return errors.New("h2load is not installed (Debian package nghttp2-client; `make deps` installs it)")
+	}
 	if *tlsOn {
 		if *evproxy {
 			return errors.New("-evproxy serves plain HTTP only: run it without -tls")
@@ -287,7 +314,10 @@ func run() error {
 		printThroughput(pr)
 		return nil
 	}
-	lb := measureBalancing(b.urls, b.slow)
+	lb, err := measureBalancing(b.urls, b.slow)
+	if err != nil {
+		return err
+	}
 	printResults(pr, lb)
 	if s, ok := stolen(); ok {
 		fmt.Printf("\nCPU time stolen by the hypervisor during the measurements: %.1f%%\n", s)
@@ -323,7 +353,7 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 		}
 		spec = append(spec, a+"="+d.String())
 	}
-	if err := start("upstreams", exec.Command(self, "-serve-upstream", strings.Join(spec, ","))); err != nil {
+	if err := start("upstreams", exec.Command(self, "-serve-upstream", strings.Join(spec, ","), "-h2="+strconv.FormatBool(*h2On))); err != nil {
 		return nil, err
 	}
 	gw, err := startGateways(dir, direct, lb, start)
@@ -408,10 +438,22 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 // files unless tf is nil (HTTP/1.1 only: nginx's default without http2).
 // ssl_protocols is the gateway's (TLS 1.2 and 1.3): nginx before 1.23.4,
 // Debian 12's 1.22 among them, leaves TLS 1.3 out by default.
-func nginxConfig(dir, upstream, listen string, tf *tlsFiles) string {
+//
+// With h2 (and tf), the listener offers h2 by ALPN: `listen … ssl http2`,
+// the only spelling nginx 1.22 knows (1.25.1 added the `http2` directive
+// and warns about the parameter, but still accepts it); and
+// keepalive_requests, which caps HTTP/2 requests a connection too (1000
+// by default), is lifted: nginx would close every connection with GOAWAY
+// after 1000 requests, and h2load, which does not reconnect in a timed
+// run, would stop there, while the gateway has no such limit.
+func nginxConfig(dir, upstream, listen string, tf *tlsFiles, h2 bool) string {
 	ssl := ""
 	if tf != nil {
-		ssl = fmt.Sprintf(" ssl;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate %s;\n    ssl_certificate_key %s", tf.cert, tf.key)
+		ssl = " ssl"
+		if h2 {
+			ssl += " http2;\n    keepalive_requests 1000000000"
+		}
+		ssl += fmt.Sprintf(";\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate %s;\n    ssl_certificate_key %s", tf.cert, tf.key)
 	}
 	return fmt.Sprintf(nginxConf, dir, upstream, listen, ssl)
 }
@@ -427,7 +469,7 @@ func startNginx(dir, direct string, start func(string, *exec.Cmd) error) (string
 		return "", err
 	}
 	ngListen := freeAddr()
-	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(nginxConfig(ngDir, direct, ngListen, srvTLS)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(nginxConfig(ngDir, direct, ngListen, srvTLS, *h2On)), 0o644); err != nil {
 		return "", err
 	}
 	if err := start("nginx", exec.Command(nginxBin, "-p", ngDir, "-e", filepath.Join(ngDir, "error.log"), "-c", filepath.Join(ngDir, "nginx.conf"))); err != nil {
@@ -444,28 +486,55 @@ type proxying struct {
 	user, sys     map[string][]float64 // CPU µs a request of the server measured
 	half          float64
 	added         map[string][]float64 // p99 − direct's p99 in the same repetition, ms
+	streams       int                  // under -h2, the streams a connection of rps, user and sys
+	more          []*proxying          // under -h2, the throughput runs with more streams a connection
+}
+
+func newProxying(streams int) *proxying {
+	return &proxying{rps: map[string][]float64{}, p50: map[string][]float64{}, p99: map[string][]float64{},
+		user: map[string][]float64{}, sys: map[string][]float64{}, added: map[string][]float64{}, streams: streams}
+}
+
+// throughput runs the closed-loop load on url, with wrk, or h2load with
+// streams a connection under -h2, and samples proc's CPU time around it.
+func (pr *proxying) throughput(rep int, name, url string) error {
+	proc := name
+	if name == "direct" {
+		proc = "upstreams"
+	}
+	tool, load := "wrk", func() (float64, float64, error) { return wrk(url, *conns, *duration) }
+	if *h2On {
+		tool = fmt.Sprintf("h2load -m %d", pr.streams)
+		load = func() (float64, float64, error) { return h2load(url, *conns, pr.streams, *duration) }
+	}
+	before := cpuTime(pids[proc])
+	r, n, err := load()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", tool, name, err)
+	}
+	used := cpuTime(pids[proc]).minus(before).per(n)
+	log.Printf("rep %d throughput %-8s %8.0f req/s, CPU %.1f µs user + %.1f µs system a request (%s)", rep+1, name, r, used.user, used.sys, tool)
+	pr.rps[name] = append(pr.rps[name], r)
+	pr.user[name] = append(pr.user[name], used.user)
+	pr.sys[name] = append(pr.sys[name], used.sys)
+	return nil
 }
 
 func measureProxying(urls map[string]string) (*proxying, error) {
 	order := contenders()
-	pr := &proxying{rps: map[string][]float64{}, p50: map[string][]float64{}, p99: map[string][]float64{},
-		user: map[string][]float64{}, sys: map[string][]float64{}, added: map[string][]float64{}}
+	pr := newProxying(1)
+	if *h2On {
+		for _, m := range h2Streams[1:] {
+			pr.more = append(pr.more, newProxying(m))
+		}
+	}
 	for rep := range *reps {
 		for _, name := range rotate(order, rep) {
-			proc := name
-			if name == "direct" {
-				proc = "upstreams"
+			for _, p := range append([]*proxying{pr}, pr.more...) {
+				if err := p.throughput(rep, name, urls[name]); err != nil {
+					return nil, err
+				}
 			}
-			before := cpuTime(pids[proc])
-			r, n, err := wrk(urls[name], *conns, *duration)
-			if err != nil {
-				return nil, fmt.Errorf("wrk %s: %w", name, err)
-			}
-			used := cpuTime(pids[proc]).minus(before).per(n)
-			log.Printf("rep %d throughput %-8s %8.0f req/s, CPU %.1f µs user + %.1f µs system a request", rep+1, name, r, used.user, used.sys)
-			pr.rps[name] = append(pr.rps[name], r)
-			pr.user[name] = append(pr.user[name], used.user)
-			pr.sys[name] = append(pr.sys[name], used.sys)
 		}
 	}
 	if *tputOnly {
@@ -478,7 +547,10 @@ func measureProxying(urls map[string]string) (*proxying, error) {
 	for rep := range *reps {
 		got := map[string]result{}
 		for _, name := range rotate(order, rep) {
-			res := openLoop(urls[name], pr.half, *duration, "")
+			res, err := openLoop(urls[name], pr.half, *duration, "")
+			if err != nil {
+				return nil, fmt.Errorf("latency %s: %w", name, err)
+			}
 			log.Printf("rep %d at %.0f/s %-8s p50 %.3f ms p99 %.3f ms errors %d", rep+1, pr.half, name, ms(res.p50), ms(res.p99), res.errors)
 			got[name] = res
 			pr.p50[name] = append(pr.p50[name], ms(res.p50))
@@ -496,13 +568,18 @@ type balancing struct {
 	p50, p99, slow map[string][]float64
 }
 
-func measureBalancing(urls map[string]string, slow string) *balancing {
+func measureBalancing(urls map[string]string, slow string) (*balancing, error) {
 	lb := &balancing{p50: map[string][]float64{}, p99: map[string][]float64{}, slow: map[string][]float64{}}
 	for rep := range *reps {
 		for _, name := range rotate([]string{"round-robin", "adaptive"}, rep) {
 			url := urls[name]
-			_ = openLoop(url, *lbRate, time.Second, slow) // warm up: the balancer learns
-			res := openLoop(url, *lbRate, *duration, slow)
+			if _, err := openLoop(url, *lbRate, time.Second, slow); err != nil { // warm up: the balancer learns
+				return nil, fmt.Errorf("balancing %s: %w", name, err)
+			}
+			res, err := openLoop(url, *lbRate, *duration, slow)
+			if err != nil {
+				return nil, fmt.Errorf("balancing %s: %w", name, err)
+			}
 			log.Printf("rep %d balancing %-11s p50 %.2f ms p99 %.2f ms slow share %.1f%% errors %d",
 				rep+1, name, ms(res.p50), ms(res.p99), 100*res.slowShare, res.errors)
 			lb.p99[name] = append(lb.p99[name], ms(res.p99))
@@ -510,7 +587,7 @@ func measureBalancing(urls map[string]string, slow string) *balancing {
 			lb.slow[name] = append(lb.slow[name], 100*res.slowShare)
 		}
 	}
-	return lb
+	return lb, nil
 }
 
 // contenders are the proxying runs' targets, in the order of the first
@@ -536,19 +613,32 @@ func contenders() []string {
 	return order
 }
 
-// heading says how the contenders were driven, for the tables.
-func heading() string {
+// heading says how the contenders were driven in pr, for the tables.
+func heading(pr *proxying) string {
 	how := "plain HTTP/1.1, keep-alive"
 	if srvTLS != nil {
 		how = tlsLabel + "; direct is plain HTTP, the upstream's own cost"
+	}
+	if *h2On {
+		return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d connections of %d stream(s) each, %s:", *reps, *duration, *conns, pr.streams, h2Label)
 	}
 	return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d wrk connections, %s:", *reps, *duration, *conns, how)
 }
 
 // printThroughput prints the throughput runs alone (-throughput-only):
-// each contender's requests/s and CPU a request, and its ratios to nginx.
+// each contender's requests/s and CPU a request, and its ratios to nginx;
+// under -h2, a table for each number of streams a connection.
 func printThroughput(pr *proxying) {
-	fmt.Printf("\n%s\n\n", heading())
+	throughputTable(pr)
+	for _, p := range pr.more {
+		throughputTable(p)
+	}
+	fmt.Println("\ndirect's CPU is the upstream's own; the others' exclude the upstream's.")
+	tlsNote()
+}
+
+func throughputTable(pr *proxying) {
+	fmt.Printf("\n%s\n\n", heading(pr))
 	fmt.Println("| contender | req/s | ×nginx | CPU µs user a request | system | total | ×nginx total |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	ng := median(pr.rps["nginx"])
@@ -557,12 +647,13 @@ func printThroughput(pr *proxying) {
 		r, u, sy := median(pr.rps[name]), median(pr.user[name]), median(pr.sys[name])
 		fmt.Printf("| %s | %.0f | %.2f | %.1f | %.1f | %.1f | %.2f |\n", name, r, r/ng, u, sy, u+sy, (u+sy)/ngCPU)
 	}
-	fmt.Println("\ndirect's CPU is the upstream's own; the others' exclude the upstream's.")
-	tlsNote()
 }
 
 // tlsNote says, under -tls, what the TLS tables leave out.
 func tlsNote() {
+	if *h2On {
+		fmt.Println("Under -h2, the proxies' upstream side stays HTTP/1.1; the balancing runs speak HTTP/2 too.")
+	}
 	if srvTLS != nil {
 		fmt.Println("Under -tls, proxy only (gateway.New alone, which serves a plain listener) is left out; gateway-net is the same gateway with gateway.engine: net.")
 	}
@@ -586,7 +677,7 @@ func printResults(pr *proxying, lb *balancing) {
 		}
 		fmt.Printf(" %s |\n", ratio)
 	}
-	fmt.Printf("\n%s\n\n", heading())
+	fmt.Printf("\n%s\n\n", heading(pr))
 	fmt.Printf("| measurement | %s | gateway/nginx | target |\n", strings.ReplaceAll(strings.Join(cols, " | "), "proxy-only", "proxy only"))
 	fmt.Printf("|---|%s---|---|\n", strings.Repeat("---|", len(cols)))
 	ratio := func(m map[string][]float64) float64 { return median(m["gateway"]) / median(m["nginx"]) }
@@ -600,6 +691,9 @@ func printResults(pr *proxying, lb *balancing) {
 	row(fmt.Sprintf("added p99 at %.0f req/s, ms", half), func(n string) float64 { return median(pr.added[n]) }, "%.3f", fmt.Sprintf("%.2f | ≤ 1.2 %s", added, mark(added <= 1.2)))
 	fmt.Println("\nTargets are issue 20's (issue 6 asked for 0.7× nginx's throughput and ≤ 1 ms added p99).")
 	tlsNote()
+	for _, p := range pr.more {
+		throughputTable(p)
+	}
 	if *evproxy {
 		for _, name := range []string{"evproxy", "evproxy-gr"} {
 			fmt.Printf("\n%s: %.0f req/s (%.2f× nginx), CPU %.1f µs user + %.1f µs system a request, p99 at %.0f req/s %.3f ms (nginx %.3f)\n",
@@ -713,17 +807,60 @@ type result struct {
 // so a stall of the server (or of this driver) is counted, not hidden.
 // A goroutine and a connection per request, as before, cost the shared
 // cores more than the proxies being measured at a few thousand
-// requests/s.
-func openLoop(url string, rate float64, d time.Duration, slow string) result {
+// requests/s. The connections speak HTTP/1.1 (fasthttp's client), or
+// HTTP/2 under -h2 (h2Workers).
+func openLoop(url string, rate float64, d time.Duration, slow string) (result, error) {
+	if !*h2On {
+		send, closeAll := fastWorkers(url, *conns, slow)
+		defer closeAll()
+		return pace(rate, d, send), nil
+	}
+	send, closeAll, err := h2Workers(url, *conns, slow)
+	if err != nil {
+		return result{}, err
+	}
+	defer closeAll()
+	return pace(rate, d, send), nil
+}
+
+// fastWorkers are n senders sharing a fasthttp client of n connections
+// to url, opened before they are returned when url is https.
+func fastWorkers(url string, n int, slow string) (send []func() (ok, slowHit bool), closeAll func()) {
 	// fasthttp's client costs the shared CPU a fraction of net/http's.
-	client := &fasthttp.Client{MaxConnsPerHost: *conns, MaxIdleConnDuration: time.Minute, NoDefaultUserAgentHeader: true}
-	defer client.CloseIdleConnections()
+	client := &fasthttp.Client{MaxConnsPerHost: n, MaxIdleConnDuration: time.Minute, NoDefaultUserAgentHeader: true}
 	if strings.HasPrefix(url, "https://") {
 		if srvTLS != nil { // else (-probe) the system roots
 			client.TLSConfig = srvTLS.clientConfig()
 		}
 		warmUp(client, url)
 	}
+	var reqs []*fasthttp.Request
+	var resps []*fasthttp.Response
+	for range n {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		reqs, resps = append(reqs, req), append(resps, resp)
+		send = append(send, func() (ok, slowHit bool) {
+			defer resp.Reset()
+			req.SetRequestURI(url)
+			if err := client.DoTimeout(req, resp, 10*time.Second); err != nil {
+				return false, false
+			}
+			return resp.StatusCode() == http.StatusOK, slow != "" && string(resp.Header.Peek("X-Backend")) == slow
+		})
+	}
+	return send, func() {
+		for i := range reqs {
+			fasthttp.ReleaseRequest(reqs[i])
+			fasthttp.ReleaseResponse(resps[i])
+		}
+		client.CloseIdleConnections()
+	}
+}
+
+// pace sends rate requests/s for d, each with the first of send that is
+// free (one goroutine each), and measures each request's latency from its
+// intended send time.
+func pace(rate float64, d time.Duration, send []func() (ok, slowHit bool)) result {
 	n := int(rate * d.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
 	lat := make([]time.Duration, n)
@@ -732,21 +869,13 @@ func openLoop(url string, rate float64, d time.Duration, slow string) result {
 	due := make(chan int, n)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range *conns {
+	for _, s := range send {
 		wg.Go(func() {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
 			for i := range due {
-				req.SetRequestURI(url)
-				if err := client.DoTimeout(req, resp, 10*time.Second); err == nil {
-					slowHit[i] = slow != "" && string(resp.Header.Peek("X-Backend")) == slow
-					failed[i] = resp.StatusCode() != http.StatusOK
-				} else {
-					failed[i] = true
-				}
+				var ok bool
+				ok, slowHit[i] = s()
+				failed[i] = !ok
 				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
-				resp.Reset()
 			}
 		})
 	}
@@ -808,7 +937,10 @@ func runProbe(url string, rate float64, d time.Duration) {
 	if rate <= 0 {
 		rate = 2000
 	}
-	res := openLoop(url, rate, d, "")
+	res, err := openLoop(url, rate, d, "")
+	if err != nil {
+		log.Fatal(err)
+	}
 	sorted := slices.Sorted(slices.Values(res.lat))
 	q := func(f float64) float64 { return ms(sorted[min(len(sorted)-1, int(f*float64(len(sorted))))]) }
 	fmt.Printf("%d requests at %.0f/s, errors %d: p50 %.3f p90 %.3f p99 %.3f p99.9 %.3f max %.3f ms\n",

@@ -146,11 +146,11 @@ func TestNginxConfigTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain := nginxConfig(dir, "127.0.0.1:9003", "127.0.0.1:9004", nil)
+	plain := nginxConfig(dir, "127.0.0.1:9003", "127.0.0.1:9004", nil, false)
 	if !strings.Contains(plain, "listen 127.0.0.1:9004;") || strings.Contains(plain, "ssl") {
 		t.Errorf("plain configuration:\n%s", plain)
 	}
-	withTLS := nginxConfig(dir, "127.0.0.1:9003", "127.0.0.1:9004", f)
+	withTLS := nginxConfig(dir, "127.0.0.1:9003", "127.0.0.1:9004", f, false)
 	for _, want := range []string{"listen 127.0.0.1:9004 ssl;", "ssl_certificate " + f.cert + ";", "ssl_certificate_key " + f.key + ";", "TLSv1.3"} {
 		if !strings.Contains(withTLS, want) {
 			t.Errorf("no %q in:\n%s", want, withTLS)
