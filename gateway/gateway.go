@@ -252,6 +252,7 @@ func (g *Gateway) buildUpstream(old *snapshot, uc UpstreamConfig, keepFast map[f
 			u.lean[t.addr] = g.lean.get(k, g.newLeanPool)
 			keepFast[k] = true
 		}
+		u.transport = &leanTransport{u: u, fallback: u.transport}
 	}
 	if uc.CircuitBreaker != nil {
 		if prev != nil && prev.breaker != nil && breakerConfigEqual(old.cfg, uc) {

@@ -1,0 +1,311 @@
+package gateway
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/fluxgate/fluxgate/gateway/http1"
+)
+
+// leanTransport carries the net/http engine's requests to an HTTP/1.1
+// group on the lean engine's connection pools (leanPool), in the calling
+// goroutine: net/http's Transport hands every request to two goroutines
+// of its connection (a writer and a reader) and back, which was a
+// quarter of the CPU the net/http engine spent on a request from an
+// HTTP/2 client (issue 20). What the pools do not carry goes to fallback,
+// the group's http.Transport: a request with a body of unknown length or
+// over leanMaxBody, with trailers, Expect or an Upgrade, or with a field
+// the wire must not carry.
+type leanTransport struct {
+	u        *upstream
+	fallback http.RoundTripper
+}
+
+func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	pool := t.u.lean[req.URL.Host]
+	if pool == nil || !leanCarries(req) {
+		return t.fallback.RoundTrip(req)
+	}
+	var body []byte
+	if req.Body != nil && req.Body != http.NoBody {
+		body = make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(req.Body, body); err != nil {
+			return nil, fmt.Errorf("gateway: reading the request body: %w", err)
+		}
+	}
+	msg, ok := appendRequest(nil, req, body)
+	if !ok {
+		return t.fallback.RoundTrip(req)
+	}
+	headReq := req.Method == http.MethodHead
+	up, err := pool.roundTrip(msg, headReq, retryable(req.Method, body == nil))
+	if err != nil {
+		return nil, err
+	}
+	return leanResponse(req, pool, up, headReq), nil
+}
+
+// leanCarries reports whether the lean pools can carry req as it is.
+func leanCarries(req *http.Request) bool {
+	if len(req.Trailer) > 0 || req.Header.Get("Upgrade") != "" || req.Header.Get("Expect") != "" {
+		return false
+	}
+	if req.Body == nil || req.Body == http.NoBody {
+		return true
+	}
+	return req.ContentLength > 0 && req.ContentLength <= leanMaxBody
+}
+
+// appendRequest appends req's HTTP/1.1 message to dst: the request line,
+// Host, the fields of req.Header (ReverseProxy removed the hop-by-hop
+// ones and set X-Forwarded-*), Content-Length, then body. It reports
+// false for a method, target or field the wire must not carry.
+func appendRequest(dst []byte, req *http.Request, body []byte) ([]byte, bool) {
+	uri := req.URL.RequestURI()
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !httpguts.ValidHostHeader(host) || !validToken(req.Method) || !validTarget(uri) {
+		return nil, false
+	}
+	dst = append(dst, req.Method...)
+	dst = append(dst, ' ')
+	dst = append(dst, uri...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, host...)
+	dst = append(dst, "\r\n"...)
+	for name, values := range req.Header {
+		switch name {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(name) {
+			return nil, false
+		}
+		for _, v := range values {
+			if v == "" && name == "User-Agent" {
+				continue // ReverseProxy's way of asking for none
+			}
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, false
+			}
+			dst = append(dst, name...)
+			dst = append(dst, ": "...)
+			dst = append(dst, v...)
+			dst = append(dst, "\r\n"...)
+		}
+	}
+	if len(body) > 0 || methodSendsLength(req.Method) {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, int64(len(body)), 10)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "\r\n"...)
+	return append(dst, body...), true
+}
+
+// methodSendsLength: net/http sends Content-Length: 0 with these methods'
+// empty bodies, and so do the other engines.
+func methodSendsLength(m string) bool {
+	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch
+}
+
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget: no spaces or controls in a request target.
+func validTarget(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// leanResponse is the http.Response of up's response head; its body reads
+// the rest from up and gives the connection back to pool at its end.
+func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq bool) *http.Response {
+	r := &up.resp
+	resp := &http.Response{
+		Status:     strconv.Itoa(r.Status) + " " + string(r.Reason),
+		StatusCode: r.Status,
+		Proto:      "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:  make(http.Header, len(r.Headers)),
+		Close:   r.Close,
+		Request: req,
+	}
+	for _, h := range r.Headers {
+		name := textproto.CanonicalMIMEHeaderKey(string(h.Name))
+		resp.Header[name] = append(resp.Header[name], string(h.Value))
+	}
+	if declared := resp.Header.Values("Trailer"); len(declared) > 0 {
+		resp.Trailer = http.Header{}
+		for _, v := range declared {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					resp.Trailer[textproto.CanonicalMIMEHeaderKey(name)] = nil
+				}
+			}
+		}
+	}
+	resp.Header.Del("Trailer")
+	resp.Header.Del("Transfer-Encoding")
+	up.disarm() // the body may take as long as it takes
+	b := &leanBody{pool: pool, up: up, resp: resp, reusable: !r.Close}
+	switch n := r.BodyLength(headReq); {
+	case n == http1.BodyNone:
+		resp.ContentLength = 0
+		if headReq {
+			resp.ContentLength = -1
+			if cl, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64); err == nil {
+				resp.ContentLength = cl
+			}
+		}
+		b.finish(nil)
+		resp.Body = http.NoBody
+		return resp
+	case n > 0:
+		resp.ContentLength, b.left = n, n
+	case n == http1.BodyChunked:
+		resp.ContentLength, resp.TransferEncoding = -1, []string{"chunked"}
+		b.br = bufio.NewReader(upReader{up})
+		b.chunked = httputil.NewChunkedReader(b.br)
+	default: // to the target's close
+		resp.ContentLength, b.reusable, b.left = -1, false, -1
+	}
+	resp.Body = b
+	return resp
+}
+
+// upReader reads what up holds, then its connection.
+type upReader struct{ up *leanUpConn }
+
+func (r upReader) Read(p []byte) (int, error) {
+	up := r.up
+	if up.r < up.w {
+		n := copy(p, up.buf[up.r:up.w])
+		up.r += n
+		return n, nil
+	}
+	return up.c.Read(p)
+}
+
+// leanBody is the body of a response the lean pools carried: left bytes
+// more (-1: until the target closes), or chunked. At its end the
+// connection goes back to the pool when it can carry another request;
+// closed before, or on an error, it is closed.
+type leanBody struct {
+	pool     *leanPool
+	up       *leanUpConn // nil once released
+	resp     *http.Response
+	reusable bool
+	left     int64
+	br       *bufio.Reader // chunked: over upReader
+	chunked  io.Reader
+}
+
+func (b *leanBody) Read(p []byte) (int, error) {
+	if b.up == nil {
+		return 0, io.EOF
+	}
+	if b.chunked != nil {
+		n, err := b.chunked.Read(p)
+		if errors.Is(err, io.EOF) {
+			err = b.readTrailers()
+			b.finish(err)
+			if err == nil {
+				err = io.EOF
+			}
+		} else if err != nil {
+			b.finish(err)
+		}
+		return n, err
+	}
+	if b.left == 0 {
+		b.finish(nil)
+		return 0, io.EOF
+	}
+	if b.left > 0 && int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := upReader{b.up}.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	switch {
+	case b.left == 0:
+		b.finish(nil)
+		return n, io.EOF
+	case errors.Is(err, io.EOF) && b.left < 0:
+		b.finish(nil) // the end of a body delimited by close
+		return n, io.EOF
+	case errors.Is(err, io.EOF):
+		err = io.ErrUnexpectedEOF
+		fallthrough
+	case err != nil:
+		b.finish(err)
+	}
+	return n, err
+}
+
+// readTrailers reads the trailer section after the last chunk into
+// resp.Trailer, as net/http's Transport does.
+func (b *leanBody) readTrailers() error {
+	hdr, err := textproto.NewReader(b.br).ReadMIMEHeader()
+	if err != nil {
+		return fmt.Errorf("gateway: reading the target's trailers: %w", err)
+	}
+	if len(hdr) > 0 && b.resp.Trailer == nil {
+		b.resp.Trailer = http.Header{}
+	}
+	for k, vs := range hdr {
+		b.resp.Trailer[k] = append(b.resp.Trailer[k], vs...)
+	}
+	return nil
+}
+
+// finish releases the connection: back to the pool after a whole body
+// with nothing more read, closed otherwise.
+func (b *leanBody) finish(err error) {
+	up := b.up
+	if up == nil {
+		return
+	}
+	b.up = nil
+	if err == nil && b.reusable && up.r == up.w && (b.br == nil || b.br.Buffered() == 0) {
+		b.pool.put(up)
+	} else {
+		b.pool.discard(up)
+	}
+}
+
+// Close closes the connection unless the body was read to its end.
+func (b *leanBody) Close() error {
+	b.finish(errBodyClosedEarly)
+	return nil
+}
+
+var errBodyClosedEarly = errors.New("gateway: response body closed before its end")

@@ -1,0 +1,96 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// The net/http engine carries requests to an HTTP/1.1 group on the lean
+// pools: over a single reused connection to the target, bodies of known
+// length included, and through net/http's Transport (its own
+// connections) what the pools do not carry: a body of unknown length,
+// Expect. Either way the target sees the same request.
+func TestLeanTransportCarriesAndFallsBack(t *testing.T) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s cl=%d te=%v body=%q ua=%q", r.Method, r.URL.RequestURI(), r.ContentLength, r.TransferEncoding, b, r.UserAgent())
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	front := httptest.NewServer(g) // the net/http engine
+	defer front.Close()
+	target := strings.TrimPrefix(up.URL, "http://")
+	pool := g.state.Load().upstreams["u"].lean[target]
+
+	do := func(method, path string, body io.Reader, length int64, hdr map[string]string) string {
+		t.Helper()
+		req, err := http.NewRequest(method, front.URL+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = length
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := front.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	carried := []struct {
+		method, path string
+		body         string
+		want         string
+	}{
+		{"GET", "/a?x=1", "", `GET /a?x=1 cl=0 te=[] body="" ua=""`},
+		{"POST", "/b", "hello", `POST /b cl=5 te=[] body="hello" ua=""`},
+		{"POST", "/c", "", `POST /c cl=0 te=[] body="" ua=""`},
+		{"DELETE", "/d", "", `DELETE /d cl=0 te=[] body="" ua=""`},
+	}
+	for _, c := range carried {
+		var body io.Reader
+		if c.body != "" {
+			body = strings.NewReader(c.body)
+		}
+		if got := do(c.method, c.path, body, int64(len(c.body)), map[string]string{"User-Agent": ""}); got != c.want {
+			t.Errorf("%s %s: target saw %s, want %s", c.method, c.path, got, c.want)
+		}
+	}
+	pool.mu.Lock()
+	open, idle := pool.open, len(pool.idle)
+	pool.mu.Unlock()
+	if open != 1 || idle != 1 || conns.Load() != 1 {
+		t.Fatalf("after %d requests in turn: the pool has %d open (%d idle), the target saw %d connections; want one, reused", len(carried), open, idle, conns.Load())
+	}
+
+	// Not carried by the pools: through net/http's Transport, on its own
+	// connection.
+	if got := do("POST", "/e", io.MultiReader(strings.NewReader("chunk")), -1, nil); !strings.Contains(got, `te=[chunked] body="chunk"`) {
+		t.Errorf("a body of unknown length: target saw %s", got)
+	}
+	if got := do("PUT", "/f", strings.NewReader("xyz"), 3, map[string]string{"Expect": "100-continue"}); !strings.Contains(got, `PUT /f cl=3 te=[] body="xyz"`) {
+		t.Errorf("Expect: target saw %s", got)
+	}
+	if conns.Load() < 2 {
+		t.Errorf("the target saw %d connections: the requests the pools do not carry went on the pool's", conns.Load())
+	}
+}
