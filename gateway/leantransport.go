@@ -41,6 +41,12 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if _, err := io.ReadFull(req.Body, body); err != nil {
 			return nil, fmt.Errorf("gateway: reading the request body: %w", err)
 		}
+		// One read more finds the end, as net/http's Transport does: the
+		// gateway's clientBody then lifts the body's read deadline.
+		var past [1]byte
+		if n, _ := req.Body.Read(past[:]); n > 0 {
+			return nil, errors.New("gateway: the request body is longer than its Content-Length")
+		}
 	}
 	msg, ok := appendRequest(nil, req, body)
 	if !ok {
