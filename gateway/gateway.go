@@ -158,6 +158,7 @@ func New(opts Options) (*Gateway, error) {
 		Rewrite:      rewrite,
 		Transport:    (*retryTransport)(g),
 		ErrorHandler: g.proxyError,
+		BufferPool:   copyBuffers,
 	}
 	g.adapted = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.ServeHTTP(w, detach(r))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -342,4 +343,26 @@ func statusLabel(code int) string {
 		return "503"
 	}
 	return strconv.Itoa(code)
+}
+
+// copyBuffers lends ReverseProxy the buffers it copies response bodies
+// through: without a pool it makes one of 32 KiB a request, which was
+// most of the net/http engine's allocation.
+var copyBuffers = &bufferPool{}
+
+const copyBufferSize = 32 << 10
+
+type bufferPool struct{ p sync.Pool }
+
+func (bp *bufferPool) Get() []byte {
+	if b, ok := bp.p.Get().(*[copyBufferSize]byte); ok {
+		return b[:]
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (bp *bufferPool) Put(b []byte) {
+	if len(b) == copyBufferSize {
+		bp.p.Put((*[copyBufferSize]byte)(b))
+	}
 }
