@@ -471,7 +471,11 @@ func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]s
 		// The name may be a view: the label's key never shares its memory.
 		flow.AddHeaderLabel(labels, b2s(k), string(v))
 	}
-	flow.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
+	scheme := "http"
+	if ctx.IsTLS() { // a TLS connection the lean engine handed over
+		scheme = "https"
+	}
+	flow.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), scheme)
 	flow.SetClientAddress(labels, clientIP(ctx))
 	labels[LabelRouteID] = rt.id
 	return labels

@@ -68,7 +68,8 @@ type LeanServer struct {
 	headTimeout  time.Duration // leanHeadTimeout; tests shorten it
 	writeTimeout time.Duration // leanWriteTimeout; tests shorten it
 
-	// On a TLS listener (ServeTLSWith): proto is "https" (X-Forwarded-Proto),
+	// On a TLS listener (ServeTLSWith): proto is "https" (X-Forwarded-Proto
+	// and the scheme labels),
 	// and the connections that negotiated HTTP/2 go to h2 through h2conns.
 	proto   string
 	h2      *http.Server

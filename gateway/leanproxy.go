@@ -514,7 +514,7 @@ func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 		}
 		flow.AddHeaderLabel(labels, b2s(h.Name), string(h.Value))
 	}
-	flow.CompleteHTTPLabels(labels, method, string(req.Target), string(req.Host), "http")
+	flow.CompleteHTTPLabels(labels, method, string(req.Target), string(req.Host), lc.s.proto)
 	flow.SetClientAddress(labels, lc.c.ip)
 	labels[LabelRouteID] = rt.id
 	return labels
