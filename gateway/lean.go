@@ -270,6 +270,27 @@ func (c *tlsHandedConn) Handshake() error { return nil } // done by the listener
 
 func (c *tlsHandedConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
+// closeNow closes c at once. Over TLS it closes the socket under it, so
+// without the close_notify alert tls.Conn.Close writes first, with a
+// deadline of 5 s: a client that does not read would hold the closing
+// goroutine (and Shutdown, or a lock) that long. For connections cut
+// short (a write that failed, which leaves a tls.Conn broken for good; a
+// shutdown out of time), where the alert is of no use.
+func closeNow(c net.Conn) error {
+	switch u := c.(type) {
+	case *tlsHandedConn:
+		c = u.tc
+	case *handedConn:
+		c = u.clientConn.Conn
+	case *clientConn:
+		c = u.Conn
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn().Close()
+	}
+	return c.Close()
+}
+
 // handedConn is a client connection the lean engine handed to the fast
 // engine: its reads return first what the lean engine had read.
 type handedConn struct {
@@ -352,8 +373,9 @@ type leanConn struct {
 	pool       *leanPool
 	upReusable bool
 
-	status int  // of the answer to the current request
-	wrote  bool // something of the answer to the current request went out
+	status      int  // of the answer to the current request
+	wrote       bool // something of the answer to the current request went out
+	writeFailed bool // a write to the client failed (see closeNow)
 
 	// The client's read deadline: its length and when it was set.
 	deadlineFor time.Duration
@@ -375,7 +397,11 @@ const (
 func (s *LeanServer) serve(lc *leanConn) {
 	handed := false
 	defer func() {
-		if !handed {
+		switch {
+		case handed:
+		case lc.writeFailed:
+			_ = closeNow(lc.c)
+		default:
 			_ = lc.c.Close()
 		}
 		s.forget(lc)

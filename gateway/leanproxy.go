@@ -328,8 +328,11 @@ func (lc *leanConn) write(p []byte) (gone bool) {
 		_ = lc.c.SetWriteDeadline(now.Add(lc.s.writeTimeout))
 		lc.writeAt = now
 	}
-	_, err := lc.c.Conn.Write(p)
-	return err != nil
+	if _, err := lc.c.Conn.Write(p); err != nil {
+		lc.writeFailed = true
+		return true
+	}
+	return false
 }
 
 // relayLength relays a body of length bytes after head.

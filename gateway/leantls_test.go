@@ -5,9 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,6 +100,82 @@ func dialTLS(t *testing.T, addr string, cfg *tls.Config) (*tls.Conn, *bufio.Read
 	return c, bufio.NewReader(c)
 }
 
+// stallConn is a server's TCP connection to a client that can stop
+// reading (stall): its writes then block until their deadline passes
+// (a timeout) or the connection is closed, as a write to a socket whose
+// buffers are full does. It counts how stalled writes ended.
+type stallConn struct {
+	net.Conn
+	stalled  atomic.Bool
+	blocked  chan struct{} // a stalled write started
+	closed   chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	deadline time.Time // the write deadline; guarded by mu
+	timedOut atomic.Int32
+	cut      atomic.Int32 // stalled writes ended by Close
+}
+
+func newStallConn(c net.Conn) *stallConn {
+	return &stallConn{Conn: c, blocked: make(chan struct{}, 16), closed: make(chan struct{})}
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if !c.stalled.Load() {
+		return c.Conn.Write(p)
+	}
+	select {
+	case c.blocked <- struct{}{}:
+	default:
+	}
+	c.mu.Lock()
+	d := c.deadline
+	c.mu.Unlock()
+	var expired <-chan time.Time
+	if !d.IsZero() {
+		tm := time.NewTimer(time.Until(d))
+		defer tm.Stop()
+		expired = tm.C
+	}
+	select {
+	case <-expired:
+		c.timedOut.Add(1)
+		return 0, os.ErrDeadlineExceeded
+	case <-c.closed:
+		c.cut.Add(1)
+		return 0, net.ErrClosed
+	}
+}
+
+func (c *stallConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *stallConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *stallConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// stallConns wraps every connection in a stallConn and passes it on.
+func stallConns() (func(net.Conn) net.Conn, <-chan *stallConn) {
+	ch := make(chan *stallConn, 8)
+	return func(c net.Conn) net.Conn {
+		sc := newStallConn(c)
+		ch <- sc
+		return sc
+	}, ch
+}
+
 // Over TLS the lean engine and the fast engine it hands requests to (an
 // HTTP/1.0 one here) give a control point the scheme https, as the
 // net/http engine does for a request that came over TLS (r.TLS set), so
@@ -133,5 +213,42 @@ func TestFlowLabelsSchemeOverTLS(t *testing.T) {
 				t.Errorf("%s over TLS: label %s = %q, want https", tc.name, k, got[0][k])
 			}
 		}
+	}
+}
+
+// A TLS client that stops reading mid-answer is cut when the write
+// timeout passes: its connection closes at once. A tls.Conn whose write
+// failed is broken for good, so its Close would only spend up to 5 s
+// more (tls.Conn.Close's deadline) writing a close_notify to a client
+// that does not read, holding the connection and Shutdown meanwhile.
+func TestLeanTLSWriteTimeoutClosesAtOnce(t *testing.T) {
+	big := make([]byte, 1<<20)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			_, _ = w.Write(big)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	wrap, conns := stallConns()
+	addr, _, ccfg := serveLeanTLS(t, g, func(ls *LeanServer) { ls.writeTimeout = 200 * time.Millisecond }, wrap)
+	c, br := dialTLS(t, addr, ccfg)
+	if resp, body := exchangeOn(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	sc := <-conns
+	sc.stalled.Store(true) // the client reads no more
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sc.closed:
+	case <-time.After(20 * time.Second): // a guard: the bug costs 5 s
+		t.Fatal("the connection of a client that stopped reading is still open")
+	}
+	if n := sc.timedOut.Load(); n != 1 {
+		t.Errorf("%d writes to the stalled client ran to their deadline, want 1 (the answer's; none for a close_notify)", n)
 	}
 }
