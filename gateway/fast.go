@@ -95,12 +95,13 @@ func (t *connTracker) state(c net.Conn, s fasthttp.ConnState) {
 	}
 }
 
-// closeAll closes every connection still open.
+// closeAll cuts every connection still open (closeNow: over TLS without
+// a close_notify that could wait on a client that does not read).
 func (t *connTracker) closeAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		_ = c.Close()
+		_ = closeNow(c)
 	}
 }
 

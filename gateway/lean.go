@@ -214,23 +214,32 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-// closeIdle closes the connections waiting for a request. One that
+// closeIdle ends the connections waiting for a request: their read
+// fails at once (a deadline passed) and each closes itself on its own
+// goroutine. Closing them here, under mu, could wait: over TLS, Close
+// writes a close_notify, for up to 5 s to a client that does not read,
+// and Shutdown would wait that long for each, past its context. One that
 // starts reading meanwhile sees the shutdown itself (leanConn.waitHead).
 func (s *LeanServer) closeIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for lc := range s.conns {
 		if lc.idle.Load() {
-			_ = lc.c.Close()
+			_ = lc.c.SetReadDeadline(aLongTimeAgo)
 		}
 	}
 }
 
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// closeAll cuts every connection (closeNow), a TLS one whose close_notify
+// waits on a client that does not read included.
 func (s *LeanServer) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for lc := range s.conns {
-		_ = lc.c.Close()
+		_ = closeNow(lc.c)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -250,5 +251,49 @@ func TestLeanTLSWriteTimeoutClosesAtOnce(t *testing.T) {
 	}
 	if n := sc.timedOut.Load(); n != 1 {
 		t.Errorf("%d writes to the stalled client ran to their deadline, want 1 (the answer's; none for a close_notify)", n)
+	}
+}
+
+// Shutdown keeps to its context over TLS: an idle client that does not
+// read holds no lock and no other connection up while the close_notify
+// to it waits, and when the context ends its connection is cut, rather
+// than Shutdown waiting out tls.Conn.Close's 5 s write deadline.
+func TestLeanTLSShutdownCutsStalledClose(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	wrap, conns := stallConns()
+	addr, ls, ccfg := serveLeanTLS(t, g, nil, wrap)
+	c, br := dialTLS(t, addr, ccfg)
+	if resp, body := exchangeOn(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	sc := <-conns
+	sc.stalled.Store(true) // idle now, and the client reads no more
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ls.Shutdown(ctx) }()
+	var err error
+	select {
+	case <-sc.blocked: // the close_notify waits on the client: give up on it
+		cancel()
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("Shutdown did not return")
+		}
+	case err = <-done:
+	}
+	if n := sc.timedOut.Load(); n != 0 {
+		t.Errorf("Shutdown waited for a write to a client that does not read to time out (%d), err %v; want it cut when ctx ended", n, err)
+	}
+	select {
+	case <-sc.closed:
+	default:
+		t.Error("the stalled client's connection is open after Shutdown returned")
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown: %v", err)
 	}
 }
