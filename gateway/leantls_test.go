@@ -6,17 +6,22 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // tlsTestPair is a server TLS config offering h2 and http/1.1 (httptest's
@@ -295,5 +300,118 @@ func TestLeanTLSShutdownCutsStalledClose(t *testing.T) {
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// What the lean engine hands to the fast engine over TLS is served there
+// whole, bytes already read included, and told https: a pipelined
+// HTTP/1.0 request behind one the lean engine serves, a chunked and a
+// large body, Expect: 100-continue, an Upgrade (bytes both ways after
+// 101), and a head cut short by the client (400).
+func TestLeanTLSHandOvers(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "echo" {
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			_ = brw.Flush()
+			line, err := brw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			_, _ = brw.WriteString("echo " + r.Header.Get("X-Forwarded-Proto") + ": " + line)
+			_ = brw.Flush()
+			return
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = fmt.Fprintf(w, "%s %s %s %d", r.Method, r.URL.Path, r.Header.Get("X-Forwarded-Proto"), n)
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	addr, _, ccfg := serveLeanTLS(t, g, nil, nil)
+	large := strings.Repeat("x", 100000)
+
+	t.Run("pipelined", func(t *testing.T) {
+		c, br := dialTLS(t, addr, ccfg)
+		if _, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.0\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"GET /a https 0", "GET /b https 0"} {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", want, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(b) != want {
+				t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
+			}
+		}
+	})
+	for _, tc := range []struct{ name, req, want string }{
+		{"chunked", "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "POST /c https 5"},
+		{"large", "POST /l HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + large, "POST /l https 100000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := dialTLS(t, addr, ccfg)
+			resp, body := exchangeOn(t, c, br, tc.req)
+			if resp.StatusCode != 200 || body != tc.want {
+				t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, tc.want)
+			}
+			// The connection goes on, on the fast engine.
+			if resp, body := exchangeOn(t, c, br, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || body != "GET /next https 0" {
+				t.Errorf("next: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+	t.Run("expect-continue", func(t *testing.T) {
+		c, br := dialTLS(t, addr, ccfg)
+		if _, err := io.WriteString(c, "POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusContinue {
+			t.Fatalf("interim answer: %v %v, want 100", resp, err)
+		}
+		resp, body := exchangeOn(t, c, br, "hello")
+		if resp.StatusCode != 200 || body != "POST /e https 5" {
+			t.Errorf("got %d %q", resp.StatusCode, body)
+		}
+	})
+	t.Run("upgrade", func(t *testing.T) {
+		c, br := dialTLS(t, addr, ccfg)
+		if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("%v %v, want 101", resp, err)
+		}
+		if _, err := io.WriteString(c, "hello\n"); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := br.ReadString('\n'); err != nil || line != "echo https: hello\n" {
+			t.Errorf("read %q, %v", line, err)
+		}
+	})
+	t.Run("cut-short", func(t *testing.T) {
+		c, br := dialTLS(t, addr, ccfg)
+		if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost:"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseWrite(); err != nil { // close_notify: the client's end
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%v %v, want 400", resp, err)
+		}
+	})
+	for reason, min := range map[string]float64{metricnames.HandoverRequest: 3, metricnames.HandoverBody: 2} {
+		if n := testutil.ToFloat64(g.metrics.handovers.WithLabelValues(reason)); n < min {
+			t.Errorf("%s{reason=%q} = %v, want >= %v", metricnames.GatewayHandoversTotal, reason, n, min)
+		}
 	}
 }
