@@ -95,12 +95,13 @@ func (t *connTracker) state(c net.Conn, s fasthttp.ConnState) {
 	}
 }
 
-// closeAll closes every connection still open.
+// closeAll cuts every connection still open (closeNow: over TLS without
+// a close_notify that could wait on a client that does not read).
 func (t *connTracker) closeAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		_ = c.Close()
+		_ = closeNow(c)
 	}
 }
 
@@ -471,7 +472,11 @@ func fastLabels(ctx *fasthttp.RequestCtx, rt *route, method string) map[string]s
 		// The name may be a view: the label's key never shares its memory.
 		flow.AddHeaderLabel(labels, b2s(k), string(v))
 	}
-	flow.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), "http")
+	scheme := "http"
+	if ctx.IsTLS() { // a TLS connection the lean engine handed over
+		scheme = "https"
+	}
+	flow.CompleteHTTPLabels(labels, method, string(h.RequestURI()), string(h.Host()), scheme)
 	flow.SetClientAddress(labels, clientIP(ctx))
 	labels[LabelRouteID] = rt.id
 	return labels

@@ -68,7 +68,8 @@ type LeanServer struct {
 	headTimeout  time.Duration // leanHeadTimeout; tests shorten it
 	writeTimeout time.Duration // leanWriteTimeout; tests shorten it
 
-	// On a TLS listener (ServeTLSWith): proto is "https" (X-Forwarded-Proto),
+	// On a TLS listener (ServeTLSWith): proto is "https" (X-Forwarded-Proto
+	// and the scheme labels),
 	// and the connections that negotiated HTTP/2 go to h2 through h2conns.
 	proto   string
 	h2      *http.Server
@@ -213,23 +214,32 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-// closeIdle closes the connections waiting for a request. One that
+// closeIdle ends the connections waiting for a request: their read
+// fails at once (a deadline passed) and each closes itself on its own
+// goroutine. Closing them here, under mu, could wait: over TLS, Close
+// writes a close_notify, for up to 5 s to a client that does not read,
+// and Shutdown would wait that long for each, past its context. One that
 // starts reading meanwhile sees the shutdown itself (leanConn.waitHead).
 func (s *LeanServer) closeIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for lc := range s.conns {
 		if lc.idle.Load() {
-			_ = lc.c.Close()
+			_ = lc.c.SetReadDeadline(aLongTimeAgo)
 		}
 	}
 }
 
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// closeAll cuts every connection (closeNow), a TLS one whose close_notify
+// waits on a client that does not read included.
 func (s *LeanServer) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for lc := range s.conns {
-		_ = lc.c.Close()
+		_ = closeNow(lc.c)
 	}
 }
 
@@ -268,6 +278,27 @@ type tlsHandedConn struct {
 func (c *tlsHandedConn) Handshake() error { return nil } // done by the listener
 
 func (c *tlsHandedConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// closeNow closes c at once. Over TLS it closes the socket under it, so
+// without the close_notify alert tls.Conn.Close writes first, with a
+// deadline of 5 s: a client that does not read would hold the closing
+// goroutine (and Shutdown, or a lock) that long. For connections cut
+// short (a write that failed, which leaves a tls.Conn broken for good; a
+// shutdown out of time), where the alert is of no use.
+func closeNow(c net.Conn) error {
+	switch u := c.(type) {
+	case *tlsHandedConn:
+		c = u.tc
+	case *handedConn:
+		c = u.clientConn.Conn
+	case *clientConn:
+		c = u.Conn
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn().Close()
+	}
+	return c.Close()
+}
 
 // handedConn is a client connection the lean engine handed to the fast
 // engine: its reads return first what the lean engine had read.
@@ -351,8 +382,9 @@ type leanConn struct {
 	pool       *leanPool
 	upReusable bool
 
-	status int  // of the answer to the current request
-	wrote  bool // something of the answer to the current request went out
+	status      int  // of the answer to the current request
+	wrote       bool // something of the answer to the current request went out
+	writeFailed bool // a write to the client failed (see closeNow)
 
 	// The client's read deadline: its length and when it was set.
 	deadlineFor time.Duration
@@ -374,7 +406,11 @@ const (
 func (s *LeanServer) serve(lc *leanConn) {
 	handed := false
 	defer func() {
-		if !handed {
+		switch {
+		case handed:
+		case lc.writeFailed:
+			_ = closeNow(lc.c)
+		default:
 			_ = lc.c.Close()
 		}
 		s.forget(lc)

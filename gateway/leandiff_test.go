@@ -71,7 +71,14 @@ type engineAnswer struct {
 // the list ends when none came for another.
 func exchangeRaw(t testing.TB, addr string, raw []byte, methods []string, lateClose bool) []engineAnswer {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return exchangeRawOn(t, func() (net.Conn, error) { return net.Dial("tcp", addr) }, raw, methods, lateClose)
+}
+
+// exchangeRawOn is exchangeRaw on a connection dial opens (a TCP or a TLS
+// one: its sending side closes with CloseWrite).
+func exchangeRawOn(t testing.TB, dial func() (net.Conn, error), raw []byte, methods []string, lateClose bool) []engineAnswer {
+	t.Helper()
+	c, err := dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +89,7 @@ func exchangeRaw(t testing.TB, addr string, raw []byte, methods []string, lateCl
 	}
 	closed := false
 	if !lateClose {
-		_ = c.(*net.TCPConn).CloseWrite()
+		_ = c.(interface{ CloseWrite() error }).CloseWrite()
 		closed = true
 	}
 	br := bufio.NewReader(c)
@@ -95,7 +102,7 @@ func exchangeRaw(t testing.TB, addr string, raw []byte, methods []string, lateCl
 			var ne net.Error
 			timedOut := lateClose && errors.As(err, &ne) && ne.Timeout()
 			if timedOut && !closed {
-				_ = c.(*net.TCPConn).CloseWrite()
+				_ = c.(interface{ CloseWrite() error }).CloseWrite()
 				closed = true
 				continue
 			}
@@ -150,14 +157,7 @@ func requestMethods(raw []byte) []string {
 // and the net engine and returns their addresses.
 func diffGateways(t testing.TB) (fast, lean, ref string) {
 	t.Helper()
-	cfg := oneUpstream(echoTarget(t))
-	cfg.Upstreams = append(cfg.Upstreams, UpstreamConfig{Name: "d", Targets: []TargetConfig{{Address: dropTarget(t)}}})
-	cfg.Routes = append([]RouteConfig{{ID: "drop", Match: RouteMatch{PathPrefix: "/drop/"}, Upstream: "d"}}, cfg.Routes...)
-	g, err := New(Options{Config: cfg, ResponseHeaderTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g := diffGateway(t)
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 5 * time.Second}
 	return listenTB(t, func(ln net.Listener) func() {
 			fs := g.NewFastServer(nil)
@@ -179,6 +179,21 @@ func diffGateways(t testing.TB) (fast, lean, ref string) {
 			go func() { _ = srv.Serve(ln) }()
 			return func() { _ = srv.Close() }
 		})
+}
+
+// diffGateway is the gateway the differential tests serve: to an echo
+// target, and /drop/ to a target that closes at once.
+func diffGateway(t testing.TB) *Gateway {
+	t.Helper()
+	cfg := oneUpstream(echoTarget(t))
+	cfg.Upstreams = append(cfg.Upstreams, UpstreamConfig{Name: "d", Targets: []TargetConfig{{Address: dropTarget(t)}}})
+	cfg.Routes = append([]RouteConfig{{ID: "drop", Match: RouteMatch{PathPrefix: "/drop/"}, Upstream: "d"}}, cfg.Routes...)
+	g, err := New(Options{Config: cfg, ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
 }
 
 // engineRequests are plain, odd and hostile requests; FuzzEnginesAgree

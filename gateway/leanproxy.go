@@ -328,8 +328,11 @@ func (lc *leanConn) write(p []byte) (gone bool) {
 		_ = lc.c.SetWriteDeadline(now.Add(lc.s.writeTimeout))
 		lc.writeAt = now
 	}
-	_, err := lc.c.Conn.Write(p)
-	return err != nil
+	if _, err := lc.c.Conn.Write(p); err != nil {
+		lc.writeFailed = true
+		return true
+	}
+	return false
 }
 
 // relayLength relays a body of length bytes after head.
@@ -514,7 +517,7 @@ func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 		}
 		flow.AddHeaderLabel(labels, b2s(h.Name), string(h.Value))
 	}
-	flow.CompleteHTTPLabels(labels, method, string(req.Target), string(req.Host), "http")
+	flow.CompleteHTTPLabels(labels, method, string(req.Target), string(req.Host), lc.s.proto)
 	flow.SetClientAddress(labels, lc.c.ip)
 	labels[LabelRouteID] = rt.id
 	return labels
