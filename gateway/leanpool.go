@@ -78,6 +78,11 @@ type leanUpConn struct {
 	// before the request goes out. A body read past the head disarms it.
 	armed   bool
 	armedAt time.Time
+
+	// unwatch stops the watch on the request's context that closes the
+	// connection when the context is done (see watch); it reports false
+	// when the watch fired. nil: nothing watched.
+	unwatch func() bool
 }
 
 // leanDeadlineSlack is how stale a read deadline may get before the lean
@@ -257,8 +262,11 @@ func (p *leanPool) CloseIdleConnections() {
 // roundTrip sends msg, a whole request, on a pooled connection and reads
 // the response head (past any 1xx). With retry, a request that failed on
 // a reused connection before any answer (the target had closed it: a
-// keep-alive race) is sent once more on a new one.
-func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, error) {
+// keep-alive race) is sent once more on a new one. Once ctx is done the
+// connection is closed, as net/http's Transport ends a request whose
+// context is done: the wait for the head ends with ctx's error, and the
+// body then being read ends too (the connection's unwatch tells).
+func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry bool) (*leanUpConn, error) {
 	now := time.Now()
 	for attempt := 0; ; attempt++ {
 		// The wait for the answer starts when the request goes out, not
@@ -267,16 +275,41 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 		if err != nil {
 			return nil, err
 		}
+		c.watch(ctx)
 		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout)
 		if err == nil {
 			return c, nil
 		}
+		cancelled := !c.stopWatch()
 		p.discard(c)
+		if cancelled {
+			return nil, fmt.Errorf("gateway: request to the target: %w", context.Cause(ctx))
+		}
 		if reused && !answered && retry && attempt == 0 && !isTimeout(err) {
 			continue
 		}
 		return nil, err
 	}
+}
+
+// watch closes c once ctx is done, until stopWatch.
+func (c *leanUpConn) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		return
+	}
+	nc := c.c
+	c.unwatch = context.AfterFunc(ctx, func() { _ = nc.Close() })
+}
+
+// stopWatch ends c's watch and reports whether c is still usable: false
+// when the watch closed it.
+func (c *leanUpConn) stopWatch() bool {
+	if c.unwatch == nil {
+		return true
+	}
+	ok := c.unwatch()
+	c.unwatch = nil
+	return ok
 }
 
 // exchange writes msg and reads the response head into c.resp within

@@ -53,7 +53,7 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	headReq := req.Method == http.MethodHead
-	up, err := pool.roundTrip(msg, headReq, retryable(req.Method, body == nil))
+	up, err := pool.roundTrip(req.Context(), msg, headReq, retryable(req.Method, body == nil))
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +301,7 @@ func (b *leanBody) finish(err error) {
 		return
 	}
 	b.up = nil
-	if err == nil && b.reusable && up.r == up.w && (b.br == nil || b.br.Buffered() == 0) {
+	if up.stopWatch() && err == nil && b.reusable && up.r == up.w && (b.br == nil || b.br.Buffered() == 0) {
 		b.pool.put(up)
 	} else {
 		b.pool.discard(up)
