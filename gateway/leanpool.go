@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"slices"
 	"sync"
 	"time"
@@ -266,7 +267,10 @@ func (p *leanPool) CloseIdleConnections() {
 // connection is closed, as net/http's Transport ends a request whose
 // context is done: the wait for the head ends with ctx's error, and the
 // body then being read ends too (the connection's unwatch tells).
-func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry bool) (*leanUpConn, error) {
+// got1xx, when not nil, is told each informational (1xx) head before the
+// final one, as net/http's Transport tells ClientTrace.Got1xxResponse;
+// its error ends the exchange.
+func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry bool, got1xx func(int, textproto.MIMEHeader) error) (*leanUpConn, error) {
 	now := time.Now()
 	for attempt := 0; ; attempt++ {
 		// The wait for the answer starts when the request goes out, not
@@ -276,7 +280,7 @@ func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry boo
 			return nil, err
 		}
 		c.watch(ctx)
-		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout)
+		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout, got1xx)
 		if err == nil {
 			return c, nil
 		}
@@ -313,8 +317,9 @@ func (c *leanUpConn) stopWatch() bool {
 }
 
 // exchange writes msg and reads the response head into c.resp within
-// timeout. answered reports whether any byte of a response came.
-func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) (answered bool, err error) {
+// timeout, telling got1xx (if not nil) the informational heads before
+// it. answered reports whether any byte of a response came.
+func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration, got1xx func(int, textproto.MIMEHeader) error) (answered bool, err error) {
 	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > min(leanDeadlineSlack, timeout/2)) {
 		_ = c.c.SetReadDeadline(now.Add(timeout))
 		c.armed, c.armedAt = true, now
@@ -335,8 +340,19 @@ func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) 
 		if c.resp.Status == 101 {
 			return true, fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errLeanBadResponse)
 		}
-		// 1xx: informational, not relayed (as the fast engine); the
-		// final response follows.
+		// 1xx: informational; the final response follows. The lean
+		// engine does not relay them (as the fast engine); the net/http
+		// engine's ReverseProxy does, through got1xx.
+		if got1xx != nil {
+			h := make(textproto.MIMEHeader, len(c.resp.Headers))
+			for _, f := range c.resp.Headers {
+				name := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+				h[name] = append(h[name], string(f.Value))
+			}
+			if err := got1xx(c.resp.Status, h); err != nil {
+				return true, err
+			}
+		}
 		copy(c.buf, c.buf[n:c.w])
 		c.w -= n
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"strconv"
@@ -53,7 +54,11 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	headReq := req.Method == http.MethodHead
-	up, err := pool.roundTrip(req.Context(), msg, headReq, retryable(req.Method, body == nil))
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
+		got1xx = trace.Got1xxResponse // ReverseProxy's: relays them to the client
+	}
+	up, err := pool.roundTrip(req.Context(), msg, headReq, retryable(req.Method, body == nil), got1xx)
 	if err != nil {
 		return nil, err
 	}

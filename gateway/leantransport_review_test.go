@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"testing"
 )
 
@@ -96,3 +99,38 @@ func TestLeanTransportClientLeaving(t *testing.T) {
 	}
 }
 
+// Informational answers before the final one (103 Early Hints) reach the
+// client, as ReverseProxy relays them from net/http's Transport
+// (ClientTrace.Got1xxResponse), with their fields.
+func TestLeanTransportRelays1xx(t *testing.T) {
+	addr := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_ = req.Body.Close()
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	url, _ := netEngineTo(t, addr)
+	var got []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		got = append(got, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != "ok" {
+		t.Fatalf("final answer %d %q, want 200 \"ok\"", resp.StatusCode, b)
+	}
+	if want := "103 </a.css>; rel=preload"; len(got) != 1 || got[0] != want {
+		t.Fatalf("the client saw informational answers %q, want [%q]", got, want)
+	}
+}
