@@ -172,7 +172,10 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 		name := textproto.CanonicalMIMEHeaderKey(string(h.Name))
 		resp.Header[name] = append(resp.Header[name], string(h.Value))
 	}
-	if declared := resp.Header.Values("Trailer"); len(declared) > 0 {
+	// Only a chunked body has trailers: otherwise the Trailer field stays
+	// a field (ReverseProxy drops it, a hop-by-hop one), as net/http's
+	// Transport leaves it.
+	if declared := resp.Header.Values("Trailer"); len(declared) > 0 && r.Chunked {
 		resp.Trailer = http.Header{}
 		for _, v := range declared {
 			for name := range strings.SplitSeq(v, ",") {
@@ -181,8 +184,8 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 				}
 			}
 		}
+		resp.Header.Del("Trailer")
 	}
-	resp.Header.Del("Trailer")
 	resp.Header.Del("Transfer-Encoding")
 	up.disarm() // the body may take as long as it takes
 	b := &leanBody{pool: pool, up: up, resp: resp, reusable: !r.Close}
