@@ -11,7 +11,10 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"sort"
+	"strconv"
 	"strings"
+	"time"
 	"testing"
 )
 
@@ -213,5 +216,113 @@ func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 				t.Errorf("through leanTransport:\n  %s\nthrough net/http's Transport:\n  %s", got, want)
 			}
 		})
+	}
+}
+
+// headTarget answers each request with its head as the target read it:
+// the request line, then the field lines sorted (the order of fields is
+// free), then the body.
+func headTarget(t *testing.T) string {
+	t.Helper()
+	return scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			tp := textproto.NewReader(br)
+			line, err := tp.ReadLine()
+			if err != nil {
+				return
+			}
+			var fields []string
+			cl := 0
+			for {
+				f, err := tp.ReadLine()
+				if err != nil {
+					return
+				}
+				if f == "" {
+					break
+				}
+				fields = append(fields, f)
+				if k, v, _ := strings.Cut(f, ":"); strings.EqualFold(k, "content-length") {
+					cl, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			body := make([]byte, cl)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return
+			}
+			sort.Strings(fields)
+			echo := line + "\n" + strings.Join(fields, "\n") + "\n\n" + string(body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(echo), echo)
+		}
+	})
+}
+
+// The target sees the same request whether leanTransport or net/http's
+// Transport wrote it (raw requests from a client, through the net/http
+// engine).
+func TestLeanTransportWritesAsNetHTTP(t *testing.T) {
+	addr := headTarget(t)
+	lean, _ := netEngineTo(t, addr)
+	g, err := New(Options{Config: oneUpstream(addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	u := g.state.Load().upstreams["u"]
+	u.transport = u.transport.(*leanTransport).fallback
+	ref := httptest.NewServer(g)
+	t.Cleanup(ref.Close)
+	send := func(front, raw string) string {
+		c, err := net.Dial("tcp", strings.TrimPrefix(front, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			return "failed: " + err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		// X-Forwarded-For names the client's port.
+		var keep []string
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if !strings.HasPrefix(l, "X-Forwarded-For:") {
+				keep = append(keep, l)
+			}
+		}
+		return fmt.Sprintf("%d\n%s", resp.StatusCode, strings.Join(keep, "\n"))
+	}
+	for _, raw := range []string{
+		"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: example.com\r\nUser-Agent: ua/1\r\nAccept-Encoding: br\r\n\r\n",
+		"GET /a%2Fb/c%20d?q=a+b&r=%20x HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET http://other.example/abs?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nX-M: 1\r\nX-M: 2\r\nx-lower: v\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nTe: trailers\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Hop, keep-alive\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nProxy-Connection: x\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+		"PATCH / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"DELETE / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+		"DELETE / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+		"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: h:8080\r\n\r\n",
+	} {
+		got, want := send(lean, raw), send(ref.URL, raw)
+		if testing.Verbose() {
+			t.Logf("%q:\n%s", raw, got)
+		}
+		if got != want {
+			t.Errorf("%q: the target saw through leanTransport:\n%s\nthrough net/http's Transport:\n%s", raw, got, want)
+		}
 	}
 }
