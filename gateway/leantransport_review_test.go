@@ -14,8 +14,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 	"testing"
+	"time"
 )
 
 // stallingTarget is a scripted target that reads one request head,
