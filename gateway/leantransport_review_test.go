@@ -326,3 +326,101 @@ func TestLeanTransportWritesAsNetHTTP(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent streams of one HTTP/2 client connection to an HTTP/1.1
+// group each take their own pooled connection: every answer is its own
+// request's, whole, and afterwards every connection the pool opened is
+// idle in it (none leaked, none counted twice).
+func TestLeanTransportConcurrentStreams(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Path", r.URL.Path)
+		if r.URL.Query().Has("chunked") {
+			w.(http.Flusher).Flush()
+		}
+		_, _ = w.Write(b)
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	front := httptest.NewUnstartedServer(g)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	defer front.Close()
+	client := front.Client()
+	pool := g.state.Load().upstreams["u"].lean[strings.TrimPrefix(up.URL, "http://")]
+
+	const streams = 32
+	errs := make(chan error, streams)
+	for i := range streams {
+		go func() {
+			path := fmt.Sprintf("/s%d", i)
+			body := strings.Repeat(path, 100*(i+1))
+			q := ""
+			if i%2 == 1 {
+				q = "?chunked"
+			}
+			resp, err := client.Post(front.URL+path+q, "text/plain", strings.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			switch {
+			case err != nil:
+				errs <- err
+			case resp.ProtoMajor != 2:
+				errs <- fmt.Errorf("%s: the client spoke %s, want HTTP/2", path, resp.Proto)
+			case resp.Header.Get("X-Path") != path || string(b) != body:
+				errs <- fmt.Errorf("%s: answer for %s with %d bytes, want its own with %d", path, resp.Header.Get("X-Path"), len(b), len(body))
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range streams {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	pool.mu.Lock()
+	open, idle := pool.open, len(pool.idle)
+	pool.mu.Unlock()
+	if open != idle || open < 1 || open > streams {
+		t.Fatalf("after %d streams: the pool counts %d open, %d idle; want all idle, 1-%d", streams, open, idle, streams)
+	}
+}
+
+// A body that streams for longer than the response-head timeout after
+// its head arrives whole: the head's deadline is lifted for the body.
+func TestLeanTransportSlowBodyOutlivesHeadTimeout(t *testing.T) {
+	addr := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_ = req.Body.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+		for i := range 5 {
+			time.Sleep(100 * time.Millisecond)
+			fmt.Fprintf(c, "1\r\n%d\r\n", i)
+		}
+		_, _ = io.WriteString(c, "0\r\n\r\n")
+	})
+	g, err := New(Options{Config: oneUpstream(addr), ResponseHeaderTimeout: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	front := httptest.NewServer(g)
+	defer front.Close()
+	resp, err := http.Get(front.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "01234" {
+		t.Fatalf("body %q, %v; want \"01234\" whole", b, err)
+	}
+}
