@@ -59,9 +59,15 @@ func netEngineTo(t *testing.T, addr string) (string, *leanPool) {
 }
 
 func poolOpen(p *leanPool) int {
+	open, _ := poolCounts(p)
+	return open
+}
+
+// poolCounts is p's connections open and, of them, idle.
+func poolCounts(p *leanPool) (open, idle int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.open
+	return p.open, len(p.idle)
 }
 
 // A client that leaves while the target has not answered, or while the
@@ -200,7 +206,7 @@ func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 				_ = req.Body.Close()
 				_, _ = io.WriteString(conn, c.raw)
 			})
-			lean, _ := netEngineTo(t, addr)
+			lean, pool := netEngineTo(t, addr)
 			g, err := New(Options{Config: oneUpstream(addr)})
 			if err != nil {
 				t.Fatal(err)
@@ -214,6 +220,14 @@ func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 			got, want := viewOf(t, c.method, lean+"/x", sniffed), viewOf(t, c.method, ref.URL+"/x", sniffed)
 			if got != want {
 				t.Errorf("through leanTransport:\n  %s\nthrough net/http's Transport:\n  %s", got, want)
+			}
+			// The connection is back in the pool or closed and uncounted.
+			if !eventually(func() bool {
+				open, idle := poolCounts(pool)
+				return open == idle && open <= 1
+			}) {
+				open, idle := poolCounts(pool)
+				t.Errorf("the pool counts %d open, %d idle, after one exchange", open, idle)
 			}
 		})
 	}
