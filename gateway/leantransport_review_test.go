@@ -438,3 +438,38 @@ func TestLeanTransportSlowBodyOutlivesHeadTimeout(t *testing.T) {
 		t.Fatalf("body %q, %v; want \"01234\" whole", b, err)
 	}
 }
+
+// Bytes after a whole response are no one's answer: the connection they
+// came on is not reused, and the next request gets its own answer.
+func TestLeanTransportBytesAfterResponse(t *testing.T) {
+	for _, first := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+	} {
+		addr := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+			extra := "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				_ = req.Body.Close()
+				_, _ = io.WriteString(c, first+extra+"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
+				extra = ""
+			}
+		})
+		url, _ := netEngineTo(t, addr)
+		for i := range 2 {
+			resp, err := http.Get(url + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if string(b) == "evil" || string(b) == "fine" {
+				t.Fatalf("%q: request %d got a later answer %q as its own", first, i+1, b)
+			}
+		}
+	}
+}
