@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/textproto"
 	"slices"
 	"sync"
 	"time"
@@ -78,6 +79,11 @@ type leanUpConn struct {
 	// before the request goes out. A body read past the head disarms it.
 	armed   bool
 	armedAt time.Time
+
+	// unwatch stops the watch on the request's context that closes the
+	// connection when the context is done (see watch); it reports false
+	// when the watch fired. nil: nothing watched.
+	unwatch func() bool
 }
 
 // leanDeadlineSlack is how stale a read deadline may get before the lean
@@ -257,8 +263,14 @@ func (p *leanPool) CloseIdleConnections() {
 // roundTrip sends msg, a whole request, on a pooled connection and reads
 // the response head (past any 1xx). With retry, a request that failed on
 // a reused connection before any answer (the target had closed it: a
-// keep-alive race) is sent once more on a new one.
-func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, error) {
+// keep-alive race) is sent once more on a new one. Once ctx is done the
+// connection is closed, as net/http's Transport ends a request whose
+// context is done: the wait for the head ends with ctx's error, and the
+// body then being read ends too (the connection's unwatch tells).
+// got1xx, when not nil, is told each informational (1xx) head before the
+// final one, as net/http's Transport tells ClientTrace.Got1xxResponse;
+// its error ends the exchange.
+func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry bool, got1xx func(int, textproto.MIMEHeader) error) (*leanUpConn, error) {
 	now := time.Now()
 	for attempt := 0; ; attempt++ {
 		// The wait for the answer starts when the request goes out, not
@@ -267,11 +279,16 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 		if err != nil {
 			return nil, err
 		}
-		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout)
+		c.watch(ctx)
+		answered, err := c.exchange(msg, ready, p.g.opts.ResponseHeaderTimeout, got1xx)
 		if err == nil {
 			return c, nil
 		}
+		cancelled := !c.stopWatch()
 		p.discard(c)
+		if cancelled {
+			return nil, fmt.Errorf("gateway: request to the target: %w", context.Cause(ctx))
+		}
 		if reused && !answered && retry && attempt == 0 && !isTimeout(err) {
 			continue
 		}
@@ -279,9 +296,30 @@ func (p *leanPool) roundTrip(msg []byte, headReq, retry bool) (*leanUpConn, erro
 	}
 }
 
+// watch closes c once ctx is done, until stopWatch.
+func (c *leanUpConn) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		return
+	}
+	nc := c.c
+	c.unwatch = context.AfterFunc(ctx, func() { _ = nc.Close() })
+}
+
+// stopWatch ends c's watch and reports whether c is still usable: false
+// when the watch closed it.
+func (c *leanUpConn) stopWatch() bool {
+	if c.unwatch == nil {
+		return true
+	}
+	ok := c.unwatch()
+	c.unwatch = nil
+	return ok
+}
+
 // exchange writes msg and reads the response head into c.resp within
-// timeout. answered reports whether any byte of a response came.
-func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) (answered bool, err error) {
+// timeout, telling got1xx (if not nil) the informational heads before
+// it. answered reports whether any byte of a response came.
+func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration, got1xx func(int, textproto.MIMEHeader) error) (answered bool, err error) {
 	if timeout > 0 && (!c.armed || now.Sub(c.armedAt) > min(leanDeadlineSlack, timeout/2)) {
 		_ = c.c.SetReadDeadline(now.Add(timeout))
 		c.armed, c.armedAt = true, now
@@ -302,8 +340,19 @@ func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration) 
 		if c.resp.Status == 101 {
 			return true, fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errLeanBadResponse)
 		}
-		// 1xx: informational, not relayed (as the fast engine); the
-		// final response follows.
+		// 1xx: informational; the final response follows. The lean
+		// engine does not relay them (as the fast engine); the net/http
+		// engine's ReverseProxy does, through got1xx.
+		if got1xx != nil {
+			h := make(textproto.MIMEHeader, len(c.resp.Headers))
+			for _, f := range c.resp.Headers {
+				name := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+				h[name] = append(h[name], string(f.Value))
+			}
+			if err := got1xx(c.resp.Status, h); err != nil {
+				return true, err
+			}
+		}
 		copy(c.buf, c.buf[n:c.w])
 		c.w -= n
 	}

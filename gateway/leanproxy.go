@@ -72,7 +72,7 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	err := g.try(u, fl, again, func() bool { return false }, func(t *target) (int, error) {
 		pool = u.lean[t.addr]
 		var err error
-		up, err = pool.roundTrip(msg, headReq, again)
+		up, err = pool.roundTrip(context.Background(), msg, headReq, again, nil)
 		if err != nil {
 			return 0, err
 		}

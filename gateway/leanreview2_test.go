@@ -100,7 +100,7 @@ func TestLeanUpConnRearmsAPassedDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := &leanUpConn{c: c, buf: make([]byte, leanBufStart), peek: newPeeker(c), armed: true, armedAt: armedAt}
-	if _, err := up.exchange([]byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), now, timeout); err != nil {
+	if _, err := up.exchange([]byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), now, timeout, nil); err != nil {
 		t.Fatalf("request on the reused connection: %v", err)
 	}
 	if up.resp.Status != 200 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
 	"strconv"
@@ -53,7 +54,11 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return t.fallback.RoundTrip(req)
 	}
 	headReq := req.Method == http.MethodHead
-	up, err := pool.roundTrip(msg, headReq, retryable(req.Method, body == nil))
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
+		got1xx = trace.Got1xxResponse // ReverseProxy's: relays them to the client
+	}
+	up, err := pool.roundTrip(req.Context(), msg, headReq, retryable(req.Method, body == nil), got1xx)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +172,10 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 		name := textproto.CanonicalMIMEHeaderKey(string(h.Name))
 		resp.Header[name] = append(resp.Header[name], string(h.Value))
 	}
-	if declared := resp.Header.Values("Trailer"); len(declared) > 0 {
+	// Only a chunked body has trailers: otherwise the Trailer field stays
+	// a field (ReverseProxy drops it, a hop-by-hop one), as net/http's
+	// Transport leaves it.
+	if declared := resp.Header.Values("Trailer"); len(declared) > 0 && r.Chunked {
 		resp.Trailer = http.Header{}
 		for _, v := range declared {
 			for name := range strings.SplitSeq(v, ",") {
@@ -176,8 +184,8 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 				}
 			}
 		}
+		resp.Header.Del("Trailer")
 	}
-	resp.Header.Del("Trailer")
 	resp.Header.Del("Transfer-Encoding")
 	up.disarm() // the body may take as long as it takes
 	b := &leanBody{pool: pool, up: up, resp: resp, reusable: !r.Close}
@@ -301,7 +309,7 @@ func (b *leanBody) finish(err error) {
 		return
 	}
 	b.up = nil
-	if err == nil && b.reusable && up.r == up.w && (b.br == nil || b.br.Buffered() == 0) {
+	if up.stopWatch() && err == nil && b.reusable && up.r == up.w && (b.br == nil || b.br.Buffered() == 0) {
 		b.pool.put(up)
 	} else {
 		b.pool.discard(up)
