@@ -207,15 +207,7 @@ func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 				_, _ = io.WriteString(conn, c.raw)
 			})
 			lean, pool := netEngineTo(t, addr)
-			g, err := New(Options{Config: oneUpstream(addr)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(g.Close)
-			u := g.state.Load().upstreams["u"]
-			u.transport = u.transport.(*leanTransport).fallback
-			ref := httptest.NewServer(g)
-			t.Cleanup(ref.Close)
+			ref := netHTTPReference(t, addr)
 			sniffed := strings.Contains(strings.ToLower(c.raw), "content-type")
 			got, want := viewOf(t, c.method, lean+"/x", sniffed), viewOf(t, c.method, ref.URL+"/x", sniffed)
 			if got != want {
@@ -277,15 +269,7 @@ func headTarget(t *testing.T) string {
 func TestLeanTransportWritesAsNetHTTP(t *testing.T) {
 	addr := headTarget(t)
 	lean, _ := netEngineTo(t, addr)
-	g, err := New(Options{Config: oneUpstream(addr)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
-	u := g.state.Load().upstreams["u"]
-	u.transport = u.transport.(*leanTransport).fallback
-	ref := httptest.NewServer(g)
-	t.Cleanup(ref.Close)
+	ref := netHTTPReference(t, addr)
 	send := func(front, raw string) string {
 		c, err := net.Dial("tcp", strings.TrimPrefix(front, "http://"))
 		if err != nil {
@@ -472,4 +456,21 @@ func TestLeanTransportBytesAfterResponse(t *testing.T) {
 			}
 		}
 	}
+}
+
+// netHTTPReference serves, on the net/http engine, a gateway to addr
+// whose group goes through net/http's Transport, as before leanTransport:
+// the reference the lean pools are held to.
+func netHTTPReference(t *testing.T, addr string) *httptest.Server {
+	t.Helper()
+	g, err := New(Options{Config: oneUpstream(addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	u := g.state.Load().upstreams["u"]
+	u.transport = u.transport.(*leanTransport).fallback
+	ref := httptest.NewServer(g)
+	t.Cleanup(ref.Close)
+	return ref
 }
