@@ -747,7 +747,7 @@ func (l clientListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clientConn{Conn: c, ip: ipOf(c.RemoteAddr())}, nil
+	return &clientConn{Conn: c, ip: ipOf(c.RemoteAddr()), writeTimeout: leanWriteTimeout}, nil
 }
 
 // ipOf is an address's IP in text, or "" when it has none.
@@ -769,11 +769,28 @@ func clientIP(ctx *fasthttp.RequestCtx) string {
 
 // clientConn is a client connection of the fast engine that remembers a
 // failed read: while a request is proxied, the server reads from it only
-// for the request's body.
+// for the request's body. Each write gets writeTimeout (less up to
+// leanDeadlineSlack, as the lean engine's): a client that stops reading
+// its answer is cut off, and the target's connection it held is freed.
+// fasthttp's own WriteTimeout would bound a whole answer, and cut long
+// downloads.
 type clientConn struct {
 	net.Conn
 	ip     string // the client's IP address in text
 	failed atomic.Bool
+
+	writeTimeout time.Duration // 0: none
+	writeAt      time.Time     // when the write deadline was set; the writing goroutine's
+}
+
+func (c *clientConn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		if now := time.Now(); now.Sub(c.writeAt) > leanDeadlineSlack {
+			_ = c.Conn.SetWriteDeadline(now.Add(c.writeTimeout))
+			c.writeAt = now
+		}
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {

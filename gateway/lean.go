@@ -46,7 +46,8 @@ const leanMaxBody = 64 << 10
 // Timeouts of the lean engine's client connections: the head and idle
 // ones as the fast engine's; a write to a client that does not read
 // fails after leanWriteTimeout (nginx's send_timeout), so that such a
-// client cannot hold its target's connection for good.
+// client cannot hold its target's connection for good (on the fast
+// engine too: clientConn.Write).
 const (
 	leanHeadTimeout  = 10 * time.Second // a request's head, from its first byte
 	leanIdleTimeout  = 2 * time.Minute  // between requests
@@ -247,6 +248,7 @@ func (s *LeanServer) closeAll() {
 // the fast engine. It reports false when the server is shutting down
 // (c is then to be closed). reason labels the hand-over's count.
 func (s *LeanServer) handOver(c *clientConn, unread []byte, reason string) bool {
+	c.writeTimeout, c.writeAt = s.writeTimeout, time.Time{}
 	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
 	s.g.metrics.handovers.WithLabelValues(reason).Inc()
 	if tc, ok := c.Conn.(*tls.Conn); ok {

@@ -442,3 +442,33 @@ func TestLeanWriteTimeout(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The fast engine gives a client that stops reading the same write
+// timeout: here a connection the lean engine handed over (HTTP/1.0)
+// whose client reads nothing of a large answer is cut off, and the
+// target's connection it held is closed (the target's write fails).
+func TestFastEngineWriteTimeout(t *testing.T) {
+	big := strings.Repeat("x", 16<<20) // past what the sockets' buffers hold
+	targetDone := make(chan error, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.WriteString(w, big)
+		targetDone <- err
+	}))
+	defer up.Close()
+	g := proxyTo(t, up, Options{})
+	url, _ := serveLeanWith(t, g, func(ls *LeanServer) { ls.writeTimeout = 200 * time.Millisecond })
+	c, _ := dialLean(t, strings.TrimPrefix(url, "http://"))
+	defer c.Close()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4 << 10)
+	}
+	_, _ = io.WriteString(c, "GET / HTTP/1.0\r\nHost: h\r\n\r\n") // handed to the fast engine
+	select {
+	case err := <-targetDone:
+		if err == nil {
+			t.Fatal("the target wrote its whole answer to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second): // a hang guard, not a speed bound
+		t.Fatal("the target's connection is still held by a client that reads nothing")
+	}
+}
