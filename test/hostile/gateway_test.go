@@ -2,15 +2,20 @@ package hostile
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/certs/certstest"
 )
 
 // upstreamMaxBody is the largest body the test upstream accepts: a larger
@@ -56,12 +61,20 @@ const gatewayConfig = `gateway:
     - {id: app, match: {path_prefix: /}, upstream: app, control_point: ingress}
 `
 
-// rawRequest sends req on a new connection, half-closes it when
-// closeWrite, and returns the status of the answer, or 0 when the
-// gateway closed the connection without one.
-func rawRequest(t *testing.T, addr, req string, closeWrite bool) int {
+// rawRequest sends req on a new connection to addr, over TLS trusting
+// roots when roots is not nil, half-closes it when closeWrite, and
+// returns the status of the answer, or 0 when the gateway closed the
+// connection without one.
+func rawRequest(t *testing.T, addr string, roots *x509.CertPool, req string, closeWrite bool) int {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	var c net.Conn
+	var err error
+	if roots != nil {
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}}}
+		c, err = d.Dial("tcp", addr)
+	} else {
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +84,7 @@ func rawRequest(t *testing.T, addr, req string, closeWrite bool) int {
 		return 0 // the gateway refused before reading it all
 	}
 	if closeWrite {
-		_ = c.(*net.TCPConn).CloseWrite()
+		_ = c.(interface{ CloseWrite() error }).CloseWrite() // TCP, or TLS's close_notify
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -86,18 +99,29 @@ func rawRequest(t *testing.T, addr, req string, closeWrite bool) int {
 }
 
 // Malformed, truncated and oversize client requests, 20 of each, on both
-// gateway engines: every client gets a 4xx (or, when it left, a closed
-// connection), the breaker stays closed, and a well-formed request
-// afterwards is served 200. Then the target fails for real and the
-// breaker opens: it was listening all along.
+// gateway engines, and on the lean one (auto) behind TLS: every client
+// gets a 4xx (or, when it left, a closed connection), the breaker stays
+// closed, and a well-formed request afterwards is served 200. Then the
+// target fails for real and the breaker opens: it was listening all
+// along.
 func TestGatewayBreakerSparedByClientFaults(t *testing.T) {
-	for _, engine := range []string{"net", "auto"} {
-		t.Run(engine, func(t *testing.T) {
+	for _, variant := range []string{"net", "auto", "auto+tls"} {
+		t.Run(variant, func(t *testing.T) {
 			up := newUpstream(t)
 			listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			engine, withTLS := strings.CutSuffix(variant, "+tls")
+			conf := fmt.Sprintf(gatewayConfig, listen, engine, up)
+			var roots *x509.CertPool
+			if withTLS {
+				ca := certstest.NewCA(t, "hostile-ca")
+				dir := t.TempDir()
+				certFile, keyFile := ca.Server(t, "gw").Write(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+				conf += fmt.Sprintf("  tls: {cert_file: %q, key_file: %q}\n", certFile, keyFile)
+				roots = ca.Pool()
+			}
 			p := start(t, spec{
 				gateway:  true,
-				extra:    fmt.Sprintf(gatewayConfig, listen, engine, up),
+				extra:    conf,
 				policies: map[string]string{"cost.yaml": costPolicy},
 			})
 			const head = "POST /upload HTTP/1.1\r\nHost: gw\r\n"
@@ -120,7 +144,7 @@ func TestGatewayBreakerSparedByClientFaults(t *testing.T) {
 			for _, tc := range cases {
 				answers := map[int]int{}
 				for range 20 {
-					status := rawRequest(t, listen, tc.req, tc.closeWrite)
+					status := rawRequest(t, listen, roots, tc.req, tc.closeWrite)
 					answers[status]++
 					switch {
 					case tc.want == -1 && status >= 500:
@@ -137,7 +161,7 @@ func TestGatewayBreakerSparedByClientFaults(t *testing.T) {
 			if open := metric(mx, "fluxgate_circuit_breaker_state"); open != 0 {
 				t.Errorf("fluxgate_circuit_breaker_state = %v after client faults, want 0 (closed)", open)
 			}
-			if status := rawRequest(t, listen, head+"Content-Length: 5\r\n\r\nhello", false); status != http.StatusOK {
+			if status := rawRequest(t, listen, roots, head+"Content-Length: 5\r\n\r\nhello", false); status != http.StatusOK {
 				t.Errorf("a well-formed request after the client faults: %d, want 200 (503: the breaker blamed the target)", status)
 			}
 
@@ -146,7 +170,7 @@ func TestGatewayBreakerSparedByClientFaults(t *testing.T) {
 			// answers above included).
 			answers := map[int]int{}
 			for range 200 {
-				status := rawRequest(t, listen, "GET /fail HTTP/1.1\r\nHost: gw\r\n\r\n", false)
+				status := rawRequest(t, listen, roots, "GET /fail HTTP/1.1\r\nHost: gw\r\n\r\n", false)
 				answers[status]++
 				if status == http.StatusServiceUnavailable {
 					break
