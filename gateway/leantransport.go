@@ -50,7 +50,12 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	msg, ok := appendRequest(nil, req, body)
-	if !ok {
+	switch {
+	case !ok && body != nil:
+		// The body is read: the fallback would send it empty. net/http's
+		// Transport refuses such a request too.
+		return nil, errors.New("gateway: the request has a method, target or field that cannot be sent")
+	case !ok:
 		return t.fallback.RoundTrip(req)
 	}
 	headReq := req.Method == http.MethodHead

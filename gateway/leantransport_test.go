@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -94,3 +95,34 @@ func TestLeanTransportCarriesAndFallsBack(t *testing.T) {
 		t.Errorf("the target saw %d connections: the requests the pools do not carry went on the pool's", conns.Load())
 	}
 }
+
+// A request the wire must not carry (a CR in a field's value) is refused
+// by leanTransport: after its body was read, the fallback would have
+// sent it empty; without a body, the fallback (net/http's Transport,
+// which refuses it too) decides.
+func TestLeanTransportRefusesWhatTheWireMustNotCarry(t *testing.T) {
+	fellBack := 0
+	lt := &leanTransport{
+		u: &upstream{lean: map[string]*leanPool{"x:1": {}}},
+		fallback: roundTripFunc(func(*http.Request) (*http.Response, error) {
+			fellBack++
+			return nil, errors.New("refused by the fallback")
+		}),
+	}
+	req, err := http.NewRequest("POST", "http://x:1/", strings.NewReader("abc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header["X-Bad"] = []string{"a\r\nInjected: 1"}
+	if _, err := lt.RoundTrip(req); err == nil || fellBack != 0 {
+		t.Errorf("with a body read: err %v, fallback called %d times; want an error and no fallback", err, fellBack)
+	}
+	req.Body, req.ContentLength = http.NoBody, 0
+	if _, err := lt.RoundTrip(req); err == nil || fellBack != 1 {
+		t.Errorf("without a body: err %v, fallback called %d times; want the fallback's refusal", err, fellBack)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
