@@ -273,19 +273,7 @@ func TestUpgradePassThrough(t *testing.T) {
 			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
 			return
 		}
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		_ = brw.Flush()
-		line, err := brw.ReadString('\n')
-		if err != nil {
-			return
-		}
-		_, _ = brw.WriteString("echo: " + line)
-		_ = brw.Flush()
+		echoUpgrade(w, "echo: ")
 	}))
 	defer up.Close()
 	g := proxyTo(t, up, Options{})
@@ -558,4 +546,22 @@ func TestRequestContentTypeKept(t *testing.T) {
 			}
 		}
 	}
+}
+
+// echoUpgrade switches w's connection to the "echo" protocol (101) and
+// answers the first line the client sends after it with prefix before it.
+func echoUpgrade(w http.ResponseWriter, prefix string) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	_ = brw.Flush()
+	line, err := brw.ReadString('\n')
+	if err != nil {
+		return
+	}
+	_, _ = brw.WriteString(prefix + line)
+	_ = brw.Flush()
 }

@@ -321,19 +321,7 @@ func shutdownPastStall(t *testing.T, ls *LeanServer, sc *stallConn) error {
 func TestLeanTLSHandOvers(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") == "echo" {
-			conn, brw, err := http.NewResponseController(w).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-			_ = brw.Flush()
-			line, err := brw.ReadString('\n')
-			if err != nil {
-				return
-			}
-			_, _ = brw.WriteString("echo " + r.Header.Get("X-Forwarded-Proto") + ": " + line)
-			_ = brw.Flush()
+			echoUpgrade(w, "echo "+r.Header.Get("X-Forwarded-Proto")+": ")
 			return
 		}
 		n, _ := io.Copy(io.Discard, r.Body)

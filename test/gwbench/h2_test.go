@@ -77,24 +77,7 @@ func TestNginxConfigH2(t *testing.T) {
 			t.Errorf("no %q in:\n%s", want, conf)
 		}
 	}
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		bin = "/usr/sbin/nginx"
-		if _, err := os.Stat(bin); err != nil {
-			missing(t, "nginx is not installed (Debian package nginx-light; `make deps` installs it)")
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path}
-	if out, err := exec.Command(bin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t: %v\n%s", err, out)
-	}
+	bin, args := nginxAccepts(t, dir, conf)
 	ng := exec.Command(bin, args...)
 	if err := ng.Start(); err != nil {
 		t.Fatal(err)

@@ -156,23 +156,7 @@ func TestNginxConfigTLS(t *testing.T) {
 			t.Errorf("no %q in:\n%s", want, withTLS)
 		}
 	}
-	bin, err := exec.LookPath("nginx") // Debian's is in /usr/sbin, off a user's PATH
-	if err != nil {
-		bin = "/usr/sbin/nginx"
-		if _, err := os.Stat(bin); err != nil {
-			missing(t, "nginx is not installed (Debian package nginx-light; `make deps` installs it)")
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(withTLS), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "-t", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", conf).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t: %v\n%s", err, out)
-	}
+	nginxAccepts(t, dir, withTLS)
 }
 
 // missing skips the test for a missing binary, or fails it under CI=true
@@ -208,4 +192,29 @@ func TestContendersUnderTLS(t *testing.T) {
 			t.Errorf("-engine %s, tls %v: contenders %q, want %q", tc.engine, tc.tls, got, tc.want)
 		}
 	}
+}
+
+// nginxAccepts writes conf as dir/nginx.conf, checks it with nginx -t and
+// returns the nginx binary and the arguments that run it.
+func nginxAccepts(t *testing.T, dir, conf string) (bin string, args []string) {
+	t.Helper()
+	bin, err := exec.LookPath("nginx") // Debian's is in /usr/sbin, off a user's PATH
+	if err != nil {
+		bin = "/usr/sbin/nginx"
+		if _, err := os.Stat(bin); err != nil {
+			missing(t, "nginx is not installed (Debian package nginx-light; `make deps` installs it)")
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args = []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path}
+	if out, err := exec.Command(bin, append([]string{"-t"}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	return bin, args
 }
