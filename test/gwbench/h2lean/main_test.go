@@ -65,10 +65,11 @@ func startH2lean(t *testing.T, mode, upstream string, inline bool) (string, *x50
 	return raw.Addr().String(), roots, ln
 }
 
-// h2Client is Go's HTTP/2 client (x/net/http2), which keeps one
+// h2Client is Go's HTTP/2 client, HTTP/2 only, which keeps one
 // connection to a host and multiplexes every request on it.
 func h2Client(t *testing.T, roots *x509.CertPool) *http.Client {
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
@@ -158,6 +159,9 @@ func TestConcurrentStreams(t *testing.T) {
 	var arrived atomic.Int32
 	all := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			return // the warm-up
+		}
 		if arrived.Add(1) == n {
 			close(all)
 		}
@@ -171,6 +175,13 @@ func TestConcurrentStreams(t *testing.T) {
 	defer up.Close()
 	addr, roots, ln := startH2lean(t, "proxy", strings.TrimPrefix(up.URL, "http://"), false)
 	client := h2Client(t, roots)
+	// One request first, so that the client has its connection before
+	// the ten start (else each of them may dial one).
+	if resp, err := client.Head("https://" + addr + "/"); err != nil {
+		t.Fatal(err)
+	} else {
+		_ = resp.Body.Close()
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
