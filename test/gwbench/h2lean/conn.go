@@ -52,8 +52,9 @@ type handler func(*request) *response
 
 // stream is an open stream of a connection.
 type stream struct {
-	id  uint32
-	req request
+	id      uint32
+	req     request
+	wantLen int64 // the request's content-length, -1 without one; reader only
 
 	sendWindow int64 // guarded by conn.mu
 	reset      bool  // guarded by conn.mu: the client reset it, or the connection ended
@@ -223,8 +224,7 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if id <= c.lastID {
 		if st := c.bodies[id]; st != nil && f.StreamEnded() { // trailers: ignored
 			delete(c.bodies, id)
-			c.dispatch(st)
-			return nil
+			return c.ended(st)
 		}
 		if st := c.bodies[id]; st != nil {
 			return connError{http2.ErrCodeProtocol, "trailers without END_STREAM"}
@@ -235,17 +235,15 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if f.Truncated {
 		return c.writeFrames(func() error { return c.writeHeaderBlock(id, &response{status: 431}, true) })
 	}
-	st := &stream{id: id, req: request{
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		return c.writeFrames(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+	}
+	st := &stream{id: id, wantLen: -1, req: request{
 		method: f.PseudoValue("method"), scheme: f.PseudoValue("scheme"),
 		authority: f.PseudoValue("authority"), path: f.PseudoValue("path"),
 	}}
-	if st.req.method == "" || st.req.scheme == "" || st.req.path == "" || st.req.method == "CONNECT" || f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" {
+	if !st.valid(f) {
 		return c.writeFrames(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
-	}
-	for _, hf := range f.RegularFields() {
-		if hf.Name == "connection" || hf.Name == "te" && hf.Value != "trailers" {
-			return c.writeFrames(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
-		}
 	}
 	st.req.header = append([]hpack.HeaderField(nil), f.RegularFields()...)
 	c.mu.Lock()
@@ -261,6 +259,38 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if !f.StreamEnded() {
 		c.bodies[id] = st
 		return nil
+	}
+	return c.ended(st)
+}
+
+// valid reports whether f's request is well-formed for this server (the
+// Framer checked the rest), and takes its content-length.
+func (st *stream) valid(f *http2.MetaHeadersFrame) bool {
+	r := &st.req
+	if r.method == "" || r.scheme == "" || r.path == "" || r.method == "CONNECT" || f.PseudoValue("status") != "" || f.PseudoValue("protocol") != "" {
+		return false
+	}
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "connection" || hf.Name == "te" && hf.Value != "trailers" {
+			return false
+		}
+		if hf.Name == "content-length" {
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || st.wantLen >= 0 {
+				return false
+			}
+			st.wantLen = n
+		}
+	}
+	return true
+}
+
+// ended dispatches a stream whose request is complete, or resets it with
+// PROTOCOL_ERROR if its body's length is not its content-length.
+func (c *conn) ended(st *stream) error {
+	if st.wantLen >= 0 && int64(len(st.req.body)) != st.wantLen {
+		c.resetLocal(st)
+		return c.writeFrames(func() error { return c.fr.WriteRSTStream(st.id, http2.ErrCodeProtocol) })
 	}
 	c.dispatch(st)
 	return nil
@@ -288,6 +318,11 @@ func (c *conn) data(f *http2.DataFrame) error {
 		}
 		return c.writeFrames(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeStreamClosed) })
 	}
+	if st.wantLen >= 0 && int64(len(st.req.body)+len(f.Data())) > st.wantLen {
+		c.endBody(id)
+		c.resetLocal(st)
+		return c.writeFrames(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+	}
 	if len(st.req.body)+len(f.Data()) > recvWindow {
 		c.endBody(id)
 		c.resetLocal(st)
@@ -296,7 +331,7 @@ func (c *conn) data(f *http2.DataFrame) error {
 	st.req.body = append(st.req.body, f.Data()...)
 	if f.StreamEnded() {
 		delete(c.bodies, id)
-		c.dispatch(st)
+		return c.ended(st)
 	}
 	return nil
 }

@@ -388,6 +388,33 @@ func TestRefusesBadRequests(t *testing.T) {
 	}
 }
 
+// TestContentLengthMismatch: a body shorter than its content-length
+// resets the stream with PROTOCOL_ERROR (RFC 9113 8.1.1).
+func TestContentLengthMismatch(t *testing.T) {
+	addr, roots, _ := startH2lean(t, "static", "", false)
+	rc := dialRaw(t, addr, roots)
+	rc.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":path", "/"}, {"content-length", "5"}} {
+		_ = rc.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteData(1, true, []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	f := rc.next(func(f http2.Frame) bool {
+		switch f.(type) {
+		case *http2.RSTStreamFrame, *http2.MetaHeadersFrame:
+			return true
+		}
+		return false
+	})
+	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeProtocol {
+		t.Fatalf("got %v, want RST_STREAM 1 PROTOCOL_ERROR", f)
+	}
+}
+
 // TestProxyUpstreamDown answers 502 when the upstream cannot be reached.
 func TestProxyUpstreamDown(t *testing.T) {
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
