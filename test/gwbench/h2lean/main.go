@@ -10,7 +10,11 @@
 // flushed once, with no goroutine a flush. A request is served on the
 // reader goroutine itself when it is the connection's only one running and
 // nothing more is buffered (-streams inline, the default), otherwise on a
-// goroutine of its own (always, with -streams goroutine).
+// goroutine of its own (always, with -streams goroutine). Inline costs
+// head-of-line blocking: while its handler waits for the upstream, the
+// connection's other streams are not read (TestConcurrentStreams, whose ten
+// requests wait for one another at the upstream, times out inline); the
+// goroutine a stream cost no measurable CPU against it (BENCHMARKS.md).
 //
 //	h2lean -listen 127.0.0.1:8443 -mode static            # 200, 100 bytes
 //	h2lean -listen 127.0.0.1:8443 -mode proxy -upstream 127.0.0.1:8080
