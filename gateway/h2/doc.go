@@ -1,0 +1,84 @@
+// Package h2 is the gateway's HTTP/2 server: it serves an http.Handler on
+// connections that chose HTTP/2 (by ALPN over TLS), so the gateway's
+// handler runs on it unchanged, at less cost than net/http's HTTP/2 server.
+//
+// # Model
+//
+// A Server's ServeConn serves one connection. One goroutine, the reader,
+// reads every frame, answers the control frames (SETTINGS, PING,
+// WINDOW_UPDATE) and opens streams. Each request runs its handler on a
+// goroutine of its own; the handler writes its response itself: HEADERS and
+// DATA go out under the connection's write lock, within the client's send
+// windows, with one flush per write. There is no writer goroutine and no
+// channel between the reader and the handlers.
+//
+// A request is built as net/http's HTTP/2 server builds it: Method, URL
+// and RequestURI from :path, Host from :authority (or host), Proto
+// "HTTP/2.0", canonical Header keys, cookie fields joined with "; ",
+// ContentLength from content-length (checked against the DATA received:
+// RST_STREAM PROTOCOL_ERROR on a mismatch) or -1, TLS and RemoteAddr from
+// the connection, and a context cancelled when the stream is reset or the
+// connection ends. The Body streams as DATA frames arrive; at most
+// Server.StreamWindow bytes are buffered a stream (its receive window), and
+// the window is given back by WINDOW_UPDATE as the handler reads. Declared
+// trailers (the Trailer header) are filled in Request.Trailer before the
+// body's io.EOF.
+//
+// The ResponseWriter holds up to 16 KiB of body: an answer that fits when
+// the handler returns goes out with a content-length and a date in one
+// flush with its HEADERS. Past that, or on Flush, HEADERS go first and the
+// body streams as DATA frames; a write waits for the client's windows (at
+// most WriteTimeout, or the ResponseController write deadline) and fails
+// once the stream is reset. WriteHeader with a 1xx status (103 Early Hints)
+// sends an informational HEADERS at once. Trailers are those declared in the
+// Trailer header or set with http.TrailerPrefix. There is no content
+// sniffing: a response without Content-Type goes without one (a proxy
+// forwards what the upstream said). Header changes after the HEADERS frame
+// is sent are ignored. ResponseController's SetReadDeadline and
+// SetWriteDeadline bound the body's reads and the window waits. A handler
+// panic resets the stream (INTERNAL_ERROR) and is logged, except
+// http.ErrAbortHandler.
+//
+// Shutdown sends GOAWAY with the last stream taken on every connection;
+// streams in flight finish, then the connection closes. Past its context,
+// the connections are closed and the handlers' contexts cancelled.
+//
+// # Bounds
+//
+// Every bound hit calls Server.OnProtocolError with a Reason… value (the
+// gateway counts them in fluxgate_gateway_http2_protocol_errors_total) and
+// logs at debug level with the client's address:
+//
+//   - MaxConcurrentStreams (100): a stream past it gets REFUSED_STREAM
+//     (refused_stream).
+//   - MaxHeaderListSize (64 KiB): a request past it gets 431
+//     (header_list_too_long); a header block past twice it ends the
+//     connection; the HPACK decoder's table is 4 KiB.
+//   - CONTINUATION flood (CVE-2024-27316): a header block spread over more
+//     than 64 frames, empty ones included, ends the connection with GOAWAY
+//     ENHANCE_YOUR_CALM (continuation_flood).
+//   - Rapid reset (CVE-2023-44487): more than MaxResetsPerSecond (200)
+//     client resets in a second, or more than twice MaxConcurrentStreams
+//     handlers running (reset streams' included), end the connection with
+//     GOAWAY ENHANCE_YOUR_CALM (rapid_reset).
+//   - PING and SETTINGS floods, and control frames for a client that does
+//     not read: their answers go into the connection's 16 KiB write buffer;
+//     once it is full, the reader waits for the write at most WriteTimeout,
+//     then the connection ends (write_timeout).
+//   - IdleTimeout (2 min): with no stream open, GOAWAY and close
+//     (idle_timeout).
+//   - ReadTimeout (30 s): for the client preface (bad_preface), and for
+//     each frame while a request body is arriving (read_timeout).
+//   - WriteTimeout (30 s): every write and flush, and a response's wait for
+//     the client's flow-control window (write_timeout).
+//   - Frames are at most 16 KiB (SETTINGS_MAX_FRAME_SIZE's default); the
+//     receive windows, StreamWindow (1 MiB) a stream and ConnWindow
+//     (4 MiB) a connection, bound the request bodies buffered.
+//   - Malformed requests (missing pseudo-header fields, connection-specific
+//     fields, upper-case names, a bad content-length) get RST_STREAM
+//     PROTOCOL_ERROR (malformed_request); CONNECT gets 501 (no tunnels,
+//     no extended CONNECT).
+//
+// A Server is safe for concurrent use; its zero value serves with the
+// defaults above and answers 404 without a Handler.
+package h2
