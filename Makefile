@@ -20,6 +20,9 @@ GOLANGCI_LINT_VERSION      := v2.15.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOTESTSUM_VERSION          := v1.13.0
+# h2spec, the HTTP/2 conformance suite gateway/h2's tests run (no go.mod
+# upstream: installed with -mod=mod, +incompatible through the proxy).
+H2SPEC_VERSION             := v2.2.1+incompatible
 # The protoc version the committed generated code records in its header
 # (Debian 12's protobuf-compiler).
 PROTOC_VERSION             := 3.21.12
@@ -27,6 +30,7 @@ GOLANGCI_LINT              := $(TOOLS_BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION
 PROTOC_GEN_GO              := $(TOOLS_BIN)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 PROTOC_GEN_GO_GRPC         := $(TOOLS_BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
 GOTESTSUM                  := $(TOOLS_BIN)/gotestsum-$(GOTESTSUM_VERSION)
+H2SPEC                     := $(TOOLS_BIN)/h2spec-$(H2SPEC_VERSION)
 # Directories holding go:generate directives, and the files they write that
 # generate-check compares with what git holds (git pathspecs).
 GENERATED_DIRS             := controlpoint/controlpointpb controlpoint/aperturepb
@@ -119,7 +123,7 @@ generate-check: generate
 		echo "generated code is out of date (run 'make generate' and commit):"; echo "$$changed"; \
 		git --no-pager diff --stat -- '$(GENERATED_FILES)'; exit 1; fi
 
-tools: $(GOLANGCI_LINT) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) $(GOTESTSUM)
+tools: $(GOLANGCI_LINT) $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC) $(GOTESTSUM) $(H2SPEC)
 
 # Each tool is installed under its plain name (what protoc and go generate look
 # up on PATH) and linked from a versioned name, so a version bump reinstalls it.
@@ -135,6 +139,9 @@ $(PROTOC_GEN_GO_GRPC):
 $(GOTESTSUM):
 	GOBIN=$(TOOLS_BIN) $(GO) install gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
 	ln -sf gotestsum $@
+$(H2SPEC):
+	GOBIN=$(TOOLS_BIN) GOFLAGS=-mod=mod $(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
+	ln -sf h2spec $@
 
 tidy:
 	$(GO) mod tidy
