@@ -28,8 +28,22 @@ type Config struct {
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
 	// Engine picks the server engine. Read at start, like Listen.
-	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners; net/http with h2c), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls handed to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls) or net (net/http always). Empty means auto."`
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners; net/http with h2c), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls to http2.server, other connections to fast), fast (fasthttp on a plain listener, net/http with tls) or net (net/http always). Empty means auto."`
+	// HTTP2 is how the lean engine serves HTTP/2 clients. Read at start.
+	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean engine serves clients that choose HTTP/2 over TLS (see HTTP2Config)."`
 }
+
+// HTTP2Config is how the lean engine serves the TLS connections that chose
+// HTTP/2 by ALPN (gateway.http2).
+type HTTP2Config struct {
+	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS on the lean engine: lean (package gateway/h2, the gateway's own HTTP/2 server) or net (net/http's HTTP/2 server). Empty means lean. The engines net and fast, and h2c, always use net/http's."`
+}
+
+// HTTP/2 servers (gateway.http2.server).
+const (
+	HTTP2ServerLean = "lean"
+	HTTP2ServerNet  = "net"
+)
 
 // DefaultConfig is the gateway section of a file that does not set it.
 func DefaultConfig() Config { return Config{Listen: "127.0.0.1:8000"} }
@@ -275,6 +289,11 @@ func (c *Config) check(report func(path []any, msg string)) {
 	case "", EngineAuto, EngineNet, EngineFast, EngineLean:
 	default:
 		bad([]any{"engine"}, "must be one of %s, %s, %s, %s, got %q", EngineAuto, EngineFast, EngineLean, EngineNet, c.Engine)
+	}
+	switch c.HTTP2.Server {
+	case "", HTTP2ServerLean, HTTP2ServerNet:
+	default:
+		bad([]any{"http2", "server"}, "must be %s or %s, got %q", HTTP2ServerLean, HTTP2ServerNet, c.HTTP2.Server)
 	}
 	upstreams := make(map[string]bool)
 	for i := range c.Upstreams {

@@ -14,6 +14,7 @@ func TestConfigValidateEveryType(t *testing.T) {
 		TLS:         TLSConfig{CertFile: "c.pem", ALPN: []string{"h2", "http/1.0", "h2"}},
 		UpstreamTLS: UpstreamTLSConfig{KeyFile: "k.pem"},
 		Engine:      "turbo",
+		HTTP2:       HTTP2Config{Server: "x"},
 		Upstreams: []UpstreamConfig{
 			{Name: "a", Algorithm: "random", Targets: []TargetConfig{{Address: "x:1", Weight: -1}, {Address: "x:1"}, {Address: "x"}},
 				HealthCheck:      &HealthCheckConfig{Path: "h", UnhealthyThreshold: -1, HealthyThreshold: -1, Interval: time.Second, Timeout: 2 * time.Second},
@@ -39,6 +40,7 @@ func TestConfigValidateEveryType(t *testing.T) {
 		`gateway.tls.alpn: lists h2 twice`,
 		`gateway.upstream_tls.cert_file: must be set with key_file`,
 		`gateway.engine: must be one of auto, fast, lean, net, got "turbo"`,
+		`gateway.http2.server: must be lean or net, got "x"`,
 		`gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,
 		`gateway.upstreams[0].targets[0].weight: must not be negative, got -1`,
 		`gateway.upstreams[0].targets[1].address: duplicate target "x:1"`,

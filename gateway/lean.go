@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/gateway/http1"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
@@ -71,11 +72,13 @@ type LeanServer struct {
 
 	// On a TLS listener (ServeTLSWith): proto is "https" (X-Forwarded-Proto
 	// and the scheme labels),
-	// and the connections that negotiated HTTP/2 go to h2 through h2conns.
+	// and the connections that negotiated HTTP/2 go to h2own, the
+	// gateway's HTTP/2 server, or without it to h2 through h2conns.
 	proto   string
 	h2      *http.Server
 	h2conns *handoffListener
 	h2Run   sync.Once
+	h2own   *h2.Server
 
 	shutting atomic.Bool
 	mu       sync.Mutex
@@ -107,11 +110,17 @@ func (s *LeanServer) ServeTLSWith(h2 *http.Server) {
 	s.proto, s.h2, s.h2conns = "https", h2, newHandoffListener()
 }
 
+// ServeHTTP2With makes the connections that negotiated HTTP/2 go to srv,
+// the gateway's own HTTP/2 server (gateway.http2.server lean), instead of
+// the net/http engine; Shutdown stops it too. Call it after ServeTLSWith,
+// before Serve.
+func (s *LeanServer) ServeHTTP2With(srv *h2.Server) { s.h2own = srv }
+
 // Serve accepts connections on ln until ln is closed (it then returns
 // nil) or Accept fails otherwise.
 func (s *LeanServer) Serve(ln net.Listener) error {
 	s.fullRun.Do(func() { go func() { s.fullErr <- s.full.Serve(s.handoff) }() })
-	if s.h2 != nil {
+	if s.h2 != nil && s.h2own == nil {
 		s.h2Run.Do(func() { go func() { _ = s.h2.Serve(s.h2conns) }() })
 	}
 	ln = FastListener(ln)
@@ -181,7 +190,10 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 	fullDone := make(chan error, 1)
 	go func() { fullDone <- s.full.ShutdownWithContext(ctx) }()
 	h2Done := make(chan error, 1)
-	if s.h2 != nil {
+	switch {
+	case s.h2own != nil:
+		go func() { h2Done <- s.h2own.Shutdown(ctx) }()
+	case s.h2 != nil:
 		_ = s.h2conns.Close()
 		go func() {
 			err := s.h2.Shutdown(ctx)
@@ -190,7 +202,7 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 			}
 			h2Done <- err
 		}()
-	} else {
+	default:
 		h2Done <- nil
 	}
 	leanDone := make(chan struct{})
@@ -257,14 +269,19 @@ func (s *LeanServer) handOver(c *clientConn, unread []byte, reason string) bool 
 	return s.handoff.push(hc)
 }
 
-// handOverH2 gives a TLS connection that negotiated HTTP/2 to the net/http
-// engine, before anything is read from it. It reports false when there is
-// none, or when shutting down (c is then to be closed).
+// handOverH2 gives a TLS connection that negotiated HTTP/2 to the
+// gateway's HTTP/2 server, or to the net/http engine, before anything is
+// read from it. It reports false when there is none, or when shutting
+// down (c is then to be closed).
 func (s *LeanServer) handOverH2(tc *tls.Conn) bool {
-	if s.h2 == nil {
+	if s.h2 == nil || s.shutting.Load() {
 		return false
 	}
 	s.g.metrics.handovers.WithLabelValues(metricnames.HandoverHTTP2).Inc()
+	if s.h2own != nil {
+		go func() { _ = s.h2own.ServeConn(tc) }() // it closes tc
+		return true
+	}
 	return s.h2conns.push(tc)
 }
 

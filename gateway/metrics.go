@@ -20,6 +20,7 @@ type metrics struct {
 	health      *prometheus.GaugeVec     // upstream, upstream_host
 	weight      *prometheus.GaugeVec     // upstream, upstream_host
 	handovers   *prometheus.CounterVec   // reason
+	h2errors    *prometheus.CounterVec   // reason
 
 	canaryWeight   *prometheus.GaugeVec     // route_id
 	canaryVerdict  *prometheus.GaugeVec     // route_id, verdict
@@ -61,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: metricnames.GatewayHandoversTotal,
 			Help: "Client connections the lean engine handed to another engine, by reason: to the fast engine request (outside its HTTP/1.1 subset), body (chunked or over 64 KiB), route (to an HTTP/2 group); to net/http h2 (a TLS connection that chose HTTP/2).",
 		}, []string{"reason"}),
+		h2errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricnames.GatewayHTTP2ProtocolErrorsTotal,
+			Help: "Streams and connections the gateway's HTTP/2 server (gateway.http2.server lean) ended for a protocol error or a bound, by reason: bad_preface, protocol_error, flow_control, malformed_request, refused_stream, header_list_too_long, continuation_flood, rapid_reset, read_timeout, write_timeout, idle_timeout, handler_panic.",
+		}, []string{"reason"}),
 		canaryWeight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fluxgate_canary_weight",
 			Help: "Percent of the route's traffic the canary gets by weight (0 while rolled back).",
@@ -86,7 +91,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute, metricnames.HandoverHTTP2} {
 		m.handovers.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.handovers, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.handovers, m.h2errors, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)

@@ -164,6 +164,9 @@ func (s *Service) Start(ctx context.Context) error {
 	case certs != nil: // the lean engine for HTTP/1.1, net/http for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeTLSWith(srv)
+		if cfg.HTTP2.Server != HTTP2ServerNet {
+			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
+		}
 	default: // auto: the lean engine, which hands what it does not serve to the fast one
 		lsrv = g.NewLeanServer(s.logger)
 		srv = nil

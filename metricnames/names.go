@@ -35,6 +35,10 @@ const (
 	// handed to another engine, by reason (the Handover* values): to the
 	// fast engine, or HTTP/2 over TLS to the net/http engine.
 	GatewayHandoversTotal = "fluxgate_gateway_handovers_total"
+	// GatewayHTTP2ProtocolErrorsTotal counts the streams and connections
+	// the gateway's own HTTP/2 server (gateway/h2) ended for a protocol
+	// error or a bound, by reason (h2.Reason… values).
+	GatewayHTTP2ProtocolErrorsTotal = "fluxgate_gateway_http2_protocol_errors_total"
 )
 
 // Values of the reason label of GatewayHandoversTotal: a request outside

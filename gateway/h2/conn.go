@@ -584,10 +584,21 @@ func (c *conn) goAway(code http2.ErrCode) {
 	_ = c.write(true, func() error { return c.fr.WriteGoAway(c.lastID.Load(), code, nil) })
 }
 
-// abort closes the connection at once (Shutdown past its context).
+// abort closes the connection at once (Shutdown past its context): the
+// TCP connection under TLS, so that a write blocked on a client that does
+// not read fails now (tls.Conn.Close would wait for it, then try to send
+// close_notify).
 func (c *conn) abort() {
 	c.cancel()
-	_ = c.nc.Close()
+	closeNow(c.nc)
+}
+
+// closeNow closes c and, under TLS, the connection beneath first.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		_ = tc.NetConn().Close()
+	}
+	_ = c.Close()
 }
 
 // close ends the connection: every stream's writes and reads fail and the
@@ -637,7 +648,7 @@ func (c *conn) write(flush bool, fn func() error) error {
 			c.s.count(ReasonWriteTimeout)
 			c.log.Debug("h2: write timeout", "remote", c.remoteAddr)
 		}
-		_ = c.nc.Close()
+		closeNow(c.nc)
 	}
 	return err
 }

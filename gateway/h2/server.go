@@ -146,8 +146,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	// GOAWAY goes out on each connection from a goroutine of its own: a
+	// client that does not read holds its write, not Shutdown.
+	var goAways sync.WaitGroup
+	defer goAways.Wait()
 	for _, c := range conns {
-		c.goAwayGraceful()
+		goAways.Go(c.goAwayGraceful)
 	}
 	done := make(chan struct{})
 	go func() { s.connWG.Wait(); close(done) }()
