@@ -52,6 +52,10 @@ type conn struct {
 	hbuf      bytes.Buffer
 	werr      error       // guarded by wmu: the first write error; later writes fail with it
 	unflushed atomic.Bool // frames written to bw and not flushed (the reader flushes before it blocks)
+	// flushers counts the writes that will flush waiting for wmu: a write
+	// that sees one leaves its frames to that write's flush, so that
+	// answers finishing together go out in one TLS record and syscall.
+	flushers atomic.Int32
 
 	mu         sync.Mutex
 	cond       *sync.Cond         // on mu: a send window grew, a stream was reset, the connection closed
@@ -624,33 +628,51 @@ func (c *conn) close() {
 }
 
 // write runs fn under wmu with the write deadline set, and flushes if
-// flush. A failed write closes the connection; later writes fail at once.
+// flush, unless another write that will flush waits for wmu. fn returns
+// errStreamReset, having written nothing, for a stream gone; any other
+// error of fn or the flush closes the connection, and later writes fail
+// at once.
 func (c *conn) write(flush bool, fn func() error) error {
+	if flush {
+		c.flushers.Add(1)
+	}
 	c.wmu.Lock()
+	if flush {
+		c.flushers.Add(-1)
+	}
 	defer c.wmu.Unlock()
 	if c.werr != nil {
 		return c.werr
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.wtimeout))
 	err := fn()
-	if err == nil {
-		if flush {
-			err = c.bw.Flush()
-			c.unflushed.Store(false)
-		} else {
-			c.unflushed.Store(true)
-		}
+	if err != nil && !errors.Is(err, errStreamReset) {
+		c.failWriteLocked(err)
+		return err
 	}
-	if err != nil {
-		c.werr = err
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			c.s.count(ReasonWriteTimeout)
-			c.log.Debug("h2: write timeout", "remote", c.remoteAddr)
+	if flush && c.flushers.Load() == 0 {
+		// Flush even when fn wrote nothing: an earlier write may have
+		// left its frames to this one.
+		if ferr := c.bw.Flush(); ferr != nil {
+			c.failWriteLocked(ferr)
+			return ferr
 		}
-		closeNow(c.nc)
+		c.unflushed.Store(false)
+	} else {
+		c.unflushed.Store(true)
 	}
 	return err
+}
+
+// failWriteLocked records a failed write and closes the connection. Under wmu.
+func (c *conn) failWriteLocked(err error) {
+	c.werr = err
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.s.count(ReasonWriteTimeout)
+		c.log.Debug("h2: write timeout", "remote", c.remoteAddr)
+	}
+	closeNow(c.nc)
 }
 
 // writeCtl writes a control frame from the reader goroutine, flushed

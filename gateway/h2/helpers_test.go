@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,8 @@ type testServer struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	errs  []error // guarded by mu: ServeConn's errors
+
+	accepted atomic.Int32 // connections accepted
 }
 
 // start serves s over TLS (ALPN h2) until the test ends; then it shuts s
@@ -79,6 +82,7 @@ func start(t *testing.T, s *Server) *testServer {
 			if err != nil {
 				return
 			}
+			ts.accepted.Add(1)
 			ts.wg.Add(1)
 			go func() {
 				defer ts.wg.Done()

@@ -230,6 +230,16 @@ func TestClientResetMidBodyCancelsHandler(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the request's context was not cancelled by the reset")
 	}
+	// A stream's reset leaves the connection serving the others.
+	ts.srv.Handler = nil // 404 to all; no handler runs now
+	res, err = c.Get(ts.url("/after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = res.Body.Close()
+	if n := ts.accepted.Load(); n != 1 {
+		t.Errorf("%d connections accepted, want 1: the reset closed the connection", n)
+	}
 }
 
 func TestTrailersBothWays(t *testing.T) {
