@@ -511,7 +511,7 @@ func (m *CanaryMetricsConfig) check(bad func(key, format string, args ...any)) {
 type TLSConfig struct {
 	CertFile string   `yaml:"cert_file" desc:"PEM certificate chain the gateway serves; with key_file turns on TLS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded when the file changes."`
 	KeyFile  string   `yaml:"key_file" desc:"PEM private key of cert_file."`
-	ALPN     []string `yaml:"alpn,omitempty" desc:"Protocols offered to clients by ALPN, in order of preference: h2, http/1.1. Empty means both, h2 first. [http/1.1] keeps every client on the lean engine (clients that would choose HTTP/2 speak HTTP/1.1); HTTP/2 connections are served by the net/http engine, at 0.47–0.56× nginx's throughput (BENCHMARKS.md), and gRPC needs them."`
+	ALPN     []string `yaml:"alpn,omitempty" desc:"Protocols offered to clients by ALPN, in order of preference: h2, http/1.1. Empty means both, h2 first. [http/1.1] keeps every client on the lean engine (clients that would choose HTTP/2 speak HTTP/1.1); HTTP/2 connections are served by http2.server (docs/gateway.md), and gRPC needs them."`
 }
 
 // ALPN protocol names of TLSConfig.ALPN.

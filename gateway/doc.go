@@ -3,8 +3,10 @@
 //
 // A Gateway is built from the gateway section of fluxgate.yaml
 // (Config) and serves on one of three engines: net/http (it is an
-// http.Handler; h2c listeners use it, and TLS connections that chose
-// HTTP/2); the fast HTTP/1.1 engine
+// http.Handler; h2c listeners use it, and with gateway.http2.server net
+// the TLS connections that chose HTTP/2, which otherwise go to the
+// gateway's own HTTP/2 server, package gateway/h2, serving the same
+// handler: NewHTTP2Server, LeanServer.ServeHTTP2With); the fast HTTP/1.1 engine
 // on fasthttp (NewFastServer), which proxies with pooled fasthttp clients
 // and passes WebSocket upgrades and routes to HTTP/2 groups to the
 // net/http engine in process (buffering such a request's body first); and

@@ -33,7 +33,8 @@ const (
 	UpstreamWeight             = "fluxgate_upstream_weight"
 	// GatewayHandoversTotal counts the client connections the lean engine
 	// handed to another engine, by reason (the Handover* values): to the
-	// fast engine, or HTTP/2 over TLS to the net/http engine.
+	// fast engine, or HTTP/2 over TLS to the HTTP/2 server
+	// (gateway.http2.server).
 	GatewayHandoversTotal = "fluxgate_gateway_handovers_total"
 	// GatewayHTTP2ProtocolErrorsTotal counts the streams and connections
 	// the gateway's own HTTP/2 server (gateway/h2) ended for a protocol
