@@ -192,6 +192,7 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 	h2Done := make(chan error, 1)
 	switch {
 	case s.h2own != nil:
+		_ = s.h2conns.Close()
 		go func() { h2Done <- s.h2own.Shutdown(ctx) }()
 	case s.h2 != nil:
 		_ = s.h2conns.Close()

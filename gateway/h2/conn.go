@@ -38,6 +38,7 @@ type conn struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	handlers   sync.WaitGroup
+	bg         sync.WaitGroup // other goroutines of the connection (closeWriteLocked's)
 
 	// The settings this side announced, from s.
 	maxStreams   int
@@ -136,6 +137,7 @@ func (c *conn) serve() (err error) {
 	defer func() {
 		c.close()
 		c.handlers.Wait()
+		c.bg.Wait()
 		c.mu.Lock()
 		if c.idle != nil {
 			c.idle.Stop()
@@ -414,10 +416,14 @@ func (c *conn) data(f *http2.DataFrame) error {
 	st := c.lookup(id)
 	if st == nil || st.body == nil {
 		c.consumed(n)
-		if id > c.lastID.Load() {
+		switch {
+		case id > c.lastID.Load():
 			return connError{http2.ErrCodeProtocol, ReasonProtocol, "DATA on an idle stream"}
+		case st != nil: // half-closed (remote): END_STREAM came with the HEADERS
+			c.resetStream(st, http2.ErrCodeStreamClosed, true)
+		default:
+			c.writeRST(id, http2.ErrCodeStreamClosed)
 		}
-		c.writeRST(id, http2.ErrCodeStreamClosed)
 		return nil
 	}
 	b := st.body
@@ -573,11 +579,13 @@ func (c *conn) closeWriteLocked() {
 	}
 	c.closing = true
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
-		go func() {
+		// Not under mu: a write may hold wmu. closed is false, so serve
+		// has not reached bg.Wait yet.
+		c.bg.Go(func() {
 			c.wmu.Lock()
 			_ = cw.CloseWrite()
 			c.wmu.Unlock()
-		}()
+		})
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
 }

@@ -390,3 +390,24 @@ func TestClientThatDoesNotReadIsCut(t *testing.T) {
 	}
 	rs.has(t, ReasonWriteTimeout)
 }
+
+func TestDataOnHalfClosedStreamResetsIt(t *testing.T) {
+	cancelled := make(chan struct{})
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		close(cancelled)
+	})})
+	rc := dialRaw(t, ts)
+	rc.headers(1, true)
+	if err := rc.fr.WriteData(1, false, []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	if code := rc.rst(1); code != http2.ErrCodeStreamClosed {
+		t.Fatalf("RST_STREAM %v, want STREAM_CLOSED", code)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler of the reset stream was not cancelled")
+	}
+}
