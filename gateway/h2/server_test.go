@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -420,5 +421,82 @@ func TestShutdownPastContextCancelsHandlers(t *testing.T) {
 	defer cancel()
 	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown: %v, want the context's error", err)
+	}
+}
+
+func TestWriteFailsOnceTheClientResets(t *testing.T) {
+	writeErr := make(chan error, 1)
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 32<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	})})
+	c := ts.client(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.url("/"), nil)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(res.Body, make([]byte, 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // RST_STREAM CANCEL: the endless answer must stop
+	_ = res.Body.Close()
+	select {
+	case err := <-writeErr:
+		if !errors.Is(err, errStreamReset) {
+			t.Errorf("Write failed with %v, want the reset", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's writes kept succeeding after the reset")
+	}
+}
+
+func TestResponseControllerDeadlines(t *testing.T) {
+	got := make(chan error, 2)
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+			got <- err
+			return
+		}
+		_, err := io.ReadAll(r.Body) // the client sends nothing more
+		got <- err
+		if err := rc.SetWriteDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+			got <- err
+			return
+		}
+		_, err = w.Write(make([]byte, 64<<10)) // past the client's 1 KiB window, never read
+		if err == nil {
+			err = rc.Flush()
+		}
+		got <- err
+	})})
+	c := ts.client(t, func(h *http.HTTP2Config) { h.MaxReceiveBufferPerStream = 1 << 10 })
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("start")) }()
+	req, _ := http.NewRequest(http.MethodPost, ts.url("/"), pr)
+	hold := make(chan struct{})
+	var client sync.WaitGroup
+	defer client.Wait()
+	defer close(hold)
+	client.Go(func() {
+		if res, err := c.Do(req); err == nil {
+			<-hold // the answer stays unread until the test ends
+			_ = res.Body.Close()
+		}
+	})
+	if err := <-got; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("body read: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if err := <-got; !errors.Is(err, errWindowTimeout) {
+		t.Errorf("write past the window: %v, want the window timeout", err)
 	}
 }
