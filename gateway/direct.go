@@ -30,7 +30,18 @@ import (
 // trailers, Expect or Upgrade, not CONNECT, and a query ReverseProxy
 // would send as it is.
 func directCarries(r *http.Request, u *upstream) bool {
-	return u.lean != nil && r.Method != http.MethodConnect && leanCarries(r) && !queryCleaned(r.URL.RawQuery)
+	if u.lean == nil || r.Method == http.MethodConnect || len(r.Trailer) > 0 ||
+		r.Header.Get("Upgrade") != "" || r.Header.Get("Expect") != "" || queryCleaned(r.URL.RawQuery) {
+		return false
+	}
+	return noBodyOn(r) || r.ContentLength > 0 && r.ContentLength <= leanMaxBody
+}
+
+// noBodyOn reports whether r, a request a server received, has no body
+// to send on: ReverseProxy sends none when its length is 0 (HTTP/2's
+// server gives a request without one a Body all the same).
+func noBodyOn(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 }
 
 // queryCleaned reports whether ReverseProxy would re-encode the query
@@ -82,12 +93,12 @@ func (g *Gateway) direct(w http.ResponseWriter, r *http.Request, fl *proxied, u 
 	}
 	*mp = msg
 	headReq := r.Method == http.MethodHead
-	bodiless := r.Body == nil || r.Body == http.NoBody
-	again := retryable(r.Method, bodiless)
+	noBody := noBodyOn(r)
+	again := retryable(r.Method, noBody)
 	ctx := r.Context()
 	var up *leanUpConn
 	var pool *leanPool
-	bodyRead := bodiless
+	bodyRead := noBody
 	got1xx := func(code int, h textproto.MIMEHeader) error {
 		relay1xx(w, code, h)
 		return nil
@@ -159,7 +170,7 @@ func appendOutbound(dst []byte, r *http.Request) ([]byte, bool) {
 		dst = append(dst, "\r\nX-Forwarded-Proto: https\r\n"...)
 	}
 	n := r.ContentLength
-	if r.Body == nil || r.Body == http.NoBody {
+	if noBodyOn(r) {
 		n = 0
 	}
 	return appendLength(dst, r.Method, n), true
@@ -202,13 +213,14 @@ func relay1xx(w http.ResponseWriter, code int, fields textproto.MIMEHeader) {
 func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *leanPool, up *leanUpConn, headReq bool) {
 	resp := &up.resp
 	h := w.Header()
+	n := resp.BodyLength(headReq)
 	listed := connectionFields(resp.Headers)
 	var trailer http.Header
 	eventStream := false
 	for _, f := range resp.Headers {
 		switch fieldKind(f.Name) {
 		case fieldTrailer:
-			if resp.Chunked { // only a chunked body has trailers
+			if resp.Chunked { // only a chunked body has trailers (see leanResponse)
 				trailer = declareTrailers(trailer, b2s(f.Value))
 			}
 			continue
@@ -233,13 +245,16 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 		h.Add("Trailer", strings.Join(names, ", "))
 	}
 	w.WriteHeader(resp.Status)
-	n := resp.BodyLength(headReq)
 	body := newLeanBody(pool, up, n, &trailer)
 	if body != nil {
 		rc := http.NewResponseController(w)
 		stream := eventStream || n == http1.BodyChunked || n == http1.BodyToClose
-		if stream {
-			_ = rc.Flush() // the head goes out before the body starts
+		if stream && up.r == up.w {
+			// The head goes out before the body starts. (With some of
+			// the body in, its first write goes with the head: net/http
+			// then sniffs a Content-Type the target left out, as it does
+			// behind ReverseProxy but for a slow first read.)
+			_ = rc.Flush()
 		}
 		if err := copyBody(w, body, rc, stream); err != nil {
 			if !errors.Is(err, errClientWrite) && r.Context().Err() == nil {
@@ -253,8 +268,13 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 		_ = http.NewResponseController(w).Flush() // chunked, so that the trailers can follow
 	}
 	if len(trailer) == announced {
+		// Values only: a declared trailer that did not come stays out of
+		// the header, or HTTP/2's server would wait to send it and never
+		// end the stream.
 		for k, vs := range trailer {
-			h[k] = append(h[k], vs...)
+			for _, v := range vs {
+				h.Add(k, v)
+			}
 		}
 		return
 	}

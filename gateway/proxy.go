@@ -53,7 +53,7 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl 
 		return
 	}
 	direct := directCarries(r, u)
-	if r.Body != nil && r.Body != http.NoBody {
+	if !noBodyOn(r) {
 		fl.body = newClientBody(r.Body, r.ContentLength)
 		// The body's deadline is lifted once it is read: net/http's
 		// background read for a client that leaves runs on after it, and
