@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -44,6 +43,32 @@ func countReverseProxy(g *Gateway) *atomic.Int64 {
 	return &n
 }
 
+// h2Gateway serves a gateway to addr over HTTP/2 (h2Front) and counts
+// the requests it hands to ReverseProxy.
+func h2Gateway(t *testing.T, addr string) (g *Gateway, url string, c *http.Client, viaProxy *atomic.Int64) {
+	t.Helper()
+	g, err := New(Options{Config: oneUpstream(addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	viaProxy = countReverseProxy(g)
+	url, c = h2Front(t, g)
+	return g, url, c, viaProxy
+}
+
+// statusOf is the status of a GET of url with c.
+func statusOf(t *testing.T, c *http.Client, url string) int {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // withoutDirect turns g's direct path off: ReverseProxy with leanTransport
 // over the same pools carries its group, as before the direct path.
 func withoutDirect(g *Gateway) {
@@ -57,17 +82,10 @@ func withoutDirect(g *Gateway) {
 // after another; the others (a body of unknown length or over 64 KiB, a
 // query ReverseProxy re-encodes) still go through it.
 func TestDirectPathCarriesHTTP2Clients(t *testing.T) {
-	var conns atomic.Int64
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up, conns := countingTarget(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.RequestURI(), len(b))
-	}))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	up.Start()
+	})
 	defer up.Close()
 	g := proxyTo(t, up, Options{})
 	viaProxy := countReverseProxy(g)
@@ -136,31 +154,17 @@ func TestDirectPathCarriesHTTP2Clients(t *testing.T) {
 	}
 }
 
-// h2View is what an HTTP/2 client sees of one answer: informational
-// answers, status, fields (but Date), body and trailers, or "failed"
-// when it broke off.
-func h2View(t *testing.T, c *http.Client, method, url string, sniffed bool) string {
-	t.Helper()
+// h2View is what an HTTP/2 client sees of one answer: the informational
+// answers, then as viewOf.
+func h2View(c *http.Client, method, url string, sniffed bool) string {
 	var infos []string
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 		infos = append(infos, fmt.Sprintf("%d %v", code, h))
 		return nil
 	}}
 	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, url, nil)
-	resp, err := c.Do(req)
-	if err != nil {
-		return "failed"
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "failed"
-	}
-	resp.Header.Del("Date")
-	if !sniffed {
-		resp.Header.Del("Content-Type") // see viewOf
-	}
-	return fmt.Sprintf("%v %s %d cl=%d %v body=%q trailer=%v", infos, resp.Proto, resp.StatusCode, resp.ContentLength, resp.Header, b, resp.Trailer)
+	view := viewWith(c, req, sniffed)
+	return fmt.Sprintf("%v %s", infos, view)
 }
 
 // An HTTP/2 client sees the same answers through the direct path as
@@ -178,38 +182,18 @@ func TestDirectPathAgreesWithReverseProxyOverHTTP2(t *testing.T) {
 	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			addr := scriptedUpstream(t, func(conn net.Conn, br *bufio.Reader) {
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				_ = req.Body.Close()
-				_, _ = io.WriteString(conn, c.raw)
-			})
-			g, err := New(Options{Config: oneUpstream(addr)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(g.Close)
-			viaProxy := countReverseProxy(g)
-			url, client := h2Front(t, g)
+			addr := answeringTarget(t, c.raw)
+			g, url, client, viaProxy := h2Gateway(t, addr)
 			refURL, refClient := h2Front(t, referenceGateway(t, addr))
 			sniffed := strings.Contains(strings.ToLower(c.raw), "content-type")
-			got, want := h2View(t, client, c.method, url+"/x", sniffed), h2View(t, refClient, c.method, refURL+"/x", sniffed)
+			got, want := h2View(client, c.method, url+"/x", sniffed), h2View(refClient, c.method, refURL+"/x", sniffed)
 			if got != want {
 				t.Errorf("through the direct path:\n  %s\nthrough ReverseProxy and net/http's Transport:\n  %s", got, want)
 			}
 			if n := viaProxy.Load(); n != 0 {
 				t.Errorf("%d requests went through ReverseProxy", n)
 			}
-			pool := g.state.Load().upstreams["u"].lean[addr]
-			if !eventually(func() bool {
-				open, idle := poolCounts(pool)
-				return open == idle && open <= 1
-			}) {
-				open, idle := poolCounts(pool)
-				t.Errorf("the pool counts %d open, %d idle, after one exchange", open, idle)
-			}
+			poolSettles(t, g.state.Load().upstreams["u"].lean[addr])
 		})
 	}
 }
@@ -220,13 +204,7 @@ func TestDirectPathAgreesWithReverseProxyOverHTTP2(t *testing.T) {
 // rewrite drops, repeated fields, escaped targets, bodies.
 func TestDirectPathWritesAsReverseProxy(t *testing.T) {
 	addr := headTarget(t)
-	g, err := New(Options{Config: oneUpstream(addr)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
-	viaProxy := countReverseProxy(g)
-	url, client := h2Front(t, g)
+	_, url, client, viaProxy := h2Gateway(t, addr)
 	refURL, refClient := h2Front(t, referenceGateway(t, addr))
 	send := func(c *http.Client, base, method, path, body string, hdr []string) string {
 		var rd io.Reader
@@ -295,13 +273,7 @@ func TestDirectPathStreams(t *testing.T) {
 				<-release
 				_, _ = io.WriteString(conn, c.rest)
 			})
-			g, err := New(Options{Config: oneUpstream(addr)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(g.Close)
-			viaProxy := countReverseProxy(g)
-			url, client := h2Front(t, g)
+			_, url, client, viaProxy := h2Gateway(t, addr)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/", nil)
@@ -363,13 +335,8 @@ func TestDirectPathBrokenBodiesOverHTTP2(t *testing.T) {
 			}
 			resp.Body.Close()
 		}
-		resp, err := client.Get(url + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Errorf("after three truncated bodies got %d, want 503 breaker_open", resp.StatusCode)
+		if status := statusOf(t, client, url+"/"); status != http.StatusServiceUnavailable {
+			t.Errorf("after three truncated bodies got %d, want 503 breaker_open", status)
 		}
 		if !eventually(func() bool { return metricOf(t, reg, "fluxgate_http_requests_in_flight").GetGauge().GetValue() == 0 }) {
 			t.Error("requests left in flight")
@@ -419,13 +386,8 @@ func TestDirectPathBrokenBodiesOverHTTP2(t *testing.T) {
 		if open, idle := poolCounts(pool); open != idle {
 			t.Errorf("the pool counts %d open, %d idle: a connection of an abandoned answer is held", open, idle)
 		}
-		resp, err := client.Get(url + "/ok")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("after clients reset their streams mid-body got %d; the breaker blamed the target", resp.StatusCode)
+		if status := statusOf(t, client, url+"/ok"); status != http.StatusOK {
+			t.Errorf("after clients reset their streams mid-body got %d; the breaker blamed the target", status)
 		}
 		if n := viaProxy.Load(); n != 0 {
 			t.Errorf("%d requests went through ReverseProxy", n)
@@ -443,26 +405,7 @@ func TestDirectPathAllocatesLess(t *testing.T) {
 	defer up.Close()
 	perRequest := func(g *Gateway) (objects, bytes uint64) {
 		url, c := h2Front(t, g)
-		get := func() {
-			resp, err := c.Get(url + "/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-		for range 50 {
-			get() // connections, pools and caches warm
-		}
-		const n = 300
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		for range n {
-			get()
-		}
-		runtime.ReadMemStats(&after)
-		return (after.Mallocs - before.Mallocs) / n, (after.TotalAlloc - before.TotalAlloc) / n
+		return allocsPerGet(t, c, url+"/")
 	}
 	old := proxyTo(t, up, Options{})
 	withoutDirect(old)

@@ -152,6 +152,11 @@ func viewOf(t *testing.T, method, url string, sniffed bool) string {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DisableCompression: true}}
+	return viewWith(c, req, sniffed)
+}
+
+// viewWith is viewOf for req sent with c.
+func viewWith(c *http.Client, req *http.Request, sniffed bool) string {
 	resp, err := c.Do(req)
 	if err != nil {
 		return "failed"
@@ -168,7 +173,7 @@ func viewOf(t *testing.T, method, url string, sniffed bool) string {
 		// arrived, not on the transport.
 		resp.Header.Del("Content-Type")
 	}
-	return fmt.Sprintf("%d cl=%d te=%v %v body=%q trailer=%v", resp.StatusCode, resp.ContentLength, resp.TransferEncoding, resp.Header, b, resp.Trailer)
+	return fmt.Sprintf("%s %d cl=%d te=%v %v body=%q trailer=%v", resp.Proto, resp.StatusCode, resp.ContentLength, resp.TransferEncoding, resp.Header, b, resp.Trailer)
 }
 
 // targetAnswers are raw answers of a target to a request of method: the
@@ -201,14 +206,7 @@ var targetAnswers = []struct{ name, method, raw string }{
 func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 	for _, c := range targetAnswers {
 		t.Run(c.name, func(t *testing.T) {
-			addr := scriptedUpstream(t, func(conn net.Conn, br *bufio.Reader) {
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				_ = req.Body.Close()
-				_, _ = io.WriteString(conn, c.raw)
-			})
+			addr := answeringTarget(t, c.raw)
 			lean, pool := netEngineTo(t, addr)
 			ref := netHTTPReference(t, addr)
 			sniffed := strings.Contains(strings.ToLower(c.raw), "content-type")
@@ -216,15 +214,35 @@ func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 			if got != want {
 				t.Errorf("through leanTransport:\n  %s\nthrough net/http's Transport:\n  %s", got, want)
 			}
-			// The connection is back in the pool or closed and uncounted.
-			if !eventually(func() bool {
-				open, idle := poolCounts(pool)
-				return open == idle && open <= 1
-			}) {
-				open, idle := poolCounts(pool)
-				t.Errorf("the pool counts %d open, %d idle, after one exchange", open, idle)
-			}
+			poolSettles(t, pool)
 		})
+	}
+}
+
+// answeringTarget is a scripted target that answers one request on each
+// connection with raw.
+func answeringTarget(t *testing.T, raw string) string {
+	t.Helper()
+	return scriptedUpstream(t, func(conn net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_ = req.Body.Close()
+		_, _ = io.WriteString(conn, raw)
+	})
+}
+
+// poolSettles checks that after one exchange the connection is back in
+// pool or closed and uncounted.
+func poolSettles(t *testing.T, pool *leanPool) {
+	t.Helper()
+	if !eventually(func() bool {
+		open, idle := poolCounts(pool)
+		return open == idle && open <= 1
+	}) {
+		open, idle := poolCounts(pool)
+		t.Errorf("the pool counts %d open, %d idle, after one exchange", open, idle)
 	}
 }
 
