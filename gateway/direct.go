@@ -217,11 +217,27 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 	listed := connectionFields(resp.Headers)
 	var trailer http.Header
 	eventStream := false
+	// The values are views of one string, the one-value slices of one
+	// array: two allocations, not two a field.
+	size := 0
 	for _, f := range resp.Headers {
+		size += len(f.Value)
+	}
+	var values strings.Builder
+	values.Grow(size)
+	for _, f := range resp.Headers {
+		values.Write(f.Value)
+	}
+	all := values.String()
+	slots := make([]string, len(resp.Headers))
+	at := 0
+	for i, f := range resp.Headers {
+		v := all[at : at+len(f.Value)]
+		at += len(f.Value)
 		switch fieldKind(f.Name) {
 		case fieldTrailer:
 			if resp.Chunked { // only a chunked body has trailers (see leanResponse)
-				trailer = declareTrailers(trailer, b2s(f.Value))
+				trailer = declareTrailers(trailer, v)
 			}
 			continue
 		case fieldHop, fieldConn, fieldTE:
@@ -230,10 +246,15 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 		if listed != nil && listedIn(listed, f.Name) {
 			continue
 		}
-		name := textproto.CanonicalMIMEHeaderKey(string(f.Name))
-		h[name] = append(h[name], string(f.Value))
+		name := headerName(f.Name)
+		if prior, ok := h[name]; ok {
+			h[name] = append(prior, v)
+		} else {
+			slots[i] = v
+			h[name] = slots[i : i+1 : i+1]
+		}
 		if name == "Content-Type" {
-			eventStream = isEventStream(b2s(f.Value))
+			eventStream = isEventStream(v)
 		}
 	}
 	announced := len(trailer)
@@ -245,8 +266,8 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 		h.Add("Trailer", strings.Join(names, ", "))
 	}
 	w.WriteHeader(resp.Status)
-	body := newLeanBody(pool, up, n, &trailer)
-	if body != nil {
+	var body leanBody
+	if body.start(pool, up, n, &trailer) {
 		rc := http.NewResponseController(w)
 		stream := eventStream || n == http1.BodyChunked || n == http1.BodyToClose
 		if stream && up.r == up.w {
@@ -256,7 +277,7 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 			// behind ReverseProxy but for a slow first read.)
 			_ = rc.Flush()
 		}
-		if err := copyBody(w, body, rc, stream); err != nil {
+		if err := copyBody(w, &body, rc, stream); err != nil {
 			if !errors.Is(err, errClientWrite) && r.Context().Err() == nil {
 				fl.bodyFailed = true
 			}
@@ -290,7 +311,7 @@ var errClientWrite = errors.New("gateway: writing to the client failed")
 
 // copyBody copies body to w through a buffer of copyBuffers, flushing
 // after every write when stream is set.
-func copyBody(w io.Writer, body io.Reader, rc *http.ResponseController, stream bool) error {
+func copyBody(w io.Writer, body *leanBody, rc *http.ResponseController, stream bool) error {
 	buf := copyBuffers.Get()
 	defer copyBuffers.Put(buf)
 	for {
@@ -330,4 +351,28 @@ func declareTrailers(t http.Header, v string) http.Header {
 func isEventStream(ct string) bool {
 	base, _, _ := strings.Cut(ct, ";")
 	return strings.EqualFold(strings.TrimSpace(base), "text/event-stream")
+}
+
+// commonNames holds the canonical names of fields targets often send,
+// by their canonical and lower-case spellings: headerName finds them
+// without allocating.
+var commonNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{
+		"Accept-Ranges", "Age", "Cache-Control", "Content-Encoding", "Content-Language", "Content-Length",
+		"Content-Range", "Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Link", "Location",
+		"Server", "Set-Cookie", "Strict-Transport-Security", "Vary", "Via", "X-Content-Type-Options",
+		"X-Frame-Options", "X-Request-Id",
+	} {
+		m[n], m[strings.ToLower(n)] = n, n
+	}
+	return m
+}()
+
+// headerName is name in canonical form (textproto.CanonicalMIMEHeaderKey).
+func headerName(name []byte) string {
+	if n, ok := commonNames[string(name)]; ok {
+		return n
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
 }

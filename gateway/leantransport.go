@@ -224,9 +224,9 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 	}
 	resp.Header.Del("Transfer-Encoding")
 	n := r.BodyLength(headReq)
-	b := newLeanBody(pool, up, n, &resp.Trailer)
+	b := &leanBody{}
 	switch {
-	case b == nil:
+	case !b.start(pool, up, n, &resp.Trailer):
 		resp.ContentLength = 0
 		if headReq {
 			resp.ContentLength = -1
@@ -247,16 +247,17 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 	return resp
 }
 
-// newLeanBody returns the body of up's response, framed as n tells (see
-// http1.Response.BodyLength), or nil when it has none: the connection is
-// then released. The trailers of a chunked body are added to *trailer.
-func newLeanBody(pool *leanPool, up *leanUpConn, n int64, trailer *http.Header) *leanBody {
+// start makes b the body of up's response, framed as n tells (see
+// http1.Response.BodyLength), and reports true; or false when it has
+// none: the connection is then released. The trailers of a chunked body
+// are added to *trailer.
+func (b *leanBody) start(pool *leanPool, up *leanUpConn, n int64, trailer *http.Header) bool {
 	up.disarm() // the body may take as long as it takes
-	b := &leanBody{pool: pool, up: up, trailer: trailer, reusable: !up.resp.Close}
+	*b = leanBody{pool: pool, up: up, trailer: trailer, reusable: !up.resp.Close}
 	switch {
 	case n == http1.BodyNone:
 		b.finish(nil)
-		return nil
+		return false
 	case n > 0:
 		b.left = n
 	case n == http1.BodyChunked:
@@ -265,7 +266,7 @@ func newLeanBody(pool *leanPool, up *leanUpConn, n int64, trailer *http.Header) 
 	default: // to the target's close
 		b.reusable, b.left = false, -1
 	}
-	return b
+	return true
 }
 
 // upReader reads what up holds, then its connection.

@@ -48,7 +48,7 @@ func flowFrom(ctx context.Context) *proxied {
 func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl *proxied) {
 	u := rt.choose(netRequest{r})
 	fl.upstream = u
-	permit, ok := u.enter(netResponder{w})
+	permit, ok := u.enter((*netExchange)(fl)) // a pointer: no allocation
 	if !ok {
 		return
 	}

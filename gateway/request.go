@@ -54,6 +54,11 @@ func (x *netExchange) ResponseHeader() flow.HeaderSetter { return x.rec.Header()
 
 func (x *netExchange) WriteJSON(status int, v any) { writeJSON(&x.rec, status, v) }
 
+// reject answers as netResponder does, through the flow's writer.
+func (x *netExchange) reject(status int, reason string, retryAfter int64, body any) {
+	netResponder{&x.rec}.reject(status, reason, retryAfter, body)
+}
+
 func (x *netExchange) Identity() (method, path, target string) {
 	return x.in.Method, x.in.URL.Path, x.in.URL.RequestURI()
 }
