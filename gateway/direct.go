@@ -214,49 +214,7 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 	resp := &up.resp
 	h := w.Header()
 	n := resp.BodyLength(headReq)
-	listed := connectionFields(resp.Headers)
-	var trailer http.Header
-	eventStream := false
-	// The values are views of one string, the one-value slices of one
-	// array: two allocations, not two a field.
-	size := 0
-	for _, f := range resp.Headers {
-		size += len(f.Value)
-	}
-	var values strings.Builder
-	values.Grow(size)
-	for _, f := range resp.Headers {
-		values.Write(f.Value)
-	}
-	all := values.String()
-	slots := make([]string, len(resp.Headers))
-	at := 0
-	for i, f := range resp.Headers {
-		v := all[at : at+len(f.Value)]
-		at += len(f.Value)
-		switch fieldKind(f.Name) {
-		case fieldTrailer:
-			if resp.Chunked { // only a chunked body has trailers (see leanResponse)
-				trailer = declareTrailers(trailer, v)
-			}
-			continue
-		case fieldHop, fieldConn, fieldTE:
-			continue
-		}
-		if listed != nil && listedIn(listed, f.Name) {
-			continue
-		}
-		name := headerName(f.Name)
-		if prior, ok := h[name]; ok {
-			h[name] = append(prior, v)
-		} else {
-			slots[i] = v
-			h[name] = slots[i : i+1 : i+1]
-		}
-		if name == "Content-Type" {
-			eventStream = isEventStream(v)
-		}
-	}
+	trailer, eventStream := addFields(h, resp)
 	announced := len(trailer)
 	if announced > 0 {
 		names := make([]string, 0, announced)
@@ -306,6 +264,54 @@ func relayDirect(w http.ResponseWriter, r *http.Request, fl *proxied, pool *lean
 	}
 }
 
+// addFields adds the fields of resp to h but the hop-by-hop ones (and
+// those its Connection fields list), and returns the trailers a chunked
+// body declares (names, no values) and whether it is an event stream.
+func addFields(h http.Header, resp *http1.Response) (trailer http.Header, eventStream bool) {
+	listed := connectionFields(resp.Headers)
+	// The values are views of one string, the one-value slices of one
+	// array: two allocations, not two a field.
+	size := 0
+	for _, f := range resp.Headers {
+		size += len(f.Value)
+	}
+	var values strings.Builder
+	values.Grow(size)
+	for _, f := range resp.Headers {
+		values.Write(f.Value)
+	}
+	all := values.String()
+	slots := make([]string, len(resp.Headers))
+	at := 0
+	for i, f := range resp.Headers {
+		v := all[at : at+len(f.Value)]
+		at += len(f.Value)
+		switch fieldKind(f.Name) {
+		case fieldTrailer:
+			if resp.Chunked { // only a chunked body has trailers (see leanResponse)
+				trailer = declareTrailers(trailer, v)
+			}
+			continue
+		case fieldHop, fieldConn, fieldTE:
+			continue
+		}
+		if listed != nil && listedIn(listed, f.Name) {
+			continue
+		}
+		name := headerName(f.Name)
+		if prior, ok := h[name]; ok {
+			h[name] = append(prior, v)
+		} else {
+			slots[i] = v
+			h[name] = slots[i : i+1 : i+1]
+		}
+		if name == "Content-Type" {
+			eventStream = isEventStream(v)
+		}
+	}
+	return trailer, eventStream
+}
+
 // errClientWrite marks a failed write to the client in copyBody.
 var errClientWrite = errors.New("gateway: writing to the client failed")
 
@@ -324,7 +330,7 @@ func copyBody(w io.Writer, body *leanBody, rc *http.ResponseController, stream b
 				_ = rc.Flush()
 			}
 		}
-		if rerr == io.EOF {
+		if errors.Is(rerr, io.EOF) {
 			return nil
 		}
 		if rerr != nil {
