@@ -445,6 +445,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			returned = true
 			return
 		}
+		fl.rec.decision = admitted.Decision()
 	}
 	g.forward(rt, &fl.rec, r, fl)
 	returned = true

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // stallingTarget is a scripted target that reads one request head,
@@ -502,4 +505,56 @@ func referenceGateway(t *testing.T, addr string) *Gateway {
 	u.transport = u.transport.(*leanTransport).fallback
 	u.lean = nil // no direct path
 	return g
+}
+
+// The control point's fields reach the final answer after an informational
+// one, on the direct path (GET) and through ReverseProxy (a body past what
+// the lean pools carry): relaying a 1xx clears the header it shared with
+// them.
+func TestDecisionFieldsAfter1xx(t *testing.T) {
+	addr := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(addr), Checker: &labelRecorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	front := httptest.NewServer(g)
+	t.Cleanup(front.Close)
+	for _, tc := range []struct {
+		name   string
+		method string
+		body   []byte
+	}{
+		{"direct path", http.MethodGet, nil},
+		{"ReverseProxy", http.MethodPost, bytes.Repeat([]byte("x"), leanMaxBody+1)},
+	} {
+		var informed []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			informed = append(informed, fmt.Sprintf("%d %s", code, h.Get("Link")))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), tc.method, front.URL+"/", bytes.NewReader(tc.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if len(informed) != 1 || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: informational answers %q, final %d; want one 103, then 200", tc.name, informed, resp.StatusCode)
+		}
+		if got := resp.Header.Get(flow.HeaderDecision); got != "accepted" {
+			t.Errorf("%s: the final answer's %s is %q, want accepted", tc.name, flow.HeaderDecision, got)
+		}
+	}
 }

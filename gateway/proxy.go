@@ -30,9 +30,9 @@ type proxied struct {
 	// bodyFailed: reading the target's response body failed (net/http
 	// engine; the fast engine's relay keeps its own).
 	bodyFailed bool
-	rec        flow.StatusRecorder // the answer's writer and status (net/http engine)
-	in         *http.Request       // the client's request (net/http engine)
-	body       *clientBody         // the client's request body (net/http engine), or nil
+	rec        answerWriter  // the answer's writer and status (net/http engine)
+	in         *http.Request // the client's request (net/http engine)
+	body       *clientBody   // the client's request body (net/http engine), or nil
 }
 
 type flowKey struct{}
@@ -79,6 +79,29 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl 
 		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
 	}
 	relayed = true
+}
+
+// answerWriter is the writer a flow's answer goes through on the
+// net/http engine: it records the status and, after an informational
+// answer (103 Early Hints), puts the decision's fields back on the final
+// one. Relaying a 1xx clears the header (ReverseProxy does, so that the
+// 1xx's fields do not reach the final answer), and with it the fields the
+// control point set.
+type answerWriter struct {
+	flow.StatusRecorder
+	decision *flow.Decision // the admitting decision, or nil
+	informed bool           // an informational answer went out since the fields were set
+}
+
+func (a *answerWriter) WriteHeader(code int) {
+	switch {
+	case code >= 100 && code < 200 && code != http.StatusSwitchingProtocols:
+		a.informed = true
+	case a.informed && a.decision != nil:
+		flow.SetDecisionHeaders(a.Header(), a.decision)
+		a.informed = false
+	}
+	a.StatusRecorder.WriteHeader(code)
 }
 
 // responder answers a request the gateway itself rejects, in the engine
