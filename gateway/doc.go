@@ -19,8 +19,9 @@
 //
 //  1. finds the first route whose match (path_prefix, host, headers)
 //     fits, or answers 404 {"error":"no_route"};
-//  2. checks the request at the route's control point (as the SDK
-//     middleware, client.Middleware, does): a rejection answers
+//  2. checks the request at the route's control point through its
+//     client.Gate (as the SDK middleware, client.Middleware, does): a
+//     rejection answers
 //     429/503/403 with Retry-After and a JSON body naming the reason; the
 //     flow goes to Options.Flows (the agent's flux meters, in process) or
 //     as a span to Options.Tracer;
@@ -29,9 +30,12 @@
 //     sticky per client), else the primary group;
 //  4. asks the group's circuit breaker (controlpoint/breaker); open, it
 //     answers 503 {"error":"breaker_open"} with Retry-After;
-//  5. proxies (net/http: httputil.ReverseProxy over a pooled Transport;
-//     fast: a fasthttp HostClient per target; lean: a leanPool per
-//     target) to a target chosen by the group's algorithm — round-robin,
+//  5. proxies (net/http: to HTTP/1.1 groups over the lean engine's
+//     leanPools, most requests directly (direct.go) and the rest through
+//     httputil.ReverseProxy, whose Transport is net/http's for HTTP/2
+//     groups and bodies the pools do not carry; fast: a fasthttp
+//     HostClient per target; lean: a leanPool per target) to a target
+//     chosen by the group's algorithm — round-robin,
 //     weighted-round-robin (smooth), least-request or adaptive (peak-EWMA
 //     latency × queue length, error-penalised, weights bounded) — among
 //     targets that pass active health checks and are not drained by

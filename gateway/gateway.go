@@ -101,8 +101,8 @@ type route struct {
 	id    string
 	match RouteMatch
 	// controlPoint is where requests are checked, when the gateway has a
-	// checker: gate checks and records them, for the fast engine directly
-	// and for the net/http engine in handler (nil without a checker).
+	// checker: gate checks and records them, on every engine (nil
+	// without a checker).
 	controlPoint string
 	gate         *client.Gate
 	series       *routeSeries
@@ -114,7 +114,6 @@ type route struct {
 	ccfg    CanaryConfig
 	cs      *canaryState  // weight and verdict; nil without canary
 	n       atomic.Uint64 // requests counted for the canary split
-	handler http.Handler
 }
 
 // New builds a Gateway for opts.Config. It binds nothing: serve it with an
@@ -289,19 +288,13 @@ func (g *Gateway) buildRoute(old, s *snapshot, rc RouteConfig) *route {
 		r.cs.configure(*rc.Canary, g.metrics)
 	}
 	r.fast = r.primary.fast != nil && (r.canary == nil || r.canary.fast != nil)
-	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { g.forward(r, w, req) })
-	id := rc.ID
-	mw := client.MiddlewareOptions{
-		ControlPoint: r.controlPoint,
-		Tracer:       g.opts.Tracer,
-		Flows:        g.opts.Flows,
-		Labels:       func(*http.Request) map[string]string { return map[string]string{LabelRouteID: id} },
-	}
 	if g.opts.Checker != nil {
-		r.gate = client.NewGate(g.opts.Checker, mw)
-		h = r.gate.Wrap(h)
+		r.gate = client.NewGate(g.opts.Checker, client.MiddlewareOptions{
+			ControlPoint: r.controlPoint,
+			Tracer:       g.opts.Tracer,
+			Flows:        g.opts.Flows,
+		})
 	}
-	r.handler = h
 	return r
 }
 
@@ -411,7 +404,9 @@ func (g *Gateway) Close() {
 	g.healthClient.CloseIdleConnections()
 }
 
-// ServeHTTP routes r and proxies it.
+// ServeHTTP routes r, checks it at the route's control point and, if
+// admitted, proxies it. The flow (proxied) goes down as an argument, not
+// in a copy of r with a new context: the direct path copies r nowhere.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := g.state.Load()
 	rt := s.route(netRequest{r})
@@ -421,28 +416,38 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	inflight := rt.series.started(r.Method)
-	fl := &proxied{route: rt}
-	rec := &flow.StatusRecorder{ResponseWriter: w}
-	fl.rec = rec
-	// Deferred: a body that fails mid-way ends the handler with
-	// ReverseProxy's http.ErrAbortHandler panic.
+	fl := &proxied{route: rt, in: r}
+	fl.rec.ResponseWriter = w
+	var admitted client.Admitted
+	// Deferred: a body that fails mid-way ends the handler with an
+	// http.ErrAbortHandler panic, which is counted all the same (as
+	// client.Middleware counts it: 500 when nothing was answered).
 	returned := false
 	defer func() {
 		inflight.Dec()
-		status := rec.Status
+		status := fl.rec.Status
 		if status == 0 {
 			status = http.StatusOK
-			if !returned { // a panic before any answer, as client.Middleware counts it
+			if !returned {
 				status = http.StatusInternalServerError
 			}
 		}
+		admitted.End(status, false)
 		hostLabel := ""
 		if host := fl.host.Load(); host != nil {
 			hostLabel = *host
 		}
 		rt.series.finished(hostLabel, r.Method, status, time.Since(start))
 	}()
-	rt.handler.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
+	if rt.gate != nil {
+		var ok bool
+		if admitted, ok = rt.gate.Admit(r.Context(), (*netExchange)(fl), netLabels(r, rt), 0); !ok {
+			returned = true
+			return
+		}
+		fl.rec.decision = admitted.Decision()
+	}
+	g.forward(rt, &fl.rec, r, fl)
 	returned = true
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -86,31 +87,60 @@ func leanCarries(req *http.Request) bool {
 // ones and set X-Forwarded-*), Content-Length, then body. It reports
 // false for a method, target or field the wire must not carry.
 func appendRequest(dst []byte, req *http.Request, body []byte) ([]byte, bool) {
-	uri := req.URL.RequestURI()
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
-	if !httpguts.ValidHostHeader(host) || !validToken(req.Method) || !validTarget(uri) {
+	dst, ok := appendRequestLine(dst, req.Method, req.URL.RequestURI(), host)
+	if !ok {
 		return nil, false
 	}
-	dst = append(dst, req.Method...)
+	if dst, ok = appendFields(dst, req.Header, nil, false); !ok {
+		return nil, false
+	}
+	return append(appendLength(dst, req.Method, int64(len(body))), body...), true
+}
+
+// appendRequestLine appends the request line and the Host field, or
+// reports false when one of them must not go on the wire.
+func appendRequestLine(dst []byte, method, uri, host string) ([]byte, bool) {
+	if !httpguts.ValidHostHeader(host) || !validToken(method) || !validTarget(uri) {
+		return nil, false
+	}
+	dst = append(dst, method...)
 	dst = append(dst, ' ')
 	dst = append(dst, uri...)
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, host...)
-	dst = append(dst, "\r\n"...)
-	for name, values := range req.Header {
+	return append(dst, "\r\n"...), true
+}
+
+// appendFields appends the fields of header but the framing ones (and an
+// empty User-Agent: ReverseProxy's way of asking for none), or reports
+// false for one the wire must not carry. A client's header (inbound)
+// also loses its hop-by-hop fields, those listed (by its Connection
+// fields), Forwarded and X-Forwarded-*, as ReverseProxy's rewrite drops
+// them.
+func appendFields(dst []byte, header http.Header, listed []string, inbound bool) ([]byte, bool) {
+	for name, values := range header {
 		switch name {
 		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Connection":
 			continue
+		case "Te", "Upgrade", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+			"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+			if inbound {
+				continue
+			}
 		}
 		if !httpguts.ValidHeaderFieldName(name) {
 			return nil, false
 		}
+		if listed != nil && slices.ContainsFunc(listed, func(l string) bool { return strings.EqualFold(l, name) }) {
+			continue
+		}
 		for _, v := range values {
 			if v == "" && name == "User-Agent" {
-				continue // ReverseProxy's way of asking for none
+				continue
 			}
 			if !httpguts.ValidHeaderFieldValue(v) {
 				return nil, false
@@ -121,13 +151,19 @@ func appendRequest(dst []byte, req *http.Request, body []byte) ([]byte, bool) {
 			dst = append(dst, "\r\n"...)
 		}
 	}
-	if len(body) > 0 || methodSendsLength(req.Method) {
+	return dst, true
+}
+
+// appendLength appends Content-Length for a body of n bytes (net/http
+// sends it for the empty bodies of some methods too, see
+// methodSendsLength) and the end of the head.
+func appendLength(dst []byte, method string, n int64) []byte {
+	if n > 0 || methodSendsLength(method) {
 		dst = append(dst, "Content-Length: "...)
-		dst = strconv.AppendInt(dst, int64(len(body)), 10)
+		dst = strconv.AppendInt(dst, n, 10)
 		dst = append(dst, "\r\n"...)
 	}
-	dst = append(dst, "\r\n"...)
-	return append(dst, body...), true
+	return append(dst, "\r\n"...)
 }
 
 // methodSendsLength: net/http sends Content-Length: 0 with these methods'
@@ -181,21 +217,16 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 	// a field (ReverseProxy drops it, a hop-by-hop one), as net/http's
 	// Transport leaves it.
 	if declared := resp.Header.Values("Trailer"); len(declared) > 0 && r.Chunked {
-		resp.Trailer = http.Header{}
 		for _, v := range declared {
-			for name := range strings.SplitSeq(v, ",") {
-				if name = strings.TrimSpace(name); name != "" {
-					resp.Trailer[textproto.CanonicalMIMEHeaderKey(name)] = nil
-				}
-			}
+			resp.Trailer = declareTrailers(resp.Trailer, v)
 		}
 		resp.Header.Del("Trailer")
 	}
 	resp.Header.Del("Transfer-Encoding")
-	up.disarm() // the body may take as long as it takes
-	b := &leanBody{pool: pool, up: up, resp: resp, reusable: !r.Close}
-	switch n := r.BodyLength(headReq); {
-	case n == http1.BodyNone:
+	n := r.BodyLength(headReq)
+	b := &leanBody{}
+	switch {
+	case !b.start(pool, up, n, &resp.Trailer):
 		resp.ContentLength = 0
 		if headReq {
 			resp.ContentLength = -1
@@ -203,20 +234,39 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 				resp.ContentLength = cl
 			}
 		}
-		b.finish(nil)
 		resp.Body = http.NoBody
 		return resp
 	case n > 0:
-		resp.ContentLength, b.left = n, n
+		resp.ContentLength = n
 	case n == http1.BodyChunked:
 		resp.ContentLength, resp.TransferEncoding = -1, []string{"chunked"}
-		b.br = bufio.NewReader(upReader{up})
-		b.chunked = httputil.NewChunkedReader(b.br)
 	default: // to the target's close
-		resp.ContentLength, b.reusable, b.left = -1, false, -1
+		resp.ContentLength = -1
 	}
 	resp.Body = b
 	return resp
+}
+
+// start makes b the body of up's response, framed as n tells (see
+// http1.Response.BodyLength), and reports true; or false when it has
+// none: the connection is then released. The trailers of a chunked body
+// are added to *trailer.
+func (b *leanBody) start(pool *leanPool, up *leanUpConn, n int64, trailer *http.Header) bool {
+	up.disarm() // the body may take as long as it takes
+	*b = leanBody{pool: pool, up: up, trailer: trailer, reusable: !up.resp.Close}
+	switch {
+	case n == http1.BodyNone:
+		b.finish(nil)
+		return false
+	case n > 0:
+		b.left = n
+	case n == http1.BodyChunked:
+		b.br = bufio.NewReader(upReader{up})
+		b.chunked = httputil.NewChunkedReader(b.br)
+	default: // to the target's close
+		b.reusable, b.left = false, -1
+	}
+	return true
 }
 
 // upReader reads what up holds, then its connection.
@@ -238,8 +288,8 @@ func (r upReader) Read(p []byte) (int, error) {
 // closed before, or on an error, it is closed.
 type leanBody struct {
 	pool     *leanPool
-	up       *leanUpConn // nil once released
-	resp     *http.Response
+	up       *leanUpConn  // nil once released
+	trailer  *http.Header // where the trailers go
 	reusable bool
 	left     int64
 	br       *bufio.Reader // chunked: over upReader
@@ -291,17 +341,17 @@ func (b *leanBody) Read(p []byte) (int, error) {
 }
 
 // readTrailers reads the trailer section after the last chunk into
-// resp.Trailer, as net/http's Transport does.
+// *b.trailer, as net/http's Transport does into Response.Trailer.
 func (b *leanBody) readTrailers() error {
 	hdr, err := textproto.NewReader(b.br).ReadMIMEHeader()
 	if err != nil {
 		return fmt.Errorf("gateway: reading the target's trailers: %w", err)
 	}
-	if len(hdr) > 0 && b.resp.Trailer == nil {
-		b.resp.Trailer = http.Header{}
+	if len(hdr) > 0 && *b.trailer == nil {
+		*b.trailer = http.Header{}
 	}
 	for k, vs := range hdr {
-		b.resp.Trailer[k] = append(b.resp.Trailer[k], vs...)
+		(*b.trailer)[k] = append((*b.trailer)[k], vs...)
 	}
 	return nil
 }

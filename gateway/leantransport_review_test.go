@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // stallingTarget is a scripted target that reads one request head,
@@ -152,6 +155,11 @@ func viewOf(t *testing.T, method, url string, sniffed bool) string {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DisableCompression: true}}
+	return viewWith(c, req, sniffed)
+}
+
+// viewWith is viewOf for req sent with c.
+func viewWith(c *http.Client, req *http.Request, sniffed bool) string {
 	resp, err := c.Do(req)
 	if err != nil {
 		return "failed"
@@ -168,7 +176,30 @@ func viewOf(t *testing.T, method, url string, sniffed bool) string {
 		// arrived, not on the transport.
 		resp.Header.Del("Content-Type")
 	}
-	return fmt.Sprintf("%d cl=%d te=%v %v body=%q trailer=%v", resp.StatusCode, resp.ContentLength, resp.TransferEncoding, resp.Header, b, resp.Trailer)
+	return fmt.Sprintf("%s %d cl=%d te=%v %v body=%q trailer=%v", resp.Proto, resp.StatusCode, resp.ContentLength, resp.TransferEncoding, resp.Header, b, resp.Trailer)
+}
+
+// targetAnswers are raw answers of a target to a request of method: the
+// framings, fields and faults the transports must treat alike.
+var targetAnswers = []struct{ name, method, raw string }{
+	{"empty", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	{"204 with a length", "GET", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"},
+	{"304 with a length", "GET", "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 10\r\n\r\n"},
+	{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"},
+	{"HEAD chunked", "HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"},
+	{"chunked with extensions and trailers", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"},
+	{"undeclared trailer", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-U: 2\r\n\r\n"},
+	{"trailer declared, not chunked", "GET", "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\nok"},
+	{"HEAD chunked with a trailer", "HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"},
+	{"304 chunked with a trailer", "GET", "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"},
+	{"malformed chunk", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"},
+	{"short body", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"},
+	{"short chunked body", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"},
+	{"to close", "GET", "HTTP/1.1 200 OK\r\n\r\nuntil the end"},
+	{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold"},
+	{"Connection: close", "GET", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"},
+	{"hop-by-hop", "GET", "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"},
+	{"many values", "GET", "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-type: text/x\r\nContent-Length: 2\r\n\r\nok"},
 }
 
 // The net/http engine answers clients the same whether a response came
@@ -176,36 +207,9 @@ func viewOf(t *testing.T, method, url string, sniffed bool) string {
 // from a scripted target through two gateways, one with its group's
 // transport swapped back to net/http's.
 func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
-	cases := []struct{ name, method, raw string }{
-		{"empty", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
-		{"204 with a length", "GET", "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"},
-		{"304 with a length", "GET", "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 10\r\n\r\n"},
-		{"HEAD", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"},
-		{"HEAD chunked", "HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"},
-		{"chunked with extensions and trailers", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"},
-		{"undeclared trailer", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-U: 2\r\n\r\n"},
-		{"trailer declared, not chunked", "GET", "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\nok"},
-		{"HEAD chunked with a trailer", "HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"},
-		{"304 chunked with a trailer", "GET", "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n"},
-		{"malformed chunk", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"},
-		{"short body", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"},
-		{"short chunked body", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"},
-		{"to close", "GET", "HTTP/1.1 200 OK\r\n\r\nuntil the end"},
-		{"HTTP/1.0", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold"},
-		{"Connection: close", "GET", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"},
-		{"hop-by-hop", "GET", "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"},
-		{"many values", "GET", "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-type: text/x\r\nContent-Length: 2\r\n\r\nok"},
-	}
-	for _, c := range cases {
+	for _, c := range targetAnswers {
 		t.Run(c.name, func(t *testing.T) {
-			addr := scriptedUpstream(t, func(conn net.Conn, br *bufio.Reader) {
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				_ = req.Body.Close()
-				_, _ = io.WriteString(conn, c.raw)
-			})
+			addr := answeringTarget(t, c.raw)
 			lean, pool := netEngineTo(t, addr)
 			ref := netHTTPReference(t, addr)
 			sniffed := strings.Contains(strings.ToLower(c.raw), "content-type")
@@ -213,15 +217,35 @@ func TestLeanTransportAgreesWithNetHTTP(t *testing.T) {
 			if got != want {
 				t.Errorf("through leanTransport:\n  %s\nthrough net/http's Transport:\n  %s", got, want)
 			}
-			// The connection is back in the pool or closed and uncounted.
-			if !eventually(func() bool {
-				open, idle := poolCounts(pool)
-				return open == idle && open <= 1
-			}) {
-				open, idle := poolCounts(pool)
-				t.Errorf("the pool counts %d open, %d idle, after one exchange", open, idle)
-			}
+			poolSettles(t, pool)
 		})
+	}
+}
+
+// answeringTarget is a scripted target that answers one request on each
+// connection with raw.
+func answeringTarget(t *testing.T, raw string) string {
+	t.Helper()
+	return scriptedUpstream(t, func(conn net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_ = req.Body.Close()
+		_, _ = io.WriteString(conn, raw)
+	})
+}
+
+// poolSettles checks that after one exchange the connection is back in
+// pool or closed and uncounted.
+func poolSettles(t *testing.T, pool *leanPool) {
+	t.Helper()
+	if !eventually(func() bool {
+		open, idle := poolCounts(pool)
+		return open == idle && open <= 1
+	}) {
+		open, idle := poolCounts(pool)
+		t.Errorf("the pool counts %d open, %d idle, after one exchange", open, idle)
 	}
 }
 
@@ -458,10 +482,19 @@ func TestLeanTransportBytesAfterResponse(t *testing.T) {
 	}
 }
 
-// netHTTPReference serves, on the net/http engine, a gateway to addr
-// whose group goes through net/http's Transport, as before leanTransport:
-// the reference the lean pools are held to.
+// netHTTPReference serves, on the net/http engine, referenceGateway to
+// addr.
 func netHTTPReference(t *testing.T, addr string) *httptest.Server {
+	t.Helper()
+	ref := httptest.NewServer(referenceGateway(t, addr))
+	t.Cleanup(ref.Close)
+	return ref
+}
+
+// referenceGateway is a gateway to addr whose group goes through
+// ReverseProxy and net/http's Transport, as before leanTransport and the
+// direct path: the reference the lean pools are held to.
+func referenceGateway(t *testing.T, addr string) *Gateway {
 	t.Helper()
 	g, err := New(Options{Config: oneUpstream(addr)})
 	if err != nil {
@@ -470,7 +503,58 @@ func netHTTPReference(t *testing.T, addr string) *httptest.Server {
 	t.Cleanup(g.Close)
 	u := g.state.Load().upstreams["u"]
 	u.transport = u.transport.(*leanTransport).fallback
-	ref := httptest.NewServer(g)
-	t.Cleanup(ref.Close)
-	return ref
+	u.lean = nil // no direct path
+	return g
+}
+
+// The control point's fields reach the final answer after an informational
+// one, on the direct path (GET) and through ReverseProxy (a body past what
+// the lean pools carry): relaying a 1xx clears the header it shared with
+// them.
+func TestDecisionFieldsAfter1xx(t *testing.T) {
+	addr := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(addr), Checker: &labelRecorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	front := httptest.NewServer(g)
+	t.Cleanup(front.Close)
+	for _, tc := range []struct {
+		name   string
+		method string
+		body   []byte
+	}{
+		{"direct path", http.MethodGet, nil},
+		{"ReverseProxy", http.MethodPost, bytes.Repeat([]byte("x"), leanMaxBody+1)},
+	} {
+		var informed []string
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			informed = append(informed, fmt.Sprintf("%d %s", code, h.Get("Link")))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), tc.method, front.URL+"/", bytes.NewReader(tc.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if len(informed) != 1 || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: informational answers %q, final %d; want one 103, then 200", tc.name, informed, resp.StatusCode)
+		}
+		if got := resp.Header.Get(flow.HeaderDecision); got != "accepted" {
+			t.Errorf("%s: the final answer's %s is %q, want accepted", tc.name, flow.HeaderDecision, got)
+		}
+	}
 }

@@ -18,17 +18,10 @@ import (
 // connections) what the pools do not carry: a body of unknown length,
 // Expect. Either way the target sees the same request.
 func TestLeanTransportCarriesAndFallsBack(t *testing.T) {
-	var conns atomic.Int64
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up, conns := countingTarget(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s cl=%d te=%v body=%q ua=%q", r.Method, r.URL.RequestURI(), r.ContentLength, r.TransferEncoding, b, r.UserAgent())
-	}))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	up.Start()
+	})
 	defer up.Close()
 	g := proxyTo(t, up, Options{})
 	front := httptest.NewServer(g) // the net/http engine
@@ -124,5 +117,19 @@ func TestLeanTransportRefusesWhatTheWireMustNotCarry(t *testing.T) {
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
+
+// countingTarget starts a target serving h and counts the connections
+// it accepts.
+func countingTarget(h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer(h)
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	return up, &conns
+}
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

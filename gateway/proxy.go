@@ -30,8 +30,9 @@ type proxied struct {
 	// bodyFailed: reading the target's response body failed (net/http
 	// engine; the fast engine's relay keeps its own).
 	bodyFailed bool
-	rec        *flow.StatusRecorder
-	body       *clientBody // the client's request body (net/http engine), or nil
+	rec        answerWriter  // the answer's writer and status (net/http engine)
+	in         *http.Request // the client's request (net/http engine)
+	body       *clientBody   // the client's request body (net/http engine), or nil
 }
 
 type flowKey struct{}
@@ -41,16 +42,18 @@ func flowFrom(ctx context.Context) *proxied {
 	return f
 }
 
-// forward sends r to the route's upstream group through its breaker.
-func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
-	fl := flowFrom(r.Context())
+// forward sends r, the flow fl, to the route's upstream group through its
+// breaker: on the direct path when it can carry r, else through
+// ReverseProxy.
+func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl *proxied) {
 	u := rt.choose(netRequest{r})
 	fl.upstream = u
-	permit, ok := u.enter(netResponder{w})
+	permit, ok := u.enter((*netExchange)(fl)) // a pointer: no allocation
 	if !ok {
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	direct := directCarries(r, u)
+	if !noBodyOn(r) {
 		fl.body = newClientBody(r.Body, r.ContentLength)
 		// The body's deadline is lifted once it is read: net/http's
 		// background read for a client that leaves runs on after it, and
@@ -63,7 +66,7 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	relayed := false
-	// ReverseProxy panics with http.ErrAbortHandler when copying the body
+	// Both paths panic with http.ErrAbortHandler when copying the body
 	// fails, on either side; the outcome is recorded all the same, or a
 	// half-open breaker would keep the probe's place for good.
 	defer func() {
@@ -72,8 +75,33 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request) {
 		gone := fl.err != nil && (r.Context().Err() != nil || fl.body.failed() != nil) || aborted && !fl.bodyFailed
 		u.leave(rt, permit, start, gone, fl.err != nil || fl.bodyFailed || fl.rec.Status >= 500)
 	}()
-	g.proxy.ServeHTTP(w, r)
+	if !direct || !g.direct(w, r, fl, u) {
+		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
+	}
 	relayed = true
+}
+
+// answerWriter is the writer a flow's answer goes through on the
+// net/http engine: it records the status and, after an informational
+// answer (103 Early Hints), puts the decision's fields back on the final
+// one. Relaying a 1xx clears the header (ReverseProxy does, so that the
+// 1xx's fields do not reach the final answer), and with it the fields the
+// control point set.
+type answerWriter struct {
+	flow.StatusRecorder
+	decision *flow.Decision // the admitting decision, or nil
+	informed bool           // an informational answer went out since the fields were set
+}
+
+func (a *answerWriter) WriteHeader(code int) {
+	switch {
+	case code >= 100 && code < 200 && code != http.StatusSwitchingProtocols:
+		a.informed = true
+	case a.informed && a.decision != nil:
+		flow.SetDecisionHeaders(a.Header(), a.decision)
+		a.informed = false
+	}
+	a.StatusRecorder.WriteHeader(code)
 }
 
 // responder answers a request the gateway itself rejects, in the engine
@@ -291,9 +319,15 @@ func retryable(method string, bodiless bool) bool {
 	return false
 }
 
-// proxyError answers a request whose upstream could not be reached.
+// proxyError is ReverseProxy's ErrorHandler: answerError for the flow
+// r's context carries.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	fl := flowFrom(r.Context())
+	g.answerError(w, r, flowFrom(r.Context()), err)
+}
+
+// answerError answers the flow fl, the request r, whose upstream could
+// not be reached or whose body failed to arrive.
+func (g *Gateway) answerError(w http.ResponseWriter, r *http.Request, fl *proxied, err error) {
 	if berr := fl.body.failed(); berr != nil {
 		// net/http cancels the request's context on any failed read of
 		// the connection, the body's included: a client that stalled or

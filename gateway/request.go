@@ -3,6 +3,9 @@ package gateway
 import (
 	"net"
 	"net/http"
+
+	"github.com/fluxgate/fluxgate/controlpoint/client"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // request is what routing and the canary split read of a client request,
@@ -39,4 +42,30 @@ func hostOnly(hostport string) string {
 		return h
 	}
 	return hostport
+}
+
+// netExchange is a request the net/http engine checks at a control
+// point: the flow, which holds the request and the answer's writer.
+type netExchange proxied
+
+var _ client.Exchange = (*netExchange)(nil)
+
+func (x *netExchange) ResponseHeader() flow.HeaderSetter { return x.rec.Header() }
+
+func (x *netExchange) WriteJSON(status int, v any) { writeJSON(&x.rec, status, v) }
+
+// reject answers as netResponder does, through the flow's writer.
+func (x *netExchange) reject(status int, reason string, retryAfter int64, body any) {
+	netResponder{&x.rec}.reject(status, reason, retryAfter, body)
+}
+
+func (x *netExchange) Identity() (method, path, target string) {
+	return x.in.Method, x.in.URL.Path, x.in.URL.RequestURI()
+}
+
+// netLabels are the flow labels of r: flow.RequestLabels, plus the route.
+func netLabels(r *http.Request, rt *route) map[string]string {
+	labels := flow.RequestLabels(r)
+	labels[LabelRouteID] = rt.id
+	return labels
 }
