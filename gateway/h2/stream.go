@@ -45,8 +45,9 @@ type body struct {
 	unacked    int64  // guarded by mu: bytes read (or padding) not yet given back
 	want, got  int64  // guarded by mu: content-length (-1 without) and the DATA bytes received
 	trailer    http.Header
-	deadline   time.Time // guarded by mu: SetReadDeadline's
-	timedOut   bool      // guarded by mu
+	deadline   time.Time   // guarded by mu: SetReadDeadline's
+	timer      *time.Timer // guarded by mu: fires at deadline
+	timedOut   bool        // guarded by mu
 }
 
 // Read reads the body as DATA frames bring it.
@@ -102,25 +103,27 @@ func (b *body) Close() error {
 // setDeadline makes a blocked Read fail with os.ErrDeadlineExceeded at t.
 func (b *body) setDeadline(t time.Time) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.deadline, b.timedOut = t, false
-	b.mu.Unlock()
-	if t.IsZero() {
-		return
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
 	}
-	d := time.Until(t)
-	fire := func() {
-		b.mu.Lock()
-		if b.deadline.Equal(t) {
-			b.timedOut = true
-			b.cond.Broadcast()
-		}
-		b.mu.Unlock()
+	switch d := time.Until(t); {
+	case t.IsZero():
+	case d <= 0:
+		b.timedOut = true
+		b.cond.Broadcast()
+	default:
+		b.timer = time.AfterFunc(d, func() {
+			b.mu.Lock()
+			if b.deadline.Equal(t) {
+				b.timedOut = true
+				b.cond.Broadcast()
+			}
+			b.mu.Unlock()
+		})
 	}
-	if d <= 0 {
-		fire()
-		return
-	}
-	time.AfterFunc(d, fire)
 }
 
 // headers handles a HEADERS frame (with its CONTINUATIONs): a new request,
@@ -414,6 +417,10 @@ func (c *conn) endStream(st *stream, w *responseWriter, completed bool) {
 		sending = !b.recvClosed
 		unread := int64(len(b.buf) - b.off)
 		b.buf, b.off, b.closed = nil, 0, true
+		if b.timer != nil {
+			b.timer.Stop()
+			b.timer = nil
+		}
 		if sending {
 			b.recvClosed = true
 			c.awaiting.Add(-1)
