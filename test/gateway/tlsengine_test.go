@@ -74,18 +74,26 @@ func tlsGet10(t *testing.T, addr string) (status, body string) {
 }
 
 // On a TLS listener the lean engine (the default) serves HTTP/1.1 itself,
-// hands HTTP/2 to the net/http engine and what it does not serve (here
-// HTTP/1.0, and a route to an HTTP/2 group) to the fast engine; every
-// path tells the target the client came over https. gateway.engine fast
-// or net keep TLS on the net/http engine, as before.
+// hands HTTP/2 to gateway.http2.server (its own, or net/http's) and what
+// it does not serve (here HTTP/1.0, and a route to an HTTP/2 group) to the
+// fast engine; every path tells the target the client came over https.
+// gateway.engine fast or net keep TLS on the net/http engine, as before.
 func TestTLSListenerEngines(t *testing.T) {
 	plain := echoProto(t, false)
 	h2c := echoProto(t, true)
 	certFile, keyFile := writePair(t, t.TempDir(), "gw.test")
-	for engine, want := range map[string]string{gateway.EngineAuto: "lean", gateway.EngineLean: "lean", gateway.EngineFast: "net", gateway.EngineNet: "net"} {
-		t.Run(engine, func(t *testing.T) {
+	for _, tc := range []struct{ engine, http2, want string }{
+		{gateway.EngineAuto, "", "lean"},
+		{gateway.EngineLean, gateway.HTTP2ServerLean, "lean"},
+		{gateway.EngineLean, gateway.HTTP2ServerNet, "lean"},
+		{gateway.EngineFast, "", "net"},
+		{gateway.EngineNet, "", "net"},
+	} {
+		engine, want := tc.engine, tc.want
+		t.Run(engine+"/"+tc.http2, func(t *testing.T) {
 			cfg := gateway.Config{
 				Engine: engine,
+				HTTP2:  gateway.HTTP2Config{Server: tc.http2},
 				TLS:    gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile},
 				Upstreams: []gateway.UpstreamConfig{
 					{Name: "h1", Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(plain.URL, "http://")}}},
@@ -133,13 +141,21 @@ func TestTLSListenerEngines(t *testing.T) {
 }
 
 // Stop on a TLS listener lets an HTTP/2 request in flight (served by the
-// net/http engine the lean engine handed the connection to) and an
-// HTTP/1.1 one (the lean engine's own) finish, and returns.
+// HTTP/2 server the lean engine handed the connection to, its own or
+// net/http's) and an HTTP/1.1 one (the lean engine's own) finish, and
+// returns.
 func TestTLSStopFinishesBothProtocols(t *testing.T) {
+	for _, server := range []string{gateway.HTTP2ServerLean, gateway.HTTP2ServerNet} {
+		t.Run(server, func(t *testing.T) { testTLSStopFinishesBothProtocols(t, server) })
+	}
+}
+
+func testTLSStopFinishesBothProtocols(t *testing.T, http2Server string) {
 	b := newBackend(t, "a")
 	certFile, keyFile := writePair(t, t.TempDir(), "gw.test")
 	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 	cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile}
+	cfg.HTTP2.Server = http2Server
 	svc := startStack(t, cfg, nil, gateway.ServiceOptions{}).svc
 	b.delay.Store(int64(300 * time.Millisecond))
 	url := "https://" + svc.Addr().String() + "/"
