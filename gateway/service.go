@@ -161,7 +161,7 @@ func (s *Service) Start(ctx context.Context) error {
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
-	case certs != nil: // the lean engine for HTTP/1.1, net/http for HTTP/2
+	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeTLSWith(srv)
 		if cfg.HTTP2.Server != HTTP2ServerNet {
