@@ -79,10 +79,12 @@ type Server struct {
 	MaxHeaderListSize uint32
 	// StreamWindow is each stream's receive window, so the bound of the
 	// request body buffered per stream; it is given back as the handler
-	// reads the body. Default 1 MiB.
+	// reads the body. Default 1 MiB; at least 64 KiB - 1, the protocol's
+	// initial window, which a client may use before it reads the
+	// server's SETTINGS.
 	StreamWindow int32
 	// ConnWindow is the connection's receive window, so the bound of all
-	// its buffered request bodies. Default 4 MiB.
+	// its buffered request bodies. Default 4 MiB; at least 64 KiB - 1.
 	ConnWindow int32
 	// MaxResetsPerSecond bounds the streams a client resets in a second
 	// (CVE-2023-44487, rapid reset): past it GOAWAY ENHANCE_YOUR_CALM.
@@ -187,7 +189,7 @@ func (s *Server) streamWindow() int32 {
 	if s.StreamWindow <= 0 {
 		return DefaultStreamWindow
 	}
-	return s.StreamWindow
+	return max(s.StreamWindow, 65535)
 }
 
 func (s *Server) connWindow() int32 {

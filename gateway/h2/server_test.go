@@ -500,3 +500,32 @@ func TestResponseControllerDeadlines(t *testing.T) {
 		t.Errorf("write past the window: %v, want the window timeout", err)
 	}
 }
+
+// A body many times the receive windows arrives whole: the windows are
+// given back (WINDOW_UPDATE) as the handler reads, per stream and per
+// connection.
+func TestBodyPastTheReceiveWindows(t *testing.T) {
+	// Windows below the protocol's initial 65535 mean 65535.
+	ts := start(t, &Server{Handler: http.HandlerFunc(echo), StreamWindow: 16 << 10, ConnWindow: 16 << 10})
+	c := ts.client(t, nil)
+	body := bytes.Repeat([]byte("window"), 200<<10) // 1.2 MB, 19 windows
+	var wg sync.WaitGroup
+	for range 4 { // concurrent streams share the connection's window
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.url("/"), bytes.NewReader(body))
+			res, err := c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got, err := io.ReadAll(res.Body)
+			_ = res.Body.Close()
+			if want := fmt.Sprintf("%d %s", len(body), sum(body)); err != nil || string(got) != want {
+				t.Errorf("got %q, %v; want %q", got, err, want)
+			}
+		})
+	}
+	wg.Wait()
+}
