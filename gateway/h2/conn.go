@@ -591,9 +591,19 @@ func (c *conn) closeWriteLocked() {
 }
 
 // goAway writes GOAWAY code with the last stream taken, ending the
-// connection (the caller returns from serve).
+// connection (the caller returns from serve). Then it closes the write
+// side and drops what the client still sends for up to a second: closing
+// with unread bytes would reset the connection, and the client could lose
+// the GOAWAY with the bytes it had not read yet.
 func (c *conn) goAway(code http2.ErrCode) {
-	_ = c.write(true, func() error { return c.fr.WriteGoAway(c.lastID.Load(), code, nil) })
+	if c.write(true, func() error { return c.fr.WriteGoAway(c.lastID.Load(), code, nil) }) != nil {
+		return
+	}
+	c.mu.Lock()
+	c.closeWriteLocked()
+	c.mu.Unlock()
+	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, c.br)
 }
 
 // abort closes the connection at once (Shutdown past its context): the

@@ -63,9 +63,14 @@ func (rc *rawClient) block(fields ...string) []byte {
 
 func (rc *rawClient) headers(id uint32, end bool, fields ...string) {
 	rc.t.Helper()
-	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(fields...), EndStream: end, EndHeaders: true}); err != nil {
+	if err := rc.tryHeaders(id, end, fields...); err != nil {
 		rc.t.Fatal(err)
 	}
+}
+
+// tryHeaders is headers for a flood the server may cut at any frame.
+func (rc *rawClient) tryHeaders(id uint32, end bool, fields ...string) error {
+	return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(fields...), EndStream: end, EndHeaders: true})
 }
 
 // until reads frames until match returns true, the connection ends (it
@@ -157,8 +162,7 @@ func TestRapidResetGoesAway(t *testing.T) {
 	rc := dialRaw(t, ts)
 	for i := range 30 {
 		id := uint32(2*i + 1)
-		rc.headers(id, true)
-		if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+		if rc.tryHeaders(id, true) != nil || rc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 			break // the server may have closed already
 		}
 	}
@@ -179,8 +183,7 @@ func TestHandlersInFlightBounded(t *testing.T) {
 	rc := dialRaw(t, ts)
 	for i := range 10 {
 		id := uint32(2*i + 1)
-		rc.headers(id, true)
-		if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+		if rc.tryHeaders(id, true) != nil || rc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 			break
 		}
 	}
