@@ -41,7 +41,10 @@
 //
 // Shutdown sends GOAWAY with the last stream taken on every connection;
 // streams in flight finish, then the connection closes. Past its context,
-// the connections are closed and the handlers' contexts cancelled.
+// the connections are closed and the handlers' contexts cancelled. A
+// connection ended for an error gets GOAWAY with its code; the server then
+// reads and drops what the client still sends for up to a second before it
+// closes, so that the client reads the GOAWAY rather than a reset.
 //
 // # Bounds
 //
