@@ -455,6 +455,13 @@ func (c *conn) data(f *http2.DataFrame) error {
 	if b.closed {
 		pad = n // nobody reads: all of it goes back to the connection at once
 	} else {
+		if b.off > 0 && len(b.buf)+len(data) > cap(b.buf) {
+			// Drop the bytes read before the buffer grows: a reader
+			// that never empties it would otherwise keep all the body
+			// ever received, not a window of it.
+			b.buf = b.buf[:copy(b.buf, b.buf[b.off:])]
+			b.off = 0
+		}
 		b.buf = append(b.buf, data...)
 		b.unacked += pad
 	}

@@ -1,0 +1,79 @@
+package h2
+
+import (
+	"io"
+	"net/http"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// A handler that reads a long body in pieces while the client keeps the
+// stream's window full never empties the body's buffer: the bytes already
+// read must not stay in it, or it grows with everything the stream ever
+// carried instead of being bounded by the receive window.
+func TestBodyBufferBoundedByTheWindow(t *testing.T) {
+	const (
+		window = 65535
+		piece  = 40000 // past half the window: each read gives back a WINDOW_UPDATE
+		rounds = 30    // 1.2 MB through a 64 KiB window
+	)
+	maxCap := make(chan int, 1)
+	ts := start(t, &Server{StreamWindow: window, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := r.Body.(*body)
+		most := 0
+		buf := make([]byte, piece)
+		for range rounds {
+			// Read once the whole window is in: the buffer never empties.
+			b.mu.Lock()
+			for len(b.buf)-b.off < window && b.err == nil {
+				b.cond.Wait()
+			}
+			b.mu.Unlock()
+			if _, err := io.ReadFull(r.Body, buf); err != nil {
+				t.Errorf("read: %v", err)
+				break
+			}
+			b.mu.Lock()
+			most = max(most, cap(b.buf))
+			b.mu.Unlock()
+		}
+		maxCap <- most
+	})})
+	rc := dialRaw(t, ts)
+	rc.headers(1, false, ":method", "POST")
+	chunk := make([]byte, maxReadFrameSize)
+	send := func(n int) {
+		for n > 0 {
+			k := min(n, len(chunk))
+			if err := rc.fr.WriteData(1, false, chunk[:k]); err != nil {
+				t.Fatal(err)
+			}
+			n -= k
+		}
+	}
+	send(window)
+	done := false
+	for !done {
+		// Send what each stream WINDOW_UPDATE gives back, until the
+		// handler answers.
+		f := rc.until(func(f http2.Frame) bool {
+			switch f := f.(type) {
+			case *http2.WindowUpdateFrame:
+				return f.StreamID == 1
+			case *http2.MetaHeadersFrame, *http2.RSTStreamFrame:
+				return f.Header().StreamID == 1
+			}
+			return false
+		})
+		switch f := f.(type) {
+		case *http2.WindowUpdateFrame:
+			send(int(f.Increment))
+		default:
+			done = true
+		}
+	}
+	if most := <-maxCap; most > 2*window+maxReadFrameSize {
+		t.Errorf("the body's buffer reached %d bytes with a %d-byte window", most, window)
+	}
+}
