@@ -78,7 +78,9 @@
 //     receive windows, StreamWindow (1 MiB) a stream and ConnWindow
 //     (4 MiB) a connection, bound the request bodies buffered.
 //   - Malformed requests (missing pseudo-header fields, connection-specific
-//     fields, upper-case names, a bad content-length) get RST_STREAM
+//     fields, upper-case names, a content-length not all digits, a :scheme
+//     other than http or https, a :path not in origin form but * for
+//     OPTIONS, userinfo in the authority) get RST_STREAM
 //     PROTOCOL_ERROR (malformed_request); CONNECT gets 501 (no tunnels,
 //     no extended CONNECT).
 //

@@ -77,3 +77,48 @@ func TestBodyBufferBoundedByTheWindow(t *testing.T) {
 		t.Errorf("the body's buffer reached %d bytes with a %d-byte window", most, window)
 	}
 }
+
+// Request heads net/http's HTTP/2 server refuses, or that RFC 9113 calls
+// malformed, are reset rather than handed to the handler: the gateway
+// would otherwise route or check one request and send the target
+// another (":path" http://other/x reaches it as /x; mailto:x as "x").
+func TestMalformedRequestHeadsReset(t *testing.T) {
+	ts := start(t, &Server{Handler: http.HandlerFunc(echo)})
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		body   string // sent as DATA with END_STREAM when set
+		want   string // RST_STREAM code, or :status
+	}{
+		{"absolute-form :path", []string{":path", "http://other.example/admin"}, "", "PROTOCOL_ERROR"},
+		{"opaque :path", []string{":path", "mailto:x"}, "", "PROTOCOL_ERROR"},
+		{":path without a slash", []string{":path", "admin"}, "", "PROTOCOL_ERROR"},
+		{"* for GET", []string{":path", "*"}, "", "PROTOCOL_ERROR"},
+		{"* for OPTIONS", []string{":method", "OPTIONS", ":path", "*"}, "", "200"},
+		{":scheme ftp", []string{":scheme", "ftp"}, "", "PROTOCOL_ERROR"},
+		{"userinfo in :authority", []string{":authority", "user@127.0.0.1"}, "", "PROTOCOL_ERROR"},
+		{"userinfo in host", []string{":authority", "-", "host", "user@127.0.0.1"}, "", "PROTOCOL_ERROR"},
+		{"signed content-length", []string{":method", "POST", "content-length", "+3"}, "abc", "PROTOCOL_ERROR"},
+		{"negative zero content-length", []string{":method", "POST", "content-length", "-0"}, "", "PROTOCOL_ERROR"},
+		{"plain content-length", []string{":method", "POST", "content-length", "3"}, "abc", "200"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, ts)
+			rc.headers(1, tc.body == "", tc.fields...)
+			if tc.body != "" {
+				if err := rc.fr.WriteData(1, true, []byte(tc.body)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.want[0] >= '0' && tc.want[0] <= '9' {
+				if s := rc.status(1); s != tc.want {
+					t.Fatalf("status %s, want %s", s, tc.want)
+				}
+				return
+			}
+			if code := rc.rst(1); code.String() != tc.want {
+				t.Fatalf("RST_STREAM %v, want %s", code, tc.want)
+			}
+		})
+	}
+}

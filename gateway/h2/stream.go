@@ -267,15 +267,20 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 		}
 		return http.StatusNotImplemented, false // no tunnels, no extended CONNECT
 	}
-	if p.method == "" || p.scheme == "" || p.path == "" {
+	// :scheme http or https, as net/http's server wants; :path in origin
+	// form, or * for OPTIONS (RFC 9113 §8.3.1): an absolute or opaque
+	// form would be routed and checked as one target and reach the
+	// upstream as another.
+	if p.method == "" || p.scheme != "https" && p.scheme != "http" || p.path == "" ||
+		p.path[0] != '/' && (p.path != "*" || p.method != http.MethodOptions) {
 		return 0, false
 	}
 	h, want, ok := regularFields(f.RegularFields(), &p.authority)
-	if !ok {
+	if !ok || strings.IndexByte(p.authority, '@') >= 0 { // no userinfo (RFC 9113 §8.3.1)
 		return 0, false
 	}
 	var u *url.URL
-	if p.path == "*" && p.method == http.MethodOptions {
+	if p.path == "*" {
 		u = &url.URL{Path: "*"}
 	} else {
 		var err error
@@ -342,11 +347,11 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 		case connectionSpecific[hf.Name], hf.Name == "te" && hf.Value != "trailers":
 			return nil, 0, false
 		case hf.Name == "content-length":
-			n, err := strconv.ParseInt(hf.Value, 10, 64)
-			if err != nil || n < 0 || want >= 0 && n != want {
+			n, err := strconv.ParseUint(hf.Value, 10, 63) // digits only: no sign
+			if err != nil || want >= 0 && int64(n) != want {
 				return nil, 0, false
 			}
-			want = n
+			want = int64(n)
 		case hf.Name == "cookie":
 			cookies = append(cookies, hf.Value)
 			continue
