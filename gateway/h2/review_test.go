@@ -97,6 +97,8 @@ func TestMalformedRequestHeadsReset(t *testing.T) {
 		{"* for OPTIONS", []string{":method", "OPTIONS", ":path", "*"}, "", "200"},
 		{":scheme ftp", []string{":scheme", "ftp"}, "", "PROTOCOL_ERROR"},
 		{"userinfo in :authority", []string{":authority", "user@127.0.0.1"}, "", "PROTOCOL_ERROR"},
+		{"space in :authority", []string{":authority", "127.0.0.1 /x"}, "", "PROTOCOL_ERROR"},
+		{"bad byte in host", []string{":authority", "-", "host", "127.0.0.1\"x"}, "", "PROTOCOL_ERROR"},
 		{"userinfo in host", []string{":authority", "-", "host", "user@127.0.0.1"}, "", "PROTOCOL_ERROR"},
 		{"signed content-length", []string{":method", "POST", "content-length", "+3"}, "abc", "PROTOCOL_ERROR"},
 		{"negative zero content-length", []string{":method", "POST", "content-length", "-0"}, "", "PROTOCOL_ERROR"},

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -276,7 +277,9 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 		return 0, false
 	}
 	h, want, ok := regularFields(f.RegularFields(), &p.authority)
-	if !ok || strings.IndexByte(p.authority, '@') >= 0 { // no userinfo (RFC 9113 §8.3.1)
+	// No userinfo (RFC 9113 §8.3.1), and a valid Host, as net/http's
+	// HTTP/1 server wants: net/http's Transport would send none.
+	if !ok || strings.IndexByte(p.authority, '@') >= 0 || !httpguts.ValidHostHeader(p.authority) {
 		return 0, false
 	}
 	var u *url.URL
