@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -122,5 +123,83 @@ func TestMalformedRequestHeadsReset(t *testing.T) {
 				t.Fatalf("RST_STREAM %v, want %s", code, tc.want)
 			}
 		})
+	}
+}
+
+// onlyConn is the server's one connection.
+func onlyConn(t *testing.T, s *Server) *conn {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(s.conns))
+	}
+	for c := range s.conns {
+		return c
+	}
+	return nil
+}
+
+// waitFor polls cond every millisecond until it holds (10 s at most).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 10000 {
+		if cond() {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%s: not within 10 s", what)
+}
+
+// A response that took its share of the connection's send window and
+// finds its stream reset before it could write gives the share back: the
+// client never gets those bytes, so never returns them, and a connection
+// whose streams are cancelled while it is busy would otherwise run out
+// of window and stall all its streams.
+func TestResetStreamGivesBackTheConnectionWindow(t *testing.T) {
+	const big = 32 << 20 // past what loopback's socket buffers hold
+	bTook := make(chan struct{})
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/a" {
+			_, _ = w.Write(make([]byte, big)) // blocks on the client, holding the write lock
+			return
+		}
+		close(bTook)
+		_, _ = io.WriteString(w, "hello") // takes 5 bytes of window, then waits for the lock
+	})})
+	rc := dialRaw(t, ts)
+	const maxWindow = 1<<31 - 1
+	if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteWindowUpdate(0, maxWindow-65535); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "connection", func() bool { ts.srv.mu.Lock(); defer ts.srv.mu.Unlock(); return len(ts.srv.conns) == 1 })
+	c := onlyConn(t, ts.srv)
+	window := func() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.sendWindow }
+	waitFor(t, "window raised", func() bool { return window() == maxWindow })
+	rc.headers(1, true, ":path", "/a")
+	waitFor(t, "A took its window", func() bool { return window() == maxWindow-big })
+	rc.headers(3, true, ":path", "/b")
+	<-bTook
+	waitFor(t, "B took its window", func() bool { return window() == maxWindow-big-5 })
+	if err := rc.fr.WriteRSTStream(3, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B reset", func() bool { return c.lookup(3) == nil })
+	// Now read: A's write goes on, B's finds its stream gone.
+	received := int64(0)
+	rc.until(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			received += int64(len(d.Data()))
+			return d.StreamID == 1 && d.StreamEnded()
+		}
+		return false
+	})
+	waitFor(t, "both handlers done", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.running == 0 })
+	if got, want := window(), maxWindow-received; got != want {
+		t.Errorf("connection send window %d after %d bytes sent, want %d (%d lost)", got, received, want, want-got)
 	}
 }
