@@ -3,6 +3,7 @@ package h2
 import (
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,5 +202,41 @@ func TestResetStreamGivesBackTheConnectionWindow(t *testing.T) {
 	waitFor(t, "both handlers done", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.running == 0 })
 	if got, want := window(), maxWindow-received; got != want {
 		t.Errorf("connection send window %d after %d bytes sent, want %d (%d lost)", got, received, want, want-got)
+	}
+}
+
+// A graceful GOAWAY (Shutdown, idle timeout) that goes out while the
+// reader is opening a stream names as last a stream that will be served:
+// the client retries the streams past it elsewhere, and takes those up to
+// it as processed, so one of them left unanswered is a request lost.
+func TestGoAwayRacingANewStream(t *testing.T) {
+	var once sync.Once
+	ts := start(t, &Server{Handler: http.HandlerFunc(echo), testHookOpen: func(c *conn) {
+		once.Do(func() {
+			c.goAwayGraceful()
+			c.bg.Wait() // the write side is closed
+		})
+	}})
+	rc := dialRaw(t, ts)
+	rc.headers(1, true)
+	answered, last := false, int64(-1)
+	rc.until(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			last = int64(f.LastStreamID)
+		case *http2.DataFrame:
+			answered = answered || f.StreamID == 1 && f.StreamEnded()
+		case *http2.MetaHeadersFrame:
+			answered = answered || f.StreamID == 1 && f.StreamEnded()
+		}
+		return false // to the connection's end
+	})
+	switch {
+	case last < 0:
+		t.Fatal("no GOAWAY")
+	case last >= 1 && !answered:
+		t.Errorf("GOAWAY's last stream is %d, and stream 1 ended unanswered", last)
+	case last == 0 && answered:
+		t.Errorf("stream 1 answered past GOAWAY's last stream 0")
 	}
 }

@@ -170,8 +170,17 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		}
 		return nil
 	}
+	if c.s.testHookOpen != nil {
+		c.s.testHookOpen(c)
+	}
 	c.mu.Lock()
 	switch {
+	case c.goingAway:
+		// GOAWAY went out since the check above, with a last stream
+		// below this one: the client will retry it elsewhere.
+		c.mu.Unlock()
+		st.cancel()
+		return nil
 	case len(c.streams) >= c.maxStreams:
 		c.mu.Unlock()
 		st.cancel()
@@ -185,6 +194,7 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		return connError{http2.ErrCodeEnhanceYourCalm, ReasonRapidReset, "too many handlers running (streams reset and reopened)"}
 	}
 	st.sendWindow = c.initWindow
+	c.accepted = id
 	c.streams[id] = st
 	c.running++
 	if c.idle != nil {
