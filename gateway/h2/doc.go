@@ -21,8 +21,9 @@
 // connection ends. The Body streams as DATA frames arrive; at most
 // Server.StreamWindow bytes are buffered a stream (its receive window), and
 // the window is given back by WINDOW_UPDATE as the handler reads. Declared
-// trailers (the Trailer header) are filled in Request.Trailer before the
-// body's io.EOF.
+// trailers (the Trailer header) are filled in Request.Trailer by the body
+// Read that returns io.EOF, on the handler's goroutine (as net/http does:
+// the handler must not use Request.Trailer while it reads the body).
 //
 // The ResponseWriter holds up to 16 KiB of body: an answer that fits when
 // the handler returns goes out with a content-length and a date in one

@@ -242,3 +242,39 @@ func TestGoAwayRacingANewStream(t *testing.T) {
 		t.Errorf("stream 1 answered past GOAWAY's last stream 0")
 	}
 }
+
+// Request.Trailer belongs to the handler's goroutine: the trailers the
+// client sends appear in it when the body's Read returns io.EOF, as
+// net/http's server does, never while the handler may be reading it.
+// ReverseProxy clones it (iterating the map) before it reads the body, so
+// a write from the connection's reader at that moment is a data race, and
+// the runtime's "concurrent map iteration and map write" kills the process.
+func TestTrailersAppearAtTheBodysEnd(t *testing.T) {
+	type seen struct{ before, after string }
+	got := make(chan seen, 1)
+	ts := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := r.Body.(*body)
+		b.mu.Lock()
+		for !b.recvClosed { // the trailers are in
+			b.cond.Wait()
+		}
+		b.mu.Unlock()
+		var s seen
+		s.before = r.Trailer.Get("X-T")
+		_, _ = io.ReadAll(r.Body)
+		s.after = r.Trailer.Get("X-T")
+		got <- s
+	})})
+	rc := dialRaw(t, ts)
+	rc.headers(1, false, ":method", "POST", "trailer", "x-t")
+	if err := rc.fr.WriteData(1, false, []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(":method", "-", ":scheme", "-", ":authority", "-", ":path", "-", "x-t", "v"), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	s := <-got
+	if s.before != "" || s.after != "v" {
+		t.Errorf("X-T trailer %q before the body's end, %q after; want \"\" and \"v\"", s.before, s.after)
+	}
+}

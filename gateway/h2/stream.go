@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -37,18 +38,24 @@ type body struct {
 	mu   sync.Mutex
 	cond sync.Cond // on mu: data arrived, the body ended, a read deadline passed
 
-	buf        []byte // guarded by mu: received, unread from off
-	off        int    // guarded by mu
-	err        error  // guarded by mu: io.EOF once END_STREAM came and buf is read, or why the body failed
-	recvClosed bool   // guarded by mu: no more DATA is accepted (END_STREAM, reset)
-	closed     bool   // guarded by mu: the handler closed the body or returned; DATA is dropped
-	recvAvail  int64  // guarded by mu: the stream's receive window left
-	unacked    int64  // guarded by mu: bytes read (or padding) not yet given back
-	want, got  int64  // guarded by mu: content-length (-1 without) and the DATA bytes received
-	trailer    http.Header
+	buf        []byte      // guarded by mu: received, unread from off
+	off        int         // guarded by mu
+	err        error       // guarded by mu: io.EOF once END_STREAM came and buf is read, or why the body failed
+	recvClosed bool        // guarded by mu: no more DATA is accepted (END_STREAM, reset)
+	closed     bool        // guarded by mu: the handler closed the body or returned; DATA is dropped
+	recvAvail  int64       // guarded by mu: the stream's receive window left
+	unacked    int64       // guarded by mu: bytes read (or padding) not yet given back
+	want, got  int64       // guarded by mu: content-length (-1 without) and the DATA bytes received
 	deadline   time.Time   // guarded by mu: SetReadDeadline's
 	timer      *time.Timer // guarded by mu: fires at deadline
 	timedOut   bool        // guarded by mu
+
+	// trailer is Request.Trailer, the handler's: the values the client
+	// sent (sent, from the reader) are copied into it by the Read that
+	// returns io.EOF, on the handler's goroutine, as net/http does.
+	trailer  http.Header
+	declared http.Header // the trailer names the Trailer field declared, the reader's copy
+	sent     http.Header // guarded by mu
 }
 
 // Read reads the body as DATA frames bring it.
@@ -66,6 +73,12 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, errDeadline
 	case b.off == len(b.buf):
 		err := b.err
+		if err == io.EOF && b.sent != nil {
+			for k, vv := range b.sent {
+				b.trailer[k] = vv
+			}
+			b.sent = nil
+		}
 		b.mu.Unlock()
 		return 0, err
 	}
@@ -233,8 +246,11 @@ func (c *conn) trailers(st *stream, f *http2.MetaHeadersFrame) error {
 	}
 	for _, hf := range f.RegularFields() {
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		if _, declared := b.trailer[k]; declared {
-			b.trailer[k] = append(b.trailer[k], hf.Value)
+		if _, declared := b.declared[k]; declared {
+			if b.sent == nil {
+				b.sent = http.Header{}
+			}
+			b.sent[k] = append(b.sent[k], hf.Value)
 		}
 	}
 	c.endRecvLocked(b, nil)
@@ -315,7 +331,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 	if ended {
 		r.Body, r.ContentLength = http.NoBody, 0
 	} else {
-		b := &body{st: st, want: want, recvAvail: c.streamWindow, trailer: declaredTrailers(h)}
+		b := &body{st: st, want: want, recvAvail: c.streamWindow, trailer: declaredTrailers(h), declared: declaredTrailers(h)}
 		b.cond.L = &b.mu
 		st.body = b
 		r.Body, r.ContentLength, r.Trailer = b, want, b.trailer
