@@ -73,7 +73,7 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, errDeadline
 	case b.off == len(b.buf):
 		err := b.err
-		if err == io.EOF && b.sent != nil {
+		if errors.Is(err, io.EOF) && b.sent != nil {
 			for k, vv := range b.sent {
 				b.trailer[k] = vv
 			}
