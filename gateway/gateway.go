@@ -20,6 +20,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
@@ -408,6 +409,14 @@ func (g *Gateway) Close() {
 // admitted, proxies it. The flow (proxied) goes down as an argument, not
 // in a copy of r with a new context: the direct path copies r nowhere.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 && !httpguts.ValidHostHeader(r.Host) {
+		// net/http's HTTP/2 server does not check :authority as its
+		// HTTP/1 server checks Host (400): the target would get no Host
+		// (net/http's Transport drops an invalid one) while the gateway
+		// routed and checked this one.
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad_host"})
+		return
+	}
 	s := g.state.Load()
 	rt := s.route(netRequest{r})
 	if rt == nil {

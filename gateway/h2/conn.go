@@ -67,6 +67,7 @@ type conn struct {
 	peerFrame  int                // guarded by mu: the peer's SETTINGS_MAX_FRAME_SIZE
 	closed     bool               // guarded by mu
 	goingAway  bool               // guarded by mu: GOAWAY sent; close once no handler runs
+	accepted   uint32             // guarded by mu: the highest stream whose handler was started (GOAWAY's last stream)
 	closing    bool               // guarded by mu: the write side is closed; the reader drains
 	idle       *time.Timer        // guarded by mu: IdleTimeout with no handler running
 
@@ -455,6 +456,13 @@ func (c *conn) data(f *http2.DataFrame) error {
 	if b.closed {
 		pad = n // nobody reads: all of it goes back to the connection at once
 	} else {
+		if b.off > 0 && len(b.buf)+len(data) > cap(b.buf) {
+			// Drop the bytes read before the buffer grows: a reader
+			// that never empties it would otherwise keep all the body
+			// ever received, not a window of it.
+			b.buf = b.buf[:copy(b.buf, b.buf[b.off:])]
+			b.off = 0
+		}
 		b.buf = append(b.buf, data...)
 		b.unacked += pad
 	}
@@ -561,8 +569,11 @@ func (c *conn) goAwayGraceful() {
 		return
 	}
 	c.goingAway = true
+	// The last stream taken, with goingAway set under the same lock: a
+	// stream the reader opens later sees goingAway and is not served.
+	last := c.accepted
 	c.mu.Unlock()
-	_ = c.write(true, func() error { return c.fr.WriteGoAway(c.lastID.Load(), http2.ErrCodeNo, nil) })
+	_ = c.write(true, func() error { return c.fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	c.mu.Lock()
 	if c.running == 0 {
 		c.closeWriteLocked()

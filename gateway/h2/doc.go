@@ -21,8 +21,9 @@
 // connection ends. The Body streams as DATA frames arrive; at most
 // Server.StreamWindow bytes are buffered a stream (its receive window), and
 // the window is given back by WINDOW_UPDATE as the handler reads. Declared
-// trailers (the Trailer header) are filled in Request.Trailer before the
-// body's io.EOF.
+// trailers (the Trailer header) are filled in Request.Trailer by the body
+// Read that returns io.EOF, on the handler's goroutine (as net/http does:
+// the handler must not use Request.Trailer while it reads the body).
 //
 // The ResponseWriter holds up to 16 KiB of body: an answer that fits when
 // the handler returns goes out with a content-length and a date in one
@@ -78,7 +79,9 @@
 //     receive windows, StreamWindow (1 MiB) a stream and ConnWindow
 //     (4 MiB) a connection, bound the request bodies buffered.
 //   - Malformed requests (missing pseudo-header fields, connection-specific
-//     fields, upper-case names, a bad content-length) get RST_STREAM
+//     fields, upper-case names, a content-length not all digits, a :scheme
+//     other than http or https, a :path not in origin form but * for
+//     OPTIONS, userinfo in the authority) get RST_STREAM
 //     PROTOCOL_ERROR (malformed_request); CONNECT gets 501 (no tunnels,
 //     no extended CONNECT).
 //

@@ -100,6 +100,10 @@ type Server struct {
 	// wait for the client's flow-control window. Default 30 s.
 	WriteTimeout time.Duration
 
+	// testHookOpen, set by tests, runs on the reader before a stream's
+	// handler is registered.
+	testHookOpen func(*conn)
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{} // guarded by mu
 	shutting bool               // guarded by mu

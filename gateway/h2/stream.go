@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -36,18 +38,24 @@ type body struct {
 	mu   sync.Mutex
 	cond sync.Cond // on mu: data arrived, the body ended, a read deadline passed
 
-	buf        []byte // guarded by mu: received, unread from off
-	off        int    // guarded by mu
-	err        error  // guarded by mu: io.EOF once END_STREAM came and buf is read, or why the body failed
-	recvClosed bool   // guarded by mu: no more DATA is accepted (END_STREAM, reset)
-	closed     bool   // guarded by mu: the handler closed the body or returned; DATA is dropped
-	recvAvail  int64  // guarded by mu: the stream's receive window left
-	unacked    int64  // guarded by mu: bytes read (or padding) not yet given back
-	want, got  int64  // guarded by mu: content-length (-1 without) and the DATA bytes received
-	trailer    http.Header
+	buf        []byte      // guarded by mu: received, unread from off
+	off        int         // guarded by mu
+	err        error       // guarded by mu: io.EOF once END_STREAM came and buf is read, or why the body failed
+	recvClosed bool        // guarded by mu: no more DATA is accepted (END_STREAM, reset)
+	closed     bool        // guarded by mu: the handler closed the body or returned; DATA is dropped
+	recvAvail  int64       // guarded by mu: the stream's receive window left
+	unacked    int64       // guarded by mu: bytes read (or padding) not yet given back
+	want, got  int64       // guarded by mu: content-length (-1 without) and the DATA bytes received
 	deadline   time.Time   // guarded by mu: SetReadDeadline's
 	timer      *time.Timer // guarded by mu: fires at deadline
 	timedOut   bool        // guarded by mu
+
+	// trailer is Request.Trailer, the handler's: the values the client
+	// sent (sent, from the reader) are copied into it by the Read that
+	// returns io.EOF, on the handler's goroutine, as net/http does.
+	trailer  http.Header
+	declared http.Header // the trailer names the Trailer field declared, the reader's copy
+	sent     http.Header // guarded by mu
 }
 
 // Read reads the body as DATA frames bring it.
@@ -65,6 +73,12 @@ func (b *body) Read(p []byte) (int, error) {
 		return 0, errDeadline
 	case b.off == len(b.buf):
 		err := b.err
+		if errors.Is(err, io.EOF) && b.sent != nil {
+			for k, vv := range b.sent {
+				b.trailer[k] = vv
+			}
+			b.sent = nil
+		}
 		b.mu.Unlock()
 		return 0, err
 	}
@@ -169,8 +183,17 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		}
 		return nil
 	}
+	if c.s.testHookOpen != nil {
+		c.s.testHookOpen(c)
+	}
 	c.mu.Lock()
 	switch {
+	case c.goingAway:
+		// GOAWAY went out since the check above, with a last stream
+		// below this one: the client will retry it elsewhere.
+		c.mu.Unlock()
+		st.cancel()
+		return nil
 	case len(c.streams) >= c.maxStreams:
 		c.mu.Unlock()
 		st.cancel()
@@ -184,6 +207,7 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		return connError{http2.ErrCodeEnhanceYourCalm, ReasonRapidReset, "too many handlers running (streams reset and reopened)"}
 	}
 	st.sendWindow = c.initWindow
+	c.accepted = id
 	c.streams[id] = st
 	c.running++
 	if c.idle != nil {
@@ -222,8 +246,11 @@ func (c *conn) trailers(st *stream, f *http2.MetaHeadersFrame) error {
 	}
 	for _, hf := range f.RegularFields() {
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		if _, declared := b.trailer[k]; declared {
-			b.trailer[k] = append(b.trailer[k], hf.Value)
+		if _, declared := b.declared[k]; declared {
+			if b.sent == nil {
+				b.sent = http.Header{}
+			}
+			b.sent[k] = append(b.sent[k], hf.Value)
 		}
 	}
 	c.endRecvLocked(b, nil)
@@ -267,15 +294,22 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 		}
 		return http.StatusNotImplemented, false // no tunnels, no extended CONNECT
 	}
-	if p.method == "" || p.scheme == "" || p.path == "" {
+	// :scheme http or https, as net/http's server wants; :path in origin
+	// form, or * for OPTIONS (RFC 9113 §8.3.1): an absolute or opaque
+	// form would be routed and checked as one target and reach the
+	// upstream as another.
+	if p.method == "" || p.scheme != "https" && p.scheme != "http" || p.path == "" ||
+		p.path[0] != '/' && (p.path != "*" || p.method != http.MethodOptions) {
 		return 0, false
 	}
 	h, want, ok := regularFields(f.RegularFields(), &p.authority)
-	if !ok {
+	// No userinfo (RFC 9113 §8.3.1), and a valid Host, as net/http's
+	// HTTP/1 server wants: net/http's Transport would send none.
+	if !ok || strings.IndexByte(p.authority, '@') >= 0 || !httpguts.ValidHostHeader(p.authority) {
 		return 0, false
 	}
 	var u *url.URL
-	if p.path == "*" && p.method == http.MethodOptions {
+	if p.path == "*" {
 		u = &url.URL{Path: "*"}
 	} else {
 		var err error
@@ -297,7 +331,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 	if ended {
 		r.Body, r.ContentLength = http.NoBody, 0
 	} else {
-		b := &body{st: st, want: want, recvAvail: c.streamWindow, trailer: declaredTrailers(h)}
+		b := &body{st: st, want: want, recvAvail: c.streamWindow, trailer: declaredTrailers(h), declared: declaredTrailers(h)}
 		b.cond.L = &b.mu
 		st.body = b
 		r.Body, r.ContentLength, r.Trailer = b, want, b.trailer
@@ -342,11 +376,11 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 		case connectionSpecific[hf.Name], hf.Name == "te" && hf.Value != "trailers":
 			return nil, 0, false
 		case hf.Name == "content-length":
-			n, err := strconv.ParseInt(hf.Value, 10, 64)
-			if err != nil || n < 0 || want >= 0 && n != want {
+			n, err := strconv.ParseUint(hf.Value, 10, 63) // digits only: no sign
+			if err != nil || want >= 0 && int64(n) != want {
 				return nil, 0, false
 			}
-			want = n
+			want = int64(n)
 		case hf.Name == "cookie":
 			cookies = append(cookies, hf.Value)
 			continue

@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"errors"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -210,6 +211,14 @@ func (w *responseWriter) send(data []byte, end bool, info int) error {
 		last := end && len(data) == 0
 		err = c.write(true, func() error { return w.writeFramesLocked(chunk, end, last, trailers) })
 		if err != nil {
+			if errors.Is(err, errStreamReset) && n > 0 {
+				// Nothing was written: the connection's share goes back
+				// (the client returns only what it receives).
+				c.mu.Lock()
+				c.sendWindow += int64(n)
+				c.cond.Broadcast()
+				c.mu.Unlock()
+			}
 			return err
 		}
 	}
