@@ -92,9 +92,10 @@ func isReset(err error) bool {
 	return strings.Contains(err.Error(), "connection reset") || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// h2Outcome is how the gateway ended a raw HTTP/2 request: its :status,
-// or the RST_STREAM or GOAWAY code.
-func h2Exchange(t *testing.T, addr string, ccfg *tls.Config, fields [][2]string, data []string, trailers [][2]string) string {
+// rawH2 opens an HTTP/2 connection over TLS to addr for raw frames: the
+// client preface and SETTINGS are sent, the connection closes at the
+// test's end and nothing on it waits more than 10 s.
+func rawH2(t *testing.T, addr string, ccfg *tls.Config) *http2.Framer {
 	t.Helper()
 	cfg := ccfg.Clone()
 	cfg.NextProtos = []string{"h2"}
@@ -102,10 +103,24 @@ func h2Exchange(t *testing.T, addr string, ccfg *tls.Config, fields [][2]string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tc.Close()
+	t.Cleanup(func() { _ = tc.Close() })
 	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 	fr := http2.NewFramer(tc, tc)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return fr
+}
+
+// h2Outcome is how the gateway ended a raw HTTP/2 request: its :status,
+// or the RST_STREAM or GOAWAY code.
+func h2Exchange(t *testing.T, addr string, ccfg *tls.Config, fields [][2]string, data []string, trailers [][2]string) string {
+	t.Helper()
+	fr := rawH2(t, addr, ccfg)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	encode := func(fs [][2]string) []byte {
@@ -115,8 +130,6 @@ func h2Exchange(t *testing.T, addr string, ccfg *tls.Config, fields [][2]string,
 		}
 		return append([]byte(nil), hb.Bytes()...)
 	}
-	_, _ = io.WriteString(tc, http2.ClientPreface)
-	_ = fr.WriteSettings()
 	end := len(data) == 0 && len(trailers) == 0
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: encode(fields), EndStream: end, EndHeaders: true})
 	for i, d := range data {

@@ -145,22 +145,12 @@ func TestHTTP2ProtocolErrorsCounted(t *testing.T) {
 	defer up.Close()
 	g := proxyTo(t, up, Options{})
 	addr, _, ccfg := serveLeanTLS(t, g, ownHTTP2(g), nil)
-	cfg := ccfg.Clone()
-	cfg.NextProtos = []string{"h2"}
-	tc, err := tls.Dial("tcp", addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	fr := http2.NewFramer(tc, tc)
+	fr := rawH2(t, addr, ccfg)
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"}, {Name: ":path", Value: "/"}, {Name: "connection", Value: "close"}} {
 		_ = enc.WriteField(f)
 	}
-	_, _ = io.WriteString(tc, http2.ClientPreface)
-	_ = fr.WriteSettings()
 	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
 	for {
 		f, err := fr.ReadFrame()
