@@ -26,17 +26,18 @@ type Config struct {
 	UpstreamTLS UpstreamTLSConfig `yaml:"upstream_tls,omitempty" desc:"TLS to upstream groups with tls: true: ca_file, cert_file/key_file (mutual TLS), server_name; empty means the system roots and no client certificate."`
 	// H2C accepts cleartext HTTP/2 (prior knowledge or Upgrade: h2c) on a
 	// plain listener. Read at start, like Listen and TLS.
-	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN."`
+	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN. On the lean engine HTTP/1.1 clients stay on it, connections opening with the HTTP/2 preface (prior knowledge) go to http2.server, and Upgrade: h2c (with other requests outside lean's subset) to net/http."`
 	// Engine picks the server engine. Read at start, like Listen.
-	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners; net/http with h2c), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls to http2.server, other connections to fast), fast (fasthttp on a plain listener, net/http with tls) or net (net/http always). Empty means auto."`
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners, with h2c too), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls and h2c prior knowledge to http2.server, Upgrade: h2c to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls) or net (net/http always). Empty means auto."`
 	// HTTP2 is how the lean engine serves HTTP/2 clients. Read at start.
-	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean engine serves clients that choose HTTP/2 over TLS (see HTTP2Config)."`
+	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean engine serves clients that choose HTTP/2 over TLS, or h2c with prior knowledge (see HTTP2Config)."`
 }
 
 // HTTP2Config is how the lean engine serves the TLS connections that chose
-// HTTP/2 by ALPN (gateway.http2).
+// HTTP/2 by ALPN, and with gateway.h2c the plain ones that open with the
+// HTTP/2 preface (gateway.http2).
 type HTTP2Config struct {
-	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS on the lean engine: lean (package gateway/h2, the gateway's own HTTP/2 server) or net (net/http's HTTP/2 server). Empty means lean. The engines net and fast, and h2c, always use net/http's."`
+	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge, on the lean engine: lean (package gateway/h2, the gateway's own HTTP/2 server) or net (net/http's HTTP/2 server). Empty means lean. The engines net and fast, and Upgrade: h2c, always use net/http's."`
 }
 
 // HTTP/2 servers (gateway.http2.server).

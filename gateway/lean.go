@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
 
 	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/gateway/http1"
@@ -80,6 +81,12 @@ type LeanServer struct {
 	h2Run   sync.Once
 	h2own   *h2.Server
 
+	// On a plain listener with gateway.h2c (ServeH2CWith): a connection
+	// that opens with the HTTP/2 client preface goes to h2own, or without
+	// it to h2, and a request outside http1's subset (Upgrade: h2c among
+	// them) to h2, whose handler serves h2c, instead of the fast engine.
+	h2c bool
+
 	shutting atomic.Bool
 	mu       sync.Mutex
 	conns    map[*leanConn]struct{} // guarded by mu
@@ -116,11 +123,22 @@ func (s *LeanServer) ServeTLSWith(h2 *http.Server) {
 // before Serve.
 func (s *LeanServer) ServeHTTP2With(srv *h2.Server) { s.h2own = srv }
 
+// ServeH2CWith readies s for gateway.h2c on a plain listener: srv, the
+// net/http engine with the h2c handler (frontend), serves the requests
+// outside http1's subset, Upgrade: h2c included, as it does without the
+// lean engine; a connection that opens with the HTTP/2 client preface
+// (prior knowledge) goes, with the bytes read, to the HTTP/2 server set
+// by ServeHTTP2With, or without one to srv. Shutdown stops srv too. Call
+// it before Serve.
+func (s *LeanServer) ServeH2CWith(srv *http.Server) {
+	s.h2, s.h2conns, s.h2c = srv, newHandoffListener(), true
+}
+
 // Serve accepts connections on ln until ln is closed (it then returns
 // nil) or Accept fails otherwise.
 func (s *LeanServer) Serve(ln net.Listener) error {
 	s.fullRun.Do(func() { go func() { s.fullErr <- s.full.Serve(s.handoff) }() })
-	if s.h2 != nil && s.h2own == nil {
+	if s.h2 != nil && (s.h2own == nil || s.h2c) {
 		s.h2Run.Do(func() { go func() { _ = s.h2.Serve(s.h2conns) }() })
 	}
 	ln = FastListener(ln)
@@ -189,23 +207,24 @@ func (s *LeanServer) Shutdown(ctx context.Context) error {
 	s.closeIdle()
 	fullDone := make(chan error, 1)
 	go func() { fullDone <- s.full.ShutdownWithContext(ctx) }()
+	if s.h2conns != nil {
+		_ = s.h2conns.Close()
+	}
 	h2Done := make(chan error, 1)
-	switch {
-	case s.h2own != nil:
-		_ = s.h2conns.Close()
-		go func() { h2Done <- s.h2own.Shutdown(ctx) }()
-	case s.h2 != nil:
-		_ = s.h2conns.Close()
-		go func() {
+	go func() {
+		var errs []error
+		if s.h2own != nil {
+			errs = append(errs, s.h2own.Shutdown(ctx))
+		}
+		if s.h2 != nil && (s.h2own == nil || s.h2c) {
 			err := s.h2.Shutdown(ctx)
 			if err != nil {
 				_ = s.h2.Close()
 			}
-			h2Done <- err
-		}()
-	default:
-		h2Done <- nil
-	}
+			errs = append(errs, err)
+		}
+		h2Done <- errors.Join(errs...)
+	}()
 	leanDone := make(chan struct{})
 	go func() { s.active.Wait(); close(leanDone) }()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -260,10 +279,15 @@ func (s *LeanServer) closeAll() {
 // handOver gives c, with the bytes read from it and not yet served, to
 // the fast engine. It reports false when the server is shutting down
 // (c is then to be closed). reason labels the hand-over's count.
+// With gateway.h2c, a request outside the subset goes to the net/http
+// engine instead, whose h2c handler serves Upgrade: h2c.
 func (s *LeanServer) handOver(c *clientConn, unread []byte, reason string) bool {
 	c.writeTimeout, c.writeAt = s.writeTimeout, time.Time{}
 	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
 	s.g.metrics.handovers.WithLabelValues(reason).Inc()
+	if s.h2c && reason == metricnames.HandoverRequest {
+		return s.h2conns.push(hc)
+	}
 	if tc, ok := c.Conn.(*tls.Conn); ok {
 		return s.handoff.push(&tlsHandedConn{handedConn: hc, tc: tc})
 	}
@@ -284,6 +308,25 @@ func (s *LeanServer) handOverH2(tc *tls.Conn) bool {
 		return true
 	}
 	return s.h2conns.push(tc)
+}
+
+// handOverH2C gives a plain connection that opened with the HTTP/2
+// client preface, with the bytes read from it (unread), to the gateway's
+// HTTP/2 server, or to the net/http engine's h2c handler. It reports
+// false when shutting down (c is then to be closed).
+func (s *LeanServer) handOverH2C(c *clientConn, unread []byte) bool {
+	if s.shutting.Load() {
+		return false
+	}
+	hc := &handedConn{clientConn: c, pre: append([]byte(nil), unread...)}
+	s.g.metrics.handovers.WithLabelValues(metricnames.HandoverH2C).Inc()
+	if s.h2own != nil {
+		c.writeTimeout = 0                        // the HTTP/2 server sets its own write deadlines
+		go func() { _ = s.h2own.ServeConn(hc) }() // it closes hc
+		return true
+	}
+	c.writeTimeout, c.writeAt = s.writeTimeout, time.Time{}
+	return s.h2conns.push(hc)
 }
 
 // tlsHandedConn is a handed-over TLS connection. Its Handshake and
@@ -440,6 +483,16 @@ func (s *LeanServer) serve(lc *leanConn) {
 		return
 	}
 	lc.buf = make([]byte, leanBufStart)
+	if s.h2c {
+		h2, err := lc.priorKnowledge()
+		switch {
+		case err != nil:
+			return
+		case h2:
+			handed = s.handOverH2C(lc.c, lc.buf[lc.r:lc.w])
+			return
+		}
+	}
 	for {
 		handover, err := lc.waitHead()
 		if err != nil {
@@ -459,6 +512,36 @@ func (s *LeanServer) serve(lc *leanConn) {
 		}
 		if s.shutting.Load() {
 			return
+		}
+	}
+}
+
+// priorKnowledge reads the connection's first bytes until they differ
+// from the HTTP/2 client preface, reporting false (they stay in buf for
+// waitHead), or are the whole preface, reporting true. It waits for the
+// first byte as for an idle connection's next request, and for the rest
+// of the preface up to the head timeout; it fails as waitHead does.
+func (lc *leanConn) priorKnowledge() (bool, error) {
+	const preface = http2.ClientPreface
+	lc.idle.Store(true)
+	if lc.s.shutting.Load() {
+		return false, net.ErrClosed
+	}
+	lc.idleDeadline()
+	for {
+		got := lc.buf[lc.r:lc.w]
+		n := min(len(got), len(preface))
+		switch {
+		case string(got[:n]) != preface[:n]:
+			return false, nil
+		case n == len(preface):
+			return true, nil
+		case n > 0 && lc.idle.Load():
+			lc.idle.Store(false)
+			lc.setDeadline(time.Now(), lc.s.headTimeout)
+		}
+		if err := lc.fill(len(preface)); err != nil {
+			return false, err
 		}
 	}
 }

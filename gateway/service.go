@@ -157,13 +157,19 @@ func (s *Service) Start(ctx context.Context) error {
 	var fconns *connTracker
 	var lsrv *LeanServer
 	switch {
-	case cfg.H2C || cfg.Engine == EngineNet || certs != nil && cfg.Engine == EngineFast:
+	case cfg.Engine == EngineNet || cfg.Engine == EngineFast && (certs != nil || cfg.H2C):
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeTLSWith(srv)
+		if cfg.HTTP2.Server != HTTP2ServerNet {
+			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
+		}
+	case cfg.H2C: // the lean engine for HTTP/1.1, gateway.http2.server for h2c by prior knowledge, srv (h2c's handler) for Upgrade: h2c
+		lsrv = g.NewLeanServer(s.logger)
+		lsrv.ServeH2CWith(srv)
 		if cfg.HTTP2.Server != HTTP2ServerNet {
 			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
 		}

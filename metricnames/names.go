@@ -33,8 +33,8 @@ const (
 	UpstreamWeight             = "fluxgate_upstream_weight"
 	// GatewayHandoversTotal counts the client connections the lean engine
 	// handed to another engine, by reason (the Handover* values): to the
-	// fast engine, or HTTP/2 over TLS to the HTTP/2 server
-	// (gateway.http2.server).
+	// fast engine, or HTTP/2 (over TLS, or h2c with prior knowledge) to the
+	// HTTP/2 server (gateway.http2.server).
 	GatewayHandoversTotal = "fluxgate_gateway_handovers_total"
 	// GatewayHTTP2ProtocolErrorsTotal counts the streams and connections
 	// the gateway's own HTTP/2 server (gateway/h2) ended for a protocol
@@ -44,13 +44,17 @@ const (
 
 // Values of the reason label of GatewayHandoversTotal: a request outside
 // the lean engine's HTTP/1.1 subset, a chunked or large request body, a
-// route to an HTTP/2 group (these three to the fast engine); a TLS
-// connection that negotiated HTTP/2 (to the net/http engine).
+// route to an HTTP/2 group (these three to the fast engine; a request
+// outside the subset goes to the net/http engine instead with gateway.h2c);
+// a TLS connection that negotiated HTTP/2, and a plain one that opened
+// with the HTTP/2 client preface under gateway.h2c (both to
+// gateway.http2.server).
 const (
 	HandoverRequest = "request"
 	HandoverBody    = "body"
 	HandoverRoute   = "route"
 	HandoverHTTP2   = "h2"
+	HandoverH2C     = "h2c"
 )
 
 // Circuit breakers (package controlpoint/breaker). BreakerStateNumeric is
