@@ -43,7 +43,14 @@ func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Reg
 		// that speaks prior knowledge only; h2c also serves Upgrade: h2c,
 		// which gateway.h2c documents. TODO(issue 15): drop Upgrade: h2c or
 		// keep this until net/http serves it.
-		srv.Handler = h2c.NewHandler(srv.Handler, &http2.Server{IdleTimeout: srv.IdleTimeout}) //nolint:staticcheck // SA1019, as above
+		// ConfigureServer ties h2s to srv: srv.Shutdown then also ends the
+		// HTTP/2 connections h2c took over (GOAWAY, then close once their
+		// streams are done), which it does not track otherwise.
+		h2s := &http2.Server{IdleTimeout: srv.IdleTimeout}
+		if err := http2.ConfigureServer(srv, h2s); err != nil {
+			return nil, fmt.Errorf("gateway: h2c: %w", err)
+		}
+		srv.Handler = h2c.NewHandler(srv.Handler, h2s) //nolint:staticcheck // SA1019, as above
 	}
 	return nil, nil
 }

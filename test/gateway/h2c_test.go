@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -218,6 +220,51 @@ func TestH2CEnginesNetAndFast(t *testing.T) {
 			}
 			if _, ok := serverSettings(t, s.svc.Addr().String())[http2.SettingMaxFrameSize]; !ok {
 				t.Errorf("no SETTINGS_MAX_FRAME_SIZE: not net/http's HTTP/2 server")
+			}
+		})
+	}
+}
+
+// Stopping the gateway ends the h2c connections handed to the HTTP/2
+// server: an idle client connection sees its end (EOF), not its own read
+// timeout.
+func TestH2CStopEndsHandedConnections(t *testing.T) {
+	for _, tc := range []struct{ name, server string }{{"default", ""}, {"net", gateway.HTTP2ServerNet}} {
+		t.Run("http2.server "+tc.name, func(t *testing.T) {
+			s := h2cStack(t, tc.server)
+			c, err := net.Dial("tcp", s.svc.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+				t.Fatal(err)
+			}
+			fr := http2.NewFramer(c, c)
+			if err := fr.WriteSettings(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fr.ReadFrame(); err != nil { // the server's SETTINGS: handed over
+				t.Fatal(err)
+			}
+			stopped := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				stopped <- s.svc.Stop(ctx)
+			}()
+			for {
+				if _, err = fr.ReadFrame(); err != nil {
+					break
+				}
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("the connection outlived the gateway's stop: %v", err)
+			}
+			if err := <-stopped; err != nil {
+				t.Errorf("stop: %v", err)
 			}
 		})
 	}
