@@ -45,9 +45,10 @@ func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Reg
 		// keep this until net/http serves it.
 		// ConfigureServer ties h2s to srv: srv.Shutdown then also ends the
 		// HTTP/2 connections h2c took over (GOAWAY, then close once their
-		// streams are done), which it does not track otherwise.
-		h2s := &http2.Server{IdleTimeout: srv.IdleTimeout}
-		if err := http2.ConfigureServer(srv, h2s); err != nil {
+		// streams are done), which it does not track otherwise. Deprecated
+		// with h2c, for the same reason; h2s takes srv's IdleTimeout.
+		h2s := &http2.Server{}                                  //nolint:staticcheck // SA1019, as above
+		if err := http2.ConfigureServer(srv, h2s); err != nil { //nolint:staticcheck // SA1019, as above
 			return nil, fmt.Errorf("gateway: h2c: %w", err)
 		}
 		srv.Handler = h2c.NewHandler(srv.Handler, h2s) //nolint:staticcheck // SA1019, as above
