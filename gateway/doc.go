@@ -3,15 +3,16 @@
 //
 // A Gateway is built from the gateway section of fluxgate.yaml
 // (Config) and serves on one of three engines: net/http (it is an
-// http.Handler; h2c listeners use it, and with gateway.http2.server net
-// the TLS connections that chose HTTP/2, which otherwise go to the
-// gateway's own HTTP/2 server, package gateway/h2, serving the same
-// handler: NewHTTP2Server, LeanServer.ServeHTTP2With); the fast HTTP/1.1 engine
+// http.Handler; Upgrade: h2c requests use it, and with
+// gateway.http2.server net the TLS connections that chose HTTP/2 and h2c
+// ones with prior knowledge, which otherwise go to the gateway's own
+// HTTP/2 server, package gateway/h2, serving the same handler:
+// NewHTTP2Server, LeanServer.ServeHTTP2With); the fast HTTP/1.1 engine
 // on fasthttp (NewFastServer), which proxies with pooled fasthttp clients
 // and passes WebSocket upgrades and routes to HTTP/2 groups to the
 // net/http engine in process (buffering such a request's body first); and
-// the lean engine (NewLeanServer; plain and TLS listeners use it, see
-// LeanServer.ServeTLSWith), which reads
+// the lean engine (NewLeanServer; plain, h2c and TLS listeners use it,
+// see LeanServer.ServeTLSWith and ServeH2CWith), which reads
 // plain HTTP/1.1 requests strictly (package http1), forwards them with
 // their framing to pooled target connections and relays the answers as
 // they come, and hands every other connection to the fast engine with
