@@ -39,15 +39,16 @@ func h2cStack(t *testing.T, server string) *stack {
 	return s
 }
 
-// serverSettings opens a connection to addr with the HTTP/2 client
-// preface and returns the settings of the server's first frame.
-func serverSettings(t *testing.T, addr string) map[http2.SettingID]uint32 {
+// dialH2C opens a cleartext HTTP/2 connection to addr by prior knowledge:
+// the preface and SETTINGS are sent; it closes at the test's end and
+// nothing on it waits more than 10 s.
+func dialH2C(t *testing.T, addr string) *http2.Framer {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -56,6 +57,14 @@ func serverSettings(t *testing.T, addr string) map[http2.SettingID]uint32 {
 	if err := fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
+	return fr
+}
+
+// serverSettings opens a connection to addr with the HTTP/2 client
+// preface and returns the settings of the server's first frame.
+func serverSettings(t *testing.T, addr string) map[http2.SettingID]uint32 {
+	t.Helper()
+	fr := dialH2C(t, addr)
 	f, err := fr.ReadFrame()
 	if err != nil {
 		t.Fatal(err)
@@ -232,19 +241,7 @@ func TestH2CStopEndsHandedConnections(t *testing.T) {
 	for _, tc := range []struct{ name, server string }{{"default", ""}, {"net", gateway.HTTP2ServerNet}} {
 		t.Run("http2.server "+tc.name, func(t *testing.T) {
 			s := h2cStack(t, tc.server)
-			c, err := net.Dial("tcp", s.svc.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-				t.Fatal(err)
-			}
-			fr := http2.NewFramer(c, c)
-			if err := fr.WriteSettings(); err != nil {
-				t.Fatal(err)
-			}
+			fr := dialH2C(t, s.svc.Addr().String())
 			if _, err := fr.ReadFrame(); err != nil { // the server's SETTINGS: handed over
 				t.Fatal(err)
 			}
@@ -254,6 +251,7 @@ func TestH2CStopEndsHandedConnections(t *testing.T) {
 				defer cancel()
 				stopped <- s.svc.Stop(ctx)
 			}()
+			var err error
 			for {
 				if _, err = fr.ReadFrame(); err != nil {
 					break
