@@ -255,6 +255,17 @@ func (rc *rawConn) next(want func(http2.Frame) bool) http2.Frame {
 	}
 }
 
+// answer reads until the server answers a stream: a RST_STREAM or HEADERS.
+func (rc *rawConn) answer() http2.Frame {
+	return rc.next(func(f http2.Frame) bool {
+		switch f.(type) {
+		case *http2.RSTStreamFrame, *http2.MetaHeadersFrame:
+			return true
+		}
+		return false
+	})
+}
+
 func (rc *rawConn) headers(id uint32, method string, end bool) {
 	rc.t.Helper()
 	rc.hbuf.Reset()
@@ -285,13 +296,7 @@ func TestResetStream(t *testing.T) {
 		if err := rc.fr.WriteData(1, true, []byte("late")); err != nil {
 			t.Fatal(err)
 		}
-		f := rc.next(func(f http2.Frame) bool {
-			switch f.(type) {
-			case *http2.RSTStreamFrame, *http2.MetaHeadersFrame:
-				return true
-			}
-			return false
-		})
+		f := rc.answer()
 		if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeStreamClosed {
 			t.Fatalf("after DATA on a reset stream: %v, want RST_STREAM 1 STREAM_CLOSED", f)
 		}
@@ -403,13 +408,7 @@ func TestContentLengthMismatch(t *testing.T) {
 	if err := rc.fr.WriteData(1, true, []byte("abc")); err != nil {
 		t.Fatal(err)
 	}
-	f := rc.next(func(f http2.Frame) bool {
-		switch f.(type) {
-		case *http2.RSTStreamFrame, *http2.MetaHeadersFrame:
-			return true
-		}
-		return false
-	})
+	f := rc.answer()
 	if rst, ok := f.(*http2.RSTStreamFrame); !ok || rst.StreamID != 1 || rst.ErrCode != http2.ErrCodeProtocol {
 		t.Fatalf("got %v, want RST_STREAM 1 PROTOCOL_ERROR", f)
 	}
