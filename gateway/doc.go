@@ -44,8 +44,10 @@
 //     Idempotent requests without a body that fail to connect are retried
 //     on another target within the group's retry budget.
 //
-// Streaming bodies and WebSocket upgrades pass through. X-Forwarded-For,
-// -Host and -Proto are set. A target must start its response within
+// Streaming bodies and WebSocket upgrades pass through. X-Forwarded-For
+// (appended to the client's chain), -Host and -Proto are set on every
+// engine; a client's Forwarded field is dropped, as the gateway vouches
+// for X-Forwarded-* only. A target must start its response within
 // ResponseHeaderTimeout; a body may then stream for as long as it takes.
 // On the fast engine a client that disconnects does not cancel its
 // upstream request (fasthttp does not report it); the timeout bounds it.

@@ -394,36 +394,55 @@ func cleanInbound(h *fasthttp.ResponseHeader) {
 	dropHopHeaders(h.All(), h.Del, false)
 }
 
+// requestOnly are the fields a client's request loses besides the
+// hop-by-hop ones: Expect (the fast engine has answered it) and Forwarded
+// (the gateway vouches for X-Forwarded-* only, as the net/http engine's
+// ReverseProxy does; a target trusting a client's Forwarded would take
+// its word for the client's address).
+var requestOnly = [...]string{"Expect", "Forwarded"}
+
+// indexFold is the index in names of name, compared case-insensitively,
+// or -1.
+func indexFold(names []string, name string) int {
+	for i, n := range names {
+		if len(n) == len(name) && strings.EqualFold(n, name) {
+			return i
+		}
+	}
+	return -1
+}
+
 // dropHopHeaders deletes, with del, the hop-by-hop headers among all and
-// those their Connection header lists. Expect goes too from a request
-// (the fast engine has answered it); Transfer-Encoding stays on a
-// response, where fasthttp frames the body itself. One pass finds them,
-// as most messages have none.
+// those their Connection header lists. A request also loses requestOnly's
+// fields; Transfer-Encoding stays on a response, where fasthttp frames the
+// body itself. One pass finds them, as most messages have none.
 func dropHopHeaders(all iter.Seq2[[]byte, []byte], del func(string), request bool) {
-	var found [len(hopHeaders) + 1]string
+	var found [len(hopHeaders) + len(requestOnly)]string
 	n := 0
 	var listed []string
 	for k, v := range all {
 		name := b2s(k)
-		if request && strings.EqualFold(name, "Expect") {
-			if !slices.Contains(found[:n], "Expect") {
-				found[n], n = "Expect", n+1
+		if request {
+			if i := indexFold(requestOnly[:], name); i >= 0 {
+				if !slices.Contains(found[:n], requestOnly[i]) {
+					found[n], n = requestOnly[i], n+1
+				}
+				continue
 			}
+		}
+		i := indexFold(hopHeaders[:], name)
+		if i < 0 {
 			continue
 		}
-		for _, hop := range hopHeaders {
-			if len(name) == len(hop) && strings.EqualFold(name, hop) {
-				if !request && (hop == "Transfer-Encoding" || hop == "Trailer") {
-					break // fasthttp frames the body and its trailers itself
-				}
-				if hop == "Connection" { // every Connection line counts
-					listed = connectionListed(listed, v)
-				}
-				if !slices.Contains(found[:n], hop) {
-					found[n], n = hop, n+1
-				}
-				break
-			}
+		hop := hopHeaders[i]
+		if !request && (hop == "Transfer-Encoding" || hop == "Trailer") {
+			continue // fasthttp frames the body and its trailers itself
+		}
+		if hop == "Connection" { // every Connection line counts
+			listed = connectionListed(listed, v)
+		}
+		if !slices.Contains(found[:n], hop) {
+			found[n], n = hop, n+1
 		}
 	}
 	for _, name := range listed {

@@ -136,6 +136,8 @@ func TestUpdateKeepsTargetState(t *testing.T) {
 }
 
 // X-Forwarded-* reach the upstream and streamed responses are flushed.
+// A client's Forwarded field does not reach it on any engine: the gateway
+// vouches for X-Forwarded-* only.
 func TestForwardedHeadersAndStreaming(t *testing.T) {
 	// The upstream writes its second chunk only once the client has read
 	// the first: a gateway that buffered the body would never deliver it.
@@ -144,6 +146,7 @@ func TestForwardedHeadersAndStreaming(t *testing.T) {
 		w.Header().Set("X-Got-For", r.Header.Get("X-Forwarded-For"))
 		w.Header().Set("X-Got-Host", r.Header.Get("X-Forwarded-Host"))
 		w.Header().Set("X-Got-Proto", r.Header.Get("X-Forwarded-Proto"))
+		w.Header()["X-Got-Forwarded"] = r.Header.Values("Forwarded")
 		io.WriteString(w, "first\n")
 		http.NewResponseController(w).Flush()
 		select {
@@ -166,6 +169,7 @@ func TestForwardedHeadersAndStreaming(t *testing.T) {
 		req, _ := http.NewRequest("GET", url+"/", nil)
 		req.Host = "shop.example"
 		req.Header.Set("X-Forwarded-For", "10.0.0.1")
+		req.Header.Set("forwarded", "for=192.0.2.66;proto=https")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -192,6 +196,9 @@ func TestForwardedHeadersAndStreaming(t *testing.T) {
 		}
 		if got := resp.Header.Get("X-Got-For"); got != "10.0.0.1, 127.0.0.1" {
 			t.Errorf("%s: X-Forwarded-For %q", engine, got)
+		}
+		if got := resp.Header.Values("X-Got-Forwarded"); len(got) > 0 {
+			t.Errorf("%s: the client's Forwarded reached the target: %q", engine, got)
 		}
 		if resp.Header.Get("X-Got-Host") != "shop.example" || resp.Header.Get("X-Got-Proto") != "http" {
 			t.Errorf("%s: X-Forwarded-Host %q, -Proto %q", engine, resp.Header.Get("X-Got-Host"), resp.Header.Get("X-Got-Proto"))

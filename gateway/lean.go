@@ -23,7 +23,7 @@ import (
 // The lean engine serves the plain HTTP/1.1 requests most clients send
 // itself, with the least work a request: it reads the head strictly
 // (package http1), forwards it to a pooled upstream connection as it came
-// but for the hop-by-hop fields and X-Forwarded-*, and relays the
+// but for the hop-by-hop fields, Forwarded and X-Forwarded-*, and relays the
 // target's response head and body as they come, framing untouched. The
 // fast engine parses and writes every message twice (into fasthttp's
 // structures and out again, on each side); that work was most of the

@@ -146,6 +146,7 @@ const (
 	fieldXFProto  // X-Forwarded-Proto
 	fieldConn     // Connection (also hop-by-hop)
 	fieldHostName // Host
+	fieldFwd      // Forwarded: a client's is dropped (requestKind), as the net/http engine's ReverseProxy drops it
 )
 
 // fieldKind classifies a field name, case-insensitively; the length
@@ -167,6 +168,10 @@ func fieldKind(name []byte) int {
 			return fieldHop
 		case strings.EqualFold(n, "Trailer"):
 			return fieldTrailer
+		}
+	case 9:
+		if strings.EqualFold(n, "Forwarded") {
+			return fieldFwd
 		}
 	case 10:
 		switch {
@@ -207,10 +212,12 @@ func fieldKind(name []byte) int {
 
 // requestKind is fieldKind for a request's fields: Connection,
 // Transfer-Encoding and Trailer are plain hop-by-hop there (the lean
-// engine forwards no chunked request body).
+// engine forwards no chunked request body), and so is Forwarded: the
+// gateway vouches for X-Forwarded-* only, and a target that trusted a
+// client's Forwarded field would take its word for the client's address.
 func requestKind(name []byte) int {
 	switch k := fieldKind(name); k {
-	case fieldConn, fieldTE, fieldTrailer:
+	case fieldConn, fieldTE, fieldTrailer, fieldFwd:
 		return fieldHop
 	default:
 		return k
