@@ -78,11 +78,11 @@ func TestPanicThresholdSpreadsOverAll(t *testing.T) {
 	u := newUpstream(UpstreamConfig{Name: "u", Targets: []TargetConfig{{Address: "a:1"}, {Address: "b:1"}, {Address: "c:1"}}}, nil)
 	now := time.Now()
 	u.targets[0].healthy.Store(false)
-	if got := len(u.candidates(now, nil)); got != 2 {
+	if got := len(u.candidates(nil, now, nil)); got != 2 {
 		t.Fatalf("%d candidates with 1 of 3 down, want 2", got)
 	}
 	u.targets[1].healthy.Store(false)
-	if got := len(u.candidates(now, nil)); got != 3 {
+	if got := len(u.candidates(nil, now, nil)); got != 3 {
 		t.Fatalf("%d candidates with 2 of 3 down (below panic threshold), want all 3", got)
 	}
 }

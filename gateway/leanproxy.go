@@ -25,7 +25,8 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 	method := methodString(lc.req.Method)
 	inflight := rt.series.started(method)
 	defer inflight.Dec()
-	fl := &proxied{route: rt}
+	lc.fl = proxied{route: rt} // the connection's own: one request at a time
+	fl := &lc.fl
 	keep := true
 	if rt.gate == nil {
 		_, _, keep = g.forwardLean(lc, rt, fl, method)
@@ -52,7 +53,7 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method string) (failed, gone, keep bool) {
 	u := rt.choose(leanRequest{lc})
 	fl.upstream = u
-	rs := leanResponder{lc: lc, close: lc.req.Close}
+	rs := (*leanRejecter)(lc) // a pointer: no allocation as a responder
 	permit, ok := u.enter(rs)
 	if !ok {
 		return false, false, true
@@ -518,16 +519,62 @@ func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 	} else {
 		clear(labels)
 	}
+	hs := newHeadStrings(lc.buf[lc.r:lc.reqEnd], req)
 	for _, h := range req.Headers {
 		if fieldKind(h.Name) == fieldHostName {
 			continue // it is http.host
 		}
-		flow.AddHeaderLabel(labels, b2s(h.Name), string(h.Value))
+		flow.AddHeaderLabel(labels, b2s(h.Name), hs.of(h.Value))
 	}
-	flow.CompleteHTTPLabels(labels, method, string(req.Target), string(req.Host), lc.s.proto)
+	flow.CompleteHTTPLabels(labels, method, hs.of(req.Target), hs.of(req.Host), lc.s.proto)
 	flow.SetClientAddress(labels, lc.c.ip)
 	labels[LabelRouteID] = rt.id
 	return labels
+}
+
+// headStrings gives the labels strings of a request head's fields that
+// share one copy of the head: one allocation a request, not one a field.
+type headStrings struct {
+	head []byte // the request as read: the fields are views of it
+	s    string // a copy of head up to the last field's end
+}
+
+func newHeadStrings(head []byte, req *http1.Request) headStrings {
+	end := 0
+	for _, v := range [2][]byte{req.Target, req.Host} {
+		end = max(end, viewEnd(head, v))
+	}
+	if n := len(req.Headers); n > 0 {
+		end = max(end, viewEnd(head, req.Headers[n-1].Value))
+	}
+	return headStrings{head: head, s: string(head[:end])}
+}
+
+// viewEnd is where v ends in head, or 0 when v is not a view of head.
+func viewEnd(head, v []byte) int {
+	if off := viewAt(head, v); off >= 0 {
+		return off + len(v)
+	}
+	return 0
+}
+
+// viewAt is where v starts in head, or -1 when v is empty or not a view
+// of head.
+func viewAt(head, v []byte) int {
+	off := cap(head) - cap(v)
+	if len(v) == 0 || off < 0 || off+len(v) > len(head) || &head[off] != &v[0] {
+		return -1
+	}
+	return off
+}
+
+// of returns v as a string: a part of the copy when v is a view of the
+// head within it, else a copy of its own.
+func (h *headStrings) of(v []byte) string {
+	if off := viewAt(h.head, v); off >= 0 && off+len(v) <= len(h.s) {
+		return h.s[off : off+len(v)]
+	}
+	return string(v)
 }
 
 // leanExchange is a request the lean engine checks at a control point.
@@ -551,6 +598,15 @@ func (x leanExchange) Identity() (method, path, target string) {
 type leanResponder struct {
 	lc    *leanConn
 	close bool // with Connection: close
+}
+
+// leanRejecter is a leanConn answering a rejection as leanResponder does,
+// with the request's own keep-alive.
+type leanRejecter leanConn
+
+func (r *leanRejecter) reject(status int, reason string, retryAfter int64, body any) {
+	lc := (*leanConn)(r)
+	leanResponder{lc: lc, close: lc.req.Close}.reject(status, reason, retryAfter, body)
 }
 
 func (r leanResponder) reject(status int, reason string, retryAfter int64, body any) {

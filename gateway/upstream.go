@@ -285,30 +285,33 @@ func (u *upstream) refusedEjectFor() time.Duration {
 	return time.Second
 }
 
-// candidates returns the targets to balance over at now, leaving out
-// those in skip: the available ones, or all of them when fewer than the
-// panic threshold are available (spreading load beats overloading the
+// candidates appends to dst the targets to balance over at now, leaving
+// out those in skip: the available ones, or all of them when fewer than
+// the panic threshold are available (spreading load beats overloading the
 // survivors when health checking itself is what broke).
-func (u *upstream) candidates(now time.Time, skip []*target) []*target {
-	var avail, all []*target
+func (u *upstream) candidates(dst []*target, now time.Time, skip []*target) []*target {
+	start := len(dst)
 	for _, t := range u.targets {
-		if slices.Contains(skip, t) {
-			continue
-		}
-		all = append(all, t)
-		if t.available(now) {
-			avail = append(avail, t)
+		if !slices.Contains(skip, t) && t.available(now) {
+			dst = append(dst, t)
 		}
 	}
-	if float64(len(avail)) < u.panicAt*float64(len(u.targets)) {
-		return all
+	if float64(len(dst)-start) >= u.panicAt*float64(len(u.targets)) {
+		return dst
 	}
-	return avail
+	dst = dst[:start]
+	for _, t := range u.targets {
+		if !slices.Contains(skip, t) {
+			dst = append(dst, t)
+		}
+	}
+	return dst
 }
 
 // pick chooses a target at now, not one of skip; nil when none is left.
 func (u *upstream) pick(now time.Time, skip []*target) *target {
-	cs := u.candidates(now, skip)
+	var buf [8]*target // most groups fit: no allocation a request
+	cs := u.candidates(buf[:0], now, skip)
 	switch len(cs) {
 	case 0:
 		return nil

@@ -21,12 +21,23 @@ type Checker interface {
 	Check(ctx context.Context, req *flow.Request, d *flow.Decision) error
 }
 
-var decisions = sync.Pool{New: func() any { return new(flow.Decision) }}
+// checked is one check of the adapters: its request and the decision the
+// Checker writes, taken from a pool together so that a check allocates
+// neither (a request passed to an interface method escapes).
+type checked struct {
+	req flow.Request
+	d   flow.Decision
+}
 
-// newDecision returns a Decision from the package's pool, for a Check of
-// the adapters. Give it back with release when nothing reads it any more.
-func newDecision() *flow.Decision { return decisions.Get().(*flow.Decision) }
+var pool = sync.Pool{New: func() any { return new(checked) }}
 
-// release returns d, from newDecision, to the pool; d must not be used
-// afterwards.
-func release(d *flow.Decision) { decisions.Put(d) }
+// newChecked returns a checked from the package's pool. Give it back with
+// release when nothing reads its decision any more.
+func newChecked() *checked { return pool.Get().(*checked) }
+
+// release returns c to the pool; c must not be used afterwards. The
+// request's labels are the caller's: the pool does not keep them.
+func (c *checked) release() {
+	c.req = flow.Request{}
+	pool.Put(c)
+}

@@ -57,9 +57,9 @@ type Exchange interface {
 type Admitted struct {
 	g                    *Gate
 	ctx                  context.Context
-	d                    *flow.Decision // from the pool until End
-	start                time.Time      // of the workload; zero when not tracked
-	method, path, target string         // when recording
+	c                    *checked  // from the pool until End
+	start                time.Time // of the workload; zero when not tracked
+	method, path, target string    // when recording
 }
 
 // Admit checks the request x at the gate's control point, with its flow
@@ -73,16 +73,17 @@ type Admitted struct {
 // The Checker sees ctx, so an engine passes one that its shutdown does
 // not cancel when requests in flight are to finish.
 func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (Admitted, bool) {
-	d := newDecision()
-	req := flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
-	if err := g.c.Check(ctx, &req, d); err != nil {
-		release(d)
+	c := newChecked()
+	c.req = flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
+	d := &c.d
+	if err := g.c.Check(ctx, &c.req, d); err != nil {
+		c.release()
 		if ctx.Err() == nil {
 			x.WriteJSON(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})
 		}
 		return Admitted{}, false
 	}
-	a := Admitted{g: g, ctx: ctx, d: d}
+	a := Admitted{g: g, ctx: ctx, c: c}
 	if g.opts.recording() {
 		a.method, a.path, a.target = x.Identity()
 	}
@@ -94,7 +95,7 @@ func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, 
 			now := time.Now() // a rejected flow runs no workload
 			g.opts.record(ctx, a.method, a.path, a.target, d, status, now, now)
 		}
-		release(d)
+		c.release()
 		return Admitted{}, false
 	}
 	if a.Tracked() {
@@ -105,13 +106,18 @@ func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, 
 
 // Decision is the decision that admitted the flow, valid until End. Do
 // not modify it.
-func (a *Admitted) Decision() *flow.Decision { return a.d }
+func (a *Admitted) Decision() *flow.Decision {
+	if a.c == nil {
+		return nil
+	}
+	return &a.c.d
+}
 
 // Tracked reports whether End needs the answer's status: the flow holds a
 // slot of an adaptive_concurrency component, or the gate records flows.
 // An engine need not learn the status when it is not, and may pass 0.
 func (a *Admitted) Tracked() bool {
-	return a.g != nil && (a.g.opts.recording() || a.d.FlowID != 0)
+	return a.g != nil && (a.g.opts.recording() || a.c.d.FlowID != 0)
 }
 
 // End ends the admitted flow, answered with status: it reports the end to
@@ -120,17 +126,17 @@ func (a *Admitted) Tracked() bool {
 // as its workload, and gives the decision back to the pool. Call it once
 // for every admitted flow, when nothing reads its Decision any more.
 func (a *Admitted) End(status int, failed bool) {
-	if a.d == nil {
+	if a.c == nil {
 		return
 	}
 	if a.Tracked() {
-		EndFlow(a.g.c, a.d, failed || status >= 500)
+		EndFlow(a.g.c, &a.c.d, failed || status >= 500)
 		if a.g.opts.recording() {
-			a.g.opts.record(a.ctx, a.method, a.path, a.target, a.d, status, a.start, time.Now())
+			a.g.opts.record(a.ctx, a.method, a.path, a.target, &a.c.d, status, a.start, time.Now())
 		}
 	}
-	release(a.d)
-	a.d = nil
+	a.c.release()
+	a.c = nil
 }
 
 // netExchange is a request net/http serves, and the writer that learns

@@ -69,13 +69,14 @@ func UnaryServerInterceptor(c Checker, opts InterceptorOptions) grpc.UnaryServer
 				labels[k] = v
 			}
 		}
-		freq := flow.Request{ControlPoint: opts.ControlPoint, Labels: labels}
+		ch := newChecked()
+		defer ch.release() // after the handler, which may read the decision (FromContext)
+		ch.req = flow.Request{ControlPoint: opts.ControlPoint, Labels: labels}
 		if opts.Tokens != nil {
-			freq.Tokens = opts.Tokens(ctx, info, req)
+			ch.req.Tokens = opts.Tokens(ctx, info, req)
 		}
-		d := newDecision()
-		defer release(d) // after the handler, which may read it (FromContext)
-		if err := c.Check(ctx, &freq, d); err != nil {
+		d := &ch.d
+		if err := c.Check(ctx, &ch.req, d); err != nil {
 			if ctx.Err() != nil {
 				return nil, status.FromContextError(ctx.Err()).Err()
 			}

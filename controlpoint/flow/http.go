@@ -161,10 +161,11 @@ func CompleteHTTPLabels(labels map[string]string, method, target, host, scheme s
 	if hasQuery {
 		labels[LabelURLQuery] = query
 	}
-	if h, port, err := net.SplitHostPort(host); err == nil {
-		labels[LabelServerAddress], labels[LabelServerPort] = h, port
-	} else {
-		labels[LabelServerAddress] = host
+	labels[LabelServerAddress] = host
+	if strings.IndexByte(host, ':') >= 0 { // most carry no port, and SplitHostPort's error allocates
+		if h, port, err := net.SplitHostPort(host); err == nil {
+			labels[LabelServerAddress], labels[LabelServerPort] = h, port
+		}
 	}
 	return labels
 }
