@@ -37,6 +37,11 @@ type wireCheck struct {
 
 	req     controlpoint.Request
 	decoded bool // req holds the request
+
+	// While decoding: the message, and the one copy of it that the
+	// request's strings are parts of.
+	msg    []byte
+	copied string
 }
 
 var (
@@ -61,6 +66,9 @@ func (w *wireCheck) unmarshal(b []byte) error {
 		return err
 	}
 	w.req = controlpoint.Request{}
+	if len(b) <= wireCopyMax { // one copy: the strings are parts of it
+		w.msg, w.copied = b, string(b)
+	}
 	if entries > 0 {
 		// Entries on the wire may repeat a key: the size hint is capped
 		// at what validation lets through, so a request of many empty
@@ -77,7 +85,7 @@ func (w *wireCheck) unmarshal(b []byte) error {
 			if !utf8.Valid(v) {
 				return errBadUTF8
 			}
-			w.req.ControlPoint = string(v)
+			w.req.ControlPoint = w.str(v)
 		case num == 2 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			b = b[n:]
@@ -93,6 +101,7 @@ func (w *wireCheck) unmarshal(b []byte) error {
 		}
 	}
 	w.decoded = true
+	w.msg = nil // gRPC reuses its buffer
 	return nil
 }
 
@@ -156,8 +165,25 @@ func (w *wireCheck) labelEntry(b []byte) error {
 			b = b[n:]
 		}
 	}
-	w.req.Labels[string(key)] = string(val)
+	w.req.Labels[w.str(key)] = w.str(val)
 	return nil
+}
+
+// wireCopyMax is the largest message whose strings share one copy of it;
+// a larger one, rare and maybe hostile (many empty or repeated entries),
+// gets a copy of each string kept instead.
+const wireCopyMax = 4 << 10
+
+// str is v, a part of the message being decoded, as the same part of its
+// copy (a copy of its own if the message was not copied whole).
+func (w *wireCheck) str(v []byte) string {
+	if len(v) == 0 {
+		return ""
+	}
+	if off := cap(w.msg) - cap(v); w.msg != nil && off >= 0 && off+len(v) <= len(w.msg) && &w.msg[off] == &v[0] {
+		return w.copied[off : off+len(v)]
+	}
+	return string(v)
 }
 
 // request is the decoded request, or the error RequestFromProto gives.
