@@ -33,10 +33,10 @@ func newDemoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Watch the whole loop on one machine: gateway, agent, a degrading upstream, load, service protection",
 		Long: "demo starts the agent and the built-in gateway on loopback ports, a synthetic checkout\n" +
-			"upstream that completes 200 requests/s and loses three of its four workers (50/s) a third\n" + "of the way in,\n" +
-			"and a load generator offering --rps. The service-protection blueprint at its defaults (an\n" +
-			"adaptive concurrency limit learned from each request's latency, in the gateway's data path)\n" +
-			"sheds what the upstream cannot serve. Every second it prints what was offered, served and\n" +
+			"upstream that completes 200 requests/s and loses three of its four workers (50/s) a third\n" +
+			"of the way in, and a load generator offering --rps. The service-protection blueprint at its\n" +
+			"defaults (an adaptive concurrency limit learned from each request's latency, in the gateway's\n" +
+			"data path) sheds what the upstream cannot serve. Every second it prints what was offered, served and\n" +
 			"shed, the latency clients saw, and the limit. It stops by itself after --duration and exits 1\n" +
 			"unless the overloaded upstream is kept serving: at least 70% of its capacity within 100 ms.",
 		Args: cobra.NoArgs,
