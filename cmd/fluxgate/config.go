@@ -50,7 +50,7 @@ wrong type and invalid values are refused and leave the file unchanged.`,
 			if err != nil {
 				return err
 			}
-			out, err := fluxgate.Set(data, key, value)
+			out, err := fluxgate.SetFile(configPath, data, key, value)
 			if err != nil {
 				return err
 			}
