@@ -79,6 +79,12 @@ func Get(f File, key string) (string, error) { return schema.Get(f, key) }
 // document must load (Load, environment aside). See config.Schema.Set.
 func Set(data []byte, key, value string) ([]byte, error) { return schema.Set(data, key, value) }
 
+// SetFile is Set for the content of file, whose name positions the errors
+// (file:line:col) the edited document would load with.
+func SetFile(file string, data []byte, key, value string) ([]byte, error) {
+	return schema.SetFile(file, data, key, value)
+}
+
 // Reference renders Keys as the markdown table of docs/configuration.md's
 // configuration reference.
 func Reference() string { return schema.Reference() }

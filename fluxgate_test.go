@@ -131,3 +131,29 @@ func TestDocsConfigReference(t *testing.T) {
 	}
 	t.Logf("%s: configuration reference rewritten", readme)
 }
+
+// TestDocsGatewayExampleLoads: the first example of docs/gateway.md is a
+// whole config a reader pastes into fluxgate.yaml; it must load (its
+// canary once named an upstream the example did not define).
+func TestDocsGatewayExampleLoads(t *testing.T) {
+	data, err := os.ReadFile("docs/gateway.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "```yaml\n")
+	block, _, closed := strings.Cut(rest, "```")
+	if !ok || !closed || !strings.HasPrefix(block, "gateway:") {
+		t.Fatalf("docs/gateway.md: no yaml block starting with gateway: found")
+	}
+	path := filepath.Join(t.TempDir(), "fluxgate.yaml")
+	if err := os.WriteFile(path, []byte(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := Load(path, nil)
+	if err != nil {
+		t.Fatalf("the docs/gateway.md example does not load:\n%v", err)
+	}
+	if len(f.Gateway.Routes) == 0 || f.Gateway.Routes[0].Canary == nil {
+		t.Errorf("example loaded without its route's canary: %+v", f.Gateway.Routes)
+	}
+}

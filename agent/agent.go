@@ -119,6 +119,12 @@ const (
 // listenerNames lists the listeners in the order Start binds them.
 var listenerNames = []string{ListenerHTTP, ListenerGRPC, ListenerMetrics, ListenerOTLPGRPC, ListenerOTLPHTTP, ListenerProbe}
 
+// listenerPortKeys are the config keys of the listeners' ports.
+var listenerPortKeys = map[string]string{
+	ListenerHTTP: "server.http_port", ListenerGRPC: "server.grpc_port", ListenerMetrics: "metrics.port",
+	ListenerOTLPGRPC: "otlp.grpc_port", ListenerOTLPHTTP: "otlp.http_port", ListenerProbe: "server.probe_port",
+}
+
 // New builds an Agent. It binds nothing: Start does.
 func New(opts Options) (*Agent, error) {
 	if err := opts.Config.Validate(); err != nil {
@@ -390,7 +396,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			for _, l := range bound {
 				_ = l.Close()
 			}
-			return fmt.Errorf("agent: %s listener: %w", name, err)
+			// Name the key that sets the port: "address already in use" is
+			// answered by changing it (or the environment variable).
+			return fmt.Errorf("agent: %s listener (%s): %w", name, listenerPortKeys[name], err)
 		}
 		bound[name] = newLimitListener(ln, limit, name != ListenerGRPC && name != ListenerOTLPGRPC)
 	}

@@ -358,8 +358,8 @@ func TestStartFailsOnBusyPort(t *testing.T) {
 		_ = b.Stop(context.Background())
 		t.Fatal("Start succeeded on a busy port")
 	}
-	if !strings.Contains(err.Error(), "http listener") {
-		t.Errorf("error = %v, want it to name the http listener", err)
+	if !strings.Contains(err.Error(), "http listener (server.http_port)") {
+		t.Errorf("error = %v, want it to name the http listener and its key", err)
 	}
 }
 

@@ -68,6 +68,13 @@ func (s *Schema[T]) Get(cfg T, key string) (string, error) {
 // (a missing section at the end of the file). An empty data creates the
 // document.
 func (s *Schema[T]) Set(data []byte, key, value string) ([]byte, error) {
+	return s.SetFile("config", data, key, value)
+}
+
+// SetFile is Set for data read from file: a problem the loader would find
+// in the edited document is reported as file:line:col, where line and
+// column are those of the document as it would be written.
+func (s *Schema[T]) SetFile(file string, data []byte, key, value string) ([]byte, error) {
 	f, err := s.Lookup(key)
 	if err != nil {
 		return nil, err
@@ -97,7 +104,7 @@ func (s *Schema[T]) Set(data []byte, key, value string) ([]byte, error) {
 	// Validate), environment aside: the rules across keys and sections
 	// hold too.
 	cfg := s.defaults()
-	if err := s.Decode("config", out, &cfg); err != nil {
+	if err := s.Decode(file, out, &cfg); err != nil {
 		return nil, fmt.Errorf("%s: %s %q: %w", s.opts.Name, key, value, err)
 	}
 	if err := s.Validate(&cfg); err != nil {

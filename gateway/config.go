@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -280,8 +281,10 @@ func (c *Config) check(report func(path []any, msg string)) {
 		report(path, key.String()+": "+fmt.Sprintf(format, args...))
 	})
 	if c.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		if _, port, err := net.SplitHostPort(c.Listen); err != nil {
 			bad([]any{"listen"}, "must be host:port, got %q", c.Listen)
+		} else if !portInRange(port) {
+			bad([]any{"listen"}, "port must be 0..65535, got %q", c.Listen)
 		}
 	}
 	c.TLS.check(bad.key("tls"))
@@ -356,6 +359,8 @@ func (u *UpstreamConfig) check(bad reporter) {
 	for j, t := range u.Targets {
 		if _, port, err := net.SplitHostPort(t.Address); err != nil || port == "" {
 			bad([]any{"targets", j, "address"}, "must be host:port, got %q", t.Address)
+		} else if !portInRange(port) || port == "0" {
+			bad([]any{"targets", j, "address"}, "port must be 1..65535, got %q", t.Address)
 		} else if addrs[t.Address] {
 			bad([]any{"targets", j, "address"}, "duplicate target %q", t.Address)
 		}
@@ -575,4 +580,15 @@ func (c UpstreamTLSConfig) IsZero() bool { return c == UpstreamTLSConfig{} }
 // check reports a half-configured client pair.
 func (c UpstreamTLSConfig) check(bad func(key, format string, args ...any)) {
 	checkPair(c.CertFile, c.KeyFile, bad)
+}
+
+// portInRange reports whether a numeric port fits in 16 bits; a port
+// given by service name ("http") is left to the resolver. Without it
+// 127.0.0.1:99999 passed validation and failed only when bound or dialled.
+func portInRange(port string) bool {
+	n, err := strconv.ParseUint(port, 10, 64)
+	if err != nil {
+		return strings.Trim(port, "0123456789") != "" // a name, not an overflowing number
+	}
+	return n <= 65535
 }

@@ -78,3 +78,25 @@ func TestConfigValidateEveryType(t *testing.T) {
 		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}
 }
+
+// A numeric port past 65535 is refused with its key, not at bind or dial
+// time (fluxgate config set gateway.listen 127.0.0.1:99999 used to pass).
+func TestConfigPortRange(t *testing.T) {
+	c := Config{
+		Listen:    "127.0.0.1:99999",
+		Upstreams: []UpstreamConfig{{Name: "a", Targets: []TargetConfig{{Address: "x:70000"}, {Address: "x:0"}, {Address: "x:http"}, {Address: "x:65535"}}}},
+		Routes:    []RouteConfig{{ID: "r", Upstream: "a"}},
+	}
+	want := []string{
+		`gateway.listen: port must be 0..65535, got "127.0.0.1:99999"`,
+		`gateway.upstreams[0].targets[0].address: port must be 1..65535, got "x:70000"`,
+		`gateway.upstreams[0].targets[1].address: port must be 1..65535, got "x:0"`,
+	}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted ports past 65535")
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}

@@ -73,6 +73,9 @@ func parseDocument(file string, n *yaml.Node) (*Document, strictyaml.ErrorList) 
 		return nil, strictyaml.ErrorList{{File: file, Line: root.Line, Column: root.Column,
 			Msg: "expected a mapping with apiVersion, kind, metadata and spec, got " + strictyaml.Describe(root)}}
 	}
+	if e := apertureValuesFile(file, root); e != nil {
+		return nil, strictyaml.ErrorList{e}
+	}
 	form := FormNative
 	var aperture, warns strictyaml.ErrorList
 	var original *yaml.Node
@@ -151,4 +154,19 @@ func encode(n *yaml.Node) (out []byte) {
 		return nil
 	}
 	return buf.Bytes()
+}
+
+// apertureValuesFile reports a document that is an Aperture blueprint's
+// values file (top-level blueprint and policy, no apiVersion), which
+// aperturectl renders into a policy: read as a policy it would only get
+// "unknown field" errors for blueprint, uri and policy.
+func apertureValuesFile(file string, root *yaml.Node) *strictyaml.Error {
+	bp := mappingValue(root, "blueprint", 0)
+	if bp == nil || mappingValue(root, "policy", 0) == nil || mappingValue(root, "apiVersion", 0) != nil {
+		return nil
+	}
+	name := deref(bp).Value
+	return &strictyaml.Error{File: file, Line: bp.Line, Column: bp.Column, Msg: fmt.Sprintf(
+		"this is the values file of Aperture's blueprint %q, not a policy: render it with aperturectl blueprints generate "+
+			"and load the Policy it writes (Aperture's format loads as it is), or start from a FluxGate blueprint (fluxgate blueprints list)", name)}
 }

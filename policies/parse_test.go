@@ -33,6 +33,9 @@ var expectedErrors = map[string][]string{
 		`schedulers.bad.yaml:18:9: flow_control.concurrency_limiter: request_parameters.denied_response_status_code: 99 is not an HTTP status code`,
 		`schedulers.bad.yaml:28:35: unknown field "max_inflight" in spec.circuit.components[2].flow_control.concurrency_scheduler.concurrency_limiter; valid fields: limit_by_label_key, max_inflight_duration`,
 	},
+	"aperture-values.bad.yaml": {
+		`aperture-values.bad.yaml:3:12: this is the values file of Aperture's blueprint "rate-limiting/base", not a policy: render it with aperturectl blueprints generate and load the Policy it writes (Aperture's format loads as it is), or start from a FluxGate blueprint (fluxgate blueprints list)`,
+	},
 	"bad-apiversion.bad.yaml": {
 		`bad-apiversion.bad.yaml:1:13: unsupported apiVersion "fluxgate.io/v1"; want fluxgate.io/v1beta1`,
 	},

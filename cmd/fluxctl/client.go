@@ -69,6 +69,12 @@ func (c *cli) doJSON(cmd *cobra.Command, method, path string, body []byte, out a
 func (c *cli) send(ctx context.Context, method, path, contentType string, body []byte, accept string, out any) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if p, err := url.Parse(c.agentURL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		// "127.0.0.1:8080" and "localhost:8080" are the usual mistakes; url's
+		// own errors for them ("first path segment in URL cannot contain
+		// colon", "unsupported protocol scheme") do not say what to write.
+		return 0, nil, fmt.Errorf("bad --agent URL %q: want http://HOST:PORT or https://HOST:PORT, such as http://127.0.0.1:8080", c.agentURL)
+	}
 	u, err := url.JoinPath(c.agentURL, path)
 	if err != nil {
 		return 0, nil, fmt.Errorf("bad --agent URL %q: %w", c.agentURL, err)

@@ -222,6 +222,17 @@ func TestUnreachableAgent(t *testing.T) {
 	}
 }
 
+// TestAgentURLWithoutScheme: an --agent without http:// is refused with
+// what to write, not with net/url's or net/http's words.
+func TestAgentURLWithoutScheme(t *testing.T) {
+	for _, agentURL := range []string{"127.0.0.1:8080", "localhost:8080", "http://", "ftp://127.0.0.1:8080"} {
+		_, _, err := run(t, "--agent", agentURL, "get", "policies")
+		if err == nil || !strings.Contains(err.Error(), "want http://HOST:PORT or https://HOST:PORT") {
+			t.Errorf("--agent %s: %v", agentURL, err)
+		}
+	}
+}
+
 func TestExplainSignalsAndControlPoints(t *testing.T) {
 	_, url := startAgent(t, testToken)
 	policy := `apiVersion: fluxgate.io/v1beta1

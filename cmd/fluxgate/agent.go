@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -28,9 +30,26 @@ func newAgentCmd() *cobra.Command {
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
+			noteMissingConfig(cmd, logger)
 			return runParts(cmd.Context(), f, logger, level, false)
 		},
 	}
+}
+
+// noteMissingConfig logs that the config file does not exist, so that a
+// mistyped --config is not silently a run on defaults: a warning when
+// --config was given, an info line for the default ./fluxgate.yaml. The
+// config watcher loads the file if it appears.
+func noteMissingConfig(cmd *cobra.Command, logger *slog.Logger) {
+	if _, err := os.Stat(configPath); !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	msg, args := "config file does not exist: running on defaults until it appears", []any{"path", configPath}
+	if cmd.Flags().Changed("config") {
+		logger.Warn(msg, args...)
+		return
+	}
+	logger.Info(msg, args...)
 }
 
 // runParts is the composition root of `fluxgate agent` and `fluxgate

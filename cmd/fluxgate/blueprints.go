@@ -97,7 +97,7 @@ func newBlueprintsGenerateCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&valuesFile, "values", "", "values file (see `fluxgate blueprints values NAME`)")
+	cmd.Flags().StringVar(&valuesFile, "values", "", "values file (fluxgate blueprints values NAME prints one to start from)")
 	cmd.Flags().StringVar(&dir, "output-dir", "", "directory to write the generated files into (created if missing)")
 	return cmd
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -36,7 +37,7 @@ overridden by FLUXGATE_<SECTION>_<KEY> environment variables.
 }
 
 func newConfigSetCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "set KEY VALUE",
 		Short: "Set KEY to VALUE in the config file, keeping its comments",
 		Long: `Set KEY to VALUE in the config file, keeping its comments, key order and
@@ -50,7 +51,7 @@ wrong type and invalid values are refused and leave the file unchanged.`,
 			if err != nil {
 				return err
 			}
-			out, err := fluxgate.Set(data, key, value)
+			out, err := fluxgate.SetFile(configPath, data, key, value)
 			if err != nil {
 				return err
 			}
@@ -67,6 +68,15 @@ wrong type and invalid values are refused and leave the file unchanged.`,
 			return nil
 		},
 	}
+	// A VALUE such as -1 reads as a flag ("unknown shorthand flag: '1' in
+	// -1"); say how to pass it.
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		if !strings.HasPrefix(err.Error(), "unknown shorthand flag") {
+			return err
+		}
+		return fmt.Errorf("%w (a VALUE that starts with - goes after --: fluxgate config set KEY -- VALUE)", err)
+	})
+	return cmd
 }
 
 func newConfigGetCmd() *cobra.Command {

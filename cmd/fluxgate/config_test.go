@@ -102,6 +102,11 @@ func TestConfigRefusals(t *testing.T) {
 		{[]string{"config", "set", "metrics.port", "70000"}, `metrics.port: must be 0..65535, got 70000`},
 		{[]string{"config", "get", "metrics.prot"}, `unknown key "metrics.prot"`},
 		{[]string{"config", "set", "metrics.port"}, `accepts 2 arg(s), received 1`},
+		{[]string{"config", "set", "metrics.port", "-1"}, `a VALUE that starts with - goes after --: fluxgate config set KEY -- VALUE`},
+		{[]string{"config", "set", "metrics.port", "--", "-1"}, `metrics.port: must be 0..65535, got -1`},
+		// What only the loader refuses is positioned in this file, not in
+		// one named "config".
+		{[]string{"config", "set", "gateway.listen", "nonsense"}, path + `:4:11: gateway.listen: must be host:port, got "nonsense"`},
 	} {
 		_, _, err := runFluxgate(t, append([]string{"--config", path}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	crand "crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,15 +36,21 @@ func newDemoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Watch the whole loop on one machine: gateway, agent, a degrading upstream, load, service protection",
 		Long: "demo starts the agent and the built-in gateway on loopback ports, a synthetic checkout\n" +
-			"upstream that completes 200 requests/s and loses three of its four workers (50/s) a third\n" + "of the way in,\n" +
-			"and a load generator offering --rps. The service-protection blueprint at its defaults (an\n" +
-			"adaptive concurrency limit learned from each request's latency, in the gateway's data path)\n" +
-			"sheds what the upstream cannot serve. Every second it prints what was offered, served and\n" +
+			"upstream that completes 200 requests/s and loses three of its four workers (50/s) a third\n" +
+			"of the way in, and a load generator offering --rps. The service-protection blueprint at its\n" +
+			"defaults (an adaptive concurrency limit learned from each request's latency, in the gateway's\n" +
+			"data path) sheds what the upstream cannot serve. Every second it prints what was offered, served and\n" +
 			"shed, the latency clients saw, and the limit. It stops by itself after --duration and exits 1\n" +
-			"unless the overloaded upstream is kept serving: at least 70% of its capacity within 100 ms.",
+			"unless the overloaded upstream is kept serving: at least 70% of its capacity within 100 ms.\n" +
+			"Ctrl-C stops it early, every part and its temporary files, with exit status 130.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := runDemo(cmd.Context(), cmd.OutOrStdout(), duration, rps)
+			// Ctrl-C stops the load and every part of the demo and removes
+			// its temporary files (without this, SIGINT killed the process
+			// mid-run and left them behind).
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := runDemo(ctx, cmd.OutOrStdout(), duration, rps)
 			if err != nil {
 				return err
 			}
@@ -253,9 +262,13 @@ func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demo
 		defer close(loadDone)
 		generateLoad(runCtx, "http://"+stack.gw.Addr().String()+"/checkout", rps, stats)
 	}()
-	tally := watchDemo(out, d, phase, up, canary, stats, stack)
+	tally := watchDemo(ctx, out, d, phase, up, canary, stats, stack)
 	cancel()
 	<-loadDone
+	if ctx.Err() != nil {
+		fmt.Fprintf(out, "\ninterrupted after %v: the gateway, agent and upstreams stop.\n", time.Since(stats.start).Round(time.Second))
+		return demoResult{}, &exitError{code: 130, err: errDemoInterrupted}
+	}
 
 	res := tally.result()
 	_, cs := stack.canary()
@@ -268,6 +281,10 @@ func runDemo(ctx context.Context, out io.Writer, d time.Duration, rps int) (demo
 		cs.Weight, res.canaryRolledBack, stack.signal(demoCanaryKey, "ERROR_RATIO"))
 	return res, nil
 }
+
+// errDemoInterrupted is runDemo's error when its context ends (Ctrl-C)
+// before --duration.
+var errDemoInterrupted = errors.New("demo: interrupted")
 
 // serveLoopback serves h on a free 127.0.0.1 port until stop is called.
 func serveLoopback(h http.Handler) (addr string, stop func(), err error) {
@@ -469,13 +486,17 @@ func generateLoad(ctx context.Context, target string, rps int, stats *demoStats)
 // canary starts failing at phase/2, the upstream degrades at phase. Each
 // second it prints the second before (what clients saw, the adaptive
 // limiter, the canary's weight), and it returns those rows summed by phase.
-func watchDemo(out io.Writer, d, phase time.Duration, up *upstream, canary *canaryUpstream, stats *demoStats, stack demoStack) demoTally {
+func watchDemo(ctx context.Context, out io.Writer, d, phase time.Duration, up *upstream, canary *canaryUpstream, stats *demoStats, stack demoStack) demoTally {
 	fmt.Fprintf(out, demoRowFormat, "t", "upstream", "offered", "served", "shed", "failed", "p95 ms", "limit", "in flight", "no-load ms", "canary")
 	start := stats.start
 	degraded := false
 	var tally demoTally
 	for sec := 1; time.Since(start) < d; sec++ {
-		time.Sleep(time.Until(start.Add(time.Duration(sec) * time.Second)))
+		select {
+		case <-ctx.Done(): // interrupted: runDemo reports it
+			return tally
+		case <-time.After(time.Until(start.Add(time.Duration(sec) * time.Second))):
+		}
 		if time.Since(start) >= phase/2 {
 			canary.failing.Store(true)
 		}

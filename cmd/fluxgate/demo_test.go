@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -40,5 +46,50 @@ func TestDemoShedsLoadUnderOverload(t *testing.T) {
 	// the fluxctl command with it.
 	if !regexp.MustCompile(`try: FLUXCTL_TOKEN=\S+ fluxctl --agent http://\S+ signals`).MatchString(out.String()) {
 		t.Fatal("the printed fluxctl command carries no token")
+	}
+}
+
+// TestDemoStopsOnInterrupt: Ctrl-C (SIGINT) while the load runs stops the
+// demo with exit status 130, without the summary, and leaves no temporary
+// directory behind (before, SIGINT killed the process and left the demo's
+// and the TSDB's directories in $TMPDIR).
+func TestDemoStopsOnInterrupt(t *testing.T) {
+	tmp := t.TempDir()
+	cmd := exec.Command(os.Args[0], "demo", "--duration", "15s")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1", "TMPDIR="+tmp)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var out strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() { // interrupt once the first second of load is printed
+		out.WriteString(sc.Text() + "\n")
+		if strings.HasPrefix(strings.TrimSpace(sc.Text()), "0s ") {
+			break
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	rest, _ := io.ReadAll(stdout)
+	out.Write(rest)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("demo after SIGINT: %v, want exit status 130\nstdout:\n%s\nstderr:\n%s", err, out.String(), stderr.String())
+	}
+	if !strings.Contains(out.String(), "interrupted after") || strings.Contains(out.String(), "of the offered flows") {
+		t.Errorf("output after SIGINT:\n%s", out.String())
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "fluxgate-*"))
+	if len(left) > 0 {
+		t.Errorf("left behind in TMPDIR: %v", left)
 	}
 }

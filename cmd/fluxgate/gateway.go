@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -20,6 +22,9 @@ func newGatewayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if _, err := os.Stat(configPath); errors.Is(err, fs.ErrNotExist) && len(f.Gateway.Routes) == 0 {
+				return fmt.Errorf("gateway: config file %s does not exist; write gateway.upstreams and gateway.routes into it (see docs/gateway.md)", configPath)
+			}
 			if len(f.Gateway.Routes) == 0 {
 				return fmt.Errorf("gateway: %s has no gateway.routes; add upstreams and routes (see docs/gateway.md)", configPath)
 			}
@@ -27,6 +32,7 @@ func newGatewayCmd() *cobra.Command {
 			for _, w := range warnings {
 				logger.Warn(w)
 			}
+			noteMissingConfig(cmd, logger)
 			return runParts(cmd.Context(), f, logger, level, true)
 		},
 	}

@@ -126,3 +126,18 @@ func TestGatewayCommandNeedsRoutes(t *testing.T) {
 		t.Fatalf("err = %v, want one naming gateway.routes", err)
 	}
 }
+
+// A --config that names no file says so, rather than that the file has
+// no routes.
+func TestGatewayCommandMissingConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fluxgat.yaml")
+	old := configPath
+	configPath = path
+	defer func() { configPath = old }()
+	cmd := newGatewayCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "config file "+path+" does not exist") {
+		t.Fatalf("err = %v, want one saying %s does not exist", err, path)
+	}
+}

@@ -143,6 +143,41 @@ func TestAgentRunsOnDefaultsAndStopsOnSIGTERM(t *testing.T) {
 	}
 }
 
+// TestAgentWarnsOfMissingConfig: a --config that names no file (a typo)
+// is a warning, not a silent run on defaults; without --config the
+// missing ./fluxgate.yaml is an info line.
+func TestAgentWarnsOfMissingConfig(t *testing.T) {
+	env := []string{
+		"FLUXGATE_SERVER_HOST=127.0.0.1", "FLUXGATE_SERVER_HTTP_PORT=0", "FLUXGATE_SERVER_GRPC_PORT=0",
+		"FLUXGATE_METRICS_PORT=0", "FLUXGATE_OTLP_GRPC_PORT=0", "FLUXGATE_OTLP_HTTP_PORT=0",
+	}
+	for _, tc := range []struct {
+		args      []string
+		wantLevel string
+	}{
+		{[]string{"--config", "fluxgat.yaml", "agent"}, "WARN"},
+		{[]string{"agent"}, "INFO"},
+	} {
+		cmd, lines := startBinary(t, t.TempDir(), env, tc.args...)
+		var level string
+		for l := range lines {
+			if l.Msg == "config file does not exist: running on defaults until it appears" {
+				level = l.Level
+			}
+			if l.Msg == "agent started" {
+				break
+			}
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		for range lines { // drain until the agent has stopped
+		}
+		_ = cmd.Wait()
+		if level != tc.wantLevel {
+			t.Errorf("fluxgate %s: config file note at level %q, want %q", strings.Join(tc.args, " "), level, tc.wantLevel)
+		}
+	}
+}
+
 func TestAgentRefusesBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "fluxgate.yaml"), []byte("metrics:\n  prot: 9090\n"), 0o644); err != nil {
