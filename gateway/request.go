@@ -3,6 +3,7 @@ package gateway
 import (
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -63,9 +64,26 @@ func (x *netExchange) Identity() (method, path, target string) {
 	return x.in.Method, x.in.URL.Path, x.in.URL.RequestURI()
 }
 
-// netLabels are the flow labels of r: flow.RequestLabels, plus the route.
+// netLabels are the flow labels of r: flow.RequestLabels, plus the route,
+// in a map of netLabelMaps; give it back with freeLabels once the check is
+// done (a Checker keeps none of its request).
 func netLabels(r *http.Request, rt *route) map[string]string {
-	labels := flow.RequestLabels(r)
+	labels := flow.AddRequestLabels(netLabelMaps.Get().(map[string]string), r)
 	labels[LabelRouteID] = rt.id
 	return labels
+}
+
+// netLabelMaps holds the engine net's and the HTTP/2 servers' label maps,
+// as a lean connection keeps its own (leanLabels): a map of 20-odd labels
+// made for every request was a tenth of what one allocated.
+var netLabelMaps = sync.Pool{New: func() any { return make(map[string]string, 32) }}
+
+// freeLabels empties labels and keeps it for another request, unless it
+// grew past leanKeepLabels.
+func freeLabels(labels map[string]string) {
+	if len(labels) > leanKeepLabels {
+		return
+	}
+	clear(labels)
+	netLabelMaps.Put(labels)
 }
