@@ -371,7 +371,10 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 	h = make(http.Header, len(fields))
 	want = -1
 	var cookies []string
-	for _, hf := range fields {
+	// A field's first value is a one-value slice of one array: one
+	// allocation, not one a field; a repeated field's append copies.
+	slots := make([]string, len(fields))
+	for i, hf := range fields {
 		switch {
 		case connectionSpecific[hf.Name], hf.Name == "te" && hf.Value != "trailers":
 			return nil, 0, false
@@ -391,7 +394,12 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 			continue
 		}
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if prior, ok := h[k]; ok {
+			h[k] = append(prior, hf.Value)
+		} else {
+			slots[i] = hf.Value
+			h[k] = slots[i : i+1 : i+1]
+		}
 	}
 	if len(cookies) > 0 {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
