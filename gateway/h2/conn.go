@@ -3,7 +3,6 @@ package h2
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -35,8 +34,6 @@ type conn struct {
 	tls        *tls.ConnectionState
 	remoteAddr string
 	log        *slog.Logger
-	ctx        context.Context
-	cancel     context.CancelFunc
 	handlers   sync.WaitGroup
 	bg         sync.WaitGroup // other goroutines of the connection (closeWriteLocked's)
 
@@ -93,7 +90,6 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if a := nc.RemoteAddr(); a != nil {
 		c.remoteAddr = a.String()
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cond = sync.NewCond(&c.mu)
 	c.fc.r = c.br
 	c.fr = http2.NewFramer(c.bw, &c.fc)
@@ -530,7 +526,7 @@ func (c *conn) resetStream(st *stream, code http2.ErrCode, send bool) {
 		b.mu.Unlock()
 		c.consumed(unread)
 	}
-	st.cancel()
+	st.ctx.cancel()
 	if send {
 		c.writeRST(st.id, code)
 	}
@@ -622,8 +618,23 @@ func (c *conn) goAway(code http2.ErrCode) {
 // not read fails now (tls.Conn.Close would wait for it, then try to send
 // close_notify).
 func (c *conn) abort() {
-	c.cancel()
+	c.mu.Lock()
+	streams := c.streamsLocked()
+	c.mu.Unlock()
+	for _, st := range streams {
+		st.ctx.cancel()
+	}
 	closeNow(c.nc)
+}
+
+// streamsLocked returns the streams whose handler runs and that are not
+// reset (those have their context cancelled already). Under mu.
+func (c *conn) streamsLocked() []*stream {
+	streams := make([]*stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		streams = append(streams, st)
+	}
+	return streams
 }
 
 // closeNow closes c and, under TLS, the connection beneath first.
@@ -639,10 +650,7 @@ func closeNow(c net.Conn) {
 func (c *conn) close() {
 	c.mu.Lock()
 	c.closed = true
-	streams := make([]*stream, 0, len(c.streams))
-	for _, st := range c.streams {
-		streams = append(streams, st)
-	}
+	streams := c.streamsLocked()
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
@@ -651,8 +659,8 @@ func (c *conn) close() {
 			c.endRecvLocked(b, errConnClosed)
 			b.mu.Unlock()
 		}
+		st.ctx.cancel()
 	}
-	c.cancel()
 	_ = c.nc.Close()
 }
 

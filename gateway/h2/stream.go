@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -20,11 +19,11 @@ import (
 
 // stream is a request the client opened and its handler.
 type stream struct {
-	c      *conn
-	id     uint32
-	req    *http.Request
-	body   *body // nil when the request has none
-	cancel context.CancelFunc
+	c    *conn
+	id   uint32
+	req  *http.Request
+	body *body         // nil when the request has none
+	ctx  streamContext // the request's
 
 	sendWindow int64 // guarded by c.mu
 	reset      bool  // guarded by c.mu: reset by either side, or done: no more frames for it
@@ -192,18 +191,18 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		// GOAWAY went out since the check above, with a last stream
 		// below this one: the client will retry it elsewhere.
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.cancel()
 		return nil
 	case len(c.streams) >= c.maxStreams:
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.cancel()
 		c.s.count(ReasonRefusedStream)
 		c.log.Debug("h2: stream refused: max concurrent streams", "remote", c.remoteAddr, "limit", c.maxStreams)
 		c.writeRST(id, http2.ErrCodeRefusedStream)
 		return nil
 	case c.running >= 2*c.maxStreams:
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.cancel()
 		return connError{http2.ErrCodeEnhanceYourCalm, ReasonRapidReset, "too many handlers running (streams reset and reopened)"}
 	}
 	st.sendWindow = c.initWindow
@@ -321,8 +320,6 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 	if ended && want > 0 {
 		return 0, false // a content-length with no DATA to come
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	st.cancel = cancel
 	r := &http.Request{
 		Method: p.method, URL: u, RequestURI: p.path, Host: p.authority,
 		Proto: "HTTP/2.0", ProtoMajor: 2, ProtoMinor: 0,
@@ -336,7 +333,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 		st.body = b
 		r.Body, r.ContentLength, r.Trailer = b, want, b.trailer
 	}
-	st.req = r.WithContext(ctx)
+	st.req = r.WithContext(&st.ctx)
 	return 0, true
 }
 
@@ -489,7 +486,7 @@ func (c *conn) endStream(st *stream, w *responseWriter, completed bool) {
 		}
 	}
 	c.mu.Unlock()
-	st.cancel()
+	st.ctx.cancel()
 	if !wasReset {
 		switch {
 		case !completed || !w.ended:
