@@ -49,6 +49,7 @@ type conn struct {
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 	werr      error       // guarded by wmu: the first write error; later writes fail with it
+	wdeadline time.Time   // guarded by wmu: when the write deadline was last set (see write)
 	unflushed atomic.Bool // frames written to bw and not flushed (the reader flushes before it blocks)
 	// flushers counts the writes that will flush waiting for wmu: a write
 	// that sees one leaves its frames to that write's flush, so that
@@ -681,7 +682,13 @@ func (c *conn) write(flush bool, fn func() error) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.wtimeout))
+	// The deadline is set again once it is older than a tenth of the
+	// timeout (at most a second): every write still gets at least 90 %
+	// of WriteTimeout, and most cost no timer update.
+	if now := time.Now(); now.Sub(c.wdeadline) > min(time.Second, c.wtimeout/10) {
+		_ = c.nc.SetWriteDeadline(now.Add(c.wtimeout))
+		c.wdeadline = now
+	}
 	err := fn()
 	if err != nil && !errors.Is(err, errStreamReset) {
 		c.failWriteLocked(err)
