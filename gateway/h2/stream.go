@@ -22,8 +22,9 @@ type stream struct {
 	c    *conn
 	id   uint32
 	req  *http.Request
-	body *body         // nil when the request has none
-	ctx  streamContext // the request's
+	body *body          // nil when the request has none
+	ctx  streamContext  // the request's
+	w    responseWriter // the handler's
 
 	sendWindow int64 // guarded by c.mu
 	reset      bool  // guarded by c.mu: reset by either side, or done: no more frames for it
@@ -426,7 +427,8 @@ func declaredTrailers(h http.Header) http.Header {
 
 // runHandler runs the stream's handler and ends the stream.
 func (c *conn) runHandler(st *stream) {
-	w := &responseWriter{st: st, c: c, isHead: st.req.Method == http.MethodHead, declared: -1}
+	st.w = responseWriter{st: st, c: c, isHead: st.req.Method == http.MethodHead, declared: -1}
+	w := &st.w
 	completed := false
 	defer func() {
 		if p := recover(); p != nil {
