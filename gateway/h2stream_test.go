@@ -36,7 +36,7 @@ func TestOwnHTTP2Allocations(t *testing.T) {
 	addr, _, ccfg := serveLeanTLS(t, g, ownHTTP2(g), nil)
 	objects, bytes := allocsPerGet(t, h2Client(t, ccfg), "https://"+addr+"/")
 	t.Logf("allocations a request: %d objects, %d bytes", objects, bytes)
-	if objects > 100 {
+	if objects > 100 && !raceEnabled { // the race detector's own allocations count too
 		t.Errorf("%d objects a request, want at most 100", objects)
 	}
 }
