@@ -3,6 +3,7 @@ package gateway
 import (
 	"net"
 	"net/http"
+	"net/textproto"
 	"sync"
 
 	"github.com/fluxgate/fluxgate/controlpoint/client"
@@ -51,7 +52,28 @@ type netExchange proxied
 
 var _ client.Exchange = (*netExchange)(nil)
 
-func (x *netExchange) ResponseHeader() flow.HeaderSetter { return x.rec.Header() }
+func (x *netExchange) ResponseHeader() flow.HeaderSetter { return netHeader(x.rec.Header()) }
+
+// netHeader is an answer's http.Header that sets the decision fields
+// under their canonical keys, found in a table: flow's spelling
+// (X-FluxGate-Decision) is not canonical, and http.Header.Set made the
+// canonical key anew for every request (two allocations).
+type netHeader http.Header
+
+func (h netHeader) Set(name, value string) {
+	if k, ok := canonicalDecisionKeys[name]; ok {
+		name = k
+	}
+	http.Header(h).Set(name, value)
+}
+
+var canonicalDecisionKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{flow.HeaderDecision, flow.HeaderReason, flow.HeaderPolicy, flow.HeaderComponent} {
+		m[k] = textproto.CanonicalMIMEHeaderKey(k)
+	}
+	return m
+}()
 
 func (x *netExchange) WriteJSON(status int, v any) { writeJSON(&x.rec, status, v) }
 
