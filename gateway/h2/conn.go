@@ -35,7 +35,12 @@ type conn struct {
 	remoteAddr string
 	log        *slog.Logger
 	handlers   sync.WaitGroup
-	bg         sync.WaitGroup // other goroutines of the connection (closeWriteLocked's)
+	// work hands streams to the workers waiting for one (see worker):
+	// unbuffered, sent to by the reader only, closed once the handlers
+	// returned, which ends the waiting workers.
+	work    chan *stream
+	workers sync.WaitGroup // worker goroutines
+	bg      sync.WaitGroup // other goroutines of the connection (closeWriteLocked's)
 
 	// The settings this side announced, from s.
 	maxStreams   int
@@ -87,6 +92,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		maxStreams: int(s.maxStreams()), streamWindow: int64(s.streamWindow()), connWindow: int64(s.connWindow()),
 		wtimeout: s.writeTimeout(),
 		streams:  map[uint32]*stream{}, sendWindow: 65535, initWindow: 65535, peerFrame: 16384,
+		work: make(chan *stream),
 	}
 	if a := nc.RemoteAddr(); a != nil {
 		c.remoteAddr = a.String()
@@ -135,6 +141,8 @@ func (c *conn) serve() (err error) {
 	defer func() {
 		c.close()
 		c.handlers.Wait()
+		close(c.work)
+		c.workers.Wait()
 		c.bg.Wait()
 		c.mu.Lock()
 		if c.idle != nil {

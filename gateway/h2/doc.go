@@ -17,8 +17,11 @@
 // "HTTP/2.0", canonical Header keys, cookie fields joined with "; ",
 // ContentLength from content-length (checked against the DATA received:
 // RST_STREAM PROTOCOL_ERROR on a mismatch) or -1, TLS and RemoteAddr from
-// the connection, and a context cancelled when the stream is reset or the
-// connection ends. The Body streams as DATA frames arrive; at most
+// the connection, and a context cancelled when the stream is reset, the
+// handler returns or the connection ends. That context is the stream's
+// own, with no deadline and no values: context.AfterFunc and
+// context.WithCancel on it register with the stream, without a goroutine,
+// so a handler may watch it for every request. The Body streams as DATA frames arrive; at most
 // Server.StreamWindow bytes are buffered a stream (its receive window), and
 // the window is given back by WINDOW_UPDATE as the handler reads. Declared
 // trailers (the Trailer header) are filled in Request.Trailer by the body
@@ -74,7 +77,10 @@
 //   - ReadTimeout (30 s): for the client preface (bad_preface), and for
 //     each frame while a request body is arriving (read_timeout).
 //   - WriteTimeout (30 s): every write and flush, and a response's wait for
-//     the client's flow-control window (write_timeout).
+//     the client's flow-control window (write_timeout). The connection's
+//     write deadline is renewed once a tenth of WriteTimeout (at most a
+//     second) has passed since it was set, not on every write: a write
+//     gets at least 90 % of WriteTimeout.
 //   - Frames are at most 16 KiB (SETTINGS_MAX_FRAME_SIZE's default); the
 //     receive windows, StreamWindow (1 MiB) a stream and ConnWindow
 //     (4 MiB) a connection, bound the request bodies buffered.

@@ -217,8 +217,7 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if st.body != nil {
 		c.awaiting.Add(1)
 	}
-	c.handlers.Add(1)
-	go c.runHandler(st)
+	c.startHandler(st)
 	return nil
 }
 
