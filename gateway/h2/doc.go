@@ -7,10 +7,13 @@
 // A Server's ServeConn serves one connection. One goroutine, the reader,
 // reads every frame, answers the control frames (SETTINGS, PING,
 // WINDOW_UPDATE) and opens streams. Each request runs its handler on a
-// goroutine of its own; the handler writes its response itself: HEADERS and
-// DATA go out under the connection's write lock, within the client's send
-// windows, with one flush per write. There is no writer goroutine and no
-// channel between the reader and the handlers.
+// goroutine of its own at a time: one that served an earlier stream of the
+// connection and waits for the next (its stack already grown; at most 1024
+// wait in a Server, each for at most 4096 streams), or a new one. The
+// handler writes its response itself: HEADERS and DATA go out under the
+// connection's write lock, within the client's send windows, with one
+// flush per write. There is no writer goroutine; the reader hands a
+// stream to a waiting goroutine without blocking.
 //
 // A request is built as net/http's HTTP/2 server builds it: Method, URL
 // and RequestURI from :path, Host from :authority (or host), Proto
