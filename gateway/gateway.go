@@ -449,8 +449,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.series.finished(hostLabel, r.Method, status, time.Since(start))
 	}()
 	if rt.gate != nil {
+		labels := netLabels(r, rt)
 		var ok bool
-		if admitted, ok = rt.gate.Admit(r.Context(), (*netExchange)(fl), netLabels(r, rt), 0); !ok {
+		admitted, ok = rt.gate.Admit(r.Context(), (*netExchange)(fl), labels, 0)
+		freeLabels(labels)
+		if !ok {
 			returned = true
 			return
 		}

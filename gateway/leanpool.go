@@ -84,6 +84,8 @@ type leanUpConn struct {
 	// connection when the context is done (see watch); it reports false
 	// when the watch fired. nil: nothing watched.
 	unwatch func() bool
+	// closeConn closes c, the watch's function: made once.
+	closeConn func()
 }
 
 // leanDeadlineSlack is how stale a read deadline may get before the lean
@@ -296,13 +298,28 @@ func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry boo
 	}
 }
 
+// afterFuncer is a context that registers its own functions to run when
+// it is done, as gateway/h2's request contexts do: context.AfterFunc
+// would wrap it in a context of its own (two allocations and a child
+// entry), where the method costs none.
+type afterFuncer interface {
+	AfterFunc(func()) (stop func() bool)
+}
+
 // watch closes c once ctx is done, until stopWatch.
 func (c *leanUpConn) watch(ctx context.Context) {
+	if c.closeConn == nil {
+		nc := c.c
+		c.closeConn = func() { _ = nc.Close() }
+	}
+	if a, ok := ctx.(afterFuncer); ok {
+		c.unwatch = a.AfterFunc(c.closeConn)
+		return
+	}
 	if ctx.Done() == nil {
 		return
 	}
-	nc := c.c
-	c.unwatch = context.AfterFunc(ctx, func() { _ = nc.Close() })
+	c.unwatch = context.AfterFunc(ctx, c.closeConn)
 }
 
 // stopWatch ends c's watch and reports whether c is still usable: false

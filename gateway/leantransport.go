@@ -252,7 +252,13 @@ func leanResponse(req *http.Request, pool *leanPool, up *leanUpConn, headReq boo
 // none: the connection is then released. The trailers of a chunked body
 // are added to *trailer.
 func (b *leanBody) start(pool *leanPool, up *leanUpConn, n int64, trailer *http.Header) bool {
-	up.disarm() // the body may take as long as it takes
+	if n != http1.BodyNone && (n < 0 || int64(up.w-up.r) < n) {
+		// The body may take as long as it takes. One the head's read
+		// brought whole is not read from the connection: the deadline
+		// stays armed for the next request (leanUpConn.armed), as on the
+		// lean engine, at no timer update.
+		up.disarm()
+	}
 	*b = leanBody{pool: pool, up: up, trailer: trailer, reusable: !up.resp.Close}
 	switch {
 	case n == http1.BodyNone:

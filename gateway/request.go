@@ -3,6 +3,8 @@ package gateway
 import (
 	"net"
 	"net/http"
+	"net/textproto"
+	"sync"
 
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -50,7 +52,28 @@ type netExchange proxied
 
 var _ client.Exchange = (*netExchange)(nil)
 
-func (x *netExchange) ResponseHeader() flow.HeaderSetter { return x.rec.Header() }
+func (x *netExchange) ResponseHeader() flow.HeaderSetter { return netHeader(x.rec.Header()) }
+
+// netHeader is an answer's http.Header that sets the decision fields
+// under their canonical keys, found in a table: flow's spelling
+// (X-FluxGate-Decision) is not canonical, and http.Header.Set made the
+// canonical key anew for every request (two allocations).
+type netHeader http.Header
+
+func (h netHeader) Set(name, value string) {
+	if k, ok := canonicalDecisionKeys[name]; ok {
+		name = k
+	}
+	http.Header(h).Set(name, value)
+}
+
+var canonicalDecisionKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{flow.HeaderDecision, flow.HeaderReason, flow.HeaderPolicy, flow.HeaderComponent} {
+		m[k] = textproto.CanonicalMIMEHeaderKey(k)
+	}
+	return m
+}()
 
 func (x *netExchange) WriteJSON(status int, v any) { writeJSON(&x.rec, status, v) }
 
@@ -63,9 +86,26 @@ func (x *netExchange) Identity() (method, path, target string) {
 	return x.in.Method, x.in.URL.Path, x.in.URL.RequestURI()
 }
 
-// netLabels are the flow labels of r: flow.RequestLabels, plus the route.
+// netLabels are the flow labels of r: flow.RequestLabels, plus the route,
+// in a map of netLabelMaps; give it back with freeLabels once the check is
+// done (a Checker keeps none of its request).
 func netLabels(r *http.Request, rt *route) map[string]string {
-	labels := flow.RequestLabels(r)
+	labels := flow.AddRequestLabels(netLabelMaps.Get().(map[string]string), r)
 	labels[LabelRouteID] = rt.id
 	return labels
+}
+
+// netLabelMaps holds the engine net's and the HTTP/2 servers' label maps,
+// as a lean connection keeps its own (leanLabels): a map of 20-odd labels
+// made for every request was a tenth of what one allocated.
+var netLabelMaps = sync.Pool{New: func() any { return make(map[string]string, 32) }}
+
+// freeLabels empties labels and keeps it for another request, unless it
+// grew past leanKeepLabels.
+func freeLabels(labels map[string]string) {
+	if len(labels) > leanKeepLabels {
+		return
+	}
+	clear(labels)
+	netLabelMaps.Put(labels)
 }

@@ -134,6 +134,10 @@ func AddHeaderLabel(labels map[string]string, name, value string) {
 // baggage header. Baggage entries do not override the other labels.
 func HTTPLabels(method, target, host, scheme string, header http.Header) map[string]string {
 	labels := make(map[string]string, len(header)+13) // and CompleteHTTPLabels' own: made once
+	return addHTTPLabels(labels, method, target, host, scheme, header)
+}
+
+func addHTTPLabels(labels map[string]string, method, target, host, scheme string, header http.Header) map[string]string {
 	for name, vals := range header {
 		if len(vals) > 0 {
 			labels[HeaderLabel(name)] = strings.Join(vals, ",")
@@ -180,11 +184,18 @@ func SetClientAddress(labels map[string]string, addr string) {
 // RequestLabels is HTTPLabels for a request a Go server received, plus
 // the client address.
 func RequestLabels(r *http.Request) map[string]string {
+	return AddRequestLabels(make(map[string]string, len(r.Header)+15), r)
+}
+
+// AddRequestLabels adds the labels RequestLabels gives r to labels, an
+// empty map the caller may reuse once the check is done (a Checker keeps
+// none of its request), and returns labels.
+func AddRequestLabels(labels map[string]string, r *http.Request) map[string]string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	labels := HTTPLabels(r.Method, r.URL.RequestURI(), r.Host, scheme, r.Header)
+	addHTTPLabels(labels, r.Method, r.URL.RequestURI(), r.Host, scheme, r.Header)
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		SetClientAddress(labels, host)
 	}

@@ -3,7 +3,6 @@ package h2
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -35,10 +34,13 @@ type conn struct {
 	tls        *tls.ConnectionState
 	remoteAddr string
 	log        *slog.Logger
-	ctx        context.Context
-	cancel     context.CancelFunc
 	handlers   sync.WaitGroup
-	bg         sync.WaitGroup // other goroutines of the connection (closeWriteLocked's)
+	// work hands streams to the workers waiting for one (see worker):
+	// unbuffered, sent to by the reader only, closed once the handlers
+	// returned, which ends the waiting workers.
+	work    chan *stream
+	workers sync.WaitGroup // worker goroutines
+	bg      sync.WaitGroup // other goroutines of the connection (closeWriteLocked's)
 
 	// The settings this side announced, from s.
 	maxStreams   int
@@ -52,6 +54,7 @@ type conn struct {
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 	werr      error       // guarded by wmu: the first write error; later writes fail with it
+	wdeadline time.Time   // guarded by wmu: when the write deadline was last set (see write)
 	unflushed atomic.Bool // frames written to bw and not flushed (the reader flushes before it blocks)
 	// flushers counts the writes that will flush waiting for wmu: a write
 	// that sees one leaves its frames to that write's flush, so that
@@ -89,11 +92,11 @@ func newConn(s *Server, nc net.Conn) *conn {
 		maxStreams: int(s.maxStreams()), streamWindow: int64(s.streamWindow()), connWindow: int64(s.connWindow()),
 		wtimeout: s.writeTimeout(),
 		streams:  map[uint32]*stream{}, sendWindow: 65535, initWindow: 65535, peerFrame: 16384,
+		work: make(chan *stream),
 	}
 	if a := nc.RemoteAddr(); a != nil {
 		c.remoteAddr = a.String()
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.cond = sync.NewCond(&c.mu)
 	c.fc.r = c.br
 	c.fr = http2.NewFramer(c.bw, &c.fc)
@@ -138,6 +141,8 @@ func (c *conn) serve() (err error) {
 	defer func() {
 		c.close()
 		c.handlers.Wait()
+		close(c.work)
+		c.workers.Wait()
 		c.bg.Wait()
 		c.mu.Lock()
 		if c.idle != nil {
@@ -530,7 +535,7 @@ func (c *conn) resetStream(st *stream, code http2.ErrCode, send bool) {
 		b.mu.Unlock()
 		c.consumed(unread)
 	}
-	st.cancel()
+	st.ctx.cancel()
 	if send {
 		c.writeRST(st.id, code)
 	}
@@ -622,8 +627,23 @@ func (c *conn) goAway(code http2.ErrCode) {
 // not read fails now (tls.Conn.Close would wait for it, then try to send
 // close_notify).
 func (c *conn) abort() {
-	c.cancel()
+	c.mu.Lock()
+	streams := c.streamsLocked()
+	c.mu.Unlock()
+	for _, st := range streams {
+		st.ctx.cancel()
+	}
 	closeNow(c.nc)
+}
+
+// streamsLocked returns the streams whose handler runs and that are not
+// reset (those have their context cancelled already). Under mu.
+func (c *conn) streamsLocked() []*stream {
+	streams := make([]*stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		streams = append(streams, st)
+	}
+	return streams
 }
 
 // closeNow closes c and, under TLS, the connection beneath first.
@@ -639,10 +659,7 @@ func closeNow(c net.Conn) {
 func (c *conn) close() {
 	c.mu.Lock()
 	c.closed = true
-	streams := make([]*stream, 0, len(c.streams))
-	for _, st := range c.streams {
-		streams = append(streams, st)
-	}
+	streams := c.streamsLocked()
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	for _, st := range streams {
@@ -651,8 +668,8 @@ func (c *conn) close() {
 			c.endRecvLocked(b, errConnClosed)
 			b.mu.Unlock()
 		}
+		st.ctx.cancel()
 	}
-	c.cancel()
 	_ = c.nc.Close()
 }
 
@@ -673,7 +690,13 @@ func (c *conn) write(flush bool, fn func() error) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.wtimeout))
+	// The deadline is set again once it is older than a tenth of the
+	// timeout (at most a second): every write still gets at least 90 %
+	// of WriteTimeout, and most cost no timer update.
+	if now := time.Now(); now.Sub(c.wdeadline) > min(time.Second, c.wtimeout/10) {
+		_ = c.nc.SetWriteDeadline(now.Add(c.wtimeout))
+		c.wdeadline = now
+	}
 	err := fn()
 	if err != nil && !errors.Is(err, errStreamReset) {
 		c.failWriteLocked(err)

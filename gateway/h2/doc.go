@@ -7,18 +7,24 @@
 // A Server's ServeConn serves one connection. One goroutine, the reader,
 // reads every frame, answers the control frames (SETTINGS, PING,
 // WINDOW_UPDATE) and opens streams. Each request runs its handler on a
-// goroutine of its own; the handler writes its response itself: HEADERS and
-// DATA go out under the connection's write lock, within the client's send
-// windows, with one flush per write. There is no writer goroutine and no
-// channel between the reader and the handlers.
+// goroutine of its own at a time: one that served an earlier stream of the
+// connection and waits for the next (its stack already grown; at most 1024
+// wait in a Server, each for at most 4096 streams), or a new one. The
+// handler writes its response itself: HEADERS and DATA go out under the
+// connection's write lock, within the client's send windows, with one
+// flush per write. There is no writer goroutine; the reader hands a
+// stream to a waiting goroutine without blocking.
 //
 // A request is built as net/http's HTTP/2 server builds it: Method, URL
 // and RequestURI from :path, Host from :authority (or host), Proto
 // "HTTP/2.0", canonical Header keys, cookie fields joined with "; ",
 // ContentLength from content-length (checked against the DATA received:
 // RST_STREAM PROTOCOL_ERROR on a mismatch) or -1, TLS and RemoteAddr from
-// the connection, and a context cancelled when the stream is reset or the
-// connection ends. The Body streams as DATA frames arrive; at most
+// the connection, and a context cancelled when the stream is reset, the
+// handler returns or the connection ends. That context is the stream's
+// own, with no deadline and no values: context.AfterFunc and
+// context.WithCancel on it register with the stream, without a goroutine,
+// so a handler may watch it for every request. The Body streams as DATA frames arrive; at most
 // Server.StreamWindow bytes are buffered a stream (its receive window), and
 // the window is given back by WINDOW_UPDATE as the handler reads. Declared
 // trailers (the Trailer header) are filled in Request.Trailer by the body
@@ -74,7 +80,10 @@
 //   - ReadTimeout (30 s): for the client preface (bad_preface), and for
 //     each frame while a request body is arriving (read_timeout).
 //   - WriteTimeout (30 s): every write and flush, and a response's wait for
-//     the client's flow-control window (write_timeout).
+//     the client's flow-control window (write_timeout). The connection's
+//     write deadline is renewed once a tenth of WriteTimeout (at most a
+//     second) has passed since it was set, not on every write: a write
+//     gets at least 90 % of WriteTimeout.
 //   - Frames are at most 16 KiB (SETTINGS_MAX_FRAME_SIZE's default); the
 //     receive windows, StreamWindow (1 MiB) a stream and ConnWindow
 //     (4 MiB) a connection, bound the request bodies buffered.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,13 +97,20 @@ type Server struct {
 	// ReadTimeout bounds the wait for the client preface, and for each
 	// frame while a request body is arriving. Default 30 s.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds every write to the connection, and a response's
-	// wait for the client's flow-control window. Default 30 s.
+	// WriteTimeout bounds every write to the connection (each gets at
+	// least 90 % of it: the deadline is renewed once a tenth of it, at
+	// most a second, has passed), and a response's wait for the client's
+	// flow-control window. Default 30 s.
 	WriteTimeout time.Duration
 
 	// testHookOpen, set by tests, runs on the reader before a stream's
 	// handler is registered.
 	testHookOpen func(*conn)
+	// testHookWorker, set by tests, runs on the reader when it starts a
+	// worker goroutine.
+	testHookWorker func()
+
+	idleWorkers atomic.Int32 // handler goroutines waiting for a stream (see worker)
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{} // guarded by mu

@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -20,11 +19,12 @@ import (
 
 // stream is a request the client opened and its handler.
 type stream struct {
-	c      *conn
-	id     uint32
-	req    *http.Request
-	body   *body // nil when the request has none
-	cancel context.CancelFunc
+	c    *conn
+	id   uint32
+	req  *http.Request
+	body *body          // nil when the request has none
+	ctx  streamContext  // the request's
+	w    responseWriter // the handler's
 
 	sendWindow int64 // guarded by c.mu
 	reset      bool  // guarded by c.mu: reset by either side, or done: no more frames for it
@@ -192,18 +192,18 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		// GOAWAY went out since the check above, with a last stream
 		// below this one: the client will retry it elsewhere.
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.cancel()
 		return nil
 	case len(c.streams) >= c.maxStreams:
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.cancel()
 		c.s.count(ReasonRefusedStream)
 		c.log.Debug("h2: stream refused: max concurrent streams", "remote", c.remoteAddr, "limit", c.maxStreams)
 		c.writeRST(id, http2.ErrCodeRefusedStream)
 		return nil
 	case c.running >= 2*c.maxStreams:
 		c.mu.Unlock()
-		st.cancel()
+		st.ctx.cancel()
 		return connError{http2.ErrCodeEnhanceYourCalm, ReasonRapidReset, "too many handlers running (streams reset and reopened)"}
 	}
 	st.sendWindow = c.initWindow
@@ -217,8 +217,7 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if st.body != nil {
 		c.awaiting.Add(1)
 	}
-	c.handlers.Add(1)
-	go c.runHandler(st)
+	c.startHandler(st)
 	return nil
 }
 
@@ -321,8 +320,6 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 	if ended && want > 0 {
 		return 0, false // a content-length with no DATA to come
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	st.cancel = cancel
 	r := &http.Request{
 		Method: p.method, URL: u, RequestURI: p.path, Host: p.authority,
 		Proto: "HTTP/2.0", ProtoMajor: 2, ProtoMinor: 0,
@@ -336,7 +333,7 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 		st.body = b
 		r.Body, r.ContentLength, r.Trailer = b, want, b.trailer
 	}
-	st.req = r.WithContext(ctx)
+	st.req = r.WithContext(&st.ctx)
 	return 0, true
 }
 
@@ -371,7 +368,10 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 	h = make(http.Header, len(fields))
 	want = -1
 	var cookies []string
-	for _, hf := range fields {
+	// A field's first value is a one-value slice of one array: one
+	// allocation, not one a field; a repeated field's append copies.
+	slots := make([]string, len(fields))
+	for i, hf := range fields {
 		switch {
 		case connectionSpecific[hf.Name], hf.Name == "te" && hf.Value != "trailers":
 			return nil, 0, false
@@ -391,7 +391,12 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 			continue
 		}
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if prior, ok := h[k]; ok {
+			h[k] = append(prior, hf.Value)
+		} else {
+			slots[i] = hf.Value
+			h[k] = slots[i : i+1 : i+1]
+		}
 	}
 	if len(cookies) > 0 {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
@@ -421,7 +426,8 @@ func declaredTrailers(h http.Header) http.Header {
 
 // runHandler runs the stream's handler and ends the stream.
 func (c *conn) runHandler(st *stream) {
-	w := &responseWriter{st: st, c: c, isHead: st.req.Method == http.MethodHead, declared: -1}
+	st.w = responseWriter{st: st, c: c, isHead: st.req.Method == http.MethodHead, declared: -1}
+	w := &st.w
 	completed := false
 	defer func() {
 		if p := recover(); p != nil {
@@ -481,7 +487,7 @@ func (c *conn) endStream(st *stream, w *responseWriter, completed bool) {
 		}
 	}
 	c.mu.Unlock()
-	st.cancel()
+	st.ctx.cancel()
 	if !wasReset {
 		switch {
 		case !completed || !w.ended:

@@ -1,0 +1,73 @@
+package h2
+
+import (
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// getAll GETs path n times on c, one after another, calling before
+// ahead of each.
+func getAll(t *testing.T, c *http.Client, url string, n int, before func(i int)) {
+	t.Helper()
+	for i := range n {
+		before(i)
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+}
+
+// waitIdle waits until n workers wait for a stream (a bound on a hang,
+// not a speed).
+func waitIdle(t *testing.T, s *Server, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.idleWorkers.Load() != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers wait, want %d", s.idleWorkers.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A connection's streams, one after another, run on the goroutine that
+// served the first: its stack grown once, not once a request.
+func TestStreamsReuseTheirConnectionsWorker(t *testing.T) {
+	var started atomic.Int32
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), testHookWorker: func() { started.Add(1) }}
+	ts := start(t, s)
+	getAll(t, ts.client(t, nil), ts.url("/"), 20, func(i int) {
+		if i > 0 {
+			waitIdle(t, s, 1) // the worker is back, waiting
+		}
+	})
+	if n := started.Load(); n != 1 {
+		t.Fatalf("%d workers started for 20 streams in turn, want 1", n)
+	}
+}
+
+// Past maxIdleWorkers waiting in the server, a worker ends after its
+// stream instead of waiting: the next stream gets a new one.
+func TestIdleWorkersBounded(t *testing.T) {
+	var started atomic.Int32
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}), testHookWorker: func() { started.Add(1) }}
+	s.idleWorkers.Store(maxIdleWorkers) // as if that many waited elsewhere
+	ts := start(t, s)
+	getAll(t, ts.client(t, nil), ts.url("/"), 3, func(int) {})
+	if n := started.Load(); n != 3 {
+		t.Fatalf("%d workers started for 3 streams with the idle workers at their bound, want 3", n)
+	}
+	if n := s.idleWorkers.Load(); n != maxIdleWorkers {
+		t.Fatalf("idle workers %d, want %d: a worker past the bound counted itself", n, maxIdleWorkers)
+	}
+	s.idleWorkers.Store(0)
+}
