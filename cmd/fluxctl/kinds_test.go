@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/fluxgate/fluxgate/circuit"
+	"github.com/fluxgate/fluxgate/policies"
 )
 
 // TestCircuitKindsMatchCircuit: fluxctl knows every kind circuit registers
@@ -44,9 +45,18 @@ func TestApplyCircuitPolicyBinary(t *testing.T) {
 		}
 	}
 
-	// A circuit spec fluxctl cannot check is still checked by the agent.
+	// A circuit spec fluxctl cannot check is still checked by the agent,
+	// and its error is positioned in the user's file: the second document,
+	// line 17 (from the document the agent re-encodes it would have said 10).
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	if err := os.WriteFile(bad, []byte(`apiVersion: fluxgate.io/v1beta1
+	if err := os.WriteFile(bad, []byte(`# two policies
+apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: fine}
+spec: {circuit: {components: [{variable: {constant_output: {value: 1}, out_ports: {output: {signal_name: ONE}}}}]}}
+---
+# the second one has a typo
+apiVersion: fluxgate.io/v1beta1
 kind: Policy
 metadata: {name: bad-ema}
 spec:
@@ -60,7 +70,30 @@ spec:
 		t.Fatal(err)
 	}
 	out, err := exec.Command(bin, "--agent", url, "--token", testToken, "apply", "-f", bad).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), `10:41: unknown field "bogus"`) {
+	if err == nil || !strings.Contains(string(out), bad+`:17:41: unknown field "bogus"`) {
 		t.Errorf("fluxctl apply of a bad ema: %v\n%s", err, out)
+	}
+}
+
+// documentText finds each document's own lines, with how many come before
+// them, so the agent's positions map back to the file.
+func TestDocumentText(t *testing.T) {
+	data := []byte("---\n# first\n" + twoPolicies + "--- # third\napiVersion: fluxgate.io/v1beta1\nkind: Policy\nmetadata: {name: gamma}\nspec: {circuit: {components: []}}\n...\n")
+	docs, err := policies.Parse("f.yaml", data)
+	if err != nil || len(docs) != 3 {
+		t.Fatalf("parse: %v, %d documents", err, len(docs))
+	}
+	for i, want := range []struct {
+		before int
+		first  string
+	}{{0, "---\n"}, {9, "---\n"}, {19, "--- # third\n"}} {
+		text, before, ok := documentText("f.yaml", data, docs[i])
+		if !ok || before != want.before || !strings.HasPrefix(string(text), want.first) {
+			t.Errorf("document %d: ok %v, before %d, text %q; want %d and %q first", i, ok, before, text, want.before, want.first)
+		}
+	}
+	got := filePositions([]string{"body:3:5: bad", "plain", "body:x"}, "f.yaml", 8)
+	if strings.Join(got, "|") != "f.yaml:11:5: bad|plain|body:x" {
+		t.Errorf("filePositions = %q", got)
 	}
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"regexp"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -56,15 +60,23 @@ to the agent's admin API (--agent).`,
 				return applyToCluster(cmd, kubeconfig, kubeContext, file, namespace, force, docs)
 			}
 			for _, d := range docs {
-				src, key := d.Source, d.Object.ObjectHeader().Key()
+				key := d.Object.ObjectHeader().Key()
+				// The document as written, so that the agent's positions are
+				// the file's; the re-encoded form when it must change.
+				src, before, ok := documentText(file, data, d)
 				if namespace != "" && namespace != key.Namespace {
-					if src, err = withNamespace(src, namespace); err != nil {
+					if src, err = withNamespace(d.Source, namespace); err != nil {
 						return fmt.Errorf("%s:%d: %w", file, d.Line, err)
 					}
 					key.Namespace = namespace
+					ok = false
 				}
 				status, _, err := c.do(cmd.Context(), http.MethodPut, policyPath(key.Namespace, key.Name), src, "application/json", nil)
 				if err != nil {
+					var ae *apiError
+					if ok && errors.As(err, &ae) {
+						ae.Errors = filePositions(ae.Errors, file, before)
+					}
 					return fmt.Errorf("apply %s %s: %w", d.Object.ObjectHeader().Kind, key, err)
 				}
 				verb := "configured"
@@ -255,4 +267,56 @@ func newDeleteCmd(c *cli) *cobra.Command {
 	p.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the policy")
 	del.AddCommand(p)
 	return del
+}
+
+// documentText returns the lines of data that hold the document d, from
+// the "---" line before it (if any) up to the next, and how many lines
+// of data come before them; ok is false when those lines do not parse as
+// d alone (a "..." end marker, say), and the caller sends d.Source.
+func documentText(file string, data []byte, d *policies.Document) (text []byte, before int, ok bool) {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	start, end := 0, len(lines)
+	for i, l := range lines {
+		if !isDocumentStart(l) {
+			continue
+		}
+		if i < d.Line { // a separator at or before the document's first line (0-based i, 1-based Line)
+			start = i
+		} else {
+			end = i
+			break
+		}
+	}
+	text = bytes.Join(lines[start:end], nil)
+	again, err := policies.Parse(file, text)
+	if err != nil || len(again) != 1 || again[0].Object.ObjectHeader().Key() != d.Object.ObjectHeader().Key() {
+		return d.Source, 0, false
+	}
+	return text, start, true
+}
+
+// isDocumentStart reports whether line is a YAML document marker: "---"
+// alone or followed by white space.
+func isDocumentStart(line []byte) bool {
+	rest, ok := bytes.CutPrefix(line, []byte("---"))
+	return ok && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\r' || rest[0] == '\n')
+}
+
+// agentPosition is a position the agent gives in the document it was sent.
+var agentPosition = regexp.MustCompile(`^body:(\d+):(\d+):`)
+
+// filePositions turns the agent's "body:L:C:" positions into the file's,
+// the document having started after before lines of it.
+func filePositions(errs []string, file string, before int) []string {
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		m := agentPosition.FindStringSubmatchIndex(e)
+		if m == nil {
+			out[i] = e
+			continue
+		}
+		line, _ := strconv.Atoi(e[m[2]:m[3]])
+		out[i] = fmt.Sprintf("%s:%d:%s:%s", file, line+before, e[m[4]:m[5]], e[m[1]:])
+	}
+	return out
 }
