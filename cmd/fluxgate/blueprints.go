@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -92,7 +93,7 @@ func newBlueprintsGenerateCmd() *cobra.Command {
 				return err
 			}
 			for _, f := range out.Files {
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", dir+string(os.PathSeparator)+f.Name)
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", filepath.Join(dir, f.Name))
 			}
 			return nil
 		},
