@@ -526,7 +526,8 @@ func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 		}
 		flow.AddHeaderLabel(labels, b2s(h.Name), hs.of(h.Value))
 	}
-	flow.CompleteHTTPLabels(labels, method, hs.of(req.Target), hs.of(req.Host), lc.s.proto)
+	lc.target = hs.of(req.Target)
+	flow.CompleteHTTPLabels(labels, method, lc.target, hs.of(req.Host), lc.s.proto)
 	flow.SetClientAddress(labels, lc.c.ip)
 	labels[LabelRouteID] = rt.id
 	return labels
@@ -588,8 +589,10 @@ func (x leanExchange) WriteJSON(status int, v any) {
 	leanResponder{lc: x.lc, close: x.lc.req.Close}.json(status, v)
 }
 
+// Identity's target is the one leanLabels made for the flow labels (Admit
+// asks after them): no copy of its own.
 func (x leanExchange) Identity() (method, path, target string) {
-	target = string(x.lc.req.Target)
+	target = x.lc.target
 	path, _, _ = strings.Cut(target, "?")
 	return methodString(x.lc.req.Method), path, target
 }
