@@ -645,22 +645,38 @@ func (r leanResponder) json(status int, v any) {
 }
 
 // leanHeaders are the response fields the gateway sets before a target
-// answers: the control point's decision, a rejection's reason.
+// answers: the control point's decision, a rejection's reason, the rate
+// limiter's numbers.
 type leanHeaders struct{ kv []leanField }
 
-type leanField struct{ name, value string }
+// leanField is a field with its value, or a whole number (isNum) written
+// when the head is (flow.HeaderIntSetter): no string made for it.
+type leanField struct {
+	name, value string
+	num         int64
+	isNum       bool
+}
 
-var _ flow.HeaderSetter = (*leanHeaders)(nil)
+var _ flow.HeaderIntSetter = (*leanHeaders)(nil)
 
 // Set replaces name's value, or adds it.
 func (h *leanHeaders) Set(name, value string) {
+	h.set(leanField{name: name, value: value})
+}
+
+// SetInt replaces name's value with v, or adds it.
+func (h *leanHeaders) SetInt(name string, v int64) {
+	h.set(leanField{name: name, num: v, isNum: true})
+}
+
+func (h *leanHeaders) set(f leanField) {
 	for i := range h.kv {
-		if strings.EqualFold(h.kv[i].name, name) {
-			h.kv[i].value = value
+		if strings.EqualFold(h.kv[i].name, f.name) {
+			h.kv[i] = f
 			return
 		}
 	}
-	h.kv = append(h.kv, leanField{name, value})
+	h.kv = append(h.kv, f)
 }
 
 func (h *leanHeaders) reset() { h.kv = h.kv[:0] }
@@ -678,7 +694,11 @@ func (h *leanHeaders) appendTo(out []byte) []byte {
 	for _, f := range h.kv {
 		out = append(out, f.name...)
 		out = append(out, ": "...)
-		out = append(out, f.value...)
+		if f.isNum {
+			out = strconv.AppendInt(out, f.num, 10)
+		} else {
+			out = append(out, f.value...)
+		}
 		out = append(out, "\r\n"...)
 	}
 	return out
