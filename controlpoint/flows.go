@@ -27,7 +27,10 @@ const maxHeldFlows = 1 << 20
 type heldFlow struct {
 	deadline time.Time
 	holds    []hold
-	inline   [2]hold // holds' room for the common flow of one or two components
+	// inline is holds' room for the common flow of one slot-holding
+	// component: an entry is then one object of 128 bytes, as large as
+	// the entry and its separate holds were.
+	inline [1]hold
 }
 
 // heldFlows recycles the table's entries: a flow held by the adaptive
