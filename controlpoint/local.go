@@ -9,11 +9,11 @@ import (
 )
 
 // LocalChecker asks an in-process engine, without a network: the
-// client.Checker and client.FlowEnder of a control point that runs in the
-// agent's own process (the built-in gateway's, a test's). The engine
-// writes its Decision straight into the caller's: nothing is converted.
-// It lives here rather than in the client package so that the SDK does
-// not link the engine. Safe for concurrent use.
+// client.Checker, client.FlowEnder and client.LocalFlowEnder of a control
+// point that runs in the agent's own process (the built-in gateway's, a
+// test's). The engine writes its Decision straight into the caller's:
+// nothing is converted. It lives here rather than in the client package
+// so that the SDK does not link the engine. Safe for concurrent use.
 type LocalChecker struct {
 	e   *Engine
 	now func() time.Time
@@ -42,4 +42,11 @@ func (l *LocalChecker) Check(ctx context.Context, req *Request, d *Decision) err
 func (l *LocalChecker) EndFlow(_ context.Context, id uint64, failed bool) error {
 	l.e.EndFlow(l.now(), id, failed)
 	return nil
+}
+
+// EndFlowAt reports the end of flow id at now to the engine: the
+// client.LocalFlowEnder that the gateway and in-process middleware use,
+// with no context to make.
+func (l *LocalChecker) EndFlowAt(now time.Time, id uint64, failed bool) {
+	l.e.EndFlow(now, id, failed)
 }

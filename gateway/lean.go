@@ -440,6 +440,7 @@ type leanConn struct {
 	// bookkeeping is done (flush); up is the target's connection it
 	// comes from, released then to pool (reused if upReusable).
 	labels     map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
+	target     string            // the request target as in labels, a part of their copy of the head (leanLabels)
 	fl         proxied           // the current request's flow (serveLean)
 	pending    []byte
 	up         *leanUpConn

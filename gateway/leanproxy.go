@@ -526,7 +526,8 @@ func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 		}
 		flow.AddHeaderLabel(labels, b2s(h.Name), hs.of(h.Value))
 	}
-	flow.CompleteHTTPLabels(labels, method, hs.of(req.Target), hs.of(req.Host), lc.s.proto)
+	lc.target = hs.of(req.Target)
+	flow.CompleteHTTPLabels(labels, method, lc.target, hs.of(req.Host), lc.s.proto)
 	flow.SetClientAddress(labels, lc.c.ip)
 	labels[LabelRouteID] = rt.id
 	return labels
@@ -588,8 +589,10 @@ func (x leanExchange) WriteJSON(status int, v any) {
 	leanResponder{lc: x.lc, close: x.lc.req.Close}.json(status, v)
 }
 
+// Identity's target is the one leanLabels made for the flow labels (Admit
+// asks after them): no copy of its own.
 func (x leanExchange) Identity() (method, path, target string) {
-	target = string(x.lc.req.Target)
+	target = x.lc.target
 	path, _, _ = strings.Cut(target, "?")
 	return methodString(x.lc.req.Method), path, target
 }
@@ -642,22 +645,38 @@ func (r leanResponder) json(status int, v any) {
 }
 
 // leanHeaders are the response fields the gateway sets before a target
-// answers: the control point's decision, a rejection's reason.
+// answers: the control point's decision, a rejection's reason, the rate
+// limiter's numbers.
 type leanHeaders struct{ kv []leanField }
 
-type leanField struct{ name, value string }
+// leanField is a field with its value, or a whole number (isNum) written
+// when the head is (flow.HeaderIntSetter): no string made for it.
+type leanField struct {
+	name, value string
+	num         int64
+	isNum       bool
+}
 
-var _ flow.HeaderSetter = (*leanHeaders)(nil)
+var _ flow.HeaderIntSetter = (*leanHeaders)(nil)
 
 // Set replaces name's value, or adds it.
 func (h *leanHeaders) Set(name, value string) {
+	h.set(leanField{name: name, value: value})
+}
+
+// SetInt replaces name's value with v, or adds it.
+func (h *leanHeaders) SetInt(name string, v int64) {
+	h.set(leanField{name: name, num: v, isNum: true})
+}
+
+func (h *leanHeaders) set(f leanField) {
 	for i := range h.kv {
-		if strings.EqualFold(h.kv[i].name, name) {
-			h.kv[i].value = value
+		if strings.EqualFold(h.kv[i].name, f.name) {
+			h.kv[i] = f
 			return
 		}
 	}
-	h.kv = append(h.kv, leanField{name, value})
+	h.kv = append(h.kv, f)
 }
 
 func (h *leanHeaders) reset() { h.kv = h.kv[:0] }
@@ -675,7 +694,11 @@ func (h *leanHeaders) appendTo(out []byte) []byte {
 	for _, f := range h.kv {
 		out = append(out, f.name...)
 		out = append(out, ": "...)
-		out = append(out, f.value...)
+		if f.isNum {
+			out = strconv.AppendInt(out, f.num, 10)
+		} else {
+			out = append(out, f.value...)
+		}
 		out = append(out, "\r\n"...)
 	}
 	return out

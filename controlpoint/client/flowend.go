@@ -19,6 +19,14 @@ type FlowEnder interface {
 	EndFlow(ctx context.Context, id uint64, failed bool) error
 }
 
+// LocalFlowEnder is a FlowEnder in the caller's own process, such as
+// controlpoint.LocalChecker: EndFlowAt never blocks, so the report needs
+// no deadline, and it takes the end's time from the caller, who has read
+// the clock already.
+type LocalFlowEnder interface {
+	EndFlowAt(now time.Time, id uint64, failed bool)
+}
+
 // flowEndTimeout bounds the report of a flow's end to a remote agent; a
 // report that does not arrive is freed by the agent after the
 // component's max_flow_duration.
@@ -28,8 +36,21 @@ const flowEndTimeout = time.Second
 // slot and c can take the report. It never blocks for long, and a report
 // that fails is only lost: the agent frees the slot later.
 func EndFlow(c Checker, d *flow.Decision, failed bool) {
+	endFlow(c, d, failed, time.Time{})
+}
+
+// endFlow is EndFlow with the end's time, now, for a LocalFlowEnder (zero
+// means time.Now).
+func endFlow(c Checker, d *flow.Decision, failed bool, now time.Time) {
 	id := d.FlowID
 	if id == 0 {
+		return
+	}
+	if le, ok := c.(LocalFlowEnder); ok { // no deadline (a context and a timer a flow) in process
+		if now.IsZero() {
+			now = time.Now()
+		}
+		le.EndFlowAt(now, id, failed)
 		return
 	}
 	if fe, ok := c.(FlowEnder); ok {

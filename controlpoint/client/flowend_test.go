@@ -13,6 +13,9 @@ import (
 	"github.com/fluxgate/fluxgate/internal/policytest"
 )
 
+// The in-process checker takes flow ends without a context or a deadline.
+var _ LocalFlowEnder = (*controlpoint.LocalChecker)(nil)
+
 // TestMiddlewareEndsFlows: the middleware reports each request's end, so
 // a limit of one admits requests one after another, turns away a request
 // that arrives while another is being served, and frees the slot of a

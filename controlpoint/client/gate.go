@@ -130,9 +130,10 @@ func (a *Admitted) End(status int, failed bool) {
 		return
 	}
 	if a.Tracked() {
-		EndFlow(a.g.c, &a.c.d, failed || status >= 500)
+		end := time.Now() // one reading for the flow's end and its record
+		endFlow(a.g.c, &a.c.d, failed || status >= 500, end)
 		if a.g.opts.recording() {
-			a.g.opts.record(a.ctx, a.method, a.path, a.target, &a.c.d, status, a.start, time.Now())
+			a.g.opts.record(a.ctx, a.method, a.path, a.target, &a.c.d, status, a.start, end)
 		}
 	}
 	a.c.release()

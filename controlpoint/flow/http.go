@@ -117,6 +117,14 @@ type HeaderSetter interface {
 	Set(name, value string)
 }
 
+// HeaderIntSetter is a HeaderSetter that writes a whole number itself,
+// with no string made for it: SetDecisionHeaders gives it the RateLimit
+// numbers (the lean gateway engine's answer head is one).
+type HeaderIntSetter interface {
+	HeaderSetter
+	SetInt(name string, v int64)
+}
+
 // AddHeaderLabel adds one header line to labels built for a request whose
 // headers come one line at a time: a repeated header's values are joined
 // with "," as HTTPLabels joins them.
@@ -256,10 +264,22 @@ func SetDecisionHeaders(h HeaderSetter, d *Decision) {
 		}
 	}
 	if lim != nil && lim.ComponentType == "rate_limiter" {
-		h.Set("RateLimit-Limit", strconv.FormatFloat(math.Floor(finite(lim.Limit)), 'f', -1, 64))
-		h.Set("RateLimit-Remaining", strconv.FormatFloat(math.Floor(finite(lim.Remaining)), 'f', -1, 64))
+		setWhole(h, "RateLimit-Limit", math.Floor(finite(lim.Limit)))
+		setWhole(h, "RateLimit-Remaining", math.Floor(finite(lim.Remaining)))
 		h.Set("RateLimit-Reset", ceilSeconds(onWire(lim.Reset)))
 	}
+}
+
+// setWhole sets name to the whole number v as strconv.FormatFloat(v, 'f',
+// -1, 64) writes it: through SetInt when h is a HeaderIntSetter and v an
+// int64 that converts exactly (0 ≤ v < 2⁵³, not −0), which is the same
+// text.
+func setWhole(h HeaderSetter, name string, v float64) {
+	if is, ok := h.(HeaderIntSetter); ok && v >= 0 && v < 1<<53 && !math.Signbit(v) {
+		is.SetInt(name, int64(v))
+		return
+	}
+	h.Set(name, strconv.FormatFloat(v, 'f', -1, 64))
 }
 
 // DeniedStatus is the HTTP status for a rejected flow: the component's

@@ -82,7 +82,11 @@ func parseH2Load(out []byte, proto string) (h2loadRun, error) {
 // ALPN, an http one h2c.
 func h2load(rawURL string, c, streams int, d time.Duration) (rps, requests float64, err error) {
 	secs := strconv.Itoa(max(1, int(d.Seconds())))
-	out, err := exec.Command("h2load", "-t2", "-c"+strconv.Itoa(c), "-m"+strconv.Itoa(streams), "-D"+secs, rawURL).CombinedOutput()
+	args := []string{"-t2", "-c" + strconv.Itoa(c), "-m" + strconv.Itoa(streams), "-D" + secs}
+	if withUser() {
+		args = append(args, "-H", userHeader+": "+userValue)
+	}
+	out, err := exec.Command("h2load", append(args, rawURL)...).CombinedOutput()
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: %s", err, out)
 	}
@@ -152,6 +156,9 @@ func h2Workers(rawURL string, n int, slow string) (send []func() (ok, slowHit bo
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 		if err != nil {
 			return nil, err
+		}
+		if withUser() {
+			req.Header.Set(userHeader, userValue)
 		}
 		resp, err := cc.RoundTrip(req)
 		if err != nil {

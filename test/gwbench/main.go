@@ -49,6 +49,18 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -h2
 //
+// -policy limit|full puts a policy at the gateways' control point
+// (ingress), as a user runs the gateway: limit a rate limiter keyed by the
+// X-User field (every driver sends X-User: alice to every contender) with
+// a limit no run reaches, full that plus a flux meter and an adaptive
+// concurrency limiter that never binds. The run fails unless each gateway
+// answers with X-FluxGate-Decision: accepted and RateLimit-Limit, and,
+// under full, unless the flux meter's count on the gateway's /metrics grew
+// by every request answered. The default, none, leaves the policies dir
+// empty: the control point then decides nothing.
+//
+//	go run ./test/gwbench -reps 3 -duration 3s -policy full -throughput-only
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 package main
@@ -100,6 +112,7 @@ var (
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
+	policyOn  = flag.String("policy", policyNone, "what decides at the gateways' control point: none (no policy), limit (a rate limiter keyed by X-User that never rejects; every driver sends X-User: alice) or full (limit, a flux meter and an adaptive concurrency limiter that never binds); the run fails unless the gateways decide so")
 )
 
 // srvTLS is the certificate the servers present under -tls; nil means
@@ -178,6 +191,10 @@ func child(name string, cmd *exec.Cmd) (stop func(), err error) {
 // pids holds each child's process id by name, for its CPU time.
 var pids = map[string]int{}
 
+// metricsURLs holds each `fluxgate gateway`'s metrics URL by name, for
+// the flux meter's count under -policy full.
+var metricsURLs = map[string]string{}
+
 // waitOK waits until url answers 200; an https url must also verify
 // with srvTLS's roots and negotiate TLS 1.3, and h2 under -h2.
 func waitOK(url string, d time.Duration) error {
@@ -210,7 +227,7 @@ func waitOK(url string, d time.Duration) error {
 }
 
 const gatewayConf = `server: {host: 127.0.0.1, http_port: %s, grpc_port: 0}
-metrics: {port: 0}
+metrics: {port: %s}
 otlp: {grpc_port: 0, http_port: 0}
 policies: {dir: %q}
 log: {level: warn}
@@ -226,10 +243,11 @@ gateway:
 `
 
 // gatewayConfig is a `fluxgate gateway` configuration: the API on
-// apiPort, the gateway on listen with engine and algorithm over targets,
-// and gateway.tls with tf's files unless tf is nil.
-func gatewayConfig(apiPort, policies, listen, engine, algorithm, targets string, tf *tlsFiles) string {
-	body := fmt.Sprintf(gatewayConf, apiPort, policies, listen, engine, algorithm, targets)
+// apiPort, metrics on metricsPort, the gateway on listen with engine and
+// algorithm over targets, and gateway.tls with tf's files unless tf is
+// nil.
+func gatewayConfig(apiPort, metricsPort, policies, listen, engine, algorithm, targets string, tf *tlsFiles) string {
+	body := fmt.Sprintf(gatewayConf, apiPort, metricsPort, policies, listen, engine, algorithm, targets)
 	if tf != nil {
 		body += fmt.Sprintf("  tls: {cert_file: %q, key_file: %q}\n", tf.cert, tf.key)
 	}
@@ -254,6 +272,9 @@ http {
 `
 
 func run() error {
+	if _, err := policyText(*policyOn); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "fluxgate-gwbench-")
 	if err != nil {
 		return err
@@ -389,6 +410,11 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 			return nil, err
 		}
 	}
+	for name := range gw { // the policy decides in every fluxgate gateway
+		if err := verifyPolicy(urls[name], metricsURLs[name], *policyOn); err != nil {
+			return nil, err
+		}
+	}
 	return &bench{urls: urls, slow: slow}, nil
 }
 
@@ -406,6 +432,11 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 	if err := os.MkdirAll(filepath.Join(dir, "policies"), 0o755); err != nil {
 		return nil, err
 	}
+	if text, _ := policyText(*policyOn); text != "" { // checked in run
+		if err := os.WriteFile(filepath.Join(dir, "policies", "gwbench.yaml"), []byte(text), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	gw := map[string]string{} // name → listen address
 	gws := []struct{ name, algorithm, targets, engine string }{
 		{"gateway", "round-robin", "{address: " + direct + "}", *engine},
@@ -418,10 +449,11 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		}
 	}
 	for _, g := range gws {
-		listen, api := freeAddr(), freeAddr()
+		listen, api, metrics := freeAddr(), freeAddr(), freeAddr()
 		_, apiPort, _ := net.SplitHostPort(api)
+		_, metricsPort, _ := net.SplitHostPort(metrics)
 		conf := filepath.Join(dir, g.name+".yaml")
-		body := gatewayConfig(apiPort, filepath.Join(dir, "policies"), listen, g.engine, g.algorithm, g.targets, srvTLS)
+		body := gatewayConfig(apiPort, metricsPort, filepath.Join(dir, "policies"), listen, g.engine, g.algorithm, g.targets, srvTLS)
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
@@ -429,6 +461,7 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 			return nil, err
 		}
 		gw[g.name] = listen
+		metricsURLs[g.name] = "http://" + metrics + "/metrics"
 	}
 	return gw, nil
 }
@@ -507,12 +540,26 @@ func (pr *proxying) throughput(rep int, name, url string) error {
 		tool = fmt.Sprintf("h2load -m %d", pr.streams)
 		load = func() (float64, float64, error) { return h2load(url, *conns, pr.streams, *duration) }
 	}
+	metered := *policyOn == policyFull && metricsURLs[name] != ""
+	var counted float64
+	if metered {
+		c, err := fluxMeterCount(metricsURLs[name])
+		if err != nil {
+			return err
+		}
+		counted = c
+	}
 	before := cpuTime(pids[proc])
 	r, n, err := load()
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", tool, name, err)
 	}
 	used := cpuTime(pids[proc]).minus(before).per(n)
+	if metered { // every answered request was a flow the flux meter measured
+		if err := waitFluxMeter(metricsURLs[name], counted, n); err != nil {
+			return fmt.Errorf("%s %s: %w", tool, name, err)
+		}
+	}
 	log.Printf("rep %d throughput %-8s %8.0f req/s, CPU %.1f µs user + %.1f µs system a request (%s)", rep+1, name, r, used.user, used.sys, tool)
 	pr.rps[name] = append(pr.rps[name], r)
 	pr.user[name] = append(pr.user[name], used.user)
@@ -620,9 +667,9 @@ func heading(pr *proxying) string {
 		how = tlsLabel + "; direct is plain HTTP, the upstream's own cost"
 	}
 	if *h2On {
-		return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d connections of %d stream(s) each, %s:", *reps, *duration, *conns, pr.streams, h2Label)
+		return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d connections of %d stream(s) each, %s; %s:", *reps, *duration, *conns, pr.streams, h2Label, policyLabel(*policyOn))
 	}
-	return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d wrk connections, %s:", *reps, *duration, *conns, how)
+	return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d wrk connections, %s; %s:", *reps, *duration, *conns, how, policyLabel(*policyOn))
 }
 
 // printThroughput prints the throughput runs alone (-throughput-only):
@@ -787,9 +834,18 @@ var requestsRe = regexp.MustCompile(`([0-9]+) requests in`)
 // requests answered.
 func wrk(url string, c int, d time.Duration) (rps, requests float64, err error) {
 	secs := strconv.Itoa(max(1, int(d.Seconds())))
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(c), "-d"+secs+"s", url).CombinedOutput()
+	args := []string{"-t2", "-c" + strconv.Itoa(c), "-d" + secs + "s"}
+	if withUser() {
+		args = append(args, "-H", userHeader+": "+userValue)
+	}
+	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
 	if err != nil {
 		return 0, 0, fmt.Errorf("%w: %s", err, out)
+	}
+	if strings.Contains(string(out), "Non-2xx") && withUser() {
+		// A policy that never rejects answered something else than 2xx:
+		// the run would not measure what it says.
+		return 0, 0, fmt.Errorf("wrk %s: answers other than 2xx under -policy %s:\n%s", url, *policyOn, out)
 	}
 	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
 		log.Printf("wrk %s reported errors:\n%s", url, out)
@@ -853,6 +909,9 @@ func fastWorkers(url string, n int, slow string) (send []func() (ok, slowHit boo
 		send = append(send, func() (ok, slowHit bool) {
 			defer resp.Reset()
 			req.SetRequestURI(url)
+			if withUser() {
+				req.Header.Set(userHeader, userValue)
+			}
 			if err := client.DoTimeout(req, resp, 10*time.Second); err != nil {
 				return false, false
 			}

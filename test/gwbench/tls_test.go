@@ -117,7 +117,7 @@ func TestGatewayConfigTLS(t *testing.T) {
 	}
 	for _, tf := range []*tlsFiles{nil, f} {
 		path := filepath.Join(dir, "gw.yaml")
-		body := gatewayConfig("9001", dir, "127.0.0.1:9002", "net", "round-robin", "{address: 127.0.0.1:9003}", tf)
+		body := gatewayConfig("9001", "9004", dir, "127.0.0.1:9002", "net", "round-robin", "{address: 127.0.0.1:9003}", tf)
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
