@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -106,5 +107,35 @@ fluxgate_ratelimiter_evictions_total{component_id="0",policy_name="per-user-limi
 	d := check(e, t0, "ingress", map[string]string{"user": strings.Repeat("x", 1<<20), "tier": "free"})
 	if k := d.Limiters[0].LimitKey; len(k) > 136 || !strings.Contains(k, "~sha256:") {
 		t.Fatalf("a 1 MB user is keyed %.80q… (%d bytes)", k, len(k))
+	}
+}
+
+// The control points and label keys the engine remembers are copies of
+// their own (review): a request's strings may be parts of a larger one
+// (the agent's gRPC decoder makes them parts of one copy of the message,
+// up to 4 KiB; the lean gateway's baggage keys are parts of one copy of
+// the head, up to 32 KiB), and 1,000 control points of 100 keys each
+// must not keep a message apiece.
+func TestControlPointsKeepNoPartOfTheRequest(t *testing.T) {
+	e := newEngine(t, prometheus.NewRegistry(), perUserLimit)
+	msg := strings.Repeat("m", 4<<10) + "shop" + "cart.id"
+	cp, key := msg[4<<10:4<<10+4], msg[4<<10+4:]
+	within := func(s string) bool {
+		p, base := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(msg)))
+		return p >= base && p < base+uintptr(len(msg))
+	}
+	check(e, t0, cp, map[string]string{key: "7"})
+	cps := e.ControlPoints()
+	if len(cps) != 1 || cps[0].Name != "shop" || len(cps[0].LabelKeys) != 1 || cps[0].LabelKeys[0] != "cart.id" {
+		t.Fatalf("control points %+v, want shop with the key cart.id", cps)
+	}
+	if within(cps[0].Name) {
+		t.Error("the control point's name kept is a part of the request's message")
+	}
+	if within(cps[0].LabelKeys[0]) {
+		t.Error("the label key kept is a part of the request's message")
+	}
+	if _, name := e.points.stats(cp); within(name) {
+		t.Error("the name for the control point's metrics is a part of the request's message")
 	}
 }

@@ -2,6 +2,8 @@ package controlpoint
 
 import (
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 )
@@ -45,5 +47,72 @@ func TestFlowTableRecyclesEntries(t *testing.T) {
 	}
 	if ft.end(t0, x, false) {
 		t.Error("an expired flow ended")
+	}
+}
+
+// countingHolder counts, under its lock, the releases of each key.
+type countingHolder struct {
+	flowComponent // only release and maxFlowDuration are called
+	mu            sync.Mutex
+	released      map[string]int // guarded by mu
+}
+
+func (k *countingHolder) release(_ time.Time, h *hold, _, _ bool) {
+	k.mu.Lock()
+	k.released[h.key]++
+	k.mu.Unlock()
+}
+
+func (k *countingHolder) maxFlowDuration() time.Duration { return time.Millisecond }
+
+// Recycled entries under concurrency (review): flows added and ended
+// twice on several goroutines while another expires them all releases
+// every hold exactly once, whichever of end and expire gets the entry,
+// and an entry back in the pool is not seen again (run with -race).
+func TestFlowTableRecycledEntriesConcurrently(t *testing.T) {
+	const workers, flowsEach = 4, 2000
+	c := &countingHolder{released: map[string]int{}}
+	ft := newFlowTable()
+	t0 := time.Unix(1000, 0)
+	stop := make(chan struct{})
+	expired := make(chan struct{})
+	go func() {
+		defer close(expired)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				ft.expire(t0.Add(time.Minute)) // past every flow's deadline
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range flowsEach {
+				key := strconv.Itoa(w*flowsEach + i)
+				holds := []hold{{c: c, key: key}}
+				if i%3 == 0 { // past the entry's inline room
+					holds = append(holds, hold{c: c, key: key + "b"})
+				}
+				id := ft.add(t0, holds)
+				ft.end(t0, id, false)
+				ft.end(t0, id, false)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-expired
+	ft.expire(t0.Add(time.Minute))
+	want := workers * (flowsEach + (flowsEach+2)/3)
+	if len(c.released) != want {
+		t.Errorf("%d holds released, want %d", len(c.released), want)
+	}
+	for k, n := range c.released {
+		if n != 1 {
+			t.Errorf("hold %s released %d times, want once", k, n)
+		}
 	}
 }

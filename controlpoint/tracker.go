@@ -2,6 +2,7 @@ package controlpoint
 
 import (
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -32,6 +33,10 @@ type pointTracker struct {
 }
 
 type pointStats struct {
+	// name is the control point's, a copy of its own: the request's
+	// may be a part of a larger string (a gRPC message, a request head)
+	// that the tracker and the metric labels would keep whole.
+	name    string
 	checks  atomic.Uint64
 	noMatch atomic.Pointer[prometheus.Counter]
 	mu      sync.Mutex
@@ -39,7 +44,7 @@ type pointStats struct {
 }
 
 func newPointTracker(max int) *pointTracker {
-	t := &pointTracker{max: max, other: &pointStats{keys: map[string]struct{}{}}}
+	t := &pointTracker{max: max, other: &pointStats{name: OtherControlPoint, keys: map[string]struct{}{}}}
 	t.seen.Store(&map[string]*pointStats{})
 	return t
 }
@@ -48,13 +53,13 @@ func newPointTracker(max int) *pointTracker {
 // common case, a known control point, is one lock-free map read.
 func (t *pointTracker) stats(cp string) (*pointStats, string) {
 	if st, ok := (*t.seen.Load())[cp]; ok {
-		return st, cp
+		return st, st.name
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	cur := *t.seen.Load()
 	if st, ok := cur[cp]; ok {
-		return st, cp
+		return st, st.name
 	}
 	if len(cur) >= t.max || len(cp) > MaxControlPointBytes || !utf8.ValidString(cp) {
 		// Metric label values must be UTF-8, and user input picks the
@@ -65,10 +70,10 @@ func (t *pointTracker) stats(cp string) (*pointStats, string) {
 	for k, v := range cur {
 		next[k] = v
 	}
-	st := &pointStats{keys: map[string]struct{}{}}
-	next[cp] = st
+	st := &pointStats{name: strings.Clone(cp), keys: map[string]struct{}{}}
+	next[st.name] = st
 	t.seen.Store(&next)
-	return st, cp
+	return st, st.name
 }
 
 // observe counts a flow at cp and, for a sample of flows, records its
@@ -84,8 +89,8 @@ func (t *pointTracker) observe(cp string, labels map[string]string) {
 		if len(st.keys) >= maxLabelKeys {
 			break
 		}
-		if len(k) <= MaxLabelKeyBytes && utf8.ValidString(k) {
-			st.keys[k] = struct{}{}
+		if _, ok := st.keys[k]; !ok && len(k) <= MaxLabelKeyBytes && utf8.ValidString(k) {
+			st.keys[strings.Clone(k)] = struct{}{} // as name: the key may be a part of a larger string
 		}
 	}
 	st.mu.Unlock()

@@ -545,8 +545,14 @@ func newHeadStrings(head []byte, req *http1.Request) headStrings {
 	for _, v := range [2][]byte{req.Target, req.Host} {
 		end = max(end, viewEnd(head, v))
 	}
-	if n := len(req.Headers); n > 0 {
-		end = max(end, viewEnd(head, req.Headers[n-1].Value))
+	// The last field with a value in the head: an empty value (X-A: )
+	// is no view, and stopping at it left the fields before it to copies
+	// of their own.
+	for i := len(req.Headers) - 1; i >= 0; i-- {
+		if e := viewEnd(head, req.Headers[i].Value); e > 0 {
+			end = max(end, e)
+			break
+		}
 	}
 	return headStrings{head: head, s: string(head[:end])}
 }

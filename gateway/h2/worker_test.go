@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"sync/atomic"
@@ -70,4 +71,54 @@ func TestIdleWorkersBounded(t *testing.T) {
 		t.Fatalf("idle workers %d, want %d: a worker past the bound counted itself", n, maxIdleWorkers)
 	}
 	s.idleWorkers.Store(0)
+}
+
+// A handler that panics leaves its worker serving the connection's next
+// streams (review): the panic is the stream's, answered with a reset;
+// each request's context is done once its handler returned, though the
+// goroutine lives on; Shutdown ends the waiting worker.
+func TestWorkerOutlivesAPanickingHandler(t *testing.T) {
+	var started atomic.Int32
+	var calls atomic.Int32
+	var prev atomic.Pointer[context.Context]
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := prev.Load(); p != nil && (*p).Err() == nil {
+			t.Error("the previous request's context is not done")
+		}
+		ctx := r.Context()
+		prev.Store(&ctx)
+		if calls.Add(1)%2 == 0 {
+			panic("boom")
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), testHookWorker: func() { started.Add(1) }}
+	ts := start(t, s)
+	c := ts.client(t, nil)
+	for i := range 6 {
+		if i > 0 {
+			waitIdle(t, s, 1)
+		}
+		resp, err := c.Get(ts.url("/"))
+		if i%2 == 1 {
+			if err == nil {
+				_ = resp.Body.Close()
+				t.Fatalf("request %d: the panicking handler's stream answered %d", i, resp.StatusCode)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("request %d after a panic: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+	if n := started.Load(); n != 1 {
+		t.Fatalf("%d workers started, want 1: a panic ended the worker", n)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.idleWorkers.Load(); n != 0 {
+		t.Fatalf("%d workers wait after Shutdown", n)
+	}
 }
