@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -82,7 +83,19 @@ func TestNginxConfigH2(t *testing.T) {
 	if err := ng.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = ng.Process.Kill(); _ = ng.Wait() })
+	t.Cleanup(func() {
+		// SIGTERM: the master stops its workers and then itself. A
+		// killed master would leave its workers running, listening.
+		_ = ng.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = ng.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = ng.Process.Kill()
+			<-done
+		}
+	})
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.clientConfig(), ForceAttemptHTTP2: true}}
 	defer client.CloseIdleConnections()
 	var resp *http.Response
