@@ -76,6 +76,7 @@ func translateAperture(file string, root *yaml.Node) (*yaml.Node, strictyaml.Err
 		return nil, strictyaml.ErrorList{{File: file, Line: root.Line, Column: root.Column,
 			Msg: fmt.Sprintf("document too large: more than %d nodes once aliases are expanded", maxApertureNodes)}}, nil
 	}
+	t.serviceSelectors(root, map[string]bool{})
 	if name := mappingValue(root, "metadata", 0); name != nil {
 		if n := mappingValue(name, "name", 0); n != nil {
 			t.policy = n.Value
@@ -100,6 +101,30 @@ func translateAperture(file string, root *yaml.Node) (*yaml.Node, strictyaml.Err
 		}
 	}
 	return root, t.errs, t.warns
+}
+
+// serviceSelectors warns once per service name that selectors under n
+// name: Aperture's agents find a flow's service by Kubernetes service
+// discovery, FluxGate matches the flow label service, which the caller
+// must set, so such a selector matches nothing until it does.
+func (t *apertureTranslator) serviceSelectors(n *yaml.Node, seen map[string]bool) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k, v := n.Content[i], n.Content[i+1]; k.Value == "selectors" && v.Kind == yaml.SequenceNode {
+				for _, sel := range v.Content {
+					svc := mappingValue(sel, "service", 0)
+					if svc == nil || svc.Kind != yaml.ScalarNode || svc.Value == "" || svc.Value == "any" || seen[svc.Value] {
+						continue
+					}
+					seen[svc.Value] = true
+					t.warn(svc, "Aperture selector service %q matches only flows labelled service=%s: FluxGate discovers no services, so callers must set that label (in the check's labels or W3C baggage; for flux meters, a span attribute)", svc.Value, svc.Value)
+				}
+			}
+		}
+	}
+	for _, c := range n.Content {
+		t.serviceSelectors(c, seen)
+	}
 }
 
 // clone deep-copies a node tree, expanding aliases and dropping anchors,
