@@ -175,6 +175,42 @@ func TestApertureErrors(t *testing.T) {
 	}
 }
 
+// A field one or two letters from one FluxGate reads is a typo, reported
+// as an unknown field with the name meant, not as an Aperture construct
+// FluxGate lacks; a field near none stays a construct not supported.
+func TestApertureTypoSuggestsField(t *testing.T) {
+	const doc = `apiVersion: fluxninja.com/v1alpha1
+kind: Policy
+metadata: {name: rl}
+spec:
+  circuit:
+    components:
+    - flow_control:
+        rate_limiter:
+          selectors: [{control_point: ingress}]
+          in_ports:
+            bucket_capacity: {constant_signal: {value: 40}}
+            fill_amount: {constant_signal: {value: 2}}
+          parameters: {interval: 1s, limit_by_label_kye: user, burst: 3}
+`
+	_, err := policies.Parse("rl.yaml", []byte(doc))
+	var list strictyaml.ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("Parse: %v, want an ErrorList", err)
+	}
+	var got []string
+	for _, e := range list {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`rl.yaml:13:38: unknown field "limit_by_label_kye" in flow_control.rate_limiter.parameters; did you mean "limit_by_label_key"?`,
+		`rl.yaml:13:64: Aperture construct flow_control.rate_limiter.parameters.burst is not supported yet`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestApertureAIMDBehaves runs the translated AIMD policy: the load
 // scheduler's multiplier is cut by the gradient under overload and
 // recovers by the linear increment every 10s, as Aperture documents.
