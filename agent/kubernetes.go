@@ -114,6 +114,7 @@ func kubeView(objs []kube.Object, snap *PolicySnapshot) []kube.ObjectView {
 		e := snap.Entries[policies.Key{Namespace: o.Namespace, Name: o.Name}]
 		switch {
 		case e != nil && e.File == o.ID:
+			v.Warnings = strings.Join(e.Warnings, "\n")
 		case e != nil:
 			v.State, v.Message = kube.StateConflicted, strings.Join(errs[o.ID], "\n")
 		default:

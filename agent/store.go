@@ -33,6 +33,18 @@ type PolicyEntry struct {
 	Origin   string    // "" for the policy directory, else the source's name (AddSource)
 	Hash     string    // sha256 of Source, hex
 	LoadedAt time.Time // when this version was first loaded
+	// Warnings are the positioned warnings of an Aperture document: what
+	// FluxGate ignores or matches otherwise (policies.Document.Warnings).
+	Warnings []string
+}
+
+// warningTexts are a document's warnings as text.
+func warningTexts(d *policies.Document) []string {
+	var out []string
+	for _, w := range d.Warnings {
+		out = append(out, w.Error())
+	}
+	return out
 }
 
 // FileError is a policy file whose current content was refused. When the
@@ -434,7 +446,7 @@ func (s *PolicyStore) publishLocked() {
 				errs = append(errs, FileError{File: name, Err: err})
 				continue
 			}
-			e := &PolicyEntry{Key: key, Kind: hdr.Kind, Object: d.Object, Source: d.Source, File: name, Hash: hashBytes(d.Source), LoadedAt: time.Now()}
+			e := &PolicyEntry{Key: key, Kind: hdr.Kind, Object: d.Object, Source: d.Source, File: name, Hash: hashBytes(d.Source), LoadedAt: time.Now(), Warnings: warningTexts(d)}
 			if o := old.Entries[key]; o != nil && o.Hash == e.Hash && o.File == e.File && o.Kind == e.Kind {
 				e = o
 			}

@@ -108,7 +108,7 @@ func (s *PolicyStore) addSourcesLocked(old *PolicySnapshot, entries map[policies
 					*errs = append(*errs, FileError{File: id, Err: err})
 					continue
 				}
-				e := &PolicyEntry{Key: key, Kind: hdr.Kind, Object: d.Object, Source: d.Source, File: id, Origin: src, Hash: hashBytes(d.Source), LoadedAt: time.Now()}
+				e := &PolicyEntry{Key: key, Kind: hdr.Kind, Object: d.Object, Source: d.Source, File: id, Origin: src, Hash: hashBytes(d.Source), LoadedAt: time.Now(), Warnings: warningTexts(d)}
 				if o := old.Entries[key]; o != nil && o.Hash == e.Hash && o.File == e.File && o.Kind == e.Kind {
 					e = o
 				}

@@ -22,13 +22,14 @@ import (
 // apertureWarnings lists, for each policy of testdata/aperture, the
 // warnings Parse must give, in order.
 var apertureWarnings = map[string][]string{
-	"aimd.yaml": nil,
+	"aimd.yaml": {serviceWarning("aimd.yaml:17:24", "checkout.prod.svc.cluster.local")},
 	"aiad.yaml": {
+		serviceWarning("aiad.yaml:34:63", "orders"),
 		`aiad.yaml:38:5: warning: Aperture construct resources.infra_meters is ignored (postgresql): FluxGate runs no OpenTelemetry collector; queries over their metrics find nothing unless another exporter provides them`,
 		`aiad.yaml:33:17: warning: Aperture construct workload_latency_based_tokens is ignored: a flow costs 1 token, or its tokens_label_key label`,
 		`aiad.yaml:21:13: warning: Aperture construct dry_run_config_key is ignored: FluxGate has no dynamic dry-run switch; dry_run applies as written`,
 	},
-	"rate-limiter.yaml": nil,
+	"rate-limiter.yaml": {serviceWarning("rate-limiter.yaml:28:26", "api")},
 	"quota-scheduler.yaml": {
 		`quota-scheduler.yaml:22:15: warning: Aperture construct lazy_sync is ignored: the buckets are local to the agent`,
 		`quota-scheduler.yaml:32:15: warning: Aperture construct scheduler.decision_deadline_margin is ignored: a flow never waits past its caller's deadline`,
@@ -38,11 +39,21 @@ var apertureWarnings = map[string][]string{
 	},
 	"concurrency-scheduler.yaml": nil,
 	"load-ramp.yaml": {
+		serviceWarning("load-ramp.yaml:29:63", "checkout"),
 		`load-ramp.yaml:37:13: warning: Aperture construct pass_through_label_values_config_key is ignored: FluxGate's sampler reads pass_through_label_values from the policy only`,
 	},
 	"auto-scale.yaml": {
+		serviceWarning("auto-scale.yaml:26:59", "app"),
 		`auto-scale.yaml:13:11: warning: Aperture construct auto_scale.auto_scaler is ignored: FluxGate does not scale workloads; the component is dropped and its out ports are not produced`,
 	},
+}
+
+// serviceWarning is the warning, once per service name, for an Aperture
+// selector naming a service: FluxGate matches it against the flow label
+// service, which Aperture's agents derive from service discovery.
+func serviceWarning(at, service string) string {
+	return at + `: warning: Aperture selector service "` + service + `" matches only flows labelled service=` + service +
+		`: FluxGate discovers no services, so callers must set that label (in the check's labels or W3C baggage; for flux meters, a span attribute)`
 }
 
 // parseAperture parses one corpus file, which must hold one valid Aperture
@@ -161,6 +172,42 @@ func TestApertureErrors(t *testing.T) {
 		if strings.Contains(e, "RateLimiter") || strings.Contains(e, "Parameters") {
 			t.Errorf("error names a Go type: %s", e)
 		}
+	}
+}
+
+// A field one or two letters from one FluxGate reads is a typo, reported
+// as an unknown field with the name meant, not as an Aperture construct
+// FluxGate lacks; a field near none stays a construct not supported.
+func TestApertureTypoSuggestsField(t *testing.T) {
+	const doc = `apiVersion: fluxninja.com/v1alpha1
+kind: Policy
+metadata: {name: rl}
+spec:
+  circuit:
+    components:
+    - flow_control:
+        rate_limiter:
+          selectors: [{control_point: ingress}]
+          in_ports:
+            bucket_capacity: {constant_signal: {value: 40}}
+            fill_amount: {constant_signal: {value: 2}}
+          parameters: {interval: 1s, limit_by_label_kye: user, burst: 3}
+`
+	_, err := policies.Parse("rl.yaml", []byte(doc))
+	var list strictyaml.ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("Parse: %v, want an ErrorList", err)
+	}
+	var got []string
+	for _, e := range list {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		`rl.yaml:13:38: unknown field "limit_by_label_kye" in flow_control.rate_limiter.parameters; did you mean "limit_by_label_key"?`,
+		`rl.yaml:13:64: Aperture construct flow_control.rate_limiter.parameters.burst is not supported yet`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -214,14 +215,41 @@ func (w *PolicyWatcher) informer(gvr schema.GroupVersionResource, notify func())
 		return nil, fmt.Errorf("kube: %w", err)
 	}
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		msg := watchErrorText(gvr, err)
 		w.mu.Lock()
-		w.watchErr = gvr.GroupResource().String() + ": " + err.Error()
+		w.watchErr = gvr.GroupResource().String() + ": " + msg
 		w.mu.Unlock()
-		w.logger.Warn("kubernetes: list/watch failed; retrying", "resource", gvr.String(), "err", err)
+		w.logger.Warn("kubernetes: list/watch failed; retrying", "resource", gvr.String(), "err", msg)
 	}); err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
 	return inf, nil
+}
+
+// crdManifests names, per watched resource, the manifest in this
+// repository that defines its CustomResourceDefinition.
+var crdManifests = map[schema.GroupVersionResource]string{
+	PolicyResource:         "deploy/kubernetes/crd-policy.yaml",
+	TrafficPolicyResource:  "deploy/kubernetes/crd-trafficpolicy.yaml",
+	AperturePolicyResource: "deploy/kubernetes/aperture/crd-aperture-policy.yaml",
+}
+
+// watchErrorText is a list/watch error in the user's words: the API
+// server's "could not find the requested resource" for a resource it
+// does not serve means its CustomResourceDefinition is not installed,
+// which the text then says, with the manifest that installs it.
+func watchErrorText(gvr schema.GroupVersionResource, err error) string {
+	if !apierrors.IsNotFound(err) {
+		return err.Error()
+	}
+	msg := err.Error() + ": the API server does not serve " + gvr.GroupResource().String() + " (" + gvr.GroupVersion().String() + "); install its CustomResourceDefinition"
+	if m, ok := crdManifests[gvr]; ok {
+		msg += " (kubectl apply -f " + m + ")"
+	}
+	if gvr == AperturePolicyResource {
+		msg += " or set kubernetes.aperture_policies: false"
+	}
+	return msg
 }
 
 func (w *PolicyWatcher) update(stores []resourceStore) {

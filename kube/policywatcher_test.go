@@ -1,10 +1,16 @@
 package kube
 
 import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
@@ -120,5 +126,39 @@ dynamicConfig: {rate: 10}
 	_, err = policies.Parse(o.ID, o.YAML)
 	if err == nil || !strings.Contains(err.Error(), "dynamicConfig") || !strings.HasPrefix(err.Error(), o.ID+":") {
 		t.Fatalf("the store's error = %v", err)
+	}
+}
+
+// A list that fails because the API server does not serve the resource
+// (its CRD is not installed) says so, with the manifest that installs it;
+// other errors pass unchanged.
+func TestWatchErrorTextNamesMissingCRD(t *testing.T) {
+	for _, gvr := range []schema.GroupVersionResource{PolicyResource, TrafficPolicyResource, AperturePolicyResource} {
+		// As the reflector reports an API server's 404 for an unknown resource.
+		err := fmt.Errorf("failed to list *unstructured.Unstructured: %w", apierrors.NewNotFound(gvr.GroupResource(), ""))
+		got := watchErrorText(gvr, err)
+		manifest := crdManifests[gvr]
+		if manifest == "" {
+			t.Fatalf("%s: no CRD manifest", gvr)
+		}
+		if _, statErr := os.Stat(filepath.Join("..", manifest)); statErr != nil {
+			t.Errorf("%s: manifest %s: %v", gvr, manifest, statErr)
+		}
+		for _, want := range []string{err.Error(), "does not serve " + gvr.GroupResource().String(), "install its CustomResourceDefinition", "kubectl apply -f " + manifest} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s: %q lacks %q", gvr, got, want)
+			}
+		}
+		if aperture := strings.Contains(got, "kubernetes.aperture_policies: false"); aperture != (gvr == AperturePolicyResource) {
+			t.Errorf("%s: %q: mentions aperture_policies %v", gvr, got, aperture)
+		}
+	}
+	other := errors.New("connection refused")
+	if got := watchErrorText(PolicyResource, other); got != "connection refused" {
+		t.Errorf("other error became %q", got)
+	}
+	forbidden := apierrors.NewForbidden(PolicyResource.GroupResource(), "", errors.New("RBAC"))
+	if got := watchErrorText(PolicyResource, forbidden); strings.Contains(got, "CustomResourceDefinition") {
+		t.Errorf("a forbidden list blamed the CRD: %q", got)
 	}
 }

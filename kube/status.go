@@ -42,6 +42,9 @@ type ObjectView struct {
 	Object
 	State   string // one of States
 	Message string // why it is not programmed: the positioned errors
+	// Warnings of a programmed object, one a line: what an Aperture
+	// policy holds that FluxGate ignores or matches otherwise.
+	Warnings string
 }
 
 // Names of the Lease labels and annotations.
@@ -557,6 +560,10 @@ func objectStatus(o ObjectView, prev map[string]any, total, programmed int, now 
 	prog := condition{Type: ConditionProgrammed, Status: "True", Reason: ReasonProgrammed,
 		Message: fmt.Sprintf("%d of %d agents of the agent group program this generation", programmed, total)}
 	switch o.State {
+	case StateProgrammed:
+		if o.Warnings != "" {
+			accepted.Message += ", with warnings:\n" + o.Warnings
+		}
 	case StateInvalid:
 		accepted = condition{Type: ConditionAccepted, Status: "False", Reason: ReasonInvalid, Message: o.Message}
 		prog = condition{Type: ConditionProgrammed, Status: "False", Reason: ReasonInvalid, Message: "the spec was refused; the agents do not serve it"}
@@ -608,6 +615,14 @@ func truncate(s string, n int) string {
 func apertureStatus(o ObjectView, total, programmed int) map[string]any {
 	s := fmt.Sprintf("programmed by %d of %d agents (generation %d)", programmed, total, o.Generation)
 	switch o.State {
+	case StateProgrammed:
+		if o.Warnings != "" {
+			n, plural := strings.Count(o.Warnings, "\n")+1, "s"
+			if n == 1 {
+				plural = ""
+			}
+			s += fmt.Sprintf(", with %d warning%s: %s", n, plural, strings.ReplaceAll(o.Warnings, "\n", "; "))
+		}
 	case StateInvalid:
 		s = "invalid: " + o.Message
 	case StateConflicted:

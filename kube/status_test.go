@@ -75,3 +75,32 @@ func TestDefaultIdentityKeepsSuffix(t *testing.T) {
 		t.Fatalf("identities %q and %q", a, b)
 	}
 }
+
+// A programmed object's warnings reach its status: the Accepted
+// condition's message for a FluxGate object, status.status for an
+// Aperture one; a refused object's status holds its errors only.
+func TestStatusCarriesWarnings(t *testing.T) {
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	warns := "p:9:57: warning: Aperture selector service \"api\" …\np:13:11: warning: Aperture construct dry_run_config_key is ignored"
+	o := ObjectView{Object: Object{Generation: 3}, State: StateProgrammed, Warnings: warns}
+	st := objectStatus(o, nil, 1, 1, now)
+	if got := conditionField(t, st, ConditionAccepted, "message"); got != "the agents accept this generation of the spec, with warnings:\n"+warns {
+		t.Errorf("Accepted message = %q", got)
+	}
+	if got := conditionField(t, st, ConditionAccepted, "status"); got != "True" {
+		t.Errorf("Accepted = %v; warnings must not refuse the object", got)
+	}
+	o.Resource = AperturePolicyResource
+	want := "programmed by 1 of 1 agents (generation 3), with 2 warnings: p:9:57: warning: Aperture selector service \"api\" …; p:13:11: warning: Aperture construct dry_run_config_key is ignored"
+	if got := objectStatus(o, nil, 1, 1, now)["status"]; got != want {
+		t.Errorf("Aperture status = %q\nwant %q", got, want)
+	}
+	o.Warnings = "p:1:1: warning: one"
+	if got := objectStatus(o, nil, 1, 1, now)["status"]; got != "programmed by 1 of 1 agents (generation 3), with 1 warning: p:1:1: warning: one" {
+		t.Errorf("Aperture status with one warning = %q", got)
+	}
+	o.State, o.Message = StateInvalid, "p:2:3: unknown field"
+	if got := objectStatus(o, nil, 1, 0, now)["status"]; got != "invalid: p:2:3: unknown field" {
+		t.Errorf("refused Aperture status = %q", got)
+	}
+}

@@ -76,6 +76,7 @@ func translateAperture(file string, root *yaml.Node) (*yaml.Node, strictyaml.Err
 		return nil, strictyaml.ErrorList{{File: file, Line: root.Line, Column: root.Column,
 			Msg: fmt.Sprintf("document too large: more than %d nodes once aliases are expanded", maxApertureNodes)}}, nil
 	}
+	t.serviceSelectors(root, map[string]bool{})
 	if name := mappingValue(root, "metadata", 0); name != nil {
 		if n := mappingValue(name, "name", 0); n != nil {
 			t.policy = n.Value
@@ -100,6 +101,30 @@ func translateAperture(file string, root *yaml.Node) (*yaml.Node, strictyaml.Err
 		}
 	}
 	return root, t.errs, t.warns
+}
+
+// serviceSelectors warns once per service name that selectors under n
+// name: Aperture's agents find a flow's service by Kubernetes service
+// discovery, FluxGate matches the flow label service, which the caller
+// must set, so such a selector matches nothing until it does.
+func (t *apertureTranslator) serviceSelectors(n *yaml.Node, seen map[string]bool) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k, v := n.Content[i], n.Content[i+1]; k.Value == "selectors" && v.Kind == yaml.SequenceNode {
+				for _, sel := range v.Content {
+					svc := mappingValue(sel, "service", 0)
+					if svc == nil || svc.Kind != yaml.ScalarNode || svc.Value == "" || svc.Value == "any" || seen[svc.Value] {
+						continue
+					}
+					seen[svc.Value] = true
+					t.warn(svc, "Aperture selector service %q matches only flows labelled service=%s: FluxGate discovers no services, so callers must set that label (in the check's labels or W3C baggage; for flux meters, a span attribute)", svc.Value, svc.Value)
+				}
+			}
+		}
+	}
+	for _, c := range n.Content {
+		t.serviceSelectors(c, seen)
+	}
 }
 
 // clone deep-copies a node tree, expanding aliases and dropping anchors,
@@ -377,12 +402,14 @@ func component(at *yaml.Node, group, kind string, spec *yaml.Node) *yaml.Node {
 }
 
 // unknownFieldRE matches the decoder's report of a key no Go field takes.
-var unknownFieldRE = regexp.MustCompile(`^unknown field "([^"]*)" in `)
+var unknownFieldRE = regexp.MustCompile(`^unknown field "([^"]*)" in [^;]*(?:; valid fields: (.*))?$`)
 
 // apertureDecodeErrors rewrites the native decoder's reports of unknown
 // fields, which name Go types, into "Aperture construct PATH is not
 // supported yet", PATH being the field's path in the Aperture document from
-// its component kind (or from spec).
+// its component kind (or from spec). A field one or two letters from one
+// FluxGate reads there is a typo, not a construct: it is reported as an
+// unknown field with the name meant.
 func apertureDecodeErrors(original *yaml.Node, errs strictyaml.ErrorList) strictyaml.ErrorList {
 	for i, e := range errs {
 		m := unknownFieldRE.FindStringSubmatch(e.Msg)
@@ -395,6 +422,12 @@ func apertureDecodeErrors(original *yaml.Node, errs strictyaml.ErrorList) strict
 		}
 		c := *e
 		c.Msg = fmt.Sprintf("Aperture construct %s is not supported yet", strings.Join(path, "."))
+		if near := nearestField(m[1], strings.Split(m[2], ", ")); near != "" {
+			c.Msg = fmt.Sprintf("unknown field %q in %s; did you mean %q?", m[1], strings.Join(path[:len(path)-1], "."), near)
+			if len(path) == 1 {
+				c.Msg = fmt.Sprintf("unknown field %q; did you mean %q?", m[1], near)
+			}
+		}
 		errs[i] = &c
 	}
 	return errs
@@ -427,4 +460,43 @@ func keyPath(n *yaml.Node, line, col int, path []string) []string {
 		}
 	}
 	return nil
+}
+
+// nearestField is the one of fields at most two edits (and a third of
+// name's length) from name and closer than any other, or "".
+func nearestField(name string, fields []string) string {
+	best, bestD := "", 3
+	for _, f := range fields {
+		d := editDistance(name, f)
+		if 3*d > len(name) { // too far for a short name: "burst" is not "bust"'s typo
+			continue
+		}
+		if d < bestD {
+			best, bestD = f, d
+		} else if d == bestD {
+			best = "" // two as near: no guess
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

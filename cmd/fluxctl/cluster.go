@@ -109,10 +109,16 @@ func (k *clusterClient) apply(ctx context.Context, kind, ns, name string, doc []
 	var st struct {
 		Message string `json:"message"`
 		Reason  string `json:"reason"`
+		Details struct {
+			Kind string `json:"kind"`
+		} `json:"details"`
 	}
 	if json.Unmarshal(body, &st) == nil && st.Message != "" {
 		switch st.Reason {
 		case "NotFound":
+			if st.Details.Kind == "namespaces" { // the namespace, not the resource, is missing
+				return false, fmt.Errorf("%s (kubectl create namespace %s, or --namespace)", st.Message, ns)
+			}
 			return false, fmt.Errorf("%s (are the CRDs of deploy/kubernetes installed?)", st.Message)
 		case "Conflict":
 			return false, fmt.Errorf("%s (--force-conflicts takes the fields over)", st.Message)

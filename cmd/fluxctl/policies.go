@@ -56,6 +56,11 @@ to the agent's admin API (--agent).`,
 			if len(docs) == 0 {
 				return fmt.Errorf("%s holds no policy documents", file)
 			}
+			for _, d := range docs {
+				for _, w := range d.Warnings { // what an Aperture policy holds that FluxGate ignores, as validate prints it
+					fmt.Fprintln(cmd.ErrOrStderr(), w.Error())
+				}
+			}
 			if cluster, kubeconfig := c.useCluster(cmd.Flags().Changed("agent")); cluster {
 				return applyToCluster(cmd, kubeconfig, kubeContext, file, namespace, force, docs)
 			}
@@ -116,6 +121,10 @@ func applyToCluster(cmd *cobra.Command, kubeconfig, kubeContext, file, namespace
 		src, err := withNamespace(d.Source, ns)
 		if err != nil {
 			return fmt.Errorf("%s:%d: %w", file, d.Line, err)
+		}
+		if d.Form == policies.FormAperture {
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s:%d: an Aperture policy: written as its translation, a %s %s, which takes precedence over an Aperture Policy object of the same namespace/name (fluxgate policy convert %s prints it)\n",
+				file, d.Line, policies.APIVersion, hdr.Kind, file)
 		}
 		created, err := k.apply(cmd.Context(), hdr.Kind, ns, hdr.Metadata.Name, src, force)
 		if err != nil {

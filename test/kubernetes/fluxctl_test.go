@@ -133,8 +133,38 @@ func TestFluxctlAppliesCustomResources(t *testing.T) {
 
 	// The API server's refusal, with the document's position.
 	out, err = fluxctl(nil, "apply", "-f", file, "--kubeconfig", c.Kubeconfig, "-n", "nowhere")
-	if err == nil || !strings.Contains(out, file+":1: apply Policy nowhere/limits: ") || !strings.Contains(out, `namespaces "nowhere" not found`) {
+	if err == nil || !strings.Contains(out, file+":1: apply Policy nowhere/limits: ") || !strings.Contains(out, `namespaces "nowhere" not found`) ||
+		!strings.Contains(out, "kubectl create namespace nowhere") || strings.Contains(out, "CRDs") {
 		t.Fatalf("apply into a missing namespace: %v\n%s", err, out)
+	}
+	// An Aperture policy is written as its translation, which fluxctl
+	// says, with the translation's warnings as validate prints them.
+	write(`apiVersion: fluxninja.com/v1alpha1
+kind: Policy
+metadata: {name: aperture-limit}
+spec:
+  circuit:
+    components:
+    - flow_control:
+        rate_limiter:
+          selectors: [{control_point: ingress, service: api}]
+          in_ports:
+            bucket_capacity: {constant_signal: {value: 40}}
+            fill_amount: {constant_signal: {value: 2}}
+          parameters: {interval: 1s, limit_by_label_key: user}
+`)
+	out, err = fluxctl(nil, "apply", "-f", file, "--kubeconfig", c.Kubeconfig, "-n", "team")
+	for _, want := range []string{
+		file + `:9:57: warning: Aperture selector service "api" matches only flows labelled service=api`,
+		file + ":1: an Aperture policy: written as its translation, a fluxgate.io/v1beta1 Policy",
+		"Policy team/aperture-limit created (cluster)",
+	} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("apply of an Aperture policy: %v\n%s\nwant %q", err, out, want)
+		}
+	}
+	if get(policies.KindPolicy, "team", "aperture-limit").GetAPIVersion() != policies.APIVersion {
+		t.Fatal("the Aperture policy was not written as a FluxGate Policy")
 	}
 	// A document the policy language refuses never reaches the cluster.
 	write(strings.Replace(fluxctlPolicies, "500ms", "soon", 1))
