@@ -33,6 +33,15 @@ type RedisClient interface {
 //     is, the larger the batches, so the cost per decision falls as load
 //     rises instead of the queue growing.
 //
+// How many lanes follows the batches. While they stay small (light load:
+// calls mostly go alone, a few arrive together) a pipe opens up to
+// wideLanes, so that a burst of calls goes out at once as a burst of
+// bare EVALSHAs would, each on its own connection: queued behind two
+// lanes, the third call of a burst waited a round trip for company it did
+// not need. Once batches grow (Redis is busy; more lanes would only cut
+// the same calls into more, smaller round trips, which costs CPU on both
+// sides), it narrows to lanes. sizeBatchLocked has the rule.
+//
 // Why our own batching on go-redis pipelines rather than an
 // auto-pipelining client (rueidis, or go-redis's experimental
 // AutoPipeline): the decision's hard deadline stays ours (each caller
@@ -48,13 +57,18 @@ type RedisClient interface {
 // end when the queue is empty. The queue holds at most one call per
 // caller waiting (plus lazy syncs, which are bounded by their shares).
 type pipe struct {
-	client   RedisClient
-	lanes    int // calls or batches in flight at once
-	maxBatch int
+	client    RedisClient
+	lanes     int // calls or batches in flight at once while batches are large
+	wideLanes int // … while they are small (at least lanes)
+	maxBatch  int
 
 	mu      sync.Mutex
 	queue   []*pipeCall // guarded by mu
 	running int         // guarded by mu: lanes in use
+	// guarded by mu: calls a round trip carried, averaged over the last
+	// few (see sizeBatchLocked), and whether wideLanes apply.
+	batchAvg float64
+	narrow   bool
 }
 
 // pipeCall is one script call. The caller fills script, keys, args and
@@ -70,20 +84,55 @@ type pipeCall struct {
 }
 
 // Default sizes of a pipe: lanes is how many pipelines may be in flight
-// at once (a lane's round trip overlaps Redis working on another's
-// batch); maxBatch bounds a batch's size, hence its reply's.
+// at once when Redis is busy (a lane's round trip overlaps Redis working
+// on another's batch), wideLanes how many while batches stay small;
+// maxBatch bounds a batch's size, hence its reply's.
 const (
-	defaultPipeLanes    = 2
-	defaultPipeMaxBatch = 256
+	defaultPipeLanes     = 2
+	defaultPipeWideLanes = 8
+	defaultPipeMaxBatch  = 256
 )
+
+// The rule for the number of lanes: batchAvg is an exponentially weighted
+// average of the calls each round trip carried (a call sent alone counts
+// 1), over about pipeAvgOver round trips. Above pipeNarrowAbove calls the
+// pipe narrows to lanes; below pipeWidenBelow it widens to wideLanes. The
+// gap keeps it from flapping: at the wide width a busy pipe's batches
+// are about callers/wideLanes, at the narrow one about callers/lanes.
+const (
+	pipeAvgOver     = 8
+	pipeNarrowAbove = 4
+	pipeWidenBelow  = 2
+)
+
+// sizeBatchLocked counts a round trip of n calls into batchAvg and sets
+// the pipe's width by it. p.mu is held.
+func (p *pipe) sizeBatchLocked(n int) {
+	p.batchAvg += (float64(n) - p.batchAvg) / pipeAvgOver
+	switch {
+	case !p.narrow && p.batchAvg > pipeNarrowAbove:
+		p.narrow = true
+	case p.narrow && p.batchAvg < pipeWidenBelow:
+		p.narrow = false
+	}
+}
+
+// widthLocked is how many lanes may be in use now. p.mu is held.
+func (p *pipe) widthLocked() int {
+	if p.narrow {
+		return p.lanes
+	}
+	return p.wideLanes
+}
 
 // do runs c and returns its reply. It returns by c.ctx's deadline at the
 // latest.
 func (p *pipe) do(c *pipeCall) ([]any, error) {
 	p.mu.Lock()
-	if p.running < p.lanes && len(p.queue) == 0 {
+	if p.running < p.widthLocked() && len(p.queue) == 0 {
 		// Nobody to share with: send it now, from here.
 		p.running++
+		p.sizeBatchLocked(1)
 		p.mu.Unlock()
 		c.reply, c.err = p.evalOne(c.ctx, c)
 		p.release()
@@ -92,7 +141,7 @@ func (p *pipe) do(c *pipeCall) ([]any, error) {
 	c.done = make(chan struct{})
 	p.queue = append(p.queue, c)
 	var batch []*pipeCall
-	if p.running < p.lanes {
+	if p.running < p.widthLocked() {
 		p.running++
 		batch = p.takeLocked()
 	}
@@ -113,7 +162,7 @@ func (p *pipe) do(c *pipeCall) ([]any, error) {
 // release gives a lane back, or hands it what queued meanwhile.
 func (p *pipe) release() {
 	p.mu.Lock()
-	if len(p.queue) == 0 {
+	if len(p.queue) == 0 || p.running > p.widthLocked() {
 		p.running--
 		p.mu.Unlock()
 		return
@@ -128,7 +177,9 @@ func (p *pipe) lane(batch []*pipeCall) {
 	for {
 		p.send(batch)
 		p.mu.Lock()
-		if len(p.queue) == 0 {
+		if len(p.queue) == 0 || p.running > p.widthLocked() {
+			// Nothing queued, or the pipe narrowed: the lanes left
+			// send what queues.
 			p.running--
 			p.mu.Unlock()
 			return
@@ -138,8 +189,10 @@ func (p *pipe) lane(batch []*pipeCall) {
 	}
 }
 
-// takeLocked removes up to maxBatch calls from the front of the queue.
+// takeLocked removes up to maxBatch calls from the front of the queue,
+// a round trip's batch.
 func (p *pipe) takeLocked() []*pipeCall {
+	p.sizeBatchLocked(min(len(p.queue), p.maxBatch))
 	if len(p.queue) <= p.maxBatch {
 		b := p.queue
 		p.queue = nil

@@ -111,7 +111,7 @@ func TestConcurrentDecisionsShareRoundTrips(t *testing.T) {
 func TestQueuedCallPastDeadlineIsNotSent(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
-	b, err := NewRedisBackend(RedisOptions{Client: c, Pipelines: 2, BreakerErrors: 1000})
+	b, err := NewRedisBackend(RedisOptions{Client: c, Pipelines: 2, WidePipelines: 2, BreakerErrors: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,5 +373,102 @@ func testMovedTakeIsFollowed(t *testing.T, piped bool) {
 	}
 	if want := float64(10 - takes); left < want || left > want+0.01 {
 		t.Errorf("the bucket holds %v tokens after %d takes of 1 from 10, want %v", left, takes, want)
+	}
+}
+
+// The pipe's width follows the calls its round trips carry: wide while
+// they carry about one (light load), narrow once they carry many, and
+// steady in between (no flapping between the two widths).
+func TestPipeWidthFollowsBatches(t *testing.T) {
+	feed := func(p *pipe, n, times int) {
+		for range times {
+			p.sizeBatchLocked(n)
+		}
+	}
+	p := &pipe{lanes: 2, wideLanes: 8}
+	if w := p.widthLocked(); w != 8 {
+		t.Fatalf("a new pipe's width = %d, want the wide 8", w)
+	}
+	feed(p, 1, 100)
+	if w := p.widthLocked(); w != 8 {
+		t.Errorf("after calls sent alone: width %d, want 8", w)
+	}
+	// A busy Redis: batches of 6 at the wide width.
+	feed(p, 6, 20)
+	if w := p.widthLocked(); w != 2 {
+		t.Errorf("after batches of 6: width %d, want the narrow 2", w)
+	}
+	// Batches of 3 sit between the thresholds: the width stays as it is.
+	feed(p, 3, 100)
+	if w := p.widthLocked(); w != 2 {
+		t.Errorf("narrow, then batches of 3: width %d, want 2", w)
+	}
+	feed(p, 1, 20)
+	if w := p.widthLocked(); w != 8 {
+		t.Errorf("after the load fell: width %d, want 8", w)
+	}
+	feed(p, 3, 100)
+	if w := p.widthLocked(); w != 8 {
+		t.Errorf("wide, then batches of 3: width %d, want 8", w)
+	}
+}
+
+// At light load a burst of calls goes out at once, each alone, as bare
+// EVALSHAs on their own connections would; once the pipe has narrowed
+// (Redis busy) the same burst fills the narrow lanes and the rest queue
+// for a shared round trip. Redis is stopped so that the calls stay in
+// flight while the test looks.
+func TestBurstWidth(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	b, err := NewRedisBackend(RedisOptions{Client: c, Pipelines: 2, WidePipelines: 8, BreakerErrors: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/burst:0", Timeout: 10 * time.Second,
+		Limits: Limits{Capacity: 100, FillAmount: 100, Interval: time.Hour, Continuous: true}})
+	burst := func(narrow bool) (running, queued int) {
+		t.Helper()
+		b.pipe.mu.Lock()
+		b.pipe.narrow = narrow
+		b.pipe.batchAvg = 1
+		if narrow {
+			b.pipe.batchAvg = pipeNarrowAbove + 1
+		}
+		b.pipe.mu.Unlock()
+		srv.Signal(t, "STOP")
+		var wg sync.WaitGroup
+		var failed atomic.Int64
+		for i := range 5 {
+			wg.Go(func() {
+				if r := l.Take(ctx, time.Now(), "k"+strconv.Itoa(i), 1); r.Failure != "" || !r.Allowed {
+					failed.Add(1)
+				}
+			})
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			b.pipe.mu.Lock()
+			running, queued = b.pipe.running, len(b.pipe.queue)
+			b.pipe.mu.Unlock()
+			if running+queued == 5 || time.Now().After(deadline) {
+				break
+			}
+		}
+		srv.Signal(t, "CONT")
+		wg.Wait()
+		if n := failed.Load(); n != 0 {
+			t.Errorf("%d of the burst's takes were not admitted by Redis", n)
+		}
+		return running, queued
+	}
+	if running, queued := burst(false); running != 5 || queued != 0 {
+		t.Errorf("light load: %d in flight and %d queued, want all 5 in flight at once", running, queued)
+	}
+	if running, queued := burst(true); running != 2 || queued != 3 {
+		t.Errorf("narrowed: %d in flight and %d queued, want 2 and 3", running, queued)
 	}
 }

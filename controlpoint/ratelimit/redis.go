@@ -65,9 +65,15 @@ type RedisOptions struct {
 	// lets a probe through. Default 250ms.
 	BreakerCooldown time.Duration
 	// Pipelines is how many calls or pipelines of calls may be in flight
-	// at once; concurrent decisions beyond it share the next round trip
-	// (see pipe.go). Default 2.
+	// at once while Redis is busy (round trips carry several calls each);
+	// concurrent decisions beyond it share the next round trip (see
+	// pipe.go). Default 2.
 	Pipelines int
+	// WidePipelines is how many may be in flight at once while round
+	// trips carry few calls each (light load), so that calls that arrive
+	// together go at once rather than wait a round trip for company.
+	// Default 8; below Pipelines it counts as Pipelines.
+	WidePipelines int
 }
 
 var (
@@ -95,6 +101,9 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	if opts.Pipelines <= 0 {
 		opts.Pipelines = defaultPipeLanes
 	}
+	if opts.WidePipelines <= 0 {
+		opts.WidePipelines = defaultPipeWideLanes
+	}
 	br, err := newRedisBreaker(opts.BreakerErrors, opts.BreakerCooldown)
 	if err != nil {
 		return nil, err
@@ -106,7 +115,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	})
 	b := &RedisBackend{
 		client:   opts.Client,
-		pipe:     pipe{client: opts.Client, lanes: opts.Pipelines, maxBatch: defaultPipeMaxBatch},
+		pipe:     pipe{client: opts.Client, lanes: opts.Pipelines, wideLanes: max(opts.WidePipelines, opts.Pipelines), maxBatch: defaultPipeMaxBatch},
 		tb:       redis.NewScript(tokenBucketLua),
 		sw:       redis.NewScript(slidingWindowLua),
 		lz:       redis.NewScript(lazySyncLua),

@@ -15,7 +15,7 @@ var (
 	pathsPaired = flag.Duration("paths.paired", 0, "BenchmarkRedisPaths: pace floor and exact at 5,000/s in turns of -paths.slice for this long each, the order alternating each round, quantiles over all slices pooled (0: one 2 s run per mode instead)")
 	pathsSlice  = flag.Duration("paths.slice", 250*time.Millisecond, "BenchmarkRedisPaths: length of one turn of -paths.paired")
 
-	pathsPairedPipelines = flag.String("paths.paired.pipelines", "", "BenchmarkRedisPaths: with -paths.paired, more exact contenders with these RedisOptions.Pipelines (comma-separated, e.g. 8)")
+	pathsPairedPipelines = flag.String("paths.paired.pipelines", "", "BenchmarkRedisPaths: with -paths.paired, more exact contenders with these fixed numbers of pipelines (RedisOptions.Pipelines and WidePipelines; comma-separated, e.g. 2,8)")
 )
 
 // The paced p99 of one 2 s run per mode is mostly the machine's: on two

@@ -27,6 +27,7 @@ var (
 	pathsDuration  = flag.Duration("paths.duration", 3*time.Second, "BenchmarkRedisPaths: length of one closed-loop measurement")
 	pathsCallers   = flag.Int("paths.callers", 50, "BenchmarkRedisPaths: concurrent callers in the closed loop")
 	pathsPipelines = flag.Int("paths.pipelines", 0, "BenchmarkRedisPaths: RedisOptions.Pipelines of the engines (0: the default)")
+	pathsWide      = flag.Int("paths.wide", 0, "BenchmarkRedisPaths: RedisOptions.WidePipelines of the engines (0: the default)")
 	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty), or \"paced\" for floor and exact at 5,000/s only")
 )
 
@@ -68,8 +69,8 @@ func BenchmarkRedisPaths(b *testing.B) {
 		return script.EvalSha(context.Background(), c, []string{key}, 1e9, 1e9, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
 	}
 	run := strconv.FormatInt(benchRuns.Add(1), 10)
-	checkWith := func(pipelines int, name, params string, keys int) func(context.Context, int, int) error {
-		e := newEngineWith(b, ratelimit.RedisOptions{Client: srv.Client(b), Pipelines: pipelines},
+	checkWith := func(pipelines, wide int, name, params string, keys int) func(context.Context, int, int) error {
+		e := newEngineWith(b, ratelimit.RedisOptions{Client: srv.Client(b), Pipelines: pipelines, WidePipelines: wide},
 			limiterPolicy(b, "paths-"+name+"-"+run, limiter("ingress", 1e9, params)))
 		return func(ctx context.Context, g, n int) error {
 			var d controlpoint.Decision
@@ -82,7 +83,7 @@ func BenchmarkRedisPaths(b *testing.B) {
 		}
 	}
 	check := func(name, params string, keys int) func(context.Context, int, int) error {
-		return checkWith(*pathsPipelines, name, params, keys)
+		return checkWith(*pathsPipelines, *pathsWide, name, params, keys)
 	}
 	const exactParams = "failure_mode: fail_closed, redis_timeout: 1s"
 	modes := []pathMode{
@@ -98,7 +99,7 @@ func BenchmarkRedisPaths(b *testing.B) {
 			if err != nil || n < 1 {
 				b.Fatalf("-paths.paired.pipelines %q: want numbers of pipelines ≥ 1, comma-separated", *pathsPairedPipelines)
 			}
-			paced = append(paced, pathMode{"exact, " + f + " pipelines", checkWith(n, "exact-p"+f, exactParams, 64)})
+			paced = append(paced, pathMode{"exact, " + f + " pipelines", checkWith(n, n, "exact-p"+f, exactParams, 64)})
 		}
 	}
 	// Cold keys: 10,000 keys offered 16,000 checks/s in all (1.6 a key
