@@ -57,3 +57,30 @@ func TestSetDecisionHeadersInts(t *testing.T) {
 		}
 	}
 }
+
+// An accepted flow's RateLimit fields come from a limiter that decided:
+// a global limiter that failed open knows nothing of its bucket, so its
+// Remaining of 0 must not tell the client to hold back; a local_fallback
+// one decided from its local bucket and counts.
+func TestSetDecisionHeadersSkipFailedOpen(t *testing.T) {
+	open := LimiterDecision{ComponentType: "rate_limiter", Limit: 100, Remaining: 0, Failure: "fail_open: timeout"}
+	local := LimiterDecision{ComponentType: "rate_limiter", Limit: 50, Remaining: 7, Failure: "local_fallback: timeout"}
+	for _, tc := range []struct {
+		name      string
+		limiters  []LimiterDecision
+		remaining string
+	}{
+		{"failed open alone", []LimiterDecision{open}, ""},
+		{"failed open beside one that decided", []LimiterDecision{open, {ComponentType: "rate_limiter", Limit: 10, Remaining: 3}}, "3"},
+		{"local fallback", []LimiterDecision{open, local}, "7"},
+	} {
+		h := http.Header{}
+		SetDecisionHeaders(h, &Decision{Accepted: true, Decider: -1, Limiters: tc.limiters})
+		if got := h.Get("RateLimit-Remaining"); got != tc.remaining {
+			t.Errorf("%s: RateLimit-Remaining %q, want %q", tc.name, got, tc.remaining)
+		}
+		if h.Get(HeaderDecision) != "accepted" {
+			t.Errorf("%s: decision header %q", tc.name, h.Get(HeaderDecision))
+		}
+	}
+}

@@ -237,7 +237,9 @@ func ParseBaggage(value string, labels map[string]string) {
 // and for a rejection the reason, the deciding policy and component,
 // Retry-After, and the RateLimit-Limit / -Remaining / -Reset of the
 // limiter that denied. An accepted flow gets the RateLimit headers of the
-// rate limiter with the fewest tokens left.
+// rate limiter with the fewest tokens left, among those that decided: a
+// global limiter that failed open did not learn its bucket (its Remaining
+// is no count), and a client told 0 would hold back for nothing.
 //
 // h is an http.Header or any header that sets a value by name (such as
 // fasthttp's ResponseHeader).
@@ -258,7 +260,7 @@ func SetDecisionHeaders(h HeaderSetter, d *Decision) {
 		h.Set(HeaderDecision, "accepted")
 		for i := range d.Limiters {
 			l := &d.Limiters[i]
-			if l.ComponentType == "rate_limiter" && finite(l.Limit) > 0 && (lim == nil || finite(l.Remaining) < finite(lim.Remaining)) {
+			if l.ComponentType == "rate_limiter" && finite(l.Limit) > 0 && !failedOpen(l) && (lim == nil || finite(l.Remaining) < finite(lim.Remaining)) {
 				lim = l
 			}
 		}
@@ -268,6 +270,12 @@ func SetDecisionHeaders(h HeaderSetter, d *Decision) {
 		setWhole(h, "RateLimit-Remaining", math.Floor(finite(lim.Remaining)))
 		h.Set("RateLimit-Reset", ceilSeconds(onWire(lim.Reset)))
 	}
+}
+
+// failedOpen reports whether l let the flow through by its fail_open
+// failure mode, without its store's answer.
+func failedOpen(l *LimiterDecision) bool {
+	return strings.HasPrefix(l.Failure, metricnames.ModeFailOpen+":")
 }
 
 // setWhole sets name to the whole number v as strconv.FormatFloat(v, 'f',
