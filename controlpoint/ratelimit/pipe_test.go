@@ -472,3 +472,55 @@ func TestBurstWidth(t *testing.T) {
 		t.Errorf("narrowed: %d in flight and %d queued, want 2 and 3", running, queued)
 	}
 }
+
+// Under a closed loop of 50 callers Redis is busy: the pipe narrows, and
+// its round trips carry many calls each.
+func TestBusyPipeNarrows(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	var rt roundTrips
+	c.AddHook(&rt)
+	b := newBackend(t, c)
+	ctx := context.Background()
+	if err := b.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/busy:0", Timeout: 5 * time.Second,
+		Limits: Limits{Capacity: 1e9, FillAmount: 1e9, Interval: time.Hour, Continuous: true}})
+	const callers, each = 50, 200
+	var wg sync.WaitGroup
+	var narrow, samples atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			b.pipe.mu.Lock()
+			if b.pipe.narrow {
+				narrow.Add(1)
+			}
+			b.pipe.mu.Unlock()
+			samples.Add(1)
+		}
+	}()
+	for g := range callers {
+		wg.Go(func() {
+			for i := range each {
+				l.Take(ctx, time.Now(), strconv.Itoa((g*each+i)%64), 1)
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	trips := rt.single.Load() + rt.pipelines.Load()
+	t.Logf("%d takes in %d round trips; narrow in %d of %d samples", callers*each, trips, narrow.Load(), samples.Load())
+	if n, s := narrow.Load(), samples.Load(); s > 0 && n*2 < s {
+		t.Errorf("narrow in %d of %d samples under 50 callers, want most", n, s)
+	}
+	if per := float64(callers*each) / float64(trips); per < pipeNarrowAbove {
+		t.Errorf("%.1f takes a round trip under 50 callers, want more than %d", per, pipeNarrowAbove)
+	}
+}
