@@ -55,6 +55,7 @@ type LoopServer struct {
 	conns   int           // guarded by mu: connections on the loops
 	served  chan struct{} // closed when Serve is to return
 	serving bool          // guarded by mu
+	shut    bool          // guarded by mu: Shutdown was called
 
 	idleTimeout time.Duration // leanIdleTimeout; tests shorten it
 	sndBuf      int           // SO_SNDBUF of client sockets, when > 0 (tests)
@@ -193,8 +194,12 @@ func (s *LoopServer) onLoops(f func(st *loopState)) {
 func (s *LoopServer) Shutdown(ctx context.Context) error {
 	s.lean.shutting.Store(true)
 	s.mu.Lock()
-	acc, serving := s.accept, s.serving
+	acc, serving, again := s.accept, s.serving, s.shut
+	s.shut = true
 	s.mu.Unlock()
+	if again { // the loops are stopped: only the lean engine's connections may be left
+		return s.lean.Shutdown(ctx)
+	}
 	if acc != nil {
 		acc.Close()
 	}
