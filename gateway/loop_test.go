@@ -542,3 +542,22 @@ func TestLoopAdmitsOffTheLoop(t *testing.T) {
 		t.Fatalf("first: %d %q %v", resp.StatusCode, b, resp.Header)
 	}
 }
+
+// The loop engine's plain path, under a local rate limiter (decided on
+// the loop), allocates next to nothing a request, as the lean engine's
+// (TestLeanRequestAllocations): the one copy of the head for the flow
+// labels. Counted over the whole process, the test's client included.
+func TestLoopRequestAllocations(t *testing.T) {
+	e := allocEngine(t, allocPolicy)
+	if e.MayWait("ingress") {
+		t.Fatal("a local rate limiter may wait, says the engine")
+	}
+	objects := engineAllocations(t, e, nil, func(g *Gateway) string { return serveLoopAddr(t, g) })
+	want := 1.5
+	if raceEnabled {
+		want = 3 // the pools drop a share
+	}
+	if objects > want {
+		t.Errorf("the loop engine allocates %.2f objects a request, want at most %.1f", objects, want)
+	}
+}

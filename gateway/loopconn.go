@@ -624,7 +624,7 @@ func (c *loopConn) onUp(up *loopUp, ev uint32) {
 			c.readHead()
 		}
 	case c.stage == stRelay:
-		c.readBody()
+		c.readBody(ev)
 	}
 }
 
@@ -815,11 +815,16 @@ func (c *loopConn) sendBody(p []byte) {
 
 // readBody reads the target once and relays what came, as relayLength,
 // relayChunked and relayToClose do.
-func (c *loopConn) readBody() {
+func (c *loopConn) readBody(ev uint32) {
 	up := c.up
 	if len(c.wq) > 0 { // back-pressure: the client has not taken the last piece
 		up.paused = true
 		up.setInterest(0)
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			// They come whatever the interest: stop watching until the
+			// client drains, then read what is left and the error.
+			up.unwatch()
+		}
 		return
 	}
 	// A whole buffer, not just what is left: bytes past the end stay
@@ -1001,7 +1006,7 @@ func (c *loopConn) drain() {
 	case stRelay:
 		if up := c.up; up != nil && up.paused {
 			up.paused = false
-			up.setInterest(eventloop.Readable)
+			up.watch()
 		}
 	case stFlush:
 		c.flushed()

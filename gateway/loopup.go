@@ -47,6 +47,7 @@ type loopUp struct {
 	out        []byte // the request's bytes not yet written
 	interest   uint32
 	paused     bool // reading stopped until the client takes what it has (back-pressure)
+	unwatched  bool // out of the epoll set while paused (an error or hang-up came)
 	closed     bool
 }
 
@@ -241,8 +242,26 @@ func (up *loopUp) onEvent(ev uint32) {
 	up.owner.onUp(up, ev)
 }
 
+// unwatch takes up out of the loop's epoll set, watch puts it back for
+// reading.
+func (up *loopUp) unwatch() {
+	if !up.unwatched && up.p.st.l.Delete(up.fd) == nil {
+		up.unwatched = true
+	}
+}
+
+func (up *loopUp) watch() {
+	if !up.unwatched {
+		up.setInterest(eventloop.Readable)
+		return
+	}
+	if up.p.st.l.Add(up.fd, eventloop.Readable, up.onEvent) == nil {
+		up.unwatched, up.interest = false, eventloop.Readable
+	}
+}
+
 func (up *loopUp) setInterest(ev uint32) {
-	if up.interest != ev && up.fd >= 0 && !up.closed {
+	if up.interest != ev && up.fd >= 0 && !up.closed && !up.unwatched {
 		if up.p.st.l.Modify(up.fd, ev) == nil {
 			up.interest = ev
 		}
@@ -254,9 +273,9 @@ func (up *loopUp) setInterest(ev uint32) {
 func (p *loopPool) put(up *loopUp) {
 	up.owner, up.r, up.w, up.out = nil, 0, 0, nil
 	up.used = time.Now()
-	if up.paused || up.interest != eventloop.Readable {
+	if up.paused || up.unwatched || up.interest != eventloop.Readable {
 		up.paused = false
-		up.setInterest(eventloop.Readable)
+		up.watch()
 	}
 	p.idle = append(p.idle, up)
 	if !p.pruning.Set() {
@@ -274,7 +293,9 @@ func (p *loopPool) closeUp(up *loopUp) {
 	up.closed = true
 	up.owner = nil
 	if up.fd >= 0 {
-		_ = p.st.l.Delete(up.fd)
+		if !up.unwatched {
+			_ = p.st.l.Delete(up.fd)
+		}
 		_ = unix.Close(up.fd)
 		if !up.connecting {
 			p.gauge.Dec()

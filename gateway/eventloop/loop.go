@@ -20,8 +20,10 @@ const (
 )
 
 // Handler is called on the loop with the events epoll reported for its
-// descriptor: EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP and EPOLLRDHUP bits
-// (unix.EPOLL*). EPOLLERR and EPOLLHUP come whatever the interest.
+// descriptor: EPOLLIN, EPOLLOUT, EPOLLERR and EPOLLHUP bits (unix.EPOLL*).
+// EPOLLERR and EPOLLHUP come whatever the interest, and come again while
+// they hold (level-triggered): a handler that cannot act on them now
+// deletes the descriptor. A peer's half-close is EPOLLIN (a read of 0).
 type Handler func(events uint32)
 
 // Options configures New.
@@ -170,7 +172,7 @@ func (l *Loop) Post(f func()) {
 // both; 0: errors and hang-ups only) and its handler.
 func (l *Loop) Add(fd int, events uint32, h Handler) error {
 	l.gen++
-	ev := unix.EpollEvent{Events: events | unix.EPOLLRDHUP, Fd: int32(fd), Pad: l.gen}
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: l.gen}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("eventloop: add fd %d: %w", fd, err)
 	}
@@ -183,7 +185,7 @@ func (l *Loop) Add(fd int, events uint32, h Handler) error {
 
 // Modify changes the events of interest of fd, registered with Add.
 func (l *Loop) Modify(fd int, events uint32) error {
-	ev := unix.EpollEvent{Events: events | unix.EPOLLRDHUP, Fd: int32(fd), Pad: l.handlers[fd].gen}
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: l.handlers[fd].gen}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
 		return fmt.Errorf("eventloop: modify fd %d: %w", fd, err)
 	}
