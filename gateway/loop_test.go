@@ -10,10 +10,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -560,4 +562,109 @@ func TestLoopRequestAllocations(t *testing.T) {
 	if objects > want {
 		t.Errorf("the loop engine allocates %.2f objects a request, want at most %.1f", objects, want)
 	}
+}
+
+// A panic in request code on the loop (a bug) answers 500, closes the
+// connection and gives the breaker's permit back; the loop serves on.
+func TestLoopPanicReleasesBreakerPermit(t *testing.T) {
+	panicReleasesBreakerPermit(t, func(g *Gateway) string { return serveLoopAddr(t, g) })
+}
+
+// A reload (Update) applies from the next request on a connection the
+// loop serves, as the lean engine sees it.
+func TestLoopReload(t *testing.T) {
+	a, _ := pathTarget(t)
+	b := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"); err != nil {
+				return
+			}
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(a), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	addr := serveLoopAddr(t, g)
+	c, br := dialLean(t, addr)
+	if _, body := exchangeOn(t, c, br, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n"); body != "GET /x" {
+		t.Fatalf("before: %q", body)
+	}
+	if err := g.Update(oneUpstream(b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := exchangeOn(t, c, br, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n"); body != "b" {
+		t.Fatalf("after the reload: %q, want the new target's", body)
+	}
+}
+
+// A target named by a host name is dialled aside (a lookup may wait) and
+// served the same.
+func TestLoopHostNameTarget(t *testing.T) {
+	up, _ := pathTarget(t)
+	_, port, _ := net.SplitHostPort(up)
+	addr, _ := loopTo(t, Options{Config: oneUpstream(net.JoinHostPort("localhost", port))}, nil)
+	c, br := dialLean(t, addr)
+	for i := range 3 {
+		resp, body := exchangeOn(t, c, br, "GET /n HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != 200 || body != "GET /n" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
+
+// loadSchedulerAtIngress queues flows at the gateway's control point; its
+// multiplier is high enough that all are admitted.
+const loadSchedulerAtIngress = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: protect, namespace: default}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          load_scheduler:
+            selectors: [{control_point: ingress}]
+            in_ports: {load_multiplier: {constant_signal: {value: 10}}}
+            parameters:
+              default_workload_parameters: {priority: 0, queue_timeout: 1s}
+`
+
+// Under a load scheduler (its checks may wait) the loop engine checks off
+// the loop, and the requests are admitted and answered with the decision.
+func TestLoopLoadSchedulerAdmits(t *testing.T) {
+	e := allocEngine(t, loadSchedulerAtIngress)
+	if !e.MayWait("ingress") {
+		t.Fatal("a load scheduler may not wait, says the engine")
+	}
+	up, _ := pathTarget(t)
+	cfg := oneUpstream(up)
+	cfg.Routes[0].ControlPoint = "ingress"
+	addr, _ := loopTo(t, Options{Config: cfg, Checker: controlpoint.NewLocalChecker(e)}, nil)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			c, br := dialLean(t, addr)
+			for j := range 25 {
+				if _, err := fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: h\r\n\r\n", i, j); err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != fmt.Sprintf("GET /c%d/%d", i, j) || resp.Header.Get("X-FluxGate-Decision") != "accepted" {
+					t.Errorf("conn %d request %d: %d %q %v", i, j, resp.StatusCode, b, resp.Header)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

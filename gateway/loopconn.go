@@ -72,6 +72,9 @@ type loopConn struct {
 	up       *loopUp
 	reused   bool
 	resent   int // of the request on another pooled connection (resendOnNew)
+	// attempting: an attempt on t is counted in flight (attemptTarget)
+	// and not yet ended (attemptDone).
+	attempting bool
 	waiting  *loopPool
 
 	mode        int64 // the response body's length, or http1.Body*
@@ -514,7 +517,7 @@ func (c *loopConn) nextAttempt() {
 		c.upstreamFailed(err)
 		return
 	}
-	c.t, c.tStart, c.resent = t, start, 0
+	c.t, c.tStart, c.resent, c.attempting = t, start, 0, true
 	c.getConn()
 }
 
@@ -728,6 +731,7 @@ func (c *loopConn) attemptFailed(err error, answered bool) {
 		return
 	}
 	fl := &c.lc.fl
+	c.attempting = false
 	if c.st.s.g.attemptDone(c.u, fl, c.t, c.tStart, 0, err, c.again, c.attempt, nil) {
 		c.tried = append(c.tried, c.t)
 		c.last = err
@@ -750,6 +754,7 @@ func (c *loopConn) upstreamFailed(err error) {
 // gotHead relays the answer whose head c.up read.
 func (c *loopConn) gotHead() {
 	c.stopUT()
+	c.attempting = false
 	c.st.s.g.attemptDone(c.u, &c.lc.fl, c.t, c.tStart, c.up.resp.Status, nil, c.again, c.attempt, nil)
 	up := c.up
 	resp := &up.resp
@@ -1041,9 +1046,9 @@ func (c *loopConn) abort() {
 		c.up.p.closeUp(c.up)
 		c.up = nil
 	}
-	if c.t != nil && c.stage == stUpstream {
+	if c.attempting { // attemptDone not called: the target's count
+		c.attempting = false
 		c.t.inFlight.Add(-1)
-		c.t = nil
 	}
 	if c.entered {
 		c.entered = false
