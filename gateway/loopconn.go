@@ -75,7 +75,7 @@ type loopConn struct {
 	// attempting: an attempt on t is counted in flight (attemptTarget)
 	// and not yet ended (attemptDone).
 	attempting bool
-	waiting  *loopPool
+	waiting    *loopPool
 
 	mode        int64 // the response body's length, or http1.Body*
 	remaining   int64
