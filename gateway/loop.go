@@ -54,6 +54,7 @@ type LoopServer struct {
 	mu      sync.Mutex
 	conns   int           // guarded by mu: connections on the loops
 	served  chan struct{} // closed when Serve is to return
+	ready   chan struct{} // closed when Serve has registered the listener on the loops, or failed to
 	serving bool          // guarded by mu
 	shut    bool          // guarded by mu: Shutdown was called
 
@@ -80,7 +81,7 @@ func (g *Gateway) NewLoopServer(logger *slog.Logger, loops int) (*LoopServer, er
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &LoopServer{g: g, logger: logger, lean: g.NewLeanServer(logger), served: make(chan struct{}), idleTimeout: leanIdleTimeout}
+	s := &LoopServer{g: g, logger: logger, lean: g.NewLeanServer(logger), served: make(chan struct{}), ready: make(chan struct{}), idleTimeout: leanIdleTimeout}
 	group, err := eventloop.New(eventloop.Options{Loops: loops, OnPanic: func(p any) {
 		logger.Error("gateway event loop recovered a panic", "panic", p)
 	}})
@@ -108,26 +109,28 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 		return fmt.Errorf("gateway: the loop engine serves a TCP listener, not %T", ln)
 	}
 	s.mu.Lock()
-	if s.serving {
+	switch {
+	case s.serving:
 		s.mu.Unlock()
 		return errors.New("gateway: loop server already serving")
+	case s.shut:
+		s.mu.Unlock()
+		return nil
 	}
 	s.serving = true
 	s.mu.Unlock()
-	if s.lean.shutting.Load() {
-		return nil
-	}
 	s.lean.startEngines()
 	s.group.Start()
 	acc, err := s.group.Accept(tl, s.accepted, func(err error) {
 		s.logger.Warn("gateway accept failed; retrying", "err", err, "in", 100*time.Millisecond)
 	})
-	if err != nil {
-		return err
-	}
 	s.mu.Lock()
 	s.accept = acc
 	s.mu.Unlock()
+	close(s.ready) // Shutdown waits for it once serving
+	if err != nil {
+		return err
+	}
 	<-s.served
 	return nil
 }
@@ -194,12 +197,18 @@ func (s *LoopServer) onLoops(f func(st *loopState)) {
 func (s *LoopServer) Shutdown(ctx context.Context) error {
 	s.lean.shutting.Store(true)
 	s.mu.Lock()
-	acc, serving, again := s.accept, s.serving, s.shut
+	serving, again := s.serving, s.shut
 	s.shut = true
 	s.mu.Unlock()
 	if again { // the loops are stopped: only the lean engine's connections may be left
 		return s.lean.Shutdown(ctx)
 	}
+	if serving {
+		<-s.ready // Serve registers the listener (or fails) without waiting on anything
+	}
+	s.mu.Lock()
+	acc := s.accept
+	s.mu.Unlock()
 	if acc != nil {
 		acc.Close()
 	}

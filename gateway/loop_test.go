@@ -668,3 +668,80 @@ func TestLoopLoadSchedulerAdmits(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// With its connections to a target all in use, a loop's request waits
+// for one to come back (and is then served on it), or, past the dial
+// timeout, is answered 502 as the lean pool's errLeanPoolFull is.
+func TestLoopPoolBound(t *testing.T) {
+	release := make(chan struct{})
+	var conns atomic.Int64
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/slow" {
+				<-release
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second, DialTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := g.NewLoopServer(nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.loops[0].limit = 1
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	})
+	waitServing(t, s)
+	slow, slowBR := dialLean(t, ln.Addr().String())
+	if _, err := io.WriteString(slow, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for conns.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// Past the dial timeout: 502.
+	c, br := dialLean(t, ln.Addr().String())
+	resp, body := exchangeOn(t, c, br, "GET /fast HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "upstream_unavailable") {
+		t.Fatalf("a request past the wait: %d %q, want 502", resp.StatusCode, body)
+	}
+	// Within it: served once the slow request's connection comes back.
+	if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for _, rd := range []*bufio.Reader{slowBR, br} {
+		resp, err := http.ReadResponse(rd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("%d %q", resp.StatusCode, b)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("the target saw %d connections, want 1 (the bound)", n)
+	}
+}
