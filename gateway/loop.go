@@ -276,5 +276,5 @@ func (st *loopState) pool(addr string) *loopPool {
 	return p
 }
 
-// LoopsSupported reports whether this system runs the loop engine.
+// loopsSupported reports whether this system runs the loop engine.
 const loopsSupported = true
