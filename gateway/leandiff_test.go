@@ -370,17 +370,20 @@ func showAnswers(as []engineAnswer) string {
 }
 
 // FuzzEnginesAgree holds the engines to the same answers for any bytes a
-// client sends. Run it with -fuzz; each input is bounded by short
-// deadlines on loopback.
+// client sends (the loop engine to the lean one's, where it runs). Run
+// it with -fuzz; each input is bounded by short deadlines on loopback.
 func FuzzEnginesAgree(f *testing.F) {
 	for _, tc := range engineRequests {
 		f.Add([]byte(tc.raw))
 	}
-	fast, lean, ref := diffGateways(f)
+	fast, lean, ref, loop := diffGatewaysLoop(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if len(raw) > 8<<10 {
 			return
 		}
 		compareEngines(t, fast, lean, ref, raw)
+		if loop != "" {
+			compareLoop(t, lean, loop, ref, raw)
+		}
 	})
 }
