@@ -507,6 +507,31 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	}
 }
 
+// MayWait reports whether Check at controlPoint may wait, with the
+// policies installed now: a scheduler (load or quota) or a concurrency
+// limiter (adaptive or not) may queue the flow, a rate limiter kept in
+// Redis makes a round trip, and a Rego classifier evaluates a module.
+// Local rate limiters, flux meters and classifiers without Rego answer at
+// once. An event loop asks it before a check, to check on another
+// goroutine when the check may wait.
+func (e *Engine) MayWait(controlPoint string) bool {
+	pt := e.snap.Load().points[controlPoint]
+	if pt == nil {
+		return false
+	}
+	for i := range pt.classifiers {
+		if pt.classifiers[i].c.UsesRego() {
+			return true
+		}
+	}
+	for i := range pt.components {
+		if r, ok := pt.components[i].c.(*rateLimiter); !ok || r.redis != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // EndFlow reports that the admitted flow with id (a Decision's FlowID)
 // ended at now, failed or not: the slots held for it are freed, and the
 // components that hold them learn its latency. It reports whether the

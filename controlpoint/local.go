@@ -50,3 +50,7 @@ func (l *LocalChecker) EndFlow(_ context.Context, id uint64, failed bool) error 
 func (l *LocalChecker) EndFlowAt(now time.Time, id uint64, failed bool) {
 	l.e.EndFlow(now, id, failed)
 }
+
+// MayWait reports whether a check at controlPoint may wait (see
+// Engine.MayWait): an event loop checks elsewhere when it may.
+func (l *LocalChecker) MayWait(controlPoint string) bool { return l.e.MayWait(controlPoint) }

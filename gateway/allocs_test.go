@@ -165,6 +165,16 @@ const (
 // The answers must carry the rate limiter's RateLimit-Limit.
 func leanAllocations(t *testing.T, e *controlpoint.Engine, flows client.FlowObserver) float64 {
 	t.Helper()
+	return engineAllocations(t, e, flows, func(g *Gateway) string {
+		url, _ := serveLean(t, g)
+		return url[len("http://"):]
+	})
+}
+
+// engineAllocations is leanAllocations on the engine serve serves g on
+// (it returns the address).
+func engineAllocations(t *testing.T, e *controlpoint.Engine, flows client.FlowObserver, serve func(*Gateway) string) float64 {
+	t.Helper()
 	cfg := oneUpstream(rawTarget(t))
 	cfg.Routes[0].ControlPoint = "ingress"
 	opts := Options{Config: cfg, Checker: controlpoint.NewLocalChecker(e)}
@@ -176,8 +186,7 @@ func leanAllocations(t *testing.T, e *controlpoint.Engine, flows client.FlowObse
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	url, _ := serveLean(t, g)
-	c, err := net.Dial("tcp", url[len("http://"):])
+	c, err := net.Dial("tcp", serve(g))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,10 @@ func serveEngine(t *testing.T, g *Gateway, engine string) string {
 		t.Cleanup(func() { _ = srv.Close() })
 		return ln.Addr().String()
 	}
+	if engine == "loop" {
+		_ = ln.Close()
+		return serveLoopAddr(t, g)
+	}
 	if engine == "lean" {
 		_ = ln.Close()
 		url, _ := serveLean(t, g)

@@ -29,7 +29,7 @@ type Config struct {
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN. On the lean engine HTTP/1.1 clients stay on it, connections opening with the HTTP/2 preface (prior knowledge) go to http2.server, and Upgrade: h2c (with other requests outside lean's subset) to net/http."`
 	// Engine picks the server engine. Read at start, like Listen.
-	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners, with h2c too), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls and h2c prior knowledge to http2.server, Upgrade: h2c to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls) or net (net/http always). Empty means auto."`
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners, with h2c too), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls and h2c prior knowledge to http2.server, Upgrade: h2c to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls), net (net/http always) or loop (Linux only: the lean engine's requests served on event loops, one a CPU; what lean hands on, upstream TLS groups and checks that may wait handled as docs/gateway.md says; with tls or h2c set it serves as lean). Empty means auto."`
 	// HTTP2 is how the lean engine serves HTTP/2 clients. Read at start.
 	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean engine serves clients that choose HTTP/2 over TLS, or h2c with prior knowledge (see HTTP2Config)."`
 }
@@ -56,6 +56,7 @@ const (
 	EngineNet  = "net"
 	EngineFast = "fast"
 	EngineLean = "lean"
+	EngineLoop = "loop" // Linux only
 )
 
 // Load-balancing algorithms (gateway.upstreams[].algorithm).
@@ -291,8 +292,12 @@ func (c *Config) check(report func(path []any, msg string)) {
 	c.UpstreamTLS.check(bad.key("upstream_tls"))
 	switch c.Engine {
 	case "", EngineAuto, EngineNet, EngineFast, EngineLean:
+	case EngineLoop:
+		if !loopsSupported {
+			bad([]any{"engine"}, "%s runs on Linux only (epoll); use %s or %s here", EngineLoop, EngineAuto, EngineLean)
+		}
 	default:
-		bad([]any{"engine"}, "must be one of %s, %s, %s, %s, got %q", EngineAuto, EngineFast, EngineLean, EngineNet, c.Engine)
+		bad([]any{"engine"}, "must be one of %s, %s, %s, %s, %s, got %q", EngineAuto, EngineFast, EngineLean, EngineLoop, EngineNet, c.Engine)
 	}
 	switch c.HTTP2.Server {
 	case "", HTTP2ServerLean, HTTP2ServerNet:

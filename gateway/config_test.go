@@ -39,7 +39,7 @@ func TestConfigValidateEveryType(t *testing.T) {
 		`gateway.tls.alpn: offers "http/1.0"; the gateway serves h2 and http/1.1`,
 		`gateway.tls.alpn: lists h2 twice`,
 		`gateway.upstream_tls.cert_file: must be set with key_file`,
-		`gateway.engine: must be one of auto, fast, lean, net, got "turbo"`,
+		`gateway.engine: must be one of auto, fast, lean, loop, net, got "turbo"`,
 		`gateway.http2.server: must be lean or net, got "x"`,
 		`gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,
 		`gateway.upstreams[0].targets[0].weight: must not be negative, got -1`,

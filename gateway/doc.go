@@ -16,7 +16,11 @@
 // plain HTTP/1.1 requests strictly (package http1), forwards them with
 // their framing to pooled target connections and relays the answers as
 // they come, and hands every other connection to the fast engine with
-// the bytes it read (lean.go). All do the same for each request:
+// the bytes it read (lean.go); and, on Linux, the loop engine
+// (NewLoopServer, gateway.engine loop), which serves the lean engine's
+// requests on event loops (package gateway/eventloop) and hands every
+// other connection to the lean engine (loop.go). All do the same for
+// each request:
 //
 //  1. finds the first route whose match (path_prefix, host, headers)
 //     fits, or answers 404 {"error":"no_route"};
@@ -35,7 +39,8 @@
 //     leanPools, most requests directly (direct.go) and the rest through
 //     httputil.ReverseProxy, whose Transport is net/http's for HTTP/2
 //     groups and bodies the pools do not carry; fast: a fasthttp
-//     HostClient per target; lean: a leanPool per target) to a target
+//     HostClient per target; lean: a leanPool per target; loop: a
+//     loopPool per target and loop) to a target
 //     chosen by the group's algorithm — round-robin,
 //     weighted-round-robin (smooth), least-request or adaptive (peak-EWMA
 //     latency × queue length, error-penalised, weights bounded) — among

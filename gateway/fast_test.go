@@ -77,7 +77,11 @@ func serveBoth(t *testing.T, g *Gateway) map[string]string {
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
 	lean, _ := serveLean(t, g)
-	return map[string]string{"net": srv.URL, "fast": serveFast(t, g), "lean": lean}
+	urls := map[string]string{"net": srv.URL, "fast": serveFast(t, g), "lean": lean}
+	if loop := serveLoopAddr(t, g); loop != "" {
+		urls["loop"] = "http://" + loop
+	}
+	return urls
 }
 
 // proxyTo builds a Gateway with opts and one route to up, closed when the

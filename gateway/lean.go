@@ -137,10 +137,7 @@ func (s *LeanServer) ServeH2CWith(srv *http.Server) {
 // Serve accepts connections on ln until ln is closed (it then returns
 // nil) or Accept fails otherwise.
 func (s *LeanServer) Serve(ln net.Listener) error {
-	s.fullRun.Do(func() { go func() { s.fullErr <- s.full.Serve(s.handoff) }() })
-	if s.h2 != nil && (s.h2own == nil || s.h2c) {
-		s.h2Run.Do(func() { go func() { _ = s.h2.Serve(s.h2conns) }() })
-	}
+	s.startEngines()
 	ln = FastListener(ln)
 	var backoff time.Duration
 	for {
@@ -167,6 +164,30 @@ func (s *LeanServer) Serve(ln net.Listener) error {
 		}
 		go s.serve(lc)
 	}
+}
+
+// startEngines starts the engines s hands connections to.
+func (s *LeanServer) startEngines() {
+	s.fullRun.Do(func() { go func() { s.fullErr <- s.full.Serve(s.handoff) }() })
+	if s.h2 != nil && (s.h2own == nil || s.h2c) {
+		s.h2Run.Do(func() { go func() { _ = s.h2.Serve(s.h2conns) }() })
+	}
+}
+
+// serveFrom serves c, a connection another engine (the loop engine)
+// hands over, starting with pre, the bytes it read from c and did not
+// serve: as if the lean engine had read them itself. It reports false
+// when shutting down (c is then to be closed).
+func (s *LeanServer) serveFrom(c *clientConn, pre []byte) bool {
+	s.startEngines()
+	lc := s.track(c)
+	if lc == nil {
+		return false
+	}
+	lc.buf = make([]byte, max(leanBufStart, len(pre)))
+	lc.w = copy(lc.buf, pre)
+	go s.serve(lc)
+	return true
 }
 
 // isTemporaryAccept reports whether an Accept error passes (EMFILE,
@@ -484,7 +505,9 @@ func (s *LeanServer) serve(lc *leanConn) {
 		handed = s.handOverH2(tc)
 		return
 	}
-	lc.buf = make([]byte, leanBufStart)
+	if lc.buf == nil { // else bytes handed over (serveFrom)
+		lc.buf = make([]byte, leanBufStart)
+	}
 	if s.h2c {
 		h2, err := lc.priorKnowledge()
 		switch {

@@ -125,6 +125,14 @@ func gatewayTo(t *testing.T, engine, addr string) string {
 		a, _ := leanTo(t, addr)
 		return a
 	}
+	if engine == "loop" {
+		g, err := New(Options{Config: oneUpstream(addr), ResponseHeaderTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		return serveLoopAddr(t, g)
+	}
 	g, err := New(Options{Config: oneUpstream(addr), ResponseHeaderTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -157,7 +157,16 @@ func requestMethods(raw []byte) []string {
 // and the net engine and returns their addresses.
 func diffGateways(t testing.TB) (fast, lean, ref string) {
 	t.Helper()
+	fast, lean, ref, _ = diffGatewaysLoop(t)
+	return fast, lean, ref
+}
+
+// diffGatewaysLoop is diffGateways with the loop engine too, where it
+// runs ("" elsewhere).
+func diffGatewaysLoop(t testing.TB) (fast, lean, ref, loop string) {
+	t.Helper()
 	g := diffGateway(t)
+	loop = serveLoopAddr(t, g)
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 5 * time.Second}
 	return listenTB(t, func(ln net.Listener) func() {
 			fs := g.NewFastServer(nil)
@@ -178,7 +187,7 @@ func diffGateways(t testing.TB) (fast, lean, ref string) {
 		}), listenTB(t, func(ln net.Listener) func() {
 			go func() { _ = srv.Serve(ln) }()
 			return func() { _ = srv.Close() }
-		})
+		}), loop
 }
 
 // diffGateway is the gateway the differential tests serve: to an echo
@@ -277,13 +286,36 @@ func init() {
 
 // TestEnginesAgree: each request of engineRequests reaches the target and
 // comes back the same through the fast and the lean engine.
+// Where the loop engine runs, it must answer as the lean engine does
+// (the same answers, or the net/http engine's where the two differ).
 func TestEnginesAgree(t *testing.T) {
-	fast, lean, ref := diffGateways(t)
+	fast, lean, ref, loop := diffGatewaysLoop(t)
 	for _, tc := range engineRequests {
 		t.Run(tc.name, func(t *testing.T) {
 			compareEngines(t, fast, lean, ref, []byte(tc.raw))
+			if loop != "" {
+				compareLoop(t, lean, loop, ref, []byte(tc.raw))
+			}
 		})
 	}
+}
+
+// compareLoop fails when the loop engine answers raw otherwise than the
+// lean engine, unless as the net/http engine does.
+func compareLoop(t testing.TB, lean, loop, ref string, raw []byte) {
+	t.Helper()
+	methods := requestMethods(raw)
+	l := exchangeRaw(t, lean, raw, methods, false)
+	o := exchangeRaw(t, loop, raw, methods, false)
+	if sameAnswers(l, o) {
+		return
+	}
+	n := exchangeRaw(t, ref, raw, methods, true)
+	if sameAnswers(n, o) {
+		t.Logf("request %q: the loop engine answers as net/http, not as lean:\nlean: %s\nloop: %s", raw, showAnswers(l), showAnswers(o))
+		return
+	}
+	t.Errorf("request %q:\nlean: %s\nloop: %s\nnet:  %s", raw, showAnswers(l), showAnswers(o), showAnswers(n))
 }
 
 // compareEngines sends raw to the fast and the lean engine and fails when
@@ -338,17 +370,20 @@ func showAnswers(as []engineAnswer) string {
 }
 
 // FuzzEnginesAgree holds the engines to the same answers for any bytes a
-// client sends. Run it with -fuzz; each input is bounded by short
-// deadlines on loopback.
+// client sends (the loop engine to the lean one's, where it runs). Run
+// it with -fuzz; each input is bounded by short deadlines on loopback.
 func FuzzEnginesAgree(f *testing.F) {
 	for _, tc := range engineRequests {
 		f.Add([]byte(tc.raw))
 	}
-	fast, lean, ref := diffGateways(f)
+	fast, lean, ref, loop := diffGatewaysLoop(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if len(raw) > 8<<10 {
 			return
 		}
 		compareEngines(t, fast, lean, ref, raw)
+		if loop != "" {
+			compareLoop(t, lean, loop, ref, raw)
+		}
 	})
 }

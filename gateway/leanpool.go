@@ -291,11 +291,20 @@ func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry boo
 		if cancelled {
 			return nil, fmt.Errorf("gateway: request to the target: %w", context.Cause(ctx))
 		}
-		if reused && !answered && retry && attempt == 0 && !isTimeout(err) {
+		if resendOnNew(reused, answered, retry, attempt, err) {
 			continue
 		}
 		return nil, err
 	}
+}
+
+// resendOnNew reports whether a request that failed with err on a
+// pooled connection is sent once more on another: the connection was
+// reused and failed before any answer (the target had closed it: a
+// keep-alive race), the request may be sent again (retry), it is the
+// first such failure (attempt 0) and not a timeout.
+func resendOnNew(reused, answered, retry bool, attempt int, err error) bool {
+	return reused && !answered && retry && attempt == 0 && !isTimeout(err)
 }
 
 // afterFuncer is a context that registers its own functions to run when

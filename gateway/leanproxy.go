@@ -258,8 +258,38 @@ func listedIn(listed []string, name []byte) bool {
 func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFailed, clientGone bool) {
 	lc.up, lc.pool, lc.upReusable = up, pool, false // released by flush, even after a panic
 	resp := &up.resp
-	lc.status = resp.Status
 	length := resp.BodyLength(headReq)
+	out := lc.responseHead(resp, length)
+	lc.upReusable = !resp.Close && length != http1.BodyToClose
+	if length != http1.BodyNone && len(up.buf) < headerBuffer {
+		nb := make([]byte, headerBuffer) // bodies are read in large pieces
+		up.w = copy(nb, up.buf[up.r:up.w])
+		up.r, up.buf = 0, nb
+	}
+	switch {
+	case length == http1.BodyNone:
+		lc.pending = out
+	case length > 0:
+		bodyFailed, clientGone = lc.relayLength(up, out, length)
+	case length == http1.BodyChunked:
+		bodyFailed, clientGone = lc.relayChunked(up, out)
+	default:
+		bodyFailed, clientGone = lc.relayToClose(up, out)
+	}
+	if bodyFailed || clientGone || up.r != up.w {
+		lc.upReusable = false
+	}
+	return bodyFailed, clientGone
+}
+
+// responseHead writes into lc.out the head relayed to the client for
+// resp, whose body is of length (http1.Response.BodyLength), and returns
+// it: the target's fields without hop-by-hop ones, the fields lc.hdr
+// holds, Transfer-Encoding: chunked for a body that ends with the
+// connection, and Connection: close when the client's connection closes
+// after it (lc.req.Close is set then). It sets lc.status.
+func (lc *leanConn) responseHead(resp *http1.Response, length int64) []byte {
+	lc.status = resp.Status
 	out := append(lc.out[:0], "HTTP/1.1 "...)
 	out = strconv.AppendInt(out, int64(resp.Status), 10)
 	out = append(out, ' ')
@@ -286,26 +316,7 @@ func (lc *leanConn) relay(pool *leanPool, up *leanUpConn, headReq bool) (bodyFai
 	}
 	out = append(out, "\r\n"...)
 	lc.out = out
-	lc.upReusable = !resp.Close && length != http1.BodyToClose
-	if length != http1.BodyNone && len(up.buf) < headerBuffer {
-		nb := make([]byte, headerBuffer) // bodies are read in large pieces
-		up.w = copy(nb, up.buf[up.r:up.w])
-		up.r, up.buf = 0, nb
-	}
-	switch {
-	case length == http1.BodyNone:
-		lc.pending = out
-	case length > 0:
-		bodyFailed, clientGone = lc.relayLength(up, out, length)
-	case length == http1.BodyChunked:
-		bodyFailed, clientGone = lc.relayChunked(up, out)
-	default:
-		bodyFailed, clientGone = lc.relayToClose(up, out)
-	}
-	if bodyFailed || clientGone || up.r != up.w {
-		lc.upReusable = false
-	}
-	return bodyFailed, clientGone
+	return out
 }
 
 // flush writes what is pending to the client and releases the target's

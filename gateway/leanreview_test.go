@@ -419,6 +419,15 @@ func (h panicHandler) Handle(_ context.Context, r slog.Record) error {
 // request, for good. The client, sent nothing yet, gets 500 and the
 // connection closes, as from the fast engine (it was closed unanswered).
 func TestLeanPanicReleasesBreakerPermit(t *testing.T) {
+	panicReleasesBreakerPermit(t, func(g *Gateway) string {
+		url, _ := serveLean(t, g)
+		return strings.TrimPrefix(url, "http://")
+	})
+}
+
+// panicReleasesBreakerPermit is TestLeanPanicReleasesBreakerPermit on the
+// engine serve serves a gateway on (it returns the address).
+func panicReleasesBreakerPermit(t *testing.T, serve func(*Gateway) string) {
 	var answer, armed atomic.Bool
 	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		for {
@@ -438,8 +447,7 @@ func TestLeanPanicReleasesBreakerPermit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	url, _ := serveLean(t, g)
-	addr := strings.TrimPrefix(url, "http://")
+	addr := serve(g)
 	get := func() (int, error) {
 		c, br := dialLean(t, addr)
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {

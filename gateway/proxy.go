@@ -240,43 +240,67 @@ func (g *Gateway) try(u *upstream, fl *proxied, retryable bool, clientGone func(
 	var tried []*target
 	var last error
 	for attempt := 0; ; attempt++ {
-		now := time.Now()
-		t := u.pick(now, tried)
-		if t == nil {
-			if last == nil {
-				last = errNoTarget
-			}
-			fl.err = last // after retries, what the last target said
-			return last
+		t, start, err := u.attemptTarget(fl, tried, last)
+		if err != nil {
+			return err
 		}
-		fl.host.Store(&t.addr)
-		t.inFlight.Add(1)
 		status, err := send(t)
-		t.inFlight.Add(-1)
-		end := time.Now()
-		if err == nil {
-			t.observe(end, end.Sub(now), status >= 500)
-			return nil
+		if !g.attemptDone(u, fl, t, start, status, err, retryable, attempt, clientGone) {
+			return err
 		}
-		if clientGone() {
-			fl.err = err
-			return err // the client left
-		}
-		t.observe(end, end.Sub(now), true)
-		if isRefused(err) {
-			// Nothing listens there: drain it at once rather than spend
-			// the retry budget on it until health checks notice.
-			t.ejected.Store(max(t.ejected.Load(), end.Add(u.refusedEjectFor()).UnixNano()))
-		}
-		if isConnectError(err) && retryable && attempt < u.retries.Attempts && u.budget.retry() {
-			tried = append(tried, t)
-			last = err
-			continue
-		}
-		fl.err = err
-		g.logger.Debug("upstream round trip failed", "upstream", u.name, "target", t.addr, "attempt", attempt, "err", err)
-		return err
+		tried = append(tried, t)
+		last = err
 	}
+}
+
+// attemptTarget picks the target of an attempt (not one of tried) and
+// counts the attempt in flight to it, from start. When none is left it
+// returns last, or errNoTarget when no attempt was made, also kept in
+// fl.err. The attempt ends with attemptDone.
+func (u *upstream) attemptTarget(fl *proxied, tried []*target, last error) (t *target, start time.Time, err error) {
+	start = time.Now()
+	t = u.pick(start, tried)
+	if t == nil {
+		if last == nil {
+			last = errNoTarget
+		}
+		fl.err = last // after retries, what the last target said
+		return nil, start, last
+	}
+	fl.host.Store(&t.addr)
+	t.inFlight.Add(1)
+	return t, start, nil
+}
+
+// attemptDone records the attempt on t that started at start and ended
+// with status or err: an attempt that fails to connect (see
+// isConnectError) reports true, to move on to another target, when the
+// request is retryable, attempts are left and the retry budget allows.
+// Otherwise err, if any, is kept in fl.err. clientGone (nil: no) tells
+// whether the client left, which spares the target.
+func (g *Gateway) attemptDone(u *upstream, fl *proxied, t *target, start time.Time, status int, err error, retryable bool, attempt int, clientGone func() bool) (again bool) {
+	t.inFlight.Add(-1)
+	end := time.Now()
+	if err == nil {
+		t.observe(end, end.Sub(start), status >= 500)
+		return false
+	}
+	if clientGone != nil && clientGone() {
+		fl.err = err
+		return false // the client left
+	}
+	t.observe(end, end.Sub(start), true)
+	if isRefused(err) {
+		// Nothing listens there: drain it at once rather than spend
+		// the retry budget on it until health checks notice.
+		t.ejected.Store(max(t.ejected.Load(), end.Add(u.refusedEjectFor()).UnixNano()))
+	}
+	if isConnectError(err) && retryable && attempt < u.retries.Attempts && u.budget.retry() {
+		return true
+	}
+	fl.err = err
+	g.logger.Debug("upstream round trip failed", "upstream", u.name, "target", t.addr, "attempt", attempt, "err", err)
+	return false
 }
 
 // isRefused reports whether a connect was refused.

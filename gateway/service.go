@@ -56,6 +56,7 @@ type Service struct {
 	fsrv   *fasthttp.Server // the fast engine: plain HTTP/1.1 listeners
 	fconns *connTracker     // the fast engine's open connections
 	lsrv   *LeanServer      // the lean engine (gateway.engine lean), or nil
+	osrv   *LoopServer      // the loop engine (gateway.engine loop on a plain listener), or nil
 	ln     net.Listener
 	addr   net.Addr
 	certs  *certs.Reloader // nil without TLS
@@ -156,10 +157,17 @@ func (s *Service) Start(ctx context.Context) error {
 	var fsrv *fasthttp.Server
 	var fconns *connTracker
 	var lsrv *LeanServer
+	var osrv *LoopServer
 	switch {
 	case cfg.Engine == EngineNet || cfg.Engine == EngineFast && (certs != nil || cfg.H2C):
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
+		srv = nil
+	case cfg.Engine == EngineLoop && certs == nil && !cfg.H2C: // the loop engine, which hands what it does not serve to lean
+		if osrv, err = g.NewLoopServer(s.logger, 0); err != nil {
+			_ = ln.Close()
+			return err
+		}
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
@@ -180,7 +188,7 @@ func (s *Service) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.srv, s.fsrv, s.fconns, s.lsrv, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, fconns, lsrv, ln, addr, cancel, done, certs
+	s.srv, s.fsrv, s.fconns, s.lsrv, s.osrv, s.ln, s.addr, s.cancel, s.done, s.certs = srv, fsrv, fconns, lsrv, osrv, ln, addr, cancel, done, certs
 	s.mu.Unlock()
 	s.gw.Store(g)
 	s.host.Attach(g)
@@ -193,6 +201,8 @@ func (s *Service) Start(ctx context.Context) error {
 	wg.Go(func() {
 		var err error
 		switch {
+		case osrv != nil:
+			err = osrv.Serve(ln)
 		case lsrv != nil:
 			err = lsrv.Serve(ln)
 		case fsrv != nil:
@@ -206,7 +216,7 @@ func (s *Service) Start(ctx context.Context) error {
 		s.check("server", err)
 	})
 	go func() { wg.Wait(); close(done) }()
-	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil, "engine", engineName(fsrv, lsrv),
+	s.logger.Info("gateway listening", "addr", addr.String(), "tls", certs != nil, "h2c", cfg.H2C && certs == nil, "engine", engineName(fsrv, lsrv, osrv),
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	close(s.started)
 	return nil
@@ -252,19 +262,22 @@ func (s *Service) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Engine names the server engine serving the gateway: "lean", "fast" or
-// "net" (see gateway.engine); "" before Start.
+// Engine names the server engine serving the gateway: "loop", "lean",
+// "fast" or "net" (see gateway.engine); "" before Start.
 func (s *Service) Engine() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv == nil && s.fsrv == nil && s.lsrv == nil {
+	if s.srv == nil && s.fsrv == nil && s.lsrv == nil && s.osrv == nil {
 		return ""
 	}
-	return engineName(s.fsrv, s.lsrv)
+	return engineName(s.fsrv, s.lsrv, s.osrv)
 }
 
 // engineName names the server engine for the start-up log.
-func engineName(fsrv *fasthttp.Server, lsrv *LeanServer) string {
+func engineName(fsrv *fasthttp.Server, lsrv *LeanServer, osrv *LoopServer) string {
+	if osrv != nil {
+		return EngineLoop
+	}
 	if lsrv != nil {
 		return EngineLean
 	}
@@ -288,14 +301,19 @@ func (s *Service) Addr() net.Addr {
 // checks.
 func (s *Service) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, fsrv, fconns, lsrv, ln, cancel, done, certs := s.srv, s.fsrv, s.fconns, s.lsrv, s.ln, s.cancel, s.done, s.certs
+	srv, fsrv, fconns, lsrv, osrv, ln, cancel, done, certs := s.srv, s.fsrv, s.fconns, s.lsrv, s.osrv, s.ln, s.cancel, s.done, s.certs
 	s.mu.Unlock()
-	if srv == nil && fsrv == nil && lsrv == nil {
+	if srv == nil && fsrv == nil && lsrv == nil && osrv == nil {
 		return nil
 	}
 	s.host.Attach(nil)
 	var errs []error
-	if lsrv != nil {
+	if osrv != nil {
+		if err := osrv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		_ = ln.Close()
+	} else if lsrv != nil {
 		_ = ln.Close()
 		if err := lsrv.Shutdown(ctx); err != nil {
 			errs = append(errs, err)

@@ -18,6 +18,10 @@ type Classifier struct {
 	size  int        // how many labels it can produce
 }
 
+// UsesRego reports whether Classify evaluates a Rego module: a call that
+// may take long enough that an event loop must not wait for it.
+func (c *Classifier) UsesRego() bool { return c.rego != nil }
+
 // rule computes one label with an extractor.
 type rule struct {
 	label string

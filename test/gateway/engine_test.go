@@ -15,11 +15,12 @@ import (
 )
 
 // A plain listener runs on the lean engine unless gateway.engine asks for
-// the fast one or net/http; each proxies the same. An unknown engine is
+// the fast one, net/http or the loop engine (this test runs on Linux);
+// each proxies the same. An unknown engine is
 // refused.
 func TestEngineChoice(t *testing.T) {
 	b := newBackend(t, "a")
-	for engine, want := range map[string]string{"": "lean", gateway.EngineAuto: "lean", gateway.EngineFast: "fast", gateway.EngineLean: "lean", gateway.EngineNet: "net"} {
+	for engine, want := range map[string]string{"": "lean", gateway.EngineAuto: "lean", gateway.EngineFast: "fast", gateway.EngineLean: "lean", gateway.EngineNet: "net", gateway.EngineLoop: "loop"} {
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine
 		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
@@ -40,7 +41,7 @@ func TestEngineChoice(t *testing.T) {
 // Stop lets a request in flight finish within its grace period; past it,
 // Stop returns and the connections are closed, on every engine.
 func TestStopGraceAndDeadline(t *testing.T) {
-	for _, engine := range []string{gateway.EngineAuto, gateway.EngineFast, gateway.EngineNet} {
+	for _, engine := range []string{gateway.EngineAuto, gateway.EngineFast, gateway.EngineNet, gateway.EngineLoop} {
 		b := newBackend(t, "a")
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.Engine = engine

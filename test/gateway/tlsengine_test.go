@@ -86,6 +86,7 @@ func TestTLSListenerEngines(t *testing.T) {
 		{gateway.EngineAuto, "", "lean"},
 		{gateway.EngineLean, gateway.HTTP2ServerLean, "lean"},
 		{gateway.EngineLean, gateway.HTTP2ServerNet, "lean"},
+		{gateway.EngineLoop, "", "lean"}, // loop serves plain listeners only
 		{gateway.EngineFast, "", "net"},
 		{gateway.EngineNet, "", "net"},
 	} {

@@ -61,6 +61,11 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -policy full -throughput-only
 //
+// -engine loop measures the loop engine (gateway.engine: loop, Linux) as
+// the gateway, with the lean engine beside it as gateway-lean:
+//
+//	go run ./test/gwbench -reps 3 -duration 3s -throughput-only -engine loop
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 package main
@@ -108,7 +113,7 @@ var (
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
 	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
 	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
-	engine    = flag.String("engine", "lean", "gateway.engine of the gateways measured (fast or lean); with lean, the fast engine runs too as gateway-fast")
+	engine    = flag.String("engine", "lean", "gateway.engine of the gateways measured (fast, lean or loop); with lean, the fast engine runs too as gateway-fast; with loop, the lean engine as gateway-lean")
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
@@ -650,7 +655,11 @@ func contenders() []string {
 		}
 	default:
 		order = append(order, "proxy-only")
-		if *engine != gateway.EngineFast {
+		switch *engine {
+		case gateway.EngineFast:
+		case gateway.EngineLoop: // the loop engine against the lean one it hands to
+			order = append(order, "gateway-"+gateway.EngineLean)
+		default:
 			order = append(order, "gateway-"+gateway.EngineFast)
 		}
 	}
@@ -806,8 +815,15 @@ func serveProxy(spec, profile string) error {
 	if err != nil {
 		return err
 	}
-	if *engine == gateway.EngineLean {
+	switch *engine {
+	case gateway.EngineLean:
 		return g.NewLeanServer(nil).Serve(ln)
+	case gateway.EngineLoop:
+		ls, err := g.NewLoopServer(nil, 0)
+		if err != nil {
+			return err
+		}
+		return ls.Serve(ln)
 	}
 	return g.NewFastServer(log.Default()).Serve(gateway.FastListener(ln))
 }

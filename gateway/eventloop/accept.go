@@ -1,0 +1,145 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// AcceptFunc takes a connection accepted on loop l: fd is non-blocking,
+// close-on-exec, with TCP_NODELAY set (as Go sets it), and sa is the
+// peer's address. The connection is the function's to register and
+// close.
+type AcceptFunc func(l *Loop, fd int, sa unix.Sockaddr)
+
+// Acceptor accepts connections on a listener's socket on every loop of a
+// group (see Group.Accept).
+type Acceptor struct {
+	g    *Group
+	fd   int
+	fn   AcceptFunc
+	once sync.Once
+	// onError is told the accept errors that pause accepting (out of
+	// descriptors and the like); nil: not told.
+	onError func(error)
+	closed  atomic.Bool
+}
+
+// acceptBatch bounds the connections one readiness event accepts: a
+// loop serves its connections between batches.
+const acceptBatch = 16
+
+// acceptPause is how long a loop stops accepting after EMFILE and the
+// like (the listener stays readable: level-triggered, it would spin).
+const acceptPause = 100 * time.Millisecond
+
+// Accept takes a duplicate of ln's socket (ln stays open and is the
+// caller's to close) and accepts its connections on every loop of g,
+// calling fn on the loop that accepted each: the socket is registered on
+// each loop with EPOLLEXCLUSIVE, so a new connection wakes one loop that
+// waits, not all. onError (nil: none) is told errors that pause accepting
+// for a moment. Close the Acceptor to stop. The group must be started.
+func (g *Group) Accept(ln *net.TCPListener, fn AcceptFunc, onError func(error)) (*Acceptor, error) {
+	f, err := ln.File()
+	if err != nil {
+		return nil, fmt.Errorf("eventloop: listener's socket: %w", err)
+	}
+	fd, err := unix.Dup(int(f.Fd()))
+	_ = f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("eventloop: dup: %w", err)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("eventloop: listener non-blocking: %w", err)
+	}
+	a := &Acceptor{g: g, fd: fd, fn: fn, onError: onError}
+	errs := make(chan error, len(g.loops))
+	for _, l := range g.loops {
+		l.Post(func() { errs <- a.watch(l) })
+	}
+	var all []error
+	for range g.loops {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	if len(all) > 0 {
+		a.Close()
+		return nil, errors.Join(all...)
+	}
+	return a, nil
+}
+
+// watch registers the socket on l, exclusively.
+func (a *Acceptor) watch(l *Loop) error {
+	l.gen++
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(a.fd), Pad: l.gen}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, a.fd, &ev); err != nil {
+		return fmt.Errorf("eventloop: watch listener: %w", err)
+	}
+	for a.fd >= len(l.handlers) {
+		l.handlers = append(l.handlers, make([]slot, len(l.handlers)+64)...)
+	}
+	l.handlers[a.fd] = slot{h: func(uint32) { a.accept(l) }, gen: l.gen}
+	return nil
+}
+
+// accept accepts up to acceptBatch connections on l.
+func (a *Acceptor) accept(l *Loop) {
+	for range acceptBatch {
+		fd, sa, err := unix.Accept4(a.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+			return
+		case errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EPERM), errors.Is(err, unix.EPROTO):
+			continue // that connection only
+		default:
+			// Out of descriptors or memory: stop for a moment, as
+			// net/http backs off.
+			if a.onError != nil {
+				a.onError(err)
+			}
+			if l.Delete(a.fd) == nil {
+				t := l.NewTimer(func() {
+					if !a.closed.Load() {
+						_ = a.watch(l)
+					}
+				})
+				t.Reset(acceptPause)
+			}
+			return
+		}
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		a.fn(l, fd, sa)
+	}
+}
+
+// Close stops accepting on every loop and closes the duplicate socket.
+// Connections accepted stay. Not to be called from a loop.
+func (a *Acceptor) Close() {
+	a.once.Do(func() {
+		a.closed.Store(true)
+		if !a.g.closed.Load() {
+			var wg sync.WaitGroup
+			for _, l := range a.g.loops {
+				wg.Add(1)
+				l.Post(func() {
+					defer wg.Done()
+					_ = l.Delete(a.fd)
+				})
+			}
+			wg.Wait()
+		}
+		_ = unix.Close(a.fd)
+	})
+}

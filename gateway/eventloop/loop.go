@@ -1,0 +1,284 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Interest in a descriptor's events.
+const (
+	Readable = unix.EPOLLIN
+	Writable = unix.EPOLLOUT
+)
+
+// Handler is called on the loop with the events epoll reported for its
+// descriptor: EPOLLIN, EPOLLOUT, EPOLLERR and EPOLLHUP bits (unix.EPOLL*).
+// EPOLLERR and EPOLLHUP come whatever the interest, and come again while
+// they hold (level-triggered): a handler that cannot act on them now
+// deletes the descriptor. A peer's half-close is EPOLLIN (a read of 0).
+type Handler func(events uint32)
+
+// Options configures New.
+type Options struct {
+	// Loops is the number of loops. Default (0) runtime.GOMAXPROCS(0).
+	Loops int
+	// OnPanic is told what a handler, timer or posted function panicked
+	// with; the loop goes on. Nil: the panic is dropped.
+	OnPanic func(any)
+}
+
+// Group is a set of loops. See the package doc.
+type Group struct {
+	loops   []*Loop
+	onPanic func(any)
+	wg      sync.WaitGroup
+	started atomic.Bool
+	closed  atomic.Bool
+}
+
+// Loop is one event loop: a goroutine around epoll_wait.
+type Loop struct {
+	g     *Group
+	index int
+	epfd  int
+	efd   int // eventfd: Post wakes the loop through it
+
+	mu     sync.Mutex
+	posted []func()    // guarded by mu
+	woken  atomic.Bool // an eventfd write is pending
+	run    []func()    // the loop's: posted functions being run
+
+	handlers []slot // by descriptor
+	gen      int32  // generation of the last registration
+	timers   timerHeap
+	base     time.Time // timers count from it (monotonic)
+	events   []unix.EpollEvent
+	stop     bool
+}
+
+// slot is a registered descriptor's handler. gen tells an event for a
+// descriptor closed and registered again within one wait (a number the
+// kernel reused) from one for the new registration.
+type slot struct {
+	h   Handler
+	gen int32
+}
+
+// ErrClosed is returned by registering on a Group that is closed.
+var ErrClosed = errors.New("eventloop: closed")
+
+// New makes the loops; Start runs them.
+func New(opts Options) (*Group, error) {
+	n := opts.Loops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	g := &Group{onPanic: opts.OnPanic}
+	for i := range n {
+		l, err := newLoop(g, i)
+		if err != nil {
+			for _, l := range g.loops {
+				l.closeFDs()
+			}
+			return nil, err
+		}
+		g.loops = append(g.loops, l)
+	}
+	return g, nil
+}
+
+func newLoop(g *Group, i int) (*Loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("eventloop: epoll_create1: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("eventloop: eventfd: %w", err)
+	}
+	l := &Loop{g: g, index: i, epfd: epfd, efd: efd, base: time.Now(), events: make([]unix.EpollEvent, 256)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		l.closeFDs()
+		return nil, fmt.Errorf("eventloop: add eventfd: %w", err)
+	}
+	return l, nil
+}
+
+func (l *Loop) closeFDs() {
+	_ = unix.Close(l.efd)
+	_ = unix.Close(l.epfd)
+}
+
+// Loops are the group's loops.
+func (g *Group) Loops() []*Loop { return g.loops }
+
+// Start runs each loop on its own goroutine. Calling it again does nothing.
+func (g *Group) Start() {
+	if g.started.Swap(true) {
+		return
+	}
+	for _, l := range g.loops {
+		g.wg.Add(1)
+		go l.loop()
+	}
+}
+
+// Close stops the loops after their current iteration and waits for
+// them; what was posted and not yet run is dropped. Descriptors still
+// registered stay open: they are their owners' to close. Not to be called
+// from a loop.
+func (g *Group) Close() {
+	if g.closed.Swap(true) {
+		return
+	}
+	if !g.started.Load() {
+		for _, l := range g.loops {
+			l.closeFDs()
+		}
+		return
+	}
+	for _, l := range g.loops {
+		l.Post(func() { l.stop = true })
+	}
+	g.wg.Wait()
+}
+
+// Index is the loop's place in its group, from 0.
+func (l *Loop) Index() int { return l.index }
+
+// Post queues f to run on the loop and wakes it. Safe for concurrent use.
+// Functions posted run in order. A Group that is closed drops f.
+func (l *Loop) Post(f func()) {
+	l.mu.Lock()
+	l.posted = append(l.posted, f)
+	l.mu.Unlock()
+	if !l.woken.Swap(true) {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.efd, one[:])
+	}
+}
+
+// Add registers fd with the events of interest (Readable, Writable or
+// both; 0: errors and hang-ups only) and its handler.
+func (l *Loop) Add(fd int, events uint32, h Handler) error {
+	l.gen++
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: l.gen}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("eventloop: add fd %d: %w", fd, err)
+	}
+	for fd >= len(l.handlers) {
+		l.handlers = append(l.handlers, make([]slot, len(l.handlers)+64)...)
+	}
+	l.handlers[fd] = slot{h: h, gen: l.gen}
+	return nil
+}
+
+// Modify changes the events of interest of fd, registered with Add.
+func (l *Loop) Modify(fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: l.handlers[fd].gen}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		return fmt.Errorf("eventloop: modify fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// Delete unregisters fd. Events already reported for it in this
+// iteration are not delivered.
+func (l *Loop) Delete(fd int) error {
+	if fd < len(l.handlers) {
+		l.handlers[fd] = slot{}
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return fmt.Errorf("eventloop: delete fd %d: %w", fd, err)
+	}
+	return nil
+}
+
+// loop is the loop's goroutine.
+func (l *Loop) loop() {
+	defer l.g.wg.Done()
+	defer l.closeFDs()
+	for !l.stop {
+		timeout := -1
+		if next, ok := l.timers.next(); ok {
+			d := next - l.since()
+			switch {
+			case d <= 0:
+				timeout = 0
+			default:
+				timeout = int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			}
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.panicked(fmt.Errorf("eventloop: epoll_wait: %w", err))
+			time.Sleep(10 * time.Millisecond) // not spin on a broken epoll
+		}
+		for i := range max(n, 0) {
+			ev := &l.events[i]
+			fd := int(ev.Fd)
+			if fd == l.efd {
+				l.drainWake()
+				continue
+			}
+			if fd < len(l.handlers) {
+				if s := l.handlers[fd]; s.h != nil && s.gen == ev.Pad {
+					l.call(s.h, ev.Events)
+				}
+			}
+		}
+		l.runTimers()
+		l.runPosted()
+	}
+}
+
+func (l *Loop) drainWake() {
+	var b [8]byte
+	_, _ = unix.Read(l.efd, b[:])
+	l.woken.Store(false)
+}
+
+func (l *Loop) runPosted() {
+	l.mu.Lock()
+	l.run, l.posted = l.posted, l.run[:0]
+	l.mu.Unlock()
+	for i, f := range l.run {
+		l.run[i] = nil
+		l.callFunc(f)
+	}
+}
+
+func (l *Loop) call(h Handler, ev uint32) {
+	defer l.recoverPanic()
+	h(ev)
+}
+
+func (l *Loop) callFunc(f func()) {
+	defer l.recoverPanic()
+	f()
+}
+
+func (l *Loop) recoverPanic() {
+	if p := recover(); p != nil {
+		l.panicked(p)
+	}
+}
+
+func (l *Loop) panicked(p any) {
+	if l.g.onPanic != nil {
+		l.g.onPanic(p)
+	}
+}
+
+// since is the time since the loop's base, in nanoseconds (monotonic).
+func (l *Loop) since() int64 { return int64(time.Since(l.base)) }

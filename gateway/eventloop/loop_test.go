@@ -1,0 +1,195 @@
+//go:build linux
+
+package eventloop
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func startGroup(t *testing.T, n int) *Group {
+	t.Helper()
+	var panics atomic.Int64
+	g, err := New(Options{Loops: n, OnPanic: func(any) { panics.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	t.Cleanup(g.Close)
+	return g
+}
+
+// An echo server on the loops: each connection's bytes come back, across
+// many connections, each served on the loop that accepted it.
+func TestAcceptAndEcho(t *testing.T) {
+	g := startGroup(t, 2)
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	perLoop := map[int]int{}
+	a, err := g.Accept(ln, func(l *Loop, fd int, _ unix.Sockaddr) {
+		if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+			panic(fmt.Sprintf("TCP_NODELAY not set: %d %v", v, err))
+		}
+		mu.Lock()
+		perLoop[l.Index()]++
+		mu.Unlock()
+		buf := make([]byte, 4096)
+		_ = l.Add(fd, Readable, func(uint32) {
+			n, err := unix.Read(fd, buf)
+			if n <= 0 {
+				if errors.Is(err, unix.EAGAIN) {
+					return
+				}
+				_ = l.Delete(fd)
+				_ = unix.Close(fd)
+				return
+			}
+			_, _ = unix.Write(fd, buf[:n]) // small: the socket takes it whole
+		})
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			for j := range 50 {
+				msg := fmt.Sprintf("conn %d line %d\n", i, j)
+				if _, err := io.WriteString(c, msg); err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := br.ReadString('\n')
+				if err != nil || got != msg {
+					t.Errorf("got %q, %v; want %q", got, err, msg)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	total := 0
+	for _, n := range perLoop {
+		total += n
+	}
+	mu.Unlock()
+	if total != 20 {
+		t.Fatalf("accepted %d connections, want 20", total)
+	}
+}
+
+// Posted functions run on the loop in order, and timers run in the
+// order of their deadlines, a stopped one never; a reset one at its new
+// deadline.
+func TestPostAndTimers(t *testing.T) {
+	g := startGroup(t, 1)
+	l := g.Loops()[0]
+	var got []int
+	for i := range 100 {
+		l.Post(func() { got = append(got, i) })
+	}
+	var fired []string
+	done := make(chan struct{})
+	l.Post(func() {
+		for i, v := range got {
+			if i != v {
+				t.Errorf("posted functions out of order: %v", got)
+				break
+			}
+		}
+		a := l.NewTimer(func() { fired = append(fired, "a") })
+		b := l.NewTimer(func() { fired = append(fired, "b") })
+		c := l.NewTimer(func() { fired = append(fired, "c") })
+		end := l.NewTimer(func() { close(done) })
+		a.Reset(30 * time.Millisecond)
+		b.Reset(10 * time.Millisecond)
+		c.Reset(20 * time.Millisecond)
+		a.Reset(5 * time.Millisecond) // now first
+		if !c.Stop() || c.Stop() {
+			t.Error("Stop reports wrongly whether the timer was set")
+		}
+		end.Reset(60 * time.Millisecond)
+	})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("timers did not run")
+	}
+	wait := make(chan []string)
+	l.Post(func() { wait <- fired })
+	if f := <-wait; fmt.Sprint(f) != "[a b]" {
+		t.Fatalf("timers fired %v, want [a b]", f)
+	}
+	if len(got) != 100 {
+		t.Fatalf("%d posted functions ran, want 100", len(got))
+	}
+}
+
+// A handler that panics does not stop its loop, and a descriptor deleted
+// gets no more events.
+func TestPanicAndDelete(t *testing.T) {
+	var panics atomic.Int64
+	g, err := New(Options{Loops: 1, OnPanic: func(any) { panics.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	defer g.Close()
+	l := g.Loops()[0]
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	var calls atomic.Int64
+	added := make(chan error)
+	l.Post(func() {
+		added <- l.Add(p[0], Readable, func(uint32) {
+			calls.Add(1)
+			_ = l.Delete(p[0]) // the byte stays unread: only the delete keeps it quiet
+			panic("handler panics")
+		})
+	})
+	if err := <-added; err != nil {
+		t.Fatal(err)
+	}
+	_, _ = unix.Write(p[1], []byte{1})
+	deadline := time.Now().Add(5 * time.Second)
+	for panics.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	ran := make(chan struct{})
+	l.Post(func() { close(ran) })
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop stopped after a panic")
+	}
+	if panics.Load() != 1 || calls.Load() != 1 {
+		t.Fatalf("panics %d, calls %d; want 1 and 1", panics.Load(), calls.Load())
+	}
+}

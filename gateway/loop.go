@@ -1,0 +1,280 @@
+//go:build linux
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fluxgate/fluxgate/gateway/eventloop"
+)
+
+// The loop engine (gateway.engine loop, Linux) serves the requests the
+// lean engine serves itself, with the lean engine's semantics, on event
+// loops (package eventloop) instead of a goroutine a connection: each
+// loop reads a socket once per readiness event and serves many sockets a
+// wait, where Go's poller reads until EAGAIN and parks and wakes a
+// goroutine for each wait; idle connections to targets are watched by
+// epoll, so that a byte or a close from the target closes them at once
+// (no peek before reuse, as nginx does it).
+//
+// What the loop does not serve itself it hands to the lean engine (a
+// LeanServer the LoopServer owns), connection and bytes read, before
+// anything is written to the client: a head outside http1's subset, a
+// body that is chunked or over leanMaxBody, a route the lean engine
+// hands to the fast engine, a route to a group with upstream TLS. The
+// lean engine serves such a connection from then on (and hands on what
+// it does not serve itself, as it always does). A check at the control
+// point that may wait (see checkMayWait) runs on a goroutine; the
+// request resumes on its loop with the decision.
+//
+// A connection lives on the loop that accepted it, and so do the
+// connections to targets it uses: each loop has its own pool of each
+// target (loopPool).
+
+// LoopServer is the loop engine's server. Serve it on a *net.TCPListener;
+// Shutdown lets requests in flight finish.
+type LoopServer struct {
+	g      *Gateway
+	logger *slog.Logger
+	lean   *LeanServer // serves the connections handed over
+
+	group  *eventloop.Group
+	loops  []*loopState // by loop index
+	accept *eventloop.Acceptor
+
+	mu      sync.Mutex
+	conns   int           // guarded by mu: connections on the loops
+	served  chan struct{} // closed when Serve is to return
+	ready   chan struct{} // closed when Serve has registered the listener on the loops, or failed to
+	serving bool          // guarded by mu
+	shut    bool          // guarded by mu: Shutdown was called
+
+	idleTimeout time.Duration // leanIdleTimeout; tests shorten it
+	sndBuf      int           // SO_SNDBUF of client sockets, when > 0 (tests)
+
+	// maxQueued is the most bytes of an answer a connection held for a
+	// client that did not read them yet (tests; see loopConn.send).
+	maxQueued int
+}
+
+// loopState is what one loop owns: its connections and its pools.
+type loopState struct {
+	s     *LoopServer
+	l     *eventloop.Loop
+	conns map[*loopConn]struct{}
+	pools map[string]*loopPool // by target address
+	limit int                  // connections open to one target from this loop
+}
+
+// NewLoopServer returns the loop engine's server for g, on loops event
+// loops (0: GOMAXPROCS). A nil logger means silent.
+func (g *Gateway) NewLoopServer(logger *slog.Logger, loops int) (*LoopServer, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &LoopServer{g: g, logger: logger, lean: g.NewLeanServer(logger), served: make(chan struct{}), ready: make(chan struct{}), idleTimeout: leanIdleTimeout}
+	group, err := eventloop.New(eventloop.Options{Loops: loops, OnPanic: func(p any) {
+		logger.Error("gateway event loop recovered a panic", "panic", p)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	s.group = group
+	n := len(group.Loops())
+	for _, l := range group.Loops() {
+		// The bound of the lean pools (leanMaxConns a target) is shared
+		// by the loops, each its part: a loop never waits for another's
+		// connection, nor counts with another.
+		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*loopConn]struct{}{},
+			pools: map[string]*loopPool{}, limit: max(1, (leanMaxConns+n-1)/n)})
+	}
+	return s, nil
+}
+
+// Serve serves the connections of ln until Shutdown (it then returns
+// nil). ln must be a *net.TCPListener; it stays open (the caller closes
+// it).
+func (s *LoopServer) Serve(ln net.Listener) error {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("gateway: the loop engine serves a TCP listener, not %T", ln)
+	}
+	s.mu.Lock()
+	switch {
+	case s.serving:
+		s.mu.Unlock()
+		return errors.New("gateway: loop server already serving")
+	case s.shut:
+		s.mu.Unlock()
+		return nil
+	}
+	s.serving = true
+	s.mu.Unlock()
+	s.lean.startEngines()
+	s.group.Start()
+	acc, err := s.group.Accept(tl, s.accepted, func(err error) {
+		s.logger.Warn("gateway accept failed; retrying", "err", err, "in", 100*time.Millisecond)
+	})
+	s.mu.Lock()
+	s.accept = acc
+	s.mu.Unlock()
+	close(s.ready) // Shutdown waits for it once serving
+	if err != nil {
+		return err
+	}
+	<-s.served
+	return nil
+}
+
+// accepted takes a new connection on loop l.
+func (s *LoopServer) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
+	st := s.loops[l.Index()]
+	if s.lean.shutting.Load() {
+		_ = unix.Close(fd)
+		return
+	}
+	if s.sndBuf > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, s.sndBuf)
+	}
+	c := newLoopConn(st, fd, sockaddrTCP(sa))
+	if err := l.Add(fd, eventloop.Readable, c.onClient); err != nil {
+		_ = unix.Close(fd)
+		return
+	}
+	c.interest = eventloop.Readable
+	st.conns[c] = struct{}{}
+	s.mu.Lock()
+	s.conns++
+	s.mu.Unlock()
+	c.startRead()
+}
+
+// forget drops a connection closed or handed over.
+func (st *loopState) forget(c *loopConn) {
+	delete(st.conns, c)
+	st.s.mu.Lock()
+	st.s.conns--
+	st.s.mu.Unlock()
+}
+
+func sockaddrTCP(sa unix.Sockaddr) *net.TCPAddr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)))
+	case *unix.SockaddrInet6:
+		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)))
+	}
+	return &net.TCPAddr{}
+}
+
+// onLoops runs f on every loop and waits for it (not from a loop).
+func (s *LoopServer) onLoops(f func(st *loopState)) {
+	var wg sync.WaitGroup
+	for _, st := range s.loops {
+		wg.Add(1)
+		st.l.Post(func() {
+			defer wg.Done()
+			f(st)
+		})
+	}
+	wg.Wait()
+}
+
+// Shutdown stops serving: idle connections close at once, connections
+// with a request in flight once it is answered, and the connections
+// handed to the lean engine as it shuts down. It returns when all are
+// closed, or with ctx's error when ctx ends first (connections still open
+// are closed then). The caller closes the listener.
+func (s *LoopServer) Shutdown(ctx context.Context) error {
+	s.lean.shutting.Store(true)
+	s.mu.Lock()
+	serving, again := s.serving, s.shut
+	s.shut = true
+	s.mu.Unlock()
+	if again { // the loops are stopped: only the lean engine's connections may be left
+		return s.lean.Shutdown(ctx)
+	}
+	if serving {
+		<-s.ready // Serve registers the listener (or fails) without waiting on anything
+	}
+	s.mu.Lock()
+	acc := s.accept
+	s.mu.Unlock()
+	if acc != nil {
+		acc.Close()
+	}
+	leanDone := make(chan error, 1)
+	go func() { leanDone <- s.lean.Shutdown(ctx) }()
+	var err error
+	if serving && s.group != nil && acc != nil {
+		s.onLoops(func(st *loopState) { st.closeIdle() })
+		tick := time.NewTicker(50 * time.Millisecond)
+	wait:
+		for {
+			s.mu.Lock()
+			n := s.conns
+			s.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-tick.C:
+				s.onLoops(func(st *loopState) { st.closeIdle() })
+			case <-ctx.Done():
+				s.onLoops(func(st *loopState) {
+					for c := range st.conns {
+						c.abort()
+					}
+				})
+				err = ctx.Err()
+				break wait
+			}
+		}
+		tick.Stop()
+		s.onLoops(func(st *loopState) {
+			for _, p := range st.pools {
+				p.closeIdle()
+			}
+		})
+	}
+	s.group.Close()
+	s.mu.Lock()
+	select {
+	case <-s.served:
+	default:
+		close(s.served)
+	}
+	s.mu.Unlock()
+	return errors.Join(err, <-leanDone)
+}
+
+// closeIdle closes the loop's connections waiting for a request.
+func (st *loopState) closeIdle() {
+	for c := range st.conns {
+		if c.idle() {
+			c.close()
+		}
+	}
+}
+
+// pool is the loop's pool of connections to addr.
+func (st *loopState) pool(addr string) *loopPool {
+	p := st.pools[addr]
+	if p == nil {
+		p = newLoopPool(st, addr)
+		st.pools[addr] = p
+	}
+	return p
+}
+
+// loopsSupported reports whether this system runs the loop engine.
+const loopsSupported = true

@@ -1,0 +1,28 @@
+//go:build !linux
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+)
+
+// LoopServer is the loop engine's server, Linux only: elsewhere config
+// validation refuses gateway.engine loop and NewLoopServer fails.
+type LoopServer struct{}
+
+// loopsSupported reports whether this system runs the loop engine.
+const loopsSupported = false
+
+var errNoLoops = errors.New("gateway: the loop engine runs on Linux only")
+
+// NewLoopServer fails: the loop engine runs on Linux only.
+func (g *Gateway) NewLoopServer(*slog.Logger, int) (*LoopServer, error) { return nil, errNoLoops }
+
+// Serve fails: the loop engine runs on Linux only.
+func (s *LoopServer) Serve(net.Listener) error { return errNoLoops }
+
+// Shutdown does nothing.
+func (s *LoopServer) Shutdown(context.Context) error { return nil }
