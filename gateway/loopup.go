@@ -68,7 +68,10 @@ func (p *loopPool) get(c *loopConn) (up *loopUp, reused, wait bool, err error) {
 	for len(p.idle) > 0 {
 		up = p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(up.used) < leanIdleDuration {
+		// The loop may not have been told yet what the target sent
+		// (a request taking the connection in the event's iteration):
+		// peek, as the lean pool does.
+		if now.Sub(up.used) < leanIdleDuration && !up.readable() {
 			up.owner = c
 			return up, true, false, nil
 		}
@@ -240,6 +243,19 @@ func (up *loopUp) onEvent(ev uint32) {
 		return
 	}
 	up.owner.onUp(up, ev)
+}
+
+// readable reports whether up, idle, has anything to read: bytes the
+// target sent after its answer, its end, an error. Such a connection
+// cannot carry a request: what it holds would be read as its answer.
+func (up *loopUp) readable() bool {
+	var b [1]byte
+	for {
+		_, _, err := unix.Recvfrom(up.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if !errors.Is(err, unix.EINTR) {
+			return !errors.Is(err, unix.EAGAIN)
+		}
+	}
 }
 
 // unwatch takes up out of the loop's epoll set, watch puts it back for
