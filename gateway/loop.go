@@ -60,6 +60,7 @@ type LoopServer struct {
 
 	idleTimeout time.Duration // leanIdleTimeout; tests shorten it
 	sndBuf      int           // SO_SNDBUF of client sockets, when > 0 (tests)
+	upSndBuf    int           // SO_SNDBUF of sockets to targets, when > 0 (tests)
 
 	// maxQueued is the most bytes of an answer a connection held for a
 	// client that did not read them yet (tests; see loopConn.send).

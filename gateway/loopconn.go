@@ -761,6 +761,14 @@ func (c *loopConn) gotHead() {
 	length := resp.BodyLength(c.headReq)
 	out := c.lc.responseHead(resp, length)
 	c.upReusable = !resp.Close && length != http1.BodyToClose
+	if len(up.out) > 0 {
+		// The target answered before it took the whole request: the
+		// rest is not sent, and the connection, cut short in the
+		// request, carries no other.
+		c.upReusable = false
+		up.out = nil
+		up.setInterest(eventloop.Readable)
+	}
 	if length != http1.BodyNone && len(up.buf) < headerBuffer {
 		nb := make([]byte, headerBuffer) // bodies are read in large pieces
 		up.w = copy(nb, up.buf[up.r:up.w])

@@ -4,12 +4,17 @@ package gateway
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Tests of the loop engine written to break it (issue 20, item 5); each
@@ -69,5 +74,120 @@ func TestLoopDoesNotReuseAConnectionWithBytesAfterTheAnswer(t *testing.T) {
 				t.Errorf("%s, GET %s then GET /after: %s; want the second answered by the target (good)", engine, path, showAnswers(got))
 			}
 		}
+	}
+}
+
+// A target that answers a request before it has read all of it (a 413
+// or a 401 to an upload, say) leaves the request's end unsent by the
+// loop: the connection must not carry another request, whose bytes the
+// target would read as the end of the first one's body.
+func TestLoopDoesNotReuseAConnectionWithTheRequestUnsent(t *testing.T) {
+	const size = leanMaxBody
+	bad := make(chan string, 4)
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			// Small windows: the gateway cannot write the whole request
+			// while the target does not read it.
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReaderSize(c, 512)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if req.Method != http.MethodPost {
+						body := req.Method + " " + req.URL.Path
+						if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+							return
+						}
+						continue
+					}
+					// Answer at once, read the body only a moment later:
+					// the gateway has relayed the answer by then.
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly"); err != nil {
+						return
+					}
+					time.Sleep(300 * time.Millisecond)
+					b := make([]byte, 4096)
+					for {
+						n, err := req.Body.Read(b)
+						if s := strings.Trim(string(b[:n]), "x"); s != "" {
+							bad <- s // reported before the connection closes
+							return
+						}
+						if err == io.EOF {
+							break
+						}
+						if err != nil {
+							return // the gateway closed the connection: fine
+						}
+					}
+				}
+			}()
+		}
+	}()
+	for _, engine := range []string{"lean", "loop"} {
+		g, err := New(Options{Config: oneUpstream(ln.Addr().String()), ResponseHeaderTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		var addr string
+		if engine == "loop" {
+			// The loop's socket holds little of the request too.
+			addr, _ = serveLoopWith(t, g, func(s *LoopServer) { s.upSndBuf = 4096 })
+		} else {
+			addr = serveEngine(t, g, engine)
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // bounds a stuck exchange; not an assertion
+		br := bufio.NewReader(c)
+		ask := func(req string) string {
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Fatalf("%s: %v", engine, err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", engine, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}
+		if got := ask(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", size, strings.Repeat("x", size))); got != "200 early" {
+			t.Errorf("%s: the upload's answer is %q, want the target's (200 early)", engine, got)
+		}
+		if got := ask("GET /after HTTP/1.1\r\nHost: h\r\n\r\n"); got != "200 GET /after" {
+			t.Errorf("%s: GET /after answered %q", engine, got)
+		}
+		select {
+		case s := <-bad:
+			t.Errorf("%s: the target read %q in the first request's body", engine, s)
+		default:
+		}
+		_ = c.Close()
 	}
 }

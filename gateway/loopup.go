@@ -109,6 +109,9 @@ func (p *loopPool) connect(up *loopUp) error {
 		return p.dialError(os.NewSyscallError("socket", err))
 	}
 	setUpstreamSockopts(fd)
+	if n := p.st.s.upSndBuf; n > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	}
 	err = unix.Connect(fd, sa)
 	switch {
 	case err == nil, errors.Is(err, unix.EINPROGRESS):
