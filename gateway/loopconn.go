@@ -628,6 +628,15 @@ func (c *loopConn) onUp(up *loopUp, ev uint32) {
 		}
 	case c.stage == stRelay:
 		c.readBody(ev)
+	case c.stage == stFlush:
+		// The answer is read to its end and its last piece waits for
+		// the client: what comes now (bytes, the end, an error) is past
+		// it, and the connection carries no other request. Closed now:
+		// level-triggered, the event would come again until the client
+		// took the piece (which is in c.wq, not in the socket).
+		c.upReusable = false
+		c.up = nil
+		up.p.closeUp(up)
 	}
 }
 

@@ -191,3 +191,67 @@ func TestLoopDoesNotReuseAConnectionWithTheRequestUnsent(t *testing.T) {
 		_ = c.Close()
 	}
 }
+
+// smallClient dials addr with a small receive buffer (set before the
+// connection is made, so that its window is small from the start).
+func smallClient(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // bounds a stuck exchange; not an assertion
+	return c
+}
+
+// A target that closes its connection after its answer, which it has
+// sent whole, while the client has not yet taken the answer's end: the
+// loop has nothing more to read there. It closes the connection at once
+// (the target is told), rather than be told of the end again and again
+// until the client reads (level-triggered: the loop spun meanwhile).
+// The client then gets the whole answer.
+func TestLoopClosesATargetConnectionEndedWhileTheAnswerGoesOut(t *testing.T) {
+	const size = 30 << 10
+	body := strings.Repeat("b", size)
+	gone := make(chan struct{})
+	target := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		// No Connection: close: the end comes unannounced.
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", size, body); err != nil {
+			return
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, _ = io.Copy(io.Discard, c) // until the gateway closes
+		close(gone)
+	})
+	addr, _ := loopTo(t, Options{Config: oneUpstream(target)}, func(s *LoopServer) { s.sndBuf = 4096 })
+	c := smallClient(t, addr)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second): // a bound, not a measure: the close comes at once or never
+		t.Error("the gateway kept the target's ended connection while the client did not read")
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != body {
+		t.Fatalf("got %d bytes of the answer, %v; want %d", len(b), err, size)
+	}
+}
