@@ -182,10 +182,12 @@ func (s *LoopServer) onLoops(f func(st *loopState)) {
 	var wg sync.WaitGroup
 	for _, st := range s.loops {
 		wg.Add(1)
-		st.l.Post(func() {
+		if !st.l.Post(func() {
 			defer wg.Done()
 			f(st)
-		})
+		}) {
+			wg.Done() // the loops are stopped
+		}
 	}
 	wg.Wait()
 }

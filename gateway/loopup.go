@@ -165,7 +165,9 @@ func (p *loopPool) dialAside(up *loopUp) {
 			fd, err = socketOf(nc)
 			_ = nc.Close()
 		}
-		l.Post(func() { p.dialed(up, fd, err) })
+		if !l.Post(func() { p.dialed(up, fd, err) }) && fd >= 0 {
+			_ = unix.Close(fd) // the loops are stopped
+		}
 	}()
 }
 

@@ -64,7 +64,9 @@ func (g *Group) Accept(ln *net.TCPListener, fn AcceptFunc, onError func(error)) 
 	a := &Acceptor{g: g, fd: fd, fn: fn, onError: onError}
 	errs := make(chan error, len(g.loops))
 	for _, l := range g.loops {
-		l.Post(func() { errs <- a.watch(l) })
+		if !l.Post(func() { errs <- a.watch(l) }) {
+			errs <- ErrClosed
+		}
 	}
 	var all []error
 	for range g.loops {
@@ -133,10 +135,12 @@ func (a *Acceptor) Close() {
 			var wg sync.WaitGroup
 			for _, l := range a.g.loops {
 				wg.Add(1)
-				l.Post(func() {
+				if !l.Post(func() {
 					defer wg.Done()
 					_ = l.Delete(a.fd)
-				})
+				}) {
+					wg.Done() // the loop is stopped
+				}
 			}
 			wg.Wait()
 		}

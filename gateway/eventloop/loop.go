@@ -53,6 +53,7 @@ type Loop struct {
 
 	mu     sync.Mutex
 	posted []func()    // guarded by mu
+	done   bool        // guarded by mu: epfd and efd are closed (their numbers may be others' now)
 	woken  atomic.Bool // an eventfd write is pending
 	run    []func()    // the loop's: posted functions being run
 
@@ -115,6 +116,10 @@ func newLoop(g *Group, i int) (*Loop, error) {
 }
 
 func (l *Loop) closeFDs() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
+	l.posted = nil
 	_ = unix.Close(l.efd)
 	_ = unix.Close(l.epfd)
 }
@@ -157,15 +162,22 @@ func (g *Group) Close() {
 func (l *Loop) Index() int { return l.index }
 
 // Post queues f to run on the loop and wakes it. Safe for concurrent use.
-// Functions posted run in order. A Group that is closed drops f.
-func (l *Loop) Post(f func()) {
+// Functions posted run in order. A Group that is closed drops f: Post
+// reports false when it dropped f at once (its poster may then release
+// what f was to take); a function queued as the loop stops is dropped
+// too.
+func (l *Loop) Post(f func()) bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done { // efd is closed: its number may be another descriptor's
+		return false
+	}
 	l.posted = append(l.posted, f)
-	l.mu.Unlock()
 	if !l.woken.Swap(true) {
 		var one = [8]byte{1}
 		_, _ = unix.Write(l.efd, one[:])
 	}
+	return true
 }
 
 // Add registers fd with the events of interest (Readable, Writable or

@@ -193,3 +193,97 @@ func TestPanicAndDelete(t *testing.T) {
 		t.Fatalf("panics %d, calls %d; want 1 and 1", panics.Load(), calls.Load())
 	}
 }
+
+// A function posted once the group is closed is dropped, and the loop's
+// eventfd, closed, is not written: its number may be another
+// descriptor's by then (a socket of another connection), which would get
+// the wake-up's eight bytes. Post reports that it dropped the function,
+// so that its poster can release what the function was to take.
+func TestPostAfterCloseWritesNothing(t *testing.T) {
+	for _, started := range []bool{true, false} {
+		g, err := New(Options{Loops: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if started {
+			g.Start()
+		}
+		l := g.Loops()[0]
+		efd := l.efd
+		g.Close()
+		// Take the eventfd's number again: socket pairs until one end
+		// has it (the lowest free numbers are taken first).
+		var mine, peer = -1, -1
+		var opened []int
+		for range 64 {
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opened = append(opened, fds[0], fds[1])
+			if fds[0] == efd {
+				mine, peer = fds[0], fds[1]
+				break
+			}
+			if fds[1] == efd {
+				mine, peer = fds[1], fds[0]
+				break
+			}
+		}
+		if mine < 0 {
+			for _, fd := range opened {
+				_ = unix.Close(fd)
+			}
+			t.Fatalf("started=%v: the eventfd's number %d was not free again", started, efd)
+		}
+		ran := false
+		if l.Post(func() { ran = true }) {
+			t.Errorf("started=%v: Post reported the function queued on a closed group", started)
+		}
+		var b [16]byte
+		n, err := unix.Read(peer, b[:])
+		if n > 0 {
+			t.Errorf("started=%v: a Post after Close wrote %d bytes to descriptor %d, the eventfd's number", started, n, mine)
+		} else if !errors.Is(err, unix.EAGAIN) {
+			t.Errorf("started=%v: reading the socket pair: %d, %v", started, n, err)
+		}
+		if ran {
+			t.Errorf("started=%v: the function posted after Close ran", started)
+		}
+		for _, fd := range opened {
+			_ = unix.Close(fd)
+		}
+	}
+}
+
+// Accept on a closed group fails with ErrClosed; it does not wait for
+// loops that will not run.
+func TestAcceptOnClosedGroup(t *testing.T) {
+	g, err := New(Options{Loops: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	g.Close()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		a, err := g.Accept(ln, func(*Loop, int, unix.Sockaddr) {}, nil)
+		if a != nil {
+			a.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Accept on a closed group: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second): // a bound, not a measure
+		t.Fatal("Accept on a closed group did not return")
+	}
+}
