@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -49,6 +50,7 @@ type loopUp struct {
 	paused     bool // reading stopped until the client takes what it has (back-pressure)
 	unwatched  bool // out of the epoll set while paused (an error or hang-up came)
 	closed     bool
+	peek       [1]byte // readable's: a buffer that does not escape each call
 }
 
 func newLoopPool(st *loopState, addr string) *loopPool {
@@ -254,11 +256,12 @@ func (up *loopUp) onEvent(ev uint32) {
 // target sent after its answer, its end, an error. Such a connection
 // cannot carry a request: what it holds would be read as its answer.
 func (up *loopUp) readable() bool {
-	var b [1]byte
 	for {
-		_, _, err := unix.Recvfrom(up.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if !errors.Is(err, unix.EINTR) {
-			return !errors.Is(err, unix.EAGAIN)
+		// recvfrom without an address: unix.Recvfrom's allocates.
+		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(up.fd), uintptr(unsafe.Pointer(&up.peek[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		if errno != unix.EINTR {
+			return errno != unix.EAGAIN
 		}
 	}
 }
