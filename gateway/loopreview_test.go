@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -254,4 +255,106 @@ func TestLoopClosesATargetConnectionEndedWhileTheAnswerGoesOut(t *testing.T) {
 	if err != nil || string(b) != body {
 		t.Fatalf("got %d bytes of the answer, %v; want %d", len(b), err, size)
 	}
+}
+
+// openFDs lists the process's open descriptors with what they are.
+func openFDs(t *testing.T) map[string]string {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, e := range es {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		m[e.Name()] = l
+	}
+	return m
+}
+
+// Every way a loop connection ends — answered and closed, handed over to
+// the lean engine, a target gone, a client gone mid-answer, a client
+// that ends its side mid-request, a pipelined run, a host-named target
+// dialled aside — closes or gives away each descriptor once: after
+// Shutdown the process holds the descriptors it held before.
+func TestLoopClosesEveryDescriptor(t *testing.T) {
+	g := diffGateway(t)
+	before := openFDs(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := g.NewLoopServer(nil, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = s.Serve(ln); close(done) }()
+	waitServing(t, s)
+	addr := ln.Addr().String()
+	for _, tc := range engineRequests {
+		exchangeRaw(t, addr, []byte(tc.raw), requestMethods([]byte(tc.raw)), false)
+	}
+	// A client gone while its answer goes out, one that resets, one that
+	// ends its side mid-head and mid-body.
+	for _, raw := range []string{
+		"GET /raw/toclose HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc",
+		"GET / HTTP/1.1\r\nHost: h\r\n",
+		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, raw)
+		_ = c.(*net.TCPConn).SetLinger(0) // a reset
+		_ = c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	_ = ln.Close()
+	<-done
+	g.Close() // the pools the handed-over connections used are the gateway's
+	// The in-process targets close their side of the gateway's
+	// connections when they read the end: a moment after.
+	var extra []string
+	for range 100 {
+		extra = extra[:0]
+		for fd, what := range openFDs(t) {
+			if before[fd] != what {
+				extra = append(extra, fd+" ("+what+")")
+			}
+		}
+		if len(extra) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("descriptors open after Shutdown, not before: %v\n%s", extra, socketsOf(t, extra))
+}
+
+// socketsOf names the TCP connections among descriptors ("17 (socket:[123])").
+func socketsOf(t *testing.T, fds []string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return ""
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		for _, fd := range fds {
+			if strings.Contains(fd, "socket:["+f[9]+"]") {
+				fmt.Fprintf(&out, "%s: local %s remote %s state %s\n", fd, f[1], f[2], f[3])
+			}
+		}
+	}
+	return out.String()
 }
