@@ -62,17 +62,26 @@ func dropTarget(t testing.TB) string {
 // two lengths: it answers 502 where net/http and fasthttp relay one
 // reading) are not among them; TestLeanRelaysUnusualResponses has one.
 var rawAnswers = map[string]string{
-	"/raw/204":     "HTTP/1.1 204 No Content\r\nX-R: 1\r\nConnection: close\r\n\r\n",
-	"/raw/304":     "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
-	"/raw/103":     "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-	"/raw/toclose": "HTTP/1.1 200 OK\r\nX-R: 1\r\nConnection: close\r\n\r\nuntil the end",
-	"/raw/http10":  "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nold!",
-	"/raw/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nConnection: close\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
-	"/raw/short":   "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc",
-	"/raw/long":    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcdefHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
-	"/raw/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: x\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
-	"/raw/conn-cl": "HTTP/1.1 200 OK\r\nConnection: Content-Length, close\r\nContent-Length: 2\r\n\r\nok",
-	"/raw/conn-te": "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding, close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	"/raw/204":        "HTTP/1.1 204 No Content\r\nX-R: 1\r\nConnection: close\r\n\r\n",
+	"/raw/304":        "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+	"/raw/103":        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+	"/raw/toclose":    "HTTP/1.1 200 OK\r\nX-R: 1\r\nConnection: close\r\n\r\nuntil the end",
+	"/raw/http10":     "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nold!",
+	"/raw/chunked":    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nConnection: close\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+	"/raw/short":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc",
+	"/raw/long":       "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcdefHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+	"/raw/hop":        "HTTP/1.1 200 OK\r\nConnection: X-Hop, close\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: x\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
+	"/raw/conn-cl":    "HTTP/1.1 200 OK\r\nConnection: Content-Length, close\r\nContent-Length: 2\r\n\r\nok",
+	"/raw/conn-te":    "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding, close\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	"/raw/badchunk":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+	"/raw/badchunk2":  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n-1\r\nx\r\n0\r\n\r\n",
+	"/raw/101":        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nevil",
+	"/raw/1xx-many":   "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+	"/raw/204-body":   "HTTP/1.1 204 No Content\r\nContent-Length: 4\r\nConnection: close\r\n\r\nevil",
+	"/raw/cl-te":      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+	"/raw/chunk-big":  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+	"/raw/status-bad": "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+	"/raw/bare-lf":    "HTTP/1.1 200 OK\nContent-Length: 2\nConnection: close\n\nok",
 }
 
 // requestEcho is what the echo target saw of a request.
