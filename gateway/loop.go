@@ -23,8 +23,10 @@ import (
 // loop reads a socket once per readiness event and serves many sockets a
 // wait, where Go's poller reads until EAGAIN and parks and wakes a
 // goroutine for each wait; idle connections to targets are watched by
-// epoll, so that a byte or a close from the target closes them at once
-// (no peek before reuse, as nginx does it).
+// epoll, so that a byte or a close from the target closes them at once,
+// and peeked at before reuse (as the lean pool does): a request may take
+// one in the very iteration its target's bytes arrived, before the loop
+// is told.
 //
 // What the loop does not serve itself it hands to the lean engine (a
 // LeanServer the LoopServer owns), connection and bytes read, before
