@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -274,9 +275,9 @@ func openFDs(t *testing.T) map[string]string {
 
 // Every way a loop connection ends — answered and closed, handed over to
 // the lean engine, a target gone, a client gone mid-answer, a client
-// that ends its side mid-request, a pipelined run, a host-named target
-// dialled aside — closes or gives away each descriptor once: after
-// Shutdown the process holds the descriptors it held before.
+// that ends its side mid-request, a pipelined run, on several clients at
+// once — closes or gives away each descriptor once: after Shutdown the
+// process holds the descriptors it held before.
 func TestLoopClosesEveryDescriptor(t *testing.T) {
 	g := diffGateway(t)
 	before := openFDs(t)
@@ -292,9 +293,19 @@ func TestLoopClosesEveryDescriptor(t *testing.T) {
 	go func() { _ = s.Serve(ln); close(done) }()
 	waitServing(t, s)
 	addr := ln.Addr().String()
-	for _, tc := range engineRequests {
-		exchangeRaw(t, addr, []byte(tc.raw), requestMethods([]byte(tc.raw)), false)
+	// The corpus on 4 clients at once: the two loops share targets,
+	// breakers and the lean engine.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, tc := range engineRequests {
+				exchangeRaw(t, addr, []byte(tc.raw), requestMethods([]byte(tc.raw)), false)
+			}
+		}()
 	}
+	wg.Wait()
 	// A client gone while its answer goes out, one that resets, one that
 	// ends its side mid-head and mid-body.
 	for _, raw := range []string{
