@@ -369,3 +369,45 @@ func socketsOf(t *testing.T, fds []string) string {
 	}
 	return out.String()
 }
+
+// A client that pipelines many requests and reads none of the answers
+// for a while: the gateway answers one request at a time and holds at
+// most what one answer's write left (the client's socket is small), not
+// the answers of the requests it read; it reads no more requests
+// meanwhile. The client then gets every answer, in order.
+func TestLoopPipelinedWithoutReading(t *testing.T) {
+	const n = 3000
+	up, _ := pathTarget(t)
+	addr, s := loopTo(t, Options{Config: oneUpstream(up)}, func(s *LoopServer) { s.sndBuf = 4096 })
+	c := smallClient(t, addr)
+	var raw strings.Builder
+	for i := range n {
+		fmt.Fprintf(&raw, "GET /p%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(c, raw.String())
+		wrote <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the gateway answers until the client's socket is full
+	s.mu.Lock()
+	q := s.maxQueued
+	s.mu.Unlock()
+	if q == 0 || q > 128 {
+		t.Errorf("the gateway held up to %d bytes for the client; want some (the socket filled), at most one answer's (under 128)", q)
+	}
+	br := bufio.NewReader(c)
+	for i := range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("GET /p%d", i); string(b) != want {
+			t.Fatalf("answer %d is %q, want %q", i, b, want)
+		}
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
