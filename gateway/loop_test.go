@@ -5,6 +5,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func init() { engines = append(engines, "loop") }
@@ -743,5 +746,71 @@ func TestLoopPoolBound(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("the target saw %d connections, want 1 (the bound)", n)
+	}
+}
+
+// A request that Shutdown's grace cuts before any answer is counted as
+// unanswered (status 0), not with the status of the connection's request
+// before it.
+func TestLoopShutdownCountsACutRequestUnanswered(t *testing.T) {
+	n := 0
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			if n++; n > 1 {
+				_, _ = io.Copy(io.Discard, br) // never answers the second
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 10 * time.Second, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := g.NewLoopServer(nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	waitServing(t, s)
+	c, br := dialLean(t, ln.Addr().String())
+	if _, err := io.WriteString(c, "GET /one HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	if _, err := io.WriteString(c, "GET /two HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	inflight := g.metrics.inFlight.WithLabelValues("r", http.MethodGet)
+	for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(inflight) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never went out")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want its grace to end", err)
+	}
+	<-served
+	counted := func(status string) float64 {
+		return testutil.ToFloat64(g.metrics.requests.WithLabelValues("r", up, http.MethodGet, status))
+	}
+	if got200, got0 := counted("200"), counted("0"); got200 != 1 || got0 != 1 {
+		t.Errorf("requests counted: %v with 200, %v with 0; want 1 and 1", got200, got0)
 	}
 }

@@ -437,6 +437,7 @@ func (c *loopConn) process() {
 	}
 	c.rt = rt
 	c.start = time.Now()
+	lc.status = 0 // a request cut before its answer (Shutdown's end) is recorded as unanswered, not as the last one's status
 	c.method = methodString(lc.req.Method)
 	c.inflight = rt.series.started(c.method)
 	lc.fl = proxied{route: rt}
