@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,10 +24,12 @@ import (
 // loop reads a socket once per readiness event and serves many sockets a
 // wait, where Go's poller reads until EAGAIN and parks and wakes a
 // goroutine for each wait; idle connections to targets are watched by
-// epoll, so that a byte or a close from the target closes them at once,
-// and peeked at before reuse (as the lean pool does): a request may take
-// one in the very iteration its target's bytes arrived, before the loop
-// is told.
+// epoll, so that a byte or a close from the target closes them at once.
+// A connection idle since before the loop's last wait, which that wait
+// did not report (eventloop's Reported), is reused as it is; any other
+// is peeked at first (as the lean pool peeks at every one): a request
+// may take a connection in the very iteration its target's bytes
+// arrived, before the loop is told.
 //
 // What the loop does not serve itself it hands to the lean engine (a
 // LeanServer the LoopServer owns), connection and bytes read, before
@@ -67,6 +70,9 @@ type LoopServer struct {
 	// maxQueued is the most bytes of an answer a connection held for a
 	// client that did not read them yet (tests; see loopConn.send).
 	maxQueued int
+	// peeks counts the idle target connections peeked at before reuse
+	// (tests; see loopPool.get).
+	peeks atomic.Int64
 }
 
 // loopState is what one loop owns: its connections and its pools.

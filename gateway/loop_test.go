@@ -814,3 +814,73 @@ func TestLoopShutdownCountsACutRequestUnanswered(t *testing.T) {
 		t.Errorf("requests counted: %v with 200, %v with 0; want 1 and 1", got200, got0)
 	}
 }
+
+// A target connection that went idle before the loop's last wait, and that
+// wait did not report, is reused without a peek; one that the target
+// wrote to while it was idle is closed on the event, and the next request
+// goes out on a new connection and gets its own answer.
+func TestLoopReusesQuietConnectionsWithoutPeeking(t *testing.T) {
+	var conns atomic.Int64
+	stray := make(chan struct{}, 1)
+	target := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"); err != nil {
+				return
+			}
+			if req.URL.Path == "/stray" {
+				// Bytes that answer nothing, well after the answer: the
+				// loop learns of them from its wait.
+				time.Sleep(20 * time.Millisecond)
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+				stray <- struct{}{}
+			}
+		}
+	})
+	g, err := New(Options{Config: oneUpstream(target), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	addr, s := serveLoopWith(t, g, nil)
+	c, br := dialLean(t, addr)
+	get := func(path string) string {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i := range 20 {
+		if got := get("/"); got != "good" {
+			t.Fatalf("request %d: %q", i, got)
+		}
+		time.Sleep(2 * time.Millisecond) // the loop waits again meanwhile
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 requests one after another took %d target connections, want 1", n)
+	}
+	if n := s.peeks.Load(); n != 0 {
+		t.Errorf("%d peeks for connections idle across a wait, want none", n)
+	}
+	if got := get("/stray"); got != "good" {
+		t.Fatalf("/stray: %q", got)
+	}
+	<-stray
+	time.Sleep(50 * time.Millisecond) // the loop's wait reports the stray bytes
+	if got := get("/after"); got != "good" {
+		t.Errorf("after stray bytes on the idle connection: %q, want the target's answer to it", got)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d target connections, want 2 (the one with stray bytes closed)", n)
+	}
+}

@@ -51,7 +51,12 @@ type loopUp struct {
 	unwatched  bool // out of the epoll set while paused (an error or hang-up came)
 	closed     bool
 	peek       [1]byte // readable's: a buffer that does not escape each call
+	idleIter   uint64  // the loop's iteration when it went idle, watched for reading
 }
+
+// loopQuietScan is how many of a pool's most recently used idle
+// connections get looks for one the loop's last wait found quiet.
+const loopQuietScan = 4
 
 func newLoopPool(st *loopState, addr string) *loopPool {
 	p := &loopPool{st: st, addr: addr, gauge: st.s.g.metrics.connections.WithLabelValues(addr)}
@@ -67,12 +72,26 @@ func newLoopPool(st *loopState, addr string) *loopPool {
 // the pool's connections are all open: c then waits (see waitFor).
 func (p *loopPool) get(c *loopConn) (up *loopUp, reused, wait bool, err error) {
 	now := time.Now()
+	// A connection idle since before the loop's last wait, which that wait
+	// did not report, had nothing to read when the wait returned: it is
+	// taken without a system call (among the few most recently used, so
+	// that the rest still age out).
+	l := p.st.l
+	for i := len(p.idle) - 1; i >= max(0, len(p.idle)-loopQuietScan); i-- {
+		up = p.idle[i]
+		if !up.unwatched && up.interest == eventloop.Readable && up.idleIter < l.Iteration() && !l.Reported(up.fd) && now.Sub(up.used) < leanIdleDuration {
+			p.idle = slices.Delete(p.idle, i, i+1)
+			up.owner = c
+			return up, true, false, nil
+		}
+	}
 	for len(p.idle) > 0 {
 		up = p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
 		// The loop may not have been told yet what the target sent
-		// (a request taking the connection in the event's iteration):
-		// peek, as the lean pool does.
+		// (a request taking the connection in the iteration that gave
+		// it back, or whose wait reported it): peek, as the lean pool
+		// does.
 		if now.Sub(up.used) < leanIdleDuration && !up.readable() {
 			up.owner = c
 			return up, true, false, nil
@@ -256,6 +275,7 @@ func (up *loopUp) onEvent(ev uint32) {
 // target sent after its answer, its end, an error. Such a connection
 // cannot carry a request: what it holds would be read as its answer.
 func (up *loopUp) readable() bool {
+	up.p.st.s.peeks.Add(1)
 	for {
 		// recvfrom without an address: unix.Recvfrom's allocates.
 		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(up.fd), uintptr(unsafe.Pointer(&up.peek[0])), 1,
@@ -301,6 +321,7 @@ func (p *loopPool) put(up *loopUp) {
 		up.paused = false
 		up.watch()
 	}
+	up.idleIter = p.st.l.Iteration()
 	p.idle = append(p.idle, up)
 	if !p.pruning.Set() {
 		p.pruning.Reset(leanIdleDuration)

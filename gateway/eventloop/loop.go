@@ -59,6 +59,7 @@ type Loop struct {
 
 	handlers []slot // by descriptor
 	gen      int32  // generation of the last registration
+	iter     uint64 // iterations: waits returned
 	timers   timerHeap
 	base     time.Time // timers count from it (monotonic)
 	events   []unix.EpollEvent
@@ -67,10 +68,12 @@ type Loop struct {
 
 // slot is a registered descriptor's handler. gen tells an event for a
 // descriptor closed and registered again within one wait (a number the
-// kernel reused) from one for the new registration.
+// kernel reused) from one for the new registration. reported is the
+// iteration whose wait last reported an event for it (see Reported).
 type slot struct {
-	h   Handler
-	gen int32
+	h        Handler
+	gen      int32
+	reported uint64
 }
 
 // ErrClosed is returned by registering on a Group that is closed.
@@ -204,6 +207,19 @@ func (l *Loop) Modify(fd int, events uint32) error {
 	return nil
 }
 
+// Iteration counts the loop's waits: it changes each time epoll_wait
+// returns, before the handlers of what it reported run.
+func (l *Loop) Iteration() uint64 { return l.iter }
+
+// Reported reports whether the current iteration's wait reported an event
+// for fd, delivered yet or not. With level-triggered interest, a
+// descriptor registered for reading before the current wait began and not
+// Reported had nothing to read when the wait returned: what an owner
+// would otherwise learn with a system call (a peek).
+func (l *Loop) Reported(fd int) bool {
+	return fd >= 0 && fd < len(l.handlers) && l.handlers[fd].h != nil && l.handlers[fd].reported == l.iter
+}
+
 // Delete unregisters fd. Events already reported for it in this
 // iteration are not delivered.
 func (l *Loop) Delete(fd int) error {
@@ -235,6 +251,14 @@ func (l *Loop) loop() {
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.panicked(fmt.Errorf("eventloop: epoll_wait: %w", err))
 			time.Sleep(10 * time.Millisecond) // not spin on a broken epoll
+		}
+		l.iter++
+		// Mark first, then deliver: a handler may ask about a descriptor
+		// whose event comes later in this batch (Reported).
+		for i := range max(n, 0) {
+			if fd := int(l.events[i].Fd); fd < len(l.handlers) && l.handlers[fd].gen == l.events[i].Pad {
+				l.handlers[fd].reported = l.iter
+			}
 		}
 		for i := range max(n, 0) {
 			ev := &l.events[i]

@@ -287,3 +287,71 @@ func TestAcceptOnClosedGroup(t *testing.T) {
 		t.Fatal("Accept on a closed group did not return")
 	}
 }
+
+// Reported tells, during an iteration, which descriptors its wait
+// reported, including those whose handlers come later in the batch; a
+// descriptor with nothing to read is not reported, and the iteration
+// count moves with each wait.
+func TestReported(t *testing.T) {
+	g := startGroup(t, 1)
+	l := g.Loops()[0]
+	pair := func() [2]int {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Close(p[0]); _ = unix.Close(p[1]) })
+		return p
+	}
+	a, b, quiet := pair(), pair(), pair()
+	type seen struct {
+		iter                 uint64
+		other, quiet, itself bool
+	}
+	got := make(chan seen, 4)
+	var buf [16]byte
+	handler := func(fd, other int) Handler {
+		return func(uint32) {
+			got <- seen{l.Iteration(), l.Reported(other), l.Reported(quiet[0]), l.Reported(fd)}
+			_, _ = unix.Read(fd, buf[:])
+		}
+	}
+	added := make(chan struct{})
+	l.Post(func() {
+		for _, fd := range []int{a[0], b[0], quiet[0]} {
+			other := b[0]
+			if fd == b[0] {
+				other = a[0]
+			}
+			if err := l.Add(fd, Readable, handler(fd, other)); err != nil {
+				panic(err)
+			}
+		}
+		close(added)
+	})
+	<-added
+	// Both become readable before the loop wakes: one wait reports both.
+	holding, stopped := make(chan struct{}), make(chan struct{})
+	l.Post(func() { close(holding); <-stopped }) // hold the loop while both are written
+	<-holding
+	_, _ = unix.Write(a[1], []byte("x"))
+	_, _ = unix.Write(b[1], []byte("y"))
+	close(stopped)
+	first, second := <-got, <-got
+	for i, s := range []seen{first, second} {
+		if !s.itself || !s.other {
+			t.Errorf("handler %d: itself reported %v, the other (same wait) %v; want both", i, s.itself, s.other)
+		}
+		if s.quiet {
+			t.Errorf("handler %d: a descriptor with nothing to read is reported", i)
+		}
+	}
+	if first.iter != second.iter {
+		t.Errorf("one wait, iterations %d and %d", first.iter, second.iter)
+	}
+	_, _ = unix.Write(a[1], []byte("z"))
+	third := <-got
+	if third.iter <= first.iter || third.other {
+		t.Errorf("a later wait: iteration %d after %d, the other reported %v; want a later iteration and the other not reported", third.iter, first.iter, third.other)
+	}
+}
