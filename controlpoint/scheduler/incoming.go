@@ -114,6 +114,9 @@ func (r *IncomingRate) Closes(now time.Time) bool {
 	return now.Sub(r.start) >= RateWindow
 }
 
+// Tokens is what arrived in the current window.
+func (r *IncomingRate) Tokens() float64 { return r.tokens }
+
 // Unarrive takes back tokens that Arrive counted in the current window,
 // for a flow that is to arrive again. A window closed meanwhile keeps
 // them: the next one is short of them instead.
