@@ -382,4 +382,3 @@ func TestTryCheckAllocations(t *testing.T) {
 		t.Fatalf("%v allocations a TryCheck, want 0", n)
 	}
 }
-
