@@ -136,6 +136,40 @@ func (a *adaptiveConcurrency) decide(ctx context.Context, now time.Time, labels 
 	return
 }
 
+// waits: an enforcing limiter queues flows the limit has no room for; a
+// dry run admits every flow at once.
+func (a *adaptiveConcurrency) waits() waitKind {
+	if a.dryRun {
+		return waitsNever
+	}
+	return waitsSometimes
+}
+
+// tryDecide is decide, unless the flow would queue for a slot.
+func (a *adaptiveConcurrency) tryDecide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, ld *LimiterDecision) (held hold, decided bool) {
+	if a.dryRun {
+		return a.decide(ctx, now, labels, tokens, true, ld), true
+	}
+	a.describe(ld)
+	w := a.workloadOf(labels)
+	ld.LimitKey = w.name
+	st := a.lim.State()
+	ld.Limit = st.Limit
+	ld.Remaining = math.Max(math.Floor(st.Limit)-float64(st.InFlight), 0)
+	t, ok, decided := a.lim.TryAcquire(ctx, concurrency.Request{Workload: w.name, Weight: w.weight, Timeout: w.timeout})
+	switch {
+	case !decided:
+		return hold{}, false
+	case ok:
+		held = hold{c: a, t: t}
+	default:
+		ld.Dropped = true
+		ld.Reason = ReasonNoTokens
+		ld.Wait = time.Second
+	}
+	return held, true
+}
+
 // undo frees the slot of a flow a later component rejected; it ran no
 // workload, so there is nothing to learn.
 func (a *adaptiveConcurrency) undo(now time.Time, _ map[string]string, _ float64) { a.lim.Forget(now) }

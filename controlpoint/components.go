@@ -401,6 +401,15 @@ func (r *rateLimiter) decide(ctx context.Context, now time.Time, labels map[stri
 	return
 }
 
+// waits: local buckets, and lazy sync's local shares, answer at once;
+// Redis in exact mode is a round trip.
+func (r *rateLimiter) waits() waitKind {
+	if r.redis != nil && !r.redis.Lazy() {
+		return waitsAlways
+	}
+	return waitsNever
+}
+
 // undo gives the tokens back. undo has no caller context, so a Redis
 // limiter's call is bounded by redis_timeout alone.
 func (r *rateLimiter) undo(now time.Time, labels map[string]string, tokens float64) {
@@ -527,6 +536,8 @@ func (s *sampler) decide(_ context.Context, _ time.Time, labels map[string]strin
 }
 
 func (s *sampler) undo(time.Time, map[string]string, float64) {}
+
+func (s *sampler) waits() waitKind { return waitsNever }
 
 func (s *sampler) carry(old flowComponent) bool {
 	o, ok := old.(*sampler)

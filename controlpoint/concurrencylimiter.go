@@ -176,6 +176,45 @@ func (c *concurrencyLimiter) decide(ctx context.Context, now time.Time, labels m
 	return
 }
 
+// waits: a concurrency scheduler queues flows by workload; the limiter's
+// flows, and a dry run's, never wait.
+func (c *concurrencyLimiter) waits() waitKind {
+	if c.sched == nil || c.dryRun {
+		return waitsNever
+	}
+	return waitsSometimes
+}
+
+// tryDecide is decide, unless the flow would queue for its slots.
+func (c *concurrencyLimiter) tryDecide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, ld *LimiterDecision) (held hold, decided bool) {
+	if c.dryRun {
+		return c.decide(ctx, now, labels, tokens, true, ld), true
+	}
+	c.describe(ld)
+	ld.LimitKey = c.key(labels)
+	f := c.share(labels, tokens)
+	ld.Workload, ld.Priority = f.workload, f.priority
+	m := c.max.get()
+	if c.pass.on() || !valid(m) {
+		ld.PassThrough = true
+		return hold{}, true
+	}
+	ld.Limit = m
+	ok, decided := c.gate.TryAcquire(ctx, f.gateRequest(ld.LimitKey))
+	if !decided {
+		return hold{}, false
+	}
+	ld.Remaining = math.Max(m-c.slots.used(ld.LimitKey), 0)
+	if ok {
+		held = hold{c: c, key: ld.LimitKey, tokens: f.tokens}
+	} else {
+		ld.Dropped = true
+		ld.Reason = ReasonNoTokens
+		ld.Wait = time.Second
+	}
+	return held, true
+}
+
 // undo frees the slots of a flow a later component rejected.
 func (c *concurrencyLimiter) undo(now time.Time, labels map[string]string, tokens float64) {
 	c.free(c.key(labels), c.share(labels, tokens).tokens)

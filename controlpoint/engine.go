@@ -132,6 +132,10 @@ type point struct {
 	components  []componentRef
 	fluxMeters  []fluxMeterRef
 	noMatch     prometheus.Counter
+	// mayWait: a classifier runs Rego or a component may wait (MayWait);
+	// tryable: TryCheck may decide here (no Rego classifier, and no
+	// component that waits always).
+	mayWait, tryable bool
 }
 
 type componentRef struct {
@@ -148,6 +152,10 @@ type componentRef struct {
 	// decision, and the flows it rejected for lack of them.
 	remaining prometheus.Gauge
 	hits      prometheus.Counter
+	// waits is how c's decide may wait; try is c as a tryDecider when it
+	// may queue.
+	waits waitKind
+	try   tryDecider
 }
 
 type classifierRef struct {
@@ -355,6 +363,7 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 					ref.remaining = e.remaining.WithLabelValues(pol, id, cpl)
 					ref.hits = e.hits.WithLabelValues(pol, id, cpl)
 				}
+				ref.waits, ref.try = waitsOf(c.c)
 				pt.components = append(pt.components, ref)
 			}
 		}
@@ -368,6 +377,22 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 			for name, sels := range byControlPoint(fm.sels) {
 				pt := pointOf(name)
 				pt.fluxMeters = append(pt.fluxMeters, fluxMeterRef{sels: sels, name: fm.name})
+			}
+		}
+	}
+	for _, pt := range s.points {
+		pt.tryable = true
+		for i := range pt.classifiers {
+			if pt.classifiers[i].c.UsesRego() {
+				pt.mayWait, pt.tryable = true, false
+			}
+		}
+		for i := range pt.components {
+			switch pt.components[i].waits {
+			case waitsAlways:
+				pt.mayWait, pt.tryable = true, false
+			case waitsSometimes:
+				pt.mayWait = true
 			}
 		}
 	}
@@ -418,16 +443,22 @@ func (e *Engine) dropStaleSeries(old, cur *snapshot) {
 // Check decides whether the flow in req passes its control point, writing
 // the answer into d (which it resets first). It never blocks on I/O.
 func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Decision) {
+	e.check(ctx, now, req, d, e.snap.Load().points[req.ControlPoint], false)
+}
+
+// check is Check of the flow at pt (nil: no policy there) and, with try,
+// TryCheck: it reports false, having given back what the flow took and
+// counted nothing, when a component could not decide without waiting.
+func (e *Engine) check(ctx context.Context, now time.Time, req *Request, d *Decision, pt *point, try bool) bool {
 	d.Reset(req.ControlPoint)
-	e.points.observe(req.ControlPoint, req.Labels)
-	pt := e.snap.Load().points[req.ControlPoint]
+	st := e.points.observe(req.ControlPoint, req.Labels)
 	if pt == nil {
 		if req.RampMode {
 			e.noRamp(now, req.ControlPoint, d)
-			return
+			return true
 		}
 		e.noMatch(req.ControlPoint)
-		return
+		return true
 	}
 	if len(pt.classifiers) > 0 {
 		e.classify(ctx, pt, req, d)
@@ -440,7 +471,7 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	}
 	if req.RampMode && !pt.rampSelects(labels) {
 		e.noRamp(now, req.ControlPoint, d)
-		return
+		return true
 	}
 	tokens := req.Tokens
 	if tokens <= 0 {
@@ -463,41 +494,38 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 		d.Limiters = append(d.Limiters, LimiterDecision{})
 		ld := &d.Limiters[len(d.Limiters)-1]
 		var held hold
-		if h, ok := ref.c.(slotHolder); ok && req.NoFlowEnd {
-			h.info().describe(ld)
+		switch _, holder := ref.c.(slotHolder); {
+		case holder && req.NoFlowEnd:
+			ref.info.describe(ld)
 			ld.PassThrough = true
-		} else {
+		case try && ref.try != nil:
+			var decided bool
+			if held, decided = ref.try.tryDecide(ctx, now, labels, tokens, ld); !decided {
+				e.untry(now, pt, labels, tokens, d.Limiters[:len(d.Limiters)-1], marks)
+				st.checks.Add(^uint64(0)) // Check counts the flow
+				return false
+			}
+		default:
 			held = ref.c.decide(ctx, now, labels, tokens, true, ld)
 		}
 		marks = append(marks, mark{ref: i, held: held.c != nil})
 		if held.c != nil {
 			holds = append(holds, held)
 		}
-		if ref.remaining != nil && !ld.PassThrough {
-			ref.remaining.Set(ld.Remaining)
-			if ld.Dropped && ld.Reason == ReasonRateLimited {
-				ref.hits.Inc()
-			}
+		if ld.Dropped && !ld.DryRun {
+			d.Accepted = false
+			d.Decider = len(d.Limiters) - 1
+			d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
+			break
 		}
-		switch {
-		case !ld.Dropped:
-			ref.accepted.Inc()
-			continue
-		case ld.DryRun:
-			ref.dryRun.Inc()
-			continue
-		}
-		if ld.Reason == rejectReasonOf(ref.c) {
-			ref.rejected.Inc()
-		} else {
-			ref.otherRejected.get(ld.Reason).Inc()
-		}
-		d.Accepted = false
-		d.Decider = len(d.Limiters) - 1
-		d.Reason, d.StatusCode, d.Wait = ld.Reason, ld.StatusCode, ld.Wait
+	}
+	// Counted once decided: a try that stops counts nothing.
+	for j := range marks {
+		e.count(&pt.components[marks[j].ref], &d.Limiters[j])
+	}
+	if !d.Accepted {
 		e.undo(now, pt, labels, tokens, d.Limiters[:d.Decider], marks)
 		e.logDecision(now, d)
-		break
 	}
 	if !matched {
 		pt.noMatch.Inc()
@@ -505,31 +533,41 @@ func (e *Engine) Check(ctx context.Context, now time.Time, req *Request, d *Deci
 	if d.Accepted && len(holds) > 0 {
 		d.FlowID = e.flows.add(now, holds)
 	}
+	return true
+}
+
+// count counts the decision ld of the component of ref.
+func (e *Engine) count(ref *componentRef, ld *LimiterDecision) {
+	if ref.remaining != nil && !ld.PassThrough {
+		ref.remaining.Set(ld.Remaining)
+		if ld.Dropped && ld.Reason == ReasonRateLimited {
+			ref.hits.Inc()
+		}
+	}
+	switch {
+	case !ld.Dropped:
+		ref.accepted.Inc()
+	case ld.DryRun:
+		ref.dryRun.Inc()
+	case ld.Reason == rejectReasonOf(ref.c):
+		ref.rejected.Inc()
+	default:
+		ref.otherRejected.get(ld.Reason).Inc()
+	}
 }
 
 // MayWait reports whether Check at controlPoint may wait, with the
-// policies installed now: a scheduler (load or quota) or a concurrency
-// limiter (adaptive or not) may queue the flow, a rate limiter kept in
-// Redis makes a round trip, and a Rego classifier evaluates a module.
-// Local rate limiters, flux meters and classifiers without Rego answer at
-// once. An event loop asks it before a check, to check on another
-// goroutine when the check may wait.
+// policies installed now: a scheduler (load, quota, concurrency) or an
+// adaptive_concurrency limiter may queue the flow, a rate limiter kept in
+// Redis in exact mode makes a round trip, and a Rego classifier evaluates
+// a module. Local and lazily synced rate limiters, samplers, concurrency
+// limiters (whose flows never wait), flux meters and classifiers without
+// Rego answer at once. TryCheck decides on the spot what Check would
+// without waiting; MayWait says whether Check can be called where it
+// must not wait at all.
 func (e *Engine) MayWait(controlPoint string) bool {
 	pt := e.snap.Load().points[controlPoint]
-	if pt == nil {
-		return false
-	}
-	for i := range pt.classifiers {
-		if pt.classifiers[i].c.UsesRego() {
-			return true
-		}
-	}
-	for i := range pt.components {
-		if r, ok := pt.components[i].c.(*rateLimiter); !ok || r.redis != nil {
-			return true
-		}
-	}
-	return false
+	return pt != nil && pt.mayWait
 }
 
 // EndFlow reports that the admitted flow with id (a Decision's FlowID)

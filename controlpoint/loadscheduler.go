@@ -167,6 +167,68 @@ func (l *loadScheduler) decide(ctx context.Context, now time.Time, labels map[st
 	return
 }
 
+// waits: an enforcing scheduler queues flows past its rate; a dry run
+// makes nobody wait.
+func (l *loadScheduler) waits() waitKind {
+	if l.dryRun {
+		return waitsNever
+	}
+	return waitsSometimes
+}
+
+// tryDecide is decide, unless the flow would queue, or its arrival would
+// close a window of the incoming rate (and so re-derive the admission
+// rate: decide does that, once, every 100 ms).
+func (l *loadScheduler) tryDecide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, ld *LimiterDecision) (held hold, decided bool) {
+	l.describe(ld)
+	w := l.workloadOf(labels)
+	ld.LimitKey = w.name
+	m := l.multiplier.get()
+	cost := l.cost(w, labels, tokens)
+	// Held across the admission, so that no other flow's arrival closes a
+	// window in between: the rate is the one decide would see after
+	// counting this flow.
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.incoming.Closes(now) {
+		return hold{}, false
+	}
+	rate := l.sched.Rate()
+	ld.Limit = rate
+	if !valid(m) {
+		l.incoming.Arrive(now, cost)
+		ld.PassThrough = true
+		return hold{}, true
+	}
+	req := scheduler.Request{Workload: w.name, Weight: w.weight, Tokens: cost, Timeout: scheduler.QueueTimeout(w.timeout, cost, rate)}
+	if k := l.spec.Parameters.FairnessLabelKey; k != "" {
+		req.Fairness = labels[k]
+	}
+	ok, decided := l.sched.TryAdmit(ctx, req)
+	if !decided {
+		return hold{}, false
+	}
+	l.incoming.Arrive(now, cost)
+	if !ok {
+		ld.Dropped = true
+		ld.Reason = ReasonNoTokens
+		ld.Wait = time.Second
+	}
+	return hold{}, true
+}
+
+// untry gives back the admission and the arrival of a flow tryDecide
+// decided, which is to be checked again.
+func (l *loadScheduler) untry(_ time.Time, labels map[string]string, tokens float64, ld *LimiterDecision) {
+	cost := l.cost(l.workloadOf(labels), labels, tokens)
+	l.mu.Lock()
+	l.incoming.Unarrive(cost)
+	l.mu.Unlock()
+	if !ld.Dropped && !ld.PassThrough {
+		l.sched.Refund(cost)
+	}
+}
+
 // undo cannot give back an admission slot: the flow already went through
 // the queue. The rate follows arrivals, so the error fades within a tick.
 func (l *loadScheduler) undo(time.Time, map[string]string, float64) {}

@@ -38,6 +38,20 @@ func (l *LocalChecker) Check(ctx context.Context, req *Request, d *Decision) err
 	return nil
 }
 
+// TryCheck is Check that never waits (see Engine.TryCheck): it reports
+// decided false, having written nothing a caller reads and held nothing,
+// when the engine could not decide without waiting; the request is then
+// for Check. A malformed request is decided: it fails as in Check.
+func (l *LocalChecker) TryCheck(ctx context.Context, req *Request, d *Decision) (decided bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
+	if err := ValidateRequest(req); err != nil {
+		return true, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return l.e.TryCheck(ctx, l.now(), req, d), nil
+}
+
 // EndFlow reports the end of flow id to the engine.
 func (l *LocalChecker) EndFlow(_ context.Context, id uint64, failed bool) error {
 	l.e.EndFlow(l.now(), id, failed)

@@ -131,7 +131,13 @@ func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[s
 		return
 	}
 	ok, _ := q.gate.Acquire(ctx, f.gateRequest(ld.LimitKey))
-	res := q.lim.Peek(now, ld.LimitKey, f.tokens)
+	q.answer(now, ld, f.tokens, ok)
+	return
+}
+
+// answer fills ld for a flow of n tokens the gate admitted (ok) or not.
+func (q *quotaScheduler) answer(now time.Time, ld *LimiterDecision, n float64, ok bool) {
+	res := q.lim.Peek(now, ld.LimitKey, n)
 	ld.Remaining, ld.Limit, ld.Reset = res.Remaining, res.Limit, res.Reset
 	if !ok {
 		ld.Dropped = true
@@ -141,7 +147,36 @@ func (q *quotaScheduler) decide(ctx context.Context, now time.Time, labels map[s
 			ld.Wait = time.Second
 		}
 	}
-	return
+}
+
+// waits: an enforcing scheduler queues flows its bucket cannot serve; a
+// dry run asks the bucket alone.
+func (q *quotaScheduler) waits() waitKind {
+	if q.dryRun {
+		return waitsNever
+	}
+	return waitsSometimes
+}
+
+// tryDecide is decide, unless the flow would queue for its tokens.
+func (q *quotaScheduler) tryDecide(ctx context.Context, now time.Time, labels map[string]string, tokens float64, ld *LimiterDecision) (held hold, decided bool) {
+	if q.dryRun {
+		return q.decide(ctx, now, labels, tokens, true, ld), true
+	}
+	q.describe(ld)
+	ld.LimitKey = q.key(labels)
+	f := q.sched.share(labels, tokens)
+	ld.Workload, ld.Priority = f.workload, f.priority
+	if q.pass.on() || !valid(q.capacity.get()) || !valid(q.fill.get()) {
+		ld.PassThrough = true
+		return hold{}, true
+	}
+	ok, decided := q.gate.TryAcquire(ctx, f.gateRequest(ld.LimitKey))
+	if !decided {
+		return hold{}, false
+	}
+	q.answer(now, ld, f.tokens, ok)
+	return hold{}, true
 }
 
 // undo gives the tokens back and lets the key's waiting flows take them.

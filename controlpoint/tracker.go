@@ -77,12 +77,13 @@ func (t *pointTracker) stats(cp string) (*pointStats, string) {
 }
 
 // observe counts a flow at cp and, for a sample of flows, records its
-// label keys: the first 16 flows and then one in 64.
-func (t *pointTracker) observe(cp string, labels map[string]string) {
+// label keys: the first 16 flows and then one in 64. It returns cp's
+// record.
+func (t *pointTracker) observe(cp string, labels map[string]string) *pointStats {
 	st, _ := t.stats(cp)
 	n := st.checks.Add(1)
 	if n > 16 && n%64 != 0 {
-		return
+		return st
 	}
 	st.mu.Lock()
 	for k := range labels {
@@ -94,6 +95,7 @@ func (t *pointTracker) observe(cp string, labels map[string]string) {
 		}
 	}
 	st.mu.Unlock()
+	return st
 }
 
 // noMatchCounter is the counter of flows at cp that nothing matched.

@@ -38,8 +38,9 @@ import (
 // hands to the fast engine, a route to a group with upstream TLS. The
 // lean engine serves such a connection from then on (and hands on what
 // it does not serve itself, as it always does). A check at the control
-// point that may wait (see checkMayWait) runs on a goroutine; the
-// request resumes on its loop with the decision.
+// point is decided on the loop unless it would wait (client.Gate.TryAdmit:
+// a scheduler's queue, Redis, a remote Checker); that one runs on a
+// goroutine, and the request resumes on its loop with the decision.
 //
 // A connection lives on the loop that accepted it, and so do the
 // connections to targets it uses: each loop has its own pool of each

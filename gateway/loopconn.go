@@ -446,14 +446,22 @@ func (c *loopConn) process() {
 		return
 	}
 	labels := leanLabels(lc, rt, c.method)
-	if !g.checkMayWait(rt.controlPoint) {
+	// On the loop whenever the control point decides without waiting:
+	// an in-process engine tries (a scheduler with tokens to spare, a
+	// concurrency limiter with room); a Checker that cannot try says
+	// whether its checks may wait at all.
+	if a, ok, decided := rt.gate.TryAdmit(context.Background(), leanExchange{lc}, labels, 0); decided {
+		c.admitted(a, ok)
+		return
+	}
+	if !rt.gate.Tries() && !g.checkMayWait(rt.controlPoint) {
 		a, ok := rt.gate.Admit(context.Background(), leanExchange{lc}, labels, 0)
 		c.admitted(a, ok)
 		return
 	}
-	// The check may wait (a scheduler's queue, Redis): on a goroutine,
-	// the request resuming on the loop with the decision. Nothing else
-	// touches lc meanwhile.
+	// The check would wait (a scheduler's queue, Redis, a remote agent):
+	// on a goroutine, the request resuming on the loop with the decision.
+	// Nothing else touches lc meanwhile.
 	c.stage = stAdmit
 	l := c.st.l
 	go func() {

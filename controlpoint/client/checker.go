@@ -21,6 +21,19 @@ type Checker interface {
 	Check(ctx context.Context, req *flow.Request, d *flow.Decision) error
 }
 
+// TryChecker is a Checker that can also decide without waiting: an
+// engine in the same process (controlpoint.LocalChecker). A server engine
+// that must not block (an event loop) asks TryCheck, and only when it
+// does not decide, Check where waiting is fine.
+type TryChecker interface {
+	Checker
+	// TryCheck is Check, except that when the check would wait (a
+	// scheduler's queue, a network round trip) it reports decided false,
+	// having counted, held and taken nothing for the flow. decided is
+	// true when err is set.
+	TryCheck(ctx context.Context, req *flow.Request, d *flow.Decision) (decided bool, err error)
+}
+
 // checked is one check of the adapters: its request and the decision the
 // Checker writes, taken from a pool together so that a check allocates
 // neither (a request passed to an interface method escapes).

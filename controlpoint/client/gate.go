@@ -24,6 +24,7 @@ import (
 // is safe for concurrent use.
 type Gate struct {
 	c    Checker
+	try  TryChecker // c, when it is one; nil otherwise
 	opts MiddlewareOptions
 }
 
@@ -34,7 +35,9 @@ func NewGate(c Checker, opts MiddlewareOptions) *Gate {
 	if opts.ControlPoint == "" {
 		opts.ControlPoint = DefaultControlPoint
 	}
-	return &Gate{c: c, opts: opts}
+	g := &Gate{c: c, opts: opts}
+	g.try, _ = c.(TryChecker)
+	return g
 }
 
 // Exchange is one HTTP request at a control point and its answer, as the
@@ -75,8 +78,39 @@ type Admitted struct {
 func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (Admitted, bool) {
 	c := newChecked()
 	c.req = flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
+	return g.admit(ctx, x, c, g.c.Check(ctx, &c.req, &c.d))
+}
+
+// TryAdmit is Admit that never waits: when the gate's Checker is a
+// TryChecker and decides without waiting, it does what Admit does (the
+// same headers, answers, flow records, and an Admitted to End) and
+// reports decided true. Otherwise (the check would wait, or the Checker
+// cannot tell) it writes nothing, holds nothing and reports decided
+// false: the request is then for Admit, where waiting is fine.
+func (g *Gate) TryAdmit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (a Admitted, ok, decided bool) {
+	if g.try == nil {
+		return Admitted{}, false, false
+	}
+	c := newChecked()
+	c.req = flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
+	decided, err := g.try.TryCheck(ctx, &c.req, &c.d)
+	if !decided {
+		c.release()
+		return Admitted{}, false, false
+	}
+	a, ok = g.admit(ctx, x, c, err)
+	return a, ok, true
+}
+
+// Tries reports whether TryAdmit can decide: the gate's Checker is a
+// TryChecker.
+func (g *Gate) Tries() bool { return g.try != nil }
+
+// admit answers x with the outcome of c's check, which failed with err
+// or decided c.d.
+func (g *Gate) admit(ctx context.Context, x Exchange, c *checked, err error) (Admitted, bool) {
 	d := &c.d
-	if err := g.c.Check(ctx, &c.req, d); err != nil {
+	if err != nil {
 		c.release()
 		if ctx.Err() == nil {
 			x.WriteJSON(http.StatusServiceUnavailable, map[string]string{"error": "check_failed"})

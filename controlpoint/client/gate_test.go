@@ -105,3 +105,44 @@ func TestGateUntrackedAndFailures(t *testing.T) {
 		t.Fatalf("caller gone: ok=%v status %d; want no answer", ok, x.status)
 	}
 }
+
+// TryAdmit decides as Admit does when the check needs no wait; when it
+// would wait (the only slot is held) nothing is written, recorded or
+// held, and Admit decides. A Checker that cannot try never decides there.
+func TestGateTryAdmit(t *testing.T) {
+	var seen flowsSeen
+	lc := controlpoint.NewLocalChecker(newEngine(t, policytest.OneSlot("ingress")))
+	g := NewGate(lc, MiddlewareOptions{Flows: &seen})
+	ctx := context.Background()
+	if !g.Tries() {
+		t.Fatal("a gate of the in-process engine cannot try")
+	}
+	x1 := &memExchange{header: http.Header{}}
+	a1, ok, decided := g.TryAdmit(ctx, x1, map[string]string{}, 0)
+	if !decided || !ok || x1.status != 0 || x1.header.Get(flow.HeaderDecision) != "accepted" || !a1.Tracked() || a1.Decision().FlowID == 0 {
+		t.Fatalf("first: decided=%v ok=%v status=%d headers=%v; want admitted on the spot with the headers and a flow id", decided, ok, x1.status, x1.header)
+	}
+	x2 := &memExchange{header: http.Header{}}
+	if _, ok, decided := g.TryAdmit(ctx, x2, map[string]string{}, 0); decided || ok {
+		t.Fatalf("second, behind the held slot: decided=%v ok=%v; want left for Admit", decided, ok)
+	}
+	if x2.status != 0 || len(x2.header) != 0 || x2.identities != 0 || len(seen) != 0 {
+		t.Fatalf("an undecided try wrote %d %v, asked the identity %d times, recorded %+v", x2.status, x2.header, x2.identities, seen)
+	}
+	if _, ok := g.Admit(ctx, x2, map[string]string{}, 0); ok || x2.status != http.StatusServiceUnavailable || len(seen) != 1 || !seen[0].Rejected {
+		t.Fatalf("second by Admit: ok=%v status=%d flows=%+v; want rejected 503 and recorded once", ok, x2.status, seen)
+	}
+	a1.End(http.StatusOK, false)
+	x3 := &memExchange{header: http.Header{}}
+	a3, ok, decided := g.TryAdmit(ctx, x3, map[string]string{}, 0)
+	if !decided || !ok {
+		t.Fatalf("third: decided=%v ok=%v (%d %s); want admitted on the spot once the slot freed", decided, ok, x3.status, x3.body)
+	}
+	a3.End(http.StatusOK, false)
+
+	plain := NewGate(struct{ Checker }{lc}, MiddlewareOptions{})
+	x4 := &memExchange{header: http.Header{}}
+	if _, _, decided := plain.TryAdmit(ctx, x4, map[string]string{}, 0); decided || plain.Tries() || x4.status != 0 || len(x4.header) != 0 {
+		t.Fatalf("a Checker that cannot try: decided=%v tries=%v wrote %d %v", decided, plain.Tries(), x4.status, x4.header)
+	}
+}

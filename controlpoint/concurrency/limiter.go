@@ -279,6 +279,27 @@ func (l *Limiter) Acquire(ctx context.Context, r Request) (Ticket, bool) {
 	return Ticket{}, false
 }
 
+// TryAcquire is Acquire that never waits: it admits the flow when
+// Acquire would at once, rejects it when Acquire would at once (no time
+// left to wait), and otherwise, when the flow would have to queue,
+// queues nothing and reports decided false, so that the caller can
+// Acquire where it may wait.
+func (l *Limiter) TryAcquire(ctx context.Context, r Request) (t Ticket, admitted, decided bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t, ok := l.tryLocked(l.opts.Clock()); ok {
+		return t, true, true
+	}
+	timeout := l.waitLocked(r.Weight)
+	if r.Timeout > 0 {
+		timeout = min(timeout, r.Timeout)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl)-time.Millisecond)
+	}
+	return Ticket{}, false, timeout <= 0
+}
+
 // AdmitNow admits a flow at once, whatever the limit, and reports whether
 // the limit had room for it: a dry run that still learns from real load.
 func (l *Limiter) AdmitNow(now time.Time) (Ticket, bool) {

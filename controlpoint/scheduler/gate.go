@@ -295,3 +295,25 @@ func (g *Gate) armLocked(now time.Time, key string) {
 		g.dropIdleLocked(key, k)
 	})
 }
+
+// TryAcquire is Acquire that never waits: it admits r when Acquire would
+// at once, rejects it when Acquire would at once (r may not wait, or its
+// units will never be there), and otherwise, when r would have to queue,
+// queues nothing and reports decided false, so that the caller can
+// Acquire where it may wait.
+func (g *Gate) TryAcquire(ctx context.Context, r GateRequest) (admitted, decided bool) {
+	if dl, ok := ctx.Deadline(); ok {
+		r.Timeout = min(r.Timeout, time.Until(dl)-time.Millisecond)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if k := g.keys[r.Key]; k != nil && k.q.Len() > 0 {
+		// Flows of the key wait: r would queue behind them.
+		return false, r.Timeout <= 0
+	}
+	ok, retry := g.res.TryTake(g.clock(), r.Key, r.Tokens)
+	if ok {
+		return true, true
+	}
+	return false, retry < 0 || r.Timeout <= 0
+}

@@ -99,6 +99,31 @@ func (r *IncomingRate) Arrive(now time.Time, tokens float64) (changed bool) {
 	return true
 }
 
+// Closes reports whether Arrive at now would close or drop a window (and
+// so change Rate), without counting anything.
+func (r *IncomingRate) Closes(now time.Time) bool {
+	if r.start.IsZero() {
+		return false
+	}
+	if now.Before(r.last) {
+		now = r.last
+	}
+	if r.measured && !r.fresh && now.Sub(r.last) > r.lullAfter() {
+		return true
+	}
+	return now.Sub(r.start) >= RateWindow
+}
+
+// Tokens is what arrived in the current window.
+func (r *IncomingRate) Tokens() float64 { return r.tokens }
+
+// Unarrive takes back tokens that Arrive counted in the current window,
+// for a flow that is to arrive again. A window closed meanwhile keeps
+// them: the next one is short of them instead.
+func (r *IncomingRate) Unarrive(tokens float64) {
+	r.tokens = max(r.tokens-tokens, 0)
+}
+
 // lullAfter is the silence that makes a lull at the current estimate.
 func (r *IncomingRate) lullAfter() time.Duration {
 	if r.sumTok <= 0 {

@@ -251,3 +251,41 @@ func QueueTimeout(timeout time.Duration, tokens, rate float64) time.Duration {
 	}
 	return max(timeout, floor)
 }
+
+// TryAdmit is Admit that never waits: it admits r when Admit would at
+// once, rejects it when Admit would at once (no time left to wait), and
+// otherwise, when r would have to queue, changes nothing and reports
+// decided false, so that the caller can Admit it where it may wait.
+func (s *Scheduler) TryAdmit(ctx context.Context, r Request) (admitted, decided bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if math.IsInf(s.rate, 1) {
+		return true, true
+	}
+	s.refill(s.clock())
+	if s.queue.Len() == 0 && s.tokens >= r.Tokens {
+		s.tokens -= r.Tokens
+		return true, true
+	}
+	timeout := r.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl)-time.Millisecond)
+	}
+	if timeout <= 0 {
+		return false, true
+	}
+	return false, false
+}
+
+// Refund gives back tokens that TryAdmit or Admit took for a flow that
+// is to be scheduled again (up to the bucket's capacity), and admits the
+// waiting requests they now pay for.
+func (s *Scheduler) Refund(tokens float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if math.IsInf(s.rate, 1) || tokens <= 0 {
+		return
+	}
+	s.tokens = math.Min(s.tokens+tokens, s.capacity())
+	s.dispatch(s.clock())
+}

@@ -1,0 +1,182 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
+)
+
+// countingChecker is the in-process engine's checker, counting how the
+// loop asked it: TryCheck on the loop (decided or not) and Check, which
+// the loop calls only on a goroutine of its own.
+type countingChecker struct {
+	*controlpoint.LocalChecker
+	tried, undecided, checked atomic.Int64
+}
+
+func (c *countingChecker) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+	c.checked.Add(1)
+	return c.LocalChecker.Check(ctx, req, d)
+}
+
+func (c *countingChecker) TryCheck(ctx context.Context, req *flow.Request, d *flow.Decision) (bool, error) {
+	c.tried.Add(1)
+	decided, err := c.LocalChecker.TryCheck(ctx, req, d)
+	if !decided {
+		c.undecided.Add(1)
+	}
+	return decided, err
+}
+
+// Under gwbench's -policy full (a rate limiter, a flux meter and an
+// adaptive concurrency limiter that never binds, whose checks may wait)
+// every request is decided on the loop: no check goes to a goroutine, and
+// every answer carries the decision.
+func TestLoopFullPolicyDecidesOnTheLoop(t *testing.T) {
+	e := allocEngine(t, allocFullPolicy)
+	if !e.MayWait("ingress") {
+		t.Fatal("an adaptive concurrency limiter may not wait, says the engine")
+	}
+	ck := &countingChecker{LocalChecker: controlpoint.NewLocalChecker(e)}
+	up, _ := pathTarget(t)
+	cfg := oneUpstream(up)
+	cfg.Routes[0].ControlPoint = "ingress"
+	addr, _ := loopTo(t, Options{Config: cfg, Checker: ck}, nil)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			c, br := dialLean(t, addr)
+			for j := range 25 {
+				if _, err := fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: h\r\nX-User: alice\r\n\r\n", i, j); err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != fmt.Sprintf("GET /c%d/%d", i, j) || resp.Header.Get("X-FluxGate-Decision") != "accepted" {
+					t.Errorf("conn %d request %d: %d %q %v", i, j, resp.StatusCode, b, resp.Header)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if tried, undecided, checked := ck.tried.Load(), ck.undecided.Load(), ck.checked.Load(); tried != 100 || undecided != 0 || checked != 0 {
+		t.Errorf("the loop tried %d checks (%d undecided) and checked %d on goroutines; want 100, 0, 0", tried, undecided, checked)
+	}
+}
+
+// The loop engine under the full policy allocates what it does under a
+// rate limiter alone (TestLoopRequestAllocations): a check decided on
+// the loop costs no goroutine, no closure and no Post.
+func TestLoopFullPolicyAllocations(t *testing.T) {
+	e := allocEngine(t, allocFullPolicy)
+	objects := engineAllocations(t, e, nil, func(g *Gateway) string { return serveLoopAddr(t, g) })
+	want := 1.5
+	if raceEnabled {
+		want = 5 // as the lean engine's under the full policy
+	}
+	if objects > want {
+		t.Errorf("the loop engine allocates %.2f objects a request under the full policy, want at most %.1f", objects, want)
+	}
+}
+
+// oneSlotAtIngress lets one flow at a time through the gateway's control
+// point; the others wait for the slot.
+const oneSlotAtIngress = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: one-slot, namespace: default}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          concurrency_scheduler:
+            selectors: [{control_point: ingress}]
+            in_ports: {max_concurrency: {constant_signal: {value: 1}}}
+            scheduler:
+              default_workload_parameters: {queue_timeout: 5s}
+`
+
+// A check that would wait (the slot is held) goes off the loop, and the
+// request is admitted and answered when the slot frees; the loop serves
+// meanwhile.
+func TestLoopCheckThatWouldWaitGoesOffTheLoop(t *testing.T) {
+	e := allocEngine(t, oneSlotAtIngress)
+	ck := &countingChecker{LocalChecker: controlpoint.NewLocalChecker(e)}
+	release := make(chan struct{})
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.URL.Path == "/slow" {
+				<-release
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path); err != nil {
+				return
+			}
+		}
+	})
+	cfg := oneUpstream(up)
+	cfg.Routes[0].ControlPoint = "ingress"
+	addr, _ := loopTo(t, Options{Config: cfg, Checker: ck}, nil)
+	slow, slowBR := dialLean(t, addr)
+	if _, err := io.WriteString(slow, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the first check", func() bool { return ck.tried.Load() > 0 })
+	waiting, waitingBR := dialLean(t, addr)
+	if _, err := io.WriteString(waiting, "GET /waits HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a check on a goroutine", func() bool { return ck.checked.Load() > 0 })
+	if tried, undecided := ck.tried.Load(), ck.undecided.Load(); tried != 2 || undecided != 1 {
+		t.Fatalf("the loop tried %d checks, %d undecided; want 2, 1", tried, undecided)
+	}
+	close(release)
+	for _, x := range []struct {
+		br   *bufio.Reader
+		path string
+	}{{slowBR, "/slow"}, {waitingBR, "/waits"}} {
+		_ = slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = waiting.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(x.br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", x.path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != x.path || resp.Header.Get("X-FluxGate-Decision") != "accepted" {
+			t.Fatalf("%s: %d %q %v", x.path, resp.StatusCode, b, resp.Header)
+		}
+	}
+	if checked := ck.checked.Load(); checked != 1 {
+		t.Errorf("%d checks on goroutines, want the one that waited", checked)
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test past 5 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("waited 5s for %s", what)
+		}
+	}
+}
