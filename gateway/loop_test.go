@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/metricnames"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -882,5 +884,31 @@ func TestLoopReusesQuietConnectionsWithoutPeeking(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Errorf("%d target connections, want 2 (the one with stray bytes closed)", n)
+	}
+}
+
+// A route to a group with upstream TLS goes from the loop to the lean
+// engine, which serves it itself: counted once as upstream_tls, and the
+// connection's next request stays on lean (not counted again).
+func TestLoopCountsUpstreamTLSHandOver(t *testing.T) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "over tls "+r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	opts := Options{Registerer: prometheus.NewRegistry()}
+	startTarget(up, true, &opts)
+	addr, s := loopTo(t, opts, nil)
+	counted := func() float64 {
+		return testutil.ToFloat64(s.g.metrics.handovers.WithLabelValues(metricnames.HandoverUpstreamTLS))
+	}
+	c, br := dialLean(t, addr)
+	for _, path := range []string{"/one", "/two"} {
+		resp, body := exchangeOn(t, c, br, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != 200 || body != "over tls "+path {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	if n := counted(); n != 1 {
+		t.Errorf("upstream_tls hand-overs: %v, want 1", n)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // loopConn is one client connection of the loop engine, a state machine
@@ -424,6 +425,9 @@ func (c *loopConn) process() {
 	lc := &c.lc
 	rt := g.state.Load().route(leanRequest{lc})
 	if rt != nil && !loopCarries(rt) {
+		if rt.fast { // the lean engine serves it itself: the one hand-over it does not count
+			g.metrics.handovers.WithLabelValues(metricnames.HandoverUpstreamTLS).Inc()
+		}
 		c.handOver()
 		return
 	}

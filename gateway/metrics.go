@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"upstream", metricnames.LabelUpstreamHost}),
 		handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.GatewayHandoversTotal,
-			Help: "Client connections the lean engine handed to another engine, by reason: to the fast engine request (outside its HTTP/1.1 subset), body (chunked or over 64 KiB), route (to an HTTP/2 group); to net/http h2 (a TLS connection that chose HTTP/2).",
+			Help: "Client connections the lean engine handed to another engine, by reason: to the fast engine request (outside its HTTP/1.1 subset), body (chunked or over 64 KiB), route (to an HTTP/2 group); to net/http h2 (a TLS connection that chose HTTP/2); from the loop engine to the lean one upstream_tls (a route to a group with upstream TLS).",
 		}, []string{"reason"}),
 		h2errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.GatewayHTTP2ProtocolErrorsTotal,
@@ -88,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute, metricnames.HandoverHTTP2, metricnames.HandoverH2C} {
+	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute, metricnames.HandoverHTTP2, metricnames.HandoverH2C, metricnames.HandoverUpstreamTLS} {
 		m.handovers.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.handovers, m.h2errors, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {

@@ -48,13 +48,17 @@ const (
 // outside the subset goes to the net/http engine instead with gateway.h2c);
 // a TLS connection that negotiated HTTP/2, and a plain one that opened
 // with the HTTP/2 client preface under gateway.h2c (both to
-// gateway.http2.server).
+// gateway.http2.server); a route to a group with upstream TLS, which the
+// loop engine hands to the lean engine (the loop engine's other
+// hand-overs go on from lean to the fast engine and count there once,
+// with the reasons above).
 const (
-	HandoverRequest = "request"
-	HandoverBody    = "body"
-	HandoverRoute   = "route"
-	HandoverHTTP2   = "h2"
-	HandoverH2C     = "h2c"
+	HandoverRequest     = "request"
+	HandoverBody        = "body"
+	HandoverRoute       = "route"
+	HandoverHTTP2       = "h2"
+	HandoverH2C         = "h2c"
+	HandoverUpstreamTLS = "upstream_tls"
 )
 
 // Circuit breakers (package controlpoint/breaker). BreakerStateNumeric is
