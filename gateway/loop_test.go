@@ -34,6 +34,57 @@ func serveLoopAddr(t testing.TB, g *Gateway) string {
 	return addr
 }
 
+// startLoop serves g on loops event loops, on a listener of its own
+// closed at the test's end; the test shuts the server down itself, and
+// served tells what Serve returned.
+func startLoop(t *testing.T, g *Gateway, loops int) (s *LoopServer, addr string, served <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	s, err = g.NewLoopServer(nil, loops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	waitServing(t, s)
+	return s, ln.Addr().String(), done
+}
+
+// acceptedOnFourClients sends 25 requests on each of four connections to
+// addr at once (with extra header lines, "" for none) and checks that
+// each is admitted (X-FluxGate-Decision: accepted) and answered by a
+// pathTarget.
+func acceptedOnFourClients(t *testing.T, addr, extra string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			c, br := dialLean(t, addr)
+			for j := range 25 {
+				if _, err := fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: h\r\n%s\r\n", i, j, extra); err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != fmt.Sprintf("GET /c%d/%d", i, j) || resp.Header.Get("X-FluxGate-Decision") != "accepted" {
+					t.Errorf("conn %d request %d: %d %q %v", i, j, resp.StatusCode, b, resp.Header)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // serveLoopWith is serveLoopAddr with the server set up by setup first;
 // it returns the server too.
 func serveLoopWith(t testing.TB, g *Gateway, setup func(*LoopServer)) (string, *LoopServer) {
@@ -438,20 +489,9 @@ func TestLoopShutdownFinishesRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	s, err := g.NewLoopServer(nil, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	waitServing(t, s)
-	idle, idleBR := dialLean(t, ln.Addr().String())
-	busy, busyBR := dialLean(t, ln.Addr().String())
+	s, addr, served := startLoop(t, g, 2)
+	idle, idleBR := dialLean(t, addr)
+	busy, busyBR := dialLean(t, addr)
 	if _, err := io.WriteString(busy, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -649,29 +689,7 @@ func TestLoopLoadSchedulerAdmits(t *testing.T) {
 	cfg := oneUpstream(up)
 	cfg.Routes[0].ControlPoint = "ingress"
 	addr, _ := loopTo(t, Options{Config: cfg, Checker: controlpoint.NewLocalChecker(e)}, nil)
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Go(func() {
-			c, br := dialLean(t, addr)
-			for j := range 25 {
-				if _, err := fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: h\r\n\r\n", i, j); err != nil {
-					t.Error(err)
-					return
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				if resp.StatusCode != 200 || string(b) != fmt.Sprintf("GET /c%d/%d", i, j) || resp.Header.Get("X-FluxGate-Decision") != "accepted" {
-					t.Errorf("conn %d request %d: %d %q %v", i, j, resp.StatusCode, b, resp.Header)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	acceptedOnFourClients(t, addr, "")
 }
 
 // With its connections to a target all in use, a loop's request waits
@@ -773,19 +791,8 @@ func TestLoopShutdownCountsACutRequestUnanswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	s, err := g.NewLoopServer(nil, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	waitServing(t, s)
-	c, br := dialLean(t, ln.Addr().String())
+	s, addr, served := startLoop(t, g, 1)
+	c, br := dialLean(t, addr)
 	if _, err := io.WriteString(c, "GET /one HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}

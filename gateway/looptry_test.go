@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,29 +53,7 @@ func TestLoopFullPolicyDecidesOnTheLoop(t *testing.T) {
 	cfg := oneUpstream(up)
 	cfg.Routes[0].ControlPoint = "ingress"
 	addr, _ := loopTo(t, Options{Config: cfg, Checker: ck}, nil)
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Go(func() {
-			c, br := dialLean(t, addr)
-			for j := range 25 {
-				if _, err := fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: h\r\nX-User: alice\r\n\r\n", i, j); err != nil {
-					t.Error(err)
-					return
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				if resp.StatusCode != 200 || string(b) != fmt.Sprintf("GET /c%d/%d", i, j) || resp.Header.Get("X-FluxGate-Decision") != "accepted" {
-					t.Errorf("conn %d request %d: %d %q %v", i, j, resp.StatusCode, b, resp.Header)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	acceptedOnFourClients(t, addr, "X-User: alice\r\n")
 	if tried, undecided, checked := ck.tried.Load(), ck.undecided.Load(), ck.checked.Load(); tried != 100 || undecided != 0 || checked != 0 {
 		t.Errorf("the loop tried %d checks (%d undecided) and checked %d on goroutines; want 100, 0, 0", tried, undecided, checked)
 	}
