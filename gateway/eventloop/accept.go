@@ -30,6 +30,22 @@ type Acceptor struct {
 	// descriptors and the like); nil: not told.
 	onError func(error)
 	closed  atomic.Bool
+	gate    Gate   // AcceptGated's; zero: none
+	paused  []bool // paused[i] is loop i's own: it stopped watching the socket as the gate was shut
+}
+
+// Gate bounds the connections an Acceptor takes (AcceptGated).
+type Gate struct {
+	// Admit takes a place for the connection a loop is about to accept,
+	// or reports false when there is none: the loop then stops watching
+	// the socket until Acceptor.Resume. Called on the loop.
+	Admit func() bool
+	// Unadmit gives back a place Admit took for a connection that did not
+	// come (another loop took it, an error).
+	Unadmit func()
+	// Full, when set, is called on the loop when Admit refused while a
+	// client waits in the listen backlog (to make room, say).
+	Full func()
 }
 
 // acceptBatch bounds the connections one readiness event accepts: a
@@ -47,6 +63,14 @@ const acceptPause = 100 * time.Millisecond
 // waits, not all. onError (nil: none) is told errors that pause accepting
 // for a moment. Close the Acceptor to stop. The group must be started.
 func (g *Group) Accept(ln *net.TCPListener, fn AcceptFunc, onError func(error)) (*Acceptor, error) {
+	return g.AcceptGated(ln, fn, onError, Gate{})
+}
+
+// AcceptGated is Accept with a bound: before each accept a loop asks
+// gate.Admit for a place (a zero Gate admits all); while there is none it
+// stops watching the socket (clients wait in the listen backlog) until
+// Resume. fn owns the place of each connection it gets.
+func (g *Group) AcceptGated(ln *net.TCPListener, fn AcceptFunc, onError func(error), gate Gate) (*Acceptor, error) {
 	f, err := ln.File()
 	if err != nil {
 		return nil, fmt.Errorf("eventloop: listener's socket: %w", err)
@@ -61,7 +85,7 @@ func (g *Group) Accept(ln *net.TCPListener, fn AcceptFunc, onError func(error)) 
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("eventloop: listener non-blocking: %w", err)
 	}
-	a := &Acceptor{g: g, fd: fd, fn: fn, onError: onError}
+	a := &Acceptor{g: g, fd: fd, fn: fn, onError: onError, gate: gate, paused: make([]bool, len(g.loops))}
 	errs := make(chan error, len(g.loops))
 	for _, l := range g.loops {
 		if !l.Post(func() { errs <- a.watch(l) }) {
@@ -98,7 +122,19 @@ func (a *Acceptor) watch(l *Loop) error {
 // accept accepts up to acceptBatch connections on l.
 func (a *Acceptor) accept(l *Loop) {
 	for range acceptBatch {
+		if a.gate.Admit != nil && !a.gate.Admit() {
+			if l.Delete(a.fd) == nil {
+				a.paused[l.index] = true
+			}
+			if a.gate.Full != nil && a.pending() {
+				a.gate.Full()
+			}
+			return
+		}
 		fd, sa, err := unix.Accept4(a.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil && a.gate.Unadmit != nil {
+			a.gate.Unadmit()
+		}
 		switch {
 		case err == nil:
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
@@ -113,7 +149,7 @@ func (a *Acceptor) accept(l *Loop) {
 			}
 			if l.Delete(a.fd) == nil {
 				t := l.NewTimer(func() {
-					if !a.closed.Load() {
+					if !a.closed.Load() && !a.paused[l.index] {
 						_ = a.watch(l)
 					}
 				})
@@ -123,6 +159,26 @@ func (a *Acceptor) accept(l *Loop) {
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		a.fn(l, fd, sa)
+	}
+}
+
+// pending reports whether a client waits in the listen backlog.
+func (a *Acceptor) pending() bool {
+	fds := []unix.PollFd{{Fd: int32(a.fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&unix.POLLIN != 0
+}
+
+// Resume makes the loops that admit paused (AcceptGated) watch the
+// socket again. Safe for concurrent use, from a loop too.
+func (a *Acceptor) Resume() {
+	for _, l := range a.g.loops {
+		l.Post(func() {
+			if a.paused[l.index] && !a.closed.Load() {
+				a.paused[l.index] = false
+				_ = a.watch(l)
+			}
+		})
 	}
 }
 
