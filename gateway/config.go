@@ -32,6 +32,10 @@ type Config struct {
 	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (lean, on plain and tls listeners, with h2c too), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls and h2c prior knowledge to http2.server, Upgrade: h2c to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls), net (net/http always) or loop (Linux only: the lean engine's requests served on event loops, one a CPU; what lean hands on, upstream TLS groups and checks that may wait handled as docs/gateway.md says; with tls or h2c set it serves as lean). Empty means auto."`
 	// HTTP2 is how the lean engine serves HTTP/2 clients. Read at start.
 	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean engine serves clients that choose HTTP/2 over TLS, or h2c with prior knowledge (see HTTP2Config)."`
+	// MaxConnections caps the client connections held at a time, on every
+	// engine (see conncap.go). Read at start, like Listen; 0 means
+	// DefaultMaxConnections.
+	MaxConnections int `yaml:"max_connections,omitempty" desc:"Most client connections the gateway holds at a time, on every engine, a connection handed from one engine to another counted once. At the cap it stops accepting (clients wait in the listen backlog) and closes the connection idle longest (accepted and silent, or kept alive between requests) to make room; a connection with a request in flight is never closed for another. Lowered at start, and logged, to fit the open-files limit (a target connection for each client one). 0 means 10000."`
 }
 
 // HTTP2Config is how the lean engine serves the TLS connections that chose
@@ -48,7 +52,9 @@ const (
 )
 
 // DefaultConfig is the gateway section of a file that does not set it.
-func DefaultConfig() Config { return Config{Listen: "127.0.0.1:8000"} }
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8000", MaxConnections: DefaultMaxConnections}
+}
 
 // Server engines (gateway.engine).
 const (
@@ -298,6 +304,9 @@ func (c *Config) check(report func(path []any, msg string)) {
 		}
 	default:
 		bad([]any{"engine"}, "must be one of %s, %s, %s, %s, %s, got %q", EngineAuto, EngineFast, EngineLean, EngineLoop, EngineNet, c.Engine)
+	}
+	if c.MaxConnections < 0 {
+		bad([]any{"max_connections"}, "must not be negative (0 means %d), got %d", DefaultMaxConnections, c.MaxConnections)
 	}
 	switch c.HTTP2.Server {
 	case "", HTTP2ServerLean, HTTP2ServerNet:

@@ -80,10 +80,15 @@ type connTracker struct {
 }
 
 // state is fasthttp's ConnState hook, called at every request's start
-// and end too (active, idle): only a connection's first and last states
-// take the lock.
+// and end too (active, idle: they mark the connection's slot under the
+// cap busy or idle): only a connection's first and last states take the
+// lock.
 func (t *connTracker) state(c net.Conn, s fasthttp.ConnState) {
 	switch s {
+	case fasthttp.StateActive:
+		slotOf(c).busy()
+	case fasthttp.StateIdle:
+		slotOf(c).idle()
 	case fasthttp.StateNew:
 		t.mu.Lock()
 		t.conns[c] = struct{}{}

@@ -83,6 +83,7 @@ type Gateway struct {
 	healthClient *http.Client
 	proxy        *httputil.ReverseProxy
 	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
+	conns        *connCap                // the client connections under gateway.max_connections
 
 	state   atomic.Pointer[snapshot]
 	mu      sync.Mutex                // serializes Update; guards targets
@@ -138,6 +139,14 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: register metrics: %w", err)
 	}
 	g.metrics = m
+	g.conns = newConnCap(opts.Config.MaxConnections, g.logger)
+	if opts.Registerer != nil {
+		for _, c := range g.conns.collectors() {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("gateway: register connection metrics: %w", err)
+			}
+		}
+	}
 	if g.breakers, err = breaker.NewPrometheusListener(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("gateway: register breaker metrics: %w", err)
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"net"
 
 	"github.com/fluxgate/fluxgate/gateway/h2"
 )
@@ -16,5 +17,12 @@ func (g *Gateway) NewHTTP2Server(logger *slog.Logger) *h2.Server {
 		Handler:         g,
 		Logger:          logger,
 		OnProtocolError: func(reason string) { g.metrics.h2errors.WithLabelValues(reason).Inc() },
+		OnIdle: func(nc net.Conn, idle bool) {
+			if idle {
+				slotOf(nc).idle()
+			} else {
+				slotOf(nc).busy()
+			}
+		},
 	}
 }

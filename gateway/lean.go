@@ -204,7 +204,7 @@ func (s *LeanServer) track(c *clientConn) *leanConn {
 	if s.shutting.Load() {
 		return nil
 	}
-	lc := &leanConn{s: s, c: c}
+	lc := &leanConn{s: s, c: c, slot: slotOf(c)}
 	s.conns[lc] = struct{}{}
 	s.active.Add(1)
 	return lc
@@ -448,6 +448,7 @@ type leanConn struct {
 	s    *LeanServer
 	c    *clientConn
 	idle atomic.Bool // waiting for the first byte of a request
+	slot *connSlot   // under gateway.max_connections; nil without the cap
 
 	buf    []byte // read buffer: buf[r:w] is read and not yet served
 	r, w   int
@@ -549,6 +550,7 @@ func (s *LeanServer) serve(lc *leanConn) {
 func (lc *leanConn) priorKnowledge() (bool, error) {
 	const preface = http2.ClientPreface
 	lc.idle.Store(true)
+	lc.slot.idle()
 	if lc.s.shutting.Load() {
 		return false, net.ErrClosed
 	}
@@ -563,6 +565,7 @@ func (lc *leanConn) priorKnowledge() (bool, error) {
 			return true, nil
 		case n > 0 && lc.idle.Load():
 			lc.idle.Store(false)
+			lc.slot.busy()
 			lc.setDeadline(time.Now(), lc.s.headTimeout)
 		}
 		if err := lc.fill(len(preface)); err != nil {
@@ -589,6 +592,7 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 			lc.out = nil
 		}
 		lc.idle.Store(true)
+		lc.slot.idle()
 		if lc.s.shutting.Load() {
 			return "", net.ErrClosed
 		}
@@ -600,7 +604,10 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 	started := false
 	for {
 		if lc.r < lc.w {
-			lc.idle.Store(false)
+			if lc.idle.Load() {
+				lc.idle.Store(false)
+				lc.slot.busy()
+			}
 			n, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, &lc.req)
 			switch {
 			case err != nil:

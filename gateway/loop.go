@@ -131,9 +131,15 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	s.lean.startEngines()
 	s.group.Start()
-	acc, err := s.group.Accept(tl, s.accepted, func(err error) {
+	// gateway.max_connections: a loop takes a slot before each accept and
+	// stops accepting while there is none (connCap.admitLoop).
+	acc, err := s.group.AcceptGated(tl, s.accepted, func(err error) {
 		s.logger.Warn("gateway accept failed; retrying", "err", err, "in", 100*time.Millisecond)
-	})
+	}, eventloop.Gate{Admit: s.g.conns.admitLoop, Unadmit: s.g.conns.give, Full: s.g.conns.full})
+	if acc != nil {
+		resume := acc.Resume
+		s.g.conns.resume.Store(&resume)
+	}
 	s.mu.Lock()
 	s.accept = acc
 	s.mu.Unlock()
@@ -150,6 +156,7 @@ func (s *LoopServer) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	st := s.loops[l.Index()]
 	if s.lean.shutting.Load() {
 		_ = unix.Close(fd)
+		s.g.conns.give()
 		return
 	}
 	if s.sndBuf > 0 {
@@ -158,8 +165,10 @@ func (s *LoopServer) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	c := newLoopConn(st, fd, sockaddrTCP(sa))
 	if err := l.Add(fd, eventloop.Readable, c.onClient); err != nil {
 		_ = unix.Close(fd)
+		s.g.conns.give()
 		return
 	}
+	c.slot = s.g.conns.add(func() { l.Post(c.evict) })
 	c.interest = eventloop.Readable
 	st.conns[c] = struct{}{}
 	s.mu.Lock()

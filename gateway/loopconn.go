@@ -34,6 +34,7 @@ type loopConn struct {
 	st    *loopState
 	fd    int
 	stage loopStage
+	slot  *connSlot // under gateway.max_connections; moves with a hand-over
 
 	interest   uint32
 	registered bool // in the loop's epoll set
@@ -248,6 +249,7 @@ func (c *loopConn) startRead() {
 			return
 		}
 		c.setTimer(tIdle, c.st.s.idleTimeout)
+		c.slot.idle()
 		return
 	}
 	c.stopTimer()
@@ -279,6 +281,7 @@ func (c *loopConn) readClient() {
 	n, err := unix.Read(c.fd, lc.buf[lc.w:])
 	if n > 0 {
 		lc.w += n
+		c.slot.busy()
 		c.parse()
 		return
 	}
@@ -403,10 +406,14 @@ func (c *loopConn) handOver() {
 	_ = f.Close()
 	if err != nil {
 		c.st.s.logger.Warn("gateway loop engine could not hand a connection over", "err", err)
+		c.slot.release()
 		return
 	}
 	lc := &c.lc
-	cc := &clientConn{Conn: nc, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
+	// The connection keeps its slot under the cap: closing it there gives
+	// the slot back.
+	c.slot.setEvict(func() { _ = nc.Close() })
+	cc := &clientConn{Conn: &capConn{Conn: nc, slot: c.slot}, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, lc.buf[lc.r:lc.w]) {
 		_ = nc.Close()
 	}
@@ -1110,6 +1117,17 @@ func (c *loopConn) close() {
 	}
 	_ = unix.Close(c.fd)
 	c.st.forget(c)
+	c.slot.release()
+}
+
+// evict closes the connection to make room under the cap if it still
+// waits for a request (connCap.evictOldest, posted to its loop).
+func (c *loopConn) evict() {
+	if c.idle() {
+		c.close()
+		return
+	}
+	c.slot.spared()
 }
 
 // noteQueued records n bytes held for a client (maxQueued).

@@ -142,11 +142,18 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
+	g.conns.fitOpenFiles()
+	if !(cfg.Engine == EngineLoop && !cfg.TLS.Enabled() && !cfg.H2C) {
+		// The loop engine counts on its loops; the others accept through
+		// the cap, under TLS: a handshake holds a slot too.
+		ln = g.conns.listener(ln)
+	}
 	srv := &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		ConnState:         trackConnState,
 	}
 	addr := ln.Addr()
 	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger)

@@ -40,6 +40,17 @@ const (
 	// the gateway's own HTTP/2 server (gateway/h2) ended for a protocol
 	// error or a bound, by reason (h2.Reason… values).
 	GatewayHTTP2ProtocolErrorsTotal = "fluxgate_gateway_http2_protocol_errors_total"
+	// GatewayClientConnections is the gauge of client connections the
+	// gateway holds open, on every engine, counted once across hand-overs;
+	// GatewayMaxConnections is the cap in force (gateway.max_connections,
+	// lowered at start to fit the open-files limit).
+	GatewayClientConnections = "fluxgate_gateway_client_connections"
+	GatewayMaxConnections    = "fluxgate_gateway_max_connections"
+	// GatewayConnectionsEvictedTotal counts the idle client connections
+	// closed to make room at the cap; GatewayAcceptWaitsTotal the times
+	// accepting stopped at the cap (clients wait in the listen backlog).
+	GatewayConnectionsEvictedTotal = "fluxgate_gateway_connections_evicted_total"
+	GatewayAcceptWaitsTotal        = "fluxgate_gateway_accept_waits_total"
 )
 
 // Values of the reason label of GatewayHandoversTotal: a request outside

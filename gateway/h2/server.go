@@ -67,6 +67,12 @@ type Server struct {
 	// bound or a protocol check ends a stream or a connection (the gateway
 	// counts them in a metric). It must be fast and safe for concurrent use.
 	OnProtocolError func(reason string)
+	// OnIdle, when set, is told when a connection's first handler starts
+	// (idle false) and when its last one returns (idle true), with the
+	// connection ServeConn was given: the gateway tells idle connections,
+	// which it may close to make room under its connection cap, from busy
+	// ones. It is called under the connection's lock: it must be fast.
+	OnIdle func(nc net.Conn, idle bool)
 
 	// MaxConcurrentStreams is SETTINGS_MAX_CONCURRENT_STREAMS: a stream
 	// past it is refused (RST_STREAM REFUSED_STREAM). Handlers running on
@@ -247,6 +253,12 @@ func (s *Server) logger() *slog.Logger {
 }
 
 // count reports a bound hit or a protocol error.
+func (s *Server) idleChanged(nc net.Conn, idle bool) {
+	if s.OnIdle != nil {
+		s.OnIdle(nc, idle)
+	}
+}
+
 func (s *Server) count(reason string) {
 	if s.OnProtocolError != nil {
 		s.OnProtocolError(reason)

@@ -210,6 +210,9 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	c.accepted = id
 	c.streams[id] = st
 	c.running++
+	if c.running == 1 {
+		c.s.idleChanged(c.nc, false)
+	}
 	if c.idle != nil {
 		c.idle.Stop()
 	}
@@ -480,6 +483,7 @@ func (c *conn) endStream(st *stream, w *responseWriter, completed bool) {
 	}
 	c.running--
 	if c.running == 0 {
+		c.s.idleChanged(c.nc, true)
 		if c.goingAway {
 			c.closeWriteLocked()
 		} else {
