@@ -94,7 +94,7 @@ type connSlot struct {
 	// idleSince is when the connection was accepted or its last request
 	// ended (Unix ns), or 0 while a request is in flight.
 	idleSince atomic.Int64
-	evict     func() // closes the connection to make room; guarded by k.mu
+	evict     func()      // closes the connection to make room; guarded by k.mu
 	evicting  atomic.Bool // closed to make room, not yet released
 	released  atomic.Bool
 }
