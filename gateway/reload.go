@@ -6,8 +6,9 @@ import (
 
 // ApplyConfig applies cfg, the gateway section of a config file that
 // changed, to the running gateway, and reports whether anything changed.
-// gateway.listen, gateway.tls and gateway.h2c keep their running values
-// (they apply at the next restart; a warning says so). When the gateway
+// gateway.listen, gateway.tls, gateway.h2c and gateway.max_connections
+// keep their running values (they apply at the next restart; a warning
+// says so). When the gateway
 // refuses cfg the running routing stays and the error is returned; until
 // a later change applies, health reports it. Requests in flight finish
 // on the state they started with. The program's watcher of the file
@@ -25,6 +26,10 @@ func (s *Service) ApplyConfig(cfg Config) (bool, error) {
 	if !reflect.DeepEqual(cfg.TLS, s.base.TLS) || cfg.H2C != s.base.H2C {
 		s.logger.Warn("gateway.tls or gateway.h2c changed; it applies at the next restart (the certificate files themselves reload live)")
 		cfg.TLS, cfg.H2C = s.base.TLS, s.base.H2C
+	}
+	if cfg.MaxConnections != s.base.MaxConnections {
+		s.logger.Warn("gateway.max_connections changed; it applies at the next restart", "running", s.base.MaxConnections, "configured", cfg.MaxConnections)
+		cfg.MaxConnections = s.base.MaxConnections
 	}
 	old := s.base
 	s.base = cfg

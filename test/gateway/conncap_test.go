@@ -330,3 +330,64 @@ func TestMaxConnectionsHandOverCountsOnce(t *testing.T) {
 		})
 	}
 }
+
+// An HTTP/2 connection (h2c with prior knowledge, on the gateway's own
+// HTTP/2 server) with a stream in flight keeps its place at a cap of 1;
+// once its stream is answered it is idle, and closed for the client that
+// waits.
+func TestMaxConnectionsHTTP2IdleOnlyWhenNoStream(t *testing.T) {
+	hb := newHoldingBackend(t)
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(hb.srv.URL, "http://")}}})
+	cfg.H2C = true
+	cfg.MaxConnections = 1
+	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p}
+	t.Cleanup(tr.CloseIdleConnections)
+	h2 := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	h2Done := make(chan error, 1)
+	go func() {
+		resp, err := h2.Get("http://" + s.svc.Addr().String() + "/slow")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("HTTP/%d %d", resp.ProtoMajor, resp.StatusCode)
+			}
+		}
+		h2Done <- err
+	}()
+	if _, ok := waitFor(10*time.Second, func() bool { return hb.arrived.Load() == 1 }); !ok {
+		t.Fatal("the HTTP/2 request did not reach the target")
+	}
+	late := dialGW(t, s)
+	lateDone := make(chan error, 1)
+	go func() {
+		st, err := roundTrip(late, bufio.NewReader(late), "/late")
+		if err == nil && st != http.StatusOK {
+			err = fmt.Errorf("status %d", st)
+		}
+		lateDone <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // eviction rounds past the grace
+	if got := hb.arrived.Load(); got != 1 {
+		t.Fatalf("%d requests reached the target past a cap of 1 with a stream in flight", got)
+	}
+	hb.release <- struct{}{}
+	if err := <-h2Done; err != nil {
+		t.Fatalf("the HTTP/2 stream: %v", err)
+	}
+	if _, ok := waitFor(10*time.Second, func() bool { return hb.arrived.Load() == 2 }); !ok {
+		t.Fatal("the waiting client's request did not reach the target once the HTTP/2 connection was idle")
+	}
+	hb.release <- struct{}{}
+	if err := <-lateDone; err != nil {
+		t.Fatalf("the waiting client: %v", err)
+	}
+	if got := gauge(t, s.reg, metricnames.GatewayConnectionsEvictedTotal, nil); got != 1 {
+		t.Errorf("%s = %v, want 1 (the idle HTTP/2 connection)", metricnames.GatewayConnectionsEvictedTotal, got)
+	}
+	tr.CloseIdleConnections()
+	backToBaseline(t, s, late)
+}
