@@ -143,7 +143,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
 	g.conns.fitOpenFiles()
-	if !(cfg.Engine == EngineLoop && !cfg.TLS.Enabled() && !cfg.H2C) {
+	if !servesOnLoops(cfg) {
 		// The loop engine counts on its loops; the others accept through
 		// the cap, under TLS: a handshake holds a slot too.
 		ln = g.conns.listener(ln)
@@ -170,7 +170,7 @@ func (s *Service) Start(ctx context.Context) error {
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
-	case cfg.Engine == EngineLoop && certs == nil && !cfg.H2C: // the loop engine, which hands what it does not serve to lean
+	case servesOnLoops(cfg): // the loop engine, which hands what it does not serve to lean
 		if osrv, err = g.NewLoopServer(s.logger, 0); err != nil {
 			_ = ln.Close()
 			return err
@@ -227,6 +227,12 @@ func (s *Service) Start(ctx context.Context) error {
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	close(s.started)
 	return nil
+}
+
+// servesOnLoops reports whether cfg is served by the loop engine: asked
+// for, on a plain listener without h2c.
+func servesOnLoops(cfg Config) bool {
+	return cfg.Engine == EngineLoop && !cfg.TLS.Enabled() && !cfg.H2C
 }
 
 // check records err, a running part's, unless nil; the first also goes
