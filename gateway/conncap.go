@@ -148,15 +148,25 @@ func (k *connCap) fitOpenFiles() {
 	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
 		inUse = int64(len(fds))
 	}
-	fit := (int64(min(soft, 1<<40)) - inUse - fdReserve) / 2
 	want := k.limit.Load()
-	if fit >= want {
+	fit := capFor(want, int64(min(soft, 1<<40)), inUse)
+	if fit == want {
 		return
 	}
-	fit = max(fit, 1)
 	k.logger.Warn("gateway.max_connections lowered to fit the open-files limit (a client connection and its target's each)",
 		"configured", want, "lowered_to", fit, "open_files_limit", soft, "open_files", inUse, "reserved", fdReserve)
 	k.limit.Store(fit)
+}
+
+// capFor is the cap want lowered, if need be, so that a client
+// connection and a target connection for each fit in the descriptors
+// free under the soft limit, inUse open and fdReserve kept; at least 1.
+func capFor(want, soft, inUse int64) int64 {
+	fit := (soft - inUse - fdReserve) / 2
+	if fit >= want {
+		return want
+	}
+	return max(fit, 1)
 }
 
 // take takes a slot if one is free.
