@@ -415,7 +415,7 @@ func (c *loopConn) handOver() {
 	c.slot.setEvict(func() { _ = nc.Close() })
 	cc := &clientConn{Conn: &capConn{Conn: nc, slot: c.slot}, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, lc.buf[lc.r:lc.w]) {
-		_ = nc.Close()
+		_ = cc.Close() // and gives the slot back
 	}
 }
 
