@@ -19,7 +19,9 @@
 // the bytes it read (lean.go); and, on Linux, the loop engine
 // (NewLoopServer, gateway.engine loop), which serves the lean engine's
 // requests on event loops (package gateway/eventloop) and hands every
-// other connection to the lean engine (loop.go). All do the same for
+// other connection to the lean engine (loop.go). Service holds the
+// client connections of every engine under gateway.max_connections,
+// closing the idle longest to make room (conncap.go). All do the same for
 // each request:
 //
 //  1. finds the first route whose match (path_prefix, host, headers)

@@ -55,6 +55,10 @@
 //
 // # Bounds
 //
+// Server.OnIdle, when set, is told when a connection's first handler
+// starts and its last returns: the gateway closes only idle connections to
+// make room under its connection cap.
+//
 // Every bound hit calls Server.OnProtocolError with a Reason… value (the
 // gateway counts them in fluxgate_gateway_http2_protocol_errors_total) and
 // logs at debug level with the client's address:
