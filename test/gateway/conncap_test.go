@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -345,10 +346,44 @@ func TestMaxConnectionsHTTP2IdleOnlyWhenNoStream(t *testing.T) {
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: p}
 	t.Cleanup(tr.CloseIdleConnections)
+	late := func() net.Conn { return dialGW(t, s) }
+	http2AtCap(t, s, hb, tr, "http://"+s.svc.Addr().String()+"/slow", late)
+}
+
+// The same over TLS, on both HTTP/2 servers (gateway.http2.server), the
+// cap under TLS: the waiting client's handshake waits for its place too.
+func TestMaxConnectionsTLS(t *testing.T) {
+	for _, server := range []string{gateway.HTTP2ServerLean, gateway.HTTP2ServerNet} {
+		t.Run(server, func(t *testing.T) {
+			hb := newHoldingBackend(t)
+			certFile, keyFile := writePair(t, t.TempDir(), "gw.test")
+			cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(hb.srv.URL, "http://")}}})
+			cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile}
+			cfg.HTTP2.Server = server
+			cfg.MaxConnections = 1
+			s := startStack(t, cfg, nil, gateway.ServiceOptions{})
+			tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+			t.Cleanup(tr.CloseIdleConnections)
+			late := func() net.Conn {
+				c := tls.Client(dialGW(t, s), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+				t.Cleanup(func() { _ = c.Close() })
+				return c
+			}
+			http2AtCap(t, s, hb, tr, "https://"+s.svc.Addr().String()+"/slow", late)
+		})
+	}
+}
+
+// http2AtCap holds a request on an HTTP/2 connection (tr, to url) at a
+// cap of 1 and checks that a client dialled with late waits, without
+// reaching the target, until that request is answered, and is served
+// then, the HTTP/2 connection, idle, closed for it.
+func http2AtCap(t *testing.T, s *stack, hb *holdingBackend, tr *http.Transport, url string, late func() net.Conn) {
+	t.Helper()
 	h2 := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	h2Done := make(chan error, 1)
 	go func() {
-		resp, err := h2.Get("http://" + s.svc.Addr().String() + "/slow")
+		resp, err := h2.Get(url)
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 			_ = resp.Body.Close()
@@ -361,10 +396,10 @@ func TestMaxConnectionsHTTP2IdleOnlyWhenNoStream(t *testing.T) {
 	if _, ok := waitFor(10*time.Second, func() bool { return hb.arrived.Load() == 1 }); !ok {
 		t.Fatal("the HTTP/2 request did not reach the target")
 	}
-	late := dialGW(t, s)
+	lc := late()
 	lateDone := make(chan error, 1)
 	go func() {
-		st, err := roundTrip(late, bufio.NewReader(late), "/late")
+		st, err := roundTrip(lc, bufio.NewReader(lc), "/late")
 		if err == nil && st != http.StatusOK {
 			err = fmt.Errorf("status %d", st)
 		}
@@ -389,5 +424,5 @@ func TestMaxConnectionsHTTP2IdleOnlyWhenNoStream(t *testing.T) {
 		t.Errorf("%s = %v, want 1 (the idle HTTP/2 connection)", metricnames.GatewayConnectionsEvictedTotal, got)
 	}
 	tr.CloseIdleConnections()
-	backToBaseline(t, s, late)
+	backToBaseline(t, s, lc)
 }
