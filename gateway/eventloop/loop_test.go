@@ -355,3 +355,49 @@ func TestReported(t *testing.T) {
 		t.Errorf("a later wait: iteration %d after %d, the other reported %v; want a later iteration and the other not reported", third.iter, first.iter, third.other)
 	}
 }
+
+// Post reports true exactly when the function will run: one posted in
+// the instant the loops stop (or queued on a group closed before it
+// started) runs on the way out; one refused is not run. A poster that
+// hands a resource over (a socket dialled aside) relies on it: true, the
+// function owns it; false, the poster releases it.
+func TestPostRunsWhatItAccepts(t *testing.T) {
+	for round := range 40 {
+		started := round%4 != 0
+		g, err := New(Options{Loops: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if started {
+			g.Start()
+		}
+		var accepted, ran atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, l := range g.Loops() {
+			for range 2 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if l.Post(func() { ran.Add(1) }) {
+							accepted.Add(1)
+						} else {
+							return // closed: every later Post is refused too
+						}
+					}
+				})
+			}
+		}
+		time.Sleep(time.Millisecond) // posters busy before the close
+		g.Close()
+		close(stop)
+		wg.Wait()
+		if a, r := accepted.Load(), ran.Load(); a != r {
+			t.Fatalf("round %d (started %v): Post accepted %d functions, %d ran", round, started, a, r)
+		}
+	}
+}
