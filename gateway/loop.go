@@ -131,6 +131,12 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	s.lean.startEngines()
 	s.group.Start()
+	s.g.loopMu.Lock()
+	if s.g.loopServers == nil {
+		s.g.loopServers = map[*LoopServer]struct{}{}
+	}
+	s.g.loopServers[s] = struct{}{}
+	s.g.loopMu.Unlock()
 	acc, err := s.group.Accept(tl, s.accepted, func(err error) {
 		s.logger.Warn("gateway accept failed; retrying", "err", err, "in", 100*time.Millisecond)
 	})
@@ -258,6 +264,9 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 			}
 		})
 	}
+	s.g.loopMu.Lock()
+	delete(s.g.loopServers, s)
+	s.g.loopMu.Unlock()
 	s.group.Close()
 	s.mu.Lock()
 	select {
@@ -267,6 +276,36 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return errors.Join(err, <-leanDone)
+}
+
+// loopsKeepOnly tells the loop servers serving g that an Update kept
+// only the targets in keep: see keepOnly.
+func (g *Gateway) loopsKeepOnly(keep map[fastKey]bool) {
+	g.loopMu.Lock()
+	defer g.loopMu.Unlock()
+	for s := range g.loopServers {
+		s.keepOnly(keep)
+	}
+}
+
+// keepOnly closes, on each loop, the idle connections to the targets not
+// in keep (the plain ones: the loop serves no others) and forgets their
+// pools, as the lean engine's pools are closed on Update. Connections in
+// use close when their answer is relayed (the lean engine's age out in
+// their forgotten pool): a forgotten pool holds none that Shutdown would
+// not find. It does not wait for the loops.
+func (s *LoopServer) keepOnly(keep map[fastKey]bool) {
+	for _, st := range s.loops {
+		st.l.Post(func() { // refused: the loops stopped, their pools closed
+			for addr, p := range st.pools {
+				if !keep[fastKey{addr: addr}] {
+					p.retired = true
+					p.closeIdle()
+					delete(st.pools, addr)
+				}
+			}
+		})
+	}
 }
 
 // closeIdle closes the loop's connections waiting for a request.

@@ -470,7 +470,7 @@ func (c *loopConn) process() {
 	l := c.st.l
 	go func() {
 		a, ok := rt.gate.Admit(context.Background(), leanExchange{lc}, labels, 0)
-		l.Post(func() {
+		if !l.Post(func() {
 			defer c.guard()
 			if c.closed || c.stage != stAdmit {
 				if ok {
@@ -480,7 +480,9 @@ func (c *loopConn) process() {
 			}
 			c.stage = stUpstream
 			c.admitted(a, ok)
-		})
+		}) && ok {
+			a.End(0, true) // the loops stopped: Shutdown cut the connection
+		}
 	}()
 }
 
