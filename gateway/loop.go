@@ -74,6 +74,10 @@ type LoopServer struct {
 	// peeks counts the idle target connections peeked at before reuse
 	// (tests; see loopPool.get).
 	peeks atomic.Int64
+
+	acceptMu     sync.Mutex
+	acceptLogged time.Time // guarded by acceptMu: when acceptFailed last logged
+	acceptFails  int       // guarded by acceptMu: failures since
 }
 
 // loopState is what one loop owns: its connections and its pools.
@@ -137,9 +141,7 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	}
 	s.g.loopServers[s] = struct{}{}
 	s.g.loopMu.Unlock()
-	acc, err := s.group.Accept(tl, s.accepted, func(err error) {
-		s.logger.Warn("gateway accept failed; retrying", "err", err, "in", 100*time.Millisecond)
-	})
+	acc, err := s.group.Accept(tl, s.accepted, func(err error) { s.acceptFailed(time.Now(), err) })
 	s.mu.Lock()
 	s.accept = acc
 	s.mu.Unlock()
@@ -149,6 +151,28 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	}
 	<-s.served
 	return nil
+}
+
+// acceptLogEvery bounds the log of failed accepts: each loop pauses
+// after each failure (out of descriptors: eventloop's acceptPause), and
+// a line a pause on every loop would flood the log when it is least
+// welcome. The lean engine's backoff logs about once a second too.
+const acceptLogEvery = time.Second
+
+// acceptFailed is told, on a loop, an accept error that pauses that
+// loop's accepting; it logs at most once per acceptLogEvery, with the
+// number of failures since the last line.
+func (s *LoopServer) acceptFailed(now time.Time, err error) {
+	s.acceptMu.Lock()
+	s.acceptFails++
+	if !s.acceptLogged.IsZero() && now.Sub(s.acceptLogged) < acceptLogEvery {
+		s.acceptMu.Unlock()
+		return
+	}
+	n := s.acceptFails
+	s.acceptLogged, s.acceptFails = now, 0
+	s.acceptMu.Unlock()
+	s.logger.Warn("gateway accept failed; the loops pause accepting and retry", "err", err, "failures", n, "pause", eventloop.AcceptPause)
 }
 
 // accepted takes a new connection on loop l.

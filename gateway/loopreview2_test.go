@@ -7,11 +7,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,5 +165,55 @@ func TestLoopCheckDecidedAfterTheLoopsStoppedEndsItsFlow(t *testing.T) {
 	waitUntil(t, "the admitted flow's end", func() bool { return hc.ended.Load() == 1 })
 	if v := testutil.ToFloat64(g.metrics.inFlight.WithLabelValues("r", http.MethodGet)); v != 0 {
 		t.Errorf("requests in flight after Shutdown: %v", v)
+	}
+}
+
+// countHandler counts the records logged, and keeps the last's
+// "failures" attribute.
+type countHandler struct {
+	n        atomic.Int64
+	failures atomic.Int64
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	h.n.Add(1)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "failures" {
+			h.failures.Store(a.Value.Int64())
+		}
+		return true
+	})
+	return nil
+}
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countHandler) WithGroup(string) slog.Handler      { return h }
+
+// Failed accepts (out of descriptors: every loop pauses after each, 10 a
+// second a loop) are logged once a second at most, with the count since
+// the last line, not once a pause.
+func TestLoopLogsFailedAcceptsOnceASecond(t *testing.T) {
+	h := &countHandler{}
+	g, err := New(Options{Config: oneUpstream("127.0.0.1:1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	s, err := g.NewLoopServer(slog.New(h), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	t0 := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	emfile := os.NewSyscallError("accept4", syscall.EMFILE)
+	for i := range 20 { // two loops, a second: t0 … t0+950ms
+		s.acceptFailed(t0.Add(time.Duration(i/2)*100*time.Millisecond), emfile)
+	}
+	if n := h.n.Load(); n != 1 {
+		t.Fatalf("%d lines for 20 failures within a second, want 1", n)
+	}
+	s.acceptFailed(t0.Add(time.Second), emfile)
+	if n, f := h.n.Load(), h.failures.Load(); n != 2 || f != 20 {
+		t.Fatalf("a second later: %d lines, the last with %d failures; want 2 lines, 20 (19 held back and this one)", n, f)
 	}
 }
