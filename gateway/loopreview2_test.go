@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -216,4 +218,150 @@ func TestLoopLogsFailedAcceptsOnceASecond(t *testing.T) {
 	if n, f := h.n.Load(), h.failures.Load(); n != 2 || f != 20 {
 		t.Fatalf("a second later: %d lines, the last with %d failures; want 2 lines, 20 (19 held back and this one)", n, f)
 	}
+}
+
+// eventTarget answers by path, each an event the engines must count
+// alike: an answer, a reset before the head and one mid-body, 304 and
+// HEAD with a Content-Length and no body, 1xx heads before the answer,
+// an answer before the request's body was read, and a large answer.
+func eventTarget(t *testing.T) string {
+	return scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			var answer string
+			switch req.URL.Path {
+			case "/rsthead":
+				_ = c.(*net.TCPConn).SetLinger(0)
+				return
+			case "/rstbody":
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+				time.Sleep(20 * time.Millisecond) // the head goes out alone
+				_ = c.(*net.TCPConn).SetLinger(0)
+				return
+			case "/304":
+				answer = "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\n"
+			case "/head":
+				answer = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+			case "/1xx":
+				answer = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			case "/early":
+				// The body is not read: answered, and the connection ends.
+				_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+				return
+			case "/big":
+				answer = "HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n" + strings.Repeat("b", 4<<20)
+			default:
+				_, _ = io.Copy(io.Discard, req.Body)
+				answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, answer); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// requestSeries is the gateway's fluxgate_http_requests_total, a count
+// by its labels.
+func requestSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "fluxgate_http_requests_total" {
+			continue
+		}
+		for _, x := range mf.GetMetric() {
+			var k []string
+			for _, lp := range x.GetLabel() {
+				k = append(k, lp.GetName()+"="+lp.GetValue())
+			}
+			m[strings.Join(k, ",")] = x.GetCounter().GetValue()
+		}
+	}
+	return m
+}
+
+// The loop engine counts each event as the lean engine does
+// (fluxgate_http_requests_total by status, the in-flight gauge back to
+// 0): a target's reset before the head and mid-body, 304 and HEAD with a
+// Content-Length, 1xx heads, an answer before the body was sent, a
+// client gone mid-answer, one that sends its head a byte at a time, and
+// no route.
+func TestLoopCountsEventsAsLean(t *testing.T) {
+	up := eventTarget(t)
+	type event struct {
+		name, req string
+		leave     bool // the client reads the head and leaves (a reset)
+		trickle   bool // the request goes a byte at a time
+	}
+	events := []event{
+		{name: "ok", req: "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "reset before the head", req: "GET /rsthead HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "reset mid-body", req: "GET /rstbody HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "304", req: "GET /304 HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "HEAD", req: "HEAD /head HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "1xx", req: "GET /1xx HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{name: "answer before the body", req: "POST /early HTTP/1.1\r\nHost: h\r\nContent-Length: 65536\r\n\r\n" + strings.Repeat("x", 65536)},
+		{name: "client gone mid-answer", req: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", leave: true},
+		{name: "a byte at a time", req: "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n", trickle: true},
+		{name: "no route", req: "GET /none HTTP/1.1\r\nHost: other\r\n\r\n"},
+	}
+	counts := map[string]map[string]float64{}
+	for _, engine := range []string{"lean", "loop"} {
+		reg := prometheus.NewPedanticRegistry()
+		cfg := oneUpstream(up)
+		cfg.Routes[0].Match = RouteMatch{Host: "h"}
+		g, err := New(Options{Config: cfg, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		addr := serveEngine(t, g, engine)
+		for _, ev := range events {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if ev.trickle {
+				for i := range len(ev.req) {
+					if _, err := io.WriteString(c, ev.req[i:i+1]); err != nil {
+						t.Fatal(err)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			} else if _, err := io.WriteString(c, ev.req); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, &http.Request{Method: strings.Fields(ev.req)[0]})
+			if err == nil {
+				if ev.leave {
+					_ = c.(*net.TCPConn).SetLinger(0)
+				} else {
+					_, _ = io.Copy(io.Discard, resp.Body)
+				}
+				_ = resp.Body.Close()
+			}
+			_ = c.Close()
+			// One event at a time: this one counted before the next.
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !eventually(func() bool { return metricOf(t, reg, "fluxgate_http_requests_in_flight").GetGauge().GetValue() == 0 }) {
+			t.Errorf("%s: requests left in flight", engine)
+		}
+		counts[engine] = requestSeries(t, reg)
+	}
+	if !reflect.DeepEqual(counts["lean"], counts["loop"]) {
+		t.Errorf("fluxgate_http_requests_total:\nlean: %v\nloop: %v", counts["lean"], counts["loop"])
+	}
+	t.Logf("lean: %v", counts["lean"])
 }
