@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -364,4 +365,109 @@ func TestLoopCountsEventsAsLean(t *testing.T) {
 		t.Errorf("fluxgate_http_requests_total:\nlean: %v\nloop: %v", counts["lean"], counts["loop"])
 	}
 	t.Logf("lean: %v", counts["lean"])
+}
+
+// 1,200 clients at once, opening and closing every way (answered,
+// connected and gone, gone mid-head, reset before reading the answer,
+// reset mid-body, pipelined): once all are gone the loops hold no timer
+// but their pools' pruning ones (each connection's two are stopped), and
+// after Shutdown the process holds the descriptors it held before.
+func TestLoopManyConnectionsAtOnce(t *testing.T) {
+	up, _, _ := openTarget(t, nil)
+	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, addr, served := startLoop(t, g, 2)
+	before := openFDs(t) // the listener's, the loops' (closed at Shutdown)
+	const n = 1200
+	var wg sync.WaitGroup
+	var answered atomic.Int64
+	for i := range n {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			reset := func() { _ = c.(*net.TCPConn).SetLinger(0) }
+			switch i % 6 {
+			case 0, 5:
+				req := "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+				if i%6 == 5 {
+					req += "GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+				}
+				if _, err := io.WriteString(c, req); err != nil {
+					t.Error(err)
+					return
+				}
+				br := bufio.NewReader(c)
+				for range strings.Count(req, "GET") {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Errorf("client %d: %v", i, err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					if resp.StatusCode == 200 {
+						answered.Add(1)
+					}
+				}
+			case 1:
+			case 2:
+				_, _ = io.WriteString(c, "GET /a HTTP/1.1\r\nHo")
+			case 3:
+				_, _ = io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+				reset()
+			case 4:
+				_, _ = io.WriteString(c, "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nabc")
+				reset()
+			}
+		})
+	}
+	wg.Wait()
+	if want := int64(n / 6 * 3); answered.Load() != want {
+		t.Errorf("%d answers, want %d", answered.Load(), want)
+	}
+	waitUntil(t, "the loops' connections to end", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.conns == 0
+	})
+	s.onLoops(func(st *loopState) {
+		pruning := 0
+		for _, p := range st.pools {
+			if p.pruning.Set() {
+				pruning++
+			}
+		}
+		if timers := st.l.Timers(); timers != pruning {
+			t.Errorf("loop %d: %d timers set with no connection, want its pools' %d", st.l.Index(), timers, pruning)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	g.Close()
+	var extra []string
+	for range 250 {
+		extra = extra[:0]
+		for fd, what := range openFDs(t) {
+			if before[fd] != what && what != "" { // "": the listing's own, closed by now
+				extra = append(extra, fd+" ("+what+")")
+			}
+		}
+		if len(extra) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("%d descriptors open after Shutdown, not before: %v", len(extra), extra[:min(len(extra), 20)])
 }
