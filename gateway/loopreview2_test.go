@@ -471,3 +471,63 @@ func TestLoopManyConnectionsAtOnce(t *testing.T) {
 	}
 	t.Errorf("%d descriptors open after Shutdown, not before: %v", len(extra), extra[:min(len(extra), 20)])
 }
+
+// A client that sends its head a byte at a time (slowloris), first on a
+// new connection and after a first request on a kept-alive one, is cut
+// off by the head timeout, which runs from the head's first byte and is
+// not pushed back by each byte: the connection closes, unanswered, long
+// before the head (4 KB, a byte every 5 ms) could be whole. As lean does.
+func TestLoopHeadTimeoutCutsATrickle(t *testing.T) {
+	up, _, _ := openTarget(t, nil)
+	for _, engine := range []string{"lean", "loop"} {
+		for _, first := range []bool{false, true} {
+			g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(g.Close)
+			const headTimeout = 300 * time.Millisecond
+			var addr string
+			if engine == "lean" {
+				url, _ := serveLeanWith(t, g, func(s *LeanServer) { s.headTimeout = headTimeout })
+				addr = strings.TrimPrefix(url, "http://")
+			} else {
+				addr, _ = serveLoopWith(t, g, func(s *LoopServer) { s.lean.headTimeout = headTimeout })
+			}
+			c, br := dialLean(t, addr)
+			if first {
+				if resp, body := exchangeOn(t, c, br, "GET /first HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || body != "/first" {
+					t.Fatalf("%s: first request: %d %q", engine, resp.StatusCode, body)
+				}
+			}
+			head := "GET /slow HTTP/1.1\r\nHost: h\r\nX-Pad: " + strings.Repeat("p", 4096) + "\r\n\r\n"
+			cut := make(chan error, 1)
+			go func() {
+				_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+				_, err := br.ReadByte()
+				cut <- err
+			}()
+			sent := 0
+		trickle:
+			for ; sent < len(head); sent++ {
+				select {
+				case err := <-cut:
+					if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+						t.Errorf("%s (after a request %v): read %v, want the connection closed", engine, first, err)
+					}
+					break trickle
+				default:
+				}
+				if _, err := io.WriteString(c, head[sent:sent+1]); err != nil {
+					break // reset: closed
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if sent == len(head) {
+				t.Errorf("%s (after a request %v): the whole head went in a byte at a time", engine, first)
+			}
+			t.Logf("%s (after a request %v): closed after %d bytes", engine, first, sent)
+			_ = c.Close()
+		}
+	}
+}
