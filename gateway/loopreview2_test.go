@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -530,4 +531,111 @@ func TestLoopHeadTimeoutCutsATrickle(t *testing.T) {
 			_ = c.Close()
 		}
 	}
+}
+
+// Reloads that move the route between targets while clients send, then
+// Shutdown with requests in flight (run it with -race): every request is
+// answered by a target of the group it was routed with or fails
+// cleanly once Shutdown began, nothing stays in flight, and every
+// descriptor is closed.
+func TestLoopReloadsAndShutdownUnderLoad(t *testing.T) {
+	a, _, _ := openTarget(t, nil)
+	b, _, _ := openTarget(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	cfgOf := func(addrs ...string) Config {
+		var ts []TargetConfig
+		for _, x := range addrs {
+			ts = append(ts, TargetConfig{Address: x})
+		}
+		return Config{Upstreams: []UpstreamConfig{{Name: "u", Targets: ts}}, Routes: []RouteConfig{{ID: "r", Upstream: "u"}}}
+	}
+	g, err := New(Options{Config: cfgOf(a), Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, addr, served := startLoop(t, g, 2)
+	before := openFDs(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var answered, bad atomic.Int64
+	for i := range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					return // Shutdown closed the listener's queue
+				}
+				// A connection dialled as Shutdown began waits in the
+				// listener's queue, never accepted: the deadline ends it.
+				_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+				br := bufio.NewReader(c)
+				for j := range 20 {
+					path := fmt.Sprintf("/c%d/%d", i, j)
+					if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+						break
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						break
+					}
+					body, err := io.ReadAll(resp.Body)
+					if err != nil {
+						break
+					}
+					if resp.StatusCode != 200 || string(body) != path {
+						bad.Add(1)
+						t.Errorf("%s: %d %q", path, resp.StatusCode, body)
+					}
+					answered.Add(1)
+				}
+				_ = c.Close()
+			}
+		})
+	}
+	sets := [][]string{{b}, {a, b}, {a}}
+	for i := range 60 {
+		if err := g.Update(cfgOf(sets[i%3]...)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(stop) // each client ends with the connection it has open
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	wg.Wait()
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if answered.Load() == 0 {
+		t.Fatal("no request answered")
+	}
+	if v := metricOf(t, reg, "fluxgate_http_requests_in_flight").GetGauge().GetValue(); v != 0 {
+		t.Errorf("in flight after Shutdown: %v", v)
+	}
+	g.Close()
+	var extra []string
+	for range 250 {
+		extra = extra[:0]
+		for fd, what := range openFDs(t) {
+			if before[fd] != what && what != "" {
+				extra = append(extra, fd+" ("+what+")")
+			}
+		}
+		if len(extra) == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(extra) > 0 {
+		t.Errorf("descriptors open after Shutdown, not before: %v", extra)
+	}
+	t.Logf("%d requests answered across 60 reloads", answered.Load())
 }
