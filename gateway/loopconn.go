@@ -933,10 +933,13 @@ func (c *loopConn) relayDone(bodyFailed, gone bool) {
 }
 
 // endRequest does the request's bookkeeping, as serveLean.
-func (c *loopConn) endRequest(failed, gone bool) {
+func (c *loopConn) endRequest(failed, gone bool) { c.endRequestAs(c.lc.status, failed, gone) }
+
+// endRequestAs is endRequest with the answer's status given.
+func (c *loopConn) endRequestAs(status int, failed, gone bool) {
 	if c.hasAdm {
 		c.hasAdm = false
-		c.adm.End(c.lc.status, failed || gone)
+		c.adm.End(status, failed || gone)
 	}
 	if c.inflight == nil {
 		return
@@ -945,7 +948,7 @@ func (c *loopConn) endRequest(failed, gone bool) {
 	if h := c.lc.fl.host.Load(); h != nil {
 		hostLabel = *h
 	}
-	c.rt.series.finished(hostLabel, c.method, c.lc.status, time.Since(c.start))
+	c.rt.series.finished(hostLabel, c.method, status, time.Since(c.start))
 	c.inflight.Dec()
 	c.inflight = nil
 }
@@ -1086,7 +1089,14 @@ func (c *loopConn) abort() {
 		c.entered = false
 		c.u.leave(c.rt, c.permit, c.fwdStart, false, true)
 	}
-	c.endRequest(true, true)
+	if c.stage == stAdmit {
+		// The check's goroutine owns lc until its decision is posted (a
+		// rejection writes its answer there): the request is cut
+		// unanswered, status 0 (process set it).
+		c.endRequestAs(0, true, true)
+	} else {
+		c.endRequest(true, true)
+	}
 	c.close()
 }
 

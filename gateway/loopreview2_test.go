@@ -122,13 +122,20 @@ func TestLoopReloadClosesIdleConnectionsToRemovedTargets(t *testing.T) {
 // (FlowID): its end is counted.
 type heldChecker struct {
 	hold           chan struct{}
+	reject         bool // reject instead
 	checked, ended atomic.Int64
+	decided        atomic.Int64
 }
 
 func (h *heldChecker) Check(_ context.Context, req *flow.Request, d *flow.Decision) error {
 	h.checked.Add(1)
+	defer h.decided.Add(1)
 	<-h.hold
 	d.Reset(req.ControlPoint)
+	if h.reject {
+		d.Accepted, d.Decider, d.StatusCode = false, 0, http.StatusTooManyRequests
+		return nil
+	}
 	d.FlowID = 7
 	return nil
 }
@@ -638,4 +645,51 @@ func TestLoopReloadsAndShutdownUnderLoad(t *testing.T) {
 		t.Errorf("descriptors open after Shutdown, not before: %v", extra)
 	}
 	t.Logf("%d requests answered across 60 reloads", answered.Load())
+}
+
+// A check that rejects off the loop while Shutdown, out of time, cuts its
+// connection on the loop (run with -race): the rejection is written into
+// the connection's state on the check's goroutine, and the cut must not
+// read that state meanwhile; the request is counted cut, unanswered
+// (status 0), once.
+func TestLoopCutWhileACheckRejectsOffTheLoop(t *testing.T) {
+	hc := &heldChecker{hold: make(chan struct{}), reject: true}
+	up, _, _ := openTarget(t, nil)
+	reg := prometheus.NewPedanticRegistry()
+	g, err := New(Options{Config: oneUpstream(up), Checker: hc, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	s, addr, served := startLoop(t, g, 1)
+	c, _ := dialLean(t, addr)
+	if _, err := io.WriteString(c, "GET /held HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the check off the loop", func() bool { return hc.checked.Load() == 1 })
+	// The check decides about when Shutdown cuts the connection, with
+	// nothing ordering the two (the goroutine that lets it decide knows
+	// nothing of the loop).
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		close(hc.hold)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_ = s.Shutdown(ctx)
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	waitUntil(t, "the check's decision", func() bool { return hc.decided.Load() == 1 })
+	got := requestSeries(t, reg)
+	var total float64
+	for _, v := range got {
+		total += v
+	}
+	if total != 1 {
+		t.Errorf("requests counted: %v, want the one", got)
+	}
+	if v := testutil.ToFloat64(g.metrics.inFlight.WithLabelValues("r", http.MethodGet)); v != 0 {
+		t.Errorf("requests in flight after Shutdown: %v", v)
+	}
 }
