@@ -693,3 +693,43 @@ func TestLoopCutWhileACheckRejectsOffTheLoop(t *testing.T) {
 		t.Errorf("requests in flight after Shutdown: %v", v)
 	}
 }
+
+// A client that resets while its check waits: the check admits after,
+// the request goes on and its answer finds the client gone. The loop
+// engine counts it as lean does, ends its flow and closes the
+// connection.
+func TestLoopClientGoneWhileTheCheckWaits(t *testing.T) {
+	up, _, _ := openTarget(t, nil)
+	counts := map[string]map[string]float64{}
+	for _, engine := range []string{"lean", "loop"} {
+		hc := &heldChecker{hold: make(chan struct{})}
+		reg := prometheus.NewPedanticRegistry()
+		g, err := New(Options{Config: oneUpstream(up), Checker: hc, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		addr := serveEngine(t, g, engine)
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, "GET /held HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, engine+": the check", func() bool { return hc.checked.Load() == 1 })
+		_ = c.(*net.TCPConn).SetLinger(0)
+		_ = c.Close()
+		time.Sleep(50 * time.Millisecond) // the reset arrives before the decision
+		close(hc.hold)
+		waitUntil(t, engine+": the flow's end", func() bool { return hc.ended.Load() == 1 })
+		if !eventually(func() bool { return metricOf(t, reg, "fluxgate_http_requests_in_flight").GetGauge().GetValue() == 0 }) {
+			t.Errorf("%s: request left in flight", engine)
+		}
+		counts[engine] = requestSeries(t, reg)
+	}
+	if !reflect.DeepEqual(counts["lean"], counts["loop"]) {
+		t.Errorf("fluxgate_http_requests_total:\nlean: %v\nloop: %v", counts["lean"], counts["loop"])
+	}
+	t.Logf("lean: %v", counts["lean"])
+}
