@@ -733,3 +733,54 @@ func TestLoopClientGoneWhileTheCheckWaits(t *testing.T) {
 	}
 	t.Logf("lean: %v", counts["lean"])
 }
+
+// A dial to a target named by host name (on a goroutine) that ends after
+// Shutdown cut its request and stopped the loops: the socket it made is
+// closed, not dropped with a function the loop will not run.
+func TestLoopDialEndingAfterShutdownClosesItsSocket(t *testing.T) {
+	up, _, _ := openTarget(t, nil)
+	_, port, _ := net.SplitHostPort(up)
+	g, err := New(Options{Config: oneUpstream(net.JoinHostPort("localhost", port)), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	hold := make(chan struct{})
+	var dialling atomic.Int64
+	g.dialer.Control = func(string, string, syscall.RawConn) error {
+		dialling.Add(1)
+		<-hold
+		return nil
+	}
+	s, addr, served := startLoop(t, g, 2)
+	before := openFDs(t)
+	c, _ := dialLean(t, addr)
+	if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the dial", func() bool { return dialling.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a dial held: %v, want the deadline", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	_ = c.Close()
+	close(hold)
+	var extra []string
+	for range 250 {
+		extra = extra[:0]
+		for fd, what := range openFDs(t) {
+			if before[fd] != what && what != "" {
+				extra = append(extra, fd+" ("+what+")")
+			}
+		}
+		if len(extra) == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("descriptors open after the dial ended, not before: %v", extra)
+}
