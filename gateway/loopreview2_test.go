@@ -302,14 +302,15 @@ func requestSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 // (fluxgate_http_requests_total by status, the in-flight gauge back to
 // 0): a target's reset before the head and mid-body, 304 and HEAD with a
 // Content-Length, 1xx heads, an answer before the body was sent, a
-// client gone mid-answer, one that sends its head a byte at a time, and
-// no route.
+// client gone mid-answer, one that sends its head a byte at a time, no
+// route, a body cut short and one stalled.
 func TestLoopCountsEventsAsLean(t *testing.T) {
 	up := eventTarget(t)
 	type event struct {
 		name, req string
-		leave     bool // the client reads the head and leaves (a reset)
-		trickle   bool // the request goes a byte at a time
+		leave      bool // the client reads the head and leaves (a reset)
+		trickle    bool // the request goes a byte at a time
+		closeWrite bool // the client ends its side after the request
 	}
 	events := []event{
 		{name: "ok", req: "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"},
@@ -322,13 +323,15 @@ func TestLoopCountsEventsAsLean(t *testing.T) {
 		{name: "client gone mid-answer", req: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", leave: true},
 		{name: "a byte at a time", req: "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n", trickle: true},
 		{name: "no route", req: "GET /none HTTP/1.1\r\nHost: other\r\n\r\n"},
+		{name: "body cut short", req: "POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nshort", closeWrite: true},
+		{name: "body stalled", req: "POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nshort"},
 	}
 	counts := map[string]map[string]float64{}
 	for _, engine := range []string{"lean", "loop"} {
 		reg := prometheus.NewPedanticRegistry()
 		cfg := oneUpstream(up)
 		cfg.Routes[0].Match = RouteMatch{Host: "h"}
-		g, err := New(Options{Config: cfg, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+		g, err := New(Options{Config: cfg, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second, BodyReadTimeout: 300 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -349,6 +352,9 @@ func TestLoopCountsEventsAsLean(t *testing.T) {
 				}
 			} else if _, err := io.WriteString(c, ev.req); err != nil {
 				t.Fatal(err)
+			}
+			if ev.closeWrite {
+				_ = c.(*net.TCPConn).CloseWrite()
 			}
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, &http.Request{Method: strings.Fields(ev.req)[0]})
