@@ -125,6 +125,7 @@ type heldChecker struct {
 	reject         bool // reject instead
 	checked, ended atomic.Int64
 	decided        atomic.Int64
+	failed         atomic.Int64 // ends reported failed
 }
 
 func (h *heldChecker) Check(_ context.Context, req *flow.Request, d *flow.Decision) error {
@@ -144,7 +145,12 @@ func (h *heldChecker) TryCheck(context.Context, *flow.Request, *flow.Decision) (
 	return false, nil
 }
 
-func (h *heldChecker) EndFlowAt(time.Time, uint64, bool) { h.ended.Add(1) }
+func (h *heldChecker) EndFlowAt(_ time.Time, _ uint64, failed bool) {
+	if failed {
+		h.failed.Add(1)
+	}
+	h.ended.Add(1)
+}
 
 // A check that waits and admits after Shutdown cut its connection and
 // stopped the loops: the decision's flow is ended (its slot given back)
@@ -307,7 +313,7 @@ func requestSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func TestLoopCountsEventsAsLean(t *testing.T) {
 	up := eventTarget(t)
 	type event struct {
-		name, req string
+		name, req  string
 		leave      bool // the client reads the head and leaves (a reset)
 		trickle    bool // the request goes a byte at a time
 		closeWrite bool // the client ends its side after the request
@@ -789,4 +795,58 @@ func TestLoopDialEndingAfterShutdownClosesItsSocket(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Errorf("descriptors open after the dial ended, not before: %v", extra)
+}
+
+// The flows a check admitted (off the loop) end as on lean, each once,
+// failed or not alike: an answer, a target's reset before the head and
+// mid-body, a 304, a client gone mid-answer.
+func TestLoopEndsFlowsAsLean(t *testing.T) {
+	up := eventTarget(t)
+	reqs := []struct {
+		req   string
+		leave bool
+	}{
+		{req: "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{req: "GET /rsthead HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{req: "GET /rstbody HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{req: "GET /304 HTTP/1.1\r\nHost: h\r\n\r\n"},
+		{req: "GET /big HTTP/1.1\r\nHost: h\r\n\r\n", leave: true},
+	}
+	type ends struct{ ended, failed int64 }
+	got := map[string][]ends{}
+	for _, engine := range []string{"lean", "loop"} {
+		hc := &heldChecker{hold: make(chan struct{})}
+		close(hc.hold)
+		g, err := New(Options{Config: oneUpstream(up), Checker: hc, ResponseHeaderTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		addr := serveEngine(t, g, engine)
+		for i, r := range reqs {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, r.req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err == nil {
+				if r.leave {
+					_ = c.(*net.TCPConn).SetLinger(0)
+				} else {
+					_, _ = io.Copy(io.Discard, resp.Body)
+				}
+			}
+			_ = c.Close()
+			waitUntil(t, engine+": the flow's end", func() bool { return hc.ended.Load() == int64(i+1) })
+			got[engine] = append(got[engine], ends{hc.ended.Load(), hc.failed.Load()})
+		}
+	}
+	if !reflect.DeepEqual(got["lean"], got["loop"]) {
+		t.Errorf("flow ends (total, failed) after each request:\nlean: %v\nloop: %v", got["lean"], got["loop"])
+	}
+	t.Logf("lean: %v", got["lean"])
 }
