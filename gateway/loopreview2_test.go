@@ -239,7 +239,10 @@ func TestLoopLogsFailedAcceptsOnceASecond(t *testing.T) {
 // alike: an answer, a reset before the head and one mid-body, 304 and
 // HEAD with a Content-Length and no body, 1xx heads before the answer,
 // an answer before the request's body was read, and a large answer.
-func eventTarget(t *testing.T) string {
+// The reset mid-body comes once the client has the head and says so on
+// rst (the gateway has relayed the head by then).
+func eventTarget(t *testing.T) (addr string, rst chan struct{}) {
+	rst = make(chan struct{}, 1)
 	return scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
@@ -253,7 +256,10 @@ func eventTarget(t *testing.T) string {
 				return
 			case "/rstbody":
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
-				time.Sleep(20 * time.Millisecond) // the head goes out alone
+				select {
+				case <-rst:
+				case <-time.After(5 * time.Second):
+				}
 				_ = c.(*net.TCPConn).SetLinger(0)
 				return
 			case "/304":
@@ -263,8 +269,11 @@ func eventTarget(t *testing.T) string {
 			case "/1xx":
 				answer = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 			case "/early":
-				// The body is not read: answered, and the connection ends.
+				// Answered before the body is read; the connection ends
+				// (a FIN: the body is read to its end, not reset).
 				_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+				_ = c.(*net.TCPConn).CloseWrite()
+				_, _ = io.Copy(io.Discard, br)
 				return
 			case "/big":
 				answer = "HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n" + strings.Repeat("b", 4<<20)
@@ -277,7 +286,7 @@ func eventTarget(t *testing.T) string {
 				return
 			}
 		}
-	})
+	}), rst
 }
 
 // requestSeries is the gateway's fluxgate_http_requests_total, a count
@@ -311,7 +320,7 @@ func requestSeries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 // client gone mid-answer, one that sends its head a byte at a time, no
 // route, a body cut short and one stalled.
 func TestLoopCountsEventsAsLean(t *testing.T) {
-	up := eventTarget(t)
+	up, rst := eventTarget(t)
 	type event struct {
 		name, req  string
 		leave      bool // the client reads the head and leaves (a reset)
@@ -364,6 +373,9 @@ func TestLoopCountsEventsAsLean(t *testing.T) {
 			}
 			br := bufio.NewReader(c)
 			resp, err := http.ReadResponse(br, &http.Request{Method: strings.Fields(ev.req)[0]})
+			if strings.Contains(ev.req, "/rstbody") {
+				rst <- struct{}{}
+			}
 			if err == nil {
 				if ev.leave {
 					_ = c.(*net.TCPConn).SetLinger(0)
@@ -801,7 +813,7 @@ func TestLoopDialEndingAfterShutdownClosesItsSocket(t *testing.T) {
 // failed or not alike: an answer, a target's reset before the head and
 // mid-body, a 304, a client gone mid-answer.
 func TestLoopEndsFlowsAsLean(t *testing.T) {
-	up := eventTarget(t)
+	up, rst := eventTarget(t)
 	reqs := []struct {
 		req   string
 		leave bool
@@ -833,6 +845,9 @@ func TestLoopEndsFlowsAsLean(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if strings.Contains(r.req, "/rstbody") {
+				rst <- struct{}{}
+			}
 			if err == nil {
 				if r.leave {
 					_ = c.(*net.TCPConn).SetLinger(0)
