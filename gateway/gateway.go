@@ -89,6 +89,9 @@ type Gateway struct {
 	mu      sync.Mutex                // serializes Update; guards targets
 	targets map[string][]TargetConfig // SetUpstreamTargets: replaces the groups' configured targets
 	changed chan struct{}             // tells Run that the snapshot changed; cap 1
+
+	loopMu      sync.Mutex
+	loopServers map[*LoopServer]struct{} // guarded by loopMu: the loop engine's servers serving (told of each Update)
 }
 
 // snapshot is the routing state of one configuration.
@@ -225,6 +228,7 @@ func (g *Gateway) updateLocked(cfg Config) error {
 	g.state.Store(s)
 	g.fast.keepOnly(keepFast)
 	g.lean.keepOnly(keepFast)
+	g.loopsKeepOnly(keepFast)
 	select {
 	case g.changed <- struct{}{}:
 	default:

@@ -74,6 +74,10 @@ type LoopServer struct {
 	// peeks counts the idle target connections peeked at before reuse
 	// (tests; see loopPool.get).
 	peeks atomic.Int64
+
+	acceptMu     sync.Mutex
+	acceptLogged time.Time // guarded by acceptMu: when acceptFailed last logged
+	acceptFails  int       // guarded by acceptMu: failures since
 }
 
 // loopState is what one loop owns: its connections and its pools.
@@ -131,11 +135,16 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	s.lean.startEngines()
 	s.group.Start()
+	s.g.loopMu.Lock()
+	if s.g.loopServers == nil {
+		s.g.loopServers = map[*LoopServer]struct{}{}
+	}
+	s.g.loopServers[s] = struct{}{}
+	s.g.loopMu.Unlock()
 	// gateway.max_connections: a loop takes a slot before each accept and
 	// stops accepting while there is none (connCap.admitLoop).
-	acc, err := s.group.AcceptGated(tl, s.accepted, func(err error) {
-		s.logger.Warn("gateway accept failed; retrying", "err", err, "in", 100*time.Millisecond)
-	}, eventloop.Gate{Admit: s.g.conns.admitLoop, Unadmit: s.g.conns.give, Full: s.g.conns.full})
+	acc, err := s.group.AcceptGated(tl, s.accepted, func(err error) { s.acceptFailed(time.Now(), err) },
+		eventloop.Gate{Admit: s.g.conns.admitLoop, Unadmit: s.g.conns.give, Full: s.g.conns.full})
 	if acc != nil {
 		resume := acc.Resume
 		s.g.conns.resume.Store(&resume)
@@ -149,6 +158,28 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	}
 	<-s.served
 	return nil
+}
+
+// acceptLogEvery bounds the log of failed accepts: each loop pauses
+// after each failure (out of descriptors: eventloop's acceptPause), and
+// a line a pause on every loop would flood the log when it is least
+// welcome. The lean engine's backoff logs about once a second too.
+const acceptLogEvery = time.Second
+
+// acceptFailed is told, on a loop, an accept error that pauses that
+// loop's accepting; it logs at most once per acceptLogEvery, with the
+// number of failures since the last line.
+func (s *LoopServer) acceptFailed(now time.Time, err error) {
+	s.acceptMu.Lock()
+	s.acceptFails++
+	if !s.acceptLogged.IsZero() && now.Sub(s.acceptLogged) < acceptLogEvery {
+		s.acceptMu.Unlock()
+		return
+	}
+	n := s.acceptFails
+	s.acceptLogged, s.acceptFails = now, 0
+	s.acceptMu.Unlock()
+	s.logger.Warn("gateway accept failed; the loops pause accepting and retry", "err", err, "failures", n, "pause", eventloop.AcceptPause)
 }
 
 // accepted takes a new connection on loop l.
@@ -267,6 +298,9 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 			}
 		})
 	}
+	s.g.loopMu.Lock()
+	delete(s.g.loopServers, s)
+	s.g.loopMu.Unlock()
 	s.group.Close()
 	s.mu.Lock()
 	select {
@@ -276,6 +310,36 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return errors.Join(err, <-leanDone)
+}
+
+// loopsKeepOnly tells the loop servers serving g that an Update kept
+// only the targets in keep: see keepOnly.
+func (g *Gateway) loopsKeepOnly(keep map[fastKey]bool) {
+	g.loopMu.Lock()
+	defer g.loopMu.Unlock()
+	for s := range g.loopServers {
+		s.keepOnly(keep)
+	}
+}
+
+// keepOnly closes, on each loop, the idle connections to the targets not
+// in keep (the plain ones: the loop serves no others) and forgets their
+// pools, as the lean engine's pools are closed on Update. Connections in
+// use close when their answer is relayed (the lean engine's age out in
+// their forgotten pool): a forgotten pool holds none that Shutdown would
+// not find. It does not wait for the loops.
+func (s *LoopServer) keepOnly(keep map[fastKey]bool) {
+	for _, st := range s.loops {
+		st.l.Post(func() { // refused: the loops stopped, their pools closed
+			for addr, p := range st.pools {
+				if !keep[fastKey{addr: addr}] {
+					p.retired = true
+					p.closeIdle()
+					delete(st.pools, addr)
+				}
+			}
+		})
+	}
 }
 
 // closeIdle closes the loop's connections waiting for a request.

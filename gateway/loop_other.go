@@ -26,3 +26,6 @@ func (s *LoopServer) Serve(net.Listener) error { return errNoLoops }
 
 // Shutdown does nothing.
 func (s *LoopServer) Shutdown(context.Context) error { return nil }
+
+// loopsKeepOnly does nothing: no loop server serves.
+func (g *Gateway) loopsKeepOnly(map[fastKey]bool) {}

@@ -477,7 +477,7 @@ func (c *loopConn) process() {
 	l := c.st.l
 	go func() {
 		a, ok := rt.gate.Admit(context.Background(), leanExchange{lc}, labels, 0)
-		l.Post(func() {
+		if !l.Post(func() {
 			defer c.guard()
 			if c.closed || c.stage != stAdmit {
 				if ok {
@@ -487,7 +487,9 @@ func (c *loopConn) process() {
 			}
 			c.stage = stUpstream
 			c.admitted(a, ok)
-		})
+		}) && ok {
+			a.End(0, true) // the loops stopped: Shutdown cut the connection
+		}
 	}()
 }
 
@@ -938,10 +940,13 @@ func (c *loopConn) relayDone(bodyFailed, gone bool) {
 }
 
 // endRequest does the request's bookkeeping, as serveLean.
-func (c *loopConn) endRequest(failed, gone bool) {
+func (c *loopConn) endRequest(failed, gone bool) { c.endRequestAs(c.lc.status, failed, gone) }
+
+// endRequestAs is endRequest with the answer's status given.
+func (c *loopConn) endRequestAs(status int, failed, gone bool) {
 	if c.hasAdm {
 		c.hasAdm = false
-		c.adm.End(c.lc.status, failed || gone)
+		c.adm.End(status, failed || gone)
 	}
 	if c.inflight == nil {
 		return
@@ -950,7 +955,7 @@ func (c *loopConn) endRequest(failed, gone bool) {
 	if h := c.lc.fl.host.Load(); h != nil {
 		hostLabel = *h
 	}
-	c.rt.series.finished(hostLabel, c.method, c.lc.status, time.Since(c.start))
+	c.rt.series.finished(hostLabel, c.method, status, time.Since(c.start))
 	c.inflight.Dec()
 	c.inflight = nil
 }
@@ -1091,7 +1096,14 @@ func (c *loopConn) abort() {
 		c.entered = false
 		c.u.leave(c.rt, c.permit, c.fwdStart, false, true)
 	}
-	c.endRequest(true, true)
+	if c.stage == stAdmit {
+		// The check's goroutine owns lc until its decision is posted (a
+		// rejection writes its answer there): the request is cut
+		// unanswered, status 0 (process set it).
+		c.endRequestAs(0, true, true)
+	} else {
+		c.endRequest(true, true)
+	}
 	c.close()
 }
 

@@ -32,6 +32,7 @@ type loopPool struct {
 	waiters []*loopConn // requests waiting for a connection (all open), first first
 	gauge   prometheus.Gauge
 	pruning *eventloop.Timer
+	retired bool // a reload removed the target: connections coming back close (see LoopServer.keepOnly)
 }
 
 // loopUp is one connection to a target on a loop, with its read buffer:
@@ -315,6 +316,10 @@ func (up *loopUp) setInterest(ev uint32) {
 // put returns up, its response read to the end, to the pool; a request
 // waiting for a connection takes it.
 func (p *loopPool) put(up *loopUp) {
+	if p.retired {
+		p.closeUp(up)
+		return
+	}
 	up.owner, up.r, up.w, up.out = nil, 0, 0, nil
 	up.used = time.Now()
 	if up.paused || up.unwatched || up.interest != eventloop.Readable {

@@ -52,9 +52,9 @@ type Gate struct {
 // loop serves its connections between batches.
 const acceptBatch = 16
 
-// acceptPause is how long a loop stops accepting after EMFILE and the
+// AcceptPause is how long a loop stops accepting after EMFILE and the
 // like (the listener stays readable: level-triggered, it would spin).
-const acceptPause = 100 * time.Millisecond
+const AcceptPause = 100 * time.Millisecond
 
 // Accept takes a duplicate of ln's socket (ln stays open and is the
 // caller's to close) and accepts its connections on every loop of g,
@@ -153,7 +153,7 @@ func (a *Acceptor) accept(l *Loop) {
 						_ = a.watch(l)
 					}
 				})
-				t.Reset(acceptPause)
+				t.Reset(AcceptPause)
 			}
 			return
 		}

@@ -15,6 +15,10 @@
 //
 // Handlers and timer functions run on the loop and must not block: a
 // call that may wait goes on a goroutine, which Posts its result back.
+// Post reports whether the function will run: once it says true, the
+// function runs even if the group closes meanwhile (on the loop's way
+// out), so a function that carries a resource (a socket dialled aside)
+// never drops it silently; when it says false, the poster releases it.
 // A handler that panics does not stop the loop: the panic is recovered
 // and reported to Options.OnPanic (the handler's owner should have
 // recovered it itself, to clean up its own state).

@@ -127,6 +127,23 @@ func (l *Loop) closeFDs() {
 	_ = unix.Close(l.epfd)
 }
 
+// finish ends the loop: Post refuses from now on, the functions it
+// accepted and that have not run yet run (Post's promise), then the
+// loop's descriptors close. On the loop's goroutine, or on Close's
+// caller for a group that never started.
+func (l *Loop) finish() {
+	l.mu.Lock()
+	l.done = true
+	rest := l.posted
+	l.posted = nil
+	l.mu.Unlock()
+	for _, f := range rest {
+		l.callFunc(f)
+	}
+	_ = unix.Close(l.efd)
+	_ = unix.Close(l.epfd)
+}
+
 // Loops are the group's loops.
 func (g *Group) Loops() []*Loop { return g.loops }
 
@@ -142,7 +159,10 @@ func (g *Group) Start() {
 }
 
 // Close stops the loops after their current iteration and waits for
-// them; what was posted and not yet run is dropped. Descriptors still
+// them. What was posted (Post reported true) and has not run yet runs
+// before Close returns: on its loop as the loop stops, or on Close's
+// caller for a group that never started; a function so run may not
+// Post again (refused) and its timers never fire. Descriptors still
 // registered stay open: they are their owners' to close. Not to be called
 // from a loop.
 func (g *Group) Close() {
@@ -151,7 +171,7 @@ func (g *Group) Close() {
 	}
 	if !g.started.Load() {
 		for _, l := range g.loops {
-			l.closeFDs()
+			l.finish()
 		}
 		return
 	}
@@ -165,10 +185,10 @@ func (g *Group) Close() {
 func (l *Loop) Index() int { return l.index }
 
 // Post queues f to run on the loop and wakes it. Safe for concurrent use.
-// Functions posted run in order. A Group that is closed drops f: Post
-// reports false when it dropped f at once (its poster may then release
-// what f was to take); a function queued as the loop stops is dropped
-// too.
+// Functions posted run in order. Post reports whether f will run: true,
+// f runs, even if the group closes meanwhile (on the loop's way out; see
+// Close); false, the loop has stopped and f never runs, so that its
+// poster releases what f was to take (a socket, a permit).
 func (l *Loop) Post(f func()) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -235,7 +255,7 @@ func (l *Loop) Delete(fd int) error {
 // loop is the loop's goroutine.
 func (l *Loop) loop() {
 	defer l.g.wg.Done()
-	defer l.closeFDs()
+	defer l.finish()
 	for !l.stop {
 		timeout := -1
 		if next, ok := l.timers.next(); ok {

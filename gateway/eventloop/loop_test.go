@@ -355,3 +355,177 @@ func TestReported(t *testing.T) {
 		t.Errorf("a later wait: iteration %d after %d, the other reported %v; want a later iteration and the other not reported", third.iter, first.iter, third.other)
 	}
 }
+
+// Post reports true exactly when the function will run: one posted in
+// the instant the loops stop (or queued on a group closed before it
+// started) runs on the way out; one refused is not run. A poster that
+// hands a resource over (a socket dialled aside) relies on it: true, the
+// function owns it; false, the poster releases it.
+func TestPostRunsWhatItAccepts(t *testing.T) {
+	for round := range 40 {
+		started := round%4 != 0
+		g, err := New(Options{Loops: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if started {
+			g.Start()
+		}
+		var accepted, ran atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, l := range g.Loops() {
+			for range 2 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if l.Post(func() { ran.Add(1) }) {
+							accepted.Add(1)
+						} else {
+							return // closed: every later Post is refused too
+						}
+					}
+				})
+			}
+		}
+		time.Sleep(time.Millisecond) // posters busy before the close
+		g.Close()
+		close(stop)
+		wg.Wait()
+		if a, r := accepted.Load(), ran.Load(); a != r {
+			t.Fatalf("round %d (started %v): Post accepted %d functions, %d ran", round, started, a, r)
+		}
+	}
+}
+
+// Out of descriptors (EMFILE), a loop stops accepting for a moment
+// instead of spinning on the listener, which stays readable
+// (level-triggered) while the connection waits in the backlog: over half
+// a second it tries a few times, not thousands; it serves its
+// connections meanwhile, and accepts the waiting one once descriptors
+// are free again.
+func TestAcceptBacksOffOutOfDescriptors(t *testing.T) {
+	g := startGroup(t, 2)
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var errs, accepted atomic.Int64
+	a, err := g.Accept(ln, func(l *Loop, fd int, _ unix.Sockaddr) {
+		accepted.Add(1)
+		buf := make([]byte, 64)
+		_ = l.Add(fd, Readable, func(uint32) {
+			n, err := unix.Read(fd, buf)
+			if n <= 0 {
+				if !errors.Is(err, unix.EAGAIN) {
+					_ = l.Delete(fd)
+					_ = unix.Close(fd)
+				}
+				return
+			}
+			_, _ = unix.Write(fd, buf[:n])
+		})
+	}, func(err error) {
+		if !errors.Is(err, unix.EMFILE) {
+			t.Errorf("accept error %v, want EMFILE", err)
+		}
+		errs.Add(1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	echo := func(c net.Conn, msg string) {
+		t.Helper()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
+			t.Fatalf("echo: %q, %v; want %q", b, err, msg)
+		}
+	}
+	c1, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	echo(c1, "before")
+
+	// Every descriptor number taken but one, which the next client's
+	// socket takes: the loops' accept then fails with EMFILE.
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	fill, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowered := old
+	lowered.Cur = uint64(fill + 64)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatal(err)
+	}
+	fillers := []int{fill}
+	release := func() {
+		for _, fd := range fillers {
+			_ = unix.Close(fd)
+		}
+		fillers = nil
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	}
+	defer release()
+	for {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EMFILE) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillers = append(fillers, fd)
+	}
+	_ = unix.Close(fillers[len(fillers)-1])
+	fillers = fillers[:len(fillers)-1]
+	c2, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	for end := time.Now().Add(5 * time.Second); errs.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("no accept failed with the descriptors all taken")
+		}
+	}
+	iterations := func() uint64 {
+		var sum uint64
+		for _, l := range g.Loops() {
+			ch := make(chan uint64, 1)
+			l.Post(func() { ch <- l.Iteration() })
+			sum += <-ch
+		}
+		return sum
+	}
+	e0, i0 := errs.Load(), iterations()
+	time.Sleep(500 * time.Millisecond) // a window to count in, not a measure
+	e1, i1 := errs.Load(), iterations()
+	t.Logf("out of descriptors for 500ms: %d failed accepts, %d loop iterations", e1-e0, i1-i0)
+	echo(c1, "meanwhile") // the loops serve on
+	// Two loops pausing 100 ms after each failure: about 10 tries in the
+	// window; a loop spinning on the readable listener makes thousands.
+	if e1-e0 > 40 || i1-i0 > 400 {
+		t.Errorf("out of descriptors for 500ms: %d failed accepts, %d loop iterations; want a few (a pause after each)", e1-e0, i1-i0)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("%d connections accepted with no descriptor free, want the first only", n)
+	}
+	release()
+	echo(c2, "after") // accepted once descriptors are free
+}

@@ -42,6 +42,10 @@ func (t *Timer) Stop() bool {
 // Set reports whether t is set.
 func (t *Timer) Set() bool { return t.i >= 0 }
 
+// Timers is the number of timers set on l (on the loop only): a count
+// to check that an owner stops its timers when it ends.
+func (l *Loop) Timers() int { return len(l.timers) }
+
 // runTimers runs the timers that are due.
 func (l *Loop) runTimers() {
 	if len(l.timers) == 0 {
