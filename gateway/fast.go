@@ -259,6 +259,9 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 			if body.failed() != nil {
 				return 0, errClientBody // an answer to a body cut short
 			}
+			if up.StatusCode() == fasthttp.StatusSwitchingProtocols {
+				return 0, errSwitching // fasthttp's client closes that connection
+			}
 			return up.StatusCode(), nil
 		})
 	switch {

@@ -50,6 +50,11 @@ var errLeanPoolFull = errors.New("gateway: too many connections to the target")
 // engine relays (see http1).
 var errLeanBadResponse = errors.New("gateway: target sent a response the gateway cannot relay")
 
+// errSwitching: a target switched protocols on a request that asked for
+// no Upgrade (the engines that relay an answer, not a connection, serve
+// only those): answered 502, as net/http's ReverseProxy answers it.
+var errSwitching = fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errLeanBadResponse)
+
 func (g *Gateway) newLeanPool(k fastKey) *leanPool {
 	p := &leanPool{g: g, addr: k.addr, limit: leanMaxConns, idleFor: leanIdleDuration, freed: make(chan struct{}, 1)}
 	if k.tls {
@@ -364,7 +369,7 @@ func (c *leanUpConn) exchange(msg []byte, now time.Time, timeout time.Duration, 
 			return true, nil
 		}
 		if c.resp.Status == 101 {
-			return true, fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errLeanBadResponse)
+			return true, errSwitching
 		}
 		// 1xx: informational; the final response follows. The lean
 		// engine does not relay them (as the fast engine); the net/http

@@ -733,7 +733,7 @@ func (c *loopConn) readHead() {
 			c.gotHead()
 			return
 		case up.resp.Status == 101:
-			c.attemptFailed(errLeanSwitching, true)
+			c.attemptFailed(errSwitching, true)
 			return
 		}
 		// 1xx: informational; the final response follows.
@@ -742,10 +742,7 @@ func (c *loopConn) readHead() {
 	}
 }
 
-var (
-	errLeanBadResponseOver = fmt.Errorf("%w: head over %d bytes", errLeanBadResponse, headerBuffer)
-	errLeanSwitching       = fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errLeanBadResponse)
-)
+var errLeanBadResponseOver = fmt.Errorf("%w: head over %d bytes", errLeanBadResponse, headerBuffer)
 
 // attemptFailed ends an attempt that failed with err (answered: some of
 // an answer came), with g.try's rules and leanPool.roundTrip's.
