@@ -96,8 +96,9 @@ type Agent struct {
 	ready    atomic.Bool
 	stopping atomic.Bool
 
-	mu      sync.Mutex          // guards addrs, cancel, runCtx and runErrs
-	addrs   map[string]net.Addr // bound listeners by name
+	mu      sync.Mutex                // guards addrs, limits, cancel, runCtx and runErrs
+	addrs   map[string]net.Addr       // bound listeners by name
+	limits  map[string]*limitListener // their connection caps, by name
 	cancel  context.CancelFunc  // stops the goroutines Start began
 	runCtx  context.Context     // theirs (goRun)
 	runErrs []error             // every error a part returned (fail)
@@ -385,7 +386,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.raiseOpenFilesLimit()
 	limit := a.connectionCap(len(lns))
-	bound := make(map[string]net.Listener, len(lns))
+	bound := make(map[string]*limitListener, len(lns))
 	for _, name := range listenerNames {
 		port, ok := lns[name]
 		if !ok {
@@ -406,8 +407,10 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.mu.Lock()
 	a.cancel, a.runCtx = cancel, runCtx
+	a.limits = make(map[string]*limitListener, len(bound))
 	for name, ln := range bound {
 		a.addrs[name] = ln.Addr()
+		a.limits[name] = ln
 	}
 	a.mu.Unlock()
 

@@ -122,7 +122,7 @@ func TestIdleFloodMakesRoom(t *testing.T) {
 	}
 	defer func() { _ = busy.Close() }()
 	fmt.Fprintf(busy, "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"control_point\":")
-	time.Sleep(200 * time.Millisecond) // its headers are read: it is busy
+	waitBusy(t, a, ListenerHTTP, 1) // its headers are read: it is busy
 
 	// Idle connections fill the rest of the cap, and more keep coming.
 	var idle []net.Conn
@@ -194,5 +194,31 @@ func TestOpenFilesLimitRaised(t *testing.T) {
 	startAgent(t, connsConfig(t))
 	if soft2, _, _ := openFilesLimit(); soft2 != hard {
 		t.Fatalf("soft limit %d after start (was %d), want the hard limit %d", soft2, soft, hard)
+	}
+}
+
+
+// waitBusy waits until n connections of the listener name are serving a
+// request (the server read a request's first bytes on each), at most 10s.
+func waitBusy(t *testing.T, a *Agent, name string, n int) {
+	t.Helper()
+	a.mu.Lock()
+	l := a.limits[name]
+	a.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		busy := 0
+		l.mu.Lock()
+		for c := range l.conns {
+			if c.busy.Load() {
+				busy++
+			}
+		}
+		l.mu.Unlock()
+		if busy >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d connections busy after 10s, want %d", name, busy, n)
+		}
 	}
 }
