@@ -314,18 +314,7 @@ func TestLoopDialEndingAfterShutdownClosesItsSocket(t *testing.T) {
 	}
 	_ = c.Close()
 	close(hold)
-	var extra []string
-	for range 250 {
-		extra = extra[:0]
-		for fd, what := range openFDs(t) {
-			if before[fd] != what && what != "" {
-				extra = append(extra, fd+" ("+what+")")
-			}
-		}
-		if len(extra) == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if extra := fdsBack(t, before); len(extra) > 0 {
+		t.Errorf("descriptors open after the dial ended, not before: %v", extra)
 	}
-	t.Errorf("descriptors open after the dial ended, not before: %v", extra)
 }

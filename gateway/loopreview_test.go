@@ -273,6 +273,28 @@ func openFDs(t *testing.T) map[string]string {
 	return m
 }
 
+// fdsBack waits up to 5 s for the process to hold the descriptors it held
+// before (a descriptor closed meanwhile does not count): a test's targets
+// close their side of the gateway's connections a moment after the
+// gateway closes its own. It returns those still open, not before.
+func fdsBack(t *testing.T, before map[string]string) []string {
+	t.Helper()
+	var extra []string
+	for range 250 {
+		extra = extra[:0]
+		for fd, what := range openFDs(t) {
+			if before[fd] != what && what != "" { // "": the listing's own, closed by now
+				extra = append(extra, fd+" ("+what+")")
+			}
+		}
+		if len(extra) == 0 {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return extra
+}
+
 // Every way a loop connection ends — answered and closed, handed over to
 // the lean engine, a target gone, a client gone mid-answer, a client
 // that ends its side mid-request, a pipelined run, on several clients at
@@ -330,22 +352,9 @@ func TestLoopClosesEveryDescriptor(t *testing.T) {
 	_ = ln.Close()
 	<-done
 	g.Close() // the pools the handed-over connections used are the gateway's
-	// The in-process targets close their side of the gateway's
-	// connections when they read the end: a moment after.
-	var extra []string
-	for range 100 {
-		extra = extra[:0]
-		for fd, what := range openFDs(t) {
-			if before[fd] != what {
-				extra = append(extra, fd+" ("+what+")")
-			}
-		}
-		if len(extra) == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if extra := fdsBack(t, before); len(extra) > 0 {
+		t.Errorf("descriptors open after Shutdown, not before: %v\n%s", extra, socketsOf(t, extra))
 	}
-	t.Errorf("descriptors open after Shutdown, not before: %v\n%s", extra, socketsOf(t, extra))
 }
 
 // socketsOf names the TCP connections among descriptors ("17 (socket:[123])").

@@ -278,20 +278,9 @@ func TestLoopManyConnectionsAtOnce(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 	g.Close()
-	var extra []string
-	for range 250 {
-		extra = extra[:0]
-		for fd, what := range openFDs(t) {
-			if before[fd] != what && what != "" { // "": the listing's own, closed by now
-				extra = append(extra, fd+" ("+what+")")
-			}
-		}
-		if len(extra) == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if extra := fdsBack(t, before); len(extra) > 0 {
+		t.Errorf("%d descriptors open after Shutdown, not before: %v", len(extra), extra[:min(len(extra), 20)])
 	}
-	t.Errorf("%d descriptors open after Shutdown, not before: %v", len(extra), extra[:min(len(extra), 20)])
 }
 
 // A client that sends its head a byte at a time (slowloris), first on a
@@ -442,20 +431,7 @@ func TestLoopReloadsAndShutdownUnderLoad(t *testing.T) {
 		t.Errorf("in flight after Shutdown: %v", v)
 	}
 	g.Close()
-	var extra []string
-	for range 250 {
-		extra = extra[:0]
-		for fd, what := range openFDs(t) {
-			if before[fd] != what && what != "" {
-				extra = append(extra, fd+" ("+what+")")
-			}
-		}
-		if len(extra) == 0 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(extra) > 0 {
+	if extra := fdsBack(t, before); len(extra) > 0 {
 		t.Errorf("descriptors open after Shutdown, not before: %v", extra)
 	}
 	t.Logf("%d requests answered across 60 reloads", answered.Load())
