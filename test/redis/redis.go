@@ -36,8 +36,10 @@ type Server struct {
 	port        int
 	clusterPort int // cluster bus port of a Cluster node; 0 for a standalone server
 
-	mu  sync.Mutex // guards cmd
-	cmd *exec.Cmd
+	mu    sync.Mutex // guards cmd, cpu and cores
+	cmd   *exec.Cmd
+	cpu   *cpuGroup // the CPU budget's cgroup (LimitCPU); nil without one
+	cores float64   // the budget
 }
 
 // Start runs redis-server on a free loopback port, without persistence,
@@ -88,6 +90,13 @@ func (s *Server) Restart() error {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis: start redis-server: %w", err)
+	}
+	if s.cpu != nil {
+		if err := s.cpu.add(cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return err
+		}
 	}
 	c := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
 	defer func() { _ = c.Close() }()
