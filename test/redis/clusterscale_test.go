@@ -130,9 +130,9 @@ func BenchmarkRedisClusterScaling(b *testing.B) {
 					lats[g] = append(lats[g], time.Since(t0))
 					return err
 				}
-				calls0 := make([]int, len(t.masters))
+				calls0, reads0 := make([]int, len(t.masters)), make([]int64, len(t.masters))
 				for i, s := range t.masters {
-					calls0[i] = ScriptCalls(b, clients[s])
+					calls0[i], reads0[i] = ScriptCalls(b, clients[s]), readsProcessed(b, clients[s])
 				}
 				nodes := t.nodes()
 				cpu0, thr0 := make([]float64, len(nodes)), make([]int64, len(nodes))
@@ -156,7 +156,9 @@ func BenchmarkRedisClusterScaling(b *testing.B) {
 					m["throttled/s "+strconv.Itoa(i)] = float64(thr-thr0[i]) / elapsed
 				}
 				for i, s := range t.masters {
-					m["calls "+strconv.Itoa(i)] = float64(ScriptCalls(b, clients[s])-calls0[i]) / elapsed
+					calls := float64(ScriptCalls(b, clients[s]) - calls0[i])
+					m["calls "+strconv.Itoa(i)] = calls / elapsed
+					m["calls/read "+strconv.Itoa(i)] = calls / float64(readsProcessed(b, clients[s])-reads0[i])
 				}
 				m["agent cores"] = m["cpu"] * m["checks/s"] / 1e6
 				var lat []time.Duration
@@ -213,15 +215,37 @@ func BenchmarkRedisClusterScaling(b *testing.B) {
 			fmt.Fprintf(&out, "- %s: %s\n", t.name, strings.Join(f, " "))
 		}
 	}
-	fmt.Fprintf(&out, "\nscripts a second each master ran:\n")
+	fmt.Fprintf(&out, "\nscripts a second each master ran (scripts a read: how many calls a round trip carried to it):\n")
 	for _, t := range targets {
 		var f []string
 		for i := range t.masters {
-			f = append(f, fmt.Sprintf("%.0f", med(t.name, "calls "+strconv.Itoa(i))))
+			f = append(f, fmt.Sprintf("%.0f (%.1f)", med(t.name, "calls "+strconv.Itoa(i)), med(t.name, "calls/read "+strconv.Itoa(i))))
 		}
 		fmt.Fprintf(&out, "- %s: %s\n", t.name, strings.Join(f, " "))
 	}
 	fmt.Print(out.String())
+}
+
+// readsProcessed is how many reads from clients the server behind c has
+// done (INFO stats total_reads_processed): one for each round trip,
+// whatever number of commands it carried.
+func readsProcessed(t testing.TB, c *goredis.Client) int64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), "stats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_reads_processed:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("redis: INFO stats line %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatal("redis: INFO stats has no total_reads_processed")
+	return 0
 }
 
 // periodSeconds is the CFS period of a budget, in seconds.
