@@ -43,15 +43,16 @@ const nodePipesMax = 256
 // nodePipes hands out the pipe of a key's master. The zero value is not
 // usable; see newNodePipes.
 type nodePipes struct {
-	cluster clusterMasters
-	newPipe func() *pipe
+	cluster               clusterMasters
+	client                RedisClient // the Cluster client, which sends every pipe's calls
+	lanes, wide, maxBatch int         // as RedisOptions: Pipelines, WidePipelines; the batch bound
 
 	byAddr atomic.Pointer[map[string]*pipe] // read by every call; replaced under mu
 	mu     sync.Mutex                       // serializes writers of byAddr
 }
 
-func newNodePipes(cluster clusterMasters, newPipe func() *pipe) *nodePipes {
-	n := &nodePipes{cluster: cluster, newPipe: newPipe}
+func newNodePipes(cluster clusterMasters, client RedisClient, lanes, wide, maxBatch int) *nodePipes {
+	n := &nodePipes{cluster: cluster, client: client, lanes: lanes, wide: wide, maxBatch: maxBatch}
 	n.byAddr.Store(&map[string]*pipe{})
 	return n
 }
@@ -77,8 +78,18 @@ func (n *nodePipes) pipeFor(ctx context.Context, key string) *pipe {
 	if len(cur) < nodePipesMax {
 		next = maps.Clone(cur)
 	}
-	p := n.newPipe()
+	p := &pipe{client: n.client, lanes: n.lanes, maxBatch: n.maxBatch}
 	next[addr] = p
+	// The wide lanes are shared out among the masters, each keeping at
+	// least lanes: at full width each, a master with few callers never
+	// saw its batches grow, stayed wide, and every call went alone, each
+	// costing Redis a read of its own.
+	wide := max(n.lanes, n.wide/len(next))
+	for _, q := range next {
+		q.mu.Lock()
+		q.wideLanes = wide
+		q.mu.Unlock()
+	}
 	n.byAddr.Store(&next)
 	return p
 }

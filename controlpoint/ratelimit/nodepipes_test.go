@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
@@ -64,7 +65,10 @@ func TestClusterStalledMasterHoldsUpOnlyItsCalls(t *testing.T) {
 	node.Signal(t, "STOP")
 	defer node.Signal(t, "CONT")
 	p := b.pipeFor(ctx, []string{slow.Key(kb)})
-	n := 2 * p.wideLanes
+	p.mu.Lock()
+	wide := p.wideLanes
+	p.mu.Unlock()
+	n := 2 * wide
 	for range n {
 		wg.Go(func() { slow.Take(ctx, time.Now(), kb, 1) })
 	}
@@ -75,11 +79,11 @@ func TestClusterStalledMasterHoldsUpOnlyItsCalls(t *testing.T) {
 		p.mu.Lock()
 		running, queued := p.running, len(p.queue)
 		p.mu.Unlock()
-		if running == p.wideLanes && queued == n-p.wideLanes {
+		if running == wide && queued == n-wide {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("calls on the stopped master: %d lanes running, %d queued; want %d and %d", running, queued, p.wideLanes, n-p.wideLanes)
+			t.Fatalf("calls on the stopped master: %d lanes running, %d queued; want %d and %d", running, queued, wide, n-wide)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -89,5 +93,55 @@ func TestClusterStalledMasterHoldsUpOnlyItsCalls(t *testing.T) {
 	}
 	if b.nodes == nil || b.nodes.len() != 2 {
 		t.Errorf("pipes: %v; want one for each of the 2 masters used", b.nodes)
+	}
+}
+
+// fakeMasters names the master of a key by its first letter.
+type fakeMasters map[byte]*goredis.Client
+
+func (f fakeMasters) MasterForKey(_ context.Context, key string) (*goredis.Client, error) {
+	c, ok := f[key[0]]
+	if !ok {
+		return nil, errors.New("no master")
+	}
+	return c, nil
+}
+
+// A pipe per master, found by address; the wide lanes are shared out
+// among the masters seen, each keeping at least the narrow lanes; a key
+// without a master gets no pipe (the caller uses the shared one).
+func TestNodePipes(t *testing.T) {
+	masters := fakeMasters{}
+	for _, c := range "abcd" {
+		masters[byte(c)] = goredis.NewClient(&goredis.Options{Addr: string(c) + ":6379"})
+		t.Cleanup(func() { _ = masters[byte(c)].Close() })
+	}
+	n := newNodePipes(masters, nil, 2, 8, 256)
+	width := func(p *pipe) int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.widthLocked()
+	}
+	a := n.pipeFor(context.Background(), "a1")
+	if a == nil || n.pipeFor(context.Background(), "a2") != a || width(a) != 8 {
+		t.Fatalf("one master: pipes %v and %v, width %d; want the same pipe, 8 lanes", a, n.pipeFor(context.Background(), "a2"), width(a))
+	}
+	for _, tc := range []struct {
+		key  string
+		wide int
+	}{{"b", 4}, {"c", 2}, {"d", 2}} {
+		p := n.pipeFor(context.Background(), tc.key)
+		if p == nil || p == a || p.lanes != 2 || p.maxBatch != 256 {
+			t.Fatalf("%s: pipe %+v", tc.key, p)
+		}
+		if width(p) != tc.wide || width(a) != tc.wide {
+			t.Errorf("%d masters: widths %d and %d, want %d", n.len(), width(p), width(a), tc.wide)
+		}
+	}
+	if n.len() != 4 {
+		t.Errorf("%d pipes, want 4", n.len())
+	}
+	if p := n.pipeFor(context.Background(), "z"); p != nil {
+		t.Errorf("a key without a master: pipe %v", p)
 	}
 }

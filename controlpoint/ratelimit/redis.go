@@ -140,9 +140,7 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 		}, []string{"result"}),
 	}
 	if c, ok := opts.Client.(clusterMasters); ok {
-		b.nodes = newNodePipes(c, func() *pipe {
-			return &pipe{client: b.pipe.client, lanes: b.pipe.lanes, wideLanes: b.pipe.wideLanes, maxBatch: b.pipe.maxBatch}
-		})
+		b.nodes = newNodePipes(c, opts.Client, b.pipe.lanes, b.pipe.wideLanes, b.pipe.maxBatch)
 	}
 	if r := opts.Registerer; r != nil {
 		open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -5,7 +5,9 @@
 // Cluster slot of a bucket's keys, and a real Redis Cluster (StartCluster:
 // three masters, three replicas) with a master killed mid-load, and
 // replies lost after Redis ran a take (LossyLink): a take is never sent
-// twice.
+// twice. A server or a cluster's nodes can run on a CPU budget of their
+// own (LimitCPU), for benchmarks where Redis, not the shared machine, is
+// the bottleneck.
 package redis
 
 import (
