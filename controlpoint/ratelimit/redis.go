@@ -35,7 +35,6 @@ import (
 type RedisBackend struct {
 	client   RedisClient
 	pipe     pipe
-	nodes    *nodePipes // Redis Cluster: a pipe per master (nodepipes.go); nil otherwise
 	tb, sw   *redis.Script
 	lz       *redis.Script
 	breaker  *breaker.Breaker // consecutive failures, one probe
@@ -138,9 +137,6 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 			Name: "fluxgate_redis_lazy_syncs_total",
 			Help: "Lazy syncs of rate limiters with Redis, by result: ok, or why it failed (timeout, canceled, breaker_open, error); a limiter whose sync fails keeps deciding locally.",
 		}, []string{"result"}),
-	}
-	if c, ok := opts.Client.(clusterMasters); ok {
-		b.nodes = newNodePipes(c, opts.Client, b.pipe.lanes, b.pipe.wideLanes, b.pipe.maxBatch)
 	}
 	if r := opts.Registerer; r != nil {
 		open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -576,7 +572,7 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 	defer cancel()
 	// Concurrent calls share round trips; a script Redis lost is loaded
 	// again within the same deadline.
-	reply, err := b.pipeFor(ctx, keys).do(&pipeCall{ctx: ctx, script: script, keys: keys, args: args})
+	reply, err := b.pipe.do(&pipeCall{ctx: ctx, script: script, keys: keys, args: args})
 	end := time.Now()
 	b.duration.Observe(end.Sub(start).Seconds())
 	if err != nil {
