@@ -46,10 +46,20 @@ func (t scaleTarget) nodes() []*Server { return append(slices.Clone(t.masters), 
 // (Server.LimitCPU), as a node on a machine of its own would: with F well
 // under a core, Redis is the bottleneck while the agent has CPU left, and
 // the table shows whether more masters give more decisions a second. The
-// masters' columns show each one's CPU against F (saturated at about F).
+// masters' columns show each one's CPU against F (saturated at about F),
+// the throttled periods how often each used up its budget.
+//
+// A node on a budget answers in bursts: a saturated one runs out of its
+// quota early in each 10 ms period and waits for the next, so a call
+// takes milliseconds and, the load being a closed loop, the callers
+// bound the throughput (callers / latency) before the nodes do; and
+// each master's batches are about its share of the callers, its CPU a
+// check growing as they shrink. Give the load callers in proportion
+// (-paths.callers 400 for six masters on 0.1 cores each); with the
+// default 50 the table mostly shows the callers spread thin.
 //
 //	go test ./test/redis -run '^$' -bench RedisClusterScaling -benchtime 1x
-//	go test ./test/redis -run '^$' -bench RedisClusterScaling -benchtime 1x -paths.node-cpu 0.1
+//	go test ./test/redis -run '^$' -bench RedisClusterScaling -benchtime 1x -paths.node-cpu 0.1 -paths.callers 400
 func BenchmarkRedisClusterScaling(b *testing.B) {
 	var counts []int
 	for f := range strings.SplitSeq(*scaleMasters, ",") {
