@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -26,7 +27,8 @@ type Cluster struct {
 const clusterNodeTimeout = 500 * time.Millisecond
 
 // StartCluster runs masters × 2 redis-server in cluster mode, creates the
-// cluster with redis-cli --cluster create (one replica per master), and
+// cluster with redis-cli --cluster create (one replica per master; with
+// fewer than 3 masters, which redis-cli refuses, by hand: see create), and
 // waits until every node reports cluster_state:ok and every slot is
 // served. Everything stops when the test ends. Without the redis-server
 // or redis-cli binary the test is skipped, as Start does (under CI=true
@@ -55,10 +57,17 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
-	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	if masters < 3 {
+		// redis-cli --cluster create refuses fewer than 3 masters.
+		if err := c.create(ctx, masters); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		args := append([]string{"--cluster", "create"}, addrs...)
+		args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+		if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+			t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		}
 	}
 	if err := c.WaitHealthy(30 * time.Second); err != nil {
 		t.Fatal(err)
@@ -67,6 +76,77 @@ func StartCluster(t testing.TB, masters int) *Cluster {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// create makes a cluster of the first masters nodes, the slots split
+// evenly, each master with the node masters further as its replica, as
+// redis-cli --cluster create would: CLUSTER ADDSLOTSRANGE and a config
+// epoch on each master, CLUSTER MEET with the first node, CLUSTER
+// REPLICATE once every node knows every other.
+func (c *Cluster) create(ctx context.Context, masters int) error {
+	clients := make([]*goredis.Client, len(c.Nodes))
+	for i, s := range c.Nodes {
+		clients[i] = goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
+		defer func() { _ = clients[i].Close() }()
+	}
+	for i := range masters {
+		lo, hi := i*16384/masters, (i+1)*16384/masters-1
+		if err := clients[i].ClusterAddSlotsRange(ctx, lo, hi).Err(); err != nil {
+			return fmt.Errorf("redis: CLUSTER ADDSLOTSRANGE %d %d on %s: %w", lo, hi, c.Nodes[i].Addr, err)
+		}
+		if err := clients[i].Do(ctx, "cluster", "set-config-epoch", i+1).Err(); err != nil {
+			return fmt.Errorf("redis: CLUSTER SET-CONFIG-EPOCH on %s: %w", c.Nodes[i].Addr, err)
+		}
+	}
+	first := c.Nodes[0]
+	for i := 1; i < len(c.Nodes); i++ {
+		if err := clients[i].Do(ctx, "cluster", "meet", "127.0.0.1", first.port, first.clusterPort).Err(); err != nil {
+			return fmt.Errorf("redis: CLUSTER MEET from %s: %w", c.Nodes[i].Addr, err)
+		}
+	}
+	for _, s := range c.Nodes {
+		for {
+			nodes, err := nodesSeenBy(ctx, s)
+			if err == nil && len(nodes) == len(c.Nodes) {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("redis: %s sees %d of %d nodes: %w", s.Addr, len(nodes), len(c.Nodes), errors.Join(ctx.Err(), err))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for i := range masters {
+		id, err := clients[i].ClusterMyID(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("redis: CLUSTER MYID on %s: %w", c.Nodes[i].Addr, err)
+		}
+		r := clients[masters+i]
+		for {
+			err := r.ClusterReplicate(ctx, id).Err()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("redis: CLUSTER REPLICATE %s on %s: %w", id, c.Nodes[masters+i].Addr, err)
+			}
+			time.Sleep(20 * time.Millisecond) // the replica does not know the master's role yet
+		}
+	}
+	return nil
+}
+
+// LimitCPU gives every node, masters and replicas, a CPU budget of cores
+// (Server.LimitCPU): in production each is a machine of its own, the
+// replicas of the same size as their masters.
+func (c *Cluster) LimitCPU(t testing.TB, cores float64) error {
+	t.Helper()
+	for _, s := range c.Nodes {
+		if err := s.LimitCPU(t, cores); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // waitReplicasSynced waits until every replica's link to its master is

@@ -358,3 +358,35 @@ func windowsOf(ds []clusterDecision, first, end time.Time) (counts []int, edge i
 	}
 	return counts, edge
 }
+
+// TestClusterOneMaster: StartCluster makes clusters of fewer than 3
+// masters by hand (redis-cli refuses them); one master serves every slot,
+// with its replica synced, and an engine's decisions are made there.
+func TestClusterOneMaster(t *testing.T) {
+	cl := StartCluster(t, 1)
+	masters, err := cl.Masters(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(masters) != 1 || len(cl.Nodes) != 2 {
+		t.Fatalf("masters %v of %d nodes, want 1 of 2", masters, len(cl.Nodes))
+	}
+	e := clusterEngine(t, cl, limiterPolicy(t, "one-master", limiter("ingress", 5, "failure_mode: fail_closed, redis_timeout: 1s")))
+	accepted := 0
+	for range 8 {
+		var d controlpoint.Decision
+		e.Check(context.Background(), time.Now(), &controlpoint.Request{ControlPoint: "ingress", Labels: map[string]string{"client": "a"}}, &d)
+		if f := d.Limiters[0].Failure; f != "" {
+			t.Fatalf("decision not made by Redis: %s", f)
+		}
+		if d.Accepted {
+			accepted++
+		}
+	}
+	if accepted != 5 {
+		t.Errorf("accepted %d of 8, want 5", accepted)
+	}
+	if n := dbsize(t, masters[0]); n != 1 {
+		t.Errorf("the master holds %d keys, want 1", n)
+	}
+}

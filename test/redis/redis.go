@@ -5,7 +5,9 @@
 // Cluster slot of a bucket's keys, and a real Redis Cluster (StartCluster:
 // three masters, three replicas) with a master killed mid-load, and
 // replies lost after Redis ran a take (LossyLink): a take is never sent
-// twice.
+// twice. A server or a cluster's nodes can run on a CPU budget of their
+// own (LimitCPU), for benchmarks where Redis, not the shared machine, is
+// the bottleneck.
 package redis
 
 import (
@@ -36,8 +38,10 @@ type Server struct {
 	port        int
 	clusterPort int // cluster bus port of a Cluster node; 0 for a standalone server
 
-	mu  sync.Mutex // guards cmd
-	cmd *exec.Cmd
+	mu    sync.Mutex // guards cmd, cpu and cores
+	cmd   *exec.Cmd
+	cpu   *cpuGroup // the CPU budget's cgroup (LimitCPU); nil without one
+	cores float64   // the budget
 }
 
 // Start runs redis-server on a free loopback port, without persistence,
@@ -88,6 +92,13 @@ func (s *Server) Restart() error {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redis: start redis-server: %w", err)
+	}
+	if s.cpu != nil {
+		if err := s.cpu.add(cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return err
+		}
 	}
 	c := goredis.NewClient(&goredis.Options{Addr: s.Addr, MaxRetries: -1, DialerRetries: 1})
 	defer func() { _ = c.Close() }()
