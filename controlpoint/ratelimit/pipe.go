@@ -81,6 +81,9 @@ type pipeCall struct {
 	reply  []any
 	err    error
 	done   chan struct{}
+	// Set by a stream (stream.go) under its connection's lock: written
+	// and not yet answered; given up by its caller.
+	inFlight, gone bool
 }
 
 // Default sizes of a pipe: lanes is how many pipelines may be in flight
