@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -280,6 +281,14 @@ func (cn *streamConn) do(c *pipeCall) ([]any, error) {
 		cn.mu.Unlock()
 	} else {
 		cn.writing = true
+		if len(cn.sent) > 0 {
+			// Redis is busy with earlier calls, and callers its replies
+			// woke are about to come: let them queue, and write them
+			// all in one go.
+			cn.mu.Unlock()
+			runtime.Gosched()
+			cn.mu.Lock()
+		}
 		cn.write(c) // unlocks
 	}
 	select {

@@ -29,7 +29,7 @@ var (
 	pathsPipelines = flag.Int("paths.pipelines", 0, "BenchmarkRedisPaths: RedisOptions.Pipelines of the engines (0: the default)")
 	pathsWide      = flag.Int("paths.wide", 0, "BenchmarkRedisPaths: RedisOptions.WidePipelines of the engines (0: the default)")
 	pathsStreams   = flag.Int("paths.streams", 0, "BenchmarkRedisPaths: RedisOptions.Streams of the engines (0: the default; -1: pipelines); the -pipe modes always use pipelines")
-	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty), or \"paced\" for floor and exact at 5,000/s only")
+	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty), or \"paced\" for floor, exact and exact-pipe at 5,000/s only")
 )
 
 // BenchmarkRedisPaths measures the Redis paths of global rate limits
@@ -47,7 +47,7 @@ var (
 //   - exact-pipe and exact-10k-pipe: exact and exact-10k with
 //     RedisOptions.Streams -1, calls on go-redis pipelines (pipe.go)
 //     rather than written as they come (stream.go);
-//   - paced: floor and exact at a steady 5,000 decisions/s for 2 s,
+//   - paced: floor, exact and exact-pipe at a steady 5,000 decisions/s for 2 s,
 //     latency from each call's intended start; with -paths.paired, the
 //     two take turns in short slices instead (see paired_test.go) and
 //     every repetition's p99 ratio is printed; -paths.paired.pipelines
@@ -104,7 +104,9 @@ func BenchmarkRedisPaths(b *testing.B) {
 		{"exact-pipe", checkWith(piped, "exactpipe", exactParams, 64)},
 		{"exact-10k-pipe", checkWith(piped, "exact10kpipe", exactParams, 10_000)},
 	}
-	paced := slices.Clone(modes[:2])
+	// Paced: the floor, exact, and exact on the pipe (the default before
+	// streams), interleaved.
+	paced := []pathMode{modes[0], modes[1], modes[4]}
 	if *pathsPaired > 0 {
 		for _, f := range strings.FieldsFunc(*pathsPairedPipelines, func(r rune) bool { return r == ',' }) {
 			n, err := strconv.Atoi(f)
@@ -128,7 +130,7 @@ func BenchmarkRedisPaths(b *testing.B) {
 	cold := []pathMode{modes[2], modes[3]}
 	switch *pathsOnly {
 	case "":
-	case "paced": // only floor and exact at 5,000/s
+	case "paced": // only floor, exact and exact-pipe at 5,000/s
 		modes, cold = nil, nil
 	default:
 		modes = slices.DeleteFunc(modes, func(m pathMode) bool { return m.name != *pathsOnly })
