@@ -326,7 +326,7 @@ func (cn *streamConn) do(c *pipeCall) ([]any, error) {
 // connection.
 func (cn *streamConn) write(own *pipeCall) {
 	for {
-		buf := cn.takeLocked()
+		buf, startReader := cn.takeLocked()
 		cn.mu.Unlock()
 		var err error
 		if len(buf) > 0 {
@@ -339,6 +339,11 @@ func (cn *streamConn) write(own *pipeCall) {
 			n := 0
 			if err = cn.nc.SetWriteDeadline(deadline); err == nil {
 				n, err = cn.nc.Write(buf)
+			}
+			if startReader {
+				// After the write: a reader is never in a read when the
+				// bytes it answers leave, as go-redis's reads never are.
+				go cn.read()
 			}
 			if err != nil && own != nil && isTimeout(err) {
 				go cn.writeRest(buf[n:])
@@ -365,12 +370,13 @@ func (cn *streamConn) write(own *pipeCall) {
 }
 
 // takeLocked moves the queued calls whose callers still wait to sent and
-// returns their commands, one write's worth. The others are completed
-// with their caller's error: they are never written. cn.mu is held.
-func (cn *streamConn) takeLocked() []byte {
+// returns their commands, one write's worth, and whether the caller is
+// to start the reader once it wrote them. The others are completed with
+// their caller's error: they are never written. cn.mu is held.
+func (cn *streamConn) takeLocked() (buf []byte, startReader bool) {
 	batch := cn.queue
 	cn.queue = cn.spare
-	buf := cn.buf[:0]
+	buf = cn.buf[:0]
 	for i, c := range batch {
 		batch[i] = nil
 		if err := c.ctx.Err(); err != nil || c.gone {
@@ -394,9 +400,9 @@ func (cn *streamConn) takeLocked() []byte {
 	cn.buf = buf
 	if len(buf) > 0 && !cn.reading {
 		cn.reading = true
-		go cn.read()
+		startReader = true
 	}
-	return buf
+	return buf, startReader
 }
 
 // writeRest writes what a caller's write left when its deadline came,
