@@ -52,12 +52,14 @@ import (
 // with the dial's error, and the breaker sees them fail.
 //
 // Why our own RESP2 rather than rueidis (which also writes commands as
-// they come and reads replies in order): rueidis writes a command whose
-// caller has already given up, and resends read-only commands after a
-// broken connection by its own choice; it speaks RESP3 and brings a
-// second client, with its own options, next to go-redis, which the
-// agent keeps for Cluster, lazy syncs and script loads. What a stream
-// needs of RESP is one command (EVALSHA) and five reply types, resp.go.
+// they come and reads replies in order): the guarantees above would rest
+// on its internals (when a queued command whose caller gave up is still
+// written; which commands it retries after a network error, which its
+// DisableRetry option governs for read-only ones), and it would be a
+// second client, with options and a protocol (RESP3) of its own, next to
+// go-redis, which the agent keeps for Cluster, lazy syncs and script
+// loads. What a stream needs of RESP is one command (EVALSHA) and five
+// reply types: resp.go.
 type stream struct {
 	opts   *redis.Options // the go-redis client's, with its Dialer
 	client RedisClient    // loads scripts on NOSCRIPT
