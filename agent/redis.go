@@ -105,7 +105,7 @@ func (a *Agent) setupRedis() error {
 	if err != nil {
 		a.logger.Warn("redis does not answer; global rate limiters decide by their failure_mode until it does", "err", err)
 	}
-	a.closers = append(a.closers, client)
+	a.closers = append(a.closers, b, client) // b's streams, then the client
 	a.health.Register("redis", false, func() ComponentHealth { return redisHealth(b.State(time.Now())) })
 	if a.engine != nil {
 		a.logger.Warn("redis is configured but the agent was given an engine: that engine decides whether it uses Redis")

@@ -53,6 +53,12 @@ type RedisClient interface {
 // client splits a pipeline by node and sends the parts in parallel. No
 // new dependency, and the agent keeps one client.
 //
+// Which calls use a pipe: those to a Redis Cluster, lazy syncs, and a
+// standalone Redis's when RedisOptions.Streams is -1 or its client's
+// options keep it; a standalone Redis's exact decisions otherwise go on a
+// stream (stream.go), which does not make a call that arrives while the
+// lanes are busy wait for a lane's round trip.
+//
 // A pipe holds no goroutine while idle: lanes are started by callers and
 // end when the queue is empty. The queue holds at most one call per
 // caller waiting (plus lazy syncs, which are bounded by their shares).
@@ -81,6 +87,9 @@ type pipeCall struct {
 	reply  []any
 	err    error
 	done   chan struct{}
+	// Set by a stream (stream.go) under its connection's lock: written
+	// and not yet answered; given up by its caller.
+	inFlight, gone bool
 }
 
 // Default sizes of a pipe: lanes is how many pipelines may be in flight

@@ -13,6 +13,17 @@ import (
 	redistest "github.com/fluxgate/fluxgate/test/redis"
 )
 
+// newPipeBackend is a backend whose exact decisions go on pipelines
+// even on a standalone Redis: these tests are the pipe's.
+func newPipeBackend(t testing.TB, c RedisClient) *RedisBackend {
+	t.Helper()
+	b, err := NewRedisBackend(RedisOptions{Client: c, Streams: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // roundTrips counts what a go-redis client sends: single commands and
 // pipelines (each one round trip), and the commands inside pipelines.
 type roundTrips struct {
@@ -46,7 +57,7 @@ func TestConcurrentDecisionsShareRoundTrips(t *testing.T) {
 	c := srv.Client(t)
 	var rt roundTrips
 	c.AddHook(&rt)
-	b := newBackend(t, c)
+	b := newPipeBackend(t, c)
 	ctx := context.Background()
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -111,7 +122,7 @@ func TestConcurrentDecisionsShareRoundTrips(t *testing.T) {
 func TestQueuedCallPastDeadlineIsNotSent(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
-	b, err := NewRedisBackend(RedisOptions{Client: c, Pipelines: 2, WidePipelines: 2, BreakerErrors: 1000})
+	b, err := NewRedisBackend(RedisOptions{Client: c, Streams: -1, Pipelines: 2, WidePipelines: 2, BreakerErrors: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +197,7 @@ func takeCall(ctx context.Context, l *RedisLimiter, key string) *pipeCall {
 func TestLostPipelineIsNotResent(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
 	link := &redistest.LossyLink{MinScripts: 2}
-	b := newBackend(t, cl.ClientVia(t, link.Dial))
+	b := newPipeBackend(t, cl.ClientVia(t, link.Dial))
 	ctx := context.Background()
 	if err := b.Load(ctx); err != nil {
 		t.Fatal(err)
@@ -268,7 +279,7 @@ func waitSlotOn(t *testing.T, masters []string, ids map[string]string, slot int6
 func testMovedTakeIsFollowed(t *testing.T, piped bool) {
 	cl := redistest.StartCluster(t, 3)
 	cc := cl.Client(t)
-	b := newBackend(t, cc)
+	b := newPipeBackend(t, cc)
 	ctx := context.Background()
 	l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/moved:0", Timeout: 5 * time.Second,
 		Limits: Limits{Capacity: 10, FillAmount: 1, Interval: time.Hour, Continuous: true}})
@@ -421,7 +432,7 @@ func TestPipeWidthFollowsBatches(t *testing.T) {
 func TestBurstWidth(t *testing.T) {
 	srv := redistest.Start(t)
 	c := srv.Client(t)
-	b, err := NewRedisBackend(RedisOptions{Client: c, Pipelines: 2, WidePipelines: 8, BreakerErrors: 1000})
+	b, err := NewRedisBackend(RedisOptions{Client: c, Streams: -1, Pipelines: 2, WidePipelines: 8, BreakerErrors: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +491,7 @@ func TestBusyPipeNarrows(t *testing.T) {
 	c := srv.Client(t)
 	var rt roundTrips
 	c.AddHook(&rt)
-	b := newBackend(t, c)
+	b := newPipeBackend(t, c)
 	ctx := context.Background()
 	if err := b.Load(ctx); err != nil {
 		t.Fatal(err)

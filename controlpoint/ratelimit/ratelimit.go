@@ -58,9 +58,11 @@
 //
 // A RedisLimiter keeps the buckets in Redis, shared by every agent. In
 // exact mode each decision is one Lua script call; concurrent calls share
-// round trips (one pipeline for the calls that queued while the previous
-// ones were in flight, see pipe.go), each caller still bounded by its own
-// deadline. With lazy sync
+// round trips, each caller still bounded by its own deadline: on a
+// standalone Redis each call is written the moment it comes on a
+// connection of the backend's own, replies read in order (stream.go); on
+// Redis Cluster the calls that queued while the previous ones were in
+// flight go as one pipeline (pipe.go). With lazy sync
 // (RedisLimiterOptions.NumSync, the policy's lazy_sync) each agent
 // decides from a local share and never waits on Redis. A sync is one
 // script call that charges the tokens this agent took since its last

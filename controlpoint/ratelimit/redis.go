@@ -35,6 +35,8 @@ import (
 type RedisBackend struct {
 	client   RedisClient
 	pipe     pipe
+	streams  []*stream // standalone Redis: exact calls go here, not on pipe
+	next     atomic.Uint32
 	tb, sw   *redis.Script
 	lz       *redis.Script
 	breaker  *breaker.Breaker // consecutive failures, one probe
@@ -74,6 +76,14 @@ type RedisOptions struct {
 	// together go at once rather than wait a round trip for company.
 	// Default 8; below Pipelines it counts as Pipelines.
 	WidePipelines int
+	// Streams is how many connections of their own the exact decisions
+	// of a standalone Redis (a *redis.Client) are written on, each call
+	// the moment it comes, replies read in order (see stream.go). Default
+	// 1; -1 sends them on pipelines (Pipelines, WidePipelines) instead. A
+	// Cluster client, a client whose options a stream cannot honour
+	// (OnConnect, credential providers), and lazy syncs always use
+	// pipelines.
+	Streams int
 }
 
 var (
@@ -103,6 +113,9 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	}
 	if opts.WidePipelines <= 0 {
 		opts.WidePipelines = defaultPipeWideLanes
+	}
+	if opts.Streams == 0 {
+		opts.Streams = defaultStreams
 	}
 	br, err := newRedisBreaker(opts.BreakerErrors, opts.BreakerCooldown)
 	if err != nil {
@@ -138,6 +151,13 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 			Help: "Lazy syncs of rate limiters with Redis, by result: ok, or why it failed (timeout, canceled, breaker_open, error); a limiter whose sync fails keeps deciding locally.",
 		}, []string{"result"}),
 	}
+	if c, ok := opts.Client.(interface{ Options() *redis.Options }); ok && opts.Streams > 0 {
+		if o := c.Options(); streamable(o) == nil {
+			for range opts.Streams {
+				b.streams = append(b.streams, &stream{opts: o, client: opts.Client})
+			}
+		}
+	}
 	if r := opts.Registerer; r != nil {
 		open := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "fluxgate_redis_breaker_open",
@@ -156,6 +176,19 @@ func NewRedisBackend(opts RedisOptions) (*RedisBackend, error) {
 	}
 	return b, nil
 }
+
+// Close closes the backend's own connections to Redis (its streams),
+// not its Client. Calls after Close fail by their failure mode.
+func (b *RedisBackend) Close() error {
+	for _, s := range b.streams {
+		_ = s.Close()
+	}
+	return nil
+}
+
+// Streaming reports whether exact decisions are written on streams
+// (stream.go) rather than pipelines.
+func (b *RedisBackend) Streaming() bool { return len(b.streams) > 0 }
 
 // Load loads the scripts into Redis (SCRIPT LOAD). Calling it at start
 // saves the first decisions a round trip and shows early whether Redis
@@ -572,7 +605,17 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 	defer cancel()
 	// Concurrent calls share round trips; a script Redis lost is loaded
 	// again within the same deadline.
-	reply, err := b.pipe.do(&pipeCall{ctx: ctx, script: script, keys: keys, args: args})
+	call := &pipeCall{ctx: ctx, script: script, keys: keys, args: args}
+	var reply []any
+	if n := len(b.streams); n > 0 {
+		s := b.streams[0]
+		if n > 1 {
+			s = b.streams[b.next.Add(1)%uint32(n)]
+		}
+		reply, err = s.do(call)
+	} else {
+		reply, err = b.pipe.do(call)
+	}
 	end := time.Now()
 	b.duration.Observe(end.Sub(start).Seconds())
 	if err != nil {

@@ -16,6 +16,7 @@ var (
 	pathsSlice  = flag.Duration("paths.slice", 250*time.Millisecond, "BenchmarkRedisPaths: length of one turn of -paths.paired")
 
 	pathsPairedPipelines = flag.String("paths.paired.pipelines", "", "BenchmarkRedisPaths: with -paths.paired, more exact contenders with these fixed numbers of pipelines (RedisOptions.Pipelines and WidePipelines; comma-separated, e.g. 2,8)")
+	pathsPairedStreams   = flag.String("paths.paired.streams", "", "BenchmarkRedisPaths: with -paths.paired, more exact contenders written on these numbers of streams (RedisOptions.Streams; comma-separated, e.g. 1,2)")
 )
 
 // The paced p99 of one 2 s run per mode is mostly the machine's: on two

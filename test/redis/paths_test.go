@@ -28,7 +28,8 @@ var (
 	pathsCallers   = flag.Int("paths.callers", 50, "BenchmarkRedisPaths: concurrent callers in the closed loop")
 	pathsPipelines = flag.Int("paths.pipelines", 0, "BenchmarkRedisPaths: RedisOptions.Pipelines of the engines (0: the default)")
 	pathsWide      = flag.Int("paths.wide", 0, "BenchmarkRedisPaths: RedisOptions.WidePipelines of the engines (0: the default)")
-	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty), or \"paced\" for floor and exact at 5,000/s only")
+	pathsStreams   = flag.Int("paths.streams", 0, "BenchmarkRedisPaths: RedisOptions.Streams of the engines (0: the default; -1: pipelines); the -pipe modes always use pipelines")
+	pathsOnly      = flag.String("paths.only", "", "BenchmarkRedisPaths: run only this closed-loop mode (for a CPU profile of one path; the × floor column is then empty), or \"paced\" for floor, exact and exact-pipe at 5,000/s only")
 )
 
 // BenchmarkRedisPaths measures the Redis paths of global rate limits
@@ -43,10 +44,15 @@ var (
 //     bucket (deadline, breaker, metrics included), same callers, 64 keys;
 //   - exact-10k and lazy-10k: the same with 10,000 keys, exact and with
 //     lazy_sync (num_sync 4);
-//   - paced: floor and exact at a steady 5,000 decisions/s for 2 s,
+//   - exact-pipe and exact-10k-pipe: exact and exact-10k with
+//     RedisOptions.Streams -1, calls on go-redis pipelines (pipe.go)
+//     rather than written as they come (stream.go);
+//   - paced: floor, exact and exact-pipe at a steady 5,000 decisions/s for 2 s,
 //     latency from each call's intended start; with -paths.paired, the
 //     two take turns in short slices instead (see paired_test.go) and
-//     every repetition's p99 ratio is printed.
+//     every repetition's p99 ratio is printed; -paths.paired.pipelines
+//     and -paths.paired.streams add exact contenders on pipelines and
+//     on streams to the turns.
 //
 // CPU is this process's (the agent's side: engine, client, lazy syncs)
 // and redis-server's, per decision.
@@ -69,8 +75,9 @@ func BenchmarkRedisPaths(b *testing.B) {
 		return script.EvalSha(context.Background(), c, []string{key}, 1e9, 1e9, 1e6, "0", 1.0, "t", 7_200_000, "0").Err()
 	}
 	run := strconv.FormatInt(benchRuns.Add(1), 10)
-	checkWith := func(pipelines, wide int, name, params string, keys int) func(context.Context, int, int) error {
-		e := newEngineWith(b, ratelimit.RedisOptions{Client: srv.Client(b), Pipelines: pipelines, WidePipelines: wide},
+	checkWith := func(o ratelimit.RedisOptions, name, params string, keys int) func(context.Context, int, int) error {
+		o.Client = srv.Client(b)
+		e := newEngineWith(b, o,
 			limiterPolicy(b, "paths-"+name+"-"+run, limiter("ingress", 1e9, params)))
 		return func(ctx context.Context, g, n int) error {
 			var d controlpoint.Decision
@@ -82,8 +89,11 @@ func BenchmarkRedisPaths(b *testing.B) {
 			return nil
 		}
 	}
+	defaults := ratelimit.RedisOptions{Pipelines: *pathsPipelines, WidePipelines: *pathsWide, Streams: *pathsStreams}
+	piped := defaults
+	piped.Streams = -1
 	check := func(name, params string, keys int) func(context.Context, int, int) error {
-		return checkWith(*pathsPipelines, *pathsWide, name, params, keys)
+		return checkWith(defaults, name, params, keys)
 	}
 	const exactParams = "failure_mode: fail_closed, redis_timeout: 1s"
 	modes := []pathMode{
@@ -91,15 +101,28 @@ func BenchmarkRedisPaths(b *testing.B) {
 		{"exact", check("exact", exactParams, 64)},
 		{"exact-10k", check("exact10k", exactParams, 10_000)},
 		{"lazy-10k", check("lazy10k", "lazy_sync: {enabled: true, num_sync: 4}, redis_timeout: 1s", 10_000)},
+		{"exact-pipe", checkWith(piped, "exactpipe", exactParams, 64)},
+		{"exact-10k-pipe", checkWith(piped, "exact10kpipe", exactParams, 10_000)},
 	}
-	paced := slices.Clone(modes[:2])
+	// Paced: the floor, exact, and exact on the pipe (the default before
+	// streams), interleaved.
+	paced := []pathMode{modes[0], modes[1], modes[4]}
 	if *pathsPaired > 0 {
 		for _, f := range strings.FieldsFunc(*pathsPairedPipelines, func(r rune) bool { return r == ',' }) {
 			n, err := strconv.Atoi(f)
 			if err != nil || n < 1 {
 				b.Fatalf("-paths.paired.pipelines %q: want numbers of pipelines ≥ 1, comma-separated", *pathsPairedPipelines)
 			}
-			paced = append(paced, pathMode{"exact, " + f + " pipelines", checkWith(n, n, "exact-p"+f, exactParams, 64)})
+			o := ratelimit.RedisOptions{Pipelines: n, WidePipelines: n, Streams: -1}
+			paced = append(paced, pathMode{"exact, " + f + " pipelines", checkWith(o, "exact-p"+f, exactParams, 64)})
+		}
+		for _, f := range strings.FieldsFunc(*pathsPairedStreams, func(r rune) bool { return r == ',' }) {
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 1 {
+				b.Fatalf("-paths.paired.streams %q: want numbers of streams ≥ 1, comma-separated", *pathsPairedStreams)
+			}
+			o := ratelimit.RedisOptions{Streams: n}
+			paced = append(paced, pathMode{"exact, " + f + " streams", checkWith(o, "exact-s"+f, exactParams, 64)})
 		}
 	}
 	// Cold keys: 10,000 keys offered 16,000 checks/s in all (1.6 a key
@@ -107,7 +130,7 @@ func BenchmarkRedisPaths(b *testing.B) {
 	cold := []pathMode{modes[2], modes[3]}
 	switch *pathsOnly {
 	case "":
-	case "paced": // only floor and exact at 5,000/s
+	case "paced": // only floor, exact and exact-pipe at 5,000/s
 		modes, cold = nil, nil
 	default:
 		modes = slices.DeleteFunc(modes, func(m pathMode) bool { return m.name != *pathsOnly })
