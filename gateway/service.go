@@ -170,7 +170,7 @@ func (s *Service) Start(ctx context.Context) error {
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
-	case servesOnLoops(cfg): // the loop engine, which hands what it does not serve to lean
+	case servesOnLoops(cfg): // the loop engine (auto's choice for plain listeners on Linux), which hands what it does not serve to lean
 		if osrv, err = g.NewLoopServer(s.logger, 0); err != nil {
 			_ = ln.Close()
 			return err
@@ -188,7 +188,7 @@ func (s *Service) Start(ctx context.Context) error {
 		if cfg.HTTP2.Server != HTTP2ServerNet {
 			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
 		}
-	default: // auto: the lean engine, which hands what it does not serve to the fast one
+	default: // lean, and auto where the loop engine does not run: the lean engine, which hands what it does not serve to the fast one
 		lsrv = g.NewLeanServer(s.logger)
 		srv = nil
 	}
@@ -230,9 +230,10 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 // servesOnLoops reports whether cfg is served by the loop engine: asked
-// for, on a plain listener without h2c.
+// for, or auto on Linux, on a plain listener without h2c.
 func servesOnLoops(cfg Config) bool {
-	return cfg.Engine == EngineLoop && !cfg.TLS.Enabled() && !cfg.H2C
+	auto := cfg.Engine == "" || cfg.Engine == EngineAuto
+	return (cfg.Engine == EngineLoop || auto && loopsSupported) && !cfg.TLS.Enabled() && !cfg.H2C
 }
 
 // check records err, a running part's, unless nil; the first also goes

@@ -133,12 +133,12 @@ func TestHTTP2Upstreams(t *testing.T) {
 	}
 }
 
-// On the lean engine (the default on a plain listener), a route to an
-// HTTP/2 group goes through the fast engine to the net/http engine in
-// process, request bodies included.
+// On the lean engine, a route to an HTTP/2 group goes through the fast
+// engine to the net/http engine in process, request bodies included.
 func TestFastEngineHandsHTTP2RoutesOver(t *testing.T) {
 	up := protoBackend(t, false, true)
 	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", HTTP2: true, Targets: []gateway.TargetConfig{{Address: strings.TrimPrefix(up.URL, "http://")}}})
+	cfg.Engine = gateway.EngineLean
 	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 	if s.svc.Engine() != gateway.EngineLean {
 		t.Fatalf("engine %q, want lean", s.svc.Engine())
