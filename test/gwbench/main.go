@@ -61,10 +61,12 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -policy full -throughput-only
 //
-// -engine loop measures the loop engine (gateway.engine: loop, Linux) as
-// the gateway, with the lean engine beside it as gateway-lean:
+// -engine names the engine measured as the gateway; by default the one
+// gateway.engine auto picks here: loop on Linux, with the lean engine
+// beside it as gateway-lean; -engine lean measures lean with the fast
+// engine beside it as gateway-fast:
 //
-//	go run ./test/gwbench -reps 3 -duration 3s -throughput-only -engine loop
+//	go run ./test/gwbench -reps 3 -duration 3s -throughput-only -engine lean
 //
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
@@ -113,7 +115,7 @@ var (
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
 	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
 	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
-	engine    = flag.String("engine", "lean", "gateway.engine of the gateways measured (fast, lean or loop); with lean, the fast engine runs too as gateway-fast; with loop, the lean engine as gateway-lean")
+	engine    = flag.String("engine", defaultEngine(), "gateway.engine of the gateways measured (fast, lean or loop; by default the engine auto picks on this system); with lean, the fast engine runs too as gateway-fast; with loop, the lean engine as gateway-lean")
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
@@ -1109,4 +1111,13 @@ func mark(ok bool) string {
 		return "✓"
 	}
 	return "✗"
+}
+
+// defaultEngine is the engine gateway.engine auto picks for a plain
+// listener on this system.
+func defaultEngine() string {
+	if runtime.GOOS == "linux" {
+		return gateway.EngineLoop
+	}
+	return gateway.EngineLean
 }
