@@ -143,7 +143,19 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
 	g.conns.fitOpenFiles()
-	if !servesOnLoops(cfg) {
+	var osrv *LoopServer
+	if servesOnLoops(cfg) {
+		if osrv, err = newLoopServer(g, s.logger, 0); err != nil {
+			if cfg.Engine == EngineLoop {
+				_ = ln.Close()
+				return err
+			}
+			// auto: the lean engine serves all a loop would have.
+			s.logger.Warn("gateway: the loop engine cannot start here; the lean engine serves instead", "err", err)
+			osrv = nil
+		}
+	}
+	if osrv == nil {
 		// The loop engine counts on its loops; the others accept through
 		// the cap, under TLS: a handshake holds a slot too.
 		ln = g.conns.listener(ln)
@@ -164,17 +176,12 @@ func (s *Service) Start(ctx context.Context) error {
 	var fsrv *fasthttp.Server
 	var fconns *connTracker
 	var lsrv *LeanServer
-	var osrv *LoopServer
 	switch {
 	case cfg.Engine == EngineNet || cfg.Engine == EngineFast && (certs != nil || cfg.H2C):
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
-	case servesOnLoops(cfg): // the loop engine (auto's choice for plain listeners on Linux), which hands what it does not serve to lean
-		if osrv, err = g.NewLoopServer(s.logger, 0); err != nil {
-			_ = ln.Close()
-			return err
-		}
+	case osrv != nil: // the loop engine (auto's choice for plain listeners on Linux), which hands what it does not serve to lean
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
@@ -228,6 +235,9 @@ func (s *Service) Start(ctx context.Context) error {
 	close(s.started)
 	return nil
 }
+
+// newLoopServer is (*Gateway).NewLoopServer; tests make it fail.
+var newLoopServer = (*Gateway).NewLoopServer
 
 // servesOnLoops reports whether cfg is served by the loop engine: asked
 // for, or auto on Linux, on a plain listener without h2c.
