@@ -38,6 +38,12 @@
 //
 //	go run ./test/soak -idle -duration 45s -workers 4
 //	go run ./test/soak -idle -idle-redis=false          # every path but Redis
+//
+// With -conns N it runs the idle-connections scenario instead (conns.go):
+// the gateway's memory a kept-alive idle client connection, on each of
+// -conns-engines.
+//
+//	go run ./test/soak -conns 5000
 package main
 
 import (
@@ -122,6 +128,14 @@ func main() {
 		if err := cmd.Run(); err != nil {
 			log.Fatalf("build fluxgate (run from the repository root, or pass -fluxgate): %v", err)
 		}
+	}
+	if *connsN > 0 {
+		if code := runConns(ctx, *bin, dir, *connsN); code != 0 {
+			cancel()
+			_ = os.RemoveAll(dir)
+			os.Exit(code)
+		}
+		return
 	}
 	if *idle {
 		if code := runIdle(ctx, *bin, dir, *duration, *workers); code != 0 {
