@@ -99,12 +99,12 @@ type Agent struct {
 	mu      sync.Mutex                // guards addrs, limits, cancel, runCtx and runErrs
 	addrs   map[string]net.Addr       // bound listeners by name
 	limits  map[string]*limitListener // their connection caps, by name
-	cancel  context.CancelFunc  // stops the goroutines Start began
-	runCtx  context.Context     // theirs (goRun)
-	runErrs []error             // every error a part returned (fail)
-	wg      sync.WaitGroup      // the parts goRun started
-	errc    chan error          // the first of runErrs
-	up      chan struct{}       // closed when Start succeeded
+	cancel  context.CancelFunc        // stops the goroutines Start began
+	runCtx  context.Context           // theirs (goRun)
+	runErrs []error                   // every error a part returned (fail)
+	wg      sync.WaitGroup            // the parts goRun started
+	errc    chan error                // the first of runErrs
+	up      chan struct{}             // closed when Start succeeded
 }
 
 // Names of the listeners, as used in logs and by Addr.

@@ -197,7 +197,6 @@ func TestOpenFilesLimitRaised(t *testing.T) {
 	}
 }
 
-
 // waitBusy waits until n connections of the listener name are serving a
 // request (the server read a request's first bytes on each), at most 10s.
 func waitBusy(t *testing.T, a *Agent, name string, n int) {
