@@ -143,17 +143,10 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
 	g.conns.fitOpenFiles()
-	var osrv *LoopServer
-	if servesOnLoops(cfg) {
-		if osrv, err = newLoopServer(g, s.logger, 0); err != nil {
-			if cfg.Engine == EngineLoop {
-				_ = ln.Close()
-				return err
-			}
-			// auto: the lean engine serves all a loop would have.
-			s.logger.Warn("gateway: the loop engine cannot start here; the lean engine serves instead", "err", err)
-			osrv = nil
-		}
+	osrv, err := s.loopServer(g, cfg)
+	if err != nil {
+		_ = ln.Close()
+		return err
 	}
 	if osrv == nil {
 		// The loop engine counts on its loops; the others accept through
@@ -234,6 +227,22 @@ func (s *Service) Start(ctx context.Context) error {
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	close(s.started)
 	return nil
+}
+
+// loopServer is the loop engine's server for g when cfg is served on
+// loops, else nil. Where the loops cannot start, engine auto gets nil
+// (the lean engine serves all a loop would have) and a warning; engine
+// loop, asked for by name, the error.
+func (s *Service) loopServer(g *Gateway, cfg Config) (*LoopServer, error) {
+	if !servesOnLoops(cfg) {
+		return nil, nil
+	}
+	osrv, err := newLoopServer(g, s.logger, 0)
+	if err != nil && cfg.Engine != EngineLoop {
+		s.logger.Warn("gateway: the loop engine cannot start here; the lean engine serves instead", "err", err)
+		return nil, nil
+	}
+	return osrv, err
 }
 
 // newLoopServer is (*Gateway).NewLoopServer; tests make it fail.

@@ -171,8 +171,7 @@ func oneRequest(addr string, c net.Conn) error {
 		defer nc.Close()
 		c = nc
 	}
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // past it the connection only waits to close
 	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: soak\r\n\r\n"); err != nil {
 		return err
 	}
