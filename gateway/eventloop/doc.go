@@ -11,12 +11,7 @@
 // with Post, which queues a function and wakes the loop through an
 // eventfd. A loop does per iteration: wait (the timeout is the earliest
 // timer's deadline), run the handlers of the ready descriptors, run the
-// timers that are due, run the posted functions. It waits without
-// blocking in epoll_wait: it asks epoll for what is ready without
-// waiting and, when nothing is, parks on Go's poller (the epoll
-// descriptor is readable while an event waits), so that a waiting loop
-// holds no P and the runtime does not move the loops between threads
-// (Loop.wait says why).
+// timers that are due, run the posted functions.
 //
 // Handlers and timer functions run on the loop and must not block: a
 // call that may wait goes on a goroutine, which Posts its result back.

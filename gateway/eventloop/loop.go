@@ -5,13 +5,10 @@ package eventloop
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,15 +50,6 @@ type Loop struct {
 	index int
 	epfd  int
 	efd   int // eventfd: Post wakes the loop through it
-	// epf is epfd on Go's poller (readable when an event waits), rc its
-	// raw access: the loop parks there when nothing is ready (see wait).
-	// rc is nil when the poller would not take it.
-	epf      *os.File
-	rc       syscall.RawConn
-	deadline int64                 // the read deadline set on epf, after base; -1: none
-	ready    func(fd uintptr) bool // l.waitNow, made once: rc.Read's argument
-	readyN   int                   // what ready's epoll_wait returned
-	readyErr error
 
 	mu     sync.Mutex
 	posted []func()    // guarded by mu
@@ -121,29 +109,13 @@ func newLoop(g *Group, i int) (*Loop, error) {
 		_ = unix.Close(epfd)
 		return nil, fmt.Errorf("eventloop: eventfd: %w", err)
 	}
-	l := &Loop{g: g, index: i, epfd: epfd, efd: efd, base: time.Now(), events: make([]unix.EpollEvent, 256), deadline: -1}
+	l := &Loop{g: g, index: i, epfd: epfd, efd: efd, base: time.Now(), events: make([]unix.EpollEvent, 256)}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
 		l.closeFDs()
 		return nil, fmt.Errorf("eventloop: add eventfd: %w", err)
 	}
-	// Non-blocking, os.NewFile puts the descriptor on Go's poller.
-	if unix.SetNonblock(epfd, true) == nil {
-		l.epf = os.NewFile(uintptr(epfd), "eventloop")
-		if rc, err := l.epf.SyscallConn(); err == nil {
-			l.rc, l.ready = rc, l.waitNow
-		}
-	}
 	return l, nil
-}
-
-// closeEpoll closes epfd (through epf when it has one).
-func (l *Loop) closeEpoll() {
-	if l.epf != nil {
-		_ = l.epf.Close()
-		return
-	}
-	_ = unix.Close(l.epfd)
 }
 
 func (l *Loop) closeFDs() {
@@ -152,7 +124,7 @@ func (l *Loop) closeFDs() {
 	l.done = true
 	l.posted = nil
 	_ = unix.Close(l.efd)
-	l.closeEpoll()
+	_ = unix.Close(l.epfd)
 }
 
 // finish ends the loop: Post refuses from now on, the functions it
@@ -169,7 +141,7 @@ func (l *Loop) finish() {
 		l.callFunc(f)
 	}
 	_ = unix.Close(l.efd)
-	l.closeEpoll()
+	_ = unix.Close(l.epfd)
 }
 
 // Loops are the group's loops.
@@ -285,7 +257,17 @@ func (l *Loop) loop() {
 	defer l.g.wg.Done()
 	defer l.finish()
 	for !l.stop {
-		n, err := l.wait()
+		timeout := -1
+		if next, ok := l.timers.next(); ok {
+			d := next - l.since()
+			switch {
+			case d <= 0:
+				timeout = 0
+			default:
+				timeout = int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+			}
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.panicked(fmt.Errorf("eventloop: epoll_wait: %w", err))
 			time.Sleep(10 * time.Millisecond) // not spin on a broken epoll
@@ -314,80 +296,6 @@ func (l *Loop) loop() {
 		l.runTimers()
 		l.runPosted()
 	}
-}
-
-// wait returns the events ready, waiting for one until the earliest
-// timer's deadline. It does not block in epoll_wait: a goroutine blocked
-// in a system call keeps its P, and when every P is so held (a loop a P,
-// all waiting) the runtime's sysmon takes them back every 20 µs or so and
-// hands them to other threads, and each loop, woken, finds its P gone
-// and moves to another thread: about 0.2 context switches and 2 µs of
-// system time a request through the gateway (BENCHMARKS.md, issue 20,
-// item 5). Instead it asks epoll without waiting and, when nothing is
-// ready, parks on Go's poller until the epoll descriptor is readable (an
-// event waits) or the deadline: parked, the loop holds no P.
-func (l *Loop) wait() (int, error) {
-	next, timed := l.timers.next()
-	if !timed {
-		next = -1
-	}
-	switch {
-	case l.rc == nil:
-		return unix.EpollWait(l.epfd, l.events, l.timeout(next))
-	case timed && next <= l.since():
-		return epollWaitNow(l.epfd, l.events)
-	}
-	if next != l.deadline {
-		var t time.Time // zero: none
-		if timed {
-			t = l.base.Add(time.Duration(next))
-		}
-		if err := l.epf.SetReadDeadline(t); err != nil {
-			l.rc = nil
-			return unix.EpollWait(l.epfd, l.events, l.timeout(next))
-		}
-		l.deadline = next
-	}
-	err := l.rc.Read(l.ready)
-	switch {
-	case err == nil:
-		return l.readyN, l.readyErr
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, nil
-	}
-	// Not on the poller after all: block in epoll_wait from now on.
-	l.rc = nil
-	return unix.EpollWait(l.epfd, l.events, l.timeout(next))
-}
-
-// timeout is epoll_wait's timeout, in milliseconds rounded up, to the
-// deadline next (after base; -1: none).
-func (l *Loop) timeout(next int64) int {
-	if next < 0 {
-		return -1
-	}
-	d := next - l.since()
-	if d <= 0 {
-		return 0
-	}
-	return int((d + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-}
-
-// waitNow asks epoll for the events ready without waiting (rc.Read's
-// function: true, done; false, park until epfd is readable).
-func (l *Loop) waitNow(fd uintptr) bool {
-	l.readyN, l.readyErr = epollWaitNow(int(fd), l.events)
-	return l.readyN > 0 || l.readyErr != nil
-}
-
-// epollWaitNow is epoll_wait with no timeout: it returns at once, so it
-// is made without telling the scheduler (a raw system call).
-func epollWaitNow(epfd int, events []unix.EpollEvent) (int, error) {
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), nil
 }
 
 func (l *Loop) drainWake() {
