@@ -11,7 +11,10 @@
 // with Post, which queues a function and wakes the loop through an
 // eventfd. A loop does per iteration: wait (the timeout is the earliest
 // timer's deadline), run the handlers of the ready descriptors, run the
-// timers that are due, run the posted functions.
+// timers that are due, run the posted functions. A loop waits blocked in
+// epoll_wait, holding its P: while groups run, GOMAXPROCS is one more than
+// the CPUs the loops are counted for, so that loops all waiting leave a P
+// idle and the runtime does not hand theirs to other threads (procs.go).
 //
 // Handlers and timer functions run on the loop and must not block: a
 // call that may wait goes on a goroutine, which Posts its result back.

@@ -5,7 +5,6 @@ package eventloop
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +27,8 @@ type Handler func(events uint32)
 
 // Options configures New.
 type Options struct {
-	// Loops is the number of loops. Default (0) runtime.GOMAXPROCS(0).
+	// Loops is the number of loops. Default (0) runtime.GOMAXPROCS(0),
+	// as it was before running groups added their spare P (see Start).
 	Loops int
 	// OnPanic is told what a handler, timer or posted function panicked
 	// with; the loop goes on. Nil: the panic is dropped.
@@ -83,7 +83,7 @@ var ErrClosed = errors.New("eventloop: closed")
 func New(opts Options) (*Group, error) {
 	n := opts.Loops
 	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+		n = defaultLoops()
 	}
 	g := &Group{onPanic: opts.OnPanic}
 	for i := range n {
@@ -148,10 +148,14 @@ func (l *Loop) finish() {
 func (g *Group) Loops() []*Loop { return g.loops }
 
 // Start runs each loop on its own goroutine. Calling it again does nothing.
+// While groups run, GOMAXPROCS is one more than it was (a P spare for the
+// loops' waits in epoll_wait: see procs.go); Close of the last one
+// running sets it back.
 func (g *Group) Start() {
 	if g.started.Swap(true) {
 		return
 	}
+	raiseProcs()
 	for _, l := range g.loops {
 		g.wg.Add(1)
 		go l.loop()
@@ -179,6 +183,7 @@ func (g *Group) Close() {
 		l.Post(func() { l.stop = true })
 	}
 	g.wg.Wait()
+	restoreProcs()
 }
 
 // Index is the loop's place in its group, from 0.
