@@ -216,7 +216,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 	u := rt.choose(fastRequest{ctx})
 	fl.upstream = u
 	rs := fastResponder{ctx: ctx, decided: decided}
-	permit, ok := u.enter(rs)
+	permit, ok := u.enter(rs, wallClock{})
 	if !ok {
 		return nil
 	}
@@ -224,7 +224,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 	handed := false
 	defer func() {
 		if !handed { // a panic: the permit must not stay taken
-			u.leave(rt, permit, start, false, true)
+			u.leave(rt, permit, start, wallClock{}, false, true)
 		}
 	}()
 	req := &ctx.Request
@@ -292,7 +292,7 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 	failed := err != nil || ctx.Response.StatusCode() >= 500
 	handed = true
 	return func(bodyFailed, clientGone bool) {
-		u.leave(rt, permit, start, gone || clientGone, failed || bodyFailed)
+		u.leave(rt, permit, start, wallClock{}, gone || clientGone, failed || bodyFailed)
 	}
 }
 

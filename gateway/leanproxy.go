@@ -54,7 +54,7 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	u := rt.choose(leanRequest{lc})
 	fl.upstream = u
 	rs := (*leanRejecter)(lc) // a pointer: no allocation as a responder
-	permit, ok := u.enter(rs)
+	permit, ok := u.enter(rs, wallClock{})
 	if !ok {
 		return false, false, true
 	}
@@ -62,7 +62,7 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	left := false
 	defer func() {
 		if !left { // a panic: the permit must not stay taken
-			u.leave(rt, permit, start, false, true)
+			u.leave(rt, permit, start, wallClock{}, false, true)
 		}
 	}()
 	headReq := method == http.MethodHead
@@ -82,12 +82,12 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	if err != nil {
 		g.upstreamError(rs, fl, err)
 		left = true
-		u.leave(rt, permit, start, false, true)
+		u.leave(rt, permit, start, wallClock{}, false, true)
 		return false, false, true
 	}
 	bodyFailed, clientGone := lc.relay(pool, up, headReq)
 	left = true
-	u.leave(rt, permit, start, clientGone, bodyFailed || lc.status >= 500)
+	u.leave(rt, permit, start, wallClock{}, clientGone, bodyFailed || lc.status >= 500)
 	return bodyFailed, clientGone, !bodyFailed && !clientGone
 }
 

@@ -447,7 +447,7 @@ func (c *loopConn) process() {
 		return
 	}
 	c.rt = rt
-	c.start = time.Now()
+	c.start = c.st.l.Now()
 	lc.status = 0 // a request cut before its answer (Shutdown's end) is recorded as unanswered, not as the last one's status
 	c.method = methodString(lc.req.Method)
 	c.inflight = rt.series.started(c.method)
@@ -518,13 +518,13 @@ func (c *loopConn) forward() {
 	u := c.rt.choose(leanRequest{lc})
 	lc.fl.upstream = u
 	c.u = u
-	permit, ok := u.enter((*leanRejecter)(lc))
+	permit, ok := u.enter((*leanRejecter)(lc), c.st.l)
 	if !ok {
 		c.endRequest(false, false)
 		c.finish(true)
 		return
 	}
-	c.permit, c.entered, c.fwdStart = permit, true, time.Now()
+	c.permit, c.entered, c.fwdStart = permit, true, c.st.l.Now()
 	c.headReq = c.method == http.MethodHead
 	c.again = retryable(c.method, lc.body == nil)
 	c.msg = lc.outbound()
@@ -534,7 +534,7 @@ func (c *loopConn) forward() {
 
 // nextAttempt sends the request to a target not tried yet.
 func (c *loopConn) nextAttempt() {
-	t, start, err := c.u.attemptTarget(&c.lc.fl, c.tried, c.last)
+	t, start, err := c.u.attemptTarget(&c.lc.fl, c.tried, c.last, c.st.l)
 	if err != nil {
 		c.upstreamFailed(err)
 		return
@@ -760,7 +760,7 @@ func (c *loopConn) attemptFailed(err error, answered bool) {
 	}
 	fl := &c.lc.fl
 	c.attempting = false
-	if c.st.s.g.attemptDone(c.u, fl, c.t, c.tStart, 0, err, c.again, c.attempt, nil) {
+	if c.st.s.g.attemptDone(c.u, fl, c.t, c.tStart, c.st.l, 0, err, c.again, c.attempt, nil) {
 		c.tried = append(c.tried, c.t)
 		c.last = err
 		c.attempt++
@@ -774,7 +774,7 @@ func (c *loopConn) attemptFailed(err error, answered bool) {
 func (c *loopConn) upstreamFailed(err error) {
 	c.st.s.g.upstreamError((*leanRejecter)(&c.lc), &c.lc.fl, err)
 	c.entered = false
-	c.u.leave(c.rt, c.permit, c.fwdStart, false, true)
+	c.u.leave(c.rt, c.permit, c.fwdStart, c.st.l, false, true)
 	c.endRequest(false, false)
 	c.finish(true)
 }
@@ -783,7 +783,7 @@ func (c *loopConn) upstreamFailed(err error) {
 func (c *loopConn) gotHead() {
 	c.stopUT()
 	c.attempting = false
-	c.st.s.g.attemptDone(c.u, &c.lc.fl, c.t, c.tStart, c.up.resp.Status, nil, c.again, c.attempt, nil)
+	c.st.s.g.attemptDone(c.u, &c.lc.fl, c.t, c.tStart, c.st.l, c.up.resp.Status, nil, c.again, c.attempt, nil)
 	up := c.up
 	resp := &up.resp
 	length := resp.BodyLength(c.headReq)
@@ -931,7 +931,7 @@ func (c *loopConn) relayDone(bodyFailed, gone bool) {
 		c.upReusable = false
 	}
 	c.entered = false
-	c.u.leave(c.rt, c.permit, c.fwdStart, gone, bodyFailed || c.lc.status >= 500)
+	c.u.leave(c.rt, c.permit, c.fwdStart, c.st.l, gone, bodyFailed || c.lc.status >= 500)
 	c.endRequest(bodyFailed, gone)
 	c.finish(!bodyFailed && !gone)
 }
@@ -952,7 +952,7 @@ func (c *loopConn) endRequestAs(status int, failed, gone bool) {
 	if h := c.lc.fl.host.Load(); h != nil {
 		hostLabel = *h
 	}
-	c.rt.series.finished(hostLabel, c.method, status, time.Since(c.start))
+	c.rt.series.finished(hostLabel, c.method, status, c.st.l.Now().Sub(c.start))
 	c.inflight.Dec()
 	c.inflight = nil
 }
@@ -1091,7 +1091,7 @@ func (c *loopConn) abort() {
 	}
 	if c.entered {
 		c.entered = false
-		c.u.leave(c.rt, c.permit, c.fwdStart, false, true)
+		c.u.leave(c.rt, c.permit, c.fwdStart, c.st.l, false, true)
 	}
 	if c.stage == stAdmit {
 		// The check's goroutine owns lc until its decision is posted (a

@@ -72,7 +72,7 @@ func newLoopPool(st *loopState, addr string) *loopPool {
 // (up.connecting: c is told with connected), or nothing with wait when
 // the pool's connections are all open: c then waits (see waitFor).
 func (p *loopPool) get(c *loopConn) (up *loopUp, reused, wait bool, err error) {
-	now := time.Now()
+	now := p.st.l.Now()
 	// A connection idle since before the loop's last wait, which that wait
 	// did not report, had nothing to read when the wait returned: it is
 	// taken without a system call (among the few most recently used, so
@@ -321,7 +321,7 @@ func (p *loopPool) put(up *loopUp) {
 		return
 	}
 	up.owner, up.r, up.w, up.out = nil, 0, 0, nil
-	up.used = time.Now()
+	up.used = p.st.l.Now()
 	if up.paused || up.unwatched || up.interest != eventloop.Readable {
 		up.paused = false
 		up.watch()
@@ -378,7 +378,7 @@ func (p *loopPool) wake() {
 
 // prune closes the connections idle for leanIdleDuration or longer.
 func (p *loopPool) prune() {
-	now := time.Now()
+	now := p.st.l.Now()
 	n := 0
 	for n < len(p.idle) && now.Sub(p.idle[n].used) >= leanIdleDuration {
 		n++

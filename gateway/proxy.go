@@ -48,7 +48,7 @@ func flowFrom(ctx context.Context) *proxied {
 func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl *proxied) {
 	u := rt.choose(netRequest{r})
 	fl.upstream = u
-	permit, ok := u.enter((*netExchange)(fl)) // a pointer: no allocation
+	permit, ok := u.enter((*netExchange)(fl), wallClock{}) // a pointer: no allocation
 	if !ok {
 		return
 	}
@@ -73,7 +73,7 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl 
 		aborted := !relayed
 		// A client that left says nothing of the upstream.
 		gone := fl.err != nil && (r.Context().Err() != nil || fl.body.failed() != nil) || aborted && !fl.bodyFailed
-		u.leave(rt, permit, start, gone, fl.err != nil || fl.bodyFailed || fl.rec.Status >= 500)
+		u.leave(rt, permit, start, wallClock{}, gone, fl.err != nil || fl.bodyFailed || fl.rec.Status >= 500)
 	}()
 	if !direct || !g.direct(w, r, fl, u) {
 		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
@@ -125,14 +125,24 @@ func (n netResponder) reject(status int, reason string, retryAfter int64, body a
 	writeJSON(n.w, status, body)
 }
 
+// clock tells the time where a request is served: the wall clock
+// (wallClock) on the goroutine engines, the loop's iteration clock
+// (eventloop.Loop.Now) on the loop engine. Read only when needed.
+type clock interface{ Now() time.Time }
+
+// wallClock is time.Now.
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
 // enter passes u's breaker, if any. When the breaker is open it answers
 // through rs and returns false.
-func (u *upstream) enter(rs responder) (breaker.Permit, bool) {
+func (u *upstream) enter(rs responder, clk clock) (breaker.Permit, bool) {
 	if u.breaker == nil {
 		u.budget.request()
 		return breaker.Permit{}, true
 	}
-	p, err := u.breaker.AllowAt(time.Now())
+	p, err := u.breaker.AllowAt(clk.Now())
 	if err != nil {
 		var oe *breaker.OpenError
 		retry := int64(1)
@@ -152,9 +162,13 @@ func (u *upstream) enter(rs responder) (breaker.Permit, bool) {
 // the canary analysis (both groups of a route with a canary) and the
 // breaker. gone: the client left before an answer, which says nothing
 // about the upstream.
-func (u *upstream) leave(rt *route, permit breaker.Permit, start time.Time, gone, failed bool) {
+func (u *upstream) leave(rt *route, permit breaker.Permit, start time.Time, clk clock, gone, failed bool) {
+	if u.breaker == nil && (rt.cs == nil || gone) {
+		return
+	}
+	now := clk.Now()
 	if rt.cs != nil && !gone {
-		rt.cs.observe(time.Now(), time.Since(start), failed, u == rt.canary)
+		rt.cs.observe(now, now.Sub(start), failed, u == rt.canary)
 	}
 	if u.breaker != nil {
 		o := breaker.Success
@@ -164,7 +178,7 @@ func (u *upstream) leave(rt *route, permit breaker.Permit, start time.Time, gone
 		case failed:
 			o = breaker.Failure
 		}
-		u.breaker.RecordAt(time.Now(), permit, o)
+		u.breaker.RecordAt(now, permit, o)
 	}
 }
 
@@ -240,12 +254,12 @@ func (g *Gateway) try(u *upstream, fl *proxied, retryable bool, clientGone func(
 	var tried []*target
 	var last error
 	for attempt := 0; ; attempt++ {
-		t, start, err := u.attemptTarget(fl, tried, last)
+		t, start, err := u.attemptTarget(fl, tried, last, wallClock{})
 		if err != nil {
 			return err
 		}
 		status, err := send(t)
-		if !g.attemptDone(u, fl, t, start, status, err, retryable, attempt, clientGone) {
+		if !g.attemptDone(u, fl, t, start, wallClock{}, status, err, retryable, attempt, clientGone) {
 			return err
 		}
 		tried = append(tried, t)
@@ -257,8 +271,8 @@ func (g *Gateway) try(u *upstream, fl *proxied, retryable bool, clientGone func(
 // counts the attempt in flight to it, from start. When none is left it
 // returns last, or errNoTarget when no attempt was made, also kept in
 // fl.err. The attempt ends with attemptDone.
-func (u *upstream) attemptTarget(fl *proxied, tried []*target, last error) (t *target, start time.Time, err error) {
-	start = time.Now()
+func (u *upstream) attemptTarget(fl *proxied, tried []*target, last error, clk clock) (t *target, start time.Time, err error) {
+	start = clk.Now()
 	t = u.pick(start, tried)
 	if t == nil {
 		if last == nil {
@@ -272,15 +286,15 @@ func (u *upstream) attemptTarget(fl *proxied, tried []*target, last error) (t *t
 	return t, start, nil
 }
 
-// attemptDone records the attempt on t that started at start and ended
-// with status or err: an attempt that fails to connect (see
+// attemptDone records the attempt on t that started at start and ended,
+// by clk, with status or err: an attempt that fails to connect (see
 // isConnectError) reports true, to move on to another target, when the
 // request is retryable, attempts are left and the retry budget allows.
 // Otherwise err, if any, is kept in fl.err. clientGone (nil: no) tells
 // whether the client left, which spares the target.
-func (g *Gateway) attemptDone(u *upstream, fl *proxied, t *target, start time.Time, status int, err error, retryable bool, attempt int, clientGone func() bool) (again bool) {
+func (g *Gateway) attemptDone(u *upstream, fl *proxied, t *target, start time.Time, clk clock, status int, err error, retryable bool, attempt int, clientGone func() bool) (again bool) {
 	t.inFlight.Add(-1)
-	end := time.Now()
+	end := clk.Now()
 	if err == nil {
 		t.observe(end, end.Sub(start), status >= 500)
 		return false

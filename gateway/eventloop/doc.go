@@ -10,7 +10,9 @@
 // state — is touched only by that goroutine; other goroutines reach it
 // with Post, which queues a function and wakes the loop through an
 // eventfd. A loop does per iteration: wait (the timeout is the earliest
-// timer's deadline), run the handlers of the ready descriptors, run the
+// timer's deadline), read the clock once (Loop.Now, the time every
+// handler, timer and posted function of the iteration sees, and the one
+// timers count from), run the handlers of the ready descriptors, run the
 // timers that are due, run the posted functions. A loop waits blocked in
 // epoll_wait, holding its P: while groups run, GOMAXPROCS is one more than
 // the CPUs the loops are counted for, so that loops all waiting leave a P

@@ -148,6 +148,43 @@ func TestPostAndTimers(t *testing.T) {
 	}
 }
 
+// Now is read once an iteration: it stays put while the iteration runs,
+// lags the clock, moves on with the next wait, and timers count from it.
+func TestNowIsTheIterationsClock(t *testing.T) {
+	g := startGroup(t, 1)
+	l := g.Loops()[0]
+	type reading struct{ first, second, wall, fired time.Time }
+	got := make(chan reading, 1)
+	l.Post(func() {
+		var r reading
+		r.first = l.Now()
+		time.Sleep(5 * time.Millisecond)
+		r.second, r.wall = l.Now(), time.Now()
+		l.NewTimer(func() {
+			r.fired = l.Now()
+			got <- r
+		}).Reset(20 * time.Millisecond)
+	})
+	var r reading
+	select {
+	case r = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the timer did not run")
+	}
+	if !r.first.Equal(r.second) {
+		t.Errorf("Now moved within an iteration: %v then %v", r.first, r.second)
+	}
+	if r.wall.Sub(r.first) < 5*time.Millisecond {
+		t.Errorf("Now %v is not the iteration's start: the clock read %v after a 5 ms sleep", r.first, r.wall)
+	}
+	if d := r.fired.Sub(r.first); d < 20*time.Millisecond {
+		t.Errorf("a timer set for 20 ms ran %v after its iteration's Now", d)
+	}
+	if r.fired.After(time.Now()) {
+		t.Error("Now is ahead of the clock")
+	}
+}
+
 // A handler that panics does not stop its loop, and a descriptor deleted
 // gets no more events.
 func TestPanicAndDelete(t *testing.T) {

@@ -20,7 +20,7 @@ type Timer struct {
 // NewTimer returns a timer, not set, that runs f on l.
 func (l *Loop) NewTimer(f func()) *Timer { return &Timer{l: l, f: f, i: -1} }
 
-// Reset sets t to run d from now, whether or not it was set.
+// Reset sets t to run d after the loop's Now, whether or not it was set.
 func (t *Timer) Reset(d time.Duration) {
 	t.when = t.l.since() + int64(d)
 	if t.i >= 0 {
