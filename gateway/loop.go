@@ -87,6 +87,34 @@ type loopState struct {
 	conns map[*loopConn]struct{}
 	pools map[string]*loopPool // by target address
 	limit int                  // connections open to one target from this loop
+	// bufs are read buffers of leanBufStart bytes given back by
+	// connections that went idle, for the next that reads (at most
+	// loopSpareBufs kept): a connection waiting for its next request
+	// holds no read buffer, as nginx frees an idle keep-alive
+	// connection's header buffer.
+	bufs [][]byte
+}
+
+// loopSpareBufs bounds a loop's spare read buffers (1 MiB).
+const loopSpareBufs = 256
+
+// takeBuf returns a read buffer of leanBufStart bytes.
+func (st *loopState) takeBuf() []byte {
+	if n := len(st.bufs); n > 0 {
+		b := st.bufs[n-1]
+		st.bufs[n-1] = nil
+		st.bufs = st.bufs[:n-1]
+		return b
+	}
+	return make([]byte, leanBufStart)
+}
+
+// giveBuf keeps b, a read buffer no longer used, for takeBuf; one of
+// another size, or past the bound, is left to the collector.
+func (st *loopState) giveBuf(b []byte) {
+	if len(b) == leanBufStart && len(st.bufs) < loopSpareBufs {
+		st.bufs = append(st.bufs, b)
+	}
 }
 
 // NewLoopServer returns the loop engine's server for g, on loops event

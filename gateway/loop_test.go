@@ -919,3 +919,89 @@ func TestLoopCountsUpstreamTLSHandOver(t *testing.T) {
 		t.Errorf("upstream_tls hand-overs: %v, want 1", n)
 	}
 }
+
+// A connection waiting for its next request holds no read buffer: it gave
+// it back to its loop, and its next request, on that buffer or another,
+// is served as before — connections taking turns never read each other's
+// bytes.
+func TestLoopIdleConnectionsHoldNoReadBuffer(t *testing.T) {
+	up, _ := pathTarget(t)
+	addr, s := loopTo(t, Options{Config: oneUpstream(up)}, nil)
+	const clients, rounds = 20, 30
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	cs := make([]client, clients)
+	for i := range cs {
+		cs[i].c, cs[i].br = dialLean(t, addr)
+	}
+	var wg sync.WaitGroup
+	for i := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				// Heads of different lengths, some past the buffer's
+				// first size: a grown buffer is not given back.
+				pad := strings.Repeat("x", (i*r*37)%6000)
+				req := fmt.Sprintf("GET /c%d/r%d HTTP/1.1\r\nHost: h\r\nX-Pad: %s\r\n\r\n", i, r, pad)
+				if r%4 == 3 {
+					req = fmt.Sprintf("POST /c%d/r%d HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc", i, r)
+				}
+				if _, err := io.WriteString(cs[i].c, req); err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := http.ReadResponse(cs[i].br, nil)
+				if err != nil {
+					t.Errorf("client %d round %d: %v", i, r, err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				want := fmt.Sprintf("GET /c%d/r%d", i, r)
+				if r%4 == 3 {
+					want = fmt.Sprintf("POST /c%d/r%d", i, r)
+				}
+				if string(b) != want {
+					t.Errorf("client %d round %d got %q, want %q", i, r, b, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	var mu sync.Mutex
+	idle, holding, spare := 0, 0, 0
+	waitUntil(t, "every client connection to wait idle", func() bool {
+		idle, holding, spare = 0, 0, 0
+		s.onLoops(func(st *loopState) {
+			mu.Lock()
+			defer mu.Unlock()
+			for c := range st.conns {
+				if c.idle() {
+					idle++
+					if c.lc.buf != nil {
+						holding++
+					}
+				}
+			}
+			spare += len(st.bufs)
+			for _, b := range st.bufs {
+				if len(b) != leanBufStart {
+					t.Errorf("a spare buffer of %d bytes, want %d", len(b), leanBufStart)
+				}
+			}
+		})
+		return idle == clients
+	})
+	if holding != 0 {
+		t.Errorf("%d of %d idle connections hold a read buffer", holding, idle)
+	}
+	if spare == 0 || spare > clients {
+		t.Errorf("%d spare read buffers on the loops, want 1 to %d", spare, clients)
+	}
+}

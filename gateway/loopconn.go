@@ -124,7 +124,6 @@ func newLoopConn(st *loopState, fd int, remote *net.TCPAddr) *loopConn {
 	c := &loopConn{st: st, fd: fd, registered: true}
 	c.lc.s = st.s.lean
 	c.lc.c = &clientConn{Conn: loopAddrConn{remote: remote}, ip: remote.IP.String()}
-	c.lc.buf = make([]byte, leanBufStart)
 	c.timer = st.l.NewTimer(c.clientTimeout)
 	c.ut = st.l.NewTimer(c.upstreamTimeout)
 	return c
@@ -236,11 +235,11 @@ func (c *loopConn) startRead() {
 	c.setInterest(eventloop.Readable)
 	if lc.r == lc.w {
 		lc.r, lc.w = 0, 0
-		// A connection that carried a large request does not keep its
-		// memory while it waits for the next.
-		if len(lc.buf) > leanKeepBuf {
-			lc.buf = make([]byte, leanBufStart)
-		}
+		// A connection waiting for its next request keeps no read
+		// buffer (the next read takes one, see readClient), and no
+		// large answer buffer.
+		c.st.giveBuf(lc.buf)
+		lc.buf, lc.body = nil, nil
 		if cap(lc.out) > leanKeepBuf {
 			lc.out = nil
 		}
@@ -262,6 +261,9 @@ func (c *loopConn) readClient() {
 	limit := headerBuffer
 	if c.inBody {
 		limit = c.need
+	}
+	if lc.buf == nil { // idle until now: no buffer held (startRead)
+		lc.buf = c.st.takeBuf()
 	}
 	if lc.w == len(lc.buf) {
 		unread := lc.w - lc.r
