@@ -23,6 +23,7 @@ import (
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/kube"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/ui"
@@ -96,15 +97,15 @@ type Agent struct {
 	ready    atomic.Bool
 	stopping atomic.Bool
 
-	mu      sync.Mutex                // guards addrs, limits, cancel, runCtx and runErrs
-	addrs   map[string]net.Addr       // bound listeners by name
-	limits  map[string]*limitListener // their connection caps, by name
-	cancel  context.CancelFunc        // stops the goroutines Start began
-	runCtx  context.Context           // theirs (goRun)
-	runErrs []error                   // every error a part returned (fail)
-	wg      sync.WaitGroup            // the parts goRun started
-	errc    chan error                // the first of runErrs
-	up      chan struct{}             // closed when Start succeeded
+	mu      sync.Mutex              // guards addrs, limits, cancel, runCtx and runErrs
+	addrs   map[string]net.Addr     // bound listeners by name
+	limits  map[string]*conncap.Cap // their connection caps, by name
+	cancel  context.CancelFunc      // stops the goroutines Start began
+	runCtx  context.Context         // theirs (goRun)
+	runErrs []error                 // every error a part returned (fail)
+	wg      sync.WaitGroup          // the parts goRun started
+	errc    chan error              // the first of runErrs
+	up      chan struct{}           // closed when Start succeeded
 }
 
 // Names of the listeners, as used in logs and by Addr.
@@ -386,7 +387,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.raiseOpenFilesLimit()
 	limit := a.connectionCap(len(lns))
-	bound := make(map[string]*limitListener, len(lns))
+	bound := make(map[string]net.Listener, len(lns))
+	caps := make(map[string]*conncap.Cap, len(lns))
 	for _, name := range listenerNames {
 		port, ok := lns[name]
 		if !ok {
@@ -401,16 +403,16 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			// answered by changing it (or the environment variable).
 			return fmt.Errorf("agent: %s listener (%s): %w", name, listenerPortKeys[name], err)
 		}
-		bound[name] = newLimitListener(ln, limit, name != ListenerGRPC && name != ListenerOTLPGRPC)
+		caps[name] = a.listenerCap(name, limit)
+		bound[name] = caps[name].Listener(ln)
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.mu.Lock()
 	a.cancel, a.runCtx = cancel, runCtx
-	a.limits = make(map[string]*limitListener, len(bound))
+	a.limits = caps
 	for name, ln := range bound {
 		a.addrs[name] = ln.Addr()
-		a.limits[name] = ln
 	}
 	a.mu.Unlock()
 

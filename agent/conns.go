@@ -2,17 +2,15 @@ package agent
 
 import (
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/internal/conncap"
 )
 
 // Connection hygiene (issue 14): every agent server bounds how long a
@@ -52,9 +50,6 @@ const (
 	grpcMinPingTime   = 10 * time.Second
 	grpcMaxStreams    = 1000
 	grpcMaxCheckMsg   = 4 << 20
-	// fdReserve file descriptors are kept for what is not a client
-	// connection: policy files, Redis, Prometheus, the TSDB, logs.
-	fdReserve = 256
 )
 
 // connLimits is s with a default for each connection limit ≤ 0 (a
@@ -86,7 +81,7 @@ func (a *Agent) httpServer(h http.Handler) *http.Server {
 		WriteTimeout:      s.WriteTimeout,
 		IdleTimeout:       s.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-		ConnState:         trackConnState,
+		ConnState:         conncap.TrackConnState,
 	}
 }
 
@@ -136,184 +131,56 @@ const otlpWorkers = fluxmeter.MaxGRPCExportsInFlight
 const otlpMaxRecv = fluxmeter.MaxRequestBytes
 
 // connectionCap is the per-listener cap for n listeners: the configured
-// one, lowered so that every listener at its cap leaves fdReserve
-// descriptors under the soft limit.
+// one, lowered so that every listener at its cap leaves conncap.Reserve
+// descriptors free under the soft limit, with those open at start.
 func (a *Agent) connectionCap(n int) int {
 	want := connLimits(a.cfg.Server).MaxConnections
-	soft, _, ok := openFilesLimit()
+	f, ok := conncap.ReadOpenFiles()
 	if !ok || n == 0 {
 		return want
 	}
-	fit := (int(min(soft, 1<<30)) - fdReserve) / n
-	if fit < want {
-		a.logger.Warn("server.max_connections lowered to fit the open-files limit", "configured", want, "per_listener", max(fit, 1), "listeners", n, "open_files_limit", soft)
-		return max(fit, 1)
+	if fit := int(f.Fit(int64(want), int64(n))); fit < want {
+		a.logger.Warn("server.max_connections lowered to fit the open-files limit", "configured", want, "per_listener", fit, "listeners", n, "open_files_limit", f.Soft, "open_files", f.InUse)
+		return fit
 	}
 	return want
 }
 
-// limitListener accepts at most cap connections at a time; Accept waits
-// for a slot. With evict (the HTTP listeners), a full listener first
-// closes the connection that has been idle longest — one that sent no
-// request yet, or a keep-alive one between requests (trackConnState) — so
-// a flood of idle connections cannot keep a health probe or a check out:
-// the newcomer takes the oldest idle slot (idle for evictGrace at least).
-// Connections busy with a request are never closed for another; the read
-// and write timeouts bound them.
-type limitListener struct {
-	net.Listener
-	slots chan struct{}
-	done  chan struct{}
-	once  sync.Once
-	evict bool
-
-	mu    sync.Mutex
-	conns map[*limitConn]struct{} // guarded by mu; with evict only
-}
-
-func newLimitListener(ln net.Listener, n int, evict bool) *limitListener {
-	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}), evict: evict}
+// listenerCap is the cap of listener name, limit connections
+// (conncap.Cap). On the HTTP ports a full listener closes the connection
+// idle longest — one that sent no request yet, or a keep-alive one
+// between requests (conncap.TrackConnState) — for a client that waits, so
+// a flood of idle connections cannot keep a health probe or a check out;
+// connections busy with a request keep their slot until the read and
+// write timeouts end them. The gRPC ports close nothing for a newcomer:
+// their idle timeout ends idle connections.
+func (a *Agent) listenerCap(name string, limit int) *conncap.Cap {
+	evict := name != ListenerGRPC && name != ListenerOTLPGRPC
+	warning := "agent listener at server.max_connections: new clients wait in the listen backlog"
 	if evict {
-		l.conns = make(map[*limitConn]struct{}, n)
+		warning += "; connections idle longest are closed to make room"
 	}
-	return l
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	default:
-		if err := l.waitSlot(); err != nil {
-			return nil, err
-		}
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	lc := &limitConn{Conn: c, l: l}
-	lc.idleSince.Store(time.Now().UnixNano())
-	if l.evict {
-		l.mu.Lock()
-		l.conns[lc] = struct{}{}
-		l.mu.Unlock()
-	}
-	return lc, nil
-}
-
-// evictGrace is how long a connection is idle before a full listener may
-// close it for a newcomer: a client that has just connected gets the time
-// to send its request. A full listener looks for such a connection every
-// evictPoll while it waits.
-const (
-	evictGrace = 250 * time.Millisecond
-	evictPoll  = 50 * time.Millisecond
-)
-
-// waitSlot waits for a free slot in a full listener, making one by
-// closeOldestIdle when it evicts.
-func (l *limitListener) waitSlot() error {
-	var tick <-chan time.Time
-	if l.evict {
-		l.closeOldestIdle()
-		t := time.NewTicker(evictPoll)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		select {
-		case l.slots <- struct{}{}:
-			return nil
-		case <-l.done:
-			return net.ErrClosed
-		case <-tick:
-			l.closeOldestIdle()
-		}
-	}
-}
-
-// closeOldestIdle closes the connection idle longest, if one has been idle
-// for evictGrace.
-func (l *limitListener) closeOldestIdle() {
-	var oldest *limitConn
-	cutoff := time.Now().Add(-evictGrace).UnixNano()
-	l.mu.Lock()
-	for c := range l.conns {
-		since := c.idleSince.Load()
-		if !c.busy.Load() && since <= cutoff && (oldest == nil || since < oldest.idleSince.Load()) {
-			oldest = c
-		}
-	}
-	l.mu.Unlock()
-	if oldest != nil {
-		_ = oldest.Close()
-	}
-}
-
-func (l *limitListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-type limitConn struct {
-	net.Conn
-	l         *limitListener
-	once      sync.Once
-	busy      atomic.Bool  // serving a request (trackConnState)
-	idleSince atomic.Int64 // Unix ns: accepted, or its last request ended
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		if c.l.evict {
-			c.l.mu.Lock()
-			delete(c.l.conns, c)
-			c.l.mu.Unlock()
-		}
-		<-c.l.slots
+	return conncap.New(conncap.Options{
+		Max: int64(limit), Evict: evict, Logger: a.logger,
+		FullWarning: warning, LogAttrs: []any{"listener", name},
 	})
-	return err
-}
-
-// trackConnState is the http.Server ConnState hook of the agent's HTTP
-// servers: it tells their limitListener which connections are busy.
-func trackConnState(c net.Conn, s http.ConnState) {
-	for {
-		switch x := c.(type) {
-		case *limitConn:
-			switch s {
-			case http.StateActive, http.StateHijacked:
-				x.busy.Store(true)
-			case http.StateIdle:
-				x.idleSince.Store(time.Now().UnixNano())
-				x.busy.Store(false)
-			}
-			return
-		case interface{ NetConn() net.Conn }: // *tls.Conn
-			c = x.NetConn()
-		default:
-			return
-		}
-	}
 }
 
 // raiseOpenFilesLimit raises the soft file-descriptor limit to the hard
 // one and logs the result.
 func (a *Agent) raiseOpenFilesLimit() {
-	before, hard, ok := openFilesLimit()
+	before, ok := conncap.ReadOpenFiles()
 	if !ok {
 		return
 	}
-	if before >= hard {
-		a.logger.Info("open files limit", "soft", before, "hard", hard)
+	if before.Soft >= before.Hard {
+		a.logger.Info("open files limit", "soft", before.Soft, "hard", before.Hard)
 		return
 	}
-	if err := raiseOpenFilesSoftLimit(); err != nil {
-		a.logger.Warn("cannot raise the open files limit", "soft", before, "hard", hard, "err", err)
+	if err := conncap.RaiseOpenFilesLimit(); err != nil {
+		a.logger.Warn("cannot raise the open files limit", "soft", before.Soft, "hard", before.Hard, "err", err)
 		return
 	}
-	after, _, _ := openFilesLimit()
-	a.logger.Info("open files limit raised", "from", before, "to", after, "hard", hard)
+	after, _ := conncap.ReadOpenFiles()
+	a.logger.Info("open files limit raised", "from", before.Soft, "to", after.Soft, "hard", before.Hard)
 }

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
+	"runtime"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/internal/conncap"
 )
 
 // connsConfig is testConfig with short connection timeouts and a small
@@ -187,13 +189,13 @@ func TestOversizeOTLPBodyRefusedAtOnce(t *testing.T) {
 
 // The soft file-descriptor limit is raised to the hard one at start.
 func TestOpenFilesLimitRaised(t *testing.T) {
-	soft, hard, ok := openFilesLimit()
+	before, ok := conncap.ReadOpenFiles()
 	if !ok {
-		t.Skip("no RLIMIT_NOFILE on " + os.Getenv("GOOS"))
+		t.Skip("no RLIMIT_NOFILE on " + runtime.GOOS)
 	}
 	startAgent(t, connsConfig(t))
-	if soft2, _, _ := openFilesLimit(); soft2 != hard {
-		t.Fatalf("soft limit %d after start (was %d), want the hard limit %d", soft2, soft, hard)
+	if after, _ := conncap.ReadOpenFiles(); after.Soft != before.Hard {
+		t.Fatalf("soft limit %d after start (was %d), want the hard limit %d", after.Soft, before.Soft, before.Hard)
 	}
 }
 
@@ -202,17 +204,10 @@ func TestOpenFilesLimitRaised(t *testing.T) {
 func waitBusy(t *testing.T, a *Agent, name string, n int) {
 	t.Helper()
 	a.mu.Lock()
-	l := a.limits[name]
+	k := a.limits[name]
 	a.mu.Unlock()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		busy := 0
-		l.mu.Lock()
-		for c := range l.conns {
-			if c.busy.Load() {
-				busy++
-			}
-		}
-		l.mu.Unlock()
+		busy := k.Busy()
 		if busy >= n {
 			return
 		}

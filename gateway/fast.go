@@ -86,9 +86,9 @@ type connTracker struct {
 func (t *connTracker) state(c net.Conn, s fasthttp.ConnState) {
 	switch s {
 	case fasthttp.StateActive:
-		slotOf(c).busy()
+		slotOf(c).Busy()
 	case fasthttp.StateIdle:
-		slotOf(c).idle()
+		slotOf(c).Idle()
 	case fasthttp.StateNew:
 		t.mu.Lock()
 		t.conns[c] = struct{}{}

@@ -25,6 +25,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
+	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -83,7 +84,7 @@ type Gateway struct {
 	healthClient *http.Client
 	proxy        *httputil.ReverseProxy
 	adapted      fasthttp.RequestHandler // the net/http engine behind the fast one
-	conns        *connCap                // the client connections under gateway.max_connections
+	conns        *conncap.Cap            // the client connections under gateway.max_connections
 
 	state   atomic.Pointer[snapshot]
 	mu      sync.Mutex                // serializes Update; guards targets
@@ -142,9 +143,10 @@ func New(opts Options) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: register metrics: %w", err)
 	}
 	g.metrics = m
-	g.conns = newConnCap(opts.Config.MaxConnections, g.logger)
+	conns, collectors := newConnCap(opts.Config.MaxConnections, g.logger)
+	g.conns = conns
 	if opts.Registerer != nil {
-		for _, c := range g.conns.collectors() {
+		for _, c := range collectors {
 			if err := opts.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("gateway: register connection metrics: %w", err)
 			}

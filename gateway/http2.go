@@ -19,9 +19,9 @@ func (g *Gateway) NewHTTP2Server(logger *slog.Logger) *h2.Server {
 		OnProtocolError: func(reason string) { g.metrics.h2errors.WithLabelValues(reason).Inc() },
 		OnIdle: func(nc net.Conn, idle bool) {
 			if idle {
-				slotOf(nc).idle()
+				slotOf(nc).Idle()
 			} else {
-				slotOf(nc).busy()
+				slotOf(nc).Busy()
 			}
 		},
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
 
@@ -447,8 +448,8 @@ func (handoffAddr) String() string  { return "lean-engine" }
 type leanConn struct {
 	s    *LeanServer
 	c    *clientConn
-	idle atomic.Bool // waiting for the first byte of a request
-	slot *connSlot   // under gateway.max_connections; nil without the cap
+	idle atomic.Bool   // waiting for the first byte of a request
+	slot *conncap.Slot // under gateway.max_connections; nil without the cap
 
 	buf    []byte // read buffer: buf[r:w] is read and not yet served
 	r, w   int
@@ -550,7 +551,7 @@ func (s *LeanServer) serve(lc *leanConn) {
 func (lc *leanConn) priorKnowledge() (bool, error) {
 	const preface = http2.ClientPreface
 	lc.idle.Store(true)
-	lc.slot.idle()
+	lc.slot.Idle()
 	if lc.s.shutting.Load() {
 		return false, net.ErrClosed
 	}
@@ -565,7 +566,7 @@ func (lc *leanConn) priorKnowledge() (bool, error) {
 			return true, nil
 		case n > 0 && lc.idle.Load():
 			lc.idle.Store(false)
-			lc.slot.busy()
+			lc.slot.Busy()
 			lc.setDeadline(time.Now(), lc.s.headTimeout)
 		}
 		if err := lc.fill(len(preface)); err != nil {
@@ -592,7 +593,7 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 			lc.out = nil
 		}
 		lc.idle.Store(true)
-		lc.slot.idle()
+		lc.slot.Idle()
 		if lc.s.shutting.Load() {
 			return "", net.ErrClosed
 		}
@@ -606,7 +607,7 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 		if lc.r < lc.w {
 			if lc.idle.Load() {
 				lc.idle.Store(false)
-				lc.slot.busy()
+				lc.slot.Busy()
 			}
 			n, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, &lc.req)
 			switch {

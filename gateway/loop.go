@@ -170,12 +170,11 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	s.g.loopServers[s] = struct{}{}
 	s.g.loopMu.Unlock()
 	// gateway.max_connections: a loop takes a slot before each accept and
-	// stops accepting while there is none (connCap.admitLoop).
+	// stops accepting while there is none (conncap.Cap.Admit).
 	acc, err := s.group.AcceptGated(tl, s.accepted, func(err error) { s.acceptFailed(time.Now(), err) },
-		eventloop.Gate{Admit: s.g.conns.admitLoop, Unadmit: s.g.conns.give, Full: s.g.conns.full})
+		eventloop.Gate{Admit: s.g.conns.Admit, Unadmit: s.g.conns.Give, Full: s.g.conns.Full})
 	if acc != nil {
-		resume := acc.Resume
-		s.g.conns.resume.Store(&resume)
+		s.g.conns.SetResume(acc.Resume)
 	}
 	s.mu.Lock()
 	s.accept = acc
@@ -215,7 +214,7 @@ func (s *LoopServer) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	st := s.loops[l.Index()]
 	if s.lean.shutting.Load() {
 		_ = unix.Close(fd)
-		s.g.conns.give()
+		s.g.conns.Give()
 		return
 	}
 	if s.sndBuf > 0 {
@@ -224,10 +223,10 @@ func (s *LoopServer) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	c := newLoopConn(st, fd, sockaddrTCP(sa))
 	if err := l.Add(fd, eventloop.Readable, c.onClient); err != nil {
 		_ = unix.Close(fd)
-		s.g.conns.give()
+		s.g.conns.Give()
 		return
 	}
-	c.slot = s.g.conns.add(func() { l.Post(c.evict) })
+	c.slot = s.g.conns.Add(func() { l.Post(c.evict) })
 	c.interest = eventloop.Readable
 	st.conns[c] = struct{}{}
 	s.mu.Lock()

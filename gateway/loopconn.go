@@ -19,6 +19,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
 
@@ -34,7 +35,7 @@ type loopConn struct {
 	st    *loopState
 	fd    int
 	stage loopStage
-	slot  *connSlot // under gateway.max_connections; moves with a hand-over
+	slot  *conncap.Slot // under gateway.max_connections; moves with a hand-over
 
 	interest   uint32
 	registered bool // in the loop's epoll set
@@ -248,7 +249,7 @@ func (c *loopConn) startRead() {
 			return
 		}
 		c.setTimer(tIdle, c.st.s.idleTimeout)
-		c.slot.idle()
+		c.slot.Idle()
 		return
 	}
 	c.stopTimer()
@@ -283,7 +284,7 @@ func (c *loopConn) readClient() {
 	n, err := unix.Read(c.fd, lc.buf[lc.w:])
 	if n > 0 {
 		lc.w += n
-		c.slot.busy()
+		c.slot.Busy()
 		c.parse()
 		return
 	}
@@ -408,14 +409,14 @@ func (c *loopConn) handOver() {
 	_ = f.Close()
 	if err != nil {
 		c.st.s.logger.Warn("gateway loop engine could not hand a connection over", "err", err)
-		c.slot.release()
+		c.slot.Release()
 		return
 	}
 	lc := &c.lc
 	// The connection keeps its slot under the cap: closing it there gives
 	// the slot back.
-	c.slot.setEvict(func() { _ = nc.Close() })
-	cc := &clientConn{Conn: &capConn{Conn: nc, slot: c.slot}, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
+	c.slot.SetEvict(func() { _ = nc.Close() })
+	cc := &clientConn{Conn: conncap.NewConn(nc, c.slot), ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, lc.buf[lc.r:lc.w]) {
 		_ = cc.Close() // and gives the slot back
 	}
@@ -1128,17 +1129,17 @@ func (c *loopConn) close() {
 	}
 	_ = unix.Close(c.fd)
 	c.st.forget(c)
-	c.slot.release()
+	c.slot.Release()
 }
 
 // evict closes the connection to make room under the cap if it still
-// waits for a request (connCap.evictOldest, posted to its loop).
+// waits for a request (conncap.Cap.Full, posted to its loop).
 func (c *loopConn) evict() {
 	if c.idle() {
 		c.close()
 		return
 	}
-	c.slot.spared()
+	c.slot.Spared()
 }
 
 // noteQueued records n bytes held for a client (maxQueued).

@@ -142,7 +142,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen: %w", err)
 	}
-	g.conns.fitOpenFiles()
+	fitOpenFiles(g.conns, g.logger)
 	osrv, err := s.loopServer(g, cfg)
 	if err != nil {
 		_ = ln.Close()
@@ -151,7 +151,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if osrv == nil {
 		// The loop engine counts on its loops; the others accept through
 		// the cap, under TLS: a handshake holds a slot too.
-		ln = g.conns.listener(ln)
+		ln = g.conns.Listener(ln)
 	}
 	srv := &http.Server{
 		Handler:           g,

@@ -1,6 +1,6 @@
 //go:build unix
 
-package agent
+package conncap
 
 import "syscall"
 
@@ -13,10 +13,10 @@ func openFilesLimit() (soft, hard uint64, ok bool) {
 	return uint64(r.Cur), uint64(r.Max), true
 }
 
-// raiseOpenFilesSoftLimit sets the soft RLIMIT_NOFILE to the hard one.
+// RaiseOpenFilesLimit sets the soft RLIMIT_NOFILE to the hard one.
 // (Go raises it at start on Linux since 1.19; a process that lowered it
 // since, or a platform where Go does not, gets it here.)
-func raiseOpenFilesSoftLimit() error {
+func RaiseOpenFilesLimit() error {
 	var r syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
 		return err
