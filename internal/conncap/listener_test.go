@@ -3,7 +3,6 @@ package conncap
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -116,7 +115,7 @@ func TestListenerEvictsIdle(t *testing.T) {
 	if !closedByServer(c2) {
 		t.Fatal("the idle connection was not closed for the newcomer")
 	}
-	if _, err := fmt.Fprint(c1, "x"); err != nil {
+	if _, err := io.WriteString(c1, "x"); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 1)
@@ -144,7 +143,7 @@ func TestListenerWaitsForClose(t *testing.T) {
 		t.Fatalf("Accept returned %v, %v past the cap", a.c, a.err)
 	default:
 	}
-	if _, err := fmt.Fprint(c1, "x"); err != nil {
+	if _, err := io.WriteString(c1, "x"); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 1)
@@ -251,7 +250,9 @@ func TestTrackConnState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.Close() }()
-	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
 	receive(t, in, "the request")
 	if n := k.Busy(); n != 1 {
 		t.Fatalf("Busy() = %d while a request is served, want 1", n)
