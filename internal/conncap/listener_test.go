@@ -250,22 +250,25 @@ func TestTrackConnState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = c.Close() }()
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	receive(t, in, "the request")
-	if n := k.Busy(); n != 1 {
-		t.Fatalf("Busy() = %d while a request is served, want 1", n)
-	}
-	out <- struct{}{}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	for deadline := time.Now().Add(10 * time.Second); k.Busy() != 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the connection is still busy 10s after its answer")
+	r := bufio.NewReader(c)
+	for i := range 2 { // a keep-alive connection: busy, idle, busy, idle
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		receive(t, in, "the request")
+		if n := k.Busy(); n != 1 {
+			t.Fatalf("request %d: Busy() = %d while it is served, want 1", i, n)
+		}
+		out <- struct{}{}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		for deadline := time.Now().Add(10 * time.Second); k.Busy() != 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d: the connection is still busy 10s after its answer", i)
+			}
 		}
 	}
 	if k.Open() != 1 {
