@@ -29,17 +29,21 @@ import (
 //     pings more often than every 10s are refused; at most 1,000 concurrent
 //     streams per connection; the handshake must end within 10s; messages
 //     up to 4 MiB on the check port and 16 MiB on OTLP.
-//   - Connection cap: each listener accepts at most server.max_connections
-//     connections at a time; further clients wait in the kernel's backlog
-//     until one closes. A cap per listener, rather than one for the
-//     process, is the headroom: a flood of one port (OTLP, say) leaves the
-//     others answering, and metrics have a port of their own. On the HTTP
-//     ports a full listener makes room by closing the connection idle
-//     longest (one that has not sent a request, or a keep-alive one
-//     between requests), so a flood of idle connections cannot keep health
-//     probes and checks out; connections busy with a request keep their
-//     slot until the timeouts above end them. The caps are lowered at start, and logged, when
-//     the sum over listeners would not leave fdReserve descriptors free
+//   - Connection cap: each listener holds at most server.max_connections
+//     connections at a time (a conncap.Cap of its own, the policy the
+//     gateway's cap has); past it, the listener accepts one more client
+//     and waits with it for a slot, and further clients wait in the
+//     kernel's backlog until one closes. A cap per listener, rather than
+//     one for the process, is the headroom: a flood of one port (OTLP,
+//     say) leaves the others answering, and metrics have a port of their
+//     own. On the HTTP ports a full listener makes room for a client that
+//     waits by closing the connection idle longest (one that has not sent
+//     a request for conncap.Grace, or a keep-alive one between requests),
+//     so a flood of idle connections cannot keep health probes and checks
+//     out; connections busy with a request keep their slot until the
+//     timeouts above end them. A full listener logs a warning at most once
+//     a minute. The caps are lowered at start, and logged, when the sum
+//     over listeners would not leave conncap.Reserve descriptors free
 //     under the file-descriptor limit, which the agent raises to the hard
 //     limit first.
 
