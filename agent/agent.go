@@ -85,17 +85,18 @@ type Agent struct {
 	started  time.Time
 	timeout  time.Duration
 
-	mux      *http.ServeMux
-	operator []string               // patterns behind the admin token, for the start-up log
-	refused  *prometheus.CounterVec // fluxgate_api_refused_total
-	grpc     *grpc.Server
-	otlpGRPC *grpc.Server
-	httpSrv  *http.Server
-	metrics  *http.Server
-	probes   *http.Server // nil without server.probe_port
-	otlpHTTP *http.Server
-	ready    atomic.Bool
-	stopping atomic.Bool
+	mux         *http.ServeMux
+	operator    []string               // patterns behind the admin token, for the start-up log
+	refused     *prometheus.CounterVec // fluxgate_api_refused_total
+	connMetrics *connMetrics           // the listeners' caps', by listener
+	grpc        *grpc.Server
+	otlpGRPC    *grpc.Server
+	httpSrv     *http.Server
+	metrics     *http.Server
+	probes      *http.Server // nil without server.probe_port
+	otlpHTTP    *http.Server
+	ready       atomic.Bool
+	stopping    atomic.Bool
 
 	mu      sync.Mutex              // guards addrs, limits, cancel, runCtx and runErrs
 	addrs   map[string]net.Addr     // bound listeners by name
@@ -164,6 +165,10 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: register metrics: %w", err)
 	}
 	a.refused = refused
+	a.connMetrics = newConnMetrics(a)
+	if err := a.registry.Register(a.connMetrics); err != nil {
+		return nil, fmt.Errorf("agent: register metrics: %w", err)
+	}
 	rl, err := a.newCerts()
 	if err != nil {
 		return nil, err

@@ -2,15 +2,18 @@ package agent
 
 import (
 	"log/slog"
+	"maps"
 	"net/http"
 	"runtime"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // Connection hygiene (issue 14): every agent server bounds how long a
@@ -167,7 +170,56 @@ func (a *Agent) listenerCap(name string, limit int) *conncap.Cap {
 	return conncap.New(conncap.Options{
 		Max: int64(limit), Evict: evict, Logger: a.logger,
 		FullWarning: warning, LogAttrs: []any{"listener", name},
+		Evicted: a.connMetrics.evicted.WithLabelValues(name),
+		Waits:   a.connMetrics.waits.WithLabelValues(name),
 	})
+}
+
+// connMetrics are the metrics of the listeners' caps, by listener: the
+// counters each cap counts in, and the gauges of open connections and of
+// the cap in force, read from the caps at each gather.
+type connMetrics struct {
+	a              *Agent
+	open, max      *prometheus.Desc
+	evicted, waits *prometheus.CounterVec
+}
+
+func newConnMetrics(a *Agent) *connMetrics {
+	labels := []string{metricnames.LabelListener}
+	return &connMetrics{
+		a: a,
+		open: prometheus.NewDesc(metricnames.AgentConnections,
+			"Connections each agent listener holds open.", labels, nil),
+		max: prometheus.NewDesc(metricnames.AgentMaxConnections,
+			"The cap on each agent listener's connections in force: server.max_connections, lowered at start to fit the open-files limit.", labels, nil),
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricnames.AgentConnectionsEvictedTotal,
+			Help: "Idle connections a full agent listener closed to make room for new ones (HTTP listeners only).",
+		}, labels),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricnames.AgentAcceptWaitsTotal,
+			Help: "Times an agent listener stopped accepting at server.max_connections (clients wait in the listen backlog).",
+		}, labels),
+	}
+}
+
+func (m *connMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.open
+	ch <- m.max
+	m.evicted.Describe(ch)
+	m.waits.Describe(ch)
+}
+
+func (m *connMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.a.mu.Lock()
+	caps := maps.Clone(m.a.limits)
+	m.a.mu.Unlock()
+	for name, k := range caps {
+		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, float64(k.Open()), name)
+		ch <- prometheus.MustNewConstMetric(m.max, prometheus.GaugeValue, float64(k.Max()), name)
+	}
+	m.evicted.Collect(ch)
+	m.waits.Collect(ch)
 }
 
 // raiseOpenFilesLimit raises the soft file-descriptor limit to the hard

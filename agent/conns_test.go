@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/metricnames"
 )
 
 // connsConfig is testConfig with short connection timeouts and a small
@@ -164,6 +165,24 @@ func TestIdleFloodMakesRoom(t *testing.T) {
 		t.Fatal("no idle connection was closed to make room")
 	}
 	t.Logf("%d of %d idle connections closed to make room", closed, len(idle))
+	series := func(name, listener string) float64 {
+		return counterValue(t, a, name, metricnames.LabelListener, listener)
+	}
+	if v := series(metricnames.AgentConnectionsEvictedTotal, ListenerHTTP); v < 1 {
+		t.Errorf("%s{listener=%q} = %v after evictions", metricnames.AgentConnectionsEvictedTotal, ListenerHTTP, v)
+	}
+	if v := series(metricnames.AgentAcceptWaitsTotal, ListenerHTTP); v < 1 {
+		t.Errorf("%s{listener=%q} = %v with the cap reached", metricnames.AgentAcceptWaitsTotal, ListenerHTTP, v)
+	}
+	if v := series(metricnames.AgentMaxConnections, ListenerHTTP); v != 4 {
+		t.Errorf("%s{listener=%q} = %v, want 4", metricnames.AgentMaxConnections, ListenerHTTP, v)
+	}
+	if v := series(metricnames.AgentConnections, ListenerHTTP); v < 1 || v > 4 {
+		t.Errorf("%s{listener=%q} = %v, want 1 to 4 (the cap)", metricnames.AgentConnections, ListenerHTTP, v)
+	}
+	if v := series(metricnames.AgentConnectionsEvictedTotal, ListenerGRPC); v != 0 {
+		t.Errorf("%s{listener=%q} = %v: the gRPC listener evicts nothing", metricnames.AgentConnectionsEvictedTotal, ListenerGRPC, v)
+	}
 }
 
 // An OTLP body announced above 16 MiB is refused with 413 before any of

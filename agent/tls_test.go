@@ -109,7 +109,8 @@ func exportCall(ctx context.Context, conn *grpc.ClientConn) error {
 	return err
 }
 
-// counterValue is the value of a counter series with label=value.
+// counterValue is the value of a counter (or gauge) series with
+// label=value, or -1 when there is none.
 func counterValue(t *testing.T, a *Agent, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := a.Registry().Gather()
@@ -122,6 +123,9 @@ func counterValue(t *testing.T, a *Agent, name, label, value string) float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value && m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
 				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
 				}

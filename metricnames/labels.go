@@ -19,6 +19,7 @@ const (
 	LabelOldState       = "old_state"
 	LabelNewState       = "new_state"
 	LabelMode           = "mode"
+	LabelListener       = "listener" // an agent listener: http, grpc, metrics, otlp_grpc, otlp_http, probe
 )
 
 // Values of decision_type: the names of the check API's DecisionType.

@@ -85,6 +85,17 @@ const (
 const (
 	TLSHandshakeDurationSeconds = "fluxgate_tls_handshake_duration_seconds"
 	SystemUptimeSeconds         = "fluxgate_system_uptime_seconds"
+	// AgentConnections is the gauge of connections each agent listener
+	// holds (LabelListener), AgentMaxConnections its cap in force
+	// (server.max_connections, lowered at start to fit the open-files
+	// limit); AgentConnectionsEvictedTotal counts the idle connections a
+	// full listener closed to make room, AgentAcceptWaitsTotal the times
+	// a listener stopped accepting at its cap. The gateway's are the
+	// Gateway… names.
+	AgentConnections             = "fluxgate_agent_connections"
+	AgentMaxConnections          = "fluxgate_agent_max_connections"
+	AgentConnectionsEvictedTotal = "fluxgate_agent_connections_evicted_total"
+	AgentAcceptWaitsTotal        = "fluxgate_agent_accept_waits_total"
 )
 
 // The Go SDK (packages controlpoint/client and controlpoint/client/otlpspans),
