@@ -50,13 +50,13 @@ type Cap struct {
 	logger  *slog.Logger
 	warning string
 	attrs   []any
-	evicted prometheus.Counter // nil: not counted
-	waits   prometheus.Counter // nil: not counted
-	lastLog atomic.Int64       // Unix ns of the last warning
-	waiting atomic.Bool        // an accepter waits for a slot: Give wakes it
-	wake    chan struct{}      // a listener's Accept waits on it; cap 1
-	resume  atomic.Pointer[func()]
-	polling atomic.Bool // Admit's Poll timer is armed
+	evicted prometheus.Counter     // nil: not counted
+	waits   prometheus.Counter     // nil: not counted
+	lastLog atomic.Int64           // Unix ns of the last warning
+	waiting atomic.Bool            // an accepter waits for a slot: Give wakes it
+	wake    chan struct{}          // a listener's Accept waits on it; cap 1
+	resume  atomic.Pointer[func()] // an event loop's: accept again (SetResume)
+	polling atomic.Bool            // Admit's Poll timer is armed
 
 	// One connection is closed to make room at a time: evictions made
 	// and not yet released (or spared), and when the last was made.
