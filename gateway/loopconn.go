@@ -249,7 +249,7 @@ func (c *loopConn) startRead() {
 			return
 		}
 		c.setTimer(tIdle, c.st.s.idleTimeout)
-		c.slot.Idle()
+		c.slot.IdleAt(c.st.l.Now())
 		return
 	}
 	c.stopTimer()

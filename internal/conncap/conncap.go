@@ -189,7 +189,15 @@ func (s *Slot) Busy() {
 // Idle marks the connection waiting for a request.
 func (s *Slot) Idle() {
 	if s != nil {
-		s.idleSince.Store(time.Now().UnixNano())
+		s.IdleAt(time.Now())
+	}
+}
+
+// IdleAt is Idle with the time read by the caller (an event loop's, read
+// once for many connections).
+func (s *Slot) IdleAt(now time.Time) {
+	if s != nil {
+		s.idleSince.Store(now.UnixNano())
 	}
 }
 

@@ -75,6 +75,37 @@ func TestEvictOldest(t *testing.T) {
 	}
 }
 
+// IdleAt counts a connection's idleness from the time its caller read:
+// one marked idle at a time past the grace is evicted, one marked idle
+// at the time read now is not.
+func TestIdleAtCountsFromTheCallersTime(t *testing.T) {
+	k := New(Options{Max: 2, Evict: true})
+	k.grace = time.Second
+	var closed []int
+	slots := make([]*Slot, 2)
+	for i := range slots {
+		if !k.Take() {
+			t.Fatalf("slot %d not taken under the cap", i)
+		}
+		slots[i] = k.Add(func() { closed = append(closed, i) })
+		slots[i].Busy()
+	}
+	now := time.Now()
+	slots[0].IdleAt(now)
+	slots[1].IdleAt(now.Add(-2 * time.Second))
+	k.evictOldest()
+	if len(closed) != 1 || closed[0] != 1 {
+		t.Fatalf("closed %v, want [1]: idle since 2 s by its caller's clock", closed)
+	}
+	slots[1].Release()
+	k.evictOldest()
+	if len(closed) != 1 {
+		t.Fatalf("closed %v: the other is idle since now", closed)
+	}
+	var nilSlot *Slot
+	nilSlot.IdleAt(now) // does nothing
+}
+
 // Without Evict a full Cap counts the wait and warns, and closes nothing.
 func TestFullWithoutEvict(t *testing.T) {
 	var log bytes.Buffer
