@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -167,4 +168,120 @@ func TestHeaderBlockAllocations(t *testing.T) {
 	if objects > want {
 		t.Errorf("reading a header block allocates %.2f objects, want at most %.0f", objects, want)
 	}
+}
+
+// headerOutcome is what reading one header block gave: the fields and
+// Truncated, or the error's kind and code.
+type headerOutcome struct {
+	fields    []hpack.HeaderField
+	truncated bool
+	kind      string // "", "stream", "conn" or "other"
+	code      http2.ErrCode
+}
+
+func outcomeOf(mh *http2.MetaHeadersFrame, err error) headerOutcome {
+	var se http2.StreamError
+	var ce http2.ConnectionError
+	switch {
+	case err == nil:
+		return headerOutcome{fields: append([]hpack.HeaderField(nil), mh.Fields...), truncated: mh.Truncated}
+	case errors.As(err, &se):
+		return headerOutcome{kind: "stream", code: se.Code}
+	case errors.As(err, &ce):
+		return headerOutcome{kind: "conn", code: http2.ErrCode(ce)}
+	}
+	return headerOutcome{kind: "other"}
+}
+
+// headerWire is block as a HEADERS frame and up to two CONTINUATIONs
+// (cut at a and b), then a second, valid block on stream 3 that refers to
+// the HPACK table the first one left.
+func headerWire(block []byte, a, b int) []byte {
+	var wire bytes.Buffer
+	fr := http2.NewFramer(&wire, nil)
+	a, b = min(a, len(block)), min(b, len(block))
+	if b < a {
+		a, b = b, a
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:a], EndStream: true, EndHeaders: a == len(block)})
+	if a < len(block) {
+		_ = fr.WriteContinuation(1, b == len(block), block[a:b])
+		if b < len(block) {
+			_ = fr.WriteContinuation(1, true, block[b:])
+		}
+	}
+	// :method GET, :path /, and the dynamic table's first entry, indexed.
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: []byte{0x82, 0x84, 0xbe}, EndStream: true, EndHeaders: true})
+	return wire.Bytes()
+}
+
+// FuzzHeaderBlockAsFramer checks readHeaderBlock against the Framer's own
+// decoding (ReadMetaHeaders), which it replaces: for any block, cut into
+// frames anywhere, both give the same fields and Truncated, or errors of
+// the same kind and code; and the block after it decodes alike (the HPACK
+// tables stayed in step). A small header list bound brings Truncated and
+// the oversized-fragment check within the fuzzer's reach.
+func FuzzHeaderBlockAsFramer(f *testing.F) {
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for _, fields := range [][]string{
+		{":method", "GET", ":scheme", "https", ":authority", "a.example", ":path", "/", "x-a", "1"},
+		{":method", "GET", "X-Upper", "v", ":path", "/"},
+		{"x-first", "v", ":path", "/", "trailer", "a, b, c"},
+		{":path", "/", ":path", "/again", "cookie", "a=1", "cookie", "b=2"},
+		{":method", "GET", "x-long", strings.Repeat("v", 300)},
+	} {
+		hbuf.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		f.Add(append([]byte(nil), hbuf.Bytes()...), uint16(3), uint16(9))
+	}
+	f.Add([]byte{0x3f, 0xe1, 0x1f}, uint16(1), uint16(2)) // a table size update past the limit
+	f.Add([]byte{0x40, 0x01}, uint16(2), uint16(2))       // a literal cut short
+	const limit = 256
+	f.Fuzz(func(t *testing.T, block []byte, a, b uint16) {
+		wire := headerWire(block, int(a), int(b))
+
+		ref := http2.NewFramer(io.Discard, bytes.NewReader(wire))
+		ref.ReadMetaHeaders = hpack.NewDecoder(headerTableSize, nil)
+		ref.MaxHeaderListSize = limit
+		ref.SetMaxReadFrameSize(maxReadFrameSize)
+		readRef := func() headerOutcome {
+			fr, err := ref.ReadFrame()
+			mh, _ := fr.(*http2.MetaHeadersFrame)
+			return outcomeOf(mh, err)
+		}
+
+		c := &conn{s: &Server{MaxHeaderListSize: limit}}
+		c.fr = http2.NewFramer(io.Discard, bytes.NewReader(wire))
+		c.fr.SetMaxReadFrameSize(maxReadFrameSize)
+		c.hb.init()
+		readOurs := func() headerOutcome {
+			fr, err := c.fr.ReadFrame()
+			if err != nil {
+				return outcomeOf(nil, err)
+			}
+			hf, ok := fr.(*http2.HeadersFrame)
+			if !ok {
+				t.Fatalf("read %T, want HEADERS", fr)
+			}
+			return outcomeOf(c.readHeaderBlock(hf))
+		}
+
+		for i := range 2 {
+			want, got := readRef(), readOurs()
+			if got.kind != want.kind || got.code != want.code || got.truncated != want.truncated || len(got.fields) != len(want.fields) {
+				t.Fatalf("block %d: got %+v, the Framer %+v", i+1, got, want)
+			}
+			for j := range want.fields {
+				if got.fields[j] != want.fields[j] {
+					t.Fatalf("block %d, field %d: got %v, the Framer %v", i+1, j, got.fields[j], want.fields[j])
+				}
+			}
+			if want.kind == "conn" || want.kind == "other" {
+				return // the connection ends
+			}
+		}
+	})
 }
