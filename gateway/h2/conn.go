@@ -31,6 +31,7 @@ type conn struct {
 	nc         net.Conn
 	br         *bufio.Reader
 	fc         frameCounter // between br and fr: bounds a header block's frames
+	hb         headerBlock  // the reader's: the header block being decoded
 	tls        *tls.ConnectionState
 	remoteAddr string
 	log        *slog.Logger
@@ -100,8 +101,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.cond = sync.NewCond(&c.mu)
 	c.fc.r = c.br
 	c.fr = http2.NewFramer(c.bw, &c.fc)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(headerTableSize, nil)
-	c.fr.MaxHeaderListSize = s.maxHeaderList()
+	c.hb.init() // header blocks are decoded by readHeaderBlock, not the Framer
 	c.fr.SetMaxReadFrameSize(maxReadFrameSize)
 	c.fr.SetReuseFrames()
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -186,6 +186,9 @@ func (c *conn) serve() (err error) {
 		c.beforeRead()
 		c.fc.frames = 0
 		f, err := c.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = c.readHeaderBlock(hf)
+		}
 		if err != nil {
 			if done, rerr := c.readError(err); done {
 				return rerr

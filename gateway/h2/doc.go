@@ -6,7 +6,10 @@
 //
 // A Server's ServeConn serves one connection. One goroutine, the reader,
 // reads every frame, answers the control frames (SETTINGS, PING,
-// WINDOW_UPDATE) and opens streams. Each request runs its handler on a
+// WINDOW_UPDATE) and opens streams. It decodes each header block (HEADERS
+// and its CONTINUATIONs) itself, with the checks and errors of x/net's
+// Framer, into a field list the connection reuses: the request's strings
+// are its own. Each request runs its handler on a
 // goroutine of its own at a time: one that served an earlier stream of the
 // connection and waits for the next (its stack already grown; at most 1024
 // wait in a Server, each for at most 4096 streams), or a new one. The
