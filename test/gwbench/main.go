@@ -70,6 +70,16 @@
 //
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
+//
+// -paired SLICE measures the latency runs in turns instead: every
+// contender keeps its connections open, and each is driven for SLICE in
+// turn, the order reversed each round, for -reps × -duration in all; each
+// contender's latencies are pooled over its slices before the quantiles.
+// A stall of the machine that lasts longer than a slice then falls on
+// every contender alike, where in whole runs it lands in one (on two
+// shared cores whole runs' p99s differ by 2×):
+//
+//	go run ./test/gwbench -reps 3 -duration 4s -paired 250ms
 package main
 
 import (
@@ -113,6 +123,7 @@ var (
 	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
 	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on -engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
+	paired    = flag.Duration("paired", 0, "latency runs in turns of this length, pooled (see the package doc); 0: whole runs, one a repetition")
 	probe     = flag.String("probe", "", "only drive this URL open loop at -lat-rate for -duration and show when the slow requests happened")
 	evproxy   = flag.Bool("evproxy", false, "also measure test/gwbench/evproxy (issue 20, item 5 spike), built from its own module: on gnet event loops, and the same proxy on a goroutine a connection")
 	engine    = flag.String("engine", defaultEngine(), "gateway.engine of the gateways measured (fast, lean or loop; by default the engine auto picks on this system); with lean, the fast engine runs too as gateway-fast; with loop, the lean engine as gateway-lean")
@@ -598,6 +609,9 @@ func measureProxying(urls map[string]string) (*proxying, error) {
 	if *latRate > 0 {
 		pr.half = *latRate
 	}
+	if *paired > 0 {
+		return pr, pr.pairedLatency(order, urls)
+	}
 	for rep := range *reps {
 		got := map[string]result{}
 		for _, name := range rotate(order, rep) {
@@ -615,6 +629,54 @@ func measureProxying(urls map[string]string) (*proxying, error) {
 		}
 	}
 	return pr, nil
+}
+
+// pairedLatency drives each contender at pr.half in turns of -paired
+// (see the package doc) and records each one's pooled p50 and p99, and
+// the p99 it adds to direct's, as one sample.
+func (pr *proxying) pairedLatency(order []string, urls map[string]string) error {
+	sends := map[string][]func() (ok, slowHit bool){}
+	for _, name := range order {
+		var send []func() (ok, slowHit bool)
+		var closeAll func()
+		if *h2On {
+			var err error
+			if send, closeAll, err = h2Workers(urls[name], *conns, ""); err != nil {
+				return fmt.Errorf("latency %s: %w", name, err)
+			}
+		} else {
+			send, closeAll = fastWorkers(urls[name], *conns, "")
+		}
+		defer closeAll()
+		sends[name] = send
+	}
+	rounds := max(1, int(time.Duration(*reps)*(*duration) / *paired))
+	lat, errs := map[string][]time.Duration{}, map[string]int{}
+	turns := slices.Clone(order)
+	for range rounds {
+		for _, name := range turns {
+			res := pace(pr.half, *paired, sends[name])
+			lat[name] = append(lat[name], res.lat...)
+			errs[name] += res.errors
+		}
+		slices.Reverse(turns)
+	}
+	p99 := map[string]time.Duration{}
+	for _, name := range order {
+		l := lat[name]
+		slices.Sort(l)
+		n := len(l)
+		p50 := l[n/2]
+		p99[name] = l[min(n-1, n*99/100)]
+		log.Printf("paired at %.0f/s %-8s p50 %.3f ms p99 %.3f ms over %d requests in %d slices of %v, errors %d",
+			pr.half, name, ms(p50), ms(p99[name]), n, rounds, *paired, errs[name])
+		pr.p50[name] = append(pr.p50[name], ms(p50))
+		pr.p99[name] = append(pr.p99[name], ms(p99[name]))
+	}
+	for _, name := range order[1:] {
+		pr.added[name] = append(pr.added[name], ms(p99[name]-p99["direct"]))
+	}
+	return nil
 }
 
 // balancing holds the balancing runs' samples by algorithm.
@@ -759,6 +821,9 @@ func printResults(pr *proxying, lb *balancing) {
 	row(fmt.Sprintf("p99 at %.0f req/s, ms", half), func(n string) float64 { return median(p99[n]) }, "%.3f", fmt.Sprintf("%.2f | ", ratio(p99)))
 	row(fmt.Sprintf("added p99 at %.0f req/s, ms", half), func(n string) float64 { return median(pr.added[n]) }, "%.3f", addedVerdict(pr.added))
 	fmt.Println("\nTargets are issue 20's (issue 6 asked for 0.7× nginx's throughput and ≤ 1 ms added p99).")
+	if *paired > 0 {
+		fmt.Printf("The p50, p99 and added p99 rows are paired (-paired): each contender's latencies pooled over its turns of %s, %s in all each, not medians of repetitions.\n", *paired, time.Duration(*reps)*(*duration))
+	}
 	tlsNote()
 	for _, p := range pr.more {
 		throughputTable(p)
