@@ -77,7 +77,9 @@
 // contender's latencies are pooled over its slices before the quantiles.
 // A stall of the machine that lasts longer than a slice then falls on
 // every contender alike, where in whole runs it lands in one (on two
-// shared cores whole runs' p99s differ by 2×):
+// shared cores whole runs' p99s differ by 2×). Two more rows give the
+// median turn's p99, and what it adds to direct's: a stall shorter than
+// a turn lands in a few turns, which the median leaves out:
 //
 //	go run ./test/gwbench -reps 3 -duration 4s -paired 250ms
 package main
@@ -538,6 +540,7 @@ type proxying struct {
 	half          float64
 	added         map[string][]float64 // p99 − direct's p99 in the same repetition, ms
 	streams       int                  // under -h2, the streams a connection of rps, user and sys
+	sliceP99      map[string][]float64 // under -paired, each turn's p99, ms
 	more          []*proxying          // under -h2, the throughput runs with more streams a connection
 }
 
@@ -652,15 +655,18 @@ func (pr *proxying) pairedLatency(order []string, urls map[string]string) error 
 	}
 	rounds := max(1, int(time.Duration(*reps)*(*duration) / *paired))
 	lat, errs := map[string][]time.Duration{}, map[string]int{}
+	sliceP99 := map[string][]float64{}
 	turns := slices.Clone(order)
 	for range rounds {
 		for _, name := range turns {
 			res := pace(pr.half, *paired, sends[name])
 			lat[name] = append(lat[name], res.lat...)
 			errs[name] += res.errors
+			sliceP99[name] = append(sliceP99[name], ms(res.p99))
 		}
 		slices.Reverse(turns)
 	}
+	pr.sliceP99 = sliceP99
 	p99 := map[string]time.Duration{}
 	for _, name := range order {
 		l := lat[name]
@@ -820,6 +826,16 @@ func printResults(pr *proxying, lb *balancing) {
 	row(fmt.Sprintf("p50 at %.0f req/s, ms", half), func(n string) float64 { return median(p50[n]) }, "%.3f", " | ")
 	row(fmt.Sprintf("p99 at %.0f req/s, ms", half), func(n string) float64 { return median(p99[n]) }, "%.3f", fmt.Sprintf("%.2f | ", ratio(p99)))
 	row(fmt.Sprintf("added p99 at %.0f req/s, ms", half), func(n string) float64 { return median(pr.added[n]) }, "%.3f", addedVerdict(pr.added))
+	if pr.sliceP99 != nil {
+		// The median turn's p99: what a stall of the machine in a few
+		// turns does not move.
+		added := map[string][]float64{}
+		for _, n := range cols[1:] {
+			added[n] = []float64{median(pr.sliceP99[n]) - median(pr.sliceP99["direct"])}
+		}
+		row(fmt.Sprintf("p99 of the median turn at %.0f req/s, ms", half), func(n string) float64 { return median(pr.sliceP99[n]) }, "%.3f", fmt.Sprintf("%.2f | ", ratio(pr.sliceP99)))
+		row(fmt.Sprintf("added p99 of the median turn at %.0f req/s, ms", half), func(n string) float64 { return median(added[n]) }, "%.3f", addedVerdict(added))
+	}
 	fmt.Println("\nTargets are issue 20's (issue 6 asked for 0.7× nginx's throughput and ≤ 1 ms added p99).")
 	if *paired > 0 {
 		fmt.Printf("The p50, p99 and added p99 rows are paired (-paired): each contender's latencies pooled over its turns of %s, %s in all each, not medians of repetitions.\n", *paired, time.Duration(*reps)*(*duration))
