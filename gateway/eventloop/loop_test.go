@@ -185,6 +185,55 @@ func TestNowIsTheIterationsClock(t *testing.T) {
 	}
 }
 
+// A loop kept busy passes through Go's scheduler at least once every
+// yieldEvery of its clock, and not on every wake: the runtime's sysmon
+// then never finds it on one scheduling tick for the 10 ms after which it
+// would preempt it and take its P.
+func TestLoopYieldsWhileBusy(t *testing.T) {
+	g := startGroup(t, 1)
+	l := g.Loops()[0]
+	type span struct {
+		first, last  time.Time
+		maxGap       time.Duration // between wakes
+		wakes        int
+		yieldsBefore uint64
+		yields       uint64
+	}
+	done := make(chan span, 1)
+	var s span
+	var tick *Timer
+	tick = l.NewTimer(func() { // a wake every millisecond for 60 ms of the loop's clock
+		s.wakes++
+		if s.wakes == 1 {
+			s.first, s.yieldsBefore = l.Now(), l.yields
+		}
+		if s.wakes > 1 {
+			s.maxGap = max(s.maxGap, l.Now().Sub(s.last))
+		}
+		s.last = l.Now()
+		if l.Now().Sub(s.first) < 60*time.Millisecond {
+			tick.Reset(time.Millisecond)
+			return
+		}
+		s.yields = l.yields - s.yieldsBefore
+		done <- s
+	})
+	l.Post(func() { tick.Reset(0) })
+	select {
+	case s = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the timer did not run")
+	}
+	elapsed := s.last.Sub(s.first)
+	// A yield comes with the first wake yieldEvery after the last one.
+	if least := int(elapsed/(yieldEvery+s.maxGap)) - 1; int(s.yields) < least {
+		t.Errorf("%d yields in %v of the loop's clock (%d wakes, at most %v apart); want at least %d, one every %v", s.yields, elapsed, s.wakes, s.maxGap, least, yieldEvery)
+	}
+	if most := int(elapsed/yieldEvery) + 1; int(s.yields) > most {
+		t.Errorf("%d yields in %v of the loop's clock (%d wakes); want at most %d, one every %v", s.yields, elapsed, s.wakes, most, yieldEvery)
+	}
+}
+
 // A handler that panics does not stop its loop, and a descriptor deleted
 // gets no more events.
 func TestPanicAndDelete(t *testing.T) {
