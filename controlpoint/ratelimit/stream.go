@@ -353,12 +353,7 @@ func (cn *streamConn) write(own *pipeCall) {
 			}
 		}
 		cn.mu.Lock()
-		if err != nil {
-			cn.breakLocked(err)
-		}
-		if len(cn.queue) == 0 || cn.err != nil {
-			cn.writing = false
-			cn.mu.Unlock()
+		if cn.wroteLocked(err) {
 			return
 		}
 		if own != nil {
@@ -415,15 +410,27 @@ func (cn *streamConn) writeRest(rest []byte) {
 		_, err = cn.nc.Write(rest)
 	}
 	cn.mu.Lock()
+	if cn.wroteLocked(err) {
+		return
+	}
+	cn.write(nil)
+}
+
+// wroteLocked ends a write that failed with err (nil: it did not): the
+// connection breaks on an error, and when nothing more is queued or the
+// connection is broken the writing stops, cn.mu is released and
+// wroteLocked reports true. Otherwise cn.mu stays held for the next
+// write. cn.mu is held on entry.
+func (cn *streamConn) wroteLocked(err error) (stopped bool) {
 	if err != nil {
 		cn.breakLocked(err)
 	}
 	if len(cn.queue) == 0 || cn.err != nil {
 		cn.writing = false
 		cn.mu.Unlock()
-		return
+		return true
 	}
-	cn.write(nil)
+	return false
 }
 
 func (cn *streamConn) writeLoop() {
