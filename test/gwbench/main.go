@@ -68,6 +68,13 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 3s -throughput-only -engine lean
 //
+// -baseline BIN runs a second build beside the gateway as contender
+// baseline (same engine and configuration), so that a change is measured
+// against the build before it in one interleaved run, and prints the
+// gateway's ratios to it:
+//
+//	go run ./test/gwbench -reps 3 -duration 4s -paired 100ms -fluxgate NEW -baseline OLD
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 //
@@ -122,6 +129,7 @@ var (
 	latRate   = flag.Float64("lat-rate", 0, "requests/s offered in the latency runs; 0 means half of the gateway's median throughput")
 	proxyProf = flag.String("proxy-cpuprofile", "", "write a CPU profile of the proxy-only gateway here")
 	bin       = flag.String("fluxgate", "", "fluxgate binary; empty builds ./cmd/fluxgate")
+	baseline  = flag.String("baseline", "", "a second fluxgate binary, run beside the gateway as contender baseline (same engine and configuration) to compare two builds in one interleaved run")
 	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
 	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on -engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
@@ -458,14 +466,18 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		}
 	}
 	gw := map[string]string{} // name → listen address
-	gws := []struct{ name, algorithm, targets, engine string }{
-		{"gateway", "round-robin", "{address: " + direct + "}", *engine},
-		{"round-robin", "round-robin", targetList(lb), *engine},
-		{"adaptive", "adaptive", targetList(lb), *engine},
+	type gwProc struct{ name, algorithm, targets, engine, bin string }
+	gws := []gwProc{
+		{"gateway", "round-robin", "{address: " + direct + "}", *engine, *bin},
+		{"round-robin", "round-robin", targetList(lb), *engine, *bin},
+		{"adaptive", "adaptive", targetList(lb), *engine, *bin},
 	}
 	for _, name := range contenders() {
 		if e, ok := strings.CutPrefix(name, "gateway-"); ok {
-			gws = append(gws, struct{ name, algorithm, targets, engine string }{name, "round-robin", "{address: " + direct + "}", e})
+			gws = append(gws, gwProc{name, "round-robin", "{address: " + direct + "}", e, *bin})
+		}
+		if name == "baseline" {
+			gws = append(gws, gwProc{name, "round-robin", "{address: " + direct + "}", *engine, *baseline})
 		}
 	}
 	for _, g := range gws {
@@ -477,7 +489,7 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
-		if err := start(g.name, exec.Command(*bin, "gateway", "--config", conf)); err != nil {
+		if err := start(g.name, exec.Command(g.bin, "gateway", "--config", conf)); err != nil {
 			return nil, err
 		}
 		gw[g.name] = listen
@@ -718,6 +730,9 @@ func measureBalancing(urls map[string]string, slow string) (*balancing, error) {
 // runs beside the gateway instead of gateway-fast.
 func contenders() []string {
 	order := []string{"direct", "gateway", "nginx"}
+	if *baseline != "" {
+		order = append(order, "baseline")
+	}
 	switch {
 	case srvTLS != nil:
 		if *engine != gateway.EngineNet {
@@ -761,6 +776,7 @@ func printThroughput(pr *proxying) {
 	}
 	fmt.Println("\ndirect's CPU is the upstream's own; the others' exclude the upstream's.")
 	tlsNote()
+	baselineNote(os.Stdout, pr)
 }
 
 func throughputTable(pr *proxying) {
@@ -785,6 +801,27 @@ func addedVerdict(added map[string][]float64) string {
 	}
 	r := median(added["gateway"]) / ng
 	return fmt.Sprintf("%.2f | ≤ 1.2 %s", r, mark(r <= 1.2))
+}
+
+// baselineNote prints, under -baseline, the gateway's figures against
+// the baseline build's from the same runs: throughput and CPU a request
+// as ratios, the added p99s (pooled, and the median turn's when paired)
+// side by side, as either may be at or below zero.
+func baselineNote(w io.Writer, pr *proxying) {
+	if *baseline == "" {
+		return
+	}
+	cpu := func(n string) float64 { return median(pr.user[n]) + median(pr.sys[n]) }
+	fmt.Fprintf(w, "\nThe gateway against the baseline build (-baseline %s): throughput %.2f×, CPU a request %.2f×",
+		*baseline, median(pr.rps["gateway"])/median(pr.rps["baseline"]), cpu("gateway")/cpu("baseline"))
+	if len(pr.added["baseline"]) > 0 {
+		fmt.Fprintf(w, "; added p99 %.3f against %.3f ms", median(pr.added["gateway"]), median(pr.added["baseline"]))
+	}
+	if pr.sliceP99 != nil {
+		d := median(pr.sliceP99["direct"])
+		fmt.Fprintf(w, "; added p99 of the median turn %.3f against %.3f ms", median(pr.sliceP99["gateway"])-d, median(pr.sliceP99["baseline"])-d)
+	}
+	fmt.Fprintln(w)
 }
 
 // tlsNote says, under -tls, what the TLS tables leave out.
@@ -841,6 +878,7 @@ func printResults(pr *proxying, lb *balancing) {
 		fmt.Printf("The p50, p99 and added p99 rows are paired (-paired): each contender's latencies pooled over its turns of %s, %s in all each, not medians of repetitions.\n", *paired, time.Duration(*reps)*(*duration))
 	}
 	tlsNote()
+	baselineNote(os.Stdout, pr)
 	for _, p := range pr.more {
 		throughputTable(p)
 	}

@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+)
 
 // A ratio to nginx's added p99 is given only when nginx added something:
 // at or below zero (its p99 under direct's, which happens under -h2, where
@@ -19,5 +23,37 @@ func TestAddedVerdict(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("gateway %.3f, nginx %.3f: %q, want %q", tc.gateway, tc.nginx, got, tc.want)
 		}
+	}
+}
+
+// -baseline adds a contender run from the other binary, and the note
+// gives the gateway's throughput and CPU as ratios to it and the added
+// p99s side by side (either may be negative: no ratio).
+func TestBaselineNote(t *testing.T) {
+	defer func(b string) { *baseline = b }(*baseline)
+	*baseline = "/tmp/old"
+	if c := contenders(); !slices.Contains(c, "baseline") {
+		t.Fatalf("contenders %v: no baseline", c)
+	}
+	pr := newProxying(1)
+	pr.rps = map[string][]float64{"gateway": {40000, 44000, 42000}, "baseline": {40000}}
+	pr.user = map[string][]float64{"gateway": {3}, "baseline": {4}}
+	pr.sys = map[string][]float64{"gateway": {12}, "baseline": {16}}
+	pr.added = map[string][]float64{"gateway": {1.5}, "baseline": {-0.25}}
+	pr.sliceP99 = map[string][]float64{"direct": {1, 2, 3}, "gateway": {3}, "baseline": {4}}
+	var b strings.Builder
+	baselineNote(&b, pr)
+	want := "\nThe gateway against the baseline build (-baseline /tmp/old): throughput 1.05×, CPU a request 0.75×; added p99 1.500 against -0.250 ms; added p99 of the median turn 1.000 against 2.000 ms\n"
+	if b.String() != want {
+		t.Errorf("note\n%q, want\n%q", b.String(), want)
+	}
+	*baseline = ""
+	if c := contenders(); slices.Contains(c, "baseline") {
+		t.Errorf("contenders %v without -baseline", c)
+	}
+	b.Reset()
+	baselineNote(&b, pr)
+	if b.Len() != 0 {
+		t.Errorf("a note without -baseline: %q", b.String())
 	}
 }
