@@ -200,7 +200,10 @@ func (a *Admitted) End(status int, failed bool) { a.EndAt(time.Time{}, status, f
 // EndAt is End at now, the caller's reading of the clock: the flow ends
 // at now for a LocalFlowEnder Checker (any other reads its own clock, if
 // it reads one) and is recorded with the workload from its start to now.
-// A zero now is the clock's reading, as in End.
+// A now before the flow's start counts as its start: an event loop's
+// reading, taken when its wake began, can be older than an admission
+// made meanwhile on another goroutine. A zero now is the clock's
+// reading, as in End.
 func (a *Admitted) EndAt(now time.Time, status int, failed bool) {
 	if a.c == nil {
 		return
@@ -208,6 +211,8 @@ func (a *Admitted) EndAt(now time.Time, status int, failed bool) {
 	if a.Tracked() {
 		if now.IsZero() {
 			now = time.Now() // one reading for the flow's end and its record
+		} else if now.Before(a.start) {
+			now = a.start
 		}
 		endFlow(a.g.c, &a.c.d, failed || status >= 500, now)
 		if a.g.opts.recording() {

@@ -215,3 +215,21 @@ func TestGateTryAdmitAtDecidesByTheGivenTime(t *testing.T) {
 		a.EndAt(t0.Add(s.at), http.StatusOK, false)
 	}
 }
+
+// A flow admitted at t5 (on a goroutine) and ended at t3 (the reading of
+// a loop's wake that began before the admission) ends at its start: no
+// negative workload is recorded or reported.
+func TestGateEndAtBeforeTheStart(t *testing.T) {
+	at := func(step int) time.Time { return t0.Add(time.Duration(step) * 100 * time.Millisecond) }
+	f := &clockedChecker{}
+	var seen flowsSeen
+	g := NewGate(f, MiddlewareOptions{Flows: &seen})
+	a, ok := g.AdmitAt(context.Background(), at(5), &memExchange{header: http.Header{}}, map[string]string{}, 0)
+	if !ok {
+		t.Fatal("not admitted")
+	}
+	a.EndAt(at(3), http.StatusOK, false)
+	if len(f.ends) != 1 || !f.ends[0].Equal(at(5)) || len(seen) != 1 || seen[0].WorkloadMillis != 0 {
+		t.Fatalf("ended at %v, recorded %+v; want ended at t5 with a workload of 0", f.ends, seen)
+	}
+}
