@@ -156,7 +156,7 @@ func (a *adaptiveConcurrency) tryDecide(ctx context.Context, now time.Time, labe
 	st := a.lim.State()
 	ld.Limit = st.Limit
 	ld.Remaining = math.Max(math.Floor(st.Limit)-float64(st.InFlight), 0)
-	t, ok, decided := a.lim.TryAcquire(ctx, concurrency.Request{Workload: w.name, Weight: w.weight, Timeout: w.timeout})
+	t, ok, decided := a.lim.TryAcquire(ctx, now, concurrency.Request{Workload: w.name, Weight: w.weight, Timeout: w.timeout})
 	switch {
 	case !decided:
 		return hold{}, false

@@ -9,8 +9,8 @@ import (
 )
 
 // LocalChecker asks an in-process engine, without a network: the
-// client.Checker, client.FlowEnder and client.LocalFlowEnder of a control
-// point that runs in the agent's own process (the built-in gateway's, a
+// client.Checker, client.TryChecker, client.LocalTryChecker,
+// client.FlowEnder and client.LocalFlowEnder of a control point that runs in the agent's own process (the built-in gateway's, a
 // test's). The engine writes its Decision straight into the caller's:
 // nothing is converted. It lives here rather than in the client package
 // so that the SDK does not link the engine. Safe for concurrent use.
@@ -43,13 +43,20 @@ func (l *LocalChecker) Check(ctx context.Context, req *Request, d *Decision) err
 // when the engine could not decide without waiting; the request is then
 // for Check. A malformed request is decided: it fails as in Check.
 func (l *LocalChecker) TryCheck(ctx context.Context, req *Request, d *Decision) (decided bool, err error) {
+	return l.TryCheckAt(ctx, l.now(), req, d)
+}
+
+// TryCheckAt is TryCheck at now, the caller's reading of the clock: the
+// client.LocalTryChecker that an event loop uses, which reads the clock
+// once a wake.
+func (l *LocalChecker) TryCheckAt(ctx context.Context, now time.Time, req *Request, d *Decision) (decided bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return true, err
 	}
 	if err := ValidateRequest(req); err != nil {
 		return true, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return l.e.TryCheck(ctx, l.now(), req, d), nil
+	return l.e.TryCheck(ctx, now, req, d), nil
 }
 
 // EndFlow reports the end of flow id to the engine.

@@ -456,12 +456,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				status = http.StatusInternalServerError
 			}
 		}
-		admitted.End(status, false)
+		end := time.Now() // one reading for the flow's end and the request's
+		admitted.EndAt(end, status, false)
 		hostLabel := ""
 		if host := fl.host.Load(); host != nil {
 			hostLabel = *host
 		}
-		rt.series.finished(hostLabel, r.Method, status, time.Since(start))
+		rt.series.finished(hostLabel, r.Method, status, end.Sub(start))
 	}()
 	if rt.gate != nil {
 		labels := netLabels(r, rt)

@@ -28,6 +28,7 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 	lc.fl = proxied{route: rt} // the connection's own: one request at a time
 	fl := &lc.fl
 	keep := true
+	var end time.Time // one reading for the flow's end and the request's
 	if rt.gate == nil {
 		_, _, keep = g.forwardLean(lc, rt, fl, method)
 	} else {
@@ -35,14 +36,18 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 		if ok {
 			var failed, gone bool
 			failed, gone, keep = g.forwardLean(lc, rt, fl, method)
-			a.End(lc.status, failed || gone)
+			end = time.Now()
+			a.EndAt(end, lc.status, failed || gone)
 		}
+	}
+	if end.IsZero() {
+		end = time.Now()
 	}
 	hostLabel := ""
 	if h := fl.host.Load(); h != nil {
 		hostLabel = *h
 	}
-	rt.series.finished(hostLabel, method, lc.status, time.Since(start))
+	rt.series.finished(hostLabel, method, lc.status, end.Sub(start))
 	return keep
 }
 

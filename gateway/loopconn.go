@@ -463,19 +463,21 @@ func (c *loopConn) process() {
 	// On the loop whenever the control point decides without waiting:
 	// an in-process engine tries (a scheduler with tokens to spare, a
 	// concurrency limiter with room); a Checker that cannot try says
-	// whether its checks may wait at all.
-	if a, ok, decided := rt.gate.TryAdmit(context.Background(), leanExchange{lc}, labels, 0); decided {
+	// whether its checks may wait at all. On the loop, the check, the
+	// flow's start and its record are at the wake's clock reading.
+	if a, ok, decided := rt.gate.TryAdmitAt(context.Background(), c.start, leanExchange{lc}, labels, 0); decided {
 		c.admitted(a, ok)
 		return
 	}
 	if !rt.gate.Tries() && !g.checkMayWait(rt.controlPoint) {
-		a, ok := rt.gate.Admit(context.Background(), leanExchange{lc}, labels, 0)
+		a, ok := rt.gate.AdmitAt(context.Background(), c.start, leanExchange{lc}, labels, 0)
 		c.admitted(a, ok)
 		return
 	}
 	// The check would wait (a scheduler's queue, Redis, a remote agent):
 	// on a goroutine, the request resuming on the loop with the decision.
-	// Nothing else touches lc meanwhile.
+	// Nothing else touches lc meanwhile. The goroutine reads the wall
+	// clock (the loop's is the loop's own); the flow ends by the loop's.
 	c.stage = stAdmit
 	l := c.st.l
 	go func() {
@@ -484,7 +486,7 @@ func (c *loopConn) process() {
 			defer c.guard()
 			if c.closed || c.stage != stAdmit {
 				if ok {
-					a.End(0, true) // the connection was cut meanwhile
+					a.EndAt(l.Now(), 0, true) // the connection was cut meanwhile
 				}
 				return
 			}
@@ -944,9 +946,10 @@ func (c *loopConn) endRequest(failed, gone bool) { c.endRequestAs(c.lc.status, f
 
 // endRequestAs is endRequest with the answer's status given.
 func (c *loopConn) endRequestAs(status int, failed, gone bool) {
+	now := c.st.l.Now()
 	if c.hasAdm {
 		c.hasAdm = false
-		c.adm.End(status, failed || gone)
+		c.adm.EndAt(now, status, failed || gone)
 	}
 	if c.inflight == nil {
 		return
@@ -955,7 +958,7 @@ func (c *loopConn) endRequestAs(status int, failed, gone bool) {
 	if h := c.lc.fl.host.Load(); h != nil {
 		hostLabel = *h
 	}
-	c.rt.series.finished(hostLabel, c.method, status, c.st.l.Now().Sub(c.start))
+	c.rt.series.finished(hostLabel, c.method, status, now.Sub(c.start))
 	c.inflight.Dec()
 	c.inflight = nil
 }

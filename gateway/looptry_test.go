@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,11 +19,18 @@ import (
 )
 
 // countingChecker is the in-process engine's checker, counting how the
-// loop asked it: TryCheck on the loop (decided or not) and Check, which
-// the loop calls only on a goroutine of its own.
+// loop asked it: TryCheckAt on the loop at the wake's clock reading, or
+// TryCheck at the checker's own (decided or not), and Check, which the
+// loop calls only on a goroutine of its own. It keeps the times of the
+// checks and flow ends it was given.
 type countingChecker struct {
 	*controlpoint.LocalChecker
 	tried, undecided, checked atomic.Int64
+	ownClock                  atomic.Int64 // TryCheck calls
+
+	mu         sync.Mutex
+	checksAt   []time.Time // guarded by mu: TryCheckAt's now
+	flowEndsAt []time.Time // guarded by mu: EndFlowAt's now
 }
 
 func (c *countingChecker) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
@@ -31,12 +39,30 @@ func (c *countingChecker) Check(ctx context.Context, req *flow.Request, d *flow.
 }
 
 func (c *countingChecker) TryCheck(ctx context.Context, req *flow.Request, d *flow.Decision) (bool, error) {
+	c.ownClock.Add(1)
+	return c.counted(c.LocalChecker.TryCheck(ctx, req, d))
+}
+
+func (c *countingChecker) TryCheckAt(ctx context.Context, now time.Time, req *flow.Request, d *flow.Decision) (bool, error) {
+	c.mu.Lock()
+	c.checksAt = append(c.checksAt, now)
+	c.mu.Unlock()
+	return c.counted(c.LocalChecker.TryCheckAt(ctx, now, req, d))
+}
+
+func (c *countingChecker) counted(decided bool, err error) (bool, error) {
 	c.tried.Add(1)
-	decided, err := c.LocalChecker.TryCheck(ctx, req, d)
 	if !decided {
 		c.undecided.Add(1)
 	}
 	return decided, err
+}
+
+func (c *countingChecker) EndFlowAt(now time.Time, id uint64, failed bool) {
+	c.mu.Lock()
+	c.flowEndsAt = append(c.flowEndsAt, now)
+	c.mu.Unlock()
+	c.LocalChecker.EndFlowAt(now, id, failed)
 }
 
 // Under gwbench's -policy full (a rate limiter, a flux meter and an
@@ -56,6 +82,9 @@ func TestLoopFullPolicyDecidesOnTheLoop(t *testing.T) {
 	acceptedOnFourClients(t, addr, "X-User: alice\r\n")
 	if tried, undecided, checked := ck.tried.Load(), ck.undecided.Load(), ck.checked.Load(); tried != 100 || undecided != 0 || checked != 0 {
 		t.Errorf("the loop tried %d checks (%d undecided) and checked %d on goroutines; want 100, 0, 0", tried, undecided, checked)
+	}
+	if own := ck.ownClock.Load(); own != 0 {
+		t.Errorf("the loop asked %d checks at the checker's own clock, want none (all at the wake's)", own)
 	}
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
@@ -32,6 +33,15 @@ type TryChecker interface {
 	// having counted, held and taken nothing for the flow. decided is
 	// true when err is set.
 	TryCheck(ctx context.Context, req *flow.Request, d *flow.Decision) (decided bool, err error)
+}
+
+// LocalTryChecker is a TryChecker in the caller's own process, such as
+// controlpoint.LocalChecker, that takes the check's time from the caller,
+// who has read the clock already (an event loop reads it once a wake):
+// TryCheckAt is TryCheck at now. Gate.TryAdmitAt uses it when its Checker
+// is one; any other TryChecker reads its own clock there.
+type LocalTryChecker interface {
+	TryCheckAt(ctx context.Context, now time.Time, req *flow.Request, d *flow.Decision) (decided bool, err error)
 }
 
 // checked is one check of the adapters: its request and the decision the

@@ -65,7 +65,10 @@
 // an Exchange (its response header, a JSON answer, its method and target),
 // the Gate checks it and answers a rejection, and Admitted.End reports the
 // flow's end and records it. An adapter for another HTTP server is its
-// labels and an Exchange.
+// labels and an Exchange. An engine that reads the clock itself (an event
+// loop, once a wake) passes that reading to the gate's …At methods, and
+// an in-process engine (a LocalTryChecker and a LocalFlowEnder) decides
+// and ends flows at it: the gate then reads no clock of its own.
 //
 // # Flow spans
 //

@@ -20,12 +20,15 @@ import (
 // Admitted.End and the status it was answered with. End reports the
 // flow's end to the Checker (EndFlow: an adaptive_concurrency slot is
 // freed and learns the latency), records the flow (MiddlewareOptions
-// Flows or Tracer) and gives the decision back to the package's pool. A Gate
-// is safe for concurrent use.
+// Flows or Tracer) and gives the decision back to the package's pool.
+// An engine that has read the clock already (an event loop reads it once
+// a wake) passes its reading to TryAdmitAt, AdmitAt and Admitted.EndAt,
+// and the gate reads none. A Gate is safe for concurrent use.
 type Gate struct {
-	c    Checker
-	try  TryChecker // c, when it is one; nil otherwise
-	opts MiddlewareOptions
+	c     Checker
+	try   TryChecker      // c, when it is one; nil otherwise
+	tryAt LocalTryChecker // c, when it is a TryChecker and one; nil otherwise
+	opts  MiddlewareOptions
 }
 
 // NewGate returns the gate of the control point opts names, deciding with
@@ -37,6 +40,9 @@ func NewGate(c Checker, opts MiddlewareOptions) *Gate {
 	}
 	g := &Gate{c: c, opts: opts}
 	g.try, _ = c.(TryChecker)
+	if g.try != nil {
+		g.tryAt, _ = c.(LocalTryChecker)
+	}
 	return g
 }
 
@@ -76,9 +82,19 @@ type Admitted struct {
 // The Checker sees ctx, so an engine passes one that its shutdown does
 // not cancel when requests in flight are to finish.
 func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (Admitted, bool) {
+	return g.AdmitAt(ctx, time.Time{}, x, labels, tokens)
+}
+
+// AdmitAt is Admit at now, the caller's reading of the clock: the flow's
+// workload starts at now, and a rejected flow is recorded at now. The
+// Checker reads its own clock, if it reads one. AdmitAt is for a caller
+// that has read the clock already and whose check does not wait (an
+// event loop asks on the loop only checks that never wait): after a wait
+// now would be stale. A zero now is the clock's reading, as in Admit.
+func (g *Gate) AdmitAt(ctx context.Context, now time.Time, x Exchange, labels map[string]string, tokens float64) (Admitted, bool) {
 	c := newChecked()
 	c.req = flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
-	return g.admit(ctx, x, c, g.c.Check(ctx, &c.req, &c.d))
+	return g.admit(ctx, now, x, c, g.c.Check(ctx, &c.req, &c.d))
 }
 
 // TryAdmit is Admit that never waits: when the gate's Checker is a
@@ -88,17 +104,31 @@ func (g *Gate) Admit(ctx context.Context, x Exchange, labels map[string]string, 
 // cannot tell) it writes nothing, holds nothing and reports decided
 // false: the request is then for Admit, where waiting is fine.
 func (g *Gate) TryAdmit(ctx context.Context, x Exchange, labels map[string]string, tokens float64) (a Admitted, ok, decided bool) {
+	return g.TryAdmitAt(ctx, time.Time{}, x, labels, tokens)
+}
+
+// TryAdmitAt is TryAdmit at now, the caller's reading of the clock (an
+// event loop reads it once a wake): the check is at now when the
+// gate's Checker is a LocalTryChecker (any other reads its own clock),
+// the flow's workload starts at now, and a rejected flow is recorded at
+// now. A zero now is the clock's reading, as in TryAdmit.
+func (g *Gate) TryAdmitAt(ctx context.Context, now time.Time, x Exchange, labels map[string]string, tokens float64) (a Admitted, ok, decided bool) {
 	if g.try == nil {
 		return Admitted{}, false, false
 	}
 	c := newChecked()
 	c.req = flow.Request{ControlPoint: g.opts.ControlPoint, Labels: labels, Tokens: tokens}
-	decided, err := g.try.TryCheck(ctx, &c.req, &c.d)
+	var err error
+	if g.tryAt != nil && !now.IsZero() {
+		decided, err = g.tryAt.TryCheckAt(ctx, now, &c.req, &c.d)
+	} else {
+		decided, err = g.try.TryCheck(ctx, &c.req, &c.d)
+	}
 	if !decided {
 		c.release()
 		return Admitted{}, false, false
 	}
-	a, ok = g.admit(ctx, x, c, err)
+	a, ok = g.admit(ctx, now, x, c, err)
 	return a, ok, true
 }
 
@@ -107,8 +137,9 @@ func (g *Gate) TryAdmit(ctx context.Context, x Exchange, labels map[string]strin
 func (g *Gate) Tries() bool { return g.try != nil }
 
 // admit answers x with the outcome of c's check, which failed with err
-// or decided c.d.
-func (g *Gate) admit(ctx context.Context, x Exchange, c *checked, err error) (Admitted, bool) {
+// or decided c.d, at now (zero: the clock's reading, taken only when
+// needed).
+func (g *Gate) admit(ctx context.Context, now time.Time, x Exchange, c *checked, err error) (Admitted, bool) {
 	d := &c.d
 	if err != nil {
 		c.release()
@@ -126,14 +157,19 @@ func (g *Gate) admit(ctx context.Context, x Exchange, c *checked, err error) (Ad
 		status := flow.DeniedStatus(d)
 		x.WriteJSON(status, Denial(d))
 		if g.opts.recording() {
-			now := time.Now() // a rejected flow runs no workload
-			g.opts.record(ctx, a.method, a.path, a.target, d, status, now, now)
+			if now.IsZero() {
+				now = time.Now()
+			}
+			g.opts.record(ctx, a.method, a.path, a.target, d, status, now, now) // a rejected flow runs no workload
 		}
 		c.release()
 		return Admitted{}, false
 	}
 	if a.Tracked() {
-		a.start = time.Now()
+		if now.IsZero() {
+			now = time.Now()
+		}
+		a.start = now
 	}
 	return a, true
 }
@@ -159,15 +195,28 @@ func (a *Admitted) Tracked() bool {
 // broke off, the client left), records the flow with the time since Admit
 // as its workload, and gives the decision back to the pool. Call it once
 // for every admitted flow, when nothing reads its Decision any more.
-func (a *Admitted) End(status int, failed bool) {
+func (a *Admitted) End(status int, failed bool) { a.EndAt(time.Time{}, status, failed) }
+
+// EndAt is End at now, the caller's reading of the clock: the flow ends
+// at now for a LocalFlowEnder Checker (any other reads its own clock, if
+// it reads one) and is recorded with the workload from its start to now.
+// A now before the flow's start counts as its start: an event loop's
+// reading, taken when its wake began, can be older than an admission
+// made meanwhile on another goroutine. A zero now is the clock's
+// reading, as in End.
+func (a *Admitted) EndAt(now time.Time, status int, failed bool) {
 	if a.c == nil {
 		return
 	}
 	if a.Tracked() {
-		end := time.Now() // one reading for the flow's end and its record
-		endFlow(a.g.c, &a.c.d, failed || status >= 500, end)
+		if now.IsZero() {
+			now = time.Now() // one reading for the flow's end and its record
+		} else if now.Before(a.start) {
+			now = a.start
+		}
+		endFlow(a.g.c, &a.c.d, failed || status >= 500, now)
 		if a.g.opts.recording() {
-			a.g.opts.record(a.ctx, a.method, a.path, a.target, &a.c.d, status, a.start, end)
+			a.g.opts.record(a.ctx, a.method, a.path, a.target, &a.c.d, status, a.start, now)
 		}
 	}
 	a.c.release()

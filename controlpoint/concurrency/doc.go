@@ -45,6 +45,6 @@
 // that would wait longest are turned away first, which keeps the latency
 // of what is admitted low while heavy workloads keep their share.
 //
-// Time is a parameter of Release; Acquire waits in real time and reads
-// the Options.Clock. A Limiter is safe for concurrent use.
+// Time is a parameter of Release and TryAcquire; Acquire waits in real
+// time and reads the Options.Clock. A Limiter is safe for concurrent use.
 package concurrency

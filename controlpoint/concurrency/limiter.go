@@ -279,15 +279,16 @@ func (l *Limiter) Acquire(ctx context.Context, r Request) (Ticket, bool) {
 	return Ticket{}, false
 }
 
-// TryAcquire is Acquire that never waits: it admits the flow when
-// Acquire would at once, rejects it when Acquire would at once (no time
-// left to wait), and otherwise, when the flow would have to queue,
-// queues nothing and reports decided false, so that the caller can
-// Acquire where it may wait.
-func (l *Limiter) TryAcquire(ctx context.Context, r Request) (t Ticket, admitted, decided bool) {
+// TryAcquire is Acquire at now that never waits: it admits the flow at
+// now when Acquire would at once, rejects it when Acquire would at once
+// (no time left to wait), and otherwise, when the flow would have to
+// queue, queues nothing and reports decided false, so that the caller can
+// Acquire where it may wait. It reads no clock: now is the caller's (an
+// event loop's, read once a wake).
+func (l *Limiter) TryAcquire(ctx context.Context, now time.Time, r Request) (t Ticket, admitted, decided bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if t, ok := l.tryLocked(l.opts.Clock()); ok {
+	if t, ok := l.tryLocked(now); ok {
 		return t, true, true
 	}
 	timeout := l.waitLocked(r.Weight)

@@ -150,3 +150,32 @@ func TestLightWorkloadsWaitLess(t *testing.T) {
 		}
 	}
 }
+
+// TryAcquire takes the time from its caller and reads no clock: the flow
+// it admits at t0 is admitted at t0 (its latency counts from there), one
+// that would queue is left undecided, and one whose caller has no time
+// left to wait is rejected.
+func TestTryAcquireAtTheGivenTime(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
+	l := New(Options{Initial: 1, Max: 1, QueueDelay: time.Minute, Clock: func() time.Time {
+		t.Fatal("TryAcquire read the limiter's clock")
+		return time.Time{}
+	}})
+	ctx := context.Background()
+	held, ok, decided := l.TryAcquire(ctx, t0, Request{})
+	if !ok || !decided || !held.Admitted.Equal(t0) {
+		t.Fatalf("first flow: admitted %v decided %v at %v; want admitted at t0", ok, decided, held.Admitted)
+	}
+	if _, ok, decided := l.TryAcquire(ctx, t0.Add(time.Millisecond), Request{}); ok || decided {
+		t.Fatalf("second flow behind the held slot: admitted %v decided %v; want left to Acquire", ok, decided)
+	}
+	late, cancel := context.WithDeadline(ctx, time.Now())
+	defer cancel()
+	if _, ok, decided := l.TryAcquire(late, t0.Add(2*time.Millisecond), Request{}); ok || !decided {
+		t.Fatalf("a flow whose caller has no time left: admitted %v decided %v; want rejected", ok, decided)
+	}
+	l.Release(t0.Add(3*time.Millisecond), held, false)
+	if s := l.State(); s.InFlight != 0 || s.Queued != 0 {
+		t.Fatalf("state %+v after the release, want nothing held or queued", s)
+	}
+}
