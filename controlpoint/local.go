@@ -10,10 +10,11 @@ import (
 
 // LocalChecker asks an in-process engine, without a network: the
 // client.Checker, client.TryChecker, client.LocalTryChecker,
-// client.FlowEnder and client.LocalFlowEnder of a control point that runs in the agent's own process (the built-in gateway's, a
-// test's). The engine writes its Decision straight into the caller's:
-// nothing is converted. It lives here rather than in the client package
-// so that the SDK does not link the engine. Safe for concurrent use.
+// client.FlowEnder and client.LocalFlowEnder of a control point that
+// runs in the agent's own process (the built-in gateway's, a test's).
+// The engine writes its Decision straight into the caller's: nothing is
+// converted. It lives here rather than in the client package so that the
+// SDK does not link the engine. Safe for concurrent use.
 type LocalChecker struct {
 	e   *Engine
 	now func() time.Time
