@@ -75,6 +75,10 @@
 //
 //	go run ./test/gwbench -reps 3 -duration 4s -paired 100ms -fluxgate NEW -baseline OLD
 //
+// -bare leaves the engines and the proxy measured beside the gateway
+// out, so that a paired run gives direct, the gateway, nginx (and the
+// baseline) more turns in the same time.
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 //
@@ -130,6 +134,7 @@ var (
 	proxyProf = flag.String("proxy-cpuprofile", "", "write a CPU profile of the proxy-only gateway here")
 	bin       = flag.String("fluxgate", "", "fluxgate binary; empty builds ./cmd/fluxgate")
 	baseline  = flag.String("baseline", "", "a second fluxgate binary, run beside the gateway as contender baseline (same engine and configuration) to compare two builds in one interleaved run")
+	bare      = flag.Bool("bare", false, "only direct, the gateway, nginx and -baseline: no proxy-only, gateway-lean, gateway-fast or gateway-net beside them (more turns of each in the same time)")
 	serveUp   = flag.String("serve-upstream", "", "internal: serve upstreams, addr=delay,…")
 	serveGW   = flag.String("serve-proxy", "", "internal: serve gateway.New alone on -engine (no agent, no control point, no spans), listen=target")
 	cpuProf   = flag.String("cpuprofile", "", "internal: with -serve-proxy, write a CPU profile here until SIGTERM")
@@ -734,6 +739,7 @@ func contenders() []string {
 		order = append(order, "baseline")
 	}
 	switch {
+	case *bare:
 	case srvTLS != nil:
 		if *engine != gateway.EngineNet {
 			order = append(order, "gateway-"+gateway.EngineNet)

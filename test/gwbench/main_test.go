@@ -47,6 +47,12 @@ func TestBaselineNote(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("note\n%q, want\n%q", b.String(), want)
 	}
+	defer func(b bool) { *bare = b }(*bare)
+	*bare = true
+	if c := contenders(); !slices.Equal(c, []string{"direct", "gateway", "nginx", "baseline"}) {
+		t.Errorf("contenders %v under -bare -baseline", c)
+	}
+	*bare = false
 	*baseline = ""
 	if c := contenders(); slices.Contains(c, "baseline") {
 		t.Errorf("contenders %v without -baseline", c)
