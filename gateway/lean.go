@@ -462,13 +462,17 @@ type leanConn struct {
 	// pending is the end of the answer, written once the request's
 	// bookkeeping is done (flush); up is the target's connection it
 	// comes from, released then to pool (reused if upReusable).
-	labels     map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
-	target     string            // the request target as in labels, a part of their copy of the head (leanLabels)
-	fl         proxied           // the current request's flow (serveLean)
-	pending    []byte
-	up         *leanUpConn
-	pool       *leanPool
-	upReusable bool
+	labels map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
+	target string            // the request target as in labels, a part of their copy of the head (leanLabels)
+	fl     proxied           // the current request's flow (serveLean)
+	// ended is the clock's reading when serveLean ended the request,
+	// flushed the one after its answer's last write (flush), each for
+	// the stamps that follow with no wait between; zero: none.
+	ended, flushed time.Time
+	pending        []byte
+	up             *leanUpConn
+	pool           *leanPool
+	upReusable     bool
 
 	status      int  // of the answer to the current request
 	wrote       bool // something of the answer to the current request went out
@@ -592,13 +596,20 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 		if cap(lc.out) > leanKeepBuf {
 			lc.out = nil
 		}
+		// One reading for the idle stamps: flush's, when the answer's
+		// last write was just taken.
+		now := lc.flushed
+		if now.IsZero() {
+			now = time.Now()
+		}
 		lc.idle.Store(true)
-		lc.slot.Idle()
+		lc.slot.IdleAt(now)
 		if lc.s.shutting.Load() {
 			return "", net.ErrClosed
 		}
-		lc.idleDeadline()
+		lc.idleDeadlineAt(now)
 	}
+	lc.flushed = time.Time{}
 	// The head timeout starts with the first read of a head not yet
 	// whole, a pipelined one's too: the deadline set before it ran while
 	// the request before it was served.
@@ -638,8 +649,11 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 // idleDeadline bounds the wait for the next request by leanIdleTimeout.
 // A deadline of that kind set less than leanDeadlineSlack ago is kept:
 // on a busy connection most requests then cost no timer update.
-func (lc *leanConn) idleDeadline() {
-	now := time.Now()
+func (lc *leanConn) idleDeadline() { lc.idleDeadlineAt(time.Now()) }
+
+// idleDeadlineAt is idleDeadline at now, the caller's reading of the
+// clock with no wait since.
+func (lc *leanConn) idleDeadlineAt(now time.Time) {
 	if lc.deadlineFor == leanIdleTimeout && now.Sub(lc.deadlineAt) < leanDeadlineSlack {
 		return
 	}
