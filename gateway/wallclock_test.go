@@ -4,11 +4,13 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,4 +179,96 @@ func clientGet(t *testing.T, c *http.Client, url string) *http.Response {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
 	return resp
+}
+
+// waitingChecker checks as its LocalChecker after waiting, as a remote
+// agent or a scheduler's queue can: only Check (it cannot try), so its
+// checks may wait. It keeps when each check returned.
+type waitingChecker struct {
+	l    *controlpoint.LocalChecker
+	wait time.Duration
+
+	mu       sync.Mutex
+	returned []time.Time // guarded by mu
+}
+
+func (c *waitingChecker) Check(ctx context.Context, req *flow.Request, d *flow.Decision) error {
+	time.Sleep(c.wait)
+	err := c.l.Check(ctx, req, d)
+	c.mu.Lock()
+	c.returned = append(c.returned, time.Now())
+	c.mu.Unlock()
+	return err
+}
+
+func (c *waitingChecker) EndFlow(ctx context.Context, id uint64, failed bool) error {
+	return c.l.EndFlow(ctx, id, failed)
+}
+
+// A check that waits is a wait: the readings after it are fresh. The
+// request's duration runs from before the check (at least the check's
+// wait and the target's), the flow's workload and the first attempt
+// start once the check returned, on every goroutine engine.
+func TestGoroutineEnginesReadTheClockAfterAWaitingCheck(t *testing.T) {
+	const wait, delay = 30 * time.Millisecond, 20 * time.Millisecond
+	for _, engine := range []string{"net", "lean"} {
+		t.Run(engine, func(t *testing.T) {
+			ck := &waitingChecker{l: controlpoint.NewLocalChecker(allocEngine(t, allocFullPolicy)), wait: wait}
+			var seen workloads
+			reg := prometheus.NewRegistry()
+			cfg := oneUpstream(slowTarget(t, delay))
+			cfg.Routes[0].ControlPoint = "ingress"
+			g, err := New(Options{Config: cfg, Checker: ck, Flows: &seen, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(g.Close)
+			var url string
+			if engine == "net" {
+				srv := httptest.NewServer(g)
+				t.Cleanup(srv.Close)
+				url = srv.URL
+			} else {
+				url, _ = serveLean(t, g)
+			}
+			before := time.Now()
+			resp := clientGet(t, http.DefaultClient, url+"/")
+			after := time.Now()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get(flow.HeaderDecision) != "accepted" {
+				t.Fatalf("%d %v; want 200 accepted", resp.StatusCode, resp.Header)
+			}
+			waitUntil(t, "the flow's record", func() bool {
+				seen.mu.Lock()
+				defer seen.mu.Unlock()
+				return len(seen.ms) == 1
+			})
+			ck.mu.Lock()
+			returned := ck.returned
+			ck.mu.Unlock()
+			if len(returned) != 1 {
+				t.Fatalf("%d checks; want 1", len(returned))
+			}
+			tg := g.state.Load().upstreams["u"].targets[0]
+			tg.mu.Lock()
+			s := tg.samples[0]
+			tg.mu.Unlock()
+			if started := s.at.Add(-s.latency); started.Before(returned[0]) {
+				t.Errorf("the attempt started at %v, before the check returned at %v", started, returned[0])
+			}
+			if s.latency < delay {
+				t.Errorf("the target's latency %v; want at least %v", s.latency, delay)
+			}
+			seen.mu.Lock()
+			workload := time.Duration(seen.ms[0] * 1e6)
+			seen.mu.Unlock()
+			if workload < delay || workload > after.Sub(returned[0]) {
+				t.Errorf("the flow's workload %v; want from the check's return (%v before the client's end) and at least the target's %v", workload, after.Sub(returned[0]), delay)
+			}
+			h := metricOf(t, reg, "fluxgate_http_request_duration_seconds").GetHistogram()
+			d := time.Duration(h.GetSampleSum() * 1e9)
+			if h.GetSampleCount() != 1 || d < wait+delay || d > after.Sub(before) {
+				t.Errorf("request durations: %d summing to %v; want 1 of at least %v (the check's wait and the target's) and at most the client's %v", h.GetSampleCount(), d, wait+delay, after.Sub(before))
+			}
+		})
+	}
 }
