@@ -462,17 +462,18 @@ type leanConn struct {
 	// pending is the end of the answer, written once the request's
 	// bookkeeping is done (flush); up is the target's connection it
 	// comes from, released then to pool (reused if upReusable).
-	labels map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
-	target string            // the request target as in labels, a part of their copy of the head (leanLabels)
-	fl     proxied           // the current request's flow (serveLean)
+	labels     map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
+	target     string            // the request target as in labels, a part of their copy of the head (leanLabels)
+	fl         proxied           // the current request's flow (serveLean)
+	pending    []byte
+	up         *leanUpConn
+	pool       *leanPool
+	upReusable bool
+
 	// ended is the clock's reading when serveLean ended the request,
 	// flushed the one after its answer's last write (flush), each for
 	// the stamps that follow with no wait between; zero: none.
 	ended, flushed time.Time
-	pending        []byte
-	up             *leanUpConn
-	pool           *leanPool
-	upReusable     bool
 
 	status      int  // of the answer to the current request
 	wrote       bool // something of the answer to the current request went out
