@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -80,7 +81,10 @@ const directMessageKeep = leanMaxBody + headerBuffer
 // field that the wire must not carry: ReverseProxy then answers it. It
 // ends with ReverseProxy's http.ErrAbortHandler panic when the answer's
 // body breaks off, on either side.
-func (g *Gateway) direct(w http.ResponseWriter, r *http.Request, fl *proxied, u *upstream) bool {
+//
+// now is the clock's reading when the request entered the upstream
+// group, with no wait since: the first attempt starts then.
+func (g *Gateway) direct(w http.ResponseWriter, r *http.Request, fl *proxied, u *upstream, now time.Time) bool {
 	mp := directMessages.Get().(*[]byte)
 	defer func() {
 		if cap(*mp) <= directMessageKeep {
@@ -103,20 +107,21 @@ func (g *Gateway) direct(w http.ResponseWriter, r *http.Request, fl *proxied, u 
 		relay1xx(w, code, h)
 		return nil
 	}
-	err := g.try(u, fl, again, func() bool { return ctx.Err() != nil || fl.body.failed() != nil },
-		func(t *target) (int, error) {
+	err := g.try(u, fl, now, again, func() bool { return ctx.Err() != nil || fl.body.failed() != nil },
+		func(t *target, start time.Time) (int, error) {
 			if !bodyRead { // once, into the message
 				var err error
 				if msg, err = appendBody(msg, fl.body, r.ContentLength); err != nil {
 					return 0, err
 				}
 				*mp, bodyRead = msg, true
+				start = time.Time{} // the body's read was a wait
 			}
 			if pool = u.lean[t.addr]; pool == nil {
 				return 0, fmt.Errorf("gateway: no connection pool for target %s", t.addr)
 			}
 			var err error
-			if up, err = pool.roundTrip(ctx, msg, headReq, again, got1xx); err != nil {
+			if up, err = pool.roundTrip(ctx, start, msg, headReq, again, got1xx); err != nil {
 				return 0, err
 			}
 			return up.resp.Status, nil

@@ -251,8 +251,8 @@ func (g *Gateway) forwardFast(ctx *fasthttp.RequestCtx, rt *route, fl *proxied, 
 		req.URI().SetScheme("http") // came over TLS (handed over by the lean engine) to a plain group
 	}
 	up := fasthttp.AcquireResponse()
-	err := g.try(u, fl, retryable(method, bodiless(req)), clientGone,
-		func(t *target) (int, error) {
+	err := g.try(u, fl, time.Time{}, retryable(method, bodiless(req)), clientGone,
+		func(t *target, _ time.Time) (int, error) {
 			if err := u.fast[t.addr].Do(req, up); err != nil {
 				return 0, err
 			}

@@ -438,7 +438,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no_route"})
 		return
 	}
+	// One reading of the clock when the request starts, for every stamp
+	// up to the first wait (the admission's check and the flow's start,
+	// the breaker's check, the first attempt's start), and one when the
+	// answer has ended (the flow's end and the request's duration).
 	start := time.Now()
+	now := start
 	inflight := rt.series.started(r.Method)
 	fl := &proxied{route: rt, in: r}
 	fl.rec.ResponseWriter = w
@@ -467,7 +472,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt.gate != nil {
 		labels := netLabels(r, rt)
 		var ok bool
-		admitted, ok = rt.gate.Admit(r.Context(), (*netExchange)(fl), labels, 0)
+		admitted, ok, now = g.admitAt(r.Context(), rt, start, (*netExchange)(fl), labels)
 		freeLabels(labels)
 		if !ok {
 			returned = true
@@ -475,8 +480,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		fl.rec.decision = admitted.Decision()
 	}
-	g.forward(rt, &fl.rec, r, fl)
+	g.forward(rt, &fl.rec, r, fl, now)
 	returned = true
+}
+
+// admitAt checks the request x at rt's control point at now, the clock's
+// reading when it started, as the loop engine does: a check decided
+// without waiting, or that never waits, is at now and the flow starts at
+// now, which stays good for the stamps that follow (after). A check that
+// may wait reads the clock, and the caller reads it afresh after (zero).
+func (g *Gateway) admitAt(ctx context.Context, rt *route, now time.Time, x client.Exchange, labels map[string]string) (a client.Admitted, ok bool, after time.Time) {
+	if a, ok, decided := rt.gate.TryAdmitAt(ctx, now, x, labels, 0); decided {
+		return a, ok, now
+	}
+	if !rt.gate.Tries() && !g.checkMayWait(rt.controlPoint) {
+		a, ok = rt.gate.AdmitAt(ctx, now, x, labels, 0)
+		return a, ok, now
+	}
+	a, ok = rt.gate.Admit(ctx, x, labels, 0)
+	return a, ok, time.Time{}
 }
 
 // route returns the first route that matches r, or nil.

@@ -470,6 +470,11 @@ type leanConn struct {
 	pool       *leanPool
 	upReusable bool
 
+	// ended is the clock's reading when serveLean ended the request,
+	// flushed the one after its answer's last write (flush), each for
+	// the stamps that follow with no wait between; zero: none.
+	ended, flushed time.Time
+
 	status      int  // of the answer to the current request
 	wrote       bool // something of the answer to the current request went out
 	writeFailed bool // a write to the client failed (see closeNow)
@@ -592,13 +597,20 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 		if cap(lc.out) > leanKeepBuf {
 			lc.out = nil
 		}
+		// One reading for the idle stamps: flush's, when the answer's
+		// last write was just taken.
+		now := lc.flushed
+		if now.IsZero() {
+			now = time.Now()
+		}
 		lc.idle.Store(true)
-		lc.slot.Idle()
+		lc.slot.IdleAt(now)
 		if lc.s.shutting.Load() {
 			return "", net.ErrClosed
 		}
-		lc.idleDeadline()
+		lc.idleDeadlineAt(now)
 	}
+	lc.flushed = time.Time{}
 	// The head timeout starts with the first read of a head not yet
 	// whole, a pipelined one's too: the deadline set before it ran while
 	// the request before it was served.
@@ -638,8 +650,11 @@ func (lc *leanConn) waitHead() (handover string, err error) {
 // idleDeadline bounds the wait for the next request by leanIdleTimeout.
 // A deadline of that kind set less than leanDeadlineSlack ago is kept:
 // on a busy connection most requests then cost no timer update.
-func (lc *leanConn) idleDeadline() {
-	now := time.Now()
+func (lc *leanConn) idleDeadline() { lc.idleDeadlineAt(time.Now()) }
+
+// idleDeadlineAt is idleDeadline at now, the caller's reading of the
+// clock with no wait since.
+func (lc *leanConn) idleDeadlineAt(now time.Time) {
 	if lc.deadlineFor == leanIdleTimeout && now.Sub(lc.deadlineAt) < leanDeadlineSlack {
 		return
 	}

@@ -196,9 +196,13 @@ func (p *leanPool) free() {
 }
 
 // put returns c, its response read to the end, to the pool.
-func (p *leanPool) put(c *leanUpConn) {
+func (p *leanPool) put(c *leanUpConn) { p.putAt(c, time.Now()) }
+
+// putAt is put at now, the caller's reading of the clock taken once the
+// response was read and relayed to its end: c is idle from now.
+func (p *leanPool) putAt(c *leanUpConn, now time.Time) {
 	c.r, c.w = 0, 0
-	c.used = time.Now()
+	c.used = now
 	p.mu.Lock()
 	p.idle = append(p.idle, c)
 	if p.pruning == nil {
@@ -276,9 +280,13 @@ func (p *leanPool) CloseIdleConnections() {
 // body then being read ends too (the connection's unwatch tells).
 // got1xx, when not nil, is told each informational (1xx) head before the
 // final one, as net/http's Transport tells ClientTrace.Got1xxResponse;
-// its error ends the exchange.
-func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry bool, got1xx func(int, textproto.MIMEHeader) error) (*leanUpConn, error) {
-	now := time.Now()
+// its error ends the exchange. now is the caller's reading of the clock
+// with no wait since (zero: none): the wait for the answer on an idle
+// connection starts then.
+func (p *leanPool) roundTrip(ctx context.Context, now time.Time, msg []byte, headReq, retry bool, got1xx func(int, textproto.MIMEHeader) error) (*leanUpConn, error) {
+	if now.IsZero() {
+		now = time.Now()
+	}
 	for attempt := 0; ; attempt++ {
 		// The wait for the answer starts when the request goes out, not
 		// before a wait for a connection or a dial (as on the fast engine).
@@ -297,6 +305,7 @@ func (p *leanPool) roundTrip(ctx context.Context, msg []byte, headReq, retry boo
 			return nil, fmt.Errorf("gateway: request to the target: %w", context.Cause(ctx))
 		}
 		if resendOnNew(reused, answered, retry, attempt, err) {
+			now = time.Now() // after the failed exchange
 			continue
 		}
 		return nil, err

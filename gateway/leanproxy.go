@@ -21,6 +21,9 @@ import (
 // admitted, proxies it. It reports whether the connection can carry
 // another request.
 func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
+	// One reading of the clock when the request starts, for every stamp
+	// up to the first wait (as in ServeHTTP), and one when the answer has
+	// been relayed (forwardLean's), for those at its end.
 	start := time.Now()
 	method := methodString(lc.req.Method)
 	inflight := rt.series.started(method)
@@ -28,21 +31,24 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 	lc.fl = proxied{route: rt} // the connection's own: one request at a time
 	fl := &lc.fl
 	keep := true
-	var end time.Time // one reading for the flow's end and the request's
 	if rt.gate == nil {
-		_, _, keep = g.forwardLean(lc, rt, fl, method)
+		_, _, keep = g.forwardLean(lc, rt, fl, method, start)
 	} else {
-		a, ok := rt.gate.Admit(context.Background(), leanExchange{lc}, leanLabels(lc, rt, method), 0)
+		a, ok, now := g.admitAt(context.Background(), rt, start, leanExchange{lc}, leanLabels(lc, rt, method))
 		if ok {
 			var failed, gone bool
-			failed, gone, keep = g.forwardLean(lc, rt, fl, method)
-			end = time.Now()
-			a.EndAt(end, lc.status, failed || gone)
+			failed, gone, keep = g.forwardLean(lc, rt, fl, method, now)
+			if fl.end.IsZero() {
+				fl.end = time.Now()
+			}
+			a.EndAt(fl.end, lc.status, failed || gone)
 		}
 	}
+	end := fl.end // one reading for the flow's end and the request's
 	if end.IsZero() {
 		end = time.Now()
 	}
+	lc.ended = end // the last piece of the answer goes out next (flush)
 	hostLabel := ""
 	if h := fl.host.Load(); h != nil {
 		hostLabel = *h
@@ -54,16 +60,23 @@ func (g *Gateway) serveLean(lc *leanConn, rt *route) bool {
 // forwardLean sends the request to the route's upstream group through its
 // breaker, with retries, and relays the target's answer. failed: the
 // target's body broke off; gone: the client left while it was relayed;
-// keep: the client's connection can carry another request.
-func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method string) (failed, gone, keep bool) {
+// keep: the client's connection can carry another request. now is the
+// clock's reading once the request was admitted, with no wait since
+// (zero: none). Once the answer is relayed it reads the clock into
+// fl.end, for the breaker's record and the caller's.
+func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method string, now time.Time) (failed, gone, keep bool) {
 	u := rt.choose(leanRequest{lc})
 	fl.upstream = u
 	rs := (*leanRejecter)(lc) // a pointer: no allocation as a responder
-	permit, ok := u.enter(rs, wallClock{})
+	if now.IsZero() {
+		now = time.Now()
+	}
+	fl.now = now
+	permit, ok := u.enter(rs, (*flowClock)(fl))
 	if !ok {
 		return false, false, true
 	}
-	start := time.Now()
+	start := now
 	left := false
 	defer func() {
 		if !left { // a panic: the permit must not stay taken
@@ -75,10 +88,10 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	msg := lc.outbound()
 	var up *leanUpConn
 	var pool *leanPool
-	err := g.try(u, fl, again, func() bool { return false }, func(t *target) (int, error) {
+	err := g.try(u, fl, now, again, func() bool { return false }, func(t *target, start time.Time) (int, error) {
 		pool = u.lean[t.addr]
 		var err error
-		up, err = pool.roundTrip(context.Background(), msg, headReq, again, nil)
+		up, err = pool.roundTrip(context.Background(), start, msg, headReq, again, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -92,7 +105,9 @@ func (g *Gateway) forwardLean(lc *leanConn, rt *route, fl *proxied, method strin
 	}
 	bodyFailed, clientGone := lc.relay(pool, up, headReq)
 	left = true
-	u.leave(rt, permit, start, wallClock{}, clientGone, bodyFailed || lc.status >= 500)
+	fl.end = time.Now()
+	fl.now = fl.end
+	u.leave(rt, permit, start, (*flowClock)(fl), clientGone, bodyFailed || lc.status >= 500)
 	return bodyFailed, clientGone, !bodyFailed && !clientGone
 }
 
@@ -326,14 +341,22 @@ func (lc *leanConn) responseHead(resp *http1.Response, length int64) []byte {
 
 // flush writes what is pending to the client and releases the target's
 // connection the request used. It reports whether the client is gone.
+//
+// The write's deadline is stamped with the request's end (lc.ended), read
+// just before with no wait since; once written, one reading of the clock
+// stamps the target's connection idle in its pool and, read by waitHead,
+// the client's connection idle (lc.flushed).
 func (lc *leanConn) flush() (gone bool) {
+	ended := lc.ended
+	lc.ended = time.Time{}
 	if lc.pending != nil {
-		gone = lc.write(lc.pending)
+		gone = lc.writeStamped(lc.pending, ended)
 		lc.pending = nil
 	}
 	if lc.up != nil {
 		if lc.upReusable && !gone {
-			lc.pool.put(lc.up)
+			lc.flushed = time.Now()
+			lc.pool.putAt(lc.up, lc.flushed)
 		} else {
 			lc.pool.discard(lc.up)
 		}
@@ -346,9 +369,16 @@ func (lc *leanConn) flush() (gone bool) {
 // Each write has at least writeTimeout less leanDeadlineSlack to make
 // its way: the deadline is moved on only when it is more than that old,
 // so that most writes cost no timer update.
-func (lc *leanConn) write(p []byte) (gone bool) {
+func (lc *leanConn) write(p []byte) (gone bool) { return lc.writeStamped(p, time.Time{}) }
+
+// writeStamped is write with now, the caller's reading of the clock with
+// no wait since (zero: none), for the deadline.
+func (lc *leanConn) writeStamped(p []byte, now time.Time) (gone bool) {
 	lc.wrote = true
-	if now := time.Now(); now.Sub(lc.writeAt) > leanDeadlineSlack {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if now.Sub(lc.writeAt) > leanDeadlineSlack {
 		_ = lc.c.SetWriteDeadline(now.Add(lc.s.writeTimeout))
 		lc.writeAt = now
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -64,7 +65,7 @@ func (t *leanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if trace := httptrace.ContextClientTrace(req.Context()); trace != nil {
 		got1xx = trace.Got1xxResponse // ReverseProxy's: relays them to the client
 	}
-	up, err := pool.roundTrip(req.Context(), msg, headReq, retryable(req.Method, body == nil), got1xx)
+	up, err := pool.roundTrip(req.Context(), time.Time{}, msg, headReq, retryable(req.Method, body == nil), got1xx)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,25 @@ type proxied struct {
 	rec        answerWriter  // the answer's writer and status (net/http engine)
 	in         *http.Request // the client's request (net/http engine)
 	body       *clientBody   // the client's request body (net/http engine), or nil
+	// now is the request's last reading of the clock, which flowClock
+	// tells; zero: flowClock reads the clock. Set just before a stamp
+	// that may use it, with no wait since the reading.
+	now time.Time
+	// end is when the answer ended, when the engine read the clock then
+	// (the lean engine's relay), else zero.
+	end time.Time
+}
+
+// flowClock tells a flow's reading of the clock (proxied.now) to what
+// takes a clock, or reads the clock when there is none. A pointer: no
+// allocation as a clock.
+type flowClock proxied
+
+func (c *flowClock) Now() time.Time {
+	if c.now.IsZero() {
+		return time.Now()
+	}
+	return c.now
 }
 
 type flowKey struct{}
@@ -45,10 +64,18 @@ func flowFrom(ctx context.Context) *proxied {
 // forward sends r, the flow fl, to the route's upstream group through its
 // breaker: on the direct path when it can carry r, else through
 // ReverseProxy.
-func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl *proxied) {
+//
+// now is the clock's reading when the request was admitted, with no wait
+// since (zero: none); it stamps the breaker's check, the start of the
+// request's time at the upstream and of its first attempt.
+func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl *proxied, now time.Time) {
 	u := rt.choose(netRequest{r})
 	fl.upstream = u
-	permit, ok := u.enter((*netExchange)(fl), wallClock{}) // a pointer: no allocation
+	if now.IsZero() {
+		now = time.Now()
+	}
+	fl.now = now
+	permit, ok := u.enter((*netExchange)(fl), (*flowClock)(fl)) // pointers: no allocation
 	if !ok {
 		return
 	}
@@ -59,12 +86,12 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl 
 		// background read for a client that leaves runs on after it, and
 		// a response may stream for longer than the body took.
 		rc := http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(g.opts.BodyReadTimeout)) == nil {
+		if rc.SetReadDeadline(now.Add(g.opts.BodyReadTimeout)) == nil {
 			fl.body.end = func() { _ = rc.SetReadDeadline(time.Time{}) }
 		}
 		r.Body = fl.body
 	}
-	start := time.Now()
+	start := now
 	relayed := false
 	// Both paths panic with http.ErrAbortHandler when copying the body
 	// fails, on either side; the outcome is recorded all the same, or a
@@ -75,7 +102,7 @@ func (g *Gateway) forward(rt *route, w http.ResponseWriter, r *http.Request, fl 
 		gone := fl.err != nil && (r.Context().Err() != nil || fl.body.failed() != nil) || aborted && !fl.bodyFailed
 		u.leave(rt, permit, start, wallClock{}, gone, fl.err != nil || fl.bodyFailed || fl.rec.Status >= 500)
 	}()
-	if !direct || !g.direct(w, r, fl, u) {
+	if !direct || !g.direct(w, r, fl, u, now) {
 		g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), flowKey{}, fl)))
 	}
 	relayed = true
@@ -208,9 +235,9 @@ func (rt *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	fl := flowFrom(req.Context())
 	u := fl.upstream
 	var resp *http.Response
-	err := g.try(u, fl, retryable(req.Method, req.Body == nil || req.Body == http.NoBody),
+	err := g.try(u, fl, time.Time{}, retryable(req.Method, req.Body == nil || req.Body == http.NoBody),
 		func() bool { return req.Context().Err() != nil || fl.body.failed() != nil },
-		func(t *target) (int, error) {
+		func(t *target, _ time.Time) (int, error) {
 			req.URL.Scheme, req.URL.Host = u.scheme, t.addr
 			var err error
 			if resp, err = u.transport.RoundTrip(req); err != nil {
@@ -245,23 +272,27 @@ func (b *targetBody) Read(p []byte) (int, error) {
 }
 
 // try sends one request to a target of u chosen per attempt: send makes
-// one attempt and returns the response status. An attempt that fails to
+// one attempt, which started at start, and returns the response status. An attempt that fails to
 // connect (see isConnectError) moves on to another target when the
 // request is retryable, attempts are left and the retry budget allows.
 // It records every attempt with its target and returns the last error,
-// also kept in fl.err.
-func (g *Gateway) try(u *upstream, fl *proxied, retryable bool, clientGone func() bool, send func(*target) (int, error)) error {
+// also kept in fl.err. now, the caller's reading of the clock with no
+// wait since (zero: none), is the first attempt's start; an attempt's
+// end, and the start of any attempt after a failed one, read the clock.
+func (g *Gateway) try(u *upstream, fl *proxied, now time.Time, retryable bool, clientGone func() bool, send func(t *target, start time.Time) (int, error)) error {
 	var tried []*target
 	var last error
+	fl.now = now
 	for attempt := 0; ; attempt++ {
-		t, start, err := u.attemptTarget(fl, tried, last, wallClock{})
+		t, start, err := u.attemptTarget(fl, tried, last, (*flowClock)(fl))
 		if err != nil {
 			return err
 		}
-		status, err := send(t)
+		status, err := send(t, start)
 		if !g.attemptDone(u, fl, t, start, wallClock{}, status, err, retryable, attempt, clientGone) {
 			return err
 		}
+		fl.now = time.Time{} // the next attempt follows a wait
 		tried = append(tried, t)
 		last = err
 	}
