@@ -272,13 +272,14 @@ func (b *targetBody) Read(p []byte) (int, error) {
 }
 
 // try sends one request to a target of u chosen per attempt: send makes
-// one attempt, which started at start, and returns the response status. An attempt that fails to
-// connect (see isConnectError) moves on to another target when the
-// request is retryable, attempts are left and the retry budget allows.
-// It records every attempt with its target and returns the last error,
-// also kept in fl.err. now, the caller's reading of the clock with no
-// wait since (zero: none), is the first attempt's start; an attempt's
-// end, and the start of any attempt after a failed one, read the clock.
+// one attempt, which started at start, and returns the response status.
+// An attempt that fails to connect (see isConnectError) moves on to
+// another target when the request is retryable, attempts are left and
+// the retry budget allows. It records every attempt with its target and
+// returns the last error, also kept in fl.err. now, the caller's reading
+// of the clock with no wait since (zero: none), is the first attempt's
+// start; an attempt's end, and the start of any attempt after a failed
+// one, read the clock.
 func (g *Gateway) try(u *upstream, fl *proxied, now time.Time, retryable bool, clientGone func() bool, send func(t *target, start time.Time) (int, error)) error {
 	var tried []*target
 	var last error
