@@ -67,18 +67,7 @@ func TestLoopGateTakesTheLoopsClock(t *testing.T) {
 		})
 		after[i] = time.Now()
 	}
-	if own, checked := ck.ownClock.Load(), ck.checked.Load(); own != 0 || checked != 0 {
-		t.Fatalf("%d checks at the checker's own clock and %d off the loop; want none", own, checked)
-	}
-	ck.mu.Lock()
-	checks, ends := ck.checksAt, ck.flowEndsAt
-	ck.mu.Unlock()
-	seen.mu.Lock()
-	recorded := seen.ms
-	seen.mu.Unlock()
-	if len(checks) != n || len(ends) != n || len(recorded) != n {
-		t.Fatalf("%d checks, %d flow ends, %d flows recorded; want %d each", len(checks), len(ends), len(recorded), n)
-	}
+	checks, ends, recorded := clockReadings(t, ck, &seen, n, "off the loop")
 	var sum float64
 	for i := range n {
 		if checks[i].Before(before[i]) || ends[i].Before(checks[i]) || after[i].Before(ends[i]) {
@@ -94,4 +83,25 @@ func TestLoopGateTakesTheLoopsClock(t *testing.T) {
 	if h.GetSampleCount() != n || h.GetSampleSum() != sum {
 		t.Errorf("request durations: %d summing to %vs; want %d summing to %vs, the flows' ends less their checks", h.GetSampleCount(), h.GetSampleSum(), n, sum)
 	}
+}
+
+// clockReadings returns when the n checks and flow ends ck saw were, and
+// the workloads seen recorded, n of each, none of the checks at the
+// checker's own clock or made by Check (in the words of how, where they
+// should not have been).
+func clockReadings(t *testing.T, ck *countingChecker, seen *workloads, n int, how string) (checks, ends []time.Time, recorded []float64) {
+	t.Helper()
+	if own, checked := ck.ownClock.Load(), ck.checked.Load(); own != 0 || checked != 0 {
+		t.Fatalf("%d checks at the checker's own clock and %d %s; want none", own, checked, how)
+	}
+	ck.mu.Lock()
+	checks, ends = ck.checksAt, ck.flowEndsAt
+	ck.mu.Unlock()
+	seen.mu.Lock()
+	recorded = seen.ms
+	seen.mu.Unlock()
+	if len(checks) != n || len(ends) != n || len(recorded) != n {
+		t.Fatalf("%d checks, %d flow ends, %d flows recorded; want %d each", len(checks), len(ends), len(recorded), n)
+	}
+	return checks, ends, recorded
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
@@ -54,15 +55,7 @@ func TestGoroutineEnginesShareTheirClockReadings(t *testing.T) {
 		t.Run(engine, func(t *testing.T) {
 			e := allocEngine(t, allocFullPolicy)
 			ck := &countingChecker{LocalChecker: controlpoint.NewLocalChecker(e)}
-			var seen workloads
-			reg := prometheus.NewRegistry()
-			cfg := oneUpstream(slowTarget(t, delay))
-			cfg.Routes[0].ControlPoint = "ingress"
-			g, err := New(Options{Config: cfg, Checker: ck, Flows: &seen, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(g.Close)
+			g, seen, reg := slowGateway(t, ck, delay)
 			var get func(i int) *http.Response
 			switch engine {
 			case "net":
@@ -121,18 +114,7 @@ func TestGoroutineEnginesShareTheirClockReadings(t *testing.T) {
 				samples[i] = tg.samples[i]
 				tg.mu.Unlock()
 			}
-			if own, checked := ck.ownClock.Load(), ck.checked.Load(); own != 0 || checked != 0 {
-				t.Fatalf("%d checks at the checker's own clock and %d by Check; want none: each at the request's reading", own, checked)
-			}
-			ck.mu.Lock()
-			checks, ends := ck.checksAt, ck.flowEndsAt
-			ck.mu.Unlock()
-			seen.mu.Lock()
-			recorded := seen.ms
-			seen.mu.Unlock()
-			if len(checks) != n || len(ends) != n || len(recorded) != n {
-				t.Fatalf("%d checks, %d flow ends, %d flows recorded; want %d each", len(checks), len(ends), len(recorded), n)
-			}
+			checks, ends, recorded := clockReadings(t, ck, seen, n, "by Check (each should be at the request's reading)")
 			var sum float64
 			for i := range n {
 				if checks[i].Before(before[i]) || after[i].Before(ends[i]) {
@@ -214,15 +196,7 @@ func TestGoroutineEnginesReadTheClockAfterAWaitingCheck(t *testing.T) {
 	for _, engine := range []string{"net", "lean"} {
 		t.Run(engine, func(t *testing.T) {
 			ck := &waitingChecker{l: controlpoint.NewLocalChecker(allocEngine(t, allocFullPolicy)), wait: wait}
-			var seen workloads
-			reg := prometheus.NewRegistry()
-			cfg := oneUpstream(slowTarget(t, delay))
-			cfg.Routes[0].ControlPoint = "ingress"
-			g, err := New(Options{Config: cfg, Checker: ck, Flows: &seen, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(g.Close)
+			g, seen, reg := slowGateway(t, ck, delay)
 			var url string
 			if engine == "net" {
 				srv := httptest.NewServer(g)
@@ -271,4 +245,21 @@ func TestGoroutineEnginesReadTheClockAfterAWaitingCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowGateway is a gateway with ck at the control point "ingress" of its
+// one route, to a target that answers after delay, recording the flows'
+// workloads and its metrics.
+func slowGateway(t *testing.T, ck client.Checker, delay time.Duration) (*Gateway, *workloads, *prometheus.Registry) {
+	t.Helper()
+	seen := &workloads{}
+	reg := prometheus.NewRegistry()
+	cfg := oneUpstream(slowTarget(t, delay))
+	cfg.Routes[0].ControlPoint = "ingress"
+	g, err := New(Options{Config: cfg, Checker: ck, Flows: seen, Registerer: reg, ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, seen, reg
 }
