@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,15 +49,7 @@ func TestLoopGateTakesTheLoopsClock(t *testing.T) {
 	var before, after [n]time.Time
 	for i := range n {
 		before[i] = time.Now()
-		if _, err := fmt.Fprintf(c, "GET /r%d HTTP/1.1\r\nHost: h\r\nX-User: alice\r\n\r\n", i); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
+		resp := aliceGet(t, c, br, i)
 		if resp.StatusCode != http.StatusOK || resp.Header.Get(flow.HeaderDecision) != "accepted" {
 			t.Fatalf("request %d: %d %v; want 200 accepted", i, resp.StatusCode, resp.Header)
 		}
@@ -104,4 +97,20 @@ func clockReadings(t *testing.T, ck *countingChecker, seen *workloads, n int, ho
 		t.Fatalf("%d checks, %d flow ends, %d flows recorded; want %d each", len(checks), len(ends), len(recorded), n)
 	}
 	return checks, ends, recorded
+}
+
+// aliceGet asks GET /r<i> for the user alice on c, a raw HTTP/1.1
+// connection read through br, and returns the answer with its body read.
+func aliceGet(t *testing.T, c io.Writer, br *bufio.Reader, i int) *http.Response {
+	t.Helper()
+	if _, err := fmt.Fprintf(c, "GET /r%d HTTP/1.1\r\nHost: h\r\nX-User: alice\r\n\r\n", i); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp
 }

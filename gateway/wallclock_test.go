@@ -77,18 +77,7 @@ func TestGoroutineEnginesShareTheirClockReadings(t *testing.T) {
 			case "lean":
 				url, _ := serveLean(t, g)
 				c, br := dialLean(t, url[len("http://"):])
-				get = func(i int) *http.Response {
-					if _, err := fmt.Fprintf(c, "GET /r%d HTTP/1.1\r\nHost: h\r\nX-User: alice\r\n\r\n", i); err != nil {
-						t.Fatal(err)
-					}
-					resp, err := http.ReadResponse(br, nil)
-					if err != nil {
-						t.Fatal(err)
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-					return resp
-				}
+				get = func(i int) *http.Response { return aliceGet(t, c, br, i) }
 			}
 			tg := g.state.Load().upstreams["u"].targets[0]
 			const n = 4
