@@ -68,7 +68,8 @@ func newEngineWith(t testing.TB, opts ratelimit.RedisOptions, ps []*policies.Pol
 // Three engines (three agents) share one limit through one Redis. Many
 // clients, spread over them, offer far more than the limit for a few
 // windows; one engine's clock is an hour ahead. Each full window admits
-// the limit within 1%.
+// the limit, at most 1 % more and 3 % less (a stall of the driver at a
+// window's end leaves some of it unused).
 func TestSharedLimitAcrossEngines(t *testing.T) {
 	const limit = 1000.0
 	for _, alg := range []string{"token_bucket", "sliding_window"} {
@@ -103,9 +104,16 @@ func TestSharedLimitAcrossEngines(t *testing.T) {
 			if float64(total)/end.Sub(start).Seconds() < 2*limit {
 				t.Fatalf("offered load %.0f/s is not well above the limit", float64(total)/end.Sub(start).Seconds())
 			}
+			// Never more than the limit (+1 %). Both algorithms spread a
+			// window's admissions over it (a bucket refills as time
+			// passes; the sliding window weighs the window before less
+			// and less), so a stall of the driver at a window's end
+			// leaves capacity unused: on a loaded 2-core machine a 12 ms
+			// stall cost 12 of 1,000. Fewer than 97 % would be a fault
+			// (double counting across engines halves it).
 			for i, n := range counts {
-				if math.Abs(float64(n)-limit) > 0.01*limit {
-					t.Errorf("window %d admitted %d, want %v ± 1%%", i, n, limit)
+				if float64(n) > 1.01*limit || float64(n) < 0.97*limit {
+					t.Errorf("window %d admitted %d, want %v (+1 %%, −3 %%)", i, n, limit)
 				}
 			}
 		})
