@@ -280,45 +280,53 @@ func TestBadPrefaceCloses(t *testing.T) {
 
 func TestMalformedRequestsReset(t *testing.T) {
 	ts := start(t, &Server{Handler: http.HandlerFunc(echo)})
-	for _, tc := range []struct {
-		name   string
-		fields []string
-		want   string // RST code, or :status
-	}{
-		{"no :path", []string{":path", "-"}, "PROTOCOL_ERROR"},
-		{"no :method", []string{":method", "-"}, "PROTOCOL_ERROR"},
-		{"no :scheme", []string{":scheme", "-"}, "PROTOCOL_ERROR"},
-		{"upper-case name", []string{"X-Upper", "1"}, "PROTOCOL_ERROR"},
-		{"connection", []string{"connection", "keep-alive"}, "PROTOCOL_ERROR"},
-		{"transfer-encoding", []string{"transfer-encoding", "chunked"}, "PROTOCOL_ERROR"},
-		{"te gzip", []string{"te", "gzip"}, "PROTOCOL_ERROR"},
-		{":status in a request", []string{":status", "200"}, "PROTOCOL_ERROR"},
-		{":protocol", []string{":protocol", "websocket"}, "PROTOCOL_ERROR"},
-		{"bad content-length", []string{"content-length", "x"}, "PROTOCOL_ERROR"},
-		{"content-length without body", []string{"content-length", "5"}, "PROTOCOL_ERROR"},
-		{"CONNECT", []string{":method", "CONNECT", ":scheme", "-", ":path", "-"}, "501"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rc := dialRaw(t, ts)
-			// Pseudo fields first: put overriding pseudo fields in the base.
-			rc.hbuf.Reset()
-			if tc.fields[0][0] == ':' && tc.fields[0] != ":status" && tc.fields[0] != ":protocol" {
-				rc.headers(1, true, tc.fields...)
-			} else {
-				if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(tc.fields...), EndStream: true, EndHeaders: true}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if tc.want == "501" {
-				if s := rc.status(1); s != "501" {
-					t.Fatalf("status %s, want 501", s)
-				}
-				return
-			}
-			if code := rc.rst(1); code.String() != tc.want {
-				t.Fatalf("RST_STREAM %v, want %s", code, tc.want)
-			}
-		})
+	for _, tc := range malformedRequests {
+		t.Run(tc.name, func(t *testing.T) { tc.check(t, dialRaw(t, ts)) })
+	}
+}
+
+// malformedRequest is a request head a server must refuse.
+type malformedRequest struct {
+	name   string
+	fields []string
+	want   string // RST code, or :status
+}
+
+var malformedRequests = []malformedRequest{
+	{"no :path", []string{":path", "-"}, "PROTOCOL_ERROR"},
+	{"no :method", []string{":method", "-"}, "PROTOCOL_ERROR"},
+	{"no :scheme", []string{":scheme", "-"}, "PROTOCOL_ERROR"},
+	{"upper-case name", []string{"X-Upper", "1"}, "PROTOCOL_ERROR"},
+	{"connection", []string{"connection", "keep-alive"}, "PROTOCOL_ERROR"},
+	{"transfer-encoding", []string{"transfer-encoding", "chunked"}, "PROTOCOL_ERROR"},
+	{"te gzip", []string{"te", "gzip"}, "PROTOCOL_ERROR"},
+	{":status in a request", []string{":status", "200"}, "PROTOCOL_ERROR"},
+	{":protocol", []string{":protocol", "websocket"}, "PROTOCOL_ERROR"},
+	{"bad content-length", []string{"content-length", "x"}, "PROTOCOL_ERROR"},
+	{"content-length without body", []string{"content-length", "5"}, "PROTOCOL_ERROR"},
+	{"CONNECT", []string{":method", "CONNECT", ":scheme", "-", ":path", "-"}, "501"},
+}
+
+// check sends the head on stream 1 and expects the server's refusal.
+func (tc malformedRequest) check(t *testing.T, rc *rawClient) {
+	t.Helper()
+	// Pseudo fields first: put overriding pseudo fields in the base.
+	rc.hbuf.Reset()
+	if tc.fields[0][0] == ':' && tc.fields[0] != ":status" && tc.fields[0] != ":protocol" {
+		rc.headers(1, true, tc.fields...)
+	} else {
+		if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(tc.fields...), EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tc.want == "501" {
+		if s := rc.status(1); s != "501" {
+			t.Fatalf("status %s, want 501", s)
+		}
+		return
+	}
+	if code := rc.rst(1); code.String() != tc.want {
+		t.Fatalf("RST_STREAM %v, want %s", code, tc.want)
 	}
 }
 

@@ -101,6 +101,19 @@
 //     PROTOCOL_ERROR (malformed_request); CONNECT gets 501 (no tunnels,
 //     no extended CONNECT).
 //
+// # Sessions
+//
+// Server.NewSession serves the same protocol for an owner that reads and
+// writes the socket itself and runs the requests on its own goroutine (an
+// event loop): a Session takes the bytes read (Feed), decodes whole frames
+// only (it never blocks), answers the control frames, hands each request
+// (method, scheme, authority, path and checked fields), its body and its
+// reset to the owner's SessionHandler, and queues the frames to write
+// (Output); the owner answers with WriteHeaders and WriteData within the
+// client's windows. The checks, bounds and answers above are the same
+// (h2spec passes all its cases against it), except the timeouts, which are
+// the owner's timers, and OnIdle.
+//
 // A Server is safe for concurrent use; its zero value serves with the
 // defaults above and answers 404 without a Handler.
 package h2

@@ -111,28 +111,14 @@ func validWireName(v string) bool {
 // the next call. On the reader goroutine.
 func (c *conn) readHeaderBlock(hf *http2.HeadersFrame) (*http2.MetaHeadersFrame, error) {
 	hb := &c.hb
-	fields := hb.meta.Fields
-	if cap(fields) > maxKeptFields {
-		fields = nil
-	}
-	clear(fields[:cap(fields)]) // no strings of an earlier request kept
-	hb.meta = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: fields[:0]}
-	limit := c.s.maxHeaderList()
-	hb.headersRemain, hb.trailersRemain = limit, limit
-	hb.sawRegular, hb.invalid = false, nil
-	hb.dec.SetEmitEnabled(true)
-	hb.dec.SetMaxStringLength(int(limit))
-	frag := hf.HeaderBlockFragment()
-	ended := hf.HeadersEnded()
+	hb.begin(hf, c.s.maxHeaderList())
+	frag, ended := hf.HeaderBlockFragment(), hf.HeadersEnded()
 	for {
-		if int64(len(frag)) > 2*int64(hb.headersRemain+hb.trailersRemain) || hb.invalid != nil {
-			return &hb.meta, http2.ConnectionError(http2.ErrCodeProtocol)
-		}
-		if _, err := hb.dec.Write(frag); err != nil {
-			return &hb.meta, http2.ConnectionError(http2.ErrCodeCompression)
+		if err := hb.add(frag); err != nil {
+			return &hb.meta, err
 		}
 		if ended {
-			break
+			return hb.end()
 		}
 		f, err := c.fr.ReadFrame() // a CONTINUATION of the same stream, or an error (the Framer checks the order)
 		if err != nil {
@@ -144,14 +130,49 @@ func (c *conn) readHeaderBlock(hf *http2.HeadersFrame) (*http2.MetaHeadersFrame,
 		}
 		frag, ended = cf.HeaderBlockFragment(), cf.HeadersEnded()
 	}
+}
+
+// begin starts decoding the block hf opens, with limit the most bytes of
+// fields (MaxHeaderListSize); the fragments follow by add (hf's own
+// first), then end. A reader that gets frames one at a time (a loop)
+// feeds each CONTINUATION's fragment to add as it comes.
+func (hb *headerBlock) begin(hf *http2.HeadersFrame, limit uint32) {
+	fields := hb.meta.Fields
+	if cap(fields) > maxKeptFields {
+		fields = nil
+	}
+	clear(fields[:cap(fields)]) // no strings of an earlier request kept
+	hb.meta = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: fields[:0]}
+	hb.headersRemain, hb.trailersRemain = limit, limit
+	hb.sawRegular, hb.invalid = false, nil
+	hb.dec.SetEmitEnabled(true)
+	hb.dec.SetMaxStringLength(int(limit))
+}
+
+// add decodes one fragment of the block; an error is a ConnectionError
+// (the connection ends).
+func (hb *headerBlock) add(frag []byte) error {
+	if int64(len(frag)) > 2*int64(hb.headersRemain+hb.trailersRemain) || hb.invalid != nil {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if _, err := hb.dec.Write(frag); err != nil {
+		return http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	return nil
+}
+
+// end finishes the block after its last fragment: the fields decoded, in
+// a MetaHeadersFrame valid until the next begin, or a ConnectionError or a
+// StreamError.
+func (hb *headerBlock) end() (*http2.MetaHeadersFrame, error) {
 	if err := hb.dec.Close(); err != nil {
 		return &hb.meta, http2.ConnectionError(http2.ErrCodeCompression)
 	}
 	if hb.invalid != nil {
-		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: hb.invalid}
+		return nil, http2.StreamError{StreamID: hb.meta.StreamID, Code: http2.ErrCodeProtocol, Cause: hb.invalid}
 	}
 	if !pseudosValid(hb.meta.PseudoFields()) {
-		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: errBadPseudo}
+		return nil, http2.StreamError{StreamID: hb.meta.StreamID, Code: http2.ErrCodeProtocol, Cause: errBadPseudo}
 	}
 	return &hb.meta, nil
 }

@@ -290,24 +290,11 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 	if !ok {
 		return 0, false
 	}
-	if p.method == "CONNECT" {
-		if p.scheme != "" || p.path != "" || p.authority == "" {
-			return 0, false
-		}
-		return http.StatusNotImplemented, false // no tunnels, no extended CONNECT
-	}
-	// :scheme http or https, as net/http's server wants; :path in origin
-	// form, or * for OPTIONS (RFC 9113 §8.3.1): an absolute or opaque
-	// form would be routed and checked as one target and reach the
-	// upstream as another.
-	if p.method == "" || p.scheme != "https" && p.scheme != "http" || p.path == "" ||
-		p.path[0] != '/' && (p.path != "*" || p.method != http.MethodOptions) {
-		return 0, false
+	if status, ok := p.check(); !ok {
+		return status, false
 	}
 	h, want, ok := regularFields(f.RegularFields(), &p.authority)
-	// No userinfo (RFC 9113 §8.3.1), and a valid Host, as net/http's
-	// HTTP/1 server wants: net/http's Transport would send none.
-	if !ok || strings.IndexByte(p.authority, '@') >= 0 || !httpguts.ValidHostHeader(p.authority) {
+	if !ok || !p.authorityValid() {
 		return 0, false
 	}
 	var u *url.URL
@@ -343,6 +330,35 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (status int, ok
 // pseudoFields are a request's pseudo-header fields.
 type pseudoFields struct{ method, scheme, authority, path string }
 
+// check reports whether a request's pseudo-header fields may be served:
+// not ok for a malformed request, with a status to answer (CONNECT: 501)
+// or 0 for RST_STREAM PROTOCOL_ERROR. The authority is checked apart
+// (authorityValid), once a host field may have given it.
+func (p pseudoFields) check() (status int, ok bool) {
+	if p.method == "CONNECT" {
+		if p.scheme != "" || p.path != "" || p.authority == "" {
+			return 0, false
+		}
+		return http.StatusNotImplemented, false // no tunnels, no extended CONNECT
+	}
+	// :scheme http or https, as net/http's server wants; :path in origin
+	// form, or * for OPTIONS (RFC 9113 §8.3.1): an absolute or opaque
+	// form would be routed and checked as one target and reach the
+	// upstream as another.
+	if p.method == "" || p.scheme != "https" && p.scheme != "http" || p.path == "" ||
+		p.path[0] != '/' && (p.path != "*" || p.method != http.MethodOptions) {
+		return 0, false
+	}
+	return 0, true
+}
+
+// authorityValid reports whether the authority (from :authority or the
+// host field) has no userinfo (RFC 9113 §8.3.1) and is a valid Host, as
+// net/http's HTTP/1 server wants: net/http's Transport would send none.
+func (p pseudoFields) authorityValid() bool {
+	return strings.IndexByte(p.authority, '@') < 0 && httpguts.ValidHostHeader(p.authority)
+}
+
 // pseudo takes f's pseudo-header fields; not ok with :status, or
 // :protocol (SETTINGS_ENABLE_CONNECT_PROTOCOL is not announced).
 func pseudo(f *http2.MetaHeadersFrame) (p pseudoFields, ok bool) {
@@ -375,22 +391,15 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 	// allocation, not one a field; a repeated field's append copies.
 	slots := make([]string, len(fields))
 	for i, hf := range fields {
-		switch {
-		case connectionSpecific[hf.Name], hf.Name == "te" && hf.Value != "trailers":
-			return nil, 0, false
-		case hf.Name == "content-length":
-			n, err := strconv.ParseUint(hf.Value, 10, 63) // digits only: no sign
-			if err != nil || want >= 0 && int64(n) != want {
-				return nil, 0, false
-			}
-			want = int64(n)
-		case hf.Name == "cookie":
+		if hf.Name == "cookie" {
 			cookies = append(cookies, hf.Value)
 			continue
-		case hf.Name == "host":
-			if *authority == "" {
-				*authority = hf.Value
-			}
+		}
+		keep, ok := requestField(hf, &want, authority)
+		if !ok {
+			return nil, 0, false
+		}
+		if !keep {
 			continue
 		}
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
@@ -405,6 +414,30 @@ func regularFields(fields []hpack.HeaderField, authority *string) (h http.Header
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
 	return h, want, true
+}
+
+// requestField checks one regular field of a request: not ok for a
+// connection-specific field, te other than trailers, or a content-length
+// not all digits or repeated with another value. It takes content-length
+// into *want and host into *authority when that is empty; keep reports
+// whether the field goes into the request's header (host does not).
+func requestField(hf hpack.HeaderField, want *int64, authority *string) (keep, ok bool) {
+	switch {
+	case connectionSpecific[hf.Name], hf.Name == "te" && hf.Value != "trailers":
+		return false, false
+	case hf.Name == "content-length":
+		n, err := strconv.ParseUint(hf.Value, 10, 63) // digits only: no sign
+		if err != nil || *want >= 0 && int64(n) != *want {
+			return false, false
+		}
+		*want = int64(n)
+	case hf.Name == "host":
+		if *authority == "" {
+			*authority = hf.Value
+		}
+		return false, true
+	}
+	return true, true
 }
 
 // declaredTrailers is Request.Trailer before the body ends: the keys the

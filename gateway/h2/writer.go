@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
-	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
@@ -382,23 +381,10 @@ func (c *conn) writeHeaders(id uint32, status int, h http.Header, trailers []str
 			_ = c.henc.WriteField(hpack.HeaderField{Name: "date", Value: httpDate()})
 		}
 	}
-	block := c.hbuf.Bytes()
 	c.mu.Lock()
 	frame := c.peerFrame
 	c.mu.Unlock()
-	first := block[:min(len(block), frame)]
-	block = block[len(first):]
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0}); err != nil {
-		return err
-	}
-	for len(block) > 0 {
-		part := block[:min(len(block), frame)]
-		block = block[len(part):]
-		if err := c.fr.WriteContinuation(id, len(block) == 0, part); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writeBlock(c.fr, id, c.hbuf.Bytes(), end, frame)
 }
 
 func isTrailer(k string, trailers []string) bool {
