@@ -446,3 +446,42 @@ func FuzzSessionFeed(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSessionRequest is one request and its answer through a Session,
+// as a loop runs them at one stream a connection: the HEADERS fed, the
+// answer's HEADERS and DATA queued, the output taken.
+func BenchmarkSessionRequest(b *testing.B) {
+	o := &echoOwner{pending: map[*SessionStream][]byte{}, body: map[*SessionStream]int{}}
+	var rs reasons
+	o.ss = (&Server{OnProtocolError: rs.count}).NewSession(o)
+	var in bytes.Buffer
+	rc := &rawClient{t: &testing.T{}, fr: http2.NewFramer(&in, nil)}
+	rc.henc = hpack.NewEncoder(&rc.hbuf)
+	in.WriteString(http2.ClientPreface)
+	_ = rc.fr.WriteSettings()
+	// The same head each time, as a client's HPACK state makes it after
+	// the first request: indexed fields.
+	fields := []string{":path", "/api/v1/items", "user-agent", "h2load nghttp2/1.64.0", "accept", "*/*"}
+	rc.headers(1, true, fields...)
+	_ = rc.fr.WriteWindowUpdate(0, 1<<31-1-65535) // answers never wait for the connection's window
+	if _, err := o.ss.Feed(time.Unix(1, 0), in.Bytes()); err != nil {
+		b.Fatal(err)
+	}
+	o.ss.Wrote(len(o.ss.Output()))
+	in.Reset()
+	rc.headers(3, true, fields...)
+	frame := append([]byte(nil), in.Bytes()...)
+	id := uint32(3)
+	b.ReportAllocs()
+	for b.Loop() {
+		id += 2
+		frame[5], frame[6], frame[7], frame[8] = byte(id>>24), byte(id>>16), byte(id>>8), byte(id)
+		if _, err := o.ss.Feed(time.Unix(1, 0), frame); err != nil {
+			b.Fatal(err, id, rs.seen)
+		}
+		if len(o.ss.Output()) == 0 {
+			b.Fatal("no answer")
+		}
+		o.ss.Wrote(len(o.ss.Output()))
+	}
+}
