@@ -642,7 +642,7 @@ func (ss *Session) WriteData(st *SessionStream, p []byte, end bool) int {
 	if st.reset || st.ended || ss.err != nil {
 		return len(p)
 	}
-	n := int(max(min(int64(len(p)), ss.sendWindow, st.sendWindow), 0))
+	n := min(len(p), ss.Window(st))
 	ss.sendWindow -= int64(n)
 	st.sendWindow -= int64(n)
 	for q := p[:n]; ; {
@@ -659,6 +659,12 @@ func (ss *Session) WriteData(st *SessionStream, p []byte, end bool) int {
 		}
 	}
 	return n
+}
+
+// Window is how many bytes of DATA st may send now: the smaller of the
+// client's windows, the connection's and the stream's.
+func (ss *Session) Window(st *SessionStream) int {
+	return int(max(min(ss.sendWindow, st.sendWindow), 0))
 }
 
 // Close ends the owner's part in st: a stream whose answer did not end is

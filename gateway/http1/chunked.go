@@ -57,39 +57,58 @@ type Chunked struct {
 // next message. A framing error is ErrUnsupported wrapped with what was
 // wrong.
 func (c *Chunked) Scan(b []byte) (n int, done bool, err error) {
+	for {
+		k, data, done, err := c.Next(b[n:], len(b))
+		n += k
+		if data == nil || done || err != nil {
+			return n, done, err
+		}
+	}
+}
+
+// Next is Scan up to the end of the first run of chunk data in b, of at
+// most max bytes: it returns how many bytes of b it read (framing and
+// data), the data among them (a view of b, nil when none came), and
+// whether the body ended. A caller that decodes the body calls it until
+// it returns no data; one that can take no more data passes max 0.
+func (c *Chunked) Next(b []byte, max int) (n int, data []byte, done bool, err error) {
 	i := 0
 	for i < len(b) {
 		if c.state == stData {
-			k := uint64(len(b) - i)
+			if max <= 0 {
+				return i, nil, false, nil
+			}
+			k := uint64(min(len(b)-i, max))
 			if k > c.size {
 				k = c.size
 			}
+			data = b[i : i+int(k)]
 			i += int(k)
 			c.size -= k
 			if c.size == 0 {
 				c.state = stDataCR
 			}
-			continue
+			return i, data, false, nil
 		}
 		if c.state >= stTrailer {
 			if c.state == stDone {
-				return i, true, nil
+				return i, nil, true, nil
 			}
 			var e error
 			if i, e = c.scanTrailer(b, i); e != nil {
-				return i, false, e
+				return i, nil, false, e
 			}
 			if c.state == stDone {
-				return i, true, nil
+				return i, nil, true, nil
 			}
 			continue
 		}
 		if e := c.step(b[i]); e != nil {
-			return i, false, e
+			return i, nil, false, e
 		}
 		i++
 	}
-	return i, c.state == stDone, nil
+	return i, nil, c.state == stDone, nil
 }
 
 // step advances the chunk-size line and data-CRLF states by one byte.
