@@ -42,13 +42,14 @@ type Config struct {
 // HTTP/2 by ALPN, and with gateway.h2c the plain ones that open with the
 // HTTP/2 preface (gateway.http2).
 type HTTP2Config struct {
-	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge, on the lean engine: lean (package gateway/h2, the gateway's own HTTP/2 server) or net (net/http's HTTP/2 server). Empty means lean. The engines net and fast, and Upgrade: h2c, always use net/http's."`
+	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge, on the lean engine: lean (package gateway/h2, the gateway's own HTTP/2 server) or net (net/http's HTTP/2 server); or loop (h2c with prior knowledge only, on a plain listener with h2c: the loop engine serves the streams on its event loops, and answers 502 to those it would hand on, docs/gateway.md). Empty means lean. The engines net and fast, and Upgrade: h2c, always use net/http's."`
 }
 
 // HTTP/2 servers (gateway.http2.server).
 const (
 	HTTP2ServerLean = "lean"
 	HTTP2ServerNet  = "net"
+	HTTP2ServerLoop = "loop"
 )
 
 // DefaultConfig is the gateway section of a file that does not set it.
@@ -310,8 +311,17 @@ func (c *Config) check(report func(path []any, msg string)) {
 	}
 	switch c.HTTP2.Server {
 	case "", HTTP2ServerLean, HTTP2ServerNet:
+	case HTTP2ServerLoop:
+		switch {
+		case !loopsSupported:
+			bad([]any{"http2", "server"}, "%s runs on Linux only (epoll); use %s or %s here", HTTP2ServerLoop, HTTP2ServerLean, HTTP2ServerNet)
+		case c.TLS.Enabled() || !c.H2C:
+			bad([]any{"http2", "server"}, "%s serves h2c with prior knowledge only, on a plain listener with h2c: true; over tls use %s or %s", HTTP2ServerLoop, HTTP2ServerLean, HTTP2ServerNet)
+		case c.Engine != "" && c.Engine != EngineAuto && c.Engine != EngineLoop:
+			bad([]any{"http2", "server"}, "%s needs engine %s or %s, not %s", HTTP2ServerLoop, EngineAuto, EngineLoop, c.Engine)
+		}
 	default:
-		bad([]any{"http2", "server"}, "must be %s or %s, got %q", HTTP2ServerLean, HTTP2ServerNet, c.HTTP2.Server)
+		bad([]any{"http2", "server"}, "must be %s, %s or %s, got %q", HTTP2ServerLean, HTTP2ServerNet, HTTP2ServerLoop, c.HTTP2.Server)
 	}
 	upstreams := make(map[string]bool)
 	for i := range c.Upstreams {

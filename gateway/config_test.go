@@ -40,7 +40,7 @@ func TestConfigValidateEveryType(t *testing.T) {
 		`gateway.tls.alpn: lists h2 twice`,
 		`gateway.upstream_tls.cert_file: must be set with key_file`,
 		`gateway.engine: must be one of auto, fast, lean, loop, net, got "turbo"`,
-		`gateway.http2.server: must be lean or net, got "x"`,
+		`gateway.http2.server: must be lean, net or loop, got "x"`,
 		`gateway.upstreams[0].algorithm: must be one of round-robin, weighted-round-robin, least-request, adaptive, got "random"`,
 		`gateway.upstreams[0].targets[0].weight: must not be negative, got -1`,
 		`gateway.upstreams[0].targets[1].address: duplicate target "x:1"`,
@@ -98,5 +98,41 @@ func TestConfigPortRange(t *testing.T) {
 	}
 	if got := err.Error(); got != strings.Join(want, "\n") {
 		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
+
+// gateway.http2.server loop serves h2c with prior knowledge on the loop
+// engine: asked for elsewhere, it is refused with why.
+func TestConfigHTTP2OnLoops(t *testing.T) {
+	base := func() Config {
+		return Config{
+			Listen: "127.0.0.1:0", H2C: true, HTTP2: HTTP2Config{Server: HTTP2ServerLoop},
+			Upstreams: []UpstreamConfig{{Name: "a", Targets: []TargetConfig{{Address: "x:1"}}}},
+			Routes:    []RouteConfig{{ID: "r", Upstream: "a"}},
+		}
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("h2c on the loops refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"without h2c", func(c *Config) { c.H2C = false }, `gateway.http2.server: loop serves h2c with prior knowledge only, on a plain listener with h2c: true; over tls use lean or net`},
+		{"over tls", func(c *Config) { c.TLS = TLSConfig{CertFile: "c", KeyFile: "k"} }, `gateway.http2.server: loop serves h2c with prior knowledge only, on a plain listener with h2c: true; over tls use lean or net`},
+		{"engine lean", func(c *Config) { c.Engine = EngineLean }, `gateway.http2.server: loop needs engine auto or loop, not lean`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.edit(&c)
+			err := c.Validate()
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("Validate: %v, want %s", err, tc.want)
+			}
+		})
+	}
+	if !servesOnLoops(base()) {
+		t.Error("h2c with http2.server loop is not served on the loops")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fluxgate/fluxgate/gateway/eventloop"
+	"github.com/fluxgate/fluxgate/gateway/h2"
 )
 
 // The loop engine (gateway.engine loop, Linux) serves the requests the
@@ -52,6 +53,7 @@ type LoopServer struct {
 	g      *Gateway
 	logger *slog.Logger
 	lean   *LeanServer // serves the connections handed over
+	h2     *h2.Server  // HTTP/2's limits when the loops serve it (gateway.http2.server loop), else nil
 
 	group  *eventloop.Group
 	loops  []*loopState // by loop index
@@ -85,6 +87,7 @@ type loopState struct {
 	s     *LoopServer
 	l     *eventloop.Loop
 	conns map[*loopConn]struct{}
+	h2s   map[*loopH2]struct{} // HTTP/2 connections (looph2.go)
 	pools map[string]*loopPool // by target address
 	limit int                  // connections open to one target from this loop
 	// bufs are read buffers of leanBufStart bytes given back by
@@ -136,7 +139,7 @@ func (g *Gateway) NewLoopServer(logger *slog.Logger, loops int) (*LoopServer, er
 		// The bound of the lean pools (leanMaxConns a target) is shared
 		// by the loops, each its part: a loop never waits for another's
 		// connection, nor counts with another.
-		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*loopConn]struct{}{},
+		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*loopConn]struct{}{}, h2s: map[*loopH2]struct{}{},
 			pools: map[string]*loopPool{}, limit: max(1, (leanMaxConns+n-1)/n)})
 	}
 	return s, nil
@@ -313,6 +316,9 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 					for c := range st.conns {
 						c.abort()
 					}
+					for h := range st.h2s {
+						h.close()
+					}
 				})
 				err = ctx.Err()
 				break wait
@@ -375,6 +381,9 @@ func (st *loopState) closeIdle() {
 		if c.idle() {
 			c.close()
 		}
+	}
+	for h := range st.h2s { // GOAWAY: no new streams, closed once those open are done
+		h.goAway()
 	}
 }
 

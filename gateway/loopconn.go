@@ -86,6 +86,9 @@ type loopConn struct {
 	upReusable  bool
 	keep        bool // the connection carries another request after this answer
 	writeFailed bool
+
+	served bool        // a request was read on the connection
+	h2     *loopStream // a stream of an HTTP/2 connection (looph2.go): no socket of its own
 }
 
 type loopStage uint8
@@ -192,7 +195,11 @@ func (c *loopConn) guard() {
 		c.lc.hdr.reset()
 		leanResponder{lc: &c.lc, close: true}.json(http.StatusInternalServerError, map[string]string{"error": "internal"})
 		c.lc.status = http.StatusInternalServerError
-		_, _ = unix.Write(c.fd, c.lc.pending) // one try: the connection closes
+		if c.h2 != nil {
+			c.sendStream(c.lc.pending)
+		} else {
+			_, _ = unix.Write(c.fd, c.lc.pending) // one try: the connection closes
+		}
 		c.lc.pending = nil
 	}
 	c.abort()
@@ -328,6 +335,14 @@ func (c *loopConn) parse() {
 		c.process()
 		return
 	}
+	if !c.served && c.st.s.h2 != nil && c.h2 == nil {
+		if prefix, whole := isH2Preface(lc.buf[lc.r:lc.w]); prefix {
+			if whole {
+				c.toH2()
+			}
+			return
+		}
+	}
 	n, err := http1.ParseRequest(lc.buf[lc.r:lc.w], headerBuffer, req)
 	switch {
 	case err != nil:
@@ -377,6 +392,10 @@ func (c *loopConn) bodyFault(err error) {
 // the connection, the body's answers 408, the write's drops the client.
 func (c *loopConn) clientTimeout() {
 	defer c.guard()
+	if c.h2 != nil && c.h2.bridge != nil {
+		c.bridgeTimeout()
+		return
+	}
 	if c.closed {
 		return
 	}
@@ -396,6 +415,10 @@ func (c *loopConn) clientTimeout() {
 // the lean engine, which serves it from then on. Nothing of an answer
 // has been written to it.
 func (c *loopConn) handOver() {
+	if c.h2 != nil {
+		c.handStream()
+		return
+	}
 	c.stopTimer()
 	c.stopUT()
 	if c.registered {
@@ -444,6 +467,7 @@ func (c *loopConn) process() {
 	lc.wrote = false
 	lc.hdr.reset()
 	c.stage = stUpstream
+	c.served = true
 	if rt == nil {
 		leanResponder{lc: lc, close: lc.req.Close}.json(http.StatusNotFound, map[string]string{"error": "no_route"})
 		c.finish(true)
@@ -1005,6 +1029,9 @@ func (c *loopConn) flushed() {
 // the client is gone.
 func (c *loopConn) send(p []byte) bool {
 	c.lc.wrote = true
+	if c.h2 != nil {
+		return c.sendStream(p)
+	}
 	for len(p) > 0 {
 		n, err := unix.Write(c.fd, p)
 		if n > 0 {
@@ -1033,6 +1060,9 @@ func (c *loopConn) send(p []byte) bool {
 // drain writes what waits for the client, then goes on: the relay reads
 // the target again, or the answer is out.
 func (c *loopConn) drain() {
+	if c.h2 != nil && !c.drainStream() {
+		return
+	}
 	for len(c.wq) > 0 {
 		n, err := unix.Write(c.fd, c.wq)
 		if n > 0 {
@@ -1125,6 +1155,10 @@ func (c *loopConn) close() {
 	if c.up != nil {
 		c.up.p.closeUp(c.up)
 		c.up = nil
+	}
+	if c.h2 != nil {
+		c.closeStream()
+		return
 	}
 	if c.registered {
 		_ = c.st.l.Delete(c.fd)

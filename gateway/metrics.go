@@ -88,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute, metricnames.HandoverHTTP2, metricnames.HandoverH2C, metricnames.HandoverUpstreamTLS} {
+	for _, r := range []string{metricnames.HandoverRequest, metricnames.HandoverBody, metricnames.HandoverRoute, metricnames.HandoverHTTP2, metricnames.HandoverH2C, metricnames.HandoverUpstreamTLS, metricnames.HandoverHTTP2Stream} {
 		m.handovers.WithLabelValues(r) // every reason shows, at 0 until it happens
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.connections, m.health, m.weight, m.handovers, m.h2errors, m.canaryWeight, m.canaryVerdict, m.canaryRequests, m.canaryDuration} {

@@ -175,6 +175,10 @@ func (s *Service) Start(ctx context.Context) error {
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
 	case osrv != nil: // the loop engine (auto's choice for plain listeners on Linux), which hands what it does not serve to lean
+		if cfg.H2C { // gateway.http2.server loop: prior knowledge on the loops, Upgrade: h2c to srv through lean
+			osrv.lean.ServeH2CWith(srv)
+			osrv.h2 = g.NewHTTP2Server(s.logger)
+		}
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
@@ -249,10 +253,12 @@ func (s *Service) loopServer(g *Gateway, cfg Config) (*LoopServer, error) {
 var newLoopServer = (*Gateway).NewLoopServer
 
 // servesOnLoops reports whether cfg is served by the loop engine: asked
-// for, or auto on Linux, on a plain listener without h2c.
+// for, or auto on Linux, on a plain listener without h2c (or with h2c
+// served on the loops: gateway.http2.server loop).
 func servesOnLoops(cfg Config) bool {
 	auto := cfg.Engine == "" || cfg.Engine == EngineAuto
-	return (cfg.Engine == EngineLoop || auto && loopsSupported) && !cfg.TLS.Enabled() && !cfg.H2C
+	return (cfg.Engine == EngineLoop || auto && loopsSupported) && !cfg.TLS.Enabled() &&
+		(!cfg.H2C || cfg.HTTP2.Server == HTTP2ServerLoop)
 }
 
 // check records err, a running part's, unless nil; the first also goes

@@ -23,7 +23,8 @@ import (
 // for: the method and path, Host from the authority, the fields (the
 // cookie fields joined with "; " into one, after the others, RFC 9113
 // §8.2.3), the body's Content-Length
-// (bodyLen, or none when -1 and the request has no body), and Connection:
+// (bodyLen; none when -1 and the request has no body, Transfer-Encoding:
+// chunked when h1Chunked), and Connection:
 // close — the exchange carries this one request.
 func h1Request(dst []byte, req *h2.SessionRequest, bodyLen int64) []byte {
 	dst = append(dst, req.Method...)
@@ -55,13 +56,19 @@ func h1Request(dst []byte, req *h2.SessionRequest, bodyLen int64) []byte {
 		}
 		dst = append(dst, "\r\n"...)
 	}
-	if bodyLen >= 0 {
+	switch {
+	case bodyLen >= 0:
 		dst = append(dst, "Content-Length: "...)
 		dst = strconv.AppendInt(dst, bodyLen, 10)
 		dst = append(dst, "\r\n"...)
+	case bodyLen == h1Chunked:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
 	}
 	return append(dst, "Connection: close\r\n\r\n"...)
 }
+
+// h1Chunked is h1Request's bodyLen for a body sent chunked.
+const h1Chunked = -2
 
 var errAnswerHead = errors.New("gateway: http2: the answer's head is not whole or not valid")
 
@@ -81,16 +88,23 @@ type streamAnswer struct {
 
 // write turns the next bytes of the answer, p, into frames of st, as far
 // as the client's windows take its body: it returns how many bytes of p
-// it took; the rest waits for the windows (Writable). The head must come
-// whole in the first call (the engines write it in one piece).
+// it took; the rest waits for the windows (Writable). A head must come
+// whole in one call (the engines write each in one piece); informational
+// (1xx) heads are dropped.
 func (a *streamAnswer) write(ss *h2.Session, st *h2.SessionStream, p []byte) (int, error) {
 	n := 0
-	if !a.started {
-		k, err := http1.ParseResponse(p, len(p), &a.resp)
+	for !a.started {
+		k, err := http1.ParseResponse(p[n:], len(p)-n, &a.resp)
 		if err != nil || k == 0 {
 			return 0, errAnswerHead
 		}
-		n = k
+		n += k
+		if a.resp.Status < 200 { // 100 Continue and the like: the final head follows
+			if n == len(p) {
+				return n, nil
+			}
+			continue
+		}
 		a.started = true
 		a.length = a.resp.BodyLength(a.headReq)
 		a.fields = a.fields[:0]

@@ -156,6 +156,7 @@ func TestStreamAnswer(t *testing.T) {
 		{name: "no body", answer: "HTTP/1.1 204 No Content\r\nX-Id: 9\r\n\r\n", status: "204"},
 		{name: "HEAD", answer: "HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n", headReq: true, status: "200"},
 		{name: "empty", answer: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", status: "200"},
+		{name: "after 100 Continue", answer: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", status: "200", body: "ok"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newAnswerStream(t, 4) // the body goes 4 bytes a window update

@@ -62,7 +62,8 @@ const (
 // gateway.http2.server); a route to a group with upstream TLS, which the
 // loop engine hands to the lean engine (the loop engine's other
 // hand-overs go on from lean to the fast engine and count there once,
-// with the reasons above).
+// with the reasons above); an HTTP/2 stream the loop engine's HTTP/2
+// (gateway.http2.server loop) hands to the lean engine on its own.
 const (
 	HandoverRequest     = "request"
 	HandoverBody        = "body"
@@ -70,6 +71,7 @@ const (
 	HandoverHTTP2       = "h2"
 	HandoverH2C         = "h2c"
 	HandoverUpstreamTLS = "upstream_tls"
+	HandoverHTTP2Stream = "h2_stream"
 )
 
 // Circuit breakers (package controlpoint/breaker). BreakerStateNumeric is

@@ -6,32 +6,18 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/internal/testbin"
 )
 
 // h2specBin finds h2spec: the repository's .bin (make tools), then PATH.
 // Without it the test is skipped with a message, or fails under CI=true.
 func h2specBin(t *testing.T) string {
-	t.Helper()
-	if p, err := filepath.Abs("../../.bin/h2spec"); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("h2spec"); err == nil {
-		return p
-	}
-	msg := "h2spec is not installed (`make tools` puts it in .bin)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testbin.Find(t, "h2spec", "`make tools` puts it in .bin")
 }
 
 // TestH2spec runs every h2spec case (RFC 7540 and HPACK, strict ones

@@ -707,6 +707,24 @@ func (ss *Session) GoAway() {
 	}
 }
 
+// Started reports whether the client's preface and first SETTINGS came.
+func (ss *Session) Started() bool { return ss.settings }
+
+// End ends the connection without a word to the client (it closed, or its
+// socket failed): every stream not yet reset is, for the owner, and
+// nothing more is queued.
+func (ss *Session) End() {
+	if ss.err == nil {
+		ss.err = errSessionEnded
+	}
+	for _, st := range ss.streams {
+		if !st.reset {
+			ss.markReset(st)
+		}
+	}
+	ss.out.b = ss.out.b[:0]
+}
+
 // Ended reports whether the connection is to close once Output is
 // written: after a connection error or a graceful GOAWAY with every
 // stream closed.

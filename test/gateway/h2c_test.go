@@ -145,8 +145,11 @@ func TestH2CPriorKnowledgeOnLeanEngine(t *testing.T) {
 // An HTTP/1.1 request with Upgrade: h2c is upgraded, as it was before the
 // lean engine served h2c listeners: net/http's h2c handler answers 101
 // and the response comes on stream 1 over HTTP/2.
-func TestH2CUpgradeOnLeanEngine(t *testing.T) {
-	s := h2cStack(t, "")
+func TestH2CUpgradeOnLeanEngine(t *testing.T) { checkH2CUpgrade(t, h2cStack(t, "")) }
+
+// checkH2CUpgrade checks an Upgrade: h2c request on s.
+func checkH2CUpgrade(t *testing.T, s *stack) {
+	t.Helper()
 	c, err := net.Dial("tcp", s.svc.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +209,44 @@ func TestH2CUpgradeOnLeanEngine(t *testing.T) {
 	if n := handoverCount(t, s, metricnames.HandoverH2C); n != 0 {
 		t.Errorf("handovers{reason=h2c} = %v, want 0", n)
 	}
+}
+
+// With gateway.http2.server loop, the loop engine serves the listener:
+// clients with prior knowledge on the loops (no hand-over), HTTP/1.1
+// clients on the loops too, and Upgrade: h2c through the lean engine to
+// net/http as before.
+func TestH2COnTheLoops(t *testing.T) {
+	b := newBackend(t, "b1")
+	cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
+	cfg.H2C, cfg.HTTP2.Server = true, gateway.HTTP2ServerLoop
+	s := startStack(t, cfg, nil, gateway.ServiceOptions{})
+	if e := s.svc.Engine(); e != gateway.EngineLoop {
+		t.Fatalf("engine %q with http2.server loop, want loop", e)
+	}
+	url := "http://" + s.svc.Addr().String() + "/x"
+	for _, proto := range []int{2, 1} {
+		p := new(http.Protocols)
+		if proto == 2 {
+			p.SetUnencryptedHTTP2(true)
+		} else {
+			p.SetHTTP1(true)
+		}
+		tr := &http.Transport{Protocols: p}
+		c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		for i := range 3 {
+			major, body := protoGet(t, c, url)
+			if major != proto || body != "b1" {
+				t.Fatalf("request %d: HTTP/%d %q, want HTTP/%d from b1", i, major, body, proto)
+			}
+		}
+		tr.CloseIdleConnections()
+	}
+	for _, r := range []string{metricnames.HandoverH2C, metricnames.HandoverRequest, metricnames.HandoverHTTP2Stream} {
+		if n := handoverCount(t, s, r); n != 0 {
+			t.Errorf("handovers{reason=%s} = %v, want 0: served on the loops", r, n)
+		}
+	}
+	checkH2CUpgrade(t, s)
 }
 
 // The engines net and fast keep serving h2c on net/http, both ways.

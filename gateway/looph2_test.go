@@ -1,0 +1,298 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/fluxgate/fluxgate/internal/testbin"
+	"github.com/fluxgate/fluxgate/metricnames"
+)
+
+// h2cClient is net/http's HTTP/2 client with prior knowledge over plain
+// TCP: one connection, its streams multiplexed.
+func h2cClient(t *testing.T) *http.Client {
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+// streamEchoTarget answers with what it got: method, path, a field, the cookie,
+// the body's length and digest; /big/N answers N bytes, chunked.
+func streamEchoTarget(t *testing.T) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n, ok := strings.CutPrefix(r.URL.Path, "/big/"); ok {
+			size, _ := strconv.Atoi(n)
+			piece := []byte(strings.Repeat("z", 4096))
+			for sent := 0; sent < size; sent += len(piece) {
+				_, _ = w.Write(piece[:min(len(piece), size-sent)])
+				w.(http.Flusher).Flush() // chunked
+			}
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		sum := sha256.Sum256(b)
+		w.Header().Set("X-Got", fmt.Sprintf("%s %s user=%s cookie=%s len=%d cl=%d", r.Method, r.URL.RequestURI(), r.Header.Get("X-User"), r.Header.Get("Cookie"), len(b), r.ContentLength))
+		_, _ = io.WriteString(w, hex.EncodeToString(sum[:]))
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// loopH2To serves a gateway to up on the loop engine with HTTP/2 on the
+// loops, and returns its http:// address and server.
+func loopH2To(t *testing.T, up *httptest.Server, opts Options) (string, *LoopServer) {
+	t.Helper()
+	g := proxyTo(t, up, opts)
+	addr, s := serveLoopWith(t, g, func(s *LoopServer) { s.h2 = g.NewHTTP2Server(nil) })
+	return "http://" + addr, s
+}
+
+// TestLoopH2Serves: HTTP/2 clients with prior knowledge are served on the
+// loops — many streams at once on one connection, bodies of known and
+// unknown length both ways, past the windows, HEAD, cookies — with no
+// hand-over (the loop server here has no HTTP/2 server to hand to).
+func TestLoopH2Serves(t *testing.T) {
+	up := streamEchoTarget(t)
+	base, s := loopH2To(t, up, Options{Registerer: prometheus.NewRegistry()})
+	client := h2cClient(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 30 {
+		wg.Go(func() {
+			size := i * 23 << 10 // up to 650 KiB
+			body := strings.Repeat("b", size)
+			var rd io.Reader = strings.NewReader(body)
+			if i%2 == 1 {
+				rd = io.NopCloser(rd) // no length: the gateway gathers the body
+			}
+			req, _ := http.NewRequest(http.MethodPost, base+"/p/"+strconv.Itoa(i)+"?q=1", rd)
+			req.Header.Set("X-User", "u"+strconv.Itoa(i))
+			req.AddCookie(&http.Cookie{Name: "a", Value: "1"})
+			req.AddCookie(&http.Cookie{Name: "b", Value: "2"})
+			resp, err := client.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			sum := sha256.Sum256([]byte(body))
+			cl := size
+			if i%2 == 1 && size > leanMaxBody {
+				cl = -1 // chunked to the lean engine: too long to gather
+			}
+			want := fmt.Sprintf("POST /p/%d?q=1 user=u%d cookie=a=1; b=2 len=%d cl=%d", i, i, size, cl)
+			if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(got) != hex.EncodeToString(sum[:]) || resp.Header.Get("X-Got") != want {
+				errs <- fmt.Errorf("stream %d: %s %d %q X-Got %q, want %q", i, resp.Proto, resp.StatusCode, got, resp.Header.Get("X-Got"), want)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	resp, err := client.Get(base + "/big/1048576")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || len(got) != 1<<20 || strings.Trim(string(got), "z") != "" {
+		t.Errorf("1 MiB chunked answer: %d, %d bytes", resp.StatusCode, len(got))
+	}
+	head, err := client.Head(base + "/h")
+	if err != nil || head.StatusCode != 200 || head.ContentLength != 64 {
+		t.Errorf("HEAD: %v %v", head, err)
+	}
+	for _, r := range []string{metricnames.HandoverH2C, metricnames.HandoverRequest} {
+		if n := testutil.ToFloat64(s.g.metrics.handovers.WithLabelValues(r)); n != 0 {
+			t.Errorf("handovers{reason=%s} = %v, want 0", r, n)
+		}
+	}
+	// Bodies past leanMaxBody (69 KiB and up: streams 3 to 29) go to the
+	// lean engine, each on its own; the others are served on the loop.
+	if n := testutil.ToFloat64(s.g.metrics.handovers.WithLabelValues(metricnames.HandoverHTTP2Stream)); n != 27 {
+		t.Errorf("handovers{reason=h2_stream} = %v, want 27", n)
+	}
+}
+
+// A stream the loop would hand on (a route to upstream TLS) goes to the
+// lean engine on its own, counted; the connection goes on serving.
+func TestLoopH2HandsStreamsOn(t *testing.T) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "tls") }))
+	t.Cleanup(up.Close)
+	opts := Options{Registerer: prometheus.NewRegistry()}
+	startTarget(up, true, &opts)
+	g, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	addr, _ := serveLoopWith(t, g, func(s *LoopServer) { s.h2 = g.NewHTTP2Server(nil) })
+	client := h2cClient(t)
+	for range 2 {
+		resp, err := client.Get("http://" + addr + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "tls" {
+			t.Fatalf("%d %q, want 200 tls", resp.StatusCode, b)
+		}
+	}
+	if n := testutil.ToFloat64(g.metrics.handovers.WithLabelValues(metricnames.HandoverHTTP2Stream)); n != 2 {
+		t.Errorf("handovers{reason=h2_stream} = %v, want 2", n)
+	}
+}
+
+// A client that resets a stream while the target answers: the target's
+// connection is cut (it sees its client gone), and the connection serves
+// the next stream.
+func TestLoopH2ClientReset(t *testing.T) {
+	gone := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+				close(gone)
+			case <-time.After(10 * time.Second):
+			}
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	base, _ := loopH2To(t, up, Options{Registerer: prometheus.NewRegistry()})
+	client := h2cClient(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/slow", nil)
+	go func() { time.Sleep(100 * time.Millisecond); cancel() }()
+	if _, err := client.Do(req); err == nil {
+		t.Fatal("the reset request was answered")
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target's connection was not cut after the client reset its stream")
+	}
+	resp, err := client.Get(base + "/next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(b) != "ok" {
+		t.Errorf("next stream: %d %q", resp.StatusCode, b)
+	}
+}
+
+// Shutdown lets a stream in flight finish, and closes the connection.
+func TestLoopH2Shutdown(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		_, _ = io.WriteString(w, "done")
+	}))
+	t.Cleanup(up.Close)
+	g := proxyTo(t, up, Options{Registerer: prometheus.NewRegistry()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	s, err := g.NewLoopServer(nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.h2 = g.NewHTTP2Server(nil)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	waitServing(t, s)
+	addr := ln.Addr().String()
+	client := h2cClient(t)
+	answered := make(chan string, 1)
+	go func() {
+		resp, err := client.Get("http://" + addr + "/inflight")
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		answered <- string(b)
+	}()
+	waitUntil(t, "the stream to open", func() bool {
+		n := 0
+		s.onLoops(func(st *loopState) { n += len(st.h2s) })
+		return n == 1
+	})
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	if got := <-answered; got != "done" {
+		t.Errorf("the stream in flight got %q, want done", got)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestLoopH2Spec runs every h2spec case (RFC 7540 and HPACK, strict ones
+// included) against the loop engine's HTTP/2 with prior knowledge, its
+// streams proxied to a target. All pass but one, which does not apply to a
+// listener that serves HTTP/1.1 too: 3.5 #2 sends "INVALID CONNECTION
+// PREFACE" and wants the connection closed; the gateway reads an HTTP/1.1
+// request there and answers it (400), as its lean engine does with h2c.
+func TestLoopH2Spec(t *testing.T) {
+	bin := testbin.Find(t, "h2spec", "`make tools` puts it in .bin")
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "hello")
+	}))
+	t.Cleanup(up.Close)
+	base, _ := loopH2To(t, up, Options{Registerer: prometheus.NewRegistry()})
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "-S", "-h", host, "-p", port, "-o", "5").CombinedOutput()
+	summary := regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`).FindSubmatch(out)
+	var failures []byte
+	if i := bytes.Index(out, []byte("Failures:")); i >= 0 {
+		failures = out[i:]
+	}
+	if summary == nil || string(summary[4]) != "1" || string(summary[3]) != "0" ||
+		!bytes.Contains(failures, []byte("3.5. HTTP/2 Connection Preface")) || !bytes.Contains(failures, []byte("× 2: Sends invalid connection preface")) {
+		t.Fatalf("h2spec: %v\n%s", err, out)
+	}
+	t.Logf("h2spec: %s (3.5 #2, an invalid preface, is read as HTTP/1.1)", summary[0])
+}
