@@ -145,6 +145,7 @@ var (
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
+	h2cOn     = flag.Bool("h2c", false, "implies -h2 without TLS: HTTP/2 clients with prior knowledge over plain TCP; nginx listens with http2, the gateway with h2c and http2.server loop (on its event loops), gateway-h2 with h2c and http2.server lean (gateway/h2)")
 	policyOn  = flag.String("policy", policyNone, "what decides at the gateways' control point: none (no policy), limit (a rate limiter keyed by X-User that never rejects; every driver sends X-User: alice) or full (limit, a flux meter and an adaptive concurrency limiter that never binds); the run fails unless the gateways decide so")
 )
 
@@ -155,7 +156,10 @@ var srvTLS *tlsFiles
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
-	if *h2On {
+	switch {
+	case *h2cOn:
+		*h2On = true
+	case *h2On:
 		*tlsOn = true
 	}
 	if *serveUp != "" {
@@ -232,8 +236,14 @@ var metricsURLs = map[string]string{}
 // with srvTLS's roots and negotiate TLS 1.3, and h2 under -h2.
 func waitOK(url string, d time.Duration) error {
 	client := &http.Client{Timeout: 5 * time.Second}
-	if srvTLS != nil {
+	switch {
+	case srvTLS != nil:
 		client.Transport = &http.Transport{TLSClientConfig: srvTLS.clientConfig(), ForceAttemptHTTP2: *h2On}
+		defer client.CloseIdleConnections()
+	case *h2cOn: // nginx's plain http2 listener speaks HTTP/2 only
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		client.Transport = tr
 		defer client.CloseIdleConnections()
 	}
 	deadline := time.Now().Add(d)
@@ -285,6 +295,16 @@ func gatewayConfig(apiPort, metricsPort, policies, listen, engine, algorithm, ta
 		body += fmt.Sprintf("  tls: {cert_file: %q, key_file: %q}\n", tf.cert, tf.key)
 	}
 	return body
+}
+
+// h2cConfig is what a gateway's configuration adds under -h2c: h2c, and
+// its HTTP/2 served on the loops (http2.server loop), or by gateway/h2 on
+// the lean engine (engine "h2": http2.server lean).
+func h2cConfig(engine string) (gwEngine, extra string) {
+	if engine == "h2" {
+		return gateway.EngineLean, "  h2c: true\n  http2: {server: lean}\n"
+	}
+	return engine, "  h2c: true\n  http2: {server: loop}\n"
 }
 
 const nginxConf = `daemon off;
@@ -490,7 +510,11 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		_, apiPort, _ := net.SplitHostPort(api)
 		_, metricsPort, _ := net.SplitHostPort(metrics)
 		conf := filepath.Join(dir, g.name+".yaml")
-		body := gatewayConfig(apiPort, metricsPort, filepath.Join(dir, "policies"), listen, g.engine, g.algorithm, g.targets, srvTLS)
+		engine, extra := g.engine, ""
+		if *h2cOn {
+			engine, extra = h2cConfig(g.engine)
+		}
+		body := gatewayConfig(apiPort, metricsPort, filepath.Join(dir, "policies"), listen, engine, g.algorithm, g.targets, srvTLS) + extra
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 			return nil, err
 		}
@@ -518,6 +542,9 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 // run, would stop there, while the gateway has no such limit.
 func nginxConfig(dir, upstream, listen string, tf *tlsFiles, h2 bool) string {
 	ssl := ""
+	if tf == nil && h2 { // h2c with prior knowledge (-h2c)
+		ssl = " http2;\n    keepalive_requests 1000000000"
+	}
 	if tf != nil {
 		ssl = " ssl"
 		if h2 {
@@ -740,6 +767,8 @@ func contenders() []string {
 	}
 	switch {
 	case *bare:
+	case *h2cOn: // the loops' HTTP/2 against gateway/h2's
+		order = append(order, "gateway-h2")
 	case srvTLS != nil:
 		if *engine != gateway.EngineNet {
 			order = append(order, "gateway-"+gateway.EngineNet)
@@ -767,7 +796,11 @@ func heading(pr *proxying) string {
 		how = tlsLabel + "; direct is plain HTTP, the upstream's own cost"
 	}
 	if *h2On {
-		return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d connections of %d stream(s) each, %s; %s:", *reps, *duration, *conns, pr.streams, h2Label, policyLabel(*policyOn))
+		label := h2Label
+		if *h2cOn {
+			label = h2cLabel
+		}
+		return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d connections of %d stream(s) each, %s; %s:", *reps, *duration, *conns, pr.streams, label, policyLabel(*policyOn))
 	}
 	return fmt.Sprintf("Medians of %d interleaved repetitions, %s each, %d wrk connections, %s; %s:", *reps, *duration, *conns, how, policyLabel(*policyOn))
 }
