@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -14,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/fluxgate/fluxgate/internal/testbin"
 	"github.com/fluxgate/fluxgate/metricnames"
@@ -295,4 +299,119 @@ func TestLoopH2Spec(t *testing.T) {
 		t.Fatalf("h2spec: %v\n%s", err, out)
 	}
 	t.Logf("h2spec: %s (3.5 #2, an invalid preface, is read as HTTP/1.1)", summary[0])
+}
+
+// h2AllocRequests are the requests TestLoopH2RequestAllocations counts.
+const h2AllocRequests = 2000
+
+// TestLoopH2RequestAllocations counts the objects a stream allocates in
+// the process, client included (a raw framer reusing its frames), one
+// stream at a time on one connection: the loop's HTTP/2 must not give
+// back what the loop engine saved.
+func TestLoopH2RequestAllocations(t *testing.T) {
+	g, err := New(Options{Config: oneUpstream(rawTarget(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	addr, _ := serveLoopWith(t, g, func(s *LoopServer) { s.h2 = g.NewHTTP2Server(nil) })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, bufio.NewReader(c))
+	fr.SetReuseFrames()
+	_ = fr.WriteSettings()
+	_ = fr.WriteWindowUpdate(0, 1<<30)
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "shop.example.com"}, {":path", "/items?id=7"},
+		{"user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"}, {"accept", "*/*"}, {"x-user", "alice"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := append([]byte(nil), hbuf.Bytes()...) // the same block each time: indexed after the first
+	hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "shop.example.com"}, {":path", "/items?id=7"},
+		{"user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"}, {"accept", "*/*"}, {"x-user", "alice"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	again := append([]byte(nil), hbuf.Bytes()...)
+	id := uint32(1)
+	one := func() {
+		b := again
+		if id == 1 {
+			b = block
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b, EndStream: true, EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream) {
+				break
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		}
+		id += 2
+	}
+	for range 200 {
+		one()
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range h2AllocRequests {
+		one()
+	}
+	runtime.ReadMemStats(&after)
+	objects := float64(after.Mallocs-before.Mallocs) / h2AllocRequests
+	t.Logf("%.2f objects, %.0f bytes a request", objects, float64(after.TotalAlloc-before.TotalAlloc)/h2AllocRequests)
+	// 31 on 2026-12-06: a loopConn a stream with its timers and buffers
+	// (about 20), the heads written and read again each way, the
+	// Session's stream and fields. Pooling the streams' loopConns is
+	// what would cut most of it.
+	want := 36.0
+	if raceEnabled {
+		want *= 2
+	}
+	if objects > want {
+		t.Errorf("a stream allocates %.2f objects, want at most %.0f", objects, want)
+	}
+}
+
+// Streams one after another reuse the loop's pooled connection to the
+// target: a stream's own end (its HTTP/1.1 request says Connection:
+// close to the loop) does not reach the target.
+func TestLoopH2ReusesTargetConnections(t *testing.T) {
+	target, conns := pathTarget(t)
+	g, err := New(Options{Config: oneUpstream(target), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	addr, _ := serveLoopWith(t, g, func(s *LoopServer) { s.h2 = g.NewHTTP2Server(nil) })
+	client := h2cClient(t)
+	for i := range 20 {
+		resp, err := client.Get("http://" + addr + "/r/" + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if string(b) != "GET /r/"+strconv.Itoa(i) {
+			t.Fatalf("stream %d: %q", i, b)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the target accepted %d connections for 20 streams in turn, want 1", n)
+	}
 }
