@@ -339,6 +339,8 @@ func (c *loopConn) parse() {
 		if prefix, whole := isH2Preface(lc.buf[lc.r:lc.w]); prefix {
 			if whole {
 				c.toH2()
+			} else {
+				c.headPending()
 			}
 			return
 		}
@@ -349,12 +351,7 @@ func (c *loopConn) parse() {
 		c.handOver()
 		return
 	case n == 0:
-		// The head timeout starts with the first read of a head not
-		// yet whole, a pipelined one's too.
-		if !c.headStarted {
-			c.headStarted = true
-			c.setTimer(tHead, c.st.s.lean.headTimeout)
-		}
+		c.headPending()
 		return
 	}
 	lc.body = nil
@@ -376,6 +373,16 @@ func (c *loopConn) parse() {
 	}
 	c.inBody, c.need, c.headN = true, need, n
 	c.setTimer(tBody, c.st.s.g.opts.BodyReadTimeout)
+}
+
+// headPending: a head (or the HTTP/2 preface) is not yet whole. The head
+// timeout starts with the first read of a head not yet whole, a
+// pipelined one's too.
+func (c *loopConn) headPending() {
+	if !c.headStarted {
+		c.headStarted = true
+		c.setTimer(tHead, c.st.s.lean.headTimeout)
+	}
 }
 
 // bodyFault answers a body that failed to arrive (408 when the client

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -413,5 +414,33 @@ func TestLoopH2ReusesTargetConnections(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("the target accepted %d connections for 20 streams in turn, want 1", n)
+	}
+}
+
+// A connection that sends part of the HTTP/2 preface and stops is closed
+// once the head timeout passes, as a partial HTTP/1.1 head is.
+func TestLoopH2PartialPrefaceTimesOut(t *testing.T) {
+	up := streamEchoTarget(t)
+	g := proxyTo(t, up, Options{Registerer: prometheus.NewRegistry()})
+	addr, _ := serveLoopWith(t, g, func(s *LoopServer) {
+		s.h2 = g.NewHTTP2Server(nil)
+		s.lean.headTimeout = 100 * time.Millisecond
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface[:16]); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the gateway kept the connection open past its head timeout (read %q)", b)
+	}
+	if len(b) != 0 {
+		t.Errorf("the gateway wrote %q to a half preface, want nothing", b)
 	}
 }
