@@ -29,23 +29,7 @@ func TestH2CPartialPrefaceTimesOut(t *testing.T) {
 		ls.ServeH2CWith(&http.Server{Handler: h2c.NewHandler(g, &http2.Server{})}) //nolint:staticcheck // SA1019
 		ls.ServeHTTP2With(g.NewHTTP2Server(nil))
 	})
-	c, err := net.Dial("tcp", addr[len("http://"):])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface[:16]); err != nil { // "PRI * HTTP/2.0\r\n"
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the gateway kept the connection open past its head timeout (read %q)", b)
-	}
-	if len(b) != 0 {
-		t.Errorf("the gateway wrote %q to a half preface, want nothing", b)
-	}
+	closedAfterHalfPreface(t, addr[len("http://"):])
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		ls.mu.Lock()
 		n := len(ls.conns)
@@ -64,5 +48,29 @@ func TestH2CPartialPrefaceTimesOut(t *testing.T) {
 		if n := testutil.ToFloat64(g.metrics.handovers.WithLabelValues(r)); n != 0 {
 			t.Errorf("handovers{reason=%s} = %v, want 0", r, n)
 		}
+	}
+}
+
+// closedAfterHalfPreface sends addr the first half of the HTTP/2 client
+// preface, "PRI * HTTP/2.0\r\n", and expects the connection closed within
+// 10 s with nothing written to it.
+func closedAfterHalfPreface(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface[:16]); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the gateway kept the connection open past its head timeout (read %q)", b)
+	}
+	if len(b) != 0 {
+		t.Errorf("the gateway wrote %q to a half preface, want nothing", b)
 	}
 }

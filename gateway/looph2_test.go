@@ -8,14 +8,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -279,27 +276,16 @@ func TestLoopH2Shutdown(t *testing.T) {
 // PREFACE" and wants the connection closed; the gateway reads an HTTP/1.1
 // request there and answers it (400), as its lean engine does with h2c.
 func TestLoopH2Spec(t *testing.T) {
-	bin := testbin.Find(t, "h2spec", "`make tools` puts it in .bin")
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, "hello")
 	}))
 	t.Cleanup(up.Close)
 	base, _ := loopH2To(t, up, Options{Registerer: prometheus.NewRegistry()})
-	host, port, _ := net.SplitHostPort(strings.TrimPrefix(base, "http://"))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-S", "-h", host, "-p", port, "-o", "5").CombinedOutput()
-	summary := regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`).FindSubmatch(out)
-	var failures []byte
-	if i := bytes.Index(out, []byte("Failures:")); i >= 0 {
-		failures = out[i:]
+	failed, failures, out := testbin.H2spec(t, strings.TrimPrefix(base, "http://"), false)
+	if failed != 1 || !bytes.Contains(failures, []byte("3.5. HTTP/2 Connection Preface")) || !bytes.Contains(failures, []byte("× 2: Sends invalid connection preface")) {
+		t.Fatalf("h2spec: %d failed, want only 3.5 #2 (an invalid preface, read as HTTP/1.1)\n%s", failed, out)
 	}
-	if summary == nil || string(summary[4]) != "1" || string(summary[3]) != "0" ||
-		!bytes.Contains(failures, []byte("3.5. HTTP/2 Connection Preface")) || !bytes.Contains(failures, []byte("× 2: Sends invalid connection preface")) {
-		t.Fatalf("h2spec: %v\n%s", err, out)
-	}
-	t.Logf("h2spec: %s (3.5 #2, an invalid preface, is read as HTTP/1.1)", summary[0])
 }
 
 // h2AllocRequests are the requests TestLoopH2RequestAllocations counts.
@@ -426,21 +412,5 @@ func TestLoopH2PartialPrefaceTimesOut(t *testing.T) {
 		s.h2 = g.NewHTTP2Server(nil)
 		s.lean.headTimeout = 100 * time.Millisecond
 	})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface[:16]); err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the gateway kept the connection open past its head timeout (read %q)", b)
-	}
-	if len(b) != 0 {
-		t.Errorf("the gateway wrote %q to a half preface, want nothing", b)
-	}
+	closedAfterHalfPreface(t, addr)
 }

@@ -255,27 +255,34 @@ func (c *conn) readError(err error) (done bool, _ error) {
 		}
 		return false, nil
 	}
+	if code, reason, ok := frameError(err); ok {
+		c.s.count(reason)
+		c.log.Debug("h2: connection error", "remote", c.remoteAddr, "code", code.String(), "reason", reason)
+		c.goAway(code)
+		return true, nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && c.awaiting.Load() > 0 {
+		c.s.count(ReasonReadTimeout)
+		c.log.Debug("h2: read timeout with a request body arriving", "remote", c.remoteAddr)
+	}
+	return true, nil
+}
+
+// frameError is the GOAWAY code and the Reason… of a frame or header
+// block error that ends the connection; not ok for other errors (the
+// connection's reads failed).
+func frameError(err error) (code http2.ErrCode, reason string, ok bool) {
 	var ce http2.ConnectionError
 	switch {
 	case errors.As(err, &ce):
-		c.s.count(ReasonProtocol)
-		c.log.Debug("h2: connection error", "remote", c.remoteAddr, "code", http2.ErrCode(ce).String())
-		c.goAway(http2.ErrCode(ce))
+		return http2.ErrCode(ce), ReasonProtocol, true
 	case errors.Is(err, http2.ErrFrameTooLarge):
-		c.s.count(ReasonProtocol)
-		c.goAway(http2.ErrCodeFrameSize)
+		return http2.ErrCodeFrameSize, ReasonProtocol, true
 	case errors.Is(err, errHeaderFlood):
-		c.s.count(ReasonContinuationFlood)
-		c.log.Debug("h2: CONTINUATION flood", "remote", c.remoteAddr)
-		c.goAway(http2.ErrCodeEnhanceYourCalm)
-	default:
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && c.awaiting.Load() > 0 {
-			c.s.count(ReasonReadTimeout)
-			c.log.Debug("h2: read timeout with a request body arriving", "remote", c.remoteAddr)
-		}
+		return http2.ErrCodeEnhanceYourCalm, ReasonContinuationFlood, true
 	}
-	return true, nil
+	return 0, "", false
 }
 
 // frame handles one frame; a connError ends the connection.

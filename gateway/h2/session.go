@@ -302,21 +302,12 @@ func (ss *Session) readError(err error) {
 		ss.resetID(se.StreamID, se.Code)
 		return
 	}
-	var ce http2.ConnectionError
-	switch {
-	case errors.As(err, &ce):
-		ss.s.count(ReasonProtocol)
-		ss.goAway(http2.ErrCode(ce))
-	case errors.Is(err, http2.ErrFrameTooLarge):
-		ss.s.count(ReasonProtocol)
-		ss.goAway(http2.ErrCodeFrameSize)
-	case errors.Is(err, errHeaderFlood):
-		ss.s.count(ReasonContinuationFlood)
-		ss.goAway(http2.ErrCodeEnhanceYourCalm)
-	default:
-		ss.s.count(ReasonProtocol)
-		ss.goAway(http2.ErrCodeProtocol)
+	code, reason, ok := frameError(err)
+	if !ok { // none other comes from whole frames; end the connection all the same
+		code, reason = http2.ErrCodeProtocol, ReasonProtocol
 	}
+	ss.s.count(reason)
+	ss.goAway(code)
 }
 
 // headers handles a whole header block: a new request, or trailers.

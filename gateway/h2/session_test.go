@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +17,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/fluxgate/fluxgate/internal/testbin"
 )
 
 // echoOwner is a Session's owner as a loop would be, run by one goroutine:
@@ -30,6 +30,13 @@ type echoOwner struct {
 	pending map[*SessionStream][]byte
 	body    map[*SessionStream]int
 	resets  int
+}
+
+// newEchoOwner is an echoOwner with a Session of s.
+func newEchoOwner(s *Server) *echoOwner {
+	o := &echoOwner{pending: map[*SessionStream][]byte{}, body: map[*SessionStream]int{}}
+	o.ss = s.NewSession(o)
+	return o
 }
 
 func (o *echoOwner) Request(st *SessionStream, req *SessionRequest) {
@@ -86,8 +93,7 @@ func (o *echoOwner) write(st *SessionStream, p []byte) {
 // serveSession drives a Session on c from one goroutine, as a loop
 // would: read, Feed, write Output; it returns when the connection ends.
 func serveSession(s *Server, c net.Conn) *echoOwner {
-	o := &echoOwner{pending: map[*SessionStream][]byte{}, body: map[*SessionStream]int{}}
-	o.ss = s.NewSession(o)
+	o := newEchoOwner(s)
 	buf := make([]byte, 0, 64<<10)
 	flush := func() bool {
 		if out := o.ss.Output(); len(out) > 0 {
@@ -174,20 +180,10 @@ func startSessions(t *testing.T, s *Server) *testServer {
 // TestSessionH2spec runs every h2spec case against Sessions, as
 // TestH2spec does against ServeConn.
 func TestSessionH2spec(t *testing.T) {
-	bin := h2specBin(t)
 	ts := startSessions(t, &Server{})
-	host, port, _ := net.SplitHostPort(ts.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-t", "-k", "-S", "-h", host, "-p", port, "-o", "5")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	summary := regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`).FindSubmatch(out.Bytes())
-	if err != nil || summary == nil || string(summary[4]) != "0" || string(summary[3]) != "0" {
-		t.Fatalf("h2spec: %v\n%s", err, out.Bytes())
+	if failed, _, out := testbin.H2spec(t, ts.addr, true); failed != 0 {
+		t.Fatalf("h2spec: %d failed\n%s", failed, out)
 	}
-	t.Logf("h2spec: %s", summary[0])
 }
 
 // TestSessionServesNetHTTPClients: net/http's HTTP/2 client, many streams
@@ -343,8 +339,7 @@ func sessionInput(t *testing.T) []byte {
 // feedAll runs a Session over in, fed in pieces of at most step bytes,
 // and returns everything it queued.
 func feedAll(t *testing.T, in []byte, step int) []byte {
-	o := &echoOwner{pending: map[*SessionStream][]byte{}, body: map[*SessionStream]int{}}
-	o.ss = (&Server{}).NewSession(o)
+	o := newEchoOwner(&Server{})
 	var out, buf []byte
 	now := time.Unix(1, 0)
 	for len(in) > 0 {
@@ -428,8 +423,7 @@ func FuzzSessionFeed(f *testing.F) {
 	f.Add(in[len(http2.ClientPreface):])
 	f.Add([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, p []byte) {
-		o := &echoOwner{pending: map[*SessionStream][]byte{}, body: map[*SessionStream]int{}}
-		o.ss = (&Server{}).NewSession(o)
+		o := newEchoOwner(&Server{})
 		buf := append([]byte(http2.ClientPreface), p...)
 		n, _ := o.ss.Feed(time.Unix(1, 0), buf)
 		if n > len(buf) {
@@ -451,9 +445,8 @@ func FuzzSessionFeed(f *testing.F) {
 // as a loop runs them at one stream a connection: the HEADERS fed, the
 // answer's HEADERS and DATA queued, the output taken.
 func BenchmarkSessionRequest(b *testing.B) {
-	o := &echoOwner{pending: map[*SessionStream][]byte{}, body: map[*SessionStream]int{}}
 	var rs reasons
-	o.ss = (&Server{OnProtocolError: rs.count}).NewSession(o)
+	o := newEchoOwner(&Server{OnProtocolError: rs.count})
 	var in bytes.Buffer
 	rc := &rawClient{t: &testing.T{}, fr: http2.NewFramer(&in, nil)}
 	rc.henc = hpack.NewEncoder(&rc.hbuf)
