@@ -88,8 +88,10 @@ type loopState struct {
 	l     *eventloop.Loop
 	conns map[*loopConn]struct{}
 	h2s   map[*loopH2]struct{} // HTTP/2 connections (looph2.go)
-	pools map[string]*loopPool // by target address
-	limit int                  // connections open to one target from this loop
+	// streams are HTTP/2 streams' loopConns kept for the next (recycle).
+	streams []*loopConn
+	pools   map[string]*loopPool // by target address
+	limit   int                  // connections open to one target from this loop
 	// bufs are read buffers of leanBufStart bytes given back by
 	// connections that went idle, for the next that reads (at most
 	// loopSpareBufs kept): a connection waiting for its next request

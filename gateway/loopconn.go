@@ -125,9 +125,14 @@ type loopAddrConn struct {
 func (c loopAddrConn) RemoteAddr() net.Addr { return c.remote }
 
 func newLoopConn(st *loopState, fd int, remote *net.TCPAddr) *loopConn {
+	return newLoopConnFor(st, fd, &clientConn{Conn: loopAddrConn{remote: remote}, ip: remote.IP.String()})
+}
+
+// newLoopConnFor is newLoopConn with the client's addresses in cc.
+func newLoopConnFor(st *loopState, fd int, cc *clientConn) *loopConn {
 	c := &loopConn{st: st, fd: fd, registered: true}
 	c.lc.s = st.s.lean
-	c.lc.c = &clientConn{Conn: loopAddrConn{remote: remote}, ip: remote.IP.String()}
+	c.lc.c = cc
 	c.timer = st.l.NewTimer(c.clientTimeout)
 	c.ut = st.l.NewTimer(c.upstreamTimeout)
 	return c

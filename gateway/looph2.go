@@ -13,6 +13,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/gateway/http1"
 	"github.com/fluxgate/fluxgate/internal/conncap"
 )
 
@@ -45,6 +46,7 @@ type loopH2 struct {
 	fd     int
 	slot   *conncap.Slot
 	remote *net.TCPAddr
+	cc     *clientConn // the client's addresses, for its streams
 	ss     *h2.Session
 	in     []byte // read and not yet taken by the Session
 
@@ -90,7 +92,7 @@ func isH2Preface(b []byte) (prefix, whole bool) {
 func (c *loopConn) toH2() {
 	l := c.st.l
 	lc := &c.lc
-	h := &loopH2{st: c.st, fd: c.fd, slot: c.slot, remote: c.remote(), waiting: map[*loopConn]struct{}{}}
+	h := &loopH2{st: c.st, fd: c.fd, slot: c.slot, remote: c.remote(), cc: c.lc.c, waiting: map[*loopConn]struct{}{}}
 	h.in = append(make([]byte, 0, loopH2ReadBuf), lc.buf[lc.r:lc.w]...)
 	c.stopTimer()
 	c.closed = true // c is done; h has its socket and slot
@@ -304,9 +306,8 @@ func (h *loopH2) close() {
 
 // Request starts a stream's exchange on the loop (h2.SessionHandler).
 func (h *loopH2) Request(st *h2.SessionStream, req *h2.SessionRequest) {
-	c := newLoopConn(h.st, -1, h.remote)
-	c.registered = false
-	c.h2 = &loopStream{h: h, st: st, ans: streamAnswer{headReq: req.Method == http.MethodHead}}
+	c := h.st.streamConn(h)
+	c.h2.h, c.h2.st, c.h2.ans.headReq = h, st, req.Method == http.MethodHead
 	st.Value = c
 	if req.ContentLength < 0 && !req.End {
 		c.h2.gather, c.h2.req = true, req
@@ -460,9 +461,52 @@ func (c *loopConn) drainStream() (done bool) {
 // closeStream is close for a stream: its exchange is done.
 func (c *loopConn) closeStream() {
 	s := c.h2
-	delete(s.h.waiting, c)
+	h := s.h
+	delete(h.waiting, c)
 	c.st.giveBuf(c.lc.buf)
 	c.lc.buf, c.wq = nil, nil
-	s.h.ss.Close(s.st)
-	s.h.flush()
+	h.ss.Close(s.st)
+	c.recycle()
+	h.flush()
+}
+
+// loopSpareStreams bounds the loopConns a loop keeps for its next streams.
+const loopSpareStreams = 64
+
+// streamConn is a loopConn for a new stream of h: one a stream of the loop
+// left (recycle), or a new one.
+func (st *loopState) streamConn(h *loopH2) *loopConn {
+	if n := len(st.streams); n > 0 {
+		c := st.streams[n-1]
+		st.streams[n-1] = nil
+		st.streams = st.streams[:n-1]
+		c.lc.c = h.cc
+		return c
+	}
+	c := newLoopConnFor(st, -1, h.cc)
+	c.registered = false
+	c.h2 = &loopStream{}
+	return c
+}
+
+// recycle keeps c, a stream's loopConn whose exchange is over, for the
+// loop's next stream: its timers (stopped), buffers and slices stay, all
+// else is zeroed. Not one whose check's goroutine still owns lc (closed
+// while the control point decided: its decision is posted to c later),
+// nor past loopSpareStreams.
+func (c *loopConn) recycle() {
+	st := c.st
+	if c.stage == stAdmit || len(st.streams) >= loopSpareStreams {
+		return
+	}
+	s, lc := c.h2, &c.lc
+	out := lc.out
+	if cap(out) > leanKeepBuf {
+		out = nil
+	}
+	*c = loopConn{st: st, fd: -1, timer: c.timer, ut: c.ut, tried: c.tried[:0], h2: s,
+		lc: leanConn{s: lc.s, out: out[:0], hdr: leanHeaders{kv: lc.hdr.kv[:0]}, labels: lc.labels,
+			req: http1.Request{Headers: lc.req.Headers[:0]}}}
+	*s = loopStream{ans: streamAnswer{resp: http1.Response{Headers: s.ans.resp.Headers[:0]}, fields: s.ans.fields[:0]}}
+	st.streams = append(st.streams, c)
 }

@@ -362,11 +362,10 @@ func TestLoopH2RequestAllocations(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	objects := float64(after.Mallocs-before.Mallocs) / h2AllocRequests
 	t.Logf("%.2f objects, %.0f bytes a request", objects, float64(after.TotalAlloc-before.TotalAlloc)/h2AllocRequests)
-	// 31 on 2026-12-06: a loopConn a stream with its timers and buffers
-	// (about 20), the heads written and read again each way, the
-	// Session's stream and fields. Pooling the streams' loopConns is
-	// what would cut most of it.
-	want := 36.0
+	// 8 on 2026-12-06 (31 before the loops kept their streams'
+	// loopConns): the Session's stream, request and fields, the
+	// header strings of the answer, the Framer's HEADERS frame.
+	want := 12.0
 	if raceEnabled {
 		want *= 2
 	}
@@ -413,4 +412,45 @@ func TestLoopH2PartialPrefaceTimesOut(t *testing.T) {
 		s.lean.headTimeout = 100 * time.Millisecond
 	})
 	closedAfterHalfPreface(t, addr)
+}
+
+// A loop keeps the loopConns of finished streams for its next ones: each
+// stream starts clean of the last one's request, answer and framing.
+func TestLoopH2RecycledStreamsStartClean(t *testing.T) {
+	up := streamEchoTarget(t)
+	base, _ := loopH2To(t, up, Options{Registerer: prometheus.NewRegistry()})
+	client := h2cClient(t)
+	do := func(method, path, user, body string) (*http.Response, string) {
+		t.Helper()
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		if user != "" {
+			req.Header.Set("X-User", user)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		return resp, string(b)
+	}
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for round := range 3 {
+		if resp, b := do(http.MethodPost, "/a", "u1", "0123456789"); resp.Header.Get("X-Got") != "POST /a user=u1 cookie= len=10 cl=10" || b != sum("0123456789") {
+			t.Fatalf("round %d POST: %q %q", round, resp.Header.Get("X-Got"), b)
+		}
+		if resp, b := do(http.MethodHead, "/h", "", ""); resp.StatusCode != 200 || b != "" {
+			t.Fatalf("round %d HEAD: %d %q", round, resp.StatusCode, b)
+		}
+		if resp, b := do(http.MethodGet, "/b", "", ""); resp.Header.Get("X-Got") != "GET /b user= cookie= len=0 cl=0" || b != sum("") {
+			t.Fatalf("round %d GET after HEAD: %q %q", round, resp.Header.Get("X-Got"), b)
+		}
+		if resp, b := do(http.MethodGet, "/big/70000", "", ""); resp.StatusCode != 200 || len(b) != 70000 {
+			t.Fatalf("round %d chunked: %d, %d bytes", round, resp.StatusCode, len(b))
+		}
+	}
 }
