@@ -57,6 +57,10 @@ type LoopServer struct {
 	loops  []*loopState // by loop index
 	accept *eventloop.Acceptor
 
+	tls   bool          // ServeTLSWith: Serve takes a listener of handshaken *tls.Conn
+	tlsLn net.Listener  // guarded by mu: that listener, once serving
+	next  atomic.Uint32 // the loop the next TLS connection goes to, round
+
 	mu      sync.Mutex
 	conns   int           // guarded by mu: connections on the loops
 	served  chan struct{} // closed when Serve is to return
@@ -93,6 +97,10 @@ type loopState struct {
 	// holds no read buffer, as nginx frees an idle keep-alive
 	// connection's header buffer.
 	bufs [][]byte
+	// tlsIn is the buffer TLS clients' sockets are read into (loopTLSIn
+	// bytes, made at the first): each read's records are decrypted
+	// before the next connection's read.
+	tlsIn []byte
 }
 
 // loopSpareBufs bounds a loop's spare read buffers (1 MiB).
@@ -143,11 +151,12 @@ func (g *Gateway) NewLoopServer(logger *slog.Logger, loops int) (*LoopServer, er
 }
 
 // Serve serves the connections of ln until Shutdown (it then returns
-// nil). ln must be a *net.TCPListener; it stays open (the caller closes
-// it).
+// nil). ln must be a *net.TCPListener, or after ServeTLSWith a listener
+// of handshaken *tls.Conn built on wrapLoopTLS (which Shutdown closes);
+// a TCP listener stays open (the caller closes it).
 func (s *LoopServer) Serve(ln net.Listener) error {
 	tl, ok := ln.(*net.TCPListener)
-	if !ok {
+	if !ok && !s.tls {
 		return fmt.Errorf("gateway: the loop engine serves a TCP listener, not %T", ln)
 	}
 	s.mu.Lock()
@@ -169,6 +178,11 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	}
 	s.g.loopServers[s] = struct{}{}
 	s.g.loopMu.Unlock()
+	if s.tls {
+		// The listener accepts under the cap (conncap.Cap.Listener) and
+		// hands out connections with the handshake done.
+		return s.serveTLS(ln)
+	}
 	// gateway.max_connections: a loop takes a slot before each accept and
 	// stops accepting while there is none (conncap.Cap.Admit).
 	acc, err := s.group.AcceptGated(tl, s.accepted, func(err error) { s.acceptFailed(time.Now(), err) },
@@ -286,15 +300,18 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 		<-s.ready // Serve registers the listener (or fails) without waiting on anything
 	}
 	s.mu.Lock()
-	acc := s.accept
+	acc, tlsLn := s.accept, s.tlsLn
 	s.mu.Unlock()
 	if acc != nil {
 		acc.Close()
 	}
+	if tlsLn != nil {
+		_ = tlsLn.Close() // handshakes in progress end; Serve's accepting too
+	}
 	leanDone := make(chan error, 1)
 	go func() { leanDone <- s.lean.Shutdown(ctx) }()
 	var err error
-	if serving && s.group != nil && acc != nil {
+	if serving && s.group != nil && (acc != nil || tlsLn != nil) {
 		s.onLoops(func(st *loopState) { st.closeIdle() })
 		tick := time.NewTicker(50 * time.Millisecond)
 	wait:

@@ -148,9 +148,10 @@ func (s *Service) Start(ctx context.Context) error {
 		_ = ln.Close()
 		return err
 	}
-	if osrv == nil {
-		// The loop engine counts on its loops; the others accept through
-		// the cap, under TLS: a handshake holds a slot too.
+	if osrv == nil || cfg.TLS.Enabled() {
+		// The loop engine counts on its loops a plain listener's
+		// connections; the others, and TLS ones, are accepted through
+		// the cap: a handshake holds a slot too.
 		ln = g.conns.Listener(ln)
 	}
 	srv := &http.Server{
@@ -161,7 +162,11 @@ func (s *Service) Start(ctx context.Context) error {
 		ConnState:         trackConnState,
 	}
 	addr := ln.Addr()
-	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger)
+	var wrap func(net.Conn) net.Conn // what TLS is built on
+	if osrv != nil {
+		wrap = wrapLoopTLS // the connection moves to a loop after its handshake
+	}
+	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger, wrap)
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -174,7 +179,13 @@ func (s *Service) Start(ctx context.Context) error {
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
-	case osrv != nil: // the loop engine (auto's choice for plain listeners on Linux), which hands what it does not serve to lean
+	case osrv != nil: // the loop engine (auto's choice on Linux without h2c), which hands what it does not serve to lean
+		if certs != nil { // HTTP/1.1 on the loops, HTTP/2 on gateway.http2.server, as lean
+			osrv.ServeTLSWith(srv)
+			if cfg.HTTP2.Server != HTTP2ServerNet {
+				osrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
+			}
+		}
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
@@ -249,10 +260,10 @@ func (s *Service) loopServer(g *Gateway, cfg Config) (*LoopServer, error) {
 var newLoopServer = (*Gateway).NewLoopServer
 
 // servesOnLoops reports whether cfg is served by the loop engine: asked
-// for, or auto on Linux, on a plain listener without h2c.
+// for, or auto on Linux, without h2c (on a plain listener or over TLS).
 func servesOnLoops(cfg Config) bool {
 	auto := cfg.Engine == "" || cfg.Engine == EngineAuto
-	return (cfg.Engine == EngineLoop || auto && loopsSupported) && !cfg.TLS.Enabled() && !cfg.H2C
+	return (cfg.Engine == EngineLoop || auto && loopsSupported) && !cfg.H2C
 }
 
 // check records err, a running part's, unless nil; the first also goes
