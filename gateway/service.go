@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/certs"
+	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -162,11 +163,7 @@ func (s *Service) Start(ctx context.Context) error {
 		ConnState:         trackConnState,
 	}
 	addr := ln.Addr()
-	var wrap func(net.Conn) net.Conn // what TLS is built on
-	if osrv != nil {
-		wrap = wrapLoopTLS // the connection moves to a loop after its handshake
-	}
-	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger, wrap)
+	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger, tlsWrap(osrv))
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -182,23 +179,17 @@ func (s *Service) Start(ctx context.Context) error {
 	case osrv != nil: // the loop engine (auto's choice on Linux without h2c), which hands what it does not serve to lean
 		if certs != nil { // HTTP/1.1 on the loops, HTTP/2 on gateway.http2.server, as lean
 			osrv.ServeTLSWith(srv)
-			if cfg.HTTP2.Server != HTTP2ServerNet {
-				osrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
-			}
+			osrv.ServeHTTP2With(http2Server(g, cfg, s.logger))
 		}
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeTLSWith(srv)
-		if cfg.HTTP2.Server != HTTP2ServerNet {
-			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
-		}
+		lsrv.ServeHTTP2With(http2Server(g, cfg, s.logger))
 	case cfg.H2C: // the lean engine for HTTP/1.1, gateway.http2.server for h2c by prior knowledge, srv (h2c's handler) for Upgrade: h2c
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeH2CWith(srv)
-		if cfg.HTTP2.Server != HTTP2ServerNet {
-			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
-		}
+		lsrv.ServeHTTP2With(http2Server(g, cfg, s.logger))
 	default: // lean, and auto where the loop engine does not run: the lean engine, which hands what it does not serve to the fast one
 		lsrv = g.NewLeanServer(s.logger)
 		srv = nil
@@ -238,6 +229,25 @@ func (s *Service) Start(ctx context.Context) error {
 		"routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	close(s.started)
 	return nil
+}
+
+// http2Server is the gateway's own HTTP/2 server for g when
+// gateway.http2.server asks for it, else nil (net/http's serves).
+func http2Server(g *Gateway, cfg Config, logger *slog.Logger) *h2.Server {
+	if cfg.HTTP2.Server == HTTP2ServerNet {
+		return nil
+	}
+	return g.NewHTTP2Server(logger)
+}
+
+// tlsWrap is what a TLS listener builds its connections' TLS on: the
+// loop engine's wrapper, whose connections move to a loop after their
+// handshake, or nil (the connection accepted).
+func tlsWrap(osrv *LoopServer) func(net.Conn) net.Conn {
+	if osrv == nil {
+		return nil
+	}
+	return wrapLoopTLS
 }
 
 // loopServer is the loop engine's server for g when cfg is served on

@@ -1,0 +1,738 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+
+	"github.com/fluxgate/fluxgate/certs"
+)
+
+// writeTLSPair writes a self-signed pair for 127.0.0.1 named name into
+// dir (tls.crt, tls.key) and returns a pool trusting it.
+func writeTLSPair(t *testing.T, dir, name string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(leaf)
+	return certFile, keyFile, pool
+}
+
+// loopTLSServer is a loop server on a TLS listener built as Service.Start
+// builds it: the cap's listener, certs' handshakes on wrapLoopTLS, HTTP/2
+// to the gateway's own server.
+type loopTLSServer struct {
+	addr     string
+	s        *LoopServer
+	r        *certs.Reloader
+	reg      *prometheus.Registry
+	dir      string
+	client   *tls.Config // HTTP/1.1, trusting the first pair
+	certFile string
+}
+
+func serveLoopTLS(t *testing.T, g *Gateway, setup func(*LoopServer)) *loopTLSServer {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, pool := writeTLSPair(t, dir, "first.test")
+	reg := prometheus.NewRegistry()
+	r, err := certs.New(certs.Options{Server: "gateway", CertFile: certFile, KeyFile: keyFile, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := r.TLSConfig()
+	tc.NextProtos = []string{ALPNHTTP2, ALPNHTTP1}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tln := r.WrappedListener(g.conns.Listener(ln), tc, "gateway", wrapLoopTLS)
+	s, err := g.NewLoopServer(nil, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ServeTLSWith(&http.Server{Handler: g, TLSConfig: tc})
+	s.ServeHTTP2With(g.NewHTTP2Server(nil))
+	if setup != nil {
+		setup(s)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		_ = tln.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		r.Close()
+	})
+	waitServing(t, s)
+	return &loopTLSServer{addr: ln.Addr().String(), s: s, r: r, reg: reg, dir: dir, certFile: certFile,
+		client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{ALPNHTTP1}}}
+}
+
+// loopTLSTo serves a gateway to opts' targets on the loop engine over TLS.
+func loopTLSTo(t *testing.T, opts Options, setup func(*LoopServer)) *loopTLSServer {
+	t.Helper()
+	if opts.ResponseHeaderTimeout == 0 {
+		opts.ResponseHeaderTimeout = 5 * time.Second
+	}
+	g, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return serveLoopTLS(t, g, setup)
+}
+
+// loopConns is the number of connections on s's loops.
+func loopConns(s *LoopServer) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+// leanConns is the number of connections s's lean engine serves.
+func leanConns(s *LoopServer) int {
+	s.lean.mu.Lock()
+	defer s.lean.mu.Unlock()
+	return len(s.lean.conns)
+}
+
+// waitFor waits up to 5 s for cond.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// echoed decodes echoTarget's answer.
+func echoed(t *testing.T, body string) requestEcho {
+	t.Helper()
+	var e requestEcho
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("not an echo: %v: %q", err, body)
+	}
+	return e
+}
+
+// GETs and POSTs with bodies (one over a record, one over the lean
+// engine's read buffer) on one kept-alive TLS connection are served on
+// the loop, forwarded with X-Forwarded-Proto https; the handshake is
+// measured.
+func TestLoopTLSServesOnTheLoop(t *testing.T) {
+	ls := loopTLSTo(t, Options{Config: oneUpstream(echoTarget(t))}, nil)
+	c, br := dialTLS(t, ls.addr, ls.client)
+	for i := range 40 {
+		var req, wantBody string
+		switch i % 3 {
+		case 0:
+			req = fmt.Sprintf("GET /get/%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+		case 1:
+			wantBody = strings.Repeat("b", 20<<10+i) // over a TLS record
+			req = fmt.Sprintf("POST /post/%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, len(wantBody), wantBody)
+		default:
+			wantBody = strings.Repeat("s", 100)
+			req = fmt.Sprintf("POST /small/%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, len(wantBody), wantBody)
+		}
+		resp, body := exchangeOn(t, c, br, req)
+		e := echoed(t, body)
+		if resp.StatusCode != 200 || e.Body != wantBody || e.Header.Get("X-Forwarded-Proto") != "https" || !strings.HasSuffix(e.Target, fmt.Sprint("/", i)) {
+			t.Fatalf("request %d: %d, target %q, proto %q, body of %d bytes (want %d)", i, resp.StatusCode, e.Target, e.Header.Get("X-Forwarded-Proto"), len(e.Body), len(wantBody))
+		}
+		if n, m := loopConns(ls.s), leanConns(ls.s); n != 1 || m != 0 {
+			t.Fatalf("request %d: %d connections on the loops, %d on lean; want 1 and 0", i, n, m)
+		}
+	}
+	if n := testutil.CollectAndCount(ls.reg, "fluxgate_tls_handshake_duration_seconds"); n != 1 {
+		t.Errorf("handshake histogram series: %d, want 1", n)
+	}
+	if got := histogramSamples(t, ls.reg, "fluxgate_tls_handshake_duration_seconds"); got != 1 {
+		t.Errorf("handshakes measured: %d, want 1", got)
+	}
+}
+
+// histogramSamples is the sample count of the one histogram named name.
+func histogramSamples(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
+	return 0
+}
+
+// Requests pipelined in one write, their plaintext past the loop's read
+// buffer, are all answered in order: what the tls.Conn holds past a full
+// buffer is read without waiting for the socket.
+func TestLoopTLSPipelined(t *testing.T) {
+	addr, _ := pathTarget(t)
+	ls := loopTLSTo(t, Options{Config: oneUpstream(addr)}, nil)
+	c, br := dialTLS(t, ls.addr, ls.client)
+	const n = 30
+	var sb strings.Builder
+	pad := strings.Repeat("p", 2000) // 30 × 2 KB: several records, buffers
+	for i := range n {
+		fmt.Fprintf(&sb, "GET /p/%d HTTP/1.1\r\nHost: h\r\nX-Pad: %s\r\n\r\n", i, pad)
+	}
+	if _, err := io.WriteString(c, sb.String()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf("GET /p/%d", i); resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("answer %d: %d %q, want 200 %q", i, resp.StatusCode, b, want)
+		}
+	}
+}
+
+// A 1 MiB answer reaches a client that reads slowly whole, the loop
+// holding at most a read of the target and its records' overhead for it;
+// a client that stops reading is dropped after the write timeout.
+func TestLoopTLSSlowReader(t *testing.T) {
+	const size = 1 << 20
+	ls := loopTLSTo(t, Options{Config: oneUpstream(bigTarget(t, size, true))}, func(s *LoopServer) {
+		s.sndBuf = 16 << 10
+		s.lean.writeTimeout = 300 * time.Millisecond
+	})
+	dial := func() (*tls.Conn, *net.TCPConn) {
+		nc, err := net.DialTCP("tcp", nil, mustTCPAddr(t, ls.addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		_ = nc.SetReadBuffer(16 << 10)
+		_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+		tc := tls.Client(nc, ls.client)
+		if _, err := io.WriteString(tc, "GET /big HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		return tc, nc
+	}
+	tc, nc := dial()
+	time.Sleep(100 * time.Millisecond) // the gateway fills the socket and waits
+	resp, err := http.ReadResponse(bufio.NewReaderSize(&slowReader{r: tc}, 1024), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || got != size {
+		t.Fatalf("got %d bytes, %v; want %d", got, err, size)
+	}
+	ls.s.mu.Lock()
+	q := ls.s.maxQueued
+	ls.s.mu.Unlock()
+	if limit := headerBuffer + 4<<10; q == 0 || q > limit {
+		t.Fatalf("the gateway held up to %d bytes for the client; want some, at most %d", q, limit)
+	}
+	_ = nc.Close()
+	waitFor(t, "the slow reader's connection closed", func() bool { return loopConns(ls.s) == 0 })
+
+	_, stalled := dial() // does not read at all
+	waitFor(t, "the write timeout drops a client that does not read", func() bool { return loopConns(ls.s) == 0 && ls.s.g.conns.Open() == 0 })
+	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, stalled); err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+		t.Fatalf("the dropped client reads %v, want its end", err)
+	}
+}
+
+// A chunked body mid-connection goes, with the connection's TLS, to the
+// lean engine (and on to the fast one), which answers it and the
+// requests after it with X-Forwarded-Proto https.
+func TestLoopTLSHandsOverMidConnection(t *testing.T) {
+	ls := loopTLSTo(t, Options{Config: oneUpstream(echoTarget(t))}, nil)
+	c, br := dialTLS(t, ls.addr, ls.client)
+	resp, body := exchangeOn(t, c, br, "GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+	if e := echoed(t, body); resp.StatusCode != 200 || e.Target != "/first" || e.Header.Get("X-Forwarded-Proto") != "https" {
+		t.Fatalf("first: %d %+v", resp.StatusCode, e)
+	}
+	if n := loopConns(ls.s); n != 1 {
+		t.Fatalf("%d connections on the loops, want 1", n)
+	}
+	resp, body = exchangeOn(t, c, br, "POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+	if e := echoed(t, body); resp.StatusCode != 200 || e.Body != "abcdefg" || e.Header.Get("X-Forwarded-Proto") != "https" {
+		t.Fatalf("chunked: %d %+v", resp.StatusCode, e)
+	}
+	if n := loopConns(ls.s); n != 0 { // lean took it, and handed it on to the fast engine
+		t.Fatalf("after the hand-over: %d connections on the loops, want 0", n)
+	}
+	for i := range 3 {
+		resp, body = exchangeOn(t, c, br, fmt.Sprintf("POST /after/%d HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", i))
+		if e := echoed(t, body); resp.StatusCode != 200 || e.Body != "hello" || e.Header.Get("X-Forwarded-Proto") != "https" {
+			t.Fatalf("after %d: %d %+v", i, resp.StatusCode, e)
+		}
+	}
+	if n := ls.s.g.conns.Open(); n != 1 {
+		t.Fatalf("%d slots taken, want 1 (the connection's, moved)", n)
+	}
+	_ = c.Close()
+	waitFor(t, "the handed-over connection's slot given back", func() bool { return ls.s.g.conns.Open() == 0 })
+}
+
+// A client that negotiates h2 is served by the HTTP/2 server, never on a
+// loop; an HTTP/1.1 one next to it on the loop.
+func TestLoopTLSHTTP2ByALPN(t *testing.T) {
+	ls := loopTLSTo(t, Options{Config: oneUpstream(echoTarget(t))}, nil)
+	cfg := ls.client.Clone()
+	cfg.NextProtos = nil
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	for i := range 3 {
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(fmt.Sprintf("https://%s/h2/%d", ls.addr, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if e := echoed(t, string(b)); resp.ProtoMajor != 2 || resp.StatusCode != 200 || e.Header.Get("X-Forwarded-Proto") != "https" {
+			t.Fatalf("h2 request %d: %s %d %+v", i, resp.Proto, resp.StatusCode, e)
+		}
+		if n := loopConns(ls.s); n != 0 {
+			t.Fatalf("%d connections on the loops, want 0", n)
+		}
+	}
+	c, br := dialTLS(t, ls.addr, ls.client)
+	if resp, _ := exchangeOn(t, c, br, "GET /h1 HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 || resp.ProtoMajor != 1 {
+		t.Fatalf("h1: %s %d", resp.Proto, resp.StatusCode)
+	}
+	if n := loopConns(ls.s); n != 1 {
+		t.Fatalf("%d connections on the loops, want 1", n)
+	}
+}
+
+// A client that closes mid-head, mid-body or right after its request
+// costs nothing lasting: its connection and slot go, and the next client
+// is served.
+func TestLoopTLSClientClosesMidRequest(t *testing.T) {
+	ls := loopTLSTo(t, Options{Config: oneUpstream(echoTarget(t))}, nil)
+	for _, partial := range []string{
+		"GET /half HTTP/1.1\r\nHo",
+		"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nonly some",
+		"GET /whole HTTP/1.1\r\nHost: h\r\n\r\n",
+	} {
+		c, _ := dialTLS(t, ls.addr, ls.client)
+		if _, err := io.WriteString(c, partial); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the connection on a loop", func() bool { return loopConns(ls.s)+leanConns(ls.s) == 1 })
+		_ = c.Close()
+		waitFor(t, fmt.Sprintf("after %q, the connection and its slot gone", partial), func() bool {
+			return loopConns(ls.s) == 0 && leanConns(ls.s) == 0 && ls.s.g.conns.Open() == 0
+		})
+	}
+	c, br := dialTLS(t, ls.addr, ls.client)
+	if resp, _ := exchangeOn(t, c, br, "GET /next HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("next: %d", resp.StatusCode)
+	}
+}
+
+// A certificate reloaded applies to the connections made after; one made
+// before goes on, on its loop.
+func TestLoopTLSCertificateReload(t *testing.T) {
+	ls := loopTLSTo(t, Options{Config: oneUpstream(echoTarget(t))}, nil)
+	old, br := dialTLS(t, ls.addr, ls.client)
+	if resp, _ := exchangeOn(t, old, br, "GET /before HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("before: %d", resp.StatusCode)
+	}
+	_, _, pool := writeTLSPair(t, ls.dir, "second-pair.test")
+	if changed, err := ls.r.Reload(); err != nil || !changed {
+		t.Fatalf("Reload: %v, %v", changed, err)
+	}
+	cfg := ls.client.Clone()
+	cfg.RootCAs = pool
+	c, br2 := dialTLS(t, ls.addr, cfg)
+	if cn := c.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "second-pair.test" {
+		t.Fatalf("a new connection got %q, want the reloaded second-pair.test", cn)
+	}
+	if resp, _ := exchangeOn(t, c, br2, "GET /new HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("new: %d", resp.StatusCode)
+	}
+	if cn := old.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "first.test" {
+		t.Fatalf("the old connection has %q", cn)
+	}
+	if resp, _ := exchangeOn(t, old, br, "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("old connection after the reload: %d", resp.StatusCode)
+	}
+	if n := loopConns(ls.s); n != 2 {
+		t.Fatalf("%d connections on the loops, want 2", n)
+	}
+}
+
+// Shutdown lets a request in flight over TLS finish, closes an idle TLS
+// connection with close_notify (its client reads a clean end), and
+// returns once both are gone.
+func TestLoopTLSShutdownFinishesRequests(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		arrived <- struct{}{}
+		<-release
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+	})
+	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	ls := serveLoopTLS(t, g, nil)
+	busy, bbr := dialTLS(t, ls.addr, ls.client)
+	if _, err := io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	idle, _ := dialTLS(t, ls.addr, ls.client)
+	if err := idle.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both connections on the loops", func() bool { return loopConns(ls.s) == 2 })
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- ls.s.Shutdown(ctx)
+	}()
+	// The idle one ends with close_notify: a clean io.EOF.
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("the idle connection read %d, %v; want io.EOF", n, err)
+	}
+	close(release)
+	resp, err := http.ReadResponse(bbr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "done" {
+		t.Fatalf("in flight: %d %q", resp.StatusCode, b)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := g.conns.Open(); n != 0 {
+		t.Fatalf("%d slots still taken", n)
+	}
+}
+
+// Many clients at once, each with kept-alive requests, all served (and
+// under -race, the moves from the handshakes' goroutines to the loops).
+func TestLoopTLSManyClients(t *testing.T) {
+	addr, _ := pathTarget(t)
+	ls := loopTLSTo(t, Options{Config: oneUpstream(addr)}, nil)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			c, err := tls.Dial("tcp", ls.addr, ls.client)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			for j := range 20 {
+				if _, err := fmt.Fprintf(c, "GET /c%d/%d HTTP/1.1\r\nHost: h\r\n\r\n", i, j); err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if want := fmt.Sprintf("GET /c%d/%d", i, j); string(b) != want {
+					t.Errorf("got %q, want %q", b, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// captureConn is a client's connection whose writes can be kept
+// (capturing) instead of sent: a test then sends a record's bytes in
+// pieces of its choosing.
+type captureConn struct {
+	net.Conn
+	capturing bool
+	kept      []byte
+}
+
+func (c *captureConn) Write(p []byte) (int, error) {
+	if c.capturing {
+		c.kept = append(c.kept, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// tlsOnFD is a server TLS connection handshaken over a socket pair and
+// moved off Go's poller (detach) as a loop takes it, and its client.
+func tlsOnFD(t *testing.T) (lt *loopTLS, fd int, client *tls.Conn, cc *captureConn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileConn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	srv, cli := fileConn(fds[0]), fileConn(fds[1])
+	t.Cleanup(func() { _ = cli.Close() })
+	dir := t.TempDir()
+	certFile, keyFile, pool := writeTLSPair(t, dir, "pair.test")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := wrapLoopTLS(srv).(*loopTLSConn)
+	stc := tls.Server(w, &tls.Config{Certificates: []tls.Certificate{pair}})
+	cc = &captureConn{Conn: cli}
+	client = tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	errc := make(chan error, 1)
+	go func() { errc <- stc.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	fd, slot, err := w.detach()
+	if err != nil || slot != nil {
+		t.Fatalf("detach: %v, slot %v", err, slot)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	return &loopTLS{tc: stc, w: w}, fd, client, cc
+}
+
+// The facts the loop builds on: a read with no ciphertext, or part of a
+// record, would block and is not kept (tls.Conn keeps other errors); the
+// record is read once whole; the client's close_notify ends it cleanly.
+func TestLoopTLSConnWouldBlockIsNotSticky(t *testing.T) {
+	lt, fd, client, cc := tlsOnFD(t)
+	st := &loopState{}
+	p := make([]byte, 64)
+	if n, err := lt.read(st, fd, p); n != 0 || !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("nothing sent: read %d, %v; want 0, EAGAIN", n, err)
+	}
+	cc.capturing = true
+	if _, err := io.WriteString(client, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	cc.capturing = false
+	record := cc.kept
+	for _, cut := range []int{3, len(record) - 1, len(record)} { // in the header, in the body, whole
+		prev := 0
+		if cut > 3 {
+			prev = 3
+		}
+		if cut == len(record) {
+			prev = len(record) - 1
+		}
+		if _, err := cc.Conn.Write(record[prev:cut]); err != nil {
+			t.Fatal(err)
+		}
+		n, err := lt.read(st, fd, p)
+		if cut < len(record) {
+			if n != 0 || !errors.Is(err, unix.EAGAIN) {
+				t.Fatalf("%d of the record's %d bytes: read %d, %v; want 0, EAGAIN", cut, len(record), n, err)
+			}
+			continue
+		}
+		if err != nil || string(p[:n]) != "hello" {
+			t.Fatalf("the whole record: read %q, %v; want hello", p[:n], err)
+		}
+	}
+	if _, err := io.WriteString(client, "world"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := lt.read(st, fd, p); err != nil || string(p[:n]) != "world" {
+		t.Fatalf("after: read %q, %v; want world", p[:n], err)
+	}
+	if err := client.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := lt.read(st, fd, p); n != 0 || err != nil {
+		t.Fatalf("after close_notify: read %d, %v; want the end (0, nil)", n, err)
+	}
+}
+
+// Records read from the socket at once are all returned, a small buffer
+// at a time, without the socket: more says so. Handed back to a blocking
+// connection (resume), the tls.Conn reads what the loop left first.
+func TestLoopTLSConnHoldsRecordsAcrossReads(t *testing.T) {
+	lt, fd, client, cc := tlsOnFD(t)
+	st := &loopState{}
+	var want strings.Builder
+	cc.capturing = true
+	for i := range 6 {
+		s := strings.Repeat(string(rune('a'+i)), 1000)
+		want.WriteString(s)
+		if _, err := io.WriteString(client, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc.capturing = false
+	if _, err := cc.Conn.Write(cc.kept); err != nil { // six records, one write
+		t.Fatal(err)
+	}
+	var got []byte
+	p := make([]byte, 700)
+	for len(got) < 3000 {
+		n, err := lt.read(st, fd, p)
+		if err != nil || n == 0 {
+			t.Fatalf("after %d bytes: read %d, %v", len(got), n, err)
+		}
+		got = append(got, p[:n]...)
+		if !lt.more {
+			t.Fatalf("after %d bytes from a full buffer, more is false", len(got))
+		}
+	}
+	if in := lt.w.in; len(in) > 0 && &in[:cap(in)][cap(in)-1] == &st.tlsIn[len(st.tlsIn)-1] {
+		t.Fatal("the ciphertext left is in the loop's buffer, which the next connection's read overwrites")
+	}
+	// The rest goes with the connection to a goroutine.
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "")
+	nc, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	tc := lt.resume(nc)
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest := make([]byte, 6000-len(got))
+	if _, err := io.ReadFull(tc, rest); err != nil {
+		t.Fatalf("after resume: %v", err)
+	}
+	if got = append(got, rest...); string(got) != want.String() {
+		t.Fatal("the records read differ from those sent")
+	}
+	// And writes go through it, in order.
+	go func() { _, _ = io.WriteString(tc, "answer") }()
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 6)
+	if _, err := io.ReadFull(client, b); err != nil || string(b) != "answer" {
+		t.Fatalf("client read %q, %v", b, err)
+	}
+}
+
+// What the socket does not take waits in the wrapper, in order, until
+// the loop flushes it again.
+func TestLoopTLSConnWriteWaits(t *testing.T) {
+	lt, fd, client, _ := tlsOnFD(t)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 8<<10)
+	body := make([]byte, 1<<20)
+	for i := range body {
+		body[i] = byte(i % 251)
+	}
+	rest, err := lt.write(fd, body)
+	if err != nil || len(rest) == 0 {
+		t.Fatalf("1 MiB to a socket pair: %d bytes left, %v; want some left", len(rest), err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, len(body))
+		n, _ := io.ReadFull(client, b)
+		got <- b[:n]
+	}()
+	for len(rest) > 0 {
+		if rest, err = lt.flush(fd); err != nil {
+			t.Fatal(err)
+		}
+		if len(rest) > 0 {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+			_, _ = unix.Poll(pfd, 1000)
+		}
+	}
+	if b := <-got; string(b) != string(body) {
+		t.Fatalf("the client read %d bytes, not what was written", len(b))
+	}
+}
