@@ -42,12 +42,14 @@ import (
 // a scheduler's queue, Redis, a remote Checker); that one runs on a
 // goroutine, and the request resumes on its loop with the decision.
 //
-// A connection lives on the loop that accepted it, and so do the
+// A connection lives on the loop that accepted it (over TLS, the loop it
+// was moved to after its handshake: looptls.go), and so do the
 // connections to targets it uses: each loop has its own pool of each
 // target (loopPool).
 
-// LoopServer is the loop engine's server. Serve it on a *net.TCPListener;
-// Shutdown lets requests in flight finish.
+// LoopServer is the loop engine's server. Serve it on a *net.TCPListener,
+// or after ServeTLSWith on a TLS listener; Shutdown lets requests in
+// flight finish.
 type LoopServer struct {
 	g      *Gateway
 	logger *slog.Logger
@@ -101,6 +103,10 @@ type loopState struct {
 	// bytes, made at the first): each read's records are decrypted
 	// before the next connection's read.
 	tlsIn []byte
+	// tlsOut is the buffer TLS clients' answers are written into, while
+	// no connection holds it (loopTLS.write): one whose client does not
+	// take all keeps it until it does.
+	tlsOut []byte
 }
 
 // loopSpareBufs bounds a loop's spare read buffers (1 MiB).

@@ -194,7 +194,7 @@ func (c *loopConn) guard() {
 		leanResponder{lc: &c.lc, close: true}.json(http.StatusInternalServerError, map[string]string{"error": "internal"})
 		c.lc.status = http.StatusInternalServerError
 		if c.tls != nil {
-			_, _ = c.tls.write(c.fd, c.lc.pending) // one try: the connection closes
+			_, _ = c.tls.write(c.st, c.fd, c.lc.pending) // one try: the connection closes
 		} else {
 			_, _ = unix.Write(c.fd, c.lc.pending) // one try: the connection closes
 		}
@@ -443,7 +443,7 @@ func (c *loopConn) handOver() {
 	}
 	cc := &clientConn{Conn: conn, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, lc.buf[lc.r:lc.w]) {
-		_ = cc.Close() // and gives the slot back
+		_ = closeNow(cc) // and gives the slot back; over TLS without the close_notify, which could wait
 	}
 }
 
@@ -1031,7 +1031,7 @@ func (c *loopConn) flushed() {
 func (c *loopConn) send(p []byte) bool {
 	c.lc.wrote = true
 	if c.tls != nil {
-		rest, err := c.tls.write(c.fd, p)
+		rest, err := c.tls.write(c.st, c.fd, p)
 		if err != nil {
 			c.writeFailed = true
 			return false
@@ -1073,7 +1073,7 @@ func (c *loopConn) queue(p []byte) bool {
 // the target again, or the answer is out.
 func (c *loopConn) drain() {
 	if c.tls != nil { // c.wq is a view of the ciphertext waiting
-		rest, err := c.tls.flush(c.fd)
+		rest, err := c.tls.flush(c.st, c.fd)
 		c.wq = rest
 		if err != nil {
 			c.writeFailed = true
@@ -1182,7 +1182,7 @@ func (c *loopConn) close() {
 		c.registered = false
 	}
 	if c.tls != nil && !c.writeFailed && len(c.wq) == 0 {
-		c.tls.closeNotify(c.fd)
+		c.tls.closeNotify(c.st, c.fd)
 	}
 	_ = unix.Close(c.fd)
 	c.st.forget(c)

@@ -240,7 +240,7 @@ func (t *loopTLS) read(st *loopState, fd int, p []byte) (int, error) {
 	if w.outR < len(w.out) {
 		// A read that wrote (a reply to a KeyUpdate). What the socket
 		// does not take now goes before the next answer's bytes.
-		_, _ = t.flush(fd)
+		_, _ = t.flush(st, fd)
 	}
 	switch {
 	case n == len(p):
@@ -266,8 +266,9 @@ func isWouldBlock(err error) bool {
 }
 
 // flush writes what the tls.Conn wrote and the socket has not taken; it
-// returns what is left (a view of w.out, nil when nothing is).
-func (t *loopTLS) flush(fd int) ([]byte, error) {
+// returns what is left (a view of w.out, nil when nothing is). A buffer
+// written whole goes back to the loop (st.tlsOut) if it has none.
+func (t *loopTLS) flush(st *loopState, fd int) ([]byte, error) {
 	w := t.w
 	for w.outR < len(w.out) {
 		n, err := unix.Write(fd, w.out[w.outR:])
@@ -283,33 +284,44 @@ func (t *loopTLS) flush(fd int) ([]byte, error) {
 		}
 		return nil, err
 	}
-	if cap(w.out) > leanKeepBuf {
-		w.out = nil
-	} else {
-		w.out = w.out[:0]
+	if st.tlsOut == nil && cap(w.out) <= loopTLSOutKeep {
+		st.tlsOut = w.out[:0]
 	}
-	w.outR = 0
+	w.out, w.outR = nil, 0
 	return nil, nil
 }
 
+// loopTLSOutKeep bounds the write buffer a loop keeps for its TLS clients.
+const loopTLSOutKeep = 256 << 10
+
 // write encrypts p and sends it; it returns what the socket did not take
-// (see flush).
-func (t *loopTLS) write(fd int, p []byte) ([]byte, error) {
+// (see flush). The records are written into the loop's buffer when
+// nothing waits: a connection holds a write buffer only while its client
+// has not taken what it holds.
+func (t *loopTLS) write(st *loopState, fd int, p []byte) ([]byte, error) {
+	t.borrow(st)
 	if _, err := t.tc.Write(p); err != nil {
 		return nil, err
 	}
-	return t.flush(fd)
+	return t.flush(st, fd)
 }
 
-// closeNotify sends the close_notify alert, one try, before the loop
-// closes the socket (as tls.Conn.Close does), unless ciphertext waits.
-func (t *loopTLS) closeNotify(fd int) {
-	if t.w.outR < len(t.w.out) {
-		return
+// borrow writes into the loop's buffer when nothing waits in w's.
+func (t *loopTLS) borrow(st *loopState) {
+	if w := t.w; len(w.out) == 0 && st.tlsOut != nil {
+		w.out, w.outR, st.tlsOut = st.tlsOut[:0], 0, nil
 	}
-	if t.tc.CloseWrite() == nil {
-		_, _ = t.flush(fd)
+}
+
+// closeNotify sends the close_notify alert, unless ciphertext waits, and
+// what waits, one try, before the loop closes the socket (as
+// tls.Conn.Close does, without waiting).
+func (t *loopTLS) closeNotify(st *loopState, fd int) {
+	if t.w.outR == len(t.w.out) {
+		t.borrow(st)
+		_ = t.tc.CloseWrite()
 	}
+	_, _ = t.flush(st, fd)
 }
 
 // resume makes the tls.Conn read and write c, a blocking connection over

@@ -712,7 +712,8 @@ func TestLoopTLSConnWriteWaits(t *testing.T) {
 	for i := range body {
 		body[i] = byte(i % 251)
 	}
-	rest, err := lt.write(fd, body)
+	st := &loopState{}
+	rest, err := lt.write(st, fd, body)
 	if err != nil || len(rest) == 0 {
 		t.Fatalf("1 MiB to a socket pair: %d bytes left, %v; want some left", len(rest), err)
 	}
@@ -724,7 +725,7 @@ func TestLoopTLSConnWriteWaits(t *testing.T) {
 		got <- b[:n]
 	}()
 	for len(rest) > 0 {
-		if rest, err = lt.flush(fd); err != nil {
+		if rest, err = lt.flush(st, fd); err != nil {
 			t.Fatal(err)
 		}
 		if len(rest) > 0 {
