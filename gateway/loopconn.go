@@ -309,6 +309,12 @@ func (c *loopConn) readClient() {
 		return
 	}
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		if lc.w == 0 && c.stage == stRead {
+			// Nothing came (over TLS, a look for records the tls.Conn
+			// may have held): still idle, it holds no buffer.
+			c.st.giveBuf(lc.buf)
+			lc.buf = nil
+		}
 		return
 	}
 	switch {

@@ -445,6 +445,9 @@ func (s *LoopServer) adoptedTLS(st *loopState, fd int, slot *conncap.Slot, t *lo
 	}
 	c.slot = slot
 	slot.SetEvict(func() { l.Post(c.evict) })
+	// An eviction between the move off the handshake's connection and
+	// SetEvict closed nothing: the cap may evict again (c.evict now).
+	slot.Spared()
 	c.interest = eventloop.Readable
 	st.conns[c] = struct{}{}
 	s.mu.Lock()

@@ -737,3 +737,50 @@ func TestLoopTLSConnWriteWaits(t *testing.T) {
 		t.Fatalf("the client read %d bytes, not what was written", len(b))
 	}
 }
+
+// Idle TLS connections, fresh from their handshake or between requests,
+// hold no read buffer and no ciphertext buffer of their own.
+func TestLoopTLSIdleConnectionsHoldNoBuffers(t *testing.T) {
+	up, _ := pathTarget(t)
+	ls := loopTLSTo(t, Options{Config: oneUpstream(up)}, nil)
+	const clients = 6
+	type client struct {
+		c  *tls.Conn
+		br *bufio.Reader
+	}
+	cs := make([]client, clients)
+	for i := range cs {
+		cs[i].c, cs[i].br = dialTLS(t, ls.addr, ls.client)
+		if err := cs[i].c.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holding := func() (idle, bufs int) {
+		var mu sync.Mutex
+		ls.s.onLoops(func(st *loopState) {
+			mu.Lock()
+			defer mu.Unlock()
+			for c := range st.conns {
+				if c.idle() {
+					idle++
+				}
+				if c.lc.buf != nil || len(c.tls.w.in) > 0 || c.tls.w.out != nil {
+					bufs++
+				}
+			}
+		})
+		return idle, bufs
+	}
+	for round := range 2 {
+		waitFor(t, "every connection idle on a loop", func() bool { idle, _ := holding(); return idle == clients })
+		if _, bufs := holding(); bufs != 0 {
+			t.Fatalf("round %d: %d of %d idle connections hold a buffer", round, bufs, clients)
+		}
+		for i := range cs {
+			pad := strings.Repeat("x", i*1500) // some past the first read buffer
+			if resp, body := exchangeOn(t, cs[i].c, cs[i].br, fmt.Sprintf("GET /c%d HTTP/1.1\r\nHost: h\r\nX-Pad: %s\r\n\r\n", i, pad)); resp.StatusCode != 200 || body != fmt.Sprintf("GET /c%d", i) {
+				t.Fatalf("client %d: %d %q", i, resp.StatusCode, body)
+			}
+		}
+	}
+}
