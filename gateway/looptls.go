@@ -260,10 +260,9 @@ func (t *loopTLS) read(st *loopState, fd int, p []byte) (int, error) {
 	return 0, err
 }
 
-func isWouldBlock(err error) bool {
-	var wb wouldBlock
-	return errors.As(err, &wb)
-}
+// isWouldBlock reports whether err is errWouldBlock, which tls.Conn
+// returns as it came.
+func isWouldBlock(err error) bool { return errors.Is(err, errWouldBlock) }
 
 // flush writes what the tls.Conn wrote and the socket has not taken; it
 // returns what is left (a view of w.out, nil when nothing is). A buffer
