@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -782,5 +783,86 @@ func TestLoopTLSIdleConnectionsHoldNoBuffers(t *testing.T) {
 				t.Fatalf("client %d: %d %q", i, resp.StatusCode, body)
 			}
 		}
+	}
+}
+
+// A TLS 1.3 KeyUpdate from a real client (openssl s_client, asking for
+// the server's own) is answered at once from the loop, its reply written
+// after the read that took it, and the requests before and after it are
+// served.
+func TestLoopTLSKeyUpdate(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl is not installed (Debian package openssl)")
+	}
+	up, _ := pathTarget(t)
+	ls := loopTLSTo(t, Options{Config: oneUpstream(up)}, nil)
+	cmd := exec.Command(openssl, "s_client", "-connect", ls.addr, "-tls1_3", "-alpn", "http/1.1", "-CAfile", ls.certFile, "-msg")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	chunks := make(chan string, 256)
+	go func() {
+		defer close(chunks)
+		b := make([]byte, 4096)
+		for {
+			n, err := out.Read(b)
+			if n > 0 {
+				chunks <- string(b[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var seen string // the output not yet matched
+	await := func(what, want string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			if i := strings.Index(seen, want); i >= 0 {
+				seen = seen[i+len(want):]
+				return
+			}
+			select {
+			case c, ok := <-chunks:
+				if !ok {
+					t.Fatalf("%s: openssl s_client ended first", what)
+				}
+				seen += c
+			case <-timeout:
+				t.Fatalf("%s: not from openssl s_client within 10s; it wrote:\n%s", what, seen)
+			}
+		}
+	}
+	await("the handshake verified", "Verify return code: 0")
+	if _, err := io.WriteString(stdin, "GET /one HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	await("the first answer", "GET /one")
+	if _, err := io.WriteString(stdin, "K\n"); err != nil { // s_client's command: KeyUpdate, update requested
+		t.Fatal(err)
+	}
+	await("the server's KeyUpdate", "<<< TLS 1.3, Handshake [length 0005], KeyUpdate")
+	if _, err := io.WriteString(stdin, "GET /two HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	await("the answer after the KeyUpdate", "GET /two")
+	if n := loopConns(ls.s); n != 1 {
+		t.Fatalf("%d connections on the loops, want 1", n)
 	}
 }
