@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,18 +159,6 @@ func leanConns(s *LoopServer) int {
 	return len(s.lean.conns)
 }
 
-// waitFor waits up to 5 s for cond.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // echoed decodes echoTarget's answer.
 func echoed(t *testing.T, body string) requestEcho {
 	t.Helper()
@@ -300,10 +289,10 @@ func TestLoopTLSSlowReader(t *testing.T) {
 		t.Fatalf("the gateway held up to %d bytes for the client; want some, at most %d", q, limit)
 	}
 	_ = nc.Close()
-	waitFor(t, "the slow reader's connection closed", func() bool { return loopConns(ls.s) == 0 })
+	waitUntil(t, "the slow reader's connection closed", func() bool { return loopConns(ls.s) == 0 })
 
 	_, stalled := dial() // does not read at all
-	waitFor(t, "the write timeout drops a client that does not read", func() bool { return loopConns(ls.s) == 0 && ls.s.g.conns.Open() == 0 })
+	waitUntil(t, "the write timeout drops a client that does not read", func() bool { return loopConns(ls.s) == 0 && ls.s.g.conns.Open() == 0 })
 	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.Copy(io.Discard, stalled); err != nil && !errors.Is(err, net.ErrClosed) && !isReset(err) {
 		t.Fatalf("the dropped client reads %v, want its end", err)
@@ -340,7 +329,7 @@ func TestLoopTLSHandsOverMidConnection(t *testing.T) {
 		t.Fatalf("%d slots taken, want 1 (the connection's, moved)", n)
 	}
 	_ = c.Close()
-	waitFor(t, "the handed-over connection's slot given back", func() bool { return ls.s.g.conns.Open() == 0 })
+	waitUntil(t, "the handed-over connection's slot given back", func() bool { return ls.s.g.conns.Open() == 0 })
 }
 
 // A client that negotiates h2 is served by the HTTP/2 server, never on a
@@ -388,9 +377,9 @@ func TestLoopTLSClientClosesMidRequest(t *testing.T) {
 		if _, err := io.WriteString(c, partial); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the connection on a loop", func() bool { return loopConns(ls.s)+leanConns(ls.s) == 1 })
+		waitUntil(t, "the connection on a loop", func() bool { return loopConns(ls.s)+leanConns(ls.s) == 1 })
 		_ = c.Close()
-		waitFor(t, fmt.Sprintf("after %q, the connection and its slot gone", partial), func() bool {
+		waitUntil(t, fmt.Sprintf("after %q, the connection and its slot gone", partial), func() bool {
 			return loopConns(ls.s) == 0 && leanConns(ls.s) == 0 && ls.s.g.conns.Open() == 0
 		})
 	}
@@ -461,7 +450,7 @@ func TestLoopTLSShutdownFinishesRequests(t *testing.T) {
 	if err := idle.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both connections on the loops", func() bool { return loopConns(ls.s) == 2 })
+	waitUntil(t, "both connections on the loops", func() bool { return loopConns(ls.s) == 2 })
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -773,7 +762,7 @@ func TestLoopTLSIdleConnectionsHoldNoBuffers(t *testing.T) {
 		return idle, bufs
 	}
 	for round := range 2 {
-		waitFor(t, "every connection idle on a loop", func() bool { idle, _ := holding(); return idle == clients })
+		waitUntil(t, "every connection idle on a loop", func() bool { idle, _ := holding(); return idle == clients })
 		if _, bufs := holding(); bufs != 0 {
 			t.Fatalf("round %d: %d of %d idle connections hold a buffer", round, bufs, clients)
 		}
@@ -864,5 +853,95 @@ func TestLoopTLSKeyUpdate(t *testing.T) {
 	await("the answer after the KeyUpdate", "GET /two")
 	if n := loopConns(ls.s); n != 1 {
 		t.Fatalf("%d connections on the loops, want 1", n)
+	}
+}
+
+// 280 TLS clients at once, opening and closing every way (answered,
+// pipelined, gone after the handshake, gone mid-handshake, gone
+// mid-head, reset after the request, handed over to lean with a chunked
+// body): once all are gone no slot is taken and the loops hold none of
+// them, and after Shutdown the process holds the descriptors it held
+// before: the descriptors duplicated for the loops and back for the lean
+// engine are all closed.
+func TestLoopTLSManyConnectionsAtOnce(t *testing.T) {
+	g, err := New(Options{Config: oneUpstream(echoTarget(t)), ResponseHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	ls := serveLoopTLS(t, g, nil)
+	before := openFDs(t)
+	const n = 280
+	var wg sync.WaitGroup
+	var answered atomic.Int64
+	for i := range n {
+		wg.Go(func() {
+			nc, err := net.Dial("tcp", ls.addr)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+			if i%7 == 3 { // gone mid-handshake
+				_, _ = nc.Write([]byte{0x16, 0x03, 0x01})
+				return
+			}
+			c := tls.Client(nc, ls.client)
+			if err := c.Handshake(); err != nil {
+				t.Errorf("client %d: %v", i, err)
+				return
+			}
+			var req string
+			switch i % 7 {
+			case 0:
+				req = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+			case 1:
+				req = "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+			case 2:
+				return
+			case 4:
+				_, _ = io.WriteString(c, "GET /a HTTP/1.1\r\nHo")
+				return
+			case 5:
+				_, _ = io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+				_ = nc.(*net.TCPConn).SetLinger(0)
+				return
+			case 6:
+				req = "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+			}
+			if _, err := io.WriteString(c, req); err != nil {
+				t.Error(err)
+				return
+			}
+			br := bufio.NewReader(c)
+			for range strings.Count(req, "HTTP/1.1\r\n") {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Errorf("client %d: %v", i, err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode == 200 {
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if want := int64(n / 7 * 4); answered.Load() != want {
+		t.Errorf("%d answers, want %d", answered.Load(), want)
+	}
+	waitUntil(t, "every connection and its slot to go", func() bool {
+		return loopConns(ls.s) == 0 && leanConns(ls.s) == 0 && g.conns.Open() == 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ls.s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	g.Close()
+	if extra := fdsBack(t, before); len(extra) > 0 {
+		t.Errorf("%d descriptors open after Shutdown, not before: %v", len(extra), extra[:min(len(extra), 20)])
 	}
 }
