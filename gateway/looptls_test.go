@@ -945,3 +945,26 @@ func TestLoopTLSManyConnectionsAtOnce(t *testing.T) {
 		t.Errorf("%d descriptors open after Shutdown, not before: %v", len(extra), extra[:min(len(extra), 20)])
 	}
 }
+
+// Over TLS the loop engine answers every request of engineRequests as
+// the lean engine does (the loop hands the lean engine what it does not
+// serve itself, with the connection's TLS): a difference fails.
+func TestLoopAgreesWithLeanOverTLS(t *testing.T) {
+	g := diffGateway(t)
+	loop := serveLoopTLS(t, g, nil)
+	leanAddr, _, leanClient := serveLeanTLS(t, g, nil, nil)
+	dial := func(addr string, cfg *tls.Config) func() (net.Conn, error) {
+		return func() (net.Conn, error) { return tls.Dial("tcp", addr, cfg) }
+	}
+	for _, tc := range engineRequests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := []byte(tc.raw)
+			methods := requestMethods(raw)
+			o := exchangeRawOn(t, dial(loop.addr, loop.client), raw, methods, false)
+			l := exchangeRawOn(t, dial(leanAddr, leanClient), raw, methods, false)
+			if !sameAnswers(o, l) {
+				t.Errorf("request %.200q over TLS:\nloop: %s\nlean: %s", raw, showAnswers(o), showAnswers(l))
+			}
+		})
+	}
+}
