@@ -754,3 +754,59 @@ func TestLoopAgreesWithLeanOverTLS(t *testing.T) {
 		})
 	}
 }
+
+// heldConn passes its first write (the ClientHello) and holds the rest
+// until release: a client's Finished and its first request then reach
+// the server in one segment, read by the handshake along with it.
+type heldConn struct {
+	net.Conn
+	writes int
+	held   []byte
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == 1 {
+		return c.Conn.Write(p)
+	}
+	c.held = append(c.held, p...)
+	return len(p), nil
+}
+
+func (c *heldConn) release() error {
+	_, err := c.Conn.Write(c.held)
+	return err
+}
+
+// A request that came with the client's Finished is in the tls.Conn when
+// the connection moves to its loop, where the socket has nothing to
+// read: the loop serves it at once.
+func TestLoopTLSRequestWithTheFinished(t *testing.T) {
+	up, _ := pathTarget(t)
+	ls := loopTLSTo(t, Options{Config: oneUpstream(up)}, nil)
+	nc, err := net.Dial("tcp", ls.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	hc := &heldConn{Conn: nc}
+	c := tls.Client(hc, ls.client)
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /early HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hc.release(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "GET /early" {
+		t.Fatalf("got %d %q", resp.StatusCode, b)
+	}
+}
