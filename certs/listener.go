@@ -24,10 +24,20 @@ import (
 // the client's round trips; failed or timed-out handshakes count in
 // fluxgate_tls_handshake_errors_total.
 func (r *Reloader) Listener(inner net.Listener, cfg *tls.Config, name string) net.Listener {
+	return r.WrappedListener(inner, cfg, name, nil)
+}
+
+// WrappedListener is Listener with each accepted connection wrapped by
+// wrap before TLS is built on it: the *tls.Conn it hands out reads and
+// writes through what wrap returned (its NetConn), the handshake too. A
+// server that moves a connection to its own I/O after the handshake
+// (the gateway's loop engine) wraps it so. A failed handshake closes the
+// connection accepted, not the wrapper. Nil wrap: Listener.
+func (r *Reloader) WrappedListener(inner net.Listener, cfg *tls.Config, name string, wrap func(net.Conn) net.Conn) net.Listener {
 	r.addListener(name)
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &handshakeListener{
-		Listener: inner, cfg: cfg, r: r, name: name, ctx: ctx, cancel: cancel,
+		Listener: inner, cfg: cfg, r: r, name: name, ctx: ctx, cancel: cancel, wrap: wrap,
 		conns: make(chan net.Conn), errs: make(chan error), done: make(chan struct{}),
 	}
 	go l.acceptLoop()
@@ -87,9 +97,10 @@ type handshakeListener struct {
 	cfg   *tls.Config
 	r     *Reloader
 	name  string
-	conns chan net.Conn // handshaken
-	errs  chan error    // from the inner Accept
-	done  chan struct{} // closed by Close
+	wrap  func(net.Conn) net.Conn // nil: none
+	conns chan net.Conn           // handshaken
+	errs  chan error              // from the inner Accept
+	done  chan struct{}           // closed by Close
 	once  sync.Once
 
 	ctx    context.Context // of handshakes in progress; canceled by Close
@@ -116,7 +127,11 @@ func (l *handshakeListener) acceptLoop() {
 
 func (l *handshakeListener) handshake(raw net.Conn) {
 	start := time.Now()
-	tc := tls.Server(raw, l.cfg)
+	under := raw
+	if l.wrap != nil {
+		under = l.wrap(raw)
+	}
+	tc := tls.Server(under, l.cfg)
 	ctx, cancel := context.WithTimeout(l.ctx, l.r.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()

@@ -83,3 +83,26 @@ func TestAutoFallsBackToLeanWhereLoopsCannotStart(t *testing.T) {
 		cancel()
 	}
 }
+
+// Which configurations the loop engine serves: asked for, or auto on
+// Linux, plain or over TLS; with h2c, and on the other engines, not.
+func TestServesOnLoops(t *testing.T) {
+	tlsOn := TLSConfig{CertFile: "c.pem", KeyFile: "k.pem"}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want bool
+	}{
+		{"auto, plain", Config{}, true},
+		{"auto, tls", Config{TLS: tlsOn}, true},
+		{"loop, tls", Config{Engine: EngineLoop, TLS: tlsOn}, true},
+		{"auto, h2c", Config{H2C: true}, false},
+		{"loop, tls and h2c", Config{Engine: EngineLoop, TLS: tlsOn, H2C: true}, false},
+		{"lean, tls", Config{Engine: EngineLean, TLS: tlsOn}, false},
+		{"net, tls", Config{Engine: EngineNet, TLS: tlsOn}, false},
+	} {
+		if got := servesOnLoops(tc.cfg); got != tc.want {
+			t.Errorf("%s: servesOnLoops = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -29,9 +29,9 @@ type Config struct {
 	// plain listener. Read at start, like Listen and TLS.
 	H2C bool `yaml:"h2c" desc:"Accept cleartext HTTP/2 (h2c) on a plain-HTTP gateway listener; HTTP/2 over TLS is always offered by ALPN. On the lean engine HTTP/1.1 clients stay on it, connections opening with the HTTP/2 preface (prior knowledge) go to http2.server, and Upgrade: h2c (with other requests outside lean's subset) to net/http."`
 	// Engine picks the server engine. Read at start, like Listen.
-	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (loop on a plain listener on Linux, falling back to lean where its loops cannot start; lean on tls listeners, with h2c, and elsewhere), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls and h2c prior knowledge to http2.server, Upgrade: h2c to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls), net (net/http always) or loop (Linux only, and it fails to start where it cannot run: the lean engine's requests served on event loops, one a CPU; what lean hands on, upstream TLS groups and checks that may wait handled as docs/gateway.md says; with tls or h2c set it serves as lean). Empty means auto."`
+	Engine string `yaml:"engine,omitempty" desc:"Server engine: auto (loop on Linux, on a plain or tls listener, falling back to lean where its loops cannot start; lean with h2c and elsewhere), lean (HTTP/1.1 requests forwarded as they come; HTTP/2 over tls and h2c prior knowledge to http2.server, Upgrade: h2c to net/http, other connections to fast), fast (fasthttp on a plain listener, net/http with tls), net (net/http always) or loop (Linux only, and it fails to start where it cannot run: the lean engine's requests served on event loops, one a CPU, over tls too after a handshake on a goroutine, HTTP/2 clients going to http2.server; what lean hands on, upstream TLS groups and checks that may wait handled as docs/gateway.md says; with h2c set it serves as lean). Empty means auto."`
 	// HTTP2 is how the lean engine serves HTTP/2 clients. Read at start.
-	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean engine serves clients that choose HTTP/2 over TLS, or h2c with prior knowledge (see HTTP2Config)."`
+	HTTP2 HTTP2Config `yaml:"http2,omitempty" desc:"How the lean and loop engines serve clients that choose HTTP/2 over TLS, or h2c with prior knowledge (see HTTP2Config)."`
 	// MaxConnections caps the client connections held at a time, on every
 	// engine (see conncap.go). Read at start, like Listen; 0 means
 	// DefaultMaxConnections.
@@ -42,7 +42,7 @@ type Config struct {
 // HTTP/2 by ALPN, and with gateway.h2c the plain ones that open with the
 // HTTP/2 preface (gateway.http2).
 type HTTP2Config struct {
-	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge, on the lean engine: lean (package gateway/h2, the gateway's own HTTP/2 server) or net (net/http's HTTP/2 server); or loop (h2c with prior knowledge only, on a plain listener with h2c: the loop engine serves the streams on its event loops, and answers 502 to those it would hand on, docs/gateway.md). Empty means lean. The engines net and fast, and Upgrade: h2c, always use net/http's."`
+	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge: lean (package gateway/h2, the gateway's own HTTP/2 server, on goroutines), net (net/http's HTTP/2 server) or loop (the loop engine, Linux: each stream served on its event loops as an HTTP/1.1 request is, docs/gateway.md; h2c needs h2c: true). Empty means lean. The engines net and fast, and Upgrade: h2c, always use net/http's."`
 }
 
 // HTTP/2 servers (gateway.http2.server).
@@ -315,8 +315,8 @@ func (c *Config) check(report func(path []any, msg string)) {
 		switch {
 		case !loopsSupported:
 			bad([]any{"http2", "server"}, "%s runs on Linux only (epoll); use %s or %s here", HTTP2ServerLoop, HTTP2ServerLean, HTTP2ServerNet)
-		case c.TLS.Enabled() || !c.H2C:
-			bad([]any{"http2", "server"}, "%s serves h2c with prior knowledge only, on a plain listener with h2c: true; over tls use %s or %s", HTTP2ServerLoop, HTTP2ServerLean, HTTP2ServerNet)
+		case !c.TLS.Enabled() && !c.H2C:
+			bad([]any{"http2", "server"}, "%s serves HTTP/2 clients over tls, or h2c ones with h2c: true; neither is set", HTTP2ServerLoop)
 		case c.Engine != "" && c.Engine != EngineAuto && c.Engine != EngineLoop:
 			bad([]any{"http2", "server"}, "%s needs engine %s or %s, not %s", HTTP2ServerLoop, EngineAuto, EngineLoop, c.Engine)
 		}
@@ -541,7 +541,7 @@ func (m *CanaryMetricsConfig) check(bad func(key, format string, args ...any)) {
 type TLSConfig struct {
 	CertFile string   `yaml:"cert_file" desc:"PEM certificate chain the gateway serves; with key_file turns on TLS (HTTP/1.1 and HTTP/2 by ALPN). Reloaded when the file changes."`
 	KeyFile  string   `yaml:"key_file" desc:"PEM private key of cert_file."`
-	ALPN     []string `yaml:"alpn,omitempty" desc:"Protocols offered to clients by ALPN, in order of preference: h2, http/1.1. Empty means both, h2 first. [http/1.1] keeps every client on the lean engine (clients that would choose HTTP/2 speak HTTP/1.1); HTTP/2 connections are served by http2.server (docs/gateway.md), and gRPC needs them."`
+	ALPN     []string `yaml:"alpn,omitempty" desc:"Protocols offered to clients by ALPN, in order of preference: h2, http/1.1. Empty means both, h2 first. [http/1.1] keeps every client on HTTP/1.1, served by the loop or lean engine (clients that would choose HTTP/2 speak HTTP/1.1); HTTP/2 connections are served by http2.server (docs/gateway.md), and gRPC needs them."`
 }
 
 // ALPN protocol names of TLSConfig.ALPN.

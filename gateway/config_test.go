@@ -101,8 +101,9 @@ func TestConfigPortRange(t *testing.T) {
 	}
 }
 
-// gateway.http2.server loop serves h2c with prior knowledge on the loop
-// engine: asked for elsewhere, it is refused with why.
+// gateway.http2.server loop serves HTTP/2 clients on the loop engine, over
+// TLS or h2c with prior knowledge: asked for elsewhere, it is refused with
+// why.
 func TestConfigHTTP2OnLoops(t *testing.T) {
 	base := func() Config {
 		return Config{
@@ -119,8 +120,7 @@ func TestConfigHTTP2OnLoops(t *testing.T) {
 		edit func(*Config)
 		want string
 	}{
-		{"without h2c", func(c *Config) { c.H2C = false }, `gateway.http2.server: loop serves h2c with prior knowledge only, on a plain listener with h2c: true; over tls use lean or net`},
-		{"over tls", func(c *Config) { c.TLS = TLSConfig{CertFile: "c", KeyFile: "k"} }, `gateway.http2.server: loop serves h2c with prior knowledge only, on a plain listener with h2c: true; over tls use lean or net`},
+		{"neither tls nor h2c", func(c *Config) { c.H2C = false }, `gateway.http2.server: loop serves HTTP/2 clients over tls, or h2c ones with h2c: true; neither is set`},
 		{"engine lean", func(c *Config) { c.Engine = EngineLean }, `gateway.http2.server: loop needs engine auto or loop, not lean`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,5 +134,10 @@ func TestConfigHTTP2OnLoops(t *testing.T) {
 	}
 	if !servesOnLoops(base()) {
 		t.Error("h2c with http2.server loop is not served on the loops")
+	}
+	overTLS := base()
+	overTLS.H2C, overTLS.TLS = false, TLSConfig{CertFile: "c", KeyFile: "k"}
+	if err := overTLS.Validate(); err != nil || !servesOnLoops(overTLS) {
+		t.Errorf("HTTP/2 over TLS on the loops: %v, served on the loops %v", err, servesOnLoops(overTLS))
 	}
 }

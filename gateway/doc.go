@@ -18,8 +18,10 @@
 // they come, and hands every other connection to the fast engine with
 // the bytes it read (lean.go); and, on Linux, the loop engine
 // (NewLoopServer, gateway.engine loop), which serves the lean engine's
-// requests on event loops (package gateway/eventloop) and hands every
-// other connection to the lean engine (loop.go). Service holds the
+// requests on event loops (package gateway/eventloop), on plain and TLS
+// listeners (LoopServer.ServeTLSWith: the handshake on a goroutine, then
+// the socket on a loop, looptls.go), and hands every other connection
+// to the lean engine (loop.go). Service holds the
 // client connections of every engine under gateway.max_connections,
 // closing the idle longest to make room (conncap.go). All do the same for
 // each request:

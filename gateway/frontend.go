@@ -17,12 +17,13 @@ import (
 //
 //   - gateway.tls set: *ln is replaced by a certs.Reloader's Listener, which
 //     terminates TLS with the reloaded pair and offers h2 and http/1.1 by
-//     ALPN; the returned Reloader must Run to follow file changes.
+//     ALPN, on wrap's wrapper of each connection when wrap is not nil (the
+//     loop engine's); the returned Reloader must Run to follow file changes.
 //   - gateway.h2c on a plain listener: srv.Handler accepts cleartext
 //     HTTP/2, by prior knowledge or Upgrade: h2c, next to HTTP/1.1.
 //
 // Otherwise srv serves HTTP/1.1 and it returns nil.
-func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*certs.Reloader, error) {
+func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Registerer, logger *slog.Logger, wrap func(net.Conn) net.Conn) (*certs.Reloader, error) {
 	if cfg.TLS.Enabled() {
 		r, err := certs.New(certs.Options{
 			Server:   "gateway",
@@ -35,7 +36,7 @@ func frontend(srv *http.Server, ln *net.Listener, cfg Config, reg prometheus.Reg
 		tc := r.TLSConfig()
 		tc.NextProtos = cfg.TLS.nextProtos()
 		srv.TLSConfig = tc
-		*ln = r.Listener(*ln, tc, "gateway")
+		*ln = r.WrappedListener(*ln, tc, "gateway", wrap)
 		return r, nil
 	}
 	if cfg.H2C {

@@ -734,3 +734,10 @@ func setReason(h flow.HeaderSetter, reason string) {
 	h.Set(flow.HeaderDecision, "rejected")
 	h.Set(flow.HeaderReason, reason)
 }
+
+// checkMayWait reports whether a check at the control point cp may wait
+// (see controlpoint.Engine.MayWait); a Checker that does not say may.
+func (g *Gateway) checkMayWait(cp string) bool {
+	mw, ok := g.opts.Checker.(interface{ MayWait(string) bool })
+	return !ok || mw.MayWait(cp)
+}

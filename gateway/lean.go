@@ -310,10 +310,17 @@ func (s *LeanServer) handOver(c *clientConn, unread []byte, reason string) bool 
 	if s.h2c && reason == metricnames.HandoverRequest {
 		return s.h2conns.push(hc)
 	}
-	if tc, ok := c.Conn.(*tls.Conn); ok {
+	if tc, ok := c.Conn.(tlsConn); ok {
 		return s.handoff.push(&tlsHandedConn{handedConn: hc, tc: tc})
 	}
 	return s.handoff.push(hc)
+}
+
+// tlsConn is a client connection over TLS: a *tls.Conn, or an HTTP/2
+// stream of one the loop engine hands over (tlsStreamConn).
+type tlsConn interface {
+	net.Conn
+	ConnectionState() tls.ConnectionState
 }
 
 // handOverH2 gives a TLS connection that negotiated HTTP/2 to the
@@ -357,7 +364,7 @@ func (s *LeanServer) handOverH2C(c *clientConn, unread []byte) bool {
 // net/http adapter sets Request.TLS.
 type tlsHandedConn struct {
 	*handedConn
-	tc *tls.Conn
+	tc tlsConn
 }
 
 func (c *tlsHandedConn) Handshake() error { return nil } // done by the listener

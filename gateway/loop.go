@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -43,12 +44,14 @@ import (
 // a scheduler's queue, Redis, a remote Checker); that one runs on a
 // goroutine, and the request resumes on its loop with the decision.
 //
-// A connection lives on the loop that accepted it, and so do the
+// A connection lives on the loop that accepted it (over TLS, the loop it
+// was moved to after its handshake: looptls.go), and so do the
 // connections to targets it uses: each loop has its own pool of each
 // target (loopPool).
 
-// LoopServer is the loop engine's server. Serve it on a *net.TCPListener;
-// Shutdown lets requests in flight finish.
+// LoopServer is the loop engine's server. Serve it on a *net.TCPListener,
+// or after ServeTLSWith on a TLS listener; Shutdown lets requests in
+// flight finish.
 type LoopServer struct {
 	g      *Gateway
 	logger *slog.Logger
@@ -58,6 +61,10 @@ type LoopServer struct {
 	group  *eventloop.Group
 	loops  []*loopState // by loop index
 	accept *eventloop.Acceptor
+
+	tls   bool          // ServeTLSWith: Serve takes a listener of handshaken *tls.Conn
+	tlsLn net.Listener  // guarded by mu: that listener, once serving
+	next  atomic.Uint32 // the loop the next TLS connection goes to, round
 
 	mu      sync.Mutex
 	conns   int           // guarded by mu: connections on the loops
@@ -98,6 +105,14 @@ type loopState struct {
 	// holds no read buffer, as nginx frees an idle keep-alive
 	// connection's header buffer.
 	bufs [][]byte
+	// tlsIn is the buffer TLS clients' sockets are read into (loopTLSIn
+	// bytes, made at the first): each read's records are decrypted
+	// before the next connection's read.
+	tlsIn []byte
+	// tlsOut is the buffer TLS clients' answers are written into, while
+	// no connection holds it (loopTLS.write): one whose client does not
+	// take all keeps it until it does.
+	tlsOut []byte
 }
 
 // loopSpareBufs bounds a loop's spare read buffers (1 MiB).
@@ -148,11 +163,12 @@ func (g *Gateway) NewLoopServer(logger *slog.Logger, loops int) (*LoopServer, er
 }
 
 // Serve serves the connections of ln until Shutdown (it then returns
-// nil). ln must be a *net.TCPListener; it stays open (the caller closes
-// it).
+// nil). ln must be a *net.TCPListener, or after ServeTLSWith a listener
+// of handshaken *tls.Conn built on wrapLoopTLS (which Shutdown closes);
+// a TCP listener stays open (the caller closes it).
 func (s *LoopServer) Serve(ln net.Listener) error {
 	tl, ok := ln.(*net.TCPListener)
-	if !ok {
+	if !ok && !s.tls {
 		return fmt.Errorf("gateway: the loop engine serves a TCP listener, not %T", ln)
 	}
 	s.mu.Lock()
@@ -174,6 +190,11 @@ func (s *LoopServer) Serve(ln net.Listener) error {
 	}
 	s.g.loopServers[s] = struct{}{}
 	s.g.loopMu.Unlock()
+	if s.tls {
+		// The listener accepts under the cap (conncap.Cap.Listener) and
+		// hands out connections with the handshake done.
+		return s.serveTLS(ln)
+	}
 	// gateway.max_connections: a loop takes a slot before each accept and
 	// stops accepting while there is none (conncap.Cap.Admit).
 	acc, err := s.group.AcceptGated(tl, s.accepted, func(err error) { s.acceptFailed(time.Now(), err) },
@@ -291,15 +312,18 @@ func (s *LoopServer) Shutdown(ctx context.Context) error {
 		<-s.ready // Serve registers the listener (or fails) without waiting on anything
 	}
 	s.mu.Lock()
-	acc := s.accept
+	acc, tlsLn := s.accept, s.tlsLn
 	s.mu.Unlock()
 	if acc != nil {
 		acc.Close()
 	}
+	if tlsLn != nil {
+		_ = tlsLn.Close() // handshakes in progress end; Serve's accepting too
+	}
 	leanDone := make(chan error, 1)
 	go func() { leanDone <- s.lean.Shutdown(ctx) }()
 	var err error
-	if serving && s.group != nil && acc != nil {
+	if serving && s.group != nil && (acc != nil || tlsLn != nil) {
 		s.onLoops(func(st *loopState) { st.closeIdle() })
 		tick := time.NewTicker(50 * time.Millisecond)
 	wait:
@@ -401,3 +425,20 @@ func (st *loopState) pool(addr string) *loopPool {
 
 // loopsSupported reports whether this system runs the loop engine.
 const loopsSupported = true
+
+// serveWith readies the loop engine for cfg: over TLS (tls), HTTP/1.1 on
+// the loops and HTTP/2 on gateway.http2.server, as lean; with h2c, prior
+// knowledge on the loops and Upgrade: h2c to srv through lean; with
+// http2.server loop, HTTP/2 clients on the loops too.
+func (s *LoopServer) serveWith(g *Gateway, cfg Config, srv *http.Server, tls bool, logger *slog.Logger) {
+	if tls {
+		s.ServeTLSWith(srv)
+		s.ServeHTTP2With(http2Server(g, cfg, logger))
+	}
+	if cfg.H2C {
+		s.lean.ServeH2CWith(srv)
+	}
+	if cfg.HTTP2.Server == HTTP2ServerLoop {
+		s.h2 = g.NewHTTP2Server(logger)
+	}
+}

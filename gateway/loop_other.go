@@ -7,6 +7,9 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
+
+	"github.com/fluxgate/fluxgate/gateway/h2"
 )
 
 // LoopServer is the loop engine's server, Linux only: elsewhere config
@@ -23,6 +26,18 @@ func (g *Gateway) NewLoopServer(*slog.Logger, int) (*LoopServer, error) { return
 
 // Serve fails: the loop engine runs on Linux only.
 func (s *LoopServer) Serve(net.Listener) error { return errNoLoops }
+
+// ServeTLSWith does nothing: the loop engine runs on Linux only.
+func (s *LoopServer) ServeTLSWith(*http.Server) {}
+
+// serveWith does nothing: the loop engine runs on Linux only.
+func (s *LoopServer) serveWith(*Gateway, Config, *http.Server, bool, *slog.Logger) {}
+
+// ServeHTTP2With does nothing: the loop engine runs on Linux only.
+func (s *LoopServer) ServeHTTP2With(*h2.Server) {}
+
+// wrapLoopTLS is c: no loop takes a TLS connection here.
+func wrapLoopTLS(c net.Conn) net.Conn { return c }
 
 // Shutdown does nothing.
 func (s *LoopServer) Shutdown(context.Context) error { return nil }

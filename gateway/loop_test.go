@@ -119,7 +119,7 @@ func waitServing(t testing.TB, s *LoopServer) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		s.mu.Lock()
-		ok := s.accept != nil
+		ok := s.accept != nil || s.tlsLn != nil
 		s.mu.Unlock()
 		if ok {
 			return

@@ -34,6 +34,7 @@ type loopConn struct {
 	lc    leanConn
 	st    *loopState
 	fd    int
+	tls   *loopTLS // nil: a plain connection
 	stage loopStage
 	slot  *conncap.Slot // under gateway.max_connections; moves with a hand-over
 
@@ -200,9 +201,12 @@ func (c *loopConn) guard() {
 		c.lc.hdr.reset()
 		leanResponder{lc: &c.lc, close: true}.json(http.StatusInternalServerError, map[string]string{"error": "internal"})
 		c.lc.status = http.StatusInternalServerError
-		if c.h2 != nil {
+		switch {
+		case c.h2 != nil:
 			c.sendStream(c.lc.pending)
-		} else {
+		case c.tls != nil:
+			_, _ = c.tls.write(c.st, c.fd, c.lc.pending) // one try: the connection closes
+		default:
 			_, _ = unix.Write(c.fd, c.lc.pending) // one try: the connection closes
 		}
 		c.lc.pending = nil
@@ -218,6 +222,9 @@ func (c *loopConn) onClient(ev uint32) {
 	}
 	if c.stage == stRead {
 		c.readClient()
+		if c.tls != nil {
+			c.readHeld()
+		}
 		return
 	}
 	if len(c.wq) > 0 && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -262,10 +269,16 @@ func (c *loopConn) startRead() {
 		}
 		c.setTimer(tIdle, c.st.s.idleTimeout)
 		c.slot.IdleAt(c.st.l.Now())
+		if c.tls != nil {
+			c.readHeld() // the tls.Conn may hold the next request
+		}
 		return
 	}
 	c.stopTimer()
 	c.parse()
+	if c.tls != nil {
+		c.readHeld()
+	}
 }
 
 // readClient reads the client once and serves what it completes.
@@ -293,7 +306,13 @@ func (c *loopConn) readClient() {
 		}
 		lc.r, lc.w = 0, unread
 	}
-	n, err := unix.Read(c.fd, lc.buf[lc.w:])
+	var n int
+	var err error
+	if c.tls == nil {
+		n, err = unix.Read(c.fd, lc.buf[lc.w:])
+	} else {
+		n, err = c.tls.read(c.st, c.fd, lc.buf[lc.w:])
+	}
 	if n > 0 {
 		lc.w += n
 		c.slot.Busy()
@@ -301,11 +320,18 @@ func (c *loopConn) readClient() {
 		return
 	}
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		if lc.w == 0 && c.stage == stRead {
+			// Nothing came (over TLS, a look for records the tls.Conn
+			// may have held): still idle, it holds no buffer.
+			c.st.giveBuf(lc.buf)
+			lc.buf = nil
+		}
 		return
 	}
-	if err == nil {
+	switch {
+	case err == nil:
 		err = io.EOF
-	} else {
+	case c.tls == nil:
 		err = os.NewSyscallError("read", err)
 	}
 	switch {
@@ -451,9 +477,13 @@ func (c *loopConn) handOver() {
 	// The connection keeps its slot under the cap: closing it there gives
 	// the slot back.
 	c.slot.SetEvict(func() { _ = nc.Close() })
-	cc := &clientConn{Conn: conncap.NewConn(nc, c.slot), ip: lc.c.ip, writeTimeout: leanWriteTimeout}
+	var conn net.Conn = conncap.NewConn(nc, c.slot)
+	if c.tls != nil {
+		conn = c.tls.resume(conn) // the same tls.Conn, over nc now
+	}
+	cc := &clientConn{Conn: conn, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, lc.buf[lc.r:lc.w]) {
-		_ = cc.Close() // and gives the slot back
+		_ = closeNow(cc) // and gives the slot back; over TLS without the close_notify, which could wait
 	}
 }
 
@@ -532,13 +562,6 @@ func (c *loopConn) process() {
 			a.End(0, true) // the loops stopped: Shutdown cut the connection
 		}
 	}()
-}
-
-// checkMayWait reports whether a check at the control point cp may wait
-// (see controlpoint.Engine.MayWait); a Checker that does not say may.
-func (g *Gateway) checkMayWait(cp string) bool {
-	mw, ok := g.opts.Checker.(interface{ MayWait(string) bool })
-	return !ok || mw.MayWait(cp)
 }
 
 // admitted goes on with the control point's decision.
@@ -1044,6 +1067,14 @@ func (c *loopConn) send(p []byte) bool {
 	if c.h2 != nil {
 		return c.sendStream(p)
 	}
+	if c.tls != nil {
+		rest, err := c.tls.write(c.st, c.fd, p)
+		if err != nil {
+			c.writeFailed = true
+			return false
+		}
+		return c.queue(rest)
+	}
 	for len(p) > 0 {
 		n, err := unix.Write(c.fd, p)
 		if n > 0 {
@@ -1059,6 +1090,12 @@ func (c *loopConn) send(p []byte) bool {
 		c.writeFailed = true
 		return false
 	}
+	return c.queue(p)
+}
+
+// queue keeps p, the part of an answer the client's socket did not take,
+// for drain (nothing when p is empty); it reports true.
+func (c *loopConn) queue(p []byte) bool {
 	if len(p) == 0 {
 		return true
 	}
@@ -1074,6 +1111,18 @@ func (c *loopConn) send(p []byte) bool {
 func (c *loopConn) drain() {
 	if c.h2 != nil && !c.drainStream() {
 		return
+	}
+	if c.tls != nil { // c.wq is a view of the ciphertext waiting
+		rest, err := c.tls.flush(c.st, c.fd)
+		c.wq = rest
+		if err != nil {
+			c.writeFailed = true
+			c.clientGone()
+			return
+		}
+		if len(rest) > 0 {
+			return
+		}
 	}
 	for len(c.wq) > 0 {
 		n, err := unix.Write(c.fd, c.wq)
@@ -1175,6 +1224,9 @@ func (c *loopConn) close() {
 	if c.registered {
 		_ = c.st.l.Delete(c.fd)
 		c.registered = false
+	}
+	if c.tls != nil && !c.writeFailed && len(c.wq) == 0 {
+		c.tls.closeNotify(c.st, c.fd)
 	}
 	_ = unix.Close(c.fd)
 	c.st.forget(c)

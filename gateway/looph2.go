@@ -47,8 +47,10 @@ type loopH2 struct {
 	slot   *conncap.Slot
 	remote *net.TCPAddr
 	cc     *clientConn // the client's addresses, for its streams
+	tls    *loopTLS    // nil for h2c
 	ss     *h2.Session
 	in     []byte // read and not yet taken by the Session
+	wq     []byte // over TLS, the records the socket did not take (a view of the TLS buffer)
 
 	interest   uint32
 	registered bool
@@ -90,29 +92,48 @@ func isH2Preface(b []byte) (prefix, whole bool) {
 // toH2 makes c, a connection whose first bytes are the HTTP/2 preface, an
 // HTTP/2 connection on its loop.
 func (c *loopConn) toH2() {
-	l := c.st.l
 	lc := &c.lc
-	h := &loopH2{st: c.st, fd: c.fd, slot: c.slot, remote: c.remote(), cc: c.lc.c, waiting: map[*loopConn]struct{}{}}
-	h.in = append(make([]byte, 0, loopH2ReadBuf), lc.buf[lc.r:lc.w]...)
+	pre := lc.buf[lc.r:lc.w]
 	c.stopTimer()
-	c.closed = true // c is done; h has its socket and slot
+	c.closed = true // c is done; h has its socket, slot and TLS
+	delete(c.st.conns, c)
+	if c.registered {
+		_ = c.st.l.Delete(c.fd)
+	}
+	startH2(c.st, c.fd, c.slot, lc.c, c.tls, pre)
 	c.st.giveBuf(lc.buf)
 	lc.buf = nil
-	delete(c.st.conns, c)
-	c.st.h2s[h] = struct{}{}
-	h.ss = c.st.s.h2.NewSession(h)
+}
+
+// startH2 serves an HTTP/2 connection on st's loop: its socket fd (not in
+// the loop's epoll set yet), its slot, addresses and TLS (nil for h2c),
+// and pre, what was read of it already. The connection counts among the
+// loop server's (s.conns) already.
+func startH2(st *loopState, fd int, slot *conncap.Slot, cc *clientConn, t *loopTLS, pre []byte) {
+	l := st.l
+	remote, _ := cc.RemoteAddr().(*net.TCPAddr)
+	h := &loopH2{st: st, fd: fd, slot: slot, remote: remote, cc: cc, tls: t, waiting: map[*loopConn]struct{}{}}
+	h.in = append(make([]byte, 0, loopH2ReadBuf), pre...)
+	st.h2s[h] = struct{}{}
+	h.ss = st.s.h2.NewSession(h)
 	h.timer = l.NewTimer(h.timeout)
-	if c.registered {
-		_ = l.Delete(c.fd)
-	}
 	if err := l.Add(h.fd, eventloop.Readable, h.onEvent); err != nil {
 		h.close()
 		return
 	}
 	h.registered, h.interest = true, eventloop.Readable
 	h.slot.SetEvict(func() { l.Post(h.evict) })
+	h.slot.Spared() // an eviction that came during the move closed nothing: the cap may evict again
 	h.slot.Busy()
-	h.feed()
+	if len(h.in) > 0 {
+		h.feed()
+	}
+	if t != nil && t.more && !h.closed { // the handshake's reads may hold the preface
+		h.read()
+	}
+	if !h.closed {
+		h.arm()
+	}
 }
 
 // remote is the client's address.
@@ -126,27 +147,43 @@ func (h *loopH2) onEvent(ev uint32) {
 	if h.closed {
 		return
 	}
-	if len(h.ss.Output()) > 0 && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+	if h.waitingOut() > 0 && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		h.flush()
 		if h.closed {
 			return
 		}
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && len(h.ss.Output()) <= loopH2MaxOut {
+	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && h.waitingOut() <= loopH2MaxOut {
 		h.read()
 	}
 }
 
+// waitingOut is how many bytes wait for the client: frames, and records.
+func (h *loopH2) waitingOut() int { return len(h.ss.Output()) + len(h.wq) }
+
 // read reads the client once and feeds the Session.
 func (h *loopH2) read() {
-	n, err := unix.Read(h.fd, h.in[len(h.in):cap(h.in)])
-	switch {
-	case n > 0:
-		h.in = h.in[:len(h.in)+n]
-		h.feed()
-	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-	default: // the end, or an error
-		h.close()
+	for {
+		var n int
+		var err error
+		if h.tls == nil {
+			n, err = unix.Read(h.fd, h.in[len(h.in):cap(h.in)])
+		} else {
+			n, err = h.tls.read(h.st, h.fd, h.in[len(h.in):cap(h.in)])
+		}
+		switch {
+		case n > 0:
+			h.in = h.in[:len(h.in)+n]
+			h.feed()
+		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+		default: // the end, or an error
+			h.close()
+		}
+		// Over TLS the tls.Conn may hold records the socket will not
+		// tell of: read on while the last read filled what it was given.
+		if h.closed || h.tls == nil || !h.tls.more || h.waitingOut() > loopH2MaxOut {
+			return
+		}
 	}
 }
 
@@ -173,6 +210,38 @@ func (h *loopH2) flush() {
 	if h.closed || h.failed {
 		return
 	}
+	if err := h.write(); err != nil {
+		// Gone. Closing resets the streams, whose code may be on the
+		// stack (a stream's send): close once it returned.
+		h.failed = true
+		if !h.st.l.Post(h.close) {
+			h.close()
+		}
+		return
+	}
+	if h.waitingOut() == 0 && h.ss.Ended() {
+		if !h.feeding {
+			h.close()
+		}
+		return
+	}
+	h.arm()
+}
+
+// write writes the Session's frames, over TLS as records: the frames are
+// encrypted whole once the records before them went (the records waiting
+// are bounded by what one flush encrypts; the frames by loopH2MaxOut).
+func (h *loopH2) write() error {
+	if h.tls != nil {
+		var err error
+		if out := h.ss.Output(); len(out) > 0 && len(h.wq) == 0 {
+			h.wq, err = h.tls.write(h.st, h.fd, out)
+			h.ss.Wrote(len(out))
+		} else if len(h.wq) > 0 {
+			h.wq, err = h.tls.flush(h.st, h.fd)
+		}
+		return err
+	}
 	for out := h.ss.Output(); len(out) > 0; out = h.ss.Output() {
 		n, err := unix.Write(h.fd, out)
 		if n > 0 {
@@ -183,23 +252,11 @@ func (h *loopH2) flush() {
 			continue
 		}
 		if errors.Is(err, unix.EAGAIN) {
-			break
+			return nil
 		}
-		// Gone. Closing resets the streams, whose code may be on the
-		// stack (a stream's send): close once it returned.
-		h.failed = true
-		if !h.st.l.Post(h.close) {
-			h.close()
-		}
-		return
+		return err
 	}
-	if len(h.ss.Output()) == 0 && h.ss.Ended() {
-		if !h.feeding {
-			h.close()
-		}
-		return
-	}
-	h.arm()
+	return nil
 }
 
 // arm sets the socket's interest and the connection's timer for its
@@ -207,7 +264,7 @@ func (h *loopH2) flush() {
 // loopH2MaxOut), no stream open (the idle timeout, or the read timeout
 // until the client's SETTINGS came), or neither.
 func (h *loopH2) arm() {
-	waiting := len(h.ss.Output())
+	waiting := h.waitingOut()
 	ev := uint32(0)
 	if waiting <= loopH2MaxOut {
 		ev = eventloop.Readable
@@ -295,6 +352,9 @@ func (h *loopH2) close() {
 	if h.registered {
 		_ = h.st.l.Delete(h.fd)
 		h.registered = false
+	}
+	if h.tls != nil && !h.failed && len(h.wq) == 0 {
+		h.tls.closeNotify(h.st, h.fd)
 	}
 	_ = unix.Close(h.fd)
 	delete(h.st.h2s, h)

@@ -454,3 +454,58 @@ func TestLoopH2RecycledStreamsStartClean(t *testing.T) {
 		}
 	}
 }
+
+// With gateway.http2.server loop over TLS, clients that choose h2 by ALPN
+// are served on the loops too: streams at once with bodies both ways,
+// X-Forwarded-Proto https, nothing on the lean engine.
+func TestLoopH2OverTLS(t *testing.T) {
+	ls := loopTLSTo(t, Options{Config: oneUpstream(echoTarget(t))}, func(s *LoopServer) { s.h2 = s.g.NewHTTP2Server(nil) })
+	cfg := ls.client.Clone()
+	cfg.NextProtos = nil
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Go(func() {
+			body := strings.Repeat("t", i*7<<10) // up to 133 KiB: past 64 KiB, the lean engine serves it, over the loop's TLS
+			resp, err := client.Post(fmt.Sprintf("https://%s/h2/%d", ls.addr, i), "text/plain", strings.NewReader(body))
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			e := echoed(t, string(b))
+			if resp.ProtoMajor != 2 || resp.StatusCode != 200 || e.Header.Get("X-Forwarded-Proto") != "https" || e.Body != body {
+				errs <- fmt.Errorf("stream %d: %s %d, %d bytes echoed of %d, proto %q", i, resp.Proto, resp.StatusCode, len(e.Body), len(body), e.Header.Get("X-Forwarded-Proto"))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := loopConns(ls.s); n != 1 {
+		t.Errorf("%d connections on the loops, want the HTTP/2 one", n)
+	}
+	if n := leanConns(ls.s); n != 0 {
+		t.Errorf("%d connections on the lean engine, want 0 (streams handed on go as connections of their own, and end)", n)
+	}
+}
+
+// h2spec against the loops' HTTP/2 over TLS: every case.
+func TestLoopH2SpecOverTLS(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "hello")
+	}))
+	t.Cleanup(up.Close)
+	g := proxyTo(t, up, Options{Registerer: prometheus.NewRegistry()})
+	ls := serveLoopTLS(t, g, func(s *LoopServer) { s.h2 = g.NewHTTP2Server(nil) })
+	if failed, _, out := testbin.H2spec(t, ls.addr, true); failed != 0 {
+		t.Fatalf("h2spec: %d failed\n%s", failed, out)
+	}
+}

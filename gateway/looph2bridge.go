@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"os"
@@ -201,6 +202,16 @@ func (b *streamConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
+// tlsStreamConn is a stream of an HTTP/2 connection over TLS handed to
+// the lean engine: its requests are https ones (X-Forwarded-Proto, the
+// fast engine's labels), with the connection's TLS state.
+type tlsStreamConn struct {
+	*streamConn
+	state tls.ConnectionState
+}
+
+func (c *tlsStreamConn) ConnectionState() tls.ConnectionState { return c.state }
+
 // handStream hands c's stream, with the request bytes read and not
 // served, to the lean engine (handOver for a stream).
 func (c *loopConn) handStream() {
@@ -217,7 +228,11 @@ func (c *loopConn) handStream() {
 	lc.buf, lc.r, lc.w = nil, 0, 0
 	c.closed = true // the loop's exchange is over: the stream is b's
 	c.st.s.g.metrics.handovers.WithLabelValues(metricnames.HandoverHTTP2Stream).Inc()
-	cc := &clientConn{Conn: b, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
+	var conn net.Conn = b
+	if t := s.h.tls; t != nil {
+		conn = &tlsStreamConn{streamConn: b, state: t.tc.ConnectionState()}
+	}
+	cc := &clientConn{Conn: conn, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, pre) {
 		b.fail()
 		c.bridgeClosed()

@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/certs"
+	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -148,9 +149,10 @@ func (s *Service) Start(ctx context.Context) error {
 		_ = ln.Close()
 		return err
 	}
-	if osrv == nil {
-		// The loop engine counts on its loops; the others accept through
-		// the cap, under TLS: a handshake holds a slot too.
+	if osrv == nil || cfg.TLS.Enabled() {
+		// The loop engine counts on its loops a plain listener's
+		// connections; the others, and TLS ones, are accepted through
+		// the cap: a handshake holds a slot too.
 		ln = g.conns.Listener(ln)
 	}
 	srv := &http.Server{
@@ -161,7 +163,7 @@ func (s *Service) Start(ctx context.Context) error {
 		ConnState:         trackConnState,
 	}
 	addr := ln.Addr()
-	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger)
+	certs, err := frontend(srv, &ln, cfg, s.host.Registerer(), s.logger, tlsWrap(osrv))
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -174,24 +176,17 @@ func (s *Service) Start(ctx context.Context) error {
 	case cfg.Engine == EngineFast:
 		fsrv, fconns = g.newFastServer(slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn))
 		srv = nil
-	case osrv != nil: // the loop engine (auto's choice for plain listeners on Linux), which hands what it does not serve to lean
-		if cfg.H2C { // gateway.http2.server loop: prior knowledge on the loops, Upgrade: h2c to srv through lean
-			osrv.lean.ServeH2CWith(srv)
-			osrv.h2 = g.NewHTTP2Server(s.logger)
-		}
+	case osrv != nil: // the loop engine (auto's choice on Linux), which hands what it does not serve to lean
+		osrv.serveWith(g, cfg, srv, certs != nil, s.logger)
 		srv = nil
 	case certs != nil: // the lean engine for HTTP/1.1, gateway.http2.server for HTTP/2
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeTLSWith(srv)
-		if cfg.HTTP2.Server != HTTP2ServerNet {
-			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
-		}
+		lsrv.ServeHTTP2With(http2Server(g, cfg, s.logger))
 	case cfg.H2C: // the lean engine for HTTP/1.1, gateway.http2.server for h2c by prior knowledge, srv (h2c's handler) for Upgrade: h2c
 		lsrv = g.NewLeanServer(s.logger)
 		lsrv.ServeH2CWith(srv)
-		if cfg.HTTP2.Server != HTTP2ServerNet {
-			lsrv.ServeHTTP2With(g.NewHTTP2Server(s.logger))
-		}
+		lsrv.ServeHTTP2With(http2Server(g, cfg, s.logger))
 	default: // lean, and auto where the loop engine does not run: the lean engine, which hands what it does not serve to the fast one
 		lsrv = g.NewLeanServer(s.logger)
 		srv = nil
@@ -233,6 +228,25 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
+// http2Server is the gateway's own HTTP/2 server for g when
+// gateway.http2.server asks for it, else nil (net/http's serves).
+func http2Server(g *Gateway, cfg Config, logger *slog.Logger) *h2.Server {
+	if cfg.HTTP2.Server == HTTP2ServerNet {
+		return nil
+	}
+	return g.NewHTTP2Server(logger)
+}
+
+// tlsWrap is what a TLS listener builds its connections' TLS on: the
+// loop engine's wrapper, whose connections move to a loop after their
+// handshake, or nil (the connection accepted).
+func tlsWrap(osrv *LoopServer) func(net.Conn) net.Conn {
+	if osrv == nil {
+		return nil
+	}
+	return wrapLoopTLS
+}
+
 // loopServer is the loop engine's server for g when cfg is served on
 // loops, else nil. Where the loops cannot start, engine auto gets nil
 // (the lean engine serves all a loop would have) and a warning; engine
@@ -253,12 +267,11 @@ func (s *Service) loopServer(g *Gateway, cfg Config) (*LoopServer, error) {
 var newLoopServer = (*Gateway).NewLoopServer
 
 // servesOnLoops reports whether cfg is served by the loop engine: asked
-// for, or auto on Linux, on a plain listener without h2c (or with h2c
-// served on the loops: gateway.http2.server loop).
+// for, or auto on Linux, on a plain listener or over TLS, without h2c
+// unless h2c is served on the loops (gateway.http2.server loop).
 func servesOnLoops(cfg Config) bool {
 	auto := cfg.Engine == "" || cfg.Engine == EngineAuto
-	return (cfg.Engine == EngineLoop || auto && loopsSupported) && !cfg.TLS.Enabled() &&
-		(!cfg.H2C || cfg.HTTP2.Server == HTTP2ServerLoop)
+	return (cfg.Engine == EngineLoop || auto && loopsSupported) && (!cfg.H2C || cfg.HTTP2.Server == HTTP2ServerLoop)
 }
 
 // check records err, a running part's, unless nil; the first also goes
