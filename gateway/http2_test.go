@@ -74,13 +74,14 @@ func TestHTTP2ServersAgree(t *testing.T) {
 	g := proxyTo(t, up, Options{Checker: rec})
 	ownAddr, _, ccfg := serveLeanTLS(t, g, ownHTTP2(g), nil)
 	netAddr, _, _ := serveLeanTLS(t, g, nil, nil)
+	loopAddr, loopCfg := loopH2Addr(t, g)
 	c := h2Client(t, ccfg)
 	big := strings.Repeat("0123456789", 100<<10) // 1 MB
 	type request struct {
 		method, path, body string
 		cookies            []string
 	}
-	ask := func(addr string, rq request) h2Answer {
+	ask := func(c *http.Client, addr string, rq request) h2Answer {
 		t.Helper()
 		var body io.Reader
 		if rq.body != "" {
@@ -109,12 +110,18 @@ func TestHTTP2ServersAgree(t *testing.T) {
 		{method: "GET", path: "/missing"},
 		{method: "POST", path: "/trailers", body: "abc"},
 	} {
-		own, net := ask(ownAddr, rq), ask(netAddr, rq)
+		own, net := ask(c, ownAddr, rq), ask(c, netAddr, rq)
 		if own.proto != "HTTP/2.0" {
 			t.Fatalf("%s %s answered over %s", rq.method, rq.path, own.proto)
 		}
 		if own.status != net.status || own.body != net.body || !headersEqual(own.header, net.header) || !headersEqual(own.trailer, net.trailer) {
 			t.Errorf("%s %s:\nown: %v\nnet: %v", rq.method, rq.path, own, net)
+		}
+		if loopAddr == "" {
+			continue
+		}
+		if loop := ask(h2Client(t, loopCfg), loopAddr, rq); loop.proto != "HTTP/2.0" || loop.status != net.status || loop.body != net.body || !headersEqual(loop.header, net.header) || !headersEqual(loop.trailer, net.trailer) {
+			t.Errorf("%s %s:\nloop: %v\nnet:  %v", rq.method, rq.path, loop, net)
 		}
 	}
 	rec.mu.Lock()

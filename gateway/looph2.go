@@ -68,11 +68,6 @@ type loopStream struct {
 	h   *loopH2
 	st  *h2.SessionStream
 	ans streamAnswer
-	// Of a body of unknown length: gathered to its end (at most
-	// leanMaxBody), then the request is written with its length.
-	gather bool
-	req    *h2.SessionRequest
-	body   []byte
 
 	// Handed to the lean engine (looph2bridge.go):
 	bridge  *streamConn
@@ -369,25 +364,22 @@ func (h *loopH2) Request(st *h2.SessionStream, req *h2.SessionRequest) {
 	c := h.st.streamConn(h)
 	c.h2.h, c.h2.st, c.h2.ans.headReq = h, st, req.Method == http.MethodHead
 	st.Value = c
-	if req.ContentLength < 0 && !req.End {
-		c.h2.gather, c.h2.req = true, req
-		return
+	bodyLen := req.ContentLength
+	if bodyLen < 0 && !req.End {
+		// A body of unknown length (a stream, as gRPC's) goes chunked as
+		// it comes: the loop hands such a request to the lean engine.
+		bodyLen, c.h2.chunked = h1Chunked, true
 	}
-	c.request(req, req.ContentLength)
+	c.request(req, bodyLen)
 }
 
 // request writes the stream's request, with a body of bodyLen bytes (-1:
-// none), and serves it once whole.
+// none; h1Chunked), and serves it once whole.
 func (c *loopConn) request(req *h2.SessionRequest, bodyLen int64) {
 	defer c.guard()
 	lc := &c.lc
 	b := h1Request(c.st.takeBuf()[:0], req, bodyLen)
 	lc.buf, lc.r, lc.w = b[:cap(b)], 0, len(b)
-	if s := c.h2; s.gather {
-		s.gather, s.req = false, nil
-		c.appendBody(s.body)
-		s.body = nil
-	}
 	c.stage = stRead
 	c.parse()
 }
@@ -419,28 +411,6 @@ func (h *loopH2) Data(st *h2.SessionStream, p []byte, end bool) {
 	}
 	h.ss.Consumed(st, len(p)) // the loop reads bodies of at most leanMaxBody
 	if c.closed {
-		return
-	}
-	if s.gather {
-		if len(s.body)+len(p) > leanMaxBody {
-			// Too long to gather: the request goes chunked to the lean
-			// engine, the body as it comes.
-			s.gather, s.chunked = false, true
-			b := h1Request(c.st.takeBuf()[:0], s.req, h1Chunked)
-			s.req = nil
-			if len(s.body) > 0 {
-				b = appendChunk(b, s.body)
-			}
-			s.body = nil
-			c.lc.buf, c.lc.r, c.lc.w = b[:cap(b)], 0, len(b)
-			c.handStream()
-			s.bodyIn(p, end)
-			return
-		}
-		s.body = append(s.body, p...)
-		if end {
-			c.request(s.req, int64(len(s.body)))
-		}
 		return
 	}
 	c.appendBody(p)
@@ -567,6 +537,6 @@ func (c *loopConn) recycle() {
 	*c = loopConn{st: st, fd: -1, timer: c.timer, ut: c.ut, tried: c.tried[:0], h2: s,
 		lc: leanConn{s: lc.s, out: out[:0], hdr: leanHeaders{kv: lc.hdr.kv[:0]}, labels: lc.labels,
 			req: http1.Request{Headers: lc.req.Headers[:0]}}}
-	*s = loopStream{ans: streamAnswer{resp: http1.Response{Headers: s.ans.resp.Headers[:0]}, fields: s.ans.fields[:0]}}
+	*s = loopStream{ans: streamAnswer{resp: http1.Response{Headers: s.ans.resp.Headers[:0]}, fields: s.ans.fields[:0], trailer: s.ans.trailer[:0]}}
 	st.streams = append(st.streams, c)
 }

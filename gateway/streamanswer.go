@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 
@@ -82,6 +83,7 @@ type streamAnswer struct {
 	done    bool  // END_STREAM went
 	length  int64 // the body's bytes left, or http1.BodyChunked
 	chunk   http1.Chunked
+	trailer []byte // a chunked answer's trailer section, as it comes
 	resp    http1.Response
 	fields  []hpack.HeaderField
 }
@@ -120,13 +122,19 @@ func (a *streamAnswer) write(ss *h2.Session, st *h2.SessionStream, p []byte) (in
 	}
 	for !a.done && n < len(p) {
 		if a.length == http1.BodyChunked {
+			inTrailer := a.chunk.InTrailer()
 			k, data, ended, err := a.chunk.Next(p[n:], ss.Window(st))
 			if err != nil {
 				return n, err
 			}
-			ss.WriteData(st, data, ended) // Next kept to the windows: all of it goes
+			if inTrailer { // at most 4 KiB: Next fails a longer section
+				a.trailer = append(a.trailer, p[n:n+k]...)
+			}
+			ss.WriteData(st, data, false) // Next kept to the windows: all of it goes
 			n += k
-			a.done = ended
+			if ended {
+				a.end(ss, st)
+			}
 			if k == 0 {
 				break // data comes next, and the windows are closed
 			}
@@ -145,6 +153,25 @@ func (a *streamAnswer) write(ss *h2.Session, st *h2.SessionStream, p []byte) (in
 		}
 	}
 	return n, nil
+}
+
+// end ends a chunked answer's stream: with its trailer fields in a
+// HEADERS frame, or with an empty DATA frame when it has none.
+func (a *streamAnswer) end(ss *h2.Session, st *h2.SessionStream) {
+	a.done = true
+	a.fields = a.fields[:0]
+	for line := range bytes.SplitSeq(a.trailer, []byte("\r\n")) {
+		// The section is well formed (Next checked it): name ":" value.
+		if name, value, ok := bytes.Cut(line, []byte(":")); ok {
+			a.fields = append(a.fields, hpack.HeaderField{Name: lowerASCII(name), Value: string(bytes.Trim(value, " \t"))})
+		}
+	}
+	a.trailer = a.trailer[:0]
+	if len(a.fields) == 0 {
+		ss.WriteData(st, nil, true)
+		return
+	}
+	ss.WriteTrailers(st, a.fields)
 }
 
 // lowerASCII is a field name in HTTP/2's lower case.

@@ -109,7 +109,7 @@ func (a *answerStream) grow(n uint32) {
 }
 
 // frames reads stream 1's answer from what the Session queued: status,
-// fields, body, and how many frames ended the stream.
+// fields (a trailer's too), body, and how many frames ended the stream.
 func (a *answerStream) frames() (status string, fields map[string]string, body string, ends int) {
 	fr := http2.NewFramer(nil, bytes.NewReader(a.out.Bytes()))
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -127,7 +127,9 @@ func (a *answerStream) frames() (status string, fields map[string]string, body s
 		}
 		switch f := f.(type) {
 		case *http2.MetaHeadersFrame:
-			status = f.PseudoValue("status")
+			if status == "" {
+				status = f.PseudoValue("status")
+			}
 			for _, hf := range f.RegularFields() {
 				fields[hf.Name] = hf.Value
 			}
@@ -153,6 +155,8 @@ func TestStreamAnswer(t *testing.T) {
 			pieces: []int{3, 8}, status: "200", body: "hello world", absent: "connection"},
 		{name: "chunked", answer: "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-Id: 9\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
 			pieces: []int{1, 4, 9, 14, 20}, status: "201", body: "hello world", absent: "transfer-encoding"},
+		{name: "chunked, trailer split", answer: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Id: 9\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+			pieces: []int{29, 31, 38, 45}, status: "200", body: "hello world", absent: "transfer-encoding"},
 		{name: "no body", answer: "HTTP/1.1 204 No Content\r\nX-Id: 9\r\n\r\n", status: "204"},
 		{name: "HEAD", answer: "HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n", headReq: true, status: "200"},
 		{name: "empty", answer: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", status: "200"},
@@ -193,8 +197,8 @@ func TestStreamAnswer(t *testing.T) {
 			if _, ok := fields[tc.absent]; ok && tc.absent != "" {
 				t.Errorf("%s went out: %v", tc.absent, fields)
 			}
-			if tc.name == "chunked" && fields["x-id"] != "9" {
-				t.Errorf("fields %v, want x-id 9 in lower case", fields)
+			if strings.HasPrefix(tc.name, "chunked") && (fields["x-id"] != "9" || fields["x-trailer"] != "t") {
+				t.Errorf("fields %v, want x-id 9 and the trailer x-trailer t, in lower case", fields)
 			}
 		})
 	}

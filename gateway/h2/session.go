@@ -625,6 +625,24 @@ func (ss *Session) WriteHeaders(st *SessionStream, status int, fields []hpack.He
 	}
 }
 
+// WriteTrailers queues st's trailers (names in lower case; as
+// WriteHeaders drops some) in a HEADERS frame that ends the stream, after
+// its answer's HEADERS and DATA. Dropped once st is gone.
+func (ss *Session) WriteTrailers(st *SessionStream, fields []hpack.HeaderField) {
+	if st.reset || st.ended || ss.err != nil {
+		return
+	}
+	ss.hbuf.Reset()
+	for _, hf := range fields {
+		if connectionSpecific[hf.Name] || !validWireName(hf.Name) || hf.Name == "te" {
+			continue
+		}
+		_ = ss.henc.WriteField(hf)
+	}
+	_ = writeBlock(ss.fr, st.id, ss.hbuf.Bytes(), true, ss.peerFrame)
+	st.ended = true
+}
+
 // WriteData queues as much of p as the client's windows take, as DATA
 // frames of st, the last with END_STREAM if end and all of p went: it
 // returns how much went. The rest waits for Writable. Nothing goes once

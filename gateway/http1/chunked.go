@@ -58,19 +58,25 @@ type Chunked struct {
 // wrong.
 func (c *Chunked) Scan(b []byte) (n int, done bool, err error) {
 	for {
-		k, data, done, err := c.Next(b[n:], len(b))
+		k, _, done, err := c.Next(b[n:], len(b))
 		n += k
-		if data == nil || done || err != nil {
+		if done || err != nil || k == 0 || n == len(b) {
 			return n, done, err
 		}
 	}
 }
 
+// InTrailer reports whether the body's last chunk has been read and its
+// trailer section not yet to its end: what Next reads then is the trailer
+// section, field lines and the final CRLF.
+func (c *Chunked) InTrailer() bool { return c.state >= stTrailer && c.state != stDone }
+
 // Next is Scan up to the end of the first run of chunk data in b, of at
-// most max bytes: it returns how many bytes of b it read (framing and
-// data), the data among them (a view of b, nil when none came), and
-// whether the body ended. A caller that decodes the body calls it until
-// it returns no data; one that can take no more data passes max 0.
+// most max bytes, or up to the start of the trailer section: it returns
+// how many bytes of b it read (framing and data), the data among them (a
+// view of b, nil when none came), and whether the body ended. A caller
+// that decodes the body calls it while it reads bytes; one that can take
+// no more data passes max 0.
 func (c *Chunked) Next(b []byte, max int) (n int, data []byte, done bool, err error) {
 	i := 0
 	for i < len(b) {
@@ -107,6 +113,9 @@ func (c *Chunked) Next(b []byte, max int) (n int, data []byte, done bool, err er
 			return i, nil, false, e
 		}
 		i++
+		if c.state == stTrailer {
+			return i, nil, false, nil // the last chunk: its trailer section follows
+		}
 	}
 	return i, nil, c.state == stDone, nil
 }

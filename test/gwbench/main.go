@@ -146,6 +146,7 @@ var (
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
 	h2cOn     = flag.Bool("h2c", false, "implies -h2 without TLS: HTTP/2 clients with prior knowledge over plain TCP; nginx listens with http2, the gateway with h2c and http2.server loop (on its event loops), gateway-h2 with h2c and http2.server lean (gateway/h2)")
+	h2Server  = flag.String("http2-server", "", "gateway.http2.server of the gateway under -h2 (loop: HTTP/2 on its event loops, and gateway-h2 beside it with lean, gateway/h2); empty: the gateway's default. -h2c always uses loop")
 	policyOn  = flag.String("policy", policyNone, "what decides at the gateways' control point: none (no policy), limit (a rate limiter keyed by X-User that never rejects; every driver sends X-User: alice) or full (limit, a flux meter and an adaptive concurrency limiter that never binds); the run fails unless the gateways decide so")
 )
 
@@ -297,15 +298,30 @@ func gatewayConfig(apiPort, metricsPort, policies, listen, engine, algorithm, ta
 	return body
 }
 
-// h2cConfig is what a gateway's configuration adds under -h2c: h2c, and
-// its HTTP/2 served on the loops (http2.server loop), or by gateway/h2 on
-// the lean engine (engine "h2": http2.server lean).
-func h2cConfig(engine string) (gwEngine, extra string) {
-	if engine == "h2" {
-		return gateway.EngineLean, "  h2c: true\n  http2: {server: lean}\n"
+// http2Config is what a gateway's configuration adds for HTTP/2 clients:
+// under -h2c, h2c and HTTP/2 on the loops (http2.server loop); under -h2,
+// -http2-server if set. The engine e "h2" is gateway-h2's: gateway/h2
+// serves its HTTP/2 (http2.server lean; the lean engine under -h2c).
+func http2Config(e string) (gwEngine, extra string) {
+	gwEngine, server := e, *h2Server
+	if *h2cOn {
+		server, extra = gateway.HTTP2ServerLoop, "  h2c: true\n"
 	}
-	return engine, "  h2c: true\n  http2: {server: loop}\n"
+	if e == "h2" {
+		gwEngine, server = *engine, gateway.HTTP2ServerLean
+		if *h2cOn {
+			gwEngine = gateway.EngineLean
+		}
+	}
+	if server != "" {
+		extra += "  http2: {server: " + server + "}\n"
+	}
+	return gwEngine, extra
 }
+
+// h2Beside reports whether gateway-h2 runs: HTTP/2 on the gateway's loops
+// is measured against gateway/h2.
+func h2Beside() bool { return *h2cOn || *h2On && *h2Server == gateway.HTTP2ServerLoop }
 
 const nginxConf = `daemon off;
 worker_processes auto;
@@ -511,8 +527,8 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 		_, metricsPort, _ := net.SplitHostPort(metrics)
 		conf := filepath.Join(dir, g.name+".yaml")
 		engine, extra := g.engine, ""
-		if *h2cOn {
-			engine, extra = h2cConfig(g.engine)
+		if *h2On {
+			engine, extra = http2Config(g.engine)
 		}
 		body := gatewayConfig(apiPort, metricsPort, filepath.Join(dir, "policies"), listen, engine, g.algorithm, g.targets, srvTLS) + extra
 		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
@@ -767,7 +783,7 @@ func contenders() []string {
 	}
 	switch {
 	case *bare:
-	case *h2cOn: // the loops' HTTP/2 against gateway/h2's
+	case h2Beside(): // the loops' HTTP/2 against gateway/h2's
 		order = append(order, "gateway-h2")
 	case srvTLS != nil:
 		if *engine != gateway.EngineNet {
