@@ -85,7 +85,9 @@ func TestAutoFallsBackToLeanWhereLoopsCannotStart(t *testing.T) {
 }
 
 // Which configurations the loop engine serves: asked for, or auto on
-// Linux, plain or over TLS; with h2c, and on the other engines, not.
+// Linux, plain or over TLS; with h2c only when HTTP/2 is served on the
+// loops too (gateway.http2.server loop, the default there); on the other
+// engines, not.
 func TestServesOnLoops(t *testing.T) {
 	tlsOn := TLSConfig{CertFile: "c.pem", KeyFile: "k.pem"}
 	for _, tc := range []struct {
@@ -96,8 +98,10 @@ func TestServesOnLoops(t *testing.T) {
 		{"auto, plain", Config{}, true},
 		{"auto, tls", Config{TLS: tlsOn}, true},
 		{"loop, tls", Config{Engine: EngineLoop, TLS: tlsOn}, true},
-		{"auto, h2c", Config{H2C: true}, false},
-		{"loop, tls and h2c", Config{Engine: EngineLoop, TLS: tlsOn, H2C: true}, false},
+		{"auto, h2c", Config{H2C: true}, loopsSupported}, // http2.server loop by default
+		{"auto, h2c, http2.server lean", Config{H2C: true, HTTP2: HTTP2Config{Server: HTTP2ServerLean}}, false},
+		{"loop, tls and h2c", Config{Engine: EngineLoop, TLS: tlsOn, H2C: true}, true},
+		{"loop, tls and h2c, http2.server net", Config{Engine: EngineLoop, TLS: tlsOn, H2C: true, HTTP2: HTTP2Config{Server: HTTP2ServerNet}}, false},
 		{"lean, tls", Config{Engine: EngineLean, TLS: tlsOn}, false},
 		{"net, tls", Config{Engine: EngineNet, TLS: tlsOn}, false},
 	} {

@@ -438,7 +438,7 @@ func (s *LoopServer) serveWith(g *Gateway, cfg Config, srv *http.Server, tls boo
 	if cfg.H2C {
 		s.lean.ServeH2CWith(srv)
 	}
-	if cfg.HTTP2.Server == HTTP2ServerLoop {
+	if cfg.http2Server() == HTTP2ServerLoop {
 		s.h2 = g.NewHTTP2Server(logger)
 	}
 }

@@ -271,7 +271,20 @@ var newLoopServer = (*Gateway).NewLoopServer
 // unless h2c is served on the loops (gateway.http2.server loop).
 func servesOnLoops(cfg Config) bool {
 	auto := cfg.Engine == "" || cfg.Engine == EngineAuto
-	return (cfg.Engine == EngineLoop || auto && loopsSupported) && (!cfg.H2C || cfg.HTTP2.Server == HTTP2ServerLoop)
+	return (cfg.Engine == EngineLoop || auto && loopsSupported) && (!cfg.H2C || cfg.http2Server() == HTTP2ServerLoop)
+}
+
+// http2Server is what serves HTTP/2 clients (gateway.http2.server): as
+// set, or by default loop where the loop engine may serve (engine loop,
+// or auto on Linux), lean elsewhere.
+func (c Config) http2Server() string {
+	if c.HTTP2.Server != "" {
+		return c.HTTP2.Server
+	}
+	if c.Engine == EngineLoop || (c.Engine == "" || c.Engine == EngineAuto) && loopsSupported {
+		return HTTP2ServerLoop
+	}
+	return HTTP2ServerLean
 }
 
 // check records err, a running part's, unless nil; the first also goes

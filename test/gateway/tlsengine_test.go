@@ -89,6 +89,7 @@ func TestTLSListenerEngines(t *testing.T) {
 		{gateway.EngineLean, gateway.HTTP2ServerLean, "lean"},
 		{gateway.EngineLean, gateway.HTTP2ServerNet, "lean"},
 		{gateway.EngineLoop, "", "loop"},
+		{gateway.EngineLoop, gateway.HTTP2ServerLean, "loop"},
 		{gateway.EngineLoop, gateway.HTTP2ServerNet, "loop"},
 		{gateway.EngineFast, "", "net"},
 		{gateway.EngineNet, "", "net"},
@@ -138,7 +139,18 @@ func TestTLSListenerEngines(t *testing.T) {
 			if want == "net" {
 				return
 			}
-			for reason, min := range map[string]float64{metricnames.HandoverHTTP2: 2, metricnames.HandoverRequest: 1, metricnames.HandoverRoute: 1} {
+			// HTTP/2 clients go to gateway.http2.server (two connections),
+			// or with it loop (the default on the loop engine) stay on the
+			// loops, whose stream to the HTTP/2 group goes to lean alone.
+			h2 := map[string]float64{metricnames.HandoverHTTP2: 2}
+			if want == "loop" && tc.http2 == "" {
+				h2 = map[string]float64{metricnames.HandoverHTTP2Stream: 1}
+				if n := gauge(t, s.reg, metricnames.GatewayHandoversTotal, map[string]string{"reason": metricnames.HandoverHTTP2}); n != 0 {
+					t.Errorf("%s{reason=%q} = %v, want 0: HTTP/2 on the loops", metricnames.GatewayHandoversTotal, metricnames.HandoverHTTP2, n)
+				}
+			}
+			h2[metricnames.HandoverRequest], h2[metricnames.HandoverRoute] = 1, 1
+			for reason, min := range h2 {
 				if n := gauge(t, s.reg, metricnames.GatewayHandoversTotal, map[string]string{"reason": reason}); n < min {
 					t.Errorf("%s{reason=%q} = %v, want >= %v", metricnames.GatewayHandoversTotal, reason, n, min)
 				}
@@ -233,6 +245,7 @@ func TestTLSALPN(t *testing.T) {
 	} {
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile, ALPN: tc.alpn}
+		cfg.HTTP2.Server = gateway.HTTP2ServerLean // HTTP/2 handed to gateway/h2, counted
 		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 		proto, body := tlsGet(t, "https://"+s.svc.Addr().String()+"/", true)
 		if proto != tc.want || body != "a" {
