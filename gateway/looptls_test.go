@@ -5,21 +5,14 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -32,47 +25,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/fluxgate/fluxgate/certs"
+	"github.com/fluxgate/fluxgate/certs/certstest"
+	"github.com/fluxgate/fluxgate/internal/testbin"
 )
 
-// writeTLSPair writes a self-signed pair for 127.0.0.1 named name into
-// dir (tls.crt, tls.key) and returns a pool trusting it.
+// writeTLSPair writes a pair for 127.0.0.1 named name, from a CA of its
+// own, into dir (tls.crt, tls.key; the CA's certificate in ca.crt) and
+// returns a pool trusting it.
 func writeTLSPair(t *testing.T, dir, name string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(leaf)
-	return certFile, keyFile, pool
+	ca := certstest.NewCA(t, name+" CA")
+	ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
+	certFile, keyFile = ca.Server(t, name).Write(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	return certFile, keyFile, ca.Pool()
 }
 
 // loopTLSServer is a loop server on a TLS listener built as Service.Start
@@ -566,13 +531,10 @@ func TestLoopTLSIdleConnectionsHoldNoBuffers(t *testing.T) {
 // after the read that took it, and the requests before and after it are
 // served.
 func TestLoopTLSKeyUpdate(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl is not installed (Debian package openssl)")
-	}
+	openssl := testbin.Find(t, "openssl", "Debian package openssl")
 	up, _ := pathTarget(t)
 	ls := loopTLSTo(t, Options{Config: oneUpstream(up)}, nil)
-	cmd := exec.Command(openssl, "s_client", "-connect", ls.addr, "-tls1_3", "-alpn", "http/1.1", "-CAfile", ls.certFile, "-msg")
+	cmd := exec.Command(openssl, "s_client", "-connect", ls.addr, "-tls1_3", "-alpn", "http/1.1", "-CAfile", filepath.Join(ls.dir, "ca.crt"), "-msg")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
