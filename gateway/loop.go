@@ -97,8 +97,11 @@ type loopState struct {
 	h2s   map[*loopH2]struct{} // HTTP/2 connections (looph2.go)
 	// streams are HTTP/2 streams' loopConns kept for the next (recycle).
 	streams []*loopConn
-	pools   map[string]*loopPool // by target address
-	limit   int                  // connections open to one target from this loop
+	// h2In is the read buffer of the loop's HTTP/2 connections (looph2.go):
+	// each reads into it and keeps only a frame not yet whole.
+	h2In  []byte
+	pools map[string]*loopPool // by target address
+	limit int                  // connections open to one target from this loop
 	// bufs are read buffers of leanBufStart bytes given back by
 	// connections that went idle, for the next that reads (at most
 	// loopSpareBufs kept): a connection waiting for its next request

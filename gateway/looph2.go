@@ -49,7 +49,7 @@ type loopH2 struct {
 	cc     *clientConn // the client's addresses, for its streams
 	tls    *loopTLS    // nil for h2c
 	ss     *h2.Session
-	in     []byte // read and not yet taken by the Session
+	in     []byte // read and not yet taken by the Session (a frame not yet whole); nil when none
 	wq     []byte // over TLS, the records the socket did not take (a view of the TLS buffer)
 
 	interest   uint32
@@ -108,7 +108,9 @@ func startH2(st *loopState, fd int, slot *conncap.Slot, cc *clientConn, t *loopT
 	l := st.l
 	remote, _ := cc.RemoteAddr().(*net.TCPAddr)
 	h := &loopH2{st: st, fd: fd, slot: slot, remote: remote, cc: cc, tls: t, waiting: map[*loopConn]struct{}{}}
-	h.in = append(make([]byte, 0, loopH2ReadBuf), pre...)
+	if len(pre) > 0 {
+		h.in = append(make([]byte, 0, loopH2ReadBuf), pre...)
+	}
 	st.h2s[h] = struct{}{}
 	h.ss = st.s.h2.NewSession(h)
 	h.timer = l.NewTimer(h.timeout)
@@ -121,7 +123,7 @@ func startH2(st *loopState, fd int, slot *conncap.Slot, cc *clientConn, t *loopT
 	h.slot.Spared() // an eviction that came during the move closed nothing: the cap may evict again
 	h.slot.Busy()
 	if len(h.in) > 0 {
-		h.feed()
+		h.feed(h.in)
 	}
 	if t != nil && t.more && !h.closed { // the handshake's reads may hold the preface
 		h.read()
@@ -159,17 +161,28 @@ func (h *loopH2) waitingOut() int { return len(h.ss.Output()) + len(h.wq) }
 // read reads the client once and feeds the Session.
 func (h *loopH2) read() {
 	for {
+		// Into the loop's buffer, unless a frame not yet whole waits in
+		// the connection's own: an idle connection holds no read buffer.
+		dst := h.in[len(h.in):cap(h.in)]
+		if len(h.in) == 0 {
+			if h.st.h2In == nil {
+				h.st.h2In = make([]byte, loopH2ReadBuf)
+			}
+			dst = h.st.h2In
+		}
 		var n int
 		var err error
 		if h.tls == nil {
-			n, err = unix.Read(h.fd, h.in[len(h.in):cap(h.in)])
+			n, err = unix.Read(h.fd, dst)
 		} else {
-			n, err = h.tls.read(h.st, h.fd, h.in[len(h.in):cap(h.in)])
+			n, err = h.tls.read(h.st, h.fd, dst)
 		}
 		switch {
+		case n > 0 && len(h.in) == 0:
+			h.feed(dst[:n])
 		case n > 0:
 			h.in = h.in[:len(h.in)+n]
-			h.feed()
+			h.feed(h.in)
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 		default: // the end, or an error
 			h.close()
@@ -182,14 +195,22 @@ func (h *loopH2) read() {
 	}
 }
 
-// feed gives the Session what was read; the requests it opens start on
-// the loop within it.
-func (h *loopH2) feed() {
+// feed gives the Session b, what was read (the loop's buffer or h.in);
+// the requests it opens start on the loop within it. A frame not yet
+// whole stays in h.in, which holds up to loopH2ReadBuf.
+func (h *loopH2) feed(b []byte) {
 	h.feeding = true
-	k, err := h.ss.Feed(h.st.l.Now(), h.in)
+	k, err := h.ss.Feed(h.st.l.Now(), b)
 	h.feeding = false
-	h.in = h.in[:copy(h.in, h.in[k:])]
-	if err == nil && len(h.in) == cap(h.in) {
+	switch rest := b[k:]; {
+	case len(rest) == 0:
+		h.in = nil
+	case len(h.in) == 0: // b is the loop's: the rest moves into a buffer of the connection's
+		h.in = append(make([]byte, 0, loopH2ReadBuf), rest...)
+	default:
+		h.in = h.in[:copy(h.in, rest)]
+	}
+	if err == nil && len(h.in) == cap(h.in) && cap(h.in) > 0 {
 		err = errors.New("unreachable: a frame past the read buffer") // the Session refuses frames past 16 KiB
 	}
 	h.flush()
