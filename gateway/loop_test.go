@@ -471,19 +471,26 @@ func TestLoopClientTimeouts(t *testing.T) {
 	}
 }
 
-// Shutdown with a request in flight: the request is answered, then the
-// connection closes; an idle connection closes at once.
-func TestLoopShutdownFinishesRequests(t *testing.T) {
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
+// heldTarget answers "done" to a request once release is closed, after it
+// said on arrived that the request came.
+func heldTarget(t *testing.T) (addr string, arrived <-chan struct{}, release chan struct{}) {
+	release = make(chan struct{})
+	came := make(chan struct{}, 1)
+	addr = scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
-		arrived <- struct{}{}
+		came <- struct{}{}
 		<-release
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
 	})
+	return addr, came, release
+}
+
+// Shutdown with a request in flight: the request is answered, then the
+// connection closes; an idle connection closes at once.
+func TestLoopShutdownFinishesRequests(t *testing.T) {
+	up, arrived, release := heldTarget(t)
 	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -389,16 +389,7 @@ func TestLoopTLSCertificateReload(t *testing.T) {
 // connection with close_notify (its client reads a clean end), and
 // returns once both are gone.
 func TestLoopTLSShutdownFinishesRequests(t *testing.T) {
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	up := scriptedUpstream(t, func(c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		arrived <- struct{}{}
-		<-release
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-	})
+	up, arrived, release := heldTarget(t)
 	g, err := New(Options{Config: oneUpstream(up), ResponseHeaderTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
