@@ -147,12 +147,7 @@ func (s *LeanServer) Serve(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) || s.shutting.Load() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				// Out of file descriptors and the like: wait, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger.Warn("gateway accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
+			if backoff = acceptBackoff(err, backoff, s.logger); backoff > 0 {
 				continue
 			}
 			return err
@@ -189,6 +184,21 @@ func (s *LeanServer) serveFrom(c *clientConn, pre []byte) bool {
 	lc.w = copy(lc.buf, pre)
 	go s.serve(lc)
 	return true
+}
+
+// acceptBackoff waits after an Accept error that passes (out of file
+// descriptors and the like), as net/http does: twice the last wait, from
+// 5 ms to a second; it returns the wait, or 0 for an error that does not
+// pass (the caller returns it).
+func acceptBackoff(err error, last time.Duration, logger *slog.Logger) time.Duration {
+	var ne net.Error
+	if !(errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err)) {
+		return 0
+	}
+	d := min(max(2*last, 5*time.Millisecond), time.Second)
+	logger.Warn("gateway accept failed; retrying", "err", err, "in", d)
+	time.Sleep(d)
+	return d
 }
 
 // isTemporaryAccept reports whether an Accept error passes (EMFILE,

@@ -133,6 +133,13 @@ func waitServing(t testing.TB, s *LoopServer) {
 // returns its address and server.
 func loopTo(t *testing.T, opts Options, setup func(*LoopServer)) (string, *LoopServer) {
 	t.Helper()
+	return serveLoopWith(t, loopGateway(t, opts), setup)
+}
+
+// loopGateway is a gateway with opts (a response header timeout of 5 s
+// unless set), closed at the test's end.
+func loopGateway(t *testing.T, opts Options) *Gateway {
+	t.Helper()
 	if opts.ResponseHeaderTimeout == 0 {
 		opts.ResponseHeaderTimeout = 5 * time.Second
 	}
@@ -141,7 +148,7 @@ func loopTo(t *testing.T, opts Options, setup func(*LoopServer)) (string, *LoopS
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	return serveLoopWith(t, g, setup)
+	return g
 }
 
 // pathTarget answers each request with its path, counting the

@@ -373,11 +373,7 @@ func (s *LoopServer) serveTLS(ln net.Listener) error {
 			if errors.Is(err, net.ErrClosed) || s.lean.shutting.Load() {
 				break
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger.Warn("gateway accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
+			if backoff = acceptBackoff(err, backoff, s.logger); backoff > 0 {
 				continue
 			}
 			return err

@@ -98,15 +98,7 @@ func serveLoopTLS(t *testing.T, g *Gateway, setup func(*LoopServer)) *loopTLSSer
 // loopTLSTo serves a gateway to opts' targets on the loop engine over TLS.
 func loopTLSTo(t *testing.T, opts Options, setup func(*LoopServer)) *loopTLSServer {
 	t.Helper()
-	if opts.ResponseHeaderTimeout == 0 {
-		opts.ResponseHeaderTimeout = 5 * time.Second
-	}
-	g, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
-	return serveLoopTLS(t, g, setup)
+	return serveLoopTLS(t, loopGateway(t, opts), setup)
 }
 
 // loopConns is the number of connections on s's loops.
