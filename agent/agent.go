@@ -22,8 +22,10 @@ import (
 	"github.com/fluxgate/fluxgate/circuit"
 	"github.com/fluxgate/fluxgate/circuit/promql"
 	"github.com/fluxgate/fluxgate/controlpoint"
+	"github.com/fluxgate/fluxgate/controlpoint/server"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/loophttp"
 	"github.com/fluxgate/fluxgate/kube"
 	"github.com/fluxgate/fluxgate/policies"
 	"github.com/fluxgate/fluxgate/ui"
@@ -92,6 +94,8 @@ type Agent struct {
 	grpc        *grpc.Server
 	otlpGRPC    *grpc.Server
 	httpSrv     *http.Server
+	httpLoops   *loophttp.Server // the HTTP port's event loops (httploop.go); nil when net/http serves it alone
+	check       *server.Server   // the check API's adapters (checkapi.go)
 	metrics     *http.Server
 	probes      *http.Server // nil without server.probe_port
 	otlpHTTP    *http.Server
@@ -393,6 +397,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.raiseOpenFilesLimit()
 	limit := a.connectionCap(len(lns))
 	bound := make(map[string]net.Listener, len(lns))
+	raw := make(map[string]net.Listener, len(lns)) // the same, without their caps
 	caps := make(map[string]*conncap.Cap, len(lns))
 	for _, name := range listenerNames {
 		port, ok := lns[name]
@@ -409,7 +414,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("agent: %s listener (%s): %w", name, listenerPortKeys[name], err)
 		}
 		caps[name] = a.listenerCap(name, limit)
-		bound[name] = caps[name].Listener(ln)
+		bound[name], raw[name] = caps[name].Listener(ln), ln
+	}
+	if err := a.newHTTPLoops(caps[ListenerHTTP]); err != nil {
+		for _, l := range bound {
+			_ = l.Close()
+		}
+		return err
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -421,8 +432,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	a.mu.Unlock()
 
-	a.httpSrv = a.httpServer(a.mux)
-	a.serve(ListenerHTTP, a.tlsListener(ListenerHTTP, bound[ListenerHTTP], a.httpSrv), a.httpSrv.Serve)
+	a.serveHTTPPort(raw[ListenerHTTP], bound[ListenerHTTP])
 	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
 	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
 	otlpMux := http.NewServeMux()
@@ -529,8 +539,13 @@ func (a *Agent) Stop(ctx context.Context) error {
 	defer cancel()
 
 	var errs []error
+	if a.httpLoops != nil { // it shuts a.httpSrv down too
+		if err := a.httpLoops.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, srv := range []*http.Server{a.httpSrv, a.metrics, a.otlpHTTP, a.probes} {
-		if srv == nil {
+		if srv == nil || srv == a.httpSrv && a.httpLoops != nil {
 			continue
 		}
 		if err := srv.Shutdown(ctx); err != nil {

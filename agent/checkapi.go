@@ -30,6 +30,7 @@ func (a *Agent) registerCheckAPI() {
 		a.mux.Handle(pattern, requireBearer(a.cfg.Check.Token, surfaceCheck, a.refused, h))
 	})
 	s.RegisterGRPC(a.grpc)
+	a.check = s
 }
 
 // operatorCheckPatterns are the patterns server.RegisterHTTP mounts that

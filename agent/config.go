@@ -61,6 +61,8 @@ type ServerConfig struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout" desc:"Longest time an HTTP request may take from the end of its headers to the end of its answer."`
 	IdleTimeout    time.Duration `yaml:"idle_timeout" desc:"A keep-alive HTTP connection or a gRPC connection idle this long is closed."`
 	MaxConnections int           `yaml:"max_connections" desc:"Most connections each listener holds at a time; more clients wait until one closes. Lowered at start to fit the open-files limit."`
+	// HTTPEngine picks how the HTTP port serves the check API (httploop.go).
+	HTTPEngine string `yaml:"http_engine" validate:"oneof=auto|loop|net" desc:"How the HTTP port serves the check API's GET and POST /v1/check/http (nginx auth_request): auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http."`
 }
 
 // MetricsConfig is the Prometheus scrape endpoint.
@@ -123,7 +125,7 @@ func (c LimitsConfig) rateLimiterMemory() int64 { return int64(c.RateLimiterMemo
 func DefaultConfig() Config {
 	return Config{
 		Server: ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081,
-			ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxConnections: 4096},
+			ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxConnections: 4096, HTTPEngine: "auto"},
 		Metrics:    MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics", TLS: true},
 		OTLP:       OTLPConfig{GRPCPort: 4317, HTTPPort: 4318},
 		Policies:   PoliciesConfig{Dir: "./policies"},

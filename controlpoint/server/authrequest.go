@@ -108,10 +108,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 		}
 		flow.SetClientAddress(labels, src)
 	}
-	cp := strings.TrimSpace(h.Get(HeaderControlPoint))
-	if cp == "" {
-		cp = DefaultControlPoint
-	}
+	cp := authRequestControlPoint(h)
 	if !utf8.ValidString(cp) {
 		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
 	}
@@ -124,6 +121,28 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 		return controlpoint.Request{}, fmt.Errorf("%s: %q: the only value is report (the caller reports each admitted flow's end to /v1/flow/end)", HeaderFlowEnd, v)
 	}
 	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: !reportsEnd}, nil
+}
+
+// authRequestControlPoint is the control point an auth_request names.
+func authRequestControlPoint(h http.Header) string {
+	if cp := strings.TrimSpace(h.Get(HeaderControlPoint)); cp != "" {
+		return cp
+	}
+	return DefaultControlPoint
+}
+
+// AuthRequestMayWait reports whether answering r, a /v1/check/http
+// request, may wait for I/O (a Redis limiter, a scheduler's queue, Rego):
+// a server on event loops (internal/loophttp) answers those on a
+// goroutine and the others on the loop.
+func (s *Server) AuthRequestMayWait(r *http.Request) bool {
+	return s.engine.MayWait(authRequestControlPoint(r.Header))
+}
+
+// AuthRequestRoute reports whether method and path are the auth_request
+// adapter's (GET or POST /v1/check/http).
+func AuthRequestRoute(method, path string) bool {
+	return path == "/v1/check/http" && (method == http.MethodGet || method == http.MethodPost)
 }
 
 // serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:

@@ -1,0 +1,381 @@
+//go:build linux
+
+package loophttp
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fluxgate/fluxgate/gateway/eventloop"
+	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/conncap"
+)
+
+// conn is a client connection on a loop. Everything in it is its loop's.
+type conn struct {
+	st     *loopState
+	fd     int
+	remote string
+	slot   *conncap.Slot // nil without a Cap
+
+	req      http1.Request
+	pend     []byte // bytes read and not served: a partial head, or what follows a waiting request
+	wq       []byte // answer bytes the socket has not taken
+	interest uint32
+	timer    *eventloop.Timer
+	timing   timing
+
+	waiting    bool               // a handler runs on a goroutine
+	cancel     context.CancelFunc // ends the waiting request's context
+	closeAfter bool               // close once wq is out
+	handAfter  bool               // hand over to Fallback once wq is out
+	closed     bool
+}
+
+// timing is what the connection's timer is set for.
+type timing uint8
+
+const (
+	timeNone  timing = iota
+	timeHead         // a head to arrive
+	timeIdle         // the next request
+	timeWrite        // the client to take the answer
+)
+
+func (c *conn) onEvent(ev uint32) {
+	if c.closed {
+		return
+	}
+	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && (c.waiting || ev&unix.EPOLLIN == 0) ||
+		ev&unix.EPOLLRDHUP != 0 && c.waiting {
+		c.close()
+		return
+	}
+	if ev&eventloop.Writable != 0 && len(c.wq) > 0 {
+		c.flush(nil)
+		if c.closed {
+			return
+		}
+	}
+	if ev&(eventloop.Readable|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.reading() {
+		c.read()
+		return
+	}
+	c.next()
+}
+
+// reading reports whether the connection reads requests now: not while a
+// handler waits or answers wait for the socket (pipelined requests stay
+// in the kernel's buffer, as net/http leaves them in its own).
+func (c *conn) reading() bool {
+	return !c.waiting && len(c.wq) == 0 && !c.closeAfter && !c.handAfter
+}
+
+// read reads once into the loop's buffer, after the partial head kept,
+// and serves what came.
+func (c *conn) read() {
+	in := c.st.in
+	if in == nil {
+		in = make([]byte, readSize)
+		c.st.in = in
+	}
+	have := copy(in, c.pend)
+	n, err := unix.Read(c.fd, in[have:])
+	switch {
+	case n > 0:
+		c.pend = c.pend[:0]
+		c.serveBytes(in[:have+n])
+	case n == 0 && err == nil: // the client closed its side
+		c.close()
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+		c.next()
+	default:
+		c.close()
+	}
+}
+
+// serveBytes answers the whole requests at the start of b (the loop's
+// buffer), writes the answers, and keeps what remains.
+func (c *conn) serveBytes(b []byte) {
+	st := c.st
+	out := st.out[:0]
+	i := 0
+	for i < len(b) {
+		n, err := http1.ParseRequest(b[i:], MaxHead, &c.req)
+		if n == 0 && err == nil {
+			break // a partial head
+		}
+		r, ok := (*http.Request)(nil), err == nil && c.req.ContentLength <= 0 && !c.req.Chunked
+		if ok {
+			r, ok = newRequest(&c.req, c.remote)
+		}
+		if !ok || !st.s.o.Serves(r.Method, r.URL.Path) {
+			c.handAfter = true // net/http serves it, and the connection from then on
+			break
+		}
+		i += n
+		c.slot.Busy()
+		c.timing = timeNone // next sets the timer afresh after the answer
+		if w := st.s.o.Waits; w != nil && w(r) {
+			c.wait(r)
+			break
+		}
+		w := response{header: make(http.Header, 8), closing: r.Close}
+		if !st.s.serve(&w, r) {
+			c.closeAfter, c.handAfter = true, false
+			i = len(b)
+			break
+		}
+		w.closing = w.closing || w.tooBig
+		out = w.format(out, st.date.at(st.l.Now()))
+		if w.closing {
+			c.closeAfter = true
+			i = len(b)
+			break
+		}
+	}
+	c.pend = append(c.pend, b[i:]...)
+	if len(c.pend) == 0 {
+		c.pend = nil
+	}
+	c.flush(out)
+	if cap(out) <= readSize {
+		st.out = out[:0]
+	}
+}
+
+// wait answers r on a goroutine: the connection reads nothing more until
+// the answer is out; r's context ends if the client goes.
+func (c *conn) wait(r *http.Request) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.waiting, c.cancel = true, cancel
+	r = r.WithContext(ctx)
+	s, l := c.st.s, c.st.l
+	go func() {
+		w := &response{header: make(http.Header, 8), closing: r.Close}
+		ok := s.serve(w, r)
+		if !l.Post(func() { c.waited(w, ok) }) {
+			cancel() // the loops stopped: Shutdown closed the connection
+		}
+	}()
+}
+
+// waited writes the answer of a request that waited and goes on with the
+// requests read after it.
+func (c *conn) waited(w *response, ok bool) {
+	c.cancel()
+	c.waiting, c.cancel = false, nil
+	if c.closed {
+		return
+	}
+	if !ok {
+		c.close()
+		return
+	}
+	w.closing = w.closing || w.tooBig || c.closeAfter
+	if w.closing {
+		c.closeAfter = true
+	}
+	st := c.st
+	out := w.format(st.out[:0], st.date.at(st.l.Now()))
+	if len(c.pend) == 0 || c.closeAfter {
+		c.flush(out)
+		st.out = out[:0]
+		return
+	}
+	// Requests pipelined after it: the answer goes out with theirs.
+	c.wq = append(c.wq, out...)
+	st.out = out[:0]
+	pend := c.pend
+	c.pend = nil
+	in := st.in
+	n := copy(in, pend)
+	c.serveBytes(in[:n])
+}
+
+// flush writes what waits and then out (the loop's memory: what the
+// socket does not take is copied), then goes on.
+func (c *conn) flush(out []byte) {
+	if len(c.wq) > 0 && len(out) > 0 {
+		c.wq = append(c.wq, out...)
+		out = nil
+	}
+	if len(c.wq) > 0 {
+		rest, ok := c.write(c.wq)
+		if !ok {
+			c.close()
+			return
+		}
+		if len(rest) == 0 {
+			c.wq = nil
+		} else {
+			c.wq = rest
+		}
+	} else if len(out) > 0 {
+		rest, ok := c.write(out)
+		if !ok {
+			c.close()
+			return
+		}
+		if len(rest) > 0 {
+			c.wq = append([]byte(nil), rest...)
+		}
+	}
+	c.next()
+}
+
+// write writes p until the socket takes no more; it returns what is left
+// and false when the client is gone.
+func (c *conn) write(p []byte) ([]byte, bool) {
+	for len(p) > 0 {
+		n, err := unix.Write(c.fd, p)
+		if n > 0 {
+			p = p[n:]
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			break
+		}
+		return nil, false
+	}
+	return p, true
+}
+
+// next sets the interest and the timer for what the connection waits for.
+func (c *conn) next() {
+	if c.closed {
+		return
+	}
+	s := c.st.s
+	switch {
+	case len(c.wq) > 0:
+		c.setInterest(eventloop.Writable)
+		if c.timing != timeWrite {
+			c.setTimer(timeWrite, s.o.WriteTimeout)
+		}
+	case c.closeAfter:
+		c.close()
+	case c.handAfter:
+		c.handOver()
+	case c.waiting:
+		// Only the client's going (its FIN, or an error) is of interest:
+		// it ends the request's context, as net/http's does.
+		c.setInterest(unix.EPOLLRDHUP)
+		c.setTimer(timeNone, 0)
+	case len(c.pend) > 0:
+		c.setInterest(eventloop.Readable)
+		if c.timing != timeHead {
+			c.setTimer(timeHead, s.o.HeaderTimeout)
+		}
+	default:
+		c.setInterest(eventloop.Readable)
+		if c.timing != timeIdle {
+			c.slot.IdleAt(c.st.l.Now())
+			c.setTimer(timeIdle, s.o.IdleTimeout)
+		}
+		if s.shutting.Load() {
+			c.close()
+		}
+	}
+}
+
+func (c *conn) setInterest(ev uint32) {
+	if ev != c.interest {
+		if err := c.st.l.Modify(c.fd, ev); err != nil {
+			c.close()
+			return
+		}
+		c.interest = ev
+	}
+}
+
+func (c *conn) setTimer(t timing, d time.Duration) {
+	c.timing = t
+	if t == timeNone {
+		c.timer.Stop()
+		return
+	}
+	c.timer.Reset(d)
+}
+
+// timedOut closes the connection: a head, the next request or the
+// client's reading took too long.
+func (c *conn) timedOut() {
+	if !c.closed && c.timing != timeNone {
+		c.close()
+	}
+}
+
+// evict closes the connection for a newcomer if no request has begun on
+// it since it went idle (the Cap's choice, posted to the loop: one may
+// have begun meanwhile).
+func (c *conn) evict() {
+	if !c.closed && !c.waiting && len(c.pend) == 0 && len(c.wq) == 0 {
+		c.close()
+		return
+	}
+	c.slot.Spared()
+}
+
+// quiesce is Shutdown's: an idle connection closes now, a busy one after
+// its answer.
+func (c *conn) quiesce() {
+	if c.waiting || len(c.wq) > 0 {
+		c.closeAfter, c.handAfter = true, false
+		return
+	}
+	c.close()
+}
+
+// close closes the connection (a waiting request's context ends).
+func (c *conn) close() {
+	if c.closed {
+		return
+	}
+	c.forget()
+	_ = unix.Close(c.fd)
+	c.slot.Release()
+}
+
+// forget takes the connection off its loop.
+func (c *conn) forget() {
+	c.closed = true
+	c.timer.Stop()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	_ = c.st.l.Delete(c.fd)
+	delete(c.st.conns, c)
+	c.st.s.open.Add(-1)
+	c.pend, c.wq = nil, nil
+}
+
+// handOver gives the connection, with the bytes read and not served, to
+// Fallback, which serves it from then on.
+func (c *conn) handOver() {
+	pre := c.pend
+	c.forget()
+	f := os.NewFile(uintptr(c.fd), "")
+	nc, err := net.FileConn(f) // a duplicate, on Go's poller
+	_ = f.Close()
+	if err != nil {
+		c.st.s.logger.Warn("HTTP loop could not hand a connection to net/http", "err", err)
+		c.slot.Release()
+		return
+	}
+	var hc net.Conn = &prefixConn{Conn: nc, pre: pre}
+	if c.slot != nil {
+		c.slot.SetEvict(func() { _ = nc.Close() })
+		hc = conncap.NewConn(hc, c.slot)
+	}
+	c.st.s.hand.push(hc)
+}

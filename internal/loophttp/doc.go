@@ -1,0 +1,39 @@
+// Package loophttp serves a few hot HTTP/1.1 routes on event loops and
+// everything else with net/http, on one listener.
+//
+// The agent's check API is called once per request by gateways (nginx's
+// auth_request, forward-auth proxies) on keep-alive connections that ask
+// nothing else. Served by net/http each call costs a goroutine's park and
+// wake on Go's poller, a bufio reader and writer, and net/http's request
+// and response machinery: about 20 µs of CPU on the machines measured,
+// twenty times the decision. A Server reads such connections on event
+// loops (gateway/eventloop, Linux): a loop reads a socket once per
+// readiness event, parses the head with gateway/http1 (the strict subset
+// that net/http reads the same way), and calls the same http.Handler
+// with a request built from the head and a ResponseWriter that formats
+// the answer as net/http would (status line, header fields sorted, Date,
+// Content-Length, the sniffed Content-Type), written with one write.
+// Pipelined requests are answered in order.
+//
+// What the loops serve: a request Options.Serves picks by method and
+// path, with no body, in http1's subset. At the first other request (a
+// body, another route, a head outside the subset, one past MaxHead bytes,
+// anything malformed) the connection moves to Options.Fallback, an
+// http.Server, with the bytes read and not served, once the answers
+// before it are written: net/http then serves it to its end, and answers
+// what is malformed as it always does. A handler that may wait (I/O: a
+// Redis round trip, a queue) must not run on a loop: Options.Waits says
+// which requests may, and those run on a goroutine with a context that
+// ends when the client goes, the connection reading nothing more until
+// the answer is out.
+//
+// Limits: a head must arrive within HeaderTimeout of its first byte, a
+// connection idle (between requests) for IdleTimeout is closed, an answer
+// the client does not take within WriteTimeout closes the connection,
+// an answer's body is at most MaxBody bytes (the connection closes
+// otherwise). Connections count against Options.Cap as net/http's do,
+// idle between requests and busy during one, and keep their slot when
+// handed to Fallback.
+//
+// On other systems New returns ErrUnsupported: serve with net/http.
+package loophttp

@@ -1,0 +1,215 @@
+package loophttp
+
+import (
+	"errors"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/fluxgate/fluxgate/gateway/http1"
+)
+
+// MaxBody bounds the body of an answer written on a loop; a handler that
+// writes more gets ErrBodyTooLarge, and the connection closes after the
+// answer.
+const MaxBody = 1 << 20
+
+// ErrUnsupported is New's error on systems without event loops (other
+// than Linux).
+var ErrUnsupported = errors.New("loophttp: event loops need Linux")
+
+// ErrBodyTooLarge is what a loop's ResponseWriter returns past MaxBody.
+var ErrBodyTooLarge = errors.New("loophttp: answer body over MaxBody")
+
+// newRequest builds the *http.Request net/http would hand a handler for
+// the head h (GET or POST with no body), or reports false when net/http
+// would refuse its target: the caller hands the connection over then.
+func newRequest(h *http1.Request, remote string) (*http.Request, bool) {
+	target := string(h.Target)
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		return nil, false
+	}
+	hdr := make(http.Header, len(h.Headers))
+	for _, f := range h.Headers {
+		k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+		if k == "Host" {
+			continue // as net/http: r.Host
+		}
+		hdr[k] = append(hdr[k], string(f.Value))
+	}
+	return &http.Request{
+		Method:     string(h.Method),
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     hdr,
+		Body:       http.NoBody,
+		Host:       string(h.Host),
+		RemoteAddr: remote,
+		RequestURI: target,
+		Close:      h.Close,
+	}, true
+}
+
+// response is the http.ResponseWriter of a request served on a loop: it
+// collects the status, header and body, and format appends the answer as
+// net/http's server would write it. The header is read when the answer
+// is formatted (net/http takes it at WriteHeader: a handler changing it
+// after that is wrong on either).
+type response struct {
+	header  http.Header
+	status  int // 0 until WriteHeader
+	body    []byte
+	tooBig  bool
+	closing bool // Connection: close on the answer
+}
+
+var _ http.ResponseWriter = (*response)(nil)
+
+func (w *response) Header() http.Header { return w.header }
+
+func (w *response) WriteHeader(code int) {
+	if w.status != 0 || code < 200 || code > 999 {
+		return // a second call, or a 1xx net/http would send ahead: neither is sent here
+	}
+	w.status = code
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if len(w.body)+len(p) > MaxBody {
+		w.tooBig = true
+		return 0, ErrBodyTooLarge
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// format appends the answer to dst: the status line, the handler's
+// fields in key order, then Content-Type (sniffed, for a body without
+// one), Connection: close, Date and Content-Length, as net/http orders
+// them. date is the Date field's value.
+func (w *response) format(dst []byte, date []byte) []byte {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	dst = append(dst, "HTTP/1.1 "...)
+	if text := http.StatusText(w.status); text != "" {
+		dst = strconv.AppendInt(dst, int64(w.status), 10)
+		dst = append(dst, ' ')
+		dst = append(dst, text...)
+	} else {
+		dst = strconv.AppendInt(dst, int64(w.status), 10)
+		dst = append(dst, " status code "...)
+		dst = strconv.AppendInt(dst, int64(w.status), 10)
+	}
+	dst = append(dst, "\r\n"...)
+	keys := make([]string, 0, len(w.header))
+	for k := range w.header {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	_, hasType := w.header["Content-Type"]
+	_, hasLength := w.header["Content-Length"]
+	_, hasDate := w.header["Date"]
+	for _, k := range keys {
+		if !validFieldName(k) {
+			continue
+		}
+		for _, v := range w.header[k] {
+			dst = append(dst, k...)
+			dst = append(dst, ": "...)
+			dst = appendFieldValue(dst, v)
+			dst = append(dst, "\r\n"...)
+		}
+	}
+	allowed := bodyAllowed(w.status)
+	if allowed && !hasType && len(w.body) > 0 {
+		dst = append(dst, "Content-Type: "...)
+		dst = append(dst, http.DetectContentType(w.body)...)
+		dst = append(dst, "\r\n"...)
+	}
+	if w.closing {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	if !hasDate {
+		dst = append(dst, "Date: "...)
+		dst = append(dst, date...)
+		dst = append(dst, "\r\n"...)
+	}
+	if allowed && !hasLength {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, int64(len(w.body)), 10)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "\r\n"...)
+	if allowed {
+		dst = append(dst, w.body...)
+	}
+	return dst
+}
+
+// validFieldName is httpguts.ValidHeaderFieldName's rule: net/http drops
+// fields whose names are not tokens.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || c == ':' || c == '"' || c == '(' || c == ')' || c == ',' ||
+			c == '/' || c == ';' || c == '<' || c == '=' || c == '>' || c == '?' || c == '@' ||
+			c == '[' || c == '\\' || c == ']' || c == '{' || c == '}' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendFieldValue appends v as net/http writes a field value: CR and LF
+// become spaces, the outer spaces and tabs are trimmed.
+func appendFieldValue(dst []byte, v string) []byte {
+	start, end := 0, len(v)
+	for start < end && (v[start] == ' ' || v[start] == '\t') {
+		start++
+	}
+	for end > start && (v[end-1] == ' ' || v[end-1] == '\t') {
+		end--
+	}
+	for i := start; i < end; i++ {
+		c := v[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// dateCache is the Date field's value, formatted once a second.
+type dateCache struct {
+	sec int64
+	b   []byte
+}
+
+func (d *dateCache) at(now time.Time) []byte {
+	if s := now.Unix(); s != d.sec || d.b == nil {
+		d.sec = s
+		d.b = now.UTC().AppendFormat(d.b[:0], http.TimeFormat)
+	}
+	return d.b
+}

@@ -1,0 +1,345 @@
+//go:build linux
+
+package loophttp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fluxgate/fluxgate/gateway/eventloop"
+	"github.com/fluxgate/fluxgate/internal/conncap"
+)
+
+// Options configure New. Handler, Serves and Fallback are needed.
+type Options struct {
+	// Handler answers the requests served on the loops. It is called on
+	// a loop, unless Waits says the request may wait.
+	Handler http.Handler
+	// Serves picks the requests served on the loops by method and path
+	// (the URL's, unescaped); such a request must have no body.
+	Serves func(method, path string) bool
+	// Waits reports whether answering r may wait for I/O; such requests
+	// are answered on a goroutine. Nil: none waits.
+	Waits func(r *http.Request) bool
+	// Fallback serves the connections handed over. Serve serves it and
+	// Shutdown shuts it down; set its ConnState to conncap.TrackConnState
+	// when Cap is set, so that its connections count as idle or busy.
+	Fallback *http.Server
+	// Cap bounds the connections (nil: unbounded).
+	Cap *conncap.Cap
+	// HeaderTimeout (default 10s), IdleTimeout (2m) and WriteTimeout
+	// (30s): see the package doc.
+	HeaderTimeout, IdleTimeout, WriteTimeout time.Duration
+	// Loops is the number of event loops (0: GOMAXPROCS).
+	Loops int
+	// Logger logs handler panics and failed hand-overs; nil: silent.
+	Logger *slog.Logger
+}
+
+// MaxHead bounds a request head served on a loop; a longer one goes to
+// Fallback (which answers 431 past its own MaxHeaderBytes).
+const MaxHead = 16 << 10
+
+// readSize is a loop's read buffer: a read takes at most this much.
+const readSize = 64 << 10
+
+// Server serves a listener on event loops (see the package doc).
+type Server struct {
+	o      Options
+	logger *slog.Logger
+	group  *eventloop.Group
+	loops  []*loopState
+	hand   *handListener
+
+	shutting atomic.Bool
+	open     atomic.Int64 // connections on the loops
+
+	mu      sync.Mutex
+	acc     *eventloop.Acceptor // guarded by mu
+	serving bool                // guarded by mu
+	served  chan struct{}       // closed by Shutdown
+}
+
+// loopState is one loop's: its connections and buffers, touched only on
+// the loop.
+type loopState struct {
+	s     *Server
+	l     *eventloop.Loop
+	conns map[*conn]struct{}
+	in    []byte // reads land here; a connection keeps only a partial head
+	out   []byte // answers are formatted here; a connection keeps only what its socket did not take
+	date  dateCache
+}
+
+// New returns a Server; on other systems than Linux, ErrUnsupported.
+func New(o Options) (*Server, error) {
+	if o.Handler == nil || o.Serves == nil || o.Fallback == nil {
+		return nil, errors.New("loophttp: Handler, Serves and Fallback are needed")
+	}
+	if o.HeaderTimeout <= 0 {
+		o.HeaderTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{o: o, logger: logger, served: make(chan struct{}), hand: newHandListener()}
+	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, OnPanic: func(p any) {
+		logger.Error("HTTP event loop recovered a panic", "panic", p)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	s.group = group
+	for _, l := range group.Loops() {
+		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
+	}
+	return s, nil
+}
+
+// Serve serves ln until Shutdown, then returns nil (or Fallback's error).
+// ln stays open: the caller closes it.
+func (s *Server) Serve(ln *net.TCPListener) error {
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("loophttp: already serving")
+	}
+	s.serving = true
+	s.mu.Unlock()
+	if s.shutting.Load() {
+		return http.ErrServerClosed
+	}
+	s.hand.addr = ln.Addr()
+	fallback := make(chan error, 1)
+	go func() { fallback <- s.o.Fallback.Serve(s.hand) }()
+	s.group.Start()
+	var gate eventloop.Gate
+	if k := s.o.Cap; k != nil {
+		gate = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}
+	}
+	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptFailed, gate)
+	if err != nil {
+		s.hand.Close()
+		s.group.Close()
+		<-fallback
+		return fmt.Errorf("loophttp: %w", err)
+	}
+	if s.o.Cap != nil {
+		s.o.Cap.SetResume(acc.Resume)
+	}
+	s.mu.Lock()
+	s.acc = acc
+	s.mu.Unlock()
+	<-s.served
+	if err := <-fallback; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// acceptFailed logs an accept error that pauses a loop's accepting (out
+// of descriptors), at most once a second a loop being enough.
+func (s *Server) acceptFailed(err error) {
+	s.logger.Warn("accept failed; the HTTP loops pause accepting and retry", "err", err, "pause", eventloop.AcceptPause)
+}
+
+// accepted takes a new connection on loop l.
+func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
+	st := s.loops[l.Index()]
+	if s.shutting.Load() {
+		_ = unix.Close(fd)
+		if s.o.Cap != nil {
+			s.o.Cap.Give()
+		}
+		return
+	}
+	c := &conn{st: st, fd: fd, remote: sockaddrString(sa)}
+	c.timer = l.NewTimer(c.timedOut)
+	if err := l.Add(fd, eventloop.Readable, c.onEvent); err != nil {
+		_ = unix.Close(fd)
+		if s.o.Cap != nil {
+			s.o.Cap.Give()
+		}
+		return
+	}
+	if s.o.Cap != nil {
+		c.slot = s.o.Cap.Add(func() { l.Post(c.evict) })
+	}
+	c.interest = eventloop.Readable
+	st.conns[c] = struct{}{}
+	s.open.Add(1)
+	c.timer.Reset(s.o.HeaderTimeout) // the first request's head, from the connection's start
+	c.timing = timeHead
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+	}
+	return ""
+}
+
+// Shutdown stops accepting, closes idle connections, lets the answers in
+// flight finish (a connection closes after its current answer), shuts
+// Fallback down, and waits for all of it until ctx ends; it then closes
+// what is left and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.shutting.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	acc, serving := s.acc, s.serving
+	s.mu.Unlock()
+	defer close(s.served)
+	if !serving {
+		s.group.Close()
+		s.hand.Close()
+		return nil
+	}
+	if acc != nil {
+		acc.Close()
+	}
+	fallbackDone := make(chan error, 1)
+	go func() { fallbackDone <- s.o.Fallback.Shutdown(ctx) }()
+	s.onLoops(func(st *loopState) {
+		for c := range st.conns {
+			c.quiesce()
+		}
+	})
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for s.open.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	s.onLoops(func(st *loopState) {
+		for c := range st.conns {
+			c.close()
+		}
+	})
+	s.group.Close()
+	s.hand.Close()
+	if ferr := <-fallbackDone; err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// onLoops runs f on every loop and waits for it (not from a loop).
+func (s *Server) onLoops(f func(st *loopState)) {
+	var wg sync.WaitGroup
+	for _, st := range s.loops {
+		wg.Add(1)
+		if !st.l.Post(func() {
+			defer wg.Done()
+			f(st)
+		}) {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+}
+
+// serve calls the handler, recovering a panic as net/http does (the
+// connection closes without an answer); it reports whether it answered.
+func (s *Server) serve(w *response, r *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				s.logger.Error("HTTP handler panicked", "method", r.Method, "path", r.URL.Path, "panic", p)
+			}
+			ok = false
+		}
+	}()
+	s.o.Handler.ServeHTTP(w, r)
+	return true
+}
+
+// handListener is the listener Fallback serves: the connections the
+// loops hand over.
+type handListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandListener() *handListener {
+	return &handListener{ch: make(chan net.Conn, 64), done: make(chan struct{})}
+}
+
+func (h *handListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handListener) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handListener) Addr() net.Addr { return h.addr }
+
+// push hands c to Fallback without blocking the loop; c is closed if
+// the listener is.
+func (h *handListener) push(c net.Conn) {
+	select {
+	case h.ch <- c:
+		return
+	case <-h.done:
+		_ = c.Close()
+		return
+	default:
+	}
+	go func() {
+		select {
+		case h.ch <- c:
+		case <-h.done:
+			_ = c.Close()
+		}
+	}()
+}
+
+// prefixConn reads pre before the socket: the bytes the loop read and did
+// not serve.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}

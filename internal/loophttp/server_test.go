@@ -1,0 +1,483 @@
+//go:build linux
+
+package loophttp
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/fluxgate/fluxgate/internal/conncap"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testMux answers like the agent's check API: /check on the loops (and
+// /wait, which waits), everything else on net/http.
+func testMux(onLoop *atomic.Int64) *http.ServeMux {
+	mux := http.NewServeMux()
+	check := func(w http.ResponseWriter, r *http.Request) {
+		onLoop.Add(1)
+		switch r.Header.Get("X-Case") {
+		case "bad":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":"bad"}`)
+		case "sniff":
+			fmt.Fprint(w, "<html><body>hello</body></html>")
+		case "deny":
+			w.Header().Set("Retry-After", "1")
+			w.Header().Add("X-Multi", "a")
+			w.Header().Add("X-Multi", "b ")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "odd":
+			w.WriteHeader(599)
+		case "length":
+			w.Header().Set("Content-Length", "2")
+			fmt.Fprint(w, "ok")
+		case "panic":
+			panic("handler bug")
+		case "big":
+			w.Write(make([]byte, MaxBody+1)) //nolint:errcheck // the error is the point
+		default:
+			w.Header().Set("X-Path", r.URL.Path)
+			w.Header().Set("X-Query", r.URL.RawQuery)
+			w.Header().Set("X-Host", r.Host)
+			w.Header().Set("X-Seen", strings.Join(r.Header.Values("X-In"), "|"))
+			w.Header().Set("X-Remote-Set", fmt.Sprint(r.RemoteAddr != ""))
+		}
+	}
+	mux.HandleFunc("GET /check", check)
+	mux.HandleFunc("POST /check", check)
+	mux.HandleFunc("GET /wait", func(w http.ResponseWriter, r *http.Request) {
+		onLoop.Add(1)
+		select {
+		case <-time.After(20 * time.Millisecond):
+			w.Header().Set("X-Waited", "yes")
+		case <-r.Context().Done():
+			w.Header().Set("X-Waited", "canceled")
+		}
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "net/http %s %s %d", r.Method, r.URL.Path, len(body))
+	})
+	return mux
+}
+
+type testServer struct {
+	s      *Server
+	addr   string
+	onLoop atomic.Int64 // handler calls, counted by the mux's loop routes
+	served chan error
+	k      *conncap.Cap
+}
+
+func startServer(t *testing.T, mod func(*Options)) *testServer {
+	t.Helper()
+	ts := &testServer{served: make(chan error, 1)}
+	mux := testMux(&ts.onLoop)
+	fallback := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ConnState: conncap.TrackConnState}
+	o := Options{
+		Handler:  mux,
+		Serves:   func(method, path string) bool { return path == "/check" || path == "/wait" },
+		Waits:    func(r *http.Request) bool { return r.URL.Path == "/wait" },
+		Fallback: fallback,
+		Loops:    2,
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	ts.k = o.Cap
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.s, ts.addr = s, ln.Addr().String()
+	go func() { ts.served <- s.Serve(ln.(*net.TCPListener)) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-ts.served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = ln.Close()
+	})
+	waitServing(t, ts.addr)
+	return ts
+}
+
+// waitServing waits until the loops accept (Serve registers them on its
+// goroutine).
+func waitServing(t *testing.T, addr string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for range 200 {
+		resp, err := client.Get("http://" + addr + "/check")
+		if err == nil {
+			_ = resp.Body.Close()
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the loops do not answer")
+}
+
+// answer is a response without its Date, for comparison.
+type answer struct {
+	status int
+	header http.Header
+	body   string
+	close  bool // Connection: close (ReadResponse takes it out of header)
+}
+
+func (a answer) String() string {
+	keys := make([]string, 0, len(a.header))
+	for k := range a.header {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d", a.status)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%q", k, a.header[k])
+	}
+	fmt.Fprintf(&b, " body=%q close=%v", a.body, a.close)
+	return b.String()
+}
+
+func readAnswer(t *testing.T, br *bufio.Reader, method string) answer {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading an answer: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.Header.Get("Date") == "" && resp.StatusCode != 599 {
+		t.Errorf("no Date on %d", resp.StatusCode)
+	}
+	resp.Header.Del("Date")
+	return answer{resp.StatusCode, resp.Header, string(body), resp.Close}
+}
+
+// roundTrip sends raw (one or more requests) on a new connection and
+// reads n answers.
+func roundTrip(t *testing.T, addr, raw string, n int) []answer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	var out []answer
+	for range n {
+		out = append(out, readAnswer(t, br, "GET"))
+	}
+	return out
+}
+
+// Every answer the loops give is the answer net/http gives for the same
+// request and handler, Date aside.
+func TestAnswersAgreeWithNetHTTP(t *testing.T) {
+	ts := startServer(t, nil)
+	var calls atomic.Int64
+	ref := httptest.NewServer(testMux(&calls))
+	defer ref.Close()
+	refAddr := strings.TrimPrefix(ref.URL, "http://")
+
+	cases := []string{"", "bad", "sniff", "deny", "nocontent", "odd", "length"}
+	for _, c := range cases {
+		for _, method := range []string{"GET", "POST"} {
+			raw := method + " /check?q=1&r=%20 HTTP/1.1\r\nHost: example.test:8080\r\nX-Case: " + c + "\r\nX-In: one\r\nx-in: two\r\n\r\n"
+			before := ts.onLoop.Load()
+			got := roundTrip(t, ts.addr, raw, 1)[0]
+			want := roundTrip(t, refAddr, raw, 1)[0]
+			if got.String() != want.String() {
+				t.Errorf("%s %q:\nloops:    %s\nnet/http: %s", method, c, got, want)
+			}
+			if ts.onLoop.Load() != before+1 {
+				t.Errorf("%s %q: not answered by the handler once", method, c)
+			}
+		}
+	}
+	// Connection: close is answered with it, and the connection closes.
+	raw := "GET /check HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, raw)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	all, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("the connection did not close after Connection: close: %v", err)
+	}
+	if !strings.Contains(string(all), "\r\nConnection: close\r\n") {
+		t.Errorf("answer to Connection: close: %q", all)
+	}
+}
+
+// Pipelined requests are answered in order, a waiting one included, and
+// a request the loops do not serve moves the connection to net/http with
+// what follows it.
+func TestPipelineAndHandOver(t *testing.T) {
+	ts := startServer(t, nil)
+	raw := "GET /check?n=1 HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"GET /check?n=2 HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"POST /other HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
+		"GET /check?n=3 HTTP/1.1\r\nHost: x\r\n\r\n"
+	got := roundTrip(t, ts.addr, raw, 5)
+	if q := got[0].header.Get("X-Query"); q != "n=1" {
+		t.Errorf("first answer: %s", got[0])
+	}
+	if w := got[1].header.Get("X-Waited"); w != "yes" {
+		t.Errorf("second answer: %s", got[1])
+	}
+	if q := got[2].header.Get("X-Query"); q != "n=2" {
+		t.Errorf("third answer: %s", got[2])
+	}
+	if got[3].body != "net/http POST /other 5" {
+		t.Errorf("fourth answer (net/http's): %s", got[3])
+	}
+	if q := got[4].header.Get("X-Query"); q != "n=3" {
+		t.Errorf("fifth answer (net/http's, same handler): %s", got[4])
+	}
+
+	// Outside the subset, or with a body: net/http, which also answers
+	// what is malformed.
+	for raw, want := range map[string]string{
+		"GET /check HTTP/1.0\r\n\r\n":                                    "200",
+		"POST /check HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi": "200",
+		"GET /check HTTP/1.1\r\n\r\n":                                    "400", // no Host
+		"GET /check HTTP/1.1\r\nHost: x\r\nBad Field: y\r\n\r\n":         "400",
+		"GET /other HTTP/1.1\r\nHost: x\r\n\r\n":                         "200",
+	} {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, raw)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		_ = c.Close()
+		if !strings.HasPrefix(line, "HTTP/1.1 "+want) && !strings.HasPrefix(line, "HTTP/1.0 "+want) {
+			t.Errorf("%q: answered %q, want %s", raw, line, want)
+		}
+	}
+}
+
+// A waiting request's context ends when its client goes.
+func TestWaitingRequestCanceledWhenClientGoes(t *testing.T) {
+	release := make(chan struct{})
+	canceled := make(chan struct{})
+	ts := startServer(t, func(o *Options) {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+				close(canceled)
+			case <-release:
+			}
+		})
+		mux.HandleFunc("/check", func(w http.ResponseWriter, r *http.Request) {})
+		o.Handler = mux
+	})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(20 * time.Millisecond)
+	_ = c.Close()
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("the waiting handler's context did not end when the client closed")
+	}
+}
+
+// A handler that panics costs its connection, not the loop; an answer
+// over MaxBody closes its connection after it.
+func TestPanicAndOversizedAnswer(t *testing.T) {
+	ts := startServer(t, nil)
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /check HTTP/1.1\r\nHost: x\r\nX-Case: panic\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Errorf("after a panic: read %q, %v; want the connection closed without an answer", b, err)
+	}
+	got := roundTrip(t, ts.addr, "GET /check HTTP/1.1\r\nHost: x\r\nX-Case: deny\r\n\r\n", 1)
+	if got[0].status != http.StatusTooManyRequests {
+		t.Errorf("the loops after a panic: %s", got[0])
+	}
+
+	c2, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	io.WriteString(c2, "GET /check HTTP/1.1\r\nHost: x\r\nX-Case: big\r\n\r\n")
+	_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c2)
+	a := readAnswer(t, br, "GET")
+	if !a.close || len(a.body) != 0 {
+		t.Errorf("over MaxBody: %d %v, %d body bytes; want the answer so far and Connection: close", a.status, a.header, len(a.body))
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("over MaxBody: the connection stays open (%v)", err)
+	}
+}
+
+// Heads that do not come and idle connections are closed on time.
+func TestTimeouts(t *testing.T) {
+	ts := startServer(t, func(o *Options) {
+		o.HeaderTimeout = 100 * time.Millisecond
+		o.IdleTimeout = 200 * time.Millisecond
+	})
+	for name, raw := range map[string]string{
+		"no request":   "",
+		"partial head": "GET /check HTTP/1.1\r\nHost: x\r\n",
+	} {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, raw)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		_ = c.Close()
+		if err != nil || len(b) != 0 {
+			t.Errorf("%s: read %q, %v; want the connection closed", name, b, err)
+		}
+	}
+	// Idle after an answer: closed after IdleTimeout, not HeaderTimeout.
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 3 {
+		io.WriteString(c, "GET /check HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		readAnswer(t, br, "GET")
+		time.Sleep(150 * time.Millisecond) // past HeaderTimeout, within IdleTimeout
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("an idle connection: %v, want closed", err)
+	}
+}
+
+// Connections hold slots of the Cap while open, on the loops and after
+// a hand-over, and give them back when closed; a full Cap closes an idle
+// connection for a newcomer.
+func TestCapSlots(t *testing.T) {
+	k := conncap.New(conncap.Options{Max: 3, Evict: true})
+	ts := startServer(t, func(o *Options) { o.Cap = k })
+	var conns []net.Conn
+	for i := range 3 {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		path := "/check"
+		if i == 2 {
+			path = "/other" // handed over
+		}
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		readAnswer(t, bufio.NewReader(c), "GET")
+	}
+	if n := k.Open(); n != 3 {
+		t.Errorf("open slots with 3 connections: %d", n)
+	}
+	// A fourth client: the Cap closes one idle for Grace to make room.
+	time.Sleep(conncap.Grace + 50*time.Millisecond)
+	got := roundTrip(t, ts.addr, "GET /check HTTP/1.1\r\nHost: x\r\nX-Case: deny\r\n\r\n", 1)
+	if got[0].status != http.StatusTooManyRequests {
+		t.Errorf("the newcomer: %s", got[0])
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for k.Open() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := k.Open(); n != 0 {
+		t.Errorf("open slots after every client closed: %d", n)
+	}
+}
+
+// Shutdown lets a waiting request finish and answers it with
+// Connection: close.
+func TestShutdownFinishesWaitingRequest(t *testing.T) {
+	release := make(chan struct{})
+	ts := startServer(t, func(o *Options) {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
+			<-release
+			w.Header().Set("X-Done", "1")
+		})
+		mux.HandleFunc("/check", func(w http.ResponseWriter, r *http.Request) {})
+		o.Handler = mux
+	})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(20 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- ts.s.Shutdown(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	a := readAnswer(t, br, "GET")
+	if a.header.Get("X-Done") != "1" || !a.close {
+		t.Errorf("the answer in flight at Shutdown: %s", a)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
