@@ -113,7 +113,7 @@ func (c *conn) serveBytes(b []byte) {
 		}
 		r, ok := (*http.Request)(nil), err == nil && c.req.ContentLength <= 0 && !c.req.Chunked
 		if ok {
-			r, ok = newRequest(&c.req, c.remote)
+			r, ok = newRequest(b[i:i+n], &c.req, c.remote)
 		}
 		if !ok || !st.s.o.Serves(r.Method, r.URL.Path) {
 			c.handAfter = true // net/http serves it, and the connection from then on

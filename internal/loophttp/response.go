@@ -25,36 +25,88 @@ var ErrUnsupported = errors.New("loophttp: event loops need Linux")
 var ErrBodyTooLarge = errors.New("loophttp: answer body over MaxBody")
 
 // newRequest builds the *http.Request net/http would hand a handler for
-// the head h (GET or POST with no body), or reports false when net/http
-// would refuse its target: the caller hands the connection over then.
-func newRequest(h *http1.Request, remote string) (*http.Request, bool) {
-	target := string(h.Target)
+// the head h (GET or POST with no body), parsed from head, or reports
+// false when net/http would refuse its target: the caller hands the
+// connection over then. The request's strings share one copy of head.
+func newRequest(head []byte, h *http1.Request, remote string) (*http.Request, bool) {
+	text := string(head)
+	view := func(b []byte) string { // b is a slice of head
+		off := cap(head) - cap(b)
+		return text[off : off+len(b)]
+	}
+	target := view(h.Target)
 	u, err := url.ParseRequestURI(target)
 	if err != nil {
 		return nil, false
 	}
 	hdr := make(http.Header, len(h.Headers))
-	for _, f := range h.Headers {
-		k := textproto.CanonicalMIMEHeaderKey(string(f.Name))
+	values := make([]string, len(h.Headers)) // one allocation for the fields' values, as net/http
+	for i, f := range h.Headers {
+		k := canonicalKey(f.Name)
 		if k == "Host" {
 			continue // as net/http: r.Host
 		}
-		hdr[k] = append(hdr[k], string(f.Value))
+		values[i] = view(f.Value)
+		if vs, ok := hdr[k]; ok {
+			hdr[k] = append(vs, values[i])
+		} else {
+			hdr[k] = values[i : i+1 : i+1]
+		}
 	}
 	return &http.Request{
-		Method:     string(h.Method),
+		Method:     view(h.Method),
 		URL:        u,
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     hdr,
 		Body:       http.NoBody,
-		Host:       string(h.Host),
+		Host:       view(h.Host),
 		RemoteAddr: remote,
 		RequestURI: target,
 		Close:      h.Close,
 	}, true
 }
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey of name, a token (as
+// http1 checks), without allocating for the fields gateways send most.
+func canonicalKey(name []byte) string {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		return textproto.CanonicalMIMEHeaderKey(string(name))
+	}
+	b := buf[:len(name)]
+	upper := true
+	for i, c := range name {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		b[i] = c
+		upper = c == '-'
+	}
+	if k, ok := commonKeys[string(b)]; ok {
+		return k
+	}
+	return string(b)
+}
+
+// commonKeys are canonical field names kept as constants (canonicalKey).
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Baggage", "Cache-Control",
+		"Connection", "Content-Length", "Content-Type", "Cookie", "Host", "Referer", "Traceparent",
+		"Tracestate", "User-Agent", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Method",
+		"X-Forwarded-Proto", "X-Forwarded-Uri", "X-Original-Uri", "X-Original-Method",
+		"X-Original-Host", "X-Real-Ip", "X-Request-Id", "X-Fluxgate-Control-Point", "X-Fluxgate-Flow-End",
+	} {
+		m[k] = k
+	}
+	return m
+}()
 
 // response is the http.ResponseWriter of a request served on a loop: it
 // collects the status, header and body, and format appends the answer as

@@ -87,7 +87,7 @@ func runRedis() error {
 	var base *proc
 	if *baseBin != "" {
 		baseDir := filepath.Join(dir, "baseline")
-		if base, err = startRedisAgent(baseDir, *baseBin, "redis.yaml", strings.Replace(redisPolicy, "name: redis-load", "name: redis-load-baseline", 1), "FLUXGATE_REDIS_ADDRESS="+redisAddr); err != nil {
+		if base, err = startRedisAgent(baseDir, *baseBin, "redis.yaml", strings.Replace(redisPolicy+localPolicyComponent, "name: redis-load", "name: redis-load-baseline", 1), "FLUXGATE_REDIS_ADDRESS="+redisAddr); err != nil {
 			return err
 		}
 		defer func() { _ = base.cmd.Process.Kill(); _, _ = base.cmd.Process.Wait() }()
@@ -110,7 +110,7 @@ func runRedis() error {
 		{name: "lazy_sync, 10,000 keys", op: checks("lazy", 10_000), agent: agent},
 	}
 	paced := modes[:2]
-	modes = append(modes, httpModes(agent)...)
+	modes = append(modes, httpModes(agent, "")...)
 	if base != nil {
 		bclient, bconn, err := dial(base.grpcAddr)
 		if err != nil {
@@ -120,6 +120,7 @@ func runRedis() error {
 		modes = append(modes,
 			loadMode{name: "baseline exact, 10,000 keys", op: checksOn(bclient, "exact", 10_000), agent: base},
 			loadMode{name: "baseline lazy_sync, 10,000 keys", op: checksOn(bclient, "lazy", 10_000), agent: base})
+		modes = append(modes, httpModes(base, "baseline ")...)
 	}
 	results := measureModes(modes, paced, agent, rc, redisCPU)
 	writeRedisReport(os.Stdout, modes, paced, results, agent, base)
@@ -256,6 +257,8 @@ func writeRedisReport(w io.Writer, modes, paced []loadMode, results map[string][
 	ratio("over HTTP (wrk): lazy_sync / local limiter (no Redis)", "HTTP (wrk) lazy_sync, 10,000 keys", "HTTP (wrk) local limiter, 10,000 keys")
 	if base != nil {
 		ratio("baseline: lazy_sync / exact with 10,000 keys", "baseline lazy_sync, 10,000 keys", "baseline exact, 10,000 keys")
+		ratio("baseline over HTTP (wrk): lazy_sync / exact with 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) exact, 10,000 keys")
+		ratio("over HTTP (wrk), lazy_sync: this build / baseline", "HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys")
 	}
 	fmt.Fprintf(&b, "\n| open loop %d/s | p50 ms | p99 ms | failures |\n|---|---|---|---|\n", *rate)
 	for _, m := range paced {

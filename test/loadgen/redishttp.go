@@ -43,16 +43,19 @@ type wrkMode struct {
 	keys int
 }
 
-// httpModes are the wrk modes on agent, if wrk is installed.
-func httpModes(agent *proc) []loadMode {
+// httpModes are the wrk modes on agent, their names after prefix ("" or
+// "baseline "), if wrk is installed.
+func httpModes(agent *proc, prefix string) []loadMode {
 	if _, err := exec.LookPath("wrk"); err != nil {
-		fmt.Fprintln(os.Stderr, "wrk is not installed (Debian package wrk): the HTTP modes are left out")
+		if prefix == "" {
+			fmt.Fprintln(os.Stderr, "wrk is not installed (Debian package wrk): the HTTP modes are left out")
+		}
 		return nil
 	}
 	return []loadMode{
-		{name: "HTTP (wrk) exact, 10,000 keys", agent: agent, wrk: &wrkMode{"exact", 10_000}},
-		{name: "HTTP (wrk) lazy_sync, 10,000 keys", agent: agent, wrk: &wrkMode{"lazy", 10_000}},
-		{name: "HTTP (wrk) local limiter, 10,000 keys", agent: agent, wrk: &wrkMode{"local", 10_000}},
+		{name: prefix + "HTTP (wrk) exact, 10,000 keys", agent: agent, wrk: &wrkMode{"exact", 10_000}},
+		{name: prefix + "HTTP (wrk) lazy_sync, 10,000 keys", agent: agent, wrk: &wrkMode{"lazy", 10_000}},
+		{name: prefix + "HTTP (wrk) local limiter, 10,000 keys", agent: agent, wrk: &wrkMode{"local", 10_000}},
 	}
 }
 
