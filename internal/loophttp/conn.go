@@ -63,11 +63,38 @@ func (c *conn) onEvent(ev uint32) {
 			return
 		}
 	}
-	if ev&(eventloop.Readable|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.reading() {
-		c.read()
-		return
+	if ev&(eventloop.Readable|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		switch {
+		case c.reading():
+			c.read()
+			return
+		case c.waiting:
+			c.readAside()
+		}
 	}
 	c.next()
+}
+
+// readInterest is the interest of a connection that reads: its client's
+// going is told apart from its bytes, for a request that waits.
+const readInterest = eventloop.Readable | unix.EPOLLRDHUP
+
+// readAside keeps what a client sends while its request waits, for after
+// the answer (the interest stays as it was: no epoll_ctl a waiting
+// request), up to MaxHead bytes; next then stops reading.
+func (c *conn) readAside() {
+	in := c.st.in
+	if in == nil {
+		in = make([]byte, readSize)
+		c.st.in = in
+	}
+	n, err := unix.Read(c.fd, in)
+	switch {
+	case n > 0:
+		c.pend = append(c.pend, in[:n]...)
+	case n == 0 && err == nil, err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR):
+		c.close()
+	}
 }
 
 // reading reports whether the connection reads requests now: not while a
@@ -192,11 +219,9 @@ func (c *conn) waited(w *response, ok bool) {
 	// Requests pipelined after it: the answer goes out with theirs.
 	c.wq = append(c.wq, out...)
 	st.out = out[:0]
-	pend := c.pend
+	pend := c.pend // the connection's own memory, up to MaxHead and a read
 	c.pend = nil
-	in := st.in
-	n := copy(in, pend)
-	c.serveBytes(in[:n])
+	c.serveBytes(pend)
 }
 
 // flush writes what waits and then out (the loop's memory: what the
@@ -267,17 +292,21 @@ func (c *conn) next() {
 	case c.handAfter:
 		c.handOver()
 	case c.waiting:
-		// Only the client's going (its FIN, or an error) is of interest:
-		// it ends the request's context, as net/http's does.
-		c.setInterest(unix.EPOLLRDHUP)
+		// The client's going (its FIN, or an error) ends the request's
+		// context, as net/http's does; what it sends is read aside.
+		if len(c.pend) >= MaxHead {
+			c.setInterest(unix.EPOLLRDHUP)
+		} else {
+			c.setInterest(readInterest)
+		}
 		c.setTimer(timeNone, 0)
 	case len(c.pend) > 0:
-		c.setInterest(eventloop.Readable)
+		c.setInterest(readInterest)
 		if c.timing != timeHead {
 			c.setTimer(timeHead, s.o.HeaderTimeout)
 		}
 	default:
-		c.setInterest(eventloop.Readable)
+		c.setInterest(readInterest)
 		if c.timing != timeIdle {
 			c.slot.IdleAt(c.st.l.Now())
 			c.setTimer(timeIdle, s.o.IdleTimeout)

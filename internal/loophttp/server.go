@@ -172,7 +172,7 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	}
 	c := &conn{st: st, fd: fd, remote: sockaddrString(sa)}
 	c.timer = l.NewTimer(c.timedOut)
-	if err := l.Add(fd, eventloop.Readable, c.onEvent); err != nil {
+	if err := l.Add(fd, readInterest, c.onEvent); err != nil {
 		_ = unix.Close(fd)
 		if s.o.Cap != nil {
 			s.o.Cap.Give()
@@ -182,7 +182,7 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	if s.o.Cap != nil {
 		c.slot = s.o.Cap.Add(func() { l.Post(c.evict) })
 	}
-	c.interest = eventloop.Readable
+	c.interest = readInterest
 	st.conns[c] = struct{}{}
 	s.open.Add(1)
 	c.timer.Reset(s.o.HeaderTimeout) // the first request's head, from the connection's start

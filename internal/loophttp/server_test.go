@@ -274,6 +274,24 @@ func TestPipelineAndHandOver(t *testing.T) {
 		t.Errorf("fifth answer (net/http's, same handler): %s", got[4])
 	}
 
+	// A request sent while one waits is read aside and answered after it.
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(5 * time.Millisecond)
+	io.WriteString(c, "GET /check?n=after HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	if a := readAnswer(t, br, "GET"); a.header.Get("X-Waited") != "yes" {
+		t.Errorf("the waiting request: %s", a)
+	}
+	if a := readAnswer(t, br, "GET"); a.header.Get("X-Query") != "n=after" {
+		t.Errorf("the request sent while it waited: %s", a)
+	}
+
 	// Outside the subset, or with a body: net/http, which also answers
 	// what is malformed.
 	for raw, want := range map[string]string{
