@@ -11,7 +11,8 @@ import (
 )
 
 // The HTTP port on event loops (server.http_engine, issue 20): nginx's
-// auth_request calls GET /v1/check/http once per request on keep-alive
+// auth_request calls GET /v1/check/http once per request (and POST
+// /v1/flow/end after it, with flow ends reported) on keep-alive
 // connections that ask nothing else, and net/http spends about 20 µs of
 // CPU on each, twenty times the decision. On Linux, and with the port
 // plain HTTP, loophttp answers those calls on event loops through the
@@ -39,8 +40,8 @@ func (a *Agent) newHTTPLoops(k *conncap.Cap) error {
 	s := connLimits(a.cfg.Server)
 	lp, err := loophttp.New(loophttp.Options{
 		Handler:       a.mux,
-		Serves:        server.AuthRequestRoute,
-		Waits:         a.check.AuthRequestMayWait,
+		Serves:        func(method, path []byte) bool { return server.LoopRoute(string(method), string(path)) },
+		Waits:         a.check.LoopMayWait,
 		Fallback:      a.httpSrv,
 		Cap:           k,
 		HeaderTimeout: min(readHeaderTimeout, s.ReadTimeout),

@@ -131,18 +131,26 @@ func authRequestControlPoint(h http.Header) string {
 	return DefaultControlPoint
 }
 
-// AuthRequestMayWait reports whether answering r, a /v1/check/http
-// request, may wait for I/O (a Redis limiter, a scheduler's queue, Rego):
-// a server on event loops (internal/loophttp) answers those on a
-// goroutine and the others on the loop.
-func (s *Server) AuthRequestMayWait(r *http.Request) bool {
-	return s.engine.MayWait(authRequestControlPoint(r.Header))
+// LoopRoute reports whether method and path are a call gateways make
+// around every request they proxy: GET|POST /v1/check/http (auth_request)
+// and POST /v1/flow/end. The agent serves these on event loops
+// (internal/loophttp).
+func LoopRoute(method, path string) bool {
+	switch path {
+	case "/v1/check/http":
+		return method == http.MethodGet || method == http.MethodPost
+	case "/v1/flow/end":
+		return method == http.MethodPost
+	}
+	return false
 }
 
-// AuthRequestRoute reports whether method and path are the auth_request
-// adapter's (GET or POST /v1/check/http).
-func AuthRequestRoute(method, path string) bool {
-	return path == "/v1/check/http" && (method == http.MethodGet || method == http.MethodPost)
+// LoopMayWait reports whether answering r, a LoopRoute call, may wait
+// for I/O (a Redis limiter, a scheduler's queue, Rego at its control
+// point): a server on event loops answers those on a goroutine and the
+// others on the loop. A flow's end never waits.
+func (s *Server) LoopMayWait(r *http.Request) bool {
+	return r.URL.Path == "/v1/check/http" && s.engine.MayWait(authRequestControlPoint(r.Header))
 }
 
 // serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:

@@ -3,6 +3,7 @@
 package loophttp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -138,16 +139,21 @@ func (c *conn) serveBytes(b []byte) {
 		if n == 0 && err == nil {
 			break // a partial head
 		}
-		r, ok := (*http.Request)(nil), err == nil && c.req.ContentLength <= 0 && !c.req.Chunked
-		if ok {
-			r, ok = newRequest(b[i:i+n], &c.req, c.remote)
-		}
-		if !ok || !st.s.o.Serves(r.Method, r.URL.Path) {
+		if err != nil || c.req.Chunked || c.req.ContentLength > MaxRequestBody || !c.serves() {
 			c.handAfter = true // net/http serves it, and the connection from then on
 			break
 		}
-		i += n
 		c.slot.Busy()
+		size := n + int(max(c.req.ContentLength, 0))
+		if len(b)-i < size {
+			break // the body to come (the head is read again then)
+		}
+		r, ok := newRequest(b[i:i+size], n, &c.req, c.remote)
+		if !ok {
+			c.handAfter = true
+			break
+		}
+		i += size
 		c.timing = timeNone // next sets the timer afresh after the answer
 		if w := st.s.o.Waits; w != nil && w(r) {
 			c.wait(r)
@@ -175,6 +181,16 @@ func (c *conn) serveBytes(b []byte) {
 	if cap(out) <= readSize {
 		st.out = out[:0]
 	}
+}
+
+// serves reports whether the loops serve c.req (Options.Serves); a
+// target whose path has escapes goes to net/http, which unescapes it.
+func (c *conn) serves() bool {
+	path := c.req.Target
+	if q := bytes.IndexByte(path, '?'); q >= 0 {
+		path = path[:q]
+	}
+	return bytes.IndexByte(path, '%') < 0 && c.st.s.o.Serves(c.req.Method, path)
 }
 
 // wait answers r on a goroutine: the connection reads nothing more until

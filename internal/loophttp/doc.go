@@ -16,8 +16,9 @@
 // Pipelined requests are answered in order.
 //
 // What the loops serve: a request Options.Serves picks by method and
-// path, with no body, in http1's subset. At the first other request (a
-// body, another route, a head outside the subset, one past MaxHead bytes,
+// path, in http1's subset, with no body or one of at most MaxRequestBody
+// bytes (a flow's end), read whole before the handler runs. At the first
+// other request (a larger or chunked body, another route, a head outside the subset, one past MaxHead bytes,
 // anything malformed) the connection moves to Options.Fallback, an
 // http.Server, with the bytes read and not served, once the answers
 // before it are written: net/http then serves it to its end, and answers
@@ -27,11 +28,11 @@
 // ends when the client goes, the connection reading nothing more until
 // the answer is out.
 //
-// Limits: a head must arrive within HeaderTimeout of its first byte, a
-// connection idle (between requests) for IdleTimeout is closed, an answer
-// the client does not take within WriteTimeout closes the connection,
-// an answer's body is at most MaxBody bytes (the connection closes
-// otherwise). Connections count against Options.Cap as net/http's do,
+// Limits: a request (its head, and a small body) must arrive within
+// HeaderTimeout of its first byte, a connection idle (between requests)
+// for IdleTimeout is closed, an answer the client does not take within
+// WriteTimeout closes the connection, an answer's body is at most MaxBody
+// bytes (the connection closes otherwise). Connections count against Options.Cap as net/http's do,
 // idle between requests and busy during one, and keep their slot when
 // handed to Fallback.
 //

@@ -2,6 +2,7 @@ package loophttp
 
 import (
 	"bufio"
+	"io"
 	"net/http"
 	"net/textproto"
 	"reflect"
@@ -32,6 +33,8 @@ func FuzzNewRequestAgreesWithNetHTTP(f *testing.F) {
 		"GET //double/slash HTTP/1.1\r\nHost: h\r\nx_y: z\r\nEmpty:\r\n\r\n",
 		"GET /%zz HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: [::1]:8080\r\nCookie: a=b\r\nCookie: c=d\r\n\r\n",
+		"POST /v1/flow/end HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n{\"flow_id\":\"7\",\"failed\":false}",
+		"POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
 	} {
 		f.Add(s)
 	}
@@ -39,11 +42,12 @@ func FuzzNewRequestAgreesWithNetHTTP(f *testing.F) {
 		var h http1.Request
 		b := []byte(raw)
 		n, err := http1.ParseRequest(b, MaxHead, &h)
-		if n == 0 || err != nil || h.ContentLength > 0 || h.Chunked {
+		if n == 0 || err != nil || h.Chunked || h.ContentLength > MaxRequestBody || n+int(max(h.ContentLength, 0)) > len(b) {
 			return
 		}
-		got, ok := newRequest(b[:n], &h, "1.2.3.4:5")
-		want, werr := http.ReadRequest(bufio.NewReader(strings.NewReader(raw[:n])))
+		size := n + int(max(h.ContentLength, 0))
+		got, ok := newRequest(b[:size], n, &h, "1.2.3.4:5")
+		want, werr := http.ReadRequest(bufio.NewReader(strings.NewReader(raw[:size])))
 		if !ok {
 			if werr == nil {
 				t.Fatalf("%q: refused on the loops, net/http reads it", raw[:n])
@@ -58,6 +62,11 @@ func FuzzNewRequestAgreesWithNetHTTP(f *testing.F) {
 			!reflect.DeepEqual(got.Header, want.Header) {
 			t.Fatalf("%q:\nloops:    %s %s %q %v close=%v\nnet/http: %s %s %q %v close=%v", raw[:n],
 				got.Method, got.URL, got.Host, got.Header, got.Close, want.Method, want.URL, want.Host, want.Header, want.Close)
+		}
+		gotBody, _ := io.ReadAll(got.Body)
+		wantBody, _ := io.ReadAll(want.Body)
+		if string(gotBody) != string(wantBody) || got.ContentLength != want.ContentLength {
+			t.Fatalf("%q: body %q (%d) on the loops, %q (%d) by net/http", raw[:size], gotBody, got.ContentLength, wantBody, want.ContentLength)
 		}
 	})
 }

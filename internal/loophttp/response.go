@@ -2,15 +2,22 @@ package loophttp
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fluxgate/fluxgate/gateway/http1"
 )
+
+// MaxRequestBody bounds the body of a request served on a loop (a
+// flow's end, a small JSON call); one with a larger body, or chunked, goes
+// to Fallback.
+const MaxRequestBody = 8 << 10
 
 // MaxBody bounds the body of an answer written on a loop; a handler that
 // writes more gets ErrBodyTooLarge, and the connection closes after the
@@ -25,11 +32,13 @@ var ErrUnsupported = errors.New("loophttp: event loops need Linux")
 var ErrBodyTooLarge = errors.New("loophttp: answer body over MaxBody")
 
 // newRequest builds the *http.Request net/http would hand a handler for
-// the head h (GET or POST with no body), parsed from head, or reports
-// false when net/http would refuse its target: the caller hands the
-// connection over then. The request's strings share one copy of head.
-func newRequest(head []byte, h *http1.Request, remote string) (*http.Request, bool) {
-	text := string(head)
+// the head h of msg (the head and, after its first n bytes, the whole
+// body), or reports false when net/http would refuse its target: the
+// caller hands the connection over then. The request's strings and body
+// share one copy of msg.
+func newRequest(msg []byte, n int, h *http1.Request, remote string) (*http.Request, bool) {
+	head := msg[:n]
+	text := string(msg)
 	view := func(b []byte) string { // b is a slice of head
 		off := cap(head) - cap(b)
 		return text[off : off+len(b)]
@@ -53,18 +62,23 @@ func newRequest(head []byte, h *http1.Request, remote string) (*http.Request, bo
 			hdr[k] = values[i : i+1 : i+1]
 		}
 	}
+	body, length := io.ReadCloser(http.NoBody), int64(0)
+	if len(msg) > n {
+		body, length = io.NopCloser(strings.NewReader(text[n:])), int64(len(msg)-n)
+	}
 	return &http.Request{
-		Method:     view(h.Method),
-		URL:        u,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     hdr,
-		Body:       http.NoBody,
-		Host:       view(h.Host),
-		RemoteAddr: remote,
-		RequestURI: target,
-		Close:      h.Close,
+		Method:        view(h.Method),
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        hdr,
+		Body:          body,
+		ContentLength: length,
+		Host:          view(h.Host),
+		RemoteAddr:    remote,
+		RequestURI:    target,
+		Close:         h.Close,
 	}, true
 }
 

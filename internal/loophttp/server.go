@@ -26,8 +26,9 @@ type Options struct {
 	// a loop, unless Waits says the request may wait.
 	Handler http.Handler
 	// Serves picks the requests served on the loops by method and path
-	// (the URL's, unescaped); such a request must have no body.
-	Serves func(method, path string) bool
+	// (the target's, up to a query; one with escapes is not asked); of those, the ones with a body of at most
+	// MaxRequestBody bytes, not chunked, are.
+	Serves func(method, path []byte) bool
 	// Waits reports whether answering r may wait for I/O; such requests
 	// are answered on a goroutine. Nil: none waits.
 	Waits func(r *http.Request) bool

@@ -15,7 +15,7 @@ import (
 // Options configure New (see the Linux build's documentation).
 type Options struct {
 	Handler                                  http.Handler
-	Serves                                   func(method, path string) bool
+	Serves                                   func(method, path []byte) bool
 	Waits                                    func(r *http.Request) bool
 	Fallback                                 *http.Server
 	Cap                                      *conncap.Cap

@@ -71,6 +71,13 @@ func testMux(onLoop *atomic.Int64) *http.ServeMux {
 			w.Header().Set("X-Waited", "canceled")
 		}
 	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		onLoop.Add(1)
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		w.Header().Set("X-Err", fmt.Sprint(err))
+		w.Header().Set("X-Length", fmt.Sprint(r.ContentLength))
+		w.Write(body) //nolint:errcheck // a test server
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "net/http %s %s %d", r.Method, r.URL.Path, len(body))
@@ -92,8 +99,10 @@ func startServer(t *testing.T, mod func(*Options)) *testServer {
 	mux := testMux(&ts.onLoop)
 	fallback := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ConnState: conncap.TrackConnState}
 	o := Options{
-		Handler:  mux,
-		Serves:   func(method, path string) bool { return path == "/check" || path == "/wait" },
+		Handler: mux,
+		Serves: func(method, path []byte) bool {
+			return string(path) == "/check" || string(path) == "/wait" || string(path) == "/echo"
+		},
 		Waits:    func(r *http.Request) bool { return r.URL.Path == "/wait" },
 		Fallback: fallback,
 		Loops:    2,
@@ -272,6 +281,32 @@ func TestPipelineAndHandOver(t *testing.T) {
 	}
 	if q := got[4].header.Get("X-Query"); q != "n=3" {
 		t.Errorf("fifth answer (net/http's, same handler): %s", got[4])
+	}
+
+	// A small body is read whole, in pieces too, and served on the loops;
+	// a larger one goes to net/http, as a chunked one does.
+	c0, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c0.Close()
+	_ = c0.SetDeadline(time.Now().Add(5 * time.Second))
+	br0 := bufio.NewReader(c0)
+	small := strings.Repeat("b", MaxRequestBody)
+	before := ts.onLoop.Load()
+	io.WriteString(c0, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "+fmt.Sprint(len(small))+"\r\n\r\n"+small[:100])
+	time.Sleep(5 * time.Millisecond)
+	io.WriteString(c0, small[100:])
+	if a := readAnswer(t, br0, "POST"); a.body != small || a.header.Get("X-Length") != fmt.Sprint(len(small)) || a.header.Get("X-Err") != "<nil>" {
+		t.Errorf("a body of MaxRequestBody bytes: %d %v, %d bytes", a.status, a.header, len(a.body))
+	}
+	if ts.onLoop.Load() != before+1 {
+		t.Error("a body of MaxRequestBody bytes was not answered on the loops")
+	}
+	big := small + "b"
+	io.WriteString(c0, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "+fmt.Sprint(len(big))+"\r\n\r\n"+big)
+	if a := readAnswer(t, br0, "POST"); a.body != big {
+		t.Errorf("a body past MaxRequestBody: %d %v, %d bytes", a.status, a.header, len(a.body))
 	}
 
 	// A request sent while one waits is read aside and answered after it.
