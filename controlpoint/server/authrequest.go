@@ -63,20 +63,20 @@ var errNoOriginalURI = errors.New("X-Original-URI (or X-Forwarded-Uri) is requir
 // auth_request (or another forward-auth proxy's) subrequest describes.
 func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	h := r.Header
-	target := firstHeader(h, HeaderOriginalURI, "X-Forwarded-Uri")
+	target := firstHeader(h, ckOriginalURI, "X-Forwarded-Uri")
 	if target == "" {
 		return controlpoint.Request{}, errNoOriginalURI
 	}
-	method := firstHeader(h, HeaderOriginalMethod, "X-Forwarded-Method")
+	method := firstHeader(h, ckOriginalMethod, "X-Forwarded-Method")
 	if method == "" {
 		method = r.Method
 	}
-	host := firstHeader(h, HeaderOriginalHost, "X-Forwarded-Host")
+	host := firstHeader(h, ckOriginalHost, "X-Forwarded-Host")
 	if host == "" {
 		host = r.Host
 	}
 	scheme := "http"
-	if p := firstHop(h.Get("X-Forwarded-Proto")); p != "" {
+	if p := firstHop(headerValue(h, "X-Forwarded-Proto")); p != "" {
 		scheme = strings.ToLower(p)
 	} else if r.TLS != nil {
 		scheme = "https"
@@ -84,7 +84,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 
 	// Hop-by-hop headers include those the Connection header names.
 	var listed []string
-	for _, v := range h.Values("Connection") {
+	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
 			listed = append(listed, textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)))
 		}
@@ -98,9 +98,9 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 		labels[flow.HeaderLabel(k)] = strings.Join(v, ",")
 	}
 	flow.CompleteHTTPLabels(labels, method, target, host, scheme)
-	src := strings.TrimSpace(h.Get("X-Real-IP"))
+	src := strings.TrimSpace(headerValue(h, ckRealIP))
 	if src == "" {
-		src = firstHop(h.Get("X-Forwarded-For"))
+		src = firstHop(headerValue(h, "X-Forwarded-For"))
 	}
 	if src != "" {
 		if ip, _, err := net.SplitHostPort(src); err == nil {
@@ -113,7 +113,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
 	}
 	var reportsEnd bool
-	switch v := strings.TrimSpace(h.Get(HeaderFlowEnd)); {
+	switch v := strings.TrimSpace(headerValue(h, ckFlowEnd)); {
 	case v == "":
 	case strings.EqualFold(v, "report"):
 		reportsEnd = true
@@ -125,7 +125,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 
 // authRequestControlPoint is the control point an auth_request names.
 func authRequestControlPoint(h http.Header) string {
-	if cp := strings.TrimSpace(h.Get(HeaderControlPoint)); cp != "" {
+	if cp := strings.TrimSpace(headerValue(h, ckControlPoint)); cp != "" {
 		return cp
 	}
 	return DefaultControlPoint
@@ -165,29 +165,85 @@ func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	baggage := strings.Join(r.Header.Values("Baggage"), ",")
+	baggage := strings.Join(r.Header["Baggage"], ",")
 	d := s.decide(r.Context(), &req)
 	defer s.release(d)
 	h := w.Header()
-	flow.SetDecisionHeaders(h, d)
-	h.Set("Cache-Control", "no-store")
+	flow.SetDecisionHeaders(decisionHeader(h), d)
+	h["Cache-Control"] = []string{"no-store"}
 	if !d.Accepted {
 		w.WriteHeader(flow.DeniedStatus(d))
 		return
 	}
 	if b := mergeBaggage(baggage, classifierLabels(d)); b != "" {
-		h.Set("Baggage", b)
+		h["Baggage"] = []string{b}
 	}
 	if id := d.FlowID; id != 0 {
-		h.Set(HeaderFlowID, strconv.FormatUint(id, 10))
+		h[ckFlowID] = []string{strconv.FormatUint(id, 10)}
 	}
 	w.WriteHeader(http.StatusOK)
 }
 
-// firstHeader is the first non-empty value of the named headers.
-func firstHeader(h http.Header, names ...string) string {
-	for _, n := range names {
-		if v := strings.TrimSpace(h.Get(n)); v != "" {
+// Canonical spellings of the headers above (http.Header's keys), so that
+// a check reads and writes them without canonicalizing each time.
+const (
+	ckControlPoint   = "X-Fluxgate-Control-Point"
+	ckOriginalURI    = "X-Original-Uri"
+	ckOriginalMethod = "X-Original-Method"
+	ckOriginalHost   = "X-Original-Host"
+	ckFlowEnd        = "X-Fluxgate-Flow-End"
+	ckFlowID         = "X-Fluxgate-Flow-Id"
+	ckRealIP         = "X-Real-Ip"
+)
+
+// headerValue is h.Get(ck) for a canonical key ck.
+func headerValue(h http.Header, ck string) string {
+	if v := h[ck]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// decisionHeader is an http.Header that flow.SetDecisionHeaders fills
+// under the canonical names of its fields without canonicalizing them
+// each time, and its whole numbers without formatting floats.
+type decisionHeader http.Header
+
+func (h decisionHeader) Set(name, value string) { h[canonicalDecisionName(name)] = []string{value} }
+
+func (h decisionHeader) SetInt(name string, v int64) { h.Set(name, strconv.FormatInt(v, 10)) }
+
+var _ flow.HeaderIntSetter = decisionHeader(nil)
+
+// canonicalDecisionName is textproto.CanonicalMIMEHeaderKey(name), the
+// fields SetDecisionHeaders writes spelled out.
+func canonicalDecisionName(name string) string {
+	switch name {
+	case flow.HeaderDecision:
+		return "X-Fluxgate-Decision"
+	case flow.HeaderReason:
+		return "X-Fluxgate-Reason"
+	case flow.HeaderPolicy:
+		return "X-Fluxgate-Policy"
+	case flow.HeaderComponent:
+		return "X-Fluxgate-Component"
+	case "RateLimit-Limit":
+		return "Ratelimit-Limit"
+	case "RateLimit-Remaining":
+		return "Ratelimit-Remaining"
+	case "RateLimit-Reset":
+		return "Ratelimit-Reset"
+	case "Retry-After":
+		return name
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}
+
+// firstHeader is the first non-empty value of the headers named by their
+// canonical keys.
+func firstHeader(h http.Header, keys ...string) string {
+	for _, k := range keys {
+		if v := strings.TrimSpace(headerValue(h, k)); v != "" {
 			return v
 		}
 	}

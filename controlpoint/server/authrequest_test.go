@@ -4,8 +4,11 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strings"
 	"testing"
+
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 func TestAuthRequestFlow(t *testing.T) {
@@ -138,5 +141,23 @@ func TestAuthRequest(t *testing.T) {
 	w = serve(s, "GET", "/v1/check/http", "", http.Header{"X-User": {"alice"}})
 	if w.Code != 400 || !strings.Contains(w.Body.String(), "X-Original-URI") {
 		t.Fatalf("no X-Original-URI = %d %s", w.Code, w.Body)
+	}
+}
+
+// The canonical spellings the adapter reads and writes are net/http's.
+func TestCanonicalSpellings(t *testing.T) {
+	for name, ck := range map[string]string{
+		HeaderControlPoint: ckControlPoint, HeaderOriginalURI: ckOriginalURI, HeaderOriginalMethod: ckOriginalMethod,
+		HeaderOriginalHost: ckOriginalHost, HeaderFlowEnd: ckFlowEnd, HeaderFlowID: ckFlowID, "X-Real-IP": ckRealIP,
+	} {
+		if want := textproto.CanonicalMIMEHeaderKey(name); ck != want {
+			t.Errorf("%s: spelled %q, canonical %q", name, ck, want)
+		}
+	}
+	for _, name := range []string{flow.HeaderDecision, flow.HeaderReason, flow.HeaderPolicy, flow.HeaderComponent,
+		"RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "X-Other"} {
+		if got, want := canonicalDecisionName(name), textproto.CanonicalMIMEHeaderKey(name); got != want {
+			t.Errorf("canonicalDecisionName(%q) = %q, want %q", name, got, want)
+		}
 	}
 }

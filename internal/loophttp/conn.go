@@ -159,14 +159,21 @@ func (c *conn) serveBytes(b []byte) {
 			c.wait(r)
 			break
 		}
-		w := response{header: make(http.Header, 8), closing: r.Close}
-		if !st.s.serve(&w, r) {
+		if st.header == nil {
+			st.header = make(http.Header, 16)
+		}
+		w := response{header: st.header, closing: r.Close}
+		ok = st.s.serve(&w, r)
+		if ok {
+			w.closing = w.closing || w.tooBig
+			out = w.format(out, st.date.at(st.l.Now()))
+		}
+		clear(st.header)
+		if !ok {
 			c.closeAfter, c.handAfter = true, false
 			i = len(b)
 			break
 		}
-		w.closing = w.closing || w.tooBig
-		out = w.format(out, st.date.at(st.l.Now()))
 		if w.closing {
 			c.closeAfter = true
 			i = len(b)

@@ -184,7 +184,8 @@ func (w *response) format(dst []byte, date []byte) []byte {
 		dst = strconv.AppendInt(dst, int64(w.status), 10)
 	}
 	dst = append(dst, "\r\n"...)
-	keys := make([]string, 0, len(w.header))
+	var kb [24]string
+	keys := kb[:0]
 	for k := range w.header {
 		keys = append(keys, k)
 	}

@@ -23,7 +23,9 @@ import (
 // Options configure New. Handler, Serves and Fallback are needed.
 type Options struct {
 	// Handler answers the requests served on the loops. It is called on
-	// a loop, unless Waits says the request may wait.
+	// a loop, unless Waits says the request may wait; it must not keep
+	// the ResponseWriter or its Header past its return (the loop reuses
+	// them), as net/http asks too.
 	Handler http.Handler
 	// Serves picks the requests served on the loops by method and path
 	// (the target's, up to a query; one with escapes is not asked); of those, the ones with a body of at most
@@ -79,7 +81,10 @@ type loopState struct {
 	conns map[*conn]struct{}
 	in    []byte // reads land here; a connection keeps only a partial head
 	out   []byte // answers are formatted here; a connection keeps only what its socket did not take
-	date  dateCache
+	// header is the answer's header of a request answered on the loop,
+	// cleared after each (a handler does not keep it past its return).
+	header http.Header
+	date   dateCache
 }
 
 // New returns a Server; on other systems than Linux, ErrUnsupported.
