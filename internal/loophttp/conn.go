@@ -32,12 +32,19 @@ type conn struct {
 	timer    *eventloop.Timer
 	timing   timing
 
+	more       bool               // pend may hold whole requests, left for the answers' bound (maxQueued)
 	waiting    bool               // a handler runs on a goroutine
 	cancel     context.CancelFunc // ends the waiting request's context
 	closeAfter bool               // close once wq is out
 	handAfter  bool               // hand over to Fallback once wq is out
 	closed     bool
 }
+
+// maxQueued bounds the answers a connection formats before the client
+// takes them: pipelined requests past it wait in pend (and the kernel's
+// buffer), so that a client that sends and does not read holds at most
+// this much of the agent's memory and one answer.
+const maxQueued = 64 << 10
 
 // timing is what the connection's timer is set for.
 type timing uint8
@@ -135,6 +142,10 @@ func (c *conn) serveBytes(b []byte) {
 	out := st.out[:0]
 	i := 0
 	for i < len(b) {
+		if len(out)+len(c.wq) >= maxQueued {
+			c.more = true // the rest once the client took these answers
+			break
+		}
 		n, err := http1.ParseRequest(b[i:], MaxHead, &c.req)
 		if n == 0 && err == nil {
 			break // a partial head
@@ -310,6 +321,12 @@ func (c *conn) next() {
 		if c.timing != timeWrite {
 			c.setTimer(timeWrite, s.o.WriteTimeout)
 		}
+	case c.more && !c.waiting && !c.closeAfter && !c.handAfter:
+		// Requests read and not served for the answers' bound.
+		c.more = false
+		pend := c.pend // the connection's own memory
+		c.pend = nil
+		c.serveBytes(pend)
 	case c.closeAfter:
 		c.close()
 	case c.handAfter:

@@ -142,10 +142,9 @@ func (s *Server) Serve(ln *net.TCPListener) error {
 	}
 	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptFailed, gate)
 	if err != nil {
-		s.hand.Close()
+		_ = s.hand.Close()
 		s.group.Close()
-		<-fallback
-		return fmt.Errorf("loophttp: %w", err)
+		return errors.Join(fmt.Errorf("loophttp: %w", err), serveErr(<-fallback))
 	}
 	if s.o.Cap != nil {
 		s.o.Cap.SetResume(acc.Resume)
@@ -154,10 +153,15 @@ func (s *Server) Serve(ln *net.TCPListener) error {
 	s.acc = acc
 	s.mu.Unlock()
 	<-s.served
-	if err := <-fallback; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	return serveErr(<-fallback)
+}
+
+// serveErr is Fallback.Serve's error, nil for the end of its listener.
+func serveErr(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // acceptFailed logs an accept error that pauses a loop's accepting (out
@@ -219,7 +223,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer close(s.served)
 	if !serving {
 		s.group.Close()
-		s.hand.Close()
+		_ = s.hand.Close()
 		return nil
 	}
 	if acc != nil {
@@ -248,7 +252,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	})
 	s.group.Close()
-	s.hand.Close()
+	_ = s.hand.Close()
 	if ferr := <-fallbackDone; err == nil {
 		err = ferr
 	}
@@ -275,7 +279,7 @@ func (s *Server) onLoops(f func(st *loopState)) {
 func (s *Server) serve(w *response, r *http.Request) (ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			if p != http.ErrAbortHandler {
+			if err, ok := p.(error); !ok || !errors.Is(err, http.ErrAbortHandler) {
 				s.logger.Error("HTTP handler panicked", "method", r.Method, "path", r.URL.Path, "panic", p)
 			}
 			ok = false

@@ -50,6 +50,8 @@ func testMux(onLoop *atomic.Int64) *http.ServeMux {
 			fmt.Fprint(w, "ok")
 		case "panic":
 			panic("handler bug")
+		case "100k":
+			w.Write(make([]byte, 100<<10)) //nolint:errcheck // a test server
 		case "big":
 			w.Write(make([]byte, MaxBody+1)) //nolint:errcheck // the error is the point
 		default:
@@ -532,5 +534,50 @@ func TestShutdownFinishesWaitingRequest(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// A client that pipelines and does not read gets its answers a bound at a
+// time, and is cut off after WriteTimeout; one that reads gets them all.
+func TestPipelinedAnswersBoundedAndWriteTimeout(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.WriteTimeout = 200 * time.Millisecond })
+	req := "GET /check HTTP/1.1\r\nHost: x\r\nX-Case: 100k\r\n\r\n"
+
+	reader, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	_ = reader.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(reader, strings.Repeat(req, 40)+"GET /check?last HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(reader)
+	for i := range 40 {
+		if a := readAnswer(t, br, "GET"); len(a.body) != 100<<10 {
+			t.Fatalf("answer %d: %d body bytes", i, len(a.body))
+		}
+	}
+	if a := readAnswer(t, br, "GET"); a.header.Get("X-Query") != "last" {
+		t.Errorf("the last pipelined request: %s", a)
+	}
+
+	stalled, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	io.WriteString(stalled, strings.Repeat(req, 400)) // 40 MiB of answers, read no further than a line
+	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(stalled).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("the stalled client's first answer: %q, %v", line, err)
+	}
+	if n := ts.s.open.Load(); n != 2 {
+		t.Fatalf("%d connections open with both clients", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.s.open.Load() > 1 && time.Now().Before(deadline) { // the reader's connection stays
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := ts.s.open.Load(); n != 1 {
+		t.Errorf("%d connections open; the client that does not read should be cut off after WriteTimeout", n)
 	}
 }
