@@ -81,7 +81,7 @@ FUZZ_TARGETS ?= policies:FuzzParse gateway:FuzzConnectionListed controlpoint/ser
 	controlpoint/server:FuzzAuthRequestHeaders controlpoint/classifier:FuzzPathTemplate \
 	controlpoint/classifier:FuzzJSONPointer agent:FuzzSetConfigValue fluxmeter:FuzzReceiverHTTP \
 	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck controlpoint/flow:FuzzHeaderLabel \
-	gateway/http1:FuzzParseRequest gateway/http1:FuzzParseResponse gateway/http1:FuzzChunked \
+	internal/http1:FuzzParseRequest internal/http1:FuzzParseResponse internal/http1:FuzzChunked \
 	gateway/h2:FuzzServeConn
 FUZZTIME ?= 30s
 fuzz:

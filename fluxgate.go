@@ -52,7 +52,7 @@ var schema = config.New(config.Options[File]{
 	Defaults:  DefaultFile,
 	EnvPrefix: agent.EnvPrefix,
 	EnvFlags:  map[string]func(*File){agent.EnvPrefix + "DEBUG": func(f *File) { f.Log.Level = "debug" }},
-	Check:     func(f *File) error { return errors.Join(f.Gateway.Validate(), f.Redis.Validate()) },
+	Check:     func(f *File) error { return errors.Join(f.Gateway.Validate(), f.Config.CrossCheck()) },
 })
 
 // Load returns the effective configuration: DefaultFile, overridden by the

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/fluxgate/fluxgate/config"
@@ -62,7 +64,17 @@ type ServerConfig struct {
 	IdleTimeout    time.Duration `yaml:"idle_timeout" desc:"A keep-alive HTTP connection or a gRPC connection idle this long is closed."`
 	MaxConnections int           `yaml:"max_connections" desc:"Most connections each listener holds at a time; more clients wait until one closes. Lowered at start to fit the open-files limit."`
 	// HTTPEngine picks how the HTTP port serves the check API (httploop.go).
-	HTTPEngine string `yaml:"http_engine" validate:"oneof=auto|loop|net" desc:"How the HTTP port serves the calls gateways make around every request, GET|POST /v1/check/http (nginx auth_request) and POST /v1/flow/end: auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http."`
+	HTTPEngine string `yaml:"http_engine" desc:"How the HTTP port serves the calls gateways make around every request, GET|POST /v1/check/http (nginx auth_request) and POST /v1/flow/end: auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http. Empty means auto."`
+}
+
+// validateEngine checks server.http_engine; empty means auto (a
+// ServerConfig built in code sets only what it needs).
+func (s ServerConfig) validateEngine() error {
+	switch s.HTTPEngine {
+	case "", "auto", "loop", "net":
+		return nil
+	}
+	return fmt.Errorf("server.http_engine: must be one of auto, loop, net, got %q", s.HTTPEngine)
 }
 
 // MetricsConfig is the Prometheus scrape endpoint.
@@ -152,7 +164,7 @@ var schema = config.New(config.Options[Config]{
 	Defaults:  DefaultConfig,
 	EnvPrefix: EnvPrefix,
 	EnvFlags:  map[string]func(*Config){envDebug: func(c *Config) { c.Log.Level = "debug" }},
-	Check:     func(c *Config) error { return c.Redis.Validate() },
+	Check:     (*Config).CrossCheck,
 })
 
 // LoadConfig returns the effective configuration: DefaultConfig, overridden
@@ -172,3 +184,10 @@ func LoadConfig(path string, environ []string) (Config, []string, error) {
 // Validate reports every invalid value at once, each naming its key, e.g.
 // "metrics.port: must be 0..65535, got 70000".
 func (c *Config) Validate() error { return schema.Validate(c) }
+
+// CrossCheck holds the agent's rules that validate tags cannot say (Redis
+// addresses, server.http_engine): Validate runs it, and so does a schema
+// that embeds Config (package fluxgate's).
+func (c *Config) CrossCheck() error {
+	return errors.Join(c.Redis.Validate(), c.Server.validateEngine())
+}

@@ -166,3 +166,20 @@ func TestValidate(t *testing.T) {
 		t.Errorf("errors:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
+
+// server.http_engine: empty (a config built in code) means auto; other
+// values than auto, loop and net are refused in the operator's words.
+func TestHTTPEngineValues(t *testing.T) {
+	for _, v := range []string{"", "auto", "loop", "net"} {
+		cfg := DefaultConfig()
+		cfg.Server.HTTPEngine = v
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.Server.HTTPEngine = "epoll"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `server.http_engine: must be one of auto, loop, net, got "epoll"`) {
+		t.Errorf("epoll: %v", err)
+	}
+}

@@ -14,7 +14,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/fluxmeter"
-	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/http1"
 	"github.com/fluxgate/fluxgate/policies"
 )
 

@@ -18,7 +18,7 @@
 // they come, and hands every other connection to the fast engine with
 // the bytes it read (lean.go); and, on Linux, the loop engine
 // (NewLoopServer, gateway.engine loop), which serves the lean engine's
-// requests on event loops (package gateway/eventloop), on plain and TLS
+// requests on event loops (package internal/eventloop), on plain and TLS
 // listeners (LoopServer.ServeTLSWith: the handshake on a goroutine, then
 // the socket on a loop, looptls.go), and hands every other connection
 // to the lean engine (loop.go). Service holds the

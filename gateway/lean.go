@@ -16,8 +16,8 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/fluxgate/fluxgate/gateway/h2"
-	"github.com/fluxgate/fluxgate/gateway/http1"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/http1"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
 

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
 
 // leanPool holds the lean engine's kept-alive connections to one target.

@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
 )
 
 // The loop engine (gateway.engine loop, Linux) serves the requests the
@@ -284,17 +284,7 @@ func sockaddrTCP(sa unix.Sockaddr) *net.TCPAddr {
 
 // onLoops runs f on every loop and waits for it (not from a loop).
 func (s *LoopServer) onLoops(f func(st *loopState)) {
-	var wg sync.WaitGroup
-	for _, st := range s.loops {
-		wg.Add(1)
-		if !st.l.Post(func() {
-			defer wg.Done()
-			f(st)
-		}) {
-			wg.Done() // the loops are stopped
-		}
-	}
-	wg.Wait()
+	s.group.Each(func(l *eventloop.Loop) { f(s.loops[l.Index()]) })
 }
 
 // Shutdown stops serving: idle connections close at once, connections

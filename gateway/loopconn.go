@@ -15,9 +15,9 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint/breaker"
 	"github.com/fluxgate/fluxgate/controlpoint/client"
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
-	"github.com/fluxgate/fluxgate/gateway/http1"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
 
 // loopConn is one client connection of the loop engine, a state machine
@@ -502,22 +502,12 @@ func (c *loopConn) send(p []byte) bool {
 		}
 		return c.queue(rest)
 	}
-	for len(p) > 0 {
-		n, err := unix.Write(c.fd, p)
-		if n > 0 {
-			p = p[n:]
-			continue
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			break
-		}
+	n, err := eventloop.Write(c.fd, p)
+	if err != nil {
 		c.writeFailed = true
 		return false
 	}
-	return c.queue(p)
+	return c.queue(p[n:])
 }
 
 // queue keeps p, the part of an answer the client's socket did not take,
@@ -551,20 +541,14 @@ func (c *loopConn) drain() {
 			return
 		}
 	}
-	for len(c.wq) > 0 {
-		n, err := unix.Write(c.fd, c.wq)
-		if n > 0 {
-			c.wq = c.wq[n:]
-			continue
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			return
-		}
+	n, err := eventloop.Write(c.fd, c.wq)
+	c.wq = c.wq[n:]
+	if err != nil {
 		c.writeFailed = true
 		c.clientGone()
+		return
+	}
+	if len(c.wq) > 0 {
 		return
 	}
 	c.wq = nil

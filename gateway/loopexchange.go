@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fluxgate/fluxgate/controlpoint/client"
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
-	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/http1"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
 
@@ -203,20 +203,14 @@ func (c *loopConn) sendRequest() {
 // writeUp writes what is left of the request to the target.
 func (c *loopConn) writeUp() {
 	up := c.up
-	for len(up.out) > 0 {
-		n, err := unix.Write(up.fd, up.out)
-		if n > 0 {
-			up.out = up.out[n:]
-			continue
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			up.setInterest(eventloop.Readable | eventloop.Writable)
-			return
-		}
+	n, err := eventloop.Write(up.fd, up.out)
+	up.out = up.out[n:]
+	if err != nil {
 		c.attemptFailed(&net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", err)}, false)
+		return
+	}
+	if len(up.out) > 0 {
+		up.setInterest(eventloop.Readable | eventloop.Writable)
 		return
 	}
 	up.out = nil

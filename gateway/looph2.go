@@ -11,10 +11,10 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/gateway/h2"
-	"github.com/fluxgate/fluxgate/gateway/http1"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
 
 // HTTP/2 on the loop engine (gateway.http2.server loop): a connection
@@ -259,18 +259,11 @@ func (h *loopH2) write() error {
 		return err
 	}
 	for out := h.ss.Output(); len(out) > 0; out = h.ss.Output() {
-		n, err := unix.Write(h.fd, out)
-		if n > 0 {
-			h.ss.Wrote(n)
-			continue
+		n, err := eventloop.Write(h.fd, out)
+		h.ss.Wrote(n)
+		if err != nil || n < len(out) {
+			return err
 		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			return nil
-		}
-		return err
 	}
 	return nil
 }

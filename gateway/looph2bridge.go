@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/metricnames"
 )
 

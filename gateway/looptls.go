@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
 )
 
 // TLS on the loops (gateway.tls with the loop engine). The handshake runs
@@ -270,19 +270,15 @@ func isWouldBlock(err error) bool { return errors.Is(err, errWouldBlock) }
 // written whole goes back to the loop (st.tlsOut) if it has none.
 func (t *loopTLS) flush(st *loopState, fd int) ([]byte, error) {
 	w := t.w
-	for w.outR < len(w.out) {
-		n, err := unix.Write(fd, w.out[w.outR:])
-		if n > 0 {
-			w.outR += n
-			continue
+	if w.outR < len(w.out) {
+		n, err := eventloop.Write(fd, w.out[w.outR:])
+		w.outR += n
+		if err != nil {
+			return nil, err
 		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
+		if w.outR < len(w.out) {
 			return w.out[w.outR:], nil
 		}
-		return nil, err
 	}
 	if st.tlsOut == nil && cap(w.out) <= loopTLSOutKeep {
 		st.tlsOut = w.out[:0]

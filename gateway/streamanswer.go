@@ -8,7 +8,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/fluxgate/fluxgate/gateway/h2"
-	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
 
 // An HTTP/2 stream served by the loop engine is a request of one HTTP/1.1

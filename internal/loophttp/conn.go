@@ -13,9 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
-	"github.com/fluxgate/fluxgate/gateway/http1"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
 
 // conn is a client connection on a loop. Everything in it is its loop's.
@@ -292,21 +292,8 @@ func (c *conn) flush(out []byte) {
 // write writes p until the socket takes no more; it returns what is left
 // and false when the client is gone.
 func (c *conn) write(p []byte) ([]byte, bool) {
-	for len(p) > 0 {
-		n, err := unix.Write(c.fd, p)
-		if n > 0 {
-			p = p[n:]
-			continue
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			break
-		}
-		return nil, false
-	}
-	return p, true
+	n, err := eventloop.Write(c.fd, p)
+	return p[n:], err == nil
 }
 
 // next sets the interest and the timer for what the connection waits for.

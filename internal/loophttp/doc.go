@@ -7,8 +7,8 @@
 // wake on Go's poller, a bufio reader and writer, and net/http's request
 // and response machinery: about 20 µs of CPU on the machines measured,
 // twenty times the decision. A Server reads such connections on event
-// loops (gateway/eventloop, Linux): a loop reads a socket once per
-// readiness event, parses the head with gateway/http1 (the strict subset
+// loops (internal/eventloop, Linux): a loop reads a socket once per
+// readiness event, parses the head with internal/http1 (the strict subset
 // that net/http reads the same way), and calls the same http.Handler
 // with a request built from the head and a ResponseWriter that formats
 // the answer as net/http would (status line, header fields sorted, Date,

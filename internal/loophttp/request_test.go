@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
 
 func TestCanonicalKeyAgreesWithTextproto(t *testing.T) {

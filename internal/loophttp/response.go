@@ -11,8 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fluxgate/fluxgate/gateway/http1"
+	"github.com/fluxgate/fluxgate/internal/http1"
 )
+
+// MaxHead bounds a request head served on a loop; a longer one goes to
+// Fallback (which answers 431 past its own MaxHeaderBytes).
+const MaxHead = 16 << 10
 
 // MaxRequestBody bounds the body of a request served on a loop (a
 // flow's end, a small JSON call); one with a larger body, or chunked, goes

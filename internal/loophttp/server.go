@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/eventloop"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
 )
 
 // Options configure New. Handler, Serves and Fallback are needed.
@@ -48,10 +48,6 @@ type Options struct {
 	// Logger logs handler panics and failed hand-overs; nil: silent.
 	Logger *slog.Logger
 }
-
-// MaxHead bounds a request head served on a loop; a longer one goes to
-// Fallback (which answers 431 past its own MaxHeaderBytes).
-const MaxHead = 16 << 10
 
 // readSize is a loop's read buffer: a read takes at most this much.
 const readSize = 64 << 10
@@ -261,17 +257,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // onLoops runs f on every loop and waits for it (not from a loop).
 func (s *Server) onLoops(f func(st *loopState)) {
-	var wg sync.WaitGroup
-	for _, st := range s.loops {
-		wg.Add(1)
-		if !st.l.Post(func() {
-			defer wg.Done()
-			f(st)
-		}) {
-			wg.Done()
-		}
-	}
-	wg.Wait()
+	s.group.Each(func(l *eventloop.Loop) { f(s.loops[l.Index()]) })
 }
 
 // serve calls the handler, recovering a panic as net/http does (the
