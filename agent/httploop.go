@@ -12,8 +12,8 @@ import (
 
 // The HTTP port on event loops (server.http_engine, issue 20): nginx's
 // auth_request calls GET /v1/check/http once per request (and POST
-// /v1/flow/end after it, with flow ends reported) on keep-alive
-// connections that ask nothing else, and net/http spends about 20 µs of
+// /v1/flow/end after it, with flow ends reported), the Python SDK POST
+// /v1/check, on keep-alive connections that ask nothing else, and net/http spends about 20 µs of
 // CPU on each, twenty times the decision. On Linux, and with the port
 // plain HTTP, loophttp answers those calls on event loops through the
 // same handler (a.mux: the check token, then the adapter), on the loop

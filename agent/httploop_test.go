@@ -53,6 +53,10 @@ func TestHTTPLoopsServeChecksAndHandOver(t *testing.T) {
 			if r := ask(withToken); r.StatusCode != http.StatusOK || r.Header.Get("X-Fluxgate-Decision") != "accepted" {
 				t.Errorf("check with the token: %d %v", r.StatusCode, r.Header)
 			}
+			checkJSON := `{"control_point":"ingress","labels":{"user":"u1"}}`
+			if r := ask(fmt.Sprintf("POST /v1/check HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", testCheckToken, len(checkJSON), checkJSON)); r.StatusCode != http.StatusOK {
+				t.Errorf("JSON check: %d", r.StatusCode)
+			}
 			end := `{"flow_id":"42","failed":false}`
 			if r := ask(fmt.Sprintf("POST /v1/flow/end HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", testCheckToken, len(end), end)); r.StatusCode != http.StatusOK {
 				t.Errorf("flow end: %d", r.StatusCode)

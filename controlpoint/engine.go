@@ -122,6 +122,8 @@ func New(opts Options) (*Engine, error) {
 // snapshot is what Check reads: per control point, what applies there.
 type snapshot struct {
 	points map[string]*point
+	// mayWait: a check at some control point may wait (point.mayWait).
+	mayWait bool
 }
 
 // point is everything that applies at one control point, in evaluation
@@ -395,6 +397,7 @@ func (e *Engine) build(compiled map[policies.Key]*compiledPolicy) *snapshot {
 				pt.mayWait = true
 			}
 		}
+		s.mayWait = s.mayWait || pt.mayWait
 	}
 	return s
 }
@@ -569,6 +572,11 @@ func (e *Engine) MayWait(controlPoint string) bool {
 	pt := e.snap.Load().points[controlPoint]
 	return pt != nil && pt.mayWait
 }
+
+// AnyMayWait reports whether a check at any control point may wait
+// (MayWait), for a caller that learns the control point only by decoding
+// the request.
+func (e *Engine) AnyMayWait() bool { return e.snap.Load().mayWait }
 
 // EndFlow reports that the admitted flow with id (a Decision's FlowID)
 // ended at now, failed or not: the slots held for it are freed, and the

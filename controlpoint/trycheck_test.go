@@ -167,8 +167,8 @@ func TestTryCheckWhereItCanDecide(t *testing.T) {
 	} {
 		e := newEngine(t, nil, tc.policy)
 		pt := e.snap.Load().points["api"]
-		if pt.mayWait != tc.mayWait || pt.tryable != tc.tryable || e.MayWait("api") != tc.mayWait {
-			t.Errorf("%s: mayWait %v tryable %v, want %v %v", tc.name, pt.mayWait, pt.tryable, tc.mayWait, tc.tryable)
+		if pt.mayWait != tc.mayWait || pt.tryable != tc.tryable || e.MayWait("api") != tc.mayWait || e.AnyMayWait() != tc.mayWait {
+			t.Errorf("%s: mayWait %v (any point: %v) tryable %v, want %v %v", tc.name, pt.mayWait, e.AnyMayWait(), pt.tryable, tc.mayWait, tc.tryable)
 		}
 	}
 }

@@ -131,15 +131,16 @@ func authRequestControlPoint(h http.Header) string {
 	return DefaultControlPoint
 }
 
-// LoopRoute reports whether method and path are a call gateways make
-// around every request they proxy: GET|POST /v1/check/http (auth_request)
-// and POST /v1/flow/end. The agent serves these on event loops
-// (internal/loophttp).
+// LoopRoute reports whether method and path are a call made around
+// every request a gateway proxies or an application serves: GET|POST
+// /v1/check/http (auth_request), POST /v1/check (the JSON check, the
+// Python SDK's) and POST /v1/flow/end. The agent serves these on event
+// loops (internal/loophttp).
 func LoopRoute(method, path string) bool {
 	switch path {
 	case "/v1/check/http":
 		return method == http.MethodGet || method == http.MethodPost
-	case "/v1/flow/end":
+	case "/v1/check", "/v1/flow/end":
 		return method == http.MethodPost
 	}
 	return false
@@ -148,9 +149,17 @@ func LoopRoute(method, path string) bool {
 // LoopMayWait reports whether answering r, a LoopRoute call, may wait
 // for I/O (a Redis limiter, a scheduler's queue, Rego at its control
 // point): a server on event loops answers those on a goroutine and the
-// others on the loop. A flow's end never waits.
+// others on the loop. A flow's end never waits; a JSON check, whose
+// control point is known only once its body is decoded, may when a check
+// at any control point may.
 func (s *Server) LoopMayWait(r *http.Request) bool {
-	return r.URL.Path == "/v1/check/http" && s.engine.MayWait(authRequestControlPoint(r.Header))
+	switch r.URL.Path {
+	case "/v1/check/http":
+		return s.engine.MayWait(authRequestControlPoint(r.Header))
+	case "/v1/check":
+		return s.engine.AnyMayWait()
+	}
+	return false
 }
 
 // serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:
