@@ -64,7 +64,7 @@ type ServerConfig struct {
 	IdleTimeout    time.Duration `yaml:"idle_timeout" desc:"A keep-alive HTTP connection or a gRPC connection idle this long is closed."`
 	MaxConnections int           `yaml:"max_connections" desc:"Most connections each listener holds at a time; more clients wait until one closes. Lowered at start to fit the open-files limit."`
 	// HTTPEngine picks how the HTTP port serves the check API (httploop.go).
-	HTTPEngine string `yaml:"http_engine" desc:"How the HTTP port serves the calls made around every request, GET|POST /v1/check/http (nginx auth_request), POST /v1/check (JSON, the Python SDK) and POST /v1/flow/end: auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http. Empty means auto."`
+	HTTPEngine string `yaml:"http_engine" desc:"How the HTTP port serves the calls made around every request, GET|POST /v1/check/http (nginx auth_request), POST /v1/check (JSON, the Python SDK; while no control point may wait) and POST /v1/flow/end: auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http. Empty means auto."`
 }
 
 // validateEngine checks server.http_engine; empty means auto (a

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/fluxgate/fluxgate/controlpoint/server"
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/loophttp"
 )
@@ -40,7 +39,7 @@ func (a *Agent) newHTTPLoops(k *conncap.Cap) error {
 	s := connLimits(a.cfg.Server)
 	lp, err := loophttp.New(loophttp.Options{
 		Handler:       a.mux,
-		Serves:        func(method, path []byte) bool { return server.LoopRoute(string(method), string(path)) },
+		Serves:        func(method, path []byte) bool { return a.check.LoopRoute(string(method), string(path)) },
 		Waits:         a.check.LoopMayWait,
 		Fallback:      a.httpSrv,
 		Cap:           k,

@@ -132,16 +132,22 @@ func authRequestControlPoint(h http.Header) string {
 }
 
 // LoopRoute reports whether method and path are a call made around
-// every request a gateway proxies or an application serves: GET|POST
-// /v1/check/http (auth_request), POST /v1/check (the JSON check, the
-// Python SDK's) and POST /v1/flow/end. The agent serves these on event
-// loops (internal/loophttp).
-func LoopRoute(method, path string) bool {
+// every request a gateway proxies or an application serves, for an
+// event-loop server (internal/loophttp) to answer: GET|POST
+// /v1/check/http (auth_request), POST /v1/flow/end and, while no check at
+// any control point may wait, POST /v1/check (the JSON check, the Python
+// SDK's). A JSON check's control point is known only once its body is
+// decoded; answered on a goroutine, as it would be then, it costs more
+// on the loops than on net/http (BENCHMARKS.md), so such a call, and its
+// connection, are left to net/http.
+func (s *Server) LoopRoute(method, path string) bool {
 	switch path {
 	case "/v1/check/http":
 		return method == http.MethodGet || method == http.MethodPost
-	case "/v1/check", "/v1/flow/end":
+	case "/v1/flow/end":
 		return method == http.MethodPost
+	case "/v1/check":
+		return method == http.MethodPost && !s.engine.AnyMayWait()
 	}
 	return false
 }
@@ -149,17 +155,9 @@ func LoopRoute(method, path string) bool {
 // LoopMayWait reports whether answering r, a LoopRoute call, may wait
 // for I/O (a Redis limiter, a scheduler's queue, Rego at its control
 // point): a server on event loops answers those on a goroutine and the
-// others on the loop. A flow's end never waits; a JSON check, whose
-// control point is known only once its body is decoded, may when a check
-// at any control point may.
+// others on the loop. Only an auth_request check may.
 func (s *Server) LoopMayWait(r *http.Request) bool {
-	switch r.URL.Path {
-	case "/v1/check/http":
-		return s.engine.MayWait(authRequestControlPoint(r.Header))
-	case "/v1/check":
-		return s.engine.AnyMayWait()
-	}
-	return false
+	return r.URL.Path == "/v1/check/http" && s.engine.MayWait(authRequestControlPoint(r.Header))
 }
 
 // serveAuthRequest is GET|POST /v1/check/http, for nginx auth_request:

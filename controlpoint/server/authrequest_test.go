@@ -161,3 +161,50 @@ func TestCanonicalSpellings(t *testing.T) {
 		}
 	}
 }
+
+// The calls an event-loop server answers, and which may wait: the JSON
+// check only while no control point may wait (its own is known only
+// after decoding), an auth_request check by its control point.
+func TestLoopRoutes(t *testing.T) {
+	plain, _ := newTestServer(t)
+	waiting, _ := newTestServer(t, wideSlots) // adaptive_concurrency at api may wait
+	for _, tc := range []struct {
+		method, path string
+		plain, wait  bool
+	}{
+		{"GET", "/v1/check/http", true, true},
+		{"POST", "/v1/check/http", true, true},
+		{"HEAD", "/v1/check/http", false, false},
+		{"POST", "/v1/flow/end", true, true},
+		{"GET", "/v1/flow/end", false, false},
+		{"POST", "/v1/check", true, false},
+		{"GET", "/v1/policies", false, false},
+	} {
+		if got := plain.LoopRoute(tc.method, tc.path); got != tc.plain {
+			t.Errorf("%s %s, no control point that waits: %v", tc.method, tc.path, got)
+		}
+		if got := waiting.LoopRoute(tc.method, tc.path); got != tc.wait {
+			t.Errorf("%s %s, a control point that may wait: %v", tc.method, tc.path, got)
+		}
+	}
+	req := func(path, cp string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		if cp != "" {
+			r.Header.Set(HeaderControlPoint, cp)
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		r    *http.Request
+		want bool
+	}{
+		{req("/v1/check/http", "api"), true},
+		{req("/v1/check/http", "other"), false},
+		{req("/v1/check/http", ""), false}, // ingress
+		{req("/v1/flow/end", "api"), false},
+	} {
+		if got := waiting.LoopMayWait(tc.r); got != tc.want {
+			t.Errorf("LoopMayWait(%s, control point %q) = %v", tc.r.URL.Path, tc.r.Header.Get(HeaderControlPoint), got)
+		}
+	}
+}
