@@ -463,9 +463,7 @@ func (c *loopConn) handOver() {
 	}
 	c.closed = true
 	c.st.forget(c)
-	f := os.NewFile(uintptr(c.fd), "")
-	nc, err := net.FileConn(f) // a duplicate, on Go's poller
-	_ = f.Close()
+	nc, err := eventloop.Conn(c.fd)
 	if err != nil {
 		c.st.s.logger.Warn("gateway loop engine could not hand a connection over", "err", err)
 		c.slot.Release()

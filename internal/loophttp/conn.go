@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -420,9 +419,7 @@ func (c *conn) forget() {
 func (c *conn) handOver() {
 	pre := c.pend
 	c.forget()
-	f := os.NewFile(uintptr(c.fd), "")
-	nc, err := net.FileConn(f) // a duplicate, on Go's poller
-	_ = f.Close()
+	nc, err := eventloop.Conn(c.fd)
 	if err != nil {
 		c.st.s.logger.Warn("HTTP loop could not hand a connection to net/http", "err", err)
 		c.slot.Release()

@@ -4,6 +4,8 @@ package eventloop
 
 import (
 	"errors"
+	"net"
+	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -46,4 +48,13 @@ func (g *Group) Each(f func(l *Loop)) {
 		}
 	}
 	wg.Wait()
+}
+
+// Conn hands fd, a connected socket no longer registered on a loop, to
+// Go's poller: the net.Conn of a duplicate; fd itself is closed, even on
+// error.
+func Conn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "")
+	defer func() { _ = f.Close() }()
+	return net.FileConn(f)
 }
