@@ -4,6 +4,7 @@ package loophttp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -579,5 +581,135 @@ func TestPipelinedAnswersBoundedAndWriteTimeout(t *testing.T) {
 	}
 	if n := ts.s.open.Load(); n != 1 {
 		t.Errorf("%d connections open; the client that does not read should be cut off after WriteTimeout", n)
+	}
+}
+
+// What a request served on the loop allocates: the request (one copy of
+// the head, its URL, header map and values) and what the handler does;
+// the answer's header map and buffer are the loop's. A gate for
+// regressions, not a speed measurement.
+func TestLoopRequestAllocations(t *testing.T) {
+	decision := []string{"accepted"}
+	ts := startServer(t, func(o *Options) {
+		o.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["X-Decision"] = decision
+			if r.Header.Get("X-Original-Uri") == "" {
+				w.WriteHeader(http.StatusBadRequest)
+			}
+		})
+	})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	req := []byte("GET /check HTTP/1.1\r\nHost: agent\r\nX-Original-URI: /api/items?id=7\r\nX-FluxGate-Control-Point: local\r\nBaggage: user=u17\r\nUser-Agent: nginx\r\n\r\n")
+	buf := make([]byte, 4096)
+	one := func() {
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 200 OK\r\n")) || !bytes.HasSuffix(buf[:n], []byte("\r\n\r\n")) {
+			t.Fatalf("answer %q, %v", buf[:n], err)
+		}
+	}
+	for range 200 {
+		one()
+	}
+	allocs := testing.AllocsPerRun(2000, one)
+	t.Logf("%.1f allocations a request", allocs)
+	if allocs > 12 {
+		t.Errorf("%.1f allocations a request served on the loop, want at most 12", allocs)
+	}
+}
+
+// Many clients at once, each mixing answers on the loop, requests that
+// wait, pipelined batches, a hand-over to net/http and abrupt closes:
+// every answer is the one asked for, and no connection or slot is left.
+func TestConcurrentClients(t *testing.T) {
+	k := conncap.New(conncap.Options{Max: 1000})
+	ts := startServer(t, func(o *Options) { o.Cap = k })
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for client := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 20 {
+				c, err := net.Dial("tcp", ts.addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				br := bufio.NewReader(c)
+				var batch strings.Builder
+				var want []string
+				for i := range 5 {
+					q := fmt.Sprintf("c%dr%di%d", client, round, i)
+					switch (client + round + i) % 4 {
+					case 0, 1:
+						fmt.Fprintf(&batch, "GET /check?%s HTTP/1.1\r\nHost: x\r\n\r\n", q)
+						want = append(want, "q="+q)
+					case 2:
+						fmt.Fprintf(&batch, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+						want = append(want, "waited")
+					case 3:
+						fmt.Fprintf(&batch, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(q), q)
+						want = append(want, "echo="+q)
+					}
+				}
+				if round%5 == 4 {
+					batch.WriteString("GET /other HTTP/1.1\r\nHost: x\r\n\r\n") // to net/http
+					want = append(want, "net/http")
+				}
+				if _, err := io.WriteString(c, batch.String()); err != nil {
+					errs <- err
+					_ = c.Close()
+					return
+				}
+				for _, w := range want {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						errs <- fmt.Errorf("client %d round %d, want %s: %w", client, round, w, err)
+						_ = c.Close()
+						return
+					}
+					body, _ := io.ReadAll(resp.Body)
+					var got string
+					switch {
+					case resp.Header.Get("X-Waited") != "":
+						got = "waited"
+					case strings.HasPrefix(string(body), "net/http"):
+						got = "net/http"
+					case resp.Header.Get("X-Length") != "":
+						got = "echo=" + string(body)
+					default:
+						got = "q=" + resp.Header.Get("X-Query")
+					}
+					if got != w {
+						errs <- fmt.Errorf("client %d round %d: got %s, want %s", client, round, got, w)
+					}
+				}
+				if round%3 == 0 { // leave a request half sent
+					io.WriteString(c, "GET /check HTTP/1.1\r\nHo")
+				}
+				_ = c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for (ts.s.open.Load() != 0 || k.Open() != 0) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, m := ts.s.open.Load(), k.Open(); n != 0 || m != 0 {
+		t.Errorf("after every client closed: %d connections on the loops, %d slots held", n, m)
 	}
 }
