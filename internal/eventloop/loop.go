@@ -34,12 +34,17 @@ type Options struct {
 	// OnPanic is told what a handler, timer or posted function panicked
 	// with; the loop goes on. Nil: the panic is dropped.
 	OnPanic func(any)
+	// NoSpareP keeps GOMAXPROCS as it is while the group runs (see
+	// Start): for loops that wait most of the time beside other Go code
+	// that is busy, whose every check the spare P makes dearer.
+	NoSpareP bool
 }
 
 // Group is a set of loops. See the package doc.
 type Group struct {
 	loops   []*Loop
 	onPanic func(any)
+	spare   bool // raises GOMAXPROCS while running (not Options.NoSpareP)
 	wg      sync.WaitGroup
 	started atomic.Bool
 	closed  atomic.Bool
@@ -89,7 +94,7 @@ func New(opts Options) (*Group, error) {
 	if n <= 0 {
 		n = defaultLoops()
 	}
-	g := &Group{onPanic: opts.OnPanic}
+	g := &Group{onPanic: opts.OnPanic, spare: !opts.NoSpareP}
 	for i := range n {
 		l, err := newLoop(g, i)
 		if err != nil {
@@ -155,13 +160,15 @@ func (g *Group) Loops() []*Loop { return g.loops }
 
 // Start runs each loop on its own goroutine. Calling it again does nothing.
 // While groups run, GOMAXPROCS is one more than it was (a P spare for the
-// loops' waits in epoll_wait: see procs.go); Close of the last one
-// running sets it back.
+// loops' waits in epoll_wait: see procs.go), unless Options.NoSpareP;
+// Close of the last one running sets it back.
 func (g *Group) Start() {
 	if g.started.Swap(true) {
 		return
 	}
-	raiseProcs()
+	if g.spare {
+		raiseProcs()
+	}
 	for _, l := range g.loops {
 		g.wg.Add(1)
 		go l.loop()
@@ -189,7 +196,9 @@ func (g *Group) Close() {
 		l.Post(func() { l.stop = true })
 	}
 	g.wg.Wait()
-	restoreProcs()
+	if g.spare {
+		restoreProcs()
+	}
 }
 
 // Index is the loop's place in its group, from 0.

@@ -102,7 +102,7 @@ func New(o Options) (*Server, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{o: o, logger: logger, served: make(chan struct{}), hand: newHandListener()}
-	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, OnPanic: func(p any) {
+	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, NoSpareP: true, OnPanic: func(p any) {
 		logger.Error("HTTP event loop recovered a panic", "panic", p)
 	}})
 	if err != nil {
