@@ -69,3 +69,20 @@ func TestSpareLeavesOthersGOMAXPROCS(t *testing.T) {
 		t.Fatalf("GOMAXPROCS %d after the group closed, want %d as set meanwhile", got, before+3)
 	}
 }
+
+// A group made with NoSpareP leaves GOMAXPROCS alone.
+func TestNoSparePLeavesGOMAXPROCS(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	g, err := New(Options{Loops: 1, NoSpareP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Errorf("GOMAXPROCS %d with a NoSpareP group running, want %d", got, before)
+	}
+	g.Close()
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Errorf("GOMAXPROCS %d after it closed, want %d", got, before)
+	}
+}
