@@ -60,8 +60,9 @@ type Server struct {
 	loops  []*loopState
 	hand   *handListener
 
-	shutting atomic.Bool
-	open     atomic.Int64 // connections on the loops
+	shutting     atomic.Bool
+	open         atomic.Int64 // connections on the loops
+	acceptLogged atomic.Int64 // Unix ns of the last accept failure logged
 
 	mu      sync.Mutex
 	acc     *eventloop.Acceptor // guarded by mu
@@ -161,8 +162,14 @@ func serveErr(err error) error {
 }
 
 // acceptFailed logs an accept error that pauses a loop's accepting (out
-// of descriptors), at most once a second a loop being enough.
+// of descriptors), at most once a second: each loop fails again after
+// every pause, and a line a pause would flood the log when it is least
+// welcome.
 func (s *Server) acceptFailed(err error) {
+	now := time.Now().UnixNano()
+	if last := s.acceptLogged.Load(); now-last < int64(time.Second) || !s.acceptLogged.CompareAndSwap(last, now) {
+		return
+	}
 	s.logger.Warn("accept failed; the HTTP loops pause accepting and retry", "err", err, "pause", eventloop.AcceptPause)
 }
 
