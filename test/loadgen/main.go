@@ -57,6 +57,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -133,6 +134,20 @@ type proc struct {
 	httpAddr string
 }
 
+// stop ends p as an operator would (SIGTERM: the agent shuts down and
+// removes its embedded TSDB's directory), killing it after 10 s.
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _, _ = p.cmd.Process.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
 func (p *proc) cpuSeconds() float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
 	if err != nil {
@@ -202,7 +217,7 @@ func run() error {
 		if err := p.cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", p.name, err)
 		}
-		defer func() { _ = p.cmd.Process.Kill(); _, _ = p.cmd.Process.Wait() }()
+		defer p.stop()
 	}
 	for _, p := range procs {
 		if err := waitHTTP("http://"+p.httpAddr+"/readyz", 20*time.Second); err != nil {

@@ -81,7 +81,7 @@ func runRedis() error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = agent.cmd.Process.Kill(); _, _ = agent.cmd.Process.Wait() }()
+	defer agent.stop()
 	// -baseline-bin: a second build in the same rotation, on the same
 	// Redis under its own policy name (its own Redis keys).
 	var base *proc
@@ -90,7 +90,7 @@ func runRedis() error {
 		if base, err = startRedisAgent(baseDir, *baseBin, "redis.yaml", strings.Replace(redisPolicy+localPolicyComponent, "name: redis-load", "name: redis-load-baseline", 1), "FLUXGATE_REDIS_ADDRESS="+redisAddr); err != nil {
 			return err
 		}
-		defer func() { _ = base.cmd.Process.Kill(); _, _ = base.cmd.Process.Wait() }()
+		defer base.stop()
 	}
 
 	floor, err := floorOp(rc)
