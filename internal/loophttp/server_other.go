@@ -4,25 +4,8 @@ package loophttp
 
 import (
 	"context"
-	"log/slog"
 	"net"
-	"net/http"
-	"time"
-
-	"github.com/fluxgate/fluxgate/internal/conncap"
 )
-
-// Options configure New (see the Linux build's documentation).
-type Options struct {
-	Handler                                  http.Handler
-	Serves                                   func(method, path []byte) bool
-	Waits                                    func(r *http.Request) bool
-	Fallback                                 *http.Server
-	Cap                                      *conncap.Cap
-	HeaderTimeout, IdleTimeout, WriteTimeout time.Duration
-	Loops                                    int
-	Logger                                   *slog.Logger
-}
 
 // Server is not available off Linux.
 type Server struct{}
