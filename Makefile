@@ -20,7 +20,7 @@ GOLANGCI_LINT_VERSION      := v2.15.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GOTESTSUM_VERSION          := v1.13.0
-# h2spec, the HTTP/2 conformance suite gateway/h2's tests run (no go.mod
+# h2spec, the HTTP/2 conformance suite internal/h2's tests run (no go.mod
 # upstream: installed with -mod=mod, +incompatible through the proxy).
 H2SPEC_VERSION             := v2.2.1+incompatible
 # The protoc version the committed generated code records in its header
@@ -82,7 +82,7 @@ FUZZ_TARGETS ?= policies:FuzzParse gateway:FuzzConnectionListed controlpoint/ser
 	controlpoint/classifier:FuzzJSONPointer agent:FuzzSetConfigValue fluxmeter:FuzzReceiverHTTP \
 	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck controlpoint/flow:FuzzHeaderLabel \
 	internal/http1:FuzzParseRequest internal/http1:FuzzParseResponse internal/http1:FuzzChunked \
-	gateway/h2:FuzzServeConn
+	internal/h2:FuzzServeConn
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -42,7 +42,7 @@ type Config struct {
 // HTTP/2 by ALPN, and with gateway.h2c the plain ones that open with the
 // HTTP/2 preface (gateway.http2).
 type HTTP2Config struct {
-	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge: lean (package gateway/h2, the gateway's own HTTP/2 server, on goroutines), net (net/http's HTTP/2 server) or loop (the loop engine, Linux: each stream served on its event loops as an HTTP/1.1 request is, docs/gateway.md; h2c needs h2c: true). Empty means loop where the loop engine serves (engine auto on Linux, or loop), lean elsewhere. The engines net and fast, and Upgrade: h2c, always use net/http's."`
+	Server string `yaml:"server,omitempty" desc:"What serves HTTP/2 clients over TLS, and h2c clients with prior knowledge: lean (package internal/h2, the gateway's own HTTP/2 server, on goroutines), net (net/http's HTTP/2 server) or loop (the loop engine, Linux: each stream served on its event loops as an HTTP/1.1 request is, docs/gateway.md; h2c needs h2c: true). Empty means loop where the loop engine serves (engine auto on Linux, or loop), lean elsewhere. The engines net and fast, and Upgrade: h2c, always use net/http's."`
 }
 
 // HTTP/2 servers (gateway.http2.server).

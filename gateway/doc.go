@@ -6,7 +6,7 @@
 // http.Handler; Upgrade: h2c requests use it, and with
 // gateway.http2.server net the TLS connections that chose HTTP/2 and h2c
 // ones with prior knowledge, which otherwise go to the gateway's own
-// HTTP/2 server, package gateway/h2, serving the same handler:
+// HTTP/2 server, package internal/h2, serving the same handler:
 // NewHTTP2Server, LeanServer.ServeHTTP2With); the fast HTTP/1.1 engine
 // on fasthttp (NewFastServer), which proxies with pooled fasthttp clients
 // and passes WebSocket upgrades and routes to HTTP/2 groups to the

@@ -22,7 +22,7 @@ func (acceptAll) Check(_ context.Context, req *flow.Request, d *flow.Decision) e
 	return nil
 }
 
-// An HTTP/2 GET through gateway/h2 and the direct path, checked at a
+// An HTTP/2 GET through internal/h2 and the direct path, checked at a
 // control point, allocates at most 100 objects, client and target (both
 // net/http's, in this process) included: 110 before the label maps were
 // reused, the request contexts made part of their streams and the
@@ -43,7 +43,7 @@ func TestOwnHTTP2Allocations(t *testing.T) {
 
 // A client that resets its stream while the target has not answered ends
 // the round trip: the gateway closes its connection to the target (the
-// request context's watch, through gateway/h2's context), not after the
+// request context's watch, through internal/h2's context), not after the
 // response-head timeout.
 func TestOwnHTTP2ResetClosesTheTargetConnection(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

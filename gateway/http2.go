@@ -4,11 +4,11 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/internal/h2"
 )
 
 // NewHTTP2Server returns the gateway's own HTTP/2 server for g (package
-// gateway/h2): it serves g, as the net/http engine would, to the TLS
+// internal/h2): it serves g, as the net/http engine would, to the TLS
 // connections that chose HTTP/2, with h2's default limits, and counts the
 // bounds it hits in fluxgate_gateway_http2_protocol_errors_total. A nil
 // logger means silent.

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
-	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/internal/h2"
 )
 
 // ownHTTP2 makes a lean server hand HTTP/2 to the gateway's own server,

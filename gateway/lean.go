@@ -15,8 +15,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/http1"
 	"github.com/fluxgate/fluxgate/metricnames"
 )

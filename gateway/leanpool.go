@@ -322,7 +322,7 @@ func resendOnNew(reused, answered, retry bool, attempt int, err error) bool {
 }
 
 // afterFuncer is a context that registers its own functions to run when
-// it is done, as gateway/h2's request contexts do: context.AfterFunc
+// it is done, as internal/h2's request contexts do: context.AfterFunc
 // would wrap it in a context of its own (two allocations and a child
 // entry), where the method costs none.
 type afterFuncer interface {

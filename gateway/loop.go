@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/h2"
 )
 
 // The loop engine (gateway.engine loop, Linux) serves the requests the

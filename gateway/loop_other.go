@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/internal/h2"
 )
 
 // LoopServer is the loop engine's server, Linux only: elsewhere config

@@ -11,9 +11,9 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/http1"
 )
 

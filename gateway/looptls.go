@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/h2"
 )
 
 // TLS on the loops (gateway.tls with the loop engine). The handshake runs

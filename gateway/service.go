@@ -16,7 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/certs"
-	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/policies"
 )
 

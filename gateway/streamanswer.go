@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/fluxgate/fluxgate/gateway/h2"
+	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/http1"
 )
 

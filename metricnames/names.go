@@ -37,7 +37,7 @@ const (
 	// HTTP/2 server (gateway.http2.server).
 	GatewayHandoversTotal = "fluxgate_gateway_handovers_total"
 	// GatewayHTTP2ProtocolErrorsTotal counts the streams and connections
-	// the gateway's own HTTP/2 server (gateway/h2) ended for a protocol
+	// the gateway's own HTTP/2 server (internal/h2) ended for a protocol
 	// error or a bound, by reason (h2.Reason… values).
 	GatewayHTTP2ProtocolErrorsTotal = "fluxgate_gateway_http2_protocol_errors_total"
 	// GatewayClientConnections is the gauge of client connections the

@@ -83,7 +83,7 @@ func serverSettings(t *testing.T, addr string) map[http2.SettingID]uint32 {
 // handed to gateway.http2.server (the gateway's own by default, net/http's
 // with net), and HTTP/1.1 clients on the same listener stay on the lean
 // engine. Which HTTP/2 server answered shows in its SETTINGS: net/http
-// announces SETTINGS_MAX_FRAME_SIZE, gateway/h2 does not.
+// announces SETTINGS_MAX_FRAME_SIZE, internal/h2 does not.
 func TestH2CPriorKnowledgeOnLeanEngine(t *testing.T) {
 	for _, tc := range []struct {
 		name, server string

@@ -245,7 +245,7 @@ func TestTLSALPN(t *testing.T) {
 	} {
 		cfg := oneRoute(gateway.UpstreamConfig{Name: "u", Targets: targets(b)})
 		cfg.TLS = gateway.TLSConfig{CertFile: certFile, KeyFile: keyFile, ALPN: tc.alpn}
-		cfg.HTTP2.Server = gateway.HTTP2ServerLean // HTTP/2 handed to gateway/h2, counted
+		cfg.HTTP2.Server = gateway.HTTP2ServerLean // HTTP/2 handed to internal/h2, counted
 		s := startStack(t, cfg, nil, gateway.ServiceOptions{})
 		proto, body := tlsGet(t, "https://"+s.svc.Addr().String()+"/", true)
 		if proto != tc.want || body != "a" {

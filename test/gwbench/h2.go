@@ -19,7 +19,7 @@ import (
 const h2Label = "HTTP/2 over TLS (ECDSA P-256, TLS 1.3, ALPN h2), h2load for throughput and an HTTP/2 open-loop driver (one stream a connection) for latency; direct is h2c (HTTP/2 without TLS) to the upstream alone, the upstream's own cost"
 
 // h2cLabel names what -h2c measures.
-const h2cLabel = "HTTP/2 with prior knowledge over plain TCP (h2c), h2load for throughput and an HTTP/2 open-loop driver (one stream a connection) for latency; the gateway serves HTTP/2 on its event loops (http2.server loop), gateway-h2 with gateway/h2 (http2.server lean); direct is h2c to the upstream alone"
+const h2cLabel = "HTTP/2 with prior knowledge over plain TCP (h2c), h2load for throughput and an HTTP/2 open-loop driver (one stream a connection) for latency; the gateway serves HTTP/2 on its event loops (http2.server loop), gateway-h2 with internal/h2 (http2.server lean); direct is h2c to the upstream alone"
 
 // h2Streams are the streams a connection of the -h2 throughput runs:
 // one, as wrk's connections carry one request at a time, then ten.

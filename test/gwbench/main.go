@@ -145,8 +145,8 @@ var (
 	tputOnly  = flag.Bool("throughput-only", false, "only the throughput runs (with CPU a request): no latency or balancing runs")
 	tlsOn     = flag.Bool("tls", false, "terminate TLS on nginx and the gateways (self-signed ECDSA P-256), measure over https, and add gateway-net (gateway.engine: net) beside the gateway")
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
-	h2cOn     = flag.Bool("h2c", false, "implies -h2 without TLS: HTTP/2 clients with prior knowledge over plain TCP; nginx listens with http2, the gateway with h2c and http2.server loop (on its event loops), gateway-h2 with h2c and http2.server lean (gateway/h2)")
-	h2Server  = flag.String("http2-server", "", "gateway.http2.server of the gateway under -h2 (loop: HTTP/2 on its event loops, and gateway-h2 beside it with lean, gateway/h2); empty: the gateway's default. -h2c always uses loop")
+	h2cOn     = flag.Bool("h2c", false, "implies -h2 without TLS: HTTP/2 clients with prior knowledge over plain TCP; nginx listens with http2, the gateway with h2c and http2.server loop (on its event loops), gateway-h2 with h2c and http2.server lean (internal/h2)")
+	h2Server  = flag.String("http2-server", "", "gateway.http2.server of the gateway under -h2 (loop: HTTP/2 on its event loops, and gateway-h2 beside it with lean, internal/h2); empty: the gateway's default. -h2c always uses loop")
 	policyOn  = flag.String("policy", policyNone, "what decides at the gateways' control point: none (no policy), limit (a rate limiter keyed by X-User that never rejects; every driver sends X-User: alice) or full (limit, a flux meter and an adaptive concurrency limiter that never binds); the run fails unless the gateways decide so")
 )
 
@@ -300,7 +300,7 @@ func gatewayConfig(apiPort, metricsPort, policies, listen, engine, algorithm, ta
 
 // http2Config is what a gateway's configuration adds for HTTP/2 clients:
 // under -h2c, h2c and HTTP/2 on the loops (http2.server loop); under -h2,
-// -http2-server if set. The engine e "h2" is gateway-h2's: gateway/h2
+// -http2-server if set. The engine e "h2" is gateway-h2's: internal/h2
 // serves its HTTP/2 (http2.server lean; the lean engine under -h2c).
 func http2Config(e string) (gwEngine, extra string) {
 	gwEngine, server := e, *h2Server
@@ -320,7 +320,7 @@ func http2Config(e string) (gwEngine, extra string) {
 }
 
 // h2Beside reports whether gateway-h2 runs: HTTP/2 on the gateway's loops
-// is measured against gateway/h2.
+// is measured against internal/h2.
 func h2Beside() bool { return *h2cOn || *h2On && *h2Server == gateway.HTTP2ServerLoop }
 
 const nginxConf = `daemon off;
@@ -783,7 +783,7 @@ func contenders() []string {
 	}
 	switch {
 	case *bare:
-	case h2Beside(): // the loops' HTTP/2 against gateway/h2's
+	case h2Beside(): // the loops' HTTP/2 against internal/h2's
 		order = append(order, "gateway-h2")
 	case srvTLS != nil:
 		if *engine != gateway.EngineNet {
