@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/tap"
 
 	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/circuit"
@@ -25,6 +26,7 @@ import (
 	"github.com/fluxgate/fluxgate/controlpoint/server"
 	"github.com/fluxgate/fluxgate/fluxmeter"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/loopgrpc"
 	"github.com/fluxgate/fluxgate/internal/loophttp"
 	"github.com/fluxgate/fluxgate/kube"
 	"github.com/fluxgate/fluxgate/policies"
@@ -95,7 +97,10 @@ type Agent struct {
 	otlpGRPC    *grpc.Server
 	httpSrv     *http.Server
 	httpLoops   *loophttp.Server // the HTTP port's event loops (httploop.go); nil when net/http serves it alone
-	check       *server.Server   // the check API's adapters (checkapi.go)
+	grpcLoops   *loopgrpc.Server // the gRPC port's (grpcloop.go); nil when grpc-go serves it alone
+	grpcGuards  *grpcGuards      // the gRPC port's tokens
+	grpcTap     tap.ServerInHandle
+	check       *server.Server // the check API's adapters (checkapi.go)
 	metrics     *http.Server
 	probes      *http.Server // nil without server.probe_port
 	otlpHTTP    *http.Server
@@ -226,7 +231,7 @@ func New(opts Options) (*Agent, error) {
 	otlpOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, otlpMaxRecv, otlpWorkers)...)
 	otlpOpts = append(otlpOpts, a.grpcTLS(ListenerOTLPGRPC)...)
 	// Tokens first, so that a refused caller takes no export slot.
-	otlpOpts = append(otlpOpts, grpc.InTapHandle(chainTaps(grpcGuardTap(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil), recv.GRPCAdmit)))
+	otlpOpts = append(otlpOpts, grpc.InTapHandle(chainTaps(newGRPCGuards(a.refused, grpcGuard{a.cfg.OTLP.Token, surfaceOTLP}, nil).tap(), recv.GRPCAdmit)))
 	a.otlpGRPC = grpc.NewServer(otlpOpts...)
 	recv.RegisterGRPC(a.otlpGRPC)
 	a.store.Subscribe(a.ext.indexForeign) // before installPolicies
@@ -237,10 +242,11 @@ func New(opts Options) (*Agent, error) {
 	// check.token when it is set, and spans otlp.token.
 	checkOpts := append(recv.GRPCServerOptions(), grpcOptions(a.cfg.Server, grpcMaxCheckMsg, checkWorkers())...)
 	checkOpts = append(checkOpts, a.grpcTLS(ListenerGRPC)...)
-	guard := grpcGuardTap(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
+	a.grpcGuards = newGRPCGuards(a.refused, grpcGuard{a.cfg.Check.Token, surfaceCheck},
 		map[string]grpcGuard{fluxmeter.TraceServiceName: {a.cfg.OTLP.Token, surfaceOTLP}},
 		healthpb.Health_ServiceDesc.ServiceName)
-	checkOpts = append(checkOpts, grpc.InTapHandle(chainTaps(guard, recv.GRPCAdmit)))
+	a.grpcTap = chainTaps(a.grpcGuards.tap(), recv.GRPCAdmit)
+	checkOpts = append(checkOpts, grpc.InTapHandle(a.grpcTap))
 	a.grpc = grpc.NewServer(checkOpts...)
 	healthpb.RegisterHealthServer(a.grpc, a.grpcHlth)
 	recv.RegisterGRPC(a.grpc)
@@ -416,7 +422,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		caps[name] = a.listenerCap(name, limit)
 		bound[name], raw[name] = caps[name].Listener(ln), ln
 	}
-	if err := a.newHTTPLoops(caps[ListenerHTTP]); err != nil {
+	if err := errors.Join(a.newHTTPLoops(caps[ListenerHTTP]), a.newGRPCLoops(caps[ListenerGRPC])); err != nil {
 		for _, l := range bound {
 			_ = l.Close()
 		}
@@ -433,7 +439,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.mu.Unlock()
 
 	a.serveHTTPPort(raw[ListenerHTTP], bound[ListenerHTTP])
-	a.serve(ListenerGRPC, bound[ListenerGRPC], a.grpc.Serve)
+	a.serveGRPCPort(raw[ListenerGRPC], bound[ListenerGRPC])
 	a.serve(ListenerOTLPGRPC, bound[ListenerOTLPGRPC], a.otlpGRPC.Serve)
 	otlpMux := http.NewServeMux()
 	otlpMux.Handle("/v1/traces", requireBearer(a.cfg.OTLP.Token, surfaceOTLP, a.refused, a.otlp))
@@ -541,6 +547,11 @@ func (a *Agent) Stop(ctx context.Context) error {
 	var errs []error
 	if a.httpLoops != nil { // it shuts a.httpSrv down too
 		if err := a.httpLoops.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.grpcLoops != nil { // before grpc-go, which serves its calls handed over
+		if err := a.grpcLoops.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 //     controlpoint/server but explain and control points): open while
 //     check.token is empty, as gateways and SDKs call it on every request;
 //     with a token they send it as a bearer token (requireBearer; over
-//     gRPC, the tap handle of grpcGuardTap guards the check port's
+//     gRPC, the tap handle of grpcGuards guards the check port's
 //     services but health, and otlp.token the OTLP receiver the same way);
 //   - monitoring (/livez, /readyz, /v1/monitoring/…): open, for probes;
 //   - operator (the policy admin API, dynamic config, signals, explain,
@@ -147,55 +147,87 @@ func chainTaps(taps ...tap.ServerInHandle) tap.ServerInHandle {
 // grpcGuard is the token a gRPC surface needs, and the surface's name.
 type grpcGuard struct{ token, surface string }
 
-// grpcGuardTap is the gRPC form of requireBearer: a tap handle that
-// refuses, with codes.Unauthenticated, every call without its token, for
-// a server whose services need different tokens: the services in
-// byService need theirs, the open ones (gRPC health) none, and every
-// other one def's. A tap handle runs before a call's message is read
-// (16 MiB on OTLP) and covers streams too. A token travels as
-// "authorization: Bearer <token>" or, as Aperture's SDKs send it,
-// "x-api-key: <token>". It is nil when no service needs a token.
-func grpcGuardTap(refused *prometheus.CounterVec, def grpcGuard, byService map[string]grpcGuard, open ...string) tap.ServerInHandle {
-	type rule struct {
-		check   *bearerCheck
-		surface string
-		refusal error
+// grpcGuards is the gRPC form of requireBearer: it refuses, with
+// codes.Unauthenticated, every call without its token, for a server
+// whose services need different tokens: the services in byService need
+// theirs, the open ones (gRPC health) none, and every other one def's.
+// A token travels as "authorization: Bearer <token>" or, as Aperture's
+// SDKs send it, "x-api-key: <token>". It is nil when no service needs a
+// token. Its tap handle runs before a call's message is read (16 MiB on
+// OTLP) and covers streams too; a server on event loops calls refuse
+// itself (agent/grpcloop.go).
+type grpcGuards struct {
+	refused *prometheus.CounterVec
+	def     grpcRule
+	rules   map[string]grpcRule
+	open    []string
+}
+
+type grpcRule struct {
+	check   *bearerCheck
+	surface string
+	refusal error
+}
+
+func newGRPCGuards(refused *prometheus.CounterVec, def grpcGuard, byService map[string]grpcGuard, open ...string) *grpcGuards {
+	ruleOf := func(g grpcGuard) grpcRule {
+		return grpcRule{newBearerCheck(g.token), g.surface, status.Error(codes.Unauthenticated, "missing or wrong token: send metadata authorization: Bearer <"+g.surface+".token>")}
 	}
-	ruleOf := func(g grpcGuard) rule {
-		return rule{newBearerCheck(g.token), g.surface, status.Error(codes.Unauthenticated, "missing or wrong token: send metadata authorization: Bearer <"+g.surface+".token>")}
-	}
-	defRule, rules := ruleOf(def), make(map[string]rule, len(byService))
-	guarded := defRule.check != nil
+	gs := &grpcGuards{refused: refused, def: ruleOf(def), rules: make(map[string]grpcRule, len(byService)), open: open}
+	guarded := gs.def.check != nil
 	for svc, g := range byService {
-		rules[svc] = ruleOf(g)
-		guarded = guarded || rules[svc].check != nil
+		gs.rules[svc] = ruleOf(g)
+		guarded = guarded || gs.rules[svc].check != nil
 	}
 	if !guarded {
 		return nil
 	}
+	return gs
+}
+
+// refuse is the refusal of a call of method (a full method name) whose
+// metadata field gives the first value of a field, nil when it may go
+// on. A nil grpcGuards refuses nothing.
+func (gs *grpcGuards) refuse(method string, field func(name string) string) error {
+	if gs == nil {
+		return nil
+	}
+	service, _, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	if slices.Contains(gs.open, service) {
+		return nil
+	}
+	r, ok := gs.rules[service]
+	if !ok {
+		r = gs.def
+	}
+	if r.check == nil {
+		return nil
+	}
+	h := field("authorization")
+	if h == "" {
+		if v := field("x-api-key"); v != "" {
+			h = "Bearer " + v
+		}
+	}
+	if why := r.check.refusal(h); why != "" {
+		gs.refused.WithLabelValues(r.surface, why).Inc()
+		return r.refusal
+	}
+	return nil
+}
+
+// tap is refuse as a tap handle; nil when nothing is refused.
+func (gs *grpcGuards) tap() tap.ServerInHandle {
+	if gs == nil {
+		return nil
+	}
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		service, _, _ := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/")
-		if slices.Contains(open, service) {
-			return ctx, nil
-		}
-		r, ok := rules[service]
-		if !ok {
-			r = defRule
-		}
-		if r.check == nil {
-			return ctx, nil
-		}
-		var h string
-		if v := info.Header.Get("authorization"); len(v) > 0 {
-			h = v[0]
-		} else if v := info.Header.Get("x-api-key"); len(v) > 0 {
-			h = "Bearer " + v[0]
-		}
-		if why := r.check.refusal(h); why != "" {
-			refused.WithLabelValues(r.surface, why).Inc()
-			return ctx, r.refusal
-		}
-		return ctx, nil
+		return ctx, gs.refuse(info.FullMethodName, func(name string) string {
+			if v := info.Header.Get(name); len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		})
 	}
 }
 

@@ -65,16 +65,22 @@ type ServerConfig struct {
 	MaxConnections int           `yaml:"max_connections" desc:"Most connections each listener holds at a time; more clients wait until one closes. Lowered at start to fit the open-files limit."`
 	// HTTPEngine picks how the HTTP port serves the check API (httploop.go).
 	HTTPEngine string `yaml:"http_engine" desc:"How the HTTP port serves the calls made around every request, GET|POST /v1/check/http (nginx auth_request), POST /v1/check (JSON, the Python SDK; while no control point may wait) and POST /v1/flow/end: auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http. Empty means auto."`
+	// GRPCEngine picks how the gRPC port serves the check (grpcloop.go).
+	GRPCEngine string `yaml:"grpc_engine" desc:"How the gRPC port serves FlowControlService/Check: auto answers it on event loops on Linux when the port is plain (h2c; grpc-go otherwise), loop does so or fails to start, net serves everything with grpc-go. On the loops every other call (health, OTLP spans, Aperture's and Envoy's services, FlowEnd) is served by grpc-go on the same connection, behind the same tokens. Empty means auto."`
 }
 
-// validateEngine checks server.http_engine; empty means auto (a
-// ServerConfig built in code sets only what it needs).
+// validateEngine checks server.http_engine and server.grpc_engine; empty
+// means auto (a ServerConfig built in code sets only what it needs).
 func (s ServerConfig) validateEngine() error {
-	switch s.HTTPEngine {
-	case "", "auto", "loop", "net":
-		return nil
+	var errs []error
+	for _, e := range []struct{ key, v string }{{"server.http_engine", s.HTTPEngine}, {"server.grpc_engine", s.GRPCEngine}} {
+		switch e.v {
+		case "", "auto", "loop", "net":
+		default:
+			errs = append(errs, fmt.Errorf("%s: must be one of auto, loop, net, got %q", e.key, e.v))
+		}
 	}
-	return fmt.Errorf("server.http_engine: must be one of auto, loop, net, got %q", s.HTTPEngine)
+	return errors.Join(errs...)
 }
 
 // MetricsConfig is the Prometheus scrape endpoint.
@@ -137,7 +143,7 @@ func (c LimitsConfig) rateLimiterMemory() int64 { return int64(c.RateLimiterMemo
 func DefaultConfig() Config {
 	return Config{
 		Server: ServerConfig{Host: "0.0.0.0", HTTPPort: 8080, GRPCPort: 8081,
-			ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxConnections: 4096, HTTPEngine: "auto"},
+			ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxConnections: 4096, HTTPEngine: "auto", GRPCEngine: "auto"},
 		Metrics:    MetricsConfig{Enabled: true, Port: 9090, Path: "/metrics", TLS: true},
 		OTLP:       OTLPConfig{GRPCPort: 4317, HTTPPort: 4318},
 		Policies:   PoliciesConfig{Dir: "./policies"},

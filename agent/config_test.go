@@ -102,7 +102,7 @@ FLUXGATE_DEBUG: expected bool, got "sometimes"`
 func TestLoadConfigBadFile(t *testing.T) {
 	_, _, err := LoadConfig("testdata/config/bad.yaml", nil)
 	want := []string{
-		`testdata/config/bad.yaml:3:3: unknown field "http_prot" in server; valid fields: grpc_port, host, http_engine, http_port, idle_timeout, max_connections, probe_port, read_timeout, write_timeout`,
+		`testdata/config/bad.yaml:3:3: unknown field "http_prot" in server; valid fields: grpc_engine, grpc_port, host, http_engine, http_port, idle_timeout, max_connections, probe_port, read_timeout, write_timeout`,
 		`testdata/config/bad.yaml:5:12: metrics.enabled: expected bool, got string "maybe"`,
 		`testdata/config/bad.yaml:6:9: metrics.port: expected int, got string "9090"`,
 		`testdata/config/bad.yaml:7:3: duplicate key "port", first defined at line 6`,

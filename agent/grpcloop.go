@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/tap"
+
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/h2"
+	"github.com/fluxgate/fluxgate/internal/loopgrpc"
+)
+
+// The gRPC port on event loops (server.grpc_engine, issue 20): SDKs and
+// gateways call FlowControlService/Check once per request, and grpc-go
+// spends 13–16 µs of CPU on each, ten times the decision. On Linux, and
+// with the port plain (h2c), loopgrpc answers Check on event loops —
+// guarded by check.token as the tap handle guards the port, decided on
+// the loop, or on a goroutine when its control point may wait — and
+// hands every other call (health, OTLP spans, Aperture's and Envoy's
+// services, FlowEnd) to grpc-go through its ServeHTTP, behind the same
+// tap handle (a.grpcTap: tokens, the OTLP export slots), on the same
+// connection. The port's timeouts, connection cap, stream bound and
+// maximum connection age are grpc-go's here too.
+
+// newGRPCLoops builds a.grpcLoops when server.grpc_engine asks for loops
+// and they can run here: auto wants Linux and a plain port, loop fails to
+// start without them.
+func (a *Agent) newGRPCLoops(k *conncap.Cap) error {
+	engine := a.cfg.Server.GRPCEngine
+	if engine == "net" || a.check == nil {
+		return nil
+	}
+	if a.tlsOn(ListenerGRPC) {
+		if engine == "loop" {
+			return errors.New("agent: server.grpc_engine loop serves plain gRPC (h2c) only; with TLS on the gRPC port set it to auto or net")
+		}
+		return nil
+	}
+	s := connLimits(a.cfg.Server)
+	lp, err := loopgrpc.New(loopgrpc.Options{
+		Unary:                 map[string]loopgrpc.Unary{pb.FlowControlService_Check_FullMethodName: a.loopCheck},
+		Fallback:              http.HandlerFunc(a.grpcFallback),
+		H2:                    &h2.Server{MaxConcurrentStreams: grpcMaxStreams},
+		MaxRecvMsgSize:        grpcMaxCheckMsg,
+		Cap:                   k,
+		PrefaceTimeout:        min(readHeaderTimeout, s.ReadTimeout),
+		IdleTimeout:           s.IdleTimeout,
+		WriteTimeout:          s.WriteTimeout,
+		MaxConnectionAge:      grpcMaxConnAge,
+		MaxConnectionAgeGrace: grpcMaxAgeGrace,
+		Logger:                a.logger,
+	})
+	switch {
+	case err == nil:
+		a.grpcLoops = lp
+	case engine == "loop":
+		return fmt.Errorf("agent: server.grpc_engine loop: %w", err)
+	case !errors.Is(err, loopgrpc.ErrUnsupported):
+		a.logger.Warn("the gRPC port's event loops could not start; grpc-go serves it", "err", err)
+	}
+	return nil
+}
+
+// loopCheck is FlowControlService/Check on the loops.
+func (a *Agent) loopCheck(c *loopgrpc.Call) (loopgrpc.Answer, error) {
+	if err := a.grpcGuards.refuse(c.Method, c.Field); err != nil {
+		return loopgrpc.Answer{}, err
+	}
+	run, waits, err := a.check.LoopCheck(c.Msg)
+	return loopgrpc.Answer{Run: run, Waits: waits}, err
+}
+
+// grpcFallback serves the calls the loops hand over with grpc-go, after
+// the port's tap handle, which grpc-go's ServeHTTP does not run.
+func (a *Agent) grpcFallback(w http.ResponseWriter, r *http.Request) {
+	md := make(metadata.MD, len(r.Header))
+	for k, vs := range r.Header {
+		md[strings.ToLower(k)] = vs
+	}
+	ctx, err := a.grpcTap(r.Context(), &tap.Info{FullMethodName: r.URL.Path, Header: md})
+	if err != nil {
+		loopgrpc.Refuse(w, err)
+		return
+	}
+	a.grpc.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// serveGRPCPort serves the gRPC port: raw on the loops, or capped with
+// grpc-go.
+func (a *Agent) serveGRPCPort(raw, capped net.Listener) {
+	lp := a.grpcLoops
+	if lp == nil {
+		a.serve(ListenerGRPC, capped, a.grpc.Serve)
+		return
+	}
+	a.logger.Info("FlowControlService/Check is served on event loops", "listener", ListenerGRPC)
+	a.serve(ListenerGRPC, raw, func(ln net.Listener) error {
+		defer ln.Close()
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			return fmt.Errorf("agent: the gRPC port's loops need a TCP listener, not %T", ln)
+		}
+		return lp.Serve(tl)
+	})
+}

@@ -1,0 +1,246 @@
+//go:build linux
+
+package loopgrpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+	"golang.org/x/sys/unix"
+
+	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/h2"
+)
+
+// Server serves a listener on event loops (see the package doc).
+type Server struct {
+	o      Options
+	logger *slog.Logger
+	h2     *h2.Server
+	group  *eventloop.Group
+	loops  []*loopState
+	local  net.Addr
+
+	shutting     atomic.Bool
+	open         atomic.Int64   // connections on the loops
+	calls        sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
+	acceptLogged atomic.Int64   // Unix ns of the last accept failure logged
+
+	mu      sync.Mutex
+	acc     *eventloop.Acceptor // guarded by mu
+	serving bool                // guarded by mu
+	served  chan struct{}       // closed by Shutdown
+}
+
+// loopState is one loop's: its connections and scratch buffers, touched
+// only on the loop.
+type loopState struct {
+	s      *Server
+	l      *eventloop.Loop
+	conns  map[*conn]struct{}
+	in     []byte              // reads land here; a connection keeps only a frame not yet whole
+	msg    []byte              // a unary answer's message is built here
+	fields []hpack.HeaderField // an answer's header fields are gathered here
+}
+
+// readSize is a loop's read buffer, and a connection's for a frame not
+// yet whole: the Session takes frames of at most 16 KiB.
+const readSize = 2 * (16<<10 + 9)
+
+// maxOut is the most bytes of frames a connection holds for a client
+// that does not read them before the loop stops reading the client.
+const maxOut = 256 << 10
+
+// New returns a Server; on other systems than Linux, ErrUnsupported.
+func New(o Options) (*Server, error) {
+	if o.Unary == nil || o.Fallback == nil {
+		return nil, errors.New("loopgrpc: Unary and Fallback are needed")
+	}
+	if o.MaxRecvMsgSize <= 0 {
+		o.MaxRecvMsgSize = 4 << 20
+	}
+	if o.PrefaceTimeout <= 0 {
+		o.PrefaceTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.MaxConnectionAgeGrace <= 0 {
+		o.MaxConnectionAgeGrace = 30 * time.Second
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	hs := o.H2
+	if hs == nil {
+		hs = &h2.Server{}
+	}
+	s := &Server{o: o, logger: logger, h2: hs, served: make(chan struct{})}
+	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, NoSpareP: true, OnPanic: func(p any) {
+		logger.Error("gRPC event loop recovered a panic", "panic", p)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	s.group = group
+	for _, l := range group.Loops() {
+		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
+	}
+	return s, nil
+}
+
+// Serve serves ln until Shutdown, then returns nil. ln stays open: the
+// caller closes it.
+func (s *Server) Serve(ln *net.TCPListener) error {
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("loopgrpc: already serving")
+	}
+	s.serving = true
+	s.mu.Unlock()
+	if s.shutting.Load() {
+		return nil
+	}
+	s.local = ln.Addr()
+	s.group.Start()
+	var gate eventloop.Gate
+	if k := s.o.Cap; k != nil {
+		gate = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}
+	}
+	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptFailed, gate)
+	if err != nil {
+		s.group.Close()
+		return fmt.Errorf("loopgrpc: %w", err)
+	}
+	if s.o.Cap != nil {
+		s.o.Cap.SetResume(acc.Resume)
+	}
+	s.mu.Lock()
+	s.acc = acc
+	s.mu.Unlock()
+	<-s.served
+	return nil
+}
+
+// acceptFailed logs an accept error that pauses a loop's accepting (out
+// of descriptors), at most once a second.
+func (s *Server) acceptFailed(err error) {
+	now := time.Now().UnixNano()
+	if last := s.acceptLogged.Load(); now-last < int64(time.Second) || !s.acceptLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.logger.Warn("accept failed; the gRPC loops pause accepting and retry", "err", err, "pause", eventloop.AcceptPause)
+}
+
+// accepted takes a new connection on loop l.
+func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
+	st := s.loops[l.Index()]
+	if s.shutting.Load() {
+		_ = unix.Close(fd)
+		if s.o.Cap != nil {
+			s.o.Cap.Give()
+		}
+		return
+	}
+	c := &conn{st: st, fd: fd, remote: sockaddrString(sa)}
+	c.timer = l.NewTimer(c.timedOut)
+	if err := l.Add(fd, eventloop.Readable, c.onEvent); err != nil {
+		_ = unix.Close(fd)
+		if s.o.Cap != nil {
+			s.o.Cap.Give()
+		}
+		return
+	}
+	c.registered, c.interest = true, eventloop.Readable
+	if s.o.Cap != nil {
+		c.slot = s.o.Cap.Add(func() { l.Post(c.evict) })
+	}
+	st.conns[c] = struct{}{}
+	s.open.Add(1)
+	c.ss = s.h2.NewSession(c)
+	if a := s.o.MaxConnectionAge; a > 0 {
+		c.age = l.NewTimer(c.aged)
+		c.age.Reset(a)
+	}
+	c.flush()
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+	}
+	return ""
+}
+
+// Shutdown stops accepting, sends GOAWAY on every connection, lets the
+// calls in flight finish (a connection closes after its last), and waits
+// for them until ctx ends; it then closes what is left (the calls still
+// running see their context end) and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.shutting.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	acc, serving := s.acc, s.serving
+	s.mu.Unlock()
+	defer close(s.served)
+	if !serving {
+		s.group.Close()
+		return nil
+	}
+	if acc != nil {
+		acc.Close()
+	}
+	s.onLoops(func(st *loopState) {
+		for c := range st.conns {
+			c.goAway()
+		}
+	})
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for s.open.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	s.onLoops(func(st *loopState) {
+		for c := range st.conns {
+			c.close()
+		}
+	})
+	s.group.Close()
+	done := make(chan struct{})
+	go func() { s.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// onLoops runs f on every loop and waits for it (not from a loop).
+func (s *Server) onLoops(f func(st *loopState)) {
+	s.group.Each(func(l *eventloop.Loop) { f(s.loops[l.Index()]) })
+}

@@ -1,0 +1,466 @@
+//go:build linux
+
+package loopgrpc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testService is grpc-go's side: every method of TestService, UnaryCall
+// answering "grpc-go" (the loops answer it "loop").
+type testService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (testService) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty, error) {
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("fail")) > 0 {
+		return nil, status.Error(codes.PermissionDenied, md.Get("fail")[0])
+	}
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "t1"))
+	return &testpb.Empty{}, nil
+}
+
+func (testService) UnaryCall(_ context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Username: "grpc-go", Payload: in.GetPayload()}, nil
+}
+
+func (testService) StreamingInputCall(s grpc.ClientStreamingServer[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse]) error {
+	n := 0
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return s.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(n)})
+		}
+		if err != nil {
+			return err
+		}
+		n += len(m.GetPayload().GetBody())
+	}
+}
+
+func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s grpc.ServerStreamingServer[testpb.StreamingOutputCallResponse]) error {
+	for _, p := range in.GetResponseParameters() {
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: bytes.Repeat([]byte{'x'}, int(p.GetSize()))}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (testService) FullDuplexCall(s grpc.BidiStreamingServer[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]) error {
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: m.GetPayload()}); err != nil {
+			return err
+		}
+	}
+}
+
+const unaryMethod = "/grpc.testing.TestService/UnaryCall"
+
+// loopUnary is UnaryCall on the loops: the payload back, username "loop"
+// (or the response_size's status code as an error, and a payload type
+// of 1 waits on a goroutine for the client's deadline or reset).
+type loopUnary struct {
+	waited   atomic.Int64 // Runs on a goroutine that ended with their ctx
+	onLoop   atomic.Int64
+	running  chan struct{} // told when a waiting Run starts, if set
+	tokenful bool          // refuse calls without authorization: Bearer t
+}
+
+func (lu *loopUnary) unary(c *Call) (Answer, error) {
+	if lu.tokenful && c.Field("authorization") != "Bearer t" {
+		return Answer{}, status.Error(codes.Unauthenticated, "missing token")
+	}
+	in := &testpb.SimpleRequest{}
+	if err := proto.Unmarshal(c.Msg, in); err != nil {
+		return Answer{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if code := in.GetResponseSize(); code != 0 {
+		return Answer{}, status.Error(codes.Code(code), "refusé: ½")
+	}
+	if in.GetResponseType() == 1 {
+		return Answer{Waits: true, Run: func(ctx context.Context, out []byte) ([]byte, error) {
+			if lu.running != nil {
+				lu.running <- struct{}{}
+			}
+			<-ctx.Done()
+			lu.waited.Add(1)
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}}, nil
+	}
+	return Answer{Run: func(_ context.Context, out []byte) ([]byte, error) {
+		lu.onLoop.Add(1)
+		return proto.MarshalOptions{}.MarshalAppend(out, &testpb.SimpleResponse{Username: "loop", Payload: in.GetPayload()})
+	}}, nil
+}
+
+type fixture struct {
+	s    *Server
+	lu   *loopUnary
+	addr string
+	done chan error
+}
+
+func start(t *testing.T, lu *loopUnary, tune func(*Options)) *fixture {
+	t.Helper()
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, testService{})
+	o := Options{Unary: map[string]Unary{unaryMethod: lu.unary}, Fallback: gs, Loops: 2}
+	if tune != nil {
+		tune(&o)
+	}
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{s: s, lu: lu, addr: ln.Addr().String(), done: make(chan error, 1)}
+	go func() { f.done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-f.done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = ln.Close()
+		gs.Stop()
+	})
+	return f
+}
+
+func (f *fixture) client(t *testing.T) testpb.TestServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return testpb.NewTestServiceClient(cc)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestUnaryOnTheLoop(t *testing.T) {
+	f := start(t, &loopUnary{}, nil)
+	c := f.client(t)
+	ctx := ctxT(t)
+	for i := range 50 {
+		body := bytes.Repeat([]byte{byte(i)}, i*97)
+		resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetUsername() != "loop" || !bytes.Equal(resp.GetPayload().GetBody(), body) {
+			t.Fatalf("call %d: answered by %q with %d bytes, want the loop's with %d", i, resp.GetUsername(), len(resp.GetPayload().GetBody()), len(body))
+		}
+	}
+	if n := f.lu.onLoop.Load(); n != 50 {
+		t.Errorf("%d calls answered on the loop, want 50", n)
+	}
+}
+
+func TestUnaryStatus(t *testing.T) {
+	f := start(t, &loopUnary{}, nil)
+	c := f.client(t)
+	_, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{ResponseSize: int32(codes.FailedPrecondition)})
+	if s := status.Convert(err); s.Code() != codes.FailedPrecondition || s.Message() != "refusé: ½" {
+		t.Fatalf("got %v, want FailedPrecondition with the message as sent", err)
+	}
+	// A malformed message: the Unary's error.
+	cc := f.rawCall(t, unaryMethod, []byte{0xff, 0xff})
+	if cc.Code() != codes.InvalidArgument {
+		t.Fatalf("malformed message: %v, want InvalidArgument", cc)
+	}
+}
+
+func TestUnaryTooLarge(t *testing.T) {
+	f := start(t, &loopUnary{}, func(o *Options) { o.MaxRecvMsgSize = 1000 })
+	c := f.client(t)
+	_, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 5000)}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("got %v, want ResourceExhausted", err)
+	}
+	// The connection serves on.
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnaryWaits(t *testing.T) {
+	lu := &loopUnary{running: make(chan struct{}, 1)}
+	f := start(t, lu, nil)
+	c := f.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("got %v, want DeadlineExceeded", err)
+	}
+	<-lu.running
+	// A reset (the client cancels) ends the Run's context.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.UnaryCall(ctx2, &testpb.SimpleRequest{ResponseType: 1})
+		errc <- err
+	}()
+	<-lu.running
+	cancel2()
+	if err := <-errc; status.Code(err) != codes.Canceled {
+		t.Fatalf("got %v, want Canceled", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for lu.waited.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := lu.waited.Load(); n != 2 {
+		t.Fatalf("%d waiting Runs saw their context end, want 2", n)
+	}
+	// And the connection serves on.
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFallbackCalls(t *testing.T) {
+	f := start(t, &loopUnary{}, nil)
+	c := f.client(t)
+	ctx := ctxT(t)
+
+	var trailer metadata.MD
+	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Trailer(&trailer)); err != nil {
+		t.Fatal(err)
+	}
+	if got := trailer.Get("x-trailer"); len(got) != 1 || got[0] != "t1" {
+		t.Errorf("trailer x-trailer = %q, want t1", got)
+	}
+	_, err := c.EmptyCall(metadata.AppendToOutgoingContext(ctx, "fail", "nope 100%"), &testpb.Empty{})
+	if s := status.Convert(err); s.Code() != codes.PermissionDenied || s.Message() != "nope 100%" {
+		t.Errorf("got %v, want PermissionDenied from grpc-go", err)
+	}
+
+	// Client streaming past the windows: 4 MiB in 64 KiB messages.
+	in, err := c.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 64 {
+		if err := in.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 64<<10)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := in.CloseAndRecv()
+	if err != nil || got.GetAggregatedPayloadSize() != 64*64<<10 {
+		t.Fatalf("client streaming: %v, %v", got, err)
+	}
+
+	// Server streaming past the windows: 3 MiB.
+	var params []*testpb.ResponseParameters
+	for range 48 {
+		params = append(params, &testpb.ResponseParameters{Size: 64 << 10})
+	}
+	out, err := c.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		m, err := out.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(m.GetPayload().GetBody())
+	}
+	if n != 48*64<<10 {
+		t.Fatalf("server streaming: %d bytes, want %d", n, 48*64<<10)
+	}
+
+	// Bidirectional, message by message.
+	bidi, err := c.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		body := []byte(fmt.Sprint(i))
+		if err := bidi.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: body}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bidi.Recv()
+		if err != nil || !bytes.Equal(m.GetPayload().GetBody(), body) {
+			t.Fatalf("bidi %d: %v, %v", i, m, err)
+		}
+	}
+	if err := bidi.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("bidi end: %v, want EOF", err)
+	}
+}
+
+// A compressed call of a loop method goes to grpc-go, which reads it.
+func TestCompressedGoesToFallback(t *testing.T) {
+	f := start(t, &loopUnary{}, nil)
+	c := f.client(t)
+	resp, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("zz")}}, grpc.UseCompressor(gzip.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetUsername() != "grpc-go" {
+		t.Fatalf("answered by %q, want grpc-go", resp.GetUsername())
+	}
+}
+
+func TestMixedConcurrent(t *testing.T) {
+	f := start(t, &loopUnary{tokenful: true}, nil)
+	c := f.client(t)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer t")
+	var wg sync.WaitGroup
+	errc := make(chan error, 40)
+	for g := range 20 {
+		wg.Go(func() {
+			for i := range 30 {
+				var err error
+				switch (g + i) % 3 {
+				case 0:
+					var r *testpb.SimpleResponse
+					r, err = c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, i*1000)}})
+					if err == nil && r.GetUsername() != "loop" {
+						err = fmt.Errorf("answered by %q", r.GetUsername())
+					}
+				case 1:
+					_, err = c.EmptyCall(ctx, &testpb.Empty{})
+				case 2:
+					var s grpc.BidiStreamingClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]
+					if s, err = c.FullDuplexCall(ctx); err == nil {
+						err = s.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 20000)}})
+						if err == nil {
+							_, err = s.Recv()
+						}
+						if err == nil {
+							err = s.CloseSend()
+						}
+						if err == nil {
+							if _, err = s.Recv(); errors.Is(err, io.EOF) {
+								err = nil
+							}
+						}
+					}
+				}
+				if err != nil {
+					errc <- fmt.Errorf("goroutine %d call %d: %w", g, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	_, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("without the token: %v, want Unauthenticated", err)
+	}
+}
+
+func TestIdleConnectionGoesAway(t *testing.T) {
+	f := start(t, &loopUnary{}, func(o *Options) { o.IdleTimeout = 100 * time.Millisecond })
+	c := f.client(t)
+	for range 3 {
+		if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // GOAWAY; the client dials again
+	}
+	if n := f.s.open.Load(); n > 1 {
+		t.Errorf("%d connections open, want at most the last", n)
+	}
+}
+
+func TestShutdownFinishesCalls(t *testing.T) {
+	lu := &loopUnary{running: make(chan struct{}, 1)}
+	f := start(t, lu, nil)
+	c := f.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
+		errc <- err
+	}()
+	<-lu.running
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := f.s.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("the call in flight got %v, want its own DeadlineExceeded", err)
+	}
+}
+
+// rawCodec sends and reads messages as the bytes given.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), b...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// rawCall calls method with msg as the request message, as it is.
+func (f *fixture) rawCall(t *testing.T, method string, msg []byte) *status.Status {
+	t.Helper()
+	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var out []byte
+	err = cc.Invoke(ctxT(t), method, &msg, &out, grpc.ForceCodec(rawCodec{}))
+	return status.Convert(err)
+}
