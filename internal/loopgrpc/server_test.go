@@ -23,6 +23,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/fluxgate/fluxgate/internal/conncap"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -102,6 +107,9 @@ func (lu *loopUnary) unary(c *Call) (Answer, error) {
 	in := &testpb.SimpleRequest{}
 	if err := proto.Unmarshal(c.Msg, in); err != nil {
 		return Answer{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if string(in.GetPayload().GetBody()) == "panic" {
+		panic("a method's bug")
 	}
 	if code := in.GetResponseSize(); code != 0 {
 		return Answer{}, status.Error(codes.Code(code), "refusé: ½")
@@ -463,4 +471,176 @@ func (f *fixture) rawCall(t *testing.T, method string, msg []byte) *status.Statu
 	var out []byte
 	err = cc.Invoke(ctxT(t), method, &msg, &out, grpc.ForceCodec(rawCodec{}))
 	return status.Convert(err)
+}
+
+// A method that panics fails its call with INTERNAL; the connection and
+// the loop serve on.
+func TestUnaryPanics(t *testing.T) {
+	f := start(t, &loopUnary{}, nil)
+	c := f.client(t)
+	_, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("panic")}})
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("got %v, want Internal", err)
+	}
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A client that sends no preface is closed after PrefaceTimeout, having
+// had the server's SETTINGS.
+func TestPrefaceTimeout(t *testing.T) {
+	f := start(t, &loopUnary{}, func(o *Options) { o.PrefaceTimeout = 100 * time.Millisecond })
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	got, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	fr := http2.NewFramer(nil, bytes.NewReader(got))
+	if fm, err := fr.ReadFrame(); err != nil || fm.Header().Type != http2.FrameSettings {
+		t.Fatalf("first frame: %v, %v; want SETTINGS", fm, err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Errorf("closed after %v, before the preface timeout", d)
+	}
+}
+
+// A connection past MaxConnectionAge gets GOAWAY: the call in flight
+// finishes within the grace, the client moves to a new connection.
+func TestMaxConnectionAge(t *testing.T) {
+	lu := &loopUnary{running: make(chan struct{}, 1)}
+	f := start(t, lu, func(o *Options) {
+		o.MaxConnectionAge, o.MaxConnectionAgeGrace = 200*time.Millisecond, 200*time.Millisecond
+	})
+	c := f.client(t)
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// A call that outlives the grace is cut with the connection.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("a call past the grace: %v, want Unavailable", err)
+	}
+	<-lu.running
+	for range 3 {
+		if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// A client that sends calls and reads no answers is cut off after
+// WriteTimeout, once the loop stopped reading it; the others are served.
+func TestClientNotReadingIsCut(t *testing.T) {
+	f := start(t, &loopUnary{}, func(o *Options) { o.WriteTimeout = 300 * time.Millisecond })
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	msg, _ := proto.Marshal(&testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 15000)}})
+	body := append([]byte{0, 0, 0, 0, 0}, msg...)
+	body[1], body[2], body[3], body[4] = byte(len(msg)>>24), byte(len(msg)>>16), byte(len(msg)>>8), byte(len(msg))
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: unaryMethod}, {Name: ":authority", Value: "x"}, {Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}} {
+		_ = enc.WriteField(hf)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		fr := http2.NewFramer(nc, nil)
+		_, err := io.WriteString(nc, http2.ClientPreface)
+		if err == nil {
+			err = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		}
+		if err == nil {
+			err = fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		}
+		for id := uint32(1); err == nil && id < 2*4000; id += 2 { // 60 MB of answers at most
+			if err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err == nil {
+				err = fr.WriteData(id, true, body)
+			}
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("the server took 4,000 calls whose answers were not read")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client's writes still block after 20 s: the connection was not cut")
+	}
+	c := f.client(t)
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Connections hold slots of the Cap while open; a full Cap closes an idle
+// one (no call open) for a newcomer, and every slot comes back.
+func TestCapSlots(t *testing.T) {
+	k := conncap.New(conncap.Options{Max: 2, Evict: true})
+	f := start(t, &loopUnary{}, func(o *Options) { o.Cap = k })
+	var ccs []*grpc.ClientConn
+	for range 2 {
+		cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ccs = append(ccs, cc)
+		if _, err := testpb.NewTestServiceClient(cc).UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := k.Open(); n != 2 {
+		t.Errorf("open slots with 2 connections: %d", n)
+	}
+	time.Sleep(conncap.Grace + 50*time.Millisecond)
+	c := f.client(t)
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("the newcomer: %v", err)
+	}
+	for _, cc := range ccs {
+		_ = cc.Close()
+	}
+}
+
+// Requests arriving in pieces hold at most maxPartial bytes of a
+// connection's memory: past it a call fails with RESOURCE_EXHAUSTED.
+func TestPartialBound(t *testing.T) {
+	f := start(t, &loopUnary{}, nil)
+	c := f.client(t)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	var exhausted, ok atomic.Int64
+	for range 6 {
+		wg.Go(func() {
+			// 2 MiB each: more than a frame, so it arrives in pieces.
+			_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 2<<20)}})
+			switch status.Code(err) {
+			case codes.OK:
+				ok.Add(1)
+			case codes.ResourceExhausted:
+				exhausted.Add(1)
+			default:
+				t.Errorf("got %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() == 0 {
+		t.Error("no call went through")
+	}
+	t.Logf("%d calls answered, %d refused", ok.Load(), exhausted.Load())
 }
