@@ -118,6 +118,8 @@ import (
 	"syscall"
 	"time"
 
+	pacing "github.com/fluxgate/fluxgate/internal/pace"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
@@ -1141,16 +1143,9 @@ func pace(rate float64, d time.Duration, send []func() (ok, slowHit bool)) resul
 			}
 		})
 	}
-	// time.Sleep under 1 ms lasts a whole millisecond whenever the
-	// runtime waits in epoll (its timeout is in ms), which would send
-	// the requests in bursts and count the driver's lateness as latency;
-	// a nanosleep on a thread of its own keeps the pace to microseconds.
-	runtime.LockOSThread()
+	runtime.LockOSThread() // pacing.Until sleeps the thread
 	for i := range n {
-		if w := time.Until(start.Add(time.Duration(i) * interval)); w > 0 {
-			ts := syscall.NsecToTimespec(int64(w))
-			_ = syscall.Nanosleep(&ts, nil)
-		}
+		pacing.Until(start.Add(time.Duration(i) * interval))
 		due <- i
 	}
 	runtime.UnlockOSThread()

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxgate/fluxgate/internal/pace"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
@@ -79,12 +82,12 @@ func pacedSlice(client pb.FlowControlServiceClient, d time.Duration) ([]time.Dur
 			}
 		})
 	}
+	runtime.LockOSThread() // pace.Until sleeps the thread
 	for i := range total {
-		if w := time.Until(start.Add(time.Duration(i) * interval)); w > 0 {
-			time.Sleep(w)
-		}
+		pace.Until(start.Add(time.Duration(i) * interval))
 		intended <- i
 	}
+	runtime.UnlockOSThread()
 	close(intended)
 	wg.Wait()
 	return lat, failures.Load()

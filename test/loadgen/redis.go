@@ -10,12 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fluxgate/fluxgate/internal/pace"
 
 	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
@@ -404,10 +407,12 @@ func openLoopOp(op func(context.Context, int, int) error) map[string]float64 {
 			}
 		})
 	}
+	runtime.LockOSThread() // pace.Until sleeps the thread
 	for i := range total {
-		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		pace.Until(start.Add(time.Duration(i) * interval))
 		todo <- i
 	}
+	runtime.UnlockOSThread()
 	close(todo)
 	wg.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
