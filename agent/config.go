@@ -66,7 +66,7 @@ type ServerConfig struct {
 	// HTTPEngine picks how the HTTP port serves the check API (httploop.go).
 	HTTPEngine string `yaml:"http_engine" desc:"How the HTTP port serves the calls made around every request, GET|POST /v1/check/http (nginx auth_request), POST /v1/check (JSON, the Python SDK; while no control point may wait) and POST /v1/flow/end: auto serves them on event loops on Linux when the port is plain HTTP (net/http otherwise), loop does so or fails to start, net serves everything with net/http. On the loops every other request, and a connection from its first other request on, is served by net/http. Empty means auto."`
 	// GRPCEngine picks how the gRPC port serves the check (grpcloop.go).
-	GRPCEngine string `yaml:"grpc_engine" desc:"How the gRPC port serves FlowControlService/Check: auto answers it on event loops on Linux when the port is plain (h2c; grpc-go otherwise), loop does so or fails to start, net serves everything with grpc-go. On the loops every other call (health, OTLP spans, Aperture's and Envoy's services, FlowEnd) is served by grpc-go on the same connection, behind the same tokens. Empty means auto."`
+	GRPCEngine string `yaml:"grpc_engine" desc:"How the gRPC port serves the checks made once per request (FlowControlService/Check, Aperture's FlowControlService/Check, Envoy's ext_authz Authorization/Check): auto answers them on event loops on Linux when the port is plain (h2c; grpc-go otherwise), loop does so or fails to start, net serves everything with grpc-go. On the loops every other call (health, OTLP spans, FlowEnd, access logs) is served by grpc-go on the same connection, behind the same tokens. Empty means auto."`
 }
 
 // validateEngine checks server.http_engine and server.grpc_engine; empty

@@ -10,22 +10,21 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/tap"
 
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/loopgrpc"
 )
 
 // The gRPC port on event loops (server.grpc_engine, issue 20): SDKs and
-// gateways call FlowControlService/Check once per request, and grpc-go
-// spends 13–16 µs of CPU on each, ten times the decision. On Linux, and
-// with the port plain (h2c), loopgrpc answers Check on event loops —
-// guarded by check.token as the tap handle guards the port, decided on
-// the loop, or on a goroutine when its control point may wait — and
-// hands every other call (health, OTLP spans, Aperture's and Envoy's
-// services, FlowEnd) to grpc-go through its ServeHTTP, behind the same
-// tap handle (a.grpcTap: tokens, the OTLP export slots), on the same
-// connection. The port's timeouts, connection cap, stream bound and
+// gateways call a check once per request, and grpc-go spends 13–16 µs of
+// CPU on each, ten times the decision. On Linux, and with the port plain
+// (h2c), loopgrpc answers the checks (FlowControlService/Check,
+// Aperture's, Envoy's ext_authz: server.LoopMethods) on event loops —
+// guarded by the tokens as the tap handle guards the port, decided on the
+// loop, or on a goroutine when the control point may wait — and hands
+// every other call (health, OTLP spans, FlowEnd, access logs) to grpc-go
+// through its ServeHTTP, behind the same tap handle (a.grpcTap: tokens,
+// the OTLP export slots), on the same connection. The port's timeouts, connection cap, stream bound and
 // maximum connection age are grpc-go's here too.
 
 // newGRPCLoops builds a.grpcLoops when server.grpc_engine asks for loops
@@ -44,7 +43,7 @@ func (a *Agent) newGRPCLoops(k *conncap.Cap) error {
 	}
 	s := connLimits(a.cfg.Server)
 	lp, err := loopgrpc.New(loopgrpc.Options{
-		Unary:                 map[string]loopgrpc.Unary{pb.FlowControlService_Check_FullMethodName: a.loopCheck},
+		Unary:                 a.loopMethods(),
 		Fallback:              http.HandlerFunc(a.grpcFallback),
 		H2:                    &h2.Server{MaxConcurrentStreams: grpcMaxStreams},
 		MaxRecvMsgSize:        grpcMaxCheckMsg,
@@ -67,13 +66,20 @@ func (a *Agent) newGRPCLoops(k *conncap.Cap) error {
 	return nil
 }
 
-// loopCheck is FlowControlService/Check on the loops.
-func (a *Agent) loopCheck(c *loopgrpc.Call) (loopgrpc.Answer, error) {
-	if err := a.grpcGuards.refuse(c.Method, c.Field); err != nil {
-		return loopgrpc.Answer{}, err
+// loopMethods are the check API's calls answered on the loops, each
+// behind the port's tokens.
+func (a *Agent) loopMethods() map[string]loopgrpc.Unary {
+	us := map[string]loopgrpc.Unary{}
+	for name, m := range a.check.LoopMethods() {
+		us[name] = func(c *loopgrpc.Call) (loopgrpc.Answer, error) {
+			if err := a.grpcGuards.refuse(c.Method, c.Field); err != nil {
+				return loopgrpc.Answer{}, err
+			}
+			run, waits, err := m(c.Msg)
+			return loopgrpc.Answer{Run: run, Waits: waits}, err
+		}
 	}
-	run, waits, err := a.check.LoopCheck(c.Msg)
-	return loopgrpc.Answer{Run: run, Waits: waits}, err
+	return us
 }
 
 // grpcFallback serves the calls the loops hand over with grpc-go, after

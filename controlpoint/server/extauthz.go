@@ -84,15 +84,20 @@ func (a authorization) Check(ctx context.Context, in *authv3.CheckRequest) (*aut
 	}, nil
 }
 
+// extAuthzControlPoint is the control point an ext_authz request names.
+func extAuthzControlPoint(in *authv3.CheckRequest) string {
+	if cp := in.GetAttributes().GetContextExtensions()[ContextExtensionControlPoint]; cp != "" {
+		return cp
+	}
+	return DefaultControlPoint
+}
+
 // extAuthzFlow turns an ext_authz request into a flow, returning also the
 // request's baggage header. It fails only for a flow-end promise other
 // than "report".
 func extAuthzFlow(in *authv3.CheckRequest) (controlpoint.Request, string, error) {
 	attrs := in.GetAttributes()
-	cp := attrs.GetContextExtensions()[ContextExtensionControlPoint]
-	if cp == "" {
-		cp = DefaultControlPoint
-	}
+	cp := extAuthzControlPoint(in)
 	hr := attrs.GetRequest().GetHttp()
 	header := make(http.Header, len(hr.GetHeaders()))
 	var flowEnd string // the X-FluxGate-Flow-End header, not a label

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
@@ -242,28 +241,4 @@ func (f flowControl) checkWire(ctx context.Context, in *wireCheck) (*pb.CheckRes
 		return nil, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
 	}
 	return f.s.check(ctx, &req), nil
-}
-
-// LoopCheck decodes msg, a FlowControlService/Check request message, for
-// a server on event loops (agent/grpcloop.go): run appends the response
-// message to out; waits reports whether it may wait for I/O (a Redis
-// limiter, a scheduler's queue, Rego at the control point), so must run
-// off the loop. A malformed request fails with InvalidArgument, as Check
-// does. msg is read only during the call: the request's strings are
-// copies.
-func (s *Server) LoopCheck(msg []byte) (run func(ctx context.Context, out []byte) ([]byte, error), waits bool, err error) {
-	var in wireCheck
-	if err := in.unmarshal(msg); err != nil {
-		return nil, false, status.Error(codes.Internal, "grpc: failed to unmarshal the received message: "+err.Error()) // as grpc-go answers
-	}
-	req, err := in.request()
-	if err != nil {
-		return nil, false, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
-	}
-	return func(ctx context.Context, out []byte) ([]byte, error) {
-		if err := ctx.Err(); err != nil {
-			return nil, status.FromContextError(err).Err()
-		}
-		return proto.MarshalOptions{}.MarshalAppend(out, s.check(ctx, &req))
-	}, s.engine.MayWait(req.ControlPoint), nil
 }
