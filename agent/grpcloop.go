@@ -105,7 +105,7 @@ func (a *Agent) serveGRPCPort(raw, capped net.Listener) {
 		a.serve(ListenerGRPC, capped, a.grpc.Serve)
 		return
 	}
-	a.logger.Info("FlowControlService/Check is served on event loops", "listener", ListenerGRPC)
+	a.logger.Info("the check calls of the gRPC port are served on event loops", "listener", ListenerGRPC)
 	a.serve(ListenerGRPC, raw, func(ln net.Listener) error {
 		defer ln.Close()
 		tl, ok := ln.(*net.TCPListener)
