@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/fluxgate/fluxgate/internal/h2"
@@ -318,7 +317,7 @@ func headerFields(h http.Header, trailers bool) []hpack.HeaderField {
 	}
 	var out []hpack.HeaderField
 	for k, vs := range h {
-		name, prefixed := strings.CutPrefix(k, http2.TrailerPrefix)
+		name, prefixed := strings.CutPrefix(k, http.TrailerPrefix)
 		isTrailer := prefixed || declared[k]
 		if k == "Trailer" || isTrailer != trailers {
 			continue

@@ -81,12 +81,17 @@ var (
 	grpcOnly  = flag.Bool("grpc-only", false, "measure the gRPC loops only and print issue 20's check-path targets")
 	slice     = flag.Duration("slice", 250*time.Millisecond, "the paired open loop's turn: every server is driven at -rate for this long in turn, -duration in all")
 	serveNoop = flag.String("serve-noop", "", "internal: serve the no-op gRPC and HTTP servers on these addresses (grpc,http)")
+	serveEval = flag.String("serve-evalsha", "", "internal: serve -redis's gRPC floor on these addresses (grpc,http,redis)")
 )
 
 func main() {
 	flag.Parse()
 	if *serveNoop != "" {
 		runNoop(*serveNoop)
+		return
+	}
+	if *serveEval != "" {
+		runEvalshaServer(*serveEval)
 		return
 	}
 	if *redisMode {

@@ -7,6 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 	"github.com/fluxgate/fluxgate/internal/pace"
 
 	goredis "github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -52,11 +56,14 @@ spec:
 // runRedis is -redis: it starts redis-server and the agent, and measures,
 // interleaved -reps times: the floor (this process's EVALSHA loop of
 // tokenbucket.lua with an exact decision's arguments, -callers
-// goroutines, 64 keys), the agent's exact mode with 64 and 10,000 keys
+// goroutines, 64 keys), the gRPC floor (a grpc-go server making that one
+// EVALSHA a Check, as envoy ratelimit does, driven as the agent is: the
+// latency and CPU of one round trip a decision behind a gRPC hop), the
+// agent's exact mode with 64 and 10,000 keys
 // and lazy_sync with 10,000 keys (gRPC checks, -callers concurrent on one
 // connection), the HTTP check driven by wrk at exact, lazy_sync and a
-// local limiter (redishttp.go), then floor and exact at -rate in an open
-// loop.
+// local limiter (redishttp.go), then both floors and exact at -rate in
+// an open loop.
 // loadMode is one measured mode of -redis: what one call does, and the
 // agent that decides (its CPU counts), or nil for the floor.
 type loadMode struct {
@@ -100,6 +107,16 @@ func runRedis() error {
 	if err != nil {
 		return err
 	}
+	gfloor, err := startEvalshaServer(redisAddr)
+	if err != nil {
+		return err
+	}
+	defer gfloor.stop()
+	gclient, gconn, err := dial(gfloor.grpcAddr)
+	if err != nil {
+		return err
+	}
+	defer gconn.Close()
 	client, conn, err := dial(agent.grpcAddr)
 	if err != nil {
 		return err
@@ -109,10 +126,11 @@ func runRedis() error {
 	modes := []loadMode{
 		{name: "floor (EVALSHA loop)", op: floor},
 		{name: "exact, 64 keys", op: checks("exact", 64), agent: agent},
+		{name: gFloorName, op: checksOn(gclient, "exact", 64), agent: gfloor},
 		{name: "exact, 10,000 keys", op: checks("exact", 10_000), agent: agent},
 		{name: "lazy_sync, 10,000 keys", op: checks("lazy", 10_000), agent: agent},
 	}
-	paced := modes[:2]
+	paced := modes[:3]
 	modes = append(modes, httpModes(agent, "")...)
 	if base != nil {
 		bclient, bconn, err := dial(base.grpcAddr)
@@ -269,6 +287,7 @@ func writeRedisReport(w io.Writer, modes, paced []loadMode, results map[string][
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.0f |\n", m.name, med(k, "p50 ms"), med(k, "p99 ms"), med(k, "failures"))
 	}
 	fmt.Fprintf(&b, "\nexact p99 / floor p99: %.2f\n", med("paced "+paced[1].name, "p99 ms")/med("paced "+paced[0].name, "p99 ms"))
+	fmt.Fprintf(&b, "exact p99 / gRPC floor p99 (%s): %.2f\n", gFloorName, med("paced "+paced[1].name, "p99 ms")/med("paced "+paced[2].name, "p99 ms"))
 	fmt.Fprintf(&b, "agent peak RSS: %.1f MiB\n", agent.peakRSSMiB())
 	if base != nil {
 		fmt.Fprintf(&b, "baseline agent peak RSS: %.1f MiB\n", base.peakRSSMiB())
@@ -418,4 +437,70 @@ func openLoopOp(op func(context.Context, int, int) error) map[string]float64 {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))]) / 1e6 }
 	return map[string]float64{"p50 ms": q(0.5), "p99 ms": q(0.99), "failures": float64(failures.Load())}
+}
+
+// gFloorName is the mode of the gRPC floor: envoy ratelimit's shape, a
+// gRPC server that makes one EVALSHA round trip a call, measured as the
+// agent is (the "agent" CPU column is its).
+const gFloorName = "gRPC floor (a server making one EVALSHA a call)"
+
+// startEvalshaServer starts this program as the gRPC floor on Redis at
+// redisAddr and waits until it answers.
+func startEvalshaServer(redisAddr string) (*proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{name: "gRPC floor", grpcAddr: freeAddr(), httpAddr: freeAddr()}
+	p.cmd = exec.Command(self, "-serve-evalsha", p.grpcAddr+","+p.httpAddr+","+redisAddr)
+	p.cmd.Stderr = os.Stderr
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the gRPC floor: %w", err)
+	}
+	if err := waitHTTP("http://"+p.httpAddr+"/readyz", 20*time.Second); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("the gRPC floor: %w", err)
+	}
+	return p, nil
+}
+
+// evalsha is the gRPC floor's FlowControlService: every Check is one
+// EVALSHA of the token bucket script (floorOp's), on a pool of as many
+// connections as there are callers.
+type evalsha struct {
+	pb.UnimplementedFlowControlServiceServer
+	op   func(context.Context, int, int) error
+	resp *pb.CheckResponse
+	n    atomic.Int64
+}
+
+func (e *evalsha) Check(ctx context.Context, _ *pb.CheckRequest) (*pb.CheckResponse, error) {
+	if err := e.op(ctx, 0, int(e.n.Add(1))); err != nil {
+		return nil, err
+	}
+	return e.resp, nil
+}
+
+// runEvalshaServer is -serve-evalsha: the gRPC floor, and /readyz over
+// HTTP once its script is loaded.
+func runEvalshaServer(addrs string) {
+	parts := strings.Split(addrs, ",")
+	if len(parts) != 3 {
+		log.Fatalf("-serve-evalsha wants grpc,http,redis addresses, got %q", addrs)
+	}
+	rc := goredis.NewClient(&goredis.Options{Addr: parts[2], PoolSize: *callers, ContextTimeoutEnabled: true, MaxRetries: -1})
+	op, err := floorOp(rc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	lg, err := net.Listen("tcp", parts[0])
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterFlowControlServiceServer(srv, &evalsha{op: op, resp: &pb.CheckResponse{DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED, ControlPoint: "exact"}})
+	go func() { _ = srv.Serve(lg) }()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) })
+	log.Fatal((&http.Server{Addr: parts[1], Handler: mux, ReadHeaderTimeout: 10 * time.Second}).ListenAndServe())
 }
