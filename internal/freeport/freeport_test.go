@@ -33,32 +33,50 @@ func TestPickIsFreeBelowTheEphemeralRangeAndNeverRepeats(t *testing.T) {
 
 func TestPickSkipsBoundAndGivenPorts(t *testing.T) {
 	// Two ports of the draw range: hold the first, so pick can only
-	// give the second, once.
-	var held net.Listener
-	var p int
-	for p = 20000; p < 30000; p += 2 {
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+	// give the second, once. A pair pick gave a port of already (other
+	// tests of this process draw too) is passed over, and so is one whose
+	// second port another process took between the probe and pick.
+	for p := 20000; p < 30000; p += 2 {
+		given.Lock()
+		drawn := given.ports[p] || given.ports[p+1]
+		given.Unlock()
+		if drawn {
+			continue
+		}
+		held, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
 			continue
 		}
 		probe, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
 		if err != nil {
-			_ = ln.Close()
+			_ = held.Close()
 			continue
 		}
 		_ = probe.Close()
-		held = ln
-		break
+		got, err := pick(p, p+2)
+		if err != nil && !free(p+1) {
+			_ = held.Close() // taken by another process since the probe
+			continue
+		}
+		if err != nil || got != p+1 {
+			_ = held.Close()
+			t.Fatalf("pick(%d, %d) = %d, %v; want %d (%d is bound)", p, p+2, got, err, p+1, p)
+		}
+		if got, err := pick(p, p+2); err == nil {
+			t.Errorf("pick(%d, %d) gave %d again; want an error (one bound, one given)", p, p+2, got)
+		}
+		_ = held.Close()
+		return
 	}
-	if held == nil {
-		t.Fatal("no two free adjacent ports in [20000, 30000)")
+	t.Fatal("no two free adjacent ports in [20000, 30000)")
+}
+
+// free reports whether port can be bound on 127.0.0.1 now.
+func free(port int) bool {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		return false
 	}
-	defer held.Close()
-	got, err := pick(p, p+2)
-	if err != nil || got != p+1 {
-		t.Fatalf("pick(%d, %d) = %d, %v; want %d (%d is bound)", p, p+2, got, err, p+1, p)
-	}
-	if got, err := pick(p, p+2); err == nil {
-		t.Fatalf("pick(%d, %d) gave %d again; want an error (one bound, one given)", p, p+2, got)
-	}
+	_ = ln.Close()
+	return true
 }
