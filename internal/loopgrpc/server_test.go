@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -643,4 +644,87 @@ func TestPartialBound(t *testing.T) {
 		t.Error("no call went through")
 	}
 	t.Logf("%d calls answered, %d refused", ok.Load(), exhausted.Load())
+}
+
+// What a call answered on the loop allocates: the call's state and what
+// the method does (nothing here). A gate for regressions, not a speed
+// measurement.
+func TestLoopCallAllocations(t *testing.T) {
+	resp, _ := proto.Marshal(&testpb.SimpleResponse{Username: "loop"})
+	answer := Answer{Run: func(_ context.Context, out []byte) ([]byte, error) { return append(out, resp...), nil }}
+	f := start(t, &loopUnary{}, func(o *Options) {
+		o.Unary[unaryMethod] = func(*Call) (Answer, error) { return answer, nil }
+	})
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(time.Minute))
+	// The first call's fields go as literals the server's table keeps,
+	// the others' as references to them, as a gRPC client sends them.
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	encode := func() []byte {
+		hb.Reset()
+		for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: unaryMethod}, {Name: ":authority", Value: "agent"}, {Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}, {Name: "grpc-timeout", Value: "999m"}, {Name: "user-agent", Value: "grpc-go/1.85.0"}} {
+			_ = enc.WriteField(hf)
+		}
+		return slices.Clone(hb.Bytes())
+	}
+	block := encode()
+	var out bytes.Buffer
+	fr := http2.NewFramer(&out, nil)
+	_, _ = out.WriteString(http2.ClientPreface)
+	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	if _, err := nc.Write(out.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte{0, 0, 0, 0, 3, 0x10, 0x01, 0x18} // a SimpleRequest; the method does not read it
+	buf := make([]byte, 64<<10)
+	have := 0
+	id := uint32(1)
+	one := func() {
+		out.Reset()
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true})
+		_ = fr.WriteData(id, true, msg)
+		if _, err := nc.Write(out.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		// Frames until this stream's END_STREAM (the trailers).
+		for {
+			for have >= 9 {
+				n := 9 + (int(buf[0])<<16 | int(buf[1])<<8 | int(buf[2]))
+				if have < n {
+					break
+				}
+				typ, flags, sid := buf[3], buf[4], uint32(buf[5]&0x7f)<<24|uint32(buf[6])<<16|uint32(buf[7])<<8|uint32(buf[8])
+				copy(buf, buf[n:have])
+				have -= n
+				if sid == id && typ == byte(http2.FrameHeaders) && flags&byte(http2.FlagHeadersEndStream) != 0 {
+					id += 2
+					return
+				}
+				if sid == id && typ == byte(http2.FrameRSTStream) {
+					t.Fatalf("stream %d reset", id)
+				}
+			}
+			n, err := nc.Read(buf[have:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			have += n
+		}
+	}
+	one()
+	block = encode() // references only from now on
+	for range 200 {
+		one()
+	}
+	allocs := testing.AllocsPerRun(2000, one)
+	t.Logf("%.1f allocations a call", allocs)
+	if allocs > 9 {
+		t.Errorf("%.1f allocations a call answered on the loop, want at most 9", allocs)
+	}
 }

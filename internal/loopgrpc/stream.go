@@ -23,7 +23,8 @@ import (
 // Request opens a call.
 func (c *conn) Request(st *h2.SessionStream, req *h2.SessionRequest) {
 	if u := c.st.s.o.Unary[req.Path]; u != nil && req.Method == "POST" && loopReads(req.Fields) {
-		uc := &unaryCall{c: c, st: st, u: u, method: req.Path, fields: slices.Clone(req.Fields)}
+		uc := &unaryCall{c: c, st: st, u: u, method: req.Path}
+		uc.fields = append(uc.few[:0], req.Fields...) // a call's own: req's go with the next HEADERS
 		uc.a = answer{c: c, st: st}
 		st.Value = uc
 		if req.End {
@@ -113,9 +114,12 @@ func (a *answer) send(p []byte, trailers []hpack.HeaderField, end bool) {
 	}
 	a.data = append(a.data, p...)
 	if end {
-		a.trailers, a.ending = slices.Clone(trailers), true
+		a.trailers, a.ending = trailers, true
 	}
 	a.push()
+	if a.ending && !a.done {
+		a.trailers = slices.Clone(a.trailers) // they wait with the data: the caller's may be reused
+	}
 }
 
 // push writes what the windows take; the stream ends once all went.
@@ -180,6 +184,7 @@ type unaryCall struct {
 	u      Unary
 	method string
 	fields []hpack.HeaderField
+	few    [8]hpack.HeaderField // fields' memory for a call with few (gRPC clients send 6–8)
 	a      answer
 	body   []byte             // the request so far, when it came in pieces
 	cancel context.CancelFunc // a waiting answer's context
@@ -239,19 +244,15 @@ func (uc *unaryCall) run(b []byte) {
 		return
 	}
 	call := Call{Method: uc.method, Msg: msg, fields: uc.fields}
-	var ans Answer
-	if err := uc.safe(func() (err error) { ans, err = uc.u(&call); return }); err != nil {
+	ans, err := uc.decode(&call)
+	if err != nil {
 		uc.fail(err)
 		return
 	}
 	if !ans.Waits {
 		uc.gone = true
 		st := uc.c.st
-		var out []byte
-		err := uc.safe(func() (err error) {
-			out, err = ans.Run(context.Background(), append(st.msg[:0], 0, 0, 0, 0, 0))
-			return
-		})
+		out, err := uc.answer(context.Background(), ans, append(st.msg[:0], 0, 0, 0, 0, 0))
 		uc.reply(out, err)
 		if cap(out) <= readSize {
 			st.msg = out[:0]
@@ -267,27 +268,30 @@ func (uc *unaryCall) run(b []byte) {
 	s.calls.Add(1)
 	go func() {
 		defer s.calls.Done()
-		var out []byte
-		err := uc.safe(func() (err error) {
-			out, err = ans.Run(ctx, make([]byte, 5, 64))
-			return
-		})
+		out, err := uc.answer(ctx, ans, make([]byte, 5, 64))
 		if !l.Post(func() { uc.waited(out, err) }) {
 			cancel()
 		}
 	}()
 }
 
-// safe runs f, a method's code: a panic fails the call with INTERNAL
-// (and is logged), as grpc-go leaves it to crash the process otherwise.
-func (uc *unaryCall) safe(f func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			uc.c.st.s.logger.Error("gRPC method panicked", "method", uc.method, "panic", p)
-			err = status.Error(codes.Internal, "grpc: the method failed")
-		}
-	}()
-	return f()
+// decode and answer run the method's code: a panic fails the call with
+// INTERNAL (and is logged), where grpc-go would let it end the process.
+func (uc *unaryCall) decode(call *Call) (ans Answer, err error) {
+	defer uc.recovered(&err)
+	return uc.u(call)
+}
+
+func (uc *unaryCall) answer(ctx context.Context, ans Answer, out []byte) (_ []byte, err error) {
+	defer uc.recovered(&err)
+	return ans.Run(ctx, out)
+}
+
+func (uc *unaryCall) recovered(err *error) {
+	if p := recover(); p != nil {
+		uc.c.st.s.logger.Error("gRPC method panicked", "method", uc.method, "panic", p)
+		*err = status.Error(codes.Internal, "grpc: the method failed")
+	}
 }
 
 // waited answers a call that waited, unless it was reset meanwhile.
