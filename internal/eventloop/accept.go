@@ -5,7 +5,9 @@ package eventloop
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,4 +204,36 @@ func (a *Acceptor) Close() {
 		}
 		_ = unix.Close(a.fd)
 	})
+}
+
+// AddrString is an accepted connection's address (AcceptFunc's sa) as
+// net.Addr.String writes a TCP address ("" for another kind).
+func AddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+	}
+	return ""
+}
+
+// AcceptLog logs the accept errors that pause a group's accepting (out of
+// descriptors) to Logger, at most once a second: each loop fails again
+// after every pause, and a line a pause would flood the log when it is
+// least welcome. Its Failed is an Acceptor's onError; safe for
+// concurrent use.
+type AcceptLog struct {
+	Logger *slog.Logger
+	What   string // the loops', for the message: "HTTP", "gRPC"
+	last   atomic.Int64
+}
+
+// Failed logs err unless a failure was logged within the second.
+func (a *AcceptLog) Failed(err error) {
+	now := time.Now().UnixNano()
+	if last := a.last.Load(); now-last < int64(time.Second) || !a.last.CompareAndSwap(last, now) {
+		return
+	}
+	a.Logger.Warn("accept failed; the "+a.What+" loops pause accepting and retry", "err", err, "pause", AcceptPause)
 }

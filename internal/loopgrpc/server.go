@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,10 +28,10 @@ type Server struct {
 	loops  []*loopState
 	local  net.Addr
 
-	shutting     atomic.Bool
-	open         atomic.Int64   // connections on the loops
-	calls        sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
-	acceptLogged atomic.Int64   // Unix ns of the last accept failure logged
+	shutting  atomic.Bool
+	open      atomic.Int64   // connections on the loops
+	calls     sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
+	acceptLog eventloop.AcceptLog
 
 	mu      sync.Mutex
 	acc     *eventloop.Acceptor // guarded by mu
@@ -87,7 +86,7 @@ func New(o Options) (*Server, error) {
 	if hs == nil {
 		hs = &h2.Server{}
 	}
-	s := &Server{o: o, logger: logger, h2: hs, served: make(chan struct{})}
+	s := &Server{o: o, logger: logger, acceptLog: eventloop.AcceptLog{Logger: logger, What: "gRPC"}, h2: hs, served: make(chan struct{})}
 	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, NoSpareP: true, OnPanic: func(p any) {
 		logger.Error("gRPC event loop recovered a panic", "panic", p)
 	}})
@@ -120,7 +119,7 @@ func (s *Server) Serve(ln *net.TCPListener) error {
 	if k := s.o.Cap; k != nil {
 		gate = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}
 	}
-	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptFailed, gate)
+	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptLog.Failed, gate)
 	if err != nil {
 		s.group.Close()
 		return fmt.Errorf("loopgrpc: %w", err)
@@ -135,16 +134,6 @@ func (s *Server) Serve(ln *net.TCPListener) error {
 	return nil
 }
 
-// acceptFailed logs an accept error that pauses a loop's accepting (out
-// of descriptors), at most once a second.
-func (s *Server) acceptFailed(err error) {
-	now := time.Now().UnixNano()
-	if last := s.acceptLogged.Load(); now-last < int64(time.Second) || !s.acceptLogged.CompareAndSwap(last, now) {
-		return
-	}
-	s.logger.Warn("accept failed; the gRPC loops pause accepting and retry", "err", err, "pause", eventloop.AcceptPause)
-}
-
 // accepted takes a new connection on loop l.
 func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	st := s.loops[l.Index()]
@@ -155,7 +144,7 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 		}
 		return
 	}
-	c := &conn{st: st, fd: fd, remote: sockaddrString(sa)}
+	c := &conn{st: st, fd: fd, remote: eventloop.AddrString(sa)}
 	c.timer = l.NewTimer(c.timedOut)
 	if err := l.Add(fd, eventloop.Readable, c.onEvent); err != nil {
 		_ = unix.Close(fd)
@@ -176,16 +165,6 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 		c.age.Reset(a)
 	}
 	c.flush()
-}
-
-func sockaddrString(sa unix.Sockaddr) string {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
-	}
-	return ""
 }
 
 // Shutdown stops accepting, sends GOAWAY on every connection, lets the

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,9 +29,9 @@ type Server struct {
 	loops  []*loopState
 	hand   *handListener
 
-	shutting     atomic.Bool
-	open         atomic.Int64 // connections on the loops
-	acceptLogged atomic.Int64 // Unix ns of the last accept failure logged
+	shutting  atomic.Bool
+	open      atomic.Int64 // connections on the loops
+	acceptLog eventloop.AcceptLog
 
 	mu      sync.Mutex
 	acc     *eventloop.Acceptor // guarded by mu
@@ -72,7 +71,7 @@ func New(o Options) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{o: o, logger: logger, served: make(chan struct{}), hand: newHandListener()}
+	s := &Server{o: o, logger: logger, acceptLog: eventloop.AcceptLog{Logger: logger, What: "HTTP"}, served: make(chan struct{}), hand: newHandListener()}
 	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, NoSpareP: true, OnPanic: func(p any) {
 		logger.Error("HTTP event loop recovered a panic", "panic", p)
 	}})
@@ -107,7 +106,7 @@ func (s *Server) Serve(ln *net.TCPListener) error {
 	if k := s.o.Cap; k != nil {
 		gate = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}
 	}
-	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptFailed, gate)
+	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptLog.Failed, gate)
 	if err != nil {
 		_ = s.hand.Close()
 		s.group.Close()
@@ -131,18 +130,6 @@ func serveErr(err error) error {
 	return err
 }
 
-// acceptFailed logs an accept error that pauses a loop's accepting (out
-// of descriptors), at most once a second: each loop fails again after
-// every pause, and a line a pause would flood the log when it is least
-// welcome.
-func (s *Server) acceptFailed(err error) {
-	now := time.Now().UnixNano()
-	if last := s.acceptLogged.Load(); now-last < int64(time.Second) || !s.acceptLogged.CompareAndSwap(last, now) {
-		return
-	}
-	s.logger.Warn("accept failed; the HTTP loops pause accepting and retry", "err", err, "pause", eventloop.AcceptPause)
-}
-
 // accepted takes a new connection on loop l.
 func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	st := s.loops[l.Index()]
@@ -153,7 +140,7 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 		}
 		return
 	}
-	c := &conn{st: st, fd: fd, remote: sockaddrString(sa)}
+	c := &conn{st: st, fd: fd, remote: eventloop.AddrString(sa)}
 	c.timer = l.NewTimer(c.timedOut)
 	if err := l.Add(fd, readInterest, c.onEvent); err != nil {
 		_ = unix.Close(fd)
@@ -170,16 +157,6 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	s.open.Add(1)
 	c.timer.Reset(s.o.HeaderTimeout) // the first request's head, from the connection's start
 	c.timing = timeHead
-}
-
-func sockaddrString(sa unix.Sockaddr) string {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
-	}
-	return ""
 }
 
 // Shutdown stops accepting, closes idle connections, lets the answers in
