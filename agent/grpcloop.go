@@ -16,15 +16,16 @@ import (
 )
 
 // The gRPC port on event loops (server.grpc_engine, issue 20): SDKs and
-// gateways call a check once per request, and grpc-go spends 13–16 µs of
-// CPU on each, ten times the decision. On Linux, and with the port plain
-// (h2c), loopgrpc answers the checks (FlowControlService/Check,
-// Aperture's, Envoy's ext_authz: server.LoopMethods) on event loops —
-// guarded by the tokens as the tap handle guards the port, decided on the
-// loop, or on a goroutine when the control point may wait — and hands
-// every other call (health, OTLP spans, FlowEnd, access logs) to grpc-go
-// through its ServeHTTP, behind the same tap handle (a.grpcTap: tokens,
-// the OTLP export slots), on the same connection. The port's timeouts, connection cap, stream bound and
+// gateways call a check once per request (and report its end), and
+// grpc-go spends 13–16 µs of CPU on each, ten times the decision. On
+// Linux, and with the port plain (h2c), loopgrpc answers those calls
+// (FlowControlService's Check and FlowEnd, Aperture's, Envoy's ext_authz
+// Check: server.LoopMethods) on event loops — guarded by the tokens as
+// the tap handle guards the port, decided on the loop, or on a goroutine
+// when the control point may wait — and hands every other call (health,
+// OTLP spans, access logs) to grpc-go through its ServeHTTP, behind the
+// same tap handle (a.grpcTap: tokens, the OTLP export slots), on the
+// same connection. The port's timeouts, connection cap, stream bound and
 // maximum connection age are grpc-go's here too.
 
 // newGRPCLoops builds a.grpcLoops when server.grpc_engine asks for loops

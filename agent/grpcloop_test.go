@@ -19,11 +19,11 @@ import (
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
-// With server.grpc_engine loop (and auto, on Linux), Check is answered on
-// the loops behind check.token, and every other call of the port — health
-// (open), FlowEnd (check.token), OTLP spans (otlp.token) — is served by
-// grpc-go on the same connection, with the same tokens; net serves all of
-// it with grpc-go. The answers are the same.
+// With server.grpc_engine loop (and auto, on Linux), Check and FlowEnd
+// are answered on the loops behind check.token, and every other call of
+// the port — health (open), OTLP spans (otlp.token) — is served by grpc-go
+// on the same connection, with the same tokens; net serves all of it with
+// grpc-go. The answers are the same.
 func TestGRPCLoopsServeChecksAndHandOver(t *testing.T) {
 	for _, engine := range []string{"loop", "auto", "net"} {
 		t.Run(engine, func(t *testing.T) {

@@ -22,16 +22,22 @@ import (
 type LoopMethod func(msg []byte) (run func(ctx context.Context, out []byte) ([]byte, error), waits bool, err error)
 
 // LoopMethods are the calls made once per request, by full method name,
-// for a server on event loops to answer itself: FlowControlService/Check,
-// Aperture's FlowControlService/Check and Envoy's Authorization/Check.
-// Each answers with the code its grpc-go handler runs.
+// for a server on event loops to answer itself: FlowControlService's
+// Check and FlowEnd, Aperture's, and Envoy's Authorization/Check. Each
+// answers with the code its grpc-go handler runs.
 func (s *Server) LoopMethods() map[string]LoopMethod {
+	mayWait := func(controlPoint string) bool { return s.engine.MayWait(controlPoint) }
+	fc, apfc := flowControl{s: s}, apertureFlowControl{s: s}
 	return map[string]LoopMethod{
 		pb.FlowControlService_Check_FullMethodName: s.loopCheck,
-		ap.FlowControlService_Check_FullMethodName: loopUnary(s, func() *ap.CheckRequest { return &ap.CheckRequest{} },
-			(*ap.CheckRequest).GetControlPoint, apertureFlowControl{s: s}.Check),
-		authv3.Authorization_Check_FullMethodName: loopUnary(s, func() *authv3.CheckRequest { return &authv3.CheckRequest{} },
-			extAuthzControlPoint, authorization{s: s}.Check),
+		pb.FlowControlService_FlowEnd_FullMethodName: loopUnary(func() *pb.FlowEndRequest { return &pb.FlowEndRequest{} },
+			func(*pb.FlowEndRequest) bool { return false }, fc.FlowEnd), // a flow's end only updates the engine's state
+		ap.FlowControlService_Check_FullMethodName: loopUnary(func() *ap.CheckRequest { return &ap.CheckRequest{} },
+			func(in *ap.CheckRequest) bool { return mayWait(in.GetControlPoint()) }, apfc.Check),
+		ap.FlowControlService_FlowEnd_FullMethodName: loopUnary(func() *ap.FlowEndRequest { return &ap.FlowEndRequest{} },
+			func(*ap.FlowEndRequest) bool { return false }, apfc.FlowEnd),
+		authv3.Authorization_Check_FullMethodName: loopUnary(func() *authv3.CheckRequest { return &authv3.CheckRequest{} },
+			func(in *authv3.CheckRequest) bool { return mayWait(extAuthzControlPoint(in)) }, authorization{s: s}.Check),
 	}
 }
 
@@ -55,8 +61,8 @@ func (s *Server) loopCheck(msg []byte) (func(context.Context, []byte) ([]byte, e
 }
 
 // loopUnary is a LoopMethod of a generated handler, call: its request
-// made by newIn, whose control point tells whether it may wait.
-func loopUnary[In, Out proto.Message](s *Server, newIn func() In, controlPoint func(In) string, call func(context.Context, In) (Out, error)) LoopMethod {
+// made by newIn, waits telling whether answering it may wait.
+func loopUnary[In, Out proto.Message](newIn func() In, waits func(In) bool, call func(context.Context, In) (Out, error)) LoopMethod {
 	return func(msg []byte) (func(context.Context, []byte) ([]byte, error), bool, error) {
 		in := newIn()
 		if err := proto.Unmarshal(msg, in); err != nil {
@@ -68,7 +74,7 @@ func loopUnary[In, Out proto.Message](s *Server, newIn func() In, controlPoint f
 				return nil, err
 			}
 			return proto.MarshalOptions{}.MarshalAppend(out, resp)
-		}, s.engine.MayWait(controlPoint(in)), nil
+		}, waits(in), nil
 	}
 }
 

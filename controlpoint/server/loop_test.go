@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"slices"
+	"strconv"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -55,6 +56,17 @@ func TestLoopMethodsAgreeWithGRPC(t *testing.T) {
 				return authv3.NewAuthorizationClient(conn).Check(ctx, evReq)
 			}, func() proto.Message { return &authv3.CheckResponse{} }},
 		)
+	}
+	for _, id := range []uint64{42, 0} { // unknown; missing
+		end := &pb.FlowEndRequest{FlowId: id}
+		apEnd := &ap.FlowEndRequest{ControlPoint: "ingress", InflightRequests: []*ap.InflightRequestRef{{RequestId: strconv.FormatUint(id, 10)}}}
+		calls = append(calls,
+			call{"FlowEnd", pb.FlowControlService_FlowEnd_FullMethodName, end, func() (proto.Message, error) {
+				return pb.NewFlowControlServiceClient(conn).FlowEnd(ctx, end)
+			}, func() proto.Message { return &pb.FlowEndResponse{} }},
+			call{"Aperture FlowEnd", ap.FlowControlService_FlowEnd_FullMethodName, apEnd, func() (proto.Message, error) {
+				return ap.NewFlowControlServiceClient(conn).FlowEnd(ctx, apEnd)
+			}, func() proto.Message { return &ap.FlowEndResponse{} }})
 	}
 	bad := &pb.CheckRequest{Labels: map[string]string{"user": "u1"}} // no control point
 	calls = append(calls, call{"Check without a control point", pb.FlowControlService_Check_FullMethodName, bad, func() (proto.Message, error) {
