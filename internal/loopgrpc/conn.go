@@ -254,7 +254,7 @@ func (c *conn) close() {
 	}
 	_ = unix.Close(c.fd)
 	delete(c.st.conns, c)
-	c.st.s.open.Add(-1)
+	c.st.s.front.Closed()
 	c.slot.Release()
 	c.blocked = nil
 	c.in = nil

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -25,18 +24,12 @@ type Server struct {
 	logger *slog.Logger
 	h2     *h2.Server
 	group  *eventloop.Group
+	front  *eventloop.Front
 	loops  []*loopState
 	local  net.Addr
 
-	shutting  atomic.Bool
-	open      atomic.Int64   // connections on the loops
 	calls     sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
 	acceptLog eventloop.AcceptLog
-
-	mu      sync.Mutex
-	acc     *eventloop.Acceptor // guarded by mu
-	serving bool                // guarded by mu
-	served  chan struct{}       // closed by Shutdown
 }
 
 // loopState is one loop's: its connections and scratch buffers, touched
@@ -86,7 +79,7 @@ func New(o Options) (*Server, error) {
 	if hs == nil {
 		hs = &h2.Server{}
 	}
-	s := &Server{o: o, logger: logger, acceptLog: eventloop.AcceptLog{Logger: logger, What: "gRPC"}, h2: hs, served: make(chan struct{})}
+	s := &Server{o: o, logger: logger, acceptLog: eventloop.AcceptLog{Logger: logger, What: "gRPC"}, h2: hs}
 	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, NoSpareP: true, OnPanic: func(p any) {
 		logger.Error("gRPC event loop recovered a panic", "panic", p)
 	}})
@@ -94,6 +87,12 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.group = group
+	var gate eventloop.Gate
+	var setResume func(func())
+	if k := o.Cap; k != nil {
+		gate, setResume = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}, k.SetResume
+	}
+	s.front = eventloop.NewFront(group, gate, setResume, &s.acceptLog)
 	for _, l := range group.Loops() {
 		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
 	}
@@ -103,54 +102,28 @@ func New(o Options) (*Server, error) {
 // Serve serves ln until Shutdown, then returns nil. ln stays open: the
 // caller closes it.
 func (s *Server) Serve(ln *net.TCPListener) error {
-	s.mu.Lock()
-	if s.serving {
-		s.mu.Unlock()
-		return errors.New("loopgrpc: already serving")
-	}
-	s.serving = true
-	s.mu.Unlock()
-	if s.shutting.Load() {
-		return nil
-	}
 	s.local = ln.Addr()
-	s.group.Start()
-	var gate eventloop.Gate
-	if k := s.o.Cap; k != nil {
-		gate = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}
-	}
-	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptLog.Failed, gate)
+	shut, err := s.front.Start(ln, s.accepted)
 	if err != nil {
-		s.group.Close()
 		return fmt.Errorf("loopgrpc: %w", err)
 	}
-	if s.o.Cap != nil {
-		s.o.Cap.SetResume(acc.Resume)
+	if !shut {
+		s.front.Wait()
 	}
-	s.mu.Lock()
-	s.acc = acc
-	s.mu.Unlock()
-	<-s.served
 	return nil
 }
 
 // accepted takes a new connection on loop l.
 func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	st := s.loops[l.Index()]
-	if s.shutting.Load() {
-		_ = unix.Close(fd)
-		if s.o.Cap != nil {
-			s.o.Cap.Give()
-		}
+	if s.front.Shutting() {
+		s.front.Refuse(fd)
 		return
 	}
 	c := &conn{st: st, fd: fd, remote: eventloop.AddrString(sa)}
 	c.timer = l.NewTimer(c.timedOut)
 	if err := l.Add(fd, eventloop.Readable, c.onEvent); err != nil {
-		_ = unix.Close(fd)
-		if s.o.Cap != nil {
-			s.o.Cap.Give()
-		}
+		s.front.Refuse(fd)
 		return
 	}
 	c.registered, c.interest = true, eventloop.Readable
@@ -158,7 +131,7 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 		c.slot = s.o.Cap.Add(func() { l.Post(c.evict) })
 	}
 	st.conns[c] = struct{}{}
-	s.open.Add(1)
+	s.front.Opened()
 	c.ss = s.h2.NewSession(c)
 	if a := s.o.MaxConnectionAge; a > 0 {
 		c.age = l.NewTimer(c.aged)
@@ -172,41 +145,20 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 // for them until ctx ends; it then closes what is left (the calls still
 // running see their context end) and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.shutting.Swap(true) {
-		return nil
-	}
-	s.mu.Lock()
-	acc, serving := s.acc, s.serving
-	s.mu.Unlock()
-	defer close(s.served)
+	serving, err := s.front.Shutdown(ctx,
+		func(l *eventloop.Loop) {
+			for c := range s.loops[l.Index()].conns {
+				c.goAway()
+			}
+		},
+		func(l *eventloop.Loop) {
+			for c := range s.loops[l.Index()].conns {
+				c.close()
+			}
+		})
 	if !serving {
-		s.group.Close()
-		return nil
+		return err
 	}
-	if acc != nil {
-		acc.Close()
-	}
-	s.onLoops(func(st *loopState) {
-		for c := range st.conns {
-			c.goAway()
-		}
-	})
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for s.open.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-tick.C:
-		}
-	}
-	s.onLoops(func(st *loopState) {
-		for c := range st.conns {
-			c.close()
-		}
-	})
-	s.group.Close()
 	done := make(chan struct{})
 	go func() { s.calls.Wait(); close(done) }()
 	select {
@@ -217,9 +169,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	return err
-}
-
-// onLoops runs f on every loop and waits for it (not from a loop).
-func (s *Server) onLoops(f func(st *loopState)) {
-	s.group.Each(func(l *eventloop.Loop) { f(s.loops[l.Index()]) })
 }

@@ -424,7 +424,7 @@ func TestIdleConnectionGoesAway(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond) // GOAWAY; the client dials again
 	}
-	if n := f.s.open.Load(); n > 1 {
+	if n := f.s.front.Open(); n > 1 {
 		t.Errorf("%d connections open, want at most the last", n)
 	}
 }

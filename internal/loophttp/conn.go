@@ -337,7 +337,7 @@ func (c *conn) next() {
 			c.slot.IdleAt(c.st.l.Now())
 			c.setTimer(timeIdle, s.o.IdleTimeout)
 		}
-		if s.shutting.Load() {
+		if s.front.Shutting() {
 			c.close()
 		}
 	}
@@ -410,7 +410,7 @@ func (c *conn) forget() {
 	}
 	_ = c.st.l.Delete(c.fd)
 	delete(c.st.conns, c)
-	c.st.s.open.Add(-1)
+	c.st.s.front.Closed()
 	c.pend, c.wq = nil, nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,15 +27,9 @@ type Server struct {
 	group  *eventloop.Group
 	loops  []*loopState
 	hand   *handListener
+	front  *eventloop.Front
 
-	shutting  atomic.Bool
-	open      atomic.Int64 // connections on the loops
 	acceptLog eventloop.AcceptLog
-
-	mu      sync.Mutex
-	acc     *eventloop.Acceptor // guarded by mu
-	serving bool                // guarded by mu
-	served  chan struct{}       // closed by Shutdown
 }
 
 // loopState is one loop's: its connections and buffers, touched only on
@@ -71,7 +64,7 @@ func New(o Options) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{o: o, logger: logger, acceptLog: eventloop.AcceptLog{Logger: logger, What: "HTTP"}, served: make(chan struct{}), hand: newHandListener()}
+	s := &Server{o: o, logger: logger, acceptLog: eventloop.AcceptLog{Logger: logger, What: "HTTP"}, hand: newHandListener()}
 	group, err := eventloop.New(eventloop.Options{Loops: o.Loops, NoSpareP: true, OnPanic: func(p any) {
 		logger.Error("HTTP event loop recovered a panic", "panic", p)
 	}})
@@ -79,6 +72,12 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.group = group
+	var gate eventloop.Gate
+	var setResume func(func())
+	if k := o.Cap; k != nil {
+		gate, setResume = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}, k.SetResume
+	}
+	s.front = eventloop.NewFront(group, gate, setResume, &s.acceptLog)
 	for _, l := range group.Loops() {
 		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
 	}
@@ -88,37 +87,20 @@ func New(o Options) (*Server, error) {
 // Serve serves ln until Shutdown, then returns nil (or Fallback's error).
 // ln stays open: the caller closes it.
 func (s *Server) Serve(ln *net.TCPListener) error {
-	s.mu.Lock()
-	if s.serving {
-		s.mu.Unlock()
-		return errors.New("loophttp: already serving")
-	}
-	s.serving = true
-	s.mu.Unlock()
-	if s.shutting.Load() {
-		return http.ErrServerClosed
-	}
 	s.hand.addr = ln.Addr()
+	shut, err := s.front.Start(ln, s.accepted)
+	switch {
+	case shut:
+		return http.ErrServerClosed
+	case errors.Is(err, eventloop.ErrServing):
+		return fmt.Errorf("loophttp: %w", err) // the first Serve goes on
+	case err != nil:
+		_ = s.hand.Close()
+		return errors.Join(fmt.Errorf("loophttp: %w", err), serveErr(s.o.Fallback.Serve(s.hand)))
+	}
 	fallback := make(chan error, 1)
 	go func() { fallback <- s.o.Fallback.Serve(s.hand) }()
-	s.group.Start()
-	var gate eventloop.Gate
-	if k := s.o.Cap; k != nil {
-		gate = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}
-	}
-	acc, err := s.group.AcceptGated(ln, s.accepted, s.acceptLog.Failed, gate)
-	if err != nil {
-		_ = s.hand.Close()
-		s.group.Close()
-		return errors.Join(fmt.Errorf("loophttp: %w", err), serveErr(<-fallback))
-	}
-	if s.o.Cap != nil {
-		s.o.Cap.SetResume(acc.Resume)
-	}
-	s.mu.Lock()
-	s.acc = acc
-	s.mu.Unlock()
-	<-s.served
+	s.front.Wait()
 	return serveErr(<-fallback)
 }
 
@@ -133,20 +115,14 @@ func serveErr(err error) error {
 // accepted takes a new connection on loop l.
 func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	st := s.loops[l.Index()]
-	if s.shutting.Load() {
-		_ = unix.Close(fd)
-		if s.o.Cap != nil {
-			s.o.Cap.Give()
-		}
+	if s.front.Shutting() {
+		s.front.Refuse(fd)
 		return
 	}
 	c := &conn{st: st, fd: fd, remote: eventloop.AddrString(sa)}
 	c.timer = l.NewTimer(c.timedOut)
 	if err := l.Add(fd, readInterest, c.onEvent); err != nil {
-		_ = unix.Close(fd)
-		if s.o.Cap != nil {
-			s.o.Cap.Give()
-		}
+		s.front.Refuse(fd)
 		return
 	}
 	if s.o.Cap != nil {
@@ -154,7 +130,7 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 	}
 	c.interest = readInterest
 	st.conns[c] = struct{}{}
-	s.open.Add(1)
+	s.front.Opened()
 	c.timer.Reset(s.o.HeaderTimeout) // the first request's head, from the connection's start
 	c.timing = timeHead
 }
@@ -164,54 +140,24 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 // Fallback down, and waits for all of it until ctx ends; it then closes
 // what is left and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.shutting.Swap(true) {
-		return nil
-	}
-	s.mu.Lock()
-	acc, serving := s.acc, s.serving
-	s.mu.Unlock()
-	defer close(s.served)
-	if !serving {
-		s.group.Close()
-		_ = s.hand.Close()
-		return nil
-	}
-	if acc != nil {
-		acc.Close()
-	}
 	fallbackDone := make(chan error, 1)
 	go func() { fallbackDone <- s.o.Fallback.Shutdown(ctx) }()
-	s.onLoops(func(st *loopState) {
-		for c := range st.conns {
-			c.quiesce()
-		}
-	})
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for s.open.Load() > 0 && err == nil {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-tick.C:
-		}
-	}
-	s.onLoops(func(st *loopState) {
-		for c := range st.conns {
-			c.close()
-		}
-	})
-	s.group.Close()
+	serving, err := s.front.Shutdown(ctx,
+		func(l *eventloop.Loop) {
+			for c := range s.loops[l.Index()].conns {
+				c.quiesce()
+			}
+		},
+		func(l *eventloop.Loop) {
+			for c := range s.loops[l.Index()].conns {
+				c.close()
+			}
+		})
 	_ = s.hand.Close()
-	if ferr := <-fallbackDone; err == nil {
+	if ferr := <-fallbackDone; serving && err == nil {
 		err = ferr
 	}
 	return err
-}
-
-// onLoops runs f on every loop and waits for it (not from a loop).
-func (s *Server) onLoops(f func(st *loopState)) {
-	s.group.Each(func(l *eventloop.Loop) { f(s.loops[l.Index()]) })
 }
 
 // serve calls the handler, recovering a panic as net/http does (the

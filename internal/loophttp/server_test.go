@@ -572,14 +572,14 @@ func TestPipelinedAnswersBoundedAndWriteTimeout(t *testing.T) {
 	if line, err := bufio.NewReader(stalled).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
 		t.Fatalf("the stalled client's first answer: %q, %v", line, err)
 	}
-	if n := ts.s.open.Load(); n != 2 {
+	if n := ts.s.front.Open(); n != 2 {
 		t.Fatalf("%d connections open with both clients", n)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for ts.s.open.Load() > 1 && time.Now().Before(deadline) { // the reader's connection stays
+	for ts.s.front.Open() > 1 && time.Now().Before(deadline) { // the reader's connection stays
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := ts.s.open.Load(); n != 1 {
+	if n := ts.s.front.Open(); n != 1 {
 		t.Errorf("%d connections open; the client that does not read should be cut off after WriteTimeout", n)
 	}
 }
@@ -706,10 +706,10 @@ func TestConcurrentClients(t *testing.T) {
 		t.Error(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for (ts.s.open.Load() != 0 || k.Open() != 0) && time.Now().Before(deadline) {
+	for (ts.s.front.Open() != 0 || k.Open() != 0) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n, m := ts.s.open.Load(), k.Open(); n != 0 || m != 0 {
+	if n, m := ts.s.front.Open(), k.Open(); n != 0 || m != 0 {
 		t.Errorf("after every client closed: %d connections on the loops, %d slots held", n, m)
 	}
 }
