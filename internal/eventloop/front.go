@@ -90,8 +90,10 @@ func (f *Front) Refuse(fd int) {
 	}
 }
 
-// Opened and Closed count the server's connections.
+// Opened counts a connection the server opened.
 func (f *Front) Opened() { f.open.Add(1) }
+
+// Closed counts one it closed.
 func (f *Front) Closed() { f.open.Add(-1) }
 
 // Open is the number of connections open.
