@@ -4,6 +4,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fluxgate/fluxgate/controlpoint/client"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // With server.grpc_engine loop (and auto, on Linux), Check and FlowEnd
@@ -100,5 +104,64 @@ func TestGRPCEngineLoopNeedsPlainPort(t *testing.T) {
 	cfg.Server.GRPCEngine = "auto"
 	if a := startAgent(t, cfg); a.grpcLoops != nil {
 		t.Error("auto with TLS runs the loops")
+	}
+}
+
+// The Go SDK's remote checker against the loops, end to end: an adaptive
+// concurrency limit of 2 (a queue, so its checks run off the loop) admits
+// two flows with slots, refuses a third, and takes a freed slot back
+// once the SDK reports an end (FlowEnd, on the loops too).
+func TestGoSDKOnGRPCLoops(t *testing.T) {
+	dir := t.TempDir()
+	const policy = `apiVersion: fluxgate.io/v1beta1
+kind: Policy
+metadata: {name: protect}
+spec:
+  circuit:
+    components:
+      - flow_control:
+          adaptive_concurrency:
+            selectors: [{control_point: api}]
+            parameters: {initial_concurrency: 2, max_concurrency: 2, max_queue_delay: 1ms, max_flow_duration: 1m}
+`
+	if err := os.WriteFile(filepath.Join(dir, "protect.yaml"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(dir)
+	cfg.Check.Token = testCheckToken
+	a := startAgent(t, cfg)
+	if a.grpcLoops == nil {
+		t.Fatal("the gRPC port is not on the loops")
+	}
+	if !a.engine.MayWait("api") {
+		t.Fatal("the adaptive concurrency limit does not queue: the test would not take the waiting path")
+	}
+	r, err := client.NewRemote(a.Addr(ListenerGRPC).String(), client.RemoteOptions{Token: testCheckToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	check := func() *flow.Decision {
+		t.Helper()
+		d := &flow.Decision{}
+		if err := r.Check(ctx, &flow.Request{ControlPoint: "api", Labels: map[string]string{"user": "u"}}, d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first, second := check(), check()
+	if !first.Accepted || !second.Accepted || first.FlowID == 0 || second.FlowID == 0 {
+		t.Fatalf("two flows under a limit of 2: %+v, %+v; want both admitted with slots", first, second)
+	}
+	if d := check(); d.Accepted {
+		t.Fatalf("a third flow at the limit was admitted: %+v", d)
+	}
+	if err := r.EndFlow(ctx, first.FlowID, false); err != nil {
+		t.Fatal(err)
+	}
+	if d := check(); !d.Accepted || d.FlowID == 0 {
+		t.Fatalf("after an end was reported: %+v; want admitted with a slot", d)
 	}
 }
