@@ -82,7 +82,7 @@ FUZZ_TARGETS ?= policies:FuzzParse gateway:FuzzConnectionListed controlpoint/ser
 	controlpoint/classifier:FuzzJSONPointer agent:FuzzSetConfigValue fluxmeter:FuzzReceiverHTTP \
 	fluxmeter:FuzzConsumeProto controlpoint/server:FuzzWireCheck controlpoint/flow:FuzzHeaderLabel \
 	internal/http1:FuzzParseRequest internal/http1:FuzzParseResponse internal/http1:FuzzChunked \
-	internal/h2:FuzzServeConn
+	internal/h2:FuzzServeConn internal/loopgrpc:FuzzConn
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
