@@ -27,8 +27,8 @@ type panicLog struct {
 }
 
 func (p *panicLog) Enabled(context.Context, slog.Level) bool { return true }
-func (p *panicLog) WithAttrs([]slog.Attr) slog.Handler      { return p }
-func (p *panicLog) WithGroup(string) slog.Handler           { return p }
+func (p *panicLog) WithAttrs([]slog.Attr) slog.Handler       { return p }
+func (p *panicLog) WithGroup(string) slog.Handler            { return p }
 func (p *panicLog) Handle(_ context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, "panic") {
 		p.mu.Lock()
