@@ -167,19 +167,23 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// server.http_engine: empty (a config built in code) means auto; other
-// values than auto, loop and net are refused in the operator's words.
-func TestHTTPEngineValues(t *testing.T) {
+// server.http_engine and server.grpc_engine: empty (a config built in
+// code) means auto; other values than auto, loop and net are refused in
+// the operator's words, both at once when both are wrong.
+func TestEngineValues(t *testing.T) {
 	for _, v := range []string{"", "auto", "loop", "net"} {
 		cfg := DefaultConfig()
-		cfg.Server.HTTPEngine = v
+		cfg.Server.HTTPEngine, cfg.Server.GRPCEngine = v, v
 		if err := cfg.Validate(); err != nil {
 			t.Errorf("%q: %v", v, err)
 		}
 	}
 	cfg := DefaultConfig()
-	cfg.Server.HTTPEngine = "epoll"
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `server.http_engine: must be one of auto, loop, net, got "epoll"`) {
-		t.Errorf("epoll: %v", err)
+	cfg.Server.HTTPEngine, cfg.Server.GRPCEngine = "epoll", "grpc-go"
+	err := cfg.Validate()
+	for _, want := range []string{`server.http_engine: must be one of auto, loop, net, got "epoll"`, `server.grpc_engine: must be one of auto, loop, net, got "grpc-go"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %s", err, want)
+		}
 	}
 }
