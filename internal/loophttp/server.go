@@ -94,9 +94,9 @@ func (s *Server) Serve(ln *net.TCPListener) error {
 		return http.ErrServerClosed
 	case errors.Is(err, eventloop.ErrServing):
 		return fmt.Errorf("loophttp: %w", err) // the first Serve goes on
-	case err != nil:
+	case err != nil: // Fallback was not started
 		_ = s.hand.Close()
-		return errors.Join(fmt.Errorf("loophttp: %w", err), serveErr(s.o.Fallback.Serve(s.hand)))
+		return fmt.Errorf("loophttp: %w", err)
 	}
 	fallback := make(chan error, 1)
 	go func() { fallback <- s.o.Fallback.Serve(s.hand) }()
