@@ -20,6 +20,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	"github.com/fluxgate/fluxgate/controlpoint/ratelimit"
+	"github.com/fluxgate/fluxgate/internal/pace"
 )
 
 var (
@@ -264,12 +265,13 @@ func openLoop(b *testing.B, srv *Server, rc *goredis.Client, op func(context.Con
 // own time, without the pacer's and the scheduler's lag), and how many
 // failed.
 //
-// The pacer sleeps until each call's intended start, but Go's timers
-// are coarser than the 200 µs between calls at 5,000/s: an idle
-// process's netpoller waits at least 1 ms (runtime/netpoll_epoll.go), so
-// the calls leave in bursts of about five, and the latency from the
-// intended start carries up to a millisecond of that wait, alike for
-// every op.
+// The pacer sleeps until each call's intended start with a nanosleep on
+// a thread of its own (internal/pace): time.Sleep would last a whole
+// millisecond whenever the process idles (the netpoller's timeout is in
+// ms), the calls would leave in bursts of about five, and the latency
+// from the intended start would carry up to a millisecond of the
+// pacer's own lateness — as it did in the figures recorded before
+// 2026-12-06's second session.
 func paced(op func(context.Context, int, int) error, rate int, d time.Duration, first int) (lat, own []time.Duration, failed int64) {
 	total := max(1, int(float64(rate)*d.Seconds()))
 	lat, own = make([]time.Duration, total), make([]time.Duration, total)
@@ -290,10 +292,12 @@ func paced(op func(context.Context, int, int) error, rate int, d time.Duration, 
 			}
 		})
 	}
+	runtime.LockOSThread() // pace.Until sleeps the thread
 	for i := range total {
-		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		pace.Until(start.Add(time.Duration(i) * interval))
 		todo <- i
 	}
+	runtime.UnlockOSThread()
 	close(todo)
 	wg.Wait()
 	return lat, own, errs.Load()
