@@ -24,7 +24,10 @@
 //	go run ./test/loadgen -redis -reps 3 -duration 3s [-baseline-bin /tmp/fluxgate-old]
 //
 // (with -baseline-bin, -redis adds the second build's exact and lazy_sync
-// modes on 10,000 keys to the rotation, on the same redis-server).
+// modes on 10,000 keys to the rotation, on the same redis-server). Its
+// latency is a paired open loop of the floor, the agent's exact mode and
+// the gRPC floor (a grpc-go server making one EVALSHA a call), -duration
+// × -reps each.
 //
 // With -grpc-only it measures only the two gRPC loops and prints, from
 // the same interleaved run, issue 20's targets for the check path: server
@@ -79,7 +82,7 @@ var (
 	cpuProf   = flag.String("cpuprofile", "", "write a pprof CPU profile of the agent during its first closed loop here (the agent must be built with -tags pprof; the default build is)")
 	heapProf  = flag.String("heapprofile", "", "write a pprof heap profile of the agent after the last measurement here (needs -tags pprof, as -cpuprofile)")
 	grpcOnly  = flag.Bool("grpc-only", false, "measure the gRPC loops only and print issue 20's check-path targets")
-	slice     = flag.Duration("slice", 250*time.Millisecond, "the paired open loop's turn: every server is driven at -rate for this long in turn, -duration in all")
+	slice     = flag.Duration("slice", 250*time.Millisecond, "the paired open loop's turn: every server is driven at -rate for this long in turn, -duration in all (-redis: -duration × -reps)")
 	serveNoop = flag.String("serve-noop", "", "internal: serve the no-op gRPC and HTTP servers on these addresses (grpc,http)")
 	serveEval = flag.String("serve-evalsha", "", "internal: serve -redis's gRPC floor on these addresses (grpc,http,redis)")
 )
@@ -390,6 +393,15 @@ func dial(addr string) (pb.FlowControlServiceClient, *grpc.ClientConn, error) {
 	return pb.NewFlowControlServiceClient(conn), conn, nil
 }
 
+// checkOp is one Check of the load driver's request on client.
+func checkOp(client pb.FlowControlServiceClient) op {
+	req := checkRequest()
+	return func(ctx context.Context, _, _ int) error {
+		_, err := client.Check(ctx, req)
+		return err
+	}
+}
+
 // closedLoop runs -callers goroutines calling Check back to back.
 func closedLoop(p *proc) (map[string]float64, error) {
 	client, conn, err := dial(p.grpcAddr)
@@ -445,7 +457,7 @@ func openLoop(p *proc) (map[string]float64, error) {
 	}
 	defer conn.Close()
 	cpu0, start := p.cpuSeconds(), time.Now()
-	lat, failures := pacedSlice(client, *duration)
+	lat, failures := pacedSlice(checkOp(client), *duration, 0)
 	elapsed := time.Since(start).Seconds()
 	cpu := p.cpuSeconds() - cpu0
 	slices.Sort(lat)

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate/internal/pace"
-
-	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
 // The open loop's p99 at -rate is mostly the machine's: on two shared
@@ -22,46 +20,83 @@ import (
 // latency over more than a slice falls on every server alike, and pools
 // each server's latencies over all its slices before taking quantiles.
 
+// op is one call of a load mode: g the calling goroutine, n the call's
+// number.
+type op func(ctx context.Context, g, n int) error
+
 // pairedOpenLoop drives every server in procs at -rate for -duration in
 // all, in turns of slice each, and returns each one's p50 and p99 (ms)
 // and failures by name.
 func pairedOpenLoop(procs []*proc, slice time.Duration) (map[string]map[string]float64, error) {
-	clients := make([]pb.FlowControlServiceClient, len(procs))
+	ops := make([]op, len(procs))
 	for i, p := range procs {
 		client, conn, err := dial(p.grpcAddr)
 		if err != nil {
 			return nil, err
 		}
 		defer conn.Close()
-		clients[i] = client
+		ops[i] = checkOp(client)
 	}
-	rounds := max(1, int(*duration/slice))
-	lat := make([][]time.Duration, len(procs))
-	fails := make([]int64, len(procs))
-	order := make([]int, len(procs))
+	res := pairedOps(ops, *duration, slice)
+	out := map[string]map[string]float64{}
+	for i, p := range procs {
+		out[p.name] = map[string]float64{"p50 ms": res[i].p50, "p99 ms": res[i].p99, "failures": float64(res[i].failures)}
+	}
+	return out, nil
+}
+
+// pairedResult is one contender's figures from pairedOps.
+type pairedResult struct {
+	p50, p99 float64         // ms from the intended send time, over all slices pooled
+	failures int64           // calls that failed
+	sliceP99 []time.Duration // each round's slice p99
+}
+
+// roundsAbove counts the rounds in which p's slice p99 was above o's.
+func (p pairedResult) roundsAbove(o pairedResult) int {
+	n := 0
+	for r, x := range p.sliceP99 {
+		if r < len(o.sliceP99) && x > o.sliceP99[r] {
+			n++
+		}
+	}
+	return n
+}
+
+// pairedOps offers each of ops -rate calls a second for each in all, in
+// turns of slice, the order alternating each round, and returns each
+// one's figures.
+func pairedOps(ops []op, each, slice time.Duration) []pairedResult {
+	rounds := max(1, int(each/slice))
+	lat := make([][]time.Duration, len(ops))
+	out := make([]pairedResult, len(ops))
+	next := make([]int, len(ops)) // call numbers go on from slice to slice
+	order := make([]int, len(ops))
 	for i := range order {
 		order[i] = i
 	}
 	for range rounds {
 		for _, i := range order {
-			l, f := pacedSlice(clients[i], slice)
+			l, f := pacedSlice(ops[i], slice, next[i])
+			next[i] += len(l)
 			lat[i] = append(lat[i], l...)
-			fails[i] += f
+			out[i].failures += f
+			slices.Sort(l)
+			out[i].sliceP99 = append(out[i].sliceP99, l[int(0.99*float64(len(l)-1))])
 		}
 		slices.Reverse(order)
 	}
-	out := map[string]map[string]float64{}
-	for i, p := range procs {
+	for i := range ops {
 		slices.Sort(lat[i])
-		out[p.name] = map[string]float64{"p50 ms": quantileMs(lat[i], 0.50), "p99 ms": quantileMs(lat[i], 0.99), "failures": float64(fails[i])}
+		out[i].p50, out[i].p99 = quantileMs(lat[i], 0.50), quantileMs(lat[i], 0.99)
 	}
-	return out, nil
+	return out
 }
 
-// pacedSlice sends -rate checks a second for d, each measured from its
-// intended send time, and waits for the last answer.
-func pacedSlice(client pb.FlowControlServiceClient, d time.Duration) ([]time.Duration, int64) {
-	req := checkRequest()
+// pacedSlice offers -rate calls of o a second for d, numbered from first,
+// each measured from its intended send time, and waits for the last
+// answer.
+func pacedSlice(o op, d time.Duration, first int) ([]time.Duration, int64) {
 	total := max(1, int(float64(*rate)*d.Seconds()))
 	lat := make([]time.Duration, total)
 	intended := make(chan int, total)
@@ -69,11 +104,11 @@ func pacedSlice(client pb.FlowControlServiceClient, d time.Duration) ([]time.Dur
 	var wg sync.WaitGroup
 	start := time.Now().Add(2 * time.Millisecond)
 	interval := time.Second / time.Duration(*rate)
-	for range min(total, 256) { // as many in flight as a stall of 50 ms holds at 5,000/s
+	for g := range min(total, 256) { // as many in flight as a stall of 50 ms holds at 5,000/s
 		wg.Go(func() {
 			for i := range intended {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := client.Check(ctx, req)
+				err := o(ctx, g, first+i)
 				cancel()
 				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
 				if err != nil {

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -31,5 +34,43 @@ func TestWritePairedRatiosToTheFloor(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Fatalf("missing %q in:\n%s", want, out)
 		}
+	}
+}
+
+// pairedOps gives each op its turns: the same number of calls, numbered
+// on from one slice to the next, and counts the rounds in which a slow
+// op's slice p99 was above a fast one's — every round.
+func TestPairedOpsTakesTurns(t *testing.T) {
+	defer func(r int) { *rate = r }(*rate)
+	*rate = 1000
+	var mu sync.Mutex
+	nums := [2][]int{}
+	mk := func(i int, d time.Duration) op {
+		return func(_ context.Context, _, n int) error {
+			mu.Lock()
+			nums[i] = append(nums[i], n)
+			mu.Unlock()
+			time.Sleep(d)
+			return nil
+		}
+	}
+	const slice, each = 20 * time.Millisecond, 100 * time.Millisecond
+	res := pairedOps([]op{mk(0, 0), mk(1, 15*time.Millisecond)}, each, slice)
+	rounds := int(each / slice)
+	perSlice := *rate * int(slice/time.Millisecond) / 1000
+	for i, n := range nums {
+		slices.Sort(n)
+		if len(n) != rounds*perSlice || n[0] != 0 || n[len(n)-1] != len(n)-1 {
+			t.Errorf("op %d: %d calls numbered %d..%d, want %d numbered from 0 on", i, len(n), n[0], n[len(n)-1], rounds*perSlice)
+		}
+	}
+	if got := res[1].roundsAbove(res[0]); got != rounds {
+		t.Errorf("the slow op's slice p99 above the fast one's in %d rounds, want %d", got, rounds)
+	}
+	if got := res[0].roundsAbove(res[1]); got != 0 {
+		t.Errorf("the fast op's slice p99 above the slow one's in %d rounds", got)
+	}
+	if res[1].p50 < 15 {
+		t.Errorf("the slow op's p50 is %.3f ms, under its own 15 ms", res[1].p50)
 	}
 }

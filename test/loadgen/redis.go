@@ -13,15 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/fluxgate/fluxgate/internal/pace"
 
 	goredis "github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -30,6 +26,8 @@ import (
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
+
+var latOnly = flag.Bool("latency-only", false, "with -redis: only the paired open loop (floor, exact, gRPC floor)")
 
 var redisMode = flag.Bool("redis", false, "measure Redis-backed limits instead: the agent's exact and lazy_sync modes over gRPC against a bare EVALSHA loop (the floor) on the same redis-server")
 
@@ -62,8 +60,10 @@ spec:
 // agent's exact mode with 64 and 10,000 keys
 // and lazy_sync with 10,000 keys (gRPC checks, -callers concurrent on one
 // connection), the HTTP check driven by wrk at exact, lazy_sync and a
-// local limiter (redishttp.go), then both floors and exact at -rate in
-// an open loop.
+// local limiter (redishttp.go); then both floors and exact at -rate in
+// a paired open loop (pairedOps: turns of -slice, -duration × -reps
+// each).
+//
 // loadMode is one measured mode of -redis: what one call does, and the
 // agent that decides (its CPU counts), or nil for the floor.
 type loadMode struct {
@@ -143,8 +143,13 @@ func runRedis() error {
 			loadMode{name: "baseline lazy_sync, 10,000 keys", op: checksOn(bclient, "lazy", 10_000), agent: base})
 		modes = append(modes, httpModes(base, "baseline ")...)
 	}
-	results := measureModes(modes, paced, agent, rc, redisCPU)
-	writeRedisReport(os.Stdout, modes, paced, results, agent, base)
+	pairs := pairedModes(paced)
+	if *latOnly {
+		writeRedisLatency(os.Stdout, paced, pairs)
+		return nil
+	}
+	results := measureModes(modes, agent, rc, redisCPU)
+	writeRedisReport(os.Stdout, modes, results, paced, pairs, agent, base)
 	return nil
 }
 
@@ -208,10 +213,9 @@ func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(cont
 	}
 }
 
-// measureModes runs every mode closed loop and the paced ones open loop,
-// -reps times interleaved, with the CPU of the deciding agent, Redis and
-// this process per call.
-func measureModes(modes, paced []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64) map[string][]map[string]float64 {
+// measureModes runs every mode closed loop, -reps times interleaved, with
+// the CPU of the deciding agent, Redis and this process per call.
+func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64) map[string][]map[string]float64 {
 	results := map[string][]map[string]float64{}
 	for rep := range *reps {
 		for _, m := range modes {
@@ -236,16 +240,23 @@ func measureModes(modes, paced []loadMode, agent *proc, rc *goredis.Client, redi
 			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
 			results[m.name] = append(results[m.name], r)
 		}
-		for _, m := range paced {
-			results["paced "+m.name] = append(results["paced "+m.name], openLoopOp(m.op))
-		}
 		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
 	}
 	return results
 }
 
+// pairedModes offers the paced modes -rate calls a second in turns of
+// -slice, -duration × -reps each.
+func pairedModes(paced []loadMode) []pairedResult {
+	ops := make([]op, len(paced))
+	for i, m := range paced {
+		ops[i] = m.op
+	}
+	return pairedOps(ops, *duration*time.Duration(*reps), *slice)
+}
+
 // writeRedisReport prints the medians of results as Markdown tables.
-func writeRedisReport(w io.Writer, modes, paced []loadMode, results map[string][]map[string]float64, agent, base *proc) {
+func writeRedisReport(w io.Writer, modes []loadMode, results map[string][]map[string]float64, paced []loadMode, pairs []pairedResult, agent, base *proc) {
 	med := func(key, metric string) float64 {
 		var xs []float64
 		for _, m := range results[key] {
@@ -281,18 +292,27 @@ func writeRedisReport(w io.Writer, modes, paced []loadMode, results map[string][
 		ratio("baseline over HTTP (wrk): lazy_sync / exact with 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) exact, 10,000 keys")
 		ratio("over HTTP (wrk), lazy_sync: this build / baseline", "HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys")
 	}
-	fmt.Fprintf(&b, "\n| open loop %d/s | p50 ms | p99 ms | failures |\n|---|---|---|---|\n", *rate)
-	for _, m := range paced {
-		k := "paced " + m.name
-		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.0f |\n", m.name, med(k, "p50 ms"), med(k, "p99 ms"), med(k, "failures"))
-	}
-	fmt.Fprintf(&b, "\nexact p99 / floor p99: %.2f\n", med("paced "+paced[1].name, "p99 ms")/med("paced "+paced[0].name, "p99 ms"))
-	fmt.Fprintf(&b, "exact p99 / gRPC floor p99: %.2f\n", med("paced "+paced[1].name, "p99 ms")/med("paced "+paced[2].name, "p99 ms"))
+	writeRedisLatency(&b, paced, pairs)
 	fmt.Fprintf(&b, "agent peak RSS: %.1f MiB\n", agent.peakRSSMiB())
 	if base != nil {
 		fmt.Fprintf(&b, "baseline agent peak RSS: %.1f MiB\n", base.peakRSSMiB())
 	}
 	_, _ = io.Copy(w, &b)
+}
+
+// writeRedisLatency prints the paired open loop's figures, pairs[i]
+// being paced[i]'s: the floor, exact, the gRPC floor.
+func writeRedisLatency(w io.Writer, paced []loadMode, pairs []pairedResult) {
+	fmt.Fprintf(w, "\nPaired open loop at %d/s: turns of %v, %v each, the order alternating each round; p50 and p99 over all slices pooled\n\n",
+		*rate, *slice, *duration*time.Duration(*reps))
+	fmt.Fprintf(w, "| mode | p50 ms | p99 ms | rounds its slice p99 > the floor's | rounds > the gRPC floor's | failures |\n|---|---|---|---|---|---|\n")
+	for i, m := range paced {
+		x := pairs[i]
+		fmt.Fprintf(w, "| %s | %.3f | %.3f | %d/%d | %d/%d | %d |\n", m.name, x.p50, x.p99,
+			x.roundsAbove(pairs[0]), len(x.sliceP99), x.roundsAbove(pairs[2]), len(x.sliceP99), x.failures)
+	}
+	fmt.Fprintf(w, "\nexact p99 / floor p99: %.2f\n", pairs[1].p99/pairs[0].p99)
+	fmt.Fprintf(w, "exact p99 / gRPC floor p99: %.2f\n", pairs[1].p99/pairs[2].p99)
 }
 
 // startRedisAgent builds (unless bin is set) and starts the agent in dir with
@@ -402,41 +422,6 @@ func endOfLoop(err error) bool {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
-}
-
-// openLoopOp offers op at -rate for -duration and measures each call
-// from its intended start.
-func openLoopOp(op func(context.Context, int, int) error) map[string]float64 {
-	total := int(float64(*rate) * duration.Seconds())
-	lat := make([]time.Duration, total)
-	todo := make(chan int, total)
-	var failures atomic.Int64
-	start := time.Now().Add(10 * time.Millisecond)
-	interval := time.Second / time.Duration(*rate)
-	var wg sync.WaitGroup
-	for g := range 256 {
-		wg.Go(func() {
-			for i := range todo {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				if err := op(ctx, g, i); err != nil {
-					failures.Add(1)
-				}
-				cancel()
-				lat[i] = time.Since(start.Add(time.Duration(i) * interval))
-			}
-		})
-	}
-	runtime.LockOSThread() // pace.Until sleeps the thread
-	for i := range total {
-		pace.Until(start.Add(time.Duration(i) * interval))
-		todo <- i
-	}
-	runtime.UnlockOSThread()
-	close(todo)
-	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	q := func(f float64) float64 { return float64(lat[int(f*float64(len(lat)-1))]) / 1e6 }
-	return map[string]float64{"p50 ms": q(0.5), "p99 ms": q(0.99), "failures": float64(failures.Load())}
 }
 
 // gFloorName is the mode of the gRPC floor: envoy ratelimit's shape, a
