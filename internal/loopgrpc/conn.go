@@ -27,6 +27,7 @@ type conn struct {
 	closed     bool
 	failed     bool // a write failed: the connection closes (posted)
 	feeding    bool // within the Session's Feed
+	toFlush    bool // in its loop's waitedAnswers.flush
 	timer      *eventloop.Timer
 	timing     timing
 	age        *eventloop.Timer // MaxConnectionAge, then its grace; nil without

@@ -29,6 +29,7 @@ type Server struct {
 	local  net.Addr
 
 	calls     sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
+	workers   *workers       // run the calls that wait
 	acceptLog eventloop.AcceptLog
 }
 
@@ -41,6 +42,7 @@ type loopState struct {
 	in     []byte              // reads land here; a connection keeps only a frame not yet whole
 	msg    []byte              // a unary answer's message is built here
 	fields []hpack.HeaderField // an answer's header fields are gathered here
+	waited waitedAnswers       // answers of calls that waited, coming back (waited.go)
 }
 
 // readSize is a loop's read buffer, and a connection's for a frame not
@@ -96,6 +98,7 @@ func New(o Options) (*Server, error) {
 	for _, l := range group.Loops() {
 		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
 	}
+	s.workers = newWorkers()
 	return s, nil
 }
 
@@ -156,6 +159,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				c.close()
 			}
 		})
+	s.workers.close() // the loops have stopped: no call comes any more
 	if !serving {
 		return err
 	}

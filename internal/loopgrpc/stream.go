@@ -264,15 +264,14 @@ func (uc *unaryCall) run(b []byte) {
 		ctx, cancel = context.WithTimeout(context.Background(), d)
 	}
 	uc.cancel = cancel
-	s, l := uc.c.st.s, uc.c.st.l
+	s := uc.c.st.s
 	s.calls.Add(1)
-	go func() {
+	st := uc.c.st
+	s.workers.run(func() {
 		defer s.calls.Done()
 		out, err := uc.answer(ctx, ans, make([]byte, 5, 64))
-		if !l.Post(func() { uc.waited(out, err) }) {
-			cancel()
-		}
-	}()
+		st.answered(uc, out, err)
+	})
 }
 
 // decode and answer run the method's code: a panic fails the call with
@@ -294,15 +293,16 @@ func (uc *unaryCall) recovered(err *error) {
 	}
 }
 
-// waited answers a call that waited, unless it was reset meanwhile.
-func (uc *unaryCall) waited(out []byte, err error) {
+// waited answers a call that waited, unless it was reset meanwhile, and
+// reports whether it did: its connection then has frames to write.
+func (uc *unaryCall) waited(out []byte, err error) bool {
 	uc.cancel()
 	if uc.gone || uc.c.closed {
-		return
+		return false
 	}
 	uc.gone = true
 	uc.reply(out, err)
-	uc.c.flush()
+	return true
 }
 
 // reply sends out (the message framed, its 5 bytes of prefix first) or

@@ -87,7 +87,8 @@ func runRedis() error {
 	defer stopRedis()
 	defer rc.Close()
 
-	agent, err := startRedisAgent(dir, *agentBin, "redis.yaml", redisPolicy+localPolicyComponent, "FLUXGATE_REDIS_ADDRESS="+redisAddr)
+	pprofAddr := freeAddr()
+	agent, err := startRedisAgent(dir, *agentBin, "redis.yaml", redisPolicy+localPolicyComponent, "FLUXGATE_REDIS_ADDRESS="+redisAddr, "FLUXGATE_PPROF_ADDR="+pprofAddr)
 	if err != nil {
 		return err
 	}
@@ -148,7 +149,10 @@ func runRedis() error {
 		writeRedisLatency(os.Stdout, paced, pairs)
 		return nil
 	}
-	results := measureModes(modes, agent, rc, redisCPU)
+	results, err := measureModes(modes, agent, rc, redisCPU, pprofAddr)
+	if err != nil {
+		return err
+	}
 	writeRedisReport(os.Stdout, modes, results, paced, pairs, agent, base)
 	return nil
 }
@@ -214,14 +218,23 @@ func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(cont
 }
 
 // measureModes runs every mode closed loop, -reps times interleaved, with
-// the CPU of the deciding agent, Redis and this process per call.
-func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64) map[string][]map[string]float64 {
+// the CPU of the deciding agent, Redis and this process per call. With
+// -cpuprofile it saves a CPU profile of the agent (from pprofAddr)
+// during its first gRPC exact closed loop with 10,000 keys.
+func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64, pprofAddr string) (map[string][]map[string]float64, error) {
 	results := map[string][]map[string]float64{}
 	for rep := range *reps {
 		for _, m := range modes {
 			p := m.agent
 			if p == nil {
 				p = agent
+			}
+			var prof chan error
+			if *cpuProf != "" && rep == 0 && m.name == "exact, 10,000 keys" {
+				prof = make(chan error, 1)
+				go func() {
+					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), *cpuProf)
+				}()
 			}
 			cpu0, rcpu0, lcpu0, calls0 := p.cpuSeconds(), redisCPU(), selfCPU(), scriptCalls(rc)
 			var r map[string]float64
@@ -235,6 +248,11 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 				r = closedLoopOp(m.name, m.op)
 				r["loadgen µs CPU/call"] = (selfCPU() - lcpu0) / r["calls"] * 1e6
 			}
+			if prof != nil {
+				if err := <-prof; err != nil {
+					return nil, fmt.Errorf("cpu profile: %w", err)
+				}
+			}
 			r["scripts/call"] = float64(scriptCalls(rc)-calls0) / r["calls"]
 			r["agent µs CPU/call"] = (p.cpuSeconds() - cpu0) / r["calls"] * 1e6
 			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
@@ -242,7 +260,7 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 		}
 		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
 	}
-	return results
+	return results, nil
 }
 
 // pairedModes offers the paced modes -rate calls a second in turns of

@@ -1,0 +1,50 @@
+//go:build linux
+
+package loopgrpc
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// Calls one after another reuse one worker; calls at once take free
+// workers up to maxWorkers, and then goroutines of their own, none
+// waiting for another; close ends the workers once free.
+func TestWorkers(t *testing.T) {
+	w := newWorkers()
+	for range 1000 {
+		done := make(chan struct{})
+		w.run(func() { close(done) })
+		<-done
+		for w.idle.Load() < w.running.Load() {
+			time.Sleep(10 * time.Microsecond) // the worker between its call and its next wait
+		}
+	}
+	if n := w.running.Load(); n != 1 {
+		t.Fatalf("%d workers for calls one after another, want 1", n)
+	}
+
+	const calls = maxWorkers + 44
+	release := make(chan struct{})
+	var started, finished sync.WaitGroup
+	started.Add(calls)
+	finished.Add(calls)
+	for range calls {
+		w.run(func() {
+			started.Done()
+			<-release
+			finished.Done()
+		})
+	}
+	started.Wait() // every call runs at once: none waits for a worker
+	if n := w.running.Load(); n != maxWorkers {
+		t.Errorf("%d workers with %d calls at once, want %d", n, calls, maxWorkers)
+	}
+	close(release)
+	finished.Wait()
+	w.close()
+	for w.running.Load() > 0 {
+		time.Sleep(time.Millisecond) // goleak (TestMain) checks that they end
+	}
+}
