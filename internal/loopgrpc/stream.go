@@ -267,7 +267,7 @@ func (uc *unaryCall) run(b []byte) {
 	s := uc.c.st.s
 	s.calls.Add(1)
 	st := uc.c.st
-	s.workers.run(func() {
+	s.workers.Run(func() {
 		defer s.calls.Done()
 		out, err := uc.answer(ctx, ans, make([]byte, 5, 64))
 		st.answered(uc, out, err)

@@ -210,20 +210,20 @@ func (c *conn) serves() bool {
 	return bytes.IndexByte(path, '%') < 0 && c.st.s.o.Serves(c.req.Method, path)
 }
 
-// wait answers r on a goroutine: the connection reads nothing more until
+// wait answers r on a worker: the connection reads nothing more until
 // the answer is out; r's context ends if the client goes.
 func (c *conn) wait(r *http.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.waiting, c.cancel = true, cancel
 	r = r.WithContext(ctx)
 	s, l := c.st.s, c.st.l
-	go func() {
+	s.workers.Run(func() {
 		w := &response{header: make(http.Header, 8), closing: r.Close}
 		ok := s.serve(w, r)
 		if !l.Post(func() { c.waited(w, ok) }) {
 			cancel() // the loops stopped: Shutdown closed the connection
 		}
-	}()
+	})
 }
 
 // waited writes the answer of a request that waited and goes on with the

@@ -1,6 +1,6 @@
 //go:build linux
 
-package loopgrpc
+package eventloop
 
 import (
 	"sync"
@@ -8,14 +8,14 @@ import (
 	"time"
 )
 
-// Calls one after another reuse one worker; calls at once take free
-// workers up to maxWorkers, and then goroutines of their own, none
-// waiting for another; close ends the workers once free.
+// Work one piece after another reuses one worker; pieces at once take
+// free workers up to maxWorkers, and then goroutines of their own, none
+// waiting for another; Close ends the workers once free.
 func TestWorkers(t *testing.T) {
-	w := newWorkers()
+	w := NewWorkers()
 	for range 1000 {
 		done := make(chan struct{})
-		w.run(func() { close(done) })
+		w.Run(func() { close(done) })
 		<-done
 		for w.idle.Load() < w.running.Load() {
 			time.Sleep(10 * time.Microsecond) // the worker between its call and its next wait
@@ -31,7 +31,7 @@ func TestWorkers(t *testing.T) {
 	started.Add(calls)
 	finished.Add(calls)
 	for range calls {
-		w.run(func() {
+		w.Run(func() {
 			started.Done()
 			<-release
 			finished.Done()
@@ -43,7 +43,7 @@ func TestWorkers(t *testing.T) {
 	}
 	close(release)
 	finished.Wait()
-	w.close()
+	w.Close()
 	for w.running.Load() > 0 {
 		time.Sleep(time.Millisecond) // goleak (TestMain) checks that they end
 	}
