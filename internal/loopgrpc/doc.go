@@ -10,8 +10,10 @@
 // and answers the protocol's own (SETTINGS, PING, WINDOW_UPDATE, GOAWAY)
 // with its bounds, and a call of a method in Options.Unary is decoded,
 // decided and answered on the loop (or, when the method says it may wait,
-// on a goroutine that posts the answer back), its frames written with the
-// others the same read produced.
+// on a kept worker goroutine, eventloop.Workers, that queues the answer
+// back: the answers that came meanwhile go out together, one write a
+// connection), its frames written with the others the same read
+// produced.
 //
 // Every other call — another method, a compressed message, a content type
 // other than application/grpc[+proto] — stays on its connection and is

@@ -24,9 +24,9 @@
 // before it are written: net/http then serves it to its end, and answers
 // what is malformed as it always does. A handler that may wait (I/O: a
 // Redis round trip, a queue) must not run on a loop: Options.Waits says
-// which requests may, and those run on a goroutine with a context that
-// ends when the client goes, the connection reading nothing more until
-// the answer is out.
+// which requests may, and those run on a kept worker goroutine
+// (eventloop.Workers) with a context that ends when the client goes, the
+// connection reading nothing more until the answer is out.
 //
 // Limits: a request (its head, and a small body) must arrive within
 // HeaderTimeout of its first byte, a connection idle (between requests)
