@@ -264,9 +264,9 @@ func (uc *unaryCall) run(b []byte) {
 		ctx, cancel = context.WithTimeout(context.Background(), d)
 	}
 	uc.cancel = cancel
-	s := uc.c.st.s
-	s.calls.Add(1)
 	st := uc.c.st
+	s := st.s
+	s.calls.Add(1)
 	s.workers.Run(func() {
 		defer s.calls.Done()
 		out, err := uc.answer(ctx, ans, make([]byte, 5, 64))
