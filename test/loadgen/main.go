@@ -79,7 +79,7 @@ var (
 	wrkConns  = flag.Int("wrk-connections", 50, "keep-alive connections for wrk")
 	agentBin  = flag.String("agent-bin", "", "fluxgate binary (default: go build ./cmd/fluxgate)")
 	baseBin   = flag.String("baseline-bin", "", "a second fluxgate binary measured in the same rotation (column \"baseline\")")
-	cpuProf   = flag.String("cpuprofile", "", "write a pprof CPU profile of the agent during its first closed loop here (-redis: its first gRPC exact loop with 10,000 keys; the agent must be built with -tags pprof; the default build is)")
+	cpuProf   = flag.String("cpuprofile", "", "write a pprof CPU profile of the agent during its first closed loop here (-redis: the first of -profile-mode; the agent must be built with -tags pprof; the default build is)")
 	heapProf  = flag.String("heapprofile", "", "write a pprof heap profile of the agent after the last measurement here (needs -tags pprof, as -cpuprofile)")
 	grpcOnly  = flag.Bool("grpc-only", false, "measure the gRPC loops only and print issue 20's check-path targets")
 	slice     = flag.Duration("slice", 250*time.Millisecond, "the paired open loop's turn: every server is driven at -rate for this long in turn, -duration in all (-redis: -duration × -reps)")

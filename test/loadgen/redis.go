@@ -27,6 +27,8 @@ import (
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
+var profMode = flag.String("profile-mode", "exact, 10,000 keys", "with -redis -cpuprofile: the mode (as the report names it) whose first closed loop is profiled")
+
 var latOnly = flag.Bool("latency-only", false, "with -redis: only the paired open loop (floor, exact, gRPC floor)")
 
 var redisMode = flag.Bool("redis", false, "measure Redis-backed limits instead: the agent's exact and lazy_sync modes over gRPC against a bare EVALSHA loop (the floor) on the same redis-server")
@@ -220,7 +222,7 @@ func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(cont
 // measureModes runs every mode closed loop, -reps times interleaved, with
 // the CPU of the deciding agent, Redis and this process per call. With
 // -cpuprofile it saves a CPU profile of the agent (from pprofAddr)
-// during its first gRPC exact closed loop with 10,000 keys.
+// during the first closed loop of -profile-mode.
 func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64, pprofAddr string) (map[string][]map[string]float64, error) {
 	results := map[string][]map[string]float64{}
 	for rep := range *reps {
@@ -230,7 +232,7 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 				p = agent
 			}
 			var prof chan error
-			if *cpuProf != "" && rep == 0 && m.name == "exact, 10,000 keys" {
+			if *cpuProf != "" && rep == 0 && m.name == *profMode {
 				prof = make(chan error, 1)
 				go func() {
 					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), *cpuProf)
