@@ -38,9 +38,11 @@ func pairedOpenLoop(procs []*proc, slice time.Duration) (map[string]map[string]f
 		ops[i] = checkOp(client)
 	}
 	res := pairedOps(ops, *duration, slice)
+	floor := res[len(res)-1] // the no-op server, last of procs
 	out := map[string]map[string]float64{}
 	for i, p := range procs {
-		out[p.name] = map[string]float64{"p50 ms": res[i].p50, "p99 ms": res[i].p99, "failures": float64(res[i].failures)}
+		out[p.name] = map[string]float64{"p50 ms": res[i].p50, "p99 ms": res[i].p99, "failures": float64(res[i].failures),
+			"rounds worse": float64(res[i].roundsAbove(floor)), "rounds": float64(len(res[i].sliceP99))}
 	}
 	return out, nil
 }
@@ -140,11 +142,11 @@ func quantileMs(sorted []time.Duration, q float64) float64 {
 // agent's p99 to the no-op floor's.
 func writePaired(res map[string]map[string]float64, agents []string, slice time.Duration) string {
 	s := fmt.Sprintf("\nPaired open loop at %d/s: the servers take turns in %v slices over %v each (p99 over all slices):\n\n", *rate, slice, *duration)
-	s += "| server | p50 ms | p99 ms | p99 / no-op | failures |\n|---|---|---|---|---|\n"
+	s += "| server | p50 ms | p99 ms | p99 / no-op | rounds its slice p99 > the no-op's | failures |\n|---|---|---|---|---|---|\n"
 	floor := res["no-op"]["p99 ms"]
 	for _, name := range append(slices.Clone(agents), "no-op") {
 		r := res[name]
-		s += fmt.Sprintf("| %s | %.3f | %.3f | %.2f | %.0f |\n", name, r["p50 ms"], r["p99 ms"], r["p99 ms"]/floor, r["failures"])
+		s += fmt.Sprintf("| %s | %.3f | %.3f | %.2f | %.0f/%.0f | %.0f |\n", name, r["p50 ms"], r["p99 ms"], r["p99 ms"]/floor, r["rounds worse"], r["rounds"], r["failures"])
 	}
 	return s
 }
