@@ -30,8 +30,12 @@ const maxWorkers = 256
 func NewWorkers() *Workers { return &Workers{work: make(chan func())} }
 
 // Run runs f on a free worker, a new one, or (past maxWorkers) a
-// goroutine of its own.
+// goroutine of its own; after Close, on a goroutine of its own.
 func (w *Workers) Run(f func()) {
+	if w.closed.Load() {
+		go f()
+		return
+	}
 	select {
 	case w.work <- f:
 		return
@@ -55,7 +59,8 @@ func (w *Workers) serve(f func()) {
 	}
 }
 
-// Close ends the workers as they come free. No Run may follow.
+// Close ends the workers as they come free. Run must not race with it
+// (the loops have stopped); a Run after it still runs its work.
 func (w *Workers) Close() {
 	if !w.closed.Swap(true) {
 		close(w.work)

@@ -47,4 +47,10 @@ func TestWorkers(t *testing.T) {
 	for w.running.Load() > 0 {
 		time.Sleep(time.Millisecond) // each ends once free; the test's timeout, should one not
 	}
+	done := make(chan struct{})
+	w.Run(func() { close(done) }) // after Close: still runs, on no worker
+	<-done
+	if n := w.running.Load(); n != 0 {
+		t.Errorf("%d workers after Close", n)
+	}
 }
