@@ -45,6 +45,7 @@ type Group struct {
 	loops   []*Loop
 	onPanic func(any)
 	spare   bool // raises GOMAXPROCS while running (not Options.NoSpareP)
+	workers *Workers
 	wg      sync.WaitGroup
 	started atomic.Bool
 	closed  atomic.Bool
@@ -94,7 +95,7 @@ func New(opts Options) (*Group, error) {
 	if n <= 0 {
 		n = defaultLoops()
 	}
-	g := &Group{onPanic: opts.OnPanic, spare: !opts.NoSpareP}
+	g := &Group{onPanic: opts.OnPanic, spare: !opts.NoSpareP, workers: newWorkers()}
 	for i := range n {
 		l, err := newLoop(g, i)
 		if err != nil {
@@ -158,6 +159,10 @@ func (l *Loop) finish() {
 // Loops are the group's loops.
 func (g *Group) Loops() []*Loop { return g.loops }
 
+// Workers run what the group's loops hand off to wait (workers.go).
+// They end as they come free once Close has stopped the loops.
+func (g *Group) Workers() *Workers { return g.workers }
+
 // Start runs each loop on its own goroutine. Calling it again does nothing.
 // While groups run, GOMAXPROCS is one more than it was (a P spare for the
 // loops' waits in epoll_wait: see procs.go), unless Options.NoSpareP;
@@ -180,12 +185,13 @@ func (g *Group) Start() {
 // before Close returns: on its loop as the loop stops, or on Close's
 // caller for a group that never started; a function so run may not
 // Post again (refused) and its timers never fire. Descriptors still
-// registered stay open: they are their owners' to close. Not to be called
-// from a loop.
+// registered stay open: they are their owners' to close. The Workers end
+// as they come free. Not to be called from a loop.
 func (g *Group) Close() {
 	if g.closed.Swap(true) {
 		return
 	}
+	defer g.workers.close()
 	if !g.started.Load() {
 		for _, l := range g.loops {
 			l.finish()

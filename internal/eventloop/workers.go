@@ -12,9 +12,9 @@ import "sync/atomic"
 // what the agent spent on one over gRPC (runtime.newstack, copystack) —
 // where a kept one has grown it already. Free workers wait on an
 // unbuffered channel, so work never queues behind other work: it goes
-// to a free worker or to a new goroutine. Run is called from the loops
-// only, and Close once they have stopped: the workers end as they come
-// free.
+// to a free worker or to a new goroutine. A Group has one
+// (Group.Workers), for its loops, and ends them when Close has stopped
+// the loops: each ends as it comes free.
 type Workers struct {
 	work    chan func() // unbuffered: a send finds a free worker or fails
 	running atomic.Int32
@@ -26,11 +26,11 @@ type Workers struct {
 // hundred clients keep waiting on Redis at once.
 const maxWorkers = 256
 
-// NewWorkers returns Workers with none running yet.
-func NewWorkers() *Workers { return &Workers{work: make(chan func())} }
+func newWorkers() *Workers { return &Workers{work: make(chan func())} }
 
 // Run runs f on a free worker, a new one, or (past maxWorkers) a
-// goroutine of its own; after Close, on a goroutine of its own.
+// goroutine of its own; once the workers are closed, on a goroutine of
+// its own.
 func (w *Workers) Run(f func()) {
 	if w.closed.Load() {
 		go f()
@@ -59,9 +59,9 @@ func (w *Workers) serve(f func()) {
 	}
 }
 
-// Close ends the workers as they come free. Run must not race with it
-// (the loops have stopped); a Run after it still runs its work.
-func (w *Workers) Close() {
+// close ends the workers as they come free (Group.Close, the loops
+// stopped: no Run races with it); a Run after it still runs its work.
+func (w *Workers) close() {
 	if !w.closed.Swap(true) {
 		close(w.work)
 	}

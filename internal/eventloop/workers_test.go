@@ -10,9 +10,9 @@ import (
 
 // Work one piece after another reuses one worker; pieces at once take
 // free workers up to maxWorkers, and then goroutines of their own, none
-// waiting for another; Close ends the workers once free.
+// waiting for another; close ends the workers once free.
 func TestWorkers(t *testing.T) {
-	w := NewWorkers()
+	w := newWorkers()
 	for range 1000 {
 		done := make(chan struct{})
 		w.Run(func() { close(done) })
@@ -43,14 +43,30 @@ func TestWorkers(t *testing.T) {
 	}
 	close(release)
 	finished.Wait()
-	w.Close()
+	w.close()
 	for w.running.Load() > 0 {
 		time.Sleep(time.Millisecond) // each ends once free; the test's timeout, should one not
 	}
 	done := make(chan struct{})
-	w.Run(func() { close(done) }) // after Close: still runs, on no worker
+	w.Run(func() { close(done) }) // after close: still runs, on no worker
 	<-done
 	if n := w.running.Load(); n != 0 {
-		t.Errorf("%d workers after Close", n)
+		t.Errorf("%d workers after close", n)
+	}
+}
+
+// A group's Close ends its workers.
+func TestGroupCloseEndsWorkers(t *testing.T) {
+	g, err := New(Options{Loops: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start()
+	done := make(chan struct{})
+	g.Workers().Run(func() { close(done) })
+	<-done
+	g.Close()
+	for g.Workers().running.Load() > 0 {
+		time.Sleep(time.Millisecond) // each ends once free; the test's timeout, should one not
 	}
 }

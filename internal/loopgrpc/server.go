@@ -28,8 +28,7 @@ type Server struct {
 	loops  []*loopState
 	local  net.Addr
 
-	calls     sync.WaitGroup     // goroutines of calls (waiting answers, Fallback's)
-	workers   *eventloop.Workers // run the calls that wait
+	calls     sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
 	acceptLog eventloop.AcceptLog
 }
 
@@ -98,7 +97,6 @@ func New(o Options) (*Server, error) {
 	for _, l := range group.Loops() {
 		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
 	}
-	s.workers = eventloop.NewWorkers()
 	return s, nil
 }
 
@@ -159,7 +157,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				c.close()
 			}
 		})
-	s.workers.Close() // the loops have stopped: no call comes any more
 	if !serving {
 		return err
 	}

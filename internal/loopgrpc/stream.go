@@ -267,7 +267,7 @@ func (uc *unaryCall) run(b []byte) {
 	st := uc.c.st
 	s := st.s
 	s.calls.Add(1)
-	s.workers.Run(func() {
+	s.group.Workers().Run(func() {
 		defer s.calls.Done()
 		out, err := uc.answer(ctx, ans, make([]byte, 5, 64))
 		st.answered(uc, out, err)

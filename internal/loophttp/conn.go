@@ -217,7 +217,7 @@ func (c *conn) wait(r *http.Request) {
 	c.waiting, c.cancel = true, cancel
 	r = r.WithContext(ctx)
 	s, l := c.st.s, c.st.l
-	s.workers.Run(func() {
+	s.group.Workers().Run(func() {
 		w := &response{header: make(http.Header, 8), closing: r.Close}
 		ok := s.serve(w, r)
 		if !l.Post(func() { c.waited(w, ok) }) {

@@ -29,7 +29,6 @@ type Server struct {
 	hand   *handListener
 	front  *eventloop.Front
 
-	workers   *eventloop.Workers // answer the requests that wait
 	acceptLog eventloop.AcceptLog
 }
 
@@ -79,7 +78,6 @@ func New(o Options) (*Server, error) {
 		gate, setResume = eventloop.Gate{Admit: k.Admit, Unadmit: k.Give, Full: k.Full}, k.SetResume
 	}
 	s.front = eventloop.NewFront(group, gate, setResume, &s.acceptLog)
-	s.workers = eventloop.NewWorkers()
 	for _, l := range group.Loops() {
 		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
 	}
@@ -155,7 +153,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				c.close()
 			}
 		})
-	s.workers.Close() // the loops have stopped: no request comes any more
 	_ = s.hand.Close()
 	if ferr := <-fallbackDone; serving && err == nil {
 		err = ferr
