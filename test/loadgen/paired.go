@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/internal/pace"
 )
 
@@ -25,11 +26,20 @@ import (
 type op func(ctx context.Context, g, n int) error
 
 // pairedOpenLoop drives every server in procs at -rate for -duration in
-// all, in turns of slice each, and returns each one's p50 and p99 (ms)
-// and failures by name.
-func pairedOpenLoop(procs []*proc, slice time.Duration) (map[string]map[string]float64, error) {
+// all, in turns of slice each, by grpc-go's client or the lean one, and
+// returns each one's p50 and p99 (ms) and failures by name.
+func pairedOpenLoop(procs []*proc, slice time.Duration, lean bool) (map[string]map[string]float64, error) {
 	ops := make([]op, len(procs))
 	for i, p := range procs {
+		if lean {
+			l, err := newLeanClient(p.grpcAddr, []*pb.CheckRequest{checkRequest()})
+			if err != nil {
+				return nil, err
+			}
+			defer l.close()
+			ops[i] = l.op
+			continue
+		}
 		client, conn, err := dial(p.grpcAddr)
 		if err != nil {
 			return nil, err
@@ -140,8 +150,8 @@ func quantileMs(sorted []time.Duration, q float64) float64 {
 
 // writePaired prints the paired open loop's figures and the ratio of each
 // agent's p99 to the no-op floor's.
-func writePaired(res map[string]map[string]float64, agents []string, slice time.Duration) string {
-	s := fmt.Sprintf("\nPaired open loop at %d/s: the servers take turns in %v slices over %v each (p99 over all slices):\n\n", *rate, slice, *duration)
+func writePaired(res map[string]map[string]float64, agents []string, slice time.Duration, client string) string {
+	s := fmt.Sprintf("\nPaired open loop at %d/s by %s: the servers take turns in %v slices over %v each (p99 over all slices):\n\n", *rate, client, slice, *duration)
 	s += "| server | p50 ms | p99 ms | p99 / no-op | rounds its slice p99 > the no-op's | failures |\n|---|---|---|---|---|---|\n"
 	floor := res["no-op"]["p99 ms"]
 	for _, name := range append(slices.Clone(agents), "no-op") {

@@ -29,8 +29,8 @@ func TestWritePairedRatiosToTheFloor(t *testing.T) {
 	out := writePaired(map[string]map[string]float64{
 		"agent": {"p50 ms": 0.25, "p99 ms": 1.8, "rounds worse": 7, "rounds": 12},
 		"no-op": {"p50 ms": 0.25, "p99 ms": 1.5, "rounds": 12},
-	}, []string{"agent"}, 250*time.Millisecond)
-	for _, want := range []string{"| agent | 0.250 | 1.800 | 1.20 | 7/12 | 0 |", "| no-op | 0.250 | 1.500 | 1.00 | 0/12 | 0 |"} {
+	}, []string{"agent"}, 250*time.Millisecond, "the lean client")
+	for _, want := range []string{"by the lean client", "| agent | 0.250 | 1.800 | 1.20 | 7/12 | 0 |", "| no-op | 0.250 | 1.500 | 1.00 | 0/12 | 0 |"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("missing %q in:\n%s", want, out)
 		}

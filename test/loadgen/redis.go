@@ -72,7 +72,8 @@ type loadMode struct {
 	name  string
 	op    func(context.Context, int, int) error
 	agent *proc
-	wrk   *wrkMode // drive the HTTP check with wrk instead of op
+	wrk   *wrkMode  // drive the HTTP check with wrk instead of op
+	lean  *leanMode // drive the gRPC check with the lean client (lean.go) instead of op
 }
 
 func runRedis() error {
@@ -133,7 +134,23 @@ func runRedis() error {
 		{name: "exact, 10,000 keys", op: checks("exact", 10_000), agent: agent},
 		{name: "lazy_sync, 10,000 keys", op: checks("lazy", 10_000), agent: agent},
 	}
-	paced := modes[:3]
+	// The paired open loop's gRPC calls go by grpc-go (a user's client)
+	// and by the lean client (lean.go), whose own latency is smaller.
+	leanExact, err := newLeanClient(agent.grpcAddr, userRequests("exact", 64))
+	if err != nil {
+		return err
+	}
+	defer leanExact.close()
+	leanFloor, err := newLeanClient(gfloor.grpcAddr, userRequests("exact", 64))
+	if err != nil {
+		return err
+	}
+	defer leanFloor.close()
+	paced := append(modes[:3:3],
+		loadMode{name: "exact, 64 keys (lean client)", op: leanExact.op, agent: agent},
+		loadMode{name: "gRPC floor (lean client)", op: leanFloor.op, agent: gfloor})
+	modes = append(modes, leanModes(agent, "")...)
+	modes = append(modes, loadMode{name: leanFloorName, agent: gfloor, lean: &leanMode{"exact", 10_000}})
 	modes = append(modes, httpModes(agent, "")...)
 	if base != nil {
 		bclient, bconn, err := dial(base.grpcAddr)
@@ -144,6 +161,7 @@ func runRedis() error {
 		modes = append(modes,
 			loadMode{name: "baseline exact, 10,000 keys", op: checksOn(bclient, "exact", 10_000), agent: base},
 			loadMode{name: "baseline lazy_sync, 10,000 keys", op: checksOn(bclient, "lazy", 10_000), agent: base})
+		modes = append(modes, leanModes(base, "baseline ")...)
 		modes = append(modes, httpModes(base, "baseline ")...)
 	}
 	pairs := pairedModes(paced)
@@ -203,10 +221,7 @@ func floorOp(rc *goredis.Client) (func(context.Context, int, int) error, error) 
 // checksOn checks at control point cp over keys distinct users; a
 // rejection counts as a failure.
 func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(context.Context, int, int) error {
-	reqs := make([]*pb.CheckRequest, keys)
-	for i := range reqs {
-		reqs[i] = &pb.CheckRequest{ControlPoint: cp, Labels: map[string]string{"user": "u" + strconv.Itoa(i)}}
-	}
+	reqs := userRequests(cp, keys)
 	return func(ctx context.Context, g, n int) error {
 		resp, err := client.Check(ctx, reqs[(n*(*callers)+g)%keys])
 		if err != nil {
@@ -217,6 +232,16 @@ func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(cont
 		}
 		return nil
 	}
+}
+
+// userRequests are checks at control point cp, one for each of keys
+// distinct users (the label user).
+func userRequests(cp string, keys int) []*pb.CheckRequest {
+	reqs := make([]*pb.CheckRequest, keys)
+	for i := range reqs {
+		reqs[i] = &pb.CheckRequest{ControlPoint: cp, Labels: map[string]string{"user": "u" + strconv.Itoa(i)}}
+	}
+	return reqs
 }
 
 // measureModes runs every mode closed loop, -reps times interleaved, with
@@ -240,9 +265,14 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 			}
 			cpu0, rcpu0, lcpu0, calls0 := p.cpuSeconds(), redisCPU(), selfCPU(), scriptCalls(rc)
 			var r map[string]float64
-			if m.wrk != nil {
+			if m.wrk != nil || m.lean != nil {
 				var err error
-				if r, err = wrkChecks(p, m.wrk); err != nil {
+				if m.wrk != nil {
+					r, err = wrkChecks(p, m.wrk)
+				} else {
+					r, err = leanChecks(p, userRequests(m.lean.cp, m.lean.keys))
+				}
+				if err != nil {
 					fmt.Fprintf(os.Stderr, "%s: %v\n", m.name, err)
 					continue
 				}
@@ -305,10 +335,14 @@ func writeRedisReport(w io.Writer, modes []loadMode, results map[string][]map[st
 	}
 	fmt.Fprintln(&b)
 	ratio("lazy_sync / exact with 10,000 keys", "lazy_sync, 10,000 keys", "exact, 10,000 keys")
+	ratio("over gRPC (lean client): lazy_sync / exact with 10,000 keys", "gRPC (lean client) lazy_sync, 10,000 keys", "gRPC (lean client) exact, 10,000 keys")
+	ratio("over gRPC (lean client): exact / the gRPC floor", "gRPC (lean client) exact, 10,000 keys", leanFloorName)
+	ratio("over gRPC (lean client): lazy_sync / local limiter (no Redis)", "gRPC (lean client) lazy_sync, 10,000 keys", "gRPC (lean client) local limiter, 10,000 keys")
 	ratio("over HTTP (wrk): lazy_sync / exact with 10,000 keys", "HTTP (wrk) lazy_sync, 10,000 keys", "HTTP (wrk) exact, 10,000 keys")
 	ratio("over HTTP (wrk): lazy_sync / local limiter (no Redis)", "HTTP (wrk) lazy_sync, 10,000 keys", "HTTP (wrk) local limiter, 10,000 keys")
 	if base != nil {
 		ratio("baseline: lazy_sync / exact with 10,000 keys", "baseline lazy_sync, 10,000 keys", "baseline exact, 10,000 keys")
+		ratio("baseline over gRPC (lean client): lazy_sync / exact with 10,000 keys", "baseline gRPC (lean client) lazy_sync, 10,000 keys", "baseline gRPC (lean client) exact, 10,000 keys")
 		ratio("baseline over HTTP (wrk): lazy_sync / exact with 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) exact, 10,000 keys")
 		ratio("over HTTP (wrk), lazy_sync: this build / baseline", "HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys")
 	}
@@ -321,18 +355,24 @@ func writeRedisReport(w io.Writer, modes []loadMode, results map[string][]map[st
 }
 
 // writeRedisLatency prints the paired open loop's figures, pairs[i]
-// being paced[i]'s: the floor, exact, the gRPC floor.
+// being paced[i]'s: the floor, then exact and the gRPC floor by grpc-go,
+// then both by the lean client.
 func writeRedisLatency(w io.Writer, paced []loadMode, pairs []pairedResult) {
 	fmt.Fprintf(w, "\nPaired open loop at %d/s: turns of %v, %v each, the order alternating each round; p50 and p99 over all slices pooled\n\n",
 		*rate, *slice, *duration*time.Duration(*reps))
-	fmt.Fprintf(w, "| mode | p50 ms | p99 ms | rounds its slice p99 > the floor's | rounds > the gRPC floor's | failures |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| mode | p50 ms | p99 ms | rounds its slice p99 > the floor's | rounds > the gRPC floor's (same client) | failures |\n|---|---|---|---|---|---|\n")
+	gFloor := map[int]int{1: 2, 3: 4} // exact's gRPC floor, by client
 	for i, m := range paced {
 		x := pairs[i]
-		fmt.Fprintf(w, "| %s | %.3f | %.3f | %d/%d | %d/%d | %d |\n", m.name, x.p50, x.p99,
-			x.roundsAbove(pairs[0]), len(x.sliceP99), x.roundsAbove(pairs[2]), len(x.sliceP99), x.failures)
+		vs := "–"
+		if j, ok := gFloor[i]; ok {
+			vs = fmt.Sprintf("%d/%d", x.roundsAbove(pairs[j]), len(x.sliceP99))
+		}
+		fmt.Fprintf(w, "| %s | %.3f | %.3f | %d/%d | %s | %d |\n", m.name, x.p50, x.p99,
+			x.roundsAbove(pairs[0]), len(x.sliceP99), vs, x.failures)
 	}
-	fmt.Fprintf(w, "\nexact p99 / floor p99: %.2f\n", pairs[1].p99/pairs[0].p99)
-	fmt.Fprintf(w, "exact p99 / gRPC floor p99: %.2f\n", pairs[1].p99/pairs[2].p99)
+	fmt.Fprintf(w, "\nexact p99 / floor p99: %.2f by grpc-go, %.2f by the lean client\n", pairs[1].p99/pairs[0].p99, pairs[3].p99/pairs[0].p99)
+	fmt.Fprintf(w, "exact p99 / gRPC floor p99 (same client): %.2f by grpc-go, %.2f by the lean client\n", pairs[1].p99/pairs[2].p99, pairs[3].p99/pairs[4].p99)
 }
 
 // startRedisAgent builds (unless bin is set) and starts the agent in dir with
@@ -448,6 +488,9 @@ func endOfLoop(err error) bool {
 // gRPC server that makes one EVALSHA round trip a call, measured as the
 // agent is (the "agent" CPU column is its).
 const gFloorName = "gRPC floor (a server making one EVALSHA a call)"
+
+// leanFloorName is the gRPC floor driven by the lean client (lean.go).
+const leanFloorName = "gRPC (lean client) gRPC floor"
 
 // startEvalshaServer starts this program as the gRPC floor on Redis at
 // redisAddr and waits until it answers.
