@@ -42,7 +42,8 @@ func (s *Server) LoopMethods() map[string]LoopMethod {
 }
 
 // loopCheck is FlowControlService/Check, its request decoded by hand
-// (wireCheck).
+// (wireCheck) and its response encoded from the decision
+// (Decision.AppendProto).
 func (s *Server) loopCheck(msg []byte) (func(context.Context, []byte) ([]byte, error), bool, error) {
 	var in wireCheck
 	if err := in.unmarshal(msg); err != nil {
@@ -56,7 +57,10 @@ func (s *Server) loopCheck(msg []byte) (func(context.Context, []byte) ([]byte, e
 		if err := ctx.Err(); err != nil {
 			return nil, status.FromContextError(err).Err()
 		}
-		return proto.MarshalOptions{}.MarshalAppend(out, s.check(ctx, &req))
+		d := s.decide(ctx, &req)
+		out, err := d.AppendProto(out)
+		s.release(d)
+		return out, err
 	}, s.engine.MayWait(req.ControlPoint), nil
 }
 
