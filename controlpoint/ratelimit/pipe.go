@@ -80,16 +80,51 @@ type pipe struct {
 // pipeCall is one script call. The caller fills script, keys, args and
 // ctx; the lane that sends it sets reply and err, then closes done.
 type pipeCall struct {
-	ctx    context.Context // the caller's, with its deadline
-	script *redis.Script
-	keys   []string
-	args   []any
-	reply  []any
-	err    error
-	done   chan struct{}
+	ctx context.Context // the caller's
+	// deadline, when set, is the limiter's own (redis_timeout), kept
+	// apart from ctx so that a stream's call makes no context of its
+	// own (streams only; a pipe's calls have it in ctx).
+	deadline time.Time
+	script   *redis.Script
+	keys     []string
+	args     []any
+	reply    []any
+	err      error
+	done     chan struct{}
 	// Set by a stream (stream.go) under its connection's lock: written
 	// and not yet answered; given up by its caller.
 	inFlight, gone bool
+}
+
+// gaveUp is why c's caller no longer waits: its context's error, or
+// context.DeadlineExceeded past c.deadline; nil while it waits.
+func (c *pipeCall) gaveUp() error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// deadlineAt is the earlier of c.deadline and its context's deadline;
+// ok is false when there is neither.
+func (c *pipeCall) deadlineAt() (d time.Time, ok bool) {
+	d = c.deadline
+	if cd, has := c.ctx.Deadline(); has && (d.IsZero() || cd.Before(d)) {
+		d = cd
+	}
+	return d, !d.IsZero()
+}
+
+// context is c's caller's context with c.deadline, for the calls that
+// need one (a script load, a dial); cancel it when done.
+func (c *pipeCall) context() (context.Context, context.CancelFunc) {
+	if c.deadline.IsZero() {
+		return context.WithCancel(c.ctx)
+	}
+	return context.WithDeadline(c.ctx, c.deadline)
 }
 
 // Default sizes of a pipe: lanes is how many pipelines may be in flight

@@ -601,11 +601,10 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		return nil, errBreakerOpen
 	}
 	caller := ctx
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
 	// Concurrent calls share round trips; a script Redis lost is loaded
-	// again within the same deadline.
-	call := &pipeCall{ctx: ctx, script: script, keys: keys, args: args}
+	// again within the same deadline. A stream's call carries the
+	// deadline itself (no context a call); a pipe's, in its context.
+	call := &pipeCall{ctx: ctx, deadline: start.Add(l.timeout), script: script, keys: keys, args: args}
 	var reply []any
 	if n := len(b.streams); n > 0 {
 		s := b.streams[0]
@@ -614,7 +613,11 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		}
 		reply, err = s.do(call)
 	} else {
+		var cancel context.CancelFunc
+		call.ctx, cancel = context.WithDeadline(ctx, call.deadline)
+		call.deadline = time.Time{}
 		reply, err = b.pipe.do(call)
+		cancel()
 	}
 	end := time.Now()
 	b.duration.Observe(end.Sub(start).Seconds())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -102,23 +103,27 @@ func streamable(o *redis.Options) error {
 	return nil
 }
 
-// do runs c (one EVALSHA) and returns its reply, by c.ctx's deadline at
-// the latest. A script Redis lost is loaded and c written once more.
+// do runs c (one EVALSHA) and returns its reply, by its deadline
+// (pipeCall.deadlineAt) at the latest. A script Redis lost is loaded and
+// c written once more.
 func (s *stream) do(c *pipeCall) ([]any, error) {
 	reply, err := s.send(c)
 	if err != nil && isNoScript(err) {
-		if err = c.script.Load(c.ctx, s.client).Err(); err == nil {
-			reply, err = s.send(&pipeCall{ctx: c.ctx, script: c.script, keys: c.keys, args: c.args})
+		ctx, cancel := c.context()
+		err = c.script.Load(ctx, s.client).Err()
+		cancel()
+		if err == nil {
+			reply, err = s.send(&pipeCall{ctx: c.ctx, deadline: c.deadline, script: c.script, keys: c.keys, args: c.args})
 		}
 	}
 	return reply, err
 }
 
 func (s *stream) send(c *pipeCall) ([]any, error) {
-	if err := c.ctx.Err(); err != nil {
+	if err := c.gaveUp(); err != nil {
 		return nil, err
 	}
-	cn, err := s.connection(c.ctx)
+	cn, err := s.connection(c)
 	if err != nil {
 		return nil, err
 	}
@@ -126,36 +131,45 @@ func (s *stream) send(c *pipeCall) ([]any, error) {
 }
 
 // connection returns a live connection, dialling one if there is none,
-// waiting at most until ctx is done.
-func (s *stream) connection(ctx context.Context) (*streamConn, error) {
-	s.mu.Lock()
+// waiting at most until c's caller stops waiting.
+func (s *stream) connection(c *pipeCall) (*streamConn, error) {
+	cn, ch, err := s.liveConnection()
+	if ch == nil {
+		return cn, err
+	}
+	ctx, cancel := c.context()
+	defer cancel()
 	for {
-		if s.closed {
-			s.mu.Unlock()
-			return nil, errStreamClosed
-		}
-		if cn := s.conn; cn != nil && !cn.broken.Load() {
-			s.mu.Unlock()
-			return cn, nil
-		}
-		if s.dialing == nil {
-			if time.Now().Before(s.retryAt) {
-				err := s.dialErr
-				s.mu.Unlock()
-				return nil, err
-			}
-			s.dialing = make(chan struct{})
-			go s.dial(s.dialing)
-		}
-		ch := s.dialing
-		s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		s.mu.Lock()
+		if cn, ch, err = s.liveConnection(); ch == nil {
+			return cn, err
+		}
 	}
+}
+
+// liveConnection returns a live connection, or the channel closed when
+// the dial under way ends (starting one if none is).
+func (s *stream) liveConnection() (*streamConn, chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, errStreamClosed
+	}
+	if cn := s.conn; cn != nil && !cn.broken.Load() {
+		return cn, nil, nil
+	}
+	if s.dialing == nil {
+		if time.Now().Before(s.retryAt) {
+			return nil, nil, s.dialErr
+		}
+		s.dialing = make(chan struct{})
+		go s.dial(s.dialing)
+	}
+	return nil, s.dialing, nil
 }
 
 // dial makes a connection and says hello, then closes done.
@@ -293,11 +307,15 @@ func (cn *streamConn) do(c *pipeCall) ([]any, error) {
 		}
 		cn.write(c) // unlocks
 	}
+	t := deadlineTimer(c)
 	select {
 	case <-c.done:
+		stopTimer(t)
 		return c.reply, c.err
 	case <-c.ctx.Done():
+	case <-t.C:
 	}
+	stopTimer(t)
 	cn.mu.Lock()
 	select {
 	case <-c.done: // answered meanwhile: Redis decided
@@ -313,7 +331,36 @@ func (cn *streamConn) do(c *pipeCall) ([]any, error) {
 		_ = cn.nc.SetReadDeadline(time.Now().Add(streamStale))
 	}
 	cn.mu.Unlock()
-	return nil, c.ctx.Err()
+	if err := c.gaveUp(); err != nil {
+		return nil, err
+	}
+	return nil, context.DeadlineExceeded // the timer fired a hair early for time.Now
+}
+
+// timers are stopped timers for deadlineTimer to reuse: a timer a call
+// would otherwise make, at the rate of the calls.
+var timers sync.Pool
+
+// deadlineTimer is a timer that fires at c's deadline, or never when it
+// has none. Give it back with stopTimer.
+func deadlineTimer(c *pipeCall) *time.Timer {
+	d, ok := c.deadlineAt()
+	wait := time.Until(d)
+	if !ok {
+		wait = time.Duration(math.MaxInt64)
+	}
+	if t, _ := timers.Get().(*time.Timer); t != nil {
+		t.Reset(wait)
+		return t
+	}
+	return time.NewTimer(wait)
+}
+
+// stopTimer stops t and keeps it for another call; since Go 1.23 a
+// stopped timer's channel holds no stale tick.
+func stopTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }
 
 // write writes what is queued, then (from a goroutine of the stream's
@@ -334,7 +381,7 @@ func (cn *streamConn) write(own *pipeCall) {
 		if len(buf) > 0 {
 			deadline := time.Now().Add(streamStale)
 			if own != nil {
-				if d, ok := own.ctx.Deadline(); ok && d.Before(deadline) {
+				if d, ok := own.deadlineAt(); ok && d.Before(deadline) {
 					deadline = d
 				}
 			}
@@ -376,7 +423,7 @@ func (cn *streamConn) takeLocked() (buf []byte, startReader bool) {
 	buf = cn.buf[:0]
 	for i, c := range batch {
 		batch[i] = nil
-		if err := c.ctx.Err(); err != nil || c.gone {
+		if err := c.gaveUp(); err != nil || c.gone {
 			if err == nil {
 				err = context.Canceled
 			}

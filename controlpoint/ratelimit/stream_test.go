@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -424,5 +425,54 @@ func TestStreamRefusedKeepsPipe(t *testing.T) {
 		if b.Streaming() != tc.want {
 			t.Errorf("%s: streaming %v, want %v", tc.name, b.Streaming(), tc.want)
 		}
+	}
+}
+
+// A stream's call carries the limiter's deadline beside its caller's
+// context: the earlier of the two ends its wait, and a cancelled caller
+// ends it at once.
+func TestPipeCallDeadline(t *testing.T) {
+	t0 := time.Now()
+	soon, late := t0.Add(time.Hour), t0.Add(2*time.Hour)
+	before, cancelBefore := context.WithDeadline(context.Background(), soon)
+	defer cancelBefore()
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name     string
+		c        pipeCall
+		want     time.Time
+		ok       bool
+		wantGone error
+	}{
+		{"none", pipeCall{ctx: context.Background()}, time.Time{}, false, nil},
+		{"the limiter's", pipeCall{ctx: context.Background(), deadline: late}, late, true, nil},
+		{"the caller's, earlier", pipeCall{ctx: before, deadline: late}, soon, true, nil},
+		{"the limiter's, earlier", pipeCall{ctx: before, deadline: t0.Add(time.Minute)}, t0.Add(time.Minute), true, nil},
+		{"passed", pipeCall{ctx: context.Background(), deadline: t0.Add(-time.Millisecond)}, t0.Add(-time.Millisecond), true, context.DeadlineExceeded},
+		{"caller cancelled", pipeCall{ctx: cancelled, deadline: late}, late, true, context.Canceled},
+	} {
+		d, ok := tc.c.deadlineAt()
+		if !d.Equal(tc.want) || ok != tc.ok {
+			t.Errorf("%s: deadlineAt = %v, %v; want %v, %v", tc.name, d, ok, tc.want, tc.ok)
+		}
+		if err := tc.c.gaveUp(); !errors.Is(err, tc.wantGone) || (err == nil) != (tc.wantGone == nil) {
+			t.Errorf("%s: gaveUp = %v, want %v", tc.name, err, tc.wantGone)
+		}
+		ctx, cancel := tc.c.context()
+		if cd, has := ctx.Deadline(); has != tc.ok || (has && !cd.Equal(tc.want)) {
+			t.Errorf("%s: context's deadline = %v, %v; want %v, %v", tc.name, cd, has, tc.want, tc.ok)
+		}
+		cancel()
+	}
+	// deadlineTimer fires at the deadline, a reused one too.
+	for range 2 {
+		c := &pipeCall{ctx: context.Background(), deadline: time.Now().Add(20 * time.Millisecond)}
+		tm := deadlineTimer(c)
+		<-tm.C
+		if err := c.gaveUp(); err == nil {
+			t.Error("the timer fired before the call's deadline")
+		}
+		stopTimer(tm)
 	}
 }

@@ -269,10 +269,15 @@ func (uc *unaryCall) run(b []byte) {
 	s.calls.Add(1)
 	s.group.Workers().Run(func() {
 		defer s.calls.Done()
-		out, err := uc.answer(ctx, ans, make([]byte, 5, 64))
+		out, err := uc.answer(ctx, ans, make([]byte, 5, waitedAnswerSize))
 		st.answered(uc, out, err)
 	})
 }
+
+// waitedAnswerSize is the room made for the answer of a call that
+// waits: a check's response with a limiter's decision or two fits it
+// (64 bytes did not: each answer grew once more).
+const waitedAnswerSize = 256
 
 // decode and answer run the method's code: a panic fails the call with
 // INTERNAL (and is logged), where grpc-go would let it end the process.
