@@ -94,6 +94,9 @@ type pipeCall struct {
 	// Set by a stream (stream.go) under its connection's lock: written
 	// and not yet answered; given up by its caller.
 	inFlight, gone bool
+	// A decision's keys and args, in the call's own memory.
+	key  [1]string
+	argv [maxScriptArgs]any
 }
 
 // gaveUp is why c's caller no longer waits: its context's error, or

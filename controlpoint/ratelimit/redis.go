@@ -297,6 +297,7 @@ type RedisLimiter struct {
 	maxIdle  time.Duration
 	delay    bool
 	limits   atomic.Pointer[Limits]
+	args     atomic.Pointer[scriptArgs] // of the limits stored last
 	fallback *Limiter
 	lazy     *lazy // nil unless lazy sync is on
 }
@@ -328,6 +329,7 @@ func (b *RedisBackend) NewLimiter(opts RedisLimiterOptions) *RedisLimiter {
 	}
 	lim := opts.Limits
 	l.limits.Store(&lim)
+	l.args.Store(l.argsFor(&lim))
 	if opts.NumSync > 0 && l.alg == TokenBucket && lim.Interval > 0 {
 		l.script = b.lz
 		mem := opts.MaxMemory
@@ -356,6 +358,7 @@ func (l *RedisLimiter) SetLimits(lim Limits) {
 		return
 	}
 	l.limits.Store(&lim)
+	l.args.Store(l.argsFor(&lim))
 	l.fallback.SetLimits(l.shareOf(lim))
 }
 
@@ -568,31 +571,84 @@ func isTimeout(err error) bool {
 
 // call runs the limiter's script for one decision.
 func (l *RedisLimiter) call(ctx context.Context, lim *Limits, key string, n float64, mode string) (Result, error) {
-	keys := []string{l.Key(key)}
-	var args []any
-	if l.alg == SlidingWindow {
-		limit := math.Min(lim.Capacity, lim.FillAmount)
-		args = []any{limit, lim.Interval.Microseconds(), n, mode, (2*lim.Interval + time.Second).Milliseconds()}
-	} else {
-		cont := "0"
-		if lim.Continuous {
-			cont = "1"
-		}
-		delay := "0"
-		if l.delay {
-			delay = "1"
-		}
-		args = []any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, n, mode, l.ttl(lim).Milliseconds(), delay}
+	a := l.args.Load()
+	if a.lim != lim { // limits changed between the two loads
+		a = l.argsFor(lim)
 	}
-	reply, err := l.eval(ctx, l.script, keys, args)
+	c := &pipeCall{ctx: ctx, script: l.script, argv: a.argv}
+	c.key[0] = l.Key(key)
+	c.keys = c.key[:]
+	c.argv[a.n], c.argv[a.mode] = tokensArg(n), modeArg(mode)
+	c.args = c.argv[:a.len]
+	reply, err := l.eval(c)
 	if err != nil {
 		return Result{}, err
 	}
 	return parseReply(reply, lim)
 }
 
+// scriptArgs are the arguments of a limiter's script for one set of its
+// limits, boxed once when the limits are set: a decision then boxes only
+// its own two, the tokens it asks for (at n) and the mode (at mode).
+type scriptArgs struct {
+	lim     *Limits
+	argv    [maxScriptArgs]any
+	len     int
+	n, mode int
+}
+
+// maxScriptArgs is the most arguments a decision's script takes.
+const maxScriptArgs = 8
+
+// argsFor boxes the script's arguments for lim.
+func (l *RedisLimiter) argsFor(lim *Limits) *scriptArgs {
+	a := &scriptArgs{lim: lim}
+	if l.alg == SlidingWindow {
+		limit := math.Min(lim.Capacity, lim.FillAmount)
+		a.len, a.n, a.mode = 5, 2, 3
+		a.argv = [maxScriptArgs]any{limit, lim.Interval.Microseconds(), nil, nil, (2*lim.Interval + time.Second).Milliseconds()}
+		return a
+	}
+	cont := "0"
+	if lim.Continuous {
+		cont = "1"
+	}
+	delay := "0"
+	if l.delay {
+		delay = "1"
+	}
+	a.len, a.n, a.mode = 8, 4, 5
+	a.argv = [maxScriptArgs]any{lim.Capacity, lim.FillAmount, lim.Interval.Microseconds(), cont, nil, nil, l.ttl(lim).Milliseconds(), delay}
+	return a
+}
+
+// oneToken is 1.0 boxed: what most decisions ask for.
+var oneToken any = 1.0
+
+// tokensArg is n as a script argument, boxed without allocating for 1.
+func tokensArg(n float64) any {
+	if n == 1 {
+		return oneToken
+	}
+	return n
+}
+
+// modeArg is a decision's mode as a script argument: the modes are
+// constants, whose boxes need no allocation.
+func modeArg(mode string) any {
+	switch mode {
+	case "t":
+		return "t"
+	case "p":
+		return "p"
+	case "r":
+		return "r"
+	}
+	return mode
+}
+
 // eval runs script with the limiter's deadline, through the breaker.
-func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
+func (l *RedisLimiter) eval(call *pipeCall) ([]any, error) {
 	b := l.b
 	start := time.Now()
 	permit, err := b.breaker.AllowAt(start)
@@ -600,11 +656,11 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		b.errs.WithLabelValues("breaker_open").Inc()
 		return nil, errBreakerOpen
 	}
-	caller := ctx
+	caller := call.ctx
 	// Concurrent calls share round trips; a script Redis lost is loaded
 	// again within the same deadline. A stream's call carries the
 	// deadline itself (no context a call); a pipe's, in its context.
-	call := &pipeCall{ctx: ctx, deadline: start.Add(l.timeout), script: script, keys: keys, args: args}
+	call.deadline = start.Add(l.timeout)
 	var reply []any
 	if n := len(b.streams); n > 0 {
 		s := b.streams[0]
@@ -614,7 +670,7 @@ func (l *RedisLimiter) eval(ctx context.Context, script *redis.Script, keys []st
 		reply, err = s.do(call)
 	} else {
 		var cancel context.CancelFunc
-		call.ctx, cancel = context.WithDeadline(ctx, call.deadline)
+		call.ctx, cancel = context.WithDeadline(caller, call.deadline)
 		call.deadline = time.Time{}
 		reply, err = b.pipe.do(call)
 		cancel()

@@ -347,3 +347,28 @@ func TestCutByCaller(t *testing.T) {
 		}
 	}
 }
+
+// New limits reach Redis with the next decision (the script's arguments
+// are made once per change of limits), on both algorithms.
+func TestRedisSetLimitsReachesTheScript(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newStreamBackend(t, srv.Client(t))
+	if err := b.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, now := context.Background(), time.Now()
+	for _, alg := range []Algorithm{TokenBucket, SlidingWindow} {
+		l := b.NewLimiter(RedisLimiterOptions{Scope: "ns/set:" + string(alg), Algorithm: alg,
+			Limits: Limits{Capacity: 100, FillAmount: 100, Interval: time.Hour}, Timeout: testTimeout})
+		if r := l.Take(ctx, now, "k", 1); !r.Allowed || r.Limit != 100 || r.Remaining != 99 {
+			t.Fatalf("%s: first take = %+v, want 99 of 100 left", alg, r)
+		}
+		l.SetLimits(Limits{Capacity: 5, FillAmount: 5, Interval: time.Hour})
+		if r := l.Take(ctx, now, "k", 1); !r.Allowed || r.Limit != 5 || r.Remaining > 4 {
+			t.Fatalf("%s: take after SetLimits = %+v, want at most 4 of 5 left", alg, r)
+		}
+		if r := l.Take(ctx, now, "k", 10); r.Allowed {
+			t.Fatalf("%s: 10 tokens of a 5-token limit = %+v, want rejected", alg, r)
+		}
+	}
+}
