@@ -274,6 +274,7 @@ type streamConn struct {
 	mu      sync.Mutex
 	queue   []*pipeCall // guarded by mu: calls not yet written
 	sent    []*pipeCall // guarded by mu: written, reply not yet read, oldest first
+	sentMem []*pipeCall // guarded by mu: the array sent is in, from its start
 	spare   []*pipeCall // guarded by mu: an empty slice for the next queue
 	writing bool        // guarded by mu: a writer is at work
 	reading bool        // guarded by mu: the reader runs
@@ -438,7 +439,11 @@ func (cn *streamConn) takeLocked() (buf []byte, startReader bool) {
 			continue
 		}
 		c.inFlight = true
+		before := cap(cn.sent)
 		cn.sent = append(cn.sent, c)
+		if cap(cn.sent) != before {
+			cn.sentMem = cn.sent[:0] // a new array; the last one is dropped
+		}
 	}
 	cn.spare = batch[:0]
 	cn.buf = buf
@@ -485,6 +490,10 @@ func (cn *streamConn) writeLoop() {
 	cn.write(nil)
 }
 
+// maxKeptSent is the most calls' room kept for sent when none is in
+// flight.
+const maxKeptSent = 1024
+
 // read reads replies and completes the written calls in order, until
 // none is in flight or the connection breaks.
 func (cn *streamConn) read() {
@@ -506,7 +515,12 @@ func (cn *streamConn) read() {
 		cn.sent = cn.sent[1:]
 		last := len(cn.sent) == 0
 		if last {
-			cn.sent = cn.sent[:0:0]
+			// Every call read is cleared from sent's array: the next
+			// writes start it again, unless a burst made it large.
+			cn.sent, cn.sentMem = cn.sentMem[:0], cn.sentMem[:0]
+			if cap(cn.sentMem) > maxKeptSent {
+				cn.sent, cn.sentMem = nil, nil
+			}
 			cn.reading = false
 		}
 		if cn.stale {

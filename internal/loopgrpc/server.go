@@ -42,6 +42,9 @@ type loopState struct {
 	msg    []byte              // a unary answer's message is built here
 	fields []hpack.HeaderField // an answer's header fields are gathered here
 	waited waitedAnswers       // answers of calls that waited, coming back (waited.go)
+	// answerWaitedFn is answerWaited as a func, made once: a method
+	// value made at each Post would be an allocation a batch.
+	answerWaitedFn func()
 }
 
 // readSize is a loop's read buffer, and a connection's for a frame not
@@ -95,7 +98,9 @@ func New(o Options) (*Server, error) {
 	}
 	s.front = eventloop.NewFront(group, gate, setResume, &s.acceptLog)
 	for _, l := range group.Loops() {
-		s.loops = append(s.loops, &loopState{s: s, l: l, conns: map[*conn]struct{}{}})
+		st := &loopState{s: s, l: l, conns: map[*conn]struct{}{}}
+		st.answerWaitedFn = st.answerWaited
+		s.loops = append(s.loops, st)
 	}
 	return s, nil
 }

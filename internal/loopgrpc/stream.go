@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -189,6 +190,7 @@ type unaryCall struct {
 	body   []byte             // the request so far, when it came in pieces
 	cancel context.CancelFunc // a waiting answer's context
 	gone   bool               // reset, or answered
+	call   Call               // the method's argument, in the call's memory
 }
 
 // data takes a piece of the request; the call runs at its end.
@@ -243,8 +245,9 @@ func (uc *unaryCall) run(b []byte) {
 		uc.fail(err)
 		return
 	}
-	call := Call{Method: uc.method, Msg: msg, fields: uc.fields}
-	ans, err := uc.decode(&call)
+	uc.call = Call{Method: uc.method, Msg: msg, fields: uc.fields}
+	call := &uc.call
+	ans, err := uc.decode(call)
 	if err != nil {
 		uc.fail(err)
 		return
@@ -269,15 +272,19 @@ func (uc *unaryCall) run(b []byte) {
 	s.calls.Add(1)
 	s.group.Workers().Run(func() {
 		defer s.calls.Done()
-		out, err := uc.answer(ctx, ans, make([]byte, 5, waitedAnswerSize))
-		st.answered(uc, out, err)
+		buf := answerBufs.Get().(*[]byte)
+		out, err := uc.answer(ctx, ans, append((*buf)[:0], 0, 0, 0, 0, 0))
+		st.answered(uc, out, err, buf)
 	})
 }
 
-// waitedAnswerSize is the room made for the answer of a call that
-// waits: a check's response with a limiter's decision or two fits it
-// (64 bytes did not: each answer grew once more).
-const waitedAnswerSize = 256
+// answerBufs hold the answers of calls that waited, from the call's
+// goroutine until the loop has queued the answer's frames (which copies
+// it). Each has room for a check's response with a limiter's decision or
+// two; one that grew past maxAnswerBuf is not kept.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+const maxAnswerBuf = 4 << 10
 
 // decode and answer run the method's code: a panic fails the call with
 // INTERNAL (and is logged), where grpc-go would let it end the process.

@@ -23,18 +23,19 @@ type waitedAnswer struct {
 	uc  *unaryCall
 	out []byte
 	err error
+	buf *[]byte // out's memory, from answerBufs
 }
 
 // answered queues uc's answer for its loop (from the call's goroutine).
 // Should the loop have stopped, the answer never goes: the calls queued
 // have their contexts ended instead.
-func (st *loopState) answered(uc *unaryCall, out []byte, err error) {
+func (st *loopState) answered(uc *unaryCall, out []byte, err error, buf *[]byte) {
 	w := &st.waited
 	w.mu.Lock()
 	first := len(w.queue) == 0
-	w.queue = append(w.queue, waitedAnswer{uc, out, err})
+	w.queue = append(w.queue, waitedAnswer{uc, out, err, buf})
 	w.mu.Unlock()
-	if !first || st.l.Post(st.answerWaited) {
+	if !first || st.l.Post(st.answerWaitedFn) {
 		return
 	}
 	w.mu.Lock()
@@ -60,6 +61,12 @@ func (st *loopState) answerWaited() {
 			a.uc.c.toFlush = true
 			w.flush = append(w.flush, a.uc.c)
 		}
+		// The answer's frames took a copy: its memory goes back (grown,
+		// when it grew within bounds).
+		if c := cap(a.out); c > cap(*a.buf) && c <= maxAnswerBuf {
+			*a.buf = a.out[:0]
+		}
+		answerBufs.Put(a.buf)
 		*a = waitedAnswer{}
 	}
 	w.spare = batch[:0]
