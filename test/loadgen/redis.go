@@ -234,6 +234,42 @@ func checksOn(client pb.FlowControlServiceClient, cp string, keys int) func(cont
 	}
 }
 
+// agentMemStats reads the Go runtime's count of allocations and bytes
+// allocated from an agent built with -tags pprof (MemStats at the end of
+// /debug/pprof/allocs?debug=1); ok is false for any other build.
+func agentMemStats(pprofAddr string) (mallocs, bytes float64, ok bool) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + pprofAddr + "/debug/pprof/allocs?debug=1")
+	if err != nil {
+		return 0, 0, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return 0, 0, false
+	}
+	seen := 0
+	for line := range strings.Lines(string(body)) {
+		name, v, found := strings.Cut(strings.TrimSpace(line), " = ")
+		if !found {
+			continue
+		}
+		switch name {
+		case "# Mallocs":
+			mallocs, err = strconv.ParseFloat(v, 64)
+		case "# TotalAlloc":
+			bytes, err = strconv.ParseFloat(v, 64)
+		default:
+			continue
+		}
+		if err != nil {
+			return 0, 0, false
+		}
+		seen++
+	}
+	return mallocs, bytes, seen == 2
+}
+
 // userRequests are checks at control point cp, one for each of keys
 // distinct users (the label user).
 func userRequests(cp string, keys int) []*pb.CheckRequest {
@@ -263,6 +299,9 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), *cpuProf)
 				}()
 			}
+			// The agent's allocation counters are read outside the
+			// window of its CPU (the dump costs some).
+			mallocs0, bytes0, haveMem := agentMemStats(pprofAddr)
 			cpu0, rcpu0, lcpu0, calls0 := p.cpuSeconds(), redisCPU(), selfCPU(), scriptCalls(rc)
 			var r map[string]float64
 			if m.wrk != nil || m.lean != nil {
@@ -288,6 +327,10 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 			r["scripts/call"] = float64(scriptCalls(rc)-calls0) / r["calls"]
 			r["agent µs CPU/call"] = (p.cpuSeconds() - cpu0) / r["calls"] * 1e6
 			r["redis µs CPU/call"] = (redisCPU() - rcpu0) / r["calls"] * 1e6
+			if mallocs1, bytes1, ok := agentMemStats(pprofAddr); haveMem && ok && m.agent == agent {
+				r["agent allocs/call"] = (mallocs1 - mallocs0) / r["calls"]
+				r["agent bytes/call"] = (bytes1 - bytes0) / r["calls"]
+			}
 			results[m.name] = append(results[m.name], r)
 		}
 		fmt.Fprintf(os.Stderr, "repetition %d/%d done\n", rep+1, *reps)
@@ -345,6 +388,13 @@ func writeRedisReport(w io.Writer, modes []loadMode, results map[string][]map[st
 		ratio("baseline over gRPC (lean client): lazy_sync / exact with 10,000 keys", "baseline gRPC (lean client) lazy_sync, 10,000 keys", "baseline gRPC (lean client) exact, 10,000 keys")
 		ratio("baseline over HTTP (wrk): lazy_sync / exact with 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) exact, 10,000 keys")
 		ratio("over HTTP (wrk), lazy_sync: this build / baseline", "HTTP (wrk) lazy_sync, 10,000 keys", "baseline HTTP (wrk) lazy_sync, 10,000 keys")
+	}
+	head := "\nThe agent's allocations a call (its runtime's counters, from its pprof endpoint; with the agent's own work meanwhile):\n"
+	for _, m := range modes {
+		if len(results[m.name]) > 0 && results[m.name][0]["agent allocs/call"] > 0 {
+			fmt.Fprintf(&b, "%s- %s: %.1f allocations, %.0f bytes\n", head, m.name, med(m.name, "agent allocs/call"), med(m.name, "agent bytes/call"))
+			head = ""
+		}
 	}
 	writeRedisLatency(&b, paced, pairs)
 	fmt.Fprintf(&b, "agent peak RSS: %.1f MiB\n", agent.peakRSSMiB())
