@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 )
 
@@ -93,13 +94,65 @@ var errRESP = errors.New("ratelimit: malformed redis reply")
 
 // readReply reads one reply. An error reply is a respError value, not an
 // error: the error is for a connection that cannot be read any more.
-func readReply(r *bufio.Reader) (any, error) { return readValue(r, 0) }
+func readReply(r *bufio.Reader) (any, error) {
+	arr, v, err := readReplyArray(r)
+	if arr != nil {
+		return arr, err
+	}
+	return v, err
+}
+
+// readReplyArray is readReply with an array (a script's reply) returned
+// as arr, without boxing it in an interface; any other reply is v.
+func readReplyArray(r *bufio.Reader) (arr []any, v any, err error) {
+	line, err := readLine(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(line) > 0 && line[0] == '*' {
+		arr, err := readArray(r, line, 0)
+		return arr, nil, err
+	}
+	v, err = readLineValue(r, line)
+	return nil, v, err
+}
 
 func readValue(r *bufio.Reader, depth int) (any, error) {
 	line, err := readLine(r)
 	if err != nil {
 		return nil, err
 	}
+	if len(line) > 0 && line[0] == '*' {
+		arr, err := readArray(r, line, depth)
+		if arr == nil || err != nil {
+			return nil, err // a nil array is nil, not a nil []any
+		}
+		return arr, nil
+	}
+	return readLineValue(r, line)
+}
+
+// readArray reads the elements of the array whose header is line: nil
+// for a nil array (*-1).
+func readArray(r *bufio.Reader, line []byte, depth int) ([]any, error) {
+	n, err := parseLen(line[1:], respMaxArray)
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	if depth >= respMaxDepth {
+		return nil, errRESP
+	}
+	vals := make([]any, n)
+	for i := range vals {
+		if vals[i], err = readValue(r, depth+1); err != nil {
+			return nil, err
+		}
+	}
+	return vals, nil
+}
+
+// readLineValue reads the value whose first line is line, not an array.
+func readLineValue(r *bufio.Reader, line []byte) (any, error) {
 	if len(line) == 0 {
 		return nil, errRESP
 	}
@@ -109,8 +162,8 @@ func readValue(r *bufio.Reader, depth int) (any, error) {
 	case '-':
 		return respError(line[1:]), nil
 	case ':':
-		n, err := strconv.ParseInt(string(line[1:]), 10, 64)
-		if err != nil {
+		n, ok := parseInt(line[1:])
+		if !ok {
 			return nil, errRESP
 		}
 		return n, nil
@@ -118,6 +171,21 @@ func readValue(r *bufio.Reader, depth int) (any, error) {
 		n, err := parseLen(line[1:], respMaxBulk)
 		if err != nil || n < 0 {
 			return nil, err
+		}
+		if n+2 <= r.Size() { // read in place: a script's replies are short
+			buf, err := r.Peek(n + 2)
+			if err != nil {
+				if errors.Is(err, bufio.ErrBufferFull) {
+					err = errRESP
+				}
+				return nil, err
+			}
+			if buf[n] != '\r' || buf[n+1] != '\n' {
+				return nil, errRESP
+			}
+			v := string(buf[:n])
+			_, _ = r.Discard(n + 2)
+			return v, nil
 		}
 		buf := make([]byte, n+2)
 		if _, err := io.ReadFull(r, buf); err != nil {
@@ -127,21 +195,6 @@ func readValue(r *bufio.Reader, depth int) (any, error) {
 			return nil, errRESP
 		}
 		return string(buf[:n]), nil
-	case '*':
-		n, err := parseLen(line[1:], respMaxArray)
-		if err != nil || n < 0 {
-			return nil, err
-		}
-		if depth >= respMaxDepth {
-			return nil, errRESP
-		}
-		vals := make([]any, n)
-		for i := range vals {
-			if vals[i], err = readValue(r, depth+1); err != nil {
-				return nil, err
-			}
-		}
-		return vals, nil
 	}
 	return nil, errRESP
 }
@@ -149,11 +202,42 @@ func readValue(r *bufio.Reader, depth int) (any, error) {
 // parseLen reads the length of a bulk string or an array: -1 (nil) up to
 // limit. A nil comes back as -1 with a nil error.
 func parseLen(s []byte, limit int) (int, error) {
-	n, err := strconv.Atoi(string(s))
-	if err != nil || n < -1 || n > limit {
+	n, ok := parseInt(s)
+	if !ok || n < -1 || n > int64(limit) {
 		return 0, errRESP
 	}
-	return n, nil
+	return int(n), nil
+}
+
+// parseInt reads a decimal integer as strconv.ParseInt(s, 10, 64) does
+// (an optional sign, then digits, within int64), without making s a
+// string.
+func parseInt(s []byte) (int64, bool) {
+	neg := false
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		neg = s[0] == '-'
+		s = s[1:]
+	}
+	if len(s) == 0 {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if u > (math.MaxUint64-9)/10 {
+			return 0, false
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	switch {
+	case !neg && u <= math.MaxInt64:
+		return int64(u), true
+	case neg && u <= 1<<63:
+		return -int64(u), true // -(1<<63) wraps to itself
+	}
+	return 0, false
 }
 
 // readLine reads up to CRLF and returns the line without it. The slice

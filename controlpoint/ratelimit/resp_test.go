@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"reflect"
 	"strconv"
 	"strings"
@@ -105,4 +106,115 @@ func encodeReply(b []byte, v any) []byte {
 		return b
 	}
 	panic("unknown value")
+}
+
+// refReadValue is the reader as it was before replies were read in place
+// and integers parsed from bytes: strconv on a string, each bulk string
+// read into a buffer of its own.
+func refReadValue(r *bufio.Reader, depth int) (any, error) {
+	line, err := readLine(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(line) == 0 {
+		return nil, errRESP
+	}
+	refLen := func(s []byte, limit int) (int, error) {
+		n, err := strconv.Atoi(string(s))
+		if err != nil || n < -1 || n > limit {
+			return 0, errRESP
+		}
+		return n, nil
+	}
+	switch line[0] {
+	case '+':
+		return string(line[1:]), nil
+	case '-':
+		return respError(line[1:]), nil
+	case ':':
+		n, err := strconv.ParseInt(string(line[1:]), 10, 64)
+		if err != nil {
+			return nil, errRESP
+		}
+		return n, nil
+	case '$':
+		n, err := refLen(line[1:], respMaxBulk)
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		if buf[n] != '\r' || buf[n+1] != '\n' {
+			return nil, errRESP
+		}
+		return string(buf[:n]), nil
+	case '*':
+		n, err := refLen(line[1:], respMaxArray)
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		if depth >= respMaxDepth {
+			return nil, errRESP
+		}
+		vals := make([]any, n)
+		for i := range vals {
+			if vals[i], err = refReadValue(r, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return vals, nil
+	}
+	return nil, errRESP
+}
+
+// FuzzReadReplyAsBefore: the reader reads what the reference reads and
+// fails where it fails, reply after reply (so it stops where the
+// reference stops) — with a small read buffer too, where bulk strings do
+// not fit in place.
+func FuzzReadReplyAsBefore(f *testing.F) {
+	for _, s := range []string{"*4\r\n:1\r\n$3\r\n9.5\r\n:0\r\n:100\r\n", ":+5\r\n", ":-9223372036854775808\r\n", ":9223372036854775808\r\n",
+		"$-1\r\n", "*-1\r\n", "*0\r\n", "$20\r\n01234567890123456789\r\n:1\r\n", ":\r\n", ":-\r\n", "$+3\r\nabc\r\n"} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, small bool) {
+		size := 4096
+		if small {
+			size = 16
+		}
+		r, ref := bufio.NewReaderSize(bytes.NewReader(in), size), bufio.NewReaderSize(bytes.NewReader(in), size)
+		for range 3 {
+			got, err := readReply(r)
+			want, werr := refReadValue(ref, 0)
+			if (err == nil) != (werr == nil) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%q: read %#v, %v; before %#v, %v", in, got, err, want, werr)
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+}
+
+func TestParseInt(t *testing.T) {
+	for _, s := range []string{"0", "-0", "+0", "7", "-42", "+42", "9223372036854775807", "-9223372036854775808",
+		"9223372036854775808", "-9223372036854775809", "18446744073709551615", "18446744073709551616", "99999999999999999999",
+		"", "-", "+", "1a", " 1", "1 ", "0x10", "1_000", "--1"} {
+		got, ok := parseInt([]byte(s))
+		want, err := strconv.ParseInt(s, 10, 64)
+		if ok != (err == nil) || (ok && got != want) {
+			t.Errorf("parseInt(%q) = %d, %v; strconv: %d, %v", s, got, ok, want, err)
+		}
+	}
+}
+
+func TestReadScriptReplyAllocations(t *testing.T) {
+	in := strings.Repeat("*4\r\n:1\r\n$17\r\n99999999.25000001\r\n:0\r\n:1000000\r\n", 200)
+	r := bufio.NewReader(strings.NewReader(in))
+	// The array, its bulk string (made, then boxed) and one integer past
+	// 255 (boxed); the reader took 6 before it read in place.
+	if n := testing.AllocsPerRun(100, func() { _, _, _ = readReplyArray(r) }); n > 4 {
+		t.Fatalf("a script's reply took %v allocations to read, want at most 4", n)
+	}
 }

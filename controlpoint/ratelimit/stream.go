@@ -498,7 +498,7 @@ const maxKeptSent = 1024
 // none is in flight or the connection breaks.
 func (cn *streamConn) read() {
 	for {
-		v, err := readReply(cn.br)
+		arr, v, err := readReplyArray(cn.br)
 		cn.mu.Lock()
 		if err == nil && len(cn.sent) == 0 {
 			err = errors.New("ratelimit: redis sent a reply to no call")
@@ -536,12 +536,16 @@ func (cn *streamConn) read() {
 		}
 		cn.mu.Unlock()
 		switch v := v.(type) {
+		case nil:
+			if arr != nil {
+				c.reply = arr
+			} else {
+				c.err = redis.Nil
+			}
 		case []any:
 			c.reply = v
 		case respError:
 			c.err = v
-		case nil:
-			c.err = redis.Nil
 		default:
 			c.err = fmt.Errorf("ratelimit: unexpected script reply %v", v)
 		}
