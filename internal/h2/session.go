@@ -60,6 +60,8 @@ type Session struct {
 	err        error // the connection ends: GOAWAY queued, Feed takes nothing more
 	resets     int
 	resetStart time.Time
+
+	req SessionRequest // handed to the owner by headers, and reused
 }
 
 // SessionHandler is a Session owner's part: the requests. Its methods run
@@ -335,8 +337,9 @@ func (ss *Session) headers(f *http2.MetaHeadersFrame) connError {
 		ss.answerAndClose(id, http.StatusRequestHeaderFieldsTooLarge, !f.StreamEnded())
 		return connError{}
 	}
-	req := SessionRequest{ContentLength: -1, End: f.StreamEnded()}
-	status, ok := ss.request(f, &req)
+	req := &ss.req // the owner's only during Request: the next HEADERS reuses it
+	*req = SessionRequest{ContentLength: -1, End: f.StreamEnded(), Fields: req.Fields[:0]}
+	status, ok := ss.request(f, req)
 	if !ok {
 		ss.s.count(ReasonMalformedRequest)
 		if status != 0 {
@@ -358,7 +361,10 @@ func (ss *Session) headers(f *http2.MetaHeadersFrame) connError {
 	ss.streams[id] = st
 	ss.live++
 	ss.accepted = id
-	ss.h.Request(st, &req)
+	ss.h.Request(st, req)
+	if cap(req.Fields) > maxKeptFields { // as a connection's (hpack.go)
+		req.Fields = nil
+	}
 	return connError{}
 }
 
@@ -372,7 +378,6 @@ func (ss *Session) request(f *http2.MetaHeadersFrame, req *SessionRequest) (stat
 		return status, false
 	}
 	fields := f.RegularFields()
-	req.Fields = make([]hpack.HeaderField, 0, len(fields))
 	for _, hf := range fields {
 		keep, ok := requestField(hf, &req.ContentLength, &p.authority)
 		if !ok {

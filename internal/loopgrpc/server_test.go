@@ -521,13 +521,15 @@ func TestUnaryPanics(t *testing.T) {
 // had the server's SETTINGS.
 func TestPrefaceTimeout(t *testing.T) {
 	f := start(t, &loopUnary{}, func(o *Options) { o.PrefaceTimeout = 100 * time.Millisecond })
+	// Before the dial: the server's clock starts at its accept, after
+	// this (a lower bound, which a loaded machine cannot break).
+	start := time.Now()
 	nc, err := net.Dial("tcp", f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	start := time.Now()
 	got, err := io.ReadAll(nc)
 	if err != nil {
 		t.Fatalf("read: %v", err)
