@@ -48,9 +48,6 @@ type leanMode struct {
 	keys int
 }
 
-// checkPath is the Check method's :path.
-const checkPath = "/" + "fluxgate.flowcontrol.v1.FlowControlService" + "/Check"
-
 // leanConn is one HTTP/2 connection of the lean client. It is used by one
 // goroutine.
 type leanConn struct {
@@ -122,7 +119,7 @@ func (c *leanConn) encode(authority string, reqs []*pb.CheckRequest) error {
 	enc := hpack.NewEncoder(w)
 	fields := []hpack.HeaderField{
 		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
-		{Name: ":path", Value: checkPath}, {Name: ":authority", Value: authority},
+		{Name: ":path", Value: pb.FlowControlService_Check_FullMethodName}, {Name: ":authority", Value: authority},
 		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
 	}
 	for i := range 2 {
