@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fluxgate/fluxgate/internal/freeport"
 )
 
 func TestMain(m *testing.M) {
@@ -129,12 +130,14 @@ func writeFile(t *testing.T, path, content string) {
 // server.probe_port serves the probes, plain HTTP, and nothing else.
 func TestProbePort(t *testing.T) {
 	cfg := testConfig(t.TempDir())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Below the ephemeral range: a port the kernel handed out and took
+	// back may be another test's client port by the time the agent binds
+	// it ("address already in use", seen in CI).
+	port, err := freeport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Server.ProbePort = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	cfg.Server.ProbePort = port
 	a := startAgent(t, cfg)
 	base := "http://" + a.Addr(ListenerProbe).String()
 	for _, p := range []string{"/livez", "/readyz", "/v1/monitoring/health"} {
