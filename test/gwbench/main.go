@@ -124,6 +124,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fluxgate/fluxgate/gateway"
+	"github.com/fluxgate/fluxgate/internal/freeport"
 )
 
 var (
@@ -208,13 +209,16 @@ func serveUpstreams(spec string) error {
 	return <-errc
 }
 
+// freeAddr is a loopback address for a server a child process will bind:
+// its port below the kernel's ephemeral range, which the drivers' own
+// connections draw from (a port the kernel handed out and took back could
+// be a client's by the time the child binds it).
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // child starts a process that dies with this one.
