@@ -27,7 +27,41 @@ import (
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
-var profMode = flag.String("profile-mode", "exact, 10,000 keys", "with -redis -cpuprofile: the mode (as the report names it) whose first closed loop is profiled")
+var profMode = flag.String("profile-mode", "exact, 10,000 keys", "with -redis -cpuprofile: the mode (as the report names it) whose first closed loop is profiled; all: every mode the agent (not a floor) serves, each to the -cpuprofile path with the mode's name before its extension")
+
+// profilePath is where -cpuprofile saves the profile of mode's first
+// closed loop, or "" when that loop is not profiled; onAgent says that
+// the agent under -cpuprofile serves the mode.
+func profilePath(mode string, onAgent bool) string {
+	switch {
+	case *cpuProf == "" || !onAgent:
+		return ""
+	case *profMode == "all":
+		ext := filepath.Ext(*cpuProf)
+		return strings.TrimSuffix(*cpuProf, ext) + "-" + slug(mode) + ext
+	case mode == *profMode:
+		return *cpuProf
+	}
+	return ""
+}
+
+// slug is name in lower-case letters, digits and dashes, for a file name.
+func slug(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			b.WriteRune(r)
+			dash = false
+		} else if r != ',' {
+			dash = true
+		}
+	}
+	return b.String()
+}
 
 var latOnly = flag.Bool("latency-only", false, "with -redis: only the paired open loop (floor, exact, gRPC floor)")
 
@@ -293,10 +327,10 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 				p = agent
 			}
 			var prof chan error
-			if *cpuProf != "" && rep == 0 && m.name == *profMode {
+			if path := profilePath(m.name, m.agent == agent); path != "" && rep == 0 {
 				prof = make(chan error, 1)
 				go func() {
-					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), *cpuProf)
+					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), path)
 				}()
 			}
 			// The agent's allocation counters are read outside the

@@ -1,0 +1,26 @@
+package main
+
+import "testing"
+
+func TestProfilePath(t *testing.T) {
+	defer func(p, m string) { *cpuProf, *profMode = p, m }(*cpuProf, *profMode)
+	for _, c := range []struct {
+		prof, mode, name string
+		onAgent          bool
+		want             string
+	}{
+		{"", "all", "exact, 10,000 keys", true, ""},
+		{"/tmp/p.pprof", "exact, 10,000 keys", "exact, 10,000 keys", true, "/tmp/p.pprof"},
+		{"/tmp/p.pprof", "exact, 10,000 keys", "lazy_sync, 10,000 keys", true, ""},
+		{"/tmp/p.pprof", "exact, 10,000 keys", "exact, 10,000 keys", false, ""},
+		{"/tmp/p.pprof", "all", "gRPC (lean client) lazy_sync, 10,000 keys", true, "/tmp/p-grpc-lean-client-lazy-sync-10000-keys.pprof"},
+		{"/tmp/p.pprof", "all", "HTTP (wrk) exact, 10,000 keys", true, "/tmp/p-http-wrk-exact-10000-keys.pprof"},
+		{"/tmp/prof", "all", "floor (EVALSHA loop)", false, ""},
+		{"/tmp/prof", "all", "exact, 64 keys", true, "/tmp/prof-exact-64-keys"},
+	} {
+		*cpuProf, *profMode = c.prof, c.mode
+		if got := profilePath(c.name, c.onAgent); got != c.want {
+			t.Errorf("-cpuprofile %q -profile-mode %q, %q on the agent %v: %q, want %q", c.prof, c.mode, c.name, c.onAgent, got, c.want)
+		}
+	}
+}
