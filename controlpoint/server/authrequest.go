@@ -61,6 +61,7 @@ var errNoOriginalURI = errors.New("X-Original-URI (or X-Forwarded-Uri) is requir
 
 // authRequestFlow rebuilds the original request that an nginx
 // auth_request (or another forward-auth proxy's) subrequest describes.
+// Give its labels back with freeLabels once the check is done.
 func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	h := r.Header
 	target := firstHeader(h, ckOriginalURI, "X-Forwarded-Uri")
@@ -89,7 +90,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 			listed = append(listed, textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)))
 		}
 	}
-	labels := make(map[string]string, len(h)+13) // the headers and CompleteHTTPLabels' own
+	labels := newLabels() // the caller frees it (freeLabels)
 	for k, v := range h {
 		ck := textproto.CanonicalMIMEHeaderKey(k)
 		if len(v) == 0 || notLabels[ck] || slices.Contains(listed, ck) {
@@ -110,6 +111,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	}
 	cp := authRequestControlPoint(h)
 	if !utf8.ValidString(cp) {
+		freeLabels(labels)
 		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
 	}
 	var reportsEnd bool
@@ -118,6 +120,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	case strings.EqualFold(v, "report"):
 		reportsEnd = true
 	default:
+		freeLabels(labels)
 		return controlpoint.Request{}, fmt.Errorf("%s: %q: the only value is report (the caller reports each admitted flow's end to /v1/flow/end)", HeaderFlowEnd, v)
 	}
 	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: !reportsEnd}, nil
@@ -172,6 +175,7 @@ func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	defer freeLabels(req.Labels)
 	baggage := strings.Join(r.Header["Baggage"], ",")
 	d := s.decide(r.Context(), &req)
 	defer s.release(d)

@@ -60,6 +60,7 @@ func (s *Server) loopCheck(msg []byte) (func(context.Context, []byte) ([]byte, e
 		d := s.decide(ctx, &req)
 		out, err := d.AppendProto(out)
 		s.release(d)
+		freeLabels(req.Labels)
 		return out, err
 	}, s.engine.MayWait(req.ControlPoint), nil
 }

@@ -70,10 +70,10 @@ func (w *wireCheck) unmarshal(b []byte) error {
 		w.msg, w.copied = b, string(b)
 	}
 	if entries > 0 {
-		// Entries on the wire may repeat a key: the size hint is capped
-		// at what validation lets through, so a request of many empty
-		// entries does not size a map for all of them.
-		w.req.Labels = make(map[string]string, min(entries, controlpoint.MaxLabels+1))
+		// A kept map (freeLabels): entries on the wire may repeat a
+		// key, so their count is no size hint; a request of many grows
+		// the map, which is then not kept.
+		w.req.Labels = newLabels()
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -240,5 +240,9 @@ func (f flowControl) checkWire(ctx context.Context, in *wireCheck) (*pb.CheckRes
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "fluxgate: "+err.Error())
 	}
-	return f.s.check(ctx, &req), nil
+	resp := f.s.check(ctx, &req)
+	if in.decoded {
+		freeLabels(req.Labels) // no interceptor saw it
+	}
+	return resp, nil
 }
