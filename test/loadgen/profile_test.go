@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestProfilePath(t *testing.T) {
 	defer func(p, m string) { *cpuProf, *profMode = p, m }(*cpuProf, *profMode)
@@ -22,5 +25,20 @@ func TestProfilePath(t *testing.T) {
 		if got := profilePath(c.name, c.onAgent); got != c.want {
 			t.Errorf("-cpuprofile %q -profile-mode %q, %q on the agent %v: %q, want %q", c.prof, c.mode, c.name, c.onAgent, got, c.want)
 		}
+	}
+}
+
+func TestRunOrderPutsEachBaselineModeAfterItsTwin(t *testing.T) {
+	var modes []loadMode
+	for _, n := range []string{"floor", "exact", "lazy", "HTTP exact", "baseline exact", "baseline lazy", "baseline HTTP exact", "baseline only"} {
+		modes = append(modes, loadMode{name: n})
+	}
+	var got []string
+	for _, m := range runOrder(modes) {
+		got = append(got, m.name)
+	}
+	want := []string{"floor", "exact", "baseline exact", "lazy", "baseline lazy", "HTTP exact", "baseline HTTP exact", "baseline only"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("runOrder = %q, want %q", got, want)
 	}
 }

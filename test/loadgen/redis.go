@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -304,6 +305,41 @@ func agentMemStats(pprofAddr string) (mallocs, bytes float64, ok bool) {
 	return mallocs, bytes, seen == 2
 }
 
+// runOrder is the order measureModes runs modes in: each baseline mode
+// right after the mode it is the baseline's of, so that the two builds
+// meet the machine in the same minute. Reversed every repetition, it
+// leaves neither build always first: a run of one build as agent and
+// baseline (2026-12-06) read the baseline's lean-client local checks
+// 1.16–1.22× the agent's while the baseline's modes all ran at the end
+// of each repetition, whichever build was which.
+func runOrder(modes []loadMode) []loadMode {
+	names := map[string]bool{}
+	for _, m := range modes {
+		names[m.name] = true
+	}
+	twinOf := func(m loadMode) (string, bool) { // the mode m is the baseline's of
+		name, ok := strings.CutPrefix(m.name, "baseline ")
+		return name, ok && names[name]
+	}
+	base := map[string]loadMode{}
+	for _, m := range modes {
+		if name, ok := twinOf(m); ok {
+			base[name] = m
+		}
+	}
+	order := make([]loadMode, 0, len(modes))
+	for _, m := range modes {
+		if _, ok := twinOf(m); ok {
+			continue // right after its twin
+		}
+		order = append(order, m)
+		if b, ok := base[m.name]; ok {
+			order = append(order, b)
+		}
+	}
+	return order
+}
+
 // userRequests are checks at control point cp, one for each of keys
 // distinct users (the label user).
 func userRequests(cp string, keys int) []*pb.CheckRequest {
@@ -320,8 +356,12 @@ func userRequests(cp string, keys int) []*pb.CheckRequest {
 // during the first closed loop of -profile-mode.
 func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU func() float64, pprofAddr string) (map[string][]map[string]float64, error) {
 	results := map[string][]map[string]float64{}
+	order := runOrder(modes)
 	for rep := range *reps {
-		for _, m := range modes {
+		if rep > 0 {
+			slices.Reverse(order)
+		}
+		for _, m := range order {
 			p := m.agent
 			if p == nil {
 				p = agent
