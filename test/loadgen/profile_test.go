@@ -42,3 +42,11 @@ func TestRunOrderPutsEachBaselineModeAfterItsTwin(t *testing.T) {
 		t.Fatalf("runOrder = %q, want %q", got, want)
 	}
 }
+
+func TestBeforePath(t *testing.T) {
+	for in, want := range map[string]string{"/tmp/a.pprof": "/tmp/a.before.pprof", "/tmp/a": "/tmp/a.before", "/tmp/x-http-wrk-exact-10000-keys.pb.gz": "/tmp/x-http-wrk-exact-10000-keys.pb.before.gz"} {
+		if got := beforePath(in); got != want {
+			t.Errorf("beforePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -30,20 +30,32 @@ import (
 
 var profMode = flag.String("profile-mode", "exact, 10,000 keys", "with -redis -cpuprofile: the mode (as the report names it) whose first closed loop is profiled; all: every mode the agent (not a floor) serves, each to the -cpuprofile path with the mode's name before its extension")
 
+var allocProf = flag.String("allocprofile", "", "with -redis: save the agent's allocs profile before and after the first closed loop of -profile-mode here, the one before with .before ahead of the extension (the agent must be built with -tags pprof); go tool pprof -sample_index=alloc_objects -base BEFORE AFTER shows what the loop allocated")
+
 // profilePath is where -cpuprofile saves the profile of mode's first
 // closed loop, or "" when that loop is not profiled; onAgent says that
 // the agent under -cpuprofile serves the mode.
-func profilePath(mode string, onAgent bool) string {
+func profilePath(mode string, onAgent bool) string { return profilePathOf(*cpuProf, mode, onAgent) }
+
+// profilePathOf is profilePath for a profile flag's value.
+func profilePathOf(flagValue, mode string, onAgent bool) string {
 	switch {
-	case *cpuProf == "" || !onAgent:
+	case flagValue == "" || !onAgent:
 		return ""
 	case *profMode == "all":
-		ext := filepath.Ext(*cpuProf)
-		return strings.TrimSuffix(*cpuProf, ext) + "-" + slug(mode) + ext
+		ext := filepath.Ext(flagValue)
+		return strings.TrimSuffix(flagValue, ext) + "-" + slug(mode) + ext
 	case mode == *profMode:
-		return *cpuProf
+		return flagValue
 	}
 	return ""
+}
+
+// beforePath is the path of the allocs profile saved before the loop
+// whose profile after it goes to path.
+func beforePath(path string) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + ".before" + ext
 }
 
 // slug is name in lower-case letters, digits and dashes, for a file name.
@@ -373,6 +385,15 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), path)
 				}()
 			}
+			allocPath := ""
+			if rep == 0 {
+				allocPath = profilePathOf(*allocProf, m.name, m.agent == agent)
+			}
+			if allocPath != "" {
+				if err := fetch(pprofAddr, "allocs", beforePath(allocPath)); err != nil {
+					return nil, fmt.Errorf("allocs profile: %w", err)
+				}
+			}
 			// The agent's allocation counters are read outside the
 			// window of its CPU (the dump costs some).
 			mallocs0, bytes0, haveMem := agentMemStats(pprofAddr)
@@ -404,6 +425,11 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 			if mallocs1, bytes1, ok := agentMemStats(pprofAddr); haveMem && ok && m.agent == agent {
 				r["agent allocs/call"] = (mallocs1 - mallocs0) / r["calls"]
 				r["agent bytes/call"] = (bytes1 - bytes0) / r["calls"]
+			}
+			if allocPath != "" {
+				if err := fetch(pprofAddr, "allocs", allocPath); err != nil {
+					return nil, fmt.Errorf("allocs profile: %w", err)
+				}
 			}
 			results[m.name] = append(results[m.name], r)
 		}
