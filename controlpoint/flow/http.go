@@ -214,7 +214,7 @@ func AddRequestLabels(labels map[string]string, r *http.Request) map[string]stri
 // ("k1=v1,k2=v2;prop") to labels, keeping labels already set. Malformed
 // members are skipped.
 func ParseBaggage(value string, labels map[string]string) {
-	for _, member := range strings.Split(value, ",") {
+	for member := range strings.SplitSeq(value, ",") {
 		member, _, _ = strings.Cut(member, ";") // drop properties
 		k, v, ok := strings.Cut(member, "=")
 		if !ok {
