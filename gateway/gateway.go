@@ -473,7 +473,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		labels := netLabels(r, rt)
 		var ok bool
 		admitted, ok, now = g.admitAt(r.Context(), rt, start, (*netExchange)(fl), labels)
-		freeLabels(labels)
+		flow.FreeLabels(labels)
 		if !ok {
 			returned = true
 			return

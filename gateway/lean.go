@@ -479,7 +479,7 @@ type leanConn struct {
 	// pending is the end of the answer, written once the request's
 	// bookkeeping is done (flush); up is the target's connection it
 	// comes from, released then to pool (reused if upReusable).
-	labels     map[string]string // the flow labels, remade when over leanKeepLabels (see leanLabels)
+	labels     map[string]string // the flow labels, remade when over flow.KeepLabels (see leanLabels)
 	target     string            // the request target as in labels, a part of their copy of the head (leanLabels)
 	fl         proxied           // the current request's flow (serveLean)
 	pending    []byte
@@ -507,9 +507,8 @@ type leanConn struct {
 // body; an idle connection keeps at most leanKeepBuf of it, and of its
 // write buffer.
 const (
-	leanBufStart   = 4 << 10
-	leanKeepBuf    = 16 << 10
-	leanKeepLabels = 64 // a labels map that grew past this is made anew
+	leanBufStart = 4 << 10
+	leanKeepBuf  = 16 << 10
 )
 
 // serve serves lc's requests until the connection ends or is handed over.

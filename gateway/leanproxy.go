@@ -559,7 +559,7 @@ func indexByte(b []byte, c byte) int { return strings.IndexByte(b2s(b), c) }
 func leanLabels(lc *leanConn, rt *route, method string) map[string]string {
 	req := &lc.req
 	labels := lc.labels
-	if labels == nil || len(labels) > leanKeepLabels {
+	if labels == nil || len(labels) > flow.KeepLabels {
 		labels = make(map[string]string, len(req.Headers)+13)
 		lc.labels = labels
 	} else {

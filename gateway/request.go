@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"sync"
 
 	"github.com/fluxgate/fluxgate/controlpoint/client"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
@@ -87,25 +86,10 @@ func (x *netExchange) Identity() (method, path, target string) {
 }
 
 // netLabels are the flow labels of r: flow.RequestLabels, plus the route,
-// in a map of netLabelMaps; give it back with freeLabels once the check is
-// done (a Checker keeps none of its request).
+// in a map of flow.NewLabels; give it back with flow.FreeLabels once the
+// check is done (a Checker keeps none of its request).
 func netLabels(r *http.Request, rt *route) map[string]string {
-	labels := flow.AddRequestLabels(netLabelMaps.Get().(map[string]string), r)
+	labels := flow.AddRequestLabels(flow.NewLabels(), r)
 	labels[LabelRouteID] = rt.id
 	return labels
-}
-
-// netLabelMaps holds the engine net's and the HTTP/2 servers' label maps,
-// as a lean connection keeps its own (leanLabels): a map of 20-odd labels
-// made for every request was a tenth of what one allocated.
-var netLabelMaps = sync.Pool{New: func() any { return make(map[string]string, 32) }}
-
-// freeLabels empties labels and keeps it for another request, unless it
-// grew past leanKeepLabels.
-func freeLabels(labels map[string]string) {
-	if len(labels) > leanKeepLabels {
-		return
-	}
-	clear(labels)
-	netLabelMaps.Put(labels)
 }

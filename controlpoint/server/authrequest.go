@@ -90,7 +90,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 			listed = append(listed, textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)))
 		}
 	}
-	labels := newLabels() // the caller frees it (freeLabels)
+	labels := flow.NewLabels() // the caller frees it (flow.FreeLabels)
 	for k, v := range h {
 		ck := textproto.CanonicalMIMEHeaderKey(k)
 		if len(v) == 0 || notLabels[ck] || slices.Contains(listed, ck) {
@@ -111,7 +111,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	}
 	cp := authRequestControlPoint(h)
 	if !utf8.ValidString(cp) {
-		freeLabels(labels)
+		flow.FreeLabels(labels)
 		return controlpoint.Request{}, fmt.Errorf("%s: %w", HeaderControlPoint, controlpoint.ErrBadControlPoint)
 	}
 	var reportsEnd bool
@@ -120,7 +120,7 @@ func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	case strings.EqualFold(v, "report"):
 		reportsEnd = true
 	default:
-		freeLabels(labels)
+		flow.FreeLabels(labels)
 		return controlpoint.Request{}, fmt.Errorf("%s: %q: the only value is report (the caller reports each admitted flow's end to /v1/flow/end)", HeaderFlowEnd, v)
 	}
 	return controlpoint.Request{ControlPoint: cp, Labels: labels, NoFlowEnd: !reportsEnd}, nil
@@ -175,7 +175,7 @@ func (s *Server) serveAuthRequest(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	defer freeLabels(req.Labels)
+	defer flow.FreeLabels(req.Labels)
 	baggage := strings.Join(r.Header["Baggage"], ",")
 	d := s.decide(r.Context(), &req)
 	defer s.release(d)

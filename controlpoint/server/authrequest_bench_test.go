@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"testing"
+
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // BenchmarkAuthRequestFlow rebuilds the flow of an nginx auth_request
@@ -23,7 +25,7 @@ func BenchmarkAuthRequestFlow(b *testing.B) {
 		if err != nil || req.Labels["http.request.header.x_user"] != "alice" {
 			b.Fatalf("%v %v", err, req.Labels)
 		}
-		freeLabels(req.Labels) // as serveAuthRequest does
+		flow.FreeLabels(req.Labels) // as serveAuthRequest does
 
 	}
 }

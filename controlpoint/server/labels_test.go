@@ -10,7 +10,7 @@ import (
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 )
 
-// Label maps are kept between checks (labelMaps): a check never sees the
+// Label maps are kept between checks (flow.NewLabels): a check never sees the
 // labels of the one before it. The limiter matches tier=free and keys by
 // user; once alice's (u1's) five are spent, a check of hers with the
 // tier is limited and one without it passes — as it would not if the map
@@ -87,25 +87,4 @@ func TestLabelMapsHoldNothingOfTheCheckBefore(t *testing.T) {
 			check(t, i, ask)
 		}
 	})
-}
-
-// A map that grew past keepLabels is not kept; an emptied one is.
-func TestFreeLabels(t *testing.T) {
-	big := map[string]string{}
-	for i := range keepLabels + 1 {
-		big[string(rune('a'+i%26))+string(rune('a'+i/26))] = "v"
-	}
-	freeLabels(big)
-	if len(big) != keepLabels+1 {
-		t.Fatalf("a map past keepLabels was cleared (%d left): it is the caller's still", len(big))
-	}
-	small := map[string]string{"a": "1"}
-	freeLabels(small)
-	if len(small) != 0 {
-		t.Fatalf("a kept map was not emptied: %v", small)
-	}
-	freeLabels(nil) // no map: nothing to keep
-	if m := newLabels(); len(m) != 0 {
-		t.Fatalf("newLabels = %v", m)
-	}
 }

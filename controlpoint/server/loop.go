@@ -10,6 +10,7 @@ import (
 
 	ap "github.com/fluxgate/fluxgate/controlpoint/aperturepb"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // LoopMethod decodes a unary call's request message, msg (read only
@@ -60,7 +61,7 @@ func (s *Server) loopCheck(msg []byte) (func(context.Context, []byte) ([]byte, e
 		d := s.decide(ctx, &req)
 		out, err := d.AppendProto(out)
 		s.release(d)
-		freeLabels(req.Labels)
+		flow.FreeLabels(req.Labels)
 		return out, err
 	}, s.engine.MayWait(req.ControlPoint), nil
 }

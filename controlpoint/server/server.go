@@ -142,30 +142,6 @@ func (s *Server) decide(ctx context.Context, req *controlpoint.Request) *control
 // afterwards.
 func (s *Server) release(d *controlpoint.Decision) { s.pool.Put(d) }
 
-// labelMaps holds the label maps of checks between calls: the engine keeps
-// no part of a request after Check (client.Checker's contract), so a map
-// is cleared and used again. A map made for every call was the largest
-// allocation of a gRPC or auth_request check.
-var labelMaps = sync.Pool{New: func() any { return make(map[string]string, 32) }}
-
-// keepLabels: a label map that grew past this is left to the collector,
-// so that one request of many labels does not keep its map's size.
-const keepLabels = 64
-
-// newLabels is an empty label map; give it back with freeLabels once the
-// check that reads it is done.
-func newLabels() map[string]string { return labelMaps.Get().(map[string]string) }
-
-// freeLabels empties labels and keeps it for another check; labels must
-// not be used afterwards.
-func freeLabels(labels map[string]string) {
-	if labels == nil || len(labels) > keepLabels {
-		return
-	}
-	clear(labels)
-	labelMaps.Put(labels)
-}
-
 // classifierLabels are the labels the classifiers created for a flow,
 // later results winning; nil when there are none.
 func classifierLabels(d *controlpoint.Decision) map[string]string {

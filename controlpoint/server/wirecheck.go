@@ -15,6 +15,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // The check request is decoded by hand (issue 20): the generic protobuf
@@ -70,10 +71,10 @@ func (w *wireCheck) unmarshal(b []byte) error {
 		w.msg, w.copied = b, string(b)
 	}
 	if entries > 0 {
-		// A kept map (freeLabels): entries on the wire may repeat a
+		// A kept map (flow.FreeLabels): entries on the wire may repeat a
 		// key, so their count is no size hint; a request of many grows
 		// the map, which is then not kept.
-		w.req.Labels = newLabels()
+		w.req.Labels = flow.NewLabels()
 	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -242,7 +243,7 @@ func (f flowControl) checkWire(ctx context.Context, in *wireCheck) (*pb.CheckRes
 	}
 	resp := f.s.check(ctx, &req)
 	if in.decoded {
-		freeLabels(req.Labels) // no interceptor saw it
+		flow.FreeLabels(req.Labels) // no interceptor saw it
 	}
 	return resp, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/controlpoint"
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/controlpoint/flow"
 )
 
 // agreeWithProto decodes b with wireCheck and with the protobuf decoder
@@ -158,7 +159,7 @@ func BenchmarkDecodeCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			freeLabels(req.Labels) // as a check does once decided
+			flow.FreeLabels(req.Labels) // as a check does once decided
 		}
 	})
 	b.Run("protobuf", func(b *testing.B) {
@@ -275,7 +276,7 @@ func TestWireCheckEntryUTF8(t *testing.T) {
 
 // TestWireCheckAllocations gates the decoder's allocations: one copy of
 // the message that every string is a part of, the label map being one of
-// labelMaps that the check gives back — not one string a key and a value
+// flow.NewLabels's, which the check gives back — not one string a key and a value
 // (19 for these 8 labels before 2026-12-05, 3 with a map of its own
 // before 2026-12-06).
 func TestWireCheckAllocations(t *testing.T) {
@@ -289,7 +290,7 @@ func TestWireCheckAllocations(t *testing.T) {
 	data := mem.BufferSlice{mem.SliceBuffer(msg)}
 	var w wireCheck
 	if n := testing.AllocsPerRun(100, func() {
-		freeLabels(w.req.Labels) // as a check does once decided
+		flow.FreeLabels(w.req.Labels) // as a check does once decided
 		if err := w.UnmarshalGRPC(data); err != nil {
 			t.Fatal(err)
 		}
