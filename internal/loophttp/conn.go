@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -218,7 +219,8 @@ func (c *conn) wait(r *http.Request) {
 	r = r.WithContext(ctx)
 	s, l := c.st.s, c.st.l
 	s.group.Workers().Run(func() {
-		w := &response{header: make(http.Header, 8), closing: r.Close}
+		w := waitedResponses.Get().(*response)
+		w.closing = r.Close
 		ok := s.serve(w, r)
 		if !l.Post(func() { c.waited(w, ok) }) {
 			cancel() // the loops stopped: Shutdown closed the connection
@@ -226,9 +228,33 @@ func (c *conn) wait(r *http.Request) {
 	})
 }
 
+// waitedResponses holds the ResponseWriters of requests that waited,
+// between them: a handler keeps none after it returns (http.Handler's
+// contract), and waited is done with one once it formatted the answer.
+var waitedResponses = sync.Pool{New: func() any { return &response{header: make(http.Header, 8)} }}
+
+// keepWaitedBody bounds the body a kept response holds on to.
+const keepWaitedBody = 4 << 10
+
+// freeWaited empties w and keeps it for another request that waits,
+// unless its header grew past what a check's answer sets.
+func freeWaited(w *response) {
+	if len(w.header) > 16 {
+		return
+	}
+	clear(w.header)
+	body := w.body[:0]
+	if cap(body) > keepWaitedBody {
+		body = nil
+	}
+	*w = response{header: w.header, body: body}
+	waitedResponses.Put(w)
+}
+
 // waited writes the answer of a request that waited and goes on with the
 // requests read after it.
 func (c *conn) waited(w *response, ok bool) {
+	defer freeWaited(w)
 	c.cancel()
 	c.waiting, c.cancel = false, nil
 	if c.closed {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -711,5 +712,74 @@ func TestConcurrentClients(t *testing.T) {
 	}
 	if n, m := ts.s.front.Open(), k.Open(); n != 0 || m != 0 {
 		t.Errorf("after every client closed: %d connections on the loops, %d slots held", n, m)
+	}
+}
+
+// The ResponseWriters of requests that wait are kept between them
+// (waitedResponses): an answer carries nothing of the one before it —
+// not its fields, its status or its body — pipelined or one at a time,
+// on two connections in turn.
+func TestWaitedAnswersHoldNothingOfTheOneBefore(t *testing.T) {
+	ts := startServer(t, func(o *Options) {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
+			n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+			w.Header().Set("X-Only-"+strconv.Itoa(n), "set")
+			switch n % 3 {
+			case 0:
+				w.WriteHeader(http.StatusAccepted)
+			case 1:
+				fmt.Fprintf(w, "body %d", n)
+			}
+		})
+		mux.HandleFunc("/check", func(w http.ResponseWriter, r *http.Request) {})
+		o.Handler = mux
+	})
+	check := func(t *testing.T, n int, a answer) {
+		t.Helper()
+		wantStatus, wantBody := http.StatusOK, ""
+		switch n % 3 {
+		case 0:
+			wantStatus = http.StatusAccepted
+		case 1:
+			wantBody = fmt.Sprintf("body %d", n)
+		}
+		if a.status != wantStatus || a.body != wantBody {
+			t.Fatalf("answer %d: %v, want status %d body %q", n, a, wantStatus, wantBody)
+		}
+		for k := range a.header {
+			if strings.HasPrefix(k, "X-Only-") && k != "X-Only-"+strconv.Itoa(n) {
+				t.Fatalf("answer %d carries %s of another request: %v", n, k, a)
+			}
+		}
+		if a.header.Get("X-Only-"+strconv.Itoa(n)) != "set" {
+			t.Fatalf("answer %d lacks its own field: %v", n, a)
+		}
+	}
+	var raw strings.Builder
+	for n := range 30 {
+		fmt.Fprintf(&raw, "GET /wait?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", n)
+	}
+	for n, a := range roundTrip(t, ts.addr, raw.String(), 30) { // pipelined
+		check(t, n, a)
+	}
+	// One at a time on two connections in turn (two loops, one pool).
+	var brs [2]*bufio.Reader
+	var conns [2]net.Conn
+	for i := range conns {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], brs[i] = c, bufio.NewReader(c)
+	}
+	for n := 100; n < 160; n++ {
+		c := conns[n%2]
+		if _, err := fmt.Fprintf(c, "GET /wait?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", n); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		check(t, n, readAnswer(t, brs[n%2], "GET"))
 	}
 }
