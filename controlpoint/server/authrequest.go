@@ -61,7 +61,7 @@ var errNoOriginalURI = errors.New("X-Original-URI (or X-Forwarded-Uri) is requir
 
 // authRequestFlow rebuilds the original request that an nginx
 // auth_request (or another forward-auth proxy's) subrequest describes.
-// Give its labels back with freeLabels once the check is done.
+// Give its labels back with flow.FreeLabels once the check is done.
 func authRequestFlow(r *http.Request) (controlpoint.Request, error) {
 	h := r.Header
 	target := firstHeader(h, ckOriginalURI, "X-Forwarded-Uri")
