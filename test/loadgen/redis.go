@@ -237,6 +237,17 @@ func startRedisServer(dir string) (addr string, rc *goredis.Client, cpu func() f
 		return "", nil, nil, nil, fmt.Errorf("start redis-server: %w", err)
 	}
 	stop = func() { _ = rs.Process.Kill(); _, _ = rs.Process.Wait() }
+	// The port first: go-redis logs every dial it fails.
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			_ = c.Close()
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			stop()
+			return "", nil, nil, nil, errors.New("redis-server does not listen")
+		}
+	}
 	rc = goredis.NewClient(&goredis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
 	for start := time.Now(); rc.Ping(context.Background()).Err() != nil; time.Sleep(20 * time.Millisecond) {
 		if time.Since(start) > 10*time.Second {
