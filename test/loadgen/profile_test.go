@@ -6,7 +6,7 @@ import (
 )
 
 func TestProfilePath(t *testing.T) {
-	defer func(p, m string) { *cpuProf, *profMode = p, m }(*cpuProf, *profMode)
+	defer func(m string) { *profMode = m }(*profMode)
 	for _, c := range []struct {
 		prof, mode, name string
 		onAgent          bool
@@ -21,8 +21,8 @@ func TestProfilePath(t *testing.T) {
 		{"/tmp/prof", "all", "floor (EVALSHA loop)", false, ""},
 		{"/tmp/prof", "all", "exact, 64 keys", true, "/tmp/prof-exact-64-keys"},
 	} {
-		*cpuProf, *profMode = c.prof, c.mode
-		if got := profilePath(c.name, c.onAgent); got != c.want {
+		*profMode = c.mode
+		if got := profilePath(c.prof, c.name, c.onAgent); got != c.want {
 			t.Errorf("-cpuprofile %q -profile-mode %q, %q on the agent %v: %q, want %q", c.prof, c.mode, c.name, c.onAgent, got, c.want)
 		}
 	}

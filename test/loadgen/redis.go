@@ -32,13 +32,11 @@ var profMode = flag.String("profile-mode", "exact, 10,000 keys", "with -redis -c
 
 var allocProf = flag.String("allocprofile", "", "with -redis: save the agent's allocs profile before and after the first closed loop of -profile-mode here, the one before with .before ahead of the extension (the agent must be built with -tags pprof); go tool pprof -sample_index=alloc_objects -base BEFORE AFTER shows what the loop allocated")
 
-// profilePath is where -cpuprofile saves the profile of mode's first
-// closed loop, or "" when that loop is not profiled; onAgent says that
-// the agent under -cpuprofile serves the mode.
-func profilePath(mode string, onAgent bool) string { return profilePathOf(*cpuProf, mode, onAgent) }
-
-// profilePathOf is profilePath for a profile flag's value.
-func profilePathOf(flagValue, mode string, onAgent bool) string {
+// profilePath is where a profile flag (-cpuprofile, -allocprofile) of
+// value flagValue saves the profile of mode's first closed loop, or ""
+// when that loop is not profiled; onAgent says that the agent under the
+// flag serves the mode.
+func profilePath(flagValue, mode string, onAgent bool) string {
 	switch {
 	case flagValue == "" || !onAgent:
 		return ""
@@ -390,7 +388,7 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 				p = agent
 			}
 			var prof chan error
-			if path := profilePath(m.name, m.agent == agent); path != "" && rep == 0 {
+			if path := profilePath(*cpuProf, m.name, m.agent == agent); path != "" && rep == 0 {
 				prof = make(chan error, 1)
 				go func() {
 					prof <- fetch(pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(duration.Seconds())-1)), path)
@@ -398,7 +396,7 @@ func measureModes(modes []loadMode, agent *proc, rc *goredis.Client, redisCPU fu
 			}
 			allocPath := ""
 			if rep == 0 {
-				allocPath = profilePathOf(*allocProf, m.name, m.agent == agent)
+				allocPath = profilePath(*allocProf, m.name, m.agent == agent)
 			}
 			if allocPath != "" {
 				if err := fetch(pprofAddr, "allocs", beforePath(allocPath)); err != nil {
