@@ -79,6 +79,13 @@
 // out, so that a paired run gives direct, the gateway, nginx (and the
 // baseline) more turns in the same time.
 //
+// -nginx-twin runs a second nginx, configured as the first, as contender
+// nginx-twin, and prints its ratios to nginx by the statistics the
+// targets use: what those ratios read when the two contenders do not
+// differ (an A/A run of the yardstick):
+//
+//	go run ./test/gwbench -reps 3 -duration 4s -paired 100ms -bare -nginx-twin
+//
 // -probe URL drives one URL alone at -lat-rate and shows when its slow
 // requests happened, to tell a server's periodic stalls from scheduling.
 //
@@ -150,6 +157,7 @@ var (
 	h2On      = flag.Bool("h2", false, "implies -tls: measure HTTP/2 clients (ALPN h2) with h2load and an HTTP/2 latency driver; the upstream serves h2c too (with -serve-upstream)")
 	h2cOn     = flag.Bool("h2c", false, "implies -h2 without TLS: HTTP/2 clients with prior knowledge over plain TCP; nginx listens with http2, the gateway with h2c and http2.server loop (on its event loops), gateway-h2 with h2c and http2.server lean (internal/h2)")
 	h2Server  = flag.String("http2-server", "", "gateway.http2.server of the gateway under -h2 (loop: HTTP/2 on its event loops, and gateway-h2 beside it with lean, internal/h2); empty: the gateway's default. -h2c always uses loop")
+	nginxTwin = flag.Bool("nginx-twin", false, "also run a second nginx (nginx-twin, the same configuration) and print its ratios to nginx by the same statistics as the gateway's: the spread the targets' ratios have when nothing differs")
 	policyOn  = flag.String("policy", policyNone, "what decides at the gateways' control point: none (no policy), limit (a rate limiter keyed by X-User that never rejects; every driver sends X-User: alice) or full (limit, a flux meter and an adaptive concurrency limiter that never binds); the run fails unless the gateways decide so")
 )
 
@@ -456,11 +464,17 @@ func startBench(dir string, start func(string, *exec.Cmd) error) (*bench, error)
 	if err != nil {
 		return nil, err
 	}
-	ngListen, err := startNginx(dir, direct, start)
-	if err != nil {
-		return nil, err
+	urls := map[string]string{"direct": "http://" + direct + "/"}
+	for _, name := range contenders() {
+		if name != "nginx" && name != "nginx-twin" {
+			continue
+		}
+		listen, err := startNginx(dir, name, direct, start)
+		if err != nil {
+			return nil, err
+		}
+		urls[name] = scheme() + listen + "/"
 	}
-	urls := map[string]string{"direct": "http://" + direct + "/", "nginx": scheme() + ngListen + "/"}
 	for name, addr := range gw {
 		urls[name] = scheme() + addr + "/"
 	}
@@ -577,13 +591,14 @@ func nginxConfig(dir, upstream, listen string, tf *tlsFiles, h2 bool) string {
 	return fmt.Sprintf(nginxConf, dir, upstream, listen, ssl)
 }
 
-// startNginx starts nginx in front of direct and returns its address.
-func startNginx(dir, direct string, start func(string, *exec.Cmd) error) (string, error) {
+// startNginx starts nginx as contender name in front of direct and
+// returns its address.
+func startNginx(dir, name, direct string, start func(string, *exec.Cmd) error) (string, error) {
 	nginxBin, err := exec.LookPath("nginx")
 	if err != nil {
 		nginxBin = "/usr/sbin/nginx"
 	}
-	ngDir := filepath.Join(dir, "nginx")
+	ngDir := filepath.Join(dir, name)
 	if err := os.MkdirAll(filepath.Join(ngDir, "tmp"), 0o755); err != nil {
 		return "", err
 	}
@@ -591,7 +606,7 @@ func startNginx(dir, direct string, start func(string, *exec.Cmd) error) (string
 	if err := os.WriteFile(filepath.Join(ngDir, "nginx.conf"), []byte(nginxConfig(ngDir, direct, ngListen, srvTLS, *h2On)), 0o644); err != nil {
 		return "", err
 	}
-	if err := start("nginx", exec.Command(nginxBin, "-p", ngDir, "-e", filepath.Join(ngDir, "error.log"), "-c", filepath.Join(ngDir, "nginx.conf"))); err != nil {
+	if err := start(name, exec.Command(nginxBin, "-p", ngDir, "-e", filepath.Join(ngDir, "error.log"), "-c", filepath.Join(ngDir, "nginx.conf"))); err != nil {
 		return "", err
 	}
 	return ngListen, nil
@@ -740,8 +755,10 @@ func (pr *proxying) pairedLatency(order []string, urls map[string]string) error 
 		n := len(l)
 		p50 := l[n/2]
 		p99[name] = l[min(n-1, n*99/100)]
-		log.Printf("paired at %.0f/s %-8s p50 %.3f ms p99 %.3f ms over %d requests in %d slices of %v, errors %d",
-			pr.half, name, ms(p50), ms(p99[name]), n, rounds, *paired, errs[name])
+		turnP99 := slices.Sorted(slices.Values(sliceP99[name]))
+		log.Printf("paired at %.0f/s %-8s p50 %.3f ms p99 %.3f ms over %d requests in %d slices of %v, errors %d; turns' p99 median %.3f, 9th decile %.3f, max %.3f ms",
+			pr.half, name, ms(p50), ms(p99[name]), n, rounds, *paired, errs[name],
+			turnP99[len(turnP99)/2], turnP99[len(turnP99)*9/10], turnP99[len(turnP99)-1])
 		pr.p50[name] = append(pr.p50[name], ms(p50))
 		pr.p99[name] = append(pr.p99[name], ms(p99[name]))
 	}
@@ -784,6 +801,9 @@ func measureBalancing(urls map[string]string, slow string) (*balancing, error) {
 // runs beside the gateway instead of gateway-fast.
 func contenders() []string {
 	order := []string{"direct", "gateway", "nginx"}
+	if *nginxTwin {
+		order = append(order, "nginx-twin")
+	}
 	if *baseline != "" {
 		order = append(order, "baseline")
 	}
@@ -838,6 +858,7 @@ func printThroughput(pr *proxying) {
 	fmt.Println("\ndirect's CPU is the upstream's own; the others' exclude the upstream's.")
 	tlsNote()
 	baselineNote(os.Stdout, pr)
+	twinNote(os.Stdout, pr)
 }
 
 func throughputTable(pr *proxying) {
@@ -855,13 +876,40 @@ func throughputTable(pr *proxying) {
 // addedVerdict is the added-p99 row's ratio and target: the gateway's
 // added p99 over nginx's, none when nginx's p99 was not above direct's
 // (a ratio to a number at or below zero says nothing).
-func addedVerdict(added map[string][]float64) string {
+func addedVerdict(added map[string][]float64) string { return addedRatio(added, "gateway") }
+
+// addedRatio is name's added p99 over nginx's and the target, as
+// addedVerdict gives the gateway's.
+func addedRatio(added map[string][]float64, name string) string {
 	ng := median(added["nginx"])
 	if ng <= 0 {
 		return fmt.Sprintf("none: nginx added %.3f ms | ≤ 1.2 ?", ng)
 	}
-	r := median(added["gateway"]) / ng
+	r := median(added[name]) / ng
 	return fmt.Sprintf("%.2f | ≤ 1.2 %s", r, mark(r <= 1.2))
+}
+
+// twinNote prints, under -nginx-twin, nginx-twin's ratios to nginx by the
+// targets' statistics: throughput, the pooled added p99 and, when paired,
+// the median turn's — what each ratio reads between two contenders that
+// do not differ.
+func twinNote(w io.Writer, pr *proxying) {
+	if !*nginxTwin {
+		return
+	}
+	fmt.Fprintf(w, "\nnginx-twin against nginx (the same server twice): throughput %.2f×", median(pr.rps["nginx-twin"])/median(pr.rps["nginx"]))
+	if len(pr.added["nginx-twin"]) > 0 {
+		fmt.Fprintf(w, "; added p99 %s", addedRatio(pr.added, "nginx-twin"))
+	}
+	if pr.sliceP99 != nil {
+		d := median(pr.sliceP99["direct"])
+		added := map[string][]float64{}
+		for _, n := range []string{"nginx", "nginx-twin"} {
+			added[n] = []float64{median(pr.sliceP99[n]) - d}
+		}
+		fmt.Fprintf(w, "; added p99 of the median turn %s", addedRatio(added, "nginx-twin"))
+	}
+	fmt.Fprintln(w)
 }
 
 // baselineNote prints, under -baseline, the gateway's figures against
@@ -940,6 +988,7 @@ func printResults(pr *proxying, lb *balancing) {
 	}
 	tlsNote()
 	baselineNote(os.Stdout, pr)
+	twinNote(os.Stdout, pr)
 	for _, p := range pr.more {
 		throughputTable(p)
 	}

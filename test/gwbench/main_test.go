@@ -63,3 +63,29 @@ func TestBaselineNote(t *testing.T) {
 		t.Errorf("a note without -baseline: %q", b.String())
 	}
 }
+
+// -nginx-twin adds a second nginx, and the note gives its ratios to nginx
+// by the targets' statistics: what they read when nothing differs.
+func TestTwinNote(t *testing.T) {
+	defer func(b, tw bool) { *bare, *nginxTwin = b, tw }(*bare, *nginxTwin)
+	*bare, *nginxTwin = true, true
+	if c := contenders(); !slices.Equal(c, []string{"direct", "gateway", "nginx", "nginx-twin"}) {
+		t.Fatalf("contenders %v under -bare -nginx-twin", c)
+	}
+	pr := newProxying(1)
+	pr.rps = map[string][]float64{"nginx": {40000}, "nginx-twin": {36000, 38000, 37000}}
+	pr.added = map[string][]float64{"nginx": {2}, "nginx-twin": {3}}
+	pr.sliceP99 = map[string][]float64{"direct": {1, 1, 1}, "nginx": {2, 3, 2}, "nginx-twin": {2, 2.1, 9}}
+	var b strings.Builder
+	twinNote(&b, pr)
+	want := "\nnginx-twin against nginx (the same server twice): throughput 0.93×; added p99 1.50 | ≤ 1.2 ✗; added p99 of the median turn 1.10 | ≤ 1.2 ✓\n"
+	if b.String() != want {
+		t.Errorf("note\n%q, want\n%q", b.String(), want)
+	}
+	*nginxTwin = false
+	b.Reset()
+	twinNote(&b, pr)
+	if b.Len() != 0 || slices.Contains(contenders(), "nginx-twin") {
+		t.Errorf("a twin without -nginx-twin: %q, %v", b.String(), contenders())
+	}
+}
