@@ -18,6 +18,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/h2"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // The loop engine (gateway.engine loop, Linux) serves the requests the
@@ -108,14 +109,8 @@ type loopState struct {
 	// holds no read buffer, as nginx frees an idle keep-alive
 	// connection's header buffer.
 	bufs [][]byte
-	// tlsIn is the buffer TLS clients' sockets are read into (loopTLSIn
-	// bytes, made at the first): each read's records are decrypted
-	// before the next connection's read.
-	tlsIn []byte
-	// tlsOut is the buffer TLS clients' answers are written into, while
-	// no connection holds it (loopTLS.write): one whose client does not
-	// take all keeps it until it does.
-	tlsOut []byte
+	// tls are the buffers of the loop's TLS clients (looptls.go).
+	tls looptls.Buffers
 }
 
 // loopSpareBufs bounds a loop's spare read buffers (1 MiB).
@@ -167,7 +162,7 @@ func (g *Gateway) NewLoopServer(logger *slog.Logger, loops int) (*LoopServer, er
 
 // Serve serves the connections of ln until Shutdown (it then returns
 // nil). ln must be a *net.TCPListener, or after ServeTLSWith a listener
-// of handshaken *tls.Conn built on wrapLoopTLS (which Shutdown closes);
+// of handshaken *tls.Conn built on looptls.Wrap (which Shutdown closes);
 // a TCP listener stays open (the caller closes it).
 func (s *LoopServer) Serve(ln net.Listener) error {
 	tl, ok := ln.(*net.TCPListener)

@@ -36,9 +36,6 @@ func (s *LoopServer) serveWith(*Gateway, Config, *http.Server, bool, *slog.Logge
 // ServeHTTP2With does nothing: the loop engine runs on Linux only.
 func (s *LoopServer) ServeHTTP2With(*h2.Server) {}
 
-// wrapLoopTLS is c: no loop takes a TLS connection here.
-func wrapLoopTLS(c net.Conn) net.Conn { return c }
-
 // Shutdown does nothing.
 func (s *LoopServer) Shutdown(context.Context) error { return nil }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/http1"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // loopConn is one client connection of the loop engine, a state machine
@@ -32,7 +33,7 @@ type loopConn struct {
 	lc    leanConn
 	st    *loopState
 	fd    int
-	tls   *loopTLS // nil: a plain connection
+	tls   *looptls.TLS // nil: a plain connection
 	stage loopStage
 	slot  *conncap.Slot // under gateway.max_connections; moves with a hand-over
 
@@ -203,7 +204,7 @@ func (c *loopConn) guard() {
 		case c.h2 != nil:
 			c.sendStream(c.lc.pending)
 		case c.tls != nil:
-			_, _ = c.tls.write(c.st, c.fd, c.lc.pending) // one try: the connection closes
+			_, _ = c.tls.Write(&c.st.tls, c.fd, c.lc.pending) // one try: the connection closes
 		default:
 			_, _ = unix.Write(c.fd, c.lc.pending) // one try: the connection closes
 		}
@@ -309,7 +310,7 @@ func (c *loopConn) readClient() {
 	if c.tls == nil {
 		n, err = unix.Read(c.fd, lc.buf[lc.w:])
 	} else {
-		n, err = c.tls.read(c.st, c.fd, lc.buf[lc.w:])
+		n, err = c.tls.Read(&c.st.tls, c.fd, lc.buf[lc.w:])
 	}
 	if n > 0 {
 		lc.w += n
@@ -475,7 +476,7 @@ func (c *loopConn) handOver() {
 	c.slot.SetEvict(func() { _ = nc.Close() })
 	var conn net.Conn = conncap.NewConn(nc, c.slot)
 	if c.tls != nil {
-		conn = c.tls.resume(conn) // the same tls.Conn, over nc now
+		conn = c.tls.Resume(conn) // the same tls.Conn, over nc now
 	}
 	cc := &clientConn{Conn: conn, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, lc.buf[lc.r:lc.w]) {
@@ -493,7 +494,7 @@ func (c *loopConn) send(p []byte) bool {
 		return c.sendStream(p)
 	}
 	if c.tls != nil {
-		rest, err := c.tls.write(c.st, c.fd, p)
+		rest, err := c.tls.Write(&c.st.tls, c.fd, p)
 		if err != nil {
 			c.writeFailed = true
 			return false
@@ -528,7 +529,7 @@ func (c *loopConn) drain() {
 		return
 	}
 	if c.tls != nil { // c.wq is a view of the ciphertext waiting
-		rest, err := c.tls.flush(c.st, c.fd)
+		rest, err := c.tls.Flush(&c.st.tls, c.fd)
 		c.wq = rest
 		if err != nil {
 			c.writeFailed = true
@@ -635,7 +636,7 @@ func (c *loopConn) close() {
 		c.registered = false
 	}
 	if c.tls != nil && !c.writeFailed && len(c.wq) == 0 {
-		c.tls.closeNotify(c.st, c.fd)
+		c.tls.CloseNotify(&c.st.tls, c.fd)
 	}
 	_ = unix.Close(c.fd)
 	c.st.forget(c)

@@ -15,6 +15,7 @@ import (
 	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/http1"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // HTTP/2 on the loop engine (gateway.http2.server loop): a connection
@@ -46,8 +47,8 @@ type loopH2 struct {
 	fd     int
 	slot   *conncap.Slot
 	remote *net.TCPAddr
-	cc     *clientConn // the client's addresses, for its streams
-	tls    *loopTLS    // nil for h2c
+	cc     *clientConn  // the client's addresses, for its streams
+	tls    *looptls.TLS // nil for h2c
 	ss     *h2.Session
 	in     []byte // read and not yet taken by the Session (a frame not yet whole); nil when none
 	wq     []byte // over TLS, the records the socket did not take (a view of the TLS buffer)
@@ -104,7 +105,7 @@ func (c *loopConn) toH2() {
 // the loop's epoll set yet), its slot, addresses and TLS (nil for h2c),
 // and pre, what was read of it already. The connection counts among the
 // loop server's (s.conns) already.
-func startH2(st *loopState, fd int, slot *conncap.Slot, cc *clientConn, t *loopTLS, pre []byte) {
+func startH2(st *loopState, fd int, slot *conncap.Slot, cc *clientConn, t *looptls.TLS, pre []byte) {
 	l := st.l
 	remote, _ := cc.RemoteAddr().(*net.TCPAddr)
 	h := &loopH2{st: st, fd: fd, slot: slot, remote: remote, cc: cc, tls: t, waiting: map[*loopConn]struct{}{}}
@@ -125,7 +126,7 @@ func startH2(st *loopState, fd int, slot *conncap.Slot, cc *clientConn, t *loopT
 	if len(h.in) > 0 {
 		h.feed(h.in)
 	}
-	if t != nil && t.more && !h.closed { // the handshake's reads may hold the preface
+	if t != nil && t.More() && !h.closed { // the handshake's reads may hold the preface
 		h.read()
 	}
 	if !h.closed {
@@ -175,7 +176,7 @@ func (h *loopH2) read() {
 		if h.tls == nil {
 			n, err = unix.Read(h.fd, dst)
 		} else {
-			n, err = h.tls.read(h.st, h.fd, dst)
+			n, err = h.tls.Read(&h.st.tls, h.fd, dst)
 		}
 		switch {
 		case n > 0 && len(h.in) == 0:
@@ -189,7 +190,7 @@ func (h *loopH2) read() {
 		}
 		// Over TLS the tls.Conn may hold records the socket will not
 		// tell of: read on while the last read filled what it was given.
-		if h.closed || h.tls == nil || !h.tls.more || h.waitingOut() > loopH2MaxOut {
+		if h.closed || h.tls == nil || !h.tls.More() || h.waitingOut() > loopH2MaxOut {
 			return
 		}
 	}
@@ -251,10 +252,10 @@ func (h *loopH2) write() error {
 	if h.tls != nil {
 		var err error
 		if out := h.ss.Output(); len(out) > 0 && len(h.wq) == 0 {
-			h.wq, err = h.tls.write(h.st, h.fd, out)
+			h.wq, err = h.tls.Write(&h.st.tls, h.fd, out)
 			h.ss.Wrote(len(out))
 		} else if len(h.wq) > 0 {
-			h.wq, err = h.tls.flush(h.st, h.fd)
+			h.wq, err = h.tls.Flush(&h.st.tls, h.fd)
 		}
 		return err
 	}
@@ -363,7 +364,7 @@ func (h *loopH2) close() {
 		h.registered = false
 	}
 	if h.tls != nil && !h.failed && len(h.wq) == 0 {
-		h.tls.closeNotify(h.st, h.fd)
+		h.tls.CloseNotify(&h.st.tls, h.fd)
 	}
 	_ = unix.Close(h.fd)
 	delete(h.st.h2s, h)

@@ -230,7 +230,7 @@ func (c *loopConn) handStream() {
 	c.st.s.g.metrics.handovers.WithLabelValues(metricnames.HandoverHTTP2Stream).Inc()
 	var conn net.Conn = b
 	if t := s.h.tls; t != nil {
-		conn = &tlsStreamConn{streamConn: b, state: t.tc.ConnectionState()}
+		conn = &tlsStreamConn{streamConn: b, state: t.Conn().ConnectionState()}
 	}
 	cc := &clientConn{Conn: conn, ip: lc.c.ip, writeTimeout: leanWriteTimeout}
 	if !c.st.s.lean.serveFrom(cc, pre) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/certs/certstest"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 	"github.com/fluxgate/fluxgate/internal/testbin"
 )
 
@@ -41,7 +42,7 @@ func writeTLSPair(t *testing.T, dir, name string) (certFile, keyFile string, poo
 }
 
 // loopTLSServer is a loop server on a TLS listener built as Service.Start
-// builds it: the cap's listener, certs' handshakes on wrapLoopTLS, HTTP/2
+// builds it: the cap's listener, certs' handshakes on looptls.Wrap, HTTP/2
 // to the gateway's own server.
 type loopTLSServer struct {
 	addr     string
@@ -68,7 +69,7 @@ func serveLoopTLS(t *testing.T, g *Gateway, setup func(*LoopServer)) *loopTLSSer
 	if err != nil {
 		t.Fatal(err)
 	}
-	tln := r.WrappedListener(g.conns.Listener(ln), tc, "gateway", wrapLoopTLS)
+	tln := r.WrappedListener(g.conns.Listener(ln), tc, "gateway", looptls.Wrap)
 	s, err := g.NewLoopServer(nil, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -488,7 +489,7 @@ func TestLoopTLSIdleConnectionsHoldNoBuffers(t *testing.T) {
 				if c.idle() {
 					idle++
 				}
-				if c.lc.buf != nil || len(c.tls.w.in) > 0 || c.tls.w.out != nil {
+				if c.lc.buf != nil || c.tls.Holds() {
 					bufs++
 				}
 			}

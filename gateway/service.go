@@ -17,6 +17,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/internal/h2"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 	"github.com/fluxgate/fluxgate/policies"
 )
 
@@ -244,7 +245,7 @@ func tlsWrap(osrv *LoopServer) func(net.Conn) net.Conn {
 	if osrv == nil {
 		return nil
 	}
-	return wrapLoopTLS
+	return looptls.Wrap
 }
 
 // loopServer is the loop engine's server for g when cfg is served on

@@ -128,7 +128,7 @@ func h2Workers(rawURL string, n int, slow string) (send []func() (ok, slowHit bo
 		tr.Protocols.SetHTTP2(true)
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12} // the system roots (-probe)
 		if srvTLS != nil {
-			tr.TLSClientConfig = srvTLS.clientConfig()
+			tr.TLSClientConfig = srvTLS.ClientConfig()
 		}
 	}
 	ccs := make([]*http.ClientConn, n)

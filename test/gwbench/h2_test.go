@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/internal/benchcert"
 )
 
 // parseH2Load reads h2load 1.52's real output (testdata: runs against
@@ -62,7 +64,7 @@ func TestParseH2Load(t *testing.T) {
 // http2 in it.
 func TestNginxConfigH2(t *testing.T) {
 	dir := t.TempDir()
-	f, err := selfSigned(dir, time.Now())
+	f, err := benchcert.Write(dir, "gwbench", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +98,7 @@ func TestNginxConfigH2(t *testing.T) {
 			<-done
 		}
 	})
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.clientConfig(), ForceAttemptHTTP2: true}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: f.ClientConfig(), ForceAttemptHTTP2: true}}
 	defer client.CloseIdleConnections()
 	var resp *http.Response
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -120,7 +122,7 @@ func TestNginxConfigH2(t *testing.T) {
 // and over h2c, answers through each, and tells the slow backend; a TLS
 // server that offers only HTTP/1.1 is refused.
 func TestH2Workers(t *testing.T) {
-	defer func(f *tlsFiles) { srvTLS = f }(srvTLS)
+	defer func(f *benchcert.Files) { srvTLS = f }(srvTLS)
 	var mu sync.Mutex
 	seen := map[string]int{} // remote address → HTTP/2 requests
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -148,7 +150,7 @@ func TestH2Workers(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AddCert(tlsSrv.Certificate())
 	roots.AddCert(h1.Certificate())
-	srvTLS = &tlsFiles{roots: roots}
+	srvTLS = &benchcert.Files{Roots: roots}
 
 	for _, url := range []string{tlsSrv.URL, h2c.URL} {
 		clear(seen)

@@ -125,6 +125,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fluxgate/fluxgate/internal/benchcert"
 	pacing "github.com/fluxgate/fluxgate/internal/pace"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -163,7 +164,7 @@ var (
 
 // srvTLS is the certificate the servers present under -tls; nil means
 // plain HTTP.
-var srvTLS *tlsFiles
+var srvTLS *benchcert.Files
 
 func main() {
 	flag.Parse()
@@ -253,7 +254,7 @@ func waitOK(url string, d time.Duration) error {
 	client := &http.Client{Timeout: 5 * time.Second}
 	switch {
 	case srvTLS != nil:
-		client.Transport = &http.Transport{TLSClientConfig: srvTLS.clientConfig(), ForceAttemptHTTP2: *h2On}
+		client.Transport = &http.Transport{TLSClientConfig: srvTLS.ClientConfig(), ForceAttemptHTTP2: *h2On}
 		defer client.CloseIdleConnections()
 	case *h2cOn: // nginx's plain http2 listener speaks HTTP/2 only
 		tr := &http.Transport{Protocols: new(http.Protocols)}
@@ -304,10 +305,10 @@ gateway:
 // apiPort, metrics on metricsPort, the gateway on listen with engine and
 // algorithm over targets, and gateway.tls with tf's files unless tf is
 // nil.
-func gatewayConfig(apiPort, metricsPort, policies, listen, engine, algorithm, targets string, tf *tlsFiles) string {
+func gatewayConfig(apiPort, metricsPort, policies, listen, engine, algorithm, targets string, tf *benchcert.Files) string {
 	body := fmt.Sprintf(gatewayConf, apiPort, metricsPort, policies, listen, engine, algorithm, targets)
 	if tf != nil {
-		body += fmt.Sprintf("  tls: {cert_file: %q, key_file: %q}\n", tf.cert, tf.key)
+		body += fmt.Sprintf("  tls: {cert_file: %q, key_file: %q}\n", tf.Cert, tf.Key)
 	}
 	return body
 }
@@ -373,7 +374,7 @@ func run() error {
 		if *evproxy {
 			return errors.New("-evproxy serves plain HTTP only: run it without -tls")
 		}
-		if srvTLS, err = selfSigned(dir, time.Now()); err != nil {
+		if srvTLS, err = benchcert.Write(dir, "gwbench", time.Now()); err != nil {
 			return fmt.Errorf("certificate: %w", err)
 		}
 	}
@@ -576,7 +577,7 @@ func startGateways(dir, direct string, lb []string, start func(string, *exec.Cmd
 // by default), is lifted: nginx would close every connection with GOAWAY
 // after 1000 requests, and h2load, which does not reconnect in a timed
 // run, would stop there, while the gateway has no such limit.
-func nginxConfig(dir, upstream, listen string, tf *tlsFiles, h2 bool) string {
+func nginxConfig(dir, upstream, listen string, tf *benchcert.Files, h2 bool) string {
 	ssl := ""
 	if tf == nil && h2 { // h2c with prior knowledge (-h2c)
 		ssl = " http2;\n    keepalive_requests 1000000000"
@@ -586,7 +587,7 @@ func nginxConfig(dir, upstream, listen string, tf *tlsFiles, h2 bool) string {
 		if h2 {
 			ssl += " http2;\n    keepalive_requests 1000000000"
 		}
-		ssl += fmt.Sprintf(";\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate %s;\n    ssl_certificate_key %s", tf.cert, tf.key)
+		ssl += fmt.Sprintf(";\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_certificate %s;\n    ssl_certificate_key %s", tf.Cert, tf.Key)
 	}
 	return fmt.Sprintf(nginxConf, dir, upstream, listen, ssl)
 }
@@ -1144,7 +1145,7 @@ func fastWorkers(url string, n int, slow string) (send []func() (ok, slowHit boo
 	client := &fasthttp.Client{MaxConnsPerHost: n, MaxIdleConnDuration: time.Minute, NoDefaultUserAgentHeader: true}
 	if strings.HasPrefix(url, "https://") {
 		if srvTLS != nil { // else (-probe) the system roots
-			client.TLSConfig = srvTLS.clientConfig()
+			client.TLSConfig = srvTLS.ClientConfig()
 		}
 		warmUp(client, url)
 	}

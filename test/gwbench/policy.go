@@ -99,7 +99,7 @@ func verifyPolicy(url, metricsURL, level string) error {
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	if srvTLS != nil {
-		client.Transport = &http.Transport{TLSClientConfig: srvTLS.clientConfig(), ForceAttemptHTTP2: *h2On}
+		client.Transport = &http.Transport{TLSClientConfig: srvTLS.ClientConfig(), ForceAttemptHTTP2: *h2On}
 		defer client.CloseIdleConnections()
 	}
 	before, err := fluxMeterCount(metricsURL)

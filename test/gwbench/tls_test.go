@@ -1,11 +1,7 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"os"
@@ -16,60 +12,18 @@ import (
 	"time"
 
 	"github.com/fluxgate/fluxgate"
+	"github.com/fluxgate/fluxgate/internal/benchcert"
 )
 
-// The certificate verifies for 127.0.0.1, ::1 and localhost with the
-// pool gwbench's clients use, and for nothing else; the key file holds
-// its ECDSA P-256 key.
-func TestSelfSignedVerifiesForLoopbackWithItsPool(t *testing.T) {
-	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
-	f, err := selfSigned(t.TempDir(), now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemBytes, err := os.ReadFile(f.cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(pemBytes)
-	if block == nil || block.Type != "CERTIFICATE" {
-		t.Fatalf("cert.pem holds no CERTIFICATE block: %q", pemBytes)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
-		t.Fatalf("public key %T, want ECDSA P-256", cert.PublicKey)
-	}
-	for _, name := range []string{"127.0.0.1", "::1", "localhost"} {
-		if _, err := cert.Verify(x509.VerifyOptions{DNSName: name, Roots: f.roots, CurrentTime: now}); err != nil {
-			t.Errorf("does not verify for %s: %v", name, err)
-		}
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{DNSName: "127.0.0.2", Roots: f.roots, CurrentTime: now}); err == nil {
-		t.Error("verifies for 127.0.0.2")
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{DNSName: "127.0.0.1", Roots: x509.NewCertPool(), CurrentTime: now}); err == nil {
-		t.Error("verifies without its pool")
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{DNSName: "127.0.0.1", Roots: f.roots, CurrentTime: now.Add(25 * time.Hour)}); err == nil {
-		t.Error("still valid after a day")
-	}
-	if _, err := tls.LoadX509KeyPair(f.cert, f.key); err != nil {
-		t.Fatalf("key.pem does not match cert.pem: %v", err)
-	}
-}
-
-// A server with the pair and a client with clientConfig complete a TLS
+// A server with the pair and a client with ClientConfig complete a TLS
 // 1.3 handshake on loopback, which checkTLS13 accepts; one capped at TLS
 // 1.2 is refused.
 func TestHandshakeWithClientConfig(t *testing.T) {
-	f, err := selfSigned(t.TempDir(), time.Now())
+	f, err := benchcert.Write(t.TempDir(), "gwbench", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := tls.LoadX509KeyPair(f.cert, f.key)
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +43,7 @@ func TestHandshakeWithClientConfig(t *testing.T) {
 			defer c.Close()
 			_, _ = io.WriteString(c, "x") // completes the server's side of the handshake
 		}()
-		c, err := tls.Dial("tcp", ln.Addr().String(), f.clientConfig())
+		c, err := tls.Dial("tcp", ln.Addr().String(), f.ClientConfig())
 		if err != nil {
 			_ = ln.Close()
 			t.Fatalf("max %s: dial: %v", tls.VersionName(tc.maxVersion), err)
@@ -111,11 +65,11 @@ func TestHandshakeWithClientConfig(t *testing.T) {
 // naming the generated files under -tls and no TLS without.
 func TestGatewayConfigTLS(t *testing.T) {
 	dir := t.TempDir()
-	f, err := selfSigned(dir, time.Now())
+	f, err := benchcert.Write(dir, "gwbench", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tf := range []*tlsFiles{nil, f} {
+	for _, tf := range []*benchcert.Files{nil, f} {
 		path := filepath.Join(dir, "gw.yaml")
 		body := gatewayConfig("9001", "9004", dir, "127.0.0.1:9002", "net", "round-robin", "{address: 127.0.0.1:9003}", tf)
 		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
@@ -132,8 +86,8 @@ func TestGatewayConfigTLS(t *testing.T) {
 		switch {
 		case tf == nil && gw.TLS.Enabled():
 			t.Errorf("TLS without -tls: %+v", gw.TLS)
-		case tf != nil && (gw.TLS.CertFile != f.cert || gw.TLS.KeyFile != f.key):
-			t.Errorf("gateway.tls = %+v, want %s and %s", gw.TLS, f.cert, f.key)
+		case tf != nil && (gw.TLS.CertFile != f.Cert || gw.TLS.KeyFile != f.Key):
+			t.Errorf("gateway.tls = %+v, want %s and %s", gw.TLS, f.Cert, f.Key)
 		}
 	}
 }
@@ -142,7 +96,7 @@ func TestGatewayConfigTLS(t *testing.T) {
 // -tls only, and nginx itself accepts it (nginx -t reads the files).
 func TestNginxConfigTLS(t *testing.T) {
 	dir := t.TempDir()
-	f, err := selfSigned(dir, time.Now())
+	f, err := benchcert.Write(dir, "gwbench", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +105,7 @@ func TestNginxConfigTLS(t *testing.T) {
 		t.Errorf("plain configuration:\n%s", plain)
 	}
 	withTLS := nginxConfig(dir, "127.0.0.1:9003", "127.0.0.1:9004", f, false)
-	for _, want := range []string{"listen 127.0.0.1:9004 ssl;", "ssl_certificate " + f.cert + ";", "ssl_certificate_key " + f.key + ";", "TLSv1.3"} {
+	for _, want := range []string{"listen 127.0.0.1:9004 ssl;", "ssl_certificate " + f.Cert + ";", "ssl_certificate_key " + f.Key + ";", "TLSv1.3"} {
 		if !strings.Contains(withTLS, want) {
 			t.Errorf("no %q in:\n%s", want, withTLS)
 		}
@@ -172,7 +126,7 @@ func missing(t *testing.T, msg string) {
 // Under -tls, gateway-net runs beside the gateway and proxy-only and
 // gateway-fast do not; plain runs are as before.
 func TestContendersUnderTLS(t *testing.T) {
-	defer func(e string, f *tlsFiles) { *engine, srvTLS = e, f }(*engine, srvTLS)
+	defer func(e string, f *benchcert.Files) { *engine, srvTLS = e, f }(*engine, srvTLS)
 	for _, tc := range []struct {
 		engine string
 		tls    bool
@@ -186,7 +140,7 @@ func TestContendersUnderTLS(t *testing.T) {
 	} {
 		*engine, srvTLS = tc.engine, nil
 		if tc.tls {
-			srvTLS = &tlsFiles{}
+			srvTLS = &benchcert.Files{}
 		}
 		if got := strings.Join(contenders(), " "); got != tc.want {
 			t.Errorf("-engine %s, tls %v: contenders %q, want %q", tc.engine, tc.tls, got, tc.want)

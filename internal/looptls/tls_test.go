@@ -1,6 +1,6 @@
 //go:build linux
 
-package gateway
+package looptls
 
 import (
 	"crypto/tls"
@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fluxgate/fluxgate/certs/certstest"
 )
 
-// Unit tests of loopTLSConn and loopTLS: what the loop engine's TLS
-// builds on, over a socket pair.
+// Unit tests of Conn and TLS over a socket pair.
 
 // captureConn is a client's connection whose writes can be kept
 // (capturing) instead of sent: a test then sends a record's bytes in
@@ -37,7 +38,7 @@ func (c *captureConn) Write(p []byte) (int, error) {
 
 // tlsOnFD is a server TLS connection handshaken over a socket pair and
 // moved off Go's poller (detach) as a loop takes it, and its client.
-func tlsOnFD(t *testing.T) (lt *loopTLS, fd int, client *tls.Conn, cc *captureConn) {
+func tlsOnFD(t *testing.T) (lt *TLS, fd int, client *tls.Conn, cc *captureConn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -54,16 +55,12 @@ func tlsOnFD(t *testing.T) (lt *loopTLS, fd int, client *tls.Conn, cc *captureCo
 	}
 	srv, cli := fileConn(fds[0]), fileConn(fds[1])
 	t.Cleanup(func() { _ = cli.Close() })
-	dir := t.TempDir()
-	certFile, keyFile, pool := writeTLSPair(t, dir, "pair.test")
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := wrapLoopTLS(srv).(*loopTLSConn)
-	stc := tls.Server(w, &tls.Config{Certificates: []tls.Certificate{pair}})
+	ca := certstest.NewCA(t, "pair.test CA")
+	pair := ca.Server(t, "pair.test")
+	w := Wrap(srv).(*Conn)
+	stc := tls.Server(w, &tls.Config{Certificates: []tls.Certificate{pair.TLS}})
 	cc = &captureConn{Conn: cli}
-	client = tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	client = tls.Client(cc, &tls.Config{RootCAs: ca.Pool(), ServerName: "pair.test"})
 	errc := make(chan error, 1)
 	go func() { errc <- stc.Handshake() }()
 	if err := client.Handshake(); err != nil {
@@ -72,22 +69,25 @@ func tlsOnFD(t *testing.T) (lt *loopTLS, fd int, client *tls.Conn, cc *captureCo
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	fd, slot, err := w.detach()
+	fd, slot, err := w.Detach()
 	if err != nil || slot != nil {
 		t.Fatalf("detach: %v, slot %v", err, slot)
 	}
 	t.Cleanup(func() { _ = unix.Close(fd) })
-	return &loopTLS{tc: stc, w: w}, fd, client, cc
+	if Of(stc) != w {
+		t.Fatal("Of: not the Conn the tls.Conn was built on")
+	}
+	return &TLS{tc: stc, w: w}, fd, client, cc
 }
 
 // The facts the loop builds on: a read with no ciphertext, or part of a
 // record, would block and is not kept (tls.Conn keeps other errors); the
 // record is read once whole; the client's close_notify ends it cleanly.
-func TestLoopTLSConnWouldBlockIsNotSticky(t *testing.T) {
+func TestConnWouldBlockIsNotSticky(t *testing.T) {
 	lt, fd, client, cc := tlsOnFD(t)
-	st := &loopState{}
+	b := &Buffers{}
 	p := make([]byte, 64)
-	if n, err := lt.read(st, fd, p); n != 0 || !errors.Is(err, unix.EAGAIN) {
+	if n, err := lt.Read(b, fd, p); n != 0 || !errors.Is(err, unix.EAGAIN) {
 		t.Fatalf("nothing sent: read %d, %v; want 0, EAGAIN", n, err)
 	}
 	cc.capturing = true
@@ -107,7 +107,7 @@ func TestLoopTLSConnWouldBlockIsNotSticky(t *testing.T) {
 		if _, err := cc.Conn.Write(record[prev:cut]); err != nil {
 			t.Fatal(err)
 		}
-		n, err := lt.read(st, fd, p)
+		n, err := lt.Read(b, fd, p)
 		if cut < len(record) {
 			if n != 0 || !errors.Is(err, unix.EAGAIN) {
 				t.Fatalf("%d of the record's %d bytes: read %d, %v; want 0, EAGAIN", cut, len(record), n, err)
@@ -121,13 +121,13 @@ func TestLoopTLSConnWouldBlockIsNotSticky(t *testing.T) {
 	if _, err := io.WriteString(client, "world"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := lt.read(st, fd, p); err != nil || string(p[:n]) != "world" {
+	if n, err := lt.Read(b, fd, p); err != nil || string(p[:n]) != "world" {
 		t.Fatalf("after: read %q, %v; want world", p[:n], err)
 	}
 	if err := client.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := lt.read(st, fd, p); n != 0 || err != nil {
+	if n, err := lt.Read(b, fd, p); n != 0 || err != nil {
 		t.Fatalf("after close_notify: read %d, %v; want the end (0, nil)", n, err)
 	}
 }
@@ -135,9 +135,9 @@ func TestLoopTLSConnWouldBlockIsNotSticky(t *testing.T) {
 // Records read from the socket at once are all returned, a small buffer
 // at a time, without the socket: more says so. Handed back to a blocking
 // connection (resume), the tls.Conn reads what the loop left first.
-func TestLoopTLSConnHoldsRecordsAcrossReads(t *testing.T) {
+func TestConnHoldsRecordsAcrossReads(t *testing.T) {
 	lt, fd, client, cc := tlsOnFD(t)
-	st := &loopState{}
+	b := &Buffers{}
 	var want strings.Builder
 	cc.capturing = true
 	for i := range 6 {
@@ -154,16 +154,16 @@ func TestLoopTLSConnHoldsRecordsAcrossReads(t *testing.T) {
 	var got []byte
 	p := make([]byte, 700)
 	for len(got) < 3000 {
-		n, err := lt.read(st, fd, p)
+		n, err := lt.Read(b, fd, p)
 		if err != nil || n == 0 {
 			t.Fatalf("after %d bytes: read %d, %v", len(got), n, err)
 		}
 		got = append(got, p[:n]...)
-		if !lt.more {
+		if !lt.More() {
 			t.Fatalf("after %d bytes from a full buffer, more is false", len(got))
 		}
 	}
-	if in := lt.w.in; len(in) > 0 && &in[:cap(in)][cap(in)-1] == &st.tlsIn[len(st.tlsIn)-1] {
+	if in := lt.w.in; len(in) > 0 && &in[:cap(in)][cap(in)-1] == &b.in[len(b.in)-1] {
 		t.Fatal("the ciphertext left is in the loop's buffer, which the next connection's read overwrites")
 	}
 	// The rest goes with the connection to a goroutine.
@@ -178,7 +178,7 @@ func TestLoopTLSConnHoldsRecordsAcrossReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	tc := lt.resume(nc)
+	tc := lt.Resume(nc)
 	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	rest := make([]byte, 6000-len(got))
 	if _, err := io.ReadFull(tc, rest); err != nil {
@@ -190,23 +190,23 @@ func TestLoopTLSConnHoldsRecordsAcrossReads(t *testing.T) {
 	// And writes go through it, in order.
 	go func() { _, _ = io.WriteString(tc, "answer") }()
 	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b := make([]byte, 6)
-	if _, err := io.ReadFull(client, b); err != nil || string(b) != "answer" {
-		t.Fatalf("client read %q, %v", b, err)
+	ans := make([]byte, 6)
+	if _, err := io.ReadFull(client, ans); err != nil || string(ans) != "answer" {
+		t.Fatalf("client read %q, %v", ans, err)
 	}
 }
 
 // What the socket does not take waits in the wrapper, in order, until
 // the loop flushes it again.
-func TestLoopTLSConnWriteWaits(t *testing.T) {
+func TestConnWriteWaits(t *testing.T) {
 	lt, fd, client, _ := tlsOnFD(t)
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 8<<10)
 	body := make([]byte, 1<<20)
 	for i := range body {
 		body[i] = byte(i % 251)
 	}
-	st := &loopState{}
-	rest, err := lt.write(st, fd, body)
+	b := &Buffers{}
+	rest, err := lt.Write(b, fd, body)
 	if err != nil || len(rest) == 0 {
 		t.Fatalf("1 MiB to a socket pair: %d bytes left, %v; want some left", len(rest), err)
 	}
@@ -218,7 +218,7 @@ func TestLoopTLSConnWriteWaits(t *testing.T) {
 		got <- b[:n]
 	}()
 	for len(rest) > 0 {
-		if rest, err = lt.flush(st, fd); err != nil {
+		if rest, err = lt.Flush(b, fd); err != nil {
 			t.Fatal(err)
 		}
 		if len(rest) > 0 {
