@@ -13,6 +13,7 @@ import (
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/loopgrpc"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // The gRPC port on event loops (server.grpc_engine, issue 20): SDKs and
@@ -26,20 +27,18 @@ import (
 // OTLP spans, access logs) to grpc-go through its ServeHTTP, behind the
 // same tap handle (a.grpcTap: tokens, the OTLP export slots), on the
 // same connection. The port's timeouts, connection cap, stream bound and
-// maximum connection age are grpc-go's here too.
+// maximum connection age are grpc-go's here too. With TLS on the port
+// (tls.cert_file), the handshake runs on a goroutine under the port's
+// tls settings (certs' listener: client certificates, minimum version,
+// handshake timeout) and the connection then moves to a loop
+// (loopgrpc.ServeTLS).
 
 // newGRPCLoops builds a.grpcLoops when server.grpc_engine asks for loops
-// and they can run here: auto wants Linux and a plain port, loop fails to
-// start without them.
+// and they can run here: auto wants Linux, loop fails to start without
+// it.
 func (a *Agent) newGRPCLoops(k *conncap.Cap) error {
 	engine := a.cfg.Server.GRPCEngine
 	if engine == "net" || a.check == nil {
-		return nil
-	}
-	if a.tlsOn(ListenerGRPC) {
-		if engine == "loop" {
-			return errors.New("agent: server.grpc_engine loop serves plain gRPC (h2c) only; with TLS on the gRPC port set it to auto or net")
-		}
 		return nil
 	}
 	s := connLimits(a.cfg.Server)
@@ -107,6 +106,12 @@ func (a *Agent) serveGRPCPort(raw, capped net.Listener) {
 		return
 	}
 	a.logger.Info("the check calls of the gRPC port are served on event loops", "listener", ListenerGRPC)
+	if a.tlsOn(ListenerGRPC) {
+		c := a.cfg.TLS
+		cfg := a.certs.ServerConfig(c.clientAuth(), c.minVersion(), "h2")
+		a.serve(ListenerGRPC, a.certs.WrappedListener(capped, cfg, ListenerGRPC, looptls.Wrap), lp.ServeTLS)
+		return
+	}
 	a.serve(ListenerGRPC, raw, func(ln net.Listener) error {
 		defer ln.Close()
 		tl, ok := ln.(*net.TCPListener)

@@ -4,6 +4,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -28,10 +31,19 @@ import (
 // the port — health (open), OTLP spans (otlp.token) — is served by grpc-go
 // on the same connection, with the same tokens; net serves all of it with
 // grpc-go. The answers are the same.
+//
+// Over TLS the same (the handshake on a goroutine, then the loops), the
+// client presenting a certificate the agent requires.
 func TestGRPCLoopsServeChecksAndHandOver(t *testing.T) {
-	for _, engine := range []string{"loop", "auto", "net"} {
+	e := newTLSEnv(t)
+	for _, engine := range []string{"loop", "auto", "net", "loop-tls", "auto-tls", "net-tls"} {
 		t.Run(engine, func(t *testing.T) {
-			cfg := testConfig(t.TempDir())
+			cfg, creds := testConfig(t.TempDir()), insecure.NewCredentials()
+			engine, overTLS := strings.CutSuffix(engine, "-tls")
+			if overTLS {
+				cfg = e.config(t, ClientAuthRequire)
+				creds = credentials.NewTLS(e.client(e.good))
+			}
 			cfg.Server.GRPCEngine = engine
 			cfg.Check.Token, cfg.OTLP.Token = testCheckToken, testOTLPToken
 			a := startAgent(t, cfg)
@@ -40,7 +52,7 @@ func TestGRPCLoopsServeChecksAndHandOver(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			conn, err := grpc.NewClient(a.Addr(ListenerGRPC).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(a.Addr(ListenerGRPC).String(), grpc.WithTransportCredentials(creds))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,28 +94,47 @@ func TestGRPCLoopsServeChecksAndHandOver(t *testing.T) {
 	}
 }
 
-// server.grpc_engine loop with TLS on the gRPC port is refused at start,
-// in the operator's words.
-func TestGRPCEngineLoopNeedsPlainPort(t *testing.T) {
+// Over TLS the loops refuse what grpc-go's TLS credentials refuse: a
+// client without a certificate the agent requires (at the handshake, on
+// a goroutine), and one that did not negotiate h2 by ALPN (after it);
+// and a plain-text client. The Check a good client makes next is
+// answered.
+func TestGRPCLoopsOverTLSRefuse(t *testing.T) {
 	e := newTLSEnv(t)
-	cfg := e.config(t, "")
+	cfg := e.config(t, ClientAuthRequire)
 	cfg.Server.GRPCEngine = "loop"
-	a, err := New(Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
+	a := startAgent(t, cfg)
+	if a.grpcLoops == nil {
+		t.Fatal("grpc_engine loop with TLS: no loops")
+	}
+	addr := a.Addr(ListenerGRPC).String()
+	for name, creds := range map[string]credentials.TransportCredentials{
+		"plain text": insecure.NewCredentials(), "no certificate": credentials.NewTLS(e.client(nil)),
+		"another CA's certificate": credentials.NewTLS(e.client(e.stranger)),
+	} {
+		if err := grpcCall(t, addr, creds, checkCall); status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: Check %v, want Unavailable", name, err)
+		}
+	}
+	// TLS without ALPN: the handshake completes, then the loops close the
+	// connection before reading a frame (the preface and SETTINGS sent
+	// get no answer).
+	cfgNoALPN := e.client(e.good)
+	cfgNoALPN.NextProtos = nil
+	conn, err := tls.Dial("tcp", addr, cfgNoALPN)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("handshake without ALPN: %v", err)
 	}
-	err = a.Start(context.Background())
-	if err == nil {
-		_ = a.Stop(context.Background())
-		t.Fatal("started with grpc_engine loop and TLS")
+	defer conn.Close()
+	if _, err := conn.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")); err != nil {
+		t.Fatalf("preface: %v", err)
 	}
-	if !strings.Contains(err.Error(), "server.grpc_engine loop serves plain gRPC (h2c) only") {
-		t.Errorf("error: %v", err)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(conn); err != nil || len(b) > 0 {
+		t.Errorf("a client without ALPN h2 read %d bytes, %v; want the connection closed with nothing", len(b), err)
 	}
-	// auto with TLS: grpc-go serves the port.
-	cfg.Server.GRPCEngine = "auto"
-	if a := startAgent(t, cfg); a.grpcLoops != nil {
-		t.Error("auto with TLS runs the loops")
+	if err := grpcCall(t, addr, credentials.NewTLS(e.client(e.good)), checkCall); err != nil {
+		t.Errorf("Check with the good certificate: %v", err)
 	}
 }
 

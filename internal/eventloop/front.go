@@ -49,17 +49,9 @@ func NewFront(g *Group, gate Gate, setResume func(func()), log *AcceptLog) *Fron
 // until Shutdown; shut: Shutdown came first (nothing started). ln stays
 // open: the caller closes it. Wait then waits for Shutdown.
 func (f *Front) Start(ln *net.TCPListener, accepted AcceptFunc) (shut bool, err error) {
-	f.mu.Lock()
-	if f.serving {
-		f.mu.Unlock()
-		return false, ErrServing
+	if shut, err := f.Begin(); shut || err != nil {
+		return shut, err
 	}
-	f.serving = true
-	f.mu.Unlock()
-	if f.shutting.Load() {
-		return true, nil
-	}
-	f.g.Start()
 	acc, err := f.g.AcceptGated(ln, accepted, f.log.Failed, f.gate)
 	if err != nil {
 		f.g.Close()
@@ -71,6 +63,25 @@ func (f *Front) Start(ln *net.TCPListener, accepted AcceptFunc) (shut bool, err 
 	f.mu.Lock()
 	f.acc = acc
 	f.mu.Unlock()
+	return false, nil
+}
+
+// Begin starts the group for a server that accepts its connections
+// itself (after a TLS handshake on a goroutine, for one) and posts each
+// to a loop: Start without a listener. shut: Shutdown came first
+// (nothing started). Wait then waits for Shutdown.
+func (f *Front) Begin() (shut bool, err error) {
+	f.mu.Lock()
+	if f.serving {
+		f.mu.Unlock()
+		return false, ErrServing
+	}
+	f.serving = true
+	f.mu.Unlock()
+	if f.shutting.Load() {
+		return true, nil
+	}
+	f.g.Start()
 	return false, nil
 }
 

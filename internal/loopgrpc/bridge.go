@@ -59,6 +59,7 @@ func (c *conn) bridge(st *h2.SessionStream, req *h2.SessionRequest) {
 		Header:        make(http.Header, len(req.Fields)),
 		Host:          req.Authority,
 		RemoteAddr:    c.remote,
+		TLS:           c.tlsState,
 		ContentLength: req.ContentLength,
 		Body:          (*bridgeBody)(b),
 	}

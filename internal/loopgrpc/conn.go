@@ -3,6 +3,7 @@
 package loopgrpc
 
 import (
+	"crypto/tls"
 	"errors"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/h2"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // conn is a client connection on a loop; everything in it is its loop's.
@@ -21,6 +23,10 @@ type conn struct {
 	slot   *conncap.Slot // nil without a Cap
 	ss     *h2.Session
 	in     []byte // read and not yet taken by the Session (a frame not yet whole); nil when none
+
+	tls      *looptls.TLS         // nil: plain (h2c)
+	tlsState *tls.ConnectionState // the handshake's, for Fallback's calls; nil: plain
+	wq       []byte               // over TLS: records written and not yet sent (a view of the tls.Conn's buffer)
 
 	interest   uint32
 	registered bool
@@ -63,29 +69,43 @@ func (c *conn) onEvent(ev uint32) {
 	}
 }
 
-func (c *conn) waitingOut() int { return len(c.ss.Output()) }
+// waitingOut is how many bytes wait for the client: frames, and over
+// TLS records.
+func (c *conn) waitingOut() int { return len(c.ss.Output()) + len(c.wq) }
 
-// read reads the client once and feeds the Session.
+// read reads the client once and feeds the Session; over TLS, on while
+// the tls.Conn may hold records the socket will not tell of.
 func (c *conn) read() {
-	// Into the loop's buffer, unless a frame not yet whole waits in the
-	// connection's own: an idle connection holds no read buffer.
-	dst := c.in[len(c.in):cap(c.in)]
-	if len(c.in) == 0 {
-		if c.st.in == nil {
-			c.st.in = make([]byte, readSize)
+	for {
+		// Into the loop's buffer, unless a frame not yet whole waits in
+		// the connection's own: an idle connection holds no read buffer.
+		dst := c.in[len(c.in):cap(c.in)]
+		if len(c.in) == 0 {
+			if c.st.in == nil {
+				c.st.in = make([]byte, readSize)
+			}
+			dst = c.st.in
 		}
-		dst = c.st.in
-	}
-	n, err := unix.Read(c.fd, dst)
-	switch {
-	case n > 0 && len(c.in) == 0:
-		c.feed(dst[:n])
-	case n > 0:
-		c.in = c.in[:len(c.in)+n]
-		c.feed(c.in)
-	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-	default: // the end, or an error
-		c.close()
+		var n int
+		var err error
+		if c.tls == nil {
+			n, err = unix.Read(c.fd, dst)
+		} else {
+			n, err = c.tls.Read(&c.st.tls, c.fd, dst)
+		}
+		switch {
+		case n > 0 && len(c.in) == 0:
+			c.feed(dst[:n])
+		case n > 0:
+			c.in = c.in[:len(c.in)+n]
+			c.feed(c.in)
+		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+		default: // the end, or an error
+			c.close()
+		}
+		if c.closed || c.tls == nil || !c.tls.More() || c.waitingOut() > maxOut {
+			return
+		}
 	}
 }
 
@@ -119,21 +139,14 @@ func (c *conn) flush() {
 	if c.closed || c.failed {
 		return
 	}
-	for out := c.ss.Output(); len(out) > 0; out = c.ss.Output() {
-		n, err := eventloop.Write(c.fd, out)
-		c.ss.Wrote(n)
-		if err != nil {
-			// Gone. Closing resets the streams, whose code may be on
-			// the stack: close once it returned.
-			c.failed = true
-			if !c.st.l.Post(c.close) {
-				c.close()
-			}
-			return
+	if err := c.write(); err != nil {
+		// Gone. Closing resets the streams, whose code may be on the
+		// stack: close once it returned.
+		c.failed = true
+		if !c.st.l.Post(c.close) {
+			c.close()
 		}
-		if n < len(out) {
-			break
-		}
+		return
 	}
 	if c.waitingOut() == 0 && c.ss.Ended() {
 		if !c.feeding {
@@ -142,6 +155,39 @@ func (c *conn) flush() {
 		return
 	}
 	c.arm()
+}
+
+// write writes the Session's frames until the socket takes no more; over
+// TLS as records, the frames encrypted once the records before them went
+// (what waits is bounded by one flush's frames, those by maxOut).
+func (c *conn) write() error {
+	if c.tls == nil {
+		for out := c.ss.Output(); len(out) > 0; out = c.ss.Output() {
+			n, err := eventloop.Write(c.fd, out)
+			c.ss.Wrote(n)
+			if err != nil || n < len(out) {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		var err error
+		if len(c.wq) > 0 {
+			if c.wq, err = c.tls.Flush(&c.st.tls, c.fd); err != nil || len(c.wq) > 0 {
+				return err
+			}
+		}
+		out := c.ss.Output()
+		if len(out) == 0 {
+			return nil
+		}
+		c.wq, err = c.tls.Write(&c.st.tls, c.fd, out)
+		c.ss.Wrote(len(out))
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // arm sets the socket's interest and the connection's timer for its
@@ -249,6 +295,9 @@ func (c *conn) close() {
 		c.age.Stop()
 	}
 	c.ss.End() // resets every open stream: Reset runs for each
+	if c.tls != nil && !c.failed && len(c.wq) == 0 {
+		c.tls.CloseNotify(&c.st.tls, c.fd) // one try, as a blocking tls.Conn's Close
+	}
 	if c.registered {
 		_ = c.st.l.Delete(c.fd)
 		c.registered = false
@@ -259,4 +308,5 @@ func (c *conn) close() {
 	c.slot.Release()
 	c.blocked = nil
 	c.in = nil
+	c.wq = nil
 }

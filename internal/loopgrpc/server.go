@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/h2"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // Server serves a listener on event loops (see the package doc).
@@ -30,6 +32,11 @@ type Server struct {
 
 	calls     sync.WaitGroup // goroutines of calls (waiting answers, Fallback's)
 	acceptLog eventloop.AcceptLog
+	next      atomic.Uint32 // the loop the next TLS connection goes to, round robin
+
+	mu    sync.Mutex
+	shut  bool         // guarded by mu: Shutdown began
+	tlsLn net.Listener // guarded by mu: ServeTLS's listener, which Shutdown closes
 }
 
 // loopState is one loop's: its connections and scratch buffers, touched
@@ -45,6 +52,7 @@ type loopState struct {
 	// answerWaitedFn is answerWaited as a func, made once: a method
 	// value made at each Post would be an allocation a batch.
 	answerWaitedFn func()
+	tls            looptls.Buffers // TLS clients' (tls.go)
 }
 
 // readSize is a loop's read buffer, and a connection's for a frame not
@@ -151,6 +159,12 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 // for them until ctx ends; it then closes what is left (the calls still
 // running see their context end) and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shut = true
+	if s.tlsLn != nil {
+		_ = s.tlsLn.Close() // handshakes in progress end; ServeTLS's accepting too
+	}
+	s.mu.Unlock()
 	serving, err := s.front.Shutdown(ctx,
 		func(l *eventloop.Loop) {
 			for c := range s.loops[l.Index()].conns {

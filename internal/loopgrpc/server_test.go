@@ -5,10 +5,12 @@ package loopgrpc
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -133,17 +136,45 @@ func (lu *loopUnary) unary(c *Call) (Answer, error) {
 }
 
 type fixture struct {
-	s    *Server
-	lu   *loopUnary
-	addr string
-	done chan error
+	s     *Server
+	lu    *loopUnary
+	addr  string
+	done  chan error
+	creds credentials.TransportCredentials // the clients'
+	tls   *tls.Config                      // the clients' TLS; nil: h2c
+	// fallbackTLS counts the calls Fallback served that carried the
+	// connection's TLS state (r.TLS, h2 negotiated), fallbackPlain those
+	// without.
+	fallbackTLS, fallbackPlain atomic.Int64
 }
 
+// start serves lu on a Server on a loopback port, h2c, grpc-go's test
+// service behind it as Fallback (unless tune sets another).
 func start(t *testing.T, lu *loopUnary, tune func(*Options)) *fixture {
+	return startOn(t, false, lu, tune)
+}
+
+// servings are the two ways a Server serves: plain (h2c, Serve) and over
+// TLS (ServeTLS), for the tests that run in both.
+var servings = []struct {
+	name  string
+	start func(*testing.T, *loopUnary, func(*Options)) *fixture
+}{{"h2c", start}, {"tls", startTLS}}
+
+func startOn(t *testing.T, overTLS bool, lu *loopUnary, tune func(*Options)) *fixture {
 	t.Helper()
 	gs := grpc.NewServer()
 	testpb.RegisterTestServiceServer(gs, testService{})
-	o := Options{Unary: map[string]Unary{unaryMethod: lu.unary}, Fallback: gs, Loops: 2}
+	f := &fixture{lu: lu, done: make(chan error, 1), creds: insecure.NewCredentials()}
+	fallback := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && r.TLS.NegotiatedProtocol == "h2" {
+			f.fallbackTLS.Add(1)
+		} else {
+			f.fallbackPlain.Add(1)
+		}
+		gs.ServeHTTP(w, r)
+	})
+	o := Options{Unary: map[string]Unary{unaryMethod: lu.unary}, Fallback: fallback, Loops: 2}
 	if tune != nil {
 		tune(&o)
 	}
@@ -155,8 +186,13 @@ func start(t *testing.T, lu *loopUnary, tune func(*Options)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{s: s, lu: lu, addr: ln.Addr().String(), done: make(chan error, 1)}
-	go func() { f.done <- s.Serve(ln) }()
+	f.s, f.addr = s, ln.Addr().String()
+	if overTLS {
+		tln := f.serveTLS(t, ln, o.Cap)
+		go func() { f.done <- s.ServeTLS(tln) }()
+	} else {
+		go func() { f.done <- s.Serve(ln) }()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -174,12 +210,37 @@ func start(t *testing.T, lu *loopUnary, tune func(*Options)) *fixture {
 
 func (f *fixture) client(t *testing.T) testpb.TestServiceClient {
 	t.Helper()
-	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(f.creds))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
 	return testpb.NewTestServiceClient(cc)
+}
+
+// dial opens a raw connection to the Server, over TLS with h2 agreed by
+// ALPN when it serves TLS, its socket's receive buffer rcvBuf bytes
+// (0: the system's).
+func (f *fixture) dial(t *testing.T, rcvBuf int) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rcvBuf > 0 {
+		_ = nc.(*net.TCPConn).SetReadBuffer(rcvBuf)
+	}
+	if f.tls == nil {
+		return nc
+	}
+	cfg := f.tls.Clone()
+	cfg.NextProtos = []string{"h2"}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctxT(t)); err != nil {
+		_ = nc.Close()
+		t.Fatal(err)
+	}
+	return tc
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -189,21 +250,25 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestUnaryOnTheLoop(t *testing.T) {
-	f := start(t, &loopUnary{}, nil)
-	c := f.client(t)
-	ctx := ctxT(t)
-	for i := range 50 {
-		body := bytes.Repeat([]byte{byte(i)}, i*97)
-		resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.GetUsername() != "loop" || !bytes.Equal(resp.GetPayload().GetBody(), body) {
-			t.Fatalf("call %d: answered by %q with %d bytes, want the loop's with %d", i, resp.GetUsername(), len(resp.GetPayload().GetBody()), len(body))
-		}
-	}
-	if n := f.lu.onLoop.Load(); n != 50 {
-		t.Errorf("%d calls answered on the loop, want 50", n)
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			f := sv.start(t, &loopUnary{}, nil)
+			c := f.client(t)
+			ctx := ctxT(t)
+			for i := range 50 {
+				body := bytes.Repeat([]byte{byte(i)}, i*97)
+				resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.GetUsername() != "loop" || !bytes.Equal(resp.GetPayload().GetBody(), body) {
+					t.Fatalf("call %d: answered by %q with %d bytes, want the loop's with %d", i, resp.GetUsername(), len(resp.GetPayload().GetBody()), len(body))
+				}
+			}
+			if n := f.lu.onLoop.Load(); n != 50 {
+				t.Errorf("%d calls answered on the loop, want 50", n)
+			}
+		})
 	}
 }
 
@@ -235,117 +300,131 @@ func TestUnaryTooLarge(t *testing.T) {
 }
 
 func TestUnaryWaits(t *testing.T) {
-	lu := &loopUnary{running: make(chan struct{}, 1)}
-	f := start(t, lu, nil)
-	c := f.client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
-	if status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("got %v, want DeadlineExceeded", err)
-	}
-	<-lu.running
-	// A reset (the client cancels) ends the Run's context.
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.UnaryCall(ctx2, &testpb.SimpleRequest{ResponseType: 1})
-		errc <- err
-	}()
-	<-lu.running
-	cancel2()
-	if err := <-errc; status.Code(err) != codes.Canceled {
-		t.Fatalf("got %v, want Canceled", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for lu.waited.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if n := lu.waited.Load(); n != 2 {
-		t.Fatalf("%d waiting Runs saw their context end, want 2", n)
-	}
-	// And the connection serves on.
-	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
-		t.Fatal(err)
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			lu := &loopUnary{running: make(chan struct{}, 1)}
+			f := sv.start(t, lu, nil)
+			c := f.client(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Fatalf("got %v, want DeadlineExceeded", err)
+			}
+			<-lu.running
+			// A reset (the client cancels) ends the Run's context.
+			ctx2, cancel2 := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.UnaryCall(ctx2, &testpb.SimpleRequest{ResponseType: 1})
+				errc <- err
+			}()
+			<-lu.running
+			cancel2()
+			if err := <-errc; status.Code(err) != codes.Canceled {
+				t.Fatalf("got %v, want Canceled", err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for lu.waited.Load() < 2 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n := lu.waited.Load(); n != 2 {
+				t.Fatalf("%d waiting Runs saw their context end, want 2", n)
+			}
+			// And the connection serves on.
+			if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
 func TestFallbackCalls(t *testing.T) {
-	f := start(t, &loopUnary{}, nil)
-	c := f.client(t)
-	ctx := ctxT(t)
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			f := sv.start(t, &loopUnary{}, nil)
+			c := f.client(t)
+			ctx := ctxT(t)
 
-	var trailer metadata.MD
-	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Trailer(&trailer)); err != nil {
-		t.Fatal(err)
-	}
-	if got := trailer.Get("x-trailer"); len(got) != 1 || got[0] != "t1" {
-		t.Errorf("trailer x-trailer = %q, want t1", got)
-	}
-	_, err := c.EmptyCall(metadata.AppendToOutgoingContext(ctx, "fail", "nope 100%"), &testpb.Empty{})
-	if s := status.Convert(err); s.Code() != codes.PermissionDenied || s.Message() != "nope 100%" {
-		t.Errorf("got %v, want PermissionDenied from grpc-go", err)
-	}
+			var trailer metadata.MD
+			if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Trailer(&trailer)); err != nil {
+				t.Fatal(err)
+			}
+			if got := trailer.Get("x-trailer"); len(got) != 1 || got[0] != "t1" {
+				t.Errorf("trailer x-trailer = %q, want t1", got)
+			}
+			_, err := c.EmptyCall(metadata.AppendToOutgoingContext(ctx, "fail", "nope 100%"), &testpb.Empty{})
+			if s := status.Convert(err); s.Code() != codes.PermissionDenied || s.Message() != "nope 100%" {
+				t.Errorf("got %v, want PermissionDenied from grpc-go", err)
+			}
 
-	// Client streaming past the windows: 4 MiB in 64 KiB messages.
-	in, err := c.StreamingInputCall(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 64 {
-		if err := in.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 64<<10)}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := in.CloseAndRecv()
-	if err != nil || got.GetAggregatedPayloadSize() != 64*64<<10 {
-		t.Fatalf("client streaming: %v, %v", got, err)
-	}
+			// Client streaming past the windows: 4 MiB in 64 KiB messages.
+			in, err := c.StreamingInputCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 64 {
+				if err := in.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 64<<10)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := in.CloseAndRecv()
+			if err != nil || got.GetAggregatedPayloadSize() != 64*64<<10 {
+				t.Fatalf("client streaming: %v, %v", got, err)
+			}
 
-	// Server streaming past the windows: 3 MiB.
-	var params []*testpb.ResponseParameters
-	for range 48 {
-		params = append(params, &testpb.ResponseParameters{Size: 64 << 10})
-	}
-	out, err := c.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for {
-		m, err := out.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		n += len(m.GetPayload().GetBody())
-	}
-	if n != 48*64<<10 {
-		t.Fatalf("server streaming: %d bytes, want %d", n, 48*64<<10)
-	}
+			// Server streaming past the windows: 3 MiB.
+			var params []*testpb.ResponseParameters
+			for range 48 {
+				params = append(params, &testpb.ResponseParameters{Size: 64 << 10})
+			}
+			out, err := c.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for {
+				m, err := out.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += len(m.GetPayload().GetBody())
+			}
+			if n != 48*64<<10 {
+				t.Fatalf("server streaming: %d bytes, want %d", n, 48*64<<10)
+			}
 
-	// Bidirectional, message by message.
-	bidi, err := c.FullDuplexCall(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 100 {
-		body := []byte(fmt.Sprint(i))
-		if err := bidi.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: body}}); err != nil {
-			t.Fatal(err)
-		}
-		m, err := bidi.Recv()
-		if err != nil || !bytes.Equal(m.GetPayload().GetBody(), body) {
-			t.Fatalf("bidi %d: %v, %v", i, m, err)
-		}
-	}
-	if err := bidi.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
-		t.Fatalf("bidi end: %v, want EOF", err)
+			// Bidirectional, message by message.
+			bidi, err := c.FullDuplexCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 100 {
+				body := []byte(fmt.Sprint(i))
+				if err := bidi.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: body}}); err != nil {
+					t.Fatal(err)
+				}
+				m, err := bidi.Recv()
+				if err != nil || !bytes.Equal(m.GetPayload().GetBody(), body) {
+					t.Fatalf("bidi %d: %v, %v", i, m, err)
+				}
+			}
+			if err := bidi.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
+				t.Fatalf("bidi end: %v, want EOF", err)
+			}
+			// Fallback saw each call's connection as it is: its TLS
+			// state over TLS, none on h2c.
+			tlsCalls, plain := f.fallbackTLS.Load(), f.fallbackPlain.Load()
+			if (f.tls != nil) != (tlsCalls > 0) || (f.tls != nil) == (plain > 0) {
+				t.Errorf("Fallback's calls: %d with the TLS state, %d without", tlsCalls, plain)
+			}
+		})
 	}
 }
 
@@ -363,56 +442,60 @@ func TestCompressedGoesToFallback(t *testing.T) {
 }
 
 func TestMixedConcurrent(t *testing.T) {
-	f := start(t, &loopUnary{tokenful: true}, nil)
-	c := f.client(t)
-	ctx := metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer t")
-	var wg sync.WaitGroup
-	errc := make(chan error, 40)
-	for g := range 20 {
-		wg.Go(func() {
-			for i := range 30 {
-				var err error
-				switch (g + i) % 3 {
-				case 0:
-					var r *testpb.SimpleResponse
-					r, err = c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, i*1000)}})
-					if err == nil && r.GetUsername() != "loop" {
-						err = fmt.Errorf("answered by %q", r.GetUsername())
-					}
-				case 1:
-					_, err = c.EmptyCall(ctx, &testpb.Empty{})
-				case 2:
-					var s grpc.BidiStreamingClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]
-					if s, err = c.FullDuplexCall(ctx); err == nil {
-						err = s.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 20000)}})
-						if err == nil {
-							_, err = s.Recv()
-						}
-						if err == nil {
-							err = s.CloseSend()
-						}
-						if err == nil {
-							if _, err = s.Recv(); errors.Is(err, io.EOF) {
-								err = nil
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			f := sv.start(t, &loopUnary{tokenful: true}, nil)
+			c := f.client(t)
+			ctx := metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer t")
+			var wg sync.WaitGroup
+			errc := make(chan error, 40)
+			for g := range 20 {
+				wg.Go(func() {
+					for i := range 30 {
+						var err error
+						switch (g + i) % 3 {
+						case 0:
+							var r *testpb.SimpleResponse
+							r, err = c.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, i*1000)}})
+							if err == nil && r.GetUsername() != "loop" {
+								err = fmt.Errorf("answered by %q", r.GetUsername())
+							}
+						case 1:
+							_, err = c.EmptyCall(ctx, &testpb.Empty{})
+						case 2:
+							var s grpc.BidiStreamingClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse]
+							if s, err = c.FullDuplexCall(ctx); err == nil {
+								err = s.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 20000)}})
+								if err == nil {
+									_, err = s.Recv()
+								}
+								if err == nil {
+									err = s.CloseSend()
+								}
+								if err == nil {
+									if _, err = s.Recv(); errors.Is(err, io.EOF) {
+										err = nil
+									}
+								}
 							}
 						}
+						if err != nil {
+							errc <- fmt.Errorf("goroutine %d call %d: %w", g, i, err)
+							return
+						}
 					}
-				}
-				if err != nil {
-					errc <- fmt.Errorf("goroutine %d call %d: %w", g, i, err)
-					return
-				}
+				})
+			}
+			wg.Wait()
+			close(errc)
+			for err := range errc {
+				t.Error(err)
+			}
+			_, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+			if status.Code(err) != codes.Unauthenticated {
+				t.Errorf("without the token: %v, want Unauthenticated", err)
 			}
 		})
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Error(err)
-	}
-	_, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
-	if status.Code(err) != codes.Unauthenticated {
-		t.Errorf("without the token: %v, want Unauthenticated", err)
 	}
 }
 
@@ -459,24 +542,28 @@ func TestIdleConnectionGoesAway(t *testing.T) {
 }
 
 func TestShutdownFinishesCalls(t *testing.T) {
-	lu := &loopUnary{running: make(chan struct{}, 1)}
-	f := start(t, lu, nil)
-	c := f.client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
-		errc <- err
-	}()
-	<-lu.running
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer scancel()
-	if err := f.s.Shutdown(sctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; status.Code(err) != codes.DeadlineExceeded {
-		t.Fatalf("the call in flight got %v, want its own DeadlineExceeded", err)
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			lu := &loopUnary{running: make(chan struct{}, 1)}
+			f := sv.start(t, lu, nil)
+			c := f.client(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseType: 1})
+				errc <- err
+			}()
+			<-lu.running
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer scancel()
+			if err := f.s.Shutdown(sctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; status.Code(err) != codes.DeadlineExceeded {
+				t.Fatalf("the call in flight got %v, want its own DeadlineExceeded", err)
+			}
+		})
 	}
 }
 
@@ -493,7 +580,7 @@ func (rawCodec) Name() string { return "proto" }
 // rawCall calls method with msg as the request message, as it is.
 func (f *fixture) rawCall(t *testing.T, method string, msg []byte) *status.Status {
 	t.Helper()
-	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(f.creds))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,78 +660,82 @@ func TestMaxConnectionAge(t *testing.T) {
 // A client that sends calls and reads no answers is cut off after
 // WriteTimeout, once the loop stopped reading it; the others are served.
 func TestClientNotReadingIsCut(t *testing.T) {
-	f := start(t, &loopUnary{}, func(o *Options) { o.WriteTimeout = 300 * time.Millisecond })
-	nc, err := net.Dial("tcp", f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
-	msg, _ := proto.Marshal(&testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 15000)}})
-	body := append([]byte{0, 0, 0, 0, 0}, msg...)
-	body[1], body[2], body[3], body[4] = byte(len(msg)>>24), byte(len(msg)>>16), byte(len(msg)>>8), byte(len(msg))
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: unaryMethod}, {Name: ":authority", Value: "x"}, {Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}} {
-		_ = enc.WriteField(hf)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		fr := http2.NewFramer(nc, nil)
-		_, err := io.WriteString(nc, http2.ClientPreface)
-		if err == nil {
-			err = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-		}
-		if err == nil {
-			err = fr.WriteWindowUpdate(0, 1<<31-1-65535)
-		}
-		for id := uint32(1); err == nil && id < 2*4000; id += 2 { // 60 MB of answers at most
-			if err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err == nil {
-				err = fr.WriteData(id, true, body)
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			f := sv.start(t, &loopUnary{}, func(o *Options) { o.WriteTimeout = 300 * time.Millisecond })
+			nc := f.dial(t, 4<<10)
+			defer nc.Close()
+			msg, _ := proto.Marshal(&testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 15000)}})
+			body := append([]byte{0, 0, 0, 0, 0}, msg...)
+			body[1], body[2], body[3], body[4] = byte(len(msg)>>24), byte(len(msg)>>16), byte(len(msg)>>8), byte(len(msg))
+			var hb bytes.Buffer
+			enc := hpack.NewEncoder(&hb)
+			for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: unaryMethod}, {Name: ":authority", Value: "x"}, {Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}} {
+				_ = enc.WriteField(hf)
 			}
-		}
-		errc <- err
-	}()
-	select {
-	case err := <-errc:
-		if err == nil {
-			t.Fatal("the server took 4,000 calls whose answers were not read")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the client's writes still block after 20 s: the connection was not cut")
-	}
-	c := f.client(t)
-	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
-		t.Fatal(err)
+			errc := make(chan error, 1)
+			go func() {
+				fr := http2.NewFramer(nc, nil)
+				_, err := io.WriteString(nc, http2.ClientPreface)
+				if err == nil {
+					err = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+				}
+				if err == nil {
+					err = fr.WriteWindowUpdate(0, 1<<31-1-65535)
+				}
+				for id := uint32(1); err == nil && id < 2*4000; id += 2 { // 60 MB of answers at most
+					if err = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err == nil {
+						err = fr.WriteData(id, true, body)
+					}
+				}
+				errc <- err
+			}()
+			select {
+			case err := <-errc:
+				if err == nil {
+					t.Fatal("the server took 4,000 calls whose answers were not read")
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the client's writes still block after 20 s: the connection was not cut")
+			}
+			c := f.client(t)
+			if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
 // Connections hold slots of the Cap while open; a full Cap closes an idle
 // one (no call open) for a newcomer, and every slot comes back.
 func TestCapSlots(t *testing.T) {
-	k := conncap.New(conncap.Options{Max: 2, Evict: true})
-	f := start(t, &loopUnary{}, func(o *Options) { o.Cap = k })
-	var ccs []*grpc.ClientConn
-	for range 2 {
-		cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ccs = append(ccs, cc)
-		if _, err := testpb.NewTestServiceClient(cc).UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := k.Open(); n != 2 {
-		t.Errorf("open slots with 2 connections: %d", n)
-	}
-	time.Sleep(conncap.Grace + 50*time.Millisecond)
-	c := f.client(t)
-	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
-		t.Fatalf("the newcomer: %v", err)
-	}
-	for _, cc := range ccs {
-		_ = cc.Close()
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			k := conncap.New(conncap.Options{Max: 2, Evict: true})
+			f := sv.start(t, &loopUnary{}, func(o *Options) { o.Cap = k })
+			var ccs []*grpc.ClientConn
+			for range 2 {
+				cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(f.creds))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ccs = append(ccs, cc)
+				if _, err := testpb.NewTestServiceClient(cc).UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := k.Open(); n != 2 {
+				t.Errorf("open slots with 2 connections: %d", n)
+			}
+			time.Sleep(conncap.Grace + 50*time.Millisecond)
+			c := f.client(t)
+			if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+				t.Fatalf("the newcomer: %v", err)
+			}
+			for _, cc := range ccs {
+				_ = cc.Close()
+			}
+		})
 	}
 }
 
