@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -90,7 +91,15 @@ const leanWindow = 1 << 30
 // dialLean opens a lean connection to addr whose calls send reqs in turn,
 // and reads the server's SETTINGS.
 func dialLean(addr string, reqs []*pb.CheckRequest) (*leanConn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	var conn net.Conn
+	var err error
+	if srvTLS != nil {
+		cfg := srvTLS.ClientConfig()
+		cfg.NextProtos = []string{"h2"}
+		conn, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	} else {
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
+	}
 	if err != nil {
 		return nil, err
 	}

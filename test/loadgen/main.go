@@ -42,6 +42,15 @@
 // rotation, so that a change is measured before and after in one run:
 //
 //	go run ./test/loadgen -grpc-only -reps 6 -duration 4s [-baseline-bin /tmp/fluxgate-old]
+//
+// -tls (with -grpc-only) measures the same over TLS: the agents' ports
+// and the no-op server's gRPC port serve a self-signed ECDSA P-256
+// certificate (internal/benchcert), which both clients verify; TLS 1.3,
+// one connection a client as always. An agent with server.grpc_engine
+// net beside it (a wrapper setting FLUXGATE_SERVER_GRPC_ENGINE=net as
+// -baseline-bin) shows what the loops save over grpc-go's TLS:
+//
+//	go run ./test/loadgen -grpc-only -tls -reps 3 -duration 6s -agent-bin BIN -baseline-bin BIN-on-net
 package main
 
 import (
@@ -70,10 +79,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
+	"github.com/fluxgate/fluxgate/internal/benchcert"
 )
 
 var (
@@ -87,6 +98,8 @@ var (
 	cpuProf   = flag.String("cpuprofile", "", "write a pprof CPU profile of the agent during its first closed loop here (-redis: the first of -profile-mode; the agent must be built with -tags pprof; the default build is)")
 	heapProf  = flag.String("heapprofile", "", "write a pprof heap profile of the agent after the last measurement here (needs -tags pprof, as -cpuprofile)")
 	grpcOnly  = flag.Bool("grpc-only", false, "measure the gRPC loops only and print issue 20's check-path targets")
+	tlsOn     = flag.Bool("tls", false, "with -grpc-only: every server's gRPC port over TLS (a self-signed certificate both clients verify)")
+	noopTLS   = flag.String("serve-noop-tls", "", "internal: with -serve-noop, serve gRPC over TLS with this certificate and key (cert,key)")
 	slice     = flag.Duration("slice", 250*time.Millisecond, "the paired open loop's turn: every server is driven at -rate for this long in turn, -duration in all (-redis: -duration × -reps)")
 	serveNoop = flag.String("serve-noop", "", "internal: serve the no-op gRPC and HTTP servers on these addresses (grpc,http)")
 	serveEval = flag.String("serve-evalsha", "", "internal: serve -redis's gRPC floor on these addresses (grpc,http,redis)")
@@ -95,7 +108,7 @@ var (
 func main() {
 	flag.Parse()
 	if *serveNoop != "" {
-		runNoop(*serveNoop)
+		runNoop(*serveNoop, *noopTLS)
 		return
 	}
 	if *serveEval != "" {
@@ -206,6 +219,14 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if *tlsOn {
+		if !*grpcOnly {
+			return errors.New("-tls measures the gRPC port only: use it with -grpc-only")
+		}
+		if srvTLS, err = benchcert.Write(dir, "loadgen", time.Now()); err != nil {
+			return fmt.Errorf("certificate: %w", err)
+		}
+	}
 	bin, err := prepare(dir)
 	if err != nil {
 		return err
@@ -224,6 +245,9 @@ func run() error {
 		return err
 	}
 	noop.cmd = exec.Command(self, "-serve-noop", noop.grpcAddr+","+noop.httpAddr)
+	if srvTLS != nil {
+		noop.cmd.Args = append(noop.cmd.Args, "-serve-noop-tls", srvTLS.Cert+","+srvTLS.Key)
+	}
 	procs = append(procs, noop)
 	for _, p := range procs {
 		p.cmd.Stderr = os.Stderr
@@ -233,7 +257,11 @@ func run() error {
 		defer p.stop()
 	}
 	for _, p := range procs {
-		if err := waitHTTP("http://"+p.httpAddr+"/readyz", 20*time.Second); err != nil {
+		scheme := "http://"
+		if srvTLS != nil && p != noop { // the agent serves TLS on every port
+			scheme = "https://"
+		}
+		if err := waitHTTP(scheme+p.httpAddr+"/readyz", 20*time.Second); err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
@@ -359,8 +387,14 @@ func startAgent(name, bin, dir string) *proc {
 		"FLUXGATE_OTLP_HTTP_PORT=0",
 		"FLUXGATE_LOG_LEVEL=warn",
 	)
+	if srvTLS != nil {
+		p.cmd.Env = append(p.cmd.Env, "FLUXGATE_TLS_CERT_FILE="+srvTLS.Cert, "FLUXGATE_TLS_KEY_FILE="+srvTLS.Key)
+	}
 	return p
 }
+
+// srvTLS is the certificate the servers serve under -tls; nil without.
+var srvTLS *benchcert.Files
 
 // fetch saves the agent's /debug/pprof/what into file.
 func fetch(addr, what, file string) error {
@@ -384,9 +418,15 @@ func fetch(addr, what, file string) error {
 }
 
 func waitHTTP(url string, limit time.Duration) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	if srvTLS != nil {
+		tr := &http.Transport{TLSClientConfig: srvTLS.ClientConfig()}
+		defer tr.CloseIdleConnections()
+		client.Transport = tr
+	}
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -399,7 +439,11 @@ func waitHTTP(url string, limit time.Duration) error {
 }
 
 func dial(addr string) (pb.FlowControlServiceClient, *grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if srvTLS != nil {
+		creds = credentials.NewTLS(srvTLS.ClientConfig())
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -559,7 +603,11 @@ func report(results map[string][]map[string]float64, paired, pairedLean map[stri
 		return median(xs)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop, %d/s open loop.\n\n", *reps, *duration, *callers, *rate)
+	over := ""
+	if srvTLS != nil {
+		over = " gRPC over TLS 1.3 (ECDSA P-256), one connection a client."
+	}
+	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop, %d/s open loop.%s\n\n", *reps, *duration, *callers, *rate, over)
 	head, rule := "| measurement |", "|---|"
 	for _, a := range agents {
 		head += " " + a + " |"
@@ -644,7 +692,7 @@ func (n *noop) Check(_ context.Context, req *pb.CheckRequest) (*pb.CheckResponse
 	return n.resp, nil
 }
 
-func runNoop(addrs string) {
+func runNoop(addrs, tlsFiles string) {
 	grpcAddr, httpAddr, _ := strings.Cut(addrs, ",")
 	resp := &pb.CheckResponse{
 		DecisionType: pb.DecisionType_DECISION_TYPE_ACCEPTED,
@@ -658,7 +706,15 @@ func runNoop(addrs string) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if cert, key, ok := strings.Cut(tlsFiles, ","); ok {
+		creds, err := credentials.NewServerTLSFromFile(cert, key)
+		if err != nil {
+			log.Fatal(err)
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	srv := grpc.NewServer(opts...)
 	pb.RegisterFlowControlServiceServer(srv, &noop{resp: resp})
 	go func() { _ = srv.Serve(lg) }()
 
