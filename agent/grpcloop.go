@@ -13,7 +13,6 @@ import (
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/h2"
 	"github.com/fluxgate/fluxgate/internal/loopgrpc"
-	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // The gRPC port on event loops (server.grpc_engine, issue 20): SDKs and
@@ -107,9 +106,7 @@ func (a *Agent) serveGRPCPort(raw, capped net.Listener) {
 	}
 	a.logger.Info("the check calls of the gRPC port are served on event loops", "listener", ListenerGRPC)
 	if a.tlsOn(ListenerGRPC) {
-		c := a.cfg.TLS
-		cfg := a.certs.ServerConfig(c.clientAuth(), c.minVersion(), "h2")
-		a.serve(ListenerGRPC, a.certs.WrappedListener(capped, cfg, ListenerGRPC, looptls.Wrap), lp.ServeTLS)
+		a.serve(ListenerGRPC, a.loopTLSListener(ListenerGRPC, capped, nil, "h2"), lp.ServeTLS)
 		return
 	}
 	a.serve(ListenerGRPC, raw, func(ln net.Listener) error {

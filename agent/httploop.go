@@ -14,7 +14,8 @@ import (
 // /v1/flow/end after it, with flow ends reported), the Python SDK POST
 // /v1/check, on keep-alive connections that ask nothing else, and
 // net/http spends about 17 µs of CPU on each, many times the decision.
-// On Linux, and with the port plain HTTP, loophttp answers those calls on
+// On Linux, plain or over TLS (the handshake on a goroutine, then the
+// loop; HTTP/2 clients go to net/http), loophttp answers those calls on
 // event loops through the same handler (a.mux: the check token, then the
 // adapter), on the loop when the control point decides without waiting
 // and on a goroutine when it may wait (Redis, a queue, Rego); every other
@@ -24,18 +25,12 @@ import (
 // gRPC port's checks dearer.
 
 // newHTTPLoops builds a.httpSrv, and a.httpLoops when server.http_engine
-// asks for loops and they can run here: auto wants Linux and a plain
-// port, loop fails to start without them.
+// asks for loops and they can run here: auto wants Linux, loop fails to
+// start without it.
 func (a *Agent) newHTTPLoops(k *conncap.Cap) error {
 	a.httpSrv = a.httpServer(a.mux)
 	engine := a.cfg.Server.HTTPEngine
 	if engine == "net" || a.check == nil {
-		return nil
-	}
-	if a.tlsOn(ListenerHTTP) {
-		if engine == "loop" {
-			return errors.New("agent: server.http_engine loop serves plain HTTP only; with TLS on the HTTP port set it to auto or net")
-		}
 		return nil
 	}
 	s := connLimits(a.cfg.Server)
@@ -70,6 +65,10 @@ func (a *Agent) serveHTTPPort(raw, capped net.Listener) {
 		return
 	}
 	a.logger.Info("the check API's /v1/check/http is served on event loops", "listener", ListenerHTTP)
+	if a.tlsOn(ListenerHTTP) {
+		a.serve(ListenerHTTP, a.loopTLSListener(ListenerHTTP, capped, a.httpSrv, "h2", "http/1.1"), lp.ServeTLS)
+		return
+	}
 	a.serve(ListenerHTTP, raw, func(ln net.Listener) error {
 		defer ln.Close()
 		tl, ok := ln.(*net.TCPListener)

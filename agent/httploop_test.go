@@ -4,29 +4,45 @@ package agent
 
 import (
 	"bufio"
-	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxgate/fluxgate/certs/certstest"
 )
 
 // With server.http_engine loop, /v1/check/http is answered on the loops
 // through the agent's own handler (the check token included), and a
 // connection that asks something else moves to net/http with it.
+//
+// Over TLS the same (the handshake on a goroutine, then the loops), the
+// client presenting the certificate the agent requires.
 func TestHTTPLoopsServeChecksAndHandOver(t *testing.T) {
-	for _, engine := range []string{"loop", "auto", "net"} {
+	e := newTLSEnv(t)
+	for _, engine := range []string{"loop", "auto", "net", "loop-tls", "auto-tls", "net-tls"} {
 		t.Run(engine, func(t *testing.T) {
 			cfg := testConfig(t.TempDir())
+			engine, overTLS := strings.CutSuffix(engine, "-tls")
+			if overTLS {
+				cfg = e.config(t, ClientAuthRequire)
+			}
 			cfg.Server.HTTPEngine = engine
 			cfg.Check.Token = testCheckToken
 			a := startAgent(t, cfg)
 			if loops := a.httpLoops != nil; loops != (engine != "net") {
 				t.Fatalf("engine %s: loops running %v", engine, loops)
 			}
-			c, err := net.Dial("tcp", a.Addr(ListenerHTTP).String())
+			var c net.Conn
+			var err error
+			if overTLS {
+				c, err = tls.Dial("tcp", a.Addr(ListenerHTTP).String(), e.client(e.good))
+			} else {
+				c, err = net.Dial("tcp", a.Addr(ListenerHTTP).String())
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,27 +87,32 @@ func TestHTTPLoopsServeChecksAndHandOver(t *testing.T) {
 	}
 }
 
-// server.http_engine loop with TLS on the HTTP port is refused at start,
-// in the operator's words.
-func TestHTTPEngineLoopNeedsPlainPort(t *testing.T) {
+// Over TLS the HTTP loops refuse a client without the certificate the
+// agent requires (at the handshake, on a goroutine) and a plain-text one;
+// the JSON check (the Python SDK's) is answered over HTTP/1.1 on the
+// loops and, to a client that agrees on h2 by ALPN, by net/http's HTTP/2.
+func TestHTTPLoopsOverTLS(t *testing.T) {
 	e := newTLSEnv(t)
-	cfg := e.config(t, "")
+	cfg := e.config(t, ClientAuthRequire)
 	cfg.Server.HTTPEngine = "loop"
-	a, err := New(Options{Config: cfg, ShutdownTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	a := startAgent(t, cfg)
+	if a.httpLoops == nil {
+		t.Fatal("http_engine loop with TLS: no loops")
 	}
-	err = a.Start(context.Background())
-	if err == nil {
-		_ = a.Stop(context.Background())
-		t.Fatal("started with http_engine loop and TLS")
+	api := a.Addr(ListenerHTTP).String()
+	for name, p := range map[string]*certstest.Pair{"no certificate": nil, "another CA's certificate": e.stranger} {
+		if _, _, err := httpsDo("GET", "https://"+api+"/v1/check/http", "", e.client(p), false); err == nil {
+			t.Errorf("%s: answered", name)
+		}
 	}
-	if !strings.Contains(err.Error(), "server.http_engine loop serves plain HTTP only") {
-		t.Errorf("error: %v", err)
+	if resp, err := http.Get("http://" + api + "/v1/check/http"); err == nil {
+		_ = resp.Body.Close()
+		t.Errorf("plain text: answered %s", resp.Status)
 	}
-	// auto with TLS: net/http serves the port.
-	cfg.Server.HTTPEngine = "auto"
-	if a := startAgent(t, cfg); a.httpLoops != nil {
-		t.Error("auto with TLS runs the loops")
+	for _, h2 := range []bool{false, true} {
+		code, proto, err := httpsDo("POST", "https://"+api+"/v1/check", `{"control_point":"api"}`, e.client(e.good), h2)
+		if want := map[bool]int{false: 1, true: 2}[h2]; err != nil || code != http.StatusOK || proto != want {
+			t.Errorf("check over TLS (h2 %v): %d HTTP/%d, %v; want 200 HTTP/%d", h2, code, proto, err, want)
+		}
 	}
 }

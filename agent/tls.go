@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fluxgate/fluxgate/certs"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // TLS on the agent's own listeners (issue 14).
@@ -122,7 +123,7 @@ func (a *Agent) grpcTLS(name string) []grpc.ServerOption {
 	c := a.cfg.TLS
 	s := connLimits(a.cfg.Server)
 	return []grpc.ServerOption{
-		grpc.Creds(a.certs.GRPCCredentials(a.certs.ServerConfig(c.clientAuth(), c.minVersion(), "h2"), name)),
+		grpc.Creds(a.certs.GRPCCredentials(a.serverTLS("h2"), name)),
 		// After grpcOptions' ConnectionTimeout, so it replaces it.
 		grpc.ConnectionTimeout(min(readHeaderTimeout, s.ReadTimeout, c.handshakeTimeout())),
 	}
@@ -134,10 +135,27 @@ func (a *Agent) tlsListener(name string, ln net.Listener, srv *http.Server) net.
 	if !a.tlsOn(name) {
 		return ln
 	}
+	srv.TLSConfig = a.serverTLS("h2", "http/1.1")
+	return a.certs.Listener(ln, srv.TLSConfig, name)
+}
+
+// loopTLSListener serves TLS on ln, listener name, for its event loops:
+// the handshakes as tlsListener's, each connection built on looptls.Wrap
+// so that a loop can take it. srv, if set, is the port's net/http
+// server, which serves HTTP/2 clients and what the loops hand over.
+func (a *Agent) loopTLSListener(name string, ln net.Listener, srv *http.Server, nextProtos ...string) net.Listener {
+	cfg := a.serverTLS(nextProtos...)
+	if srv != nil {
+		srv.TLSConfig = cfg
+	}
+	return a.certs.WrappedListener(ln, cfg, name, looptls.Wrap)
+}
+
+// serverTLS is the listeners' TLS configuration (the tls section),
+// offering nextProtos by ALPN.
+func (a *Agent) serverTLS(nextProtos ...string) *tls.Config {
 	c := a.cfg.TLS
-	cfg := a.certs.ServerConfig(c.clientAuth(), c.minVersion(), "h2", "http/1.1")
-	srv.TLSConfig = cfg
-	return a.certs.Listener(ln, cfg, name)
+	return a.certs.ServerConfig(c.clientAuth(), c.minVersion(), nextProtos...)
 }
 
 // tlsOn reports whether listener name serves TLS.

@@ -64,7 +64,11 @@ func (c *conn) onEvent(ev uint32) {
 			return
 		}
 	}
-	if ev&(eventloop.Readable|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.waitingOut() <= maxOut {
+	// Over TLS the tls.Conn may hold records the socket no longer tells
+	// of, left when the frames waiting passed maxOut: read them once the
+	// client took those.
+	held := c.tls != nil && c.tls.More()
+	if (held || ev&(eventloop.Readable|unix.EPOLLERR|unix.EPOLLHUP) != 0) && c.waitingOut() <= maxOut {
 		c.read()
 	}
 }

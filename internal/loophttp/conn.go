@@ -5,6 +5,7 @@ package loophttp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/fluxgate/fluxgate/internal/conncap"
 	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/http1"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // conn is a client connection on a loop. Everything in it is its loop's.
@@ -38,6 +40,13 @@ type conn struct {
 	closeAfter bool               // close once wq is out
 	handAfter  bool               // hand over to Fallback once wq is out
 	closed     bool
+	failed     bool // a write failed: no close_notify
+	inRead     bool // within read, which reads on while the tls.Conn may hold more
+
+	// Over TLS (tls.go): wq is then a view of the records waiting, pend
+	// and the answers plaintext.
+	tls      *looptls.TLS         // nil: plain
+	tlsState *tls.ConnectionState // the handshake's, for requests (r.TLS); nil: plain
 }
 
 // maxQueued bounds the answers a connection formats before the client
@@ -96,7 +105,7 @@ func (c *conn) readAside() {
 		in = make([]byte, readSize)
 		c.st.in = in
 	}
-	n, err := unix.Read(c.fd, in)
+	n, err := c.readSocket(in)
 	switch {
 	case n > 0:
 		c.pend = append(c.pend, in[:n]...)
@@ -113,26 +122,43 @@ func (c *conn) reading() bool {
 }
 
 // read reads once into the loop's buffer, after the partial head kept,
-// and serves what came.
+// and serves what came; over TLS, on while the tls.Conn may hold records
+// the socket will not tell of.
 func (c *conn) read() {
-	in := c.st.in
-	if in == nil {
-		in = make([]byte, readSize)
-		c.st.in = in
+	c.inRead = true
+	defer func() { c.inRead = false }()
+	for {
+		in := c.st.in
+		if in == nil {
+			in = make([]byte, readSize)
+			c.st.in = in
+		}
+		have := copy(in, c.pend)
+		n, err := c.readSocket(in[have:])
+		switch {
+		case n > 0:
+			c.pend = c.pend[:0]
+			c.serveBytes(in[:have+n])
+		case n == 0 && err == nil: // the client closed its side
+			c.close()
+		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+			c.next()
+		default:
+			c.close()
+		}
+		if c.closed || c.tls == nil || !c.tls.More() || !c.reading() {
+			return
+		}
 	}
-	have := copy(in, c.pend)
-	n, err := unix.Read(c.fd, in[have:])
-	switch {
-	case n > 0:
-		c.pend = c.pend[:0]
-		c.serveBytes(in[:have+n])
-	case n == 0 && err == nil: // the client closed its side
-		c.close()
-	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-		c.next()
-	default:
-		c.close()
+}
+
+// readSocket reads the client once into p: plaintext, decrypted over
+// TLS. It returns (0, nil) at the client's end, as unix.Read does.
+func (c *conn) readSocket(p []byte) (int, error) {
+	if c.tls != nil {
+		return c.tls.Read(&c.st.tls, c.fd, p)
 	}
+	return unix.Read(c.fd, p)
 }
 
 // serveBytes answers the whole requests at the start of b (the loop's
@@ -164,6 +190,7 @@ func (c *conn) serveBytes(b []byte) {
 			c.handAfter = true
 			break
 		}
+		r.TLS = c.tlsState
 		i += size
 		c.timing = timeNone // next sets the timer afresh after the answer
 		if w := st.s.o.Waits; w != nil && w(r) {
@@ -276,16 +303,35 @@ func (c *conn) waited(w *response, ok bool) {
 		return
 	}
 	// Requests pipelined after it: the answer goes out with theirs.
-	c.wq = append(c.wq, out...)
+	c.enqueue(out)
 	st.out = out[:0]
 	pend := c.pend // the connection's own memory, up to MaxHead and a read
 	c.pend = nil
 	c.serveBytes(pend)
 }
 
+// enqueue keeps out (the loop's memory) to be written after what waits:
+// copied to wq, or over TLS encrypted after the records waiting (and
+// sent as far as the socket takes them).
+func (c *conn) enqueue(out []byte) {
+	if c.tls == nil {
+		c.wq = append(c.wq, out...)
+		return
+	}
+	rest, err := c.tls.Write(&c.st.tls, c.fd, out)
+	if err != nil {
+		c.failed, c.closeAfter, c.handAfter = true, true, false // next closes it
+	}
+	c.wq = rest
+}
+
 // flush writes what waits and then out (the loop's memory: what the
 // socket does not take is copied), then goes on.
 func (c *conn) flush(out []byte) {
+	if c.tls != nil {
+		c.flushTLS(out)
+		return
+	}
 	if len(c.wq) > 0 && len(out) > 0 {
 		c.wq = append(c.wq, out...)
 		out = nil
@@ -293,6 +339,7 @@ func (c *conn) flush(out []byte) {
 	if len(c.wq) > 0 {
 		rest, ok := c.write(c.wq)
 		if !ok {
+			c.failed = true
 			c.close()
 			return
 		}
@@ -304,6 +351,7 @@ func (c *conn) flush(out []byte) {
 	} else if len(out) > 0 {
 		rest, ok := c.write(out)
 		if !ok {
+			c.failed = true
 			c.close()
 			return
 		}
@@ -319,6 +367,24 @@ func (c *conn) flush(out []byte) {
 func (c *conn) write(p []byte) ([]byte, bool) {
 	n, err := eventloop.Write(c.fd, p)
 	return p[n:], err == nil
+}
+
+// flushTLS is flush over TLS: the records waiting, then out's, encrypted
+// after them (c.wq is a view of the tls.Conn's buffer).
+func (c *conn) flushTLS(out []byte) {
+	var err error
+	if len(c.wq) > 0 {
+		c.wq, err = c.tls.Flush(&c.st.tls, c.fd)
+	}
+	if err == nil && len(out) > 0 {
+		c.wq, err = c.tls.Write(&c.st.tls, c.fd, out)
+	}
+	if err != nil {
+		c.failed = true
+		c.close()
+		return
+	}
+	c.next()
 }
 
 // next sets the interest and the timer for what the connection waits for.
@@ -357,6 +423,7 @@ func (c *conn) next() {
 		if c.timing != timeHead {
 			c.setTimer(timeHead, s.o.HeaderTimeout)
 		}
+		c.readHeld()
 	default:
 		c.setInterest(readInterest)
 		if c.timing != timeIdle {
@@ -365,7 +432,22 @@ func (c *conn) next() {
 		}
 		if s.front.Shutting() {
 			c.close()
+			return
 		}
+		c.readHeld()
+	}
+}
+
+// readHeld reads again, on the loop after this turn, when the tls.Conn
+// may hold requests the socket's readiness will not tell of (read reads
+// on by itself while it runs).
+func (c *conn) readHeld() {
+	if c.tls != nil && c.tls.More() && !c.inRead {
+		c.st.l.Post(func() {
+			if !c.closed && c.reading() {
+				c.read()
+			}
+		})
 	}
 }
 
@@ -417,10 +499,15 @@ func (c *conn) quiesce() {
 	c.close()
 }
 
-// close closes the connection (a waiting request's context ends).
+// close closes the connection (a waiting request's context ends); over
+// TLS after its close_notify, one try, unless records wait or a write
+// failed.
 func (c *conn) close() {
 	if c.closed {
 		return
+	}
+	if c.tls != nil && !c.failed && len(c.wq) == 0 {
+		c.tls.CloseNotify(&c.st.tls, c.fd)
 	}
 	c.forget()
 	_ = unix.Close(c.fd)
@@ -452,6 +539,9 @@ func (c *conn) handOver() {
 		return
 	}
 	var hc net.Conn = &prefixConn{Conn: nc, pre: pre}
+	if c.tls != nil { // the same tls.Conn, over nc now, after what the loop decrypted
+		hc = &prefixConn{Conn: c.tls.Resume(nc), pre: pre, state: c.tlsState}
+	}
 	if c.slot != nil {
 		c.slot.SetEvict(func() { _ = nc.Close() })
 		hc = conncap.NewConn(hc, c.slot)

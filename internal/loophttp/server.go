@@ -4,17 +4,20 @@ package loophttp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fluxgate/fluxgate/internal/eventloop"
+	"github.com/fluxgate/fluxgate/internal/looptls"
 )
 
 // readSize is a loop's read buffer: a read takes at most this much.
@@ -30,6 +33,11 @@ type Server struct {
 	front  *eventloop.Front
 
 	acceptLog eventloop.AcceptLog
+	next      atomic.Uint32 // the loop the next TLS connection goes to, round robin
+
+	mu    sync.Mutex
+	shut  bool         // guarded by mu: Shutdown began
+	tlsLn net.Listener // guarded by mu: ServeTLS's listener, which Shutdown closes
 }
 
 // loopState is one loop's: its connections and buffers, touched only on
@@ -44,6 +52,7 @@ type loopState struct {
 	// cleared after each (a handler does not keep it past its return).
 	header http.Header
 	date   dateCache
+	tls    looptls.Buffers // TLS clients' (tls.go)
 }
 
 // New returns a Server; on other systems than Linux, ErrUnsupported.
@@ -140,6 +149,12 @@ func (s *Server) accepted(l *eventloop.Loop, fd int, sa unix.Sockaddr) {
 // Fallback down, and waits for all of it until ctx ends; it then closes
 // what is left and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shut = true
+	if s.tlsLn != nil {
+		_ = s.tlsLn.Close() // handshakes in progress end; ServeTLS's accepting too
+	}
+	s.mu.Unlock()
 	fallbackDone := make(chan error, 1)
 	go func() { fallbackDone <- s.o.Fallback.Shutdown(ctx) }()
 	serving, err := s.front.Shutdown(ctx,
@@ -225,10 +240,11 @@ func (h *handListener) push(c net.Conn) {
 }
 
 // prefixConn reads pre before the socket: the bytes the loop read and did
-// not serve.
+// not serve (over TLS, decrypted; Conn is then the tls.Conn).
 type prefixConn struct {
 	net.Conn
-	pre []byte
+	pre   []byte
+	state *tls.ConnectionState // over TLS, the handshake's; nil: plain
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

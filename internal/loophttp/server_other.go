@@ -16,5 +16,8 @@ func New(Options) (*Server, error) { return nil, ErrUnsupported }
 // Serve returns ErrUnsupported.
 func (*Server) Serve(*net.TCPListener) error { return ErrUnsupported }
 
+// ServeTLS returns ErrUnsupported.
+func (*Server) ServeTLS(net.Listener) error { return ErrUnsupported }
+
 // Shutdown does nothing.
 func (*Server) Shutdown(context.Context) error { return nil }

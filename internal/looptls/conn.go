@@ -55,6 +55,8 @@ func Wrap(c net.Conn) net.Conn {
 	return &Conn{Conn: c, local: c.LocalAddr(), remote: c.RemoteAddr()}
 }
 
+// Read reads ciphertext: what the loop read first, then the connection
+// under w, or on a loop the socket's end or errWouldBlock.
 func (w *Conn) Read(p []byte) (int, error) {
 	if w.inR < len(w.in) {
 		n := copy(p, w.in[w.inR:])
@@ -73,6 +75,8 @@ func (w *Conn) Read(p []byte) (int, error) {
 	return 0, errWouldBlock
 }
 
+// Write writes ciphertext: on a loop into the buffer the loop sends,
+// otherwise to the connection under w after what the loop left.
 func (w *Conn) Write(p []byte) (int, error) {
 	if w.Conn == nil {
 		w.out = append(w.out, p...)
@@ -96,11 +100,15 @@ func (w *Conn) Close() error {
 	return w.Conn.Close()
 }
 
-func (w *Conn) LocalAddr() net.Addr  { return w.local }
+// LocalAddr is the address the connection was accepted on.
+func (w *Conn) LocalAddr() net.Addr { return w.local }
+
+// RemoteAddr is the client's address.
 func (w *Conn) RemoteAddr() net.Addr { return w.remote }
 
-// The deadlines are the connection's under w; a loop keeps its own
-// timers.
+// SetDeadline sets the connection's under w; on a loop it does nothing
+// (the loop keeps its own timers), as SetReadDeadline and
+// SetWriteDeadline.
 func (w *Conn) SetDeadline(t time.Time) error {
 	if w.Conn == nil {
 		return nil
@@ -108,6 +116,7 @@ func (w *Conn) SetDeadline(t time.Time) error {
 	return w.Conn.SetDeadline(t)
 }
 
+// SetReadDeadline is SetDeadline for reads.
 func (w *Conn) SetReadDeadline(t time.Time) error {
 	if w.Conn == nil {
 		return nil
@@ -115,6 +124,7 @@ func (w *Conn) SetReadDeadline(t time.Time) error {
 	return w.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline is SetDeadline for writes.
 func (w *Conn) SetWriteDeadline(t time.Time) error {
 	if w.Conn == nil {
 		return nil

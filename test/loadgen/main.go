@@ -219,13 +219,8 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if *tlsOn {
-		if !*grpcOnly {
-			return errors.New("-tls measures the gRPC port only: use it with -grpc-only")
-		}
-		if srvTLS, err = benchcert.Write(dir, "loadgen", time.Now()); err != nil {
-			return fmt.Errorf("certificate: %w", err)
-		}
+	if err := prepareTLS(dir); err != nil {
+		return err
 	}
 	bin, err := prepare(dir)
 	if err != nil {
@@ -306,6 +301,22 @@ func run() error {
 		return err
 	}
 	report(results, paired, pairedLean, names, agent.peakRSSMiB(), haveWrk)
+	return nil
+}
+
+// prepareTLS writes the servers' certificate into dir under -tls
+// (srvTLS).
+func prepareTLS(dir string) error {
+	if !*tlsOn {
+		return nil
+	}
+	if !*grpcOnly {
+		return errors.New("-tls measures the gRPC port only: use it with -grpc-only")
+	}
+	var err error
+	if srvTLS, err = benchcert.Write(dir, "loadgen", time.Now()); err != nil {
+		return fmt.Errorf("certificate: %w", err)
+	}
 	return nil
 }
 
