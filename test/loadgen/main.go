@@ -43,14 +43,16 @@
 //
 //	go run ./test/loadgen -grpc-only -reps 6 -duration 4s [-baseline-bin /tmp/fluxgate-old]
 //
-// -tls (with -grpc-only) measures the same over TLS: the agents' ports
-// and the no-op server's gRPC port serve a self-signed ECDSA P-256
-// certificate (internal/benchcert), which both clients verify; TLS 1.3,
-// one connection a client as always. An agent with server.grpc_engine
-// net beside it (a wrapper setting FLUXGATE_SERVER_GRPC_ENGINE=net as
-// -baseline-bin) shows what the loops save over grpc-go's TLS:
+// -tls measures the same over TLS: the agents' ports and the no-op
+// server's serve a self-signed ECDSA P-256 certificate
+// (internal/benchcert), which both gRPC clients verify (wrk does not
+// verify); TLS 1.3, one connection a gRPC client as always. An agent
+// with the engines net beside it (a wrapper setting
+// FLUXGATE_SERVER_GRPC_ENGINE=net and FLUXGATE_SERVER_HTTP_ENGINE=net,
+// as -baseline-bin) shows what the loops save over grpc-go's and
+// net/http's TLS:
 //
-//	go run ./test/loadgen -grpc-only -tls -reps 3 -duration 6s -agent-bin BIN -baseline-bin BIN-on-net
+//	go run ./test/loadgen -tls -reps 3 -duration 4s -agent-bin BIN -baseline-bin BIN-on-net
 package main
 
 import (
@@ -98,8 +100,8 @@ var (
 	cpuProf   = flag.String("cpuprofile", "", "write a pprof CPU profile of the agent during its first closed loop here (-redis: the first of -profile-mode; the agent must be built with -tags pprof; the default build is)")
 	heapProf  = flag.String("heapprofile", "", "write a pprof heap profile of the agent after the last measurement here (needs -tags pprof, as -cpuprofile)")
 	grpcOnly  = flag.Bool("grpc-only", false, "measure the gRPC loops only and print issue 20's check-path targets")
-	tlsOn     = flag.Bool("tls", false, "with -grpc-only: every server's gRPC port over TLS (a self-signed certificate both clients verify)")
-	noopTLS   = flag.String("serve-noop-tls", "", "internal: with -serve-noop, serve gRPC over TLS with this certificate and key (cert,key)")
+	tlsOn     = flag.Bool("tls", false, "every server's ports over TLS (a self-signed certificate the gRPC clients verify)")
+	noopTLS   = flag.String("serve-noop-tls", "", "internal: with -serve-noop, serve gRPC and HTTP over TLS with this certificate and key (cert,key)")
 	slice     = flag.Duration("slice", 250*time.Millisecond, "the paired open loop's turn: every server is driven at -rate for this long in turn, -duration in all (-redis: -duration × -reps)")
 	serveNoop = flag.String("serve-noop", "", "internal: serve the no-op gRPC and HTTP servers on these addresses (grpc,http)")
 	serveEval = flag.String("serve-evalsha", "", "internal: serve -redis's gRPC floor on these addresses (grpc,http,redis)")
@@ -252,11 +254,7 @@ func run() error {
 		defer p.stop()
 	}
 	for _, p := range procs {
-		scheme := "http://"
-		if srvTLS != nil && p != noop { // the agent serves TLS on every port
-			scheme = "https://"
-		}
-		if err := waitHTTP(scheme+p.httpAddr+"/readyz", 20*time.Second); err != nil {
+		if err := waitHTTP(httpScheme()+p.httpAddr+"/readyz", 20*time.Second); err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
@@ -309,9 +307,6 @@ func run() error {
 func prepareTLS(dir string) error {
 	if !*tlsOn {
 		return nil
-	}
-	if !*grpcOnly {
-		return errors.New("-tls measures the gRPC port only: use it with -grpc-only")
 	}
 	var err error
 	if srvTLS, err = benchcert.Write(dir, "loadgen", time.Now()); err != nil {
@@ -406,6 +401,14 @@ func startAgent(name, bin, dir string) *proc {
 
 // srvTLS is the certificate the servers serve under -tls; nil without.
 var srvTLS *benchcert.Files
+
+// httpScheme is the servers' HTTP scheme with its ://.
+func httpScheme() string {
+	if srvTLS != nil {
+		return "https://"
+	}
+	return "http://"
+}
 
 // fetch saves the agent's /debug/pprof/what into file.
 func fetch(addr, what, file string) error {
@@ -566,7 +569,7 @@ func wrk(dir string, p *proc, path string) (map[string]float64, error) {
 			"-H", "X-User: alice", "-H", "X-Tier: free", "-H", "X-Region: eu")
 	}
 	threads := strconv.Itoa(max(1, runtime.NumCPU()/2))
-	args = append(args, "-t", threads, "-c", strconv.Itoa(*wrkConns), "-d", strconv.Itoa(int(duration.Seconds()))+"s", "http://"+p.httpAddr+path)
+	args = append(args, "-t", threads, "-c", strconv.Itoa(*wrkConns), "-d", strconv.Itoa(int(duration.Seconds()))+"s", httpScheme()+p.httpAddr+path)
 	cpu0 := p.cpuSeconds()
 	out, err := exec.Command("wrk", args...).CombinedOutput()
 	cpu := p.cpuSeconds() - cpu0
@@ -579,6 +582,7 @@ func wrk(dir string, p *proc, path string) (map[string]float64, error) {
 		switch {
 		case len(f) == 2 && f[0] == "Requests/sec:":
 			m["req/s"], _ = strconv.ParseFloat(f[1], 64)
+			m["server µs CPU/req"] = m["server cores"] / m["req/s"] * 1e6
 		case len(f) >= 5 && f[0] == "Non-2xx":
 			n, _ := strconv.ParseFloat(f[len(f)-1], 64)
 			m["non-2xx"] = n
@@ -616,7 +620,7 @@ func report(results map[string][]map[string]float64, paired, pairedLean map[stri
 	var b bytes.Buffer
 	over := ""
 	if srvTLS != nil {
-		over = " gRPC over TLS 1.3 (ECDSA P-256), one connection a client."
+		over = " Over TLS 1.3 (ECDSA P-256): gRPC one connection a client, wrk's HTTP/1.1 one a wrk connection."
 	}
 	fmt.Fprintf(&b, "%d interleaved repetitions of %v each; medians. %d callers closed loop, %d/s open loop.%s\n\n", *reps, *duration, *callers, *rate, over)
 	head, rule := "| measurement |", "|---|"
@@ -653,7 +657,9 @@ func report(results map[string][]map[string]float64, paired, pairedLean map[stri
 	row("gRPC open loop, server cores", "grpc open", "server cores")
 	if haveWrk {
 		row("HTTP POST /v1/check, req/s", "http /v1/check", "req/s")
+		row("HTTP POST /v1/check, server µs CPU per request", "http /v1/check", "server µs CPU/req")
 		row("HTTP GET /v1/check/http, req/s", "http /v1/check/http", "req/s")
+		row("HTTP GET /v1/check/http, server µs CPU per request", "http /v1/check/http", "server µs CPU/req")
 	}
 	b.WriteString(writePaired(paired, agents, *slice, "grpc-go's client"))
 	b.WriteString(writePaired(pairedLean, agents, *slice, "the lean client"))
@@ -746,5 +752,9 @@ func runNoop(addrs, tlsFiles string) {
 		w.Header().Set("X-FluxGate-Decision", "accepted")
 		w.WriteHeader(200)
 	})
-	log.Fatal((&http.Server{Addr: httpAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}).ListenAndServe())
+	srvHTTP := &http.Server{Addr: httpAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if cert, key, ok := strings.Cut(tlsFiles, ","); ok {
+		log.Fatal(srvHTTP.ListenAndServeTLS(cert, key))
+	}
+	log.Fatal(srvHTTP.ListenAndServe())
 }
