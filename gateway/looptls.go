@@ -3,8 +3,6 @@
 package gateway
 
 import (
-	"crypto/tls"
-	"fmt"
 	"net"
 	"net/http"
 
@@ -71,13 +69,9 @@ func (s *LoopServer) serveTLS(ln net.Listener) error {
 // lean engine's HTTP/2 server unless the loops serve it, anything else on
 // a loop.
 func (s *LoopServer) adoptTLS(c net.Conn) {
-	tc, ok := c.(*tls.Conn)
-	var w *looptls.Conn
-	if ok {
-		w = looptls.Of(tc)
-	}
-	if w == nil {
-		s.logger.Warn("gateway loop engine: a TLS connection not built on looptls.Wrap; closed", "type", fmt.Sprintf("%T", c))
+	tc, w, err := looptls.Handshaken(c)
+	if err != nil {
+		s.logger.Warn("gateway loop engine: a connection it cannot take; closed", "err", err)
 		_ = c.Close()
 		return
 	}
@@ -88,14 +82,14 @@ func (s *LoopServer) adoptTLS(c net.Conn) {
 		}
 		return
 	}
-	fd, slot, err := w.Detach()
+	t, fd, slot, err := looptls.Take(tc, w)
 	if err != nil {
 		s.logger.Warn("gateway loop engine could not take a TLS connection", "err", err)
 		_ = closeNow(tc)
 		return
 	}
 	st := s.loops[int(s.next.Add(1)%uint32(len(s.loops)))]
-	if !st.l.Post(func() { s.adoptedTLS(st, fd, slot, looptls.New(tc, w)) }) {
+	if !st.l.Post(func() { s.adoptedTLS(st, fd, slot, t) }) {
 		_ = unix.Close(fd) // the loops stopped
 		slot.Release()
 	}

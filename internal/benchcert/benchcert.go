@@ -38,13 +38,30 @@ func (f *Files) ClientConfig() *tls.Config {
 // from an hour before now for a day, and its key (PKCS #8) to cert.pem
 // and key.pem in dir.
 func Write(dir, name string, now time.Time) (*Files, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, roots, err := PEM(name, now)
 	if err != nil {
 		return nil, err
 	}
+	f := &Files{Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem"), Roots: roots}
+	if err := os.WriteFile(f.Cert, certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(f.Key, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// PEM returns the certificate Write writes and its key as PEM, and the
+// pool that verifies the certificate.
+func PEM(name string, now time.Time) (certPEM, keyPEM []byte, roots *x509.CertPool, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -60,23 +77,18 @@ func Write(dir, name string, now time.Time) (*Files, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	f := &Files{Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem"), Roots: x509.NewCertPool()}
-	f.Roots.AddCert(cert)
-	if err := os.WriteFile(f.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(f.Key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return nil, err
-	}
-	return f, nil
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), roots, nil
 }

@@ -3,7 +3,6 @@
 package loopgrpc
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 
@@ -55,13 +54,9 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 
 // adoptTLS moves c, a connection whose handshake is done, to a loop.
 func (s *Server) adoptTLS(c net.Conn) {
-	tc, _ := c.(*tls.Conn)
-	var w *looptls.Conn
-	if tc != nil {
-		w = looptls.Of(tc)
-	}
-	if w == nil {
-		s.logger.Warn("gRPC event loops: a TLS connection not built on looptls.Wrap; closed", "type", fmt.Sprintf("%T", c))
+	tc, w, err := looptls.Handshaken(c)
+	if err != nil {
+		s.logger.Warn("gRPC event loops: a connection they cannot take; closed", "err", err)
 		_ = c.Close()
 		return
 	}
@@ -71,14 +66,14 @@ func (s *Server) adoptTLS(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	fd, slot, err := w.Detach()
+	t, fd, slot, err := looptls.Take(tc, w)
 	if err != nil {
 		s.logger.Warn("gRPC event loops could not take a TLS connection", "err", err)
 		_ = c.Close()
 		return
 	}
 	st := s.loops[int(s.next.Add(1)%uint32(len(s.loops)))]
-	if !st.l.Post(func() { s.adoptedTLS(st, fd, slot, looptls.New(tc, w)) }) {
+	if !st.l.Post(func() { s.adoptedTLS(st, fd, slot, t) }) {
 		_ = unix.Close(fd) // the loops stopped
 		slot.Release()
 	}

@@ -144,6 +144,28 @@ func Of(tc *tls.Conn) *Conn {
 	return w
 }
 
+// Handshaken returns c, a connection a TLS listener built on Wrap
+// accepted, as its *tls.Conn and the Conn under it; an error names what c
+// is otherwise.
+func Handshaken(c net.Conn) (*tls.Conn, *Conn, error) {
+	if tc, ok := c.(*tls.Conn); ok {
+		if w := Of(tc); w != nil {
+			return tc, w, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("looptls: a %T not built on looptls.Wrap", c)
+}
+
+// Take detaches w (Detach) and returns the TLS of tc, built on it, for
+// the loop that takes the socket, with the socket and its slot.
+func Take(tc *tls.Conn, w *Conn) (*TLS, int, *conncap.Slot, error) {
+	fd, slot, err := w.Detach()
+	if err != nil {
+		return nil, -1, nil, err
+	}
+	return New(tc, w), fd, slot, nil
+}
+
 // Detach takes the socket from under w for a loop: it returns a
 // duplicate of its descriptor, non-blocking, and the slot the connection
 // holds under a conncap.Cap (nil without one), and closes the connection

@@ -230,3 +230,21 @@ func TestConnWriteWaits(t *testing.T) {
 		t.Fatalf("the client read %d bytes, not what was written", len(b))
 	}
 }
+
+// Handshaken takes only a *tls.Conn built on Wrap, and says what else it
+// was given.
+func TestHandshaken(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	for _, c := range []net.Conn{a, tls.Server(a, &tls.Config{})} {
+		if _, _, err := Handshaken(c); err == nil || !strings.Contains(err.Error(), "not built on looptls.Wrap") {
+			t.Errorf("%T: %v", c, err)
+		}
+	}
+	w := Wrap(a).(*Conn)
+	tc := tls.Server(w, &tls.Config{})
+	if gotTC, gotW, err := Handshaken(tc); err != nil || gotTC != tc || gotW != w {
+		t.Errorf("a tls.Conn on Wrap: %v", err)
+	}
+}
