@@ -32,12 +32,14 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/fluxgate/fluxgate/controlpoint/controlpointpb"
 	"github.com/fluxgate/fluxgate/controlpoint/flow"
 	"github.com/fluxgate/fluxgate/fluxmeter"
+	"github.com/fluxgate/fluxgate/internal/benchcert"
 )
 
 var (
@@ -46,7 +48,30 @@ var (
 	idleBudget  = flag.Int("idle-memory-mib", 0, "-idle: limits.memory_mib of the agent; 0 keeps its default")
 	idleHeap    = flag.String("idle-heapprofile", "", "-idle: save the agent's heap profile 60 s after the load here (fluxgate built with -tags pprof, FLUXGATE_PPROF_ADDR set in this program's environment)")
 	idleRSSGoal = flag.Int("idle-rss-mib", 100, "-idle: fail when RSS 60 s after the load is over this")
+	idleTLS     = flag.Bool("tls", false, "-idle: the agent's check, OTLP and API ports over TLS (a self-signed certificate the clients verify; metrics and the gateway's listener stay plain)")
 )
+
+// soakTLS is the agent's certificate under -tls; nil without.
+var soakTLS *benchcert.Files
+
+// agentHTTP is the client of the agent's HTTP API port, and its scheme
+// with its ://: TLS under -tls.
+func agentHTTP(maxIdle int) (*http.Client, string) {
+	tr := &http.Transport{MaxIdleConnsPerHost: maxIdle}
+	if soakTLS == nil {
+		return &http.Client{Transport: tr, Timeout: 5 * time.Second}, "http://"
+	}
+	tr.TLSClientConfig = soakTLS.ClientConfig()
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}, "https://"
+}
+
+// agentCreds are the gRPC clients' credentials for the agent's ports.
+func agentCreds() credentials.TransportCredentials {
+	if soakTLS == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(soakTLS.ClientConfig())
+}
 
 const idlePolicy = `apiVersion: fluxgate.io/v1beta1
 kind: Policy
@@ -69,10 +94,11 @@ spec:
 
 const idleConfig = `# written by test/soak -idle
 server: {host: 127.0.0.1, http_port: %d, grpc_port: %d}
-metrics: {port: %d}
+metrics: {port: %d, tls: false}
 otlp: {grpc_port: %d, http_port: %d}
 policies: {dir: %q}
 log: {level: warn}
+%s
 %s
 %s
 gateway:
@@ -112,8 +138,12 @@ func startIdleAgent(ctx context.Context, bin, dir, upstream, redisAddr string, b
 	if budget > 0 {
 		limits = fmt.Sprintf("limits: {memory_mib: %d}", budget)
 	}
+	tlsOn := ""
+	if soakTLS != nil {
+		tlsOn = fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", soakTLS.Cert, soakTLS.Key)
+	}
 	conf := filepath.Join(dir, "fluxgate.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, idleConfig, hp, gp, mp, og, oh, pol, limits, redis, gw, upstream), 0o600); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, idleConfig, hp, gp, mp, og, oh, pol, limits, redis, tlsOn, gw, upstream), 0o600); err != nil {
 		return nil, err
 	}
 	at := func(p int) string { return fmt.Sprintf("127.0.0.1:%d", p) }
@@ -160,6 +190,12 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	}
 	go func() { _ = up.Serve(ln) }()
 	defer up.Close()
+	if *idleTLS {
+		if soakTLS, err = benchcert.Write(dir, "soak", time.Now()); err != nil {
+			log.Print(err)
+			return 1
+		}
+	}
 
 	rs, err := idleRedisServer(dir)
 	if err != nil {
@@ -179,6 +215,9 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	before, beforeAnon, beforeGo := rss.now(), rss.field("RssAnon"), ag.goMem()
 
 	paths := "gRPC and HTTP checks, " + rs.paths() + "OTLP over gRPC and HTTP, gateway requests"
+	if soakTLS != nil {
+		paths += ", the agent's ports over TLS (the gateway's listener plain)"
+	}
 	log.Printf("load: %s, %d workers each, %d users, for %v", paths, workers, *idleUsers, d)
 	lctx, stop := context.WithTimeout(ctx, d)
 	defer stop()
@@ -210,7 +249,7 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 		}
 	}
 	loop := func(f func() error) { loopN(workers, f) }
-	conn, err := grpc.NewClient(ag.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ag.grpc, grpc.WithTransportCredentials(agentCreds()))
 	if err != nil {
 		log.Print(err)
 		return 1
@@ -223,21 +262,22 @@ func runIdle(ctx context.Context, bin, dir string, d time.Duration, workers int)
 	})
 	var redisCalls atomic.Int64
 	rs.load(loop, func(cp string) error { return redisCheck(lctx, checks, cp, nextUser()) }, &redisCalls)
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 5 * time.Second}
+	hc, api := agentHTTP(64)
+	api += ag.api
 	get := func(url string, h http.Header) error { return idleGet(lctx, hc, url, h) }
 	post := func(url, ctype string, body []byte) error { return idlePost(lctx, hc, url, ctype, body) }
 	loop(func() error {
-		return post("http://"+ag.api+"/v1/check", "application/json",
+		return post(api+"/v1/check", "application/json",
 			fmt.Appendf(nil, `{"control_point":"ingress","labels":{"user":%q,"tier":"free"}}`, nextUser()))
 	})
 	loop(func() error {
-		return get("http://"+ag.api+"/v1/check/http", http.Header{"X-Original-Uri": {"/api/items"}, "X-User": {nextUser()}})
+		return get(api+"/v1/check/http", http.Header{"X-Original-Uri": {"/api/items"}, "X-User": {nextUser()}})
 	})
 	loop(func() error {
 		return get("http://"+ag.gw+"/api/items?u="+nextUser(), http.Header{"X-User": {nextUser()}})
 	})
 	otlp := collectortrace.NewTraceServiceClient(conn)
-	oconn, err := grpc.NewClient(ag.otlpGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	oconn, err := grpc.NewClient(ag.otlpGRPC, grpc.WithTransportCredentials(agentCreds()))
 	if err != nil {
 		log.Print(err)
 		return 1

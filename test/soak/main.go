@@ -271,8 +271,10 @@ func startReady(ctx context.Context, api, bin string, args ...string) (*exec.Cmd
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	client, scheme := agentHTTP(1)
+	defer client.CloseIdleConnections()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if r, err := http.Get("http://" + api + "/readyz"); err == nil {
+		if r, err := client.Get(scheme + api + "/readyz"); err == nil {
 			_ = r.Body.Close() // only the status matters
 			if r.StatusCode == 200 {
 				return cmd, nil
