@@ -43,7 +43,7 @@ type TLSConfig struct {
 	ClientCAFile     string        `yaml:"client_ca_file" desc:"PEM CA certificates that verify client certificates (mutual TLS) per client_auth, on every TLS listener; needs cert_file and key_file. Reloaded when the file changes. Empty asks clients for no certificate."`
 	ClientAuth       string        `yaml:"client_auth" validate:"oneof=require|verify_if_given" desc:"With client_ca_file: require refuses a client without a certificate from those CAs; verify_if_given also lets in clients that present none (kubelet probes, scrapers) and refuses those whose certificate does not verify, so the tokens must then guard the check API and OTLP."`
 	MinVersion       string        `yaml:"min_version" validate:"oneof=tls1.2|tls1.3" desc:"Lowest TLS version the listeners accept (written as Caddy does, so YAML reads it as a string)."`
-	HandshakeTimeout time.Duration `yaml:"handshake_timeout" desc:"A client must finish its TLS handshake within this time or is disconnected (on gRPC: handshake and HTTP/2 preface); 0 or less means 10s."`
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout" desc:"A client must finish its TLS handshake within this time or is disconnected (on the gRPC port served by grpc-go, server.grpc_engine net: handshake and HTTP/2 preface together; on the event loops the preface, or a request's head, then has server.read_timeout, at most 10s); 0 or less means 10s."`
 }
 
 // Values of tls.client_auth.

@@ -33,6 +33,8 @@ type conn struct {
 	closed     bool
 	failed     bool // a write failed: the connection closes (posted)
 	feeding    bool // within the Session's Feed
+	reading    bool // within read, which reads on while the tls.Conn may hold records
+	heldPosted bool // a read of records the tls.Conn holds is posted (readHeld)
 	toFlush    bool // in its loop's waitedAnswers.flush
 	timer      *eventloop.Timer
 	timing     timing
@@ -80,6 +82,8 @@ func (c *conn) waitingOut() int { return len(c.ss.Output()) + len(c.wq) }
 // read reads the client once and feeds the Session; over TLS, on while
 // the tls.Conn may hold records the socket will not tell of.
 func (c *conn) read() {
+	c.reading = true
+	defer func() { c.reading = false }()
 	for {
 		// Into the loop's buffer, unless a frame not yet whole waits in
 		// the connection's own: an idle connection holds no read buffer.
@@ -96,6 +100,7 @@ func (c *conn) read() {
 			n, err = unix.Read(c.fd, dst)
 		} else {
 			n, err = c.tls.Read(&c.st.tls, c.fd, dst)
+			c.wq = c.tls.Waiting() // what the read wrote (a KeyUpdate's reply) counts with the frames waiting
 		}
 		switch {
 		case n > 0 && len(c.in) == 0:
@@ -199,6 +204,7 @@ func (c *conn) write() error {
 // maxOut), no call open (the idle timeout, or the preface timeout until
 // the client's SETTINGS came), or neither.
 func (c *conn) arm() {
+	defer c.readHeld()
 	waiting := c.waitingOut()
 	ev := uint32(0)
 	if waiting <= maxOut {
@@ -232,6 +238,24 @@ func (c *conn) arm() {
 		c.slot.IdleAt(c.st.l.Now())
 		c.setTimer(timeIdle, s.o.IdleTimeout)
 	}
+}
+
+// readHeld reads again, on the loop after this turn, when the tls.Conn
+// may hold records the socket's readiness will not tell of: read left
+// them for the frames waiting past maxOut, which a flush outside the
+// socket's events (a waited answer, Fallback's, a timer's GOAWAY) has
+// since sent.
+func (c *conn) readHeld() {
+	if c.tls == nil || !c.tls.More() || c.reading || c.feeding || c.heldPosted || c.closed || c.waitingOut() > maxOut {
+		return
+	}
+	c.heldPosted = true
+	c.st.l.Post(func() {
+		c.heldPosted = false
+		if !c.closed && c.waitingOut() <= maxOut {
+			c.read()
+		}
+	})
 }
 
 func (c *conn) setTimer(t timing, d time.Duration) {

@@ -23,26 +23,23 @@ import (
 
 // ServeTLS serves ln, a listener of handshaken *tls.Conn built on
 // looptls.Wrap, until Shutdown, then returns nil; Shutdown closes ln
-// (ending the handshakes in progress). Connections under a conncap.Cap
+// (ending the handshakes in progress), and so does ServeTLS when it
+// returns. Connections under a conncap.Cap
 // (ln built on the cap's Listener) keep the slot they were accepted
 // with; Options.Cap is for Serve's. A connection not built on
 // looptls.Wrap is closed, and so is one that did not negotiate h2 by
 // ALPN (as grpc-go's TLS credentials refuse it).
 func (s *Server) ServeTLS(ln net.Listener) error {
-	s.mu.Lock()
-	if s.shut {
-		s.mu.Unlock()
-		_ = ln.Close()
+	defer ln.Close()
+	if s.shutting() {
 		return nil
 	}
-	s.tlsLn = ln
-	s.mu.Unlock()
-	s.local = ln.Addr()
 	shut, err := s.front.Begin()
 	if err != nil {
-		return fmt.Errorf("loopgrpc: %w", err)
+		return fmt.Errorf("loopgrpc: %w", err) // the first Serve or ServeTLS goes on
 	}
-	if shut {
+	s.local = ln.Addr()
+	if shut || !s.setTLSListener(ln) {
 		return nil
 	}
 	if err := looptls.Accept(ln, s.adoptTLS, s.logger); err != nil && !s.front.Shutting() {
@@ -50,6 +47,25 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	}
 	s.front.Wait()
 	return nil
+}
+
+// shutting reports whether Shutdown has begun.
+func (s *Server) shutting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shut
+}
+
+// setTLSListener keeps ln for Shutdown to close; false: Shutdown has
+// begun (and will not see it).
+func (s *Server) setTLSListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shut {
+		return false
+	}
+	s.tlsLn = ln
+	return true
 }
 
 // adoptTLS moves c, a connection whose handshake is done, to a loop.

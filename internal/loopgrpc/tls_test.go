@@ -3,6 +3,7 @@
 package loopgrpc
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,13 +14,16 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/certs/certstest"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/looptls"
+	"github.com/fluxgate/fluxgate/internal/looptls/looptlstest"
 	"github.com/fluxgate/fluxgate/internal/testbin"
 )
 
@@ -66,12 +70,27 @@ func TestH2specTLS(t *testing.T) {
 	}
 }
 
+// A second ServeTLS fails and closes its listener, the first serving on;
 // Shutdown ends ServeTLS: the handshakes in progress end (a client that
 // connected and sent nothing is closed), ServeTLS returns, and a
 // ServeTLS called after it returns at once, its listener closed.
 func TestShutdownEndsServeTLS(t *testing.T) {
 	f := startTLS(t, &loopUnary{}, nil)
-	if _, err := f.client(t).UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+	c := f.client(t)
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil { // the first ServeTLS serves
+		t.Fatal(err)
+	}
+	second, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.ServeTLS(second); !errors.Is(err, eventloop.ErrServing) {
+		t.Errorf("a second ServeTLS: %v, want ErrServing", err)
+	}
+	if _, err := second.Accept(); err == nil {
+		t.Error("a second ServeTLS left its listener open")
+	}
+	if _, err := c.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	silent, err := net.Dial("tcp", f.addr)
@@ -109,4 +128,59 @@ func TestShutdownEndsServeTLS(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A TLS 1.3 client that reads nothing and sends KeyUpdates (each asks the
+// server for one of its own), between frames the Session ignores, is cut:
+// the replies count with the frames waiting (the loop stops reading it,
+// and WriteTimeout runs), and looptls fails a read once more than outKeep
+// bytes of them wait. Before, they grew with what the client sent.
+func TestTLSKeyUpdatesOfAClientNotReading(t *testing.T) {
+	f := startTLS(t, &loopUnary{}, func(o *Options) {
+		o.WriteTimeout = 200 * time.Millisecond
+		o.IdleTimeout = time.Minute
+	})
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	var keylog bytes.Buffer
+	cfg := f.tls.Clone()
+	cfg.NextProtos, cfg.MinVersion, cfg.KeyLogWriter = []string{"h2"}, tls.VersionTLS13, &keylog
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := looptlstest.New(tc, keylog.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var settings bytes.Buffer
+	_ = http2.NewFramer(&settings, nil).WriteSettings()
+	if _, err := nc.Write(r.Data(append([]byte(http2.ClientPreface), settings.Bytes()...))); err != nil {
+		t.Fatal(err)
+	}
+	unknown := []byte{0, 0, 0, 0xfa, 0, 0, 0, 0, 0} // a frame of an unknown type: ignored
+	var batch []byte
+	for range 40_000 { // 16 MiB of KeyUpdates at most
+		for range 15 { // crypto/tls ends a connection after 16 records in a row that carry no data
+			ku, err := r.KeyUpdate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch = append(batch, ku...)
+		}
+		batch = append(batch, r.Data(unknown)...)
+		if len(batch) < 64<<10 {
+			continue
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := nc.Write(batch); err != nil {
+			return // cut
+		}
+		batch = batch[:0]
+	}
+	t.Fatal("a client that reads nothing sent 600,000 KeyUpdates and is still served")
 }

@@ -155,10 +155,12 @@ func (c *conn) read() {
 // readSocket reads the client once into p: plaintext, decrypted over
 // TLS. It returns (0, nil) at the client's end, as unix.Read does.
 func (c *conn) readSocket(p []byte) (int, error) {
-	if c.tls != nil {
-		return c.tls.Read(&c.st.tls, c.fd, p)
+	if c.tls == nil {
+		return unix.Read(c.fd, p)
 	}
-	return unix.Read(c.fd, p)
+	n, err := c.tls.Read(&c.st.tls, c.fd, p)
+	c.wq = c.tls.Waiting() // what the read wrote (a KeyUpdate's reply) waits as answers do
+	return n, err
 }
 
 // serveBytes answers the whole requests at the start of b (the loop's
@@ -426,7 +428,9 @@ func (c *conn) next() {
 		c.readHeld()
 	default:
 		c.setInterest(readInterest)
-		if c.timing != timeIdle {
+		// timeHead here: no request yet (a TLS client's first read may
+		// come up empty), and the head's timer runs from the start.
+		if c.timing != timeIdle && c.timing != timeHead {
 			c.slot.IdleAt(c.st.l.Now())
 			c.setTimer(timeIdle, s.o.IdleTimeout)
 		}

@@ -26,7 +26,8 @@ import (
 
 // ServeTLS serves ln, a listener of handshaken *tls.Conn built on
 // looptls.Wrap, until Shutdown, then returns nil (or Fallback's error);
-// Shutdown closes ln (ending the handshakes in progress). Connections
+// Shutdown closes ln (ending the handshakes in progress), and so does
+// ServeTLS when it returns. Connections
 // under a conncap.Cap (ln built on the cap's Listener) keep the slot
 // they were accepted with; Options.Cap is for Serve's. A connection not
 // built on looptls.Wrap is closed.
@@ -37,23 +38,20 @@ import (
 // after the bytes the loop read, and net/http gives r.TLS only to a
 // *tls.Conn of its own.
 func (s *Server) ServeTLS(ln net.Listener) error {
-	s.mu.Lock()
-	if s.shut {
-		s.mu.Unlock()
-		_ = ln.Close()
+	defer ln.Close()
+	if s.shutting() {
 		return http.ErrServerClosed
 	}
-	s.tlsLn = ln
-	s.mu.Unlock()
-	s.hand.addr = ln.Addr()
-	carryTLSState(s.o.Fallback)
 	shut, err := s.front.Begin()
 	switch {
-	case shut:
-		return http.ErrServerClosed
 	case err != nil:
-		return fmt.Errorf("loophttp: %w", err)
+		return fmt.Errorf("loophttp: %w", err) // the first Serve or ServeTLS goes on
+	case shut || !s.setTLSListener(ln):
+		_ = s.hand.Close()
+		return http.ErrServerClosed
 	}
+	s.hand.addr = ln.Addr()
+	carryTLSState(s.o.Fallback)
 	fallback := make(chan error, 1)
 	go func() { fallback <- s.o.Fallback.Serve(s.hand) }()
 	if err := looptls.Accept(ln, s.adoptTLS, s.logger); err != nil && !s.front.Shutting() {
@@ -61,6 +59,25 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	}
 	s.front.Wait()
 	return serveErr(<-fallback)
+}
+
+// shutting reports whether Shutdown has begun.
+func (s *Server) shutting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shut
+}
+
+// setTLSListener keeps ln for Shutdown to close; false: Shutdown has
+// begun (and will not see it).
+func (s *Server) setTLSListener(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shut {
+		return false
+	}
+	s.tlsLn = ln
+	return true
 }
 
 // adoptTLS serves c, a connection whose handshake is done: HTTP/2 on

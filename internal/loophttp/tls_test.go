@@ -4,6 +4,7 @@ package loophttp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,7 +20,9 @@ import (
 	"github.com/fluxgate/fluxgate/certs"
 	"github.com/fluxgate/fluxgate/certs/certstest"
 	"github.com/fluxgate/fluxgate/internal/conncap"
+	"github.com/fluxgate/fluxgate/internal/eventloop"
 	"github.com/fluxgate/fluxgate/internal/looptls"
+	"github.com/fluxgate/fluxgate/internal/looptls/looptlstest"
 )
 
 // startServerTLS is startServer over TLS: the listener is the agent's
@@ -105,10 +108,24 @@ func TestTLSHTTP2GoesToFallback(t *testing.T) {
 	}
 }
 
+// A second ServeTLS fails and closes its listener, the first serving on;
 // Shutdown ends ServeTLS: a client in its handshake is closed, ServeTLS
 // returns, and one called after it returns at once, its listener closed.
 func TestShutdownEndsServeTLS(t *testing.T) {
 	ts := startServerTLS(t, nil)
+	second, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.s.ServeTLS(second); !errors.Is(err, eventloop.ErrServing) {
+		t.Errorf("a second ServeTLS: %v, want ErrServing", err)
+	}
+	if _, err := second.Accept(); err == nil {
+		t.Error("a second ServeTLS left its listener open")
+	}
+	if a := ts.roundTrip(t, "GET /check HTTP/1.1\r\nHost: x\r\n\r\n", 1)[0]; a.header.Get("X-TLS") != "true" {
+		t.Errorf("the first ServeTLS after a second: %s", a)
+	}
 	silent, err := net.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -144,4 +161,72 @@ func TestShutdownEndsServeTLS(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A client that connects and sends nothing is closed after HeaderTimeout
+// (the first request's head, from the connection's start), plain and over
+// TLS alike, not after the far longer IdleTimeout.
+func TestSilentClientHeaderTimeout(t *testing.T) {
+	for _, sv := range servings {
+		t.Run(sv.name, func(t *testing.T) {
+			ts := sv.start(t, func(o *Options) {
+				o.HeaderTimeout = 100 * time.Millisecond
+				o.IdleTimeout = time.Minute
+			})
+			c, err := ts.dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.ReadAll(c); isTimeout(err) {
+				t.Error("a silent client still open after 20 s (HeaderTimeout 100ms)")
+			}
+		})
+	}
+}
+
+// A TLS 1.3 client that reads nothing and sends KeyUpdates (each asks the
+// server for one of its own) is cut: the replies wait as answers do (the
+// loop stops reading it, and WriteTimeout runs), and looptls fails a read
+// once more than outKeep bytes of them wait.
+func TestTLSKeyUpdatesOfAClientNotReading(t *testing.T) {
+	ts := startServerTLS(t, func(o *Options) { o.WriteTimeout = 200 * time.Millisecond })
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	var keylog bytes.Buffer
+	cfg := ts.tls.Clone()
+	cfg.NextProtos, cfg.MinVersion, cfg.KeyLogWriter = []string{"http/1.1"}, tls.VersionTLS13, &keylog
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := looptlstest.New(tc, keylog.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []byte
+	for range 40_000 { // 16 MiB of KeyUpdates at most
+		for range 15 { // crypto/tls ends a connection after 16 records in a row that carry no data
+			ku, err := r.KeyUpdate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch = append(batch, ku...)
+		}
+		batch = append(batch, r.Data([]byte("\r\n"))...) // blank lines before a request: ignored
+		if len(batch) < 64<<10 {
+			continue
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := nc.Write(batch); err != nil {
+			return // cut
+		}
+		batch = batch[:0]
+	}
+	t.Fatal("a client that reads nothing sent 600,000 KeyUpdates and is still served")
 }

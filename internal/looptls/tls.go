@@ -58,6 +58,23 @@ func (t *TLS) RemoteAddr() net.Addr { return t.w.remote }
 // ciphertext the socket's readiness would not tell of: read again.
 func (t *TLS) More() bool { return t.more }
 
+// Waiting is the ciphertext written and not yet sent (a view of the
+// connection's buffer; nil when none): after a Read too, which may have
+// written (the reply to a TLS 1.3 KeyUpdate). A loop counts it with its
+// answers waiting, so that a client that does not read stops being read
+// and meets the write timeout.
+func (t *TLS) Waiting() []byte {
+	if w := t.w; w.outR < len(w.out) {
+		return w.out[w.outR:]
+	}
+	return nil
+}
+
+// errNotTaken is Read's error when what reads made the connection write
+// waits past outKeep bytes: a client that makes the server write (each
+// KeyUpdate it sends asks for one) and takes none of it.
+var errNotTaken = errors.New("looptls: the client takes none of the records its own records made the server write")
+
 // Holds reports whether the connection holds a buffer of its own:
 // ciphertext read and not decrypted, or written and not sent.
 func (t *TLS) Holds() bool { return len(t.w.in) > 0 || t.w.out != nil }
@@ -65,10 +82,15 @@ func (t *TLS) Holds() bool { return len(t.w.in) > 0 || t.w.out != nil }
 // Read reads the socket fd once, unless ciphertext is held, and returns
 // the plaintext of the records that came, up to len(p). It returns (0,
 // nil) at the client's end (as unix.Read does), (0, unix.EAGAIN) when no
-// whole record came, and a TLS error as it is.
+// whole record came, and a TLS error as it is. What a read writes (a
+// KeyUpdate's reply) is sent as far as the socket takes it; the rest is
+// Waiting, and past outKeep bytes of it Read fails.
 func (t *TLS) Read(b *Buffers, fd int, p []byte) (int, error) {
 	w := t.w
 	t.more = false
+	if len(w.out)-w.outR > outKeep {
+		return 0, errNotTaken // a bound for loops that read on while records wait
+	}
 	borrowed := false // w.in is the loop's buffer
 	if w.inR == len(w.in) && w.end == nil {
 		if b.in == nil {

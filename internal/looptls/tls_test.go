@@ -3,6 +3,7 @@
 package looptls
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fluxgate/fluxgate/certs/certstest"
+	"github.com/fluxgate/fluxgate/internal/looptls/looptlstest"
 )
 
 // Unit tests of Conn and TLS over a socket pair.
@@ -26,6 +28,7 @@ type captureConn struct {
 	net.Conn
 	capturing bool
 	kept      []byte
+	keylog    bytes.Buffer // the client's key log (looptlstest)
 }
 
 func (c *captureConn) Write(p []byte) (int, error) {
@@ -60,7 +63,7 @@ func tlsOnFD(t *testing.T) (lt *TLS, fd int, client *tls.Conn, cc *captureConn) 
 	w := Wrap(srv).(*Conn)
 	stc := tls.Server(w, &tls.Config{Certificates: []tls.Certificate{pair.TLS}})
 	cc = &captureConn{Conn: cli}
-	client = tls.Client(cc, &tls.Config{RootCAs: ca.Pool(), ServerName: "pair.test"})
+	client = tls.Client(cc, &tls.Config{RootCAs: ca.Pool(), ServerName: "pair.test", KeyLogWriter: &cc.keylog})
 	errc := make(chan error, 1)
 	go func() { errc <- stc.Handshake() }()
 	if err := client.Handshake(); err != nil {
@@ -247,4 +250,48 @@ func TestHandshaken(t *testing.T) {
 	if gotTC, gotW, err := Handshaken(tc); err != nil || gotTC != tc || gotW != w {
 		t.Errorf("a tls.Conn on Wrap: %v", err)
 	}
+}
+
+// A client that sends KeyUpdates (each asks the server for one of its
+// own) and reads nothing: the replies wait (Waiting), and once more than
+// outKeep bytes of them do, Read fails instead of keeping more.
+func TestReadBoundsWhatItWrites(t *testing.T) {
+	lt, fd, client, cc := tlsOnFD(t)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<10)
+	r, err := looptlstest.New(client, cc.keylog.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, p := &Buffers{}, make([]byte, 1024)
+	waited := 0
+	for range 100_000 {
+		var batch []byte
+		for range 15 { // crypto/tls ends a connection after 16 records in a row that carry no data
+			ku, err := r.KeyUpdate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch = append(batch, ku...)
+		}
+		if _, err := cc.Conn.Write(append(batch, r.Data([]byte("x"))...)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			n, err := lt.Read(b, fd, p)
+			if errors.Is(err, errNotTaken) {
+				if waited <= outKeep {
+					t.Fatalf("Read failed with %d bytes waiting, fewer than outKeep (%d)", waited, outKeep)
+				}
+				return
+			}
+			if err != nil && !errors.Is(err, unix.EAGAIN) {
+				t.Fatalf("Read: %v", err)
+			}
+			waited = len(lt.Waiting())
+			if n == 0 {
+				break
+			}
+		}
+	}
+	t.Fatalf("a client that reads nothing made %d bytes wait and Read still reads it", waited)
 }
