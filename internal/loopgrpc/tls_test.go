@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -178,6 +179,9 @@ func TestTLSKeyUpdatesOfAClientNotReading(t *testing.T) {
 		}
 		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := nc.Write(batch); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the server stopped reading a client that reads nothing, and did not cut it within 10 s")
+			}
 			return // cut
 		}
 		batch = batch[:0]

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -209,7 +210,9 @@ func TestTLSKeyUpdatesOfAClientNotReading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var batch []byte
+	// A request's head that never ends, a byte a record: it stays on the
+	// loop, which reads on.
+	batch := r.Data([]byte("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: "))
 	for range 40_000 { // 16 MiB of KeyUpdates at most
 		for range 15 { // crypto/tls ends a connection after 16 records in a row that carry no data
 			ku, err := r.KeyUpdate()
@@ -218,12 +221,15 @@ func TestTLSKeyUpdatesOfAClientNotReading(t *testing.T) {
 			}
 			batch = append(batch, ku...)
 		}
-		batch = append(batch, r.Data([]byte("\r\n"))...) // blank lines before a request: ignored
+		batch = append(batch, r.Data([]byte("a"))...) // blank lines before a request: ignored
 		if len(batch) < 64<<10 {
 			continue
 		}
 		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := nc.Write(batch); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the server stopped reading a client that reads nothing, and did not cut it within 10 s")
+			}
 			return // cut
 		}
 		batch = batch[:0]
