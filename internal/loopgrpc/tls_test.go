@@ -141,50 +141,22 @@ func TestTLSKeyUpdatesOfAClientNotReading(t *testing.T) {
 		o.WriteTimeout = 200 * time.Millisecond
 		o.IdleTimeout = time.Minute
 	})
-	nc, err := net.Dial("tcp", f.addr)
+	cfg := f.tls.Clone()
+	cfg.NextProtos = []string{"h2"}
+	nc, r, err := looptlstest.Dial(ctxT(t), f.addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
-	var keylog bytes.Buffer
-	cfg := f.tls.Clone()
-	cfg.NextProtos, cfg.MinVersion, cfg.KeyLogWriter = []string{"h2"}, tls.VersionTLS13, &keylog
-	tc := tls.Client(nc, cfg)
-	if err := tc.HandshakeContext(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	r, err := looptlstest.New(tc, keylog.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var settings bytes.Buffer
 	_ = http2.NewFramer(&settings, nil).WriteSettings()
 	if _, err := nc.Write(r.Data(append([]byte(http2.ClientPreface), settings.Bytes()...))); err != nil {
 		t.Fatal(err)
 	}
-	unknown := []byte{0, 0, 0, 0xfa, 0, 0, 0, 0, 0} // a frame of an unknown type: ignored
-	var batch []byte
-	for range 40_000 { // 16 MiB of KeyUpdates at most
-		for range 15 { // crypto/tls ends a connection after 16 records in a row that carry no data
-			ku, err := r.KeyUpdate()
-			if err != nil {
-				t.Fatal(err)
-			}
-			batch = append(batch, ku...)
-		}
-		batch = append(batch, r.Data(unknown)...)
-		if len(batch) < 64<<10 {
-			continue
-		}
-		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := nc.Write(batch); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatal("the server stopped reading a client that reads nothing, and did not cut it within 10 s")
-			}
-			return // cut
-		}
-		batch = batch[:0]
+	switch err := looptlstest.Flood(nc, r, []byte{0, 0, 0, 0xfa, 0, 0, 0, 0, 0} /* a frame of an unknown type: ignored */); {
+	case err == nil:
+		t.Fatal("a client that reads nothing sent 600,000 KeyUpdates and is still served")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		t.Fatal("the server stopped reading a client that reads nothing, and did not cut it within 10 s")
 	}
-	t.Fatal("a client that reads nothing sent 600,000 KeyUpdates and is still served")
 }

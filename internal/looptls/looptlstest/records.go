@@ -7,6 +7,7 @@ package looptlstest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -18,7 +19,9 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"net"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -131,4 +134,64 @@ func (r *Records) KeyUpdate() ([]byte, error) {
 		return nil, err
 	}
 	return b, r.setSecret(next)
+}
+
+// Dial connects to addr over TCP, its receive buffer small (4 KiB: a
+// client that reads nothing takes little), and completes a TLS 1.3
+// handshake with cfg (ALPN as cfg says); it returns the TCP connection,
+// which the test writes Records' records to from then on, and the
+// Records.
+func Dial(ctx context.Context, addr string, cfg *tls.Config) (net.Conn, *Records, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4 << 10)
+	}
+	var keylog bytes.Buffer
+	cfg = cfg.Clone()
+	cfg.MinVersion, cfg.KeyLogWriter = tls.VersionTLS13, &keylog
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		return nil, nil, err
+	}
+	r, err := New(tc, keylog.Bytes())
+	if err != nil {
+		_ = nc.Close()
+		return nil, nil, err
+	}
+	return nc, r, nil
+}
+
+// Flood writes KeyUpdates to nc as r, each run of 15 followed by a
+// record of data (crypto/tls ends a connection after 16 records in a row
+// that carry none), reading nothing: 64 KiB at a time, each write with a
+// 10 s deadline, 16 MiB at most. It returns the first write's error: nil
+// when all of it went (the server kept reading and answering into
+// nowhere), os.ErrDeadlineExceeded when the server stopped reading and
+// did not close the connection, another error when it closed it.
+func Flood(nc net.Conn, r *Records, data []byte) error {
+	var batch []byte
+	for range 40_000 {
+		for range 15 {
+			ku, err := r.KeyUpdate()
+			if err != nil {
+				return err
+			}
+			batch = append(batch, ku...)
+		}
+		batch = append(batch, r.Data(data)...)
+		if len(batch) < 64<<10 {
+			continue
+		}
+		_ = nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := nc.Write(batch); err != nil {
+			return err
+		}
+		batch = batch[:0]
+	}
+	return nil
 }
