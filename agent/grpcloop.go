@@ -18,7 +18,7 @@ import (
 // The gRPC port on event loops (server.grpc_engine, issue 20): SDKs and
 // gateways call a check once per request (and report its end), and
 // grpc-go spends 13–16 µs of CPU on each, ten times the decision. On
-// Linux, and with the port plain (h2c), loopgrpc answers those calls
+// Linux loopgrpc answers those calls
 // (FlowControlService's Check and FlowEnd, Aperture's, Envoy's ext_authz
 // Check: server.LoopMethods) on event loops — guarded by the tokens as
 // the tap handle guards the port, decided on the loop, or on a goroutine

@@ -33,5 +33,11 @@
 // no call open may be evicted for newcomers); the Session's bounds
 // (streams, header lists, windows, resets) are Options.H2's.
 //
+// TLS: ServeTLS serves a listener whose connections finished their
+// handshake on goroutines (certs.Reloader.WrappedListener over
+// looptls.Wrap); each then moves to a loop, which decrypts what it reads
+// and encrypts the Session's frames (internal/looptls), the same calls
+// answered the same way. A client must have agreed on h2 by ALPN.
+//
 // On other systems New returns ErrUnsupported: serve with grpc-go.
 package loopgrpc

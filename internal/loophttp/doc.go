@@ -36,5 +36,12 @@
 // idle between requests and busy during one, and keep their slot when
 // handed to Fallback.
 //
+// TLS: ServeTLS serves a listener whose connections finished their
+// handshake on goroutines (certs.Reloader.WrappedListener over
+// looptls.Wrap): an HTTP/1.1 one moves to a loop, which decrypts what it
+// reads and encrypts the answers (internal/looptls); one that agreed on
+// h2 by ALPN goes to Fallback as it is. Requests carry the connection's
+// TLS state (r.TLS), on Fallback too after a hand-over.
+//
 // On other systems New returns ErrUnsupported: serve with net/http.
 package loophttp
