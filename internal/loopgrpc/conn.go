@@ -83,7 +83,7 @@ func (c *conn) waitingOut() int { return len(c.ss.Output()) + len(c.wq) }
 // the tls.Conn may hold records the socket will not tell of.
 func (c *conn) read() {
 	c.reading = true
-	defer func() { c.reading = false }()
+	defer func() { c.reading = false }() // a panic the loop recovers leaves no stale flag
 	for {
 		// Into the loop's buffer, unless a frame not yet whole waits in
 		// the connection's own: an idle connection holds no read buffer.
@@ -204,7 +204,6 @@ func (c *conn) write() error {
 // maxOut), no call open (the idle timeout, or the preface timeout until
 // the client's SETTINGS came), or neither.
 func (c *conn) arm() {
-	defer c.readHeld()
 	waiting := c.waitingOut()
 	ev := uint32(0)
 	if waiting <= maxOut {
@@ -238,6 +237,7 @@ func (c *conn) arm() {
 		c.slot.IdleAt(c.st.l.Now())
 		c.setTimer(timeIdle, s.o.IdleTimeout)
 	}
+	c.readHeld()
 }
 
 // readHeld reads again, on the loop after this turn, when the tls.Conn

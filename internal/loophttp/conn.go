@@ -126,7 +126,7 @@ func (c *conn) reading() bool {
 // the socket will not tell of.
 func (c *conn) read() {
 	c.inRead = true
-	defer func() { c.inRead = false }()
+	defer func() { c.inRead = false }() // a panic the loop recovers leaves no stale flag
 	for {
 		in := c.st.in
 		if in == nil {

@@ -137,19 +137,12 @@ func (w *Conn) SetWriteDeadline(t time.Time) error {
 // closes it.
 func (w *Conn) NetConn() net.Conn { return w.Conn }
 
-// Of returns the Conn tc is built on, or nil when it was not built on
-// Wrap.
-func Of(tc *tls.Conn) *Conn {
-	w, _ := tc.NetConn().(*Conn)
-	return w
-}
-
 // Handshaken returns c, a connection a TLS listener built on Wrap
 // accepted, as its *tls.Conn and the Conn under it; an error names what c
 // is otherwise.
 func Handshaken(c net.Conn) (*tls.Conn, *Conn, error) {
 	if tc, ok := c.(*tls.Conn); ok {
-		if w := Of(tc); w != nil {
+		if w, ok := tc.NetConn().(*Conn); ok {
 			return tc, w, nil
 		}
 	}

@@ -45,7 +45,8 @@ type TLS struct {
 	more bool
 }
 
-// New returns the TLS of tc, a connection built on w (Of) and detached.
+// New returns the TLS of tc, a connection built on w (Handshaken) and
+// detached.
 func New(tc *tls.Conn, w *Conn) *TLS { return &TLS{tc: tc, w: w, more: true} }
 
 // Conn is the connection's tls.Conn.

@@ -77,8 +77,8 @@ func tlsOnFD(t *testing.T) (lt *TLS, fd int, client *tls.Conn, cc *captureConn) 
 		t.Fatalf("detach: %v, slot %v", err, slot)
 	}
 	t.Cleanup(func() { _ = unix.Close(fd) })
-	if Of(stc) != w {
-		t.Fatal("Of: not the Conn the tls.Conn was built on")
+	if _, got, err := Handshaken(stc); err != nil || got != w {
+		t.Fatalf("Handshaken: %v; not the Conn the tls.Conn was built on", err)
 	}
 	return &TLS{tc: stc, w: w}, fd, client, cc
 }
